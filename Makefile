@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Trains the default classifier on the bundled Rotten Tomatoes reviews, prints the
+# test metrics, writes TensorBoard logs under runs/ and exports savedmodels/reviews/N/.
+demo: $(STAMP)
+	$(BIN)/tfllm train --task classify --data rotten_tomatoes --run-dir runs/reviews
+	$(BIN)/tfllm export runs/reviews --name reviews
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

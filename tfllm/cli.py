@@ -1,0 +1,193 @@
+"""`tfllm` command line: parses arguments, builds a config, calls the library.
+
+Errors a user can fix arrive as `UserInputError` and are printed as one line
+with exit status 2, never as a traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+# TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _csv_list(value):
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _task_of(run_dir):
+    from tfllm.errors import UserInputError
+    from tfllm.training.common import read_json
+
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no config.json). Pass the --run-dir of a training run.")
+    return read_json(path).get("task", "classify")
+
+
+def cmd_train(args):
+    from tfllm.config import TrainConfig
+
+    config = TrainConfig(
+        task=args.task,
+        data=args.data,
+        run_dir=args.run_dir or os.path.join("runs", os.path.basename(args.data).split(".")[0] or "run"),
+        preset=args.preset,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        split_column=args.split_column,
+        labels=args.labels,
+        tokenizer=args.tokenizer,
+        epochs=args.epochs,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        strategy=args.strategy,
+        precision=args.precision,
+        jit_compile=args.jit_compile,
+        max_rows=args.max_rows,
+    )
+    if config.task == "classify":
+        from tfllm.training.classifier import train_classifier
+
+        metrics = train_classifier(config)
+        print(f"\nTest metrics ({metrics['test']['num_examples']} examples):")
+        for key in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+            if key in metrics["test"]:
+                print(f"  {key:10s} {metrics['test'][key]:.4f}")
+        print(f"Run directory: {config.run_dir}  (TensorBoard: tensorboard --logdir {config.run_dir}/logs)")
+    else:
+        from tfllm.training.causal_lm import train_causal_lm
+
+        train_causal_lm(config)
+
+
+def cmd_evaluate(args):
+    from tfllm.datasets import load_classification_data
+    from tfllm.evaluation import classification_report
+    from tfllm.training.classifier import load_run, predict_probabilities
+    from tfllm.training.common import read_json
+
+    model, tokenizer, label_names, _ = load_run(args.run_dir)
+    config = read_json(os.path.join(args.run_dir, "config.json"))
+    data = load_classification_data(
+        args.data or config["data"],
+        text_column=args.text_column or config["text_column"],
+        label_column=args.label_column or config["label_column"],
+        split_column=args.split_column if args.data else config["split_column"],
+        labels=None if args.data else config["labels"],
+        label_names=label_names,
+        seed=config["seed"],
+    )
+    split = getattr(data, args.split)
+    report = classification_report(split.labels, predict_probabilities(model, tokenizer, split.texts), label_names)
+    print(json.dumps(report, indent=2))
+
+
+def cmd_predict(args):
+    from tfllm.errors import UserInputError
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    if _task_of(args.run_dir) != "classify":
+        raise UserInputError(f"{args.run_dir!r} holds a text generator; use `tfllm generate {args.run_dir} PROMPT`.")
+    model, tokenizer, label_names, _ = load_run(args.run_dir)
+    probabilities = predict_probabilities(model, tokenizer, args.texts)
+    for text, probs in zip(args.texts, probabilities):
+        result = {"text": text, "label": label_names[int(probs.argmax())], "probabilities": dict(zip(label_names, map(float, probs)))}
+        print(json.dumps(result, ensure_ascii=False))
+
+
+def cmd_export(args):
+    from tfllm.export.versioning import prune, validate_export_name
+
+    validate_export_name(args.name)
+    task = _task_of(args.run_dir)
+    if args.format == "tflite":
+        from tfllm.export.tflite import export_tflite
+
+        path = export_tflite(args.run_dir, args.name, base_dir=args.base_dir, quantize=args.quantize, out=args.out)
+    elif task == "classify":
+        from tfllm.export.saved_model import export_classifier
+
+        path = export_classifier(args.run_dir, args.name, base_dir=args.base_dir)
+    else:
+        from tfllm.export.causal_lm import export_causal_lm
+
+        path = export_causal_lm(args.run_dir, args.name, base_dir=args.base_dir)
+    print(f"Exported {path}")
+    if args.keep:
+        removed = prune(args.base_dir, args.name, args.keep)
+        if removed:
+            print(f"Pruned versions {removed}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tfllm", description="Train, export and serve small Transformer language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a classifier or a text generator")
+    p.add_argument("--task", choices=["classify", "generate"], default="classify")
+    p.add_argument("--data", required=True, help="bundled name (rotten_tomatoes, rotten_tomatoes_3class, shakespeare) or a file/folder")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--split-column", default=None, help="column with train/val/test (default: a seeded stratified split)")
+    p.add_argument("--labels", type=_csv_list, default=None, help="keep only these labels, e.g. rotten,fresh (the last is positive)")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--run-dir", default=None, help="where the model, logs and metrics go (default runs/<data>)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--max-rows", type=int, default=None, help="train on a stratified sample of this many rows")
+    p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi_worker or tpu")
+    p.add_argument("--precision", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
+    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained classifier on a dataset split")
+    p.add_argument("run_dir")
+    p.add_argument("--data", default=None, help="default: the training data")
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--split-column", default=None)
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="labels and probabilities for some texts")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="+")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run as a TF Serving SavedModel or a TFLite file")
+    p.add_argument("run_dir")
+    p.add_argument("--name", required=True, help="model name: the folder under savedmodels/")
+    p.add_argument("--base-dir", default="savedmodels")
+    p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
+    p.add_argument("--quantize", default="none", help="tflite only: none, dynamic, float16 or int8")
+    p.add_argument("--out", default=None, help="tflite only: write here instead of savedmodels/NAME/VERSION/")
+    p.add_argument("--keep", type=int, default=None, help="then delete all but the newest N versions")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv=None):
+    from tfllm.errors import UserInputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserInputError as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

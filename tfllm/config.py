@@ -1,0 +1,44 @@
+"""Run-level settings: one dataclass, saved as `config.json` in every run directory."""
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What `tfllm train` was asked to do; model hyperparameters come from the preset.
+
+    `None` fields fall back to the preset's value, so a run is fully described
+    by the preset name plus the fields a user overrode.
+    """
+
+    task: str = "classify"  # "classify" or "generate"
+    data: str = "rotten_tomatoes"
+    run_dir: str = "runs/latest"
+    preset: str = "default"
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = None
+    labels: list | None = None  # keep only these labels (e.g. fresh, rotten)
+    tokenizer: str | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    seed: int = 1337
+    strategy: str = "auto"
+    precision: str = "float32"
+    jit_compile: bool | None = None
+    max_rows: int | None = None  # train on the first N rows only (quick runs, tests)
+    overrides: dict = dataclasses.field(default_factory=dict)  # preset keys to override
+
+    def to_json(self, path):
+        with open(path, "w") as f:
+            json.dump(dataclasses.asdict(self), f, indent=2)
+
+    @classmethod
+    def from_json(cls, path):
+        with open(path) as f:
+            values = json.load(f)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})

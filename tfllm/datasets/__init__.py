@@ -1,0 +1,267 @@
+"""Reading labelled text: bundled datasets by name and users' own files.
+
+Everything a user can get wrong here (a missing file or column, bytes that are
+not UTF-8, empty texts, a single class) raises `UserInputError` with a message
+that names the input and the fix.
+"""
+
+import csv
+import dataclasses
+import gzip
+import importlib.resources
+import io
+import json
+import os
+import random
+
+from tfllm.errors import UserInputError
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val", "eval": "val"}
+
+# name -> (file in tfllm/datasets/data, options)
+BUNDLED = {
+    # Binary sentiment: plot summaries dropped; "fresh" is the positive class.
+    "rotten_tomatoes": ("rotten_tomatoes.csv.gz", {"split_column": "split", "labels": ["rotten", "fresh"]}),
+    "rotten_tomatoes_3class": ("rotten_tomatoes.csv.gz", {"split_column": "split"}),
+}
+
+
+@dataclasses.dataclass
+class Split:
+    texts: list
+    labels: list  # integer ids into ClassificationData.label_names
+
+    def __len__(self):
+        return len(self.texts)
+
+
+@dataclasses.dataclass
+class ClassificationData:
+    train: Split
+    val: Split
+    test: Split
+    label_names: list
+
+    @property
+    def num_classes(self):
+        return len(self.label_names)
+
+
+def bundled_path(filename):
+    """Path of a file shipped in `tfllm/datasets/data/`."""
+    return str(importlib.resources.files("tfllm.datasets") / "data" / filename)
+
+
+def read_text_file(path):
+    """Reads a (possibly gzipped) UTF-8 file, with one clear error for each way it can fail."""
+    if not os.path.exists(path):
+        raise UserInputError(f"Data file {path!r} does not exist. Check the path, or use a bundled name: {', '.join(BUNDLED)}.")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise UserInputError(f"Cannot read {path!r}: {e}. Is it a valid (gzip) file?") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserInputError(
+            f"{path!r} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {line}). "
+            "Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+    if not text.strip():
+        raise UserInputError(f"Data file {path!r} is empty. Point --data at a file with rows of text.")
+    return text
+
+
+def _read_rows(path):
+    """Rows as dicts from .csv/.tsv/.jsonl (optionally .gz)."""
+    base = path[:-3] if path.endswith(".gz") else path
+    text = read_text_file(path)
+    if base.endswith(".jsonl") or base.endswith(".json"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserInputError(f"{path!r} line {number} is not valid JSON ({e.msg}). Each line must be one JSON object.") from None
+            if not isinstance(row, dict):
+                raise UserInputError(f"{path!r} line {number} is not a JSON object. Each line must look like {{\"text\": ..., \"label\": ...}}.")
+            rows.append(row)
+        return rows
+    if base.endswith(".csv") or base.endswith(".tsv"):
+        delimiter = "\t" if base.endswith(".tsv") else ","
+        return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+    raise UserInputError(
+        f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl (optionally .gz) "
+        "or a folder with one sub-folder of .txt files per label."
+    )
+
+
+def _read_folder(path):
+    """A folder with one sub-folder per label, each holding .txt files."""
+    rows = []
+    for label in sorted(os.listdir(path)):
+        sub = os.path.join(path, label)
+        if not os.path.isdir(sub):
+            continue
+        for name in sorted(os.listdir(sub)):
+            if name.endswith(".txt"):
+                rows.append({"text": read_text_file(os.path.join(sub, name)).strip(), "label": label})
+    if not rows:
+        raise UserInputError(
+            f"Folder {path!r} has no label sub-folders with .txt files. "
+            "Lay it out as FOLDER/<label>/<any name>.txt."
+        )
+    return rows
+
+
+def _column(rows, column, what, path):
+    if rows and column not in rows[0]:
+        raise UserInputError(
+            f"{path!r} has no {what} column {column!r}; its columns are {sorted(rows[0])}. "
+            f"Pass --{what}-column with one of them."
+        )
+    return [row.get(column) for row in rows]
+
+
+def _stratified_split(indices_by_label, seed, val_fraction, test_fraction):
+    rng = random.Random(seed)
+    out = {name: [] for name in SPLITS}
+    for label in sorted(indices_by_label):
+        idx = list(indices_by_label[label])
+        rng.shuffle(idx)
+        n_test = round(len(idx) * test_fraction)
+        n_val = round(len(idx) * val_fraction)
+        out["test"] += idx[:n_test]
+        out["val"] += idx[n_test:n_test + n_val]
+        out["train"] += idx[n_test + n_val:]
+    return {name: sorted(v) for name, v in out.items()}
+
+
+def load_classification_data(
+    source,
+    text_column="text",
+    label_column="label",
+    split_column=None,
+    labels=None,
+    label_names=None,
+    seed=1337,
+    val_fraction=0.1,
+    test_fraction=0.1,
+    max_rows=None,
+):
+    """Loads labelled texts and splits them into train/val/test.
+
+    Args:
+        source: a bundled name (`rotten_tomatoes`, `rotten_tomatoes_3class`), a
+            `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`), or a folder with
+            one sub-folder of `.txt` files per label.
+        text_column, label_column: column names in the file.
+        split_column: column holding train/val/test; without it a seeded,
+            stratified split is made.
+        labels: keep only rows with these labels, in this order (the order
+            fixes the label ids; for two labels the second is the positive one).
+        label_names: an existing label vocabulary (evaluating a trained model);
+            labels outside it are an error.
+        max_rows: keep a seeded, stratified sample of this many rows.
+
+    Returns:
+        `ClassificationData` with integer label ids and `label_names`.
+    """
+    if source in BUNDLED:
+        filename, options = BUNDLED[source]
+        path = bundled_path(filename)
+        split_column = split_column or options.get("split_column")
+        labels = labels or options.get("labels")
+    else:
+        path = source
+    if os.path.isdir(path):
+        rows = _read_folder(path)
+        text_column, label_column = "text", "label"
+    else:
+        rows = _read_rows(path)
+    if not rows:
+        raise UserInputError(f"{path!r} has a header but no rows. Add labelled rows of text.")
+
+    texts = _column(rows, text_column, "text", path)
+    raw_labels = [str(v).strip() if v is not None else "" for v in _column(rows, label_column, "label", path)]
+    splits = _column(rows, split_column, "split", path) if split_column else None
+
+    empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise UserInputError(
+            f"{path!r} has {len(empty)} row(s) with empty text in column {text_column!r} "
+            f"(first: data row {empty[0] + 1}). Remove or fill them."
+        )
+    missing = [i for i, label in enumerate(raw_labels) if not label]
+    if missing:
+        raise UserInputError(
+            f"{path!r} has {len(missing)} row(s) without a label in column {label_column!r} "
+            f"(first: data row {missing[0] + 1}). Remove or label them."
+        )
+
+    keep = list(range(len(rows)))
+    if labels:
+        labels = [str(label) for label in labels]
+        keep = [i for i in keep if raw_labels[i] in labels]
+    if label_names is None:
+        present = sorted({raw_labels[i] for i in keep}, key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+        label_names = [label for label in labels if label in present] if labels else present
+        if len(label_names) < 2:
+            raise UserInputError(
+                f"{path!r} has only one class ({label_names[0] if label_names else 'none'!r}) in column "
+                f"{label_column!r}; a classifier needs at least two. Check the label column."
+            )
+    else:
+        unknown = sorted({raw_labels[i] for i in keep} - set(label_names))
+        if unknown:
+            raise UserInputError(
+                f"{path!r} has labels the model was not trained on: {unknown[:5]}. "
+                f"The model knows {label_names}; drop those rows or retrain."
+            )
+    label_ids = {name: i for i, name in enumerate(label_names)}
+
+    if max_rows and len(keep) > max_rows:
+        by_label = {}
+        for i in keep:
+            by_label.setdefault(raw_labels[i], []).append(i)
+        fraction = max_rows / len(keep)
+        rng = random.Random(seed)
+        keep = sorted(i for v in by_label.values() for i in rng.sample(v, max(2, round(len(v) * fraction))))
+
+    if splits is not None:
+        named = {name: [] for name in SPLITS}
+        for i in keep:
+            split = str(splits[i]).strip().lower()
+            split = _SPLIT_ALIASES.get(split, split)
+            if split not in named:
+                raise UserInputError(
+                    f"{path!r} data row {i + 1} has split {splits[i]!r} in column {split_column!r}; "
+                    "use train, val or test."
+                )
+            named[split].append(i)
+        if not named["train"]:
+            raise UserInputError(f"{path!r} has no rows with split 'train' in column {split_column!r}.")
+        # A missing val or test split is carved out of train, stratified.
+        for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+            if not named[name]:
+                by_label = {}
+                for i in named["train"]:
+                    by_label.setdefault(raw_labels[i], []).append(i)
+                carved = _stratified_split(by_label, seed, 0.0, fraction)
+                named[name], named["train"] = carved["test"], carved["train"]
+    else:
+        by_label = {}
+        for i in keep:
+            by_label.setdefault(raw_labels[i], []).append(i)
+        named = _stratified_split(by_label, seed, val_fraction, test_fraction)
+
+    def make(indices):
+        return Split([texts[i] for i in indices], [label_ids[raw_labels[i]] for i in indices])
+
+    return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names))

@@ -1,0 +1,1 @@
+"""Exports: TF-Serving SavedModels (`saved_model`, `causal_lm`) and TFLite (`tflite`)."""

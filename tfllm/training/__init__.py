@@ -1,0 +1,1 @@
+"""Training entry points, one module per task."""

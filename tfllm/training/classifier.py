@@ -1,0 +1,136 @@
+"""TrainConfig -> tokenizer -> TextClassifier -> model.fit -> a finished run directory.
+
+A run directory holds: `config.json` (the TrainConfig), `preset.json` (the
+resolved hyperparameters), `tokenizer/`, `labels.json`, `model.keras`,
+`metrics.json`, `logs/` (TensorBoard) and, while unfinished, `backup/`.
+"""
+
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+
+from tfllm import data as data_lib
+from tfllm.datasets import load_classification_data
+from tfllm.evaluation import classification_report
+from tfllm.models import TextClassifier, resolve_preset
+from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
+from tfllm.training import common
+
+MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout")
+
+
+def classifier_preset(config):
+    overrides = dict(config.overrides)
+    overrides.update(
+        tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate
+    )
+    return resolve_preset("classify", config.preset, overrides)
+
+
+def build_classifier(preset, vocabulary_size, num_classes):
+    """The compiled model for a preset: Adam(W) with binary or categorical cross-entropy."""
+    model = TextClassifier(vocabulary_size=vocabulary_size, num_classes=num_classes, **{k: preset[k] for k in MODEL_ARGS})
+    if preset.get("weight_decay"):
+        optimizer = keras.optimizers.AdamW(preset["learning_rate"], weight_decay=preset["weight_decay"])
+    else:
+        optimizer = keras.optimizers.Adam(preset["learning_rate"])
+    binary = num_classes == 2
+    metrics = [keras.metrics.BinaryAccuracy(name="accuracy") if binary else keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if binary:
+        metrics.append(keras.metrics.AUC(name="auc"))
+    model.compile(
+        optimizer=optimizer,
+        loss="binary_crossentropy" if binary else "categorical_crossentropy",
+        metrics=metrics,
+    )
+    return model
+
+
+def predict_probabilities(model, tokenizer, texts, batch_size=256):
+    """`[n, num_classes]` probabilities for a list of strings."""
+    probabilities = []
+    for ids in data_lib.text_batches(texts, tokenizer, batch_size):
+        probabilities.append(keras.ops.convert_to_numpy(model.probabilities(ids)))
+    return np.concatenate(probabilities) if probabilities else np.zeros((0, model.num_classes))
+
+
+def load_run(run_dir):
+    """(model, tokenizer, label_names, preset) of a finished classification run."""
+    from tfllm.errors import UserInputError
+
+    if not os.path.exists(os.path.join(run_dir, "model.keras")):
+        raise UserInputError(
+            f"{run_dir!r} is not a finished tfllm run (no model.keras). Train one with `tfllm train --run-dir {run_dir}`."
+        )
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    label_names = common.read_json(os.path.join(run_dir, "labels.json"))
+    preset = common.read_json(os.path.join(run_dir, "preset.json"))
+    return model, tokenizer, label_names, preset
+
+
+def train_classifier(config, verbose="auto"):
+    """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict."""
+    preset = classifier_preset(config)
+    # Everything that can fail on bad input happens before the run directory is touched.
+    data = load_classification_data(
+        config.data,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        split_column=config.split_column,
+        labels=config.labels,
+        seed=config.seed,
+        max_rows=config.max_rows,
+    )
+    keras.utils.set_random_seed(config.seed)
+    resume = common.prepare_run_dir(config.run_dir)
+    run_dir = config.run_dir
+    try:
+        if resume:
+            print(f"Resuming the interrupted run in {run_dir}")
+            tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+        else:
+            tokenizer = train_tokenizer(
+                data.train.texts, preset["tokenizer"], preset["vocabulary_size"], preset["sequence_length"]
+            )
+            save_tokenizer(tokenizer, os.path.join(run_dir, "tokenizer"))
+            common.write_json(os.path.join(run_dir, "labels.json"), data.label_names)
+            common.write_json(os.path.join(run_dir, "preset.json"), preset)
+            config.to_json(os.path.join(run_dir, "config.json"))
+
+        train_ds = data_lib.classification_dataset(
+            data.train, tokenizer, data.num_classes, preset["batch_size"], shuffle=True, seed=config.seed
+        )
+        val_ds = data_lib.classification_dataset(data.val, tokenizer, data.num_classes, preset["batch_size"])
+        with common.get_strategy(config.strategy).scope():
+            model = build_classifier(preset, tokenizer.vocabulary_size(), data.num_classes)
+        callbacks = common.make_callbacks(run_dir, early_stopping_patience=2 if preset.get("early_stopping") else None)
+        start = time.perf_counter()
+        history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], callbacks=callbacks, verbose=verbose)
+        train_seconds = time.perf_counter() - start
+        best = os.path.join(run_dir, "best.weights.h5")
+        if os.path.exists(best):
+            model.load_weights(best)  # the checkpoint of the lowest val loss
+            os.remove(best)
+
+        metrics = {
+            "val": classification_report(data.val.labels, predict_probabilities(model, tokenizer, data.val.texts), data.label_names),
+            "test": classification_report(data.test.labels, predict_probabilities(model, tokenizer, data.test.texts), data.label_names),
+            "train_seconds": round(train_seconds, 1),
+            "epochs_run": len(history.history.get("loss", [])),
+            "num_train_examples": len(data.train),
+        }
+        common.save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+        common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
+        return metrics
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, common.BACKUP)}.")
+        raise
+    except Exception:
+        if not resume:  # a fresh run that failed leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
