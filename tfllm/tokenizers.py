@@ -90,15 +90,13 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
         return ids
 
     def detokenize(self, inputs):
-        inputs = tf.convert_to_tensor(inputs) if not isinstance(inputs, tf.RaggedTensor) else inputs
+        if isinstance(inputs, (list, tuple)):  # eager calls hand back Python lists
+            inputs = tf.ragged.constant(inputs)
+        elif not isinstance(inputs, tf.RaggedTensor):
+            inputs = tf.convert_to_tensor(inputs)
         tokens = tf.gather(self._id_to_token, inputs)
-        keep = tf.strings.length(tokens) > 0
         # Special tokens are not text: drop them when turning ids back into strings.
-        keep = tf.logical_and(keep, inputs > 3)
-        if isinstance(tokens, tf.RaggedTensor):
-            tokens = tf.ragged.boolean_mask(tokens, keep)
-        else:
-            tokens = tf.ragged.boolean_mask(tokens, keep)
+        tokens = tf.ragged.boolean_mask(tokens, inputs > 3)
         return tf.strings.reduce_join(tokens, axis=-1)
 
     def get_config(self):

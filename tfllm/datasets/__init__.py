@@ -123,7 +123,7 @@ def _read_folder(path):
 def _column(rows, column, what, path):
     if rows and column not in rows[0]:
         raise UserInputError(
-            f"{path!r} has no {what} column {column!r}; its columns are {sorted(rows[0])}. "
+            f"{path!r} has no {what} column {column!r}; its columns are {[k for k in rows[0] if k is not None]}. "
             f"Pass --{what}-column with one of them."
         )
     return [row.get(column) for row in rows]

@@ -42,6 +42,8 @@ class Transformer(keras.layers.Layer):
         self.pooling = pooling
         self.supports_masking = True
         self.position_encoding = keras_hub.layers.SinePositionEncoding(dtype=self.dtype_policy)
+        # It only reads the shape; saying so stops Keras warning that it drops the mask.
+        self.position_encoding.supports_masking = True
         self.blocks = [
             keras_hub.layers.TransformerEncoder(
                 intermediate_dim=dff, num_heads=num_heads, dropout=dropout, dtype=self.dtype_policy, name=f"block_{i}"

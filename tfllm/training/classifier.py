@@ -19,7 +19,7 @@ from tfllm.models import TextClassifier, resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
 
-MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout")
+MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout")
 
 
 def classifier_preset(config):
@@ -32,20 +32,25 @@ def classifier_preset(config):
 
 def build_classifier(preset, vocabulary_size, num_classes):
     """The compiled model for a preset: Adam(W) with binary or categorical cross-entropy."""
-    model = TextClassifier(vocabulary_size=vocabulary_size, num_classes=num_classes, **{k: preset[k] for k in MODEL_ARGS})
-    if preset.get("weight_decay"):
-        optimizer = keras.optimizers.AdamW(preset["learning_rate"], weight_decay=preset["weight_decay"])
-    else:
-        optimizer = keras.optimizers.Adam(preset["learning_rate"])
-    binary = num_classes == 2
-    metrics = [keras.metrics.BinaryAccuracy(name="accuracy") if binary else keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if binary:
-        metrics.append(keras.metrics.AUC(name="auc"))
-    model.compile(
-        optimizer=optimizer,
-        loss="binary_crossentropy" if binary else "categorical_crossentropy",
-        metrics=metrics,
+    model = TextClassifier(
+        vocabulary_size=vocabulary_size, num_classes=num_classes, **{k: preset[k] for k in MODEL_ARGS if k in preset}
     )
+    # An exponential moving average of the weights (swapped in when fit ends)
+    # smooths the noisy late epochs of a small dataset.
+    ema = dict(use_ema=True, ema_momentum=preset["ema_momentum"]) if preset.get("ema_momentum") else {}
+    if preset.get("weight_decay"):
+        optimizer = keras.optimizers.AdamW(preset["learning_rate"], weight_decay=preset["weight_decay"], **ema)
+    else:
+        optimizer = keras.optimizers.Adam(preset["learning_rate"], **ema)
+    binary = num_classes == 2
+    smoothing = preset.get("label_smoothing", 0.0)
+    if binary:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing, name="binary_crossentropy")
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing, name="categorical_crossentropy")
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return model
 
 

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny seeded configs, a trained tiny classifier, CLI runner."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_cli(*args, timeout=300, cwd=None):
+    """Runs `tfllm ARGS` in a fresh process, as a user would."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "tfllm.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def assert_keras_roundtrip(model, inputs, path):
+    """Saves `model` as .keras, reloads it and checks outputs are identical."""
+    import keras
+
+    expected = keras.ops.convert_to_numpy(model(inputs))
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert type(reloaded) is type(model)
+    # Through JSON, as the .keras file stores it (tuples come back as lists).
+    assert json.loads(json.dumps(reloaded.get_config())) == json.loads(json.dumps(model.get_config()))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(inputs)), expected)
+    return reloaded
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(tmp_path_factory):
+    """A tiny binary classifier trained for one epoch on 400 bundled reviews (~10 s)."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, run_dir=run_dir), verbose=0)
+    return run_dir

@@ -1,0 +1,142 @@
+"""End to end through the CLI, as a user runs it: train -> metrics -> TensorBoard -> export -> reload."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "reviews"
+    result = run_cli("train", "--task", "classify", "--data", "rotten_tomatoes", "--preset", "tiny",
+                     "--epochs", "1", "--max-rows", "300", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_train_writes_a_complete_run_directory(cli_run):
+    run_dir, result = cli_run
+    assert "Test metrics" in result.stdout and "accuracy" in result.stdout
+    for name in ("model.keras", "config.json", "labels.json", "preset.json", "metrics.json", "tokenizer/tokenizer.json"):
+        assert (run_dir / name).exists(), name
+    assert not (run_dir / "backup").exists()  # a finished run leaves no resume state
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"):
+        assert key in metrics["test"]
+    matrix = np.array(metrics["test"]["confusion_matrix"]["matrix"])
+    assert matrix.sum() == metrics["test"]["num_examples"]
+    assert json.loads((run_dir / "labels.json").read_text()) == ["rotten", "fresh"]
+
+
+def test_tensorboard_event_files_hold_the_scalars(cli_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = cli_run
+    tags = set()
+    for sub in ("train", "validation"):
+        accumulator = EventAccumulator(str(run_dir / "logs" / sub), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        tags |= {f"{sub}/{t}" for t in accumulator.Tags()["tensors"] + accumulator.Tags()["scalars"]}
+    for tag in ("train/epoch_loss", "train/epoch_accuracy", "train/epoch_learning_rate", "validation/epoch_loss"):
+        assert tag in tags, sorted(tags)
+
+
+def test_predict_and_evaluate_commands(cli_run):
+    run_dir, _ = cli_run
+    result = run_cli("predict", run_dir, "a joyous, moving film", "tedious")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [r["text"] for r in rows] == ["a joyous, moving film", "tedious"]
+    for row in rows:
+        assert row["label"] in ("rotten", "fresh")
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
+    result = run_cli("evaluate", run_dir, "--split", "val")
+    assert result.returncode == 0, result.stderr
+    assert 0.0 <= json.loads(result.stdout)["accuracy"] <= 1.0
+
+
+RELOAD = """
+import json, sys
+import tensorflow_text  # registers the tokenizer ops before loading
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures["serving_default"](text=tf.constant(json.loads(sys.argv[2])))
+print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
+                  "label": [l.decode() for l in out["label"].numpy()]}))
+"""
+
+
+def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tmp_path):
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    run_dir, _ = cli_run
+    base = tmp_path / "savedmodels"
+    for expected_version in ("1", "2"):
+        result = run_cli("export", run_dir, "--name", "reviews", "--base-dir", base)
+        assert result.returncode == 0, result.stderr
+        assert (base / "reviews" / expected_version / "saved_model.pb").exists()
+    assert sorted(os.listdir(base / "reviews")) == ["1", "2"]  # no temporary folders left
+
+    texts = ["a joyous, moving film", "tedious and overlong", "电影", ""]
+    out = subprocess.run([sys.executable, "-c", RELOAD, str(base / "reviews" / "2"), json.dumps(texts)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    served = json.loads(out.stdout)
+    model, tokenizer, label_names, _ = load_run(str(run_dir))
+    expected = predict_probabilities(model, tokenizer, texts)
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
+    assert served["label"] == [label_names[i] for i in expected.argmax(-1)]
+
+    result = run_cli("export", run_dir, "--name", "reviews", "--base-dir", base, "--keep", "1")
+    assert result.returncode == 0
+    assert sorted(os.listdir(base / "reviews")) == ["3"]
+
+
+def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    metrics = train_classifier(TrainConfig(data="rotten_tomatoes_3class", preset="tiny", max_rows=300, run_dir=str(tmp_path / "r")), verbose=0)
+    assert metrics["test"]["confusion_matrix"]["labels"] == ["fresh", "plot", "rotten"]
+    assert metrics["test"]["average"] == "macro"
+    import keras
+    model = keras.models.load_model(tmp_path / "r" / "model.keras")
+    assert model.output_shape == (None, 3) and model.loss.name == "categorical_crossentropy"
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["train", "--data", "{tmp}/missing.csv"], "does not exist"),
+        (["train", "--data", "{tmp}/empty.csv"], "empty"),
+        (["train", "--data", "{tmp}/latin1.csv"], "not UTF-8"),
+        (["train", "--data", "{tmp}/ok.csv", "--text-column", "review"], "no text column"),
+        (["train", "--data", "{tmp}/one_class.csv"], "only one class"),
+        (["train", "--data", "{tmp}/blank.csv"], "empty text"),
+        (["export", "{tmp}/nowhere", "--name", "x"], "not a tfllm run"),
+        (["export", "{tmp}", "--name", "../evil"], "Invalid export name"),
+        (["predict", "{tmp}/nowhere", "hi"], "not a tfllm run"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, args, match):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "latin1.csv").write_bytes(b"text,label\ncaf\xe9,a\nok,b\n")
+    (tmp_path / "ok.csv").write_text("text,label\nfine,a\nbad,b\n")
+    (tmp_path / "one_class.csv").write_text("text,label\nfine,a\nbad,a\n")
+    (tmp_path / "blank.csv").write_text('text,label\n"",a\nbad,b\n')
+    before = sorted(os.listdir(tmp_path))
+    result = run_cli(*[a.format(tmp=tmp_path) for a in args], "--run-dir" if args[0] == "train" else "",
+                     str(tmp_path / "run") if args[0] == "train" else "", cwd=tmp_path) if args[0] == "train" else \
+        run_cli(*[a.format(tmp=tmp_path) for a in args], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert match in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == before  # no run dir, no savedmodels/

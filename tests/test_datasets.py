@@ -1,0 +1,82 @@
+import gzip
+import json
+
+import pytest
+
+from tfllm.datasets import load_classification_data
+from tfllm.errors import UserInputError
+
+ROWS = [(f"text number {i} {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i in range(60)]
+
+
+def write_csv(path, rows=ROWS, header="text,label", delimiter=","):
+    lines = [header.replace(",", delimiter)] + [f"{t}{delimiter}{label}" for t, label in rows]
+    data = ("\n".join(lines) + "\n").encode()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("name,delimiter", [("d.csv", ","), ("d.tsv", "\t"), ("d.csv.gz", ",")])
+def test_delimited_files_load_and_split_stratified(tmp_path, name, delimiter):
+    data = load_classification_data(write_csv(tmp_path / name, delimiter=delimiter))
+    assert data.label_names == ["neg", "pos"]
+    assert len(data.train) + len(data.val) + len(data.test) == 60
+    for split in (data.train, data.val, data.test):
+        assert set(split.labels) == {0, 1}  # stratified: both classes everywhere
+    # Seeded: the same call gives the same split.
+    assert load_classification_data(str(tmp_path / name)).test.texts == data.test.texts
+
+
+def test_jsonl_with_int_labels_and_custom_columns(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps({"review": t, "stars": i % 3}) for i, (t, _) in enumerate(ROWS)))
+    data = load_classification_data(str(path), text_column="review", label_column="stars")
+    assert data.label_names == ["0", "1", "2"]
+    assert data.num_classes == 3
+
+
+def test_folder_per_label(tmp_path):
+    for label in ("neg", "pos"):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            (tmp_path / label / f"{i}.txt").write_text(f"{label} review {i}")
+    data = load_classification_data(str(tmp_path))
+    assert data.label_names == ["neg", "pos"]
+    assert len(data.train) + len(data.val) + len(data.test) == 20
+
+
+def test_split_column_is_respected(tmp_path):
+    path = tmp_path / "d.csv"
+    rows = [f"t{i},{'a' if i % 2 else 'b'},{['train', 'validation', 'test'][i % 3]}" for i in range(30)]
+    path.write_text("text,label,part\n" + "\n".join(rows))
+    data = load_classification_data(str(path), split_column="part")
+    assert data.val.texts == [f"t{i}" for i in range(30) if i % 3 == 1]
+
+
+def test_bundled_rotten_tomatoes_binary_and_three_class():
+    binary = load_classification_data("rotten_tomatoes")
+    assert binary.label_names == ["rotten", "fresh"]
+    assert len(binary.test) == 1320  # the file's own test split (SOURCES.md)
+    assert load_classification_data("rotten_tomatoes_3class").num_classes == 3
+
+
+@pytest.mark.parametrize(
+    "content,kwargs,match",
+    [
+        (None, {}, "does not exist"),
+        (b"", {}, "empty"),
+        (b"text,label\nhello,a\nbye,b\n", {"text_column": "review"}, "no text column 'review'"),
+        (b"text,label\nhello,a\nbye,a\n", {}, "only one class"),
+        (b"text,label\ncaf\xe9,a\nbye,b\n", {}, "not UTF-8"),
+        (b"text,label\n,a\nbye,b\n", {}, "empty text"),
+        (b"text,label\nhi,a\nbye,c\n", {"label_names": ["a", "b"]}, "not trained on"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, content, kwargs, match):
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserInputError, match=match):
+        load_classification_data(str(path), **kwargs)

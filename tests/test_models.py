@@ -1,0 +1,93 @@
+import keras
+import numpy as np
+import pytest
+
+from conftest import assert_keras_roundtrip
+from tfllm.models import TextClassifier, Transformer, resolve_preset
+from tfllm.errors import UserInputError
+
+TINY = dict(vocabulary_size=50, sequence_length=16, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=16)
+
+
+def token_ids(batch=4, length=16, seed=0):
+    ids = np.random.default_rng(seed).integers(4, 50, (batch, length)).astype("int32")
+    ids[:, 10:] = 0  # padding
+    return ids
+
+
+@pytest.mark.parametrize("num_classes,units", [(2, 1), (3, 3)])
+def test_text_classifier_heads_and_round_trip(tmp_path, num_classes, units):
+    keras.utils.set_random_seed(0)
+    model = TextClassifier(num_classes=num_classes, embedding_dropout=0.1, **TINY)
+    outputs = model(token_ids())
+    assert outputs.shape == (4, units)
+    probabilities = keras.ops.convert_to_numpy(model.probabilities(token_ids()))
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-6)
+    model.summary()
+    reloaded = assert_keras_roundtrip(model, token_ids(), tmp_path / "m.keras")
+    assert reloaded.num_classes == num_classes
+
+
+def test_padding_is_masked_and_empty_text_is_finite():
+    keras.utils.set_random_seed(0)
+    model = TextClassifier(num_classes=2, **TINY)
+    ids = token_ids()
+    longer = ids.copy()
+    longer[:, 12:] = 0  # same tokens, only the padding differs
+    np.testing.assert_allclose(model(ids), model(longer), atol=1e-6)
+    assert np.isfinite(keras.ops.convert_to_numpy(model(np.zeros((1, 16), "int32")))).all()
+
+
+def test_transformer_layer_config_mask_and_round_trip(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16,))
+    x = keras.layers.Embedding(50, 8, mask_zero=True)(inputs)
+    x = Transformer(num_layers=2, d_model=16, dff=32, num_heads=2)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    assert model.output_shape == (None, 1)
+    layer = model.layers[2]
+    assert Transformer.from_config(layer.get_config()).get_config() == layer.get_config()
+    ids = token_ids()
+    longer = ids.copy()
+    longer[:, 12:] = 0
+    np.testing.assert_allclose(model(ids), model(longer), atol=1e-6)  # the Keras mask is honoured
+    assert_keras_roundtrip(model, ids, tmp_path / "t.keras")
+
+
+def test_article_example_as_printed_on_real_data():
+    """The article's code with only the import line changed, on bundled reviews."""
+    from tfllm.datasets import load_classification_data
+    from tfllm.tokenizers import train_tokenizer
+
+    data = load_classification_data("rotten_tomatoes", max_rows=400)
+    vocab_size = 10000
+    tokenizer = train_tokenizer(data.train.texts, "wordpiece", vocab_size, sequence_length=100)
+    X_train, y_train = np.asarray(tokenizer(data.train.texts)), np.asarray(data.train.labels)
+
+    # --- the article, verbatim but for `from tfllm import Transformer` ---
+    from keras.layers import Input, Embedding, Dense
+    from keras.models import Model
+    from keras.optimizers import Adam
+    from tfllm import Transformer
+
+    inputs = Input(shape=(100,))
+    embedding = Embedding(vocab_size, 128)(inputs)
+    transformer = Transformer(num_layers=2, d_model=128, dff=512)(embedding)
+    outputs = Dense(1, activation='sigmoid')(transformer)
+    model = Model(inputs=inputs, outputs=outputs)
+    model.compile(optimizer=Adam(learning_rate=0.001), loss='binary_crossentropy', metrics=['accuracy'])
+    history = model.fit(X_train, y_train, batch_size=32, epochs=10, verbose=0)
+    # --- end of the article's code ---
+
+    assert model.output_shape == (None, 1)
+    losses = history.history["loss"]
+    assert len(losses) == 10 and losses[-1] < losses[0]
+
+
+def test_presets_and_overrides():
+    article = resolve_preset("classify", "article")
+    assert (article["vocabulary_size"], article["hidden_dim"], article["num_layers"], article["intermediate_dim"]) == (10000, 128, 2, 512)
+    assert (article["sequence_length"], article["batch_size"], article["epochs"], article["learning_rate"]) == (100, 32, 10, 1e-3)
+    assert resolve_preset("classify", "default", {"epochs": 3, "batch_size": None})["epochs"] == 3
+    with pytest.raises(UserInputError, match="Unknown preset"):
+        resolve_preset("classify", "huge")

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfllm.errors import UserInputError
+from tfllm.tokenizers import CharacterTokenizer, load_tokenizer, save_tokenizer, train_tokenizer
+
+ENGLISH = ["the movie was great fun", "a dull and boring film", "great acting, dull plot"] * 5
+CHINESE = ["这部电影很好看", "故事很无聊", "演员很好，故事一般"] * 5
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "char", "sentencepiece"])
+def test_each_kind_tokenizes_inside_tf_data_and_round_trips(kind, tmp_path):
+    tokenizer = train_tokenizer(ENGLISH + CHINESE, kind, vocabulary_size=100, sequence_length=12)
+    eager = np.asarray(tokenizer(["great fun", "很好看"]))
+    assert eager.shape == (2, 12)
+    assert (eager[:, 0] > 3).all()  # real tokens, not padding or specials
+    # Inside a tf.data map the tokenizer runs as graph ops and must agree with eager.
+    in_graph = next(iter(tf.data.Dataset.from_tensor_slices(["great fun", "很好看"]).batch(2).map(tokenizer)))
+    np.testing.assert_array_equal(in_graph.numpy(), eager)
+    save_tokenizer(tokenizer, tmp_path / "tok")
+    np.testing.assert_array_equal(np.asarray(load_tokenizer(str(tmp_path / "tok"))(["great fun", "很好看"])), eager)
+
+
+def test_wordpiece_splits_chinese_per_character():
+    tokenizer = train_tokenizer(CHINESE, "wordpiece", vocabulary_size=50)
+    ids = np.asarray(tokenizer("这部电影很好看"))
+    assert len(ids) == len("这部电影很好看")
+    assert 1 not in ids  # every seen character has its own id, none is [UNK]
+    assert len(set(ids.tolist())) == len(set("这部电影很好看"))
+
+
+def test_wordpiece_english_words_and_unknown_characters():
+    tokenizer = train_tokenizer(ENGLISH, "wordpiece", vocabulary_size=50)
+    assert tokenizer.vocabulary_size() <= 50
+    ids = np.asarray(tokenizer("great 电"))
+    assert ids[-1] == 1  # a character never seen is [UNK]
+
+
+def test_character_tokenizer_detokenizes_and_keeps_specials_fixed():
+    tokenizer = CharacterTokenizer(vocabulary=list("abc"))
+    assert tokenizer.get_vocabulary()[:4] == ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+    ids = tokenizer(["cab", "ab"])
+    assert tokenizer.detokenize(ids).numpy().tolist() == [b"cab", b"ab"]
+
+
+def test_empty_training_texts_are_a_clear_error():
+    with pytest.raises(UserInputError, match="empty"):
+        train_tokenizer(["", "  "], "wordpiece")
+    with pytest.raises(UserInputError, match="Unknown tokenizer"):
+        train_tokenizer(ENGLISH, "bpe")
