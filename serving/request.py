@@ -1,0 +1,33 @@
+"""Sample requests with tfllm's clients (TF Serving or `tfllm serve`).
+
+    python serving/request.py [--host localhost] [--rest-port 8501] [--grpc-port 8500]
+"""
+
+import argparse
+import json
+
+from tfllm.serving import GrpcClient, RestClient, ServingError
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="localhost")
+    parser.add_argument("--rest-port", type=int, default=8501)
+    parser.add_argument("--grpc-port", type=int, default=8500)
+    args = parser.parse_args()
+
+    reviews = ["A warm, funny and moving film.", "Dull and far too long."]
+    for client in (RestClient(args.host, args.rest_port), GrpcClient(args.host, args.grpc_port)):
+        print(f"--- {type(client).__name__}")
+        print(json.dumps(client.status("reviews")))
+        print(json.dumps(client.predict("reviews", instances=reviews)))
+        print(json.dumps(client.predict("reviews", {"text": reviews}, label="stable")))
+        try:
+            print(json.dumps(client.predict(
+                "shakespeare", instances=[{"prompt": "ROMEO:", "max_new_tokens": 32}])))
+        except ServingError as e:  # e.g. no generator exported yet
+            print(f"shakespeare: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sample REST requests; they work against `docker compose up` (TF Serving) and
+# `tfllm serve savedmodels/` alike. Usage: serving/requests.sh [HOST:PORT]
+set -euo pipefail
+URL="http://${1:-localhost:8501}/v1/models"
+
+# Model status, all loaded versions, then by label.
+curl -sS "$URL/reviews"; echo
+curl -sS "$URL/reviews/labels/stable"; echo
+
+# Signatures: input/output names, dtypes, shapes.
+curl -sS "$URL/reviews/metadata"; echo
+
+# Classification, row format ("instances" -> "predictions").
+curl -sS -X POST "$URL/reviews:predict" -H 'Content-Type: application/json' \
+  -d '{"instances": ["A warm, funny and moving film.", "Dull and far too long."]}'; echo
+
+# The same in columnar format ("inputs" -> "outputs"), on the canary version.
+curl -sS -X POST "$URL/reviews/labels/canary:predict" -H 'Content-Type: application/json' \
+  -d '{"inputs": {"text": ["A warm, funny and moving film."]}}'; echo
+
+# Generation with the decoding options as inputs.
+curl -sS -X POST "$URL/shakespeare:predict" -H 'Content-Type: application/json' \
+  -d '{"instances": [{"prompt": "ROMEO:", "max_new_tokens": 32}]}'; echo

@@ -1,0 +1,399 @@
+"""The local TF-Serving-compatible server and clients, as real processes.
+
+The server runs as a subprocess on free loopback ports, serving tiny
+SavedModels built here; answers over REST and gRPC are checked against the
+same signatures called in this process.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_serving")
+pytest.importorskip("fastapi")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: E402,F401  registers the tokenizer ops
+
+from tfllm.errors import UserInputError  # noqa: E402
+from tfllm.serving import (  # noqa: E402
+    GrpcClient,
+    RestClient,
+    ServingError,
+    fixtures,
+    list_models,
+    prune,
+    read_warmup_requests,
+    write_warmup_requests,
+)
+
+REVIEWS = ["a good good film", "bad", "good but bad and bad", ""]
+MAX_BODY = 100_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def savedmodels(tmp_path_factory):
+    base = tmp_path_factory.mktemp("savedmodels")
+    fixtures.build_savedmodels(str(base))
+    fixtures.save_classifier(str(base / "hotswap" / "1"), bias=0.0, warmup=False)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(savedmodels, tmp_path_factory):
+    rest_port, grpc_port = _free_port(), _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = open(log_path, "w")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfllm.serving.server", str(savedmodels),
+         "--port", str(rest_port), "--grpc-port", str(grpc_port),
+         "--poll-seconds", "0.2", "--max-body-bytes", str(MAX_BODY)],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                RestClient("127.0.0.1", rest_port, timeout=2).status("shakespeare")
+                break
+            except ServingError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start:\n" + log_path.read_text())
+                time.sleep(0.2)
+        yield {"rest": rest_port, "grpc": grpc_port, "proc": proc, "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def rest(server):
+    with RestClient("127.0.0.1", server["rest"], timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def grpc_client(server):
+    with GrpcClient("127.0.0.1", server["grpc"], timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def in_process(savedmodels):
+    return {name: tf.saved_model.load(str(savedmodels / name / "1"))
+            for name in ("reviews", "shakespeare")}
+
+
+def _expected_reviews(in_process, texts):
+    out = in_process["reviews"].signatures["serving_default"](text=tf.constant(texts))
+    return out["probabilities"].numpy(), [b.decode() for b in out["label"].numpy()]
+
+
+def _assert_reviews(columns, probabilities, labels):
+    np.testing.assert_allclose(np.float32(columns["probabilities"]), probabilities, rtol=1e-6)
+    assert columns["label"] == labels
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_classification_matches_in_process_call(protocol, rest, grpc_client, in_process):
+    client = rest if protocol == "rest" else grpc_client
+    probabilities, labels = _expected_reviews(in_process, REVIEWS)
+
+    _assert_reviews(client.predict("reviews", {"text": REVIEWS}), probabilities, labels)
+    _assert_reviews(client.predict("reviews", REVIEWS), probabilities, labels)  # bare batch
+    rows = client.predict("reviews", instances=REVIEWS)
+    assert [r["label"] for r in rows] == labels
+    np.testing.assert_allclose(np.float32([r["probabilities"] for r in rows]), probabilities,
+                               rtol=1e-6)
+    named_rows = client.predict("reviews", instances=[{"text": t} for t in REVIEWS],
+                                version=1)
+    assert [r["label"] for r in named_rows] == labels
+    counts = client.predict("reviews", {"text": REVIEWS}, signature_name="word_count",
+                            label="stable")
+    assert counts == [4, 1, 5, 0]
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_generation_matches_in_process_call(protocol, rest, grpc_client, in_process):
+    client = rest if protocol == "rest" else grpc_client
+    prompts, steps = ["To be", "ROMEO:"], [3, 1]
+    expected = in_process["shakespeare"].signatures["serving_default"](
+        prompt=tf.constant(prompts), max_new_tokens=tf.constant(steps))["text"].numpy()
+    expected = [b.decode() for b in expected]
+
+    assert client.predict("shakespeare", {"prompt": prompts, "max_new_tokens": steps}) == expected
+    rows = [{"prompt": p, "max_new_tokens": n} for p, n in zip(prompts, steps)]
+    assert client.predict("shakespeare", instances=rows) == expected
+    with pytest.raises(ServingError, match="prompt must not be empty"):
+        client.predict("shakespeare", {"prompt": [""], "max_new_tokens": [3]})
+    with pytest.raises(ServingError, match="max_new_tokens must be <= 64"):
+        client.predict("shakespeare", instances=[{"prompt": "a", "max_new_tokens": 1000}])
+
+
+def test_binary_values_are_b64(rest, in_process):
+    probabilities, labels = _expected_reviews(in_process, ["good"])
+    # bytes go out as {"b64": ...}; the server decodes them like TF Serving.
+    _assert_reviews(rest.predict("reviews", {"text": [b"good"]}), probabilities, labels)
+
+
+def test_status_and_metadata_agree_across_protocols(rest, grpc_client):
+    expected = {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK",
+                                                          "error_message": ""}}]}
+    for client in (rest, grpc_client):
+        assert client.status("reviews") == expected
+        assert client.status("reviews", version=1) == expected
+        assert client.status("reviews", label="stable") == expected
+    meta = rest.metadata("reviews")
+    assert meta == grpc_client.metadata("reviews")
+    assert meta["model_spec"] == {"name": "reviews", "signature_name": "", "version": "1"}
+    sigs = meta["metadata"]["signature_def"]["signature_def"]
+    assert sigs["serving_default"]["inputs"]["text"]["dtype"] == "DT_STRING"
+    assert set(sigs["serving_default"]["outputs"]) == {"label", "probabilities"}
+    assert sigs["serving_default"]["method_name"] == "tensorflow/serving/predict"
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_unknown_model_version_label_signature(protocol, rest, grpc_client):
+    client = rest if protocol == "rest" else grpc_client
+    for kwargs, message in [
+        ({"model": "nope"}, "'nope'"),
+        ({"model": "reviews", "version": 7}, "version 7"),
+        ({"model": "reviews", "label": "canary"}, "'canary'"),
+    ]:
+        with pytest.raises(ServingError, match=message) as info:
+            client.predict(inputs=["good"], **kwargs)
+        assert info.value.status in (404, "NOT_FOUND")
+        with pytest.raises(ServingError, match=message):
+            client.status(**kwargs)
+    with pytest.raises(ServingError, match="'missing' not found"):
+        client.predict("reviews", ["good"], signature_name="missing")
+
+
+def _raw(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body, headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_burst_of_bad_requests_keeps_serving(server, rest, grpc_client, in_process):
+    port = server["rest"]
+    probabilities, labels = _expected_reviews(in_process, REVIEWS[:2])
+    predict = "/v1/models/reviews:predict"
+    bad = [
+        ("POST", predict, b'{"instances": ["good"'),  # malformed JSON
+        ("POST", predict, b'"just a string"'),
+        ("POST", predict, b'{"signature_name": "serving_default"}'),  # no instances/inputs
+        ("POST", predict, b'{"instances": ["a"], "inputs": ["b"]}'),
+        ("POST", predict, b'{"instances": []}'),
+        ("POST", predict, b'{"instances": [1, 2]}'),  # wrong dtype
+        ("POST", predict, b'{"inputs": {"text": [["a"], ["b"]]}}'),  # wrong shape
+        ("POST", predict, b'{"inputs": {"text": ["a", ["b"]]}}'),  # ragged
+        ("POST", predict, b'{"inputs": {"txt": ["a"]}}'),  # unknown input name
+        ("POST", predict, b'{"inputs": {"text": [{"b64": "***"}]}}'),  # bad base64
+        ("POST", predict, b'{"instances": ["a"], "signature_name": "nope"}'),
+        ("POST", predict, b'{"instances": ["a"], "signature_name": 3}'),
+        ("POST", "/v1/models/nope:predict", b'{"instances": ["a"]}'),
+        ("POST", "/v1/models/reviews/versions/9:predict", b'{"instances": ["a"]}'),
+        ("POST", "/v1/models/reviews/versions/x:predict", b'{"instances": ["a"]}'),
+        ("POST", "/v1/models/reviews/labels/canary:predict", b'{"instances": ["a"]}'),
+        ("POST", "/v1/models/reviews:classify", b'{"examples": []}'),
+        ("POST", predict, b'{"instances": ["' + b"a" * MAX_BODY + b'"]}'),  # too big
+        ("POST", "/v1/models/shakespeare:predict",
+         b'{"inputs": {"prompt": ["x"], "max_new_tokens": [1.5]}}'),
+        ("POST", "/v1/models/shakespeare:predict",
+         b'{"inputs": {"prompt": ["x"], "max_new_tokens": [99999999999]}}'),
+        ("POST", "/v1/models/shakespeare:predict",
+         b'{"instances": [{"prompt": "", "max_new_tokens": 2}]}'),  # the model refuses
+        ("POST", "/v1/models/shakespeare:predict",
+         b'{"instances": [{"prompt": "x", "max_new_tokens": 200}]}'),
+        ("GET", "/v1/models/nope", None),
+        ("GET", "/v1/models/reviews/labels/nope/metadata", None),
+        ("GET", "/v2/health", None),
+    ]
+    good_body = json.dumps({"instances": REVIEWS[:2]}).encode()
+    for method, path, body in bad:
+        status, content = _raw(port, method, path, body, {"Content-Type": "application/json"})
+        assert 400 <= status < 500, (path, body, status, content)
+        error = json.loads(content)["error"]
+        assert isinstance(error, str) and error, (path, body)
+        status, content = _raw(port, "POST", predict, good_body)
+        assert status == 200
+        rows = json.loads(content)["predictions"]
+        assert [r["label"] for r in rows] == labels
+        np.testing.assert_allclose(np.float32([r["probabilities"] for r in rows]),
+                                   probabilities, rtol=1e-6)
+
+    # gRPC refusals, then a good call on the same channel.
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc_client._channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "reviews"
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto([1, 2]))  # int, not string
+    with pytest.raises(Exception, match="dtype int32 but the signature expects string"):
+        stub.Predict(request, timeout=10)
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto([["a"]]))
+    with pytest.raises(Exception, match="shape"):
+        stub.Predict(request, timeout=10)
+    _assert_reviews(grpc_client.predict("reviews", {"text": REVIEWS[:2]}), probabilities,
+                    labels)
+    assert server["proc"].poll() is None
+
+
+def test_oversized_body_is_413(server):
+    status, content = _raw(server["rest"], "POST", "/v1/models/reviews:predict",
+                           b"x" * (MAX_BODY + 1))
+    assert status == 413
+    assert "limit" in json.loads(content)["error"]
+
+
+def test_sample_requests_run_against_the_server(server):
+    serving = os.path.join(os.path.dirname(__file__), "..", "serving")
+    if shutil.which("curl"):
+        out = subprocess.run(["bash", os.path.join(serving, "requests.sh"),
+                              f"127.0.0.1:{server['rest']}"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+        assert '"predictions"' in out and '"model_version_status"' in out
+    out = subprocess.run([sys.executable, os.path.join(serving, "request.py"),
+                          "--host", "127.0.0.1", "--rest-port", str(server["rest"]),
+                          "--grpc-port", str(server["grpc"])],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.count("ROMEO: la la") == 2 and out.count('"label"') >= 4
+
+
+def test_new_versions_and_models_are_picked_up(server, savedmodels, rest, grpc_client,
+                                               tmp_path_factory):
+    staging = tmp_path_factory.mktemp("staging")
+    # Exports are written elsewhere and renamed into place, so the server
+    # never sees half a version.
+    fixtures.save_classifier(str(staging / "2"), bias=5.0, warmup=False)
+    before = rest.predict("hotswap", ["bad"])
+    os.rename(staging / "2", savedmodels / "hotswap" / "2")
+    fixtures.save_generator(str(staging / "new"))
+    os.makedirs(savedmodels / "brandnew")
+    os.rename(staging / "new", savedmodels / "brandnew" / "7")
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        versions = [s["version"] for s in rest.status("hotswap")["model_version_status"]]
+        try:
+            rest.status("brandnew")
+        except ServingError:
+            versions = []
+        if "2" in versions:
+            break
+        time.sleep(0.2)
+    assert versions == ["2", "1"]
+    after = rest.predict("hotswap", ["bad"])  # latest by default
+    assert after["label"] == ["positive"] and before["label"] == ["negative"]
+    assert rest.predict("hotswap", ["bad"], version=1) == before
+    assert grpc_client.predict("hotswap", ["bad"], label="stable")["label"] == ["positive"]
+    assert rest.predict("brandnew", {"prompt": ["x"], "max_new_tokens": [1]}) == ["x la"]
+
+    # Pruning renames a version away first; the server then drops it.
+    assert prune(str(savedmodels), "hotswap", keep=1) == [1]
+    deadline = time.monotonic() + 10
+    while rest.status("hotswap")["model_version_status"][-1]["version"] != "2":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with pytest.raises(ServingError, match="version 1"):
+        rest.predict("hotswap", ["bad"], version=1)
+
+
+def test_client_timeouts_and_unreachable_server():
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(ServingError, match="timed out"):
+            RestClient("127.0.0.1", port, timeout=0.3).status("reviews")
+        with pytest.raises(ServingError, match="timed out"):
+            GrpcClient("127.0.0.1", port, timeout=0.3).status("reviews")
+        assert time.monotonic() - start < 5
+    with pytest.raises(ServingError, match="Cannot reach"):
+        RestClient("127.0.0.1", _free_port(), timeout=1).status("reviews")
+
+
+def test_list_models_and_prune(tmp_path, savedmodels):
+    base = tmp_path / "savedmodels"
+    shutil.copytree(savedmodels / "reviews" / "1", base / "reviews" / "1")
+    shutil.copytree(savedmodels / "reviews" / "1", base / "reviews" / "3")
+    os.makedirs(base / "reviews" / ".export-tmp-4")  # in-progress exports are ignored
+
+    models = list_models(str(base))
+    assert [m["name"] for m in models] == ["reviews"]
+    versions = models[0]["versions"]
+    assert [v["version"] for v in versions] == [3, 1]
+    assert versions[0]["size_bytes"] > 1000
+    serving_default = versions[0]["signatures"]["serving_default"]
+    assert serving_default["inputs"] == {"text": {"dtype": "string", "shape": [None]}}
+    assert serving_default["outputs"]["probabilities"] == {"dtype": "float32",
+                                                           "shape": [None, 2]}
+    assert set(versions[0]["signatures"]) == {"serving_default", "word_count"}
+
+    assert prune(str(base), "reviews", keep=1) == [1]
+    assert [v["version"] for v in list_models(str(base))[0]["versions"]] == [3]
+    with pytest.raises(UserInputError, match="at least 1"):
+        prune(str(base), "reviews", keep=0)
+    with pytest.raises(UserInputError, match="No model 'nope'"):
+        prune(str(base), "nope", keep=1)
+    with pytest.raises(UserInputError, match="not a folder"):
+        list_models(str(tmp_path / "missing"))
+
+
+def test_warmup_requests_round_trip(savedmodels, tmp_path):
+    requests = read_warmup_requests(str(savedmodels / "reviews" / "1"))
+    assert [tf.make_ndarray(r.inputs["text"]).tolist() for r in requests] == [
+        [b"a good film"], [b"a bad film"]]
+    assert all(r.model_spec.name == "reviews" for r in requests)
+    assert all(r.model_spec.signature_name == "serving_default" for r in requests)
+
+    export = tmp_path / "gen"
+    shutil.copytree(savedmodels / "shakespeare" / "1", export)
+    write_warmup_requests(str(export), "shakespeare", "serving_default",
+                          {"prompt": ["To be", "ROMEO:"], "max_new_tokens": [4, 2]})
+    requests = read_warmup_requests(str(export))
+    assert len(requests) == 2
+    # The signature's dtype, not Python's default int64.
+    assert requests[1].inputs["max_new_tokens"].dtype == tf.int32.as_datatype_enum
+    loaded = tf.saved_model.load(str(export))
+    for r in requests:
+        out = loaded.signatures["serving_default"](
+            **{k: tf.constant(tf.make_ndarray(v)) for k, v in r.inputs.items()})
+        assert out["text"].shape == [1]
+    with pytest.raises(UserInputError, match="do not match"):
+        write_warmup_requests(str(export), "shakespeare", "serving_default", {"prompt": ["x"]})
+    with pytest.raises(UserInputError, match="not in"):
+        write_warmup_requests(str(export), "shakespeare", "nope", {"prompt": ["x"]})
+
+
+def test_serve_refuses_a_missing_folder(tmp_path):
+    from tfllm.serving.server import serve
+
+    with pytest.raises(UserInputError, match="does not exist"):
+        serve(str(tmp_path / "missing"), port=_free_port(), grpc_port=None)

@@ -1,0 +1,157 @@
+"""The files in serving/ parse as TF Serving reads them and line up with an export."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow_serving")
+yaml = pytest.importorskip("yaml")
+
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2  # noqa: E402
+from google.protobuf import message_factory  # noqa: E402
+from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
+
+from tfllm.serving import fixtures  # noqa: E402
+from tfllm.serving.models import read_model_config  # noqa: E402
+
+SERVING = Path(__file__).resolve().parent.parent / "serving"
+MODELS = {"reviews", "shakespeare"}
+
+
+def _batching_parameters_class():
+    """`tensorflow.serving.BatchingParameters`, built from its field list.
+
+    The `tensorflow-serving-api` wheel ships no `session_bundle_config_pb2`,
+    so the message is declared here with the field numbers and types of
+    tensorflow_serving/servables/tensorflow/session_bundle_config.proto.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(
+        wrappers_pb2.DESCRIPTOR.serialized_pb))
+    f = descriptor_pb2.FileDescriptorProto(
+        name="session_bundle_config.proto", package="tensorflow.serving",
+        syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    msg = f.message_type.add(name="BatchingParameters")
+    F = descriptor_pb2.FieldDescriptorProto
+    for number, name, type_name in [
+        (1, "max_batch_size", ".google.protobuf.Int64Value"),
+        (2, "batch_timeout_micros", ".google.protobuf.Int64Value"),
+        (3, "max_enqueued_batches", ".google.protobuf.Int64Value"),
+        (4, "num_batch_threads", ".google.protobuf.Int64Value"),
+        (5, "thread_pool_name", ".google.protobuf.StringValue"),
+    ]:
+        msg.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=type_name,
+                      label=F.LABEL_OPTIONAL)
+    msg.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64,
+                  label=F.LABEL_REPEATED)
+    msg.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL,
+                  label=F.LABEL_OPTIONAL)
+    pool.Add(f)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+
+@pytest.fixture(scope="module")
+def model_config():
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse((SERVING / "models.config").read_text(), config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((SERVING / "docker-compose.yml").read_text())
+
+
+def _mounts(service):
+    """`{container path: host path}` for the compose service's bind mounts."""
+    mounts = {}
+    for volume in service["volumes"]:
+        host, container = volume.split(":")[:2]
+        mounts[container] = (SERVING / host).resolve()
+    return mounts
+
+
+def _flags(service):
+    return dict(arg.lstrip("-").split("=", 1) for arg in service["command"])
+
+
+def test_models_config_lists_both_models_with_labels(model_config):
+    configs = {c.name: c for c in model_config.model_config_list.config}
+    assert set(configs) == MODELS
+    for name, c in configs.items():
+        assert c.base_path == f"/models/{name}"
+        assert c.model_platform == "tensorflow"
+        assert c.model_version_policy.WhichOneof("policy_choice") is not None
+        assert set(c.version_labels) == {"stable", "canary"}
+        served = set(c.model_version_policy.specific.versions)
+        # TF Serving only resolves labels that name served versions.
+        assert set(c.version_labels.values()) <= served
+
+
+def test_batching_config_parses_and_is_consistent():
+    params = text_format.Parse((SERVING / "batching.config").read_text(),
+                               _batching_parameters_class()())
+    sizes = list(params.allowed_batch_sizes)
+    assert sizes == sorted(sizes) and sizes[-1] == params.max_batch_size.value
+    assert params.batch_timeout_micros.value > 0
+    assert params.num_batch_threads.value >= 1
+
+
+def test_compose_serves_savedmodels_with_the_config_files(compose, model_config):
+    service = compose["services"]["tfserving"]
+    assert service["image"].startswith("tensorflow/serving")
+    assert {"8500:8500", "8501:8501"} <= set(service["ports"])
+    mounts = _mounts(service)
+    assert mounts["/models"] == (SERVING.parent / "savedmodels").resolve()
+    flags = _flags(service)
+    assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
+    assert flags["enable_batching"] == "true"
+    for flag, local in [("model_config_file", "models.config"),
+                        ("batching_parameters_file", "batching.config")]:
+        assert mounts[flags[flag]] == (SERVING / local).resolve()
+    for c in model_config.model_config_list.config:
+        assert os.path.dirname(c.base_path) == "/models"
+
+
+def test_inferenceservices_match_the_models(model_config):
+    docs = list(yaml.safe_load_all((SERVING / "inferenceservice.yaml").read_text()))
+    assert {d["kind"] for d in docs} == {"InferenceService"}
+    assert {d["metadata"]["name"] for d in docs} == MODELS
+    for d in docs:
+        model = d["spec"]["predictor"]["model"]
+        assert model["modelFormat"]["name"] == "tensorflow"
+        assert model["storageUri"].endswith(f"/savedmodels/{d['metadata']['name']}")
+
+
+def test_config_points_at_real_exports(tmp_path, model_config, compose):
+    """Lay out an export as the compose mount expects and resolve every label."""
+    from tfllm.serving.server import ModelRegistry
+
+    savedmodels = tmp_path / "savedmodels"
+    for v in (1, 2):
+        fixtures.save_classifier(str(savedmodels / "reviews" / str(v)), bias=float(v))
+        fixtures.save_generator(str(savedmodels / "shakespeare" / str(v)))
+    mount = "/models"
+    for c in model_config.model_config_list.config:
+        host_dir = savedmodels / os.path.relpath(c.base_path, mount)
+        for v in c.model_version_policy.specific.versions:
+            assert (host_dir / str(v) / "saved_model.pb").exists(), (c.name, v)
+
+    # The local server honours the same labels and policy.
+    policies = read_model_config(str(SERVING / "models.config"))
+    assert policies["reviews"].labels == {"stable": 1, "canary": 2}
+    registry = ModelRegistry(str(savedmodels), model_config_file=str(SERVING / "models.config"))
+    registry.refresh()
+    assert registry.resolve("reviews", label="canary").version == 2
+    assert registry.resolve("shakespeare", label="stable").version == 1
+    assert registry.resolve("reviews").version == 2
+
+
+def test_sample_request_scripts_are_valid():
+    subprocess.run(["bash", "-n", str(SERVING / "requests.sh")], check=True)
+    compile((SERVING / "request.py").read_text(), "request.py", "exec")
+    script = (SERVING / "requests.sh").read_text()
+    assert all(f"/{name}" in script for name in MODELS)

@@ -1,0 +1,400 @@
+"""Python clients for TF Serving's REST and gRPC APIs.
+
+Both clients have the same methods and return the same Python values (the
+JSON shapes of TF Serving's REST API), so code can switch protocol by
+switching class. They follow TF Serving's documents, not the local server, so
+they work unchanged against `tensorflow_model_server` and `tfllm serve`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import threading
+
+try:
+    import orjson
+
+    def _dumps(obj) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is in the `serving` extra
+    import json
+
+    def _dumps(obj) -> bytes:
+        return json.dumps(obj, default=_default).encode()
+
+    _loads = json.loads
+
+
+def _default(obj):
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return _to_json_values(obj.tolist())
+    raise TypeError(f"cannot send a {type(obj).__name__} as JSON")
+
+
+class ServingError(Exception):
+    """A request the model server refused or could not answer.
+
+    Attributes:
+        message: the server's own error message (or why none came back).
+        status: the HTTP status (REST) or gRPC status code name (gRPC);
+            None when no answer came back.
+    """
+
+    def __init__(self, message: str, status=None):
+        super().__init__(message if status is None else f"[{status}] {message}")
+        self.message = message
+        self.status = status
+
+
+def _to_json_values(value):
+    # TF Serving's REST API sends binary strings as {"b64": ...}.
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json_values(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json_values(v) for k, v in value.items()}
+    return value
+
+
+def _from_json_values(value):
+    if isinstance(value, list):
+        return [_from_json_values(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and "b64" in value:
+            return base64.b64decode(value["b64"])
+        return {k: _from_json_values(v) for k, v in value.items()}
+    return value
+
+
+def _model_path(model: str, version=None, label=None) -> str:
+    if version is not None and label is not None:
+        raise ValueError("Pass either version or label, not both.")
+    path = f"/v1/models/{model}"
+    if version is not None:
+        path += f"/versions/{int(version)}"
+    elif label is not None:
+        path += f"/labels/{label}"
+    return path
+
+
+class RestClient:
+    """Client for TF Serving's REST API (`/v1/models/...`).
+
+    Args:
+        host: server host name or address.
+        port: REST port (TF Serving's default is 8501).
+        timeout: seconds to wait for each answer.
+
+    Example:
+    ```python
+    client = RestClient("localhost", 8501)
+    client.predict("reviews", instances=["a good film"])
+    # [{"label": "positive", "probabilities": [0.02, 0.98]}]
+    ```
+    """
+
+    def __init__(self, host: str = "localhost", port: int = 8501, timeout: float = 30.0):
+        self.host, self.port, self.timeout = host, port, timeout
+        # One keep-alive connection per thread: http.client costs a third of
+        # httpx's per-request time, which matters for millisecond requests.
+        self._local = threading.local()
+
+    def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or fresh:
+            if conn is not None:
+                conn.close()
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _request(self, method: str, path: str, body: bytes | None = None):
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        for attempt in (0, 1):
+            conn = self._connection(fresh=attempt == 1)
+            try:
+                conn.request(method, path, body, headers)
+                response = conn.getresponse()
+                content = response.read()
+                break
+            except TimeoutError as e:
+                conn.close()
+                raise ServingError(f"{method} {path} timed out after {self.timeout} s") from e
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.CannotSendRequest) as e:
+                # The server closed an idle keep-alive connection; the request
+                # never ran, so one retry on a new connection is safe.
+                if attempt == 1:
+                    raise ServingError(f"Lost the connection to {self.host}:{self.port}: "
+                                       f"{e}") from e
+            except OSError as e:
+                conn.close()
+                self._local.conn = None
+                raise ServingError(
+                    f"Cannot reach http://{self.host}:{self.port}{path}: {e}") from e
+        try:
+            payload = _loads(content)
+        except ValueError:
+            payload = None
+        if response.status >= 400:
+            message = payload.get("error") if isinstance(payload, dict) else None
+            text = content[:500].decode(errors="replace")
+            raise ServingError(message or text or response.reason, response.status)
+        if payload is None:
+            raise ServingError(f"{method} {path} answered with non-JSON: {content[:200]!r}",
+                               response.status)
+        return payload
+
+    def predict(self, model: str, inputs=None, *, instances=None, signature_name=None,
+                version=None, label=None):
+        """Calls `:predict`.
+
+        Args:
+            model: the model name.
+            inputs: columnar format: `{input name: batch}` (or the bare batch
+                for a one-input signature). Answers with the `"outputs"`.
+            instances: row format: a list of rows, each `{input name:
+                value}` (or a bare value for a one-input signature). Answers
+                with the `"predictions"`, one per row.
+            signature_name: defaults to `serving_default`.
+            version: an integer version; the latest by default.
+            label: a version label such as `stable` or `canary`.
+
+        Values may be Python lists, numpy arrays, `str` or `bytes` (sent as
+        `{"b64": ...}`); binary outputs come back as `bytes`.
+
+        Raises:
+            ServingError: with the server's message.
+        """
+        if (inputs is None) == (instances is None):
+            raise ValueError("Pass exactly one of inputs (columnar) or instances (rows).")
+        body = {"inputs": _to_json_values(inputs)} if inputs is not None else {
+            "instances": _to_json_values(instances)}
+        if signature_name:
+            body["signature_name"] = signature_name
+        reply = self._request("POST", _model_path(model, version, label) + ":predict",
+                              _dumps(body))
+        key = "outputs" if inputs is not None else "predictions"
+        if key not in reply:
+            raise ServingError(f"The answer has no {key!r}: {str(reply)[:200]}")
+        return _from_json_values(reply[key])
+
+    def status(self, model: str, version=None, label=None) -> dict:
+        """`{"model_version_status": [{"version", "state", "status"}]}`."""
+        return self._request("GET", _model_path(model, version, label))
+
+    def metadata(self, model: str, version=None, label=None) -> dict:
+        """`{"model_spec": {...}, "metadata": {"signature_def": {...}}}`."""
+        return self._request("GET", _model_path(model, version, label) + "/metadata")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class GrpcClient:
+    """Client for TF Serving's gRPC `PredictionService` and `ModelService`.
+
+    Takes and returns the same Python values as `RestClient`. Input dtypes
+    come from the model's signature (fetched once per model and version), so
+    a Python `int` reaches an `int32` input as `int32`, as in REST.
+
+    Args:
+        host: server host name or address.
+        port: gRPC port (TF Serving's default is 8500).
+        timeout: seconds to wait for each answer.
+
+    Example:
+    ```python
+    client = GrpcClient("localhost", 8500)
+    client.predict("reviews", {"text": ["a good film"]})
+    # {"label": ["positive"], "probabilities": [[0.02, 0.98]]}
+    ```
+    """
+
+    def __init__(self, host: str = "localhost", port: int = 8500, timeout: float = 30.0,
+                 max_message_bytes: int = 64 * 1024 * 1024):
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self.host, self.port, self.timeout = host, port, timeout
+        self._grpc = grpc
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes)]
+        self._channel = grpc.insecure_channel(f"{host}:{port}", options=options)
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._signatures = {}
+
+    def _call(self, method, request):
+        grpc = self._grpc
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ServingError(f"timed out after {self.timeout} s", code.name) from e
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise ServingError(f"Cannot reach {self.host}:{self.port}: {e.details()}",
+                                   code.name) from e
+            raise ServingError(e.details() or str(e), code.name) from e
+
+    @staticmethod
+    def _spec(request, model, version=None, label=None, signature_name=None):
+        if version is not None and label is not None:
+            raise ValueError("Pass either version or label, not both.")
+        request.model_spec.name = model
+        if version is not None:
+            request.model_spec.version.value = int(version)
+        elif label is not None:
+            request.model_spec.version_label = label
+        if signature_name:
+            request.model_spec.signature_name = signature_name
+        return request
+
+    def _signature_map(self, model, version, label):
+        key = (model, version, label)
+        if key not in self._signatures:
+            from tensorflow_serving.apis import get_model_metadata_pb2
+
+            response = self._metadata_proto(model, version, label)
+            sig_map = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(sig_map)
+            self._signatures[key] = sig_map.signature_def
+        return self._signatures[key]
+
+    def _metadata_proto(self, model, version=None, label=None):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = self._spec(get_model_metadata_pb2.GetModelMetadataRequest(), model,
+                             version, label)
+        request.metadata_field.append("signature_def")
+        return self._call(self._predict.GetModelMetadata, request)
+
+    def predict(self, model: str, inputs=None, *, instances=None, signature_name=None,
+                version=None, label=None):
+        """Calls `PredictionService.Predict`; see `RestClient.predict`."""
+        import numpy as np
+        import tensorflow as tf
+        from tensorflow.core.framework import tensor_pb2
+        from tensorflow_serving.apis import predict_pb2
+
+        if (inputs is None) == (instances is None):
+            raise ValueError("Pass exactly one of inputs (columnar) or instances (rows).")
+        sig_name = signature_name or "serving_default"
+        signatures = self._signature_map(model, version, label)
+        if sig_name not in signatures:
+            known = ", ".join(k for k in signatures if not k.startswith("__"))
+            raise ServingError(f"Serving signature name: {sig_name!r} not found "
+                               f"(signatures: {known}).", "NOT_FOUND")
+        input_infos = signatures[sig_name].inputs
+        only = next(iter(input_infos)) if len(input_infos) == 1 else None
+
+        def named(value) -> bool:
+            return isinstance(value, dict) and not (set(value) == {"b64"} and only != "b64")
+
+        if instances is not None:
+            if instances and all(named(r) for r in instances):
+                columns = {k: [r[k] for r in instances if k in r] for k in instances[0]}
+            elif only is not None:
+                columns = {only: list(instances)}
+            else:
+                raise ValueError(f"Each instance must be a dict of {sorted(input_infos)}.")
+        else:
+            columns = inputs if named(inputs) else {only: inputs}
+            if None in columns:
+                raise ValueError(f"inputs must be a dict of {sorted(input_infos)}.")
+
+        request = self._spec(predict_pb2.PredictRequest(), model, version, label,
+                             signature_name)
+        for name, value in columns.items():
+            if isinstance(value, tensor_pb2.TensorProto):
+                request.inputs[name].CopyFrom(value)
+                continue
+            info = input_infos.get(name)
+            dtype = tf.dtypes.as_dtype(info.dtype) if info is not None else None
+            if dtype == tf.string:
+                array = np.asarray(_from_json_values(value), dtype=object)
+            else:
+                array = np.asarray(value, dtype=dtype.as_numpy_dtype if dtype else None)
+            try:
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
+            except (TypeError, ValueError) as e:
+                raise ServingError(f"Input {name!r}: {e}", "INVALID_ARGUMENT") from e
+        response = self._call(self._predict.Predict, request)
+
+        outputs = {k: _tensor_to_values(k, v) for k, v in sorted(response.outputs.items())}
+        if inputs is not None:
+            return outputs if len(outputs) != 1 else next(iter(outputs.values()))
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        n = len(next(iter(outputs.values())))
+        return [{k: v[i] for k, v in outputs.items()} for i in range(n)]
+
+    def status(self, model: str, version=None, label=None) -> dict:
+        """Same shape as `RestClient.status`."""
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = self._spec(get_model_status_pb2.GetModelStatusRequest(), model, version,
+                             label)
+        response = self._call(self._models.GetModelStatus, request)
+        return json_format.MessageToDict(response, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+
+    def metadata(self, model: str, version=None, label=None) -> dict:
+        """Same shape as `RestClient.metadata`."""
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        response = self._metadata_proto(model, version, label)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        return {
+            "model_spec": {"name": response.model_spec.name, "signature_name": "",
+                           "version": str(response.model_spec.version.value)},
+            "metadata": {"signature_def": json_format.MessageToDict(
+                sig_map, preserving_proto_field_name=True)},
+        }
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _tensor_to_values(name: str, proto):
+    import tensorflow as tf
+
+    array = tf.make_ndarray(proto)
+    if array.dtype != object:
+        return array.tolist()
+    # Strings read as text, except *_bytes outputs (TF Serving's REST rule).
+    if name.endswith("_bytes"):
+        return array.tolist()
+
+    def decode(v):
+        if isinstance(v, list):
+            return [decode(x) for x in v]
+        try:
+            return v.decode()
+        except UnicodeDecodeError:
+            return v
+
+    return decode(array.tolist())

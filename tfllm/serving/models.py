@@ -1,0 +1,222 @@
+"""The `savedmodels/NAME/VERSION/` folder layout TF Serving reads.
+
+Everything here reads files only (`saved_model.pb`, `models.config`); nothing
+loads a model, so listing a folder is quick and needs no TensorFlow Text ops.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from tfllm.errors import UserInputError
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def _is_version_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
+
+
+def scan(base_path: str) -> dict[str, dict[int, str]]:
+    """Finds every servable version under `base_path`.
+
+    Args:
+        base_path: a folder laid out as `NAME/VERSION/saved_model.pb`.
+
+    Returns:
+        `{name: {version: version_dir}}`. Folders whose name is not a
+        non-negative integer (temporary export or prune folders) are skipped,
+        as TF Serving skips them.
+    """
+    found: dict[str, dict[int, str]] = {}
+    try:
+        names = sorted(os.listdir(base_path))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        model_dir = os.path.join(base_path, name)
+        if name.startswith(".") or not os.path.isdir(model_dir):
+            continue
+        versions = {}
+        for entry in os.listdir(model_dir):
+            path = os.path.join(model_dir, entry)
+            if entry.isdigit() and _is_version_dir(path):
+                versions[int(entry)] = path
+        if versions:
+            found[name] = versions
+    return found
+
+
+def read_signature_defs(version_dir: str):
+    """Returns the `SignatureDef` protos of a SavedModel, keyed by name."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, SAVED_MODEL_FILE), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return dict(saved_model.meta_graphs[0].signature_def)
+
+
+def _tensor_info_to_dict(info) -> dict:
+    import tensorflow as tf
+
+    if info.tensor_shape.unknown_rank:
+        shape = None
+    else:
+        shape = [d.size if d.size >= 0 else None for d in info.tensor_shape.dim]
+    return {"dtype": tf.dtypes.as_dtype(info.dtype).name, "shape": shape}
+
+
+def describe_signatures(version_dir: str) -> dict[str, dict]:
+    """Input and output names, dtypes and shapes of each public signature."""
+    described = {}
+    for name, sig in sorted(read_signature_defs(version_dir).items()):
+        if name.startswith("__"):  # `__saved_model_init_op` is not callable
+            continue
+        described[name] = {
+            "inputs": {k: _tensor_info_to_dict(v) for k, v in sorted(sig.inputs.items())},
+            "outputs": {k: _tensor_info_to_dict(v) for k, v in sorted(sig.outputs.items())},
+        }
+    return described
+
+
+def _dir_size(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def list_models(base_path: str) -> list[dict]:
+    """Describes every model and version under a `savedmodels/` folder.
+
+    Args:
+        base_path: a folder laid out as `NAME/VERSION/`.
+
+    Returns:
+        One dict per model, sorted by name: `{"name", "versions": [{"version",
+        "path", "size_bytes", "signatures": {sig: {"inputs", "outputs"}}}]}`
+        with versions newest first.
+
+    Raises:
+        UserInputError: if `base_path` is not a folder.
+    """
+    if not os.path.isdir(base_path):
+        raise UserInputError(
+            f"{base_path!r} is not a folder; pass the folder that holds "
+            "NAME/VERSION/ exports (for example savedmodels/)."
+        )
+    models = []
+    for name, versions in scan(base_path).items():
+        models.append(
+            {
+                "name": name,
+                "versions": [
+                    {
+                        "version": v,
+                        "path": versions[v],
+                        "size_bytes": _dir_size(versions[v]),
+                        "signatures": describe_signatures(versions[v]),
+                    }
+                    for v in sorted(versions, reverse=True)
+                ],
+            }
+        )
+    return models
+
+
+def prune(base_path: str, name: str, keep: int) -> list[int]:
+    """Deletes all but the newest `keep` versions of a model.
+
+    Each doomed version is first renamed to a non-integer folder, so a server
+    polling the folder never sees a half-deleted version.
+
+    Args:
+        base_path: a folder laid out as `NAME/VERSION/`.
+        name: the model whose versions to prune.
+        keep: how many of the newest versions to keep (at least 1).
+
+    Returns:
+        The deleted version numbers, oldest first.
+
+    Raises:
+        UserInputError: if `keep` < 1 or the model does not exist.
+    """
+    if keep < 1:
+        raise UserInputError(f"--keep must be at least 1, got {keep}.")
+    versions = scan(base_path).get(name)
+    if not versions:
+        known = ", ".join(scan(base_path)) or "none"
+        raise UserInputError(
+            f"No model {name!r} under {base_path!r} (models found: {known})."
+        )
+    doomed = sorted(versions)[:-keep]
+    for v in doomed:
+        trash = os.path.join(base_path, name, f".pruning-{v}")
+        os.rename(versions[v], trash)
+        shutil.rmtree(trash)
+    return doomed
+
+
+@dataclass
+class ModelPolicy:
+    """Which versions of one model to serve and what labels point at.
+
+    Attributes:
+        labels: `{label: version}` from `version_labels`.
+        latest: serve only the newest N versions (TF Serving's `latest`).
+        specific: serve exactly these versions (TF Serving's `specific`).
+        Neither set means all versions on disk (TF Serving's `all`); the
+        local server uses that for models no config file mentions.
+    """
+
+    labels: dict[str, int] = field(default_factory=dict)
+    latest: int | None = None
+    specific: list[int] | None = None
+
+    def select(self, versions: list[int]) -> list[int]:
+        """The versions to load out of those on disk."""
+        if self.specific is not None:
+            chosen = set(self.specific)
+        elif self.latest is not None:
+            chosen = set(sorted(versions)[-self.latest :])
+        else:
+            chosen = set(versions)
+        # A labelled version must be loaded for the label to resolve.
+        chosen |= set(self.labels.values())
+        return sorted(v for v in versions if v in chosen)
+
+
+def read_model_config(path: str) -> dict[str, ModelPolicy]:
+    """Reads version policies and labels from a TF Serving `models.config`.
+
+    Only `name`, `model_version_policy` and `version_labels` are used;
+    `base_path` is ignored because the local server serves one folder.
+
+    Raises:
+        UserInputError: if the file does not parse as a `ModelServerConfig`.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        with open(path) as f:
+            text_format.Parse(f.read(), config)
+    except (OSError, text_format.ParseError) as e:
+        raise UserInputError(f"Cannot read model config {path!r}: {e}") from e
+    policies = {}
+    for model in config.model_config_list.config:
+        policy = ModelPolicy(labels=dict(model.version_labels))
+        which = model.model_version_policy.WhichOneof("policy_choice")
+        if which == "latest":
+            policy.latest = model.model_version_policy.latest.num_versions or 1
+        elif which == "specific":
+            policy.specific = list(model.model_version_policy.specific.versions)
+        elif which is None:
+            policy.latest = 1  # TF Serving's default policy
+        policies[model.name] = policy
+    return policies
