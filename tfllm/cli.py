@@ -106,9 +106,10 @@ def cmd_export(args):
     validate_export_name(args.name)
     task = _task_of(args.run_dir)
     if args.format == "tflite":
-        from tfllm.export.tflite import export_tflite
+        from tfllm.export.tflite import export_tflite, read_parity
 
         path = export_tflite(args.run_dir, args.name, base_dir=args.base_dir, quantize=args.quantize, out=args.out)
+        print(read_parity(path))
     elif task == "classify":
         from tfllm.export.saved_model import export_classifier
 
