@@ -1,0 +1,112 @@
+"""Size, latency and parity of TFLite variants next to the SavedModel.
+
+    .venv/bin/python benchmarks/bench_tflite.py --classifier runs/reviews [--generator runs/shakespeare]
+
+For the classifier: each quantization (`none`, `dynamic`, `float16`, `int8`)
+is exported with `tfllm.export.tflite.export_tflite`; the figures are the
+file sizes, per-example latency at batch 1 (token-id model, raw-string model,
+and the SavedModel's `serving_default` / `classify_ids` signatures) and the
+parity report on the test split. Generator figures (per-token latency of the
+TFLite decode loop, greedy agreement) are added when `--generator` is given
+and the causal-LM export exists. Prints JSON and saves it to
+`benchmarks/results/tflite.json`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+from tfllm.export import tflite
+
+
+def _per_call_ms(fn, inputs, repeats=1):
+    fn(inputs[0])  # first call allocates tensors / traces; not timed
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for x in inputs:
+            fn(x)
+    return 1000 * (time.perf_counter() - start) / (repeats * len(inputs))
+
+
+def bench_classifier(run_dir, num_examples):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the SavedModel uses)
+
+    from tfllm import data as data_lib
+    from tfllm.export.saved_model import export_classifier
+    from tfllm.training.classifier import load_run
+
+    config = tflite.check_run_dir(run_dir)
+    model, tokenizer, label_names, _ = load_run(run_dir)
+    texts = tflite._load_classification_splits(config, label_names).test.texts[:num_examples]
+    ids = np.concatenate(list(data_lib.text_batches(texts, tokenizer)))
+    results = {"run_dir": run_dir, "latency_examples": len(texts), "batch_size": 1, "variants": {}}
+
+    with tempfile.TemporaryDirectory() as base:
+        saved = export_classifier(run_dir, "bench", base_dir=base)
+        loaded = tf.saved_model.load(saved)
+        by_text, by_ids = loaded.signatures["serving_default"], loaded.signatures["classify_ids"]
+        results["saved_model"] = {
+            "bytes": sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(saved) for f in fs),
+            "ms_per_example_text": _per_call_ms(lambda t: by_text(text=tf.constant([t])), texts),
+            "ms_per_example_ids": _per_call_ms(lambda x: by_ids(token_ids=tf.constant(x[None])), ids),
+        }
+        print(json.dumps({"saved_model": results["saved_model"]}))
+        for quantize in tflite.QUANTIZE_MODES["classify"]:
+            directory = tflite.export_tflite(run_dir, "bench-tflite", base_dir=base, quantize=quantize)
+            with open(os.path.join(directory, "parity.json")) as f:
+                parity = json.load(f)
+            # One thread, batch 1: the shape of an on-device call.
+            ids_runner = tflite.load_interpreter(os.path.join(directory, tflite.IDS_FILE), num_threads=1).get_signature_runner()
+            text_runner = tflite.load_interpreter(os.path.join(directory, tflite.TEXT_FILE), num_threads=1).get_signature_runner()
+            variant = {
+                "bytes": parity[tflite.IDS_FILE]["bytes"],
+                "text_model_bytes": parity[tflite.TEXT_FILE]["bytes"],
+                "ms_per_example_ids": _per_call_ms(lambda x: ids_runner(token_ids=x[None]), ids),
+                "ms_per_example_text": _per_call_ms(lambda t: text_runner(text=np.array([t], dtype=object)), texts),
+                "max_abs_probability_difference": parity[tflite.IDS_FILE]["max_abs_probability_difference"],
+                "accuracy": parity[tflite.IDS_FILE]["accuracy"],
+                "accuracy_change_points": parity[tflite.IDS_FILE]["accuracy_change_points"],
+                "text_model_accuracy": parity[tflite.TEXT_FILE]["accuracy"],
+                "text_model_max_abs_difference_vs_id_model_same_tokens": parity[tflite.TEXT_FILE][
+                    "max_abs_difference_vs_id_model_same_tokens"
+                ],
+                "texts_tokenized_differently": parity[tflite.TEXT_FILE]["texts_tokenized_differently"],
+                "test_examples": parity["num_examples"],
+                "keras_accuracy": parity["keras_accuracy"],
+            }
+            results["variants"][quantize] = variant
+            print(json.dumps({quantize: variant}))
+    float_bytes = results["variants"]["none"]["bytes"]
+    for variant in results["variants"].values():
+        variant["size_vs_float32"] = round(variant["bytes"] / float_bytes, 3)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--classifier", default="runs/reviews", help="run directory of a trained classifier")
+    parser.add_argument("--generator", default=None, help="run directory of a trained text generator")
+    parser.add_argument("--latency-examples", type=int, default=300)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "tflite.json"))
+    args = parser.parse_args()
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
+    if args.classifier:
+        results["classifier"] = bench_classifier(args.classifier, args.latency_examples)
+    if args.generator:
+        from tfllm.export.tflite_causal_lm import bench_generator
+
+        results["generator"] = bench_generator(args.generator)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
