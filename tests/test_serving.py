@@ -366,6 +366,25 @@ def test_list_models_and_prune(tmp_path, savedmodels):
         list_models(str(tmp_path / "missing"))
 
 
+def test_models_command(tmp_path, savedmodels, capsys):
+    from tfllm.cli import main
+
+    base = tmp_path / "savedmodels"
+    for v in ("1", "2"):
+        shutil.copytree(savedmodels / "shakespeare" / "1", base / "shakespeare" / v)
+    assert main(["models", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert "shakespeare" in out and "version 2" in out
+    assert "serving_default(max_new_tokens: int32[-1], prompt: string[-1]) -> text: string[-1]" in out
+    assert main(["models", str(base), "--json", "--prune", "shakespeare", "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    listed = json.loads(out[out.index("\n[") + 1:])
+    assert [v["version"] for v in listed[0]["versions"]] == [2]
+    assert main(["models", str(base), "--prune", "shakespeare"]) == 2
+    assert main(["models", str(tmp_path / "missing")]) == 2
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+
+
 def test_warmup_requests_round_trip(savedmodels, tmp_path):
     requests = read_warmup_requests(str(savedmodels / "reviews" / "1"))
     assert [tf.make_ndarray(r.inputs["text"]).tolist() for r in requests] == [

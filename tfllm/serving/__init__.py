@@ -1,8 +1,7 @@
 """Serve exported models the way TF Serving does, and call them from Python."""
 
 from tfllm.serving.client import GrpcClient, RestClient, ServingError
-from tfllm.serving.models import list_models, prune
-from tfllm.serving.warmup import read_warmup_requests, write_warmup_requests
+from tfllm.serving.models import format_models, list_models, prune
 
 
 def serve(*args, **kwargs):
@@ -12,10 +11,21 @@ def serve(*args, **kwargs):
     return _serve(*args, **kwargs)
 
 
+def __getattr__(name):
+    # The warm-up helpers need `tensorflow-serving-api` (the `serving`
+    # extra); importing them lazily keeps `import tfllm.serving` light.
+    if name in ("read_warmup_requests", "write_warmup_requests"):
+        from tfllm.serving import warmup
+
+        return getattr(warmup, name)
+    raise AttributeError(f"module 'tfllm.serving' has no attribute {name!r}")
+
+
 __all__ = [
     "GrpcClient",
     "RestClient",
     "ServingError",
+    "format_models",
     "list_models",
     "prune",
     "read_warmup_requests",

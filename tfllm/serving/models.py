@@ -128,6 +128,35 @@ def list_models(base_path: str) -> list[dict]:
     return models
 
 
+def _format_tensor(name: str, info: dict) -> str:
+    shape = "?" if info["shape"] is None else str(info["shape"]).replace("None", "-1")
+    return f"{name}: {info['dtype']}{shape}"
+
+
+def _format_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def format_models(models: list[dict]) -> str:
+    """`list_models` output as the text `tfllm models` prints."""
+    if not models:
+        return "No models found (expected NAME/VERSION/saved_model.pb)."
+    lines = []
+    for model in models:
+        lines.append(model["name"])
+        for v in model["versions"]:
+            lines.append(f"  version {v['version']}  {_format_size(v['size_bytes'])}  {v['path']}")
+            for sig, io in v["signatures"].items():
+                ins = ", ".join(_format_tensor(k, i) for k, i in io["inputs"].items())
+                outs = ", ".join(_format_tensor(k, i) for k, i in io["outputs"].items())
+                lines.append(f"    {sig}({ins}) -> {outs}")
+    return "\n".join(lines)
+
+
 def prune(base_path: str, name: str, keep: int) -> list[int]:
     """Deletes all but the newest `keep` versions of a model.
 

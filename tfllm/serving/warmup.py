@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 
+# Imported eagerly so that a missing `serving` extra shows up as an
+# ImportError when this module is imported, which exporters can catch.
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
 from tfllm.errors import UserInputError
 from tfllm.serving import models as models_lib
 
@@ -47,7 +51,6 @@ def write_warmup_requests(export_dir: str, model_name: str, signature_name: str,
     """
     import numpy as np
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     sig_defs = models_lib.read_signature_defs(export_dir)
     if signature_name not in sig_defs:
@@ -96,7 +99,6 @@ def write_warmup_requests(export_dir: str, model_name: str, signature_name: str,
 def read_warmup_requests(export_dir: str) -> list:
     """The `PredictRequest`s of a warm-up file, in order."""
     import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
 
     path = os.path.join(export_dir, WARMUP_PATH)
     requests = []

@@ -1,0 +1,242 @@
+"""Latency and throughput of the local TF-Serving-compatible server.
+
+    .venv/bin/python benchmarks/bench_serving.py [--model-dir savedmodels]
+        [--model reviews] [--generate-model shakespeare]
+
+Starts `python -m tfllm.serving.server` on free loopback ports and measures
+classification (1 and 32 strings per request) and, with --generate-model,
+generation (32 new tokens), over REST and gRPC with 1 and 16 concurrent
+clients, next to the same signature called in this process. Each cell stops
+after --requests requests or --seconds seconds, whichever comes first.
+Without --model-dir it builds tiny stand-in models (tfllm.serving.fixtures).
+Prints JSON and saves it to benchmarks/results/serving.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TEXTS = [
+    "A warm, funny and good film with a great cast.",
+    "Dull, bad and far too long.",
+    "The plot wanders but the acting is good.",
+    "One of the best films of the year.",
+]
+PROMPTS = ["ROMEO:", "To be, or not to be", "First Citizen:", "O, "]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _summary(latencies, rows_per_request, wall):
+    lat = np.asarray(latencies) * 1e3
+    return {
+        "requests": len(lat),
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "requests_per_s": round(len(lat) / wall, 1),
+        "rows_per_s": round(len(lat) * rows_per_request / wall, 1),
+    }
+
+
+def run_cell(make_call, concurrency, max_requests, max_seconds, rows_per_request, warmup=10):
+    """Runs `make_call()()` from `concurrency` threads; returns latency figures."""
+    latencies, lock = [], threading.Lock()
+    budget = [max_requests]
+    deadline = [0.0]
+    start_gate = threading.Barrier(concurrency + 1)
+
+    def worker():
+        call = make_call()  # one client per thread, as separate users would have
+        for _ in range(warmup):
+            call()
+        start_gate.wait()
+        mine = []
+        while time.perf_counter() < deadline[0]:
+            with lock:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            t = time.perf_counter()
+            call()
+            mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.perf_counter() + 3600  # set properly once all are warm
+    start_gate.wait()
+    began = time.perf_counter()
+    deadline[0] = began + max_seconds
+    for t in threads:
+        t.join()
+    return _summary(latencies, rows_per_request, time.perf_counter() - began)
+
+
+def _generation_inputs(signature, prompts, max_new_tokens):
+    """Fills every input of a generation signature: prompts plus decoding options."""
+    defaults = {"max_new_tokens": max_new_tokens, "temperature": 0.0, "top_k": 0,
+                "top_p": 1.0, "seed": 0}
+    inputs = {}
+    for name, spec in signature.items():
+        if spec.dtype.name == "string":
+            inputs[name] = list(prompts)
+            continue
+        value = defaults.get(name, 0)
+        inputs[name] = value if spec.shape.rank == 0 else [value] * len(prompts)
+    return inputs
+
+
+def benchmark(args):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  registers the tokenizer ops
+
+    from tfllm.serving import GrpcClient, RestClient
+
+    tmp = None
+    model_dir = args.model_dir
+    if model_dir is None:
+        from tfllm.serving import fixtures
+
+        tmp = tempfile.TemporaryDirectory()
+        model_dir = fixtures.build_savedmodels(tmp.name)
+        args.generate_model = args.generate_model or "shakespeare"
+
+    rest_port, grpc_port = _free_port(), _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tfllm.serving.server", model_dir, "--port", str(rest_port),
+         "--grpc-port", str(grpc_port), "--poll-seconds", "5"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+                   f"{platform.python_version()}, TensorFlow {tf.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+        "model_dir": model_dir if args.model_dir else "tiny fixture models (tfllm.serving.fixtures)",
+        "description": args.description,
+        "bounds": {"requests_per_cell": args.requests, "seconds_per_cell": args.seconds},
+        "cells": [],
+    }
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                RestClient("127.0.0.1", rest_port, timeout=2).status(args.model)
+                break
+            except Exception:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.3)
+
+        def latest(name):
+            versions = [int(v) for v in os.listdir(os.path.join(model_dir, name)) if v.isdigit()]
+            return tf.saved_model.load(os.path.join(model_dir, name, str(max(versions))))
+
+        tasks = []
+        classifier = latest(args.model).signatures[args.signature]
+        text_input = next(iter(classifier.structured_input_signature[1]))
+        for batch in (1, 32):
+            texts = [TEXTS[i % len(TEXTS)] for i in range(batch)]
+            tasks.append(("classification", args.model, args.signature, classifier,
+                          {text_input: texts}, batch))
+        if args.generate_model:
+            generator = latest(args.generate_model).signatures[args.generate_signature]
+            inputs = _generation_inputs(generator.structured_input_signature[1], PROMPTS[:1],
+                                        args.max_new_tokens)
+            tasks.append(("generation", args.generate_model, args.generate_signature,
+                          generator, inputs, 1))
+
+        for task, model, sig_name, fn, inputs, batch in tasks:
+            specs = fn.structured_input_signature[1]
+            tensors = {k: tf.constant(v, specs[k].dtype) for k, v in inputs.items()}
+            base = {}
+            for concurrency in (1, 16):
+                cell = run_cell(lambda: (lambda: fn(**tensors)), concurrency, args.requests,
+                                args.seconds, batch)
+                base[concurrency] = cell
+                results["cells"].append({"task": task, "transport": "in_process",
+                                         "batch": batch, "concurrency": concurrency, **cell})
+                print(json.dumps(results["cells"][-1]), flush=True)
+            for transport, cls, port in (("rest", RestClient, rest_port),
+                                         ("grpc", GrpcClient, grpc_port)):
+                def make_call():
+                    client = cls("127.0.0.1", port, timeout=60)
+                    return lambda: client.predict(model, inputs, signature_name=sig_name)
+
+                for concurrency in (1, 16):
+                    cell = run_cell(make_call, concurrency, args.requests, args.seconds, batch)
+                    cell["p50_overhead_ms"] = round(
+                        cell["p50_ms"] - base[concurrency]["p50_ms"], 3)
+                    cell["p50_vs_in_process"] = round(
+                        cell["p50_ms"] / base[concurrency]["p50_ms"], 2)
+                    cell["throughput_vs_in_process"] = round(
+                        cell["rows_per_s"] / base[concurrency]["rows_per_s"], 2)
+                    results["cells"].append({"task": task, "transport": transport,
+                                             "batch": batch, "concurrency": concurrency,
+                                             **cell})
+                    print(json.dumps(results["cells"][-1]), flush=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if tmp is not None:
+            tmp.cleanup()
+
+    def find(transport, batch=1, concurrency=1, task="classification"):
+        return next(c for c in results["cells"] if c["transport"] == transport
+                    and c["batch"] == batch and c["concurrency"] == concurrency
+                    and c["task"] == task)
+
+    results["goals"] = {
+        "classification_1_string_p50_ms": {t: find(t)["p50_ms"] for t in ("rest", "grpc")},
+        "goal_p50_ms": 5.0,
+        "overhead_p50_vs_in_process": {t: find(t)["p50_vs_in_process"]
+                                       for t in ("rest", "grpc")},
+        "overhead_p50_ms": {t: find(t)["p50_overhead_ms"] for t in ("rest", "grpc")},
+        "goal_overhead": 2.0,
+    }
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", default=None, help="a savedmodels/ folder (default: "
+                        "build tiny fixture models)")
+    parser.add_argument("--model", default="reviews", help="the classifier's name")
+    parser.add_argument("--signature", default="serving_default")
+    parser.add_argument("--generate-model", default=None, help="a generator's name")
+    parser.add_argument("--generate-signature", default="serving_default")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=1000, help="per cell, at most")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per cell, at most")
+    parser.add_argument("--description", default="", help="what the models are, for the record")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "serving.json"))
+    args = parser.parse_args()
+    results = benchmark(args)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
