@@ -14,7 +14,7 @@ def test_each_kind_tokenizes_inside_tf_data_and_round_trips(kind, tmp_path):
     tokenizer = train_tokenizer(ENGLISH + CHINESE, kind, vocabulary_size=100, sequence_length=12)
     eager = np.asarray(tokenizer(["great fun", "很好看"]))
     assert eager.shape == (2, 12)
-    assert (eager[:, 0] > 3).all()  # real tokens, not padding or specials
+    assert (eager[:, 0] > 4).all()  # real tokens, not padding or specials
     # Inside a tf.data map the tokenizer runs as graph ops and must agree with eager.
     in_graph = next(iter(tf.data.Dataset.from_tensor_slices(["great fun", "很好看"]).batch(2).map(tokenizer)))
     np.testing.assert_array_equal(in_graph.numpy(), eager)
@@ -39,7 +39,7 @@ def test_wordpiece_english_words_and_unknown_characters():
 
 def test_character_tokenizer_detokenizes_and_keeps_specials_fixed():
     tokenizer = CharacterTokenizer(vocabulary=list("abc"))
-    assert tokenizer.get_vocabulary()[:4] == ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+    assert tokenizer.get_vocabulary()[:5] == ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"]
     ids = tokenizer(["cab", "ab"])
     assert tokenizer.detokenize(ids).numpy().tolist() == [b"cab", b"ab"]
 

@@ -13,6 +13,11 @@ def encode_labels(labels, num_classes):
     return tf.one_hot(labels, num_classes)
 
 
+def token_id_rows(texts, tokenizer):
+    """Single rows of token ids, tokenized once in large batches (graph ops, not Python)."""
+    return tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024).map(tokenizer, num_parallel_calls=AUTOTUNE).unbatch()
+
+
 def classification_dataset(split, tokenizer, num_classes, batch_size, shuffle=False, seed=None):
     """(token ids, encoded labels) batches for `model.fit`.
 

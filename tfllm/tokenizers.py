@@ -3,7 +3,8 @@
 Every tokenizer here is a KerasHub `Tokenizer` layer, so the same object
 tokenizes inside `tf.data` pipelines and inside exported graphs. All of them
 share one id layout for the special tokens, which the models rely on:
-id 0 is padding (masked out), 1 unknown, 2 start, 3 end.
+id 0 is padding (masked out), 1 unknown, 2 start, 3 end, 4 mask (for
+masked-language-model pretraining).
 """
 
 import io
@@ -16,8 +17,10 @@ import tensorflow as tf
 
 from tfllm.errors import UserInputError
 
-PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
-SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
+PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
+SPECIAL_TOKENS = [PAD, UNK, BOS, EOS, MASK]
+MASK_ID = 4
+NUM_SPECIAL = len(SPECIAL_TOKENS)
 KINDS = ("wordpiece", "char", "sentencepiece")
 
 
@@ -32,13 +35,13 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
 
     Args:
         vocabulary: list of single characters (special tokens are added in
-            front: `[PAD]`=0, `[UNK]`=1, `[BOS]`=2, `[EOS]`=3).
+            front: `[PAD]`=0, `[UNK]`=1, `[BOS]`=2, `[EOS]`=3, `[MASK]`=4).
         sequence_length: if set, outputs are padded/truncated to this length
             and returned dense; otherwise ragged.
 
     Example:
     >>> tokenizer = CharacterTokenizer(vocabulary=list("abc"))
-    >>> tokenizer(["cab"])  # [[6, 4, 5]]
+    >>> tokenizer(["cab"])  # [[7, 5, 6]]
     """
 
     def __init__(self, vocabulary=None, sequence_length=None, dtype="int32", **kwargs):
@@ -51,9 +54,9 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
         if self.vocabulary is None:
             return
         # StringLookup gives mask_token id 0 and the OOV token id 1, which is
-        # exactly our [PAD]/[UNK] layout; [BOS]/[EOS] follow as ordinary entries.
+        # exactly our [PAD]/[UNK] layout; the other specials follow as ordinary entries.
         self._lookup = keras.layers.StringLookup(
-            vocabulary=[BOS, EOS] + [c for c in self.vocabulary if c not in SPECIAL_TOKENS],
+            vocabulary=SPECIAL_TOKENS[2:] + [c for c in self.vocabulary if c not in SPECIAL_TOKENS],
             mask_token=PAD,
             oov_token=UNK,
             num_oov_indices=1,
@@ -96,7 +99,7 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
             inputs = tf.convert_to_tensor(inputs)
         tokens = tf.gather(self._id_to_token, inputs)
         # Special tokens are not text: drop them when turning ids back into strings.
-        tokens = tf.ragged.boolean_mask(tokens, inputs > 3)
+        tokens = tf.ragged.boolean_mask(tokens, inputs >= NUM_SPECIAL)
         return tf.strings.reduce_join(tokens, axis=-1)
 
     def get_config(self):
@@ -153,7 +156,7 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
         for text in texts:
             for char in text:
                 counts[char] = counts.get(char, 0) + 1
-        chars = sorted(counts, key=lambda c: (-counts[c], c))[: max(vocabulary_size - 4, 1)]
+        chars = sorted(counts, key=lambda c: (-counts[c], c))[: max(vocabulary_size - NUM_SPECIAL, 1)]
         return CharacterTokenizer(vocabulary=sorted(chars), sequence_length=sequence_length)
     if kind == "sentencepiece":
         import sentencepiece as spm
@@ -170,6 +173,7 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
             unk_id=1,
             bos_id=2,
             eos_id=3,
+            user_defined_symbols=[MASK],
             hard_vocab_limit=False,
             normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
             character_coverage=0.9995,

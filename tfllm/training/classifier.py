@@ -18,15 +18,15 @@ from tfllm.evaluation import classification_report
 from tfllm.models import TextClassifier, resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
+from tfllm.training.pretraining import pretrain_masked_lm
 
 MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout")
 
 
 def classifier_preset(config):
+    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate)
     overrides = dict(config.overrides)
-    overrides.update(
-        tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate
-    )
+    overrides.update({k: v for k, v in flags.items() if v is not None})
     return resolve_preset("classify", config.preset, overrides)
 
 
@@ -112,6 +112,17 @@ def train_classifier(config, verbose="auto"):
         val_ds = data_lib.classification_dataset(data.val, tokenizer, data.num_classes, preset["batch_size"])
         with common.get_strategy(config.strategy).scope():
             model = build_classifier(preset, tokenizer.vocabulary_size(), data.num_classes)
+            if preset.get("pretrain_epochs") and not resume:
+                print(f"Masked-LM pretraining of the encoder on the {len(data.train)} training texts")
+                pretrain_masked_lm(
+                    model,
+                    data_lib.token_id_rows(data.train.texts, tokenizer).cache(),
+                    epochs=preset["pretrain_epochs"],
+                    batch_size=preset["batch_size"],
+                    learning_rate=preset.get("pretrain_learning_rate", 1e-3),
+                    seed=config.seed,
+                    verbose=verbose,
+                )
         callbacks = common.make_callbacks(run_dir, early_stopping_patience=2 if preset.get("early_stopping") else None)
         start = time.perf_counter()
         history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], callbacks=callbacks, verbose=verbose)
