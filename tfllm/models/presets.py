@@ -59,8 +59,56 @@ CLASSIFIER_PRESETS = {
     },
 }
 
-# Filled by the causal-LM module's author; same shape as above.
-CAUSAL_LM_PRESETS = {}
+# Text generation (tfllm.models.causal_lm.CausalLM, tfllm.training.causal_lm).
+# "vocabulary_size" bounds the tokenizer; the model gets the tokenizer's real size.
+_NANOGPT_CPU = {
+    # nanoGPT's documented CPU recipe for shakespeare_char, step for step.
+    "tokenizer": "char",
+    "lowercase": False,
+    "vocabulary_size": 512,
+    "sequence_length": 64,
+    "hidden_dim": 128,
+    "num_layers": 4,
+    "num_heads": 4,
+    "intermediate_dim": 512,
+    "dropout": 0.0,
+    "tie_weights": True,
+    "batch_size": 12,
+    "steps": 2000,
+    "learning_rate": 1e-3,
+    "min_learning_rate": 1e-4,
+    "warmup_steps": 100,
+    "beta_1": 0.9,
+    "beta_2": 0.99,
+    "weight_decay": 0.1,
+    "clipnorm": 1.0,
+    "eval_interval": 250,  # steps per Keras epoch: validation, TensorBoard samples
+    "eval_windows": 240,  # validation windows per epoch (nanoGPT: 20 batches of 12)
+    "window_keep": None,  # generation past the window: None = re-encode the last window-1 tokens
+    "jit_compile": True,  # XLA for the train step and generation (measured faster here)
+    "steps_per_execution": 1,
+}
+CAUSAL_LM_PRESETS = {
+    "nanogpt-cpu": _NANOGPT_CPU,
+    "default": dict(_NANOGPT_CPU),
+    # For tests and smoke runs: seconds on a CPU.
+    "tiny": dict(
+        _NANOGPT_CPU,
+        vocabulary_size=50,
+        sequence_length=16,
+        hidden_dim=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_dim=32,
+        batch_size=8,
+        steps=40,
+        learning_rate=1e-2,
+        min_learning_rate=1e-3,
+        warmup_steps=4,
+        eval_interval=20,
+        eval_windows=32,
+    ),
+}
 
 PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS}
 

@@ -1,0 +1,367 @@
+"""Text in, text out: prompts -> token ids -> KerasHub cached decoding -> text.
+
+`Generator` pairs a trained `tfllm.models.CausalLM` with its tokenizer. The
+decoding loop itself is KerasHub's (`CausalLM.generate_step` and a
+`keras_hub.samplers.Sampler` subclass whose options are tensors, so one
+compiled function serves every temperature/top-k/top-p/seed; beam search uses
+KerasHub's `BeamSampler`); this module adds what a text user needs: prompts of different lengths in one
+batch, input checks, stop strings, seeds that repeat, and streaming.
+
+Streaming runs the compiled loop in chunks: each chunk's prompt is the last
+`sequence_length` tokens produced so far (all the model can see), padded into
+one fixed-shape buffer, so every chunk reuses one compiled function.
+"""
+
+import os
+import warnings
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from tfllm.errors import UserInputError
+from tfllm.models.causal_lm import CausalLM  # noqa: F401  (registers the class for load_model)
+from tfllm.tokenizers import CharacterTokenizer, load_tokenizer
+
+EOS_ID = 3  # the tokenizers' shared id layout: 0 pad, 1 unk, 2 bos, 3 eos
+UNK_ID = 1
+MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
+MAX_PROMPTS = 256
+SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+STREAM_CHUNK = 64  # new tokens per compiled call when streaming
+
+
+def _uniform(seed, step, vocabulary_size):
+    """Deterministic uniforms in (0, 1) of shape `[batch, vocabulary]` from per-row seeds.
+
+    A counter-based hash (murmur3's finaliser over seed, step and token id):
+    every row gets its own stream, so a row's text depends on its own seed
+    only, not on what else is in the batch (TF Serving batches requests).
+    """
+    u32 = lambda x: tf.cast(x, tf.uint32)  # noqa: E731
+    x = (u32(seed)[:, None] * u32(0x9E3779B1)) ^ (u32(step) * u32(0x85EBCA77)) ^ (
+        u32(tf.range(vocabulary_size))[None, :] * u32(0xC2B2AE3D)
+    )
+    for shift, mul in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):
+        x = x ^ tf.bitwise.right_shift(x, u32(shift))
+        if mul is not None:
+            x = x * u32(mul)
+    return (tf.cast(tf.bitwise.right_shift(x, u32(8)), tf.float32) + 0.5) / float(2**24)
+
+
+class OptionSampler(keras_hub.samplers.Sampler):
+    """KerasHub sampler whose decoding options are per-row tensors.
+
+    One compiled loop then serves greedy (temperature 0), top-k, top-p and
+    plain sampling, in-process and inside the exported SavedModel alike.
+    Sampling is Gumbel-max over the kept tokens with `_uniform` noise.
+
+    Args:
+        temperature, top_k, top_p, seed: `[batch]` tensors. `top_k <= 0`
+            or above the vocabulary means no top-k cut (nanoGPT clamps k);
+            `top_p >= 1` means no nucleus cut.
+
+    Example:
+    >>> sampler = OptionSampler(temperature=tf.constant([0.0]), top_k=tf.constant([0]),
+    ...                         top_p=tf.constant([1.0]), seed=tf.constant([0]))  # greedy
+    """
+
+    def __init__(self, temperature, top_k, top_p, seed):
+        super().__init__(temperature=1.0)
+        self.options = (temperature, top_k, top_p, seed)
+        self._index = None
+
+    def __call__(self, next, prompt, **kwargs):
+        # The base loop does not pass the step to `get_next_token`; note it
+        # from `next` (same loop body) so the noise depends on the position.
+        def next_with_index(prompt, cache, index):
+            self._index = index
+            return next(prompt, cache, index)
+
+        return super().__call__(next_with_index, prompt, **kwargs)
+
+    def compute_probabilities(self, logits):
+        temperature = tf.cast(self.options[0], tf.float32)
+        # Greedy rows (temperature 0) keep temperature 1: same argmax, as GreedySampler computes it.
+        temperature = tf.where(temperature > 0, temperature, 1.0)
+        return keras.activations.softmax(tf.cast(logits, tf.float32) / temperature[:, None])
+
+    def get_next_token(self, probabilities):
+        temperature, top_k, top_p, seed = self.options
+        vocabulary_size = tf.shape(probabilities)[-1]
+        greedy = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        sorted_probs, sorted_ids = tf.math.top_k(probabilities, k=vocabulary_size)
+        k = tf.where((top_k > 0) & (top_k < vocabulary_size), top_k, vocabulary_size)
+        rank = tf.range(vocabulary_size)[None, :]
+        # Nucleus: keep a token while the mass before it is below p (the top token always stays).
+        before = tf.cumsum(sorted_probs, axis=-1, exclusive=True)
+        keep = (rank < k[:, None]) & (before < tf.cast(top_p, tf.float32)[:, None])
+        gumbel = -tf.math.log(-tf.math.log(_uniform(seed, self._index, vocabulary_size)))
+        scores = tf.where(keep, tf.math.log(sorted_probs + 1e-30) + gumbel, -float("inf"))
+        sampled = tf.gather(sorted_ids, tf.argmax(scores, axis=-1, output_type=tf.int32), batch_dims=1)
+        return tf.where(tf.cast(temperature, tf.float32) > 0, sampled, greedy)
+
+
+def decode_function(model, stop_token_ids=(EOS_ID,), jit_compile=True):
+    """A compiled `f(inputs) -> token_ids` running `model.generate_step` with an `OptionSampler`.
+
+    `inputs` holds `token_ids`/`padding_mask` (`[batch, width]`, prompts
+    left-aligned) and per-row `temperature`, `top_k`, `top_p`, `seed`.
+    """
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def decode(inputs):
+        model.sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"])
+        return model.generate_step(
+            {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
+            stop_token_ids=list(stop_token_ids),
+        )["token_ids"]
+
+    return decode
+
+
+class Generator:
+    """A causal LM and its tokenizer, ready to turn prompts into text.
+
+    Args:
+        model: a trained `tfllm.models.CausalLM`.
+        tokenizer: the tokenizer it was trained with.
+        jit_compile: compile the decoding loop with XLA (measured 3x faster on
+            CPU for the nanogpt-cpu model; see benchmarks/bench_generation.py).
+
+    Example:
+    >>> generator = load_generator("runs/shakespeare")
+    >>> generator.generate(["ROMEO:", "JULIET:"], max_new_tokens=50, sampler="top_k", seed=1)
+    ['\\nWhat ...', '\\nO, ...']
+    """
+
+    def __init__(self, model, tokenizer, jit_compile=True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.jit_compile = jit_compile
+        self.vocabulary_size = model.backbone.vocabulary_size
+        self._compiled = {}  # (sampler family, stop ids) -> compiled decoding function
+
+    # --- input checks -------------------------------------------------------
+
+    def _check_options(self, prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams):
+        if isinstance(prompts, str):
+            raise UserInputError("prompts must be a list of strings, got a single string; wrap it in a list.")
+        if not prompts or len(prompts) > MAX_PROMPTS:
+            raise UserInputError(f"Give between 1 and {MAX_PROMPTS} prompts, got {len(prompts)}.")
+        if not isinstance(max_new_tokens, (int, np.integer)) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
+            raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
+        if sampler not in SAMPLERS:
+            raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if temperature is None or not temperature >= 0:
+            raise UserInputError(f"temperature must be >= 0, got {temperature!r}.")
+        if sampler == "top_k" and (top_k is None or top_k < 1):
+            raise UserInputError(f"top_k must be at least 1, got {top_k!r}.")
+        if sampler == "top_p" and (top_p is None or not 0 < top_p <= 1):
+            raise UserInputError(f"top_p must be in (0, 1], got {top_p!r}.")
+        if sampler == "beam" and (num_beams is None or num_beams < 1):
+            raise UserInputError(f"num_beams must be at least 1, got {num_beams!r}.")
+
+    def encode(self, prompt):
+        """Token ids of one prompt, refusing empty prompts and unseen characters."""
+        if not isinstance(prompt, str) or not prompt:
+            raise UserInputError("Empty prompt: give at least one character of text to continue.")
+        ids = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(prompt))).astype("int32").ravel()
+        if len(ids) == 0:
+            raise UserInputError(f"Prompt {prompt!r} has no tokens the model knows (only spaces?).")
+        if (ids == UNK_ID).any():
+            if isinstance(self.tokenizer, CharacterTokenizer):
+                known = set(self.tokenizer.get_vocabulary())
+                unseen = sorted({c for c in prompt if c not in known})
+                what = "characters " + ", ".join(repr(c) for c in unseen)
+            else:
+                what = "text"
+            raise UserInputError(
+                f"Prompt {prompt!r} contains {what} the tokenizer never saw in training; remove or replace them."
+            )
+        return ids
+
+    def decode(self, ids):
+        ids = [int(i) for i in ids if i > EOS_ID]
+        if not ids:
+            return ""
+        text = self.tokenizer.detokenize(np.asarray([ids], "int32"))
+        text = keras.ops.convert_to_numpy(text)
+        text = text[0] if np.ndim(text) else text
+        return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+
+    # --- compiled decoding --------------------------------------------------
+
+    def _function(self, sampler, num_beams, stop_token_ids):
+        """The compiled decoding function for a sampler family, built once and cached.
+
+        Greedy, top-k, top-p and random sampling share one function whose
+        options are tensors (`OptionSampler`), so changing them never
+        recompiles; beam search uses KerasHub's `BeamSampler`.
+        """
+        key = ("beam", num_beams) if sampler == "beam" else ("options",)
+        key += (tuple(stop_token_ids),)
+        if key not in self._compiled:
+            if sampler == "beam":
+                self.model.sampler = keras_hub.samplers.BeamSampler(num_beams=num_beams)
+                self.model.generate_function = None
+                self.model.jit_compile = self.jit_compile
+                function = self.model.make_generate_function()
+                self._compiled[key] = lambda inputs: function(
+                    {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
+                    stop_token_ids=list(stop_token_ids),
+                )["token_ids"]
+            else:
+                self._compiled[key] = decode_function(self.model, stop_token_ids, self.jit_compile)
+        return self._compiled[key]
+
+    def _run(self, function, rows, width, options):
+        buffer = np.zeros((len(rows), width), "int32")
+        for i, ids in enumerate(rows):
+            buffer[i, : len(ids)] = ids
+        mask = (np.arange(width)[None, :] < np.array([len(r) for r in rows])[:, None]).astype("int32")
+        return keras.ops.convert_to_numpy(function({"token_ids": buffer, "padding_mask": mask, **options}))
+
+    def generate(
+        self,
+        prompts,
+        max_new_tokens=200,
+        sampler="top_k",
+        temperature=1.0,
+        top_k=50,
+        top_p=0.9,
+        num_beams=4,
+        seed=None,
+        stop=None,
+        stream_callback=None,
+    ):
+        """Continues each prompt; returns the new text of each (prompt not included).
+
+        Args:
+            prompts: list of strings (lengths may differ).
+            max_new_tokens: 1 to `MAX_NEW_TOKENS` new tokens per prompt.
+            sampler: "greedy", "top_k", "top_p", "random" or "beam".
+            temperature: divides the logits; 0 means greedy.
+            top_k: keep the k most likely tokens (clamped to the vocabulary).
+            top_p: keep the smallest set of tokens with this total probability.
+            num_beams: beams for the "beam" sampler.
+            seed: integer; row i samples with seed `seed + i`, so the same
+                seed and settings give the same text (also in the SavedModel).
+            stop: a string or list of strings; text ends before the first one
+                (single-token stops also end decoding early).
+            stream_callback: called as `stream_callback(index, new_text)` while
+                text is produced, in chunks of `STREAM_CHUNK` tokens.
+        """
+        self._check_options(prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not s for s in stops):
+            raise UserInputError("Stop strings must not be empty.")
+        encoded = [self.encode(p) for p in prompts]
+        stop_token_ids = (EOS_ID, *self._single_token_stops(stops))
+        function = self._function(sampler, num_beams, stop_token_ids)
+        n = len(prompts)
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31 - MAX_PROMPTS))
+        greedy = sampler == "greedy" or temperature == 0
+        options = {
+            "temperature": np.full([n], 0.0 if greedy else temperature, "float32"),
+            "top_k": np.full([n], top_k if sampler == "top_k" else 0, "int32"),
+            "top_p": np.full([n], top_p if sampler == "top_p" else 1.0, "float32"),
+            "seed": (int(seed) + np.arange(n)).astype("int32"),
+        }
+        window = self.model.sequence_length
+
+        if stream_callback is None:
+            width = max(len(ids) for ids in encoded) + max_new_tokens
+            out = self._run(function, encoded, width, options)
+            new = [self._cut(out[i, len(ids): len(ids) + max_new_tokens], stop_token_ids) for i, ids in enumerate(encoded)]
+            return [self._truncate(self.decode(ids), stops) for ids in new]
+
+        # Streaming: fixed-shape chunks that see the last `window` tokens.
+        new = [[] for _ in encoded]
+        done = [False] * n
+        printed = [""] * n
+        width = window + STREAM_CHUNK
+        chunk_number = 0
+        while not all(done):
+            contexts = [np.concatenate([ids, np.asarray(t, "int32")])[-window:] for ids, t in zip(encoded, new)]
+            # A fresh noise stream per chunk (positions repeat between chunks).
+            chunk_options = dict(options, seed=options["seed"] + np.int32(7919 * chunk_number))
+            out = self._run(function, contexts, width, chunk_options)
+            chunk_number += 1
+            for i, context in enumerate(contexts):
+                if done[i]:
+                    continue
+                chunk = self._cut(out[i, len(context):], stop_token_ids)
+                hit_stop = len(chunk) < width - len(context)
+                new[i] += chunk.tolist()[: max_new_tokens - len(new[i])]
+                full = self.decode(new[i])
+                text = self._truncate(full, stops)
+                if len(new[i]) >= max_new_tokens or hit_stop or text != full:
+                    done[i] = True
+                if text[len(printed[i]):]:
+                    stream_callback(i, text[len(printed[i]):])
+                    printed[i] = text
+        return printed
+
+    def _single_token_stops(self, stops):
+        ids = []
+        for s in stops:
+            encoded = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(s))).ravel()
+            if len(encoded) == 1 and encoded[0] > EOS_ID and self.decode(encoded) == s:
+                ids.append(int(encoded[0]))
+        return ids
+
+    @staticmethod
+    def _cut(ids, stop_token_ids):
+        """New ids up to (not including) the first stop token."""
+        hits = np.flatnonzero(np.isin(ids, stop_token_ids))
+        return ids[: hits[0]] if len(hits) else ids
+
+    @staticmethod
+    def _truncate(text, stops):
+        for s in stops:
+            at = text.find(s)
+            if at >= 0:
+                text = text[:at]
+        return text
+
+
+def load_generator(run_dir, jit_compile=True):
+    """The `Generator` of a finished text-generation run directory."""
+    from tfllm.training.common import read_json
+
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no config.json). Pass the --run-dir of a training run.")
+    task = read_json(config_path).get("task")
+    if task != "generate":
+        raise UserInputError(
+            f"{run_dir!r} holds a {task or 'classify'} model, not a text generator; "
+            "train one with `tfllm train --task generate`."
+        )
+    model_path = os.path.join(run_dir, "model.keras")
+    if not os.path.exists(model_path):
+        raise UserInputError(f"{run_dir!r} has no model.keras; its training did not finish. Train it again.")
+    with warnings.catch_warnings():
+        # The file holds the optimizer's state too; generation does not need it.
+        warnings.simplefilter("ignore")
+        model = keras.models.load_model(model_path, compile=False)
+    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    return Generator(model, tokenizer, jit_compile=jit_compile)
+
+
+def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler="top_k", temperature=1.0, top_k=50,
+             top_p=0.9, seed=None, stop=None, stream_callback=None, num_beams=4):
+    """Continues `prompts` with a `Generator` or the model of a run directory.
+
+    See `Generator.generate` for the arguments. Returns the new text per prompt.
+
+    Example:
+    >>> generate("runs/shakespeare", ["ROMEO:"], max_new_tokens=100, sampler="greedy")
+    """
+    generator = model_or_run_dir if isinstance(model_or_run_dir, Generator) else load_generator(model_or_run_dir)
+    return generator.generate(prompts, max_new_tokens=max_new_tokens, sampler=sampler, temperature=temperature,
+                              top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed, stop=stop,
+                              stream_callback=stream_callback)

@@ -1,0 +1,313 @@
+"""A GPT-style decoder-only language model built on KerasHub.
+
+`CausalLMBackbone` is a functional Keras model: token embedding + learned
+position embedding -> `num_layers` causal `keras_hub.layers.TransformerDecoder`
+blocks (pre-norm, no cross-attention) -> final layer norm. `CausalLM` subclasses
+`keras_hub.models.CausalLM`, so `generate()`, the samplers and the key/value
+cache machinery come from KerasHub; it adds what a small-context model needs:
+generation longer than the context window ("sliding window").
+
+Sliding window: with learned absolute positions, every cached key/value depends
+on its position in the window, so when the window moves by one token every
+entry changes and nanoGPT's "crop to the last block" means re-encoding the
+whole window for each new token. `CausalLM` does that with
+`window_keep=sequence_length - 1` (exact nanoGPT semantics). With a smaller
+`window_keep`, when the cache is full the model re-encodes only the last
+`window_keep` tokens into positions `0..window_keep-1` and then continues
+with cheap cached steps until the window is full again; the context a token
+sees then varies between `window_keep` and `sequence_length` tokens, which is
+still in-distribution for a model trained on every prefix length. See
+`benchmarks/bench_generation.py` for the measured trade-off.
+"""
+
+import keras
+import keras_hub
+from keras import ops
+
+BACKBONE_ARGS = (
+    "vocabulary_size",
+    "sequence_length",
+    "hidden_dim",
+    "num_layers",
+    "num_heads",
+    "intermediate_dim",
+    "dropout",
+    "tie_weights",
+    "layer_norm_epsilon",
+    "activation",
+)
+
+
+def _initializer(stddev=0.02):
+    # GPT-2/nanoGPT initialisation: small normal weights train faster than
+    # Glorot at this size and keep the initial loss near log(vocabulary_size).
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class CausalLMBackbone(keras_hub.models.Backbone):
+    """Decoder-only Transformer: embeddings -> causal decoder blocks -> layer norm.
+
+    Args:
+        vocabulary_size: number of token ids (the tokenizer's vocabulary).
+        sequence_length: context window; also the number of learned positions.
+        hidden_dim: width of embeddings and residual stream.
+        num_layers: number of `TransformerDecoder` blocks.
+        num_heads: attention heads per block (`hidden_dim` must divide evenly).
+        intermediate_dim: width of the feed-forward layer (4x `hidden_dim` in GPT).
+        dropout: dropout rate on embeddings, attention and feed-forward outputs.
+        tie_weights: reuse the token embedding matrix as the output projection.
+        layer_norm_epsilon: epsilon of every layer norm.
+        activation: feed-forward activation.
+
+    Example:
+    >>> backbone = CausalLMBackbone(vocabulary_size=50, sequence_length=16,
+    ...     hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32)
+    >>> backbone({"token_ids": np.ones((1, 16), "int32"),
+    ...           "padding_mask": np.ones((1, 16), "int32")}).shape
+    TensorShape([1, 16, 16])
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        sequence_length,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        dropout=0.0,
+        tie_weights=True,
+        layer_norm_epsilon=1e-5,
+        activation="gelu",
+        dtype=None,
+        **kwargs,
+    ):
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads}).")
+        # === Layers ===
+        self.token_embedding = keras_hub.layers.ReversibleEmbedding(
+            input_dim=vocabulary_size,
+            output_dim=hidden_dim,
+            tie_weights=tie_weights,
+            embeddings_initializer=_initializer(),
+            dtype=dtype,
+            name="token_embedding",
+        )
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
+            sequence_length=sequence_length,
+            initializer=_initializer(),
+            dtype=dtype,
+            name="position_embedding",
+        )
+        self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add")
+        self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
+        self.transformer_layers = [
+            keras_hub.layers.TransformerDecoder(
+                intermediate_dim=intermediate_dim,
+                num_heads=num_heads,
+                dropout=dropout,
+                activation=activation,
+                layer_norm_epsilon=layer_norm_epsilon,
+                kernel_initializer=_initializer(),
+                normalize_first=True,
+                dtype=dtype,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="layer_norm"
+        )
+
+        # === Functional model ===
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        tokens = self.token_embedding(token_ids)
+        x = self.embeddings_add((tokens, self.position_embedding(tokens)))
+        x = self.embeddings_dropout(x)
+        for layer in self.transformer_layers:
+            x = layer(x, decoder_padding_mask=padding_mask)
+        x = self.layer_norm(x)
+        super().__init__(
+            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            outputs=x,
+            dtype=dtype,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.tie_weights = tie_weights
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation = activation
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in BACKBONE_ARGS})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class CausalLM(keras_hub.models.CausalLM):
+    """Next-token language model with cached, window-sliding generation.
+
+    Call it on `{"token_ids", "padding_mask"}` for logits of shape
+    `[batch, length, vocabulary_size]`; train it with `fit()` on
+    `(inputs, next_token_ids)`; generate with `generate()` on padded token ids
+    (KerasHub's API, no preprocessor attached) or, for text, with
+    `tfllm.generation.generate`.
+
+    Args:
+        backbone: a `CausalLMBackbone`.
+        window_keep: how many tokens to keep (re-encode) when generation fills
+            the context window. `None` means `sequence_length - 1`, nanoGPT's
+            exact crop-every-token semantics; smaller is faster.
+        preprocessor: unused (tokenization lives in `tfllm.generation`); kept
+            for KerasHub compatibility.
+
+    Example:
+    >>> lm = CausalLM.from_args(vocabulary_size=50, sequence_length=16,
+    ...     hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32)
+    >>> lm.compile(sampler="greedy")
+    >>> out = lm.generate({"token_ids": np.array([[5, 6, 0, 0]]),
+    ...                    "padding_mask": np.array([[1, 1, 0, 0]])},
+    ...                   stop_token_ids=None)
+    """
+
+    backbone_cls = CausalLMBackbone
+
+    def __init__(self, backbone, window_keep=None, preprocessor=None, **kwargs):
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        if window_keep is not None and not 0 < window_keep < backbone.sequence_length:
+            raise ValueError(
+                f"window_keep must be between 1 and sequence_length - 1 "
+                f"({backbone.sequence_length - 1}), got {window_keep}."
+            )
+        self.window_keep = window_keep
+        inputs = backbone.input
+        hidden_states = backbone(inputs)
+        outputs = backbone.token_embedding(hidden_states, reverse=True)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+    @classmethod
+    def from_args(cls, window_keep=None, **kwargs):
+        """Builds the task from flat backbone arguments (preset dicts); extra keys are ignored."""
+        backbone_kwargs = {k: v for k, v in kwargs.items() if k in BACKBONE_ARGS or k == "dtype"}
+        return cls(CausalLMBackbone(**backbone_kwargs), window_keep=window_keep)
+
+    def get_config(self):
+        config = super().get_config()
+        config["window_keep"] = self.window_keep
+        return config
+
+    @property
+    def sequence_length(self):
+        return self.backbone.sequence_length
+
+    def call_with_cache(self, token_ids, cache, cache_update_index):
+        """Forward pass over `token_ids` that reads and updates the key/value cache.
+
+        Same contract as KerasHub's `GPT2CausalLM.call_with_cache`: `cache` has
+        shape `[batch, num_layers, 2, cache_length, num_heads, head_dim]` and
+        `token_ids` are written at positions `cache_update_index...`.
+        Returns `(logits, hidden_states, cache)`.
+        """
+        backbone = self.backbone
+        tokens = backbone.token_embedding(token_ids)
+        positions = backbone.position_embedding(tokens, start_index=cache_update_index)
+        x = backbone.embeddings_add((tokens, positions))
+        x = backbone.embeddings_dropout(x)
+        caches = []
+        for i, layer in enumerate(backbone.transformer_layers):
+            x, next_cache = layer(
+                x,
+                self_attention_cache=cache[:, i, ...],
+                self_attention_cache_update_index=cache_update_index,
+            )
+            caches.append(next_cache)
+        cache = ops.stack(caches, axis=1)
+        hidden_states = x = backbone.layer_norm(x)
+        logits = backbone.token_embedding(x, reverse=True)
+        return logits, hidden_states, cache
+
+    def _encode(self, token_ids, cache_length):
+        """Fills a fresh cache of `cache_length` positions with `token_ids` (from position 0)."""
+        backbone = self.backbone
+        batch_size = ops.shape(token_ids)[0]
+        head_dim = backbone.hidden_dim // backbone.num_heads
+        shape = [batch_size, backbone.num_layers, 2, cache_length, backbone.num_heads, head_dim]
+        cache = ops.zeros(shape, dtype=self.compute_dtype)
+        _, hidden_states, cache = self.call_with_cache(token_ids, cache, 0)
+        return hidden_states, cache
+
+    def _build_cache(self, token_ids):
+        length = ops.shape(token_ids)[1]
+        cache_length = ops.minimum(length, self.sequence_length) if not isinstance(length, int) else min(length, self.sequence_length)
+        return self._encode(token_ids[:, :cache_length], cache_length)
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """KerasHub's compilable generation step, with a sliding context window.
+
+        `inputs` holds `"token_ids"` and `"padding_mask"` of shape
+        `[batch, max_length]`: prompts left-aligned, padded to the length of
+        prompt plus new tokens. `max_length` may exceed `sequence_length`.
+        """
+        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        window = self.sequence_length
+        keep = self.window_keep or window - 1
+        hidden_states, cache = self._build_cache(token_ids)
+        cache_length = ops.shape(cache)[3]
+        row_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        index = ops.min(row_lengths)
+        # The window offset (buffer index of cache position 0) rides along in
+        # the cache structure, one copy per row, so that KerasHub's beam
+        # sampler can repeat and gather it like the cache itself.
+        offset = ops.zeros_like(row_lengths)
+
+        def next(prompt, cache, index):
+            kv, offset = cache
+            i = index - 1  # buffer position of the token we feed in
+            batch_size = ops.shape(prompt)[0]
+
+            def slide():
+                start = i - keep
+                context = ops.slice(prompt, [0, start], [batch_size, keep])
+                _, fresh = self._encode(context, cache_length)
+                return fresh, ops.zeros_like(offset) + start
+
+            kv, offset = ops.cond(i - offset[0] >= cache_length, slide, lambda: (kv, offset))
+            token = ops.slice(prompt, [0, i], [batch_size, 1])
+            logits, hidden, kv = self.call_with_cache(token, kv, i - offset[0])
+            return ops.squeeze(logits, axis=1), ops.squeeze(hidden, axis=1), (kv, offset)
+
+        token_ids = self.sampler(
+            next=next,
+            prompt=token_ids,
+            cache=(cache, offset),
+            index=index,
+            mask=padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=self,
+        )
+
+        # Mask everything after the first new stop token (as GPT2CausalLM does).
+        if stop_token_ids is not None:
+            end_locations = ops.zeros_like(token_ids, dtype="bool")
+            for stop in stop_token_ids:
+                end_locations = ops.logical_or(end_locations, ops.equal(token_ids, stop))
+            end_locations = ops.logical_and(end_locations, ops.logical_not(ops.cast(padding_mask, "bool")))
+            end_locations = ops.cast(end_locations, "int32")
+            overflow = ops.cumsum(end_locations, axis=-1) - end_locations
+            padding_mask = ops.logical_not(ops.cast(overflow, "bool"))
+        else:
+            padding_mask = ops.ones_like(token_ids, dtype="bool")
+        return {"token_ids": token_ids, "padding_mask": padding_mask}

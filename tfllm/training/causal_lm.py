@@ -1,0 +1,230 @@
+"""TrainConfig -> tokenizer -> CausalLM -> model.fit -> a finished run directory.
+
+A text-generation run directory holds: `config.json` (the TrainConfig),
+`preset.json` (resolved hyperparameters), `tokenizer/`, `model.keras`,
+`metrics.json` (validation loss/perplexity/bits per character over the whole
+validation text, and speed), `logs/` (TensorBoard: loss, perplexity, learning
+rate, generated samples) and, while unfinished, `backup/`.
+
+Training counts steps, as nanoGPT does: a Keras "epoch" is `eval_interval`
+steps of random windows, after which a slice of the validation text is scored
+and a text sample is written to TensorBoard.
+"""
+
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfllm import data_lm
+from tfllm.datasets.text import load_text_corpus
+from tfllm.errors import UserInputError
+from tfllm.models.causal_lm import CausalLM
+from tfllm.models.presets import resolve_preset
+from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
+from tfllm.training import common
+
+SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
+LN2 = math.log(2.0)
+
+
+def causal_lm_preset(config):
+    overrides = dict(config.overrides)
+    overrides.update(
+        tokenizer=config.tokenizer,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        jit_compile=config.jit_compile,
+    )
+    preset = resolve_preset("generate", config.preset, overrides)
+    if config.epochs is not None:  # --epochs N means N evaluation intervals
+        preset["steps"] = config.epochs * preset["eval_interval"]
+    if preset["steps"] < 1:
+        raise UserInputError(f"--steps must be at least 1, got {preset['steps']}.")
+    return preset
+
+
+def learning_rate_schedule(preset):
+    """Linear warm-up to `learning_rate`, then cosine decay to `min_learning_rate` (nanoGPT)."""
+    warmup = min(preset.get("warmup_steps", 0), max(preset["steps"] - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else preset["learning_rate"],
+        decay_steps=max(preset["steps"] - warmup, 1),
+        alpha=preset.get("min_learning_rate", preset["learning_rate"]) / preset["learning_rate"],
+        warmup_target=preset["learning_rate"] if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def build_causal_lm(preset, vocabulary_size):
+    """The compiled model of a preset: AdamW with warm-up + cosine, clipping, sparse CE from logits."""
+    model = CausalLM.from_args(**{**preset, "vocabulary_size": vocabulary_size})
+    optimizer = keras.optimizers.AdamW(
+        learning_rate_schedule(preset),
+        beta_1=preset.get("beta_1", 0.9),
+        beta_2=preset.get("beta_2", 0.999),
+        weight_decay=preset.get("weight_decay", 0.0),
+        clipnorm=preset.get("clipnorm"),
+    )
+    # As nanoGPT: decay matrices and embeddings, not layer-norm scales/offsets or biases.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
+        sampler="top_k",
+        jit_compile=bool(preset.get("jit_compile")),
+        steps_per_execution=preset.get("steps_per_execution", 1),
+    )
+    return model
+
+
+class Perplexity(keras.callbacks.Callback):
+    """Adds `perplexity` (and `val_perplexity`) = exp(loss) to the epoch logs, for TensorBoard."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            if logs is not None and key in logs:
+                logs[key.replace("loss", "perplexity")] = math.exp(min(float(logs[key]), 50.0))
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of each training step (first step of each epoch left out: it includes validation/compilation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.step_seconds = []
+        self._last = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.step_seconds.append(now - self._last)
+        self._last = now
+
+
+class TextSamples(keras.callbacks.Callback):
+    """Writes a generated sample to TensorBoard (Text tab, tag `samples`) after every epoch."""
+
+    def __init__(self, log_dir, tokenizer, prompt, max_new_tokens=SAMPLE_TOKENS, seed=0):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "samples"))
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+        self._generator = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tfllm.generation import Generator
+
+        if self._generator is None:
+            self._generator = Generator(self.model, self.tokenizer, jit_compile=bool(self.model.jit_compile))
+        text = self._generator.generate([self.prompt], self.max_new_tokens, sampler="top_k", top_k=50, seed=self.seed)[0]
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        with self.writer.as_default():
+            # Markdown: a code block keeps the sample's line breaks.
+            tf.summary.text("samples", f"```\n{self.prompt}{text}\n```", step=step)
+        self.writer.flush()
+
+
+def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
+    """Mean next-token loss over consecutive windows covering `ids`."""
+    ds = data_lm.sequential_window_dataset(ids, sequence_length, batch_size, max_windows=max_windows)
+    return float(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
+
+
+def train_causal_lm(config, verbose="auto"):
+    """Trains a causal LM as `config` says; returns the run directory.
+
+    Example:
+    >>> from tfllm.config import TrainConfig
+    >>> train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir="runs/sh"))
+    'runs/sh'
+    """
+    preset = causal_lm_preset(config)
+    # Everything that can fail on bad input happens before the run directory is touched.
+    train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
+    if config.max_rows:  # quick runs: the first N characters of each split
+        train_text, val_text = train_text[: config.max_rows], val_text[: max(config.max_rows // 9, 1)]
+    keras.utils.set_random_seed(config.seed)
+    if config.precision and config.precision != "float32":
+        keras.mixed_precision.set_global_policy(config.precision)
+    resume = common.prepare_run_dir(config.run_dir)
+    run_dir = config.run_dir
+    try:
+        if resume:
+            print(f"Resuming the interrupted run in {run_dir}")
+            tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+        else:
+            texts = [train_text] if preset["tokenizer"] == "char" else train_text.split("\n")
+            tokenizer = train_tokenizer(
+                texts, preset["tokenizer"], preset["vocabulary_size"], lowercase=preset.get("lowercase", True)
+            )
+            save_tokenizer(tokenizer, os.path.join(run_dir, "tokenizer"))
+            common.write_json(os.path.join(run_dir, "preset.json"), preset)
+            config.to_json(os.path.join(run_dir, "config.json"))
+
+        seq = preset["sequence_length"]
+        train_ids = data_lm.tokenize_corpus(tokenizer, train_text)
+        val_ids = data_lm.tokenize_corpus(tokenizer, val_text)
+        data_lm.check_length(train_ids, seq, "training")
+        data_lm.check_length(val_ids, seq, "validation")
+
+        with common.get_strategy(config.strategy).scope():
+            model = build_causal_lm(preset, tokenizer.vocabulary_size())
+        interval = min(preset["eval_interval"], preset["steps"])
+        epochs = max(1, round(preset["steps"] / interval))
+        steps_per_epoch = preset["steps"] // epochs
+        train_ds = data_lm.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed)
+        val_ds = data_lm.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
+
+        timer = StepTimer()
+        prompt = val_text[: max(1, seq // 4)]
+        # Perplexity first, so the TensorBoard callback sees the values it adds.
+        callbacks = [Perplexity(), timer, TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed)]
+        callbacks += common.make_callbacks(run_dir, checkpoint=False)
+        model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=val_ds,
+                  callbacks=callbacks, verbose=verbose)
+
+        val_loss = evaluate_loss(model, val_ids, seq)
+        step_seconds = np.median(timer.step_seconds) if timer.step_seconds else float("nan")
+        step_seconds /= preset.get("steps_per_execution", 1)
+        tokens_per_step = preset["batch_size"] * seq
+        metrics = {
+            "val": {
+                "loss": round(val_loss, 4),
+                "perplexity": round(math.exp(val_loss), 3),
+                # Nats per token -> bits per character of the validation text.
+                "bits_per_character": round(val_loss * len(val_ids) / len(val_text) / LN2, 4),
+                "num_tokens": int(len(val_ids)),
+            },
+            "speed": {
+                "ms_per_step": round(step_seconds * 1000, 2),
+                "tokens_per_second": round(tokens_per_step / step_seconds),
+            },
+            "steps": epochs * steps_per_epoch,
+            "vocabulary_size": tokenizer.vocabulary_size(),
+        }
+        common.save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+        common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
+        if verbose:
+            print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
+                  f"{metrics['speed']['tokens_per_second']} tokens/s  -> {run_dir}")
+        return run_dir
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, common.BACKUP)}.")
+        raise
+    except Exception:
+        if not resume:  # a fresh run that failed leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
