@@ -18,7 +18,7 @@ def token_ids(batch=4, length=16, seed=0):
 @pytest.mark.parametrize("num_classes,units", [(2, 1), (3, 3)])
 def test_text_classifier_heads_and_round_trip(tmp_path, num_classes, units):
     keras.utils.set_random_seed(0)
-    model = TextClassifier(num_classes=num_classes, embedding_dropout=0.1, **TINY)
+    model = TextClassifier(num_classes=num_classes, embedding_dropout=0.1, bigram_buckets=64, **TINY)
     outputs = model(token_ids())
     assert outputs.shape == (4, units)
     probabilities = keras.ops.convert_to_numpy(model.probabilities(token_ids()))

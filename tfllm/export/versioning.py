@@ -61,10 +61,16 @@ def atomic_version_dir(base_dir, name):
 
 
 def prune(base_dir, name, keep):
-    """Deletes all but the newest `keep` versions of `name`; returns the removed ones."""
+    """Deletes all but the newest `keep` versions of `name`; returns the removed ones.
+
+    Each version is first renamed to a non-integer folder, so a server polling
+    the folder never sees a half-deleted version.
+    """
     if keep < 1:
         raise UserInputError(f"--keep must be at least 1, got {keep}.")
     removed = versions(base_dir, name)[:-keep]
     for version in removed:
-        shutil.rmtree(os.path.join(base_dir, name, str(version)))
+        trash = os.path.join(base_dir, name, f".pruning-{version}")
+        os.rename(os.path.join(base_dir, name, str(version)), trash)
+        shutil.rmtree(trash)
     return removed

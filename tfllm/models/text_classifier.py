@@ -25,6 +25,11 @@ class TextClassifier(keras.Model):
         dropout: dropout in the blocks and before the output layer.
         embedding_dropout: probability of dropping a whole token's embedding
             while training ("word dropout"), a strong regulariser on small data.
+        bigram_buckets: if set, a fastText-style bag of hashed token bigrams
+            (computed from the ids with integer ops, so it exports to TF
+            Serving and TFLite alike) is averaged and added to the pooled
+            encoder output; word order cues such as "not good" then need
+            not be learned by attention from a few thousand examples.
 
     Example:
     >>> model = TextClassifier(vocabulary_size=50, num_classes=2, sequence_length=16,
@@ -43,6 +48,7 @@ class TextClassifier(keras.Model):
         intermediate_dim=512,
         dropout=0.1,
         embedding_dropout=0.0,
+        bigram_buckets=None,
         **kwargs,
     ):
         token_ids = keras.Input(shape=(sequence_length,), dtype="int32", name="token_ids")
@@ -61,6 +67,16 @@ class TextClassifier(keras.Model):
         # (all padding) must give a valid average, not 0/0 = NaN.
         weights = keras.ops.expand_dims(keras.ops.cast(padding_mask, x.dtype), -1)
         x = keras.ops.sum(x * weights, axis=1) / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
+        if bigram_buckets:
+            previous = keras.ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
+            bigrams = (previous * vocabulary_size + token_ids) % bigram_buckets
+            b = keras.layers.Embedding(bigram_buckets, hidden_dim, name="bigram_embedding")(bigrams)
+            if embedding_dropout:
+                b = keras.layers.Dropout(embedding_dropout, noise_shape=(None, sequence_length, 1), name="bigram_dropout")(b)
+            bigram_weights = keras.ops.expand_dims(
+                keras.ops.cast(keras.ops.logical_and(padding_mask, keras.ops.not_equal(previous, 0)), b.dtype), -1
+            )
+            x = x + keras.ops.sum(b * bigram_weights, axis=1) / keras.ops.maximum(keras.ops.sum(bigram_weights, axis=1), 1.0)
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         if num_classes == 2:
             outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probabilities")(x)
@@ -76,6 +92,7 @@ class TextClassifier(keras.Model):
         self.intermediate_dim = intermediate_dim
         self.dropout = dropout
         self.embedding_dropout = embedding_dropout
+        self.bigram_buckets = bigram_buckets
 
     def get_config(self):
         return {
@@ -90,6 +107,7 @@ class TextClassifier(keras.Model):
             "intermediate_dim": self.intermediate_dim,
             "dropout": self.dropout,
             "embedding_dropout": self.embedding_dropout,
+            "bigram_buckets": self.bigram_buckets,
         }
 
     @classmethod

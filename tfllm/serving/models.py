@@ -7,10 +7,10 @@ loads a model, so listing a folder is quick and needs no TensorFlow Text ops.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 
 from tfllm.errors import UserInputError
+from tfllm.export import versioning
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -182,12 +182,7 @@ def prune(base_path: str, name: str, keep: int) -> list[int]:
         raise UserInputError(
             f"No model {name!r} under {base_path!r} (models found: {known})."
         )
-    doomed = sorted(versions)[:-keep]
-    for v in doomed:
-        trash = os.path.join(base_path, name, f".pruning-{v}")
-        os.rename(versions[v], trash)
-        shutil.rmtree(trash)
-    return doomed
+    return versioning.prune(base_path, name, keep)
 
 
 @dataclass
