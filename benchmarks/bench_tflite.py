@@ -6,9 +6,10 @@ For the classifier: each quantization (`none`, `dynamic`, `float16`, `int8`)
 is exported with `tfllm.export.tflite.export_tflite`; the figures are the
 file sizes, per-example latency at batch 1 (token-id model, raw-string model,
 and the SavedModel's `serving_default` / `classify_ids` signatures) and the
-parity report on the test split. Generator figures (per-token latency of the
-TFLite decode loop, greedy agreement) are added when `--generator` is given
-and the causal-LM export exists. Prints JSON and saves it to
+parity report on the test split. With `--generator`: per-token greedy
+latency of each TFLite variant (the Python prefill/decode loop, one thread;
+windows re-encoded as the Keras model does) next to Keras `generate()` with
+XLA, and the 100-token greedy agreement from each export's parity report. Prints JSON and saves it to
 `benchmarks/results/tflite.json`.
 """
 
@@ -88,6 +89,38 @@ def bench_classifier(run_dir, num_examples):
     return results
 
 
+def bench_generator(run_dir, new_tokens=200):
+    """Per-token greedy latency of each TFLite variant and of Keras `generate()` (XLA), plus parity."""
+    from tfllm.export.tflite_causal_lm import MODEL_FILE, TFLiteGenerator
+    from tfllm.generation import load_generator
+
+    generator = load_generator(run_dir)
+    prompt = "ROMEO:"
+    results = {"run_dir": run_dir, "new_tokens": new_tokens, "prompt": prompt, "variants": {}}
+    generator.generate([prompt], max_new_tokens=new_tokens, sampler="greedy")  # compile first
+    start = time.perf_counter()
+    generator.generate([prompt], max_new_tokens=new_tokens, sampler="greedy")
+    results["keras_xla"] = {"ms_per_token": 1000 * (time.perf_counter() - start) / new_tokens}
+    print(json.dumps({"keras_xla": results["keras_xla"]}))
+    prompt_ids = generator.encode(prompt)
+    with tempfile.TemporaryDirectory() as base:
+        for quantize in tflite.QUANTIZE_MODES["generate"]:
+            directory = tflite.export_tflite(run_dir, "bench-lm", base_dir=base, quantize=quantize)
+            with open(os.path.join(directory, "parity.json")) as f:
+                parity = json.load(f)
+            device = TFLiteGenerator(os.path.join(directory, MODEL_FILE), window_keep=generator.model.window_keep, num_threads=1)
+            start = time.perf_counter()
+            ids = device.generate_ids(prompt_ids, new_tokens)
+            variant = {
+                "bytes": parity[MODEL_FILE]["bytes"],
+                "ms_per_token": 1000 * (time.perf_counter() - start) / max(len(ids), 1),
+                **{k: v for k, v in parity.items() if k.startswith("greedy")},
+            }
+            results["variants"][quantize] = variant
+            print(json.dumps({quantize: variant}))
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--classifier", default="runs/reviews", help="run directory of a trained classifier")
@@ -99,8 +132,6 @@ def main():
     if args.classifier:
         results["classifier"] = bench_classifier(args.classifier, args.latency_examples)
     if args.generator:
-        from tfllm.export.tflite_causal_lm import bench_generator
-
         results["generator"] = bench_generator(args.generator)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -1,0 +1,228 @@
+"""Causal LM -> `model.tflite` with prefill and decode-step signatures, and the device loop.
+
+The file holds two signatures (batch 1, one context window of
+`sequence_length` = S positions; cache shape
+`[1, num_layers, 2, S, num_heads, head_dim]`):
+
+- `prefill(token_ids: int32[1, S]) -> {logits: float32[1, S, V], cache}`:
+  encodes a zero-padded window from position 0. Cache entries of padded
+  positions are junk, but the causal mask hides them and the decode steps
+  overwrite them before any real token can attend to them.
+- `decode(token_id: int32[1, 1], cache, index: int32[]) -> {logits:
+  float32[1, V], cache}`: one token at cache position `index`.
+
+`TFLiteGenerator` runs these with `ai_edge_litert` exactly as
+`CausalLM.generate_step` runs Keras: the last prompt token is fed through
+`decode` first, and when the window is full the last `window_keep` tokens are
+re-encoded with `prefill` (nanoGPT's crop for the default `window_keep`).
+"""
+
+import os
+import shutil
+import tempfile
+import types
+
+import numpy as np
+
+from tfllm.errors import UserInputError
+from tfllm.training import common
+
+MODEL_FILE = "model.tflite"
+PARITY_TOKENS = 100
+EOS_ID = 3
+
+
+def write_causal_lm_saved_model(model, directory):
+    """A SavedModel with `prefill` and `decode` signatures for a `CausalLM`."""
+    import keras
+    import tensorflow as tf
+
+    backbone = model.backbone
+    window = backbone.sequence_length
+    head_dim = backbone.hidden_dim // backbone.num_heads
+    cache_shape = [1, backbone.num_layers, 2, window, backbone.num_heads, head_dim]
+
+    def prefill(token_ids):
+        cache = tf.zeros(cache_shape, model.compute_dtype)
+        logits, _, cache = model.call_with_cache(token_ids, cache, 0)
+        return {"logits": tf.cast(logits, tf.float32), "cache": cache}
+
+    def decode(token_id, cache, index):
+        logits, _, cache = model.call_with_cache(token_id, cache, index)
+        return {"logits": tf.cast(logits[:, 0, :], tf.float32), "cache": cache}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("prefill", prefill, input_signature=[tf.TensorSpec([1, window], tf.int32, name="token_ids")])
+    archive.add_endpoint(
+        "decode",
+        decode,
+        input_signature=[
+            tf.TensorSpec([1, 1], tf.int32, name="token_id"),
+            tf.TensorSpec(cache_shape, model.compute_dtype, name="cache"),
+            tf.TensorSpec([], tf.int32, name="index"),
+        ],
+    )
+    archive.write_out(directory, verbose=False)
+
+
+class TFLiteGenerator:
+    """Greedy decoding with the prefill/decode signatures of an exported `model.tflite`.
+
+    Args:
+        model_path: the `.tflite` file.
+        window_keep: tokens re-encoded when the window is full (the run's
+            `window_keep`; `None` means `sequence_length - 1`).
+        num_threads: interpreter threads.
+
+    Example:
+    >>> generator = TFLiteGenerator("savedmodels/shakespeare-tflite/1/model.tflite")
+    >>> generator.generate_ids([20, 30, 31], max_new_tokens=100)
+    """
+
+    def __init__(self, model_path, window_keep=None, num_threads=None):
+        from tfllm.export.tflite import load_interpreter
+
+        interpreter = load_interpreter(model_path, num_threads=num_threads)
+        self._prefill = interpreter.get_signature_runner("prefill")
+        self._decode = interpreter.get_signature_runner("decode")
+        self.window = int(self._prefill.get_input_details()["token_ids"]["shape"][1])
+        self.keep = window_keep or self.window - 1
+
+    def _encode(self, ids):
+        padded = np.zeros((1, self.window), np.int32)
+        padded[0, : len(ids)] = ids
+        return self._prefill(token_ids=padded)["cache"]
+
+    def generate_ids(self, prompt_ids, max_new_tokens, stop_token_ids=(EOS_ID,)):
+        """The greedy continuation (new ids only) of `prompt_ids`, stopping after a stop token."""
+        ids = [int(i) for i in prompt_ids]
+        cache = self._encode(ids[: self.window])
+        offset = 0  # buffer index of cache position 0
+        new = []
+        while len(new) < max_new_tokens:
+            i = len(ids) - 1  # the token fed in now; its logits give the next one
+            if i - offset >= self.window:
+                offset = i - self.keep
+                cache = self._encode(ids[offset:i])
+            out = self._decode(token_id=np.array([[ids[i]]], np.int32), cache=cache, index=np.array(i - offset, np.int32))
+            cache = out["cache"]
+            token = int(np.argmax(out["logits"][0]))
+            if token in stop_token_ids:
+                break
+            ids.append(token)
+            new.append(token)
+        return new
+
+
+def load_tflite_generator(model_path):
+    """`(TFLiteGenerator, tokenizer)` for an exported file, with the tokenizer shipped beside it."""
+    from tfllm.tokenizers import load_tokenizer
+
+    if not os.path.isfile(model_path):
+        raise UserInputError(f"TFLite file {model_path!r} does not exist. Export one with `tfllm export RUN --format tflite`.")
+    folder = os.path.dirname(os.path.abspath(model_path))
+    metadata_path = os.path.join(folder, "metadata.json")
+    if not os.path.exists(metadata_path) or common.read_json(metadata_path).get("task") != "generate":
+        raise UserInputError(f"{model_path!r} is not a tfllm text-generator export (no metadata.json saying so beside it).")
+    metadata = common.read_json(metadata_path)
+    return TFLiteGenerator(model_path, window_keep=metadata.get("window_keep")), load_tokenizer(os.path.join(folder, "tokenizer"))
+
+
+def _text_codec(tokenizer):
+    """`(encode, decode)` of `tfllm.generation.Generator` for a tokenizer alone.
+
+    The TFLite path has no Keras model to build a `Generator` from, but must
+    check prompts and clean up text exactly as the Keras path does; those two
+    methods only touch `self.tokenizer`.
+    """
+    from tfllm.generation import Generator
+
+    holder = types.SimpleNamespace(tokenizer=tokenizer)
+    return (lambda prompt: Generator.encode(holder, prompt)), (lambda ids: Generator.decode(holder, ids))
+
+
+def generate_text(model_path, prompt, max_new_tokens=200):
+    """Greedy continuation of `prompt` with an exported TFLite generator (what `tfllm generate --tflite` runs)."""
+    generator, tokenizer = load_tflite_generator(model_path)
+    encode, decode = _text_codec(tokenizer)
+    return decode(generator.generate_ids(encode(prompt), max_new_tokens))
+
+
+def keras_greedy_ids(generator, prompt, max_new_tokens):
+    """Greedy new ids from a Keras `tfllm.generation.Generator`, through its public `generate()`.
+
+    Its text is turned back into ids with the same tokenizer; for the
+    character tokenizers of the bundled generators that is exact.
+    """
+    text = generator.generate([prompt], max_new_tokens=max_new_tokens, sampler="greedy")[0]
+    return generator.encode(text).tolist() if text else []
+
+
+def greedy_agreement(expected, got):
+    """Exact match, matching prefix length and position-wise agreement of two greedy continuations."""
+    same = [a == b for a, b in zip(expected, got)]
+    return {
+        "greedy_exact_match": list(expected) == list(got),
+        "greedy_matching_prefix_tokens": same.index(False) if False in same else len(same),
+        "greedy_agreement_rate": sum(same) / max(len(expected), len(got), 1),
+    }
+
+
+def export_causal_lm_files(run_dir, config, directory, quantize):
+    """Writes `model.tflite`, the tokenizer, `metadata.json`; returns the parity dict (greedy agreement)."""
+    from tfllm.datasets.text import load_text_corpus
+    from tfllm.export.tflite import convert_saved_model
+    from tfllm.generation import load_generator
+    from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
+
+    # No XLA: the reference is the plain TF graph of the same computation.
+    keras_generator = load_generator(run_dir, jit_compile=False)
+    model = keras_generator.model
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        write_causal_lm_saved_model(model, saved_model_dir)
+        content = convert_saved_model(saved_model_dir, ["prefill", "decode"], quantize)
+    path = os.path.join(directory, MODEL_FILE)
+    with open(path, "wb") as f:
+        f.write(content)
+    shutil.copytree(os.path.join(run_dir, "tokenizer"), os.path.join(directory, "tokenizer"))
+    backbone = model.backbone
+    window, vocabulary = backbone.sequence_length, backbone.vocabulary_size
+    cache = f"float32[1, {backbone.num_layers}, 2, {window}, {backbone.num_heads}, {backbone.hidden_dim // backbone.num_heads}]"
+    common.write_json(
+        os.path.join(directory, "metadata.json"),
+        {
+            "task": "generate",
+            "quantize": quantize,
+            "sequence_length": window,
+            "window_keep": model.window_keep,
+            "vocabulary_size": vocabulary,
+            "special_token_ids": {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3},
+            "signatures": {
+                "prefill": {
+                    "inputs": {"token_ids": f"int32[1, {window}], zero-padded"},
+                    "outputs": {"logits": f"float32[1, {window}, {vocabulary}]", "cache": cache},
+                },
+                "decode": {
+                    "inputs": {"token_id": "int32[1, 1]", "cache": cache, "index": "int32[], cache position"},
+                    "outputs": {"logits": f"float32[1, {vocabulary}]", "cache": cache},
+                },
+            },
+            "tokenizer": "tokenizer/ (tfllm.tokenizers.load_tokenizer)",
+        },
+    )
+
+    # Parity: greedy continuation of the start of the validation text.
+    _, val_text = load_text_corpus(config["data"])
+    start = val_text.find("\n") + 1  # a prompt that starts at a line, not mid-word
+    prompt = val_text[start: start + max(1, window // 4)]
+    prompt_ids = keras_generator.encode(prompt)
+    expected = keras_greedy_ids(keras_generator, prompt, PARITY_TOKENS)
+    got = TFLiteGenerator(path, window_keep=model.window_keep).generate_ids(prompt_ids, PARITY_TOKENS)
+    return {
+        "quantize": quantize,
+        MODEL_FILE: {"bytes": os.path.getsize(path)},
+        "prompt": prompt,
+        "greedy_tokens": PARITY_TOKENS,
+        **greedy_agreement(expected, got),
+    }
