@@ -26,7 +26,7 @@ from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.presets import resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from tfllm.training import common
+from tfllm.training import common, reporting
 
 SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
 LN2 = math.log(2.0)
@@ -192,8 +192,8 @@ def train_causal_lm(config, verbose="auto"):
         # Perplexity first, so the TensorBoard callback sees the values it adds.
         callbacks = [Perplexity(), timer, TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed)]
         callbacks += common.make_callbacks(run_dir, checkpoint=False)
-        model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=val_ds,
-                  callbacks=callbacks, verbose=verbose)
+        history = model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=val_ds,
+                            callbacks=callbacks, verbose=verbose)
 
         val_loss = evaluate_loss(model, val_ids, seq)
         step_seconds = np.median(timer.step_seconds) if timer.step_seconds else float("nan")
@@ -216,6 +216,7 @@ def train_causal_lm(config, verbose="auto"):
         }
         common.save_model_atomically(model, os.path.join(run_dir, "model.keras"))
         common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        reporting.write_run_report(run_dir, model, tokenizer, preset, history.history, metrics)
         shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
         if verbose:
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "

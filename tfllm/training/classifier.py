@@ -17,7 +17,7 @@ from tfllm.datasets import load_classification_data
 from tfllm.evaluation import classification_report
 from tfllm.models import TextClassifier, resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from tfllm.training import common
+from tfllm.training import common, reporting
 from tfllm.training.pretraining import pretrain_masked_lm
 
 MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout")
@@ -141,6 +141,7 @@ def train_classifier(config, verbose="auto"):
         }
         common.save_model_atomically(model, os.path.join(run_dir, "model.keras"))
         common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        reporting.write_run_report(run_dir, model, tokenizer, preset, history.history, metrics)
         shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
         return metrics
     except KeyboardInterrupt:

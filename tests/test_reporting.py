@@ -1,0 +1,122 @@
+"""A finished run's TensorBoard data, read back with TensorBoard's own readers, and its PNG."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.projector import projector_config_pb2
+
+from tfllm.training import reporting
+
+
+def _events(directory):
+    # size_guidance 0 = keep everything (the default samples tensors down).
+    accumulator = EventAccumulator(directory, size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def _scalar_tags(directory):
+    # Keras 3 writes scalars through tf.summary, which stores them as tensors.
+    return set(_events(directory).Tags()["tensors"])
+
+
+def _hparams(log_dir):
+    """The hyperparameters of the run's hparams session, as the plugin decodes them."""
+    accumulator = _events(log_dir)
+    content = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    session = content[hparams_metadata.SESSION_START_INFO_TAG]
+    data = plugin_data_pb2.HParamsPluginData.FromString(session)
+    return {k: v for k, v in data.session_start_info.hparams.items()}, accumulator
+
+
+def _check_projector(log_dir, vocabulary_size):
+    config = projector_config_pb2.ProjectorConfig()
+    with open(os.path.join(log_dir, "projector_config.pbtxt")) as f:
+        text_format.Parse(f.read(), config)
+    (embedding,) = config.embeddings
+    with open(os.path.join(log_dir, embedding.metadata_path), encoding="utf-8") as f:
+        tokens = f.read().splitlines()
+    # The projector finds the checkpoint the way it does here: the newest one in log_dir.
+    checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(log_dir))
+    matrix = checkpoint.get_tensor(embedding.tensor_name)
+    assert matrix.shape[0] == len(tokens) == vocabulary_size
+    assert tokens[0] == "[PAD]" and all(tokens)
+    return tokens
+
+
+def test_classifier_run_writes_scalars_hparams_projector_and_png(tiny_classifier_run):
+    log_dir = os.path.join(tiny_classifier_run, "logs")
+    train_tags = _scalar_tags(os.path.join(log_dir, "train"))
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= train_tags
+    assert {"epoch_loss", "epoch_accuracy"} <= _scalar_tags(os.path.join(log_dir, "validation"))
+
+    hparams, accumulator = _hparams(log_dir)
+    assert hparams["hidden_dim"].number_value == 16
+    assert hparams["tokenizer"].string_value == "wordpiece"
+    final = set(accumulator.Tags()["tensors"])
+    assert {"final/test_accuracy", "final/val_f1", "final/test_roc_auc"} <= final
+    accuracy = tf.make_ndarray(accumulator.Tensors("final/test_accuracy")[0].tensor_proto)
+    assert 0.0 <= float(accuracy) <= 1.0
+
+    from tfllm.tokenizers import load_tokenizer
+
+    _check_projector(log_dir, load_tokenizer(os.path.join(tiny_classifier_run, "tokenizer")).vocabulary_size())
+    with open(os.path.join(tiny_classifier_run, reporting.CURVES_PNG), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_causal_lm_run_writes_text_samples_and_the_rest(tmp_path):
+    from tfllm.config import TrainConfig
+    from tfllm.training.causal_lm import train_causal_lm
+
+    run_dir = str(tmp_path / "lm")
+    config = TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=run_dir, max_rows=20000,
+                         steps=6, jit_compile=False, overrides={"eval_interval": 3, "eval_windows": 8})
+    train_causal_lm(config, verbose=0)
+    log_dir = os.path.join(run_dir, "logs")
+
+    assert {"epoch_loss", "epoch_perplexity", "epoch_learning_rate"} <= _scalar_tags(os.path.join(log_dir, "train"))
+    samples = _events(os.path.join(log_dir, "samples"))
+    assert "samples" in samples.PluginTagToContent("text")
+    texts = [tf.make_ndarray(e.tensor_proto).item().decode() for e in samples.Tensors("samples")]
+    assert len(texts) == 2 and all(len(t) > 10 for t in texts)
+
+    hparams, accumulator = _hparams(log_dir)
+    assert hparams["tokenizer"].string_value == "char" and hparams["steps"].number_value == 6
+    assert {"final/val_perplexity", "final/val_bits_per_character"} <= set(accumulator.Tags()["tensors"])
+    # The character vocabulary has a newline and a space: visible, one per line.
+    tokens = _check_projector(log_dir, len(open(os.path.join(log_dir, "metadata.tsv"), encoding="utf-8").read().splitlines()))
+    assert "\\n" in tokens and "<space>" in tokens
+    assert os.path.getsize(os.path.join(run_dir, reporting.CURVES_PNG)) > 1000
+
+
+def test_metadata_and_flattening_edge_cases(tmp_path):
+    tokens = ["[PAD]", " ", "\n", "a\tb", "", "猫"]
+    reporting.write_embedding_projector(str(tmp_path), np.eye(6), tokens)
+    with open(tmp_path / "metadata.tsv", encoding="utf-8") as f:
+        assert f.read().splitlines() == ["[PAD]", "<space>", "\\n", "a\\tb", "<empty>", "猫"]
+    with pytest.raises(ValueError, match="5 tokens"):
+        reporting.write_embedding_projector(str(tmp_path / "x"), np.eye(6), tokens[:5])
+
+    flat = reporting.flatten_metrics(
+        {"val": {"accuracy": 0.5, "roc_auc": float("nan"), "per_class": {"a": {"f1": 1.0}},
+                 "confusion_matrix": {"matrix": [[1]]}, "positive_label": "fresh"}, "epochs_run": 3, "ok": True}
+    )
+    assert flat == {"val_accuracy": 0.5, "epochs_run": 3.0}
+
+
+def test_plots_from_a_history():
+    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.8], "accuracy": [0.5, 0.7], "learning_rate": [1e-3, 5e-4]}
+    fig = reporting.plot_history(history)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+    assert len(fig.axes[0].lines) == 2 and len(fig.axes[2].lines) == 1
+    report = {"confusion_matrix": {"labels": ["rotten", "fresh"], "matrix": [[3, 1], [2, 4]]}}
+    fig = reporting.plot_confusion_matrix(report)
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1", "2", "3", "4"]

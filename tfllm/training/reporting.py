@@ -1,0 +1,243 @@
+"""What a finished run leaves for people to look at: TensorBoard extras and plots.
+
+The Keras `TensorBoard` callback already writes the per-epoch scalars (loss,
+metrics, learning rate) to `logs/train` and `logs/validation`, and the
+causal-LM trainer writes generated samples to `logs/samples`. This module adds,
+once per run, into the same `logs/` folder:
+
+- the hyperparameters dashboard (`hparams`): the preset's values and the
+  final metrics, so runs under `tensorboard --logdir runs/` compare side by side;
+- the embedding projector: the token-embedding matrix, a `metadata.tsv` of
+  the tokens and `projector_config.pbtxt`;
+
+and, next to `logs/`, `training_curves.png` for people who never open TensorBoard.
+Figures are plain `matplotlib.figure.Figure`s (no pyplot state), so the same
+functions draw inline in notebooks and into files in headless training.
+"""
+
+import math
+import numbers
+import os
+
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+CURVES_PNG = "training_curves.png"
+PROJECTOR_CHECKPOINT = "embedding.ckpt"
+PROJECTOR_METADATA = "metadata.tsv"
+# Metric groups whose entries are too many to compare runs by.
+_SKIPPED_METRICS = ("per_class", "confusion_matrix")
+
+
+# --------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------
+
+
+def plot_history(history, title=None):
+    """One panel per quantity of a Keras `History` (loss, accuracy, ...), train and validation lines.
+
+    Args:
+        history: `model.fit(...).history`, a dict of per-epoch lists
+            (a `keras.callbacks.History` is accepted too).
+        title: optional figure title.
+
+    Example:
+    >>> fig = plot_history(model.fit(...).history)
+    >>> fig.savefig("curves.png")
+    """
+    history = getattr(history, "history", history)
+    names = [k for k in history if not k.startswith("val_") and len(history[k])]
+    # Validation-only entries (none today, but cheap to allow) still get a panel.
+    names += [k[4:] for k in history if k.startswith("val_") and k[4:] not in history and len(history[k])]
+    fig = Figure(figsize=(4 * max(len(names), 1), 3.2), layout="constrained")
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        for key, label in ((name, "train"), ("val_" + name, "validation")):
+            values = history.get(key)
+            if values:
+                # Markers keep a one-epoch run visible (a line needs two points).
+                ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if "val_" + name in history and name in history:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_confusion_matrix(report, title="confusion matrix"):
+    """The confusion matrix of a `tfllm.evaluation.classification_report` as an annotated heat map."""
+    labels = report["confusion_matrix"]["labels"]
+    matrix = np.asarray(report["confusion_matrix"]["matrix"])
+    size = 1.2 + 0.8 * len(labels)
+    fig = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for (i, j), count in np.ndenumerate(matrix):
+        dark = count > matrix.max() / 2
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if dark else "black")
+    return fig
+
+
+def save_training_curves(history, run_dir, title=None):
+    """Writes `run_dir/training_curves.png`; returns its path."""
+    path = os.path.join(run_dir, CURVES_PNG)
+    plot_history(history, title=title).savefig(path, dpi=100)
+    return path
+
+
+# --------------------------------------------------------------------------
+# TensorBoard: hparams dashboard
+# --------------------------------------------------------------------------
+
+
+def _hparam_value(value):
+    # The hparams plugin takes bool, int, float or str only.
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
+
+
+def flatten_metrics(metrics, prefix=""):
+    """Numeric leaves of a nested metrics dict as `{"val_accuracy": 0.8, ...}` (NaN and lists skipped)."""
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if key not in _SKIPPED_METRICS:
+                flat.update(flatten_metrics(value, name + "_"))
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            flat[name] = float(value)
+    return flat
+
+
+def write_hparams(log_dir, hparams, metrics, run_name=None):
+    """Writes one hparams session to `log_dir`: the hyperparameters and the final metrics.
+
+    TensorBoard's HParams tab then lists this run with its hyperparameters and,
+    as metric columns, the `final/...` scalars written here plus every scalar
+    the Keras callback wrote under `log_dir/train` and `log_dir/validation`.
+    No experiment-wide `hparams_config` is written: the dashboard infers the
+    columns from all runs, so runs of different presets (or tasks) mix freely.
+
+    Args:
+        log_dir: the run's TensorBoard folder (`RUN_DIR/logs`).
+        hparams: flat dict of hyperparameters (a preset); values that are
+            not bool/int/float/str are shown as strings.
+        metrics: nested dict of final metrics (e.g. `metrics.json`).
+        run_name: the trial id shown in the dashboard (default: the run directory's name).
+    """
+    from tensorboard.plugins.hparams import api as hp
+
+    if run_name is None:
+        run_name = os.path.basename(os.path.dirname(os.path.abspath(log_dir)))
+    values = {k: _hparam_value(v) for k, v in sorted(hparams.items())}
+    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+        hp.hparams(values, trial_id=run_name)
+        for name, value in flatten_metrics(metrics).items():
+            tf.summary.scalar(f"final/{name}", value, step=0)
+        writer.flush()
+
+
+# --------------------------------------------------------------------------
+# TensorBoard: embedding projector
+# --------------------------------------------------------------------------
+
+
+def find_token_embedding(model, vocabulary_size):
+    """The `[vocabulary_size, dim]` token-embedding matrix of `model` as a NumPy array.
+
+    Found by shape rather than by layer type, so it works for `TextClassifier`
+    (KerasHub `TokenAndPositionEmbedding`), `CausalLM` (`ReversibleEmbedding`)
+    and a plain `keras.layers.Embedding` alike; position tables are skipped by name.
+    """
+    candidates = [
+        w for w in model.weights if len(w.shape) == 2 and w.shape[0] == vocabulary_size and "position" not in w.path
+    ]
+    # A named token embedding wins over another table that happens to have as many rows.
+    candidates.sort(key=lambda w: "token" not in w.path)
+    if candidates:
+        return np.asarray(candidates[0].numpy())
+    raise ValueError(f"No [{vocabulary_size}, dim] token-embedding weight found in model {model.name!r}.")
+
+
+def _visible(token):
+    # metadata.tsv has one token per line: whitespace tokens must stay visible
+    # and must not break the line structure.
+    if token == "":
+        return "<empty>"
+    if token == " ":
+        return "<space>"
+    return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def write_embedding_projector(log_dir, embeddings, tokens, name="token_embedding"):
+    """Writes the projector's checkpoint, `metadata.tsv` and `projector_config.pbtxt` into `log_dir`.
+
+    Keras' own `TensorBoard(embeddings_freq=...)` only looks at top-level
+    `Embedding` layers and needs a metadata file written beforehand, so the
+    KerasHub embedding layers inside our models would be missed; writing the
+    three files directly is what its implementation does anyway.
+    """
+    from tensorboard.plugins import projector
+
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if len(tokens) != len(embeddings):
+        raise ValueError(f"{len(tokens)} tokens for an embedding of {len(embeddings)} rows.")
+    os.makedirs(log_dir, exist_ok=True)
+    with open(os.path.join(log_dir, PROJECTOR_METADATA), "w", encoding="utf-8") as f:
+        # One column: no header line (the projector's rule for single-column metadata).
+        f.writelines(_visible(t) + "\n" for t in tokens)
+    # `save` (not `write`) also writes the `checkpoint` index file, through
+    # which the projector finds the newest checkpoint in log_dir with a
+    # relative path, so the run directory can be moved.
+    tf.train.Checkpoint(**{name: tf.Variable(embeddings)}).save(os.path.join(log_dir, PROJECTOR_CHECKPOINT))
+    config = projector.ProjectorConfig()
+    embedding = config.embeddings.add()
+    embedding.tensor_name = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+    embedding.metadata_path = PROJECTOR_METADATA
+    projector.visualize_embeddings(log_dir, config)
+
+
+def tokenizer_vocabulary(tokenizer):
+    """The tokenizer's tokens in id order."""
+    return [str(t) for t in tokenizer.get_vocabulary()]
+
+
+# --------------------------------------------------------------------------
+# All of it, once per run
+# --------------------------------------------------------------------------
+
+
+def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
+    """Curves PNG, hparams session and embedding projector for a finished run.
+
+    Args:
+        run_dir: the run directory (TensorBoard logs go to `run_dir/logs`).
+        model: the trained Keras model.
+        tokenizer: its tokenizer (names the projector's points).
+        hparams: the resolved preset.
+        history: `model.fit(...).history`.
+        metrics: the final metrics dict (as written to `metrics.json`).
+    """
+    log_dir = os.path.join(run_dir, "logs")
+    save_training_curves(history, run_dir, title=os.path.basename(os.path.abspath(run_dir)))
+    write_hparams(log_dir, hparams, metrics)
+    tokens = tokenizer_vocabulary(tokenizer)
+    write_embedding_projector(log_dir, find_token_embedding(model, len(tokens)), tokens)
