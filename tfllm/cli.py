@@ -169,6 +169,62 @@ def add_serving_parsers(sub):
 # --- end serving ----------------------------------------------------------------
 
 
+# --- generation: `tfllm generate` (logic in tfllm.generation) -------------------
+
+
+def cmd_generate(args):
+    from tfllm.errors import UserInputError
+    from tfllm.generation import load_generator
+
+    if args.tflite:  # the exported file's prefill/decode loop, greedy (tfllm.export.tflite_causal_lm)
+        from tfllm.export.tflite_causal_lm import generate_text
+
+        if args.run_dir:
+            raise UserInputError("Pass either RUN_DIR or --tflite FILE, not both.")
+        text = generate_text(args.tflite, args.prompt, max_new_tokens=args.max_new_tokens)
+        print(text if args.no_prompt_echo else args.prompt + text)
+        return
+    if not args.run_dir:
+        raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
+    generator = load_generator(args.run_dir)
+    echo = [not args.no_prompt_echo]  # the prompt is printed once input checks have passed
+
+    def stream(_, text):
+        if echo[0]:
+            print(args.prompt, end="")
+            echo[0] = False
+        print(text, end="", flush=True)
+
+    generator.generate(
+        [args.prompt], max_new_tokens=args.max_new_tokens, sampler=args.sampler, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams, seed=args.seed, stop=args.stop or None,
+        stream_callback=stream,
+    )
+    stream(0, "\n")
+
+
+def add_generation_parsers(sub):
+    from tfllm.generation import MAX_NEW_TOKENS, SAMPLERS
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained text generator (streams as it goes)")
+    p.add_argument("run_dir", nargs="?", default=None, help="run directory (omit with --tflite)")
+    p.add_argument("prompt")
+    p.add_argument("--tflite", metavar="FILE", default=None, help="run an exported model.tflite instead (greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=500, help=f"1 to {MAX_NEW_TOKENS}")
+    p.add_argument("--sampler", choices=SAMPLERS, default="top_k")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    p.add_argument("--top-k", type=int, default=200, help="clamped to the vocabulary size")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--num-beams", type=int, default=4)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    p.add_argument("--no-prompt-echo", action="store_true", help="print only the new text")
+    p.set_defaults(func=cmd_generate)
+
+
+# --- end generation --------------------------------------------------------------
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tfllm", description="Train, export and serve small Transformer language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +275,7 @@ def build_parser():
     p.set_defaults(func=cmd_export)
 
     add_serving_parsers(sub)
+    add_generation_parsers(sub)
     return parser
 
 

@@ -85,7 +85,10 @@ class OptionSampler(keras_hub.samplers.Sampler):
         temperature = tf.cast(self.options[0], tf.float32)
         # Greedy rows (temperature 0) keep temperature 1: same argmax, as GreedySampler computes it.
         temperature = tf.where(temperature > 0, temperature, 1.0)
-        return keras.activations.softmax(tf.cast(logits, tf.float32) / temperature[:, None])
+        logits = tf.cast(logits, tf.float32)
+        # [PAD], [UNK] and [BOS] are never text to emit; [EOS] stays (it ends a row).
+        logits = tf.where(tf.range(tf.shape(logits)[-1])[None, :] < EOS_ID, -1e9, logits)
+        return keras.activations.softmax(logits / temperature[:, None])
 
     def get_next_token(self, probabilities):
         temperature, top_k, top_p, seed = self.options

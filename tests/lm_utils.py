@@ -1,0 +1,38 @@
+"""Helpers for the causal-LM tests: a tiny untrained generator and run directory."""
+
+import os
+
+import keras
+
+from tfllm.config import TrainConfig
+from tfllm.models.causal_lm import CausalLM
+from tfllm.tokenizers import CharacterTokenizer, save_tokenizer
+
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+
+
+def tiny_lm(vocabulary_size=30, sequence_length=8, window_keep=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    return CausalLM.from_args(
+        vocabulary_size=vocabulary_size, sequence_length=sequence_length, hidden_dim=16,
+        num_layers=2, num_heads=2, intermediate_dim=32, window_keep=window_keep,
+    )
+
+
+def tiny_generator(sequence_length=8, jit_compile=False):
+    """An untrained model over TEXT's characters: varied (random) greedy output, no training time."""
+    from tfllm.generation import Generator
+
+    tokenizer = CharacterTokenizer(vocabulary=sorted(set(TEXT)))
+    model = tiny_lm(tokenizer.vocabulary_size(), sequence_length)
+    return Generator(model, tokenizer, jit_compile=jit_compile)
+
+
+def write_run_dir(generator, run_dir):
+    """A run directory as `train_causal_lm` leaves it (without training)."""
+    os.makedirs(run_dir, exist_ok=True)
+    TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=str(run_dir)).to_json(
+        os.path.join(run_dir, "config.json"))
+    save_tokenizer(generator.tokenizer, os.path.join(run_dir, "tokenizer"))
+    generator.model.save(os.path.join(run_dir, "model.keras"))
+    return str(run_dir)

@@ -1,0 +1,209 @@
+"""Causal LM: model, cache, samplers, saving, text loading, training run directory."""
+
+import gzip
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from lm_utils import tiny_generator, tiny_lm, write_run_dir
+
+from conftest import assert_keras_roundtrip
+from tfllm import data_lm
+from tfllm.config import TrainConfig
+from tfllm.datasets.text import load_text_corpus
+from tfllm.errors import UserInputError
+from tfllm.generation import MAX_NEW_TOKENS, SAMPLERS, load_generator
+
+
+def _inputs(ids):
+    ids = np.asarray(ids, "int32")
+    return {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+
+
+def _recompute_greedy(model, prompt, n, keep=None):
+    """Greedy decoding that re-runs the full model on the visible context every step.
+
+    The context is what `CausalLM` documents: everything while it fits the
+    window; once full, only the last `keep` tokens, growing again to the window.
+    """
+    window = model.sequence_length
+    keep = keep or window - 1
+    # Right padding to one shape (causal attention: it cannot change earlier logits), one trace.
+    forward = tf.function(lambda ids: model({"token_ids": ids, "padding_mask": tf.ones_like(ids)}))
+    tokens, start = list(prompt), 0
+    for _ in range(n):
+        i = len(tokens) - 1
+        if i - start >= window:
+            start = i - keep
+        context = tokens[start: i + 1]
+        logits = forward(np.asarray([context + [0] * (window - len(context))], "int32"))
+        tokens.append(int(np.argmax(logits[0, len(context) - 1])))
+    return tokens
+
+
+@pytest.mark.parametrize("window_keep,jit_compile", [(None, False), (4, False), (None, True)])
+def test_cached_greedy_equals_recompute(window_keep, jit_compile):
+    model = tiny_lm(window_keep=window_keep)
+    model.compile(sampler="greedy", jit_compile=jit_compile)
+    prompts = [[5, 6, 7], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [9]]  # shorter and longer than the window (8)
+    width = 10 + 20
+    buffer = np.zeros((3, width), "int32")
+    for row, prompt in enumerate(prompts):
+        buffer[row, : len(prompt)] = prompt
+    out = model.generate({"token_ids": buffer, "padding_mask": (buffer > 0).astype("int32")}, stop_token_ids=None)
+    for row, prompt in enumerate(prompts):
+        expected = _recompute_greedy(model, prompt, width - len(prompt), keep=window_keep)
+        assert out["token_ids"][row].tolist() == expected
+
+
+def test_keras_round_trip(tmp_path):
+    model = tiny_lm(window_keep=5)
+    reloaded = assert_keras_roundtrip(model, _inputs([[4, 5, 6, 7, 8, 9]]), str(tmp_path / "lm.keras"))
+    assert reloaded.window_keep == 5
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_samplers_run_and_respect_seed(sampler):
+    generator = tiny_generator()
+    kwargs = dict(max_new_tokens=12, sampler=sampler, temperature=1.5, top_k=5, top_p=0.95, num_beams=2)
+    first = generator.generate(["First", "hear me speak"], seed=3, **kwargs)
+    assert len(first) == 2 and all(isinstance(t, str) and len(t) <= 12 for t in first)
+    assert generator.generate(["First", "hear me speak"], seed=3, **kwargs) == first
+    if sampler in ("top_k", "top_p", "random"):
+        others = [tuple(generator.generate(["First", "hear me speak"], seed=s, **kwargs)) for s in range(4, 8)]
+        assert any(o != tuple(first) for o in others)
+
+
+def test_top_k_is_clamped_and_temperature_zero_is_greedy():
+    generator = tiny_generator()
+    huge = generator.generate(["First"], 10, sampler="top_k", top_k=10**6, temperature=0.0)
+    assert huge == generator.generate(["First"], 10, sampler="greedy")
+
+
+def test_streaming_matches_one_shot_and_stop_strings():
+    generator = tiny_generator()
+    pieces = []
+    streamed = generator.generate(["First", "me"], 150, sampler="greedy", stream_callback=lambda i, t: pieces.append((i, t)))
+    assert streamed == generator.generate(["First", "me"], 150, sampler="greedy")
+    assert "".join(t for i, t in pieces if i == 0) == streamed[0]
+    text = streamed[0]
+    stop = text[5:7]
+    stopped = generator.generate(["First"], 150, sampler="greedy", stop=stop)[0]
+    assert stopped == text[: text.find(stop)]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(prompts=[""]), "Empty prompt"),
+    (dict(prompts=["First€"]), "never saw"),
+    (dict(prompts=["First"], max_new_tokens=0), "max_new_tokens"),
+    (dict(prompts=["First"], max_new_tokens=MAX_NEW_TOKENS + 1), "max_new_tokens"),
+    (dict(prompts="First"), "list of strings"),
+    (dict(prompts=["First"], sampler="nucleus"), "Unknown sampler"),
+])
+def test_bad_generation_inputs(kwargs, match):
+    generator = tiny_generator()
+    with pytest.raises(UserInputError, match=match):
+        generator.generate(**{"max_new_tokens": 5, **kwargs})
+
+
+def test_load_generator_refuses_classifier_and_unfinished_runs(tmp_path):
+    (tmp_path / "clf").mkdir()
+    (tmp_path / "clf" / "config.json").write_text(json.dumps({"task": "classify"}))
+    with pytest.raises(UserInputError, match="not a text generator"):
+        load_generator(str(tmp_path / "clf"))
+    with pytest.raises(UserInputError, match="not a tfllm run"):
+        load_generator(str(tmp_path))
+    run_dir = write_run_dir(tiny_generator(), tmp_path / "lm")
+    assert len(load_generator(run_dir).generate(["First"], 3, sampler="greedy")[0]) == 3
+
+
+def test_load_text_corpus(tmp_path):
+    train, val = load_text_corpus("shakespeare")
+    assert len(val) == pytest.approx(0.1 * (len(train) + len(val)), abs=2) and len(set(train)) == 77
+    text = "All the world's a stage, and all the men and women merely players. " * 5
+    (tmp_path / "a.txt").write_text(text)
+    with gzip.open(tmp_path / "a.txt.gz", "wt") as f:
+        f.write(text)
+    assert load_text_corpus(str(tmp_path / "a.txt")) == load_text_corpus(str(tmp_path / "a.txt.gz"))
+    (tmp_path / "a.csv").write_text("id,body\n" + "".join(f'{i},"{text[:100]} {i}"\n' for i in range(10)))
+    train, val = load_text_corpus(str(tmp_path / "a.csv"), text_column="body")
+    assert val.endswith(" 9") and "\n\n" in train
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": text[:100]}) + "\n" for _ in range(10)))
+    assert load_text_corpus(str(tmp_path / "a.jsonl"))[0].startswith("All the world")
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "empty"),
+    (b"too short", "too short"),
+    (b"caf\xe9 " * 100, "not UTF-8"),
+])
+def test_load_text_corpus_bad_files(tmp_path, content, match):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(UserInputError, match=match):
+        load_text_corpus(str(path))
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_text_corpus(str(tmp_path / "missing.txt"))
+    (tmp_path / "a.csv").write_text("body\nhello there\n")
+    with pytest.raises(UserInputError, match="no text column"):
+        load_text_corpus(str(tmp_path / "a.csv"))
+
+
+def test_random_windows_are_next_token_pairs():
+    ids = np.arange(100, dtype="int32")
+    x, y = next(iter(data_lm.random_window_dataset(ids, 8, 4, seed=1)))
+    x, y = x["token_ids"].numpy(), y.numpy()
+    assert x.shape == y.shape == (4, 8)
+    np.testing.assert_array_equal(y, x + 1)
+    np.testing.assert_array_equal(x[:, 1:], x[:, :-1] + 1)
+    with pytest.raises(UserInputError, match="shorter than one training window"):
+        data_lm.random_window_dataset(ids[:5], 8, 4)
+
+
+def test_training_loss_falls():
+    from tfllm.models.presets import resolve_preset
+    from tfllm.training.causal_lm import build_causal_lm
+
+    train, _ = load_text_corpus("shakespeare")
+    from tfllm.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer([train[:5000]], "char", 50, lowercase=False)
+    ids = data_lm.tokenize_corpus(tokenizer, train[:5000])
+    preset = resolve_preset("generate", "tiny", {"jit_compile": False, "steps": 40})
+    keras.utils.set_random_seed(0)
+    model = build_causal_lm(preset, tokenizer.vocabulary_size())
+    ds = data_lm.random_window_dataset(ids, preset["sequence_length"], preset["batch_size"], seed=0)
+    history = model.fit(ds, steps_per_epoch=20, epochs=2, verbose=0)
+    before = math.log(tokenizer.vocabulary_size())
+    assert history.history["loss"][0] < before + 0.2
+    assert history.history["loss"][-1] < before - 0.3
+
+
+def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfllm.training.causal_lm import train_causal_lm
+
+    config = TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=str(tmp_path / "run"),
+                         max_rows=6000, jit_compile=False)
+    run_dir = train_causal_lm(config, verbose=0)
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert metrics["val"]["perplexity"] == pytest.approx(math.exp(metrics["val"]["loss"]), rel=1e-3)
+    assert metrics["val"]["bits_per_character"] == pytest.approx(metrics["val"]["loss"] / math.log(2), rel=1e-3)
+    assert metrics["speed"]["tokens_per_second"] > 0 and metrics["steps"] == 40
+    assert {"model.keras", "tokenizer", "config.json", "preset.json", "logs"} <= set(os.listdir(run_dir))
+
+    samples = EventAccumulator(os.path.join(run_dir, "logs", "samples"), size_guidance={"tensors": 0})
+    samples.Reload()
+    events = samples.Tensors("samples")
+    assert len(events) == 2  # one per evaluation interval
+    text = events[-1].tensor_proto.string_val[0].decode()
+    assert text.startswith("```\n") and len(text) > 20
+    train = EventAccumulator(os.path.join(run_dir, "logs", "train"), size_guidance={"tensors": 0})
+    train.Reload()
+    tags = set(train.Tags()["tensors"]) | set(train.Tags()["scalars"])
+    assert {"epoch_loss", "epoch_perplexity", "epoch_learning_rate"} <= tags

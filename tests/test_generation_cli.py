@@ -1,0 +1,47 @@
+"""`tfllm train --task generate` then `tfllm generate`, as a user runs them."""
+
+import json
+import os
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.mark.slow
+def test_cli_train_then_generate(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "20",
+                     "--max-rows", "5000", "--no-jit-compile", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val"]["loss"] > 0 and metrics["speed"]["tokens_per_second"] > 0
+
+    result = run_cli("generate", run_dir, "the ", "--max-new-tokens", "30", "--sampler", "top_k", "--seed", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("the ") and len(result.stdout) >= len("the ") + 1
+    again = run_cli("generate", run_dir, "the ", "--max-new-tokens", "30", "--sampler", "top_k", "--seed", "1")
+    assert again.stdout == result.stdout
+
+    for args, message in [
+        (("--max-new-tokens", "0"), "max_new_tokens"),
+        (("--max-new-tokens", "100000"), "max_new_tokens"),
+    ]:
+        bad = run_cli("generate", run_dir, "the ", *args)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("generate", run_dir, "the \u2603")
+    assert bad.returncode == 2 and "never saw" in bad.stderr
+
+
+def test_cli_bad_inputs_exit_2(tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("To be or not")
+    result = run_cli("train", "--task", "generate", "--data", tiny, "--preset", "tiny", "--run-dir", tmp_path / "r")
+    assert result.returncode == 2 and "too short" in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "r")
+
+    clf = tmp_path / "clf"
+    clf.mkdir()
+    (clf / "config.json").write_text(json.dumps({"task": "classify"}))
+    result = run_cli("generate", clf, "hello")
+    assert result.returncode == 2 and "not a text generator" in result.stderr
