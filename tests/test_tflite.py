@@ -164,7 +164,7 @@ def tiny_generator_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("quantize", ["none", "dynamic", "float16"])
-def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_path, quantize):
+def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_path, quantize, capsys):
     directory = tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path / "lm"), quantize=quantize)
     with open(os.path.join(directory, "parity.json")) as f:
         parity = json.load(f)
@@ -183,6 +183,10 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
             ["ROMEO:"], max_new_tokens=40, sampler="greedy"
         )[0]
         assert generate_text(os.path.join(directory, "model.tflite"), "ROMEO:", max_new_tokens=40) == keras_text
+        argv = ["generate", "--tflite", os.path.join(directory, "model.tflite"), "ROMEO:", "--max-new-tokens", "40"]
+        assert main(argv) == 0
+        assert capsys.readouterr().out == "ROMEO:" + keras_text + "\n"
+        assert main(["generate", "--tflite", str(tmp_path / "missing.tflite"), "ROMEO:"]) == 2
 
 
 def test_generator_int8_is_refused(tiny_generator_run, tmp_path, capsys):
