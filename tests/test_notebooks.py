@@ -93,7 +93,7 @@ def test_notebook_runs_in_quick_setting(name, tmp_path):
         assert "accuracy" in text and "roc_auc" in text
         (run_dir,) = run_dirs(tmp_path)
         assert os.path.exists(os.path.join(run_dir, "training_curves.png"))
-        assert os.path.exists(os.path.join(run_dir, "logs", "projector_config.pbtxt"))
+        assert os.path.exists(os.path.join(run_dir, "logs", "projector", "projector_config.pbtxt"))
     elif name.startswith("02"):
         assert "perplexity" in text
         (run_dir,) = run_dirs(tmp_path)

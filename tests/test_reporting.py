@@ -36,6 +36,7 @@ def _hparams(log_dir):
 
 
 def _check_projector(log_dir, vocabulary_size):
+    log_dir = os.path.join(log_dir, reporting.PROJECTOR_DIR)
     config = projector_config_pb2.ProjectorConfig()
     with open(os.path.join(log_dir, "projector_config.pbtxt")) as f:
         text_format.Parse(f.read(), config)
@@ -47,6 +48,8 @@ def _check_projector(log_dir, vocabulary_size):
     matrix = checkpoint.get_tensor(embedding.tensor_name)
     assert matrix.shape[0] == len(tokens) == vocabulary_size
     assert tokens[0] == "[PAD]" and all(tokens)
+    # Without an event file TensorBoard would not list the folder as a run, nor show its projector.
+    assert "projector" in _events(log_dir).PluginTagToContent("text")
     return tokens
 
 
@@ -92,7 +95,9 @@ def test_causal_lm_run_writes_text_samples_and_the_rest(tmp_path):
     assert hparams["tokenizer"].string_value == "char" and hparams["steps"].number_value == 6
     assert {"final/val_perplexity", "final/val_bits_per_character"} <= set(accumulator.Tags()["tensors"])
     # The character vocabulary has a newline and a space: visible, one per line.
-    tokens = _check_projector(log_dir, len(open(os.path.join(log_dir, "metadata.tsv"), encoding="utf-8").read().splitlines()))
+    from tfllm.tokenizers import load_tokenizer
+
+    tokens = _check_projector(log_dir, load_tokenizer(os.path.join(run_dir, "tokenizer")).vocabulary_size())
     assert "\\n" in tokens and "<space>" in tokens
     assert os.path.getsize(os.path.join(run_dir, reporting.CURVES_PNG)) > 1000
 

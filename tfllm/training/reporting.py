@@ -7,8 +7,8 @@ once per run, into the same `logs/` folder:
 
 - the hyperparameters dashboard (`hparams`): the preset's values and the
   final metrics, so runs under `tensorboard --logdir runs/` compare side by side;
-- the embedding projector: the token-embedding matrix, a `metadata.tsv` of
-  the tokens and `projector_config.pbtxt`;
+- the embedding projector, in `logs/projector/`: the token-embedding matrix,
+  a `metadata.tsv` of the tokens and `projector_config.pbtxt`;
 
 and, next to `logs/`, `training_curves.png` for people who never open TensorBoard.
 Figures are plain `matplotlib.figure.Figure`s (no pyplot state), so the same
@@ -25,6 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 CURVES_PNG = "training_curves.png"
+# A folder of its own: the projector also looks for checkpoints one level up,
+# so files in logs/ itself would list logs/train, logs/validation, ... as
+# projector runs too.
+PROJECTOR_DIR = "projector"
 PROJECTOR_CHECKPOINT = "embedding.ckpt"
 PROJECTOR_METADATA = "metadata.tsv"
 # Metric groups whose entries are too many to compare runs by.
@@ -213,6 +217,12 @@ def write_embedding_projector(log_dir, embeddings, tokens, name="token_embedding
     embedding.tensor_name = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
     embedding.metadata_path = PROJECTOR_METADATA
     projector.visualize_embeddings(log_dir, config)
+    # TensorBoard lists a folder as a run (projector runs included) only if it
+    # holds an event file; this one also says what the folder is.
+    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+        rows, dim = embeddings.shape
+        tf.summary.text("projector", f"Token embedding: {rows} tokens x {dim} dimensions (Projector tab).", step=0)
+        writer.flush()
 
 
 def tokenizer_vocabulary(tokenizer):
@@ -229,7 +239,8 @@ def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
     """Curves PNG, hparams session and embedding projector for a finished run.
 
     Args:
-        run_dir: the run directory (TensorBoard logs go to `run_dir/logs`).
+        run_dir: the run directory (TensorBoard logs go to `run_dir/logs`,
+            the projector's files to `run_dir/logs/projector`).
         model: the trained Keras model.
         tokenizer: its tokenizer (names the projector's points).
         hparams: the resolved preset.
@@ -240,4 +251,6 @@ def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
     save_training_curves(history, run_dir, title=os.path.basename(os.path.abspath(run_dir)))
     write_hparams(log_dir, hparams, metrics)
     tokens = tokenizer_vocabulary(tokenizer)
-    write_embedding_projector(log_dir, find_token_embedding(model, len(tokens)), tokens)
+    write_embedding_projector(
+        os.path.join(log_dir, PROJECTOR_DIR), find_token_embedding(model, len(tokens)), tokens
+    )
