@@ -490,7 +490,7 @@ GENERATION = [
     code("""
         ids = generator.encode(PROMPT)[-SEQUENCE_LENGTH:]
         logits = keras.ops.convert_to_numpy(model({"token_ids": ids[None], "padding_mask": np.ones_like(ids)[None]}))[0, -1]
-        vocabulary = [repr(t)[1:-1] for t in tokenizer.get_vocabulary()]
+        vocabulary = [repr(str(t))[1:-1] for t in tokenizer.get_vocabulary()]  # "\\n", not a line break
         top = np.argsort(logits)[::-1][:15]
 
         fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
