@@ -150,16 +150,17 @@ def train_causal_lm(config, verbose="auto"):
     >>> train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir="runs/sh"))
     'runs/sh'
     """
+    # First: a multi-worker strategy must exist before any other TensorFlow op runs.
+    strategy = common.get_strategy(config.strategy)
     preset = causal_lm_preset(config)
+    common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
     if config.max_rows:  # quick runs: the first N characters of each split
         train_text, val_text = train_text[: config.max_rows], val_text[: max(config.max_rows // 9, 1)]
     keras.utils.set_random_seed(config.seed)
-    if config.precision and config.precision != "float32":
-        keras.mixed_precision.set_global_policy(config.precision)
-    resume = common.prepare_run_dir(config.run_dir)
-    run_dir = config.run_dir
+    run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
+    resume = common.prepare_run_dir(run_dir)
     try:
         if resume:
             print(f"Resuming the interrupted run in {run_dir}")
@@ -179,8 +180,9 @@ def train_causal_lm(config, verbose="auto"):
         data_lm.check_length(train_ids, seq, "training")
         data_lm.check_length(val_ids, seq, "validation")
 
-        with common.get_strategy(config.strategy).scope():
+        with strategy.scope(), common.precision_scope(config.precision):
             model = build_causal_lm(preset, tokenizer.vocabulary_size())
+            common.adapt_model_to_strategy(model, strategy)
         interval = min(preset["eval_interval"], preset["steps"])
         epochs = max(1, round(preset["steps"] / interval))
         steps_per_epoch = preset["steps"] // epochs
@@ -191,7 +193,12 @@ def train_causal_lm(config, verbose="auto"):
         prompt = val_text[: max(1, seq // 4)]
         # Perplexity first, so the TensorBoard callback sees the values it adds.
         callbacks = [Perplexity(), timer, TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed)]
-        callbacks += common.make_callbacks(run_dir, checkpoint=False)
+        callbacks += common.make_callbacks(
+            run_dir,
+            checkpoint=False,
+            write_logs=common.is_chief(strategy),
+            backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
+        )
         history = model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=val_ds,
                             callbacks=callbacks, verbose=verbose)
 
@@ -218,6 +225,7 @@ def train_causal_lm(config, verbose="auto"):
         common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
         reporting.write_run_report(run_dir, model, tokenizer, preset, history.history, metrics)
         shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
+        common.cleanup_worker_dir(run_dir, config.run_dir)
         if verbose:
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
                   f"{metrics['speed']['tokens_per_second']} tokens/s  -> {run_dir}")
@@ -226,6 +234,8 @@ def train_causal_lm(config, verbose="auto"):
         print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, common.BACKUP)}.")
         raise
     except Exception:
-        if not resume:  # a fresh run that failed leaves nothing behind
+        # A fresh run that failed leaves nothing behind, unless it got far enough
+        # to back up (a lost worker, a crash): then running it again resumes.
+        if not resume and not os.path.isdir(os.path.join(run_dir, common.BACKUP)):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -1,8 +1,11 @@
 """What every training run shares: the run directory, callbacks, the strategy scope."""
 
+import contextlib
 import json
 import os
 import shutil
+import sys
+import tempfile
 
 import keras
 import tensorflow as tf
@@ -58,16 +61,40 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def make_callbacks(run_dir, early_stopping_patience=None, monitor="val_loss", checkpoint=True, write_logs=True):
+class RestoreOnly(keras.callbacks.BackupAndRestore):
+    """Resumes from a backup without ever writing or deleting it.
+
+    For non-chief workers in multi-worker training: synchronous training keeps
+    the weights identical on every worker, so all of them restore the chief's
+    backup (the run directory must be on storage every worker can read, as
+    with TensorFlow's own multi-worker checkpoints) and only the chief writes it.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+def make_callbacks(
+    run_dir, early_stopping_patience=None, monitor="val_loss", checkpoint=True, write_logs=True, backup_dir=None
+):
     """TensorBoard, best-model checkpoint, early stopping, resume, stop on NaN.
 
     `write_logs=False` is for non-chief workers in multi-worker training, which
-    must not write logs or checkpoints of their own.
+    must not write logs or checkpoints of their own; they only read the
+    chief's backup in `backup_dir` (default `run_dir/backup`).
     """
+    backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
+    backup = keras.callbacks.BackupAndRestore if write_logs else RestoreOnly
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         LearningRateLogger(),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP), delete_checkpoint=True),
+        backup(backup_dir, delete_checkpoint=True),
     ]
     if write_logs:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
@@ -84,12 +111,179 @@ def make_callbacks(run_dir, early_stopping_patience=None, monitor="val_loss", ch
     return callbacks
 
 
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+
+
+def read_tf_config(environ=None):
+    """The parsed `TF_CONFIG` environment variable, or None when it is unset.
+
+    Checked here, because TensorFlow's own parser either ignores a bad value or
+    fails deep inside cluster setup with a message that does not name it.
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+
+    def bad(why):
+        return UserInputError(f"TF_CONFIG {why}; set it to JSON like {TF_CONFIG_EXAMPLE}")
+
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise bad(f"is not valid JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(value, dict):
+        raise bad("must be a JSON object")
+    cluster, task = value.get("cluster"), value.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise bad('has no "cluster" object')
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(isinstance(a, str) and ":" in a for a in addresses):
+            raise bad(f'cluster["{job}"] must be a list of "host:port" strings')
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise bad(f'needs "task": {{"type": one of {sorted(cluster)}, "index": N}}')
+    index = task.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise bad(f'task index {index!r} is not 0..{len(cluster[task["type"]]) - 1} for the {task["type"]!r} job')
+    return value
+
+
 def get_strategy(name="auto"):
-    """The `tf.distribute` strategy for `--strategy NAME`."""
+    """The `tf.distribute` strategy for `--strategy NAME`.
+
+    auto: `MirroredStrategy` over all GPUs when there are several, else the
+    default (one device). mirrored: all GPUs, or every logical CPU device when
+    there is no GPU (the tests split the CPU in two). multi_worker:
+    `MultiWorkerMirroredStrategy` over the cluster in `TF_CONFIG`; it must be
+    created before any other TensorFlow op runs, so trainers call this first.
+    tpu: `TPUStrategy` on the TPU this machine is attached to.
+    """
+    if name not in STRATEGIES:
+        raise UserInputError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
     if name in ("auto", "default"):
         if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
             return tf.distribute.MirroredStrategy()
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise UserInputError(f"Unknown strategy {name!r}; choose auto, default or mirrored.")
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        if read_tf_config() is None:
+            raise UserInputError(
+                f"--strategy multi_worker needs the TF_CONFIG environment variable on every worker, e.g. {TF_CONFIG_EXAMPLE}"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+        raise UserInputError(f"--strategy tpu found no TPU ({e}); run on a TPU VM or choose another --strategy.") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """True for the one worker that writes the model, logs and checkpoints (always, outside multi-worker)."""
+    # MultiWorkerMirroredStrategy decides it from TF_CONFIG: the "chief" task,
+    # or worker 0 when the cluster has no chief. Other strategies have one writer.
+    return bool(getattr(strategy.extended, "should_checkpoint", True))
+
+
+def worker_run_dir(run_dir, strategy):
+    """Where this worker writes: `run_dir` for the chief, a private temporary folder for the others.
+
+    Every worker runs the same code (saving included), as in TensorFlow's
+    multi-worker tutorial; non-chief copies go to a throwaway folder that
+    `cleanup_worker_dir` removes, so only the chief's files appear in `run_dir`.
+    """
+    if is_chief(strategy):
+        return run_dir
+    task = strategy.cluster_resolver.task_id
+    return tempfile.mkdtemp(prefix=f"tfllm-worker{task}-")
+
+
+def cleanup_worker_dir(path, run_dir):
+    if os.path.abspath(path) != os.path.abspath(run_dir):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_global_batch(batch_size, strategy):
+    """The batch size is global (split among replicas); it must divide evenly."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        nearest = max(replicas, round(batch_size / replicas) * replicas)
+        raise UserInputError(
+            f"Global batch size {batch_size} does not divide evenly among {replicas} replicas; "
+            f"use --batch-size {nearest} (a multiple of {replicas})."
+        )
+
+
+def set_precision(policy):
+    """Sets the Keras mixed-precision policy for models built from now on; returns the previous one's name.
+
+    Layers read the global policy when they are built, so the model keeps it
+    (and saves it in its config) after the policy is restored. The output
+    layers are float32 whatever the policy, and Keras' `compile` wraps the
+    optimizer in a `LossScaleOptimizer` for `mixed_float16` (whose gradients
+    would otherwise underflow); bfloat16 has float32's range and needs none.
+    """
+    if policy not in PRECISIONS:
+        raise UserInputError(f"Unknown precision {policy!r}; choose one of {', '.join(PRECISIONS)}.")
+    if policy == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        print(
+            "tfllm: warning: mixed_float16 without a GPU: CPUs have no fast float16 math, so this trains "
+            "slower than float32; use --precision mixed_bfloat16 on CPUs and TPUs.",
+            file=sys.stderr,
+        )
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    return previous
+
+
+@contextlib.contextmanager
+def precision_scope(policy):
+    """Builds models under `policy` and restores the previous global policy afterwards."""
+    previous = set_precision(policy or "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def adapt_model_to_strategy(model, strategy):
+    """Works around two Keras 3 bugs in `fit`/`evaluate` under tf.distribute (keras-team/keras#20585).
+
+    1. Before its first step Keras peeks at one batch to build the model and
+       averages it over replicas with `strategy.reduce`, which fails under
+       `MultiWorkerMirroredStrategy`, and under `MirroredStrategy` when the
+       batch does not split evenly (a validation set smaller than one batch).
+       The batch only supplies shapes and dtypes, so this replica's own batch
+       is used instead.
+    2. Under `MultiWorkerMirroredStrategy` its step functions average the
+       logged values over workers with `strategy.reduce("MEAN", v, axis=0)`,
+       which fails on scalars; the steps here return them with a leading axis
+       of 1, which that reduce removes.
+    Single-device strategies are left alone.
+    """
+    if strategy.num_replicas_in_sync == 1 and not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
+    keras_build = model._maybe_symbolic_build
+
+    def build_from_local_batch(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(it))
+                break
+        return keras_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = build_from_local_batch
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        keras_train_step, keras_test_step = model.train_step, model.test_step
+
+        def with_axis(logs):
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+        model.train_step = lambda data: with_axis(keras_train_step(data))
+        model.test_step = lambda data: with_axis(keras_test_step(data))
+    return model

@@ -1,0 +1,254 @@
+"""tf.distribute strategies, mixed precision and their bad-input errors, on this CPU.
+
+Strategies that need several devices run in subprocesses: the CPU is split into
+logical devices, or a cluster is formed, before TensorFlow initialises, which
+cannot be undone inside the pytest process.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tfllm.config import TrainConfig
+from tfllm.errors import UserInputError
+from tfllm.training import common
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+# Trains a tiny classifier with `--strategy mirrored` over N logical CPU devices
+# and saves the final weights. (The causal LM is left out: with two replicas its
+# tied embedding's sparse gradient fails TensorFlow's all-reduce here, a shape
+# mismatch between replicas; see docs/distributed.md.)
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import tensorflow as tf
+
+    devices, out = int(sys.argv[1]), sys.argv[2]
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    import keras
+    import numpy as np
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    common = dict(preset="tiny", strategy="mirrored", batch_size=16)
+    train_classifier(TrainConfig(data="rotten_tomatoes", max_rows=200, run_dir=out + "/cls", **common), verbose=0)
+    for task in ("cls",):
+        model = keras.models.load_model(f"{out}/{task}/model.keras")
+        np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights])
+    """
+)
+
+# One worker of a two-worker `--strategy multi_worker` classifier run.
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=120, run_dir=sys.argv[1],
+                         strategy="multi_worker", epochs=int(sys.argv[2]))
+    metrics = train_classifier(config, verbose=0)
+    print("EPOCHS_RUN", metrics["epochs_run"])
+    """
+)
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def stop(process):
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
+    """Same seed and global batch: two replicas end with the weights of one device.
+
+    The baseline is `--strategy mirrored` over the one CPU device: Keras reads
+    one batch ahead under any strategy (to build the model), which shifts the
+    shuffled order by one reshuffle relative to no strategy at all.
+    """
+    for devices in (1, 2):
+        result = subprocess.run(
+            [sys.executable, "-c", MIRRORED_SCRIPT, str(devices), str(tmp_path / f"d{devices}")],
+            capture_output=True, text=True, timeout=300, env=ENV,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    for task in ("cls",):
+        one, two = np.load(tmp_path / f"d1/{task}.npz"), np.load(tmp_path / f"d2/{task}.npz")
+        assert len(one) == len(two) > 0
+        for key in one:
+            # Summing gradients of two half batches differs from one full batch only by rounding.
+            np.testing.assert_allclose(two[key], one[key], atol=2e-4, rtol=1e-3, err_msg=f"{task} {key}")
+
+
+@pytest.mark.slow
+def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
+    run_dir = tmp_path / "run"
+    epochs = 12
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    def start(index):
+        temp_dir = tmp_path / f"tmp{index}-{time.monotonic_ns()}"  # a killed worker cannot clean its own up
+        temp_dir.mkdir()
+        temp_dirs[index] = temp_dir
+        env = dict(ENV, TMPDIR=str(temp_dir),
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(run_dir), str(epochs)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    temp_dirs = {}
+    workers = [start(0), start(1)]
+    try:
+        # Wait for the chief's first end-of-epoch backup, then kill worker 1.
+        metadata = run_dir / "backup" / "training_metadata.json"
+        deadline = time.monotonic() + 150
+        while not metadata.exists():
+            assert time.monotonic() < deadline, "no backup written in time"
+            assert all(w.poll() is None for w in workers), [w.communicate()[0][-3000:] for w in workers]
+            time.sleep(0.2)
+        workers[1].send_signal(signal.SIGKILL)
+        workers[1].wait(timeout=30)
+        # A cluster does not survive losing a worker: the chief fails or waits
+        # on the lost peer, and the job restarts every worker.
+        try:
+            workers[0].wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            stop(workers[0])
+        assert not (run_dir / "model.keras").exists()
+        assert metadata.exists(), "the failed run must keep its backup"
+
+        workers = [start(0), start(1)]
+        outputs = [w.communicate(timeout=240)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], [o[-3000:] for o in outputs]
+    finally:
+        for w in workers:
+            stop(w)
+
+    assert "Resuming the interrupted run" in outputs[0]
+    epochs_run = [int(o.split("EPOCHS_RUN")[1].split()[0]) for o in outputs]
+    assert epochs_run[0] == epochs_run[1] < epochs  # both restarted from the backup, not from epoch 0
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == epochs_run[0]
+    assert (run_dir / "model.keras").exists() and (run_dir / "logs").is_dir()
+    assert not (run_dir / "backup").exists()
+    assert not list(temp_dirs[1].glob("tfllm-worker*")), "worker 1 left its run folder behind"
+    assert not [p for p in run_dir.rglob("*") if "worker" in p.name]
+
+
+@pytest.mark.slow
+def test_mixed_bfloat16_trains_and_exports_float32(tmp_path):
+    import keras
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the export)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfllm.export.saved_model import export_classifier
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path / "bf16")
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, epochs=3, run_dir=run_dir,
+                         precision="mixed_bfloat16")
+    train_classifier(config, verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
+
+    # The trainer builds under the policy: bfloat16 blocks, a float32 output layer.
+    from tfllm.training.classifier import build_classifier, classifier_preset
+
+    with common.precision_scope(config.precision):
+        built = build_classifier(classifier_preset(config), 50, 2)
+    assert built.get_layer("encoder_block_0").compute_dtype == "bfloat16"
+    assert built.get_layer("probabilities").compute_dtype == "float32"
+    events = EventAccumulator(os.path.join(run_dir, "logs", "train"), size_guidance={"tensors": 0}).Reload()
+    losses = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_loss")]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+    export_dir = export_classifier(run_dir, "bf16", base_dir=str(tmp_path / "savedmodels"))
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    outputs = serve(text=tf.constant(["a wonderful film", "dull"]))
+    assert outputs["probabilities"].dtype == tf.float32 and outputs["probabilities"].shape == (2, 2)
+    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)
+
+
+def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monkeypatch):
+    from tfllm.cli import main
+
+    args = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100", "--run-dir", str(tmp_path / "r")]
+    assert main(args + ["--strategy", "hogwild"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Unknown strategy 'hogwild'" in err and "mirrored" in err and len(err.splitlines()) == 1
+
+    for bad, why in [("{not json", "not valid JSON"), ('{"cluster": {"worker": ["h:1"]}}', '"task"'),
+                     ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "index 3")]:
+        monkeypatch.setenv("TF_CONFIG", bad)
+        assert main(args + ["--strategy", "multi_worker"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("tfllm: error: TF_CONFIG") and why in err and len(err.splitlines()) == 1
+    monkeypatch.delenv("TF_CONFIG")
+    assert main(args + ["--strategy", "multi_worker"]) == 2
+    assert "needs the TF_CONFIG" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_global_batch_not_divisible_by_replicas_exits_2(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tfllm.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100", "--strategy", "mirrored",
+         "--batch-size", "15", "--run-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120, env=ENV,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tfllm: error: Global batch size 15") and "--batch-size 16" in last
+
+
+@pytest.mark.skipif(bool(__import__("tensorflow").config.list_physical_devices("GPU")), reason="warns only without a GPU")
+def test_mixed_float16_without_gpu_warns_and_scales_loss(capsys):
+    import keras
+
+    from tfllm.models import TextClassifier
+
+    with common.precision_scope("mixed_float16"):
+        model = TextClassifier(vocabulary_size=50, num_classes=2, sequence_length=8, hidden_dim=8, num_layers=1,
+                               num_heads=2, intermediate_dim=8)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    err = capsys.readouterr().err
+    assert "tfllm: warning: mixed_float16 without a GPU" in err and "mixed_bfloat16" in err
+    # Keras 3 wraps the optimizer in a LossScaleOptimizer for a mixed_float16 model.
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    with pytest.raises(UserInputError, match="Unknown precision"):
+        common.set_precision("float8")
+
+
+def test_read_tf_config_accepts_a_valid_cluster():
+    value = {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}
+    assert common.read_tf_config({"TF_CONFIG": json.dumps(value)}) == value
+    assert common.read_tf_config({}) is None
