@@ -20,11 +20,12 @@ from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common, reporting
 from tfllm.training.pretraining import pretrain_masked_lm
 
-MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout")
+MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout", "bigram_buckets")
 
 
 def classifier_preset(config):
-    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate)
+    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                 jit_compile=config.jit_compile)
     overrides = dict(config.overrides)
     overrides.update({k: v for k, v in flags.items() if v is not None})
     return resolve_preset("classify", config.preset, overrides)
@@ -50,7 +51,9 @@ def build_classifier(preset, vocabulary_size, num_classes):
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing, name="categorical_crossentropy")
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    # None keeps Keras' "auto": XLA on GPUs, not on CPUs or under tf.distribute.
+    jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     return model
 
 
@@ -79,7 +82,10 @@ def load_run(run_dir):
 
 def train_classifier(config, verbose="auto"):
     """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict."""
+    # First: a multi-worker strategy must exist before any other TensorFlow op runs.
+    strategy = common.get_strategy(config.strategy)
     preset = classifier_preset(config)
+    common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     data = load_classification_data(
         config.data,
@@ -91,8 +97,8 @@ def train_classifier(config, verbose="auto"):
         max_rows=config.max_rows,
     )
     keras.utils.set_random_seed(config.seed)
-    resume = common.prepare_run_dir(config.run_dir)
-    run_dir = config.run_dir
+    run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
+    resume = common.prepare_run_dir(run_dir)
     try:
         if resume:
             print(f"Resuming the interrupted run in {run_dir}")
@@ -110,8 +116,9 @@ def train_classifier(config, verbose="auto"):
             data.train, tokenizer, data.num_classes, preset["batch_size"], shuffle=True, seed=config.seed
         )
         val_ds = data_lib.classification_dataset(data.val, tokenizer, data.num_classes, preset["batch_size"])
-        with common.get_strategy(config.strategy).scope():
+        with strategy.scope(), common.precision_scope(config.precision):
             model = build_classifier(preset, tokenizer.vocabulary_size(), data.num_classes)
+            common.adapt_model_to_strategy(model, strategy)
             if preset.get("pretrain_epochs") and not resume:
                 print(f"Masked-LM pretraining of the encoder on the {len(data.train)} training texts")
                 pretrain_masked_lm(
@@ -123,7 +130,12 @@ def train_classifier(config, verbose="auto"):
                     seed=config.seed,
                     verbose=verbose,
                 )
-        callbacks = common.make_callbacks(run_dir, early_stopping_patience=2 if preset.get("early_stopping") else None)
+        callbacks = common.make_callbacks(
+            run_dir,
+            early_stopping_patience=2 if preset.get("early_stopping") else None,
+            write_logs=common.is_chief(strategy),
+            backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
+        )
         start = time.perf_counter()
         history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], callbacks=callbacks, verbose=verbose)
         train_seconds = time.perf_counter() - start
@@ -143,11 +155,14 @@ def train_classifier(config, verbose="auto"):
         common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
         reporting.write_run_report(run_dir, model, tokenizer, preset, history.history, metrics)
         shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
+        common.cleanup_worker_dir(run_dir, config.run_dir)
         return metrics
     except KeyboardInterrupt:
         print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, common.BACKUP)}.")
         raise
     except Exception:
-        if not resume:  # a fresh run that failed leaves nothing behind
+        # A fresh run that failed leaves nothing behind, unless it got far enough
+        # to back up (a lost worker, a crash): then running it again resumes.
+        if not resume and not os.path.isdir(os.path.join(run_dir, common.BACKUP)):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
