@@ -91,7 +91,10 @@ _NANOGPT_CPU = {
     # continue cached (None = re-encode 63 per token, nanoGPT-exact, ~5x slower).
     "window_keep": 48,
     "jit_compile": True,  # XLA train step: 26.0 vs 32.8 ms/step on a quiet machine (NOTES.md)
-    "steps_per_execution": 1,
+    # 8 train steps per call into TensorFlow: 20.8 vs 22.4 ms/step on a quiet
+    # machine (benchmarks/bench_generation.py --steps 400), same loss; thread
+    # settings (TF_NUM_INTEROP_THREADS=1 etc.) made no difference.
+    "steps_per_execution": 8,
 }
 CAUSAL_LM_PRESETS = {
     "nanogpt-cpu": _NANOGPT_CPU,
@@ -113,6 +116,7 @@ CAUSAL_LM_PRESETS = {
         eval_interval=20,
         eval_windows=32,
         window_keep=None,
+        steps_per_execution=4,  # exercises the multi-step path; divides eval_interval
     ),
 }
 

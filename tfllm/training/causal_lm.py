@@ -180,12 +180,14 @@ def train_causal_lm(config, verbose="auto"):
         data_lm.check_length(train_ids, seq, "training")
         data_lm.check_length(val_ids, seq, "validation")
 
-        with strategy.scope(), common.precision_scope(config.precision):
-            model = build_causal_lm(preset, tokenizer.vocabulary_size())
-            common.adapt_model_to_strategy(model, strategy)
         interval = min(preset["eval_interval"], preset["steps"])
         epochs = max(1, round(preset["steps"] / interval))
         steps_per_epoch = preset["steps"] // epochs
+        # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
+        preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch)
+        with strategy.scope(), common.precision_scope(config.precision):
+            model = build_causal_lm(preset, tokenizer.vocabulary_size())
+            common.adapt_model_to_strategy(model, strategy)
         train_ds = data_lm.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed)
         val_ds = data_lm.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
 
@@ -214,9 +216,10 @@ def train_causal_lm(config, verbose="auto"):
                 "bits_per_character": round(val_loss * len(val_ids) / len(val_text) / LN2, 4),
                 "num_tokens": int(len(val_ids)),
             },
+            # Too few steps to time (a tiny run) gives None rather than NaN.
             "speed": {
-                "ms_per_step": round(step_seconds * 1000, 2),
-                "tokens_per_second": round(tokens_per_step / step_seconds),
+                "ms_per_step": round(step_seconds * 1000, 2) if np.isfinite(step_seconds) else None,
+                "tokens_per_second": round(tokens_per_step / step_seconds) if np.isfinite(step_seconds) else None,
             },
             "steps": epochs * steps_per_epoch,
             "vocabulary_size": tokenizer.vocabulary_size(),
