@@ -54,6 +54,8 @@ CLASSIFIER_PRESETS = {
         "num_heads": 2,
         "intermediate_dim": 16,
         "dropout": 0.0,
+        "embedding_dropout": 0.1,
+        "bigram_buckets": 64,  # so tests exercise every layer of the default recipe
         "learning_rate": 3e-3,
         "weight_decay": 0.0,
         "batch_size": 16,

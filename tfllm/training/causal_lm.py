@@ -13,7 +13,6 @@ and a text sample is written to TensorBoard.
 
 import math
 import os
-import shutil
 import time
 
 import keras
@@ -26,7 +25,7 @@ from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM
 from tfllm.models.presets import resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from tfllm.training import common, reporting
+from tfllm.training import common
 
 SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
 LN2 = math.log(2.0)
@@ -161,7 +160,7 @@ def train_causal_lm(config, verbose="auto"):
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume = common.prepare_run_dir(run_dir)
-    try:
+    with common.guarded_run(run_dir, resume):
         if resume:
             print(f"Resuming the interrupted run in {run_dir}")
             tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
@@ -224,21 +223,8 @@ def train_causal_lm(config, verbose="auto"):
             "steps": epochs * steps_per_epoch,
             "vocabulary_size": tokenizer.vocabulary_size(),
         }
-        common.save_model_atomically(model, os.path.join(run_dir, "model.keras"))
-        common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-        reporting.write_run_report(run_dir, model, tokenizer, preset, history.history, metrics)
-        shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
-        common.cleanup_worker_dir(run_dir, config.run_dir)
+        common.finish_run(run_dir, config.run_dir, model, tokenizer, preset, history.history, metrics)
         if verbose:
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
                   f"{metrics['speed']['tokens_per_second']} tokens/s  -> {run_dir}")
         return run_dir
-    except KeyboardInterrupt:
-        print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, common.BACKUP)}.")
-        raise
-    except Exception:
-        # A fresh run that failed leaves nothing behind, unless it got far enough
-        # to back up (a lost worker, a crash): then running it again resumes.
-        if not resume and not os.path.isdir(os.path.join(run_dir, common.BACKUP)):
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise

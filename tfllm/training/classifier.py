@@ -6,7 +6,6 @@ resolved hyperparameters), `tokenizer/`, `labels.json`, `model.keras`,
 """
 
 import os
-import shutil
 import time
 
 import keras
@@ -17,7 +16,7 @@ from tfllm.datasets import load_classification_data
 from tfllm.evaluation import classification_report
 from tfllm.models import TextClassifier, resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from tfllm.training import common, reporting
+from tfllm.training import common
 from tfllm.training.pretraining import pretrain_masked_lm
 
 MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout", "bigram_buckets")
@@ -99,7 +98,7 @@ def train_classifier(config, verbose="auto"):
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume = common.prepare_run_dir(run_dir)
-    try:
+    with common.guarded_run(run_dir, resume):
         if resume:
             print(f"Resuming the interrupted run in {run_dir}")
             tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
@@ -151,18 +150,5 @@ def train_classifier(config, verbose="auto"):
             "epochs_run": len(history.history.get("loss", [])),
             "num_train_examples": len(data.train),
         }
-        common.save_model_atomically(model, os.path.join(run_dir, "model.keras"))
-        common.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-        reporting.write_run_report(run_dir, model, tokenizer, preset, history.history, metrics)
-        shutil.rmtree(os.path.join(run_dir, common.BACKUP), ignore_errors=True)
-        common.cleanup_worker_dir(run_dir, config.run_dir)
+        common.finish_run(run_dir, config.run_dir, model, tokenizer, preset, history.history, metrics)
         return metrics
-    except KeyboardInterrupt:
-        print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, common.BACKUP)}.")
-        raise
-    except Exception:
-        # A fresh run that failed leaves nothing behind, unless it got far enough
-        # to back up (a lost worker, a crash): then running it again resumes.
-        if not resume and not os.path.isdir(os.path.join(run_dir, common.BACKUP)):
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise

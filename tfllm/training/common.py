@@ -53,6 +53,35 @@ def save_model_atomically(model, path):
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def guarded_run(run_dir, resume):
+    """Wraps a run's training so an interruption can resume and a failure leaves nothing.
+
+    A fresh run that fails is removed, unless it got far enough to back up (a
+    lost worker, a crash): then running the same command again resumes.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
+        raise
+    except Exception:
+        if not resume and not os.path.isdir(os.path.join(run_dir, BACKUP)):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def finish_run(run_dir, final_run_dir, model, tokenizer, preset, history, metrics):
+    """Writes a finished run's model, metrics and reports, then drops its resume state."""
+    from tfllm.training import reporting
+
+    save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+    write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    reporting.write_run_report(run_dir, model, tokenizer, preset, history, metrics)
+    shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
+    cleanup_worker_dir(run_dir, final_run_dir)
+
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the optimizer's current learning rate to the epoch logs (so TensorBoard plots it)."""
 
@@ -166,8 +195,19 @@ def get_strategy(name="auto"):
             return tf.distribute.MirroredStrategy()
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # CPU replicas sum gradients through one device, not TensorFlow's default
+        # (RING collectives): inside Keras' multi-step loop (`steps_per_execution`
+        # > 1, as the causal LM presets use) the collective all-reduce fails with
+        # "You must feed a value for placeholder tensor 'while/cond/Placeholder'",
+        # for any model (a plain Dense one too, measured with TF 2.21 / Keras 3.15);
+        # with ReductionToOneDevice the two-replica run matches one device.
+        cpus = tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(
+            [d.name for d in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     if name == "multi_worker":
         if read_tf_config() is None:
             raise UserInputError(
