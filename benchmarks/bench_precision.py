@@ -23,7 +23,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tfllm import data_lm  # noqa: E402
+from tfllm import data as data_lib  # noqa: E402
 from tfllm.models import resolve_preset  # noqa: E402
 from tfllm.training import common  # noqa: E402
 from tfllm.training.causal_lm import build_causal_lm  # noqa: E402
@@ -39,7 +39,7 @@ def synthetic_dataset(task, batch_size, sequence_length, vocabulary_size):
         y = rng.integers(0, 2, (len(x), 1)).astype("float32")
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         return ds.batch(batch_size, drop_remainder=True).cache().repeat().prefetch(tf.data.AUTOTUNE)
-    return data_lm.random_window_dataset(rng.integers(1, vocabulary_size, 100_000), sequence_length, batch_size, seed=0)
+    return data_lib.random_window_dataset(rng.integers(1, vocabulary_size, 100_000), sequence_length, batch_size, seed=0)
 
 
 def measure(task, precision, jit_compile, batch_size, steps, warmup):

@@ -359,7 +359,7 @@ GENERATION = [
         import matplotlib.pyplot as plt
         import numpy as np
 
-        from tfllm import data_lm, resolve_preset, train_tokenizer
+        from tfllm import data as data_lib, resolve_preset, train_tokenizer
         from tfllm.datasets.text import load_text_corpus
         from tfllm.generation import SAMPLERS, Generator
         from tfllm.training import reporting
@@ -417,10 +417,10 @@ GENERATION = [
         consecutive windows.
     """),
     code("""
-        train_ids = data_lm.tokenize_corpus(tokenizer, train_text)
-        val_ids = data_lm.tokenize_corpus(tokenizer, val_text)
-        train_ds = data_lm.random_window_dataset(train_ids, SEQUENCE_LENGTH, BATCH_SIZE, seed=1337)
-        val_ds = data_lm.sequential_window_dataset(val_ids, SEQUENCE_LENGTH, BATCH_SIZE, max_windows=preset["eval_windows"])
+        train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
+        val_ids = data_lib.tokenize_corpus(tokenizer, val_text)
+        train_ds = data_lib.random_window_dataset(train_ids, SEQUENCE_LENGTH, BATCH_SIZE, seed=1337)
+        val_ds = data_lib.sequential_window_dataset(val_ids, SEQUENCE_LENGTH, BATCH_SIZE, max_windows=preset["eval_windows"])
         inputs, targets = next(iter(train_ds))
         print("inputs: ", inputs["token_ids"][0, :12].numpy())
         print("targets:", targets[0, :12].numpy())

@@ -12,7 +12,7 @@ import tensorflow as tf
 from lm_utils import tiny_generator, tiny_lm, write_run_dir
 
 from conftest import assert_keras_roundtrip
-from tfllm import data_lm
+from tfllm import data as data_lib
 from tfllm.config import TrainConfig
 from tfllm.datasets.text import load_text_corpus
 from tfllm.errors import UserInputError
@@ -155,13 +155,13 @@ def test_load_text_corpus_bad_files(tmp_path, content, match):
 
 def test_random_windows_are_next_token_pairs():
     ids = np.arange(100, dtype="int32")
-    x, y = next(iter(data_lm.random_window_dataset(ids, 8, 4, seed=1)))
+    x, y = next(iter(data_lib.random_window_dataset(ids, 8, 4, seed=1)))
     x, y = x["token_ids"].numpy(), y.numpy()
     assert x.shape == y.shape == (4, 8)
     np.testing.assert_array_equal(y, x + 1)
     np.testing.assert_array_equal(x[:, 1:], x[:, :-1] + 1)
     with pytest.raises(UserInputError, match="shorter than one training window"):
-        data_lm.random_window_dataset(ids[:5], 8, 4)
+        data_lib.random_window_dataset(ids[:5], 8, 4)
 
 
 def test_training_loss_falls():
@@ -172,11 +172,11 @@ def test_training_loss_falls():
     from tfllm.tokenizers import train_tokenizer
 
     tokenizer = train_tokenizer([train[:5000]], "char", 50, lowercase=False)
-    ids = data_lm.tokenize_corpus(tokenizer, train[:5000])
+    ids = data_lib.tokenize_corpus(tokenizer, train[:5000])
     preset = resolve_preset("generate", "tiny", {"jit_compile": False, "steps": 40})
     keras.utils.set_random_seed(0)
     model = build_causal_lm(preset, tokenizer.vocabulary_size())
-    ds = data_lm.random_window_dataset(ids, preset["sequence_length"], preset["batch_size"], seed=0)
+    ds = data_lib.random_window_dataset(ids, preset["sequence_length"], preset["batch_size"], seed=0)
     history = model.fit(ds, steps_per_epoch=20, epochs=2, verbose=0)
     before = math.log(tokenizer.vocabulary_size())
     assert history.history["loss"][0] < before + 0.2

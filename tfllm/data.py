@@ -1,6 +1,17 @@
-"""Strings -> batched `tf.data` pipelines, one function per task."""
+"""Strings -> batched `tf.data` pipelines, one function per task.
 
+Classification: texts are tokenized once and cached, then shuffled and batched.
+Causal language models: the corpus is tokenized once into one int32 array;
+training batches are random windows of `sequence_length + 1` tokens cut out of
+it inside `tf.data` (nanoGPT's `get_batch`), so the input pipeline costs a
+gather per step.
+"""
+
+import numpy as np
 import tensorflow as tf
+
+from tfllm.errors import UserInputError
+from tfllm.tokenizers import CharacterTokenizer
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -35,3 +46,59 @@ def classification_dataset(split, tokenizer, num_classes, batch_size, shuffle=Fa
 def text_batches(texts, tokenizer, batch_size=256):
     """Token id batches for prediction (no labels)."""
     return tf.data.Dataset.from_tensor_slices(list(texts)).batch(batch_size).map(tokenizer, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+def tokenize_corpus(tokenizer, text):
+    """All of `text` as one int32 numpy array of token ids."""
+    if isinstance(tokenizer, CharacterTokenizer):
+        ids = tokenizer.tokenize(tf.constant([text]))
+        return ids.flat_values.numpy().astype("int32")
+    # Subword tokenizers split on whitespace and lose newlines anyway; feed them
+    # line batches through TF ops (the eager path is pure Python and slow).
+    lines = [line for line in text.split("\n") if line.strip()]
+    ds = tf.data.Dataset.from_tensor_slices(lines).batch(4096).map(tokenizer, num_parallel_calls=AUTOTUNE)
+    parts = [batch.flat_values.numpy() if isinstance(batch, tf.RaggedTensor) else batch.numpy().ravel() for batch in ds]
+    return np.concatenate(parts).astype("int32") if parts else np.zeros([0], "int32")
+
+
+def check_length(ids, sequence_length, what):
+    if len(ids) < sequence_length + 2:
+        raise UserInputError(
+            f"The {what} text is {len(ids)} tokens long, shorter than one training window "
+            f"({sequence_length + 1} tokens). Use more text or a preset with a smaller sequence_length."
+        )
+
+
+def _split(windows):
+    return (
+        {"token_ids": windows[:, :-1], "padding_mask": tf.ones_like(windows[:, :-1])},
+        windows[:, 1:],
+    )
+
+
+def random_window_dataset(ids, sequence_length, batch_size, seed=None):
+    """Endless `(inputs, next_token_ids)` batches of random windows, as nanoGPT samples them."""
+    check_length(ids, sequence_length, "training")
+    data = tf.constant(ids, tf.int32)
+    num_starts = len(ids) - sequence_length - 1
+    offsets = tf.range(sequence_length + 1, dtype=tf.int64)
+
+    def windows(random):
+        starts = tf.math.floormod(random, num_starts)
+        return _split(tf.gather(data, starts[:, None] + offsets[None, :]))
+
+    ds = tf.data.Dataset.random(seed=seed).batch(batch_size, drop_remainder=True)
+    return ds.map(windows, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def sequential_window_dataset(ids, sequence_length, batch_size, max_windows=None):
+    """Consecutive non-overlapping windows covering `ids` (or `max_windows` spread over it).
+
+    Averaging the loss over these gives the validation loss of the whole text,
+    with every position in the window weighted as in training.
+    """
+    check_length(ids, sequence_length, "validation")
+    starts = np.arange(0, len(ids) - sequence_length - 1, sequence_length)
+    if max_windows and len(starts) > max_windows:
+        starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
+    windows = ids[starts[:, None] + np.arange(sequence_length + 1)[None, :]]
+    return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split).prefetch(AUTOTUNE)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfllm import data_lm
+from tfllm import data as data_lib
 from tfllm.datasets.text import load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM
@@ -137,7 +137,7 @@ class TextSamples(keras.callbacks.Callback):
 
 def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
     """Mean next-token loss over consecutive windows covering `ids`."""
-    ds = data_lm.sequential_window_dataset(ids, sequence_length, batch_size, max_windows=max_windows)
+    ds = data_lib.sequential_window_dataset(ids, sequence_length, batch_size, max_windows=max_windows)
     return float(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
 
 
@@ -174,10 +174,10 @@ def train_causal_lm(config, verbose="auto"):
             config.to_json(os.path.join(run_dir, "config.json"))
 
         seq = preset["sequence_length"]
-        train_ids = data_lm.tokenize_corpus(tokenizer, train_text)
-        val_ids = data_lm.tokenize_corpus(tokenizer, val_text)
-        data_lm.check_length(train_ids, seq, "training")
-        data_lm.check_length(val_ids, seq, "validation")
+        train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
+        val_ids = data_lib.tokenize_corpus(tokenizer, val_text)
+        data_lib.check_length(train_ids, seq, "training")
+        data_lib.check_length(val_ids, seq, "validation")
 
         interval = min(preset["eval_interval"], preset["steps"])
         epochs = max(1, round(preset["steps"] / interval))
@@ -187,8 +187,8 @@ def train_causal_lm(config, verbose="auto"):
         with strategy.scope(), common.precision_scope(config.precision):
             model = build_causal_lm(preset, tokenizer.vocabulary_size())
             common.adapt_model_to_strategy(model, strategy)
-        train_ds = data_lm.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed)
-        val_ds = data_lm.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
+        train_ds = data_lib.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed)
+        val_ds = data_lib.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
 
         timer = StepTimer()
         prompt = val_text[: max(1, seq // 4)]
