@@ -60,6 +60,17 @@ def test_cached_greedy_equals_recompute(window_keep, jit_compile):
         assert out["token_ids"][row].tolist() == expected
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_generation_shorter_than_the_window(jit_compile):
+    """Prompt + new tokens inside one window: no sliding (XLA once rejected the unused branch)."""
+    model = tiny_lm()
+    model.compile(sampler="greedy", jit_compile=jit_compile)
+    buffer = np.zeros((1, 5), "int32")
+    buffer[0, :2] = [5, 6]
+    out = model.generate({"token_ids": buffer, "padding_mask": (buffer > 0).astype("int32")}, stop_token_ids=None)
+    assert out["token_ids"][0].tolist() == _recompute_greedy(model, [5, 6], 3)
+
+
 def test_keras_round_trip(tmp_path):
     model = tiny_lm(window_keep=5)
     reloaded = assert_keras_roundtrip(model, _inputs([[4, 5, 6, 7, 8, 9]]), str(tmp_path / "lm.keras"))

@@ -271,6 +271,10 @@ class CausalLM(keras_hub.models.CausalLM):
         # the cache structure, one copy per row, so that KerasHub's beam
         # sampler can repeat and gather it like the cache itself.
         offset = ops.zeros_like(row_lengths)
+        # Prompt + new tokens within one window never slide; leaving the branch
+        # out also keeps XLA from rejecting its `keep`-long slice of a shorter buffer.
+        max_length = token_ids.shape[1]
+        may_slide = max_length is None or max_length > window
 
         def next(prompt, cache, index):
             kv, offset = cache
@@ -283,7 +287,8 @@ class CausalLM(keras_hub.models.CausalLM):
                 _, fresh = self._encode(context, cache_length)
                 return fresh, ops.zeros_like(offset) + start
 
-            kv, offset = ops.cond(i - offset[0] >= cache_length, slide, lambda: (kv, offset))
+            if may_slide:
+                kv, offset = ops.cond(i - offset[0] >= cache_length, slide, lambda: (kv, offset))
             token = ops.slice(prompt, [0, i], [batch_size, 1])
             logits, hidden, kv = self.call_with_cache(token, kv, i - offset[0])
             return ops.squeeze(logits, axis=1), ops.squeeze(hidden, axis=1), (kv, offset)

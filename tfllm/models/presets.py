@@ -93,10 +93,11 @@ _NANOGPT_CPU = {
     # continue cached (None = re-encode 63 per token, nanoGPT-exact, ~5x slower).
     "window_keep": 48,
     "jit_compile": True,  # XLA train step: 26.0 vs 32.8 ms/step on a quiet machine (NOTES.md)
-    # 8 train steps per call into TensorFlow: 20.8 vs 22.4 ms/step on a quiet
-    # machine (benchmarks/bench_generation.py --steps 400), same loss; thread
-    # settings (TF_NUM_INTEROP_THREADS=1 etc.) made no difference.
-    "steps_per_execution": 8,
+    # Several train steps per call into TensorFlow: 20.8 vs 22.4 ms/step with 8
+    # on a quiet machine (benchmarks/bench_generation.py --steps 400), same loss;
+    # 10 divides eval_interval, as Keras needs. Thread settings
+    # (TF_NUM_INTEROP_THREADS=1 etc.) made no difference.
+    "steps_per_execution": 10,
 }
 CAUSAL_LM_PRESETS = {
     "nanogpt-cpu": _NANOGPT_CPU,

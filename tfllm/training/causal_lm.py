@@ -32,20 +32,24 @@ LN2 = math.log(2.0)
 
 
 def causal_lm_preset(config):
+    flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
+                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
     overrides = dict(config.overrides)
-    overrides.update(
-        tokenizer=config.tokenizer,
-        steps=config.steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        jit_compile=config.jit_compile,
-    )
+    overrides.update({k: v for k, v in flags.items() if v is not None})  # unset flags keep overrides
     preset = resolve_preset("generate", config.preset, overrides)
     if config.epochs is not None:  # --epochs N means N evaluation intervals
         preset["steps"] = config.epochs * preset["eval_interval"]
     if preset["steps"] < 1:
         raise UserInputError(f"--steps must be at least 1, got {preset['steps']}.")
+    # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
+    preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch(preset))
     return preset
+
+
+def steps_per_epoch(preset):
+    """Training steps between evaluations (a Keras epoch); `steps` is rounded to a multiple."""
+    epochs = max(1, round(preset["steps"] / min(preset["eval_interval"], preset["steps"])))
+    return preset["steps"] // epochs
 
 
 def learning_rate_schedule(preset):
@@ -179,11 +183,8 @@ def train_causal_lm(config, verbose="auto"):
         data_lib.check_length(train_ids, seq, "training")
         data_lib.check_length(val_ids, seq, "validation")
 
-        interval = min(preset["eval_interval"], preset["steps"])
-        epochs = max(1, round(preset["steps"] / interval))
-        steps_per_epoch = preset["steps"] // epochs
-        # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
-        preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch)
+        epoch_steps = steps_per_epoch(preset)
+        epochs = preset["steps"] // epoch_steps
         with strategy.scope(), common.precision_scope(config.precision):
             model = build_causal_lm(preset, tokenizer.vocabulary_size())
             common.adapt_model_to_strategy(model, strategy)
@@ -200,7 +201,7 @@ def train_causal_lm(config, verbose="auto"):
             write_logs=common.is_chief(strategy),
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
-        history = model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=val_ds,
+        history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
                             callbacks=callbacks, verbose=verbose)
 
         val_loss = evaluate_loss(model, val_ids, seq)
@@ -220,7 +221,7 @@ def train_causal_lm(config, verbose="auto"):
                 "ms_per_step": round(step_seconds * 1000, 2) if np.isfinite(step_seconds) else None,
                 "tokens_per_second": round(tokens_per_step / step_seconds) if np.isfinite(step_seconds) else None,
             },
-            "steps": epochs * steps_per_epoch,
+            "steps": epochs * epoch_steps,
             "vocabulary_size": tokenizer.vocabulary_size(),
         }
         common.finish_run(run_dir, config.run_dir, model, tokenizer, preset, history.history, metrics)
