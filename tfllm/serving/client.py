@@ -12,26 +12,7 @@ import base64
 import http.client
 import threading
 
-try:
-    import orjson
-
-    def _dumps(obj) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - orjson is in the `serving` extra
-    import json
-
-    def _dumps(obj) -> bytes:
-        return json.dumps(obj, default=_default).encode()
-
-    _loads = json.loads
-
-
-def _default(obj):
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return _to_json_values(obj.tolist())
-    raise TypeError(f"cannot send a {type(obj).__name__} as JSON")
+from tfllm.serving.jsonio import dumps as _dumps, loads as _loads, to_json_values as _to_json_values
 
 
 class ServingError(Exception):
@@ -47,17 +28,6 @@ class ServingError(Exception):
         super().__init__(message if status is None else f"[{status}] {message}")
         self.message = message
         self.status = status
-
-
-def _to_json_values(value):
-    # TF Serving's REST API sends binary strings as {"b64": ...}.
-    if isinstance(value, bytes):
-        return {"b64": base64.b64encode(value).decode()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json_values(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_json_values(v) for k, v in value.items()}
-    return value
 
 
 def _from_json_values(value):

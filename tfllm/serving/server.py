@@ -33,35 +33,13 @@ from starlette.exceptions import HTTPException
 
 from tfllm.errors import UserInputError
 from tfllm.serving import models as models_lib
+from tfllm.serving.jsonio import dumps as _dumps, loads as _loads
 
 logger = logging.getLogger("tfllm.serving")
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _MAX_WARMUP_RECORDS = 1000
-
-try:
-    import orjson
-
-    def _dumps(obj) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_to_builtin)
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - orjson is in the `serving` extra
-    import json
-
-    def _dumps(obj) -> bytes:
-        return json.dumps(obj, default=_to_builtin).encode()
-
-    _loads = json.loads
-
-
-def _to_builtin(obj):
-    # orjson refuses non-contiguous arrays (row slices of 2-D outputs).
-    if isinstance(obj, (np.ndarray, np.generic)):
-        return obj.tolist()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
 
 class RequestError(Exception):
     """A request the server refuses; `status` is the HTTP code to answer with."""
