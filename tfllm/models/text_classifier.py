@@ -2,6 +2,58 @@
 
 import keras
 import keras_hub
+import numpy as np
+
+
+def ngram_ids(token_ids, vocabulary_size, bigram_buckets):
+    """Unigram and hashed-bigram ids of `[batch, length]` token ids, and their masks.
+
+    Bigram ids are `(previous * vocabulary_size + id) % bigram_buckets`, integer
+    ops only, so they run the same in the model, in a SavedModel and in TFLite
+    (int32 overflow wraps and the floor-mod keeps ids in range).
+    Returns `(unigrams, unigram_mask, bigrams, bigram_mask)`.
+    """
+    unigram_mask = keras.ops.not_equal(token_ids, 0)
+    previous = keras.ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
+    bigrams = (previous * vocabulary_size + token_ids) % bigram_buckets
+    bigram_mask = keras.ops.logical_and(unigram_mask, keras.ops.not_equal(previous, 0))
+    return token_ids, unigram_mask, bigrams, bigram_mask
+
+
+def wide_ngram_ids(token_ids, vocabulary_size, bigram_buckets):
+    """Ids into the wide path's table (unigrams, then bigram buckets offset by
+    the vocabulary size) and their mask, both `[batch, 2 * length]`."""
+    unigrams, unigram_mask, bigrams, bigram_mask = ngram_ids(token_ids, vocabulary_size, bigram_buckets)
+    ids = keras.ops.concatenate([unigrams, bigrams + vocabulary_size], axis=1)
+    return ids, keras.ops.concatenate([unigram_mask, bigram_mask], axis=1)
+
+
+def _class_ids(labels, num_classes):
+    labels = keras.ops.convert_to_numpy(labels)
+    return (labels[:, 0] > 0.5).astype(int) if num_classes == 2 else labels.argmax(-1)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class LogitBlend(keras.layers.Layer):
+    """`encoder_scale * encoder_logits + wide_scale * wide_logits + bias`.
+
+    Starts as the encoder's logits alone (scales 1 and 0, bias 0).
+    """
+
+    def build(self, encoder_logits_shape, wide_logits_shape):
+        self.encoder_scale = self.add_weight(shape=(), initializer="ones", name="encoder_scale")
+        self.wide_scale = self.add_weight(shape=(), initializer="zeros", name="wide_scale")
+        self.bias = self.add_weight(shape=(encoder_logits_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, encoder_logits, wide_logits):
+        return self.encoder_scale * encoder_logits + self.wide_scale * wide_logits + self.bias
+
+
+def _masked_mean(x, mask):
+    # By hand rather than GlobalAveragePooling1D: an empty text (all padding)
+    # must give a valid average, not 0/0 = NaN.
+    weights = keras.ops.expand_dims(keras.ops.cast(mask, x.dtype), -1)
+    return keras.ops.sum(x * weights, axis=1) / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -30,6 +82,14 @@ class TextClassifier(keras.Model):
             Serving and TFLite alike) is averaged and added to the pooled
             encoder output; word order cues such as "not good" then need
             not be learned by attention from a few thousand examples.
+        wide_bigram_buckets: if set, a "wide" linear path beside the encoder
+            (wide & deep): one weight per class for every unigram id and for
+            each of this many hashed bigram buckets, summed over the text and
+            added to the output logits. It costs one float per bucket and
+            class, so it can afford ~16x more buckets (fewer collisions) than
+            the bigram embeddings. `set_naive_bayes_weights` initialises it from naive-Bayes
+            log-count ratios of the training data (NBSVM, Wang & Manning
+            2012), the strongest bag-of-words prior on short sentiment texts.
 
     Example:
     >>> model = TextClassifier(vocabulary_size=50, num_classes=2, sequence_length=16,
@@ -49,6 +109,7 @@ class TextClassifier(keras.Model):
         dropout=0.1,
         embedding_dropout=0.0,
         bigram_buckets=None,
+        wide_bigram_buckets=None,
         **kwargs,
     ):
         token_ids = keras.Input(shape=(sequence_length,), dtype="int32", name="token_ids")
@@ -63,25 +124,31 @@ class TextClassifier(keras.Model):
             x = keras_hub.layers.TransformerEncoder(
                 intermediate_dim, num_heads, dropout=dropout, name=f"encoder_block_{i}"
             )(x, padding_mask=padding_mask)
-        # Masked mean by hand rather than GlobalAveragePooling1D: an empty text
-        # (all padding) must give a valid average, not 0/0 = NaN.
-        weights = keras.ops.expand_dims(keras.ops.cast(padding_mask, x.dtype), -1)
-        x = keras.ops.sum(x * weights, axis=1) / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
+        x = _masked_mean(x, padding_mask)
+        units = 1 if num_classes == 2 else num_classes
         if bigram_buckets:
-            previous = keras.ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
-            bigrams = (previous * vocabulary_size + token_ids) % bigram_buckets
+            _, _, bigrams, bigram_mask = ngram_ids(token_ids, vocabulary_size, bigram_buckets)
             b = keras.layers.Embedding(bigram_buckets, hidden_dim, name="bigram_embedding")(bigrams)
             if embedding_dropout:
                 b = keras.layers.Dropout(embedding_dropout, noise_shape=(None, sequence_length, 1), name="bigram_dropout")(b)
-            bigram_weights = keras.ops.expand_dims(
-                keras.ops.cast(keras.ops.logical_and(padding_mask, keras.ops.not_equal(previous, 0)), b.dtype), -1
-            )
-            x = x + keras.ops.sum(b * bigram_weights, axis=1) / keras.ops.maximum(keras.ops.sum(bigram_weights, axis=1), 1.0)
+            x = x + _masked_mean(b, bigram_mask)
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        if num_classes == 2:
-            outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probabilities")(x)
+        activation = "sigmoid" if units == 1 else "softmax"
+        if wide_bigram_buckets:
+            # Frozen: its weights are naive-Bayes counts (`fit_wide_path`), and
+            # the blend starts as (1 * encoder + 0 * wide), so `fit` trains the
+            # encoder exactly as without the wide path.
+            ids, masks = wide_ngram_ids(token_ids, vocabulary_size, wide_bigram_buckets)
+            w = keras.layers.Embedding(
+                vocabulary_size + wide_bigram_buckets, units, embeddings_initializer="zeros", trainable=False,
+                name="wide_ngrams",
+            )(ids)
+            wide_logits = keras.ops.sum(w * keras.ops.expand_dims(keras.ops.cast(masks, w.dtype), -1), axis=1)
+            logits = keras.layers.Dense(units, name="logits")(x)
+            logits = LogitBlend(trainable=False, name="blend")(logits, wide_logits)
+            outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(logits)
         else:
-            outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+            outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="probabilities")(x)
         super().__init__(inputs=token_ids, outputs=outputs, **kwargs)
         self.vocabulary_size = vocabulary_size
         self.num_classes = num_classes
@@ -93,6 +160,7 @@ class TextClassifier(keras.Model):
         self.dropout = dropout
         self.embedding_dropout = embedding_dropout
         self.bigram_buckets = bigram_buckets
+        self.wide_bigram_buckets = wide_bigram_buckets
 
     def get_config(self):
         return {
@@ -108,11 +176,54 @@ class TextClassifier(keras.Model):
             "dropout": self.dropout,
             "embedding_dropout": self.embedding_dropout,
             "bigram_buckets": self.bigram_buckets,
+            "wide_bigram_buckets": self.wide_bigram_buckets,
         }
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def fit_wide_path(self, train_data, val_data, smoothing=1.0):
+        """Sets the wide path from `train_data` and blends it in on `val_data`.
+
+        Both yield `(token_ids, labels)` batches as `model.fit` takes them.
+        Call it after `fit`. First the wide weights become naive-Bayes
+        log-count ratios of the training texts (each text counts once per
+        n-gram; n-grams never seen get weight 0). They cannot be blended in by
+        `fit` itself: on the texts they were counted from they look far more
+        certain than on new ones. So the blend (a weight for each logit and a
+        bias per class: stacking, Platt-style) is fitted on the validation
+        split, with the rest of the model fixed.
+        """
+        wide = self.get_layer("wide_ngrams")
+        counts = np.zeros((self.num_classes, wide.input_dim))
+        for token_ids, labels in train_data:
+            ids, mask = wide_ngram_ids(token_ids, self.vocabulary_size, self.wide_bigram_buckets)
+            ids, mask = keras.ops.convert_to_numpy(ids), keras.ops.convert_to_numpy(mask)
+            for row, row_mask, c in zip(ids, mask, _class_ids(labels, self.num_classes)):
+                counts[c, np.unique(row[row_mask])] += 1
+        # Normalised over the n-grams seen in training, not the whole table:
+        # smoothing mass spread over empty hash buckets would drop MNB's
+        # per-feature length term and bias every text towards the larger class.
+        seen = counts.sum(axis=0) > 0
+        log_p = np.log(counts + smoothing) - np.log(counts.sum(axis=1, keepdims=True) + smoothing * seen.sum())
+        log_p -= log_p.mean(axis=0)
+        log_p[:, ~seen] = 0.0
+        wide.set_weights([(log_p[1:] - log_p[:1]).T if self.num_classes == 2 else log_p.T])
+
+        blend = self.get_layer("blend")
+        parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits)
+        features = [keras.ops.convert_to_numpy(t) for t in parts.predict(val_data.map(lambda x, y: x), verbose=0)]
+        labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
+        # A three-parameter (K + 2 for K classes) convex fit: full-batch Adam
+        # converges in a few hundred steps on a thousand rows.
+        inputs = [keras.Input(f.shape[1:]) for f in features]
+        fitted = LogitBlend(name="blend")
+        head = "sigmoid" if self.num_classes == 2 else "softmax"
+        stack = keras.Model(inputs, keras.layers.Activation(head)(fitted(*inputs)))
+        stack.compile(keras.optimizers.Adam(0.05), "binary_crossentropy" if self.num_classes == 2 else "categorical_crossentropy")
+        stack.fit(features, labels, batch_size=len(labels), epochs=300, verbose=0)
+        blend.set_weights(fitted.get_weights())
 
     def probabilities(self, token_ids, training=False):
         """Class probabilities `[batch, num_classes]`, also for the one-sigmoid binary head."""

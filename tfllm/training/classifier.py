@@ -19,7 +19,8 @@ from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
 from tfllm.training.pretraining import pretrain_masked_lm
 
-MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout", "bigram_buckets")
+MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout", "bigram_buckets",
+              "wide_bigram_buckets")
 
 
 def classifier_preset(config):
@@ -142,6 +143,12 @@ def train_classifier(config, verbose="auto"):
         if os.path.exists(best):
             model.load_weights(best)  # the checkpoint of the lowest val loss
             os.remove(best)
+        if preset.get("wide_bigram_buckets"):
+            print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
+            model.fit_wide_path(
+                data_lib.classification_dataset(data.train, tokenizer, data.num_classes, 1024),
+                data_lib.classification_dataset(data.val, tokenizer, data.num_classes, 1024),
+            )
 
         metrics = {
             "val": classification_report(data.val.labels, predict_probabilities(model, tokenizer, data.val.texts), data.label_names),
