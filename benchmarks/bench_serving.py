@@ -9,7 +9,10 @@ generation (32 new tokens), over REST and gRPC with 1 and 16 concurrent
 clients, next to the same signature called in this process. Each cell stops
 after --requests requests or --seconds seconds, whichever comes first.
 Without --model-dir it builds tiny stand-in models (tfllm.serving.fixtures).
-Prints JSON and saves it to benchmarks/results/serving.json.
+--intra-op-threads (default 1, the server's default) applies to the server and
+the in-process calls alike. Also measures the floor of a Python gRPC round
+trip: an empty PredictionService in its own process. Prints JSON and saves it
+to benchmarks/results/serving.json.
 """
 
 import argparse
@@ -103,11 +106,58 @@ def _generation_inputs(signature, prompts, max_new_tokens):
     return inputs
 
 
+# A PredictionService that answers every request with an empty response: the
+# floor of a Python grpcio round trip on this machine, whatever the model.
+_ECHO_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):
+        return predict_pb2.PredictResponse()
+server = grpc.server(futures.ThreadPoolExecutor(16))
+prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+server.wait_for_termination()
+"""
+
+
+def grpc_echo_floor(requests):
+    """p50 of an empty Predict round trip (client stub -> echo server process)."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(port)])
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        request = predict_pb2.PredictRequest()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                stub.Predict(request, timeout=2)
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        return run_cell(lambda: (lambda: stub.Predict(request, timeout=10)), 1, requests, 10.0, 1, warmup=100)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def benchmark(args):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the tokenizer ops
 
     from tfllm.serving import GrpcClient, RestClient
+    from tfllm.serving.server import configure_threads
+
+    # The in-process calls run with the server's thread settings: a like-for-like baseline.
+    configure_threads(args.intra_op_threads)
 
     tmp = None
     model_dir = args.model_dir
@@ -121,7 +171,8 @@ def benchmark(args):
     rest_port, grpc_port = _free_port(), _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tfllm.serving.server", model_dir, "--port", str(rest_port),
-         "--grpc-port", str(grpc_port), "--poll-seconds", "5"],
+         "--grpc-port", str(grpc_port), "--poll-seconds", "5",
+         "--intra-op-threads", str(args.intra_op_threads)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
@@ -130,6 +181,8 @@ def benchmark(args):
         "model_dir": model_dir if args.model_dir else "tiny fixture models (tfllm.serving.fixtures)",
         "description": args.description,
         "bounds": {"requests_per_cell": args.requests, "seconds_per_cell": args.seconds},
+        "intra_op_threads": args.intra_op_threads,
+        "command": " ".join(["benchmarks/bench_serving.py"] + sys.argv[1:]),
         "cells": [],
     }
     try:
@@ -204,6 +257,8 @@ def benchmark(args):
                     and c["batch"] == batch and c["concurrency"] == concurrency
                     and c["task"] == task)
 
+    results["grpc_echo_floor"] = grpc_echo_floor(args.requests)
+    print(json.dumps({"grpc_echo_floor": results["grpc_echo_floor"]}), flush=True)
     results["goals"] = {
         "classification_1_string_p50_ms": {t: find(t)["p50_ms"] for t in ("rest", "grpc")},
         "goal_p50_ms": 5.0,
@@ -225,6 +280,8 @@ def main():
     parser.add_argument("--generate-model", default=None, help="a generator's name")
     parser.add_argument("--generate-signature", default="serving_default")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--intra-op-threads", type=int, default=1,
+                        help="for the server and the in-process baseline alike (0 = TensorFlow's choice)")
     parser.add_argument("--requests", type=int, default=1000, help="per cell, at most")
     parser.add_argument("--seconds", type=float, default=5.0, help="per cell, at most")
     parser.add_argument("--description", default="", help="what the models are, for the record")

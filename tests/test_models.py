@@ -28,6 +28,38 @@ def test_text_classifier_heads_and_round_trip(tmp_path, num_classes, units):
     assert reloaded.num_classes == num_classes
 
 
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_wide_path_is_naive_bayes_from_train_counts_blended_on_val(tmp_path, num_classes):
+    """Each text's label is which marker token (5, 6 or 7) it holds among noise tokens:
+    the untrained encoder cannot tell, the wide path must, after `fit_wide_path`."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        labels = rng.integers(0, num_classes, n)
+        ids = rng.integers(10, 50, (n, 16)).astype("int32")
+        ids[:, 12:] = 0
+        ids[np.arange(n), rng.integers(0, 12, n)] = 5 + labels
+        y = labels[:, None].astype("float32") if num_classes == 2 else np.eye(num_classes, dtype="float32")[labels]
+        return tf.data.Dataset.from_tensor_slices((ids, y)).batch(64), ids, labels
+
+    def accuracy(ids, labels):
+        return float(np.mean(keras.ops.convert_to_numpy(model.probabilities(ids)).argmax(-1) == labels))
+
+    keras.utils.set_random_seed(0)
+    model = TextClassifier(num_classes=num_classes, wide_bigram_buckets=64, **TINY)
+    # Frozen for `fit`: only the encoder trains; the blend starts as the encoder alone.
+    assert not [v.path for v in model.trainable_weights if "wide_ngrams" in v.path or "blend" in v.path]
+    (train, _, _), (val, _, _), (_, test_ids, test_labels) = split(400), split(200), split(200)
+    before = accuracy(test_ids, test_labels)
+    model.fit_wide_path(train, val)
+    after = accuracy(test_ids, test_labels)
+    assert after > 0.95 and after > before + 0.2, (before, after)
+    assert model.get_layer("blend").get_weights()[1] > 0  # the wide logits got weight
+    assert_keras_roundtrip(model, test_ids[:8], tmp_path / "wide.keras")
+
+
 def test_padding_is_masked_and_empty_text_is_finite():
     keras.utils.set_random_seed(0)
     model = TextClassifier(num_classes=2, **TINY)

@@ -416,3 +416,19 @@ def test_serve_refuses_a_missing_folder(tmp_path):
 
     with pytest.raises(UserInputError, match="does not exist"):
         serve(str(tmp_path / "missing"), port=_free_port(), grpc_port=None)
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(6, dtype="float32").reshape(2, 3), np.array([True, False]), np.array([[1], [2]], "int64"),
+    np.array(["héllo", "你好"], object), np.array([b"\xff\x00", b""], object), np.zeros((0, 3), "float32"),
+])
+def test_tensor_protos_match_tensorflow_both_ways(array):
+    import tensorflow as tf
+
+    from tfllm.serving.tensors import from_tensor_proto, to_tensor_proto
+
+    ours = to_tensor_proto(array)
+    expected = tf.make_ndarray(tf.make_tensor_proto(array))
+    np.testing.assert_array_equal(tf.make_ndarray(ours), expected)  # TensorFlow (and TF Serving) read ours
+    np.testing.assert_array_equal(from_tensor_proto(tf.make_tensor_proto(array)), expected)  # we read TensorFlow's
+    assert from_tensor_proto(ours).dtype == expected.dtype

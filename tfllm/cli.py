@@ -132,7 +132,8 @@ def cmd_serve(args):
     from tfllm.serving.server import serve
 
     serve(args.model_base_path, host=args.host, port=args.port, grpc_port=args.grpc_port or None,
-          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file)
+          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file,
+          intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
 
 
 def cmd_models(args):
@@ -148,6 +149,14 @@ def cmd_models(args):
     print(json.dumps(models, indent=2) if args.json else format_models(models))
 
 
+def add_thread_arguments(parser):
+    parser.add_argument("--intra-op-threads", type=int, default=None,
+                        help="threads per TensorFlow op (TF Serving's --tensorflow_intra_op_parallelism); "
+                        "0 = TensorFlow's choice; default 1, fastest for small models")
+    parser.add_argument("--inter-op-threads", type=int, default=0,
+                        help="TF Serving's --tensorflow_inter_op_parallelism; 0 (default) = TensorFlow's choice")
+
+
 def add_serving_parsers(sub):
     p = sub.add_parser("serve", help="serve savedmodels/ with TF Serving's REST and gRPC APIs")
     p.add_argument("model_base_path", nargs="?", default="savedmodels", help="folder of NAME/VERSION/ exports")
@@ -156,6 +165,7 @@ def add_serving_parsers(sub):
     p.add_argument("--grpc-port", type=int, default=8500, help="gRPC port; 0 turns gRPC off")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
     p.add_argument("--model-config-file", default=None, help="TF Serving models.config for version labels/policies")
+    add_thread_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list exported models, versions, signatures and sizes")

@@ -28,7 +28,7 @@ CLASSIFIER_PRESETS = {
     # in the README): a narrow encoder, heavy word dropout and weight decay, and a
     # bag of hashed bigrams beside the encoder; early stopping keeps the best epoch.
     # Then a naive-Bayes wide path (unigrams + 4M hashed bigram buckets, one float
-    # each) is blended in on the val split: +1.5 to +2.3 test points over 4 seeds.
+    # each) is blended in on the val split: test accuracy 0.774 -> 0.784 (mean of 4 seeds).
     "default": {
         "tokenizer": "wordpiece",
         "vocabulary_size": 8000,

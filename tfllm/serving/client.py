@@ -261,6 +261,8 @@ class GrpcClient:
         from tensorflow.core.framework import tensor_pb2
         from tensorflow_serving.apis import predict_pb2
 
+        from tfllm.serving.tensors import to_tensor_proto
+
         if (inputs is None) == (instances is None):
             raise ValueError("Pass exactly one of inputs (columnar) or instances (rows).")
         sig_name = signature_name or "serving_default"
@@ -300,7 +302,7 @@ class GrpcClient:
             else:
                 array = np.asarray(value, dtype=dtype.as_numpy_dtype if dtype else None)
             try:
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
+                request.inputs[name].CopyFrom(to_tensor_proto(array, dtype))
             except (TypeError, ValueError) as e:
                 raise ServingError(f"Input {name!r}: {e}", "INVALID_ARGUMENT") from e
         response = self._call(self._predict.Predict, request)
@@ -350,9 +352,9 @@ class GrpcClient:
 
 
 def _tensor_to_values(name: str, proto):
-    import tensorflow as tf
+    from tfllm.serving.tensors import from_tensor_proto
 
-    array = tf.make_ndarray(proto)
+    array = from_tensor_proto(proto)
     if array.dtype != object:
         return array.tolist()
     # Strings read as text, except *_bytes outputs (TF Serving's REST rule).
