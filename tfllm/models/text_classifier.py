@@ -87,9 +87,10 @@ class TextClassifier(keras.Model):
             each of this many hashed bigram buckets, summed over the text and
             added to the output logits. It costs one float per bucket and
             class, so it can afford ~16x more buckets (fewer collisions) than
-            the bigram embeddings. `set_naive_bayes_weights` initialises it from naive-Bayes
-            log-count ratios of the training data (NBSVM, Wang & Manning
-            2012), the strongest bag-of-words prior on short sentiment texts.
+            the bigram embeddings. `fit` leaves it out (frozen, zero weight);
+            `fit_wide_path` then sets it to naive-Bayes log-count ratios of
+            the training texts (as in NBSVM, Wang & Manning 2012, a strong
+            bag-of-words model of short sentiment texts) and blends it in.
 
     Example:
     >>> model = TextClassifier(vocabulary_size=50, num_classes=2, sequence_length=16,
@@ -186,7 +187,8 @@ class TextClassifier(keras.Model):
     def fit_wide_path(self, train_data, val_data, smoothing=1.0):
         """Sets the wide path from `train_data` and blends it in on `val_data`.
 
-        Both yield `(token_ids, labels)` batches as `model.fit` takes them.
+        Both are `tf.data.Dataset`s of `(token_ids, labels)` batches, as
+        `model.fit` takes them.
         Call it after `fit`. First the wide weights become naive-Bayes
         log-count ratios of the training texts (each text counts once per
         n-gram; n-grams never seen get weight 0). They cannot be blended in by
@@ -215,7 +217,7 @@ class TextClassifier(keras.Model):
         parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits)
         features = [keras.ops.convert_to_numpy(t) for t in parts.predict(val_data.map(lambda x, y: x), verbose=0)]
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
-        # A three-parameter (K + 2 for K classes) convex fit: full-batch Adam
+        # A convex fit of 3 parameters (K + 2 for K classes): full-batch Adam
         # converges in a few hundred steps on a thousand rows.
         inputs = [keras.Input(f.shape[1:]) for f in features]
         fitted = LogitBlend(name="blend")

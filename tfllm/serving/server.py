@@ -776,9 +776,9 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
             `--tensorflow_intra_op_parallelism` (0 = TensorFlow's choice). The
             default (None) is 1, which suits tfllm's small models: splitting their tiny ops
             across cores costs more than it saves, and concurrent requests
-            still use every core. Measured in-process on 2 cores: one string
-            0.34 vs 0.70 ms, 32 strings 1.12 vs 1.56 ms, 32 generated tokens
-            19.7 vs 21.4 ms (1 vs 0).
+            still use every core. In-process on 2 cores, 1 vs 0
+            (benchmarks/results/serving*.json): one string 0.43 vs 0.70 ms,
+            32 strings 1.22 vs 1.53 ms.
         inter_op_threads: TF Serving's `--tensorflow_inter_op_parallelism`
             (0 = TensorFlow's choice).
 
