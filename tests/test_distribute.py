@@ -52,7 +52,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         train_causal_lm(TrainConfig(task="generate", data="shakespeare", max_rows=4000, jit_compile=False, **common),
                         verbose=0)
     model = keras.models.load_model(f"{out}/{task}/model.keras")
-    np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights])
+    np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights],
+             names=np.array([w.path for w in model.weights]))
     """
 )
 
@@ -101,10 +102,14 @@ def assert_mirrored_matches_one_device(tmp_path, task):
         )
         assert result.returncode == 0, result.stderr[-3000:]
     one, two = np.load(tmp_path / f"d1/{task}.npz"), np.load(tmp_path / f"d2/{task}.npz")
-    assert len(one) == len(two) > 0
-    for key in one:
+    names = list(one["names"])
+    assert names == list(two["names"]) and len(names) > 0
+    for i, name in enumerate(names):
         # Summing gradients of two half batches differs from one full batch only by rounding.
-        np.testing.assert_allclose(two[key], one[key], atol=2e-4, rtol=1e-3, err_msg=f"{task} {key}")
+        # The classifier's blend is not trained by `fit` but regressed afterwards on the
+        # validation rows' logits (a dozen rows here), which magnifies that rounding.
+        rtol = 2e-2 if name.startswith("blend/") else 1e-3
+        np.testing.assert_allclose(two[f"arr_{i}"], one[f"arr_{i}"], atol=2e-4, rtol=rtol, err_msg=f"{task} {name}")
 
 
 @pytest.mark.slow

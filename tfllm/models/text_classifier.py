@@ -49,6 +49,46 @@ class LogitBlend(keras.layers.Layer):
         return self.encoder_scale * encoder_logits + self.wide_scale * wide_logits + self.bias
 
 
+def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50):
+    """`LogitBlend` weights by Newton's method: the logistic (sigmoid for one
+    unit, softmax for several) regression of `labels` on the two logits, with a
+    small L2 penalty on the two scales so that separable data still has one
+    optimum. Convex, so it converges in a few steps, to the same weights
+    however the inputs were computed (one device or several)."""
+    d, w, y = (np.asarray(a, "float64") for a in (encoder_logits, wide_logits, labels))
+    n, units = d.shape
+    # z = J @ theta with theta = (encoder_scale, wide_scale, bias...): J is [n, units, units + 2].
+    jac = np.concatenate([d[..., None], w[..., None], np.broadcast_to(np.eye(units), (n, units, units))], axis=2)
+    penalty = np.r_[l2, l2, np.zeros(units)]
+
+    def probabilities_and_loss(theta):
+        z = jac @ theta
+        if units == 1:
+            return 1 / (1 + np.exp(-z)), np.mean(np.logaddexp(0, z) - y * z)
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return np.exp(log_p), -np.mean((y * log_p).sum(axis=1))
+
+    theta = np.r_[1.0, 0.0, np.zeros(units)]
+    for _ in range(iterations):
+        p, loss = probabilities_and_loss(theta)
+        loss += 0.5 * penalty @ theta**2
+        gradient = np.einsum("nuk,nu->k", jac, p - y) / n + penalty * theta
+        if np.abs(gradient).max() < 1e-9:
+            break
+        if units == 1:
+            hessian = np.einsum("nuk,nu,nul->kl", jac, p * (1 - p), jac) / n
+        else:
+            s = np.einsum("nu,uv->nuv", p, np.eye(units)) - p[:, :, None] * p[:, None, :]
+            hessian = np.einsum("nuk,nuv,nvl->kl", jac, s, jac) / n
+        step = np.linalg.lstsq(hessian + np.diag(penalty), gradient, rcond=None)[0]
+        t = 1.0  # backtracking keeps every step downhill
+        while t > 1e-6 and probabilities_and_loss(theta - t * step)[1] + 0.5 * penalty @ (theta - t * step) ** 2 > loss:
+            t /= 2
+        theta = theta - t * step
+    return [np.float32(theta[0]), np.float32(theta[1]), theta[2:].astype("float32")]
+
+
 def _masked_mean(x, mask):
     # By hand rather than GlobalAveragePooling1D: an empty text (all padding)
     # must give a valid average, not 0/0 = NaN.
@@ -215,17 +255,9 @@ class TextClassifier(keras.Model):
 
         blend = self.get_layer("blend")
         parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits)
-        features = [keras.ops.convert_to_numpy(t) for t in parts.predict(val_data.map(lambda x, y: x), verbose=0)]
+        encoder_logits, wide_logits = parts.predict(val_data.map(lambda x, y: x), verbose=0)
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
-        # A convex fit of 3 parameters (K + 2 for K classes): full-batch Adam
-        # converges in a few hundred steps on a thousand rows.
-        inputs = [keras.Input(f.shape[1:]) for f in features]
-        fitted = LogitBlend(name="blend")
-        head = "sigmoid" if self.num_classes == 2 else "softmax"
-        stack = keras.Model(inputs, keras.layers.Activation(head)(fitted(*inputs)))
-        stack.compile(keras.optimizers.Adam(0.05), "binary_crossentropy" if self.num_classes == 2 else "categorical_crossentropy")
-        stack.fit(features, labels, batch_size=len(labels), epochs=300, verbose=0)
-        blend.set_weights(fitted.get_weights())
+        blend.set_weights(_fit_blend(keras.ops.convert_to_numpy(encoder_logits), keras.ops.convert_to_numpy(wide_logits), labels))
 
     def probabilities(self, token_ids, training=False):
         """Class probabilities `[batch, num_classes]`, also for the one-sigmoid binary head."""
