@@ -416,6 +416,8 @@ def test_serve_refuses_a_missing_folder(tmp_path):
 
     with pytest.raises(UserInputError, match="does not exist"):
         serve(str(tmp_path / "missing"), port=_free_port(), grpc_port=None)
+    with pytest.raises(UserInputError, match="must be >= 0"):
+        serve(str(tmp_path), port=_free_port(), grpc_port=None, intra_op_threads=-1)
 
 
 @pytest.mark.parametrize("array", [

@@ -145,10 +145,7 @@ def train_classifier(config, verbose="auto"):
             os.remove(best)
         if preset.get("wide_bigram_buckets"):
             print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
-            model.fit_wide_path(
-                data_lib.classification_dataset(data.train, tokenizer, data.num_classes, 1024),
-                data_lib.classification_dataset(data.val, tokenizer, data.num_classes, 1024),
-            )
+            model.fit_wide_path(train_ds, val_ds)  # both cached by fit: no second tokenization
 
         metrics = {
             "val": classification_report(data.val.labels, predict_probabilities(model, tokenizer, data.val.texts), data.label_names),
