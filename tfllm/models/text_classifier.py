@@ -5,27 +5,26 @@ import keras_hub
 import numpy as np
 
 
-def ngram_ids(token_ids, vocabulary_size, bigram_buckets):
-    """Unigram and hashed-bigram ids of `[batch, length]` token ids, and their masks.
+def bigram_ids(token_ids, vocabulary_size, bigram_buckets):
+    """Hashed-bigram ids of `[batch, length]` token ids, and their mask.
 
     Bigram ids are `(previous * vocabulary_size + id) % bigram_buckets`, integer
     ops only, so they run the same in the model, in a SavedModel and in TFLite
     (int32 overflow wraps and the floor-mod keeps ids in range).
-    Returns `(unigrams, unigram_mask, bigrams, bigram_mask)`.
+    A bigram counts where both tokens are real (not padding).
     """
-    unigram_mask = keras.ops.not_equal(token_ids, 0)
     previous = keras.ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
     bigrams = (previous * vocabulary_size + token_ids) % bigram_buckets
-    bigram_mask = keras.ops.logical_and(unigram_mask, keras.ops.not_equal(previous, 0))
-    return token_ids, unigram_mask, bigrams, bigram_mask
+    mask = keras.ops.logical_and(keras.ops.not_equal(token_ids, 0), keras.ops.not_equal(previous, 0))
+    return bigrams, mask
 
 
 def wide_ngram_ids(token_ids, vocabulary_size, bigram_buckets):
     """Ids into the wide path's table (unigrams, then bigram buckets offset by
     the vocabulary size) and their mask, both `[batch, 2 * length]`."""
-    unigrams, unigram_mask, bigrams, bigram_mask = ngram_ids(token_ids, vocabulary_size, bigram_buckets)
-    ids = keras.ops.concatenate([unigrams, bigrams + vocabulary_size], axis=1)
-    return ids, keras.ops.concatenate([unigram_mask, bigram_mask], axis=1)
+    bigrams, bigram_mask = bigram_ids(token_ids, vocabulary_size, bigram_buckets)
+    ids = keras.ops.concatenate([token_ids, bigrams + vocabulary_size], axis=1)
+    return ids, keras.ops.concatenate([keras.ops.not_equal(token_ids, 0), bigram_mask], axis=1)
 
 
 def _class_ids(labels, num_classes):
@@ -168,7 +167,7 @@ class TextClassifier(keras.Model):
         x = _masked_mean(x, padding_mask)
         units = 1 if num_classes == 2 else num_classes
         if bigram_buckets:
-            _, _, bigrams, bigram_mask = ngram_ids(token_ids, vocabulary_size, bigram_buckets)
+            bigrams, bigram_mask = bigram_ids(token_ids, vocabulary_size, bigram_buckets)
             b = keras.layers.Embedding(bigram_buckets, hidden_dim, name="bigram_embedding")(bigrams)
             if embedding_dropout:
                 b = keras.layers.Dropout(embedding_dropout, noise_shape=(None, sequence_length, 1), name="bigram_dropout")(b)
