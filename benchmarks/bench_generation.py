@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/bench_generation.py            # 2000 steps, ~2-3 min
     .venv/bin/python benchmarks/bench_generation.py --steps 200 --no-jit-compile
 
+It also times the train step with either decoder block on the same data, alternating
+(KerasHub's TransformerDecoder with biases vs tfllm's bias-free FusedDecoderBlock),
+so the block's effect is a ratio from one run rather than two runs on a noisy machine.
+
 Prints JSON and writes benchmarks/results/generation.json. The anchor
 (nanoGPT, PyTorch, same machine and corpus): val loss 1.925 at step 2000,
 28.9 ms/step (26.6k tokens/s), 940 sampled characters/s without a cache.
@@ -31,6 +35,33 @@ def measure_generation(generator, new_tokens, repeats, prompt="\n"):
     return round(statistics.median(rates)), text
 
 
+def time_blocks(run_dir, steps, rounds):
+    """Median train ms/step of the preset with each decoder block, alternating A/B `rounds` times."""
+    from tfllm import data as data_lib
+    from tfllm.datasets.text import load_text_corpus
+    from tfllm.generation import load_generator
+    from tfllm.training.causal_lm import StepTimer, build_causal_lm
+
+    preset = json.load(open(os.path.join(run_dir, "preset.json")))
+    tokenizer = load_generator(run_dir).tokenizer
+    ids = data_lib.tokenize_corpus(tokenizer, load_text_corpus("shakespeare")[0])
+    spe = preset["steps_per_execution"]
+    steps = max(steps // spe, 3) * spe
+    models = {name: build_causal_lm({**preset, "use_bias": use_bias}, tokenizer.vocabulary_size())
+              for name, use_bias in (("keras_hub_transformer_decoder", True), ("fused_decoder_block", False))}
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            timer = StepTimer()
+            dataset = data_lib.random_window_dataset(ids, preset["sequence_length"], preset["batch_size"], seed=0)
+            model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+            times[name] += [t * 1000 / spe for t in timer.step_seconds]
+    result = {name: round(statistics.median(t), 2) for name, t in times.items()}
+    result["speedup"] = round(result["keras_hub_transformer_decoder"] / result["fused_decoder_block"], 3)
+    result["steps_per_model"] = steps * rounds
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000)
@@ -40,6 +71,7 @@ def main(argv=None):
     parser.add_argument("--steps-per-execution", type=int, default=None)
     parser.add_argument("--new-tokens", type=int, default=900)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block-steps", type=int, default=500, help="train steps per decoder block and round (0: skip)")
     parser.add_argument("--run-dir", default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "generation.json"))
     args = parser.parse_args(argv)
@@ -73,6 +105,8 @@ def main(argv=None):
     generation[f"keep_{default_keep}_no_xla"], _ = measure_generation(
         Generator(model, generator.tokenizer, jit_compile=False), args.new_tokens, 1)
 
+    blocks = time_blocks(run_dir, args.block_steps, rounds=2) if args.block_steps else None
+
     result = {
         "steps": metrics["steps"],
         "val_loss": metrics["val"]["loss"],
@@ -83,6 +117,8 @@ def main(argv=None):
         # preset's is the default), exact = nanoGPT's crop (re-encode 63 tokens per new token).
         "generation_chars_per_second": generation,
         "window_keep": default_keep,
+        # The preset's bias-free block vs KerasHub's TransformerDecoder, same batches, alternating.
+        "train_ms_per_step_by_block": blocks,
         "train_seconds_total": round(train_seconds, 1),
         "settings": {"jit_compile": preset["jit_compile"], "precision": args.precision,
                      "steps_per_execution": preset.get("steps_per_execution", 1), "new_tokens": args.new_tokens},

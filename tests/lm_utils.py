@@ -11,11 +11,12 @@ from tfllm.tokenizers import CharacterTokenizer, save_tokenizer
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 
 
-def tiny_lm(vocabulary_size=30, sequence_length=8, window_keep=None, seed=0):
+def tiny_lm(vocabulary_size=30, sequence_length=8, window_keep=None, seed=0, use_bias=False):
+    """`use_bias=False` (tfllm's FusedDecoderBlock) is what the presets build; True is KerasHub's TransformerDecoder."""
     keras.utils.set_random_seed(seed)
     return CausalLM.from_args(
         vocabulary_size=vocabulary_size, sequence_length=sequence_length, hidden_dim=16,
-        num_layers=2, num_heads=2, intermediate_dim=32, window_keep=window_keep,
+        num_layers=2, num_heads=2, intermediate_dim=32, window_keep=window_keep, use_bias=use_bias,
     )
 
 

@@ -45,9 +45,10 @@ def _recompute_greedy(model, prompt, n, keep=None):
     return tokens
 
 
+@pytest.mark.parametrize("use_bias", [False, True], ids=["fused_block", "keras_hub_block"])
 @pytest.mark.parametrize("window_keep,jit_compile", [(None, False), (4, False), (None, True)])
-def test_cached_greedy_equals_recompute(window_keep, jit_compile):
-    model = tiny_lm(window_keep=window_keep)
+def test_cached_greedy_equals_recompute(window_keep, jit_compile, use_bias):
+    model = tiny_lm(window_keep=window_keep, use_bias=use_bias)
     model.compile(sampler="greedy", jit_compile=jit_compile)
     prompts = [[5, 6, 7], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [9]]  # shorter and longer than the window (8)
     width = 10 + 20
@@ -71,10 +72,26 @@ def test_generation_shorter_than_the_window(jit_compile):
     assert out["token_ids"][0].tolist() == _recompute_greedy(model, [5, 6], 3)
 
 
-def test_keras_round_trip(tmp_path):
-    model = tiny_lm(window_keep=5)
+@pytest.mark.parametrize("use_bias", [False, True], ids=["fused_block", "keras_hub_block"])
+def test_keras_round_trip(tmp_path, use_bias):
+    model = tiny_lm(window_keep=5, use_bias=use_bias)
     reloaded = assert_keras_roundtrip(model, _inputs([[4, 5, 6, 7, 8, 9]]), str(tmp_path / "lm.keras"))
     assert reloaded.window_keep == 5
+    assert type(reloaded.backbone.transformer_layers[0]) is type(model.backbone.transformer_layers[0])
+
+
+def test_fused_block_is_bias_free_and_masks_padding():
+    """nanoGPT's block: no bias weights; a padded key changes no other position's output."""
+    model = tiny_lm()
+    names = [w.path for w in model.backbone.transformer_layers[0].weights]
+    assert not [n for n in names if n.endswith("bias")]
+    assert [n for n in names if "query_key_value" in n]  # one fused projection
+    ids = np.array([[4, 5, 6, 7, 8], [4, 9, 6, 7, 8]], "int32")  # differ at position 1 only
+    mask = np.array([[1, 0, 1, 1, 1]] * 2, "int32")
+    logits = keras.ops.convert_to_numpy(model({"token_ids": ids, "padding_mask": mask}))
+    np.testing.assert_allclose(logits[0, 2:], logits[1, 2:], atol=1e-6)
+    unmasked = keras.ops.convert_to_numpy(model({"token_ids": ids, "padding_mask": np.ones_like(mask)}))
+    assert np.abs(unmasked[0, 2:] - unmasked[1, 2:]).max() > 1e-4  # the mask, not luck, made them equal
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
