@@ -346,7 +346,8 @@ GENERATION = [
         temperature and top-p do.
 
         The model is `tfllm.models.CausalLM`, a KerasHub `CausalLM` subclass:
-        token and position embeddings, causal `TransformerDecoder` blocks and a
+        token and position embeddings, causal decoder blocks (nanoGPT's bias-free
+        block; KerasHub's `TransformerDecoder` with `use_bias=True`) and a
         softmax over the characters, trained with Adam(W) and sparse categorical
         cross-entropy on the next character.
     """),
