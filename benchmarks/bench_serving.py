@@ -10,9 +10,13 @@ clients, next to the same signature called in this process. Each cell stops
 after --requests requests or --seconds seconds, whichever comes first.
 Without --model-dir it builds tiny stand-in models (tfllm.serving.fixtures).
 --intra-op-threads (default 1, the server's default) applies to the server and
-the in-process calls alike. Also measures the floor of a Python gRPC round
-trip: an empty PredictionService in its own process. Prints JSON and saves it
-to benchmarks/results/serving.json.
+the in-process calls alike. The one-client cells run one transport at a time;
+the "interleaved" section then alternates in-process, REST and gRPC calls
+request by request, so all three meet the same machine state (this shared
+machine drifts by ±20% between cells) and the overhead is a ratio from one
+loop. Also measures the floor of a Python gRPC round trip: an empty
+PredictionService in its own process. Prints JSON and saves it to
+benchmarks/results/serving.json.
 """
 
 import argparse
@@ -90,6 +94,29 @@ def run_cell(make_call, concurrency, max_requests, max_seconds, rows_per_request
     for t in threads:
         t.join()
     return _summary(latencies, rows_per_request, time.perf_counter() - began)
+
+
+def run_interleaved(calls, max_requests, max_seconds, warmup=10):
+    """Calls each of `calls` ({name: fn}) in turn, rotating the order every round; p50/p99 per name."""
+    names = list(calls)
+    latencies = {name: [] for name in names}
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    deadline = time.perf_counter() + max_seconds
+    for i in range(max_requests):
+        if time.perf_counter() > deadline:
+            break
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t = time.perf_counter()
+            calls[name]()
+            latencies[name].append(time.perf_counter() - t)
+    result = {name: {"p50_ms": round(float(np.percentile(lat, 50)) * 1000, 3),
+                     "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 3),
+                     "requests": len(lat)} for name, lat in latencies.items()}
+    for name in names[1:]:
+        result[name]["p50_vs_" + names[0]] = round(result[name]["p50_ms"] / result[names[0]]["p50_ms"], 2)
+    return result
 
 
 def _generation_inputs(signature, prompts, max_new_tokens):
@@ -184,6 +211,7 @@ def benchmark(args):
         "intra_op_threads": args.intra_op_threads,
         "command": " ".join(["benchmarks/bench_serving.py"] + sys.argv[1:]),
         "cells": [],
+        "interleaved": [],  # one client, in-process/REST/gRPC alternating call by call
     }
     try:
         deadline = time.monotonic() + 120
@@ -243,6 +271,13 @@ def benchmark(args):
                                              "batch": batch, "concurrency": concurrency,
                                              **cell})
                     print(json.dumps(results["cells"][-1]), flush=True)
+            rest, grpc_client = RestClient("127.0.0.1", rest_port, timeout=60), GrpcClient("127.0.0.1", grpc_port, timeout=60)
+            results["interleaved"].append({"task": task, "batch": batch, **run_interleaved({
+                "in_process": lambda: {k: v.numpy() for k, v in fn(**tensors).items()},
+                "rest": lambda: rest.predict(model, inputs, signature_name=sig_name),
+                "grpc": lambda: grpc_client.predict(model, inputs, signature_name=sig_name),
+            }, args.requests, args.seconds * 3)})
+            print(json.dumps(results["interleaved"][-1]), flush=True)
     finally:
         server.terminate()
         try:
@@ -265,6 +300,8 @@ def benchmark(args):
         "overhead_p50_vs_in_process": {t: find(t)["p50_vs_in_process"]
                                        for t in ("rest", "grpc")},
         "overhead_p50_ms": {t: find(t)["p50_overhead_ms"] for t in ("rest", "grpc")},
+        "overhead_p50_vs_in_process_interleaved": {
+            t: results["interleaved"][0][t]["p50_vs_in_process"] for t in ("rest", "grpc")},
         "goal_overhead": 2.0,
     }
     return results

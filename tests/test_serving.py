@@ -50,7 +50,21 @@ def savedmodels(tmp_path_factory):
     base = tmp_path_factory.mktemp("savedmodels")
     fixtures.build_savedmodels(str(base))
     fixtures.save_classifier(str(base / "hotswap" / "1"), bias=0.0, warmup=False)
+    _save_busy_model(str(base / "busy" / "1"))
     return base
+
+
+def _save_busy_model(path):
+    """A model that keeps one core busy for `seconds` (a stand-in for long generation)."""
+    class Busy(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="seconds")])
+        def spin(self, seconds):
+            start = tf.timestamp()
+            tf.while_loop(lambda now: now - start < seconds[0], lambda now: tf.timestamp(), [start])
+            return {"seconds": seconds}
+
+    module = Busy()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.spin})
 
 
 @pytest.fixture(scope="module")
@@ -337,6 +351,31 @@ def test_client_timeouts_and_unreachable_server():
         assert time.monotonic() - start < 5
     with pytest.raises(ServingError, match="Cannot reach"):
         RestClient("127.0.0.1", _free_port(), timeout=1).status("reviews")
+
+
+def test_big_bodies_and_slow_signatures_run_off_the_event_loop(server, rest, in_process):
+    """Small requests to fast signatures run inline on the event loop; the rest on threads.
+
+    A big batch is answered right (the threaded path), and a slow call does not
+    hold up a fast one sent while it runs.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tfllm.serving.server import INLINE_MAX_BODY_BYTES
+
+    texts = [f"good film number {i}" for i in range(INLINE_MAX_BODY_BYTES // 10)]
+    probabilities, labels = _expected_reviews(in_process, texts)
+    out = rest.predict("reviews", {"text": texts})
+    assert out["label"] == labels
+    np.testing.assert_allclose(out["probabilities"], probabilities, rtol=1e-5)
+
+    rest.predict("busy", {"seconds": [0.3]})  # the server now knows this signature is slow
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(rest.predict, "busy", {"seconds": [3.0]})  # its own connection (one per thread)
+        time.sleep(0.3)  # let it start
+        assert rest.predict("reviews", {"text": ["good"]})["label"] == _expected_reviews(in_process, ["good"])[1]
+        assert not slow.done()  # answered while the slow call was still running
+        assert slow.result() == [3.0]
 
 
 def test_list_models_and_prune(tmp_path, savedmodels):
