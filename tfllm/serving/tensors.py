@@ -7,6 +7,8 @@ produce what TF Serving itself sends and accepts (numbers in `tensor_content`,
 strings in `string_val`); anything else falls back to TensorFlow's functions.
 """
 
+import math
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
@@ -53,7 +55,7 @@ def to_tensor_proto(array, dtype=None) -> tensor_pb2.TensorProto:
 def from_tensor_proto(proto) -> np.ndarray:
     """The numpy array of a `TensorProto` (strings come back as a `bytes` object array)."""
     shape = [d.size for d in proto.tensor_shape.dim]
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # 1 for a scalar; a Python int, without numpy's per-call cost
     dtype = _FROM_ENUM.get(proto.dtype)
     if dtype is not None and proto.tensor_content and len(proto.tensor_content) == count * dtype.itemsize:
         return np.frombuffer(proto.tensor_content, dtype.newbyteorder("<")).astype(dtype).reshape(shape)
