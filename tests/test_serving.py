@@ -378,6 +378,18 @@ def test_big_bodies_and_slow_signatures_run_off_the_event_loop(server, rest, in_
         assert slow.result() == [3.0]
 
 
+def test_concurrent_requests_get_their_own_answers(rest, in_process):
+    """Many clients at once (the threaded path under load, inline when alone): no mix-ups."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"{'good ' * (i % 3)}{'bad ' * (i % 4)}film" for i in range(64)]
+    probabilities, labels = _expected_reviews(in_process, texts)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda t: rest.predict("reviews", {"text": [t]}), texts))
+    assert [a["label"][0] for a in answers] == labels
+    np.testing.assert_allclose([a["probabilities"][0] for a in answers], probabilities, rtol=1e-5)
+
+
 def test_list_models_and_prune(tmp_path, savedmodels):
     base = tmp_path / "savedmodels"
     shutil.copytree(savedmodels / "reviews" / "1", base / "reviews" / "1")
