@@ -211,6 +211,20 @@ def test_training_loss_falls():
     assert history.history["loss"][-1] < before - 0.3
 
 
+def test_nanogpt_preset_builds_nanogpts_optimizer():
+    """AdamW (0.9, 0.99), decay 0.1 on matrices only, and the norm of *all* gradients clipped to 1."""
+    from tfllm.models.presets import resolve_preset
+    from tfllm.training.causal_lm import build_causal_lm
+
+    model = build_causal_lm(resolve_preset("generate", "nanogpt-cpu", {}), 65)
+    optimizer = model.optimizer
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.weight_decay) == (0.9, 0.99, 0.1)
+    assert optimizer.global_clipnorm == 1.0 and optimizer.clipnorm is None  # torch's clip_grad_norm_
+    decayed = {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    assert decayed and not [p for p in decayed if p.endswith(("gamma", "beta", "bias"))]
+    assert not [v.path for v in model.trainable_variables if v.path.endswith("bias")]  # bias=False
+
+
 def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -93,7 +93,7 @@ _NANOGPT_CPU = {
     "beta_1": 0.9,
     "beta_2": 0.99,
     "weight_decay": 0.1,
-    "clipnorm": 1.0,
+    "global_clipnorm": 1.0,
     "eval_interval": 250,  # steps per Keras epoch: validation, TensorBoard samples
     "eval_windows": 240,  # validation windows per epoch (nanoGPT: 20 batches of 12)
     # Generation past the 64-token window: re-encode the last 48 tokens, then

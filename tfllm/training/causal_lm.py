@@ -65,14 +65,16 @@ def learning_rate_schedule(preset):
 
 
 def build_causal_lm(preset, vocabulary_size):
-    """The compiled model of a preset: AdamW with warm-up + cosine, clipping, sparse CE from logits."""
+    """The compiled model of a preset: AdamW with warm-up + cosine, global-norm clipping, sparse CE from logits."""
     model = CausalLM.from_args(**{**preset, "vocabulary_size": vocabulary_size})
     optimizer = keras.optimizers.AdamW(
         learning_rate_schedule(preset),
         beta_1=preset.get("beta_1", 0.9),
         beta_2=preset.get("beta_2", 0.999),
         weight_decay=preset.get("weight_decay", 0.0),
-        clipnorm=preset.get("clipnorm"),
+        # nanoGPT clips the norm of all gradients together (clip_grad_norm_), which is
+        # Keras' global_clipnorm; Keras' clipnorm would clip each weight's gradient on its own.
+        global_clipnorm=preset.get("global_clipnorm"),
     )
     # As nanoGPT: decay matrices and embeddings, not layer-norm scales/offsets or biases.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
