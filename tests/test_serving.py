@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow_serving")
-pytest.importorskip("fastapi")
+pytest.importorskip("starlette")
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_text  # noqa: E402,F401  registers the tokenizer ops
@@ -247,6 +247,8 @@ def test_burst_of_bad_requests_keeps_serving(server, rest, grpc_client, in_proce
         ("GET", "/v1/models/nope", None),
         ("GET", "/v1/models/reviews/labels/nope/metadata", None),
         ("GET", "/v2/health", None),
+        ("PUT", predict, b'{"instances": ["a"]}'),  # method not allowed
+        ("DELETE", "/v1/models/reviews", None),
     ]
     good_body = json.dumps({"instances": REVIEWS[:2]}).encode()
     for method, path, body in bad:

@@ -2,7 +2,7 @@
 
 It serves every SavedModel under a `savedmodels/NAME/VERSION/` folder, as
 `tensorflow_model_server --model_config_file=...` would, so a client written
-against TF Serving works unchanged against it. REST runs on FastAPI/uvicorn,
+against TF Serving works unchanged against it. REST runs on Starlette/uvicorn,
 gRPC on grpcio with the `tensorflow-serving-api` servicers; both share one
 registry of loaded models that a background thread keeps in step with the
 folder.
@@ -26,11 +26,12 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tfllm.errors import UserInputError
 from tfllm.serving import models as models_lib
@@ -579,31 +580,26 @@ def _status_json(servables) -> dict:
 
 
 def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
-    """The FastAPI app for TF Serving's `/v1/models/...` REST paths."""
-    app = FastAPI(title="tfllm model server", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    """The Starlette (ASGI) app for TF Serving's `/v1/models/...` REST paths.
 
+    Plain Starlette rather than FastAPI on top of it: the two routes take raw
+    bodies, so FastAPI's request validation would only add per-request work
+    (0.05-0.08 ms of a ~1 ms request, measured with a bare app).
+    """
     active = 0  # predict requests in progress (all on the event loop's thread: no lock)
 
     def reply(obj, status: int = 200) -> Response:
         return Response(_dumps(obj), status_code=status, media_type="application/json")
 
-    @app.exception_handler(RequestError)
-    async def _request_error(request, e: RequestError):
+    async def request_error(request, e: RequestError):
         return reply({"error": e.message}, e.status)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request, e: HTTPException):
+    async def http_error(request, e: HTTPException):
         return reply({"error": f"{e.detail}: {request.method} {request.url.path}"},
                      e.status_code)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request, e: RequestValidationError):
-        return reply({"error": f"Malformed request: {e.errors()}"}, 400)
-
-    @app.get("/v1/models/{path:path}")
-    async def get(path: str):
-        name, version, label, meta, verb = _parse_path(path)
+    async def get(request: Request):
+        name, version, label, meta, verb = _parse_path(request.path_params["path"])
         if verb:
             raise RequestError(f"Use POST for :{verb}.", 405)
         if meta:
@@ -648,10 +644,9 @@ def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
     def answer(sig: Signature, kwargs: dict, row_format: bool) -> bytes:
         return _dumps(outputs_to_json(_call(sig, kwargs), row_format))
 
-    @app.post("/v1/models/{path:path}")
-    async def post(path: str, request: Request):
+    async def post(request: Request):
         nonlocal active
-        name, version, label, meta, verb = _parse_path(path)
+        name, version, label, meta, verb = _parse_path(request.path_params["path"])
         if meta or verb is None:
             raise RequestError("POST is for /v1/models/NAME[/versions/V|/labels/L]:predict.",
                                405)
@@ -681,7 +676,11 @@ def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
                 return answer(sig, kwargs, row_format)
         return await run_in_threadpool(answer, sig, kwargs, row_format)
 
-    return app
+    return Starlette(
+        routes=[Route("/v1/models/{path:path}", get, methods=["GET"]),
+                Route("/v1/models/{path:path}", post, methods=["POST"])],
+        exception_handlers={RequestError: request_error, HTTPException: http_error},
+    )
 
 
 # --------------------------------------------------------------------------
