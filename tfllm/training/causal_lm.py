@@ -64,10 +64,40 @@ def learning_rate_schedule(preset):
     )
 
 
+@keras.saving.register_keras_serializable(package="tfllm")
+class AdamW(keras.optimizers.AdamW):
+    """Keras' AdamW, with `global_clipnorm` clipping the gradient summed over replicas.
+
+    Keras 3 on TensorFlow clips each replica's part of the gradient before the
+    parts are summed (`_clip_gradients` in `apply`, the all-reduce later in
+    `_backend_update_step`), so under `MirroredStrategy` the global norm it
+    clips by is the wrong one; tf.keras refused the combination for this reason
+    (tensorflow/tensorflow#33929). Here the replicas sum their gradients once
+    to get the norm and each scales its own part by the same factor, so the sum
+    is clipped exactly as one device would clip it. One device: unchanged.
+    """
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
+            return super()._clip_gradients(grads)
+        summed = context.all_reduce("sum", [tf.convert_to_tensor(g) for g in grads if g is not None])
+        scale = tf.minimum(1.0, self.global_clipnorm / tf.maximum(tf.linalg.global_norm(summed), 1e-12))
+
+        def clip(g):
+            if g is None:
+                return None
+            if isinstance(g, tf.IndexedSlices):  # the embedding's gradient
+                return tf.IndexedSlices(g.values * tf.cast(scale, g.dtype), g.indices, g.dense_shape)
+            return g * tf.cast(scale, g.dtype)
+
+        return [clip(g) for g in grads]
+
+
 def build_causal_lm(preset, vocabulary_size):
     """The compiled model of a preset: AdamW with warm-up + cosine, global-norm clipping, sparse CE from logits."""
     model = CausalLM.from_args(**{**preset, "vocabulary_size": vocabulary_size})
-    optimizer = keras.optimizers.AdamW(
+    optimizer = AdamW(
         learning_rate_schedule(preset),
         beta_1=preset.get("beta_1", 0.9),
         beta_2=preset.get("beta_2", 0.999),
