@@ -39,11 +39,11 @@ def time_blocks(run_dir, steps, rounds):
     """Median train ms/step of the preset with each decoder block, alternating A/B `rounds` times."""
     from tfllm import data as data_lib
     from tfllm.datasets.text import load_text_corpus
-    from tfllm.generation import load_generator
+    from tfllm.tokenizers import load_tokenizer
     from tfllm.training.causal_lm import StepTimer, build_causal_lm
 
     preset = json.load(open(os.path.join(run_dir, "preset.json")))
-    tokenizer = load_generator(run_dir).tokenizer
+    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
     ids = data_lib.tokenize_corpus(tokenizer, load_text_corpus("shakespeare")[0])
     spe = preset["steps_per_execution"]
     steps = max(steps // spe, 3) * spe

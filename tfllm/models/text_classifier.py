@@ -60,18 +60,19 @@ def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50):
     jac = np.concatenate([d[..., None], w[..., None], np.broadcast_to(np.eye(units), (n, units, units))], axis=2)
     penalty = np.r_[l2, l2, np.zeros(units)]
 
-    def probabilities_and_loss(theta):
+    def probabilities_and_loss(theta):  # the loss includes the penalty
         z = jac @ theta
         if units == 1:
-            return 1 / (1 + np.exp(-z)), np.mean(np.logaddexp(0, z) - y * z)
-        z = z - z.max(axis=1, keepdims=True)
-        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return np.exp(log_p), -np.mean((y * log_p).sum(axis=1))
+            p, loss = 1 / (1 + np.exp(-z)), np.mean(np.logaddexp(0, z) - y * z)
+        else:
+            z = z - z.max(axis=1, keepdims=True)
+            log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            p, loss = np.exp(log_p), -np.mean((y * log_p).sum(axis=1))
+        return p, loss + 0.5 * penalty @ theta**2
 
     theta = np.r_[1.0, 0.0, np.zeros(units)]
     for _ in range(iterations):
         p, loss = probabilities_and_loss(theta)
-        loss += 0.5 * penalty @ theta**2
         gradient = np.einsum("nuk,nu->k", jac, p - y) / n + penalty * theta
         if np.abs(gradient).max() < 1e-9:
             break
@@ -82,7 +83,7 @@ def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50):
             hessian = np.einsum("nuk,nuv,nvl->kl", jac, s, jac) / n
         step = np.linalg.lstsq(hessian + np.diag(penalty), gradient, rcond=None)[0]
         t = 1.0  # backtracking keeps every step downhill
-        while t > 1e-6 and probabilities_and_loss(theta - t * step)[1] + 0.5 * penalty @ (theta - t * step) ** 2 > loss:
+        while t > 1e-6 and probabilities_and_loss(theta - t * step)[1] > loss:
             t /= 2
         theta = theta - t * step
     return [np.float32(theta[0]), np.float32(theta[1]), theta[2:].astype("float32")]

@@ -831,7 +831,7 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
             "(tfllm export RUN_DIR --name NAME) or pass the right folder."
         )
     configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
-                      inter_op_threads or 0)
+                      inter_op_threads)
     if model_config_file is None:
         candidate = os.path.join(model_base_path, "models.config")
         model_config_file = candidate if os.path.exists(candidate) else None

@@ -73,8 +73,9 @@ class AdamW(keras.optimizers.AdamW):
     `_backend_update_step`), so under `MirroredStrategy` the global norm it
     clips by is the wrong one; tf.keras refused the combination for this reason
     (tensorflow/tensorflow#33929). Here the replicas sum their gradients once
-    to get the norm and each scales its own part by the same factor, so the sum
-    is clipped exactly as one device would clip it. One device: unchanged.
+    to get the norm, and each scales its own part by the factor that norm gives
+    (`tf.clip_by_global_norm(..., use_norm=)`), so the sum is clipped exactly
+    as one device would clip it. One device: unchanged.
     """
 
     def _clip_gradients(self, grads):
@@ -82,16 +83,7 @@ class AdamW(keras.optimizers.AdamW):
         if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
             return super()._clip_gradients(grads)
         summed = context.all_reduce("sum", [tf.convert_to_tensor(g) for g in grads if g is not None])
-        scale = tf.minimum(1.0, self.global_clipnorm / tf.maximum(tf.linalg.global_norm(summed), 1e-12))
-
-        def clip(g):
-            if g is None:
-                return None
-            if isinstance(g, tf.IndexedSlices):  # the embedding's gradient
-                return tf.IndexedSlices(g.values * tf.cast(scale, g.dtype), g.indices, g.dense_shape)
-            return g * tf.cast(scale, g.dtype)
-
-        return [clip(g) for g in grads]
+        return tf.clip_by_global_norm(grads, self.global_clipnorm, use_norm=tf.linalg.global_norm(summed))[0]
 
 
 def build_causal_lm(preset, vocabulary_size):
