@@ -355,39 +355,53 @@ def test_client_timeouts_and_unreachable_server():
         RestClient("127.0.0.1", _free_port(), timeout=1).status("reviews")
 
 
-def test_big_bodies_and_slow_signatures_run_off_the_event_loop(server, rest, in_process):
-    """Small requests to fast signatures run inline on the event loop; the rest on threads.
-
-    A big batch is answered right (the threaded path), and a slow call does not
-    hold up a fast one sent while it runs.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_big_bodies_run_off_the_event_loop(protocol, rest, grpc_client, in_process):
+    """A batch over the inline size limit takes the threaded path and is answered right."""
     from tfllm.serving.server import INLINE_MAX_BODY_BYTES
 
+    client = rest if protocol == "rest" else grpc_client
     texts = [f"good film number {i}" for i in range(INLINE_MAX_BODY_BYTES // 10)]
     probabilities, labels = _expected_reviews(in_process, texts)
-    out = rest.predict("reviews", {"text": texts})
-    assert out["label"] == labels
-    np.testing.assert_allclose(out["probabilities"], probabilities, rtol=1e-5)
+    _assert_reviews(client.predict("reviews", {"text": texts}), probabilities, labels)
 
-    rest.predict("busy", {"seconds": [0.3]})  # the server now knows this signature is slow
+
+@pytest.mark.parametrize("slow_protocol,fast_protocol",
+                         [("rest", "rest"), ("grpc", "grpc"), ("grpc", "rest"), ("rest", "grpc")])
+def test_slow_signatures_do_not_hold_up_fast_requests(slow_protocol, fast_protocol, server,
+                                                      in_process):
+    """Small requests to fast signatures run inline on the event loop REST and gRPC share;
+    a slow signature's call runs on a thread, so a fast request sent while it runs
+    (over either protocol) is answered first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(protocol):
+        cls = RestClient if protocol == "rest" else GrpcClient
+        return cls("127.0.0.1", server[protocol], timeout=10)
+
+    slow_client, fast_client = client(slow_protocol), client(fast_protocol)
+    slow_client.predict("busy", {"seconds": [0.2]})  # the server now knows this signature is slow
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(rest.predict, "busy", {"seconds": [3.0]})  # its own connection (one per thread)
+        slow = pool.submit(slow_client.predict, "busy", {"seconds": [2.0]})
         time.sleep(0.3)  # let it start
-        assert rest.predict("reviews", {"text": ["good"]})["label"] == _expected_reviews(in_process, ["good"])[1]
+        fast = fast_client.predict("reviews", {"text": ["good"]})
         assert not slow.done()  # answered while the slow call was still running
-        assert slow.result() == [3.0]
+        assert slow.result() == [2.0]
+    assert fast["label"] == _expected_reviews(in_process, ["good"])[1]
+    slow_client.close()
+    fast_client.close()
 
 
-def test_concurrent_requests_get_their_own_answers(rest, in_process):
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_concurrent_requests_get_their_own_answers(protocol, rest, grpc_client, in_process):
     """Many clients at once (the threaded path under load, inline when alone): no mix-ups."""
     from concurrent.futures import ThreadPoolExecutor
 
+    client = rest if protocol == "rest" else grpc_client
     texts = [f"{'good ' * (i % 3)}{'bad ' * (i % 4)}film" for i in range(64)]
     probabilities, labels = _expected_reviews(in_process, texts)
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda t: rest.predict("reviews", {"text": [t]}), texts))
+        answers = list(pool.map(lambda t: client.predict("reviews", {"text": [t]}), texts))
     assert [a["label"][0] for a in answers] == labels
     np.testing.assert_allclose([a["probabilities"][0] for a in answers], probabilities, rtol=1e-5)
 
