@@ -15,8 +15,8 @@ the "interleaved" section then alternates in-process, REST and gRPC calls
 request by request, so all three meet the same machine state (this shared
 machine drifts by ±20% between cells) and the overhead is a ratio from one
 loop. Also measures the floor of a Python gRPC round trip: an empty
-PredictionService in its own process. Prints JSON and saves it to
-benchmarks/results/serving.json.
+PredictionService in its own process, on the server's gRPC stack. Prints JSON
+and saves it to benchmarks/results/serving.json.
 """
 
 import argparse
@@ -133,8 +133,9 @@ def _generation_inputs(signature, prompts, max_new_tokens):
     return inputs
 
 
-# A PredictionService that answers every request with an empty response: the
-# floor of a Python grpcio round trip on this machine, whatever the model.
+# A PredictionService that answers every request with an empty response, on the
+# same stack as tfllm's server (grpcio's thread-pool server, the same
+# GRPC_EXPERIMENTS): the floor of a Python grpcio round trip here, whatever the model.
 _ECHO_SERVER = """
 import sys
 from concurrent import futures
@@ -156,8 +157,12 @@ def grpc_echo_floor(requests):
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+    from tfllm.serving.server import GRPC_EXPERIMENTS
+
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(port)])
+    env = dict(os.environ)
+    env.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
+    server = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(port)], env=env)
     try:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         request = predict_pb2.PredictRequest()

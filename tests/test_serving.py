@@ -370,9 +370,9 @@ def test_big_bodies_run_off_the_event_loop(protocol, rest, grpc_client, in_proce
                          [("rest", "rest"), ("grpc", "grpc"), ("grpc", "rest"), ("rest", "grpc")])
 def test_slow_signatures_do_not_hold_up_fast_requests(slow_protocol, fast_protocol, server,
                                                       in_process):
-    """Small requests to fast signatures run inline on the event loop REST and gRPC share;
-    a slow signature's call runs on a thread, so a fast request sent while it runs
-    (over either protocol) is answered first."""
+    """A slow signature's call runs on a thread (REST's small, fast requests run inline
+    on the event loop; gRPC's on its pool), so a fast request sent while it runs,
+    over either protocol, is answered first."""
     from concurrent.futures import ThreadPoolExecutor
 
     def client(protocol):

@@ -3,10 +3,9 @@
 It serves every SavedModel under a `savedmodels/NAME/VERSION/` folder, as
 `tensorflow_model_server --model_config_file=...` would, so a client written
 against TF Serving works unchanged against it. REST runs on Starlette/uvicorn,
-gRPC on grpcio's asyncio server with the `tensorflow-serving-api` servicers.
-Both run on one event loop and share one registry of loaded models, which a
-background thread keeps in step with the folder, and one `CallScheduler`,
-which decides whether a model call runs on the loop or on a worker thread.
+gRPC on grpcio with the `tensorflow-serving-api` servicers; both share one
+registry of loaded models that a background thread keeps in step with the
+folder.
 
 Run it with `tfllm serve savedmodels/` or
 `python -m tfllm.serving.server savedmodels/ --port 8501 --grpc-port 8500`.
@@ -23,6 +22,7 @@ import re
 import sys
 import threading
 import time
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,15 +43,13 @@ logger = logging.getLogger("tfllm.serving")
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_INTRA_OP_THREADS = 1
-# A request (REST or gRPC) whose body is at most INLINE_MAX_BODY_BYTES, for a
-# signature whose recent calls took under INLINE_MAX_SECONDS, runs on the event
-# loop instead of a worker thread when it is the only request in the server: the
-# hop to a thread and back costs ~0.1 ms, a quarter of a one-string
-# classification, and TensorFlow calls made from the loop's thread run faster
-# than from a pool thread that grpcio's and uvicorn's threads compete with.
-# Under concurrent load, and for generation and big batches, requests go to
-# threads, where TensorFlow (which releases the GIL) runs them on every core:
-# inlining everything cut 16-client throughput by a third on 2 cores.
+# A REST request whose body is at most INLINE_MAX_BODY_BYTES, for a signature whose
+# recent calls took under INLINE_MAX_SECONDS, runs on the event loop instead of a
+# worker thread when it is the only request in the server: the hop to a thread
+# and back costs ~0.1 ms, a quarter of a one-string classification. Under
+# concurrent load, and for generation and big batches, requests go to threads,
+# where TensorFlow (which releases the GIL) runs them on every core: inlining
+# everything cut 16-client throughput by a third on 2 cores.
 INLINE_MAX_BODY_BYTES = 4096
 INLINE_MAX_SECONDS = 0.002
 _MAX_WARMUP_RECORDS = 1000
@@ -551,36 +549,6 @@ def _proto_inputs_to_tensors(inputs, sig: Signature) -> dict:
 
 
 # --------------------------------------------------------------------------
-# Where model calls run
-# --------------------------------------------------------------------------
-
-
-class CallScheduler:
-    """Runs model calls inline on the event loop or on worker threads.
-
-    Both transports count their requests in `active` (every handler runs on the
-    loop's thread, so the counter needs no lock); a call runs inline only when it
-    is small, fast and alone (see INLINE_MAX_SECONDS).
-    """
-
-    def __init__(self):
-        self.active = 0
-
-    async def run(self, sig: Signature | None, work, *args):
-        """`work(*args)`, inline if `sig` is fast and nothing else is in progress.
-
-        `sig=None` means the request is big: always a worker thread.
-        """
-        if sig is not None and sig.recent_seconds < INLINE_MAX_SECONDS:
-            # One turn of the loop lets requests that are already waiting start
-            # and count themselves in `active`.
-            await asyncio.sleep(0)
-            if self.active == 1:
-                return work(*args)
-        return await run_in_threadpool(work, *args)
-
-
-# --------------------------------------------------------------------------
 # REST
 # --------------------------------------------------------------------------
 
@@ -612,20 +580,14 @@ def _status_json(servables) -> dict:
     ]}
 
 
-def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-             scheduler: CallScheduler | None = None):
+def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
     """The Starlette (ASGI) app for TF Serving's `/v1/models/...` REST paths.
 
     Plain Starlette rather than FastAPI on top of it: the two routes take raw
     bodies, so FastAPI's request validation would only add per-request work
     (0.05-0.08 ms of a ~1 ms request, measured with a bare app).
-
-    Args:
-        registry: the loaded models.
-        max_body_bytes: larger bodies are refused with 413.
-        scheduler: shared with the gRPC server when both run on one loop.
     """
-    scheduler = scheduler or CallScheduler()
+    active = 0  # predict requests in progress (all on the event loop's thread: no lock)
 
     def reply(obj, status: int = 200) -> Response:
         return Response(_dumps(obj), status_code=status, media_type="application/json")
@@ -684,6 +646,7 @@ def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         return _dumps(outputs_to_json(_call(sig, kwargs), row_format))
 
     async def post(request: Request):
+        nonlocal active
         name, version, label, meta, verb = _parse_path(request.path_params["path"])
         if meta or verb is None:
             raise RequestError("POST is for /v1/models/NAME[/versions/V|/labels/L]:predict.",
@@ -693,18 +656,26 @@ def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
                 f":{verb} is not supported; Keras exports carry predict signatures, so "
                 "use :predict.", 400)
         servable = registry.resolve(name, version, label)
-        scheduler.active += 1
+        active += 1
         try:
             raw = await read_body(request)
-            if len(raw) > INLINE_MAX_BODY_BYTES:  # parse big bodies off the loop too
-                result = await scheduler.run(
-                    None, lambda: answer(*parse_predict(servable, raw)))
-            else:
-                sig, kwargs, row_format = parse_predict(servable, raw)
-                result = await scheduler.run(sig, answer, sig, kwargs, row_format)
-            return Response(result, media_type="application/json")
+            return Response(await predict(servable, raw), media_type="application/json")
         finally:
-            scheduler.active -= 1
+            active -= 1
+
+    async def predict(servable: Servable, raw: bytes) -> bytes:
+        # Concurrent requests on worker threads overlap; a lone short one runs inline
+        # (see INLINE_MAX_SECONDS).
+        if len(raw) > INLINE_MAX_BODY_BYTES:
+            return await run_in_threadpool(lambda: answer(*parse_predict(servable, raw)))
+        sig, kwargs, row_format = parse_predict(servable, raw)
+        if sig.recent_seconds < INLINE_MAX_SECONDS:
+            # One turn of the loop lets requests that are already waiting start and
+            # count themselves in `active`.
+            await asyncio.sleep(0)
+            if active == 1:
+                return answer(sig, kwargs, row_format)
+        return await run_in_threadpool(answer, sig, kwargs, row_format)
 
     return Starlette(
         routes=[Route("/v1/models/{path:path}", get, methods=["GET"]),
@@ -719,18 +690,10 @@ def make_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
 
 
 def make_grpc_server(registry: ModelRegistry, address: str,
-                     max_message_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                     scheduler: CallScheduler | None = None):
-    """A `grpc.aio` server with TF Serving's two services, to start on a running loop.
-
-    grpcio's asyncio server rather than its thread-pool one: handlers run on the
-    event loop that also serves REST, so gRPC shares the inline path and the
-    `CallScheduler`, and a request skips the hop to a pool thread.
-
-    Raises:
-        UserInputError: if the address cannot be bound.
-    """
+                     max_message_bytes: int = DEFAULT_MAX_BODY_BYTES, workers: int = 16):
+    """A started-on-demand grpc.Server with TF Serving's two services."""
     import grpc
+    import tensorflow as tf
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
         get_model_status_pb2,
@@ -739,7 +702,6 @@ def make_grpc_server(registry: ModelRegistry, address: str,
         prediction_service_pb2_grpc,
     )
 
-    scheduler = scheduler or CallScheduler()
     codes = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
              405: grpc.StatusCode.UNIMPLEMENTED}
 
@@ -750,47 +712,35 @@ def make_grpc_server(registry: ModelRegistry, address: str,
 
     def guarded(method):
         # Every refusal becomes a gRPC status; the server itself never fails.
-        async def wrapper(self, request, context):
+        def wrapper(self, request, context):
             try:
-                return await method(self, request, context)
+                return method(self, request, context)
             except RequestError as e:
-                await context.abort(codes.get(e.status, grpc.StatusCode.INVALID_ARGUMENT),
-                                    e.message)
+                context.abort(codes.get(e.status, grpc.StatusCode.INVALID_ARGUMENT),
+                              e.message)
         return wrapper
-
-    def predict(servable: Servable, sig: Signature, request, kwargs=None):
-        if kwargs is None:
-            kwargs = _proto_inputs_to_tensors(request.inputs, sig)
-        outputs = _call(sig, kwargs)
-        if request.output_filter:
-            unknown = set(request.output_filter) - set(outputs)
-            if unknown:
-                raise RequestError(f"Unknown output(s) in output_filter: {sorted(unknown)}.")
-            outputs = {k: outputs[k] for k in request.output_filter}
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = sig.name
-        for k, v in outputs.items():
-            response.outputs[k].CopyFrom(tensors_lib.to_tensor_proto(v))
-        return response
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         @guarded
-        async def Predict(self, request, context):
+        def Predict(self, request, context):
             servable = resolve(request.model_spec)
             sig = servable.signature(request.model_spec.signature_name or None)
-            scheduler.active += 1
-            try:
-                if request.ByteSize() > INLINE_MAX_BODY_BYTES:
-                    return await scheduler.run(None, predict, servable, sig, request)
-                kwargs = _proto_inputs_to_tensors(request.inputs, sig)
-                return await scheduler.run(sig, predict, servable, sig, request, kwargs)
-            finally:
-                scheduler.active -= 1
+            outputs = _call(sig, _proto_inputs_to_tensors(request.inputs, sig))
+            if request.output_filter:
+                unknown = set(request.output_filter) - set(outputs)
+                if unknown:
+                    raise RequestError(f"Unknown output(s) in output_filter: {sorted(unknown)}.")
+                outputs = {k: outputs[k] for k in request.output_filter}
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = sig.name
+            for k, v in outputs.items():
+                response.outputs[k].CopyFrom(tensors_lib.to_tensor_proto(v))
+            return response
 
         @guarded
-        async def GetModelMetadata(self, request, context):
+        def GetModelMetadata(self, request, context):
             fields = set(request.metadata_field)
             if fields != {"signature_def"}:
                 raise RequestError('metadata_field must be ["signature_def"].')
@@ -803,7 +753,7 @@ def make_grpc_server(registry: ModelRegistry, address: str,
 
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         @guarded
-        async def GetModelStatus(self, request, context):
+        def GetModelStatus(self, request, context):
             spec = request.model_spec
             version = spec.version.value if spec.HasField("version") else None
             response = get_model_status_pb2.GetModelStatusResponse()
@@ -816,15 +766,11 @@ def make_grpc_server(registry: ModelRegistry, address: str,
 
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes)]
-    server = grpc.aio.server(options=options)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:  # grpc.aio raises where the sync server returns 0
-        bound = 0
-    if bound == 0:
+    if server.add_insecure_port(address) == 0:
         raise UserInputError(f"Cannot bind gRPC to {address}; pick another --grpc-port.")
     return server
 
@@ -878,6 +824,8 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
     Raises:
         UserInputError: if the folder does not exist.
     """
+    import uvicorn
+
     if not os.path.isdir(model_base_path):
         raise UserInputError(
             f"Model folder {model_base_path!r} does not exist; export a model first "
@@ -897,44 +845,21 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
     registry = ModelRegistry(model_base_path, poll_seconds, model_config_file)
     registry.refresh()
     registry.start_polling()
-    loop = _new_event_loop()
-    try:
-        loop.run_until_complete(
-            _serve_forever(registry, host, port, grpc_port, max_body_bytes, model_base_path))
-    finally:
-        registry.stop()
-        loop.close()
-
-
-def _new_event_loop():
-    # uvloop when installed (the `serving` extra), as uvicorn itself would pick.
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-async def _serve_forever(registry, host, port, grpc_port, max_body_bytes, model_base_path):
-    """REST and gRPC on one event loop, until uvicorn sees SIGINT or SIGTERM."""
-    import uvicorn
-
-    scheduler = CallScheduler()
     grpc_server = None
     if grpc_port:
-        grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", max_body_bytes,
-                                       scheduler)
-        await grpc_server.start()
+        grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", max_body_bytes)
+        grpc_server.start()
     names = ", ".join(registry.model_names()) or "none yet"
     print(f"Serving {names} from {model_base_path}: REST http://{host}:{port}/v1/models/"
           + (f", gRPC {host}:{grpc_port}" if grpc_port else ""), flush=True)
-    config = uvicorn.Config(make_app(registry, max_body_bytes, scheduler), host=host,
-                            port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(make_app(registry, max_body_bytes), host=host, port=port,
+                            log_level="warning", access_log=False)
     try:
-        await uvicorn.Server(config).serve()
+        uvicorn.Server(config).run()
     finally:
+        registry.stop()
         if grpc_server is not None:
-            await grpc_server.stop(grace=1)
+            grpc_server.stop(grace=1)
 
 
 def main(argv=None) -> int:
