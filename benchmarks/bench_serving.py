@@ -14,9 +14,11 @@ the in-process calls alike. The one-client cells run one transport at a time;
 the "interleaved" section then alternates in-process, REST and gRPC calls
 request by request, so all three meet the same machine state (this shared
 machine drifts by ±20% between cells) and the overhead is a ratio from one
-loop. Also measures the floor of a Python gRPC round trip: an empty
-PredictionService in its own process, on the server's gRPC stack. Prints JSON
-and saves it to benchmarks/results/serving.json.
+loop. Cells record the CPU time per request of the client and the server
+process, and "empty_calls" times a model status request on each protocol (the
+transport without a model call). Also measures the floor of a Python gRPC round
+trip: an empty PredictionService in its own process, on the server's gRPC stack.
+Prints JSON and saves it to benchmarks/results/serving.json.
 """
 
 import argparse
@@ -60,8 +62,23 @@ def _summary(latencies, rows_per_request, wall):
     }
 
 
-def run_cell(make_call, concurrency, max_requests, max_seconds, rows_per_request, warmup=10):
-    """Runs `make_call()()` from `concurrency` threads; returns latency figures."""
+def _process_cpu_seconds(pid):
+    """User + system CPU time of another process (Linux's /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_cell(make_call, concurrency, max_requests, max_seconds, rows_per_request, warmup=10,
+             server_pid=None):
+    """Runs `make_call()()` from `concurrency` threads; returns latency figures.
+
+    Also the CPU time per request that this (client) process spent and, given
+    `server_pid`, that the server spent: where a round trip's time goes.
+    """
     latencies, lock = [], threading.Lock()
     budget = [max_requests]
     deadline = [0.0]
@@ -89,11 +106,18 @@ def run_cell(make_call, concurrency, max_requests, max_seconds, rows_per_request
         t.start()
     deadline[0] = time.perf_counter() + 3600  # set properly once all are warm
     start_gate.wait()
-    began = time.perf_counter()
+    began, client_cpu = time.perf_counter(), time.process_time()
+    server_cpu = _process_cpu_seconds(server_pid) if server_pid else None
     deadline[0] = began + max_seconds
     for t in threads:
         t.join()
-    return _summary(latencies, rows_per_request, time.perf_counter() - began)
+    summary = _summary(latencies, rows_per_request, time.perf_counter() - began)
+    per_request = 1e3 / max(len(latencies), 1)
+    summary["client_cpu_ms_per_request"] = round((time.process_time() - client_cpu) * per_request, 3)
+    if server_cpu is not None:
+        summary["server_cpu_ms_per_request"] = round(
+            (_process_cpu_seconds(server_pid) - server_cpu) * per_request, 3)
+    return summary
 
 
 def run_interleaved(calls, max_requests, max_seconds, warmup=10):
@@ -233,6 +257,16 @@ def benchmark(args):
             versions = [int(v) for v in os.listdir(os.path.join(model_dir, name)) if v.isdigit()]
             return tf.saved_model.load(os.path.join(model_dir, name, str(max(versions))))
 
+        # Empty round trips to this server (model status, no model call): the
+        # transport's own cost, next to which the predict cells can be read.
+        status_clients = {"rest_status": RestClient("127.0.0.1", rest_port, timeout=60),
+                          "grpc_status": GrpcClient("127.0.0.1", grpc_port, timeout=60)}
+        results["empty_calls"] = {
+            name: run_cell(lambda: (lambda: client.status(args.model)), 1, args.requests,
+                           args.seconds, 1, server_pid=server.pid)
+            for name, client in status_clients.items()}
+        print(json.dumps({"empty_calls": results["empty_calls"]}), flush=True)
+
         tasks = []
         classifier = latest(args.model).signatures[args.signature]
         text_input = next(iter(classifier.structured_input_signature[1]))
@@ -265,7 +299,8 @@ def benchmark(args):
                     return lambda: client.predict(model, inputs, signature_name=sig_name)
 
                 for concurrency in (1, 16):
-                    cell = run_cell(make_call, concurrency, args.requests, args.seconds, batch)
+                    cell = run_cell(make_call, concurrency, args.requests, args.seconds, batch,
+                                    server_pid=server.pid)
                     cell["p50_overhead_ms"] = round(
                         cell["p50_ms"] - base[concurrency]["p50_ms"], 3)
                     cell["p50_vs_in_process"] = round(
