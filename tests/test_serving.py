@@ -356,8 +356,8 @@ def test_client_timeouts_and_unreachable_server():
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
-def test_big_bodies_run_off_the_event_loop(protocol, rest, grpc_client, in_process):
-    """A batch over the inline size limit takes the threaded path and is answered right."""
+def test_big_batches_are_answered_right(protocol, rest, grpc_client, in_process):
+    """A batch over the inline size limit (REST's threaded path) is answered right."""
     from tfllm.serving.server import INLINE_MAX_BODY_BYTES
 
     client = rest if protocol == "rest" else grpc_client

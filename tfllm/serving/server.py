@@ -831,11 +831,12 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
             f"Model folder {model_base_path!r} does not exist; export a model first "
             "(tfllm export RUN_DIR --name NAME) or pass the right folder."
         )
-    # grpcio 1.80 moved Python onto its new EventEngine I/O layer; here its loopback
-    # round trip costs the server ~0.08 ms more per call than the iomgr path it
-    # replaced (an empty call: 0.28 vs 0.36 ms). grpc keeps that path behind these
-    # experiment flags while it watches the rollout (grpc/grpc#42150). It must be
-    # set before grpc starts; a GRPC_EXPERIMENTS the user set wins.
+    # grpcio 1.80 moved Python onto its new EventEngine I/O layer; on this loopback
+    # it makes a status call 0.08 ms slower than the iomgr path it replaced (0.43 vs
+    # 0.35 ms, benchmarks/bench_grpc_io.py). grpc keeps that path behind these
+    # experiment flags while it watches the rollout (grpc/grpc#42150); a grpcio that
+    # has dropped them logs "Unknown experiment" and runs as before. It must be set
+    # before grpc starts; a GRPC_EXPERIMENTS the user set wins.
     os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
     configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                       inter_op_threads)
