@@ -54,8 +54,8 @@ class FusedDecoderBlock(keras.layers.Layer):
     nanoGPT's block (`bias=False`). KerasHub 0.32's `TransformerDecoder` always
     adds biases and projects queries, keys and values separately; this block
     drops the biases and fuses the three projections into one matmul, which
-    makes the `nanogpt-cpu` train step 1.13x faster on a 2-core CPU (21.35 vs
-    18.94 ms/step, alternating A/B in benchmarks/bench_generation.py). It keeps `TransformerDecoder`'s call
+    makes the `nanogpt-cpu` train step 1.13x faster on a 2-core CPU (21.13 vs
+    18.74 ms/step, alternating A/B in benchmarks/bench_generation.py). It keeps `TransformerDecoder`'s call
     contract for decoder-only use (`decoder_padding_mask`,
     `self_attention_cache` of shape `[batch, 2, cache_length, num_heads,
     head_dim]`, `self_attention_cache_update_index`), so `CausalLM`'s cache

@@ -816,8 +816,8 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
             default (None) is 1, which suits tfllm's small models: splitting their tiny ops
             across cores costs more than it saves, and concurrent requests
             still use every core. In-process on 2 cores, 1 vs 0
-            (benchmarks/results/serving*.json): one string 0.43 vs 0.70 ms,
-            32 strings 1.22 vs 1.53 ms.
+            (benchmarks/results/serving_threads0.json and the serving.json of
+            its time): one string 0.43 vs 0.70 ms, 32 strings 1.22 vs 1.53 ms.
         inter_op_threads: TF Serving's `--tensorflow_inter_op_parallelism`
             (0 = TensorFlow's choice).
 
