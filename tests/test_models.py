@@ -123,3 +123,29 @@ def test_presets_and_overrides():
     assert resolve_preset("classify", "default", {"epochs": 3, "batch_size": None})["epochs"] == 3
     with pytest.raises(UserInputError, match="Unknown preset"):
         resolve_preset("classify", "huge")
+
+
+def test_misspelt_override_is_refused():
+    assert resolve_preset("classify", "article", {"label_smoothing": 0.1})["label_smoothing"] == 0.1
+    with pytest.raises(UserInputError, match="'hiden_dim'.*Did you mean 'hidden_dim'"):
+        resolve_preset("classify", "default", {"hiden_dim": 64})
+    with pytest.raises(UserInputError, match="'epochs' for task 'generate'"):  # generation counts steps
+        resolve_preset("generate", "tiny", {"epochs": 2})
+
+
+def test_every_setting_the_training_code_reads_can_be_overridden():
+    # The list of known settings is kept by hand; this fails when training
+    # code starts reading a setting that an override would be refused for.
+    import pathlib
+    import re
+
+    from tfllm.models.causal_lm import BACKBONE_ARGS
+    from tfllm.models.presets import known_settings
+    from tfllm.training.classifier import MODEL_ARGS
+
+    source = pathlib.Path(__file__).parents[1] / "tfllm" / "training"
+    for task, module, model_args in (("classify", "classifier.py", MODEL_ARGS),
+                                     ("generate", "causal_lm.py", BACKBONE_ARGS)):
+        read = set(re.findall(r'preset(?:\[|\.get\()"(\w+)"', (source / module).read_text()))
+        assert read, module
+        assert read | set(model_args) <= known_settings(task), task

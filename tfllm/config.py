@@ -30,7 +30,7 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: bool | None = None
     max_rows: int | None = None  # train on the first N rows only (quick runs, tests)
-    overrides: dict = dataclasses.field(default_factory=dict)  # preset keys to override
+    overrides: dict = dataclasses.field(default_factory=dict)  # settings to override; a misspelt one is refused
 
     def to_json(self, path):
         with open(path, "w") as f:

@@ -5,6 +5,8 @@ Keys that match a model's constructor go to the model; `learning_rate`,
 run's overrides on top, so there is one source of truth for every setting.
 """
 
+import difflib
+
 from tfllm.errors import UserInputError
 
 CLASSIFIER_PRESETS = {
@@ -132,6 +134,19 @@ CAUSAL_LM_PRESETS = {
 
 PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS}
 
+# Settings the training code reads (with a default) that no shipped preset sets.
+# With every preset's keys they are what `overrides` may name, so a misspelt
+# setting is refused instead of silently training with the preset's value.
+OPTIONAL_SETTINGS = {
+    "classify": {"ema_momentum", "jit_compile", "label_smoothing", "pretrain_epochs", "pretrain_learning_rate"},
+    "generate": {"activation", "layer_norm_epsilon"},
+}
+
+
+def known_settings(task):
+    """Every setting a preset of `task` may carry or an override may name."""
+    return set(OPTIONAL_SETTINGS[task]).union(*PRESETS[task].values())
+
 
 def resolve_preset(task, name, overrides=None):
     """Returns a copy of preset `name` for `task` with `overrides` applied."""
@@ -142,6 +157,12 @@ def resolve_preset(task, name, overrides=None):
         raise UserInputError(
             f"Unknown preset {name!r} for task {task!r}; choose one of {', '.join(sorted(presets))}."
         )
+    known = known_settings(task)
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else f" Known settings: {', '.join(sorted(known))}."
+        raise UserInputError(f"Unknown setting(s) {', '.join(map(repr, unknown))} for task {task!r}.{hint}")
     preset = dict(presets[name])
     for key, value in (overrides or {}).items():
         if value is not None:
