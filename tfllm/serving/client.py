@@ -186,6 +186,13 @@ class GrpcClient:
         port: gRPC port (TF Serving's default is 8500).
         timeout: seconds to wait for each answer.
 
+    For the lowest latency, start the client process with
+    `GRPC_EXPERIMENTS=-event_engine_client,-event_engine_listener`, as
+    `tfllm serve` does for itself: it turns off grpcio's EventEngine I/O layer,
+    which is slower on a loopback round trip (`benchmarks/bench_grpc_io.py`).
+    grpc reads it once, on import. The client does not set it for you, because
+    it changes every gRPC channel in the process.
+
     Example:
     ```python
     client = GrpcClient("localhost", 8500)

@@ -832,8 +832,8 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
             "(tfllm export RUN_DIR --name NAME) or pass the right folder."
         )
     # grpcio 1.80 moved Python onto its new EventEngine I/O layer; on this loopback
-    # it makes a status call 0.08 ms slower than the iomgr path it replaced (0.43 vs
-    # 0.35 ms, benchmarks/bench_grpc_io.py). grpc keeps that path behind these
+    # it makes a status call slower than the iomgr path it replaced (0.39-0.45 vs
+    # 0.33-0.34 ms, benchmarks/results/grpc_io.json). grpc keeps that path behind these
     # experiment flags while it watches the rollout (grpc/grpc#42150); a grpcio that
     # has dropped them logs "Unknown experiment" and runs as before. It must be set
     # before grpc starts; a GRPC_EXPERIMENTS the user set wins.
