@@ -214,7 +214,7 @@ def cmd_generate(args):
 
 
 def add_generation_parsers(sub):
-    from tfllm.generation import MAX_NEW_TOKENS, SAMPLERS
+    from tfllm.config import MAX_NEW_TOKENS, SAMPLERS
 
     p = sub.add_parser("generate", help="continue a prompt with a trained text generator (streams as it goes)")
     p.add_argument("run_dir", nargs="?", default=None, help="run directory (omit with --tflite)")
@@ -236,7 +236,10 @@ def add_generation_parsers(sub):
 
 
 def build_parser():
+    from tfllm import __version__
+
     parser = argparse.ArgumentParser(prog="tfllm", description="Train, export and serve small Transformer language models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a classifier or a text generator")

@@ -3,6 +3,11 @@
 import dataclasses
 import json
 
+# Generation limits, here rather than in tfllm.generation so that building the
+# CLI's parser (`tfllm --help`) does not import TensorFlow.
+MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
+SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+
 
 @dataclasses.dataclass
 class TrainConfig:

@@ -20,15 +20,14 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from tfllm.config import MAX_NEW_TOKENS, SAMPLERS  # noqa: F401  (defined there so the CLI parser needs no TensorFlow)
 from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM  # noqa: F401  (registers the class for load_model)
 from tfllm.tokenizers import CharacterTokenizer, load_tokenizer
 
 EOS_ID = 3  # the tokenizers' shared id layout: 0 pad, 1 unk, 2 bos, 3 eos
 UNK_ID = 1
-MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
 MAX_PROMPTS = 256
-SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
 
 
