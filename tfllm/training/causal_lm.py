@@ -226,7 +226,7 @@ def train_causal_lm(config, verbose="auto"):
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
         history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
-                            callbacks=callbacks, verbose=verbose)
+                            shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
 
         val_loss = evaluate_loss(model, val_ids, seq)
         step_seconds = np.median(timer.step_seconds) if timer.step_seconds else float("nan")

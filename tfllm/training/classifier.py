@@ -137,7 +137,9 @@ def train_classifier(config, verbose="auto"):
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
         start = time.perf_counter()
-        history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], callbacks=callbacks, verbose=verbose)
+        # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
+        history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], shuffle=False, callbacks=callbacks,
+                            verbose=verbose)
         train_seconds = time.perf_counter() - start
         best = os.path.join(run_dir, "best.weights.h5")
         if os.path.exists(best):

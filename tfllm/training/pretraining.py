@@ -62,4 +62,4 @@ def pretrain_masked_lm(classifier, tokenized_texts, epochs, batch_size, learning
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    return model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=verbose)
+    return model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, shuffle=False, verbose=verbose)  # shuffled above
