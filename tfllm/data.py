@@ -24,16 +24,9 @@ def encode_labels(labels, num_classes):
     return tf.one_hot(labels, num_classes)
 
 
-def _known_length(ds, rows):
-    # `unbatch()` forgets how many rows there are; without the count Keras shows
-    # "1/Unknown" steps and warns that the input "ran out of data" after epoch 1.
-    return ds.apply(tf.data.experimental.assert_cardinality(rows))
-
-
 def token_id_rows(texts, tokenizer):
     """Single rows of token ids, tokenized once in large batches (graph ops, not Python)."""
-    ds = tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024).map(tokenizer, num_parallel_calls=AUTOTUNE).unbatch()
-    return _known_length(ds, len(texts))
+    return tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024).map(tokenizer, num_parallel_calls=AUTOTUNE).unbatch()
 
 
 def classification_dataset(split, tokenizer, num_classes, batch_size, shuffle=False, seed=None):
@@ -44,8 +37,7 @@ def classification_dataset(split, tokenizer, num_classes, batch_size, shuffle=Fa
     only shuffle and batch.
     """
     ds = tf.data.Dataset.from_tensor_slices((list(split.texts), encode_labels(split.labels, num_classes)))
-    ds = ds.batch(1024).map(lambda x, y: (tokenizer(x), y), num_parallel_calls=AUTOTUNE).unbatch()
-    ds = _known_length(ds, len(split.texts)).cache()
+    ds = ds.batch(1024).map(lambda x, y: (tokenizer(x), y), num_parallel_calls=AUTOTUNE).unbatch().cache()
     if shuffle:
         ds = ds.shuffle(len(split.texts), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE)

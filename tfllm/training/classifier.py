@@ -7,6 +7,7 @@ resolved hyperparameters), `tokenizer/`, `labels.json`, `model.keras`,
 
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -137,9 +138,14 @@ def train_classifier(config, verbose="auto"):
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
         start = time.perf_counter()
-        # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
-        history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], shuffle=False, callbacks=callbacks,
-                            verbose=verbose)
+        with warnings.catch_warnings():
+            # The tokenized pipeline's length is unknown until its first pass ends, which Keras
+            # reports as "ran out of data". assert_cardinality would fix that, but then Keras
+            # makes an extra iterator per epoch, shifting every later shuffle (and the figures).
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
+            history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], shuffle=False,
+                                callbacks=callbacks, verbose=verbose)
         train_seconds = time.perf_counter() - start
         best = os.path.join(run_dir, "best.weights.h5")
         if os.path.exists(best):

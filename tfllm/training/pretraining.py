@@ -9,6 +9,8 @@ classifier because the layers are shared objects. KerasHub provides the
 masking (`MaskedLMMaskGenerator`) and the tied output head (`MaskedLMHead`).
 """
 
+import warnings
+
 import keras
 import keras_hub
 import tensorflow as tf
@@ -62,4 +64,6 @@ def pretrain_masked_lm(classifier, tokenized_texts, epochs, batch_size, learning
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    return model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, shuffle=False, verbose=verbose)  # shuffled above
+    with warnings.catch_warnings():  # the rows' count is unknown until the first pass ends (see train_classifier)
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        return model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, shuffle=False, verbose=verbose)  # shuffled above
