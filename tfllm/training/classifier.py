@@ -139,21 +139,21 @@ def train_classifier(config, verbose="auto"):
         )
         start = time.perf_counter()
         with warnings.catch_warnings():
-            # The tokenized pipeline's length is unknown until its first pass ends, which Keras
+            # The tokenized pipelines' length is unknown until their first pass ends, which Keras
             # reports as "ran out of data". assert_cardinality would fix that, but then Keras
             # makes an extra iterator per epoch, shifting every later shuffle (and the figures).
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
             history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], shuffle=False,
                                 callbacks=callbacks, verbose=verbose)
-        train_seconds = time.perf_counter() - start
-        best = os.path.join(run_dir, "best.weights.h5")
-        if os.path.exists(best):
-            model.load_weights(best)  # the checkpoint of the lowest val loss
-            os.remove(best)
-        if preset.get("wide_bigram_buckets"):
-            print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
-            model.fit_wide_path(train_ds, val_ds)  # both cached by fit: no second tokenization
+            train_seconds = time.perf_counter() - start
+            best = os.path.join(run_dir, "best.weights.h5")
+            if os.path.exists(best):
+                model.load_weights(best)  # the checkpoint of the lowest val loss
+                os.remove(best)
+            if preset.get("wide_bigram_buckets"):
+                print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
+                model.fit_wide_path(train_ds, val_ds)  # both cached by fit: no second tokenization
 
         metrics = {
             "val": classification_report(data.val.labels, predict_probabilities(model, tokenizer, data.val.texts), data.label_names),
