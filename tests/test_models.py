@@ -149,3 +149,25 @@ def test_every_setting_the_training_code_reads_can_be_overridden():
         read = set(re.findall(r'preset(?:\[|\.get\()"(\w+)"', (source / module).read_text()))
         assert read, module
         assert read | set(model_args) <= known_settings(task), task
+
+
+def test_masked_lm_pretraining_trains_the_shared_encoder():
+    import warnings
+
+    import tensorflow as tf
+
+    from tfllm.training.pretraining import pretrain_masked_lm
+
+    keras.utils.set_random_seed(0)
+    model = TextClassifier(num_classes=2, **TINY)
+    model(token_ids())
+    before = keras.ops.convert_to_numpy(model.get_layer("embedding").token_embedding.embeddings)
+    # Rows of unknown length, as the training pipeline makes them (unbatch after tokenizing).
+    rows = tf.data.Dataset.from_tensor_slices(token_ids(batch=32)).batch(8).unbatch()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = pretrain_masked_lm(model, rows, epochs=2, batch_size=8, learning_rate=1e-2, seed=0, verbose=0)
+    assert len(history.history["loss"]) == 2
+    after = keras.ops.convert_to_numpy(model.get_layer("embedding").token_embedding.embeddings)
+    assert np.abs(after - before).max() > 0  # the classifier's own embedding was trained
+    assert not [w for w in caught if "ran out of data" in str(w.message) or "shuffle=True" in str(w.message)]

@@ -7,7 +7,6 @@ resolved hyperparameters), `tokenizer/`, `labels.json`, `model.keras`,
 
 import os
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -138,11 +137,7 @@ def train_classifier(config, verbose="auto"):
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            # The tokenized pipelines' length is unknown until their first pass ends, which Keras
-            # reports as "ran out of data". assert_cardinality would fix that, but then Keras
-            # makes an extra iterator per epoch, shifting every later shuffle (and the figures).
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        with common.unknown_length_ok():
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
             history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], shuffle=False,
                                 callbacks=callbacks, verbose=verbose)

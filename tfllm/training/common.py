@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 
 import keras
 import tensorflow as tf
@@ -51,6 +52,21 @@ def save_model_atomically(model, path):
     tmp = path + ".tmp.keras"
     model.save(tmp)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def unknown_length_ok():
+    """Silences Keras's "ran out of data" for pipelines whose length it cannot know.
+
+    The tokenized classification pipelines `unbatch()`, so Keras learns their
+    length only when the first pass ends, and reports that as running out of
+    data. `assert_cardinality` would tell it up front, but then Keras 3.15 builds
+    a spare iterator per epoch, which shifts every later shuffle and with it the
+    trained models and the benchmarked figures.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 @contextlib.contextmanager

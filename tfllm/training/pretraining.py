@@ -9,13 +9,12 @@ classifier because the layers are shared objects. KerasHub provides the
 masking (`MaskedLMMaskGenerator`) and the tied output head (`MaskedLMHead`).
 """
 
-import warnings
-
 import keras
 import keras_hub
 import tensorflow as tf
 
 from tfllm.tokenizers import MASK_ID, NUM_SPECIAL
+from tfllm.training import common
 
 
 def masked_lm_model(classifier):
@@ -64,6 +63,5 @@ def pretrain_masked_lm(classifier, tokenized_texts, epochs, batch_size, learning
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    with warnings.catch_warnings():  # the rows' count is unknown until the first pass ends (see train_classifier)
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
+    with common.unknown_length_ok():
         return model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, shuffle=False, verbose=verbose)  # shuffled above
