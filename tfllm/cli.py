@@ -293,6 +293,9 @@ def build_parser():
 
 
 def main(argv=None):
+    from tfllm._env import quiet_gpu_probe
+
+    quiet_gpu_probe()  # before anything imports TensorFlow; see its docstring
     from tfllm.errors import UserInputError
 
     args = build_parser().parse_args(argv)

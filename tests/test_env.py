@@ -1,0 +1,69 @@
+"""TensorFlow's CUDA probe stays out of a CPU-only machine's logs (tfllm/_env.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfllm._env import CPU_DEVICE_TYPES, accelerator_present, quiet_gpu_probe
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("tfllm")
+needs_cpu_only_linux = pytest.mark.skipif(
+    accelerator_present() or not sys.platform.startswith("linux"),
+    reason="the probe is only kept quiet on Linux machines without a GPU or TPU",
+)
+
+
+def run_console_script(tmp_path, **env):
+    """A cheap command that imports TensorFlow and runs its first op before failing on the input."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLED_DEVICE_TYPES", "TF_CPP_MIN_LOG_LEVEL")}
+    environ.update(env)
+    missing = tmp_path / "missing.txt"
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), "train", "--task", "generate", "--data", str(missing), "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, env=environ,
+    )
+
+
+def test_user_setting_wins():
+    assert quiet_gpu_probe({"TF_ENABLED_DEVICE_TYPES": ""}) is False
+    assert quiet_gpu_probe({"TF_ENABLED_DEVICE_TYPES": "GPU"}) is False
+
+
+@needs_cpu_only_linux
+def test_console_script_prints_no_cuda_probe_errors(tmp_path):
+    result = run_console_script(tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr
+    # The same command probes for CUDA without the setting (the test below).
+    assert "cuInit" not in result.stderr, result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith("E0000")], result.stderr
+
+
+@needs_cpu_only_linux
+def test_opting_out_brings_the_probe_back(tmp_path):
+    """`TF_ENABLED_DEVICE_TYPES=` (empty) enables every factory, so the same command probes again.
+
+    This also shows the command above does reach TensorFlow's device set-up, so
+    the check there means something.
+    """
+    result = run_console_script(tmp_path, TF_ENABLED_DEVICE_TYPES="")
+    assert result.returncode == 2, result.stderr
+    assert "cuInit" in result.stderr
+
+
+def test_sets_cpu_factories_only_without_accelerators(monkeypatch):
+    environ = {}
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    assert quiet_gpu_probe(environ) is False  # TensorFlow already imported: too late, left alone
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    monkeypatch.setattr("tfllm._env.accelerator_present", lambda: True)
+    assert quiet_gpu_probe(environ) is False and environ == {}
+    monkeypatch.setattr("tfllm._env.accelerator_present", lambda: False)
+    assert quiet_gpu_probe(environ) is True
+    assert environ == {"TF_ENABLED_DEVICE_TYPES": CPU_DEVICE_TYPES}
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert quiet_gpu_probe({}) is False

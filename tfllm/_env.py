@@ -1,0 +1,62 @@
+"""Process set-up that must happen before TensorFlow is imported.
+
+Kept apart from everything else (and free of imports beyond the standard
+library) because it only works when it runs first: `tfllm.cli.main` calls
+`quiet_gpu_probe()` before any command imports TensorFlow.
+"""
+
+import glob
+import os
+import sys
+
+# The device factories TensorFlow registers on a machine without accelerators.
+# XLA_CPU stays so that nothing a CPU user has today goes away.
+CPU_DEVICE_TYPES = "CPU,XLA_CPU"
+
+# Device nodes and driver files of accelerators that register their own
+# TensorFlow device factory: NVIDIA (CUDA), AMD (ROCm), Cloud TPU VMs.
+_ACCELERATOR_PATHS = ("/proc/driver/nvidia", "/dev/nvidia*", "/dev/kfd", "/dev/accel*", "/dev/vfio/*")
+# Remote or Colab TPUs have no local device node but announce themselves here.
+_ACCELERATOR_ENV = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
+
+
+def accelerator_present():
+    """True if this machine shows any sign of a GPU or TPU that TensorFlow could use."""
+    if any(os.environ.get(name) for name in _ACCELERATOR_ENV):
+        return True
+    return any(glob.glob(pattern) for pattern in _ACCELERATOR_PATHS)
+
+
+def quiet_gpu_probe(environ=None):
+    """On a machine with no GPU or TPU, keeps TensorFlow from probing for CUDA.
+
+    The `tensorflow` wheel has CUDA support built in, so on a CPU-only machine
+    its first operation calls `cuInit`, which fails and logs
+    `E ... cuda_platform.cc:52] failed call to cuInit: ... UNKNOWN ERROR (303)`
+    (tensorflow/tensorflow#37689, closed without a change; TensorFlow's answer
+    was the `tensorflow-cpu` wheel). It is an ERROR line, so
+    `TF_CPP_MIN_LOG_LEVEL=2` keeps it and `3` would hide every real error too;
+    `CUDA_VISIBLE_DEVICES` does not stop the `cuInit` call either.
+
+    TensorFlow's own `TF_ENABLED_DEVICE_TYPES` (read by `DeviceFactory::Register`
+    in tensorflow/core/framework/device_factory.cc) registers only the device
+    factories it lists; with `CPU,XLA_CPU` the GPU factory, and so the CUDA
+    probe, never starts. TensorFlow logs one INFO line per factory it skips
+    ("Device factory 'GPU' disabled by TF_ENABLED_DEVICE_TYPES environment
+    variable."), shown with `TF_CPP_MIN_LOG_LEVEL=0`, for anyone who looks for
+    a GPU.
+
+    It is set only when nothing suggests an accelerator (`accelerator_present`)
+    and only on Linux (macOS's Metal plug-in registers a 'GPU' factory with no
+    device node to look for), and never over a value the user set: setting
+    `TF_ENABLED_DEVICE_TYPES=` (empty) turns this off and enables every
+    factory. Returns True if it set the variable.
+    """
+    environ = os.environ if environ is None else environ
+    if "TF_ENABLED_DEVICE_TYPES" in environ or not sys.platform.startswith("linux"):
+        return False
+    if "tensorflow" in sys.modules or accelerator_present():
+        # Too late to matter, or a device whose errors the user must see.
+        return False
+    environ["TF_ENABLED_DEVICE_TYPES"] = CPU_DEVICE_TYPES
+    return True
