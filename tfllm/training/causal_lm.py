@@ -78,6 +78,10 @@ class AdamW(keras.optimizers.AdamW):
     as one device would clip it. One device: unchanged.
     """
 
+    # PRIVATE API: overrides Keras's `BaseOptimizer._clip_gradients` (keras 3.15, called in
+    # `_backend_apply_gradients` before the cross-replica sum). Upstream: tensorflow/tensorflow#33929
+    # (tf.keras disabled clipping under tf.distribute for this reason); no Keras 3 issue
+    # was found. Guarded by tests/test_private_apis.py.
     def _clip_gradients(self, grads):
         context = tf.distribute.get_replica_context()
         if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:

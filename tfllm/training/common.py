@@ -324,6 +324,10 @@ def adapt_model_to_strategy(model, strategy):
     """
     if strategy.num_replicas_in_sync == 1 and not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return model
+    # PRIVATE API: Keras's `Model._maybe_symbolic_build` (keras 3.15, called by the
+    # TensorFlow trainer's fit/evaluate). Upstream: keras-team/keras#20585 (open:
+    # Keras 3 does not support MultiWorkerMirroredStrategy); no separate issue for the
+    # uneven-batch MirroredStrategy case was found. Guarded by tests/test_private_apis.py.
     keras_build = model._maybe_symbolic_build
 
     def build_from_local_batch(iterator=None, data_batch=None):
@@ -335,6 +339,10 @@ def adapt_model_to_strategy(model, strategy):
 
     model._maybe_symbolic_build = build_from_local_batch
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # PRIVATE BEHAVIOUR: Keras's make_train/test_function read `self.train_step` /
+        # `self.test_step` per instance, so these wrappers take effect, and its
+        # `reduce_per_replica` calls strategy.reduce("MEAN", v, axis=0) on the logs.
+        # Upstream: keras-team/keras#20585. Guarded by tests/test_private_apis.py.
         keras_train_step, keras_test_step = model.train_step, model.test_step
 
         def with_axis(logs):
