@@ -125,55 +125,13 @@ def cmd_export(args):
             print(f"Pruned versions {removed}")
 
 
-# --- serving: `tfllm serve`, `tfllm models` (logic in tfllm.serving) ---------
-
-
-def cmd_serve(args):
-    from tfllm.serving.server import serve
-
-    serve(args.model_base_path, host=args.host, port=args.port, grpc_port=args.grpc_port or None,
-          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file,
-          intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
-
-
-def cmd_models(args):
-    from tfllm.errors import UserInputError
-    from tfllm.serving.models import format_models, list_models, prune
-
-    if (args.prune is None) != (args.keep is None):
-        raise UserInputError("Pass --prune NAME and --keep N together.")
-    if args.prune is not None:
-        removed = prune(args.base_dir, args.prune, args.keep)
-        print(f"Pruned {args.prune} versions {removed}" if removed else f"Nothing to prune for {args.prune}")
-    models = list_models(args.base_dir)
-    print(json.dumps(models, indent=2) if args.json else format_models(models))
-
-
-def add_thread_arguments(parser):
-    parser.add_argument("--intra-op-threads", type=int, default=None,
-                        help="threads per TensorFlow op (TF Serving's --tensorflow_intra_op_parallelism); "
-                        "0 = TensorFlow's choice; default 1, fastest for small models")
-    parser.add_argument("--inter-op-threads", type=int, default=0,
-                        help="TF Serving's --tensorflow_inter_op_parallelism; 0 (default) = TensorFlow's choice")
+# --- serving: `tfllm serve`, `tfllm models` (arguments and logic in tfllm.serving.commands) ---
 
 
 def add_serving_parsers(sub):
-    p = sub.add_parser("serve", help="serve savedmodels/ with TF Serving's REST and gRPC APIs")
-    p.add_argument("model_base_path", nargs="?", default="savedmodels", help="folder of NAME/VERSION/ exports")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8501, help="REST port")
-    p.add_argument("--grpc-port", type=int, default=8500, help="gRPC port; 0 turns gRPC off")
-    p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
-    p.add_argument("--model-config-file", default=None, help="TF Serving models.config for version labels/policies")
-    add_thread_arguments(p)
-    p.set_defaults(func=cmd_serve)
+    from tfllm.serving.commands import add_parsers
 
-    p = sub.add_parser("models", help="list exported models, versions, signatures and sizes")
-    p.add_argument("base_dir", nargs="?", default="savedmodels")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--prune", metavar="NAME", default=None, help="delete old versions of this model ...")
-    p.add_argument("--keep", type=int, default=None, help="... keeping the newest N")
-    p.set_defaults(func=cmd_models)
+    add_parsers(sub)
 
 
 # --- end serving ----------------------------------------------------------------

@@ -3,17 +3,27 @@
 TF Serving polls `savedmodels/NAME` and loads any integer sub-folder it finds,
 so a version must never be visible half-written: we write into a hidden
 sibling folder and `os.rename` it into place (atomic on one filesystem).
+A killed export leaves its hidden folder behind; the next export into the
+same model removes those whose exporting process is gone.
 """
 
 import contextlib
+import hashlib
+import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 
 from tfllm.errors import UserInputError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+STALE_SECONDS = 3600  # a .tmp- folder that names no owner, untouched this long, is stale
+_OWNER = re.compile(r"^\.tmp-(\d+)@([0-9a-f]{8})-")  # .tmp-PID@HOSTHASH-random
+
+logger = logging.getLogger("tfllm.export")
 
 
 def validate_export_name(name):
@@ -48,7 +58,10 @@ def atomic_version_dir(base_dir, name):
     validate_export_name(name)
     model_dir = os.path.join(base_dir, name)
     os.makedirs(model_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-", dir=model_dir)
+    clean_stale(model_dir)
+    # The folder's name says which process writes it, so a later export can
+    # tell a killed export's leftovers from one still running.
+    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}@{_host_hash()}-", dir=model_dir)
     try:
         final_dir = os.path.join(model_dir, str(next_version(base_dir, name)))
         yield tmp_dir, final_dir
@@ -60,17 +73,133 @@ def atomic_version_dir(base_dir, name):
         raise
 
 
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process
+    return True
+
+
+def _newest_mtime(path):
+    newest = os.path.getmtime(path)
+    for root, dirs, files in os.walk(path):
+        for entry in dirs + files:
+            try:
+                newest = max(newest, os.path.getmtime(os.path.join(root, entry)))
+            except OSError:
+                pass
+    return newest
+
+
+def _host_hash():
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _is_stale(path, now):
+    owner = _OWNER.match(os.path.basename(path))
+    if owner and owner[2] == _host_hash():
+        return not _pid_alive(int(owner[1]))
+    # An older export's folder, or another host's: stale once untouched for long.
+    return now - _newest_mtime(path) > STALE_SECONDS
+
+
+def clean_stale(model_dir):
+    """Removes `.tmp-*` folders of exports that were killed, and half-deleted `.pruning-*` ones.
+
+    A `.tmp-*` folder is stale when the process its name records is gone
+    (same host), or when it names none (or another host) and nothing in it
+    changed for `STALE_SECONDS`. Returns the removed folder names.
+    """
+    removed = []
+    now = time.time()
+    try:
+        entries = os.listdir(model_dir)
+    except OSError:
+        return removed
+    for entry in entries:
+        path = os.path.join(model_dir, entry)
+        if not os.path.isdir(path):
+            continue
+        if entry.startswith(".tmp-") and _is_stale(path, now) or \
+                entry.startswith(".pruning-") and now - _newest_mtime(path) > 60:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(entry)
+    if removed:
+        logger.warning("removed %d folder(s) left by killed exports or prunes in %s: %s",
+                       len(removed), model_dir, ", ".join(sorted(removed)))
+    return removed
+
+
+def version_problem(version_dir):
+    """Why a version folder cannot load, or None if it looks loadable.
+
+    Reads files only: `saved_model.pb` must parse and hold a graph, and the
+    variables it points at must all be there.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(version_dir, "saved_model.pb")
+    try:
+        with open(pb, "rb") as f:
+            saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    except FileNotFoundError:
+        return "no saved_model.pb"
+    except (OSError, DecodeError, ValueError) as e:
+        return f"saved_model.pb does not parse ({type(e).__name__}: {str(e)[:200]})"
+    if not saved_model.meta_graphs:
+        return "saved_model.pb holds no graph"
+    variables = os.path.join(version_dir, "variables")
+    if os.path.isdir(variables) or saved_model.meta_graphs[0].object_graph_def.nodes:
+        files = os.listdir(variables) if os.path.isdir(variables) else []
+        if "variables.index" not in files:
+            return "variables/variables.index is missing"
+        shards = [f for f in files if f.startswith("variables.data-")]
+        match = re.match(r"variables\.data-\d+-of-(\d+)$", shards[0]) if shards else None
+        if match and len(shards) < int(match[1]):
+            return f"variables/ has {len(shards)} of {int(match[1])} data shards"
+    return None
+
+
+class PruneResult(list):
+    """The removed versions (a list, oldest first), with `skipped`: `{version: why it was kept}`."""
+
+    def __init__(self, removed=(), skipped=None):
+        super().__init__(removed)
+        self.skipped = dict(skipped or {})
+
+
 def prune(base_dir, name, keep):
     """Deletes all but the newest `keep` versions of `name`; returns the removed ones.
 
-    Each version is first renamed to a non-integer folder, so a server polling
-    the folder never sees a half-deleted version.
+    Never deletes the newest version that loads: with `2` good and `10`
+    broken, `keep=1` keeps both, so a server still has a version to serve.
+    The result's `skipped` says which versions were kept beyond `keep` and why
+    (also logged). Each version is first renamed to a non-integer folder, so a
+    server polling the folder never sees a half-deleted version.
     """
     if keep < 1:
         raise UserInputError(f"--keep must be at least 1, got {keep}.")
-    removed = versions(base_dir, name)[:-keep]
-    for version in removed:
+    existing = versions(base_dir, name)
+    doomed = existing[:-keep]
+    skipped = {}
+    broken = {}
+    for version in reversed(existing):
+        problem = version_problem(os.path.join(base_dir, name, str(version)))
+        if problem is None:
+            if version in doomed:
+                doomed.remove(version)
+                newer = ", ".join(f"{v} ({broken[v]})" for v in sorted(broken))
+                skipped[version] = f"the newest version that loads (newer ones do not: {newer})"
+            break
+        broken[version] = problem
+    for version, reason in skipped.items():
+        logger.warning("not pruning %s version %d: %s", name, version, reason)
+    for version in doomed:
         trash = os.path.join(base_dir, name, f".pruning-{version}")
         os.rename(os.path.join(base_dir, name, str(version)), trash)
         shutil.rmtree(trash)
-    return removed
+    return PruneResult(doomed, skipped)

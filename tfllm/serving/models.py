@@ -99,7 +99,9 @@ def list_models(base_path: str) -> list[dict]:
     Returns:
         One dict per model, sorted by name: `{"name", "versions": [{"version",
         "path", "size_bytes", "signatures": {sig: {"inputs", "outputs"}}}]}`
-        with versions newest first.
+        with versions newest first. A version that cannot load (a garbage
+        `saved_model.pb`, missing variables) is listed with an `"error"` and
+        no signatures.
 
     Raises:
         UserInputError: if `base_path` is not a folder.
@@ -111,21 +113,24 @@ def list_models(base_path: str) -> list[dict]:
         )
     models = []
     for name, versions in scan(base_path).items():
-        models.append(
-            {
-                "name": name,
-                "versions": [
-                    {
-                        "version": v,
-                        "path": versions[v],
-                        "size_bytes": _dir_size(versions[v]),
-                        "signatures": describe_signatures(versions[v]),
-                    }
-                    for v in sorted(versions, reverse=True)
-                ],
-            }
-        )
+        models.append({"name": name,
+                       "versions": [_describe_version(v, versions[v])
+                                    for v in sorted(versions, reverse=True)]})
     return models
+
+
+def _describe_version(version: int, path: str) -> dict:
+    entry = {"version": version, "path": path, "size_bytes": _dir_size(path)}
+    problem = versioning.version_problem(path)
+    if problem is None:
+        try:
+            entry["signatures"] = describe_signatures(path)
+        except Exception as e:  # noqa: BLE001 - one broken version must not hide the rest
+            problem = f"cannot read its signatures ({type(e).__name__}: {str(e)[:200]})"
+    if problem is not None:
+        entry["signatures"] = {}
+        entry["error"] = problem
+    return entry
 
 
 def _format_tensor(name: str, info: dict) -> str:
@@ -150,6 +155,8 @@ def format_models(models: list[dict]) -> str:
         lines.append(model["name"])
         for v in model["versions"]:
             lines.append(f"  version {v['version']}  {_format_size(v['size_bytes'])}  {v['path']}")
+            if "error" in v:
+                lines.append(f"    BROKEN: {v['error']}")
             for sig, io in v["signatures"].items():
                 ins = ", ".join(_format_tensor(k, i) for k, i in io["inputs"].items())
                 outs = ", ".join(_format_tensor(k, i) for k, i in io["outputs"].items())
@@ -160,8 +167,10 @@ def format_models(models: list[dict]) -> str:
 def prune(base_path: str, name: str, keep: int) -> list[int]:
     """Deletes all but the newest `keep` versions of a model.
 
-    Each doomed version is first renamed to a non-integer folder, so a server
-    polling the folder never sees a half-deleted version.
+    Never deletes the newest version that loads (see `versioning.prune`);
+    the result's `skipped` says what was kept and why. Each doomed version is
+    first renamed to a non-integer folder, so a server polling the folder
+    never sees a half-deleted version.
 
     Args:
         base_path: a folder laid out as `NAME/VERSION/`.
@@ -169,7 +178,7 @@ def prune(base_path: str, name: str, keep: int) -> list[int]:
         keep: how many of the newest versions to keep (at least 1).
 
     Returns:
-        The deleted version numbers, oldest first.
+        The deleted version numbers, oldest first (a `versioning.PruneResult`).
 
     Raises:
         UserInputError: if `keep` < 1 or the model does not exist.

@@ -1,0 +1,398 @@
+"""Requests to signature arguments and signature outputs to answers, for REST and gRPC.
+
+Both protocols go through the same checks, in this order, before the model
+runs: input names; the declared shape against the signature and the
+`Limits` (nothing is allocated before that); dtype and value ranges; string
+sizes and UTF-8; and equal batch sizes across inputs. A refusal is a
+`RequestError` naming the input, the limit and the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+
+import numpy as np
+
+from tfllm.serving.limits import Limits, RequestError
+
+_NO_LIMITS = Limits(max_batch_size=1 << 62, max_sequence_length=1 << 62, max_elements=1 << 62,
+                    max_string_bytes=1 << 62, max_body_bytes=1 << 62)
+_MAX_UNKNOWN_RANK = 8  # nesting accepted for an input whose signature has no rank
+
+
+def spec_str(spec) -> str:
+    dims = "unknown rank" if spec.shape.rank is None else [
+        -1 if d is None else d for d in spec.shape.as_list()
+    ]
+    return f"{spec.dtype.name} {dims}"
+
+
+def describe_inputs(inputs: dict) -> str:
+    return ", ".join(f"{k} ({spec_str(s)})" for k, s in sorted(inputs.items()))
+
+
+def _check_signature_shape(name: str, shape, spec) -> None:
+    expected = spec.shape
+    if expected.rank is None:
+        return
+    if len(shape) != expected.rank or any(
+        e is not None and e != got for e, got in zip(expected.as_list(), shape)
+    ):
+        raise RequestError(
+            f"Input {name!r} has shape {list(shape)} but the signature expects "
+            f"{spec_str(spec)} (-1 = any size)."
+        )
+
+
+def check_shape(name: str, shape, spec, limits: Limits) -> None:
+    """The declared shape against the limits, then against the signature."""
+    limits.check_shape(name, shape, spec.shape.rank)
+    _check_signature_shape(name, shape, spec)
+
+
+def _is_text(name: str) -> bool:
+    # TF Serving's convention: string inputs and outputs named *_bytes are binary.
+    return not name.endswith("_bytes")
+
+
+def _check_strings(name: str, values, limits: Limits) -> None:
+    text = _is_text(name)
+    for i, v in enumerate(values):
+        limits.check_string(name, v, i)
+        if text and isinstance(v, bytes):
+            try:
+                v.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RequestError(
+                    f"Input {name!r} value {i} is not valid UTF-8 ({e.reason} at byte "
+                    f"{e.start}); send text as UTF-8 (only inputs named *_bytes take "
+                    "binary strings).") from e
+
+
+def _check_ids(name: str, arr: np.ndarray) -> None:
+    # Token ids are indices; a negative one would wrap around or read another row.
+    if (name == "ids" or name.endswith("_ids")) and arr.dtype.kind == "i" and arr.size \
+            and arr.min() < 0:
+        raise RequestError(f"Input {name!r} holds the negative id {int(arr.min())}; token "
+                           "ids must be >= 0.")
+
+
+# --------------------------------------------------------------------------
+# JSON (REST)
+# --------------------------------------------------------------------------
+
+
+def _decode_b64(value: dict, name: str, limits: Limits) -> bytes:
+    if len(value) != 1 or "b64" not in value:
+        raise RequestError(
+            f"Input {name!r}: unexpected object {sorted(value)[:5]}; a binary value is "
+            'written {"b64": "<base64>"}.')
+    data = value["b64"]
+    if not isinstance(data, str):
+        raise RequestError(f'Input {name!r}: "b64" must be a base64 string.')
+    if len(data) > (limits.max_string_bytes + 2) // 3 * 4 + 4:
+        raise RequestError(
+            f"Input {name!r} has a base64 value of about {len(data) * 3 // 4} bytes, over the "
+            f"limit of {limits.max_string_bytes} bytes per string (tfllm serve "
+            "--max-string-bytes).")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(f"Input {name!r}: invalid base64 value ({e}).") from e
+
+
+def _json_shape_and_leaves(name: str, value, spec, limits: Limits):
+    """The shape a nested JSON list declares, and its leaves in row-major order.
+
+    Walks level by level (never recursively, so no nesting depth can exhaust
+    the stack) and stops at the signature's rank: deeper nesting, ragged rows
+    and oversized shapes are refused before any array is built.
+    """
+    rank = spec.shape.rank
+    level, shape = [value], []
+    for depth in range(rank if rank is not None else _MAX_UNKNOWN_RANK):
+        if not isinstance(level[0], list):
+            if rank is None:
+                break
+            raise RequestError(
+                f"Input {name!r} has {depth} level(s) of lists but the signature expects "
+                f"{spec_str(spec)} ({rank} level(s)).")
+        n = len(level[0])
+        for item in level:
+            if not isinstance(item, list) or len(item) != n:
+                raise RequestError(
+                    f"Input {name!r} is a ragged list; every row must have the same length "
+                    "(and the same nesting).")
+        shape.append(n)
+        limits.check_shape(name, shape, None)  # before the next level is gathered
+        level = [x for item in level for x in item]
+        if not level:
+            break
+    else:
+        if rank is None and level and isinstance(level[0], list):
+            raise RequestError(f"Input {name!r} is nested deeper than {_MAX_UNKNOWN_RANK} levels.")
+    if rank is not None and len(shape) < rank:
+        shape += [0] * (rank - len(shape))  # an empty list at some level
+    if rank is not None:
+        check_shape(name, shape, spec, limits)
+    for leaf in level[:1] + level[-1:]:
+        if isinstance(leaf, list):
+            raise RequestError(
+                f"Input {name!r} is nested deeper than the signature's {spec_str(spec)}.")
+    return shape, level
+
+
+def json_to_tensor(name: str, value, spec, limits: Limits):
+    """One JSON value (a list per the signature's rank) as a tensor of the signature's dtype."""
+    import tensorflow as tf
+
+    shape, leaves = _json_shape_and_leaves(name, value, spec, limits)
+    if spec.dtype == tf.string:
+        values = []
+        for i, leaf in enumerate(leaves):
+            if isinstance(leaf, dict):
+                leaf = _decode_b64(leaf, name, limits)
+            elif not isinstance(leaf, str):
+                raise RequestError(
+                    f"Input {name!r} must hold strings (signature: {spec_str(spec)}); got "
+                    f"{type(leaf).__name__} {str(leaf)[:40]} at value {i} (ragged lists are "
+                    "not allowed either).")
+            values.append(leaf)
+        _check_strings(name, values, limits)
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        return tf.constant(arr.reshape(shape), tf.string)
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, (list, dict, str)) or leaf is None:
+            raise RequestError(
+                f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); got "
+                f"{'a string' if isinstance(leaf, str) else type(leaf).__name__} at value {i}.")
+    try:
+        arr = np.asarray(leaves).reshape(shape)
+    except (ValueError, OverflowError) as e:
+        raise RequestError(f"Input {name!r}: {e}.") from e
+    return tf.constant(_check_numbers(name, arr, spec), spec.dtype)
+
+
+_KIND_OK = {"i": "iu", "u": "iu", "f": "iuf", "c": "iufc", "b": "b"}
+
+
+def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
+    np_dtype = spec.dtype.as_numpy_dtype
+    kind = np.dtype(np_dtype).kind
+    if arr.size and arr.dtype.kind not in _KIND_OK.get(kind, kind):
+        got = {"O": "mixed or too large", "U": "string"}.get(arr.dtype.kind, arr.dtype.name)
+        raise RequestError(
+            f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); "
+            f"got {got} values.")
+    if kind in "iu" and arr.size:
+        info = np.iinfo(np_dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise RequestError(f"Input {name!r} has values outside the {spec.dtype.name} range.")
+    if kind == "f" and arr.size and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise RequestError(f"Input {name!r} holds NaN or infinite values.")
+    _check_ids(name, arr)
+    return arr
+
+
+def _is_named(value, inputs: dict) -> bool:
+    # A one-input signature may be fed bare values; a {"b64": ...} value is a
+    # value, not a map of input names.
+    return isinstance(value, dict) and not (len(value) == 1 and "b64" in value
+                                            and "b64" not in inputs)
+
+
+def check_names(given, sig) -> None:
+    missing = set(sig.inputs) - set(given)
+    extra = set(given) - set(sig.inputs)
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"missing input(s) {sorted(missing)}")
+        if extra:
+            problems.append(f"unknown input(s) {sorted(extra)[:10]}")
+        raise RequestError(
+            f"{' and '.join(problems).capitalize()}; signature {sig.name!r} takes: "
+            f"{describe_inputs(sig.inputs)}."
+        )
+
+
+def check_batch_sizes(kwargs: dict, sig) -> None:
+    """Inputs that all have a batch dimension must agree on its size."""
+    batched = {k: int(v.shape[0]) for k, v in kwargs.items()
+               if sig.inputs[k].shape.rank and sig.inputs[k].shape.as_list()[0] is None}
+    if len(batched) == len(kwargs) and len(set(batched.values())) > 1:
+        raise RequestError(
+            f"The inputs' batch sizes differ ({', '.join(f'{k}: {n}' for k, n in sorted(batched.items()))}); "
+            "every input needs one value per row.")
+
+
+def json_to_tensors(body: dict, sig, limits: Limits) -> tuple[dict, bool]:
+    """Turns a `:predict` body into signature arguments.
+
+    Returns:
+        `(kwargs, row_format)`; `row_format` is True for `"instances"`.
+    """
+    has_rows, has_cols = "instances" in body, "inputs" in body
+    if has_rows == has_cols:
+        raise RequestError(
+            'The request body must hold exactly one of "instances" (row format) or '
+            '"inputs" (columnar format).'
+        )
+    if has_cols:
+        inputs = body["inputs"]
+        if not _is_named(inputs, sig.inputs):
+            if len(sig.inputs) != 1:
+                raise RequestError(
+                    f'"inputs" must be an object keyed by input name; signature '
+                    f"{sig.name!r} takes: {describe_inputs(sig.inputs)}."
+                )
+            inputs = {next(iter(sig.inputs)): inputs}
+        check_names(inputs, sig)
+        kwargs = {k: json_to_tensor(k, v, sig.inputs[k], limits) for k, v in inputs.items()}
+        check_batch_sizes(kwargs, sig)
+        return kwargs, False
+
+    rows = body["instances"]
+    if not isinstance(rows, list) or not rows:
+        raise RequestError('"instances" must be a non-empty list of rows.')
+    if len(rows) > limits.max_batch_size:
+        raise RequestError(
+            f'"instances" has {len(rows)} rows, over the limit of {limits.max_batch_size} '
+            "(tfllm serve --max-batch-size); split the request.")
+    scalars = [k for k, s in sig.inputs.items() if s.shape.rank == 0]
+    if scalars:
+        raise RequestError(
+            f"Input(s) {scalars} of signature {sig.name!r} are scalars, which the row "
+            '("instances") format cannot carry; send them in the columnar "inputs" format.'
+        )
+    if all(_is_named(r, sig.inputs) for r in rows):
+        for r in rows:
+            check_names(r, sig)
+        columns = {k: [r[k] for r in rows] for k in sig.inputs}
+    elif len(sig.inputs) == 1 and not any(_is_named(r, sig.inputs) for r in rows):
+        columns = {next(iter(sig.inputs)): rows}
+    else:
+        raise RequestError(
+            f"Each instance must be an object keyed by input name; signature "
+            f"{sig.name!r} takes: {describe_inputs(sig.inputs)}."
+        )
+    return {k: json_to_tensor(k, v, sig.inputs[k], limits) for k, v in columns.items()}, True
+
+
+def _strings_to_json(name: str, arr: np.ndarray):
+    if name.endswith("_bytes"):
+        # TF Serving's rule: binary outputs are named *_bytes and sent as b64.
+        conv = [{"b64": base64.b64encode(b).decode()} for b in arr.ravel()]
+    else:
+        conv = []
+        for b in arr.ravel():
+            try:
+                conv.append(b.decode())
+            except UnicodeDecodeError:
+                conv.append({"b64": base64.b64encode(b).decode()})
+    if arr.ndim == 1:
+        return conv
+    if arr.ndim == 0:
+        return conv[0]
+    out = np.empty(len(conv), dtype=object)
+    out[:] = conv
+    return out.reshape(arr.shape).tolist()
+
+
+def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
+    """Shapes signature outputs as TF Serving's `predictions` or `outputs`."""
+    conv = {k: _strings_to_json(k, v) if v.dtype == object else v for k, v in outputs.items()}
+    if not row_format:
+        return {"outputs": conv if len(conv) != 1 else next(iter(conv.values()))}
+    sizes = {k: (len(v) if np.ndim(outputs[k]) else None) for k, v in conv.items()}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise RequestError(
+            f"The outputs' batch sizes differ ({sizes}), which the row format cannot "
+            'express; send the request in the columnar "inputs" format.'
+        )
+    if len(conv) == 1:
+        return {"predictions": next(iter(conv.values()))}
+    n = next(iter(sizes.values()))
+    return {"predictions": [{k: v[i] for k, v in conv.items()} for i in range(n)]}
+
+
+# --------------------------------------------------------------------------
+# TensorProto (gRPC, warm-up files)
+# --------------------------------------------------------------------------
+
+_TYPED_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val", "int64_val",
+                 "bool_val", "uint32_val", "uint64_val", "scomplex_val", "dcomplex_val")
+
+
+def proto_inputs_to_tensors(inputs, sig, limits: Limits = _NO_LIMITS) -> dict:
+    """`PredictRequest.inputs` as signature arguments, checked before expanding them."""
+    import tensorflow as tf
+
+    from tfllm.serving import tensors as tensors_lib
+
+    check_names(inputs, sig)
+    kwargs = {}
+    for name, proto in inputs.items():
+        spec = sig.inputs[name]
+        if proto.dtype != spec.dtype.as_datatype_enum:
+            try:
+                got = tf.dtypes.as_dtype(proto.dtype).name
+            except TypeError:
+                got = f"enum {proto.dtype}"
+            raise RequestError(
+                f"Input {name!r} has dtype {got} but the signature expects {spec_str(spec)}.")
+        if proto.tensor_shape.unknown_rank:
+            raise RequestError(f"Input {name!r} declares an unknown rank; send its shape.")
+        shape = [d.size for d in proto.tensor_shape.dim]
+        check_shape(name, shape, spec, limits)
+        count = math.prod(shape)
+        if proto.dtype == tf.string.as_datatype_enum:
+            given = len(proto.string_val)
+            if given not in (count, 1) or (given == 1 and count == 0):
+                raise RequestError(
+                    f"Input {name!r} declares shape {shape} ({count} values) but holds {given}.")
+            _check_strings(name, proto.string_val, limits)
+        elif proto.tensor_content:
+            itemsize = spec.dtype.size
+            if len(proto.tensor_content) != count * itemsize:
+                raise RequestError(
+                    f"Input {name!r} declares shape {shape} ({count} values, "
+                    f"{count * itemsize} bytes) but tensor_content holds "
+                    f"{len(proto.tensor_content)} bytes.")
+        else:
+            given = max(len(getattr(proto, f)) for f in _TYPED_FIELDS)
+            if given > count:
+                raise RequestError(
+                    f"Input {name!r} declares shape {shape} ({count} values) but holds {given}.")
+        try:
+            arr = tensors_lib.from_tensor_proto(proto)
+        except Exception as e:  # noqa: BLE001 - any malformed proto is the client's
+            raise RequestError(f"Input {name!r} is not a valid TensorProto: "
+                               f"{str(e).splitlines()[0][:300]}") from e
+        if arr.dtype != object:
+            if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+                raise RequestError(f"Input {name!r} holds NaN or infinite values.")
+            _check_ids(name, arr)
+        kwargs[name] = tf.constant(arr, spec.dtype)
+    check_batch_sizes(kwargs, sig)
+    return kwargs
+
+
+def clean_tf_message(message: str) -> str:
+    """What the model said, without the graph node and call-stack lines TensorFlow adds."""
+    if "assertion failed:" in message:
+        message = message[message.index("assertion failed:"):]
+    message = re.sub(r"Graph execution error:\s*|Detected at node .*?\(most recent call "
+                     r"last\):\s*(<stack traces unavailable>)?\s*", "", message)
+    lines = [line.strip() for line in message.splitlines()
+             if line.strip() and not line.lstrip().startswith(("[[", "Function call stack"))]
+    message = " ".join(lines)[:2000] or "The model rejected the request."
+    ids = re.search(r"indices\[[\d,]+\] = (-?\d+) is not in \[0, (\d+)\)", message)
+    if ids:  # an embedding lookup out of range
+        return (f"Token id {ids[1]} is outside the model's vocabulary [0, {ids[2]}); "
+                f"send ids from 0 to {int(ids[2]) - 1}.")
+    return message

@@ -1,0 +1,124 @@
+"""The `tfllm serve` and `tfllm models` subcommands: their arguments and what they run.
+
+`tfllm.cli` only adds these parsers (`add_parsers`); `python -m
+tfllm.serving.server` uses the same `add_serve_arguments`, so the two never
+drift. Building a parser imports nothing heavy (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from tfllm.errors import UserInputError
+from tfllm.serving.limits import Limits
+from tfllm.serving.security import TOKEN_ENV
+
+_DEFAULTS = Limits()
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {number}")
+    return number
+
+
+def add_thread_arguments(parser) -> None:
+    parser.add_argument("--intra-op-threads", type=int, default=None,
+                        help="threads per TensorFlow op (TF Serving's --tensorflow_intra_op_parallelism); "
+                        "0 = TensorFlow's choice; default 1, fastest for small models")
+    parser.add_argument("--inter-op-threads", type=int, default=0,
+                        help="TF Serving's --tensorflow_inter_op_parallelism; 0 (default) = TensorFlow's choice")
+
+
+def add_serve_arguments(p) -> None:
+    p.add_argument("model_base_path", nargs="?", default="savedmodels", help="folder of NAME/VERSION/ exports")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=_port, default=8501, help="REST port")
+    p.add_argument("--grpc-port", type=_port, default=8500, help="gRPC port; 0 turns gRPC off")
+    p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    p.add_argument("--model-config-file", default=None, help="TF Serving models.config for version labels/policies")
+    add_thread_arguments(p)
+    limits = p.add_argument_group("request limits (a request over one gets a 4xx / INVALID_ARGUMENT naming it)")
+    limits.add_argument("--max-batch-size", type=_positive_int, default=_DEFAULTS.max_batch_size,
+                        help=f"rows per request (default {_DEFAULTS.max_batch_size})")
+    limits.add_argument("--max-sequence-length", type=_positive_int, default=_DEFAULTS.max_sequence_length,
+                        help=f"size of every non-batch dimension, e.g. token ids per row (default {_DEFAULTS.max_sequence_length})")
+    limits.add_argument("--max-elements", type=_positive_int, default=_DEFAULTS.max_elements,
+                        help=f"values per input tensor (default {_DEFAULTS.max_elements})")
+    limits.add_argument("--max-string-bytes", type=_positive_int, default=_DEFAULTS.max_string_bytes,
+                        help=f"bytes per string value (default {_DEFAULTS.max_string_bytes})")
+    limits.add_argument("--max-body-bytes", type=_positive_int, default=_DEFAULTS.max_body_bytes,
+                        help=f"bytes per REST body / gRPC message (default {_DEFAULTS.max_body_bytes})")
+    limits.add_argument("--max-concurrent-decodes", type=_positive_int, default=_DEFAULTS.max_concurrent_decodes,
+                        help=f"large REST bodies read and decoded at once (default {_DEFAULTS.max_concurrent_decodes})")
+    access = p.add_argument_group("access (see docs/serving.md for the threat model)")
+    access.add_argument("--auth-token", default=None,
+                        help=f"require 'Authorization: Bearer TOKEN' (REST) / 'authorization' metadata (gRPC); "
+                        f"prefer the {TOKEN_ENV} environment variable, which other users cannot read in ps")
+    access.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="a Host name to answer besides the bound address (repeatable; '*' = any)")
+
+
+def run_serve(args) -> None:
+    from tfllm.serving.server import serve
+
+    try:
+        limits = Limits(max_batch_size=args.max_batch_size, max_sequence_length=args.max_sequence_length,
+                        max_elements=args.max_elements, max_string_bytes=args.max_string_bytes,
+                        max_body_bytes=args.max_body_bytes, max_concurrent_decodes=args.max_concurrent_decodes)
+    except ValueError as e:
+        raise UserInputError(str(e)) from e
+    token = args.auth_token if args.auth_token is not None else os.environ.get(TOKEN_ENV) or None
+    serve(args.model_base_path, host=args.host, port=args.port, grpc_port=args.grpc_port or None,
+          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file,
+          intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
+          limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host))
+
+
+def add_models_arguments(p) -> None:
+    p.add_argument("base_dir", nargs="?", default="savedmodels")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--prune", metavar="NAME", default=None, help="delete old versions of this model ...")
+    p.add_argument("--keep", type=int, default=None,
+                   help="... keeping the newest N (and always the newest one that loads)")
+
+
+def run_models(args) -> None:
+    from tfllm.serving.models import format_models, list_models, prune
+
+    if (args.prune is None) != (args.keep is None):
+        raise UserInputError("Pass --prune NAME and --keep N together.")
+    if args.prune is not None:
+        removed = prune(args.base_dir, args.prune, args.keep)
+        print(f"Pruned {args.prune} versions {list(removed)}" if removed else f"Nothing to prune for {args.prune}")
+        for version, reason in sorted(getattr(removed, "skipped", {}).items()):
+            print(f"Kept {args.prune} version {version}: {reason}")
+    models = list_models(args.base_dir)
+    print(json.dumps(models, indent=2) if args.json else format_models(models))
+
+
+def add_parsers(sub) -> None:
+    """Adds `serve` and `models` to an argparse subparsers object (`tfllm.cli`)."""
+    p = sub.add_parser("serve", help="serve savedmodels/ with TF Serving's REST and gRPC APIs")
+    add_serve_arguments(p)
+    p.set_defaults(func=run_serve)
+
+    p = sub.add_parser("models", help="list exported models, versions, signatures and sizes")
+    add_models_arguments(p)
+    p.set_defaults(func=run_models)

@@ -1,0 +1,148 @@
+"""TF Serving's gRPC `PredictionService` and `ModelService` on grpcio.
+
+Every refusal is a gRPC status with one clear message (INVALID_ARGUMENT,
+NOT_FOUND, RESOURCE_EXHAUSTED, UNAUTHENTICATED); the server itself never fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+from tfllm.errors import UserInputError
+from tfllm.serving import tensors as tensors_lib
+from tfllm.serving.codec import proto_inputs_to_tensors
+from tfllm.serving.limits import Limits, RequestError
+from tfllm.serving.registry import ModelRegistry, Servable
+from tfllm.serving.security import AccessPolicy
+
+logger = logging.getLogger("tfllm.serving")
+
+
+def _token_interceptor(policy: AccessPolicy):
+    import grpc
+
+    class TokenCheck(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, details):
+            metadata = dict(details.invocation_metadata or ())
+            refusal = policy.refusal(None, metadata.get("authorization"))
+            if refusal is None:
+                return continuation(details)
+
+            def refuse(request, context):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal[1])
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+
+    return TokenCheck()
+
+
+def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | None = None,
+                     policy: AccessPolicy | None = None, workers: int = 16):
+    """A bound, not yet started, `grpc.Server` with TF Serving's two services.
+
+    Raises:
+        UserInputError: if the address cannot be bound (a busy port).
+    """
+    import grpc
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    limits = limits or Limits()
+    codes = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+             405: grpc.StatusCode.UNIMPLEMENTED, 401: grpc.StatusCode.UNAUTHENTICATED,
+             500: grpc.StatusCode.INTERNAL}
+
+    def resolve(spec) -> Servable:
+        version = spec.version.value if spec.HasField("version") else None
+        label = spec.version_label or None
+        return registry.resolve(spec.name, version, label)
+
+    def guarded(method):
+        # Every refusal becomes a gRPC status; the server itself never fails.
+        def wrapper(self, request, context):
+            try:
+                return method(self, request, context)
+            except RequestError as e:
+                context.abort(codes.get(e.status, grpc.StatusCode.INVALID_ARGUMENT),
+                              e.message)
+            except Exception as e:  # noqa: BLE001 - a fault of ours: one log line, INTERNAL
+                if isinstance(e, grpc.RpcError) or type(e).__name__ == "_AbortError":
+                    raise
+                logger.error("gRPC %s failed: %s: %s", method.__name__, type(e).__name__,
+                             str(e).splitlines()[0][:300] if str(e) else "")
+                context.abort(grpc.StatusCode.INTERNAL,
+                              f"Internal error ({type(e).__name__}); the server log has the details.")
+        return wrapper
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        @guarded
+        def Predict(self, request, context):
+            servable = resolve(request.model_spec)
+            sig = servable.signature(request.model_spec.signature_name or None)
+            outputs = sig.call(proto_inputs_to_tensors(request.inputs, sig, limits))
+            if request.output_filter:
+                unknown = set(request.output_filter) - set(outputs)
+                if unknown:
+                    raise RequestError(f"Unknown output(s) in output_filter: {sorted(unknown)}.")
+                outputs = {k: outputs[k] for k in request.output_filter}
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = sig.name
+            for k, v in outputs.items():
+                response.outputs[k].CopyFrom(tensors_lib.to_tensor_proto(v))
+            return response
+
+        @guarded
+        def GetModelMetadata(self, request, context):
+            fields = set(request.metadata_field)
+            if fields != {"signature_def"}:
+                raise RequestError('metadata_field must be ["signature_def"].')
+            servable = resolve(request.model_spec)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.metadata["signature_def"].Pack(servable.signature_def_map)
+            return response
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        @guarded
+        def GetModelStatus(self, request, context):
+            spec = request.model_spec
+            version = spec.version.value if spec.HasField("version") else None
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for s in registry.statuses(spec.name, version, spec.version_label or None):
+                status = response.model_version_status.add()
+                status.version = s.version
+                if s.error is None:
+                    status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+                    status.status.SetInParent()  # error_code OK, as TF Serving sends
+                else:
+                    status.state = get_model_status_pb2.ModelVersionStatus.END
+                    status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+                    status.status.error_message = s.error
+            return response
+
+    options = [("grpc.max_receive_message_length", limits.max_body_bytes),
+               ("grpc.max_send_message_length", limits.max_body_bytes),
+               ("grpc.so_reuseport", 0)]
+    interceptors = [_token_interceptor(policy)] if policy is not None and policy.token else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options,
+                         interceptors=interceptors)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise UserInputError(f"Cannot bind gRPC to {address} (is the port in use?); pick "
+                             "another --grpc-port, or 0 to turn gRPC off.")
+    return server

@@ -1,0 +1,113 @@
+"""What one request may ask of the server, and the error it gets when it asks too much.
+
+Every limit is checked on what a request *declares* (a `TensorProto`'s
+`tensor_shape`, the nesting of a JSON list) before anything of that size is
+allocated: a 53-byte gRPC request can declare a `[1048576, 16]` tensor with a
+single broadcast value, and expanding it first is what must not happen.
+`tfllm serve --max-batch-size ... --max-sequence-length ... --max-elements ...
+--max-string-bytes ...` raises them; docs/serving.md explains each.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class RequestError(Exception):
+    """A request the server refuses; `status` is the HTTP code to answer with.
+
+    gRPC answers map it: 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED,
+    401 -> UNAUTHENTICATED, 405 -> UNIMPLEMENTED, 500 -> INTERNAL, anything
+    else -> INVALID_ARGUMENT.
+    """
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits, the same for REST and gRPC.
+
+    Attributes:
+        max_batch_size: rows in one request (the first dimension of every
+            batched input, or the number of `instances`).
+        max_sequence_length: the size of every other dimension (token ids
+            per row, for example).
+        max_elements: values in one input tensor, all dimensions multiplied.
+        max_string_bytes: bytes in one string value (UTF-8). tfllm's models
+            read at most a few hundred tokens of a text, so a longer value is
+            refused before it reaches the tokenizer.
+        max_body_bytes: bytes in one REST body or gRPC message.
+        max_concurrent_decodes: REST bodies over `small_body_bytes` read and
+            decoded at the same time; further large ones wait their turn,
+            small ones never wait behind them.
+        small_body_bytes: see `max_concurrent_decodes`.
+    """
+
+    max_batch_size: int = 1024
+    max_sequence_length: int = 4096
+    max_elements: int = 1 << 20
+    max_string_bytes: int = 64 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_concurrent_decodes: int = 2
+    small_body_bytes: int = 64 * 1024
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_sequence_length", "max_elements",
+                     "max_string_bytes", "max_body_bytes", "max_concurrent_decodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be a positive integer, got {value!r}.")
+
+    def check_shape(self, name: str, shape, spec_rank: int | None) -> None:
+        """Refuses a declared shape over the limits (no allocation happens here).
+
+        Args:
+            name: the input's name, for the message.
+            shape: the declared dimensions.
+            spec_rank: the signature's rank for this input (None: unknown).
+        """
+        shape = list(shape)
+        for d in shape:
+            if d < 0:
+                raise RequestError(
+                    f"Input {name!r} declares a dimension of {d}; dimensions must be >= 0.")
+        if spec_rank is not None and len(shape) != spec_rank:
+            return  # the signature check names the expected shape
+        if shape:
+            if shape[0] == 0:
+                raise RequestError(f"Input {name!r} is an empty batch; send at least one row.")
+            if shape[0] > self.max_batch_size:
+                raise RequestError(
+                    f"Input {name!r} has a batch of {shape[0]} rows, over the limit of "
+                    f"{self.max_batch_size} (tfllm serve --max-batch-size); split the request.")
+            for d in shape[1:]:
+                if d > self.max_sequence_length:
+                    raise RequestError(
+                        f"Input {name!r} has a dimension of {d}, over the limit of "
+                        f"{self.max_sequence_length} (tfllm serve --max-sequence-length).")
+        count = math.prod(shape)
+        if count > self.max_elements:
+            raise RequestError(
+                f"Input {name!r} declares {count} values (shape {shape}), over the limit of "
+                f"{self.max_elements} (tfllm serve --max-elements); split the request.")
+
+    def check_string(self, name: str, value: bytes | str, index: int) -> None:
+        if isinstance(value, str):
+            if len(value) * 4 <= self.max_string_bytes:
+                return  # at most 4 UTF-8 bytes per character
+            size = len(value) if len(value) > self.max_string_bytes else len(value.encode())
+        else:
+            size = len(value)
+        if size > self.max_string_bytes:
+            raise RequestError(
+                f"Input {name!r} value {index} is {size} bytes, over the limit of "
+                f"{self.max_string_bytes} bytes per string (tfllm serve --max-string-bytes); "
+                "the model reads only the start of a text, so send a shorter one.")

@@ -1,0 +1,343 @@
+"""The loaded models, kept in step with a `savedmodels/NAME/VERSION/` folder.
+
+A background thread rescans the folder: new versions are loaded (and warmed
+with their `assets.extra/tf_serving_warmup_requests`), vanished ones dropped.
+A version that fails to load is reported in the model's status (state `END`
+with the error, as TF Serving does) and retried whenever any of its files
+change, so a version copied in file by file loads once the copy completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tfllm.errors import UserInputError
+from tfllm.serving import models as models_lib
+from tfllm.serving.codec import clean_tf_message, describe_inputs, proto_inputs_to_tensors
+from tfllm.serving.limits import RequestError
+
+logger = logging.getLogger("tfllm.serving")
+
+DEFAULT_SIGNATURE = "serving_default"
+_MAX_WARMUP_RECORDS = 1000
+
+
+@dataclass
+class Signature:
+    """One callable signature of a loaded SavedModel.
+
+    Attributes:
+        name: the signature key, e.g. `serving_default`.
+        fn: the concrete function, looked up once at load time.
+        inputs: `{input name: tf.TensorSpec}`.
+        outputs: output names in a stable order.
+        recent_seconds: moving average of the call time (warm-up calls set it
+            first); infinite until the signature has been called.
+    """
+
+    name: str
+    fn: object
+    inputs: dict
+    outputs: list[str]
+    recent_seconds: float = float("inf")
+
+    def describe_inputs(self) -> str:
+        return describe_inputs(self.inputs)
+
+    def call(self, kwargs: dict) -> dict[str, np.ndarray]:
+        """Runs the signature; the model's own refusals become `RequestError`s."""
+        import tensorflow as tf
+
+        start = time.perf_counter()
+        try:
+            outputs = self.fn(**kwargs)
+        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
+                tf.errors.FailedPreconditionError) as e:
+            # The model's own checks (an empty prompt, a value out of range).
+            raise RequestError(clean_tf_message(e.message)) from e
+        except tf.errors.ResourceExhaustedError as e:
+            raise RequestError(f"The model ran out of memory for this request; send a "
+                               f"smaller one ({clean_tf_message(e.message)[:300]}).", 413) from e
+        except (TypeError, ValueError) as e:
+            raise RequestError(str(e).splitlines()[0]) from e
+        if not isinstance(outputs, dict):
+            outputs = {"output_0": outputs}
+        outputs = {k: v.numpy() for k, v in outputs.items()}
+        seconds = time.perf_counter() - start
+        # Racy across threads, harmlessly: it only steers where the next call runs.
+        self.recent_seconds = (seconds if self.recent_seconds == float("inf")
+                               else 0.8 * self.recent_seconds + 0.2 * seconds)
+        return outputs
+
+
+@dataclass
+class Servable:
+    """One loaded version of one model.
+
+    Attributes:
+        name: the model name (its folder under the base path).
+        version: the integer version (its sub-folder).
+        path: the version folder.
+        signatures: `{signature name: Signature}`.
+        signature_def_map: the `SignatureDefMap` proto that metadata returns.
+    """
+
+    name: str
+    version: int
+    path: str
+    signatures: dict[str, Signature]
+    signature_def_map: object
+    loaded: object = None  # keeps the SavedModel's resources alive
+    metadata_json: dict = field(default_factory=dict)
+
+    def signature(self, name: str | None) -> Signature:
+        sig = self.signatures.get(name or DEFAULT_SIGNATURE)
+        if sig is None:
+            known = ", ".join(sorted(self.signatures)) or "none"
+            raise RequestError(
+                f"Serving signature name: {name or DEFAULT_SIGNATURE!r} not found in "
+                f"model {self.name!r} version {self.version} (signatures: {known}).",
+                404,
+            )
+        return sig
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """One line of a model's status: a loaded version, or one that failed to load."""
+
+    version: int
+    error: str | None = None  # None: AVAILABLE; otherwise the load error (state END)
+
+
+def load_servable(name: str, version: int, path: str) -> Servable:
+    """Loads one SavedModel version and caches its signature functions."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  registers the tokenizer ops
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    loaded = tf.saved_model.load(path)
+    signatures = {}
+    for sig_name, fn in loaded.signatures.items():
+        _, kwargs = fn.structured_input_signature
+        outputs = fn.structured_outputs
+        out_names = sorted(outputs) if isinstance(outputs, dict) else ["output_0"]
+        signatures[sig_name] = Signature(sig_name, fn, dict(kwargs), out_names)
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig_def in models_lib.read_signature_defs(path).items():
+        sig_map.signature_def[key].CopyFrom(sig_def)
+    servable = Servable(name, version, path, signatures, sig_map, loaded)
+    servable.metadata_json = json_format.MessageToDict(
+        sig_map, preserving_proto_field_name=True
+    )
+    _run_warmup(servable)
+    return servable
+
+
+def _run_warmup(servable: Servable) -> None:
+    # TF Serving replays these before marking a version AVAILABLE so the first
+    # real request does not pay for lazy initialisation; we do the same.
+    from tfllm.serving.warmup import WARMUP_PATH, read_warmup_requests
+
+    if not os.path.exists(os.path.join(servable.path, WARMUP_PATH)):
+        return
+    for i, request in enumerate(read_warmup_requests(servable.path)[:_MAX_WARMUP_RECORDS]):
+        try:
+            sig = servable.signature(request.model_spec.signature_name or None)
+            sig.call(proto_inputs_to_tensors(request.inputs, sig))
+        except RequestError as e:
+            logger.warning("warm-up request %d of %s/%d failed: %s", i, servable.name,
+                           servable.version, e.message)
+
+
+def fingerprint(path: str) -> tuple:
+    """Every file's name, size and modification time under a version folder.
+
+    A failed version is retried when this changes, so a copy that lands
+    `saved_model.pb` first and the variables later is loaded once complete.
+    """
+    entries = []
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.stat(os.path.join(root, f))
+            except OSError:
+                continue
+            entries.append((os.path.relpath(os.path.join(root, f), path), st.st_size,
+                            st.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+def _short_error(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = next((line for line in text if line.strip()), type(e).__name__)
+    return f"{type(e).__name__}: {first.strip()}"[:500]
+
+
+@dataclass
+class ModelState:
+    versions: dict[int, Servable]
+    labels: dict[str, int]
+    failed: dict[int, str] = field(default_factory=dict)  # version -> load error
+
+
+class ModelRegistry:
+    """Keeps the loaded models in step with a `savedmodels/` folder.
+
+    Readers get an immutable snapshot (`self._models` is swapped whole), so
+    requests never take a lock and a slow load never blocks serving.
+
+    Args:
+        base_path: the folder holding `NAME/VERSION/` exports.
+        poll_seconds: how often to rescan the folder.
+        model_config_file: optional TF Serving `models.config` whose
+            `version_labels` and `model_version_policy` apply by model name.
+
+    Example:
+    ```python
+    registry = ModelRegistry("savedmodels")
+    registry.refresh()
+    servable = registry.resolve("reviews", label="stable")
+    ```
+    """
+
+    def __init__(self, base_path: str, poll_seconds: float = 1.0,
+                 model_config_file: str | None = None):
+        self.base_path = base_path
+        self.poll_seconds = poll_seconds
+        self.model_config_file = model_config_file
+        self._models: dict[str, ModelState] = {}
+        self._failed: dict[str, tuple[tuple, str]] = {}  # path -> (fingerprint, error)
+        self._policies: dict[str, models_lib.ModelPolicy] = {}
+        self._config_mtime = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _read_policies(self) -> dict[str, models_lib.ModelPolicy]:
+        path = self.model_config_file
+        if not path or not os.path.exists(path):
+            return {}
+        mtime = os.path.getmtime(path)
+        if mtime != self._config_mtime:
+            try:
+                self._policies = models_lib.read_model_config(path)
+            except UserInputError as e:
+                logger.error("%s; keeping the previous labels.", e)
+            self._config_mtime = mtime
+        return self._policies
+
+    def refresh(self) -> None:
+        """Loads new versions, retries changed broken ones and drops vanished ones (one scan)."""
+        policies = self._read_policies()
+        on_disk = models_lib.scan(self.base_path)
+        current = self._models
+        new_models = {}
+        seen_paths = set()
+        for name, versions in on_disk.items():
+            policy = policies.get(name, models_lib.ModelPolicy())
+            old = current.get(name, ModelState({}, {}))
+            loaded, failed = {}, {}
+            for v in policy.select(list(versions)):
+                path = versions[v]
+                seen_paths.add(path)
+                if v in old.versions and old.versions[v].path == path:
+                    loaded[v] = old.versions[v]
+                    continue
+                stamp = fingerprint(path)
+                previous = self._failed.get(path)
+                if previous is not None and previous[0] == stamp:
+                    failed[v] = previous[1]
+                    continue  # retry only once its files change
+                try:
+                    start = time.perf_counter()
+                    loaded[v] = load_servable(name, v, path)
+                    self._failed.pop(path, None)
+                    logger.warning("loaded %s version %d in %.1f s", name, v,
+                                   time.perf_counter() - start)
+                except Exception as e:  # noqa: BLE001 - a broken export must not stop the others
+                    error = _short_error(e)
+                    self._failed[path] = (stamp, error)
+                    failed[v] = error
+                    logger.error("cannot load %s (will retry when its files change): %s",
+                                 path, error)
+            if loaded or failed:
+                labels = dict(policy.labels) or ({"stable": max(loaded)} if loaded else {})
+                new_models[name] = ModelState(loaded, labels, failed)
+        for path in set(self._failed) - seen_paths:
+            del self._failed[path]
+        self._models = new_models
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # keep polling whatever the filesystem does
+                logger.exception("rescanning %s failed", self.base_path)
+
+    def start_polling(self) -> None:
+        self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def _state(self, name: str) -> ModelState:
+        state = self._models.get(name)
+        if state is None:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise RequestError(
+                f"Servable not found for request: model {name!r} (models served: {known}).",
+                404,
+            )
+        return state
+
+    def resolve(self, name: str, version: int | None = None,
+                label: str | None = None) -> Servable:
+        """The servable a request names; the latest loaded version by default."""
+        state = self._state(name)
+        if label is not None:
+            if label not in state.labels:
+                known = ", ".join(sorted(state.labels)) or "none"
+                raise RequestError(
+                    f"Unrecognized servable version label: {label!r} for model {name!r} "
+                    f"(labels: {known}).", 404)
+            version = state.labels[label]
+        if version is None:
+            if not state.versions:
+                broken = "; ".join(f"version {v}: {e}" for v, e in sorted(state.failed.items()))
+                raise RequestError(
+                    f"Model {name!r} has no version that loads ({broken}). Export it again or "
+                    "fix the files; the server retries when they change.", 404)
+            return state.versions[max(state.versions)]
+        servable = state.versions.get(version)
+        if servable is None:
+            if version in state.failed:
+                raise RequestError(
+                    f"Model {name!r} version {version} failed to load: "
+                    f"{state.failed[version]}", 404)
+            known = ", ".join(str(v) for v in sorted(state.versions)) or "none"
+            raise RequestError(
+                f"Servable not found for request: model {name!r} version {version} "
+                f"(versions served: {known}).", 404)
+        return servable
+
+    def statuses(self, name: str, version: int | None = None,
+                 label: str | None = None) -> list[VersionStatus]:
+        """The versions a status request covers (all, newest first, by default)."""
+        state = self._state(name)
+        if version is None and label is None:
+            everything = {v: None for v in state.versions} | dict(state.failed)
+            return [VersionStatus(v, everything[v]) for v in sorted(everything, reverse=True)]
+        if version is not None and version in state.failed and version not in state.versions:
+            return [VersionStatus(version, state.failed[version])]
+        return [VersionStatus(self.resolve(name, version, label).version)]

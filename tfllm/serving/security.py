@@ -1,0 +1,109 @@
+"""Who may call the server: an optional bearer token and the Host names it answers to.
+
+Both are off the wire protocol's path when unset: with no token, requests
+are TF Serving's exactly. The threat model is in docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+TOKEN_ENV = "TFLLM_AUTH_TOKEN"
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_of(header: str) -> str:
+    """`Host` header value without its port, lower-case: `[::1]:8501` -> `::1`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header[1:]
+    if header.count(":") == 1:
+        header = header.split(":", 1)[0]
+    return header.rstrip(".")
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """What a request must carry to be served.
+
+    Args:
+        token: the bearer token every request must send (REST: an
+            `Authorization: Bearer TOKEN` header; gRPC: `authorization`
+            metadata with the same value); None serves everyone.
+        bind_host: the address the server listens on.
+        allowed_hosts: further `Host` names to answer (a DNS name the server
+            is reached by); `*` answers any.
+
+    A browser page can reach a server on 127.0.0.1 by rebinding its own DNS
+    name to 127.0.0.1; such requests carry the page's name in `Host`, so the
+    server answers only the names it is bound to (and, on a loopback address,
+    `localhost`), plus those given. Bound to every interface (0.0.0.0), any IP
+    literal is accepted, since the machine's addresses are not known here.
+    """
+
+    token: str | None = None
+    bind_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.token is not None and (not self.token or self.token != self.token.strip()
+                                       or any(ord(c) < 33 or ord(c) > 126 for c in self.token)):
+            raise ValueError("The auth token must be printable ASCII without spaces "
+                             f"(set with --auth-token or ${TOKEN_ENV}).")
+
+    def _names(self) -> frozenset:
+        bind = host_of(self.bind_host) if self.bind_host not in _WILDCARDS else self.bind_host
+        names = {bind, *(host_of(h) for h in self.allowed_hosts)}
+        if _is_loopback(bind):
+            names |= _LOOPBACK_NAMES
+        return frozenset(names)
+
+    def host_allowed(self, header: str | None) -> bool:
+        if header is None or "*" in self.allowed_hosts:
+            return True  # HTTP/1.0 clients send no Host; browsers always do
+        host = host_of(header)
+        names = self._names()
+        if host in names:
+            return True
+        return self.bind_host in _WILDCARDS and (_is_ip(host) or host == "localhost")
+
+    def token_ok(self, authorization: str | bytes | None) -> bool:
+        if self.token is None:
+            return True
+        if authorization is None:
+            return False
+        if isinstance(authorization, str):
+            authorization = authorization.encode("latin-1", "replace")
+        expected = b"Bearer " + self.token.encode()
+        # Constant time in the token's content, so timing does not reveal a prefix.
+        return hmac.compare_digest(authorization.strip(), expected)
+
+    def refusal(self, host: str | None, authorization) -> tuple[int, str] | None:
+        """`(HTTP status, message)` for a request this policy refuses, else None."""
+        if not self.host_allowed(host):
+            return 400, (f"Host {host_of(host)!r} is not one this server answers to; add it "
+                         "with tfllm serve --allowed-host NAME (DNS-rebinding protection).")
+        if not self.token_ok(authorization):
+            return 401, ("Missing or wrong bearer token: send 'Authorization: Bearer TOKEN' "
+                         "(gRPC: 'authorization' metadata) with the server's token.")
+        return None
