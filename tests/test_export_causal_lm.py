@@ -56,7 +56,14 @@ def test_export_reloads_in_fresh_process_with_identical_text(tmp_path):
     assert served["greedy"] == greedy
     assert served["texts"] == [p + g for p, g in zip(PROMPTS, greedy)]
     assert served["greedy_sig"] == greedy[0]
-    # Seeded sampling matches too: row i of an in-process batch samples with seed + i.
-    sampled = generator.generate(PROMPTS, 40, sampler="top_k", top_k=10, temperature=1.0, seed=7)
-    assert served["sampled"] == [sampled[0], sampled[1][:25]] or served["sampled"][0] == sampled[0]
+    # Seeded sampling matches too, row by row (the export was asked for seeds 7 and 8,
+    # 40 and 25 new tokens): each served row is what generate() gives that prompt alone
+    # with that row's seed and length.
+    sample = dict(sampler="top_k", top_k=10, temperature=1.0)
+    alone = [generator.generate([p], n, seed=s, **sample)[0] for p, n, s in zip(PROMPTS, (40, 25), (7, 8))]
+    assert served["sampled"][0] == alone[0]
+    assert served["sampled"][1] == alone[1]
+    # And row i of an in-process batch samples with seed + i, as the export's seeds assume.
+    batch = generator.generate(PROMPTS, 40, seed=7, **sample)
+    assert batch == [alone[0], generator.generate([PROMPTS[1]], 40, seed=8, **sample)[0]]
     assert any("empty" in e for e in served["errors"]) and any("never saw" in e for e in served["errors"])
