@@ -1,0 +1,209 @@
+"""tfllm's imports run one way, without loops (issue 17, item 2).
+
+The graph is read statically (`ast` over tfllm/**/*.py, nothing is imported), so
+this runs in well under a second. Layers, each importing only itself and the
+layers below it (docs/architecture.md draws them):
+
+    cli -> task modules -> export / serving -> models / tokenizers / data -> datasets / config / errors
+
+Cycles are checked on module-level imports (the ones Python runs at import time);
+the layer rules on every import, including those inside functions, because an
+import hidden in a function body is still a dependency.
+"""
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Index = layer, lower imports higher, never the reverse. Keys are the part after
+# `tfllm.` (a package covers its submodules). A new top-level module must be
+# placed here; the test says so.
+LAYERS = [
+    {"cli"},
+    {"training", "generation"},  # task modules
+    {"export", "serving"},
+    {"models", "tokenizers", "data", "runs", "recipes", "evaluation"},
+    {"datasets", "config", "errors", "_env"},
+]
+
+# Known violations, each (importer, imported) as found on 2026-11-30, so that no new
+# one can creep in. They sit in modules being reworked for issue 17 and the
+# pretrained-models issue; each entry goes when its import does (the last test
+# below fails on an entry whose import is gone, so the list only shrinks).
+KNOWN_VIOLATIONS = {
+    # export needs a trained run's model and tokenizer: `load_run` / `common.read_json`
+    # should move to tfllm.runs (the one place that knows the run directory).
+    ("tfllm.export.saved_model", "tfllm.training.classifier"): "module level: load_run",
+    ("tfllm.export.tflite", "tfllm.training.common"): "module level: common (read_json, run files)",
+    ("tfllm.export.tflite", "tfllm.training.classifier"): "in a function: load_run, predict_probabilities",
+    ("tfllm.export.tflite_causal_lm", "tfllm.training.common"): "module level: common",
+    # The two TFLite modules call each other lazily (a loop hidden in function bodies):
+    # shared conversion/interpreter helpers belong in a third module both import.
+    ("tfllm.export.tflite", "tfllm.export.tflite_causal_lm"): "in a function: export_causal_lm_files",
+    ("tfllm.export.tflite_causal_lm", "tfllm.export.tflite"): "in functions: load_interpreter, convert_saved_model",
+    # The generation export reuses the decoding function and sampler of the task
+    # module tfllm.generation; they belong below export (with the model).
+    ("tfllm.export.causal_lm", "tfllm.generation"): "module level: EOS_ID, UNK_ID, decode_function, load_generator",
+    ("tfllm.export.tflite_causal_lm", "tfllm.generation"): "in functions: Generator, load_generator",
+}
+
+
+def module_name(path, root):
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_modules(node, module, is_package, modules):
+    """The tfllm modules an Import/ImportFrom node names (`from pkg import sub` -> pkg.sub)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        if node.level:
+            base = module.split(".") if is_package else module.split(".")[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            source = ".".join(base + ([node.module] if node.module else []))
+        else:
+            source = node.module or ""
+        names = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names]
+    targets = []
+    for name in names:
+        if name != "tfllm" and not name.startswith("tfllm."):
+            continue
+        while name not in modules and "." in name:
+            name = name.rsplit(".", 1)[0]
+        targets.append(name)
+    return targets
+
+
+def import_edges(root):
+    """{(importer, imported): [(line, module_level), ...]} over root/tfllm/**/*.py."""
+    files = {module_name(path, root): path for path in (root / "tfllm").rglob("*.py")}
+    edges = defaultdict(list)
+
+    def visit(node, module, is_package, module_level):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                for target in imported_modules(child, module, is_package, files):
+                    if target != module:
+                        edges[module, target].append((child.lineno, module_level))
+            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+            visit(child, module, is_package, module_level and not nested)
+
+    for module, path in files.items():
+        visit(ast.parse(path.read_text(), str(path)), module, path.name == "__init__.py", True)
+    return dict(edges)
+
+
+def find_cycle(edges):
+    """One import cycle as [a, b, ..., a], or None."""
+    graph = defaultdict(set)
+    for importer, imported in edges:
+        graph[importer].add(imported)
+    state = {}
+
+    def dfs(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = dfs(nxt, path + [nxt])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = dfs(node, [node])
+            if found:
+                return found
+    return None
+
+
+def layer_of(module):
+    top = module.split(".")[1] if "." in module else None
+    if top is None:
+        return None  # tfllm/__init__.py re-exports lazily by name; not an import here
+    for index, names in enumerate(LAYERS):
+        if top in names:
+            return index
+    pytest.fail(f"{module} is in no layer: add {top!r} to LAYERS in {__file__} (and to docs/architecture.md)")
+
+
+def describe(edges, pair):
+    lines = ", ".join(f"line {line}{'' if top else ' (in a function)'}" for line, top in edges[pair])
+    return f"{pair[0]} imports {pair[1]} ({lines})"
+
+
+def module_level(edges):
+    """The edges Python follows at import time (not those inside functions)."""
+    return {pair for pair, sites in edges.items() if any(top for _, top in sites)}
+
+
+EDGES = import_edges(ROOT)
+
+
+def new_violations(pairs):
+    return [describe(EDGES, pair) for pair in sorted(pairs) if pair not in KNOWN_VIOLATIONS]
+
+
+def test_no_import_cycle_at_module_level():
+    cycle = find_cycle(module_level(EDGES))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle) + " (move the shared piece into a lower module)"
+
+
+def test_nothing_imports_the_cli():
+    bad = new_violations(pair for pair in EDGES if pair[1] == "tfllm.cli")
+    assert not bad, "the CLI only parses and calls the library; nothing may import it: " + "; ".join(bad)
+
+
+def test_export_never_imports_training():
+    bad = new_violations(pair for pair in EDGES if pair[0].startswith("tfllm.export") and
+                         pair[1].startswith("tfllm.training"))
+    assert not bad, "export reads a finished run, it does not train: " + "; ".join(bad)
+
+
+def test_the_two_tflite_modules_do_not_import_each_other():
+    pair = {"tfllm.export.tflite", "tfllm.export.tflite_causal_lm"}
+    bad = new_violations(p for p in EDGES if set(p) == pair)
+    assert not bad, "; ".join(bad)
+
+
+def test_imports_point_down_the_layers():
+    bad = new_violations(pair for pair in EDGES if None not in (layer_of(pair[0]), layer_of(pair[1]))
+                         and layer_of(pair[1]) < layer_of(pair[0]))
+    assert not bad, "an import points up the layers (see this file's docstring): " + "; ".join(bad)
+
+
+def test_known_violations_are_still_there():
+    fixed = [f"{a} -> {b}" for a, b in KNOWN_VIOLATIONS if (a, b) not in EDGES]
+    assert not fixed, f"fixed, so delete from KNOWN_VIOLATIONS in {__file__}: " + "; ".join(fixed)
+
+
+def test_the_checks_see_imports_cycles_and_function_bodies(tmp_path):
+    """The reader on a made-up package: relative imports, `from pkg import sub`, nesting, a loop."""
+    package = tmp_path / "tfllm"
+    (package / "export").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "cli.py").write_text("import tfllm.export.a\n")
+    (package / "export" / "__init__.py").write_text("")
+    (package / "export" / "a.py").write_text("from . import b\nimport os\n")
+    (package / "export" / "b.py").write_text("from tfllm.export.a import thing\n"
+                                             "def f():\n    from tfllm import cli\n")
+    edges = import_edges(tmp_path)
+    assert edges == {
+        ("tfllm.cli", "tfllm.export.a"): [(1, True)],
+        ("tfllm.export.a", "tfllm.export.b"): [(1, True)],
+        ("tfllm.export.b", "tfllm.export.a"): [(1, True)],
+        ("tfllm.export.b", "tfllm.cli"): [(3, False)],
+    }
+    assert find_cycle(module_level(edges)) in (["tfllm.export.a", "tfllm.export.b", "tfllm.export.a"],
+                                 ["tfllm.export.b", "tfllm.export.a", "tfllm.export.b"])
+    assert find_cycle({("tfllm.cli", "tfllm.export.a"), ("tfllm.export.a", "tfllm.export.b")}) is None
