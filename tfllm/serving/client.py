@@ -58,6 +58,8 @@ class RestClient:
         host: server host name or address.
         port: REST port (TF Serving's default is 8501).
         timeout: seconds to wait for each answer.
+        auth_token: sent as `Authorization: Bearer TOKEN`, for a server
+            started with `--auth-token` / `TFLLM_AUTH_TOKEN`.
 
     Example:
     ```python
@@ -67,8 +69,10 @@ class RestClient:
     ```
     """
 
-    def __init__(self, host: str = "localhost", port: int = 8501, timeout: float = 30.0):
+    def __init__(self, host: str = "localhost", port: int = 8501, timeout: float = 30.0,
+                 auth_token: str | None = None):
         self.host, self.port, self.timeout = host, port, timeout
+        self._auth = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
         # One keep-alive connection per thread: http.client costs a third of
         # httpx's per-request time, which matters for millisecond requests.
         self._local = threading.local()
@@ -84,6 +88,7 @@ class RestClient:
 
     def _request(self, method: str, path: str, body: bytes | None = None):
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers.update(self._auth)
         for attempt in (0, 1):
             conn = self._connection(fresh=attempt == 1)
             try:
@@ -185,6 +190,8 @@ class GrpcClient:
         host: server host name or address.
         port: gRPC port (TF Serving's default is 8500).
         timeout: seconds to wait for each answer.
+        auth_token: sent as `authorization: Bearer TOKEN` metadata, for a
+            server started with `--auth-token` / `TFLLM_AUTH_TOKEN`.
 
     For the lowest latency, start the client process with
     `GRPC_EXPERIMENTS=-event_engine_client,-event_engine_listener`, as
@@ -202,7 +209,7 @@ class GrpcClient:
     """
 
     def __init__(self, host: str = "localhost", port: int = 8500, timeout: float = 30.0,
-                 max_message_bytes: int = 64 * 1024 * 1024):
+                 max_message_bytes: int = 64 * 1024 * 1024, auth_token: str | None = None):
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -214,11 +221,12 @@ class GrpcClient:
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._signatures = {}
+        self._metadata = (("authorization", f"Bearer {auth_token}"),) if auth_token else None
 
     def _call(self, method, request):
         grpc = self._grpc
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             code = e.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:

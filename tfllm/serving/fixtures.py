@@ -79,6 +79,32 @@ def _generator_module():
     return ToyGenerator()
 
 
+def _ids_module(vocabulary_size: int):
+    import tensorflow as tf
+
+    class ToyIdScorer(tf.Module):
+        """Sums an embedding of token ids, as a `classify_ids`-style signature does."""
+
+        def __init__(self):
+            super().__init__()
+            self.table = tf.Variable(tf.range(vocabulary_size, dtype=tf.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="token_ids")])
+        def score(self, token_ids):
+            return {"score": tf.reduce_sum(tf.gather(self.table, token_ids), axis=1)}
+
+    return ToyIdScorer()
+
+
+def save_id_scorer(path: str, vocabulary_size: int = 10) -> str:
+    """Saves a toy token-id model (`serving_default(token_ids: int32[-1, -1]) -> score`)."""
+    import tensorflow as tf
+
+    module = _ids_module(vocabulary_size)
+    tf.saved_model.save(module, path, signatures={"serving_default": module.score})
+    return path
+
+
 def save_classifier(path: str, bias: float = 0.0, warmup: bool = True) -> str:
     """Saves a toy classifier SavedModel (signatures `serving_default`, `word_count`)."""
     import tensorflow as tf

@@ -1,0 +1,394 @@
+"""The local server against hostile and careless clients (issue 18), as real processes.
+
+One server with small limits serves tiny SavedModels; requests that declare
+huge shapes, nest JSON deeply, send bad values or no token must each get one
+clear 4xx / non-OK status, fast and without the server's memory growing,
+while good requests keep getting the right answers.
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_serving")
+pytest.importorskip("starlette")
+
+import grpc  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+from tfllm.serving import GrpcClient, RestClient, ServingError, fixtures  # noqa: E402
+
+TOKEN = "s3cret-token"
+MAX_BATCH, MAX_LEN, MAX_ELEMENTS, MAX_STRING = 64, 512, 20_000, 1000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def start_server(base, log_path, *extra, env=None, token=None, wait_for="reviews"):
+    rest_port, grpc_port = free_port(), free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfllm.serving.server", str(base), "--port", str(rest_port),
+         "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *map(str, extra)],
+        stdout=log, stderr=subprocess.STDOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            RestClient("127.0.0.1", rest_port, timeout=2, auth_token=token).status(wait_for)
+            break
+        except ServingError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("server did not start:\n" + open(log_path).read())
+            time.sleep(0.2)
+    return {"rest": rest_port, "grpc": grpc_port, "proc": proc, "log": log, "log_path": log_path}
+
+
+def stop_server(server):
+    server["proc"].terminate()
+    try:
+        server["proc"].wait(10)
+    except subprocess.TimeoutExpired:
+        server["proc"].kill()
+        server["proc"].wait()
+    server["log"].close()
+
+
+@pytest.fixture(scope="module")
+def savedmodels(tmp_path_factory):
+    base = tmp_path_factory.mktemp("savedmodels")
+    fixtures.build_savedmodels(str(base))
+    fixtures.save_id_scorer(str(base / "ids" / "1"))
+    fixtures.save_classifier(str(base / "flaky" / "1"), warmup=False)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(savedmodels, tmp_path_factory):
+    s = start_server(savedmodels, tmp_path_factory.mktemp("log") / "server.log",
+                     "--max-batch-size", MAX_BATCH, "--max-sequence-length", MAX_LEN,
+                     "--max-elements", MAX_ELEMENTS, "--max-string-bytes", MAX_STRING,
+                     "--max-body-bytes", 4_000_000)
+    yield s
+    stop_server(s)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server['grpc']}")
+    yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    channel.close()
+
+
+def raw(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body, headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def proto(dtype, shape, **values):
+    t = tensor_pb2.TensorProto(dtype=dtype)
+    for d in shape:
+        t.tensor_shape.dim.add(size=d)
+    for field, v in values.items():
+        if isinstance(v, bytes):
+            setattr(t, field, v)
+        else:
+            getattr(t, field).extend(v)
+    return t
+
+
+def grpc_predict(stub, model, inputs, timeout=30):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    for k, v in inputs.items():
+        request.inputs[k].CopyFrom(v)
+    return stub.Predict(request, timeout=timeout)
+
+
+def check_reviews_answer(client):
+    assert client.predict("reviews", {"text": ["good", "bad"]})["label"] == ["positive", "negative"]
+
+
+# --- item 1: limits on what a request declares ------------------------------------
+
+
+HOSTILE_GRPC = [
+    # (model, inputs, words the message must contain)
+    ("ids", {"token_ids": proto(types_pb2.DT_INT32, [1048576, 16], int_val=[1])},
+     ["1048576 rows", "--max-batch-size"]),
+    ("reviews", {"text": proto(types_pb2.DT_STRING, [1048576], string_val=[b"x" * 50])},
+     ["1048576 rows", "--max-batch-size"]),
+    ("ids", {"token_ids": proto(types_pb2.DT_INT32, [2, 100000], int_val=[1])},
+     ["100000", "--max-sequence-length"]),
+    ("ids", {"token_ids": proto(types_pb2.DT_INT32, [60, 500], int_val=[1])},
+     ["30000 values", "--max-elements"]),
+    ("ids", {"token_ids": proto(types_pb2.DT_INT32, [2, -3], int_val=[1])}, ["-3", ">= 0"]),
+    ("reviews", {"text": proto(types_pb2.DT_STRING, [0])}, ["empty batch"]),
+    ("reviews", {"text": proto(types_pb2.DT_STRING, [1], string_val=[b"\xff\xfe bad"])},
+     ["not valid UTF-8"]),
+    ("reviews", {"text": proto(types_pb2.DT_STRING, [1], string_val=[b"a" * (MAX_STRING + 1)])},
+     ["--max-string-bytes"]),
+    ("reviews", {"text": proto(types_pb2.DT_STRING, [3], string_val=[b"a", b"b"])},
+     ["holds 2"]),
+    ("ids", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, -400])},
+     ["negative id -400"]),
+    ("ids", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 400])},
+     ["400", "outside the model's vocabulary [0, 10)"]),
+    ("shakespeare", {"prompt": proto(types_pb2.DT_STRING, [2], string_val=[b"a", b"b"]),
+                     "max_new_tokens": proto(types_pb2.DT_INT32, [3], int_val=[1, 1, 1])},
+     ["batch sizes differ", "max_new_tokens: 3", "prompt: 2"]),
+    ("ids", {"token_ids": proto(types_pb2.DT_INT32, [1, 2],
+                                tensor_content=np.int32([1]).tobytes())}, ["tensor_content"]),
+]
+
+
+@pytest.mark.parametrize("model,inputs,words", HOSTILE_GRPC,
+                         ids=[f"{m}-{w[0][:20]}" for m, _, w in HOSTILE_GRPC])
+def test_hostile_grpc_requests_are_refused_fast_without_memory(model, inputs, words, server, stub):
+    before = rss_bytes(server["proc"].pid)
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_predict(stub, model, inputs)
+    elapsed = time.monotonic() - start
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for word in words:
+        assert word in info.value.details(), info.value.details()
+    assert elapsed < 2.0  # 35-40 s before the limits, for the two broadcast shapes
+    assert rss_bytes(server["proc"].pid) - before < 50 * 2**20
+    check_reviews_answer(GrpcClient("127.0.0.1", server["grpc"], timeout=10))
+
+
+def test_requests_within_the_limits_are_answered(server, stub):
+    """The limits refuse only what is over them: a request at each limit is served."""
+    out = grpc_predict(stub, "ids", {"token_ids": proto(types_pb2.DT_INT32, [MAX_BATCH, 2],
+                                                        int_val=[3])})
+    assert tf.make_ndarray(out.outputs["score"]).tolist() == [6.0] * MAX_BATCH
+    rest = RestClient("127.0.0.1", server["rest"], timeout=10)
+    assert rest.predict("ids", {"token_ids": [[9] * MAX_LEN]}) == [9.0 * MAX_LEN]
+    texts = ["good " * (MAX_STRING // 5)] * MAX_BATCH
+    assert rest.predict("reviews", {"text": texts})["label"] == ["positive"] * MAX_BATCH
+
+
+# --- items 1, 2, 4, 5 over REST ---------------------------------------------------
+
+PREDICT = "/v1/models/{}:predict"
+HOSTILE_REST = [
+    ("reviews", b'{"instances": ' + b"[" * 33 + b'"a"' + b"]" * 33 + b"}", "nested deeper"),
+    ("ids", b'{"inputs": {"token_ids": ' + b"[" * 900 + b"1" + b"]" * 900 + b"}}", "nested deeper"),
+    ("reviews", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "JSON"),
+    ("reviews", json.dumps({"instances": ["x"] * (MAX_BATCH + 1)}).encode(), "--max-batch-size"),
+    ("reviews", json.dumps({"inputs": {"text": ["x"] * (MAX_BATCH + 1)}}).encode(),
+     "--max-batch-size"),
+    ("ids", json.dumps({"inputs": {"token_ids": [[1] * (MAX_LEN + 1)]}}).encode(),
+     "--max-sequence-length"),
+    ("ids", json.dumps({"inputs": {"token_ids": [[1] * 400] * 60}}).encode(), "--max-elements"),
+    ("reviews", json.dumps({"instances": ["a" * (MAX_STRING + 1)]}).encode(),
+     "--max-string-bytes"),
+    ("reviews", json.dumps({"inputs": {"text": []}}).encode(), "empty batch"),
+    ("ids", json.dumps({"inputs": {"token_ids": [[1, -400]]}}).encode(), "negative id -400"),
+    ("ids", json.dumps({"inputs": {"token_ids": [[1, 2], [3]]}}).encode(), "ragged"),
+    ("ids", json.dumps({"inputs": {"token_ids": [[1, None]]}}).encode(), "int32"),
+    ("ids", json.dumps({"inputs": {"token_ids": [[1, 2.5]]}}).encode(), "int32"),
+    ("reviews", json.dumps({"inputs": {"text": [{"b64": "//4="}]}}).encode(), "UTF-8"),
+    ("shakespeare", json.dumps({"inputs": {"prompt": ["a", "b"], "max_new_tokens": [1]}}).encode(),
+     "batch sizes differ"),
+    ("shakespeare", json.dumps({"inputs": {"prompt": ["a"], "max_new_tokens": [[1]]}}).encode(),
+     "nested deeper"),
+]
+
+
+@pytest.mark.parametrize("model,body,word", HOSTILE_REST,
+                         ids=[f"{m}-{w}-{i}" for i, (m, _, w) in enumerate(HOSTILE_REST)])
+def test_hostile_rest_requests_get_a_json_4xx(model, body, word, server):
+    start = time.monotonic()
+    status, content = raw(server["rest"], "POST", PREDICT.format(model), body,
+                          {"Content-Type": "application/json"})
+    assert 400 <= status < 500, (status, content[:300])
+    error = json.loads(content)["error"]
+    assert word in error, error
+    assert time.monotonic() - start < 2.0
+    check_reviews_answer(RestClient("127.0.0.1", server["rest"], timeout=10))
+
+
+def test_the_server_log_has_no_traceback(server):
+    raw(server["rest"], "POST", PREDICT.format("reviews"),
+        b'{"instances": ' + b"[" * 40 + b'"a"' + b"]" * 40 + b"}")
+    time.sleep(0.2)
+    assert "Traceback" not in open(server["log_path"]).read()
+
+
+def test_large_bodies_do_not_hold_up_a_small_request(server):
+    """Eight concurrent ~3.5 MB bodies (under the body limit, each refused for its string):
+    a small request sent meanwhile is answered quickly and memory stays bounded."""
+    big = json.dumps({"instances": ["good " * 700_000]}).encode()
+    before = rss_bytes(server["proc"].pid)
+
+    def send_big(_):
+        return raw(server["rest"], "POST", PREDICT.format("reviews"), big)
+
+    rest = RestClient("127.0.0.1", server["rest"], timeout=30)
+    with ThreadPoolExecutor(8) as pool:
+        bigs = [pool.submit(send_big, i) for i in range(8)]
+        time.sleep(0.05)
+        start = time.monotonic()
+        check_reviews_answer(rest)
+        small_seconds = time.monotonic() - start
+        statuses = [f.result()[0] for f in bigs]
+    assert statuses == [400] * 8
+    assert small_seconds < 2.0  # 13 s before (8 x 15 MB tokenized at once)
+    assert rss_bytes(server["proc"].pid) - before < 200 * 2**20
+
+
+# --- item 8: broken versions are reported and retried ------------------------------
+
+
+def test_a_version_copied_in_file_by_file_loads_once_complete(server, savedmodels, tmp_path):
+    staging = tmp_path / "2"
+    fixtures.save_classifier(str(staging), bias=5.0, warmup=False)
+    target = savedmodels / "flaky" / "2"
+    target.mkdir()
+    (target / "saved_model.pb").write_bytes((staging / "saved_model.pb").read_bytes())
+    rest = RestClient("127.0.0.1", server["rest"], timeout=10)
+    grpc_client = GrpcClient("127.0.0.1", server["grpc"], timeout=10)
+
+    def status_of(client, version):
+        rows = client.status("flaky")["model_version_status"]
+        return next((r for r in rows if r["version"] == str(version)), None)
+
+    deadline = time.monotonic() + 30
+    while status_of(rest, 2) is None:
+        assert time.monotonic() < deadline, "the half-copied version never showed in the status"
+        time.sleep(0.2)
+    for client in (rest, grpc_client):
+        row = status_of(client, 2)
+        assert row["state"] == "END"
+        assert row["status"]["error_code"] == "UNKNOWN" and row["status"]["error_message"]
+        assert status_of(client, 1)["state"] == "AVAILABLE"
+    with pytest.raises(ServingError, match="version 2 failed to load"):
+        rest.predict("flaky", ["bad"], version=2)
+    assert rest.predict("flaky", ["bad"])["label"] == ["negative"]  # version 1 still serves
+
+    import shutil
+
+    for entry in os.listdir(staging):  # the rest of the copy arrives
+        if entry != "saved_model.pb":
+            src = staging / entry
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, target / entry)
+    deadline = time.monotonic() + 30
+    while status_of(rest, 2)["state"] != "AVAILABLE":
+        assert time.monotonic() < deadline, "the completed version was never loaded"
+        time.sleep(0.2)
+    assert rest.predict("flaky", ["bad"])["label"] == ["positive"]
+    assert status_of(grpc_client, 2) == {"version": "2", "state": "AVAILABLE",
+                                         "status": {"error_code": "OK", "error_message": ""}}
+
+
+# --- item 12: a busy port fails at once ---------------------------------------------
+
+
+@pytest.mark.parametrize("busy", ["rest", "grpc"])
+def test_a_busy_port_fails_before_loading_models(busy, savedmodels):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = {"rest": free_port(), "grpc": free_port()}
+        ports[busy] = taken
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "tfllm.cli", "serve", str(savedmodels), "--port",
+             str(ports["rest"]), "--grpc-port", str(ports["grpc"])],
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 2, result.stderr
+    flag = "--port" if busy == "rest" else "--grpc-port"
+    assert flag in result.stderr and str(taken) in result.stderr
+    assert "Traceback" not in result.stderr and "loaded" not in result.stderr
+    assert time.monotonic() - start < 60
+
+
+# --- item 13: bearer token and Host check --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_server(savedmodels, tmp_path_factory):
+    s = start_server(savedmodels, tmp_path_factory.mktemp("tlog") / "server.log",
+                     "--allowed-host", "models.internal", env={"TFLLM_AUTH_TOKEN": TOKEN},
+                     token=TOKEN)
+    yield s
+    stop_server(s)
+
+
+def test_token_is_required_over_rest(token_server):
+    port, path = token_server["rest"], PREDICT.format("reviews")
+    body = json.dumps({"instances": ["good"]}).encode()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                    {"Authorization": f"Bearer {TOKEN}x"}):
+        for method, p, b in (("POST", path, body), ("GET", "/v1/models/reviews", None)):
+            status, content = raw(port, method, p, b, headers)
+            assert status == 401, (headers, status)
+            assert "bearer token" in json.loads(content)["error"]
+    check_reviews_answer(RestClient("127.0.0.1", port, timeout=10, auth_token=TOKEN))
+    with pytest.raises(ServingError, match="bearer token"):
+        RestClient("127.0.0.1", port, timeout=10, auth_token="nope").status("reviews")
+
+
+def test_token_is_required_over_grpc(token_server):
+    for token in (None, "nope"):
+        client = GrpcClient("127.0.0.1", token_server["grpc"], timeout=10, auth_token=token)
+        with pytest.raises(ServingError, match="bearer token") as info:
+            client.status("reviews")
+        assert info.value.status == "UNAUTHENTICATED"
+        with pytest.raises(ServingError) as info:
+            client.predict("reviews", {"text": ["good"]})
+        assert info.value.status == "UNAUTHENTICATED"
+    check_reviews_answer(GrpcClient("127.0.0.1", token_server["grpc"], timeout=10,
+                                    auth_token=TOKEN))
+
+
+@pytest.mark.parametrize("host,allowed", [
+    ("evil.example", False), ("evil.example:8501", False), ("127.0.0.1.nip.io", False),
+    ("localhost", True), ("127.0.0.1:1234", True), ("[::1]:8501", True),
+    ("models.internal", True), ("MODELS.internal.:80", True),
+])
+def test_host_header_is_checked(host, allowed, token_server):
+    headers = {"Host": host, "Authorization": f"Bearer {TOKEN}"}
+    status, content = raw(token_server["rest"], "GET", "/v1/models/reviews", None, headers)
+    if allowed:
+        assert status == 200
+    else:
+        assert status == 400
+        assert "--allowed-host" in json.loads(content)["error"]
+
+
+def test_without_a_token_the_protocol_is_unchanged(server):
+    status, content = raw(server["rest"], "GET", "/v1/models/reviews")
+    assert status == 200 and json.loads(content)["model_version_status"][0]["state"] == "AVAILABLE"
