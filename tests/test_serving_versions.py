@@ -1,0 +1,130 @@
+"""Version folders a command must never make worse (issue 18, items 7 and 9), and the
+serving package's shape (issue 17: split by job, never importing the CLI)."""
+
+import ast
+import os
+import pathlib
+import shutil
+import time
+
+import pytest
+
+pytest.importorskip("tensorflow_serving")
+
+from tfllm.cli import main  # noqa: E402
+from tfllm.export import versioning  # noqa: E402
+from tfllm.serving import fixtures, list_models, prune  # noqa: E402
+
+SERVING = pathlib.Path(__file__).resolve().parent.parent / "tfllm" / "serving"
+
+
+@pytest.fixture(scope="module")
+def good_version(tmp_path_factory):
+    path = tmp_path_factory.mktemp("good") / "1"
+    fixtures.save_classifier(str(path), warmup=False)
+    return path
+
+
+def _layout(base, good_version, good=(2,), garbage=(10,), pb_only=()):
+    for v in good:
+        shutil.copytree(good_version, base / "clf" / str(v))
+    for v in garbage:
+        (base / "clf" / str(v)).mkdir(parents=True)
+        (base / "clf" / str(v) / "saved_model.pb").write_bytes(b"\x08\x96\x01garbage" * 10)
+    for v in pb_only:
+        (base / "clf" / str(v)).mkdir(parents=True)
+        shutil.copy(good_version / "saved_model.pb", base / "clf" / str(v))
+
+
+def test_prune_never_removes_the_newest_loadable_version(tmp_path, good_version, capsys):
+    _layout(tmp_path, good_version, good=(2,), garbage=(10,))
+    removed = prune(str(tmp_path), "clf", keep=1)
+    assert removed == [] and 2 in removed.skipped and "10" in removed.skipped[2]
+    assert sorted(os.listdir(tmp_path / "clf")) == ["10", "2"]
+
+    assert main(["models", str(tmp_path), "--prune", "clf", "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Nothing to prune" in out and "Kept clf version 2" in out
+    assert (tmp_path / "clf" / "2" / "saved_model.pb").exists()
+
+
+def test_prune_still_removes_what_it_should(tmp_path, good_version):
+    _layout(tmp_path, good_version, good=(1, 2, 3), garbage=(), pb_only=(4,))
+    removed = prune(str(tmp_path), "clf", keep=2)
+    # 3 is the newest that loads (4 lacks its variables): kept beyond keep=2's [3, 4].
+    assert removed == [1, 2] and removed.skipped == {}
+    removed = prune(str(tmp_path), "clf", keep=1)
+    assert removed == [] and list(removed.skipped) == [3]
+    assert "variables" in removed.skipped[3]
+
+
+def test_models_lists_a_broken_version_and_goes_on(tmp_path, good_version, capsys):
+    _layout(tmp_path, good_version, good=(2,), garbage=(10,), pb_only=(11,))
+    models = list_models(str(tmp_path))
+    versions = {v["version"]: v for v in models[0]["versions"]}
+    assert "does not parse" in versions[10]["error"] and versions[10]["signatures"] == {}
+    assert "variables" in versions[11]["error"]
+    assert "error" not in versions[2] and "serving_default" in versions[2]["signatures"]
+    assert main(["models", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "BROKEN: saved_model.pb does not parse" in out and "serving_default(" in out
+
+
+def test_a_new_export_cleans_stale_temporary_folders(tmp_path):
+    model_dir = tmp_path / "clf"
+    old = model_dir / ".tmp-old"  # an export from before owners were recorded, long untouched
+    old.mkdir(parents=True)
+    long_ago = time.time() - versioning.STALE_SECONDS - 10
+    os.utime(old, (long_ago, long_ago))
+    recent = model_dir / ".tmp-recent"  # maybe still being written: kept
+    recent.mkdir()
+    host = versioning._host_hash()
+    dead = model_dir / f".tmp-999999999@{host}-abc"  # its process is gone
+    (dead / "variables").mkdir(parents=True)
+    alive = model_dir / f".tmp-{os.getpid()}@{host}-abc"  # a running export: kept
+    alive.mkdir()
+    with versioning.atomic_version_dir(str(tmp_path), "clf") as (tmp_dir, final_dir):
+        open(os.path.join(tmp_dir, "saved_model.pb"), "wb").close()
+        assert f".tmp-{os.getpid()}@{host}-" in tmp_dir
+    assert final_dir.endswith(os.path.join("clf", "1"))
+    assert sorted(os.listdir(model_dir)) == sorted(["1", ".tmp-recent", alive.name])
+
+
+def test_no_serving_module_imports_the_cli():
+    for path in SERVING.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            assert not any(n == "tfllm.cli" or n.startswith("tfllm.cli.") for n in names), path
+
+
+def test_serving_modules_are_split_by_job():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in SERVING.glob("*.py")}
+    assert {"registry.py", "codec.py", "rest.py", "grpc_service.py", "server.py",
+            "commands.py"} <= set(sizes)
+    assert max(sizes.values()) < 450, sizes
+
+
+def test_cli_delegates_serve_and_models_to_the_serving_package():
+    from tfllm.cli import build_parser
+    from tfllm.serving import commands
+
+    args = build_parser().parse_args(["serve", "x", "--max-batch-size", "8", "--auth-token", "t"])
+    assert args.func is commands.run_serve and args.max_batch_size == 8 and args.auth_token == "t"
+    assert build_parser().parse_args(["models"]).func is commands.run_models
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--max-batch-size", "0"], "--max-batch-size"),
+    (["--max-elements", "-5"], "--max-elements"),
+    (["--port", "70000"], "--port"),
+])
+def test_bad_limits_are_refused_by_the_parser(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(tmp_path), *argv])
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
