@@ -110,7 +110,7 @@ def bench_generator(run_dir, new_tokens=200):
                 parity = json.load(f)
             device = TFLiteGenerator(os.path.join(directory, MODEL_FILE), window_keep=generator.model.window_keep, num_threads=1)
             start = time.perf_counter()
-            ids = device.generate_ids(prompt_ids, new_tokens)
+            ids = device.generate_ids(prompt_ids, new_tokens, (int(tokenizer.end_token_id),))
             variant = {
                 "bytes": parity[MODEL_FILE]["bytes"],
                 "ms_per_token": 1000 * (time.perf_counter() - start) / max(len(ids), 1),

@@ -17,16 +17,6 @@ def _csv_list(value):
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _task_of(run_dir):
-    from tfllm.errors import UserInputError
-    from tfllm.training.common import read_json
-
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no config.json). Pass the --run-dir of a training run.")
-    return read_json(path).get("task", "classify")
-
-
 def cmd_train(args):
     from tfllm.config import TrainConfig
 
@@ -34,7 +24,7 @@ def cmd_train(args):
         task=args.task,
         data=args.data,
         run_dir=args.run_dir or os.path.join("runs", os.path.basename(args.data).split(".")[0] or "run"),
-        preset=args.preset,
+        preset=args.preset or ("finetune" if args.from_preset and args.task == "classify" else "default"),
         text_column=args.text_column,
         label_column=args.label_column,
         split_column=args.split_column,
@@ -49,8 +39,18 @@ def cmd_train(args):
         precision=args.precision,
         jit_compile=args.jit_compile,
         max_rows=args.max_rows,
+        from_preset=args.from_preset,
+        objective=getattr(args, "objective", None),
+        overwrite=args.overwrite,
     )
-    if config.task == "classify":
+    if config.task == "pretrain":
+        from tfllm.training.pretraining import pretrain
+
+        metrics = pretrain(config)
+        print(f"\nValidation: {json.dumps(metrics['val'])}")
+        print(f"Run directory (a KerasHub preset): {config.run_dir}  "
+              f"(fine-tune: tfllm train --task classify --from-preset {config.run_dir} ...)")
+    elif config.task == "classify":
         from tfllm.training.classifier import train_classifier
 
         metrics = train_classifier(config)
@@ -66,35 +66,42 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
+    from tfllm import runs
+
+    if runs.task_of(args.run_dir) != "classify":
+        from tfllm.training.causal_lm import evaluate_run
+
+        print(json.dumps(evaluate_run(args.run_dir, data=args.data, text_column=args.text_column), indent=2))
+        return
     from tfllm.datasets import load_classification_data
     from tfllm.evaluation import classification_report
-    from tfllm.training.classifier import load_run, predict_probabilities
-    from tfllm.training.common import read_json
+    from tfllm.training.classifier import load_run, predict_probabilities, run_data
 
-    model, tokenizer, label_names, _ = load_run(args.run_dir)
-    config = read_json(os.path.join(args.run_dir, "config.json"))
-    data = load_classification_data(
-        args.data or config["data"],
-        text_column=args.text_column or config["text_column"],
-        label_column=args.label_column or config["label_column"],
-        split_column=args.split_column if args.data else config["split_column"],
-        labels=None if args.data else config["labels"],
-        label_names=label_names,
-        seed=config["seed"],
-    )
+    model, label_names, _ = load_run(args.run_dir)
+    if args.data:
+        data = load_classification_data(args.data, text_column=args.text_column or "text",
+                                        label_column=args.label_column or "label", split_column=args.split_column,
+                                        label_names=label_names)
+    else:  # exactly the training run's split (its rows, seed and labels)
+        data = run_data(args.run_dir)
     split = getattr(data, args.split)
-    report = classification_report(split.labels, predict_probabilities(model, tokenizer, split.texts), label_names)
+    report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
     print(json.dumps(report, indent=2))
 
 
 def cmd_predict(args):
+    from tfllm import runs
     from tfllm.errors import UserInputError
+
+    runs.require_task(args.run_dir, "classify", hint=f"Use `tfllm generate {args.run_dir} PROMPT` for a text generator.")
+    empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
+    if empty:
+        raise UserInputError(f"Text {empty[0]} is empty; pass the texts to classify, e.g. "
+                             f"tfllm predict {args.run_dir} \"a joyous, moving film\".")
     from tfllm.training.classifier import load_run, predict_probabilities
 
-    if _task_of(args.run_dir) != "classify":
-        raise UserInputError(f"{args.run_dir!r} holds a text generator; use `tfllm generate {args.run_dir} PROMPT`.")
-    model, tokenizer, label_names, _ = load_run(args.run_dir)
-    probabilities = predict_probabilities(model, tokenizer, args.texts)
+    model, label_names, _ = load_run(args.run_dir)
+    probabilities = predict_probabilities(model, args.texts)
     for text, probs in zip(args.texts, probabilities):
         result = {"text": text, "label": label_names[int(probs.argmax())], "probabilities": dict(zip(label_names, map(float, probs)))}
         print(json.dumps(result, ensure_ascii=False))
@@ -103,8 +110,10 @@ def cmd_predict(args):
 def cmd_export(args):
     from tfllm.export.versioning import prune, validate_export_name
 
+    from tfllm import runs
+
     validate_export_name(args.name)
-    task = _task_of(args.run_dir)
+    task = runs.require_task(args.run_dir, "classify", "generate")
     if args.format == "tflite":
         from tfllm.export.tflite import export_tflite, read_parity
 
@@ -200,14 +209,22 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a classifier or a text generator")
-    p.add_argument("--task", choices=["classify", "generate"], default="classify")
-    p.add_argument("--data", required=True, help="bundled name (rotten_tomatoes, rotten_tomatoes_3class, shakespeare) or a file/folder")
+    def add_run_arguments(p, tasks):
+        p.add_argument("--task", choices=tasks, default=tasks[0])
+        p.add_argument("--from-preset", default=None, metavar="PRESET",
+                       help="start from a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle / "
+                            "kaggle:// / hf:// URI (online)")
+        p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir (kept until "
+                                                                "the new one finishes)")
+
+    p = sub.add_parser("train", help="train (or fine-tune) a classifier or a text generator")
+    add_run_arguments(p, ["classify", "generate"])
+    p.add_argument("--data", required=True, help="bundled name (rotten_tomatoes, rotten_tomatoes_3class, shakespeare, zh_news) or a file/folder")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--split-column", default=None, help="column with train/val/test (default: a seeded stratified split)")
     p.add_argument("--labels", type=_csv_list, default=None, help="keep only these labels, e.g. rotten,fresh (the last is positive)")
-    p.add_argument("--preset", default="default")
+    p.add_argument("--preset", default=None, help="recipe name (default: 'default'; 'finetune' with --from-preset)")
     p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -221,7 +238,30 @@ def build_parser():
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics of a trained classifier on a dataset split")
+    p = sub.add_parser("pretrain", help="pretrain an encoder (masked LM) or a decoder (next token) on unlabeled text")
+    p.add_argument("--data", required=True,
+                   help=".txt/.txt.gz (one document per line), a folder of .txt files, a CSV/JSONL (--text-column) "
+                        "or a bundled name (zh_news, shakespeare, rotten_tomatoes)")
+    p.add_argument("--objective", choices=["mlm", "causal"], default="mlm")
+    p.add_argument("--from-preset", default=None, metavar="PRESET", help="continue pretraining this preset")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--max-rows", type=int, default=None, help="read only the first N documents")
+    p.add_argument("--strategy", default="auto")
+    p.add_argument("--precision", default="float32")
+    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=cmd_train, task="pretrain", label_column="label", split_column=None, labels=None)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained model on a dataset split (classifiers: accuracy, F1, ...; "
+                                        "generators: loss and perplexity)")
     p.add_argument("run_dir")
     p.add_argument("--data", default=None, help="default: the training data")
     p.add_argument("--text-column", default=None)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 # Generation limits, here rather than in tfllm.generation so that building the
 # CLI's parser (`tfllm --help`) does not import TensorFlow.
@@ -17,7 +18,7 @@ class TrainConfig:
     by the preset name plus the fields a user overrode.
     """
 
-    task: str = "classify"  # "classify" or "generate"
+    task: str = "classify"  # "classify", "generate" or "pretrain"
     data: str = "rotten_tomatoes"
     run_dir: str = "runs/latest"
     preset: str = "default"
@@ -35,15 +36,22 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: bool | None = None
     max_rows: int | None = None  # train on the first N rows only (quick runs, tests)
+    from_preset: str | None = None  # start from a tfllm run or a KerasHub preset (folder, handle, hf:// URI)
+    objective: str | None = None  # pretraining: "mlm" or "causal"
+    overwrite: bool = False  # replace a finished run in run_dir (kept until the new run finishes)
     overrides: dict = dataclasses.field(default_factory=dict)  # settings to override; a misspelt one is refused
 
     def to_json(self, path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w") as f:
             json.dump(dataclasses.asdict(self), f, indent=2)
 
     @classmethod
-    def from_json(cls, path):
-        with open(path) as f:
-            values = json.load(f)
+    def from_dict(cls, values):
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_json(cls, path):
+        with open(path) as f:
+            return cls.from_dict(json.load(f))

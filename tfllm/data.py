@@ -16,36 +16,30 @@ from tfllm.tokenizers import CharacterTokenizer
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def encode_labels(labels, num_classes):
-    """Binary labels as a float column (sigmoid head), others one-hot (softmax head)."""
+def encode_labels(labels, sigmoid):
+    """Labels as a float column for a one-unit sigmoid head (binary cross-entropy), else integer ids."""
     labels = tf.convert_to_tensor(labels, tf.int32)
-    if num_classes == 2:
-        return tf.cast(labels, tf.float32)[:, None]
-    return tf.one_hot(labels, num_classes)
+    return tf.cast(labels, tf.float32)[:, None] if sigmoid else labels
 
 
-def token_id_rows(texts, tokenizer):
-    """Single rows of token ids, tokenized once in large batches (graph ops, not Python)."""
-    return tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024).map(tokenizer, num_parallel_calls=AUTOTUNE).unbatch()
+def classification_dataset(split, preprocessor, sigmoid, batch_size, shuffle=False, seed=None):
+    """(model inputs, encoded labels) batches for `model.fit`.
 
-
-def classification_dataset(split, tokenizer, num_classes, batch_size, shuffle=False, seed=None):
-    """(token ids, encoded labels) batches for `model.fit`.
-
-    Texts are tokenized once, in large batches inside the pipeline (the
-    tokenizer's TF ops, not Python), then cached, so epochs after the first
+    Texts go through the task's preprocessor (tokenizer + packing: TF ops, not
+    Python) once, in large batches, then are cached, so epochs after the first
     only shuffle and batch.
     """
-    ds = tf.data.Dataset.from_tensor_slices((list(split.texts), encode_labels(split.labels, num_classes)))
-    ds = ds.batch(1024).map(lambda x, y: (tokenizer(x), y), num_parallel_calls=AUTOTUNE).unbatch().cache()
+    ds = tf.data.Dataset.from_tensor_slices((list(split.texts), encode_labels(split.labels, sigmoid)))
+    ds = ds.batch(1024).map(lambda x, y: (preprocessor(x), y), num_parallel_calls=AUTOTUNE).unbatch().cache()
     if shuffle:
         ds = ds.shuffle(len(split.texts), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def text_batches(texts, tokenizer, batch_size=256):
-    """Token id batches for prediction (no labels)."""
-    return tf.data.Dataset.from_tensor_slices(list(texts)).batch(batch_size).map(tokenizer, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+def text_batches(texts, preprocessor, batch_size=256):
+    """Model-input batches for prediction (no labels)."""
+    ds = tf.data.Dataset.from_tensor_slices(list(texts)).batch(batch_size)
+    return ds.map(preprocessor, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 def tokenize_corpus(tokenizer, text):
     """All of `text` as one int32 numpy array of token ids."""

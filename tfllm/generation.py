@@ -22,11 +22,9 @@ import tensorflow as tf
 
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS  # noqa: F401  (defined there so the CLI parser needs no TensorFlow)
 from tfllm.errors import UserInputError
-from tfllm.models.causal_lm import CausalLM  # noqa: F401  (registers the class for load_model)
-from tfllm.tokenizers import CharacterTokenizer, load_tokenizer
+from tfllm import runs
+from tfllm.tokenizers import CharacterTokenizer, special_token_ids
 
-EOS_ID = 3  # the tokenizers' shared id layout: 0 pad, 1 unk, 2 bos, 3 eos
-UNK_ID = 1
 MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
 
@@ -66,9 +64,10 @@ class OptionSampler(keras_hub.samplers.Sampler):
     ...                         top_p=tf.constant([1.0]), seed=tf.constant([0]))  # greedy
     """
 
-    def __init__(self, temperature, top_k, top_p, seed):
+    def __init__(self, temperature, top_k, top_p, seed, banned_token_ids=()):
         super().__init__(temperature=1.0)
         self.options = (temperature, top_k, top_p, seed)
+        self.banned_token_ids = list(banned_token_ids)
         self._index = None
 
     def __call__(self, next, prompt, **kwargs):
@@ -85,8 +84,10 @@ class OptionSampler(keras_hub.samplers.Sampler):
         # Greedy rows (temperature 0) keep temperature 1: same argmax, as GreedySampler computes it.
         temperature = tf.where(temperature > 0, temperature, 1.0)
         logits = tf.cast(logits, tf.float32)
-        # [PAD], [UNK] and [BOS] are never text to emit; [EOS] stays (it ends a row).
-        logits = tf.where(tf.range(tf.shape(logits)[-1])[None, :] < EOS_ID, -1e9, logits)
+        # Special tokens other than the end token (padding, unknown, start, mask) are never text to emit.
+        if self.banned_token_ids:
+            banned = tf.reduce_any(tf.range(tf.shape(logits)[-1])[:, None] == tf.constant(self.banned_token_ids)[None, :], -1)
+            logits = tf.where(banned[None, :], -1e9, logits)
         return keras.activations.softmax(logits / temperature[:, None])
 
     def get_next_token(self, probabilities):
@@ -105,16 +106,18 @@ class OptionSampler(keras_hub.samplers.Sampler):
         return tf.where(tf.cast(temperature, tf.float32) > 0, sampled, greedy)
 
 
-def decode_function(model, stop_token_ids=(EOS_ID,), jit_compile=True):
+def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()):
     """A compiled `f(inputs) -> token_ids` running `model.generate_step` with an `OptionSampler`.
 
     `inputs` holds `token_ids`/`padding_mask` (`[batch, width]`, prompts
     left-aligned) and per-row `temperature`, `top_k`, `top_p`, `seed`.
+    `stop_token_ids` end a row; `banned_token_ids` are never sampled.
     """
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def decode(inputs):
-        model.sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"])
+        model.sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"],
+                                      banned_token_ids)
         return model.generate_step(
             {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
             stop_token_ids=list(stop_token_ids),
@@ -143,6 +146,11 @@ class Generator:
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
         self.vocabulary_size = model.backbone.vocabulary_size
+        # Special ids come from the tokenizer (tfllm's, or a KerasHub preset's own).
+        self.end_id = int(tokenizer.end_token_id)
+        self.unk_id = getattr(tokenizer, "unk_token_id", None)
+        self.special_ids = special_token_ids(tokenizer)
+        self.banned_ids = [i for i in self.special_ids if i != self.end_id]
         self._compiled = {}  # (sampler family, stop ids) -> compiled decoding function
 
     # --- input checks -------------------------------------------------------
@@ -172,7 +180,7 @@ class Generator:
         ids = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(prompt))).astype("int32").ravel()
         if len(ids) == 0:
             raise UserInputError(f"Prompt {prompt!r} has no tokens the model knows (only spaces?).")
-        if (ids == UNK_ID).any():
+        if self.unk_id is not None and (ids == self.unk_id).any():
             if isinstance(self.tokenizer, CharacterTokenizer):
                 known = set(self.tokenizer.get_vocabulary())
                 unseen = sorted({c for c in prompt if c not in known})
@@ -185,7 +193,7 @@ class Generator:
         return ids
 
     def decode(self, ids):
-        ids = [int(i) for i in ids if i > EOS_ID]
+        ids = [int(i) for i in ids if int(i) not in self.special_ids]
         if not ids:
             return ""
         text = self.tokenizer.detokenize(np.asarray([ids], "int32"))
@@ -215,7 +223,7 @@ class Generator:
                     stop_token_ids=list(stop_token_ids),
                 )["token_ids"]
             else:
-                self._compiled[key] = decode_function(self.model, stop_token_ids, self.jit_compile)
+                self._compiled[key] = decode_function(self.model, stop_token_ids, self.jit_compile, self.banned_ids)
         return self._compiled[key]
 
     def _run(self, function, rows, width, options):
@@ -260,7 +268,7 @@ class Generator:
         if any(not s for s in stops):
             raise UserInputError("Stop strings must not be empty.")
         encoded = [self.encode(p) for p in prompts]
-        stop_token_ids = (EOS_ID, *self._single_token_stops(stops))
+        stop_token_ids = (self.end_id, *self._single_token_stops(stops))
         function = self._function(sampler, num_beams, stop_token_ids)
         n = len(prompts)
         if seed is None:
@@ -311,7 +319,7 @@ class Generator:
         ids = []
         for s in stops:
             encoded = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(s))).ravel()
-            if len(encoded) == 1 and encoded[0] > EOS_ID and self.decode(encoded) == s:
+            if len(encoded) == 1 and int(encoded[0]) not in self.special_ids and self.decode(encoded) == s:
                 ids.append(int(encoded[0]))
         return ids
 
@@ -331,27 +339,17 @@ class Generator:
 
 
 def load_generator(run_dir, jit_compile=True):
-    """The `Generator` of a finished text-generation run directory."""
-    from tfllm.training.common import read_json
-
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no config.json). Pass the --run-dir of a training run.")
-    task = read_json(config_path).get("task")
-    if task != "generate":
+    """The `Generator` of a finished text-generation (or causal pretraining) run directory."""
+    task = runs.task_of(run_dir)
+    if task == "classify" or (task == "pretrain" and runs.read_config(run_dir).get("objective") != "causal"):
         raise UserInputError(
-            f"{run_dir!r} holds a {task or 'classify'} model, not a text generator; "
-            "train one with `tfllm train --task generate`."
+            f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "
+            "train one with `tfllm train --task generate` (or `tfllm pretrain --objective causal`)."
         )
-    model_path = os.path.join(run_dir, "model.keras")
-    if not os.path.exists(model_path):
-        raise UserInputError(f"{run_dir!r} has no model.keras; its training did not finish. Train it again.")
     with warnings.catch_warnings():
-        # The file holds the optimizer's state too; generation does not need it.
         warnings.simplefilter("ignore")
-        model = keras.models.load_model(model_path, compile=False)
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    return Generator(model, tokenizer, jit_compile=jit_compile)
+        model = runs.load_task(run_dir, keras_hub.models.CausalLM)
+    return Generator(model, model.preprocessor.tokenizer, jit_compile=jit_compile)
 
 
 def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler="top_k", temperature=1.0, top_k=50,

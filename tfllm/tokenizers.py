@@ -1,10 +1,14 @@
 """Vocabulary training, tokenizer construction and saving.
 
 Every tokenizer here is a KerasHub `Tokenizer` layer, so the same object
-tokenizes inside `tf.data` pipelines and inside exported graphs. All of them
-share one id layout for the special tokens, which the models rely on:
-id 0 is padding (masked out), 1 unknown, 2 start, 3 end, 4 mask (for
-masked-language-model pretraining).
+tokenizes inside `tf.data` pipelines and inside exported graphs, and saves in
+KerasHub's preset format (`tokenizer.json` + `assets/tokenizer/`). Each one
+registers its special tokens the KerasHub way (`pad_token_id`,
+`start_token_id`, `end_token_id`, `mask_token_id`, `unk_token_id`), and code
+downstream reads the ids from there, so a KerasHub preset's own tokenizer
+(BERT's WordPiece, GPT-2's byte-pair, ...) works through the same paths.
+Vocabularies trained here put the specials first: `[PAD]`, `[UNK]`, `[BOS]`,
+`[EOS]`, `[MASK]`.
 """
 
 import io
@@ -19,9 +23,77 @@ from tfllm.errors import UserInputError
 
 PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS, MASK]
-MASK_ID = 4
-NUM_SPECIAL = len(SPECIAL_TOKENS)
 KINDS = ("wordpiece", "char", "sentencepiece")
+
+
+def _add_special_tokens(tokenizer, pad, unk, start, end, mask):
+    # KerasHub's packers and preprocessors read start/end/pad (and cls/sep for
+    # classifiers, mask for masked-LM pretraining) from these attributes.
+    for token, name in ((pad, "pad_token"), (unk, "unk_token"), (start, "start_token"), (end, "end_token"),
+                        (mask, "mask_token"), (start, "cls_token"), (end, "sep_token")):
+        tokenizer._add_special_token(token, name)
+
+
+def special_token_ids(tokenizer):
+    """Every special-token id of a KerasHub tokenizer (never decoded as text)."""
+    return sorted({int(i) for i in tokenizer.special_token_ids if i is not None})
+
+
+def pad_id(tokenizer):
+    """The padding id: the tokenizer's own where it has one, else 0 (GPT-2's byte-pair has none)."""
+    value = getattr(tokenizer, "pad_token_id", None)
+    return 0 if value is None else int(value)
+
+
+def tokenizer_family(backbone_cls, name):
+    """A registered `Tokenizer` subclass that only names `backbone_cls`'s tokenizer family.
+
+    keras_hub's `Tokenizer.from_preset(dir)` first looks for a registered
+    Tokenizer subclass whose `backbone_cls` is the preset's backbone, then
+    deserializes whatever class `tokenizer.json` names. tfllm backbones take any
+    of tfllm's tokenizers (WordPiece, SentencePiece, characters), so the class
+    made here exists only to answer that lookup and is never instantiated.
+    """
+    family = type(name, (keras_hub.tokenizers.Tokenizer,), {
+        "backbone_cls": backbone_cls,
+        "__doc__": f"The tokenizer family of `{backbone_cls.__name__}` presets (a lookup key for KerasHub).",
+        "__module__": backbone_cls.__module__,
+    })
+    return keras.saving.register_keras_serializable(package="tfllm")(family)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class WordPieceTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
+    """KerasHub's WordPiece tokenizer with tfllm's special tokens registered.
+
+    Args:
+        vocabulary: the vocabulary list (specials first) or a file.
+        lowercase: fold case before splitting.
+        **kwargs: passed to `keras_hub.tokenizers.WordPieceTokenizer`.
+
+    Example:
+    >>> tokenizer = train_tokenizer(["a good film", "a bad film"], "wordpiece", 30)
+    >>> tokenizer.end_token_id  # 3
+    """
+
+    def __init__(self, vocabulary=None, lowercase=True, **kwargs):
+        _add_special_tokens(self, PAD, UNK, BOS, EOS, MASK)
+        kwargs.setdefault("special_tokens", SPECIAL_TOKENS)
+        super().__init__(vocabulary=vocabulary, lowercase=lowercase, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class SentencePieceTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
+    """KerasHub's SentencePiece tokenizer with the special pieces `train_tokenizer` trains.
+
+    Args:
+        proto: the serialized SentencePiece model (bytes) or a file.
+        **kwargs: passed to `keras_hub.tokenizers.SentencePieceTokenizer`.
+    """
+
+    def __init__(self, proto=None, **kwargs):
+        _add_special_tokens(self, "<pad>", "<unk>", "<s>", "</s>", MASK)
+        super().__init__(proto=proto, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -46,6 +118,8 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
 
     def __init__(self, vocabulary=None, sequence_length=None, dtype="int32", **kwargs):
         super().__init__(dtype=dtype, **kwargs)
+        self.file_assets = []  # the vocabulary lives in the config
+        _add_special_tokens(self, PAD, UNK, BOS, EOS, MASK)
         self.sequence_length = sequence_length
         self.set_vocabulary(vocabulary)
 
@@ -99,7 +173,7 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
             inputs = tf.convert_to_tensor(inputs)
         tokens = tf.gather(self._id_to_token, inputs)
         # Special tokens are not text: drop them when turning ids back into strings.
-        tokens = tf.ragged.boolean_mask(tokens, inputs >= NUM_SPECIAL)
+        tokens = tf.ragged.boolean_mask(tokens, inputs >= len(SPECIAL_TOKENS))
         return tf.strings.reduce_join(tokens, axis=-1)
 
     def get_config(self):
@@ -107,11 +181,14 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
         config.update({"vocabulary": self.vocabulary, "sequence_length": self.sequence_length})
         return config
 
-    # The vocabulary lives in the config, so there are no asset files.
+    # The vocabulary lives in the config: no asset files to write or read.
     def save_assets(self, dir_path):
         pass
 
     def load_assets(self, dir_path):
+        pass
+
+    def load_preset_assets(self, preset):
         pass
 
 
@@ -145,18 +222,13 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
             lowercase=lowercase,
             reserved_tokens=SPECIAL_TOKENS,
         )
-        return keras_hub.tokenizers.WordPieceTokenizer(
-            vocabulary=vocabulary,
-            sequence_length=sequence_length,
-            lowercase=lowercase,
-            special_tokens=SPECIAL_TOKENS,
-        )
+        return WordPieceTokenizer(vocabulary=vocabulary, sequence_length=sequence_length, lowercase=lowercase)
     if kind == "char":
         counts = {}
         for text in texts:
             for char in text:
                 counts[char] = counts.get(char, 0) + 1
-        chars = sorted(counts, key=lambda c: (-counts[c], c))[: max(vocabulary_size - NUM_SPECIAL, 1)]
+        chars = sorted(counts, key=lambda c: (-counts[c], c))[: max(vocabulary_size - len(SPECIAL_TOKENS), 1)]
         return CharacterTokenizer(vocabulary=sorted(chars), sequence_length=sequence_length)
     if kind == "sentencepiece":
         import sentencepiece as spm
@@ -179,20 +251,18 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
             character_coverage=0.9995,
             minloglevel=2,
         )
-        return keras_hub.tokenizers.SentencePieceTokenizer(
-            proto=proto.getvalue(), sequence_length=sequence_length
-        )
+        return SentencePieceTokenizer(proto=proto.getvalue(), sequence_length=sequence_length)
     raise UserInputError(f"Unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}.")
 
 
 def save_tokenizer(tokenizer, directory):
-    """Writes `tokenizer.json` and the vocabulary assets into `directory`."""
+    """Writes `tokenizer.json` and `assets/tokenizer/` into `directory` (a preset's layout)."""
     os.makedirs(directory, exist_ok=True)
     tokenizer.save_to_preset(directory)
 
 
 def load_tokenizer(directory):
-    """Loads a tokenizer written by `save_tokenizer`."""
+    """Loads the tokenizer of a preset directory (`tokenizer.json` + assets), whatever its class."""
     with open(os.path.join(directory, "tokenizer.json")) as f:
         tokenizer = keras.saving.deserialize_keras_object(json.load(f))
     if tokenizer.file_assets:

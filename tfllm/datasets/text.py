@@ -6,7 +6,7 @@ from tfllm.datasets import _read_rows, bundled_path, read_text_file
 from tfllm.errors import UserInputError
 
 # name -> file in tfllm/datasets/data
-BUNDLED_TEXT = {"shakespeare": "shakespeare.txt.gz"}
+BUNDLED_TEXT = {"shakespeare": "shakespeare.txt.gz", "zh_news": "zh_news.txt.gz"}
 
 # Below this many characters a split cannot hold even one training window of a
 # small model; the trainer checks against the model's real window as well.
@@ -20,7 +20,8 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1):
     """Loads running text and splits it into training and validation text.
 
     Args:
-        name_or_path: `"shakespeare"` (bundled, 1.2 M characters, 77 symbols), a `.txt`/`.txt.gz`
+        name_or_path: `"shakespeare"` (bundled, 1.2 M characters, 77 symbols), `"zh_news"`
+            (bundled, People's Daily 1998, 1.8 M Chinese characters), a `.txt`/`.txt.gz`
             file, or a `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`) whose
             `text_column` holds one document per row.
         text_column: column of a CSV/JSONL file (default `"text"`).
@@ -79,3 +80,57 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1):
 def _split_text(text, val_fraction):
     cut = int(len(text) * (1 - val_fraction))
     return text[:cut], text[cut:]
+
+
+def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=None):
+    """Unlabeled documents for pretraining: `(train_documents, val_documents)`, two lists of strings.
+
+    Args:
+        name_or_path: a bundled corpus (`zh_news`, `shakespeare`) or labelled
+            dataset (`rotten_tomatoes`: its training split's texts, labels
+            ignored), a `.txt`/`.txt.gz` file (one document per line), a folder
+            of `.txt` files (each line of each file a document), or a
+            `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`) with a `text_column`.
+            Where the data has a split column, only its training rows are read.
+        text_column: column of a CSV/JSONL file (default `"text"`).
+        val_fraction: the last this fraction of the documents is held out to
+            report validation figures.
+        max_rows: read only the first this many documents.
+
+    Example:
+    >>> train, val = load_documents("zh_news")
+    >>> len(train) + len(val)
+    19484
+    """
+    from tfllm.datasets import BUNDLED
+
+    column = text_column or "text"
+    if name_or_path in BUNDLED:  # every text of the training split (rotten_tomatoes: plot summaries too)
+        path = bundled_path(BUNDLED[name_or_path][0])
+    else:
+        path = bundled_path(BUNDLED_TEXT[name_or_path]) if name_or_path in BUNDLED_TEXT else name_or_path
+    if not os.path.exists(path):
+        raise UserInputError(f"Text data {path!r} does not exist. Check the path, or use a bundled corpus: "
+                             f"{', '.join([*BUNDLED_TEXT, *BUNDLED])}.")
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith((".txt", ".txt.gz")))
+        if not files:
+            raise UserInputError(f"Folder {path!r} has no .txt files; put one document per line in .txt files there.")
+        lines = [line for f in files for line in read_text_file(os.path.join(path, f)).splitlines()]
+    elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
+        rows = _read_rows(path)
+        if rows and column not in rows[0]:
+            raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
+                                 "Pass --text-column with one of them.")
+        if rows and "split" in rows[0]:  # only the training split is read
+            rows = [row for row in rows if str(row.get("split", "")).strip().lower() == "train"]
+        lines = [str(row[column]) for row in rows if row.get(column) is not None]
+    else:
+        lines = read_text_file(path).splitlines()
+    documents = [line.strip() for line in lines if line.strip()]
+    documents = documents[:max_rows] if max_rows else documents
+    if len(documents) < 2:
+        raise UserInputError(f"{name_or_path!r} has {len(documents)} non-empty document(s); pretraining needs at "
+                             "least 2 (one per line of a .txt file, or one per row of a CSV/JSONL text column).")
+    n_val = max(1, round(len(documents) * val_fraction))
+    return list(documents[:-n_val]), list(documents[-n_val:])

@@ -29,21 +29,37 @@ import keras
 import tensorflow as tf
 
 from tfllm.export.versioning import atomic_version_dir
-from tfllm.generation import EOS_ID, UNK_ID, decode_function, load_generator
+from tfllm.generation import Generator, decode_function, load_generator
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
 EXPORT_MAX_NEW_TOKENS = 1024  # documented cap on max_new_tokens per request
 WIDTH_BUCKET = 128
+# XLA compiles one decoding program per (batch, width) shape, 4-5 s each. Batches are
+# padded to a power of two (copies of the last row, dropped after decoding) and widths
+# to a multiple of WIDTH_BUCKET up to 1024, then to a power of two, so the programs a
+# server can ever compile are at most len(BATCH_BUCKETS) x len(WIDTH_BUCKETS).
+BATCH_BUCKETS = tuple(2**i for i in range(17))  # 1 ... 65536 rows
+WIDTH_BUCKETS = tuple(range(WIDTH_BUCKET, 1024 + 1, WIDTH_BUCKET)) + tuple(2**i for i in range(11, 21))
+WARMUP_BATCH_SIZES = (1, 2, 4)  # compiled at load by the warm-up requests, at the first width bucket
+
+
+def bucket(size, buckets):
+    """The smallest of `buckets` that holds `size` (a scalar int32 tensor); `size` beyond them."""
+    table = tf.constant(buckets, tf.int32)
+    index = tf.minimum(tf.searchsorted(table, tf.reshape(size, [1]), side="left")[0], len(buckets) - 1)
+    return tf.maximum(table[index], size)
 
 
 def generation_archive(model, tokenizer, jit_compile=True):
     """An `ExportArchive` with the `serving_default` and `greedy` endpoints."""
+    ids_of = Generator(model, tokenizer)  # the special ids, read from the tokenizer
+    end_id, unk_id, special_ids = ids_of.end_id, ids_of.unk_id, ids_of.special_ids
     archive = keras.export.ExportArchive()
     archive.track(model)
     tokenizer(tf.constant(["build"]))  # a Layer must be built before it is tracked
     archive.track(tokenizer)  # keeps its lookup tables in the graph (keras-hub#2015)
-    decode = decode_function(model, (EOS_ID,), jit_compile=jit_compile)
+    decode = decode_function(model, (end_id,), jit_compile=jit_compile, banned_token_ids=ids_of.banned_ids)
 
     def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
         checks = [
@@ -55,6 +71,13 @@ def generation_archive(model, tokenizer, jit_compile=True):
             tf.debugging.assert_greater_equal(temperature, 0.0, message="temperature must be >= 0"),
             tf.debugging.assert_greater(top_p, 0.0, message="top_p must be > 0"),
             tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be <= 1"),
+            tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 turns it off)"),
+            tf.debugging.assert_positive(tf.shape(prompt)[0], message="send at least one prompt"),
+        ] + [
+            tf.debugging.assert_equal(tf.shape(x)[0], tf.shape(prompt)[0],
+                                      message=f"{name} must have one value per prompt (the same batch size)")
+            for name, x in (("max_new_tokens", max_new_tokens), ("temperature", temperature),
+                            ("top_k", top_k), ("top_p", top_p), ("seed", seed))
         ]
         with tf.control_dependencies(checks):
             ids = tokenizer(prompt)
@@ -65,32 +88,35 @@ def generation_archive(model, tokenizer, jit_compile=True):
         checks = [
             tf.debugging.assert_greater(lengths, 0, message="prompt has no tokens the model knows"),
             tf.debugging.assert_equal(
-                tf.reduce_any(tf.equal(ids.flat_values, UNK_ID)),
+                tf.reduce_any(tf.equal(ids.flat_values, -1 if unk_id is None else unk_id)),
                 False,
                 message="prompt contains characters the tokenizer never saw in training",
             ),
         ]
         with tf.control_dependencies(checks):
             width = tf.reduce_max(lengths + max_new_tokens)
-        width = (width + WIDTH_BUCKET - 1) // WIDTH_BUCKET * WIDTH_BUCKET
-        token_ids = ids.to_tensor(default_value=0, shape=tf.stack([ids.nrows(out_type=tf.int32), width]))
+        width = bucket(width, WIDTH_BUCKETS)
+        rows = ids.nrows(out_type=tf.int32)
+        token_ids = ids.to_tensor(default_value=0, shape=tf.stack([rows, width]))
         padding_mask = tf.sequence_mask(lengths, width, dtype=tf.int32)
+        take = tf.minimum(tf.range(bucket(rows, BATCH_BUCKETS)), rows - 1)  # pad with the last row
         out = decode(
             {
-                "token_ids": token_ids,
-                "padding_mask": padding_mask,
-                "temperature": temperature,
-                "top_k": top_k,
-                "top_p": top_p,
-                "seed": seed,
+                "token_ids": tf.gather(token_ids, take),
+                "padding_mask": tf.gather(padding_mask, take),
+                "temperature": tf.gather(temperature, take),
+                "top_k": tf.gather(top_k, take),
+                "top_p": tf.gather(top_p, take),
+                "seed": tf.gather(seed, take),
             }
-        )
+        )[:rows]
         # Row i's new tokens: positions [length_i, length_i + max_new_tokens_i).
         positions = tf.range(width)[None, :]
         new = (positions >= lengths[:, None]) & (positions < (lengths + max_new_tokens)[:, None])
         # Drop everything from the first end token on, then all special ids.
-        ended = tf.cumsum(tf.cast(new & tf.equal(out, EOS_ID), tf.int32), axis=-1) > 0
-        keep = new & ~ended & (out > EOS_ID)
+        ended = tf.cumsum(tf.cast(new & tf.equal(out, end_id), tf.int32), axis=-1) > 0
+        special = tf.reduce_any(out[..., None] == tf.constant(special_ids, out.dtype), axis=-1)
+        keep = new & ~ended & ~special
         completion = tokenizer.detokenize(tf.ragged.boolean_mask(out, keep))
         if completion.shape.rank == 2:  # some detokenizers keep a trailing axis
             completion = tf.squeeze(completion, -1)
@@ -140,7 +166,8 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
         if write_warmup_requests is not None:
             # Real prompts from the model's own vocabulary; TF Serving replays
             # them at load time, which also XLA-compiles the common bucket.
-            prompts = warmup_prompts or [generator.decode(range(4, min(generator.vocabulary_size, 12)))]
+            ordinary = [i for i in range(min(generator.vocabulary_size, 64)) if i not in generator.special_ids]
+            prompts = warmup_prompts or [generator.decode(ordinary[:8])]
             n = len(prompts)
             write_warmup_requests(
                 tmp_dir,
@@ -154,5 +181,6 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
                     "top_p": [1.0] * n,
                     "seed": list(range(n)),
                 },
+                batch_sizes=WARMUP_BATCH_SIZES,
             )
     return os.path.normpath(final_dir)

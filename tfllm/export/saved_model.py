@@ -10,52 +10,71 @@ import os
 import keras
 import tensorflow as tf
 
+from tfllm import runs
 from tfllm.export.versioning import atomic_version_dir
-from tfllm.training.classifier import load_run
 
 SERVING_SIGNATURE = "serving_default"
 IDS_SIGNATURE = "classify_ids"
 
 
-def classifier_archive(model, tokenizer, label_names):
-    """An `ExportArchive` with two endpoints.
+def class_probabilities(model, inputs):
+    """`[batch, num_classes]` probabilities of a classifier task, also for a one-sigmoid binary head."""
+    outputs = tf.cast(model(inputs, training=False), tf.float32)
+    if outputs.shape[-1] == 1:
+        return tf.concat([1.0 - outputs, outputs], axis=-1)
+    return outputs
+
+
+def classifier_archive(model, label_names):
+    """An `ExportArchive` with two endpoints, for any KerasHub text classifier with its preprocessor.
 
     `serving_default(text: string[None]) -> {probabilities: float32[None, K],
     label: string[None], score: float32[None]}`, and `classify_ids(token_ids:
-    int32[None, L])` with the same outputs for clients that tokenize themselves.
+    int32[None, L])` with the same outputs for clients that tokenize and pack
+    themselves (`L` is the preprocessor's `sequence_length`; padding is the
+    tokenizer's pad id).
     """
+    preprocessor = model.preprocessor
+    pad_id = preprocessor.tokenizer.pad_token_id
     archive = keras.export.ExportArchive()
     archive.track(model)
-    tokenizer(tf.constant(["build"]))  # a Layer must be built before it is tracked
-    # Tracked so the graph keeps its lookup tables (keras-hub#2015).
-    archive.track(tokenizer)
+    preprocessor(tf.constant(["build"]))  # a Layer must be built before it is tracked
+    # Tracked so the graph keeps the tokenizer's lookup tables (keras-hub#2015).
+    archive.track(preprocessor)
     names = tf.constant(label_names)
 
-    def outputs(token_ids):
-        probabilities = tf.cast(model.probabilities(token_ids), tf.float32)
+    def outputs(inputs):
+        probabilities = class_probabilities(model, inputs)
         return {
             "probabilities": probabilities,
             "label": tf.gather(names, tf.argmax(probabilities, axis=-1)),
             "score": tf.reduce_max(probabilities, axis=-1),
         }
 
+    def from_ids(token_ids):
+        inputs = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, pad_id)}
+        if "segment_ids" in model.input:  # BERT-style backbones: one segment
+            inputs["segment_ids"] = tf.zeros_like(token_ids)
+        return outputs(inputs)
+
     archive.add_endpoint(
         SERVING_SIGNATURE,
-        lambda text: outputs(tokenizer(text)),
+        lambda text: outputs(preprocessor(text)),
         input_signature=[tf.TensorSpec([None], tf.string, name="text")],
     )
     archive.add_endpoint(
         IDS_SIGNATURE,
-        outputs,
-        input_signature=[tf.TensorSpec([None, model.sequence_length], tf.int32, name="token_ids")],
+        from_ids,
+        input_signature=[tf.TensorSpec([None, preprocessor.sequence_length], tf.int32, name="token_ids")],
     )
     return archive
 
 
 def export_classifier(run_dir, name, base_dir="savedmodels", warmup_texts=None):
     """Writes `base_dir/name/<next version>/` atomically; returns its path."""
-    model, tokenizer, label_names, _ = load_run(run_dir)
-    archive = classifier_archive(model, tokenizer, label_names)
+    runs.require_task(run_dir, "classify")
+    model = runs.load_task(run_dir)
+    archive = classifier_archive(model, runs.read_labels(run_dir))
     with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
         archive.write_out(tmp_dir, verbose=False)
         texts = warmup_texts or ["a wonderful, moving film", "dull and far too long"]

@@ -38,9 +38,9 @@ import tempfile
 
 import numpy as np
 
+from tfllm import runs
 from tfllm.errors import UserInputError
 from tfllm.export.versioning import atomic_version_dir
-from tfllm.training import common
 
 QUANTIZE_MODES = {
     "classify": ("none", "dynamic", "float16", "int8"),
@@ -61,36 +61,22 @@ TEXT_FILE = "model_text.tflite"
 
 
 def check_run_dir(run_dir):
-    """The run's `config.json` as a dict, or `UserInputError` if the run is missing or unfinished."""
+    """The run's config as a dict, or `UserInputError` if the run is missing or unfinished."""
     if not os.path.isdir(run_dir):
         raise UserInputError(f"Run directory {run_dir!r} does not exist. Pass the --run-dir of a finished training run.")
-    if not os.path.exists(os.path.join(run_dir, "config.json")):
-        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no config.json). Pass the --run-dir of a training run.")
-    unfinished = os.path.isdir(os.path.join(run_dir, common.BACKUP)) or not all(
-        os.path.exists(os.path.join(run_dir, f)) for f in ("model.keras", "metrics.json", "preset.json", "tokenizer")
-    )
-    if unfinished:
-        raise UserInputError(
-            f"{run_dir!r} is a half-written run (training did not finish). "
-            "Run the same `tfllm train` command again to finish it, then export."
-        )
-    return common.read_json(os.path.join(run_dir, "config.json"))
+    runs.require_task(run_dir, "classify", "generate")
+    return runs.read_config(run_dir)
 
 
 def _load_classification_splits(config, label_names):
     """The run's train/val/test splits, read exactly as training read them."""
+    from tfllm.config import TrainConfig
     from tfllm.datasets import load_classification_data
 
-    return load_classification_data(
-        config["data"],
-        text_column=config.get("text_column", "text"),
-        label_column=config.get("label_column", "label"),
-        split_column=config.get("split_column"),
-        labels=config.get("labels"),
-        label_names=label_names,
-        seed=config.get("seed", 1337),
-        max_rows=config.get("max_rows"),
-    )
+    config = TrainConfig.from_dict(config)
+    return load_classification_data(config.data, text_column=config.text_column, label_column=config.label_column,
+                                    split_column=config.split_column, labels=config.labels, label_names=label_names,
+                                    seed=config.seed, max_rows=config.max_rows)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -192,14 +178,19 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
     import keras
     import tensorflow as tf
 
+    from tfllm.export.saved_model import class_probabilities
+
     archive = keras.export.ExportArchive()
     archive.track(model)
+    length = model.preprocessor.sequence_length
+    start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
 
     def classify_ids(token_ids):
-        return {"probabilities": tf.cast(model.probabilities(token_ids), tf.float32)}
+        inputs = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, pad)}
+        return {"probabilities": class_probabilities(model, inputs)}
 
     if not text_input:
-        spec = tf.TensorSpec([None, model.sequence_length], tf.int32, name="token_ids")
+        spec = tf.TensorSpec([None, length], tf.int32, name="token_ids")
         archive.add_endpoint(SIGNATURE, classify_ids, input_signature=[spec])
     else:
         ops = text_tokenizer_ops(tokenizer)
@@ -210,8 +201,13 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
         archive.track(wordpiece)
 
         def classify_text(text):
-            # One ragged row per text -> zero-padded / truncated like the Keras tokenizer.
-            token_ids = wordpiece.tokenize(normalizer.normalize(text)).to_tensor(shape=[None, model.sequence_length])
+            # Packed like the Keras preprocessor: [start] tokens (truncated) [end], then padding;
+            # dense ops only, so the converter keeps to builtins.
+            pieces = wordpiece.tokenize(normalizer.normalize(text)).to_tensor(default_value=pad, shape=[None, length - 2])
+            lengths = tf.reduce_sum(tf.cast(tf.not_equal(pieces, pad), tf.int32), axis=1, keepdims=True)
+            padded = tf.pad(pieces, [[0, 0], [1, 1]], constant_values=pad)
+            positions = tf.range(length)[None, :]
+            token_ids = tf.where(positions == 0, start, tf.where(positions == lengths + 1, end, padded))
             return {**classify_ids(token_ids), "token_ids": token_ids}
 
         archive.add_endpoint(SIGNATURE, classify_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -256,7 +252,8 @@ def export_classifier_files(run_dir, config, directory, quantize):
     from tfllm import data as data_lib
     from tfllm.training.classifier import load_run, predict_probabilities
 
-    model, tokenizer, label_names, _ = load_run(run_dir)
+    model, label_names, _ = load_run(run_dir)
+    tokenizer = model.preprocessor.tokenizer
     splits = _load_classification_splits(config, label_names)
     representative = None
     if quantize == "int8":
@@ -266,7 +263,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
                 f"--quantize int8 needs at least {MIN_CALIBRATION_EXAMPLES} training examples to calibrate on; "
                 f"{run_dir!r} has {len(splits.train)}. Use --quantize dynamic or float16, or train on more data."
             )
-        calibration_ids = np.concatenate(list(data_lib.text_batches(texts, tokenizer)))
+        calibration_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(texts, model.preprocessor)])
         representative = {
             "ids": lambda: ([calibration_ids[i:i + 1]] for i in range(len(texts))),
             "text": lambda: ([np.array([t.encode("utf-8")])] for t in texts),
@@ -288,19 +285,19 @@ def export_classifier_files(run_dir, config, directory, quantize):
             f.write(content)
         has_text_model = has_text_model or text_input
 
-    shutil.copytree(os.path.join(run_dir, "tokenizer"), os.path.join(directory, "tokenizer"))
-    common.write_json(os.path.join(directory, "labels.json"), label_names)
-    common.write_json(
+    tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
+    runs.write_json(os.path.join(directory, "labels.json"), label_names)
+    runs.write_json(
         os.path.join(directory, "metadata.json"),
         {
             "task": "classify",
             "quantize": quantize,
             "labels": label_names,
-            "sequence_length": model.sequence_length,
-            "special_token_ids": {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3},
+            "sequence_length": length,
+            "special_token_ids": {"pad": pad, "start": start, "end": end},
             "signature": SIGNATURE,
             IDS_FILE: {
-                "inputs": {"token_ids": f"int32[batch, {model.sequence_length}], zero-padded"},
+                "inputs": {"token_ids": f"int32[batch, {length}]: [start] tokens [end], then pad ids"},
                 "outputs": {"probabilities": f"float32[batch, {len(label_names)}]"},
             },
             **(
@@ -309,7 +306,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
                         "inputs": {"text": "string[batch]"},
                         "outputs": {
                             "probabilities": f"float32[batch, {len(label_names)}]",
-                            "token_ids": f"int32[batch, {model.sequence_length}]",
+                            "token_ids": f"int32[batch, {length}]",
                         },
                         "custom_ops": "TF Text: FastBertNormalize, FastWordpieceTokenizeWithOffsets, RaggedTensorToTensor",
                     }
@@ -317,17 +314,17 @@ def export_classifier_files(run_dir, config, directory, quantize):
                 if has_text_model
                 else {}
             ),
-            "tokenizer": "tokenizer/ (tfllm.tokenizers.load_tokenizer); WordPiece vocabulary in "
-            "tokenizer/assets/tokenizer/vocabulary.txt, id = line number",
+            "tokenizer": "tokenizer/ (a KerasHub tokenizer preset: keras_hub.tokenizers.Tokenizer.from_preset "
+            "after import tfllm); WordPiece vocabulary in tokenizer/assets/tokenizer/vocabulary.txt, id = line number",
         },
     )
 
     test = splits.test
-    token_ids = np.concatenate(list(data_lib.text_batches(test.texts, tokenizer)))
+    token_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(test.texts, model.preprocessor)])
     parity = {
         "quantize": quantize,
         "split": "test",
-        **classifier_parity(directory, predict_probabilities(model, tokenizer, test.texts), token_ids, test.texts, test.labels),
+        **classifier_parity(directory, predict_probabilities(model, test.texts), token_ids, test.texts, test.labels),
     }
     return parity
 
@@ -395,7 +392,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
 
     def write(directory):
         parity = export_files(run_dir, config, directory, quantize)
-        common.write_json(os.path.join(directory, "parity.json"), parity)
+        runs.write_json(os.path.join(directory, "parity.json"), parity)
 
     if out:
         return _write_out_dir(out, write)

@@ -25,11 +25,10 @@ import types
 import numpy as np
 
 from tfllm.errors import UserInputError
-from tfllm.training import common
+from tfllm import runs
 
 MODEL_FILE = "model.tflite"
 PARITY_TOKENS = 100
-EOS_ID = 3
 
 
 def write_causal_lm_saved_model(model, directory):
@@ -77,7 +76,7 @@ class TFLiteGenerator:
 
     Example:
     >>> generator = TFLiteGenerator("savedmodels/shakespeare-tflite/1/model.tflite")
-    >>> generator.generate_ids([20, 30, 31], max_new_tokens=100)
+    >>> generator.generate_ids([20, 30, 31], max_new_tokens=100, stop_token_ids=(3,))
     """
 
     def __init__(self, model_path, window_keep=None, num_threads=None):
@@ -94,7 +93,7 @@ class TFLiteGenerator:
         padded[0, : len(ids)] = ids
         return self._prefill(token_ids=padded)["cache"]
 
-    def generate_ids(self, prompt_ids, max_new_tokens, stop_token_ids=(EOS_ID,)):
+    def generate_ids(self, prompt_ids, max_new_tokens, stop_token_ids):
         """The greedy continuation (new ids only) of `prompt_ids`, stopping after a stop token."""
         ids = [int(i) for i in prompt_ids]
         cache = self._encode(ids[: self.window])
@@ -123,9 +122,9 @@ def load_tflite_generator(model_path):
         raise UserInputError(f"TFLite file {model_path!r} does not exist. Export one with `tfllm export RUN --format tflite`.")
     folder = os.path.dirname(os.path.abspath(model_path))
     metadata_path = os.path.join(folder, "metadata.json")
-    if not os.path.exists(metadata_path) or common.read_json(metadata_path).get("task") != "generate":
+    if not os.path.exists(metadata_path) or runs.read_json(metadata_path).get("task") != "generate":
         raise UserInputError(f"{model_path!r} is not a tfllm text-generator export (no metadata.json saying so beside it).")
-    metadata = common.read_json(metadata_path)
+    metadata = runs.read_json(metadata_path)
     return TFLiteGenerator(model_path, window_keep=metadata.get("window_keep")), load_tokenizer(os.path.join(folder, "tokenizer"))
 
 
@@ -138,15 +137,23 @@ def _text_codec(tokenizer):
     """
     from tfllm.generation import Generator
 
-    holder = types.SimpleNamespace(tokenizer=tokenizer)
+    from tfllm.tokenizers import special_token_ids
+
+    special = special_token_ids(tokenizer)
+    holder = types.SimpleNamespace(tokenizer=tokenizer, unk_id=getattr(tokenizer, "unk_token_id", None),
+                                   special_ids=special)
     return (lambda prompt: Generator.encode(holder, prompt)), (lambda ids: Generator.decode(holder, ids))
 
 
 def generate_text(model_path, prompt, max_new_tokens=200):
     """Greedy continuation of `prompt` with an exported TFLite generator (what `tfllm generate --tflite` runs)."""
+    from tfllm.config import MAX_NEW_TOKENS
+
+    if not isinstance(max_new_tokens, int) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
+        raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
     generator, tokenizer = load_tflite_generator(model_path)
     encode, decode = _text_codec(tokenizer)
-    return decode(generator.generate_ids(encode(prompt), max_new_tokens))
+    return decode(generator.generate_ids(encode(prompt), max_new_tokens, (int(tokenizer.end_token_id),)))
 
 
 def keras_greedy_ids(generator, prompt, max_new_tokens):
@@ -185,11 +192,11 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     path = os.path.join(directory, MODEL_FILE)
     with open(path, "wb") as f:
         f.write(content)
-    shutil.copytree(os.path.join(run_dir, "tokenizer"), os.path.join(directory, "tokenizer"))
+    keras_generator.tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
     backbone = model.backbone
     window, vocabulary = backbone.sequence_length, backbone.vocabulary_size
     cache = f"float32[1, {backbone.num_layers}, 2, {window}, {backbone.num_heads}, {backbone.hidden_dim // backbone.num_heads}]"
-    common.write_json(
+    runs.write_json(
         os.path.join(directory, "metadata.json"),
         {
             "task": "generate",
@@ -197,7 +204,8 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             "sequence_length": window,
             "window_keep": model.window_keep,
             "vocabulary_size": vocabulary,
-            "special_token_ids": {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3},
+            "special_token_ids": {"end": keras_generator.end_id, "unknown": keras_generator.unk_id,
+                                  "all": keras_generator.special_ids},
             "signatures": {
                 "prefill": {
                     "inputs": {"token_ids": f"int32[1, {window}], zero-padded"},
@@ -208,7 +216,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
                     "outputs": {"logits": f"float32[1, {vocabulary}]", "cache": cache},
                 },
             },
-            "tokenizer": "tokenizer/ (tfllm.tokenizers.load_tokenizer)",
+            "tokenizer": "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)",
         },
     )
 
@@ -218,7 +226,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     prompt = val_text[start: start + max(1, window // 4)]
     prompt_ids = keras_generator.encode(prompt)
     expected = keras_greedy_ids(keras_generator, prompt, PARITY_TOKENS)
-    got = TFLiteGenerator(path, window_keep=model.window_keep).generate_ids(prompt_ids, PARITY_TOKENS)
+    got = TFLiteGenerator(path, window_keep=model.window_keep).generate_ids(prompt_ids, PARITY_TOKENS, (keras_generator.end_id,))
     return {
         "quantize": quantize,
         MODEL_FILE: {"bytes": os.path.getsize(path)},

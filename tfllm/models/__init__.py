@@ -1,5 +1,26 @@
+"""tfllm's models in KerasHub's split: backbones, tasks and their preprocessors.
+
+Importing this package registers every class, so `keras_hub.models.*.from_preset(run_dir)`
+finds them.
+"""
+
+from tfllm.models.causal_lm import CausalLM, CausalLMBackbone, CausalLMPreprocessor
+from tfllm.models.encoder_backbone import EncoderBackbone
+from tfllm.models.masked_lm import MaskedLM
+from tfllm.models.preprocessors import MaskedLMPreprocessor, TextClassifierPreprocessor
 from tfllm.models.presets import resolve_preset
 from tfllm.models.text_classifier import TextClassifier
 from tfllm.models.transformer import Transformer
 
-__all__ = ["TextClassifier", "Transformer", "resolve_preset"]
+__all__ = [
+    "CausalLM",
+    "CausalLMBackbone",
+    "CausalLMPreprocessor",
+    "EncoderBackbone",
+    "MaskedLM",
+    "MaskedLMPreprocessor",
+    "TextClassifier",
+    "TextClassifierPreprocessor",
+    "Transformer",
+    "resolve_preset",
+]

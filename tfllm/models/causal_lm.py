@@ -26,6 +26,8 @@ import keras
 import keras_hub
 from keras import ops
 
+from tfllm.tokenizers import tokenizer_family
+
 BACKBONE_ARGS = (
     "vocabulary_size",
     "sequence_length",
@@ -268,6 +270,33 @@ class CausalLMBackbone(keras_hub.models.Backbone):
         return config
 
 
+DecoderTokenizer = tokenizer_family(CausalLMBackbone, "DecoderTokenizer")
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class CausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
+    """Strings -> `{"token_ids", "padding_mask"}` and next-token labels, KerasHub's way.
+
+    tfllm's own language models learn from a running text cut into windows,
+    with no start token, so by default none is added here either, also when
+    `generate()` prepares a prompt.
+    """
+
+    backbone_cls = CausalLMBackbone
+    tokenizer_cls = DecoderTokenizer
+
+    def __init__(self, tokenizer, sequence_length=1024, add_start_token=False, add_end_token=False, **kwargs):
+        super().__init__(tokenizer, sequence_length=sequence_length, add_start_token=add_start_token,
+                         add_end_token=add_end_token, **kwargs)
+
+    def _generate_preprocess_python(self, x, sequence_length=None):
+        if not self.built:
+            self.build(None)
+        token_ids, padding_mask = self.packer(self.tokenizer(x), sequence_length=sequence_length,
+                                              add_start_value=self.add_start_token, add_end_value=False)
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class CausalLM(keras_hub.models.CausalLM):
     """Next-token language model with cached, window-sliding generation.
@@ -283,8 +312,9 @@ class CausalLM(keras_hub.models.CausalLM):
         window_keep: how many tokens to keep (re-encode) when generation fills
             the context window. `None` means `sequence_length - 1`, nanoGPT's
             exact crop-every-token semantics; smaller is faster.
-        preprocessor: unused (tokenization lives in `tfllm.generation`); kept
-            for KerasHub compatibility.
+        preprocessor: a `CausalLMPreprocessor`, so KerasHub's
+            `generate("prompt")` works on strings; tfllm's own decoding
+            (`tfllm.generation`) tokenizes itself and works without one.
 
     Example:
     >>> lm = CausalLM.from_args(vocabulary_size=50, sequence_length=16,
@@ -296,6 +326,7 @@ class CausalLM(keras_hub.models.CausalLM):
     """
 
     backbone_cls = CausalLMBackbone
+    preprocessor_cls = CausalLMPreprocessor
 
     def __init__(self, backbone, window_keep=None, preprocessor=None, **kwargs):
         self.backbone = backbone

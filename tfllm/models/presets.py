@@ -49,6 +49,27 @@ CLASSIFIER_PRESETS = {
         "epochs": 15,
         "early_stopping": True,
     },
+    # Fine-tuning a pretrained backbone (`--from-preset`, the default there): a
+    # small learning rate that warms up over the first 10% of steps and decays
+    # on a cosine (the BERT recipe), a few epochs, the best-val-loss epoch kept.
+    # From scratch it trains a 2-block, 128-wide encoder.
+    "finetune": {
+        "tokenizer": "wordpiece",
+        "vocabulary_size": 8000,
+        "sequence_length": 128,
+        "hidden_dim": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "intermediate_dim": 512,
+        "dropout": 0.1,
+        "learning_rate": 1e-4,
+        "warmup_fraction": 0.1,
+        "weight_decay": 0.01,
+        "freeze_epochs": 0,  # >0 trains only the new head for that many epochs first
+        "batch_size": 32,
+        "epochs": 3,
+        "early_stopping": True,
+    },
     # For tests and smoke runs: seconds on a CPU.
     "tiny": {
         "tokenizer": "wordpiece",
@@ -132,14 +153,55 @@ CAUSAL_LM_PRESETS = {
     ),
 }
 
-PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS}
+# Masked-LM pretraining of an EncoderBackbone (`tfllm pretrain --objective mlm`);
+# `--objective causal` uses the generation presets above.
+MASKED_LM_PRESETS = {
+    "default": {
+        "tokenizer": "wordpiece",
+        "vocabulary_size": 8000,
+        "sequence_length": 128,
+        "hidden_dim": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "intermediate_dim": 512,
+        "dropout": 0.1,
+        "mask_selection_rate": 0.15,
+        "learning_rate": 1e-3,
+        "warmup_fraction": 0.06,
+        "weight_decay": 0.01,
+        "batch_size": 32,
+        "steps": 2000,
+        "eval_interval": 250,  # steps per Keras epoch: validation, TensorBoard, backup
+    },
+    "tiny": {
+        "tokenizer": "wordpiece",
+        "vocabulary_size": 60,
+        "sequence_length": 16,
+        "hidden_dim": 16,
+        "num_layers": 2,
+        "num_heads": 2,
+        "intermediate_dim": 16,
+        "dropout": 0.0,
+        "mask_selection_rate": 0.25,
+        "learning_rate": 3e-3,
+        "warmup_fraction": 0.1,
+        "weight_decay": 0.0,
+        "batch_size": 16,
+        "steps": 20,
+        "eval_interval": 10,
+    },
+}
+
+PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretrain": MASKED_LM_PRESETS}
 
 # Settings the training code reads (with a default) that no shipped preset sets.
 # With every preset's keys they are what `overrides` may name, so a misspelt
 # setting is refused instead of silently training with the preset's value.
 OPTIONAL_SETTINGS = {
-    "classify": {"ema_momentum", "jit_compile", "label_smoothing", "pretrain_epochs", "pretrain_learning_rate"},
+    "classify": {"ema_momentum", "jit_compile", "label_smoothing", "lowercase", "embedding_dropout", "bigram_buckets",
+                 "wide_bigram_buckets"},
     "generate": {"activation", "layer_norm_epsilon"},
+    "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
 }
 
 
@@ -152,7 +214,7 @@ def resolve_preset(task, name, overrides=None):
     """Returns a copy of preset `name` for `task` with `overrides` applied."""
     presets = PRESETS.get(task)
     if presets is None:
-        raise UserInputError(f"Unknown task {task!r}; choose 'classify' or 'generate'.")
+        raise UserInputError(f"Unknown task {task!r}; choose one of {', '.join(PRESETS)}.")
     if name not in presets:
         raise UserInputError(
             f"Unknown preset {name!r} for task {task!r}; choose one of {', '.join(sorted(presets))}."

@@ -1,11 +1,14 @@
-"""The encoder text classifier: token ids in, class probabilities out."""
+"""tfllm's text classifier: a KerasHub `TextClassifier` task over an `EncoderBackbone`."""
 
 import keras
 import keras_hub
 import numpy as np
 
+from tfllm.models.encoder_backbone import EncoderBackbone
+from tfllm.models.preprocessors import TextClassifierPreprocessor
 
-def bigram_ids(token_ids, vocabulary_size, bigram_buckets):
+
+def bigram_ids(token_ids, padding_mask, vocabulary_size, bigram_buckets):
     """Hashed-bigram ids of `[batch, length]` token ids, and their mask.
 
     Bigram ids are `(previous * vocabulary_size + id) % bigram_buckets`, integer
@@ -13,23 +16,23 @@ def bigram_ids(token_ids, vocabulary_size, bigram_buckets):
     (int32 overflow wraps and the floor-mod keeps ids in range).
     A bigram counts where both tokens are real (not padding).
     """
+    mask = keras.ops.cast(padding_mask, "bool")
     previous = keras.ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
+    previous_mask = keras.ops.pad(mask[:, :-1], [[0, 0], [1, 0]])
     bigrams = (previous * vocabulary_size + token_ids) % bigram_buckets
-    mask = keras.ops.logical_and(keras.ops.not_equal(token_ids, 0), keras.ops.not_equal(previous, 0))
-    return bigrams, mask
+    return bigrams, keras.ops.logical_and(mask, previous_mask)
 
 
-def wide_ngram_ids(token_ids, vocabulary_size, bigram_buckets):
+def wide_ngram_ids(token_ids, padding_mask, vocabulary_size, bigram_buckets):
     """Ids into the wide path's table (unigrams, then bigram buckets offset by
     the vocabulary size) and their mask, both `[batch, 2 * length]`."""
-    bigrams, bigram_mask = bigram_ids(token_ids, vocabulary_size, bigram_buckets)
+    bigrams, bigram_mask = bigram_ids(token_ids, padding_mask, vocabulary_size, bigram_buckets)
     ids = keras.ops.concatenate([token_ids, bigrams + vocabulary_size], axis=1)
-    return ids, keras.ops.concatenate([keras.ops.not_equal(token_ids, 0), bigram_mask], axis=1)
+    return ids, keras.ops.concatenate([keras.ops.cast(padding_mask, "bool"), bigram_mask], axis=1)
 
 
-def _class_ids(labels, num_classes):
-    labels = keras.ops.convert_to_numpy(labels)
-    return (labels[:, 0] > 0.5).astype(int) if num_classes == 2 else labels.argmax(-1)
+def _class_ids(labels):
+    return keras.ops.convert_to_numpy(labels).astype(int).reshape(-1)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -54,8 +57,10 @@ def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50):
     small L2 penalty on the two scales so that separable data still has one
     optimum. Convex, so it converges in a few steps, to the same weights
     however the inputs were computed (one device or several)."""
-    d, w, y = (np.asarray(a, "float64") for a in (encoder_logits, wide_logits, labels))
+    d, w = (np.asarray(a, "float64") for a in (encoder_logits, wide_logits))
     n, units = d.shape
+    labels = np.asarray(labels).astype(int).reshape(-1)
+    y = labels[:, None].astype("float64") if units == 1 else np.eye(units)[labels]
     # z = J @ theta with theta = (encoder_scale, wide_scale, bias...): J is [n, units, units + 2].
     jac = np.concatenate([d[..., None], w[..., None], np.broadcast_to(np.eye(units), (n, units, units))], axis=2)
     penalty = np.r_[l2, l2, np.zeros(units)]
@@ -97,26 +102,22 @@ def _masked_mean(x, mask):
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class TextClassifier(keras.Model):
-    """Token + position embedding, Transformer encoder blocks, pooling, softmax/sigmoid.
+class TextClassifier(keras_hub.models.TextClassifier):
+    """Encoder backbone, masked mean pooling, softmax/sigmoid: KerasHub's `TextClassifier` task.
 
-    A Keras functional model whose constructor arguments are its config
-    (the KerasHub `Backbone` pattern), so `.keras` files save and reload it
-    exactly. Token id 0 is padding: it is masked in attention and pooling.
-    Two classes give `Dense(1, sigmoid)` (binary cross-entropy); more give
-    `Dense(num_classes, softmax)` (categorical cross-entropy).
+    Inputs are the backbone's `{"token_ids", "padding_mask"}`; the attached
+    `TextClassifierPreprocessor` turns raw strings into them, so
+    `classifier.predict(["a fine film"])` works, and the run directory it is
+    saved in loads with `keras_hub.models.TextClassifier.from_preset(run_dir)`.
+    Two classes give `Dense(1, sigmoid)` (binary cross-entropy, labels 0/1);
+    more give `Dense(num_classes, softmax)` (categorical cross-entropy, integer
+    labels). Outputs are probabilities.
 
     Args:
-        vocabulary_size: number of token ids.
+        backbone: an `EncoderBackbone`.
         num_classes: number of labels (2 means one sigmoid unit).
-        sequence_length: length of the (padded) token id inputs.
-        hidden_dim: embedding and block width.
-        num_layers: number of `TransformerEncoder` blocks.
-        num_heads: attention heads per block.
-        intermediate_dim: feed-forward width per block.
-        dropout: dropout in the blocks and before the output layer.
-        embedding_dropout: probability of dropping a whole token's embedding
-            while training ("word dropout"), a strong regulariser on small data.
+        preprocessor: a `TextClassifierPreprocessor` (or `None` for token-id inputs).
+        dropout: dropout before the output layer.
         bigram_buckets: if set, a fastText-style bag of hashed token bigrams
             (computed from the ids with integer ops, so it exports to TF
             Serving and TFLite alike) is averaged and added to the pooled
@@ -125,124 +126,96 @@ class TextClassifier(keras.Model):
         wide_bigram_buckets: if set, a "wide" linear path beside the encoder
             (wide & deep): one weight per class for every unigram id and for
             each of this many hashed bigram buckets, summed over the text and
-            added to the output logits. It costs one float per bucket and
-            class, so it can afford ~16x more buckets (fewer collisions) than
-            the bigram embeddings. `fit` leaves it out (frozen, zero weight);
-            `fit_wide_path` then sets it to naive-Bayes log-count ratios of
-            the training texts (as in NBSVM, Wang & Manning 2012, a strong
-            bag-of-words model of short sentiment texts) and blends it in.
+            added to the output logits. `fit` leaves it out (frozen, zero
+            weight); `fit_wide_path` then sets it to naive-Bayes log-count
+            ratios of the training texts (as in NBSVM, Wang & Manning 2012)
+            and blends it in.
 
     Example:
-    >>> model = TextClassifier(vocabulary_size=50, num_classes=2, sequence_length=16,
-    ...                        hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=16)
-    >>> model(np.ones((1, 16), "int32")).shape  # (1, 1)
+    >>> backbone = EncoderBackbone(vocabulary_size=50, sequence_length=16, hidden_dim=16,
+    ...                            num_layers=2, num_heads=2, intermediate_dim=16)
+    >>> model = TextClassifier(backbone, num_classes=2)
+    >>> model({"token_ids": np.ones((1, 16), "int32"), "padding_mask": np.ones((1, 16), "int32")}).shape  # (1, 1)
     """
 
-    def __init__(
-        self,
-        vocabulary_size,
-        num_classes,
-        sequence_length,
-        hidden_dim=128,
-        num_layers=2,
-        num_heads=8,
-        intermediate_dim=512,
-        dropout=0.1,
-        embedding_dropout=0.0,
-        bigram_buckets=None,
-        wide_bigram_buckets=None,
-        **kwargs,
-    ):
-        token_ids = keras.Input(shape=(sequence_length,), dtype="int32", name="token_ids")
-        x = keras_hub.layers.TokenAndPositionEmbedding(
-            vocabulary_size, sequence_length, hidden_dim, name="embedding"
-        )(token_ids)
-        if embedding_dropout:
-            # noise_shape broadcasts over the features: whole tokens are dropped.
-            x = keras.layers.Dropout(embedding_dropout, noise_shape=(None, sequence_length, 1), name="token_dropout")(x)
-        padding_mask = keras.ops.not_equal(token_ids, 0)
-        for i in range(num_layers):
-            x = keras_hub.layers.TransformerEncoder(
-                intermediate_dim, num_heads, dropout=dropout, name=f"encoder_block_{i}"
-            )(x, padding_mask=padding_mask)
-        x = _masked_mean(x, padding_mask)
+    backbone_cls = EncoderBackbone
+    preprocessor_cls = TextClassifierPreprocessor
+
+    def __init__(self, backbone, num_classes, preprocessor=None, dropout=0.1, bigram_buckets=None,
+                 wide_bigram_buckets=None, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        dtype = backbone.dtype_policy
         units = 1 if num_classes == 2 else num_classes
-        if bigram_buckets:
-            bigrams, bigram_mask = bigram_ids(token_ids, vocabulary_size, bigram_buckets)
-            b = keras.layers.Embedding(bigram_buckets, hidden_dim, name="bigram_embedding")(bigrams)
-            if embedding_dropout:
-                b = keras.layers.Dropout(embedding_dropout, noise_shape=(None, sequence_length, 1), name="bigram_dropout")(b)
-            x = x + _masked_mean(b, bigram_mask)
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         activation = "sigmoid" if units == 1 else "softmax"
+
+        # === Functional model ===
+        inputs = backbone.input
+        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        vocabulary_size = backbone.vocabulary_size
+        x = _masked_mean(backbone(inputs), padding_mask)
+        if bigram_buckets:
+            bigrams, bigram_mask = bigram_ids(token_ids, padding_mask, vocabulary_size, bigram_buckets)
+            b = keras.layers.Embedding(bigram_buckets, backbone.hidden_dim, dtype=dtype, name="bigram_embedding")(bigrams)
+            if backbone.embedding_dropout:
+                b = keras.layers.Dropout(backbone.embedding_dropout, noise_shape=(None, None, 1), dtype=dtype,
+                                         name="bigram_dropout")(b)
+            x = x + _masked_mean(b, bigram_mask)
+        x = keras.layers.Dropout(dropout, dtype=dtype, name="head_dropout")(x)
         if wide_bigram_buckets:
             # Frozen: its weights are naive-Bayes counts (`fit_wide_path`), and
             # the blend starts as (1 * encoder + 0 * wide), so `fit` trains the
             # encoder exactly as without the wide path.
-            ids, masks = wide_ngram_ids(token_ids, vocabulary_size, wide_bigram_buckets)
+            ids, masks = wide_ngram_ids(token_ids, padding_mask, vocabulary_size, wide_bigram_buckets)
             w = keras.layers.Embedding(
                 vocabulary_size + wide_bigram_buckets, units, embeddings_initializer="zeros", trainable=False,
-                name="wide_ngrams",
+                dtype=dtype, name="wide_ngrams",
             )(ids)
             wide_logits = keras.ops.sum(w * keras.ops.expand_dims(keras.ops.cast(masks, w.dtype), -1), axis=1)
-            logits = keras.layers.Dense(units, name="logits")(x)
-            logits = LogitBlend(trainable=False, name="blend")(logits, wide_logits)
+            logits = keras.layers.Dense(units, dtype=dtype, name="logits")(x)
+            logits = LogitBlend(trainable=False, dtype=dtype, name="blend")(logits, wide_logits)
             outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(logits)
         else:
             outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="probabilities")(x)
-        super().__init__(inputs=token_ids, outputs=outputs, **kwargs)
-        self.vocabulary_size = vocabulary_size
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
         self.num_classes = num_classes
-        self.sequence_length = sequence_length
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
         self.dropout = dropout
-        self.embedding_dropout = embedding_dropout
         self.bigram_buckets = bigram_buckets
         self.wide_bigram_buckets = wide_bigram_buckets
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary_size": self.vocabulary_size,
-            "num_classes": self.num_classes,
-            "sequence_length": self.sequence_length,
-            "hidden_dim": self.hidden_dim,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "intermediate_dim": self.intermediate_dim,
-            "dropout": self.dropout,
-            "embedding_dropout": self.embedding_dropout,
-            "bigram_buckets": self.bigram_buckets,
-            "wide_bigram_buckets": self.wide_bigram_buckets,
-        }
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, dropout=self.dropout, bigram_buckets=self.bigram_buckets,
+                      wide_bigram_buckets=self.wide_bigram_buckets)
+        return config
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    @property
+    def sequence_length(self):
+        return self.backbone.sequence_length
 
     def fit_wide_path(self, train_data, val_data, smoothing=1.0):
         """Sets the wide path from `train_data` and blends it in on `val_data`.
 
-        Both are `tf.data.Dataset`s of `(token_ids, labels)` batches, as
-        `model.fit` takes them.
-        Call it after `fit`. First the wide weights become naive-Bayes
-        log-count ratios of the training texts (each text counts once per
-        n-gram; n-grams never seen get weight 0). They cannot be blended in by
-        `fit` itself: on the texts they were counted from they look far more
-        certain than on new ones. So the blend (a weight for each logit and a
-        bias per class: stacking, Platt-style) is fitted on the validation
+        Both are `tf.data.Dataset`s of `(inputs, labels)` batches, as `fit` takes
+        them once preprocessed. Call it after `fit`. First the wide weights
+        become naive-Bayes log-count ratios of the training texts (each text
+        counts once per n-gram; n-grams never seen get weight 0). They cannot be
+        blended in by `fit` itself: on the texts they were counted from they look
+        far more certain than on new ones. So the blend (a weight for each logit
+        and a bias per class: stacking, Platt-style) is fitted on the validation
         split, with the rest of the model fixed.
         """
         wide = self.get_layer("wide_ngrams")
+        vocabulary_size = self.backbone.vocabulary_size
         counts = np.zeros((self.num_classes, wide.input_dim))
-        for token_ids, labels in train_data:
-            ids, mask = wide_ngram_ids(token_ids, self.vocabulary_size, self.wide_bigram_buckets)
+        for inputs, labels in train_data:
+            ids, mask = wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], vocabulary_size,
+                                       self.wide_bigram_buckets)
             ids, mask = keras.ops.convert_to_numpy(ids), keras.ops.convert_to_numpy(mask)
-            for row, row_mask, c in zip(ids, mask, _class_ids(labels, self.num_classes)):
+            for row, row_mask, c in zip(ids, mask, _class_ids(labels)):
                 counts[c, np.unique(row[row_mask])] += 1
         # Normalised over the n-grams seen in training, not the whole table:
         # smoothing mass spread over empty hash buckets would drop MNB's
@@ -257,11 +230,5 @@ class TextClassifier(keras.Model):
         parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits)
         encoder_logits, wide_logits = parts.predict(val_data.map(lambda x, y: x), verbose=0)
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
-        blend.set_weights(_fit_blend(keras.ops.convert_to_numpy(encoder_logits), keras.ops.convert_to_numpy(wide_logits), labels))
-
-    def probabilities(self, token_ids, training=False):
-        """Class probabilities `[batch, num_classes]`, also for the one-sigmoid binary head."""
-        outputs = self(token_ids, training=training)
-        if self.num_classes == 2:
-            return keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
-        return outputs
+        blend.set_weights(_fit_blend(keras.ops.convert_to_numpy(encoder_logits),
+                                     keras.ops.convert_to_numpy(wide_logits), labels))

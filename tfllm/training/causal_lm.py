@@ -1,8 +1,8 @@
 """TrainConfig -> tokenizer -> CausalLM -> model.fit -> a finished run directory.
 
 A text-generation run directory holds: `config.json` (the TrainConfig),
-`preset.json` (resolved hyperparameters), `tokenizer/`, `model.keras`,
-`metrics.json` (validation loss/perplexity/bits per character over the whole
+a KerasHub preset of the `CausalLM` task (tokenizer and preprocessor
+included; layout in `tfllm.runs`), `metrics.json` (validation loss/perplexity/bits per character over the whole
 validation text, and speed), `logs/` (TensorBoard: loss, perplexity, learning
 rate, generated samples) and, while unfinished, `backup/`.
 
@@ -20,9 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import data as data_lib
-from tfllm.datasets.text import load_text_corpus
+from tfllm import runs
+from tfllm.datasets.text import load_documents, load_text_corpus
 from tfllm.errors import UserInputError
-from tfllm.models.causal_lm import CausalLM
+from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
 from tfllm.models.presets import resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
@@ -39,8 +40,9 @@ def causal_lm_preset(config):
     preset = resolve_preset("generate", config.preset, overrides)
     if config.epochs is not None:  # --epochs N means N evaluation intervals
         preset["steps"] = config.epochs * preset["eval_interval"]
-    if preset["steps"] < 1:
-        raise UserInputError(f"--steps must be at least 1, got {preset['steps']}.")
+    for key in ("steps", "batch_size"):
+        if preset[key] < 1:
+            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
     # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
     preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch(preset))
     return preset
@@ -90,9 +92,31 @@ class AdamW(keras.optimizers.AdamW):
         return tf.clip_by_global_norm(grads, self.global_clipnorm, use_norm=tf.linalg.global_norm(summed))[0]
 
 
-def build_causal_lm(preset, vocabulary_size):
-    """The compiled model of a preset: AdamW with warm-up + cosine, global-norm clipping, sparse CE from logits."""
-    model = CausalLM.from_args(**{**preset, "vocabulary_size": vocabulary_size})
+def build_causal_lm(preset, tokenizer):
+    """The compiled model of a preset over a tokenizer trained here (see `compile_causal_lm`)."""
+    model = CausalLM.from_args(**{**preset, "vocabulary_size": tokenizer.vocabulary_size()})
+    model.preprocessor = CausalLMPreprocessor(tokenizer, sequence_length=preset["sequence_length"])
+    return compile_causal_lm(model, preset)
+
+
+def causal_lm_from_preset(handle, preset):
+    """A causal LM task from a tfllm run or a KerasHub preset (GPT-2, OPT, ...), with its own tokenizer."""
+    import keras_hub
+
+    from tfllm.training.classifier import preset_backbone_class
+
+    backbone_cls = preset_backbone_class(handle)
+    try:
+        preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(handle, sequence_length=preset["sequence_length"])
+        model = keras_hub.models.CausalLM.from_preset(handle, preprocessor=preprocessor)
+    except ValueError as e:
+        raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no causal LM in KerasHub "
+                             f"({str(e).splitlines()[0]}); use --task classify for an encoder.") from None
+    return compile_causal_lm(model, preset)
+
+
+def compile_causal_lm(model, preset):
+    """AdamW with warm-up + cosine, global-norm clipping, sparse CE from logits."""
     optimizer = AdamW(
         learning_rate_schedule(preset),
         beta_1=preset.get("beta_1", 0.9),
@@ -173,6 +197,43 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
     return float(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
 
 
+def evaluate_run(run_dir, data=None, text_column=None):
+    """Loss, perplexity and bits per character of a generation run on text.
+
+    `data` is a text file or bundled corpus (all of it is scored); by default
+    the run's own validation text, as its training split it.
+    """
+    from tfllm.config import TrainConfig
+    from tfllm.generation import load_generator
+
+    generator = load_generator(run_dir, jit_compile=False)
+    if data:
+        train_text, val_text = load_text_corpus(data, text_column=text_column)
+        text = train_text + val_text
+    else:
+        config = TrainConfig.from_dict(runs.read_config(run_dir))
+        text = _load_corpus(config)[1]
+    model, sequence_length = generator.model, generator.model.backbone.sequence_length
+    ids = data_lib.tokenize_corpus(generator.tokenizer, text)
+    compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
+    with common.preprocessed(model):
+        loss = evaluate_loss(model, ids, sequence_length)
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50.0)), 3),
+            "bits_per_character": round(loss * len(ids) / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids))}
+
+
+def _load_corpus(config):
+    """(train_text, val_text) exactly as a run of `config` reads and splits them."""
+    if config.task == "pretrain":  # unlabeled documents, one per line, in any of pretraining's formats
+        train_docs, val_docs = load_documents(config.data, text_column=config.text_column, val_fraction=0.1)
+        train_text, val_text = "\n".join(train_docs), "\n".join(val_docs)
+    else:
+        train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
+    if config.max_rows:  # quick runs: the first N characters of each split
+        train_text, val_text = train_text[: config.max_rows], val_text[: max(config.max_rows // 9, 1)]
+    return train_text, val_text
+
+
 def train_causal_lm(config, verbose="auto"):
     """Trains a causal LM as `config` says; returns the run directory.
 
@@ -186,24 +247,36 @@ def train_causal_lm(config, verbose="auto"):
     preset = causal_lm_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
-    train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
-    if config.max_rows:  # quick runs: the first N characters of each split
-        train_text, val_text = train_text[: config.max_rows], val_text[: max(config.max_rows // 9, 1)]
+    train_text, val_text = _load_corpus(config)
+    if config.from_preset:
+        from tfllm.training.classifier import preset_backbone_class
+
+        preset_backbone_class(config.from_preset)
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
-    resume = common.prepare_run_dir(run_dir)
-    with common.guarded_run(run_dir, resume):
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    with common.guarded_run(run_dir, resume, previous):
+        tokenizer = None
         if resume:
             print(f"Resuming the interrupted run in {run_dir}")
-            tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+            if not config.from_preset:
+                tokenizer = load_tokenizer(run_dir)
         else:
-            texts = [train_text] if preset["tokenizer"] == "char" else train_text.split("\n")
-            tokenizer = train_tokenizer(
-                texts, preset["tokenizer"], preset["vocabulary_size"], lowercase=preset.get("lowercase", True)
-            )
-            save_tokenizer(tokenizer, os.path.join(run_dir, "tokenizer"))
-            common.write_json(os.path.join(run_dir, "preset.json"), preset)
-            config.to_json(os.path.join(run_dir, "config.json"))
+            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
+            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+            if not config.from_preset:
+                texts = [train_text] if preset["tokenizer"] == "char" else train_text.split("\n")
+                tokenizer = train_tokenizer(
+                    texts, preset["tokenizer"], preset["vocabulary_size"], lowercase=preset.get("lowercase", True)
+                )
+                save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
+        with strategy.scope(), common.precision_scope(config.precision):
+            if config.from_preset:
+                model = causal_lm_from_preset(config.from_preset, preset)
+                tokenizer = model.preprocessor.tokenizer
+            else:
+                model = build_causal_lm(preset, tokenizer)
+            common.adapt_model_to_strategy(model, strategy)
 
         seq = preset["sequence_length"]
         train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
@@ -213,9 +286,6 @@ def train_causal_lm(config, verbose="auto"):
 
         epoch_steps = steps_per_epoch(preset)
         epochs = preset["steps"] // epoch_steps
-        with strategy.scope(), common.precision_scope(config.precision):
-            model = build_causal_lm(preset, tokenizer.vocabulary_size())
-            common.adapt_model_to_strategy(model, strategy)
         train_ds = data_lib.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed)
         val_ds = data_lib.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
 
@@ -229,10 +299,10 @@ def train_causal_lm(config, verbose="auto"):
             write_logs=common.is_chief(strategy),
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
-        history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
-                            shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
-
-        val_loss = evaluate_loss(model, val_ids, seq)
+        with common.preprocessed(model):  # batches are token ids already
+            history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
+                                shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
+            val_loss = evaluate_loss(model, val_ids, seq)
         step_seconds = np.median(timer.step_seconds) if timer.step_seconds else float("nan")
         step_seconds /= preset.get("steps_per_execution", 1)
         tokens_per_step = preset["batch_size"] * seq
@@ -250,9 +320,10 @@ def train_causal_lm(config, verbose="auto"):
                 "tokens_per_second": round(tokens_per_step / step_seconds) if np.isfinite(step_seconds) else None,
             },
             "steps": epochs * epoch_steps,
+            "epochs_run": common.epochs_completed(callbacks, len(history.history.get("loss", []))),
             "vocabulary_size": tokenizer.vocabulary_size(),
         }
-        common.finish_run(run_dir, config.run_dir, model, tokenizer, preset, history.history, metrics)
+        common.finish_run(run_dir, config.run_dir, model, preset, history.history, metrics)
         if verbose:
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
                   f"{metrics['speed']['tokens_per_second']} tokens/s  -> {run_dir}")

@@ -1,26 +1,30 @@
-"""TrainConfig -> tokenizer -> TextClassifier -> model.fit -> a finished run directory.
+"""TrainConfig -> preprocessor -> TextClassifier task -> model.fit -> a finished run directory (a preset).
 
-A run directory holds: `config.json` (the TrainConfig), `preset.json` (the
-resolved hyperparameters), `tokenizer/`, `labels.json`, `model.keras`,
-`metrics.json`, `logs/` (TensorBoard) and, while unfinished, `backup/`.
+The model is tfllm's own `TextClassifier` (a tokenizer trained on the training
+split, an `EncoderBackbone`) or, with `from_preset`, any KerasHub text
+classifier: a tfllm run (pretraining or classification) or a KerasHub preset
+(BERT, DistilBERT, RoBERTa, ...), whose tokenizer is used as it is.
+The run directory's layout is `tfllm.runs`'s.
 """
 
 import os
 import time
 
 import keras
+import keras_hub
 import numpy as np
 
 from tfllm import data as data_lib
+from tfllm import runs
 from tfllm.datasets import load_classification_data
+from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
-from tfllm.models import TextClassifier, resolve_preset
+from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor, resolve_preset
+from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
-from tfllm.training.pretraining import pretrain_masked_lm
 
-MODEL_ARGS = ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout", "embedding_dropout", "bigram_buckets",
-              "wide_bigram_buckets")
+HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
 
 
 def classifier_preset(config):
@@ -28,56 +32,134 @@ def classifier_preset(config):
                  jit_compile=config.jit_compile)
     overrides = dict(config.overrides)
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    return resolve_preset("classify", config.preset, overrides)
+    preset = resolve_preset("classify", config.preset, overrides)
+    for key in ("epochs", "batch_size"):
+        if preset[key] < 1:
+            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
+    return preset
 
 
-def build_classifier(preset, vocabulary_size, num_classes):
-    """The compiled model for a preset: Adam(W) with binary or categorical cross-entropy."""
-    model = TextClassifier(
-        vocabulary_size=vocabulary_size, num_classes=num_classes, **{k: preset[k] for k in MODEL_ARGS if k in preset}
-    )
+def own_classifier(preset, tokenizer, num_classes):
+    """tfllm's `TextClassifier` for a preset, over a tokenizer trained here."""
+    backbone = EncoderBackbone(vocabulary_size=tokenizer.vocabulary_size(),
+                               **{k: preset[k] for k in BACKBONE_ARGS if k in preset and k != "vocabulary_size"})
+    preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=preset["sequence_length"])
+    return TextClassifier(backbone, num_classes, preprocessor=preprocessor,
+                          **{k: preset[k] for k in HEAD_ARGS if k in preset})
+
+
+def preset_backbone_class(handle):
+    """The backbone class a preset names (local folder, Kaggle handle or hf:// URI), or a clear error."""
+    from keras_hub.src.utils.preset_utils import get_preset_loader  # no public way to ask (keras-hub 0.32)
+
+    try:
+        return get_preset_loader(handle).check_backbone_class()
+    except Exception as e:  # a missing folder, no config.json, a handle that cannot be fetched offline, ...
+        raise UserInputError(f"Cannot load --from-preset {handle!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
+                             "Pass a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle "
+                             "(needs network).") from None
+
+
+def classifier_from_preset(handle, preset, num_classes):
+    """A classifier task starting from a preset's backbone and tokenizer (its head is new)."""
+    import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
+
+    backbone_cls = preset_backbone_class(handle)
+    try:
+        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+            handle, sequence_length=preset["sequence_length"])
+        if backbone_cls is EncoderBackbone:
+            return keras_hub.models.TextClassifier.from_preset(
+                handle, num_classes=num_classes, preprocessor=preprocessor,
+                **{k: preset[k] for k in HEAD_ARGS if k in preset})
+        # KerasHub's own classifiers output logits unless told; tfllm reads probabilities.
+        return keras_hub.models.TextClassifier.from_preset(
+            handle, num_classes=num_classes, preprocessor=preprocessor, activation="softmax")
+    except ValueError as e:
+        raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no text classifier in KerasHub "
+                             f"({str(e).splitlines()[0]}). Use a text model preset (BERT, DistilBERT, RoBERTa, ... "
+                             "or a tfllm run).") from None
+
+
+def is_sigmoid(model):
+    """True for a one-unit sigmoid head (binary cross-entropy, float 0/1 labels)."""
+    return model.output.shape[-1] == 1
+
+
+def compile_classifier(model, preset, steps_per_epoch=None):
+    """Adam(W) with binary (one sigmoid unit) or categorical (softmax) cross-entropy.
+
+    With `warmup_fraction` in the preset (the fine-tuning recipe) the learning
+    rate warms up linearly, then decays on a cosine to zero.
+    """
+    learning_rate = preset["learning_rate"]
+    if preset.get("warmup_fraction") is not None and steps_per_epoch:
+        total = max(2, steps_per_epoch * preset["epochs"])
+        warmup = max(1, int(total * preset["warmup_fraction"]))
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=total - warmup, warmup_target=preset["learning_rate"], warmup_steps=warmup)
     # An exponential moving average of the weights (swapped in when fit ends)
     # smooths the noisy late epochs of a small dataset.
     ema = dict(use_ema=True, ema_momentum=preset["ema_momentum"]) if preset.get("ema_momentum") else {}
     if preset.get("weight_decay"):
-        optimizer = keras.optimizers.AdamW(preset["learning_rate"], weight_decay=preset["weight_decay"], **ema)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=preset["weight_decay"], **ema)
     else:
-        optimizer = keras.optimizers.Adam(preset["learning_rate"], **ema)
-    binary = num_classes == 2
+        optimizer = keras.optimizers.Adam(learning_rate, **ema)
     smoothing = preset.get("label_smoothing", 0.0)
-    if binary:
+    if is_sigmoid(model):
         loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing, name="binary_crossentropy")
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing, name="categorical_crossentropy")
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        # Sparse labels; label smoothing needs one-hot ones, so it is left out here.
+        loss = keras.losses.SparseCategoricalCrossentropy(name="categorical_crossentropy")
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     # None keeps Keras' "auto": XLA on GPUs, not on CPUs or under tf.distribute.
     jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     return model
 
 
-def predict_probabilities(model, tokenizer, texts, batch_size=256):
-    """`[n, num_classes]` probabilities for a list of strings."""
-    probabilities = []
-    for ids in data_lib.text_batches(texts, tokenizer, batch_size):
-        probabilities.append(keras.ops.convert_to_numpy(model.probabilities(ids)))
-    return np.concatenate(probabilities) if probabilities else np.zeros((0, model.num_classes))
+def class_probabilities(model, inputs):
+    """`[batch, num_classes]` probabilities of preprocessed inputs, also for the one-sigmoid binary head."""
+    outputs = model(inputs, training=False)
+    if outputs.shape[-1] == 1:
+        return keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
+    return outputs
+
+
+def predict_probabilities(model, texts, batch_size=256):
+    """`[n, num_classes]` probabilities for a list of strings (the task's preprocessor tokenizes)."""
+    probabilities = [keras.ops.convert_to_numpy(class_probabilities(model, inputs))
+                     for inputs in data_lib.text_batches(texts, model.preprocessor, batch_size)]
+    num_classes = 2 if is_sigmoid(model) else model.output.shape[-1]
+    return np.concatenate(probabilities) if probabilities else np.zeros((0, num_classes))
 
 
 def load_run(run_dir):
-    """(model, tokenizer, label_names, preset) of a finished classification run."""
-    from tfllm.errors import UserInputError
+    """(task, label_names, recipe) of a finished classification run; the task has its preprocessor."""
+    runs.require_task(run_dir, "classify", hint=f"Use `tfllm generate {run_dir} PROMPT` for a text generator.")
+    return runs.load_task(run_dir), runs.read_labels(run_dir), runs.read_recipe(run_dir)
 
-    if not os.path.exists(os.path.join(run_dir, "model.keras")):
-        raise UserInputError(
-            f"{run_dir!r} is not a finished tfllm run (no model.keras). Train one with `tfllm train --run-dir {run_dir}`."
-        )
-    model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    label_names = common.read_json(os.path.join(run_dir, "labels.json"))
-    preset = common.read_json(os.path.join(run_dir, "preset.json"))
-    return model, tokenizer, label_names, preset
+
+def _load_data(config, label_names=None):
+    """The classification data exactly as the training run split it (one function for train, evaluate, export)."""
+    return load_classification_data(
+        config.data,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        split_column=config.split_column,
+        labels=config.labels,
+        label_names=label_names,
+        seed=config.seed,
+        max_rows=config.max_rows,
+    )
+
+
+def run_data(run_dir):
+    """A finished run's data, split as its training split it (same seed, rows and labels)."""
+    from tfllm.config import TrainConfig
+
+    return _load_data(TrainConfig.from_dict(runs.read_config(run_dir)), runs.read_labels(run_dir))
 
 
 def train_classifier(config, verbose="auto"):
@@ -87,49 +169,38 @@ def train_classifier(config, verbose="auto"):
     preset = classifier_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
-    data = load_classification_data(
-        config.data,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        split_column=config.split_column,
-        labels=config.labels,
-        seed=config.seed,
-        max_rows=config.max_rows,
-    )
+    data = _load_data(config)
+    if config.from_preset:
+        preset_backbone_class(config.from_preset)
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
-    resume = common.prepare_run_dir(run_dir)
-    with common.guarded_run(run_dir, resume):
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    with common.guarded_run(run_dir, resume, previous):
+        tokenizer = None
         if resume:
             print(f"Resuming the interrupted run in {run_dir}")
-            tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+            if not config.from_preset:
+                tokenizer = load_tokenizer(run_dir)
         else:
-            tokenizer = train_tokenizer(
-                data.train.texts, preset["tokenizer"], preset["vocabulary_size"], preset["sequence_length"]
-            )
-            save_tokenizer(tokenizer, os.path.join(run_dir, "tokenizer"))
-            common.write_json(os.path.join(run_dir, "labels.json"), data.label_names)
-            common.write_json(os.path.join(run_dir, "preset.json"), preset)
-            config.to_json(os.path.join(run_dir, "config.json"))
-
-        train_ds = data_lib.classification_dataset(
-            data.train, tokenizer, data.num_classes, preset["batch_size"], shuffle=True, seed=config.seed
-        )
-        val_ds = data_lib.classification_dataset(data.val, tokenizer, data.num_classes, preset["batch_size"])
+            runs.write_json(runs.path(run_dir, runs.LABELS), data.label_names)
+            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
+            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+            if not config.from_preset:
+                tokenizer = train_tokenizer(data.train.texts, preset["tokenizer"], preset["vocabulary_size"],
+                                            lowercase=preset.get("lowercase", True))
+                save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
         with strategy.scope(), common.precision_scope(config.precision):
-            model = build_classifier(preset, tokenizer.vocabulary_size(), data.num_classes)
+            if config.from_preset:
+                model = classifier_from_preset(config.from_preset, preset, data.num_classes)
+            else:
+                model = own_classifier(preset, tokenizer, data.num_classes)
+            sigmoid = is_sigmoid(model)
+            train_ds = data_lib.classification_dataset(
+                data.train, model.preprocessor, sigmoid, preset["batch_size"], shuffle=True, seed=config.seed)
+            val_ds = data_lib.classification_dataset(data.val, model.preprocessor, sigmoid, preset["batch_size"])
+            steps_per_epoch = -(-len(data.train) // preset["batch_size"])
+            compile_classifier(model, preset, steps_per_epoch)
             common.adapt_model_to_strategy(model, strategy)
-            if preset.get("pretrain_epochs") and not resume:
-                print(f"Masked-LM pretraining of the encoder on the {len(data.train)} training texts")
-                pretrain_masked_lm(
-                    model,
-                    data_lib.token_id_rows(data.train.texts, tokenizer).cache(),
-                    epochs=preset["pretrain_epochs"],
-                    batch_size=preset["batch_size"],
-                    learning_rate=preset.get("pretrain_learning_rate", 1e-3),
-                    seed=config.seed,
-                    verbose=verbose,
-                )
         callbacks = common.make_callbacks(
             run_dir,
             early_stopping_patience=2 if preset.get("early_stopping") else None,
@@ -137,25 +208,39 @@ def train_classifier(config, verbose="auto"):
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
         start = time.perf_counter()
-        with common.unknown_length_ok():
+        with common.unknown_length_ok(), common.preprocessed(model):
+            freeze = 0 if resume else min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1)
+            history = {}
+            if freeze:
+                # Train only the new head first, so its random start does not disturb the pretrained backbone.
+                model.backbone.trainable = False
+                compile_classifier(model, preset, steps_per_epoch)
+                first = model.fit(train_ds, validation_data=val_ds, epochs=freeze, shuffle=False, verbose=verbose)
+                history = dict(first.history)
+                model.backbone.trainable = True
+                compile_classifier(model, preset, steps_per_epoch)
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
-            history = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"], shuffle=False,
-                                callbacks=callbacks, verbose=verbose)
+            fitted = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"] - freeze, shuffle=False,
+                               callbacks=callbacks, verbose=verbose)
+            for key, values in fitted.history.items():
+                history[key] = history.get(key, []) + list(values)
             train_seconds = time.perf_counter() - start
             best = os.path.join(run_dir, "best.weights.h5")
             if os.path.exists(best):
                 model.load_weights(best)  # the checkpoint of the lowest val loss
                 os.remove(best)
-            if preset.get("wide_bigram_buckets"):
+            if preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier):
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
                 model.fit_wide_path(train_ds, val_ds)  # both cached by fit: no second tokenization
 
         metrics = {
-            "val": classification_report(data.val.labels, predict_probabilities(model, tokenizer, data.val.texts), data.label_names),
-            "test": classification_report(data.test.labels, predict_probabilities(model, tokenizer, data.test.texts), data.label_names),
+            "val": classification_report(data.val.labels, predict_probabilities(model, data.val.texts), data.label_names),
+            "test": classification_report(data.test.labels, predict_probabilities(model, data.test.texts), data.label_names),
             "train_seconds": round(train_seconds, 1),
-            "epochs_run": len(history.history.get("loss", [])),
+            # The whole run, also when it resumed: the backup restored the epochs before the interruption.
+            "epochs_run": freeze + common.epochs_completed(callbacks, len(fitted.history.get("loss", []))),
             "num_train_examples": len(data.train),
+            "parameters": int(model.count_params()),
         }
-        common.finish_run(run_dir, config.run_dir, model, tokenizer, preset, history.history, metrics)
+        common.finish_run(run_dir, config.run_dir, model, preset, history, metrics)
         return metrics

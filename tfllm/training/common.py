@@ -11,47 +11,9 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfllm import runs
 from tfllm.errors import UserInputError
-
-BACKUP = "backup"  # BackupAndRestore's folder; present only while a run is unfinished
-
-
-def write_json(path, value):
-    """Writes JSON atomically: readers never see half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def prepare_run_dir(run_dir):
-    """Creates `run_dir`, or decides to resume it.
-
-    Returns True when the folder holds an interrupted run (its BackupAndRestore
-    state is there) that should be resumed. A finished tfllm run is replaced; a
-    non-empty folder that is not a tfllm run is refused rather than deleted.
-    """
-    if os.path.isdir(os.path.join(run_dir, BACKUP)) and os.path.exists(os.path.join(run_dir, "config.json")):
-        return True
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
-        if not os.path.exists(os.path.join(run_dir, "config.json")):
-            raise UserInputError(
-                f"Run directory {run_dir!r} is not empty and is not a tfllm run. Choose another --run-dir."
-            )
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    return False
-
-
-def save_model_atomically(model, path):
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+from tfllm.runs import BACKUP, read_json, write_json  # noqa: F401  (re-exported for the trainers)
 
 
 @contextlib.contextmanager
@@ -70,32 +32,73 @@ def unknown_length_ok():
 
 
 @contextlib.contextmanager
-def guarded_run(run_dir, resume):
+def guarded_run(run_dir, resume, previous=None):
     """Wraps a run's training so an interruption can resume and a failure leaves nothing.
 
     A fresh run that fails is removed, unless it got far enough to back up (a
-    lost worker, a crash): then running the same command again resumes.
+    lost worker, a crash): then running the same command again resumes. A
+    finished run that `--overwrite` moved aside (`previous`) comes back when
+    the new one fails, and goes when it succeeds.
     """
     try:
         yield
     except KeyboardInterrupt:
         print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
         raise
-    except Exception:
+    except BaseException:
         if not resume and not os.path.isdir(os.path.join(run_dir, BACKUP)):
             shutil.rmtree(run_dir, ignore_errors=True)
+            runs.restore_previous(run_dir, previous)
         raise
+    runs.drop_previous(previous)
 
 
-def finish_run(run_dir, final_run_dir, model, tokenizer, preset, history, metrics):
-    """Writes a finished run's model, metrics and reports, then drops its resume state."""
+@contextlib.contextmanager
+def preprocessed(task):
+    """Detaches a KerasHub task's preprocessor while it trains on already-tokenized batches.
+
+    KerasHub tasks map their preprocessor over any dataset given to `fit`,
+    `evaluate` and `predict`; tfllm tokenizes once and caches instead.
+    """
+    preprocessor = task.preprocessor
+    task.preprocessor = None
+    try:
+        yield task
+    finally:
+        task.preprocessor = preprocessor
+
+
+def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
+    """Writes a finished run's preset, metrics and reports, then drops its resume state."""
     from tfllm.training import reporting
 
-    save_model_atomically(model, os.path.join(run_dir, "model.keras"))
-    write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    reporting.write_run_report(run_dir, model, tokenizer, preset, history, metrics)
+    # save_to_preset writes task.json before the weights: remove it first so a
+    # crash mid-save never looks like a finished run.
+    for name in (runs.TASK_CONFIG, runs.METRICS):
+        if os.path.exists(runs.path(run_dir, name)):
+            os.remove(runs.path(run_dir, name))
+    task.save_to_preset(run_dir)
+    write_json(runs.path(run_dir, runs.METRICS), metrics)
+    reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, preset, history, metrics)
     shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
     cleanup_worker_dir(run_dir, final_run_dir)
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Counts the run's epochs, also those done before a resume (Keras numbers epochs on from the backup)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs = max(self.epochs, epoch + 1)
+
+
+def epochs_completed(callbacks, default):
+    """The whole run's epoch count from `make_callbacks`' `EpochCounter` (else `default`)."""
+    counts = [c.epochs for c in callbacks if isinstance(c, EpochCounter)]
+    return max(counts) if counts and counts[0] else default
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -139,6 +142,7 @@ def make_callbacks(
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         LearningRateLogger(),
+        EpochCounter(),
         backup(backup_dir, delete_checkpoint=True),
     ]
     if write_logs:

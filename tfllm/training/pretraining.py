@@ -1,67 +1,154 @@
-"""Masked-language-model pretraining of a classifier's encoder on its own training texts.
+"""Pretraining on unlabeled text: an encoder as a masked LM, or a decoder on next-token prediction.
 
-On a few thousand labelled sentences, a Transformer trained from scratch
-learns word meanings only from the labels. Pretraining the same embedding and
-encoder blocks to fill in masked tokens first ("self-pretraining", Krishna et
-al. 2022, "Downstream datasets make surprisingly good pretraining corpora")
-uses every token of the same texts, downloads nothing, and transfers to the
-classifier because the layers are shared objects. KerasHub provides the
-masking (`MaskedLMMaskGenerator`) and the tied output head (`MaskedLMHead`).
+The masked-LM objective is KerasHub's: `MaskedLMPreprocessor` (its
+`MaskedLMMaskGenerator` hides 15% of the tokens) and `MaskedLM` with a
+`MaskedLMHead` tied to the token embedding. The run directory is a preset
+holding the `MaskedLM` task, so `tfllm train --task classify --from-preset
+RUN_DIR` fine-tunes its backbone with its tokenizer. The causal objective is
+`tfllm.training.causal_lm`'s trainer on the same kinds of text; its run is a
+`CausalLM` preset that `tfllm generate` and `--task generate --from-preset` take.
 """
+
+import math
+import os
+import time
 
 import keras
 import keras_hub
 import tensorflow as tf
 
-from tfllm.tokenizers import MASK_ID, NUM_SPECIAL
+from tfllm import runs
+from tfllm.datasets.text import load_documents
+from tfllm.errors import UserInputError
+from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor, resolve_preset
+from tfllm.models.encoder_backbone import BACKBONE_ARGS
+from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
 
-
-def masked_lm_model(classifier):
-    """An MLM model sharing `classifier`'s embedding and encoder blocks."""
-    embedding = classifier.get_layer("embedding")
-    token_ids = keras.Input(shape=(classifier.sequence_length,), dtype="int32", name="token_ids")
-    mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
-    x = embedding(token_ids)
-    padding_mask = keras.ops.not_equal(token_ids, 0)
-    for i in range(classifier.num_layers):
-        x = classifier.get_layer(f"encoder_block_{i}")(x, padding_mask=padding_mask)
-    logits = keras_hub.layers.MaskedLMHead(token_embedding=embedding.token_embedding, name="mlm_head")(
-        x, mask_positions=mask_positions
-    )
-    return keras.Model({"token_ids": token_ids, "mask_positions": mask_positions}, logits)
+OBJECTIVES = ("mlm", "causal")
 
 
-def pretrain_masked_lm(classifier, tokenized_texts, epochs, batch_size, learning_rate, seed=None, verbose="auto"):
-    """Trains `classifier`'s encoder as a masked LM in place; returns the Keras History.
+def masked_lm_preset(config):
+    flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
+                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
+    overrides = dict(config.overrides)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    preset = resolve_preset("pretrain", config.preset, overrides)
+    if config.epochs is not None:  # --epochs N means N evaluation intervals
+        preset["steps"] = config.epochs * preset["eval_interval"]
+    for key in ("steps", "batch_size"):
+        if preset[key] < 1:
+            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
+    preset["eval_interval"] = min(preset["eval_interval"], preset["steps"])
+    return preset
 
-    Args:
-        classifier: a `TextClassifier`; its embedding and blocks are updated.
-        tokenized_texts: a `tf.data.Dataset` of single padded token id rows.
-    """
-    sequence_length = classifier.sequence_length
-    masker = keras_hub.layers.MaskedLMMaskGenerator(
-        vocabulary_size=classifier.vocabulary_size,
-        mask_selection_rate=0.15,
-        mask_token_id=MASK_ID,
-        mask_selection_length=max(1, round(sequence_length * 0.15)),
-        unselectable_token_ids=list(range(NUM_SPECIAL)),
-    )
 
-    def mask(ids):
-        out = masker(ids)
-        return (
-            {"token_ids": out["token_ids"], "mask_positions": out["mask_positions"]},
-            out["mask_ids"],
-            out["mask_weights"],
-        )
+def masked_lm_from_preset(handle, preset):
+    """A `MaskedLM` over a preset's encoder backbone and tokenizer (tfllm's or any KerasHub one)."""
+    from tfllm.training.classifier import preset_backbone_class
 
-    ds = tokenized_texts.shuffle(8192, seed=seed).batch(batch_size).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
-    model = masked_lm_model(classifier)
+    backbone_cls = preset_backbone_class(handle)
+    try:
+        preprocessor = keras_hub.models.MaskedLMPreprocessor.from_preset(
+            handle, sequence_length=preset["sequence_length"], mask_selection_rate=preset["mask_selection_rate"],
+            mask_selection_length=_mask_length(preset))
+        return keras_hub.models.MaskedLM.from_preset(handle, preprocessor=preprocessor)
+    except ValueError as e:
+        raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no masked LM in KerasHub "
+                             f"({str(e).splitlines()[0]}); use --objective causal for a decoder.") from None
+
+
+def _mask_length(preset):
+    return max(1, math.ceil(preset["sequence_length"] * preset["mask_selection_rate"]))
+
+
+def own_masked_lm(preset, tokenizer):
+    backbone = EncoderBackbone(vocabulary_size=tokenizer.vocabulary_size(),
+                               **{k: preset[k] for k in BACKBONE_ARGS if k in preset and k != "vocabulary_size"})
+    preprocessor = MaskedLMPreprocessor(tokenizer, sequence_length=preset["sequence_length"],
+                                        mask_selection_rate=preset["mask_selection_rate"],
+                                        mask_selection_length=_mask_length(preset))
+    return MaskedLM(backbone, preprocessor=preprocessor)
+
+
+def _compile(model, preset):
+    steps, warmup = preset["steps"], max(1, int(preset["steps"] * preset.get("warmup_fraction", 0.0)))
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(steps - warmup, 1), warmup_steps=warmup,
+                                                      warmup_target=preset["learning_rate"])
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=preset.get("weight_decay", 0.0)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
+        jit_compile=bool(preset.get("jit_compile")),
     )
-    with common.unknown_length_ok():
-        return model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, shuffle=False, verbose=verbose)  # shuffled above
+
+
+def _masked_batches(documents, preprocessor, batch_size, repeat=False, seed=None):
+    # Masks are drawn afresh on every pass (the preprocessor runs inside the pipeline).
+    ds = tf.data.Dataset.from_tensor_slices(documents)
+    if repeat:
+        ds = ds.shuffle(len(documents), seed=seed, reshuffle_each_iteration=True).repeat()
+    return ds.batch(batch_size).map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def pretrain(config, verbose="auto"):
+    """Pretrains as `config` says (`config.objective`: "mlm" or "causal"); returns the metrics dict."""
+    objective = config.objective or "mlm"
+    if objective not in OBJECTIVES:
+        raise UserInputError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
+    if objective == "causal":
+        from tfllm.training.causal_lm import train_causal_lm
+
+        train_causal_lm(config)
+        return runs.read_json(runs.path(config.run_dir, runs.METRICS))
+
+    strategy = common.get_strategy(config.strategy)
+    preset = masked_lm_preset(config)
+    common.check_global_batch(preset["batch_size"], strategy)
+    train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
+    keras.utils.set_random_seed(config.seed)
+    run_dir = common.worker_run_dir(config.run_dir, strategy)
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    with common.guarded_run(run_dir, resume, previous):
+        tokenizer = None
+        if resume:
+            print(f"Resuming the interrupted run in {run_dir}")
+            if not config.from_preset:
+                tokenizer = load_tokenizer(run_dir)
+        else:
+            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
+            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+            if not config.from_preset:
+                tokenizer = train_tokenizer(train_docs, preset["tokenizer"], preset["vocabulary_size"],
+                                            lowercase=preset.get("lowercase", True))
+                save_tokenizer(tokenizer, run_dir)
+        with strategy.scope(), common.precision_scope(config.precision):
+            model = masked_lm_from_preset(config.from_preset, preset) if config.from_preset else \
+                own_masked_lm(preset, tokenizer)
+            _compile(model, preset)
+            common.adapt_model_to_strategy(model, strategy)
+        preprocessor = model.preprocessor
+        train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], repeat=True, seed=config.seed)
+        val_ds = _masked_batches(val_docs, preprocessor, preset["batch_size"]).cache()  # one fixed masking
+        epochs = max(1, round(preset["steps"] / preset["eval_interval"]))
+        callbacks = common.make_callbacks(run_dir, checkpoint=False, write_logs=common.is_chief(strategy),
+                                          backup_dir=os.path.join(config.run_dir, common.BACKUP))
+        start = time.perf_counter()
+        print(f"Masked-LM pretraining on {len(train_docs)} documents ({len(val_docs)} held out), "
+              f"{epochs * preset['eval_interval']} steps")
+        with common.unknown_length_ok(), common.preprocessed(model):
+            history = model.fit(train_ds, steps_per_epoch=preset["eval_interval"], epochs=epochs,
+                                validation_data=val_ds, shuffle=False, callbacks=callbacks, verbose=verbose)
+            val = model.evaluate(val_ds, verbose=0, return_dict=True)
+        metrics = {
+            "val": {"loss": round(float(val["loss"]), 4), "masked_accuracy": round(float(val["masked_accuracy"]), 4),
+                    "perplexity": round(math.exp(min(float(val["loss"]), 50.0)), 3),
+                    "num_documents": len(val_docs)},
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "steps": epochs * preset["eval_interval"],
+            "epochs_run": common.epochs_completed(callbacks, len(history.history.get("loss", []))),
+            "num_train_documents": len(train_docs),
+            "vocabulary_size": int(preprocessor.tokenizer.vocabulary_size()),
+        }
+        common.finish_run(run_dir, config.run_dir, model, preset, history.history, metrics)
+        return metrics

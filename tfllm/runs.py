@@ -1,0 +1,170 @@
+"""The run directory: one place that knows its layout.
+
+A finished run directory is a KerasHub preset with tfllm's records beside it:
+
+    RUN_DIR/
+      config.json  metadata.json  task.json  task.weights.h5  model.weights.h5
+      preprocessor.json  tokenizer.json  assets/tokenizer/...    <- KerasHub's preset files
+      metrics.json                                               <- val/test figures
+      logs/                                                      <- TensorBoard
+      training_curves.png
+      tfllm/run.json      what `tfllm train`/`pretrain` was asked (TrainConfig)
+      tfllm/recipe.json   the resolved hyperparameters
+      tfllm/labels.json   class names (classifiers)
+      backup/             only while unfinished: resume state
+
+So `keras_hub.models.TextClassifier.from_preset(RUN_DIR)` (or `CausalLM`,
+`MaskedLM`, `Backbone`, `Tokenizer`) loads a run after `import tfllm`, and a run
+is a preset that `--from-preset` starts from.
+"""
+
+import json
+import os
+import shutil
+
+from tfllm.errors import UserInputError
+
+RECORDS = "tfllm"  # tfllm's own files, in a folder of their own so they never collide with KerasHub's
+RUN_CONFIG = os.path.join(RECORDS, "run.json")
+RECIPE = os.path.join(RECORDS, "recipe.json")
+LABELS = os.path.join(RECORDS, "labels.json")
+METRICS = "metrics.json"
+LOGS = "logs"
+BACKUP = "backup"
+TASK_CONFIG = "task.json"  # KerasHub writes it last-but-one in save_to_preset; with metrics.json it marks "finished"
+# Files only the layout before runs were presets had (tfllm 0.1).
+_OLD_FORMAT = ("model.keras", "preset.json")
+TASK_NAMES = {"classify": "a text classifier", "generate": "a text generator", "pretrain": "a pretrained model"}
+
+
+def path(run_dir, name):
+    return os.path.join(run_dir, name)
+
+
+def write_json(file, value):
+    """Writes JSON atomically: readers never see half a file."""
+    os.makedirs(os.path.dirname(file) or ".", exist_ok=True)
+    tmp = file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, file)
+
+
+def read_json(file):
+    with open(file) as f:
+        return json.load(f)
+
+
+def is_old_format(run_dir):
+    return any(os.path.exists(path(run_dir, name)) for name in _OLD_FORMAT)
+
+
+def is_unfinished(run_dir):
+    return os.path.isdir(path(run_dir, BACKUP)) and os.path.exists(path(run_dir, RUN_CONFIG))
+
+
+def is_finished(run_dir):
+    return all(os.path.exists(path(run_dir, name)) for name in (RUN_CONFIG, TASK_CONFIG, METRICS)) and not \
+        os.path.isdir(path(run_dir, BACKUP))
+
+
+def check_finished(run_dir):
+    """Raises a one-line `UserInputError` unless `run_dir` holds a finished tfllm run."""
+    if is_old_format(run_dir):
+        raise UserInputError(
+            f"{run_dir!r} was written by tfllm 0.1 (model.keras, preset.json); runs are KerasHub presets now. "
+            f"Retrain it with the same `tfllm train` command (its settings are in {path(run_dir, 'config.json')}) "
+            "and a new --run-dir."
+        )
+    if not os.path.exists(path(run_dir, RUN_CONFIG)):
+        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
+                             "Pass the --run-dir of a training run.")
+    if not is_finished(run_dir):
+        raise UserInputError(f"{run_dir!r} holds a run that did not finish. Run its training command again to "
+                             "resume it.")
+
+
+def read_config(run_dir):
+    """The run's TrainConfig fields as a dict."""
+    return read_json(path(run_dir, RUN_CONFIG))
+
+
+def task_of(run_dir):
+    """'classify', 'generate' or 'pretrain' (with the objective in the config)."""
+    check_finished(run_dir)
+    return read_config(run_dir).get("task", "classify")
+
+
+def require_task(run_dir, *tasks, hint=""):
+    task = task_of(run_dir)
+    if task not in tasks:
+        raise UserInputError(f"{run_dir!r} holds {TASK_NAMES.get(task, task)}, not "
+                             f"{' or '.join(TASK_NAMES.get(t, t) for t in tasks)}.{' ' + hint if hint else ''}")
+    return task
+
+
+def read_labels(run_dir):
+    return read_json(path(run_dir, LABELS))
+
+
+def read_recipe(run_dir):
+    return read_json(path(run_dir, RECIPE))
+
+
+def load_task(run_dir, kind=None):
+    """The KerasHub task of a finished run, loaded with `from_preset` (preprocessor attached).
+
+    `kind` is the KerasHub base class to load as (default: from the run's task).
+    """
+    import keras_hub
+
+    import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
+
+    task = task_of(run_dir)
+    if kind is None:
+        kind = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM}.get(task)
+        if kind is None:
+            objective = read_config(run_dir).get("objective")
+            kind = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM
+    return kind.from_preset(run_dir)
+
+
+def prepare(run_dir, overwrite=False):
+    """Creates `run_dir`, or decides to resume it; returns (resume, previous).
+
+    `resume` is True when the folder holds an interrupted run (its backup is
+    there). A finished run is never deleted up front: without `overwrite` the
+    command is refused; with it the old run moves to a hidden sibling
+    (`previous`), which `finish` deletes once the new run has finished and
+    `restore_previous` puts back if it fails. A non-empty folder that is not a
+    tfllm run is refused.
+    """
+    if is_unfinished(run_dir):
+        return True, None
+    previous = None
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        is_run = os.path.exists(path(run_dir, RUN_CONFIG)) or is_old_format(run_dir)
+        if not is_run:
+            raise UserInputError(f"Run directory {run_dir!r} is not empty and is not a tfllm run. "
+                                 "Choose another --run-dir.")
+        if not overwrite:
+            raise UserInputError(f"Run directory {run_dir!r} already holds a finished run. Pass --overwrite to "
+                                 "replace it (it is kept until the new run finishes) or choose another --run-dir.")
+        parent, name = os.path.split(os.path.abspath(run_dir))
+        previous = os.path.join(parent, f".{name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(run_dir, previous)
+    os.makedirs(run_dir, exist_ok=True)
+    return False, previous
+
+
+def restore_previous(run_dir, previous):
+    """Puts back the finished run that a failed `--overwrite` run was to replace."""
+    if previous and os.path.isdir(previous):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.replace(previous, run_dir)
+
+
+def drop_previous(previous):
+    if previous:
+        shutil.rmtree(previous, ignore_errors=True)
