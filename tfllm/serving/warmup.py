@@ -21,8 +21,8 @@ MAX_RECORDS = 1000  # TF Serving reads at most this many
 
 
 def write_warmup_requests(export_dir: str, model_name: str, signature_name: str,
-                          inputs: dict[str, list]) -> str:
-    """Writes one single-row warm-up request per row of `inputs`.
+                          inputs: dict[str, list], batch_sizes=(1,)) -> str:
+    """Writes one warm-up request per row of `inputs` and batch size.
 
     Tensors take the dtypes the SavedModel's signature declares, so a request
     never fails on a dtype mismatch (which would make TF Serving refuse to
@@ -36,6 +36,9 @@ def write_warmup_requests(export_dir: str, model_name: str, signature_name: str,
         inputs: `{input name: rows}`; every batched input has the same number
             of rows and each record gets one of them. A scalar input (shape
             `[]`) takes either one value for all records or one per record.
+        batch_sizes: each row is also sent repeated to these batch sizes, so
+            a model that compiles per batch shape (XLA generation) compiles
+            them at load time rather than on a user's request.
 
     Returns:
         The path of the file written.
@@ -74,10 +77,13 @@ def write_warmup_requests(export_dir: str, model_name: str, signature_name: str,
         raise UserInputError(f"Warm-up inputs have different row counts: {sorted(counts)}.")
     n = min(counts.pop() if counts else 1, MAX_RECORDS)
 
+    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise UserInputError(f"Warm-up batch sizes must be positive integers, got {batch_sizes!r}.")
     path = os.path.join(export_dir, WARMUP_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    records = [(i, b) for b in batch_sizes for i in range(n)][:MAX_RECORDS]
     with tf.io.TFRecordWriter(path) as writer:
-        for i in range(n):
+        for i, rows in records:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
             request.model_spec.signature_name = signature_name
@@ -86,7 +92,7 @@ def write_warmup_requests(export_dir: str, model_name: str, signature_name: str,
                 if name in scalar:
                     value = values[i] if isinstance(values, (list, tuple)) else values
                 else:
-                    value = [values[i]]
+                    value = [values[i]] * rows
                 array = np.asarray(value, dtype=object if dtype == tf.string
                                    else dtype.as_numpy_dtype)
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))

@@ -1,0 +1,96 @@
+"""The generation export's shapes are bucketed (issue 18 item 3) and its inputs checked (item 5).
+
+XLA compiles one decoding program per (batch, width) shape; the export pads
+batches to powers of two and widths to known buckets, so a request of a new
+batch size inside a warmed bucket costs no compile, and padding never changes
+a row's text.
+"""
+
+import time
+
+import pytest
+
+pytest.importorskip("tensorflow_serving")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: E402,F401  the tokenizer's ops
+from lm_utils import tiny_generator  # noqa: E402
+
+from tfllm.export.causal_lm import (  # noqa: E402
+    BATCH_BUCKETS,
+    SERVING_SIGNATURE,
+    WARMUP_BATCH_SIZES,
+    WIDTH_BUCKETS,
+    bucket,
+    generation_archive,
+)
+from tfllm.serving.warmup import read_warmup_requests, write_warmup_requests  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    # The archive export_causal_lm writes, without a run directory (its layout is
+    # another module's business).
+    generator = tiny_generator()
+    path = str(tmp_path_factory.mktemp("gen") / "1")
+    generation_archive(generator.model, generator.tokenizer).write_out(path, verbose=False)
+    return path, tf.saved_model.load(path).signatures["serving_default"]
+
+
+def call(fn, prompts, max_new_tokens=5, seed=None, top_k=0, **overrides):
+    n = len(prompts)
+    args = dict(prompt=tf.constant(prompts), max_new_tokens=tf.fill([n], max_new_tokens),
+                temperature=tf.fill([n], 1.0), top_k=tf.fill([n], top_k), top_p=tf.ones([n]),
+                seed=tf.constant(seed if seed is not None else list(range(n)), tf.int32))
+    args.update(overrides)
+    return [t.decode() for t in fn(**args)["completion"].numpy()]
+
+
+def test_buckets_are_bounded_and_hold_every_size():
+    for size in (1, 2, 3, 5, 64, 65, 1000, 65536, 70000):
+        got = int(bucket(tf.constant(size), BATCH_BUCKETS))
+        assert got >= size and (got in BATCH_BUCKETS or got == size)
+        assert got < 2 * size or size == 1
+    assert [int(bucket(tf.constant(w), WIDTH_BUCKETS)) for w in (1, 128, 129, 1000, 1025, 3000)] == [
+        128, 128, 256, 1024, 2048, 4096]
+    assert len(BATCH_BUCKETS) * len(WIDTH_BUCKETS) < 500  # known, bounded programs
+
+
+def test_warmup_covers_the_common_batch_buckets(exported):
+    path, _ = exported
+    write_warmup_requests(path, "tiny", SERVING_SIGNATURE,
+                          {"prompt": ["First"], "max_new_tokens": [4], "temperature": [0.8],
+                           "top_k": [5], "top_p": [1.0], "seed": [0]},
+                          batch_sizes=WARMUP_BATCH_SIZES)
+    sizes = sorted(r.inputs["prompt"].tensor_shape.dim[0].size for r in read_warmup_requests(path))
+    assert sizes == sorted(WARMUP_BATCH_SIZES) and max(sizes) > 1
+
+
+def test_padding_rows_does_not_change_any_row(exported):
+    _, fn = exported
+    prompts = ["First", "hear me", "Citizen", "speak"]
+    batch = call(fn, prompts[:3], seed=[7, 8, 9])  # 3 rows run as a batch of 4
+    alone = [call(fn, [p], seed=[s])[0] for p, s in zip(prompts[:3], (7, 8, 9))]
+    assert batch == alone
+
+
+def test_a_new_batch_size_in_a_compiled_bucket_costs_no_compile(exported):
+    _, fn = exported
+    start = time.perf_counter()
+    call(fn, ["First"] * 7, max_new_tokens=200)  # bucket (8, 256): compiled now
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    call(fn, ["hear me", "speak"] * 3, max_new_tokens=190)  # 6 rows, same bucket
+    second = time.perf_counter() - start
+    assert second < first / 2, (first, second)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"top_k": tf.constant([-1], tf.int32)}, "top_k must be >= 0"),
+    ({"seed": tf.constant([1, 2], tf.int32)}, "seed must have one value per prompt"),
+    ({"temperature": tf.ones([3])}, "temperature must have one value"),
+])
+def test_bad_options_are_refused_by_the_export(exported, overrides, message):
+    _, fn = exported
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call(fn, ["First"], **overrides)
