@@ -27,7 +27,7 @@ CLASSIFIER_PRESETS = {
         "early_stopping": False,
     },
     # Tuned for quality on ~10k short texts (rotten_tomatoes val split; the sweep is
-    # in the README): a narrow encoder, heavy word dropout and weight decay, and a
+    # in docs/benchmarks.md): a narrow encoder, heavy word dropout and weight decay, and a
     # bag of hashed bigrams beside the encoder; early stopping keeps the best epoch.
     # Then a naive-Bayes wide path (unigrams + 4M hashed bigram buckets, one float
     # each) is blended in on the val split: test accuracy 0.774 -> 0.784 (mean of 4 seeds).
@@ -122,7 +122,7 @@ _NANOGPT_CPU = {
     # Generation past the 64-token window: re-encode the last 48 tokens, then
     # continue cached (None = re-encode 63 per token, nanoGPT-exact, ~5x slower).
     "window_keep": 48,
-    "jit_compile": True,  # XLA train step: 27.9k vs 23.3k tokens/s (README, Results)
+    "jit_compile": True,  # XLA train step: 27.9k vs 23.3k tokens/s (docs/benchmarks.md)
     # Several train steps per call into TensorFlow: 20.8 vs 22.4 ms/step with 8
     # on a quiet machine (benchmarks/bench_generation.py --steps 400), same loss;
     # 50 vs 10 saves another 2% (17.3 vs 17.7 ms/step). It divides eval_interval,
