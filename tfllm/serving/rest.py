@@ -143,22 +143,21 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
             })
         return _json_reply(status_json(registry.statuses(name, version, label)))
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request) -> bytearray:
         max_body = limits.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
             raise RequestError(
                 f"Request body of {length} bytes is over the {max_body}-byte limit "
                 "(tfllm serve --max-body-bytes); send fewer instances per request.", 413)
-        chunks, size = [], 0
+        body = bytearray()  # one growing buffer: no second copy from joining chunks
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
+            if len(body) + len(chunk) > max_body:
                 raise RequestError(
                     f"Request body is over the {max_body}-byte limit (tfllm serve "
                     "--max-body-bytes); send fewer instances per request.", 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+        return body
 
     def parse_predict(servable: Servable, raw: bytes) -> tuple[Signature, dict, bool]:
         try:

@@ -51,6 +51,25 @@ def configure_threads(intra_op_threads: int, inter_op_threads: int = 0) -> None:
         logger.warning("TensorFlow is already initialised in this process; thread settings unchanged.")
 
 
+def return_freed_memory() -> None:
+    """Large request buffers go back to the OS when freed (glibc only; elsewhere a no-op).
+
+    glibc serves a freed large block's size from its heap next time (its mmap
+    threshold rises to up to 32 MB after each free), so after a burst of large
+    requests the server kept their memory until restart. A fixed 1 MiB
+    threshold keeps every larger buffer in its own mapping, unmapped when freed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def bind_rest_socket(host: str, port: int) -> socket.socket:
     """Binds the REST port now, so that a busy one fails before any model loads.
 
@@ -137,6 +156,7 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
     # has dropped them logs "Unknown experiment" and runs as before. It must be set
     # before grpc starts; a GRPC_EXPERIMENTS the user set wins.
     os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
+    return_freed_memory()
     configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                       inter_op_threads)
     if model_config_file is None:
