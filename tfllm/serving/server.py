@@ -70,8 +70,8 @@ def return_freed_memory() -> None:
         pass
 
 
-def bind_rest_socket(host: str, port: int) -> socket.socket:
-    """Binds the REST port now, so that a busy one fails before any model loads.
+def bind_socket(host: str, port: int, protocol: str = "REST", flag: str = "--port") -> socket.socket:
+    """Binds a port now, so that a busy one fails before any model loads.
 
     Raises:
         UserInputError: if the address cannot be bound.
@@ -87,8 +87,8 @@ def bind_rest_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as e:
         sock.close()
-        raise UserInputError(f"Cannot bind REST to {host}:{port} ({e.strerror or e}); pick "
-                             "another --port or stop what is using it.") from e
+        raise UserInputError(f"Cannot bind {protocol} to {host}:{port} ({e.strerror or e}); pick "
+                             f"another {flag} or stop what is using it.") from e
     sock.set_inheritable(True)
     return sock
 
@@ -135,8 +135,6 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
     """
     import uvicorn
 
-    from tfllm.serving.grpc_service import make_grpc_server
-
     if not os.path.isdir(model_base_path):
         raise UserInputError(
             f"Model folder {model_base_path!r} does not exist; export a model first "
@@ -157,17 +155,23 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
     # before grpc starts; a GRPC_EXPERIMENTS the user set wins.
     os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
     return_freed_memory()
-    configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
-                      inter_op_threads)
-    if model_config_file is None:
-        candidate = os.path.join(model_base_path, "models.config")
-        model_config_file = candidate if os.path.exists(candidate) else None
-    registry = ModelRegistry(model_base_path, poll_seconds, model_config_file)
-    # Both ports before the models: loading takes seconds, a busy port is known at once.
-    rest_socket = bind_rest_socket(host, port)
-    grpc_server = None
+    # Both ports before TensorFlow starts and the models load (seconds): a busy port
+    # is known at once. The REST socket is kept; the gRPC port is tried here and
+    # bound for good by grpcio below.
+    rest_socket = bind_socket(host, port)
+    grpc_server = registry = None
     try:
         if grpc_port:
+            bind_socket(host, grpc_port, "gRPC", "--grpc-port (0 turns gRPC off)").close()
+        configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
+                          inter_op_threads)
+        if model_config_file is None:
+            candidate = os.path.join(model_base_path, "models.config")
+            model_config_file = candidate if os.path.exists(candidate) else None
+        registry = ModelRegistry(model_base_path, poll_seconds, model_config_file)
+        if grpc_port:
+            from tfllm.serving.grpc_service import make_grpc_server  # imports TensorFlow
+
             grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", limits, policy)
         registry.refresh()
         registry.start_polling()
@@ -181,7 +185,8 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
                                 log_level="warning", access_log=False)
         uvicorn.Server(config).run(sockets=[rest_socket])
     finally:
-        registry.stop()
+        if registry is not None:
+            registry.stop()
         rest_socket.close()
         if grpc_server is not None:
             grpc_server.stop(grace=1)
