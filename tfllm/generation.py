@@ -12,6 +12,7 @@ Streaming runs the compiled loop in chunks: each chunk's prompt is the last
 one fixed-shape buffer, so every chunk reuses one compiled function.
 """
 
+import inspect
 import os
 import warnings
 
@@ -116,14 +117,30 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def decode(inputs):
-        model.sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"],
-                                      banned_token_ids)
-        return model.generate_step(
-            {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
-            stop_token_ids=list(stop_token_ids),
-        )["token_ids"]
+        sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"],
+                                banned_token_ids)
+        return generate_step(model, {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
+                             list(stop_token_ids), sampler)["token_ids"]
 
     return decode
+
+
+def generate_step(model, inputs, stop_token_ids, sampler):
+    """`model.generate_step(inputs)` decoding with `sampler`, leaving the model as it was.
+
+    The sampler (and the graph tensors traced for it) never becomes the
+    model's: tfllm's `CausalLM` takes it as an argument; any other KerasHub
+    task gets it for the duration of the call only, so a later
+    `model.generate()` finds its own sampler and compiled function untouched.
+    """
+    if "sampler" in inspect.signature(model.generate_step).parameters:
+        return model.generate_step(inputs, stop_token_ids=stop_token_ids, sampler=sampler)
+    own = model.sampler
+    model.sampler = sampler
+    try:
+        return model.generate_step(inputs, stop_token_ids=stop_token_ids)
+    finally:
+        model.sampler = own
 
 
 class Generator:
@@ -214,14 +231,16 @@ class Generator:
         key += (tuple(stop_token_ids),)
         if key not in self._compiled:
             if sampler == "beam":
-                self.model.sampler = keras_hub.samplers.BeamSampler(num_beams=num_beams)
-                self.model.generate_function = None
-                self.model.jit_compile = self.jit_compile
-                function = self.model.make_generate_function()
-                self._compiled[key] = lambda inputs: function(
-                    {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
-                    stop_token_ids=list(stop_token_ids),
-                )["token_ids"]
+                # Its own compiled function, as KerasHub's make_generate_function builds one, but
+                # without setting the model's sampler, generate_function or jit_compile.
+                beam, model = keras_hub.samplers.BeamSampler(num_beams=num_beams), self.model
+
+                @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+                def beam_decode(inputs):
+                    return generate_step(model, {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
+                                         list(stop_token_ids), beam)["token_ids"]
+
+                self._compiled[key] = beam_decode
             else:
                 self._compiled[key] = decode_function(self.model, stop_token_ids, self.jit_compile, self.banned_ids)
         return self._compiled[key]
@@ -352,16 +371,43 @@ def load_generator(run_dir, jit_compile=True):
     return Generator(model, model.preprocessor.tokenizer, jit_compile=jit_compile)
 
 
+_LOADED = {}  # real path of a run directory -> (its files' signature, Generator)
+
+
+def _run_signature(run_dir):
+    """Names, sizes and modification times of a run directory's top-level entries (None if unreadable)."""
+    try:
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(run_dir)))
+    except OSError:
+        return None
+
+
+def cached_generator(run_dir):
+    """The `Generator` of `run_dir`, loaded once per process and kept with its compiled decoding functions.
+
+    A second call returns the same object (no reload, no recompilation); it
+    loads again only when the run directory's files change (a retrained run).
+    """
+    key = os.path.realpath(run_dir)
+    signature = _run_signature(key)
+    hit = _LOADED.get(key)
+    if hit is None or hit[0] != signature or signature is None:
+        _LOADED[key] = (signature, load_generator(run_dir))
+    return _LOADED[key][1]
+
+
 def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler="top_k", temperature=1.0, top_k=50,
              top_p=0.9, seed=None, stop=None, stream_callback=None, num_beams=4):
     """Continues `prompts` with a `Generator` or the model of a run directory.
 
     See `Generator.generate` for the arguments. Returns the new text per prompt.
+    A run directory's model is loaded once per process (`cached_generator`),
+    so later calls reuse it and its compiled decoding functions.
 
     Example:
     >>> generate("runs/shakespeare", ["ROMEO:"], max_new_tokens=100, sampler="greedy")
     """
-    generator = model_or_run_dir if isinstance(model_or_run_dir, Generator) else load_generator(model_or_run_dir)
+    generator = model_or_run_dir if isinstance(model_or_run_dir, Generator) else cached_generator(model_or_run_dir)
     return generator.generate(prompts, max_new_tokens=max_new_tokens, sampler=sampler, temperature=temperature,
                               top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed, stop=stop,
                               stream_callback=stream_callback)

@@ -398,12 +398,14 @@ class CausalLM(keras_hub.models.CausalLM):
         cache_length = ops.minimum(length, self.sequence_length) if not isinstance(length, int) else min(length, self.sequence_length)
         return self._encode(token_ids[:, :cache_length], cache_length)
 
-    def generate_step(self, inputs, stop_token_ids=None):
+    def generate_step(self, inputs, stop_token_ids=None, sampler=None):
         """KerasHub's compilable generation step, with a sliding context window.
 
         `inputs` holds `"token_ids"` and `"padding_mask"` of shape
         `[batch, max_length]`: prompts left-aligned, padded to the length of
         prompt plus new tokens. `max_length` may exceed `sequence_length`.
+        `sampler` (default: the one `compile` set) lets a caller decode with its
+        own sampler without storing it, or tensors traced for it, on the model.
         """
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
         window = self.sequence_length
@@ -438,7 +440,7 @@ class CausalLM(keras_hub.models.CausalLM):
             logits, hidden, kv = self.call_with_cache(token, kv, i - offset[0])
             return ops.squeeze(logits, axis=1), ops.squeeze(hidden, axis=1), (kv, offset)
 
-        token_ids = self.sampler(
+        token_ids = (sampler or self.sampler)(
             next=next,
             prompt=token_ids,
             cache=(cache, offset),

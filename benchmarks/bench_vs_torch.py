@@ -1,0 +1,603 @@
+"""tfllm against a PyTorch reference on this machine: paired, alternating, same data.
+
+    .venv/bin/pip install -e ".[bench]"              # torch 2.13 CPU, benchmarks only
+    .venv/bin/python benchmarks/bench_vs_torch.py     # ~15-20 min on 2 cores
+    .venv/bin/python benchmarks/bench_vs_torch.py --only steps classifier --rounds 3
+
+Every figure is a ratio of two measurements taken in the same run, one after
+the other, in rounds (tfllm, reference, tfllm, reference, ...), so load from
+other work on a shared machine hits both sides alike. The reference is
+`benchmarks/torch_reference.py` (nanoGPT's character GPT and the article's
+classifier, written in PyTorch). Before any timing the same initial weights
+are loaded into both, and both must compute the same loss on the same batch
+(and, for the GPT, the same loss again after 50 training steps on the same
+batches); the script stops otherwise.
+
+Sections (`--only`):
+  steps       train step, nanogpt-cpu, float32 and mixed_bfloat16 vs the reference (same batches)
+  train       the whole `tfllm train` command vs `torch_reference.py train`, every phase accounted for
+  generate    `tfllm generate RUN "ROMEO:" --max-new-tokens 900` cold vs `torch_reference.py sample`
+  predict     `tfllm predict RUN "one text"` cold (article classifier, 1 epoch)
+  classifier  train step of the `article` classifier vs the reference (same batches)
+
+Writes benchmarks/results/vs_torch.json: ratios (tfllm speed / reference
+speed, so > 1 means tfllm is faster), the raw figures of every round, the
+machine's CPU model and flags, and the commands.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = sys.executable
+TFLLM = [PY, "-m", "tfllm.cli"]
+REFERENCE = [PY, os.path.join(HERE, "torch_reference.py")]
+GPT_BATCH, GPT_BLOCK = 12, 64
+CLS_BATCH, CLS_LENGTH = 32, 100
+CHECK_STEPS = 50  # steps both take (one execution of nanogpt-cpu's 50 steps per call) on the same batches before the second loss check
+LOSS_TOLERANCE = 1e-4  # initial loss, same weights, same batch (float32 round-off)
+TRAINED_LOSS_TOLERANCE = 2e-3  # after CHECK_STEPS (Keras/PyTorch Adam differ in where epsilon enters)
+
+
+def cpu_info():
+    model, flags = platform.processor(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", platform.processor()):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags],
+            "bf16_hardware": any(f in flags for f in ("avx512_bf16", "amx_bf16"))}
+
+
+def run_worker(args, env=None):
+    """Runs this script in worker mode in a fresh process; returns its JSON result."""
+    out = subprocess.run([PY, os.path.abspath(__file__), "--worker", *args], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, cwd=ROOT)
+    if out.returncode:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"worker {args[:2]} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(command, env=None):
+    """(seconds, completed process) of one command, start to exit."""
+    start, wall = time.perf_counter(), time.time()
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+    seconds = time.perf_counter() - start
+    if out.returncode:
+        sys.stderr.write(out.stdout[-2000:] + out.stderr[-4000:])
+        raise SystemExit(f"command failed: {' '.join(command)}")
+    out.launched_at = wall
+    out.ended_at = time.time()
+    return seconds, out
+
+
+def median(values):
+    return round(statistics.median(values), 4) if values else None
+
+
+# --- workers: each runs in its own process, tfllm's or torch's, never both ---------------
+
+
+def gpt_batches(path, count, seed=0):
+    """`count` batches of random windows of the bundled corpus, tokenized as tfllm's char tokenizer does."""
+    import numpy as np
+
+    sys.path.insert(0, HERE)
+    from torch_reference import char_vocabulary, encode, load_shakespeare
+
+    train_text, _ = load_shakespeare()
+    ids = encode(train_text, char_vocabulary(train_text))
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(ids) - GPT_BLOCK - 1, size=(count, GPT_BATCH))
+    windows = ids[starts[..., None] + np.arange(GPT_BLOCK + 1)].astype("int32")
+    np.savez(path, windows=windows, vocabulary_size=len(set(train_text)) + 5)
+
+
+def classifier_batches(path, count, vocabulary_size=10000, seed=0):
+    """Token-id batches of the article's shape: 32 texts padded to 100, lengths 5-100, with 0/1 labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocabulary_size, size=(count, CLS_BATCH, CLS_LENGTH)).astype("int32")
+    lengths = rng.integers(5, CLS_LENGTH + 1, size=(count, CLS_BATCH))
+    ids[np.arange(CLS_LENGTH)[None, None, :] >= lengths[..., None]] = 0
+    labels = rng.integers(0, 2, size=(count, CLS_BATCH)).astype("float32")
+    np.savez(path, ids=ids, labels=labels, vocabulary_size=vocabulary_size)
+
+
+def _chunk_medians(chunk_seconds, per_chunk):
+    return round(statistics.median(chunk_seconds) / per_chunk * 1000, 3)
+
+
+def worker_tf_gpt(batches_path, weights_path, steps, precision, save_weights):
+    """tfllm's nanogpt-cpu model: weights out (or in), loss checks, then timed steps on the same batches."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfllm.models.presets import resolve_preset
+    from tfllm.tokenizers import train_tokenizer
+    from tfllm.training import common
+    from tfllm.training.causal_lm import StepTimer, build_causal_lm
+
+    data = np.load(batches_path)
+    windows = data["windows"]
+    keras.utils.set_random_seed(0)
+    preset = resolve_preset("generate", "nanogpt-cpu", {"steps": steps})
+    spe = preset["steps_per_execution"]
+    sys.path.insert(0, HERE)
+    from torch_reference import load_shakespeare
+
+    tokenizer = train_tokenizer([load_shakespeare()[0]], "char", preset["vocabulary_size"], lowercase=False)
+    assert tokenizer.vocabulary_size() == int(data["vocabulary_size"])
+    with common.precision_scope(precision):
+        try:
+            model = build_causal_lm(preset, tokenizer)
+        except (TypeError, AttributeError):  # the older signature took the vocabulary size
+            model = build_causal_lm(preset, tokenizer.vocabulary_size())
+    model.preprocessor = None  # batches are token ids already (as training detaches it)
+    backbone = model.backbone
+    names = {"wte.weight": backbone.token_embedding.embeddings, "wpe.weight": backbone.position_embedding.position_embeddings,
+             "ln_f.weight": backbone.layer_norm.gamma, "ln_f.bias": backbone.layer_norm.beta}
+    for i, block in enumerate(backbone.transformer_layers):
+        names.update({
+            f"h.{i}.ln_1.weight": block.attention_norm.gamma, f"h.{i}.ln_2.weight": block.feedforward_norm.gamma,
+            f"h.{i}.ln_1.bias": block.attention_norm.beta, f"h.{i}.ln_2.bias": block.feedforward_norm.beta,
+            f"h.{i}.c_attn.weight": block.query_key_value.kernel, f"h.{i}.attn_proj.weight": block.attention_output.kernel,
+            f"h.{i}.c_fc.weight": block.feedforward_intermediate.kernel, f"h.{i}.mlp_proj.weight": block.feedforward_output.kernel,
+        })
+    if save_weights:
+        # Dense kernels are [in, out]; torch's Linear weights are [out, in].
+        np.savez(weights_path, **{k: (v.numpy().T if k.endswith(("attn.weight", "proj.weight", "fc.weight")) else v.numpy())
+                                  for k, v in names.items()})
+    else:
+        stored = np.load(weights_path)
+        for k, v in names.items():
+            v.assign(stored[k].T if k.endswith(("attn.weight", "proj.weight", "fc.weight")) else stored[k])
+
+    def loss_on(batch):
+        w = batch.astype("int32")
+        logits = model({"token_ids": w[:, :-1], "padding_mask": np.ones_like(w[:, :-1])}, training=False)
+        return float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(w[:, 1:], tf.cast(logits, "float32")))
+
+    initial_loss = loss_on(windows[0])
+
+    def dataset(batch_windows):
+        return tf.data.Dataset.from_tensor_slices(batch_windows).map(
+            lambda w: ({"token_ids": w[:, :-1], "padding_mask": tf.ones_like(w[:, :-1])}, w[:, 1:]))
+
+    # CHECK_STEPS training steps (one execution) on the next batches, then the loss on batch 0 again.
+    model.fit(dataset(windows[1: CHECK_STEPS + 1]), epochs=1, verbose=0, shuffle=False)
+    trained_loss = loss_on(windows[0])
+
+    timer = StepTimer()
+    timed_windows = windows[CHECK_STEPS + 1:][: (steps // spe) * spe]
+    start = time.perf_counter()
+    model.fit(dataset(timed_windows), epochs=1, verbose=0, shuffle=False, callbacks=[timer])
+    total = time.perf_counter() - start
+    chunks = timer.step_seconds  # one per execution of `spe` steps, the first (compilation) left out
+    return {"initial_loss": initial_loss, "loss_after_check_steps": trained_loss,
+            "median_ms_per_step": _chunk_medians(chunks, spe), "steps": len(timed_windows),
+            "steps_per_execution": spe, "fit_seconds": round(total, 2), "precision": precision}
+
+
+def worker_torch_gpt(batches_path, weights_path, steps, chunk):
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, HERE)
+    from torch_reference import GPT, GPT_CONFIG, GPT_TRAIN, make_gpt_step
+
+    data = np.load(batches_path)
+    windows = torch.from_numpy(data["windows"].astype("int64"))
+    model = GPT(**dict(GPT_CONFIG, vocab_size=int(data["vocabulary_size"])))
+    stored = np.load(weights_path)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(stored[name]))
+    optimizer = model.configure_optimizer()
+    step = make_gpt_step(model, optimizer, steps=steps)
+
+    def loss_on(w):
+        with torch.no_grad():
+            model.eval()
+            loss = float(model(w[:, :-1], w[:, 1:])[1])
+            model.train()
+            return loss
+
+    initial_loss = loss_on(windows[0])
+    for i in range(1, CHECK_STEPS + 1):
+        step(windows[i][:, :-1], windows[i][:, 1:])
+    trained_loss = loss_on(windows[0])
+    timed_windows = windows[CHECK_STEPS + 1:][: (steps // chunk) * chunk]
+    chunks, start = [], time.perf_counter()
+    for c in range(0, len(timed_windows), chunk):
+        t = time.perf_counter()
+        for w in timed_windows[c: c + chunk]:
+            loss = step(w[:, :-1], w[:, 1:])
+        loss.item()
+        chunks.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    return {"initial_loss": initial_loss, "loss_after_check_steps": trained_loss,
+            "median_ms_per_step": _chunk_medians(chunks[1:], chunk), "steps": len(timed_windows),
+            "fit_seconds": round(total, 2), "threads": torch.get_num_threads()}
+
+
+def _classifier_names(model):
+    """tfllm TextClassifier variables by the reference's parameter names, with torch's layout."""
+    import numpy as np
+
+    layers = {layer.name: layer for layer in model.layers}
+    embedding = layers["embedding"]
+    pairs = {"token_embedding.weight": (embedding.token_embedding.embeddings, None),
+             "position_embedding.weight": (embedding.position_embedding.position_embeddings, None),
+             "head.weight": (layers["probabilities"].kernel, "T"), "head.bias": (layers["probabilities"].bias, None)}
+    i = 0
+    while f"encoder_block_{i}" in layers:
+        block, p = layers[f"encoder_block_{i}"], f"blocks.{i}."
+        attention = block._self_attention_layer
+        for torch_name, dense in (("query", attention._query_dense), ("key", attention._key_dense),
+                                  ("value", attention._value_dense)):
+            pairs[p + torch_name + ".weight"] = (dense.kernel, "qkv")  # [C, H, D] -> [H*D, C]
+            pairs[p + torch_name + ".bias"] = (dense.bias, "flat")
+        pairs[p + "attention_output.weight"] = (attention._output_dense.kernel, "out")  # [H, D, C] -> [C, H*D]
+        pairs[p + "attention_output.bias"] = (attention._output_dense.bias, None)
+        for torch_name, norm in (("attention_norm", block._self_attention_layer_norm),
+                                 ("feedforward_norm", block._feedforward_layer_norm)):
+            pairs[p + torch_name + ".weight"] = (norm.gamma, None)
+            pairs[p + torch_name + ".bias"] = (norm.beta, None)
+        for torch_name, dense in (("intermediate", block._feedforward_intermediate_dense),
+                                  ("output", block._feedforward_output_dense)):
+            pairs[p + torch_name + ".weight"] = (dense.kernel, "T")
+            pairs[p + torch_name + ".bias"] = (dense.bias, None)
+        i += 1
+
+    def to_torch(value, how):
+        if how == "T":
+            return value.T
+        if how == "qkv":
+            return value.reshape(value.shape[0], -1).T
+        if how == "flat":
+            return value.reshape(-1)
+        if how == "out":
+            return value.reshape(-1, value.shape[-1]).T
+        return value
+
+    def from_torch(value, how, shape):
+        if how == "T":
+            return value.T
+        if how in ("qkv", "out"):
+            return value.T.reshape(shape)
+        return value.reshape(shape)
+
+    return pairs, to_torch, from_torch, i, np
+
+
+def worker_tf_classifier(batches_path, weights_path, steps, jit_compile, save_weights):
+    import keras
+    import numpy as np
+
+    from tfllm.models.presets import resolve_preset
+    from tfllm.models.text_classifier import TextClassifier
+    from tfllm.training.classifier import compile_classifier
+
+    data = np.load(batches_path)
+    ids, labels = data["ids"], data["labels"]
+    keras.utils.set_random_seed(0)
+    preset = resolve_preset("classify", "article", {} if jit_compile is None else {"jit_compile": jit_compile})
+    args = {k: preset[k] for k in ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout")}
+    model = TextClassifier(vocabulary_size=int(data["vocabulary_size"]), num_classes=2, **args)
+    compile_classifier(model, preset)
+    pairs, to_torch, from_torch, _, _ = _classifier_names(model)
+    if save_weights:
+        np.savez(weights_path, **{k: to_torch(v.numpy(), how) for k, (v, how) in pairs.items()})
+    else:
+        stored = np.load(weights_path)
+        for k, (v, how) in pairs.items():
+            v.assign(from_torch(stored[k], how, v.shape))
+    p = np.asarray(model(ids[0], training=False))[:, 0].clip(1e-7, 1 - 1e-7)
+    y = labels[0]
+    initial_loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    import tensorflow as tf
+
+    timer_seconds = []
+    from tfllm.training.causal_lm import StepTimer
+
+    timer = StepTimer()
+    n = (steps // 1)
+    ds = tf.data.Dataset.from_tensor_slices((ids[1: n + 1], labels[1: n + 1, :, None]))
+    start = time.perf_counter()
+    model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
+    total = time.perf_counter() - start
+    timer_seconds = timer.step_seconds[5:]  # after tracing (and XLA compiling) the step
+    return {"initial_loss": initial_loss, "median_ms_per_step": round(statistics.median(timer_seconds) * 1000, 3),
+            "steps": n, "fit_seconds": round(total, 2), "jit_compile": model.jit_compile}
+
+
+def worker_torch_classifier(batches_path, weights_path, steps):
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, HERE)
+    from torch_reference import Classifier, make_classifier_step
+
+    data = np.load(batches_path)
+    ids, labels = torch.from_numpy(data["ids"].astype("int64")), torch.from_numpy(data["labels"])
+    model = Classifier(int(data["vocabulary_size"]), sequence_length=CLS_LENGTH)
+    stored = np.load(weights_path)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(stored[name]).reshape(p.shape))
+        model.eval()
+        p = model(ids[0]).clamp(1e-7, 1 - 1e-7)
+        initial_loss = float(torch.nn.functional.binary_cross_entropy(p, labels[0]))
+        model.train()
+    step = make_classifier_step(model)
+    times = []
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+        t = time.perf_counter()
+        step(ids[i], labels[i]).item()
+        times.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    return {"initial_loss": initial_loss, "median_ms_per_step": round(statistics.median(times[5:]) * 1000, 3),
+            "steps": steps, "fit_seconds": round(total, 2)}
+
+
+def worker_main(argv):
+    kind, *rest = argv
+    if kind == "gpt-batches":
+        gpt_batches(rest[0], int(rest[1]))
+        result = {"ok": True}
+    elif kind == "classifier-batches":
+        classifier_batches(rest[0], int(rest[1]))
+        result = {"ok": True}
+    elif kind == "tf-gpt":
+        result = worker_tf_gpt(rest[0], rest[1], int(rest[2]), rest[3], rest[4] == "save")
+    elif kind == "torch-gpt":
+        result = worker_torch_gpt(rest[0], rest[1], int(rest[2]), int(rest[3]))
+    elif kind == "tf-classifier":
+        jit = {"none": None, "true": True, "false": False}[rest[3]]
+        result = worker_tf_classifier(rest[0], rest[1], int(rest[2]), jit, rest[4] == "save")
+    elif kind == "torch-classifier":
+        result = worker_torch_classifier(rest[0], rest[1], int(rest[2]))
+    else:
+        raise SystemExit(f"unknown worker {kind}")
+    print(json.dumps(result))
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def check_same(name, tf_loss, torch_loss, tolerance):
+    difference = abs(tf_loss - torch_loss)
+    ok = difference <= tolerance * max(1.0, abs(torch_loss))
+    print(f"  {name}: tfllm {tf_loss:.6f}  reference {torch_loss:.6f}  difference {difference:.2e}  "
+          f"{'OK' if ok else 'MISMATCH'}", flush=True)
+    if not ok:
+        raise SystemExit(f"{name}: tfllm and the reference disagree ({tf_loss} vs {torch_loss}); not timing.")
+    return {"tfllm": round(tf_loss, 6), "reference": round(torch_loss, 6), "difference": float(f"{difference:.3g}")}
+
+
+def section_steps(args, work):
+    batches, weights = os.path.join(work, "gpt_batches.npz"), os.path.join(work, "gpt_init.npz")
+    run_worker(["gpt-batches", batches, str(args.steps + CHECK_STEPS + 1)])
+    precisions = ["float32"] + (["mixed_bfloat16"] if args.bf16 else [])
+    rounds, checks = [], {}
+    for r in range(args.rounds):
+        row = {}
+        for precision in precisions:
+            save = "save" if (r == 0 and precision == "float32") else "load"
+            row[f"tfllm_{precision}"] = run_worker(["tf-gpt", batches, weights, str(args.steps), precision, save])
+            if r == 0 and precision == "float32":
+                row["reference"] = run_worker(["torch-gpt", batches, weights, str(args.steps), "50"])
+                checks["initial_loss"] = check_same("initial loss, same weights, batch 0",
+                                                    row["tfllm_float32"]["initial_loss"], row["reference"]["initial_loss"],
+                                                    LOSS_TOLERANCE)
+                checks[f"loss_after_{CHECK_STEPS}_steps"] = check_same(
+                    f"loss on batch 0 after {CHECK_STEPS} steps on the same batches",
+                    row["tfllm_float32"]["loss_after_check_steps"], row["reference"]["loss_after_check_steps"],
+                    TRAINED_LOSS_TOLERANCE)
+        if "reference" not in row:
+            row["reference"] = run_worker(["torch-gpt", batches, weights, str(args.steps), "50"])
+        rounds.append(row)
+        print(f"  round {r + 1}: " + "  ".join(f"{k} {v['median_ms_per_step']} ms" for k, v in row.items()), flush=True)
+    result = {"checks": checks, "rounds": rounds, "steps_per_round": args.steps}
+    for precision in precisions:
+        ratios = [row["reference"]["median_ms_per_step"] / row[f"tfllm_{precision}"]["median_ms_per_step"] for row in rounds]
+        result[f"speed_ratio_{precision}"] = median(ratios)
+        result[f"speed_ratio_{precision}_per_round"] = [round(x, 3) for x in ratios]
+    return result
+
+
+def section_classifier(args, work):
+    batches, weights = os.path.join(work, "cls_batches.npz"), os.path.join(work, "cls_init.npz")
+    steps = args.classifier_steps
+    run_worker(["classifier-batches", batches, str(steps + 1)])
+    rounds, checks = [], {}
+    variants = {"tfllm_article": "none", "tfllm_article_xla": "true"}
+    for r in range(args.rounds):
+        row = {}
+        for name, jit in variants.items():
+            row[name] = run_worker(["tf-classifier", batches, weights, str(steps), jit,
+                                    "save" if (r == 0 and name == "tfllm_article") else "load"])
+            if r == 0 and name == "tfllm_article":
+                row["reference"] = run_worker(["torch-classifier", batches, weights, str(steps)])
+                checks["initial_loss"] = check_same("classifier loss, same weights, batch 0 (no dropout)",
+                                                    row[name]["initial_loss"], row["reference"]["initial_loss"],
+                                                    LOSS_TOLERANCE)
+        if "reference" not in row:
+            row["reference"] = run_worker(["torch-classifier", batches, weights, str(steps)])
+        rounds.append(row)
+        print(f"  round {r + 1}: " + "  ".join(f"{k} {v['median_ms_per_step']} ms" for k, v in row.items()), flush=True)
+    result = {"checks": checks, "rounds": rounds, "steps_per_round": steps}
+    for name in variants:
+        ratios = [row["reference"]["median_ms_per_step"] / row[name]["median_ms_per_step"] for row in rounds]
+        result[f"speed_ratio_{name}"] = median(ratios)
+        result[f"speed_ratio_{name}_per_round"] = [round(x, 3) for x in ratios]
+    return result
+
+
+def section_train(args, work):
+    rounds = []
+    for r in range(args.rounds):
+        row = {}
+        tf_dir, timing = os.path.join(work, f"tfllm_run_{r}"), os.path.join(work, f"timing_{r}.json")
+        command = [*TFLLM, "train", "--task", "generate", "--data", "shakespeare", "--preset", "nanogpt-cpu",
+                   "--run-dir", tf_dir, "--steps", str(args.train_steps)]
+        seconds, out = timed(command, env={"TFLLM_TIMING_FILE": timing})
+        phases = json.load(open(timing))
+        metrics = json.load(open(_metrics_path(tf_dir)))
+        row["tfllm"] = {"seconds": round(seconds, 2), "val_loss": metrics["val"]["loss"],
+                        "median_ms_per_step": metrics["speed"]["ms_per_step"],
+                        "phases_seconds": _account(phases, out, seconds)}
+        ref_dir = os.path.join(work, f"reference_run_{r}")
+        seconds, out = timed([*REFERENCE, "train", "--out-dir", ref_dir, "--steps", str(args.train_steps)])
+        ref = json.loads(out.stdout.strip().splitlines()[-1])
+        phases = dict(ref["phases_seconds"])
+        phases["startup_and_exit"] = round(seconds - sum(phases.values()) + phases.pop("import"), 3)
+        phases["import"] = ref["phases_seconds"]["import"]
+        phases["startup_and_exit"] = round(phases["startup_and_exit"] - phases["import"], 3)
+        row["reference"] = {"seconds": round(seconds, 2), "val_loss": ref["val_loss"],
+                            "median_ms_per_step": ref["median_ms_per_step"], "phases_seconds": phases}
+        rounds.append(row)
+        print(f"  round {r + 1}: tfllm {row['tfllm']['seconds']} s (val {row['tfllm']['val_loss']})  "
+              f"reference {row['reference']['seconds']} s (val {row['reference']['val_loss']})", flush=True)
+    ratios = [row["reference"]["seconds"] / row["tfllm"]["seconds"] for row in rounds]
+    step_ratios = [row["reference"]["median_ms_per_step"] / row["tfllm"]["median_ms_per_step"] for row in rounds]
+    return {"rounds": rounds, "steps": args.train_steps, "speed_ratio": median(ratios),
+            "speed_ratio_per_round": [round(x, 3) for x in ratios],
+            "step_speed_ratio_inside_the_commands": median(step_ratios),
+            "commands": {"tfllm": "python -m tfllm.cli train --task generate --data shakespeare --preset nanogpt-cpu "
+                                  f"--run-dir DIR --steps {args.train_steps}",
+                         "reference": f"python benchmarks/torch_reference.py train --out-dir DIR --steps {args.train_steps}"},
+            "run_dirs": {"tfllm": os.path.join(work, f"tfllm_run_{args.rounds - 1}"),
+                         "reference": os.path.join(work, f"reference_run_{args.rounds - 1}")}}
+
+
+def _metrics_path(run_dir):
+    return os.path.join(run_dir, "metrics.json")
+
+
+def _account(phases, out, seconds):
+    """The tfllm command's seconds: interpreter start + imports before training starts, the
+    training function's own phases, and what remains after it returns (exit)."""
+    account = {"startup_and_import": round(phases["entered_at"] - out.launched_at, 3)}
+    account.update({k: round(v, 3) for k, v in phases["phases"].items()})
+    account["exit"] = round(out.ended_at - phases["returned_at"], 3)
+    account["unaccounted"] = round(seconds - sum(account.values()), 3)
+    return account
+
+
+def section_generate(args, work, train_result=None):
+    if train_result:
+        tf_dir, ref_dir = train_result["run_dirs"]["tfllm"], train_result["run_dirs"]["reference"]
+    else:
+        tf_dir, ref_dir = os.path.join(work, "tfllm_gen_run"), os.path.join(work, "reference_gen_run")
+        timed([*TFLLM, "train", "--task", "generate", "--data", "shakespeare", "--preset", "nanogpt-cpu",
+               "--run-dir", tf_dir, "--steps", "250"])
+        timed([*REFERENCE, "train", "--out-dir", ref_dir, "--steps", "250"])
+    tf_command = [*TFLLM, "generate", tf_dir, "ROMEO:", "--max-new-tokens", str(args.new_tokens), "--seed", "1"]
+    ref_command = [*REFERENCE, "sample", "--out-dir", ref_dir, "--prompt", "ROMEO:", "--max-new-tokens", str(args.new_tokens)]
+    rounds = []
+    for r in range(args.generate_rounds):
+        tf_seconds, tf_out = timed(tf_command)
+        ref_seconds, ref_out = timed(ref_command)
+        rounds.append({"tfllm": round(tf_seconds, 3), "reference": round(ref_seconds, 3),
+                       "tfllm_characters": len(tf_out.stdout) - 1, "reference_characters": len(ref_out.stdout) - 1,
+                       "reference_phases": json.loads(ref_out.stderr.strip().splitlines()[-1])})
+        print(f"  round {r + 1}: tfllm generate {tf_seconds:.2f} s  reference sample {ref_seconds:.2f} s", flush=True)
+    ratios = [row["reference"] / row["tfllm"] for row in rounds]
+    return {"rounds": rounds, "speed_ratio": median(ratios), "speed_ratio_per_round": [round(x, 3) for x in ratios],
+            "commands": {"tfllm": "python -m tfllm.cli generate RUN ROMEO: --max-new-tokens %d --seed 1" % args.new_tokens,
+                         "reference": "python benchmarks/torch_reference.py sample --out-dir DIR --prompt ROMEO: "
+                                      "--max-new-tokens %d" % args.new_tokens}}
+
+
+def section_predict(args, work):
+    run_dir = os.path.join(work, "article_run")
+    timed([*TFLLM, "train", "--data", "rotten_tomatoes", "--preset", "article", "--epochs", "1", "--run-dir", run_dir])
+    seconds = []
+    for _ in range(args.generate_rounds):
+        s, out = timed([*TFLLM, "predict", run_dir, "a joyous, moving film"])
+        seconds.append(round(s, 3))
+    print(f"  tfllm predict, one text, cold: {seconds} s", flush=True)
+    return {"seconds": seconds, "median_seconds": median(seconds), "goal_seconds": 3.0,
+            "command": "python -m tfllm.cli predict RUN 'a joyous, moving film' (article preset, 1 epoch)"}
+
+
+def main(argv=None):
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        return worker_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sections = ["steps", "classifier", "train", "generate", "predict"]
+    parser.add_argument("--only", nargs="+", choices=sections, default=sections)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=600, help="timed train steps per side and round (steps section)")
+    parser.add_argument("--classifier-steps", type=int, default=150)
+    parser.add_argument("--train-steps", type=int, default=2000, help="steps of each whole training command")
+    parser.add_argument("--generate-rounds", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=900)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time tfllm with mixed_bfloat16 (steps section)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "vs_torch.json"))
+    args = parser.parse_args(argv)
+
+    import torch  # noqa: F401  (fail early, with the install hint, when the bench extra is missing)
+
+    work = tempfile.mkdtemp(prefix="bench-vs-torch-")
+    result = {"command": "python benchmarks/bench_vs_torch.py " + " ".join(sys.argv[1:]), "cpu": cpu_info(),
+              "versions": _versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
+    if os.path.exists(args.out):  # keep sections not rerun this time, marked as such
+        previous = json.load(open(args.out))
+        for name in sections:
+            if name in previous and name not in args.only:
+                result[name] = dict(previous[name], from_an_earlier_run=previous[name].get("from_an_earlier_run") or previous.get("started"))
+    train = None
+    for name in args.only:
+        print(f"[{name}]", flush=True)
+        if name == "steps":
+            result["steps"] = section_steps(args, work)
+        elif name == "classifier":
+            result["classifier"] = section_classifier(args, work)
+        elif name == "train":
+            result["train"] = train = section_train(args, work)
+        elif name == "generate":
+            result["generate"] = section_generate(args, work, train)
+        elif name == "predict":
+            result["predict"] = section_predict(args, work)
+        result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps({k: v for k, v in result.items() if k in ("cpu",)} | {
+        name: {k: v for k, v in result[name].items() if "ratio" in k or k in ("checks", "median_seconds")}
+        for name in sections if name in result}, indent=2))
+    return 0
+
+
+def _versions():
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("tensorflow", "keras", "keras-hub", "torch")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The fast paths of issue 19 (no timing here: speed figures live in benchmarks/bench_vs_torch.py).
+
+* `tfllm.generation.generate(run_dir, ...)` keeps one loaded model per run
+  directory: a second call neither reloads nor recompiles.
+* Decoding keeps its state out of the model (issue 17): `Generator.generate`
+  leaves the model's sampler, `generate_function` and `jit_compile` as they
+  were, and a later `model.generate()` works.
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from lm_utils import TEXT, tiny_generator
+from tfllm import generation
+
+
+def test_generate_reuses_the_loaded_model_of_a_run_dir(tmp_path, monkeypatch):
+    loads = []
+
+    def fake_load(run_dir, jit_compile=True):
+        loads.append(run_dir)
+        return tiny_generator()
+
+    monkeypatch.setattr(generation, "load_generator", fake_load)
+    monkeypatch.setattr(generation, "_LOADED", {})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.weights.h5").write_bytes(b"weights")
+
+    first = generation.generate(str(run_dir), ["First"], max_new_tokens=4, sampler="greedy")
+    generator = generation.cached_generator(str(run_dir))
+    functions = dict(generator._compiled)
+    second = generation.generate(str(run_dir) + "/", ["First"], max_new_tokens=4, sampler="greedy")
+    assert len(loads) == 1, "the second call loaded the run again"
+    assert second == first
+    assert generation.cached_generator(str(run_dir)) is generator
+    assert generator._compiled == functions, "the second call compiled a new decoding function"
+
+    # A retrained run (its files changed) is loaded again.
+    later = time.time() + 5
+    os.utime(run_dir / "model.weights.h5", (later, later))
+    generation.generate(str(run_dir), ["First"], max_new_tokens=4, sampler="greedy")
+    assert len(loads) == 2
+
+
+def _symbolic(value):
+    return isinstance(value, tf.Tensor) and not hasattr(value, "numpy")
+
+
+def test_generation_keeps_decoding_state_out_of_the_model():
+    generator = tiny_generator(sequence_length=8)
+    model = generator.model
+    model.compile(sampler="greedy")
+    own_sampler, own_jit = model.sampler, model.jit_compile
+    assert model.generate_function is None
+
+    generator.generate(["First"], max_new_tokens=12, sampler="top_k", top_k=5, seed=1)  # slides past the window
+    generator.generate(["First"], max_new_tokens=3, sampler="beam", num_beams=2)
+    assert model.sampler is own_sampler
+    assert model.jit_compile == own_jit
+    assert model.generate_function is None
+    assert not any(_symbolic(v) for v in vars(model.sampler).values()), "graph tensors left on the model's sampler"
+
+    # KerasHub's own generate() still works, with the model's own (greedy) sampler.
+    ids = np.asarray(generator.encode("First"))
+    width = len(ids) + 5
+    token_ids = np.zeros((1, width), "int32")
+    token_ids[0, : len(ids)] = ids
+    mask = (np.arange(width) < len(ids)).astype("int32")[None]
+    out = model.generate({"token_ids": token_ids, "padding_mask": mask}, stop_token_ids=None)
+    assert np.asarray(out["token_ids"]).shape == (1, width)
+    np.testing.assert_array_equal(np.asarray(out["token_ids"])[0, : len(ids)], ids)
+    assert model.sampler is own_sampler
+    assert set(TEXT)  # the tokenizer's characters (keeps the import meaningful for readers)
