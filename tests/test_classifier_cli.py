@@ -25,8 +25,12 @@ def cli_run(tmp_path_factory):
 def test_train_writes_a_complete_run_directory(cli_run):
     run_dir, result = cli_run
     assert "Test metrics" in result.stdout and "accuracy" in result.stdout
-    for name in ("model.keras", "config.json", "labels.json", "preset.json", "metrics.json", "tokenizer/tokenizer.json"):
+    # A KerasHub preset at the root, tfllm's own records in tfllm/.
+    for name in ("config.json", "metadata.json", "task.json", "preprocessor.json", "tokenizer.json", "model.weights.h5",
+                 "task.weights.h5", "assets/tokenizer/vocabulary.txt", "metrics.json", "tfllm/run.json",
+                 "tfllm/labels.json", "tfllm/recipe.json"):
         assert (run_dir / name).exists(), name
+    assert not (run_dir / "model.keras").exists()
     assert not (run_dir / "backup").exists()  # a finished run leaves no resume state
     # None of Keras's false alarms: "ran out of data" (the pipeline's length is unknown
     # until its first pass ends) and "shuffle=True ... ignored" (its own default for tf.data).
@@ -36,7 +40,8 @@ def test_train_writes_a_complete_run_directory(cli_run):
         assert key in metrics["test"]
     matrix = np.array(metrics["test"]["confusion_matrix"]["matrix"])
     assert matrix.sum() == metrics["test"]["num_examples"]
-    assert json.loads((run_dir / "labels.json").read_text()) == ["rotten", "fresh"]
+    assert json.loads((run_dir / "tfllm" / "labels.json").read_text()) == ["rotten", "fresh"]
+    assert "TextClassifier" in json.loads((run_dir / "metadata.json").read_text())["tasks"]
 
 
 def test_tensorboard_event_files_hold_the_scalars(cli_run):
@@ -61,9 +66,44 @@ def test_predict_and_evaluate_commands(cli_run):
     for row in rows:
         assert row["label"] in ("rotten", "fresh")
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
-    result = run_cli("evaluate", run_dir, "--split", "val")
+    result = run_cli("evaluate", run_dir, "--split", "test")
     assert result.returncode == 0, result.stderr
-    assert 0.0 <= json.loads(result.stdout)["accuracy"] <= 1.0
+    report = json.loads(result.stdout)
+    # The run trained on --max-rows 300: evaluate scores exactly the run's own test split, not the whole file's.
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert report["num_examples"] == metrics["test"]["num_examples"] < 300
+    assert report["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+
+
+KERAS_HUB_LOAD = """
+import json, sys
+import numpy as np
+import keras_hub
+import tfllm  # registers tfllm's classes
+run_dir, texts = sys.argv[1], json.loads(sys.argv[2])
+task = keras_hub.models.TextClassifier.from_preset(run_dir)
+backbone = keras_hub.models.Backbone.from_preset(run_dir)
+tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(run_dir)
+print(json.dumps({"outputs": np.asarray(task.predict(texts, verbose=0)).tolist(), "backbone": type(backbone).__name__,
+                  "ids": np.asarray(tokenizer(texts[0])).tolist()}))
+"""
+
+
+def test_a_run_loads_in_plain_keras_hub_in_a_fresh_process(cli_run):
+    import keras
+
+    from tfllm.training.classifier import load_run
+
+    run_dir, _ = cli_run
+    texts = ["a joyous, moving film", "tedious"]
+    out = subprocess.run([sys.executable, "-c", KERAS_HUB_LOAD, str(run_dir), json.dumps(texts)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    model, _, _ = load_run(str(run_dir))
+    np.testing.assert_array_equal(np.asarray(loaded["outputs"], "float32"), model.predict(texts, verbose=0))
+    assert loaded["backbone"] == "EncoderBackbone"
+    assert loaded["ids"] == keras.ops.convert_to_numpy(model.preprocessor.tokenizer(texts[0])).tolist()
 
 
 RELOAD = """
@@ -93,8 +133,8 @@ def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tm
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     served = json.loads(out.stdout)
-    model, tokenizer, label_names, _ = load_run(str(run_dir))
-    expected = predict_probabilities(model, tokenizer, texts)
+    model, label_names, _ = load_run(str(run_dir))
+    expected = predict_probabilities(model, texts)
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
     assert served["label"] == [label_names[i] for i in expected.argmax(-1)]
 
@@ -110,9 +150,12 @@ def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
     metrics = train_classifier(TrainConfig(data="rotten_tomatoes_3class", preset="tiny", max_rows=300, run_dir=str(tmp_path / "r")), verbose=0)
     assert metrics["test"]["confusion_matrix"]["labels"] == ["fresh", "plot", "rotten"]
     assert metrics["test"]["average"] == "macro"
-    import keras
-    model = keras.models.load_model(tmp_path / "r" / "model.keras")
-    assert model.output_shape == (None, 3) and model.loss.name == "categorical_crossentropy"
+    from tfllm.training.classifier import load_run
+
+    model, _, _ = load_run(str(tmp_path / "r"))
+    assert model.output_shape == (None, 3)
+    run = json.loads((tmp_path / "r" / "tfllm" / "run.json").read_text())
+    assert run["data"] == "rotten_tomatoes_3class"
 
 
 @pytest.mark.parametrize(
@@ -124,25 +167,68 @@ def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
         (["train", "--data", "{tmp}/ok.csv", "--text-column", "review"], "no text column"),
         (["train", "--data", "{tmp}/one_class.csv"], "only one class"),
         (["train", "--data", "{tmp}/blank.csv"], "empty text"),
+        (["train", "--data", "{tmp}/ok.csv", "--epochs", "0"], "--epochs must be at least 1"),
+        (["train", "--data", "{tmp}/ok.csv", "--batch-size", "-1"], "--batch-size must be at least 1"),
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/nowhere"], "Cannot load --from-preset"),
+        (["pretrain", "--data", "{tmp}/one_line.txt"], "at least 2"),
+        (["pretrain", "--data", "{tmp}/missing.txt"], "does not exist"),
         (["export", "{tmp}/nowhere", "--name", "x"], "not a tfllm run"),
         (["export", "{tmp}", "--name", "../evil"], "Invalid export name"),
         (["predict", "{tmp}/nowhere", "hi"], "not a tfllm run"),
+        (["evaluate", "{tmp}/nowhere"], "not a tfllm run"),
+        (["generate", "{tmp}/old_format", "hi"], "tfllm 0.1"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, args, match):
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, args, match):
+    from tfllm.cli import main
+
     (tmp_path / "empty.csv").write_bytes(b"")
     (tmp_path / "latin1.csv").write_bytes(b"text,label\ncaf\xe9,a\nok,b\n")
     (tmp_path / "ok.csv").write_text("text,label\nfine,a\nbad,b\n")
     (tmp_path / "one_class.csv").write_text("text,label\nfine,a\nbad,a\n")
     (tmp_path / "blank.csv").write_text('text,label\n"",a\nbad,b\n')
+    (tmp_path / "one_line.txt").write_text("only one document\n")
+    (tmp_path / "old_format").mkdir()
+    (tmp_path / "old_format" / "model.keras").write_bytes(b"")
     before = sorted(os.listdir(tmp_path))
-    result = run_cli(*[a.format(tmp=tmp_path) for a in args], "--run-dir" if args[0] == "train" else "",
-                     str(tmp_path / "run") if args[0] == "train" else "", cwd=tmp_path) if args[0] == "train" else \
-        run_cli(*[a.format(tmp=tmp_path) for a in args], cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert match in result.stderr
-    assert "Traceback" not in result.stderr
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if args[0] in ("train", "pretrain"):
+        argv += ["--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 2  # in-process: the same code path as the console script, without a new TensorFlow
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1, err
     assert sorted(os.listdir(tmp_path)) == before  # no run dir, no savedmodels/
+
+
+def test_bad_input_exit_status_from_the_console_script(tmp_path):
+    result = run_cli("predict", tmp_path / "nowhere", "hi")
+    assert result.returncode == 2 and "not a tfllm run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_finished_run_is_never_destroyed(cli_run, tmp_path, capsys):
+    """Training into a finished run is refused without --overwrite; with it, a failed run puts the old one back."""
+    import shutil
+
+    from tfllm import runs
+    from tfllm.cli import main
+    from tfllm.training import common
+
+    run_dir = tmp_path / "reviews"
+    shutil.copytree(cli_run[0], run_dir)
+    snapshot = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--run-dir", str(run_dir)]
+    assert main(argv) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert main(argv + ["--batch-size", "-1", "--overwrite"]) == 2  # the issue's example
+    # A run that fails after it started (here: inside the guarded training) restores the old one.
+    resume, previous = runs.prepare(str(run_dir), overwrite=True)
+    assert not resume and previous and not (run_dir / "task.json").exists()
+    with pytest.raises(RuntimeError):
+        with common.guarded_run(str(run_dir), resume, previous):
+            (run_dir / "half-written").write_text("x")
+            raise RuntimeError("training failed")
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == snapshot
+    assert runs.is_finished(str(run_dir)) and not os.path.exists(previous)
 
 
 def test_version():

@@ -3,28 +3,40 @@ import numpy as np
 import pytest
 
 from conftest import assert_keras_roundtrip
-from tfllm.models import TextClassifier, Transformer, resolve_preset
+from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor, Transformer, resolve_preset
+from tfllm.training.classifier import class_probabilities
 from tfllm.errors import UserInputError
 
 TINY = dict(vocabulary_size=50, sequence_length=16, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=16)
 
 
 def token_ids(batch=4, length=16, seed=0):
-    ids = np.random.default_rng(seed).integers(4, 50, (batch, length)).astype("int32")
+    ids = np.random.default_rng(seed).integers(5, 50, (batch, length)).astype("int32")
     ids[:, 10:] = 0  # padding
     return ids
+
+
+def inputs_of(ids):
+    return {"token_ids": ids, "padding_mask": (ids != 0).astype("int32")}
+
+
+def classifier(num_classes, embedding_dropout=0.0, **head):
+    return TextClassifier(EncoderBackbone(embedding_dropout=embedding_dropout, **TINY), num_classes, **head)
+
+
+def probabilities(model, ids):
+    return keras.ops.convert_to_numpy(class_probabilities(model, inputs_of(ids)))
 
 
 @pytest.mark.parametrize("num_classes,units", [(2, 1), (3, 3)])
 def test_text_classifier_heads_and_round_trip(tmp_path, num_classes, units):
     keras.utils.set_random_seed(0)
-    model = TextClassifier(num_classes=num_classes, embedding_dropout=0.1, bigram_buckets=64, **TINY)
-    outputs = model(token_ids())
+    model = classifier(num_classes, embedding_dropout=0.1, bigram_buckets=64)
+    outputs = model(inputs_of(token_ids()))
     assert outputs.shape == (4, units)
-    probabilities = keras.ops.convert_to_numpy(model.probabilities(token_ids()))
-    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probabilities(model, token_ids()).sum(-1), 1.0, rtol=1e-6)
     model.summary()
-    reloaded = assert_keras_roundtrip(model, token_ids(), tmp_path / "m.keras")
+    reloaded = assert_keras_roundtrip(model, inputs_of(token_ids()), tmp_path / "m.keras")
     assert reloaded.num_classes == num_classes
 
 
@@ -41,14 +53,14 @@ def test_wide_path_is_naive_bayes_from_train_counts_blended_on_val(tmp_path, num
         ids = rng.integers(10, 50, (n, 16)).astype("int32")
         ids[:, 12:] = 0
         ids[np.arange(n), rng.integers(0, 12, n)] = 5 + labels
-        y = labels[:, None].astype("float32") if num_classes == 2 else np.eye(num_classes, dtype="float32")[labels]
-        return tf.data.Dataset.from_tensor_slices((ids, y)).batch(64), ids, labels
+        y = labels[:, None].astype("float32") if num_classes == 2 else labels.astype("int32")
+        return tf.data.Dataset.from_tensor_slices((inputs_of(ids), y)).batch(64), ids, labels
 
     def accuracy(ids, labels):
-        return float(np.mean(keras.ops.convert_to_numpy(model.probabilities(ids)).argmax(-1) == labels))
+        return float(np.mean(probabilities(model, ids).argmax(-1) == labels))
 
     keras.utils.set_random_seed(0)
-    model = TextClassifier(num_classes=num_classes, wide_bigram_buckets=64, **TINY)
+    model = classifier(num_classes, wide_bigram_buckets=64)
     # Frozen for `fit`: only the encoder trains; the blend starts as the encoder alone.
     assert not [v.path for v in model.trainable_weights if "wide_ngrams" in v.path or "blend" in v.path]
     (train, _, _), (val, _, _), (_, test_ids, test_labels) = split(400), split(200), split(200)
@@ -57,17 +69,48 @@ def test_wide_path_is_naive_bayes_from_train_counts_blended_on_val(tmp_path, num
     after = accuracy(test_ids, test_labels)
     assert after > 0.95 and after > before + 0.2, (before, after)
     assert model.get_layer("blend").get_weights()[1] > 0  # the wide logits got weight
-    assert_keras_roundtrip(model, test_ids[:8], tmp_path / "wide.keras")
+    assert_keras_roundtrip(model, inputs_of(test_ids[:8]), tmp_path / "wide.keras")
 
 
 def test_padding_is_masked_and_empty_text_is_finite():
     keras.utils.set_random_seed(0)
-    model = TextClassifier(num_classes=2, **TINY)
+    model = classifier(2)
     ids = token_ids()
     longer = ids.copy()
     longer[:, 12:] = 0  # same tokens, only the padding differs
-    np.testing.assert_allclose(model(ids), model(longer), atol=1e-6)
-    assert np.isfinite(keras.ops.convert_to_numpy(model(np.zeros((1, 16), "int32")))).all()
+    np.testing.assert_allclose(model(inputs_of(ids)), model(inputs_of(longer)), atol=1e-6)
+    assert np.isfinite(keras.ops.convert_to_numpy(model(inputs_of(np.zeros((1, 16), "int32"))))).all()
+
+
+def test_classifier_is_a_keras_hub_preset_in_a_fresh_process(tmp_path):
+    """save_to_preset -> keras_hub's own from_preset (Task, Backbone, Tokenizer) in a new process, same outputs."""
+    import subprocess
+    import sys
+
+    from tfllm.tokenizers import train_tokenizer
+
+    keras.utils.set_random_seed(0)
+    texts = ["a good film", "a bad film", "very good fun", "dull and bad", "good good good"] * 8
+    tokenizer = train_tokenizer(texts, "wordpiece", 40)
+    model = TextClassifier(EncoderBackbone(**{**TINY, "vocabulary_size": tokenizer.vocabulary_size()}), 3,
+                           preprocessor=TextClassifierPreprocessor(tokenizer, sequence_length=16), bigram_buckets=64)
+    expected = model.predict(["a good film", "dull"], verbose=0)
+    model.save_to_preset(str(tmp_path / "p"))
+    np.save(tmp_path / "expected.npy", expected)
+    script = f"""
+import numpy as np, keras_hub, tfllm.models
+p = {str(tmp_path / "p")!r}
+task = keras_hub.models.TextClassifier.from_preset(p)
+assert type(task).__module__ == "tfllm.models.text_classifier", type(task)
+np.testing.assert_array_equal(task.predict(["a good film", "dull"], verbose=0), np.load({str(tmp_path / "expected.npy")!r}))
+backbone = keras_hub.models.Backbone.from_preset(p)
+assert type(backbone).__name__ == "EncoderBackbone"
+tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(p)
+assert tokenizer.end_token_id == 3 and list(np.asarray(tokenizer(["a good film"]))[0]) == {list(np.asarray(tokenizer(["a good film"]))[0])}
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
 def test_transformer_layer_config_mask_and_round_trip(tmp_path):
@@ -140,34 +183,48 @@ def test_every_setting_the_training_code_reads_can_be_overridden():
     import re
 
     from tfllm.models.causal_lm import BACKBONE_ARGS
+    from tfllm.models.encoder_backbone import BACKBONE_ARGS as ENCODER_ARGS
     from tfllm.models.presets import known_settings
-    from tfllm.training.classifier import MODEL_ARGS
+    from tfllm.training.classifier import HEAD_ARGS
 
     source = pathlib.Path(__file__).parents[1] / "tfllm" / "training"
-    for task, module, model_args in (("classify", "classifier.py", MODEL_ARGS),
-                                     ("generate", "causal_lm.py", BACKBONE_ARGS)):
+    for task, module, model_args in (("classify", "classifier.py", ENCODER_ARGS + HEAD_ARGS),
+                                     ("generate", "causal_lm.py", BACKBONE_ARGS),
+                                     ("pretrain", "pretraining.py", ENCODER_ARGS)):
         read = set(re.findall(r'preset(?:\[|\.get\()"(\w+)"', (source / module).read_text()))
         assert read, module
-        assert read | set(model_args) <= known_settings(task), task
+        assert read | (set(model_args) - {"vocabulary_size"}) <= known_settings(task), task
 
 
-def test_masked_lm_pretraining_trains_the_shared_encoder():
+def test_masked_lm_pretraining_trains_the_backbone_a_classifier_then_starts_from(tmp_path):
+    """MaskedLM (KerasHub's head and mask generator) over an EncoderBackbone, saved as a preset;
+    a classifier from that preset starts from the pretrained backbone weights."""
     import warnings
 
-    import tensorflow as tf
+    import keras_hub
 
-    from tfllm.training.pretraining import pretrain_masked_lm
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import classifier_from_preset
+    from tfllm.training.pretraining import masked_lm_preset, own_masked_lm, _compile, _masked_batches
+    from tfllm.tokenizers import train_tokenizer
 
     keras.utils.set_random_seed(0)
-    model = TextClassifier(num_classes=2, **TINY)
-    model(token_ids())
-    before = keras.ops.convert_to_numpy(model.get_layer("embedding").token_embedding.embeddings)
-    # Rows of unknown length, as the training pipeline makes them (unbatch after tokenizing).
-    rows = tf.data.Dataset.from_tensor_slices(token_ids(batch=32)).batch(8).unbatch()
+    texts = [f"the film was {w} and {v}" for w in ("good", "bad", "dull", "fun") for v in ("long", "short", "sad")] * 4
+    preset = masked_lm_preset(TrainConfig(task="pretrain", preset="tiny", steps=6))
+    model = own_masked_lm(preset, train_tokenizer(texts, "wordpiece", 60))
+    _compile(model, preset)
+    before = keras.ops.convert_to_numpy(model.backbone.token_embedding.embeddings)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = pretrain_masked_lm(model, rows, epochs=2, batch_size=8, learning_rate=1e-2, seed=0, verbose=0)
-    assert len(history.history["loss"]) == 2
-    after = keras.ops.convert_to_numpy(model.get_layer("embedding").token_embedding.embeddings)
-    assert np.abs(after - before).max() > 0  # the classifier's own embedding was trained
+        model.preprocessor, preprocessor = None, model.preprocessor
+        history = model.fit(_masked_batches(texts, preprocessor, 8, repeat=True, seed=0), steps_per_epoch=3, epochs=2,
+                            shuffle=False, verbose=0)
+        model.preprocessor = preprocessor
+    assert len(history.history["loss"]) == 2 and "masked_accuracy" in history.history
+    after = keras.ops.convert_to_numpy(model.backbone.token_embedding.embeddings)
+    assert np.abs(after - before).max() > 0
     assert not [w for w in caught if "ran out of data" in str(w.message) or "shuffle=True" in str(w.message)]
+    model.save_to_preset(str(tmp_path / "mlm"))
+    assert isinstance(keras_hub.models.MaskedLM.from_preset(str(tmp_path / "mlm")), type(model))
+    clf = classifier_from_preset(str(tmp_path / "mlm"), {"sequence_length": 16, "dropout": 0.0}, 2)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(clf.backbone.token_embedding.embeddings), after)

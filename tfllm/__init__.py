@@ -4,9 +4,15 @@
     from tfllm import TextClassifier, train_classifier, TrainConfig
 
 Names are imported lazily, so `tfllm --help` does not wait for TensorFlow.
+tfllm's Keras classes are registered as soon as KerasHub is imported (now, if
+it already is), so after `import tfllm`, `keras_hub.models.TextClassifier.from_preset(run_dir)`
+and its siblings load tfllm runs.
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 _EXPORTS = {
     "Transformer": "tfllm.models.transformer",
@@ -22,6 +28,10 @@ _EXPORTS = {
     "load_run": "tfllm.training.classifier",
     "classification_report": "tfllm.evaluation",
     "export_classifier": "tfllm.export.saved_model",
+    "EncoderBackbone": "tfllm.models",
+    "MaskedLM": "tfllm.models",
+    "CausalLM": "tfllm.models",
+    "load_task": "tfllm.runs",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -36,3 +46,38 @@ def __getattr__(name):
 
 def __dir__():
     return __all__
+
+
+def _register():
+    importlib.import_module("tfllm.models")  # defining the classes registers them with Keras
+
+
+class _RegisterAfterKerasHub(importlib.abc.MetaPathFinder):
+    """Registers tfllm's classes right after `keras_hub` is imported, without importing it ourselves.
+
+    Importing TensorFlow takes seconds; a CLI call like `tfllm --help` must not
+    pay for it, while `import tfllm` must still make tfllm's runs loadable by
+    KerasHub's `from_preset`.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras_hub":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            _register()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "keras_hub" in sys.modules:
+    _register()
+elif not any(isinstance(f, _RegisterAfterKerasHub) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKerasHub())

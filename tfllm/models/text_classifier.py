@@ -192,6 +192,22 @@ class TextClassifier(keras_hub.models.TextClassifier):
                       wide_bigram_buckets=self.wide_bigram_buckets)
         return config
 
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+        """KerasHub's defaults, for a head that outputs probabilities (not logits).
+
+        Adam 5e-5; binary cross-entropy for the one-unit sigmoid head, sparse
+        categorical cross-entropy otherwise; accuracy. tfllm's trainer
+        compiles its own recipe; these serve `from_preset(...).fit(...)`.
+        """
+        sigmoid = self.output.shape[-1] == 1
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(5e-5)
+        if loss == "auto":
+            loss = keras.losses.BinaryCrossentropy() if sigmoid else keras.losses.SparseCategoricalCrossentropy()
+        if metrics == "auto":
+            metrics = [keras.metrics.BinaryAccuracy() if sigmoid else keras.metrics.SparseCategoricalAccuracy()]
+        keras.Model.compile(self, optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
     @property
     def sequence_length(self):
         return self.backbone.sequence_length

@@ -77,6 +77,9 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     for name in (runs.TASK_CONFIG, runs.METRICS):
         if os.path.exists(runs.path(run_dir, name)):
             os.remove(runs.path(run_dir, name))
+    # A fresh (unbuilt) optimizer, so the weights files hold no optimizer state that
+    # every later from_preset would warn about skipping; training is over.
+    task.compile()
     task.save_to_preset(run_dir)
     write_json(runs.path(run_dir, runs.METRICS), metrics)
     reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, preset, history, metrics)
