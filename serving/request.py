@@ -1,10 +1,14 @@
 """Sample requests with tfllm's clients (TF Serving or `tfllm serve`).
 
     python serving/request.py [--host localhost] [--rest-port 8501] [--grpc-port 8500]
+
+A server started with a token (`TFLLM_AUTH_TOKEN=... tfllm serve`) gets it
+from the same environment variable, or from --auth-token.
 """
 
 import argparse
 import json
+import os
 
 from tfllm.serving import GrpcClient, RestClient, ServingError
 
@@ -14,10 +18,13 @@ def main() -> None:
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--rest-port", type=int, default=8501)
     parser.add_argument("--grpc-port", type=int, default=8500)
+    parser.add_argument("--auth-token", default=os.environ.get("TFLLM_AUTH_TOKEN"))
     args = parser.parse_args()
 
     reviews = ["A warm, funny and moving film.", "Dull and far too long."]
-    for client in (RestClient(args.host, args.rest_port), GrpcClient(args.host, args.grpc_port)):
+    token = args.auth_token or None
+    for client in (RestClient(args.host, args.rest_port, auth_token=token),
+                   GrpcClient(args.host, args.grpc_port, auth_token=token)):
         print(f"--- {type(client).__name__}")
         print(json.dumps(client.status("reviews")))
         print(json.dumps(client.predict("reviews", instances=reviews)))

@@ -3,22 +3,25 @@
 # `tfllm serve savedmodels/` alike. Usage: serving/requests.sh [HOST:PORT]
 set -euo pipefail
 URL="http://${1:-localhost:8501}/v1/models"
+# A server started with TFLLM_AUTH_TOKEN set wants it as a bearer token.
+AUTH=()
+if [ -n "${TFLLM_AUTH_TOKEN:-}" ]; then AUTH=(-H "Authorization: Bearer $TFLLM_AUTH_TOKEN"); fi
 
 # Model status, all loaded versions, then by label.
-curl -sS "$URL/reviews"; echo
-curl -sS "$URL/reviews/labels/stable"; echo
+curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews"; echo
+curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews/labels/stable"; echo
 
 # Signatures: input/output names, dtypes, shapes.
-curl -sS "$URL/reviews/metadata"; echo
+curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews/metadata"; echo
 
 # Classification, row format ("instances" -> "predictions").
-curl -sS -X POST "$URL/reviews:predict" -H 'Content-Type: application/json' \
+curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews:predict" -H 'Content-Type: application/json' \
   -d '{"instances": ["A warm, funny and moving film.", "Dull and far too long."]}'; echo
 
 # The same in columnar format ("inputs" -> "outputs"), on the canary version.
-curl -sS -X POST "$URL/reviews/labels/canary:predict" -H 'Content-Type: application/json' \
+curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews/labels/canary:predict" -H 'Content-Type: application/json' \
   -d '{"inputs": {"text": ["A warm, funny and moving film."]}}'; echo
 
 # Generation with the decoding options as inputs.
-curl -sS -X POST "$URL/shakespeare:predict" -H 'Content-Type: application/json' \
+curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/shakespeare:predict" -H 'Content-Type: application/json' \
   -d '{"instances": [{"prompt": "ROMEO:", "max_new_tokens": 32}]}'; echo

@@ -392,3 +392,20 @@ def test_host_header_is_checked(host, allowed, token_server):
 def test_without_a_token_the_protocol_is_unchanged(server):
     status, content = raw(server["rest"], "GET", "/v1/models/reviews")
     assert status == 200 and json.loads(content)["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_sample_requests_send_the_token_from_the_environment(token_server):
+    import shutil
+
+    serving = os.path.join(os.path.dirname(__file__), "..", "serving")
+    env = dict(os.environ, TFLLM_AUTH_TOKEN=TOKEN, TF_CPP_MIN_LOG_LEVEL="2")
+    if shutil.which("curl"):
+        out = subprocess.run(["bash", os.path.join(serving, "requests.sh"),
+                              f"127.0.0.1:{token_server['rest']}"], env=env,
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+        assert '"predictions"' in out and "bearer token" not in out
+    out = subprocess.run([sys.executable, os.path.join(serving, "request.py"), "--host", "127.0.0.1",
+                          "--rest-port", str(token_server["rest"]),
+                          "--grpc-port", str(token_server["grpc"])], env=env,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.count('"label"') >= 4 and "bearer token" not in out
