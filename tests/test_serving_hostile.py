@@ -409,3 +409,31 @@ def test_sample_requests_send_the_token_from_the_environment(token_server):
                           "--grpc-port", str(token_server["grpc"])], env=env,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.count('"label"') >= 4 and "bearer token" not in out
+
+
+@pytest.mark.parametrize("bind,allowed,host,ok", [
+    ("0.0.0.0", (), "192.168.1.5:8501", True),  # any address of the machine
+    ("0.0.0.0", (), "evil.example", False),  # but no DNS name unless listed
+    ("0.0.0.0", ("models.internal",), "models.internal:8501", True),
+    ("192.168.1.5", (), "192.168.1.5", True),
+    ("192.168.1.5", (), "localhost", False),  # not bound to loopback
+    ("127.0.0.1", ("*",), "anything.example", True),
+    ("::1", (), "[::1]:8501", True),
+    ("127.0.0.1", (), None, True),  # HTTP/1.0 without Host: not a browser
+])
+def test_host_rules(bind, allowed, host, ok):
+    from tfllm.serving.security import AccessPolicy
+
+    assert AccessPolicy(None, bind, allowed).host_allowed(host) is ok
+
+
+def test_token_rules():
+    from tfllm.serving.security import AccessPolicy
+
+    policy = AccessPolicy("abc", "127.0.0.1")
+    assert policy.token_ok(b"Bearer abc") and policy.token_ok("Bearer abc")
+    assert not any(policy.token_ok(v) for v in (None, b"", b"Bearer ab", b"bearer abc", b"abc"))
+    assert AccessPolicy(None).token_ok(None)
+    for bad in ("", " abc", "a b", "caf\u00e9"):
+        with pytest.raises(ValueError, match="printable ASCII"):
+            AccessPolicy(bad)

@@ -100,14 +100,18 @@ class Limits:
                 f"{self.max_elements} (tfllm serve --max-elements); split the request.")
 
     def check_string(self, name: str, value: bytes | str, index: int) -> None:
+        at_least = ""
         if isinstance(value, str):
             if len(value) * 4 <= self.max_string_bytes:
                 return  # at most 4 UTF-8 bytes per character
-            size = len(value) if len(value) > self.max_string_bytes else len(value.encode())
+            if len(value) > self.max_string_bytes:  # no need to encode it to know
+                size, at_least = len(value), "at least "
+            else:
+                size = len(value.encode())
         else:
             size = len(value)
         if size > self.max_string_bytes:
             raise RequestError(
-                f"Input {name!r} value {index} is {size} bytes, over the limit of "
+                f"Input {name!r} value {index} is {at_least}{size} bytes, over the limit of "
                 f"{self.max_string_bytes} bytes per string (tfllm serve --max-string-bytes); "
                 "the model reads only the start of a text, so send a shorter one.")
