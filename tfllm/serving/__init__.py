@@ -1,6 +1,7 @@
 """Serve exported models the way TF Serving does, and call them from Python."""
 
 from tfllm.serving.client import GrpcClient, RestClient, ServingError
+from tfllm.serving.limits import Limits
 from tfllm.serving.models import format_models, list_models, prune
 
 
@@ -23,6 +24,7 @@ def __getattr__(name):
 
 __all__ = [
     "GrpcClient",
+    "Limits",
     "RestClient",
     "ServingError",
     "format_models",
