@@ -72,8 +72,6 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
                 context.abort(codes.get(e.status, grpc.StatusCode.INVALID_ARGUMENT),
                               e.message)
             except Exception as e:  # noqa: BLE001 - a fault of ours: one log line, INTERNAL
-                if isinstance(e, grpc.RpcError) or type(e).__name__ == "_AbortError":
-                    raise
                 logger.error("gRPC %s failed: %s: %s", method.__name__, type(e).__name__,
                              str(e).splitlines()[0][:300] if str(e) else "")
                 context.abort(grpc.StatusCode.INTERNAL,
