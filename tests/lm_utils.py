@@ -6,7 +6,7 @@ import keras
 
 from tfllm.config import TrainConfig
 from tfllm.models.causal_lm import CausalLM
-from tfllm.tokenizers import CharacterTokenizer, save_tokenizer
+from tfllm.tokenizers import CharacterTokenizer
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 
@@ -30,10 +30,25 @@ def tiny_generator(sequence_length=8, jit_compile=False):
 
 
 def write_run_dir(generator, run_dir):
-    """A run directory as `train_causal_lm` leaves it (without training)."""
+    """A run directory as `train_causal_lm` leaves it (a KerasHub preset + tfllm's records), without training."""
+    from tfllm import runs
+    from tfllm.models.causal_lm import CausalLMPreprocessor
+
+    model = generator.model
+    model.preprocessor = CausalLMPreprocessor(generator.tokenizer, sequence_length=model.sequence_length)
+    model.save_to_preset(str(run_dir))
+    write_records(run_dir, "generate")
+    return str(run_dir)
+
+
+def write_records(run_dir, task):
+    """tfllm's records of a finished run of `task` (the preset files are the caller's)."""
+    from tfllm import runs
+
     os.makedirs(run_dir, exist_ok=True)
-    TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=str(run_dir)).to_json(
-        os.path.join(run_dir, "config.json"))
-    save_tokenizer(generator.tokenizer, os.path.join(run_dir, "tokenizer"))
-    generator.model.save(os.path.join(run_dir, "model.keras"))
+    TrainConfig(task=task, data="shakespeare", preset="tiny", run_dir=str(run_dir)).to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    runs.write_json(runs.path(run_dir, runs.RECIPE), {})
+    runs.write_json(runs.path(run_dir, runs.METRICS), {})
+    if not os.path.exists(runs.path(run_dir, runs.TASK_CONFIG)):
+        runs.write_json(runs.path(run_dir, runs.TASK_CONFIG), {})
     return str(run_dir)

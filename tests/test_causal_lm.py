@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from lm_utils import tiny_generator, tiny_lm, write_run_dir
+from lm_utils import tiny_generator, tiny_lm, write_records, write_run_dir
 
 from conftest import assert_keras_roundtrip
 from tfllm import data as data_lib
@@ -139,9 +139,8 @@ def test_bad_generation_inputs(kwargs, match):
 
 
 def test_load_generator_refuses_classifier_and_unfinished_runs(tmp_path):
-    (tmp_path / "clf").mkdir()
-    (tmp_path / "clf" / "config.json").write_text(json.dumps({"task": "classify"}))
-    with pytest.raises(UserInputError, match="not a text generator"):
+    write_records(tmp_path / "clf", "classify")
+    with pytest.raises(UserInputError, match="does not generate text"):
         load_generator(str(tmp_path / "clf"))
     with pytest.raises(UserInputError, match="not a tfllm run"):
         load_generator(str(tmp_path))
@@ -203,7 +202,8 @@ def test_training_loss_falls():
     ids = data_lib.tokenize_corpus(tokenizer, train[:5000])
     preset = resolve_preset("generate", "tiny", {"jit_compile": False, "steps": 40})
     keras.utils.set_random_seed(0)
-    model = build_causal_lm(preset, tokenizer.vocabulary_size())
+    model = build_causal_lm(preset, tokenizer)
+    model.preprocessor = None  # batches are token ids already
     ds = data_lib.random_window_dataset(ids, preset["sequence_length"], preset["batch_size"], seed=0)
     history = model.fit(ds, steps_per_epoch=20, epochs=2, verbose=0)
     before = math.log(tokenizer.vocabulary_size())
@@ -216,7 +216,9 @@ def test_nanogpt_preset_builds_nanogpts_optimizer():
     from tfllm.models.presets import resolve_preset
     from tfllm.training.causal_lm import build_causal_lm
 
-    model = build_causal_lm(resolve_preset("generate", "nanogpt-cpu", {}), 65)
+    from tfllm.tokenizers import CharacterTokenizer
+
+    model = build_causal_lm(resolve_preset("generate", "nanogpt-cpu", {}), CharacterTokenizer(vocabulary=list("abcdefghij")))
     optimizer = model.optimizer
     assert (optimizer.beta_1, optimizer.beta_2, optimizer.weight_decay) == (0.9, 0.99, 0.1)
     assert optimizer.global_clipnorm == 1.0 and optimizer.clipnorm is None  # torch's clip_grad_norm_
@@ -237,7 +239,20 @@ def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
     assert metrics["val"]["perplexity"] == pytest.approx(math.exp(metrics["val"]["loss"]), rel=1e-3)
     assert metrics["val"]["bits_per_character"] == pytest.approx(metrics["val"]["loss"] / math.log(2), rel=1e-3)
     assert metrics["speed"]["tokens_per_second"] > 0 and metrics["steps"] == 40
-    assert {"model.keras", "tokenizer", "config.json", "preset.json", "logs"} <= set(os.listdir(run_dir))
+    assert {"config.json", "task.json", "preprocessor.json", "tokenizer.json", "model.weights.h5", "tfllm", "logs"} \
+        <= set(os.listdir(run_dir))
+    assert metrics["epochs_run"] == 2
+    # The run is a KerasHub CausalLM preset: plain KerasHub generates from it with the run's tokenizer.
+    import keras_hub
+
+    lm = keras_hub.models.CausalLM.from_preset(run_dir)
+    assert type(lm).__module__ == "tfllm.models.causal_lm"
+    out = np.asarray(lm.generate("ROMEO", max_length=12)).item()
+    text = out.decode() if isinstance(out, bytes) else out  # tfllm's character tokenizer detokenizes to bytes
+    assert text.startswith("ROMEO") and len(text) > len("ROMEO")
+    loaded = load_generator(run_dir)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(lm(_inputs([[5, 6, 7]]))),
+                                  keras.ops.convert_to_numpy(loaded.model(_inputs([[5, 6, 7]]))))
 
     samples = EventAccumulator(os.path.join(run_dir, "logs", "samples"), size_guidance={"tensors": 0})
     samples.Reload()

@@ -40,8 +40,8 @@ def test_cli_bad_inputs_exit_2(tmp_path):
     assert result.returncode == 2 and "too short" in result.stderr and "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "r")
 
-    clf = tmp_path / "clf"
-    clf.mkdir()
-    (clf / "config.json").write_text(json.dumps({"task": "classify"}))
+    from lm_utils import write_records
+
+    clf = write_records(tmp_path / "clf", "classify")
     result = run_cli("generate", clf, "hello")
-    assert result.returncode == 2 and "not a text generator" in result.stderr
+    assert result.returncode == 2 and "does not generate text" in result.stderr

@@ -49,6 +49,13 @@ def __dir__():
 
 
 def _register():
+    # When one of tfllm's own modules is the one importing keras_hub, importing
+    # tfllm.models now would loop back into it half-initialised; the model code
+    # (tfllm.runs.load_task, the trainers) imports tfllm.models itself later.
+    # (`__spec__._initializing` is how importlib marks a module mid-import.)
+    if any(getattr(getattr(module, "__spec__", None), "_initializing", False)
+           for name, module in list(sys.modules.items()) if name.startswith("tfllm.")):
+        return
     importlib.import_module("tfllm.models")  # defining the classes registers them with Keras
 
 
