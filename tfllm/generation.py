@@ -163,6 +163,10 @@ class Generator:
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
         self.vocabulary_size = model.backbone.vocabulary_size
+        # tfllm's CausalLM names its context window `sequence_length`; KerasHub's backbones `max_sequence_length`.
+        self.window = getattr(model, "sequence_length", None) or model.backbone.max_sequence_length
+        # tfllm's CausalLM slides its window past the end; KerasHub's models stop at their last position.
+        self.slides = hasattr(model, "window_keep")
         # Special ids come from the tokenizer (tfllm's, or a KerasHub preset's own).
         self.end_id = int(tokenizer.end_token_id)
         self.unk_id = getattr(tokenizer, "unk_token_id", None)
@@ -287,6 +291,10 @@ class Generator:
         if any(not s for s in stops):
             raise UserInputError("Stop strings must not be empty.")
         encoded = [self.encode(p) for p in prompts]
+        longest = max(len(ids) for ids in encoded)
+        if not self.slides and longest + max_new_tokens > self.window:
+            raise UserInputError(f"This model sees at most {self.window} tokens and the longest prompt has {longest}; "
+                                 f"ask for at most {max(self.window - longest, 0)} new tokens.")
         stop_token_ids = (self.end_id, *self._single_token_stops(stops))
         function = self._function(sampler, num_beams, stop_token_ids)
         n = len(prompts)
@@ -299,7 +307,7 @@ class Generator:
             "top_p": np.full([n], top_p if sampler == "top_p" else 1.0, "float32"),
             "seed": (int(seed) + np.arange(n)).astype("int32"),
         }
-        window = self.model.sequence_length
+        window = self.window
 
         if stream_callback is None:
             width = max(len(ids) for ids in encoded) + max_new_tokens

@@ -20,13 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import data as data_lib
+from tfllm import fast_generation
 from tfllm import runs
 from tfllm.datasets.text import load_documents, load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
 from tfllm.models.presets import resolve_preset
 from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from tfllm.training import common
+from tfllm.training import common, timing
 
 SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
 LN2 = math.log(2.0)
@@ -169,8 +170,9 @@ class StepTimer(keras.callbacks.Callback):
 class TextSamples(keras.callbacks.Callback):
     """Writes a generated sample to TensorBoard (Text tab, tag `samples`) after every epoch."""
 
-    def __init__(self, log_dir, tokenizer, prompt, max_new_tokens=SAMPLE_TOKENS, seed=0):
+    def __init__(self, log_dir, tokenizer, prompt, max_new_tokens=SAMPLE_TOKENS, seed=0, timer=None):
         super().__init__()
+        self.timer = timer  # a timing.FitTimer that is told the seconds spent here
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "samples"))
         self.tokenizer = tokenizer
         self.prompt = prompt
@@ -181,20 +183,56 @@ class TextSamples(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from tfllm.generation import Generator
 
-        if self._generator is None:
-            self._generator = Generator(self.model, self.tokenizer, jit_compile=bool(self.model.jit_compile))
-        text = self._generator.generate([self.prompt], self.max_new_tokens, sampler="top_k", top_k=50, seed=self.seed)[0]
+        start = time.perf_counter()
+        # NumPy decoding of the current weights where it serves the model (tfllm.fast_generation):
+        # the same text as the compiled loop, without tracing and compiling that loop (~4 s).
+        fast = fast_generation.from_keras(self.model, self.tokenizer)
+        if fast is not None and fast.encode(self.prompt) is not None:
+            text = fast.generate(self.prompt, self.max_new_tokens, *fast_generation.sampler_options("top_k", 1.0, 50, 1.0),
+                                 self.seed)
+        else:
+            if self._generator is None:
+                self._generator = Generator(self.model, self.tokenizer, jit_compile=bool(self.model.jit_compile))
+            new_tokens = self.max_new_tokens
+            if not self._generator.slides:  # a KerasHub model stops at its last position
+                new_tokens = max(1, min(new_tokens, self._generator.window - len(self._generator.encode(self.prompt))))
+            text = self._generator.generate([self.prompt], new_tokens, sampler="top_k", top_k=50, seed=self.seed)[0]
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         with self.writer.as_default():
             # Markdown: a code block keeps the sample's line breaks.
             tf.summary.text("samples", f"```\n{self.prompt}{text}\n```", step=step)
         self.writer.flush()
+        if self.timer is not None:
+            self.timer.samples += time.perf_counter() - start
 
 
 def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
-    """Mean next-token loss over consecutive windows covering `ids`."""
-    ds = data_lib.sequential_window_dataset(ids, sequence_length, batch_size, max_windows=max_windows)
-    return float(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
+    """Mean next-token loss over consecutive windows covering `ids`.
+
+    Only full batches go through Keras' compiled test step, so it runs one
+    program (with the training batch size, the one validation compiled
+    already); the few windows left over are scored in one plain call instead
+    of compiling a second program for their shape.
+    """
+    data_lib.check_length(ids, sequence_length, "validation")
+    starts = np.arange(0, len(ids) - sequence_length - 1, sequence_length)
+    if max_windows and len(starts) > max_windows:
+        starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
+    windows = ids[starts[:, None] + np.arange(sequence_length + 1)[None, :]].astype("int32")
+    full = len(windows) // batch_size * batch_size
+
+    def inputs(w):
+        return {"token_ids": w[..., :-1], "padding_mask": tf.ones_like(w[..., :-1])}
+
+    total = 0.0
+    if full:
+        ds = tf.data.Dataset.from_tensor_slices(windows[:full]).batch(batch_size).map(lambda w: (inputs(w), w[:, 1:]))
+        total += float(model.evaluate(ds, verbose=0, return_dict=True)["loss"]) * full
+    if full < len(windows):
+        rest = windows[full:]
+        logits = tf.cast(model(inputs(tf.constant(rest)), training=False), "float32")
+        total += float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(rest[:, 1:], logits)) * len(rest)
+    return total / len(windows)
 
 
 def evaluate_run(run_dir, data=None, text_column=None):
@@ -213,7 +251,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
     else:
         config = TrainConfig.from_dict(runs.read_config(run_dir))
         text = _load_corpus(config)[1]
-    model, sequence_length = generator.model, generator.model.backbone.sequence_length
+    model, sequence_length = generator.model, generator.window
     ids = data_lib.tokenize_corpus(generator.tokenizer, text)
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
     with common.preprocessed(model):
@@ -242,6 +280,7 @@ def train_causal_lm(config, verbose="auto"):
     >>> train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir="runs/sh"))
     'runs/sh'
     """
+    phases = timing.Phases()  # where the command's seconds go (written only for benchmarks)
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = common.get_strategy(config.strategy)
     preset = causal_lm_preset(config)
@@ -253,6 +292,7 @@ def train_causal_lm(config, verbose="auto"):
 
         preset_backbone_class(config.from_preset)
     keras.utils.set_random_seed(config.seed)
+    phases.mark("setup_and_corpus")
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
@@ -270,6 +310,7 @@ def train_causal_lm(config, verbose="auto"):
                     texts, preset["tokenizer"], preset["vocabulary_size"], lowercase=preset.get("lowercase", True)
                 )
                 save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
+        phases.mark("tokenizer")
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = causal_lm_from_preset(config.from_preset, preset)
@@ -277,6 +318,7 @@ def train_causal_lm(config, verbose="auto"):
             else:
                 model = build_causal_lm(preset, tokenizer)
             common.adapt_model_to_strategy(model, strategy)
+        phases.mark("build_model")
 
         seq = preset["sequence_length"]
         train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
@@ -289,10 +331,12 @@ def train_causal_lm(config, verbose="auto"):
         train_ds = data_lib.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed)
         val_ds = data_lib.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
 
-        timer = StepTimer()
+        timer, fit_timer = StepTimer(), timing.FitTimer()
         prompt = val_text[: max(1, seq // 4)]
+        phases.mark("tokenize")
         # Perplexity first, so the TensorBoard callback sees the values it adds.
-        callbacks = [Perplexity(), timer, TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed)]
+        callbacks = [fit_timer, Perplexity(), timer,
+                     TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed, timer=fit_timer)]
         callbacks += common.make_callbacks(
             run_dir,
             checkpoint=False,
@@ -302,7 +346,9 @@ def train_causal_lm(config, verbose="auto"):
         with common.preprocessed(model):  # batches are token ids already
             history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
                                 shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
-            val_loss = evaluate_loss(model, val_ids, seq)
+            phases.mark("fit")
+            val_loss = evaluate_loss(model, val_ids, seq, batch_size=preset["batch_size"])
+            phases.mark("final_evaluation")
         step_seconds = np.median(timer.step_seconds) if timer.step_seconds else float("nan")
         step_seconds /= preset.get("steps_per_execution", 1)
         tokens_per_step = preset["batch_size"] * seq
@@ -323,7 +369,10 @@ def train_causal_lm(config, verbose="auto"):
             "epochs_run": common.epochs_completed(callbacks, len(history.history.get("loss", []))),
             "vocabulary_size": tokenizer.vocabulary_size(),
         }
+        phases.mark("metrics")
         common.finish_run(run_dir, config.run_dir, model, preset, history.history, metrics)
+        phases.mark("finish_run_save_and_reports")
+        phases.write(fit_timer)
         if verbose:
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
                   f"{metrics['speed']['tokens_per_second']} tokens/s  -> {run_dir}")

@@ -1,0 +1,111 @@
+"""Fine-tuning KerasHub's own models: tiny BERT and GPT-2 presets built here, driven through the CLI."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from tfllm.cli import main
+
+pytestmark = pytest.mark.slow
+
+WORDS = ["the", "film", "was", "good", "bad", "dull", "fun", "a", "and", "movie", "great", "boring", "not", "very"]
+
+
+@pytest.fixture(scope="module")
+def bert_preset(tmp_path_factory):
+    """A 2-layer BertBackbone with a few-dozen-word WordPiece vocabulary, saved with save_to_preset."""
+    keras.utils.set_random_seed(0)
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + list("abcdefghijklmnopqrstuvwxyz,.'!") + \
+        ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    vocabulary = list(dict.fromkeys(pieces))
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocabulary), num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32, max_sequence_length=32)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=16)
+    path = str(tmp_path_factory.mktemp("presets") / "bert_tiny")
+    keras_hub.models.BertTextClassifier(backbone, num_classes=4, preprocessor=preprocessor).save_to_preset(path)
+    return path, backbone
+
+
+@pytest.fixture(scope="module")
+def gpt2_preset(tmp_path_factory):
+    """A 2-layer GPT2Backbone with a byte-level BPE vocabulary of single bytes (every text encodes)."""
+    keras.utils.set_random_seed(0)
+    byte_chars = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]
+    vocabulary = {token: i for i, token in enumerate(byte_chars + ["Ġt", "he", "<|endoftext|>"])}
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t", "h e"])
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=len(vocabulary), num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32, max_sequence_length=64)
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=32)
+    path = str(tmp_path_factory.mktemp("presets") / "gpt2_tiny")
+    keras_hub.models.GPT2CausalLM(backbone, preprocessor=preprocessor).save_to_preset(path)
+    return path, backbone
+
+
+RELOAD = """
+import json, sys
+import tensorflow_text  # the tokenizer's ops
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures["serving_default"](text=tf.constant(json.loads(sys.argv[2])))
+print(json.dumps(out["probabilities"].numpy().tolist()))
+"""
+
+
+def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, tmp_path, capsys):
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    preset, backbone = bert_preset
+    run_dir = tmp_path / "bert_run"
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", preset, "--preset",
+                 "tiny", "--max-rows", "300", "--epochs", "1", "--run-dir", str(run_dir)]) == 0
+    model, labels, _ = load_run(str(run_dir))
+    assert type(model).__name__ == "BertTextClassifier" and labels == ["rotten", "fresh"]
+    # The preset's tokenizer is used as it is (no new vocabulary) and the backbone starts from its weights.
+    assert model.preprocessor.tokenizer.get_vocabulary() == keras_hub.tokenizers.Tokenizer.from_preset(preset).get_vocabulary()
+    assert model.backbone.count_params() == backbone.count_params()
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert 0 <= json.loads(out[out.index("{"):])["accuracy"] <= 1
+
+    assert main(["export", str(run_dir), "--name", "bert", "--base-dir", str(tmp_path / "sm")]) == 0
+    texts = ["a good film", "dull and boring"]
+    out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "sm" / "bert" / "1"), json.dumps(texts)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), predict_probabilities(model, texts),
+                               atol=1e-5)
+
+
+def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, capsys):
+    from tfllm.generation import load_generator
+
+    preset, backbone = gpt2_preset
+    run_dir = tmp_path / "gpt2_run"
+    before = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", preset, "--preset", "tiny",
+                 "--steps", "8", "--max-rows", "4000", "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
+    generator = load_generator(str(run_dir), jit_compile=False)
+    assert type(generator.model).__name__ == "GPT2CausalLM"
+    assert generator.end_id == generator.tokenizer.end_token_id  # the preset's own end token
+    after = keras.ops.convert_to_numpy(generator.model.backbone.token_embedding.embeddings)
+    assert np.abs(after - before).max() > 0  # it trained
+    text = generator.generate(["the "], max_new_tokens=10, sampler="greedy")[0]
+    assert isinstance(text, str)
+
+
+def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, tmp_path, capsys):
+    argv = ["--preset", "tiny", "--max-rows", "3000", "--run-dir", str(tmp_path / "r")]
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], *argv]) == 2
+    err = capsys.readouterr().err
+    assert "has no causal LM" in err and err.count("\n") == 1
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", str(tmp_path / "nowhere"),
+                 *argv]) == 2
+    assert "Cannot load --from-preset" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
