@@ -75,3 +75,60 @@ def test_generation_keeps_decoding_state_out_of_the_model():
     np.testing.assert_array_equal(np.asarray(out["token_ids"])[0, : len(ids)], ids)
     assert model.sampler is own_sampler
     assert set(TEXT)  # the tokenizer's characters (keeps the import meaningful for readers)
+
+
+def _fast(generator):
+    from tfllm import fast_generation
+
+    fast = fast_generation.from_keras(generator.model, generator.tokenizer)
+    assert fast is not None
+    return fast
+
+
+def test_numpy_decoding_gives_the_compiled_loops_text():
+    """tfllm.fast_generation (no TensorFlow) decodes as Generator does: same sampler noise, same window slides."""
+    import pytest
+
+    from tfllm import fast_generation
+
+    for keep in (None, 5):
+        generator = tiny_generator(sequence_length=8)
+        generator.model.window_keep = keep  # before anything is traced
+        fast = _fast(generator)
+        for sampler, kwargs in [("greedy", {}), ("top_k", {"top_k": 5, "temperature": 0.8}),
+                                ("top_p", {"top_p": 0.9}), ("random", {"temperature": 1.3})]:
+            options = fast_generation.sampler_options(sampler, kwargs.get("temperature", 1.0), kwargs.get("top_k", 50),
+                                                      kwargs.get("top_p", 0.9))
+            expected = generator.generate(["First"], max_new_tokens=30, sampler=sampler, seed=3, **kwargs)[0]
+            assert fast.generate("First", 30, *options, 3) == expected, (keep, sampler)
+            chunks, fast_chunks = [], []
+            expected = generator.generate(["Fi"], max_new_tokens=80, sampler=sampler, seed=4, stop="ee",
+                                          stream_callback=lambda i, t: chunks.append(t), **kwargs)[0]
+            text = fast.generate("Fi", 80, *options, 4, stops=["ee"], stream_callback=lambda i, t: fast_chunks.append(t))
+            assert (text, fast_chunks) == (expected, chunks), (keep, sampler)
+    with pytest.raises(AssertionError):  # a prompt with an unseen character is left to the TensorFlow path
+        assert fast.encode("First \u2603") is not None
+
+
+def test_cli_generate_runs_without_tensorflow(tmp_path):
+    """`tfllm generate` on a character model never imports TensorFlow, and prints the TensorFlow path's text."""
+    import subprocess
+    import sys
+
+    from tfllm.config import TrainConfig
+    from tfllm.generation import load_generator
+    from tfllm.training.causal_lm import train_causal_lm
+
+    run_dir = train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=str(tmp_path / "run"),
+                                          max_rows=6000, jit_compile=False), verbose=0)
+    code = ("import sys; from tfllm.cli import main; "
+            f"main(['generate', {run_dir!r}, 'the ', '--max-new-tokens', '150', '--seed', '2']); "
+            "print('heavy:', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed, last = out.stdout.rsplit("\n", 2)[0], out.stdout.rsplit("\n", 2)[1]
+    assert last == "heavy: []"
+    chunks = []
+    load_generator(run_dir).generate(["the "], max_new_tokens=150, sampler="top_k", top_k=200, temperature=0.8,
+                                     seed=2, stream_callback=lambda i, t: chunks.append(t))
+    assert printed == "the " + "".join(chunks)

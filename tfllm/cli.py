@@ -149,9 +149,31 @@ def add_serving_parsers(sub):
 # --- generation: `tfllm generate` (logic in tfllm.generation) -------------------
 
 
+def _generate_without_tensorflow(args, stream):
+    """`tfllm generate` in NumPy where `tfllm.fast_generation` serves the run (same text, no TensorFlow
+    start-up or compilation); False where it does not, and the TensorFlow path runs instead."""
+    from tfllm import fast_generation
+    from tfllm.config import MAX_NEW_TOKENS
+
+    stops = args.stop or []
+    if not fast_generation.usable(args.prompt, args.max_new_tokens, args.sampler, args.temperature, args.top_k,
+                                  args.top_p, stops, MAX_NEW_TOKENS):
+        return False
+    generator = fast_generation.load(args.run_dir)
+    if generator is None or generator.encode(args.prompt) is None:
+        return False
+    seed = args.seed
+    if seed is None:  # as Generator.generate draws one
+        import numpy as np
+
+        seed = int(np.random.default_rng().integers(2**31 - 256))
+    options = fast_generation.sampler_options(args.sampler, args.temperature, args.top_k, args.top_p)
+    generator.generate(args.prompt, args.max_new_tokens, *options, seed, stops=stops, stream_callback=stream)
+    return True
+
+
 def cmd_generate(args):
     from tfllm.errors import UserInputError
-    from tfllm.generation import load_generator
 
     if args.tflite:  # the exported file's prefill/decode loop, greedy (tfllm.export.tflite_causal_lm)
         from tfllm.export.tflite_causal_lm import generate_text
@@ -163,7 +185,6 @@ def cmd_generate(args):
         return
     if not args.run_dir:
         raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
-    generator = load_generator(args.run_dir)
     echo = [not args.no_prompt_echo]  # the prompt is printed once input checks have passed
 
     def stream(_, text):
@@ -172,6 +193,12 @@ def cmd_generate(args):
             echo[0] = False
         print(text, end="", flush=True)
 
+    if _generate_without_tensorflow(args, stream):
+        stream(0, "\n")
+        return
+    from tfllm.generation import load_generator
+
+    generator = load_generator(args.run_dir)
     generator.generate(
         [args.prompt], max_new_tokens=args.max_new_tokens, sampler=args.sampler, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams, seed=args.seed, stop=args.stop or None,
