@@ -80,3 +80,14 @@ def test_bad_input_is_one_clear_error(tmp_path, content, kwargs, match):
         path.write_bytes(content)
     with pytest.raises(UserInputError, match=match):
         load_classification_data(str(path), **kwargs)
+
+
+def test_a_csv_field_over_128_kib_is_read(tmp_path):
+    from tfllm.datasets import load_classification_data
+
+    long_text = "word " * 60000  # 300 KB, over the csv module's default field limit
+    rows = "".join(f'"{long_text if i == 0 else "short text"} {i}",{"ab"[i % 2]}\n' for i in range(40))
+    (tmp_path / "long.csv").write_text("text,label\n" + rows)
+    data = load_classification_data(str(tmp_path / "long.csv"))
+    texts = data.train.texts + data.val.texts + data.test.texts
+    assert max(map(len, texts)) > 300_000 and len(texts) == 40

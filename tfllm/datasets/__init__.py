@@ -17,6 +17,7 @@ import random
 from tfllm.errors import UserInputError
 
 SPLITS = ("train", "val", "test")
+MAX_FIELD_BYTES = 64 * 2**20  # longest CSV/TSV field read
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val", "eval": "val"}
 
 # name -> (file in tfllm/datasets/data, options)
@@ -95,7 +96,13 @@ def _read_rows(path):
         return rows
     if base.endswith(".csv") or base.endswith(".tsv"):
         delimiter = "\t" if base.endswith(".tsv") else ","
-        return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+        # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
+        csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
+        try:
+            return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+        except csv.Error as e:
+            raise UserInputError(f"{path!r} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}). Check its "
+                                 f"quoting; fields may be up to {MAX_FIELD_BYTES // 2**20} MiB.") from None
     raise UserInputError(
         f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl (optionally .gz) "
         "or a folder with one sub-folder of .txt files per label."
