@@ -1,0 +1,141 @@
+"""Reading sentence pairs (source -> target) for translation: bundled `cedict` and users' files.
+
+A pair file is a CSV/TSV/JSONL (optionally `.gz`) with a source column and a
+target column, and optionally a split column (train/val/test); without one a
+seeded 80/10/10 split is made. A target may hold several correct references
+joined by a separator (`cedict`'s `english` column: glosses joined by `/`):
+training uses the first reference of each pair, scoring counts all of them.
+
+Everything a user can get wrong (a missing file or column, empty source or
+target texts, a single pair) raises `UserInputError` naming the input and the fix.
+"""
+
+import dataclasses
+import random
+
+from tfllm.datasets import _SPLIT_ALIASES, SPLITS, _column, _read_rows, bundled_path
+from tfllm.errors import UserInputError
+
+# name -> (file in tfllm/datasets/data, options)
+BUNDLED_PAIRS = {
+    # CC-CEDICT (CC BY-SA 4.0): traditional, simplified, pinyin, english (glosses joined by "/"), split.
+    "cedict": ("cedict.tsv.gz", {"split_column": "split", "source_column": "simplified", "target_column": "english",
+                                 "reference_separators": {"english": "/"}}),
+}
+
+
+@dataclasses.dataclass
+class PairSplit:
+    sources: list  # strings
+    references: list  # per pair, a list of one or more correct targets (the first is the training target)
+
+    def __len__(self):
+        return len(self.sources)
+
+    @property
+    def targets(self):
+        """The training target of each pair: its first reference."""
+        return [refs[0] for refs in self.references]
+
+
+@dataclasses.dataclass
+class PairData:
+    train: PairSplit
+    val: PairSplit
+    test: PairSplit
+    source_column: str
+    target_column: str
+
+
+def _split_references(text, separator):
+    if not separator:
+        return [text.strip()]
+    refs = [r.strip() for r in text.split(separator)]
+    return [r for r in refs if r] or [text.strip()]
+
+
+def load_pair_data(source, source_column=None, target_column=None, split_column=None, seed=1337,
+                   val_fraction=0.1, test_fraction=0.1, max_rows=None, reference_separator=None):
+    """Loads (source, references) pairs and splits them into train/val/test.
+
+    Args:
+        source: `cedict` (bundled) or a `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`).
+        source_column, target_column: column names (cedict's defaults: simplified -> english).
+        split_column: column holding train/val/test (cedict has one); without it
+            a seeded 80/10/10 split is made.
+        max_rows: keep a seeded sample of this many pairs (quick runs, tests);
+            a file's own split is kept for the pairs sampled.
+        reference_separator: splits a target into several references (cedict's
+            `english`: "/"). The first reference is the training target.
+
+    Returns:
+        `PairData`.
+    """
+    if source in BUNDLED_PAIRS:
+        filename, options = BUNDLED_PAIRS[source]
+        path = bundled_path(filename)
+        split_column = split_column or options["split_column"]
+        source_column = source_column or options["source_column"]
+        target_column = target_column or options["target_column"]
+        reference_separator = reference_separator or options["reference_separators"].get(target_column)
+    else:
+        path = source
+        if not source_column or not target_column:
+            raise UserInputError(f"Name the columns of {source!r}: pass --source-column and --target-column "
+                                 "(the text to translate and its translation).")
+    rows = _read_rows(path)
+    if not rows:
+        raise UserInputError(f"{path!r} has a header but no rows. Add rows of source and target text.")
+    if source_column == target_column:
+        raise UserInputError(f"--source-column and --target-column are both {source_column!r}; "
+                             "name two different columns.")
+    sources = _column(rows, source_column, "source", path)
+    targets = _column(rows, target_column, "target", path)
+    splits = _column(rows, split_column, "split", path) if split_column else None
+    for texts, column, what in ((sources, source_column, "source"), (targets, target_column, "target")):
+        empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise UserInputError(
+                f"{path!r} has {len(empty)} row(s) with empty {what} text in column {column!r} "
+                f"(first: data row {empty[0] + 1}). Remove or fill them."
+            )
+    if len(rows) < 2:
+        raise UserInputError(f"{path!r} has a single pair; translation needs many pairs to learn from "
+                             "(hundreds at least) and a few to test on.")
+
+    keep = list(range(len(rows)))
+    if max_rows and len(keep) > max_rows:
+        keep = sorted(random.Random(seed).sample(keep, max(max_rows, 3)))
+    if splits is not None:
+        named = {name: [] for name in SPLITS}
+        for i in keep:
+            split = str(splits[i]).strip().lower()
+            split = _SPLIT_ALIASES.get(split, split)
+            if split not in named:
+                raise UserInputError(f"{path!r} data row {i + 1} has split {splits[i]!r} in column "
+                                     f"{split_column!r}; use train, val or test.")
+            named[split].append(i)
+        if not named["train"]:
+            raise UserInputError(f"{path!r} has no rows with split 'train' in column {split_column!r}.")
+        for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+            if not named[name]:  # carved out of train, seeded
+                train = list(named["train"])
+                random.Random(seed).shuffle(train)
+                n = max(1, round(len(train) * fraction))
+                named[name], named["train"] = sorted(train[:n]), sorted(train[n:])
+    else:
+        shuffled = list(keep)
+        random.Random(seed).shuffle(shuffled)
+        n_test = max(1, round(len(shuffled) * test_fraction))
+        n_val = max(1, round(len(shuffled) * val_fraction)) if len(shuffled) > 2 else 0
+        named = {"test": sorted(shuffled[:n_test]), "val": sorted(shuffled[n_test:n_test + n_val]),
+                 "train": sorted(shuffled[n_test + n_val:])}
+    if not named["train"]:
+        raise UserInputError(f"{path!r} has too few pairs ({len(keep)}) to split into train, val and test; "
+                             "give it hundreds of pairs.")
+
+    def make(indices):
+        return PairSplit([sources[i].strip() for i in indices],
+                         [_split_references(targets[i], reference_separator) for i in indices])
+
+    return PairData(make(named["train"]), make(named["val"]), make(named["test"]), source_column, target_column)
