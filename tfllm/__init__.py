@@ -32,6 +32,8 @@ _EXPORTS = {
     "MaskedLM": "tfllm.models",
     "CausalLM": "tfllm.models",
     "load_task": "tfllm.runs",
+    "explain": "tfllm.explanations",
+    "Explainer": "tfllm.explanations",
 }
 
 __all__ = sorted(_EXPORTS)

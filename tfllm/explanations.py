@@ -1,0 +1,689 @@
+"""Why a model says what it says: per-token attributions and attention maps (`tfllm.explain`).
+
+Three methods, for tfllm's classifiers, KerasHub classifiers fine-tuned by
+tfllm (BERT, DistilBERT, ...) and, for generation runs, the next token after a
+prompt:
+
+- `integrated_gradients` (Sundararajan et al., 2017): the gradient of the
+  target's probability, averaged along the straight path from a baseline to
+  the text's token embeddings (trapezoid rule, `steps` intervals, all points in
+  one batch of one compiled call), times (embedding - baseline), summed over
+  the embedding's width. The baseline is the padding token's embedding at every
+  text position; special tokens ([CLS], [SEP], start/end) keep their own
+  embedding, since every input has them. tfllm's `default` classifier also
+  reads hashed bigrams and a naive-Bayes "wide" path from the token ids, beside
+  the encoder; those lookups are interpolated too (their baseline is zero, the
+  weight a padding token has there), and a bigram's share goes half to each of
+  its two tokens. So the attributions cover the whole model, and the
+  completeness check (Explanation.completeness) holds: they sum to
+  score(text) - score(baseline), up to the integration error it reports.
+- `attention`: every layer's and head's attention probabilities, and attention
+  rollout (Abnar & Zuidema, 2020: heads averaged, the residual added as 0.5 I,
+  layers multiplied). A token's score is the rollout attention the pooled
+  output pays to it (the mean over real positions for tfllm's mean-pooled
+  classifier, the first position for [CLS]-pooled KerasHub classifiers, the
+  last position for a generator). Not signed, not class-specific, and blind to
+  anything beside the encoder (the n-gram paths).
+- `occlusion`: drop each token in turn (the text re-packed without it) and
+  see the target's probability move: score = p(text) - p(text without it).
+
+Example:
+>>> explanation = tfllm.explain("runs/reviews", "a gorgeous, witty film")
+>>> explanation.label, [(t["token"], round(t["score"], 3)) for t in explanation.to_json()["tokens"]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import html
+import json
+import os
+import time
+
+import numpy as np
+
+from tfllm.errors import UserInputError
+
+METHODS = ("integrated_gradients", "attention", "occlusion")
+DEFAULT_STEPS = 50
+MAX_STEPS = 1000
+
+
+@dataclasses.dataclass
+class Explanation:
+    """One text's explanation.
+
+    Attributes:
+        text: the input text (the prompt for a generator).
+        method: one of `METHODS`.
+        kind: "classifier" or "generator".
+        label: the predicted label (a generator: the predicted next token).
+        target: the label (or next token) the scores explain.
+        probabilities: `{label: probability}` (a generator: its 10 likeliest next tokens).
+        tokens: the text's tokens as the model saw them (no special tokens; truncated at the model's length).
+        scores: one score per token (positive: evidence for `target`).
+        completeness: integrated gradients only: `{"sum", "difference", "score", "baseline_score",
+            "error", "steps"}`: the attributions' sum against score(text) - score(baseline).
+        attention: `{"tokens": every real position's token (specials included), "layers":
+            [layers][heads][query][key], "rollout": [query][key]}` where the model has attention maps.
+        seconds: time the method took (after the first call compiled it).
+    """
+
+    text: str
+    method: str
+    kind: str
+    label: str
+    target: str
+    probabilities: dict
+    tokens: list
+    scores: list
+    completeness: dict | None = None
+    attention: dict | None = None
+    seconds: float = 0.0
+
+    def to_json(self, with_attention=False):
+        """`{"label", "probabilities", "method", "tokens": [{"token", "score"}, ...]}` (+ details)."""
+        out = {
+            "label": self.label,
+            "probabilities": {k: float(v) for k, v in self.probabilities.items()},
+            "method": self.method,
+            "target": self.target,
+            "tokens": [{"token": t, "score": float(s)} for t, s in zip(self.tokens, self.scores)],
+        }
+        if self.completeness is not None:
+            out["completeness"] = self.completeness
+        if with_attention and self.attention is not None:
+            out["attention"] = self.attention
+        return out
+
+
+# --- running a model with some layers' outputs given -------------------------------------------
+
+
+@contextlib.contextmanager
+def _replaced_calls(replacements):
+    """Inside the block, `layer(...)` runs `fn(original_call, *args, **kwargs)` for each `{layer: fn}`.
+
+    Integrated gradients needs the model's output at embeddings between the
+    baseline and the text's, which no token id has; attention maps need each
+    attention layer's scores, which the encoder blocks do not return. Rather
+    than re-implementing each architecture's forward pass, the model's own call
+    runs with those layers' calls replaced (an instance attribute shadows the
+    class's `call`; Keras's `Layer.__call__` looks it up on the instance). Only
+    ever while a function is traced: the compiled graph keeps what the
+    replacement did, the model object is left as it was.
+    """
+    done = []
+    try:
+        for layer, fn in replacements.items():
+            layer.call = functools.partial(fn, layer.call)
+            done.append(layer)
+        yield
+    finally:
+        for layer in done:
+            del layer.call
+
+
+def _forward_only(fn):
+    """A replacement that leaves reverse calls of a tied `ReversibleEmbedding` (the LM head) alone."""
+    def call(original, *args, **kwargs):
+        if kwargs.get("reverse"):
+            return original(*args, **kwargs)
+        return fn(original, *args, **kwargs)
+    return call
+
+
+def _attention_layers(backbone):
+    """The self-attention layer of each block, where the blocks are KerasHub `TransformerEncoder`s."""
+    import keras_hub
+
+    blocks = getattr(backbone, "transformer_layers", None) or []
+    if not blocks or not all(isinstance(b, keras_hub.layers.TransformerEncoder) for b in blocks):
+        return None
+    # PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer` (keras-hub 0.32). The block's
+    # `call(return_attention_scores=True)` is public, but the backbone calls its blocks without it; the
+    # attention layer itself is a plain `keras.layers.MultiHeadAttention` (keras-team/keras-hub#1200).
+    return [b._self_attention_layer for b in blocks]
+
+
+class Explainer:
+    """Explains a loaded KerasHub task's predictions; holds its compiled functions for reuse.
+
+    Args:
+        model: a text classifier task (tfllm's `TextClassifier`, or a KerasHub one whose
+            outputs are probabilities or logits) or a `CausalLM` task, with its preprocessor.
+        label_names: the classes' names (classifiers; default "0", "1", ...).
+
+    Example:
+    >>> task, labels, _ = tfllm.load_run("runs/reviews")
+    >>> explainer = Explainer(task, labels)
+    >>> explainer.explain("a gorgeous, witty film", method="occlusion").scores
+    """
+
+    def __init__(self, model, label_names=None):
+        import keras_hub
+
+        self.model = model
+        self.preprocessor = model.preprocessor
+        if self.preprocessor is None:
+            raise UserInputError("This model has no preprocessor; explain needs one to tokenize the text.")
+        self.tokenizer = self.preprocessor.tokenizer
+        self.generator = isinstance(model, keras_hub.models.CausalLM)
+        if not self.generator and not isinstance(model, keras_hub.models.TextClassifier):
+            raise UserInputError(f"Cannot explain a {type(model).__name__}: explain works on text classifiers and "
+                                 "text generators (causal LMs).")
+        self.kind = "generator" if self.generator else "classifier"
+        backbone = model.backbone
+        self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
+        # Special tokens carry no evidence about the text; an unknown word's [UNK] does, so it stays.
+        self.special_ids = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])}
+        for name in ("unk_token_id", "oov_token_id"):
+            self.special_ids.discard(getattr(self.tokenizer, name, None))
+        self.num_outputs = int(model.output.shape[-1]) if not self.generator else None
+        if not self.generator:
+            num_classes = 2 if self.num_outputs == 1 else self.num_outputs
+            self.label_names = list(label_names) if label_names else [str(i) for i in range(num_classes)]
+            if len(self.label_names) != num_classes:
+                raise UserInputError(f"{len(self.label_names)} label names for a model with {num_classes} classes.")
+        # What integrated gradients interpolates: (layer, kind). "token": one vector per position;
+        # "bigram": one per position, for the pair ending there; "wide": unigrams then bigrams.
+        self._embeddings = [(backbone.token_embedding, "token")]
+        from tfllm.models.text_classifier import TextClassifier
+
+        self._mean_pooled = isinstance(model, TextClassifier)
+        if self._mean_pooled:
+            names = {layer.name: layer for layer in model.layers}
+            if "bigram_embedding" in names:
+                self._embeddings.append((names["bigram_embedding"], "bigram"))
+            if "wide_ngrams" in names:
+                self._embeddings.append((names["wide_ngrams"], "wide"))
+        self._attention = _attention_layers(backbone)
+        self._fns = {}
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def encode(self, text):
+        """The text's model inputs (numpy, `[1, n]`, trimmed to its real positions) and its tokens."""
+        if not isinstance(text, str) or not text.strip():
+            raise UserInputError("The text is empty; pass the text to explain, e.g. "
+                                 "tfllm explain RUN_DIR \"a joyous, moving film\".")
+        if self.generator:
+            x = self.preprocessor.generate_preprocess([text])
+        else:
+            x = self.preprocessor([text])
+            if isinstance(x, tuple):
+                x = x[0]
+        x = {k: np.asarray(v) for k, v in x.items()}
+        n = int(np.asarray(x["padding_mask"]).astype(bool)[0].sum())
+        x = {k: v[:, :n] for k, v in x.items()}
+        ids = x["token_ids"][0].astype(int)
+        is_text = np.array([i not in self.special_ids for i in ids])
+        if not is_text.any():
+            raise UserInputError(f"The text {text[:60]!r} has no tokens for this model to read.")
+        return x, ids, is_text
+
+    def token_strings(self, ids):
+        return [str(self.tokenizer.id_to_token(int(i))) for i in ids]
+
+    def _probabilities_of(self, outputs, inputs):
+        """`[batch, K]` class probabilities (classifier) or next-token probabilities (generator)."""
+        import keras
+        import tensorflow as tf
+
+        outputs = tf.cast(outputs, tf.float32)
+        if self.generator:
+            last = tf.cast(tf.reduce_sum(tf.cast(inputs["padding_mask"], tf.int32), axis=1), tf.int32) - 1
+            logits = tf.gather(outputs, last, axis=1, batch_dims=1)
+            return tf.nn.softmax(logits, axis=-1)
+        if outputs.shape[-1] == 1:
+            return tf.concat([1.0 - outputs, outputs], axis=-1)
+        activation = getattr(self.model, "activation", None)
+        activation = keras.activations.get(activation) if activation is not None else None
+        if not self._mean_pooled and activation in (None, keras.activations.linear):
+            return tf.nn.softmax(outputs, axis=-1)  # KerasHub classifiers output logits by default
+        return outputs
+
+    def _spec(self, x):
+        import tensorflow as tf
+
+        return {k: tf.TensorSpec([None, None], tf.as_dtype(v.dtype), name=k) for k, v in x.items()}
+
+    # --- compiled functions -----------------------------------------------------------------
+
+    def _probabilities_fn(self, x):
+        if "probabilities" not in self._fns:
+            import tensorflow as tf
+
+            @tf.function(input_signature=[self._spec(x)])
+            def fn(inputs):
+                return self._probabilities_of(self.model(inputs, training=False), inputs)
+            self._fns["probabilities"] = fn
+        return self._fns["probabilities"]
+
+    def _ig_fn(self, x):
+        if "ig" in self._fns:
+            return self._fns["ig"]
+        import tensorflow as tf
+
+        embeddings = self._embeddings
+        pad_id = self.pad_id
+
+        @tf.function(input_signature=[self._spec(x), tf.TensorSpec([None], tf.float32, name="alphas"),
+                                      tf.TensorSpec([None], tf.float32, name="weights"),
+                                      tf.TensorSpec([], tf.int32, name="target"),
+                                      tf.TensorSpec([1, None], tf.bool, name="is_text")])
+        def fn(inputs, alphas, weights, target, is_text):
+            recorded = {}
+
+            def record(i):
+                def call(original, *args, **kwargs):
+                    recorded[i] = original(*args, **kwargs)
+                    return recorded[i]
+                return _forward_only(call)
+
+            with _replaced_calls({layer: record(i) for i, (layer, _) in enumerate(embeddings)}):
+                self.model(inputs, training=False)
+            # Which positions move from the baseline: text tokens; a bigram when either of its tokens is text.
+            previous = tf.pad(is_text[:, :-1], [[0, 0], [1, 0]])
+            bigram_text = tf.logical_or(is_text, previous)
+            deltas, bases = [], []
+            for i, (layer, kind) in enumerate(embeddings):
+                actual = tf.cast(recorded[i], tf.float32)
+                if kind == "token":
+                    base = tf.cast(tf.gather(layer.embeddings, pad_id), tf.float32)[None, None, :]
+                    moving = is_text
+                elif kind == "bigram":
+                    base, moving = tf.zeros_like(actual), bigram_text
+                else:  # wide: unigrams, then the bigrams ending at each position
+                    base, moving = tf.zeros_like(actual), tf.concat([is_text, bigram_text], axis=1)
+                base = tf.where(moving[:, :, None], base, actual)
+                bases.append(base)
+                deltas.append(actual - base)
+            steps = tf.shape(alphas)[0]
+            tiled = {k: tf.repeat(v, steps, axis=0) for k, v in inputs.items()}
+            with tf.GradientTape() as tape:
+                points = [base + alphas[:, None, None] * delta for base, delta in zip(bases, deltas)]
+                tape.watch(points)
+
+                def give(i):
+                    return _forward_only(lambda original, *args, **kwargs: tf.cast(points[i], recorded[i].dtype))
+
+                with _replaced_calls({layer: give(i) for i, (layer, _) in enumerate(embeddings)}):
+                    probabilities = self._probabilities_of(self.model(tiled, training=False), tiled)
+                scores = probabilities[:, target]
+                weighted = tf.reduce_sum(scores * weights)
+            gradients = tape.gradient(weighted, points)
+            # Sum over the batch of weighted gradients = the path integral; times the displacement.
+            per_position = [tf.reduce_sum(tf.reduce_sum(g, axis=0) * d[0], axis=-1)
+                            for g, d in zip(gradients, deltas)]
+            return per_position, scores, probabilities[-1]
+
+        self._fns["ig"] = fn
+        return fn
+
+    def _attention_fn(self, x):
+        if "attention" in self._fns:
+            return self._fns["attention"]
+        import tensorflow as tf
+
+        layers = self._attention
+
+        @tf.function(input_signature=[self._spec(x)])
+        def fn(inputs):
+            maps = {}
+
+            def record(i):
+                def call(original, *args, **kwargs):
+                    kwargs["return_attention_scores"] = True
+                    output, maps[i] = original(*args, **kwargs)
+                    return output
+                return call
+
+            with _replaced_calls({layer: record(i) for i, layer in enumerate(layers)}):
+                probabilities = self._probabilities_of(self.model(inputs, training=False), inputs)
+            return tf.stack([tf.cast(maps[i], tf.float32) for i in range(len(layers))], axis=1), probabilities
+
+        self._fns["attention"] = fn
+        return fn
+
+    # --- public -----------------------------------------------------------------------------
+
+    def target_index(self, target):
+        if target is None:
+            return None
+        if self.generator:
+            try:
+                index = int(self.tokenizer.token_to_id(target))
+            except Exception:  # noqa: BLE001 - each tokenizer signals an unknown token its own way
+                index = None
+            if index is None or index < 0:
+                raise UserInputError(f"--target {target!r} is not a token of this model's vocabulary; pass one "
+                                     "token, e.g. a character for a character-level model.")
+            return index
+        if target not in self.label_names:
+            raise UserInputError(f"Unknown --target {target!r}; this model's labels are "
+                                 f"{', '.join(self.label_names)}.")
+        return self.label_names.index(target)
+
+    def probabilities(self, x):
+        return np.asarray(self._probabilities_fn(x)(x))
+
+    def removal_probabilities(self, x, keep_rows, target=None):
+        """Probabilities of the text re-packed with only the positions `keep_rows[j]` (bool `[n]`) kept.
+
+        Returns `[len(keep_rows), K]` (or `[len(keep_rows)]` of `target`'s probability for a generator's
+        vocabulary-wide output, when `target` is given).
+        """
+        keep_rows = np.asarray(keep_rows, bool)
+        lengths = keep_rows.sum(axis=1)
+        width = max(1, int(lengths.max()))
+        batch = {}
+        for k, v in x.items():
+            fill = self.pad_id if k == "token_ids" else 0
+            out = np.full((len(keep_rows), width), fill, dtype=v.dtype)
+            for j, keep in enumerate(keep_rows):
+                out[j, :lengths[j]] = v[0][keep]
+            batch[k] = out
+        probabilities = self.probabilities(batch)
+        return probabilities if target is None else probabilities[:, target]
+
+    def prepare(self, text):
+        """(inputs, token ids, text-token mask, probabilities): the parts the methods share."""
+        x, ids, is_text = self.encode(text)
+        return x, ids, is_text, self.probabilities(x)[0]
+
+    def _label_and_probabilities(self, probabilities):
+        if self.generator:
+            top = np.argsort(-probabilities)[:10]
+            return (self.token_strings([top[0]])[0],
+                    {s: float(probabilities[i]) for s, i in zip(self.token_strings(top), top)})
+        return self.label_names[int(np.argmax(probabilities))], dict(zip(self.label_names, map(float, probabilities)))
+
+    def explain(self, text, method="integrated_gradients", target=None, steps=DEFAULT_STEPS, with_attention=False):
+        """Explains one text; returns an `Explanation`.
+
+        Args:
+            text: the text (a generator: the prompt whose next token is explained).
+            method: "integrated_gradients", "attention" or "occlusion".
+            target: the label to explain (a generator: the next token); default the predicted one.
+            steps: integrated gradients' number of intervals (the batch holds steps + 1 points).
+            with_attention: also attach the attention maps (for an HTML page), whatever the method.
+        """
+        if method not in METHODS:
+            raise UserInputError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+        if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise UserInputError(f"--steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
+        if method == "attention" and self._attention is None:
+            raise UserInputError(f"This {self.kind} has no attention maps tfllm can read (its blocks are not "
+                                 "KerasHub TransformerEncoders); use --method integrated_gradients or occlusion.")
+        target_index = self.target_index(target)
+        x, ids, is_text, probabilities = self.prepare(text)
+        label, shown = self._label_and_probabilities(probabilities)
+        if target_index is None:
+            target_index = int(np.argmax(probabilities))
+        target_name = self.token_strings([target_index])[0] if self.generator else self.label_names[target_index]
+        start = time.perf_counter()
+        completeness = attention = None
+        if method == "integrated_gradients":
+            per_token, completeness = self._integrated_gradients(x, is_text, target_index, steps)
+        elif method == "occlusion":
+            per_token = self._occlusion(x, is_text, target_index, probabilities)
+        else:
+            attention = self.attention(x, ids)
+            per_token = np.asarray(attention["token_scores"])
+        seconds = time.perf_counter() - start
+        if with_attention and attention is None and self._attention is not None:
+            attention = self.attention(x, ids)
+        if attention is not None:
+            attention = {k: v for k, v in attention.items() if k != "token_scores"}
+        tokens = self.token_strings(ids)
+        return Explanation(
+            text=text, method=method, kind=self.kind, label=label, target=target_name, probabilities=shown,
+            tokens=[t for t, keep in zip(tokens, is_text) if keep],
+            scores=[float(s) for s, keep in zip(per_token, is_text) if keep],
+            completeness=completeness, attention=attention, seconds=seconds,
+        )
+
+    def integrated_gradients(self, x, is_text, target_index, steps=DEFAULT_STEPS):
+        """Per-position attributions `[n]` (0 at special tokens) and the completeness record."""
+        return self._integrated_gradients(x, is_text, target_index, steps)
+
+    def _integrated_gradients(self, x, is_text, target_index, steps):
+        alphas = np.linspace(0.0, 1.0, steps + 1, dtype="float32")
+        weights = np.full(steps + 1, 1.0 / steps, dtype="float32")
+        weights[[0, -1]] *= 0.5  # trapezoid rule
+        fn = self._ig_fn(x)
+        per_layer, scores, _ = fn(x, alphas, weights, np.int32(target_index), is_text[None, :])
+        n = len(is_text)
+        per_token = np.zeros(n)
+        for (_, kind), values in zip(self._embeddings, per_layer):
+            values = np.asarray(values, "float64")
+            if kind == "token":
+                per_token += values
+            elif kind == "bigram":
+                per_token += self._bigram_shares(values, is_text)
+            else:
+                per_token += values[:n] + self._bigram_shares(values[n:], is_text)
+        scores = np.asarray(scores, "float64")
+        total, difference = float(per_token.sum()), float(scores[-1] - scores[0])
+        return per_token, {"sum": total, "difference": difference, "score": float(scores[-1]),
+                           "baseline_score": float(scores[0]), "error": abs(total - difference), "steps": steps}
+
+    @staticmethod
+    def _bigram_shares(values, is_text):
+        """A bigram's attribution (the pair ending at each position) split over its two tokens' text ones."""
+        out = np.zeros(len(values))
+        for i in range(1, len(values)):
+            owners = [j for j in (i - 1, i) if is_text[j]]
+            for j in owners:
+                out[j] += values[i] / len(owners)
+        return out
+
+    def _occlusion(self, x, is_text, target_index, probabilities):
+        n = len(is_text)
+        positions = np.flatnonzero(is_text)
+        keep = np.ones((len(positions), n), bool)
+        keep[np.arange(len(positions)), positions] = False
+        dropped = self.removal_probabilities(x, keep)[:, target_index]
+        scores = np.zeros(n)
+        scores[positions] = probabilities[target_index] - dropped
+        return scores
+
+    def attention(self, x, ids):
+        """`{"tokens", "layers": [L][H][n][n], "rollout": [n][n], "token_scores": [n]}` for one text."""
+        maps, _ = self._attention_fn(x)(x)
+        maps = np.asarray(maps[0], "float64")  # [layers, heads, n, n]
+        n = maps.shape[-1]
+        rollout = np.eye(n)
+        for layer in maps:
+            a = 0.5 * layer.mean(axis=0) + 0.5 * np.eye(n)
+            a /= a.sum(axis=-1, keepdims=True)
+            rollout = a @ rollout
+        if self.generator:
+            pooled = rollout[-1]
+        elif self._mean_pooled:
+            pooled = rollout.mean(axis=0)
+        else:
+            pooled = rollout[0]  # [CLS]
+        return {"tokens": self.token_strings(ids), "layers": maps.round(5).tolist(), "rollout": rollout.round(5).tolist(),
+                "token_scores": pooled.tolist()}
+
+
+def load_explainer(run_dir):
+    """An `Explainer` for a finished classification or generation run."""
+    from tfllm import runs
+
+    task = runs.require_task(run_dir, "classify", "generate",
+                             hint="explain works on classifiers and text generators.")
+    model = runs.load_task(run_dir)
+    return Explainer(model, runs.read_labels(run_dir) if task == "classify" else None)
+
+
+def explain(model, text, method="integrated_gradients", target=None, steps=DEFAULT_STEPS, label_names=None,
+            with_attention=False):
+    """Explains one prediction: per-token attributions for the predicted class (or `target`).
+
+    Args:
+        model: a run directory (classification or generation), a loaded task, or an `Explainer`
+            (reuse one for many texts: its functions compile once).
+        text: the text to explain (a generator: the prompt; its next token is explained).
+        method: "integrated_gradients" (default), "attention" or "occlusion".
+        target: the label (a generator: the next token) to explain; default the predicted one.
+        steps: integrated gradients' number of intervals.
+        label_names: class names when `model` is a loaded classifier.
+        with_attention: also attach the attention maps whatever the method.
+
+    Returns:
+        An `Explanation` (`.to_json()` gives `{"label", "probabilities", "method", "tokens"}`).
+    """
+    if isinstance(model, (str, os.PathLike)):
+        explainer = load_explainer(os.fspath(model))
+    elif isinstance(model, Explainer):
+        explainer = model
+    else:
+        explainer = Explainer(model, label_names)
+    return explainer.explain(text, method=method, target=target, steps=steps, with_attention=with_attention)
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _joined(tokens):
+    """Tokens back to display pieces: WordPiece's `##` continuations glued, SentencePiece's `▁` a space."""
+    pieces = []
+    for i, token in enumerate(tokens):
+        if token.startswith("##"):
+            pieces.append(("", token[2:]))
+        elif token.startswith("\u2581") or token.startswith("\u0120"):  # SentencePiece / byte-level BPE
+            pieces.append((" " if i else "", token[1:]))
+        elif len(token) == 1 and not token.isalnum() and token not in "([{\"'" and i:
+            pieces.append(("", token))
+        else:
+            pieces.append((" " if i else "", token))
+    return pieces
+
+
+def _scale(scores):
+    peak = max((abs(s) for s in scores), default=0.0)
+    return [s / peak if peak > 0 else 0.0 for s in scores]
+
+
+_GREENS = (255, 194, 157, 120, 83, 46)
+_REDS = (255, 224, 217, 210, 203, 196)
+
+
+def render_terminal(explanation, color=True):
+    """A few lines for a terminal: the label and probabilities, the text coloured by score."""
+    lines = []
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in explanation.probabilities.items())
+    head = "next token" if explanation.kind == "generator" else "label"
+    lines.append(f"{head}: {explanation.label!r}  ({shown})" if explanation.kind == "generator"
+                 else f"{head}: {explanation.label}  ({shown})")
+    lines.append(f"{explanation.method} for {explanation.target!r}"
+                 + (" (green: for it, red: against it)" if explanation.method != "attention" else " (rollout)"))
+    text = []
+    for (space, piece), s in zip(_joined(explanation.tokens), _scale(explanation.scores)):
+        if color:
+            palette = _GREENS if s >= 0 else _REDS
+            code = palette[min(5, int(round(abs(s) * 5)))]
+            text.append(f"{space}\x1b[30;48;5;{code}m{piece}\x1b[0m")
+        else:
+            text.append(f"{space}{piece}[{s:+.2f}]")
+    lines.append("".join(text))
+    top = sorted(zip(explanation.tokens, explanation.scores), key=lambda p: -abs(p[1]))[:5]
+    lines.append("strongest: " + ", ".join(f"{t} {s:+.4f}" for t, s in top))
+    if explanation.completeness:
+        c = explanation.completeness
+        lines.append(f"completeness: attributions sum {c['sum']:+.4f}, score {c['score']:.4f} - baseline "
+                     f"{c['baseline_score']:.4f} = {c['difference']:+.4f} (error {c['error']:.4f}, {c['steps']} steps)")
+    return "\n".join(lines)
+
+
+def _rgba(s):
+    return f"rgba(22,163,74,{abs(s):.3f})" if s >= 0 else f"rgba(220,38,38,{abs(s):.3f})"
+
+
+def _heatmap_svg(matrix, tokens, title, cell=None):
+    n = len(tokens)
+    cell = cell or max(6, min(18, 480 // max(n, 1)))
+    label_w = 90
+    size = label_w + n * cell
+    peak = max((max(row) for row in matrix), default=1.0) or 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 16}" role="img">'
+             f'<title>{html.escape(title)}</title>'
+             f'<text x="0" y="12" font-size="12" font-weight="bold">{html.escape(title)}</text>']
+    for i, row in enumerate(matrix):
+        y = 16 + label_w + i * cell
+        if cell >= 10:
+            parts.append(f'<text x="{label_w - 3}" y="{y + cell - 2}" font-size="{cell - 3}" text-anchor="end">'
+                         f'{html.escape(tokens[i][:12])}</text>')
+        for j, value in enumerate(row):
+            opacity = min(1.0, value / peak)
+            parts.append(f'<rect x="{label_w + j * cell}" y="{y}" width="{cell}" height="{cell}" '
+                         f'fill="rgb(37,99,235)" fill-opacity="{opacity:.3f}"><title>{html.escape(tokens[i])} → '
+                         f'{html.escape(tokens[j])}: {value:.3f}</title></rect>')
+    if cell >= 10:
+        for j, token in enumerate(tokens):
+            x = label_w + j * cell + cell - 2
+            parts.append(f'<text x="{x}" y="{16 + label_w - 3}" font-size="{cell - 3}" '
+                         f'transform="rotate(-90 {x} {16 + label_w - 3})">{html.escape(token[:12])}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+MAX_HEATMAPS = 48
+
+
+def render_html(explanations):
+    """A self-contained page (inline CSS and SVG, no scripts or external files) for some explanations."""
+    body = []
+    for e in explanations:
+        probs = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td>"
+                        f'<td><div class="bar" style="width:{200 * v:.0f}px"></div></td></tr>'
+                        for k, v in e.probabilities.items())
+        spans = []
+        for (space, piece), s, raw, token in zip(_joined(e.tokens), _scale(e.scores), e.scores, e.tokens):
+            spans.append(f'{html.escape(space)}<span class="tok" style="background:{_rgba(s)}" '
+                         f'title="{html.escape(token)}: {raw:+.5f}" data-score="{raw:.6g}">{html.escape(piece)}</span>')
+        head = "Next token" if e.kind == "generator" else "Label"
+        section = [f"<section><h2>{html.escape(e.text[:120])}</h2>",
+                   f"<p><b>{head}:</b> {html.escape(e.label)} &nbsp; <b>method:</b> {html.escape(e.method)} "
+                   f"&nbsp; <b>explaining:</b> {html.escape(e.target)}</p>",
+                   f'<table class="probs">{probs}</table>',
+                   f'<p class="text">{"".join(spans)}</p>']
+        if e.completeness:
+            c = e.completeness
+            section.append(f"<p class=\"note\">Completeness: attributions sum {c['sum']:+.4f}; score(text) "
+                           f"{c['score']:.4f} − score(baseline) {c['baseline_score']:.4f} = {c['difference']:+.4f} "
+                           f"(error {c['error']:.4f}, {c['steps']} steps).</p>")
+        if e.attention:
+            tokens = e.attention["tokens"]
+            maps = e.attention["layers"]
+            section.append("<h3>Attention</h3><div class=\"maps\">")
+            section.append(_heatmap_svg(e.attention["rollout"], tokens, "rollout"))
+            count = 0
+            for li, layer in enumerate(maps):
+                for hi, head_map in enumerate(layer):
+                    if count >= MAX_HEATMAPS:
+                        break
+                    section.append(_heatmap_svg(head_map, tokens, f"layer {li + 1} head {hi + 1}"))
+                    count += 1
+            section.append("</div>")
+            total = sum(len(layer) for layer in maps)
+            if total > count:
+                section.append(f"<p class=\"note\">{total - count} more heads not drawn.</p>")
+        section.append("</section>")
+        body.append("".join(section))
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
+             ".tok{padding:1px 2px;border-radius:3px}.text{font-size:1.3em;line-height:2}"
+             ".bar{background:#2563eb;height:10px}.probs td{padding:0 8px}.note{color:#555}"
+             ".maps svg{margin:4px;vertical-align:top}section{border-bottom:1px solid #ddd;padding-bottom:1em}")
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tfllm explain</title>"
+            f"<style>{style}</style></head><body><h1>tfllm explain</h1>{''.join(body)}"
+            "<p class=\"note\">Green: evidence for the explained label; red: against it.</p></body></html>")
+
+
+def to_json_line(explanation):
+    return json.dumps(explanation.to_json(), ensure_ascii=False)
