@@ -192,7 +192,56 @@ MASKED_LM_PRESETS = {
     },
 }
 
-PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretrain": MASKED_LM_PRESETS}
+# Translation (tfllm.models.seq2seq_lm.Seq2SeqLM, tfllm.training.seq2seq): one tokenizer for
+# source and target; "vocabulary_size" bounds it and the model gets its real size.
+TRANSLATION_PRESETS = {
+    "default": {
+        "tokenizer": "wordpiece",  # Chinese one ideograph per token, English words/pieces
+        "lowercase": False,  # references keep their case; so do the outputs
+        "vocabulary_size": 12000,
+        "encoder_sequence_length": 16,
+        "decoder_sequence_length": 24,
+        "hidden_dim": 128,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "intermediate_dim": 256,
+        "dropout": 0.1,
+        "label_smoothing": 0.1,
+        "learning_rate": 1e-3,
+        "warmup_fraction": 0.05,
+        "weight_decay": 0.01,
+        "batch_size": 128,
+        "epochs": 6,
+        "early_stopping": True,
+        "jit_compile": True,
+    },
+    # For tests and smoke runs: seconds on a CPU.
+    "tiny": {
+        "tokenizer": "char",
+        "lowercase": False,
+        "vocabulary_size": 100,
+        "encoder_sequence_length": 12,
+        "decoder_sequence_length": 16,
+        "hidden_dim": 16,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 2,
+        "intermediate_dim": 32,
+        "dropout": 0.0,
+        "label_smoothing": 0.0,
+        "learning_rate": 1e-2,
+        "warmup_fraction": 0.0,
+        "weight_decay": 0.0,
+        "batch_size": 16,
+        "epochs": 2,
+        "early_stopping": False,
+        "jit_compile": False,
+    },
+}
+
+PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretrain": MASKED_LM_PRESETS,
+           "translate": TRANSLATION_PRESETS}
 
 # Settings the training code reads (with a default) that no shipped preset sets.
 # With every preset's keys they are what `overrides` may name, so a misspelt
@@ -202,6 +251,7 @@ OPTIONAL_SETTINGS = {
                  "wide_bigram_buckets"},
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
+    "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution"},
 }
 
 
