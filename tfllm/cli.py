@@ -229,6 +229,64 @@ def add_generation_parsers(sub):
 # --- end generation --------------------------------------------------------------
 
 
+# --- explain: `tfllm explain` (logic in tfllm.explanations) ---------------------
+
+
+def cmd_explain(args):
+    from tfllm import runs
+    from tfllm.errors import UserInputError
+    from tfllm.explanations import MAX_STEPS, METHODS
+
+    if args.method not in METHODS:
+        raise UserInputError(f"Unknown --method {args.method!r}; choose one of {', '.join(METHODS)}.")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise UserInputError(f"--steps must be from 1 to {MAX_STEPS}, got {args.steps}.")
+    empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
+    if empty:
+        raise UserInputError(f"Text {empty[0]} is empty; pass the texts to explain, e.g. "
+                             f"tfllm explain {args.run_dir} \"a joyous, moving film\".")
+    task = runs.require_task(args.run_dir, "classify", "generate",
+                             hint="tfllm explain works on classifiers and text generators.")
+    if task == "classify" and args.target is not None and args.target not in runs.read_labels(args.run_dir):
+        raise UserInputError(f"Unknown --target {args.target!r}; this model's labels are "
+                             f"{', '.join(runs.read_labels(args.run_dir))}.")
+    from tfllm.explanations import load_explainer, render_html, render_terminal
+
+    explainer = load_explainer(args.run_dir)
+    explanations = [explainer.explain(text, method=args.method, target=args.target, steps=args.steps,
+                                      with_attention=bool(args.html))
+                    for text in args.texts]
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for explanation in explanations:
+        if args.json:
+            print(json.dumps(explanation.to_json(), ensure_ascii=False))
+        else:
+            print(render_terminal(explanation, color=color) + "\n")
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(render_html(explanations))
+        if not args.json:
+            print(f"Wrote {args.html}")
+
+
+def add_explain_parsers(sub):
+    p = sub.add_parser("explain", help="which tokens made a classifier (or a generator's next token) say what it says")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="+", metavar="text", help="texts to explain (a generator: prompts)")
+    p.add_argument("--method", default="integrated_gradients",
+                   help="integrated_gradients (default), attention (maps and rollout) or occlusion")
+    p.add_argument("--target", default=None, metavar="LABEL",
+                   help="the label to explain (a generator: the next token); default the predicted one")
+    p.add_argument("--steps", type=int, default=50, help="integrated gradients' steps")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps")
+    p.add_argument("--json", action="store_true",
+                   help='print {"label", "probabilities", "method", "tokens": [{"token", "score"}]} per text')
+    p.set_defaults(func=cmd_explain)
+
+
+# --- end explain -----------------------------------------------------------------
+
+
 def build_parser():
     from tfllm import __version__
 
@@ -314,6 +372,7 @@ def build_parser():
 
     add_serving_parsers(sub)
     add_generation_parsers(sub)
+    add_explain_parsers(sub)
     return parser
 
 
