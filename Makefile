@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,15 @@ install: $(STAMP)
 # Trains the default classifier on the bundled Rotten Tomatoes reviews, prints the
 # test metrics, writes TensorBoard logs under runs/ and exports savedmodels/reviews/N/.
 demo: $(STAMP)
-	$(BIN)/tfllm train --task classify --data rotten_tomatoes --run-dir runs/reviews
+	$(BIN)/tfllm train --task classify --data rotten_tomatoes --run-dir runs/reviews --overwrite
 	$(BIN)/tfllm export runs/reviews --name reviews
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The quick part (no end-to-end runs marked slow): about a minute on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -79,8 +79,47 @@ def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, tmp_path, cap
     out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "sm" / "bert" / "1"), json.dumps(texts)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), predict_probabilities(model, texts),
-                               atol=1e-5)
+    expected = predict_probabilities(model, texts)
+    np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
+
+    # One served request, over TF Serving's REST API from the local server.
+    served = _serve_once(tmp_path / "sm", "bert", texts)
+    np.testing.assert_allclose([row["probabilities"] for row in served], expected, atol=1e-5)
+
+    # TFLite: the token-id model and (BERT's WordPiece has TF Text kernels) the string model, with parity.
+    assert main(["export", str(run_dir), "--name", "bert-tflite", "--base-dir", str(tmp_path / "sm"),
+                 "--format", "tflite"]) == 0
+    parity = json.loads((tmp_path / "sm" / "bert-tflite" / "1" / "parity.json").read_text())
+    assert parity["model.tflite"]["max_abs_probability_difference"] < 1e-4
+
+
+def _serve_once(base, name, texts):
+    import os
+    import socket
+    import time
+
+    from tfllm.serving import RestClient, ServingError
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    proc = subprocess.Popen([sys.executable, "-m", "tfllm.serving.server", str(base), "--port", str(ports[0]),
+                             "--grpc-port", str(ports[1])], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with RestClient("127.0.0.1", ports[0], timeout=30) as client:
+                    return client.predict(name, instances=texts)
+            except ServingError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, capsys):

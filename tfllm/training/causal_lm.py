@@ -104,11 +104,12 @@ def causal_lm_from_preset(handle, preset):
     """A causal LM task from a tfllm run or a KerasHub preset (GPT-2, OPT, ...), with its own tokenizer."""
     import keras_hub
 
-    from tfllm.training.classifier import preset_backbone_class
+    from tfllm.training.classifier import preset_backbone_class, preset_max_length
 
     backbone_cls = preset_backbone_class(handle)
     try:
-        preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(handle, sequence_length=preset["sequence_length"])
+        preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(
+            handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
         model = keras_hub.models.CausalLM.from_preset(handle, preprocessor=preprocessor)
     except ValueError as e:
         raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no causal LM in KerasHub "
@@ -320,7 +321,7 @@ def train_causal_lm(config, verbose="auto"):
             common.adapt_model_to_strategy(model, strategy)
         phases.mark("build_model")
 
-        seq = preset["sequence_length"]
+        seq = model.preprocessor.sequence_length  # the recipe's, capped at a preset's positions
         train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
         val_ids = data_lib.tokenize_corpus(tokenizer, val_text)
         data_lib.check_length(train_ids, seq, "training")

@@ -50,10 +50,24 @@ def own_classifier(preset, tokenizer, num_classes):
 
 def preset_backbone_class(handle):
     """The backbone class a preset names (local folder, Kaggle handle or hf:// URI), or a clear error."""
-    from keras_hub.src.utils.preset_utils import get_preset_loader  # no public way to ask (keras-hub 0.32)
+    return _preset_backbone(handle)[0]
+
+
+def preset_max_length(handle, wanted):
+    """`wanted`, capped at the longest input the preset's backbone has positions for."""
+    config = _preset_backbone(handle)[1]
+    longest = config.get("sequence_length") or config.get("max_sequence_length")
+    return min(wanted, longest) if longest else wanted
+
+
+def _preset_backbone(handle):
+    # PRIVATE API: keras_hub's preset loader is the only way to read a preset's backbone class and config
+    # without building it (keras-hub 0.32 has no public one; no upstream issue asks for it).
+    from keras_hub.src.utils.preset_utils import get_preset_loader
 
     try:
-        return get_preset_loader(handle).check_backbone_class()
+        loader = get_preset_loader(handle)
+        return loader.check_backbone_class(), dict(getattr(loader, "config", {}).get("config", {}))
     except Exception as e:  # a missing folder, no config.json, a handle that cannot be fetched offline, ...
         raise UserInputError(f"Cannot load --from-preset {handle!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
                              "Pass a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle "
@@ -67,7 +81,7 @@ def classifier_from_preset(handle, preset, num_classes):
     backbone_cls = preset_backbone_class(handle)
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-            handle, sequence_length=preset["sequence_length"])
+            handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
         if backbone_cls is EncoderBackbone:
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,

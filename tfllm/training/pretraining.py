@@ -45,12 +45,12 @@ def masked_lm_preset(config):
 
 def masked_lm_from_preset(handle, preset):
     """A `MaskedLM` over a preset's encoder backbone and tokenizer (tfllm's or any KerasHub one)."""
-    from tfllm.training.classifier import preset_backbone_class
+    from tfllm.training.classifier import preset_backbone_class, preset_max_length
 
     backbone_cls = preset_backbone_class(handle)
     try:
         preprocessor = keras_hub.models.MaskedLMPreprocessor.from_preset(
-            handle, sequence_length=preset["sequence_length"], mask_selection_rate=preset["mask_selection_rate"],
+            handle, sequence_length=preset_max_length(handle, preset["sequence_length"]), mask_selection_rate=preset["mask_selection_rate"],
             mask_selection_length=_mask_length(preset))
         return keras_hub.models.MaskedLM.from_preset(handle, preprocessor=preprocessor)
     except ValueError as e:

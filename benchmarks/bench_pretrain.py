@@ -1,0 +1,173 @@
+"""Few labels, where pretraining matters: does pretraining on unlabeled reviews pay?
+
+    .venv/bin/pip install -e ".[bench]"      # scikit-learn for the TF-IDF + LR reference
+    .venv/bin/python benchmarks/bench_pretrain.py --labels 250 500 1000 --seeds 0 1 2 3 4
+
+The bundled `rotten_tomatoes` (binary), its own test split (1,320 reviews). For
+each N and seed, N labelled reviews are drawn (stratified) from the training
+split; 20% of them are held out as the validation split the trainer stops
+early on, so no other label is used. Then, on the same N:
+
+- `tfidf_lr`: TF-IDF of 1-2-grams fitted on all training texts (labels unused) +
+  logistic regression (the issue's reference);
+- `scratch`: tfllm's encoder (the `finetune` recipe's shape) trained from scratch,
+  its tokenizer trained on the N texts;
+- `pretrained_mlm`: the same encoder, masked-LM pretrained once on every text of the
+  training split (11.4k, plot summaries included, labels unused) with
+  `tfllm.training.pretraining.pretrain` (64 positions, a 4,000-piece vocabulary), then
+  fine-tuned (`tfllm train --from-preset`); the pretraining's figures and time are in the JSON.
+
+Writes `benchmarks/results/pretrain.json`: every row, the per-N means, the
+pretraining's own figures and time, and the machine.
+"""
+
+import argparse
+import contextlib
+import csv
+import gzip
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from tfllm.cli import main as tfllm_main
+from tfllm.datasets import bundled_path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_rows():
+    with gzip.open(bundled_path("rotten_tomatoes.csv.gz"), "rt", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def draw(rows, n, seed):
+    """N stratified labelled training rows (binary fresh/rotten), 20% of them marked val."""
+    rng = np.random.default_rng(seed)
+    train = [r for r in rows if r["split"] == "train" and r["label"] in ("fresh", "rotten")]
+    chosen = []
+    for label in ("fresh", "rotten"):
+        pool = [r for r in train if r["label"] == label]
+        share = round(n * len(pool) / len(train))
+        chosen += [pool[i] for i in rng.choice(len(pool), share, replace=False)]
+    rng.shuffle(chosen)
+    n_val = max(2, len(chosen) // 5)
+    return [dict(r, split="val") for r in chosen[:n_val]] + [dict(r, split="train") for r in chosen[n_val:]]
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label", "split"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({"text": r["text"], "label": r["label"], "split": r["split"]})
+
+
+def cli(*argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = tfllm_main([str(a) for a in argv])
+    if status:
+        raise SystemExit(f"tfllm {' '.join(map(str, argv))} exited {status}")
+    return out.getvalue()
+
+
+def tfidf_lr(all_train_texts, labelled, test):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True).fit(all_train_texts)
+    train = [r for r in labelled if r["split"] == "train"] + [r for r in labelled if r["split"] == "val"]
+    model = LogisticRegression(C=4.0, max_iter=2000).fit(vectorizer.transform([r["text"] for r in train]),
+                                                         [r["label"] for r in train])
+    predicted = model.predict(vectorizer.transform([r["text"] for r in test]))
+    return float(np.mean(predicted == np.array([r["label"] for r in test])))
+
+
+def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=()):
+    argv = ["train", "--task", "classify", "--data", data_csv, "--split-column", "split", "--labels", "rotten,fresh",
+            "--preset", "finetune", "--seed", seed, "--run-dir", run_dir]
+    if from_preset:
+        argv += ["--from-preset", from_preset]
+    for key, value in overrides:
+        argv += [f"--{key}", value]
+    start = time.perf_counter()
+    cli(*argv)
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    return {"test_accuracy": round(metrics["test"]["accuracy"], 4), "val_accuracy": round(metrics["val"]["accuracy"], 4),
+            "epochs_run": metrics["epochs_run"], "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", type=int, nargs="+", default=[250, 500, 1000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--pretrain-steps", type=int, default=3000)
+    parser.add_argument("--pretrain-dir", default="runs/bench-pretrain-mlm", help="reused when it holds a finished run")
+    parser.add_argument("--pretrain-vocabulary", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (early stopping on the held-out 20%)")
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--arms", nargs="+", default=["tfidf_lr", "scratch", "pretrained_mlm"])
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "pretrain.json"))
+    args = parser.parse_args()
+
+    rows = read_rows()
+    test = [r for r in rows if r["split"] == "test" and r["label"] in ("fresh", "rotten")]
+    all_train_texts = [r["text"] for r in rows if r["split"] == "train"]
+    result = {"data": "rotten_tomatoes (binary), its test split", "num_test": len(test),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+              "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv), "rows": []}
+
+    if "pretrained_mlm" in args.arms:
+        from tfllm import runs
+
+        from tfllm.config import TrainConfig
+        from tfllm.training.pretraining import pretrain
+
+        if not runs.is_finished(args.pretrain_dir):
+            # Reviews are short (about 25 word pieces): 64 positions, and a smaller vocabulary
+            # whose rows each get more updates from 11.4k texts.
+            pretrain(TrainConfig(task="pretrain", objective="mlm", data="rotten_tomatoes", run_dir=args.pretrain_dir,
+                                 steps=args.pretrain_steps, batch_size=64, overwrite=True,
+                                 overrides={"sequence_length": 64, "vocabulary_size": args.pretrain_vocabulary}),
+                     verbose=2)
+        result["pretrain_recipe"] = runs.read_recipe(args.pretrain_dir)
+        result["pretrain"] = json.load(open(os.path.join(args.pretrain_dir, "metrics.json")))
+
+    overrides = [("epochs", args.epochs), ("learning-rate", args.learning_rate)]
+    for n in args.labels:
+        for seed in args.seeds:
+            labelled = draw(rows, n, seed)
+            with tempfile.TemporaryDirectory() as tmp:
+                data_csv = os.path.join(tmp, "data.csv")
+                write_csv(data_csv, labelled + [dict(r, split="test") for r in test])
+                row = {"labels": n, "seed": seed}
+                if "tfidf_lr" in args.arms:
+                    row["tfidf_lr"] = round(tfidf_lr(all_train_texts, labelled, test), 4)
+                if "scratch" in args.arms:
+                    row["scratch"] = fine_tune(data_csv, os.path.join(tmp, "scratch"), seed, overrides=overrides)
+                if "pretrained_mlm" in args.arms:
+                    row["pretrained_mlm"] = fine_tune(data_csv, os.path.join(tmp, "mlm"), seed, args.pretrain_dir,
+                                                      overrides=overrides)
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+
+    means = {}
+    for n in args.labels:
+        these = [r for r in result["rows"] if r["labels"] == n]
+        means[str(n)] = {arm: round(float(np.mean([r[arm] if arm == "tfidf_lr" else r[arm]["test_accuracy"]
+                                                   for r in these])), 4) for arm in args.arms}
+    result["mean_test_accuracy"] = means
+    print(json.dumps(means, indent=2))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
