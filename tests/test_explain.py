@@ -1,0 +1,229 @@
+"""tfllm.explain and `tfllm explain`: integrated gradients, attention maps, occlusion, their outputs and refusals."""
+
+import csv
+import json
+import random
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from tfllm.cli import main
+from tfllm.explanations import Explainer, load_explainer
+
+TEXT = "a gorgeous, witty and moving film that never drags"
+
+
+@pytest.fixture(scope="module")
+def explainer(tiny_classifier_run):
+    return load_explainer(tiny_classifier_run)
+
+
+def _probability(explainer, text, label):
+    x, _, _ = explainer.encode(text)
+    return float(explainer.probabilities(x)[0][explainer.label_names.index(label)])
+
+
+@pytest.mark.parametrize("target", [None, "rotten"])
+def test_integrated_gradients_are_complete(explainer, target):
+    """The attributions sum to score(text) - score(baseline); the tiny preset has the bigram and wide paths too."""
+    e = explainer.explain(TEXT, method="integrated_gradients", target=target, steps=64)
+    c = e.completeness
+    assert len(e.tokens) == len(e.scores) >= 5
+    assert abs(sum(e.scores) - c["sum"]) < 1e-9
+    assert c["score"] == pytest.approx(_probability(explainer, TEXT, e.target), abs=1e-5)
+    assert abs(c["difference"]) > 1e-3  # the check means something only if the baseline scores differently
+    assert c["error"] < 0.01 * abs(c["difference"]) + 2e-4, c
+    if target:
+        assert e.target == target
+
+
+def test_integrated_gradients_converge_with_steps(explainer):
+    coarse = explainer.explain(TEXT, steps=2).completeness
+    fine = explainer.explain(TEXT, steps=200).completeness
+    assert fine["difference"] == pytest.approx(coarse["difference"], abs=1e-6)  # same end points
+    assert fine["error"] <= coarse["error"] + 1e-6
+
+
+def test_occlusion_is_the_drop_in_probability(explainer):
+    e = explainer.explain(TEXT, method="occlusion")
+    x, ids, is_text = explainer.encode(TEXT)
+    first = int(np.flatnonzero(is_text)[0])
+    keep = np.ones(len(ids), bool)
+    keep[first] = False
+    without = explainer.removal_probabilities(x, [keep])[0][explainer.label_names.index(e.target)]
+    expected = _probability(explainer, TEXT, e.target) - without
+    assert e.scores[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_attention_maps_have_one_row_per_position_summing_to_one(explainer, tiny_classifier_run):
+    e = explainer.explain(TEXT, method="attention")
+    backbone = explainer.model.backbone
+    maps = np.array(e.attention["layers"])
+    n = len(e.attention["tokens"])
+    assert maps.shape == (backbone.num_layers, backbone.num_heads, n, n)
+    assert n == len(e.tokens) + 2  # the start and end tokens are in the maps, not among the scored tokens
+    np.testing.assert_allclose(maps.sum(axis=-1), 1.0, atol=1e-3)
+    rollout = np.array(e.attention["rollout"])
+    np.testing.assert_allclose(rollout.sum(axis=-1), 1.0, atol=1e-3)
+    assert all(s > 0 for s in e.scores)
+
+
+# --- a model where one token decides the label ------------------------------------------------
+
+FILLER = ["the", "movie", "was", "long", "and", "plot", "had", "some", "scenes", "music"]
+
+
+@pytest.fixture(scope="module")
+def marker_run(tmp_path_factory):
+    """A tiny classifier trained on texts whose label is 'yes' exactly when the word 'zebra' is in them."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    folder = tmp_path_factory.mktemp("marker")
+    rng = random.Random(0)
+    rows = []
+    for i in range(600):
+        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 8))]
+        label = "yes" if i % 2 else "no"
+        if label == "yes":
+            words.insert(rng.randrange(len(words) + 1), "zebra")
+        rows.append({"text": " ".join(words), "label": label})
+    data = folder / "marker.csv"
+    with open(data, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    run_dir = str(folder / "run")
+    metrics = train_classifier(TrainConfig(data=str(data), preset="tiny", epochs=4, labels=["no", "yes"],
+                                           overrides={"vocabulary_size": 100},
+                                           run_dir=run_dir), verbose=0)
+    assert metrics["test"]["accuracy"] > 0.95, metrics["test"]
+    return run_dir
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
+def test_the_deciding_token_gets_the_largest_attribution(marker_run, method):
+    explainer = load_explainer(marker_run)
+    e = explainer.explain("the plot had zebra some long scenes", method=method)
+    assert e.label == "yes" and "zebra" in e.tokens
+    best = int(np.argmax(e.scores))
+    assert e.tokens[best] == "zebra", list(zip(e.tokens, e.scores))
+    others = [s for t, s in zip(e.tokens, e.scores) if t != "zebra"]
+    assert e.scores[best] > 3 * max(abs(s) for s in others)
+    # The control: without the marker no token stands out like that, and none pushes towards "yes".
+    control = explainer.explain("the plot had some long scenes", method=method, target="yes")
+    assert control.label == "no"
+    assert max(control.scores) < 0.5 * e.scores[best]
+
+
+# --- KerasHub's own models and generators ------------------------------------------------------
+
+
+def test_a_keras_hub_bert_classifier(tmp_path):
+    keras.utils.set_random_seed(0)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + ["zebra"]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocabulary), num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32, max_sequence_length=16)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=16)
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=preprocessor,
+                                                activation="softmax")
+    explainer = Explainer(model, ["a", "b", "c"])
+    text = "the movie had zebra music"
+    e = explainer.explain(text, steps=100, with_attention=True)
+    assert e.tokens == text.split()
+    assert e.completeness["error"] < 0.01 * abs(e.completeness["difference"]) + 2e-4
+    assert np.array(e.attention["layers"]).shape == (2, 2, 7, 7)  # [CLS] ... [SEP]
+    assert explainer.explain(text, method="attention").scores  # rollout from the [CLS] row
+
+
+@pytest.fixture(scope="module")
+def generator_run(tmp_path_factory):
+    from lm_utils import tiny_generator, write_run_dir
+
+    return write_run_dir(tiny_generator(sequence_length=16), tmp_path_factory.mktemp("gen") / "run")
+
+
+def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, capsys):
+    assert main(["explain", generator_run, "Before we", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [t["token"] for t in out["tokens"]] == list("Before we")
+    assert len(out["probabilities"]) == 10 and out["label"] in out["probabilities"]
+    assert out["target"] == out["label"]
+    c = out["completeness"]
+    assert c["error"] < 0.01 * abs(c["difference"]) + 2e-4
+    assert main(["explain", generator_run, "Before we", "--method", "occlusion", "--target", "e", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "e"
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_json_output(tiny_classifier_run, capsys):
+    texts = [TEXT, "dull and far too long"]
+    assert main(["explain", tiny_classifier_run, *texts, "--json", "--method", "occlusion", "--target", "fresh"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    explainer = load_explainer(tiny_classifier_run)
+    for line, text in zip(lines, texts):
+        out = json.loads(line)
+        assert set(out) >= {"label", "probabilities", "method", "tokens"}
+        assert out["method"] == "occlusion" and out["target"] == "fresh"
+        assert set(out["probabilities"]) == {"rotten", "fresh"}
+        assert sum(out["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert out["label"] == max(out["probabilities"], key=out["probabilities"].get)
+        _, ids, is_text = explainer.encode(text)
+        assert [t["token"] for t in out["tokens"]] == [t for t, k in zip(explainer.token_strings(ids), is_text) if k]
+
+
+def test_terminal_and_html_outputs(tiny_classifier_run, tmp_path, capsys):
+    page = tmp_path / "why.html"
+    assert main(["explain", tiny_classifier_run, TEXT, "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "label:" in out and "completeness:" in out and f"Wrote {page}" in out
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    for word in ("gorgeous", "witty", "integrated_gradients", "rollout"):
+        assert word in text
+    # Self-contained: no scripts, no external files; one heatmap per layer and head, plus the rollout.
+    assert "<script" not in text and "src=" not in text and "href=" not in text and "http" not in text.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    backbone = load_explainer(tiny_classifier_run).model.backbone
+    assert text.count("<svg") == backbone.num_layers * backbone.num_heads + 1
+    assert text.count('class="tok"') == len(load_explainer(tiny_classifier_run).explain(TEXT).tokens)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "lime"], "Unknown --method 'lime'"),
+    (["--target", "meh"], "Unknown --target 'meh'"),
+    (["--steps", "0"], "--steps"),
+])
+def test_bad_options_are_one_line(tiny_classifier_run, capsys, args, message):
+    assert main(["explain", tiny_classifier_run, TEXT, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):
+    assert main(["explain", tiny_classifier_run, TEXT, "  "]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Text 2 is empty" in err
+
+
+def test_a_run_of_the_wrong_task_is_one_line(tmp_path, capsys):
+    from lm_utils import write_records
+
+    run_dir = write_records(tmp_path / "pretrained", "pretrain")
+    assert main(["explain", run_dir, TEXT]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pretrained model" in err and "classifier" in err, err
+    assert main(["explain", str(tmp_path / "nowhere"), TEXT]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_attention_on_a_generator_without_encoder_blocks_is_one_line(generator_run, capsys):
+    assert main(["explain", generator_run, "Before", "--method", "attention"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "integrated_gradients" in err
