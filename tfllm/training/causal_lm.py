@@ -26,7 +26,6 @@ from tfllm.datasets.text import load_documents, load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
 from tfllm.models.presets import resolve_preset
-from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common, timing
 
 SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
@@ -297,21 +296,11 @@ def train_causal_lm(config, verbose="auto"):
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
-        tokenizer = None
-        if resume:
-            print(f"Resuming the interrupted run in {run_dir}")
-            if not config.from_preset:
-                tokenizer = load_tokenizer(run_dir)
-        else:
-            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
-            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
-            if not config.from_preset:
-                texts = [train_text] if preset["tokenizer"] == "char" else train_text.split("\n")
-                tokenizer = train_tokenizer(
-                    texts, preset["tokenizer"], preset["vocabulary_size"], lowercase=preset.get("lowercase", True)
-                )
-                save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
+        # Characters: the whole text; subword vocabularies: line by line.
+        texts = [train_text] if preset["tokenizer"] == "char" else train_text.split("\n")
+        tokenizer = common.start_run(run_dir, config, preset, resume, texts)
         phases.mark("tokenizer")
+
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = causal_lm_from_preset(config.from_preset, preset)

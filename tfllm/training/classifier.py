@@ -21,7 +21,6 @@ from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor, resolve_preset
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
-from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
 
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
@@ -190,19 +189,8 @@ def train_classifier(config, verbose="auto"):
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
-        tokenizer = None
-        if resume:
-            print(f"Resuming the interrupted run in {run_dir}")
-            if not config.from_preset:
-                tokenizer = load_tokenizer(run_dir)
-        else:
-            runs.write_json(runs.path(run_dir, runs.LABELS), data.label_names)
-            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
-            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
-            if not config.from_preset:
-                tokenizer = train_tokenizer(data.train.texts, preset["tokenizer"], preset["vocabulary_size"],
-                                            lowercase=preset.get("lowercase", True))
-                save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
+        tokenizer = common.start_run(run_dir, config, preset, resume, data.train.texts,
+                                     records={runs.LABELS: data.label_names})
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = classifier_from_preset(config.from_preset, preset, data.num_classes)

@@ -11,7 +11,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfllm import runs
+from tfllm import runs, tokenizers
 from tfllm.errors import UserInputError
 from tfllm.runs import BACKUP, read_json, write_json  # noqa: F401  (re-exported for the trainers)
 
@@ -51,6 +51,29 @@ def guarded_run(run_dir, resume, previous=None):
             runs.restore_previous(run_dir, previous)
         raise
     runs.drop_previous(previous)
+
+
+def start_run(run_dir, config, preset, resume, texts, records=None):
+    """Writes a fresh run's records and trains its tokenizer, or reads the tokenizer back to resume.
+
+    Returns tfllm's tokenizer (trained on `texts`, the training split), or None
+    with `--from-preset`, whose preset brings its own. `records` are further
+    `{runs path: value}` files for a fresh run (the labels of a classifier).
+    """
+    if resume:
+        print(f"Resuming the interrupted run in {run_dir}")
+    else:
+        for name, value in {**(records or {}), runs.RECIPE: preset}.items():
+            write_json(runs.path(run_dir, name), value)
+        config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    if config.from_preset:
+        return None
+    if resume:
+        return tokenizers.load_tokenizer(run_dir)
+    tokenizer = tokenizers.train_tokenizer(texts, preset["tokenizer"], preset["vocabulary_size"],
+                                           lowercase=preset.get("lowercase", True))
+    tokenizers.save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
+    return tokenizer
 
 
 @contextlib.contextmanager

@@ -22,7 +22,6 @@ from tfllm.datasets.text import load_documents
 from tfllm.errors import UserInputError
 from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor, resolve_preset
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
-from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
 
 OBJECTIVES = ("mlm", "causal")
@@ -110,18 +109,7 @@ def pretrain(config, verbose="auto"):
     run_dir = common.worker_run_dir(config.run_dir, strategy)
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
-        tokenizer = None
-        if resume:
-            print(f"Resuming the interrupted run in {run_dir}")
-            if not config.from_preset:
-                tokenizer = load_tokenizer(run_dir)
-        else:
-            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
-            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
-            if not config.from_preset:
-                tokenizer = train_tokenizer(train_docs, preset["tokenizer"], preset["vocabulary_size"],
-                                            lowercase=preset.get("lowercase", True))
-                save_tokenizer(tokenizer, run_dir)
+        tokenizer = common.start_run(run_dir, config, preset, resume, train_docs)
         with strategy.scope(), common.precision_scope(config.precision):
             model = masked_lm_from_preset(config.from_preset, preset) if config.from_preset else \
                 own_masked_lm(preset, tokenizer)
