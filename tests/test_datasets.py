@@ -91,3 +91,28 @@ def test_a_csv_field_over_128_kib_is_read(tmp_path):
     data = load_classification_data(str(tmp_path / "long.csv"))
     texts = data.train.texts + data.val.texts + data.test.texts
     assert max(map(len, texts)) > 300_000 and len(texts) == 40
+
+
+def test_unlabeled_documents_for_pretraining(tmp_path):
+    from tfllm.datasets.text import load_documents
+
+    train, val = load_documents("zh_news")  # bundled People's Daily 1998, one paragraph a line
+    assert len(train) + len(val) == 19484 and len(val) == round(19484 * 0.05)
+    assert sum(any("\u4e00" <= c <= "\u9fff" for c in doc) for doc in train[:100]) >= 90  # Chinese text
+    # rotten_tomatoes: every text of the training split (plot summaries too), never the val/test rows.
+    import csv
+    import gzip
+
+    from tfllm.datasets import bundled_path
+
+    with gzip.open(bundled_path("rotten_tomatoes.csv.gz"), "rt") as f:
+        rows = list(csv.DictReader(f))
+    train, val = load_documents("rotten_tomatoes")
+    assert len(train) + len(val) == sum(r["split"] == "train" for r in rows)
+    assert not {r["text"].strip() for r in rows if r["split"] == "test"} & set(train + val)
+    # A folder of .txt files and a CSV column read alike.
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("first doc\n\nsecond doc\n")
+    (tmp_path / "docs" / "b.txt").write_text("third doc\n")
+    (tmp_path / "d.csv").write_text("body\nfirst doc\nsecond doc\nthird doc\n")
+    assert load_documents(str(tmp_path / "docs")) == load_documents(str(tmp_path / "d.csv"), text_column="body")
