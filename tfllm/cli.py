@@ -28,6 +28,8 @@ def cmd_train(args):
         text_column=args.text_column,
         label_column=args.label_column,
         split_column=args.split_column,
+        source_column=getattr(args, "source_column", None),
+        target_column=getattr(args, "target_column", None),
         labels=args.labels,
         tokenizer=args.tokenizer,
         epochs=args.epochs,
@@ -59,6 +61,14 @@ def cmd_train(args):
             if key in metrics["test"]:
                 print(f"  {key:10s} {metrics['test'][key]:.4f}")
         print(f"Run directory: {config.run_dir}  (TensorBoard: tensorboard --logdir {config.run_dir}/logs)")
+    elif config.task == "translate":
+        from tfllm.training.seq2seq import train_seq2seq
+
+        metrics = train_seq2seq(config)
+        print(f"\nTest metrics ({metrics['test']['num_examples']} pairs, greedy, all references):")
+        for key in ("chrf", "bleu", "exact_match", "char_accuracy"):
+            print(f"  {key:14s} {metrics['test'][key]:.4f}")
+        print(f"Run directory: {config.run_dir}  (translate: tfllm translate {config.run_dir} TEXT)")
     else:
         from tfllm.training.causal_lm import train_causal_lm
 
@@ -68,6 +78,13 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from tfllm import runs
 
+    if runs.task_of(args.run_dir) == "translate":
+        from tfllm.training.seq2seq import evaluate_run as evaluate_translation
+
+        print(json.dumps(evaluate_translation(args.run_dir, data=args.data, source_column=args.source_column,
+                                              target_column=args.target_column, split_column=args.split_column,
+                                              split=args.split), indent=2, ensure_ascii=False))
+        return
     if runs.task_of(args.run_dir) != "classify":
         from tfllm.training.causal_lm import evaluate_run
 
@@ -113,8 +130,12 @@ def cmd_export(args):
     from tfllm import runs
 
     validate_export_name(args.name)
-    task = runs.require_task(args.run_dir, "classify", "generate")
-    if args.format == "tflite":
+    task = runs.require_task(args.run_dir, "classify", "generate", "translate")
+    if task == "translate" and args.format == "saved_model":
+        from tfllm.export.seq2seq import export_seq2seq
+
+        path = export_seq2seq(args.run_dir, args.name, base_dir=args.base_dir)
+    elif args.format == "tflite":
         from tfllm.export.tflite import export_tflite, read_parity
 
         path = export_tflite(args.run_dir, args.name, base_dir=args.base_dir, quantize=args.quantize, out=args.out)
@@ -287,6 +308,37 @@ def add_explain_parsers(sub):
 # --- end explain -----------------------------------------------------------------
 
 
+# --- translation: `tfllm translate` (logic in tfllm.translation) ----------------
+
+
+def cmd_translate(args):
+    from tfllm.translation import translate
+
+    sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
+    for text in translate(args.run_dir, args.texts, sampler=sampler, num_beams=args.num_beams,
+                          max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
+                          temperature=args.temperature, seed=args.seed):
+        print(text)
+
+
+def add_translation_parsers(sub):
+    p = sub.add_parser("translate", help="translate texts with a trained translation model (one output a line)")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--sampler", choices=["greedy", "beam", "top_k", "top_p"], default=None,
+                   help="default: beam with --num-beams > 1, else greedy")
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's longest output")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_translate)
+
+
+# --- end translation -------------------------------------------------------------
+
+
 def build_parser():
     from tfllm import __version__
 
@@ -303,11 +355,13 @@ def build_parser():
                                                                 "the new one finishes)")
 
     p = sub.add_parser("train", help="train (or fine-tune) a classifier or a text generator")
-    add_run_arguments(p, ["classify", "generate"])
+    add_run_arguments(p, ["classify", "generate", "translate"])
     p.add_argument("--data", required=True, help="bundled name (rotten_tomatoes, rotten_tomatoes_3class, shakespeare, zh_news) or a file/folder")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--split-column", default=None, help="column with train/val/test (default: a seeded stratified split)")
+    p.add_argument("--source-column", default=None, help="translate: the column to translate (cedict: simplified)")
+    p.add_argument("--target-column", default=None, help="translate: its translation (cedict: english)")
     p.add_argument("--labels", type=_csv_list, default=None, help="keep only these labels, e.g. rotten,fresh (the last is positive)")
     p.add_argument("--preset", default=None, help="recipe name (default: 'default'; 'finetune' with --from-preset)")
     p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None)
@@ -352,6 +406,8 @@ def build_parser():
     p.add_argument("--text-column", default=None)
     p.add_argument("--label-column", default=None)
     p.add_argument("--split-column", default=None)
+    p.add_argument("--source-column", default=None, help="translation runs: the source column of --data")
+    p.add_argument("--target-column", default=None, help="translation runs: the target column of --data")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.set_defaults(func=cmd_evaluate)
 
@@ -372,6 +428,7 @@ def build_parser():
 
     add_serving_parsers(sub)
     add_generation_parsers(sub)
+    add_translation_parsers(sub)
     add_explain_parsers(sub)
     return parser
 

@@ -18,13 +18,15 @@ class TrainConfig:
     by the preset name plus the fields a user overrode.
     """
 
-    task: str = "classify"  # "classify", "generate" or "pretrain"
+    task: str = "classify"  # "classify", "generate", "translate" or "pretrain"
     data: str = "rotten_tomatoes"
     run_dir: str = "runs/latest"
     preset: str = "default"
     text_column: str = "text"
     label_column: str = "label"
     split_column: str | None = None
+    source_column: str | None = None  # translation: the text to translate (cedict: simplified)
+    target_column: str | None = None  # translation: its translation (cedict: english)
     labels: list | None = None  # keep only these labels (e.g. fresh, rotten)
     tokenizer: str | None = None
     epochs: int | None = None

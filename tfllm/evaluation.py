@@ -58,3 +58,48 @@ def classification_report(y_true, probabilities, label_names):
     report["confusion_matrix"] = {"labels": list(label_names), "matrix": confusion.tolist()}
     report["per_class"] = per_class
     return report
+
+
+def _reference_streams(references):
+    """sacreBLEU's layout: stream k holds every pair's k-th reference (None where a pair has fewer)."""
+    most = max((len(refs) for refs in references), default=1)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
+
+
+def char_accuracy(output, reference):
+    """Characters equal at the same position, over the longer of the two strings."""
+    longest = max(len(output), len(reference))
+    if not longest:
+        return 1.0
+    return sum(a == b for a, b in zip(output, reference)) / longest
+
+
+def translation_report(outputs, references):
+    """chrF and BLEU (sacreBLEU, every reference counts), exact match and per-character accuracy.
+
+    Args:
+        outputs: one translation per source.
+        references: per source, a list of one or more correct translations.
+
+    `exact_match` counts an output equal (after trimming spaces) to any of its
+    references; `char_accuracy` is the per-position character agreement with
+    the best-matching reference (meaningful for same-length targets, e.g.
+    pinyin -> characters). Figures are fractions; chrF and BLEU on sacreBLEU's 0-100 scale.
+    """
+    import sacrebleu
+
+    outputs = [o.strip() for o in outputs]
+    references = [[r.strip() for r in refs] for refs in references]
+    if len(outputs) != len(references):
+        raise ValueError(f"{len(outputs)} outputs for {len(references)} reference lists.")
+    if not outputs:
+        return {"num_examples": 0}
+    streams = _reference_streams(references)
+    return {
+        "chrf": round(float(sacrebleu.corpus_chrf(outputs, streams).score), 2),
+        "bleu": round(float(sacrebleu.corpus_bleu(outputs, streams).score), 2),
+        "exact_match": round(float(np.mean([o in refs for o, refs in zip(outputs, references)])), 4),
+        "char_accuracy": round(float(np.mean([max(char_accuracy(o, r) for r in refs)
+                                              for o, refs in zip(outputs, references)])), 4),
+        "num_examples": len(outputs),
+    }

@@ -34,7 +34,8 @@ BACKUP = "backup"
 TASK_CONFIG = "task.json"  # KerasHub writes it last-but-one in save_to_preset; with metrics.json it marks "finished"
 # Files only the layout before runs were presets had (tfllm 0.1).
 _OLD_FORMAT = ("model.keras", "preset.json")
-TASK_NAMES = {"classify": "a text classifier", "generate": "a text generator", "pretrain": "a pretrained model"}
+TASK_NAMES = {"classify": "a text classifier", "generate": "a text generator", "pretrain": "a pretrained model",
+              "translate": "a translation model"}
 
 
 def path(run_dir, name):
@@ -90,7 +91,7 @@ def read_config(run_dir):
 
 
 def task_of(run_dir):
-    """'classify', 'generate' or 'pretrain' (with the objective in the config)."""
+    """'classify', 'generate', 'translate' or 'pretrain' (with the objective in the config)."""
     check_finished(run_dir)
     return read_config(run_dir).get("task", "classify")
 
@@ -122,7 +123,8 @@ def load_task(run_dir, kind=None):
 
     task = task_of(run_dir)
     if kind is None:
-        kind = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM}.get(task)
+        kind = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM,
+                "translate": keras_hub.models.Seq2SeqLM}.get(task)
         if kind is None:
             objective = read_config(run_dir).get("objective")
             kind = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM

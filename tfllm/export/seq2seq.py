@@ -1,0 +1,116 @@
+"""Translation run -> SavedModel that turns source strings into translation strings, in the graph.
+
+Signature (every input batched, as TF Serving's row format and request batching need):
+
+- `serving_default(source: string[B], max_new_tokens: int32[B]) -> {translation: string[B]}`:
+  tokenization and packing (the run's `Seq2SeqLMPreprocessor`), the source
+  encoded once, greedy decoding with the key/value caches (`Seq2SeqLM.generate_step`
+  with KerasHub's `GreedySampler`, XLA-compiled), then special ids dropped and
+  the ids detokenized (`tfllm.models.seq2seq_lm.output_text`), so a reloaded
+  export gives exactly the in-process greedy output of `tfllm.translation`.
+
+Batches are padded to a power of two (copies of the last row, dropped after
+decoding) and the decoder buffer is always the model's decoder length, so
+XLA compiles one program per batch bucket. Loading the export in your own
+process needs `import tensorflow_text` first (WordPiece tokenizer ops).
+"""
+
+import os
+import warnings
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+from tfllm import runs
+from tfllm.export.versioning import atomic_version_dir
+from tfllm.models.seq2seq_lm import output_text
+
+SERVING_SIGNATURE = "serving_default"
+BATCH_BUCKETS = tuple(2**i for i in range(17))
+WARMUP_BATCH_SIZES = (1, 2, 4)
+
+
+def _bucket(size, buckets):
+    table = tf.constant(buckets, tf.int32)
+    index = tf.minimum(tf.searchsorted(table, tf.reshape(size, [1]), side="left")[0], len(buckets) - 1)
+    return tf.maximum(table[index], size)
+
+
+def translation_archive(model, jit_compile=True):
+    """An `ExportArchive` with the `serving_default` endpoint (greedy translation)."""
+    preprocessor = model.preprocessor
+    tokenizer = preprocessor.tokenizer
+    end_id = int(tokenizer.end_token_id)
+    width = int(model.backbone.decoder_sequence_length)
+    max_new = width - 1
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    tokenizer(tf.constant(["build"]))  # a Layer must be built before it is tracked
+    archive.track(tokenizer)  # keeps its lookup tables in the graph (keras-hub#2015)
+    preprocessor.generate_preprocess(tf.constant(["build"]), decoder_sequence_length=width)
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def decode(inputs):
+        return model.generate_step(inputs, stop_token_ids=[end_id],
+                                   sampler=keras_hub.samplers.GreedySampler())["decoder_token_ids"]
+
+    def translate(source, max_new_tokens):
+        checks = [
+            tf.debugging.assert_positive(tf.shape(source)[0], message="send at least one source"),
+            tf.debugging.assert_equal(tf.shape(max_new_tokens)[0], tf.shape(source)[0],
+                                      message="max_new_tokens must have one value per source"),
+            tf.debugging.assert_greater(tf.strings.length(tf.strings.strip(source)), 0,
+                                        message="source must not be empty"),
+            tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be >= 1"),
+            tf.debugging.assert_less_equal(max_new_tokens, max_new,
+                                           message=f"max_new_tokens must be <= {max_new} (the model's longest output)"),
+        ]
+        with tf.control_dependencies(checks):
+            inputs = preprocessor.generate_preprocess(source, decoder_sequence_length=width)
+        inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+        rows = tf.shape(source)[0]
+        take = tf.minimum(tf.range(_bucket(rows, BATCH_BUCKETS)), rows - 1)  # pad with the last row
+        ids = decode({k: tf.gather(v, take) for k, v in inputs.items()})[:rows]
+        # Row i keeps positions 1 .. max_new_tokens_i: later ones become the end token.
+        past = tf.range(width)[None, :] > max_new_tokens[:, None]
+        ids = tf.where(past, end_id, ids)
+        return {"translation": output_text(tokenizer, ids)}
+
+    spec = lambda dtype, name: tf.TensorSpec([None], dtype, name=name)  # noqa: E731
+    archive.add_endpoint(SERVING_SIGNATURE, translate,
+                         input_signature=[spec(tf.string, "source"), spec(tf.int32, "max_new_tokens")])
+    return archive
+
+
+def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
+    """Writes `base_dir/name/<next version>/` atomically from a translation run; returns its path.
+
+    Example:
+    >>> export_seq2seq("runs/cedict", "cedict")
+    'savedmodels/cedict/1'
+    """
+    runs.require_task(run_dir, "translate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = runs.load_task(run_dir, keras_hub.models.Seq2SeqLM)
+    archive = translation_archive(model)
+    with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            archive.write_out(tmp_dir, verbose=False)
+        try:
+            from tfllm.serving.warmup import write_warmup_requests
+        except ImportError:  # serving extra not installed: export still works
+            write_warmup_requests = None
+        if write_warmup_requests is not None:
+            tokenizer = model.preprocessor.tokenizer
+            special = {int(i) for i in tokenizer.special_token_ids if i is not None}
+            ordinary = [i for i in range(min(tokenizer.vocabulary_size(), 64)) if i not in special][:4]
+            text = tokenizer.detokenize(tf.constant([ordinary]))
+            text = keras.ops.convert_to_numpy(text).ravel()[0]
+            sources = warmup_sources or [text.decode("utf-8") if isinstance(text, bytes) else str(text)]
+            write_warmup_requests(tmp_dir, name, SERVING_SIGNATURE,
+                                  {"source": sources, "max_new_tokens": [model.backbone.decoder_sequence_length - 1]
+                                   * len(sources)}, batch_sizes=WARMUP_BATCH_SIZES)
+    return os.path.normpath(final_dir)

@@ -1,0 +1,239 @@
+"""TrainConfig -> tokenizer -> Seq2SeqLM task -> model.fit (teacher forcing) -> a finished run directory.
+
+The model is tfllm's `Seq2SeqLM` over one tokenizer trained on the training
+split's sources and targets together (so Chinese, pinyin and English share one
+vocabulary; WordPiece gives each ideograph its own token), or, with
+`from_preset`, a tfllm translation run or a KerasHub `Seq2SeqLM` preset (BART)
+with its own tokenizer. Multi-reference targets (cedict's `english` glosses
+joined by `/`) train on their first reference and are scored against all of
+them. The run directory's layout is `tfllm.runs`'s.
+"""
+
+import os
+import time
+
+import keras
+import keras_hub
+import tensorflow as tf
+from keras import ops
+
+from tfllm import runs
+from tfllm.datasets.pairs import load_pair_data
+from tfllm.errors import UserInputError
+from tfllm.evaluation import translation_report
+from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor, resolve_preset
+from tfllm.models.seq2seq_lm import BACKBONE_ARGS
+from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
+from tfllm.training import common
+from tfllm.translation import Translator
+
+SAMPLE_TRANSLATIONS = 20  # test translations shown in TensorBoard's Text tab
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy from logits against integer labels, with label smoothing.
+
+    Equal to `CategoricalCrossentropy(from_logits=True, label_smoothing=s)` on
+    one-hot labels, without building the `[batch, length, vocabulary]` one-hot
+    tensor: `(1 - s) * nll + s * mean(-log_softmax)`.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        nll = -ops.squeeze(ops.take_along_axis(log_probs, ops.cast(y_true, "int32")[..., None], axis=-1), -1)
+        if not self.label_smoothing:
+            return nll
+        return (1.0 - self.label_smoothing) * nll - self.label_smoothing * ops.mean(log_probs, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def translation_preset(config):
+    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size,
+                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
+    overrides = dict(config.overrides)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    preset = resolve_preset("translate", config.preset, overrides)
+    for key in ("epochs", "batch_size"):
+        if preset[key] < 1:
+            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
+    return preset
+
+
+def load_data(config, preset=None):
+    """The pairs exactly as the training run split them (train, evaluate)."""
+    return load_pair_data(config.data, source_column=config.source_column, target_column=config.target_column,
+                          split_column=config.split_column, seed=config.seed, max_rows=config.max_rows,
+                          reference_separator=(preset or {}).get("reference_separator"))
+
+
+def own_model(preset, tokenizer):
+    preprocessor = Seq2SeqLMPreprocessor(tokenizer, encoder_sequence_length=preset["encoder_sequence_length"],
+                                         decoder_sequence_length=preset["decoder_sequence_length"])
+    args = {k: preset[k] for k in BACKBONE_ARGS if k in preset and k != "vocabulary_size"}
+    return Seq2SeqLM.from_args(preprocessor=preprocessor, vocabulary_size=tokenizer.vocabulary_size(), **args)
+
+
+def model_from_preset(handle, preset):
+    """A tfllm translation run or a KerasHub Seq2SeqLM preset (BART), with its own tokenizer."""
+    import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
+
+    try:
+        preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(
+            handle, encoder_sequence_length=preset["encoder_sequence_length"],
+            decoder_sequence_length=preset["decoder_sequence_length"])
+        return keras_hub.models.Seq2SeqLM.from_preset(handle, preprocessor=preprocessor)
+    except Exception as e:  # a missing folder, a preset of another kind, no network for a handle
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserInputError(f"Cannot load --from-preset {handle!r} as a sequence-to-sequence model ({message}). "
+                             "Pass a tfllm translation run or a KerasHub Seq2SeqLM preset (BART).") from None
+
+
+def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None):
+    """`(x, y, sample_weight)` batches: tokenized and packed once (TF ops), cached, then shuffled and batched."""
+    ds = tf.data.Dataset.from_tensor_slices({"encoder_text": list(split.sources), "decoder_text": split.targets})
+    ds = ds.batch(1024).map(preprocessor, num_parallel_calls=AUTOTUNE).unbatch().cache()
+    if shuffle:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def compile_model(model, preset, steps_per_epoch):
+    learning_rate = preset["learning_rate"]
+    if preset.get("warmup_fraction"):
+        total = max(2, steps_per_epoch * preset["epochs"])
+        warmup = max(1, int(total * preset["warmup_fraction"]))
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=total - warmup, warmup_target=preset["learning_rate"], warmup_steps=warmup,
+            alpha=0.05)
+    if preset.get("weight_decay"):
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=preset["weight_decay"])
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
+    jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
+    model.compile(
+        optimizer=optimizer,
+        loss=SmoothedSparseCrossentropy(preset.get("label_smoothing", 0.0)),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+        steps_per_execution=preset.get("steps_per_execution", 1),
+    )
+    return model
+
+
+def split_report(translator, split, **options):
+    """Translations of a split (greedy unless told) and their metrics against every reference."""
+    outputs = translator.translate(split.sources, warn=False, **options) if len(split) else []
+    return translation_report(outputs, split.references), outputs
+
+
+def write_samples(run_dir, split, outputs, count=SAMPLE_TRANSLATIONS):
+    """A table of test translations (source, references, output) in TensorBoard's Text tab."""
+    def cell(text):
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| source | references | output |", "|---|---|---|"]
+    for source, refs, out in list(zip(split.sources, split.references, outputs))[:count]:
+        lines.append(f"| {cell(source)} | {cell(' / '.join(refs))} | {cell(out)} |")
+    with tf.summary.create_file_writer(os.path.join(run_dir, runs.LOGS)).as_default() as writer:
+        tf.summary.text("test_translations", "\n".join(lines), step=0)
+        writer.flush()
+
+
+def train_seq2seq(config, verbose="auto"):
+    """Trains, evaluates and saves a translation model as `config` says; returns the metrics dict."""
+    strategy = common.get_strategy(config.strategy)
+    preset = translation_preset(config)
+    common.check_global_batch(preset["batch_size"], strategy)
+    # Everything that can fail on bad input happens before the run directory is touched.
+    data = load_data(config, preset)
+    keras.utils.set_random_seed(config.seed)
+    run_dir = common.worker_run_dir(config.run_dir, strategy)
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    with common.guarded_run(run_dir, resume, previous):
+        tokenizer = None
+        if resume:
+            print(f"Resuming the interrupted run in {run_dir}")
+            if not config.from_preset:
+                tokenizer = load_tokenizer(run_dir)
+        else:
+            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
+            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+            if not config.from_preset:
+                tokenizer = train_tokenizer(data.train.sources + data.train.targets, preset["tokenizer"],
+                                            preset["vocabulary_size"], lowercase=preset.get("lowercase", False))
+                save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
+        with strategy.scope(), common.precision_scope(config.precision):
+            if config.from_preset:
+                model = model_from_preset(config.from_preset, preset)
+            else:
+                model = own_model(preset, tokenizer)
+            train_ds = pair_dataset(data.train, model.preprocessor, preset["batch_size"], shuffle=True,
+                                    seed=config.seed)
+            val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"])
+            steps_per_epoch = -(-len(data.train) // preset["batch_size"])
+            compile_model(model, preset, steps_per_epoch)
+            common.adapt_model_to_strategy(model, strategy)
+        callbacks = common.make_callbacks(
+            run_dir,
+            early_stopping_patience=2 if preset.get("early_stopping") else None,
+            write_logs=common.is_chief(strategy),
+            backup_dir=os.path.join(config.run_dir, common.BACKUP),
+        )
+        start = time.perf_counter()
+        with common.unknown_length_ok(), common.preprocessed(model):
+            fitted = model.fit(train_ds, validation_data=val_ds if len(data.val) else None, epochs=preset["epochs"],
+                               shuffle=False, callbacks=callbacks, verbose=verbose)
+        train_seconds = time.perf_counter() - start
+        best = os.path.join(run_dir, "best.weights.h5")
+        if os.path.exists(best):
+            model.load_weights(best)  # the checkpoint of the lowest val loss
+            os.remove(best)
+
+        translator = Translator(model)
+        start = time.perf_counter()
+        val_report, _ = split_report(translator, data.val)
+        test_report, test_outputs = split_report(translator, data.test)
+        decode_seconds = time.perf_counter() - start
+        if common.is_chief(strategy):
+            write_samples(run_dir, data.test, test_outputs)
+        metrics = {
+            "val": val_report,
+            "test": test_report,
+            "decoding": "greedy",
+            "references": "all references count for chrf, bleu and exact_match; training used the first",
+            "train_seconds": round(train_seconds, 1),
+            "decode_seconds": round(decode_seconds, 1),
+            "epochs_run": common.epochs_completed(callbacks, len(fitted.history.get("loss", []))),
+            "num_train_examples": len(data.train),
+            "parameters": int(model.count_params()),
+        }
+        common.finish_run(run_dir, config.run_dir, model, preset, dict(fitted.history), metrics)
+        return metrics
+
+
+def evaluate_run(run_dir, data=None, source_column=None, target_column=None, split_column=None, split="test",
+                 sampler="greedy", num_beams=4):
+    """Metrics of a finished translation run on a split of its own data (as it was split) or of `data`."""
+    from tfllm.config import TrainConfig
+    from tfllm.translation import load_translator
+
+    runs.require_task(run_dir, "translate")
+    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    recipe = runs.read_recipe(run_dir)
+    if data:
+        config.data, config.max_rows = data, None
+        config.source_column = source_column or config.source_column
+        config.target_column = target_column or config.target_column
+        config.split_column = split_column
+    pairs = getattr(load_data(config, recipe), split)
+    if not len(pairs):
+        raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
+    report, _ = split_report(load_translator(run_dir), pairs, sampler=sampler, num_beams=num_beams)
+    return {split: report}

@@ -1,0 +1,226 @@
+"""Sources in, translations out: a trained `Seq2SeqLM` decoding with KerasHub's samplers.
+
+`Translator` pairs a translation run's `Seq2SeqLM` with its preprocessor. The
+decoding loop is the model's `generate_step` (the source is encoded once, each
+new token is one cached decoder step) driven by a KerasHub sampler: greedy,
+beam, top-k or top-p. Sources are decoded in batches of up to `batch_size`,
+padded to power-of-two batch sizes so that one compiled function serves every
+call with the same settings.
+
+`greedy_without_cache` is the reference decoder the tests and benchmarks
+compare with: the keras.io translation example's loop, which runs the whole
+model (encoder and decoder over the whole prefix) again for every new token.
+"""
+
+import os
+import sys
+import warnings
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from tfllm import runs
+from tfllm.errors import UserInputError
+from tfllm.models.seq2seq_lm import output_text
+
+SAMPLERS = ("greedy", "beam", "top_k", "top_p")
+MAX_SOURCES = 100_000
+
+
+def _warn(message):
+    print(f"tfllm: warning: {message}", file=sys.stderr)
+
+
+class Translator:
+    """A translation model and its preprocessor, ready to turn sources into translations.
+
+    Args:
+        model: a trained `tfllm.models.Seq2SeqLM` with its preprocessor attached.
+        jit_compile: XLA-compile the decoding loop.
+
+    Example:
+    >>> translator = load_translator("runs/cedict")
+    >>> translator.translate(["你好", "中国"], sampler="beam", num_beams=4)
+    ['hello', 'China']
+    """
+
+    def __init__(self, model, jit_compile=True):
+        self.model = model
+        self.preprocessor = model.preprocessor
+        self.tokenizer = self.preprocessor.tokenizer
+        self.jit_compile = jit_compile
+        self.end_id = int(self.tokenizer.end_token_id)
+        self.unk_id = getattr(self.tokenizer, "unk_token_id", None)
+        self.encoder_length = int(self.preprocessor.encoder_sequence_length)
+        self.max_new_tokens = int(model.backbone.decoder_sequence_length) - 1  # position 0 holds [BOS]
+        self.batch_size = 256
+        self._compiled = {}
+
+    def _sampler(self, sampler, num_beams, top_k, top_p, temperature, seed):
+        if sampler == "greedy":
+            return keras_hub.samplers.GreedySampler()
+        if sampler == "beam":
+            return keras_hub.samplers.BeamSampler(num_beams=num_beams)
+        if sampler == "top_k":
+            return keras_hub.samplers.TopKSampler(k=top_k, seed=seed, temperature=temperature)
+        return keras_hub.samplers.TopPSampler(p=top_p, seed=seed, temperature=temperature)
+
+    def _function(self, key):
+        if key not in self._compiled:
+            sampler, model, stop = self._sampler(*key), self.model, [self.end_id]
+
+            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+            def decode(inputs):
+                return model.generate_step(inputs, stop_token_ids=stop, sampler=sampler)["decoder_token_ids"]
+
+            self._compiled[key] = decode
+        return self._compiled[key]
+
+    def check_sources(self, sources, warn=True):
+        """Refuses what cannot be translated; warns about truncated sources and unseen characters."""
+        if isinstance(sources, str):
+            raise UserInputError("sources must be a list of strings, got a single string; wrap it in a list.")
+        if not sources or len(sources) > MAX_SOURCES:
+            raise UserInputError(f"Give between 1 and {MAX_SOURCES} texts to translate, got {len(sources)}.")
+        empty = [i for i, s in enumerate(sources, 1) if not isinstance(s, str) or not s.strip()]
+        if empty:
+            raise UserInputError(f"Text {empty[0]} to translate is empty; give at least one character.")
+        if not warn:
+            return
+        ids = self.tokenizer(tf.constant(list(sources)))
+        if isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_list()
+        elif not isinstance(ids, list):  # eager KerasHub tokenizers hand back Python lists; a dense tensor is padded
+            ids = [[i for i in row if i != 0] for row in keras.ops.convert_to_numpy(ids).tolist()]
+        ids = [np.asarray(row, "int64") for row in ids]
+        lengths = np.array([len(row) for row in ids])
+        room = self.encoder_length - 2  # [BOS] ... [EOS]
+        long = np.flatnonzero(lengths > room)
+        if len(long):
+            _warn(f"{len(long)} source(s) are longer than the model's {room} tokens (first: {sources[long[0]]!r}, "
+                  f"{lengths[long[0]]} tokens); only their first {room} tokens are translated.")
+        if self.unk_id is not None:
+            unseen = np.flatnonzero([(row == self.unk_id).any() for row in ids])
+            if len(unseen):
+                _warn(f"{len(unseen)} source(s) hold text never seen in training (first: {sources[unseen[0]]!r}); "
+                      "it is read as unknown and its translation may be wrong.")
+
+    def decode_ids(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
+                   temperature=1.0, seed=None):
+        """Decoded `[n, 1 + max_new_tokens]` token ids (position 0 is `[BOS]`), batch by batch."""
+        key = (sampler, num_beams if sampler == "beam" else None, top_k if sampler == "top_k" else None,
+               top_p if sampler == "top_p" else None, temperature if sampler in ("top_k", "top_p") else None, seed)
+        function = self._function(key)
+        width = 1 + max_new_tokens
+        outputs = []
+        for start in range(0, len(sources), self.batch_size):
+            batch = list(sources[start:start + self.batch_size])
+            rows = len(batch)
+            padded = 1 << (rows - 1).bit_length()  # one compiled program per power of two
+            batch += [batch[-1]] * (padded - rows)
+            inputs = self.preprocessor.generate_preprocess(tf.constant(batch), decoder_sequence_length=width)
+            inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+            outputs.append(keras.ops.convert_to_numpy(function(inputs))[:rows])
+        return np.concatenate(outputs)
+
+    def translate(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
+                  temperature=1.0, seed=None, batch_size=256, warn=True):
+        """Translates each source; returns one string per source.
+
+        Args:
+            sources: list of strings.
+            sampler: "greedy", "beam", "top_k" or "top_p" (KerasHub's samplers).
+            num_beams: beams for "beam".
+            max_new_tokens: longest translation in tokens (default and upper
+                bound: the model's decoder length minus one).
+            top_k, top_p, temperature, seed: for the sampling samplers.
+            batch_size: sources decoded together.
+            warn: print a warning for truncated sources and unseen text.
+        """
+        if sampler not in SAMPLERS:
+            raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if sampler == "beam" and (num_beams is None or num_beams < 1):
+            raise UserInputError(f"num_beams must be at least 1, got {num_beams!r}.")
+        if sampler == "top_k" and (top_k is None or top_k < 1):
+            raise UserInputError(f"top_k must be at least 1, got {top_k!r}.")
+        if sampler == "top_p" and (top_p is None or not 0 < top_p <= 1):
+            raise UserInputError(f"top_p must be in (0, 1], got {top_p!r}.")
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if not isinstance(max_new_tokens, (int, np.integer)) or not 0 < max_new_tokens <= self.max_new_tokens:
+            raise UserInputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens} (this model's "
+                                 f"longest output), got {max_new_tokens!r}.")
+        self.check_sources(sources, warn=warn)
+        self.batch_size = max(1, int(batch_size))
+        ids = self.decode_ids(sources, sampler, num_beams, max_new_tokens, top_k, top_p, temperature, seed)
+        texts = output_text(self.tokenizer, ids).numpy()
+        return [t.decode("utf-8", errors="replace") for t in texts]
+
+
+
+def greedy_without_cache(model, inputs, max_new_tokens, end_id):
+    """Greedy ids decoded by re-running the whole model for every new token (no cache; a reference).
+
+    `inputs` as `Seq2SeqLMPreprocessor.generate_preprocess` gives them with a
+    decoder width of `1 + max_new_tokens`. Each step runs the encoder and the
+    decoder over the whole buffer and reads the logits of the last filled
+    position, as the keras.io English-to-Spanish example does.
+    """
+
+    @tf.function(jit_compile=True)
+    def decode(inputs):
+        ids = tf.cast(inputs["decoder_token_ids"], tf.int32)
+        batch = tf.shape(ids)[0]
+        done = tf.zeros([batch], tf.bool)
+
+        def body(i, ids, done):
+            logits = model({**inputs, "decoder_token_ids": ids,
+                            "decoder_padding_mask": tf.cast(tf.range(1 + max_new_tokens)[None, :] < i, tf.int32)
+                            + tf.zeros_like(ids)}, training=False)
+            token = tf.argmax(logits[:, i - 1], axis=-1, output_type=tf.int32)
+            token = tf.where(done, tf.zeros_like(token), token)
+            ids = tf.tensor_scatter_nd_update(ids, tf.stack([tf.range(batch), tf.fill([batch], i)], -1), token)
+            return i + 1, ids, done | tf.equal(token, end_id)
+
+        _, ids, _ = tf.while_loop(lambda i, ids, done: (i <= max_new_tokens) & ~tf.reduce_all(done), body,
+                                  (tf.constant(1), ids, done))
+        return ids
+
+    return keras.ops.convert_to_numpy(decode({k: tf.cast(v, tf.int32) for k, v in inputs.items()}))
+
+
+def load_translator(run_dir, jit_compile=True):
+    """The `Translator` of a finished translation run directory."""
+    task = runs.task_of(run_dir)
+    if task != "translate":
+        raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES.get(task, task)}, not a translation model; "
+                             "train one with `tfllm train --task translate`.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = runs.load_task(run_dir, keras_hub.models.Seq2SeqLM)
+    return Translator(model, jit_compile=jit_compile)
+
+
+_LOADED = {}  # real path of a run directory -> Translator
+
+
+def translate(model_or_run_dir, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
+              temperature=1.0, seed=None, batch_size=256, warn=True):
+    """Translates `sources` with a `Translator` or the model of a run directory (loaded once per process).
+
+    See `Translator.translate` for the arguments.
+
+    Example:
+    >>> translate("runs/cedict", ["你好"], sampler="beam", num_beams=4)
+    """
+    if isinstance(model_or_run_dir, Translator):
+        translator = model_or_run_dir
+    else:
+        key = os.path.realpath(model_or_run_dir)
+        if key not in _LOADED:
+            _LOADED[key] = load_translator(model_or_run_dir)
+        translator = _LOADED[key]
+    return translator.translate(sources, sampler=sampler, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
+                                warn=warn)
