@@ -133,8 +133,10 @@ def convert_saved_model(saved_model_dir, signature_keys, quantize, representativ
 
 def run_signature(interpreter, batch_size=64, **inputs):
     """Runs the one signature of `interpreter` over inputs in batches; dict of stacked numpy outputs."""
-    runner = interpreter.get_signature_runner(SIGNATURE)
     (name, values), = inputs.items()
+    if name == "token_ids" and (np.asarray(values) < 0).any():  # TFLite's gather would read out of bounds
+        raise UserInputError("token_ids must not be negative; pad with the tokenizer's pad id.")
+    runner = interpreter.get_signature_runner(SIGNATURE)
     outputs = {}
     for start in range(0, len(values), batch_size):
         for key, value in runner(**{name: values[start:start + batch_size]}).items():
@@ -254,6 +256,8 @@ def export_classifier_files(run_dir, config, directory, quantize):
 
     model, label_names, _ = load_run(run_dir)
     tokenizer = model.preprocessor.tokenizer
+    length = model.preprocessor.sequence_length
+    start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
     splits = _load_classification_splits(config, label_names)
     representative = None
     if quantize == "int8":

@@ -86,6 +86,7 @@ class TFLiteGenerator:
         self._prefill = interpreter.get_signature_runner("prefill")
         self._decode = interpreter.get_signature_runner("decode")
         self.window = int(self._prefill.get_input_details()["token_ids"]["shape"][1])
+        self.vocabulary_size = int(self._decode.get_output_details()["logits"]["shape"][-1])
         self.keep = window_keep or self.window - 1
 
     def _encode(self, ids):
@@ -96,6 +97,13 @@ class TFLiteGenerator:
     def generate_ids(self, prompt_ids, max_new_tokens, stop_token_ids):
         """The greedy continuation (new ids only) of `prompt_ids`, stopping after a stop token."""
         ids = [int(i) for i in prompt_ids]
+        # TFLite's gather does not check indices: a negative or too-large id would read another row.
+        bad = [i for i in ids if not 0 <= i < self.vocabulary_size]
+        if not ids or bad:
+            raise UserInputError(f"Prompt token ids must be 1 or more ids in [0, {self.vocabulary_size}); "
+                                 f"got {bad[:3] if bad else 'none'}.")
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise UserInputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
         cache = self._encode(ids[: self.window])
         offset = 0  # buffer index of cache position 0
         new = []
