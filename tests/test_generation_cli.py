@@ -17,6 +17,13 @@ def test_cli_train_then_generate(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val"]["loss"] > 0 and metrics["speed"]["tokens_per_second"] > 0
 
+    # `tfllm evaluate` on a generator: the loss of the run's own validation text, as training reported it.
+    result = run_cli("evaluate", run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["loss"] == pytest.approx(metrics["val"]["loss"], abs=2e-3)
+    assert report["num_tokens"] == metrics["val"]["num_tokens"]
+
     result = run_cli("generate", run_dir, "the ", "--max-new-tokens", "30", "--sampler", "top_k", "--seed", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("the ") and len(result.stdout) >= len("the ") + 1
