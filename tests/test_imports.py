@@ -35,9 +35,6 @@ LAYERS = [
 # pretrained-models issue; each entry goes when its import does (the last test
 # below fails on an entry whose import is gone, so the list only shrinks).
 KNOWN_VIOLATIONS = {
-    # The TFLite parity report scores the test split with the training module's
-    # `load_run` / `predict_probabilities`; they belong in tfllm.runs / tfllm.models.
-    ("tfllm.export.tflite", "tfllm.training.classifier"): "in a function: load_run, predict_probabilities",
     # The two TFLite modules call each other lazily (a loop hidden in function bodies):
     # shared conversion/interpreter helpers belong in a third module both import.
     ("tfllm.export.tflite", "tfllm.export.tflite_causal_lm"): "in a function: export_causal_lm_files",

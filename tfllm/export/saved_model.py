@@ -12,17 +12,10 @@ import tensorflow as tf
 
 from tfllm import runs
 from tfllm.export.versioning import atomic_version_dir
+from tfllm.models.text_classifier import class_probabilities
 
 SERVING_SIGNATURE = "serving_default"
 IDS_SIGNATURE = "classify_ids"
-
-
-def class_probabilities(model, inputs):
-    """`[batch, num_classes]` probabilities of a classifier task, also for a one-sigmoid binary head."""
-    outputs = tf.cast(model(inputs, training=False), tf.float32)
-    if outputs.shape[-1] == 1:
-        return tf.concat([1.0 - outputs, outputs], axis=-1)
-    return outputs
 
 
 def classifier_archive(model, label_names):

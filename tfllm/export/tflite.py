@@ -180,7 +180,7 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
     import keras
     import tensorflow as tf
 
-    from tfllm.export.saved_model import class_probabilities
+    from tfllm.models.text_classifier import class_probabilities
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -252,9 +252,9 @@ def classifier_parity(directory, keras_probabilities, token_ids, texts, labels):
 def export_classifier_files(run_dir, config, directory, quantize):
     """Writes a classifier's TFLite files, assets and `parity.json` into `directory`; returns the parity dict."""
     from tfllm import data as data_lib
-    from tfllm.training.classifier import load_run, predict_probabilities
+    from tfllm.models.text_classifier import predict_probabilities
 
-    model, label_names, _ = load_run(run_dir)
+    model, label_names = runs.load_task(run_dir), runs.read_labels(run_dir)
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id

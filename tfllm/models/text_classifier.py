@@ -94,6 +94,28 @@ def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50):
     return [np.float32(theta[0]), np.float32(theta[1]), theta[2:].astype("float32")]
 
 
+def class_probabilities(model, inputs):
+    """`[batch, num_classes]` float32 probabilities of any classifier task on preprocessed inputs.
+
+    tfllm's binary head is one sigmoid unit; it becomes two columns here, so
+    every caller (predictions, exports, metrics) sees one shape.
+    """
+    outputs = keras.ops.cast(model(inputs, training=False), "float32")
+    if outputs.shape[-1] == 1:
+        return keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
+    return outputs
+
+
+def predict_probabilities(model, texts, batch_size=256):
+    """`[n, num_classes]` probabilities for a list of strings (the task's preprocessor tokenizes)."""
+    from tfllm.data import text_batches
+
+    probabilities = [keras.ops.convert_to_numpy(class_probabilities(model, inputs))
+                     for inputs in text_batches(texts, model.preprocessor, batch_size)]
+    num_classes = max(2, model.output.shape[-1])
+    return np.concatenate(probabilities) if probabilities else np.zeros((0, num_classes), "float32")
+
+
 def _masked_mean(x, mask):
     # By hand rather than GlobalAveragePooling1D: an empty text (all padding)
     # must give a valid average, not 0/0 = NaN.

@@ -12,7 +12,6 @@ import time
 
 import keras
 import keras_hub
-import numpy as np
 
 from tfllm import data as data_lib
 from tfllm import runs
@@ -20,6 +19,7 @@ from tfllm.datasets import load_classification_data
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor, resolve_preset
+from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
 
@@ -130,22 +130,6 @@ def compile_classifier(model, preset, steps_per_epoch=None):
     jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     return model
-
-
-def class_probabilities(model, inputs):
-    """`[batch, num_classes]` probabilities of preprocessed inputs, also for the one-sigmoid binary head."""
-    outputs = model(inputs, training=False)
-    if outputs.shape[-1] == 1:
-        return keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
-    return outputs
-
-
-def predict_probabilities(model, texts, batch_size=256):
-    """`[n, num_classes]` probabilities for a list of strings (the task's preprocessor tokenizes)."""
-    probabilities = [keras.ops.convert_to_numpy(class_probabilities(model, inputs))
-                     for inputs in data_lib.text_batches(texts, model.preprocessor, batch_size)]
-    num_classes = 2 if is_sigmoid(model) else model.output.shape[-1]
-    return np.concatenate(probabilities) if probabilities else np.zeros((0, num_classes))
 
 
 def load_run(run_dir):
