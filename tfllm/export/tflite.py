@@ -277,6 +277,8 @@ def export_classifier_files(run_dir, config, directory, quantize):
     for text_input, filename in ((False, IDS_FILE), (True, TEXT_FILE)):
         with tempfile.TemporaryDirectory() as saved_model_dir:
             if not write_classifier_saved_model(model, tokenizer, saved_model_dir, text_input=text_input):
+                print(f"No {TEXT_FILE}: TFLite has no kernel for a {type(tokenizer).__name__} (only WordPiece, through "
+                      f"TF Text); {IDS_FILE} takes token ids, tokenize with tokenizer/ (a KerasHub tokenizer preset).")
                 continue
             content = convert_saved_model(
                 saved_model_dir,
