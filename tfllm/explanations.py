@@ -429,7 +429,7 @@ class Explainer:
         if method == "integrated_gradients":
             per_token, completeness = self._integrated_gradients(x, is_text, target_index, steps)
         elif method == "occlusion":
-            per_token = self._occlusion(x, is_text, target_index, probabilities)
+            per_token = self.occlusion(x, is_text, target_index, probabilities)
         else:
             attention = self.attention(x, ids)
             per_token = np.asarray(attention["token_scores"])
@@ -481,7 +481,8 @@ class Explainer:
                 out[j] += values[i] / len(owners)
         return out
 
-    def _occlusion(self, x, is_text, target_index, probabilities):
+    def occlusion(self, x, is_text, target_index, probabilities):
+        """Per-position scores `[n]`: the target's probability minus its probability without that token."""
         n = len(is_text)
         positions = np.flatnonzero(is_text)
         keep = np.ones((len(positions), n), bool)
