@@ -103,6 +103,7 @@ def marker_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # trains a model (~40 s)
 @pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
 def test_the_deciding_token_gets_the_largest_attribution(marker_run, method):
     explainer = load_explainer(marker_run)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from tfllm.serving.codec import json_to_tensors, outputs_to_json
@@ -82,14 +83,56 @@ class _AccessCheck:
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or ())
             host = headers.get(b"host")
-            refusal = self.policy.refusal(
-                host.decode("latin-1") if host is not None else None, headers.get(b"authorization"))
+            host = host.decode("latin-1") if host is not None else None
+            if scope.get("method") in ("GET", "HEAD") and _is_page(scope.get("path", "")):
+                # The try-it page's static files hold no data and a browser cannot send a bearer
+                # token when it navigates; the API calls it makes still need the token. The Host
+                # check (DNS rebinding) applies to the page as to everything else.
+                refusal = None if self.policy.host_allowed(host) else self.policy.refusal(host, None)
+            else:
+                refusal = self.policy.refusal(host, headers.get(b"authorization"))
             if refusal is not None:
                 status, message = refusal
                 extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
                 await _json_reply({"error": message}, status, extra)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+_PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+               "style.css": "text/css; charset=utf-8"}
+# The page runs only its own script and talks only to this server.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                               "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _is_page(path: str) -> bool:
+    return path == "/" or (path.startswith("/static/") and path[len("/static/"):] in _PAGE_FILES)
+
+
+def model_list(registry: ModelRegistry) -> dict:
+    """`GET /v1/models` (tfllm's addition; TF Serving has no listing): each model's served version and
+    its signatures' inputs (dtype, shape) and outputs, or why no version loads."""
+    out = []
+    for name in registry.model_names():
+        try:
+            servable = registry.resolve(name)
+        except RequestError as e:
+            out.append({"name": name, "error": e.message})
+            continue
+        out.append({"name": name, "version": str(servable.version), "signatures": {
+            key: {"inputs": {k: {"dtype": spec.dtype.name,
+                                 "shape": None if spec.shape.rank is None else spec.shape.as_list()}
+                             for k, spec in sorted(sig.inputs.items())},
+                  "outputs": list(sig.outputs)}
+            for key, sig in sorted(servable.signatures.items())}})
+    return {"models": out}
 
 
 def make_app(registry: ModelRegistry, limits: Limits | None = None,
@@ -220,8 +263,21 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
                 return answer(sig, kwargs, row_format)
         return await run_in_threadpool(answer, sig, kwargs, row_format)
 
+    async def page(request: Request):
+        name = request.path_params.get("name", "index.html")
+        if name not in _PAGE_FILES:
+            raise RequestError(f"Not found: {request.url.path[:200]}", 404)
+        return FileResponse(os.path.join(STATIC_DIR, name), media_type=_PAGE_FILES[name], headers=_PAGE_HEADERS)
+
+    @guarded
+    async def list_models(request: Request):
+        return _json_reply(model_list(registry))
+
     app = Starlette(
-        routes=[Route("/v1/models/{path:path}", get, methods=["GET"]),
+        routes=[Route("/", page, methods=["GET"]),
+                Route("/static/{name}", page, methods=["GET"]),
+                Route("/v1/models", list_models, methods=["GET"]),
+                Route("/v1/models/{path:path}", get, methods=["GET"]),
                 Route("/v1/models/{path:path}", post, methods=["POST"])],
         exception_handlers={RequestError: request_error, HTTPException: http_error},
     )

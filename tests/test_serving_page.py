@@ -1,0 +1,220 @@
+"""The try-it page `tfllm serve` shows at `/`, driven in a real headless Chromium.
+
+The browser tests need Debian's `chromium` (`apt-get install chromium`, as root; it is not on a fresh
+machine and pip cannot install it) and the `playwright` package, which drives it through
+`executable_path` without downloading a browser of its own; without them they skip. The HTTP checks
+(page, listing, token and Host rules) always run.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tfllm.serving import fixtures
+
+pytestmark = pytest.mark.slow  # two server start-ups and a browser
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "page-test-token"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port, path, headers=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+@pytest.fixture(scope="module")
+def savedmodels(tmp_path_factory):
+    return fixtures.build_savedmodels(str(tmp_path_factory.mktemp("page") / "savedmodels"))
+
+
+def _start(savedmodels, tmp_path_factory, token=None):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("page-server") / "server.log"
+    log = open(log_path, "w")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TFLLM_AUTH_TOKEN", None)
+    command = [sys.executable, "-m", "tfllm.serving.server", savedmodels, "--port", str(port), "--grpc-port", "0"]
+    if token:
+        command += ["--auth-token", token]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            status, _, _ = _get(port, "/v1/models/shakespeare", {"Authorization": f"Bearer {token}"} if token else {})
+            if status == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("server did not start:\n" + log_path.read_text())
+        time.sleep(0.3)
+    return proc, port, log
+
+
+def _stop(proc, log):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def server(savedmodels, tmp_path_factory):
+    proc, port, log = _start(savedmodels, tmp_path_factory)
+    yield port
+    _stop(proc, log)
+
+
+@pytest.fixture(scope="module")
+def token_server(savedmodels, tmp_path_factory):
+    proc, port, log = _start(savedmodels, tmp_path_factory, token=TOKEN)
+    yield port
+    _stop(proc, log)
+
+
+def test_the_page_and_its_files_are_served_with_a_strict_policy(server):
+    status, headers, body = _get(server, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert 'src="static/app.js"' in body
+    assert "script-src 'self'" in headers["content-security-policy"]
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        status, headers, _ = _get(server, f"/static/{name}")
+        assert status == 200 and kind in headers["content-type"]
+    assert _get(server, "/static/../rest.py")[0] == 404
+    assert _get(server, "/static/nothing.js")[0] == 404
+
+
+def test_models_are_listed_with_their_signatures(server):
+    import json
+
+    status, _, body = _get(server, "/v1/models")
+    assert status == 200
+    models = {m["name"]: m for m in json.loads(body)["models"]}
+    assert set(models) == {"reviews", "shakespeare"}
+    reviews = models["reviews"]["signatures"]
+    assert reviews["serving_default"]["inputs"] == {"text": {"dtype": "string", "shape": [None]}}
+    assert set(reviews["serving_default"]["outputs"]) == {"probabilities", "label"}
+    assert "word_count" in reviews
+    assert set(models["shakespeare"]["signatures"]["serving_default"]["inputs"]) == {"prompt", "max_new_tokens"}
+
+
+def test_token_and_host_rules(token_server):
+    # The page loads without the token (a browser cannot send one when it navigates); the API needs it.
+    assert _get(token_server, "/")[0] == 200
+    assert _get(token_server, "/static/app.js")[0] == 200
+    assert _get(token_server, "/v1/models")[0] == 401
+    assert _get(token_server, "/v1/models", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    # DNS rebinding: a page reached under another name is refused, the try-it page included.
+    assert _get(token_server, "/", {"Host": "attacker.example"})[0] == 400
+    assert _get(token_server, "/v1/models", {"Host": "attacker.example",
+                                             "Authorization": f"Bearer {TOKEN}"})[0] == 400
+
+
+# --- in a real browser ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def expect(locator):
+    # Playwright's waits that poll a JavaScript string need eval, which the page's CSP forbids (as it should).
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def _open(browser, port):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"http://127.0.0.1:{port}/")
+    return page, errors
+
+
+def test_classify_and_see_the_words_highlighted(browser, server):
+    page, errors = _open(browser, server)
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("#model option").all_text_contents() == ["reviews v1 (classify)", "shakespeare v1 (generate)"]
+    page.select_option("#model", "reviews")
+    assert page.is_visible("#classify") and not page.is_visible("#generate")
+    page.fill("#text", "a good good film , not bad")
+    page.click("#classify-run")
+    page.wait_for_selector("#highlighted .word", state="attached")
+    # The toy model scores good minus bad words: two goods and one bad say positive.
+    assert page.text_content("#label").startswith("Label: positive")
+    rows = page.locator("#probabilities tr").all_inner_texts()
+    assert len(rows) == 2 and rows[1].startswith("positive")
+    words = page.locator("#highlighted .word")
+    scores = {words.nth(i).text_content(): float(words.nth(i).get_attribute("data-score"))
+              for i in range(words.count())}
+    assert list(scores) == ["a", "good", "film", ",", "not", "bad"]
+    assert scores["good"] > 0 and scores["bad"] < 0
+    assert all(abs(scores[w]) < 1e-6 for w in ("a", "film", ",", "not"))  # words the model ignores
+    assert errors == []
+
+
+def test_generate_with_decoding_options(browser, server):
+    page, errors = _open(browser, server)
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#model", "shakespeare")
+    assert page.is_visible("#generate") and not page.is_visible("#classify")
+    assert page.locator("#options [data-name]").count() == 1  # the toy generator takes max_new_tokens only
+    page.fill("#prompt", "To be")
+    page.fill("#options [data-name=max_new_tokens]", "3")
+    page.click("#generate-run")
+    expect(page.locator("#status")).to_have_text("Done.", timeout=30000)
+    expect(page.locator("#output")).to_have_text("To be la la la")
+    # The model's own refusal comes back as the page's status line.
+    page.fill("#options [data-name=max_new_tokens]", "500")
+    page.click("#generate-run")
+    expect(page.locator("#status")).to_have_class("error")
+    assert "max_new_tokens" in page.text_content("#status")
+    assert [e for e in errors if "400" not in e] == []  # the browser logs the refused request itself
+
+
+def test_the_page_asks_for_the_token_and_then_works(browser, token_server):
+    page, _ = _open(browser, token_server)
+    expect(page.locator("#status")).to_have_class("error")
+    assert "token" in page.text_content("#status").lower()
+    assert page.locator("#model option").count() == 0
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#model", "reviews")
+    page.fill("#text", "good")
+    page.click("#classify-run")
+    expect(page.locator("#label")).to_contain_text("Label: positive")
