@@ -43,6 +43,8 @@ COMMENTED_USES = [
      "tensorflow/tensorflow#33929"),
     ("_experimental_custom_op_registerers", "tfllm/export/tflite.py",
      "PRIVATE API: `TargetSpec._experimental_custom_op_registerers`", "tensorflow/tensorflow#42643"),
+    ("_self_attention_layer", "tfllm/explanations.py",
+     "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
 ]
 
 
@@ -118,6 +120,27 @@ def test_keras_hub_add_special_token():
     method = getattr(Tokenizer, "_add_special_token", None)
     require(callable(method) and list(inspect.signature(method).parameters) == ["self", "token", "name"],
             "keras_hub Tokenizer._add_special_token(self, token, name)", "tfllm/tokenizers.py", "_add_special_token(")
+
+
+def test_keras_hub_transformer_encoder_attention_layer():
+    import keras
+    import keras_hub
+
+    path, marker = "tfllm/explanations.py", "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`"
+    block = keras_hub.layers.TransformerEncoder(8, 2)
+    block.build((None, 4, 8))
+    require(isinstance(getattr(block, "_self_attention_layer", None), keras.layers.MultiHeadAttention),
+            "keras_hub TransformerEncoder._self_attention_layer (a MultiHeadAttention)", path, marker)
+    require("return_attention_scores" in inspect.signature(keras.layers.MultiHeadAttention.call).parameters,
+            "MultiHeadAttention.call(return_attention_scores=...)", path, marker)
+
+
+def test_keras_layer_call_is_looked_up_per_instance():
+    from keras.src.ops.operation import Operation
+
+    path, marker = "tfllm/explanations.py", "PRIVATE BEHAVIOUR: Keras's `Operation.__call__`"
+    require("call_fn = self.call" in inspect.getsource(Operation.__call__),
+            "Operation.__call__ reading self.call", path, marker)
 
 
 @pytest.mark.parametrize("package", ["keras", "keras-hub"])

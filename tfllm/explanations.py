@@ -111,7 +111,8 @@ def _replaced_calls(replacements):
     attention layer's scores, which the encoder blocks do not return. Rather
     than re-implementing each architecture's forward pass, the model's own call
     runs with those layers' calls replaced (an instance attribute shadows the
-    class's `call`; Keras's `Layer.__call__` looks it up on the instance). Only
+    class's `call`; PRIVATE BEHAVIOUR: Keras's `Operation.__call__` looks up
+    `self.call` on every call). Only
     ever while a function is traced: the compiled graph keeps what the
     replacement did, the model object is left as it was.
     """
@@ -142,9 +143,9 @@ def _attention_layers(backbone):
     blocks = getattr(backbone, "transformer_layers", None) or []
     if not blocks or not all(isinstance(b, keras_hub.layers.TransformerEncoder) for b in blocks):
         return None
-    # PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer` (keras-hub 0.32). The block's
-    # `call(return_attention_scores=True)` is public, but the backbone calls its blocks without it; the
-    # attention layer itself is a plain `keras.layers.MultiHeadAttention` (keras-team/keras-hub#1200).
+    # PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer` (keras-hub 0.32). A block's
+    # `call(return_attention_scores=True)` is public (keras-team/keras-hub#1644), but backbones call their
+    # blocks without it; so the attention layer inside, a `keras.layers.MultiHeadAttention`, is asked instead.
     return [b._self_attention_layer for b in blocks]
 
 
