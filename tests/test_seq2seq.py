@@ -1,0 +1,309 @@
+"""Translation (issue 15): the encoder–decoder, its cached decoding, training, metrics, export and bad input.
+
+Tiny configs on a few hundred synthetic pairs (Chinese numerals -> English
+words, so the char tokenizer's vocabulary stays under 50 and a model learns
+something in seconds).
+"""
+
+import csv
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfllm import cli
+from tfllm.datasets.pairs import PairSplit, load_pair_data
+from tfllm.errors import UserInputError
+from tfllm.evaluation import translation_report
+from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor, resolve_preset
+from tfllm.tokenizers import train_tokenizer
+from tfllm.training.common import preprocessed
+from tfllm.training.seq2seq import compile_model, own_model, pair_dataset
+from tfllm.translation import Translator, greedy_without_cache
+
+WORDS = {"一": "one", "二": "two", "三": "three", "四": "four", "五": "five", "六": "six", "七": "seven",
+         "八": "eight"}
+
+
+def make_pairs(n=300, seed=0):
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        chars = [rng.choice(list(WORDS)) for _ in range(rng.randint(1, 3))]
+        pairs.append(("".join(chars), " ".join(WORDS[c] for c in chars)))
+    return pairs
+
+
+def write_csv(path, rows, header=("zh", "en")):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def pairs_csv(tmp_path_factory):
+    return write_csv(tmp_path_factory.mktemp("pairs") / "pairs.csv", make_pairs())
+
+
+def tiny_model(seed=0, **overrides):
+    """An untrained tiny Seq2SeqLM with a char tokenizer over the synthetic pairs."""
+    keras.utils.set_random_seed(seed)
+    pairs = make_pairs(100)
+    preset = resolve_preset("translate", "tiny", overrides)
+    tokenizer = train_tokenizer([s for s, _ in pairs] + [t for _, t in pairs], "char", preset["vocabulary_size"],
+                                lowercase=False)
+    return own_model(preset, tokenizer), preset
+
+
+def generate_inputs(model, sources, width):
+    inputs = model.preprocessor.generate_preprocess(tf.constant(sources), decoder_sequence_length=width)
+    return {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+
+
+def until_end(row, end_id):
+    row = list(map(int, row))
+    return row[: row.index(end_id) + 1] if end_id in row[1:] else row
+
+
+# --- the model ----------------------------------------------------------------
+
+
+def test_cached_greedy_equals_uncached_token_for_token():
+    model, _ = tiny_model(seed=3)
+    translator = Translator(model, jit_compile=False)
+    sources = ["一二三", "四", "五六七八", "八八"]
+    width = 1 + translator.max_new_tokens
+    cached = translator.decode_ids(sources, max_new_tokens=translator.max_new_tokens)
+    uncached = greedy_without_cache(model, generate_inputs(model, sources, width), translator.max_new_tokens,
+                                    translator.end_id)
+    end = translator.end_id
+    lengths = []
+    for a, b in zip(cached, uncached):
+        assert until_end(a, end) == until_end(b, end)
+        lengths.append(len(until_end(a, end)))
+    assert max(lengths) > 3  # an untrained model writes several tokens: the comparison covers cached steps
+
+
+def test_decoding_encodes_once_and_runs_one_position_per_step(monkeypatch):
+    model, _ = tiny_model(seed=3)
+    calls = {"encoder": 0, "decoder_lengths": []}
+    encoder, decoder = model.call_encoder, model.call_decoder_with_cache
+
+    def count_encoder(*args, **kwargs):
+        calls["encoder"] += 1
+        return encoder(*args, **kwargs)
+
+    def count_decoder(encoder_hidden_states, encoder_padding_mask, decoder_token_ids, *args, **kwargs):
+        calls["decoder_lengths"].append(int(decoder_token_ids.shape[1]))
+        return decoder(encoder_hidden_states, encoder_padding_mask, decoder_token_ids, *args, **kwargs)
+
+    monkeypatch.setattr(model, "call_encoder", count_encoder)
+    monkeypatch.setattr(model, "call_decoder_with_cache", count_decoder)
+    width = 8
+    # Eagerly, so Python sees every step of the loop; no stop token, so all 7 steps run.
+    model.generate_step(generate_inputs(model, ["一二三", "四五"], width), stop_token_ids=None,
+                        sampler=keras_hub.samplers.GreedySampler())
+    assert calls["encoder"] == 1
+    assert calls["decoder_lengths"] == [width] + [1] * (width - 1)  # seed the caches, then one position per token
+
+
+def test_beam_search_with_one_beam_equals_greedy():
+    model, _ = tiny_model(seed=5)
+    translator = Translator(model, jit_compile=False)
+    sources = ["一二三", "四", "五六七八"]
+    greedy = translator.translate(sources, sampler="greedy", warn=False)
+    beam = translator.translate(sources, sampler="beam", num_beams=1, warn=False)
+    assert greedy == beam
+    assert any(greedy)
+    assert translator.translate(sources, sampler="beam", num_beams=3, warn=False)  # runs with several beams
+
+
+def test_preset_round_trip_and_plain_keras_hub_load(tmp_path):
+    model, _ = tiny_model(seed=1)
+    inputs = generate_inputs(model, ["一二", "三"], 8)
+    with preprocessed(model):
+        expected = keras.ops.convert_to_numpy(model(inputs))
+    model.save_to_preset(str(tmp_path))
+    loaded = keras_hub.models.Seq2SeqLM.from_preset(str(tmp_path))
+    assert type(loaded) is Seq2SeqLM and type(loaded.preprocessor) is Seq2SeqLMPreprocessor
+    assert loaded.preprocessor.encoder_sequence_length == model.preprocessor.encoder_sequence_length
+    with preprocessed(loaded):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(inputs)), expected, atol=1e-6)
+    loaded.compile(sampler="greedy")
+    assert loaded.generate(["一二"], max_length=8) is not None  # KerasHub's own generate() on strings
+
+
+def test_training_reduces_loss():
+    model, preset = tiny_model(seed=0)
+    pairs = make_pairs(300)
+    split = PairSplit([s for s, _ in pairs], [[t] for _, t in pairs])
+    ds = pair_dataset(split, model.preprocessor, 32, shuffle=True, seed=0)
+    compile_model(model, dict(preset, epochs=2, jit_compile=False), steps_per_epoch=10)
+    with preprocessed(model):
+        before = model.evaluate(ds, verbose=0, return_dict=True)["loss"]
+        model.fit(ds, epochs=2, verbose=0)
+        after = model.evaluate(ds, verbose=0, return_dict=True)["loss"]
+    assert after < 0.7 * before
+
+
+def test_label_smoothing_loss_matches_keras_categorical_crossentropy():
+    from tfllm.training.seq2seq import SmoothedSparseCrossentropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 7)).astype("float32")
+    labels = rng.integers(0, 7, size=(2, 3))
+    for smoothing in (0.0, 0.1):
+        ours = SmoothedSparseCrossentropy(smoothing)(labels, logits)
+        keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)(
+            keras.ops.one_hot(labels, 7), logits)
+        np.testing.assert_allclose(float(ours), float(keras_loss), rtol=1e-5)
+
+
+# --- data and metrics ------------------------------------------------------------
+
+
+def test_metrics_count_every_reference():
+    outputs = ["to be able to", "hello"]
+    only_second = [["can", "to be able to"], ["goodbye", "hello"]]
+    report = translation_report(outputs, only_second)
+    assert report["exact_match"] == 1.0
+    assert report["chrf"] == pytest.approx(100.0)
+    assert report["char_accuracy"] == 1.0
+    first_only = translation_report(outputs, [[refs[0]] for refs in only_second])
+    assert first_only["exact_match"] == 0.0 and first_only["chrf"] < 50
+
+
+def test_cedict_gives_every_gloss_as_a_reference_and_trains_on_the_first():
+    data = load_pair_data("cedict", max_rows=3000)
+    assert (data.source_column, data.target_column) == ("simplified", "english")
+    multi = [refs for refs in data.train.references if len(refs) > 1]
+    assert multi and all("/" not in r for refs in multi for r in refs)
+    assert data.train.targets[0] == data.train.references[0][0]
+    assert len(data.test) and len(data.val)  # the file's own split
+    pinyin = load_pair_data("cedict", "pinyin", "simplified", max_rows=500)
+    assert all(len(refs) == 1 for refs in pinyin.test.references)  # one reference when not the glosses
+
+
+def test_seeded_split_without_a_split_column(pairs_csv):
+    a, b = load_pair_data(pairs_csv, "zh", "en", seed=7), load_pair_data(pairs_csv, "zh", "en", seed=7)
+    assert a.test.sources == b.test.sources
+    assert (len(a.train), len(a.val), len(a.test)) == (240, 30, 30)
+
+
+@pytest.mark.parametrize("rows, args, message", [
+    ([("一", "one")] * 10, ["--source-column", "chinese", "--target-column", "en"], "no source column 'chinese'"),
+    ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "english"], "no target column 'english'"),
+    ([("一", "one")] * 5 + [("二", "")], ["--source-column", "zh", "--target-column", "en"], "empty target"),
+    ([(" ", "one")] + [("二", "two")] * 5, ["--source-column", "zh", "--target-column", "en"], "empty source"),
+    ([("一", "one")], ["--source-column", "zh", "--target-column", "en"], "single pair"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, rows, args, message):
+    data = write_csv(tmp_path / "pairs.csv", rows)
+    run_dir = tmp_path / "run"
+    code = cli.main(["train", "--task", "translate", "--data", data, *args, "--preset", "tiny",
+                     "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not run_dir.exists()
+
+
+def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
+    model, _ = tiny_model(seed=2)
+    translator = Translator(model, jit_compile=False)
+    with pytest.raises(UserInputError, match="empty"):
+        translator.translate(["一", " "])
+    with pytest.raises(UserInputError, match="max_new_tokens"):
+        translator.translate(["一"], max_new_tokens=translator.max_new_tokens + 1)
+    translator.translate(["一二三四五六七八一二三四五六"], max_new_tokens=2)
+    err = capsys.readouterr().err
+    assert "longer than the model's 10 tokens" in err and "first 10 tokens" in err
+    translator.translate(["九"], max_new_tokens=2)
+    assert "never seen in training" in capsys.readouterr().err
+
+
+# --- end to end: CLI, run directory, export, serving ------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(pairs_csv, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("runs") / "tr")
+    code = cli.main(["train", "--task", "translate", "--data", pairs_csv, "--source-column", "zh",
+                     "--target-column", "en", "--preset", "tiny", "--epochs", "3", "--run-dir", run_dir])
+    assert code == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_train_translate_evaluate(trained_run, capsys):
+    metrics = json.load(open(os.path.join(trained_run, "metrics.json")))
+    for split in ("val", "test"):
+        assert set(metrics[split]) >= {"chrf", "bleu", "exact_match", "char_accuracy", "num_examples"}
+    assert metrics["test"]["num_examples"] == 30
+    assert json.load(open(os.path.join(trained_run, "tfllm", "run.json")))["task"] == "translate"
+    events = [f for root, _, files in os.walk(os.path.join(trained_run, "logs")) for f in files if "tfevents" in f]
+    assert events
+    assert keras_hub.models.Seq2SeqLM.from_preset(trained_run).preprocessor is not None
+    capsys.readouterr()
+    assert cli.main(["translate", trained_run, "一二", "三", "--num-beams", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert cli.main(["evaluate", trained_run]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test"]["chrf"] == pytest.approx(metrics["test"]["chrf"])  # the run's own test split, again
+
+
+@pytest.mark.slow
+def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trained_run, tmp_path):
+    from tfllm.export.seq2seq import export_seq2seq
+    from tfllm.translation import translate
+
+    sources = ["一二三", "四五", "六", "七八一"]
+    path = export_seq2seq(trained_run, "tr", base_dir=str(tmp_path))
+    expected = translate(trained_run, sources, warn=False)
+    code = (
+        "import json, sys, tensorflow as tf, tensorflow_text\n"
+        f"f = tf.saved_model.load({path!r}).signatures['serving_default']\n"
+        f"out = f(source=tf.constant({sources!r}), max_new_tokens=tf.constant([15] * {len(sources)}))\n"
+        "print(json.dumps([t.decode() for t in out['translation'].numpy()]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+    assert any(expected)
+
+    pytest.importorskip("starlette")
+    from tfllm.serving import RestClient, ServingError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tfllm.serving.server", str(tmp_path), "--port", str(port),
+                             "--grpc-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        deadline = time.monotonic() + 120
+        with RestClient("127.0.0.1", port, timeout=60) as client:
+            while True:
+                try:
+                    client.status("tr")
+                    break
+                except ServingError:
+                    assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                    time.sleep(0.3)
+            answer = client.predict("tr", {"source": sources, "max_new_tokens": [15] * len(sources)})
+        assert answer == expected  # one output: TF Serving's columnar answer is the bare batch
+    finally:
+        proc.terminate()
+        proc.wait(30)
