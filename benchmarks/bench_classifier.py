@@ -20,9 +20,8 @@ import time
 import numpy as np
 
 from tfllm.config import TrainConfig
-from tfllm.datasets import load_classification_data
 from tfllm.evaluation import classification_report
-from tfllm.training.classifier import load_run, predict_probabilities, train_classifier
+from tfllm.training.classifier import load_run, predict_probabilities, run_data, train_classifier
 
 
 def run(data, preset, seed):
@@ -37,23 +36,23 @@ def run(data, preset, seed):
             "train_seconds": metrics["train_seconds"],
             "epochs_run": metrics["epochs_run"],
         }
-        model, tokenizer, label_names, _ = load_run(run_dir)
+        model, label_names, _ = load_run(run_dir)
         if any(layer.name == "blend" for layer in model.layers):
             blend = model.get_layer("blend")
             blend.set_weights([np.ones(()), np.zeros(()), np.zeros_like(blend.get_weights()[2])])
-            split = load_classification_data(data, seed=seed).test
-            encoder_only = classification_report(split.labels, predict_probabilities(model, tokenizer, split.texts), label_names)
+            split = run_data(run_dir).test  # the test split exactly as training split it
+            encoder_only = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
             result["encoder_only_test_accuracy"] = round(encoder_only["accuracy"], 4)
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["default", "article"])
     parser.add_argument("--data", default="rotten_tomatoes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "classifier.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results = {"data": args.data, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d"), "presets": {}}
     if os.path.exists(args.out):
         with open(args.out) as f:

@@ -38,23 +38,26 @@ def measure_generation(generator, new_tokens, repeats, prompt="\n"):
 def time_blocks(run_dir, steps, rounds):
     """Median train ms/step of the preset with each decoder block, alternating A/B `rounds` times."""
     from tfllm import data as data_lib
+    from tfllm import runs
     from tfllm.datasets.text import load_text_corpus
     from tfllm.tokenizers import load_tokenizer
+    from tfllm.training import common
     from tfllm.training.causal_lm import StepTimer, build_causal_lm
 
-    preset = json.load(open(os.path.join(run_dir, "preset.json")))
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    preset = runs.read_recipe(run_dir)
+    tokenizer = load_tokenizer(run_dir)
     ids = data_lib.tokenize_corpus(tokenizer, load_text_corpus("shakespeare")[0])
     spe = preset["steps_per_execution"]
     steps = max(steps // spe, 3) * spe
-    models = {name: build_causal_lm({**preset, "use_bias": use_bias}, tokenizer.vocabulary_size())
+    models = {name: build_causal_lm({**preset, "use_bias": use_bias}, tokenizer)
               for name, use_bias in (("keras_hub_transformer_decoder", True), ("fused_decoder_block", False))}
     times = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
             timer = StepTimer()
             dataset = data_lib.random_window_dataset(ids, preset["sequence_length"], preset["batch_size"], seed=0)
-            model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+            with common.preprocessed(model):  # the windows are token ids already
+                model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
             times[name] += [t * 1000 / spe for t in timer.step_seconds]
     result = {name: round(statistics.median(t), 2) for name, t in times.items()}
     result["speedup"] = round(result["keras_hub_transformer_decoder"] / result["fused_decoder_block"], 3)
@@ -76,6 +79,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "generation.json"))
     args = parser.parse_args(argv)
 
+    from tfllm import runs
     from tfllm.config import TrainConfig
     from tfllm.generation import Generator, load_generator
     from tfllm.models.causal_lm import CausalLM
@@ -84,12 +88,13 @@ def main(argv=None):
     run_dir = args.run_dir or os.path.join(tempfile.mkdtemp(prefix="bench-generation-"), "run")
     overrides = {} if args.steps_per_execution is None else {"steps_per_execution": args.steps_per_execution}
     config = TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir=run_dir, steps=args.steps,
-                         jit_compile=args.jit_compile, precision=args.precision, overrides=overrides)
+                         jit_compile=args.jit_compile, precision=args.precision, overrides=overrides,
+                         overwrite=bool(args.run_dir))  # --run-dir: replace the run a previous benchmark left there
     start = time.perf_counter()
     train_causal_lm(config, verbose=0)
     train_seconds = time.perf_counter() - start
-    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
-    preset = json.load(open(os.path.join(run_dir, "preset.json")))
+    metrics = json.load(open(os.path.join(run_dir, runs.METRICS)))
+    preset = runs.read_recipe(run_dir)
 
     generator = load_generator(run_dir)
     generation = {}

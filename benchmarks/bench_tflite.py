@@ -43,9 +43,9 @@ def bench_classifier(run_dir, num_examples):
     from tfllm.training.classifier import load_run
 
     config = tflite.check_run_dir(run_dir)
-    model, tokenizer, label_names, _ = load_run(run_dir)
+    model, label_names, _ = load_run(run_dir)
     texts = tflite._load_classification_splits(config, label_names).test.texts[:num_examples]
-    ids = np.concatenate(list(data_lib.text_batches(texts, tokenizer)))
+    ids = np.concatenate([batch["token_ids"] for batch in data_lib.text_batches(texts, model.preprocessor)])
     results = {"run_dir": run_dir, "latency_examples": len(texts), "batch_size": 1, "variants": {}}
 
     with tempfile.TemporaryDirectory() as base:
@@ -110,7 +110,7 @@ def bench_generator(run_dir, new_tokens=200):
                 parity = json.load(f)
             device = TFLiteGenerator(os.path.join(directory, MODEL_FILE), window_keep=generator.model.window_keep, num_threads=1)
             start = time.perf_counter()
-            ids = device.generate_ids(prompt_ids, new_tokens, (int(tokenizer.end_token_id),))
+            ids = device.generate_ids(prompt_ids, new_tokens, (generator.end_id,))
             variant = {
                 "bytes": parity[MODEL_FILE]["bytes"],
                 "ms_per_token": 1000 * (time.perf_counter() - start) / max(len(ids), 1),
@@ -121,13 +121,13 @@ def bench_generator(run_dir, new_tokens=200):
     return results
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifier", default="runs/reviews", help="run directory of a trained classifier")
     parser.add_argument("--generator", default=None, help="run directory of a trained text generator")
     parser.add_argument("--latency-examples", type=int, default=300)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "tflite.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
     if args.classifier:
         results["classifier"] = bench_classifier(args.classifier, args.latency_examples)

@@ -318,9 +318,9 @@ MULTILINGUAL = [
         Sentences the model has not seen, including new combinations.
     """),
     code("""
-        model, tokenizer, label_names, _ = load_run(RUN_DIR)
+        model, label_names, _ = load_run(RUN_DIR)  # the task, with its preprocessor (tokenizer + packing)
         sentences = ["这家餐厅真是太棒了。", "这部电影完全是浪费时间。", "他们的音乐让人感动。", "这个手机质量很差。"]
-        for sentence, p in zip(sentences, predict_probabilities(model, tokenizer, sentences)):
+        for sentence, p in zip(sentences, predict_probabilities(model, sentences)):
             print(f"{label_names[p.argmax()]} ({p.max():.2f})  {sentence}")"""),
     md("""
         ## Next
@@ -430,7 +430,10 @@ GENERATION = [
         ## The model
     """),
     code("""
-        model = build_causal_lm(preset, tokenizer.vocabulary_size())
+        model = build_causal_lm(preset, tokenizer)
+        # The windows above are token ids already; without this, KerasHub's `fit` would run the
+        # model's preprocessor (tokenizer + packing, for raw strings) over them again.
+        model.preprocessor = None
         model.summary()
     """),
     md("""
@@ -568,10 +571,11 @@ EXPORT_AND_SERVE = [
     """),
     code("""
         CLASSIFIER = TrainConfig(data="rotten_tomatoes", preset="tiny" if QUICK else "default",
-                                 max_rows=600 if QUICK else None, run_dir="runs/03_reviews")
+                                 max_rows=600 if QUICK else None, run_dir="runs/03_reviews",
+                                 overwrite=True)  # rerunning the notebook replaces its earlier runs
         GENERATOR = TrainConfig(task="generate", data="shakespeare", preset="tiny" if QUICK else "nanogpt-cpu",
                                 steps=40 if QUICK else None, max_rows=20_000 if QUICK else None,
-                                jit_compile=False if QUICK else None, run_dir="runs/03_shakespeare")
+                                jit_compile=False if QUICK else None, run_dir="runs/03_shakespeare", overwrite=True)
         SAVEDMODELS = "savedmodels"  # TF Serving's model_base_path: savedmodels/NAME/VERSION/
         REVIEWS = ["A joyous, moving film with a terrific cast.", "Tedious, overlong and never once funny."]
         PROMPT = "ROMEO:"

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from tfllm import runs
 from tfllm.config import TrainConfig
 from tfllm.errors import UserInputError
 from tfllm.training import common
@@ -38,6 +39,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
     import keras
     import numpy as np
+    from tfllm import runs
     from tfllm.config import TrainConfig
 
     common = dict(preset="tiny", strategy="mirrored", run_dir=f"{out}/{task}")
@@ -51,7 +53,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         from tfllm.training.causal_lm import train_causal_lm
         train_causal_lm(TrainConfig(task="generate", data="shakespeare", max_rows=4000, jit_compile=False, **common),
                         verbose=0)
-    model = keras.models.load_model(f"{out}/{task}/model.keras")
+    model = runs.load_task(f"{out}/{task}")
     np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights],
              names=np.array([w.path for w in model.weights]))
     """
@@ -82,6 +84,14 @@ def free_ports(n):
     return ports
 
 
+def _logged_epochs(event_file):
+    """The epochs (steps of `epoch_loss`) one TensorBoard event file holds, in order."""
+    import tensorflow as tf
+
+    return [event.step for event in tf.compat.v1.train.summary_iterator(str(event_file))
+            for value in event.summary.value if value.tag == "epoch_loss"]
+
+
 def stop(process):
     if process.poll() is None:
         process.kill()
@@ -104,12 +114,19 @@ def assert_mirrored_matches_one_device(tmp_path, task):
     one, two = np.load(tmp_path / f"d1/{task}.npz"), np.load(tmp_path / f"d2/{task}.npz")
     names = list(one["names"])
     assert names == list(two["names"]) and len(names) > 0
+    blend = [np.abs(one[f"arr_{i}"]).max() for i, name in enumerate(names) if name.startswith("blend/")]
     for i, name in enumerate(names):
-        # Summing gradients of two half batches differs from one full batch only by rounding.
-        # The classifier's blend is not trained by `fit` but regressed afterwards on the
-        # validation rows' logits (a dozen rows here), which magnifies that rounding.
-        rtol = 2e-2 if name.startswith("blend/") else 1e-3
-        np.testing.assert_allclose(two[f"arr_{i}"], one[f"arr_{i}"], atol=2e-4, rtol=rtol, err_msg=f"{task} {name}")
+        # Summing gradients of two half batches differs from one full batch only by rounding;
+        # Adam turns rounding in tiny gradients into steps of up to the learning rate, hence
+        # a few 1e-4 here and there.
+        atol, rtol = 3e-4, 1e-3
+        if name.startswith("blend/"):
+            # The classifier's blend is not trained by `fit` but regressed afterwards on the
+            # validation rows' logits (a dozen rows here), which magnifies that rounding; its
+            # bias moves with the scales times the (nearly constant) encoder logits, so it is
+            # compared on the scale of the largest blend coefficient, not its own (often ~0).
+            atol, rtol = 2e-2 * max(blend), 2e-2
+        np.testing.assert_allclose(two[f"arr_{i}"], one[f"arr_{i}"], atol=atol, rtol=rtol, err_msg=f"{task} {name}")
 
 
 @pytest.mark.slow
@@ -156,7 +173,7 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
             workers[0].wait(timeout=15)
         except subprocess.TimeoutExpired:
             stop(workers[0])
-        assert not (run_dir / "model.keras").exists()
+        assert not runs.is_finished(str(run_dir)) and not (run_dir / runs.TASK_CONFIG).exists()
         assert metadata.exists(), "the failed run must keep its backup"
 
         workers = [start(0), start(1)]
@@ -168,9 +185,15 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
 
     assert "Resuming the interrupted run" in outputs[0]
     epochs_run = [int(o.split("EPOCHS_RUN")[1].split()[0]) for o in outputs]
-    assert epochs_run[0] == epochs_run[1] < epochs  # both restarted from the backup, not from epoch 0
+    # Metrics count the whole run, the epochs before the interruption too.
+    assert epochs_run[0] == epochs_run[1] == epochs
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == epochs_run[0]
-    assert (run_dir / "model.keras").exists() and (run_dir / "logs").is_dir()
+    # Restarted from the backup, not from epoch 0: the restarted chief's event file starts after
+    # the epochs the first try finished (worker 1 runs in step with it, or the collectives would hang).
+    event_files = sorted((run_dir / "logs" / "train").glob("events.out.tfevents.*"), key=os.path.getmtime)
+    assert len(event_files) == 2, event_files
+    assert 0 < _logged_epochs(event_files[-1])[0] and _logged_epochs(event_files[-1])[-1] == epochs - 1
+    assert runs.is_finished(str(run_dir)) and (run_dir / "task.weights.h5").exists() and (run_dir / "logs").is_dir()
     assert not (run_dir / "backup").exists()
     assert not list(temp_dirs[1].glob("tfllm-worker*")), "worker 1 left its run folder behind"
     assert not [p for p in run_dir.rglob("*") if "worker" in p.name]
@@ -193,11 +216,12 @@ def test_mixed_bfloat16_trains_and_exports_float32(tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
 
     # The trainer builds under the policy: bfloat16 blocks, a float32 output layer.
-    from tfllm.training.classifier import build_classifier, classifier_preset
+    from tfllm.tokenizers import load_tokenizer
+    from tfllm.training.classifier import classifier_preset, own_classifier
 
     with common.precision_scope(config.precision):
-        built = build_classifier(classifier_preset(config), 50, 2)
-    assert built.get_layer("encoder_block_0").compute_dtype == "bfloat16"
+        built = own_classifier(classifier_preset(config), load_tokenizer(run_dir), 2)
+    assert built.backbone.get_layer("transformer_layer_0").compute_dtype == "bfloat16"
     assert built.get_layer("probabilities").compute_dtype == "float32"
     events = EventAccumulator(os.path.join(run_dir, "logs", "train"), size_guidance={"tensors": 0}).Reload()
     losses = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_loss")]
@@ -255,11 +279,12 @@ def test_global_batch_not_divisible_by_replicas_exits_2(tmp_path):
 def test_mixed_float16_without_gpu_warns_and_scales_loss(capsys):
     import keras
 
-    from tfllm.models import TextClassifier
+    from tfllm.models import EncoderBackbone, TextClassifier
 
     with common.precision_scope("mixed_float16"):
-        model = TextClassifier(vocabulary_size=50, num_classes=2, sequence_length=8, hidden_dim=8, num_layers=1,
-                               num_heads=2, intermediate_dim=8)
+        backbone = EncoderBackbone(vocabulary_size=50, sequence_length=8, hidden_dim=8, num_layers=1, num_heads=2,
+                                   intermediate_dim=8)
+        model = TextClassifier(backbone, num_classes=2)
     assert keras.mixed_precision.global_policy().name == "float32"
     err = capsys.readouterr().err
     assert "tfllm: warning: mixed_float16 without a GPU" in err and "mixed_bfloat16" in err

@@ -69,7 +69,7 @@ def test_classifier_run_writes_scalars_hparams_projector_and_png(tiny_classifier
 
     from tfllm.tokenizers import load_tokenizer
 
-    _check_projector(log_dir, load_tokenizer(os.path.join(tiny_classifier_run, "tokenizer")).vocabulary_size())
+    _check_projector(log_dir, load_tokenizer(tiny_classifier_run).vocabulary_size())
     with open(os.path.join(tiny_classifier_run, reporting.CURVES_PNG), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -97,7 +97,7 @@ def test_causal_lm_run_writes_text_samples_and_the_rest(tmp_path):
     # The character vocabulary has a newline and a space: visible, one per line.
     from tfllm.tokenizers import load_tokenizer
 
-    tokens = _check_projector(log_dir, load_tokenizer(os.path.join(run_dir, "tokenizer")).vocabulary_size())
+    tokens = _check_projector(log_dir, load_tokenizer(run_dir).vocabulary_size())
     assert "\\n" in tokens and "<space>" in tokens
     assert os.path.getsize(os.path.join(run_dir, reporting.CURVES_PNG)) > 1000
 
