@@ -89,13 +89,15 @@ def tfidf_lr(all_train_texts, labelled, test):
     return float(np.mean(predicted == np.array([r["label"] for r in test])))
 
 
-def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=()):
+def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=(), settings=()):
     argv = ["train", "--task", "classify", "--data", data_csv, "--split-column", "split", "--labels", "rotten,fresh",
             "--preset", "finetune", "--seed", seed, "--run-dir", run_dir]
     if from_preset:
         argv += ["--from-preset", from_preset]
     for key, value in overrides:
         argv += [f"--{key}", value]
+    for setting in settings:
+        argv += ["--set", setting]
     start = time.perf_counter()
     cli(*argv)
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
@@ -113,6 +115,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (early stopping on the held-out 20%)")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--arms", nargs="+", default=["tfidf_lr", "scratch", "pretrained_mlm"])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe settings for both fine-tunes")
+    parser.add_argument("--pretrained-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="recipe settings for the pretrained fine-tune only (e.g. freeze_epochs=3)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "pretrain.json"))
     args = parser.parse_args()
 
@@ -121,7 +126,8 @@ def main():
     all_train_texts = [r["text"] for r in rows if r["split"] == "train"]
     result = {"data": "rotten_tomatoes (binary), its test split", "num_test": len(test),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-              "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv), "rows": []}
+              "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv),
+              "settings": args.set, "pretrained_settings": args.pretrained_set, "rows": []}
 
     if "pretrained_mlm" in args.arms:
         from tfllm import runs
@@ -150,10 +156,11 @@ def main():
                 if "tfidf_lr" in args.arms:
                     row["tfidf_lr"] = round(tfidf_lr(all_train_texts, labelled, test), 4)
                 if "scratch" in args.arms:
-                    row["scratch"] = fine_tune(data_csv, os.path.join(tmp, "scratch"), seed, overrides=overrides)
+                    row["scratch"] = fine_tune(data_csv, os.path.join(tmp, "scratch"), seed, overrides=overrides,
+                                               settings=args.set)
                 if "pretrained_mlm" in args.arms:
                     row["pretrained_mlm"] = fine_tune(data_csv, os.path.join(tmp, "mlm"), seed, args.pretrain_dir,
-                                                      overrides=overrides)
+                                                      overrides=overrides, settings=args.set + args.pretrained_set)
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
 

@@ -13,6 +13,17 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _setting(value):
+    """`KEY=VALUE` of `--set`: the value as JSON where it parses (numbers, true, null), else a string."""
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. hidden_dim=64; got {value!r}")
+    try:
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return key.strip(), raw
+
+
 def _csv_list(value):
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -41,6 +52,7 @@ def cmd_train(args):
         precision=args.precision,
         jit_compile=args.jit_compile,
         max_rows=args.max_rows,
+        overrides=dict(args.set),
         from_preset=args.from_preset,
         objective=getattr(args, "objective", None),
         overwrite=args.overwrite,
@@ -351,6 +363,9 @@ def build_parser():
         p.add_argument("--from-preset", default=None, metavar="PRESET",
                        help="start from a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle / "
                             "kaggle:// / hf:// URI (online)")
+        p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+                       help="override any setting of the preset (repeatable), e.g. --set hidden_dim=64 "
+                            "--set freeze_epochs=2; a misspelt one is refused")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir (kept until "
                                                                 "the new one finishes)")
 
@@ -384,6 +399,8 @@ def build_parser():
     p.add_argument("--objective", choices=["mlm", "causal"], default="mlm")
     p.add_argument("--from-preset", default=None, metavar="PRESET", help="continue pretraining this preset")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+    p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+                   help="override any setting of the preset (repeatable), e.g. --set sequence_length=64")
     p.add_argument("--text-column", default="text")
     p.add_argument("--preset", default="default")
     p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None)
