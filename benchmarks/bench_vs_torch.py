@@ -14,7 +14,8 @@ are loaded into both, and both must compute the same loss on the same batch
 batches); the script stops otherwise.
 
 Sections (`--only`):
-  steps       train step, nanogpt-cpu, float32 and mixed_bfloat16 vs the reference (same batches)
+  steps       train step, nanogpt-cpu, float32 and mixed_bfloat16 vs the reference (same batches);
+              the reference probes 1 thread and all threads first and keeps the faster (choose_threads)
   train       the whole `tfllm train` command vs `torch_reference.py train`, every phase accounted for
   generate    `tfllm generate RUN "ROMEO:" --max-new-tokens 900` cold vs `torch_reference.py sample`
   predict     `tfllm predict RUN "one text"` cold (article classifier, 1 epoch)
@@ -197,7 +198,7 @@ def worker_tf_gpt(batches_path, weights_path, steps, precision, save_weights):
             "steps_per_execution": spe, "fit_seconds": round(total, 2), "precision": precision}
 
 
-def worker_torch_gpt(batches_path, weights_path, steps, chunk):
+def worker_torch_gpt(batches_path, weights_path, steps, chunk, threads):
     import numpy as np
     import torch
 
@@ -222,8 +223,7 @@ def worker_torch_gpt(batches_path, weights_path, steps, chunk):
             return loss
 
     initial_loss = loss_on(windows[0])
-    for i in range(1, CHECK_STEPS + 1):
-        step(windows[i][:, :-1], windows[i][:, 1:])
+    probe = choose_threads(lambda i: step(windows[i][:, :-1], windows[i][:, 1:]), range(1, CHECK_STEPS + 1), threads)
     trained_loss = loss_on(windows[0])
     timed_windows = windows[CHECK_STEPS + 1:][: (steps // chunk) * chunk]
     chunks, start = [], time.perf_counter()
@@ -236,21 +236,51 @@ def worker_torch_gpt(batches_path, weights_path, steps, chunk):
     total = time.perf_counter() - start
     return {"initial_loss": initial_loss, "loss_after_check_steps": trained_loss,
             "median_ms_per_step": _chunk_medians(chunks[1:], chunk), "steps": len(timed_windows),
-            "fit_seconds": round(total, 2), "threads": torch.get_num_threads()}
+            "fit_seconds": round(total, 2), "threads": torch.get_num_threads(), "thread_probe_ms_per_step": probe}
+
+
+def choose_threads(run_step, indices, threads):
+    """Runs the steps `indices` (the loss-check steps); with `threads` 0 it runs half of them on one
+    thread and half on all, and keeps the faster count for the timed steps. PyTorch's OpenMP threads
+    spin at barriers: on a shared, oversubscribed machine one thread can be many times faster than
+    two, so the reference gets whichever is faster now (conservative for tfllm).
+    Returns {threads: ms per step} of the probe."""
+    import torch
+
+    indices = list(indices)
+    if threads:
+        torch.set_num_threads(threads)
+        for i in indices:
+            run_step(i)
+        return {}
+    counts = sorted({1, os.cpu_count() or 1})
+    share = len(indices) // len(counts)
+    times = {}
+    for n, count in enumerate(counts):
+        torch.set_num_threads(count)
+        part = indices[n * share: (n + 1) * share]
+        run_step(part[0])  # the first step after a change pays for it
+        start = time.perf_counter()
+        for i in part[1:]:
+            run_step(i)
+        times[count] = round((time.perf_counter() - start) / max(len(part) - 1, 1) * 1000, 2)
+    for i in indices[len(counts) * share:]:
+        run_step(i)
+    torch.set_num_threads(min(times, key=times.get))
+    return times
 
 
 def _classifier_names(model):
     """tfllm TextClassifier variables by the reference's parameter names, with torch's layout."""
     import numpy as np
 
-    layers = {layer.name: layer for layer in model.layers}
-    embedding = layers["embedding"]
-    pairs = {"token_embedding.weight": (embedding.token_embedding.embeddings, None),
-             "position_embedding.weight": (embedding.position_embedding.position_embeddings, None),
-             "head.weight": (layers["probabilities"].kernel, "T"), "head.bias": (layers["probabilities"].bias, None)}
-    i = 0
-    while f"encoder_block_{i}" in layers:
-        block, p = layers[f"encoder_block_{i}"], f"blocks.{i}."
+    backbone = model.backbone
+    pairs = {"token_embedding.weight": (backbone.token_embedding.embeddings, None),
+             "position_embedding.weight": (backbone.position_embedding.position_embeddings, None),
+             "head.weight": (model.get_layer("probabilities").kernel, "T"),
+             "head.bias": (model.get_layer("probabilities").bias, None)}
+    for i, block in enumerate(backbone.transformer_layers):
+        p = f"blocks.{i}."
         attention = block._self_attention_layer
         for torch_name, dense in (("query", attention._query_dense), ("key", attention._key_dense),
                                   ("value", attention._value_dense)):
@@ -266,7 +296,7 @@ def _classifier_names(model):
                                   ("output", block._feedforward_output_dense)):
             pairs[p + torch_name + ".weight"] = (dense.kernel, "T")
             pairs[p + torch_name + ".bias"] = (dense.bias, None)
-        i += 1
+    i = len(backbone.transformer_layers)
 
     def to_torch(value, how):
         if how == "T":
@@ -293,6 +323,7 @@ def worker_tf_classifier(batches_path, weights_path, steps, jit_compile, save_we
     import keras
     import numpy as np
 
+    from tfllm.models.encoder_backbone import EncoderBackbone
     from tfllm.models.presets import resolve_preset
     from tfllm.models.text_classifier import TextClassifier
     from tfllm.training.classifier import compile_classifier
@@ -302,8 +333,11 @@ def worker_tf_classifier(batches_path, weights_path, steps, jit_compile, save_we
     keras.utils.set_random_seed(0)
     preset = resolve_preset("classify", "article", {} if jit_compile is None else {"jit_compile": jit_compile})
     args = {k: preset[k] for k in ("sequence_length", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "dropout")}
-    model = TextClassifier(vocabulary_size=int(data["vocabulary_size"]), num_classes=2, **args)
+    # As tfllm.training.classifier.own_classifier builds it, less the preprocessor (the batches are ids).
+    model = TextClassifier(EncoderBackbone(vocabulary_size=int(data["vocabulary_size"]), **args), 2,
+                           dropout=preset["dropout"])
     compile_classifier(model, preset)
+    masks = (ids != 0).astype("int32")
     pairs, to_torch, from_torch, _, _ = _classifier_names(model)
     if save_weights:
         np.savez(weights_path, **{k: to_torch(v.numpy(), how) for k, (v, how) in pairs.items()})
@@ -311,7 +345,7 @@ def worker_tf_classifier(batches_path, weights_path, steps, jit_compile, save_we
         stored = np.load(weights_path)
         for k, (v, how) in pairs.items():
             v.assign(from_torch(stored[k], how, v.shape))
-    p = np.asarray(model(ids[0], training=False))[:, 0].clip(1e-7, 1 - 1e-7)
+    p = np.asarray(model({"token_ids": ids[0], "padding_mask": masks[0]}, training=False))[:, 0].clip(1e-7, 1 - 1e-7)
     y = labels[0]
     initial_loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
     import tensorflow as tf
@@ -321,7 +355,8 @@ def worker_tf_classifier(batches_path, weights_path, steps, jit_compile, save_we
 
     timer = StepTimer()
     n = (steps // 1)
-    ds = tf.data.Dataset.from_tensor_slices((ids[1: n + 1], labels[1: n + 1, :, None]))
+    ds = tf.data.Dataset.from_tensor_slices(({"token_ids": ids[1: n + 1], "padding_mask": masks[1: n + 1]},
+                                             labels[1: n + 1, :, None]))
     start = time.perf_counter()
     model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
     total = time.perf_counter() - start
@@ -330,7 +365,7 @@ def worker_tf_classifier(batches_path, weights_path, steps, jit_compile, save_we
             "steps": n, "fit_seconds": round(total, 2), "jit_compile": model.jit_compile}
 
 
-def worker_torch_classifier(batches_path, weights_path, steps):
+def worker_torch_classifier(batches_path, weights_path, steps, threads):
     import numpy as np
     import torch
 
@@ -349,6 +384,7 @@ def worker_torch_classifier(batches_path, weights_path, steps):
         initial_loss = float(torch.nn.functional.binary_cross_entropy(p, labels[0]))
         model.train()
     step = make_classifier_step(model)
+    probe = choose_threads(lambda i: step(ids[i], labels[i]).item(), range(1, 21), threads)
     times = []
     start = time.perf_counter()
     for i in range(1, steps + 1):
@@ -357,7 +393,8 @@ def worker_torch_classifier(batches_path, weights_path, steps):
         times.append(time.perf_counter() - t)
     total = time.perf_counter() - start
     return {"initial_loss": initial_loss, "median_ms_per_step": round(statistics.median(times[5:]) * 1000, 3),
-            "steps": steps, "fit_seconds": round(total, 2)}
+            "steps": steps, "fit_seconds": round(total, 2), "threads": torch.get_num_threads(),
+            "thread_probe_ms_per_step": probe}
 
 
 def worker_main(argv):
@@ -371,12 +408,12 @@ def worker_main(argv):
     elif kind == "tf-gpt":
         result = worker_tf_gpt(rest[0], rest[1], int(rest[2]), rest[3], rest[4] == "save")
     elif kind == "torch-gpt":
-        result = worker_torch_gpt(rest[0], rest[1], int(rest[2]), int(rest[3]))
+        result = worker_torch_gpt(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
     elif kind == "tf-classifier":
         jit = {"none": None, "true": True, "false": False}[rest[3]]
         result = worker_tf_classifier(rest[0], rest[1], int(rest[2]), jit, rest[4] == "save")
     elif kind == "torch-classifier":
-        result = worker_torch_classifier(rest[0], rest[1], int(rest[2]))
+        result = worker_torch_classifier(rest[0], rest[1], int(rest[2]), int(rest[3]))
     else:
         raise SystemExit(f"unknown worker {kind}")
     print(json.dumps(result))
@@ -405,17 +442,17 @@ def section_steps(args, work):
         for precision in precisions:
             save = "save" if (r == 0 and precision == "float32") else "load"
             row[f"tfllm_{precision}"] = run_worker(["tf-gpt", batches, weights, str(args.steps), precision, save])
+            if precision == "float32":
+                row["reference"] = reference = run_worker(
+                    ["torch-gpt", batches, weights, str(args.steps), "50", str(args.reference_threads or 0)])
             if r == 0 and precision == "float32":
-                row["reference"] = run_worker(["torch-gpt", batches, weights, str(args.steps), "50"])
                 checks["initial_loss"] = check_same("initial loss, same weights, batch 0",
-                                                    row["tfllm_float32"]["initial_loss"], row["reference"]["initial_loss"],
+                                                    row["tfllm_float32"]["initial_loss"], reference["initial_loss"],
                                                     LOSS_TOLERANCE)
                 checks[f"loss_after_{CHECK_STEPS}_steps"] = check_same(
                     f"loss on batch 0 after {CHECK_STEPS} steps on the same batches",
-                    row["tfllm_float32"]["loss_after_check_steps"], row["reference"]["loss_after_check_steps"],
+                    row["tfllm_float32"]["loss_after_check_steps"], reference["loss_after_check_steps"],
                     TRAINED_LOSS_TOLERANCE)
-        if "reference" not in row:
-            row["reference"] = run_worker(["torch-gpt", batches, weights, str(args.steps), "50"])
         rounds.append(row)
         print(f"  round {r + 1}: " + "  ".join(f"{k} {v['median_ms_per_step']} ms" for k, v in row.items()), flush=True)
     result = {"checks": checks, "rounds": rounds, "steps_per_round": args.steps}
@@ -423,6 +460,10 @@ def section_steps(args, work):
         ratios = [row["reference"]["median_ms_per_step"] / row[f"tfllm_{precision}"]["median_ms_per_step"] for row in rounds]
         result[f"speed_ratio_{precision}"] = median(ratios)
         result[f"speed_ratio_{precision}_per_round"] = [round(x, 3) for x in ratios]
+    best = [row["reference"]["threads"] for row in rounds]
+    if args.reference_threads is None:
+        args.reference_threads = max(set(best), key=best.count)
+    result["reference_threads_used_later"] = args.reference_threads
     return result
 
 
@@ -437,13 +478,13 @@ def section_classifier(args, work):
         for name, jit in variants.items():
             row[name] = run_worker(["tf-classifier", batches, weights, str(steps), jit,
                                     "save" if (r == 0 and name == "tfllm_article") else "load"])
+            if name == "tfllm_article":
+                row["reference"] = run_worker(["torch-classifier", batches, weights, str(steps),
+                                               str(args.reference_threads or 0)])
             if r == 0 and name == "tfllm_article":
-                row["reference"] = run_worker(["torch-classifier", batches, weights, str(steps)])
                 checks["initial_loss"] = check_same("classifier loss, same weights, batch 0 (no dropout)",
                                                     row[name]["initial_loss"], row["reference"]["initial_loss"],
                                                     LOSS_TOLERANCE)
-        if "reference" not in row:
-            row["reference"] = run_worker(["torch-classifier", batches, weights, str(steps)])
         rounds.append(row)
         print(f"  round {r + 1}: " + "  ".join(f"{k} {v['median_ms_per_step']} ms" for k, v in row.items()), flush=True)
     result = {"checks": checks, "rounds": rounds, "steps_per_round": steps}
@@ -468,7 +509,8 @@ def section_train(args, work):
                         "median_ms_per_step": metrics["speed"]["ms_per_step"],
                         "phases_seconds": _account(phases, out, seconds)}
         ref_dir = os.path.join(work, f"reference_run_{r}")
-        seconds, out = timed([*REFERENCE, "train", "--out-dir", ref_dir, "--steps", str(args.train_steps)])
+        seconds, out = timed([*REFERENCE, "train", "--out-dir", ref_dir, "--steps", str(args.train_steps),
+                              *_threads(args)])
         ref = json.loads(out.stdout.strip().splitlines()[-1])
         phases = dict(ref["phases_seconds"])
         phases["startup_and_exit"] = round(seconds - sum(phases.values()) + phases.pop("import"), 3)
@@ -484,11 +526,17 @@ def section_train(args, work):
     return {"rounds": rounds, "steps": args.train_steps, "speed_ratio": median(ratios),
             "speed_ratio_per_round": [round(x, 3) for x in ratios],
             "step_speed_ratio_inside_the_commands": median(step_ratios),
+            "reference_threads": args.reference_threads,
             "commands": {"tfllm": "python -m tfllm.cli train --task generate --data shakespeare --preset nanogpt-cpu "
                                   f"--run-dir DIR --steps {args.train_steps}",
                          "reference": f"python benchmarks/torch_reference.py train --out-dir DIR --steps {args.train_steps}"},
             "run_dirs": {"tfllm": os.path.join(work, f"tfllm_run_{args.rounds - 1}"),
                          "reference": os.path.join(work, f"reference_run_{args.rounds - 1}")}}
+
+
+def _threads(args):
+    """The reference's thread count for whole commands: the faster one in the steps section (or --reference-threads)."""
+    return ["--threads", str(args.reference_threads)] if args.reference_threads else []
 
 
 def _metrics_path(run_dir):
@@ -512,9 +560,10 @@ def section_generate(args, work, train_result=None):
         tf_dir, ref_dir = os.path.join(work, "tfllm_gen_run"), os.path.join(work, "reference_gen_run")
         timed([*TFLLM, "train", "--task", "generate", "--data", "shakespeare", "--preset", "nanogpt-cpu",
                "--run-dir", tf_dir, "--steps", "250"])
-        timed([*REFERENCE, "train", "--out-dir", ref_dir, "--steps", "250"])
+        timed([*REFERENCE, "train", "--out-dir", ref_dir, "--steps", "250", *_threads(args)])
     tf_command = [*TFLLM, "generate", tf_dir, "ROMEO:", "--max-new-tokens", str(args.new_tokens), "--seed", "1"]
-    ref_command = [*REFERENCE, "sample", "--out-dir", ref_dir, "--prompt", "ROMEO:", "--max-new-tokens", str(args.new_tokens)]
+    ref_command = [*REFERENCE, "sample", "--out-dir", ref_dir, "--prompt", "ROMEO:", "--max-new-tokens", str(args.new_tokens),
+                   *_threads(args)]
     rounds = []
     for r in range(args.generate_rounds):
         tf_seconds, tf_out = timed(tf_command)
@@ -525,6 +574,7 @@ def section_generate(args, work, train_result=None):
         print(f"  round {r + 1}: tfllm generate {tf_seconds:.2f} s  reference sample {ref_seconds:.2f} s", flush=True)
     ratios = [row["reference"] / row["tfllm"] for row in rounds]
     return {"rounds": rounds, "speed_ratio": median(ratios), "speed_ratio_per_round": [round(x, 3) for x in ratios],
+            "reference_threads": args.reference_threads,
             "commands": {"tfllm": "python -m tfllm.cli generate RUN ROMEO: --max-new-tokens %d --seed 1" % args.new_tokens,
                          "reference": "python benchmarks/torch_reference.py sample --out-dir DIR --prompt ROMEO: "
                                       "--max-new-tokens %d" % args.new_tokens}}
@@ -556,6 +606,8 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=900)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                         help="also time tfllm with mixed_bfloat16 (steps section)")
+    parser.add_argument("--reference-threads", type=int, default=None,
+                        help="PyTorch threads for the whole-command sections (default: the faster in the steps section)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "vs_torch.json"))
     args = parser.parse_args(argv)
 

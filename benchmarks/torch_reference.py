@@ -341,14 +341,18 @@ def main(argv=None):
     p.add_argument("--out-dir", required=True)
     p.add_argument("--steps", type=int, default=GPT_TRAIN["steps"])
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("sample")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max-new-tokens", type=int, default=900)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.set_defaults(func=cmd_sample)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.func(args)
     return 0
 
