@@ -39,6 +39,28 @@ def test_integrated_gradients_are_complete(explainer, target):
         assert e.target == target
 
 
+def test_the_baseline_is_padding_with_the_n_gram_paths_off(tiny_classifier_run):
+    """Completeness holds whatever is interpolated; this checks *what* is: the baseline must be the model with
+    padding embeddings at the text's positions and nothing from the bigram and naive-Bayes paths."""
+    explainer = load_explainer(tiny_classifier_run)  # its own copy: the weights change below
+    e = explainer.explain(TEXT)
+    x, _, is_text = explainer.encode(TEXT)
+    target = explainer.label_names.index(e.target)
+    before = explainer.probabilities(x)[0][target]
+    bigrams = explainer.model.get_layer("bigram_embedding")
+    bigrams.set_weights([np.zeros_like(w) for w in bigrams.get_weights()])
+    wide = explainer.model.get_layer("wide_ngrams")
+    table = np.zeros_like(wide.get_weights()[0])
+    specials = sorted(explainer.special_ids)  # start/end are not perturbed: their unigram weights stay
+    table[specials] = wide.get_weights()[0][specials]
+    wide.set_weights([table])
+    assert abs(explainer.probabilities(x)[0][target] - before) > 1e-3  # both paths matter in this model
+    baseline = {k: v.copy() for k, v in x.items()}
+    baseline["token_ids"][0][is_text] = explainer.pad_id  # the mask stays: same positions, padding embeddings
+    expected = explainer.probabilities(baseline)[0][target]
+    assert e.completeness["baseline_score"] == pytest.approx(expected, abs=1e-5)
+
+
 def test_integrated_gradients_converge_with_steps(explainer):
     coarse = explainer.explain(TEXT, steps=2).completeness
     fine = explainer.explain(TEXT, steps=200).completeness
