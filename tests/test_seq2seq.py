@@ -307,3 +307,16 @@ def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trai
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_wordpiece_outputs_join_ideographs_in_and_out_of_the_graph():
+    from tfllm.models.seq2seq_lm import output_text
+
+    pairs = make_pairs(100)
+    tokenizer = train_tokenizer([t for _, t in pairs] + [s for s, _ in pairs], "wordpiece", 60, lowercase=False)
+    ids = [tokenizer.start_token_id] + [tokenizer.token_to_id(t) for t in ("一", "二", "three", "三")] + [
+        tokenizer.end_token_id, tokenizer.token_to_id("four")]
+    expected = ["一二 three 三"]  # ideographs joined, words spaced, nothing after the end token
+    assert [t.decode() for t in output_text(tokenizer, tf.constant([ids])).numpy()] == expected
+    in_graph = tf.function(lambda x: output_text(tokenizer, x))(tf.constant([ids]))
+    assert [t.decode() for t in in_graph.numpy()] == expected

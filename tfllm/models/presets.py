@@ -251,7 +251,8 @@ OPTIONAL_SETTINGS = {
                  "wide_bigram_buckets"},
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
-    "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution"},
+    "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution",
+                  "max_train_seconds"},
 }
 
 

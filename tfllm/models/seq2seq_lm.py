@@ -381,6 +381,8 @@ def output_text(tokenizer, token_ids, prompt_length=1):
     ended = tf.cumsum(tf.cast(new & tf.equal(token_ids, end_id), tf.int32), axis=-1) > 0
     special = tf.reduce_any(token_ids[..., None] == tf.constant(special_ids, token_ids.dtype), axis=-1)
     text = tokenizer.detokenize(tf.ragged.boolean_mask(token_ids, new & ~ended & ~special))
+    if not tf.is_tensor(text):  # eager KerasHub detokenizers hand back Python lists
+        text = tf.constant(text, tf.string)
     if text.shape.rank == 2:  # some detokenizers keep a trailing axis
         text = tf.squeeze(text, -1)
     return clean_text(text)

@@ -54,6 +54,24 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `seconds` have passed (checked after every batch); the epoch's end still runs."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.start = None
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = True
+            self.stopped = True
+
+
 def translation_preset(config):
     flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, jit_compile=config.jit_compile)
@@ -186,6 +204,10 @@ def train_seq2seq(config, verbose="auto"):
             write_logs=common.is_chief(strategy),
             backup_dir=os.path.join(config.run_dir, common.BACKUP),
         )
+        budget = None
+        if preset.get("max_train_seconds"):
+            budget = TimeBudget(preset["max_train_seconds"])
+            callbacks.append(budget)
         start = time.perf_counter()
         with common.unknown_length_ok(), common.preprocessed(model):
             fitted = model.fit(train_ds, validation_data=val_ds if len(data.val) else None, epochs=preset["epochs"],
@@ -209,6 +231,7 @@ def train_seq2seq(config, verbose="auto"):
             "decoding": "greedy",
             "references": "all references count for chrf, bleu and exact_match; training used the first",
             "train_seconds": round(train_seconds, 1),
+            "stopped_by_time_budget": bool(budget and budget.stopped),
             "decode_seconds": round(decode_seconds, 1),
             "epochs_run": common.epochs_completed(callbacks, len(fitted.history.get("loss", []))),
             "num_train_examples": len(data.train),

@@ -1,0 +1,156 @@
+"""Translation on the bundled cedict: quality within a training-time budget, and decoding speed.
+
+    .venv/bin/python benchmarks/bench_translation.py --tasks zh-en pinyin --minutes 20
+    .venv/bin/python benchmarks/bench_translation.py --tasks speed
+
+Tasks:
+- `zh-en`: simplified headword -> English gloss (`--source-column simplified
+  --target-column english`); test chrF and BLEU (sacreBLEU, every gloss a
+  reference), greedy and beam-4. Issue 15's goal: chrF >= 32 within 20 minutes
+  on 2 CPU cores (lookup baselines on the same split: chrF 26.2 / BLEU 14.4).
+- `pinyin`: pinyin -> simplified characters; test exact match (goal >= 0.55;
+  most frequent character per syllable: 0.242 exact, 0.574 per character).
+- `speed`: one model of the `default` preset's shape with a 33-token decoder
+  (untrained: speed does not depend on the weights), greedy decoding of
+  32-token outputs with the key/value caches (`Seq2SeqLM.generate_step`)
+  versus re-running the whole model for every token
+  (`tfllm.translation.greedy_without_cache`, the keras.io example's way), both
+  XLA-compiled, same batch; and beam-4 sentences per second.
+
+Training stops at `--minutes` (the preset's `max_train_seconds`), then the
+best-val-loss weights are scored. Prints JSON and saves it to
+benchmarks/results/translation.json (tasks not run keep their previous entry).
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfllm.config import TrainConfig
+from tfllm.datasets.pairs import load_pair_data
+from tfllm.evaluation import translation_report
+from tfllm.training.seq2seq import own_model, train_seq2seq
+from tfllm.translation import Translator, greedy_without_cache, load_translator
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "translation.json")
+TASKS = {"zh-en": ("simplified", "english"), "pinyin": ("pinyin", "simplified")}
+
+
+def quality(task, minutes, preset, max_rows, beam_examples, overrides):
+    source, target = TASKS[task]
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = TrainConfig(task="translate", data="cedict", source_column=source, target_column=target,
+                             preset=preset, run_dir=run_dir, max_rows=max_rows, epochs=100,
+                             overrides=dict(overrides, max_train_seconds=minutes * 60, early_stopping=True))
+        command = (f"tfllm train --task translate --data cedict --source-column {source} --target-column {target} "
+                   f"--preset {preset} --epochs 100  (overrides {json.dumps(config.overrides)})")
+        metrics = train_seq2seq(config, verbose=2)
+        result = {"command": command, "greedy": metrics["test"], "val_greedy": metrics["val"],
+                  **{k: metrics[k] for k in ("train_seconds", "epochs_run", "stopped_by_time_budget",
+                                              "decode_seconds", "num_train_examples", "parameters")}}
+        if beam_examples:
+            data = load_pair_data("cedict", source, target, max_rows=max_rows)
+            translator = load_translator(run_dir)
+            n = min(beam_examples, len(data.test))
+            start = time.perf_counter()
+            outputs = translator.translate(data.test.sources[:n], sampler="beam", num_beams=4, warn=False)
+            result["beam4"] = {**translation_report(outputs, data.test.references[:n]),
+                               "seconds": round(time.perf_counter() - start, 1)}
+            result["greedy_same_examples"] = translation_report(
+                translator.translate(data.test.sources[:n], warn=False), data.test.references[:n])
+        return result
+
+
+def _best_of(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def speed(preset, batch_size, repeats, new_tokens=32):
+    from tfllm.models import resolve_preset
+    from tfllm.tokenizers import train_tokenizer
+
+    data = load_pair_data("cedict", max_rows=20000)
+    settings = resolve_preset("translate", preset, {"decoder_sequence_length": new_tokens + 1})
+    tokenizer = train_tokenizer(data.train.sources + data.train.targets, settings["tokenizer"],
+                                settings["vocabulary_size"], lowercase=settings.get("lowercase", False))
+    keras.utils.set_random_seed(0)
+    model = own_model(settings, tokenizer)
+    translator = Translator(model)
+    sources = data.test.sources[:batch_size]
+    inputs = model.preprocessor.generate_preprocess(tf.constant(sources), decoder_sequence_length=new_tokens + 1)
+    inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+    from keras_hub.samplers import GreedySampler
+
+    @tf.function(jit_compile=True)
+    def cached(inputs):  # no stop token: every row decodes all 32 tokens, as the uncached loop below
+        return model.generate_step(inputs, stop_token_ids=None, sampler=GreedySampler())["decoder_token_ids"]
+
+    def run_cached():
+        return keras.ops.convert_to_numpy(cached(inputs))
+
+    def run_uncached():
+        return greedy_without_cache(model, inputs, new_tokens, end_id=-1)
+
+    # Same tokens both ways (up to float ties), then time each after its compile.
+    agree = float(np.mean(run_cached() == run_uncached()))
+    cached_s, uncached_s = _best_of(run_cached, repeats), _best_of(run_uncached, repeats)
+    translator.translate(sources, sampler="beam", num_beams=4, max_new_tokens=new_tokens, warn=False)  # compile
+    beam_s = _best_of(lambda: translator.translate(sources, sampler="beam", num_beams=4, max_new_tokens=new_tokens,
+                                                   warn=False), repeats)
+    return {
+        "batch_size": len(sources),
+        "new_tokens": new_tokens,
+        "token_agreement_cached_vs_uncached": round(agree, 4),
+        "cached_greedy_seconds": round(cached_s, 4),
+        "uncached_greedy_seconds": round(uncached_s, 4),
+        "cached_speedup": round(uncached_s / cached_s, 2),
+        "cached_greedy_sentences_per_second": round(len(sources) / cached_s, 1),
+        "beam4_seconds": round(beam_s, 4),
+        "beam4_sentences_per_second": round(len(sources) / beam_s, 1),
+        "note": "untrained weights, so beam-4 rows rarely stop early: an upper bound on its time per sentence",
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["zh-en", "pinyin", "speed"],
+                        choices=["zh-en", "pinyin", "speed"])
+    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per quality task")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--max-rows", type=int, default=None, help="a sample of cedict (quick checks)")
+    parser.add_argument("--beam-examples", type=int, default=1000, help="test examples also decoded with beam 4")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides (JSON values)")
+    parser.add_argument("--batch-size", type=int, default=64, help="speed: sentences per batch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+
+    results = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    for task in args.tasks:
+        if task == "speed":
+            results["speed"] = speed(args.preset, args.batch_size, args.repeats)
+        else:
+            results[task] = quality(task, args.minutes, args.preset, args.max_rows, args.beam_examples, overrides)
+        print(json.dumps({task: results[task]}, indent=2, ensure_ascii=False))
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()
