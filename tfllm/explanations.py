@@ -610,7 +610,7 @@ def _rgba(s):
 def _heatmap_svg(matrix, tokens, title, cell=None):
     n = len(tokens)
     cell = cell or max(6, min(18, 480 // max(n, 1)))
-    label_w = 90
+    label_w = 100
     size = label_w + n * cell
     peak = max((max(row) for row in matrix), default=1.0) or 1.0
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 16}" role="img">'
@@ -619,7 +619,7 @@ def _heatmap_svg(matrix, tokens, title, cell=None):
     for i, row in enumerate(matrix):
         y = 16 + label_w + i * cell
         if cell >= 10:
-            parts.append(f'<text x="{label_w - 3}" y="{y + cell - 2}" font-size="{cell - 3}" text-anchor="end">'
+            parts.append(f'<text x="{label_w - 3}" y="{y + cell - 2}" font-size="{min(11, cell - 3)}" text-anchor="end">'
                          f'{html.escape(tokens[i][:12])}</text>')
         for j, value in enumerate(row):
             opacity = min(1.0, value / peak)
@@ -629,7 +629,7 @@ def _heatmap_svg(matrix, tokens, title, cell=None):
     if cell >= 10:
         for j, token in enumerate(tokens):
             x = label_w + j * cell + cell - 2
-            parts.append(f'<text x="{x}" y="{16 + label_w - 3}" font-size="{cell - 3}" '
+            parts.append(f'<text x="{x}" y="{16 + label_w - 3}" font-size="{min(11, cell - 3)}" '
                          f'transform="rotate(-90 {x} {16 + label_w - 3})">{html.escape(token[:12])}</text>')
     parts.append("</svg>")
     return "".join(parts)
