@@ -179,6 +179,9 @@ def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, caps
     assert c["error"] < 0.01 * abs(c["difference"]) + 2e-4
     assert main(["explain", generator_run, "Before we", "--method", "occlusion", "--target", "e", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["target"] == "e"
+    assert main(["explain", generator_run, "Before we", "--target", "zz"]) == 2  # not one token of its vocabulary
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--target 'zz'" in err
 
 
 # --- the command line --------------------------------------------------------------------------
