@@ -40,9 +40,25 @@ def _get(port, path, headers=None):
         return e.code, dict(e.headers), e.read().decode()
 
 
+def _save_translator(path):
+    """A toy with a translation export's signature: `serving_default(source, max_new_tokens) -> translation`."""
+    import tensorflow as tf
+
+    class ToyTranslator(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source"),
+                                      tf.TensorSpec([None], tf.int32, name="max_new_tokens")])
+        def translate(self, source, max_new_tokens):
+            return {"translation": tf.strings.substr(tf.strings.upper(source), tf.zeros_like(max_new_tokens), max_new_tokens)}
+
+    module = ToyTranslator()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.translate})
+
+
 @pytest.fixture(scope="module")
 def savedmodels(tmp_path_factory):
-    return fixtures.build_savedmodels(str(tmp_path_factory.mktemp("page") / "savedmodels"))
+    base = fixtures.build_savedmodels(str(tmp_path_factory.mktemp("page") / "savedmodels"))
+    _save_translator(os.path.join(base, "translator", "1"))
+    return base
 
 
 def _start(savedmodels, tmp_path_factory, token=None):
@@ -112,7 +128,7 @@ def test_models_are_listed_with_their_signatures(server):
     status, _, body = _get(server, "/v1/models")
     assert status == 200
     models = {m["name"]: m for m in json.loads(body)["models"]}
-    assert set(models) == {"reviews", "shakespeare"}
+    assert set(models) == {"reviews", "shakespeare", "translator"}
     reviews = models["reviews"]["signatures"]
     assert reviews["serving_default"]["inputs"] == {"text": {"dtype": "string", "shape": [None]}}
     assert set(reviews["serving_default"]["outputs"]) == {"probabilities", "label"}
@@ -168,7 +184,8 @@ def _open(browser, port):
 def test_classify_and_see_the_words_highlighted(browser, server):
     page, errors = _open(browser, server)
     page.wait_for_selector("#model option", state="attached")
-    assert page.locator("#model option").all_text_contents() == ["reviews v1 (classify)", "shakespeare v1 (generate)"]
+    assert page.locator("#model option").all_text_contents() == [
+        "reviews v1 (classify)", "shakespeare v1 (generate)", "translator v1 (translate)"]
     page.select_option("#model", "reviews")
     assert page.is_visible("#classify") and not page.is_visible("#generate")
     page.fill("#text", "a good good film , not bad")
@@ -204,6 +221,18 @@ def test_generate_with_decoding_options(browser, server):
     expect(page.locator("#status")).to_have_class("error")
     assert "max_new_tokens" in page.text_content("#status")
     assert [e for e in errors if "400" not in e] == []  # the browser logs the refused request itself
+
+
+def test_translate(browser, server):
+    page, errors = _open(browser, server)
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#model", "translator")
+    expect(page.locator("#generate-title")).to_have_text("Translate")
+    page.fill("#prompt", "bonjour le monde")
+    page.fill("#options [data-name=max_new_tokens]", "7")
+    page.click("#generate-run")
+    expect(page.locator("#output")).to_have_text("BONJOUR", timeout=30000)
+    assert errors == []
 
 
 def test_the_page_asks_for_the_token_and_then_works(browser, token_server):

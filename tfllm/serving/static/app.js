@@ -40,6 +40,7 @@ function kindOf(model) {
   if (!sig) return "generic";
   const inputs = Object.keys(sig.inputs);
   if (inputs.includes("prompt")) return "generate";
+  if (inputs.includes("source")) return "translate";
   if (inputs.length === 1 && inputs[0] === "text" && sig.outputs.includes("probabilities")) return "classify";
   return "generic";
 }
@@ -75,9 +76,16 @@ async function loadModels() {
 function show() {
   const model = current();
   const kind = model && !model.error ? kindOf(model) : null;
-  for (const id of ["classify", "generate", "generic"]) $(id).hidden = id !== kind;
+  // Generators and translators share one form: a text in, decoding options, a text out.
+  const section = kind === "translate" ? "generate" : kind;
+  for (const id of ["classify", "generate", "generic"]) $(id).hidden = id !== section;
   if (model && model.error) setStatus(`${model.name}: ${model.error}`, true);
-  if (kind === "generate") buildOptions(model);
+  if (section === "generate") {
+    $("generate-title").textContent = kind === "translate" ? "Translate" : "Generate";
+    $("generate-run").textContent = kind === "translate" ? "Translate" : "Generate";
+    $("prompt").placeholder = kind === "translate" ? "A sentence to translate" : "A prompt, e.g. ROMEO:";
+    buildOptions(model);
+  }
   if (kind === "generic") buildGeneric(model);
 }
 
@@ -104,7 +112,7 @@ function buildOptions(model) {
   box.replaceChildren();
   const inputs = model.signatures.serving_default.inputs;
   for (const [name, spec] of Object.entries(inputs)) {
-    if (name === "prompt") continue;
+    if (name === "prompt" || name === "source") continue;
     box.appendChild(inputField(name, spec, GENERATION_DEFAULTS[name] ?? 0));
   }
 }
@@ -203,15 +211,17 @@ async function generate() {
   const model = current();
   const prompt = $("prompt").value;
   if (!prompt) {
-    setStatus("Type a prompt first.", true);
+    setStatus("Type a text first.", true);
     return;
   }
-  const inputs = { prompt: [prompt], ...readFields($("options")) };
-  setStatus("Generating…");
+  const translate = kindOf(model) === "translate";
+  const inputs = { [translate ? "source" : "prompt"]: [prompt], ...readFields($("options")) };
+  setStatus(translate ? "Translating…" : "Generating…");
   $("output").textContent = "";
   try {
     const outputs = await predict(model, inputs);
-    const text = outputs.completion !== undefined ? prompt + outputs.completion[0] : outputs.text[0];
+    const text = translate ? outputs.translation[0]
+      : outputs.completion !== undefined ? prompt + outputs.completion[0] : outputs.text[0];
     $("output").textContent = text;
     setStatus("Done.");
   } catch (e) {
