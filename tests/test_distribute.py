@@ -177,7 +177,8 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
         assert metadata.exists(), "the failed run must keep its backup"
 
         workers = [start(0), start(1)]
-        outputs = [w.communicate(timeout=240)[0] for w in workers]
+        # Eleven epochs of two workers in step: minutes on a loaded 2-core machine.
+        outputs = [w.communicate(timeout=480)[0] for w in workers]
         assert [w.returncode for w in workers] == [0, 0], [o[-3000:] for o in outputs]
     finally:
         for w in workers:
