@@ -92,6 +92,25 @@ def test_attention_maps_have_one_row_per_position_summing_to_one(explainer, tiny
     assert all(s > 0 for s in e.scores)
 
 
+def test_training_logs_explained_validation_texts(tiny_classifier_run):
+    import os
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfllm.training.classifier import EXPLAINED_VAL_TEXTS, run_data
+
+    accumulator = EventAccumulator(os.path.join(tiny_classifier_run, "logs", "explanations"),
+                                   size_guidance={"tensors": 0})
+    accumulator.Reload()
+    tags = sorted(accumulator.Tags()["tensors"])
+    assert tags == [f"explanations/{i}" for i in range(EXPLAINED_VAL_TEXTS)]
+    val_texts = run_data(tiny_classifier_run).val.texts[:EXPLAINED_VAL_TEXTS]
+    for tag, text in zip(tags, val_texts):
+        markdown = accumulator.Tensors(tag)[0].tensor_proto.string_val[0].decode()
+        assert markdown.startswith(f"> {text}\n") and "occlusion for **" in markdown
+        assert any(f"label **{label}**" in markdown for label in ("rotten", "fresh"))
+
+
 # --- a model where one token decides the label ------------------------------------------------
 
 FILLER = ["the", "movie", "was", "long", "and", "plot", "had", "some", "scenes", "music"]

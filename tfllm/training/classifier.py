@@ -24,6 +24,7 @@ from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
 
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
+EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
 
 
 def classifier_preset(config):
@@ -228,5 +229,11 @@ def train_classifier(config, verbose="auto"):
             "num_train_examples": len(data.train),
             "parameters": int(model.count_params()),
         }
+        if common.is_chief(strategy):
+            # A few validation texts explained (occlusion) in TensorBoard's Text tab.
+            from tfllm.explanations import write_tensorboard_explanations
+
+            write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, data.label_names,
+                                           data.val.texts[:EXPLAINED_VAL_TEXTS])
         common.finish_run(run_dir, config.run_dir, model, preset, history, metrics)
         return metrics
