@@ -320,3 +320,13 @@ def test_wordpiece_outputs_join_ideographs_in_and_out_of_the_graph():
     assert [t.decode() for t in output_text(tokenizer, tf.constant([ids])).numpy()] == expected
     in_graph = tf.function(lambda x: output_text(tokenizer, x))(tf.constant([ids]))
     assert [t.decode() for t in in_graph.numpy()] == expected
+
+
+@pytest.mark.slow
+def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_path, capsys):
+    pytest.importorskip("ai_edge_litert")
+    out = tmp_path / "tflite"
+    assert cli.main(["export", trained_run, "--name", "tr-tflite", "--format", "tflite", "--out", str(out)]) == 0
+    parity = json.load(open(out / "parity.json"))
+    assert parity["sources"] == 20 and parity["greedy_exact_match_rate"] == 1.0
+    assert json.load(open(out / "metadata.json"))["task"] == "translate"

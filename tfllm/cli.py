@@ -147,6 +147,13 @@ def cmd_export(args):
         from tfllm.export.seq2seq import export_seq2seq
 
         path = export_seq2seq(args.run_dir, args.name, base_dir=args.base_dir)
+    elif task == "translate":
+        from tfllm.export.tflite import read_parity
+        from tfllm.export.tflite_seq2seq import export_seq2seq_tflite
+
+        path = export_seq2seq_tflite(args.run_dir, args.name, base_dir=args.base_dir, quantize=args.quantize,
+                                     out=args.out)
+        print(read_parity(path))
     elif args.format == "tflite":
         from tfllm.export.tflite import export_tflite, read_parity
 

@@ -1,0 +1,194 @@
+"""Translation run -> `model.tflite` with an encoder signature and a cached decoder-step signature.
+
+Batch 1; E = encoder_sequence_length, D = decoder_sequence_length, caches of
+shape `[1, num_decoder_layers, 2, length, num_heads, head_dim]`:
+
+- `encode(encoder_token_ids: int32[1, E], encoder_padding_mask: int32[1, E])
+  -> {encoder_output: float32[1, E, H], cross_cache: [.., E, ..]}`: the source,
+  encoded once, and every decoder block's cross-attention keys/values.
+- `decode(token_id: int32[1, 1], index: int32[], self_cache: [.., D, ..],
+  cross_cache, encoder_output, encoder_padding_mask) -> {logits: float32[1, V],
+  self_cache}`: one decoder position against the caches.
+
+`TFLiteTranslator` runs them with `ai_edge_litert` as `Seq2SeqLM.generate_step`
+runs Keras (greedy: `[BOS]` at position 0, one step per token, stop at
+`[EOS]`). The parity report compares its ids with the Keras model's greedy ids
+on the run's test sources.
+"""
+
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+from tfllm import runs
+from tfllm.errors import UserInputError
+from tfllm.export.versioning import atomic_version_dir
+
+MODEL_FILE = "model.tflite"
+PARITY_SOURCES = 20
+
+
+def _cache_shape(backbone, length):
+    return [1, backbone.num_decoder_layers, 2, length, backbone.num_heads, backbone.hidden_dim // backbone.num_heads]
+
+
+def write_seq2seq_saved_model(model, directory):
+    """A SavedModel with `encode` and `decode` signatures for a `Seq2SeqLM`."""
+    import keras
+    import tensorflow as tf
+
+    backbone = model.backbone
+    encoder_length, decoder_length = backbone.encoder_sequence_length, backbone.decoder_sequence_length
+    self_shape, cross_shape = _cache_shape(backbone, decoder_length), _cache_shape(backbone, encoder_length)
+
+    def encode(encoder_token_ids, encoder_padding_mask):
+        encoder_output = model.call_encoder(encoder_token_ids, encoder_padding_mask)
+        start = tf.zeros([1, 1], tf.int32)
+        _, _, _, cross_cache = model.call_decoder_with_cache(
+            encoder_output, encoder_padding_mask, start, tf.zeros(self_shape, model.compute_dtype), 0,
+            tf.zeros(cross_shape, model.compute_dtype), 0)
+        return {"encoder_output": encoder_output, "cross_cache": cross_cache}
+
+    def decode(token_id, index, self_cache, cross_cache, encoder_output, encoder_padding_mask):
+        logits, _, self_cache, _ = model.call_decoder_with_cache(
+            encoder_output, encoder_padding_mask, token_id, self_cache, index, cross_cache, None)
+        return {"logits": tf.cast(logits[:, 0, :], tf.float32), "self_cache": self_cache}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("encode", encode, input_signature=[
+        tf.TensorSpec([1, encoder_length], tf.int32, name="encoder_token_ids"),
+        tf.TensorSpec([1, encoder_length], tf.int32, name="encoder_padding_mask"),
+    ])
+    archive.add_endpoint("decode", decode, input_signature=[
+        tf.TensorSpec([1, 1], tf.int32, name="token_id"),
+        tf.TensorSpec([], tf.int32, name="index"),
+        tf.TensorSpec(self_shape, model.compute_dtype, name="self_cache"),
+        tf.TensorSpec(cross_shape, model.compute_dtype, name="cross_cache"),
+        tf.TensorSpec([1, encoder_length, backbone.hidden_dim], model.compute_dtype, name="encoder_output"),
+        tf.TensorSpec([1, encoder_length], tf.int32, name="encoder_padding_mask"),
+    ])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        archive.write_out(directory, verbose=False)
+
+
+class TFLiteTranslator:
+    """Greedy decoding with the encode/decode signatures of an exported translation `model.tflite`.
+
+    Args:
+        model_path: the `.tflite` file.
+        start_id, end_id: the tokenizer's `[BOS]` and `[EOS]` ids.
+        num_threads: interpreter threads.
+
+    Example:
+    >>> translator = TFLiteTranslator("savedmodels/zh-en-tflite/1/model.tflite", start_id=2, end_id=3)
+    >>> translator.greedy_ids(encoder_token_ids, encoder_padding_mask, max_new_tokens=20)
+    """
+
+    def __init__(self, model_path, start_id, end_id, num_threads=None):
+        from tfllm.export.tflite import load_interpreter
+
+        interpreter = load_interpreter(model_path, num_threads=num_threads)
+        self._encode = interpreter.get_signature_runner("encode")
+        self._decode = interpreter.get_signature_runner("decode")
+        self.start_id, self.end_id = int(start_id), int(end_id)
+        self.self_cache_shape = self._decode.get_input_details()["self_cache"]["shape"]
+        self.max_new_tokens = int(self.self_cache_shape[3]) - 1
+
+    def greedy_ids(self, encoder_token_ids, encoder_padding_mask, max_new_tokens=None):
+        """New ids (up to and including `[EOS]`) for one packed source."""
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else min(max_new_tokens, self.max_new_tokens)
+        encoded = self._encode(encoder_token_ids=np.asarray(encoder_token_ids, np.int32).reshape(1, -1),
+                               encoder_padding_mask=np.asarray(encoder_padding_mask, np.int32).reshape(1, -1))
+        self_cache = np.zeros(self.self_cache_shape, np.float32)
+        token, new = self.start_id, []
+        for index in range(max_new_tokens):
+            out = self._decode(token_id=np.array([[token]], np.int32), index=np.array(index, np.int32),
+                               self_cache=self_cache, cross_cache=encoded["cross_cache"],
+                               encoder_output=encoded["encoder_output"],
+                               encoder_padding_mask=np.asarray(encoder_padding_mask, np.int32).reshape(1, -1))
+            self_cache = out["self_cache"]
+            token = int(np.argmax(out["logits"][0]))
+            new.append(token)
+            if token == self.end_id:
+                break
+        return new
+
+
+def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=None):
+    """Writes `model.tflite`, the tokenizer, `metadata.json` and `parity.json`; returns the folder.
+
+    The parity report decodes the run's first test sources greedily with the
+    Keras model and with the TFLite file and compares the ids.
+    """
+    import keras_hub
+    import tensorflow as tf
+
+    from tfllm.config import TrainConfig
+    from tfllm.datasets.pairs import load_pair_data
+    from tfllm.export.tflite import convert_saved_model
+
+    runs.require_task(run_dir, "translate")
+    if quantize not in ("none", "dynamic", "float16"):
+        raise UserInputError(f"--quantize {quantize!r} is not supported for a translation model; "
+                             "choose one of none, dynamic, float16.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = runs.load_task(run_dir, keras_hub.models.Seq2SeqLM)
+    tokenizer = model.preprocessor.tokenizer
+    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    pairs = load_pair_data(config.data, config.source_column, config.target_column, config.split_column,
+                           seed=config.seed, max_rows=config.max_rows,
+                           reference_separator=runs.read_recipe(run_dir).get("reference_separator"))
+    sources = (pairs.test.sources or pairs.train.sources)[:PARITY_SOURCES]
+    width = model.backbone.decoder_sequence_length
+    inputs = model.preprocessor.generate_preprocess(tf.constant(sources), decoder_sequence_length=width)
+    inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+    end_id = int(tokenizer.end_token_id)
+    expected = model.generate_step(inputs, stop_token_ids=[end_id],
+                                   sampler=keras_hub.samplers.GreedySampler())["decoder_token_ids"].numpy()
+
+    def write(directory):
+        with tempfile.TemporaryDirectory() as saved_model_dir:
+            write_seq2seq_saved_model(model, saved_model_dir)
+            content = convert_saved_model(saved_model_dir, ["encode", "decode"], quantize)
+        path = os.path.join(directory, MODEL_FILE)
+        with open(path, "wb") as f:
+            f.write(content)
+        tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
+        backbone = model.backbone
+        runs.write_json(os.path.join(directory, "metadata.json"), {
+            "task": "translate",
+            "quantize": quantize,
+            "encoder_sequence_length": backbone.encoder_sequence_length,
+            "decoder_sequence_length": width,
+            "vocabulary_size": backbone.vocabulary_size,
+            "special_token_ids": {"start": int(tokenizer.start_token_id), "end": end_id,
+                                  "pad": int(tokenizer.pad_token_id)},
+            "signatures": ["encode", "decode"],
+            "tokenizer": "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)",
+        })
+        translator = TFLiteTranslator(path, tokenizer.start_token_id, end_id)
+        exact = 0
+        for row in range(len(sources)):
+            got = translator.greedy_ids(inputs["encoder_token_ids"][row].numpy(),
+                                        inputs["encoder_padding_mask"][row].numpy())
+            want = expected[row, 1:].tolist()
+            want = want[: want.index(end_id) + 1] if end_id in want else want
+            exact += got == want
+        runs.write_json(os.path.join(directory, "parity.json"), {
+            "sources": len(sources),
+            "greedy_exact_match_rate": exact / max(len(sources), 1),
+            "reference": "Keras Seq2SeqLM.generate_step with GreedySampler (no XLA), the run's test sources",
+        })
+
+    if out:
+        os.makedirs(out, exist_ok=True)
+        write(out)
+        return out
+    with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
+        write(tmp_dir)
+    return final_dir
