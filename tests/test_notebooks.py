@@ -19,7 +19,7 @@ NOTEBOOKS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 NOTEBOOKS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(NOTEBOOKS_DIR, "*.ipynb")))
 CELL_TIMEOUT = 600
 # Curves and confusion matrix / token distribution; 03 plots only export sizes.
-MIN_FIGURES = {"01": 2, "02": 2, "03": 1, "04": 2}
+MIN_FIGURES = {"01": 2, "02": 2, "03": 1, "04": 2, "05": 2}
 
 
 def execute(name, cwd):
@@ -107,3 +107,9 @@ def test_notebook_runs_in_quick_setting(name, tmp_path):
             metrics = json.load(f)
         assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
         assert "wordpiece" in text and "sentencepiece" in text
+    elif name.startswith("05"):
+        (run_dir,) = run_dirs(tmp_path)
+        with open(os.path.join(run_dir, "metrics.json")) as f:
+            metrics = json.load(f)
+        assert 0.0 <= metrics["test"]["chrf"] <= 100.0 and "bleu" in metrics["test"]
+        assert "beam 4" in text and "greedy:" in text
