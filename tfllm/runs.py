@@ -137,13 +137,15 @@ def prepare(run_dir, overwrite=False):
     `resume` is True when the folder holds an interrupted run (its backup is
     there). A finished run is never deleted up front: without `overwrite` the
     command is refused; with it the old run moves to a hidden sibling
-    (`previous`), which `finish` deletes once the new run has finished and
+    (`previous`), which `training.common.guarded_run` deletes once the new run has finished and
     `restore_previous` puts back if it fails. A non-empty folder that is not a
     tfllm run is refused.
     """
+    parent, name = os.path.split(os.path.abspath(run_dir))
+    previous = os.path.join(parent, f".{name}.previous")
     if is_unfinished(run_dir):
-        return True, None
-    previous = None
+        # An interrupted --overwrite run still has the old run beside it: dropped when this one finishes.
+        return True, previous if os.path.isdir(previous) else None
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         is_run = os.path.exists(path(run_dir, RUN_CONFIG)) or is_old_format(run_dir)
         if not is_run:
@@ -152,12 +154,12 @@ def prepare(run_dir, overwrite=False):
         if not overwrite:
             raise UserInputError(f"Run directory {run_dir!r} already holds a finished run. Pass --overwrite to "
                                  "replace it (it is kept until the new run finishes) or choose another --run-dir.")
-        parent, name = os.path.split(os.path.abspath(run_dir))
-        previous = os.path.join(parent, f".{name}.previous")
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(run_dir, previous)
+        os.makedirs(run_dir, exist_ok=True)
+        return False, previous
     os.makedirs(run_dir, exist_ok=True)
-    return False, previous
+    return False, None
 
 
 def restore_previous(run_dir, previous):
