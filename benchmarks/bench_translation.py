@@ -43,14 +43,16 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results", "translation.json")
 TASKS = {"zh-en": ("simplified", "english"), "pinyin": ("pinyin", "simplified")}
 
 
-def quality(task, minutes, preset, max_rows, beam_examples, overrides):
+def quality(task, minutes, preset, max_rows, beam_examples, overrides, epochs=None):
     source, target = TASKS[task]
     with tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(task="translate", data="cedict", source_column=source, target_column=target,
-                             preset=preset, run_dir=run_dir, max_rows=max_rows, epochs=100,
-                             overrides=dict(overrides, max_train_seconds=minutes * 60, early_stopping=True))
+                             preset=preset, run_dir=run_dir, max_rows=max_rows, epochs=epochs,
+                             overrides=dict(overrides, max_train_seconds=minutes * 60))
+        # The learning-rate schedule spans --epochs (warm-up, cosine decay): set it to what the budget
+        # holds, or the rate is still warming up when the time runs out.
         command = (f"tfllm train --task translate --data cedict --source-column {source} --target-column {target} "
-                   f"--preset {preset} --epochs 100  (overrides {json.dumps(config.overrides)})")
+                   f"--preset {preset}{f' --epochs {epochs}' if epochs else ''}  (overrides {json.dumps(config.overrides)})")
         metrics = train_seq2seq(config, verbose=2)
         result = {"command": command, "greedy": metrics["test"], "val_greedy": metrics["val"],
                   **{k: metrics[k] for k in ("train_seconds", "epochs_run", "stopped_by_time_budget",
@@ -129,6 +131,7 @@ def main():
                         choices=["zh-en", "pinyin", "speed"])
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per quality task")
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's (the schedule's length)")
     parser.add_argument("--max-rows", type=int, default=None, help="a sample of cedict (quick checks)")
     parser.add_argument("--beam-examples", type=int, default=1000, help="test examples also decoded with beam 4")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides (JSON values)")
@@ -145,7 +148,8 @@ def main():
         if task == "speed":
             results["speed"] = speed(args.preset, args.batch_size, args.repeats)
         else:
-            results[task] = quality(task, args.minutes, args.preset, args.max_rows, args.beam_examples, overrides)
+            results[task] = quality(task, args.minutes, args.preset, args.max_rows, args.beam_examples, overrides,
+                                    args.epochs)
         print(json.dumps({task: results[task]}, indent=2, ensure_ascii=False))
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:

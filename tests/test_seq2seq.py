@@ -330,3 +330,28 @@ def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_pat
     parity = json.load(open(out / "parity.json"))
     assert parity["sources"] == 20 and parity["greedy_exact_match_rate"] == 1.0
     assert json.load(open(out / "metadata.json"))["task"] == "translate"
+
+
+def test_length_buckets_keep_every_pair_and_drop_only_padding():
+    model, _ = tiny_model(seed=0)
+    pairs = make_pairs(120)
+    split = PairSplit([s for s, _ in pairs], [[t] for _, t in pairs])
+    plain = list(pair_dataset(split, model.preprocessor, 16))
+    bucketed = list(pair_dataset(split, model.preprocessor, 16, bucket=True))
+
+    def rows(batches):
+        out = set()
+        for x, y, w in batches:
+            for i in range(len(y)):
+                keep = int(np.sum(w[i]))
+                out.add((tuple(x["encoder_token_ids"][i].numpy()[x["encoder_padding_mask"][i].numpy().astype(bool)]),
+                         tuple(y[i].numpy()[:keep])))
+        return out
+
+    assert rows(bucketed) == rows(plain) and len(rows(plain)) > 50
+    assert sum(len(y) for _, y, _ in bucketed) == 120
+    widths = [y.shape[1] for _, y, _ in bucketed]
+    assert max(widths) <= model.preprocessor.decoder_sequence_length and min(widths) < max(widths)
+    # Nothing but padding was cut: the same number of target tokens, inputs and labels the same width.
+    assert sum(float(np.sum(w)) for _, _, w in bucketed) == sum(float(np.sum(w)) for _, _, w in plain)
+    assert all(x["decoder_token_ids"].shape == y.shape for x, y, _ in bucketed)

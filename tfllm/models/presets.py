@@ -91,6 +91,10 @@ CLASSIFIER_PRESETS = {
     },
 }
 
+# The default recipe sized for phones: the same encoder with 64x fewer hashed bigram
+# embeddings and 16x fewer naive-Bayes bigram buckets (docs/benchmarks.md: size against accuracy).
+CLASSIFIER_PRESETS["mobile"] = dict(CLASSIFIER_PRESETS["default"], bigram_buckets=4096, wide_bigram_buckets=262144)
+
 # Text generation (tfllm.models.causal_lm.CausalLM, tfllm.training.causal_lm).
 # "vocabulary_size" bounds the tokenizer; the model gets the tokenizer's real size.
 _NANOGPT_CPU = {
@@ -214,7 +218,10 @@ TRANSLATION_PRESETS = {
         "batch_size": 128,
         "epochs": 6,
         "early_stopping": True,
-        "jit_compile": True,
+        # Batches of similar target length without their padding columns (most glosses are a few
+        # tokens); their shapes vary, so no XLA, which would compile each one.
+        "bucket_by_length": True,
+        "jit_compile": False,
     },
     # For tests and smoke runs: seconds on a CPU.
     "tiny": {
@@ -252,7 +259,7 @@ OPTIONAL_SETTINGS = {
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
     "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution",
-                  "max_train_seconds"},
+                  "max_train_seconds", "bucket_by_length"},
 }
 
 

@@ -113,13 +113,40 @@ def model_from_preset(handle, preset):
                              "Pass a tfllm translation run or a KerasHub Seq2SeqLM preset (BART).") from None
 
 
-def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None):
-    """`(x, y, sample_weight)` batches: tokenized and packed once (TF ops), cached, then shuffled and batched."""
+LENGTH_STEP = 4  # trimmed batch lengths are multiples of this: few distinct shapes to trace
+
+
+def _trim(x, y, sample_weight):
+    """Cuts a batch's padding columns: encoder and decoder to their longest row (rounded up to LENGTH_STEP)."""
+    def longest(mask, full):
+        n = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=-1))
+        return tf.minimum(-(-n // LENGTH_STEP) * LENGTH_STEP, full)
+
+    encoder = longest(x["encoder_padding_mask"], tf.shape(x["encoder_token_ids"])[1])
+    decoder = longest(sample_weight, tf.shape(y)[1])
+    x = {k: v[:, :encoder] if k.startswith("encoder") else v[:, :decoder] for k, v in x.items()}
+    return x, y[:, :decoder], sample_weight[:, :decoder]
+
+
+def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, bucket=False):
+    """`(x, y, sample_weight)` batches: tokenized and packed once (TF ops), cached, then shuffled and batched.
+
+    With `bucket`, pairs of similar target length are batched together and
+    each batch drops its padding columns, so a batch of short glosses costs
+    what its tokens cost, not what the longest possible target would.
+    """
     ds = tf.data.Dataset.from_tensor_slices({"encoder_text": list(split.sources), "decoder_text": split.targets})
     ds = ds.batch(1024).map(preprocessor, num_parallel_calls=AUTOTUNE).unbatch().cache()
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    if not bucket:
+        return ds.batch(batch_size).prefetch(AUTOTUNE)
+    full = int(preprocessor.decoder_sequence_length)
+    boundaries = list(range(LENGTH_STEP + 1, full + 1, LENGTH_STEP))
+    ds = ds.bucket_by_sequence_length(
+        lambda x, y, w: tf.reduce_sum(tf.cast(w, tf.int32)), bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
+    return ds.map(_trim, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def compile_model(model, preset, steps_per_epoch):
@@ -192,9 +219,10 @@ def train_seq2seq(config, verbose="auto"):
                 model = model_from_preset(config.from_preset, preset)
             else:
                 model = own_model(preset, tokenizer)
+            bucket = bool(preset.get("bucket_by_length"))
             train_ds = pair_dataset(data.train, model.preprocessor, preset["batch_size"], shuffle=True,
-                                    seed=config.seed)
-            val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"])
+                                    seed=config.seed, bucket=bucket)
+            val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"], bucket=bucket)
             steps_per_epoch = -(-len(data.train) // preset["batch_size"])
             compile_model(model, preset, steps_per_epoch)
             common.adapt_model_to_strategy(model, strategy)
