@@ -35,6 +35,10 @@ def run(data, preset, seed):
             "val_accuracy": round(metrics["val"]["accuracy"], 4),
             "train_seconds": metrics["train_seconds"],
             "epochs_run": metrics["epochs_run"],
+            "parameters": metrics["parameters"],
+            # What a phone would carry: the preset's weights (float32 TFLite is about the same size).
+            "weights_megabytes": round(sum(os.path.getsize(os.path.join(run_dir, f))
+                                           for f in ("model.weights.h5", "task.weights.h5")) / 1e6, 2),
         }
         model, label_names, _ = load_run(run_dir)
         if any(layer.name == "blend" for layer in model.layers):
