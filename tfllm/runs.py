@@ -128,7 +128,12 @@ def load_task(run_dir, kind=None):
         if kind is None:
             objective = read_config(run_dir).get("objective")
             kind = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM
-    return kind.from_preset(run_dir)
+    # keras-hub 0.32's from_preset checks a saved dtype policy with `is_float_dtype`, which
+    # raises on a mixed policy ("Invalid dtype: mixed_bfloat16"; no upstream issue found):
+    # naming the run's own policy skips that check and loads the model as it was trained.
+    policy = read_json(path(run_dir, "config.json")).get("config", {}).get("dtype") or {}
+    name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
+    return kind.from_preset(run_dir, **({"dtype": name} if name.startswith("mixed_") else {}))
 
 
 def prepare(run_dir, overwrite=False):

@@ -189,6 +189,8 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
 
     def classify_ids(token_ids):
         inputs = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, pad)}
+        if "segment_ids" in model.input:  # BERT-style backbones: one segment
+            inputs["segment_ids"] = tf.zeros_like(token_ids)
         return {"probabilities": class_probabilities(model, inputs)}
 
     if not text_input:
