@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ demo: $(STAMP)
 	$(BIN)/tfllm train --task classify --data rotten_tomatoes --run-dir runs/reviews --overwrite
 	$(BIN)/tfllm export runs/reviews --name reviews
 
-test: $(STAMP)
+# The try-it page's tests drive Debian's Chromium (Playwright, no browser download of its own);
+# installed here where the machine allows (root and apt-get), otherwise those tests skip.
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make: Chromium is not installed, so the browser tests will skip (apt-get install chromium)"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
 # The quick part (no end-to-end runs marked slow): about a minute on 2 cores.
