@@ -191,9 +191,13 @@ def add_serving_parsers(sub):
 
 def _generate_without_tensorflow(args, stream):
     """`tfllm generate` in NumPy where `tfllm.fast_generation` serves the run (same text, no TensorFlow
-    start-up or compilation); False where it does not, and the TensorFlow path runs instead."""
+    start-up or compilation); False where it does not, and the TensorFlow path runs instead.
+    `TFLLM_NUMPY_GENERATION=0` always takes the TensorFlow path (benchmarks compare the two)."""
     from tfllm import fast_generation
     from tfllm.config import MAX_NEW_TOKENS
+
+    if os.environ.get("TFLLM_NUMPY_GENERATION", "1") == "0":
+        return False
 
     stops = args.stop or []
     if not fast_generation.usable(args.prompt, args.max_new_tokens, args.sampler, args.temperature, args.top_k,
