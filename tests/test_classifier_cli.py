@@ -244,3 +244,15 @@ def test_the_parser_loads_without_tensorflow():
     code = "import sys; from tfllm.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_a_run_missing_its_weights_is_not_finished(cli_run, tmp_path, capsys):
+    import shutil
+
+    from tfllm.cli import main
+
+    run_dir = tmp_path / "half"
+    shutil.copytree(cli_run[0], run_dir)
+    (run_dir / "model.weights.h5").unlink()  # as a crash in the middle of save_to_preset leaves it
+    assert main(["export", str(run_dir), "--name", "x", "--base-dir", str(tmp_path / "sm")]) == 2
+    assert "did not finish" in capsys.readouterr().err

@@ -65,8 +65,10 @@ def is_unfinished(run_dir):
 
 
 def is_finished(run_dir):
-    return all(os.path.exists(path(run_dir, name)) for name in (RUN_CONFIG, TASK_CONFIG, METRICS)) and not \
-        os.path.isdir(path(run_dir, BACKUP))
+    # The weights: one file, or KerasHub's shard index for a big backbone.
+    weights = any(os.path.exists(path(run_dir, name)) for name in ("model.weights.h5", "model.weights.json"))
+    return weights and all(os.path.exists(path(run_dir, name)) for name in (RUN_CONFIG, TASK_CONFIG, METRICS)) \
+        and not os.path.isdir(path(run_dir, BACKUP))
 
 
 def check_finished(run_dir):
@@ -134,6 +136,22 @@ def load_task(run_dir, kind=None):
     policy = read_json(path(run_dir, "config.json")).get("config", {}).get("dtype") or {}
     name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
     return kind.from_preset(run_dir, **({"dtype": name} if name.startswith("mixed_") else {}))
+
+
+def load_translation_task(run_dir):
+    """A translation run's `Seq2SeqLM` with its preprocessor at the run's lengths.
+
+    KerasHub's own seq2seq preprocessors (BART's) do not save their sequence
+    lengths in `preprocessor.json`; the run's recipe has them.
+    """
+    import keras_hub
+
+    model = load_task(run_dir, keras_hub.models.Seq2SeqLM)
+    recipe = read_recipe(run_dir)
+    for name in ("encoder_sequence_length", "decoder_sequence_length"):
+        if recipe.get(name):
+            setattr(model.preprocessor, name, recipe[name])
+    return model
 
 
 def prepare(run_dir, overwrite=False):
