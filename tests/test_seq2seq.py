@@ -355,3 +355,46 @@ def test_length_buckets_keep_every_pair_and_drop_only_padding():
     # Nothing but padding was cut: the same number of target tokens, inputs and labels the same width.
     assert sum(float(np.sum(w)) for _, _, w in bucketed) == sum(float(np.sum(w)) for _, _, w in plain)
     assert all(x["decoder_token_ids"].shape == y.shape for x, y, _ in bucketed)
+
+
+@pytest.fixture(scope="module")
+def bart_preset(tmp_path_factory):
+    """A 1-layer BartBackbone with a byte-level BPE vocabulary of single bytes (every ASCII text encodes)."""
+    keras.utils.set_random_seed(0)
+    byte_chars = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]
+    vocabulary = {token: i for i, token in enumerate(["<s>", "<pad>", "</s>", "<unk>"] + byte_chars + ["Ġt", "<mask>"])}
+    tokenizer = keras_hub.models.BartTokenizer(vocabulary=vocabulary, merges=["Ġ t"])
+    backbone = keras_hub.models.BartBackbone(vocabulary_size=len(vocabulary), num_layers=1, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32, max_sequence_length=32)
+    preprocessor = keras_hub.models.BartSeq2SeqLMPreprocessor(tokenizer, encoder_sequence_length=12,
+                                                              decoder_sequence_length=16)
+    path = str(tmp_path_factory.mktemp("presets") / "bart_tiny")
+    keras_hub.models.BartSeq2SeqLM(backbone, preprocessor=preprocessor).save_to_preset(path)
+    return path
+
+
+@pytest.mark.slow
+def test_fine_tune_a_keras_hub_bart_preset_translate_and_export(bart_preset, tmp_path, capsys):
+    rows = [(f"{a} {b}", f"{b} {a}") for a in "abcdefgh" for b in "ijklmnop"] * 3  # swap two letters
+    data = write_csv(tmp_path / "swap.csv", rows, header=("src", "tgt"))
+    run_dir = str(tmp_path / "bart-run")
+    assert cli.main(["train", "--task", "translate", "--data", data, "--source-column", "src", "--target-column",
+                     "tgt", "--from-preset", bart_preset, "--preset", "tiny", "--epochs", "1",
+                     "--run-dir", run_dir]) == 0
+    loaded = keras_hub.models.Seq2SeqLM.from_preset(run_dir)
+    assert type(loaded).__name__ == "BartSeq2SeqLM"
+    capsys.readouterr()
+    from tfllm.translation import translate
+
+    greedy = translate(run_dir, ["a i", "b j"], warn=False)
+    assert len(greedy) == 2 and all(isinstance(t, str) for t in greedy)
+    assert translate(run_dir, ["a i"], sampler="beam", num_beams=1, warn=False) == greedy[:1]
+
+    from tfllm.export.seq2seq import export_seq2seq
+
+    path = export_seq2seq(run_dir, "bart", base_dir=str(tmp_path / "savedmodels"))
+    reloaded = tf.saved_model.load(path).signatures["serving_default"]
+    # The run's decoder length (the recipe's; BART's preprocessor.json does not keep it) less BART's two-token prompt.
+    width = resolve_preset("translate", "tiny")["decoder_sequence_length"] - 2
+    out = reloaded(source=tf.constant(["a i", "b j"]), max_new_tokens=tf.constant([width, width]))
+    assert [t.decode() for t in out["translation"].numpy()] == greedy

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tfllm import runs
 from tfllm.errors import UserInputError
+from tfllm.generation import generate_step
 from tfllm.models.seq2seq_lm import output_text
 
 SAMPLERS = ("greedy", "beam", "top_k", "top_p")
@@ -54,7 +55,13 @@ class Translator:
         self.end_id = int(self.tokenizer.end_token_id)
         self.unk_id = getattr(self.tokenizer, "unk_token_id", None)
         self.encoder_length = int(self.preprocessor.encoder_sequence_length)
-        self.max_new_tokens = int(model.backbone.decoder_sequence_length) - 1  # position 0 holds [BOS]
+        # The decoder prompt ([BOS], or BART's two start tokens) comes first in the decoder buffer.
+        decoder_length = int(self.preprocessor.decoder_sequence_length)
+        if hasattr(model.backbone, "decoder_sequence_length"):
+            decoder_length = min(decoder_length, int(model.backbone.decoder_sequence_length))
+        prompt = self.preprocessor.generate_preprocess(tf.constant([""]), decoder_sequence_length=decoder_length)
+        self.prompt_length = int(np.sum(keras.ops.convert_to_numpy(prompt["decoder_padding_mask"])[0]))
+        self.max_new_tokens = decoder_length - self.prompt_length
         self.batch_size = 256
         self._compiled = {}
 
@@ -73,7 +80,8 @@ class Translator:
 
             @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
             def decode(inputs):
-                return model.generate_step(inputs, stop_token_ids=stop, sampler=sampler)["decoder_token_ids"]
+                # tfllm's Seq2SeqLM takes the sampler as an argument; KerasHub's own (BART) get it for the call.
+                return generate_step(model, inputs, stop, sampler)["decoder_token_ids"]
 
             self._compiled[key] = decode
         return self._compiled[key]
@@ -109,11 +117,11 @@ class Translator:
 
     def decode_ids(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
                    temperature=1.0, seed=None):
-        """Decoded `[n, 1 + max_new_tokens]` token ids (position 0 is `[BOS]`), batch by batch."""
+        """Decoded `[n, prompt_length + max_new_tokens]` token ids (the decoder prompt first), batch by batch."""
         key = (sampler, num_beams if sampler == "beam" else None, top_k if sampler == "top_k" else None,
                top_p if sampler == "top_p" else None, temperature if sampler in ("top_k", "top_p") else None, seed)
         function = self._function(key)
-        width = 1 + max_new_tokens
+        width = self.prompt_length + max_new_tokens
         outputs = []
         for start in range(0, len(sources), self.batch_size):
             batch = list(sources[start:start + self.batch_size])
@@ -154,7 +162,7 @@ class Translator:
         self.check_sources(sources, warn=warn)
         self.batch_size = max(1, int(batch_size))
         ids = self.decode_ids(sources, sampler, num_beams, max_new_tokens, top_k, top_p, temperature, seed)
-        texts = output_text(self.tokenizer, ids).numpy()
+        texts = output_text(self.tokenizer, ids, self.prompt_length).numpy()
         return [t.decode("utf-8", errors="replace") for t in texts]
 
 
@@ -198,7 +206,7 @@ def load_translator(run_dir, jit_compile=True):
                              "train one with `tfllm train --task translate`.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = runs.load_task(run_dir, keras_hub.models.Seq2SeqLM)
+        model = runs.load_translation_task(run_dir)
     return Translator(model, jit_compile=jit_compile)
 
 

@@ -15,6 +15,7 @@ XLA compiles one program per batch bucket. Loading the export in your own
 process needs `import tensorflow_text` first (WordPiece tokenizer ops).
 """
 
+import inspect
 import os
 import warnings
 
@@ -37,23 +38,38 @@ def _bucket(size, buckets):
     return tf.maximum(table[index], size)
 
 
+def decoder_layout(model):
+    """(decoder buffer width, decoder prompt length): `[BOS]` is 1 token, BART's prompt 2."""
+    preprocessor = model.preprocessor
+    width = int(preprocessor.decoder_sequence_length)
+    if hasattr(model.backbone, "decoder_sequence_length"):
+        width = min(width, int(model.backbone.decoder_sequence_length))
+    prompt = preprocessor.generate_preprocess(tf.constant([""]), decoder_sequence_length=width)
+    return width, int(tf.reduce_sum(tf.cast(prompt["decoder_padding_mask"][0], tf.int32)))
+
+
 def translation_archive(model, jit_compile=True):
     """An `ExportArchive` with the `serving_default` endpoint (greedy translation)."""
     preprocessor = model.preprocessor
     tokenizer = preprocessor.tokenizer
     end_id = int(tokenizer.end_token_id)
-    width = int(model.backbone.decoder_sequence_length)
-    max_new = width - 1
+    width, prompt_length = decoder_layout(model)
+    max_new = width - prompt_length
     archive = keras.export.ExportArchive()
     archive.track(model)
     tokenizer(tf.constant(["build"]))  # a Layer must be built before it is tracked
     archive.track(tokenizer)  # keeps its lookup tables in the graph (keras-hub#2015)
     preprocessor.generate_preprocess(tf.constant(["build"]), decoder_sequence_length=width)
 
+    takes_sampler = "sampler" in inspect.signature(model.generate_step).parameters
+
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def decode(inputs):
-        return model.generate_step(inputs, stop_token_ids=[end_id],
-                                   sampler=keras_hub.samplers.GreedySampler())["decoder_token_ids"]
+        if takes_sampler:
+            return model.generate_step(inputs, stop_token_ids=[end_id],
+                                       sampler=keras_hub.samplers.GreedySampler())["decoder_token_ids"]
+        model.sampler = keras_hub.samplers.GreedySampler()  # KerasHub's own tasks (BART) read it from the model
+        return model.generate_step(inputs, stop_token_ids=[end_id])["decoder_token_ids"]
 
     def translate(source, max_new_tokens):
         checks = [
@@ -72,10 +88,10 @@ def translation_archive(model, jit_compile=True):
         rows = tf.shape(source)[0]
         take = tf.minimum(tf.range(_bucket(rows, BATCH_BUCKETS)), rows - 1)  # pad with the last row
         ids = decode({k: tf.gather(v, take) for k, v in inputs.items()})[:rows]
-        # Row i keeps positions 1 .. max_new_tokens_i: later ones become the end token.
-        past = tf.range(width)[None, :] > max_new_tokens[:, None]
+        # Row i keeps max_new_tokens_i positions after the prompt: later ones become the end token.
+        past = tf.range(width)[None, :] >= prompt_length + max_new_tokens[:, None]
         ids = tf.where(past, end_id, ids)
-        return {"translation": output_text(tokenizer, ids)}
+        return {"translation": output_text(tokenizer, ids, prompt_length)}
 
     spec = lambda dtype, name: tf.TensorSpec([None], dtype, name=name)  # noqa: E731
     archive.add_endpoint(SERVING_SIGNATURE, translate,
@@ -93,8 +109,10 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
     runs.require_task(run_dir, "translate")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = runs.load_task(run_dir, keras_hub.models.Seq2SeqLM)
+        model = runs.load_translation_task(run_dir)
     archive = translation_archive(model)
+    width, prompt_length = decoder_layout(model)
+    max_new_tokens = width - prompt_length
     with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -111,6 +129,6 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
             text = keras.ops.convert_to_numpy(text).ravel()[0]
             sources = warmup_sources or [text.decode("utf-8") if isinstance(text, bytes) else str(text)]
             write_warmup_requests(tmp_dir, name, SERVING_SIGNATURE,
-                                  {"source": sources, "max_new_tokens": [model.backbone.decoder_sequence_length - 1]
-                                   * len(sources)}, batch_sizes=WARMUP_BATCH_SIZES)
+                                  {"source": sources, "max_new_tokens": [max_new_tokens] * len(sources)},
+                                  batch_sizes=WARMUP_BATCH_SIZES)
     return os.path.normpath(final_dir)
