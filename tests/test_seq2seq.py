@@ -398,3 +398,9 @@ def test_fine_tune_a_keras_hub_bart_preset_translate_and_export(bart_preset, tmp
     width = resolve_preset("translate", "tiny")["decoder_sequence_length"] - 2
     out = reloaded(source=tf.constant(["a i", "b j"]), max_new_tokens=tf.constant([width, width]))
     assert [t.decode() for t in out["translation"].numpy()] == greedy
+
+
+def test_bleu_splits_chinese_into_characters():
+    report = translation_report(["中国人民银行"], [["中国人民银行"]])
+    assert report["bleu_tokenize"] == "zh" and report["bleu"] == pytest.approx(100.0)  # 13a: one word, BLEU 0
+    assert translation_report(["the bank"], [["the bank"]])["bleu_tokenize"] == "13a"

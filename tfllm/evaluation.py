@@ -1,5 +1,7 @@
 """Metric reports computed from labels and predicted probabilities."""
 
+import re
+
 import numpy as np
 
 
@@ -60,6 +62,9 @@ def classification_report(y_true, probabilities, label_names):
     return report
 
 
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
 def _reference_streams(references):
     """sacreBLEU's layout: stream k holds every pair's k-th reference (None where a pair has fewer)."""
     most = max((len(refs) for refs in references), default=1)
@@ -95,9 +100,13 @@ def translation_report(outputs, references):
     if not outputs:
         return {"num_examples": 0}
     streams = _reference_streams(references)
+    # sacreBLEU's "zh" tokenizer splits Chinese characters into words (its 13a default would see a whole
+    # Chinese string as one word); text without Chinese tokenizes as 13a either way.
+    chinese = any(_CJK.search(r) for refs in references for r in refs)
     return {
         "chrf": round(float(sacrebleu.corpus_chrf(outputs, streams).score), 2),
-        "bleu": round(float(sacrebleu.corpus_bleu(outputs, streams).score), 2),
+        "bleu": round(float(sacrebleu.corpus_bleu(outputs, streams, tokenize="zh" if chinese else "13a").score), 2),
+        "bleu_tokenize": "zh" if chinese else "13a",
         "exact_match": round(float(np.mean([o in refs for o, refs in zip(outputs, references)])), 4),
         "char_accuracy": round(float(np.mean([max(char_accuracy(o, r) for r in refs)
                                               for o, refs in zip(outputs, references)])), 4),
