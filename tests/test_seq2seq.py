@@ -404,3 +404,18 @@ def test_bleu_splits_chinese_into_characters():
     report = translation_report(["中国人民银行"], [["中国人民银行"]])
     assert report["bleu_tokenize"] == "zh" and report["bleu"] == pytest.approx(100.0)  # 13a: one word, BLEU 0
     assert translation_report(["the bank"], [["the bank"]])["bleu_tokenize"] == "13a"
+
+
+def test_every_setting_translation_training_reads_can_be_overridden():
+    import pathlib
+    import re
+
+    from tfllm.models.presets import known_settings
+    from tfllm.models.seq2seq_lm import BACKBONE_ARGS
+
+    source = (pathlib.Path(__file__).parents[1] / "tfllm" / "training" / "seq2seq.py").read_text()
+    read = set(re.findall(r'preset(?:\[|\.get\()"(\w+)"', source))
+    assert {"label_smoothing", "max_train_seconds", "bucket_by_length"} <= read
+    assert read | (set(BACKBONE_ARGS) - {"vocabulary_size"}) <= known_settings("translate")
+    with pytest.raises(UserInputError, match="Did you mean 'label_smoothing'"):
+        resolve_preset("translate", "tiny", {"label_smothing": 0.1})
