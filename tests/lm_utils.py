@@ -31,7 +31,6 @@ def tiny_generator(sequence_length=8, jit_compile=False):
 
 def write_run_dir(generator, run_dir):
     """A run directory as `train_causal_lm` leaves it (a KerasHub preset + tfllm's records), without training."""
-    from tfllm import runs
     from tfllm.models.causal_lm import CausalLMPreprocessor
 
     model = generator.model

@@ -5,7 +5,6 @@ Text's ops) takes plain strings. Any process loading the export must
 `import tensorflow_text` first to register those ops.
 """
 
-import os
 
 import keras
 import tensorflow as tf

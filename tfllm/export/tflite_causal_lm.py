@@ -18,7 +18,6 @@ re-encoded with `prefill` (nanoGPT's crop for the default `window_keep`).
 """
 
 import os
-import shutil
 import tempfile
 import types
 
