@@ -53,12 +53,13 @@ def guarded_run(run_dir, resume, previous=None):
     runs.drop_previous(previous)
 
 
-def start_run(run_dir, config, preset, resume, texts, records=None):
+def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=True):
     """Writes a fresh run's records and trains its tokenizer, or reads the tokenizer back to resume.
 
     Returns tfllm's tokenizer (trained on `texts`, the training split), or None
     with `--from-preset`, whose preset brings its own. `records` are further
-    `{runs path: value}` files for a fresh run (the labels of a classifier).
+    `{runs path: value}` files for a fresh run (the labels of a classifier);
+    `lowercase` is the default when the preset does not say.
     """
     if resume:
         print(f"Resuming the interrupted run in {run_dir}")
@@ -71,7 +72,7 @@ def start_run(run_dir, config, preset, resume, texts, records=None):
     if resume:
         return tokenizers.load_tokenizer(run_dir)
     tokenizer = tokenizers.train_tokenizer(texts, preset["tokenizer"], preset["vocabulary_size"],
-                                           lowercase=preset.get("lowercase", True))
+                                           lowercase=preset.get("lowercase", lowercase))
     tokenizers.save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
     return tokenizer
 

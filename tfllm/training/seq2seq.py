@@ -23,7 +23,6 @@ from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor, resolve_preset
 from tfllm.models.seq2seq_lm import BACKBONE_ARGS
-from tfllm.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from tfllm.training import common
 from tfllm.translation import Translator
 
@@ -202,18 +201,9 @@ def train_seq2seq(config, verbose="auto"):
     run_dir = common.worker_run_dir(config.run_dir, strategy)
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
-        tokenizer = None
-        if resume:
-            print(f"Resuming the interrupted run in {run_dir}")
-            if not config.from_preset:
-                tokenizer = load_tokenizer(run_dir)
-        else:
-            runs.write_json(runs.path(run_dir, runs.RECIPE), preset)
-            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
-            if not config.from_preset:
-                tokenizer = train_tokenizer(data.train.sources + data.train.targets, preset["tokenizer"],
-                                            preset["vocabulary_size"], lowercase=preset.get("lowercase", False))
-                save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
+        # One tokenizer for both sides; case is kept unless the preset says otherwise.
+        tokenizer = common.start_run(run_dir, config, preset, resume, data.train.sources + data.train.targets,
+                                     lowercase=False)
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = model_from_preset(config.from_preset, preset)
