@@ -18,7 +18,7 @@ from tfllm import runs
 from tfllm.datasets import load_classification_data
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
-from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor, resolve_preset
+from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
@@ -28,15 +28,7 @@ EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
 
 
 def classifier_preset(config):
-    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                 jit_compile=config.jit_compile)
-    overrides = dict(config.overrides)
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    preset = resolve_preset("classify", config.preset, overrides)
-    for key in ("epochs", "batch_size"):
-        if preset[key] < 1:
-            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
-    return preset
+    return common.resolve_recipe("classify", config)
 
 
 def own_classifier(preset, tokenizer, num_classes):

@@ -53,6 +53,21 @@ def guarded_run(run_dir, resume, previous=None):
     runs.drop_previous(previous)
 
 
+def resolve_recipe(task, config):
+    """The preset of `config` for `task`, with the CLI flags and `--set` overrides applied and checked."""
+    from tfllm.models.presets import resolve_preset
+
+    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size,
+                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
+    overrides = dict(config.overrides)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    preset = resolve_preset(task, config.preset, overrides)
+    for key in ("epochs", "batch_size"):
+        if preset[key] < 1:
+            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
+    return preset
+
+
 def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=True):
     """Writes a fresh run's records and trains its tokenizer, or reads the tokenizer back to resume.
 

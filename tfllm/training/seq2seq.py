@@ -21,7 +21,7 @@ from tfllm import runs
 from tfllm.datasets.pairs import load_pair_data
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
-from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor, resolve_preset
+from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor
 from tfllm.models.seq2seq_lm import BACKBONE_ARGS
 from tfllm.training import common
 from tfllm.translation import Translator
@@ -72,15 +72,7 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 def translation_preset(config):
-    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size,
-                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
-    overrides = dict(config.overrides)
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    preset = resolve_preset("translate", config.preset, overrides)
-    for key in ("epochs", "batch_size"):
-        if preset[key] < 1:
-            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
-    return preset
+    return common.resolve_recipe("translate", config)
 
 
 def load_data(config, preset=None):
