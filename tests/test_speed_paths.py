@@ -132,3 +132,53 @@ def test_cli_generate_runs_without_tensorflow(tmp_path):
     load_generator(run_dir).generate(["the "], max_new_tokens=150, sampler="top_k", top_k=200, temperature=0.8,
                                      seed=2, stream_callback=lambda i, t: chunks.append(t))
     assert printed == "the " + "".join(chunks)
+
+
+def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_run):
+    """Every layer of the tiny recipe (encoder, hashed bigrams, naive-Bayes wide path, blend) and the
+    tokenizer's splitting, subwords, unknown words and truncation, against the Keras model."""
+    from tfllm import fast_classification
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    fast = fast_classification.load(tiny_classifier_run)
+    task, label_names, _ = load_run(tiny_classifier_run)
+    assert fast.label_names == label_names
+    assert fast.model.bigram_buckets and fast.model.wide_bigram_buckets  # the test covers both paths
+    assert task.get_layer("blend").get_weights()[1] != 0  # the wide path is blended in, so it is checked too
+    texts = ["A gorgeous, witty film!", "dull... and LIFELESS", "", "x" * 150, "tab\tand\x01control",
+             "zzqx qqzz unheard-of wordsmithery", " ".join(["long"] * 40)]
+    for text in texts:
+        ids = fast.tokenizer.pack(text, task.preprocessor.sequence_length)
+        expected = np.asarray(task.preprocessor([text])["token_ids"][0])
+        np.testing.assert_array_equal(ids, expected[: len(ids)])
+        assert (expected[len(ids):] == fast.tokenizer.pad_id).all(), text
+    np.testing.assert_allclose(fast.predict(texts), predict_probabilities(task, texts), atol=1e-5)
+    assert fast.predict(["un café"]) is None  # not ASCII: the TensorFlow path answers
+
+
+def test_cli_predict_runs_without_tensorflow(tiny_classifier_run):
+    """`tfllm predict` on tfllm's own classifier never imports TensorFlow; a non-ASCII text falls back to it."""
+    import json
+    import subprocess
+    import sys
+
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    def predict(*texts):
+        code = ("import sys; from tfllm.cli import main; "
+                f"main(['predict', {tiny_classifier_run!r}, *{list(texts)!r}]); "
+                "print('heavy:', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        *lines, heavy = out.stdout.strip().split("\n")
+        return [json.loads(line) for line in lines], heavy
+
+    task, label_names, _ = load_run(tiny_classifier_run)
+    texts = ["a joyous, moving film", "a dull mess"]
+    printed, heavy = predict(*texts)
+    assert heavy == "heavy: []"
+    for result, expected in zip(printed, predict_probabilities(task, texts)):
+        np.testing.assert_allclose([result["probabilities"][name] for name in label_names], expected, atol=1e-5)
+        assert result["label"] == label_names[int(expected.argmax())]
+    printed, heavy = predict("un café")
+    assert "tensorflow" in heavy and printed[0]["label"] in label_names

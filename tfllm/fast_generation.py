@@ -229,41 +229,54 @@ def _read_json(path):
         return json.load(f)
 
 
-def _read_weights(path, num_layers):
-    """The backbone's arrays from a Keras `.weights.h5` file, found by layer name; None if any is missing."""
+@contextlib.contextmanager
+def named_vars(path):
+    """Reads a Keras `.weights.h5` file by layer name: yields `by_name(layer, parts=None)`.
+
+    `by_name(layer)` is the float32 arrays of the one layer of that name (None if there is
+    not exactly one); with `parts`, a dict of those sub-layers' arrays, by path under the
+    layer (None if one is missing).
+    """
     import h5py
 
     with h5py.File(path, "r") as f:
-        by_name = {}
+        groups = {}
 
         def visit(name, group):
             if hasattr(group, "attrs") and name.endswith("/vars") and "name" in group.attrs:
-                by_name.setdefault(group.attrs["name"], []).append(group)
+                groups.setdefault(group.attrs["name"], []).append(group)
 
         f["layers"].visititems(visit)
 
-        def arrays(layer_name):
-            groups = by_name.get(layer_name, [])
-            if len(groups) != 1:
-                return None
-            return [np.asarray(groups[0][str(i)], np.float32) for i in range(len(groups[0]))]
+        def arrays(group):
+            return [np.asarray(group[str(i)], np.float32) for i in range(len(group))]
 
-        token, position, final = arrays("token_embedding"), arrays("position_embedding"), arrays("layer_norm")
+        def by_name(layer, parts=None):
+            found = groups.get(layer, [])
+            if len(found) != 1:
+                return None
+            if parts is None:
+                return arrays(found[0])
+            sub = {part: found[0].parent.get(f"{part}/vars") for part in parts}
+            return None if any(g is None for g in sub.values()) else {part: arrays(g) for part, g in sub.items()}
+
+        yield by_name
+
+
+def _read_weights(path, num_layers):
+    """The backbone's arrays from a Keras `.weights.h5` file, found by layer name; None if any is missing."""
+    parts = ("attention_norm", "feedforward_norm", "query_key_value", "attention_output",
+             "feedforward_intermediate", "feedforward_output")
+    with named_vars(path) as by_name:
+        token, position, final = by_name("token_embedding"), by_name("position_embedding"), by_name("layer_norm")
         blocks = []
         for i in range(num_layers):
-            owner = by_name.get(f"transformer_layer_{i}", [None])[0]
-            if owner is None:
+            block = by_name(f"transformer_layer_{i}", parts)
+            if block is None:
                 return None
-            parts = {}
-            for part in ("attention_norm", "feedforward_norm", "query_key_value", "attention_output",
-                         "feedforward_intermediate", "feedforward_output"):
-                group = owner.parent.get(f"{part}/vars")
-                if group is None:
-                    return None
-                parts[part] = [np.asarray(group[str(j)], np.float32) for j in range(len(group))]
-            blocks.append({"attention_norm": tuple(parts["attention_norm"]), "feedforward_norm": tuple(parts["feedforward_norm"]),
-                           "qkv": parts["query_key_value"][0], "attention_output": parts["attention_output"][0],
-                           "intermediate": parts["feedforward_intermediate"][0], "output": parts["feedforward_output"][0]})
+            blocks.append({"attention_norm": tuple(block["attention_norm"]), "feedforward_norm": tuple(block["feedforward_norm"]),
+                           "qkv": block["query_key_value"][0], "attention_output": block["attention_output"][0],
+                           "intermediate": block["feedforward_intermediate"][0], "output": block["feedforward_output"][0]})
     if not (token and position and final and len(token) == 1 and len(final) == 2):
         return None
     return {"token_embedding": token[0], "position_embedding": position[0], "final_norm": tuple(final), "blocks": blocks}

@@ -1,0 +1,193 @@
+"""Classification in NumPy, without TensorFlow: `tfllm predict` answers in well under a second.
+
+A cold `tfllm predict RUN "text"` spent about 6 s importing TensorFlow, Keras
+and KerasHub, building the model and tracing its graph, to run a forward pass
+that takes a millisecond. This module runs the same forward pass with NumPy
+alone, as `tfllm.fast_generation` does for generation: it reads the run's
+configs, WordPiece vocabulary and weights files (`h5py`) and computes the
+probabilities of tfllm's own `TextClassifier` over an `EncoderBackbone`
+(KerasHub's post-norm `TransformerEncoder` blocks, masked mean pooling, the
+hashed-bigram bag, the naive-Bayes wide path and its blend), equal to the
+Keras model's up to float round-off.
+
+It serves what it fully supports: that model in float32, with tfllm's
+WordPiece tokenizer, on ASCII texts (KerasHub's own Python WordPiece path,
+`keras_hub.src.tokenizers.word_piece_tokenizer`, is what it mirrors; other
+scripts need Unicode case folding and categories, which the TensorFlow path
+has). `load(run_dir)` returns None for anything else, and `predict` returns
+None for a text it does not serve; callers then use the TensorFlow path.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from tfllm.fast_generation import _layer_norm, _read_json, named_vars
+
+# KerasHub's pretokenizer on ASCII: control characters and whitespace split words and
+# are dropped; ASCII punctuation splits and is kept as a word of its own.
+_ASCII_SPLIT = re.compile(r"[\x00-\x20\x7f]|[!-/:-@\[-`{-~]")
+_ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+MAX_BYTES_PER_WORD = 100  # keras_hub's: a longer word is one unknown token
+
+
+class WordPiece:
+    """tfllm's `WordPieceTokenizer` + KerasHub's `MultiSegmentPacker` (one segment) for ASCII text."""
+
+    def __init__(self, vocabulary, lowercase, suffix_indicator="##", oov_token="[UNK]"):
+        self.ids = {token: i for i, token in enumerate(vocabulary)}
+        self.lowercase = lowercase
+        self.suffix = suffix_indicator
+        self.oov_id = self.ids[oov_token]
+        self.start_id, self.end_id, self.pad_id = self.ids["[BOS]"], self.ids["[EOS]"], self.ids["[PAD]"]
+
+    def words(self, text):
+        words, position = [], 0
+        for match in _ASCII_SPLIT.finditer(text):
+            if match.start() > position:
+                words.append(text[position: match.start()])
+            if _ASCII_PUNCTUATION.fullmatch(match.group()):
+                words.append(match.group())
+            position = match.end()
+        if position < len(text):
+            words.append(text[position:])
+        return [w.lower() for w in words] if self.lowercase else words
+
+    def word_ids(self, word):
+        """Greedy longest-match-first subwords; a word that cannot be covered is one unknown token."""
+        if len(word) > MAX_BYTES_PER_WORD:
+            return [self.oov_id]
+        ids, start = [], 0
+        while start < len(word):
+            for end in range(len(word), start, -1):
+                piece = word[start:end] if start == 0 else self.suffix + word[start:end]
+                if piece in self.ids:
+                    ids.append(self.ids[piece])
+                    start = end
+                    break
+            else:
+                return [self.oov_id]
+        return ids
+
+    def pack(self, text, sequence_length):
+        """`[start] ids... [end]`, the ids truncated to fit `sequence_length`; no padding (it is masked anyway)."""
+        ids = [i for word in self.words(text) for i in self.word_ids(word)]
+        return np.array([self.start_id] + ids[: sequence_length - 2] + [self.end_id], np.int64)
+
+
+class NumpyTextClassifier:
+    """The forward pass of `tfllm.models.TextClassifier` for one unpadded sequence of token ids."""
+
+    def __init__(self, backbone, head, config, task_config):
+        self.backbone, self.head = backbone, head
+        self.num_heads = config["num_heads"]
+        self.vocabulary_size = config["vocabulary_size"]
+        self.bigram_buckets = task_config.get("bigram_buckets")
+        self.wide_bigram_buckets = task_config.get("wide_bigram_buckets")
+
+    def _bigrams(self, ids, buckets):
+        # As the model: (previous * V + id) with int32 wrap-around, then a floor-mod; the first token has none.
+        x = ids[:-1] * self.vocabulary_size + ids[1:]
+        x = (x + 2**31) % 2**32 - 2**31
+        return np.mod(x, buckets)
+
+    def probabilities(self, ids):
+        b, h = self.backbone, self.head
+        x = b["token_embedding"][0][ids] + b["position_embedding"][0][: len(ids)]
+        for block in b["blocks"]:
+            # KerasHub's TransformerEncoder (normalize_first=False): attention, residual, norm; ReLU MLP, residual, norm.
+            q, k, v = (np.einsum("lc,chd->lhd", x, block[name][0]) + block[name][1]
+                       for name in ("query_dense", "key_dense", "value_dense"))
+            scores = np.einsum("qhd,khd->hqk", q, k) / np.float32(np.sqrt(q.shape[-1]))
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            attended = np.einsum("hqk,khd->qhd", scores, v)
+            x = _layer_norm(x + np.einsum("lhd,hdc->lc", attended, block["output_dense"][0]) + block["output_dense"][1],
+                            *block["_self_attention_layer_norm"], 1e-5)
+            y = np.maximum(x @ block["_feedforward_intermediate_dense"][0] + block["_feedforward_intermediate_dense"][1], 0)
+            x = _layer_norm(x + y @ block["_feedforward_output_dense"][0] + block["_feedforward_output_dense"][1],
+                            *block["_feedforward_layer_norm"], 1e-5)
+        pooled = x.mean(0)
+        if self.bigram_buckets:
+            bigrams = self._bigrams(ids, self.bigram_buckets)
+            if len(bigrams):
+                pooled = pooled + h["bigram_embedding"][0][bigrams].mean(0)
+        kernel, bias = h["logits"] if "logits" in h else h["probabilities"]
+        logits = pooled @ kernel + bias
+        if self.wide_bigram_buckets:
+            table = h["wide_ngrams"][0]
+            ngrams = np.concatenate([ids, self._bigrams(ids, self.wide_bigram_buckets) + self.vocabulary_size])
+            encoder_scale, wide_scale, blend_bias = h["blend"]
+            logits = encoder_scale * logits + wide_scale * table[ngrams].sum(0) + blend_bias
+        if logits.shape[-1] == 1:
+            fresh = 1 / (1 + np.exp(-logits[0]))
+            return np.array([1 - fresh, fresh], np.float32)
+        z = np.exp(logits - logits.max())
+        return (z / z.sum()).astype(np.float32)
+
+
+class FastClassifier:
+    def __init__(self, tokenizer, model, sequence_length, label_names):
+        self.tokenizer, self.model = tokenizer, model
+        self.sequence_length = sequence_length
+        self.label_names = label_names
+
+    def predict(self, texts):
+        """`[n, num_classes]` probabilities, or None when a text is not ASCII (the TensorFlow path serves it)."""
+        if not all(text.isascii() for text in texts):
+            return None
+        return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length)) for t in texts])
+
+
+def _read_backbone(path, num_layers):
+    with named_vars(path) as by_name:
+        backbone = {name: by_name(name) for name in ("token_embedding", "position_embedding")}
+        blocks = []
+        for i in range(num_layers):
+            block = by_name(f"transformer_layer_{i}", parts=(
+                "_self_attention_layer/query_dense", "_self_attention_layer/key_dense",
+                "_self_attention_layer/value_dense", "_self_attention_layer/output_dense",
+                "_self_attention_layer_norm", "_feedforward_intermediate_dense", "_feedforward_output_dense",
+                "_feedforward_layer_norm"))
+            blocks.append({name.split("/")[-1]: arrays for name, arrays in (block or {}).items()})
+    if not all(backbone.values()) or len(blocks) != num_layers or not all(blocks):
+        return None
+    backbone["blocks"] = blocks
+    return backbone
+
+
+def load(run_dir):
+    """A `FastClassifier` for a finished classification run, or None where this module does not serve it."""
+    from tfllm import runs  # no TensorFlow there
+
+    try:
+        if runs.is_old_format(run_dir) or not runs.is_finished(run_dir) or runs.read_config(run_dir).get("task") != "classify":
+            return None  # the TensorFlow path says what is wrong
+        task = _read_json(os.path.join(run_dir, "task.json"))
+        backbone = task["config"]["backbone"]
+        config = backbone["config"]
+        tokenizer = _read_json(os.path.join(run_dir, "tokenizer.json"))
+        preprocessor = _read_json(os.path.join(run_dir, "preprocessor.json"))
+        dtypes = {(c.get("dtype") or {}).get("config", {}).get("name", "float32") for c in (config, task["config"])}
+        if (task.get("class_name") != "TextClassifier" or backbone.get("class_name") != "EncoderBackbone"
+                or tokenizer.get("class_name") != "WordPieceTokenizer" or dtypes != {"float32"}
+                or tokenizer["config"].get("strip_accents") or not tokenizer["config"].get("split", True)
+                or preprocessor.get("class_name") != "TextClassifierPreprocessor"):
+            return None
+        with open(os.path.join(run_dir, "assets", "tokenizer", "vocabulary.txt"), encoding="utf-8") as f:
+            vocabulary = f.read().splitlines()
+        if len(vocabulary) != config["vocabulary_size"]:
+            return None
+        weights = _read_backbone(os.path.join(run_dir, "model.weights.h5"), config["num_layers"])
+        with named_vars(os.path.join(run_dir, "task.weights.h5")) as by_name:
+            head = {name: by_name(name) for name in ("bigram_embedding", "logits", "wide_ngrams", "blend", "probabilities")}
+        head = {name: arrays for name, arrays in head.items() if arrays}
+        if weights is None or "probabilities" not in head and "logits" not in head:
+            return None
+        word_piece = WordPiece(vocabulary, tokenizer["config"].get("lowercase", True),
+                               tokenizer["config"].get("suffix_indicator", "##"), tokenizer["config"].get("oov_token", "[UNK]"))
+        model = NumpyTextClassifier(weights, head, config, task["config"])
+        return FastClassifier(word_piece, model, preprocessor["config"]["sequence_length"], runs.read_labels(run_dir))
+    except (OSError, KeyError, TypeError, ValueError, ImportError):
+        return None
