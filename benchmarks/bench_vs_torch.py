@@ -591,13 +591,26 @@ def section_generate(args, work, train_result=None):
 def section_predict(args, work):
     run_dir = os.path.join(work, "article_run")
     timed([*TFLLM, "train", "--data", "rotten_tomatoes", "--preset", "article", "--epochs", "1", "--run-dir", run_dir])
-    seconds = []
-    for _ in range(args.generate_rounds):
+    seconds, tensorflow_seconds = [], []
+    for _ in range(args.generate_rounds):  # alternating: the NumPy path, then the TensorFlow path
         s, out = timed([*TFLLM, "predict", run_dir, "a joyous, moving film"])
         seconds.append(round(s, 3))
-    print(f"  tfllm predict, one text, cold: {seconds} s", flush=True)
+        s, tf_out = timed([*TFLLM, "predict", run_dir, "a joyous, moving film"],
+                          env={"TFLLM_NUMPY_CLASSIFICATION": "0"})
+        tensorflow_seconds.append(round(s, 3))
+        if _probabilities(out.stdout) != _probabilities(tf_out.stdout):
+            raise SystemExit(f"the NumPy and TensorFlow paths disagree:\n{out}\n{tf_out}")
+    print(f"  tfllm predict, one text, cold: {seconds} s; TensorFlow path: {tensorflow_seconds} s", flush=True)
     return {"seconds": seconds, "median_seconds": median(seconds), "goal_seconds": 3.0,
-            "command": "python -m tfllm.cli predict RUN 'a joyous, moving film' (article preset, 1 epoch)"}
+            "tensorflow_path_seconds": tensorflow_seconds, "tensorflow_path_median_seconds": median(tensorflow_seconds),
+            "check": "both paths print the same label and probabilities (5 decimals) in every round",
+            "command": "python -m tfllm.cli predict RUN 'a joyous, moving film' (article preset, 1 epoch); "
+                       "TFLLM_NUMPY_CLASSIFICATION=0 for the TensorFlow path"}
+
+
+def _probabilities(printed, digits=5):
+    result = json.loads(printed.strip().splitlines()[-1])
+    return result["label"], {k: round(v, digits) for k, v in result["probabilities"].items()}
 
 
 def main(argv=None):

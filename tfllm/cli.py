@@ -130,7 +130,8 @@ def cmd_predict(args):
     from tfllm import fast_classification
 
     # NumPy first: a cold command then needs no TensorFlow (about 0.3 s instead of 6 s here).
-    fast = fast_classification.load(args.run_dir)
+    # TFLLM_NUMPY_CLASSIFICATION=0 always takes the TensorFlow path (benchmarks compare the two).
+    fast = fast_classification.load(args.run_dir) if os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0" else None
     probabilities = fast.predict(args.texts) if fast else None
     if probabilities is not None:
         label_names = fast.label_names
