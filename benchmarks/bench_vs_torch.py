@@ -203,7 +203,7 @@ def worker_torch_gpt(batches_path, weights_path, steps, chunk, threads):
     import torch
 
     sys.path.insert(0, HERE)
-    from torch_reference import GPT, GPT_CONFIG, GPT_TRAIN, make_gpt_step
+    from torch_reference import GPT, GPT_CONFIG, make_gpt_step
 
     data = np.load(batches_path)
     windows = torch.from_numpy(data["windows"].astype("int64"))

@@ -41,7 +41,7 @@ COMMENTED_USES = [
      "keras-team/keras#20585"),
     ("_clip_gradients", "tfllm/training/causal_lm.py", "PRIVATE API: overrides Keras's `BaseOptimizer._clip_gradients`",
      "tensorflow/tensorflow#33929"),
-    ("_experimental_custom_op_registerers", "tfllm/export/tflite.py",
+    ("_experimental_custom_op_registerers", "tfllm/export/tflite_runtime.py",
      "PRIVATE API: `TargetSpec._experimental_custom_op_registerers`", "tensorflow/tensorflow#42643"),
     ("_self_attention_layer", "tfllm/explanations.py",
      "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
@@ -104,7 +104,7 @@ def test_keras_clip_gradients():
 def test_tflite_custom_op_registerers():
     import tensorflow as tf
 
-    path, marker = "tfllm/export/tflite.py", "PRIVATE API: `TargetSpec._experimental_custom_op_registerers`"
+    path, marker = "tfllm/export/tflite_runtime.py", "PRIVATE API: `TargetSpec._experimental_custom_op_registerers`"
     require(hasattr(tf.lite.TargetSpec(), "_experimental_custom_op_registerers"),
             "tf.lite.TargetSpec._experimental_custom_op_registerers", path, marker)
     lite = inspect.getmodule(tf.lite.TFLiteConverter)

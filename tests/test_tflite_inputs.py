@@ -9,7 +9,7 @@ from tfllm.errors import UserInputError
 
 @pytest.fixture(scope="module")
 def tflite_generator(tmp_path_factory):
-    from tfllm.export.tflite import convert_saved_model
+    from tfllm.export.tflite_runtime import convert_saved_model
     from tfllm.export.tflite_causal_lm import TFLiteGenerator, write_causal_lm_saved_model
 
     folder = tmp_path_factory.mktemp("tflite")

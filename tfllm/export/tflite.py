@@ -1,34 +1,11 @@
-"""Run directory -> TFLite files a phone can run, with a parity report.
+"""Run directory -> TFLite files a phone can run, with a parity report: `tfllm export --tflite`.
 
-A classifier export folder holds:
-
-- `model.tflite`: token ids `int32[batch, sequence_length]` in,
-  `probabilities float32[batch, num_classes]` out. Only builtin ops, so any
-  TFLite / LiteRT runtime runs it; the app tokenizes with the vocabulary
-  shipped beside it.
-- `model_text.tflite` (WordPiece runs only): raw strings `string[batch]` in,
-  `probabilities` and the `token_ids` it used out. It tokenizes with TensorFlow
-  Text's TFLite kernels (`FastBertNormalizer` + `FastWordpieceTokenizer`), so
-  the interpreter needs them registered:
-  `ai_edge_litert.interpreter.InterpreterWithCustomOps(custom_op_registerers=
-  tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)`. The plain TF Text ops
-  our Keras tokenizer uses would only convert as Flex ops, which neither
-  interpreter here can run.
-- `tokenizer/` (the run's tokenizer; the WordPiece vocabulary is
-  `tokenizer/assets/tokenizer/vocabulary.txt`, one token per line, id = line
-  number), `labels.json`, `metadata.json` (inputs, outputs, special ids) and
-  `parity.json` (file sizes, and agreement with the Keras model on the test
-  split).
-
-Known tokenization difference of `model_text.tflite`: TF Text's TFLite
-normalizer can lowercase only together with stripping accents, while the
-Keras tokenizer lowercases and keeps them, so texts with accented letters
-("café"), "…" or zero-width spaces may get different ids. `parity.json`
-counts how many test texts that touches (about 2% of Rotten Tomatoes, most
-of them Portuguese or Spanish reviews); the id model has no such difference.
-
-Every file is written into a temporary folder that is renamed into place at
-the end, so a failed export leaves nothing behind.
+The front door: it checks the run and the quantization mode, and writes the
+files of `tfllm.export.tflite_classifier` (classifiers; its docstring
+describes the folder) or `tfllm.export.tflite_causal_lm` (text generators)
+into a temporary folder that is renamed into place at the end, so a failed
+export leaves nothing behind. The per-model modules share
+`tfllm.export.tflite_runtime` and do not import each other.
 """
 
 import json
@@ -36,10 +13,12 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
-
 from tfllm import runs
 from tfllm.errors import UserInputError
+from tfllm.export.tflite_causal_lm import export_causal_lm_files
+from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
+    IDS_FILE, TEXT_FILE, _load_classification_splits, export_classifier_files)
+from tfllm.export.tflite_runtime import load_interpreter, run_signature  # noqa: F401  (public here too)
 from tfllm.export.versioning import atomic_version_dir
 
 QUANTIZE_MODES = {
@@ -48,13 +27,6 @@ QUANTIZE_MODES = {
     # change what a decode step hands to the next one; not offered.
     "generate": ("none", "dynamic", "float16"),
 }
-# Full-integer quantization calibrates activation ranges on examples; with
-# fewer than this the ranges are guesses and accuracy falls apart.
-MIN_CALIBRATION_EXAMPLES = 100
-CALIBRATION_EXAMPLES = 300
-SIGNATURE = "serving_default"
-IDS_FILE = "model.tflite"
-TEXT_FILE = "model_text.tflite"
 
 
 # --------------------------------------------------------------------------- run directory
@@ -66,275 +38,6 @@ def check_run_dir(run_dir):
         raise UserInputError(f"Run directory {run_dir!r} does not exist. Pass the --run-dir of a finished training run.")
     runs.require_task(run_dir, "classify", "generate")
     return runs.read_config(run_dir)
-
-
-def _load_classification_splits(config, label_names):
-    """The run's train/val/test splits, read exactly as training read them."""
-    from tfllm.config import TrainConfig
-    from tfllm.datasets import load_classification_data
-
-    config = TrainConfig.from_dict(config)
-    return load_classification_data(config.data, text_column=config.text_column, label_column=config.label_column,
-                                    split_column=config.split_column, labels=config.labels, label_names=label_names,
-                                    seed=config.seed, max_rows=config.max_rows)
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def tftext_registerers():
-    """TF Text's TFLite kernel registerers (tokenizer ops in `model_text.tflite`)."""
-    import tensorflow_text
-
-    return list(tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
-
-
-def load_interpreter(model_path=None, model_content=None, num_threads=None):
-    """An `ai_edge_litert` interpreter that also knows TF Text's tokenizer ops."""
-    from ai_edge_litert.interpreter import InterpreterWithCustomOps
-
-    return InterpreterWithCustomOps(
-        custom_op_registerers=tftext_registerers(),
-        model_path=model_path,
-        model_content=model_content,
-        num_threads=num_threads,
-    )
-
-
-def convert_saved_model(saved_model_dir, signature_keys, quantize, representative_dataset=None, custom_ops=False):
-    """Converts signatures of a SavedModel to TFLite flatbuffer bytes.
-
-    Going through a SavedModel (rather than `from_concrete_functions`) matters:
-    it freezes the Keras variables into constants; the concrete-function path
-    here kept them as resource variables that the interpreter read as NaN.
-    """
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=list(signature_keys))
-    converter.allow_custom_ops = custom_ops
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if custom_ops:
-            # Calibration runs the model, so it needs the tokenizer kernels too;
-            # the converter only takes them through this private hook.
-            # PRIVATE API: `TargetSpec._experimental_custom_op_registerers`, read by
-            # `TFLiteConverterBase._quantize` (tensorflow 2.21). No upstream issue asks to
-            # make it public; the failure without it is tensorflow/tensorflow#42643
-            # ("Failed to initialize op resolver for calibration"). Guarded by
-            # tests/test_private_apis.py.
-            converter.target_spec._experimental_custom_op_registerers = tftext_registerers()
-    return converter.convert()
-
-
-def run_signature(interpreter, batch_size=64, **inputs):
-    """Runs the one signature of `interpreter` over inputs in batches; dict of stacked numpy outputs."""
-    (name, values), = inputs.items()
-    if name == "token_ids" and (np.asarray(values) < 0).any():  # TFLite's gather would read out of bounds
-        raise UserInputError("token_ids must not be negative; pad with the tokenizer's pad id.")
-    runner = interpreter.get_signature_runner(SIGNATURE)
-    outputs = {}
-    for start in range(0, len(values), batch_size):
-        for key, value in runner(**{name: values[start:start + batch_size]}).items():
-            outputs.setdefault(key, []).append(np.array(value))
-    return {key: np.concatenate(parts) for key, parts in outputs.items()}
-
-
-# --------------------------------------------------------------------------- classifier
-
-
-def text_tokenizer_ops(tokenizer):
-    """TFLite-compatible `(normalizer, wordpiece)` equivalent to a KerasHub WordPiece tokenizer, or None.
-
-    `FastWordpieceTokenizer(no_pretokenization=False)` splits on whitespace,
-    punctuation and CJK characters as KerasHub's pre-tokenizer does. The
-    normalizer is the one difference: see the module docstring.
-    """
-    import keras_hub
-    import tensorflow as tf
-    import tensorflow_text as tf_text
-
-    if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer) or not tokenizer.split:
-        return None
-    normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=tokenizer.lowercase)
-    wordpiece = tf_text.FastWordpieceTokenizer(
-        vocab=tokenizer.get_vocabulary(),
-        suffix_indicator=tokenizer.suffix_indicator,
-        unknown_token=tokenizer.oov_token,
-        no_pretokenization=False,
-        token_out_type=tf.int32,
-    )
-    return normalizer, wordpiece
-
-
-def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
-    """A SavedModel whose `serving_default` takes token ids, or raw strings if `text_input`.
-
-    Returns False (writing nothing) when `text_input` is asked of a tokenizer
-    that has no TFLite equivalent.
-    """
-    import keras
-    import tensorflow as tf
-
-    from tfllm.models.text_classifier import class_probabilities
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    length = model.preprocessor.sequence_length
-    start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-
-    def classify_ids(token_ids):
-        inputs = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, pad)}
-        if "segment_ids" in model.input:  # BERT-style backbones: one segment
-            inputs["segment_ids"] = tf.zeros_like(token_ids)
-        return {"probabilities": class_probabilities(model, inputs)}
-
-    if not text_input:
-        spec = tf.TensorSpec([None, length], tf.int32, name="token_ids")
-        archive.add_endpoint(SIGNATURE, classify_ids, input_signature=[spec])
-    else:
-        ops = text_tokenizer_ops(tokenizer)
-        if ops is None:
-            return False
-        normalizer, wordpiece = ops
-        archive.track(normalizer)
-        archive.track(wordpiece)
-
-        def classify_text(text):
-            # Packed like the Keras preprocessor: [start] tokens (truncated) [end], then padding;
-            # dense ops only, so the converter keeps to builtins.
-            pieces = wordpiece.tokenize(normalizer.normalize(text)).to_tensor(default_value=pad, shape=[None, length - 2])
-            lengths = tf.reduce_sum(tf.cast(tf.not_equal(pieces, pad), tf.int32), axis=1, keepdims=True)
-            padded = tf.pad(pieces, [[0, 0], [1, 1]], constant_values=pad)
-            positions = tf.range(length)[None, :]
-            token_ids = tf.where(positions == 0, start, tf.where(positions == lengths + 1, end, padded))
-            return {**classify_ids(token_ids), "token_ids": token_ids}
-
-        archive.add_endpoint(SIGNATURE, classify_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    archive.write_out(directory, verbose=False)
-    return True
-
-
-def _accuracy(labels, probabilities):
-    return float((np.asarray(labels) == probabilities.argmax(-1)).mean())
-
-
-def classifier_parity(directory, keras_probabilities, token_ids, texts, labels):
-    """Sizes and agreement of the `.tflite` files in `directory` with the Keras model's probabilities."""
-    keras_accuracy = _accuracy(labels, keras_probabilities)
-    report = {"num_examples": len(labels), "keras_accuracy": keras_accuracy}
-    ids_out = run_signature(load_interpreter(os.path.join(directory, IDS_FILE)), token_ids=token_ids)["probabilities"]
-    report[IDS_FILE] = {
-        "bytes": os.path.getsize(os.path.join(directory, IDS_FILE)),
-        "max_abs_probability_difference": float(np.abs(ids_out - keras_probabilities).max()),
-        "accuracy": _accuracy(labels, ids_out),
-        "accuracy_change_points": 100 * (_accuracy(labels, ids_out) - keras_accuracy),
-    }
-    if os.path.exists(os.path.join(directory, TEXT_FILE)):
-        out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE)), text=np.array(texts, dtype=object))
-        same_ids = (out["token_ids"] == token_ids).all(axis=-1)
-        report[TEXT_FILE] = {
-            "bytes": os.path.getsize(os.path.join(directory, TEXT_FILE)),
-            "max_abs_probability_difference": float(np.abs(out["probabilities"] - keras_probabilities).max()),
-            "accuracy": _accuracy(labels, out["probabilities"]),
-            "accuracy_change_points": 100 * (_accuracy(labels, out["probabilities"]) - keras_accuracy),
-            # The string model vs the id model where both tokenized a text alike.
-            "max_abs_difference_vs_id_model_same_tokens": float(
-                np.abs(out["probabilities"] - ids_out)[same_ids].max(initial=0.0)
-            ),
-            "texts_tokenized_differently": int((~same_ids).sum()),
-        }
-    return report
-
-
-def export_classifier_files(run_dir, config, directory, quantize):
-    """Writes a classifier's TFLite files, assets and `parity.json` into `directory`; returns the parity dict."""
-    from tfllm import data as data_lib
-    from tfllm.models.text_classifier import predict_probabilities
-
-    model, label_names = runs.load_task(run_dir), runs.read_labels(run_dir)
-    tokenizer = model.preprocessor.tokenizer
-    length = model.preprocessor.sequence_length
-    start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-    splits = _load_classification_splits(config, label_names)
-    representative = None
-    if quantize == "int8":
-        texts = splits.train.texts[:CALIBRATION_EXAMPLES]
-        if len(texts) < MIN_CALIBRATION_EXAMPLES:
-            raise UserInputError(
-                f"--quantize int8 needs at least {MIN_CALIBRATION_EXAMPLES} training examples to calibrate on; "
-                f"{run_dir!r} has {len(splits.train)}. Use --quantize dynamic or float16, or train on more data."
-            )
-        calibration_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(texts, model.preprocessor)])
-        representative = {
-            "ids": lambda: ([calibration_ids[i:i + 1]] for i in range(len(texts))),
-            "text": lambda: ([np.array([t.encode("utf-8")])] for t in texts),
-        }
-
-    has_text_model = False
-    for text_input, filename in ((False, IDS_FILE), (True, TEXT_FILE)):
-        with tempfile.TemporaryDirectory() as saved_model_dir:
-            if not write_classifier_saved_model(model, tokenizer, saved_model_dir, text_input=text_input):
-                print(f"No {TEXT_FILE}: TFLite has no kernel for a {type(tokenizer).__name__} (only WordPiece, through "
-                      f"TF Text); {IDS_FILE} takes token ids, tokenize with tokenizer/ (a KerasHub tokenizer preset).")
-                continue
-            content = convert_saved_model(
-                saved_model_dir,
-                [SIGNATURE],
-                quantize,
-                representative_dataset=representative and representative["text" if text_input else "ids"],
-                custom_ops=text_input,
-            )
-        with open(os.path.join(directory, filename), "wb") as f:
-            f.write(content)
-        has_text_model = has_text_model or text_input
-
-    tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
-    runs.write_json(os.path.join(directory, "labels.json"), label_names)
-    runs.write_json(
-        os.path.join(directory, "metadata.json"),
-        {
-            "task": "classify",
-            "quantize": quantize,
-            "labels": label_names,
-            "sequence_length": length,
-            "special_token_ids": {"pad": pad, "start": start, "end": end},
-            "signature": SIGNATURE,
-            IDS_FILE: {
-                "inputs": {"token_ids": f"int32[batch, {length}]: [start] tokens [end], then pad ids"},
-                "outputs": {"probabilities": f"float32[batch, {len(label_names)}]"},
-            },
-            **(
-                {
-                    TEXT_FILE: {
-                        "inputs": {"text": "string[batch]"},
-                        "outputs": {
-                            "probabilities": f"float32[batch, {len(label_names)}]",
-                            "token_ids": f"int32[batch, {length}]",
-                        },
-                        "custom_ops": "TF Text: FastBertNormalize, FastWordpieceTokenizeWithOffsets, RaggedTensorToTensor",
-                    }
-                }
-                if has_text_model
-                else {}
-            ),
-            "tokenizer": "tokenizer/ (a KerasHub tokenizer preset: keras_hub.tokenizers.Tokenizer.from_preset "
-            "after import tfllm); WordPiece vocabulary in tokenizer/assets/tokenizer/vocabulary.txt, id = line number",
-        },
-    )
-
-    test = splits.test
-    token_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(test.texts, model.preprocessor)])
-    parity = {
-        "quantize": quantize,
-        "split": "test",
-        **classifier_parity(directory, predict_probabilities(model, test.texts), token_ids, test.texts, test.labels),
-    }
-    return parity
 
 
 # --------------------------------------------------------------------------- entry point
@@ -396,7 +99,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
     if task == "classify":
         export_files = export_classifier_files
     else:
-        from tfllm.export.tflite_causal_lm import export_causal_lm_files as export_files
+        export_files = export_causal_lm_files
 
     def write(directory):
         parity = export_files(run_dir, config, directory, quantize)

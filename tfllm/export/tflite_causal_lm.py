@@ -25,6 +25,7 @@ import numpy as np
 
 from tfllm.errors import UserInputError
 from tfllm import runs
+from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter
 
 MODEL_FILE = "model.tflite"
 PARITY_TOKENS = 100
@@ -79,7 +80,6 @@ class TFLiteGenerator:
     """
 
     def __init__(self, model_path, window_keep=None, num_threads=None):
-        from tfllm.export.tflite import load_interpreter
 
         interpreter = load_interpreter(model_path, num_threads=num_threads)
         self._prefill = interpreter.get_signature_runner("prefill")
@@ -186,7 +186,6 @@ def greedy_agreement(expected, got):
 def export_causal_lm_files(run_dir, config, directory, quantize):
     """Writes `model.tflite`, the tokenizer, `metadata.json`; returns the parity dict (greedy agreement)."""
     from tfllm.datasets.text import load_text_corpus
-    from tfllm.export.tflite import convert_saved_model
     from tfllm.generation import load_generator
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from tfllm import runs
 from tfllm.errors import UserInputError
+from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter
 from tfllm.export.versioning import atomic_version_dir
 
 MODEL_FILE = "model.tflite"
@@ -89,7 +90,6 @@ class TFLiteTranslator:
     """
 
     def __init__(self, model_path, start_id, end_id, num_threads=None):
-        from tfllm.export.tflite import load_interpreter
 
         interpreter = load_interpreter(model_path, num_threads=num_threads)
         self._encode = interpreter.get_signature_runner("encode")
@@ -129,7 +129,6 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
 
     from tfllm.config import TrainConfig
     from tfllm.datasets.pairs import load_pair_data
-    from tfllm.export.tflite import convert_saved_model
 
     runs.require_task(run_dir, "translate")
     if quantize not in ("none", "dynamic", "float16"):
