@@ -146,39 +146,44 @@ def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_r
     assert fast.model.bigram_buckets and fast.model.wide_bigram_buckets  # the test covers both paths
     assert task.get_layer("blend").get_weights()[1] != 0  # the wide path is blended in, so it is checked too
     texts = ["A gorgeous, witty film!", "dull... and LIFELESS", "", "x" * 150, "tab\tand\x01control",
-             "zzqx qqzz unheard-of wordsmithery", " ".join(["long"] * 40)]
+             "zzqx qqzz unheard-of wordsmithery", " ".join(["long"] * 40),
+             # Unicode: case folding (ß, ﬁ, full-width, İ, Σ), dropped soft hyphen and zero-width space,
+             # punctuation outside ASCII, CJK ideographs split one by one, an emoji.
+             "Straße ﬁne ＡＢＣ İstanbul ΣΑΣ", "soft\u00adhyphen zero\u200bwidth", "naïve café… «vraiment»",
+             "人民日报，一九九八年。", "😀 emoji!"]
     for text in texts:
         ids = fast.tokenizer.pack(text, task.preprocessor.sequence_length)
         expected = np.asarray(task.preprocessor([text])["token_ids"][0])
         np.testing.assert_array_equal(ids, expected[: len(ids)])
         assert (expected[len(ids):] == fast.tokenizer.pad_id).all(), text
     np.testing.assert_allclose(fast.predict(texts), predict_probabilities(task, texts), atol=1e-5)
-    assert fast.predict(["un café"]) is None  # not ASCII: the TensorFlow path answers
 
 
 def test_cli_predict_runs_without_tensorflow(tiny_classifier_run):
-    """`tfllm predict` on tfllm's own classifier never imports TensorFlow; a non-ASCII text falls back to it."""
+    """`tfllm predict` on tfllm's own classifier never imports TensorFlow, and prints what the TensorFlow
+    path (`TFLLM_NUMPY_CLASSIFICATION=0`) prints."""
     import json
     import subprocess
     import sys
 
     from tfllm.training.classifier import load_run, predict_probabilities
 
-    def predict(*texts):
+    def predict(*texts, numpy="1"):
         code = ("import sys; from tfllm.cli import main; "
                 f"main(['predict', {tiny_classifier_run!r}, *{list(texts)!r}]); "
                 "print('heavy:', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, TFLLM_NUMPY_CLASSIFICATION=numpy))
         assert out.returncode == 0, out.stderr[-2000:]
         *lines, heavy = out.stdout.strip().split("\n")
         return [json.loads(line) for line in lines], heavy
 
     task, label_names, _ = load_run(tiny_classifier_run)
-    texts = ["a joyous, moving film", "a dull mess"]
+    texts = ["a joyous, moving film", "a dull mess", "un café très ennuyeux"]
     printed, heavy = predict(*texts)
     assert heavy == "heavy: []"
     for result, expected in zip(printed, predict_probabilities(task, texts)):
         np.testing.assert_allclose([result["probabilities"][name] for name in label_names], expected, atol=1e-5)
         assert result["label"] == label_names[int(expected.argmax())]
-    printed, heavy = predict("un café")
-    assert "tensorflow" in heavy and printed[0]["label"] in label_names
+    tensorflow_printed, heavy = predict(*texts, numpy="0")
+    assert "tensorflow" in heavy and [r["label"] for r in tensorflow_printed] == [r["label"] for r in printed]

@@ -11,25 +11,45 @@ hashed-bigram bag, the naive-Bayes wide path and its blend), equal to the
 Keras model's up to float round-off.
 
 It serves what it fully supports: that model in float32, with tfllm's
-WordPiece tokenizer, on ASCII texts (KerasHub's own Python WordPiece path,
-`keras_hub.src.tokenizers.word_piece_tokenizer`, is what it mirrors; other
-scripts need Unicode case folding and categories, which the TensorFlow path
-has). `load(run_dir)` returns None for anything else, and `predict` returns
-None for a text it does not serve; callers then use the TensorFlow path.
+WordPiece tokenizer (it mirrors KerasHub's own Python WordPiece path,
+`keras_hub.src.tokenizers.word_piece_tokenizer.pretokenize_python`, whose
+Unicode splitting and case folding stand in for TensorFlow Text's ops; tests
+check every bundled review and Chinese paragraph against the TensorFlow
+tokenizer). `load(run_dir)` returns None for anything else; callers then use
+the TensorFlow path.
 """
 
 import os
 import re
+import unicodedata
 
 import numpy as np
 
 from tfllm.fast_generation import _layer_norm, _read_json, named_vars
 
-# KerasHub's pretokenizer on ASCII: control characters and whitespace split words and
-# are dropped; ASCII punctuation splits and is kept as a word of its own.
+# KerasHub's pretokenizer (split_on_cjk=True): whitespace and control/format characters split
+# words and are dropped; punctuation and CJK ideographs split and are kept as words of their own.
+_PUNCTUATION = r"[!-/]|[:-@]|[\[-`]|[{-~]|[\p{P}]"
+_CJK = (r"[\u4E00-\u9FFF]|[\u3400-\u4DBF]|[\U00020000-\U0002A6DF]|[\U0002A700-\U0002B73F]|"
+        r"[\U0002B740-\U0002B81F]|[\U0002B820-\U0002CEAF]|[\uF900-\uFAFF]|[\U0002F800-\U0002FA1F]")
+_SPLIT = r"[ \t\n\r\f]|\p{Cc}|\p{Cf}|" + _PUNCTUATION + "|" + _CJK
+_KEEP = _PUNCTUATION + "|" + _CJK
+# The same on ASCII text, with the standard library's `re` (no `regex` import for most texts).
 _ASCII_SPLIT = re.compile(r"[\x00-\x20\x7f]|[!-/:-@\[-`{-~]")
-_ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+_ASCII_KEEP = re.compile(r"[!-/:-@\[-`{-~]")
+# Dropped by TensorFlow Text's case_fold_utf8 (NFKC_Casefold), as keras_hub's casefold_utf8 lists them.
+_DEFAULT_IGNORABLE = re.compile("[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\u180F\u200B-\u200F"
+                                "\u202A-\u202E\u2060-\u206F\u3164\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8"
+                                "\U0001BCA0-\U0001BCA3\U0001D173-\U0001D17A\U000E0000-\U000E0FFF]")
 MAX_BYTES_PER_WORD = 100  # keras_hub's: a longer word is one unknown token
+
+
+def _casefold(word):
+    """TensorFlow Text's `case_fold_utf8` (NFKC_Casefold) in Python, as keras_hub's `casefold_utf8`."""
+    if word.isascii():
+        return word.lower()
+    word = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", word).casefold())
+    return _DEFAULT_IGNORABLE.sub("", word)
 
 
 class WordPiece:
@@ -43,20 +63,26 @@ class WordPiece:
         self.start_id, self.end_id, self.pad_id = self.ids["[BOS]"], self.ids["[EOS]"], self.ids["[PAD]"]
 
     def words(self, text):
+        if text.isascii():
+            split, keep = _ASCII_SPLIT, _ASCII_KEEP
+        else:
+            import regex  # KerasHub's dependency: Unicode categories (\p{P}, \p{Cc}, \p{Cf})
+
+            split, keep = regex.compile(_SPLIT), regex.compile(_KEEP)
         words, position = [], 0
-        for match in _ASCII_SPLIT.finditer(text):
+        for match in split.finditer(text):
             if match.start() > position:
                 words.append(text[position: match.start()])
-            if _ASCII_PUNCTUATION.fullmatch(match.group()):
+            if keep.fullmatch(match.group()):
                 words.append(match.group())
             position = match.end()
         if position < len(text):
             words.append(text[position:])
-        return [w.lower() for w in words] if self.lowercase else words
+        return [_casefold(w) for w in words] if self.lowercase else words
 
     def word_ids(self, word):
         """Greedy longest-match-first subwords; a word that cannot be covered is one unknown token."""
-        if len(word) > MAX_BYTES_PER_WORD:
+        if len(word.encode("utf-8")) > MAX_BYTES_PER_WORD:
             return [self.oov_id]
         ids, start = [], 0
         while start < len(word):
@@ -134,9 +160,7 @@ class FastClassifier:
         self.label_names = label_names
 
     def predict(self, texts):
-        """`[n, num_classes]` probabilities, or None when a text is not ASCII (the TensorFlow path serves it)."""
-        if not all(text.isascii() for text in texts):
-            return None
+        """`[n, num_classes]` probabilities of a list of strings."""
         return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length)) for t in texts])
 
 
