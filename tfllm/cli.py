@@ -340,6 +340,59 @@ def add_explain_parsers(sub):
 # --- end explain -----------------------------------------------------------------
 
 
+# --- tune: `tfllm tune` (logic in tfllm.tuning) ---------------------------------
+
+
+def cmd_tune(args):
+    from tfllm.config import TrainConfig
+    from tfllm.tuning import read_space, tune
+
+    space = read_space(args.space) if args.space else None
+    config = TrainConfig(task=args.task, data=args.data, run_dir=args.run_dir, preset=args.preset,
+                         text_column=args.text_column, label_column=args.label_column, split_column=args.split_column,
+                         source_column=args.source_column, target_column=args.target_column, labels=args.labels,
+                         seed=args.seed, max_rows=args.max_rows, overrides=dict(args.set))
+    summary = tune(config, algorithm=args.algorithm, max_trials=args.max_trials, max_minutes=args.max_minutes,
+                   objective=args.objective, space=space)
+    best = summary["best"]
+    print(f"\n{summary['num_completed']} trial(s) completed; details in {os.path.join(args.run_dir, 'tuning.json')}")
+    if best:
+        print(f"Best: {best['trial']} {summary['objective']['name']}={best['objective']:.4f} "
+              f"{json.dumps(best['values'])}")
+        print(f"Best run (export, evaluate, predict it): {os.path.join(args.run_dir, best['copied_to'])}  "
+              f"(TensorBoard HParams: tensorboard --logdir {args.run_dir})")
+
+
+def add_tune_parsers(sub):
+    p = sub.add_parser("tune", help="search hyperparameters (KerasTuner); every trial a run, the best kept in DIR/best")
+    p.add_argument("--task", choices=["classify", "generate", "translate"], default="classify")
+    p.add_argument("--data", required=True, help="as for tfllm train")
+    p.add_argument("--run-dir", required=True, help="the search directory (rerun to continue the search)")
+    p.add_argument("--algorithm", default="random", help="random (default), bayesian or hyperband")
+    p.add_argument("--max-trials", type=int, default=10, help="trials in the whole search (default 10)")
+    p.add_argument("--max-minutes", type=float, default=None, help="start no new trial after this many minutes")
+    p.add_argument("--objective", default=None,
+                   help="val_accuracy (classifiers' default) or val_loss (generators' and translators')")
+    p.add_argument("--space", default=None, metavar="FILE",
+                   help='JSON (or YAML) of the settings to search, e.g. {"hidden_dim": [32, 64], '
+                        '"learning_rate": {"min": 1e-4, "max": 3e-3, "sampling": "log"}}; default: around the preset')
+    p.add_argument("--preset", default="default", help="the recipe the space centres on")
+    p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+                   help="fix a setting for every trial (repeatable)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--split-column", default=None)
+    p.add_argument("--source-column", default=None)
+    p.add_argument("--target-column", default=None)
+    p.add_argument("--labels", type=_csv_list, default=None)
+    p.add_argument("--seed", type=int, default=1337, help="seeds the split, every trial and the search")
+    p.add_argument("--max-rows", type=int, default=None)
+    p.set_defaults(func=cmd_tune)
+
+
+# --- end tune ---------------------------------------------------------------------
+
+
 # --- translation: `tfllm translate` (logic in tfllm.translation) ----------------
 
 
@@ -467,6 +520,7 @@ def build_parser():
     add_generation_parsers(sub)
     add_translation_parsers(sub)
     add_explain_parsers(sub)
+    add_tune_parsers(sub)
     return parser
 
 

@@ -1,0 +1,155 @@
+"""`tfllm tune`: a KerasTuner search whose trials are tfllm runs (HParams, the best run, resuming, bad input)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfllm.cli import main
+
+SPACE = {"hidden_dim": [8, 16], "learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log"}}
+
+
+def _tune(run_dir, space_file, *extra):
+    return main(["tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "200",
+                 "--space", str(space_file), "--run-dir", str(run_dir), *map(str, extra)])
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(SPACE))
+    return path
+
+
+def _plugin_tags(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    return accumulator.PluginTagToContent("hparams")
+
+
+@pytest.mark.slow
+def test_two_trials_write_hparams_a_best_run_and_continue(tmp_path, space_file):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from tfllm import runs
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    run_dir = tmp_path / "search"
+    # --max-minutes passes during the first trial: no second one starts.
+    assert _tune(run_dir, space_file, "--max-trials", 5, "--max-minutes", 0.001) == 0
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    assert len(summary["trials"]) == 1 and summary["stopped_by_max_minutes"]
+    first = run_dir / "trials" / "trial_000" / "metrics.json"
+    first_mtime = os.path.getmtime(first)
+
+    # The same command continues the search up to --max-trials; the finished trial is not rerun.
+    assert _tune(run_dir, space_file, "--max-trials", 2) == 0
+    assert os.path.getmtime(first) == first_mtime
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    assert [t["trial"] for t in summary["trials"]] == ["trial_000", "trial_001"]
+    assert not summary["stopped_by_max_minutes"]
+    for trial in summary["trials"]:
+        assert trial["status"] == "COMPLETED"
+        assert set(trial["values"]) == set(SPACE)
+        assert trial["values"]["hidden_dim"] in (8, 16) and 1e-3 <= trial["values"]["learning_rate"] <= 1e-2
+        assert 0 <= trial["objective"] <= 1 and 0 <= trial["test_accuracy"] <= 1 and trial["seconds"] > 0
+        assert runs.is_finished(run_dir / trial["run_dir"])
+    best = summary["best"]
+    assert best["objective"] == max(t["objective"] for t in summary["trials"])
+    assert best["copied_to"] == "best"
+
+    # The HParams dashboard: the experiment (searched settings, objective) in DIR/logs, a session per trial.
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        _plugin_tags(run_dir / "logs")["_hparams_/experiment"]).experiment
+    assert {h.name for h in experiment.hparam_infos} == set(SPACE)
+    assert "tuning/val_accuracy" in {m.name.tag for m in experiment.metric_infos}
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        _plugin_tags(run_dir / "trials" / "trial_001" / "logs")["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["hidden_dim"].number_value == summary["trials"][1]["values"]["hidden_dim"]
+
+    # The best trial is a normal run: it loads and predicts like the trial it was copied from.
+    model, labels, _ = load_run(str(run_dir / "best"))
+    assert labels == ["rotten", "fresh"]
+    original, _, _ = load_run(str(run_dir / best["run_dir"]))
+    texts = ["a fine film", "dull"]
+    np.testing.assert_allclose(predict_probabilities(model, texts), predict_probabilities(original, texts), atol=1e-6)
+    assert not (run_dir / "best" / "logs").exists()  # one HParams session per trial
+
+    # Another search in the same directory is refused, naming what differs.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hidden_dim": [8]}))
+    assert _tune(run_dir, other, "--max-trials", 2) == 2
+
+
+BAD_SPACES = {
+    "unknown setting": ({"hiden_dim": [8, 16]}, "unknown setting 'hiden_dim'"),
+    "empty list": ({"hidden_dim": []}, "'hidden_dim' has an empty range"),
+    "min above max": ({"dropout": {"min": 0.5, "max": 0.1}}, "'dropout' has an empty range"),
+    "log from zero": ({"learning_rate": {"min": 0, "max": 1e-2, "sampling": "log"}}, "needs min > 0"),
+    "fractional layers": ({"num_layers": [1.5, 2]}, "'num_layers' takes whole numbers"),
+    "no range": ({"dropout": {"low": 0.1}}, "'dropout' needs a list of values"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_bad_space_exits_2_naming_the_setting(case, tmp_path, capsys):
+    space, message = BAD_SPACES[case]
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space))
+    assert _tune(tmp_path / "search", path, "--max-trials", 2) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--space" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "search").exists()  # nothing written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-trials", "0"], "--max-trials must be at least 1, got 0"),
+    (["--max-minutes", "0"], "--max-minutes must be more than 0"),
+    (["--algorithm", "grid"], "Unknown --algorithm 'grid'"),
+    (["--objective", "accuracy"], "Unknown --objective 'accuracy'"),
+    (["--task", "generate", "--objective", "val_accuracy"], "--objective val_accuracy is for classifiers"),
+    (["--preset", "huge"], "Unknown preset 'huge'"),
+    (["--set", "hiden_dim=8"], "Unknown setting(s) 'hiden_dim'"),
+])
+def test_bad_arguments_exit_2(args, message, tmp_path, space_file, capsys):
+    assert _tune(tmp_path / "search", space_file, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "search").exists()
+
+
+def test_bad_space_files_exit_2(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"hidden_dim": [8, 16]')
+    for path, message in ((tmp_path / "missing.json", "does not exist"), (broken, "is not valid JSON")):
+        assert _tune(tmp_path / "search", path) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and message in err, err
+
+
+def test_bad_data_fails_the_first_trial_and_leaves_nothing(tmp_path, space_file, capsys):
+    code = main(["tune", "--data", str(tmp_path / "missing.csv"), "--preset", "tiny", "--space", str(space_file),
+                 "--max-trials", "2", "--run-dir", str(tmp_path / "search")])
+    assert code == 2
+    assert "missing.csv" in capsys.readouterr().err
+    assert not (tmp_path / "search").exists()
+
+
+def test_default_space_centres_on_the_preset():
+    from tfllm.models.presets import resolve_preset
+    from tfllm.tuning import check_space, default_space
+
+    preset = resolve_preset("classify", "default")
+    space = check_space("classify", preset, default_space("classify", preset))
+    assert space["hidden_dim"] == {"values": [16, 32, 64]}
+    assert space["num_layers"] == {"min": 1, "max": 2, "sampling": "linear"}
+    assert space["learning_rate"]["sampling"] == "log"
+    assert space["learning_rate"]["min"] < preset["learning_rate"] < space["learning_rate"]["max"]
+    assert "batch_size" not in space and "bigram_buckets" not in space
+    # A generator's window: sequence lengths stay above the re-encoded part (window_keep).
+    generate = resolve_preset("generate", "nanogpt-cpu")
+    assert default_space("generate", generate)["sequence_length"] == {"values": [64, 128]}  # not 32

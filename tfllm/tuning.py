@@ -1,0 +1,503 @@
+"""`tfllm tune`: hyperparameter search over a preset's settings, on KerasTuner; every trial is a normal run.
+
+KerasTuner does the searching (random, Bayesian optimisation, Hyperband) and
+keeps the search's state on disk, so an interrupted search continues where it
+stopped; tfllm only supplies `run_trial`, which trains one ordinary run with
+the trial's values as `TrainConfig.overrides` and reports its objective. The
+search directory:
+
+    DIR/
+      tuning.json            every trial (values, objective, val/test figures, seconds) and the best
+      best/                  a copy of the best trial's run (without logs/): export, evaluate, predict it
+      trials/trial_000/ ...  one finished run per trial, TensorBoard logs included
+      logs/                  the HParams dashboard's experiment (tensorboard --logdir DIR)
+      tuner/                 KerasTuner's state (oracle.json, trial_*/trial.json)
+
+The space comes from the preset (`default_space`), or from a small JSON/YAML
+file (`read_space`): with `--space` only the settings it names are searched.
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import shutil
+import time
+
+from tfllm import runs
+from tfllm.errors import UserInputError
+
+ALGORITHMS = ("random", "bayesian", "hyperband")
+OBJECTIVES = {"val_loss": "min", "val_accuracy": "max"}
+# The settings a default space searches, where the preset has them.
+TUNABLE = ("num_layers", "num_decoder_layers", "hidden_dim", "num_heads", "intermediate_dim", "dropout",
+           "learning_rate", "vocabulary_size", "sequence_length")
+TRIALS, BEST, PROJECT, LOGS, SUMMARY = "trials", "best", "tuner", "logs", "tuning.json"
+SAMPLINGS = ("linear", "log", "reverse_log")
+
+
+# --------------------------------------------------------------------------- the search space
+
+
+def _halve_double(value, keep=lambda v: v >= 1):
+    return sorted({v for v in (value // 2, value, value * 2) if keep(v)})
+
+
+def default_space(task, preset):
+    """`{setting: spec}` around the preset's values: sizes halved and doubled, one layer more or fewer,
+    dropout 0-0.5, the learning rate within 3x either way (log scale)."""
+    space = {}
+    for key in TUNABLE:
+        value = preset.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if key in ("num_layers", "num_decoder_layers"):
+            space[key] = {"min": max(1, value - 1), "max": value + 1}
+        elif key == "dropout":
+            space[key] = {"min": 0.0, "max": 0.5}
+        elif key == "learning_rate":
+            space[key] = {"min": value / 3, "max": value * 3, "sampling": "log"}
+        elif key == "sequence_length" and preset.get("window_keep"):
+            # A generator re-encodes its last `window_keep` tokens when the window is full: keep it shorter.
+            space[key] = {"values": _halve_double(value, keep=lambda v: v > preset["window_keep"])}
+        else:
+            space[key] = {"values": _halve_double(value)}
+    return space
+
+
+def read_space(path):
+    """The `--space` file's dict (JSON, or YAML for .yaml/.yml), or a one-line error naming the file."""
+    if not os.path.isfile(path):
+        raise UserInputError(f"--space {path!r} does not exist; pass a JSON file like "
+                             '{"hidden_dim": [32, 64], "dropout": {"min": 0.0, "max": 0.5}}.')
+    try:
+        with open(path, encoding="utf-8") as f:
+            if path.endswith((".yaml", ".yml")):
+                import yaml  # optional: PyYAML, where installed
+
+                value = yaml.safe_load(f)
+            else:
+                value = json.load(f)
+    except ImportError:
+        raise UserInputError(f"--space {path!r} is YAML, but PyYAML is not installed; use JSON.") from None
+    except Exception as e:  # JSON / YAML syntax
+        raise UserInputError(f"--space {path!r} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: "
+                             f"{str(e).splitlines()[0]}") from None
+    if not isinstance(value, dict) or not value:
+        raise UserInputError(f"--space {path!r} must be a non-empty object of settings, e.g. "
+                             '{"hidden_dim": [32, 64]}.')
+    return value
+
+
+def check_space(task, preset, space, source="--space"):
+    """`space` in canonical form (`{"values": [...]}` or `{"min", "max", "sampling"[, "step"]}` per setting),
+    or a one-line error naming the setting: unknown, an empty range, or values of the wrong kind."""
+    from tfllm.models.presets import known_settings
+
+    known = known_settings(task)
+    canonical = {}
+    for key, spec in space.items():
+        where = f"{source}: {key!r}"
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Known settings: {', '.join(sorted(known))}."
+            raise UserInputError(f"{source}: unknown setting {key!r} for task {task!r}.{hint}")
+        integer = isinstance(preset.get(key), int) and not isinstance(preset.get(key), bool)
+        if not isinstance(spec, (list, dict)):
+            spec = [spec]  # one value: the setting is fixed for every trial
+        if isinstance(spec, dict) and "values" in spec:
+            spec = spec["values"]
+        if isinstance(spec, list):
+            if not spec:
+                raise UserInputError(f"{where} has an empty range ([]); list at least one value.")
+            if not all(isinstance(v, (int, float, str, bool)) for v in spec):
+                raise UserInputError(f"{where}: values must be numbers, strings or booleans, got {spec!r}.")
+            if integer and not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in spec):
+                raise UserInputError(f"{where} takes whole numbers, got {spec!r}.")
+            kinds = {type(v) for v in spec}
+            if kinds == {int, float}:  # KerasTuner's Choice takes one type
+                spec = [float(v) for v in spec]
+            elif len(kinds) > 1:
+                raise UserInputError(f"{where}: values must all be of one kind, got {spec!r}.")
+            canonical[key] = {"values": [int(v) if integer else v for v in dict.fromkeys(spec)]}
+            continue
+        unknown = sorted(set(spec) - {"min", "max", "sampling", "step"})
+        if unknown or "min" not in spec or "max" not in spec:
+            raise UserInputError(f"{where} needs a list of values or {{\"min\": ..., \"max\": ...}} "
+                                 f"(optional \"sampling\": linear|log, \"step\"), got {spec!r}.")
+        low, high = spec["min"], spec["max"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+            raise UserInputError(f"{where}: min and max must be numbers, got {low!r} and {high!r}.")
+        if low > high:
+            raise UserInputError(f"{where} has an empty range: min {low} > max {high}.")
+        sampling = spec.get("sampling", "linear")
+        if sampling not in SAMPLINGS:
+            raise UserInputError(f"{where}: unknown sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}.")
+        if sampling != "linear" and low <= 0:
+            raise UserInputError(f"{where}: {sampling} sampling needs min > 0, got {low}.")
+        if integer and not all(float(v).is_integer() for v in (low, high)):
+            raise UserInputError(f"{where} takes whole numbers, got min {low} and max {high}.")
+        out = {"min": int(low) if integer else float(low), "max": int(high) if integer else float(high),
+               "sampling": sampling}
+        if spec.get("step") is not None:
+            if not isinstance(spec["step"], (int, float)) or spec["step"] <= 0:
+                raise UserInputError(f"{where}: step must be a positive number, got {spec['step']!r}.")
+            out["step"] = spec["step"]
+        canonical[key] = out
+    return canonical
+
+
+def hyperparameters(space):
+    """A `keras_tuner.HyperParameters` of the canonical space (ints stay ints)."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    for key, spec in space.items():
+        if "values" in spec:
+            hp.Choice(key, spec["values"])
+        elif isinstance(spec["min"], int):
+            hp.Int(key, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
+        else:
+            hp.Float(key, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
+    return hp
+
+
+# --------------------------------------------------------------------------- one trial = one run
+
+
+def _trainer(task):
+    if task == "classify":
+        from tfllm.training.classifier import train_classifier
+
+        return train_classifier
+    if task == "translate":
+        from tfllm.training.seq2seq import train_seq2seq
+
+        return train_seq2seq
+    from tfllm.training.causal_lm import train_causal_lm
+
+    return train_causal_lm
+
+
+def _lowest_logged_val_loss(run_dir):
+    """The lowest per-epoch validation loss Keras' TensorBoard callback logged (the epoch whose weights the run keeps)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = EventAccumulator(os.path.join(run_dir, runs.LOGS, "validation"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    if "epoch_loss" not in accumulator.Tags()["tensors"]:
+        return float("nan")
+    return min(float(tensor_util.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors("epoch_loss"))
+
+
+def trial_results(task, run_dir, objective):
+    """`{objective: value, ...}` of a finished trial run: what KerasTuner ranks by, and what tuning.json shows."""
+    metrics = runs.read_json(runs.path(run_dir, runs.METRICS))
+    results = {}
+    if task == "classify":
+        results.update(val_accuracy=metrics["val"]["accuracy"], test_accuracy=metrics["test"]["accuracy"],
+                       parameters=metrics["parameters"])
+    elif task == "translate":
+        results.update(val_chrf=metrics["val"].get("chrf"), test_chrf=metrics["test"].get("chrf"),
+                       parameters=metrics["parameters"])
+    if objective == "val_loss":
+        # A generator's metrics.json has the loss on its whole validation text; the others log it per epoch.
+        loss = metrics["val"].get("loss") if task == "generate" else None
+        results["val_loss"] = loss if loss is not None else _lowest_logged_val_loss(run_dir)
+    return {k: v for k, v in results.items() if v is not None}
+
+
+def _write_objective(run_dir, objective, value):
+    """The objective as a scalar beside the run's HParams session, so the dashboard shows it as a column."""
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(os.path.join(run_dir, runs.LOGS)).as_default() as writer:
+        tf.summary.scalar(f"tuning/{objective}", value, step=0)
+        writer.flush()
+
+
+def write_hparams_config(log_dir, task, space, objective):
+    """The HParams dashboard's experiment: the searched settings with their domains, and the metric columns."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    hparams = []
+    for key, spec in space.items():
+        if "values" in spec:
+            domain = hp.Discrete(spec["values"])
+        elif isinstance(spec["min"], int):
+            domain = hp.IntInterval(spec["min"], spec["max"])
+        else:
+            domain = hp.RealInterval(float(spec["min"]), float(spec["max"]))
+        hparams.append(hp.HParam(key, domain))
+    extra = {"classify": ("final/val_accuracy", "final/test_accuracy"), "translate": ("final/val_chrf", "final/test_chrf"),
+             "generate": ("final/val_perplexity",)}[task]
+    metrics = [hp.Metric(f"tuning/{objective}", display_name=objective)]
+    metrics += [hp.Metric(tag, display_name=tag.split("/")[1]) for tag in extra if tag != f"final/{objective}"]
+    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+        hp.hparams_config(hparams=hparams, metrics=metrics)
+        writer.flush()
+
+
+def trial_dir(search_dir, trial_id):
+    return os.path.join(search_dir, TRIALS, f"trial_{int(trial_id):03d}")
+
+
+# --------------------------------------------------------------------------- the search
+
+
+class _OutOfTime(Exception):
+    """--max-minutes passed: start no further trial."""
+
+
+def _tuner_class():
+    import keras_tuner
+
+    class RunTuner(keras_tuner.Tuner):
+        """A KerasTuner `Tuner` whose trials are tfllm training runs (no hypermodel: `run_trial` trains)."""
+
+        def __init__(self, search, **kwargs):
+            self.search_settings = search
+            super().__init__(**kwargs)
+
+        def pre_create_trial(self):
+            # --max-minutes: start no new trial after the deadline (this call's first trial always runs).
+            # KerasTuner has no time limit; its loop ends on an exception from this hook.
+            s = self.search_settings
+            if s.deadline is not None and time.monotonic() > s.deadline and s.trials_run:
+                s.stopped_by_time = True
+                raise _OutOfTime()
+
+        def run_trial(self, trial, *args, **kwargs):
+            self.search_settings.trials_run += 1
+            return self.search_settings.run(trial)
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            self.search_settings.write_summary(self.oracle)
+
+    return RunTuner
+
+
+@dataclasses.dataclass
+class _Search:
+    """What one `tune` call searches, and the per-trial work `RunTuner` delegates to it."""
+
+    config: object  # TrainConfig: data flags, preset, seed, fixed overrides; run_dir = the search directory
+    space: dict
+    objective: str
+    algorithm: str
+    verbose: int = 1
+    deadline: float | None = None
+    stopped_by_time: bool = False
+    trials_run: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def directory(self):
+        return self.config.run_dir
+
+    def settings(self):
+        """What must match for a rerun to continue this search (max trials and minutes may change)."""
+        c = self.config
+        return {"task": c.task, "data": c.data, "preset": c.preset, "text_column": c.text_column,
+                "label_column": c.label_column, "split_column": c.split_column, "source_column": c.source_column,
+                "target_column": c.target_column, "labels": c.labels, "max_rows": c.max_rows, "seed": c.seed,
+                "overrides": c.overrides, "algorithm": self.algorithm, "objective": self.objective, "space": self.space}
+
+    def run(self, trial):
+        import keras_tuner
+
+        values = dict(trial.hyperparameters.values)
+        budget = values.get("tuner/epochs")  # Hyperband's: a run of that many epochs (no warm start)
+        values = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        overrides = {**self.config.overrides, **values}
+        if budget is not None:
+            if self.config.task == "generate":
+                interval = self.config.overrides.get("eval_interval") or _base_preset(self.config)["eval_interval"]
+                overrides["steps"] = int(budget) * interval
+            else:
+                overrides["epochs"] = int(budget)
+        run_dir = trial_dir(self.directory, trial.trial_id)
+        start = time.monotonic()
+        # A trial whose run finished before an interruption is not trained again.
+        if not runs.is_finished(run_dir):
+            config = dataclasses.replace(self.config, run_dir=run_dir, overrides=overrides, overwrite=False)
+            try:
+                _trainer(config.task)(config, verbose=2 if self.verbose else 0)
+            except UserInputError as e:
+                # Bad data or settings fail every trial alike: stop the search (KerasTuner would
+                # count the failure and carry on) and say why.
+                raise keras_tuner.errors.FatalError(str(e)) from e
+        results = trial_results(self.config.task, run_dir, self.objective)
+        if not math.isfinite(results.get(self.objective, float("nan"))):
+            raise keras_tuner.errors.FailedTrialError(f"{run_dir} has no finite {self.objective}")
+        _write_objective(run_dir, self.objective, results[self.objective])
+        results["seconds"] = round(time.monotonic() - start, 1)
+        return results
+
+    def summary(self, oracle, best=None):
+        trials = []
+        for trial_id in sorted(oracle.trials, key=int):
+            trial = oracle.trials[trial_id]
+            metrics = {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
+            if "parameters" in metrics:  # KerasTuner stores every metric as a float
+                metrics["parameters"] = int(metrics["parameters"])
+            row = {
+                "trial": os.path.basename(trial_dir(self.directory, trial_id)),
+                "run_dir": os.path.relpath(trial_dir(self.directory, trial_id), self.directory),
+                "status": trial.status,
+                "values": {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")},
+                "objective": metrics.pop(self.objective, None),
+                **metrics,
+            }
+            if "tuner/epochs" in trial.hyperparameters.values:
+                row["budget_epochs"] = trial.hyperparameters.values["tuner/epochs"]
+            if trial.message:
+                row["error"] = [line for line in trial.message.strip().splitlines() if line.strip()][-1]
+            trials.append(row)
+        completed = [t for t in trials if t["status"] == "COMPLETED" and t["objective"] is not None]
+        return {
+            "objective": {"name": self.objective, "direction": OBJECTIVES[self.objective]},
+            "search": self.settings(),
+            "trials": trials,
+            "num_completed": len(completed),
+            "best": best,
+            "stopped_by_max_minutes": self.stopped_by_time,
+        }
+
+    def write_summary(self, oracle, best=None):
+        runs.write_json(os.path.join(self.directory, SUMMARY), self.summary(oracle, best))
+
+
+def _base_preset(config):
+    from tfllm.models.presets import resolve_preset
+
+    return resolve_preset(config.task, config.preset, config.overrides)
+
+
+def _oracle(algorithm, objective, max_trials, seed, hp, max_epochs):
+    import keras_tuner
+
+    goal = keras_tuner.Objective(objective, OBJECTIVES[objective])
+    common = dict(objective=goal, seed=seed, hyperparameters=hp, allow_new_entries=False, tune_new_entries=False)
+    if algorithm == "random":
+        return keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+    if algorithm == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+    oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=max(1, max_epochs), **common)
+    oracle.max_trials = max_trials  # Hyperband has no such argument; KerasTuner's base oracle honours it
+    return oracle
+
+
+def _check_directory(directory, settings):
+    """A fresh search directory, or one this same search started (then it continues)."""
+    summary = os.path.join(directory, SUMMARY)
+    if os.path.exists(summary):
+        before = runs.read_json(summary).get("search", {})
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            raise UserInputError(f"--run-dir {directory!r} holds a search with other settings ({', '.join(changed)} "
+                                 "differ); rerun it with the same ones to continue it, or choose another --run-dir.")
+        return True
+    if os.path.isdir(directory) and os.listdir(directory):
+        raise UserInputError(f"--run-dir {directory!r} is not empty and holds no search ({SUMMARY}). "
+                             "Choose another --run-dir.")
+    return False
+
+
+def tune(config, algorithm="random", max_trials=10, max_minutes=None, objective=None, space=None, verbose=1):
+    """Searches hyperparameters for `config`'s task and data; returns the `tuning.json` dict.
+
+    Args:
+        config: a `TrainConfig`; `run_dir` is the search directory, `overrides`
+            settings fixed for every trial, `seed` seeds the split, every trial
+            and the search itself.
+        algorithm: "random", "bayesian" or "hyperband" (its epoch budget is each
+            trial's `epochs`, or `steps` in `eval_interval`s for a generator;
+            every trial trains from scratch).
+        max_trials: trials in the whole search, those of earlier runs included.
+        max_minutes: start no new trial after this many minutes of this call (its first trial always runs).
+        objective: "val_accuracy" (classifiers' default) or "val_loss" (the
+            default, and the only one, for generators and translators).
+        space: `{setting: [values] | {"min", "max", "sampling", "step"}}`;
+            None searches `default_space` of the preset.
+
+    Rerunning with the same arguments and directory continues the search:
+    finished trials are kept, an interrupted one resumes.
+    """
+    if algorithm not in ALGORITHMS:
+        raise UserInputError(f"Unknown --algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+    if config.task not in ("classify", "generate", "translate"):
+        raise UserInputError(f"tfllm tune searches --task classify, generate or translate, not {config.task!r}.")
+    if config.from_preset:
+        raise UserInputError("tfllm tune trains from scratch; --from-preset is not supported.")
+    objective = objective or ("val_accuracy" if config.task == "classify" else "val_loss")
+    if objective not in OBJECTIVES:
+        raise UserInputError(f"Unknown --objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
+    if objective == "val_accuracy" and config.task != "classify":
+        raise UserInputError(f"--objective val_accuracy is for classifiers; a {config.task} search uses val_loss.")
+    if max_trials is None or max_trials < 1:
+        raise UserInputError(f"--max-trials must be at least 1, got {max_trials}.")
+    if max_minutes is not None and not max_minutes > 0:
+        raise UserInputError(f"--max-minutes must be more than 0, got {max_minutes}.")
+    preset = _base_preset(config)  # an unknown preset or --set setting fails here, before anything is written
+    source = "--space" if space is not None else "the default space"
+    space = check_space(config.task, preset, default_space(config.task, preset) if space is None else space, source)
+    if algorithm == "hyperband" and ({"epochs", "steps"} & set(space)):
+        raise UserInputError("--space: Hyperband sets each trial's epochs (steps) itself; leave them out of the space.")
+    if not space:
+        raise UserInputError(f"Preset {config.preset!r} has none of the settings a search varies; pass --space FILE.")
+
+    directory = config.run_dir
+    search = _Search(config, space, objective, algorithm, verbose=verbose,
+                     deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
+    continuing = _check_directory(directory, search.settings())
+    os.makedirs(directory, exist_ok=True)
+    if not os.path.isdir(os.path.join(directory, LOGS)):
+        write_hparams_config(os.path.join(directory, LOGS), config.task, space, objective)
+    max_epochs = (preset["steps"] // preset["eval_interval"]) if config.task == "generate" else preset["epochs"]
+    oracle = _oracle(algorithm, objective, max_trials, config.seed, hyperparameters(space), max_epochs)
+    tuner = _tuner_class()(search, oracle=oracle, directory=directory, project_name=PROJECT, overwrite=False)
+    if continuing:
+        print(f"Continuing the search in {directory}: {len(oracle.trials)} trial(s) so far.")
+    search.write_summary(oracle)
+    try:
+        import keras_tuner
+
+        tuner.search(verbose=verbose)
+    except _OutOfTime:
+        print(f"--max-minutes {max_minutes} passed: no further trial started.")
+    except keras_tuner.errors.FatalError as e:
+        if not continuing and not any(t.status == "COMPLETED" for t in oracle.trials.values()):
+            shutil.rmtree(directory, ignore_errors=True)  # nothing half-written for bad input
+        raise UserInputError(str(e)) from None
+    except RuntimeError as e:
+        if "consecutive failures" not in str(e):
+            raise
+        last = [line for line in str(e).strip().splitlines() if line.strip()][-1]
+        raise UserInputError(f"{oracle.max_consecutive_failed_trials} trials in a row failed (the last: {last}); "
+                             f"narrow --space. Details: {os.path.join(directory, PROJECT)}/trial_*/trial.json") from None
+    best = keep_best(search, oracle)
+    search.write_summary(oracle, best)
+    return runs.read_json(os.path.join(directory, SUMMARY))
+
+
+def keep_best(search, oracle):
+    """Copies the best trial's run to DIR/best (a normal, loadable run) and returns its summary row."""
+    trials = oracle.get_best_trials(1)
+    if not trials:
+        return None
+    trial = trials[0]
+    source = trial_dir(search.directory, trial.trial_id)
+    target = os.path.join(search.directory, BEST)
+    # Without logs/: the trial's own logs stay the one HParams session of this trial.
+    tmp = os.path.join(search.directory, f".{BEST}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(LOGS))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    row = next(t for t in search.summary(oracle)["trials"] if t["run_dir"] == os.path.relpath(source, search.directory))
+    return {**row, "copied_to": BEST}
