@@ -56,7 +56,12 @@ def cmd_train(args):
         from_preset=args.from_preset,
         objective=getattr(args, "objective", None),
         overwrite=args.overwrite,
+        ensemble=getattr(args, "ensemble", 1),
     )
+    if config.ensemble != 1 and config.task != "classify":
+        from tfllm.errors import UserInputError
+
+        raise UserInputError(f"--ensemble is for --task classify, not {config.task}.")
     if config.task == "pretrain":
         from tfllm.training.pretraining import pretrain
 
@@ -72,6 +77,9 @@ def cmd_train(args):
         for key in ("accuracy", "precision", "recall", "f1", "roc_auc"):
             if key in metrics["test"]:
                 print(f"  {key:10s} {metrics['test'][key]:.4f}")
+        for member in metrics.get("members", []):  # --ensemble N
+            print(f"  member {member['run_dir']}: accuracy {member['test_accuracy']:.4f}, "
+                  f"{member['parameters']:,} parameters (the ensemble: {metrics['parameters']:,})")
         print(f"Run directory: {config.run_dir}  (TensorBoard: tensorboard --logdir {config.run_dir}/logs)")
     elif config.task == "translate":
         from tfllm.training.seq2seq import train_seq2seq
@@ -463,6 +471,9 @@ def build_parser():
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi_worker or tpu")
     p.add_argument("--precision", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="classify: train N seeds (--seed, +1, ...) in RUN_DIR/members/ and save one model that "
+                        "averages their probabilities (1: one model)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder (masked LM) or a decoder (next token) on unlabeled text")

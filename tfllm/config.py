@@ -33,7 +33,9 @@ class TrainConfig:
     steps: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
-    seed: int = 1337
+    seed: int = 1337  # the data split's, and (unless model_seed is set) the model's and the shuffle's
+    model_seed: int | None = None  # the model's initialisation and the shuffle only (ensemble members)
+    ensemble: int = 1  # classify: train this many seeds and average their probabilities (1: one model)
     strategy: str = "auto"
     precision: str = "float32"
     jit_compile: bool | None = None

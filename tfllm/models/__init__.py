@@ -6,6 +6,7 @@ finds them.
 
 from tfllm.models.causal_lm import CausalLM, CausalLMBackbone, CausalLMPreprocessor
 from tfllm.models.encoder_backbone import EncoderBackbone
+from tfllm.models.ensemble import EnsembleBackbone, EnsembleClassifier
 from tfllm.models.masked_lm import MaskedLM
 from tfllm.models.preprocessors import MaskedLMPreprocessor, TextClassifierPreprocessor
 from tfllm.models.presets import resolve_preset
@@ -18,6 +19,8 @@ __all__ = [
     "CausalLMBackbone",
     "CausalLMPreprocessor",
     "EncoderBackbone",
+    "EnsembleBackbone",
+    "EnsembleClassifier",
     "MaskedLM",
     "MaskedLMPreprocessor",
     "TextClassifier",

@@ -14,7 +14,7 @@ import keras
 import keras_hub
 
 from tfllm import data as data_lib
-from tfllm import runs
+from tfllm import runs, tokenizers
 from tfllm.datasets import load_classification_data
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
@@ -152,8 +152,34 @@ def run_data(run_dir):
     return _load_data(TrainConfig.from_dict(runs.read_config(run_dir)), runs.read_labels(run_dir))
 
 
-def train_classifier(config, verbose="auto"):
-    """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict."""
+def load_data(config):
+    """The classification data of `config`, split as training splits it (a search checks it before starting)."""
+    return _load_data(config)
+
+
+def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
+    """`common.start_run` for an ensemble member: the same records, and the ensemble's tokenizer instead
+    of a newly trained one, so that every member reads the same token ids."""
+    if not resume:
+        for name, value in {runs.LABELS: label_names, runs.RECIPE: preset}.items():
+            runs.write_json(runs.path(run_dir, name), value)
+        config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+        tokenizers.save_tokenizer(tokenizer, run_dir)
+    return tokenizers.load_tokenizer(run_dir) if resume else tokenizer
+
+
+def train_classifier(config, verbose="auto", tokenizer=None):
+    """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict.
+
+    `config.ensemble` > 1 trains that many seeds and saves their average
+    (`tfllm.training.ensemble`). `tokenizer` (ensemble members) is used instead
+    of training one.
+    """
+    if config.ensemble != 1:
+        # Imported here: the ensemble trainer calls this function for each member.
+        from tfllm.training.ensemble import train_ensemble
+
+        return train_ensemble(config, verbose=verbose)
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = common.get_strategy(config.strategy)
     preset = classifier_preset(config)
@@ -162,12 +188,17 @@ def train_classifier(config, verbose="auto"):
     data = _load_data(config)
     if config.from_preset:
         preset_backbone_class(config.from_preset)
-    keras.utils.set_random_seed(config.seed)
+    # The split keeps `seed`; an ensemble member's weights and shuffle follow its own `model_seed`.
+    model_seed = config.seed if config.model_seed is None else config.model_seed
+    keras.utils.set_random_seed(model_seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
-        tokenizer = common.start_run(run_dir, config, preset, resume, data.train.texts,
-                                     records={runs.LABELS: data.label_names})
+        if tokenizer is None:
+            tokenizer = common.start_run(run_dir, config, preset, resume, data.train.texts,
+                                         records={runs.LABELS: data.label_names})
+        else:
+            tokenizer = _start_member_run(run_dir, config, preset, resume, data.label_names, tokenizer)
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = classifier_from_preset(config.from_preset, preset, data.num_classes)
@@ -175,7 +206,7 @@ def train_classifier(config, verbose="auto"):
                 model = own_classifier(preset, tokenizer, data.num_classes)
             sigmoid = is_sigmoid(model)
             train_ds = data_lib.classification_dataset(
-                data.train, model.preprocessor, sigmoid, preset["batch_size"], shuffle=True, seed=config.seed)
+                data.train, model.preprocessor, sigmoid, preset["batch_size"], shuffle=True, seed=model_seed)
             val_ds = data_lib.classification_dataset(data.val, model.preprocessor, sigmoid, preset["batch_size"])
             steps_per_epoch = -(-len(data.train) // preset["batch_size"])
             compile_classifier(model, preset, steps_per_epoch)

@@ -1,0 +1,106 @@
+"""`tfllm train --ensemble N`: N seeds as member runs, one model averaging them, exported whole."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfllm.cli import main
+
+TEXTS = ["a joyous, moving film", "tedious and overlong", "电影", ""]
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory):
+    """An ensemble of two tiny classifiers on 200 bundled reviews (~20 s)."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path_factory.mktemp("ensemble") / "reviews")
+    metrics = train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=200, run_dir=run_dir,
+                                           ensemble=2), verbose=0)
+    return run_dir, metrics
+
+
+@pytest.mark.slow
+def test_members_are_runs_and_the_ensemble_averages_them(ensemble_run):
+    from tfllm import runs
+    from tfllm.models import EnsembleClassifier
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    run_dir, metrics = ensemble_run
+    assert runs.is_finished(run_dir) and not os.path.exists(os.path.join(run_dir, "backup"))
+    assert [m["run_dir"] for m in metrics["members"]] == ["members/seed_1337", "members/seed_1338"]
+    assert metrics["ensemble"] == 2
+    assert metrics["parameters"] == sum(m["parameters"] for m in metrics["members"])
+    assert 0 <= metrics["test"]["accuracy"] <= 1 and all(0 <= m["test_accuracy"] <= 1 for m in metrics["members"])
+    assert json.loads(open(os.path.join(run_dir, "metrics.json")).read()) == metrics
+
+    model, labels, _ = load_run(run_dir)  # as `tfllm predict` / `evaluate` load it: KerasHub's from_preset
+    assert isinstance(model, EnsembleClassifier) and labels == ["rotten", "fresh"]
+    members = [load_run(os.path.join(run_dir, m["run_dir"]))[0] for m in metrics["members"]]
+    # One tokenizer for all: the members read the same ids.
+    vocabularies = [m.preprocessor.tokenizer.get_vocabulary() for m in members]
+    assert vocabularies[0] == vocabularies[1] == model.preprocessor.tokenizer.get_vocabulary()
+    # Different seeds give different members; the ensemble is their mean.
+    each = [predict_probabilities(m, TEXTS) for m in members]
+    assert not np.allclose(each[0], each[1])
+    np.testing.assert_allclose(predict_probabilities(model, TEXTS), np.mean(each, axis=0), atol=1e-6)
+
+
+RELOAD = """
+import json, sys
+import tensorflow_text  # registers the tokenizer ops before loading
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures["serving_default"](text=tf.constant(json.loads(sys.argv[2])))
+print(json.dumps(out["probabilities"].numpy().tolist()))
+"""
+
+
+@pytest.mark.slow
+def test_saved_model_reloads_in_a_fresh_process_with_the_same_probabilities(ensemble_run, tmp_path, capsys):
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    run_dir, _ = ensemble_run
+    assert main(["export", run_dir, "--name", "ensemble", "--base-dir", str(tmp_path)]) == 0
+    out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "ensemble" / "1"), json.dumps(TEXTS)],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    expected = predict_probabilities(load_run(run_dir)[0], TEXTS)
+    np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_tflite_export_runs_in_the_interpreter(ensemble_run, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from tfllm.export import tflite
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    run_dir, _ = ensemble_run
+    directory = tflite.export_tflite(run_dir, "ensemble-tflite", base_dir=str(tmp_path))
+    parity = json.loads(open(os.path.join(directory, "parity.json")).read())
+    for name in ("model.tflite", "model_text.tflite"):
+        assert parity[name]["max_abs_probability_difference"] < 1e-4, parity
+    texts = [t for t in TEXTS if t]
+    interpreter = tflite.load_interpreter(os.path.join(directory, "model_text.tflite"))
+    out = tflite.run_signature(interpreter, text=np.array(texts, dtype=object))["probabilities"]
+    np.testing.assert_allclose(out, predict_probabilities(load_run(run_dir)[0], texts), atol=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ensemble", "0"], "--ensemble must be at least 1"),
+    (["--ensemble", "-2"], "--ensemble must be at least 1"),
+    (["--ensemble", "2", "--task", "generate"], "--ensemble is for --task classify"),
+    (["--ensemble", "2", "--from-preset", "somewhere"], "leave out --from-preset"),
+])
+def test_bad_ensemble_arguments_exit_2(args, message, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--run-dir", str(run_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not run_dir.exists()
+

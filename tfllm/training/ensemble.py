@@ -1,0 +1,86 @@
+"""`tfllm train --task classify --ensemble N`: N seeds of a classifier, saved as one model that averages them.
+
+    RUN_DIR/                     the ensemble: a finished classification run (an `EnsembleClassifier` preset)
+      metrics.json               its val/test figures and size, and each member's beside them
+      members/seed_1337/ ...     each member, a finished run of its own (seed, seed+1, ...)
+
+Every member trains on the same split (`seed` picks it) with its own
+`model_seed` (initialisation and shuffle), and reads the same token ids: the
+first member trains the tokenizer, the others reuse it. An interrupted
+ensemble resumes when the same command runs again: finished members are kept,
+an interrupted one resumes from its backup.
+"""
+
+import dataclasses
+import os
+
+from tfllm import runs, tokenizers
+from tfllm.errors import UserInputError
+from tfllm.evaluation import classification_report
+from tfllm.models import EnsembleClassifier
+from tfllm.training import classifier, common
+
+MEMBERS = "members"
+
+
+def member_dirs(run_dir, seed, count):
+    return [os.path.join(run_dir, MEMBERS, f"seed_{seed + k}") for k in range(count)]
+
+
+def train_ensemble(config, verbose="auto"):
+    """Trains `config.ensemble` members and saves their average in `config.run_dir`; returns its metrics dict."""
+    count = config.ensemble
+    if count < 1:
+        raise UserInputError(f"--ensemble must be at least 1 (1 trains one model), got {count}.")
+    if config.from_preset:
+        raise UserInputError("--ensemble trains tfllm's own classifier from scratch; leave out --from-preset.")
+    # Everything that can fail on bad input happens before the run directory is touched.
+    preset = classifier.classifier_preset(config)
+    data = classifier.load_data(config)
+    run_dir = config.run_dir
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    with common.guarded_run(run_dir, resume, previous):
+        if not resume:
+            for name, value in {runs.LABELS: data.label_names, runs.RECIPE: preset}.items():
+                runs.write_json(runs.path(run_dir, name), value)
+            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+            # The resume marker (`tfllm.runs.is_unfinished`) until the ensemble is saved: the members
+            # already trained are kept if a later one fails or is interrupted.
+            os.makedirs(runs.path(run_dir, common.BACKUP), exist_ok=True)
+        else:
+            print(f"Resuming the ensemble in {run_dir}")
+        dirs = member_dirs(run_dir, config.seed, count)
+        tokenizer = None
+        for k, member_dir in enumerate(dirs):
+            if not runs.is_finished(member_dir):
+                print(f"Ensemble member {k + 1}/{count}: model seed {config.seed + k} -> {member_dir}")
+                member = dataclasses.replace(config, run_dir=member_dir, ensemble=1, model_seed=config.seed + k,
+                                             overwrite=False)
+                classifier.train_classifier(member, verbose=verbose, tokenizer=tokenizer)
+            if tokenizer is None:
+                tokenizer = tokenizers.load_tokenizer(member_dir)
+
+        members = [runs.load_task(d) for d in dirs]
+        model = EnsembleClassifier.from_members(members, preprocessor=members[0].preprocessor)
+        report = {split: classification_report(getattr(data, split).labels,
+                                               classifier.predict_probabilities(model, getattr(data, split).texts),
+                                               data.label_names)
+                  for split in ("val", "test")}
+        rows = []
+        for k, member_dir in enumerate(dirs):
+            member_metrics = runs.read_json(runs.path(member_dir, runs.METRICS))
+            rows.append({"run_dir": os.path.relpath(member_dir, run_dir), "model_seed": config.seed + k,
+                         "val_accuracy": member_metrics["val"]["accuracy"],
+                         "test_accuracy": member_metrics["test"]["accuracy"],
+                         "parameters": member_metrics["parameters"],
+                         "train_seconds": member_metrics["train_seconds"]})
+        metrics = {
+            **report,
+            "ensemble": count,
+            "parameters": int(model.count_params()),
+            "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
+            "num_train_examples": len(data.train),
+            "members": rows,
+        }
+        common.finish_run(run_dir, run_dir, model, preset, {}, metrics)  # also drops the resume marker
+        return metrics
