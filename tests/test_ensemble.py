@@ -37,7 +37,8 @@ def test_members_are_runs_and_the_ensemble_averages_them(ensemble_run):
     assert metrics["ensemble"] == 2
     assert metrics["parameters"] == sum(m["parameters"] for m in metrics["members"])
     assert 0 <= metrics["test"]["accuracy"] <= 1 and all(0 <= m["test_accuracy"] <= 1 for m in metrics["members"])
-    assert json.loads(open(os.path.join(run_dir, "metrics.json")).read()) == metrics
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        assert json.load(f) == metrics
 
     model, labels, _ = load_run(run_dir)  # as `tfllm predict` / `evaluate` load it: KerasHub's from_preset
     assert isinstance(model, EnsembleClassifier) and labels == ["rotten", "fresh"]
@@ -68,7 +69,7 @@ def test_saved_model_reloads_in_a_fresh_process_with_the_same_probabilities(ense
     run_dir, _ = ensemble_run
     assert main(["export", run_dir, "--name", "ensemble", "--base-dir", str(tmp_path)]) == 0
     out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "ensemble" / "1"), json.dumps(TEXTS)],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=180, check=False)
     assert out.returncode == 0, out.stderr
     expected = predict_probabilities(load_run(run_dir)[0], TEXTS)
     np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
@@ -82,7 +83,8 @@ def test_tflite_export_runs_in_the_interpreter(ensemble_run, tmp_path):
 
     run_dir, _ = ensemble_run
     directory = tflite.export_tflite(run_dir, "ensemble-tflite", base_dir=str(tmp_path))
-    parity = json.loads(open(os.path.join(directory, "parity.json")).read())
+    with open(os.path.join(directory, "parity.json")) as f:
+        parity = json.load(f)
     for name in ("model.tflite", "model_text.tflite"):
         assert parity[name]["max_abs_probability_difference"] < 1e-4, parity
     texts = [t for t in TEXTS if t]
@@ -104,3 +106,31 @@ def test_bad_ensemble_arguments_exit_2(args, message, tmp_path, capsys):
     assert message in err and err.count("\n") == 1, err
     assert not run_dir.exists()
 
+
+
+@pytest.mark.slow
+def test_an_interrupted_ensemble_resumes_keeping_finished_members(tmp_path, monkeypatch):
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.training import classifier
+
+    train = classifier.train_classifier
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=200, run_dir=str(tmp_path / "x2"),
+                         ensemble=2, seed=7)
+
+    def interrupted_at_the_second_member(member, verbose="auto", tokenizer=None):
+        if member.model_seed == 8:
+            raise KeyboardInterrupt
+        return train(member, verbose=verbose, tokenizer=tokenizer)
+
+    monkeypatch.setattr(classifier, "train_classifier", interrupted_at_the_second_member)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, verbose=0)
+    first = tmp_path / "x2" / "members" / "seed_7"
+    assert runs.is_unfinished(config.run_dir) and runs.is_finished(first)
+    mtime = os.path.getmtime(first / "metrics.json")
+
+    monkeypatch.undo()
+    metrics = train(config, verbose=0)  # the same command again
+    assert runs.is_finished(config.run_dir) and os.path.getmtime(first / "metrics.json") == mtime
+    assert [m["model_seed"] for m in metrics["members"]] == [7, 8]

@@ -153,3 +153,30 @@ def test_default_space_centres_on_the_preset():
     # A generator's window: sequence lengths stay above the re-encoded part (window_keep).
     generate = resolve_preset("generate", "nanogpt-cpu")
     assert default_space("generate", generate)["sequence_length"] == {"values": [64, 128]}  # not 32
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_reruns_the_interrupted_trial_with_its_values(tmp_path, space_file, monkeypatch):
+    from tfllm import tuning
+
+    trainer = tuning._trainer
+
+    def interrupted_at_the_second_trial(task):
+        def train(config, verbose="auto"):
+            if config.run_dir.endswith("trial_001"):
+                raise KeyboardInterrupt
+            return trainer(task)(config, verbose=verbose)
+        return train
+
+    run_dir = tmp_path / "search"
+    monkeypatch.setattr(tuning, "_trainer", interrupted_at_the_second_trial)
+    assert _tune(run_dir, space_file, "--max-trials", 2) == 130  # the CLI's status for Ctrl-C
+    values = json.loads((run_dir / "tuning.json").read_text())["trials"][1]["values"]
+    first = run_dir / "trials" / "trial_000" / "metrics.json"
+    mtime = os.path.getmtime(first)
+
+    monkeypatch.undo()
+    assert _tune(run_dir, space_file, "--max-trials", 2) == 0
+    trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    assert trials[1]["values"] == values and os.path.getmtime(first) == mtime

@@ -71,18 +71,19 @@ def read_space(path):
     if not os.path.isfile(path):
         raise UserInputError(f"--space {path!r} does not exist; pass a JSON file like "
                              '{"hidden_dim": [32, 64], "dropout": {"min": 0.0, "max": 0.5}}.')
+    is_yaml = path.endswith((".yaml", ".yml"))
+    syntax_errors = (ValueError,)  # JSON syntax, bad UTF-8
+    if is_yaml:
+        try:
+            import yaml  # optional: PyYAML, where installed
+        except ImportError:
+            raise UserInputError(f"--space {path!r} is YAML, but PyYAML is not installed; use JSON.") from None
+        syntax_errors += (yaml.YAMLError,)
     try:
         with open(path, encoding="utf-8") as f:
-            if path.endswith((".yaml", ".yml")):
-                import yaml  # optional: PyYAML, where installed
-
-                value = yaml.safe_load(f)
-            else:
-                value = json.load(f)
-    except ImportError:
-        raise UserInputError(f"--space {path!r} is YAML, but PyYAML is not installed; use JSON.") from None
-    except Exception as e:  # JSON / YAML syntax
-        raise UserInputError(f"--space {path!r} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: "
+            value = yaml.safe_load(f) if is_yaml else json.load(f)
+    except syntax_errors as e:
+        raise UserInputError(f"--space {path!r} is not valid {'YAML' if is_yaml else 'JSON'}: "
                              f"{str(e).splitlines()[0]}") from None
     if not isinstance(value, dict) or not value:
         raise UserInputError(f"--space {path!r} must be a non-empty object of settings, e.g. "
@@ -274,6 +275,10 @@ def _tuner_class():
             self.search_settings.trials_run += 1
             return self.search_settings.run(trial)
 
+        def on_trial_begin(self, trial):
+            super().on_trial_begin(trial)
+            self.search_settings.write_summary(self.oracle)  # tuning.json lists the running trial too
+
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             self.search_settings.write_summary(self.oracle)
@@ -382,7 +387,8 @@ def _oracle(algorithm, objective, max_trials, seed, hp, max_epochs):
     import keras_tuner
 
     goal = keras_tuner.Objective(objective, OBJECTIVES[objective])
-    common = dict(objective=goal, seed=seed, hyperparameters=hp, allow_new_entries=False, tune_new_entries=False)
+    common = {"objective": goal, "seed": seed, "hyperparameters": hp, "allow_new_entries": False,
+              "tune_new_entries": False}
     if algorithm == "random":
         return keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
     if algorithm == "bayesian":
