@@ -57,11 +57,13 @@ def cmd_train(args):
         objective=getattr(args, "objective", None),
         overwrite=args.overwrite,
         ensemble=getattr(args, "ensemble", 1),
+        unlabeled=getattr(args, "unlabeled", None),
     )
-    if config.ensemble != 1 and config.task != "classify":
-        from tfllm.errors import UserInputError
+    for flag, value in (("--ensemble", config.ensemble != 1), ("--unlabeled", config.unlabeled)):
+        if value and config.task != "classify":
+            from tfllm.errors import UserInputError
 
-        raise UserInputError(f"--ensemble is for --task classify, not {config.task}.")
+            raise UserInputError(f"{flag} is for --task classify, not {config.task}.")
     if config.task == "pretrain":
         from tfllm.training.pretraining import pretrain
 
@@ -474,6 +476,9 @@ def build_parser():
     p.add_argument("--ensemble", type=int, default=1, metavar="N",
                    help="classify: train N seeds (--seed, +1, ...) in RUN_DIR/members/ and save one model that "
                         "averages their probabilities (1: one model)")
+    p.add_argument("--unlabeled", default=None, metavar="DATA",
+                   help="classify: texts without labels (a .txt, a CSV/JSONL text column, a folder, a bundled name) "
+                        "for self-training: a teacher labels the ones it is surest of, which join the training split")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder (masked LM) or a decoder (next token) on unlabeled text")

@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 1337  # the data split's, and (unless model_seed is set) the model's and the shuffle's
     model_seed: int | None = None  # the model's initialisation and the shuffle only (ensemble members)
     ensemble: int = 1  # classify: train this many seeds and average their probabilities (1: one model)
+    unlabeled: str | None = None  # classify: texts without labels for self-training (tfllm.training.self_training)
     strategy: str = "auto"
     precision: str = "float32"
     jit_compile: bool | None = None

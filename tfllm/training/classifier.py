@@ -175,6 +175,8 @@ def train_classifier(config, verbose="auto", tokenizer=None):
     (`tfllm.training.ensemble`). `tokenizer` (ensemble members) is used instead
     of training one.
     """
+    if config.ensemble != 1 and config.unlabeled:
+        raise UserInputError("--unlabeled and --ensemble cannot be combined yet; pass one of them.")
     if config.ensemble != 1:
         # Imported here: the ensemble trainer calls this function for each member.
         from tfllm.training.ensemble import train_ensemble
@@ -188,6 +190,12 @@ def train_classifier(config, verbose="auto", tokenizer=None):
     data = _load_data(config)
     if config.from_preset:
         preset_backbone_class(config.from_preset)
+    self_training = None
+    if config.unlabeled:
+        # Imported here: self-training calls this function for its teacher.
+        from tfllm.training.self_training import add_pseudo_labels
+
+        data, self_training = add_pseudo_labels(config, preset, data, train_classifier, verbose=verbose)
     # The split keeps `seed`; an ensemble member's weights and shuffle follow its own `model_seed`.
     model_seed = config.seed if config.model_seed is None else config.model_seed
     keras.utils.set_random_seed(model_seed)
@@ -252,6 +260,8 @@ def train_classifier(config, verbose="auto", tokenizer=None):
             "num_train_examples": len(data.train),
             "parameters": int(model.count_params()),
         }
+        if self_training:
+            metrics["self_training"] = self_training
         if common.is_chief(strategy):
             # A few validation texts explained (occlusion) in TensorBoard's Text tab.
             from tfllm.explanations import write_tensorboard_explanations

@@ -1,0 +1,80 @@
+"""Self-training (`tfllm train --unlabeled DATA`): a teacher's surest labels join the training split."""
+
+import csv
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfllm.datasets import bundled_path
+from tfllm.training.self_training import select
+
+
+def test_select_takes_the_surest_texts_of_each_class_in_the_labelled_proportions():
+    texts = [f"t{i}" for i in range(8)]
+    p_second = np.array([0.9, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.55])
+    probabilities = np.stack([1 - p_second, p_second], 1)
+    chosen, labels = select(probabilities, texts, train_labels=[1, 1, 1, 0], keep=0.5)  # 3:1, 4 texts
+    assert list(zip(chosen, labels)) == [("t6", 0), ("t0", 1), ("t1", 1), ("t2", 1)]
+    # A class the teacher seldom predicts gives what it has, never a text of the other class.
+    chosen, labels = select(probabilities[:3], texts[:3], train_labels=[0, 0, 1, 1], keep=1.0)
+    assert sorted(zip(chosen, labels)) == [("t0", 1), ("t1", 1)]
+
+
+@pytest.fixture(scope="module")
+def unlabelled_file(tmp_path_factory):
+    """100 texts of the bundled training split that the run's data does not hold, and three of its test texts."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import load_data
+
+    data = load_data(TrainConfig(data="rotten_tomatoes", max_rows=300))
+    known = set(data.train.texts) | set(data.val.texts) | set(data.test.texts)
+    with gzip.open(bundled_path("rotten_tomatoes.csv.gz"), "rt", encoding="utf-8") as f:
+        fresh = [r["text"] for r in csv.DictReader(f) if r["split"] == "train" and r["text"] not in known]
+    path = tmp_path_factory.mktemp("unlabelled") / "texts.txt"
+    path.write_text("\n".join(fresh[:100] + data.test.texts[:3]) + "\n", encoding="utf-8")
+    return path, len(data.train)
+
+
+@pytest.mark.slow
+def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unlabelled_file, capsys):
+    from tfllm.cli import main
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    path, num_labelled = unlabelled_file
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300",
+                 "--unlabeled", str(path), "--run-dir", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    report = metrics["self_training"]
+    assert report["num_unlabeled"] == 100  # the test texts were left out: never trained on, even unlabelled
+    assert 0 < report["num_pseudo_labeled"] <= 50  # keep 0.5
+    assert metrics["num_train_examples"] == num_labelled + report["num_pseudo_labeled"]
+    assert 0 <= report["teacher"]["test_accuracy"] <= 1
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".teacher")]  # the teacher is gone
+    task, labels, _ = load_run(str(run_dir))
+    assert predict_probabilities(task, ["a fine film"]).shape == (1, len(labels))
+    assert "pseudo-labelled texts join" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--unlabeled", "{tmp}/missing.txt"], "does not exist"),
+    (["--unlabeled", "{tmp}/known.txt"], "no text that is not already in --data"),
+    (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=0"], "self_training_keep must be in"),
+    (["--unlabeled", "{tmp}/texts.txt", "--ensemble", "2"], "cannot be combined"),
+    (["--unlabeled", "{tmp}/texts.txt", "--task", "generate"], "--unlabeled is for --task classify"),
+])
+def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, extra, match):
+    from tfllm.cli import main
+
+    (tmp_path / "data.csv").write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(10)))
+    (tmp_path / "known.txt").write_text("good film 1\nbad film 2\n")
+    (tmp_path / "texts.txt").write_text("a new text\nanother one\n")
+    before = sorted(os.listdir(tmp_path))
+    argv = ["train", "--data", str(tmp_path / "data.csv"), "--preset", "tiny", "--run-dir", str(tmp_path / "run")]
+    assert main(argv + [a.format(tmp=tmp_path) for a in extra]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1, err
+    assert sorted(os.listdir(tmp_path)) == before

@@ -1,0 +1,81 @@
+"""Self-training: unlabelled texts made into extra training examples (`tfllm train --unlabeled DATA`).
+
+With few labels, the texts nobody labelled still say which words go
+together. A teacher — the same recipe, trained on the labelled texts alone —
+labels them; the texts it is most sure of (`self_training_keep` of them, 0.5
+by default, in the labelled training split's class proportions) join the
+training split, and the run trains on both, its tokenizer included. The
+validation and test splits are untouched, so early stopping and the reported
+figures are on real labels only. On `rotten_tomatoes` with 500 labels this
+scored 0.665 test accuracy against 0.625 without it (5 seeds;
+benchmarks/bench_pretrain.py, docs/benchmarks.md), where masked-LM
+pretraining on the same texts did not pay.
+
+The teacher trains in a temporary folder beside the run and is deleted; it
+is seeded like the run, so rerunning an interrupted command labels the same
+texts and the run resumes.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import numpy as np
+
+from tfllm import runs
+from tfllm.datasets import Split
+from tfllm.datasets.text import load_documents
+from tfllm.errors import UserInputError
+from tfllm.models.text_classifier import predict_probabilities
+
+DEFAULT_KEEP = 0.5
+
+
+def unlabelled_texts(config, data):
+    """The texts of `config.unlabeled` that are in no split of the labelled data (so none is a test text)."""
+    train, val = load_documents(config.unlabeled, text_column=config.text_column)
+    known = set(data.train.texts) | set(data.val.texts) | set(data.test.texts)
+    texts = list(dict.fromkeys(t for t in train + val if t not in known))
+    if not texts:
+        raise UserInputError(f"--unlabeled {config.unlabeled!r} has no text that is not already in --data; "
+                             "pass texts without labels, one per line (or a CSV/JSONL text column).")
+    return texts
+
+
+def select(probabilities, texts, train_labels, keep):
+    """The `keep` fraction of `texts` the teacher is surest of, per class in the labelled proportions."""
+    num_classes = probabilities.shape[1]
+    prior = np.bincount(np.asarray(train_labels, int), minlength=num_classes) / len(train_labels)
+    predicted = probabilities.argmax(1)
+    total = int(len(texts) * keep)
+    chosen_texts, chosen_labels = [], []
+    for c in range(num_classes):
+        candidates = np.flatnonzero(predicted == c)
+        best = candidates[np.argsort(-probabilities[candidates, c], kind="stable")][: round(total * prior[c])]
+        chosen_texts += [texts[i] for i in best]
+        chosen_labels += [c] * len(best)
+    return chosen_texts, chosen_labels
+
+
+def add_pseudo_labels(config, preset, data, train_classifier, verbose="auto"):
+    """`(data with pseudo-labelled training examples added, a report for metrics.json)`."""
+    keep = preset.get("self_training_keep", DEFAULT_KEEP)
+    if not 0 < keep <= 1:
+        raise UserInputError(f"self_training_keep must be in (0, 1]; got {keep}. Try --set self_training_keep=0.5.")
+    texts = unlabelled_texts(config, data)
+    parent = os.path.dirname(os.path.abspath(config.run_dir))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".teacher-", dir=parent) as folder:
+        print(f"Self-training: a teacher trains on the {len(data.train)} labelled texts, "
+              f"then labels {len(texts)} unlabelled ones")
+        teacher_dir = os.path.join(folder, "teacher")
+        teacher = train_classifier(dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False),
+                                   verbose=verbose)
+        probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
+    chosen, labels = select(probabilities, texts, data.train.labels, keep)
+    print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
+    report = {"unlabeled": config.unlabeled, "num_unlabeled": len(texts), "num_pseudo_labeled": len(chosen),
+              "keep": keep, "teacher": {"val_accuracy": teacher["val"]["accuracy"],
+                                        "test_accuracy": teacher["test"]["accuracy"]}}
+    train = Split(data.train.texts + chosen, list(data.train.labels) + labels)
+    return dataclasses.replace(data, train=train), report
