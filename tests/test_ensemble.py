@@ -134,3 +134,12 @@ def test_an_interrupted_ensemble_resumes_keeping_finished_members(tmp_path, monk
     metrics = train(config, verbose=0)  # the same command again
     assert runs.is_finished(config.run_dir) and os.path.getmtime(first / "metrics.json") == mtime
     assert [m["model_seed"] for m in metrics["members"]] == [7, 8]
+
+
+@pytest.mark.slow
+def test_explain_refuses_an_ensemble_with_one_line(ensemble_run, capsys):
+    from tfllm.cli import main
+
+    assert main(["explain", ensemble_run[0], "a fine film"]) == 2
+    err = capsys.readouterr().err
+    assert "explain one of its members" in err and err.count("\n") == 1, err

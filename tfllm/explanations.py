@@ -177,6 +177,9 @@ class Explainer:
                                  "text generators (causal LMs).")
         self.kind = "generator" if self.generator else "classifier"
         backbone = model.backbone
+        if getattr(backbone, "token_embedding", None) is None:  # e.g. an ensemble: one embedding per member
+            raise UserInputError(f"Cannot explain a {type(model).__name__}: explain needs one token embedding to "
+                                 "attribute to; explain one of its members instead (an ensemble's RUN_DIR/members/*).")
         self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
         # Special tokens carry no evidence about the text; an unknown word's [UNK] does, so it stays.
         self.special_ids = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])}
