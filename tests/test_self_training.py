@@ -46,13 +46,13 @@ def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unla
     path, num_labelled = unlabelled_file
     run_dir = tmp_path / "run"
     assert main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300",
-                 "--unlabeled", str(path), "--run-dir", str(run_dir)]) == 0
+                 "--unlabeled", str(path), "--set", "self_training_teachers=2", "--run-dir", str(run_dir)]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     report = metrics["self_training"]
     assert report["num_unlabeled"] == 100  # the test texts were left out: never trained on, even unlabelled
     assert 0 < report["num_pseudo_labeled"] <= 50  # keep 0.5
     assert metrics["num_train_examples"] == num_labelled + report["num_pseudo_labeled"]
-    assert 0 <= report["teacher"]["test_accuracy"] <= 1
+    assert 0 <= report["teacher"]["test_accuracy"] <= 1 and report["teachers"] == 2  # an ensemble teacher
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".teacher")]  # the teacher is gone
     task, labels, _ = load_run(str(run_dir))
     assert predict_probabilities(task, ["a fine film"]).shape == (1, len(labels))

@@ -255,7 +255,8 @@ PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretr
 # setting is refused instead of silently training with the preset's value.
 OPTIONAL_SETTINGS = {
     "classify": {"ema_momentum", "jit_compile", "label_smoothing", "lowercase", "embedding_dropout", "bigram_buckets",
-                 "wide_bigram_buckets", "self_training_keep"},
+                 "wide_bigram_buckets", "self_training_keep",
+                 "self_training_teachers"},
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
     "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution",

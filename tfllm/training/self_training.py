@@ -4,7 +4,8 @@ With few labels, the texts nobody labelled still say which words go
 together. A teacher — the same recipe, trained on the labelled texts alone —
 labels them; the texts it is most sure of (`self_training_keep` of them, 0.5
 by default, in the labelled training split's class proportions) join the
-training split, and the run trains on both, its tokenizer included. The
+training split, and the run trains on both, its tokenizer included. With
+`--set self_training_teachers=N` the teacher is an ensemble of N seeds. The
 validation and test splits are untouched, so early stopping and the reported
 figures are on real labels only. On `rotten_tomatoes` with 500 labels this
 scored 0.665 test accuracy against 0.625 without it (5 seeds;
@@ -69,13 +70,15 @@ def add_pseudo_labels(config, preset, data, train_classifier, verbose="auto"):
         print(f"Self-training: a teacher trains on the {len(data.train)} labelled texts, "
               f"then labels {len(texts)} unlabelled ones")
         teacher_dir = os.path.join(folder, "teacher")
-        teacher = train_classifier(dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False),
+        # `self_training_teachers` > 1: the teacher is an ensemble of that many seeds (surer labels).
+        teacher = train_classifier(dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False,
+                                                       ensemble=int(preset.get("self_training_teachers", 1))),
                                    verbose=verbose)
         probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
     chosen, labels = select(probabilities, texts, data.train.labels, keep)
     print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
     report = {"unlabeled": config.unlabeled, "num_unlabeled": len(texts), "num_pseudo_labeled": len(chosen),
-              "keep": keep, "teacher": {"val_accuracy": teacher["val"]["accuracy"],
+              "keep": keep, "teachers": int(preset.get("self_training_teachers", 1)), "teacher": {"val_accuracy": teacher["val"]["accuracy"],
                                         "test_accuracy": teacher["test"]["accuracy"]}}
     train = Split(data.train.texts + chosen, list(data.train.labels) + labels)
     return dataclasses.replace(data, train=train), report
