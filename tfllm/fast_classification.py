@@ -25,7 +25,7 @@ import unicodedata
 
 import numpy as np
 
-from tfllm.fast_generation import _layer_norm, _read_json, named_vars
+from tfllm.fast_generation import _layer_norm, _read_json, finished_run_configs, named_vars
 
 # KerasHub's pretokenizer (split_on_cjk=True): whitespace and control/format characters split
 # words and are dropped; punctuation and CJK ideographs split and are kept as words of their own.
@@ -186,12 +186,12 @@ def load(run_dir):
     from tfllm import runs  # no TensorFlow there
 
     try:
-        if runs.is_old_format(run_dir) or not runs.is_finished(run_dir) or runs.read_config(run_dir).get("task") != "classify":
-            return None  # the TensorFlow path says what is wrong
-        task = _read_json(os.path.join(run_dir, "task.json"))
+        configs = finished_run_configs(run_dir, "classify")
+        if configs is None:
+            return None
+        task, tokenizer = configs
         backbone = task["config"]["backbone"]
         config = backbone["config"]
-        tokenizer = _read_json(os.path.join(run_dir, "tokenizer.json"))
         preprocessor = _read_json(os.path.join(run_dir, "preprocessor.json"))
         dtypes = {(c.get("dtype") or {}).get("config", {}).get("name", "float32") for c in (config, task["config"])}
         if (task.get("class_name") != "TextClassifier" or backbone.get("class_name") != "EncoderBackbone"

@@ -229,6 +229,16 @@ def _read_json(path):
         return json.load(f)
 
 
+def finished_run_configs(run_dir, task):
+    """`(task.json, tokenizer.json)` of a finished, current-format run of `task`, else None
+    (the TensorFlow path then says what is wrong)."""
+    from tfllm import runs  # no TensorFlow there
+
+    if runs.is_old_format(run_dir) or not runs.is_finished(run_dir) or runs.read_config(run_dir).get("task") != task:
+        return None
+    return _read_json(os.path.join(run_dir, "task.json")), _read_json(os.path.join(run_dir, "tokenizer.json"))
+
+
 @contextlib.contextmanager
 def named_vars(path):
     """Reads a Keras `.weights.h5` file by layer name: yields `by_name(layer, parts=None)`.
@@ -388,15 +398,13 @@ def from_keras(model, tokenizer):
 
 def load(run_dir):
     """A `FastGenerator` for a finished run, or None where this module does not serve it (see the module doc)."""
-    from tfllm import runs  # no TensorFlow there
-
     try:
-        if runs.is_old_format(run_dir) or not runs.is_finished(run_dir) or runs.read_config(run_dir).get("task") != "generate":
-            return None  # the TensorFlow path says what is wrong
-        task = _read_json(os.path.join(run_dir, "task.json"))
+        configs = finished_run_configs(run_dir, "generate")
+        if configs is None:
+            return None
+        task, tokenizer = configs
         backbone = task["config"]["backbone"]
         config = backbone["config"]
-        tokenizer = _read_json(os.path.join(run_dir, "tokenizer.json"))
         if (backbone.get("class_name") != "CausalLMBackbone" or task.get("class_name") != "CausalLM"
                 or tokenizer.get("class_name") != "CharacterTokenizer" or not _supported_config(config)
                 or (config.get("dtype") or {}).get("config", {}).get("name", "float32") != "float32"):

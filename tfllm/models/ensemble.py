@@ -11,6 +11,7 @@ import keras
 import keras_hub
 
 from tfllm.models.preprocessors import TextClassifierPreprocessor
+from tfllm.models.text_classifier import compile_probability_head
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -102,11 +103,4 @@ class EnsembleClassifier(keras_hub.models.TextClassifier):
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """As tfllm's `TextClassifier`: the outputs are probabilities, not logits."""
-        sigmoid = self.output.shape[-1] == 1
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(5e-5)
-        if loss == "auto":
-            loss = keras.losses.BinaryCrossentropy() if sigmoid else keras.losses.SparseCategoricalCrossentropy()
-        if metrics == "auto":
-            metrics = [keras.metrics.BinaryAccuracy() if sigmoid else keras.metrics.SparseCategoricalAccuracy()]
-        keras.Model.compile(self, optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        compile_probability_head(self, optimizer, loss, metrics, **kwargs)

@@ -116,6 +116,19 @@ def predict_probabilities(model, texts, batch_size=256):
     return np.concatenate(probabilities) if probabilities else np.zeros((0, num_classes), "float32")
 
 
+def compile_probability_head(model, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+    """KerasHub's `compile` defaults for a classifier that outputs probabilities (not logits):
+    Adam 5e-5; binary cross-entropy for one sigmoid unit, sparse categorical otherwise; accuracy."""
+    sigmoid = model.output.shape[-1] == 1
+    if optimizer == "auto":
+        optimizer = keras.optimizers.Adam(5e-5)
+    if loss == "auto":
+        loss = keras.losses.BinaryCrossentropy() if sigmoid else keras.losses.SparseCategoricalCrossentropy()
+    if metrics == "auto":
+        metrics = [keras.metrics.BinaryAccuracy() if sigmoid else keras.metrics.SparseCategoricalAccuracy()]
+    keras.Model.compile(model, optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+
 def _masked_mean(x, mask):
     # By hand rather than GlobalAveragePooling1D: an empty text (all padding)
     # must give a valid average, not 0/0 = NaN.
@@ -221,14 +234,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         categorical cross-entropy otherwise; accuracy. tfllm's trainer
         compiles its own recipe; these serve `from_preset(...).fit(...)`.
         """
-        sigmoid = self.output.shape[-1] == 1
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(5e-5)
-        if loss == "auto":
-            loss = keras.losses.BinaryCrossentropy() if sigmoid else keras.losses.SparseCategoricalCrossentropy()
-        if metrics == "auto":
-            metrics = [keras.metrics.BinaryAccuracy() if sigmoid else keras.metrics.SparseCategoricalAccuracy()]
-        keras.Model.compile(self, optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        compile_probability_head(self, optimizer, loss, metrics, **kwargs)
 
     @property
     def sequence_length(self):
