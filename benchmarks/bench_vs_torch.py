@@ -498,10 +498,11 @@ def section_classifier(args, work):
 def section_train(args, work):
     rounds = []
     for r in range(args.rounds):
-        row = {}
+        # A seed per round, the same for both sides: the validation losses then show the seed-to-seed spread.
+        row, seed = {"seed": 1337 + r}, str(1337 + r)
         tf_dir, timing = os.path.join(work, f"tfllm_run_{r}"), os.path.join(work, f"timing_{r}.json")
         command = [*TFLLM, "train", "--task", "generate", "--data", "shakespeare", "--preset", "nanogpt-cpu",
-                   "--run-dir", tf_dir, "--steps", str(args.train_steps)]
+                   "--run-dir", tf_dir, "--steps", str(args.train_steps), "--seed", seed]
         seconds, out = timed(command, env={"TFLLM_TIMING_FILE": timing})
         phases = json.load(open(timing))
         metrics = json.load(open(_metrics_path(tf_dir)))
@@ -510,7 +511,7 @@ def section_train(args, work):
                         "phases_seconds": _account(phases, out, seconds)}
         ref_dir = os.path.join(work, f"reference_run_{r}")
         seconds, out = timed([*REFERENCE, "train", "--out-dir", ref_dir, "--steps", str(args.train_steps),
-                              *_threads(args)])
+                              "--seed", seed, *_threads(args)])
         ref = json.loads(out.stdout.strip().splitlines()[-1])
         phases = dict(ref["phases_seconds"])
         phases["startup_and_exit"] = round(seconds - sum(phases.values()) + phases.pop("import"), 3)
@@ -523,7 +524,10 @@ def section_train(args, work):
               f"reference {row['reference']['seconds']} s (val {row['reference']['val_loss']})", flush=True)
     ratios = [row["reference"]["seconds"] / row["tfllm"]["seconds"] for row in rounds]
     step_ratios = [row["reference"]["median_ms_per_step"] / row["tfllm"]["median_ms_per_step"] for row in rounds]
+    val_loss = {side: [row[side]["val_loss"] for row in rounds] for side in ("tfllm", "reference")}
     return {"rounds": rounds, "steps": args.train_steps, "speed_ratio": median(ratios),
+            "val_loss_mean": {side: round(statistics.mean(v), 4) for side, v in val_loss.items()},
+            "val_loss_spread": {side: round(max(v) - min(v), 4) for side, v in val_loss.items()},
             "speed_ratio_per_round": [round(x, 3) for x in ratios],
             "step_speed_ratio_inside_the_commands": median(step_ratios),
             "reference_threads": args.reference_threads,
