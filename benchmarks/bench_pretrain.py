@@ -15,7 +15,17 @@ early on, so no other label is used. Then, on the same N:
 - `pretrained_mlm`: the same encoder, masked-LM pretrained once on every text of the
   training split (11.4k, plot summaries included, labels unused) with
   `tfllm.training.pretraining.pretrain` (64 positions, a 4,000-piece vocabulary), then
-  fine-tuned (`tfllm train --from-preset`); the pretraining's figures and time are in the JSON.
+  fine-tuned (`tfllm train --from-preset`); the pretraining's figures and time are in the JSON;
+- `default`: the `default` recipe from scratch (narrow encoder, heavy word dropout, hashed
+  bigrams, the naive-Bayes wide path), its tokenizer trained on the N texts;
+- `default_self_train`: the same with `tfllm train --unlabeled rotten_tomatoes`
+  (`tfllm/training/self_training.py`): a teacher, the `default` model trained on the N,
+  labels the other training texts (their labels unused); the half it is surest of, in
+  the labelled class ratio, joins the N and the recipe retrains.
+
+`--probe` adds a linear probe: logistic regression on the mean-pooled hidden states and
+token embeddings of the masked-LM backbone against the same backbone with random weights,
+which says whether pretraining put sentiment into the representation at all.
 
 Writes `benchmarks/results/pretrain.json`: every row, the per-N means, the
 pretraining's own figures and time, and the machine.
@@ -91,7 +101,9 @@ def tfidf_lr(all_train_texts, labelled, test):
 
 def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=(), settings=()):
     argv = ["train", "--task", "classify", "--data", data_csv, "--split-column", "split", "--labels", "rotten,fresh",
-            "--preset", "finetune", "--seed", seed, "--run-dir", run_dir]
+            "--seed", seed, "--run-dir", run_dir]
+    if "preset" not in dict(overrides):
+        argv += ["--preset", "finetune"]
     if from_preset:
         argv += ["--from-preset", from_preset]
     for key, value in overrides:
@@ -105,6 +117,39 @@ def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=(), settings=
             "epochs_run": metrics["epochs_run"], "seconds": round(time.perf_counter() - start, 1)}
 
 
+def linear_probe(pretrain_dir, rows, labels, seeds, test):
+    """Test accuracy of logistic regression on mean-pooled features: pretrained vs random weights."""
+    import keras_hub
+    from sklearn.linear_model import LogisticRegression
+
+    import tfllm  # noqa: F401  (registers tfllm's classes)
+
+    pretrained = keras_hub.models.Backbone.from_preset(pretrain_dir)
+    random_init = type(pretrained).from_config(pretrained.get_config())
+    preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+        pretrain_dir, sequence_length=pretrained.get_config()["sequence_length"])
+
+    def features(backbone, texts):
+        x = preprocessor(texts)
+        mask = np.asarray(x["padding_mask"], "float32")[..., None]
+        hidden = backbone.predict(x, batch_size=256, verbose=0)
+        embedded = np.asarray(backbone.token_embedding(x["token_ids"]))
+        return np.concatenate([(hidden * mask).sum(1), (embedded * mask).sum(1)], -1) / mask.sum(1)
+
+    out = {}
+    for name, backbone in (("pretrained", pretrained), ("random_weights", random_init)):
+        x_test = features(backbone, [r["text"] for r in test])
+        for n in labels:
+            scores = []
+            for seed in seeds:
+                drawn = [r for r in draw(rows, n, seed) if r["split"] == "train"]  # C is fixed: no val needed
+                model = LogisticRegression(C=1.0, max_iter=3000).fit(
+                    features(backbone, [r["text"] for r in drawn]), [r["label"] for r in drawn])
+                scores.append(model.score(x_test, [r["label"] for r in test]))
+            out.setdefault(name, {})[str(n)] = round(float(np.mean(scores)), 4)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labels", type=int, nargs="+", default=[250, 500, 1000])
@@ -114,7 +159,9 @@ def main():
     parser.add_argument("--pretrain-vocabulary", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (early stopping on the held-out 20%)")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--arms", nargs="+", default=["tfidf_lr", "scratch", "pretrained_mlm"])
+    parser.add_argument("--arms", nargs="+",
+                        default=["tfidf_lr", "scratch", "pretrained_mlm", "default", "default_self_train"])
+    parser.add_argument("--probe", action="store_true", help="linear probe of the pretrained backbone's features")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe settings for both fine-tunes")
     parser.add_argument("--pretrained-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe settings for the pretrained fine-tune only (e.g. freeze_epochs=3)")
@@ -129,7 +176,7 @@ def main():
               "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv),
               "settings": args.set, "pretrained_settings": args.pretrained_set, "rows": []}
 
-    if "pretrained_mlm" in args.arms:
+    if "pretrained_mlm" in args.arms or args.probe:
         from tfllm import runs
 
         from tfllm.config import TrainConfig
@@ -144,6 +191,9 @@ def main():
                      verbose=2)
         result["pretrain_recipe"] = runs.read_recipe(args.pretrain_dir)
         result["pretrain"] = json.load(open(os.path.join(args.pretrain_dir, "metrics.json")))
+    if args.probe:
+        result["linear_probe"] = linear_probe(args.pretrain_dir, rows, args.labels, args.seeds, test)
+        print(json.dumps(result["linear_probe"]), flush=True)
 
     overrides = [("epochs", args.epochs), ("learning-rate", args.learning_rate)]
     for n in args.labels:
@@ -161,6 +211,15 @@ def main():
                 if "pretrained_mlm" in args.arms:
                     row["pretrained_mlm"] = fine_tune(data_csv, os.path.join(tmp, "mlm"), seed, args.pretrain_dir,
                                                       overrides=overrides, settings=args.set + args.pretrained_set)
+                if "default" in args.arms:
+                    # The default recipe's own epochs and learning rate: it is tuned for small data.
+                    row["default"] = fine_tune(data_csv, os.path.join(tmp, "default"), seed,
+                                               overrides=[("preset", "default")])
+                if "default_self_train" in args.arms:
+                    # tfllm leaves out the texts of its data (the N and the test split) by itself.
+                    row["default_self_train"] = fine_tune(data_csv, os.path.join(tmp, "self"), seed,
+                                                          overrides=[("preset", "default"),
+                                                                     ("unlabeled", "rotten_tomatoes")])
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
 
