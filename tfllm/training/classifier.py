@@ -22,6 +22,7 @@ from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreproce
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
+from tfllm.training.self_training import add_pseudo_labels
 
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
 EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
@@ -191,10 +192,7 @@ def train_classifier(config, verbose="auto", tokenizer=None):
     if config.from_preset:
         preset_backbone_class(config.from_preset)
     self_training = None
-    if config.unlabeled:
-        # Imported here: self-training calls this function for its teacher.
-        from tfllm.training.self_training import add_pseudo_labels
-
+    if config.unlabeled:  # this function trains the teacher too
         data, self_training = add_pseudo_labels(config, preset, data, train_classifier, verbose=verbose)
     # The split keeps `seed`; an ensemble member's weights and shuffle follow its own `model_seed`.
     model_seed = config.seed if config.model_seed is None else config.model_seed
