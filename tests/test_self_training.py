@@ -63,6 +63,7 @@ def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unla
     (["--unlabeled", "{tmp}/missing.txt"], "does not exist"),
     (["--unlabeled", "{tmp}/known.txt"], "no text that is not already in --data"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=0"], "self_training_keep must be in"),
+    (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_teachers=0"], "self_training_teachers must be"),
     (["--unlabeled", "{tmp}/texts.txt", "--ensemble", "2"], "cannot be combined"),
     (["--unlabeled", "{tmp}/texts.txt", "--task", "generate"], "--unlabeled is for --task classify"),
 ])
@@ -78,3 +79,13 @@ def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, 
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1, err
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_finished_run_is_refused_before_the_teacher_trains(tiny_classifier_run, unlabelled_file, capsys):
+    from tfllm.cli import main
+
+    path, _ = unlabelled_file
+    assert main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300",
+                 "--unlabeled", str(path), "--run-dir", tiny_classifier_run]) == 2
+    out, err = capsys.readouterr()
+    assert "already holds a finished run" in err and "Self-training" not in out

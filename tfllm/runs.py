@@ -154,6 +154,18 @@ def load_translation_task(run_dir):
     return model
 
 
+def check_writable(run_dir, overwrite=False):
+    """The errors `prepare` gives for `run_dir`, without touching anything (for work that comes first)."""
+    if is_unfinished(run_dir) or not (os.path.isdir(run_dir) and os.listdir(run_dir)):
+        return
+    if not (os.path.exists(path(run_dir, RUN_CONFIG)) or is_old_format(run_dir)):
+        raise UserInputError(f"Run directory {run_dir!r} is not empty and is not a tfllm run. "
+                             "Choose another --run-dir.")
+    if not overwrite:
+        raise UserInputError(f"Run directory {run_dir!r} already holds a finished run. Pass --overwrite to "
+                             "replace it (it is kept until the new run finishes) or choose another --run-dir.")
+
+
 def prepare(run_dir, overwrite=False):
     """Creates `run_dir`, or decides to resume it; returns (resume, previous).
 
@@ -169,14 +181,8 @@ def prepare(run_dir, overwrite=False):
     if is_unfinished(run_dir):
         # An interrupted --overwrite run still has the old run beside it: dropped when this one finishes.
         return True, previous if os.path.isdir(previous) else None
+    check_writable(run_dir, overwrite)
     if os.path.isdir(run_dir) and os.listdir(run_dir):
-        is_run = os.path.exists(path(run_dir, RUN_CONFIG)) or is_old_format(run_dir)
-        if not is_run:
-            raise UserInputError(f"Run directory {run_dir!r} is not empty and is not a tfllm run. "
-                                 "Choose another --run-dir.")
-        if not overwrite:
-            raise UserInputError(f"Run directory {run_dir!r} already holds a finished run. Pass --overwrite to "
-                                 "replace it (it is kept until the new run finishes) or choose another --run-dir.")
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(run_dir, previous)
         os.makedirs(run_dir, exist_ok=True)

@@ -60,9 +60,12 @@ def select(probabilities, texts, train_labels, keep):
 
 def add_pseudo_labels(config, preset, data, train_classifier, verbose="auto"):
     """`(data with pseudo-labelled training examples added, a report for metrics.json)`."""
-    keep = preset.get("self_training_keep", DEFAULT_KEEP)
+    keep, teachers = preset.get("self_training_keep", DEFAULT_KEEP), preset.get("self_training_teachers", 1)
     if not 0 < keep <= 1:
         raise UserInputError(f"self_training_keep must be in (0, 1]; got {keep}. Try --set self_training_keep=0.5.")
+    if not isinstance(teachers, int) or teachers < 1:
+        raise UserInputError(f"self_training_teachers must be a whole number of at least 1; got {teachers!r}.")
+    runs.check_writable(config.run_dir, config.overwrite)  # refused now, not after the teacher has trained
     texts = unlabelled_texts(config, data)
     parent = os.path.dirname(os.path.abspath(config.run_dir))
     os.makedirs(parent, exist_ok=True)
@@ -72,13 +75,12 @@ def add_pseudo_labels(config, preset, data, train_classifier, verbose="auto"):
         teacher_dir = os.path.join(folder, "teacher")
         # `self_training_teachers` > 1: the teacher is an ensemble of that many seeds (surer labels).
         teacher = train_classifier(dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False,
-                                                       ensemble=int(preset.get("self_training_teachers", 1))),
-                                   verbose=verbose)
+                                                       ensemble=teachers), verbose=verbose)
         probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
     chosen, labels = select(probabilities, texts, data.train.labels, keep)
     print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
     report = {"unlabeled": config.unlabeled, "num_unlabeled": len(texts), "num_pseudo_labeled": len(chosen),
-              "keep": keep, "teachers": int(preset.get("self_training_teachers", 1)), "teacher": {"val_accuracy": teacher["val"]["accuracy"],
-                                        "test_accuracy": teacher["test"]["accuracy"]}}
+              "keep": keep, "teachers": teachers,
+              "teacher": {"val_accuracy": teacher["val"]["accuracy"], "test_accuracy": teacher["test"]["accuracy"]}}
     train = Split(data.train.texts + chosen, list(data.train.labels) + labels)
     return dataclasses.replace(data, train=train), report
