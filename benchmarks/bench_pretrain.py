@@ -215,6 +215,11 @@ def main():
                     # The default recipe's own epochs and learning rate: it is tuned for small data.
                     row["default"] = fine_tune(data_csv, os.path.join(tmp, "default"), seed,
                                                overrides=[("preset", "default")])
+                if "default_self_train_x3" in args.arms:  # the teacher an ensemble of 3 seeds
+                    row["default_self_train_x3"] = fine_tune(data_csv, os.path.join(tmp, "self3"), seed,
+                                                             overrides=[("preset", "default"),
+                                                                        ("unlabeled", "rotten_tomatoes")],
+                                                             settings=["self_training_teachers=3"])
                 if "default_self_train" in args.arms:
                     # tfllm leaves out the texts of its data (the N and the test split) by itself.
                     row["default_self_train"] = fine_tune(data_csv, os.path.join(tmp, "self"), seed,
