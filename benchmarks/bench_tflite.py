@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from tfllm.config import TrainConfig
+from tfllm.datasets import split_as_trained
 from tfllm.export import tflite
 
 
@@ -44,7 +46,7 @@ def bench_classifier(run_dir, num_examples):
 
     config = tflite.check_run_dir(run_dir)
     model, label_names, _ = load_run(run_dir)
-    texts = tflite._load_classification_splits(config, label_names).test.texts[:num_examples]
+    texts = split_as_trained(TrainConfig.from_dict(config), label_names).test.texts[:num_examples]
     ids = np.concatenate([batch["token_ids"] for batch in data_lib.text_batches(texts, model.preprocessor)])
     results = {"run_dir": run_dir, "latency_examples": len(texts), "batch_size": 1, "variants": {}}
 

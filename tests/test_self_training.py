@@ -27,9 +27,9 @@ def test_select_takes_the_surest_texts_of_each_class_in_the_labelled_proportions
 def unlabelled_file(tmp_path_factory):
     """100 texts of the bundled training split that the run's data does not hold, and three of its test texts."""
     from tfllm.config import TrainConfig
-    from tfllm.training.classifier import load_data
+    from tfllm.datasets import split_as_trained
 
-    data = load_data(TrainConfig(data="rotten_tomatoes", max_rows=300))
+    data = split_as_trained(TrainConfig(data="rotten_tomatoes", max_rows=300))
     known = set(data.train.texts) | set(data.val.texts) | set(data.test.texts)
     with gzip.open(bundled_path("rotten_tomatoes.csv.gz"), "rt", encoding="utf-8") as f:
         fresh = [r["text"] for r in csv.DictReader(f) if r["split"] == "train" and r["text"] not in known]
@@ -63,6 +63,8 @@ def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unla
     (["--unlabeled", "{tmp}/missing.txt"], "does not exist"),
     (["--unlabeled", "{tmp}/known.txt"], "no text that is not already in --data"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=0"], "self_training_keep must be in"),
+    (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=half"], "self_training_keep must be in"),
+    (["--unlabeled", "{tmp}/one.txt"], "at least 2 are needed"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_teachers=0"], "self_training_teachers must be"),
     (["--unlabeled", "{tmp}/texts.txt", "--ensemble", "2"], "cannot be combined"),
     (["--unlabeled", "{tmp}/texts.txt", "--task", "generate"], "--unlabeled is for --task classify"),
@@ -73,6 +75,7 @@ def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, 
     (tmp_path / "data.csv").write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(10)))
     (tmp_path / "known.txt").write_text("good film 1\nbad film 2\n")
     (tmp_path / "texts.txt").write_text("a new text\nanother one\n")
+    (tmp_path / "one.txt").write_text("a single new text\n")
     before = sorted(os.listdir(tmp_path))
     argv = ["train", "--data", str(tmp_path / "data.csv"), "--preset", "tiny", "--run-dir", str(tmp_path / "run")]
     assert main(argv + [a.format(tmp=tmp_path) for a in extra]) == 2

@@ -272,3 +272,11 @@ def load_classification_data(
         return Split([texts[i] for i in indices], [label_ids[raw_labels[i]] for i in indices])
 
     return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names))
+
+
+def split_as_trained(config, label_names=None):
+    """The classification data of a `TrainConfig`, split exactly as its training run split it
+    (same file, columns, labels, seed and rows): training, evaluation and export all call this."""
+    return load_classification_data(config.data, text_column=config.text_column, label_column=config.label_column,
+                                    split_column=config.split_column, labels=config.labels, label_names=label_names,
+                                    seed=config.seed, max_rows=config.max_rows)

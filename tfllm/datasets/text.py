@@ -130,7 +130,7 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
     documents = [line.strip() for line in lines if line.strip()]
     documents = documents[:max_rows] if max_rows else documents
     if len(documents) < 2:
-        raise UserInputError(f"{name_or_path!r} has {len(documents)} non-empty document(s); pretraining needs at "
-                             "least 2 (one per line of a .txt file, or one per row of a CSV/JSONL text column).")
+        raise UserInputError(f"{name_or_path!r} has {len(documents)} non-empty document(s); at least 2 are "
+                             "needed (one per line of a .txt file, or one per row of a CSV/JSONL text column).")
     n_val = max(1, round(len(documents) * val_fraction))
     return list(documents[:-n_val]), list(documents[-n_val:])

@@ -17,7 +17,7 @@ from tfllm import runs
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_causal_lm import export_causal_lm_files
 from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
-    IDS_FILE, TEXT_FILE, _load_classification_splits, export_classifier_files)
+    IDS_FILE, TEXT_FILE, export_classifier_files)
 from tfllm.export.tflite_runtime import load_interpreter, run_signature  # noqa: F401  (public here too)
 from tfllm.export.versioning import atomic_version_dir
 

@@ -37,6 +37,8 @@ import tempfile
 import numpy as np
 
 from tfllm import runs
+from tfllm.config import TrainConfig
+from tfllm.datasets import split_as_trained
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_runtime import SIGNATURE, convert_saved_model, load_interpreter, run_signature
 
@@ -46,17 +48,6 @@ MIN_CALIBRATION_EXAMPLES = 100
 CALIBRATION_EXAMPLES = 300
 IDS_FILE = "model.tflite"
 TEXT_FILE = "model_text.tflite"
-
-
-def _load_classification_splits(config, label_names):
-    """The run's train/val/test splits, read exactly as training read them."""
-    from tfllm.config import TrainConfig
-    from tfllm.datasets import load_classification_data
-
-    config = TrainConfig.from_dict(config)
-    return load_classification_data(config.data, text_column=config.text_column, label_column=config.label_column,
-                                    split_column=config.split_column, labels=config.labels, label_names=label_names,
-                                    seed=config.seed, max_rows=config.max_rows)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -178,7 +169,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-    splits = _load_classification_splits(config, label_names)
+    splits = split_as_trained(TrainConfig.from_dict(config), label_names)
     representative = None
     if quantize == "int8":
         texts = splits.train.texts[:CALIBRATION_EXAMPLES]

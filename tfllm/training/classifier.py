@@ -15,7 +15,7 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.datasets import load_classification_data
+from tfllm.datasets import split_as_trained
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -132,30 +132,11 @@ def load_run(run_dir):
     return runs.load_task(run_dir), runs.read_labels(run_dir), runs.read_recipe(run_dir)
 
 
-def _load_data(config, label_names=None):
-    """The classification data exactly as the training run split it (one function for train, evaluate, export)."""
-    return load_classification_data(
-        config.data,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        split_column=config.split_column,
-        labels=config.labels,
-        label_names=label_names,
-        seed=config.seed,
-        max_rows=config.max_rows,
-    )
-
-
 def run_data(run_dir):
     """A finished run's data, split as its training split it (same seed, rows and labels)."""
     from tfllm.config import TrainConfig
 
-    return _load_data(TrainConfig.from_dict(runs.read_config(run_dir)), runs.read_labels(run_dir))
-
-
-def load_data(config):
-    """The classification data of `config`, split as training splits it (a search checks it before starting)."""
-    return _load_data(config)
+    return split_as_trained(TrainConfig.from_dict(runs.read_config(run_dir)), runs.read_labels(run_dir))
 
 
 def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
@@ -188,7 +169,7 @@ def train_classifier(config, verbose="auto", tokenizer=None):
     preset = classifier_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
-    data = _load_data(config)
+    data = split_as_trained(config)
     if config.from_preset:
         preset_backbone_class(config.from_preset)
     self_training = None

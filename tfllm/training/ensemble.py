@@ -15,6 +15,7 @@ import dataclasses
 import os
 
 from tfllm import runs, tokenizers
+from tfllm.datasets import split_as_trained
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EnsembleClassifier
@@ -36,7 +37,7 @@ def train_ensemble(config, verbose="auto"):
         raise UserInputError("--ensemble trains tfllm's own classifier from scratch; leave out --from-preset.")
     # Everything that can fail on bad input happens before the run directory is touched.
     preset = classifier.classifier_preset(config)
-    data = classifier.load_data(config)
+    data = split_as_trained(config)
     run_dir = config.run_dir
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):

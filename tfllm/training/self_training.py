@@ -61,9 +61,9 @@ def select(probabilities, texts, train_labels, keep):
 def add_pseudo_labels(config, preset, data, train_classifier, verbose="auto"):
     """`(data with pseudo-labelled training examples added, a report for metrics.json)`."""
     keep, teachers = preset.get("self_training_keep", DEFAULT_KEEP), preset.get("self_training_teachers", 1)
-    if not 0 < keep <= 1:
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise UserInputError(f"self_training_keep must be in (0, 1]; got {keep}. Try --set self_training_keep=0.5.")
-    if not isinstance(teachers, int) or teachers < 1:
+    if isinstance(teachers, bool) or not isinstance(teachers, int) or teachers < 1:
         raise UserInputError(f"self_training_teachers must be a whole number of at least 1; got {teachers!r}.")
     runs.check_writable(config.run_dir, config.overwrite)  # refused now, not after the teacher has trained
     texts = unlabelled_texts(config, data)
