@@ -43,6 +43,7 @@ COMMENTED_USES = [
      "tensorflow/tensorflow#33929"),
     ("_experimental_custom_op_registerers", "tfllm/export/tflite_runtime.py",
      "PRIVATE API: `TargetSpec._experimental_custom_op_registerers`", "tensorflow/tensorflow#42643"),
+    ("pretokenize", "tfllm/tokenizers.py", "PRIVATE API: KerasHub's `pretokenize`", "huggingface/tokenizers#1004"),
     ("_self_attention_layer", "tfllm/explanations.py",
      "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
 ]
@@ -120,6 +121,21 @@ def test_keras_hub_add_special_token():
     method = getattr(Tokenizer, "_add_special_token", None)
     require(callable(method) and list(inspect.signature(method).parameters) == ["self", "token", "name"],
             "keras_hub Tokenizer._add_special_token(self, token, name)", "tfllm/tokenizers.py", "_add_special_token(")
+
+
+def test_keras_hub_pretokenize():
+    import tensorflow as tf
+
+    path, marker = "tfllm/tokenizers.py", "PRIVATE API: KerasHub's `pretokenize`"
+    try:
+        from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
+    except ImportError:
+        pretokenize = None
+    require(callable(pretokenize), "keras_hub.src.tokenizers.word_piece_tokenizer.pretokenize", path, marker)
+    words = pretokenize(tf.constant(["Hi, 中国"]), False, False, True, True).to_list()
+    require(words == [[b"Hi", b",", "中".encode(), "国".encode()]],
+            "pretokenize(text, lowercase, strip_accents, split, split_on_cjk) splitting punctuation and CJK",
+            path, marker)
 
 
 def test_keras_hub_transformer_encoder_attention_layer():

@@ -254,7 +254,13 @@ def test_train_translate_evaluate(trained_run, capsys):
     assert json.load(open(os.path.join(trained_run, "tfllm", "run.json")))["task"] == "translate"
     events = [f for root, _, files in os.walk(os.path.join(trained_run, "logs")) for f in files if "tfevents" in f]
     assert events
-    assert keras_hub.models.Seq2SeqLM.from_preset(trained_run).preprocessor is not None
+    model = keras_hub.models.Seq2SeqLM.from_preset(trained_run)
+    assert model.preprocessor is not None
+    # The decoder scores the target side's tokens only: English letters, not the Chinese source characters.
+    vocabulary = model.preprocessor.tokenizer.get_vocabulary()
+    output_size = model.backbone.target_vocabulary_size
+    assert model.backbone.token_embedding.compute_output_shape((1, 8), reverse=True)[-1] == output_size
+    assert set(vocabulary[output_size:]) >= set(WORDS) and set("onetwo") <= set(vocabulary[:output_size])
     capsys.readouterr()
     assert cli.main(["translate", trained_run, "一二", "三", "--num-beams", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
@@ -330,6 +336,42 @@ def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_pat
     parity = json.load(open(out / "parity.json"))
     assert parity["sources"] == 20 and parity["greedy_exact_match_rate"] == 1.0
     assert json.load(open(out / "metadata.json"))["task"] == "translate"
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "char"])
+def test_targets_first_moves_ids_but_not_tokens(kind):
+    from tfllm.tokenizers import output_vocabulary_size, targets_first
+
+    pairs = make_pairs(100)
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+    tokenizer = train_tokenizer(sources + targets, kind, 100, lowercase=False)
+    ordered = targets_first(tokenizer, targets)
+    assert ordered.get_vocabulary()[:5] == tokenizer.get_vocabulary()[:5]  # the specials keep their ids
+    assert sorted(ordered.get_vocabulary()) == sorted(tokenizer.get_vocabulary())
+    size = output_vocabulary_size(ordered, targets)
+    assert size < output_vocabulary_size(tokenizer, targets) or kind == "char"
+
+    def ids(tok, texts):
+        out = tok.tokenize(tf.constant(texts))
+        return out if isinstance(out, list) else out.to_list()
+
+    def tokens(tok, texts):
+        return [[tok.id_to_token(int(i)) for i in row] for row in ids(tok, texts)]
+
+    assert tokens(ordered, sources + targets) == tokens(tokenizer, sources + targets)
+    assert max(max(row) for row in ids(ordered, targets)) == size - 1
+    assert min(min(row) for row in ids(ordered, sources)) >= size  # source-only ids follow
+
+
+def test_labels_beyond_the_output_vocabulary_become_unknown():
+    model, _ = tiny_model()
+    tokenizer = model.preprocessor.tokenizer
+    split = PairSplit(["六"], [["one six"]])
+    size = int(tokenizer.token_to_id("x"))  # as if "x" appeared in no training target
+    (_, y, w), = list(pair_dataset(split, model.preprocessor, 4, output_vocabulary_size=size))
+    labels = y.numpy()[w.numpy() > 0]
+    assert labels.max() < size and list(labels).count(int(tokenizer.unk_token_id)) == 1
+    assert len(labels) == len("one six") + 1  # every character and [EOS], none dropped
 
 
 def test_length_buckets_keep_every_pair_and_drop_only_padding():
@@ -411,11 +453,11 @@ def test_every_setting_translation_training_reads_can_be_overridden():
     import re
 
     from tfllm.models.presets import known_settings
-    from tfllm.models.seq2seq_lm import BACKBONE_ARGS
+    from tfllm.models.seq2seq_lm import BACKBONE_ARGS, VOCABULARY_ARGS
 
     source = (pathlib.Path(__file__).parents[1] / "tfllm" / "training" / "seq2seq.py").read_text()
     read = set(re.findall(r'preset(?:\[|\.get\()"(\w+)"', source))
     assert {"label_smoothing", "max_train_seconds", "bucket_by_length"} <= read
-    assert read | (set(BACKBONE_ARGS) - {"vocabulary_size"}) <= known_settings("translate")
+    assert read | (set(BACKBONE_ARGS) - set(VOCABULARY_ARGS)) <= known_settings("translate")
     with pytest.raises(UserInputError, match="Did you mean 'label_smoothing'"):
         resolve_preset("translate", "tiny", {"label_smothing": 0.1})

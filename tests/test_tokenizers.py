@@ -49,3 +49,29 @@ def test_empty_training_texts_are_a_clear_error():
         train_tokenizer(["", "  "], "wordpiece")
     with pytest.raises(UserInputError, match="Unknown tokenizer"):
         train_tokenizer(ENGLISH, "bpe")
+
+
+def test_wordpiece_keeps_every_chinese_character_beyond_keras_hubs_1000():
+    # 1,500 distinct ideographs: KerasHub's learner would keep the 1,000 most frequent and map the rest to [UNK].
+    chars = [chr(0x4E00 + i) for i in range(1500)]
+    texts = ["".join(chars[i:i + 3]) + " and some english words" for i in range(0, 1500, 3)]
+    tokenizer = train_tokenizer(texts, "wordpiece", 1600, lowercase=False)
+    vocabulary = tokenizer.get_vocabulary()
+    assert set(chars) <= set(vocabulary) and "english" in vocabulary
+    assert not [t for t in vocabulary if t.startswith("##") and "\u4e00" <= t[2:] <= "\u9fff"]  # never reachable
+    ids = tokenizer.tokenize(tf.constant(["".join(chars[-3:])]))
+    ids = ids if isinstance(ids, list) else ids.to_list()
+    assert tokenizer.unk_token_id not in ids[0] and len(ids[0]) == 3
+    assert len(vocabulary) <= 1600
+
+
+def test_wordpiece_small_alphabets_get_keras_hubs_vocabulary_unchanged():
+    import keras_hub
+
+    from tfllm.tokenizers import SPECIAL_TOKENS, word_piece_vocabulary
+
+    texts = ["a good film", "a bad film", "the best films of the year", "worse than bad"] * 5
+    expected = keras_hub.tokenizers.compute_word_piece_vocabulary(
+        tf.data.Dataset.from_tensor_slices(texts).batch(1000), vocabulary_size=40, lowercase=True,
+        reserved_tokens=SPECIAL_TOKENS)
+    assert word_piece_vocabulary(texts, 40, lowercase=True) == expected

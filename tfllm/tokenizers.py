@@ -17,6 +17,7 @@ import os
 
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 from tfllm.errors import UserInputError
@@ -202,6 +203,44 @@ def _check_texts(texts):
     return texts
 
 
+KERAS_HUB_ALPHABET = 1000  # the characters TF Text's learner keeps when KerasHub calls it
+
+
+def word_piece_vocabulary(texts, vocabulary_size, lowercase):
+    """KerasHub's `compute_word_piece_vocabulary`, keeping every character when there are more than 1,000.
+
+    KerasHub calls TF Text's WordPiece learner with its default alphabet of
+    the 1,000 most frequent characters and discards every word holding any
+    other (the same default as huggingface/tokenizers#1004 describes). That
+    is no limit for English, but Chinese has thousands of characters: on
+    cedict it kept 920 of 10,161, so a third of the test headwords'
+    characters became `[UNK]`. Text with at most 1,000 distinct characters
+    gets KerasHub's vocabulary unchanged.
+    """
+    if len(set("".join(texts))) <= KERAS_HUB_ALPHABET:
+        return keras_hub.tokenizers.compute_word_piece_vocabulary(
+            tf.data.Dataset.from_tensor_slices(texts).batch(1000), vocabulary_size=vocabulary_size,
+            lowercase=lowercase, reserved_tokens=SPECIAL_TOKENS)
+    # PRIVATE API: KerasHub's `pretokenize` (word_piece_tokenizer.py), the split its own vocabulary
+    # trainer and WordPieceTokenizer use; called here because `compute_word_piece_vocabulary` does not
+    # pass TF Text's `max_unique_chars` through (see huggingface/tokenizers#1004 for the same default).
+    from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+
+    words = tf.data.Dataset.from_tensor_slices(texts).batch(1000).map(
+        lambda text: pretokenize(text, lowercase, False, True, True), num_parallel_calls=tf.data.AUTOTUNE)
+    counts = learner.count_words(words)
+    alphabet = {char for word in counts for char in word}
+    # The learner lists "##c" for every character c of its alphabet; a character never seen inside a
+    # word (every ideograph: the split makes each one a word of its own) can never use it, and 10,000
+    # of those would crowd out the learned pieces. They go, and their room goes to learned pieces.
+    inside = {char for word in counts if len(word) > 1 for char in word[1:]}
+    unusable = {"##" + char for char in alphabet - inside}
+    vocabulary = learner.learn(counts, vocab_size=vocabulary_size + len(unusable), reserved_tokens=SPECIAL_TOKENS,
+                               include_joiner_token=True, joiner="##", max_unique_chars=len(alphabet))
+    return [token for token in vocabulary if token not in unusable][:vocabulary_size]
+
+
 def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_length=None, lowercase=True):
     """Learns a vocabulary from `texts` and returns a KerasHub tokenizer.
 
@@ -216,12 +255,7 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
     """
     texts = _check_texts(texts)
     if kind == "wordpiece":
-        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-            tf.data.Dataset.from_tensor_slices(texts).batch(1000),
-            vocabulary_size=vocabulary_size,
-            lowercase=lowercase,
-            reserved_tokens=SPECIAL_TOKENS,
-        )
+        vocabulary = word_piece_vocabulary(texts, vocabulary_size, lowercase)
         return WordPieceTokenizer(vocabulary=vocabulary, sequence_length=sequence_length, lowercase=lowercase)
     if kind == "char":
         counts = {}
@@ -253,6 +287,41 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
         )
         return SentencePieceTokenizer(proto=proto.getvalue(), sequence_length=sequence_length)
     raise UserInputError(f"Unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}.")
+
+
+def targets_first(tokenizer, targets):
+    """`tokenizer` with the tokens of `targets` listed first (after the specials), for a translation model.
+
+    A translation model's source and target share one tokenizer, but its
+    decoder only ever emits target tokens. With them first, the decoder's
+    softmax can stop at `output_vocabulary_size(tokenizer, targets)` and skip
+    every source-only token (the Chinese characters of a Chinese -> English
+    model). Tokenization is unchanged: WordPiece and the character tokenizer
+    look tokens up by string, so only the ids move. Other tokenizers
+    (SentencePiece, whose ids are fixed by its model) come back as they are.
+    """
+    if not isinstance(tokenizer, (WordPieceTokenizer, CharacterTokenizer)):
+        return tokenizer
+    vocabulary = list(tokenizer.get_vocabulary())
+    specials = len(SPECIAL_TOKENS)
+    used = set(_token_ids(tokenizer, targets)) - set(range(specials))
+    order = sorted(used) + [i for i in range(specials, len(vocabulary)) if i not in used]
+    tokens = [vocabulary[i] for i in order]
+    if isinstance(tokenizer, WordPieceTokenizer):
+        tokens = vocabulary[:specials] + tokens
+    return type(tokenizer).from_config({**tokenizer.get_config(), "vocabulary": tokens})
+
+
+def output_vocabulary_size(tokenizer, targets):
+    """1 + the largest id in the tokenized `targets`: the ids a decoder trained on them must score."""
+    return max(_token_ids(tokenizer, targets), default=len(SPECIAL_TOKENS) - 1) + 1
+
+
+def _token_ids(tokenizer, texts):
+    ids = tokenizer.tokenize(tf.constant(list(texts)))
+    if isinstance(ids, list):  # KerasHub's eager tokenizers hand back Python lists
+        return {i for row in ids for i in row}
+    return set(np.unique(ids.flat_values.numpy()).tolist())
 
 
 def save_tokenizer(tokenizer, directory):

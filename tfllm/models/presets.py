@@ -202,7 +202,9 @@ TRANSLATION_PRESETS = {
     "default": {
         "tokenizer": "wordpiece",  # Chinese one ideograph per token, English words/pieces
         "lowercase": False,  # references keep their case; so do the outputs
-        "vocabulary_size": 12000,
+        # cedict: every one of its ~12,000 characters, then ~8,000 English or pinyin words and pieces.
+        # The decoder's softmax covers only the target side's share (see tokenizers.targets_first).
+        "vocabulary_size": 20000,
         "encoder_sequence_length": 16,
         "decoder_sequence_length": 24,
         "hidden_dim": 128,

@@ -39,11 +39,58 @@ BACKBONE_ARGS = (
     "activation",
     "layer_norm_epsilon",
     "tie_weights",
+    "target_vocabulary_size",
 )
+# The backbone arguments that come from the tokenizer, never from a preset.
+VOCABULARY_ARGS = ("vocabulary_size", "target_vocabulary_size")
 
 
 def _initializer(stddev=0.02):
     return keras.initializers.RandomNormal(stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class SharedEmbedding(keras_hub.layers.ReversibleEmbedding):
+    """KerasHub's `ReversibleEmbedding` whose reverse (output) projection scores only the first ids.
+
+    Source and target share one tokenizer whose vocabulary lists the tokens
+    of training targets first (`tfllm.tokenizers.targets_first`), so the
+    decoder's softmax covers `output_vocabulary_size` ids and skips the
+    source-only tokens it never emits (the Chinese characters of a
+    Chinese -> English model): a smaller softmax, a faster step.
+
+    Args:
+        output_vocabulary_size: ids the reverse projection scores (`None`: all).
+        **kwargs: passed to `keras_hub.layers.ReversibleEmbedding`.
+    """
+
+    def __init__(self, *args, output_vocabulary_size=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.output_vocabulary_size = output_vocabulary_size
+
+    def _outputs(self):
+        return self.input_dim if self.output_vocabulary_size is None else int(self.output_vocabulary_size)
+
+    def call(self, inputs, reverse=False):
+        if not reverse or self._outputs() == self.input_dim:
+            return super().call(inputs, reverse=reverse)
+        n = self._outputs()
+        kernel = ops.transpose(self.embeddings[:n]) if self.tie_weights else self.reverse_embeddings[:, :n]
+        if self.reverse_dtype is not None:
+            inputs, kernel = ops.cast(inputs, self.reverse_dtype), ops.cast(kernel, self.reverse_dtype)
+        return ops.matmul(inputs, kernel)
+
+    def compute_output_shape(self, input_shape, reverse=False):
+        shape = super().compute_output_shape(input_shape, reverse=reverse)
+        if reverse:
+            shape[-1] = self._outputs()
+        return shape
+
+    def compute_output_spec(self, inputs, reverse=False):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape, reverse=reverse), dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "output_vocabulary_size": self.output_vocabulary_size}
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -63,6 +110,8 @@ class Seq2SeqBackbone(keras_hub.models.Backbone):
         activation: feed-forward activation.
         layer_norm_epsilon: of every layer norm.
         tie_weights: the decoder's output projection is the token embedding.
+        target_vocabulary_size: the decoder scores ids `0 ... target_vocabulary_size - 1`
+            only (the tokenizer lists target tokens first); `None`: every id.
 
     Example:
     >>> backbone = Seq2SeqBackbone(vocabulary_size=50, encoder_sequence_length=8,
@@ -89,6 +138,7 @@ class Seq2SeqBackbone(keras_hub.models.Backbone):
         activation="gelu",
         layer_norm_epsilon=1e-5,
         tie_weights=True,
+        target_vocabulary_size=None,
         dtype=None,
         **kwargs,
     ):
@@ -96,9 +146,10 @@ class Seq2SeqBackbone(keras_hub.models.Backbone):
             raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads}).")
         num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
         # === Layers ===
-        self.token_embedding = keras_hub.layers.ReversibleEmbedding(
+        self.token_embedding = SharedEmbedding(
             input_dim=vocabulary_size, output_dim=hidden_dim, tie_weights=tie_weights,
-            embeddings_initializer=_initializer(), dtype=dtype, name="token_embedding")
+            output_vocabulary_size=target_vocabulary_size, embeddings_initializer=_initializer(), dtype=dtype,
+            name="token_embedding")
         self.encoder_position_embedding = keras_hub.layers.PositionEmbedding(
             sequence_length=encoder_sequence_length, initializer=_initializer(), dtype=dtype,
             name="encoder_position_embedding")
@@ -169,6 +220,7 @@ class Seq2SeqBackbone(keras_hub.models.Backbone):
         self.activation = activation
         self.layer_norm_epsilon = layer_norm_epsilon
         self.tie_weights = tie_weights
+        self.target_vocabulary_size = target_vocabulary_size
 
     def get_config(self):
         config = super().get_config()

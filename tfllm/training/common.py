@@ -68,13 +68,15 @@ def resolve_recipe(task, config):
     return preset
 
 
-def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=True):
+def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=True, targets=None):
     """Writes a fresh run's records and trains its tokenizer, or reads the tokenizer back to resume.
 
     Returns tfllm's tokenizer (trained on `texts`, the training split), or None
     with `--from-preset`, whose preset brings its own. `records` are further
     `{runs path: value}` files for a fresh run (the labels of a classifier);
-    `lowercase` is the default when the preset does not say.
+    `lowercase` is the default when the preset does not say. With `targets`
+    (a translation model's), the vocabulary lists their tokens first
+    (`tokenizers.targets_first`).
     """
     if resume:
         print(f"Resuming the interrupted run in {run_dir}")
@@ -88,6 +90,8 @@ def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=Tr
         return tokenizers.load_tokenizer(run_dir)
     tokenizer = tokenizers.train_tokenizer(texts, preset["tokenizer"], preset["vocabulary_size"],
                                            lowercase=preset.get("lowercase", lowercase))
+    if targets is not None:
+        tokenizer = tokenizers.targets_first(tokenizer, targets)
     tokenizers.save_tokenizer(tokenizer, run_dir)  # a resumed run reads it back
     return tokenizer
 

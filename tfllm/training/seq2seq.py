@@ -17,12 +17,12 @@ import keras_hub
 import tensorflow as tf
 from keras import ops
 
-from tfllm import runs
+from tfllm import runs, tokenizers
 from tfllm.datasets.pairs import load_pair_data
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor
-from tfllm.models.seq2seq_lm import BACKBONE_ARGS
+from tfllm.models.seq2seq_lm import BACKBONE_ARGS, VOCABULARY_ARGS
 from tfllm.training import common
 from tfllm.translation import Translator
 
@@ -82,11 +82,13 @@ def load_data(config, preset=None):
                           reference_separator=(preset or {}).get("reference_separator"))
 
 
-def own_model(preset, tokenizer):
+def own_model(preset, tokenizer, target_vocabulary_size=None):
+    """tfllm's `Seq2SeqLM` as `preset` shapes it; its decoder scores ids below `target_vocabulary_size`."""
     preprocessor = Seq2SeqLMPreprocessor(tokenizer, encoder_sequence_length=preset["encoder_sequence_length"],
                                          decoder_sequence_length=preset["decoder_sequence_length"])
-    args = {k: preset[k] for k in BACKBONE_ARGS if k in preset and k != "vocabulary_size"}
-    return Seq2SeqLM.from_args(preprocessor=preprocessor, vocabulary_size=tokenizer.vocabulary_size(), **args)
+    args = {k: preset[k] for k in BACKBONE_ARGS if k in preset and k not in VOCABULARY_ARGS}
+    return Seq2SeqLM.from_args(preprocessor=preprocessor, vocabulary_size=tokenizer.vocabulary_size(),
+                               target_vocabulary_size=target_vocabulary_size, **args)
 
 
 def model_from_preset(handle, preset):
@@ -119,15 +121,24 @@ def _trim(x, y, sample_weight):
     return x, y[:, :decoder], sample_weight[:, :decoder]
 
 
-def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, bucket=False):
+def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, bucket=False,
+                 output_vocabulary_size=None):
     """`(x, y, sample_weight)` batches: tokenized and packed once (TF ops), cached, then shuffled and batched.
+
+    With `output_vocabulary_size` (the decoder's softmax width), a label the
+    decoder cannot score (a token seen only in validation targets) becomes
+    `[UNK]`.
 
     With `bucket`, pairs of similar target length are batched together and
     each batch drops its padding columns, so a batch of short glosses costs
     what its tokens cost, not what the longest possible target would.
     """
     ds = tf.data.Dataset.from_tensor_slices({"encoder_text": list(split.sources), "decoder_text": split.targets})
-    ds = ds.batch(1024).map(preprocessor, num_parallel_calls=AUTOTUNE).unbatch().cache()
+    ds = ds.batch(1024).map(preprocessor, num_parallel_calls=AUTOTUNE)
+    if output_vocabulary_size:
+        size, unk = int(output_vocabulary_size), int(preprocessor.tokenizer.unk_token_id)
+        ds = ds.map(lambda x, y, w: (x, tf.where(y < size, y, unk), w))
+    ds = ds.unbatch().cache()
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     if not bucket:
@@ -193,18 +204,22 @@ def train_seq2seq(config, verbose="auto"):
     run_dir = common.worker_run_dir(config.run_dir, strategy)
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
-        # One tokenizer for both sides; case is kept unless the preset says otherwise.
+        # One tokenizer for both sides, target tokens first; case is kept unless the preset says otherwise.
         tokenizer = common.start_run(run_dir, config, preset, resume, data.train.sources + data.train.targets,
-                                     lowercase=False)
+                                     lowercase=False, targets=data.train.targets)
+        output_size = None
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = model_from_preset(config.from_preset, preset)
             else:
-                model = own_model(preset, tokenizer)
+                # The decoder's softmax covers the tokens of training targets only (see targets_first).
+                output_size = tokenizers.output_vocabulary_size(tokenizer, data.train.targets)
+                model = own_model(preset, tokenizer, output_size)
             bucket = bool(preset.get("bucket_by_length"))
             train_ds = pair_dataset(data.train, model.preprocessor, preset["batch_size"], shuffle=True,
                                     seed=config.seed, bucket=bucket)
-            val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"], bucket=bucket)
+            val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"], bucket=bucket,
+                                  output_vocabulary_size=output_size)
             steps_per_epoch = -(-len(data.train) // preset["batch_size"])
             compile_model(model, preset, steps_per_epoch)
             common.adapt_model_to_strategy(model, strategy)
