@@ -53,13 +53,24 @@ def quality(task, minutes, preset, max_rows, beam_examples, overrides, epochs=No
         # holds, or the rate is still warming up when the time runs out.
         command = (f"tfllm train --task translate --data cedict --source-column {source} --target-column {target} "
                    f"--preset {preset}{f' --epochs {epochs}' if epochs else ''}  (overrides {json.dumps(config.overrides)})")
+        load = [round(x, 2) for x in os.getloadavg()]
+        start = time.perf_counter()
         metrics = train_seq2seq(config, verbose=2)
         result = {"command": command, "greedy": metrics["test"], "val_greedy": metrics["val"],
                   **{k: metrics[k] for k in ("train_seconds", "epochs_run", "stopped_by_time_budget",
-                                              "decode_seconds", "num_train_examples", "parameters")}}
+                                              "decode_seconds", "num_train_examples", "parameters")},
+                  # Everything the command did: reading the data, the vocabulary, training, scoring val and test.
+                  "command_seconds": round(time.perf_counter() - start, 1), "load_average_at_start": load}
+        data = load_pair_data("cedict", source, target, max_rows=max_rows)
+        translator = load_translator(run_dir)
+        tokenizer = translator.tokenizer
+        ids = tokenizer.tokenize(tf.constant(data.test.sources))
+        ids = [i for row in (ids if isinstance(ids, list) else ids.to_list()) for i in row]
+        result["test_source_unknown_token_rate"] = round(float(np.mean(np.equal(ids, tokenizer.unk_token_id))), 4)
+        result["vocabulary_size"] = int(tokenizer.vocabulary_size())
+        result["decoder_output_size"] = int(translator.model.backbone.target_vocabulary_size or
+                                            result["vocabulary_size"])
         if beam_examples:
-            data = load_pair_data("cedict", source, target, max_rows=max_rows)
-            translator = load_translator(run_dir)
             n = min(beam_examples, len(data.test))
             start = time.perf_counter()
             outputs = translator.translate(data.test.sources[:n], sampler="beam", num_beams=4, warn=False)

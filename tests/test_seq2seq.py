@@ -270,6 +270,19 @@ def test_train_translate_evaluate(trained_run, capsys):
 
 
 @pytest.mark.slow
+def test_fine_tuning_a_run_on_targets_with_tokens_its_decoder_does_not_score(trained_run, tmp_path):
+    # Targets that quote source characters ("一" is a source-only id in the trained run's vocabulary).
+    rows = [(s, f"{t} ({s})") for s, t in make_pairs(60, seed=3)]
+    data = write_csv(tmp_path / "quoted.csv", rows)
+    run_dir = str(tmp_path / "tuned")
+    assert cli.main(["train", "--task", "translate", "--data", data, "--source-column", "zh", "--target-column", "en",
+                     "--from-preset", trained_run, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir]) == 0
+    assert json.load(open(os.path.join(run_dir, "metrics.json")))["test"]["num_examples"] > 0
+    tuned, base = (keras_hub.models.Seq2SeqLM.from_preset(d).backbone for d in (run_dir, trained_run))
+    assert tuned.target_vocabulary_size == base.target_vocabulary_size < base.vocabulary_size
+
+
+@pytest.mark.slow
 def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trained_run, tmp_path):
     from tfllm.export.seq2seq import export_seq2seq
     from tfllm.translation import translate
@@ -335,7 +348,12 @@ def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_pat
     assert cli.main(["export", trained_run, "--name", "tr-tflite", "--format", "tflite", "--out", str(out)]) == 0
     parity = json.load(open(out / "parity.json"))
     assert parity["sources"] == 20 and parity["greedy_exact_match_rate"] == 1.0
-    assert json.load(open(out / "metadata.json"))["task"] == "translate"
+    metadata = json.load(open(out / "metadata.json"))
+    assert metadata["task"] == "translate" and metadata["output_vocabulary_size"] < metadata["vocabulary_size"]
+    from tfllm.export.tflite_runtime import load_interpreter
+
+    decode = load_interpreter(str(out / "model.tflite")).get_signature_runner("decode")
+    assert decode.get_output_details()["logits"]["shape"][-1] == metadata["output_vocabulary_size"]
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "char"])

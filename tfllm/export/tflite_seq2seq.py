@@ -165,6 +165,8 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "encoder_sequence_length": backbone.encoder_sequence_length,
             "decoder_sequence_length": width,
             "vocabulary_size": backbone.vocabulary_size,
+            # The decode step's logits: the target side's ids, listed first (tfllm.tokenizers.targets_first).
+            "output_vocabulary_size": getattr(backbone, "target_vocabulary_size", None) or backbone.vocabulary_size,
             "special_token_ids": {"start": int(tokenizer.start_token_id), "end": end_id,
                                   "pad": int(tokenizer.pad_token_id)},
             "signatures": ["encode", "decode"],

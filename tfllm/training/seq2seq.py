@@ -207,17 +207,18 @@ def train_seq2seq(config, verbose="auto"):
         # One tokenizer for both sides, target tokens first; case is kept unless the preset says otherwise.
         tokenizer = common.start_run(run_dir, config, preset, resume, data.train.sources + data.train.targets,
                                      lowercase=False, targets=data.train.targets)
-        output_size = None
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = model_from_preset(config.from_preset, preset)
             else:
                 # The decoder's softmax covers the tokens of training targets only (see targets_first).
-                output_size = tokenizers.output_vocabulary_size(tokenizer, data.train.targets)
-                model = own_model(preset, tokenizer, output_size)
+                model = own_model(preset, tokenizer, tokenizers.output_vocabulary_size(tokenizer, data.train.targets))
+            # A token the decoder cannot score (in validation targets, or in new data for a fine-tuned
+            # tfllm run) is learned as [UNK].
+            output_size = getattr(model.backbone, "target_vocabulary_size", None)
             bucket = bool(preset.get("bucket_by_length"))
             train_ds = pair_dataset(data.train, model.preprocessor, preset["batch_size"], shuffle=True,
-                                    seed=config.seed, bucket=bucket)
+                                    seed=config.seed, bucket=bucket, output_vocabulary_size=output_size)
             val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"], bucket=bucket,
                                   output_vocabulary_size=output_size)
             steps_per_epoch = -(-len(data.train) // preset["batch_size"])
