@@ -415,6 +415,12 @@ def test_length_buckets_keep_every_pair_and_drop_only_padding():
     # Nothing but padding was cut: the same number of target tokens, inputs and labels the same width.
     assert sum(float(np.sum(w)) for _, _, w in bucketed) == sum(float(np.sum(w)) for _, _, w in plain)
     assert all(x["decoder_token_ids"].shape == y.shape for x, y, _ in bucketed)
+    # For XLA: sources at full length, so the only shapes are the target buckets'.
+    full_sources = list(pair_dataset(split, model.preprocessor, 16, bucket=True, trim_encoder=False))
+    assert rows(full_sources) == rows(plain)
+    assert {x["encoder_token_ids"].shape[1] for x, _, _ in full_sources} == {model.preprocessor.encoder_sequence_length}
+    assert {x["encoder_token_ids"].shape[1] for x, _, _ in bucketed} != {model.preprocessor.encoder_sequence_length}
+    assert {y.shape[1] for _, y, _ in full_sources} == set(widths)
 
 
 @pytest.fixture(scope="module")

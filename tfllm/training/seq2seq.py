@@ -109,20 +109,22 @@ def model_from_preset(handle, preset):
 LENGTH_STEP = 4  # trimmed batch lengths are multiples of this: few distinct shapes to trace
 
 
-def _trim(x, y, sample_weight):
-    """Cuts a batch's padding columns: encoder and decoder to their longest row (rounded up to LENGTH_STEP)."""
+def _trim(x, y, sample_weight, trim_encoder=True):
+    """Cuts a batch's padding columns: decoder (and encoder) to their longest row (rounded up to LENGTH_STEP)."""
     def longest(mask, full):
         n = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=-1))
         return tf.minimum(-(-n // LENGTH_STEP) * LENGTH_STEP, full)
 
-    encoder = longest(x["encoder_padding_mask"], tf.shape(x["encoder_token_ids"])[1])
+    encoder = tf.shape(x["encoder_token_ids"])[1]
+    if trim_encoder:
+        encoder = longest(x["encoder_padding_mask"], encoder)
     decoder = longest(sample_weight, tf.shape(y)[1])
     x = {k: v[:, :encoder] if k.startswith("encoder") else v[:, :decoder] for k, v in x.items()}
     return x, y[:, :decoder], sample_weight[:, :decoder]
 
 
 def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, bucket=False,
-                 output_vocabulary_size=None):
+                 output_vocabulary_size=None, trim_encoder=True):
     """`(x, y, sample_weight)` batches: tokenized and packed once (TF ops), cached, then shuffled and batched.
 
     With `output_vocabulary_size` (the decoder's softmax width), a label the
@@ -132,6 +134,9 @@ def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, buck
     With `bucket`, pairs of similar target length are batched together and
     each batch drops its padding columns, so a batch of short glosses costs
     what its tokens cost, not what the longest possible target would.
+    `trim_encoder=False` keeps sources at full length, so the batches come
+    in only as many shapes as there are target buckets: few enough for XLA
+    to compile each once.
     """
     ds = tf.data.Dataset.from_tensor_slices({"encoder_text": list(split.sources), "decoder_text": split.targets})
     ds = ds.batch(1024).map(preprocessor, num_parallel_calls=AUTOTUNE)
@@ -148,7 +153,7 @@ def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, buck
     ds = ds.bucket_by_sequence_length(
         lambda x, y, w: tf.reduce_sum(tf.cast(w, tf.int32)), bucket_boundaries=boundaries,
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
-    return ds.map(_trim, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return ds.map(lambda x, y, w: _trim(x, y, w, trim_encoder), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def compile_model(model, preset, steps_per_epoch):
@@ -213,16 +218,15 @@ def train_seq2seq(config, verbose="auto"):
             else:
                 # The decoder's softmax covers the tokens of training targets only (see targets_first).
                 model = own_model(preset, tokenizer, tokenizers.output_vocabulary_size(tokenizer, data.train.targets))
+            compile_model(model, preset, steps_per_epoch=-(-len(data.train) // preset["batch_size"]))
             # A token the decoder cannot score (in validation targets, or in new data for a fine-tuned
-            # tfllm run) is learned as [UNK].
-            output_size = getattr(model.backbone, "target_vocabulary_size", None)
-            bucket = bool(preset.get("bucket_by_length"))
+            # tfllm run) is learned as [UNK]. Under XLA, sources keep their full length, since XLA
+            # compiles once per batch shape.
+            batches = dict(bucket=bool(preset.get("bucket_by_length")), trim_encoder=not model.jit_compile,
+                           output_vocabulary_size=getattr(model.backbone, "target_vocabulary_size", None))
             train_ds = pair_dataset(data.train, model.preprocessor, preset["batch_size"], shuffle=True,
-                                    seed=config.seed, bucket=bucket, output_vocabulary_size=output_size)
-            val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"], bucket=bucket,
-                                  output_vocabulary_size=output_size)
-            steps_per_epoch = -(-len(data.train) // preset["batch_size"])
-            compile_model(model, preset, steps_per_epoch)
+                                    seed=config.seed, **batches)
+            val_ds = pair_dataset(data.val, model.preprocessor, preset["batch_size"], **batches)
             common.adapt_model_to_strategy(model, strategy)
         callbacks = common.make_callbacks(
             run_dir,
