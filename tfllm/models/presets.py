@@ -222,7 +222,8 @@ TRANSLATION_PRESETS = {
         "early_stopping": True,
         # Batches of similar target length without their padding columns (most glosses are a few
         # tokens). Sources stay at full length under XLA, so there are six batch shapes to compile
-        # (one per target bucket): 0.135 s a step against 0.196 s without XLA (docs/benchmarks.md).
+        # (one per target bucket): 0.135 s a step against 0.196 s without XLA, timed one after the
+        # other in one process (docs/benchmarks.md).
         "bucket_by_length": True,
         "jit_compile": True,
     },
