@@ -27,12 +27,18 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "make: Chromium is not installed, so the browser tests will skip (apt-get install chromium)"
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest -q tests
+# Tests run in TEST_WORKERS processes (pytest-xdist), a test file per process at a time so its
+# module fixtures (tiny trained models) are built once; most of a test's time is single-threaded
+# Python (tracing, tokenizer learning, starting TensorFlow), so two workers use both cores.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-# The quicker part (no end-to-end runs marked slow): 306 of 369 tests, about 4 minutes on 2 cores.
+test: $(STAMP) browser
+	$(PYTEST) tests
+
+# The quicker part (no end-to-end runs marked slow).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -21,7 +21,8 @@ early on, so no other label is used. Then, on the same N:
 - `default_self_train`: the same with `tfllm train --unlabeled rotten_tomatoes`
   (`tfllm/training/self_training.py`): a teacher, the `default` model trained on the N,
   labels the other training texts (their labels unused); the half it is surest of, in
-  the labelled class ratio, joins the N and the recipe retrains.
+  the labelled class ratio, joins the N and the recipe retrains (`--self-train-set` passes
+  settings such as `self_training_teachers=3 self_training_rounds=2`).
 
 `--probe` adds a linear probe: logistic regression on the mean-pooled hidden states and
 token embeddings of the masked-LM backbone against the same backbone with random weights,
@@ -165,6 +166,8 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe settings for both fine-tunes")
     parser.add_argument("--pretrained-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe settings for the pretrained fine-tune only (e.g. freeze_epochs=3)")
+    parser.add_argument("--self-train-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings for default_self_train only (e.g. self_training_teachers=3 self_training_rounds=2)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "pretrain.json"))
     args = parser.parse_args()
 
@@ -174,7 +177,8 @@ def main():
     result = {"data": "rotten_tomatoes (binary), its test split", "num_test": len(test),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
               "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv),
-              "settings": args.set, "pretrained_settings": args.pretrained_set, "rows": []}
+              "settings": args.set, "pretrained_settings": args.pretrained_set,
+              "self_train_settings": args.self_train_set, "rows": []}
 
     if "pretrained_mlm" in args.arms or args.probe:
         from tfllm import runs
@@ -215,16 +219,12 @@ def main():
                     # The default recipe's own epochs and learning rate: it is tuned for small data.
                     row["default"] = fine_tune(data_csv, os.path.join(tmp, "default"), seed,
                                                overrides=[("preset", "default")])
-                if "default_self_train_x3" in args.arms:  # the teacher an ensemble of 3 seeds
-                    row["default_self_train_x3"] = fine_tune(data_csv, os.path.join(tmp, "self3"), seed,
-                                                             overrides=[("preset", "default"),
-                                                                        ("unlabeled", "rotten_tomatoes")],
-                                                             settings=["self_training_teachers=3"])
                 if "default_self_train" in args.arms:
                     # tfllm leaves out the texts of its data (the N and the test split) by itself.
                     row["default_self_train"] = fine_tune(data_csv, os.path.join(tmp, "self"), seed,
                                                           overrides=[("preset", "default"),
-                                                                     ("unlabeled", "rotten_tomatoes")])
+                                                                     ("unlabeled", "rotten_tomatoes")],
+                                                          settings=args.self_train_set)
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
 

@@ -75,3 +75,29 @@ def test_wordpiece_small_alphabets_get_keras_hubs_vocabulary_unchanged():
         tf.data.Dataset.from_tensor_slices(texts).batch(1000), vocabulary_size=40, lowercase=True,
         reserved_tokens=SPECIAL_TOKENS)
     assert word_piece_vocabulary(texts, 40, lowercase=True) == expected
+
+
+@pytest.mark.parametrize("language,vocab_size", [("english", 300), ("english", 3000), ("chinese", 400)])
+def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
+    # tfllm's learner reuses the threshold-independent first pass across TF Text's binary search;
+    # the vocabulary must be the one TF Text's own `learn` gives, piece for piece and in order.
+    import csv
+    import gzip
+    import itertools
+
+    from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+
+    from tfllm.datasets import bundled_path
+    from tfllm.tokenizers import SPECIAL_TOKENS, learn_word_pieces
+
+    name, column = ("rotten_tomatoes.csv.gz", "text") if language == "english" else ("cedict.tsv.gz", "english")
+    with gzip.open(bundled_path(name), "rt", encoding="utf-8") as f:
+        rows = csv.DictReader(f, delimiter="," if name.endswith("csv.gz") else "\t")
+        texts = [r[column] + ("" if language == "english" else " " + r["simplified"]) for r in itertools.islice(rows, 600)]
+    counts = learner.count_words([pretokenize(tf.constant(texts), True, False, True, True)])
+    alphabet = len({c for word in counts for c in word})
+    expected = learner.learn(counts, vocab_size=vocab_size, reserved_tokens=SPECIAL_TOKENS, include_joiner_token=True,
+                             joiner="##", max_unique_chars=max(alphabet, 1000))
+    assert learn_word_pieces(counts, vocab_size, SPECIAL_TOKENS, max_unique_chars=max(alphabet, 1000)) == expected
+    assert len(expected) > 100 + len(SPECIAL_TOKENS)  # learned pieces, not only the alphabet

@@ -5,7 +5,10 @@ together. A teacher — the same recipe, trained on the labelled texts alone —
 labels them; the texts it is most sure of (`self_training_keep` of them, 0.5
 by default, in the labelled training split's class proportions) join the
 training split, and the run trains on both, its tokenizer included. With
-`--set self_training_teachers=N` the teacher is an ensemble of N seeds. The
+`--set self_training_teachers=N` the teacher is an ensemble of N seeds. With
+`--set self_training_rounds=R` it repeats: the teacher of round R is the
+student of round R-1 (itself trained on its own teacher's labels), which
+labels the same texts again. The
 validation and test splits are untouched, so early stopping and the reported
 figures are on real labels only. On `rotten_tomatoes` with 500 labels this
 scored 0.665 test accuracy against 0.625 without it (5 seeds;
@@ -61,26 +64,36 @@ def select(probabilities, texts, train_labels, keep):
 def add_pseudo_labels(config, preset, data, train_classifier, verbose="auto"):
     """`(data with pseudo-labelled training examples added, a report for metrics.json)`."""
     keep, teachers = preset.get("self_training_keep", DEFAULT_KEEP), preset.get("self_training_teachers", 1)
+    rounds = preset.get("self_training_rounds", 1)
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise UserInputError(f"self_training_keep must be in (0, 1]; got {keep}. Try --set self_training_keep=0.5.")
     if isinstance(teachers, bool) or not isinstance(teachers, int) or teachers < 1:
         raise UserInputError(f"self_training_teachers must be a whole number of at least 1; got {teachers!r}.")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise UserInputError(f"self_training_rounds must be a whole number of at least 1; got {rounds!r}.")
     runs.check_writable(config.run_dir, config.overwrite)  # refused now, not after the teacher has trained
     texts = unlabelled_texts(config, data)
     parent = os.path.dirname(os.path.abspath(config.run_dir))
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".teacher-", dir=parent) as folder:
-        print(f"Self-training: a teacher trains on the {len(data.train)} labelled texts, "
-              f"then labels {len(texts)} unlabelled ones")
         teacher_dir = os.path.join(folder, "teacher")
-        # `self_training_teachers` > 1: the teacher is an ensemble of that many seeds (surer labels).
-        teacher = train_classifier(dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False,
-                                                       ensemble=teachers), verbose=verbose)
+        if rounds > 1:
+            # The teacher is this same command with one round fewer: it self-trains in turn.
+            teacher_config = dataclasses.replace(config, run_dir=teacher_dir, overwrite=False,
+                                                 overrides={**config.overrides, "self_training_rounds": rounds - 1})
+        else:
+            # `self_training_teachers` > 1: the first teacher is an ensemble of that many seeds (surer labels).
+            teacher_config = dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False,
+                                                 ensemble=teachers)
+        teacher_kind = f"a {rounds - 1}-round self-trained teacher" if rounds > 1 else "a teacher"
+        print(f"Self-training: {teacher_kind} trains on the {len(data.train)} labelled texts, "
+              f"then labels {len(texts)} unlabelled ones")
+        teacher = train_classifier(teacher_config, verbose=verbose)
         probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
     chosen, labels = select(probabilities, texts, data.train.labels, keep)
     print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
     report = {"unlabeled": config.unlabeled, "num_unlabeled": len(texts), "num_pseudo_labeled": len(chosen),
-              "keep": keep, "teachers": teachers,
+              "keep": keep, "teachers": teachers, "rounds": rounds,
               "teacher": {"val_accuracy": teacher["val"]["accuracy"], "test_accuracy": teacher["test"]["accuracy"]}}
     train = Split(data.train.texts + chosen, list(data.train.labels) + labels)
     return dataclasses.replace(data, train=train), report
