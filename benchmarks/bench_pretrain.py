@@ -22,7 +22,8 @@ early on, so no other label is used. Then, on the same N:
   (`tfllm/training/self_training.py`): a teacher, the `default` model trained on the N,
   labels the other training texts (their labels unused); the half it is surest of, in
   the labelled class ratio, joins the N and the recipe retrains (`--self-train-set` passes
-  settings such as `self_training_teachers=3 self_training_rounds=2`).
+  settings such as `self_training_teachers=3 self_training_rounds=2`; `--self-train-ensemble N`
+  makes the student an N-seed ensemble).
 
 `--probe` adds a linear probe: logistic regression on the mean-pooled hidden states and
 token embeddings of the masked-LM backbone against the same backbone with random weights,
@@ -168,6 +169,8 @@ def main():
                         help="recipe settings for the pretrained fine-tune only (e.g. freeze_epochs=3)")
     parser.add_argument("--self-train-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="settings for default_self_train only (e.g. self_training_teachers=3 self_training_rounds=2)")
+    parser.add_argument("--self-train-ensemble", type=int, default=1,
+                        help="default_self_train's student: an ensemble of this many seeds (`tfllm train --ensemble`)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "pretrain.json"))
     args = parser.parse_args()
 
@@ -178,7 +181,7 @@ def main():
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
               "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv),
               "settings": args.set, "pretrained_settings": args.pretrained_set,
-              "self_train_settings": args.self_train_set, "rows": []}
+              "self_train_settings": args.self_train_set, "self_train_ensemble": args.self_train_ensemble, "rows": []}
 
     if "pretrained_mlm" in args.arms or args.probe:
         from tfllm import runs
@@ -223,7 +226,8 @@ def main():
                     # tfllm leaves out the texts of its data (the N and the test split) by itself.
                     row["default_self_train"] = fine_tune(data_csv, os.path.join(tmp, "self"), seed,
                                                           overrides=[("preset", "default"),
-                                                                     ("unlabeled", "rotten_tomatoes")],
+                                                                     ("unlabeled", "rotten_tomatoes"),
+                                                                     ("ensemble", args.self_train_ensemble)],
                                                           settings=args.self_train_set)
             result["rows"].append(row)
             print(json.dumps(row), flush=True)

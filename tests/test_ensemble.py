@@ -118,10 +118,10 @@ def test_an_interrupted_ensemble_resumes_keeping_finished_members(tmp_path, monk
     config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=200, run_dir=str(tmp_path / "x2"),
                          ensemble=2, seed=7)
 
-    def interrupted_at_the_second_member(member, verbose="auto", tokenizer=None):
+    def interrupted_at_the_second_member(member, verbose="auto", tokenizer=None, data=None):
         if member.model_seed == 8:
             raise KeyboardInterrupt
-        return train(member, verbose=verbose, tokenizer=tokenizer)
+        return train(member, verbose=verbose, tokenizer=tokenizer, data=data)
 
     monkeypatch.setattr(classifier, "train_classifier", interrupted_at_the_second_member)
     with pytest.raises(KeyboardInterrupt):

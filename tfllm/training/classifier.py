@@ -150,15 +150,13 @@ def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
     return tokenizers.load_tokenizer(run_dir) if resume else tokenizer
 
 
-def train_classifier(config, verbose="auto", tokenizer=None):
+def train_classifier(config, verbose="auto", tokenizer=None, data=None):
     """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict.
 
     `config.ensemble` > 1 trains that many seeds and saves their average
-    (`tfllm.training.ensemble`). `tokenizer` (ensemble members) is used instead
-    of training one.
+    (`tfllm.training.ensemble`). `tokenizer` and `data` (ensemble members) are
+    used instead of training one and of reading the config's data.
     """
-    if config.ensemble != 1 and config.unlabeled:
-        raise UserInputError("--unlabeled and --ensemble cannot be combined yet; pass one of them.")
     if config.ensemble != 1:
         # Imported here: the ensemble trainer calls this function for each member.
         from tfllm.training.ensemble import train_ensemble
@@ -169,7 +167,7 @@ def train_classifier(config, verbose="auto", tokenizer=None):
     preset = classifier_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
-    data = split_as_trained(config)
+    data = split_as_trained(config) if data is None else data
     if config.from_preset:
         preset_backbone_class(config.from_preset)
     self_training = None

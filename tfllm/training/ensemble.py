@@ -6,7 +6,9 @@
 
 Every member trains on the same split (`seed` picks it) with its own
 `model_seed` (initialisation and shuffle), and reads the same token ids: the
-first member trains the tokenizer, the others reuse it. An interrupted
+first member trains the tokenizer, the others reuse it. With `--unlabeled`,
+one teacher's pseudo-labels (`tfllm.training.self_training`) join the
+training split of every member. An interrupted
 ensemble resumes when the same command runs again: finished members are kept,
 an interrupted one resumes from its backup.
 """
@@ -20,6 +22,7 @@ from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EnsembleClassifier
 from tfllm.training import classifier, common
+from tfllm.training.self_training import add_pseudo_labels
 
 MEMBERS = "members"
 
@@ -38,6 +41,9 @@ def train_ensemble(config, verbose="auto"):
     # Everything that can fail on bad input happens before the run directory is touched.
     preset = classifier.classifier_preset(config)
     data = split_as_trained(config)
+    self_training = None
+    if config.unlabeled:  # one teacher labels the texts for every member
+        data, self_training = add_pseudo_labels(config, preset, data, classifier.train_classifier, verbose=verbose)
     run_dir = config.run_dir
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
@@ -56,8 +62,8 @@ def train_ensemble(config, verbose="auto"):
             if not runs.is_finished(member_dir):
                 print(f"Ensemble member {k + 1}/{count}: model seed {config.seed + k} -> {member_dir}")
                 member = dataclasses.replace(config, run_dir=member_dir, ensemble=1, model_seed=config.seed + k,
-                                             overwrite=False)
-                classifier.train_classifier(member, verbose=verbose, tokenizer=tokenizer)
+                                             overwrite=False, unlabeled=None)
+                classifier.train_classifier(member, verbose=verbose, tokenizer=tokenizer, data=data)
             if tokenizer is None:
                 tokenizer = tokenizers.load_tokenizer(member_dir)
 
@@ -83,5 +89,7 @@ def train_ensemble(config, verbose="auto"):
             "num_train_examples": len(data.train),
             "members": rows,
         }
+        if self_training:
+            metrics["self_training"] = self_training
         common.finish_run(run_dir, run_dir, model, preset, {}, metrics)  # also drops the resume marker
         return metrics
