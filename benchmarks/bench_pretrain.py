@@ -116,7 +116,7 @@ def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=(), settings=
     cli(*argv)
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     return {"test_accuracy": round(metrics["test"]["accuracy"], 4), "val_accuracy": round(metrics["val"]["accuracy"], 4),
-            "epochs_run": metrics["epochs_run"], "seconds": round(time.perf_counter() - start, 1)}
+            "epochs_run": metrics.get("epochs_run"), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def linear_probe(pretrain_dir, rows, labels, seeds, test):

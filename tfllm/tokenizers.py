@@ -249,12 +249,13 @@ def learn_word_pieces(word_counts, vocab_size, reserved_tokens, max_unique_chars
     """TF Text's `wordpiece_tokenizer_learner_lib.learn` with KerasHub's settings: the same vocabulary, faster.
 
     The learner binary-searches a count threshold and relearns the vocabulary
-    from scratch at each probe (a dozen on rotten_tomatoes, 27 s in all). Its
-    first pass (every substring of every word, counted, then each count
-    discounted by the longer pieces that contain it as a prefix) does not depend
-    on the threshold: here it runs once and each probe filters it, which cuts
-    the time by about a third. The later passes are TF Text's, through its own
-    helpers. `tests/test_tokenizers.py` checks the result equals `learn`'s.
+    from scratch at each probe (a dozen; 30 s on rotten_tomatoes, 137 s on
+    cedict). Its first pass (every substring of every word, counted, then each
+    count discounted by the longer pieces that contain it as a prefix) does not
+    depend on the threshold: here it runs once and each probe filters it
+    (1.2-1.27x faster in all, `benchmarks/bench_vocabulary.py`). The later
+    passes are TF Text's, through its own helpers.
+    `tests/test_tokenizers.py` checks the result equals `learn`'s.
     """
     learner = _word_piece_learner()
     params = learner.Params(upper_thresh=int(1e7), lower_thresh=10, num_iterations=4, max_input_tokens=int(5e6),

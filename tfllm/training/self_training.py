@@ -8,7 +8,8 @@ training split, and the run trains on both, its tokenizer included. With
 `--set self_training_teachers=N` the teacher is an ensemble of N seeds. With
 `--set self_training_rounds=R` it repeats: the teacher of round R is the
 student of round R-1 (itself trained on its own teacher's labels), which
-labels the same texts again. The
+labels the same texts again. With `--ensemble N` the student is an ensemble
+of N seeds, every member trained on the same pseudo-labelled texts. The
 validation and test splits are untouched, so early stopping and the reported
 figures are on real labels only. On `rotten_tomatoes` with 500 labels this
 scored 0.665 test accuracy against 0.625 without it (5 seeds;
