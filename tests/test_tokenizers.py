@@ -94,7 +94,7 @@ def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
     name, column = ("rotten_tomatoes.csv.gz", "text") if language == "english" else ("cedict.tsv.gz", "english")
     with gzip.open(bundled_path(name), "rt", encoding="utf-8") as f:
         rows = csv.DictReader(f, delimiter="," if name.endswith("csv.gz") else "\t")
-        texts = [r[column] + ("" if language == "english" else " " + r["simplified"]) for r in itertools.islice(rows, 600)]
+        texts = [r[column] + ("" if language == "english" else " " + r["simplified"]) for r in itertools.islice(rows, 300)]
     counts = learner.count_words([pretokenize(tf.constant(texts), True, False, True, True)])
     alphabet = len({c for word in counts for c in word})
     expected = learner.learn(counts, vocab_size=vocab_size, reserved_tokens=SPECIAL_TOKENS, include_joiner_token=True,
