@@ -77,7 +77,10 @@ def test_wordpiece_small_alphabets_get_keras_hubs_vocabulary_unchanged():
     assert word_piece_vocabulary(texts, 40, lowercase=True) == expected
 
 
-@pytest.mark.parametrize("language,vocab_size", [("english", 300), ("english", 3000), ("chinese", 400)])
+# 60: the alphabet alone is over budget (every probe too big); 300: the search stops within its
+# slack; 3000: it runs out of thresholds.
+@pytest.mark.parametrize("language,vocab_size", [("english", 60), ("english", 300), ("english", 3000),
+                                                 ("chinese", 400)])
 def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
     # tfllm's learner reuses the threshold-independent first pass across TF Text's binary search;
     # the vocabulary must be the one TF Text's own `learn` gives, piece for piece and in order.
@@ -100,4 +103,5 @@ def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
     expected = learner.learn(counts, vocab_size=vocab_size, reserved_tokens=SPECIAL_TOKENS, include_joiner_token=True,
                              joiner="##", max_unique_chars=max(alphabet, 1000))
     assert learn_word_pieces(counts, vocab_size, SPECIAL_TOKENS, max_unique_chars=max(alphabet, 1000)) == expected
-    assert len(expected) > 100 + len(SPECIAL_TOKENS)  # learned pieces, not only the alphabet
+    if vocab_size > 60:
+        assert len(expected) > 100 + len(SPECIAL_TOKENS)  # learned pieces, not only the alphabet

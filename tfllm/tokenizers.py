@@ -279,8 +279,15 @@ def learn_word_pieces(word_counts, vocab_size, reserved_tokens, max_unique_chars
         return learner.generate_final_vocabulary(reserved_tokens, chars, tokens)
 
     slack = max(params.slack_ratio * vocab_size, 0)
+    # Every probe's vocabulary holds the specials and each character with and without "##". When
+    # those alone are over budget (tiny test presets), every probe is too big and the search only
+    # moves up: only its last probe is learned.
+    too_big = len(set(reserved_tokens) | chars | {"##" + c for c in chars}) > vocab_size
     while True:  # TF Text's `learn_binary_search`, as a loop
         thresh = (upper + lower) // 2
+        if too_big and not (lower >= upper or thresh <= 1):
+            lower = thresh + 1
+            continue
         vocabulary = learn_with_thresh(thresh)
         if (vocab_size - slack <= len(vocabulary) <= vocab_size) or lower >= upper or thresh <= 1:
             return vocabulary
