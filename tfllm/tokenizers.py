@@ -254,8 +254,9 @@ def learn_word_pieces(word_counts, vocab_size, reserved_tokens, max_unique_chars
     count discounted by the longer pieces that contain it as a prefix) does not
     depend on the threshold: here it runs once and each probe filters it
     (1.2-1.27x faster in all, `benchmarks/bench_vocabulary.py`). The later
-    passes are TF Text's, through its own helpers.
-    `tests/test_tokenizers.py` checks the result equals `learn`'s.
+    passes are TF Text's, through its own helpers: that module is a tool of
+    TF Text's, not a documented API (tensorflow-text is pinned), and
+    `tests/test_tokenizers.py` fails if the result ever differs from `learn`'s.
     """
     learner = _word_piece_learner()
     params = learner.Params(upper_thresh=int(1e7), lower_thresh=10, num_iterations=4, max_input_tokens=int(5e6),
