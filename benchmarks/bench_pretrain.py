@@ -115,8 +115,13 @@ def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=(), settings=
     start = time.perf_counter()
     cli(*argv)
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
-    return {"test_accuracy": round(metrics["test"]["accuracy"], 4), "val_accuracy": round(metrics["val"]["accuracy"], 4),
-            "epochs_run": metrics.get("epochs_run"), "seconds": round(time.perf_counter() - start, 1)}
+    row = {"test_accuracy": round(metrics["test"]["accuracy"], 4), "val_accuracy": round(metrics["val"]["accuracy"], 4),
+           "epochs_run": metrics.get("epochs_run"), "seconds": round(time.perf_counter() - start, 1)}
+    if "self_training" in metrics:  # the teacher's figures, and whether the guard skipped self-training
+        report = metrics["self_training"]
+        row["teacher"] = report["teacher"]
+        row["num_pseudo_labeled"] = report["num_pseudo_labeled"]
+    return row
 
 
 def linear_probe(pretrain_dir, rows, labels, seeds, test):
