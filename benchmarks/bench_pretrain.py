@@ -117,10 +117,11 @@ def fine_tune(data_csv, run_dir, seed, from_preset=None, overrides=(), settings=
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     row = {"test_accuracy": round(metrics["test"]["accuracy"], 4), "val_accuracy": round(metrics["val"]["accuracy"], 4),
            "epochs_run": metrics.get("epochs_run"), "seconds": round(time.perf_counter() - start, 1)}
-    if "self_training" in metrics:  # the teacher's figures, and whether the guard skipped self-training
+    if "self_training" in metrics:  # the teacher's figures, and which of teacher and student is the run
         report = metrics["self_training"]
-        row["teacher"] = report["teacher"]
-        row["num_pseudo_labeled"] = report["num_pseudo_labeled"]
+        row.update(teacher=report["teacher"], num_pseudo_labeled=report["num_pseudo_labeled"], kept=report["kept"])
+        if "student" in report:
+            row["student"] = report["student"]
     return row
 
 

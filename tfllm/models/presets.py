@@ -260,7 +260,7 @@ PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretr
 OPTIONAL_SETTINGS = {
     "classify": {"ema_momentum", "jit_compile", "label_smoothing", "lowercase", "embedding_dropout", "bigram_buckets",
                  "wide_bigram_buckets", "self_training_keep",
-                 "self_training_teachers", "self_training_rounds", "self_training_max_p"},
+                 "self_training_teachers", "self_training_rounds"},
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
     "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution",

@@ -22,7 +22,7 @@ from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreproce
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
-from tfllm.training.self_training import add_pseudo_labels
+from tfllm.training.self_training import train_self_trained
 
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
 EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
@@ -150,18 +150,21 @@ def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
     return tokenizers.load_tokenizer(run_dir) if resume else tokenizer
 
 
-def train_classifier(config, verbose="auto", tokenizer=None, data=None):
+def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
     """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict.
 
     `config.ensemble` > 1 trains that many seeds and saves their average
-    (`tfllm.training.ensemble`). `tokenizer` and `data` (ensemble members) are
-    used instead of training one and of reading the config's data.
+    (`tfllm.training.ensemble`). `tokenizer` and `data` (ensemble members, a
+    self-training student) are used instead of training one and of reading
+    the config's data. `config.unlabeled` self-trains
+    (`tfllm.training.self_training`), which calls this function for the
+    teacher and then for the student, with `self_training` (its report).
     """
     if config.ensemble != 1:
         # Imported here: the ensemble trainer calls this function for each member.
         from tfllm.training.ensemble import train_ensemble
 
-        return train_ensemble(config, verbose=verbose)
+        return train_ensemble(config, verbose=verbose, data=data, self_training=self_training)
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = common.get_strategy(config.strategy)
     preset = classifier_preset(config)
@@ -170,9 +173,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None):
     data = split_as_trained(config) if data is None else data
     if config.from_preset:
         preset_backbone_class(config.from_preset)
-    self_training = None
-    if config.unlabeled:  # this function trains the teacher too
-        data, self_training = add_pseudo_labels(config, preset, data, train_classifier, verbose=verbose)
+    if config.unlabeled and self_training is None:  # a teacher, then this run as its student
+        return train_self_trained(config, preset, data, train_classifier, verbose=verbose)
     # The split keeps `seed`; an ensemble member's weights and shuffle follow its own `model_seed`.
     model_seed = config.seed if config.model_seed is None else config.model_seed
     keras.utils.set_random_seed(model_seed)

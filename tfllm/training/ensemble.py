@@ -22,7 +22,7 @@ from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EnsembleClassifier
 from tfllm.training import classifier, common
-from tfllm.training.self_training import add_pseudo_labels
+from tfllm.training.self_training import train_self_trained
 
 MEMBERS = "members"
 
@@ -31,8 +31,11 @@ def member_dirs(run_dir, seed, count):
     return [os.path.join(run_dir, MEMBERS, f"seed_{seed + k}") for k in range(count)]
 
 
-def train_ensemble(config, verbose="auto"):
-    """Trains `config.ensemble` members and saves their average in `config.run_dir`; returns its metrics dict."""
+def train_ensemble(config, verbose="auto", data=None, self_training=None):
+    """Trains `config.ensemble` members and saves their average in `config.run_dir`; returns its metrics dict.
+
+    `data` and `self_training` as for `tfllm.training.classifier.train_classifier`.
+    """
     count = config.ensemble
     if count < 1:
         raise UserInputError(f"--ensemble must be at least 1 (1 trains one model), got {count}.")
@@ -40,10 +43,9 @@ def train_ensemble(config, verbose="auto"):
         raise UserInputError("--ensemble trains tfllm's own classifier from scratch; leave out --from-preset.")
     # Everything that can fail on bad input happens before the run directory is touched.
     preset = classifier.classifier_preset(config)
-    data = split_as_trained(config)
-    self_training = None
-    if config.unlabeled:  # one teacher labels the texts for every member
-        data, self_training = add_pseudo_labels(config, preset, data, classifier.train_classifier, verbose=verbose)
+    data = split_as_trained(config) if data is None else data
+    if config.unlabeled and self_training is None:  # one teacher labels the texts for every member
+        return train_self_trained(config, preset, data, classifier.train_classifier, verbose=verbose)
     run_dir = config.run_dir
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):

@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfllm import runs, tokenizers
+from tfllm.data import preprocess
 from tfllm.datasets.pairs import load_pair_data
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
@@ -125,7 +126,7 @@ def _trim(x, y, sample_weight, trim_encoder=True):
 
 def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, bucket=False,
                  output_vocabulary_size=None, trim_encoder=True):
-    """`(x, y, sample_weight)` batches: tokenized and packed once (TF ops), cached, then shuffled and batched.
+    """`(x, y, sample_weight)` batches: tokenized and packed once (`tfllm.data.preprocess`), then shuffled and batched.
 
     With `output_vocabulary_size` (the decoder's softmax width), a label the
     decoder cannot score (a token seen only in validation targets) becomes
@@ -138,12 +139,11 @@ def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, buck
     in only as many shapes as there are target buckets: few enough for XLA
     to compile each once.
     """
-    ds = tf.data.Dataset.from_tensor_slices({"encoder_text": list(split.sources), "decoder_text": split.targets})
-    ds = ds.batch(1024).map(preprocessor, num_parallel_calls=AUTOTUNE)
+    x, y, w = preprocess({"encoder_text": split.sources, "decoder_text": split.targets}, preprocessor)
     if output_vocabulary_size:
         size, unk = int(output_vocabulary_size), int(preprocessor.tokenizer.unk_token_id)
-        ds = ds.map(lambda x, y, w: (x, tf.where(y < size, y, unk), w))
-    ds = ds.unbatch().cache()
+        y = tf.where(y < size, y, unk)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, w))
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     if not bucket:
