@@ -1,6 +1,8 @@
 """Strings -> batched `tf.data` pipelines, one function per task.
 
-Classification: texts are tokenized once and cached, then shuffled and batched.
+Classification and translation: texts are tokenized and packed once, by the
+task's preprocessor traced once per model (`preprocess`), then shuffled and
+batched.
 Causal language models: the corpus is tokenized once into one int32 array;
 training batches are random windows of `sequence_length + 1` tokens cut out of
 it inside `tf.data` (nanoGPT's `get_batch`), so the input pipeline costs a
