@@ -85,6 +85,7 @@ def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unla
 def test_a_teacher_that_validates_better_than_its_student_becomes_the_run(tmp_path, tiny_classifier_run):
     from tfllm.config import TrainConfig
     from tfllm.runs import METRICS, RUN_CONFIG
+    from tfllm.training.classifier import load_run, predict_probabilities
 
     # Two real finished runs: the student in the run directory, the teacher in its temporary folder.
     run_dir, teacher_dir = str(tmp_path / "run"), str(tmp_path / ".teacher-x" / "teacher")
@@ -104,6 +105,8 @@ def test_a_teacher_that_validates_better_than_its_student_becomes_the_run(tmp_pa
     assert on_disk == metrics and metrics["val"] == teacher["val"]
     assert metrics["self_training"] == {"num_pseudo_labeled": 7, "kept": "teacher",
                                         "student": {"val_accuracy": 0.25, "test_accuracy": 0.5}}
+    task, labels, _ = load_run(run_dir)  # a finished run where it now lies
+    assert predict_probabilities(task, ["a fine film"]).shape == (1, len(labels))
 
 
 @pytest.mark.parametrize("extra,match", [
