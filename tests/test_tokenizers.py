@@ -105,3 +105,30 @@ def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
     assert learn_word_pieces(counts, vocab_size, SPECIAL_TOKENS, max_unique_chars=max(alphabet, 1000)) == expected
     if vocab_size > 60:
         assert len(expected) > 100 + len(SPECIAL_TOKENS)  # learned pieces, not only the alphabet
+
+
+def test_preprocess_traces_a_preprocessor_once_and_gives_its_own_outputs():
+    import gc
+    import weakref
+
+    from tfllm import data
+    from tfllm.models import TextClassifierPreprocessor
+
+    tokenizer = train_tokenizer(ENGLISH, "wordpiece", vocabulary_size=60)
+    preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=8)
+    texts = ENGLISH + ["", "an unseen word"]
+    expected = preprocessor(tf.constant(texts))
+    # In chunks (here of 4 texts) or in one, the inputs are the preprocessor's own.
+    for chunk_size in (4, 8192):
+        got = data.preprocess(texts, preprocessor, chunk_size=chunk_size)
+        for key, value in expected.items():
+            np.testing.assert_array_equal(got[key].numpy(), value.numpy())
+    assert data.preprocess([], preprocessor)["token_ids"].shape == (0, 8)
+    assert data.traced_preprocessor(preprocessor, None).experimental_get_tracing_count() == 1  # one graph
+    # The cache keeps the last two models' preprocessors, not every one it has seen.
+    gone = weakref.ref(preprocessor)
+    del preprocessor
+    for _ in range(2):
+        data.preprocess(texts, TextClassifierPreprocessor(tokenizer, sequence_length=8))
+    gc.collect()
+    assert gone() is None

@@ -9,7 +9,7 @@ it inside `tf.data` (nanoGPT's `get_batch`), so the input pipeline costs a
 gather per step.
 """
 
-import weakref
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -26,7 +26,16 @@ def encode_labels(labels, sigmoid):
     return tf.cast(labels, tf.float32)[:, None] if sigmoid else labels
 
 
-_TRACED_PREPROCESSORS = weakref.WeakKeyDictionary()
+@functools.lru_cache(maxsize=2)
+def traced_preprocessor(preprocessor, columns):
+    """`preprocessor` as a `tf.function` over a batch of strings (a dict of them keyed by `columns`, if given).
+
+    Cached for the last two models, so every pipeline of a run (and of a
+    self-training teacher and its student) shares one trace, and no more
+    than two preprocessors are kept alive by the cache.
+    """
+    spec = tf.TensorSpec([None], tf.string)
+    return tf.function(preprocessor, input_signature=[spec if columns is None else dict.fromkeys(columns, spec)])
 
 
 def preprocess(texts, preprocessor, chunk_size=8192):
@@ -43,11 +52,7 @@ def preprocess(texts, preprocessor, chunk_size=8192):
     """
     columns = texts if isinstance(texts, dict) else {None: texts}
     columns = {name: list(column) for name, column in columns.items()}
-    traced = _TRACED_PREPROCESSORS.get(preprocessor)
-    if traced is None:
-        spec = tf.TensorSpec([None], tf.string)
-        traced = tf.function(preprocessor, input_signature=[spec if None in columns else dict.fromkeys(columns, spec)])
-        _TRACED_PREPROCESSORS[preprocessor] = traced
+    traced = traced_preprocessor(preprocessor, None if None in columns else tuple(columns))
     size = len(next(iter(columns.values())))
     parts = []
     for start in range(0, max(size, 1), chunk_size):
