@@ -24,6 +24,18 @@ def run_cli(*args, timeout=300, cwd=None):
     )
 
 
+def main_in_process(capsys, *args):
+    """Runs `tfllm ARGS` through `tfllm.cli.main` in this process: the console script's code
+    path without the seconds a new process spends starting TensorFlow. Returns what
+    `run_cli` returns (returncode, stdout, stderr)."""
+    from tfllm.cli import main
+
+    capsys.readouterr()  # drop what the test printed before
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def assert_keras_roundtrip(model, inputs, path):
     """Saves `model` as .keras, reloads it and checks outputs are identical."""
     import keras

@@ -227,6 +227,7 @@ def test_nanogpt_preset_builds_nanogpts_optimizer():
     assert not [v.path for v in model.trainable_variables if v.path.endswith("bias")]  # bias=False
 
 
+@pytest.mark.slow
 def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

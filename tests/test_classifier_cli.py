@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import main_in_process, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_tensorboard_event_files_hold_the_scalars(cli_run):
         assert tag in tags, sorted(tags)
 
 
-def test_predict_and_evaluate_commands(cli_run):
+def test_predict_and_evaluate_commands(cli_run, capsys):
     run_dir, _ = cli_run
     result = run_cli("predict", run_dir, "a joyous, moving film", "tedious")
     assert result.returncode == 0, result.stderr
@@ -66,7 +66,7 @@ def test_predict_and_evaluate_commands(cli_run):
     for row in rows:
         assert row["label"] in ("rotten", "fresh")
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
-    result = run_cli("evaluate", run_dir, "--split", "test")
+    result = main_in_process(capsys, "evaluate", run_dir, "--split", "test")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     # The run trained on --max-rows 300: evaluate scores exactly the run's own test split, not the whole file's.
@@ -117,13 +117,13 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
 """
 
 
-def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tmp_path):
+def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tmp_path, capsys):
     from tfllm.training.classifier import load_run, predict_probabilities
 
     run_dir, _ = cli_run
     base = tmp_path / "savedmodels"
     for expected_version in ("1", "2"):
-        result = run_cli("export", run_dir, "--name", "reviews", "--base-dir", base)
+        result = main_in_process(capsys, "export", run_dir, "--name", "reviews", "--base-dir", base)
         assert result.returncode == 0, result.stderr
         assert (base / "reviews" / expected_version / "saved_model.pb").exists()
     assert sorted(os.listdir(base / "reviews")) == ["1", "2"]  # no temporary folders left
@@ -138,7 +138,7 @@ def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tm
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
     assert served["label"] == [label_names[i] for i in expected.argmax(-1)]
 
-    result = run_cli("export", run_dir, "--name", "reviews", "--base-dir", base, "--keep", "1")
+    result = main_in_process(capsys, "export", run_dir, "--name", "reviews", "--base-dir", base, "--keep", "1")
     assert result.returncode == 0
     assert sorted(os.listdir(base / "reviews")) == ["3"]
 

@@ -24,7 +24,7 @@ from tfllm.training import common
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
-# Trains a tiny classifier ("cls") or causal LM ("lm") with `--strategy
+# Trains a tiny classifier ("cls") and a tiny causal LM ("lm") with `--strategy
 # mirrored` over N logical CPU devices and saves the final weights. The LM runs
 # without XLA (an XLA step cannot reach another logical CPU's variables) and
 # keeps its preset's steps_per_execution=4, the multi-step path that failed with
@@ -34,28 +34,29 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import sys
     import tensorflow as tf
 
-    devices, task, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    devices, out = int(sys.argv[1]), sys.argv[2]
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
     import keras
     import numpy as np
     from tfllm import runs
     from tfllm.config import TrainConfig
+    from tfllm.training.causal_lm import train_causal_lm
+    from tfllm.training.classifier import train_classifier
 
-    common = dict(preset="tiny", strategy="mirrored", run_dir=f"{out}/{task}")
-    if task == "cls":
-        from tfllm.training.classifier import train_classifier
-        # No word dropout: each replica draws its own mask for its half batch,
-        # so with dropout two replicas cannot match one device.
-        train_classifier(TrainConfig(data="rotten_tomatoes", max_rows=200, batch_size=16,
-                                     overrides={"embedding_dropout": 0.0}, **common), verbose=0)
-    else:
-        from tfllm.training.causal_lm import train_causal_lm
-        train_causal_lm(TrainConfig(task="generate", data="shakespeare", max_rows=4000, jit_compile=False, **common),
-                        verbose=0)
-    model = runs.load_task(f"{out}/{task}")
-    np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights],
-             names=np.array([w.path for w in model.weights]))
+    for task in ("cls", "lm"):  # both in one process: TensorFlow starts once
+        common = dict(preset="tiny", strategy="mirrored", run_dir=f"{out}/{task}")
+        if task == "cls":
+            # No word dropout: each replica draws its own mask for its half batch,
+            # so with dropout two replicas cannot match one device.
+            train_classifier(TrainConfig(data="rotten_tomatoes", max_rows=200, batch_size=16,
+                                         overrides={"embedding_dropout": 0.0}, **common), verbose=0)
+        else:
+            train_causal_lm(TrainConfig(task="generate", data="shakespeare", max_rows=4000, jit_compile=False,
+                                        **common), verbose=0)
+        model = runs.load_task(f"{out}/{task}")
+        np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights],
+                 names=np.array([w.path for w in model.weights]))
     """
 )
 
@@ -98,20 +99,25 @@ def stop(process):
     process.wait(timeout=30)
 
 
-def assert_mirrored_matches_one_device(tmp_path, task):
+@pytest.fixture(scope="module")
+def mirrored_runs(tmp_path_factory):
+    """The tiny classifier and causal LM trained over one logical CPU device and over two."""
+    out = tmp_path_factory.mktemp("mirrored")
+    for devices in (1, 2):
+        result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(devices), str(out / f"d{devices}")],
+                                capture_output=True, text=True, timeout=600, env=ENV)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def assert_mirrored_matches_one_device(out, task):
     """Same seed and global batch: two replicas end with the weights of one device.
 
     The baseline is `--strategy mirrored` over the one CPU device: Keras reads
     one batch ahead under any strategy (to build the model), which shifts the
     shuffled order by one reshuffle relative to no strategy at all.
     """
-    for devices in (1, 2):
-        result = subprocess.run(
-            [sys.executable, "-c", MIRRORED_SCRIPT, str(devices), task, str(tmp_path / f"d{devices}")],
-            capture_output=True, text=True, timeout=300, env=ENV,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    one, two = np.load(tmp_path / f"d1/{task}.npz"), np.load(tmp_path / f"d2/{task}.npz")
+    one, two = np.load(out / f"d1/{task}.npz"), np.load(out / f"d2/{task}.npz")
     names = list(one["names"])
     assert names == list(two["names"]) and len(names) > 0
     blend = [np.abs(one[f"arr_{i}"]).max() for i, name in enumerate(names) if name.startswith("blend/")]
@@ -130,14 +136,14 @@ def assert_mirrored_matches_one_device(tmp_path, task):
 
 
 @pytest.mark.slow
-def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
-    assert_mirrored_matches_one_device(tmp_path, "cls")
+def test_mirrored_two_cpu_replicas_match_one_device(mirrored_runs):
+    assert_mirrored_matches_one_device(mirrored_runs, "cls")
 
 
 @pytest.mark.slow
-def test_mirrored_two_cpu_replicas_causal_lm_matches_one_device(tmp_path):
+def test_mirrored_two_cpu_replicas_causal_lm_matches_one_device(mirrored_runs):
     """The tied embedding's sparse gradient and Keras' multi-step loop (steps_per_execution=4) on two replicas."""
-    assert_mirrored_matches_one_device(tmp_path, "lm")
+    assert_mirrored_matches_one_device(mirrored_runs, "lm")
 
 
 @pytest.mark.slow
@@ -255,6 +261,7 @@ def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monke
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_global_batch_not_divisible_by_replicas_exits_2(tmp_path):
     script = textwrap.dedent(
         """

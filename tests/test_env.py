@@ -32,6 +32,7 @@ def test_user_setting_wins():
     assert quiet_gpu_probe({"TF_ENABLED_DEVICE_TYPES": "GPU"}) is False
 
 
+@pytest.mark.slow
 @needs_cpu_only_linux
 def test_console_script_prints_no_cuda_probe_errors(tmp_path):
     result = run_console_script(tmp_path)
@@ -42,6 +43,7 @@ def test_console_script_prints_no_cuda_probe_errors(tmp_path):
     assert not [line for line in result.stderr.splitlines() if line.startswith("E0000")], result.stderr
 
 
+@pytest.mark.slow
 @needs_cpu_only_linux
 def test_opting_out_brings_the_probe_back(tmp_path):
     """`TF_ENABLED_DEVICE_TYPES=` (empty) enables every factory, so the same command probes again.

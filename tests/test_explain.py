@@ -25,6 +25,7 @@ def _probability(explainer, text, label):
     return float(explainer.probabilities(x)[0][explainer.label_names.index(label)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [None, "rotten"])
 def test_integrated_gradients_are_complete(explainer, target):
     """The attributions sum to score(text) - score(baseline); the tiny preset has the bigram and wide paths too."""

@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from conftest import main_in_process, run_cli
 
 
 @pytest.mark.slow
-def test_cli_train_then_generate(tmp_path):
+def test_cli_train_then_generate(tmp_path, capsys):
     run_dir = tmp_path / "run"
     result = run_cli("train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "20",
                      "--max-rows", "5000", "--no-jit-compile", "--run-dir", run_dir)
@@ -18,7 +18,7 @@ def test_cli_train_then_generate(tmp_path):
     assert metrics["val"]["loss"] > 0 and metrics["speed"]["tokens_per_second"] > 0
 
     # `tfllm evaluate` on a generator: the loss of the run's own validation text, as training reported it.
-    result = run_cli("evaluate", run_dir)
+    result = main_in_process(capsys, "evaluate", run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert report["loss"] == pytest.approx(metrics["val"]["loss"], abs=2e-3)
@@ -34,21 +34,21 @@ def test_cli_train_then_generate(tmp_path):
         (("--max-new-tokens", "0"), "max_new_tokens"),
         (("--max-new-tokens", "100000"), "max_new_tokens"),
     ]:
-        bad = run_cli("generate", run_dir, "the ", *args)
+        bad = main_in_process(capsys, "generate", run_dir, "the ", *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
-    bad = run_cli("generate", run_dir, "the \u2603")
+    bad = main_in_process(capsys, "generate", run_dir, "the \u2603")
     assert bad.returncode == 2 and "never saw" in bad.stderr
 
 
-def test_cli_bad_inputs_exit_2(tmp_path):
+def test_cli_bad_inputs_exit_2(tmp_path, capsys):
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("To be or not")
-    result = run_cli("train", "--task", "generate", "--data", tiny, "--preset", "tiny", "--run-dir", tmp_path / "r")
+    result = main_in_process(capsys, "train", "--task", "generate", "--data", tiny, "--preset", "tiny", "--run-dir", tmp_path / "r")
     assert result.returncode == 2 and "too short" in result.stderr and "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "r")
 
     from lm_utils import write_records
 
     clf = write_records(tmp_path / "clf", "classify")
-    result = run_cli("generate", clf, "hello")
+    result = main_in_process(capsys, "generate", clf, "hello")
     assert result.returncode == 2 and "does not generate text" in result.stderr

@@ -82,6 +82,7 @@ def test_padding_is_masked_and_empty_text_is_finite():
     assert np.isfinite(keras.ops.convert_to_numpy(model(inputs_of(np.zeros((1, 16), "int32"))))).all()
 
 
+@pytest.mark.slow
 def test_classifier_is_a_keras_hub_preset_in_a_fresh_process(tmp_path):
     """save_to_preset -> keras_hub's own from_preset (Task, Backbone, Tokenizer) in a new process, same outputs."""
     import subprocess
@@ -129,6 +130,7 @@ def test_transformer_layer_config_mask_and_round_trip(tmp_path):
     assert_keras_roundtrip(model, ids, tmp_path / "t.keras")
 
 
+@pytest.mark.slow
 def test_article_example_as_printed_on_real_data():
     """The article's code with only the import line changed, on bundled reviews."""
     from tfllm.datasets import load_classification_data
@@ -196,6 +198,7 @@ def test_every_setting_the_training_code_reads_can_be_overridden():
         assert read | (set(model_args) - {"vocabulary_size"}) <= known_settings(task), task
 
 
+@pytest.mark.slow
 def test_masked_lm_pretraining_trains_the_backbone_a_classifier_then_starts_from(tmp_path):
     """MaskedLM (KerasHub's head and mask generator) over an EncoderBackbone, saved as a preset;
     a classifier from that preset starts from the pretrained backbone weights."""

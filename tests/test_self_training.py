@@ -82,6 +82,7 @@ def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unla
     assert out.count("pseudo-labelled texts join") == 2
 
 
+@pytest.mark.slow
 def test_a_teacher_that_validates_better_than_its_student_becomes_the_run(tmp_path, tiny_classifier_run):
     from tfllm.config import TrainConfig
     from tfllm.runs import METRICS, RUN_CONFIG

@@ -144,6 +144,7 @@ def test_preset_round_trip_and_plain_keras_hub_load(tmp_path):
     assert loaded.generate(["一二"], max_length=8) is not None  # KerasHub's own generate() on strings
 
 
+@pytest.mark.slow
 def test_training_reduces_loss():
     model, preset = tiny_model(seed=0)
     pairs = make_pairs(300)

@@ -287,6 +287,7 @@ def test_oversized_body_is_413(server):
     assert "limit" in json.loads(content)["error"]
 
 
+@pytest.mark.slow
 def test_sample_requests_run_against_the_server(server):
     serving = os.path.join(os.path.dirname(__file__), "..", "serving")
     if shutil.which("curl"):
@@ -366,6 +367,7 @@ def test_big_batches_are_answered_right(protocol, rest, grpc_client, in_process)
     _assert_reviews(client.predict("reviews", {"text": texts}), probabilities, labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("slow_protocol,fast_protocol",
                          [("rest", "rest"), ("grpc", "grpc"), ("grpc", "rest"), ("rest", "grpc")])
 def test_slow_signatures_do_not_hold_up_fast_requests(slow_protocol, fast_protocol, server,

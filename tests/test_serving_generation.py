@@ -56,6 +56,7 @@ def test_buckets_are_bounded_and_hold_every_size():
     assert len(BATCH_BUCKETS) * len(WIDTH_BUCKETS) < 500  # known, bounded programs
 
 
+@pytest.mark.slow
 def test_warmup_covers_the_common_batch_buckets(exported):
     path, _ = exported
     write_warmup_requests(path, "tiny", SERVING_SIGNATURE,

@@ -347,6 +347,7 @@ def token_server(savedmodels, tmp_path_factory):
     stop_server(s)
 
 
+@pytest.mark.slow
 def test_token_is_required_over_rest(token_server):
     port, path = token_server["rest"], PREDICT.format("reviews")
     body = json.dumps({"instances": ["good"]}).encode()
@@ -394,6 +395,7 @@ def test_without_a_token_the_protocol_is_unchanged(server):
     assert status == 200 and json.loads(content)["model_version_status"][0]["state"] == "AVAILABLE"
 
 
+@pytest.mark.slow
 def test_sample_requests_send_the_token_from_the_environment(token_server):
     import shutil
 

@@ -11,6 +11,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from lm_utils import TEXT, tiny_generator
@@ -85,6 +86,7 @@ def _fast(generator):
     return fast
 
 
+@pytest.mark.slow
 def test_numpy_decoding_gives_the_compiled_loops_text():
     """tfllm.fast_generation (no TensorFlow) decodes as Generator does: same sampler noise, same window slides."""
     import pytest
@@ -110,6 +112,7 @@ def test_numpy_decoding_gives_the_compiled_loops_text():
         assert fast.encode("First \u2603") is not None
 
 
+@pytest.mark.slow
 def test_cli_generate_runs_without_tensorflow(tmp_path):
     """`tfllm generate` on a character model never imports TensorFlow, and prints the TensorFlow path's text."""
     import subprocess
@@ -159,6 +162,7 @@ def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_r
     np.testing.assert_allclose(fast.predict(texts), predict_probabilities(task, texts), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_predict_runs_without_tensorflow(tiny_classifier_run):
     """`tfllm predict` on tfllm's own classifier never imports TensorFlow, and prints what the TensorFlow
     path (`TFLLM_NUMPY_CLASSIFICATION=0`) prints."""

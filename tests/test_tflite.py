@@ -40,6 +40,7 @@ def exports(tiny_classifier_run, tmp_path_factory):
     return {q: tflite.export_tflite(tiny_classifier_run, "tiny", base_dir=str(base), quantize=q) for q in BOUNDS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", list(BOUNDS))
 def test_variant_converts_runs_and_agrees_with_keras(exports, quantize):
     directory = exports[quantize]
@@ -58,10 +59,12 @@ def test_variant_converts_runs_and_agrees_with_keras(exports, quantize):
     assert parity["model_text.tflite"]["max_abs_difference_vs_id_model_same_tokens"] <= max(max_diff, 1e-6)
 
 
+@pytest.mark.slow
 def test_versions_are_numbered(exports):
     assert sorted(os.path.basename(d) for d in exports.values()) == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
 def test_string_model_matches_id_model_and_keras_tokenizer(tiny_classifier_run, exports):
     import tensorflow as tf
 
@@ -84,6 +87,7 @@ def test_string_model_matches_id_model_and_keras_tokenizer(tiny_classifier_run, 
     np.testing.assert_allclose(ids_out["probabilities"], np.asarray(class_probabilities(model, expected)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_known_tokenization_difference_is_accents(tiny_classifier_run, exports):
     """TF Text's TFLite normalizer strips accents when it lowercases; KerasHub keeps them."""
     directory = exports["none"]
@@ -93,6 +97,7 @@ def test_known_tokenization_difference_is_accents(tiny_classifier_run, exports):
     np.testing.assert_array_equal(out["token_ids"][0], out["token_ids"][1])
 
 
+@pytest.mark.slow
 def test_out_path_replaces_previous_export(tiny_classifier_run, tmp_path, capsys):
     out = tmp_path / "phone"
     for _ in range(2):
@@ -144,6 +149,7 @@ def test_bad_input_exits_2_without_partial_files(case, tiny_classifier_run, tmp_
     assert not (tmp_path / "exports").exists() or not os.listdir(tmp_path / "exports")
 
 
+@pytest.mark.slow
 def test_cli_process_exits_2_on_int8_with_too_little_data(tiny_classifier_run, tmp_path):
     run_dir = _copy_run(tiny_classifier_run, tmp_path, edit={"max_rows": 20})
     out = tmp_path / "phone"
@@ -171,6 +177,7 @@ def tiny_generator_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["none", "dynamic", "float16"])
 def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_path, quantize, capsys):
     directory = tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path / "lm"), quantize=quantize)
@@ -197,6 +204,7 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         assert main(["generate", "--tflite", str(tmp_path / "missing.tflite"), "ROMEO:"]) == 2
 
 
+@pytest.mark.slow
 def test_generator_int8_is_refused(tiny_generator_run, tmp_path, capsys):
     out = tmp_path / "lm"
     argv = ["export", tiny_generator_run, "--name", "lm", "--format", "tflite", "--quantize", "int8", "--out", str(out)]

@@ -79,7 +79,9 @@ def test_wordpiece_small_alphabets_get_keras_hubs_vocabulary_unchanged():
 
 # 60: the alphabet alone is over budget (every probe too big); 300: the search stops within its
 # slack; 3000: it runs out of thresholds.
-@pytest.mark.parametrize("language,vocab_size", [("english", 60), ("english", 300), ("english", 3000),
+@pytest.mark.parametrize("language,vocab_size", [pytest.param("english", 60, marks=pytest.mark.slow),
+                                                 pytest.param("english", 300, marks=pytest.mark.slow),
+                                                 pytest.param("english", 3000, marks=pytest.mark.slow),
                                                  ("chinese", 400)])
 def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
     # tfllm's learner reuses the threshold-independent first pass across TF Text's binary search;
