@@ -25,6 +25,7 @@ from tfllm.datasets.pairs import PairSplit, load_pair_data
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor, resolve_preset
+from tfllm.ngram import NgramLM
 from tfllm.tokenizers import train_tokenizer
 from tfllm.training.common import preprocessed
 from tfllm.training.seq2seq import compile_model, own_model, pair_dataset
@@ -127,6 +128,38 @@ def test_beam_search_with_one_beam_equals_greedy():
     assert greedy == beam
     assert any(greedy)
     assert translator.translate(sources, sampler="beam", num_beams=3, warn=False)  # runs with several beams
+
+
+def test_n_gram_model_is_normalised_backs_off_and_prefers_what_it_counted():
+    lm = NgramLM.fit([[5, 6, 7], [5, 6], [8]], vocabulary_size=10, start_id=1, end_id=2)
+    # After (start, start), (start, 5), (5, 6), an unseen context and an unseen pair with a seen last id.
+    contexts = np.array([[1, 1], [1, 5], [5, 6], [9, 9], [9, 5]])
+    probabilities = np.exp(lm.log_probs(contexts))
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    assert probabilities[1].argmax() == 6 and probabilities[2][[7, 2]].min() > probabilities[2].max() / 2
+    assert probabilities[4].argmax() == 6  # (9, 5) was never seen: the bigram after 5 decides
+    assert lm.score([5, 6, 7]) > lm.score([7, 6, 5])
+    with pytest.raises(UserInputError, match="empty"):
+        NgramLM.fit([], vocabulary_size=10, start_id=1, end_id=2)
+
+
+def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing():
+    model, _ = tiny_model(seed=5)
+    translator = Translator(model, jit_compile=False)
+    sources = ["一二三", "四", "五六七八"]
+    lm = translator.language_model(["two one"] * 5)
+    for sampler, beams in (("greedy", 1), ("beam", 3)):
+        plain = translator.translate(sources, sampler=sampler, num_beams=beams, warn=False)
+        assert translator.translate(sources, sampler=sampler, num_beams=beams, warn=False, lm=lm,
+                                    lm_weight=0.0) == plain
+        # An untrained decoder next to a certain language model: the model's only sentence comes out.
+        assert translator.translate(sources, sampler=sampler, num_beams=beams, warn=False, lm=lm,
+                                    lm_weight=20.0) == ["two one"] * 3
+    with pytest.raises(UserInputError, match="lm_weight"):
+        translator.translate(sources, lm=lm, lm_weight=-1)
+    other = NgramLM.fit([[5]], vocabulary_size=lm.vocabulary_size + 1, start_id=lm.start_id, end_id=lm.end_id)
+    with pytest.raises(UserInputError, match="another tokenizer"):
+        translator.translate(sources, lm=other)
 
 
 def test_preset_round_trip_and_plain_keras_hub_load(tmp_path):
@@ -268,6 +301,17 @@ def test_train_translate_evaluate(trained_run, capsys):
     assert cli.main(["evaluate", trained_run]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["test"]["chrf"] == pytest.approx(metrics["test"]["chrf"])  # the run's own test split, again
+
+
+@pytest.mark.slow
+def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_path, capsys):
+    corpus = tmp_path / "english.txt"
+    corpus.write_text("one two three\n" * 40, encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["translate", trained_run, "一二", "三", "--lm", str(corpus), "--lm-weight", "0.3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert cli.main(["translate", trained_run, "一二", "--lm", str(tmp_path / "missing.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.slow

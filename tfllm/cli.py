@@ -407,12 +407,15 @@ def add_tune_parsers(sub):
 
 
 def cmd_translate(args):
-    from tfllm.translation import translate
+    from tfllm.training.seq2seq import run_language_model
+    from tfllm.translation import load_translator, translate
 
     sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
-    for text in translate(args.run_dir, args.texts, sampler=sampler, num_beams=args.num_beams,
+    translator = load_translator(args.run_dir)
+    lm = run_language_model(translator, args.run_dir, args.lm) if args.lm else None
+    for text in translate(translator, args.texts, sampler=sampler, num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
-                          temperature=args.temperature, seed=args.seed):
+                          temperature=args.temperature, seed=args.seed, lm=lm, lm_weight=args.lm_weight):
         print(text)
 
 
@@ -428,6 +431,10 @@ def add_translation_parsers(sub):
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lm", default=None, metavar="CORPUS",
+                   help="fuse an n-gram model of target-language text with the decoder: a bundled corpus (zh_news) "
+                        "or a .txt/.csv/.jsonl file; the run's training targets always join it")
+    p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the --lm scores (default 0.5)")
     p.set_defaults(func=cmd_translate)
 
 

@@ -12,6 +12,7 @@ compare with: the keras.io translation example's loop, which runs the whole
 model (encoder and decoder over the whole prefix) again for every new token.
 """
 
+import inspect
 import os
 import sys
 import warnings
@@ -25,6 +26,7 @@ from tfllm import runs
 from tfllm.errors import UserInputError
 from tfllm.generation import generate_step
 from tfllm.models.seq2seq_lm import output_text
+from tfllm.ngram import NgramLM
 
 SAMPLERS = ("greedy", "beam", "top_k", "top_p")
 MAX_SOURCES = 100_000
@@ -53,6 +55,10 @@ class Translator:
         self.tokenizer = self.preprocessor.tokenizer
         self.jit_compile = jit_compile
         self.end_id = int(self.tokenizer.end_token_id)
+        self.start_id = int(self.tokenizer.start_token_id)
+        # The decoder scores the first `output_size` ids (translation targets come first in the vocabulary).
+        self.output_size = int(getattr(model.backbone, "target_vocabulary_size", None)
+                               or self.tokenizer.vocabulary_size())
         self.unk_id = getattr(self.tokenizer, "unk_token_id", None)
         self.encoder_length = int(self.preprocessor.encoder_sequence_length)
         # The decoder prompt ([BOS], or BART's two start tokens) comes first in the decoder buffer.
@@ -74,17 +80,51 @@ class Translator:
             return keras_hub.samplers.TopKSampler(k=top_k, seed=seed, temperature=temperature)
         return keras_hub.samplers.TopPSampler(p=top_p, seed=seed, temperature=temperature)
 
-    def _function(self, key):
-        if key not in self._compiled:
+    def _function(self, key, lm=None, lm_weight=0.0):
+        if (key, id(lm), lm_weight) not in self._compiled:
             sampler, model, stop = self._sampler(*key), self.model, [self.end_id]
+            adjust = self._fusion(lm, lm_weight) if lm is not None else None
 
-            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+            # The language model's scores come from NumPy, which XLA cannot compile.
+            @tf.function(jit_compile=self.jit_compile and lm is None, reduce_retracing=True)
             def decode(inputs):
+                if adjust is not None:
+                    return model.generate_step(inputs, stop, sampler, adjust_logits=adjust)["decoder_token_ids"]
                 # tfllm's Seq2SeqLM takes the sampler as an argument; KerasHub's own (BART) get it for the call.
                 return generate_step(model, inputs, stop, sampler)["decoder_token_ids"]
 
-            self._compiled[key] = decode
-        return self._compiled[key]
+            self._compiled[(key, id(lm), lm_weight)] = decode
+        return self._compiled[(key, id(lm), lm_weight)]
+
+    def _fusion(self, lm, weight):
+        """Shallow fusion: the model's log-probabilities plus `weight` times the n-gram model's."""
+        if "adjust_logits" not in inspect.signature(self.model.generate_step).parameters:
+            raise UserInputError("A language model can only be fused with tfllm's own translation models, "
+                                 f"not {type(self.model).__name__}; translate without --lm.")
+        if lm.vocabulary_size != self.output_size or lm.start_id != self.start_id:
+            raise UserInputError("This language model was counted for another tokenizer; build it with "
+                                 "Translator.language_model(texts).")
+
+        def previous_two(prompt, index):
+            context = prompt[:, max(int(index) - 2, 0):int(index)]  # the start token is at position 0
+            if context.shape[1] == 1:
+                context = np.concatenate([np.full_like(context, lm.start_id), context], axis=1)
+            return lm.log_probs(context)
+
+        def adjust(logits, prompt, index):
+            scores = tf.numpy_function(previous_two, [prompt, index], tf.float32, stateful=False)
+            scores = tf.reshape(scores, tf.shape(logits))
+            return tf.nn.log_softmax(tf.cast(logits, tf.float32)) + weight * scores
+
+        return adjust
+
+    def language_model(self, texts):
+        """An `NgramLM` counted on `texts` (target-language text) in this model's output token ids."""
+        rows = []
+        for start in range(0, len(texts), 4096):
+            ids = self.tokenizer(tf.constant(list(texts[start:start + 4096])))
+            rows += ids.to_list() if isinstance(ids, tf.RaggedTensor) else [list(row) for row in ids]
+        return NgramLM.fit(rows, self.output_size, self.start_id, self.end_id)
 
     def check_sources(self, sources, warn=True):
         """Refuses what cannot be translated; warns about truncated sources and unseen characters."""
@@ -116,11 +156,11 @@ class Translator:
                       "it is read as unknown and its translation may be wrong.")
 
     def decode_ids(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
-                   temperature=1.0, seed=None):
+                   temperature=1.0, seed=None, lm=None, lm_weight=0.0):
         """Decoded `[n, prompt_length + max_new_tokens]` token ids (the decoder prompt first), batch by batch."""
         key = (sampler, num_beams if sampler == "beam" else None, top_k if sampler == "top_k" else None,
                top_p if sampler == "top_p" else None, temperature if sampler in ("top_k", "top_p") else None, seed)
-        function = self._function(key)
+        function = self._function(key, lm, lm_weight)
         width = self.prompt_length + max_new_tokens
         outputs = []
         for start in range(0, len(sources), self.batch_size):
@@ -134,7 +174,7 @@ class Translator:
         return np.concatenate(outputs)
 
     def translate(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
-                  temperature=1.0, seed=None, batch_size=256, warn=True):
+                  temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5):
         """Translates each source; returns one string per source.
 
         Args:
@@ -146,6 +186,8 @@ class Translator:
             top_k, top_p, temperature, seed: for the sampling samplers.
             batch_size: sources decoded together.
             warn: print a warning for truncated sources and unseen text.
+            lm: an `NgramLM` of target-language text (`language_model`) to
+                fuse with the model's scores at every step; `lm_weight` scales it.
         """
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
@@ -161,7 +203,10 @@ class Translator:
                                  f"longest output), got {max_new_tokens!r}.")
         self.check_sources(sources, warn=warn)
         self.batch_size = max(1, int(batch_size))
-        ids = self.decode_ids(sources, sampler, num_beams, max_new_tokens, top_k, top_p, temperature, seed)
+        if lm is not None and not (isinstance(lm_weight, (int, float)) and lm_weight >= 0):
+            raise UserInputError(f"lm_weight must be a number of at least 0, got {lm_weight!r}.")
+        ids = self.decode_ids(sources, sampler, num_beams, max_new_tokens, top_k, top_p, temperature, seed,
+                              lm=lm, lm_weight=float(lm_weight) if lm is not None else 0.0)
         texts = output_text(self.tokenizer, ids, self.prompt_length).numpy()
         return [t.decode("utf-8", errors="replace") for t in texts]
 
@@ -214,7 +259,7 @@ _LOADED = {}  # real path of a run directory -> Translator
 
 
 def translate(model_or_run_dir, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
-              temperature=1.0, seed=None, batch_size=256, warn=True):
+              temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5):
     """Translates `sources` with a `Translator` or the model of a run directory (loaded once per process).
 
     See `Translator.translate` for the arguments.
@@ -231,4 +276,4 @@ def translate(model_or_run_dir, sources, sampler="greedy", num_beams=4, max_new_
         translator = _LOADED[key]
     return translator.translate(sources, sampler=sampler, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                 top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
-                                warn=warn)
+                                warn=warn, lm=lm, lm_weight=lm_weight)

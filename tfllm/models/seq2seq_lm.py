@@ -368,14 +368,16 @@ class Seq2SeqLM(keras_hub.models.Seq2SeqLM):
             encoder_hidden_states, encoder_padding_mask, decoder_token_ids, self_cache, 0, cross_cache, 0)
         return hidden_states, encoder_hidden_states, self_cache, cross_cache
 
-    def generate_step(self, inputs, stop_token_ids=None, sampler=None):
+    def generate_step(self, inputs, stop_token_ids=None, sampler=None, adjust_logits=None):
         """KerasHub's compilable generation step (encoder once, cached decoder steps).
 
         `inputs`: `encoder_token_ids`/`encoder_padding_mask` and the decoder
         prompt `decoder_token_ids`/`decoder_padding_mask` (`[BOS]` then
         padding up to the output length). `sampler` (default: the one
         `compile` set) lets a caller decode with its own sampler without
-        storing it on the model.
+        storing it on the model. `adjust_logits(logits, prompt, index)`, if
+        given, returns the scores the sampler sees for position `index`
+        (shallow fusion with a language model: `tfllm.translation`).
         """
         encoder_token_ids, encoder_padding_mask = inputs["encoder_token_ids"], inputs["encoder_padding_mask"]
         decoder_token_ids, decoder_padding_mask = inputs["decoder_token_ids"], inputs["decoder_padding_mask"]
@@ -393,7 +395,10 @@ class Seq2SeqLM(keras_hub.models.Seq2SeqLM):
             self_cache, encoder_hidden_states, encoder_padding_mask, cross_cache = cache
             logits, hidden_states, self_cache, _ = self.call_decoder_with_cache(
                 encoder_hidden_states, encoder_padding_mask, token, self_cache, cache_index, cross_cache, None)
-            return (ops.squeeze(logits, axis=1), ops.squeeze(hidden_states, axis=1),
+            logits = ops.squeeze(logits, axis=1)
+            if adjust_logits is not None:
+                logits = adjust_logits(logits, prompt, index)
+            return (logits, ops.squeeze(hidden_states, axis=1),
                     (self_cache, encoder_hidden_states, encoder_padding_mask, cross_cache))
 
         decoder_token_ids = (sampler or self.sampler)(

@@ -290,3 +290,20 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
     report, _ = split_report(load_translator(run_dir), pairs, sampler=sampler, num_beams=num_beams)
     return {split: report}
+
+
+def run_language_model(translator, run_dir, corpus=None):
+    """An `NgramLM` for shallow fusion: the run's own training targets, plus the lines of `corpus`.
+
+    `corpus`: a bundled text (`zh_news`) or a `.txt`/`.csv`/`.jsonl` file in the
+    target language. The training targets teach where outputs end; the corpus,
+    which character sequences are words.
+    """
+    from tfllm.config import TrainConfig
+    from tfllm.datasets.text import load_text_corpus
+
+    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    texts = [references[0] for references in load_data(config, runs.read_recipe(run_dir)).train.references]
+    if corpus:
+        texts += [line for part in load_text_corpus(corpus) for line in part.splitlines() if line.strip()]
+    return translator.language_model(texts)
