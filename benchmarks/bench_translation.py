@@ -13,6 +13,9 @@ Tasks:
   With `--lm zh_news`, also decoded with shallow fusion of a character n-gram
   model of the bundled People's Daily text and the training targets
   (`tfllm translate --lm`), its weight chosen on validation pairs.
+- With `--memory`, both tasks are also scored with the run's training pairs as
+  a translation memory (`tfllm translate --memory train`): the memory alone,
+  and the model picking the likeliest of its output and the 16 best matches.
 - `speed`: one model of the `default` preset's shape with a 33-token decoder
   (untrained: speed does not depend on the weights), greedy decoding of
   32-token outputs with the key/value caches (`Seq2SeqLM.generate_step`)
@@ -39,7 +42,7 @@ import tensorflow as tf
 from tfllm.config import TrainConfig
 from tfllm.datasets.pairs import load_pair_data
 from tfllm.evaluation import translation_report
-from tfllm.training.seq2seq import own_model, run_language_model, train_seq2seq
+from tfllm.training.seq2seq import own_model, run_language_model, run_memory, train_seq2seq
 from tfllm.translation import Translator, greedy_without_cache, load_translator
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "translation.json")
@@ -47,7 +50,7 @@ TASKS = {"zh-en": ("simplified", "english"), "pinyin": ("pinyin", "simplified")}
 
 
 def quality(task, minutes, preset, max_rows, beam_examples, overrides, epochs=None, lm_corpus=None,
-            lm_weights=()):
+            lm_weights=(), memory=False):
     source, target = TASKS[task]
     with tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(task="translate", data="cedict", source_column=source, target_column=target,
@@ -84,7 +87,35 @@ def quality(task, minutes, preset, max_rows, beam_examples, overrides, epochs=No
                 translator.translate(data.test.sources[:n], warn=False), data.test.references[:n])
         if lm_corpus:
             result["lm_fusion"] = fusion(task, translator, run_dir, data, lm_corpus, lm_weights, beam_examples)
+        if memory:
+            result["memory"] = with_memory(translator, run_dir, data, beam_examples)
         return result
+
+
+def with_memory(translator, run_dir, data, beam_examples):
+    """The run's training pairs as a translation memory (`tfllm translate --memory train`).
+
+    Rows: the memory alone (the target of the best-matching training source),
+    and the model choosing between its own output and the 16 best matches'
+    targets (greedy on the whole test split, beam 4 on the first `beam_examples`).
+    """
+    start = time.perf_counter()
+    memory = run_memory(run_dir)
+    result = {"pairs": len(memory), "build_seconds": round(time.perf_counter() - start, 1)}
+    start = time.perf_counter()
+    found = memory.lookup(data.test.sources, k=1)
+    result["memory_alone"] = {**translation_report([f[0] if f else "" for f in found], data.test.references),
+                              "seconds": round(time.perf_counter() - start, 1)}
+    for name, sampler, count in (("greedy", "greedy", len(data.test)), ("beam4", "beam", beam_examples)):
+        count = min(count, len(data.test))
+        if not count:
+            continue
+        start = time.perf_counter()
+        outputs = translator.translate(data.test.sources[:count], sampler=sampler, num_beams=4, warn=False,
+                                       memory=memory)
+        result[name] = {**translation_report(outputs, data.test.references[:count]),
+                        "seconds": round(time.perf_counter() - start, 1)}
+    return result
 
 
 def fusion(task, translator, run_dir, data, corpus, weights, beam_examples, val_examples=1000):
@@ -186,6 +217,8 @@ def main():
                         help="also decode with shallow fusion of an n-gram model of CORPUS (zh_news) and the targets")
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.8],
                         help="weights tried on validation pairs; the best decodes the test split")
+    parser.add_argument("--memory", action="store_true",
+                        help="also translate with the run's training pairs as a translation memory (--memory train)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -198,7 +231,7 @@ def main():
             results["speed"] = speed(args.preset, args.batch_size, args.repeats)
         else:
             results[task] = quality(task, args.minutes, args.preset, args.max_rows, args.beam_examples, overrides,
-                                    args.epochs, args.lm, args.lm_weights)
+                                    args.epochs, args.lm, args.lm_weights, args.memory)
         print(json.dumps({task: results[task]}, indent=2, ensure_ascii=False))
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:

@@ -314,6 +314,43 @@ def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_scores_do_not_depend_on_the_batch_they_are_computed_in():
+    model, _ = tiny_model()
+    translator = Translator(model)
+    sources, targets = ["一二", "三", "四五六"], ["one two", "three", "four five six"]
+    total, count = translator.score(sources, targets)
+    assert list(count) == [len(t) + 1 for t in targets]  # every character of the target, and the end token
+    assert np.all(total < 0)
+    alone = [translator.score([s], [t])[0][0] for s, t in zip(sources, targets)]
+    np.testing.assert_allclose(total, alone, rtol=1e-5)
+    per_token = total / count
+    assert translator.rerank(["一二"] * 3, [targets]) == [targets[int(np.argmax(per_token))]]
+
+
+@pytest.mark.slow
+def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run, tmp_path, capsys):
+    from tfllm.memory import TranslationMemory
+    from tfllm.translation import load_translator
+
+    translator = load_translator(trained_run)
+    # The trained model prefers a right translation to a wrong one, by its likelihood per token.
+    assert translator.rerank(["三二", "一"], [["xq zz", "three two"], ["one", "seven eight"]]) == ["three two", "one"]
+    memory = TranslationMemory(["一二三", "八"], ["one two three", "eight"])
+    plain = translator.translate(["一二三", "八七"], warn=False)
+    with_memory = translator.translate(["一二三", "八七"], warn=False, memory=memory)
+    for source, own, target, chosen in zip(["一二三", "八七"], plain, ["one two three", "eight"], with_memory):
+        total, count = translator.score([source] * 2, [own, target])
+        assert chosen == [own, target][int(np.argmax(total / count))]
+    capsys.readouterr()
+    assert cli.main(["translate", trained_run, "一二", "三", "--memory", "train"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    pairs = write_csv(tmp_path / "memory.csv", make_pairs(40, seed=3))
+    assert cli.main(["evaluate", trained_run, "--memory", pairs]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 30
+    assert cli.main(["translate", trained_run, "一二", "--memory", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_fine_tuning_a_run_on_targets_with_tokens_its_decoder_does_not_score(trained_run, tmp_path):
     # Targets that quote source characters ("一" is a source-only id in the trained run's vocabulary).

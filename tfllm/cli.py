@@ -105,7 +105,7 @@ def cmd_evaluate(args):
 
         print(json.dumps(evaluate_translation(args.run_dir, data=args.data, source_column=args.source_column,
                                               target_column=args.target_column, split_column=args.split_column,
-                                              split=args.split), indent=2, ensure_ascii=False))
+                                              split=args.split, memory=args.memory), indent=2, ensure_ascii=False))
         return
     if runs.task_of(args.run_dir) != "classify":
         from tfllm.training.causal_lm import evaluate_run
@@ -406,16 +406,23 @@ def add_tune_parsers(sub):
 # --- translation: `tfllm translate` (logic in tfllm.translation) ----------------
 
 
+MEMORY_HELP = ("also use a translation memory: 'train' (the run's training pairs) or a file of pairs with the run's "
+               "columns; the model returns the likeliest of its own output and the targets of the 16 pairs whose "
+               "sources match best")
+
+
 def cmd_translate(args):
-    from tfllm.training.seq2seq import run_language_model
+    from tfllm.training.seq2seq import run_language_model, run_memory
     from tfllm.translation import load_translator, translate
 
     sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
     translator = load_translator(args.run_dir)
     lm = run_language_model(translator, args.run_dir, args.lm) if args.lm else None
+    memory = run_memory(args.run_dir, args.memory) if args.memory else None
     for text in translate(translator, args.texts, sampler=sampler, num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
-                          temperature=args.temperature, seed=args.seed, lm=lm, lm_weight=args.lm_weight):
+                          temperature=args.temperature, seed=args.seed, lm=lm, lm_weight=args.lm_weight,
+                          memory=memory):
         print(text)
 
 
@@ -435,6 +442,7 @@ def add_translation_parsers(sub):
                    help="fuse an n-gram model of target-language text with the decoder: a bundled corpus (zh_news) "
                         "or a .txt/.csv/.jsonl file; the run's training targets always join it")
     p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the --lm scores (default 0.5)")
+    p.add_argument("--memory", default=None, metavar="PAIRS", help=MEMORY_HELP)
     p.set_defaults(func=cmd_translate)
 
 
@@ -522,6 +530,8 @@ def build_parser():
     p.add_argument("--source-column", default=None, help="translation runs: the source column of --data")
     p.add_argument("--target-column", default=None, help="translation runs: the target column of --data")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--memory", default=None, metavar="PAIRS",
+                   help="translation runs: " + MEMORY_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and probabilities for some texts")

@@ -30,6 +30,7 @@ from tfllm.ngram import NgramLM
 
 SAMPLERS = ("greedy", "beam", "top_k", "top_p")
 MAX_SOURCES = 100_000
+MEMORY_SIZE = 16  # translation-memory candidates per source
 
 
 def _warn(message):
@@ -126,6 +127,48 @@ class Translator:
             rows += ids.to_list() if isinstance(ids, tf.RaggedTensor) else [list(row) for row in ids]
         return NgramLM.fit(rows, self.output_size, self.start_id, self.end_id)
 
+    def score(self, sources, targets):
+        """The model's log-likelihood of each target given its source: `(sum over tokens, tokens)` arrays.
+
+        Targets are tokenized as in training (up to the decoder's length, the end token counted).
+        """
+        if "score" not in self._compiled:
+            model = self.model
+
+            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+            def token_log_probs(x, y, weight):
+                log_probs = tf.nn.log_softmax(tf.cast(model(x, training=False), tf.float32))
+                picked = tf.gather(log_probs, tf.cast(y, tf.int32), batch_dims=2)
+                weight = tf.cast(weight, tf.float32)
+                return tf.reduce_sum(picked * weight, -1), tf.reduce_sum(weight, -1)
+
+            self._compiled["score"] = token_log_probs
+        totals, counts = [], []
+        for start in range(0, len(sources), self.batch_size):
+            batch_s, batch_t = list(sources[start:start + self.batch_size]), list(targets[start:start + self.batch_size])
+            rows = len(batch_s)
+            padded = 1 << (rows - 1).bit_length()  # one compiled program per power of two
+            batch_s += [batch_s[-1]] * (padded - rows)
+            batch_t += [batch_t[-1]] * (padded - rows)
+            x, y, weight = self.preprocessor({"encoder_text": tf.constant(batch_s), "decoder_text": tf.constant(batch_t)})
+            total, count = self._compiled["score"](x, y, weight)
+            totals.append(total.numpy()[:rows])
+            counts.append(count.numpy()[:rows])
+        return np.concatenate(totals), np.concatenate(counts)
+
+    def rerank(self, sources, candidates, length_penalty=1.0):
+        """For each source, the candidate the model finds likeliest (log-likelihood / tokens ** `length_penalty`)."""
+        flat = [(i, c) for i, options in enumerate(candidates) for c in dict.fromkeys(options) if c.strip()]
+        if not flat:
+            return [options[0] if options else "" for options in candidates]
+        total, count = self.score([sources[i] for i, _ in flat], [c for _, c in flat])
+        value = total / np.maximum(count, 1) ** length_penalty
+        best = {}
+        for (i, candidate), v in zip(flat, value):
+            if i not in best or v > best[i][0]:
+                best[i] = (v, candidate)
+        return [best[i][1] if i in best else (options[0] if options else "") for i, options in enumerate(candidates)]
+
     def check_sources(self, sources, warn=True):
         """Refuses what cannot be translated; warns about truncated sources and unseen characters."""
         if isinstance(sources, str):
@@ -174,7 +217,8 @@ class Translator:
         return np.concatenate(outputs)
 
     def translate(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
-                  temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5):
+                  temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
+                  memory_size=MEMORY_SIZE):
         """Translates each source; returns one string per source.
 
         Args:
@@ -188,6 +232,10 @@ class Translator:
             warn: print a warning for truncated sources and unseen text.
             lm: an `NgramLM` of target-language text (`language_model`) to
                 fuse with the model's scores at every step; `lm_weight` scales it.
+            memory: a `tfllm.memory.TranslationMemory`: the model's output and
+                the targets of the `memory_size` pairs whose sources best
+                match are candidates, and the one the model finds likeliest
+                per token is returned (`rerank`).
         """
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
@@ -208,7 +256,11 @@ class Translator:
         ids = self.decode_ids(sources, sampler, num_beams, max_new_tokens, top_k, top_p, temperature, seed,
                               lm=lm, lm_weight=float(lm_weight) if lm is not None else 0.0)
         texts = output_text(self.tokenizer, ids, self.prompt_length).numpy()
-        return [t.decode("utf-8", errors="replace") for t in texts]
+        texts = [t.decode("utf-8", errors="replace") for t in texts]
+        if memory is None:
+            return texts
+        found = memory.lookup(sources, k=memory_size)
+        return self.rerank(sources, [[text, *targets] for text, targets in zip(texts, found)])
 
 
 
@@ -259,7 +311,8 @@ _LOADED = {}  # real path of a run directory -> Translator
 
 
 def translate(model_or_run_dir, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
-              temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5):
+              temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
+              memory_size=MEMORY_SIZE):
     """Translates `sources` with a `Translator` or the model of a run directory (loaded once per process).
 
     See `Translator.translate` for the arguments.
@@ -276,4 +329,4 @@ def translate(model_or_run_dir, sources, sampler="greedy", num_beams=4, max_new_
         translator = _LOADED[key]
     return translator.translate(sources, sampler=sampler, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                 top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
-                                warn=warn, lm=lm, lm_weight=lm_weight)
+                                warn=warn, lm=lm, lm_weight=lm_weight, memory=memory, memory_size=memory_size)

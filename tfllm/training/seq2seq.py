@@ -272,7 +272,7 @@ def train_seq2seq(config, verbose="auto"):
 
 
 def evaluate_run(run_dir, data=None, source_column=None, target_column=None, split_column=None, split="test",
-                 sampler="greedy", num_beams=4):
+                 sampler="greedy", num_beams=4, memory=None):
     """Metrics of a finished translation run on a split of its own data (as it was split) or of `data`."""
     from tfllm.config import TrainConfig
     from tfllm.translation import load_translator
@@ -288,8 +288,31 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     pairs = getattr(load_data(config, recipe), split)
     if not len(pairs):
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
-    report, _ = split_report(load_translator(run_dir), pairs, sampler=sampler, num_beams=num_beams)
+    memory = run_memory(run_dir, memory) if memory else None
+    report, _ = split_report(load_translator(run_dir), pairs, sampler=sampler, num_beams=num_beams, memory=memory)
     return {split: report}
+
+
+def run_memory(run_dir, pairs="train"):
+    """A `TranslationMemory` for `Translator.translate(memory=...)`.
+
+    `pairs`: "train" for the run's own training pairs (as it split them), or a
+    file of pairs with the run's source and target columns (every row counts).
+    Each pair's first reference is its target.
+    """
+    from tfllm.config import TrainConfig
+    from tfllm.memory import TranslationMemory
+
+    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    recipe = runs.read_recipe(run_dir)
+    if pairs == "train":
+        parts = [load_data(config, recipe).train]
+    else:
+        config.data, config.split_column, config.max_rows = pairs, None, None
+        data = load_data(config, recipe)
+        parts = [data.train, data.val, data.test]
+    sources = [s for part in parts for s in part.sources]
+    return TranslationMemory(sources, [refs[0] for part in parts for refs in part.references])
 
 
 def run_language_model(translator, run_dir, corpus=None):

@@ -1,0 +1,35 @@
+"""The translation memory: which training pairs a new source finds (no TensorFlow involved)."""
+
+import pytest
+
+from tfllm.errors import UserInputError
+from tfllm.memory import TranslationMemory, units
+
+
+def test_units_are_cjk_characters_and_lower_cased_words():
+    assert units("电脑 Game-Boy 3D") == ["电", "脑", "game", "boy", "3d"]
+
+
+def test_lookup_prefers_shared_rare_units_then_their_order_then_length():
+    memory = TranslationMemory(["脑电", "电脑游戏", "电", "的电脑", "大脑"],
+                               ["brain waves", "computer game", "electric", "the computer", "brain"])
+    # "电脑" in that order beats "脑电", which shares the same characters in the other order.
+    assert memory.lookup(["电脑"], k=3) == [["the computer", "computer game", "brain waves"]]
+    # A rarer shared unit outweighs a common one: 大 appears once, 电 four times.
+    assert memory.lookup(["大电"], k=1) == [["brain"]]
+    assert memory.lookup(["水"], k=4) == [[]]  # nothing shared, nothing found
+
+
+def test_words_match_across_case_and_targets_come_back_once():
+    memory = TranslationMemory(["Good morning", "good night", "GOOD morning!"], ["早上好", "晚安", "早上好"])
+    assert memory.lookup(["good Morning"], k=3) == [["早上好", "晚安"]]
+
+
+@pytest.mark.parametrize("sources, targets, k, message", [
+    (["a"], ["b", "c"], 1, "one target per source"),
+    ([], [], 1, "at least one"),
+    (["a"], ["b"], 0, "positive integer"),
+])
+def test_bad_memory_or_k_is_one_clear_error(sources, targets, k, message):
+    with pytest.raises(UserInputError, match=message):
+        TranslationMemory(sources, targets).lookup(["a"], k=k)

@@ -1,0 +1,86 @@
+"""A translation memory: the training pairs whose sources look most like a new source.
+
+Dictionary-style data (cedict's headwords and glosses) is where a small
+translation model trained for 20 minutes is weakest and a lookup is strong:
+the gloss of the training headword that shares the most characters beats the
+model's own output. `TranslationMemory` finds such neighbours, and
+`tfllm.translation.Translator.translate(..., memory=...)` lets the model
+choose between its own translation and the neighbours' targets by its
+likelihood (retrieve and rerank; the translation industry's "fuzzy matches").
+
+Sources are compared as units: each CJK character is a unit, other text is
+split into lower-cased words. A neighbour's score is the inverse document
+frequency of the units it shares with the source, plus half the frequency of
+each pair of adjacent source units it holds in the same order, so that
+"电脑" finds "电脑游戏" before "脑电". NumPy and the standard library only.
+"""
+
+import collections
+import math
+import re
+
+from tfllm.errors import UserInputError
+
+_UNIT = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+
+
+def units(text):
+    """The units a source is matched by: CJK characters one by one, other words lower-cased."""
+    return _UNIT.findall(text.lower())
+
+
+class TranslationMemory:
+    """Source/target pairs, searchable by shared units of the source.
+
+    Args:
+        sources: source texts.
+        targets: one target text per source.
+
+    Example:
+    >>> memory = TranslationMemory(["电脑", "电视", "大脑"], ["computer", "television", "brain"])
+    >>> memory.lookup(["电脑游戏"], k=2)
+    [['computer', 'television']]
+    """
+
+    def __init__(self, sources, targets):
+        if len(sources) != len(targets):
+            raise UserInputError(f"A translation memory needs one target per source, got {len(sources)} sources "
+                                 f"and {len(targets)} targets.")
+        if not sources:
+            raise UserInputError("A translation memory needs at least one source/target pair.")
+        self.sources = [units(s) for s in sources]
+        self.targets = list(targets)
+        self._bigrams = [set(zip(u, u[1:])) for u in self.sources]
+        self._index = collections.defaultdict(list)  # unit -> the pairs whose source holds it
+        for i, source in enumerate(self.sources):
+            for unit in set(source):
+                self._index[unit].append(i)
+        self._idf = {u: math.log(len(self.sources) / len(rows)) for u, rows in self._index.items()}
+
+    def __len__(self):
+        return len(self.targets)
+
+    def neighbours(self, source, k):
+        """Indices of the `k` pairs whose sources best match `source`, best first."""
+        query = units(source)
+        score = collections.Counter()
+        for unit in set(query):
+            for i in self._index.get(unit, ()):
+                score[i] += self._idf[unit]
+        pairs = list(zip(query, query[1:]))
+        # The order bonus only reorders the best matches by shared units (it adds at most as much again).
+        shortlist = [i for i, _ in score.most_common(max(200, 4 * k))]
+        for i in shortlist:
+            score[i] += 0.5 * sum(self._idf[a] + self._idf[b] for a, b in pairs if (a, b) in self._bigrams[i])
+        score = {i: score[i] for i in shortlist}
+        # Ties: the source closest in length, then the earlier pair.
+        return sorted(score, key=lambda i: (-score[i], abs(len(self.sources[i]) - len(query)), i))[:k]
+
+    def lookup(self, sources, k=16):
+        """For each source, the targets of its `k` best-matching pairs (distinct, best first; may be fewer)."""
+        if not isinstance(k, int) or k < 1:
+            raise UserInputError(f"k must be a positive integer, got {k!r}.")
+        found = []
+        for source in sources:
+            found.append(list(dict.fromkeys(self.targets[i] for i in self.neighbours(source, k))))
+        return found
