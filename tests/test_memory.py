@@ -18,6 +18,8 @@ def test_lookup_prefers_shared_rare_units_then_their_order_then_length():
     # A rarer shared unit outweighs a common one: 大 appears once, 电 four times.
     assert memory.lookup(["大电"], k=1) == [["brain"]]
     assert memory.lookup(["水"], k=4) == [[]]  # nothing shared, nothing found
+    (best, score), (second, lower) = memory.lookup(["电脑"], k=2, scores=True)[0]
+    assert (best, second) == ("the computer", "computer game") and score == lower > 0  # tied, then by length
 
 
 def test_words_match_across_case_and_targets_come_back_once():

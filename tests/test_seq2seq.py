@@ -335,12 +335,10 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     translator = load_translator(trained_run)
     # The trained model prefers a right translation to a wrong one, by its likelihood per token.
     assert translator.rerank(["三二", "一"], [["xq zz", "three two"], ["one", "seven eight"]]) == ["three two", "one"]
-    memory = TranslationMemory(["一二三", "八"], ["one two three", "eight"])
-    plain = translator.translate(["一二三", "八七"], warn=False)
-    with_memory = translator.translate(["一二三", "八七"], warn=False, memory=memory)
-    for source, own, target, chosen in zip(["一二三", "八七"], plain, ["one two three", "eight"], with_memory):
-        total, count = translator.score([source] * 2, [own, target])
-        assert chosen == [own, target][int(np.argmax(total / count))]
+    # A match is returned; equal matches are told apart by the model; a source matching nothing is decoded.
+    memory = TranslationMemory(["一二三", "三", "三"], ["one two three", "xq zz", "three"])
+    plain = translator.translate(["五"], warn=False)
+    assert translator.translate(["一二三", "三", "五"], warn=False, memory=memory) == ["one two three", "three", *plain]
     capsys.readouterr()
     assert cli.main(["translate", trained_run, "一二", "三", "--memory", "train"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2

@@ -4,9 +4,10 @@ Dictionary-style data (cedict's headwords and glosses) is where a small
 translation model trained for 20 minutes is weakest and a lookup is strong:
 the gloss of the training headword that shares the most characters beats the
 model's own output. `TranslationMemory` finds such neighbours, and
-`tfllm.translation.Translator.translate(..., memory=...)` lets the model
-choose between its own translation and the neighbours' targets by its
-likelihood (retrieve and rerank; the translation industry's "fuzzy matches").
+`tfllm.translation.Translator.translate(..., memory=...)` returns the best
+neighbour's target, with the model's likelihood breaking near-ties among the
+best few (the translation industry's "fuzzy matches", rescored); a source
+that shares nothing with the memory gets the model's own translation.
 
 Sources are compared as units: each CJK character is a unit, other text is
 split into lower-cased words. A neighbour's score is the inverse document
@@ -55,13 +56,14 @@ class TranslationMemory:
         for i, source in enumerate(self.sources):
             for unit in set(source):
                 self._index[unit].append(i)
-        self._idf = {u: math.log(len(self.sources) / len(rows)) for u, rows in self._index.items()}
+        # Smoothed so that a unit in every source still counts a little (a match always scores above 0).
+        self._idf = {u: math.log((len(self.sources) + 1) / len(rows)) for u, rows in self._index.items()}
 
     def __len__(self):
         return len(self.targets)
 
     def neighbours(self, source, k):
-        """Indices of the `k` pairs whose sources best match `source`, best first."""
+        """`(index, score)` of the `k` pairs whose sources best match `source`, best first."""
         query = units(source)
         score = collections.Counter()
         for unit in set(query):
@@ -72,15 +74,21 @@ class TranslationMemory:
         shortlist = [i for i, _ in score.most_common(max(200, 4 * k))]
         for i in shortlist:
             score[i] += 0.5 * sum(self._idf[a] + self._idf[b] for a, b in pairs if (a, b) in self._bigrams[i])
-        score = {i: score[i] for i in shortlist}
         # Ties: the source closest in length, then the earlier pair.
-        return sorted(score, key=lambda i: (-score[i], abs(len(self.sources[i]) - len(query)), i))[:k]
+        best = sorted(shortlist, key=lambda i: (-score[i], abs(len(self.sources[i]) - len(query)), i))[:k]
+        return [(i, score[i]) for i in best]
 
-    def lookup(self, sources, k=16):
-        """For each source, the targets of its `k` best-matching pairs (distinct, best first; may be fewer)."""
+    def lookup(self, sources, k=8, scores=False):
+        """For each source, the targets of its `k` best-matching pairs (distinct, best first; may be fewer).
+
+        With `scores`, each target comes as `(target, match score)`.
+        """
         if not isinstance(k, int) or k < 1:
             raise UserInputError(f"k must be a positive integer, got {k!r}.")
         found = []
         for source in sources:
-            found.append(list(dict.fromkeys(self.targets[i] for i in self.neighbours(source, k))))
+            targets = {}
+            for i, score in self.neighbours(source, k):
+                targets.setdefault(self.targets[i], score)
+            found.append(list(targets.items()) if scores else list(targets))
         return found

@@ -30,11 +30,21 @@ from tfllm.ngram import NgramLM
 
 SAMPLERS = ("greedy", "beam", "top_k", "top_p")
 MAX_SOURCES = 100_000
-MEMORY_SIZE = 16  # translation-memory candidates per source
+# Translation memory: the best matches the model chooses among, and the weight of its log-likelihood per token
+# beside the match score (relative to the best match's). Chosen on cedict's validation split (6,000+ pairs):
+# 4, 8 or 16 matches and weights 0.02-0.1 all scored within 0.1 chrF of each other.
+MEMORY_SIZE = 8
+MEMORY_WEIGHT = 0.05
 
 
 def _warn(message):
     print(f"tfllm: warning: {message}", file=sys.stderr)
+
+
+def _padded(texts):
+    """`texts` as a string tensor, the last repeated up to a power of two (one compiled program per size)."""
+    texts = list(texts)
+    return tf.constant(texts + [texts[-1]] * ((1 << (len(texts) - 1).bit_length()) - len(texts)))
 
 
 class Translator:
@@ -145,28 +155,33 @@ class Translator:
             self._compiled["score"] = token_log_probs
         totals, counts = [], []
         for start in range(0, len(sources), self.batch_size):
-            batch_s, batch_t = list(sources[start:start + self.batch_size]), list(targets[start:start + self.batch_size])
-            rows = len(batch_s)
-            padded = 1 << (rows - 1).bit_length()  # one compiled program per power of two
-            batch_s += [batch_s[-1]] * (padded - rows)
-            batch_t += [batch_t[-1]] * (padded - rows)
-            x, y, weight = self.preprocessor({"encoder_text": tf.constant(batch_s), "decoder_text": tf.constant(batch_t)})
-            total, count = self._compiled["score"](x, y, weight)
+            rows = len(sources[start:start + self.batch_size])
+            batch = {"encoder_text": _padded(sources[start:start + rows]),
+                     "decoder_text": _padded(targets[start:start + rows])}
+            total, count = self._compiled["score"](*self.preprocessor(batch))
             totals.append(total.numpy()[:rows])
             counts.append(count.numpy()[:rows])
         return np.concatenate(totals), np.concatenate(counts)
 
-    def rerank(self, sources, candidates, length_penalty=1.0):
-        """For each source, the candidate the model finds likeliest (log-likelihood / tokens ** `length_penalty`)."""
-        flat = [(i, c) for i, options in enumerate(candidates) for c in dict.fromkeys(options) if c.strip()]
-        if not flat:
-            return [options[0] if options else "" for options in candidates]
-        total, count = self.score([sources[i] for i, _ in flat], [c for _, c in flat])
-        value = total / np.maximum(count, 1) ** length_penalty
+    def rerank(self, sources, candidates, priors=None, weight=1.0):
+        """For each source, the candidate with the best `prior + weight * log-likelihood per token`.
+
+        Args:
+            sources: the texts to translate.
+            candidates: per source, a list of translations to choose from.
+            priors: per source, one score per candidate (default: 0).
+            weight: how much the model's log-likelihood per token counts.
+        """
+        priors = priors or [[0.0] * len(options) for options in candidates]
+        flat = [(i, c, p) for i, (options, prior) in enumerate(zip(candidates, priors))
+                for c, p in zip(options, prior) if c.strip()]
         best = {}
-        for (i, candidate), v in zip(flat, value):
-            if i not in best or v > best[i][0]:
-                best[i] = (v, candidate)
+        if flat:
+            total, count = self.score([sources[i] for i, _, _ in flat], [c for _, c, _ in flat])
+            for (i, candidate, prior), value in zip(flat, total / np.maximum(count, 1)):
+                value = prior + weight * value
+                if i not in best or value > best[i][0]:
+                    best[i] = (value, candidate)
         return [best[i][1] if i in best else (options[0] if options else "") for i, options in enumerate(candidates)]
 
     def check_sources(self, sources, warn=True):
@@ -207,18 +222,16 @@ class Translator:
         width = self.prompt_length + max_new_tokens
         outputs = []
         for start in range(0, len(sources), self.batch_size):
-            batch = list(sources[start:start + self.batch_size])
-            rows = len(batch)
-            padded = 1 << (rows - 1).bit_length()  # one compiled program per power of two
-            batch += [batch[-1]] * (padded - rows)
-            inputs = self.preprocessor.generate_preprocess(tf.constant(batch), decoder_sequence_length=width)
+            rows = len(sources[start:start + self.batch_size])
+            inputs = self.preprocessor.generate_preprocess(_padded(sources[start:start + rows]),
+                                                           decoder_sequence_length=width)
             inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
             outputs.append(keras.ops.convert_to_numpy(function(inputs))[:rows])
         return np.concatenate(outputs)
 
     def translate(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
                   temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
-                  memory_size=MEMORY_SIZE):
+                  memory_size=MEMORY_SIZE, memory_weight=MEMORY_WEIGHT):
         """Translates each source; returns one string per source.
 
         Args:
@@ -232,10 +245,11 @@ class Translator:
             warn: print a warning for truncated sources and unseen text.
             lm: an `NgramLM` of target-language text (`language_model`) to
                 fuse with the model's scores at every step; `lm_weight` scales it.
-            memory: a `tfllm.memory.TranslationMemory`: the model's output and
-                the targets of the `memory_size` pairs whose sources best
-                match are candidates, and the one the model finds likeliest
-                per token is returned (`rerank`).
+            memory: a `tfllm.memory.TranslationMemory`. A source that shares
+                text with its sources gets the target of one of its
+                `memory_size` best matches: the best by match score (relative
+                to the first) plus `memory_weight` times the model's
+                log-likelihood per token (`rerank`). Other sources are decoded.
         """
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
@@ -253,14 +267,25 @@ class Translator:
         self.batch_size = max(1, int(batch_size))
         if lm is not None and not (isinstance(lm_weight, (int, float)) and lm_weight >= 0):
             raise UserInputError(f"lm_weight must be a number of at least 0, got {lm_weight!r}.")
-        ids = self.decode_ids(sources, sampler, num_beams, max_new_tokens, top_k, top_p, temperature, seed,
-                              lm=lm, lm_weight=float(lm_weight) if lm is not None else 0.0)
-        texts = output_text(self.tokenizer, ids, self.prompt_length).numpy()
-        texts = [t.decode("utf-8", errors="replace") for t in texts]
-        if memory is None:
-            return texts
-        found = memory.lookup(sources, k=memory_size)
-        return self.rerank(sources, [[text, *targets] for text, targets in zip(texts, found)])
+        texts = [None] * len(sources)
+        if memory is not None:
+            # The memory's best matches, scored relative to the first; the model's likelihood breaks near-ties.
+            # (On cedict's validation split, choosing by the model's likelihood alone did worse than the memory's
+            # first match, and the model's own output as a further candidate did not help.)
+            found = memory.lookup(sources, k=memory_size, scores=True)
+            matched = [i for i, options in enumerate(found) if options]
+            chosen = self.rerank([sources[i] for i in matched], [[t for t, _ in found[i]] for i in matched],
+                                 priors=[[score / found[i][0][1] for _, score in found[i]] for i in matched],
+                                 weight=memory_weight)
+            for i, text in zip(matched, chosen):
+                texts[i] = text
+        rest = [i for i, text in enumerate(texts) if text is None]
+        if rest:
+            ids = self.decode_ids([sources[i] for i in rest], sampler, num_beams, max_new_tokens, top_k, top_p,
+                                  temperature, seed, lm=lm, lm_weight=float(lm_weight) if lm is not None else 0.0)
+            for i, text in zip(rest, output_text(self.tokenizer, ids, self.prompt_length).numpy()):
+                texts[i] = text.decode("utf-8", errors="replace")
+        return texts
 
 
 
@@ -312,7 +337,7 @@ _LOADED = {}  # real path of a run directory -> Translator
 
 def translate(model_or_run_dir, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
               temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
-              memory_size=MEMORY_SIZE):
+              memory_size=MEMORY_SIZE, memory_weight=MEMORY_WEIGHT):
     """Translates `sources` with a `Translator` or the model of a run directory (loaded once per process).
 
     See `Translator.translate` for the arguments.
@@ -329,4 +354,5 @@ def translate(model_or_run_dir, sources, sampler="greedy", num_beams=4, max_new_
         translator = _LOADED[key]
     return translator.translate(sources, sampler=sampler, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                 top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
-                                warn=warn, lm=lm, lm_weight=lm_weight, memory=memory, memory_size=memory_size)
+                                warn=warn, lm=lm, lm_weight=lm_weight, memory=memory, memory_size=memory_size,
+                                memory_weight=memory_weight)
