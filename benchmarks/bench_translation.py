@@ -15,7 +15,7 @@ Tasks:
   (`tfllm translate --lm`), its weight chosen on validation pairs.
 - With `--memory`, both tasks are also scored with the run's training pairs as
   a translation memory (`tfllm translate --memory train`): the memory alone,
-  and the model picking the likeliest of its output and the 16 best matches.
+  and the memory's 8 best matches with the model breaking near-ties.
 - `speed`: one model of the `default` preset's shape with a 33-token decoder
   (untrained: speed does not depend on the weights), greedy decoding of
   32-token outputs with the key/value caches (`Seq2SeqLM.generate_step`)
@@ -96,8 +96,9 @@ def with_memory(translator, run_dir, data, beam_examples):
     """The run's training pairs as a translation memory (`tfllm translate --memory train`).
 
     Rows: the memory alone (the target of the best-matching training source),
-    and the model choosing between its own output and the 16 best matches'
-    targets (greedy on the whole test split, beam 4 on the first `beam_examples`).
+    and `translate(memory=)`: the best of the 8 best matches' targets by match
+    score plus the model's likelihood; sources matching nothing decoded
+    (greedy on the whole test split, beam 4 on the first `beam_examples`).
     """
     start = time.perf_counter()
     memory = run_memory(run_dir)

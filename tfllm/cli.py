@@ -406,9 +406,9 @@ def add_tune_parsers(sub):
 # --- translation: `tfllm translate` (logic in tfllm.translation) ----------------
 
 
-MEMORY_HELP = ("also use a translation memory: 'train' (the run's training pairs) or a file of pairs with the run's "
-               "columns; the model returns the likeliest of its own output and the targets of the 16 pairs whose "
-               "sources match best")
+MEMORY_HELP = ("use a translation memory: 'train' (the run's training pairs) or a file of pairs with the run's "
+               "columns; a source gets the target of one of its 8 best matches (the model breaks near-ties), or is "
+               "translated by the model when nothing matches")
 
 
 def cmd_translate(args):

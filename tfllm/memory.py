@@ -13,7 +13,7 @@ Sources are compared as units: each CJK character is a unit, other text is
 split into lower-cased words. A neighbour's score is the inverse document
 frequency of the units it shares with the source, plus half the frequency of
 each pair of adjacent source units it holds in the same order, so that
-"电脑" finds "电脑游戏" before "脑电". NumPy and the standard library only.
+"电脑" finds "电脑游戏" before "脑电". The standard library only.
 """
 
 import collections
