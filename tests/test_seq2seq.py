@@ -345,6 +345,13 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     pairs = write_csv(tmp_path / "memory.csv", make_pairs(40, seed=3))
     assert cli.main(["evaluate", trained_run, "--memory", pairs]) == 0
     assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 30
+    # A glossary of one pair, in columns of its own names, is a memory too.
+    glossary = write_csv(tmp_path / "glossary.csv", [("一二", "twelve")], header=("term", "meaning"))
+    assert cli.main(["translate", trained_run, "一二", "--memory", glossary, "--source-column", "term",
+                     "--target-column", "meaning"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["twelve"]
+    assert cli.main(["translate", trained_run, "一二", "--memory", glossary]) == 2
+    assert "--source-column" in capsys.readouterr().err
     assert cli.main(["translate", trained_run, "一二", "--memory", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
 

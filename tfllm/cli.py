@@ -418,7 +418,7 @@ def cmd_translate(args):
     sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
     translator = load_translator(args.run_dir)
     lm = run_language_model(translator, args.run_dir, args.lm) if args.lm else None
-    memory = run_memory(args.run_dir, args.memory) if args.memory else None
+    memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
     for text in translate(translator, args.texts, sampler=sampler, num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
                           temperature=args.temperature, seed=args.seed, lm=lm, lm_weight=args.lm_weight,
@@ -443,6 +443,8 @@ def add_translation_parsers(sub):
                         "or a .txt/.csv/.jsonl file; the run's training targets always join it")
     p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the --lm scores (default 0.5)")
     p.add_argument("--memory", default=None, metavar="PAIRS", help=MEMORY_HELP)
+    p.add_argument("--source-column", default=None, help="the --memory file's source column (default: the run's)")
+    p.add_argument("--target-column", default=None, help="the --memory file's target column (default: the run's)")
     p.set_defaults(func=cmd_translate)
 
 

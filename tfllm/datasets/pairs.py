@@ -54,23 +54,8 @@ def _split_references(text, separator):
     return [r for r in refs if r] or [text.strip()]
 
 
-def load_pair_data(source, source_column=None, target_column=None, split_column=None, seed=1337,
-                   val_fraction=0.1, test_fraction=0.1, max_rows=None, reference_separator=None):
-    """Loads (source, references) pairs and splits them into train/val/test.
-
-    Args:
-        source: `cedict` (bundled) or a `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`).
-        source_column, target_column: column names (cedict's defaults: simplified -> english).
-        split_column: column holding train/val/test (cedict has one); without it
-            a seeded 80/10/10 split is made.
-        max_rows: keep a seeded sample of this many pairs (quick runs, tests);
-            a file's own split is kept for the pairs sampled.
-        reference_separator: splits a target into several references (cedict's
-            `english`: "/"). The first reference is the training target.
-
-    Returns:
-        `PairData`.
-    """
+def _read_columns(source, source_column, target_column, split_column, reference_separator):
+    """The checked source, target (and split) columns of a bundled name or a file, with the names it used."""
     if source in BUNDLED_PAIRS:
         filename, options = BUNDLED_PAIRS[source]
         path = bundled_path(filename)
@@ -99,11 +84,40 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
                 f"{path!r} has {len(empty)} row(s) with empty {what} text in column {column!r} "
                 f"(first: data row {empty[0] + 1}). Remove or fill them."
             )
-    if len(rows) < 2:
+    return path, sources, targets, splits, source_column, target_column, reference_separator
+
+
+def read_pairs(source, source_column=None, target_column=None, reference_separator=None):
+    """Every (source, references) pair of a file or bundled set, unsplit (a translation memory, any size)."""
+    _, sources, targets, _, _, _, reference_separator = _read_columns(
+        source, source_column, target_column, None, reference_separator)
+    return PairSplit([s.strip() for s in sources], [_split_references(t, reference_separator) for t in targets])
+
+
+def load_pair_data(source, source_column=None, target_column=None, split_column=None, seed=1337,
+                   val_fraction=0.1, test_fraction=0.1, max_rows=None, reference_separator=None):
+    """Loads (source, references) pairs and splits them into train/val/test.
+
+    Args:
+        source: `cedict` (bundled) or a `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`).
+        source_column, target_column: column names (cedict's defaults: simplified -> english).
+        split_column: column holding train/val/test (cedict has one); without it
+            a seeded 80/10/10 split is made.
+        max_rows: keep a seeded sample of this many pairs (quick runs, tests);
+            a file's own split is kept for the pairs sampled.
+        reference_separator: splits a target into several references (cedict's
+            `english`: "/"). The first reference is the training target.
+
+    Returns:
+        `PairData`.
+    """
+    path, sources, targets, splits, source_column, target_column, reference_separator = _read_columns(
+        source, source_column, target_column, split_column, reference_separator)
+    if len(sources) < 2:
         raise UserInputError(f"{path!r} has a single pair; translation needs many pairs to learn from "
                              "(hundreds at least) and a few to test on.")
 
-    keep = list(range(len(rows)))
+    keep = list(range(len(sources)))
     if max_rows and len(keep) > max_rows:
         keep = sorted(random.Random(seed).sample(keep, max(max_rows, 3)))
     if splits is not None:

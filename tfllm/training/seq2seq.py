@@ -19,7 +19,7 @@ from keras import ops
 
 from tfllm import runs, tokenizers
 from tfllm.data import preprocess
-from tfllm.datasets.pairs import load_pair_data
+from tfllm.datasets.pairs import load_pair_data, read_pairs
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor
@@ -293,12 +293,12 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     return {split: report}
 
 
-def run_memory(run_dir, pairs="train"):
+def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
     """A `TranslationMemory` for `Translator.translate(memory=...)`.
 
     `pairs`: "train" for the run's own training pairs (as it split them), or a
-    file of pairs with the run's source and target columns (every row counts).
-    Each pair's first reference is its target.
+    file of pairs (every row counts) whose columns are `source_column` and
+    `target_column`, by default the run's. Each pair's first reference is its target.
     """
     from tfllm.config import TrainConfig
     from tfllm.memory import TranslationMemory
@@ -306,13 +306,11 @@ def run_memory(run_dir, pairs="train"):
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     recipe = runs.read_recipe(run_dir)
     if pairs == "train":
-        parts = [load_data(config, recipe).train]
+        part = load_data(config, recipe).train
     else:
-        config.data, config.split_column, config.max_rows = pairs, None, None
-        data = load_data(config, recipe)
-        parts = [data.train, data.val, data.test]
-    sources = [s for part in parts for s in part.sources]
-    return TranslationMemory(sources, [refs[0] for part in parts for refs in part.references])
+        part = read_pairs(pairs, source_column or config.source_column, target_column or config.target_column,
+                          reference_separator=recipe.get("reference_separator"))
+    return TranslationMemory(part.sources, [references[0] for references in part.references])
 
 
 def run_language_model(translator, run_dir, corpus=None):
