@@ -125,6 +125,19 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
     return decode
 
 
+def call_for_any_batch(function, *args):
+    """Calls the `tf.function` `function` on `args` through a trace made for any batch size.
+
+    With `reduce_retracing` alone the first call traces for its own batch size and
+    the first call with another size traces again, now for any size: seconds of
+    Python for a decoding loop. Tracing first with the batch dimension unknown
+    leaves one trace that every batch size uses (XLA still compiles once per shape).
+    """
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), args)
+    function.get_concrete_function(*specs)  # traced on the first call, looked up after
+    return function(*args)
+
+
 def generate_step(model, inputs, stop_token_ids, sampler):
     """`model.generate_step(inputs)` decoding with `sampler`, leaving the model as it was.
 
@@ -254,7 +267,7 @@ class Generator:
         for i, ids in enumerate(rows):
             buffer[i, : len(ids)] = ids
         mask = (np.arange(width)[None, :] < np.array([len(r) for r in rows])[:, None]).astype("int32")
-        return keras.ops.convert_to_numpy(function({"token_ids": buffer, "padding_mask": mask, **options}))
+        return keras.ops.convert_to_numpy(call_for_any_batch(function, {"token_ids": buffer, "padding_mask": mask, **options}))
 
     def generate(
         self,

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfllm import runs
 from tfllm.errors import UserInputError
-from tfllm.generation import generate_step
+from tfllm.generation import call_for_any_batch, generate_step
 from tfllm.models.seq2seq_lm import output_text
 from tfllm.ngram import NgramLM
 
@@ -158,7 +158,7 @@ class Translator:
             rows = len(sources[start:start + self.batch_size])
             batch = {"encoder_text": _padded(sources[start:start + rows]),
                      "decoder_text": _padded(targets[start:start + rows])}
-            total, count = self._compiled["score"](*self.preprocessor(batch))
+            total, count = call_for_any_batch(self._compiled["score"], *self.preprocessor(batch))
             totals.append(total.numpy()[:rows])
             counts.append(count.numpy()[:rows])
         return np.concatenate(totals), np.concatenate(counts)
@@ -226,7 +226,7 @@ class Translator:
             inputs = self.preprocessor.generate_preprocess(_padded(sources[start:start + rows]),
                                                            decoder_sequence_length=width)
             inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
-            outputs.append(keras.ops.convert_to_numpy(function(inputs))[:rows])
+            outputs.append(keras.ops.convert_to_numpy(call_for_any_batch(function, inputs))[:rows])
         return np.concatenate(outputs)
 
     def translate(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,

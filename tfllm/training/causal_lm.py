@@ -137,7 +137,7 @@ def compile_causal_lm(model, preset):
         jit_compile=bool(preset.get("jit_compile")),
         steps_per_execution=preset.get("steps_per_execution", 1),
     )
-    return model
+    return common.build_optimizer(model)
 
 
 class Perplexity(keras.callbacks.Callback):

@@ -80,6 +80,7 @@ def _compile(model, preset):
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
         jit_compile=bool(preset.get("jit_compile")),
     )
+    common.build_optimizer(model)
 
 
 def _masked_batches(documents, preprocessor, batch_size, repeat=False, seed=None):

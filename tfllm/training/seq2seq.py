@@ -176,7 +176,7 @@ def compile_model(model, preset, steps_per_epoch):
         jit_compile=jit_compile,
         steps_per_execution=preset.get("steps_per_execution", 1),
     )
-    return model
+    return common.build_optimizer(model)
 
 
 def split_report(translator, split, **options):
