@@ -78,6 +78,30 @@ def test_generation_keeps_decoding_state_out_of_the_model():
     assert set(TEXT)  # the tokenizer's characters (keeps the import meaningful for readers)
 
 
+def test_fit_traces_the_train_step_once():
+    """The optimizer is built before `fit`: otherwise Keras builds it inside the first trace of the train
+    step and TensorFlow, seeing new variables, traces the whole step a second time."""
+    import keras
+
+    from tfllm.training.classifier import compile_classifier
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    compile_classifier(model, {"learning_rate": 1e-3, "jit_compile": False})
+    traces, keras_step = [], model.train_step
+    model.train_step = lambda data: (traces.append(1), keras_step(data))[1]  # runs once per trace
+    model.fit(np.zeros((10, 4)), np.ones((10, 1)), batch_size=4, epochs=2, verbose=0)
+    assert len(traces) == 1
+
+
+def test_decoding_is_traced_once_for_every_batch_size():
+    generator = tiny_generator()
+    for prompts in (["First"], ["First", "speak", "hear "], ["Befor"]):  # one width, three batch sizes
+        generator.generate(prompts, max_new_tokens=3, sampler="greedy")
+    (decode,) = generator._compiled.values()
+    assert decode.experimental_get_tracing_count() == 1
+
+
 def _fast(generator):
     from tfllm import fast_generation
 
