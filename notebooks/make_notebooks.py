@@ -78,7 +78,7 @@ CLASSIFICATION = [
         The article's values live in tfllm's `article` preset: a 10,000-token
         vocabulary, 100 tokens per review, 128-wide embeddings, 2 Transformer
         blocks with a 512-wide feed-forward layer, Adam at 1e-3, batches of 32,
-        10 epochs. QUICK trains on 1,000 reviews for two epochs: enough to see
+        10 epochs. QUICK trains on 500 reviews for two epochs: enough to see
         every step work, not enough to learn much (expect scores near chance).
     """),
     code("""
@@ -91,7 +91,7 @@ CLASSIFICATION = [
         LEARNING_RATE = preset["learning_rate"]
         BATCH_SIZE = preset["batch_size"]
         EPOCHS = 2 if QUICK else preset["epochs"]
-        MAX_ROWS = 1000 if QUICK else None  # None: all 12,752 reviews
+        MAX_ROWS = 500 if QUICK else None  # None: all 12,752 reviews
         RUN_DIR = "runs/01_text_classification"
 
         shutil.rmtree(RUN_DIR, ignore_errors=True)  # a fresh run: TensorBoard shows this one only"""),
@@ -763,7 +763,7 @@ TRANSLATION = [
         training target, and all of them count as correct when scoring.
     """),
     code("""
-        MAX_ROWS = 2000 if QUICK else None  # None: all 122,143 headwords
+        MAX_ROWS = 1000 if QUICK else None  # None: all 122,143 headwords
         data = load_pair_data("cedict", source_column="simplified", target_column="english", max_rows=MAX_ROWS)
         print(len(data.train), "training pairs,", len(data.val), "validation,", len(data.test), "test")
         for source, references in zip(data.train.sources[:5], data.train.references[:5]):

@@ -136,7 +136,7 @@ def test_article_example_as_printed_on_real_data():
     from tfllm.datasets import load_classification_data
     from tfllm.tokenizers import train_tokenizer
 
-    data = load_classification_data("rotten_tomatoes", max_rows=400)
+    data = load_classification_data("rotten_tomatoes", max_rows=200)
     vocab_size = 10000
     tokenizer = train_tokenizer(data.train.texts, "wordpiece", vocab_size, sequence_length=100)
     X_train, y_train = np.asarray(tokenizer(data.train.texts)), np.asarray(data.train.labels)
