@@ -56,6 +56,15 @@ def test_opting_out_brings_the_probe_back(tmp_path):
     assert "cuInit" in result.stderr
 
 
+@needs_cpu_only_linux
+def test_importing_tfllm_first_keeps_the_probe_quiet():
+    """Notebooks and scripts that import tfllm before TensorFlow get the setting too."""
+    environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLED_DEVICE_TYPES"}
+    code = "import os, sys, tfllm; print(os.environ.get('TF_ENABLED_DEVICE_TYPES'), 'tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=environ)
+    assert out.stdout.split() == [CPU_DEVICE_TYPES, "False"], out.stderr
+
+
 def test_sets_cpu_factories_only_without_accelerators(monkeypatch):
     environ = {}
     monkeypatch.setattr(sys, "platform", "linux")

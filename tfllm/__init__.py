@@ -39,6 +39,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
+# Before anything imports TensorFlow: a script or notebook that imports tfllm first
+# does not log TensorFlow's failed CUDA probe on a machine without a GPU (tfllm/_env.py).
+from tfllm._env import quiet_gpu_probe  # noqa: E402  (standard library only)
+
+quiet_gpu_probe()
+
 
 def __getattr__(name):
     if name in _EXPORTS:

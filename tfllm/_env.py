@@ -1,8 +1,8 @@
 """Process set-up that must happen before TensorFlow is imported.
 
 Kept apart from everything else (and free of imports beyond the standard
-library) because it only works when it runs first: `tfllm.cli.main` calls
-`quiet_gpu_probe()` before any command imports TensorFlow.
+library) because it only works when it runs first: `import tfllm` and
+`tfllm.cli.main` call `quiet_gpu_probe()` before anything imports TensorFlow.
 """
 
 import glob
