@@ -30,8 +30,9 @@ browser:
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file per process at a time so its
 # module fixtures (tiny trained models) are built once; most of a test's time is single-threaded
 # Python (tracing, tokenizer learning, starting TensorFlow), so two workers use both cores.
+# Files are handed out in tests/conftest.py's order (longest first), not xdist's by test count.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) browser
 	$(PYTEST) tests

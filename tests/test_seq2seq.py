@@ -356,6 +356,63 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     assert "missing.csv" in capsys.readouterr().err
 
 
+def test_an_input_method_scores_each_syllables_characters_with_the_ngram_model():
+    from tfllm.input_method import InputMethod
+
+    # "shi2" is 十 or 石: the pairs' character sequences tell which, syllable by syllable.
+    pairs = [("shi2 tou5", "石头")] * 3 + [("shi2 er4", "十二")] * 3 + [("er4", "二"), ("tou5", "头")]
+    ids = {c: i for i, c in enumerate("石头十二", start=3)}
+    lm = NgramLM.fit([[ids[c] for c in t] for _, t in pairs], vocabulary_size=7, start_id=1, end_id=2)
+    method = InputMethod([s for s, _ in pairs], [t for _, t in pairs], lm, ids.get)
+    found = method.candidates(["Shi2 tou5", "shi2 er4", "shi2 jiu3"], k=4)
+    assert [text for text, _ in found[0]] == ["石头", "十头"]  # both readings, best first; capitals ignored
+    assert found[0][0][1] > found[0][1][1] and found[1][0][0] == "十二"
+    assert found[2] == []  # a syllable never seen: no candidates (the model decodes it)
+    with pytest.raises(UserInputError, match="line up one to one"):
+        InputMethod(["shi2 tou5", "er4"], ["石", "二十"], lm, ids.get)
+
+
+@pytest.fixture(scope="module")
+def aligned_run(pairs_csv, tmp_path_factory):
+    """A tiny run the other way, English words -> numerals: one source word per target character."""
+    run_dir = str(tmp_path_factory.mktemp("runs") / "aligned")
+    assert cli.main(["train", "--task", "translate", "--data", pairs_csv, "--source-column", "en",
+                     "--target-column", "zh", "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_the_model_chooses_among_the_input_methods_candidates(aligned_run, trained_run, capsys):
+    from tfllm.input_method import InputMethod
+    from tfllm.training.seq2seq import run_language_model
+    from tfllm.translation import load_translator
+
+    translator = load_translator(aligned_run)
+    ids = {token: i for i, token in enumerate(translator.tokenizer.get_vocabulary())}
+    lm = run_language_model(translator, aligned_run)
+    # "one" reads as 一 mostly and as 二 once: two candidates, the n-gram model preferring 一.
+    pairs = [("one", "一")] * 3 + [("one", "二"), ("two", "二"), ("three", "三")]
+    method = InputMethod([s for s, _ in pairs], [t for _, t in pairs], lm, ids.get)
+    (first, prior), (second, other) = method.candidates(["one"])[0]
+    assert (first, second) == ("一", "二") and prior > other
+    likelihood = dict(zip((first, second), translator.score(["one"] * 2, [first, second])[0]))
+    model_choice = max(likelihood, key=likelihood.get)
+    assert translator.translate(["one"], input_method=method, input_method_weight=0.0) == [first]
+    assert translator.translate(["one"], input_method=method, input_method_weight=1e4) == [model_choice]
+    plain = translator.translate(["four"], warn=False)  # no candidates: decoded by the model
+    assert translator.translate(["four"], warn=False, input_method=method) == plain
+    # From the command line, with the run's own pairs: every word has one character, so every test pair is right,
+    # which a model trained for one epoch alone is not.
+    assert cli.main(["translate", aligned_run, "three one two", "--input-method"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["三一二"]
+    assert cli.main(["evaluate", aligned_run, "--input-method"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["exact_match"] == 1.0
+    assert json.load(open(os.path.join(aligned_run, "metrics.json")))["test"]["exact_match"] < 1.0
+    # A run whose sources do not line up with its targets' characters: one clear line, exit status 2.
+    assert cli.main(["translate", trained_run, "一二", "--input-method"]) == 2
+    assert "line up one to one" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_fine_tuning_a_run_on_targets_with_tokens_its_decoder_does_not_score(trained_run, tmp_path):
     # Targets that quote source characters ("一" is a source-only id in the trained run's vocabulary).

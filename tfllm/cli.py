@@ -105,7 +105,8 @@ def cmd_evaluate(args):
 
         print(json.dumps(evaluate_translation(args.run_dir, data=args.data, source_column=args.source_column,
                                               target_column=args.target_column, split_column=args.split_column,
-                                              split=args.split, memory=args.memory), indent=2, ensure_ascii=False))
+                                              split=args.split, memory=args.memory, lm=args.lm,
+                                              input_method=args.input_method), indent=2, ensure_ascii=False))
         return
     if runs.task_of(args.run_dir) != "classify":
         from tfllm.training.causal_lm import evaluate_run
@@ -411,18 +412,25 @@ MEMORY_HELP = ("use a translation memory: 'train' (the run's training pairs) or 
                "translated by the model when nothing matches")
 
 
+LM_HELP = ("fuse an n-gram model of target-language text with the decoder: a bundled corpus (zh_news) or a "
+           ".txt/.csv/.jsonl file; the run's training targets always join it")
+INPUT_METHOD_HELP = ("pinyin -> characters: candidates from an input method (each syllable's characters, counted in "
+                     "the training pairs, scored by the n-gram model of --lm), the model choosing among them")
+
+
 def cmd_translate(args):
-    from tfllm.training.seq2seq import run_language_model, run_memory
+    from tfllm.training.seq2seq import run_input_method, run_language_model, run_memory
     from tfllm.translation import load_translator, translate
 
     sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
     translator = load_translator(args.run_dir)
-    lm = run_language_model(translator, args.run_dir, args.lm) if args.lm else None
+    lm = run_language_model(translator, args.run_dir, args.lm) if args.lm or args.input_method else None
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
+    method = run_input_method(translator, args.run_dir, lm) if args.input_method else None
     for text in translate(translator, args.texts, sampler=sampler, num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
-                          temperature=args.temperature, seed=args.seed, lm=lm, lm_weight=args.lm_weight,
-                          memory=memory):
+                          temperature=args.temperature, seed=args.seed, lm=lm if args.lm else None,
+                          lm_weight=args.lm_weight, memory=memory, input_method=method):
         print(text)
 
 
@@ -438,11 +446,10 @@ def add_translation_parsers(sub):
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--lm", default=None, metavar="CORPUS",
-                   help="fuse an n-gram model of target-language text with the decoder: a bundled corpus (zh_news) "
-                        "or a .txt/.csv/.jsonl file; the run's training targets always join it")
+    p.add_argument("--lm", default=None, metavar="CORPUS", help=LM_HELP)
     p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the --lm scores (default 0.5)")
     p.add_argument("--memory", default=None, metavar="PAIRS", help=MEMORY_HELP)
+    p.add_argument("--input-method", action="store_true", help=INPUT_METHOD_HELP)
     p.add_argument("--source-column", default=None, help="the --memory file's source column (default: the run's)")
     p.add_argument("--target-column", default=None, help="the --memory file's target column (default: the run's)")
     p.set_defaults(func=cmd_translate)
@@ -534,6 +541,8 @@ def build_parser():
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.add_argument("--memory", default=None, metavar="PAIRS",
                    help="translation runs: " + MEMORY_HELP)
+    p.add_argument("--lm", default=None, metavar="CORPUS", help="translation runs: " + LM_HELP + " (weight 0.5)")
+    p.add_argument("--input-method", action="store_true", help="translation runs: " + INPUT_METHOD_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and probabilities for some texts")

@@ -272,7 +272,7 @@ def train_seq2seq(config, verbose="auto"):
 
 
 def evaluate_run(run_dir, data=None, source_column=None, target_column=None, split_column=None, split="test",
-                 sampler="greedy", num_beams=4, memory=None):
+                 sampler="greedy", num_beams=4, memory=None, lm=None, input_method=False):
     """Metrics of a finished translation run on a split of its own data (as it was split) or of `data`."""
     from tfllm.config import TrainConfig
     from tfllm.translation import load_translator
@@ -289,7 +289,11 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     if not len(pairs):
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
     memory = run_memory(run_dir, memory) if memory else None
-    report, _ = split_report(load_translator(run_dir), pairs, sampler=sampler, num_beams=num_beams, memory=memory)
+    translator = load_translator(run_dir)
+    ngram = run_language_model(translator, run_dir, lm) if lm or input_method else None
+    method = run_input_method(translator, run_dir, ngram) if input_method else None
+    report, _ = split_report(translator, pairs, sampler=sampler, num_beams=num_beams, memory=memory,
+                             lm=ngram if lm else None, input_method=method)
     return {split: report}
 
 
@@ -311,6 +315,19 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
         part = read_pairs(pairs, source_column or config.source_column, target_column or config.target_column,
                           reference_separator=recipe.get("reference_separator"))
     return TranslationMemory(part.sources, [references[0] for references in part.references])
+
+
+def run_input_method(translator, run_dir, lm):
+    """An `InputMethod` for `Translator.translate(input_method=...)`: the run's training pairs and `lm`
+    (`run_language_model`), in the translator's token ids."""
+    from tfllm.config import TrainConfig
+    from tfllm.input_method import InputMethod
+
+    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    part = load_data(config, runs.read_recipe(run_dir)).train
+    ids = {token: i for i, token in enumerate(translator.tokenizer.get_vocabulary())}
+    return InputMethod(part.sources, [references[0] for references in part.references], lm,
+                       lambda character: ids.get(character, translator.unk_id))
 
 
 def run_language_model(translator, run_dir, corpus=None):
