@@ -40,7 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--corpus", default="zh_news")
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0, 4.0])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--val-examples", type=int, default=1000)
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
