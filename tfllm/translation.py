@@ -168,8 +168,17 @@ class Translator:
             counts.append(count.numpy()[:rows])
         return np.concatenate(totals), np.concatenate(counts)
 
+    def _choose(self, sources, found, texts, weight, per_token):
+        """Sets each `texts[i]` still None whose source has candidates `found[i]` (`(text, prior)`) to the best."""
+        matched = [i for i, options in enumerate(found) if options and texts[i] is None]
+        chosen = self.rerank([sources[i] for i in matched], [[t for t, _ in found[i]] for i in matched],
+                             priors=[[prior for _, prior in found[i]] for i in matched], weight=weight,
+                             per_token=per_token)
+        for i, text in zip(matched, chosen):
+            texts[i] = text
+
     def rerank(self, sources, candidates, priors=None, weight=1.0, per_token=True):
-        """For each source, the candidate with the best `prior + weight * log-likelihood per token`.
+        """For each source, the candidate with the best `prior + weight * log-likelihood` (per token by default).
 
         Args:
             sources: the texts to translate.
@@ -285,20 +294,12 @@ class Translator:
             # (On cedict's validation split, choosing by the model's likelihood alone did worse than the memory's
             # first match, and the model's own output as a further candidate did not help.)
             found = memory.lookup(sources, k=memory_size, scores=True)
-            matched = [i for i, options in enumerate(found) if options]
-            chosen = self.rerank([sources[i] for i in matched], [[t for t, _ in found[i]] for i in matched],
-                                 priors=[[score / found[i][0][1] for _, score in found[i]] for i in matched],
-                                 weight=memory_weight)
-            for i, text in zip(matched, chosen):
-                texts[i] = text
+            found = [[(t, score / options[0][1]) for t, score in options] for options in found]
+            self._choose(sources, found, texts, memory_weight, per_token=True)
         if input_method is not None:
-            found = input_method.candidates(sources, k=input_method_size)
-            matched = [i for i, options in enumerate(found) if options and texts[i] is None]
-            chosen = self.rerank([sources[i] for i in matched], [[t for t, _ in found[i]] for i in matched],
-                                 priors=[[score for _, score in found[i]] for i in matched],
-                                 weight=input_method_weight, per_token=False)
-            for i, text in zip(matched, chosen):
-                texts[i] = text
+            # Candidate scores and the model's likelihood are both sums over the output.
+            self._choose(sources, input_method.candidates(sources, k=input_method_size), texts, input_method_weight,
+                         per_token=False)
         rest = [i for i, text in enumerate(texts) if text is None]
         if rest:
             ids = self.decode_ids([sources[i] for i in rest], sampler, num_beams, max_new_tokens, top_k, top_p,
