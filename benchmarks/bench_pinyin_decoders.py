@@ -30,7 +30,7 @@ import time
 from tfllm import runs
 from tfllm.config import TrainConfig
 from tfllm.evaluation import translation_report
-from tfllm.training.seq2seq import load_data, run_input_method, run_language_model
+from tfllm.training.seq2seq import load_data, run_decoding_aids
 from tfllm.translation import load_translator
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "pinyin_decoders.json")
@@ -49,8 +49,7 @@ def main():
     config = TrainConfig.from_dict(runs.read_config(args.run_dir))
     data = load_data(config, runs.read_recipe(args.run_dir))
     start = time.perf_counter()
-    lm = run_language_model(translator, args.run_dir, args.corpus)
-    method = run_input_method(translator, args.run_dir, lm)
+    lm, method = run_decoding_aids(translator, args.run_dir, args.corpus, input_method=True)
     result = {"corpus": args.corpus, "num_train_pairs": len(data.train), "run_metrics": runs.read_json(runs.path(args.run_dir, runs.METRICS)),
               "build_seconds": round(time.perf_counter() - start, 1)}
     n = min(args.val_examples, len(data.val))

@@ -42,7 +42,7 @@ import tensorflow as tf
 from tfllm.config import TrainConfig
 from tfllm.datasets.pairs import load_pair_data
 from tfllm.evaluation import translation_report
-from tfllm.training.seq2seq import own_model, run_language_model, run_memory, train_seq2seq
+from tfllm.training.seq2seq import own_model, run_decoding_aids, run_memory, train_seq2seq
 from tfllm.translation import Translator, greedy_without_cache, load_translator
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "translation.json")
@@ -126,7 +126,7 @@ def fusion(task, translator, run_dir, data, corpus, weights, beam_examples, val_
     no language model), then the test split is decoded once with it.
     """
     start = time.perf_counter()
-    lm = run_language_model(translator, run_dir, corpus)
+    lm, _ = run_decoding_aids(translator, run_dir, corpus)
     result = {"corpus": corpus, "build_seconds": round(time.perf_counter() - start, 1), "val": {}}
     metric = "exact_match" if task == "pinyin" else "chrf"
     n = min(val_examples, len(data.val))

@@ -139,6 +139,11 @@ def test_n_gram_model_is_normalised_backs_off_and_prefers_what_it_counted():
     assert probabilities[1].argmax() == 6 and probabilities[2][[7, 2]].min() > probabilities[2].max() / 2
     assert probabilities[4].argmax() == 6  # (9, 5) was never seen: the bigram after 5 decides
     assert lm.score([5, 6, 7]) > lm.score([7, 6, 5])
+    # Kneser-Ney: after a token never seen, 7 (which followed four different tokens) is likelier than 6,
+    # counted as often but only ever after 5; raw counts would tie them.
+    lm = NgramLM.fit([[5, 6]] * 4 + [[3, 7], [4, 7], [8, 7], [9, 7]], vocabulary_size=10, start_id=1, end_id=2)
+    unseen = lm.log_probs(np.array([[0, 0]]))[0]
+    assert unseen[7] > unseen[6] and np.isclose(np.exp(unseen).sum(), 1.0, rtol=1e-5)
     with pytest.raises(UserInputError, match="empty"):
         NgramLM.fit([], vocabulary_size=10, start_id=1, end_id=2)
 
@@ -368,6 +373,11 @@ def test_an_input_method_scores_each_syllables_characters_with_the_ngram_model()
     assert [text for text, _ in found[0]] == ["石头", "十头"]  # both readings, best first; capitals ignored
     assert found[0][0][1] > found[0][1][1] and found[1][0][0] == "十二"
     assert found[2] == []  # a syllable never seen: no candidates (the model decodes it)
+    # Running text in which "十头" occurs whole (and "石头" does not) puts it first.
+    counted = InputMethod([s for s, _ in pairs], [t for _, t in pairs], lm, ids.get, corpus=["一十头牛"] + ["十头"] * 30)
+    assert [text for text, _ in counted.candidates(["shi2 tou5"], k=2)[0]] == ["十头", "石头"]
+    texts = ["十头", "头", "牛十", "石头", "十头牛", "一十头牛" * 3]
+    np.testing.assert_array_equal(counted.counts(texts), [31, 31, 0, 0, 1, 0])  # the long one: counted directly
     with pytest.raises(UserInputError, match="line up one to one"):
         InputMethod(["shi2 tou5", "er4"], ["石", "二十"], lm, ids.get)
 
@@ -384,12 +394,12 @@ def aligned_run(pairs_csv, tmp_path_factory):
 @pytest.mark.slow
 def test_the_model_chooses_among_the_input_methods_candidates(aligned_run, trained_run, capsys):
     from tfllm.input_method import InputMethod
-    from tfllm.training.seq2seq import run_language_model
+    from tfllm.training.seq2seq import run_decoding_aids
     from tfllm.translation import load_translator
 
     translator = load_translator(aligned_run)
     ids = {token: i for i, token in enumerate(translator.tokenizer.get_vocabulary())}
-    lm = run_language_model(translator, aligned_run)
+    lm, _ = run_decoding_aids(translator, aligned_run, input_method=True)
     # "one" reads as 一 mostly and as 二 once: two candidates, the n-gram model preferring 一.
     pairs = [("one", "一")] * 3 + [("one", "二"), ("two", "二"), ("three", "三")]
     method = InputMethod([s for s, _ in pairs], [t for _, t in pairs], lm, ids.get)

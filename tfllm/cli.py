@@ -415,18 +415,18 @@ MEMORY_HELP = ("use a translation memory: 'train' (the run's training pairs) or 
 LM_HELP = ("fuse an n-gram model of target-language text with the decoder: a bundled corpus (zh_news) or a "
            ".txt/.csv/.jsonl file; the run's training targets always join it")
 INPUT_METHOD_HELP = ("pinyin -> characters: candidates from an input method (each syllable's characters, counted in "
-                     "the training pairs, scored by the n-gram model of --lm), the model choosing among them")
+                     "the training pairs, scored by the n-gram model of --lm and how often each whole candidate "
+                     "occurs in --lm's text), the model choosing among them")
 
 
 def cmd_translate(args):
-    from tfllm.training.seq2seq import run_input_method, run_language_model, run_memory
+    from tfllm.training.seq2seq import run_decoding_aids, run_memory
     from tfllm.translation import load_translator, translate
 
     sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
     translator = load_translator(args.run_dir)
-    lm = run_language_model(translator, args.run_dir, args.lm) if args.lm or args.input_method else None
+    lm, method = run_decoding_aids(translator, args.run_dir, args.lm, args.input_method)
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
-    method = run_input_method(translator, args.run_dir, lm) if args.input_method else None
     for text in translate(translator, args.texts, sampler=sampler, num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
                           temperature=args.temperature, seed=args.seed, lm=lm if args.lm else None,

@@ -7,14 +7,20 @@ one target character with probability P(syllable | character), counted from
 the training pairs whose syllables and characters line up one to one, and a
 character n-gram model (`tfllm.ngram.NgramLM`, of the run's training targets
 and running text such as the bundled `zh_news`) scores the character sequence.
-A beam search over each syllable's most frequent characters gives the `k` best
-candidates, and `tfllm.translation.Translator.translate(..., input_method=...)`
-lets the translation model choose among them (its log-likelihood plus the
-candidate's score). The standard library and the n-gram model only.
+A beam search over each syllable's most frequent characters gives the
+candidates; each then gains `corpus_weight` × log(1 + how often it occurs as
+a whole in the running text), because a trigram model sees at most three
+characters of a word, and a word it has seen whole is likelier than a
+homophone it has not (指挥 against 纸灰: 2.0 × that took cedict's validation
+split from 0.532 to 0.548 exact match). `tfllm.translation.Translator.translate(
+..., input_method=...)` lets the translation model choose among the `k` best
+(its log-likelihood plus the candidate's score). NumPy and the n-gram model only.
 """
 
 import collections
 import math
+
+import numpy as np
 
 from tfllm.errors import UserInputError
 
@@ -37,6 +43,9 @@ class InputMethod:
         token_id: maps one target character to its id in `lm`.
         options: how many characters each syllable may become (its most frequent).
         beam: hypotheses kept after each syllable.
+        corpus: lines of running text (the n-gram model's, without the training
+            targets) in which whole candidates are counted.
+        corpus_weight: the weight of log(1 + that count) in a candidate's score.
 
     Example:
     >>> from tfllm.ngram import NgramLM
@@ -47,7 +56,7 @@ class InputMethod:
     '你人'
     """
 
-    def __init__(self, sources, targets, lm, token_id, options=30, beam=16):
+    def __init__(self, sources, targets, lm, token_id, options=30, beam=16, corpus=(), corpus_weight=2.0):
         if len(sources) != len(targets):
             raise UserInputError(f"An input method needs one target per source, got {len(sources)} sources and "
                                  f"{len(targets)} targets.")
@@ -70,6 +79,7 @@ class InputMethod:
         self.table = {syllable: [(c, math.log(n / per_character[c])) for c, n in characters.most_common(options)]
                       for syllable, characters in counts.items()}
         self.lm, self.token_id, self.beam = lm, token_id, int(beam)
+        self.counts, self.corpus_weight = SubstringCounts(corpus), float(corpus_weight)
 
     def candidates(self, sources, k=16):
         """For each source, up to `k` `(characters, log-score)` best first; none when a syllable was never seen."""
@@ -99,7 +109,52 @@ class InputMethod:
                         lm_score = float(scores[i]) if i < len(scores) else float(scores.min())
                         grown.append((score + channel + lm_score, (context[1], i), text + character))
                 hypotheses = sorted(grown, key=lambda h: -h[0])[:max(self.beam, k)]
-            ended = sorted(((score + float(next_scores(context)[self.lm.end_id]), text)
-                            for score, context, text in hypotheses), reverse=True)
+            texts = [text for _, _, text in hypotheses]
+            bonus = self.corpus_weight * np.log1p(self.counts(texts)) if self.corpus_weight else np.zeros(len(texts))
+            ended = sorted(((score + float(next_scores(context)[self.lm.end_id]) + float(extra), text)
+                            for (score, context, text), extra in zip(hypotheses, bonus)), reverse=True)
             found.append([(text, score) for score, text in ended[:k]])
         return found
+
+
+class SubstringCounts:
+    """How often strings occur in a text, overlaps included: `SubstringCounts(["abab"])(["ab", "x"])` → `[2, 0]`.
+
+    For each string length up to `HASHED`, the rolling hashes of every
+    position are computed and sorted once, on first use (8 bytes a character
+    of text), so a count is two binary searches; a `str.count` over 1.8 M
+    characters of news for each of a test split's 100k candidates would take
+    minutes. Longer strings, rare and seldom found, are counted with `str.count`.
+    """
+
+    BASE = 1_000_003  # polynomial hash base; sums wrap modulo 2**64
+    HASHED = 8
+
+    def __init__(self, lines):
+        self.text = "\n".join(lines)
+        self.codes = np.array([ord(c) for c in self.text], np.uint64)
+        self.sorted = {}  # length -> sorted hashes of every substring of that length
+
+    def _hash(self, text):
+        value = 0
+        for character in text:
+            value = (value * self.BASE + ord(character)) % 2 ** 64
+        return value
+
+    def _hashes(self, length):
+        if length not in self.sorted:
+            hashes = np.zeros(max(0, len(self.codes) - length + 1), np.uint64)
+            for offset in range(length):  # wrapping uint64 arithmetic, as _hash's modulo
+                hashes = hashes * np.uint64(self.BASE) + self.codes[offset:offset + len(hashes)]
+            self.sorted[length] = np.sort(hashes)
+        return self.sorted[length]
+
+    def __call__(self, texts):
+        counts = np.zeros(len(texts), np.int64)
+        for i, text in enumerate(texts):
+            if len(text) > self.HASHED:
+                counts[i] = self.text.count(text)
+            elif text and len(text) <= len(self.codes):
+                table, key = self._hashes(len(text)), np.uint64(self._hash(text))
+                counts[i] = np.searchsorted(table, key, "right") - np.searchsorted(table, key, "left")
+        return counts

@@ -290,8 +290,7 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
     memory = run_memory(run_dir, memory) if memory else None
     translator = load_translator(run_dir)
-    ngram = run_language_model(translator, run_dir, lm) if lm or input_method else None
-    method = run_input_method(translator, run_dir, ngram) if input_method else None
+    ngram, method = run_decoding_aids(translator, run_dir, lm, input_method)
     report, _ = split_report(translator, pairs, sampler=sampler, num_beams=num_beams, memory=memory,
                              lm=ngram if lm else None, input_method=method)
     return {split: report}
@@ -317,31 +316,30 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
     return TranslationMemory(part.sources, [references[0] for references in part.references])
 
 
-def run_input_method(translator, run_dir, lm):
-    """An `InputMethod` for `Translator.translate(input_method=...)`: the run's training pairs and `lm`
-    (`run_language_model`), in the translator's token ids."""
-    from tfllm.config import TrainConfig
-    from tfllm.input_method import InputMethod
+def run_decoding_aids(translator, run_dir, corpus=None, input_method=False):
+    """`(lm, input_method)` for `Translator.translate(lm=..., input_method=...)`, reading the run's pairs once.
 
-    config = TrainConfig.from_dict(runs.read_config(run_dir))
-    part = load_data(config, runs.read_recipe(run_dir)).train
-    ids = {token: i for i, token in enumerate(translator.tokenizer.get_vocabulary())}
-    return InputMethod(part.sources, [references[0] for references in part.references], lm,
-                       lambda character: ids.get(character, translator.unk_id))
-
-
-def run_language_model(translator, run_dir, corpus=None):
-    """An `NgramLM` for shallow fusion: the run's own training targets, plus the lines of `corpus`.
-
-    `corpus`: a bundled text (`zh_news`) or a `.txt`/`.csv`/`.jsonl` file in the
-    target language. The training targets teach where outputs end; the corpus,
-    which character sequences are words.
+    `lm`: an `NgramLM` of the run's own training targets plus the lines of
+    `corpus` (a bundled text such as `zh_news`, or a `.txt`/`.csv`/`.jsonl`
+    file in the target language): the training targets teach where outputs
+    end; the corpus, which character sequences are words. None when neither
+    `corpus` nor `input_method` is asked for.
+    `input_method`: an `InputMethod` of the run's training pairs, scored by
+    `lm` and counting whole candidates in `corpus`; None unless asked for.
     """
     from tfllm.config import TrainConfig
     from tfllm.datasets.text import load_text_corpus
+    from tfllm.input_method import InputMethod
 
+    if not (corpus or input_method):
+        return None, None
     config = TrainConfig.from_dict(runs.read_config(run_dir))
-    texts = [references[0] for references in load_data(config, runs.read_recipe(run_dir)).train.references]
-    if corpus:
-        texts += [line for part in load_text_corpus(corpus) for line in part.splitlines() if line.strip()]
-    return translator.language_model(texts)
+    train = load_data(config, runs.read_recipe(run_dir)).train
+    targets = [references[0] for references in train.references]
+    lines = [line for part in load_text_corpus(corpus) for line in part.splitlines() if line.strip()] if corpus else []
+    lm = translator.language_model(targets + lines)
+    if not input_method:
+        return lm, None
+    ids = {token: i for i, token in enumerate(translator.tokenizer.get_vocabulary())}
+    return lm, InputMethod(train.sources, targets, lm, lambda character: ids.get(character, translator.unk_id),
+                           corpus=lines)
