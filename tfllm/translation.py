@@ -137,10 +137,12 @@ class Translator:
     def language_model(self, texts):
         """An `NgramLM` counted on `texts` (target-language text) in this model's output token ids."""
         rows = []
-        for start in range(0, len(texts), 4096):
-            ids = self.tokenizer(tf.constant(list(texts[start:start + 4096])))
-            rows += ids.to_list() if isinstance(ids, tf.RaggedTensor) else [list(row) for row in ids]
-        return NgramLM.fit(rows, self.output_size, self.start_id, self.end_id)
+        # Through tf.data, so the tokenizer runs as TensorFlow Text ops: called eagerly, KerasHub's WordPiece
+        # takes its pure-Python path (13 s instead of about 1 s for cedict's targets and zh_news).
+        batches = tf.data.Dataset.from_tensor_slices(list(texts) or [""]).batch(4096).map(self.tokenizer)
+        for ids in batches:
+            rows += ids.to_list() if isinstance(ids, tf.RaggedTensor) else [list(row) for row in ids.numpy()]
+        return NgramLM.fit(rows[:len(texts)], self.output_size, self.start_id, self.end_id)
 
     def score(self, sources, targets):
         """The model's log-likelihood of each target given its source: `(sum over tokens, tokens)` arrays.
