@@ -132,7 +132,7 @@ class SubstringCounts:
 
     def __init__(self, lines):
         self.text = "\n".join(lines)
-        self.codes = np.array([ord(c) for c in self.text], np.uint64)
+        self.codes = np.frombuffer(self.text.encode("utf-32-le"), np.uint32).astype(np.uint64)  # code points
         self.sorted = {}  # length -> sorted hashes of every substring of that length
 
     def _hash(self, text):
