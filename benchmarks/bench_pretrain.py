@@ -165,6 +165,10 @@ def main():
     parser.add_argument("--pretrain-steps", type=int, default=3000)
     parser.add_argument("--pretrain-dir", default="runs/bench-pretrain-mlm", help="reused when it holds a finished run")
     parser.add_argument("--pretrain-vocabulary", type=int, default=4000)
+    parser.add_argument("--vectors-dir", default="runs/bench-pretrain-vectors",
+                        help="`tfllm pretrain --objective vectors` on the training texts; reused when finished")
+    parser.add_argument("--vectors-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings of the word-vector pretraining (e.g. window=5)")
     parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (early stopping on the held-out 20%)")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--arms", nargs="+",
@@ -204,6 +208,14 @@ def main():
                      verbose=2)
         result["pretrain_recipe"] = runs.read_recipe(args.pretrain_dir)
         result["pretrain"] = json.load(open(os.path.join(args.pretrain_dir, "metrics.json")))
+    if any(arm.startswith("default_vectors") for arm in args.arms):
+        from tfllm import runs
+
+        if not runs.is_finished(args.vectors_dir):
+            cli("pretrain", "--objective", "vectors", "--data", "rotten_tomatoes", "--run-dir", args.vectors_dir,
+                "--overwrite", *[a for setting in args.vectors_set for a in ("--set", setting)])
+        result["vectors_recipe"] = runs.read_recipe(args.vectors_dir)
+        result["vectors"] = json.load(open(os.path.join(args.vectors_dir, "metrics.json")))
     if args.probe:
         result["linear_probe"] = linear_probe(args.pretrain_dir, rows, args.labels, args.seeds, test)
         print(json.dumps(result["linear_probe"]), flush=True)
@@ -235,6 +247,16 @@ def main():
                                                                      ("unlabeled", "rotten_tomatoes"),
                                                                      ("ensemble", args.self_train_ensemble)],
                                                           settings=args.self_train_set)
+                if "default_vectors" in args.arms:
+                    # The default recipe over the word-vector encoder (and its tokenizer).
+                    row["default_vectors"] = fine_tune(data_csv, os.path.join(tmp, "vectors"), seed, args.vectors_dir,
+                                                       overrides=[("preset", "default")], settings=args.set)
+                if "default_vectors_self_train" in args.arms:
+                    row["default_vectors_self_train"] = fine_tune(
+                        data_csv, os.path.join(tmp, "vectors_self"), seed, args.vectors_dir,
+                        overrides=[("preset", "default"), ("unlabeled", "rotten_tomatoes"),
+                                   ("ensemble", args.self_train_ensemble)],
+                        settings=args.set + args.self_train_set)
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
 

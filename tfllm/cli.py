@@ -509,7 +509,10 @@ def build_parser():
     p.add_argument("--data", required=True,
                    help=".txt/.txt.gz (one document per line), a folder of .txt files, a CSV/JSONL (--text-column) "
                         "or a bundled name (zh_news, shakespeare, rotten_tomatoes)")
-    p.add_argument("--objective", choices=["mlm", "causal"], default="mlm")
+    p.add_argument("--objective", choices=["mlm", "causal", "vectors"], default="mlm",
+                   help="mlm: an encoder as a masked LM; causal: a decoder on the next token; vectors: an encoder "
+                        "whose token embedding holds count-based word vectors of the text (seconds; pays with "
+                        "little text and few labels)")
     p.add_argument("--from-preset", default=None, metavar="PRESET", help="continue pretraining this preset")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
     p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE",

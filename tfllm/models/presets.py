@@ -196,6 +196,22 @@ MASKED_LM_PRESETS = {
     },
 }
 
+# Word-vector pretraining (`tfllm pretrain --objective vectors`, tfllm.word_vectors): the
+# encoder has the `default` classifier's shape, so `tfllm train --task classify --preset default
+# --from-preset RUN` fine-tunes it with the default recipe; its token embedding holds the vectors.
+_ENCODER_SHAPE = ("tokenizer", "vocabulary_size", "sequence_length", "hidden_dim", "num_layers", "num_heads",
+                  "intermediate_dim", "dropout", "embedding_dropout")
+WORD_VECTOR_PRESETS = {
+    "default": dict(
+        {k: CLASSIFIER_PRESETS["default"][k] for k in _ENCODER_SHAPE},
+        window=10,  # tokens either side that count as context, weighted 1/distance
+        context_power=0.75,  # smooths the context distribution of PMI (as word2vec's negative sampling)
+        vector_norm=1.0,  # each vector's length in the embedding
+    ),
+    "tiny": dict({k: CLASSIFIER_PRESETS["tiny"][k] for k in _ENCODER_SHAPE}, window=4, context_power=0.75,
+                 vector_norm=1.0),
+}
+
 # Translation (tfllm.models.seq2seq_lm.Seq2SeqLM, tfllm.training.seq2seq): one tokenizer for
 # source and target; "vocabulary_size" bounds it and the model gets its real size.
 TRANSLATION_PRESETS = {
@@ -252,7 +268,7 @@ TRANSLATION_PRESETS = {
 }
 
 PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretrain": MASKED_LM_PRESETS,
-           "translate": TRANSLATION_PRESETS}
+           "vectors": WORD_VECTOR_PRESETS, "translate": TRANSLATION_PRESETS}
 
 # Settings the training code reads (with a default) that no shipped preset sets.
 # With every preset's keys they are what `overrides` may name, so a misspelt
@@ -263,6 +279,7 @@ OPTIONAL_SETTINGS = {
                  "self_training_teachers", "self_training_rounds"},
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
+    "vectors": {"lowercase"},
     "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution",
                   "max_train_seconds", "bucket_by_length"},
 }

@@ -1,4 +1,5 @@
-"""Pretraining on unlabeled text: an encoder as a masked LM, or a decoder on next-token prediction.
+"""Pretraining on unlabeled text: an encoder as a masked LM or with count-based word vectors,
+or a decoder on next-token prediction.
 
 The masked-LM objective is KerasHub's: `MaskedLMPreprocessor` (its
 `MaskedLMMaskGenerator` hides 15% of the tokens) and `MaskedLM` with a
@@ -7,6 +8,10 @@ holding the `MaskedLM` task, so `tfllm train --task classify --from-preset
 RUN_DIR` fine-tunes its backbone with its tokenizer. The causal objective is
 `tfllm.training.causal_lm`'s trainer on the same kinds of text; its run is a
 `CausalLM` preset that `tfllm generate` and `--task generate --from-preset` take.
+The word-vector objective (`tfllm.word_vectors`) sets the same `MaskedLM`'s
+token embedding to PPMI-SVD vectors of the text and leaves its blocks as they
+start: seconds of counting that pay where little text and few labels make a
+masked LM learn nothing (docs/benchmarks.md, "Few labels").
 """
 
 import math
@@ -15,24 +20,31 @@ import time
 
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
-from tfllm import runs
+from tfllm import runs, tokenizers, word_vectors
+from tfllm.data import preprocess
 from tfllm.datasets.text import load_documents
 from tfllm.errors import UserInputError
 from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor, resolve_preset
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
 
-OBJECTIVES = ("mlm", "causal")
+OBJECTIVES = ("mlm", "causal", "vectors")
+NEIGHBOURS_SHOWN = 8  # frequent tokens whose nearest neighbours the vectors run prints and reports
 
 
-def masked_lm_preset(config):
+def _preset(task, config):
     flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, jit_compile=config.jit_compile)
     overrides = dict(config.overrides)
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    preset = resolve_preset("pretrain", config.preset, overrides)
+    return resolve_preset(task, config.preset, overrides)
+
+
+def masked_lm_preset(config):
+    preset = _preset("pretrain", config)
     if config.epochs is not None:  # --epochs N means N evaluation intervals
         preset["steps"] = config.epochs * preset["eval_interval"]
     for key in ("steps", "batch_size"):
@@ -101,6 +113,8 @@ def pretrain(config, verbose="auto"):
 
         train_causal_lm(config)
         return runs.read_json(runs.path(config.run_dir, runs.METRICS))
+    if objective == "vectors":
+        return pretrain_vectors(config)
 
     strategy = common.get_strategy(config.strategy)
     preset = masked_lm_preset(config)
@@ -140,4 +154,58 @@ def pretrain(config, verbose="auto"):
             "vocabulary_size": int(preprocessor.tokenizer.vocabulary_size()),
         }
         common.finish_run(run_dir, config.run_dir, model, preset, history.history, metrics)
+        return metrics
+
+
+def pretrain_vectors(config):
+    """`--objective vectors`: a tokenizer trained on the text, PPMI-SVD vectors of its tokens
+    (`tfllm.word_vectors`) as the encoder's token embedding, saved as a `MaskedLM` preset like
+    `--objective mlm`'s (so fine-tuning, and masked-LM pretraining on top, take it alike)."""
+    if config.from_preset:
+        raise UserInputError("--objective vectors builds a new tokenizer and encoder; it does not continue "
+                             "--from-preset. Use --objective mlm to continue pretraining a preset.")
+    preset = _preset("vectors", config)
+    train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
+    keras.utils.set_random_seed(config.seed)
+    resume, previous = runs.prepare(config.run_dir, overwrite=config.overwrite)
+    with common.guarded_run(config.run_dir, resume, previous):
+        # Seconds of work: an interrupted run starts again rather than resuming.
+        start = time.perf_counter()
+        tokenizer = common.start_run(config.run_dir, config, preset, False, train_docs)
+        model = own_masked_lm(dict(preset, mask_selection_rate=0.15), tokenizer)
+        special = tokenizers.special_token_ids(tokenizer)
+        ids = preprocess(train_docs, tokenizer)
+        splits = ids.row_splits.numpy()
+        token_lists = np.split(ids.flat_values.numpy(), splits[1:-1])
+        print(f"Word vectors: co-occurrence within {preset['window']} tokens in {len(train_docs)} documents "
+              f"({len(ids.flat_values)} tokens), PPMI, rank-{preset['hidden_dim']} SVD")
+        vectors, found = word_vectors.word_vectors(
+            token_lists, tokenizer.vocabulary_size(), preset["hidden_dim"], window=preset["window"],
+            context_power=preset["context_power"], ignore=special, seed=config.seed)
+        embedding = model.backbone.token_embedding
+        table = keras.ops.convert_to_numpy(embedding.embeddings)
+        table[found] = vectors[found] * preset["vector_norm"]
+        embedding.embeddings.assign(table)
+        val_ids = preprocess(val_docs, tokenizer).flat_values.numpy() if val_docs else np.zeros(0, "int64")
+        counts = np.bincount(ids.flat_values.numpy(), minlength=tokenizer.vocabulary_size())
+        # Words, not punctuation or function words, make a readable check of what the vectors learned.
+        frequent = [int(i) for i in np.argsort(-counts)
+                    if found[i] and len(tokenizer.id_to_token(int(i))) >= 4 and tokenizer.id_to_token(int(i)).isalpha()]
+        frequent = frequent[:NEIGHBOURS_SHOWN]
+        neighbours = {tokenizer.id_to_token(i): [tokenizer.id_to_token(j) for j in word_vectors.nearest(vectors, i)]
+                      for i in frequent}
+        for token, near in neighbours.items():
+            print(f"  {token}: {' '.join(near)}")
+        metrics = {
+            # The share of held-out tokens that have a vector: what the fine-tuned encoder starts knowing.
+            "val": {"vector_coverage": round(float(found[val_ids].mean()), 4) if len(val_ids) else None,
+                    "num_documents": len(val_docs)},
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "num_train_documents": len(train_docs),
+            "vocabulary_size": int(tokenizer.vocabulary_size()),
+            "tokens_with_vectors": int(found.sum()),
+            "nearest_neighbours": neighbours,
+        }
+        model.compile()
+        common.finish_run(config.run_dir, config.run_dir, model, preset, {}, metrics)
         return metrics

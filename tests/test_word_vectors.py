@@ -1,0 +1,97 @@
+"""Word-vector pretraining (`tfllm pretrain --objective vectors`, tfllm.word_vectors)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfllm import word_vectors
+
+
+def test_cooccurrence_counts_pairs_within_the_window_of_one_document_weighted_by_distance():
+    counts = word_vectors.cooccurrence([np.array([1, 2, 3]), np.array([4, 1])], vocabulary_size=6, window=2,
+                                       ignore=[0])
+    dense = counts.toarray()
+    np.testing.assert_allclose(dense, dense.T)
+    assert dense[1, 2] == 1.0 and dense[1, 3] == 0.5  # distance 1 and 2
+    assert dense[3, 4] == 0.0  # 3 ends one document, 4 starts the next: no pair
+    assert dense[4, 1] == 1.0
+    ignored = word_vectors.cooccurrence([np.array([1, 0, 2])], vocabulary_size=3, window=2, ignore=[0]).toarray()
+    assert ignored[0].sum() == 0 and ignored[1, 2] == 0.5  # padding pairs with nothing, yet keeps its place
+
+
+def test_words_used_alike_get_close_vectors_and_unused_ids_get_none():
+    rng = np.random.default_rng(0)
+    # Two topics: ids 1-5 appear together, ids 6-10 together; id 11 never appears.
+    documents = [rng.choice(np.arange(1, 6) if i % 2 else np.arange(6, 11), size=12) for i in range(400)]
+    vectors, found = word_vectors.word_vectors(documents, vocabulary_size=12, dim=4, window=3, seed=0)
+    assert vectors.shape == (12, 4) and vectors.dtype == np.float32
+    assert found[1:11].all() and not found[0] and not found[11]
+    np.testing.assert_allclose(np.linalg.norm(vectors[found], axis=1), 1.0, rtol=1e-5)
+    for word in (1, 7):
+        group = set(range(1, 6)) if word < 6 else set(range(6, 11))
+        assert set(word_vectors.nearest(vectors, word, count=4)) == group - {word}
+    again, _ = word_vectors.word_vectors(documents, vocabulary_size=12, dim=4, window=3, seed=0)
+    np.testing.assert_array_equal(again, vectors)  # seeded: the same vectors every run
+
+
+def test_text_without_running_text_is_one_clear_error():
+    from tfllm.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="running text"):
+        word_vectors.word_vectors([np.array([1]), np.array([2])], vocabulary_size=3, dim=2)
+
+
+REVIEWS = [f"the film was {a} and {b}" for a in ("good", "great", "fine", "fun") for b in ("bright", "warm", "kind")] + \
+          [f"a movie so {a} , {b} too" for a in ("bad", "dull", "poor", "weak") for b in ("grim", "slow", "cold")]
+
+
+def test_pretrain_vectors_writes_a_preset_a_classifier_fine_tunes_from(tmp_path, capsys):
+    """The CLI path: the preset's token embedding holds the vectors; `train --from-preset` starts
+    from exactly those weights with the preset's tokenizer, trains, and writes a classifier run."""
+    import keras_hub
+
+    from tfllm import runs
+    from tfllm.cli import main
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(REVIEWS * 3) + "\n")
+    pre = tmp_path / "vectors"
+    assert main(["pretrain", "--objective", "vectors", "--data", str(corpus), "--preset", "tiny",
+                 "--run-dir", str(pre)]) == 0
+    metrics = json.loads((pre / "metrics.json").read_text())
+    assert metrics["tokens_with_vectors"] > 10 and 0 < metrics["val"]["vector_coverage"] <= 1
+    assert "nearest_neighbours" in metrics and "Word vectors" in capsys.readouterr().out
+    backbone = keras_hub.models.Backbone.from_preset(str(pre))
+    table = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
+    norms = np.linalg.norm(table, axis=1)
+    assert np.sum(np.isclose(norms, 1.0, atol=1e-4)) == metrics["tokens_with_vectors"]  # vector_norm 1
+
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{'pos' if i < 12 else 'neg'}\n" for i, t in enumerate(REVIEWS * 2)))
+    run = tmp_path / "clf"
+    assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny", "--from-preset", str(pre),
+                 "--run-dir", str(run)]) == 0
+    assert runs.read_config(str(run))["from_preset"] == str(pre)
+    tuned = keras_hub.models.TextClassifier.from_preset(str(run))
+    assert tuned.preprocessor.tokenizer.get_vocabulary() == backbone_vocabulary(pre)
+    assert not np.array_equal(keras.ops.convert_to_numpy(tuned.backbone.token_embedding.embeddings), table)
+
+
+def backbone_vocabulary(preset):
+    import keras_hub
+
+    return keras_hub.tokenizers.Tokenizer.from_preset(str(preset)).get_vocabulary()
+
+
+def test_vectors_refuse_to_continue_a_preset(tmp_path, capsys):
+    from tfllm.cli import main
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(REVIEWS) + "\n")
+    assert main(["pretrain", "--objective", "vectors", "--data", str(corpus), "--from-preset", str(tmp_path),
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--objective mlm" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
