@@ -28,7 +28,7 @@ LAYERS = [
     {"export", "serving"},
     # `generation` is the decoding library of a causal LM (samplers, KerasHub's cached loop, a loaded
     # run's Generator): exports compile it into their graphs, so it sits with the models.
-    {"models", "generation", "ngram", "memory", "input_method", "tokenizers", "data", "runs", "recipes", "evaluation"},
+    {"models", "generation", "ngram", "memory", "input_method", "word_vectors", "tokenizers", "data", "runs", "recipes", "evaluation"},
     {"datasets", "config", "errors", "_env"},
 ]
 
