@@ -172,6 +172,7 @@ def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
         (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/nowhere"], "Cannot load --from-preset"),
         (["pretrain", "--data", "{tmp}/one_line.txt"], "at least 2"),
         (["pretrain", "--data", "{tmp}/missing.txt"], "does not exist"),
+        (["pretrain", "--data", "{tmp}/words.txt", "--objective", "vectors", "--preset", "tiny"], "running text"),
         (["export", "{tmp}/nowhere", "--name", "x"], "not a tfllm run"),
         (["export", "{tmp}", "--name", "../evil"], "Invalid export name"),
         (["predict", "{tmp}/nowhere", "hi"], "not a tfllm run"),
@@ -188,6 +189,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, ar
     (tmp_path / "one_class.csv").write_text("text,label\nfine,a\nbad,a\n")
     (tmp_path / "blank.csv").write_text('text,label\n"",a\nbad,b\n')
     (tmp_path / "one_line.txt").write_text("only one document\n")
+    (tmp_path / "words.txt").write_text("a\nb\nc\nd\n")  # no two tokens in one document
     (tmp_path / "old_format").mkdir()
     (tmp_path / "old_format" / "model.keras").write_bytes(b"")
     before = sorted(os.listdir(tmp_path))
