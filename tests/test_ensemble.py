@@ -97,7 +97,7 @@ def test_tflite_export_runs_in_the_interpreter(ensemble_run, tmp_path):
     (["--ensemble", "0"], "--ensemble must be at least 1"),
     (["--ensemble", "-2"], "--ensemble must be at least 1"),
     (["--ensemble", "2", "--task", "generate"], "--ensemble is for --task classify"),
-    (["--ensemble", "2", "--from-preset", "somewhere"], "leave out --from-preset"),
+    (["--ensemble", "2", "--from-preset", "somewhere"], "Cannot load --from-preset"),
 ])
 def test_bad_ensemble_arguments_exit_2(args, message, tmp_path, capsys):
     run_dir = tmp_path / "run"

@@ -71,12 +71,18 @@ def test_pretrain_vectors_writes_a_preset_a_classifier_fine_tunes_from(tmp_path,
     data = tmp_path / "labelled.csv"
     data.write_text("text,label\n" + "".join(f"{t},{'pos' if i < 12 else 'neg'}\n" for i, t in enumerate(REVIEWS * 2)))
     run = tmp_path / "clf"
+    # An ensemble of two (as self-training's ensemble teacher is): both members start from the vectors.
     assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny", "--from-preset", str(pre),
-                 "--run-dir", str(run)]) == 0
+                 "--ensemble", "2", "--run-dir", str(run)]) == 0
     assert runs.read_config(str(run))["from_preset"] == str(pre)
-    tuned = keras_hub.models.TextClassifier.from_preset(str(run))
-    assert tuned.preprocessor.tokenizer.get_vocabulary() == backbone_vocabulary(pre)
-    assert not np.array_equal(keras.ops.convert_to_numpy(tuned.backbone.token_embedding.embeddings), table)
+    assert keras_hub.models.TextClassifier.from_preset(str(run)).preprocessor.tokenizer.get_vocabulary() == \
+        backbone_vocabulary(pre)
+    for member in ("seed_1337", "seed_1338"):
+        tuned = keras_hub.models.TextClassifier.from_preset(str(run / "members" / member))
+        assert tuned.preprocessor.tokenizer.get_vocabulary() == backbone_vocabulary(pre)
+        tuned_table = keras.ops.convert_to_numpy(tuned.backbone.token_embedding.embeddings)
+        assert not np.array_equal(tuned_table, table)  # fine-tuned...
+        assert np.corrcoef(tuned_table.ravel(), table.ravel())[0, 1] > 0.5  # ...from the vectors, not from scratch
 
 
 def backbone_vocabulary(preset):

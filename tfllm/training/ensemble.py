@@ -20,7 +20,7 @@ from tfllm import runs, tokenizers
 from tfllm.datasets import split_as_trained
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
-from tfllm.models import EnsembleClassifier
+from tfllm.models import EncoderBackbone, EnsembleClassifier
 from tfllm.training import classifier, common
 from tfllm.training.self_training import train_self_trained
 
@@ -39,8 +39,11 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
     count = config.ensemble
     if count < 1:
         raise UserInputError(f"--ensemble must be at least 1 (1 trains one model), got {count}.")
-    if config.from_preset:
-        raise UserInputError("--ensemble trains tfllm's own classifier from scratch; leave out --from-preset.")
+    # Members share one preprocessor (tfllm's), so they start from scratch or from a tfllm encoder
+    # preset (a pretraining or classification run), whose tokenizer every member then reads.
+    if config.from_preset and classifier.preset_backbone_class(config.from_preset) is not EncoderBackbone:
+        raise UserInputError("--ensemble trains tfllm's own encoder (from scratch or from a tfllm run); "
+                             f"--from-preset {config.from_preset!r} is another model: leave out --ensemble.")
     # Everything that can fail on bad input happens before the run directory is touched.
     preset = classifier.classifier_preset(config)
     data = split_as_trained(config) if data is None else data
