@@ -25,6 +25,12 @@ early on, so no other label is used. Then, on the same N:
   settings such as `self_training_teachers=3 self_training_rounds=2`; `--self-train-ensemble N`
   makes the student an N-seed ensemble).
 
+- `default_vectors`: the `default` recipe fine-tuned from `tfllm pretrain --objective vectors`
+  on every text of the training split (`--vectors-dir`, made once and reused; `--vectors-set`
+  passes its settings): PPMI-SVD word vectors in the token embedding, that run's tokenizer;
+- `default_vectors_self_train`: the same with `--unlabeled rotten_tomatoes` (self-training as
+  above, teacher and student both from the vectors).
+
 `--probe` adds a linear probe: logistic regression on the mean-pooled hidden states and
 token embeddings of the masked-LM backbone against the same backbone with random weights,
 which says whether pretraining put sentiment into the representation at all.
