@@ -179,9 +179,12 @@ def pretrain_vectors(config):
         token_lists = np.split(ids.flat_values.numpy(), splits[1:-1])
         print(f"Word vectors: co-occurrence within {preset['window']} tokens in {len(train_docs)} documents "
               f"({len(ids.flat_values)} tokens), PPMI, rank-{preset['hidden_dim']} SVD")
-        vectors, found = word_vectors.word_vectors(
-            token_lists, tokenizer.vocabulary_size(), preset["hidden_dim"], window=preset["window"],
-            context_power=preset["context_power"], ignore=special, seed=config.seed)
+        try:
+            vectors, found = word_vectors.word_vectors(
+                token_lists, tokenizer.vocabulary_size(), preset["hidden_dim"], window=preset["window"],
+                context_power=preset["context_power"], ignore=special, seed=config.seed)
+        except UserInputError as e:
+            raise UserInputError(f"--data {config.data!r}: {e}") from None
         embedding = model.backbone.token_embedding
         table = keras.ops.convert_to_numpy(embedding.embeddings)
         table[found] = vectors[found] * preset["vector_norm"]
