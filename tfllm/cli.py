@@ -133,7 +133,7 @@ def cmd_predict(args):
     from tfllm import runs
     from tfllm.errors import UserInputError
 
-    runs.require_task(args.run_dir, "classify", hint=f"Use `tfllm generate {args.run_dir} PROMPT` for a text generator.")
+    runs.require_task(args.run_dir, "classify", hint=runs.classifier_hint(args.run_dir))
     empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
     if empty:
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to classify, e.g. "

@@ -106,6 +106,13 @@ def require_task(run_dir, *tasks, hint=""):
     return task
 
 
+def classifier_hint(run_dir):
+    """What to do with a run that `predict`, `evaluate` or `explain` cannot take as a classifier."""
+    if task_of(run_dir) == "pretrain" and read_config(run_dir).get("objective") != "causal":
+        return f"Fine-tune it into one: `tfllm train --task classify --data DATA --from-preset {run_dir}`."
+    return f"Use `tfllm generate {run_dir} PROMPT` for a text generator."
+
+
 def read_labels(run_dir):
     return read_json(path(run_dir, LABELS))
 

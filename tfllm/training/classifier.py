@@ -128,7 +128,7 @@ def compile_classifier(model, preset, steps_per_epoch=None):
 
 def load_run(run_dir):
     """(task, label_names, recipe) of a finished classification run; the task has its preprocessor."""
-    runs.require_task(run_dir, "classify", hint=f"Use `tfllm generate {run_dir} PROMPT` for a text generator.")
+    runs.require_task(run_dir, "classify", hint=runs.classifier_hint(run_dir))
     return runs.load_task(run_dir), runs.read_labels(run_dir), runs.read_recipe(run_dir)
 
 
