@@ -63,6 +63,8 @@ def test_pretrain_vectors_writes_a_preset_a_classifier_fine_tunes_from(tmp_path,
     metrics = json.loads((pre / "metrics.json").read_text())
     assert metrics["tokens_with_vectors"] > 10 and 0 < metrics["val"]["vector_coverage"] <= 1
     assert "nearest_neighbours" in metrics and "Word vectors" in capsys.readouterr().out
+    assert runs.fine_tuning_preset(str(pre)) == "default"  # what `train --from-preset` uses without --preset
+    assert runs.fine_tuning_preset(str(tmp_path)) == "finetune"  # anything else (here: not a run at all)
     assert main(["predict", str(pre), "a fine film"]) == 2  # not a classifier yet: says how to make one
     err = capsys.readouterr().err
     assert "--from-preset" in err and err.count("\n") == 1, err

@@ -29,13 +29,15 @@ def _csv_list(value):
 
 
 def cmd_train(args):
+    from tfllm import runs
     from tfllm.config import TrainConfig
 
     config = TrainConfig(
         task=args.task,
         data=args.data,
         run_dir=args.run_dir or os.path.join("runs", os.path.basename(args.data).split(".")[0] or "run"),
-        preset=args.preset or ("finetune" if args.from_preset and args.task == "classify" else "default"),
+        preset=args.preset or (runs.fine_tuning_preset(args.from_preset) if args.from_preset and args.task == "classify"
+                               else "default"),
         text_column=args.text_column,
         label_column=args.label_column,
         split_column=args.split_column,

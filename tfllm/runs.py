@@ -106,6 +106,14 @@ def require_task(run_dir, *tasks, hint=""):
     return task
 
 
+def fine_tuning_preset(handle):
+    """The classifier recipe `tfllm train --from-preset HANDLE` uses unless `--preset` says:
+    `default` over a word-vector run (its encoder has that recipe's shape and was made for it),
+    `finetune` (a small learning rate with warm-up) over any other preset."""
+    vectors = os.path.isdir(handle) and is_finished(handle) and read_config(handle).get("objective") == "vectors"
+    return "default" if vectors else "finetune"
+
+
 def classifier_hint(run_dir):
     """What to do with a run that `predict`, `evaluate` or `explain` cannot take as a classifier."""
     if task_of(run_dir) == "pretrain" and read_config(run_dir).get("objective") != "causal":
