@@ -106,3 +106,26 @@ def test_vectors_refuse_to_continue_a_preset(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--objective mlm" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupted_vectors_run_leaves_nothing_and_keeps_the_run_it_was_to_replace(tmp_path, monkeypatch):
+    """No backup to resume from: an interruption is a failure (the folder goes, `--overwrite`'s old run comes back)."""
+    from tfllm.cli import main
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(REVIEWS * 2) + "\n")
+    argv = ["pretrain", "--objective", "vectors", "--data", str(corpus), "--preset", "tiny"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(word_vectors, "word_vectors", interrupted)
+    assert main(argv + ["--run-dir", str(tmp_path / "new")]) == 130  # as the shell reports Ctrl-C
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    assert main(argv + ["--run-dir", str(tmp_path / "run")]) == 0
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    monkeypatch.setattr(word_vectors, "word_vectors", interrupted)
+    assert main(argv + ["--run-dir", str(tmp_path / "run"), "--overwrite"]) == 130
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.txt", "run"]  # no hidden .previous left

@@ -32,20 +32,21 @@ def unknown_length_ok():
 
 
 @contextlib.contextmanager
-def guarded_run(run_dir, resume, previous=None):
+def guarded_run(run_dir, resume, previous=None, resumable=True):
     """Wraps a run's training so an interruption can resume and a failure leaves nothing.
 
     A fresh run that fails is removed, unless it got far enough to back up (a
     lost worker, a crash): then running the same command again resumes. A
     finished run that `--overwrite` moved aside (`previous`) comes back when
-    the new one fails, and goes when it succeeds.
+    the new one fails, and goes when it succeeds. A run that is not
+    `resumable` (seconds of work, no backup) treats an interruption as a failure.
     """
     try:
         yield
-    except KeyboardInterrupt:
-        print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
-        raise
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) and resumable:
+            print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
+            raise
         if not resume and not os.path.isdir(os.path.join(run_dir, BACKUP)):
             shutil.rmtree(run_dir, ignore_errors=True)
             runs.restore_previous(run_dir, previous)

@@ -168,8 +168,8 @@ def pretrain_vectors(config):
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
     resume, previous = runs.prepare(config.run_dir, overwrite=config.overwrite)
-    with common.guarded_run(config.run_dir, resume, previous):
-        # Seconds of work: an interrupted run starts again rather than resuming.
+    # Seconds of work and no backup: an interrupted run is removed like a failed one, and starts again.
+    with common.guarded_run(config.run_dir, resume, previous, resumable=False):
         start = time.perf_counter()
         tokenizer = common.start_run(config.run_dir, config, preset, False, train_docs)
         model = own_masked_lm(dict(preset, mask_selection_rate=0.15), tokenizer)
