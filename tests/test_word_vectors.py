@@ -9,15 +9,20 @@ import pytest
 from tfllm import word_vectors
 
 
+def ragged(documents):
+    """(flat ids, row splits) of a list of id lists, as a `tf.RaggedTensor` holds them."""
+    return np.concatenate([np.asarray(d, "int64") for d in documents]), np.cumsum([0] + [len(d) for d in documents])
+
+
 def test_cooccurrence_counts_pairs_within_the_window_of_one_document_weighted_by_distance():
-    counts = word_vectors.cooccurrence([np.array([1, 2, 3]), np.array([4, 1])], vocabulary_size=6, window=2,
+    counts = word_vectors.cooccurrence(*ragged([[1, 2, 3], [4, 1]]), vocabulary_size=6, window=2,
                                        ignore=[0])
     dense = counts.toarray()
     np.testing.assert_allclose(dense, dense.T)
     assert dense[1, 2] == 1.0 and dense[1, 3] == 0.5  # distance 1 and 2
     assert dense[3, 4] == 0.0  # 3 ends one document, 4 starts the next: no pair
     assert dense[4, 1] == 1.0
-    ignored = word_vectors.cooccurrence([np.array([1, 0, 2])], vocabulary_size=3, window=2, ignore=[0]).toarray()
+    ignored = word_vectors.cooccurrence(*ragged([[1, 0, 2]]), vocabulary_size=3, window=2, ignore=[0]).toarray()
     assert ignored[0].sum() == 0 and ignored[1, 2] == 0.5  # padding pairs with nothing, yet keeps its place
 
 
@@ -25,14 +30,14 @@ def test_words_used_alike_get_close_vectors_and_unused_ids_get_none():
     rng = np.random.default_rng(0)
     # Two topics: ids 1-5 appear together, ids 6-10 together; id 11 never appears.
     documents = [rng.choice(np.arange(1, 6) if i % 2 else np.arange(6, 11), size=12) for i in range(400)]
-    vectors, found = word_vectors.word_vectors(documents, vocabulary_size=12, dim=4, window=3, seed=0)
+    vectors, found = word_vectors.word_vectors(*ragged(documents), vocabulary_size=12, dim=4, window=3, seed=0)
     assert vectors.shape == (12, 4) and vectors.dtype == np.float32
     assert found[1:11].all() and not found[0] and not found[11]
     np.testing.assert_allclose(np.linalg.norm(vectors[found], axis=1), 1.0, rtol=1e-5)
     for word in (1, 7):
         group = set(range(1, 6)) if word < 6 else set(range(6, 11))
         assert set(word_vectors.nearest(vectors, word, count=4)) == group - {word}
-    again, _ = word_vectors.word_vectors(documents, vocabulary_size=12, dim=4, window=3, seed=0)
+    again, _ = word_vectors.word_vectors(*ragged(documents), vocabulary_size=12, dim=4, window=3, seed=0)
     np.testing.assert_array_equal(again, vectors)  # seeded: the same vectors every run
 
 
@@ -40,7 +45,7 @@ def test_text_without_running_text_is_one_clear_error():
     from tfllm.errors import UserInputError
 
     with pytest.raises(UserInputError, match="running text"):
-        word_vectors.word_vectors([np.array([1]), np.array([2])], vocabulary_size=3, dim=2)
+        word_vectors.word_vectors(*ragged([[1], [2]]), vocabulary_size=3, dim=2)
 
 
 REVIEWS = [f"the film was {a} and {b}" for a in ("good", "great", "fine", "fun") for b in ("bright", "warm", "kind")] + \

@@ -18,13 +18,14 @@ import scipy.sparse.linalg
 from tfllm.errors import UserInputError
 
 
-def cooccurrence(token_lists, vocabulary_size, window, ignore=()):
+def cooccurrence(ids, row_splits, vocabulary_size, window, ignore=()):
     """Symmetric `[vocabulary, vocabulary]` counts of tokens at most `window` apart in one document,
-    each pair weighted 1/distance (word2vec's and GloVe's weighting). `token_lists` is a list of
-    integer arrays; ids in `ignore` (padding, unknown, ...) count as tokens but pair with nothing."""
-    lengths = np.array([len(t) for t in token_lists], "int64")
-    ids = np.concatenate([np.asarray(t, "int64") for t in token_lists]) if len(token_lists) else np.zeros(0, "int64")
-    document = np.repeat(np.arange(len(lengths)), lengths)
+    each pair weighted 1/distance (word2vec's and GloVe's weighting). The documents are ragged, as a
+    `tf.RaggedTensor` holds them: flat token `ids` and `row_splits` (document d is
+    `ids[row_splits[d]:row_splits[d + 1]]`). Ids in `ignore` (padding, unknown, ...) count as
+    tokens but pair with nothing."""
+    ids = np.asarray(ids, "int64")
+    document = np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits))
     real = ~np.isin(ids, np.asarray(list(ignore), "int64"))
     rows, cols, weights = [], [], []
     for distance in range(1, window + 1):
@@ -54,14 +55,15 @@ def positive_pmi(counts, context_power=0.75):
     return scipy.sparse.csr_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=counts.shape)
 
 
-def word_vectors(token_lists, vocabulary_size, dim, window=10, context_power=0.75, ignore=(), seed=0):
-    """`([vocabulary, dim] float32 unit vectors, [vocabulary] bool: which ids got one)`.
+def word_vectors(ids, row_splits, vocabulary_size, dim, window=10, context_power=0.75, ignore=(), seed=0):
+    """`([vocabulary, dim] float32 unit vectors, [vocabulary] bool: which ids got one)` of ragged
+    documents (`ids`, `row_splits`, as for `cooccurrence`).
 
     The vectors are `U sqrt(S)` of the PPMI matrix's rank-`dim` SVD, scaled to unit
     length; an id that never co-occurs with another (special tokens, unused
     pieces) gets no vector, and the caller keeps its initial embedding.
     """
-    matrix = positive_pmi(cooccurrence(token_lists, vocabulary_size, window, ignore), context_power)
+    matrix = positive_pmi(cooccurrence(ids, row_splits, vocabulary_size, window, ignore), context_power)
     rank = min(dim, min(matrix.shape) - 1)
     if rank < 1 or matrix.nnz == 0:
         raise UserInputError("no pair of tokens co-occurs more often than chance: too little text for word "

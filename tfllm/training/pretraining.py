@@ -173,16 +173,15 @@ def pretrain_vectors(config):
         start = time.perf_counter()
         tokenizer = common.start_run(config.run_dir, config, preset, False, train_docs)
         model = own_masked_lm(dict(preset, mask_selection_rate=0.15), tokenizer)
-        special = tokenizers.special_token_ids(tokenizer)
-        ids = preprocess(train_docs, tokenizer)
-        splits = ids.row_splits.numpy()
-        token_lists = np.split(ids.flat_values.numpy(), splits[1:-1])
+        ragged = preprocess(train_docs, tokenizer)
+        ids, splits = ragged.flat_values.numpy(), ragged.row_splits.numpy()
         print(f"Word vectors: co-occurrence within {preset['window']} tokens in {len(train_docs)} documents "
-              f"({len(ids.flat_values)} tokens), PPMI, rank-{preset['hidden_dim']} SVD")
+              f"({len(ids)} tokens), PPMI, rank-{preset['hidden_dim']} SVD")
         try:
             vectors, found = word_vectors.word_vectors(
-                token_lists, tokenizer.vocabulary_size(), preset["hidden_dim"], window=preset["window"],
-                context_power=preset["context_power"], ignore=special, seed=config.seed)
+                ids, splits, tokenizer.vocabulary_size(), preset["hidden_dim"], window=preset["window"],
+                context_power=preset["context_power"], ignore=tokenizers.special_token_ids(tokenizer),
+                seed=config.seed)
         except UserInputError as e:
             raise UserInputError(f"--data {config.data!r}: {e}") from None
         embedding = model.backbone.token_embedding
@@ -190,13 +189,11 @@ def pretrain_vectors(config):
         table[found] = vectors[found] * preset["vector_norm"]
         embedding.embeddings.assign(table)
         val_ids = preprocess(val_docs, tokenizer).flat_values.numpy() if val_docs else np.zeros(0, "int64")
-        counts = np.bincount(ids.flat_values.numpy(), minlength=tokenizer.vocabulary_size())
         # Words, not punctuation or function words, make a readable check of what the vectors learned.
-        frequent = [int(i) for i in np.argsort(-counts)
-                    if found[i] and len(tokenizer.id_to_token(int(i))) >= 4 and tokenizer.id_to_token(int(i)).isalpha()]
-        frequent = frequent[:NEIGHBOURS_SHOWN]
-        neighbours = {tokenizer.id_to_token(i): [tokenizer.id_to_token(j) for j in word_vectors.nearest(vectors, i)]
-                      for i in frequent}
+        vocabulary = tokenizer.get_vocabulary()
+        frequent = [int(i) for i in np.argsort(-np.bincount(ids, minlength=len(vocabulary)))
+                    if found[i] and len(vocabulary[i]) >= 4 and vocabulary[i].isalpha()][:NEIGHBOURS_SHOWN]
+        neighbours = {vocabulary[i]: [vocabulary[j] for j in word_vectors.nearest(vectors, i)] for i in frequent}
         for token, near in neighbours.items():
             print(f"  {token}: {' '.join(near)}")
         metrics = {
@@ -209,6 +206,5 @@ def pretrain_vectors(config):
             "tokens_with_vectors": int(found.sum()),
             "nearest_neighbours": neighbours,
         }
-        model.compile()
         common.finish_run(config.run_dir, config.run_dir, model, preset, {}, metrics)
         return metrics
