@@ -1,6 +1,10 @@
 """Quality and training time of classifier presets on the bundled Rotten Tomatoes data.
 
     .venv/bin/python benchmarks/bench_classifier.py --presets default article --seeds 1337 1 2
+    .venv/bin/python benchmarks/bench_classifier.py --presets default default:word_vectors=false mobile --seeds 1337 1
+
+A preset may carry settings after a colon (`NAME:KEY=VALUE,KEY=VALUE`, as `tfllm train --set`).
+The presets take turns for each seed, so a busy machine slows them alike.
 
 Prints JSON and saves it to benchmarks/results/classifier.json (presets not
 run keep their previous entry). With several seeds it reports each run and
@@ -19,14 +23,23 @@ import time
 
 import numpy as np
 
+from tfllm.cli import _setting
 from tfllm.config import TrainConfig
 from tfllm.evaluation import classification_report
 from tfllm.training.classifier import load_run, predict_probabilities, run_data, train_classifier
 
 
-def run(data, preset, seed):
+def parse_spec(spec):
+    """`NAME[:KEY=VALUE,...]` -> (preset name, {setting: value}), values read as `tfllm train --set` reads them."""
+    name, _, settings = spec.partition(":")
+    return name, dict(_setting(item) for item in settings.split(",") if item)
+
+
+def run(data, spec, seed):
+    name, overrides = parse_spec(spec)
     with tempfile.TemporaryDirectory() as run_dir:
-        metrics = train_classifier(TrainConfig(data=data, preset=preset, run_dir=run_dir, seed=seed), verbose=2)
+        config = TrainConfig(data=data, preset=name, overrides=overrides, run_dir=run_dir, seed=seed)
+        metrics = train_classifier(config, verbose=2)
         result = {
             "seed": seed,
             "test_accuracy": round(metrics["test"]["accuracy"], 4),
@@ -61,8 +74,11 @@ def main(argv=None):
     if os.path.exists(args.out):
         with open(args.out) as f:
             results["presets"] = json.load(f).get("presets", {})
-    for preset in args.presets:
-        runs = [run(args.data, preset, seed) for seed in args.seeds]
+    rows = {preset: [] for preset in args.presets}
+    for seed in args.seeds:
+        for preset in args.presets:
+            rows[preset].append(run(args.data, preset, seed))
+    for preset, runs in rows.items():
         summary = {"command": "benchmarks/bench_classifier.py --presets " + preset + " --seeds " + " ".join(map(str, args.seeds))}
         for key in runs[0]:
             if key != "seed":

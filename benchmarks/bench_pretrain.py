@@ -16,10 +16,13 @@ early on, so no other label is used. Then, on the same N:
   training split (11.4k, plot summaries included, labels unused) with
   `tfllm.training.pretraining.pretrain` (64 positions, a 4,000-piece vocabulary), then
   fine-tuned (`tfllm train --from-preset`); the pretraining's figures and time are in the JSON;
-- `default`: the `default` recipe from scratch (narrow encoder, heavy word dropout, hashed
-  bigrams, the naive-Bayes wide path), its tokenizer trained on the N texts;
-- `default_self_train`: the same with `tfllm train --unlabeled rotten_tomatoes`
-  (`tfllm/training/self_training.py`): a teacher, the `default` model trained on the N,
+- `default`: the `default` recipe as it ships (narrow encoder, heavy word dropout, hashed
+  bigrams, the naive-Bayes wide path), its tokenizer and word vectors trained on the N texts;
+- `default_no_vectors`: the same from random embeddings (`--set word_vectors=false`, the
+  recipe before stop 32);
+- `default_self_train`: the same with `tfllm train --unlabeled rotten_tomatoes`, one command
+  (`tfllm/training/self_training.py`): the tokenizer and word vectors learn from the N and
+  the other training texts; a teacher, the `default` model trained on the N,
   labels the other training texts (their labels unused); the half it is surest of, in
   the labelled class ratio, joins the N and the recipe retrains (`--self-train-set` passes
   settings such as `self_training_teachers=3 self_training_rounds=2`; `--self-train-ensemble N`
@@ -246,6 +249,11 @@ def main():
                     # The default recipe's own epochs and learning rate: it is tuned for small data.
                     row["default"] = fine_tune(data_csv, os.path.join(tmp, "default"), seed,
                                                overrides=[("preset", "default")])
+                if "default_no_vectors" in args.arms:
+                    # The default recipe before it pretrained: random token embeddings.
+                    row["default_no_vectors"] = fine_tune(data_csv, os.path.join(tmp, "no_vectors"), seed,
+                                                          overrides=[("preset", "default")],
+                                                          settings=["word_vectors=false"])
                 if "default_self_train" in args.arms:
                     # tfllm leaves out the texts of its data (the N and the test split) by itself.
                     row["default_self_train"] = fine_tune(data_csv, os.path.join(tmp, "self"), seed,

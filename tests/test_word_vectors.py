@@ -134,3 +134,57 @@ def test_an_interrupted_vectors_run_leaves_nothing_and_keeps_the_run_it_was_to_r
     assert main(argv + ["--run-dir", str(tmp_path / "run"), "--overwrite"]) == 130
     assert (tmp_path / "run" / "metrics.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.txt", "run"]  # no hidden .previous left
+
+
+def test_the_default_recipe_pretrains_word_vectors_on_its_training_and_unlabelled_texts(tmp_path, monkeypatch, capsys):
+    """`tfllm train` with a recipe that has `word_vectors` (default, mobile, tiny) pretrains in the same command:
+    teacher and student both start from vectors of the labelled and the unlabelled texts, whose words are
+    in the run's vocabulary; `--set word_vectors=false` starts from random embeddings."""
+    import keras_hub
+
+    from tfllm.cli import main
+    from tfllm.training import classifier
+
+    calls = []
+    real = classifier.embed_word_vectors
+
+    def recorded(backbone, tokenizer, texts, *args):  # the real step, its inputs and result kept for the checks
+        result = real(backbone, tokenizer, texts, *args)
+        calls.append((list(texts), keras.ops.convert_to_numpy(backbone.token_embedding.embeddings).copy(), result[1]))
+        return result
+
+    monkeypatch.setattr(classifier, "embed_word_vectors", recorded)
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{'pos' if i < 12 else 'neg'}\n" for i, t in enumerate(REVIEWS * 2)))
+    unlabelled = [f"the picture was {a} and {b} , quixotic" for a in ("lovely", "grand") for b in ("rich", "deep")]
+    (tmp_path / "unlabelled.txt").write_text("\n".join(unlabelled * 3) + "\n")
+    run = tmp_path / "clf"
+    assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny", 
+                 "--unlabeled", str(tmp_path / "unlabelled.txt"), "--run-dir", str(run)]) == 0
+    assert len(calls) == 2  # the teacher, then the student
+    for texts, table, found in calls:
+        assert set(unlabelled) <= set(texts)
+        np.testing.assert_allclose(np.linalg.norm(table[found], axis=1), 1.0, rtol=1e-4)  # tiny: vector_norm 1
+        assert not np.allclose(np.linalg.norm(table[~found], axis=1), 1.0, rtol=1e-4)  # the rest: as initialised
+    assert "Word vectors:" in capsys.readouterr().out
+    tuned = keras_hub.models.TextClassifier.from_preset(str(run))
+    assert "q" in tuned.preprocessor.tokenizer.get_vocabulary()  # only the unlabelled texts have a q (quixotic)
+    tuned_table = keras.ops.convert_to_numpy(tuned.backbone.token_embedding.embeddings)
+    assert np.corrcoef(tuned_table.ravel(), calls[-1][1].ravel())[0, 1] > 0.5  # trained from the vectors
+
+    calls.clear()
+    assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny", "--set", "word_vectors=false",
+                 "--run-dir", str(tmp_path / "scratch")]) == 0
+    assert calls == []
+
+
+def test_texts_of_single_words_train_without_word_vectors(tmp_path, capsys):
+    from tfllm.cli import main
+
+    data = tmp_path / "words.csv"
+    data.write_text("text,label\n" + "".join(f"{w},{'pos' if i % 2 else 'neg'}\n"
+                                             for i, w in enumerate(["x", "y", "z", "w"] * 10)))  # one token each
+    assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny",
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    assert "Word vectors skipped" in capsys.readouterr().out
+    assert (tmp_path / "run" / "metrics.json").exists()

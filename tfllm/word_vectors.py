@@ -8,7 +8,8 @@ what skip-gram factorises implicitly). On `rotten_tomatoes`' 11k training texts
 while these vectors take seconds, and the `default` recipe fine-tuned from them
 scores 0.688 test accuracy on 1,000 labels against 0.666 from scratch
 (docs/benchmarks.md, "Few labels"). `tfllm pretrain --objective vectors` writes
-them into an encoder's token embedding.
+them into an encoder's token embedding, and the `default` classifier recipe
+computes them from its own training (and `--unlabeled`) texts before it fits.
 """
 
 import numpy as np

@@ -43,6 +43,13 @@ class ClassificationData:
     val: Split
     test: Split
     label_names: list
+    # Texts without labels (`tfllm train --unlabeled`): read only for the vocabulary and word vectors.
+    unlabeled: list = dataclasses.field(default_factory=list)
+
+    @property
+    def vocabulary_texts(self):
+        """The training texts and the unlabelled ones, each once: what the tokenizer and word vectors learn from."""
+        return list(dict.fromkeys(list(self.train.texts) + list(self.unlabeled)))
 
     @property
     def num_classes(self):

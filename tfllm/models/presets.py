@@ -43,6 +43,12 @@ CLASSIFIER_PRESETS = {
         "embedding_dropout": 0.5,
         "bigram_buckets": 262144,
         "wide_bigram_buckets": 4194304,
+        # Pretraining, first: PPMI-SVD word vectors of the training (and --unlabeled) texts as the
+        # token embedding (tfllm.word_vectors; the settings of `tfllm pretrain --objective vectors`).
+        "word_vectors": True,
+        "vector_window": 10,
+        "vector_context_power": 0.75,
+        "vector_norm": 2.0,
         "learning_rate": 2e-3,
         "weight_decay": 0.2,
         "batch_size": 64,
@@ -83,6 +89,10 @@ CLASSIFIER_PRESETS = {
         "embedding_dropout": 0.1,
         "bigram_buckets": 64,  # so tests exercise every layer of the default recipe
         "wide_bigram_buckets": 256,
+        "word_vectors": True,
+        "vector_window": 4,
+        "vector_context_power": 0.75,
+        "vector_norm": 1.0,
         "learning_rate": 3e-3,
         "weight_decay": 0.0,
         "batch_size": 16,
@@ -275,7 +285,8 @@ PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretr
 # setting is refused instead of silently training with the preset's value.
 OPTIONAL_SETTINGS = {
     "classify": {"ema_momentum", "jit_compile", "label_smoothing", "lowercase", "embedding_dropout", "bigram_buckets",
-                 "wide_bigram_buckets", "self_training_keep",
+                 "wide_bigram_buckets", "self_training_keep", "word_vectors", "vector_window",
+                 "vector_context_power", "vector_norm",
                  "self_training_teachers", "self_training_rounds"},
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},

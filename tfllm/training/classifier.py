@@ -1,7 +1,9 @@
 """TrainConfig -> preprocessor -> TextClassifier task -> model.fit -> a finished run directory (a preset).
 
 The model is tfllm's own `TextClassifier` (a tokenizer trained on the training
-split, an `EncoderBackbone`) or, with `from_preset`, any KerasHub text
+split and any `--unlabeled` texts, an `EncoderBackbone` whose token embedding
+starts, in the `default` and `mobile` recipes, from word vectors of those same
+texts: pretraining and fine-tuning in one command) or, with `from_preset`, any KerasHub text
 classifier: a tfllm run (pretraining or classification) or a KerasHub preset
 (BERT, DistilBERT, RoBERTa, ...), whose tokenizer is used as it is.
 The run directory's layout is `tfllm.runs`'s.
@@ -22,6 +24,7 @@ from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreproce
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
+from tfllm.training.pretraining import embed_word_vectors
 from tfllm.training.self_training import train_self_trained
 
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
@@ -39,6 +42,20 @@ def own_classifier(preset, tokenizer, num_classes):
     preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=preset["sequence_length"])
     return TextClassifier(backbone, num_classes, preprocessor=preprocessor,
                           **{k: preset[k] for k in HEAD_ARGS if k in preset})
+
+
+def pretrain_word_vectors(model, tokenizer, texts, preset, seed):
+    """The recipe's pretraining step: word vectors of `texts` in the encoder's token embedding
+    (`tfllm pretrain --objective vectors` in one go), or a note when the texts are too short for them."""
+    start = time.perf_counter()
+    try:
+        _, found, _ = embed_word_vectors(model.backbone, tokenizer, texts, preset["vector_window"],
+                                         preset["vector_context_power"], preset["vector_norm"], seed)
+    except UserInputError as e:  # single words, not running text: the encoder starts from random vectors
+        print(f"Word vectors skipped ({e}); the token embedding starts at random.")
+        return
+    print(f"Word vectors: {int(found.sum())} of {len(found)} tokens from {len(texts)} texts "
+          f"({time.perf_counter() - start:.1f} s)")
 
 
 def preset_backbone_class(handle):
@@ -182,7 +199,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
     with common.guarded_run(run_dir, resume, previous):
         if tokenizer is None:
-            tokenizer = common.start_run(run_dir, config, preset, resume, data.train.texts,
+            tokenizer = common.start_run(run_dir, config, preset, resume, data.vocabulary_texts,
                                          records={runs.LABELS: data.label_names})
         else:
             tokenizer = _start_member_run(run_dir, config, preset, resume, data.label_names, tokenizer)
@@ -191,6 +208,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 model = classifier_from_preset(config.from_preset, preset, data.num_classes)
             else:
                 model = own_classifier(preset, tokenizer, data.num_classes)
+                if preset.get("word_vectors") and not resume:  # a resumed run restores its weights
+                    pretrain_word_vectors(model, tokenizer, data.vocabulary_texts, preset, model_seed)
             sigmoid = is_sigmoid(model)
             train_ds = data_lib.classification_dataset(
                 data.train, model.preprocessor, sigmoid, preset["batch_size"], shuffle=True, seed=model_seed)

@@ -157,6 +157,25 @@ def pretrain(config, verbose="auto"):
         return metrics
 
 
+def embed_word_vectors(backbone, tokenizer, texts, window, context_power, vector_norm, seed):
+    """Sets `backbone`'s token embedding to PPMI-SVD vectors (`tfllm.word_vectors`) of `texts`' tokens,
+    each `vector_norm` long; ids without a vector keep their initial row.
+
+    Returns `(unit vectors, which ids got one, the texts' flat token ids)`; a
+    UserInputError when the texts have no running text to count.
+    """
+    ragged = preprocess(texts, tokenizer)
+    ids, splits = ragged.flat_values.numpy(), ragged.row_splits.numpy()
+    vectors, found = word_vectors.word_vectors(
+        ids, splits, tokenizer.vocabulary_size(), backbone.hidden_dim, window=window, context_power=context_power,
+        ignore=tokenizers.special_token_ids(tokenizer), seed=seed)
+    embedding = backbone.token_embedding
+    table = keras.ops.convert_to_numpy(embedding.embeddings)
+    table[found] = vectors[found] * vector_norm
+    embedding.embeddings.assign(table)
+    return vectors, found, ids
+
+
 def pretrain_vectors(config):
     """`--objective vectors`: a tokenizer trained on the text, PPMI-SVD vectors of its tokens
     (`tfllm.word_vectors`) as the encoder's token embedding, saved as a `MaskedLM` preset like
@@ -173,21 +192,13 @@ def pretrain_vectors(config):
         start = time.perf_counter()
         tokenizer = common.start_run(config.run_dir, config, preset, False, train_docs)
         model = own_masked_lm(dict(preset, mask_selection_rate=0.15), tokenizer)
-        ragged = preprocess(train_docs, tokenizer)
-        ids, splits = ragged.flat_values.numpy(), ragged.row_splits.numpy()
-        print(f"Word vectors: co-occurrence within {preset['window']} tokens in {len(train_docs)} documents "
-              f"({len(ids)} tokens), PPMI, rank-{preset['hidden_dim']} SVD")
+        print(f"Word vectors: co-occurrence within {preset['window']} tokens in {len(train_docs)} documents, "
+              f"PPMI, rank-{preset['hidden_dim']} SVD")
         try:
-            vectors, found = word_vectors.word_vectors(
-                ids, splits, tokenizer.vocabulary_size(), preset["hidden_dim"], window=preset["window"],
-                context_power=preset["context_power"], ignore=tokenizers.special_token_ids(tokenizer),
-                seed=config.seed)
+            vectors, found, ids = embed_word_vectors(model.backbone, tokenizer, train_docs, preset["window"],
+                                                     preset["context_power"], preset["vector_norm"], config.seed)
         except UserInputError as e:
             raise UserInputError(f"--data {config.data!r}: {e}") from None
-        embedding = model.backbone.token_embedding
-        table = keras.ops.convert_to_numpy(embedding.embeddings)
-        table[found] = vectors[found] * preset["vector_norm"]
-        embedding.embeddings.assign(table)
         val_ids = preprocess(val_docs, tokenizer).flat_values.numpy() if val_docs else np.zeros(0, "int64")
         # Words, not punctuation or function words, make a readable check of what the vectors learned.
         vocabulary = tokenizer.get_vocabulary()

@@ -101,6 +101,7 @@ def train_self_trained(config, preset, data, train_classifier, verbose="auto"):
     keep, teachers, rounds = _settings(preset)
     runs.check_writable(config.run_dir, config.overwrite)  # refused now, not after the teacher has trained
     texts = unlabelled_texts(config, data)
+    data = dataclasses.replace(data, unlabeled=texts)  # the teacher's and student's vocabulary and word vectors
     parent = os.path.dirname(os.path.abspath(config.run_dir))
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".teacher-", dir=parent) as folder:
@@ -116,7 +117,7 @@ def train_self_trained(config, preset, data, train_classifier, verbose="auto"):
         teacher_kind = f"a {rounds - 1}-round self-trained teacher" if rounds > 1 else "a teacher"
         print(f"Self-training: {teacher_kind} trains on the {len(data.train)} labelled texts, "
               f"then labels {len(texts)} unlabelled ones")
-        teacher = train_classifier(teacher_config, verbose=verbose)
+        teacher = train_classifier(teacher_config, verbose=verbose, data=data)
         probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
         chosen, labels = select(probabilities, texts, data.train.labels, keep)
         print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
