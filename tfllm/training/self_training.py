@@ -1,11 +1,13 @@
 """Self-training: unlabelled texts made into extra training examples (`tfllm train --unlabeled DATA`).
 
 With few labels, the texts nobody labelled still say which words go
-together. A teacher — the same recipe, trained on the labelled texts alone —
-labels them; the texts it is most sure of (`self_training_keep` of them, 0.5
+together: the tokenizer and the recipe's word vectors learn from them too
+(`ClassificationData.unlabeled`). A teacher — the same recipe, trained on the
+labelled texts alone — labels them; the texts it is most sure of (`self_training_keep` of them, 0.5
 by default, in the labelled training split's class proportions) join the
 training split, and a student trains on both, its tokenizer included. With
-`--set self_training_teachers=N` the teacher is an ensemble of N seeds. With
+`--set self_training_teachers=N` the teacher is an ensemble of N seeds (3 in
+the `default` and `mobile` recipes, 1 elsewhere). With
 `--set self_training_rounds=R` it repeats: the teacher of round R is the
 student of round R-1 (itself trained on its own teacher's labels), which
 labels the same texts again. With `--ensemble N` the student is an ensemble
