@@ -48,8 +48,10 @@ class ClassificationData:
 
     @property
     def vocabulary_texts(self):
-        """The training texts and the unlabelled ones, each once: what the tokenizer and word vectors learn from."""
-        return list(dict.fromkeys(list(self.train.texts) + list(self.unlabeled)))
+        """The training texts, then the unlabelled ones not among them: what the tokenizer and word vectors
+        learn from (a self-training student's pseudo-labelled texts are in both)."""
+        known = set(self.train.texts)
+        return list(self.train.texts) + [t for t in self.unlabeled if t not in known]
 
     @property
     def num_classes(self):
