@@ -24,6 +24,7 @@ from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreproce
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
+from tfllm.training.optimizers import LazyAdamW
 from tfllm.training.pretraining import embed_word_vectors
 from tfllm.training.self_training import train_self_trained
 
@@ -125,7 +126,9 @@ def compile_classifier(model, preset, steps_per_epoch=None):
     # An exponential moving average of the weights (swapped in when fit ends)
     # smooths the noisy late epochs of a small dataset.
     ema = dict(use_ema=True, ema_momentum=preset["ema_momentum"]) if preset.get("ema_momentum") else {}
-    if preset.get("weight_decay"):
+    if preset.get("lazy_adam"):  # AdamW on the rows a batch used: large hashed tables train faster
+        optimizer = LazyAdamW(learning_rate, weight_decay=preset.get("weight_decay") or 0.0, **ema)
+    elif preset.get("weight_decay"):
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=preset["weight_decay"], **ema)
     else:
         optimizer = keras.optimizers.Adam(learning_rate, **ema)
