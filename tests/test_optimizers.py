@@ -51,3 +51,25 @@ def test_config_keeps_the_weight_decay_and_round_trips():
     config = keras.optimizers.serialize(optimizer)
     again = keras.optimizers.deserialize(config)
     assert isinstance(again, LazyAdamW) and again.get_config()["weight_decay"] == 0.3
+
+
+def test_lazy_adam_setting_trains_a_classifier_with_sparse_updates(tmp_path, monkeypatch):
+    """`--set lazy_adam=true`: fit hands LazyAdamW the embeddings' sparse gradients, and the run finishes."""
+    from tfllm.cli import main
+
+    sparse_steps = []
+    real = LazyAdamW.update_step
+
+    def counted(self, gradient, variable, learning_rate):  # the real update, its sparse calls counted
+        if isinstance(gradient, tf.IndexedSlices):
+            sparse_steps.append(variable.name)
+        return real(self, gradient, variable, learning_rate)
+
+    monkeypatch.setattr(LazyAdamW, "update_step", counted)
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"the film was {w} indeed,{'pos' if i % 2 else 'neg'}\n"
+                                             for i, w in enumerate(["good", "bad", "fine", "poor"] * 10)))
+    assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny", "--set", "lazy_adam=true",
+                 "--set", "weight_decay=0.1", "--run-dir", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "metrics.json").exists()
+    assert any("embedding" in name for name in sparse_steps)  # traced once per variable: the token/bigram tables
