@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from tfllm.cli import _setting
+from tfllm.cli import parse_setting
 from tfllm.config import TrainConfig
 from tfllm.evaluation import classification_report
 from tfllm.training.classifier import load_run, predict_probabilities, run_data, train_classifier
@@ -32,7 +32,7 @@ from tfllm.training.classifier import load_run, predict_probabilities, run_data,
 def parse_spec(spec):
     """`NAME[:KEY=VALUE,...]` -> (preset name, {setting: value}), values read as `tfllm train --set` reads them."""
     name, _, settings = spec.partition(":")
-    return name, dict(_setting(item) for item in settings.split(",") if item)
+    return name, dict(parse_setting(item) for item in settings.split(",") if item)
 
 
 def run(data, spec, seed):

@@ -44,6 +44,8 @@ COMMENTED_USES = [
     ("_experimental_custom_op_registerers", "tfllm/export/tflite_runtime.py",
      "PRIVATE API: `TargetSpec._experimental_custom_op_registerers`", "tensorflow/tensorflow#42643"),
     ("pretokenize", "tfllm/tokenizers.py", "PRIVATE API: KerasHub's `pretokenize`", "huggingface/tokenizers#1004"),
+    ("_get_variable_index", "tfllm/training/optimizers.py", "PRIVATE API: Keras's optimizer internals",
+     "keras-team/keras#19992"),
     ("_self_attention_layer", "tfllm/explanations.py",
      "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
 ]
@@ -100,6 +102,23 @@ def test_keras_clip_gradients():
     require("self._clip_gradients(" in source and "self._backend_update_step(" in source
             and source.index("self._clip_gradients(") < source.index("self._backend_update_step("),
             "Optimizer._backend_apply_gradients clipping before _backend_update_step", path, marker)
+
+
+def test_keras_adam_internals_lazy_adamw_uses():
+    import keras
+
+    path, marker = "tfllm/training/optimizers.py", "PRIVATE API: Keras's optimizer internals"
+    optimizer = keras.optimizers.AdamW(0.1, weight_decay=0.1)
+    variable = keras.Variable([1.0, 2.0])
+    optimizer.build([variable])
+    for name in ("_momentums", "_velocities", "_get_variable_index", "_var_key", "_use_weight_decay"):
+        require(hasattr(optimizer, name), f"keras AdamW.{name}", path, marker)
+    # LazyAdamW decays in its own update step; Keras' dense decay must stay off while weight_decay is None.
+    optimizer.weight_decay = None
+    before = keras.ops.convert_to_numpy(variable).copy()
+    optimizer._apply_weight_decay([variable])
+    require((keras.ops.convert_to_numpy(variable) == before).all(),
+            "Optimizer._apply_weight_decay doing nothing while weight_decay is None", path, marker)
 
 
 def test_tflite_custom_op_registerers():

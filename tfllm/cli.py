@@ -13,7 +13,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _setting(value):
+def parse_setting(value):
     """`KEY=VALUE` of `--set`: the value as JSON where it parses (numbers, true, null), else a string."""
     key, sep, raw = value.partition("=")
     if not sep or not key.strip():
@@ -390,7 +390,7 @@ def add_tune_parsers(sub):
                    help='JSON (or YAML) of the settings to search, e.g. {"hidden_dim": [32, 64], '
                         '"learning_rate": {"min": 1e-4, "max": 3e-3, "sampling": "log"}}; default: around the preset')
     p.add_argument("--preset", default="default", help="the recipe the space centres on")
-    p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
                    help="fix a setting for every trial (repeatable)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
@@ -472,7 +472,7 @@ def build_parser():
         p.add_argument("--from-preset", default=None, metavar="PRESET",
                        help="start from a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle / "
                             "kaggle:// / hf:// URI (online)")
-        p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+        p.add_argument("--set", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
                        help="override any setting of the preset (repeatable), e.g. --set hidden_dim=64 "
                             "--set freeze_epochs=2; a misspelt one is refused")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir (kept until "
@@ -517,7 +517,7 @@ def build_parser():
                         "little text and few labels)")
     p.add_argument("--from-preset", default=None, metavar="PRESET", help="continue pretraining this preset")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
-    p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
                    help="override any setting of the preset (repeatable), e.g. --set sequence_length=64")
     p.add_argument("--text-column", default="text")
     p.add_argument("--preset", default="default")

@@ -26,22 +26,25 @@ import tensorflow as tf
 class LazyAdamW(keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` with row-wise updates for sparse (embedding) gradients."""
 
+    # PRIVATE API: Keras's optimizer internals `_momentums`, `_velocities`, `_get_variable_index`,
+    # `_var_key` and `_use_weight_decay`, and its dense weight decay being skipped while
+    # `weight_decay` is None: Keras 3 has no sparse update path to extend (keras-team/keras#19992).
     def build(self, variables):
         super().build(variables)
-        # The decay of a variable with sparse gradients happens on its touched rows in `update_step`;
-        # which variables those are is known only from the gradients, so every one is decayed there.
+        # Decay moves into `update_step` (on the touched rows of a sparse gradient), for the variables
+        # Keras would decay; Keras' own dense decay of every variable before the update is switched off.
         self._decay_in_step = {self._var_key(v) for v in variables if self._use_weight_decay(v)}
         self._weight_decay_rate = self.weight_decay
-        self.weight_decay = None  # Keras' dense decay of all variables before the update: off
+        self.weight_decay = None
 
     def update_step(self, gradient, variable, learning_rate):
-        decay = self._weight_decay_rate if self._var_key(variable) in self._decay_in_step else None
-        if not isinstance(gradient, tf.IndexedSlices):
-            if decay:
-                lr = tf.cast(learning_rate, variable.dtype)
-                self.assign_sub(variable, variable * tf.cast(decay, variable.dtype) * lr)
-            return super().update_step(gradient, variable, learning_rate)
         lr = tf.cast(learning_rate, variable.dtype)
+        decays = bool(self._weight_decay_rate) and self._var_key(variable) in self._decay_in_step
+        decay = tf.cast(self._weight_decay_rate, variable.dtype) * lr if decays else 0.0
+        if not isinstance(gradient, tf.IndexedSlices):
+            if decays:
+                self.assign_sub(variable, variable * decay)
+            return super().update_step(gradient, variable, learning_rate)
         # A row looked up twice in the batch has two slices: sum them first.
         rows, positions = tf.unique(gradient.indices)
         grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), positions, tf.shape(rows)[0])
@@ -54,9 +57,7 @@ class LazyAdamW(keras.optimizers.AdamW):
         v_rows = tf.gather(v, rows) * beta_2 + (1 - beta_2) * tf.square(grad)
         self.assign(m, tf.IndexedSlices(m_rows, rows))
         self.assign(v, tf.IndexedSlices(v_rows, rows))
-        step_rows = alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
-        if decay:
-            step_rows += tf.gather(variable, rows) * tf.cast(decay, variable.dtype) * lr
+        step_rows = alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon) + tf.gather(variable, rows) * decay
         self.assign_sub(variable, tf.IndexedSlices(step_rows, rows))
 
     def get_config(self):
