@@ -20,6 +20,10 @@ Sections (`--only`):
   generate    `tfllm generate RUN "ROMEO:" --max-new-tokens 900` cold vs `torch_reference.py sample`
   predict     `tfllm predict RUN "one text"` cold (article classifier, 1 epoch)
   classifier  train step of the `article` classifier vs the reference (same batches)
+  ceiling     how fast any float32 implementation could run the GPT step on this machine: the
+              step's matrix-multiply FLOPs, the reference's step rate, and the best rate of the
+              machine's matrix multiplies (PyTorch's and XLA's, square and at the step's own shapes);
+              their quotient bounds the per-step ratio any float32 code could reach
 
 Writes benchmarks/results/vs_torch.json: ratios (tfllm speed / reference
 speed, so > 1 means tfllm is faster), the raw figures of every round, the
@@ -414,9 +418,78 @@ def worker_main(argv):
         result = worker_tf_classifier(rest[0], rest[1], int(rest[2]), jit, rest[4] == "save")
     elif kind == "torch-classifier":
         result = worker_torch_classifier(rest[0], rest[1], int(rest[2]), int(rest[3]))
+    elif kind == "torch-matmul":
+        result = worker_torch_matmul(int(rest[0]))
+    elif kind == "tf-matmul":
+        result = worker_tf_matmul(rest[0])
     else:
         raise SystemExit(f"unknown worker {kind}")
     print(json.dumps(result))
+
+
+# --- the ceiling: what this machine's matrix multiplies allow ------------------------------
+
+
+def gpt_step_flops(vocabulary_size):
+    """Multiply-add FLOPs of one nanogpt-cpu train step (forward + backward = 3 x forward), counting
+    the matrix multiplies only: per token and layer 24 d^2 (query/key/value, output, 4d feed-forward)
+    and 4 T d for the attention scores and their weighted sum (the whole T x T, as both sides compute
+    it), plus the tied output projection 2 d V. Layer norms, softmax, GELU and the optimizer come on top."""
+    d, layers, t = GPT_CONFIG_SHAPE["n_embd"], GPT_CONFIG_SHAPE["n_layer"], GPT_BLOCK
+    per_token = layers * (24 * d * d + 4 * t * d) + 2 * d * vocabulary_size
+    return 3 * per_token * GPT_BATCH * GPT_BLOCK
+
+
+GPT_CONFIG_SHAPE = {"n_embd": 128, "n_layer": 4, "intermediate": 512}  # nanogpt-cpu; section_ceiling checks the reference's
+
+
+def matmul_shapes():
+    """(name, m, k, n): a large square product (the machine's best case) and the forward products
+    of the GPT step at batch 12 x 64 tokens (the backward ones have the same sizes, transposed)."""
+    tokens, d, f = GPT_BATCH * GPT_BLOCK, GPT_CONFIG_SHAPE["n_embd"], GPT_CONFIG_SHAPE["intermediate"]
+    return [("square_1024", 1024, 1024, 1024), ("qkv", tokens, d, 3 * d), ("attention_out", tokens, d, d),
+            ("ffn_in", tokens, d, f), ("ffn_out", tokens, f, d)]
+
+
+def _rate(run, flops, seconds=1.0):
+    """GFLOP/s of `run()` (best of 5 timings of as many calls as fill `seconds / 5`)."""
+    run()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < 0.2:
+        run()
+        calls += 1
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(calls):
+            run()
+        best = min(best, (time.perf_counter() - t) / calls)
+    return round(flops / best / 1e9, 1)
+
+
+def worker_torch_matmul(threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    result = {}
+    for name, m, k, n in matmul_shapes():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        result[name] = _rate(lambda: torch.mm(a, b), 2 * m * k * n)
+    return {"threads": threads, "gflops": result}
+
+
+def worker_tf_matmul(dtype):
+    import numpy as np
+    import tensorflow as tf
+
+    result = {}
+    for name, m, k, n in matmul_shapes():
+        a = tf.constant(np.random.default_rng(0).standard_normal((m, k)), dtype)
+        b = tf.constant(np.random.default_rng(1).standard_normal((k, n)), dtype)
+        # 8 products per call, each on its own input, so one call's overhead does not decide the rate.
+        product = tf.function(lambda a, b: tf.add_n([tf.matmul(a + i, b) for i in range(8)]), jit_compile=True)
+        result[name] = _rate(lambda: product(a, b).numpy(), 8 * 2 * m * k * n)
+    return {"dtype": dtype, "xla": True, "gflops": result}
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -465,6 +538,44 @@ def section_steps(args, work):
         args.reference_threads = max(set(best), key=best.count)
     result["reference_threads_used_later"] = args.reference_threads
     return result
+
+
+def section_ceiling(args, work):
+    """The float32 bound on the per-step ratio: the reference's step rate against the best matrix-multiply
+    rate this machine reaches (issue 19's 1.5x goal is out of reach where the bound is below it)."""
+    import numpy as np
+
+    sys.path.insert(0, HERE)
+    from torch_reference import GPT_CONFIG
+
+    assert all(GPT_CONFIG[k] == v for k, v in GPT_CONFIG_SHAPE.items()), "GPT_CONFIG_SHAPE is out of date"
+    batches, weights = os.path.join(work, "gpt_batches.npz"), os.path.join(work, "gpt_init.npz")
+    run_worker(["gpt-batches", batches, str(args.steps + CHECK_STEPS + 1)])
+    flops = gpt_step_flops(int(np.load(batches)["vocabulary_size"]))
+    counts = sorted({1, os.cpu_count() or 1})
+    rounds = []
+    for r in range(args.rounds):
+        row = {"tfllm": run_worker(["tf-gpt", batches, weights, str(args.steps), "float32", "save" if r == 0 else "load"]),
+               "reference": run_worker(["torch-gpt", batches, weights, str(args.steps), "50", str(args.reference_threads or 0)])}
+        row["torch_matmul"] = [run_worker(["torch-matmul", str(n)]) for n in counts]
+        row["xla_matmul"] = [run_worker(["tf-matmul", dtype]) for dtype in ("float32", "bfloat16")]
+        float32_rates = [m["gflops"] for m in row["torch_matmul"]] + [row["xla_matmul"][0]["gflops"]]
+        best_square = max(rates["square_1024"] for rates in float32_rates)
+        best_step_shapes = max(min(v for k, v in rates.items() if k != "square_1024") for rates in float32_rates)
+        step_rates = {side: flops / (row[side]["median_ms_per_step"] / 1000) / 1e9 for side in ("tfllm", "reference")}
+        row["summary"] = {
+            "tfllm_step_gflops": round(step_rates["tfllm"], 1), "reference_step_gflops": round(step_rates["reference"], 1),
+            "best_float32_matmul_gflops_square": best_square,
+            # The slowest of the step's own products, in the best library for them: a floor for the step's matmuls.
+            "best_float32_matmul_gflops_step_shapes_slowest": best_step_shapes,
+            "ceiling_ratio_square": round(best_square / step_rates["reference"], 2),
+            "tfllm_ratio": round(row["reference"]["median_ms_per_step"] / row["tfllm"]["median_ms_per_step"], 3),
+        }
+        rounds.append(row)
+        print(f"  round {r + 1}: " + "  ".join(f"{k} {v}" for k, v in row["summary"].items()), flush=True)
+    return {"step_matmul_gflop": round(flops / 1e9, 3), "rounds": rounds, "steps_per_round": args.steps,
+            "ceiling_ratio_square": median([row["summary"]["ceiling_ratio_square"] for row in rounds]),
+            "tfllm_speed_ratio": median([row["summary"]["tfllm_ratio"] for row in rounds])}
 
 
 def section_classifier(args, work):
@@ -621,7 +732,7 @@ def main(argv=None):
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return worker_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sections = ["steps", "classifier", "train", "generate", "predict"]
+    sections = ["steps", "classifier", "train", "generate", "predict", "ceiling"]
     parser.add_argument("--only", nargs="+", choices=sections, default=sections)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=600, help="timed train steps per side and round (steps section)")
@@ -660,12 +771,14 @@ def main(argv=None):
             result["generate"] = section_generate(args, work, train)
         elif name == "predict":
             result["predict"] = section_predict(args, work)
+        elif name == "ceiling":
+            result["ceiling"] = section_ceiling(args, work)
         result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
     print(json.dumps({k: v for k, v in result.items() if k in ("cpu",)} | {
-        name: {k: v for k, v in result[name].items() if "ratio" in k or k in ("checks", "median_seconds")}
+        name: {k: v for k, v in result[name].items() if "ratio" in k or k in ("checks", "median_seconds", "step_matmul_gflop")}
         for name in sections if name in result}, indent=2))
     return 0
 

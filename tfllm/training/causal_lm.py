@@ -129,7 +129,8 @@ def compile_causal_lm(model, preset):
     )
     # As nanoGPT: decay matrices and embeddings, not layer-norm scales/offsets or biases.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    model.compile(
+    return common.compile_task(
+        model,
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[],
@@ -137,7 +138,6 @@ def compile_causal_lm(model, preset):
         jit_compile=bool(preset.get("jit_compile")),
         steps_per_execution=preset.get("steps_per_execution", 1),
     )
-    return common.build_optimizer(model)
 
 
 class Perplexity(keras.callbacks.Callback):

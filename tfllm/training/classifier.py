@@ -142,8 +142,7 @@ def compile_classifier(model, preset, steps_per_epoch=None):
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     # None keeps Keras' "auto": XLA on GPUs, not on CPUs or under tf.distribute.
     jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
-    return common.build_optimizer(model)
+    return common.compile_task(model, optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
 
 
 def load_run(run_dir):

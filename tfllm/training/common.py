@@ -112,6 +112,24 @@ def preprocessed(task):
         task.preprocessor = preprocessor
 
 
+def compile_task(task, jit_compile="auto", **compile_arguments):
+    """`task.compile(...)` that keeps a requested `jit_compile=True`, then `build_optimizer`.
+
+    tfllm's train, test and predict steps only ever see token ids: the preprocessor runs in
+    the input pipeline or is detached while the task trains.
+    """
+    task.compile(jit_compile=False if jit_compile is True else jit_compile, **compile_arguments)
+    if jit_compile is True:
+        # PRIVATE API: Keras's `Trainer._jit_compile`, behind the `jit_compile` setter (keras 3.15).
+        # The setter turns True into False, with only a warning, when any layer the model tracks
+        # cannot run under XLA (keras-team/keras#19521), and a KerasHub task tracks its
+        # preprocessor's tokenizer (a `StringLookup`), still after it is detached, though no step
+        # calls it. Every nanogpt-cpu run trained without XLA this way: 75 against 54 ms a step on
+        # a 2-core EPYC (docs/benchmarks.md, "XLA was off").
+        task._jit_compile = True
+    return build_optimizer(task)
+
+
 def build_optimizer(model):
     """Creates a compiled model's optimizer variables now, so the train step is traced once.
 

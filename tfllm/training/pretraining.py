@@ -86,13 +86,13 @@ def _compile(model, preset):
     steps, warmup = preset["steps"], max(1, int(preset["steps"] * preset.get("warmup_fraction", 0.0)))
     schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(steps - warmup, 1), warmup_steps=warmup,
                                                       warmup_target=preset["learning_rate"])
-    model.compile(
+    common.compile_task(
+        model,
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=preset.get("weight_decay", 0.0)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
         jit_compile=bool(preset.get("jit_compile")),
     )
-    common.build_optimizer(model)
 
 
 def _masked_batches(documents, preprocessor, batch_size, repeat=False, seed=None):

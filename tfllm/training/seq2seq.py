@@ -169,14 +169,14 @@ def compile_model(model, preset, steps_per_epoch):
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
     jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
-    model.compile(
+    return common.compile_task(
+        model,
         optimizer=optimizer,
         loss=SmoothedSparseCrossentropy(preset.get("label_smoothing", 0.0)),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
         steps_per_execution=preset.get("steps_per_execution", 1),
     )
-    return common.build_optimizer(model)
 
 
 def split_report(translator, split, **options):
