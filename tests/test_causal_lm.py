@@ -217,6 +217,18 @@ def test_training_loss_falls(jit_compile):
     assert history.history["loss"][-1] < before - 0.3
 
 
+def test_xla_is_left_to_keras_under_a_distribution_strategy():
+    """A mirrored XLA step fails (variables on other devices), so there Keras' own rule stands."""
+    from tfllm.models.presets import resolve_preset
+    from tfllm.tokenizers import CharacterTokenizer
+    from tfllm.training.causal_lm import build_causal_lm
+
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = build_causal_lm(resolve_preset("generate", "tiny", {"jit_compile": True}),
+                                CharacterTokenizer(vocabulary=list("abcdefghij")))
+    assert model.jit_compile is False
+
+
 def test_nanogpt_preset_builds_nanogpts_optimizer():
     """AdamW (0.9, 0.99), decay 0.1 on matrices only, and the norm of *all* gradients clipped to 1."""
     from tfllm.models.presets import resolve_preset

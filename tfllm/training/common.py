@@ -118,8 +118,11 @@ def compile_task(task, jit_compile="auto", **compile_arguments):
     tfllm's train, test and predict steps only ever see token ids: the preprocessor runs in
     the input pipeline or is detached while the task trains.
     """
-    task.compile(jit_compile=False if jit_compile is True else jit_compile, **compile_arguments)
-    if jit_compile is True:
+    # Not under a distribution strategy, where Keras' own rule stands: a mirrored XLA step fails
+    # ("Trying to access resource ... located in device CPU:1 from device CPU:0").
+    keep_xla = jit_compile is True and not tf.distribute.has_strategy()
+    task.compile(jit_compile=False if keep_xla else jit_compile, **compile_arguments)
+    if keep_xla:
         # PRIVATE API: Keras's `Trainer._jit_compile`, behind the `jit_compile` setter (keras 3.15).
         # The setter turns True into False, with only a warning, when any layer the model tracks
         # cannot run under XLA (keras-team/keras#19521), and a KerasHub task tracks its
