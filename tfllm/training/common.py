@@ -128,7 +128,7 @@ def compile_task(task, jit_compile="auto", **compile_arguments):
         # cannot run under XLA (keras-team/keras#19521), and a KerasHub task tracks its
         # preprocessor's tokenizer (a `StringLookup`), still after it is detached, though no step
         # calls it. Every nanogpt-cpu run trained without XLA this way: 75 against 54 ms a step on
-        # a 2-core EPYC (docs/benchmarks.md, "XLA was off").
+        # a 2-core EPYC (docs/benchmarks.md, "Stop 33: the train step was not XLA-compiled").
         task._jit_compile = True
     return build_optimizer(task)
 
