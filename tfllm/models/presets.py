@@ -140,7 +140,7 @@ _NANOGPT_CPU = {
     # Generation past the 64-token window: re-encode the last 48 tokens, then
     # continue cached (None = re-encode 63 per token, nanoGPT-exact, ~5x slower).
     "window_keep": 48,
-    "jit_compile": True,  # XLA train step: 27.9k vs 23.3k tokens/s (docs/benchmarks.md)
+    "jit_compile": True,  # XLA train step: 54 vs 75 ms on a 2-core AVX2 EPYC (docs/benchmarks.md, stop 33)
     # Several train steps per call into TensorFlow: 20.8 vs 22.4 ms/step with 8
     # on a quiet machine (benchmarks/bench_generation.py --steps 400), same loss;
     # 50 vs 10 saves another 2% (17.3 vs 17.7 ms/step). It divides eval_interval,
