@@ -435,24 +435,27 @@ def gpt_step_flops(vocabulary_size):
     the matrix multiplies only: per token and layer 24 d^2 (query/key/value, output, 4d feed-forward)
     and 4 T d for the attention scores and their weighted sum (the whole T x T, as both sides compute
     it), plus the tied output projection 2 d V. Layer norms, softmax, GELU and the optimizer come on top."""
-    d, layers, t = GPT_CONFIG_SHAPE["n_embd"], GPT_CONFIG_SHAPE["n_layer"], GPT_BLOCK
+    sys.path.insert(0, HERE)
+    from torch_reference import GPT_CONFIG
+
+    d, layers, t = GPT_CONFIG["n_embd"], GPT_CONFIG["n_layer"], GPT_BLOCK
     per_token = layers * (24 * d * d + 4 * t * d) + 2 * d * vocabulary_size
     return 3 * per_token * GPT_BATCH * GPT_BLOCK
-
-
-GPT_CONFIG_SHAPE = {"n_embd": 128, "n_layer": 4, "intermediate": 512}  # nanogpt-cpu; section_ceiling checks the reference's
 
 
 def matmul_shapes():
     """(name, m, k, n): a large square product (the machine's best case) and the forward products
     of the GPT step at batch 12 x 64 tokens (the backward ones have the same sizes, transposed)."""
-    tokens, d, f = GPT_BATCH * GPT_BLOCK, GPT_CONFIG_SHAPE["n_embd"], GPT_CONFIG_SHAPE["intermediate"]
+    sys.path.insert(0, HERE)
+    from torch_reference import GPT_CONFIG
+
+    tokens, d, f = GPT_BATCH * GPT_BLOCK, GPT_CONFIG["n_embd"], GPT_CONFIG["intermediate"]
     return [("square_1024", 1024, 1024, 1024), ("qkv", tokens, d, 3 * d), ("attention_out", tokens, d, d),
             ("ffn_in", tokens, d, f), ("ffn_out", tokens, f, d)]
 
 
-def _rate(run, flops, seconds=1.0):
-    """GFLOP/s of `run()` (best of 5 timings of as many calls as fill `seconds / 5`)."""
+def _rate(run, flops):
+    """GFLOP/s of `run()`: the best of 5 timings of as many calls as fill 0.2 s."""
     run()
     start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < 0.2:
@@ -545,10 +548,6 @@ def section_ceiling(args, work):
     rate this machine reaches (issue 19's 1.5x goal is out of reach where the bound is below it)."""
     import numpy as np
 
-    sys.path.insert(0, HERE)
-    from torch_reference import GPT_CONFIG
-
-    assert all(GPT_CONFIG[k] == v for k, v in GPT_CONFIG_SHAPE.items()), "GPT_CONFIG_SHAPE is out of date"
     batches, weights = os.path.join(work, "gpt_batches.npz"), os.path.join(work, "gpt_init.npz")
     run_worker(["gpt-batches", batches, str(args.steps + CHECK_STEPS + 1)])
     flops = gpt_step_flops(int(np.load(batches)["vocabulary_size"]))
