@@ -47,6 +47,7 @@ def _recompute_greedy(model, prompt, n, keep=None):
 
 @pytest.mark.parametrize("use_bias", [False, True], ids=["fused_block", "keras_hub_block"])
 @pytest.mark.parametrize("window_keep,jit_compile", [(None, False), (4, False), (None, True)])
+@pytest.mark.slow
 def test_cached_greedy_equals_recompute(window_keep, jit_compile, use_bias):
     model = tiny_lm(window_keep=window_keep, use_bias=use_bias)
     model.compile(sampler="greedy", jit_compile=jit_compile)
@@ -95,6 +96,7 @@ def test_fused_block_is_bias_free_and_masks_padding():
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.slow
 def test_samplers_run_and_respect_seed(sampler):
     generator = tiny_generator()
     kwargs = dict(max_new_tokens=12, sampler=sampler, temperature=1.5, top_k=5, top_p=0.95, num_beams=2)
@@ -112,6 +114,7 @@ def test_top_k_is_clamped_and_temperature_zero_is_greedy():
     assert huge == generator.generate(["First"], 10, sampler="greedy")
 
 
+@pytest.mark.slow
 def test_streaming_matches_one_shot_and_stop_strings():
     generator = tiny_generator()
     pieces = []
@@ -192,6 +195,7 @@ def test_random_windows_are_next_token_pairs():
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.slow
 def test_training_loss_falls(jit_compile):
     from tfllm.models.presets import resolve_preset
     from tfllm.training.causal_lm import build_causal_lm

@@ -224,6 +224,7 @@ def test_json_output(tiny_classifier_run, capsys):
         assert [t["token"] for t in out["tokens"]] == [t for t, k in zip(explainer.token_strings(ids), is_text) if k]
 
 
+@pytest.mark.slow
 def test_terminal_and_html_outputs(tiny_classifier_run, tmp_path, capsys):
     page = tmp_path / "why.html"
     assert main(["explain", tiny_classifier_run, TEXT, "--html", str(page)]) == 0

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfllm.training.optimizers import LazyAdamW
@@ -53,6 +54,7 @@ def test_config_keeps_the_weight_decay_and_round_trips():
     assert isinstance(again, LazyAdamW) and again.get_config()["weight_decay"] == 0.3
 
 
+@pytest.mark.slow
 def test_lazy_adam_setting_trains_a_classifier_with_sparse_updates(tmp_path, monkeypatch):
     """`--set lazy_adam=true`: fit hands LazyAdamW the embeddings' sparse gradients, and the run finishes."""
     from tfllm.cli import main

@@ -53,6 +53,7 @@ def _check_projector(log_dir, vocabulary_size):
     return tokens
 
 
+@pytest.mark.slow
 def test_classifier_run_writes_scalars_hparams_projector_and_png(tiny_classifier_run):
     log_dir = os.path.join(tiny_classifier_run, "logs")
     train_tags = _scalar_tags(os.path.join(log_dir, "train"))

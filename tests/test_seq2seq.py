@@ -80,6 +80,7 @@ def until_end(row, end_id):
 # --- the model ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cached_greedy_equals_uncached_token_for_token():
     model, _ = tiny_model(seed=3)
     translator = Translator(model, jit_compile=False)
@@ -119,6 +120,7 @@ def test_decoding_encodes_once_and_runs_one_position_per_step(monkeypatch):
     assert calls["decoder_lengths"] == [width] + [1] * (width - 1)  # seed the caches, then one position per token
 
 
+@pytest.mark.slow
 def test_beam_search_with_one_beam_equals_greedy():
     model, _ = tiny_model(seed=5)
     translator = Translator(model, jit_compile=False)
@@ -148,6 +150,7 @@ def test_n_gram_model_is_normalised_backs_off_and_prefers_what_it_counted():
         NgramLM.fit([], vocabulary_size=10, start_id=1, end_id=2)
 
 
+@pytest.mark.slow
 def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing():
     model, _ = tiny_model(seed=5)
     translator = Translator(model, jit_compile=False)
@@ -319,6 +322,7 @@ def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_scores_do_not_depend_on_the_batch_they_are_computed_in():
     model, _ = tiny_model()
     translator = Translator(model)

@@ -128,6 +128,7 @@ def _assert_reviews(columns, probabilities, labels):
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.slow
 def test_classification_matches_in_process_call(protocol, rest, grpc_client, in_process):
     client = rest if protocol == "rest" else grpc_client
     probabilities, labels = _expected_reviews(in_process, REVIEWS)

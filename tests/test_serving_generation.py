@@ -67,6 +67,7 @@ def test_warmup_covers_the_common_batch_buckets(exported):
     assert sizes == sorted(WARMUP_BATCH_SIZES) and max(sizes) > 1
 
 
+@pytest.mark.slow
 def test_padding_rows_does_not_change_any_row(exported):
     _, fn = exported
     prompts = ["First", "hear me", "Citizen", "speak"]

@@ -51,6 +51,7 @@ def _symbolic(value):
     return isinstance(value, tf.Tensor) and not hasattr(value, "numpy")
 
 
+@pytest.mark.slow
 def test_generation_keeps_decoding_state_out_of_the_model():
     generator = tiny_generator(sequence_length=8)
     model = generator.model

@@ -109,6 +109,7 @@ def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
         assert len(expected) > 100 + len(SPECIAL_TOKENS)  # learned pieces, not only the alphabet
 
 
+@pytest.mark.slow
 def test_preprocess_traces_a_preprocessor_once_and_gives_its_own_outputs():
     import gc
     import weakref

@@ -52,6 +52,7 @@ REVIEWS = [f"the film was {a} and {b}" for a in ("good", "great", "fine", "fun")
           [f"a movie so {a} , {b} too" for a in ("bad", "dull", "poor", "weak") for b in ("grim", "slow", "cold")]
 
 
+@pytest.mark.slow
 def test_pretrain_vectors_writes_a_preset_a_classifier_fine_tunes_from(tmp_path, capsys):
     """The CLI path: the preset's token embedding holds the vectors; `train --from-preset` starts
     from exactly those weights with the preset's tokenizer, trains, and writes a classifier run."""
@@ -113,6 +114,7 @@ def test_vectors_refuse_to_continue_a_preset(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_vectors_run_leaves_nothing_and_keeps_the_run_it_was_to_replace(tmp_path, monkeypatch):
     """No backup to resume from: an interruption is a failure (the folder goes, `--overwrite`'s old run comes back)."""
     from tfllm.cli import main
@@ -136,6 +138,7 @@ def test_an_interrupted_vectors_run_leaves_nothing_and_keeps_the_run_it_was_to_r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.txt", "run"]  # no hidden .previous left
 
 
+@pytest.mark.slow
 def test_the_default_recipe_pretrains_word_vectors_on_its_training_and_unlabelled_texts(tmp_path, monkeypatch, capsys):
     """`tfllm train` with a recipe that has `word_vectors` (default, mobile, tiny) pretrains in the same command:
     teacher and student both start from vectors of the labelled and the unlabelled texts, whose words are
@@ -178,6 +181,7 @@ def test_the_default_recipe_pretrains_word_vectors_on_its_training_and_unlabelle
     assert calls == []
 
 
+@pytest.mark.slow
 def test_texts_of_single_words_train_without_word_vectors(tmp_path, capsys):
     from tfllm.cli import main
 
