@@ -178,6 +178,26 @@ def test_misspelt_override_is_refused():
         resolve_preset("generate", "tiny", {"epochs": 2})
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("lazy_adam", "no", "'lazy_adam' is a switch; got 'no'. Use --set lazy_adam=true"),  # "no" would be truthy
+    ("word_vectors", 0, "'word_vectors' is a switch"),
+    ("epochs", "ten", "'epochs' takes a whole number; got 'ten' \\(e.g. --set epochs="),
+    ("epochs", 2.5, "'epochs' takes a whole number; got 2.5"),
+    ("learning_rate", True, "'learning_rate' takes a number"),
+])
+def test_an_override_of_the_wrong_kind_is_refused(key, value, message):
+    with pytest.raises(UserInputError, match=message):
+        resolve_preset("classify", "default", {key: value})
+
+
+def test_overrides_of_the_right_kind_are_kept():
+    preset = resolve_preset("classify", "default", {"lazy_adam": False, "epochs": 3, "learning_rate": 2e-4,
+                                                    "jit_compile": "auto", "tokenizer": "wordpiece"})
+    assert (preset["lazy_adam"], preset["epochs"], preset["learning_rate"], preset["jit_compile"]) == (False, 3, 2e-4, "auto")
+    steps = resolve_preset("generate", "tiny", {"window_keep": None, "steps": 1e3})["steps"]  # --set steps=1e3
+    assert steps == 1000 and isinstance(steps, int)
+
+
 def test_every_setting_the_training_code_reads_can_be_overridden():
     # The list of known settings is kept by hand; this fails when training
     # code starts reading a setting that an override would be refused for.

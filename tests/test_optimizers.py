@@ -54,6 +54,12 @@ def test_config_keeps_the_weight_decay_and_round_trips():
     assert isinstance(again, LazyAdamW) and again.get_config()["weight_decay"] == 0.3
 
 
+def test_amsgrad_is_refused_rather_than_ignored():
+    with pytest.raises(ValueError, match="does not support amsgrad=True"):
+        train(LazyAdamW(0.1, amsgrad=True), [[0, 1]])
+    train(keras.optimizers.AdamW(0.1, amsgrad=True), [[0, 1]])  # what the message points to
+
+
 @pytest.mark.slow
 def test_lazy_adam_setting_trains_a_classifier_with_sparse_updates(tmp_path, monkeypatch):
     """`--set lazy_adam=true`: fit hands LazyAdamW the embeddings' sparse gradients, and the run finishes."""

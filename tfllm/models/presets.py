@@ -6,6 +6,7 @@ run's overrides on top, so there is one source of truth for every setting.
 """
 
 import difflib
+import numbers
 
 from tfllm.errors import UserInputError
 
@@ -301,6 +302,40 @@ OPTIONAL_SETTINGS = {
 }
 
 
+# Optional settings that are switches (the shipped presets' own values tell the kinds of the rest).
+OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bucket_by_length", "word_vectors"}
+
+
+def _setting_kind(task, key):
+    """"switch", "whole number" or "number" where every shipped value of `key` (or OPTIONAL_SWITCHES) says so."""
+    if key in OPTIONAL_SWITCHES:
+        return "switch"
+    values = [preset[key] for preset in PRESETS[task].values() if preset.get(key) is not None]
+    if values and all(isinstance(v, bool) for v in values):
+        return "switch"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "whole number"
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "number"
+    return None
+
+
+def _checked(task, key, value):
+    """`value` if it is of the setting's kind (`1e3` for a whole number becomes 1000), else a UserInputError:
+    `--set lazy_adam=no` reads as the string "no", which Python would take as true."""
+    kind = _setting_kind(task, key)
+    if kind == "switch" and not isinstance(value, bool) and not (key == "jit_compile" and value == "auto"):
+        raise UserInputError(f"Setting {key!r} is a switch; got {value!r}. Use --set {key}=true or --set {key}=false.")
+    if kind in ("number", "whole number"):
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # NumPy's too (a tuner's)
+        if not is_number or (kind == "whole number" and value != int(value)):
+            example = next(p[key] for p in PRESETS[task].values() if p.get(key) is not None)
+            raise UserInputError(f"Setting {key!r} takes a {kind}; got {value!r} (e.g. --set {key}={example}).")
+        if kind == "whole number":
+            return int(value)
+    return value
+
+
 def known_settings(task):
     """Every setting a preset of `task` may carry or an override may name."""
     return set(OPTIONAL_SETTINGS[task]).union(*PRESETS[task].values())
@@ -324,5 +359,5 @@ def resolve_preset(task, name, overrides=None):
     preset = dict(presets[name])
     for key, value in (overrides or {}).items():
         if value is not None:
-            preset[key] = value
+            preset[key] = _checked(task, key, value)
     return preset

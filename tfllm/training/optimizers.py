@@ -30,6 +30,8 @@ class LazyAdamW(keras.optimizers.AdamW):
     # `_var_key` and `_use_weight_decay`, and its dense weight decay being skipped while
     # `weight_decay` is None: Keras 3 has no sparse update path to extend (keras-team/keras#19992).
     def build(self, variables):
+        if self.amsgrad:  # the row-wise update below keeps no running maximum of the second moments
+            raise ValueError("LazyAdamW does not support amsgrad=True; use keras.optimizers.AdamW for AMSGrad.")
         super().build(variables)
         # Decay moves into `update_step` (on the touched rows of a sparse gradient), for the variables
         # Keras would decay; Keras' own dense decay of every variable before the update is switched off.
