@@ -183,6 +183,7 @@ def test_misspelt_override_is_refused():
     ("word_vectors", 0, "'word_vectors' is a switch"),
     ("epochs", "ten", "'epochs' takes a whole number; got 'ten' \\(e.g. --set epochs="),
     ("epochs", 2.5, "'epochs' takes a whole number; got 2.5"),
+    ("epochs", float("inf"), "'epochs' takes a whole number; got inf"),  # --set epochs=Infinity
     ("learning_rate", True, "'learning_rate' takes a number"),
 ])
 def test_an_override_of_the_wrong_kind_is_refused(key, value, message):

@@ -6,6 +6,7 @@ run's overrides on top, so there is one source of truth for every setting.
 """
 
 import difflib
+import math
 import numbers
 
 from tfllm.errors import UserInputError
@@ -327,8 +328,9 @@ def _checked(task, key, value):
     if kind == "switch" and not isinstance(value, bool) and not (key == "jit_compile" and value == "auto"):
         raise UserInputError(f"Setting {key!r} is a switch; got {value!r}. Use --set {key}=true or --set {key}=false.")
     if kind in ("number", "whole number"):
-        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # NumPy's too (a tuner's)
-        if not is_number or (kind == "whole number" and value != int(value)):
+        # NumPy's numbers too (a tuner's); JSON also reads "NaN" and "Infinity".
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not is_number or (kind == "whole number" and not float(value).is_integer()):
             example = next(p[key] for p in PRESETS[task].values() if p.get(key) is not None)
             raise UserInputError(f"Setting {key!r} takes a {kind}; got {value!r} (e.g. --set {key}={example}).")
         if kind == "whole number":
