@@ -221,6 +221,28 @@ def test_training_loss_falls(jit_compile):
     assert history.history["loss"][-1] < before - 0.3
 
 
+@pytest.mark.parametrize("jit_compile, unset, expected", [
+    ("auto", False, False),  # Keras' choice, no XLA on a CPU: the string is not read as true
+    (None, "auto", False), (None, True, True), (True, "auto", True), (False, True, False),
+])
+def test_compile_task_reads_a_recipes_jit_compile(jit_compile, unset, expected):
+    from tfllm.training.common import compile_task
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    compile_task(model, jit_compile, unset=unset, loss="mse", optimizer="adam")
+    assert model.jit_compile is expected
+
+
+def test_a_classifier_recipes_auto_jit_compile_is_keras_auto():
+    from tfllm.training.classifier import compile_classifier
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    compile_classifier(model, {"learning_rate": 1e-3, "epochs": 1, "jit_compile": "auto"})  # --set jit_compile=auto
+    assert model.jit_compile is False  # Keras' choice on a CPU; bool("auto") made it True before
+
+
 def test_xla_is_left_to_keras_under_a_distribution_strategy():
     """A mirrored XLA step fails (variables on other devices), so there Keras' own rule stands."""
     from tfllm.models.presets import resolve_preset

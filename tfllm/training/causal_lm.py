@@ -135,7 +135,8 @@ def compile_causal_lm(model, preset):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[],
         sampler="top_k",
-        jit_compile=bool(preset.get("jit_compile")),
+        jit_compile=preset.get("jit_compile"),
+        unset=False,
         steps_per_execution=preset.get("steps_per_execution", 1),
     )
 

@@ -140,9 +140,9 @@ def compile_classifier(model, preset, steps_per_epoch=None):
         # Sparse labels; label smoothing needs one-hot ones, so it is left out here.
         loss = keras.losses.SparseCategoricalCrossentropy(name="categorical_crossentropy")
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    # None keeps Keras' "auto": XLA on GPUs, not on CPUs or under tf.distribute.
-    jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
-    return common.compile_task(model, optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    # Unset is Keras' "auto": XLA on GPUs, not on CPUs or under tf.distribute.
+    return common.compile_task(model, optimizer=optimizer, loss=loss, metrics=metrics,
+                               jit_compile=preset.get("jit_compile"))
 
 
 def load_run(run_dir):

@@ -112,12 +112,14 @@ def preprocessed(task):
         task.preprocessor = preprocessor
 
 
-def compile_task(task, jit_compile="auto", **compile_arguments):
+def compile_task(task, jit_compile=None, unset="auto", **compile_arguments):
     """`task.compile(...)` that keeps a requested `jit_compile=True`, then `build_optimizer`.
 
-    tfllm's train, test and predict steps only ever see token ids: the preprocessor runs in
-    the input pipeline or is detached while the task trains.
+    `jit_compile` is a recipe's value: True, False, "auto" (Keras' choice: XLA on GPUs, not on
+    CPUs) or None, which means `unset`. tfllm's train, test and predict steps only ever see
+    token ids: the preprocessor runs in the input pipeline or is detached while the task trains.
     """
+    jit_compile = unset if jit_compile is None else jit_compile
     # Not under a distribution strategy, where Keras' own rule stands: a mirrored XLA step fails
     # ("Trying to access resource ... located in device CPU:1 from device CPU:0").
     keep_xla = jit_compile is True and not tf.distribute.has_strategy()

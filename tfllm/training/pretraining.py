@@ -91,7 +91,8 @@ def _compile(model, preset):
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=preset.get("weight_decay", 0.0)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
-        jit_compile=bool(preset.get("jit_compile")),
+        jit_compile=preset.get("jit_compile"),
+        unset=False,
     )
 
 

@@ -168,13 +168,12 @@ def compile_model(model, preset, steps_per_epoch):
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=preset["weight_decay"])
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    jit_compile = "auto" if preset.get("jit_compile") is None else bool(preset["jit_compile"])
     return common.compile_task(
         model,
         optimizer=optimizer,
         loss=SmoothedSparseCrossentropy(preset.get("label_smoothing", 0.0)),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile,
+        jit_compile=preset.get("jit_compile"),  # unset: Keras' "auto"
         steps_per_execution=preset.get("steps_per_execution", 1),
     )
 
