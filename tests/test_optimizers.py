@@ -81,3 +81,30 @@ def test_lazy_adam_setting_trains_a_classifier_with_sparse_updates(tmp_path, mon
                  "--set", "weight_decay=0.1", "--run-dir", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "metrics.json").exists()
     assert any("embedding" in name for name in sparse_steps)  # traced once per variable: the token/bigram tables
+
+
+def test_an_ema_run_validates_checkpoints_and_keeps_the_averaged_weights(tmp_path):
+    """`ema_momentum`: the best checkpoint holds the moving average, not the raw weights it averages."""
+    from tfllm.training.common import make_callbacks
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5]], "float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.8), "mse")
+    raw = []  # the weights after every step, as the optimizer saw them
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raw.append(np.concatenate([w.ravel() for w in self.model.get_weights()]))
+
+    history = model.fit(x, y, batch_size=8, epochs=4, validation_data=(x, y), verbose=0, shuffle=False,
+                        callbacks=[Record()] + make_callbacks(str(tmp_path), ema=True))
+    averages = [raw[0]]
+    for weights in raw[1:]:
+        averages.append(0.8 * averages[-1] + 0.2 * weights)
+    best_epoch = int(np.argmin(history.history["val_loss"]))
+    model.load_weights(tmp_path / "best.weights.h5")
+    saved = np.concatenate([w.ravel() for w in model.get_weights()])
+    np.testing.assert_allclose(saved, averages[4 * best_epoch + 3], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(saved, raw[4 * best_epoch + 3], atol=1e-3)  # the raw weights were what Keras kept before

@@ -224,6 +224,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             early_stopping_patience=2 if preset.get("early_stopping") else None,
             write_logs=common.is_chief(strategy),
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
+            ema=bool(preset.get("ema_momentum")),
         )
         start = time.perf_counter()
         with common.unknown_length_ok(), common.preprocessed(model):

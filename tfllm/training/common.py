@@ -213,13 +213,18 @@ class RestoreOnly(keras.callbacks.BackupAndRestore):
 
 
 def make_callbacks(
-    run_dir, early_stopping_patience=None, monitor="val_loss", checkpoint=True, write_logs=True, backup_dir=None
+    run_dir, early_stopping_patience=None, monitor="val_loss", checkpoint=True, write_logs=True, backup_dir=None,
+    ema=False,
 ):
     """TensorBoard, best-model checkpoint, early stopping, resume, stop on NaN.
 
     `write_logs=False` is for non-chief workers in multi-worker training, which
     must not write logs or checkpoints of their own; they only read the
     chief's backup in `backup_dir` (default `run_dir/backup`).
+    `ema=True` is for an optimizer with `use_ema=True`: validation, the best
+    checkpoint and early stopping's restore then see the averaged weights.
+    Without it Keras swaps the average in only when `fit` ends, and the best
+    checkpoint (raw weights) loaded afterwards silently undid the average.
     """
     backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
     backup = keras.callbacks.BackupAndRestore if write_logs else RestoreOnly
@@ -227,8 +232,10 @@ def make_callbacks(
         keras.callbacks.TerminateOnNaN(),
         LearningRateLogger(),
         EpochCounter(),
-        backup(backup_dir, delete_checkpoint=True),
+        backup(backup_dir, delete_checkpoint=True),  # before the swap: it backs up the raw weights
     ]
+    if ema:  # before the checkpoint and early stopping, which then keep the averaged weights
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if write_logs:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
     if checkpoint and write_logs:
