@@ -1,5 +1,7 @@
 """LazyAdamW (tfllm.training.optimizers): AdamW on the embedding rows a batch used."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -61,26 +63,36 @@ def test_amsgrad_is_refused_rather_than_ignored():
 
 
 @pytest.mark.slow
-def test_lazy_adam_setting_trains_a_classifier_with_sparse_updates(tmp_path, monkeypatch):
-    """`--set lazy_adam=true`: fit hands LazyAdamW the embeddings' sparse gradients, and the run finishes."""
+def test_lazy_adam_and_ema_settings_reach_a_classifiers_training(tmp_path, monkeypatch):
+    """`--set lazy_adam=true`: fit hands LazyAdamW the embeddings' sparse gradients. `--set ema_epochs=1`:
+    the optimizer keeps the average and every epoch swaps it in before the checkpoint. The run finishes."""
     from tfllm.cli import main
 
-    sparse_steps = []
+    sparse_steps, swaps = [], []
     real = LazyAdamW.update_step
+    real_swap = keras.callbacks.SwapEMAWeights.on_epoch_end
 
     def counted(self, gradient, variable, learning_rate):  # the real update, its sparse calls counted
         if isinstance(gradient, tf.IndexedSlices):
             sparse_steps.append(variable.name)
         return real(self, gradient, variable, learning_rate)
 
+    def counted_swap(self, epoch, logs=None):  # the real swap, counted
+        swaps.append(self.model.optimizer.ema_momentum)
+        return real_swap(self, epoch, logs)
+
     monkeypatch.setattr(LazyAdamW, "update_step", counted)
+    monkeypatch.setattr(keras.callbacks.SwapEMAWeights, "on_epoch_end", counted_swap)
     data = tmp_path / "data.csv"
     data.write_text("text,label\n" + "".join(f"the film was {w} indeed,{'pos' if i % 2 else 'neg'}\n"
                                              for i, w in enumerate(["good", "bad", "fine", "poor"] * 10)))
     assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny", "--set", "lazy_adam=true",
-                 "--set", "weight_decay=0.1", "--run-dir", str(tmp_path / "run")]) == 0
+                 "--set", "weight_decay=0.1", "--set", "ema_epochs=1", "--set", "epochs=2",
+                 "--run-dir", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "metrics.json").exists()
     assert any("embedding" in name for name in sparse_steps)  # traced once per variable: the token/bigram tables
+    steps_per_epoch = -(-json.loads((tmp_path / "run" / "metrics.json").read_text())["num_train_examples"] // 16)
+    assert swaps == [1 - 1 / steps_per_epoch] * 2  # both epochs, with the momentum ema_epochs=1 gives
 
 
 def test_an_ema_run_validates_checkpoints_and_keeps_the_averaged_weights(tmp_path):
@@ -108,3 +120,16 @@ def test_an_ema_run_validates_checkpoints_and_keeps_the_averaged_weights(tmp_pat
     saved = np.concatenate([w.ravel() for w in model.get_weights()])
     np.testing.assert_allclose(saved, averages[4 * best_epoch + 3], rtol=1e-4, atol=1e-5)
     assert not np.allclose(saved, raw[4 * best_epoch + 3], atol=1e-3)  # the raw weights were what Keras kept before
+
+
+def test_ema_epochs_sets_the_momentum_from_the_epoch_length():
+    from tfllm.errors import UserInputError
+    from tfllm.training.classifier import moving_average
+
+    assert moving_average({}, 164) == {}
+    assert moving_average({"ema_epochs": 3}, 164) == {"use_ema": True, "ema_momentum": 1 - 1 / 492}
+    assert moving_average({"ema_epochs": 3}, 13)["ema_momentum"] == 1 - 1 / 39  # a few-label run averages fewer steps
+    assert moving_average({"ema_epochs": 3, "ema_momentum": 0.9}, 164)["ema_momentum"] == 0.9  # Keras' own, if given
+    for bad in ({"ema_epochs": 0}, {"ema_momentum": 1.0}, {"ema_momentum": -0.5}):
+        with pytest.raises(UserInputError, match="ema_"):
+            moving_average(bad, 164)

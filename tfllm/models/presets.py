@@ -290,7 +290,8 @@ PRESETS = {"classify": CLASSIFIER_PRESETS, "generate": CAUSAL_LM_PRESETS, "pretr
 # With every preset's keys they are what `overrides` may name, so a misspelt
 # setting is refused instead of silently training with the preset's value.
 OPTIONAL_SETTINGS = {
-    "classify": {"ema_momentum", "jit_compile", "label_smoothing", "lowercase", "embedding_dropout", "bigram_buckets",
+    "classify": {"ema_momentum", "ema_epochs", "jit_compile", "label_smoothing", "lowercase", "embedding_dropout",
+                 "bigram_buckets",
                  "wide_bigram_buckets", "self_training_keep", "word_vectors", "vector_window",
                  "lazy_adam",  # AdamW on the embedding rows a batch used (tfllm.training.optimizers)
                  "vector_context_power", "vector_norm",

@@ -111,6 +111,27 @@ def is_sigmoid(model):
     return model.output.shape[-1] == 1
 
 
+def moving_average(preset, steps_per_epoch):
+    """Keras' `use_ema` and `ema_momentum` for the preset's `ema_epochs` (or `ema_momentum`); {} for neither.
+
+    An exponential moving average of the weights smooths the noisy late epochs
+    of a small dataset; validation, the best checkpoint and the run use it
+    (`common.make_callbacks(ema=True)`). `ema_epochs` is its horizon in epochs,
+    so one recipe suits 800 labels (13 steps an epoch) and 10,000 (164):
+    momentum 1 - 1 / (ema_epochs * steps_per_epoch).
+    """
+    momentum = preset.get("ema_momentum")
+    if momentum is None and preset.get("ema_epochs") is not None:
+        if not preset["ema_epochs"] > 0:
+            raise UserInputError(f"ema_epochs must be above 0; got {preset['ema_epochs']}. Try --set ema_epochs=3.")
+        momentum = 1.0 - 1.0 / (preset["ema_epochs"] * max(1, steps_per_epoch or 1))
+    if momentum is None or momentum == 0:
+        return {}
+    if not 0 < momentum < 1:
+        raise UserInputError(f"ema_momentum must be in (0, 1); got {momentum}. Try --set ema_momentum=0.99.")
+    return dict(use_ema=True, ema_momentum=momentum)
+
+
 def compile_classifier(model, preset, steps_per_epoch=None):
     """Adam(W) with binary (one sigmoid unit) or categorical (softmax) cross-entropy.
 
@@ -123,9 +144,7 @@ def compile_classifier(model, preset, steps_per_epoch=None):
         warmup = max(1, int(total * preset["warmup_fraction"]))
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=total - warmup, warmup_target=preset["learning_rate"], warmup_steps=warmup)
-    # An exponential moving average of the weights (swapped in when fit ends)
-    # smooths the noisy late epochs of a small dataset.
-    ema = dict(use_ema=True, ema_momentum=preset["ema_momentum"]) if preset.get("ema_momentum") else {}
+    ema = moving_average(preset, steps_per_epoch)
     if preset.get("lazy_adam"):  # AdamW on the rows a batch used: large hashed tables train faster
         optimizer = LazyAdamW(learning_rate, weight_decay=preset.get("weight_decay") or 0.0, **ema)
     elif preset.get("weight_decay"):
@@ -224,7 +243,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             early_stopping_patience=2 if preset.get("early_stopping") else None,
             write_logs=common.is_chief(strategy),
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
-            ema=bool(preset.get("ema_momentum")),
+            ema=model.optimizer.use_ema,
         )
         start = time.perf_counter()
         with common.unknown_length_ok(), common.preprocessed(model):
