@@ -26,8 +26,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tfllm import data as data_lib  # noqa: E402
 from tfllm.models import resolve_preset  # noqa: E402
 from tfllm.training import common  # noqa: E402
+from tfllm.models.encoder_backbone import BACKBONE_ARGS, EncoderBackbone  # noqa: E402
+from tfllm.models.text_classifier import TextClassifier  # noqa: E402
+from tfllm.tokenizers import CharacterTokenizer  # noqa: E402
 from tfllm.training.causal_lm import build_causal_lm  # noqa: E402
-from tfllm.training.classifier import build_classifier  # noqa: E402
+from tfllm.training.classifier import compile_classifier  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -37,23 +40,29 @@ def synthetic_dataset(task, batch_size, sequence_length, vocabulary_size):
     if task == "classify":
         x = rng.integers(1, vocabulary_size, (batch_size * 8, sequence_length)).astype("int32")
         y = rng.integers(0, 2, (len(x), 1)).astype("float32")
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        ds = tf.data.Dataset.from_tensor_slices(({"token_ids": x, "padding_mask": np.ones_like(x)}, y))
         return ds.batch(batch_size, drop_remainder=True).cache().repeat().prefetch(tf.data.AUTOTUNE)
     return data_lib.random_window_dataset(rng.integers(1, vocabulary_size, 100_000), sequence_length, batch_size, seed=0)
 
 
 def measure(task, precision, jit_compile, batch_size, steps, warmup):
     keras.utils.set_random_seed(0)
+    # The models as training builds them, less the preprocessor: the batches are token ids already.
     if task == "classify":
         preset = resolve_preset("classify", "article", {"jit_compile": jit_compile, "batch_size": batch_size})
         vocabulary_size = preset["vocabulary_size"]
         with common.precision_scope(precision):
-            model = build_classifier(preset, vocabulary_size, 2)
+            backbone = EncoderBackbone(vocabulary_size=vocabulary_size,
+                                       **{k: preset[k] for k in BACKBONE_ARGS if k in preset and k != "vocabulary_size"})
+            model = TextClassifier(backbone, 2, dropout=preset["dropout"])
+            compile_classifier(model, preset)
     else:
         preset = resolve_preset("generate", "nanogpt-cpu", {"jit_compile": jit_compile, "batch_size": batch_size})
-        vocabulary_size = 65  # shakespeare_char
+        tokenizer = CharacterTokenizer(vocabulary=[chr(c) for c in range(32, 97)])  # 65 characters, as Shakespeare's
+        vocabulary_size = tokenizer.vocabulary_size()
         with common.precision_scope(precision):
-            model = build_causal_lm(preset, vocabulary_size)
+            model = build_causal_lm(preset, tokenizer)
+        model.preprocessor = None
     ds = synthetic_dataset(task, batch_size, preset["sequence_length"], vocabulary_size)
     model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0)
     start = time.perf_counter()

@@ -178,7 +178,7 @@ def main():
                         help="`tfllm pretrain --objective vectors` on the training texts; reused when finished")
     parser.add_argument("--vectors-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="settings of the word-vector pretraining (e.g. window=5)")
-    parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (early stopping on the held-out 20%)")
+    parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (early stopping on the held-out 20%%)")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--arms", nargs="+",
                         default=["tfidf_lr", "scratch", "pretrained_mlm", "default", "default_self_train"])

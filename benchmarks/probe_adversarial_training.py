@@ -65,6 +65,8 @@ def adversarial_train_step(self, data, epsilon):
 
 
 def main():
+    if len(sys.argv) != 3 or sys.argv[1] in ("-h", "--help"):
+        sys.exit(__doc__)
     epsilon, seed = float(sys.argv[1]), int(sys.argv[2])
     if epsilon > 0:
         TextClassifier.train_step = lambda self, data: adversarial_train_step(self, data, epsilon)

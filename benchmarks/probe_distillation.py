@@ -61,6 +61,8 @@ def out_of_fold_teacher(texts, labels, seed, folds=5):
 
 
 def main():
+    if len(sys.argv) != 3 or sys.argv[1] in ("-h", "--help"):
+        sys.exit(__doc__)
     alpha, seed = float(sys.argv[1]), int(sys.argv[2])
     assert 0 <= alpha < 0.5, "ALPHA < 0.5 keeps every soft target on its label's side of 0.5"
     teacher = {}

@@ -8,7 +8,8 @@ layers below it (docs/architecture.md draws them):
 
 Cycles are checked on module-level imports (the ones Python runs at import time);
 the layer rules on every import, including those inside functions, because an
-import hidden in a function body is still a dependency.
+import hidden in a function body is still a dependency. The last test imports the
+tfllm modules the benchmark scripts name, to check the names still exist.
 """
 
 import ast
@@ -198,3 +199,21 @@ def test_the_checks_see_imports_cycles_and_function_bodies(tmp_path):
     assert find_cycle(module_level(edges)) in (["tfllm.export.a", "tfllm.export.b", "tfllm.export.a"],
                                  ["tfllm.export.b", "tfllm.export.a", "tfllm.export.b"])
     assert find_cycle({("tfllm.cli", "tfllm.export.a"), ("tfllm.export.a", "tfllm.export.b")}) is None
+
+
+def test_the_benchmarks_import_only_names_tfllm_has():
+    """Every `from tfllm... import NAME` in benchmarks/*.py, function bodies included, names something that exists.
+
+    The benchmarks are not run by the tests (torch, long runs), so a renamed function would
+    otherwise break one silently (bench_precision.py imported a `build_classifier` long gone).
+    """
+    import importlib.util
+
+    missing = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tfllm":
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
+                            and not (hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
+    assert not missing, missing
