@@ -9,6 +9,7 @@ classifier: a tfllm run (pretraining or classification) or a KerasHub preset
 The run directory's layout is `tfllm.runs`'s.
 """
 
+import numbers
 import os
 import time
 
@@ -111,6 +112,10 @@ def is_sigmoid(model):
     return model.output.shape[-1] == 1
 
 
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def moving_average(preset, steps_per_epoch):
     """Keras' `use_ema` and `ema_momentum` for the preset's `ema_epochs` (or `ema_momentum`); {} for neither.
 
@@ -120,15 +125,15 @@ def moving_average(preset, steps_per_epoch):
     so one recipe suits 800 labels (13 steps an epoch) and 10,000 (164):
     momentum 1 - 1 / (ema_epochs * steps_per_epoch).
     """
-    momentum = preset.get("ema_momentum")
-    if momentum is None and preset.get("ema_epochs") is not None:
-        if not preset["ema_epochs"] > 0:
-            raise UserInputError(f"ema_epochs must be above 0; got {preset['ema_epochs']}. Try --set ema_epochs=3.")
-        momentum = 1.0 - 1.0 / (preset["ema_epochs"] * max(1, steps_per_epoch or 1))
+    momentum, epochs = preset.get("ema_momentum"), preset.get("ema_epochs")
+    if momentum is None and epochs is not None:
+        if not _is_number(epochs) or epochs <= 0:
+            raise UserInputError(f"ema_epochs must be a number above 0; got {epochs!r}. Try --set ema_epochs=3.")
+        momentum = 1.0 - 1.0 / (epochs * max(1, steps_per_epoch or 1))
     if momentum is None or momentum == 0:
         return {}
-    if not 0 < momentum < 1:
-        raise UserInputError(f"ema_momentum must be in (0, 1); got {momentum}. Try --set ema_momentum=0.99.")
+    if not _is_number(momentum) or not 0 < momentum < 1:
+        raise UserInputError(f"ema_momentum must be in (0, 1); got {momentum!r}. Try --set ema_momentum=0.99.")
     return dict(use_ema=True, ema_momentum=momentum)
 
 
@@ -243,7 +248,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             early_stopping_patience=2 if preset.get("early_stopping") else None,
             write_logs=common.is_chief(strategy),
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
-            ema=model.optimizer.use_ema,
+            ema=bool(moving_average(preset, steps_per_epoch)),
         )
         start = time.perf_counter()
         with common.unknown_length_ok(), common.preprocessed(model):
