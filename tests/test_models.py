@@ -170,6 +170,29 @@ def test_presets_and_overrides():
         resolve_preset("classify", "huge")
 
 
+def test_tfllm_presets_lists_the_recipes_and_prints_one_as_set_takes_it(capsys):
+    import json
+
+    from conftest import main_in_process
+    from tfllm.cli import parse_setting
+    from tfllm.models.presets import PRESETS
+
+    listing = main_in_process(capsys, "presets")
+    assert listing.returncode == 0
+    for task, presets in PRESETS.items():
+        assert f"{task} (" in listing.stdout and all(name in listing.stdout for name in presets)
+    shown = main_in_process(capsys, "presets", "classify", "default")
+    printed = dict(parse_setting(line.strip()) for line in shown.stdout.splitlines() if line.startswith("  "))
+    assert printed == resolve_preset("classify", "default")  # each line is a --set that gives the preset's value
+    as_json = json.loads(main_in_process(capsys, "presets", "classify", "mobile", "--json").stdout)
+    assert as_json["settings"] == resolve_preset("classify", "mobile") and "ema_epochs" in as_json["optional_settings"]
+    assert json.loads(main_in_process(capsys, "presets", "translate", "--json").stdout) == {
+        "translate": sorted(PRESETS["translate"])}
+    for args, message in ((["classify", "huge"], "Unknown preset 'huge'"), (["classfy"], "Unknown task 'classfy'")):
+        refused = main_in_process(capsys, "presets", *args)
+        assert refused.returncode == 2 and message in refused.stderr and not refused.stdout
+
+
 def test_misspelt_override_is_refused():
     assert resolve_preset("classify", "article", {"label_smoothing": 0.1})["label_smoothing"] == 0.1
     with pytest.raises(UserInputError, match="'hiden_dim'.*Did you mean 'hidden_dim'"):

@@ -196,6 +196,53 @@ def cmd_export(args):
             print(f"Pruned versions {removed}")
 
 
+# --- presets: `tfllm presets` ------------------------------------------------------
+
+
+PRESET_COMMANDS = {  # which command takes each task's presets (--preset NAME)
+    "classify": "tfllm train --task classify",
+    "generate": "tfllm train --task generate",  # and tfllm pretrain --objective causal
+    "translate": "tfllm train --task translate",
+    "pretrain": "tfllm pretrain --objective mlm",
+    "vectors": "tfllm pretrain --objective vectors",
+}
+
+
+def cmd_presets(args):
+    """The shipped recipes: every task's preset names, or one preset's settings as `--set` writes them."""
+    from tfllm.errors import UserInputError
+    from tfllm.models.presets import OPTIONAL_SETTINGS, PRESETS, resolve_preset
+
+    if args.task is not None and args.task not in PRESETS:
+        raise UserInputError(f"Unknown task {args.task!r}; choose one of {', '.join(PRESETS)}.")
+    if args.name is None:
+        listing = {task: sorted(presets) for task, presets in PRESETS.items() if args.task in (None, task)}
+        if args.json:
+            print(json.dumps(listing, indent=2))
+            return
+        for task, names in listing.items():
+            print(f"{task} ({PRESET_COMMANDS[task]} --preset NAME): {', '.join(names)}")
+        print("One preset's settings: tfllm presets TASK NAME (e.g. tfllm presets classify default)")
+        return
+    preset = resolve_preset(args.task, args.name)
+    optional = sorted(OPTIONAL_SETTINGS[args.task] - set(preset))
+    if args.json:
+        print(json.dumps({"settings": preset, "optional_settings": optional}, indent=2))
+        return
+    print(f"{PRESET_COMMANDS[args.task]} --preset {args.name} (change any setting with --set KEY=VALUE):")
+    for key in sorted(preset):
+        print(f"  {key}={json.dumps(preset[key])}")
+    print(f"Not set by this preset, but settable with --set: {', '.join(optional)}")
+
+
+def add_presets_parser(sub):
+    p = sub.add_parser("presets", help="the shipped recipes (presets) of each task and their settings")
+    p.add_argument("task", nargs="?", default=None, help="classify, generate, translate, pretrain or vectors")
+    p.add_argument("name", nargs="?", default=None, help="a preset of that task, e.g. default")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_presets)
+
+
 # --- serving: `tfllm serve`, `tfllm models` (arguments and logic in tfllm.serving.commands) ---
 
 
@@ -570,6 +617,7 @@ def build_parser():
     add_translation_parsers(sub)
     add_explain_parsers(sub)
     add_tune_parsers(sub)
+    add_presets_parser(sub)
     return parser
 
 
