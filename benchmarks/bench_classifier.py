@@ -63,6 +63,18 @@ def run(data, spec, seed):
     return result
 
 
+def run_probe(out, seed, extra):
+    """One `default` run for a probe script (its patches applied): the row with `extra` (a dict the
+    patches may fill during the run), printed and appended to the JSON list in `out`."""
+    start = time.time()
+    row = dict(run("rotten_tomatoes", "default", seed), **extra,
+               wall_seconds=round(time.time() - start), date=time.strftime("%Y-%m-%d"))
+    print(json.dumps(row))
+    rows = json.load(open(out)) if os.path.exists(out) else []
+    with open(out, "w") as f:
+        json.dump(rows + [row], f, indent=1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["default", "article"])

@@ -9,10 +9,8 @@ ones. EPSILON 0 is the recipe as shipped. A probe, not a tfllm setting: it patch
 `TextClassifier.train_step` in this process only. Appends a row to
 benchmarks/results/adversarial_training.json (docs/benchmarks.md has the table).
 """
-import json
 import os
 import sys
-import time
 
 import keras
 import tensorflow as tf
@@ -70,13 +68,7 @@ def main():
     epsilon, seed = float(sys.argv[1]), int(sys.argv[2])
     if epsilon > 0:
         TextClassifier.train_step = lambda self, data: adversarial_train_step(self, data, epsilon)
-    start = time.time()
-    row = dict(bench_classifier.run("rotten_tomatoes", "default", seed), epsilon=epsilon,
-               wall_seconds=round(time.time() - start), date=time.strftime("%Y-%m-%d"))
-    print(json.dumps(row))
-    rows = json.load(open(OUT)) if os.path.exists(OUT) else []
-    with open(OUT, "w") as f:
-        json.dump(rows + [row], f, indent=1)
+    bench_classifier.run_probe(OUT, seed, {"epsilon": epsilon})
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ setting: it patches `tfllm.data.classification_dataset` in this process only.
 Needs scikit-learn (`pip install -e ".[bench]"`). Appends a row to
 benchmarks/results/distillation.json.
 """
-import json
 import os
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -65,13 +63,13 @@ def main():
         sys.exit(__doc__)
     alpha, seed = float(sys.argv[1]), int(sys.argv[2])
     assert 0 <= alpha < 0.5, "ALPHA < 0.5 keeps every soft target on its label's side of 0.5"
-    teacher = {}
+    teacher = {"alpha": alpha}  # the teacher's out-of-fold accuracy joins it during the run
     real_dataset = data_lib.classification_dataset
 
     def softened(split, preprocessor, sigmoid, batch_size, shuffle=False, seed=None):
         if not shuffle or alpha == 0:  # validation and test keep their labels
             return real_dataset(split, preprocessor, sigmoid, batch_size, shuffle, seed)
-        p, teacher["out_of_fold_accuracy"] = out_of_fold_teacher(split.texts, split.labels, seed)
+        p, teacher["teacher_out_of_fold_accuracy"] = out_of_fold_teacher(split.texts, split.labels, seed)
         hard = data_lib.encode_labels(split.labels, sigmoid)
         targets = (1 - alpha) * hard + alpha * tf.constant(p, tf.float32)[:, None]
         ds = tf.data.Dataset.from_tensor_slices((data_lib.preprocess(split.texts, preprocessor), targets))
@@ -84,14 +82,7 @@ def main():
 
     classifier_training.data_lib.classification_dataset = softened
     text_classifier.TextClassifier.fit_wide_path = hard_wide
-    start = time.time()
-    row = dict(bench_classifier.run("rotten_tomatoes", "default", seed), alpha=alpha,
-               teacher_out_of_fold_accuracy=teacher.get("out_of_fold_accuracy"),
-               wall_seconds=round(time.time() - start), date=time.strftime("%Y-%m-%d"))
-    print(json.dumps(row))
-    rows = json.load(open(OUT)) if os.path.exists(OUT) else []
-    with open(OUT, "w") as f:
-        json.dump(rows + [row], f, indent=1)
+    bench_classifier.run_probe(OUT, seed, teacher)
 
 
 if __name__ == "__main__":
