@@ -208,6 +208,9 @@ def test_misspelt_override_is_refused():
     ("epochs", 2.5, "'epochs' takes a whole number; got 2.5"),
     ("epochs", float("inf"), "'epochs' takes a whole number; got inf"),  # --set epochs=Infinity
     ("learning_rate", True, "'learning_rate' takes a number"),
+    ("ema_epochs", "three", "'ema_epochs' takes a number; got 'three' \\(e.g. --set ema_epochs=3\\)"),  # optional
+    ("ema_momentum", True, "'ema_momentum' takes a number"),
+    ("label_smoothing", "x", "'label_smoothing' takes a number; got 'x' \\(e.g. --set label_smoothing=0.1\\)"),
 ])
 def test_an_override_of_the_wrong_kind_is_refused(key, value, message):
     with pytest.raises(UserInputError, match=message):

@@ -304,14 +304,18 @@ OPTIONAL_SETTINGS = {
 }
 
 
-# Optional settings that are switches (the shipped presets' own values tell the kinds of the rest).
+# Optional settings that are switches, and numbers with an example value (the shipped presets' own
+# values tell the kinds of the rest).
 OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bucket_by_length", "word_vectors"}
+OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.1}
 
 
 def _setting_kind(task, key):
     """"switch", "whole number" or "number" where every shipped value of `key` (or OPTIONAL_SWITCHES) says so."""
     if key in OPTIONAL_SWITCHES:
         return "switch"
+    if key in OPTIONAL_NUMBERS:
+        return "number"
     values = [preset[key] for preset in PRESETS[task].values() if preset.get(key) is not None]
     if values and all(isinstance(v, bool) for v in values):
         return "switch"
@@ -332,7 +336,9 @@ def _checked(task, key, value):
         # NumPy's numbers too (a tuner's); JSON also reads "NaN" and "Infinity".
         is_number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
         if not is_number or (kind == "whole number" and not float(value).is_integer()):
-            example = next(p[key] for p in PRESETS[task].values() if p.get(key) is not None)
+            example = OPTIONAL_NUMBERS.get(key)
+            if example is None:
+                example = next(p[key] for p in PRESETS[task].values() if p.get(key) is not None)
             raise UserInputError(f"Setting {key!r} takes a {kind}; got {value!r} (e.g. --set {key}={example}).")
         if kind == "whole number":
             return int(value)

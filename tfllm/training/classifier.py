@@ -9,7 +9,6 @@ classifier: a tfllm run (pretraining or classification) or a KerasHub preset
 The run directory's layout is `tfllm.runs`'s.
 """
 
-import numbers
 import os
 import time
 
@@ -112,10 +111,6 @@ def is_sigmoid(model):
     return model.output.shape[-1] == 1
 
 
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def moving_average(preset, steps_per_epoch):
     """Keras' `use_ema` and `ema_momentum` for the preset's `ema_epochs` (or `ema_momentum`); {} for neither.
 
@@ -127,12 +122,12 @@ def moving_average(preset, steps_per_epoch):
     """
     momentum, epochs = preset.get("ema_momentum"), preset.get("ema_epochs")
     if momentum is None and epochs is not None:
-        if not _is_number(epochs) or epochs <= 0:
-            raise UserInputError(f"ema_epochs must be a number above 0; got {epochs!r}. Try --set ema_epochs=3.")
+        if epochs <= 0:  # its kind is checked with every setting's (`presets.resolve_preset`)
+            raise UserInputError(f"ema_epochs must be above 0; got {epochs!r}. Try --set ema_epochs=3.")
         momentum = 1.0 - 1.0 / (epochs * max(1, steps_per_epoch or 1))
     if momentum is None or momentum == 0:
         return {}
-    if not _is_number(momentum) or not 0 < momentum < 1:
+    if not 0 < momentum < 1:
         raise UserInputError(f"ema_momentum must be in (0, 1); got {momentum!r}. Try --set ema_momentum=0.99.")
     return dict(use_ema=True, ema_momentum=momentum)
 
