@@ -233,6 +233,37 @@ def test_a_finished_run_is_never_destroyed(cli_run, tmp_path, capsys):
     assert runs.is_finished(str(run_dir)) and not os.path.exists(previous)
 
 
+def test_an_overwrite_stopped_before_its_first_backup_never_loses_the_old_run(cli_run, tmp_path, capsys, monkeypatch):
+    """Ctrl-C before the first epoch's backup: nothing to resume, so the old run comes back at once. Killed
+    outright (no cleanup runs), the old run waits aside and the next command puts it back first."""
+    import shutil
+
+    from tfllm import runs
+    from tfllm.cli import main
+    from tfllm.training import classifier
+
+    run_dir = tmp_path / "reviews"
+    shutil.copytree(cli_run[0], run_dir)
+    snapshot = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--run-dir", str(run_dir)]
+
+    def interrupted(*args, **kwargs):  # after the new run's records are written, before any backup
+        assert (run_dir / "tfllm" / "run.json").exists() and not (run_dir / "task.json").exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classifier, "own_classifier", interrupted)
+    assert main(argv + ["--overwrite"]) == 130
+    assert "nothing to resume" in capsys.readouterr().out
+    assert {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == snapshot
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews"]  # no hidden .previous left
+
+    # What a SIGKILL at the same moment leaves: the old run aside, the new run's start in its place.
+    resume, previous = runs.prepare(str(run_dir), overwrite=True)
+    runs.write_json(runs.path(str(run_dir), runs.RUN_CONFIG), {})
+    assert main(argv) == 2 and "already holds a finished run" in capsys.readouterr().err
+    assert {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == snapshot
+    assert not os.path.exists(previous)
+
 def test_version():
     import importlib.metadata
 

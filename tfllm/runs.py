@@ -196,6 +196,10 @@ def prepare(run_dir, overwrite=False):
     if is_unfinished(run_dir):
         # An interrupted --overwrite run still has the old run beside it: dropped when this one finishes.
         return True, previous if os.path.isdir(previous) else None
+    if os.path.isdir(previous) and is_finished(previous) and not is_finished(run_dir):
+        # An --overwrite run killed before its first backup (no cleanup ran) left the old run aside
+        # and a start of its own in its place: the old run comes back before anything else is decided.
+        restore_previous(run_dir, previous)
     check_writable(run_dir, overwrite)
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         shutil.rmtree(previous, ignore_errors=True)

@@ -38,18 +38,23 @@ def guarded_run(run_dir, resume, previous=None, resumable=True):
     A fresh run that fails is removed, unless it got far enough to back up (a
     lost worker, a crash): then running the same command again resumes. A
     finished run that `--overwrite` moved aside (`previous`) comes back when
-    the new one fails, and goes when it succeeds. A run that is not
-    `resumable` (seconds of work, no backup) treats an interruption as a failure.
+    the new one fails, and goes when it succeeds. An interruption before the
+    first backup, or of a run that is not `resumable` (seconds of work, no
+    backup), is treated as a failure: there is nothing to resume from.
     """
     try:
         yield
     except BaseException as e:
-        if isinstance(e, KeyboardInterrupt) and resumable:
+        backed_up = resume or os.path.isdir(os.path.join(run_dir, BACKUP))
+        if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
             raise
-        if not resume and not os.path.isdir(os.path.join(run_dir, BACKUP)):
+        if not backed_up:  # nothing to resume from (interrupted or failed before the first backup)
             shutil.rmtree(run_dir, ignore_errors=True)
             runs.restore_previous(run_dir, previous)
+            if isinstance(e, KeyboardInterrupt):
+                kept = f"; the finished run that was there is back in {run_dir}" if previous else ""
+                print(f"\nInterrupted before the first backup: nothing to resume, so the new run is removed{kept}.")
         raise
     runs.drop_previous(previous)
 
