@@ -309,3 +309,24 @@ def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
     train.Reload()
     tags = set(train.Tags()["tensors"]) | set(train.Tags()["scalars"])
     assert {"epoch_loss", "epoch_perplexity", "epoch_learning_rate"} <= tags
+
+
+@pytest.mark.slow
+def test_a_validation_text_that_starts_with_a_character_training_never_saw_still_trains(tmp_path):
+    """TensorBoard's samples continue the validation text's start; where the character tokenizer cannot
+    encode it (its first character is only in the validation tenth), they continue the training text's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfllm.training.causal_lm import train_causal_lm
+
+    train, _ = load_text_corpus("shakespeare")
+    path = tmp_path / "text.txt"
+    path.write_text(train[:9000] + "é" + train[9000:9999], encoding="utf-8")  # the last tenth starts at "é"
+    assert load_text_corpus(str(path))[1].startswith("é")
+    config = TrainConfig(task="generate", data=str(path), preset="tiny", run_dir=str(tmp_path / "run"),
+                         jit_compile=False)
+    run_dir = train_causal_lm(config, verbose=0)
+    samples = EventAccumulator(os.path.join(run_dir, "logs", "samples"), size_guidance={"tensors": 0})
+    samples.Reload()
+    text = samples.Tensors("samples")[-1].tensor_proto.string_val[0].decode()
+    assert text.startswith("```\n" + train[:4]), text

@@ -207,6 +207,22 @@ class TextSamples(keras.callbacks.Callback):
             self.timer.samples += time.perf_counter() - start
 
 
+def sample_prompt(tokenizer, length, *texts):
+    """The first `length` characters of the first of `texts` whose start the tokenizer knows whole.
+
+    The samples continue the validation text; where it starts with a character the training
+    text never had (the tokenizer's unknown token), generation would refuse the prompt, so the
+    training text's start is used instead.
+    """
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    for text in texts:
+        prompt = text[:length]
+        ids = np.asarray(keras.ops.convert_to_numpy(tokenizer.tokenize(prompt))).ravel()
+        if prompt.strip() and len(ids) and (unk_id is None or not (ids == unk_id).any()):
+            return prompt
+    return texts[-1][:length]
+
+
 def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
     """Mean next-token loss over consecutive windows covering `ids`.
 
@@ -323,7 +339,7 @@ def train_causal_lm(config, verbose="auto"):
         val_ds = data_lib.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
 
         timer, fit_timer = StepTimer(), timing.FitTimer()
-        prompt = val_text[: max(1, seq // 4)]
+        prompt = sample_prompt(tokenizer, max(1, seq // 4), val_text, train_text)
         phases.mark("tokenize")
         # Perplexity first, so the TensorBoard callback sees the values it adds.
         callbacks = [fit_timer, Perplexity(), timer,
