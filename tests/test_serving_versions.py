@@ -58,6 +58,24 @@ def test_prune_still_removes_what_it_should(tmp_path, good_version):
     assert "variables" in removed.skipped[3]
 
 
+def test_a_missing_or_short_data_shard_is_broken_and_never_kept_over_a_good_version(
+        tmp_path, good_version, capsys):
+    # What a half-finished copy looks like: the index is there, its data shard is not (2)
+    # or is short (3). Pruning must keep 1, the newest version that loads.
+    _layout(tmp_path, good_version, good=(1, 2, 3), garbage=())
+    shard = "variables.data-00000-of-00001"
+    (tmp_path / "clf" / "2" / "variables" / shard).unlink()
+    short = tmp_path / "clf" / "3" / "variables" / shard
+    short.write_bytes(short.read_bytes()[:-10])
+    versions = {v["version"]: v for v in list_models(str(tmp_path))[0]["versions"]}
+    assert versions[2]["error"] == f"variables/{shard} is missing"
+    assert versions[3]["error"].startswith(f"variables/{shard} is truncated")
+    assert "error" not in versions[1]
+    removed = prune(str(tmp_path), "clf", keep=1)
+    assert removed == [2] and list(removed.skipped) == [1]  # 3 is the newest: keep=1 keeps it
+    assert sorted(os.listdir(tmp_path / "clf")) == ["1", "3"]
+
+
 def test_models_lists_a_broken_version_and_goes_on(tmp_path, good_version, capsys):
     _layout(tmp_path, good_version, good=(2,), garbage=(10,), pb_only=(11,))
     models = list_models(str(tmp_path))

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import time
 
@@ -157,11 +158,93 @@ def version_problem(version_dir):
         files = os.listdir(variables) if os.path.isdir(variables) else []
         if "variables.index" not in files:
             return "variables/variables.index is missing"
-        shards = [f for f in files if f.startswith("variables.data-")]
-        match = re.match(r"variables\.data-\d+-of-(\d+)$", shards[0]) if shards else None
-        if match and len(shards) < int(match[1]):
-            return f"variables/ has {len(shards)} of {int(match[1])} data shards"
+        return _shards_problem(variables)
     return None
+
+
+def _shards_problem(variables):
+    """Why the data shards `variables.index` points at cannot be read, or None.
+
+    A copy in progress has the index but a missing or short shard, and
+    `tf.saved_model.load` then fails; so every shard the index names must be
+    there and hold every byte an entry points at. Reads the index only.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    num_shards, ends = None, {}  # ends: {shard: bytes its entries need}
+    try:
+        with open(os.path.join(variables, "variables.index"), "rb") as f:
+            data = f.read()
+        for key, value in _table_entries(data):
+            if key == b"":  # the header entry
+                num_shards = tensor_bundle_pb2.BundleHeaderProto.FromString(value).num_shards
+            else:
+                entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+                ends[entry.shard_id] = max(ends.get(entry.shard_id, 0), entry.offset + entry.size)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError) as e:
+        return f"variables/variables.index does not parse ({type(e).__name__}: {str(e)[:200]})"
+    if num_shards is None:
+        return "variables/variables.index has no header"
+    for shard in range(num_shards):
+        name = f"variables.data-{shard:05d}-of-{num_shards:05d}"
+        try:
+            size = os.path.getsize(os.path.join(variables, name))
+        except OSError:
+            return f"variables/{name} is missing"
+        if size < ends.get(shard, 0):
+            return f"variables/{name} is truncated ({size} of {ends[shard]} bytes)"
+    return None
+
+
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")  # ends every LevelDB-format table file
+
+
+def _varint(data, i):
+    value = shift = 0
+    while True:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, i
+
+
+def _table_entries(data):
+    """The (key, value) pairs of a LevelDB-format table, the format of `variables.index`.
+
+    TensorFlow writes it uncompressed: a footer points at an index block, whose
+    entries point at the data blocks. Raises ValueError (or IndexError) if
+    `data` is not such a table.
+    """
+    if len(data) < 48 or data[-8:] != _TABLE_MAGIC:
+        raise ValueError("not a table file (truncated?)")
+    _, i = _varint(data, len(data) - 48)  # the metaindex block's offset and size: unused
+    _, i = _varint(data, i)
+    index_offset, i = _varint(data, i)
+    index_size, _ = _varint(data, i)
+    for _, handle in _block_entries(data, index_offset, index_size):
+        offset, i = _varint(handle, 0)
+        size, _ = _varint(handle, i)
+        yield from _block_entries(data, offset, size)
+
+
+def _block_entries(data, offset, size):
+    if offset + size + 5 > len(data) or data[offset + size] != 0:  # 5-byte trailer: type, crc
+        raise ValueError("a block is out of range or compressed")
+    block = data[offset:offset + size]
+    num_restarts = struct.unpack("<I", block[-4:])[0]
+    end = len(block) - 4 - 4 * num_restarts
+    i, key = 0, b""
+    while i < end:  # each entry: shared key bytes, new key bytes, value length, key, value
+        shared, i = _varint(block, i)
+        new, i = _varint(block, i)
+        length, i = _varint(block, i)
+        key = key[:shared] + block[i:i + new]
+        i += new
+        yield key, block[i:i + length]
+        i += length
 
 
 class PruneResult(list):
