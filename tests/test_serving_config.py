@@ -1,6 +1,7 @@
 """The files in serving/ parse as TF Serving reads them and line up with an export."""
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -155,3 +156,33 @@ def test_sample_request_scripts_are_valid():
     compile((SERVING / "request.py").read_text(), "request.py", "exec")
     script = (SERVING / "requests.sh").read_text()
     assert all(f"/{name}" in script for name in MODELS)
+
+
+def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_path):
+    """TF Serving's default (AvailabilityPreservingPolicy): a broken or half-copied newer
+    version does not take the model offline; the selected version replaces it once it loads."""
+    from tfllm.serving.server import ModelRegistry
+
+    savedmodels = tmp_path / "savedmodels"
+    fixtures.save_classifier(str(savedmodels / "clf" / "1"), bias=0.0, warmup=False)
+    config = tmp_path / "latest.config"  # no model_version_policy: `latest` 1
+    config.write_text('model_config_list { config { name: "clf" base_path: "/x" '
+                      'model_platform: "tensorflow" } }\n')
+    registry = ModelRegistry(str(savedmodels), model_config_file=str(config))
+    registry.refresh()
+    assert registry.resolve("clf").version == 1
+
+    staging = tmp_path / "staging"
+    fixtures.save_classifier(str(staging), bias=5.0, warmup=False)
+    (savedmodels / "clf" / "2").mkdir()
+    shutil.copy(staging / "saved_model.pb", savedmodels / "clf" / "2")  # a copy in progress
+    registry.refresh()
+    assert registry.resolve("clf").version == 1
+    statuses = {s.version: s.error for s in registry.statuses("clf")}
+    assert statuses[1] is None and statuses[2]  # 1 AVAILABLE, 2 END with its error
+
+    shutil.rmtree(savedmodels / "clf" / "2")
+    shutil.copytree(staging, savedmodels / "clf" / "2")  # the copy completes
+    registry.refresh()
+    assert [s.version for s in registry.statuses("clf")] == [2]  # 1 is unloaded only now
+    assert registry.resolve("clf").version == 2

@@ -267,6 +267,14 @@ class ModelRegistry:
                     failed[v] = error
                     logger.error("cannot load %s (will retry when its files change): %s",
                                  path, error)
+            if failed and not loaded:
+                # TF Serving's AvailabilityPreservingPolicy: while every version the policy
+                # selects fails to load (broken, or still being copied), keep the newest
+                # previously loaded one that is still on disk serving. With nothing
+                # selected at all there is no availability to preserve, as in TF Serving.
+                kept = [v for v in old.versions if versions.get(v) == old.versions[v].path]
+                if kept:
+                    loaded[max(kept)] = old.versions[max(kept)]
             if loaded or failed:
                 labels = dict(policy.labels) or ({"stable": max(loaded)} if loaded else {})
                 new_models[name] = ModelState(loaded, labels, failed)
