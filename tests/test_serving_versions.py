@@ -108,6 +108,18 @@ def test_a_new_export_cleans_stale_temporary_folders(tmp_path):
     assert sorted(os.listdir(model_dir)) == sorted(["1", ".tmp-recent", alive.name])
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_version_folder_follows_the_umask(umask, tmp_path):
+    # Not mkdtemp's 0700: TF Serving running as another user must be able to read it.
+    previous = os.umask(umask)
+    try:
+        with versioning.atomic_version_dir(str(tmp_path), "clf") as (tmp_dir, final_dir):
+            open(os.path.join(tmp_dir, "saved_model.pb"), "wb").close()
+    finally:
+        os.umask(previous)
+    assert os.stat(final_dir).st_mode & 0o777 == 0o777 & ~umask
+
+
 def test_no_serving_module_imports_the_cli():
     for path in SERVING.glob("*.py"):
         tree = ast.parse(path.read_text())

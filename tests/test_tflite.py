@@ -107,6 +107,20 @@ def test_out_path_replaces_previous_export(tiny_classifier_run, tmp_path, capsys
     assert sorted(os.listdir(tmp_path)) == ["phone"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_out_folder_follows_the_umask(umask, tmp_path):
+    # Not mkdtemp's 0700: a server running as another user must be able to read the export.
+    def write(directory):
+        open(os.path.join(directory, "model.tflite"), "wb").close()
+
+    previous = os.umask(umask)
+    try:
+        out = tflite._write_out_dir(str(tmp_path / "phone"), write)
+    finally:
+        os.umask(previous)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask
+
+
 def _copy_run(run_dir, tmp_path, edit=None, remove=()):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

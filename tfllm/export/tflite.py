@@ -19,7 +19,7 @@ from tfllm.export.tflite_causal_lm import export_causal_lm_files
 from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
     IDS_FILE, TEXT_FILE, export_classifier_files)
 from tfllm.export.tflite_runtime import load_interpreter, run_signature  # noqa: F401  (public here too)
-from tfllm.export.versioning import atomic_version_dir
+from tfllm.export.versioning import atomic_version_dir, make_temp_dir
 
 QUANTIZE_MODES = {
     "classify": ("none", "dynamic", "float16", "int8"),
@@ -52,7 +52,7 @@ def _write_out_dir(out, write):
         raise UserInputError(f"--out {out!r} is a non-empty folder that is not a tfllm TFLite export. Choose another path.")
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    tmp_dir = make_temp_dir(prefix=".tmp-", dir=parent)
     try:
         write(tmp_dir)
         if os.path.exists(out):

@@ -62,7 +62,7 @@ def atomic_version_dir(base_dir, name):
     clean_stale(model_dir)
     # The folder's name says which process writes it, so a later export can
     # tell a killed export's leftovers from one still running.
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}@{_host_hash()}-", dir=model_dir)
+    tmp_dir = make_temp_dir(prefix=f".tmp-{os.getpid()}@{_host_hash()}-", dir=model_dir)
     try:
         final_dir = os.path.join(model_dir, str(next_version(base_dir, name)))
         yield tmp_dir, final_dir
@@ -72,6 +72,20 @@ def atomic_version_dir(base_dir, name):
         if not os.listdir(model_dir):
             os.rmdir(model_dir)
         raise
+
+
+def make_temp_dir(prefix, dir):
+    """`tempfile.mkdtemp`, but with the mode a plain `mkdir` gives (the umask's).
+
+    mkdtemp makes the folder 0700 and `os.rename` keeps that, so a server
+    running as another user (TF Serving's service account) could not read the
+    export although every file in it follows the umask.
+    """
+    path = tempfile.mkdtemp(prefix=prefix, dir=dir)
+    umask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+    return path
 
 
 def _pid_alive(pid):
