@@ -73,6 +73,43 @@ def test_predict_and_evaluate_commands(cli_run, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert report["num_examples"] == metrics["test"]["num_examples"] < 300
     assert report["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    # Naming the training data is the same as leaving --data out: never the rows the run trained on.
+    named = main_in_process(capsys, "evaluate", run_dir, "--data", "rotten_tomatoes", "--split", "test")
+    assert json.loads(named.stdout) == report
+
+
+def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, tmp_path, capsys):
+    import csv
+    import gzip
+
+    from tfllm.datasets import bundled_path
+
+    run_dir, _ = cli_run
+    with gzip.open(bundled_path("rotten_tomatoes.csv.gz"), "rt", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test" and r["label"] in ("rotten", "fresh")][:50]
+    held_out = tmp_path / "held_out.csv"
+    with open(held_out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    report = json.loads(main_in_process(capsys, "evaluate", run_dir, "--data", held_out).stdout)
+    assert report["num_examples"] == 50  # all of it, not a seeded tenth
+    labels = [r["label"] for r in rows]
+    assert report["per_class"]["fresh"]["support"] == labels.count("fresh")
+    # One class only: ROC-AUC is undefined, and the report stays JSON (null, not NaN).
+    with open(tmp_path / "fresh.csv", "w", newline="", encoding="utf-8") as f:
+        f.write("text,label\n" + "".join(f'"{r["text"]}",fresh\n' for r in rows if r["label"] == "fresh"))
+    result = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "fresh.csv")
+    assert result.returncode == 0 and json.loads(result.stdout)["roc_auc"] is None and "NaN" not in result.stdout
+
+
+def test_max_rows_and_seed_out_of_range_are_refused_by_the_parser(capsys):
+    from tfllm.cli import main
+
+    for option, value in (("--max-rows", "0"), ("--max-rows", "-5"), ("--seed", "-1")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--data", "rotten_tomatoes", option, value])
+        assert exit_info.value.code == 2 and f"argument {option}: must be at least" in capsys.readouterr().err
 
 
 KERAS_HUB_LOAD = """

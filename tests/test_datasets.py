@@ -82,6 +82,46 @@ def test_bad_input_is_one_clear_error(tmp_path, content, kwargs, match):
         load_classification_data(str(path), **kwargs)
 
 
+def test_a_tsv_text_that_starts_with_a_quote_is_refused_not_merged_with_the_rows_after_it(tmp_path):
+    rows = [f"text {i}\t{'ab'[i % 2]}" for i in range(30)]
+    rows[3] = '"Great movie, said no one\tb'  # read as a quoted field that runs to the next quote, rows later
+    rows[9] = 'a "quoted" word\ta'
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    with pytest.raises(UserInputError, match="data row 4 has a field with a tab or line break"):
+        load_classification_data(str(tmp_path / "d.tsv"))
+    rows[3] = '"""Great movie, said no one"\tb'  # quoted whole, as the message says: read back as written
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    data = load_classification_data(str(tmp_path / "d.tsv"), val_fraction=0, test_fraction=0)
+    assert len(data.train) == 30 and {'"Great movie, said no one', 'a "quoted" word'} <= set(data.train.texts)
+
+
+def test_json_labels_1_and_1_0_are_one_class_and_nan_is_no_label(tmp_path):
+    lines = [json.dumps({"text": f"t{i}", "label": [0, 1.0, 1][i % 3]}) for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    assert load_classification_data(str(tmp_path / "d.jsonl")).label_names == ["0", "1"]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + '\n{"text": "t", "label": NaN}\n')
+    with pytest.raises(UserInputError, match="1 row\\(s\\) without a label"):
+        load_classification_data(str(tmp_path / "d.jsonl"))
+
+
+def test_max_rows_keeps_a_class_smaller_than_its_share_and_refuses_less_than_one_row(tmp_path):
+    data = load_classification_data(write_csv(tmp_path / "d.csv", ROWS + [("the only one", "rare")]), max_rows=10)
+    assert data.label_names == ["neg", "pos", "rare"]
+    assert sum(len(s) for s in (data.train, data.val, data.test)) <= 10 + 2
+    with pytest.raises(UserInputError, match="--max-rows must be at least 1"):
+        load_classification_data(str(tmp_path / "d.csv"), max_rows=0)
+
+
+def test_a_training_split_with_no_val_or_test_rows_is_refused_up_front(tmp_path):
+    from tfllm.config import TrainConfig
+    from tfllm.datasets import split_as_trained
+
+    path = write_csv(tmp_path / "d.csv", ROWS[:8])  # 4 rows a class: 10% of 4 rounds to none
+    with pytest.raises(UserInputError, match="gives no val and no test rows .* at least 6 rows"):
+        split_as_trained(TrainConfig(data=path))
+    assert len(split_as_trained(TrainConfig(data=write_csv(tmp_path / "e.csv", ROWS[:12]))).test) == 2
+
+
 def test_a_csv_field_over_128_kib_is_read(tmp_path):
     from tfllm.datasets import load_classification_data
 

@@ -24,6 +24,21 @@ def parse_setting(value):
         return key.strip(), raw
 
 
+def _count(value, least=1):
+    """An integer option that must be at least `least` (argparse prints the message with the option's name)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
+    return number
+
+
+def _seed(value):
+    return _count(value, least=0)
+
+
 def _csv_list(value):
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -79,7 +94,7 @@ def cmd_train(args):
         metrics = train_classifier(config)
         print(f"\nTest metrics ({metrics['test']['num_examples']} examples):")
         for key in ("accuracy", "precision", "recall", "f1", "roc_auc"):
-            if key in metrics["test"]:
+            if metrics["test"].get(key) is not None:
                 print(f"  {key:10s} {metrics['test'][key]:.4f}")
         for member in metrics.get("members", []):  # --ensemble N
             print(f"  member {member['run_dir']}: accuracy {member['test_accuracy']:.4f}, "
@@ -119,16 +134,31 @@ def cmd_evaluate(args):
     from tfllm.evaluation import classification_report
     from tfllm.training.classifier import load_run, predict_probabilities, run_data
 
+    from tfllm.config import TrainConfig
+    from tfllm.errors import UserInputError
+
     model, label_names, _ = load_run(args.run_dir)
-    if args.data:
-        data = load_classification_data(args.data, text_column=args.text_column or "text",
-                                        label_column=args.label_column or "label", split_column=args.split_column,
-                                        label_names=label_names)
-    else:  # exactly the training run's split (its rows, seed and labels)
-        data = run_data(args.run_dir)
-    split = getattr(data, args.split)
+    config = TrainConfig.from_dict(runs.read_config(args.run_dir))
+    if args.data and not _same_data(args.data, config.data):
+        # Another file, in the run's columns unless told: its --split where it names splits, else all of it.
+        data = load_classification_data(args.data, text_column=args.text_column or config.text_column,
+                                        label_column=args.label_column or config.label_column,
+                                        split_column=args.split_column, label_names=label_names,
+                                        val_fraction=0.0, test_fraction=0.0 if args.split_column else 1.0)
+        split = getattr(data, args.split) if args.split_column else data.test
+        if not len(split):
+            raise UserInputError(f"{args.data!r} has no rows with split {args.split!r} in column {args.split_column!r}.")
+    else:  # exactly the training run's split (its rows, seed and labels): never a row it trained on
+        split = getattr(run_data(args.run_dir), args.split)
     report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
     print(json.dumps(report, indent=2))
+
+
+def _same_data(data, trained_on):
+    """Whether `--data` names the file (or bundled dataset) the run trained on."""
+    if data == trained_on:
+        return True
+    return os.path.exists(data) and os.path.exists(trained_on) and os.path.samefile(data, trained_on)
 
 
 def cmd_predict(args):
@@ -445,8 +475,8 @@ def add_tune_parsers(sub):
     p.add_argument("--source-column", default=None)
     p.add_argument("--target-column", default=None)
     p.add_argument("--labels", type=_csv_list, default=None)
-    p.add_argument("--seed", type=int, default=1337, help="seeds the split, every trial and the search")
-    p.add_argument("--max-rows", type=int, default=None)
+    p.add_argument("--seed", type=_seed, default=1337, help="seeds the split, every trial and the search")
+    p.add_argument("--max-rows", type=_count, default=None)
     p.set_defaults(func=cmd_tune)
 
 
@@ -541,8 +571,10 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--run-dir", default=None, help="where the model, logs and metrics go (default runs/<data>)")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--max-rows", type=int, default=None, help="train on a stratified sample of this many rows")
+    p.add_argument("--seed", type=_seed, default=1337)
+    p.add_argument("--max-rows", type=_count, default=None,
+                   help="classify, translate: train on a stratified sample of this many rows; generate: on the first "
+                        "N characters of the text")
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi_worker or tpu")
     p.add_argument("--precision", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")
@@ -574,8 +606,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--max-rows", type=int, default=None, help="read only the first N documents")
+    p.add_argument("--seed", type=_seed, default=1337)
+    p.add_argument("--max-rows", type=_count, default=None, help="read only the first N documents")
     p.add_argument("--strategy", default="auto")
     p.add_argument("--precision", default="float32")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
@@ -584,9 +616,11 @@ def build_parser():
     p = sub.add_parser("evaluate", help="metrics of a trained model on a dataset split (classifiers: accuracy, F1, ...; "
                                         "generators: loss and perplexity)")
     p.add_argument("run_dir")
-    p.add_argument("--data", default=None, help="default: the training data")
-    p.add_argument("--text-column", default=None)
-    p.add_argument("--label-column", default=None)
+    p.add_argument("--data", default=None,
+                   help="default: the training data, split as the run split it; another file is scored whole, "
+                        "or its --split where --split-column names each row's")
+    p.add_argument("--text-column", default=None, help="default: the run's")
+    p.add_argument("--label-column", default=None, help="default: the run's")
     p.add_argument("--split-column", default=None)
     p.add_argument("--source-column", default=None, help="translation runs: the source column of --data")
     p.add_argument("--target-column", default=None, help="translation runs: the target column of --data")

@@ -11,7 +11,7 @@ def roc_auc(y_true, scores):
     scores = np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = y_true.sum(), (~y_true).sum()
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
+        return None  # undefined with one class; None is JSON's null, where NaN is not JSON
     order = np.argsort(scores, kind="mergesort")
     ranks = np.empty(len(scores))
     sorted_scores = scores[order]

@@ -108,10 +108,20 @@ def _read_rows(path):
         # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
         csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
         try:
-            return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+            rows = list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
         except csv.Error as e:
             raise UserInputError(f"{path!r} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}). Check its "
                                  f"quoting; fields may be up to {MAX_FIELD_BYTES // 2**20} MiB.") from None
+        if delimiter == "\t":
+            # TSV files are read with CSV quoting (as pandas does; the bundled cedict.tsv.gz quotes). A text that
+            # starts with a quote but is not quoted swallows the tabs and lines after it, and with them rows.
+            for number, row in enumerate(rows, 1):
+                if any(isinstance(v, str) and ("\t" in v or "\n" in v) for v in row.values()):
+                    raise UserInputError(
+                        f"{path!r} data row {number} has a field with a tab or line break in it: a field that "
+                        'starts with a quote (") is read as quoted up to the next quote. Quote such fields whole '
+                        'and double the quotes inside ("""Great"" movie"), or remove the quote.')
+        return rows
     raise UserInputError(
         f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl (optionally .gz) "
         "or a folder with one sub-folder of .txt files per label."
@@ -143,6 +153,15 @@ def _column(rows, column, what, path):
             f"Pass --{what}-column with one of them."
         )
     return [row.get(column) for row in rows]
+
+
+def _label_text(value):
+    """A label as text: JSON's 1 and 1.0 are one class ("1"), and a missing one (null, NaN) is ""."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
 
 
 def _stratified_split(indices_by_label, seed, val_fraction, test_fraction):
@@ -205,7 +224,7 @@ def load_classification_data(
         raise UserInputError(f"{path!r} has a header but no rows. Add labelled rows of text.")
 
     texts = _column(rows, text_column, "text", path)
-    raw_labels = [str(v).strip() if v is not None else "" for v in _column(rows, label_column, "label", path)]
+    raw_labels = [_label_text(v) for v in _column(rows, label_column, "label", path)]
     splits = _column(rows, split_column, "split", path) if split_column else None
 
     empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
@@ -242,13 +261,15 @@ def load_classification_data(
             )
     label_ids = {name: i for i, name in enumerate(label_names)}
 
+    if max_rows is not None and max_rows < 1:
+        raise UserInputError(f"--max-rows must be at least 1, got {max_rows}.")
     if max_rows and len(keep) > max_rows:
         by_label = {}
         for i in keep:
             by_label.setdefault(raw_labels[i], []).append(i)
         fraction = max_rows / len(keep)
         rng = random.Random(seed)
-        keep = sorted(i for v in by_label.values() for i in rng.sample(v, max(2, round(len(v) * fraction))))
+        keep = sorted(i for v in by_label.values() for i in rng.sample(v, min(len(v), max(2, round(len(v) * fraction)))))
 
     if splits is not None:
         named = {name: [] for name in SPLITS}
@@ -286,6 +307,13 @@ def load_classification_data(
 def split_as_trained(config, label_names=None):
     """The classification data of a `TrainConfig`, split exactly as its training run split it
     (same file, columns, labels, seed and rows): training, evaluation and export all call this."""
-    return load_classification_data(config.data, text_column=config.text_column, label_column=config.label_column,
+    data = load_classification_data(config.data, text_column=config.text_column, label_column=config.label_column,
                                     split_column=config.split_column, labels=config.labels, label_names=label_names,
                                     seed=config.seed, max_rows=config.max_rows)
+    empty = [name for name in SPLITS if not len(getattr(data, name))]
+    if empty:
+        raise UserInputError(
+            f"{config.data!r} gives no {' and no '.join(empty)} rows ({len(data.train)} / {len(data.val)} / "
+            f"{len(data.test)} in train / val / test): the split takes 10% of each class for val and for test. "
+            "Give each class at least 6 rows (raise --max-rows), or name the rows' splits with --split-column.")
+    return data
