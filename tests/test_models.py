@@ -217,6 +217,19 @@ def test_an_override_of_the_wrong_kind_is_refused(key, value, message):
         resolve_preset("classify", "default", {key: value})
 
 
+@pytest.mark.parametrize("task, key, value, message", [
+    ("classify", "hidden_dim", 0, "'hidden_dim' must be at least 1; got 0"),
+    ("classify", "dropout", 1.5, "'dropout' must be from 0 up to \\(not including\\) 1; got 1.5"),
+    ("classify", "learning_rate", 0, "'learning_rate' must be above 0"),
+    ("classify", "wide_bigram_buckets", -1, "'wide_bigram_buckets' must be 0 or more"),
+    ("generate", "sequence_length", -4, "'sequence_length' must be at least 1; got -4"),
+    ("pretrain", "mask_selection_rate", 1, "'mask_selection_rate' must be from 0"),
+])
+def test_an_override_out_of_range_is_refused(task, key, value, message):
+    with pytest.raises(UserInputError, match=message):
+        resolve_preset(task, "tiny", {key: value})
+
+
 def test_overrides_of_the_right_kind_are_kept():
     preset = resolve_preset("classify", "default", {"lazy_adam": False, "epochs": 3, "learning_rate": 2e-4,
                                                     "jit_compile": "auto", "tokenizer": "wordpiece"})

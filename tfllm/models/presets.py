@@ -310,6 +310,29 @@ OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bu
 OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.1}
 
 
+# Ranges, checked with the kinds: a dropout of 1.5 or a width of 0 would otherwise fail deep inside Keras.
+# Every number is at least 0; these are at least 1, fractions below 1, or above 0.
+AT_LEAST_ONE = {"batch_size", "epochs", "steps", "hidden_dim", "intermediate_dim", "num_heads", "sequence_length",
+                "encoder_sequence_length", "decoder_sequence_length", "vocabulary_size", "eval_interval",
+                "eval_windows", "steps_per_execution", "window", "vector_window", "self_training_teachers"}
+FRACTIONS = {"dropout", "embedding_dropout", "label_smoothing", "mask_selection_rate", "warmup_fraction",
+             "ema_momentum", "beta_1", "beta_2"}
+POSITIVE = {"learning_rate", "global_clipnorm", "ema_epochs"}
+
+
+def _range_problem(key, value):
+    """What is wrong with a number's value for setting `key`, or None."""
+    if key in AT_LEAST_ONE and value < 1:
+        return "at least 1"
+    if key in FRACTIONS and not 0 <= value < 1:
+        return "from 0 up to (not including) 1"
+    if key in POSITIVE and value <= 0:
+        return "above 0"
+    if value < 0:
+        return "0 or more"
+    return None
+
+
 def _setting_kind(task, key):
     """"switch", "whole number" or "number" where every shipped value of `key` (or OPTIONAL_SWITCHES) says so."""
     if key in OPTIONAL_SWITCHES:
@@ -340,6 +363,9 @@ def _checked(task, key, value):
             if example is None:
                 example = next(p[key] for p in PRESETS[task].values() if p.get(key) is not None)
             raise UserInputError(f"Setting {key!r} takes a {kind}; got {value!r} (e.g. --set {key}={example}).")
+        problem = _range_problem(key, value)
+        if problem:
+            raise UserInputError(f"Setting {key!r} must be {problem}; got {value!r}.")
         if kind == "whole number":
             return int(value)
     return value
