@@ -101,11 +101,26 @@ def test_a_new_export_cleans_stale_temporary_folders(tmp_path):
     (dead / "variables").mkdir(parents=True)
     alive = model_dir / f".tmp-{os.getpid()}@{host}-abc"  # a running export: kept
     alive.mkdir()
-    with versioning.atomic_version_dir(str(tmp_path), "clf") as (tmp_dir, final_dir):
-        open(os.path.join(tmp_dir, "saved_model.pb"), "wb").close()
-        assert f".tmp-{os.getpid()}@{host}-" in tmp_dir
-    assert final_dir.endswith(os.path.join("clf", "1"))
+    with versioning.atomic_version_dir(str(tmp_path), "clf") as version:
+        open(os.path.join(version.tmp_dir, "saved_model.pb"), "wb").close()
+        assert f".tmp-{os.getpid()}@{host}-" in version.tmp_dir
+    assert version.path.endswith(os.path.join("clf", "1"))
     assert sorted(os.listdir(model_dir)) == sorted(["1", ".tmp-recent", alive.name])
+
+
+def test_overlapping_exports_into_one_name_get_a_version_each(tmp_path):
+    # Two `tfllm export --name clf` runs that overlap: both start before either finishes.
+    first = versioning.atomic_version_dir(str(tmp_path), "clf")
+    second = versioning.atomic_version_dir(str(tmp_path), "clf")
+    a, b = first.__enter__(), second.__enter__()
+    for target, text in ((a, b"A"), (b, b"B")):
+        pathlib.Path(target.tmp_dir, "saved_model.pb").write_bytes(text)
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    assert (a.path, b.path) == (str(tmp_path / "clf" / "1"), str(tmp_path / "clf" / "2"))
+    assert (tmp_path / "clf" / "1" / "saved_model.pb").read_bytes() == b"A"
+    assert (tmp_path / "clf" / "2" / "saved_model.pb").read_bytes() == b"B"
+    assert sorted(os.listdir(tmp_path / "clf")) == ["1", "2"]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
@@ -113,11 +128,11 @@ def test_a_version_folder_follows_the_umask(umask, tmp_path):
     # Not mkdtemp's 0700: TF Serving running as another user must be able to read it.
     previous = os.umask(umask)
     try:
-        with versioning.atomic_version_dir(str(tmp_path), "clf") as (tmp_dir, final_dir):
-            open(os.path.join(tmp_dir, "saved_model.pb"), "wb").close()
+        with versioning.atomic_version_dir(str(tmp_path), "clf") as version:
+            open(os.path.join(version.tmp_dir, "saved_model.pb"), "wb").close()
     finally:
         os.umask(previous)
-    assert os.stat(final_dir).st_mode & 0o777 == 0o777 & ~umask
+    assert os.stat(version.path).st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_no_serving_module_imports_the_cli():

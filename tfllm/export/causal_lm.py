@@ -155,10 +155,10 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
     """
     generator = load_generator(run_dir)
     archive = generation_archive(generator.model, generator.tokenizer)
-    with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
+    with atomic_version_dir(base_dir, name) as version:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            archive.write_out(tmp_dir, verbose=False)
+            archive.write_out(version.tmp_dir, verbose=False)
         try:
             from tfllm.serving.warmup import write_warmup_requests
         except ImportError:  # serving extra not installed: export still works
@@ -170,7 +170,7 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
             prompts = warmup_prompts or [generator.decode(ordinary[:8])]
             n = len(prompts)
             write_warmup_requests(
-                tmp_dir,
+                version.tmp_dir,
                 name,
                 SERVING_SIGNATURE,
                 {
@@ -183,4 +183,4 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
                 },
                 batch_sizes=WARMUP_BATCH_SIZES,
             )
-    return os.path.normpath(final_dir)
+    return os.path.normpath(version.path)

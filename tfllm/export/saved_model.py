@@ -67,13 +67,13 @@ def export_classifier(run_dir, name, base_dir="savedmodels", warmup_texts=None):
     runs.require_task(run_dir, "classify")
     model = runs.load_task(run_dir)
     archive = classifier_archive(model, runs.read_labels(run_dir))
-    with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
-        archive.write_out(tmp_dir, verbose=False)
+    with atomic_version_dir(base_dir, name) as version:
+        archive.write_out(version.tmp_dir, verbose=False)
         texts = warmup_texts or ["a wonderful, moving film", "dull and far too long"]
         try:
             from tfllm.serving.warmup import write_warmup_requests
         except ImportError:  # serving extra not installed: export still works
             write_warmup_requests = None
         if write_warmup_requests is not None:
-            write_warmup_requests(tmp_dir, name, SERVING_SIGNATURE, {"text": texts})
-    return final_dir
+            write_warmup_requests(version.tmp_dir, name, SERVING_SIGNATURE, {"text": texts})
+    return version.path

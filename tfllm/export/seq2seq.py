@@ -113,10 +113,10 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
     archive = translation_archive(model)
     width, prompt_length = decoder_layout(model)
     max_new_tokens = width - prompt_length
-    with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
+    with atomic_version_dir(base_dir, name) as version:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            archive.write_out(tmp_dir, verbose=False)
+            archive.write_out(version.tmp_dir, verbose=False)
         try:
             from tfllm.serving.warmup import write_warmup_requests
         except ImportError:  # serving extra not installed: export still works
@@ -128,7 +128,7 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
             text = tokenizer.detokenize(tf.constant([ordinary]))
             text = keras.ops.convert_to_numpy(text).ravel()[0]
             sources = warmup_sources or [text.decode("utf-8") if isinstance(text, bytes) else str(text)]
-            write_warmup_requests(tmp_dir, name, SERVING_SIGNATURE,
+            write_warmup_requests(version.tmp_dir, name, SERVING_SIGNATURE,
                                   {"source": sources, "max_new_tokens": [max_new_tokens] * len(sources)},
                                   batch_sizes=WARMUP_BATCH_SIZES)
-    return os.path.normpath(final_dir)
+    return os.path.normpath(version.path)

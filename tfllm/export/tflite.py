@@ -107,9 +107,9 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
 
     if out:
         return _write_out_dir(out, write)
-    with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
-        write(tmp_dir)
-    return final_dir
+    with atomic_version_dir(base_dir, name) as version:
+        write(version.tmp_dir)
+    return version.path
 
 
 def read_parity(export_dir):

@@ -190,6 +190,6 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         os.makedirs(out, exist_ok=True)
         write(out)
         return out
-    with atomic_version_dir(base_dir, name) as (tmp_dir, final_dir):
-        write(tmp_dir)
-    return final_dir
+    with atomic_version_dir(base_dir, name) as version:
+        write(version.tmp_dir)
+    return version.path

@@ -8,6 +8,7 @@ same model removes those whose exporting process is gone.
 """
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -49,12 +50,22 @@ def next_version(base_dir, name):
     return existing[-1] + 1 if existing else 1
 
 
+class VersionDir:
+    """An export in progress: it writes into `tmp_dir`; `path` is its version folder once in place."""
+
+    def __init__(self, tmp_dir):
+        self.tmp_dir = tmp_dir
+        self.path = None
+
+
 @contextlib.contextmanager
 def atomic_version_dir(base_dir, name):
-    """Yields a temporary folder to write into; on success it becomes the next version.
+    """Yields a `VersionDir` to write into; on success it becomes the next version.
 
-    Yields `(tmp_dir, final_dir)`. On any exception the temporary folder is
-    removed and nothing appears under `base_dir/name`.
+    The version number is chosen when the folder is renamed into place, not
+    before the (minutes long) write, so two exports into one name that overlap
+    get two versions. On any exception the temporary folder is removed and
+    nothing appears under `base_dir/name`.
     """
     validate_export_name(name)
     model_dir = os.path.join(base_dir, name)
@@ -62,16 +73,27 @@ def atomic_version_dir(base_dir, name):
     clean_stale(model_dir)
     # The folder's name says which process writes it, so a later export can
     # tell a killed export's leftovers from one still running.
-    tmp_dir = make_temp_dir(prefix=f".tmp-{os.getpid()}@{_host_hash()}-", dir=model_dir)
+    target = VersionDir(make_temp_dir(prefix=f".tmp-{os.getpid()}@{_host_hash()}-", dir=model_dir))
     try:
-        final_dir = os.path.join(model_dir, str(next_version(base_dir, name)))
-        yield tmp_dir, final_dir
-        os.rename(tmp_dir, final_dir)
+        yield target
+        target.path = _rename_to_next_version(target.tmp_dir, base_dir, name)
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(target.tmp_dir, ignore_errors=True)
         if not os.listdir(model_dir):
             os.rmdir(model_dir)
         raise
+
+
+def _rename_to_next_version(tmp_dir, base_dir, name):
+    while True:
+        final_dir = os.path.join(base_dir, name, str(next_version(base_dir, name)))
+        try:
+            os.rename(tmp_dir, final_dir)
+            return final_dir
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # Another export took this number since we looked: take the next one.
 
 
 def make_temp_dir(prefix, dir):
