@@ -273,6 +273,11 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     assert "longer than the model's 10 tokens" in err and "first 10 tokens" in err
     translator.translate(["九"], max_new_tokens=2)
     assert "never seen in training" in capsys.readouterr().err
+    with pytest.raises(UserInputError, match="temperature must be >= 0, got -1"):
+        translator.translate(["一"], sampler="top_k", temperature=-1, max_new_tokens=2)
+    # Temperature 0 is greedy, as for `tfllm generate` (not a division by zero).
+    assert translator.translate(["一二"], sampler="top_p", temperature=0, seed=3, max_new_tokens=4) == \
+        translator.translate(["一二"], max_new_tokens=4)
 
 
 # --- end to end: CLI, run directory, export, serving ------------------------------
@@ -363,6 +368,22 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     assert "--source-column" in capsys.readouterr().err
     assert cli.main(["translate", trained_run, "一二", "--memory", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns(tmp_path):
+    """A cedict run records no column names (the bundled set has its own); its memory files use cedict's."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.training.seq2seq import run_memory
+
+    run_dir = str(tmp_path / "run")
+    os.makedirs(runs.path(run_dir, runs.RUN_CONFIG).rsplit(os.sep, 1)[0])
+    TrainConfig(task="translate", data="cedict").to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    runs.write_json(runs.path(run_dir, runs.RECIPE), {})
+    pairs = write_csv(tmp_path / "glossary.csv", [("你好", "hello"), ("谢谢", "thanks")], header=("simplified", "english"))
+    assert run_memory(run_dir, pairs).lookup(["谢谢"], k=1) == [["thanks"]]
+    with pytest.raises(UserInputError, match="does not exist"):
+        run_memory(run_dir, str(tmp_path / "missing.csv"))
 
 
 def test_an_input_method_scores_each_syllables_characters_with_the_ngram_model():

@@ -523,7 +523,7 @@ def add_translation_parsers(sub):
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's longest output")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="top_k and top_p: 0 means greedy")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--lm", default=None, metavar="CORPUS", help=LM_HELP)
     p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the --lm scores (default 0.5)")

@@ -281,6 +281,11 @@ class Translator:
             raise UserInputError(f"top_k must be at least 1, got {top_k!r}.")
         if sampler == "top_p" and (top_p is None or not 0 < top_p <= 1):
             raise UserInputError(f"top_p must be in (0, 1], got {top_p!r}.")
+        if sampler in ("top_k", "top_p"):
+            if temperature is None or not temperature >= 0:
+                raise UserInputError(f"temperature must be >= 0, got {temperature!r}.")
+            if temperature == 0:  # as `tfllm generate`: no randomness is the most likely token
+                sampler = "greedy"
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if not isinstance(max_new_tokens, (int, np.integer)) or not 0 < max_new_tokens <= self.max_new_tokens:
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens} (this model's "

@@ -19,7 +19,7 @@ from keras import ops
 
 from tfllm import runs, tokenizers
 from tfllm.data import preprocess
-from tfllm.datasets.pairs import load_pair_data, read_pairs
+from tfllm.datasets.pairs import BUNDLED_PAIRS, load_pair_data, read_pairs
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor
@@ -310,7 +310,10 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
     if pairs == "train":
         part = load_data(config, recipe).train
     else:
-        part = read_pairs(pairs, source_column or config.source_column, target_column or config.target_column,
+        # The run's columns: as given to `tfllm train`, or its bundled data's (recorded as None).
+        bundled = BUNDLED_PAIRS.get(config.data, (None, {}))[1]
+        part = read_pairs(pairs, source_column or config.source_column or bundled.get("source_column"),
+                          target_column or config.target_column or bundled.get("target_column"),
                           reference_separator=recipe.get("reference_separator"))
     return TranslationMemory(part.sources, [references[0] for references in part.references])
 
