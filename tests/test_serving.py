@@ -234,6 +234,7 @@ def test_burst_of_bad_requests_keeps_serving(server, rest, grpc_client, in_proce
         ("POST", "/v1/models/nope:predict", b'{"instances": ["a"]}'),
         ("POST", "/v1/models/reviews/versions/9:predict", b'{"instances": ["a"]}'),
         ("POST", "/v1/models/reviews/versions/x:predict", b'{"instances": ["a"]}'),
+        ("POST", "/v1/models/reviews/versions/%C2%B2:predict", b'{"instances": ["a"]}'),  # '²'
         ("POST", "/v1/models/reviews/labels/canary:predict", b'{"instances": ["a"]}'),
         ("POST", "/v1/models/reviews:classify", b'{"examples": []}'),
         ("POST", predict, b'{"instances": ["' + b"a" * MAX_BODY + b'"]}'),  # too big

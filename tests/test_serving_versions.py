@@ -76,6 +76,23 @@ def test_a_missing_or_short_data_shard_is_broken_and_never_kept_over_a_good_vers
     assert sorted(os.listdir(tmp_path / "clf")) == ["1", "3"]
 
 
+def test_folders_named_with_non_ascii_digits_are_not_versions(tmp_path, good_version, capsys):
+    # '²'.isdigit() is true but int('²') raises; int('١') is 1. TF Serving skips both.
+    _layout(tmp_path, good_version, good=(1, "²", "١"), garbage=())
+    assert [v["version"] for v in list_models(str(tmp_path))[0]["versions"]] == [1]
+    assert versioning.versions(str(tmp_path), "clf") == [1]
+    assert versioning.next_version(str(tmp_path), "clf") == 2
+    assert main(["models", str(tmp_path)]) == 0
+    assert "version 1 " in capsys.readouterr().out
+    assert prune(str(tmp_path), "clf", keep=1) == []
+
+    from tfllm.serving.registry import ModelRegistry
+
+    registry = ModelRegistry(str(tmp_path))
+    registry.refresh()  # raised ValueError on every poll, so the server never saw new versions
+    assert [s.version for s in registry.statuses("clf")] == [1]
+
+
 def test_models_lists_a_broken_version_and_goes_on(tmp_path, good_version, capsys):
     _layout(tmp_path, good_version, good=(2,), garbage=(10,), pb_only=(11,))
     models = list_models(str(tmp_path))

@@ -37,12 +37,21 @@ def validate_export_name(name):
     return name
 
 
+def is_version_name(entry):
+    """Whether a folder name is a version number: ASCII digits only, as TF Serving reads them.
+
+    `str.isdigit` alone also accepts '²' (which `int` refuses) and '١' (which
+    `int` reads as 1).
+    """
+    return entry.isascii() and entry.isdigit()
+
+
 def versions(base_dir, name):
     """The integer versions already exported for `name`, ascending."""
     folder = os.path.join(base_dir, name)
     if not os.path.isdir(folder):
         return []
-    return sorted(int(d) for d in os.listdir(folder) if d.isdigit())
+    return sorted(int(d) for d in os.listdir(folder) if is_version_name(d))
 
 
 def next_version(base_dir, name):

@@ -42,7 +42,7 @@ def scan(base_path: str) -> dict[str, dict[int, str]]:
         versions = {}
         for entry in os.listdir(model_dir):
             path = os.path.join(model_dir, entry)
-            if entry.isdigit() and _is_version_dir(path):
+            if versioning.is_version_name(entry) and _is_version_dir(path):
                 versions[int(entry)] = path
         if versions:
             found[name] = versions

@@ -52,7 +52,7 @@ def _parse_path(path: str):
         raise RequestError(f"Malformed request: unknown path /v1/models/{path[:200]}.", 404)
     version = m["version"]
     if version is not None:
-        if not version.isdigit() or len(version) > 18:
+        if not (version.isascii() and version.isdigit()) or len(version) > 18:  # not '²'
             raise RequestError(f"Version {version[:40]!r} must be a non-negative integer.")
         version = int(version)
     return m["name"], version, m["label"], m["meta"] is not None, m["verb"]
