@@ -314,6 +314,8 @@ def test_train_translate_evaluate(trained_run, capsys):
     assert cli.main(["evaluate", trained_run]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["test"]["chrf"] == pytest.approx(metrics["test"]["chrf"])  # the run's own test split, again
+    assert cli.main(["predict", trained_run, "一二"]) == 2
+    assert f"Use `tfllm translate {trained_run} TEXT`" in capsys.readouterr().err
 
 
 @pytest.mark.slow

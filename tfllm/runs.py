@@ -118,6 +118,8 @@ def classifier_hint(run_dir):
     """What to do with a run that `predict`, `evaluate` or `explain` cannot take as a classifier."""
     if task_of(run_dir) == "pretrain" and read_config(run_dir).get("objective") != "causal":
         return f"Fine-tune it into one: `tfllm train --task classify --data DATA --from-preset {run_dir}`."
+    if task_of(run_dir) == "translate":
+        return f"Use `tfllm translate {run_dir} TEXT` for a translation model."
     return f"Use `tfllm generate {run_dir} PROMPT` for a text generator."
 
 
