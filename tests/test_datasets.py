@@ -156,3 +156,7 @@ def test_unlabeled_documents_for_pretraining(tmp_path):
     (tmp_path / "docs" / "b.txt").write_text("third doc\n")
     (tmp_path / "d.csv").write_text("body\nfirst doc\nsecond doc\nthird doc\n")
     assert load_documents(str(tmp_path / "docs")) == load_documents(str(tmp_path / "d.csv"), text_column="body")
+    # A split column without a 'train' row: said, not "0 documents".
+    (tmp_path / "s.csv").write_text("text,split\nfirst doc,training\nsecond doc,training\n")
+    with pytest.raises(UserInputError, match="no rows whose split is 'train'.*\\['training'\\]"):
+        load_documents(str(tmp_path / "s.csv"))

@@ -123,7 +123,12 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
             raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
                                  "Pass --text-column with one of them.")
         if rows and "split" in rows[0]:  # only the training split is read
-            rows = [row for row in rows if str(row.get("split", "")).strip().lower() == "train"]
+            named = [row for row in rows if str(row.get("split", "")).strip().lower() == "train"]
+            if not named:
+                raise UserInputError(f"{path!r} has a 'split' column but no rows whose split is 'train' (pretraining "
+                                     "reads only those, so as never to see a test text); its values are "
+                                     f"{sorted({str(row.get('split')) for row in rows})[:5]}.")
+            rows = named
         lines = [str(row[column]) for row in rows if row.get(column) is not None]
     else:
         lines = read_text_file(path).splitlines()
