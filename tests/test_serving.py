@@ -200,8 +200,22 @@ def test_unknown_model_version_label_signature(protocol, rest, grpc_client):
         assert info.value.status in (404, "NOT_FOUND")
         with pytest.raises(ServingError, match=message):
             client.status(**kwargs)
-    with pytest.raises(ServingError, match="'missing' not found"):
+    with pytest.raises(ServingError, match="'missing' not found") as info:
         client.predict("reviews", ["good"], signature_name="missing")
+    # As TF Serving: the model and version exist, so not 404 / NOT_FOUND.
+    assert info.value.status == (400 if protocol == "rest" else "FAILED_PRECONDITION")
+    if protocol == "grpc":  # the client checks first; the server answers the same
+        import grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = "reviews", "missing"
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto(["good"]))
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc_client._channel)
+        with pytest.raises(grpc.RpcError) as raw:
+            stub.Predict(request, timeout=10)
+        assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "'missing' not found" in raw.value.details()
 
 
 def _raw(port, method, path, body=None, headers=None):

@@ -285,7 +285,7 @@ class GrpcClient:
         if sig_name not in signatures:
             known = ", ".join(k for k in signatures if not k.startswith("__"))
             raise ServingError(f"Serving signature name: {sig_name!r} not found "
-                               f"(signatures: {known}).", "NOT_FOUND")
+                               f"(signatures: {known}).", "FAILED_PRECONDITION")  # as the server
         input_infos = signatures[sig_name].inputs
         only = next(iter(input_infos)) if len(input_infos) == 1 else None
 

@@ -69,8 +69,9 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
             try:
                 return method(self, request, context)
             except RequestError as e:
-                context.abort(codes.get(e.status, grpc.StatusCode.INVALID_ARGUMENT),
-                              e.message)
+                code = (getattr(grpc.StatusCode, e.grpc_code) if e.grpc_code
+                        else codes.get(e.status, grpc.StatusCode.INVALID_ARGUMENT))
+                context.abort(code, e.message)
             except Exception as e:  # noqa: BLE001 - a fault of ours: one log line, INTERNAL
                 logger.error("gRPC %s failed: %s: %s", method.__name__, type(e).__name__,
                              str(e).splitlines()[0][:300] if str(e) else "")

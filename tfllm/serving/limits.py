@@ -21,13 +21,15 @@ class RequestError(Exception):
 
     gRPC answers map it: 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED,
     401 -> UNAUTHENTICATED, 405 -> UNIMPLEMENTED, 500 -> INTERNAL, anything
-    else -> INVALID_ARGUMENT.
+    else -> INVALID_ARGUMENT; `grpc_code` (a `grpc.StatusCode` name) overrides
+    that where TF Serving's gRPC code differs from its REST one.
     """
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, grpc_code: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.grpc_code = grpc_code
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,9 @@ class Servable:
             raise RequestError(
                 f"Serving signature name: {name or DEFAULT_SIGNATURE!r} not found in "
                 f"model {self.name!r} version {self.version} (signatures: {known}).",
-                404,
+                # TF Serving: REST InvalidArgument (400), gRPC Predict FailedPrecondition;
+                # 404 / NOT_FOUND would read as "no such model or version".
+                400, grpc_code="FAILED_PRECONDITION",
             )
         return sig
 
