@@ -505,6 +505,25 @@ def test_serve_refuses_a_missing_folder(tmp_path):
         serve(str(tmp_path), port=_free_port(), grpc_port=None, intra_op_threads=-1)
 
 
+@pytest.mark.parametrize("case", ["missing", "malformed", "malformed_default"])
+def test_serve_refuses_a_model_config_it_cannot_read(case, tmp_path):
+    # As TF Serving: no start-up with a config that would silently drop policies and labels.
+    # A process with a timeout: a server that starts anyway would otherwise run forever.
+    from conftest import run_cli
+
+    (tmp_path / "sm").mkdir()
+    config = tmp_path / ("sm/models.config" if case == "malformed_default" else "models.config")
+    if case != "missing":
+        config.write_text("model_config_list { config { name: ")
+    flags = [] if case == "malformed_default" else ["--model-config-file", str(config)]
+    result = run_cli("serve", tmp_path / "sm", "--port", _free_port(), "--grpc-port", "0", *flags,
+                     timeout=60)
+    assert result.returncode == 2, result.stderr
+    err = result.stderr.strip().splitlines()[-1]
+    assert err.startswith("tfllm: error: Cannot read model config") and str(config) in err, err
+    assert "--model-config-file" in err and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("array", [
     np.arange(6, dtype="float32").reshape(2, 3), np.array([True, False]), np.array([[1], [2]], "int64"),
     np.array(["héllo", "你好"], object), np.array([b"\xff\x00", b""], object), np.zeros((0, 3), "float32"),

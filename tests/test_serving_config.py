@@ -186,3 +186,7 @@ def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_p
     registry.refresh()
     assert [s.version for s in registry.statuses("clf")] == [2]  # 1 is unloaded only now
     assert registry.resolve("clf").version == 2
+
+    config.unlink()  # a config that vanishes while serving: the last one read still applies
+    registry.refresh()
+    assert [s.version for s in registry.statuses("clf")] == [2]

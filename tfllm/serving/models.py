@@ -240,7 +240,9 @@ def read_model_config(path: str) -> dict[str, ModelPolicy]:
         with open(path) as f:
             text_format.Parse(f.read(), config)
     except (OSError, text_format.ParseError) as e:
-        raise UserInputError(f"Cannot read model config {path!r}: {e}") from e
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserInputError(f"Cannot read model config {path!r} ({reason}); pass a TF Serving "
+                             "models.config (--model-config-file) that exists and parses.") from e
     policies = {}
     for model in config.model_config_list.config:
         policy = ModelPolicy(labels=dict(model.version_labels))

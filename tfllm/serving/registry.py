@@ -218,15 +218,18 @@ class ModelRegistry:
         self._models: dict[str, ModelState] = {}
         self._failed: dict[str, tuple[tuple, str]] = {}  # path -> (fingerprint, error)
         self._policies: dict[str, models_lib.ModelPolicy] = {}
-        self._config_mtime = None
+        self._config_mtime = "unread"  # the config file's mtime when last read
         self._stop = threading.Event()
         self._thread = None
 
     def _read_policies(self) -> dict[str, models_lib.ModelPolicy]:
         path = self.model_config_file
-        if not path or not os.path.exists(path):
+        if not path:
             return {}
-        mtime = os.path.getmtime(path)
+        try:
+            mtime = os.path.getmtime(path)
+        except OSError:
+            mtime = None  # gone (perhaps being replaced): read_model_config says so once
         if mtime != self._config_mtime:
             try:
                 self._policies = models_lib.read_model_config(path)

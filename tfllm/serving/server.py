@@ -28,6 +28,7 @@ import sys
 
 from tfllm.errors import UserInputError
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
+from tfllm.serving.models import read_model_config
 from tfllm.serving.registry import ModelRegistry  # noqa: F401  (re-exported)
 from tfllm.serving.rest import INLINE_MAX_BODY_BYTES, INLINE_MAX_SECONDS, make_app  # noqa: F401
 from tfllm.serving.security import AccessPolicy
@@ -131,7 +132,7 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
 
     Raises:
         UserInputError: if the folder does not exist, a setting is out of
-            range or a port cannot be bound.
+            range, the model config cannot be read or a port cannot be bound.
     """
     import uvicorn
 
@@ -147,6 +148,14 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
         raise UserInputError(str(e)) from e
     if poll_seconds <= 0:
         raise UserInputError(f"--poll-seconds must be > 0, got {poll_seconds}.")
+    if model_config_file is None:
+        candidate = os.path.join(model_base_path, "models.config")
+        model_config_file = candidate if os.path.exists(candidate) else None
+    if model_config_file is not None:
+        # As TF Serving: a config that cannot be read or parsed stops start-up, so a
+        # typo in its path never silently turns off version policies and labels.
+        # (Later edits that do not parse are logged and the previous config kept.)
+        read_model_config(model_config_file)
     # grpcio 1.80 moved Python onto its new EventEngine I/O layer; on this loopback
     # it makes a status call slower than the iomgr path it replaced (0.39-0.45 vs
     # 0.33-0.34 ms, benchmarks/results/grpc_io.json). grpc keeps that path behind these
@@ -165,9 +174,6 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
             bind_socket(host, grpc_port, "gRPC", "--grpc-port (0 turns gRPC off)").close()
         configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                           inter_op_threads)
-        if model_config_file is None:
-            candidate = os.path.join(model_base_path, "models.config")
-            model_config_file = candidate if os.path.exists(candidate) else None
         registry = ModelRegistry(model_base_path, poll_seconds, model_config_file)
         if grpc_port:
             from tfllm.serving.grpc_service import make_grpc_server  # imports TensorFlow
