@@ -152,6 +152,27 @@ def test_a_version_folder_follows_the_umask(umask, tmp_path):
     assert os.stat(version.path).st_mode & 0o777 == 0o777 & ~umask
 
 
+@pytest.mark.parametrize("argv,words", [
+    (["--keep", "0"], "--keep must be at least 1, got 0"),
+    (["--out", "{tmp}/phone"], "--out applies to --format tflite only"),
+    (["--quantize", "bogus"], "--quantize applies to --format tflite only"),
+    (["--format", "tflite", "--out", "{tmp}/phone", "--keep", "1"], "Drop --keep or --out"),
+    (["--base-dir", "{tmp}/afile"], "is a file"),
+    (["--base-dir", "{tmp}/afile/sm"], "is a file"),
+    (["--format", "tflite", "--out", "{tmp}/afile"], "is a file"),
+])
+def test_export_options_that_would_be_ignored_or_fail_late_are_refused_first(
+        argv, words, tmp_path, capsys):
+    # The run folder is no run at all: refusing these must come before the run is even read,
+    # let alone the model loaded (a traceback after minutes of work, before).
+    (tmp_path / "afile").write_text("hi")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["export", str(tmp_path), "--name", "m", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfllm: error: ") and "\n" not in err and words in err, err
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
 def test_no_serving_module_imports_the_cli():
     for path in SERVING.glob("*.py"):
         tree = ast.parse(path.read_text())

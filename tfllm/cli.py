@@ -189,11 +189,12 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from tfllm.export.versioning import prune, validate_export_name
+    from tfllm.export.versioning import check_export_options, prune, validate_export_name
 
     from tfllm import runs
 
     validate_export_name(args.name)
+    check_export_options(args.format, args.base_dir, args.out, args.quantize, args.keep)
     task = runs.require_task(args.run_dir, "classify", "generate", "translate")
     if task == "translate" and args.format == "saved_model":
         from tfllm.export.seq2seq import export_seq2seq
@@ -220,7 +221,7 @@ def cmd_export(args):
 
         path = export_causal_lm(args.run_dir, args.name, base_dir=args.base_dir)
     print(f"Exported {path}")
-    if args.keep:
+    if args.keep is not None:
         removed = prune(args.base_dir, args.name, args.keep)
         if removed:
             print(f"Pruned versions {removed}")

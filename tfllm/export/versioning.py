@@ -37,6 +37,37 @@ def validate_export_name(name):
     return name
 
 
+def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None):
+    """Refuses `tfllm export` options that would be ignored or fail only after the model loads.
+
+    Raises:
+        UserInputError: `keep` < 1, `--out`/`--quantize` without `--format
+            tflite`, `--keep` with `--out`, or a folder to write that is a file.
+    """
+    if keep is not None and keep < 1:
+        raise UserInputError(f"--keep must be at least 1, got {keep}.")
+    if fmt != "tflite" and (out is not None or quantize != "none"):
+        flag = "--out" if out is not None else "--quantize"
+        raise UserInputError(f"{flag} applies to --format tflite only; add --format tflite or drop {flag}.")
+    if out is not None and keep is not None:
+        raise UserInputError("--keep prunes versions under --base-dir; an export to --out has none. "
+                             "Drop --keep or --out.")
+    if out is not None:
+        _check_folder(out, "--out")
+    else:
+        _check_folder(base_dir, "--base-dir")
+
+
+def _check_folder(path, flag):
+    # The folder may not exist yet (it is made), but nothing on its way may be a file.
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserInputError(f"{flag} {path!r} cannot be a folder: {existing!r} is a file. "
+                             "Pass a folder path.")
+
+
 def is_version_name(entry):
     """Whether a folder name is a version number: ASCII digits only, as TF Serving reads them.
 
