@@ -218,6 +218,16 @@ def test_unknown_model_version_label_signature(protocol, rest, grpc_client):
         assert "'missing' not found" in raw.value.details()
 
 
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.parametrize("value", [[2**40], ["x"]], ids=["int32_overflow", "not_a_number"])
+def test_values_the_signature_cannot_hold_are_a_serving_error(protocol, value, rest, grpc_client):
+    # Both clients refuse the same input the same way (gRPC's converts before sending).
+    client = rest if protocol == "rest" else grpc_client
+    with pytest.raises(ServingError, match="max_new_tokens") as info:
+        client.predict("shakespeare", {"prompt": ["HE"], "max_new_tokens": value})
+    assert info.value.status == (400 if protocol == "rest" else "INVALID_ARGUMENT")
+
+
 def _raw(port, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

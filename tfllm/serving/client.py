@@ -312,13 +312,15 @@ class GrpcClient:
                 continue
             info = input_infos.get(name)
             dtype = tf.dtypes.as_dtype(info.dtype) if info is not None else None
-            if dtype == tf.string:
-                array = np.asarray(_from_json_values(value), dtype=object)
-            else:
-                array = np.asarray(value, dtype=dtype.as_numpy_dtype if dtype else None)
+            # A value the signature's dtype cannot hold (2**40 for int32, "x" for a number)
+            # is the refusal RestClient gets from the server as [400]: the same here.
             try:
+                if dtype == tf.string:
+                    array = np.asarray(_from_json_values(value), dtype=object)
+                else:
+                    array = np.asarray(value, dtype=dtype.as_numpy_dtype if dtype else None)
                 request.inputs[name].CopyFrom(to_tensor_proto(array, dtype))
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise ServingError(f"Input {name!r}: {e}", "INVALID_ARGUMENT") from e
         response = self._call(self._predict.Predict, request)
 
