@@ -7,7 +7,9 @@ with exit status 2, never as a traceback.
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -663,14 +665,31 @@ def main(argv=None):
     from tfllm.errors import UserInputError
 
     args = build_parser().parse_args(argv)
+    # `kill` (SIGTERM: a job scheduler, `timeout`, a closed terminal) stops a command as Ctrl-C does, so a
+    # training backs up its state to resume from, or puts back the run it was to replace.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    default_terminate = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         args.func(args)
     except UserInputError as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, default_terminate if default_terminate is not None else signal.SIG_DFL)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it unwinds as after Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -171,9 +171,42 @@ def load_translation_task(run_dir):
     return model
 
 
-def check_writable(run_dir, overwrite=False):
+def _previous(run_dir):
+    """Where `--overwrite` keeps the finished run it replaces until the new one has finished."""
+    parent, name = os.path.split(os.path.abspath(run_dir))
+    return os.path.join(parent, f".{name}.previous")
+
+
+def _dead_start(run_dir):
+    """The records of a run stopped (killed) before its first backup: nothing to resume, nothing finished."""
+    return os.path.exists(path(run_dir, RUN_CONFIG)) and not is_finished(run_dir) and not is_unfinished(run_dir)
+
+
+# What may differ between an interrupted run's command and the one that resumes it.
+_RESUME_MAY_DIFFER = {"run_dir", "overwrite"}
+
+
+def changed_settings(run_dir, config):
+    """The `TrainConfig` fields of `config` that differ from those `run_dir`'s run was started with."""
+    import dataclasses
+
+    before, now = read_config(run_dir), dataclasses.asdict(config)
+    return sorted(k for k in now if k not in _RESUME_MAY_DIFFER and k in before and before[k] != now[k])
+
+
+def check_writable(run_dir, overwrite=False, config=None):
     """The errors `prepare` gives for `run_dir`, without touching anything (for work that comes first)."""
-    if is_unfinished(run_dir) or not (os.path.isdir(run_dir) and os.listdir(run_dir)):
+    if is_unfinished(run_dir):
+        changed = changed_settings(run_dir, config) if config is not None else []
+        if changed and not overwrite:
+            raise UserInputError(
+                f"Run directory {run_dir!r} holds an interrupted run started with other settings "
+                f"({', '.join(changed)} differ). Rerun its own command to resume it, add --overwrite to start over "
+                "with these, or choose another --run-dir.")
+        return
+    if not (os.path.isdir(run_dir) and os.listdir(run_dir)):
+        return
+    if _dead_start(run_dir) and not is_finished(_previous(run_dir)):
         return
     if not (os.path.exists(path(run_dir, RUN_CONFIG)) or is_old_format(run_dir)):
         raise UserInputError(f"Run directory {run_dir!r} is not empty and is not a tfllm run. "
@@ -183,26 +216,32 @@ def check_writable(run_dir, overwrite=False):
                              "replace it (it is kept until the new run finishes) or choose another --run-dir.")
 
 
-def prepare(run_dir, overwrite=False):
+def prepare(run_dir, overwrite=False, config=None):
     """Creates `run_dir`, or decides to resume it; returns (resume, previous).
 
     `resume` is True when the folder holds an interrupted run (its backup is
-    there). A finished run is never deleted up front: without `overwrite` the
-    command is refused; with it the old run moves to a hidden sibling
-    (`previous`), which `training.common.guarded_run` deletes once the new run has finished and
-    `restore_previous` puts back if it fails. A non-empty folder that is not a
-    tfllm run is refused.
+    there) started with the settings of `config` (a `TrainConfig`); with other
+    settings the command is refused, or with `overwrite` the interrupted run
+    is deleted and this one starts over. A finished run is never deleted up
+    front: without `overwrite` the command is refused; with it the old run
+    moves to a hidden sibling (`previous`), which `training.common.guarded_run`
+    deletes once the new run has finished and `restore_previous` puts back if
+    it fails. A non-empty folder that is not a tfllm run is refused.
     """
-    parent, name = os.path.split(os.path.abspath(run_dir))
-    previous = os.path.join(parent, f".{name}.previous")
-    if is_unfinished(run_dir):
-        # An interrupted --overwrite run still has the old run beside it: dropped when this one finishes.
-        return True, previous if os.path.isdir(previous) else None
-    if os.path.isdir(previous) and is_finished(previous) and not is_finished(run_dir):
-        # An --overwrite run killed before its first backup (no cleanup ran) left the old run aside
-        # and a start of its own in its place: the old run comes back before anything else is decided.
+    previous = _previous(run_dir)
+    if _dead_start(run_dir):
+        # Killed before its first backup (no cleanup ran): nothing to resume. An --overwrite run
+        # also left the old run aside, which comes back before anything else is decided.
+        shutil.rmtree(run_dir)
         restore_previous(run_dir, previous)
-    check_writable(run_dir, overwrite)
+    check_writable(run_dir, overwrite, config)
+    kept = previous if os.path.isdir(previous) else None  # beside an interrupted --overwrite run
+    if is_unfinished(run_dir):
+        if config is None or not changed_settings(run_dir, config):
+            return True, kept  # the old run, if any, is dropped when this one finishes
+        shutil.rmtree(run_dir)  # --overwrite with other settings: start over
+        os.makedirs(run_dir)
+        return False, kept
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(run_dir, previous)

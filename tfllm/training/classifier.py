@@ -217,7 +217,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     model_seed = config.seed if config.model_seed is None else config.model_seed
     keras.utils.set_random_seed(model_seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
-    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
     with common.guarded_run(run_dir, resume, previous):
         if tokenizer is None:
             tokenizer = common.start_run(run_dir, config, preset, resume, data.vocabulary_texts,
@@ -247,9 +247,9 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         )
         start = time.perf_counter()
         with common.unknown_length_ok(), common.preprocessed(model):
-            freeze = 0 if resume else min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1)
+            freeze = min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1)
             history = {}
-            if freeze:
+            if freeze and not resume:  # a resumed run's backup comes after the frozen epochs
                 # Train only the new head first, so its random start does not disturb the pretrained backbone.
                 model.backbone.trainable = False
                 compile_classifier(model, preset, steps_per_epoch)

@@ -198,7 +198,23 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-class RestoreOnly(keras.callbacks.BackupAndRestore):
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore` keeping the last two backups, so that a kill while one is written
+    resumes from the other, and a backup that cannot be read at all is one clear error."""
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, delete_checkpoint=True, double_checkpoint=True)
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as e:
+            raise UserInputError(
+                f"The backup in {self.backup_dir!r} cannot be read ({str(e).splitlines()[0][:200]}), so the "
+                f"interrupted run cannot resume. Delete that folder to start the run over.") from None
+
+
+class RestoreOnly(Backup):
     """Resumes from a backup without ever writing or deleting it.
 
     For non-chief workers in multi-worker training: synchronous training keeps
@@ -232,12 +248,12 @@ def make_callbacks(
     checkpoint (raw weights) loaded afterwards silently undid the average.
     """
     backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
-    backup = keras.callbacks.BackupAndRestore if write_logs else RestoreOnly
+    backup = Backup if write_logs else RestoreOnly
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         LearningRateLogger(),
         EpochCounter(),
-        backup(backup_dir, delete_checkpoint=True),  # before the swap: it backs up the raw weights
+        backup(backup_dir),  # before the swap: it backs up the raw weights
     ]
     if ema:  # before the checkpoint and early stopping, which then keep the averaged weights
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))

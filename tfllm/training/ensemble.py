@@ -50,7 +50,7 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
     if config.unlabeled and self_training is None:  # one teacher labels the texts for every member
         return train_self_trained(config, preset, data, classifier.train_classifier, verbose=verbose)
     run_dir = config.run_dir
-    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
     with common.guarded_run(run_dir, resume, previous):
         if not resume:
             for name, value in {runs.LABELS: data.label_names, runs.RECIPE: preset}.items():

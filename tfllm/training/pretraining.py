@@ -123,7 +123,7 @@ def pretrain(config, verbose="auto"):
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
-    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite)
+    resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
     with common.guarded_run(run_dir, resume, previous):
         tokenizer = common.start_run(run_dir, config, preset, resume, train_docs)
         with strategy.scope(), common.precision_scope(config.precision):
@@ -187,7 +187,7 @@ def pretrain_vectors(config):
     preset = _preset("vectors", config)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
-    resume, previous = runs.prepare(config.run_dir, overwrite=config.overwrite)
+    resume, previous = runs.prepare(config.run_dir, overwrite=config.overwrite, config=config)
     # Seconds of work and no backup: an interrupted run is removed like a failed one, and starts again.
     with common.guarded_run(config.run_dir, resume, previous, resumable=False):
         start = time.perf_counter()

@@ -101,7 +101,7 @@ def train_self_trained(config, preset, data, train_classifier, verbose="auto"):
     for `metrics.json`) it trains on `data` as it is, without self-training again.
     """
     keep, teachers, rounds = _settings(preset)
-    runs.check_writable(config.run_dir, config.overwrite)  # refused now, not after the teacher has trained
+    runs.check_writable(config.run_dir, config.overwrite, config)  # refused now, not after the teacher has trained
     texts = unlabelled_texts(config, data)
     data = dataclasses.replace(data, unlabeled=texts)  # the teacher's and student's vocabulary and word vectors
     parent = os.path.dirname(os.path.abspath(config.run_dir))
