@@ -399,3 +399,18 @@ def test_sigterm_stops_a_training_that_the_same_command_resumes(tmp_path, capsys
     assert main(argv) == 0
     assert "Resuming the interrupted run" in capsys.readouterr().out
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 40
+
+
+def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path, capsys):
+    """A NaN loss: Keras' TerminateOnNaN only stopped, so a generator was saved as finished and a classifier
+    failed later in a traceback (naive Bayes on NaN weights)."""
+    from tfllm.cli import main
+
+    for task, data, extra in (("classify", "rotten_tomatoes", ["--max-rows", "300", "--learning-rate", "1e9"]),
+                              ("generate", "shakespeare", ["--max-rows", "6000", "--learning-rate", "1e8",
+                                                           "--no-jit-compile"])):
+        run_dir = tmp_path / task
+        assert main(["train", "--task", task, "--data", data, "--preset", "tiny", *extra, "--run-dir", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert "Training diverged" in err and "--learning-rate" in err and err.count("\n") == 1
+        assert not run_dir.exists()

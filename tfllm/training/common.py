@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -40,12 +41,14 @@ def guarded_run(run_dir, resume, previous=None, resumable=True):
     finished run that `--overwrite` moved aside (`previous`) comes back when
     the new one fails, and goes when it succeeds. An interruption before the
     first backup, or of a run that is not `resumable` (seconds of work, no
-    backup), is treated as a failure: there is nothing to resume from.
+    backup), is treated as a failure: there is nothing to resume from. So is a
+    diverged training, which would diverge again.
     """
     try:
         yield
     except BaseException as e:
-        backed_up = resume or os.path.isdir(os.path.join(run_dir, BACKUP))
+        # A diverged run would diverge again when resumed: it goes whatever its backup.
+        backed_up = (resume or os.path.isdir(os.path.join(run_dir, BACKUP))) and not isinstance(e, TrainingDiverged)
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
             raise
@@ -198,6 +201,21 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+class TrainingDiverged(UserInputError):
+    """The loss became NaN or infinite: the settings (most often the learning rate) cannot train this model."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Keras' `TerminateOnNaN`, as an error: Keras only stops, and the run was then saved as finished
+    (a generator) or failed later in a traceback (a classifier's naive-Bayes fit on NaN weights)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(f"Training diverged: the loss became {float(loss)} in step {batch + 1} of an "
+                                   "epoch, so nothing was kept. Lower the learning rate (--learning-rate) and run again.")
+
+
 class Backup(keras.callbacks.BackupAndRestore):
     """Keras' `BackupAndRestore` keeping the last two backups, so that a kill while one is written
     resumes from the other, and a backup that cannot be read at all is one clear error."""
@@ -250,7 +268,7 @@ def make_callbacks(
     backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
     backup = Backup if write_logs else RestoreOnly
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+        StopOnDivergence(),
         LearningRateLogger(),
         EpochCounter(),
         backup(backup_dir),  # before the swap: it backs up the raw weights
