@@ -52,3 +52,13 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
     clf = write_records(tmp_path / "clf", "classify")
     result = main_in_process(capsys, "generate", clf, "hello")
     assert result.returncode == 2 and "does not generate text" in result.stderr
+
+    # Flags a task does not use are refused, not ignored (--steps on a classifier) or silently ranked.
+    for task, data, flags, message in (
+            ("generate", "shakespeare", ["--steps", "60", "--epochs", "1"], "Give --steps (60) or --epochs (1"),
+            ("classify", "rotten_tomatoes", ["--steps", "1"], "a classify run trains whole passes"),
+            ("translate", "cedict", ["--steps", "1"], "a translate run trains whole passes")):
+        result = main_in_process(capsys, "train", "--task", task, "--data", data, "--preset", "tiny", *flags,
+                                 "--run-dir", tmp_path / "s")
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+        assert not os.path.exists(tmp_path / "s")

@@ -38,6 +38,9 @@ def causal_lm_preset(config):
     overrides = dict(config.overrides)
     overrides.update({k: v for k, v in flags.items() if v is not None})  # unset flags keep overrides
     preset = resolve_preset("generate", config.preset, overrides)
+    if config.epochs is not None and config.steps is not None:
+        raise UserInputError(f"Give --steps ({config.steps}) or --epochs ({config.epochs}, each "
+                             f"{preset['eval_interval']} steps here), not both.")
     if config.epochs is not None:  # --epochs N means N evaluation intervals
         preset["steps"] = config.epochs * preset["eval_interval"]
     for key in ("steps", "batch_size"):

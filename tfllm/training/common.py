@@ -66,6 +66,9 @@ def resolve_recipe(task, config):
     """The preset of `config` for `task`, with the CLI flags and `--set` overrides applied and checked."""
     from tfllm.models.presets import resolve_preset
 
+    if config.steps is not None:
+        raise UserInputError(f"--steps counts the training steps of generation and pretraining; a {task} run "
+                             "trains whole passes over its data: use --epochs.")
     flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, jit_compile=config.jit_compile)
     overrides = dict(config.overrides)

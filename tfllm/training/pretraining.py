@@ -45,6 +45,9 @@ def _preset(task, config):
 
 def masked_lm_preset(config):
     preset = _preset("pretrain", config)
+    if config.epochs is not None and config.steps is not None:
+        raise UserInputError(f"Give --steps ({config.steps}) or --epochs ({config.epochs}, each "
+                             f"{preset['eval_interval']} steps here), not both.")
     if config.epochs is not None:  # --epochs N means N evaluation intervals
         preset["steps"] = config.epochs * preset["eval_interval"]
     for key in ("steps", "batch_size"):
