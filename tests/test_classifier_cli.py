@@ -1,6 +1,5 @@
 """End to end through the CLI, as a user runs it: train -> metrics -> TensorBoard -> export -> reload."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 from conftest import main_in_process, run_cli
-from tfllm.errors import UserInputError
 
 pytestmark = pytest.mark.slow
 
@@ -328,46 +326,6 @@ def test_a_run_missing_its_weights_is_not_finished(cli_run, tmp_path, capsys):
     (run_dir / "model.weights.h5").unlink()  # as a crash in the middle of save_to_preset leaves it
     assert main(["export", str(run_dir), "--name", "x", "--base-dir", str(tmp_path / "sm")]) == 2
     assert "did not finish" in capsys.readouterr().err
-
-
-def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
-    """Resuming with other settings mixed them silently (a new learning rate ignored, new epochs used, a new
-    width a traceback): now refused, or with --overwrite started over; a run killed before its first backup
-    (records only) starts over."""
-    from tfllm import runs
-    from tfllm.config import TrainConfig
-
-    run_dir = str(tmp_path / "run")
-    config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir, epochs=30)
-    assert runs.prepare(run_dir, config=config) == (False, None)
-    config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
-    os.makedirs(runs.path(run_dir, runs.BACKUP))  # as after its first epoch
-    assert runs.prepare(run_dir, config=config) == (True, None)
-    assert runs.prepare(run_dir, overwrite=True, config=config)[0]  # the same command with --overwrite resumes
-    other = dataclasses.replace(config, learning_rate=0.5, overrides={"hidden_dim": 32})
-    with pytest.raises(UserInputError, match=r"other settings \(learning_rate, overrides differ\)"):
-        runs.prepare(run_dir, config=other)
-    assert runs.is_unfinished(run_dir)  # refused: nothing touched
-    assert runs.prepare(run_dir, overwrite=True, config=other) == (False, None)
-    assert os.listdir(run_dir) == []  # started over
-
-    other.to_json(runs.path(run_dir, runs.RUN_CONFIG))  # killed before its first backup: records only
-    assert runs.prepare(run_dir, config=config) == (False, None) and os.listdir(run_dir) == []
-
-
-def test_a_backup_that_cannot_be_read_is_one_clear_error(tmp_path):
-    import keras
-
-    from tfllm.training.common import Backup
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer="adam", loss="mse")
-    (tmp_path / "backup").mkdir()
-    (tmp_path / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n" + b"\0" * 100)  # cut short by a kill
-    backup = Backup(str(tmp_path / "backup"))
-    backup.set_model(model)
-    with pytest.raises(UserInputError, match="cannot be read .* Delete that folder to start the run over"):
-        backup.on_train_begin()
 
 
 @pytest.mark.slow

@@ -235,6 +235,23 @@ class Backup(keras.callbacks.BackupAndRestore):
                 f"interrupted run cannot resume. Delete that folder to start the run over.") from None
 
 
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint(save_best_only=True)` whose best value so far survives an interruption (in
+    `record`, in the backup folder): a resumed run then keeps the best epoch of the whole run, where
+    Keras starts again from infinity and kept the best epoch since the resume."""
+
+    def __init__(self, filepath, monitor, record):
+        self.record = record
+        best = read_json(record)["best"] if os.path.exists(record) else None
+        super().__init__(filepath, monitor=monitor, save_best_only=True, save_weights_only=True,
+                         initial_value_threshold=best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best is not None and math.isfinite(self.best):
+            write_json(self.record, {"monitor": self.monitor, "best": float(self.best)})
+
+
 class RestoreOnly(Backup):
     """Resumes from a backup without ever writing or deleting it.
 
@@ -281,11 +298,8 @@ def make_callbacks(
     if write_logs:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
     if checkpoint and write_logs:
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(run_dir, "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
-            )
-        )
+        callbacks.append(BestCheckpoint(os.path.join(run_dir, "best.weights.h5"), monitor,
+                                        record=os.path.join(backup_dir, "best.json")))
     if early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience, restore_best_weights=True)

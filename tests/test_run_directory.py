@@ -1,0 +1,69 @@
+"""The run directory's reliability: resuming, backups and the best checkpoint (tfllm.runs, training.common)."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfllm.errors import UserInputError
+
+
+def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
+    """Resuming with other settings mixed them silently (a new learning rate ignored, new epochs used, a new
+    width a traceback): now refused, or with --overwrite started over; a run killed before its first backup
+    (records only) starts over."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    run_dir = str(tmp_path / "run")
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir, epochs=30)
+    assert runs.prepare(run_dir, config=config) == (False, None)
+    config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    os.makedirs(runs.path(run_dir, runs.BACKUP))  # as after its first epoch
+    assert runs.prepare(run_dir, config=config) == (True, None)
+    assert runs.prepare(run_dir, overwrite=True, config=config)[0]  # the same command with --overwrite resumes
+    other = dataclasses.replace(config, learning_rate=0.5, overrides={"hidden_dim": 32})
+    with pytest.raises(UserInputError, match=r"other settings \(learning_rate, overrides differ\)"):
+        runs.prepare(run_dir, config=other)
+    assert runs.is_unfinished(run_dir)  # refused: nothing touched
+    assert runs.prepare(run_dir, overwrite=True, config=other) == (False, None)
+    assert os.listdir(run_dir) == []  # started over
+
+    other.to_json(runs.path(run_dir, runs.RUN_CONFIG))  # killed before its first backup: records only
+    assert runs.prepare(run_dir, config=config) == (False, None) and os.listdir(run_dir) == []
+
+
+def test_a_backup_that_cannot_be_read_is_one_clear_error(tmp_path):
+    import keras
+
+    from tfllm.training.common import Backup
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n" + b"\0" * 100)  # cut short by a kill
+    backup = Backup(str(tmp_path / "backup"))
+    backup.set_model(model)
+    with pytest.raises(UserInputError, match="cannot be read .* Delete that folder to start the run over"):
+        backup.on_train_begin()
+
+
+def test_the_best_checkpoint_keeps_the_best_value_from_before_an_interruption(tmp_path):
+    """Keras' ModelCheckpoint starts from infinity when a run resumes, so the best epoch since the resume replaced
+    a better one from before it; BestCheckpoint reads the best so far from the backup folder."""
+    from tfllm.training.common import BestCheckpoint
+
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
+    model.compile(optimizer="sgd", loss="mse")
+    record, best = tmp_path / "backup" / "best.json", tmp_path / "best.weights.h5"
+    record.parent.mkdir()
+    record.write_text(json.dumps({"monitor": "loss", "best": 1e-9}))  # an earlier epoch did better than any now
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[BestCheckpoint(str(best), "loss", str(record))])
+    assert not best.exists()
+    record.write_text(json.dumps({"monitor": "loss", "best": 1e9}))
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[BestCheckpoint(str(best), "loss", str(record))])
+    assert best.exists() and json.loads(record.read_text())["best"] == pytest.approx(history.history["loss"][0])
