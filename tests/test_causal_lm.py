@@ -330,3 +330,27 @@ def test_a_validation_text_that_starts_with_a_character_training_never_saw_still
     samples.Reload()
     text = samples.Tensors("samples")[-1].tensor_proto.string_val[0].decode()
     assert text.startswith("```\n" + train[:4]), text
+
+
+@pytest.mark.slow
+def test_causal_pretraining_reads_documents_and_its_run_generates_and_explains(tmp_path, capsys):
+    """`tfllm pretrain --objective causal`: --max-rows counts documents (it cut characters), the TensorBoard
+    samples find a prompt a 50-character vocabulary can encode (Chinese text: the validation and training
+    starts cannot be), and the run is a text generator for generate, explain and fine-tuning."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfllm.cli import main
+    from tfllm.datasets.text import load_documents
+
+    run_dir = tmp_path / "zh"
+    assert main(["pretrain", "--objective", "causal", "--data", "zh_news", "--max-rows", "300", "--preset", "tiny",
+                 "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
+    assert f"tfllm train --task generate --from-preset {run_dir}" in capsys.readouterr().out
+    _, val_docs = load_documents("zh_news", val_fraction=0.1, max_rows=300)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val"]["num_tokens"] == len("\n".join(val_docs))
+    samples = EventAccumulator(str(run_dir / "logs" / "samples"), size_guidance={"tensors": 0})
+    samples.Reload()
+    assert len(samples.Tensors("samples")) == metrics["epochs_run"]
+    assert main(["explain", str(run_dir), "的", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["tokens"]

@@ -88,8 +88,9 @@ def cmd_train(args):
 
         metrics = pretrain(config)
         print(f"\nValidation: {json.dumps(metrics['val'])}")
+        task = "generate" if config.objective == "causal" else "classify"  # a decoder generates; an encoder classifies
         print(f"Run directory (a KerasHub preset): {config.run_dir}  "
-              f"(fine-tune: tfllm train --task classify --from-preset {config.run_dir} ...)")
+              f"(fine-tune: tfllm train --task {task} --from-preset {config.run_dir} ...)")
     elif config.task == "classify":
         from tfllm.training.classifier import train_classifier
 
@@ -391,8 +392,7 @@ def cmd_explain(args):
     if empty:
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to explain, e.g. "
                              f"tfllm explain {args.run_dir} \"a joyous, moving film\".")
-    task = runs.require_task(args.run_dir, "classify", "generate",
-                             hint="tfllm explain works on classifiers and text generators.")
+    task = runs.explainable_task(args.run_dir)
     if task == "classify" and args.target is not None and args.target not in runs.read_labels(args.run_dir):
         raise UserInputError(f"Unknown --target {args.target!r}; this model's labels are "
                              f"{', '.join(runs.read_labels(args.run_dir))}.")

@@ -520,8 +520,7 @@ def load_explainer(run_dir):
     """An `Explainer` for a finished classification or generation run."""
     from tfllm import runs
 
-    task = runs.require_task(run_dir, "classify", "generate",
-                             hint="explain works on classifiers and text generators.")
+    task = runs.explainable_task(run_dir)
     model = runs.load_task(run_dir)
     return Explainer(model, runs.read_labels(run_dir) if task == "classify" else None)
 

@@ -106,6 +106,13 @@ def require_task(run_dir, *tasks, hint=""):
     return task
 
 
+def explainable_task(run_dir):
+    """"classify" or "generate" (a causal pretraining run is a text generator), else a one-line UserInputError."""
+    if task_of(run_dir) == "pretrain" and read_config(run_dir).get("objective") == "causal":
+        return "generate"
+    return require_task(run_dir, "classify", "generate", hint="tfllm explain works on classifiers and text generators.")
+
+
 def fine_tuning_preset(handle):
     """The classifier recipe `tfllm train --from-preset HANDLE` uses unless `--preset` says:
     `default` over a word-vector run (its encoder has that recipe's shape and was made for it),

@@ -26,6 +26,7 @@ from tfllm.datasets.text import load_documents, load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
 from tfllm.models.presets import resolve_preset
+from tfllm.tokenizers import CharacterTokenizer
 from tfllm.training import common, timing
 
 SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
@@ -187,6 +188,8 @@ class TextSamples(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from tfllm.generation import Generator
 
+        if self.prompt is None:  # no prompt the vocabulary can encode (sample_prompt)
+            return
         start = time.perf_counter()
         # NumPy decoding of the current weights where it serves the model (tfllm.fast_generation):
         # the same text as the compiled loop, without tracing and compiling that loop (~4 s).
@@ -210,20 +213,30 @@ class TextSamples(keras.callbacks.Callback):
             self.timer.samples += time.perf_counter() - start
 
 
-def sample_prompt(tokenizer, length, *texts):
-    """The first `length` characters of the first of `texts` whose start the tokenizer knows whole.
+def sample_prompt(tokenizer, length, val_text, train_text):
+    """A prompt of `length` characters for TensorBoard's samples that the tokenizer encodes without
+    its unknown token (generation refuses those), or None (no samples).
 
-    The samples continue the validation text; where it starts with a character the training
-    text never had (the tokenizer's unknown token), generation would refuse the prompt, so the
-    training text's start is used instead.
+    The start of the validation text; where it has a character the vocabulary lacks (one only in the
+    validation tenth, or a rare one outside a small character vocabulary), the first stretch of the
+    training text whose characters it has all.
     """
     unk_id = getattr(tokenizer, "unk_token_id", None)
-    for text in texts:
-        prompt = text[:length]
+
+    def encodes(prompt):
         ids = np.asarray(keras.ops.convert_to_numpy(tokenizer.tokenize(prompt))).ravel()
-        if prompt.strip() and len(ids) and (unk_id is None or not (ids == unk_id).any()):
+        return bool(prompt.strip()) and len(ids) > 0 and (unk_id is None or not (ids == unk_id).any())
+
+    for prompt in (val_text[:length], train_text[:length]):
+        if encodes(prompt):
             return prompt
-    return texts[-1][:length]
+    if isinstance(tokenizer, CharacterTokenizer):  # one id a character: scan for a stretch of known ones
+        known, run = set(tokenizer.get_vocabulary()), 0
+        for end, character in enumerate(train_text[:1_000_000], 1):
+            run = run + 1 if character in known else 0
+            if run >= length and encodes(train_text[end - length:end]):
+                return train_text[end - length:end]
+    return None
 
 
 def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
@@ -283,10 +296,11 @@ def evaluate_run(run_dir, data=None, text_column=None):
 def _load_corpus(config):
     """(train_text, val_text) exactly as a run of `config` reads and splits them."""
     if config.task == "pretrain":  # unlabeled documents, one per line, in any of pretraining's formats
-        train_docs, val_docs = load_documents(config.data, text_column=config.text_column, val_fraction=0.1)
-        train_text, val_text = "\n".join(train_docs), "\n".join(val_docs)
-    else:
-        train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
+        # --max-rows: the first N documents, as for the other pretraining objectives.
+        train_docs, val_docs = load_documents(config.data, text_column=config.text_column, val_fraction=0.1,
+                                              max_rows=config.max_rows)
+        return "\n".join(train_docs), "\n".join(val_docs)
+    train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
     if config.max_rows:  # quick runs: the first N characters of each split
         train_text, val_text = train_text[: config.max_rows], val_text[: max(config.max_rows // 9, 1)]
     return train_text, val_text
