@@ -137,6 +137,33 @@ def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, c
     assert np.abs(after - before).max() > 0  # it trained
     text = generator.generate(["the "], max_new_tokens=10, sampler="greedy")[0]
     assert isinstance(text, str)
+    # The command streams; a KerasHub model has no position past its window, so neither may the stream
+    # (its buffer was window + 64 wide: a traceback on every request).
+    capsys.readouterr()
+    assert main(["generate", str(run_dir), "the ", "--max-new-tokens", "10", "--sampler", "greedy"]) == 0
+    assert capsys.readouterr().out == "the " + text + "\n"
+    # The SavedModel decodes at most the model's window (its width buckets start at 128), and says when a
+    # request does not fit.
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer's ops for the reloaded graph)
+
+    from tfllm.export.causal_lm import GREEDY_SIGNATURE, export_causal_lm
+
+    loaded = tf.saved_model.load(export_causal_lm(str(run_dir), "g", base_dir=str(tmp_path / "sm")))
+    greedy = loaded.signatures[GREEDY_SIGNATURE]
+    out = greedy(prompt=tf.constant(["the "]), max_new_tokens=tf.constant([10]))
+    assert out["completion"].numpy()[0].decode() == text
+    window = generator.window
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"this model sees at most {window} tokens"):
+        greedy(prompt=tf.constant(["the "]), max_new_tokens=tf.constant([window]))
+    # TFLite's decoding loop drives tfllm's own decoder: refused in one line, before any work.
+    assert main(["export", str(run_dir), "--name", "g", "--base-dir", str(tmp_path / "sm"), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err
+    assert "fine-tunes KerasHub's GPT2CausalLM" in err and err.count("\n") == 1
+    # Settings its own model fixes are refused, not recorded and ignored.
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", preset, "--preset", "tiny",
+                 "--set", "hidden_dim=64", "--run-dir", str(tmp_path / "other")]) == 2
+    assert "hidden_dim would be ignored" in capsys.readouterr().err
 
 
 def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, tmp_path, capsys):

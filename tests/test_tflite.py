@@ -215,6 +215,13 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         argv = ["generate", "--tflite", os.path.join(directory, "model.tflite"), "ROMEO:", "--max-new-tokens", "40"]
         assert main(argv) == 0
         assert capsys.readouterr().out == "ROMEO:" + keras_text + "\n"
+        # --stop cuts the text as for a run directory; sampling options, which the greedy loop cannot
+        # follow, are refused (they were accepted and ignored).
+        stop = keras_text[len(keras_text) // 2:][:2]
+        assert main(argv + ["--stop", stop, "--sampler", "greedy"]) == 0
+        assert capsys.readouterr().out == "ROMEO:" + keras_text[: keras_text.find(stop)] + "\n"
+        assert main(argv + ["--temperature", "0.5", "--seed", "1"]) == 2
+        assert "--temperature, --seed would be ignored" in capsys.readouterr().err
         assert main(["generate", "--tflite", str(tmp_path / "missing.tflite"), "ROMEO:"]) == 2
 
 

@@ -319,17 +319,31 @@ def _generate_without_tensorflow(args, stream):
     return True
 
 
+SAMPLING_DEFAULTS = {"sampler": "top_k", "temperature": 0.8, "top_k": 200, "top_p": 0.9, "num_beams": 4, "seed": None}
+
+
 def cmd_generate(args):
     from tfllm.errors import UserInputError
 
     if args.tflite:  # the exported file's prefill/decode loop, greedy (tfllm.export.tflite_causal_lm)
         from tfllm.export.tflite_causal_lm import generate_text
+        from tfllm.fast_generation import truncate_at_stops
 
         if args.run_dir:
             raise UserInputError("Pass either RUN_DIR or --tflite FILE, not both.")
-        text = generate_text(args.tflite, args.prompt, max_new_tokens=args.max_new_tokens)
+        sampling = [f"--{name.replace('_', '-')}" for name in SAMPLING_DEFAULTS if getattr(args, name) is not None
+                    and not (name == "sampler" and args.sampler == "greedy")]
+        if sampling:
+            raise UserInputError(f"--tflite runs the exported model's greedy loop; {', '.join(sampling)} would be "
+                                 "ignored. Leave them out, or generate from the RUN_DIR.")
+        if any(not stop for stop in args.stop):
+            raise UserInputError("Stop strings must not be empty.")
+        text = truncate_at_stops(generate_text(args.tflite, args.prompt, max_new_tokens=args.max_new_tokens), args.stop)
         print(text if args.no_prompt_echo else args.prompt + text)
         return
+    for name, default in SAMPLING_DEFAULTS.items():  # unset: the sampler's defaults
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if not args.run_dir:
         raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
     echo = [not args.no_prompt_echo]  # the prompt is printed once input checks have passed
@@ -362,11 +376,12 @@ def add_generation_parsers(sub):
     p.add_argument("prompt")
     p.add_argument("--tflite", metavar="FILE", default=None, help="run an exported model.tflite instead (greedy)")
     p.add_argument("--max-new-tokens", type=int, default=500, help=f"1 to {MAX_NEW_TOKENS}")
-    p.add_argument("--sampler", choices=SAMPLERS, default="top_k")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
-    p.add_argument("--top-k", type=int, default=200, help="clamped to the vocabulary size")
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--num-beams", type=int, default=4)
+    # None: unset (SAMPLING_DEFAULTS), so that --tflite can refuse the ones a user gave.
+    p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default top_k")
+    p.add_argument("--temperature", type=float, default=None, help="default 0.8; 0 means greedy")
+    p.add_argument("--top-k", type=int, default=None, help="default 200, clamped to the vocabulary size")
+    p.add_argument("--top-p", type=float, default=None, help="default 0.9")
+    p.add_argument("--num-beams", type=int, default=None, help="default 4")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
     p.add_argument("--no-prompt-echo", action="store_true", help="print only the new text")

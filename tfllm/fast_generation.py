@@ -34,6 +34,15 @@ STREAM_CHUNK = 64  # as tfllm.generation.STREAM_CHUNK: new tokens per chunk when
 CHUNK_SEED_STRIDE = 7919  # as Generator.generate: a fresh noise stream per chunk
 
 
+def truncate_at_stops(text, stops):
+    """`text` up to (not including) the first of the stop strings it holds."""
+    for s in stops:
+        at = text.find(s)
+        if at >= 0:
+            text = text[:at]
+    return text
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """NumPy's OpenBLAS on one thread while decoding: one token's matrices are far too small to split,
@@ -314,13 +323,6 @@ class FastGenerator:
     def single_token_stops(self, stops):
         return [self.stoi[s] for s in stops if len(s) == 1 and s in self.stoi]
 
-    def _truncate(self, text, stops):
-        for s in stops:
-            at = text.find(s)
-            if at >= 0:
-                text = text[:at]
-        return text
-
     def generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stops=(), stream_callback=None):
         """New text after `prompt`, as `Generator.generate` makes it for one prompt.
 
@@ -340,7 +342,7 @@ class FastGenerator:
             buffer[: len(ids)] = ids
             out = self.model.decode(buffer, len(ids), options, stop_ids, self.banned)[len(ids):]
             hits = np.flatnonzero(np.isin(out, list(stop_ids)))
-            return self._truncate(self.decode(out[: hits[0]] if len(hits) else out), stops)
+            return truncate_at_stops(self.decode(out[: hits[0]] if len(hits) else out), stops)
         window = self.model.sequence_length
         width = window + STREAM_CHUNK
         new, printed, chunk_number = [], "", 0
@@ -358,7 +360,7 @@ class FastGenerator:
             hit_stop = len(chunk) < width - len(context)
             new += chunk.tolist()[: max_new_tokens - len(new)]
             full = self.decode(new)
-            text = self._truncate(full, stops)
+            text = truncate_at_stops(full, stops)
             if text[len(printed):] and stream_callback is not None:
                 stream_callback(0, text[len(printed):])
             printed = text

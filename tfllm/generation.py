@@ -24,6 +24,7 @@ import tensorflow as tf
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS  # noqa: F401  (defined there so the CLI parser needs no TensorFlow)
 from tfllm.errors import UserInputError
 from tfllm import runs
+from tfllm.fast_generation import truncate_at_stops
 from tfllm.tokenizers import CharacterTokenizer, special_token_ids
 
 MAX_PROMPTS = 256
@@ -326,13 +327,14 @@ class Generator:
             width = max(len(ids) for ids in encoded) + max_new_tokens
             out = self._run(function, encoded, width, options)
             new = [self._cut(out[i, len(ids): len(ids) + max_new_tokens], stop_token_ids) for i, ids in enumerate(encoded)]
-            return [self._truncate(self.decode(ids), stops) for ids in new]
+            return [truncate_at_stops(self.decode(ids), stops) for ids in new]
 
-        # Streaming: fixed-shape chunks that see the last `window` tokens.
+        # Streaming: fixed-shape chunks that see the last `window` tokens. A model that does not slide
+        # (a KerasHub preset's) has no position beyond its window: one chunk of it (checked above).
         new = [[] for _ in encoded]
         done = [False] * n
         printed = [""] * n
-        width = window + STREAM_CHUNK
+        width = window + STREAM_CHUNK if self.slides else longest + max_new_tokens
         chunk_number = 0
         while not all(done):
             contexts = [np.concatenate([ids, np.asarray(t, "int32")])[-window:] for ids, t in zip(encoded, new)]
@@ -347,7 +349,7 @@ class Generator:
                 hit_stop = len(chunk) < width - len(context)
                 new[i] += chunk.tolist()[: max_new_tokens - len(new[i])]
                 full = self.decode(new[i])
-                text = self._truncate(full, stops)
+                text = truncate_at_stops(full, stops)
                 if len(new[i]) >= max_new_tokens or hit_stop or text != full:
                     done[i] = True
                 if text[len(printed[i]):]:
@@ -369,13 +371,6 @@ class Generator:
         hits = np.flatnonzero(np.isin(ids, stop_token_ids))
         return ids[: hits[0]] if len(hits) else ids
 
-    @staticmethod
-    def _truncate(text, stops):
-        for s in stops:
-            at = text.find(s)
-            if at >= 0:
-                text = text[:at]
-        return text
 
 
 def load_generator(run_dir, jit_compile=True):

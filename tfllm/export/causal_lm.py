@@ -95,7 +95,14 @@ def generation_archive(model, tokenizer, jit_compile=True):
         ]
         with tf.control_dependencies(checks):
             width = tf.reduce_max(lengths + max_new_tokens)
-        width = bucket(width, WIDTH_BUCKETS)
+        if ids_of.slides:
+            width = bucket(width, WIDTH_BUCKETS)
+        else:  # a KerasHub model stops at its last position: no bucket beyond it
+            fits = tf.debugging.assert_less_equal(
+                width, ids_of.window,
+                message=f"this model sees at most {ids_of.window} tokens: prompt plus max_new_tokens must fit")
+            with tf.control_dependencies([fits]):
+                width = tf.minimum(bucket(width, WIDTH_BUCKETS), ids_of.window)
         rows = ids.nrows(out_type=tf.int32)
         token_ids = ids.to_tensor(default_value=0, shape=tf.stack([rows, width]))
         padding_mask = tf.sequence_mask(lengths, width, dtype=tf.int32)
@@ -169,13 +176,15 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
             ordinary = [i for i in range(min(generator.vocabulary_size, 64)) if i not in generator.special_ids]
             prompts = warmup_prompts or [generator.decode(ordinary[:8])]
             n = len(prompts)
+            longest = max(len(generator.encode(p)) for p in prompts)
+            new_tokens = 32 if generator.slides else max(1, min(32, generator.window - longest))
             write_warmup_requests(
                 version.tmp_dir,
                 name,
                 SERVING_SIGNATURE,
                 {
                     "prompt": prompts,
-                    "max_new_tokens": [32] * n,
+                    "max_new_tokens": [new_tokens] * n,
                     "temperature": [0.8] * n,
                     "top_k": [50] * n,
                     "top_p": [1.0] * n,

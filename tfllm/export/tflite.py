@@ -99,6 +99,12 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
     if task == "classify":
         export_files = export_classifier_files
     else:
+        # The prefill/decode loop drives tfllm's own decoder's cache; a KerasHub preset's (GPT-2, ...) differs.
+        model_class = runs.read_json(runs.path(run_dir, runs.TASK_CONFIG)).get("registered_name", "")
+        if not model_class.startswith("tfllm>"):
+            raise UserInputError(f"{run_dir!r} fine-tunes KerasHub's {model_class.split('>')[-1]}; TFLite export of "
+                                 "a text generator needs tfllm's own decoder. Export it as a SavedModel "
+                                 f"(tfllm export {run_dir} --name NAME) for TF Serving.")
         export_files = export_causal_lm_files
 
     def write(directory):

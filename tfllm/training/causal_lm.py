@@ -34,6 +34,7 @@ LN2 = math.log(2.0)
 
 
 def causal_lm_preset(config):
+    common.check_from_preset_settings(config)
     flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, jit_compile=config.jit_compile)
     overrides = dict(config.overrides)

@@ -62,10 +62,28 @@ def guarded_run(run_dir, resume, previous=None, resumable=True):
     runs.drop_previous(previous)
 
 
+# Settings a --from-preset model brings itself (its backbone's shape, its tokenizer): given with it, they
+# would be recorded in the run's recipe and ignored.
+PRESET_OWN_SETTINGS = {"vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "tokenizer",
+                       "lowercase", "tie_weights", "use_bias", "num_decoder_layers"}
+
+
+def check_from_preset_settings(config):
+    """A one-line UserInputError for settings that `config.from_preset`'s own model fixes."""
+    if not config.from_preset:
+        return
+    given = sorted((set(config.overrides) & PRESET_OWN_SETTINGS) | ({"tokenizer"} if config.tokenizer else set()))
+    if given:
+        raise UserInputError(f"--from-preset {config.from_preset!r} brings its own model and tokenizer, so "
+                             f"{', '.join(given)} would be ignored; leave them out (the sequence length, dropout "
+                             "and training settings apply).")
+
+
 def resolve_recipe(task, config):
     """The preset of `config` for `task`, with the CLI flags and `--set` overrides applied and checked."""
     from tfllm.models.presets import resolve_preset
 
+    check_from_preset_settings(config)
     if config.steps is not None:
         raise UserInputError(f"--steps counts the training steps of generation and pretraining; a {task} run "
                              "trains whole passes over its data: use --epochs.")

@@ -36,6 +36,7 @@ NEIGHBOURS_SHOWN = 8  # frequent tokens whose nearest neighbours the vectors run
 
 
 def _preset(task, config):
+    common.check_from_preset_settings(config)
     flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, jit_compile=config.jit_compile)
     overrides = dict(config.overrides)
