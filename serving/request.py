@@ -30,9 +30,11 @@ def main() -> None:
         print(json.dumps(client.predict("reviews", instances=reviews)))
         print(json.dumps(client.predict("reviews", {"text": reviews}, label="stable")))
         try:
+            # "greedy" takes the prompt and the length; serving_default also every decoding option
+            # (temperature, top_k, top_p, seed), one value per prompt, as serving/requests.sh sends them.
             print(json.dumps(client.predict(
-                "shakespeare", instances=[{"prompt": "ROMEO:", "max_new_tokens": 32}])))
-        except ServingError as e:  # e.g. no generator exported yet
+                "shakespeare", instances=[{"prompt": "ROMEO:", "max_new_tokens": 32}], signature_name="greedy")))
+        except ServingError as e:  # e.g. no generator named shakespeare exported yet
             print(f"shakespeare: {e}")
 
 

@@ -22,6 +22,10 @@ curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews:predict" -H 'Content-Type
 curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews/labels/canary:predict" -H 'Content-Type: application/json' \
   -d '{"inputs": {"text": ["A warm, funny and moving film."]}}'; echo
 
-# Generation with the decoding options as inputs.
+# Generation with the decoding options as inputs (one value per prompt; top_k 0 turns it off).
 curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/shakespeare:predict" -H 'Content-Type: application/json' \
-  -d '{"instances": [{"prompt": "ROMEO:", "max_new_tokens": 32}]}'; echo
+  -d '{"instances": [{"prompt": "ROMEO:", "max_new_tokens": 32, "temperature": 0.8, "top_k": 50, "top_p": 1.0, "seed": 7}]}'; echo
+
+# Greedy generation: the "greedy" signature takes only the prompt and the length.
+curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/shakespeare:predict" -H 'Content-Type: application/json' \
+  -d '{"signature_name": "greedy", "instances": [{"prompt": "ROMEO:", "max_new_tokens": 32}]}'; echo

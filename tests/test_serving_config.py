@@ -1,5 +1,6 @@
 """The files in serving/ parse as TF Serving reads them and line up with an export."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -156,6 +157,25 @@ def test_sample_request_scripts_are_valid():
     compile((SERVING / "request.py").read_text(), "request.py", "exec")
     script = (SERVING / "requests.sh").read_text()
     assert all(f"/{name}" in script for name in MODELS)
+
+
+def test_the_sample_generation_requests_send_what_a_real_export_takes():
+    """The scripts' generation requests once sent two of serving_default's six inputs (a 400 against a real
+    export, unseen because the test server's toy generator took two)."""
+    import inspect
+    import re
+
+    from tfllm.export import causal_lm
+
+    source = inspect.getsource(causal_lm.generation_archive)
+    inputs = re.findall(r'spec\(tf\.\w+, "(\w+)"\)', source.split("def greedy")[0])  # serving_default's
+    assert len(inputs) == 6 and inputs[:2] == ["prompt", "max_new_tokens"]
+    bodies = [json.loads(body) for body in re.findall(r"-d '(\{.*\})'", (SERVING / "requests.sh").read_text())
+              if "prompt" in body]
+    assert bodies
+    for body in bodies:
+        expected = inputs[:2] if body.get("signature_name") == "greedy" else inputs
+        assert all(sorted(row) == sorted(expected) for row in body["instances"]), body
 
 
 def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_path):

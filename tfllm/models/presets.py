@@ -314,7 +314,7 @@ OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.
 # Every number is at least 0; these are at least 1, fractions below 1, or above 0.
 AT_LEAST_ONE = {"batch_size", "epochs", "steps", "hidden_dim", "intermediate_dim", "num_heads", "sequence_length",
                 "encoder_sequence_length", "decoder_sequence_length", "vocabulary_size", "eval_interval",
-                "eval_windows", "steps_per_execution", "window", "vector_window", "self_training_teachers"}
+                "eval_windows", "steps_per_execution", "window", "vector_window"}
 FRACTIONS = {"dropout", "embedding_dropout", "label_smoothing", "mask_selection_rate", "warmup_fraction",
              "ema_momentum", "beta_1", "beta_2"}
 POSITIVE = {"learning_rate", "global_clipnorm", "ema_epochs"}

@@ -121,11 +121,12 @@ def save_classifier(path: str, bias: float = 0.0, warmup: bool = True) -> str:
 
 
 def save_generator(path: str) -> str:
-    """Saves a toy generator SavedModel (`serving_default`: prompt, max_new_tokens)."""
+    """Saves a toy generator SavedModel (`serving_default` and, as a real export has, `greedy`:
+    prompt, max_new_tokens)."""
     import tensorflow as tf
 
     module = _generator_module()
-    tf.saved_model.save(module, path, signatures={"serving_default": module.generate})
+    tf.saved_model.save(module, path, signatures={"serving_default": module.generate, "greedy": module.generate})
     return path
 
 

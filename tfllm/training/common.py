@@ -89,13 +89,17 @@ def resolve_recipe(task, config):
                              "trains whole passes over its data: use --epochs.")
     flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, jit_compile=config.jit_compile)
+    check_counts(flags)
     overrides = dict(config.overrides)
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    preset = resolve_preset(task, config.preset, overrides)
-    for key in ("epochs", "batch_size"):
-        if preset[key] < 1:
-            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
-    return preset
+    return resolve_preset(task, config.preset, overrides)
+
+
+def check_counts(flags):
+    """`--epochs`, `--steps` and `--batch-size` below 1, named as the flags they are (not as settings)."""
+    for key in ("epochs", "steps", "batch_size"):
+        if flags.get(key) is not None and flags[key] < 1:
+            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {flags[key]}.")
 
 
 def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=True, targets=None):

@@ -39,6 +39,7 @@ def _preset(task, config):
     common.check_from_preset_settings(config)
     flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, jit_compile=config.jit_compile)
+    common.check_counts({**flags, "epochs": config.epochs})
     overrides = dict(config.overrides)
     overrides.update({k: v for k, v in flags.items() if v is not None})
     return resolve_preset(task, config.preset, overrides)
