@@ -202,6 +202,12 @@ def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, caps
     assert main(["explain", generator_run, "Before we", "--target", "zz"]) == 2  # not one token of its vocabulary
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--target 'zz'" in err
+    # In the terminal the next tokens are quoted: a newline among them printed raw broke the line.
+    from tfllm.explanations import Explanation, render_terminal
+
+    shown = render_terminal(Explanation("Be", "occlusion", "generator", "\n", "\n", {"\n": 0.6, " ": 0.4},
+                                        ["B", "e"], [0.1, -0.2]), color=False)
+    assert shown.splitlines()[0].endswith("('\\n' 0.600, ' ' 0.400)")
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -573,9 +573,9 @@ def build_parser():
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir (kept until "
                                                                 "the new one finishes)")
 
-    p = sub.add_parser("train", help="train (or fine-tune) a classifier or a text generator")
+    p = sub.add_parser("train", help="train (or fine-tune) a classifier, a text generator or a translator")
     add_run_arguments(p, ["classify", "generate", "translate"])
-    p.add_argument("--data", required=True, help="bundled name (rotten_tomatoes, rotten_tomatoes_3class, shakespeare, zh_news) or a file/folder")
+    p.add_argument("--data", required=True, help="bundled name (rotten_tomatoes, rotten_tomatoes_3class, shakespeare, zh_news, cedict) or a file/folder")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--split-column", default=None, help="column with train/val/test (default: a seeded stratified split)")
@@ -583,9 +583,11 @@ def build_parser():
     p.add_argument("--target-column", default=None, help="translate: its translation (cedict: english)")
     p.add_argument("--labels", type=_csv_list, default=None, help="keep only these labels, e.g. rotten,fresh (the last is positive)")
     p.add_argument("--preset", default=None, help="recipe name (default: 'default'; 'finetune' with --from-preset)")
-    p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None,
+                   help="default: the preset's (not with --from-preset, which brings its own)")
+    p.add_argument("--epochs", type=int, default=None, help="classify, translate: passes over the data; generate: "
+                                                                "evaluation intervals (instead of --steps)")
+    p.add_argument("--steps", type=int, default=None, help="generate: training steps")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--run-dir", default=None, help="where the model, logs and metrics go (default runs/<data>)")

@@ -581,10 +581,11 @@ _REDS = (255, 224, 217, 210, 203, 196)
 def render_terminal(explanation, color=True):
     """A few lines for a terminal: the label and probabilities, the text coloured by score."""
     lines = []
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in explanation.probabilities.items())
-    head = "next token" if explanation.kind == "generator" else "label"
-    lines.append(f"{head}: {explanation.label!r}  ({shown})" if explanation.kind == "generator"
-                 else f"{head}: {explanation.label}  ({shown})")
+    generator = explanation.kind == "generator"
+    # A generator's next tokens are quoted (a newline or a space printed raw would break the line).
+    shown = ", ".join(f"{repr(k) if generator else k} {v:.3f}" for k, v in explanation.probabilities.items())
+    head = "next token" if generator else "label"
+    lines.append(f"{head}: {explanation.label!r}  ({shown})" if generator else f"{head}: {explanation.label}  ({shown})")
     lines.append(f"{explanation.method} for {explanation.target!r}"
                  + (" (green: for it, red: against it)" if explanation.method != "attention" else " (rollout)"))
     text = []
