@@ -217,3 +217,21 @@ def test_the_benchmarks_import_only_names_tfllm_has():
                 missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
                             and not (hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
     assert not missing, missing
+
+
+def test_the_readmes_python_spellings_work_after_import_tfllm():
+    """`import tfllm` then `tfllm.generation.generate(...)` / `tfllm.translation.translate(...)`, as the README
+    writes them, and `from tfllm import generate, translate` (both raised before)."""
+    import tfllm
+    from tfllm import generate, translate
+
+    assert tfllm.generation.generate is generate and tfllm.translation.translate is translate
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        tfllm.nothing_here
+
+
+def test_train_classifier_refuses_another_tasks_config():
+    from tfllm import TrainConfig, UserInputError, train_classifier
+
+    with pytest.raises(UserInputError, match="train_classifier trains --task classify, not 'translate'"):
+        train_classifier(TrainConfig(task="translate", data="cedict"))

@@ -273,6 +273,10 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     assert "longer than the model's 10 tokens" in err and "first 10 tokens" in err
     translator.translate(["九"], max_new_tokens=2)
     assert "never seen in training" in capsys.readouterr().err
+    # A seeded call repeats within a process (the sampler's random state advanced per call), and top_k beyond
+    # the decoder's output vocabulary is clamped (a TensorFlow error), as `tfllm generate` clamps it.
+    sampled = [translator.translate(["一二"], sampler="top_k", top_k=10**5, seed=7, max_new_tokens=4) for _ in range(2)]
+    assert sampled[0] == sampled[1]
     with pytest.raises(UserInputError, match="temperature must be >= 0, got -1"):
         translator.translate(["一"], sampler="top_k", temperature=-1, max_new_tokens=2)
     # Temperature 0 is greedy, as for `tfllm generate` (not a division by zero).
@@ -316,6 +320,20 @@ def test_train_translate_evaluate(trained_run, capsys):
     assert report["test"]["chrf"] == pytest.approx(metrics["test"]["chrf"])  # the run's own test split, again
     assert cli.main(["predict", trained_run, "一二"]) == 2
     assert f"Use `tfllm translate {trained_run} TEXT`" in capsys.readouterr().err
+    assert cli.main(["generate", trained_run, "一二"]) == 2  # was an AttributeError traceback
+    assert f"use `tfllm translate {trained_run} TEXT`" in capsys.readouterr().err
+    # translate(run_dir) keeps its model per process, and loads again when the run's files change (a retrained
+    # run kept its old model before).
+    from tfllm import translation
+
+    translation.translate(trained_run, ["一二"])
+    first = translation._LOADED[os.path.realpath(trained_run)][1]
+    translation.translate(trained_run, ["一二"])
+    assert translation._LOADED[os.path.realpath(trained_run)][1] is first
+    metrics_file = os.path.join(trained_run, "metrics.json")
+    os.utime(metrics_file, ns=(os.stat(metrics_file).st_atime_ns, os.stat(metrics_file).st_mtime_ns + 10**9))
+    translation.translate(trained_run, ["一二"])
+    assert translation._LOADED[os.path.realpath(trained_run)][1] is not first
 
 
 @pytest.mark.slow
@@ -361,6 +379,8 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     pairs = write_csv(tmp_path / "memory.csv", make_pairs(40, seed=3))
     assert cli.main(["evaluate", trained_run, "--memory", pairs]) == 0
     assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 30
+    assert cli.main(["evaluate", trained_run, "--data", pairs]) == 0  # another file: all of it, not a seeded tenth
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 40
     # A glossary of one pair, in columns of its own names, is a memory too.
     glossary = write_csv(tmp_path / "glossary.csv", [("一二", "twelve")], header=("term", "meaning"))
     assert cli.main(["translate", trained_run, "一二", "--memory", glossary, "--source-column", "term",

@@ -33,6 +33,8 @@ _EXPORTS = {
     "CausalLM": "tfllm.models",
     "load_task": "tfllm.runs",
     "explain": "tfllm.explanations",
+    "generate": "tfllm.generation",
+    "translate": "tfllm.translation",
     "Explainer": "tfllm.explanations",
 }
 
@@ -49,6 +51,9 @@ quiet_gpu_probe()
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    # `import tfllm` then `tfllm.translation.translate(...)`, as the README's examples write it.
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'tfllm' has no attribute {name!r}")
 
 

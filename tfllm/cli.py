@@ -133,7 +133,7 @@ def cmd_evaluate(args):
 
         print(json.dumps(evaluate_run(args.run_dir, data=args.data, text_column=args.text_column), indent=2))
         return
-    from tfllm.datasets import load_classification_data
+    from tfllm.datasets import load_classification_data, same_data
     from tfllm.evaluation import classification_report
     from tfllm.training.classifier import load_run, predict_probabilities, run_data
 
@@ -142,7 +142,7 @@ def cmd_evaluate(args):
 
     model, label_names, _ = load_run(args.run_dir)
     config = TrainConfig.from_dict(runs.read_config(args.run_dir))
-    if args.data and not _same_data(args.data, config.data):
+    if args.data and not same_data(args.data, config.data):
         # Another file, in the run's columns unless told: its --split where it names splits, else all of it.
         data = load_classification_data(args.data, text_column=args.text_column or config.text_column,
                                         label_column=args.label_column or config.label_column,
@@ -155,13 +155,6 @@ def cmd_evaluate(args):
         split = getattr(run_data(args.run_dir), args.split)
     report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
     print(json.dumps(report, indent=2))
-
-
-def _same_data(data, trained_on):
-    """Whether `--data` names the file (or bundled dataset) the run trained on."""
-    if data == trained_on:
-        return True
-    return os.path.exists(data) and os.path.exists(trained_on) and os.path.samefile(data, trained_on)
 
 
 def cmd_predict(args):

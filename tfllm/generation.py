@@ -376,6 +376,8 @@ class Generator:
 def load_generator(run_dir, jit_compile=True):
     """The `Generator` of a finished text-generation (or causal pretraining) run directory."""
     task = runs.task_of(run_dir)
+    if task == "translate":
+        raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES[task]}: use `tfllm translate {run_dir} TEXT`.")
     if task == "classify" or (task == "pretrain" and runs.read_config(run_dir).get("objective") != "causal"):
         raise UserInputError(
             f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "
@@ -390,14 +392,6 @@ def load_generator(run_dir, jit_compile=True):
 _LOADED = {}  # real path of a run directory -> (its files' signature, Generator)
 
 
-def _run_signature(run_dir):
-    """Names, sizes and modification times of a run directory's top-level entries (None if unreadable)."""
-    try:
-        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(run_dir)))
-    except OSError:
-        return None
-
-
 def cached_generator(run_dir):
     """The `Generator` of `run_dir`, loaded once per process and kept with its compiled decoding functions.
 
@@ -405,7 +399,7 @@ def cached_generator(run_dir):
     loads again only when the run directory's files change (a retrained run).
     """
     key = os.path.realpath(run_dir)
-    signature = _run_signature(key)
+    signature = runs.files_signature(key)
     hit = _LOADED.get(key)
     if hit is None or hit[0] != signature or signature is None:
         _LOADED[key] = (signature, load_generator(run_dir))

@@ -51,6 +51,15 @@ def write_json(file, value):
     os.replace(tmp, file)
 
 
+def files_signature(run_dir):
+    """Names, sizes and modification times of a run directory's top-level entries (None if unreadable):
+    what a cache of loaded runs compares to load a retrained run again."""
+    try:
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(run_dir)))
+    except OSError:
+        return None
+
+
 def read_json(file):
     with open(file) as f:
         return json.load(f)

@@ -98,6 +98,8 @@ class Translator:
         return keras_hub.samplers.TopPSampler(p=top_p, seed=seed, temperature=temperature)
 
     def _function(self, key, lm=None, lm_weight=0.0):
+        """The compiled decoding function of `key`, its sampler's random state back at its seed's start:
+        a seeded call then repeats within a process as in a fresh one (the state advances per call)."""
         if (key, id(lm), lm_weight) not in self._compiled:
             sampler, model, stop = self._sampler(*key), self.model, [self.end_id]
             adjust = self._fusion(lm, lm_weight) if lm is not None else None
@@ -110,8 +112,12 @@ class Translator:
                 # tfllm's Seq2SeqLM takes the sampler as an argument; KerasHub's own (BART) get it for the call.
                 return generate_step(model, inputs, stop, sampler)["decoder_token_ids"]
 
-            self._compiled[(key, id(lm), lm_weight)] = decode
-        return self._compiled[(key, id(lm), lm_weight)]
+            seeds = [v for v in vars(sampler).values() if isinstance(v, keras.random.SeedGenerator)]
+            self._compiled[(key, id(lm), lm_weight)] = decode, [(s.state, s.state.numpy()) for s in seeds]
+        decode, states = self._compiled[(key, id(lm), lm_weight)]
+        for state, start in states:
+            state.assign(start)
+        return decode
 
     def _fusion(self, lm, weight):
         """Shallow fusion: the model's log-probabilities plus `weight` times the n-gram model's."""
@@ -232,8 +238,9 @@ class Translator:
     def decode_ids(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
                    temperature=1.0, seed=None, lm=None, lm_weight=0.0):
         """Decoded `[n, prompt_length + max_new_tokens]` token ids (the decoder prompt first), batch by batch."""
+        sampling = sampler in ("top_k", "top_p")
         key = (sampler, num_beams if sampler == "beam" else None, top_k if sampler == "top_k" else None,
-               top_p if sampler == "top_p" else None, temperature if sampler in ("top_k", "top_p") else None, seed)
+               top_p if sampler == "top_p" else None, temperature if sampling else None, seed if sampling else None)
         function = self._function(key, lm, lm_weight)
         width = self.prompt_length + max_new_tokens
         outputs = []
@@ -279,6 +286,8 @@ class Translator:
             raise UserInputError(f"num_beams must be at least 1, got {num_beams!r}.")
         if sampler == "top_k" and (top_k is None or top_k < 1):
             raise UserInputError(f"top_k must be at least 1, got {top_k!r}.")
+        if sampler == "top_k":
+            top_k = min(int(top_k), self.output_size)  # as `tfllm generate`: at most every token the decoder scores
         if sampler == "top_p" and (top_p is None or not 0 < top_p <= 1):
             raise UserInputError(f"top_p must be in (0, 1], got {top_p!r}.")
         if sampler in ("top_k", "top_p"):
@@ -359,7 +368,7 @@ def load_translator(run_dir, jit_compile=True):
     return Translator(model, jit_compile=jit_compile)
 
 
-_LOADED = {}  # real path of a run directory -> Translator
+_LOADED = {}  # real path of a run directory -> (its files' signature, Translator)
 
 
 def translate(model_or_run_dir, sources, **options):
@@ -372,9 +381,11 @@ def translate(model_or_run_dir, sources, **options):
     """
     if isinstance(model_or_run_dir, Translator):
         translator = model_or_run_dir
-    else:
+    else:  # loaded again only when the run directory's files change (a retrained run)
         key = os.path.realpath(model_or_run_dir)
-        if key not in _LOADED:
-            _LOADED[key] = load_translator(model_or_run_dir)
-        translator = _LOADED[key]
+        signature = runs.files_signature(key)
+        hit = _LOADED.get(key)
+        if hit is None or hit[0] != signature or signature is None:
+            _LOADED[key] = (signature, load_translator(model_or_run_dir))
+        translator = _LOADED[key][1]
     return translator.translate(sources, **options)

@@ -304,6 +304,15 @@ def load_classification_data(
     return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names))
 
 
+def same_data(data, trained_on):
+    """Whether `data` names the file (or bundled dataset) `trained_on` names: evaluating on it means the
+    run's own split, never a row it trained on."""
+    if data == trained_on:
+        return True
+    return bool(data and trained_on) and os.path.exists(data) and os.path.exists(trained_on) \
+        and os.path.samefile(data, trained_on)
+
+
 def split_as_trained(config, label_names=None):
     """The classification data of a `TrainConfig`, split exactly as its training run split it
     (same file, columns, labels, seed and rows): training, evaluation and export all call this."""

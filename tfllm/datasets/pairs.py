@@ -11,6 +11,7 @@ target texts, a single pair) raises `UserInputError` naming the input and the fi
 """
 
 import dataclasses
+import os
 import random
 
 from tfllm.datasets import _SPLIT_ALIASES, SPLITS, _column, _read_rows, bundled_path
@@ -65,6 +66,9 @@ def _read_columns(source, source_column, target_column, split_column, reference_
         reference_separator = reference_separator or options["reference_separators"].get(target_column)
     else:
         path = source
+        if not os.path.exists(path):
+            raise UserInputError(f"Pairs file {path!r} does not exist. Check the path, or use a bundled set: "
+                                 f"{', '.join(BUNDLED_PAIRS)}.")
         if not source_column or not target_column:
             raise UserInputError(f"Name the columns of {source!r}: pass --source-column and --target-column "
                                  "(the text to translate and its translation).")

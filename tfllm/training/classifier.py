@@ -198,6 +198,10 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     (`tfllm.training.self_training`), which calls this function for the
     teacher and then for the student, with `self_training` (its report).
     """
+    if config.task != "classify":
+        raise UserInputError(f"train_classifier trains --task classify, not {config.task!r}: use "
+                             "tfllm.training.causal_lm.train_causal_lm (generate), seq2seq.train_seq2seq (translate) "
+                             "or pretraining.pretrain (pretrain), or `tfllm train --task TASK`.")
     if config.ensemble != 1:
         # Imported here: the ensemble trainer calls this function for each member.
         from tfllm.training.ensemble import train_ensemble

@@ -19,6 +19,7 @@ from keras import ops
 
 from tfllm import runs, tokenizers
 from tfllm.data import preprocess
+from tfllm.datasets import same_data
 from tfllm.datasets.pairs import BUNDLED_PAIRS, load_pair_data, read_pairs
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
@@ -279,12 +280,19 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     runs.require_task(run_dir, "translate")
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     recipe = runs.read_recipe(run_dir)
-    if data:
-        config.data, config.max_rows = data, None
-        config.source_column = source_column or config.source_column
-        config.target_column = target_column or config.target_column
-        config.split_column = split_column
-    pairs = getattr(load_data(config, recipe), split)
+    if split not in ("train", "val", "test"):
+        raise UserInputError(f"Unknown split {split!r}; choose train, val or test.")
+    if data and not same_data(data, config.data):
+        # Another file, in the run's columns unless told: its split where it names splits, else all of it.
+        source_column, target_column = run_columns(config, source_column, target_column)
+        if split_column:
+            config.data, config.max_rows, config.split_column = data, None, split_column
+            config.source_column, config.target_column = source_column, target_column
+            pairs = getattr(load_data(config, recipe), split)
+        else:
+            pairs = read_pairs(data, source_column, target_column, reference_separator=recipe.get("reference_separator"))
+    else:  # exactly the run's own split
+        pairs = getattr(load_data(config, recipe), split)
     if not len(pairs):
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
     memory = run_memory(run_dir, memory) if memory else None
@@ -293,6 +301,14 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     report, _ = split_report(translator, pairs, sampler=sampler, num_beams=num_beams, memory=memory,
                              lm=ngram if lm else None, input_method=method)
     return {split: report}
+
+
+def run_columns(config, source_column=None, target_column=None):
+    """The source and target columns a file of pairs has for a run: as given, else as the run was trained
+    (the flags, or its bundled data's own, which are recorded as None)."""
+    bundled = BUNDLED_PAIRS.get(config.data, (None, {}))[1]
+    return (source_column or config.source_column or bundled.get("source_column"),
+            target_column or config.target_column or bundled.get("target_column"))
 
 
 def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
@@ -310,10 +326,7 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
     if pairs == "train":
         part = load_data(config, recipe).train
     else:
-        # The run's columns: as given to `tfllm train`, or its bundled data's (recorded as None).
-        bundled = BUNDLED_PAIRS.get(config.data, (None, {}))[1]
-        part = read_pairs(pairs, source_column or config.source_column or bundled.get("source_column"),
-                          target_column or config.target_column or bundled.get("target_column"),
+        part = read_pairs(pairs, *run_columns(config, source_column, target_column),
                           reference_separator=recipe.get("reference_separator"))
     return TranslationMemory(part.sources, [references[0] for references in part.references])
 
