@@ -320,7 +320,7 @@ def cmd_generate(args):
 
     if args.tflite:  # the exported file's prefill/decode loop, greedy (tfllm.export.tflite_causal_lm)
         from tfllm.export.tflite_causal_lm import generate_text
-        from tfllm.fast_generation import truncate_at_stops
+        from tfllm.config import truncate_at_stops
 
         if args.run_dir:
             raise UserInputError("Pass either RUN_DIR or --tflite FILE, not both.")

@@ -10,6 +10,16 @@ MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
 
 
+def truncate_at_stops(text, stops):
+    """`text` up to (not including) the first of the stop strings it holds (generation's `stop`; here,
+    beside the limits above, so that the TensorFlow-free decoders and the CLI share it)."""
+    for s in stops:
+        at = text.find(s)
+        if at >= 0:
+            text = text[:at]
+    return text
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """What `tfllm train` was asked to do; model hyperparameters come from the preset.

@@ -28,19 +28,12 @@ import os
 
 import numpy as np
 
+from tfllm.config import truncate_at_stops
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")  # tfllm.tokenizers' id layout
 END_ID = 3
 STREAM_CHUNK = 64  # as tfllm.generation.STREAM_CHUNK: new tokens per chunk when streaming
 CHUNK_SEED_STRIDE = 7919  # as Generator.generate: a fresh noise stream per chunk
-
-
-def truncate_at_stops(text, stops):
-    """`text` up to (not including) the first of the stop strings it holds."""
-    for s in stops:
-        at = text.find(s)
-        if at >= 0:
-            text = text[:at]
-    return text
 
 
 @contextlib.contextmanager

@@ -21,10 +21,9 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm.config import MAX_NEW_TOKENS, SAMPLERS  # noqa: F401  (defined there so the CLI parser needs no TensorFlow)
+from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.errors import UserInputError
 from tfllm import runs
-from tfllm.fast_generation import truncate_at_stops
 from tfllm.tokenizers import CharacterTokenizer, special_token_ids
 
 MAX_PROMPTS = 256
