@@ -181,6 +181,7 @@ def test_tfllm_presets_lists_the_recipes_and_prints_one_as_set_takes_it(capsys):
     assert listing.returncode == 0
     for task, presets in PRESETS.items():
         assert f"{task} (" in listing.stdout and all(name in listing.stdout for name in presets)
+    assert "or tfllm pretrain --objective causal --preset NAME): " in listing.stdout  # its presets too
     shown = main_in_process(capsys, "presets", "classify", "default")
     printed = dict(parse_setting(line.strip()) for line in shown.stdout.splitlines() if line.startswith("  "))
     assert printed == resolve_preset("classify", "default")  # each line is a --set that gives the preset's value

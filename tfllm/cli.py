@@ -226,12 +226,12 @@ def cmd_export(args):
 # --- presets: `tfllm presets` ------------------------------------------------------
 
 
-PRESET_COMMANDS = {  # which command takes each task's presets (--preset NAME)
-    "classify": "tfllm train --task classify",
-    "generate": "tfllm train --task generate",  # and tfllm pretrain --objective causal
-    "translate": "tfllm train --task translate",
-    "pretrain": "tfllm pretrain --objective mlm",
-    "vectors": "tfllm pretrain --objective vectors",
+PRESET_COMMANDS = {  # which commands take each task's presets (--preset NAME)
+    "classify": ["tfllm train --task classify"],
+    "generate": ["tfllm train --task generate", "tfllm pretrain --objective causal"],
+    "translate": ["tfllm train --task translate"],
+    "pretrain": ["tfllm pretrain --objective mlm"],
+    "vectors": ["tfllm pretrain --objective vectors"],
 }
 
 
@@ -248,7 +248,7 @@ def cmd_presets(args):
             print(json.dumps(listing, indent=2))
             return
         for task, names in listing.items():
-            print(f"{task} ({PRESET_COMMANDS[task]} --preset NAME): {', '.join(names)}")
+            print(f"{task} ({' or '.join(c + ' --preset NAME' for c in PRESET_COMMANDS[task])}): {', '.join(names)}")
         print("One preset's settings: tfllm presets TASK NAME (e.g. tfllm presets classify default)")
         return
     preset = resolve_preset(args.task, args.name)
@@ -256,7 +256,7 @@ def cmd_presets(args):
     if args.json:
         print(json.dumps({"settings": preset, "optional_settings": optional}, indent=2))
         return
-    print(f"{PRESET_COMMANDS[args.task]} --preset {args.name} (change any setting with --set KEY=VALUE):")
+    print(f"{PRESET_COMMANDS[args.task][0]} --preset {args.name} (change any setting with --set KEY=VALUE):")
     for key in sorted(preset):
         print(f"  {key}={json.dumps(preset[key])}")
     print(f"Not set by this preset, but settable with --set: {', '.join(optional)}")
