@@ -134,6 +134,11 @@ def test_streaming_matches_one_shot_and_stop_strings():
     (dict(prompts=["First"], max_new_tokens=MAX_NEW_TOKENS + 1), "max_new_tokens"),
     (dict(prompts="First"), "list of strings"),
     (dict(prompts=["First"], sampler="nucleus"), "Unknown sampler"),
+    # Of the wrong kind: one line, not an error deep inside TensorFlow.
+    (dict(prompts=["First"], sampler="top_k", top_k="5"), "top_k must be a whole number"),
+    (dict(prompts=["First"], sampler="beam", num_beams=2.5), "num_beams must be a whole number"),
+    (dict(prompts=["First"], seed="x"), "seed must be a whole number"),
+    (dict(prompts=["First"], temperature=None), "temperature must be a number"),
 ])
 def test_bad_generation_inputs(kwargs, match):
     generator = tiny_generator()

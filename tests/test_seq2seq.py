@@ -277,7 +277,12 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     # the decoder's output vocabulary is clamped (a TensorFlow error), as `tfllm generate` clamps it.
     sampled = [translator.translate(["一二"], sampler="top_k", top_k=10**5, seed=7, max_new_tokens=4) for _ in range(2)]
     assert sampled[0] == sampled[1]
-    with pytest.raises(UserInputError, match="temperature must be >= 0, got -1"):
+    for options, message in ((dict(sampler="beam", num_beams=2.5), "num_beams must be a whole number"),
+                             (dict(batch_size="8"), "batch_size must be a whole number"),
+                             (dict(memory="train"), "memory must be a tfllm.memory.TranslationMemory")):
+        with pytest.raises(UserInputError, match=message):  # not an error deep in TensorFlow or an AttributeError
+            translator.translate(["一"], max_new_tokens=2, **options)
+    with pytest.raises(UserInputError, match="temperature must be a number >= 0, got -1"):
         translator.translate(["一"], sampler="top_k", temperature=-1, max_new_tokens=2)
     # Temperature 0 is greedy, as for `tfllm generate` (not a division by zero).
     assert translator.translate(["一二"], sampler="top_p", temperature=0, seed=3, max_new_tokens=4) == \

@@ -13,6 +13,7 @@ one fixed-shape buffer, so every chunk reuses one compiled function.
 """
 
 import inspect
+import numbers
 import os
 import warnings
 
@@ -189,7 +190,7 @@ class Generator:
 
     # --- input checks -------------------------------------------------------
 
-    def _check_options(self, prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams):
+    def _check_options(self, prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams, seed=None):
         if isinstance(prompts, str):
             raise UserInputError("prompts must be a list of strings, got a single string; wrap it in a list.")
         if not prompts or len(prompts) > MAX_PROMPTS:
@@ -198,14 +199,7 @@ class Generator:
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if temperature is None or not temperature >= 0:
-            raise UserInputError(f"temperature must be >= 0, got {temperature!r}.")
-        if sampler == "top_k" and (top_k is None or top_k < 1):
-            raise UserInputError(f"top_k must be at least 1, got {top_k!r}.")
-        if sampler == "top_p" and (top_p is None or not 0 < top_p <= 1):
-            raise UserInputError(f"top_p must be in (0, 1], got {top_p!r}.")
-        if sampler == "beam" and (num_beams is None or num_beams < 1):
-            raise UserInputError(f"num_beams must be at least 1, got {num_beams!r}.")
+        check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed)
 
     def encode(self, prompt):
         """Token ids of one prompt, refusing empty prompts and unseen characters."""
@@ -299,7 +293,7 @@ class Generator:
             stream_callback: called as `stream_callback(index, new_text)` while
                 text is produced, in chunks of `STREAM_CHUNK` tokens.
         """
-        self._check_options(prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams)
+        self._check_options(prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams, seed)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if any(not s for s in stops):
             raise UserInputError("Stop strings must not be empty.")
@@ -370,6 +364,28 @@ class Generator:
         hits = np.flatnonzero(np.isin(ids, stop_token_ids))
         return ids[: hits[0]] if len(hits) else ids
 
+
+
+def is_number(value, whole=False):
+    """A real number (a whole one with `whole`), not a bool or a string: what decoding options take."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return not whole or float(value).is_integer()
+
+
+def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):
+    """One UserInputError for a decoding option of the wrong kind or range (generation and translation):
+    `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow."""
+    if not is_number(temperature) or not temperature >= 0:
+        raise UserInputError(f"temperature must be a number >= 0, got {temperature!r}.")
+    if sampler == "top_k" and (not is_number(top_k, whole=True) or top_k < 1):
+        raise UserInputError(f"top_k must be a whole number of at least 1, got {top_k!r}.")
+    if sampler == "top_p" and (not is_number(top_p) or not 0 < top_p <= 1):
+        raise UserInputError(f"top_p must be a number in (0, 1], got {top_p!r}.")
+    if sampler == "beam" and (not is_number(num_beams, whole=True) or num_beams < 1):
+        raise UserInputError(f"num_beams must be a whole number of at least 1, got {num_beams!r}.")
+    if seed is not None and not is_number(seed, whole=True):
+        raise UserInputError(f"seed must be a whole number (or None), got {seed!r}.")
 
 
 def load_generator(run_dir, jit_compile=True):

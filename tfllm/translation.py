@@ -25,7 +25,7 @@ import tensorflow as tf
 from tfllm import runs
 from tfllm.data import preprocess
 from tfllm.errors import UserInputError
-from tfllm.generation import call_for_any_batch, generate_step
+from tfllm.generation import call_for_any_batch, check_sampler_options, generate_step, is_number
 from tfllm.models.seq2seq_lm import output_text
 from tfllm.ngram import NgramLM
 
@@ -282,19 +282,19 @@ class Translator:
         """
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if sampler == "beam" and (num_beams is None or num_beams < 1):
-            raise UserInputError(f"num_beams must be at least 1, got {num_beams!r}.")
-        if sampler == "top_k" and (top_k is None or top_k < 1):
-            raise UserInputError(f"top_k must be at least 1, got {top_k!r}.")
+        check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed)
         if sampler == "top_k":
             top_k = min(int(top_k), self.output_size)  # as `tfllm generate`: at most every token the decoder scores
-        if sampler == "top_p" and (top_p is None or not 0 < top_p <= 1):
-            raise UserInputError(f"top_p must be in (0, 1], got {top_p!r}.")
-        if sampler in ("top_k", "top_p"):
-            if temperature is None or not temperature >= 0:
-                raise UserInputError(f"temperature must be >= 0, got {temperature!r}.")
-            if temperature == 0:  # as `tfllm generate`: no randomness is the most likely token
-                sampler = "greedy"
+        if sampler in ("top_k", "top_p") and temperature == 0:  # as `tfllm generate`: greedy
+            sampler = "greedy"
+        if not is_number(batch_size, whole=True) or batch_size < 1:
+            raise UserInputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+        for name, value, kind in (
+                ("memory", memory, "tfllm.memory.TranslationMemory (tfllm.training.seq2seq.run_memory(run_dir, 'train'))"),
+                ("lm", lm, "tfllm.ngram.NgramLM (tfllm.training.seq2seq.run_decoding_aids)"),
+                ("input_method", input_method, "tfllm.input_method.InputMethod (tfllm.training.seq2seq.run_decoding_aids)")):
+            if value is not None and isinstance(value, (str, bool, int, float)):  # the CLI's spellings are not objects
+                raise UserInputError(f"{name} must be a {kind}, got {value!r}.")
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if not isinstance(max_new_tokens, (int, np.integer)) or not 0 < max_new_tokens <= self.max_new_tokens:
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens} (this model's "
