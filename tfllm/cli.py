@@ -133,12 +133,11 @@ def cmd_evaluate(args):
 
         print(json.dumps(evaluate_run(args.run_dir, data=args.data, text_column=args.text_column), indent=2))
         return
+    from tfllm.config import TrainConfig
     from tfllm.datasets import load_classification_data, same_data
+    from tfllm.errors import UserInputError
     from tfllm.evaluation import classification_report
     from tfllm.training.classifier import load_run, predict_probabilities, run_data
-
-    from tfllm.config import TrainConfig
-    from tfllm.errors import UserInputError
 
     model, label_names, _ = load_run(args.run_dir)
     config = TrainConfig.from_dict(runs.read_config(args.run_dir))
