@@ -45,6 +45,11 @@ def test_folder_per_label(tmp_path):
     data = load_classification_data(str(tmp_path))
     assert data.label_names == ["neg", "pos"]
     assert len(data.train) + len(data.val) + len(data.test) == 20
+    # Files in folders below a label's folder are that label's too (they were skipped without a word).
+    (tmp_path / "pos" / "more").mkdir()
+    (tmp_path / "pos" / "more" / "extra.txt").write_text("pos review extra")
+    data = load_classification_data(str(tmp_path))
+    assert "pos review extra" in data.train.texts + data.val.texts + data.test.texts
 
 
 def test_split_column_is_respected(tmp_path):

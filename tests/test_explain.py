@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tfllm.cli import main
+from tfllm.errors import UserInputError
 from tfllm.explanations import Explainer, load_explainer
 
 TEXT = "a gorgeous, witty and moving film that never drags"
@@ -257,6 +258,11 @@ def test_bad_options_are_one_line(tiny_classifier_run, capsys, args, message):
     assert main(["explain", tiny_classifier_run, TEXT, *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_list_of_texts_is_not_called_empty(tiny_classifier_run):
+    with pytest.raises(UserInputError, match="explain takes one text \\(a string\\), got list"):
+        load_explainer(tiny_classifier_run).explain(["a fine film", "a dull one"])
 
 
 def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):

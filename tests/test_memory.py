@@ -35,3 +35,8 @@ def test_words_match_across_case_and_targets_come_back_once():
 def test_bad_memory_or_k_is_one_clear_error(sources, targets, k, message):
     with pytest.raises(UserInputError, match=message):
         TranslationMemory(sources, targets).lookup(["a"], k=k)
+
+
+def test_one_string_is_not_a_list_of_sources():
+    with pytest.raises(UserInputError, match="got a single string"):  # each character was looked up
+        TranslationMemory(["电脑"], ["computer"]).lookup("电脑")

@@ -210,7 +210,9 @@ class Explainer:
 
     def encode(self, text):
         """The text's model inputs (numpy, `[1, n]`, trimmed to its real positions) and its tokens."""
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            raise UserInputError(f"explain takes one text (a string), got {type(text).__name__}; call it once a text.")
+        if not text.strip():
             raise UserInputError("The text is empty; pass the text to explain, e.g. "
                                  "tfllm explain RUN_DIR \"a joyous, moving film\".")
         if self.generator:

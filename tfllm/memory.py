@@ -85,6 +85,8 @@ class TranslationMemory:
         """
         if not isinstance(k, int) or k < 1:
             raise UserInputError(f"k must be a positive integer, got {k!r}.")
+        if isinstance(sources, str):  # its characters would each be looked up as a source
+            raise UserInputError("sources must be a list of strings, got a single string; wrap it in a list.")
         found = []
         for source in sources:
             targets = {}

@@ -129,15 +129,17 @@ def _read_rows(path):
 
 
 def _read_folder(path):
-    """A folder with one sub-folder per label, each holding .txt files."""
+    """A folder with one sub-folder per label, each holding .txt files (in folders of its own too)."""
     rows = []
     for label in sorted(os.listdir(path)):
         sub = os.path.join(path, label)
         if not os.path.isdir(sub):
             continue
-        for name in sorted(os.listdir(sub)):
-            if name.endswith(".txt"):
-                rows.append({"text": read_text_file(os.path.join(sub, name)).strip(), "label": label})
+        for folder, folders, names in os.walk(sub):
+            folders.sort()  # a stable order, so the seeded split is the same on every machine
+            for name in sorted(names):
+                if name.endswith(".txt"):
+                    rows.append({"text": read_text_file(os.path.join(folder, name)).strip(), "label": label})
     if not rows:
         raise UserInputError(
             f"Folder {path!r} has no label sub-folders with .txt files. "
