@@ -359,6 +359,11 @@ def test_sigterm_stops_a_training_that_the_same_command_resumes(tmp_path, capsys
     assert main(argv) == 0
     assert "Resuming the interrupted run" in capsys.readouterr().out
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 40
+    # The curves are drawn from what TensorBoard logged, all 40 epochs (fit's history starts at the resume).
+    from tfllm.training.reporting import history_from_logs
+
+    history = history_from_logs(str(run_dir / "logs"))
+    assert len(history["loss"]) == len(history["val_loss"]) == 40
 
 
 def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """A finished run's TensorBoard data, read back with TensorBoard's own readers, and its PNG."""
 
+import json
 import os
 
 import numpy as np
@@ -59,6 +60,10 @@ def test_classifier_run_writes_scalars_hparams_projector_and_png(tiny_classifier
     train_tags = _scalar_tags(os.path.join(log_dir, "train"))
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= train_tags
     assert {"epoch_loss", "epoch_accuracy"} <= _scalar_tags(os.path.join(log_dir, "validation"))
+    # Read back as a fit history (what the curves are drawn from after a resume): one value per epoch.
+    history = reporting.history_from_logs(log_dir)
+    epochs = json.load(open(os.path.join(tiny_classifier_run, "metrics.json")))["epochs_run"]
+    assert {"loss", "val_loss", "accuracy", "learning_rate"} <= set(history) and len(history["val_loss"]) == epochs
 
     hparams, accumulator = _hparams(log_dir)
     assert hparams["hidden_dim"].number_value == 16

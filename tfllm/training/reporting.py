@@ -235,6 +235,24 @@ def tokenizer_vocabulary(tokenizer):
 # --------------------------------------------------------------------------
 
 
+def history_from_logs(log_dir):
+    """The per-epoch values Keras' TensorBoard callback logged under `log_dir` (`train/` and `validation/`),
+    as a `fit` history: `{"loss": [...], "val_loss": [...], ...}`, one value per epoch, also across a resume."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = {}
+    for folder, prefix in (("train", ""), ("validation", "val_")):
+        if not os.path.isdir(os.path.join(log_dir, folder)):
+            continue
+        events = EventAccumulator(os.path.join(log_dir, folder), size_guidance={"tensors": 0, "scalars": 0})
+        events.Reload()
+        for tag in events.Tags().get("tensors", []):
+            if tag.startswith("epoch_"):
+                by_epoch = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+                history[prefix + tag[len("epoch_"):]] = [by_epoch[step] for step in sorted(by_epoch)]
+    return history
+
+
 def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
     """Curves PNG, hparams session and embedding projector for a finished run.
 
@@ -248,6 +266,9 @@ def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
         metrics: the final metrics dict (as written to `metrics.json`).
     """
     log_dir = os.path.join(run_dir, "logs")
+    logged = history_from_logs(log_dir)
+    if len(logged.get("loss", [])) > len(history.get("loss", [])):  # resumed: `fit`'s history starts at the resume
+        history = logged
     save_training_curves(history, run_dir, title=os.path.basename(os.path.abspath(run_dir)))
     write_hparams(log_dir, hparams, metrics)
     tokens = tokenizer_vocabulary(tokenizer)
