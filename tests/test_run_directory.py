@@ -67,3 +67,22 @@ def test_the_best_checkpoint_keeps_the_best_value_from_before_an_interruption(tm
     record.write_text(json.dumps({"monitor": "loss", "best": 1e9}))
     history = model.fit(x, y, epochs=1, verbose=0, callbacks=[BestCheckpoint(str(best), "loss", str(record))])
     assert best.exists() and json.loads(record.read_text())["best"] == pytest.approx(history.history["loss"][0])
+
+
+def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy_numbers_are_taken(tmp_path):
+    """`TrainConfig(epochs="1")` failed deep in training with a TypeError; a pathlib.Path or a NumPy number
+    (a notebook's) could not be written to run.json."""
+    import pathlib
+
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    for fields, message in ((dict(epochs="1"), "epochs must be a whole number, got '1'"),
+                            (dict(overrides=[("hidden_dim", 8)]), "overrides must be a dict"),
+                            (dict(learning_rate=True), "learning_rate must be a number")):
+        with pytest.raises(UserInputError, match=message):
+            TrainConfig(**fields)
+    config = TrainConfig(run_dir=pathlib.Path(tmp_path) / "run", max_rows=np.int64(300), learning_rate=np.float32(0.5))
+    config.to_json(runs.path(config.run_dir, runs.RUN_CONFIG))
+    assert TrainConfig.from_dict(runs.read_config(config.run_dir)) == config
+    assert config.run_dir == str(tmp_path / "run") and type(config.max_rows) is int

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import numbers
 import os
 
 # Generation limits, here rather than in tfllm.generation so that building the
@@ -18,6 +19,18 @@ def truncate_at_stops(text, stops):
         if at >= 0:
             text = text[:at]
     return text
+
+
+# The kinds TrainConfig's fields take (None is always allowed where the field's default is None).
+_KINDS = {"task": str, "data": str, "run_dir": str, "preset": str, "text_column": str, "label_column": str,
+          "unlabeled": str, "from_preset": str, "epochs": numbers.Integral, "steps": numbers.Integral,
+          "batch_size": numbers.Integral, "seed": numbers.Integral, "model_seed": numbers.Integral,
+          "ensemble": numbers.Integral, "max_rows": numbers.Integral, "learning_rate": numbers.Real,
+          "overwrite": bool, "overrides": dict, "labels": (list, tuple)}
+
+
+_NAMES = {numbers.Integral: "a whole number", numbers.Real: "a number", str: "a str", dict: "a dict", list: "a list",
+          tuple: "a tuple", bool: "True or False"}
 
 
 @dataclasses.dataclass
@@ -55,6 +68,26 @@ class TrainConfig:
     objective: str | None = None  # pretraining: "mlm" or "causal"
     overwrite: bool = False  # replace a finished run in run_dir (kept until the new run finishes)
     overrides: dict = dataclasses.field(default_factory=dict)  # settings to override; a misspelt one is refused
+
+    def __post_init__(self):
+        """Fields of the wrong kind are one UserInputError here, not a TypeError deep in training
+        (`TrainConfig(epochs="1")` from a notebook)."""
+        from tfllm.errors import UserInputError
+
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind = _KINDS.get(field.name)
+            if isinstance(value, os.PathLike):  # a notebook's pathlib.Path: the str it names (run.json is JSON)
+                value = os.fspath(value)
+                setattr(self, field.name, value)
+            if value is None or kind is None:
+                continue
+            wrong = isinstance(value, bool) and kind is not bool or not isinstance(value, kind)
+            if wrong:
+                names = " or ".join(_NAMES.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,)))
+                raise UserInputError(f"TrainConfig {field.name} must be {names}, got {value!r}.")
+            if kind in (numbers.Integral, numbers.Real):  # NumPy's numbers too, as plain ones for run.json
+                setattr(self, field.name, int(value) if kind is numbers.Integral else float(value))
 
     def to_json(self, path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
