@@ -14,7 +14,6 @@ one fixed-shape buffer, so every chunk reuses one compiled function.
 
 import inspect
 import numbers
-import os
 import warnings
 
 import keras
@@ -413,12 +412,7 @@ def cached_generator(run_dir):
     A second call returns the same object (no reload, no recompilation); it
     loads again only when the run directory's files change (a retrained run).
     """
-    key = os.path.realpath(run_dir)
-    signature = runs.files_signature(key)
-    hit = _LOADED.get(key)
-    if hit is None or hit[0] != signature or signature is None:
-        _LOADED[key] = (signature, load_generator(run_dir))
-    return _LOADED[key][1]
+    return runs.load_cached(_LOADED, run_dir, load_generator)
 
 
 def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler="top_k", temperature=1.0, top_k=50,

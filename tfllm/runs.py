@@ -60,6 +60,17 @@ def files_signature(run_dir):
         return None
 
 
+def load_cached(cache, run_dir, load):
+    """`load(run_dir)`, kept in `cache` per run directory: loaded once per process, and again only when
+    the directory's files change (a retrained run)."""
+    key = os.path.realpath(run_dir)
+    signature = files_signature(key)
+    hit = cache.get(key)
+    if hit is None or hit[0] != signature or signature is None:
+        cache[key] = (signature, load(run_dir))
+    return cache[key][1]
+
+
 def read_json(file):
     with open(file) as f:
         return json.load(f)

@@ -13,7 +13,6 @@ model (encoder and decoder over the whole prefix) again for every new token.
 """
 
 import inspect
-import os
 import sys
 import warnings
 
@@ -382,10 +381,5 @@ def translate(model_or_run_dir, sources, **options):
     if isinstance(model_or_run_dir, Translator):
         translator = model_or_run_dir
     else:  # loaded again only when the run directory's files change (a retrained run)
-        key = os.path.realpath(model_or_run_dir)
-        signature = runs.files_signature(key)
-        hit = _LOADED.get(key)
-        if hit is None or hit[0] != signature or signature is None:
-            _LOADED[key] = (signature, load_translator(model_or_run_dir))
-        translator = _LOADED[key][1]
+        translator = runs.load_cached(_LOADED, model_or_run_dir, load_translator)
     return translator.translate(sources, **options)

@@ -25,7 +25,6 @@ from tfllm import runs
 from tfllm.datasets.text import load_documents, load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
-from tfllm.models.presets import resolve_preset
 from tfllm.tokenizers import CharacterTokenizer
 from tfllm.training import common, timing
 
@@ -34,21 +33,7 @@ LN2 = math.log(2.0)
 
 
 def causal_lm_preset(config):
-    common.check_from_preset_settings(config)
-    flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
-                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
-    common.check_counts({**flags, "epochs": config.epochs})
-    overrides = dict(config.overrides)
-    overrides.update({k: v for k, v in flags.items() if v is not None})  # unset flags keep overrides
-    preset = resolve_preset("generate", config.preset, overrides)
-    if config.epochs is not None and config.steps is not None:
-        raise UserInputError(f"Give --steps ({config.steps}) or --epochs ({config.epochs}, each "
-                             f"{preset['eval_interval']} steps here), not both.")
-    if config.epochs is not None:  # --epochs N means N evaluation intervals
-        preset["steps"] = config.epochs * preset["eval_interval"]
-    for key in ("steps", "batch_size"):
-        if preset[key] < 1:
-            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
+    preset = common.step_recipe("generate", config)
     # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
     preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch(preset))
     return preset

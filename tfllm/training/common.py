@@ -79,20 +79,37 @@ def check_from_preset_settings(config):
                              "and training settings apply).")
 
 
-def resolve_recipe(task, config):
-    """The preset of `config` for `task`, with the CLI flags and `--set` overrides applied and checked."""
+def _resolve(task, config, counted):
+    """`task`'s preset with `config`'s flags (`counted`: "epochs" or "steps") and `--set` overrides applied."""
     from tfllm.models.presets import resolve_preset
 
+    flags = dict(tokenizer=config.tokenizer, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                 jit_compile=config.jit_compile, **{counted: getattr(config, counted)})
+    check_counts({"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size})
+    overrides = {**config.overrides, **{k: v for k, v in flags.items() if v is not None}}  # unset flags keep --set
+    return resolve_preset(task, config.preset, overrides)
+
+
+def resolve_recipe(task, config):
+    """The preset of `config` for an epoch-counted `task` (classify, translate), flags and `--set` applied and checked."""
     check_from_preset_settings(config)
     if config.steps is not None:
         raise UserInputError(f"--steps counts the training steps of generation and pretraining; a {task} run "
                              "trains whole passes over its data: use --epochs.")
-    flags = dict(tokenizer=config.tokenizer, epochs=config.epochs, batch_size=config.batch_size,
-                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
-    check_counts(flags)
-    overrides = dict(config.overrides)
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    return resolve_preset(task, config.preset, overrides)
+    return _resolve(task, config, "epochs")
+
+
+def step_recipe(task, config):
+    """The preset of `config` for a step-counted `task` (generate, pretrain, vectors), flags and `--set`
+    applied and checked; `--epochs N` means N evaluation intervals instead of `--steps`."""
+    check_from_preset_settings(config)
+    preset = _resolve(task, config, "steps")
+    if config.epochs is not None and "eval_interval" in preset:
+        if config.steps is not None:
+            raise UserInputError(f"Give --steps ({config.steps}) or --epochs ({config.epochs}, each "
+                                 f"{preset['eval_interval']} steps here), not both.")
+        preset["steps"] = config.epochs * preset["eval_interval"]
+    return preset
 
 
 def check_counts(flags):

@@ -27,7 +27,7 @@ from tfllm import runs, tokenizers, word_vectors
 from tfllm.data import preprocess
 from tfllm.datasets.text import load_documents
 from tfllm.errors import UserInputError
-from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor, resolve_preset
+from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
 
@@ -35,26 +35,8 @@ OBJECTIVES = ("mlm", "causal", "vectors")
 NEIGHBOURS_SHOWN = 8  # frequent tokens whose nearest neighbours the vectors run prints and reports
 
 
-def _preset(task, config):
-    common.check_from_preset_settings(config)
-    flags = dict(tokenizer=config.tokenizer, steps=config.steps, batch_size=config.batch_size,
-                 learning_rate=config.learning_rate, jit_compile=config.jit_compile)
-    common.check_counts({**flags, "epochs": config.epochs})
-    overrides = dict(config.overrides)
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    return resolve_preset(task, config.preset, overrides)
-
-
 def masked_lm_preset(config):
-    preset = _preset("pretrain", config)
-    if config.epochs is not None and config.steps is not None:
-        raise UserInputError(f"Give --steps ({config.steps}) or --epochs ({config.epochs}, each "
-                             f"{preset['eval_interval']} steps here), not both.")
-    if config.epochs is not None:  # --epochs N means N evaluation intervals
-        preset["steps"] = config.epochs * preset["eval_interval"]
-    for key in ("steps", "batch_size"):
-        if preset[key] < 1:
-            raise UserInputError(f"--{key.replace('_', '-')} must be at least 1, got {preset[key]}.")
+    preset = common.step_recipe("pretrain", config)
     preset["eval_interval"] = min(preset["eval_interval"], preset["steps"])
     return preset
 
@@ -189,7 +171,7 @@ def pretrain_vectors(config):
     if config.from_preset:
         raise UserInputError("--objective vectors builds a new tokenizer and encoder; it does not continue "
                              "--from-preset. Use --objective mlm to continue pretraining a preset.")
-    preset = _preset("vectors", config)
+    preset = common.step_recipe("vectors", config)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
     resume, previous = runs.prepare(config.run_dir, overwrite=config.overwrite, config=config)
