@@ -65,6 +65,31 @@ def test_versions_are_numbered(exports):
 
 
 @pytest.mark.slow
+def test_models_lists_and_prunes_tflite_versions(exports, tmp_path, capsys):
+    base = os.path.dirname(os.path.dirname(exports["none"]))
+    copy = tmp_path / "savedmodels"
+    shutil.copytree(base, copy)
+    with open(copy / "tiny" / "4" / "model.tflite", "r+b") as f:
+        f.truncate(100)  # a copy cut short: still the TFLite header, not the size parity.json recorded
+    with open(copy / "tiny" / "3" / "model.tflite", "wb") as f:
+        f.write(b"not a flatbuffer")
+    assert main(["models", str(copy), "--json"]) == 0
+    [model] = json.loads(capsys.readouterr().out)
+    versions = {v["version"]: v for v in model["versions"]}
+    assert sorted(versions) == [1, 2, 3, 4] and {v["format"] for v in versions.values()} == {"tflite"}
+    ids = versions[1]["signatures"]["serving_default"]
+    assert ids["inputs"] == {"token_ids": {"dtype": "int32", "shape": [None, ids["inputs"]["token_ids"]["shape"][1]]}}
+    assert ids["outputs"]["probabilities"]["dtype"] == "float32"
+    assert "not a TFLite file" in versions[3]["error"] and versions[3]["signatures"] == {}
+    assert "error" in versions[4] and versions[4]["signatures"] == {}
+    assert main(["models", str(copy)]) == 0
+    assert "TFLite (not servable by TF Serving)" in capsys.readouterr().out
+    # Pruning a TFLite model keeps its newest good version, as for SavedModels.
+    assert main(["models", str(copy), "--prune", "tiny", "--keep", "1"]) == 0
+    assert sorted(os.listdir(copy / "tiny")) == ["2", "4"]
+
+
+@pytest.mark.slow
 def test_string_model_matches_id_model_and_keras_tokenizer(tiny_classifier_run, exports):
     import tensorflow as tf
 

@@ -10,6 +10,7 @@ same model removes those whose exporting process is gone.
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -214,12 +215,16 @@ def version_problem(version_dir):
     """Why a version folder cannot load, or None if it looks loadable.
 
     Reads files only: `saved_model.pb` must parse and hold a graph, and the
-    variables it points at must all be there.
+    variables it points at must all be there; a TFLite export's `model.tflite`
+    must carry the TFLite file identifier.
     """
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     pb = os.path.join(version_dir, "saved_model.pb")
+    tflite = os.path.join(version_dir, "model.tflite")
+    if not os.path.exists(pb) and os.path.exists(tflite):
+        return _tflite_problem(version_dir, tflite)
     try:
         with open(pb, "rb") as f:
             saved_model = saved_model_pb2.SavedModel.FromString(f.read())
@@ -236,6 +241,20 @@ def version_problem(version_dir):
             return "variables/variables.index is missing"
         return _shards_problem(variables)
     return None
+
+
+def _tflite_problem(version_dir, tflite):
+    with open(tflite, "rb") as f:
+        # A FlatBuffer's identifier sits at bytes 4-8; TFLite's is "TFL3".
+        if f.read(8)[4:] != b"TFL3":
+            return "model.tflite is not a TFLite file"
+    try:  # the export's parity report records the size it wrote; a copy cut short differs
+        with open(os.path.join(version_dir, "parity.json")) as f:
+            expected = json.load(f)["model.tflite"]["bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    size = os.path.getsize(tflite)
+    return None if size == expected else f"model.tflite has {size} bytes, its export wrote {expected}"
 
 
 def _shards_problem(variables):

@@ -13,17 +13,19 @@ from tfllm.errors import UserInputError
 from tfllm.export import versioning
 
 SAVED_MODEL_FILE = "saved_model.pb"
+# What `tfllm export --format tflite` writes into its version folder (`tfllm.export.tflite_*`);
+# TF Serving cannot serve it, but `tfllm models` lists it and `--keep` prunes it.
+TFLITE_FILE = "model.tflite"
 
 
-def _is_version_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
-
-
-def scan(base_path: str) -> dict[str, dict[int, str]]:
+def scan(base_path: str, files: tuple[str, ...] = (SAVED_MODEL_FILE,)) -> dict[str, dict[int, str]]:
     """Finds every servable version under `base_path`.
 
     Args:
         base_path: a folder laid out as `NAME/VERSION/saved_model.pb`.
+        files: a version folder counts if it holds one of these; the default
+            finds what a server can load, `(SAVED_MODEL_FILE, TFLITE_FILE)`
+            every export.
 
     Returns:
         `{name: {version: version_dir}}`. Folders whose name is not a
@@ -42,7 +44,7 @@ def scan(base_path: str) -> dict[str, dict[int, str]]:
         versions = {}
         for entry in os.listdir(model_dir):
             path = os.path.join(model_dir, entry)
-            if versioning.is_version_name(entry) and _is_version_dir(path):
+            if versioning.is_version_name(entry) and any(os.path.isfile(os.path.join(path, f)) for f in files):
                 versions[int(entry)] = path
         if versions:
             found[name] = versions
@@ -98,10 +100,12 @@ def list_models(base_path: str) -> list[dict]:
 
     Returns:
         One dict per model, sorted by name: `{"name", "versions": [{"version",
-        "path", "size_bytes", "signatures": {sig: {"inputs", "outputs"}}}]}`
-        with versions newest first. A version that cannot load (a garbage
-        `saved_model.pb`, missing variables) is listed with an `"error"` and
-        no signatures.
+        "path", "format", "size_bytes", "signatures": {sig: {"inputs",
+        "outputs"}}}]}` with versions newest first; `format` is
+        `saved_model` or `tflite` (the signatures of `model.tflite`). A
+        version that cannot load (a garbage `saved_model.pb`, missing
+        variables, a truncated `model.tflite`) is listed with an `"error"`
+        and no signatures.
 
     Raises:
         UserInputError: if `base_path` is not a folder.
@@ -112,19 +116,45 @@ def list_models(base_path: str) -> list[dict]:
             "NAME/VERSION/ exports (for example savedmodels/)."
         )
     models = []
-    for name, versions in scan(base_path).items():
+    for name, versions in scan(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE)).items():
         models.append({"name": name,
                        "versions": [_describe_version(v, versions[v])
                                     for v in sorted(versions, reverse=True)]})
     return models
 
 
+def describe_tflite_signatures(model_path: str) -> dict[str, dict]:
+    """Input and output names, dtypes and shapes of each signature of a `.tflite` file."""
+    import numpy as np
+
+    from tfllm.export.tflite_runtime import load_interpreter
+
+    def tensors(details):
+        # A dimension the file leaves open (the batch) is -1 in `shape_signature`.
+        return {name: {"dtype": np.dtype(d["dtype"]).name,
+                       "shape": [None if n < 0 else int(n) for n in d["shape_signature"]]}
+                for name, d in sorted(details.items())}
+
+    interpreter = load_interpreter(model_path=model_path)
+    described = {}
+    for name in sorted(interpreter.get_signature_list()):
+        runner = interpreter.get_signature_runner(name)
+        described[name] = {"inputs": tensors(runner.get_input_details()),
+                           "outputs": tensors(runner.get_output_details())}
+    return described
+
+
 def _describe_version(version: int, path: str) -> dict:
-    entry = {"version": version, "path": path, "size_bytes": _dir_size(path)}
+    tflite = not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
+    entry = {"version": version, "path": path, "format": "tflite" if tflite else "saved_model",
+             "size_bytes": _dir_size(path)}
     problem = versioning.version_problem(path)
     if problem is None:
         try:
-            entry["signatures"] = describe_signatures(path)
+            if tflite:
+                entry["signatures"] = describe_tflite_signatures(os.path.join(path, TFLITE_FILE))
+            else:
+                entry["signatures"] = describe_signatures(path)
         except Exception as e:  # noqa: BLE001 - one broken version must not hide the rest
             problem = f"cannot read its signatures ({type(e).__name__}: {str(e)[:200]})"
     if problem is not None:
@@ -149,12 +179,13 @@ def _format_size(size: int) -> str:
 def format_models(models: list[dict]) -> str:
     """`list_models` output as the text `tfllm models` prints."""
     if not models:
-        return "No models found (expected NAME/VERSION/saved_model.pb)."
+        return "No models found (expected NAME/VERSION/saved_model.pb or NAME/VERSION/model.tflite)."
     lines = []
     for model in models:
         lines.append(model["name"])
         for v in model["versions"]:
-            lines.append(f"  version {v['version']}  {_format_size(v['size_bytes'])}  {v['path']}")
+            kind = "  TFLite (not servable by TF Serving)" if v["format"] == "tflite" else ""
+            lines.append(f"  version {v['version']}  {_format_size(v['size_bytes'])}  {v['path']}{kind}")
             if "error" in v:
                 lines.append(f"    BROKEN: {v['error']}")
             for sig, io in v["signatures"].items():
@@ -185,9 +216,9 @@ def prune(base_path: str, name: str, keep: int) -> list[int]:
     """
     if keep < 1:
         raise UserInputError(f"--keep must be at least 1, got {keep}.")
-    versions = scan(base_path).get(name)
-    if not versions:
-        known = ", ".join(scan(base_path)) or "none"
+    every_export = scan(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE))
+    if not every_export.get(name):
+        known = ", ".join(every_export) or "none"
         raise UserInputError(
             f"No model {name!r} under {base_path!r} (models found: {known})."
         )
