@@ -93,6 +93,19 @@ def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, tmp_path, cap
     assert parity["model.tflite"]["max_abs_probability_difference"] < 1e-4
 
 
+def test_frozen_backbone_epochs_are_logged_as_the_run_s_first_epochs(bert_preset, tmp_path):
+    from tfllm.training.reporting import history_from_logs
+
+    run_dir = tmp_path / "frozen"
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0],
+                 "--preset", "tiny", "--max-rows", "300", "--epochs", "3", "--set", "freeze_epochs=1",
+                 "--run-dir", str(run_dir)]) == 0
+    # Before: the frozen epoch was missing from TensorBoard, and the rest were logged as epochs 0 and 1.
+    history = history_from_logs(str(run_dir / "logs"))
+    assert len(history["loss"]) == len(history["val_loss"]) == len(history["learning_rate"]) == 3
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
+
+
 def _serve_once(base, name, texts):
     import os
     import socket

@@ -255,15 +255,19 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             history = {}
             if freeze and not resume:  # a resumed run's backup comes after the frozen epochs
                 # Train only the new head first, so its random start does not disturb the pretrained backbone.
+                # Logged (TensorBoard, learning rate) and guarded like the rest, as epochs 1..freeze of
+                # the run; not backed up or checkpointed: an interruption here starts over.
                 model.backbone.trainable = False
                 compile_classifier(model, preset, steps_per_epoch)
-                first = model.fit(train_ds, validation_data=val_ds, epochs=freeze, shuffle=False, verbose=verbose)
+                first = model.fit(train_ds, validation_data=val_ds, epochs=freeze, shuffle=False, verbose=verbose,
+                                  callbacks=common.logging_callbacks(callbacks))
                 history = dict(first.history)
                 model.backbone.trainable = True
                 compile_classifier(model, preset, steps_per_epoch)
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
-            fitted = model.fit(train_ds, validation_data=val_ds, epochs=preset["epochs"] - freeze, shuffle=False,
-                               callbacks=callbacks, verbose=verbose)
+            # initial_epoch: the run's epochs are numbered on after the frozen ones (TensorBoard, backups).
+            fitted = model.fit(train_ds, validation_data=val_ds, initial_epoch=freeze, epochs=preset["epochs"],
+                               shuffle=False, callbacks=callbacks, verbose=verbose)
             for key, values in fitted.history.items():
                 history[key] = history.get(key, []) + list(values)
             train_seconds = time.perf_counter() - start
@@ -280,7 +284,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             "test": classification_report(data.test.labels, predict_probabilities(model, data.test.texts), data.label_names),
             "train_seconds": round(train_seconds, 1),
             # The whole run, also when it resumed: the backup restored the epochs before the interruption.
-            "epochs_run": freeze + common.epochs_completed(callbacks, len(fitted.history.get("loss", []))),
+            "epochs_run": common.epochs_completed(callbacks, freeze + len(fitted.history.get("loss", []))),
             "num_train_examples": len(data.train),
             "parameters": int(model.count_params()),
         }

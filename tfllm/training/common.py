@@ -346,6 +346,13 @@ def make_callbacks(
     return callbacks
 
 
+def logging_callbacks(callbacks):
+    """The callbacks of `make_callbacks` that log and guard but keep no state to resume from
+    (for a phase of a run that is not backed up, such as a classifier's frozen-backbone epochs)."""
+    keep = (StopOnDivergence, LearningRateLogger, EpochCounter, keras.callbacks.TensorBoard)
+    return [c for c in callbacks if isinstance(c, keep)]
+
+
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
