@@ -86,3 +86,21 @@ def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy
     config.to_json(runs.path(config.run_dir, runs.RUN_CONFIG))
     assert TrainConfig.from_dict(runs.read_config(config.run_dir)) == config
     assert config.run_dir == str(tmp_path / "run") and type(config.max_rows) is int
+
+
+def test_a_run_directory_that_is_not_a_path_is_one_clear_error():
+    from tfllm import runs
+
+    with pytest.raises(UserInputError, match="A run directory is a path"):
+        runs.load_task(None)  # was a TypeError from os.path
+
+
+def test_classification_report_refuses_what_it_cannot_score():
+    from tfllm.evaluation import classification_report
+
+    report = classification_report([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["neg", "pos"])
+    assert report["accuracy"] == pytest.approx(2 / 3) and report["num_examples"] == 3
+    with pytest.raises(UserInputError, match="No examples to score"):
+        classification_report([], np.zeros((0, 2)), ["neg", "pos"])  # was an IndexError
+    with pytest.raises(UserInputError, match=r"shape \(2, 2\)"):
+        classification_report([0, 1], [[0.2, 0.8]], ["neg", "pos"])  # was an IndexError

@@ -362,8 +362,13 @@ def test_scores_do_not_depend_on_the_batch_they_are_computed_in():
     assert np.all(total < 0)
     alone = [translator.score([s], [t])[0][0] for s, t in zip(sources, targets)]
     np.testing.assert_allclose(total, alone, rtol=1e-5)
-    per_token = total / count
-    assert translator.rerank(["一二"] * 3, [targets]) == [targets[int(np.argmax(per_token))]]
+    total, count = translator.score(["一二"] * 3, targets)
+    assert translator.rerank(["一二"], [targets]) == [targets[int(np.argmax(total / count))]]
+    # Lists that do not pair up are refused (zip dropped the unpaired ones before).
+    with pytest.raises(UserInputError, match="3 sources, 1 candidate lists"):
+        translator.rerank(["一二"] * 3, [targets])
+    with pytest.raises(UserInputError, match="Source 1 has 3 candidates but 2 priors"):
+        translator.rerank(["一二"], [targets], priors=[[0.0, 1.0]])
 
 
 @pytest.mark.slow

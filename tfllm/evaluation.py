@@ -4,6 +4,8 @@ import re
 
 import numpy as np
 
+from tfllm.errors import UserInputError
+
 
 def roc_auc(y_true, scores):
     """Exact binary ROC-AUC (Mann-Whitney U with average ranks for ties)."""
@@ -36,8 +38,13 @@ def classification_report(y_true, probabilities, label_names):
     """
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities)
-    y_pred = probabilities.argmax(axis=-1)
     k = len(label_names)
+    if len(y_true) == 0:
+        raise UserInputError("No examples to score: give at least one label and its probabilities.")
+    if probabilities.shape != (len(y_true), k):
+        raise UserInputError(f"Expected probabilities of shape ({len(y_true)}, {k}) (one row per label, one column "
+                             f"per class of {list(label_names)}), got {probabilities.shape}.")
+    y_pred = probabilities.argmax(axis=-1)
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (y_true, y_pred), 1)
     per_class = {}
@@ -47,7 +54,7 @@ def classification_report(y_true, probabilities, label_names):
         recall = tp / confusion[i, :].sum() if confusion[i, :].sum() else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(confusion[i, :].sum())}
-    report = {"accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"), "num_examples": int(len(y_true))}
+    report = {"accuracy": float((y_true == y_pred).mean()), "num_examples": int(len(y_true))}
     if k == 2:
         positive = per_class[label_names[1]]
         report.update(precision=positive["precision"], recall=positive["recall"], f1=positive["f1"])

@@ -93,6 +93,9 @@ def is_finished(run_dir):
 
 def check_finished(run_dir):
     """Raises a one-line `UserInputError` unless `run_dir` holds a finished tfllm run."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise UserInputError(f"A run directory is a path (str or pathlib.Path), got {type(run_dir).__name__}: "
+                             f"{run_dir!r}. Pass the --run-dir of a training run.")
     if is_old_format(run_dir):
         raise UserInputError(
             f"{run_dir!r} was written by tfllm 0.1 (model.keras, preset.json); runs are KerasHub presets now. "

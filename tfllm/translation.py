@@ -194,6 +194,14 @@ class Translator:
             per_token: the log-likelihood per token (else its sum over the target).
         """
         priors = priors or [[0.0] * len(options) for options in candidates]
+        # zip would silently drop what has no partner: a source without candidates, a candidate without a prior.
+        if not len(sources) == len(candidates) == len(priors):
+            raise UserInputError(f"rerank needs one candidate list (and one prior list) per source; got "
+                                 f"{len(sources)} sources, {len(candidates)} candidate lists, {len(priors)} prior lists.")
+        uneven = [i for i, (options, prior) in enumerate(zip(candidates, priors), 1) if len(options) != len(prior)]
+        if uneven:
+            raise UserInputError(f"Source {uneven[0]} has {len(candidates[uneven[0] - 1])} candidates but "
+                                 f"{len(priors[uneven[0] - 1])} priors; give one prior per candidate.")
         flat = [(i, c, p) for i, (options, prior) in enumerate(zip(candidates, priors))
                 for c, p in zip(options, prior) if c.strip()]
         best = {}
