@@ -27,6 +27,23 @@ def run_console_script(tmp_path, **env):
     )
 
 
+@pytest.mark.parametrize("device_files, expected", [
+    (["/dev/null", "/dev/tty0"], False),
+    (["/dev/null", "/dev/nvidia0", "/dev/nvidiactl"], True),
+    (["/dev/null", "/dev/dxg"], True),  # WSL2: CUDA without /dev/nvidia* (was taken for a CPU-only machine)
+])
+def test_accelerators_are_recognised_by_their_device_files(monkeypatch, device_files, expected):
+    import fnmatch
+
+    import tfllm._env as env
+
+    for name in env._ACCELERATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+    # A machine's /dev cannot be made here; glob answers as that machine's filesystem would.
+    monkeypatch.setattr(env.glob, "glob", lambda pattern: fnmatch.filter(device_files, pattern))
+    assert env.accelerator_present() is expected
+
+
 def test_user_setting_wins():
     assert quiet_gpu_probe({"TF_ENABLED_DEVICE_TYPES": ""}) is False
     assert quiet_gpu_probe({"TF_ENABLED_DEVICE_TYPES": "GPU"}) is False

@@ -211,3 +211,26 @@ def test_bad_limits_are_refused_by_the_parser(argv, words, tmp_path, capsys):
         main(["serve", str(tmp_path), *argv])
     assert info.value.code == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing, call, extra", [
+    ("starlette", lambda tmp_path: main(["serve", str(tmp_path)]), "serving"),
+    ("tensorflow_serving", lambda tmp_path: __import__("tfllm.serving").serving.GrpcClient(), "serving"),
+    # Checked before the run is even read, so before a conversion that would be thrown away.
+    ("ai_edge_litert", lambda tmp_path: __import__("tfllm.export.tflite").export.tflite.export_tflite(
+        str(tmp_path / "run"), "x", base_dir=str(tmp_path)), "tflite"),
+])
+def test_a_missing_optional_extra_is_one_line_naming_it(missing, call, extra, monkeypatch, tmp_path, capsys):
+    import sys
+
+    from tfllm.errors import UserInputError
+
+    monkeypatch.setitem(sys.modules, missing, None)  # how Python marks a module as not importable
+    try:
+        status = call(tmp_path)
+    except UserInputError as e:
+        message = str(e)
+    else:
+        assert status == 2
+        message = capsys.readouterr().err
+    assert missing in message and f'pip install "tfllm[{extra}]"' in message, message

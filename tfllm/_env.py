@@ -14,8 +14,11 @@ import sys
 CPU_DEVICE_TYPES = "CPU,XLA_CPU"
 
 # Device nodes and driver files of accelerators that register their own
-# TensorFlow device factory: NVIDIA (CUDA), AMD (ROCm), Cloud TPU VMs.
-_ACCELERATOR_PATHS = ("/proc/driver/nvidia", "/dev/nvidia*", "/dev/kfd", "/dev/accel*", "/dev/vfio/*")
+# TensorFlow device factory: NVIDIA (CUDA), AMD (ROCm), Cloud TPU VMs, and
+# WSL2's GPU paravirtualization (CUDA through /dev/dxg and WSL's own libcuda;
+# no /dev/nvidia* there).
+_ACCELERATOR_PATHS = ("/proc/driver/nvidia", "/dev/nvidia*", "/dev/kfd", "/dev/accel*", "/dev/vfio/*",
+                      "/dev/dxg", "/usr/lib/wsl/lib/libcuda.so*")
 # Remote or Colab TPUs have no local device node but announce themselves here.
 _ACCELERATOR_ENV = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
 

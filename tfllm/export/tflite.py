@@ -18,7 +18,7 @@ from tfllm.errors import UserInputError
 from tfllm.export.tflite_causal_lm import export_causal_lm_files
 from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
     IDS_FILE, TEXT_FILE, export_classifier_files)
-from tfllm.export.tflite_runtime import load_interpreter, run_signature  # noqa: F401  (public here too)
+from tfllm.export.tflite_runtime import load_interpreter, require_tflite, run_signature  # noqa: F401  (public here too)
 from tfllm.export.versioning import atomic_version_dir, make_temp_dir
 
 QUANTIZE_MODES = {
@@ -88,6 +88,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
         UserInputError: the run is missing or half-written, `quantize` does not
             apply to the model kind, or int8 has too little calibration data.
     """
+    require_tflite("A TFLite export")  # it runs the converted model to check its parity
     config = check_run_dir(run_dir)
     task = config.get("task", "classify")
     modes = QUANTIZE_MODES.get(task, ())

@@ -7,7 +7,7 @@ module and not each other.
 
 import numpy as np
 
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, require_extra
 
 SIGNATURE = "serving_default"
 
@@ -19,8 +19,14 @@ def tftext_registerers():
     return list(tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
 
 
+def require_tflite(what):
+    """One line naming the `tflite` extra when its interpreter is missing (checked before converting)."""
+    require_extra(what, "tflite", "ai_edge_litert")
+
+
 def load_interpreter(model_path=None, model_content=None, num_threads=None):
     """An `ai_edge_litert` interpreter that also knows TF Text's tokenizer ops."""
+    require_tflite("Running a TFLite file")
     from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
     return InterpreterWithCustomOps(

@@ -24,7 +24,7 @@ import numpy as np
 
 from tfllm import runs
 from tfllm.errors import UserInputError
-from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter
+from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, require_tflite
 from tfllm.export.versioning import atomic_version_dir
 
 MODEL_FILE = "model.tflite"
@@ -130,6 +130,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
     from tfllm.config import TrainConfig
     from tfllm.datasets.pairs import load_pair_data
 
+    require_tflite("A TFLite export")  # it runs the converted model to check its parity
     runs.require_task(run_dir, "translate")
     if quantize not in ("none", "dynamic", "float16"):
         raise UserInputError(f"--quantize {quantize!r} is not supported for a translation model; "

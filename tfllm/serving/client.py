@@ -12,6 +12,7 @@ import base64
 import http.client
 import threading
 
+from tfllm.errors import require_extra
 from tfllm.serving.jsonio import dumps as _dumps, loads as _loads, to_json_values as _to_json_values
 
 
@@ -210,6 +211,7 @@ class GrpcClient:
 
     def __init__(self, host: str = "localhost", port: int = 8500, timeout: float = 30.0,
                  max_message_bytes: int = 64 * 1024 * 1024, auth_token: str | None = None):
+        require_extra("GrpcClient", "serving", "grpc", "tensorflow_serving")
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 

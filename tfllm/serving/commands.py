@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, require_extra
 from tfllm.serving.limits import Limits
 from tfllm.serving.security import TOKEN_ENV
 
@@ -76,6 +76,7 @@ def add_serve_arguments(p) -> None:
 
 
 def run_serve(args) -> None:
+    require_extra("tfllm serve", "serving", "starlette", "uvicorn", "grpc", "tensorflow_serving")
     from tfllm.serving.server import serve
 
     try:
