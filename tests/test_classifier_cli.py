@@ -103,6 +103,22 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
     assert result.returncode == 0 and json.loads(result.stdout)["roc_auc"] is None and "NaN" not in result.stdout
 
 
+def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again(tmp_path, capsys):
+    data = tmp_path / "reviews.csv"
+    rows = [f"a good film {i},pos\na bad film {i},neg\n" for i in range(30)]
+    data.write_text("text,label\n" + "".join(rows + rows[:10]))  # 20 rows twice
+    run_dir = tmp_path / "run"
+    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
+    assert result.returncode == 0
+    # The duplicate rows were scattered across the splits: said, with how many held-out texts it touches.
+    assert "test texts and" in result.stderr and "are also training texts" in result.stderr, result.stderr
+    assert main_in_process(capsys, "evaluate", run_dir).returncode == 0
+    with open(data, "a") as f:
+        f.write("a great film,pos\n")  # now every row may land in another split
+    result = main_in_process(capsys, "evaluate", run_dir)
+    assert result.returncode == 2 and "has changed since the run" in result.stderr, result.stderr
+
+
 def test_max_rows_and_seed_out_of_range_are_refused_by_the_parser(capsys):
     from tfllm.cli import main
 

@@ -104,3 +104,26 @@ def test_classification_report_refuses_what_it_cannot_score():
         classification_report([], np.zeros((0, 2)), ["neg", "pos"])  # was an IndexError
     with pytest.raises(UserInputError, match=r"shape \(2, 2\)"):
         classification_report([0, 1], [[0.2, 0.8]], ["neg", "pos"])  # was an IndexError
+
+
+def test_a_data_file_edited_since_training_is_never_split_again_as_the_run_s(tmp_path):
+    """An edited file splits differently, so 'the run's test split' would hold rows it trained on, and a
+    resume would train on other rows: both refused (before: silently re-split)."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(10)))
+    run_dir = str(tmp_path / "run")
+    config = TrainConfig(data=str(data), preset="tiny", run_dir=run_dir)
+    os.makedirs(run_dir)
+    runs.write_records(run_dir, config, {})
+    runs.check_data_unchanged(run_dir, str(data))  # the same bytes: fine
+    assert runs.changed_settings(run_dir, config) == []
+    runs.write_records(str(tmp_path / "bundled"), TrainConfig(data="rotten_tomatoes"), {})  # no file: no fingerprint
+
+    data.write_text(data.read_text() + "great 99,pos\n")
+    with pytest.raises(UserInputError, match="has changed since the run .* was trained on it"):
+        runs.check_data_unchanged(run_dir, str(data))
+    assert runs.changed_settings(run_dir, config) == ["data (the file changed)"]
+    assert not runs.data_changed(str(tmp_path / "bundled"), "rotten_tomatoes")

@@ -28,6 +28,7 @@ RECORDS = "tfllm"  # tfllm's own files, in a folder of their own so they never c
 RUN_CONFIG = os.path.join(RECORDS, "run.json")
 RECIPE = os.path.join(RECORDS, "recipe.json")
 LABELS = os.path.join(RECORDS, "labels.json")
+DATA = os.path.join(RECORDS, "data.json")  # the data file's fingerprint when the run started
 METRICS = "metrics.json"
 LOGS = "logs"
 BACKUP = "backup"
@@ -217,11 +218,49 @@ _RESUME_MAY_DIFFER = {"run_dir", "overwrite"}
 
 
 def changed_settings(run_dir, config):
-    """The `TrainConfig` fields of `config` that differ from those `run_dir`'s run was started with."""
+    """The `TrainConfig` fields of `config` that differ from those `run_dir`'s run was started with,
+    and `data (the file changed)` when the data file was edited since (it would split differently)."""
     import dataclasses
 
     before, now = read_config(run_dir), dataclasses.asdict(config)
-    return sorted(k for k in now if k not in _RESUME_MAY_DIFFER and k in before and before[k] != now[k])
+    changed = sorted(k for k in now if k not in _RESUME_MAY_DIFFER and k in before and before[k] != now[k])
+    if "data" not in changed and data_changed(run_dir, config.data):
+        changed.append("data (the file changed)")
+    return changed
+
+
+def write_records(run_dir, config, records):
+    """A fresh run's records: the `{path: value}` JSON files, the fingerprint of the data it starts from
+    (`data_changed` compares it later), then its `TrainConfig` as run.json."""
+    from tfllm.datasets import data_fingerprint
+
+    for name, value in records.items():
+        write_json(path(run_dir, name), value)
+    write_json(path(run_dir, DATA), {"data": str(config.data), "sha256": data_fingerprint(config.data)})
+    config.to_json(path(run_dir, RUN_CONFIG))
+
+
+def data_changed(run_dir, source):
+    """Whether `source`, the file the run in `run_dir` was started on, was edited since (False if unknown)."""
+    from tfllm.datasets import data_fingerprint
+
+    try:
+        recorded = read_json(path(run_dir, DATA)).get("sha256")
+    except (OSError, ValueError):
+        return False  # a run from before the record, or none to compare
+    now = data_fingerprint(source)
+    return recorded is not None and now is not None and now != recorded
+
+
+def check_data_unchanged(run_dir, source):
+    """Refuses to split `source` again for the run in `run_dir` (its own val/test split) if the file was
+    edited since the run was trained: the split would differ, and its test rows could be rows the model
+    trained on."""
+    if data_changed(run_dir, source):
+        raise UserInputError(
+            f"{source!r} has changed since the run in {run_dir!r} was trained on it, so it no longer splits as "
+            "it did, and its val/test rows could be rows the model trained on. Put the file back as it was, or "
+            "train a new run on the edited file.")
 
 
 def check_writable(run_dir, overwrite=False, config=None):

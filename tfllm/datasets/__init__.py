@@ -8,6 +8,7 @@ that names the input and the fix.
 import csv
 import dataclasses
 import gzip
+import hashlib
 import importlib.resources
 import io
 import json
@@ -304,6 +305,30 @@ def load_classification_data(
         return Split([texts[i] for i in indices], [label_ids[raw_labels[i]] for i in indices])
 
     return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names))
+
+
+def texts_also_in_train(data):
+    """`{"val": n, "test": n}`: how many texts of each held-out split are also training texts (duplicate
+    rows of a file, which a seeded split scatters across splits; they make the figures optimistic)."""
+    seen = set(data.train.texts)
+    return {name: sum(text in seen for text in getattr(data, name).texts) for name in ("val", "test")}
+
+
+def data_fingerprint(source):
+    """sha256 of a data file's bytes (a folder: of its files' paths and bytes), or None for a bundled
+    name or a path that is not there: what a run records to notice the file was edited before it is
+    split again (a resume, an evaluation), since an edited file splits differently."""
+    if not isinstance(source, (str, os.PathLike)) or source in BUNDLED or not os.path.exists(source):
+        return None
+    digest = hashlib.sha256()
+    files = [source] if os.path.isfile(source) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(source) for name in names)
+    for file in files:
+        digest.update(os.path.relpath(file, source).encode("utf-8", "surrogateescape") + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def same_data(data, trained_on):

@@ -270,6 +270,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
         text = train_text + val_text
     else:
         config = TrainConfig.from_dict(runs.read_config(run_dir))
+        runs.check_data_unchanged(run_dir, config.data)
         text = _load_corpus(config)[1]
     model, sequence_length = generator.model, generator.window
     ids = data_lib.tokenize_corpus(generator.tokenizer, text)

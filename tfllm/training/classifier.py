@@ -10,6 +10,7 @@ The run directory's layout is `tfllm.runs`'s.
 """
 
 import os
+import sys
 import time
 
 import keras
@@ -17,7 +18,7 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.datasets import split_as_trained
+from tfllm.datasets import split_as_trained, texts_also_in_train
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -174,18 +175,27 @@ def run_data(run_dir):
     """A finished run's data, split as its training split it (same seed, rows and labels)."""
     from tfllm.config import TrainConfig
 
-    return split_as_trained(TrainConfig.from_dict(runs.read_config(run_dir)), runs.read_labels(run_dir))
+    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    runs.check_data_unchanged(run_dir, config.data)
+    return split_as_trained(config, runs.read_labels(run_dir))
 
 
 def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
     """`common.start_run` for an ensemble member: the same records, and the ensemble's tokenizer instead
     of a newly trained one, so that every member reads the same token ids."""
     if not resume:
-        for name, value in {runs.LABELS: label_names, runs.RECIPE: preset}.items():
-            runs.write_json(runs.path(run_dir, name), value)
-        config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+        runs.write_records(run_dir, config, {runs.LABELS: label_names, runs.RECIPE: preset})
         tokenizers.save_tokenizer(tokenizer, run_dir)
     return tokenizers.load_tokenizer(run_dir) if resume else tokenizer
+
+
+def warn_about_duplicates(config, data):
+    shared = texts_also_in_train(data)
+    if any(shared.values()):
+        print(f"tfllm: warning: {shared['test']} of the {len(data.test)} test texts and {shared['val']} of the "
+              f"{len(data.val)} validation texts are also training texts ({config.data!r} has duplicate texts), "
+              "so the test figures are optimistic. Remove the duplicate rows to measure on unseen texts.",
+              file=sys.stderr)
 
 
 def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
@@ -212,7 +222,9 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     preset = classifier_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
-    data = split_as_trained(config) if data is None else data
+    if data is None:
+        data = split_as_trained(config)
+        warn_about_duplicates(config, data)
     if config.from_preset:
         preset_backbone_class(config.from_preset)
     if config.unlabeled and self_training is None:  # a teacher, then this run as its student

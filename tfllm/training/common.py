@@ -132,9 +132,7 @@ def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=Tr
     if resume:
         print(f"Resuming the interrupted run in {run_dir}")
     else:
-        for name, value in {**(records or {}), runs.RECIPE: preset}.items():
-            write_json(runs.path(run_dir, name), value)
-        config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+        runs.write_records(run_dir, config, {**(records or {}), runs.RECIPE: preset})
     if config.from_preset:
         return None
     if resume:

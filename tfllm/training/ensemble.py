@@ -46,16 +46,16 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
                              f"--from-preset {config.from_preset!r} is another model: leave out --ensemble.")
     # Everything that can fail on bad input happens before the run directory is touched.
     preset = classifier.classifier_preset(config)
-    data = split_as_trained(config) if data is None else data
+    if data is None:
+        data = split_as_trained(config)
+        classifier.warn_about_duplicates(config, data)
     if config.unlabeled and self_training is None:  # one teacher labels the texts for every member
         return train_self_trained(config, preset, data, classifier.train_classifier, verbose=verbose)
     run_dir = config.run_dir
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
     with common.guarded_run(run_dir, resume, previous):
         if not resume:
-            for name, value in {runs.LABELS: data.label_names, runs.RECIPE: preset}.items():
-                runs.write_json(runs.path(run_dir, name), value)
-            config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+            runs.write_records(run_dir, config, {runs.LABELS: data.label_names, runs.RECIPE: preset})
             # The resume marker (`tfllm.runs.is_unfinished`) until the ensemble is saved: the members
             # already trained are kept if a later one fails or is interrupted.
             os.makedirs(runs.path(run_dir, common.BACKUP), exist_ok=True)

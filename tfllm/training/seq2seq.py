@@ -292,6 +292,7 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
         else:
             pairs = read_pairs(data, source_column, target_column, reference_separator=recipe.get("reference_separator"))
     else:  # exactly the run's own split
+        runs.check_data_unchanged(run_dir, config.data)
         pairs = getattr(load_data(config, recipe), split)
     if not len(pairs):
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
