@@ -136,20 +136,93 @@ def test_config_points_at_real_exports(tmp_path, model_config, compose):
     for v in (1, 2):
         fixtures.save_classifier(str(savedmodels / "reviews" / str(v)), bias=float(v))
         fixtures.save_generator(str(savedmodels / "shakespeare" / str(v)))
+    fixtures.save_classifier(str(savedmodels / "unlisted" / "1"), warmup=False)
     mount = "/models"
     for c in model_config.model_config_list.config:
         host_dir = savedmodels / os.path.relpath(c.base_path, mount)
         for v in c.model_version_policy.specific.versions:
             assert (host_dir / str(v) / "saved_model.pb").exists(), (c.name, v)
 
-    # The local server honours the same labels and policy.
-    policies = read_model_config(str(SERVING / "models.config"))
+    # The local server's config is the same but for base_path, relative to savedmodels/.
+    local = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse((SERVING / "models.local.config").read_text(), local)
+    for docker_model, local_model in zip(model_config.model_config_list.config,
+                                         local.model_config_list.config, strict=True):
+        assert local_model.base_path == os.path.relpath(docker_model.base_path, mount)
+        local_model.base_path = docker_model.base_path
+        assert local_model == docker_model
+
+    # The local server honours the same models, labels and policy.
+    policies = read_model_config(str(SERVING / "models.local.config"))
     assert policies["reviews"].labels == {"stable": 1, "canary": 2}
-    registry = ModelRegistry(str(savedmodels), model_config_file=str(SERVING / "models.config"))
+    registry = ModelRegistry(str(savedmodels),
+                             model_config_file=str(SERVING / "models.local.config"))
     registry.refresh()
+    assert registry.model_names() == ["reviews", "shakespeare"]  # not `unlisted`
     assert registry.resolve("reviews", label="canary").version == 2
     assert registry.resolve("shakespeare", label="stable").version == 1
     assert registry.resolve("reviews").version == 2
+
+
+def _write_config(path, *models):
+    """A models.config of `(name, base_path, extra text)` entries."""
+    path.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {extra} }}\n'
+        for name, base, extra in models) + "}\n")
+
+
+def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_path, monkeypatch, caplog):
+    """As tensorflow_model_server --model_config_file: before, the registry served every folder
+    under the served one by folder name (unlisted ones with all versions) and ignored base_path."""
+    from tfllm.serving.server import ModelRegistry
+
+    fixtures.save_classifier(str(tmp_path / "sm" / "clf" / "1"), bias=0.0, warmup=False)
+    fixtures.save_classifier(str(tmp_path / "sm" / "clf" / "2"), bias=5.0, warmup=False)
+    fixtures.save_classifier(str(tmp_path / "elsewhere" / "other" / "3"), warmup=False)
+    config = tmp_path / "models.config"
+    _write_config(config, ("live", "clf", "model_version_policy { all {} }"),
+                  ("abs", str(tmp_path / "elsewhere" / "other"), ""),
+                  ("later", "not-yet", ""))
+    registry = ModelRegistry(str(tmp_path / "sm"), poll_seconds=0.2, model_config_file=str(config))
+    with caplog.at_level("ERROR", logger="tfllm.serving"):
+        registry.refresh()
+        registry.refresh()
+    # `clf` is served only as `live`; `abs` from its absolute path; `later` waits, logged once.
+    assert registry.model_names() == ["abs", "live"]
+    assert [s.version for s in registry.statuses("live")] == [2, 1]
+    assert registry.resolve("abs").version == 3
+    missing = [r.getMessage() for r in caplog.records if "not-yet" in r.getMessage()]
+    assert len(missing) == 1 and "does not exist" in missing[0], missing
+
+    fixtures.save_classifier(str(tmp_path / "sm" / "not-yet" / "1"), warmup=False)
+    registry.refresh()
+    assert registry.resolve("later").version == 1
+
+    # Removing a model from the file unloads it.
+    _write_config(config, ("live", "clf", ""))
+    os.utime(config, (1, 1))  # a new mtime even within the clock's resolution
+    registry.refresh()
+    assert registry.model_names() == ["live"]
+    assert [s.version for s in registry.statuses("live")] == [2]  # `latest` 1 by default
+
+    # Without MODEL_BASE_PATH, relative base_paths are under the working directory.
+    monkeypatch.chdir(tmp_path / "sm")
+    registry = ModelRegistry(None, model_config_file=str(config))
+    registry.refresh()
+    assert registry.resolve("live").version == 2
+
+
+@pytest.mark.parametrize("text,words", [
+    ('config { name: "a" base_path: "x" } config { name: "a" base_path: "y" }', "'a' twice"),
+    ('config { name: "a" }', "without a name or base_path"),
+])
+def test_a_config_with_a_model_twice_or_without_base_path_is_refused(tmp_path, text, words):
+    from tfllm.errors import UserInputError
+
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { " + text + " }")
+    with pytest.raises(UserInputError, match=words):
+        read_model_config(str(config))
 
 
 def test_sample_request_scripts_are_valid():
@@ -186,7 +259,7 @@ def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_p
     savedmodels = tmp_path / "savedmodels"
     fixtures.save_classifier(str(savedmodels / "clf" / "1"), bias=0.0, warmup=False)
     config = tmp_path / "latest.config"  # no model_version_policy: `latest` 1
-    config.write_text('model_config_list { config { name: "clf" base_path: "/x" '
+    config.write_text(f'model_config_list {{ config {{ name: "clf" base_path: "{savedmodels / "clf"}" '
                       'model_platform: "tensorflow" } }\n')
     registry = ModelRegistry(str(savedmodels), model_config_file=str(config))
     registry.refresh()
@@ -210,3 +283,81 @@ def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_p
     config.unlink()  # a config that vanishes while serving: the last one read still applies
     registry.refresh()
     assert [s.version for s in registry.statuses("clf")] == [2]
+
+
+# --- a real server run with a config ------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONFIG_SERVED = [("reviews", "sm/clf", "model_version_policy { specific { versions: 1 versions: 2 } }")]
+
+
+@pytest.fixture(scope="module")
+def config_server(tmp_path_factory):
+    """`tfllm serve --model-config-file models.config` (no folder: base_paths are under the
+    working directory) over `sm/clf` versions 1-3 and an unlisted `sm/unlisted`."""
+    import sys
+    import time
+
+    from tfllm.serving import RestClient, ServingError
+
+    root = tmp_path_factory.mktemp("configured")
+    for v in (1, 2, 3):
+        fixtures.save_classifier(str(root / "sm" / "clf" / str(v)), bias=float(v), warmup=False)
+    fixtures.save_classifier(str(root / "sm" / "unlisted" / "1"), warmup=False)
+    config = root / "models.config"
+    _write_config(config, *CONFIG_SERVED)
+    rest_port, grpc_port = _free_port(), _free_port()
+    log_path = root / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tfllm.serving.server", "--model-config-file", "models.config",
+             "--port", str(rest_port), "--grpc-port", str(grpc_port), "--poll-seconds", "0.2"],
+            cwd=root, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                RestClient("127.0.0.1", rest_port, timeout=2).status("reviews")
+                break
+            except ServingError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start:\n" + log_path.read_text())
+                time.sleep(0.2)
+        yield {"rest": rest_port, "grpc": grpc_port, "config": config, "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _get(port, path, method="GET", body=None):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_the_server_serves_the_configs_models_only(config_server):
+    status, listing = _get(config_server["rest"], "/v1/models")
+    assert status == 200 and [m["name"] for m in listing["models"]] == ["reviews"], listing
+    status, answer = _get(config_server["rest"], "/v1/models/unlisted")
+    assert status == 404 and "'unlisted'" in answer["error"]
+    status, answer = _get(config_server["rest"], "/v1/models/reviews")
+    assert [s["version"] for s in answer["model_version_status"]] == ["2", "1"]

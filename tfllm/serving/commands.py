@@ -47,12 +47,18 @@ def add_thread_arguments(parser) -> None:
 
 
 def add_serve_arguments(p) -> None:
-    p.add_argument("model_base_path", nargs="?", default="savedmodels", help="folder of NAME/VERSION/ exports")
+    p.add_argument("model_base_path", nargs="?", default=None,
+                   help="folder of NAME/VERSION/ exports, all served (default savedmodels); with "
+                   "--model-config-file, the folder its relative base_paths are under (default: the "
+                   "working directory)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=_port, default=8501, help="REST port")
     p.add_argument("--grpc-port", type=_port, default=8500, help="gRPC port; 0 turns gRPC off")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
-    p.add_argument("--model-config-file", default=None, help="TF Serving models.config for version labels/policies")
+    p.add_argument("--model-config-file", default=None,
+                   help="TF Serving models.config: serve exactly its models, each by name from its base_path, "
+                   "with its version policies and labels; re-read when it changes (default: "
+                   "MODEL_BASE_PATH/models.config if present)")
     add_thread_arguments(p)
     limits = p.add_argument_group("request limits (a request over one gets a 4xx / INVALID_ARGUMENT naming it)")
     limits.add_argument("--max-batch-size", type=_positive_int, default=_DEFAULTS.max_batch_size,

@@ -41,14 +41,24 @@ def scan(base_path: str, files: tuple[str, ...] = (SAVED_MODEL_FILE,)) -> dict[s
         model_dir = os.path.join(base_path, name)
         if name.startswith(".") or not os.path.isdir(model_dir):
             continue
-        versions = {}
-        for entry in os.listdir(model_dir):
-            path = os.path.join(model_dir, entry)
-            if versioning.is_version_name(entry) and any(os.path.isfile(os.path.join(path, f)) for f in files):
-                versions[int(entry)] = path
+        versions = scan_model(model_dir, files)
         if versions:
             found[name] = versions
     return found
+
+
+def scan_model(model_dir: str, files: tuple[str, ...] = (SAVED_MODEL_FILE,)) -> dict[int, str]:
+    """`{version: version_dir}` for one model's folder (see `scan`); `{}` if it is gone."""
+    versions = {}
+    try:
+        entries = os.listdir(model_dir)
+    except OSError:
+        return versions
+    for entry in entries:
+        path = os.path.join(model_dir, entry)
+        if versioning.is_version_name(entry) and any(os.path.isfile(os.path.join(path, f)) for f in files):
+            versions[int(entry)] = path
+    return versions
 
 
 def read_signature_defs(version_dir: str):
@@ -227,16 +237,18 @@ def prune(base_path: str, name: str, keep: int) -> list[int]:
 
 @dataclass
 class ModelPolicy:
-    """Which versions of one model to serve and what labels point at.
+    """One model of a `models.config`: where it is, which versions to serve, its labels.
 
     Attributes:
+        base_path: the model's folder (`base_path`), as written in the config.
         labels: `{label: version}` from `version_labels`.
         latest: serve only the newest N versions (TF Serving's `latest`).
         specific: serve exactly these versions (TF Serving's `specific`).
         Neither set means all versions on disk (TF Serving's `all`); the
-        local server uses that for models no config file mentions.
+        local server uses that for every model when it runs without a config.
     """
 
+    base_path: str = ""
     labels: dict[str, int] = field(default_factory=dict)
     latest: int | None = None
     specific: list[int] | None = None
@@ -254,14 +266,43 @@ class ModelPolicy:
         return sorted(v for v in versions if v in chosen)
 
 
-def read_model_config(path: str) -> dict[str, ModelPolicy]:
-    """Reads version policies and labels from a TF Serving `models.config`.
-
-    Only `name`, `model_version_policy` and `version_labels` are used;
-    `base_path` is ignored because the local server serves one folder.
+def policies_from_config(config, where: str) -> dict[str, ModelPolicy]:
+    """`{name: ModelPolicy}` from a `ModelServerConfig` proto (`where` names it in errors).
 
     Raises:
-        UserInputError: if the file does not parse as a `ModelServerConfig`.
+        UserInputError: a model without a name or base_path, or listed twice
+            (TF Serving refuses those configs too).
+    """
+    policies = {}
+    for model in config.model_config_list.config:
+        if not model.name or not model.base_path:
+            raise UserInputError(f"Model config {where} has a model without a name or base_path "
+                                 f"(name {model.name!r}, base_path {model.base_path!r}); give "
+                                 "every model both.")
+        if model.name in policies:
+            raise UserInputError(f"Model config {where} lists model {model.name!r} twice; "
+                                 "list each model once.")
+        policy = ModelPolicy(base_path=model.base_path, labels=dict(model.version_labels))
+        which = model.model_version_policy.WhichOneof("policy_choice")
+        if which == "latest":
+            policy.latest = model.model_version_policy.latest.num_versions or 1
+        elif which == "specific":
+            policy.specific = list(model.model_version_policy.specific.versions)
+        elif which is None:
+            policy.latest = 1  # TF Serving's default policy
+        policies[model.name] = policy
+    return policies
+
+
+def read_model_config(path: str) -> dict[str, ModelPolicy]:
+    """Reads the models, version policies and labels of a TF Serving `models.config`.
+
+    `name`, `base_path`, `model_version_policy` and `version_labels` are
+    used; a server with a config serves exactly its models (`ModelRegistry`).
+
+    Raises:
+        UserInputError: if the file does not parse as a `ModelServerConfig`,
+            or a model lacks a name or base_path or is listed twice.
     """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -274,15 +315,4 @@ def read_model_config(path: str) -> dict[str, ModelPolicy]:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserInputError(f"Cannot read model config {path!r} ({reason}); pass a TF Serving "
                              "models.config (--model-config-file) that exists and parses.") from e
-    policies = {}
-    for model in config.model_config_list.config:
-        policy = ModelPolicy(labels=dict(model.version_labels))
-        which = model.model_version_policy.WhichOneof("policy_choice")
-        if which == "latest":
-            policy.latest = model.model_version_policy.latest.num_versions or 1
-        elif which == "specific":
-            policy.specific = list(model.model_version_policy.specific.versions)
-        elif which is None:
-            policy.latest = 1  # TF Serving's default policy
-        policies[model.name] = policy
-    return policies
+    return policies_from_config(config, repr(path))

@@ -191,16 +191,22 @@ class ModelState:
 
 
 class ModelRegistry:
-    """Keeps the loaded models in step with a `savedmodels/` folder.
+    """Keeps the loaded models in step with a `savedmodels/` folder or a `models.config`.
 
     Readers get an immutable snapshot (`self._models` is swapped whole), so
     requests never take a lock and a slow load never blocks serving.
 
     Args:
-        base_path: the folder holding `NAME/VERSION/` exports.
-        poll_seconds: how often to rescan the folder.
-        model_config_file: optional TF Serving `models.config` whose
-            `version_labels` and `model_version_policy` apply by model name.
+        base_path: without a config, the folder holding `NAME/VERSION/`
+            exports, every one of which is served. With a config, the folder
+            its relative `base_path`s are under (TF Serving's
+            `model_config_list_root_dir`); None: the working directory.
+        poll_seconds: how often to rescan the folders (and the config).
+        model_config_file: optional TF Serving `models.config`. As with
+            `tensorflow_model_server --model_config_file`, exactly its models
+            are served, each under its `name` from its `base_path`, with its
+            `model_version_policy` and `version_labels`; it is re-read when
+            it changes, so a model removed from it is unloaded.
 
     Example:
     ```python
@@ -210,7 +216,7 @@ class ModelRegistry:
     ```
     """
 
-    def __init__(self, base_path: str, poll_seconds: float = 1.0,
+    def __init__(self, base_path: str | None, poll_seconds: float = 1.0,
                  model_config_file: str | None = None):
         self.base_path = base_path
         self.poll_seconds = poll_seconds
@@ -219,13 +225,12 @@ class ModelRegistry:
         self._failed: dict[str, tuple[tuple, str]] = {}  # path -> (fingerprint, error)
         self._policies: dict[str, models_lib.ModelPolicy] = {}
         self._config_mtime = "unread"  # the config file's mtime when last read
+        self._missing: set[str] = set()  # config base_paths already logged as missing
         self._stop = threading.Event()
         self._thread = None
 
     def _read_policies(self) -> dict[str, models_lib.ModelPolicy]:
         path = self.model_config_file
-        if not path:
-            return {}
         try:
             mtime = os.path.getmtime(path)
         except OSError:
@@ -234,14 +239,37 @@ class ModelRegistry:
             try:
                 self._policies = models_lib.read_model_config(path)
             except UserInputError as e:
-                logger.error("%s; keeping the previous labels.", e)
+                logger.error("%s; keeping the previous models and labels.", e)
             self._config_mtime = mtime
         return self._policies
 
+    def _config_models(self, policies) -> dict[str, dict[int, str]]:
+        """`{name: {version: dir}}` for the config's models, each from its own base_path."""
+        found = {}
+        for name, policy in policies.items():
+            model_dir = os.path.join(self.base_path or "", policy.base_path)  # absolute stays
+            if not os.path.isdir(model_dir):
+                # TF Serving waits for a missing base_path to appear; so do we (every poll).
+                if model_dir not in self._missing:
+                    self._missing.add(model_dir)
+                    logger.error("model %r: base_path %s does not exist (yet); serving the "
+                                 "other models and looking again every %g s. Relative "
+                                 "base_paths are under %s.", name, os.path.abspath(model_dir),
+                                 self.poll_seconds,
+                                 repr(self.base_path) if self.base_path
+                                 else "the working directory (pass MODEL_BASE_PATH to change it)")
+                continue
+            self._missing.discard(model_dir)
+            found[name] = models_lib.scan_model(model_dir)
+        return found
+
     def refresh(self) -> None:
         """Loads new versions, retries changed broken ones and drops vanished ones (one scan)."""
-        policies = self._read_policies()
-        on_disk = models_lib.scan(self.base_path)
+        if self.model_config_file:
+            policies = self._read_policies()
+            on_disk = self._config_models(policies)
+        else:
+            policies, on_disk = {}, models_lib.scan(self.base_path)
         current = self._models
         new_models = {}
         seen_paths = set()
@@ -292,7 +320,7 @@ class ModelRegistry:
             try:
                 self.refresh()
             except Exception:  # keep polling whatever the filesystem does
-                logger.exception("rescanning %s failed", self.base_path)
+                logger.exception("rescanning %s failed", self.model_config_file or self.base_path)
 
     def start_polling(self) -> None:
         self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)

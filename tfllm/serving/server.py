@@ -94,25 +94,30 @@ def bind_socket(host: str, port: int, protocol: str = "REST", flag: str = "--por
     return sock
 
 
-def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
+def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int = 8501,
           grpc_port: int | None = 8500, poll_seconds: float = 1.0,
           model_config_file: str | None = None,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           intra_op_threads: int | None = None, inter_op_threads: int = 0,
           limits: Limits | None = None, auth_token: str | None = None,
           allowed_hosts: tuple[str, ...] = ()) -> None:
-    """Serves every model under `model_base_path` until interrupted.
+    """Serves every model under `model_base_path`, or a config's models, until interrupted.
 
     Args:
-        model_base_path: folder laid out as `NAME/VERSION/` (SavedModels).
+        model_base_path: without a model config, the folder laid out as
+            `NAME/VERSION/` (SavedModels), every model of which is served
+            (default `savedmodels`). With one, the folder its relative
+            `base_path`s are under (TF Serving's `model_config_list_root_dir`;
+            default: the working directory).
         host: address to bind; loopback unless you mean to expose it.
         port: REST port (TF Serving's default is 8501).
         grpc_port: gRPC port (TF Serving's default is 8500); None or 0
             turns gRPC off.
         poll_seconds: how often to look for new or removed versions.
-        model_config_file: a TF Serving `models.config` for version labels
-            and policies; defaults to `model_base_path/models.config` when
-            that file exists.
+        model_config_file: a TF Serving `models.config`: exactly its models
+            are served, each under its `name` from its `base_path`, with its
+            version policies and labels; re-read when it changes. Defaults to
+            `model_base_path/models.config` when that file exists.
         max_body_bytes: larger requests are refused with 413 (used when
             `limits` is not given).
         intra_op_threads: threads one TensorFlow op may use, as TF Serving's
@@ -136,7 +141,11 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
     """
     import uvicorn
 
-    if not os.path.isdir(model_base_path):
+    if model_config_file is None:
+        model_base_path = model_base_path or "savedmodels"
+        candidate = os.path.join(model_base_path, "models.config")
+        model_config_file = candidate if os.path.exists(candidate) else None
+    if model_base_path is not None and not os.path.isdir(model_base_path):
         raise UserInputError(
             f"Model folder {model_base_path!r} does not exist; export a model first "
             "(tfllm export RUN_DIR --name NAME) or pass the right folder."
@@ -148,9 +157,6 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
         raise UserInputError(str(e)) from e
     if poll_seconds <= 0:
         raise UserInputError(f"--poll-seconds must be > 0, got {poll_seconds}.")
-    if model_config_file is None:
-        candidate = os.path.join(model_base_path, "models.config")
-        model_config_file = candidate if os.path.exists(candidate) else None
     if model_config_file is not None:
         # As TF Serving: a config that cannot be read or parsed stops start-up, so a
         # typo in its path never silently turns off version policies and labels.
@@ -184,7 +190,8 @@ def serve(model_base_path: str, host: str = "127.0.0.1", port: int = 8501,
         if grpc_server is not None:
             grpc_server.start()
         names = ", ".join(registry.model_names()) or "none yet"
-        print(f"Serving {names} from {model_base_path}: REST http://{host}:{port}/v1/models/"
+        source = f"models.config {model_config_file}" if model_config_file else model_base_path
+        print(f"Serving {names} from {source}: REST http://{host}:{port}/v1/models/"
               + (f", gRPC {host}:{grpc_port}" if grpc_port else "")
               + ("; bearer token required" if auth_token else ""), flush=True)
         config = uvicorn.Config(make_app(registry, limits, policy), host=host, port=port,
