@@ -212,6 +212,40 @@ def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_pa
     assert registry.resolve("live").version == 2
 
 
+def test_a_label_never_loads_a_version_the_policy_excludes(tmp_path, caplog):
+    """Before, `canary` -> 3 loaded version 3 beside the policy's 1 and 2, and unlabelled requests
+    then went to 3. As TF Serving: 3 stays unloaded and the label is refused."""
+    from tfllm.serving.limits import RequestError
+    from tfllm.serving.server import ModelRegistry
+
+    for v in (1, 2, 3):
+        fixtures.save_classifier(str(tmp_path / "clf" / str(v)), bias=float(v), warmup=False)
+    config = tmp_path / "models.config"
+    policy = "model_version_policy { specific { versions: 1 versions: 2 } }"
+    _write_config(config, ("clf", "clf", policy + ' version_labels { key: "canary" value: 3 }'
+                           ' version_labels { key: "stable" value: 1 }'))
+    registry = ModelRegistry(str(tmp_path), model_config_file=str(config))
+    with caplog.at_level("ERROR", logger="tfllm.serving"):
+        registry.refresh()
+        registry.refresh()
+    assert [s.version for s in registry.statuses("clf")] == [2, 1]
+    assert registry.resolve("clf").version == 2  # the newest version the policy loads
+    assert registry.resolve("clf", label="stable").version == 1
+    with pytest.raises(RequestError, match="names version 3, which is not currently available") as info:
+        registry.resolve("clf", label="canary")
+    assert info.value.status == 404 and "model_version_policy does not load it" in info.value.message
+    logged = [r.getMessage() for r in caplog.records if "'canary'" in r.getMessage()]
+    assert len(logged) == 1, logged
+
+    # Pointed at a loaded version it applies; pointed at a missing one it keeps that version.
+    for target, expected in ((2, 2), (5, 2)):
+        _write_config(config, ("clf", "clf", policy + f' version_labels {{ key: "canary" value: {target} }}'))
+        os.utime(config, (target, target))
+        registry.refresh()
+        assert registry.resolve("clf", label="canary").version == expected
+    assert [s.version for s in registry.statuses("clf")] == [2, 1]
+
+
 @pytest.mark.parametrize("text,words", [
     ('config { name: "a" base_path: "x" } config { name: "a" base_path: "y" }', "'a' twice"),
     ('config { name: "a" }', "without a name or base_path"),
@@ -296,7 +330,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-CONFIG_SERVED = [("reviews", "sm/clf", "model_version_policy { specific { versions: 1 versions: 2 } }")]
+# Version 3 is on disk but not in the policy; `canary` names it.
+CONFIG_SERVED = [("reviews", "sm/clf", "model_version_policy { specific { versions: 1 versions: 2 } } "
+                  'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 3 }')]
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +397,19 @@ def test_the_server_serves_the_configs_models_only(config_server):
     assert status == 404 and "'unlisted'" in answer["error"]
     status, answer = _get(config_server["rest"], "/v1/models/reviews")
     assert [s["version"] for s in answer["model_version_status"]] == ["2", "1"]
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_the_server_refuses_a_label_for_a_version_it_does_not_load(protocol, config_server):
+    from tfllm.serving import GrpcClient, RestClient, ServingError
+
+    client = (RestClient("127.0.0.1", config_server["rest"], timeout=10) if protocol == "rest"
+              else GrpcClient("127.0.0.1", config_server["grpc"], timeout=10))
+    assert client.metadata("reviews")["model_spec"]["version"] == "2"  # not 3
+    assert client.metadata("reviews", label="stable")["model_spec"]["version"] == "1"
+    with pytest.raises(ServingError, match="'canary' of model 'reviews' names version 3, which is "
+                                           "not currently available for inference") as info:
+        client.predict("reviews", ["good"], label="canary")
+    assert info.value.status == (404 if protocol == "rest" else "NOT_FOUND")
+    log = config_server["log"].read_text()
+    assert log.count("names version 3") == 1, log

@@ -241,7 +241,9 @@ class ModelPolicy:
 
     Attributes:
         base_path: the model's folder (`base_path`), as written in the config.
-        labels: `{label: version}` from `version_labels`.
+        labels: `{label: version}` from `version_labels`. Labels never change
+            which versions load: one naming a version the policy does not
+            load is refused by the registry, as TF Serving refuses it.
         latest: serve only the newest N versions (TF Serving's `latest`).
         specific: serve exactly these versions (TF Serving's `specific`).
         Neither set means all versions on disk (TF Serving's `all`); the
@@ -261,8 +263,6 @@ class ModelPolicy:
             chosen = set(sorted(versions)[-self.latest :])
         else:
             chosen = set(versions)
-        # A labelled version must be loaded for the label to resolve.
-        chosen |= set(self.labels.values())
         return sorted(v for v in versions if v in chosen)
 
 

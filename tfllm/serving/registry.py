@@ -188,6 +188,7 @@ class ModelState:
     versions: dict[int, Servable]
     labels: dict[str, int]
     failed: dict[int, str] = field(default_factory=dict)  # version -> load error
+    refused: dict[str, str] = field(default_factory=dict)  # label -> why it does not resolve
 
 
 class ModelRegistry:
@@ -226,6 +227,7 @@ class ModelRegistry:
         self._policies: dict[str, models_lib.ModelPolicy] = {}
         self._config_mtime = "unread"  # the config file's mtime when last read
         self._missing: set[str] = set()  # config base_paths already logged as missing
+        self._refusals: dict[tuple[str, str], int] = {}  # (model, label) -> version, logged
         self._stop = threading.Event()
         self._thread = None
 
@@ -309,11 +311,42 @@ class ModelRegistry:
                 if kept:
                     loaded[max(kept)] = old.versions[max(kept)]
             if loaded or failed:
-                labels = dict(policy.labels) or ({"stable": max(loaded)} if loaded else {})
-                new_models[name] = ModelState(loaded, labels, failed)
+                wanted = dict(policy.labels) or ({"stable": max(loaded)} if loaded else {})
+                labels, refused = self._check_labels(name, wanted, loaded, failed, versions,
+                                                     old.labels)
+                new_models[name] = ModelState(loaded, labels, failed, refused)
         for path in set(self._failed) - seen_paths:
             del self._failed[path]
         self._models = new_models
+
+    def _check_labels(self, name, wanted, loaded, failed, on_disk, old_labels):
+        """`(labels, refused)`: the labels that name a loaded version, and why the others do not.
+
+        As TF Serving, a label never loads a version: one naming a version that is
+        not loaded is refused (logged once) and keeps the version it named before,
+        if that is still loaded, as TF Serving keeps its previous label map.
+        """
+        labels, refused = {}, {}
+        for label, v in wanted.items():
+            if v in loaded:
+                labels[label] = v
+                self._refusals.pop((name, label), None)
+                continue
+            why = ("it failed to load" if v in failed else
+                   "the model_version_policy does not load it" if v in on_disk else
+                   "there is no such version folder")
+            previous = old_labels.get(label)
+            keep = previous if previous in loaded else None
+            if keep is not None:
+                labels[label] = keep
+            refused[label] = (f"Version label {label!r} of model {name!r} names version {v}, "
+                              f"which is not currently available for inference ({why})")
+            if self._refusals.get((name, label)) != v:
+                self._refusals[(name, label)] = v
+                logger.error("%s; refusing the label (it %s) until the version loads.",
+                             refused[label], f"still names version {keep}" if keep is not None
+                             else "resolves to nothing")
+        return labels, refused
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -347,6 +380,8 @@ class ModelRegistry:
         """The servable a request names; the latest loaded version by default."""
         state = self._state(name)
         if label is not None:
+            if label not in state.labels and label in state.refused:
+                raise RequestError(state.refused[label] + ".", 404)
             if label not in state.labels:
                 known = ", ".join(sorted(state.labels)) or "none"
                 raise RequestError(
