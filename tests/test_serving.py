@@ -228,6 +228,20 @@ def test_values_the_signature_cannot_hold_are_a_serving_error(protocol, value, r
     assert info.value.status == (400 if protocol == "rest" else "INVALID_ARGUMENT")
 
 
+@pytest.mark.parametrize("model,rows", [
+    ("reviews", [{"text": "good"}, {"txt": "bad"}]),  # gRPC's client sent one row of two
+    ("shakespeare", [{"prompt": "a", "max_new_tokens": 1}, {"prompt": "b"}]),
+])
+def test_rows_with_other_inputs_get_the_same_refusal_over_both_protocols(model, rows, rest, grpc_client):
+    with pytest.raises(ServingError) as by_rest:
+        rest.predict(model, instances=rows)
+    with pytest.raises(ServingError) as by_grpc:
+        grpc_client.predict(model, instances=rows)
+    assert by_rest.value.message.startswith("Missing input(s)")
+    assert by_grpc.value.message == by_rest.value.message
+    assert (by_rest.value.status, by_grpc.value.status) == (400, "INVALID_ARGUMENT")
+
+
 def _raw(port, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

@@ -296,7 +296,8 @@ class GrpcClient:
 
         if instances is not None:
             if instances and all(named(r) for r in instances):
-                columns = {k: [r[k] for r in instances if k in r] for k in instances[0]}
+                _check_row_names(instances, sig_name, input_infos)
+                columns = {k: [r[k] for r in instances] for k in instances[0]}
             elif only is not None:
                 columns = {only: list(instances)}
             else:
@@ -368,6 +369,26 @@ class GrpcClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_row_names(rows, sig_name: str, input_infos) -> None:
+    """Every row must name exactly the signature's inputs, as the server checks for REST rows:
+    gRPC has no row format, so a row short of one input would otherwise shift its column."""
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from tfllm.serving.codec import check_names
+    from tfllm.serving.limits import RequestError
+
+    specs = {k: tf.TensorSpec(tf.TensorShape(v.tensor_shape), tf.dtypes.as_dtype(v.dtype))
+             for k, v in input_infos.items()}
+    sig = SimpleNamespace(name=sig_name, inputs=specs)
+    for row in rows:
+        try:
+            check_names(row, sig)  # the server's own check, so the same message as RestClient gets
+        except RequestError as e:
+            raise ServingError(e.message, "INVALID_ARGUMENT") from e
 
 
 def _tensor_to_values(name: str, proto):
