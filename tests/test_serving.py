@@ -242,6 +242,38 @@ def test_rows_with_other_inputs_get_the_same_refusal_over_both_protocols(model, 
     assert (by_rest.value.status, by_grpc.value.status) == (400, "INVALID_ARGUMENT")
 
 
+def test_classify_regress_and_multi_inference_are_refused_clearly(server, grpc_client):
+    """Before: grpcio's UNIMPLEMENTED "Method not implemented!". As TF Serving for a predict
+    signature: INVALID_ARGUMENT, and REST's :classify says the same."""
+    import grpc
+    from tensorflow_serving.apis import (classification_pb2, inference_pb2, prediction_service_pb2_grpc,
+                                         regression_pb2)
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc_client._channel)
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name = "reviews"
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = "reviews"
+    multi = inference_pb2.MultiInferenceRequest()
+    multi.tasks.add(method_name="tensorflow/serving/classify").model_spec.name = "reviews"
+    for method, call, request in [("Classify", stub.Classify, classify),
+                                  ("Regress", stub.Regress, regress),
+                                  ("MultiInference", stub.MultiInference, multi)]:
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert info.value.details().startswith(f"{method} is not supported: tfllm serve runs "
+                                               "signatures through Predict only")
+        assert "'tensorflow/serving/predict'" in info.value.details()
+    status, content = _raw(server["rest"], "POST", "/v1/models/reviews:classify", b'{"examples": []}')
+    assert status == 400
+    assert json.loads(content)["error"] == info.value.details().replace("MultiInference", ":classify")
+    classify.model_spec.name = "nope"
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(classify, timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def _raw(port, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

@@ -413,3 +413,44 @@ def test_the_server_refuses_a_label_for_a_version_it_does_not_load(protocol, con
     assert info.value.status == (404 if protocol == "rest" else "NOT_FOUND")
     log = config_server["log"].read_text()
     assert log.count("names version 3") == 1, log
+
+
+def test_reload_config_over_grpc_applies_models_policies_and_labels(config_server):
+    """ModelService.HandleReloadConfigRequest: before, UNIMPLEMENTED. Kept last: it changes the
+    server's models (and puts the file's config back at the end)."""
+    import grpc
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    from tfllm.serving import RestClient
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{config_server['grpc']}")
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    rest = RestClient("127.0.0.1", config_server["rest"], timeout=10)
+
+    def reload(*models):
+        text = config_server["config"].parent / "reload.config"
+        _write_config(text, *models)
+        request = model_management_pb2.ReloadConfigRequest()
+        text_format.Parse(text.read_text(), request.config)
+        return stub.HandleReloadConfigRequest(request, timeout=60)
+
+    every = "model_version_policy { all {} } "
+    reload(("renamed", "sm/unlisted", ""), ("reviews", "sm/clf", every + 'version_labels { key: "canary" value: 3 }'))
+    _, listing = _get(config_server["rest"], "/v1/models")
+    assert [m["name"] for m in listing["models"]] == ["renamed", "reviews"]
+    assert rest.metadata("reviews", label="canary")["model_spec"]["version"] == "3"
+
+    with pytest.raises(grpc.RpcError) as info:
+        reload(("reviews", "sm/clf", every + 'version_labels { key: "canary" value: 9 }'))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'canary' of model 'reviews' names version 9" in info.value.details()
+    assert rest.metadata("reviews", label="canary")["model_spec"]["version"] == "3"  # kept
+    with pytest.raises(grpc.RpcError) as info:
+        reload(("a", "sm/clf", ""), ("a", "sm/clf", ""))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "twice" in info.value.details()
+
+    with pytest.raises(grpc.RpcError):  # the file's config: its `canary` -> 3 is refused again
+        reload(*CONFIG_SERVED)
+    _, listing = _get(config_server["rest"], "/v1/models")
+    assert [m["name"] for m in listing["models"]] == ["reviews"]
+    channel.close()

@@ -1,6 +1,6 @@
 """TF Serving's gRPC `PredictionService` and `ModelService` on grpcio.
 
-Every refusal is a gRPC status with one clear message (INVALID_ARGUMENT,
+Every refusal is a gRPC status with one clear message (INVALID_ARGUMENT, FAILED_PRECONDITION,
 NOT_FOUND, RESOURCE_EXHAUSTED, UNAUTHENTICATED); the server itself never fails.
 """
 
@@ -48,6 +48,7 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
         get_model_status_pb2,
+        model_management_pb2,
         model_service_pb2_grpc,
         predict_pb2,
         prediction_service_pb2_grpc,
@@ -110,6 +111,25 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
             response.metadata["signature_def"].Pack(servable.signature_def_map)
             return response
 
+        # grpcio's default for these is UNIMPLEMENTED "Method not implemented!"; REST's
+        # :classify / :regress get the same message as these.
+        @guarded
+        def Classify(self, request, context):
+            raise resolve(request.model_spec).refuse_method(
+                "Classify", request.model_spec.signature_name or None)
+
+        @guarded
+        def Regress(self, request, context):
+            raise resolve(request.model_spec).refuse_method(
+                "Regress", request.model_spec.signature_name or None)
+
+        @guarded
+        def MultiInference(self, request, context):
+            if not request.tasks:
+                raise RequestError("MultiInference needs at least one task; use Predict.")
+            spec = request.tasks[0].model_spec
+            raise resolve(spec).refuse_method("MultiInference", spec.signature_name or None)
+
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         @guarded
         def GetModelStatus(self, request, context):
@@ -127,6 +147,26 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
                     status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
                     status.status.error_message = s.error
             return response
+
+        @guarded
+        def HandleReloadConfigRequest(self, request, context):
+            # As TF Serving's: the models, policies and labels of the new config, applied as a
+            # change of --model-config-file would be (that file's next change wins again).
+            config = request.config
+            which = config.WhichOneof("config")
+            if which is None:  # TF Serving: "Taking no action for empty config."
+                return model_management_pb2.ReloadConfigResponse()
+            if which != "model_config_list":
+                raise RequestError("Only a model_config_list config can be loaded here.")
+            try:
+                refused = registry.apply_config(config)
+            except UserInputError as e:
+                raise RequestError(str(e)) from e
+            if refused:
+                raise RequestError("The config is loaded, but " + "; ".join(refused.values())
+                                   + "; those labels are refused until their versions load.",
+                                   grpc_code="FAILED_PRECONDITION")
+            return model_management_pb2.ReloadConfigResponse()
 
     options = [("grpc.max_receive_message_length", limits.max_body_bytes),
                ("grpc.max_send_message_length", limits.max_body_bytes),

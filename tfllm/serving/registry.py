@@ -109,6 +109,19 @@ class Servable:
             )
         return sig
 
+    def refuse_method(self, method: str, signature_name: str | None) -> RequestError:
+        """The refusal of Classify / Regress / MultiInference: this server runs Predict only.
+
+        TF Serving answers INVALID_ARGUMENT (400) for a signature whose method_name is
+        not classify / regress, which is every Keras export's; so do we, for any.
+        """
+        sig = self.signature(signature_name)  # an unknown signature gets its own refusal
+        kind = self.signature_def_map.signature_def[sig.name].method_name or "none"
+        return RequestError(
+            f"{method} is not supported: tfllm serve runs signatures through Predict only "
+            f"(signature {sig.name!r} of model {self.name!r} version {self.version} has "
+            f"method_name {kind!r}, as Keras exports do); use Predict (REST :predict).")
+
 
 @dataclass(frozen=True)
 class VersionStatus:
@@ -224,7 +237,9 @@ class ModelRegistry:
         self.model_config_file = model_config_file
         self._models: dict[str, ModelState] = {}
         self._failed: dict[str, tuple[tuple, str]] = {}  # path -> (fingerprint, error)
-        self._policies: dict[str, models_lib.ModelPolicy] = {}
+        # The config's models; None: no config, serve every folder under base_path.
+        self._policies: dict[str, models_lib.ModelPolicy] | None = {} if model_config_file else None
+        self._lock = threading.Lock()  # one refresh at a time: the poller's or a ReloadConfig's
         self._config_mtime = "unread"  # the config file's mtime when last read
         self._missing: set[str] = set()  # config base_paths already logged as missing
         self._refusals: dict[tuple[str, str], int] = {}  # (model, label) -> version, logged
@@ -265,10 +280,33 @@ class ModelRegistry:
             found[name] = models_lib.scan_model(model_dir)
         return found
 
+    def apply_config(self, config) -> dict[str, str]:
+        """Serves a `ModelServerConfig` proto (gRPC `HandleReloadConfigRequest`) as if the config
+        file had changed to it; the file's next change replaces it again.
+
+        Returns:
+            `{"model/label": why}` for labels refused because their version is not loaded.
+
+        Raises:
+            UserInputError: a model listed twice or without a name or base_path.
+        """
+        policies = models_lib.policies_from_config(config, "in the ReloadConfig request")
+        with self._lock:
+            self._policies = policies
+            self._refresh()
+            return {f"{name}/{label}": why for name in policies if name in self._models
+                    for label, why in self._models[name].refused.items()}
+
     def refresh(self) -> None:
         """Loads new versions, retries changed broken ones and drops vanished ones (one scan)."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         if self.model_config_file:
-            policies = self._read_policies()
+            self._read_policies()
+        if self._policies is not None:
+            policies = self._policies
             on_disk = self._config_models(policies)
         else:
             policies, on_disk = {}, models_lib.scan(self.base_path)

@@ -228,10 +228,10 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         if meta or verb is None:
             raise RequestError("POST is for /v1/models/NAME[/versions/V|/labels/L]:predict.",
                                405)
+        if verb in ("classify", "regress"):
+            raise registry.resolve(name, version, label).refuse_method(f":{verb}", None)
         if verb != "predict":
-            raise RequestError(
-                f":{verb} is not supported; Keras exports carry predict signatures, so "
-                "use :predict.", 400)
+            raise RequestError(f":{verb} is not supported; use :predict.", 400)
         servable = registry.resolve(name, version, label)
         active += 1
         try:
