@@ -7,12 +7,14 @@ URL="http://${1:-localhost:8501}/v1/models"
 AUTH=()
 if [ -n "${TFLLM_AUTH_TOKEN:-}" ]; then AUTH=(-H "Authorization: Bearer $TFLLM_AUTH_TOKEN"); fi
 
-# Model status, all loaded versions, then by label.
+# Model status: every loaded version (a label in this path changes nothing:
+# TF Serving lists every version for .../labels/L too).
 curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews"; echo
-curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews/labels/stable"; echo
 
-# Signatures: input/output names, dtypes, shapes.
+# Signatures: input/output names, dtypes, shapes; then those of the version
+# labelled `stable` (its model_spec.version says which version that is).
 curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews/metadata"; echo
+curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews/labels/stable/metadata"; echo
 
 # Classification, row format ("instances" -> "predictions").
 curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews:predict" -H 'Content-Type: application/json' \

@@ -415,6 +415,20 @@ def test_the_server_refuses_a_label_for_a_version_it_does_not_load(protocol, con
     assert log.count("names version 3") == 1, log
 
 
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_status_by_label_lists_every_version_as_tf_serving(protocol, config_server):
+    """GetModelStatusWithModelSpec ignores the label when no version is given; before, only the
+    labelled version was listed (and an unknown label was a 404)."""
+    from tfllm.serving import GrpcClient, RestClient
+
+    client = (RestClient("127.0.0.1", config_server["rest"], timeout=10) if protocol == "rest"
+              else GrpcClient("127.0.0.1", config_server["grpc"], timeout=10))
+    every = client.status("reviews")
+    assert [s["version"] for s in every["model_version_status"]] == ["2", "1"]
+    for label in ("stable", "canary", "nope"):
+        assert client.status("reviews", label=label) == every
+
+
 def test_reload_config_over_grpc_applies_models_policies_and_labels(config_server):
     """ModelService.HandleReloadConfigRequest: before, UNIMPLEMENTED. Kept last: it changes the
     server's models (and puts the file's config back at the end)."""

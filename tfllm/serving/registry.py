@@ -447,11 +447,15 @@ class ModelRegistry:
 
     def statuses(self, name: str, version: int | None = None,
                  label: str | None = None) -> list[VersionStatus]:
-        """The versions a status request covers (all, newest first, by default)."""
+        """The versions a status request covers (all, newest first, by default).
+
+        As TF Serving's GetModelStatus, a label is ignored: without a version, every
+        version is listed (a label's own version is in its metadata).
+        """
         state = self._state(name)
-        if version is None and label is None:
+        if version is None:
             everything = {v: None for v in state.versions} | dict(state.failed)
             return [VersionStatus(v, everything[v]) for v in sorted(everything, reverse=True)]
         if version is not None and version in state.failed and version not in state.versions:
             return [VersionStatus(version, state.failed[version])]
-        return [VersionStatus(self.resolve(name, version, label).version)]
+        return [VersionStatus(self.resolve(name, version).version)]
