@@ -355,6 +355,24 @@ def test_burst_of_bad_requests_keeps_serving(server, rest, grpc_client, in_proce
     assert server["proc"].poll() is None
 
 
+def test_malformed_v1_requests_are_400_as_in_tf_serving(server):
+    """TF Serving's http_rest_api_handler answers these 400 "Malformed request: METHOD PATH";
+    before, 404 or 405. What does not exist stays a 404, as there."""
+    for method, path in [
+        ("GET", "/v1/models/reviews/versions/1/"), ("GET", "/v1/models/reviews/metadata/x"),
+        ("GET", "/v1/models/reviews:predict"), ("POST", "/v1/models/reviews/metadata"),
+        ("POST", "/v1/models/reviews"), ("POST", "/v1/models/reviews:explain"),
+        ("PUT", "/v1/models/reviews:predict"), ("DELETE", "/v1/models/reviews"),
+        ("POST", "/v1/models"), ("GET", "/v1/other"),
+    ]:
+        status, content = _raw(server["rest"], method, path, b"{}" if method != "GET" else None)
+        assert status == 400, (method, path, status, content)
+        assert json.loads(content)["error"].startswith(f"Malformed request: {method} {path};")
+    for path in ["/v1/models/nope", "/v1/models/reviews/versions/9",
+                 "/v1/models/reviews/labels/nope/metadata", "/v2/health"]:
+        assert _raw(server["rest"], "GET", path)[0] == 404, path
+
+
 def test_oversized_body_is_413(server):
     status, content = _raw(server["rest"], "POST", "/v1/models/reviews:predict",
                            b"x" * (MAX_BODY + 1))

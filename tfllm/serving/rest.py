@@ -46,10 +46,23 @@ _PATH = re.compile(
 )
 
 
-def _parse_path(path: str):
-    m = _PATH.match(path)
+def _malformed(request: Request) -> RequestError:
+    # TF Serving answers 400 with these words for any /v1/ path or method it has no
+    # handler for (404 is kept for a model, version or label that does not exist).
+    return RequestError(
+        f"Malformed request: {request.method} {request.url.path[:200]}; the paths are GET "
+        "/v1/models/NAME[/versions/V|/labels/L][/metadata] and POST "
+        "/v1/models/NAME[/versions/V|/labels/L]:predict.", 400)
+
+
+# Every method reaches the /v1/ handlers, so a wrong one is TF Serving's 400, not a 405.
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _parse_path(request: Request):
+    m = _PATH.match(request.path_params["path"])
     if not m:
-        raise RequestError(f"Malformed request: unknown path /v1/models/{path[:200]}.", 404)
+        raise _malformed(request)
     version = m["version"]
     if version is not None:
         if not (version.isascii() and version.isdigit()) or len(version) > 18:  # not '²'
@@ -172,11 +185,21 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
                                     "log has the details."}, 500)
         return wrapper
 
+    async def model_path(request: Request):
+        if request.method == "GET":
+            return await get(request)
+        if request.method == "POST":
+            return await post(request)
+        raise _malformed(request)
+
+    async def malformed(request: Request):
+        raise _malformed(request)
+
     @guarded
     async def get(request: Request):
-        name, version, label, meta, verb = _parse_path(request.path_params["path"])
+        name, version, label, meta, verb = _parse_path(request)
         if verb:
-            raise RequestError(f"Use POST for :{verb}.", 405)
+            raise _malformed(request)
         if meta:
             servable = registry.resolve(name, version, label)
             return _json_reply({
@@ -224,14 +247,11 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
     @guarded
     async def post(request: Request):
         nonlocal active
-        name, version, label, meta, verb = _parse_path(request.path_params["path"])
-        if meta or verb is None:
-            raise RequestError("POST is for /v1/models/NAME[/versions/V|/labels/L]:predict.",
-                               405)
-        if verb in ("classify", "regress"):
-            raise registry.resolve(name, version, label).refuse_method(f":{verb}", None)
+        name, version, label, meta, verb = _parse_path(request)
+        if meta or verb not in ("classify", "regress", "predict"):
+            raise _malformed(request)
         if verb != "predict":
-            raise RequestError(f":{verb} is not supported; use :predict.", 400)
+            raise registry.resolve(name, version, label).refuse_method(f":{verb}", None)
         servable = registry.resolve(name, version, label)
         active += 1
         try:
@@ -277,8 +297,8 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         routes=[Route("/", page, methods=["GET"]),
                 Route("/static/{name}", page, methods=["GET"]),
                 Route("/v1/models", list_models, methods=["GET"]),
-                Route("/v1/models/{path:path}", get, methods=["GET"]),
-                Route("/v1/models/{path:path}", post, methods=["POST"])],
+                Route("/v1/models/{path:path}", model_path, methods=_METHODS),
+                Route("/v1/{path:path}", malformed, methods=_METHODS)],
         exception_handlers={RequestError: request_error, HTTPException: http_error},
     )
     return _AccessCheck(app, policy or AccessPolicy())
