@@ -54,7 +54,9 @@ def check_shape(name: str, shape, spec, limits: Limits) -> None:
 
 
 def _is_text(name: str) -> bool:
-    # TF Serving's convention: string inputs and outputs named *_bytes are binary.
+    # tfllm's choice, borrowing TF Serving's output rule: string inputs not named *_bytes
+    # must be UTF-8 (a clear 400, not a tokenizer failure). TF Serving itself uses the
+    # suffix only to write outputs as b64 and takes any bytes in any string input.
     return not name.endswith("_bytes")
 
 
