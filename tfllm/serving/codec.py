@@ -392,7 +392,13 @@ def clean_tf_message(message: str) -> str:
                      r"last\):\s*(<stack traces unavailable>)?\s*", "", message)
     lines = [line.strip() for line in message.splitlines()
              if line.strip() and not line.lstrip().startswith(("[[", "Function call stack"))]
-    message = " ".join(lines)[:2000] or "The model rejected the request."
+    message = " ".join(lines)
+    # tf.debugging.assert_* appends its operands with graph tensor names ("[Condition x > y did
+    # not hold element-wise:] [x (StringLength:0) = ] [0] ..."): noise to a client. The
+    # assertion's own message is the bracketed text before it.
+    message = re.sub(r"\s*\[Condition .*", "", message, flags=re.S)
+    message = re.sub(r"^assertion failed: \[([^\[\]]*)\]$", r"\1", message)
+    message = message[:2000] or "The model rejected the request."
     ids = re.search(r"indices\[[\d,]+\] = (-?\d+) is not in \[0, (\d+)\)", message)
     if ids:  # an embedding lookup out of range
         return (f"Token id {ids[1]} is outside the model's vocabulary [0, {ids[2]}); "
