@@ -61,6 +61,24 @@ def scan_model(model_dir: str, files: tuple[str, ...] = (SAVED_MODEL_FILE,)) -> 
     return versions
 
 
+def fingerprint(path: str) -> tuple:
+    """Every file's name, size and modification time under a version folder.
+
+    A failed version is retried when this changes, so a copy that lands
+    `saved_model.pb` first and the variables later is loaded once complete.
+    """
+    entries = []
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.stat(os.path.join(root, f))
+            except OSError:
+                continue
+            entries.append((os.path.relpath(os.path.join(root, f), path), st.st_size,
+                            st.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
 def read_signature_defs(version_dir: str):
     """Returns the `SignatureDef` protos of a SavedModel, keyed by name."""
     from tensorflow.core.protobuf import saved_model_pb2

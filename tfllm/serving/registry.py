@@ -172,24 +172,6 @@ def _run_warmup(servable: Servable) -> None:
                            servable.version, e.message)
 
 
-def fingerprint(path: str) -> tuple:
-    """Every file's name, size and modification time under a version folder.
-
-    A failed version is retried when this changes, so a copy that lands
-    `saved_model.pb` first and the variables later is loaded once complete.
-    """
-    entries = []
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                st = os.stat(os.path.join(root, f))
-            except OSError:
-                continue
-            entries.append((os.path.relpath(os.path.join(root, f), path), st.st_size,
-                            st.st_mtime_ns))
-    return tuple(sorted(entries))
-
-
 def _short_error(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     first = next((line for line in text if line.strip()), type(e).__name__)
@@ -323,7 +305,7 @@ class ModelRegistry:
                 if v in old.versions and old.versions[v].path == path:
                     loaded[v] = old.versions[v]
                     continue
-                stamp = fingerprint(path)
+                stamp = models_lib.fingerprint(path)
                 previous = self._failed.get(path)
                 if previous is not None and previous[0] == stamp:
                     failed[v] = previous[1]
