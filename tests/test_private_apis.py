@@ -48,6 +48,10 @@ COMMENTED_USES = [
      "keras-team/keras#19992"),
     ("_jit_compile", "tfllm/training/common.py", "PRIVATE API: Keras's `Trainer._jit_compile`",
      "keras-team/keras#19521"),
+    ("_save_model", "tfllm/training/common.py", "PRIVATE API: overrides Keras's `BackupAndRestore._save_model`",
+     "keras-team/keras#20463"),
+    ("_should_save_model", "tfllm/training/common.py", "PRIVATE API: overrides Keras's `ModelCheckpoint._save_model`",
+     "keras-team/keras#20463"),
     ("_self_attention_layer", "tfllm/explanations.py",
      "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
 ]
@@ -207,3 +211,24 @@ def test_installed_versions_match_the_pins(package):
     assert installed.startswith(minor.group(1) + "."), (
         f"{package} {installed} is installed but pyproject.toml pins {pin}: run this file's tests on the new "
         "version and update the pin and the PRIVATE API comments together")
+
+
+def test_keras_checkpoint_callbacks_save_through_save_model():
+    import keras
+
+    path = "tfllm/training/common.py"
+    marker = "PRIVATE API: overrides Keras's `BackupAndRestore._save_model`"
+    backup = keras.callbacks.BackupAndRestore("unused")
+    for name in ("_weights_path", "_prev_weights_path", "_training_metadata_path", "_prev_training_metadata_path",
+                 "_current_epoch", "_last_batch_seen"):
+        require(hasattr(backup, name), f"keras BackupAndRestore.{name}", path, marker)
+    require("self._save_model()" in inspect.getsource(keras.callbacks.BackupAndRestore.on_epoch_end),
+            "BackupAndRestore.on_epoch_end saving through self._save_model()", path, marker)
+    marker = "PRIVATE API: overrides Keras's `ModelCheckpoint._save_model`"
+    method = getattr(keras.callbacks.ModelCheckpoint, "_save_model", None)
+    require(callable(method) and list(inspect.signature(method).parameters) == ["self", "epoch", "batch", "logs"],
+            "ModelCheckpoint._save_model(self, epoch, batch, logs)", path, marker)
+    for name in ("_get_file_path", "_should_save_model"):
+        require(callable(getattr(keras.callbacks.ModelCheckpoint, name, None)), f"ModelCheckpoint.{name}", path, marker)
+    require("self._save_model(" in inspect.getsource(keras.callbacks.ModelCheckpoint.on_epoch_end),
+            "ModelCheckpoint.on_epoch_end saving through self._save_model", path, marker)

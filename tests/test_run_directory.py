@@ -127,3 +127,55 @@ def test_a_data_file_edited_since_training_is_never_split_again_as_the_run_s(tmp
         runs.check_data_unchanged(run_dir, str(data))
     assert runs.changed_settings(run_dir, config) == ["data (the file changed)"]
     assert not runs.data_changed(str(tmp_path / "bundled"), "rotten_tomatoes")
+
+
+def test_a_kill_while_a_backup_or_the_best_checkpoint_is_written_leaves_the_previous_file_whole(
+        tmp_path, monkeypatch):
+    """Keras wrote both in place: a kill mid-write left a file that loads with only warnings, resetting
+    what it lacked (a resumed run lost its optimizer state, or failed after deleting its backup)."""
+    import h5py
+
+    from tfllm.training.common import Backup, BestCheckpoint
+
+    def model():
+        keras.utils.set_random_seed(len(os.listdir(tmp_path)))
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="first"), keras.layers.Dense(1, name="last")])
+        net.compile(optimizer="adam", loss="mse")
+        return net
+
+    trained = model()
+    backup = Backup(str(tmp_path / "backup"))
+    best = BestCheckpoint(str(tmp_path / "best.weights.h5"), "loss", record=str(tmp_path / "backup" / "best.json"))
+    for callback in (backup, best):
+        callback.set_model(trained)
+    backup.on_epoch_end(0)
+    best.on_epoch_end(0, {"loss": 1.0})
+    saved = [w.copy() for w in trained.get_weights()]
+
+    trained.set_weights([w + 1 for w in saved])
+    save_weights = trained.save_weights
+
+    def killed_mid_write(filepath, overwrite=True):
+        save_weights(filepath, overwrite=overwrite)
+        with h5py.File(filepath, "r+") as f:  # what a write cut short leaves: a layer missing
+            del f["layers/dense_1"]  # (named by class in the file)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trained, "save_weights", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        backup.on_epoch_end(1)
+    with pytest.raises(KeyboardInterrupt):
+        best.on_epoch_end(1, {"loss": 0.5})
+
+    resumed = model()
+    restore = Backup(str(tmp_path / "backup"))
+    restore.set_model(resumed)
+    restore.on_train_begin()
+    assert resumed._initial_epoch == 1
+    for got, want in zip(resumed.get_weights(), saved):
+        np.testing.assert_array_equal(got, want)
+    reloaded = model()
+    reloaded.load_weights(str(tmp_path / "best.weights.h5"))
+    for got, want in zip(reloaded.get_weights(), saved):
+        np.testing.assert_array_equal(got, want)
+    assert not [name for name in os.listdir(tmp_path / "backup") if ".tmp" in name]

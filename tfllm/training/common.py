@@ -256,12 +256,44 @@ class StopOnDivergence(keras.callbacks.Callback):
                                    "epoch, so nothing was kept. Lower the learning rate (--learning-rate) and run again.")
 
 
+def save_weights_atomically(model, filepath):
+    """`model.save_weights(filepath)` written beside the file and renamed over it, so that a kill while
+    it is written leaves the previous file whole. Keras writes in place, and loads a file cut short
+    with only warnings for the layers it lacks (the rest keep their fresh values)."""
+    tmp = f"{filepath[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5"  # Keras wants the suffix
+    try:
+        model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, filepath)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _copy_atomically(source, destination):
+    shutil.copyfile(source, destination + ".tmp")
+    os.replace(destination + ".tmp", destination)
+
+
 class Backup(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore` keeping the last two backups, so that a kill while one is written
-    resumes from the other, and a backup that cannot be read at all is one clear error."""
+    """Keras' `BackupAndRestore` keeping the last two backups, every file written whole, so that a kill
+    while one is written resumes from complete files, and a backup that cannot be read at all is one
+    clear error."""
 
     def __init__(self, backup_dir):
         super().__init__(backup_dir, delete_checkpoint=True, double_checkpoint=True)
+
+    def _save_model(self):
+        # PRIVATE API: overrides Keras's `BackupAndRestore._save_model` (keras 3.15), which writes the
+        # weights in place: a kill mid-write left a file that loads with warnings and resets what it
+        # lacks (the optimizer's state, whole layers), and Keras' fallback to the `.bkp` copy
+        # (keras-team/keras#20463) only runs on an OSError. Same files and metadata, each written whole.
+        os.makedirs(self.backup_dir, exist_ok=True)
+        for current, previous in ((self._weights_path, self._prev_weights_path),
+                                  (self._training_metadata_path, self._prev_training_metadata_path)):
+            if os.path.exists(current):
+                _copy_atomically(current, previous)
+        save_weights_atomically(self.model, self._weights_path)
+        write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
     def on_train_begin(self, logs=None):
         try:
@@ -287,6 +319,14 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         super().on_epoch_end(epoch, logs)
         if self.best is not None and math.isfinite(self.best):
             write_json(self.record, {"monitor": self.monitor, "best": float(self.best)})
+
+    def _save_model(self, epoch, batch, logs):
+        # PRIVATE API: overrides Keras's `ModelCheckpoint._save_model` (keras 3.15) to write the best
+        # weights whole (`save_weights_atomically`); Keras writes in place, and a kill mid-write left a
+        # file that loads with warnings (see `Backup._save_model`, keras-team/keras#20463).
+        filepath = self._get_file_path(epoch, batch, logs)
+        if self._should_save_model(epoch, batch, logs, filepath):
+            save_weights_atomically(self.model, filepath)
 
 
 class RestoreOnly(Backup):
