@@ -131,6 +131,31 @@ def test_transformer_layer_config_mask_and_round_trip(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_saved_transformer_model_loads_with_plain_keras_after_import_tfllm(tmp_path):
+    """`import tfllm` then `keras.models.load_model`, as after a kernel restart: nothing imports KerasHub,
+    which used to be the only trigger that registered tfllm's classes ('Could not locate class')."""
+    import subprocess
+    import sys
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16,))
+    x = keras.layers.Embedding(50, 8)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(Transformer(num_layers=1, d_model=8, dff=16, num_heads=2)(x)))
+    model.save(tmp_path / "article.keras")
+    ids = token_ids()
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(model(ids)))
+    script = f"""
+import numpy as np, tfllm, keras
+model = keras.models.load_model({str(tmp_path / "article.keras")!r})
+np.testing.assert_allclose(model(np.load({str(tmp_path / "ids.npy")!r})), np.load({str(tmp_path / "expected.npy")!r}), atol=1e-6)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_article_example_as_printed_on_real_data():
     """The article's code with only the import line changed, on bundled reviews."""
     from tfllm.datasets import load_classification_data

@@ -4,9 +4,9 @@
     from tfllm import TextClassifier, train_classifier, TrainConfig
 
 Names are imported lazily, so `tfllm --help` does not wait for TensorFlow.
-tfllm's Keras classes are registered as soon as KerasHub is imported (now, if
-it already is), so after `import tfllm`, `keras_hub.models.TextClassifier.from_preset(run_dir)`
-and its siblings load tfllm runs.
+tfllm's Keras classes are registered as soon as Keras or KerasHub is imported
+(now, if one already is), so after `import tfllm`, `keras_hub.models.TextClassifier.from_preset(run_dir)`
+and its siblings load tfllm runs, and `keras.models.load_model` a model with a `Transformer`.
 """
 
 import importlib
@@ -61,43 +61,57 @@ def __dir__():
     return __all__
 
 
-def _register():
-    # When one of tfllm's own modules is the one importing keras_hub, importing
-    # tfllm.models now would loop back into it half-initialised; the model code
-    # (tfllm.runs.load_task, the trainers) imports tfllm.models itself later.
-    # (`__spec__._initializing` is how importlib marks a module mid-import.)
+def _register(just_imported=None):
+    """Imports tfllm's Keras classes (defining them registers them); False while that cannot be done yet."""
+    # When one of tfllm's own modules, or KerasHub, is still being imported, importing
+    # tfllm.models now would loop back into it half-initialised; the finder below tries again
+    # after KerasHub's import, and tfllm's model code imports tfllm.models itself.
+    # (`__spec__._initializing` is how importlib marks a module mid-import; `just_imported` has
+    # run all its code but keeps the mark until the import returns.)
     if any(getattr(getattr(module, "__spec__", None), "_initializing", False)
-           for name, module in list(sys.modules.items()) if name.startswith("tfllm.")):
-        return
-    importlib.import_module("tfllm.models")  # defining the classes registers them with Keras
+           for name, module in list(sys.modules.items())
+           if name.startswith(("tfllm.", "keras_hub")) and name != just_imported):
+        return False
+    importlib.import_module("tfllm.models")
+    return True
 
 
-class _RegisterAfterKerasHub(importlib.abc.MetaPathFinder):
-    """Registers tfllm's classes right after `keras_hub` is imported, without importing it ourselves.
+# Importing either makes Keras able to deserialize: `keras.models.load_model("m.keras")` after
+# `import tfllm` must find `tfllm>Transformer` though nothing imported KerasHub.
+_TRIGGERS = ("keras", "keras_hub")
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Registers tfllm's classes right after `keras` or `keras_hub` is imported, without importing them
+    ourselves.
 
     Importing TensorFlow takes seconds; a CLI call like `tfllm --help` must not
     pay for it, while `import tfllm` must still make tfllm's runs loadable by
-    KerasHub's `from_preset`.
+    KerasHub's `from_preset` and its saved models by `keras.models.load_model`.
     """
 
     def find_spec(self, name, path=None, target=None):
-        if name != "keras_hub":
+        if name not in _TRIGGERS:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        sys.meta_path.remove(self)  # find the real module, not ourselves
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
             exec_module(module)
-            _register()
+            if _register(just_imported=name) and self in sys.meta_path:
+                sys.meta_path.remove(self)
 
         spec.loader.exec_module = exec_then_register
         return spec
 
 
-if "keras_hub" in sys.modules:
+if any(name in sys.modules for name in _TRIGGERS):
     _register()
-elif not any(isinstance(f, _RegisterAfterKerasHub) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterAfterKerasHub())
+elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKeras())
