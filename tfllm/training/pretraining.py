@@ -76,7 +76,10 @@ def _compile(model, preset):
     common.compile_task(
         model,
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=preset.get("weight_decay", 0.0)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # The mean over the masked tokens: the mask has `mask_selection_length` slots, the unused ones
+        # weighted 0; Keras' default divides by every slot, which read the loss (and perplexity) low
+        # by the share of slots a short text leaves empty.
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
         jit_compile=preset.get("jit_compile"),
         unset=False,
