@@ -299,6 +299,18 @@ class Backup(keras.callbacks.BackupAndRestore):
         try:
             super().on_train_begin(logs)
         except (OSError, ValueError, KeyError) as e:
+            # Keras falls back to the previous backup only on an OSError; a file that opens but lacks
+            # layers (a partial write, a disk error) raises a ValueError: fall back to it then too.
+            if os.path.exists(self._prev_weights_path):
+                for previous, current in ((self._prev_weights_path, self._weights_path),
+                                          (self._prev_training_metadata_path, self._training_metadata_path)):
+                    if os.path.exists(previous):
+                        _copy_atomically(previous, current)
+                try:
+                    super().on_train_begin(logs)
+                    return
+                except (OSError, ValueError, KeyError) as again:
+                    e = again
             raise UserInputError(
                 f"The backup in {self.backup_dir!r} cannot be read ({str(e).splitlines()[0][:200]}), so the "
                 f"interrupted run cannot resume. Delete that folder to start the run over.") from None
