@@ -359,3 +359,11 @@ def test_causal_pretraining_reads_documents_and_its_run_generates_and_explains(t
     assert len(samples.Tensors("samples")) == metrics["epochs_run"]
     assert main(["explain", str(run_dir), "的", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["tokens"]
+    # evaluate --data reads a folder of .txt files as pretraining does (it was refused as not one file).
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("\n".join(val_docs[:3]), encoding="utf-8")
+    (folder / "b.txt").write_text("\n".join(val_docs[3:6]), encoding="utf-8")
+    assert main(["evaluate", str(run_dir), "--data", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["num_tokens"] == len("\n".join(val_docs[:6]))

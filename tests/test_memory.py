@@ -40,3 +40,9 @@ def test_bad_memory_or_k_is_one_clear_error(sources, targets, k, message):
 def test_one_string_is_not_a_list_of_sources():
     with pytest.raises(UserInputError, match="got a single string"):  # each character was looked up
         TranslationMemory(["电脑"], ["computer"]).lookup("电脑")
+
+
+def test_rare_cjk_characters_are_units_of_their_own():
+    # Extension B (U+20000 and up) was glued to its neighbours as one "word", so nothing matched it.
+    assert units("𠀀字 Hello") == ["𠀀", "字", "hello"]
+    assert TranslationMemory(["𠀀字", "字"], ["a", "b"]).lookup(["𠀀"], k=2) == [["a"]]

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 
+from tfllm.datasets.text import CJK_IDEOGRAPHS
 from tfllm.errors import UserInputError
 
 
@@ -69,7 +70,7 @@ def classification_report(y_true, probabilities, label_names):
     return report
 
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK = re.compile(CJK_IDEOGRAPHS)
 
 
 def _reference_streams(references):

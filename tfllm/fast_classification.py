@@ -25,15 +25,14 @@ import unicodedata
 
 import numpy as np
 
+from tfllm.datasets.text import CJK_IDEOGRAPHS
 from tfllm.fast_generation import _layer_norm, _read_json, finished_run_configs, named_vars
 
 # KerasHub's pretokenizer (split_on_cjk=True): whitespace and control/format characters split
 # words and are dropped; punctuation and CJK ideographs split and are kept as words of their own.
 _PUNCTUATION = r"[!-/]|[:-@]|[\[-`]|[{-~]|[\p{P}]"
-_CJK = (r"[\u4E00-\u9FFF]|[\u3400-\u4DBF]|[\U00020000-\U0002A6DF]|[\U0002A700-\U0002B73F]|"
-        r"[\U0002B740-\U0002B81F]|[\U0002B820-\U0002CEAF]|[\uF900-\uFAFF]|[\U0002F800-\U0002FA1F]")
-_SPLIT = r"[ \t\n\r\f]|\p{Cc}|\p{Cf}|" + _PUNCTUATION + "|" + _CJK
-_KEEP = _PUNCTUATION + "|" + _CJK
+_SPLIT = r"[ \t\n\r\f]|\p{Cc}|\p{Cf}|" + _PUNCTUATION + "|" + CJK_IDEOGRAPHS
+_KEEP = _PUNCTUATION + "|" + CJK_IDEOGRAPHS
 # The same on ASCII text, with the standard library's `re` (no `regex` import for most texts).
 _ASCII_SPLIT = re.compile(r"[\x00-\x20\x7f]|[!-/:-@\[-`{-~]")
 _ASCII_KEEP = re.compile(r"[!-/:-@\[-`{-~]")

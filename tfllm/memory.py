@@ -20,9 +20,10 @@ import collections
 import math
 import re
 
+from tfllm.datasets.text import CJK_IDEOGRAPHS
 from tfllm.errors import UserInputError
 
-_UNIT = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+_UNIT = re.compile(CJK_IDEOGRAPHS + r"|[^\W_]+", re.UNICODE)
 
 
 def units(text):

@@ -258,14 +258,17 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
 def evaluate_run(run_dir, data=None, text_column=None):
     """Loss, perplexity and bits per character of a generation run on text.
 
-    `data` is a text file or bundled corpus (all of it is scored); by default
+    `data` is a text file, a folder of `.txt` files or a bundled corpus (all of it is scored); by default
     the run's own validation text, as its training split it.
     """
     from tfllm.config import TrainConfig
     from tfllm.generation import load_generator
 
     generator = load_generator(run_dir, jit_compile=False)
-    if data:
+    if data and os.path.isdir(data):  # a folder of .txt files, as pretraining reads them: every line a document
+        train_docs, val_docs = load_documents(data, text_column=text_column)
+        text = "\n".join(train_docs + val_docs)
+    elif data:
         train_text, val_text = load_text_corpus(data, text_column=text_column)
         text = train_text + val_text
     else:

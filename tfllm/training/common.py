@@ -299,6 +299,7 @@ class Backup(keras.callbacks.BackupAndRestore):
         try:
             super().on_train_begin(logs)
         except (OSError, ValueError, KeyError) as e:
+            problem = e
             # Keras falls back to the previous backup only on an OSError; a file that opens but lacks
             # layers (a partial write, a disk error) raises a ValueError: fall back to it then too.
             if os.path.exists(self._prev_weights_path):
@@ -310,9 +311,9 @@ class Backup(keras.callbacks.BackupAndRestore):
                     super().on_train_begin(logs)
                     return
                 except (OSError, ValueError, KeyError) as again:
-                    e = again
+                    problem = again
             raise UserInputError(
-                f"The backup in {self.backup_dir!r} cannot be read ({str(e).splitlines()[0][:200]}), so the "
+                f"The backup in {self.backup_dir!r} cannot be read ({str(problem).splitlines()[0][:200]}), so the "
                 f"interrupted run cannot resume. Delete that folder to start the run over.") from None
 
 
