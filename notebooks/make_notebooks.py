@@ -825,7 +825,7 @@ TRANSLATION = [
             ax.bar([i + offset for i in range(len(names))], [report[n] for n in names], width=0.4, label=decoder)
         ax.set_xticks(range(len(names)), names)
         ax.set_ylabel("score (0-100)")
-        ax.set_title(f"test, first {N} headwords, all references")
+        ax.set_title(f"test, first {len(sources)} headwords, all references")
         ax.legend()
         plt.show()
     """),
