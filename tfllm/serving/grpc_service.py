@@ -56,8 +56,7 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
 
     limits = limits or Limits()
     codes = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-             405: grpc.StatusCode.UNIMPLEMENTED, 401: grpc.StatusCode.UNAUTHENTICATED,
-             500: grpc.StatusCode.INTERNAL}
+             401: grpc.StatusCode.UNAUTHENTICATED, 500: grpc.StatusCode.INTERNAL}
 
     def resolve(spec) -> Servable:
         version = spec.version.value if spec.HasField("version") else None

@@ -20,7 +20,7 @@ class RequestError(Exception):
     """A request the server refuses; `status` is the HTTP code to answer with.
 
     gRPC answers map it: 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED,
-    401 -> UNAUTHENTICATED, 405 -> UNIMPLEMENTED, 500 -> INTERNAL, anything
+    401 -> UNAUTHENTICATED, 500 -> INTERNAL, anything
     else -> INVALID_ARGUMENT; `grpc_code` (a `grpc.StatusCode` name) overrides
     that where TF Serving's gRPC code differs from its REST one.
     """
