@@ -11,6 +11,7 @@ A finished run directory is a KerasHub preset with tfllm's records beside it:
       tfllm/run.json      what `tfllm train`/`pretrain` was asked (TrainConfig)
       tfllm/recipe.json   the resolved hyperparameters
       tfllm/labels.json   class names (classifiers)
+      tfllm/data.json     the data file's sha256 when the run started (an edited file is not re-split)
       backup/             only while unfinished: resume state
 
 So `keras_hub.models.TextClassifier.from_preset(RUN_DIR)` (or `CausalLM`,
