@@ -1,9 +1,12 @@
 """Shared fixtures: tiny seeded configs, a trained tiny classifier, CLI runner."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,6 +38,41 @@ def run_cli(*args, timeout=300, cwd=None):
         cwd=cwd,
         env=env,
     )
+
+
+@contextlib.contextmanager
+def serving_process(args, ready, log_path, cwd=None, env=None, timeout=90):
+    """Runs `python -m tfllm.serving.server ARGS` for the `with` block and yields its Popen: the
+    one way the serving tests start a real server. Waits until `ready()` returns truthy (a
+    ServingError or OSError from it means not yet), raising RuntimeError with the log if the
+    server exits or `timeout` seconds pass; always stops it (terminate, kill after 10 s).
+    `env` overrides the environment; a None value removes that variable."""
+    from tfllm.serving import ServingError
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tfllm.serving.server", *map(str, args)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if ready():
+                        break
+                except (ServingError, OSError):
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start:\n" + Path(log_path).read_text())
+                time.sleep(0.2)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main_in_process(capsys, *args):

@@ -9,6 +9,7 @@ import keras_hub
 import numpy as np
 import pytest
 
+from conftest import serving_process
 from tfllm.cli import main
 
 pytestmark = pytest.mark.slow
@@ -107,32 +108,19 @@ def test_frozen_backbone_epochs_are_logged_as_the_run_s_first_epochs(bert_preset
 
 
 def _serve_once(base, name, texts):
-    import os
     import socket
-    import time
 
-    from tfllm.serving import RestClient, ServingError
+    from tfllm.serving import RestClient
 
     ports = []
     for _ in range(2):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, "-m", "tfllm.serving.server", str(base), "--port", str(ports[0]),
-                             "--grpc-port", str(ports[1])], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with RestClient("127.0.0.1", ports[0], timeout=30) as client:
-                    return client.predict(name, instances=texts)
-            except ServingError:
-                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.5)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with RestClient("127.0.0.1", ports[0], timeout=30) as client:
+        with serving_process([base, "--port", ports[0], "--grpc-port", ports[1]], lambda: client.status(name),
+                             base.parent / "server.log", timeout=120):
+            return client.predict(name, instances=texts)
 
 
 def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, capsys):

@@ -12,7 +12,6 @@ import random
 import socket
 import subprocess
 import sys
-import time
 
 import keras
 import keras_hub
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import serving_process
 from tfllm import cli
 from tfllm.datasets.pairs import PairSplit, load_pair_data
 from tfllm.errors import UserInputError
@@ -514,29 +514,16 @@ def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trai
     assert any(expected)
 
     pytest.importorskip("starlette")
-    from tfllm.serving import RestClient, ServingError
+    from tfllm.serving import RestClient
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tfllm.serving.server", str(tmp_path), "--port", str(port),
-                             "--grpc-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    try:
-        deadline = time.monotonic() + 120
-        with RestClient("127.0.0.1", port, timeout=60) as client:
-            while True:
-                try:
-                    client.status("tr")
-                    break
-                except ServingError:
-                    assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-                    time.sleep(0.3)
+    with RestClient("127.0.0.1", port, timeout=60) as client:
+        with serving_process([tmp_path, "--port", port, "--grpc-port", "0"], lambda: client.status("tr"),
+                             tmp_path / "server.log", timeout=120):
             answer = client.predict("tr", {"source": sources, "max_new_tokens": [15] * len(sources)})
-        assert answer == expected  # one output: TF Serving's columnar answer is the bare batch
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    assert answer == expected  # one output: TF Serving's columnar answer is the bare batch
 
 
 def test_wordpiece_outputs_join_ideographs_in_and_out_of_the_graph():

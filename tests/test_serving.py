@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import serving_process
+
 pytest.importorskip("tensorflow_serving")
 pytest.importorskip("starlette")
 
@@ -71,32 +73,11 @@ def _save_busy_model(path):
 def server(savedmodels, tmp_path_factory):
     rest_port, grpc_port = _free_port(), _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    log = open(log_path, "w")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfllm.serving.server", str(savedmodels),
-         "--port", str(rest_port), "--grpc-port", str(grpc_port),
-         "--poll-seconds", "0.2", "--max-body-bytes", str(MAX_BODY)],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                RestClient("127.0.0.1", rest_port, timeout=2).status("shakespeare")
-                break
-            except ServingError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start:\n" + log_path.read_text())
-                time.sleep(0.2)
+    with serving_process([savedmodels, "--port", rest_port, "--grpc-port", grpc_port,
+                          "--poll-seconds", "0.2", "--max-body-bytes", MAX_BODY],
+                         lambda: RestClient("127.0.0.1", rest_port, timeout=2).status("shakespeare"),
+                         log_path, timeout=60) as proc:
         yield {"rest": rest_port, "grpc": grpc_port, "proc": proc, "log": log_path}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import serving_process
+
 pytest.importorskip("tensorflow_serving")
 yaml = pytest.importorskip("yaml")
 
@@ -339,10 +341,7 @@ CONFIG_SERVED = [("reviews", "sm/clf", "model_version_policy { specific { versio
 def config_server(tmp_path_factory):
     """`tfllm serve --model-config-file models.config` (no folder: base_paths are under the
     working directory) over `sm/clf` versions 1-3 and an unlisted `sm/unlisted`."""
-    import sys
-    import time
-
-    from tfllm.serving import RestClient, ServingError
+    from tfllm.serving import RestClient
 
     root = tmp_path_factory.mktemp("configured")
     for v in (1, 2, 3):
@@ -352,30 +351,11 @@ def config_server(tmp_path_factory):
     _write_config(config, *CONFIG_SERVED)
     rest_port, grpc_port = _free_port(), _free_port()
     log_path = root / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tfllm.serving.server", "--model-config-file", "models.config",
-             "--port", str(rest_port), "--grpc-port", str(grpc_port), "--poll-seconds", "0.2"],
-            cwd=root, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                RestClient("127.0.0.1", rest_port, timeout=2).status("reviews")
-                break
-            except ServingError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start:\n" + log_path.read_text())
-                time.sleep(0.2)
+    with serving_process(["--model-config-file", "models.config", "--port", rest_port,
+                          "--grpc-port", grpc_port, "--poll-seconds", "0.2"],
+                         lambda: RestClient("127.0.0.1", rest_port, timeout=2).status("reviews"),
+                         log_path, cwd=root):
         yield {"rest": rest_port, "grpc": grpc_port, "config": config, "log": log_path}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _get(port, path, method="GET", body=None):

@@ -6,6 +6,7 @@ clear 4xx / non-OK status, fast and without the server's memory growing,
 while good requests keep getting the right answers.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
+from conftest import serving_process
 
 pytest.importorskip("tensorflow_serving")
 pytest.importorskip("starlette")
@@ -46,35 +49,13 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(base, log_path, *extra, env=None, token=None, wait_for="reviews"):
+@contextlib.contextmanager
+def running_server(base, log_path, *extra, env=None, token=None, wait_for="reviews"):
     rest_port, grpc_port = free_port(), free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfllm.serving.server", str(base), "--port", str(rest_port),
-         "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *map(str, extra)],
-        stdout=log, stderr=subprocess.STDOUT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            RestClient("127.0.0.1", rest_port, timeout=2, auth_token=token).status(wait_for)
-            break
-        except ServingError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("server did not start:\n" + open(log_path).read())
-            time.sleep(0.2)
-    return {"rest": rest_port, "grpc": grpc_port, "proc": proc, "log": log, "log_path": log_path}
-
-
-def stop_server(server):
-    server["proc"].terminate()
-    try:
-        server["proc"].wait(10)
-    except subprocess.TimeoutExpired:
-        server["proc"].kill()
-        server["proc"].wait()
-    server["log"].close()
+    with serving_process([base, "--port", rest_port, "--grpc-port", grpc_port, "--poll-seconds", "0.2", *extra],
+                         lambda: RestClient("127.0.0.1", rest_port, timeout=2, auth_token=token).status(wait_for),
+                         log_path, env=env) as proc:
+        yield {"rest": rest_port, "grpc": grpc_port, "proc": proc, "log_path": log_path}
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +69,11 @@ def savedmodels(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(savedmodels, tmp_path_factory):
-    s = start_server(savedmodels, tmp_path_factory.mktemp("log") / "server.log",
-                     "--max-batch-size", MAX_BATCH, "--max-sequence-length", MAX_LEN,
-                     "--max-elements", MAX_ELEMENTS, "--max-string-bytes", MAX_STRING,
-                     "--max-body-bytes", 4_000_000)
-    yield s
-    stop_server(s)
+    with running_server(savedmodels, tmp_path_factory.mktemp("log") / "server.log",
+                        "--max-batch-size", MAX_BATCH, "--max-sequence-length", MAX_LEN,
+                        "--max-elements", MAX_ELEMENTS, "--max-string-bytes", MAX_STRING,
+                        "--max-body-bytes", 4_000_000) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -340,11 +320,10 @@ def test_a_busy_port_fails_before_loading_models(busy, savedmodels):
 
 @pytest.fixture(scope="module")
 def token_server(savedmodels, tmp_path_factory):
-    s = start_server(savedmodels, tmp_path_factory.mktemp("tlog") / "server.log",
-                     "--allowed-host", "models.internal", env={"TFLLM_AUTH_TOKEN": TOKEN},
-                     token=TOKEN)
-    yield s
-    stop_server(s)
+    with running_server(savedmodels, tmp_path_factory.mktemp("tlog") / "server.log",
+                        "--allowed-host", "models.internal", env={"TFLLM_AUTH_TOKEN": TOKEN},
+                        token=TOKEN) as s:
+        yield s
 
 
 @pytest.mark.slow

@@ -6,17 +6,16 @@ machine and pip cannot install it) and the `playwright` package, which drives it
 (page, listing, token and Host rules) always run.
 """
 
+import contextlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from conftest import serving_process
 from tfllm.serving import fixtures
 
 pytestmark = pytest.mark.slow  # two server start-ups and a browser
@@ -61,53 +60,29 @@ def savedmodels(tmp_path_factory):
     return base
 
 
-def _start(savedmodels, tmp_path_factory, token=None):
+@contextlib.contextmanager
+def _serving(savedmodels, tmp_path_factory, token=None):
+    """Yields the port of a server on `savedmodels`, with `--auth-token TOKEN` if given (and
+    never the caller's TFLLM_AUTH_TOKEN)."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("page-server") / "server.log"
-    log = open(log_path, "w")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TFLLM_AUTH_TOKEN", None)
-    command = [sys.executable, "-m", "tfllm.serving.server", savedmodels, "--port", str(port), "--grpc-port", "0"]
-    if token:
-        command += ["--auth-token", token]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            status, _, _ = _get(port, "/v1/models/shakespeare", {"Authorization": f"Bearer {token}"} if token else {})
-            if status == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("server did not start:\n" + log_path.read_text())
-        time.sleep(0.3)
-    return proc, port, log
-
-
-def _stop(proc, log):
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    args = [savedmodels, "--port", port, "--grpc-port", "0"] + (["--auth-token", token] if token else [])
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with serving_process(args, lambda: _get(port, "/v1/models/shakespeare", headers)[0] == 200, log_path,
+                         env={"TFLLM_AUTH_TOKEN": None}):
+        yield port
 
 
 @pytest.fixture(scope="module")
 def server(savedmodels, tmp_path_factory):
-    proc, port, log = _start(savedmodels, tmp_path_factory)
-    yield port
-    _stop(proc, log)
+    with _serving(savedmodels, tmp_path_factory) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
 def token_server(savedmodels, tmp_path_factory):
-    proc, port, log = _start(savedmodels, tmp_path_factory, token=TOKEN)
-    yield port
-    _stop(proc, log)
+    with _serving(savedmodels, tmp_path_factory, token=TOKEN) as port:
+        yield port
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(server):
