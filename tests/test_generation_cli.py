@@ -52,6 +52,10 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
     clf = write_records(tmp_path / "clf", "classify")
     result = main_in_process(capsys, "generate", clf, "hello")
     assert result.returncode == 2 and "does not generate text" in result.stderr
+    # Bytes of argv that are not UTF-8 (kept by Python as lone surrogates): one line, not a tokenizer's traceback.
+    for command in (["generate", clf, "caf\udce9"], ["predict", clf, "fine", "caf\udce9 great"]):
+        result = main_in_process(capsys, *command)
+        assert result.returncode == 2 and "is not valid UTF-8 (b'caf\\xe9" in result.stderr, result.stderr
 
     # Flags a task does not use are refused, not ignored (--steps on a classifier) or silently ranked.
     for task, data, flags, message in (

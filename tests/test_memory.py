@@ -46,3 +46,10 @@ def test_rare_cjk_characters_are_units_of_their_own():
     # Extension B (U+20000 and up) was glued to its neighbours as one "word", so nothing matched it.
     assert units("𠀀字 Hello") == ["𠀀", "字", "hello"]
     assert TranslationMemory(["𠀀字", "字"], ["a", "b"]).lookup(["𠀀"], k=2) == [["a"]]
+
+
+def test_long_substrings_are_counted_with_overlaps_as_short_ones_are():
+    from tfllm.input_method import SubstringCounts
+
+    counts = SubstringCounts(["哈" * 12])
+    assert list(counts(["哈" * 8, "哈" * 9, "哈" * 12, "哈" * 13])) == [5, 4, 1, 0]  # 9+ characters: was 1

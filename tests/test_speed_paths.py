@@ -111,6 +111,22 @@ def _fast(generator):
     return fast
 
 
+def test_numpy_decoding_is_not_used_for_a_mixed_precision_model():
+    """Its weights are float32, but it computes in bfloat16: the float32 NumPy pass samples other text
+    (its training samples in TensorBoard were not what the model generates)."""
+    import keras
+
+    from tfllm import fast_generation
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        generator = tiny_generator()
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert fast_generation.from_keras(generator.model, generator.tokenizer) is None
+    assert _fast(tiny_generator()) is not None  # the float32 model still takes it
+
+
 @pytest.mark.slow
 def test_numpy_decoding_gives_the_compiled_loops_text():
     """tfllm.fast_generation (no TensorFlow) decodes as Generator does: same sampler noise, same window slides."""
@@ -185,6 +201,9 @@ def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_r
         np.testing.assert_array_equal(ids, expected[: len(ids)])
         assert (expected[len(ids):] == fast.tokenizer.pad_id).all(), text
     np.testing.assert_allclose(fast.predict(texts), predict_probabilities(task, texts), atol=1e-5)
+    # Characters Python's Unicode tables do not know (newer than them; TensorFlow's ICU and `regex` may
+    # split or fold them otherwise) and NUL: left to the TensorFlow path, which flipped labels before.
+    assert fast.predict(["a good\u0378film"]) is None and fast.predict(["fine", "nul\x00"]) is None
 
 
 @pytest.mark.slow

@@ -44,6 +44,12 @@ def test_character_tokenizer_detokenizes_and_keeps_specials_fixed():
     assert tokenizer.detokenize(ids).numpy().tolist() == [b"cab", b"ab"]
 
 
+def test_a_sentencepiece_vocabulary_smaller_than_the_alphabet_is_a_clear_error():
+    texts = ["".join(chr(0x4E00 + i + j) for j in range(8)) for i in range(0, 400, 8)]  # 400 distinct characters
+    with pytest.raises(UserInputError, match="raise it with --set vocabulary_size"):  # was SentencePiece's RuntimeError
+        train_tokenizer(texts, "sentencepiece", 50)
+
+
 def test_empty_training_texts_are_a_clear_error():
     with pytest.raises(UserInputError, match="empty"):
         train_tokenizer(["", "  "], "wordpiece")

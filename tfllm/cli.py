@@ -679,6 +679,7 @@ def main(argv=None):
     in_main_thread = threading.current_thread() is threading.main_thread()
     default_terminate = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        _check_text_arguments(args)
         args.func(args)
     except UserInputError as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
@@ -691,6 +692,19 @@ def main(argv=None):
         if in_main_thread:
             signal.signal(signal.SIGTERM, default_terminate if default_terminate is not None else signal.SIG_DFL)
     return 0
+
+
+def _check_text_arguments(args):
+    """Refuses texts and prompts that are not UTF-8 (Python keeps such bytes of argv as lone surrogates,
+    which every tokenizer then fails on with a traceback). Paths may hold such bytes; they are left alone."""
+    from tfllm.errors import UserInputError
+
+    texts = getattr(args, "texts", None) or []
+    for i, text in enumerate([getattr(args, "prompt", None) or "", *texts]):
+        if any("\udc80" <= c <= "\udcff" for c in text):
+            what = "The prompt" if i == 0 else f"Text {i}"
+            raise UserInputError(f"{what} is not valid UTF-8 ({text.encode('utf-8', 'surrogateescape')[:60]!r}); "
+                                 "pass UTF-8 text (check the terminal's or the script's encoding).")
 
 
 class Terminated(KeyboardInterrupt):

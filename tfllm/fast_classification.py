@@ -152,6 +152,12 @@ class NumpyTextClassifier:
         return (z / z.sum()).astype(np.float32)
 
 
+def _tokenizes_like_tensorflow(text):
+    # Characters newer than Python's Unicode tables (category Cn, "unassigned", here) are punctuation
+    # or case-folded in `regex`'s or ICU's newer tables, and NUL is dropped by one side only.
+    return "\x00" not in text and (text.isascii() or not any(unicodedata.category(c) == "Cn" for c in text))
+
+
 class FastClassifier:
     def __init__(self, tokenizer, model, sequence_length, label_names):
         self.tokenizer, self.model = tokenizer, model
@@ -159,7 +165,10 @@ class FastClassifier:
         self.label_names = label_names
 
     def predict(self, texts):
-        """`[n, num_classes]` probabilities of a list of strings."""
+        """`[n, num_classes]` probabilities of a list of strings; None if one of them holds a character
+        this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path)."""
+        if not all(map(_tokenizes_like_tensorflow, texts)):
+            return None
         return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length)) for t in texts])
 
 

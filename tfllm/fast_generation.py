@@ -143,7 +143,9 @@ class NumpyCausalLM:
         backbone = getattr(model, "backbone", None)
         if not _supported_config({k: getattr(backbone, k, None) for k in _REQUIRED}):
             return None
-        if any(v.dtype != "float32" for v in backbone.weights):
+        # Under a mixed policy the weights are float32 but the model computes in bfloat16/float16, and
+        # the float32 NumPy pass would sample other text than the model does.
+        if any(v.dtype != "float32" for v in backbone.weights) or backbone.dtype_policy.compute_dtype != "float32":
             return None
 
         def norm(layer):

@@ -152,8 +152,11 @@ class SubstringCounts:
     def __call__(self, texts):
         counts = np.zeros(len(texts), np.int64)
         for i, text in enumerate(texts):
-            if len(text) > self.HASHED:
-                counts[i] = self.text.count(text)
+            if len(text) > self.HASHED:  # overlaps included, as the hashed counts do (str.count skips them)
+                start = self.text.find(text)
+                while start != -1:
+                    counts[i] += 1
+                    start = self.text.find(text, start + 1)
             elif text and len(text) <= len(self.codes):
                 table, key = self._hashes(len(text)), np.uint64(self._hash(text))
                 counts[i] = np.searchsorted(table, key, "right") - np.searchsorted(table, key, "left")

@@ -359,21 +359,26 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
         proto = io.BytesIO()
         # Trained with sentencepiece directly (not keras_hub's
         # compute_sentence_piece_proto) to pin pad/unk/bos/eos to ids 0-3.
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts),
-            model_writer=proto,
-            vocab_size=vocabulary_size,
-            model_type="unigram",
-            pad_id=0,
-            unk_id=1,
-            bos_id=2,
-            eos_id=3,
-            user_defined_symbols=[MASK],
-            hard_vocab_limit=False,
-            normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
-            character_coverage=0.9995,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts),
+                model_writer=proto,
+                vocab_size=vocabulary_size,
+                model_type="unigram",
+                pad_id=0,
+                unk_id=1,
+                bos_id=2,
+                eos_id=3,
+                user_defined_symbols=[MASK],
+                hard_vocab_limit=False,
+                normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+                character_coverage=0.9995,
+                minloglevel=2,
+            )
+        except RuntimeError as e:  # e.g. "Vocabulary size is smaller than required_chars. 50 vs 54"
+            raise UserInputError(f"SentencePiece cannot learn a vocabulary of {vocabulary_size} from these texts "
+                                 f"({str(e).splitlines()[0].rsplit('] ', 1)[-1].split(' Increase')[0][:200]}); raise it with --set "
+                                 "vocabulary_size=N (a few hundred or more), or use --tokenizer wordpiece.") from None
         return SentencePieceTokenizer(proto=proto.getvalue(), sequence_length=sequence_length)
     raise UserInputError(f"Unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}.")
 
