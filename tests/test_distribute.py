@@ -239,6 +239,18 @@ def test_mixed_bfloat16_trains_and_exports_float32(tmp_path):
     outputs = serve(text=tf.constant(["a wonderful film", "dull"]))
     assert outputs["probabilities"].dtype == tf.float32 and outputs["probabilities"].shape == (2, 2)
     np.testing.assert_allclose(outputs["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)
+    # Exports compute in float32 (predict and evaluate keep the run's bfloat16): the SavedModel gives what
+    # the float32 reload gives, and the TFLite export, which has no bfloat16 kernels, converts (it failed).
+    from tfllm import runs
+    from tfllm.export.tflite import export_tflite
+    from tfllm.training.classifier import predict_probabilities
+
+    assert runs.load_task(run_dir).backbone.compute_dtype == "bfloat16"
+    as_float32 = predict_probabilities(runs.load_task(run_dir, dtype="float32"), ["a wonderful film", "dull"])
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), as_float32, atol=1e-5)
+    tflite_dir = export_tflite(run_dir, "bf16-tflite", out=str(tmp_path / "tflite"))
+    parity = json.loads(open(os.path.join(tflite_dir, "parity.json")).read())
+    assert parity["model.tflite"]["max_abs_probability_difference"] < 1e-4
 
 
 def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monkeypatch):

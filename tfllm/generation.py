@@ -387,8 +387,9 @@ def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=No
         raise UserInputError(f"seed must be a whole number (or None), got {seed!r}.")
 
 
-def load_generator(run_dir, jit_compile=True):
-    """The `Generator` of a finished text-generation (or causal pretraining) run directory."""
+def load_generator(run_dir, jit_compile=True, dtype=None):
+    """The `Generator` of a finished text-generation (or causal pretraining) run directory
+    (`dtype`: as `runs.load_task`'s)."""
     task = runs.task_of(run_dir)
     if task == "translate":
         raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES[task]}: use `tfllm translate {run_dir} TEXT`.")
@@ -399,7 +400,7 @@ def load_generator(run_dir, jit_compile=True):
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = runs.load_task(run_dir, keras_hub.models.CausalLM)
+        model = runs.load_task(run_dir, keras_hub.models.CausalLM, dtype=dtype)
     return Generator(model, model.preprocessor.tokenizer, jit_compile=jit_compile)
 
 

@@ -163,10 +163,14 @@ def read_recipe(run_dir):
     return read_json(path(run_dir, RECIPE))
 
 
-def load_task(run_dir, kind=None):
+def load_task(run_dir, kind=None, dtype=None):
     """The KerasHub task of a finished run, loaded with `from_preset` (preprocessor attached).
 
     `kind` is the KerasHub base class to load as (default: from the run's task).
+    `dtype` is the dtype policy to compute in; by default the run's own (a
+    `mixed_bfloat16` run computes in bfloat16, as it was trained and scored).
+    Exports pass "float32": TFLite has no bfloat16 kernels, and an exported
+    model should not depend on the hardware it was trained on.
     """
     import keras_hub
 
@@ -184,10 +188,11 @@ def load_task(run_dir, kind=None):
     # naming the run's own policy skips that check and loads the model as it was trained.
     policy = read_json(path(run_dir, "config.json")).get("config", {}).get("dtype") or {}
     name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
-    return kind.from_preset(run_dir, **({"dtype": name} if name.startswith("mixed_") else {}))
+    dtype = dtype or (name if name.startswith("mixed_") else None)
+    return kind.from_preset(run_dir, **({"dtype": dtype} if dtype else {}))
 
 
-def load_translation_task(run_dir):
+def load_translation_task(run_dir, dtype=None):
     """A translation run's `Seq2SeqLM` with its preprocessor at the run's lengths.
 
     KerasHub's own seq2seq preprocessors (BART's) do not save their sequence
@@ -195,7 +200,7 @@ def load_translation_task(run_dir):
     """
     import keras_hub
 
-    model = load_task(run_dir, keras_hub.models.Seq2SeqLM)
+    model = load_task(run_dir, keras_hub.models.Seq2SeqLM, dtype=dtype)
     recipe = read_recipe(run_dir)
     for name in ("encoder_sequence_length", "decoder_sequence_length"):
         if recipe.get(name):

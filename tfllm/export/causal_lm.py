@@ -160,7 +160,7 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
     >>> export_causal_lm("runs/shakespeare", "shakespeare")
     'savedmodels/shakespeare/1'
     """
-    generator = load_generator(run_dir)
+    generator = load_generator(run_dir, dtype="float32")  # see runs.load_task: exports compute in float32
     archive = generation_archive(generator.model, generator.tokenizer)
     with atomic_version_dir(base_dir, name) as version:
         with warnings.catch_warnings():

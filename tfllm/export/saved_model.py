@@ -65,7 +65,7 @@ def classifier_archive(model, label_names):
 def export_classifier(run_dir, name, base_dir="savedmodels", warmup_texts=None):
     """Writes `base_dir/name/<next version>/` atomically; returns its path."""
     runs.require_task(run_dir, "classify")
-    model = runs.load_task(run_dir)
+    model = runs.load_task(run_dir, dtype="float32")  # see load_task: exports compute in float32
     archive = classifier_archive(model, runs.read_labels(run_dir))
     with atomic_version_dir(base_dir, name) as version:
         archive.write_out(version.tmp_dir, verbose=False)

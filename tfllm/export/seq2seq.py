@@ -109,7 +109,7 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
     runs.require_task(run_dir, "translate")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = runs.load_translation_task(run_dir)
+        model = runs.load_translation_task(run_dir, dtype="float32")  # see runs.load_task
     archive = translation_archive(model)
     width, prompt_length = decoder_layout(model)
     max_new_tokens = width - prompt_length

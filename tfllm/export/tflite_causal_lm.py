@@ -190,7 +190,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
 
     # No XLA: the reference is the plain TF graph of the same computation.
-    keras_generator = load_generator(run_dir, jit_compile=False)
+    keras_generator = load_generator(run_dir, jit_compile=False, dtype="float32")
     model = keras_generator.model
     with tempfile.TemporaryDirectory() as saved_model_dir:
         write_causal_lm_saved_model(model, saved_model_dir)

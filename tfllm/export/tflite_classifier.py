@@ -165,7 +165,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
     from tfllm import data as data_lib
     from tfllm.models.text_classifier import predict_probabilities
 
-    model, label_names = runs.load_task(run_dir), runs.read_labels(run_dir)
+    model, label_names = runs.load_task(run_dir, dtype="float32"), runs.read_labels(run_dir)
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id

@@ -137,7 +137,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
                              "choose one of none, dynamic, float16.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = runs.load_translation_task(run_dir)
+        model = runs.load_translation_task(run_dir, dtype="float32")
     tokenizer = model.preprocessor.tokenizer
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     pairs = load_pair_data(config.data, config.source_column, config.target_column, config.split_column,
