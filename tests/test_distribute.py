@@ -262,7 +262,12 @@ def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monke
     assert "Unknown strategy 'hogwild'" in err and "mirrored" in err and len(err.splitlines()) == 1
 
     for bad, why in [("{not json", "not valid JSON"), ('{"cluster": {"worker": ["h:1"]}}', '"task"'),
-                     ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "index 3")]:
+                     ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "index 3"),
+                     # Were TensorFlow tracebacks after the check passed:
+                     ('{"cluster": {"worker": ["h:1"], "ps": ["h:2"]}, "task": {"type": "ps", "index": 0}}',
+                      'runs "chief" and "worker" tasks'),
+                     ('{"cluster": {"worker": ["h:notaport"]}, "task": {"type": "worker", "index": 0}}',
+                      "port 1-65535")]:
         monkeypatch.setenv("TF_CONFIG", bad)
         assert main(args + ["--strategy", "multi_worker"]) == 2
         err = capsys.readouterr().err.strip()

@@ -190,3 +190,17 @@ def test_a_kill_while_a_backup_or_the_best_checkpoint_is_written_leaves_the_prev
     for got, want in zip(reloaded.get_weights(), saved):
         np.testing.assert_array_equal(got, want)
     assert not [name for name in os.listdir(tmp_path / "backup") if ".tmp" in name]
+
+
+def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys):
+    """A lost worker or a crash mid-run: the backup stays, and the message says so (it printed only the
+    traceback, with no word that rerunning resumes)."""
+    from tfllm.training import common
+
+    run_dir = tmp_path / "run"
+    (run_dir / "backup").mkdir(parents=True)
+    with pytest.raises(RuntimeError):
+        with common.guarded_run(str(run_dir), resume=False):
+            raise RuntimeError("Collective ops is aborted")
+    assert (run_dir / "backup").is_dir()
+    assert "its backup is kept" in capsys.readouterr().err

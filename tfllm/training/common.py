@@ -52,6 +52,9 @@ def guarded_run(run_dir, resume, previous=None, resumable=True):
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
             raise
+        if resumable and backed_up and not isinstance(e, UserInputError):  # a crash, a lost worker
+            print(f"\nTraining failed ({type(e).__name__}); its backup is kept: once the cause is fixed, run the "
+                  f"same command again to resume from {os.path.join(run_dir, BACKUP)}.", file=sys.stderr)
         if not backed_up:  # nothing to resume from (interrupted or failed before the first backup)
             shutil.rmtree(run_dir, ignore_errors=True)
             runs.restore_previous(run_dir, previous)
@@ -432,14 +435,22 @@ def read_tf_config(environ=None):
     if not isinstance(cluster, dict) or not cluster:
         raise bad('has no "cluster" object')
     for job, addresses in cluster.items():
-        if not isinstance(addresses, list) or not all(isinstance(a, str) and ":" in a for a in addresses):
-            raise bad(f'cluster["{job}"] must be a list of "host:port" strings')
-    if not isinstance(task, dict) or task.get("type") not in cluster:
-        raise bad(f'needs "task": {{"type": one of {sorted(cluster)}, "index": N}}')
+        if not isinstance(addresses, list) or not all(isinstance(a, str) and _is_port(a.rpartition(":")[2])
+                                                      for a in addresses):
+            raise bad(f'cluster["{job}"] must be a list of "host:port" strings (port 1-65535)')
+    # MultiWorkerMirroredStrategy runs chief and worker tasks only (a "ps" job is ParameterServerStrategy's).
+    jobs = sorted(set(cluster) & {"chief", "worker"})
+    if not isinstance(task, dict) or task.get("type") not in jobs:
+        raise bad(f'needs "task": {{"type": one of {jobs or ["worker"]}, "index": N}} (multi_worker runs '
+                  '"chief" and "worker" tasks)')
     index = task.get("index")
     if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
         raise bad(f'task index {index!r} is not 0..{len(cluster[task["type"]]) - 1} for the {task["type"]!r} job')
     return value
+
+
+def _is_port(text):
+    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
 
 
 def get_strategy(name="auto"):
