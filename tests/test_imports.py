@@ -244,3 +244,33 @@ def test_python_dash_m_tfllm_is_the_tfllm_command():
 
     result = subprocess.run([sys.executable, "-m", "tfllm", "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("tfllm "), result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", [
+    "import tfllm, keras",
+    "import tfllm; import keras_hub, keras",
+    "import tfllm.tokenizers, keras",  # a tfllm module imports Keras: registering waited for it, then never ran
+])
+def test_tfllm_s_keras_classes_are_registered_whatever_the_import_order(code):
+    import subprocess
+    import sys
+
+    check = f"{code}; import keras; assert keras.saving.get_registered_object('tfllm>Transformer'); print('ok')"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_broken_keras_hub_does_not_break_import_keras(tmp_path):
+    """Registering runs inside the user's `import keras`: its failure is a warning, not that import's."""
+    import subprocess
+    import sys
+
+    (tmp_path / "keras_hub").mkdir()
+    (tmp_path / "keras_hub" / "__init__.py").write_text("raise ImportError('a broken keras_hub')\n")
+    code = "import warnings; warnings.simplefilter('always'); import tfllm, keras; print(keras.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip() == "keras", out.stderr[-2000:]
+    assert "tfllm could not register its Keras classes (ImportError: a broken keras_hub)" in out.stderr

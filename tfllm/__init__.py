@@ -61,18 +61,23 @@ def __dir__():
     return __all__
 
 
+_pending = False  # registration waits for a tfllm module that was mid-import to finish
+
+
 def _register(just_imported=None):
     """Imports tfllm's Keras classes (defining them registers them); False while that cannot be done yet."""
+    global _pending
     # When one of tfllm's own modules, or KerasHub, is still being imported, importing
-    # tfllm.models now would loop back into it half-initialised; the finder below tries again
-    # after KerasHub's import, and tfllm's model code imports tfllm.models itself.
-    # (`__spec__._initializing` is how importlib marks a module mid-import; `just_imported` has
-    # run all its code but keeps the mark until the import returns.)
+    # tfllm.models now would loop back into it half-initialised: the finder below tries again
+    # when the next of them finishes. (`__spec__._initializing` is how importlib marks a module
+    # mid-import; `just_imported` has run all its code but keeps the mark until the import returns.)
     if any(getattr(getattr(module, "__spec__", None), "_initializing", False)
            for name, module in list(sys.modules.items())
            if name.startswith(("tfllm.", "keras_hub")) and name != just_imported):
+        _pending = True
         return False
     importlib.import_module("tfllm.models")
+    _pending = False
     return True
 
 
@@ -82,8 +87,8 @@ _TRIGGERS = ("keras", "keras_hub")
 
 
 class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
-    """Registers tfllm's classes right after `keras` or `keras_hub` is imported, without importing them
-    ourselves.
+    """Registers tfllm's classes right after `keras` or `keras_hub` is imported (or, when that
+    import came from a tfllm module, right after that module), without importing them ourselves.
 
     Importing TensorFlow takes seconds; a CLI call like `tfllm --help` must not
     pay for it, while `import tfllm` must still make tfllm's runs loadable by
@@ -91,7 +96,9 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
     """
 
     def find_spec(self, name, path=None, target=None):
-        if name not in _TRIGGERS:
+        # tfllm's own modules too: one of them may be the one importing Keras, and then registering
+        # waits until it has finished (see `_register`).
+        if name not in _TRIGGERS and not name.startswith("tfllm."):
             return None
         sys.meta_path.remove(self)  # find the real module, not ourselves
         try:
@@ -104,14 +111,23 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
 
         def exec_then_register(module):
             exec_module(module)
-            if _register(just_imported=name) and self in sys.meta_path:
+            if name not in _TRIGGERS and not _pending:
+                return
+            try:
+                done = _register(just_imported=name)
+            except Exception as e:  # noqa: BLE001 - a broken KerasHub must not break the user's `import keras`
+                import warnings
+
+                warnings.warn(f"tfllm could not register its Keras classes ({type(e).__name__}: {e}); "
+                              "`import tfllm.models` shows why.", RuntimeWarning, stacklevel=2)
+                done = True
+            if done and self in sys.meta_path:
                 sys.meta_path.remove(self)
 
         spec.loader.exec_module = exec_then_register
         return spec
 
 
-if any(name in sys.modules for name in _TRIGGERS):
-    _register()
-elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
+if not (any(name in sys.modules for name in _TRIGGERS) and _register()) and \
+        not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterAfterKeras())
