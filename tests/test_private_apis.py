@@ -50,6 +50,8 @@ COMMENTED_USES = [
      "keras-team/keras#19521"),
     ("_save_model", "tfllm/training/common.py", "PRIVATE API: overrides Keras's `BackupAndRestore._save_model`",
      "keras-team/keras#20463"),
+    ("_load_model", "tfllm/training/common.py", "PRIVATE API: Keras's `BackupAndRestore._load_model`",
+     "keras-team/keras#20463"),
     ("_should_save_model", "tfllm/training/common.py", "PRIVATE API: overrides Keras's `ModelCheckpoint._save_model`",
      "keras-team/keras#20463"),
     ("_self_attention_layer", "tfllm/explanations.py",
@@ -224,6 +226,10 @@ def test_keras_checkpoint_callbacks_save_through_save_model():
         require(hasattr(backup, name), f"keras BackupAndRestore.{name}", path, marker)
     require("self._save_model()" in inspect.getsource(keras.callbacks.BackupAndRestore.on_epoch_end),
             "BackupAndRestore.on_epoch_end saving through self._save_model()", path, marker)
+    marker = "PRIVATE API: Keras's `BackupAndRestore._load_model`"
+    load = inspect.getsource(getattr(keras.callbacks.BackupAndRestore, "_load_model", lambda self: None))
+    require("self._weights_path" in load and "self._training_metadata_path" in load,
+            "BackupAndRestore._load_model reading self._weights_path and self._training_metadata_path", path, marker)
     marker = "PRIVATE API: overrides Keras's `ModelCheckpoint._save_model`"
     method = getattr(keras.callbacks.ModelCheckpoint, "_save_model", None)
     require(callable(method) and list(inspect.signature(method).parameters) == ["self", "epoch", "batch", "logs"],

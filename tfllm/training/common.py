@@ -1,6 +1,7 @@
 """What every training run shares: the run directory, callbacks, the strategy scope."""
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -213,6 +214,8 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     # every later from_preset would warn about skipping; training is over.
     task.compile()
     task.save_to_preset(run_dir)
+    for stray in glob.glob(os.path.join(run_dir, "*.tmp.weights.h5")):  # a checkpoint write a kill cut short
+        os.remove(stray)
     write_json(runs.path(run_dir, runs.METRICS), metrics)
     reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, preset, history, metrics)
     shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
@@ -273,8 +276,9 @@ def save_weights_atomically(model, filepath):
 
 
 def _copy_atomically(source, destination):
-    shutil.copyfile(source, destination + ".tmp")
-    os.replace(destination + ".tmp", destination)
+    tmp = f"{destination}.{os.getpid()}.tmp"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, destination)
 
 
 class Backup(keras.callbacks.BackupAndRestore):
@@ -299,25 +303,29 @@ class Backup(keras.callbacks.BackupAndRestore):
         write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
     def on_train_begin(self, logs=None):
-        try:
-            super().on_train_begin(logs)
-        except (OSError, ValueError, KeyError) as e:
-            problem = e
-            # Keras falls back to the previous backup only on an OSError; a file that opens but lacks
-            # layers (a partial write, a disk error) raises a ValueError: fall back to it then too.
-            if os.path.exists(self._prev_weights_path):
-                for previous, current in ((self._prev_weights_path, self._weights_path),
-                                          (self._prev_training_metadata_path, self._training_metadata_path)):
-                    if os.path.exists(previous):
-                        _copy_atomically(previous, current)
+        # PRIVATE API: Keras's `BackupAndRestore._load_model` (keras 3.15), read from the latest backup,
+        # else from the previous one where it stands. Keras falls back only on an OSError, and by
+        # copying the previous files over the latest (keras-team/keras#20463); a file that opens but
+        # lacks layers raises a ValueError, and `RestoreOnly` workers must never write the chief's backup.
+        latest = self._weights_path, self._training_metadata_path
+        problem = None
+        for weights, metadata in (latest, (self._prev_weights_path, self._prev_training_metadata_path)):
+            if problem is not None and not os.path.exists(weights):
+                break
+            with tempfile.TemporaryDirectory() as scratch:
+                if weights != latest[0]:  # Keras loads only files named *.weights.h5: read a copy
+                    weights = shutil.copyfile(weights, os.path.join(scratch, "previous.weights.h5"))
+                self._weights_path, self._training_metadata_path = weights, metadata
                 try:
-                    super().on_train_begin(logs)
+                    self._load_model()
                     return
-                except (OSError, ValueError, KeyError) as again:
-                    problem = again
-            raise UserInputError(
-                f"The backup in {self.backup_dir!r} cannot be read ({str(problem).splitlines()[0][:200]}), so the "
-                f"interrupted run cannot resume. Delete that folder to start the run over.") from None
+                except (OSError, ValueError, KeyError) as e:
+                    problem = problem or e
+                finally:
+                    self._weights_path, self._training_metadata_path = latest
+        raise UserInputError(
+            f"The backup in {self.backup_dir!r} cannot be read ({str(problem).splitlines()[0][:200]}), so the "
+            f"interrupted run cannot resume. Delete that folder to start the run over.") from None
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
