@@ -267,7 +267,9 @@ def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monke
                      ('{"cluster": {"worker": ["h:1"], "ps": ["h:2"]}, "task": {"type": "ps", "index": 0}}',
                       'runs "chief" and "worker" tasks'),
                      ('{"cluster": {"worker": ["h:notaport"]}, "task": {"type": "worker", "index": 0}}',
-                      "port 1-65535")]:
+                      "port 1-65535"),
+                     ('{"cluster": {"worker": [":12345"]}, "task": {"type": "worker", "index": 0}}',
+                      '"host:port"')]:
         monkeypatch.setenv("TF_CONFIG", bad)
         assert main(args + ["--strategy", "multi_worker"]) == 2
         err = capsys.readouterr().err.strip()

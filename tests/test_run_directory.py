@@ -128,6 +128,17 @@ def test_a_data_file_edited_since_training_is_never_split_again_as_the_run_s(tmp
     assert runs.changed_settings(run_dir, config) == ["data (the file changed)"]
     assert not runs.data_changed(str(tmp_path / "bundled"), "rotten_tomatoes")
 
+    from tfllm.datasets import data_fingerprint
+
+    folder = tmp_path / "texts"
+    (folder / "pos").mkdir(parents=True)
+    (folder / "pos" / "a.txt").write_text("a good film")
+    before = data_fingerprint(str(folder))
+    (folder / ".DS_Store").write_bytes(b"\0\1")  # what a file browser leaves: not data
+    assert data_fingerprint(str(folder)) == before
+    (folder / "pos" / "b.txt").write_text("a fine film")
+    assert data_fingerprint(str(folder)) != before
+
 
 def test_a_kill_while_a_backup_or_the_best_checkpoint_is_written_leaves_the_previous_file_whole(
         tmp_path, monkeypatch):

@@ -84,6 +84,14 @@ def test_models_lists_and_prunes_tflite_versions(exports, tmp_path, capsys):
     assert "error" in versions[4] and versions[4]["signatures"] == {}
     assert main(["models", str(copy)]) == 0
     assert "TFLite (not servable by TF Serving)" in capsys.readouterr().out
+    # Without the interpreter (the tflite extra) a good file is listed, not BROKEN.
+    with pytest.MonkeyPatch.context() as patch:
+        import sys
+
+        patch.setitem(sys.modules, "ai_edge_litert", None)
+        assert main(["models", str(copy)]) == 0
+        out = capsys.readouterr().out
+    assert 'signatures not read: pip install "tfllm[tflite]"' in out and out.count("BROKEN") == 2
     # Pruning a TFLite model keeps its newest good version, as for SavedModels.
     assert main(["models", str(copy), "--prune", "tiny", "--keep", "1"]) == 0
     assert sorted(os.listdir(copy / "tiny")) == ["2", "4"]

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import random
+import sys
 
 from tfllm.errors import UserInputError
 
@@ -307,11 +308,15 @@ def load_classification_data(
     return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names))
 
 
-def texts_also_in_train(data):
-    """`{"val": n, "test": n}`: how many texts of each held-out split are also training texts (duplicate
-    rows of a file, which a seeded split scatters across splits; they make the figures optimistic)."""
+def warn_about_duplicates(source, data):
+    """Says (on stderr) how many held-out texts are also training texts: duplicate rows of a file, which
+    a seeded split scatters across the splits, make the test figures optimistic."""
     seen = set(data.train.texts)
-    return {name: sum(text in seen for text in getattr(data, name).texts) for name in ("val", "test")}
+    val, test = (sum(text in seen for text in getattr(data, name).texts) for name in ("val", "test"))
+    if val or test:
+        print(f"tfllm: warning: {test} of the {len(data.test)} test texts and {val} of the {len(data.val)} "
+              f"validation texts are also training texts ({source!r} has duplicate texts), so the test figures "
+              "are optimistic. Remove the duplicate rows to measure on unseen texts.", file=sys.stderr)
 
 
 def data_fingerprint(source):
@@ -321,8 +326,10 @@ def data_fingerprint(source):
     if not isinstance(source, (str, os.PathLike)) or source in BUNDLED or not os.path.exists(source):
         return None
     digest = hashlib.sha256()
+    # In a folder, the text files the loaders read (not a .DS_Store or a README.md beside them).
     files = [source] if os.path.isfile(source) else sorted(
-        os.path.join(root, name) for root, _, names in os.walk(source) for name in names)
+        os.path.join(root, name) for root, _, names in os.walk(source) for name in names
+        if name.endswith((".txt", ".txt.gz")))
     for file in files:
         digest.update(os.path.relpath(file, source).encode("utf-8", "surrogateescape") + b"\0")
         with open(file, "rb") as f:

@@ -6,6 +6,7 @@ loads a model, so listing a folder is quick and needs no TensorFlow Text ops.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 
@@ -177,6 +178,10 @@ def _describe_version(version: int, path: str) -> dict:
     entry = {"version": version, "path": path, "format": "tflite" if tflite else "saved_model",
              "size_bytes": _dir_size(path)}
     problem = versioning.version_problem(path)
+    if problem is None and tflite and importlib.util.find_spec("ai_edge_litert") is None:
+        entry["signatures"] = {}  # a good file; only reading its signatures needs the interpreter
+        entry["note"] = 'signatures not read: pip install "tfllm[tflite]"'
+        return entry
     if problem is None:
         try:
             if tflite:
@@ -216,6 +221,8 @@ def format_models(models: list[dict]) -> str:
             lines.append(f"  version {v['version']}  {_format_size(v['size_bytes'])}  {v['path']}{kind}")
             if "error" in v:
                 lines.append(f"    BROKEN: {v['error']}")
+            if "note" in v:
+                lines.append(f"    ({v['note']})")
             for sig, io in v["signatures"].items():
                 ins = ", ".join(_format_tensor(k, i) for k, i in io["inputs"].items())
                 outs = ", ".join(_format_tensor(k, i) for k, i in io["outputs"].items())

@@ -10,7 +10,6 @@ The run directory's layout is `tfllm.runs`'s.
 """
 
 import os
-import sys
 import time
 
 import keras
@@ -18,7 +17,7 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.datasets import split_as_trained, texts_also_in_train
+from tfllm.datasets import split_as_trained, warn_about_duplicates
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -189,15 +188,6 @@ def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
     return tokenizers.load_tokenizer(run_dir) if resume else tokenizer
 
 
-def warn_about_duplicates(config, data):
-    shared = texts_also_in_train(data)
-    if any(shared.values()):
-        print(f"tfllm: warning: {shared['test']} of the {len(data.test)} test texts and {shared['val']} of the "
-              f"{len(data.val)} validation texts are also training texts ({config.data!r} has duplicate texts), "
-              "so the test figures are optimistic. Remove the duplicate rows to measure on unseen texts.",
-              file=sys.stderr)
-
-
 def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
     """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict.
 
@@ -224,7 +214,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     # Everything that can fail on bad input happens before the run directory is touched.
     if data is None:
         data = split_as_trained(config)
-        warn_about_duplicates(config, data)
+        warn_about_duplicates(config.data, data)
     if config.from_preset:
         preset_backbone_class(config.from_preset)
     if config.unlabeled and self_training is None:  # a teacher, then this run as its student

@@ -443,8 +443,7 @@ def read_tf_config(environ=None):
     if not isinstance(cluster, dict) or not cluster:
         raise bad('has no "cluster" object')
     for job, addresses in cluster.items():
-        if not isinstance(addresses, list) or not all(isinstance(a, str) and _is_port(a.rpartition(":")[2])
-                                                      for a in addresses):
+        if not isinstance(addresses, list) or not all(isinstance(a, str) and _is_address(a) for a in addresses):
             raise bad(f'cluster["{job}"] must be a list of "host:port" strings (port 1-65535)')
     # MultiWorkerMirroredStrategy runs chief and worker tasks only (a "ps" job is ParameterServerStrategy's).
     jobs = sorted(set(cluster) & {"chief", "worker"})
@@ -457,8 +456,9 @@ def read_tf_config(environ=None):
     return value
 
 
-def _is_port(text):
-    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
+def _is_address(address):
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536
 
 
 def get_strategy(name="auto"):
