@@ -71,6 +71,7 @@ WORKER_SCRIPT = textwrap.dedent(
                          strategy="multi_worker", epochs=int(sys.argv[2]))
     metrics = train_classifier(config, verbose=0)
     print("EPOCHS_RUN", metrics["epochs_run"])
+    print("TEST_METRICS", metrics["test"]["accuracy"], metrics["test"]["roc_auc"])
     """
 )
 
@@ -194,6 +195,9 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
     epochs_run = [int(o.split("EPOCHS_RUN")[1].split()[0]) for o in outputs]
     # Metrics count the whole run, the epochs before the interruption too.
     assert epochs_run[0] == epochs_run[1] == epochs
+    # Both workers end on the best epoch's weights (the non-chief scored its last epoch's before).
+    tests = [o.split("TEST_METRICS")[1].split("\n")[0] for o in outputs]
+    assert tests[0] == tests[1], tests
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == epochs_run[0]
     # Restarted from the backup, not from epoch 0: the restarted chief's event file starts after
     # the epochs the first try finished (worker 1 runs in step with it, or the collectives would hang).

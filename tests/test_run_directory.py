@@ -221,3 +221,19 @@ def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys
             raise RuntimeError("Collective ops is aborted")
     assert (run_dir / "backup").is_dir()
     assert "its backup is kept" in capsys.readouterr().err
+
+
+def test_an_interrupted_non_chief_worker_points_at_the_chief_s_backup(tmp_path, capsys):
+    """A non-chief worker trains in a scratch folder; it said "nothing to resume, the new run is removed"
+    though the chief's backup resumes the run."""
+    from tfllm.training import common
+
+    (tmp_path / "run" / "backup").mkdir(parents=True)
+    scratch = tmp_path / "tfllm-worker1-xyz"
+    scratch.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with common.guarded_run(str(scratch), resume=False, backup_dir=str(tmp_path / "run" / "backup")):
+            raise KeyboardInterrupt
+    out = capsys.readouterr().out
+    assert f"resume from {tmp_path / 'run' / 'backup'}" in out and "removed" not in out
+    assert not scratch.exists() and (tmp_path / "run" / "backup").is_dir()

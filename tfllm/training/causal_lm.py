@@ -320,7 +320,7 @@ def train_causal_lm(config, verbose="auto"):
     phases.mark("setup_and_corpus")
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
-    with common.guarded_run(run_dir, resume, previous):
+    with common.guarded_run(run_dir, resume, previous, backup_dir=os.path.join(config.run_dir, common.BACKUP)):
         # Characters: the whole text; subword vocabularies: line by line.
         texts = [train_text] if preset["tokenizer"] == "char" else train_text.split("\n")
         tokenizer = common.start_run(run_dir, config, preset, resume, texts)

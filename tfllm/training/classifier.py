@@ -224,7 +224,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     keras.utils.set_random_seed(model_seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
-    with common.guarded_run(run_dir, resume, previous):
+    with common.guarded_run(run_dir, resume, previous, backup_dir=os.path.join(config.run_dir, common.BACKUP)):
         if tokenizer is None:
             tokenizer = common.start_run(run_dir, config, preset, resume, data.vocabulary_texts,
                                          records={runs.LABELS: data.label_names})

@@ -34,7 +34,7 @@ def unknown_length_ok():
 
 
 @contextlib.contextmanager
-def guarded_run(run_dir, resume, previous=None, resumable=True):
+def guarded_run(run_dir, resume, previous=None, resumable=True, backup_dir=None):
     """Wraps a run's training so an interruption can resume and a failure leaves nothing.
 
     A fresh run that fails is removed, unless it got far enough to back up (a
@@ -43,19 +43,24 @@ def guarded_run(run_dir, resume, previous=None, resumable=True):
     the new one fails, and goes when it succeeds. An interruption before the
     first backup, or of a run that is not `resumable` (seconds of work, no
     backup), is treated as a failure: there is nothing to resume from. So is a
-    diverged training, which would diverge again.
+    diverged training, which would diverge again. `backup_dir` is where the
+    backup is (default `run_dir/backup`); a non-chief worker's `run_dir` is a
+    scratch folder, removed whatever happens, and the backup is the chief's.
     """
+    backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
     try:
         yield
     except BaseException as e:
+        if os.path.abspath(os.path.dirname(backup_dir)) != os.path.abspath(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a non-chief worker's scratch folder
         # A diverged run would diverge again when resumed: it goes whatever its backup.
-        backed_up = (resume or os.path.isdir(os.path.join(run_dir, BACKUP))) and not isinstance(e, TrainingDiverged)
+        backed_up = (resume or os.path.isdir(backup_dir)) and not isinstance(e, TrainingDiverged)
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
-            print(f"\nInterrupted. Run the same command again to resume from {os.path.join(run_dir, BACKUP)}.")
+            print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.")
             raise
         if resumable and backed_up and not isinstance(e, UserInputError):  # a crash, a lost worker
             print(f"\nTraining failed ({type(e).__name__}); its backup is kept: once the cause is fixed, run the "
-                  f"same command again to resume from {os.path.join(run_dir, BACKUP)}.", file=sys.stderr)
+                  f"same command again to resume from {backup_dir}.", file=sys.stderr)
         if not backed_up:  # nothing to resume from (interrupted or failed before the first backup)
             shutil.rmtree(run_dir, ignore_errors=True)
             runs.restore_previous(run_dir, previous)
@@ -331,17 +336,18 @@ class Backup(keras.callbacks.BackupAndRestore):
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
     """`ModelCheckpoint(save_best_only=True)` whose best value so far survives an interruption (in
     `record`, in the backup folder): a resumed run then keeps the best epoch of the whole run, where
-    Keras starts again from infinity and kept the best epoch since the resume."""
+    Keras starts again from infinity and kept the best epoch since the resume. `write_record=False`
+    (a non-chief worker, which keeps its own best weights in its scratch folder) only reads it."""
 
-    def __init__(self, filepath, monitor, record):
-        self.record = record
+    def __init__(self, filepath, monitor, record, write_record=True):
+        self.record, self.write_record = record, write_record
         best = read_json(record)["best"] if os.path.exists(record) else None
         super().__init__(filepath, monitor=monitor, save_best_only=True, save_weights_only=True,
                          initial_value_threshold=best)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        if self.best is not None and math.isfinite(self.best):
+        if self.write_record and self.best is not None and math.isfinite(self.best):
             write_json(self.record, {"monitor": self.monitor, "best": float(self.best)})
 
     def _save_model(self, epoch, batch, logs):
@@ -398,9 +404,9 @@ def make_callbacks(
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if write_logs:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
-    if checkpoint and write_logs:
+    if checkpoint:  # every worker: each ends on the best epoch's weights, so all report the run's metrics
         callbacks.append(BestCheckpoint(os.path.join(run_dir, "best.weights.h5"), monitor,
-                                        record=os.path.join(backup_dir, "best.json")))
+                                        record=os.path.join(backup_dir, "best.json"), write_record=write_logs))
     if early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience, restore_best_weights=True)

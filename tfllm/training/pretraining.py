@@ -114,7 +114,7 @@ def pretrain(config, verbose="auto"):
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
-    with common.guarded_run(run_dir, resume, previous):
+    with common.guarded_run(run_dir, resume, previous, backup_dir=os.path.join(config.run_dir, common.BACKUP)):
         tokenizer = common.start_run(run_dir, config, preset, resume, train_docs)
         with strategy.scope(), common.precision_scope(config.precision):
             model = masked_lm_from_preset(config.from_preset, preset) if config.from_preset else \

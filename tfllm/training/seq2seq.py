@@ -208,7 +208,7 @@ def train_seq2seq(config, verbose="auto"):
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
-    with common.guarded_run(run_dir, resume, previous):
+    with common.guarded_run(run_dir, resume, previous, backup_dir=os.path.join(config.run_dir, common.BACKUP)):
         # One tokenizer for both sides, target tokens first; case is kept unless the preset says otherwise.
         tokenizer = common.start_run(run_dir, config, preset, resume, data.train.sources + data.train.targets,
                                      lowercase=False, targets=data.train.targets)
