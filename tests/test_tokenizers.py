@@ -44,6 +44,18 @@ def test_character_tokenizer_detokenizes_and_keeps_specials_fixed():
     assert tokenizer.detokenize(ids).numpy().tolist() == [b"cab", b"ab"]
 
 
+def test_the_cjk_list_is_keras_hubs():
+    import re
+
+    from keras_hub.src.tokenizers.word_piece_tokenizer import PY_CJK_REGEX
+
+    from tfllm.datasets.text import CJK_IDEOGRAPHS
+
+    ours, theirs = re.compile(CJK_IDEOGRAPHS), re.compile(PY_CJK_REGEX)
+    for code in range(0x3000, 0x32000):
+        assert bool(ours.fullmatch(chr(code))) == bool(theirs.fullmatch(chr(code))), hex(code)
+
+
 def test_a_sentencepiece_vocabulary_smaller_than_the_alphabet_is_a_clear_error():
     texts = ["".join(chr(0x4E00 + i + j) for j in range(8)) for i in range(0, 400, 8)]  # 400 distinct characters
     with pytest.raises(UserInputError, match="raise it with --set vocabulary_size"):  # was SentencePiece's RuntimeError

@@ -7,6 +7,7 @@ that names the input and the fix.
 
 import csv
 import dataclasses
+import functools
 import gzip
 import hashlib
 import importlib.resources
@@ -325,14 +326,22 @@ def data_fingerprint(source):
     split again (a resume, an evaluation), since an edited file splits differently."""
     if not isinstance(source, (str, os.PathLike)) or source in BUNDLED or not os.path.exists(source):
         return None
-    digest = hashlib.sha256()
     # In a folder, the text files the loaders read (not a .DS_Store or a README.md beside them).
     files = [source] if os.path.isfile(source) else sorted(
         os.path.join(root, name) for root, _, names in os.walk(source) for name in names
         if name.endswith((".txt", ".txt.gz")))
-    for file in files:
-        digest.update(os.path.relpath(file, source).encode("utf-8", "surrogateescape") + b"\0")
-        with open(file, "rb") as f:
+    return _sha256(tuple((os.path.abspath(f), os.path.relpath(f, source), os.stat(f).st_size, os.stat(f).st_mtime_ns)
+                         for f in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(stamps):
+    # Keyed by the files' names, sizes and modification times: a resume's checks, then an ensemble's
+    # members, read a large file once, not once each.
+    digest = hashlib.sha256()
+    for path, name, _, _ in stamps:
+        digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()

@@ -14,7 +14,9 @@ MIN_CHARACTERS = 64
 
 # CJK ideographs, as KerasHub's pretokenizer (split_on_cjk) lists them: the unified blocks, extensions
 # A-E and the compatibility blocks. A character class for both `re` and `regex`; the tokenizers,
-# the translation memory and the translation metrics treat each such character as a word.
+# the translation memory and the translation metrics treat each such character as a word. A copy of
+# keras_hub's `PY_CJK_REGEX` because importing that module starts TensorFlow, which the NumPy fast
+# paths avoid; tests/test_tokenizers.py checks the two match the same characters.
 CJK_IDEOGRAPHS = (r"[\u4E00-\u9FFF\u3400-\u4DBF\U00020000-\U0002A6DF\U0002A700-\U0002B73F"
                   r"\U0002B740-\U0002B81F\U0002B820-\U0002CEAF\uF900-\uFAFF\U0002F800-\U0002FA1F]")
 

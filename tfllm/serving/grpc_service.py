@@ -135,7 +135,7 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
             spec = request.model_spec
             version = spec.version.value if spec.HasField("version") else None
             response = get_model_status_pb2.GetModelStatusResponse()
-            for s in registry.statuses(spec.name, version, spec.version_label or None):
+            for s in registry.statuses(spec.name, version):
                 status = response.model_version_status.add()
                 status.version = s.version
                 if s.error is None:

@@ -228,7 +228,8 @@ class ModelRegistry:
         self._stop = threading.Event()
         self._thread = None
 
-    def _read_policies(self) -> dict[str, models_lib.ModelPolicy]:
+    def _read_policies(self) -> None:
+        """Re-reads the config file into `self._policies` when it changed."""
         path = self.model_config_file
         try:
             mtime = os.path.getmtime(path)
@@ -240,7 +241,6 @@ class ModelRegistry:
             except UserInputError as e:
                 logger.error("%s; keeping the previous models and labels.", e)
             self._config_mtime = mtime
-        return self._policies
 
     def _config_models(self, policies) -> dict[str, dict[int, str]]:
         """`{name: {version: dir}}` for the config's models, each from its own base_path."""
@@ -427,17 +427,17 @@ class ModelRegistry:
                 f"(versions served: {known}).", 404)
         return servable
 
-    def statuses(self, name: str, version: int | None = None,
-                 label: str | None = None) -> list[VersionStatus]:
+    def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """The versions a status request covers (all, newest first, by default).
 
-        As TF Serving's GetModelStatus, a label is ignored: without a version, every
-        version is listed (a label's own version is in its metadata).
+        A request's version label is not passed: TF Serving's GetModelStatus ignores it,
+        and without a version every version is listed (a label's own version is in its
+        metadata).
         """
         state = self._state(name)
         if version is None:
             everything = {v: None for v in state.versions} | dict(state.failed)
             return [VersionStatus(v, everything[v]) for v in sorted(everything, reverse=True)]
-        if version is not None and version in state.failed and version not in state.versions:
+        if version in state.failed and version not in state.versions:
             return [VersionStatus(version, state.failed[version])]
         return [VersionStatus(self.resolve(name, version).version)]

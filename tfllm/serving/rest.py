@@ -207,7 +207,7 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
                                "version": str(servable.version)},
                 "metadata": {"signature_def": servable.metadata_json},
             })
-        return _json_reply(status_json(registry.statuses(name, version, label)))
+        return _json_reply(status_json(registry.statuses(name, version)))
 
     async def read_body(request: Request) -> bytearray:
         max_body = limits.max_body_bytes
