@@ -29,6 +29,11 @@ _OWNER = re.compile(r"^\.tmp-(\d+)@([0-9a-f]{8})-")  # .tmp-PID@HOSTHASH-random
 logger = logging.getLogger("tfllm.export")
 
 
+# The file a TFLite export's version folder holds (the tflite_* export modules write it); TF Serving
+# cannot serve it, but `tfllm models` lists it and `--keep` prunes it.
+TFLITE_FILE = "model.tflite"
+
+
 def validate_export_name(name):
     if not name or not _NAME.match(name) or ".." in name:
         raise UserInputError(
@@ -222,7 +227,7 @@ def version_problem(version_dir):
     from tensorflow.core.protobuf import saved_model_pb2
 
     pb = os.path.join(version_dir, "saved_model.pb")
-    tflite = os.path.join(version_dir, "model.tflite")
+    tflite = os.path.join(version_dir, TFLITE_FILE)
     if not os.path.exists(pb) and os.path.exists(tflite):
         return _tflite_problem(version_dir, tflite)
     try:

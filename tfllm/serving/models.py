@@ -14,9 +14,7 @@ from tfllm.errors import UserInputError
 from tfllm.export import versioning
 
 SAVED_MODEL_FILE = "saved_model.pb"
-# What `tfllm export --format tflite` writes into its version folder (`tfllm.export.tflite_*`);
-# TF Serving cannot serve it, but `tfllm models` lists it and `--keep` prunes it.
-TFLITE_FILE = "model.tflite"
+TFLITE_FILE = versioning.TFLITE_FILE
 
 
 def scan(base_path: str, files: tuple[str, ...] = (SAVED_MODEL_FILE,)) -> dict[str, dict[int, str]]:
