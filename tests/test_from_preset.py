@@ -157,14 +157,71 @@ def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, c
     window = generator.window
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"this model sees at most {window} tokens"):
         greedy(prompt=tf.constant(["the "]), max_new_tokens=tf.constant([window]))
-    # TFLite's decoding loop drives tfllm's own decoder: refused in one line, before any work.
-    assert main(["export", str(run_dir), "--name", "g", "--base-dir", str(tmp_path / "sm"), "--format", "tflite"]) == 2
-    err = capsys.readouterr().err
-    assert "fine-tunes KerasHub's GPT2CausalLM" in err and err.count("\n") == 1
+    # TFLite: GPT-2's own cache through the prefill/decode signatures, greedy ids as the Keras model's.
+    _check_tflite_generator(run_dir, generator, tmp_path / "sm", capsys)
     # Settings its own model fixes are refused, not recorded and ignored.
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", preset, "--preset", "tiny",
                  "--set", "hidden_dim=64", "--run-dir", str(tmp_path / "other")]) == 2
     assert "hidden_dim would be ignored" in capsys.readouterr().err
+
+
+def _check_tflite_generator(run_dir, generator, base, capsys):
+    """TFLite export of a fine-tuned KerasHub causal LM: exact greedy parity, and its loop stops at the window."""
+    from tfllm.export.tflite_causal_lm import load_tflite_generator
+
+    assert main(["export", str(run_dir), "--name", "g-tflite", "--base-dir", str(base), "--format", "tflite"]) == 0
+    parity = json.loads((base / "g-tflite" / "1" / "parity.json").read_text())
+    assert parity["greedy_exact_match"] and parity["greedy_tokens"] > 0
+    device, _ = load_tflite_generator(str(base / "g-tflite" / "1" / "model.tflite"))
+    prompt = generator.encode("the ").tolist()
+    room = generator.window - len(prompt)
+    assert device.generate_ids(prompt, room, (generator.end_id,)) == generator.greedy_ids(prompt, room)
+    capsys.readouterr()
+    assert main(["generate", "--tflite", str(base / "g-tflite" / "1" / "model.tflite"), "the ",
+                 "--max-new-tokens", str(room + 1)]) == 2
+    assert f"sees at most {generator.window} tokens" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def llama_preset(tmp_path_factory):
+    """A 2-layer LlamaBackbone (rotary positions: no position table, grouped-query attention) with a
+    SentencePiece vocabulary learned here."""
+    import io
+
+    import sentencepiece as spm
+
+    from tfllm.datasets.text import load_text_corpus
+
+    keras.utils.set_random_seed(0)
+    lines = [line for line in load_text_corpus("shakespeare")[0].splitlines() if line.strip()][:2000]
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=proto, vocab_size=150, pad_id=0,
+                                   unk_id=1, bos_id=2, eos_id=3, minloglevel=2)
+    backbone = keras_hub.models.LlamaBackbone(vocabulary_size=150, num_layers=2, num_query_heads=4,
+                                              num_key_value_heads=2, hidden_dim=16, intermediate_dim=32)
+    preprocessor = keras_hub.models.LlamaCausalLMPreprocessor(
+        keras_hub.models.LlamaTokenizer(proto=proto.getvalue()), sequence_length=32)
+    path = str(tmp_path_factory.mktemp("presets") / "llama_tiny")
+    keras_hub.models.LlamaCausalLM(backbone, preprocessor=preprocessor).save_to_preset(path)
+    return path
+
+
+def test_fine_tune_a_rotary_position_preset_generate_and_export(llama_preset, tmp_path, capsys):
+    """Llama, Gemma, Mistral... have no position table: the window is the length the run trained on
+    (it was an AttributeError at the end of training)."""
+    from tfllm.generation import load_generator
+
+    run_dir = tmp_path / "llama_run"
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", llama_preset,
+                 "--preset", "tiny", "--steps", "4", "--max-rows", "4000", "--no-jit-compile",
+                 "--run-dir", str(run_dir)]) == 0
+    generator = load_generator(str(run_dir), jit_compile=False)
+    assert type(generator.model).__name__ == "LlamaCausalLM"
+    assert generator.window == generator.model.preprocessor.sequence_length
+    capsys.readouterr()
+    assert main(["generate", str(run_dir), "the ", "--max-new-tokens", "5", "--sampler", "greedy"]) == 0
+    assert capsys.readouterr().out == "the " + generator.generate(["the "], 5, sampler="greedy")[0] + "\n"
+    _check_tflite_generator(run_dir, generator, tmp_path / "sm", capsys)
 
 
 def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, tmp_path, capsys):

@@ -156,14 +156,24 @@ def generate_step(model, inputs, stop_token_ids, sampler):
         model.sampler = own
 
 
+def context_window(model):
+    """How many tokens a causal LM sees: tfllm's `sequence_length`, a KerasHub backbone's position table
+    (`max_sequence_length`: GPT-2, OPT), or for rotary-position models without one (Llama, Gemma,
+    Mistral, ...) the length its preprocessor packs, which it was fine-tuned on."""
+    backbone = model.backbone
+    return (getattr(backbone, "sequence_length", None) or getattr(backbone, "max_sequence_length", None)
+            or model.preprocessor.sequence_length)
+
+
 class Generator:
     """A causal LM and its tokenizer, ready to turn prompts into text.
 
     Args:
-        model: a trained `tfllm.models.CausalLM`.
+        model: a trained `tfllm.models.CausalLM` (or a KerasHub `CausalLM`).
         tokenizer: the tokenizer it was trained with.
         jit_compile: compile the decoding loop with XLA (measured 3x faster on
             CPU for the nanogpt-cpu model; see benchmarks/bench_generation.py).
+        window: the context window; by default `context_window(model)`.
 
     Example:
     >>> generator = load_generator("runs/shakespeare")
@@ -171,13 +181,12 @@ class Generator:
     ['\\nWhat ...', '\\nO, ...']
     """
 
-    def __init__(self, model, tokenizer, jit_compile=True):
+    def __init__(self, model, tokenizer, jit_compile=True, window=None):
         self.model = model
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
         self.vocabulary_size = model.backbone.vocabulary_size
-        # tfllm's CausalLM names its context window `sequence_length`; KerasHub's backbones `max_sequence_length`.
-        self.window = getattr(model, "sequence_length", None) or model.backbone.max_sequence_length
+        self.window = window or context_window(model)
         # tfllm's CausalLM slides its window past the end; KerasHub's models stop at their last position.
         self.slides = hasattr(model, "window_keep")
         # Special ids come from the tokenizer (tfllm's, or a KerasHub preset's own).
@@ -348,6 +357,16 @@ class Generator:
                     stream_callback(i, text[len(printed[i]):])
                     printed[i] = text
         return printed
+
+    def greedy_ids(self, prompt_ids, max_new_tokens):
+        """The new ids of one prompt's greedy continuation, before the end token: what
+        `generate(sampler="greedy")` decodes, as ids (exports compare their own against them)."""
+        stop_token_ids = (self.end_id,)
+        options = {"temperature": np.zeros([1], "float32"), "top_k": np.zeros([1], "int32"),
+                   "top_p": np.ones([1], "float32"), "seed": np.zeros([1], "int32")}
+        ids = np.asarray(prompt_ids, "int32")
+        out = self._run(self._function("greedy", 1, stop_token_ids), [ids], len(ids) + max_new_tokens, options)
+        return self._cut(out[0, len(ids):], stop_token_ids).tolist()
 
     def _single_token_stops(self, stops):
         ids = []

@@ -97,16 +97,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
             f"--quantize {quantize!r} is not supported for a {'classifier' if task == 'classify' else 'text generator'}; "
             f"choose one of {', '.join(modes)}."
         )
-    if task == "classify":
-        export_files = export_classifier_files
-    else:
-        # The prefill/decode loop drives tfllm's own decoder's cache; a KerasHub preset's (GPT-2, ...) differs.
-        model_class = runs.read_json(runs.path(run_dir, runs.TASK_CONFIG)).get("registered_name", "")
-        if not model_class.startswith("tfllm>"):
-            raise UserInputError(f"{run_dir!r} fine-tunes KerasHub's {model_class.split('>')[-1]}; TFLite export of "
-                                 "a text generator needs tfllm's own decoder. Export it as a SavedModel "
-                                 f"(tfllm export {run_dir} --name NAME) for TF Serving.")
-        export_files = export_causal_lm_files
+    export_files = export_classifier_files if task == "classify" else export_causal_lm_files
 
     def write(directory):
         parity = export_files(run_dir, config, directory, quantize)

@@ -15,6 +15,12 @@ The file holds two signatures (batch 1, one context window of
 `CausalLM.generate_step` runs Keras: the last prompt token is fed through
 `decode` first, and when the window is full the last `window_keep` tokens are
 re-encoded with `prefill` (nanoGPT's crop for the default `window_keep`).
+
+A KerasHub task fine-tuned from a preset (GPT-2, OPT, Llama, Gemma, ...) has
+the same `call_with_cache(token_ids, cache, index)` and the same cache layout
+(`[batch, layers, 2, positions, key/value heads, head_dim]`), so the same two
+signatures serve it; it has no position past its window, so its loop stops
+there, as `tfllm.generation.Generator` does.
 """
 
 import os
@@ -36,10 +42,7 @@ def write_causal_lm_saved_model(model, directory):
     import keras
     import tensorflow as tf
 
-    backbone = model.backbone
-    window = backbone.sequence_length
-    head_dim = backbone.hidden_dim // backbone.num_heads
-    cache_shape = [1, backbone.num_layers, 2, window, backbone.num_heads, head_dim]
+    window, cache_shape = cache_layout(model)
 
     def prefill(token_ids):
         cache = tf.zeros(cache_shape, model.compute_dtype)
@@ -51,7 +54,9 @@ def write_causal_lm_saved_model(model, directory):
         return {"logits": tf.cast(logits[:, 0, :], tf.float32), "cache": cache}
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # The backbone holds every weight (the LM head is its embedding). The task would bring its
+    # preprocessor: a byte-pair tokenizer's lookup tables (GPT-2's), which TFLite cannot convert.
+    archive.track(model.backbone)
     archive.add_endpoint("prefill", prefill, input_signature=[tf.TensorSpec([1, window], tf.int32, name="token_ids")])
     archive.add_endpoint(
         "decode",
@@ -65,6 +70,23 @@ def write_causal_lm_saved_model(model, directory):
     archive.write_out(directory, verbose=False)
 
 
+def cache_layout(model):
+    """`(window, cache shape for batch 1)` of tfllm's `CausalLM` or a KerasHub causal LM.
+
+    The shape is what each model's own `_build_cache` allocates: key/value heads
+    (grouped-query models name them `num_key_value_heads`) by `head_dim` (named
+    by Gemma, else hidden width / query heads).
+    """
+    from tfllm.generation import context_window
+
+    backbone = model.backbone
+    window = context_window(model)
+    query_heads = getattr(backbone, "num_heads", None) or backbone.num_query_heads
+    heads = getattr(backbone, "num_key_value_heads", None) or query_heads
+    head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // query_heads
+    return window, [1, backbone.num_layers, 2, window, heads, head_dim]
+
+
 class TFLiteGenerator:
     """Greedy decoding with the prefill/decode signatures of an exported `model.tflite`.
 
@@ -73,13 +95,17 @@ class TFLiteGenerator:
         window_keep: tokens re-encoded when the window is full (the run's
             `window_keep`; `None` means `sequence_length - 1`).
         num_threads: interpreter threads.
+        slides: whether the model goes on past its window (tfllm's decoder);
+            `False` (a KerasHub preset's) refuses a prompt and length that do not fit.
+        banned_token_ids: ids never emitted (special tokens other than the end),
+            as the Keras path bans them.
 
     Example:
     >>> generator = TFLiteGenerator("savedmodels/shakespeare-tflite/1/model.tflite")
     >>> generator.generate_ids([20, 30, 31], max_new_tokens=100, stop_token_ids=(3,))
     """
 
-    def __init__(self, model_path, window_keep=None, num_threads=None):
+    def __init__(self, model_path, window_keep=None, num_threads=None, slides=True, banned_token_ids=()):
 
         interpreter = load_interpreter(model_path, num_threads=num_threads)
         self._prefill = interpreter.get_signature_runner("prefill")
@@ -87,6 +113,8 @@ class TFLiteGenerator:
         self.window = int(self._prefill.get_input_details()["token_ids"]["shape"][1])
         self.vocabulary_size = int(self._decode.get_output_details()["logits"]["shape"][-1])
         self.keep = window_keep or self.window - 1
+        self.slides = slides
+        self.banned = np.asarray(sorted(banned_token_ids), np.int64)
 
     def _encode(self, ids):
         padded = np.zeros((1, self.window), np.int32)
@@ -103,6 +131,9 @@ class TFLiteGenerator:
                                  f"got {bad[:3] if bad else 'none'}.")
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise UserInputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+        if not self.slides and len(ids) + max_new_tokens > self.window:
+            raise UserInputError(f"This model sees at most {self.window} tokens and the prompt has {len(ids)}; "
+                                 f"ask for at most {max(self.window - len(ids), 0)} new tokens.")
         cache = self._encode(ids[: self.window])
         offset = 0  # buffer index of cache position 0
         new = []
@@ -113,7 +144,9 @@ class TFLiteGenerator:
                 cache = self._encode(ids[offset:i])
             out = self._decode(token_id=np.array([[ids[i]]], np.int32), cache=cache, index=np.array(i - offset, np.int32))
             cache = out["cache"]
-            token = int(np.argmax(out["logits"][0]))
+            logits = np.array(out["logits"][0])  # a copy: the banned ids are masked in it
+            logits[self.banned] = -np.inf
+            token = int(np.argmax(logits))
             if token in stop_token_ids:
                 break
             ids.append(token)
@@ -123,7 +156,7 @@ class TFLiteGenerator:
 
 def load_tflite_generator(model_path):
     """`(TFLiteGenerator, tokenizer)` for an exported file, with the tokenizer shipped beside it."""
-    from tfllm.tokenizers import load_tokenizer
+    from tfllm.tokenizers import load_tokenizer, special_token_ids
 
     if not os.path.isfile(model_path):
         raise UserInputError(f"TFLite file {model_path!r} does not exist. Export one with `tfllm export RUN --format tflite`.")
@@ -132,7 +165,12 @@ def load_tflite_generator(model_path):
     if not os.path.exists(metadata_path) or runs.read_json(metadata_path).get("task") != "generate":
         raise UserInputError(f"{model_path!r} is not a tfllm text-generator export (no metadata.json saying so beside it).")
     metadata = runs.read_json(metadata_path)
-    return TFLiteGenerator(model_path, window_keep=metadata.get("window_keep")), load_tokenizer(os.path.join(folder, "tokenizer"))
+    tokenizer = load_tokenizer(os.path.join(folder, "tokenizer"))
+    banned = [i for i in special_token_ids(tokenizer) if i != int(tokenizer.end_token_id)]
+    # Exports written before KerasHub presets could be exported all slide.
+    generator = TFLiteGenerator(model_path, window_keep=metadata.get("window_keep"), slides=metadata.get("slides", True),
+                                banned_token_ids=banned)
+    return generator, tokenizer
 
 
 def _text_codec(tokenizer):
@@ -163,16 +201,6 @@ def generate_text(model_path, prompt, max_new_tokens=200):
     return decode(generator.generate_ids(encode(prompt), max_new_tokens, (int(tokenizer.end_token_id),)))
 
 
-def keras_greedy_ids(generator, prompt, max_new_tokens):
-    """Greedy new ids from a Keras `tfllm.generation.Generator`, through its public `generate()`.
-
-    Its text is turned back into ids with the same tokenizer; for the
-    character tokenizers of the bundled generators that is exact.
-    """
-    text = generator.generate([prompt], max_new_tokens=max_new_tokens, sampler="greedy")[0]
-    return generator.encode(text).tolist() if text else []
-
-
 def greedy_agreement(expected, got):
     """Exact match, matching prefix length and position-wise agreement of two greedy continuations."""
     same = [a == b for a, b in zip(expected, got)]
@@ -199,16 +227,17 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     with open(path, "wb") as f:
         f.write(content)
     keras_generator.tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
-    backbone = model.backbone
-    window, vocabulary = backbone.sequence_length, backbone.vocabulary_size
-    cache = f"float32[1, {backbone.num_layers}, 2, {window}, {backbone.num_heads}, {backbone.hidden_dim // backbone.num_heads}]"
+    window, cache_shape = cache_layout(model)
+    vocabulary = model.backbone.vocabulary_size
+    cache = f"float32{cache_shape}"
     runs.write_json(
         os.path.join(directory, "metadata.json"),
         {
             "task": "generate",
             "quantize": quantize,
             "sequence_length": window,
-            "window_keep": model.window_keep,
+            "window_keep": getattr(model, "window_keep", None),
+            "slides": keras_generator.slides,
             "vocabulary_size": vocabulary,
             "special_token_ids": {"end": keras_generator.end_id, "unknown": keras_generator.unk_id,
                                   "all": keras_generator.special_ids},
@@ -230,13 +259,15 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     _, val_text = load_text_corpus(config["data"])
     start = val_text.find("\n") + 1  # a prompt that starts at a line, not mid-word
     prompt = val_text[start: start + max(1, window // 4)]
-    prompt_ids = keras_generator.encode(prompt)
-    expected = keras_greedy_ids(keras_generator, prompt, PARITY_TOKENS)
-    got = TFLiteGenerator(path, window_keep=model.window_keep).generate_ids(prompt_ids, PARITY_TOKENS, (keras_generator.end_id,))
+    prompt_ids = keras_generator.encode(prompt).tolist()
+    # A model that does not slide (a KerasHub preset's) decodes only to the end of its window.
+    tokens = PARITY_TOKENS if keras_generator.slides else min(PARITY_TOKENS, window - len(prompt_ids))
+    expected = keras_generator.greedy_ids(prompt_ids, tokens)
+    got = load_tflite_generator(path)[0].generate_ids(prompt_ids, tokens, (keras_generator.end_id,))
     return {
         "quantize": quantize,
         MODEL_FILE: {"bytes": os.path.getsize(path)},
         "prompt": prompt,
-        "greedy_tokens": PARITY_TOKENS,
+        "greedy_tokens": tokens,
         **greedy_agreement(expected, got),
     }

@@ -162,8 +162,10 @@ class StepTimer(keras.callbacks.Callback):
 class TextSamples(keras.callbacks.Callback):
     """Writes a generated sample to TensorBoard (Text tab, tag `samples`) after every epoch."""
 
-    def __init__(self, log_dir, tokenizer, prompt, max_new_tokens=SAMPLE_TOKENS, seed=0, timer=None):
+    def __init__(self, log_dir, tokenizer, prompt, max_new_tokens=SAMPLE_TOKENS, seed=0, timer=None, window=None):
         super().__init__()
+        # The context window, for a model that cannot tell it while its preprocessor is detached for training.
+        self.window = window
         self.timer = timer  # a timing.FitTimer that is told the seconds spent here
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "samples"))
         self.tokenizer = tokenizer
@@ -186,7 +188,8 @@ class TextSamples(keras.callbacks.Callback):
                                  self.seed)
         else:
             if self._generator is None:
-                self._generator = Generator(self.model, self.tokenizer, jit_compile=bool(self.model.jit_compile))
+                self._generator = Generator(self.model, self.tokenizer, jit_compile=bool(self.model.jit_compile),
+                                            window=self.window)
             new_tokens = self.max_new_tokens
             if not self._generator.slides:  # a KerasHub model stops at its last position
                 new_tokens = max(1, min(new_tokens, self._generator.window - len(self._generator.encode(self.prompt))))
@@ -351,7 +354,8 @@ def train_causal_lm(config, verbose="auto"):
         phases.mark("tokenize")
         # Perplexity first, so the TensorBoard callback sees the values it adds.
         callbacks = [fit_timer, Perplexity(), timer,
-                     TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed, timer=fit_timer)]
+                     TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed, timer=fit_timer,
+                                 window=seq)]
         callbacks += common.make_callbacks(
             run_dir,
             checkpoint=False,
