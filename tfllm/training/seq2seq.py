@@ -172,7 +172,9 @@ def compile_model(model, preset, steps_per_epoch):
     return common.compile_task(
         model,
         optimizer=optimizer,
-        loss=SmoothedSparseCrossentropy(preset.get("label_smoothing", 0.0)),
+        # The mean over target tokens: padding slots are weighted 0, and Keras' default reduction
+        # divides by every slot, which read the loss low by the share of padding (as pretraining's).
+        loss=SmoothedSparseCrossentropy(preset.get("label_smoothing", 0.0), reduction="mean_with_sample_weight"),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=preset.get("jit_compile"),  # unset: Keras' "auto"
         steps_per_execution=preset.get("steps_per_execution", 1),
