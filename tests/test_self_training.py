@@ -73,7 +73,7 @@ def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unla
         member_metrics = json.loads((run_dir / member["run_dir"] / "metrics.json").read_text())
         assert member_metrics["num_train_examples"] == metrics["num_train_examples"]
         assert "self_training" not in member_metrics  # the members did not self-train again
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".teacher")]  # the teachers are gone
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".teacher")]  # the teachers are gone
     task, labels, _ = load_run(str(run_dir))
     assert predict_probabilities(task, ["a fine film"]).shape == (1, len(labels))
     out = capsys.readouterr().out
@@ -143,3 +143,59 @@ def test_a_finished_run_is_refused_before_the_teacher_trains(tiny_classifier_run
                  "--unlabeled", str(path), "--run-dir", tiny_classifier_run]) == 2
     out, err = capsys.readouterr()
     assert "already holds a finished run" in err and "Self-training" not in out
+
+
+@pytest.mark.slow
+def test_an_interrupted_teacher_or_student_resumes_with_the_same_command(tmp_path, unlabelled_file, capsys,
+                                                                         monkeypatch):
+    """The teacher trains in `.RUN.teacher` beside the run: stopped, the same command resumes it (it was a
+    temporary folder, deleted while the message said to resume from it); a finished teacher whose student
+    was stopped labels again without training again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tfllm.cli import main
+    from tfllm.training import classifier
+
+    path, _ = unlabelled_file
+    run_dir, teacher_dir = tmp_path / "run", tmp_path / ".run.teacher"
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "30",
+            "--set", "early_stopping=false", "--unlabeled", str(path), "--run-dir", str(run_dir)]
+    process = subprocess.Popen([sys.executable, "-m", "tfllm.cli", *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    deadline = time.time() + 240
+    while not (teacher_dir / "backup" / "training_metadata.json").exists() and time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert f"resume from {teacher_dir / 'backup'}" in out and (teacher_dir / "backup").is_dir()
+
+    calls = []
+
+    def student_interrupted(*args, **kwargs):  # the resumed teacher builds its model, then the student
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return own(*args, **kwargs)
+
+    own = classifier.own_classifier
+    monkeypatch.setattr(classifier, "own_classifier", student_interrupted)
+    assert main(argv) == 130
+    assert "Resuming the interrupted run" in capsys.readouterr().out
+    assert (teacher_dir / "metrics.json").exists() and not run_dir.exists()  # the teacher finished and is kept
+    monkeypatch.setattr(classifier, "own_classifier", own)
+
+    teacher_weights = (teacher_dir / "model.weights.h5").read_bytes()
+    metrics_before = json.loads((teacher_dir / "metrics.json").read_text())
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"the finished teacher in {teacher_dir} labels" in out and "a teacher trains" not in out
+    report = json.loads((run_dir / "metrics.json").read_text())["self_training"]
+    assert report["teacher"]["val_accuracy"] == metrics_before["val"]["accuracy"]
+    if report["kept"] == "teacher":  # the teacher's weights, not a retrained teacher's, became the run
+        assert (run_dir / "model.weights.h5").read_bytes() == teacher_weights
+    assert not teacher_dir.exists()

@@ -31,9 +31,10 @@ test in all 4 (docs/benchmarks.md), partly because an ensemble teacher's
 validation figure is the more optimistic (each member's blend is fitted
 there).
 
-The teacher trains in a temporary folder beside the run and is deleted; it
-is seeded like the run, so rerunning an interrupted command labels the same
-texts and the run resumes.
+The teacher trains in a hidden folder beside the run (`.RUN.teacher`, see
+`teacher_dir`) that goes when the run is done. An interrupted teacher resumes
+with the same command, as any run does; a finished one (the student was
+interrupted) is not trained again, and labels the same texts.
 """
 
 import dataclasses
@@ -41,7 +42,6 @@ import glob
 import math
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
@@ -104,38 +104,51 @@ def train_self_trained(config, preset, data, train_classifier, verbose="auto"):
     runs.check_writable(config.run_dir, config.overwrite, config)  # refused now, not after the teacher has trained
     texts = unlabelled_texts(config, data)
     data = dataclasses.replace(data, unlabeled=texts)  # the teacher's and student's vocabulary and word vectors
-    parent = os.path.dirname(os.path.abspath(config.run_dir))
-    os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".teacher-", dir=parent) as folder:
-        teacher_dir = os.path.join(folder, "teacher")
-        if rounds > 1:
-            # The teacher is this same command with one round fewer: it self-trains in turn.
-            teacher_config = dataclasses.replace(config, run_dir=teacher_dir, overwrite=False,
-                                                 overrides={**config.overrides, "self_training_rounds": rounds - 1})
-        else:
-            # `self_training_teachers` > 1: the first teacher is an ensemble of that many seeds (surer labels).
-            teacher_config = dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False,
-                                                 ensemble=teachers)
-        teacher_kind = f"a {rounds - 1}-round self-trained teacher" if rounds > 1 else "a teacher"
+    teacher_dir = teacher_folder(config.run_dir)
+    os.makedirs(os.path.dirname(teacher_dir), exist_ok=True)
+    if rounds > 1:
+        # The teacher is this same command with one round fewer: it self-trains in turn.
+        teacher_config = dataclasses.replace(config, run_dir=teacher_dir, overwrite=False,
+                                             overrides={**config.overrides, "self_training_rounds": rounds - 1})
+    else:
+        # `self_training_teachers` > 1: the first teacher is an ensemble of that many seeds (surer labels).
+        teacher_config = dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False,
+                                             ensemble=teachers)
+    if os.path.exists(runs.path(teacher_dir, runs.RUN_CONFIG)) and (
+            config.overwrite or runs.changed_settings(teacher_dir, teacher_config)):
+        shutil.rmtree(teacher_dir)  # another command's teacher, or --overwrite: this one starts over
+    teacher_kind = f"a {rounds - 1}-round self-trained teacher" if rounds > 1 else "a teacher"
+    if runs.is_finished(teacher_dir):  # the student was interrupted: its teacher is kept
+        print(f"Self-training: the finished teacher in {teacher_dir} labels {len(texts)} unlabelled texts")
+        teacher = runs.read_json(runs.path(teacher_dir, runs.METRICS))
+    else:
         print(f"Self-training: {teacher_kind} trains on the {len(data.train)} labelled texts, "
               f"then labels {len(texts)} unlabelled ones")
         teacher = train_classifier(teacher_config, verbose=verbose, data=data)
-        probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
-        chosen, labels = select(probabilities, texts, data.train.labels, keep)
-        print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
-        report = {"unlabeled": config.unlabeled, "num_unlabeled": len(texts), "num_pseudo_labeled": len(chosen),
-                  "keep": keep, "teachers": teachers, "rounds": rounds,
-                  "teacher": {"val_accuracy": teacher["val"]["accuracy"], "test_accuracy": teacher["test"]["accuracy"]}}
-        train = Split(data.train.texts + chosen, list(data.train.labels) + labels)
-        student = train_classifier(config, verbose=verbose, data=dataclasses.replace(data, train=train),
-                                   self_training={**report, "kept": "student"})
-        student_val, teacher_val = student["val"]["accuracy"], teacher["val"]["accuracy"]
-        if not clearly_worse(student_val, teacher_val, len(data.val)):
-            return student
-        print(f"Self-training: the student validated below its teacher by more than the validation split's "
-              f"noise ({student_val:.3f} against {teacher_val:.3f} on {len(data.val)} texts); "
-              "the teacher becomes the run")
-        return keep_teacher(config.run_dir, teacher_dir, teacher, student, report)
+    probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
+    chosen, labels = select(probabilities, texts, data.train.labels, keep)
+    print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
+    report = {"unlabeled": config.unlabeled, "num_unlabeled": len(texts), "num_pseudo_labeled": len(chosen),
+              "keep": keep, "teachers": teachers, "rounds": rounds,
+              "teacher": {"val_accuracy": teacher["val"]["accuracy"], "test_accuracy": teacher["test"]["accuracy"]}}
+    train = Split(data.train.texts + chosen, list(data.train.labels) + labels)
+    student = train_classifier(config, verbose=verbose, data=dataclasses.replace(data, train=train),
+                               self_training={**report, "kept": "student"})
+    student_val, teacher_val = student["val"]["accuracy"], teacher["val"]["accuracy"]
+    if not clearly_worse(student_val, teacher_val, len(data.val)):
+        shutil.rmtree(teacher_dir)
+        return student
+    print(f"Self-training: the student validated below its teacher by more than the validation split's "
+          f"noise ({student_val:.3f} against {teacher_val:.3f} on {len(data.val)} texts); "
+          "the teacher becomes the run")
+    return keep_teacher(config.run_dir, teacher_dir, teacher, student, report)
+
+
+def teacher_folder(run_dir):
+    """Where the teacher of `run_dir`'s run trains: a hidden folder beside it, one name per run, so the
+    same command finds it again."""
+    parent, name = os.path.split(os.path.abspath(run_dir))
+    return os.path.join(parent, f".{name}.teacher")
 
 
 def clearly_worse(student_accuracy, teacher_accuracy, num_texts):
