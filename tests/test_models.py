@@ -285,6 +285,48 @@ def test_every_setting_the_training_code_reads_can_be_overridden():
         assert read | (set(model_args) - {"vocabulary_size"}) <= known, task
 
 
+def test_masked_lm_validation_loss_is_the_mean_over_every_masked_token():
+    """metrics.json's validation loss and perplexity: sum of nll over sum of masked tokens across all
+    batches. Keras' loss is a batch-size-weighted mean of per-batch means, which counted a batch of
+    one-word texts (one masked token each) as much as a batch of long ones."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.common import preprocessed
+    from tfllm.training.pretraining import _compile, _masked_batches, _validation_metrics, masked_lm_preset, \
+        own_masked_lm
+    from tfllm.tokenizers import train_tokenizer
+
+    keras.utils.set_random_seed(0)
+    words = ["the", "film", "was", "good", "bad", "dull", "fun", "long", "short", "sad", "and", "very"]
+    rng = np.random.default_rng(0)
+    long = [" ".join(rng.choice(words, 30)) for _ in range(16)]
+    docs = long + [str(w) for w in rng.choice(words, 16)]  # 16 long documents, then 16 one-word ones
+    preset = masked_lm_preset(TrainConfig(task="pretrain", preset="tiny", steps=6))
+    model = own_masked_lm(preset, train_tokenizer(docs, "wordpiece", 60))
+    _compile(model, preset)
+    val_ds = _masked_batches(docs, model.preprocessor, 16).cache()  # one fixed masking, as pretrain's
+    total_nll = masked = correct = 0.0
+    per_batch = []
+    for x, y, w in val_ds:
+        logits = keras.ops.convert_to_numpy(model(x)).astype("float64")
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        y, w = np.asarray(y), np.asarray(w, "float64")
+        nll = -np.take_along_axis(log_probs, y[..., None], -1)[..., 0]
+        total_nll += (nll * w).sum()
+        masked += w.sum()
+        correct += ((logits.argmax(-1) == y) * w).sum()
+        per_batch.append(((nll * w).sum() / w.sum(), len(y), w.sum()))
+    # Very different numbers of masked tokens, so Keras' mean of batch means is off by more than the tolerance.
+    assert per_batch[0][2] > 3 * per_batch[1][2]
+    by_batch_size = sum(loss * n for loss, n, _ in per_batch) / sum(n for _, n, _ in per_batch)
+    assert abs(by_batch_size - total_nll / masked) > 1e-3
+    with preprocessed(model):
+        val = _validation_metrics(model, val_ds)
+    assert val["loss"] == pytest.approx(total_nll / masked, abs=1e-4)
+    assert val["perplexity"] == pytest.approx(np.exp(total_nll / masked), rel=1e-3)
+    assert val["masked_accuracy"] == pytest.approx(correct / masked, abs=1e-4)
+
+
 @pytest.mark.slow
 def test_masked_lm_pretraining_trains_the_backbone_a_classifier_then_starts_from(tmp_path):
     """MaskedLM (KerasHub's head and mask generator) over an EncoderBackbone, saved as a preset;

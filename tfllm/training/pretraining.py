@@ -80,7 +80,11 @@ def _compile(model, preset):
         # weighted 0; Keras' default divides by every slot, which read the loss (and perplexity) low
         # by the share of slots a short text leaves empty.
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
+        # The loss above is each batch's mean, and Keras averages those weighted by batch size, so a
+        # batch of short texts (few masked tokens) counted as much as one of long texts. This
+        # weighted metric sums nll and masked tokens across batches: the validation set's exact mean.
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy"),
+                          keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="masked_loss")],
         jit_compile=preset.get("jit_compile"),
         unset=False,
     )
@@ -92,6 +96,15 @@ def _masked_batches(documents, preprocessor, batch_size, repeat=False, seed=None
     if repeat:
         ds = ds.shuffle(len(documents), seed=seed, reshuffle_each_iteration=True).repeat()
     return ds.batch(batch_size).map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _validation_metrics(model, val_ds):
+    """Loss, masked accuracy and perplexity over every masked token of `val_ds` (a compiled `_compile`
+    model with its preprocessor detached)."""
+    val = model.evaluate(val_ds, verbose=0, return_dict=True)
+    loss = float(val["masked_loss"])  # not val["loss"], a mean of per-batch means (see _compile)
+    return {"loss": round(loss, 4), "masked_accuracy": round(float(val["masked_accuracy"]), 4),
+            "perplexity": round(math.exp(min(loss, 50.0)), 3)}
 
 
 def pretrain(config, verbose="auto"):
@@ -133,11 +146,9 @@ def pretrain(config, verbose="auto"):
         with common.unknown_length_ok(), common.preprocessed(model):
             history = model.fit(train_ds, steps_per_epoch=preset["eval_interval"], epochs=epochs,
                                 validation_data=val_ds, shuffle=False, callbacks=callbacks, verbose=verbose)
-            val = model.evaluate(val_ds, verbose=0, return_dict=True)
+            val = _validation_metrics(model, val_ds)
         metrics = {
-            "val": {"loss": round(float(val["loss"]), 4), "masked_accuracy": round(float(val["masked_accuracy"]), 4),
-                    "perplexity": round(math.exp(min(float(val["loss"]), 50.0)), 3),
-                    "num_documents": len(val_docs)},
+            "val": {**val, "num_documents": len(val_docs)},
             "train_seconds": round(time.perf_counter() - start, 1),
             "steps": epochs * preset["eval_interval"],
             "epochs_run": common.epochs_completed(callbacks, len(history.history.get("loss", []))),
