@@ -209,6 +209,40 @@ def test_a_kill_while_a_backup_or_the_best_checkpoint_is_written_leaves_the_prev
     assert not [name for name in os.listdir(tmp_path / "backup") if ".tmp" in name]
 
 
+def test_a_kill_between_a_backup_s_weights_and_its_metadata_resumes_from_a_matching_pair(tmp_path, monkeypatch):
+    """New weights beside the previous epoch's metadata: Keras would resume at the wrong epoch (one epoch
+    trained twice); the two files are now paired by the weights' hash, and the previous pair is used."""
+    from tfllm.training import common
+
+    def model(seed):
+        keras.utils.set_random_seed(seed)
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        net.compile(optimizer="adam", loss="mse")
+        return net
+
+    trained = model(0)
+    backup = common.Backup(str(tmp_path / "backup"))
+    backup.set_model(trained)
+    backup.on_epoch_end(0)
+    first = [w.copy() for w in trained.get_weights()]
+    trained.set_weights([w + 1 for w in first])
+
+    def killed(file, value):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        backup.on_epoch_end(1)  # the new weights are written, their metadata is not
+    monkeypatch.undo()
+    resumed = model(1)
+    restore = common.Backup(str(tmp_path / "backup"))
+    restore.set_model(resumed)
+    restore.on_train_begin()
+    assert resumed._initial_epoch == 1  # after epoch 0, with epoch 0's weights
+    for got, want in zip(resumed.get_weights(), first):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys):
     """A lost worker or a crash mid-run: the backup stays, and the message says so (it printed only the
     traceback, with no word that rerunning resumes)."""

@@ -2,6 +2,7 @@
 
 import contextlib
 import glob
+import hashlib
 import json
 import math
 import os
@@ -280,6 +281,14 @@ def save_weights_atomically(model, filepath):
             os.remove(tmp)
 
 
+def _sha256(file):
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _copy_atomically(source, destination):
     tmp = f"{destination}.{os.getpid()}.tmp"
     shutil.copyfile(source, tmp)
@@ -305,7 +314,10 @@ class Backup(keras.callbacks.BackupAndRestore):
             if os.path.exists(current):
                 _copy_atomically(current, previous)
         save_weights_atomically(self.model, self._weights_path)
-        write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        # The weights' hash pairs the two files: a kill between them leaves new weights beside the
+        # previous epoch's metadata, which `on_train_begin` then passes over for the previous pair.
+        write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                                                  "weights_sha256": _sha256(self._weights_path)})
 
     def on_train_begin(self, logs=None):
         # PRIVATE API: Keras's `BackupAndRestore._load_model` (keras 3.15), read from the latest backup,
@@ -322,6 +334,9 @@ class Backup(keras.callbacks.BackupAndRestore):
                     weights = shutil.copyfile(weights, os.path.join(scratch, "previous.weights.h5"))
                 self._weights_path, self._training_metadata_path = weights, metadata
                 try:
+                    recorded = read_json(metadata).get("weights_sha256") if os.path.exists(metadata) else None
+                    if recorded is not None and recorded != _sha256(weights):
+                        raise ValueError("its weights were written after its metadata, for the next epoch")
                     self._load_model()
                     return
                 except (OSError, ValueError, KeyError) as e:
