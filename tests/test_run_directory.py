@@ -106,6 +106,19 @@ def test_classification_report_refuses_what_it_cannot_score():
         classification_report([0, 1], [[0.2, 0.8]], ["neg", "pos"])  # was an IndexError
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_probabilities_are_refused_not_scored(bad):
+    """A diverged model's NaN probabilities gave confident figures: ROC-AUC 1.0 (a NaN sorts as the
+    highest score) and an accuracy from argmax picking the NaN's class."""
+    from tfllm.evaluation import classification_report, roc_auc
+
+    probabilities = np.array([[bad, bad], [0.2, 0.8], [0.9, 0.1], [0.4, 0.6]])
+    with pytest.raises(UserInputError, match=r"NaN or infinity \(1 of 4 examples.*diverged.*check the inputs"):
+        classification_report([1, 1, 0, 0], probabilities, ["a", "b"])
+    with pytest.raises(UserInputError, match="NaN or infinity"):
+        roc_auc([1, 1, 0, 0], probabilities[:, 1])
+
+
 def test_a_data_file_edited_since_training_is_never_split_again_as_the_run_s(tmp_path):
     """An edited file splits differently, so 'the run's test split' would hold rows it trained on, and a
     resume would train on other rows: both refused (before: silently re-split)."""

@@ -8,10 +8,23 @@ from tfllm.datasets.text import CJK_IDEOGRAPHS
 from tfllm.errors import UserInputError
 
 
+def _check_finite(values, what):
+    """A UserInputError when `values` hold NaN or infinity: ranks and argmax over them are meaningless
+    (a NaN row sorts as the highest score, and argmax picks it), yet gave confident figures."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=-1))
+        raise UserInputError(f"{what} hold NaN or infinity ({len(rows)} of {len(values)} examples, the first at "
+                             f"index {int(rows[0])}): nothing can be scored from them. A model whose training "
+                             "diverged gives these (train again, e.g. with a lower learning rate); else check "
+                             "the inputs.")
+
+
 def roc_auc(y_true, scores):
     """Exact binary ROC-AUC (Mann-Whitney U with average ranks for ties)."""
     y_true = np.asarray(y_true).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
+    _check_finite(scores, "The scores")
     n_pos, n_neg = y_true.sum(), (~y_true).sum()
     if n_pos == 0 or n_neg == 0:
         return None  # undefined with one class; None is JSON's null, where NaN is not JSON
@@ -45,6 +58,7 @@ def classification_report(y_true, probabilities, label_names):
     if probabilities.shape != (len(y_true), k):
         raise UserInputError(f"Expected probabilities of shape ({len(y_true)}, {k}) (one row per label, one column "
                              f"per class of {list(label_names)}), got {probabilities.shape}.")
+    _check_finite(probabilities.astype(np.float64), "The probabilities")
     y_pred = probabilities.argmax(axis=-1)
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (y_true, y_pred), 1)
