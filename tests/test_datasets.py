@@ -165,3 +165,17 @@ def test_unlabeled_documents_for_pretraining(tmp_path):
     (tmp_path / "s.csv").write_text("text,split\nfirst doc,training\nsecond doc,training\n")
     with pytest.raises(UserInputError, match="no rows whose split is 'train'.*\\['training'\\]"):
         load_documents(str(tmp_path / "s.csv"))
+
+
+def test_a_damaged_gzip_and_a_utf16_file_are_one_clear_error(tmp_path):
+    """A corrupt .gz raised zlib.error (a traceback); a UTF-16 file was told to convert from latin1."""
+    data = bytearray(gzip.compress(("text,label\n" + "".join(f"text {i},pos\n" for i in range(2000))).encode()))
+    for k in range(30, 60):  # a damaged deflate stream: zlib.error, not gzip.BadGzipFile
+        data[k] ^= 0x55
+    (tmp_path / "d.csv.gz").write_bytes(bytes(data))
+    with pytest.raises(UserInputError, match="Cannot read .*d.csv.gz.*Is it a valid \\(gzip\\) file"):
+        load_classification_data(str(tmp_path / "d.csv.gz"))
+    for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):  # as Windows' "Unicode" saves
+        (tmp_path / "d.csv").write_bytes(bom + "text,label\nhi,a\nbye,b\n".encode(codec))
+        with pytest.raises(UserInputError, match="is UTF-16 text, not UTF-8.*iconv -f utf-16 -t utf-8"):
+            load_classification_data(str(tmp_path / "d.csv"))

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import sys
+import zlib
 
 from tfllm.errors import UserInputError
 
@@ -74,8 +75,11 @@ def read_text_file(path):
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
         raise UserInputError(f"Cannot read {path!r}: {e}. Is it a valid (gzip) file?") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark (Windows' "Unicode" text)
+        raise UserInputError(f"{path!r} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
+                             "`iconv -f utf-16 -t utf-8`.")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
