@@ -119,6 +119,21 @@ def test_non_finite_probabilities_are_refused_not_scored(bad):
         roc_auc([1, 1, 0, 0], probabilities[:, 1])
 
 
+@pytest.mark.parametrize("labels,first", [([-1, 0, 1], "-1"), ([0, 2, 1], "2"), ([0, 0.5, 1], "0.5"),
+                                          ([0, np.nan, 1], "nan"), (["a", "b", "a"], "'a'")])
+def test_labels_that_are_not_class_ids_are_refused(labels, first):
+    """-1 wrapped into the confusion matrix's last row (np.add.at) while accuracy and ROC-AUC read it as
+    no class, so the report's figures disagreed."""
+    from tfllm.evaluation import classification_report
+
+    probabilities = [[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]]
+    with pytest.raises(UserInputError, match=rf"integer ids from 0 to 1 .*the first {first}\."):
+        classification_report(labels, probabilities, ["a", "b"])
+    # Whole numbers of another type are the same ids.
+    as_float = classification_report([1.0, 0.0, 1.0], probabilities, ["a", "b"])
+    assert as_float == classification_report(np.array([1, 0, 1]), probabilities, ["a", "b"])
+
+
 def test_a_data_file_edited_since_training_is_never_split_again_as_the_run_s(tmp_path):
     """An edited file splits differently, so 'the run's test split' would hold rows it trained on, and a
     resume would train on other rows: both refused (before: silently re-split)."""

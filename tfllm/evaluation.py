@@ -55,6 +55,14 @@ def classification_report(y_true, probabilities, label_names):
     k = len(label_names)
     if len(y_true) == 0:
         raise UserInputError("No examples to score: give at least one label and its probabilities.")
+    # Label ids index the confusion matrix: -1 wrapped into the last row (np.add.at) while accuracy and
+    # ROC-AUC read it as no class, so the figures disagreed; a fraction was truncated into a class.
+    numeric = y_true.ndim == 1 and y_true.dtype.kind in "biuf"
+    bad = ~((np.mod(y_true, 1) == 0) & (y_true >= 0) & (y_true < k)) if numeric else np.ones(len(y_true), bool)
+    if bad.any():
+        raise UserInputError(f"Labels must be integer ids from 0 to {k - 1} (one per class of {list(label_names)}); "
+                             f"{int(bad.sum())} of {len(y_true)} are not, the first {y_true[bad.argmax()].tolist()!r}.")
+    y_true = y_true.astype(int)
     if probabilities.shape != (len(y_true), k):
         raise UserInputError(f"Expected probabilities of shape ({len(y_true)}, {k}) (one row per label, one column "
                              f"per class of {list(label_names)}), got {probabilities.shape}.")
