@@ -224,6 +224,8 @@ def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
         (["train", "--data", "{tmp}/ok.csv", "--batch-size", "-1"], "--batch-size must be at least 1"),
         (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/nowhere"], "Cannot load --from-preset"),
         (["train", "--data", "{tmp}/two_rows.csv"], "gives no val and no test rows"),
+        (["train", "--data", "{tmp}/ragged.csv"], "data row 2 (line 3) has 3 fields, the header has 2: quote texts"),
+        (["train", "--data", "{tmp}/two_texts.csv"], "more than one column named 'text'"),
         (["pretrain", "--data", "{tmp}/one_line.txt"], "at least 2"),
         (["pretrain", "--data", "{tmp}/missing.txt"], "does not exist"),
         (["pretrain", "--data", "{tmp}/words.txt", "--objective", "vectors", "--preset", "tiny"], "running text"),
@@ -241,6 +243,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, ar
     (tmp_path / "latin1.csv").write_bytes(b"text,label\ncaf\xe9,a\nok,b\n")
     (tmp_path / "ok.csv").write_text("text,label\n" + "".join(f"fine {i},a\nbad {i},b\n" for i in range(6)))
     (tmp_path / "two_rows.csv").write_text("text,label\nfine,a\nbad,b\n")
+    (tmp_path / "ragged.csv").write_text("text,label\nfine,a\nmusic, movie,b\n")
+    (tmp_path / "two_texts.csv").write_text("text,label,text\nfine,a,x\nbad,b,y\n")
     (tmp_path / "one_class.csv").write_text("text,label\nfine,a\nbad,a\n")
     (tmp_path / "blank.csv").write_text('text,label\n"",a\nbad,b\n')
     (tmp_path / "one_line.txt").write_text("only one document\n")

@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 
 import pytest
 
@@ -179,3 +180,38 @@ def test_a_damaged_gzip_and_a_utf16_file_are_one_clear_error(tmp_path):
         (tmp_path / "d.csv").write_bytes(bom + "text,label\nhi,a\nbye,b\n".encode(codec))
         with pytest.raises(UserInputError, match="is UTF-16 text, not UTF-8.*iconv -f utf-16 -t utf-8"):
             load_classification_data(str(tmp_path / "d.csv"))
+
+
+def test_a_row_with_more_or_fewer_fields_than_the_header_is_refused_naming_it(tmp_path):
+    """An unquoted comma in a text made DictReader file the rest of the text under the key None and the
+    word after the comma the label: `music, movie film,pos` trained as the class ' movie film'."""
+    from tfllm.datasets.pairs import load_pair_data
+
+    rows = [f"text {i},{'ab'[i % 2]}" for i in range(30)]
+    for bad, message in (("music, movie film scene,pos", "data row 3 (line 4) has 3 fields, the header has 2: "
+                                                         "quote texts that contain commas"),
+                         ("a text cut short by a line break", "data row 3 (line 4) has 1 field, the header has 2: "
+                                                              "fill in the missing fields")):
+        (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows[:2] + [bad] + rows[2:]) + "\n")
+        with pytest.raises(UserInputError, match="'.*d.csv' " + re.escape(message)):
+            load_classification_data(str(tmp_path / "d.csv"))
+        with pytest.raises(UserInputError, match=re.escape(message)):  # translation pairs are read alike
+            load_pair_data(str(tmp_path / "d.csv"), source_column="text", target_column="label")
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(r.replace(",", "\t") for r in rows[:5])
+                                    + "\nan unquoted\ttab\tb\n" + "\n".join(r.replace(",", "\t") for r in rows[5:]))
+    with pytest.raises(UserInputError, match="data row 6 .* has 3 fields, the header has 2: quote texts that "
+                                             "contain tabs"):
+        load_classification_data(str(tmp_path / "d.tsv"))
+    # Quoted commas, blank lines and empty padding fields (spreadsheets' "a,b,,") read as before.
+    rows[4] = '"music, movie film",a,,'
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows[:9]) + "\n\n" + "\n".join(rows[9:]) + "\n")
+    data = load_classification_data(str(tmp_path / "d.csv"), val_fraction=0, test_fraction=0)
+    assert len(data.train) == 30 and "music, movie film" in data.train.texts and data.label_names == ["a", "b"]
+
+
+@pytest.mark.parametrize("header,repeated", [("text,label,text", "'text'"), ("label,text,label", "'label'")])
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path, header, repeated):
+    """DictReader kept the last of two same-named columns: training read the wrong column without a word."""
+    (tmp_path / "d.csv").write_text(header + "\n" + "".join(f"t{i},{'ab'[i % 2]},x\n" for i in range(30)))
+    with pytest.raises(UserInputError, match=f"'.*d.csv' has more than one column named {repeated} in its header"):
+        load_classification_data(str(tmp_path / "d.csv"))

@@ -114,20 +114,42 @@ def _read_rows(path):
         delimiter = "\t" if base.endswith(".tsv") else ","
         # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
         csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
+        kind, quote = (("TSV", "tabs") if delimiter == "\t" else ("CSV", 'commas ("a text, with a comma")'))
         try:
-            rows = list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
-        except csv.Error as e:
-            raise UserInputError(f"{path!r} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}). Check its "
-                                 f"quoting; fields may be up to {MAX_FIELD_BYTES // 2**20} MiB.") from None
-        if delimiter == "\t":
-            # TSV files are read with CSV quoting (as pandas does; the bundled cedict.tsv.gz quotes). A text that
-            # starts with a quote but is not quoted swallows the tabs and lines after it, and with them rows.
-            for number, row in enumerate(rows, 1):
-                if any(isinstance(v, str) and ("\t" in v or "\n" in v) for v in row.values()):
+            # csv.reader, not DictReader: DictReader keeps the last of two columns of one name, and puts a row's
+            # extra fields under the key None; both silently read the wrong text or label.
+            reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+            header = next((fields for fields in reader if fields), [])
+            repeated = sorted({name for name in header if name and header.count(name) > 1})
+            if repeated:
+                raise UserInputError(f"{path!r} has more than one column named {', '.join(map(repr, repeated))} in "
+                                     "its header. Rename or remove the repeats, so that a column name says which "
+                                     "column to read.")
+            rows = []
+            for fields in reader:
+                if not fields:  # a blank line
+                    continue
+                number = len(rows) + 1
+                if delimiter == "\t" and any("\t" in v or "\n" in v for v in fields):
+                    # TSV files are read with CSV quoting (as pandas does; the bundled cedict.tsv.gz quotes). A
+                    # text that starts with a quote but is not quoted swallows the tabs and lines after it, and
+                    # with them rows.
                     raise UserInputError(
                         f"{path!r} data row {number} has a field with a tab or line break in it: a field that "
                         'starts with a quote (") is read as quoted up to the next quote. Quote such fields whole '
                         'and double the quotes inside ("""Great"" movie"), or remove the quote.')
+                # A text with an unquoted comma (tab) splits into fields that would become other columns; a
+                # line break in an unquoted text leaves rows short. Empty fields past the header's are padding
+                # (spreadsheets write "a,b,,"), not data, and are dropped.
+                if len(fields) < len(header) or any(fields[len(header):]):
+                    fix = (f"quote texts that contain {quote}" if len(fields) > len(header) else
+                           "fill in the missing fields, and quote texts that contain line breaks")
+                    raise UserInputError(f"{path!r} data row {number} (line {reader.line_num}) has {len(fields)} "
+                                         f"field{'s' * (len(fields) != 1)}, the header has {len(header)}: {fix}.")
+                rows.append(dict(zip(header, fields)))
+        except csv.Error as e:
+            raise UserInputError(f"{path!r} is not valid {kind} ({e}). Check its "
+                                 f"quoting; fields may be up to {MAX_FIELD_BYTES // 2**20} MiB.") from None
         return rows
     raise UserInputError(
         f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl (optionally .gz) "
