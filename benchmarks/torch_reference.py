@@ -191,7 +191,7 @@ def encode(text, stoi):
 def window_loss(model, ids, block, batch_size=64, max_windows=None):
     """Mean loss over consecutive non-overlapping windows (tfllm's sequential_window_dataset)."""
     model.eval()
-    starts = np.arange(0, len(ids) - block - 1, block)
+    starts = np.arange(0, len(ids) - block, block)  # every window of block + 1 ids that fits
     if max_windows and len(starts) > max_windows:
         starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
     windows = torch.from_numpy(ids[starts[:, None] + np.arange(block + 1)[None, :]])

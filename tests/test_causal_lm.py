@@ -199,6 +199,39 @@ def test_random_windows_are_next_token_pairs():
         data_lib.random_window_dataset(ids[:5], 8, 4)
 
 
+def test_every_window_that_fits_is_used():
+    """A window is sequence_length + 1 tokens (inputs, and targets shifted by one). The validation windows
+    skipped the last one whenever the text was k * sequence_length + 1 tokens, random windows never
+    started at the last start, and a text of exactly one window was refused."""
+    ids = np.arange(20, dtype="int32")
+    starts = set()
+    for x, y in data_lib.random_window_dataset(ids, 8, 64, seed=0).take(4):
+        starts |= set(x["token_ids"].numpy()[:, 0].tolist())
+        np.testing.assert_array_equal(y.numpy(), x["token_ids"].numpy() + 1)
+    assert starts == set(range(len(ids) - 8))  # 0 .. 11: the window from 11 ends at the last id, 19
+    one = [x["token_ids"].numpy() for x, _ in data_lib.random_window_dataset(ids[:9], 8, 4, seed=0).take(1)][0]
+    np.testing.assert_array_equal(one, np.tile(ids[:8], (4, 1)))
+    windows = [x["token_ids"].numpy() for x, _ in data_lib.sequential_window_dataset(ids[:9], 8, 4)]
+    np.testing.assert_array_equal(np.concatenate(windows), ids[None, :8])
+    with pytest.raises(UserInputError, match="8 tokens long, shorter than one training window \\(9 tokens\\)"):
+        data_lib.check_length(ids[:8], 8, "validation")
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])  # full batches through Keras' evaluate, or one plain call
+def test_validation_loss_scores_every_window_that_fits(batch_size):
+    from tfllm.training.causal_lm import evaluate_loss
+
+    model = tiny_lm(vocabulary_size=30, sequence_length=16)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ids = np.random.default_rng(0).integers(5, 30, 33).astype("int32")  # 2 * 16 + 1: two windows
+    windows = np.stack([ids[0:17], ids[16:33]])
+    logits = keras.ops.convert_to_numpy(model(_inputs(windows[:, :-1]))).astype("float64")
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    expected = -np.take_along_axis(log_probs, windows[:, 1:, None], -1).mean()
+    assert evaluate_loss(model, ids, 16, batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.slow
 def test_training_loss_falls(jit_compile):

@@ -92,7 +92,8 @@ def tokenize_corpus(tokenizer, text):
 
 
 def check_length(ids, sequence_length, what):
-    if len(ids) < sequence_length + 2:
+    # A window is `sequence_length + 1` tokens: the inputs, and the same shifted by one as targets.
+    if len(ids) < sequence_length + 1:
         raise UserInputError(
             f"The {what} text is {len(ids)} tokens long, shorter than one training window "
             f"({sequence_length + 1} tokens). Use more text or a preset with a smaller sequence_length."
@@ -110,7 +111,7 @@ def random_window_dataset(ids, sequence_length, batch_size, seed=None):
     """Endless `(inputs, next_token_ids)` batches of random windows, as nanoGPT samples them."""
     check_length(ids, sequence_length, "training")
     data = tf.constant(ids, tf.int32)
-    num_starts = len(ids) - sequence_length - 1
+    num_starts = len(ids) - sequence_length  # starts 0 .. len - seq - 1: the last window ends at the last id
     offsets = tf.range(sequence_length + 1, dtype=tf.int64)
 
     def windows(random):
@@ -127,9 +128,17 @@ def sequential_window_dataset(ids, sequence_length, batch_size, max_windows=None
     Averaging the loss over these gives the validation loss of the whole text,
     with every position in the window weighted as in training.
     """
+    windows = sequential_windows(ids, sequence_length, max_windows)
+    return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split).prefetch(AUTOTUNE)
+
+
+def sequential_windows(ids, sequence_length, max_windows=None):
+    """`[n, sequence_length + 1]` windows of `ids`, each starting at the previous one's last token (so
+    every token after the first is a target once), as many as fit (or `max_windows` spread over them)."""
     check_length(ids, sequence_length, "validation")
-    starts = np.arange(0, len(ids) - sequence_length - 1, sequence_length)
+    # A start s fits while s + sequence_length + 1 <= len(ids); `- 1` more here skipped the last
+    # window whenever len(ids) was a multiple of sequence_length plus one.
+    starts = np.arange(0, len(ids) - sequence_length, sequence_length)
     if max_windows and len(starts) > max_windows:
         starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
-    windows = ids[starts[:, None] + np.arange(sequence_length + 1)[None, :]]
-    return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split).prefetch(AUTOTUNE)
+    return ids[starts[:, None] + np.arange(sequence_length + 1)[None, :]]

@@ -237,11 +237,7 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
     already); the few windows left over are scored in one plain call instead
     of compiling a second program for their shape.
     """
-    data_lib.check_length(ids, sequence_length, "validation")
-    starts = np.arange(0, len(ids) - sequence_length - 1, sequence_length)
-    if max_windows and len(starts) > max_windows:
-        starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
-    windows = ids[starts[:, None] + np.arange(sequence_length + 1)[None, :]].astype("int32")
+    windows = data_lib.sequential_windows(ids, sequence_length, max_windows).astype("int32")
     full = len(windows) // batch_size * batch_size
 
     def inputs(w):
