@@ -215,3 +215,20 @@ def test_a_header_that_names_a_column_twice_is_refused(tmp_path, header, repeate
     (tmp_path / "d.csv").write_text(header + "\n" + "".join(f"t{i},{'ab'[i % 2]},x\n" for i in range(30)))
     with pytest.raises(UserInputError, match=f"'.*d.csv' has more than one column named {repeated} in its header"):
         load_classification_data(str(tmp_path / "d.csv"))
+
+
+def test_labels_asked_for_that_the_data_lacks_are_refused_naming_the_ones_it_has(tmp_path):
+    """--labels a,B,c dropped every row labelled b (and c's were all that was left of a third class);
+    --labels a,b,zzz was accepted as if zzz were not there."""
+    path = write_csv(tmp_path / "d.csv", [(f"text {i}", "abc"[i % 3]) for i in range(30)])
+    for labels, problem in ((["a", "B", "c"], "'B', which no row has in column 'label'"),
+                            (["a", "b", "zzz"], "'zzz', which no row has"), (["a", "b", "a"], "'a' more than once")):
+        with pytest.raises(UserInputError, match=re.escape(f"The labels asked for ({labels}) include {problem}")
+                           + ".*d.csv' has the labels \\['a', 'b', 'c'\\]"):
+            load_classification_data(path, labels=labels)
+    assert load_classification_data(path, labels=["c", "a"]).label_names == ["c", "a"]  # a subset, in that order
+    # A label with a comma cannot be named through --labels, which splits at commas: the message says so.
+    path = write_csv(tmp_path / "e.csv", [(f"text {i}", ["ok", '"bad, really"'][i % 2]) for i in range(30)])
+    with pytest.raises(UserInputError, match=re.escape("(['bad', 'really']) include 'bad', 'really', which") +
+                       ".*'bad, really'.*--labels splits at commas"):
+        load_classification_data(path, labels=["bad", "really"])

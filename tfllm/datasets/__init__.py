@@ -195,6 +195,12 @@ def _label_text(value):
     return str(value).strip()
 
 
+def _label_order(label):
+    """Integer labels in numeric order ("2" before "10"), then the others alphabetically."""
+    number = label.lstrip("-").isdigit()
+    return (not number, int(label) if number else 0, label)
+
+
 def _stratified_split(indices_by_label, seed, val_fraction, test_fraction):
     rng = random.Random(seed)
     out = {name: [] for name in SPLITS}
@@ -274,9 +280,22 @@ def load_classification_data(
     keep = list(range(len(rows)))
     if labels:
         labels = [str(label) for label in labels]
+        # A label asked for that no row has (a typo, another case, a label with a comma that --labels split)
+        # would drop that class's rows without a word; one asked for twice would be two classes.
+        in_data = sorted(set(raw_labels), key=_label_order)
+        unknown = [label for label in dict.fromkeys(labels) if label not in in_data]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if unknown or repeated:
+            problem = (f"{', '.join(map(repr, unknown))}, which no row has in column {label_column!r}" if unknown
+                       else f"{', '.join(map(repr, repeated))} more than once")
+            commas = " (--labels splits at commas: rename labels that hold one)" if any("," in v for v in in_data) else ""
+            raise UserInputError(
+                f"The labels asked for ({labels}) include {problem}; {path!r} has the labels "
+                f"{in_data[:20]}{' ...' if len(in_data) > 20 else ''}. Name some of those, once each, exactly as "
+                f"written{commas}.")
         keep = [i for i in keep if raw_labels[i] in labels]
     if label_names is None:
-        present = sorted({raw_labels[i] for i in keep}, key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+        present = sorted({raw_labels[i] for i in keep}, key=_label_order)
         label_names = [label for label in labels if label in present] if labels else present
         if len(label_names) < 2:
             raise UserInputError(
