@@ -232,3 +232,24 @@ def test_labels_asked_for_that_the_data_lacks_are_refused_naming_the_ones_it_has
     with pytest.raises(UserInputError, match=re.escape("(['bad', 'really']) include 'bad', 'really', which") +
                        ".*'bad, really'.*--labels splits at commas"):
         load_classification_data(path, labels=["bad", "really"])
+
+
+def test_hidden_folders_and_files_in_a_folder_dataset_are_skipped(tmp_path):
+    """fold/.hidden/h.txt made a class '.hidden'; a Mac's ._n1.txt (binary metadata) failed as not UTF-8."""
+    from tfllm.datasets import data_fingerprint
+    from tfllm.datasets.text import load_documents
+
+    for label in ("neg", "pos"):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            (tmp_path / label / f"{i}.txt").write_text(f"{label} review {i}")
+    fingerprint = data_fingerprint(str(tmp_path))
+    for hidden in (".hidden", "__MACOSX", "pos/.ipynb_checkpoints"):
+        (tmp_path / hidden).mkdir()
+        (tmp_path / hidden / "h.txt").write_text("not a review")
+    (tmp_path / "neg" / "._0.txt").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X \xff\xfe")
+    data = load_classification_data(str(tmp_path))
+    assert data.label_names == ["neg", "pos"] and len(data.train) + len(data.val) + len(data.test) == 20
+    assert data_fingerprint(str(tmp_path)) == fingerprint  # the files a run records are the ones it read
+    (tmp_path / "pos" / "._0.txt").write_bytes(b"\x00\x05\x16\x07\xff\xfe")
+    assert load_documents(str(tmp_path / "pos"))[0][0] == "pos review 0"  # a folder of documents alike

@@ -157,17 +157,24 @@ def _read_rows(path):
     )
 
 
+def hidden(name):
+    """Whether a file or folder is the system's, not the user's data: a dot name (.git, .ipynb_checkpoints,
+    macOS's ._x.txt copies of metadata) or the __MACOSX folder of a zip made on a Mac. The folder loaders
+    skip them, so that a .hidden folder is not a class, nor ._review.txt an undecodable text."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _read_folder(path):
     """A folder with one sub-folder per label, each holding .txt files (in folders of its own too)."""
     rows = []
     for label in sorted(os.listdir(path)):
         sub = os.path.join(path, label)
-        if not os.path.isdir(sub):
+        if hidden(label) or not os.path.isdir(sub):
             continue
         for folder, folders, names in os.walk(sub):
-            folders.sort()  # a stable order, so the seeded split is the same on every machine
+            folders[:] = sorted(f for f in folders if not hidden(f))  # sorted: the same seeded split on every machine
             for name in sorted(names):
-                if name.endswith(".txt"):
+                if name.endswith(".txt") and not hidden(name):
                     rows.append({"text": read_text_file(os.path.join(folder, name)).strip(), "label": label})
     if not rows:
         raise UserInputError(
@@ -372,9 +379,13 @@ def data_fingerprint(source):
     if not isinstance(source, (str, os.PathLike)) or source in BUNDLED or not os.path.exists(source):
         return None
     # In a folder, the text files the loaders read (not a .DS_Store or a README.md beside them).
-    files = [source] if os.path.isfile(source) else sorted(
-        os.path.join(root, name) for root, _, names in os.walk(source) for name in names
-        if name.endswith((".txt", ".txt.gz")))
+    files = [source] if os.path.isfile(source) else []
+    if os.path.isdir(source):
+        for root, folders, names in os.walk(source):
+            folders[:] = [f for f in folders if not hidden(f)]  # nor what they skip (a .git folder)
+            files += [os.path.join(root, name) for name in names
+                      if name.endswith((".txt", ".txt.gz")) and not hidden(name)]
+        files.sort()
     return _sha256(tuple((os.path.abspath(f), os.path.relpath(f, source), os.stat(f).st_size, os.stat(f).st_mtime_ns)
                          for f in files))
 

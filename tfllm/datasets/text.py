@@ -2,7 +2,7 @@
 
 import os
 
-from tfllm.datasets import _read_rows, bundled_path, read_text_file
+from tfllm.datasets import _read_rows, bundled_path, hidden, read_text_file
 from tfllm.errors import UserInputError
 
 # name -> file in tfllm/datasets/data
@@ -121,7 +121,7 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
         raise UserInputError(f"Text data {path!r} does not exist. Check the path, or use a bundled corpus: "
                              f"{', '.join([*BUNDLED_TEXT, *BUNDLED])}.")
     if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if f.endswith((".txt", ".txt.gz")))
+        files = sorted(f for f in os.listdir(path) if f.endswith((".txt", ".txt.gz")) and not hidden(f))
         if not files:
             raise UserInputError(f"Folder {path!r} has no .txt files; put one document per line in .txt files there.")
         lines = [line for f in files for line in read_text_file(os.path.join(path, f)).splitlines()]
