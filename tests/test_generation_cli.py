@@ -66,3 +66,15 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
                                  "--run-dir", tmp_path / "s")
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
         assert not os.path.exists(tmp_path / "s")
+
+
+def test_generate_with_a_run_directory_and_no_prompt_says_the_prompt_is_missing(tmp_path, capsys):
+    """argparse fills the required prompt first, so `tfllm generate RUN` was told to pass the RUN_DIR it passed."""
+    from lm_utils import write_records
+
+    run_dir = write_records(tmp_path / "gen", "generate")
+    result = main_in_process(capsys, "generate", run_dir)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"No prompt after the run directory {str(run_dir)!r}: pass the text to continue" in result.stderr
+    result = main_in_process(capsys, "generate", "ROMEO:")  # a prompt and no run directory: as before
+    assert result.returncode == 2 and "Pass the RUN_DIR of a trained text generator" in result.stderr

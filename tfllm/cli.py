@@ -337,6 +337,9 @@ def cmd_generate(args):
         if getattr(args, name) is None:
             setattr(args, name, default)
     if not args.run_dir:
+        if os.path.isdir(args.prompt):  # `tfllm generate RUN`: argparse filled the prompt, which comes first, with it
+            raise UserInputError(f"No prompt after the run directory {args.prompt!r}: pass the text to continue, "
+                                 f"e.g. tfllm generate {args.prompt} \"ROMEO:\".")
         raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
     echo = [not args.no_prompt_echo]  # the prompt is printed once input checks have passed
 
