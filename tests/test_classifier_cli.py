@@ -399,3 +399,20 @@ def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path
         err = capsys.readouterr().err
         assert "Training diverged" in err and "--learning-rate" in err and err.count("\n") == 1
         assert not run_dir.exists()
+
+
+def test_evaluate_prints_labels_as_written_not_as_escapes(tmp_path, capsys, monkeypatch):
+    """The report's labels came out as "\\u597d"; predict prints them as written. The model is a stand-in:
+    what is checked is the printing."""
+    import tfllm.training.classifier as classifier
+    from lm_utils import write_records
+    from tfllm.datasets import Split
+
+    run_dir = write_records(tmp_path / "clf", "classify")
+    monkeypatch.setattr(classifier, "load_run", lambda run_dir: (None, ["好", "坏"], {}))
+    monkeypatch.setattr(classifier, "run_data", lambda run_dir: type("Data", (), {"test": Split(["a", "b"], [0, 1])}))
+    monkeypatch.setattr(classifier, "predict_probabilities", lambda model, texts: np.array([[0.9, 0.1], [0.2, 0.8]]))
+    result = main_in_process(capsys, "evaluate", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert '"好"' in result.stdout and "\\u" not in result.stdout
+    assert json.loads(result.stdout)["confusion_matrix"]["labels"] == ["好", "坏"]

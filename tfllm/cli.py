@@ -153,7 +153,7 @@ def cmd_evaluate(args):
     else:  # exactly the training run's split (its rows, seed and labels): never a row it trained on
         split = getattr(run_data(args.run_dir), args.split)
     report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 
 
 def cmd_predict(args):
