@@ -80,7 +80,7 @@ def test_pretrain_vectors_writes_a_preset_a_classifier_fine_tunes_from(tmp_path,
     assert np.sum(np.isclose(norms, 1.0, atol=1e-4)) == metrics["tokens_with_vectors"]  # vector_norm 1
 
     data = tmp_path / "labelled.csv"
-    data.write_text("text,label\n" + "".join(f"{t},{'pos' if i < 12 else 'neg'}\n" for i, t in enumerate(REVIEWS * 2)))
+    data.write_text("text,label\n" + "".join(f'"{t}",{"pos" if i < 12 else "neg"}\n' for i, t in enumerate(REVIEWS * 2)))
     run = tmp_path / "clf"
     # An ensemble of two (as self-training's ensemble teacher is): both members start from the vectors.
     assert main(["train", "--task", "classify", "--data", str(data), "--preset", "tiny", "--from-preset", str(pre),
@@ -158,7 +158,7 @@ def test_the_default_recipe_pretrains_word_vectors_on_its_training_and_unlabelle
 
     monkeypatch.setattr(classifier, "embed_word_vectors", recorded)
     data = tmp_path / "labelled.csv"
-    data.write_text("text,label\n" + "".join(f"{t},{'pos' if i < 12 else 'neg'}\n" for i, t in enumerate(REVIEWS * 2)))
+    data.write_text("text,label\n" + "".join(f'"{t}",{"pos" if i < 12 else "neg"}\n' for i, t in enumerate(REVIEWS * 2)))
     unlabelled = [f"the picture was {a} and {b} , quixotic" for a in ("lovely", "grand") for b in ("rich", "deep")]
     (tmp_path / "unlabelled.txt").write_text("\n".join(unlabelled * 3) + "\n")
     run = tmp_path / "clf"
