@@ -26,6 +26,50 @@ def test_cooccurrence_counts_pairs_within_the_window_of_one_document_weighted_by
     assert ignored[0].sum() == 0 and ignored[1, 2] == 0.5  # padding pairs with nothing, yet keeps its place
 
 
+def reference_cooccurrence(ids, row_splits, vocabulary_size, window, ignore=()):
+    """cooccurrence as it was (every distance's pairs at once, COO -> CSR): the counts to match."""
+    import scipy.sparse
+
+    ids = np.asarray(ids, "int64")
+    document = np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits))
+    real = ~np.isin(ids, np.asarray(list(ignore), "int64"))
+    rows, cols, weights = [], [], []
+    for distance in range(1, window + 1):
+        same = (document[:-distance] == document[distance:]) & real[:-distance] & real[distance:]
+        rows.append(ids[:-distance][same])
+        cols.append(ids[distance:][same])
+        weights.append(np.full(int(same.sum()), 1.0 / distance))
+    rows, cols, weights = (np.concatenate(a) if a else np.zeros(0) for a in (rows, cols, weights))
+    shape = (vocabulary_size, vocabulary_size)
+    counts = scipy.sparse.coo_matrix((weights, (rows, cols)), shape=shape).tocsr()
+    return counts + counts.T
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_cooccurrence_counts_a_large_corpus_in_little_memory_and_as_before(monkeypatch, dense):
+    """On a 200,000-row file the pairs of all distances at once (24 bytes per token and distance, then
+    copied into a sparse matrix) peaked at gigabytes to fill a 50 x 50 table."""
+    import tracemalloc
+
+    if not dense:  # a large vocabulary's sparse counts, on a small one
+        monkeypatch.setattr(word_vectors, "DENSE_COUNTS", 0)
+    rng = np.random.default_rng(0)
+    ids = rng.zipf(1.3, 300_000) % 50  # 300,000 tokens of a 50-token vocabulary, frequent and rare ones
+    splits = np.unique(np.r_[0, rng.integers(0, len(ids), 3000), len(ids)])
+    tracemalloc.start()  # NumPy reports its arrays to tracemalloc
+    try:
+        counts = word_vectors.cooccurrence(ids, splits, vocabulary_size=50, window=10, ignore=[0, 1])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 * 2**20, f"{peak / 2**20:.0f} MB"  # it was 120 MB: 50 times the 2.4 MB of token ids
+    expected = reference_cooccurrence(ids, splits, vocabulary_size=50, window=10, ignore=[0, 1])
+    assert counts.format == "csr" and counts.shape == expected.shape
+    assert np.array_equal(counts.indptr, expected.indptr) and np.array_equal(counts.indices, expected.indices)
+    # Equal up to float rounding: count / distance is rounded once, not after each of `count` additions.
+    np.testing.assert_allclose(counts.data, expected.data, rtol=1e-12)
+
+
 def test_words_used_alike_get_close_vectors_and_unused_ids_get_none():
     rng = np.random.default_rng(0)
     # Two topics: ids 1-5 appear together, ids 6-10 together; id 11 never appears.

@@ -19,6 +19,11 @@ import scipy.sparse.linalg
 from tfllm.errors import UserInputError
 
 
+# Up to this many vocabulary x vocabulary cells (a 2,048-token vocabulary: 32 MB of float64) the counts are a
+# dense array, filled by np.bincount; past it (the default recipe's 8,000 tokens: 512 MB) a sparse matrix.
+DENSE_COUNTS = 2**22
+
+
 def cooccurrence(ids, row_splits, vocabulary_size, window, ignore=()):
     """Symmetric `[vocabulary, vocabulary]` counts of tokens at most `window` apart in one document,
     each pair weighted 1/distance (word2vec's and GloVe's weighting). The documents are ragged, as a
@@ -26,17 +31,27 @@ def cooccurrence(ids, row_splits, vocabulary_size, window, ignore=()):
     `ids[row_splits[d]:row_splits[d + 1]]`). Ids in `ignore` (padding, unknown, ...) count as
     tokens but pair with nothing."""
     ids = np.asarray(ids, "int64")
+    size = vocabulary_size
     document = np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits))
     real = ~np.isin(ids, np.asarray(list(ignore), "int64"))
-    rows, cols, weights = [], [], []
+    # Counted one distance at a time, each pair as one int64 key (row * size + col) counted, then weighted:
+    # the pairs of every distance at once (int64 rows and cols, float64 weights: 24 bytes per token and
+    # distance, then copied into a sparse matrix) took gigabytes on a 200,000-row file to fill a 50 x 50
+    # table. The counts equal those sums of 1/distance up to float rounding (count / distance is rounded
+    # once, not at each of `count` additions).
+    dense = size * size <= DENSE_COUNTS
+    counts = np.zeros(size * size) if dense else scipy.sparse.csr_matrix((size, size))
     for distance in range(1, window + 1):
         same = (document[:-distance] == document[distance:]) & real[:-distance] & real[distance:]
-        rows.append(ids[:-distance][same])
-        cols.append(ids[distance:][same])
-        weights.append(np.full(int(same.sum()), 1.0 / distance))
-    rows, cols, weights = (np.concatenate(a) if a else np.zeros(0) for a in (rows, cols, weights))
-    shape = (vocabulary_size, vocabulary_size)
-    counts = scipy.sparse.coo_matrix((weights, (rows, cols)), shape=shape).tocsr()
+        keys = ids[:-distance][same] * size + ids[distance:][same]
+        if dense:
+            counts += np.bincount(keys, minlength=size * size) / distance
+        else:  # as many entries as distinct pairs, never size x size
+            keys, number = np.unique(keys, return_counts=True)
+            counts = counts + scipy.sparse.csr_matrix((number / distance, (keys // size, keys % size)),
+                                                      shape=(size, size))
+    if dense:
+        counts = scipy.sparse.csr_matrix(counts.reshape(size, size))
     return counts + counts.T
 
 
