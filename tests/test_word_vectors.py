@@ -45,28 +45,41 @@ def reference_cooccurrence(ids, row_splits, vocabulary_size, window, ignore=()):
     return counts + counts.T
 
 
-@pytest.mark.parametrize("dense", [True, False])
-def test_cooccurrence_counts_a_large_corpus_in_little_memory_and_as_before(monkeypatch, dense):
-    """On a 200,000-row file the pairs of all distances at once (24 bytes per token and distance, then
-    copied into a sparse matrix) peaked at gigabytes to fill a 50 x 50 table."""
+def zipf_corpus(tokens, documents, vocabulary_size=50, seed=0):
+    """(ids, row splits) of random documents of frequent and rare ids (empty documents too)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.zipf(1.3, tokens) % vocabulary_size
+    return ids, np.sort(np.r_[0, rng.integers(0, tokens, documents), tokens])
+
+
+def test_cooccurrence_counts_a_large_corpus_in_little_memory():
+    """On a 200,000-row file the pairs of every token and distance at once (24 bytes per token and
+    distance, then copied into a sparse matrix) peaked at 10 GB to fill a 50 x 50 table."""
     import tracemalloc
 
-    if not dense:  # a large vocabulary's sparse counts, on a small one
-        monkeypatch.setattr(word_vectors, "DENSE_COUNTS", 0)
-    rng = np.random.default_rng(0)
-    ids = rng.zipf(1.3, 300_000) % 50  # 300,000 tokens of a 50-token vocabulary, frequent and rare ones
-    splits = np.unique(np.r_[0, rng.integers(0, len(ids), 3000), len(ids)])
+    ids, splits = zipf_corpus(1_000_000, 10_000)
     tracemalloc.start()  # NumPy reports its arrays to tracemalloc
     try:
-        counts = word_vectors.cooccurrence(ids, splits, vocabulary_size=50, window=10, ignore=[0, 1])
+        word_vectors.cooccurrence(ids, splits, vocabulary_size=50, window=10, ignore=[0, 1])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 30 * 2**20, f"{peak / 2**20:.0f} MB"  # it was 120 MB: 50 times the 2.4 MB of token ids
+    assert peak < 24 * 2**20, f"{peak / 2**20:.0f} MB"  # 6 MB; it was 240 MB, 30 times the 8 MB of token ids
+
+
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("chunk", [None, 97])
+def test_cooccurrence_counts_as_before_in_chunks_dense_or_sparse(monkeypatch, dense, chunk):
+    if not dense:  # a large vocabulary's sparse counts, on a small one
+        monkeypatch.setattr(word_vectors, "DENSE_COUNTS", 0)
+    if chunk:  # pairs across many chunks' edges
+        monkeypatch.setattr(word_vectors, "CHUNK_TOKENS", chunk)
+    ids, splits = zipf_corpus(20_000, 300)
+    counts = word_vectors.cooccurrence(ids.astype("int32"), splits, vocabulary_size=50, window=10, ignore=[0, 1])
     expected = reference_cooccurrence(ids, splits, vocabulary_size=50, window=10, ignore=[0, 1])
     assert counts.format == "csr" and counts.shape == expected.shape
     assert np.array_equal(counts.indptr, expected.indptr) and np.array_equal(counts.indices, expected.indices)
-    # Equal up to float rounding: count / distance is rounded once, not after each of `count` additions.
+    # Equal up to float rounding: a chunk's count / distance is rounded once, not after each addition.
     np.testing.assert_allclose(counts.data, expected.data, rtol=1e-12)
 
 

@@ -22,6 +22,8 @@ from tfllm.errors import UserInputError
 # Up to this many vocabulary x vocabulary cells (a 2,048-token vocabulary: 32 MB of float64) the counts are a
 # dense array, filled by np.bincount; past it (the default recipe's 8,000 tokens: 512 MB) a sparse matrix.
 DENSE_COUNTS = 2**22
+# Token positions counted at a time: what bounds the temporary arrays (a few to tens of MB), whatever the corpus.
+CHUNK_TOKENS = 2**17
 
 
 def cooccurrence(ids, row_splits, vocabulary_size, window, ignore=()):
@@ -30,28 +32,38 @@ def cooccurrence(ids, row_splits, vocabulary_size, window, ignore=()):
     `tf.RaggedTensor` holds them: flat token `ids` and `row_splits` (document d is
     `ids[row_splits[d]:row_splits[d + 1]]`). Ids in `ignore` (padding, unknown, ...) count as
     tokens but pair with nothing."""
-    ids = np.asarray(ids, "int64")
-    size = vocabulary_size
-    document = np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits))
-    real = ~np.isin(ids, np.asarray(list(ignore), "int64"))
-    # Counted one distance at a time, each pair as one int64 key (row * size + col) counted, then weighted:
-    # the pairs of every distance at once (int64 rows and cols, float64 weights: 24 bytes per token and
-    # distance, then copied into a sparse matrix) took gigabytes on a 200,000-row file to fill a 50 x 50
-    # table. The counts equal those sums of 1/distance up to float rounding (count / distance is rounded
-    # once, not at each of `count` additions).
+    # Counted a chunk of token positions and one distance at a time: the pairs of every token and distance at
+    # once (int64 rows and cols, float64 weights, a document id per token, then all copied into a sparse
+    # matrix) took 10 GB on a 200,000-row file to fill a 50 x 50 table. The counts equal those sums of
+    # 1/distance up to float rounding (a chunk's count / distance is rounded once, not at each addition).
+    ids, row_splits = np.asarray(ids), np.asarray(row_splits, "int64")
+    size, shape, ignore = vocabulary_size, (vocabulary_size, vocabulary_size), np.asarray(list(ignore), "int64")
     dense = size * size <= DENSE_COUNTS
-    counts = np.zeros(size * size) if dense else scipy.sparse.csr_matrix((size, size))
-    for distance in range(1, window + 1):
-        same = (document[:-distance] == document[distance:]) & real[:-distance] & real[distance:]
-        keys = ids[:-distance][same] * size + ids[distance:][same]
-        if dense:
-            counts += np.bincount(keys, minlength=size * size) / distance
-        else:  # as many entries as distinct pairs, never size x size
-            keys, number = np.unique(keys, return_counts=True)
-            counts = counts + scipy.sparse.csr_matrix((number / distance, (keys // size, keys % size)),
-                                                      shape=(size, size))
+    counts = np.zeros(size * size) if dense else scipy.sparse.csr_matrix(shape)
+    for start in range(0, len(ids), CHUNK_TOKENS):
+        stop = min(start + CHUNK_TOKENS, len(ids))
+        position = np.arange(start, stop)
+        end = row_splits[np.searchsorted(row_splits, position, side="right")]  # where each one's document ends
+        chunk = ids[start:stop + window].astype("int64")  # the chunk's tokens and the window after them
+        real = ~np.isin(chunk, ignore)
+        keys, weights = [], []  # each pair as one key, row * size + col
+        for distance in range(1, window + 1):
+            pairs = min(stop - start, len(chunk) - distance)  # tokens with one `distance` after them
+            if pairs <= 0:
+                break
+            same = (position[:pairs] + distance < end[:pairs]) & real[:pairs] & real[distance:distance + pairs]
+            key = chunk[:pairs][same] * size + chunk[distance:distance + pairs][same]
+            if dense:
+                counts += np.bincount(key, minlength=size * size) / distance
+            else:
+                keys.append(key)
+                weights.append(np.full(len(key), 1.0 / distance))
+        if keys:  # sparse: as many entries as the chunk's distinct pairs, never size x size
+            keys = np.concatenate(keys)
+            counts = counts + scipy.sparse.coo_matrix((np.concatenate(weights), (keys // size, keys % size)),
+                                                      shape=shape).tocsr()
     if dense:
-        counts = scipy.sparse.csr_matrix(counts.reshape(size, size))
+        counts = scipy.sparse.csr_matrix(counts.reshape(shape))
     return counts + counts.T
 
 
