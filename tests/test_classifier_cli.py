@@ -25,6 +25,10 @@ def cli_run(tmp_path_factory):
 def test_train_writes_a_complete_run_directory(cli_run):
     run_dir, result = cli_run
     assert "Test metrics" in result.stdout and "accuracy" in result.stdout
+    # What it trains on, first: on a large file the tokenizer and word vectors take minutes before anything else.
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    sizes = [metrics["num_train_examples"], metrics["val"]["num_examples"], metrics["test"]["num_examples"]]
+    assert result.stdout.startswith(f"Data: {sum(sizes)} rows, train/val/test {'/'.join(map(str, sizes))}, 2 classes\n")
     # A KerasHub preset at the root, tfllm's own records in tfllm/.
     for name in ("config.json", "metadata.json", "task.json", "preprocessor.json", "tokenizer.json", "model.weights.h5",
                  "task.weights.h5", "assets/tokenizer/vocabulary.txt", "metrics.json", "tfllm/run.json",

@@ -253,3 +253,11 @@ def test_hidden_folders_and_files_in_a_folder_dataset_are_skipped(tmp_path):
     assert data_fingerprint(str(tmp_path)) == fingerprint  # the files a run records are the ones it read
     (tmp_path / "pos" / "._0.txt").write_bytes(b"\x00\x05\x16\x07\xff\xfe")
     assert load_documents(str(tmp_path / "pos"))[0][0] == "pos review 0"  # a folder of documents alike
+
+
+def test_the_data_a_classifier_trains_on_is_described_in_one_line(tmp_path):
+    """On a 200,000-row file nothing was printed for the first 100 s (tokenizer, word vectors)."""
+    from tfllm.datasets import describe
+
+    data = load_classification_data(write_csv(tmp_path / "d.csv", ROWS * 20 + [("odd one", "rare")] * 10))
+    assert describe(data) == "Data: 1,210 rows, train/val/test 968/121/121, 3 classes"

@@ -361,6 +361,14 @@ def load_classification_data(
     return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names))
 
 
+def describe(data):
+    """The line a classifier's training prints as soon as its data is read and split: on a large file
+    the tokenizer and word vectors come minutes before the first epoch's progress."""
+    sizes = [len(data.train), len(data.val), len(data.test)]
+    return (f"Data: {sum(sizes):,} rows, train/val/test {'/'.join(f'{n:,}' for n in sizes)}, "
+            f"{data.num_classes} classes")
+
+
 def warn_about_duplicates(source, data):
     """Says (on stderr) how many held-out texts are also training texts: duplicate rows of a file, which
     a seeded split scatters across the splits, make the test figures optimistic."""

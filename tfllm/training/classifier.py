@@ -17,7 +17,7 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.datasets import split_as_trained, warn_about_duplicates
+from tfllm.datasets import describe, split_as_trained, warn_about_duplicates
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -214,6 +214,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     # Everything that can fail on bad input happens before the run directory is touched.
     if data is None:
         data = split_as_trained(config)
+        print(describe(data), flush=True)
         warn_about_duplicates(config.data, data)
     if config.from_preset:
         preset_backbone_class(config.from_preset)
