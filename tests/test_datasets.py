@@ -261,3 +261,34 @@ def test_the_data_a_classifier_trains_on_is_described_in_one_line(tmp_path):
 
     data = load_classification_data(write_csv(tmp_path / "d.csv", ROWS * 20 + [("odd one", "rare")] * 10))
     assert describe(data) == "Data: 1,210 rows, train/val/test 968/121/121, 3 classes"
+
+
+@pytest.mark.parametrize("name,good,bad", [
+    ("d.csv", lambda i: f"document number {i},x\n", "a text, with a comma,x\n"),
+    ("d.jsonl.gz", lambda i: json.dumps({"text": f"document number {i}"}) + "\n", "{not json\n"),
+    ("d.txt", lambda i: f"document number {i}\n", "caf\xe9\n"),
+])
+def test_max_rows_documents_are_the_first_ones_and_nothing_after_them_is_read(tmp_path, name, good, bad):
+    """load_documents(max_rows=N) read and checked the whole file before keeping N documents."""
+    from tfllm.datasets.text import load_documents
+
+    head = ("text,label\n" if name.endswith(".csv") else "") + "".join(good(i) for i in range(50))
+    for file, tail in (("clean." + name, ""), (name, bad)):
+        data = head.encode() + tail.encode("latin1")
+        (tmp_path / file).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    train, val = load_documents(str(tmp_path / name), max_rows=20)  # the bad last row is never read
+    assert train + val == [f"document number {i}" for i in range(20)]
+    assert (train, val) == load_documents(str(tmp_path / ("clean." + name)), max_rows=20)
+    assert len(sum(load_documents(str(tmp_path / ("clean." + name))), [])) == 50
+    with pytest.raises(UserInputError, match="d\\.(csv|jsonl|txt)"):  # read whole, the bad row is refused
+        load_documents(str(tmp_path / name))
+
+
+def test_a_jsonl_text_may_hold_line_separators_that_are_not_newlines(tmp_path):
+    """JSON Lines end at "\\n"; str.splitlines also split at U+2028 and U+0085 inside a text, which
+    json.dumps(ensure_ascii=False) writes as they are, and the row was refused as invalid JSON."""
+    texts = [f"line one\u2028line two {i}" if i % 2 else f"ellipsis\x85 {i}" for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t, "label": "ab"[i % 2]}, ensure_ascii=False) + "\n"
+                                              for i, t in enumerate(texts)), encoding="utf-8")
+    data = load_classification_data(str(tmp_path / "d.jsonl"), val_fraction=0, test_fraction=0)
+    assert sorted(data.train.texts) == sorted(texts)

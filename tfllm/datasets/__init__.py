@@ -11,7 +11,6 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
-import io
 import json
 import os
 import random
@@ -69,37 +68,53 @@ def bundled_path(filename):
 
 def read_text_file(path):
     """Reads a (possibly gzipped) UTF-8 file, with one clear error for each way it can fail."""
+    return "".join(read_lines(path))
+
+
+def read_lines(path):
+    """The lines of a (possibly gzipped) UTF-8 file, each with its line break, read as they are asked
+    for: a reader that needs only the first rows of a large file (`--max-rows`) stops there. One clear
+    error for each way the file can fail, raised when the reading gets there."""
     if not os.path.exists(path):
         raise UserInputError(f"Data file {path!r} does not exist. Check the path, or use a bundled name: {', '.join(BUNDLED)}.")
     opener = gzip.open if path.endswith(".gz") else open
+    blank = True
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            # Split at b"\n" only, as str.splitlines' "\r\n" never straddles it: joined, the lines are the
+            # file's text exactly. No UTF-8 character holds the byte 0x0a, so each line decodes alone.
+            for number, raw in enumerate(f, 1):
+                if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
+                    raise UserInputError(f"{path!r} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
+                                         "`iconv -f utf-16 -t utf-8`.")
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserInputError(
+                        f"{path!r} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
+                        "Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`.") from None
+                blank = blank and not line.strip()
+                yield line
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
         raise UserInputError(f"Cannot read {path!r}: {e}. Is it a valid (gzip) file?") from None
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark (Windows' "Unicode" text)
-        raise UserInputError(f"{path!r} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
-                             "`iconv -f utf-16 -t utf-8`.")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UserInputError(
-            f"{path!r} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {line}). "
-            "Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
-        ) from None
-    if not text.strip():
+    if blank:
         raise UserInputError(f"Data file {path!r} is empty. Point --data at a file with rows of text.")
-    return text
 
 
 def _read_rows(path):
     """Rows as dicts from .csv/.tsv/.jsonl (optionally .gz)."""
+    return list(iter_rows(path))
+
+
+def iter_rows(path):
+    """`_read_rows`' rows one at a time, read as they are asked for (`load_documents(max_rows=N)` reads
+    only the first rows of a large file); each one checked as it comes."""
     base = path[:-3] if path.endswith(".gz") else path
-    text = read_text_file(path)
+    lines = read_lines(path)
     if base.endswith(".jsonl") or base.endswith(".json"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
+        # Lines end at "\n" (JSON Lines), not at every break str.splitlines knows: a text may hold U+2028 or
+        # U+0085, which json.dumps(ensure_ascii=False) writes as they are.
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -108,8 +123,8 @@ def _read_rows(path):
                 raise UserInputError(f"{path!r} line {number} is not valid JSON ({e.msg}). Each line must be one JSON object.") from None
             if not isinstance(row, dict):
                 raise UserInputError(f"{path!r} line {number} is not a JSON object. Each line must look like {{\"text\": ..., \"label\": ...}}.")
-            rows.append(row)
-        return rows
+            yield row
+        return
     if base.endswith(".csv") or base.endswith(".tsv"):
         delimiter = "\t" if base.endswith(".tsv") else ","
         # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
@@ -118,18 +133,18 @@ def _read_rows(path):
         try:
             # csv.reader, not DictReader: DictReader keeps the last of two columns of one name, and puts a row's
             # extra fields under the key None; both silently read the wrong text or label.
-            reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+            reader = csv.reader(lines, delimiter=delimiter)
             header = next((fields for fields in reader if fields), [])
             repeated = sorted({name for name in header if name and header.count(name) > 1})
             if repeated:
                 raise UserInputError(f"{path!r} has more than one column named {', '.join(map(repr, repeated))} in "
                                      "its header. Rename or remove the repeats, so that a column name says which "
                                      "column to read.")
-            rows = []
+            number = 0
             for fields in reader:
                 if not fields:  # a blank line
                     continue
-                number = len(rows) + 1
+                number += 1
                 if delimiter == "\t" and any("\t" in v or "\n" in v for v in fields):
                     # TSV files are read with CSV quoting (as pandas does; the bundled cedict.tsv.gz quotes). A
                     # text that starts with a quote but is not quoted swallows the tabs and lines after it, and
@@ -146,11 +161,12 @@ def _read_rows(path):
                            "fill in the missing fields, and quote texts that contain line breaks")
                     raise UserInputError(f"{path!r} data row {number} (line {reader.line_num}) has {len(fields)} "
                                          f"field{'s' * (len(fields) != 1)}, the header has {len(header)}: {fix}.")
-                rows.append(dict(zip(header, fields)))
+                yield dict(zip(header, fields))
         except csv.Error as e:
             raise UserInputError(f"{path!r} is not valid {kind} ({e}). Check its "
                                  f"quoting; fields may be up to {MAX_FIELD_BYTES // 2**20} MiB.") from None
-        return rows
+        return
+    next(lines, None)  # a missing or unreadable file says so first
     raise UserInputError(
         f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl (optionally .gz) "
         "or a folder with one sub-folder of .txt files per label."

@@ -1,8 +1,9 @@
 """Reading running text for language modelling: the bundled corpus or a user's file."""
 
+import itertools
 import os
 
-from tfllm.datasets import _read_rows, bundled_path, hidden, read_text_file
+from tfllm.datasets import _read_rows, bundled_path, hidden, iter_rows, read_lines, read_text_file
 from tfllm.errors import UserInputError
 
 # name -> file in tfllm/datasets/data
@@ -120,30 +121,51 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
     if not os.path.exists(path):
         raise UserInputError(f"Text data {path!r} does not exist. Check the path, or use a bundled corpus: "
                              f"{', '.join([*BUNDLED_TEXT, *BUNDLED])}.")
-    if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if f.endswith((".txt", ".txt.gz")) and not hidden(f))
-        if not files:
-            raise UserInputError(f"Folder {path!r} has no .txt files; put one document per line in .txt files there.")
-        lines = [line for f in files for line in read_text_file(os.path.join(path, f)).splitlines()]
-    elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
-        rows = _read_rows(path)
-        if rows and column not in rows[0]:
-            raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
-                                 "Pass --text-column with one of them.")
-        if rows and "split" in rows[0]:  # only the training split is read
-            named = [row for row in rows if str(row.get("split", "")).strip().lower() == "train"]
-            if not named:
-                raise UserInputError(f"{path!r} has a 'split' column but no rows whose split is 'train' (pretraining "
-                                     "reads only those, so as never to see a test text); its values are "
-                                     f"{sorted({str(row.get('split')) for row in rows})[:5]}.")
-            rows = named
-        lines = [str(row[column]) for row in rows if row.get(column) is not None]
-    else:
-        lines = read_text_file(path).splitlines()
-    documents = [line.strip() for line in lines if line.strip()]
-    documents = documents[:max_rows] if max_rows else documents
+    documents = []
+    for line in _document_lines(path, column):
+        if line.strip():
+            documents.append(line.strip())
+            if max_rows and len(documents) == max_rows:
+                break  # the rest of the file is never read: a sample of a large file starts at once
     if len(documents) < 2:
         raise UserInputError(f"{name_or_path!r} has {len(documents)} non-empty document(s); at least 2 are "
                              "needed (one per line of a .txt file, or one per row of a CSV/JSONL text column).")
     n_val = max(1, round(len(documents) * val_fraction))
     return list(documents[:-n_val]), list(documents[-n_val:])
+
+
+def _document_lines(path, column):
+    """What `load_documents` keeps the non-blank ones of, read only as far as it asks: the lines of a .txt
+    file or of a folder's .txt files, or a CSV/JSONL column's texts (of its training rows, where it has a
+    split column)."""
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith((".txt", ".txt.gz")) and not hidden(f))
+        if not files:
+            raise UserInputError(f"Folder {path!r} has no .txt files; put one document per line in .txt files there.")
+        for name in files:
+            for line in read_lines(os.path.join(path, name)):
+                yield from line.splitlines()  # as the whole text's splitlines: read_lines ends lines at "\n"
+    elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
+        rows = iter_rows(path)
+        first = next(rows, None)
+        if first is None:
+            return
+        if column not in first:
+            raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {sorted(first)}. "
+                                 "Pass --text-column with one of them.")
+        split, other_splits, any_train = "split" in first, set(), False
+        for row in itertools.chain([first], rows):
+            if split:  # only the training split is read
+                if str(row.get("split", "")).strip().lower() != "train":
+                    other_splits.add(str(row.get("split")))
+                    continue
+                any_train = True
+            if row.get(column) is not None:
+                yield str(row[column])
+        if split and not any_train:
+            raise UserInputError(f"{path!r} has a 'split' column but no rows whose split is 'train' (pretraining "
+                                 "reads only those, so as never to see a test text); its values are "
+                                 f"{sorted(other_splits)[:5]}.")
+    else:
+        for line in read_lines(path):
+            yield from line.splitlines()
