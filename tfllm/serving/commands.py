@@ -12,10 +12,12 @@ import json
 import os
 
 from tfllm.errors import UserInputError, require_extra
+from tfllm.serving.connections import ConnectionLimits
 from tfllm.serving.limits import Limits
 from tfllm.serving.security import TOKEN_ENV
 
 _DEFAULTS = Limits()
+_CONNECTIONS = ConnectionLimits()
 
 
 def _positive_int(value: str) -> int:
@@ -25,6 +27,16 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return number
 
 
@@ -73,6 +85,15 @@ def add_serve_arguments(p) -> None:
                         help=f"bytes per REST body / gRPC message (default {_DEFAULTS.max_body_bytes})")
     limits.add_argument("--max-concurrent-decodes", type=_positive_int, default=_DEFAULTS.max_concurrent_decodes,
                         help=f"large REST bodies read and decoded at once (default {_DEFAULTS.max_concurrent_decodes})")
+    conns = p.add_argument_group("REST connections (a slow or idle client is cut off; see docs/serving.md)")
+    conns.add_argument("--header-timeout", type=_seconds, default=_CONNECTIONS.header_timeout, metavar="SECONDS",
+                       help="time to send a request's line and headers, else 408 and the connection is "
+                       f"closed (default {_CONNECTIONS.header_timeout:g})")
+    conns.add_argument("--idle-timeout", type=_seconds, default=_CONNECTIONS.idle_timeout, metavar="SECONDS",
+                       help=f"an idle kept-alive connection is closed after this (default {_CONNECTIONS.idle_timeout:g})")
+    conns.add_argument("--max-connections", type=_positive_int, default=_CONNECTIONS.max_connections,
+                       help="REST connections open at once; more are answered 503 and closed "
+                       f"(default {_CONNECTIONS.max_connections})")
     access = p.add_argument_group("access (see docs/serving.md for the threat model)")
     access.add_argument("--auth-token", default=None,
                         help=f"require 'Authorization: Bearer TOKEN' (REST) / 'authorization' metadata (gRPC); "
@@ -89,13 +110,15 @@ def run_serve(args) -> None:
         limits = Limits(max_batch_size=args.max_batch_size, max_sequence_length=args.max_sequence_length,
                         max_elements=args.max_elements, max_string_bytes=args.max_string_bytes,
                         max_body_bytes=args.max_body_bytes, max_concurrent_decodes=args.max_concurrent_decodes)
+        connections = ConnectionLimits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+                                       max_connections=args.max_connections)
     except ValueError as e:
         raise UserInputError(str(e)) from e
     token = args.auth_token if args.auth_token is not None else os.environ.get(TOKEN_ENV) or None
     serve(args.model_base_path, host=args.host, port=args.port, grpc_port=args.grpc_port or None,
           poll_seconds=args.poll_seconds, model_config_file=args.model_config_file,
           intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
-          limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host))
+          limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host), connections=connections)
 
 
 def add_models_arguments(p) -> None:

@@ -21,6 +21,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from tfllm.serving.codec import json_to_tensors, outputs_to_json
+from tfllm.serving.connections import MAX_HEAD_BYTES
 from tfllm.serving.jsonio import dumps as _dumps, loads as _loads
 from tfllm.serving.limits import Limits, RequestError
 from tfllm.serving.registry import ModelRegistry, Servable, Signature, VersionStatus
@@ -94,6 +95,13 @@ class _AccessCheck:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            # h11 refuses a head still incomplete after MAX_HEAD_BYTES (connections.py), but one
+            # that arrived whole in a single read (up to 256 KiB) gets here: bound it exactly.
+            if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+                    len(k) + len(v) for k, v in scope.get("headers") or ()) > MAX_HEAD_BYTES:
+                await _json_reply({"error": f"The request's line and headers are over {MAX_HEAD_BYTES} "
+                                   "bytes."}, 431)(scope, receive, send)
+                return
             headers = dict(scope.get("headers") or ())
             host = headers.get(b"host")
             host = host.decode("latin-1") if host is not None else None

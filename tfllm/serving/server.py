@@ -27,6 +27,7 @@ import socket
 import sys
 
 from tfllm.errors import UserInputError
+from tfllm.serving.connections import MAX_HEAD_BYTES, ConnectionLimits, protocol_class
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
 from tfllm.serving.models import read_model_config
 from tfllm.serving.registry import ModelRegistry  # noqa: F401  (re-exported)
@@ -100,7 +101,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           intra_op_threads: int | None = None, inter_op_threads: int = 0,
           limits: Limits | None = None, auth_token: str | None = None,
-          allowed_hosts: tuple[str, ...] = ()) -> None:
+          allowed_hosts: tuple[str, ...] = (), connections: ConnectionLimits | None = None) -> None:
     """Serves every model under `model_base_path`, or a config's models, until interrupted.
 
     Args:
@@ -134,6 +135,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             None serves everyone (TF Serving's protocol, unchanged).
         allowed_hosts: `Host` names to answer besides the bound address
             (DNS-rebinding protection); `("*",)` answers any.
+        connections: REST timeouts and connection cap
+            (`tfllm.serving.connections.ConnectionLimits`; defaults when None).
 
     Raises:
         UserInputError: if the folder does not exist, a setting is out of
@@ -194,8 +197,14 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         print(f"Serving {names} from {source}: REST http://{host}:{port}/v1/models/"
               + (f", gRPC {host}:{grpc_port}" if grpc_port else "")
               + ("; bearer token required" if auth_token else ""), flush=True)
+        connections = connections or ConnectionLimits()
+        # h11, not uvicorn's default httptools, for its bound on a request's head (see
+        # connections.py); it costs ~0.1 ms a request (docs/serving.md has the figures).
         config = uvicorn.Config(make_app(registry, limits, policy), host=host, port=port,
-                                log_level="warning", access_log=False)
+                                log_level="warning", access_log=False,
+                                http=protocol_class(connections),
+                                h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                                timeout_keep_alive=connections.idle_timeout)
         uvicorn.Server(config).run(sockets=[rest_socket])
     finally:
         if registry is not None:

@@ -1,0 +1,164 @@
+"""The REST server's connections against oversized, slow, idle and departing clients, as real processes.
+
+One server with short timeouts and a small connection cap serves the tiny fixture models
+over raw sockets: a huge request head is refused at once, a connection that sends nothing
+or half a head is closed at the header deadline, an idle one after its answer, one over
+the cap is refused, and good requests keep being answered meanwhile.
+"""
+
+import http.client
+import json
+import os
+import select
+import socket
+import time
+
+import pytest
+
+from conftest import serving_process
+
+pytest.importorskip("starlette")
+
+from tfllm.serving import RestClient, fixtures  # noqa: E402
+
+HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS = 1.0, 1.0, 30
+GET_STATUS = b"GET /v1/models/reviews HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = fixtures.build_savedmodels(str(tmp_path_factory.mktemp("connections") / "savedmodels"))
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("connections-log") / "server.log"
+    args = [base, "--port", port, "--grpc-port", 0, "--header-timeout", HEADER_TIMEOUT,
+            "--idle-timeout", IDLE_TIMEOUT, "--max-connections", MAX_CONNECTIONS]
+    with serving_process(args, lambda: RestClient("127.0.0.1", port, timeout=2).status("reviews"),
+                         log_path) as proc:
+        yield {"port": port, "proc": proc, "log_path": log_path}
+
+
+def connect(server, data=b""):
+    s = socket.create_connection(("127.0.0.1", server["port"]), timeout=10)
+    if data:
+        s.sendall(data)
+    return s
+
+
+def read_until_closed(s, timeout=10.0):
+    """`(bytes received, whether the server closed the connection)` within `timeout` seconds."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except ConnectionResetError:
+        return data, True
+    except socket.timeout:
+        return data, False
+    finally:
+        s.close()
+
+
+def status_and_error(reply: bytes):
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)["error"]
+
+
+def check_answers(server):
+    client = RestClient("127.0.0.1", server["port"], timeout=10)
+    assert client.predict("reviews", {"text": ["good", "bad"]})["label"] == ["positive", "negative"]
+
+
+@pytest.mark.parametrize("where", ["header", "url"])
+def test_an_oversized_request_head_is_refused_with_431(server, where):
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=10)
+    path, headers = "/v1/models/reviews", {}
+    if where == "header":
+        headers["X-Big"] = "a" * 66_000
+    else:
+        path += "?" + "a" * 66_000
+    start = time.monotonic()
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    assert response.status == 431 and time.monotonic() - start < 2.0
+    assert "65536 bytes" in json.loads(response.read())["error"]
+    conn.close()
+    check_answers(server)
+
+
+@pytest.mark.parametrize("where", ["header", "url"])
+def test_a_huge_request_head_costs_nothing(server, where):
+    """httptools took any head: 64-256 MiB froze the server for minutes, before the token check."""
+    huge = b"a" * (8 << 20)
+    head = (GET_STATUS + b"X-Big: " + huge + b"\r\n\r\n" if where == "header"
+            else b"GET /v1/models/" + huge + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    start = time.monotonic()
+    s = connect(server)
+    try:
+        s.sendall(head)
+    except OSError:  # the server stopped reading and closed at 64 KiB
+        pass
+    reply, closed = read_until_closed(s)
+    assert closed and time.monotonic() - start < 3.0
+    if reply:  # else a reset: the server closed with the rest of the head unread
+        assert status_and_error(reply)[0] == 431
+    check_answers(server)
+
+
+def test_a_connection_that_sends_nothing_or_half_a_head_is_closed(server):
+    silent = connect(server)
+    half = connect(server, b"POST /v1/models/reviews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+    start = time.monotonic()
+    assert read_until_closed(silent) == (b"", True)
+    reply, closed = read_until_closed(half)
+    assert closed and time.monotonic() - start < HEADER_TIMEOUT + 2
+    status, error = status_and_error(reply)
+    assert status == 408 and "--header-timeout" in error
+
+
+def test_a_head_trickled_a_byte_at_a_time_is_cut_off_at_the_deadline(server):
+    """Each byte arrives in time; the head as a whole does not."""
+    s = connect(server)
+    start = time.monotonic()
+    for byte in GET_STATUS + b"X-Slow: " + b"a" * 200:
+        if select.select([s], [], [], 0)[0] or time.monotonic() - start > HEADER_TIMEOUT + 5:
+            break  # the server answered (or never will)
+        s.sendall(bytes([byte]))
+        time.sleep(0.1)
+    reply, closed = read_until_closed(s)
+    assert closed and time.monotonic() - start < HEADER_TIMEOUT + 2
+    assert status_and_error(reply)[0] == 408
+
+
+def test_an_idle_connection_is_closed_after_its_answer(server):
+    s = connect(server, GET_STATUS + b"\r\n")
+    start = time.monotonic()
+    reply, closed = read_until_closed(s)
+    assert reply.startswith(b"HTTP/1.1 200 ") and closed
+    assert time.monotonic() - start < IDLE_TIMEOUT + 2
+
+
+def test_connections_over_the_limit_are_refused_and_file_descriptors_stay_bounded(server):
+    """19,990 half-open connections used up the server's file descriptors before the cap."""
+    fds = f"/proc/{server['proc'].pid}/fd"
+    before = len(os.listdir(fds))
+    held = [connect(server, GET_STATUS + b"X-A: ") for _ in range(MAX_CONNECTIONS)]
+    extra = [connect(server) for _ in range(20)]
+    for s in extra:
+        reply, closed = read_until_closed(s, timeout=HEADER_TIMEOUT / 2)
+        assert closed
+        status, error = status_and_error(reply)
+        assert status == 503 and "--max-connections" in error
+    assert len(os.listdir(fds)) <= before + MAX_CONNECTIONS
+    for s in held:  # cut off at the header deadline, freeing their places
+        assert read_until_closed(s)[1]
+    check_answers(server)

@@ -1,0 +1,131 @@
+"""The REST server's HTTP connections: how large a request head may be, how long a client may
+take to send one, how long an idle connection stays open, and how many are open at once.
+
+uvicorn alone bounds none of this. Its default parser (httptools) takes a request line
+and headers of any size (one 64-256 MiB header froze the whole server for minutes,
+before the token check), and it starts no timer until a first answer has been sent,
+so a connection that sends nothing, or half a head, stays open for ever (19,990 of
+them used up the process's file descriptors: predicts failed and the model poller
+could not list its folder). Here: h11 with a 64 KiB bound on a request's line and
+headers (431, RFC 6585 section 5), a deadline for each head (408, RFC 9110 section
+15.5.9), uvicorn's keep-alive timeout for idle connections, and a cap on open
+connections (503).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+# A request's line and headers, at most: tfllm's clients send well under 1 KiB; Apache's
+# and nginx's defaults allow 8 KiB per line. h11 refuses a longer head as soon as it
+# has buffered this much, so a huge header costs nothing.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Timeouts and the connection cap of the REST server (`tfllm serve --header-timeout ...`).
+
+    Attributes:
+        header_timeout: seconds a client has to send a request's line and headers, counted
+            from the connection's start, or from its first byte after an answer; then 408
+            (or, if it sent nothing, the connection is closed).
+        idle_timeout: seconds a kept-alive connection may wait, idle, after an answer
+            (uvicorn's `timeout_keep_alive`).
+        max_connections: REST connections open at once; one more is answered 503 and closed
+            at once, so idle or stalled clients cannot use up the process's file descriptors.
+    """
+
+    header_timeout: float = 10.0
+    idle_timeout: float = 5.0
+    max_connections: int = 500
+
+    def __post_init__(self):
+        for name in ("header_timeout", "idle_timeout", "max_connections"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value!r}.")
+
+
+def raw_reply(status: int, reason: str, message: str) -> bytes:
+    """A whole JSON error answer that closes the connection, written below the app (no ASGI)."""
+    body = json.dumps({"error": message}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+def protocol_class(limits: ConnectionLimits):
+    """uvicorn's h11 protocol with the head deadline, the connection cap and JSON refusals.
+
+    Used with `uvicorn.Config(http=..., h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+    timeout_keep_alive=limits.idle_timeout)`.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11Protocol(H11Protocol):
+        _head_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                self.connections.discard(self)
+                transport.write(raw_reply(
+                    503, "Service Unavailable",
+                    f"The server has {limits.max_connections} connections open, its limit "
+                    "(tfllm serve --max-connections); try again shortly."))
+                transport.close()
+                return
+            self._start_head_timer()  # even if nothing is ever sent
+
+        def data_received(self, data):
+            super().data_received(data)
+            # Bytes of a new request after an answer: its head has header_timeout to
+            # complete (uvicorn's keep-alive timer stops at the first byte).
+            if self._head_timer is None and self._waiting_for_head():
+                self._start_head_timer()
+
+        def on_response_complete(self):
+            self._stop_head_timer()
+            super().on_response_complete()
+
+        def connection_lost(self, exc):
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _waiting_for_head(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _start_head_timer(self):
+            self._head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout,
+                                                    self.cycle)
+
+        def _stop_head_timer(self):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self, cycle):
+            self._head_timer = None
+            # A request whose head arrived since has its own cycle.
+            if self.cycle is not cycle or not self._waiting_for_head() or self.transport.is_closing():
+                return
+            if self.conn.trailing_data[0]:  # half a head: say why, as RFC 9110's 408 does
+                self.transport.write(raw_reply(
+                    408, "Request Timeout",
+                    f"The request's line and headers did not arrive within {limits.header_timeout:g} s "
+                    "(tfllm serve --header-timeout)."))
+            self.transport.close()
+
+        def send_400_response(self, msg: str):
+            # uvicorn's plain-text refusal of what h11 cannot parse, as JSON like every other
+            # answer; 431 when the head is over MAX_HEAD_BYTES (h11's "Receive buffer too long").
+            if len(self.conn.trailing_data[0]) > MAX_HEAD_BYTES:
+                reply = raw_reply(431, "Request Header Fields Too Large",
+                                  f"The request's line and headers are over {MAX_HEAD_BYTES} bytes.")
+            else:
+                reply = raw_reply(400, "Bad Request", "Malformed HTTP request.")
+            self.transport.write(reply)
+            self.transport.close()
+
+    return BoundedH11Protocol
