@@ -21,8 +21,11 @@ pytest.importorskip("starlette")
 
 from tfllm.serving import RestClient, fixtures  # noqa: E402
 
-HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS = 1.0, 1.0, 30
+HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS = 1.0, 3.0, 1.0, 30
 GET_STATUS = b"GET /v1/models/reviews HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+STALLED_UPLOAD = (b"POST /v1/models/reviews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                  b'{"instances": ["')  # and the rest of the body never comes
 
 
 def free_port() -> int:
@@ -37,7 +40,8 @@ def server(tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("connections-log") / "server.log"
     args = [base, "--port", port, "--grpc-port", 0, "--header-timeout", HEADER_TIMEOUT,
-            "--idle-timeout", IDLE_TIMEOUT, "--max-connections", MAX_CONNECTIONS]
+            "--body-timeout", BODY_TIMEOUT, "--idle-timeout", IDLE_TIMEOUT,
+            "--max-connections", MAX_CONNECTIONS]
     with serving_process(args, lambda: RestClient("127.0.0.1", port, timeout=2).status("reviews"),
                          log_path) as proc:
         yield {"port": port, "proc": proc, "log_path": log_path}
@@ -162,3 +166,36 @@ def test_connections_over_the_limit_are_refused_and_file_descriptors_stay_bounde
     for s in held:  # cut off at the header deadline, freeing their places
         assert read_until_closed(s)[1]
     check_answers(server)
+
+
+def test_stalled_uploads_hold_up_no_other_request(server):
+    """Two uploads that stop mid-body held both decode slots (--max-concurrent-decodes 2) for
+    ever: every large or chunked request waited behind them. Now a body is read whole first,
+    within --body-timeout, and a slot is taken only to parse it."""
+    stalled = [connect(server, STALLED_UPLOAD) for _ in range(2)]
+    started = time.monotonic()
+    time.sleep(0.3)
+    client = RestClient("127.0.0.1", server["port"], timeout=BODY_TIMEOUT + 10)
+    large = ["a good film " * 1000] * 10  # a ~120 KB body: over the 64 KiB of a small one
+    assert client.predict("reviews", {"text": large})["label"] == ["positive"] * 10
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=BODY_TIMEOUT + 10)
+    conn.request("POST", "/v1/models/reviews:predict", iter([b'{"instances": ["a bad film"]}']))
+    response = conn.getresponse()  # (an iterator body goes chunked)
+    assert response.status == 200 and json.loads(response.read())["predictions"][0]["label"] == "negative"
+    conn.close()
+    assert time.monotonic() - started < BODY_TIMEOUT - 0.5  # not freed by the stalled ones' deadline
+    for s in stalled:
+        reply, closed = read_until_closed(s)
+        assert closed and time.monotonic() - started < BODY_TIMEOUT + 2
+        status, error = status_and_error(reply)
+        assert status == 408 and "--body-timeout" in error
+
+
+def test_a_client_leaving_mid_upload_is_no_server_fault(server):
+    s = connect(server, STALLED_UPLOAD)
+    time.sleep(0.3)
+    s.close()
+    time.sleep(0.5)
+    check_answers(server)
+    log = open(server["log_path"]).read()
+    assert "ClientDisconnect" not in log and "failed" not in log, log[-2000:]

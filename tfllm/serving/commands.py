@@ -89,6 +89,9 @@ def add_serve_arguments(p) -> None:
     conns.add_argument("--header-timeout", type=_seconds, default=_CONNECTIONS.header_timeout, metavar="SECONDS",
                        help="time to send a request's line and headers, else 408 and the connection is "
                        f"closed (default {_CONNECTIONS.header_timeout:g})")
+    conns.add_argument("--body-timeout", type=_seconds, default=_CONNECTIONS.body_timeout, metavar="SECONDS",
+                       help="time to send a whole :predict body once its headers have arrived, else 408 "
+                       f"(default {_CONNECTIONS.body_timeout:g})")
     conns.add_argument("--idle-timeout", type=_seconds, default=_CONNECTIONS.idle_timeout, metavar="SECONDS",
                        help=f"an idle kept-alive connection is closed after this (default {_CONNECTIONS.idle_timeout:g})")
     conns.add_argument("--max-connections", type=_positive_int, default=_CONNECTIONS.max_connections,
@@ -110,7 +113,8 @@ def run_serve(args) -> None:
         limits = Limits(max_batch_size=args.max_batch_size, max_sequence_length=args.max_sequence_length,
                         max_elements=args.max_elements, max_string_bytes=args.max_string_bytes,
                         max_body_bytes=args.max_body_bytes, max_concurrent_decodes=args.max_concurrent_decodes)
-        connections = ConnectionLimits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+        connections = ConnectionLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                                       idle_timeout=args.idle_timeout,
                                        max_connections=args.max_connections)
     except ValueError as e:
         raise UserInputError(str(e)) from e

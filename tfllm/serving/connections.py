@@ -9,7 +9,7 @@ them used up the process's file descriptors: predicts failed and the model polle
 could not list its folder). Here: h11 with a 64 KiB bound on a request's line and
 headers (431, RFC 6585 section 5), a deadline for each head (408, RFC 9110 section
 15.5.9), uvicorn's keep-alive timeout for idle connections, and a cap on open
-connections (503).
+connections (503). A body's deadline is the app's (`rest.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class ConnectionLimits:
         header_timeout: seconds a client has to send a request's line and headers, counted
             from the connection's start, or from its first byte after an answer; then 408
             (or, if it sent nothing, the connection is closed).
+        body_timeout: seconds a client has to send a whole `:predict` body once its headers
+            have arrived; then 408 (the app's deadline, `rest.py`, which reads the body).
         idle_timeout: seconds a kept-alive connection may wait, idle, after an answer
             (uvicorn's `timeout_keep_alive`).
         max_connections: REST connections open at once; one more is answered 503 and closed
@@ -38,11 +40,12 @@ class ConnectionLimits:
     """
 
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     idle_timeout: float = 5.0
     max_connections: int = 500
 
     def __post_init__(self):
-        for name in ("header_timeout", "idle_timeout", "max_connections"):
+        for name in ("header_timeout", "body_timeout", "idle_timeout", "max_connections"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value!r}.")

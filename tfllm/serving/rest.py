@@ -2,8 +2,9 @@
 
 Every answer is JSON; every refusal is TF Serving's `{"error": "..."}` with a
 4xx status (a 500 only for a fault of the server or the model itself, logged
-on one line). Large bodies are read and decoded a few at a time
-(`Limits.max_concurrent_decodes`); small ones never queue behind them.
+on one line). A body is read whole first, within a deadline; large ones are then
+decoded a few at a time (`Limits.max_concurrent_decodes`), and small ones never
+queue behind them.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import re
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from tfllm.serving.codec import json_to_tensors, outputs_to_json
-from tfllm.serving.connections import MAX_HEAD_BYTES
+from tfllm.serving.connections import MAX_HEAD_BYTES, ConnectionLimits
 from tfllm.serving.jsonio import dumps as _dumps, loads as _loads
 from tfllm.serving.limits import Limits, RequestError
 from tfllm.serving.registry import ModelRegistry, Servable, Signature, VersionStatus
@@ -157,7 +158,8 @@ def model_list(registry: ModelRegistry) -> dict:
 
 
 def make_app(registry: ModelRegistry, limits: Limits | None = None,
-             policy: AccessPolicy | None = None):
+             policy: AccessPolicy | None = None,
+             body_timeout: float = ConnectionLimits().body_timeout):
     """The ASGI app for TF Serving's `/v1/models/...` REST paths.
 
     Plain Starlette rather than FastAPI on top of it: the two routes take raw
@@ -168,13 +170,17 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         registry: the loaded models.
         limits: per-request limits (defaults: `Limits()`).
         policy: token and Host checks (defaults: none, loopback names).
+        body_timeout: seconds a `:predict` body has to arrive once its headers have
+            (`tfllm serve --body-timeout`); then 408.
     """
     limits = limits or Limits()
     active = 0  # predict requests in progress (all on the event loop's thread: no lock)
     decode_slots = asyncio.Semaphore(limits.max_concurrent_decodes)
 
     async def request_error(request, e: RequestError):
-        return _json_reply({"error": e.message}, e.status)
+        # 408 / 413 leave the rest of a body unread, which must not be parsed as a next request.
+        close = {"Connection": "close"} if e.status in (408, 413) else None
+        return _json_reply({"error": e.message}, e.status, close)
 
     async def http_error(request, e: HTTPException):
         return _json_reply({"error": f"{e.detail}: {request.method} {request.url.path[:200]}"},
@@ -186,6 +192,8 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
                 return await handler(request)
             except (RequestError, HTTPException):
                 raise
+            except ClientDisconnect:  # the client left mid-upload: no fault, no one to answer
+                return Response(status_code=400)
             except Exception as e:  # noqa: BLE001 - a fault of ours: one log line, JSON 500
                 logger.error("%s %s failed: %s: %s", request.method, request.url.path[:200],
                              type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
@@ -225,12 +233,20 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
                 f"Request body of {length} bytes is over the {max_body}-byte limit "
                 "(tfllm serve --max-body-bytes); send fewer instances per request.", 413)
         body = bytearray()  # one growing buffer: no second copy from joining chunks
-        async for chunk in request.stream():
-            if len(body) + len(chunk) > max_body:
-                raise RequestError(
-                    f"Request body is over the {max_body}-byte limit (tfllm serve "
-                    "--max-body-bytes); send fewer instances per request.", 413)
-            body += chunk
+        try:
+            async with asyncio.timeout(body_timeout):  # the whole body, not each read
+                async for chunk in request.stream():
+                    if len(body) + len(chunk) > max_body:
+                        raise RequestError(
+                            f"Request body is over the {max_body}-byte limit (tfllm serve "
+                            "--max-body-bytes); send fewer instances per request.", 413)
+                    body += chunk
+        except TimeoutError:
+            # RFC 9110 section 15.5.9: "the server did not receive a complete request message
+            # within the time that it was prepared to wait".
+            raise RequestError(
+                f"The request body did not arrive within {body_timeout:g} s ({len(body)} bytes "
+                "came; tfllm serve --body-timeout).", 408) from None
         return body
 
     def parse_predict(servable: Servable, raw: bytes) -> tuple[Signature, dict, bool]:
@@ -261,15 +277,15 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         if verb != "predict":
             raise registry.resolve(name, version, label).refuse_method(f":{verb}", None)
         servable = registry.resolve(name, version, label)
+        # The whole body first (at most max_body_bytes, within body_timeout), then a decode
+        # slot only for parsing it: a client that stalls mid-upload holds its connection,
+        # never a slot that other large or chunked requests wait for. Its size is what arrived.
+        raw = await read_body(request)
         active += 1
         try:
-            length = request.headers.get("content-length")
-            small = length is not None and length.isdigit() and int(length) <= limits.small_body_bytes
-            if small:
-                raw = await read_body(request)
+            if len(raw) <= limits.small_body_bytes:
                 return Response(await predict(servable, raw), media_type="application/json")
-            async with decode_slots:  # big bodies: a few at a time, held until decoded
-                raw = await read_body(request)
+            async with decode_slots:  # large bodies: a few parsed at a time (their memory)
                 parsed = await run_in_threadpool(parse_predict, servable, raw)
                 del raw
             return Response(await run_in_threadpool(answer, *parsed),

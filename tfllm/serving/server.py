@@ -200,7 +200,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         connections = connections or ConnectionLimits()
         # h11, not uvicorn's default httptools, for its bound on a request's head (see
         # connections.py); it costs ~0.1 ms a request (docs/serving.md has the figures).
-        config = uvicorn.Config(make_app(registry, limits, policy), host=host, port=port,
+        config = uvicorn.Config(make_app(registry, limits, policy, connections.body_timeout),
+                                host=host, port=port,
                                 log_level="warning", access_log=False,
                                 http=protocol_class(connections),
                                 h11_max_incomplete_event_size=MAX_HEAD_BYTES,
