@@ -390,6 +390,38 @@ def test_sigterm_stops_a_training_that_the_same_command_resumes(tmp_path, capsys
     assert len(history["loss"]) == len(history["val_loss"]) == 40
 
 
+def test_a_stop_after_the_last_epoch_resumes_without_training_again(tmp_path, capsys, monkeypatch):
+    """Keras deleted the backup when `fit` ended, so a Ctrl-C or `kill` during the work after it
+    (evaluation, the naive-Bayes path, explanations, the save) removed the whole trained run. The backup
+    now stays until the run is saved, and the same command finishes it without another epoch."""
+    from tfllm.cli import main
+    from tfllm.training import classifier
+    from tfllm.training.reporting import history_from_logs
+
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "3",
+            "--set", "early_stopping=false"]
+    assert main(argv + ["--run-dir", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    report = classifier.classification_report
+
+    def stopped(*args, **kwargs):  # the first thing after fit and the best epoch's weights
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classifier, "classification_report", stopped)
+    run_dir = tmp_path / "run"
+    assert main(argv + ["--run-dir", str(run_dir)]) == 130
+    assert "Run the same command again to resume" in capsys.readouterr().out
+    assert json.loads((run_dir / "backup" / "training_metadata.json").read_text())["fit_done"]
+    monkeypatch.setattr(classifier, "classification_report", report)
+    assert main(argv + ["--run-dir", str(run_dir)]) == 0
+    assert "Resuming the interrupted run" in capsys.readouterr().out
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["epochs_run"] == whole["epochs_run"] == 3
+    assert len(history_from_logs(str(run_dir / "logs"))["loss"]) == 3  # no epoch trained twice
+    assert resumed["test"] == whole["test"]  # the same best epoch's weights as the run that was not stopped
+    assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / "whole"))  # no backup, no best.weights.h5 left
+
+
 def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path, capsys):
     """A NaN loss: Keras' TerminateOnNaN only stopped, so a generator was saved as finished and a classifier
     failed later in a traceback (naive Bayes on NaN weights)."""

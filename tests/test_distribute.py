@@ -125,8 +125,9 @@ def assert_mirrored_matches_one_device(out, task):
     for i, name in enumerate(names):
         # Summing gradients of two half batches differs from one full batch only by rounding;
         # Adam turns rounding in tiny gradients into steps of up to the learning rate, hence
-        # a few 1e-4 here and there.
-        atol, rtol = 3e-4, 1e-3
+        # a few 1e-4 here and there (3.05e-4 on one of 256 elements once the word vectors were summed
+        # in another order, in both runs alike).
+        atol, rtol = 5e-4, 1e-3
         if name.startswith("blend/"):
             # The classifier's blend is not trained by `fit` but regressed afterwards on the
             # validation rows' logits (a dozen rows here), which magnifies that rounding; its

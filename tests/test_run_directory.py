@@ -22,7 +22,7 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
     config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir, epochs=30)
     assert runs.prepare(run_dir, config=config) == (False, None)
     config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
-    os.makedirs(runs.path(run_dir, runs.BACKUP))  # as after its first epoch
+    runs.write_json(os.path.join(runs.path(run_dir, runs.BACKUP), "training_metadata.json"), {})  # after an epoch
     assert runs.prepare(run_dir, config=config) == (True, None)
     assert runs.prepare(run_dir, overwrite=True, config=config)[0]  # the same command with --overwrite resumes
     other = dataclasses.replace(config, learning_rate=0.5, overrides={"hidden_dim": 32})
@@ -271,6 +271,24 @@ def test_a_kill_between_a_backup_s_weights_and_its_metadata_resumes_from_a_match
         np.testing.assert_array_equal(got, want)
 
 
+def test_an_empty_backup_folder_is_nothing_to_resume(tmp_path):
+    """A disk that filled up on the first backup left `backup/` empty: it was taken for a backup, the
+    next command "resumed" from nothing and skipped what only a fresh run does (word vectors)."""
+    from tfllm import runs
+
+    run_dir = tmp_path / "run"
+    (run_dir / "backup").mkdir(parents=True)
+    runs.write_json(runs.path(str(run_dir), runs.RUN_CONFIG), {})
+    assert not runs.has_backup(str(run_dir / "backup")) and not runs.is_unfinished(str(run_dir))
+    assert runs.prepare(str(run_dir))[0] is False  # a fresh start
+    (run_dir / "backup").mkdir(exist_ok=True)
+    (run_dir / "backup" / "latest.123.tmp.weights.h5").write_bytes(b"")  # a write the full disk cut short
+    assert not runs.has_backup(str(run_dir / "backup"))
+    (run_dir / "backup" / "latest.weights.h5.bkp").write_bytes(b"")
+    runs.write_json(runs.path(str(run_dir), runs.RUN_CONFIG), {})
+    assert runs.is_unfinished(str(run_dir))
+
+
 def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys):
     """A lost worker or a crash mid-run: the backup stays, and the message says so (it printed only the
     traceback, with no word that rerunning resumes)."""
@@ -278,6 +296,7 @@ def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys
 
     run_dir = tmp_path / "run"
     (run_dir / "backup").mkdir(parents=True)
+    (run_dir / "backup" / "latest.weights.h5").write_bytes(b"")  # what `runs.has_backup` looks for
     with pytest.raises(RuntimeError):
         with common.guarded_run(str(run_dir), resume=False):
             raise RuntimeError("Collective ops is aborted")
@@ -291,6 +310,7 @@ def test_an_interrupted_non_chief_worker_points_at_the_chief_s_backup(tmp_path, 
     from tfllm.training import common
 
     (tmp_path / "run" / "backup").mkdir(parents=True)
+    (tmp_path / "run" / "backup" / "latest.weights.h5").write_bytes(b"")
     scratch = tmp_path / "tfllm-worker1-xyz"
     scratch.mkdir()
     with pytest.raises(KeyboardInterrupt):

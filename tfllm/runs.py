@@ -82,8 +82,14 @@ def is_old_format(run_dir):
     return any(os.path.exists(path(run_dir, name)) for name in _OLD_FORMAT)
 
 
+def has_backup(backup_dir):
+    """Whether `backup_dir` holds something to resume from (weights, an ensemble's marker): a folder left
+    empty, or with only a write's temporary file (the disk filled up on the first backup), has not."""
+    return os.path.isdir(backup_dir) and any(".tmp" not in name for name in os.listdir(backup_dir))
+
+
 def is_unfinished(run_dir):
-    return os.path.isdir(path(run_dir, BACKUP)) and os.path.exists(path(run_dir, RUN_CONFIG))
+    return has_backup(path(run_dir, BACKUP)) and os.path.exists(path(run_dir, RUN_CONFIG))
 
 
 def is_finished(run_dir):

@@ -274,10 +274,9 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             for key, values in fitted.history.items():
                 history[key] = history.get(key, []) + list(values)
             train_seconds = time.perf_counter() - start
-            best = os.path.join(run_dir, "best.weights.h5")
+            best = os.path.join(run_dir, common.BEST_WEIGHTS)
             if os.path.exists(best):
-                model.load_weights(best)  # the checkpoint of the lowest val loss
-                os.remove(best)
+                model.load_weights(best)  # the checkpoint of the lowest val loss (removed when the run is saved)
             if preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier):
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
                 model.fit_wide_path(train_ds, val_ds)  # both cached by fit: no second tokenization

@@ -55,7 +55,7 @@ def guarded_run(run_dir, resume, previous=None, resumable=True, backup_dir=None)
         if os.path.abspath(os.path.dirname(backup_dir)) != os.path.abspath(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a non-chief worker's scratch folder
         # A diverged run would diverge again when resumed: it goes whatever its backup.
-        backed_up = (resume or os.path.isdir(backup_dir)) and not isinstance(e, TrainingDiverged)
+        backed_up = (resume or runs.has_backup(backup_dir)) and not isinstance(e, TrainingDiverged)
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.")
             raise
@@ -224,7 +224,11 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
         os.remove(stray)
     write_json(runs.path(run_dir, runs.METRICS), metrics)
     reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, preset, history, metrics)
+    # Both kept until now, so a stop before this resumes to the same weights; the backup goes first (the
+    # run is finished without it), then the best epoch's weights, which the trainers loaded.
     shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
+    if os.path.exists(best := os.path.join(run_dir, BEST_WEIGHTS)):
+        os.remove(best)
     cleanup_worker_dir(run_dir, final_run_dir)
 
 
@@ -242,7 +246,8 @@ class EpochCounter(keras.callbacks.Callback):
 def epochs_completed(callbacks, default):
     """The whole run's epoch count from `make_callbacks`' `EpochCounter` (else `default`)."""
     counts = [c.epochs for c in callbacks if isinstance(c, EpochCounter)]
-    return max(counts) if counts and counts[0] else default
+    counts += [c.finished_epochs for c in callbacks if isinstance(c, Backup) and c.finished_epochs]
+    return max(counts) if counts and max(counts) else default
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -295,13 +300,24 @@ def _copy_atomically(source, destination):
     os.replace(tmp, destination)
 
 
+BEST_WEIGHTS = "best.weights.h5"  # the best epoch's weights (`BestCheckpoint`), in the run directory
+
+
 class Backup(keras.callbacks.BackupAndRestore):
     """Keras' `BackupAndRestore` keeping the last two backups, every file written whole, so that a kill
     while one is written resumes from complete files, and a backup that cannot be read at all is one
     clear error."""
 
     def __init__(self, backup_dir):
-        super().__init__(backup_dir, delete_checkpoint=True, double_checkpoint=True)
+        # Kept after `fit` until the run is saved (`finish_run` removes it): a stop during the work after
+        # the last epoch (evaluation, the naive-Bayes path, explanations, the save) deleted the whole run,
+        # as Keras had deleted the backup. `fit_done` in its metadata then resumes with no epoch to train.
+        super().__init__(backup_dir, delete_checkpoint=False, double_checkpoint=True)
+        self.finished_epochs = None  # the epochs of a fit that had ended before the resume
+
+    def on_train_end(self, logs=None):
+        if os.path.exists(self._training_metadata_path):
+            write_json(self._training_metadata_path, {**read_json(self._training_metadata_path), "fit_done": True})
 
     def _save_model(self):
         # PRIVATE API: overrides Keras's `BackupAndRestore._save_model` (keras 3.15), which writes the
@@ -334,10 +350,13 @@ class Backup(keras.callbacks.BackupAndRestore):
                     weights = shutil.copyfile(weights, os.path.join(scratch, "previous.weights.h5"))
                 self._weights_path, self._training_metadata_path = weights, metadata
                 try:
-                    recorded = read_json(metadata).get("weights_sha256") if os.path.exists(metadata) else None
-                    if recorded is not None and recorded != _sha256(weights):
+                    record = read_json(metadata) if os.path.exists(metadata) else {}
+                    if "weights_sha256" in record and record["weights_sha256"] != _sha256(weights):
                         raise ValueError("its weights were written after its metadata, for the next epoch")
                     self._load_model()
+                    if record.get("fit_done"):
+                        self.finished_epochs = self.model._initial_epoch
+                        self.model._initial_epoch = self.params["epochs"]  # fit had ended: nothing left to train
                     return
                 except (OSError, ValueError, KeyError) as e:
                     problem = problem or e
@@ -420,7 +439,7 @@ def make_callbacks(
     if write_logs:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
     if checkpoint:  # every worker: each ends on the best epoch's weights, so all report the run's metrics
-        callbacks.append(BestCheckpoint(os.path.join(run_dir, "best.weights.h5"), monitor,
+        callbacks.append(BestCheckpoint(os.path.join(run_dir, BEST_WEIGHTS), monitor,
                                         record=os.path.join(backup_dir, "best.json"), write_record=write_logs))
     if early_stopping_patience:
         callbacks.append(

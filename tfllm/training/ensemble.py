@@ -59,7 +59,7 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
             runs.write_records(run_dir, config, {runs.LABELS: data.label_names, runs.RECIPE: preset})
             # The resume marker (`tfllm.runs.is_unfinished`) until the ensemble is saved: the members
             # already trained are kept if a later one fails or is interrupted.
-            os.makedirs(runs.path(run_dir, common.BACKUP), exist_ok=True)
+            runs.write_json(os.path.join(run_dir, common.BACKUP, "ensemble.json"), {"members": count})
         else:
             print(f"Resuming the ensemble in {run_dir}")
         dirs = member_dirs(run_dir, config.seed, count)

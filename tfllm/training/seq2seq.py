@@ -245,10 +245,9 @@ def train_seq2seq(config, verbose="auto"):
             fitted = model.fit(train_ds, validation_data=val_ds if len(data.val) else None, epochs=preset["epochs"],
                                shuffle=False, callbacks=callbacks, verbose=verbose)
         train_seconds = time.perf_counter() - start
-        best = os.path.join(run_dir, "best.weights.h5")
+        best = os.path.join(run_dir, common.BEST_WEIGHTS)
         if os.path.exists(best):
-            model.load_weights(best)  # the checkpoint of the lowest val loss
-            os.remove(best)
+            model.load_weights(best)  # the checkpoint of the lowest val loss (removed when the run is saved)
 
         translator = Translator(model)
         start = time.perf_counter()
