@@ -369,6 +369,36 @@ def test_host_header_is_checked(host, allowed, token_server):
         assert "--allowed-host" in json.loads(content)["error"]
 
 
+@pytest.mark.parametrize("origin,content_type,ok", [
+    (None, "application/json", True),  # TF Serving's clients and tfllm's send no Origin
+    ("http://127.0.0.1:{port}", "application/json", True),  # the try-it page's own POST
+    ("http://evil.example", "text/plain", False),  # CORS "simple" requests: no preflight
+    ("http://evil.example", "application/x-www-form-urlencoded", False),
+    ("http://127.0.0.1:1", "text/plain", False),  # another origin on the same machine
+    ("null", "text/plain", False),  # a sandboxed frame or a file:// page
+])
+def test_cross_origin_posts_from_web_pages_are_refused(origin, content_type, ok, server):
+    """Any web page could make the browser run predictions on the local server (CSRF)."""
+    port = server["rest"]
+    headers = {"Content-Type": content_type}
+    if origin:
+        headers["Origin"] = origin.format(port=port)
+    status, content = raw(port, "POST", PREDICT.format("reviews"), b'{"instances": ["good"]}', headers)
+    if ok:
+        assert status == 200 and json.loads(content)["predictions"][0]["label"] == "positive"
+    else:
+        assert status == 403 and "Cross-origin" in json.loads(content)["error"]
+
+
+def test_a_page_named_with_allowed_host_may_post(token_server):
+    """A page served through a proxy under a name given with --allowed-host (which may rewrite Host)."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Origin": "https://models.internal"}
+    status, _ = raw(token_server["rest"], "POST", PREDICT.format("reviews"), b'{"instances": ["good"]}', headers)
+    assert status == 200
+    headers["Origin"] = "https://evil.example"
+    assert raw(token_server["rest"], "POST", PREDICT.format("reviews"), b'{"instances": ["good"]}', headers)[0] == 403
+
+
 def test_without_a_token_the_protocol_is_unchanged(server):
     status, content = raw(server["rest"], "GET", "/v1/models/reviews")
     assert status == 200 and json.loads(content)["model_version_status"][0]["state"] == "AVAILABLE"

@@ -112,7 +112,9 @@ class _AccessCheck:
                 # check (DNS rebinding) applies to the page as to everything else.
                 refusal = None if self.policy.host_allowed(host) else self.policy.refusal(host, None)
             else:
-                refusal = self.policy.refusal(host, headers.get(b"authorization"))
+                # A browser's cross-site POST (CSRF) is refused by its Origin: see security.py.
+                origin = headers.get(b"origin") if scope.get("method") not in ("GET", "HEAD") else None
+                refusal = self.policy.refusal(host, headers.get(b"authorization"), origin)
             if refusal is not None:
                 status, message = refusal
                 extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None

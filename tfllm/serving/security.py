@@ -1,4 +1,5 @@
-"""Who may call the server: an optional bearer token and the Host names it answers to.
+"""Who may call the server: an optional bearer token, the Host names it answers to and the
+pages (by their Origin) it takes requests that run a model from.
 
 Both are off the wire protocol's path when unset: with no token, requests
 are TF Serving's exactly. The threat model is in docs/serving.md.
@@ -98,11 +99,38 @@ class AccessPolicy:
         # Constant time in the token's content, so timing does not reveal a prefix.
         return hmac.compare_digest(authorization.strip(), expected)
 
-    def refusal(self, host: str | None, authorization) -> tuple[int, str] | None:
-        """`(HTTP status, message)` for a request this policy refuses, else None."""
+    def origin_allowed(self, origin: str | bytes | None, host: str | None) -> bool:
+        """Whether a request that runs something may come from a page with this `Origin`.
+
+        Any web page can make a browser POST here without asking first (a CORS "simple"
+        request: a text/plain or form body); the browser hides the answer, but the model
+        runs. Browsers send `Origin` with every POST; TF Serving's clients and tfllm's send
+        none, so those are served as before. Allowed: no Origin, the server's own (the
+        try-it page: the same host:port as `Host`), and names given with --allowed-host
+        (a proxy's, which may rewrite `Host`); `*` allows any.
+        """
+        if origin is None or "*" in self.allowed_hosts:
+            return True
+        if isinstance(origin, bytes):
+            origin = origin.decode("latin-1")
+        scheme, sep, netloc = origin.strip().lower().partition("://")
+        if not sep or scheme not in ("http", "https") or not netloc:
+            return False  # "null": a sandboxed frame, a file:// page
+        if host is not None and netloc == host.strip().lower():
+            return True
+        return host_of(netloc) in {host_of(h) for h in self.allowed_hosts}
+
+    def refusal(self, host: str | None, authorization, origin=None) -> tuple[int, str] | None:
+        """`(HTTP status, message)` for a request this policy refuses, else None (`origin`:
+        REST's `Origin` header, passed for methods other than GET and HEAD)."""
         if not self.host_allowed(host):
             return 400, (f"Host {host_of(host)!r} is not one this server answers to; add it "
                          "with tfllm serve --allowed-host NAME (DNS-rebinding protection).")
+        if not self.origin_allowed(origin, host):
+            shown = origin.decode("latin-1") if isinstance(origin, bytes) else origin
+            return 403, (f"Cross-origin request from {shown[:200]!r} refused: this server takes "
+                         "requests other than GET only from its own page, or from a page whose "
+                         "name is given with tfllm serve --allowed-host NAME.")
         if not self.token_ok(authorization):
             return 401, ("Missing or wrong bearer token: send 'Authorization: Bearer TOKEN' "
                          "(gRPC: 'authorization' metadata) with the server's token.")
