@@ -166,6 +166,41 @@ def test_hostile_grpc_requests_are_refused_fast_without_memory(model, inputs, wo
     check_reviews_answer(GrpcClient("127.0.0.1", server["grpc"], timeout=10))
 
 
+LONG = "n" * 100_000
+
+
+@pytest.mark.parametrize("field,code", [
+    ("model", grpc.StatusCode.NOT_FOUND), ("label", grpc.StatusCode.NOT_FOUND),
+    ("signature", grpc.StatusCode.FAILED_PRECONDITION), ("input", grpc.StatusCode.INVALID_ARGUMENT),
+    ("output_filter", grpc.StatusCode.INVALID_ARGUMENT), ("status", grpc.StatusCode.NOT_FOUND),
+])
+def test_a_huge_name_is_cut_in_the_grpc_status(field, code, server, stub):
+    """The status travels in trailing metadata: echoing a 100,000-character name whole made the
+    client refuse it (RESOURCE_EXHAUSTED) instead of reading NOT_FOUND."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = LONG if field == "model" else "reviews"
+    request.inputs[LONG if field == "input" else "text"].CopyFrom(
+        proto(types_pb2.DT_STRING, [1], string_val=[b"good"]))
+    if field == "label":
+        request.model_spec.version_label = LONG
+    if field == "signature":
+        request.model_spec.signature_name = LONG
+    if field == "output_filter":
+        request.output_filter.append(LONG)
+    with pytest.raises(grpc.RpcError) as info:
+        if field == "status":
+            channel = grpc.insecure_channel(f"127.0.0.1:{server['grpc']}")
+            status = get_model_status_pb2.GetModelStatusRequest()
+            status.model_spec.name = LONG
+            model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
+        else:
+            stub.Predict(request, timeout=30)
+    assert info.value.code() == code, info.value.details()[:300]
+    assert "n" * 200 + "..." in info.value.details() and len(info.value.details()) < 2000
+
+
 def test_requests_within_the_limits_are_answered(server, stub):
     """The limits refuse only what is over them: a request at each limit is served."""
     out = grpc_predict(stub, "ids", {"token_ids": proto(types_pb2.DT_INT32, [MAX_BATCH, 2],

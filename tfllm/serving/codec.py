@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from tfllm.serving.limits import Limits, RequestError
+from tfllm.serving.limits import Limits, RequestError, clip
 
 _NO_LIMITS = Limits(max_batch_size=1 << 62, max_sequence_length=1 << 62, max_elements=1 << 62,
                     max_string_bytes=1 << 62, max_body_bytes=1 << 62)
@@ -215,7 +215,7 @@ def check_names(given, sig) -> None:
         if missing:
             problems.append(f"missing input(s) {sorted(missing)}")
         if extra:
-            problems.append(f"unknown input(s) {sorted(extra)[:10]}")
+            problems.append(f"unknown input(s) {[clip(k) for k in sorted(extra)[:10]]}")
         raise RequestError(
             f"{' and '.join(problems).capitalize()}; signature {sig.name!r} takes: "
             f"{describe_inputs(sig.inputs)}."

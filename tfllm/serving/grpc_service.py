@@ -12,7 +12,7 @@ from concurrent import futures
 from tfllm.errors import UserInputError
 from tfllm.serving import tensors as tensors_lib
 from tfllm.serving.codec import proto_inputs_to_tensors
-from tfllm.serving.limits import Limits, RequestError
+from tfllm.serving.limits import Limits, RequestError, clip
 from tfllm.serving.registry import ModelRegistry, Servable
 from tfllm.serving.security import AccessPolicy
 
@@ -88,7 +88,8 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
             if request.output_filter:
                 unknown = set(request.output_filter) - set(outputs)
                 if unknown:
-                    raise RequestError(f"Unknown output(s) in output_filter: {sorted(unknown)}.")
+                    raise RequestError(f"Unknown output(s) in output_filter: "
+                                       f"{[clip(k) for k in sorted(unknown)[:10]]}.")
                 outputs = {k: outputs[k] for k in request.output_filter}
             response = predict_pb2.PredictResponse()
             response.model_spec.name = servable.name

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
+def clip(name: str, limit: int = 200) -> str:
+    """A client's name (model, label, signature, input) cut for a message: a gRPC status
+    travels in trailing metadata, which clients refuse over 8 KiB (a 100,000-character
+    model name got RESOURCE_EXHAUSTED, not NOT_FOUND)."""
+    return name if len(name) <= limit else name[:limit] + "..."
+
+
 class RequestError(Exception):
     """A request the server refuses; `status` is the HTTP code to answer with.
 

@@ -20,7 +20,7 @@ import numpy as np
 from tfllm.errors import UserInputError
 from tfllm.serving import models as models_lib
 from tfllm.serving.codec import clean_tf_message, describe_inputs, proto_inputs_to_tensors
-from tfllm.serving.limits import RequestError
+from tfllm.serving.limits import RequestError, clip
 
 logger = logging.getLogger("tfllm.serving")
 
@@ -101,7 +101,7 @@ class Servable:
         if sig is None:
             known = ", ".join(sorted(self.signatures)) or "none"
             raise RequestError(
-                f"Serving signature name: {name or DEFAULT_SIGNATURE!r} not found in "
+                f"Serving signature name: {clip(name or DEFAULT_SIGNATURE)!r} not found in "
                 f"model {self.name!r} version {self.version} (signatures: {known}).",
                 # TF Serving: REST InvalidArgument (400), gRPC Predict FailedPrecondition;
                 # 404 / NOT_FOUND would read as "no such model or version".
@@ -390,7 +390,7 @@ class ModelRegistry:
         if state is None:
             known = ", ".join(sorted(self._models)) or "none"
             raise RequestError(
-                f"Servable not found for request: model {name!r} (models served: {known}).",
+                f"Servable not found for request: model {clip(name)!r} (models served: {known}).",
                 404,
             )
         return state
@@ -405,7 +405,7 @@ class ModelRegistry:
             if label not in state.labels:
                 known = ", ".join(sorted(state.labels)) or "none"
                 raise RequestError(
-                    f"Unrecognized servable version label: {label!r} for model {name!r} "
+                    f"Unrecognized servable version label: {clip(label)!r} for model {name!r} "
                     f"(labels: {known}).", 404)
             version = state.labels[label]
         if version is None:
