@@ -349,6 +349,8 @@ def test_malformed_v1_requests_are_400_as_in_tf_serving(server):
         ("POST", "/v1/models/reviews"), ("POST", "/v1/models/reviews:explain"),
         ("PUT", "/v1/models/reviews:predict"), ("DELETE", "/v1/models/reviews"),
         ("POST", "/v1/models"), ("GET", "/v1/other"),
+        ("TRACE", "/v1/models/reviews"), ("CONNECT", "/v1/models/reviews:predict"),  # 405 before
+        ("PATCH", "/v1/other"), ("OPTIONS", "/v1/models/reviews"),
     ]:
         status, content = _raw(server["rest"], method, path, b"{}" if method != "GET" else None)
         assert status == 400, (method, path, status, content)

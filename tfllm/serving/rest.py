@@ -57,8 +57,9 @@ def _malformed(request: Request) -> RequestError:
         "/v1/models/NAME[/versions/V|/labels/L]:predict.", 400)
 
 
-# Every method reaches the /v1/ handlers, so a wrong one is TF Serving's 400, not a 405.
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Every method reaches the /v1/ handlers, so a wrong one is TF Serving's 400, not a 405: all of
+# RFC 9110's (section 9) and PATCH (RFC 5789).
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 
 
 def _parse_path(request: Request):
