@@ -389,6 +389,23 @@ def test_token_is_required_over_grpc(token_server):
                                     auth_token=TOKEN))
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "beaRer"])
+def test_the_bearer_scheme_is_case_insensitive(scheme, token_server):
+    """RFC 7235 section 2.1: 'bearer TOKEN' got 401 / UNAUTHENTICATED."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    status, _ = raw(token_server["rest"], "GET", "/v1/models/reviews", None,
+                    {"Authorization": f"{scheme} {TOKEN}"})
+    assert status == 200
+    channel = grpc.insecure_channel(f"127.0.0.1:{token_server['grpc']}")
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "reviews"
+    reply = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+        request, timeout=30, metadata=[("authorization", f"{scheme} {TOKEN}")])
+    assert reply.model_version_status[0].version == 1
+    channel.close()
+
+
 @pytest.mark.parametrize("host,allowed", [
     ("evil.example", False), ("evil.example:8501", False), ("127.0.0.1.nip.io", False),
     ("localhost", True), ("127.0.0.1:1234", True), ("[::1]:8501", True),
@@ -478,7 +495,9 @@ def test_token_rules():
 
     policy = AccessPolicy("abc", "127.0.0.1")
     assert policy.token_ok(b"Bearer abc") and policy.token_ok("Bearer abc")
-    assert not any(policy.token_ok(v) for v in (None, b"", b"Bearer ab", b"bearer abc", b"abc"))
+    assert all(policy.token_ok(v) for v in (b"bearer abc", "BEARER abc", b"Bearer  abc "))
+    assert not any(policy.token_ok(v) for v in (None, b"", b"Bearer ab", b"Bearer abcd", b"abc",
+                                                b"Bearerabc", b"Basic abc", b"Bearer a bc"))
     assert AccessPolicy(None).token_ok(None)
     for bad in ("", " abc", "a b", "caf\u00e9"):
         with pytest.raises(ValueError, match="printable ASCII"):

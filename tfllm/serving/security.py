@@ -95,9 +95,12 @@ class AccessPolicy:
             return False
         if isinstance(authorization, str):
             authorization = authorization.encode("latin-1", "replace")
-        expected = b"Bearer " + self.token.encode()
-        # Constant time in the token's content, so timing does not reveal a prefix.
-        return hmac.compare_digest(authorization.strip(), expected)
+        # RFC 7235 section 2.1: the scheme is case-insensitive ("bearer", "BEARER"); RFC 6750
+        # section 2.1: one or more spaces, then the token.
+        scheme, _, credentials = authorization.strip().partition(b" ")
+        # The token's comparison is constant time in its content: timing reveals no prefix.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "),
+                                                                   self.token.encode())
 
     def origin_allowed(self, origin: str | bytes | None, host: str | None) -> bool:
         """Whether a request that runs something may come from a page with this `Origin`.
