@@ -95,6 +95,9 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server):
         assert status == 200 and kind in headers["content-type"]
     assert _get(server, "/static/../rest.py")[0] == 404
     assert _get(server, "/static/nothing.js")[0] == 404
+    # Only at /: its URLs are relative, so /static/index.html loaded without its script and style.
+    status, _, body = _get(server, "/static/index.html")
+    assert status == 404 and "Not found" in body
 
 
 def test_models_are_listed_with_their_signatures(server):

@@ -137,8 +137,17 @@ _PAGE_HEADERS = {
 }
 
 
+def _static_name(path: str) -> str | None:
+    """The page file a GET path names: index.html at `/` only (its URLs, `static/app.js`, are
+    relative to `/`: served as /static/index.html it loaded without its script and style)."""
+    if path == "/":
+        return "index.html"
+    name = path[len("/static/"):] if path.startswith("/static/") else None
+    return name if name in _PAGE_FILES and name != "index.html" else None
+
+
 def _is_page(path: str) -> bool:
-    return path == "/" or (path.startswith("/static/") and path[len("/static/"):] in _PAGE_FILES)
+    return _static_name(path) is not None
 
 
 def model_list(registry: ModelRegistry) -> dict:
@@ -311,8 +320,8 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         return await run_in_threadpool(answer, sig, kwargs, row_format)
 
     async def page(request: Request):
-        name = request.path_params.get("name", "index.html")
-        if name not in _PAGE_FILES:
+        name = _static_name(request.url.path)
+        if name is None:
             raise RequestError(f"Not found: {request.url.path[:200]}", 404)
         return FileResponse(os.path.join(STATIC_DIR, name), media_type=_PAGE_FILES[name], headers=_PAGE_HEADERS)
 
