@@ -58,11 +58,32 @@ def running_server(base, log_path, *extra, env=None, token=None, wait_for="revie
         yield {"rest": rest_port, "grpc": grpc_port, "proc": proc, "log_path": log_path}
 
 
+def save_wide_id_scorer(path):
+    """A toy with a wide & deep classifier's two lookups of the same ids: the token embedding
+    (vocabulary 10) and a wide table of vocabulary + 100 hash buckets, which here always runs
+    first (in the real export they race)."""
+    class ToyWide(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding, self.wide = tf.Variable(tf.ones([10])), tf.Variable(tf.ones([110]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="token_ids")])
+        def score(self, token_ids):
+            wide = tf.gather(self.wide, token_ids, name="wide_ngrams")
+            with tf.control_dependencies([wide]):
+                deep = tf.gather(self.embedding, token_ids, name="token_embedding")
+            return {"score": tf.reduce_sum(deep + wide, axis=1)}
+
+    module = ToyWide()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.score})
+
+
 @pytest.fixture(scope="module")
 def savedmodels(tmp_path_factory):
     base = tmp_path_factory.mktemp("savedmodels")
     fixtures.build_savedmodels(str(base))
     fixtures.save_id_scorer(str(base / "ids" / "1"))
+    save_wide_id_scorer(base / "wide" / "1")
     fixtures.save_classifier(str(base / "flaky" / "1"), warmup=False)
     return base
 
@@ -142,6 +163,11 @@ HOSTILE_GRPC = [
      ["negative id -400"]),
     ("ids", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 400])},
      ["400", "outside the model's vocabulary [0, 10)"]),
+    ("wide", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 50])},
+     ["50", "outside the model's vocabulary [0, 10)"]),
+    # The wide table refuses first: its size is not the vocabulary's (it said "vocabulary [0, 110)").
+    ("wide", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 500])},
+     ["500", "out of range", "'wide_ngrams' takes [0, 110)"]),
     ("shakespeare", {"prompt": proto(types_pb2.DT_STRING, [2], string_val=[b"a", b"b"]),
                      "max_new_tokens": proto(types_pb2.DT_INT32, [3], int_val=[1, 1, 1])},
      ["batch sizes differ", "max_new_tokens: 3", "prompt: 2"]),

@@ -386,6 +386,10 @@ def proto_inputs_to_tensors(inputs, sig, limits: Limits = _NO_LIMITS) -> dict:
 
 def clean_tf_message(message: str) -> str:
     """What the model said, without the graph node and call-stack lines TensorFlow adds."""
+    # The op that failed, before its lines go: a token id out of range is a fact about the
+    # vocabulary only if the token embedding refused it (below).
+    node = re.search(r"Detected at node (\S+)|\{\{node ([^}]+)\}\}", message)
+    node = (node[1] or node[2]) if node else None
     if "assertion failed:" in message:
         message = message[message.index("assertion failed:"):]
     message = re.sub(r"Graph execution error:\s*|Detected at node .*?\(most recent call "
@@ -400,7 +404,14 @@ def clean_tf_message(message: str) -> str:
     message = re.sub(r"^assertion failed: \[([^\[\]]*)\]$", r"\1", message)
     message = message[:2000] or "The model rejected the request."
     ids = re.search(r"indices\[[\d,]+\] = (-?\d+) is not in \[0, (\d+)\)", message)
-    if ids:  # an embedding lookup out of range
+    if ids and (node is None or re.search(r"(^|/)token_embedding", node)):
         return (f"Token id {ids[1]} is outside the model's vocabulary [0, {ids[2]}); "
                 f"send ids from 0 to {int(ids[2]) - 1}.")
+    if ids:
+        # Another table looked up by the same ids, such as a classifier's wide n-gram table
+        # (vocabulary + hash buckets rows), which runs beside the token embedding: whichever
+        # refuses an id first names its own size, which is not the vocabulary's.
+        table = node.rsplit("/", 1)[0] if "/" in node else node
+        return (f"Token id {ids[1]} is out of range for the model: its lookup table {table!r} "
+                f"takes [0, {ids[2]}), and its vocabulary may be smaller; send ids within it.")
     return message

@@ -91,7 +91,8 @@ def _ids_module(vocabulary_size: int):
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="token_ids")])
         def score(self, token_ids):
-            return {"score": tf.reduce_sum(tf.gather(self.table, token_ids), axis=1)}
+            # Named as KerasHub's and tfllm's token embeddings are: its refusal names the vocabulary.
+            return {"score": tf.reduce_sum(tf.gather(self.table, token_ids, name="token_embedding"), axis=1)}
 
     return ToyIdScorer()
 
