@@ -81,7 +81,8 @@ def cache_layout(model):
 
     backbone = model.backbone
     window = context_window(model)
-    query_heads = getattr(backbone, "num_heads", None) or backbone.num_query_heads
+    query_heads = (getattr(backbone, "num_heads", None) or getattr(backbone, "num_query_heads", None)
+                   or backbone.num_attention_heads)  # Falcon's name
     heads = getattr(backbone, "num_key_value_heads", None) or query_heads
     head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // query_heads
     return window, [1, backbone.num_layers, 2, window, heads, head_dim]
@@ -213,6 +214,8 @@ def greedy_agreement(expected, got):
 
 def export_causal_lm_files(run_dir, config, directory, quantize):
     """Writes `model.tflite`, the tokenizer, `metadata.json`; returns the parity dict (greedy agreement)."""
+    import tensorflow as tf
+
     from tfllm.datasets.text import load_text_corpus
     from tfllm.generation import load_generator
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
@@ -221,7 +224,16 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     keras_generator = load_generator(run_dir, jit_compile=False, dtype="float32")
     model = keras_generator.model
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        write_causal_lm_saved_model(model, saved_model_dir)
+        try:
+            write_causal_lm_saved_model(model, saved_model_dir)
+        except (AttributeError, TypeError, ValueError, tf.errors.OperatorNotAllowedInGraphError) as e:
+            if type(model).__module__.startswith("tfllm."):
+                raise
+            # A KerasHub model whose cache is not one stacked tensor (Gemma3 keeps per-layer pairs).
+            raise UserInputError(
+                f"TFLite export does not know the key/value cache of KerasHub's {type(model).__name__} "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}). Export it as a "
+                f"SavedModel (tfllm export {run_dir} --name NAME) for TF Serving.") from None
         content = convert_saved_model(saved_model_dir, ["prefill", "decode"], quantize)
     path = os.path.join(directory, MODEL_FILE)
     with open(path, "wb") as f:

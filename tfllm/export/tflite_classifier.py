@@ -92,7 +92,10 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
     from tfllm.models.text_classifier import class_probabilities
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # The task's network without its preprocessor (the same layers and weights): a byte-pair tokenizer's
+    # lookup tables (RoBERTa's) would be saved with the task, and TFLite cannot convert hash tables.
+    # The string model below builds its tokenizer from TF Text ops of its own.
+    archive.track(keras.Model(model.inputs, model.outputs))
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
 

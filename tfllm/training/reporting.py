@@ -171,8 +171,10 @@ def find_token_embedding(model, vocabulary_size):
     (KerasHub `TokenAndPositionEmbedding`), `CausalLM` (`ReversibleEmbedding`)
     and a plain `keras.layers.Embedding` alike; position tables are skipped by name.
     """
+    # By the weight's own layer: DistilBERT's token table is `token_and_position_embedding/token_embedding/...`.
     candidates = [
-        w for w in model.weights if len(w.shape) == 2 and w.shape[0] == vocabulary_size and "position" not in w.path
+        w for w in model.weights
+        if len(w.shape) == 2 and w.shape[0] == vocabulary_size and "position" not in w.path.split("/")[-2:][0]
     ]
     # A named token embedding wins over another table that happens to have as many rows.
     candidates.sort(key=lambda w: "token" not in w.path)
