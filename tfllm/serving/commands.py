@@ -84,8 +84,8 @@ def add_serve_arguments(p) -> None:
     limits.add_argument("--max-body-bytes", type=_positive_int, default=_DEFAULTS.max_body_bytes,
                         help=f"bytes per REST body / gRPC message (default {_DEFAULTS.max_body_bytes})")
     limits.add_argument("--max-concurrent-decodes", type=_positive_int, default=_DEFAULTS.max_concurrent_decodes,
-                        help=f"large REST bodies read and decoded at once (default {_DEFAULTS.max_concurrent_decodes})")
-    conns = p.add_argument_group("REST connections (a slow or idle client is cut off; see docs/serving.md)")
+                        help=f"large REST bodies parsed at once (default {_DEFAULTS.max_concurrent_decodes})")
+    conns = p.add_argument_group("REST connections (a slow or idle client is cut off, so it cannot hold the server)")
     conns.add_argument("--header-timeout", type=_seconds, default=_CONNECTIONS.header_timeout, metavar="SECONDS",
                        help="time to send a request's line and headers, else 408 and the connection is "
                        f"closed (default {_CONNECTIONS.header_timeout:g})")
@@ -97,7 +97,11 @@ def add_serve_arguments(p) -> None:
     conns.add_argument("--max-connections", type=_positive_int, default=_CONNECTIONS.max_connections,
                        help="REST connections open at once; more are answered 503 and closed "
                        f"(default {_CONNECTIONS.max_connections})")
-    access = p.add_argument_group("access (see docs/serving.md for the threat model)")
+    # The help says what docs/serving.md's threat model says: a pip install has no docs/ folder.
+    access = p.add_argument_group(
+        "access", "By default every client that reaches the address may call every model, and replace the "
+        "model set over gRPC: on a shared machine, set a token. A request naming another site in Host or "
+        "Origin (a web page's) is refused.")
     access.add_argument("--auth-token", default=None,
                         help=f"require 'Authorization: Bearer TOKEN' (REST) / 'authorization' metadata (gRPC); "
                         f"prefer the {TOKEN_ENV} environment variable, which other users cannot read in ps")

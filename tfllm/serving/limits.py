@@ -53,9 +53,9 @@ class Limits:
             read at most a few hundred tokens of a text, so a longer value is
             refused before it reaches the tokenizer.
         max_body_bytes: bytes in one REST body or gRPC message.
-        max_concurrent_decodes: REST bodies over `small_body_bytes` read and
-            decoded at the same time; further large ones wait their turn,
-            small ones never wait behind them.
+        max_concurrent_decodes: REST bodies over `small_body_bytes` parsed
+            at the same time (once each has arrived whole); further large
+            ones wait their turn, small ones never wait behind them.
         small_body_bytes: see `max_concurrent_decodes`.
     """
 
