@@ -83,6 +83,18 @@ def cmd_train(args):
             from tfllm.errors import UserInputError
 
             raise UserInputError(f"{flag} is for --task classify, not {config.task}.")
+    if config.strategy == "multi_worker":
+        # Every worker is given the same --run-dir and only the chief trains in it, which is known once the
+        # strategy exists: the chief owns the folder from `runs.prepare` on (the others prepare scratch folders).
+        _train(config)
+        return
+    # Owned for the whole command, from before the data is read: a self-training teacher, an ensemble's
+    # members and the run are this command's alone (`runs.prepare` owns it again, nested).
+    with runs.owned(config.run_dir):
+        _train(config)
+
+
+def _train(config):
     if config.task == "pretrain":
         from tfllm.training.pretraining import pretrain
 

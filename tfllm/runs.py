@@ -19,6 +19,8 @@ So `keras_hub.models.TextClassifier.from_preset(RUN_DIR)` (or `CausalLM`,
 is a preset that `--from-preset` starts from.
 """
 
+import contextlib
+import fcntl  # POSIX only (Linux, macOS): the run directory's lock; Windows is not supported
 import json
 import os
 import shutil
@@ -220,6 +222,119 @@ def _previous(run_dir):
     return os.path.join(parent, f".{name}.previous")
 
 
+# --------------------------------------------------------------------------- who owns a run directory
+#
+# One training command at a time in a run directory. Two at once took each other's live run for a killed
+# one, deleted it and trained into the same folder. The owner holds an `fcntl.flock` on `.NAME.lock`
+# beside the folder (in its parent, so the lock stays put while --overwrite moves the folder aside). The
+# kernel drops the lock when its process dies, so a SIGKILLed run never leaves a stale lock behind and the
+# same command resumes it.
+
+_held = {}  # lock file -> [file descriptor, times acquired, folders created for it]: one process nests
+
+
+def lock_file(run_dir):
+    parent, name = os.path.split(os.path.realpath(run_dir))
+    return os.path.join(parent, f".{name}.lock")
+
+
+def _in_use(run_dir, pid):
+    return UserInputError(f"Run directory {run_dir!r} is in use by another tfllm process"
+                          f"{f' (pid {pid})' if pid else ''}; wait for it or choose another --run-dir.")
+
+
+def _read_pid(fd):
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def acquire(run_dir):
+    """Makes this process the owner of `run_dir` (again, if it is already: each `acquire` is matched by a
+    `release`), or raises a one-line `UserInputError` naming the process that owns it."""
+    file = lock_file(run_dir)
+    if file in _held:
+        _held[file][1] += 1
+        return
+    parent, created = os.path.dirname(file), None
+    if not os.path.isdir(parent):
+        created = parent  # the topmost folder made here, removed again on release if left empty
+        while not os.path.isdir(os.path.dirname(created)):
+            created = os.path.dirname(created)
+        os.makedirs(parent, exist_ok=True)
+    while True:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise _in_use(run_dir, pid) from None
+        # The owner before us removes the file on release: if it did after we opened it, we hold a lock
+        # on a file nobody else sees. Lock the one now there instead.
+        try:
+            current = os.stat(file)
+        except FileNotFoundError:
+            current = None
+        held = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message another command gives
+    _held[file] = [fd, 1, created]
+
+
+def release(run_dir):
+    """Undoes one `acquire`; the last one removes the lock file (still holding it, so no process can
+    take a lock on a file that is gone) and any folder `acquire` made that is left empty."""
+    file = lock_file(run_dir)
+    if file not in _held:
+        return
+    _held[file][1] -= 1
+    if _held[file][1]:
+        return
+    fd, _, created = _held.pop(file)
+    with contextlib.suppress(OSError):
+        os.remove(file)
+    os.close(fd)
+    folder = os.path.dirname(file)  # a run that failed at once leaves no empty folders it made
+    while created and (folder == created or folder.startswith(created + os.sep)):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
+        folder = os.path.dirname(folder)
+
+
+@contextlib.contextmanager
+def owned(run_dir):
+    """Holds `run_dir` for the `with` block (`acquire`, then `release`)."""
+    acquire(run_dir)
+    try:
+        yield
+    finally:
+        release(run_dir)
+
+
+def check_not_in_use(run_dir):
+    """A one-line `UserInputError` if another process owns `run_dir`; changes nothing."""
+    file = lock_file(run_dir)
+    if file in _held:
+        return  # this process: its own caller
+    try:
+        fd = os.open(file, os.O_RDWR)
+    except OSError:
+        return  # no lock file: nobody owns it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(run_dir, _read_pid(fd)) from None
+    finally:
+        os.close(fd)  # also drops the lock just taken
+
+
 def _dead_start(run_dir):
     """The records of a run stopped (killed) before its first backup: nothing to resume, nothing finished."""
     return os.path.exists(path(run_dir, RUN_CONFIG)) and not is_finished(run_dir) and not is_unfinished(run_dir)
@@ -277,6 +392,7 @@ def check_data_unchanged(run_dir, source):
 
 def check_writable(run_dir, overwrite=False, config=None):
     """The errors `prepare` gives for `run_dir`, without touching anything (for work that comes first)."""
+    check_not_in_use(run_dir)  # first: a live run looks like an interrupted one, or one killed before its backup
     if is_unfinished(run_dir):
         changed = changed_settings(run_dir, config) if config is not None else []
         if changed and not overwrite:
@@ -308,7 +424,19 @@ def prepare(run_dir, overwrite=False, config=None):
     moves to a hidden sibling (`previous`), which `training.common.guarded_run`
     deletes once the new run has finished and `restore_previous` puts back if
     it fails. A non-empty folder that is not a tfllm run is refused.
+
+    This process owns `run_dir` from here (`acquire`): a command that another
+    one is running in is refused. `training.common.guarded_run` releases it.
     """
+    acquire(run_dir)
+    try:
+        return _prepare(run_dir, overwrite, config)
+    except BaseException:
+        release(run_dir)
+        raise
+
+
+def _prepare(run_dir, overwrite, config):
     previous = _previous(run_dir)
     if _dead_start(run_dir):
         # Killed before its first backup (no cleanup ran): nothing to resume. An --overwrite run

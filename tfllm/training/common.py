@@ -47,7 +47,17 @@ def guarded_run(run_dir, resume, previous=None, resumable=True, backup_dir=None)
     diverged training, which would diverge again. `backup_dir` is where the
     backup is (default `run_dir/backup`); a non-chief worker's `run_dir` is a
     scratch folder, removed whatever happens, and the backup is the chief's.
+    Ends this process's ownership of `run_dir`, which `runs.prepare` took.
     """
+    try:
+        with _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
+            yield
+    finally:
+        runs.release(run_dir)
+
+
+@contextlib.contextmanager
+def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
     backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
     try:
         yield

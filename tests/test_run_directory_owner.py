@@ -1,0 +1,115 @@
+"""One training command at a time in a run directory (tfllm.runs.acquire, held by `tfllm train`/`pretrain`).
+
+Two commands on one --run-dir at once: the second took the first's live run for a killed one, deleted it
+and trained into the same folder, and both exited 0.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import main_in_process
+from tfllm.errors import UserInputError
+
+# Another process that owns a run directory, as a training command does, until it is killed.
+HOLDER = """
+import sys, time
+from tfllm import runs
+runs.acquire(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--data", "rotten_tomatoes", "--preset", "tiny"],
+    ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--overwrite"],
+    ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--ensemble", "2"],
+    ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--unlabeled", "rotten_tomatoes"],
+    ["pretrain", "--data", "rotten_tomatoes", "--preset", "tiny"],
+])
+def test_a_run_directory_another_process_trains_in_is_refused_and_left_alone(tmp_path, capsys, command):
+    from tfllm import runs
+
+    run_dir = tmp_path / "run"
+    # What a live run looks like before its first backup: its records only. The second command took it
+    # for a run killed before its backup and deleted it.
+    runs.write_json(runs.path(str(run_dir), runs.RUN_CONFIG), {"task": "classify", "data": "rotten_tomatoes"})
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before, listing = files(run_dir), sorted(os.listdir(tmp_path))
+        result = main_in_process(capsys, *command, "--run-dir", run_dir)
+        assert result.returncode == 2
+        assert result.stderr == (f"tfllm: error: Run directory {str(run_dir)!r} is in use by another tfllm process "
+                                 f"(pid {holder.pid}); wait for it or choose another --run-dir.\n")
+        assert files(run_dir) == before and sorted(os.listdir(tmp_path)) == listing
+        # The library's way in as well: every trainer calls `prepare`; self-training checks first.
+        with pytest.raises(UserInputError, match=rf"in use by another tfllm process \(pid {holder.pid}\)"):
+            runs.prepare(str(run_dir))
+        with pytest.raises(UserInputError, match="in use by another tfllm process"):
+            runs.check_writable(str(run_dir))
+        assert files(run_dir) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed outright, the holder ran no cleanup: the kernel dropped its lock, so the same command goes
+    # ahead (here the run killed before its first backup starts over, as it did before the lock).
+    assert holder.returncode == -signal.SIGKILL
+    assert runs.prepare(str(run_dir)) == (False, None) and os.listdir(run_dir) == []
+    runs.release(str(run_dir))
+    assert not os.path.exists(runs.lock_file(str(run_dir)))  # removed by its last owner
+
+
+def test_one_process_owns_a_run_directory_again_and_the_last_release_frees_it(tmp_path):
+    """A command owns its run while its ensemble's members and its self-training teacher own theirs,
+    and `prepare` owns the folder the command already owns (it nests); the folder made for the lock file
+    goes again when nothing was left in it."""
+    from tfllm import runs
+
+    run_dir = str(tmp_path / "new" / "runs" / "run")
+    with runs.owned(run_dir):
+        assert os.path.exists(runs.lock_file(run_dir))
+        assert runs.prepare(run_dir) == (False, None)
+        runs.check_writable(run_dir)  # this process's own lock
+        with runs.owned(os.path.join(run_dir, "members", "seed_1")):
+            pass
+        runs.release(run_dir)  # what `guarded_run` does at its end
+        assert os.path.exists(runs.lock_file(run_dir))  # still the command's
+        other = subprocess.run([sys.executable, "-c", HOLDER.replace("time.sleep(600)", ""), run_dir],
+                               capture_output=True, text=True)
+        assert other.returncode == 1 and "in use by another tfllm process" in other.stderr
+        os.rmdir(run_dir)  # the run failed and was removed
+    assert not (tmp_path / "new").exists()
+    with runs.owned(str(tmp_path / "kept")):
+        (tmp_path / "kept").mkdir()
+    assert sorted(os.listdir(tmp_path)) == ["kept"]
+
+
+def test_a_train_command_owns_its_run_directory_until_it_ends(tmp_path, capsys, monkeypatch):
+    """From before the data is read (a second command is refused at once, not after reading the data)
+    to the end of the command, also where no `prepare` holds it (between a self-training teacher and its
+    student)."""
+    from tfllm.training import classifier
+
+    run_dir = str(tmp_path / "run")
+    seen = []
+
+    def check(config):  # the first thing the trainer reads
+        other = subprocess.run([sys.executable, "-c", HOLDER, run_dir], capture_output=True, text=True)
+        seen.append(other.stderr.strip().splitlines()[-1])
+        raise UserInputError("stop here")
+
+    monkeypatch.setattr(classifier, "split_as_trained", check)
+    result = main_in_process(capsys, "train", "--data", "rotten_tomatoes", "--run-dir", run_dir)
+    assert result.returncode == 2 and "stop here" in result.stderr
+    assert seen == [f"tfllm.errors.UserInputError: Run directory {run_dir!r} is in use by another tfllm process "
+                    f"(pid {os.getpid()}); wait for it or choose another --run-dir."]
+    assert os.listdir(tmp_path) == []  # released: no lock file left
