@@ -207,6 +207,11 @@ def test_a_row_with_more_or_fewer_fields_than_the_header_is_refused_naming_it(tm
     (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows[:9]) + "\n\n" + "\n".join(rows[9:]) + "\n")
     data = load_classification_data(str(tmp_path / "d.csv"), val_fraction=0, test_fraction=0)
     assert len(data.train) == 30 and "music, movie film" in data.train.texts and data.label_names == ["a", "b"]
+    # A header with a trailing delimiter ("text,label,", a spreadsheet's) names no third column, and blank
+    # padding is padding: both loaded before the row check, and must still.
+    (tmp_path / "d.csv").write_text("text,label,\n" + "\n".join(r + (", " if i % 2 else "") for i, r in enumerate(rows)))
+    data = load_classification_data(str(tmp_path / "d.csv"), val_fraction=0, test_fraction=0)
+    assert len(data.train) == 30 and data.label_names == ["a", "b"]
 
 
 @pytest.mark.parametrize("header,repeated", [("text,label,text", "'text'"), ("label,text,label", "'label'")])

@@ -135,6 +135,8 @@ def iter_rows(path):
             # extra fields under the key None; both silently read the wrong text or label.
             reader = csv.reader(lines, delimiter=delimiter)
             header = next((fields for fields in reader if fields), [])
+            while header and not header[-1].strip():  # "text,label," (a trailing delimiter) names no column
+                header.pop()
             repeated = sorted({name for name in header if name and header.count(name) > 1})
             if repeated:
                 raise UserInputError(f"{path!r} has more than one column named {', '.join(map(repr, repeated))} in "
@@ -154,9 +156,9 @@ def iter_rows(path):
                         'starts with a quote (") is read as quoted up to the next quote. Quote such fields whole '
                         'and double the quotes inside ("""Great"" movie"), or remove the quote.')
                 # A text with an unquoted comma (tab) splits into fields that would become other columns; a
-                # line break in an unquoted text leaves rows short. Empty fields past the header's are padding
-                # (spreadsheets write "a,b,,"), not data, and are dropped.
-                if len(fields) < len(header) or any(fields[len(header):]):
+                # line break in an unquoted text leaves rows short. Empty (or blank) fields past the header's
+                # are padding (spreadsheets write "a,b,,"), not data, and are dropped.
+                if len(fields) < len(header) or any(f.strip() for f in fields[len(header):]):
                     fix = (f"quote texts that contain {quote}" if len(fields) > len(header) else
                            "fill in the missing fields, and quote texts that contain line breaks")
                     raise UserInputError(f"{path!r} data row {number} (line {reader.line_num}) has {len(fields)} "
