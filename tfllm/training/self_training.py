@@ -108,7 +108,8 @@ def train_self_trained(config, preset, data, train_classifier, verbose="auto"):
     os.makedirs(os.path.dirname(teacher_dir), exist_ok=True)
     if rounds > 1:
         # The teacher is this same command with one round fewer: it self-trains in turn.
-        teacher_config = dataclasses.replace(config, run_dir=teacher_dir, overwrite=False,
+        # With --overwrite its own teacher starts over too.
+        teacher_config = dataclasses.replace(config, run_dir=teacher_dir,
                                              overrides={**config.overrides, "self_training_rounds": rounds - 1})
     else:
         # `self_training_teachers` > 1: the first teacher is an ensemble of that many seeds (surer labels).
