@@ -3,15 +3,18 @@
 One server with short timeouts and a small connection cap serves the tiny fixture models
 over raw sockets: a huge request head is refused at once, a connection that sends nothing
 or half a head is closed at the header deadline, an idle one after its answer, one over
-the cap is refused, and good requests keep being answered meanwhile.
+the cap is refused, stalled uploads hold no more memory than the body budget, and good
+requests keep being answered meanwhile.
 """
 
+import asyncio
 import http.client
 import json
 import os
 import select
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -20,8 +23,11 @@ from conftest import serving_process
 pytest.importorskip("starlette")
 
 from tfllm.serving import RestClient, fixtures  # noqa: E402
+from tfllm.serving.connections import BodyBudget  # noqa: E402
+from tfllm.serving.limits import Limits  # noqa: E402
 
 HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS = 1.0, 3.0, 1.0, 30
+MAX_PENDING = 16 << 20  # --max-pending-body-bytes: two 8 MiB bodies
 GET_STATUS = b"GET /v1/models/reviews HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 STALLED_UPLOAD = (b"POST /v1/models/reviews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
@@ -41,7 +47,7 @@ def server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("connections-log") / "server.log"
     args = [base, "--port", port, "--grpc-port", 0, "--header-timeout", HEADER_TIMEOUT,
             "--body-timeout", BODY_TIMEOUT, "--idle-timeout", IDLE_TIMEOUT,
-            "--max-connections", MAX_CONNECTIONS]
+            "--max-connections", MAX_CONNECTIONS, "--max-pending-body-bytes", MAX_PENDING]
     with serving_process(args, lambda: RestClient("127.0.0.1", port, timeout=2).status("reviews"),
                          log_path) as proc:
         yield {"port": port, "proc": proc, "log_path": log_path}
@@ -75,6 +81,11 @@ def read_until_closed(s, timeout=10.0):
 def status_and_error(reply: bytes):
     head, _, body = reply.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), json.loads(body)["error"]
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def check_answers(server):
@@ -199,3 +210,118 @@ def test_a_client_leaving_mid_upload_is_no_server_fault(server):
     check_answers(server)
     log = open(server["log_path"]).read()
     assert "ClientDisconnect" not in log and "failed" not in log, log[-2000:]
+
+
+def stalled_large_upload(port, size, sent):
+    """Declares a `size`-byte body, sends `sent` bytes of it, stalls; `(reply, closed)`."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT + 10)
+    head = (b"POST /v1/models/reviews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % size)
+    try:
+        s.sendall(head + (b'{"instances": ["' + b"a" * size)[:sent])
+    except OSError:  # the server answered and closed with this body unread
+        pass
+    return read_until_closed(s, timeout=BODY_TIMEOUT + 10)
+
+
+def test_stalled_large_uploads_hold_at_most_the_body_budget(server):
+    """Bodies are held whole from their first byte until parsed, so uploads stalled mid-body
+    held --max-connections x --max-body-bytes (500 x 16 MiB) of memory. Now large ones share
+    --max-pending-body-bytes: here 12 uploads of 8 MiB (two fit) stall before their end. The
+    two first hold the budget and the others wait for it, what they send left in their
+    sockets; the server grows by about the budget, not 12 x 8 MiB, and small requests pass
+    meanwhile. The two get 408; the two next waiters then take their place (and time out in
+    turn), and the rest, whose wait has run out, get 503 with Retry-After. Then the whole
+    budget is free again."""
+    pid, port, size = server["proc"].pid, server["port"], 8 << 20
+    before = peak = rss_bytes(pid)
+    with ThreadPoolExecutor(12) as pool:
+        holders = [pool.submit(stalled_large_upload, port, size, size - 1000) for _ in range(2)]
+        time.sleep(0.3)  # their heads first: they take the budget
+        started = time.monotonic()
+        # Half send all they can (what is not read stays in the sockets), half only 32 KB.
+        waiters = [pool.submit(stalled_large_upload, port, size, size - 1000 if i % 2 else 32_000)
+                   for i in range(10)]
+        time.sleep(1.0)
+        check_answers(server)  # small bodies take no budget
+        assert time.monotonic() - started < BODY_TIMEOUT - 0.5
+        while not all(f.done() for f in holders + waiters):
+            peak = max(peak, rss_bytes(pid))
+            time.sleep(0.05)
+        replies = [f.result() for f in holders + waiters]
+    assert peak - before < MAX_PENDING + (16 << 20), (peak - before) / 2**20  # ~96 MiB before
+    assert all(closed for _, closed in replies)
+    assert time.monotonic() - started < 2 * BODY_TIMEOUT + 2
+    for reply, _ in replies[:2]:
+        status, error = status_and_error(reply)
+        assert status == 408 and "--body-timeout" in error
+    statuses = []
+    for reply, _ in replies[2:]:
+        if reply:  # else reset: closed with its body unread in the socket
+            status, error = status_and_error(reply)
+            statuses.append(status)
+            if status == 503:
+                assert b"\r\nretry-after: 3\r\n" in reply.partition(b"\r\n\r\n")[0].lower()
+                assert "--max-pending-body-bytes" in error
+            else:
+                assert status == 408 and "--body-timeout" in error
+    # Two waiters took the budget when the holders left; at least three of the five that sent
+    # 32 KB (whose answers no reset can lose) were still waiting at their deadline.
+    assert statuses.count(408) <= 2 and statuses.count(503) >= 3, statuses
+    # The budget came back whole: a 15 MB body is read and parsed at once (400: its string is
+    # over --max-string-bytes), not left waiting for budget (503).
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=BODY_TIMEOUT + 10)
+    start = time.monotonic()
+    conn.request("POST", "/v1/models/reviews:predict", json.dumps({"instances": ["a" * 15_000_000]}))
+    response = conn.getresponse()
+    assert response.status == 400 and "--max-string-bytes" in json.loads(response.read())["error"]
+    assert time.monotonic() - start < BODY_TIMEOUT - 0.5
+    conn.close()
+    check_answers(server)
+    large = ["a good film " * 1000] * 10  # ~120 KB: takes budget
+    client = RestClient("127.0.0.1", port, timeout=10)
+    assert client.predict("reviews", {"text": large})["label"] == ["positive"] * 10
+    body = json.dumps({"instances": large}).encode()  # chunked: its share taken as it comes
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/models/reviews:predict", iter([body[i:i + 10_000] for i in range(0, len(body), 10_000)]))
+    response = conn.getresponse()
+    assert response.status == 200 and len(json.loads(response.read())["predictions"]) == 10
+    conn.close()
+
+
+def test_the_body_budget_is_first_come_first_served_and_never_leaks():
+    async def scenario():
+        budget = BodyBudget(10)
+        with budget.hold() as first:
+            assert first.take_now(6)
+            second = budget.hold()
+            waiting = asyncio.create_task(second.wait(6))
+            await asyncio.sleep(0)
+            assert not waiting.done() and budget.free == 4
+            late = budget.hold()
+            assert not late.take_now(1)  # behind the waiter, though 4 are free
+            assert late.take_now(4, jump=True) and budget.free == 0  # a holder's growth
+            late.release()
+            with pytest.raises(TimeoutError):  # a deadline while waiting takes nothing
+                async with asyncio.timeout(0.01):
+                    await late.wait(2)
+            assert late.held == 0 and budget.free == 4
+        await asyncio.sleep(0)
+        assert waiting.done() and second.held == 6 and budget.free == 4
+        granted_then_cancelled = budget.hold()
+        task = asyncio.create_task(granted_then_cancelled.wait(8))
+        await asyncio.sleep(0)
+        second.release()  # grants it; its deadline fires before it runs
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert granted_then_cancelled.held == 0 and budget.free == 10
+
+    asyncio.run(scenario())
+
+
+def test_the_body_budget_defaults_to_four_largest_bodies():
+    assert Limits().max_pending_body_bytes == 64 << 20
+    assert Limits(max_body_bytes=1000).max_pending_body_bytes == 4000
+    with pytest.raises(ValueError, match="--max-pending-body-bytes .* at least --max-body-bytes"):
+        Limits(max_body_bytes=1000, max_pending_body_bytes=999)

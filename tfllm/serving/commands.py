@@ -13,7 +13,7 @@ import os
 
 from tfllm.errors import UserInputError, require_extra
 from tfllm.serving.connections import ConnectionLimits
-from tfllm.serving.limits import Limits
+from tfllm.serving.limits import PENDING_BODIES, Limits
 from tfllm.serving.security import TOKEN_ENV
 
 _DEFAULTS = Limits()
@@ -85,6 +85,10 @@ def add_serve_arguments(p) -> None:
                         help=f"bytes per REST body / gRPC message (default {_DEFAULTS.max_body_bytes})")
     limits.add_argument("--max-concurrent-decodes", type=_positive_int, default=_DEFAULTS.max_concurrent_decodes,
                         help=f"large REST bodies parsed at once (default {_DEFAULTS.max_concurrent_decodes})")
+    limits.add_argument("--max-pending-body-bytes", type=_positive_int, default=None,
+                        help="bytes of REST bodies over 64 KiB held at once, from their first byte until "
+                        "parsed, all clients together; more wait their turn within --body-timeout, then "
+                        f"503 (default {PENDING_BODIES} x --max-body-bytes: {_DEFAULTS.max_pending_body_bytes})")
     conns = p.add_argument_group("REST connections (a slow or idle client is cut off, so it cannot hold the server)")
     conns.add_argument("--header-timeout", type=_seconds, default=_CONNECTIONS.header_timeout, metavar="SECONDS",
                        help="time to send a request's line and headers, else 408 and the connection is "
@@ -116,7 +120,8 @@ def run_serve(args) -> None:
     try:
         limits = Limits(max_batch_size=args.max_batch_size, max_sequence_length=args.max_sequence_length,
                         max_elements=args.max_elements, max_string_bytes=args.max_string_bytes,
-                        max_body_bytes=args.max_body_bytes, max_concurrent_decodes=args.max_concurrent_decodes)
+                        max_body_bytes=args.max_body_bytes, max_concurrent_decodes=args.max_concurrent_decodes,
+                        max_pending_body_bytes=args.max_pending_body_bytes)
         connections = ConnectionLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                                        idle_timeout=args.idle_timeout,
                                        max_connections=args.max_connections)

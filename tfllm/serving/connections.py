@@ -9,11 +9,14 @@ them used up the process's file descriptors: predicts failed and the model polle
 could not list its folder). Here: h11 with a 64 KiB bound on a request's line and
 headers (431, RFC 6585 section 5), a deadline for each head (408, RFC 9110 section
 15.5.9), uvicorn's keep-alive timeout for idle connections, and a cap on open
-connections (503). A body's deadline is the app's (`rest.py`).
+connections (503). A body's deadline is the app's (`rest.py`), and so is the byte budget
+shared by the large bodies being received (`BodyBudget`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 from dataclasses import dataclass
 
@@ -132,3 +135,84 @@ def protocol_class(limits: ConnectionLimits):
             self.transport.close()
 
     return BoundedH11Protocol
+
+
+class BodyBudget:
+    """Bytes of REST bodies being held, shared by every request (`Limits.max_pending_body_bytes`).
+
+    A body is held whole from its first byte until it is parsed, so without this the bodies
+    being received at once were bounded only by `--max-connections` x `--max-body-bytes`
+    (500 x 16 MiB, ~8 GiB, for any local client). Takers wait first come first served, so a
+    large body is not passed for ever by smaller ones; all of it runs on the event loop's
+    thread (no lock). Use one `hold()` per request: it gives back what it took when closed.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = self.free = capacity
+        self._waiters: collections.deque = collections.deque()  # (bytes, future), oldest first
+
+    def take_now(self, n: int, jump: bool = False) -> bool:
+        """Takes `n` bytes if they are free and no one waits for bytes; with `jump`, even if
+        some do (only for a body that already holds bytes: its growth is bounded by
+        `--max-body-bytes` and its deadline, and waiting while holding could deadlock)."""
+        if n > self.free or (self._waiters and not jump):
+            return False
+        self.free -= n
+        return True
+
+    async def wait(self, n: int) -> None:
+        """Takes `n` bytes once they are free and every earlier waiter has its own; a cancelled
+        wait (a deadline) takes nothing."""
+        entry = (n, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            await entry[1]
+        except BaseException:
+            if entry[1].done() and not entry[1].cancelled():
+                self.give(n)  # granted just as the wait was cancelled
+            else:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+                self._wake()  # the first in line leaving may let the next one in
+            raise
+
+    def give(self, n: int) -> None:
+        self.free += n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self.free:
+            n, waiter = self._waiters.popleft()
+            if not waiter.done():  # else cancelled, not yet removed by its taker
+                self.free -= n
+                waiter.set_result(None)
+
+    def hold(self) -> BodyHold:
+        return BodyHold(self)
+
+
+class BodyHold:
+    """One request's share of a `BodyBudget`; `release()` (also on leaving a `with`) gives it all back."""
+
+    def __init__(self, budget: BodyBudget):
+        self.budget, self.held = budget, 0
+
+    def take_now(self, n: int, jump: bool = False) -> bool:
+        taken = self.budget.take_now(n, jump)
+        self.held += n if taken else 0
+        return taken
+
+    async def wait(self, n: int) -> None:
+        await self.budget.wait(n)
+        self.held += n
+
+    def release(self) -> None:
+        held, self.held = self.held, 0
+        if held:
+            self.budget.give(held)
+
+    def __enter__(self) -> BodyHold:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

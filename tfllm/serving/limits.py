@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# `Limits.max_pending_body_bytes` when not given: this many bodies of the largest size.
+PENDING_BODIES = 4
 
 
 def clip(name: str, limit: int = 200) -> str:
@@ -32,11 +34,13 @@ class RequestError(Exception):
     that where TF Serving's gRPC code differs from its REST one.
     """
 
-    def __init__(self, message: str, status: int = 400, grpc_code: str | None = None):
+    def __init__(self, message: str, status: int = 400, grpc_code: str | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.grpc_code = grpc_code
+        self.headers = headers  # extra REST answer headers (Retry-After)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class Limits:
             at the same time (once each has arrived whole); further large
             ones wait their turn, small ones never wait behind them.
         small_body_bytes: see `max_concurrent_decodes`.
+        max_pending_body_bytes: bytes of REST bodies over `small_body_bytes` held by the
+            server while they arrive and until each is parsed, all requests together
+            (`connections.BodyBudget`); default `PENDING_BODIES` x `max_body_bytes`.
     """
 
     max_batch_size: int = 1024
@@ -66,14 +73,22 @@ class Limits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_concurrent_decodes: int = 2
     small_body_bytes: int = 64 * 1024
+    max_pending_body_bytes: int | None = None
 
     def __post_init__(self):
+        if self.max_pending_body_bytes is None and isinstance(self.max_body_bytes, int):
+            object.__setattr__(self, "max_pending_body_bytes", PENDING_BODIES * self.max_body_bytes)
         for name in ("max_batch_size", "max_sequence_length", "max_elements",
-                     "max_string_bytes", "max_body_bytes", "max_concurrent_decodes"):
+                     "max_string_bytes", "max_body_bytes", "max_concurrent_decodes",
+                     "max_pending_body_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be a positive integer, got {value!r}.")
+        if self.max_pending_body_bytes < self.max_body_bytes:  # one such body could never arrive
+            raise ValueError(
+                f"--max-pending-body-bytes ({self.max_pending_body_bytes}) must be at least "
+                f"--max-body-bytes ({self.max_body_bytes}).")
 
     def check_shape(self, name: str, shape, spec_rank: int | None) -> None:
         """Refuses a declared shape over the limits (no allocation happens here).

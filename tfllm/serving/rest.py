@@ -2,15 +2,17 @@
 
 Every answer is JSON; every refusal is TF Serving's `{"error": "..."}` with a
 4xx status (a 500 only for a fault of the server or the model itself, logged
-on one line). A body is read whole first, within a deadline; large ones are then
-decoded a few at a time (`Limits.max_concurrent_decodes`), and small ones never
-queue behind them.
+on one line). A body is read whole first, within a deadline, and large ones hold a
+share of a byte budget (`Limits.max_pending_body_bytes`) from before their first
+byte is read until they are parsed; they are then decoded a few at a time
+(`Limits.max_concurrent_decodes`), and small ones never queue behind them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 
@@ -22,7 +24,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from tfllm.serving.codec import json_to_tensors, outputs_to_json
-from tfllm.serving.connections import MAX_HEAD_BYTES, ConnectionLimits
+from tfllm.serving.connections import MAX_HEAD_BYTES, BodyBudget, BodyHold, ConnectionLimits
 from tfllm.serving.jsonio import dumps as _dumps, loads as _loads
 from tfllm.serving.limits import Limits, RequestError
 from tfllm.serving.registry import ModelRegistry, Servable, Signature, VersionStatus
@@ -188,11 +190,14 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
     limits = limits or Limits()
     active = 0  # predict requests in progress (all on the event loop's thread: no lock)
     decode_slots = asyncio.Semaphore(limits.max_concurrent_decodes)
+    budget = BodyBudget(limits.max_pending_body_bytes)
 
     async def request_error(request, e: RequestError):
-        # 408 / 413 leave the rest of a body unread, which must not be parsed as a next request.
-        close = {"Connection": "close"} if e.status in (408, 413) else None
-        return _json_reply({"error": e.message}, e.status, close)
+        # 408 / 413 / 503 leave the rest of a body unread, which must not be parsed as a next request.
+        headers = dict(e.headers or {})
+        if e.status in (408, 413, 503):
+            headers["Connection"] = "close"
+        return _json_reply({"error": e.message}, e.status, headers or None)
 
     async def http_error(request, e: HTTPException):
         return _json_reply({"error": f"{e.detail}: {request.method} {request.url.path[:200]}"},
@@ -237,28 +242,73 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
             })
         return _json_reply(status_json(registry.statuses(name, version)))
 
-    async def read_body(request: Request) -> bytearray:
-        max_body = limits.max_body_bytes
+    def over_budget(size: int) -> RequestError:
+        return RequestError(
+            f"The server is holding {budget.capacity - budget.free} bytes of request bodies; "
+            f"{size} more would go over its {budget.capacity}-byte limit (tfllm serve "
+            "--max-pending-body-bytes); try again later.", 503,
+            headers={"Retry-After": str(math.ceil(body_timeout))})
+
+    async def read_body(request: Request, hold: BodyHold) -> bytearray:
+        """The whole body, its bytes over `small_body_bytes` taken from `budget` into `hold`
+        (the caller releases them): a declared Content-Length before a byte is read, a
+        chunked body's as they come.
+
+        A body that finds the budget spent waits for its share, up to `body_timeout`, and then
+        has `body_timeout` to arrive. Waiting is back-pressure: the bytes not read stay in the
+        client's socket (uvicorn stops reading a connection 64 KiB ahead of the app), as
+        gRPC's ResourceQuota and HTTP/2 flow control bound memory, so a burst of large
+        requests is answered in turn instead of failing. A wait that runs out is 503 with
+        Retry-After (RFC 9110 section 15.6.4: a temporary overload), Envoy's answer when its
+        overload manager finds memory short; not 408, as the server, not the client, was slow.
+        Retry-After is the deadline, by which every body held now is parsed or cut off."""
+        max_body, small = limits.max_body_bytes, limits.small_body_bytes
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > max_body:
             raise RequestError(
                 f"Request body of {length} bytes is over the {max_body}-byte limit "
                 "(tfllm serve --max-body-bytes); send fewer instances per request.", 413)
         body = bytearray()  # one growing buffer: no second copy from joining chunks
+        waiting = 0
+
+        async def take(n: int, deadline) -> None:
+            nonlocal waiting
+            if not hold.take_now(n):
+                waiting = n
+                await hold.wait(n)
+                waiting = 0
+                deadline.reschedule(asyncio.get_running_loop().time() + body_timeout)
+
         try:
-            async with asyncio.timeout(body_timeout):  # the whole body, not each read
+            async with asyncio.timeout(body_timeout) as deadline:  # the whole body, not each read
+                if declared is not None and declared > small:
+                    await take(declared, deadline)
                 async for chunk in request.stream():
-                    if len(body) + len(chunk) > max_body:
+                    size = len(body) + len(chunk)
+                    if size > max_body:
                         raise RequestError(
                             f"Request body is over the {max_body}-byte limit (tfllm serve "
                             "--max-body-bytes); send fewer instances per request.", 413)
+                    need = size - small - hold.held if declared is None else 0
+                    if need > 0 and not hold.held:
+                        await take(need, deadline)
+                    elif need > 0 and not hold.take_now(need, jump=True):
+                        raise over_budget(need)  # no waiting while holding: it could deadlock
                     body += chunk
         except TimeoutError:
+            came = len(body)
+            body.clear()  # as below
+            if waiting:
+                raise over_budget(waiting) from None
             # RFC 9110 section 15.5.9: "the server did not receive a complete request message
             # within the time that it was prepared to wait".
             raise RequestError(
-                f"The request body did not arrive within {body_timeout:g} s ({len(body)} bytes "
+                f"The request body did not arrive within {body_timeout:g} s ({came} bytes "
                 "came; tfllm serve --body-timeout).", 408) from None
+        except BaseException:
+            body.clear()  # its memory goes with its share of the budget (a traceback keeps this frame)
+            raise
         return body
 
     def parse_predict(servable: Servable, raw: bytes) -> tuple[Signature, dict, bool]:
@@ -290,20 +340,26 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
             raise registry.resolve(name, version, label).refuse_method(f":{verb}", None)
         servable = registry.resolve(name, version, label)
         # The whole body first (at most max_body_bytes, within body_timeout), then a decode
-        # slot only for parsing it: a client that stalls mid-upload holds its connection,
-        # never a slot that other large or chunked requests wait for. Its size is what arrived.
-        raw = await read_body(request)
-        active += 1
-        try:
-            if len(raw) <= limits.small_body_bytes:
-                return Response(await predict(servable, raw), media_type="application/json")
-            async with decode_slots:  # large bodies: a few parsed at a time (their memory)
-                parsed = await run_in_threadpool(parse_predict, servable, raw)
-                del raw
-            return Response(await run_in_threadpool(answer, *parsed),
-                            media_type="application/json")
-        finally:
-            active -= 1
+        # slot only for parsing it: a client that stalls mid-upload holds its connection and
+        # its share of the byte budget, never a slot that other large or chunked requests wait
+        # for. Its size is what arrived. The share goes back once the body is parsed, or
+        # whatever ends the request (a 4xx, a deadline, a client gone): `with` always does.
+        with budget.hold() as hold:
+            raw = await read_body(request, hold)
+            active += 1
+            try:
+                if len(raw) <= limits.small_body_bytes:
+                    return Response(await predict(servable, raw), media_type="application/json")
+                async with decode_slots:  # large bodies: a few parsed at a time (their memory)
+                    try:
+                        parsed = await run_in_threadpool(parse_predict, servable, raw)
+                    finally:  # its memory goes with its share of the budget, also on a 400
+                        raw.clear()  # (a traceback would keep the frames that name it)
+                        hold.release()
+                return Response(await run_in_threadpool(answer, *parsed),
+                                media_type="application/json")
+            finally:
+                active -= 1
 
     async def predict(servable: Servable, raw: bytes) -> bytes:
         # Concurrent requests on worker threads overlap; a lone short one runs inline
