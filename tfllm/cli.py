@@ -88,8 +88,10 @@ def cmd_train(args):
         # strategy exists: the chief owns the folder from `runs.prepare` on (the others prepare scratch folders).
         _train(config)
         return
-    # Owned for the whole command, from before the data is read: a self-training teacher, an ensemble's
-    # members and the run are this command's alone (`runs.prepare` owns it again, nested).
+    # Refused before the data is read: a --run-dir that cannot be a folder or be written, or that another
+    # command trains in. Then owned for the whole command: a self-training teacher, an ensemble's members
+    # and the run are this command's alone (`runs.prepare` owns it again, nested).
+    runs.check_run_folder(config.run_dir)
     with runs.owned(config.run_dir):
         _train(config)
 
@@ -201,7 +203,7 @@ def cmd_export(args):
     from tfllm import runs
 
     validate_export_name(args.name)
-    check_export_options(args.format, args.base_dir, args.out, args.quantize, args.keep)
+    check_export_options(args.format, args.base_dir, args.out, args.quantize, args.keep, name=args.name)
     task = runs.require_task(args.run_dir, "classify", "generate", "translate")
     if task == "translate" and args.format == "saved_model":
         from tfllm.export.seq2seq import export_seq2seq
@@ -687,7 +689,7 @@ def main(argv=None):
     from tfllm._env import quiet_gpu_probe
 
     quiet_gpu_probe()  # before anything imports TensorFlow; see its docstring
-    from tfllm.errors import UserInputError
+    from tfllm.errors import UserInputError, disk_full_message
 
     args = build_parser().parse_args(argv)
     # `kill` (SIGTERM: a job scheduler, `timeout`, a closed terminal) stops a command as Ctrl-C does, so a
@@ -700,6 +702,14 @@ def main(argv=None):
     except UserInputError as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        # A full disk: one line too, with status 1, as a failure that is not the user's input (what a run
+        # or an export leaves then is as after any failure: nothing half-written, a backup to resume from).
+        message = disk_full_message(e)
+        if message is None:
+            raise
+        print(f"tfllm: error: {message}", file=sys.stderr)
+        return 1
     except Terminated:
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:

@@ -1,6 +1,9 @@
-"""The one exception type a user sees for bad input, and the check for an optional extra."""
+"""The exception a user sees for bad input, the one for a full disk, and the check for an optional extra."""
 
+import errno
 import importlib.util
+import os
+import re
 
 
 class UserInputError(ValueError):
@@ -21,3 +24,42 @@ def require_extra(what, extra, *modules):
     if missing:
         raise UserInputError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
                              f"installed: pip install \"tfllm[{extra}]\" (or -e \".[{extra}]\" in a checkout).")
+
+
+class DiskFull(OSError):
+    """A write failed for want of space (a full disk, a quota), said in one line with what was kept and what
+    to do. Not the user's input, so the CLI exits with status 1 (2 is for input to fix), without a traceback."""
+
+    def __init__(self, message, file=None):
+        super().__init__(errno.ENOSPC, message, file or None)  # `filename`: the file written, if known
+
+    def __str__(self):
+        return self.strerror
+
+
+_FULL = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))  # "No space left on device", "Disk quota exceeded"
+
+
+def full_disk_file(error):
+    """The file a write failed on for want of space, "" if the error does not say, or None when `error`
+    (or an error it came from) is not that: an OSError with ENOSPC or EDQUOT, or an error saying so,
+    as h5py's (an OSError or a RuntimeError, naming the file) and TensorFlow's ResourceExhaustedError do."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) or any(f in text for f in _FULL):
+            named = re.search(r"filename = '([^']+)'", text) or re.search(r"\}\} (.+?); (?:No space|Disk quota)", text)
+            return getattr(error, "filename", None) or (named[1] if named else "")  # h5py's, TensorFlow's message
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full_message(error):
+    """The one line to print for a write that failed for want of space, or None for any other error."""
+    if isinstance(error, DiskFull):
+        return str(error)
+    file = full_disk_file(error)
+    if file is None:
+        return None
+    return f"No space left on device{f' writing {file!r}' if file else ''}. Free some space and run the command again."

@@ -318,6 +318,36 @@ def owned(run_dir):
         release(run_dir)
 
 
+def check_folder(path, what="Run directory", flag="--run-dir", beside=None):
+    """A one-line `UserInputError` unless this process can write in the folder `path` (`what`, given
+    with `flag`), for the checks that come before any work. Nothing on its way may be a file, and the
+    folder (or, not there yet, the one it will be made in) must be writable; with `beside` (why), its
+    parent too. Changes nothing. Without it, a PermissionError or NotADirectoryError came as a
+    traceback, a --run-dir that is a file only after the data was read."""
+    folder = os.path.abspath(path)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserInputError(f"{what} {str(path)!r} cannot be a folder: {existing!r} is a file. Pass another {flag}.")
+    needed = [(existing, "")]
+    if beside and existing == folder:
+        needed.append((os.path.dirname(folder), f" ({beside})"))
+    for place, why in needed:
+        if not os.access(place, os.W_OK | os.X_OK):  # also False on a read-only file system
+            raise UserInputError(f"{what} {str(path)!r} cannot be written: this user cannot write in {place!r}{why}. "
+                                 f"Fix its permissions or pass another {flag}.")
+
+
+_BESIDE = "the run's lock file and the run --overwrite replaces go beside it"
+
+
+def check_run_folder(run_dir):
+    """`check_folder` for a run directory, and whether another process owns it."""
+    check_folder(run_dir, beside=_BESIDE)
+    check_not_in_use(run_dir)
+
+
 def check_not_in_use(run_dir):
     """A one-line `UserInputError` if another process owns `run_dir`; changes nothing."""
     file = lock_file(run_dir)
@@ -392,7 +422,7 @@ def check_data_unchanged(run_dir, source):
 
 def check_writable(run_dir, overwrite=False, config=None):
     """The errors `prepare` gives for `run_dir`, without touching anything (for work that comes first)."""
-    check_not_in_use(run_dir)  # first: a live run looks like an interrupted one, or one killed before its backup
+    check_run_folder(run_dir)  # first: a live run looks like an interrupted one, or one killed before its backup
     if is_unfinished(run_dir):
         changed = changed_settings(run_dir, config) if config is not None else []
         if changed and not overwrite:
@@ -428,6 +458,7 @@ def prepare(run_dir, overwrite=False, config=None):
     This process owns `run_dir` from here (`acquire`): a command that another
     one is running in is refused. `training.common.guarded_run` releases it.
     """
+    check_folder(run_dir, beside=_BESIDE)
     acquire(run_dir)
     try:
         return _prepare(run_dir, overwrite, config)

@@ -19,7 +19,7 @@ from tfllm.export.tflite_causal_lm import export_causal_lm_files
 from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
     IDS_FILE, TEXT_FILE, export_classifier_files)
 from tfllm.export.tflite_runtime import load_interpreter, require_tflite, run_signature  # noqa: F401  (public here too)
-from tfllm.export.versioning import atomic_version_dir, make_temp_dir
+from tfllm.export.versioning import atomic_version_dir, make_temp_dir, raise_if_disk_full
 
 QUANTIZE_MODES = {
     "classify": ("none", "dynamic", "float16", "int8"),
@@ -62,8 +62,9 @@ def _write_out_dir(out, write):
             shutil.rmtree(old)
         else:
             os.rename(tmp_dir, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise_if_disk_full(e, parent)
         raise
     return out
 

@@ -20,7 +20,7 @@ import struct
 import tempfile
 import time
 
-from tfllm.errors import UserInputError
+from tfllm.errors import DiskFull, UserInputError, full_disk_file
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STALE_SECONDS = 3600  # a .tmp- folder that names no owner, untouched this long, is stale
@@ -43,13 +43,16 @@ def validate_export_name(name):
     return name
 
 
-def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None):
+def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None, name=None):
     """Refuses `tfllm export` options that would be ignored or fail only after the model loads.
 
     Raises:
         UserInputError: `keep` < 1, `--out`/`--quantize` without `--format
-            tflite`, `--keep` with `--out`, or a folder to write that is a file.
+            tflite`, `--keep` with `--out`, or a folder to write that is a file
+            or that this user cannot write in (`name`: the model's folder).
     """
+    from tfllm import runs
+
     if keep is not None and keep < 1:
         raise UserInputError(f"--keep must be at least 1, got {keep}.")
     if fmt != "tflite" and (out is not None or quantize != "none"):
@@ -59,19 +62,9 @@ def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None):
         raise UserInputError("--keep prunes versions under --base-dir; an export to --out has none. "
                              "Drop --keep or --out.")
     if out is not None:
-        _check_folder(out, "--out")
+        runs.check_folder(out, "The --out folder", "--out", beside="the export is written beside it, then renamed")
     else:
-        _check_folder(base_dir, "--base-dir")
-
-
-def _check_folder(path, flag):
-    # The folder may not exist yet (it is made), but nothing on its way may be a file.
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UserInputError(f"{flag} {path!r} cannot be a folder: {existing!r} is a file. "
-                             "Pass a folder path.")
+        runs.check_folder(os.path.join(base_dir, name) if name else base_dir, "The export folder", "--base-dir")
 
 
 def is_version_name(entry):
@@ -123,11 +116,21 @@ def atomic_version_dir(base_dir, name):
     try:
         yield target
         target.path = _rename_to_next_version(target.tmp_dir, base_dir, name)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(target.tmp_dir, ignore_errors=True)
         if not os.listdir(model_dir):
             os.rmdir(model_dir)
+        raise_if_disk_full(e, model_dir)
         raise
+
+
+def raise_if_disk_full(error, folder):
+    """A one-line `DiskFull` for an export that `error` stopped for want of space in `folder` (whose
+    temporary folder is already removed), instead of TensorFlow's or h5py's traceback."""
+    file = full_disk_file(error)
+    if file is not None:
+        raise DiskFull(f"No space left on device in {folder!r}: the export was not written (nothing of it is "
+                       "left). Free some space and export again.", file) from error
 
 
 def _rename_to_next_version(tmp_dir, base_dir, name):

@@ -1,6 +1,7 @@
 """What every training run shares: the run directory, callbacks, the strategy scope."""
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -14,7 +15,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfllm import runs, tokenizers
+from tfllm import errors, runs, tokenizers
 from tfllm.errors import UserInputError
 from tfllm.runs import BACKUP, read_json, write_json  # noqa: F401  (re-exported for the trainers)
 
@@ -66,10 +67,12 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a non-chief worker's scratch folder
         # A diverged run would diverge again when resumed: it goes whatever its backup.
         backed_up = (resume or runs.has_backup(backup_dir)) and not isinstance(e, TrainingDiverged)
+        full_disk = errors.full_disk_file(e)  # a traceback's worth of h5py or TensorFlow otherwise
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.")
             raise
-        if resumable and backed_up and not isinstance(e, UserInputError):  # a crash, a lost worker
+        crashed = resumable and backed_up and not isinstance(e, UserInputError)  # a crash, a lost worker
+        if crashed and full_disk is None:  # a full disk is said below, in one line
             print(f"\nTraining failed ({type(e).__name__}); its backup is kept: once the cause is fixed, run the "
                   f"same command again to resume from {backup_dir}.", file=sys.stderr)
         if not backed_up:  # nothing to resume from (interrupted or failed before the first backup)
@@ -78,6 +81,17 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
             if isinstance(e, KeyboardInterrupt):
                 kept = f"; the finished run that was there is back in {run_dir}" if previous else ""
                 print(f"\nInterrupted before the first backup: nothing to resume, so the new run is removed{kept}.")
+        if full_disk is not None:
+            where = f" writing {full_disk!r}" if full_disk else f" in {run_dir!r}"
+            if resumable and backed_up:
+                kept = ("The run's backup is kept: free some space, then run the same command again to resume "
+                        f"from {backup_dir}.")
+            elif not backed_up:
+                back = f"; the finished run that was there is back in {run_dir}" if previous else ""
+                kept = f"Nothing of the new run was kept{back}: free some space and run the command again."
+            else:
+                kept = "Free some space and run the command again."
+            raise errors.DiskFull(f"No space left on device{where}. {kept}", full_disk) from e
         raise
     runs.drop_previous(previous)
 
@@ -229,6 +243,7 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     # A fresh (unbuilt) optimizer, so the weights files hold no optimizer state that
     # every later from_preset would warn about skipping; training is over.
     task.compile()
+    check_room(os.path.join(run_dir, "task.weights.h5"), task.weights)  # with model.weights.h5, the backbone's
     task.save_to_preset(run_dir)
     for stray in glob.glob(os.path.join(run_dir, "*.tmp.weights.h5")):  # a checkpoint write a kill cut short
         os.remove(stray)
@@ -288,12 +303,33 @@ def save_weights_atomically(model, filepath):
     it is written leaves the previous file whole. Keras writes in place, and loads a file cut short
     with only warnings for the layers it lacks (the rest keep their fresh values)."""
     tmp = f"{filepath[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5"  # Keras wants the suffix
+    optimizer = getattr(model, "optimizer", None)
+    built = optimizer is not None and optimizer.built  # then Keras saves its state with the weights
+    check_room(tmp, list(model.weights) + (list(optimizer.variables) if built else []))
     try:
         model.save_weights(tmp, overwrite=True)
         os.replace(tmp, filepath)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_room(filepath, variables):
+    """Raises a full disk's OSError (ENOSPC) before a weights file of `variables` is written where it
+    would not fit.
+
+    HDF5 does not survive running out of space part-way through a file: h5py printed a traceback for each
+    buffer it could not write, and the process then often crashed (SIGSEGV, exit status 139; h5py 3.14,
+    HDF5 1.14.6), whatever was done with the error. Such a file takes its variables' bytes plus about
+    1.2 KB of HDF5 records each (2 KB counted). A quota, or another process filling the disk meanwhile,
+    goes unseen here.
+    """
+    need = sum(math.prod(v.shape) * tf.as_dtype(v.dtype).size + 2048 for v in variables) + (64 << 10)
+    disk = os.statvfs(os.path.dirname(os.path.abspath(filepath)))
+    free = disk.f_bavail * disk.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device: the weights need about {need / 2**20:.1f} MiB, "
+                                    f"{free / 2**20:.1f} MiB are free", filepath)
 
 
 def _sha256(file):
