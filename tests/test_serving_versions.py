@@ -58,6 +58,34 @@ def test_prune_still_removes_what_it_should(tmp_path, good_version):
     assert "variables" in removed.skipped[3]
 
 
+def test_two_prunes_at_once_each_skip_what_the_other_removed(tmp_path, good_version, capsys, monkeypatch):
+    """`tfllm models --prune` twice at once (or with an `export --keep`): the one that came second to a
+    version crashed with FileNotFoundError renaming it to `.pruning-N`."""
+    import subprocess
+    import sys
+
+    _layout(tmp_path, good_version, good=(1, 2, 3, 4, 5), garbage=())
+    check, others, keep = versioning.version_problem, [], ["1"]
+
+    def another_prune_meanwhile(version_dir):  # after this prune chose its versions, before it renames them
+        if not others:
+            others.append(subprocess.run(
+                [sys.executable, "-m", "tfllm.cli", "models", str(tmp_path), "--prune", "clf", "--keep", keep[0]],
+                capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")))
+        return check(version_dir)
+
+    monkeypatch.setattr(versioning, "version_problem", another_prune_meanwhile)
+    assert main(["models", str(tmp_path), "--prune", "clf", "--keep", "1"]) == 0
+    assert others[0].returncode == 0 and "Pruned clf versions [1, 2, 3, 4]" in others[0].stdout, others[0].stderr
+    assert "Nothing to prune" in capsys.readouterr().out  # the other one removed them all
+    assert sorted(os.listdir(tmp_path / "clf")) == ["5"]
+    _layout(tmp_path, good_version, good=(6, 7), garbage=())
+    others.clear()
+    keep[0] = "2"  # the other one removes 5; this one, keeping 1, 6 only
+    assert prune(str(tmp_path), "clf", keep=1) == [6]
+    assert "Pruned clf versions [5]" in others[0].stdout and sorted(os.listdir(tmp_path / "clf")) == ["7"]
+
+
 def test_a_missing_or_short_data_shard_is_broken_and_never_kept_over_a_good_version(
         tmp_path, good_version, capsys):
     # What a half-finished copy looks like: the index is there, its data shard is not (2)

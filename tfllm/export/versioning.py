@@ -365,7 +365,8 @@ def prune(base_dir, name, keep):
     broken, `keep=1` keeps both, so a server still has a version to serve.
     The result's `skipped` says which versions were kept beyond `keep` and why
     (also logged). Each version is first renamed to a non-integer folder, so a
-    server polling the folder never sees a half-deleted version.
+    server polling the folder never sees a half-deleted version. A version
+    another prune removes meanwhile is skipped (and not in the result).
     """
     if keep < 1:
         raise UserInputError(f"--keep must be at least 1, got {keep}.")
@@ -384,8 +385,14 @@ def prune(base_dir, name, keep):
         broken[version] = problem
     for version, reason in skipped.items():
         logger.warning("not pruning %s version %d: %s", name, version, reason)
+    removed = []
     for version in doomed:
         trash = os.path.join(base_dir, name, f".pruning-{version}")
-        os.rename(os.path.join(base_dir, name, str(version)), trash)
-        shutil.rmtree(trash)
-    return PruneResult(doomed, skipped)
+        try:
+            os.rename(os.path.join(base_dir, name, str(version)), trash)
+        except FileNotFoundError:
+            continue  # another prune (`tfllm models --prune`, `export --keep`) at the same time took it
+        removed.append(version)
+        with contextlib.suppress(FileNotFoundError):  # or removes its .pruning- folder, as stale
+            shutil.rmtree(trash)
+    return PruneResult(removed, skipped)
