@@ -154,6 +154,48 @@ def test_out_folder_follows_the_umask(umask, tmp_path):
     assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask
 
 
+# An export to --out killed while it writes (the TFLite files of a real model take seconds to minutes).
+KILLED_EXPORT = """
+import os, sys, time
+from tfllm.export import tflite
+
+def write(directory):
+    with open(os.path.join(directory, "model.tflite"), "wb") as f:
+        f.write(b"half a model")
+    print(directory, flush=True)
+    time.sleep(600)
+
+tflite._write_out_dir(sys.argv[1], write)
+"""
+
+
+def test_the_folder_a_killed_out_export_leaves_is_removed_by_the_next_one(tmp_path):
+    """It was `.tmp-XXXXXXXX`, naming no process, and nothing removed it (33 MB each for the tiny
+    classifier); now `.tmp-PID@HOST-...` as in a versioned export, and the next export into the same
+    folder removes those of processes that are gone, and nothing else of the user's."""
+    import subprocess
+    import sys
+
+    from tfllm.export import versioning
+
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(tmp_path / "phone")],
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    leftover = killed.stdout.readline().strip()
+    killed.kill()
+    killed.wait()
+    assert os.path.basename(leftover).startswith(f".tmp-{killed.pid}@") and os.path.isdir(leftover)
+    running = versioning.owned_temp_dir(str(tmp_path))  # an export of a live process (this one)
+    for name in (".tmp-notes", ".tmp-k2j4x9qa"):  # the user's, or an export's from before names said whose
+        (tmp_path / name).mkdir()
+
+    def write(directory):
+        open(os.path.join(directory, "model.tflite"), "wb").close()
+
+    tflite._write_out_dir(str(tmp_path / "phone"), write)
+    assert sorted(os.listdir(tmp_path)) == sorted([".tmp-notes", ".tmp-k2j4x9qa", os.path.basename(running), "phone"])
+    assert os.listdir(tmp_path / "phone") == ["model.tflite"]
+
+
 def _copy_run(run_dir, tmp_path, edit=None, remove=()):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

@@ -19,7 +19,7 @@ from tfllm.export.tflite_causal_lm import export_causal_lm_files
 from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
     IDS_FILE, TEXT_FILE, export_classifier_files)
 from tfllm.export.tflite_runtime import load_interpreter, require_tflite, run_signature  # noqa: F401  (public here too)
-from tfllm.export.versioning import atomic_version_dir, make_temp_dir, raise_if_disk_full
+from tfllm.export.versioning import atomic_version_dir, clean_stale, owned_temp_dir, raise_if_disk_full
 
 QUANTIZE_MODES = {
     "classify": ("none", "dynamic", "float16", "int8"),
@@ -52,7 +52,10 @@ def _write_out_dir(out, write):
         raise UserInputError(f"--out {out!r} is a non-empty folder that is not a tfllm TFLite export. Choose another path.")
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    tmp_dir = make_temp_dir(prefix=".tmp-", dir=parent)
+    # Named for this process, so the next export here removes it if this one is killed (33 MB each were
+    # left for ever). Only such folders go: the rest of --out's parent folder is the user's.
+    clean_stale(parent, owned_only=True)
+    tmp_dir = owned_temp_dir(parent)
     try:
         write(tmp_dir)
         if os.path.exists(out):

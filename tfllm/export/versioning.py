@@ -110,9 +110,7 @@ def atomic_version_dir(base_dir, name):
     model_dir = os.path.join(base_dir, name)
     os.makedirs(model_dir, exist_ok=True)
     clean_stale(model_dir)
-    # The folder's name says which process writes it, so a later export can
-    # tell a killed export's leftovers from one still running.
-    target = VersionDir(make_temp_dir(prefix=f".tmp-{os.getpid()}@{_host_hash()}-", dir=model_dir))
+    target = VersionDir(owned_temp_dir(model_dir))
     try:
         yield target
         target.path = _rename_to_next_version(target.tmp_dir, base_dir, name)
@@ -143,6 +141,12 @@ def _rename_to_next_version(tmp_dir, base_dir, name):
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
             # Another export took this number since we looked: take the next one.
+
+
+def owned_temp_dir(folder):
+    """A temporary folder in `folder` for an export to write in, named for its process (`.tmp-PID@HOST-`),
+    so that a later export can tell a killed export's leftovers from one still running (`clean_stale`)."""
+    return make_temp_dir(prefix=f".tmp-{os.getpid()}@{_host_hash()}-", dir=folder)
 
 
 def make_temp_dir(prefix, dir):
@@ -192,12 +196,14 @@ def _is_stale(path, now):
     return now - _newest_mtime(path) > STALE_SECONDS
 
 
-def clean_stale(model_dir):
+def clean_stale(model_dir, owned_only=False):
     """Removes `.tmp-*` folders of exports that were killed, and half-deleted `.pruning-*` ones.
 
     A `.tmp-*` folder is stale when the process its name records is gone
     (same host), or when it names none (or another host) and nothing in it
-    changed for `STALE_SECONDS`. Returns the removed folder names.
+    changed for `STALE_SECONDS`. `owned_only` (a folder of the user's, where
+    `--out` goes): only those that name a process of this host that is gone.
+    Returns the removed folder names.
     """
     removed = []
     now = time.time()
@@ -209,8 +215,13 @@ def clean_stale(model_dir):
         path = os.path.join(model_dir, entry)
         if not os.path.isdir(path):
             continue
-        if entry.startswith(".tmp-") and _is_stale(path, now) or \
-                entry.startswith(".pruning-") and now - _newest_mtime(path) > 60:
+        if owned_only:
+            owner = _OWNER.match(entry)
+            stale = bool(owner) and owner[2] == _host_hash() and not _pid_alive(int(owner[1]))
+        else:
+            stale = entry.startswith(".tmp-") and _is_stale(path, now) or \
+                entry.startswith(".pruning-") and now - _newest_mtime(path) > 60
+        if stale:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(entry)
     if removed:
