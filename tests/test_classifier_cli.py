@@ -422,6 +422,30 @@ def test_a_stop_after_the_last_epoch_resumes_without_training_again(tmp_path, ca
     assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / "whole"))  # no backup, no best.weights.h5 left
 
 
+def test_input_refused_after_the_last_epoch_leaves_nothing_and_puts_the_old_run_back(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """With the backup kept past `fit`, a refusal after it (NaN probabilities) left a half-written run
+    that resumed into the same refusal, and the --overwrite'd run stayed hidden aside."""
+    from tfllm.cli import main
+    from tfllm.errors import UserInputError
+    from tfllm.training import classifier
+
+    run_dir = tmp_path / "run"
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "1",
+            "--run-dir", str(run_dir)]
+    assert main(argv) == 0
+    before = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    def refused(*args, **kwargs):
+        raise UserInputError("The probabilities hold NaN.")
+
+    monkeypatch.setattr(classifier, "classification_report", refused)
+    assert main(argv + ["--overwrite"]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert sorted(os.listdir(tmp_path)) == ["run"]  # no half-written run, nothing left aside
+
+
 def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path, capsys):
     """A NaN loss: Keras' TerminateOnNaN only stopped, so a generator was saved as finished and a classifier
     failed later in a traceback (naive Bayes on NaN weights)."""

@@ -65,8 +65,12 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
     except BaseException as e:
         if os.path.abspath(os.path.dirname(backup_dir)) != os.path.abspath(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a non-chief worker's scratch folder
-        # A diverged run would diverge again when resumed: it goes whatever its backup.
-        backed_up = (resume or runs.has_backup(backup_dir)) and not isinstance(e, TrainingDiverged)
+        # A diverged run would diverge again when resumed: it goes whatever its backup. So does a run whose
+        # input was refused after its last epoch (a NaN in its outputs, say): resumed, it meets the same
+        # refusal, and the settings that would fix it are refused as "other settings" of a resume.
+        refused_after_fit = isinstance(e, UserInputError) and fit_done(backup_dir)
+        backed_up = (resume or runs.has_backup(backup_dir)) and not isinstance(e, TrainingDiverged) \
+            and not refused_after_fit
         full_disk = errors.full_disk_file(e)  # a traceback's worth of h5py or TensorFlow otherwise
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.")
@@ -344,6 +348,12 @@ def _copy_atomically(source, destination):
     tmp = f"{destination}.{os.getpid()}.tmp"
     shutil.copyfile(source, tmp)
     os.replace(tmp, destination)
+
+
+def fit_done(backup_dir):
+    """Whether the backup in `backup_dir` was written after `fit` had ended (`Backup.on_train_end`)."""
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    return os.path.exists(metadata) and bool(read_json(metadata).get("fit_done"))
 
 
 BEST_WEIGHTS = "best.weights.h5"  # the best epoch's weights (`BestCheckpoint`), in the run directory
