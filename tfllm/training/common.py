@@ -488,12 +488,12 @@ def make_callbacks(
         StopOnDivergence(),
         LearningRateLogger(),
         EpochCounter(),
-        backup(backup_dir),  # before the swap: it backs up the raw weights
     ]
+    if write_logs:  # before the backup: a kill between the two re-logs an epoch, never skips its scalars
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
+    callbacks.append(backup(backup_dir))  # before the swap: it backs up the raw weights
     if ema:  # before the checkpoint and early stopping, which then keep the averaged weights
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    if write_logs:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
     if checkpoint:  # every worker: each ends on the best epoch's weights, so all report the run's metrics
         callbacks.append(BestCheckpoint(os.path.join(run_dir, BEST_WEIGHTS), monitor,
                                         record=os.path.join(backup_dir, "best.json"), write_record=write_logs))
