@@ -2,10 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import main_in_process
 from tfllm.cli import main
 
 SPACE = {"hidden_dim": [8, 16], "learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log"}}
@@ -137,6 +140,65 @@ def test_bad_data_fails_the_first_trial_and_leaves_nothing(tmp_path, space_file,
     assert code == 2
     assert "missing.csv" in capsys.readouterr().err
     assert not (tmp_path / "search").exists()
+
+
+# Another process that takes a folder as a training command does (`runs.acquire`), and holds it while
+# its stdin is open (then releases it); "refused: MESSAGE" when the folder is someone else's.
+HOLDER = """
+import sys
+from tfllm import runs
+from tfllm.errors import UserInputError
+try:
+    runs.acquire(sys.argv[1])
+except UserInputError as e:
+    print(f"refused: {e}", flush=True)
+    sys.exit(1)
+print("held", flush=True)
+sys.stdin.read()
+runs.release(sys.argv[1])
+"""
+
+
+def test_a_search_owns_its_folder_and_a_second_one_is_refused_naming_the_first(tmp_path, space_file, capsys,
+                                                                                monkeypatch):
+    """`tfllm tune` took no lock where `tfllm train` takes one: two searches on one folder at once
+    trampled each other's tuner state, trials and tuning.json. A search now owns its folder from before
+    it reads it to its end, and another command there is refused in one line naming the owner."""
+    import keras_tuner
+
+    from tfllm import runs, tuning
+
+    run_dir = tmp_path / "search"
+    seen = []
+
+    def trial(self, trial):  # inside the search's first trial: another process tries the folder
+        other = subprocess.run([sys.executable, "-c", HOLDER, str(run_dir)], capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL)
+        seen.append(other.stdout.strip())
+        raise keras_tuner.errors.FatalError("stop here")
+
+    monkeypatch.setattr(tuning._Search, "run", trial)
+    assert _tune(run_dir, space_file, "--max-trials", 1) == 2
+    assert seen == [f"refused: Run directory {str(run_dir)!r} is in use by another tfllm process (pid {os.getpid()}); "
+                    "wait for it or choose another --run-dir."]
+    assert os.listdir(tmp_path) == ["space.json"]  # released: no lock file left (and no search for bad input)
+
+    # While another process owns the folder, a search is refused before it writes anything.
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        listing = sorted(os.listdir(tmp_path))
+        result = main_in_process(capsys, "tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200,
+                                 "--space", space_file, "--run-dir", run_dir)
+        assert result.returncode == 2
+        assert result.stderr == (f"tfllm: error: Run directory {str(run_dir)!r} is in use by another tfllm process "
+                                 f"(pid {holder.pid}); wait for it or choose another --run-dir.\n")
+        assert sorted(os.listdir(tmp_path)) == listing and not run_dir.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not os.path.exists(runs.lock_file(str(run_dir)))
 
 
 def test_default_space_centres_on_the_preset():

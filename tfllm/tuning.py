@@ -458,6 +458,17 @@ def tune(config, algorithm="random", max_trials=10, max_minutes=None, objective=
         raise UserInputError(f"Preset {config.preset!r} has none of the settings a search varies; pass --space FILE.")
 
     directory = config.run_dir
+    # The search owns its folder for the whole call, as `tfllm train` owns a run directory: two searches
+    # there at once trampled each other's tuner state, trials and tuning.json. Its trials own their own
+    # folders (DIR/trials/trial_NNN) inside it, so they train as usual.
+    runs.check_run_folder(directory)
+    with runs.owned(directory):
+        return _search(config, preset, space, objective, algorithm, max_trials, max_minutes, verbose)
+
+
+def _search(config, preset, space, objective, algorithm, max_trials, max_minutes, verbose):
+    """`tune` in a search directory this process owns."""
+    directory = config.run_dir
     search = _Search(config, space, objective, algorithm, verbose=verbose,
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
     continuing = _check_directory(directory, search.settings())
