@@ -38,11 +38,16 @@ def test_jsonl_with_int_labels_and_custom_columns(tmp_path):
     assert data.num_classes == 3
 
 
+def write_label_folders(folder, labels=("neg", "pos"), files=10):
+    """A folder dataset: FOLDER/<label>/<i>.txt holding "<label> review <i>"."""
+    for label in labels:
+        (folder / label).mkdir()
+        for i in range(files):
+            (folder / label / f"{i}.txt").write_text(f"{label} review {i}")
+
+
 def test_folder_per_label(tmp_path):
-    for label in ("neg", "pos"):
-        (tmp_path / label).mkdir()
-        for i in range(10):
-            (tmp_path / label / f"{i}.txt").write_text(f"{label} review {i}")
+    write_label_folders(tmp_path)
     data = load_classification_data(str(tmp_path))
     assert data.label_names == ["neg", "pos"]
     assert len(data.train) + len(data.val) + len(data.test) == 20
@@ -244,10 +249,7 @@ def test_hidden_folders_and_files_in_a_folder_dataset_are_skipped(tmp_path):
     from tfllm.datasets import data_fingerprint
     from tfllm.datasets.text import load_documents
 
-    for label in ("neg", "pos"):
-        (tmp_path / label).mkdir()
-        for i in range(10):
-            (tmp_path / label / f"{i}.txt").write_text(f"{label} review {i}")
+    write_label_folders(tmp_path)
     fingerprint = data_fingerprint(str(tmp_path))
     for hidden in (".hidden", "__MACOSX", "pos/.ipynb_checkpoints"):
         (tmp_path / hidden).mkdir()
@@ -297,3 +299,16 @@ def test_a_jsonl_text_may_hold_line_separators_that_are_not_newlines(tmp_path):
                                               for i, t in enumerate(texts)), encoding="utf-8")
     data = load_classification_data(str(tmp_path / "d.jsonl"), val_fraction=0, test_fraction=0)
     assert sorted(data.train.texts) == sorted(texts)
+
+
+def test_a_jsonl_object_that_repeats_a_key_is_refused_naming_the_line_and_key(tmp_path):
+    """{"text": "a", "text": "b"} was read as "b" without a word (json.loads keeps the last value)."""
+    lines = [json.dumps({"text": t, "label": label}) for t, label in ROWS]
+    lines[6] = '{"text": "first text", "label": "pos", "text": "second text"}'
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match=re.escape("d.jsonl' line 7 repeats the key 'text'")):
+        load_classification_data(str(tmp_path / "d.jsonl"))
+    lines[6] = '{"text": "a text", "label": "pos", "meta": {"id": 1, "id": 2}}'  # in a nested object too
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match=re.escape("d.jsonl' line 7 repeats the key 'id'")):
+        load_classification_data(str(tmp_path / "d.jsonl"))

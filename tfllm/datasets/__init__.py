@@ -101,6 +101,20 @@ def read_lines(path):
         raise UserInputError(f"Data file {path!r} is empty. Point --data at a file with rows of text.")
 
 
+class _RepeatedKey(Exception):
+    """A JSON object that names one key twice (raised by `_unique_keys`, reported by `iter_rows`)."""
+
+
+def _unique_keys(pairs):
+    """`json.loads`' object_pairs_hook: the object as a dict, refusing a key named twice, of which
+    json.loads would keep the last value without a word (which text, which label, was meant?)."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _RepeatedKey(next(key for key in keys if keys.count(key) > 1))
+    return row
+
+
 def _read_rows(path):
     """Rows as dicts from .csv/.tsv/.jsonl (optionally .gz)."""
     return list(iter_rows(path))
@@ -118,9 +132,12 @@ def iter_rows(path):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as e:
                 raise UserInputError(f"{path!r} line {number} is not valid JSON ({e.msg}). Each line must be one JSON object.") from None
+            except _RepeatedKey as e:
+                raise UserInputError(f"{path!r} line {number} repeats the key {e.args[0]!r} in one object. Keep one "
+                                     f"{e.args[0]!r} per object, so that the line says which value to read.") from None
             if not isinstance(row, dict):
                 raise UserInputError(f"{path!r} line {number} is not a JSON object. Each line must look like {{\"text\": ..., \"label\": ...}}.")
             yield row
