@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import main_in_process
+
 from tfllm.cli import main
 
 SPACE = {"hidden_dim": [8, 16], "learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log"}}
@@ -173,14 +173,14 @@ def test_a_search_owns_its_folder_and_a_second_one_is_refused_naming_the_first(t
 
     def trial(self, trial):  # inside the search's first trial: another process tries the folder
         other = subprocess.run([sys.executable, "-c", HOLDER, str(run_dir)], capture_output=True, text=True,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, check=False)
         seen.append(other.stdout.strip())
         raise keras_tuner.errors.FatalError("stop here")
 
     monkeypatch.setattr(tuning._Search, "run", trial)
     assert _tune(run_dir, space_file, "--max-trials", 1) == 2
-    assert seen == [f"refused: Run directory {str(run_dir)!r} is in use by another tfllm process (pid {os.getpid()}); "
-                    "wait for it or choose another --run-dir."]
+    assert seen == [(f"refused: Run directory {str(run_dir)!r} is in use by another tfllm process "
+                     f"(pid {os.getpid()}); wait for it or choose another --run-dir.")]
     assert os.listdir(tmp_path) == ["space.json"]  # released: no lock file left (and no search for bad input)
 
     # While another process owns the folder, a search is refused before it writes anything.
