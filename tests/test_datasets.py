@@ -2,6 +2,7 @@ import gzip
 import json
 import re
 
+import numpy as np
 import pytest
 
 from tfllm.datasets import load_classification_data
@@ -312,3 +313,21 @@ def test_a_jsonl_object_that_repeats_a_key_is_refused_naming_the_line_and_key(tm
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(UserInputError, match=re.escape("d.jsonl' line 7 repeats the key 'id'")):
         load_classification_data(str(tmp_path / "d.jsonl"))
+
+
+@pytest.mark.parametrize("probabilities, where", [
+    ([[0.2, 0.8], ["0.5", "n/a"]], "row 1, column 'pos' (counting from 0) holds 'n/a'"),
+    (np.array([[0.2, 0.8], ["0.5", "n/a"]]), "row 1, column 'pos' (counting from 0) holds 'n/a'"),
+    ([[0.2, 0.8], [0.5]], "row 1 (counting from 0) holds [0.5], not 2 numbers"),
+])
+def test_probabilities_that_are_not_numbers_are_refused_naming_the_row_and_column(probabilities, where):
+    """A probability column holding text (read from a file, say) ended in NumPy's ValueError ("could
+    not convert string to float"), and rows of unequal length in its "inhomogeneous shape" one."""
+    from tfllm.evaluation import classification_report, roc_auc
+
+    with pytest.raises(UserInputError, match=re.escape(f"The probabilities must be numbers: {where}")):
+        classification_report([0, 1], probabilities, ["neg", "pos"])
+    with pytest.raises(UserInputError, match=re.escape("The scores must be numbers: row 2 (counting from 0) holds 'x'")):
+        roc_auc([0, 1, 1], [0.3, 0.9, "x"])
+    # Numbers written as text are numbers, as before.
+    assert classification_report([0, 1], [[0.2, 0.8], ["0.9", "0.1"]], ["neg", "pos"])["accuracy"] == 0.0

@@ -20,10 +20,37 @@ def _check_finite(values, what):
                              "the inputs.")
 
 
+def _numbers(values, what, columns=None):
+    """`values` as float64, or a UserInputError naming the first value that is not a number: a
+    probability column of text ("n/a", read from a file, say) ended in NumPy's ValueError ("could not
+    convert string to float"), rows of unequal length in its "inhomogeneous shape". `columns` names the
+    columns of 2-D `values` (the classes). Numbers written as text ("0.5") are read as numbers."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        pass  # the value at fault is found and named below
+    for i, row in enumerate(values):
+        if columns is not None and (isinstance(row, (str, bytes)) or not hasattr(row, "__len__")
+                                    or len(row) != len(columns)):
+            raise UserInputError(f"{what} must be numbers: row {i} (counting from 0) holds {row!r}, not "
+                                 f"{len(columns)} numbers (one per class of {list(columns)}). Fix that row.")
+        for j, value in enumerate([row] if columns is None else row):
+            if value is None:
+                continue  # NumPy reads None as NaN, which _check_finite refuses in its own words
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                column = "" if columns is None else f", column {columns[j]!r}"
+                value = value.item() if isinstance(value, np.generic) else value  # 'n/a', not np.str_('n/a')
+                raise UserInputError(f"{what} must be numbers: row {i}{column} (counting from 0) holds {value!r}. "
+                                     "Fix or remove that row.") from None
+    raise UserInputError(f"{what} must be numbers{'' if columns is None else ', one row of them per example'}.")
+
+
 def roc_auc(y_true, scores):
     """Exact binary ROC-AUC (Mann-Whitney U with average ranks for ties)."""
     y_true = np.asarray(y_true).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = _numbers(scores, "The scores")
     _check_finite(scores, "The scores")
     n_pos, n_neg = y_true.sum(), (~y_true).sum()
     if n_pos == 0 or n_neg == 0:
@@ -51,7 +78,7 @@ def classification_report(y_true, probabilities, label_names):
         label_names: names of the label ids; for two classes index 1 is positive.
     """
     y_true = np.asarray(y_true)
-    probabilities = np.asarray(probabilities)
+    probabilities = _numbers(probabilities, "The probabilities", label_names)
     k = len(label_names)
     if len(y_true) == 0:
         raise UserInputError("No examples to score: give at least one label and its probabilities.")
@@ -66,7 +93,7 @@ def classification_report(y_true, probabilities, label_names):
     if probabilities.shape != (len(y_true), k):
         raise UserInputError(f"Expected probabilities of shape ({len(y_true)}, {k}) (one row per label, one column "
                              f"per class of {list(label_names)}), got {probabilities.shape}.")
-    _check_finite(probabilities.astype(np.float64), "The probabilities")
+    _check_finite(probabilities, "The probabilities")
     y_pred = probabilities.argmax(axis=-1)
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (y_true, y_pred), 1)
