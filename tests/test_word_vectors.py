@@ -249,3 +249,20 @@ def test_texts_of_single_words_train_without_word_vectors(tmp_path, capsys):
                  "--run-dir", str(tmp_path / "run")]) == 0
     assert "Word vectors skipped" in capsys.readouterr().out
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_progress_line_is_printed_before_the_counting(capsys, monkeypatch):
+    """On a file of hundreds of MB the counting and the SVD ran ~40 s with nothing printed: a classifier's
+    training said "Word vectors: ..." only once they were done."""
+    printed_before = []
+    count = word_vectors.cooccurrence
+
+    def watched(*args, **kwargs):  # the long step: what was printed by the time it starts
+        printed_before.append(capsys.readouterr().out)
+        return count(*args, **kwargs)
+
+    monkeypatch.setattr(word_vectors, "cooccurrence", watched)
+    ids, splits = zipf_corpus(2_000, 40)
+    word_vectors.word_vectors(ids, splits, vocabulary_size=50, dim=4, window=3)
+    assert printed_before == ["Word vectors: counting the co-occurrences of 2,000 tokens in 41 documents "
+                              "(window 3), then a rank-4 SVD\n"]

@@ -91,6 +91,10 @@ def word_vectors(ids, row_splits, vocabulary_size, dim, window=10, context_power
     length; an id that never co-occurs with another (special tokens, unused
     pieces) gets no vector, and the caller keeps its initial embedding.
     """
+    # The long step: on a file of hundreds of MB, tens of seconds of counting and SVD that printed nothing
+    # (a classifier's training says what the vectors found only once they are done).
+    print(f"Word vectors: counting the co-occurrences of {len(ids):,} tokens in {len(row_splits) - 1:,} documents "
+          f"(window {window}), then a rank-{dim} SVD", flush=True)
     matrix = positive_pmi(cooccurrence(ids, row_splits, vocabulary_size, window, ignore), context_power)
     rank = min(dim, min(matrix.shape) - 1)
     if rank < 1 or matrix.nnz == 0:
