@@ -99,8 +99,8 @@ class _AccessCheck:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            # h11 refuses a head still incomplete after MAX_HEAD_BYTES (connections.py), but one
-            # that arrived whole in a single read (up to 256 KiB) gets here: bound it exactly.
+            # A head still incomplete after MAX_HEAD_BYTES is refused as it arrives
+            # (connections.py), but one that ended within a read gets here: bound it exactly.
             if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
                     len(k) + len(v) for k, v in scope.get("headers") or ()) > MAX_HEAD_BYTES:
                 await _json_reply({"error": f"The request's line and headers are over {MAX_HEAD_BYTES} "

@@ -27,7 +27,7 @@ import socket
 import sys
 
 from tfllm.errors import UserInputError
-from tfllm.serving.connections import MAX_HEAD_BYTES, ConnectionLimits, protocol_class
+from tfllm.serving.connections import ConnectionLimits, protocol_class
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
 from tfllm.serving.models import read_model_config
 from tfllm.serving.registry import ModelRegistry  # noqa: F401  (re-exported)
@@ -198,13 +198,12 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
               + (f", gRPC {host}:{grpc_port}" if grpc_port else "")
               + ("; bearer token required" if auth_token else ""), flush=True)
         connections = connections or ConnectionLimits()
-        # h11, not uvicorn's default httptools, for its bound on a request's head (see
-        # connections.py); it costs ~0.1 ms a request (docs/serving.md has the figures).
+        # uvicorn's httptools protocol with a bound on a request's head and its deadline
+        # (connections.py).
         config = uvicorn.Config(make_app(registry, limits, policy, connections.body_timeout),
                                 host=host, port=port,
                                 log_level="warning", access_log=False,
                                 http=protocol_class(connections),
-                                h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                                 timeout_keep_alive=connections.idle_timeout)
         uvicorn.Server(config).run(sockets=[rest_socket])
     finally:
