@@ -15,7 +15,7 @@ pytest.importorskip("ai_edge_litert")
 
 from tfllm import runs  # noqa: E402
 from tfllm.cli import main  # noqa: E402
-from tfllm.export import tflite  # noqa: E402
+from tfllm.export import tflite, versioning  # noqa: E402
 
 # Bounds for a 41-example test split: one flipped prediction moves accuracy
 # by 2.4 points, so the issue's 0.5 / 1.5-point bounds apply to the real
@@ -148,7 +148,7 @@ def test_out_folder_follows_the_umask(umask, tmp_path):
 
     previous = os.umask(umask)
     try:
-        out = tflite._write_out_dir(str(tmp_path / "phone"), write)
+        out = versioning.write_out_dir(str(tmp_path / "phone"), write)
     finally:
         os.umask(previous)
     assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask
@@ -157,7 +157,7 @@ def test_out_folder_follows_the_umask(umask, tmp_path):
 # An export to --out killed while it writes (the TFLite files of a real model take seconds to minutes).
 KILLED_EXPORT = """
 import os, sys, time
-from tfllm.export import tflite
+from tfllm.export import versioning
 
 def write(directory):
     with open(os.path.join(directory, "model.tflite"), "wb") as f:
@@ -165,7 +165,7 @@ def write(directory):
     print(directory, flush=True)
     time.sleep(600)
 
-tflite._write_out_dir(sys.argv[1], write)
+versioning.write_out_dir(sys.argv[1], write)
 """
 
 
@@ -175,8 +175,6 @@ def test_the_folder_a_killed_out_export_leaves_is_removed_by_the_next_one(tmp_pa
     folder removes those of processes that are gone, and nothing else of the user's."""
     import subprocess
     import sys
-
-    from tfllm.export import versioning
 
     killed = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(tmp_path / "phone")],
                               stdout=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -191,7 +189,7 @@ def test_the_folder_a_killed_out_export_leaves_is_removed_by_the_next_one(tmp_pa
     def write(directory):
         open(os.path.join(directory, "model.tflite"), "wb").close()
 
-    tflite._write_out_dir(str(tmp_path / "phone"), write)
+    versioning.write_out_dir(str(tmp_path / "phone"), write)
     assert sorted(os.listdir(tmp_path)) == sorted([".tmp-notes", ".tmp-k2j4x9qa", os.path.basename(running), "phone"])
     assert os.listdir(tmp_path / "phone") == ["model.tflite"]
 
@@ -307,3 +305,54 @@ def test_generator_int8_is_refused(tiny_generator_run, tmp_path, capsys):
     assert main(argv) == 2
     assert "not supported for a text generator" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- translation
+
+
+@pytest.fixture(scope="module")
+def tiny_translation_run(tmp_path_factory):
+    """A tiny translation run (numerals -> English words, one epoch)."""
+    import csv
+    import random
+
+    words = {"一": "one", "二": "two", "三": "three", "四": "four"}
+    rng = random.Random(0)
+    folder = tmp_path_factory.mktemp("pairs")
+    with open(folder / "pairs.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(("zh", "en"))
+        for _ in range(60):
+            chars = [rng.choice(list(words)) for _ in range(rng.randint(1, 2))]
+            writer.writerow(("".join(chars), " ".join(words[c] for c in chars)))
+    run_dir = str(folder / "tr")
+    assert main(["train", "--task", "translate", "--data", str(folder / "pairs.csv"), "--source-column", "zh",
+                 "--target-column", "en", "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_translation_run, tmp_path, monkeypatch, capsys):
+    """`--out DIR` of a translation run was written in place: stopped after model.tflite, the tokenizer
+    and metadata.json (Ctrl-C, a crash, a kill), DIR was left half-written without parity.json. It is
+    written into a temporary folder renamed into place at the end, as the other TFLite exports are."""
+    from tfllm.export import tflite_seq2seq
+
+    def stopped(*args, **kwargs):  # the parity check, the last step: everything else is written
+        raise KeyboardInterrupt
+
+    out = tmp_path / "exports" / "phone"
+    argv = ["export", tiny_translation_run, "--name", "tr", "--format", "tflite", "--out", str(out)]
+    with monkeypatch.context() as patched:
+        patched.setattr(tflite_seq2seq, "TFLiteTranslator", stopped)
+        assert main(argv) == 130
+    assert os.listdir(tmp_path / "exports") == []
+    # The same checks of --out as the other exports: a folder of the user's is not written into.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert main(argv[:-1] + [str(tmp_path / "mine")]) == 2
+    assert "is a non-empty folder that is not a tfllm TFLite export" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+    assert main(argv) == 0
+    assert sorted(os.listdir(out)) == ["metadata.json", "model.tflite", "parity.json", "tokenizer"]
+    assert os.listdir(tmp_path / "exports") == ["phone"]

@@ -10,8 +10,6 @@ export leaves nothing behind. The per-model modules share
 
 import json
 import os
-import shutil
-import tempfile
 
 from tfllm import runs
 from tfllm.errors import UserInputError
@@ -19,7 +17,7 @@ from tfllm.export.tflite_causal_lm import export_causal_lm_files
 from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
     IDS_FILE, TEXT_FILE, export_classifier_files)
 from tfllm.export.tflite_runtime import load_interpreter, require_tflite, run_signature  # noqa: F401  (public here too)
-from tfllm.export.versioning import atomic_version_dir, clean_stale, owned_temp_dir, raise_if_disk_full
+from tfllm.export.versioning import atomic_version_dir, write_out_dir
 
 QUANTIZE_MODES = {
     "classify": ("none", "dynamic", "float16", "int8"),
@@ -41,35 +39,6 @@ def check_run_dir(run_dir):
 
 
 # --------------------------------------------------------------------------- entry point
-
-
-def _write_out_dir(out, write):
-    """Runs `write(tmp_dir)` and renames the folder to `out`, replacing an earlier export there."""
-    out = os.path.abspath(out)
-    if out.endswith(".tflite"):
-        raise UserInputError(f"--out {out!r} names a file; pass the folder that should hold model.tflite and its assets.")
-    if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "parity.json")):
-        raise UserInputError(f"--out {out!r} is a non-empty folder that is not a tfllm TFLite export. Choose another path.")
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    # Named for this process, so the next export here removes it if this one is killed (33 MB each were
-    # left for ever). Only such folders go: the rest of --out's parent folder is the user's.
-    clean_stale(parent, owned_only=True)
-    tmp_dir = owned_temp_dir(parent)
-    try:
-        write(tmp_dir)
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-            os.rename(out, os.path.join(old, "export"))
-            os.rename(tmp_dir, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp_dir, out)
-    except BaseException as e:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise_if_disk_full(e, parent)
-        raise
-    return out
 
 
 def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=None):
@@ -108,7 +77,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
         runs.write_json(os.path.join(directory, "parity.json"), parity)
 
     if out:
-        return _write_out_dir(out, write)
+        return write_out_dir(out, write)
     with atomic_version_dir(base_dir, name) as version:
         write(version.tmp_dir)
     return version.path

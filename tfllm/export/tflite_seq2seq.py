@@ -25,7 +25,7 @@ import numpy as np
 from tfllm import runs
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, require_tflite
-from tfllm.export.versioning import atomic_version_dir
+from tfllm.export.versioning import atomic_version_dir, write_out_dir
 
 MODEL_FILE = "model.tflite"
 PARITY_SOURCES = 20
@@ -187,10 +187,8 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "reference": "Keras Seq2SeqLM.generate_step with GreedySampler (no XLA), the run's test sources",
         })
 
-    if out:
-        os.makedirs(out, exist_ok=True)
-        write(out)
-        return out
+    if out:  # into a temporary folder renamed into place at the end, as every TFLite export
+        return write_out_dir(out, write)
     with atomic_version_dir(base_dir, name) as version:
         write(version.tmp_dir)
     return version.path

@@ -122,6 +122,36 @@ def atomic_version_dir(base_dir, name):
         raise
 
 
+def write_out_dir(out, write):
+    """Runs `write(tmp_dir)` and renames the folder to `out` (an export's --out), replacing an earlier
+    export there; returns `out`, absolute. On any exception nothing of this export is left."""
+    out = os.path.abspath(out)
+    if out.endswith(".tflite"):
+        raise UserInputError(f"--out {out!r} names a file; pass the folder that should hold model.tflite and its assets.")
+    if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "parity.json")):
+        raise UserInputError(f"--out {out!r} is a non-empty folder that is not a tfllm TFLite export. Choose another path.")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    # Named for this process, so the next export here removes it if this one is killed (33 MB each were
+    # left for ever). Only such folders go: the rest of --out's parent folder is the user's.
+    clean_stale(parent, owned_only=True)
+    tmp_dir = owned_temp_dir(parent)
+    try:
+        write(tmp_dir)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
+            os.rename(out, os.path.join(old, "export"))
+            os.rename(tmp_dir, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp_dir, out)
+    except BaseException as e:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise_if_disk_full(e, parent)
+        raise
+    return out
+
+
 def raise_if_disk_full(error, folder):
     """A one-line `DiskFull` for an export that `error` stopped for want of space in `folder` (whose
     temporary folder is already removed), instead of TensorFlow's or h5py's traceback."""
