@@ -129,6 +129,52 @@ def test_a_huge_request_head_costs_nothing(server, where):
     check_answers(server)
 
 
+def read_replies(s, count, timeout=10.0):
+    """`count` whole answers (each with a content-length) read from one kept-alive connection."""
+    s.settimeout(timeout)
+    data, replies = b"", []
+    while len(replies) < count:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {len(replies)} answers"
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            if len(rest) < length:
+                break
+            replies.append((int(head.split(b" ", 2)[1]), json.loads(rest[:length])))
+            data = rest[length:]
+    return replies
+
+
+def test_heads_are_counted_per_request_not_per_read(server):
+    """The head bound counts the bytes fed to the parser: a body larger than the bound arriving in the
+    same read as its head, requests pipelined in one write, and a head of just under 64 KiB sent in
+    small pieces are all answered; the same head over the bound in small pieces is refused."""
+    body = json.dumps({"instances": ["good " * 20] * 800}).encode()  # ~100 KiB
+    assert len(body) > 65536
+    predict = (b"POST /v1/models/reviews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    s = connect(server, predict + GET_STATUS + b"\r\n" + predict)
+    replies = read_replies(s, 3)
+    s.close()
+    assert [status for status, _ in replies] == [200, 200, 200]
+    assert len(replies[0][1]["predictions"]) == len(replies[2][1]["predictions"]) == 800
+
+    for size, expected in ((60_000, 200), (70_000, 431)):
+        s = connect(server)
+        head = GET_STATUS + b"X-Big: " + b"a" * size + b"\r\n\r\n"
+        for i in range(0, len(head), 4096):
+            try:
+                s.sendall(head[i:i + 4096])
+            except OSError:  # refused and closed before the rest was sent
+                break
+        reply, _ = read_until_closed(s)
+        assert int(reply.split(b" ", 2)[1]) == expected
+    check_answers(server)
+
+
 def test_a_connection_that_sends_nothing_or_half_a_head_is_closed(server):
     silent = connect(server)
     half = connect(server, b"POST /v1/models/reviews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
