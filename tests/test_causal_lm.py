@@ -400,3 +400,38 @@ def test_causal_pretraining_reads_documents_and_its_run_generates_and_explains(t
     assert main(["evaluate", str(run_dir), "--data", str(folder)]) == 0
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{"):])["num_tokens"] == len("\n".join(val_docs[:6]))
+
+
+@pytest.mark.slow
+def test_a_run_stopped_after_its_training_reports_the_speed_its_training_measured(tmp_path, monkeypatch):
+    """A stop after `fit` had ended (here in the final evaluation) resumes without training again; its
+    metrics.json then had null speed figures (the resume's fit timed no step). Now the training's."""
+    from tfllm.training import causal_lm
+
+    timers = []
+
+    class Timer(causal_lm.StepTimer):
+        def __init__(self):
+            super().__init__()
+            timers.append(self)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    evaluate = causal_lm.evaluate_loss
+    monkeypatch.setattr(causal_lm, "StepTimer", Timer)
+    monkeypatch.setattr(causal_lm, "evaluate_loss", stopped)
+    config = TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=str(tmp_path / "run"),
+                         max_rows=6000, jit_compile=False)
+    with pytest.raises(KeyboardInterrupt):
+        causal_lm.train_causal_lm(config, verbose=0)
+    monkeypatch.setattr(causal_lm, "evaluate_loss", evaluate)
+    run_dir = causal_lm.train_causal_lm(config, verbose=0)
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(run_dir, "tfllm", "recipe.json")) as f:
+        per_call = json.load(f).get("steps_per_execution", 1)
+    ms_per_step = round(float(np.median(timers[0].step_seconds)) / per_call * 1000, 2)
+    assert timers[0].step_seconds and not timers[1].step_seconds  # the resume trained no step
+    assert metrics["speed"]["ms_per_step"] == ms_per_step and metrics["speed"]["tokens_per_second"] > 0
+    assert metrics["epochs_run"] == 2 and metrics["steps"] == 40

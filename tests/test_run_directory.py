@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -319,3 +320,73 @@ def test_an_interrupted_non_chief_worker_points_at_the_chief_s_backup(tmp_path, 
     out = capsys.readouterr().out
     assert f"resume from {tmp_path / 'run' / 'backup'}" in out and "removed" not in out
     assert not scratch.exists() and (tmp_path / "run" / "backup").is_dir()
+
+
+def _timed_fits(monkeypatch):
+    """The seconds of every `fit` from now on, in order."""
+    fits, fit = [], keras.Model.fit
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            fits.append(time.perf_counter() - start)
+
+    monkeypatch.setattr(keras.Model, "fit", timed)
+    return fits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, stop_at", [
+    (["train", "--data", "rotten_tomatoes", "--epochs", "2", "--set", "early_stopping=false"],
+     "tfllm.training.classifier.classification_report"),
+    (["pretrain", "--data", "rotten_tomatoes", "--steps", "20"], "tfllm.training.pretraining._validation_metrics"),
+])
+def test_a_run_stopped_after_its_training_reports_the_seconds_its_training_took(tmp_path, monkeypatch, command,
+                                                                                 stop_at):
+    """A stop after `fit` had ended resumes without training again; metrics.json's train_seconds were then
+    the resumed fit's, which trained nothing (a fraction of a second). Now the interrupted fit's."""
+    from tfllm.cli import main
+
+    def stopped(*args, **kwargs):  # the first thing after fit
+        raise KeyboardInterrupt
+
+    fits = _timed_fits(monkeypatch)
+    argv = [*command, "--preset", "tiny", "--max-rows", "300", "--run-dir", str(tmp_path / "run")]
+    with monkeypatch.context() as patch:
+        patch.setattr(stop_at, stopped)
+        assert main(argv) == 130
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # The first fit's seconds up to its end (not the tf.data teardown after it), not the resume's no-op fit's.
+    assert len(fits) == 2 and max(2 * fits[1], fits[0] / 2) < metrics["train_seconds"] <= fits[0] + 0.05
+    assert metrics["epochs_run"] == 2
+
+
+def test_figures_a_resume_cannot_know_are_left_out_with_the_reason(tmp_path):
+    """A backup written after fit by a tfllm that did not keep the figures, or a stop between the last
+    epoch's backup and the end of fit (every epoch done, no `fit_done`): the resumed fit trains nothing,
+    so what it would measure is left out, with the reason, rather than its no-op's seconds."""
+    from tfllm.training import common
+
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup_dir, metadata = tmp_path / "backup", tmp_path / "backup" / "training_metadata.json"
+
+    def fit():
+        callbacks = [common.Backup(str(backup_dir))]
+        common.measure_fit(callbacks, lambda: {"train_seconds": 12.5})
+        model.fit(x, y, epochs=2, verbose=0, callbacks=callbacks)
+        return common.fit_figures(callbacks, ("train_seconds",))
+
+    assert fit() == {"train_seconds": 12.5}  # trained: measured, and kept with fit_done
+    assert json.loads(metadata.read_text())["fit_figures"] == {"train_seconds": 12.5}
+    assert fit() == {"train_seconds": 12.5}  # resumed after fit: read back, not measured again
+    for record in ({"fit_done": True}, {}):  # an older backup; every epoch done, stopped before fit's end
+        kept = {k: v for k, v in json.loads(metadata.read_text()).items() if k in ("epoch", "batch", "weights_sha256")}
+        metadata.write_text(json.dumps({**kept, **record}))
+        figures = fit()
+        assert list(figures) == ["not_measured"] and list(figures["not_measured"]) == ["train_seconds"]
+        assert "resumed with its training already done" in figures["not_measured"]["train_seconds"]

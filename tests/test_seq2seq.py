@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import keras_hub
@@ -704,3 +705,38 @@ def test_every_setting_translation_training_reads_can_be_overridden():
     assert read | (set(BACKBONE_ARGS) - set(VOCABULARY_ARGS)) <= known_settings("translate")
     with pytest.raises(UserInputError, match="Did you mean 'label_smoothing'"):
         resolve_preset("translate", "tiny", {"label_smothing": 0.1})
+
+
+@pytest.mark.slow
+def test_a_run_stopped_after_its_training_reports_what_its_training_measured(pairs_csv, tmp_path, monkeypatch):
+    """A stop after `fit` had ended (here in the first translation) resumes without training again; its
+    metrics.json then said `stopped_by_time_budget: false` and the seconds of the resume's fit, which trained
+    nothing, where the interrupted fit had stopped by its time budget. Now the figures the training measured."""
+    from tfllm.training import seq2seq
+
+    fits = []
+
+    def timed_fit(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return own_fit(self, *args, **kwargs)
+        finally:
+            fits.append(time.perf_counter() - start)
+
+    def stopped(*args, **kwargs):  # the first thing after fit and the best epoch's weights
+        raise KeyboardInterrupt
+
+    own_fit, report = Seq2SeqLM.fit, seq2seq.split_report
+    monkeypatch.setattr(Seq2SeqLM, "fit", timed_fit)
+    monkeypatch.setattr(seq2seq, "split_report", stopped)
+    run_dir = tmp_path / "run"
+    argv = ["train", "--task", "translate", "--data", pairs_csv, "--source-column", "zh", "--target-column", "en",
+            "--preset", "tiny", "--epochs", "2", "--max-rows", "100", "--set", "max_train_seconds=0.001",
+            "--run-dir", str(run_dir)]
+    assert cli.main(argv) == 130
+    monkeypatch.setattr(seq2seq, "split_report", report)
+    assert cli.main(argv) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["stopped_by_time_budget"] is True and metrics["epochs_run"] == 1  # stopped after one step
+    # The first fit's seconds up to its end (not the tf.data teardown after it), not the resume's no-op fit's.
+    assert len(fits) == 2 and max(2 * fits[1], fits[0] / 2) < metrics["train_seconds"] <= fits[0] + 0.05

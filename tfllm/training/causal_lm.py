@@ -159,6 +159,16 @@ class StepTimer(keras.callbacks.Callback):
         self._last = now
 
 
+def training_speed(timer, preset, sequence_length):
+    """metrics.json's `speed` of a `StepTimer`'s steps: median ms per step and tokens per second; None for
+    too few steps to time (a tiny run) rather than NaN."""
+    step_seconds = np.median(timer.step_seconds) if timer.step_seconds else float("nan")
+    step_seconds /= preset.get("steps_per_execution", 1)
+    timed = bool(np.isfinite(step_seconds))
+    return {"ms_per_step": round(float(step_seconds) * 1000, 2) if timed else None,
+            "tokens_per_second": round(preset["batch_size"] * sequence_length / float(step_seconds)) if timed else None}
+
+
 class TextSamples(keras.callbacks.Callback):
     """Writes a generated sample to TensorBoard (Text tab, tag `samples`) after every epoch."""
 
@@ -358,15 +368,14 @@ def train_causal_lm(config, verbose="auto"):
             write_logs=common.is_chief(strategy),
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
         )
+        # The speed is measured as fit ends and kept in the backup: a run resumed after that reports its training's.
+        common.measure_fit(callbacks, lambda: {"speed": training_speed(timer, preset, seq)})
         with common.preprocessed(model):  # batches are token ids already
             history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
                                 shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
             phases.mark("fit")
             val_loss = evaluate_loss(model, val_ids, seq, batch_size=preset["batch_size"])
             phases.mark("final_evaluation")
-        step_seconds = np.median(timer.step_seconds) if timer.step_seconds else float("nan")
-        step_seconds /= preset.get("steps_per_execution", 1)
-        tokens_per_step = preset["batch_size"] * seq
         metrics = {
             "val": {
                 "loss": round(val_loss, 4),
@@ -375,11 +384,7 @@ def train_causal_lm(config, verbose="auto"):
                 "bits_per_character": round(val_loss * len(val_ids) / len(val_text) / LN2, 4),
                 "num_tokens": int(len(val_ids)),
             },
-            # Too few steps to time (a tiny run) gives None rather than NaN.
-            "speed": {
-                "ms_per_step": round(step_seconds * 1000, 2) if np.isfinite(step_seconds) else None,
-                "tokens_per_second": round(tokens_per_step / step_seconds) if np.isfinite(step_seconds) else None,
-            },
+            **common.fit_figures(callbacks, ("speed",)),
             "steps": epochs * epoch_steps,
             "epochs_run": common.epochs_completed(callbacks, len(history.history.get("loss", []))),
             "vocabulary_size": tokenizer.vocabulary_size(),
@@ -390,5 +395,5 @@ def train_causal_lm(config, verbose="auto"):
         phases.write(fit_timer)
         if verbose:
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
-                  f"{metrics['speed']['tokens_per_second']} tokens/s  -> {run_dir}")
+                  f"{metrics.get('speed', {}).get('tokens_per_second')} tokens/s  -> {run_dir}")
         return run_dir

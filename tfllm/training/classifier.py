@@ -253,6 +253,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             ema=bool(moving_average(preset, steps_per_epoch)),
         )
         start = time.perf_counter()
+        # Measured as the last fit ends and kept in the backup: a run resumed after that reports its training's.
+        common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
         with common.unknown_length_ok(), common.preprocessed(model):
             freeze = min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1)
             history = {}
@@ -273,7 +275,6 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                                shuffle=False, callbacks=callbacks, verbose=verbose)
             for key, values in fitted.history.items():
                 history[key] = history.get(key, []) + list(values)
-            train_seconds = time.perf_counter() - start
             best = os.path.join(run_dir, common.BEST_WEIGHTS)
             if os.path.exists(best):
                 model.load_weights(best)  # the checkpoint of the lowest val loss (removed when the run is saved)
@@ -284,7 +285,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         metrics = {
             "val": classification_report(data.val.labels, predict_probabilities(model, data.val.texts), data.label_names),
             "test": classification_report(data.test.labels, predict_probabilities(model, data.test.texts), data.label_names),
-            "train_seconds": round(train_seconds, 1),
+            **common.fit_figures(callbacks, ("train_seconds",)),
             # The whole run, also when it resumed: the backup restored the epochs before the interruption.
             "epochs_run": common.epochs_completed(callbacks, freeze + len(fitted.history.get("loss", []))),
             "num_train_examples": len(data.train),

@@ -370,10 +370,24 @@ class Backup(keras.callbacks.BackupAndRestore):
         # as Keras had deleted the backup. `fit_done` in its metadata then resumes with no epoch to train.
         super().__init__(backup_dir, delete_checkpoint=False, double_checkpoint=True)
         self.finished_epochs = None  # the epochs of a fit that had ended before the resume
+        # What the trainer measures of its fit for metrics.json (`measure_fit`), and the figures: measured
+        # when fit ends and kept beside `fit_done`, or read back from there by a resume after fit had ended,
+        # whose own fit trains nothing (its seconds, speed or time budget would be its no-op's). None: not
+        # known (a backup from before they were kept, or a resume that found every epoch done but no
+        # `fit_done`, when the stop came between the last epoch's backup and the end of fit).
+        self.measure = None
+        self.fit_figures = None
+        self._trains = True
 
     def on_train_end(self, logs=None):
+        if self._trains:
+            self.fit_figures = self.measure() if self.measure else {}
+        self._mark_fit_done()
+
+    def _mark_fit_done(self):
         if os.path.exists(self._training_metadata_path):
-            write_json(self._training_metadata_path, {**read_json(self._training_metadata_path), "fit_done": True})
+            write_json(self._training_metadata_path, {**read_json(self._training_metadata_path), "fit_done": True,
+                                                      "fit_figures": self.fit_figures})
 
     def _save_model(self):
         # PRIVATE API: overrides Keras's `BackupAndRestore._save_model` (keras 3.15), which writes the
@@ -413,6 +427,9 @@ class Backup(keras.callbacks.BackupAndRestore):
                     if record.get("fit_done"):
                         self.finished_epochs = self.model._initial_epoch
                         self.model._initial_epoch = self.params["epochs"]  # fit had ended: nothing left to train
+                        self.fit_figures = record.get("fit_figures")
+                    epochs = (self.params or {}).get("epochs")  # no params: restored outside `fit`
+                    self._trains = epochs is None or (self.model._initial_epoch or 0) < epochs
                     return
                 except (OSError, ValueError, KeyError) as e:
                     problem = problem or e
@@ -464,7 +481,7 @@ class RestoreOnly(Backup):
     def on_train_batch_end(self, batch, logs=None):
         pass
 
-    def on_train_end(self, logs=None):
+    def _mark_fit_done(self):
         pass
 
 
@@ -502,6 +519,23 @@ def make_callbacks(
             keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience, restore_best_weights=True)
         )
     return callbacks
+
+
+def measure_fit(callbacks, measure):
+    """Has `make_callbacks`' backup call `measure()` when `fit` ends, for the figures of the fit that go
+    in metrics.json (a dict of them), and keep them for a resume after that (`fit_figures`)."""
+    next(c for c in callbacks if isinstance(c, Backup)).measure = measure
+
+
+def fit_figures(callbacks, names):
+    """The figures `measure_fit`'s function gave when this run's `fit` ended, also where the run resumed
+    after that (its backup kept them); where they cannot be known, `{"not_measured": {name: why}}` for the
+    `names` it gives, rather than the figures of a fit that trained nothing."""
+    figures = next(c for c in callbacks if isinstance(c, Backup)).fit_figures
+    if figures is not None:
+        return figures
+    why = "the run resumed with its training already done, from a backup that did not record this figure"
+    return {"not_measured": {name: why for name in names}}
 
 
 def logging_callbacks(callbacks):

@@ -86,12 +86,14 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
                          "val_accuracy": member_metrics["val"]["accuracy"],
                          "test_accuracy": member_metrics["test"]["accuracy"],
                          "parameters": member_metrics["parameters"],
-                         "train_seconds": member_metrics["train_seconds"]})
+                         "train_seconds": member_metrics.get("train_seconds")})  # None: not measured
+        seconds = [r["train_seconds"] for r in rows]
         metrics = {
             **report,
             "ensemble": count,
             "parameters": int(model.count_params()),
-            "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
+            **({"train_seconds": round(sum(seconds), 1)} if None not in seconds else
+               {"not_measured": {"train_seconds": "a member's training seconds were not measured (see its metrics)"}}),
             "num_train_examples": len(data.train),
             "members": rows,
         }

@@ -141,6 +141,8 @@ def pretrain(config, verbose="auto"):
         callbacks = common.make_callbacks(run_dir, checkpoint=False, write_logs=common.is_chief(strategy),
                                           backup_dir=os.path.join(config.run_dir, common.BACKUP))
         start = time.perf_counter()
+        # Measured as fit ends and kept in the backup: a run resumed after that reports its training's seconds.
+        common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
         print(f"Masked-LM pretraining on {len(train_docs)} documents ({len(val_docs)} held out), "
               f"{epochs * preset['eval_interval']} steps")
         with common.unknown_length_ok(), common.preprocessed(model):
@@ -149,7 +151,7 @@ def pretrain(config, verbose="auto"):
             val = _validation_metrics(model, val_ds)
         metrics = {
             "val": {**val, "num_documents": len(val_docs)},
-            "train_seconds": round(time.perf_counter() - start, 1),
+            **common.fit_figures(callbacks, ("train_seconds",)),
             "steps": epochs * preset["eval_interval"],
             "epochs_run": common.epochs_completed(callbacks, len(history.history.get("loss", []))),
             "num_train_documents": len(train_docs),

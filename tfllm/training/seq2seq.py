@@ -241,10 +241,12 @@ def train_seq2seq(config, verbose="auto"):
             budget = TimeBudget(preset["max_train_seconds"])
             callbacks.append(budget)
         start = time.perf_counter()
+        # Measured as fit ends and kept in the backup: a run resumed after that reports its training's figures.
+        common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1),
+                                               "stopped_by_time_budget": bool(budget and budget.stopped)})
         with common.unknown_length_ok(), common.preprocessed(model):
             fitted = model.fit(train_ds, validation_data=val_ds if len(data.val) else None, epochs=preset["epochs"],
                                shuffle=False, callbacks=callbacks, verbose=verbose)
-        train_seconds = time.perf_counter() - start
         best = os.path.join(run_dir, common.BEST_WEIGHTS)
         if os.path.exists(best):
             model.load_weights(best)  # the checkpoint of the lowest val loss (removed when the run is saved)
@@ -261,8 +263,7 @@ def train_seq2seq(config, verbose="auto"):
             "test": test_report,
             "decoding": "greedy",
             "references": "all references count for chrf, bleu and exact_match; training used the first",
-            "train_seconds": round(train_seconds, 1),
-            "stopped_by_time_budget": bool(budget and budget.stopped),
+            **common.fit_figures(callbacks, ("train_seconds", "stopped_by_time_budget")),
             "decode_seconds": round(decode_seconds, 1),
             "epochs_run": common.epochs_completed(callbacks, len(fitted.history.get("loss", []))),
             "num_train_examples": len(data.train),
