@@ -200,3 +200,53 @@ def test_an_interrupted_teacher_or_student_resumes_with_the_same_command(tmp_pat
     if report["kept"] == "teacher":  # the teacher's weights, not a retrained teacher's, became the run
         assert (run_dir / "model.weights.h5").read_bytes() == teacher_weights
     assert not teacher_dir.exists()
+
+
+@pytest.mark.slow
+def test_a_teacher_is_trained_again_when_the_unlabeled_file_was_edited_in_place(tmp_path, unlabelled_file, capsys,
+                                                                              monkeypatch):
+    """The teacher in `.RUN.teacher` was reused, finished or interrupted, as long as the command was the
+    same: a --unlabeled file edited in place since (other texts to learn the vocabulary from and to label)
+    kept the teacher of the old texts. Its inputs' fingerprint is now recorded, and another one trains it again."""
+    from tfllm.cli import main
+    from tfllm.training import classifier
+
+    source, _ = unlabelled_file
+    lines = source.read_text(encoding="utf-8").splitlines()[:100]  # texts in no split of the labelled data
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
+    run_dir, teacher_dir = tmp_path / "run", tmp_path / ".run.teacher"
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--unlabeled", str(path),
+            "--run-dir", str(run_dir)]
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # The teacher stopped after its training: an interrupted teacher, which the same command resumes.
+    with monkeypatch.context() as patch:
+        patch.setattr(classifier, "classification_report", stopped)
+        assert main(argv) == 130
+    assert (teacher_dir / "backup").is_dir()
+    path.write_text("\n".join(lines[40:]) + "\n", encoding="utf-8")  # edited in place
+    calls = []
+
+    def student_stopped(*args, **kwargs):  # the teacher builds its model, then the student
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return own(*args, **kwargs)
+
+    own = classifier.own_classifier
+    with monkeypatch.context() as patch:
+        patch.setattr(classifier, "own_classifier", student_stopped)
+        assert main(argv) == 130
+    out = capsys.readouterr().out
+    assert "a teacher trains" in out and "Resuming the interrupted run" not in out  # started over
+    assert (teacher_dir / "metrics.json").exists() and not run_dir.exists()  # finished, its student stopped
+
+    path.write_text("\n".join(lines[:40] + lines[60:]) + "\n", encoding="utf-8")  # edited in place again
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "a teacher trains" in out and "the finished teacher" not in out  # trained again
+    report = json.loads((run_dir / "metrics.json").read_text())["self_training"]
+    assert report["num_unlabeled"] == 80  # the texts of the file as it is now

@@ -12,6 +12,7 @@ A finished run directory is a KerasHub preset with tfllm's records beside it:
       tfllm/recipe.json   the resolved hyperparameters
       tfllm/labels.json   class names (classifiers)
       tfllm/data.json     the data file's sha256 when the run started (an edited file is not re-split)
+      tfllm/unlabeled.json  with --unlabeled: the sha256 of the unlabeled texts it learned from (self-training)
       backup/             only while unfinished: resume state
 
 So `keras_hub.models.TextClassifier.from_preset(RUN_DIR)` (or `CausalLM`,
@@ -32,6 +33,7 @@ RUN_CONFIG = os.path.join(RECORDS, "run.json")
 RECIPE = os.path.join(RECORDS, "recipe.json")
 LABELS = os.path.join(RECORDS, "labels.json")
 DATA = os.path.join(RECORDS, "data.json")  # the data file's fingerprint when the run started
+UNLABELED = os.path.join(RECORDS, "unlabeled.json")  # the fingerprint of the --unlabeled texts it learned from
 METRICS = "metrics.json"
 LOGS = "logs"
 BACKUP = "backup"

@@ -26,7 +26,7 @@ from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
 from tfllm.training.optimizers import LazyAdamW
 from tfllm.training.pretraining import embed_word_vectors
-from tfllm.training.self_training import train_self_trained
+from tfllm.training.self_training import train_self_trained, unlabeled_record
 
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
 EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
@@ -228,7 +228,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     with common.guarded_run(run_dir, resume, previous, backup_dir=os.path.join(config.run_dir, common.BACKUP)):
         if tokenizer is None:
             tokenizer = common.start_run(run_dir, config, preset, resume, data.vocabulary_texts,
-                                         records={runs.LABELS: data.label_names})
+                                         records={runs.LABELS: data.label_names, **unlabeled_record(data.unlabeled)})
         else:
             tokenizer = _start_member_run(run_dir, config, preset, resume, data.label_names, tokenizer)
         with strategy.scope(), common.precision_scope(config.precision):

@@ -22,7 +22,7 @@ from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, EnsembleClassifier
 from tfllm.training import classifier, common
-from tfllm.training.self_training import train_self_trained
+from tfllm.training.self_training import train_self_trained, unlabeled_record
 
 MEMBERS = "members"
 
@@ -56,7 +56,8 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
     with common.guarded_run(run_dir, resume, previous):
         if not resume:
-            runs.write_records(run_dir, config, {runs.LABELS: data.label_names, runs.RECIPE: preset})
+            runs.write_records(run_dir, config, {runs.LABELS: data.label_names, runs.RECIPE: preset,
+                                                 **unlabeled_record(data.unlabeled)})
             # The resume marker (`tfllm.runs.is_unfinished`) until the ensemble is saved: the members
             # already trained are kept if a later one fails or is interrupted.
             runs.write_json(os.path.join(run_dir, common.BACKUP, "ensemble.json"), {"members": count})

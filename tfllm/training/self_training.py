@@ -34,11 +34,16 @@ there).
 The teacher trains in a hidden folder beside the run (`.RUN.teacher`, see
 `teacher_dir`) that goes when the run is done. An interrupted teacher resumes
 with the same command, as any run does; a finished one (the student was
-interrupted) is not trained again, and labels the same texts.
+interrupted) is not trained again, and labels the same texts. Either starts
+over when its inputs changed: other settings, a --data file edited since, or
+other unlabelled texts (a --unlabeled file edited in place), whose
+fingerprint every run trained with them records (`unlabeled_record`).
 """
 
 import dataclasses
 import glob
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -64,6 +69,25 @@ def unlabelled_texts(config, data):
         raise UserInputError(f"--unlabeled {config.unlabeled!r} has no text that is not already in --data; "
                              "pass texts without labels, one per line (or a CSV/JSONL text column).")
     return texts
+
+
+def unlabeled_record(texts):
+    """`{runs.UNLABELED: fingerprint}` of the unlabelled texts a run learns from ({} for none), for its records:
+    a teacher whose texts differ from the command's (the file was edited in place) is trained again."""
+    if not texts:
+        return {}
+    digest = hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
+    return {runs.UNLABELED: {"sha256": digest, "num_texts": len(texts)}}
+
+
+def _other_texts(teacher_dir, texts):
+    """Whether the teacher in `teacher_dir` learned from other unlabelled texts than `texts` (also when it did
+    not record them: a teacher from before the record, which cannot be told from one of other texts)."""
+    try:
+        recorded = runs.read_json(runs.path(teacher_dir, runs.UNLABELED))
+    except (OSError, ValueError):
+        return True
+    return recorded != unlabeled_record(texts)[runs.UNLABELED]
 
 
 def select(probabilities, texts, train_labels, keep):
@@ -116,8 +140,10 @@ def train_self_trained(config, preset, data, train_classifier, verbose="auto"):
         teacher_config = dataclasses.replace(config, unlabeled=None, run_dir=teacher_dir, overwrite=False,
                                              ensemble=teachers)
     if os.path.exists(runs.path(teacher_dir, runs.RUN_CONFIG)) and (
-            config.overwrite or runs.changed_settings(teacher_dir, teacher_config)):
-        shutil.rmtree(teacher_dir)  # another command's teacher, or --overwrite: this one starts over
+            config.overwrite or runs.changed_settings(teacher_dir, teacher_config) or _other_texts(teacher_dir, texts)):
+        # Another command's teacher, one of other inputs (an edited --data or --unlabeled file), or --overwrite:
+        # this one starts over.
+        shutil.rmtree(teacher_dir)
     teacher_kind = f"a {rounds - 1}-round self-trained teacher" if rounds > 1 else "a teacher"
     if runs.is_finished(teacher_dir):  # the student was interrupted: its teacher is kept
         print(f"Self-training: the finished teacher in {teacher_dir} labels {len(texts)} unlabelled texts")
