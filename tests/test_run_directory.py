@@ -390,3 +390,32 @@ def test_figures_a_resume_cannot_know_are_left_out_with_the_reason(tmp_path):
         figures = fit()
         assert list(figures) == ["not_measured"] and list(figures["not_measured"]) == ["train_seconds"]
         assert "resumed with its training already done" in figures["not_measured"]["train_seconds"]
+
+
+def test_a_kill_whose_exception_python_dropped_still_stops_the_run(tmp_path, monkeypatch, capsys):
+    """A signal handler's exception can land where Python drops it ("Exception ignored in" a `__del__`,
+    as TensorFlow's iterators have): a `kill` then let the run train on to its end and exit 0. The stop is
+    kept and raised again at the next batch, so the run stops, is backed up, and resumes."""
+    from tfllm import errors
+    from tfllm.cli import main
+    from tfllm.training import common
+
+    def dropped(self, epoch, logs=None):  # the signal lands in a __del__ after the first epoch's backup
+        if epoch == 0:
+            try:
+                errors.request_stop(errors.Terminated)
+            except KeyboardInterrupt:
+                pass  # what Python does with an exception raised in a __del__
+        own(self, epoch, logs)
+
+    own = common.LearningRateLogger.on_epoch_end
+    monkeypatch.setattr(common.LearningRateLogger, "on_epoch_end", dropped)
+    run_dir = tmp_path / "run"
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "200", "--epochs", "3",
+            "--set", "early_stopping=false", "--run-dir", str(run_dir)]
+    assert main(argv) == 143
+    assert "run the same command again to resume" in capsys.readouterr().out.lower()
+    assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
+    monkeypatch.setattr(common.LearningRateLogger, "on_epoch_end", own)
+    assert main(argv) == 0  # the stop is not carried into the next command
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3

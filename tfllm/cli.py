@@ -689,13 +689,21 @@ def main(argv=None):
     from tfllm._env import quiet_gpu_probe
 
     quiet_gpu_probe()  # before anything imports TensorFlow; see its docstring
-    from tfllm.errors import UserInputError, disk_full_message
+    from tfllm import errors
+    from tfllm.errors import Terminated, UserInputError, disk_full_message
 
     args = build_parser().parse_args(argv)
     # `kill` (SIGTERM: a job scheduler, `timeout`, a closed terminal) stops a command as Ctrl-C does, so a
-    # training backs up its state to resume from, or puts back the run it was to replace.
+    # training backs up its state to resume from, or puts back the run it was to replace. Both are kept
+    # as well as raised, in case Python drops the exception where the signal lands (errors.request_stop);
+    # a Ctrl-C only where Python's own handler is set (not where SIGINT is ignored, as under `nohup`).
     in_main_thread = threading.current_thread() is threading.main_thread()
-    default_terminate = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    handlers = {}
+    if in_main_thread:
+        handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _terminate)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            handlers[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
+    errors.clear_stop()
     try:
         _check_text_arguments(args)
         args.func(args)
@@ -715,8 +723,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, default_terminate if default_terminate is not None else signal.SIG_DFL)
+        errors.clear_stop()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     return 0
 
 
@@ -733,12 +742,16 @@ def _check_text_arguments(args):
                                  "pass UTF-8 text (check the terminal's or the script's encoding).")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is, so that it unwinds as after Ctrl-C."""
-
-
 def _terminate(signum, frame):
-    raise Terminated()
+    from tfllm import errors
+
+    errors.request_stop(errors.Terminated)
+
+
+def _interrupt(signum, frame):
+    from tfllm import errors
+
+    errors.request_stop(KeyboardInterrupt)
 
 
 if __name__ == "__main__":

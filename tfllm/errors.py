@@ -1,4 +1,5 @@
-"""The exception a user sees for bad input, the one for a full disk, and the check for an optional extra."""
+"""The exception a user sees for bad input, the one for a full disk, the check for an optional extra, and
+the record of a Ctrl-C or `kill` that stops a command."""
 
 import errno
 import importlib.util
@@ -24,6 +25,35 @@ def require_extra(what, extra, *modules):
     if missing:
         raise UserInputError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
                              f"installed: pip install \"tfllm[{extra}]\" (or -e \".[{extra}]\" in a checkout).")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it unwinds as after Ctrl-C."""
+
+
+# The stop a signal asked for (KeyboardInterrupt or Terminated), kept after its handler raised it: an
+# exception a handler raises can land where Python drops it ("Exception ignored in" a `__del__` or a
+# weakref callback, as TensorFlow's iterators have), and the command then ran to its end with exit
+# status 0 after a `kill`. Training raises it again at the next batch (`raise_if_stopping`).
+_stopping = None
+
+
+def request_stop(kind):
+    """For a signal handler: records the stop and raises it (`kind` is KeyboardInterrupt or Terminated)."""
+    global _stopping
+    _stopping = kind
+    raise kind()
+
+
+def clear_stop():
+    global _stopping
+    _stopping = None
+
+
+def raise_if_stopping():
+    """Raises again a stop that a signal asked for, if there was one (see `request_stop`)."""
+    if _stopping is not None:
+        raise _stopping()
 
 
 class DiskFull(OSError):

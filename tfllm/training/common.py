@@ -302,6 +302,16 @@ class StopOnDivergence(keras.callbacks.Callback):
                                    "epoch, so nothing was kept. Lower the learning rate (--learning-rate) and run again.")
 
 
+class StopWhenAsked(keras.callbacks.Callback):
+    """Raises a Ctrl-C or `kill` again at the next batch or epoch, in case Python dropped it where its
+    signal landed (see `errors.request_stop`), so that the run stops and is backed up as it should."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        errors.raise_if_stopping()
+
+    on_test_batch_end = on_predict_batch_end = on_epoch_end = on_train_batch_end
+
+
 def save_weights_atomically(model, filepath):
     """`model.save_weights(filepath)` written beside the file and renamed over it, so that a kill while
     it is written leaves the previous file whole. Keras writes in place, and loads a file cut short
@@ -502,6 +512,7 @@ def make_callbacks(
     backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
     backup = Backup if write_logs else RestoreOnly
     callbacks = [
+        StopWhenAsked(),
         StopOnDivergence(),
         LearningRateLogger(),
         EpochCounter(),
@@ -541,7 +552,7 @@ def fit_figures(callbacks, names):
 def logging_callbacks(callbacks):
     """The callbacks of `make_callbacks` that log and guard but keep no state to resume from
     (for a phase of a run that is not backed up, such as a classifier's frozen-backbone epochs)."""
-    keep = (StopOnDivergence, LearningRateLogger, EpochCounter, keras.callbacks.TensorBoard)
+    keep = (StopWhenAsked, StopOnDivergence, LearningRateLogger, EpochCounter, keras.callbacks.TensorBoard)
     return [c for c in callbacks if isinstance(c, keep)]
 
 
