@@ -196,8 +196,6 @@ def pretrain_vectors(config):
         start = time.perf_counter()
         tokenizer = common.start_run(config.run_dir, config, preset, False, train_docs)
         model = own_masked_lm(dict(preset, mask_selection_rate=0.15), tokenizer)
-        print(f"Word vectors: co-occurrence within {preset['window']} tokens in {len(train_docs)} documents, "
-              f"PPMI, rank-{preset['hidden_dim']} SVD")
         try:
             vectors, found, ids = embed_word_vectors(model.backbone, tokenizer, train_docs, preset["window"],
                                                      preset["context_power"], preset["vector_norm"], config.seed)
