@@ -476,3 +476,45 @@ def test_evaluate_prints_labels_as_written_not_as_escapes(tmp_path, capsys, monk
     assert result.returncode == 0, result.stderr
     assert '"好"' in result.stdout and "\\u" not in result.stdout
     assert json.loads(result.stdout)["confusion_matrix"]["labels"] == ["好", "坏"]
+
+
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
+def test_predict_refuses_a_text_with_no_words_as_it_refuses_an_empty_one(cli_run, capsys, monkeypatch, numpy_path):
+    """Control characters, a NUL or zero-width spaces tokenize to nothing: the model then printed a confident
+    label for an empty input (explain refuses it, and predict refuses "")."""
+    monkeypatch.setenv("TFLLM_NUMPY_CLASSIFICATION", numpy_path)
+    for texts, number in ((["\x01\x02"], 1), (["a fine film", "\u200b\u200b"], 2), (["\x00", "fine"], 1)):
+        result = main_in_process(capsys, "predict", cli_run[0], *texts)
+        assert result.returncode == 2 and result.stdout == "", result.stdout
+        assert f"Text {number} ({texts[number - 1]!r}) has no words this model reads" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    result = main_in_process(capsys, "predict", cli_run[0], "\U0001F600 \U0001F3AC")  # unknown words: [UNK], answered
+    assert result.returncode == 0 and json.loads(result.stdout)["label"] in ("rotten", "fresh")
+
+
+@pytest.mark.parametrize("damage", ["truncated_weights", "no_vocabulary", "bad_task_json"])
+def test_a_damaged_run_is_one_line_for_predict_and_evaluate(cli_run, tmp_path, capsys, monkeypatch, damage):
+    import shutil
+
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(cli_run[0], run_dir)
+    if damage == "truncated_weights":  # a copy cut short: h5py's OSError
+        with open(run_dir / "model.weights.h5", "r+b") as f:
+            f.truncate(1000)
+    elif damage == "no_vocabulary":  # KerasHub's FileNotFoundError
+        (run_dir / "assets" / "tokenizer" / "vocabulary.txt").unlink()
+    else:  # a JSONDecodeError
+        (run_dir / "task.json").write_text('{"class_name": ')
+    for command in (["predict", run_dir, "a fine film"], ["evaluate", run_dir]):
+        result = main_in_process(capsys, *command)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert f"{str(run_dir)!r} cannot be loaded" in result.stderr and "train it again" in result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--memory", "train"], ["--lm", "zh_news"], ["--input-method"],
+                                   ["--source-column", "zh"], ["--target-column", "en"]])
+def test_evaluate_refuses_translation_flags_on_a_classifier(cli_run, capsys, flags):
+    """They were ignored without a word: the report looked like one made with them."""
+    result = main_in_process(capsys, "evaluate", cli_run[0], *flags)
+    assert result.returncode == 2 and flags[0] in result.stderr and "text classifier" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1

@@ -286,3 +286,53 @@ def test_attention_on_a_generator_without_encoder_blocks_is_one_line(generator_r
     assert main(["explain", generator_run, "Before", "--method", "attention"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "integrated_gradients" in err
+
+
+@pytest.mark.parametrize("where,message", [
+    ("folder", "is a folder"),
+    ("missing/why.html", "does not exist"),
+])
+def test_an_html_path_that_cannot_be_written_is_refused_before_the_work(tiny_classifier_run, tmp_path, capsys,
+                                                                        where, message):
+    """A folder or a missing folder was a traceback after every text had been explained and printed."""
+    (tmp_path / "folder").mkdir()
+    page = tmp_path / where
+    assert main(["explain", tiny_classifier_run, TEXT, "--html", str(page)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "--html" in err and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"] and not any((tmp_path / "folder").iterdir())
+
+
+def test_a_failed_html_write_leaves_the_old_page_and_no_half_written_one(tiny_classifier_run, tmp_path, capsys,
+                                                                         monkeypatch):
+    from tfllm import explanations
+
+    page = tmp_path / "why.html"
+    page.write_text("the old page")
+
+    def broken(explained):
+        raise KeyboardInterrupt  # Ctrl-C while the page is made
+
+    monkeypatch.setattr(explanations, "render_html", broken)
+    assert main(["explain", tiny_classifier_run, TEXT, "--html", str(page)]) == 130
+    assert page.read_text() == "the old page"  # was truncated to nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["why.html"]
+
+
+def test_a_damaged_run_is_one_line(tiny_classifier_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(tiny_classifier_run, run_dir)
+    with open(run_dir / "model.weights.h5", "r+b") as f:  # a copy cut short: h5py's OSError
+        f.truncate(1000)
+    assert main(["explain", str(run_dir), TEXT]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{str(run_dir)!r} cannot be loaded" in err, err
+    with pytest.raises(UserInputError, match="cannot be loaded"):
+        load_explainer(str(run_dir))
+
+
+def test_steps_must_be_a_whole_number_not_a_bool(explainer):
+    with pytest.raises(UserInputError, match="--steps must be an integer from 1 to 1000, got True"):
+        explainer.explain(TEXT, steps=True)

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from conftest import main_in_process, run_cli
+from tfllm.errors import UserInputError
 
 
 @pytest.mark.slow
@@ -78,3 +79,86 @@ def test_generate_with_a_run_directory_and_no_prompt_says_the_prompt_is_missing(
     assert f"No prompt after the run directory {str(run_dir)!r}: pass the text to continue" in result.stderr
     result = main_in_process(capsys, "generate", "ROMEO:")  # a prompt and no run directory: as before
     assert result.returncode == 2 and "Pass the RUN_DIR of a trained text generator" in result.stderr
+
+
+# --- inputs a user gets wrong, on an untrained run directory (no training time) ---------------
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory):
+    from lm_utils import tiny_generator, write_run_dir
+
+    return write_run_dir(tiny_generator(sequence_length=16), tmp_path_factory.mktemp("gen") / "run")
+
+
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
+@pytest.mark.parametrize("flags,message", [
+    (["--seed", str(10**30)], "seed must be a whole number from -2147483648 to 2147483647"),  # TensorFlow: OverflowError
+    (["--seed", str(2**32)], "seed must be a whole number from"),  # NumPy: the same text as --seed 0
+    (["--temperature", "inf"], "temperature must be a number >= 0, got inf"),  # printed uniform noise
+    (["--sampler", "beam", "--num-beams", "100000"], "num_beams must be a whole number from 1 to 64"),  # ran for hours
+])
+def test_out_of_range_sampling_options_are_one_line(untrained_run, capsys, monkeypatch, numpy_path, flags, message):
+    monkeypatch.setenv("TFLLM_NUMPY_GENERATION", numpy_path)
+    result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "4", *flags)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
+    from tfllm.generation import generate, load_generator
+
+    with pytest.raises(UserInputError, match="max_new_tokens must be an integer from 1 to 8192, got True"):
+        generate(untrained_run, ["Be"], max_new_tokens=True)  # was a TensorFlow InvalidArgumentError
+    with pytest.raises(UserInputError, match="Prompt 1 is bytes, not a string"):
+        generate(untrained_run, [b"Be"], max_new_tokens=2)  # was called an empty prompt
+    with pytest.raises(UserInputError, match="seed must be a whole number from"):
+        generate(untrained_run, ["Be"], max_new_tokens=2, seed=2**40)
+    # top_k is clamped to the vocabulary, as documented (a huge one was an OverflowError of int32).
+    vocabulary_size = load_generator(untrained_run).vocabulary_size
+    assert generate(untrained_run, ["Be"], max_new_tokens=4, top_k=10**12, seed=3) == \
+        generate(untrained_run, ["Be"], max_new_tokens=4, top_k=vocabulary_size, seed=3)
+
+
+def test_a_long_prompt_is_not_echoed_whole_in_the_error(untrained_run, capsys):
+    result = main_in_process(capsys, "generate", untrained_run, "\u2603" * 100_000, "--max-new-tokens", "2")
+    assert result.returncode == 2 and "never saw" in result.stderr and len(result.stderr) < 400, len(result.stderr)
+
+
+def test_a_damaged_run_directory_is_one_line(untrained_run, tmp_path, capsys):
+    import shutil
+
+    from tfllm.generation import generate
+
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(untrained_run, run_dir)
+    with open(run_dir / "model.weights.h5", "r+b") as f:  # a copy cut short: h5py's OSError, a traceback
+        f.truncate(1000)
+    result = main_in_process(capsys, "generate", run_dir, "Be", "--max-new-tokens", "2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{str(run_dir)!r} cannot be loaded" in result.stderr and "train it again" in result.stderr
+    with pytest.raises(UserInputError, match="cannot be loaded"):
+        generate(str(run_dir), ["Be"], max_new_tokens=2)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--split", "train"], "--split train"),  # scored the validation text, saying nothing
+    (["--split", "test"], "--split test"),
+    (["--label-column", "y"], "--label-column"),
+    (["--memory", "train"], "--memory"),
+    (["--source-column", "zh"], "--source-column"),
+])
+def test_evaluate_refuses_flags_a_generator_does_not_use(untrained_run, capsys, flags, message):
+    result = main_in_process(capsys, "evaluate", untrained_run, *flags)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num-beams", "8"], "--num-beams is for --sampler beam, and the sampler is top_k"),  # sampled top-k
+    (["--sampler", "top_k", "--top-p", "0.5"], "--top-p is for --sampler top_p"),
+    (["--sampler", "greedy", "--top-k", "5"], "--top-k is for --sampler top_k, and the sampler is greedy"),
+])
+def test_a_sampling_flag_the_sampler_does_not_read_is_refused(untrained_run, capsys, flags, message):
+    result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "4", *flags)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert result.stdout == ""

@@ -740,3 +740,53 @@ def test_a_run_stopped_after_its_training_reports_what_its_training_measured(pai
     assert metrics["stopped_by_time_budget"] is True and metrics["epochs_run"] == 1  # stopped after one step
     # The first fit's seconds up to its end (not the tf.data teardown after it), not the resume's no-op fit's.
     assert len(fits) == 2 and max(2 * fits[1], fits[0] / 2) < metrics["train_seconds"] <= fits[0] + 0.05
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--sampler", "top_k", "--seed", str(10**30)], "seed must be a whole number from"),  # a TensorFlow ValueError
+    (["--sampler", "top_k", "--temperature", "inf"], "temperature must be a number >= 0, got inf"),  # uniform noise
+    (["--sampler", "beam", "--num-beams", "100000"], "num_beams must be a whole number from 1 to 64"),
+    (["--text-column", "zh"], "--text-column"),  # evaluate's flags of other tasks: refused, not ignored
+])
+def test_translate_out_of_range_options_are_one_line(trained_run, capsys, flags, message):
+    command = "evaluate" if flags[0] == "--text-column" else "translate"
+    capsys.readouterr()
+    code = cli.main([command, trained_run, *(["一二"] if command == "translate" else []), *flags])
+    out, err = capsys.readouterr()
+    assert code == 2 and message in err and err.count("\n") == 1 and out == "", err
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_translate_num_beams_below_one_is_refused_not_greedy(trained_run, capsys, value):
+    """--num-beams 0 (or -2) decoded greedily without a word."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["translate", trained_run, "一二", "--num-beams", value])
+    assert exit_info.value.code == 2 and "argument --num-beams: must be at least 1" in capsys.readouterr().err
+
+
+def test_translate_refuses_a_bool_and_keeps_warnings_short(capsys):
+    model, _ = tiny_model(seed=2)
+    translator = Translator(model, jit_compile=False)
+    with pytest.raises(UserInputError, match="max_new_tokens must be an integer from 1 to"):
+        translator.translate(["一"], max_new_tokens=True)  # decoded one token
+    capsys.readouterr()
+    translator.translate(["一二三四五六七八" * 100_000], max_new_tokens=1)  # the warning quoted all 800,000 characters
+    err = capsys.readouterr().err
+    assert "longer than the model's" in err and len(err) < 400, len(err)
+
+
+def test_a_damaged_translation_run_is_one_line(trained_run, tmp_path, capsys):
+    import shutil
+
+    from tfllm.translation import translate
+
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(trained_run, run_dir)
+    with open(run_dir / "model.weights.h5", "r+b") as f:  # a copy cut short: h5py's OSError, a traceback
+        f.truncate(1000)
+    capsys.readouterr()
+    assert cli.main(["translate", str(run_dir), "一二"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{str(run_dir)!r} cannot be loaded" in err, err
+    with pytest.raises(UserInputError, match="cannot be loaded"):
+        translate(str(run_dir), ["一二"])

@@ -131,10 +131,42 @@ def _train(config):
         train_causal_lm(config)
 
 
+EVALUATE_FLAGS = {  # evaluate's flags -> the tasks whose evaluation reads them ("generate": causal pretraining too)
+    "--text-column": ("classify", "generate"), "--label-column": ("classify",),
+    "--split-column": ("classify", "translate"), "--source-column": ("translate",), "--target-column": ("translate",),
+    "--split": ("classify", "translate"), "--memory": ("translate",), "--lm": ("translate",),
+    "--input-method": ("translate",),
+}
+
+
+def _check_evaluate_flags(args, task):
+    """Refuses a flag the run's task does not read: it was ignored without a word (`--split train` on a
+    generator scored its validation text; `--memory` on a classifier changed nothing)."""
+    from tfllm import runs
+    from tfllm.errors import UserInputError
+
+    kind = "generate" if task == "pretrain" else task
+    for flag, tasks in EVALUATE_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value in (None, False) or kind in tasks:
+            continue
+        if flag == "--split" and kind == "generate" and value == "val" and not args.data:
+            continue  # what it scores: the run's validation text
+        what = ("scores its run's validation text, or all of --data" if flag == "--split" and kind == "generate"
+                else "does not read it")
+        given = flag if value is True else f"{flag} {value}"
+        raise UserInputError(f"{given} is not for {runs.TASK_NAMES.get(task, task)} ({args.run_dir!r}): its evaluation "
+                             f"{what}; leave {flag} out.")
+    if args.split is None:
+        args.split = "test"
+
+
 def cmd_evaluate(args):
     from tfllm import runs
 
-    if runs.task_of(args.run_dir) == "translate":
+    task = runs.task_of(args.run_dir)
+    _check_evaluate_flags(args, task)
+    if task == "translate":
         from tfllm.training.seq2seq import evaluate_run as evaluate_translation
 
         print(json.dumps(evaluate_translation(args.run_dir, data=args.data, source_column=args.source_column,
@@ -142,7 +174,7 @@ def cmd_evaluate(args):
                                               split=args.split, memory=args.memory, lm=args.lm,
                                               input_method=args.input_method), indent=2, ensure_ascii=False))
         return
-    if runs.task_of(args.run_dir) != "classify":
+    if task != "classify":
         from tfllm.training.causal_lm import evaluate_run
 
         print(json.dumps(evaluate_run(args.run_dir, data=args.data, text_column=args.text_column), indent=2))
@@ -151,9 +183,11 @@ def cmd_evaluate(args):
     from tfllm.datasets import load_classification_data, same_data
     from tfllm.errors import UserInputError
     from tfllm.evaluation import classification_report
+    from tfllm.generation import loading
     from tfllm.training.classifier import load_run, predict_probabilities, run_data
 
-    model, label_names, _ = load_run(args.run_dir)
+    with loading(args.run_dir):
+        model, label_names, _ = load_run(args.run_dir)
     config = TrainConfig.from_dict(runs.read_config(args.run_dir))
     if args.data and not same_data(args.data, config.data):
         # Another file, in the run's columns unless told: its --split where it names splits, else all of it.
@@ -170,6 +204,31 @@ def cmd_evaluate(args):
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 
 
+def _token_counts(tokenizer, texts):
+    """How many tokens a KerasHub tokenizer makes of each text (its rows: ragged, lists, or zero-padded)."""
+    import keras
+    import tensorflow as tf
+
+    ids = tokenizer(tf.constant(list(texts)))
+    if isinstance(ids, tf.RaggedTensor):
+        return [int(n) for n in ids.row_lengths().numpy()]
+    if isinstance(ids, list):
+        return [len(row) for row in ids]
+    return [int((row != 0).sum()) for row in keras.ops.convert_to_numpy(ids)]
+
+
+def _refuse_wordless(texts, counts, run_dir):
+    """A text the tokenizer makes nothing of (control characters, NUL, zero-width spaces) is as empty as "":
+    the model read only its start and end tokens and still printed a confident label."""
+    from tfllm.errors import UserInputError
+
+    for i, (text, count) in enumerate(zip(texts, counts), 1):
+        if not count:
+            raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
+                                 f"space characters); pass the texts to classify, e.g. tfllm predict {run_dir} "
+                                 "\"a joyous, moving film\".")
+
+
 def cmd_predict(args):
     from tfllm import runs
     from tfllm.errors import UserInputError
@@ -184,13 +243,18 @@ def cmd_predict(args):
     # NumPy first: a cold command then needs no TensorFlow (about 0.3 s instead of 6 s here).
     # TFLLM_NUMPY_CLASSIFICATION=0 always takes the TensorFlow path (benchmarks compare the two).
     fast = fast_classification.load(args.run_dir) if os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0" else None
+    if fast and all(map(fast_classification.tokenizes_like_tensorflow, args.texts)):
+        _refuse_wordless(args.texts, [len(fast.tokenizer.words(text)) for text in args.texts], args.run_dir)
     probabilities = fast.predict(args.texts) if fast else None
     if probabilities is not None:
         label_names = fast.label_names
     else:
+        from tfllm.generation import loading
         from tfllm.training.classifier import load_run, predict_probabilities
 
-        model, label_names, _ = load_run(args.run_dir)
+        with loading(args.run_dir):
+            model, label_names, _ = load_run(args.run_dir)
+        _refuse_wordless(args.texts, _token_counts(model.preprocessor.tokenizer, args.texts), args.run_dir)
         probabilities = predict_probabilities(model, args.texts)
     for text, probs in zip(args.texts, probabilities):
         result = {"text": text, "label": label_names[int(probs.argmax())], "probabilities": dict(zip(label_names, map(float, probs)))}
@@ -347,9 +411,22 @@ def cmd_generate(args):
         text = truncate_at_stops(generate_text(args.tflite, args.prompt, max_new_tokens=args.max_new_tokens), args.stop)
         print(text if args.no_prompt_echo else args.prompt + text)
         return
+    sampler = args.sampler or SAMPLING_DEFAULTS["sampler"]
+    for name, reader in (("top_k", "top_k"), ("top_p", "top_p"), ("num_beams", "beam")):
+        if getattr(args, name) is not None and sampler != reader:  # was ignored without a word
+            raise UserInputError(f"--{name.replace('_', '-')} is for --sampler {reader}, and the sampler is {sampler}; "
+                                 f"add --sampler {reader} or leave --{name.replace('_', '-')} out.")
     for name, default in SAMPLING_DEFAULTS.items():  # unset: the sampler's defaults
         if getattr(args, name) is None:
             setattr(args, name, default)
+    from tfllm.config import MAX_NEW_TOKENS
+    from tfllm.fast_generation import check_sampler_options
+
+    # Before anything is loaded (and the same for the NumPy and TensorFlow paths): a --seed beyond 32 bits
+    # was a traceback on one path and wrapped around on the other.
+    if not 0 < args.max_new_tokens <= MAX_NEW_TOKENS:
+        raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {args.max_new_tokens}.")
+    check_sampler_options(args.sampler, args.temperature, args.top_k, args.top_p, args.num_beams, args.seed)
     if not args.run_dir:
         if os.path.isdir(args.prompt):  # `tfllm generate RUN`: argparse filled the prompt, which comes first, with it
             raise UserInputError(f"No prompt after the run directory {args.prompt!r}: pass the text to continue, "
@@ -390,8 +467,8 @@ def add_generation_parsers(sub):
     p.add_argument("--temperature", type=float, default=None, help="default 0.8; 0 means greedy")
     p.add_argument("--top-k", type=int, default=None, help="default 200, clamped to the vocabulary size")
     p.add_argument("--top-p", type=float, default=None, help="default 0.9")
-    p.add_argument("--num-beams", type=int, default=None, help="default 4")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-beams", type=int, default=None, help="default 4, at most 64")
+    p.add_argument("--seed", type=int, default=None, help="a 32-bit whole number (-2147483648 to 2147483647)")
     p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
     p.add_argument("--no-prompt-echo", action="store_true", help="print only the new text")
     p.set_defaults(func=cmd_generate)
@@ -416,6 +493,8 @@ def cmd_explain(args):
     if empty:
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to explain, e.g. "
                              f"tfllm explain {args.run_dir} \"a joyous, moving film\".")
+    if args.html:  # before the work: a folder or a missing one was a traceback after every text was printed
+        _check_output_file(args.html, "--html")
     task = runs.explainable_task(args.run_dir)
     if task == "classify" and args.target is not None and args.target not in runs.read_labels(args.run_dir):
         raise UserInputError(f"Unknown --target {args.target!r}; this model's labels are "
@@ -433,10 +512,46 @@ def cmd_explain(args):
         else:
             print(render_terminal(explanation, color=color) + "\n")
     if args.html:
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(render_html(explanations))
+        _write_atomically(args.html, render_html(explanations))
         if not args.json:
             print(f"Wrote {args.html}")
+
+
+def _check_output_file(path, flag):
+    """Refuses an output file that cannot be written, before any work: a folder, or a file in a folder
+    that does not exist or cannot be written."""
+    from tfllm.errors import UserInputError
+
+    if os.path.isdir(path):
+        raise UserInputError(f"{flag} {path!r} is a folder; give a file name, e.g. {os.path.join(path, 'why.html')!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise UserInputError(f"{flag} {path!r}: its folder {folder!r} {what}; create it first or write elsewhere.")
+    if not os.access(folder, os.W_OK):
+        raise UserInputError(f"{flag} {path!r}: its folder {folder!r} is not writable; write elsewhere.")
+
+
+def _write_atomically(path, text):
+    """Writes `text` to `path` through a temporary file beside it, renamed at the end: a failed or stopped
+    write leaves the old file (or none), never half a page."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
 
 
 def add_explain_parsers(sub):
@@ -546,12 +661,12 @@ def add_translation_parsers(sub):
     p.add_argument("texts", nargs="+")
     p.add_argument("--sampler", choices=["greedy", "beam", "top_k", "top_p"], default=None,
                    help="default: beam with --num-beams > 1, else greedy")
-    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--num-beams", type=_count, default=1, help="1 to 64; above 1: beam search")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's longest output")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--temperature", type=float, default=1.0, help="top_k and top_p: 0 means greedy")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="a 32-bit whole number (-2147483648 to 2147483647)")
     p.add_argument("--lm", default=None, metavar="CORPUS", help=LM_HELP)
     p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the --lm scores (default 0.5)")
     p.add_argument("--memory", default=None, metavar="PAIRS", help=MEMORY_HELP)
@@ -654,7 +769,8 @@ def build_parser():
     p.add_argument("--split-column", default=None)
     p.add_argument("--source-column", default=None, help="translation runs: the source column of --data")
     p.add_argument("--target-column", default=None, help="translation runs: the target column of --data")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--split", choices=["train", "val", "test"], default=None,
+                   help="classifiers and translation runs (default test); a generator scores its validation text")
     p.add_argument("--memory", default=None, metavar="PAIRS",
                    help="translation runs: " + MEMORY_HELP)
     p.add_argument("--lm", default=None, metavar="CORPUS", help="translation runs: " + LM_HELP + " (weight 0.5)")

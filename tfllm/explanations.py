@@ -419,7 +419,7 @@ class Explainer:
         """
         if method not in METHODS:
             raise UserInputError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-        if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
             raise UserInputError(f"--steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
         if method == "attention" and self._attention is None:
             raise UserInputError(f"This {self.kind} has no attention maps tfllm can read (its blocks are not "
@@ -521,9 +521,11 @@ class Explainer:
 def load_explainer(run_dir):
     """An `Explainer` for a finished classification or generation run."""
     from tfllm import runs
+    from tfllm.generation import loading
 
     task = runs.explainable_task(run_dir)
-    model = runs.load_task(run_dir)
+    with loading(run_dir):
+        model = runs.load_task(run_dir)
     return Explainer(model, runs.read_labels(run_dir) if task == "classify" else None)
 
 

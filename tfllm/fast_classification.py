@@ -152,7 +152,7 @@ class NumpyTextClassifier:
         return (z / z.sum()).astype(np.float32)
 
 
-def _tokenizes_like_tensorflow(text):
+def tokenizes_like_tensorflow(text):
     # Characters newer than Python's Unicode tables (category Cn, "unassigned", here) are punctuation
     # or case-folded in `regex`'s or ICU's newer tables, and NUL is dropped by one side only.
     return "\x00" not in text and (text.isascii() or not any(unicodedata.category(c) == "Cn" for c in text))
@@ -167,7 +167,7 @@ class FastClassifier:
     def predict(self, texts):
         """`[n, num_classes]` probabilities of a list of strings; None if one of them holds a character
         this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path)."""
-        if not all(map(_tokenizes_like_tensorflow, texts)):
+        if not all(map(tokenizes_like_tensorflow, texts)):
             return None
         return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length)) for t in texts])
 

@@ -12,8 +12,9 @@ Streaming runs the compiled loop in chunks: each chunk's prompt is the last
 one fixed-shape buffer, so every chunk reuses one compiled function.
 """
 
+import contextlib
 import inspect
-import numbers
+import os
 import warnings
 
 import keras
@@ -23,6 +24,7 @@ import tensorflow as tf
 
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.errors import UserInputError
+from tfllm.fast_generation import MAX_BEAMS, check_sampler_options, is_number  # noqa: F401  (TensorFlow-free)
 from tfllm import runs
 from tfllm.tokenizers import CharacterTokenizer, special_token_ids
 
@@ -203,7 +205,12 @@ class Generator:
             raise UserInputError("prompts must be a list of strings, got a single string; wrap it in a list.")
         if not prompts or len(prompts) > MAX_PROMPTS:
             raise UserInputError(f"Give between 1 and {MAX_PROMPTS} prompts, got {len(prompts)}.")
-        if not isinstance(max_new_tokens, (int, np.integer)) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
+        for i, prompt in enumerate(prompts, 1):
+            if not isinstance(prompt, str):
+                decode = "; decode it first (prompt.decode('utf-8'))" if isinstance(prompt, bytes) else ""
+                raise UserInputError(f"Prompt {i} is {type(prompt).__name__}, not a string{decode}.")
+        if (not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool)
+                or not 0 < max_new_tokens <= MAX_NEW_TOKENS):
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
@@ -215,16 +222,16 @@ class Generator:
             raise UserInputError("Empty prompt: give at least one character of text to continue.")
         ids = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(prompt))).astype("int32").ravel()
         if len(ids) == 0:
-            raise UserInputError(f"Prompt {prompt!r} has no tokens the model knows (only spaces?).")
+            raise UserInputError(f"Prompt {shown(prompt)} has no tokens the model knows (only spaces?).")
         if self.unk_id is not None and (ids == self.unk_id).any():
             if isinstance(self.tokenizer, CharacterTokenizer):
                 known = set(self.tokenizer.get_vocabulary())
                 unseen = sorted({c for c in prompt if c not in known})
-                what = "characters " + ", ".join(repr(c) for c in unseen)
+                what = "characters " + ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
             else:
                 what = "text"
             raise UserInputError(
-                f"Prompt {prompt!r} contains {what} the tokenizer never saw in training; remove or replace them."
+                f"Prompt {shown(prompt)} contains {what} the tokenizer never saw in training; remove or replace them."
             )
         return ids
 
@@ -318,7 +325,8 @@ class Generator:
         greedy = sampler == "greedy" or temperature == 0
         options = {
             "temperature": np.full([n], 0.0 if greedy else temperature, "float32"),
-            "top_k": np.full([n], top_k if sampler == "top_k" else 0, "int32"),
+            # Clamped to the vocabulary, as documented (a k beyond int32 was an OverflowError).
+            "top_k": np.full([n], min(int(top_k), self.vocabulary_size) if sampler == "top_k" else 0, "int32"),
             "top_p": np.full([n], top_p if sampler == "top_p" else 1.0, "float32"),
             "seed": (int(seed) + np.arange(n)).astype("int32"),
         }
@@ -384,26 +392,24 @@ class Generator:
 
 
 
-def is_number(value, whole=False):
-    """A real number (a whole one with `whole`), not a bool or a string: what decoding options take."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return False
-    return not whole or float(value).is_integer()
+def shown(text, limit=60):
+    """`text` quoted for a message, cut at `limit` characters: a 1 MB prompt made a 1 MB error line."""
+    return repr(text[:limit]) + (f" (+{len(text) - limit:,} characters)" if len(text) > limit else "")
 
 
-def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):
-    """One UserInputError for a decoding option of the wrong kind or range (generation and translation):
-    `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow."""
-    if not is_number(temperature) or not temperature >= 0:
-        raise UserInputError(f"temperature must be a number >= 0, got {temperature!r}.")
-    if sampler == "top_k" and (not is_number(top_k, whole=True) or top_k < 1):
-        raise UserInputError(f"top_k must be a whole number of at least 1, got {top_k!r}.")
-    if sampler == "top_p" and (not is_number(top_p) or not 0 < top_p <= 1):
-        raise UserInputError(f"top_p must be a number in (0, 1], got {top_p!r}.")
-    if sampler == "beam" and (not is_number(num_beams, whole=True) or num_beams < 1):
-        raise UserInputError(f"num_beams must be a whole number of at least 1, got {num_beams!r}.")
-    if seed is not None and not is_number(seed, whole=True):
-        raise UserInputError(f"seed must be a whole number (or None), got {seed!r}.")
+@contextlib.contextmanager
+def loading(run_dir):
+    """Turns a finished run directory whose files cannot be read (a weights file cut short, a missing
+    vocabulary, a JSON file that does not parse) into one UserInputError naming it, not a traceback from
+    h5py, KerasHub or json. (Where every command loads a run, `runs.load_task`, would do it once.)"""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserInputError(f"Run directory {os.fspath(run_dir)!r} cannot be loaded ({type(e).__name__}: {reason}); "
+                             "restore its files from a copy, or train it again (with --overwrite).") from e
 
 
 def load_generator(run_dir, jit_compile=True, dtype=None):
@@ -417,7 +423,7 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
             f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "
             "train one with `tfllm train --task generate` (or `tfllm pretrain --objective causal`)."
         )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), loading(run_dir):
         warnings.simplefilter("ignore")
         model = runs.load_task(run_dir, keras_hub.models.CausalLM, dtype=dtype)
     return Generator(model, model.preprocessor.tokenizer, jit_compile=jit_compile)

@@ -24,7 +24,14 @@ import tensorflow as tf
 from tfllm import runs
 from tfllm.data import preprocess
 from tfllm.errors import UserInputError
-from tfllm.generation import call_for_any_batch, check_sampler_options, generate_step, is_number
+from tfllm.generation import (
+    call_for_any_batch,
+    check_sampler_options,
+    generate_step,
+    is_number,
+    loading,
+    shown,
+)
 from tfllm.models.seq2seq_lm import output_text
 from tfllm.ngram import NgramLM
 
@@ -234,12 +241,12 @@ class Translator:
         room = self.encoder_length - 2  # [BOS] ... [EOS]
         long = np.flatnonzero(lengths > room)
         if len(long):
-            _warn(f"{len(long)} source(s) are longer than the model's {room} tokens (first: {sources[long[0]]!r}, "
+            _warn(f"{len(long)} source(s) are longer than the model's {room} tokens (first: {shown(sources[long[0]])}, "
                   f"{lengths[long[0]]} tokens); only their first {room} tokens are translated.")
         if self.unk_id is not None:
             unseen = np.flatnonzero([(row == self.unk_id).any() for row in ids])
             if len(unseen):
-                _warn(f"{len(unseen)} source(s) hold text never seen in training (first: {sources[unseen[0]]!r}); "
+                _warn(f"{len(unseen)} source(s) hold text never seen in training (first: {shown(sources[unseen[0]])}); "
                       "it is read as unknown and its translation may be wrong.")
 
     def decode_ids(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
@@ -303,7 +310,8 @@ class Translator:
             if value is not None and isinstance(value, (str, bool, int, float)):  # the CLI's spellings are not objects
                 raise UserInputError(f"{name} must be a {kind}, got {value!r}.")
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if not isinstance(max_new_tokens, (int, np.integer)) or not 0 < max_new_tokens <= self.max_new_tokens:
+        if (not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool)
+                or not 0 < max_new_tokens <= self.max_new_tokens):
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens} (this model's "
                                  f"longest output), got {max_new_tokens!r}.")
         self.check_sources(sources, warn=warn)
@@ -369,7 +377,7 @@ def load_translator(run_dir, jit_compile=True):
     if task != "translate":
         raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES.get(task, task)}, not a translation model; "
                              "train one with `tfllm train --task translate`.")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), loading(run_dir):
         warnings.simplefilter("ignore")
         model = runs.load_translation_task(run_dir)
     return Translator(model, jit_compile=jit_compile)
