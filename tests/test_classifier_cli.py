@@ -505,10 +505,13 @@ def test_a_damaged_run_is_one_line_for_predict_and_evaluate(cli_run, tmp_path, c
         (run_dir / "assets" / "tokenizer" / "vocabulary.txt").unlink()
     else:  # a JSONDecodeError
         (run_dir / "task.json").write_text('{"class_name": ')
-    for command in (["predict", run_dir, "a fine film"], ["evaluate", run_dir]):
+    exports = tmp_path / "savedmodels"
+    for command in (["predict", run_dir, "a fine film"], ["evaluate", run_dir],
+                    ["export", run_dir, "--name", "damaged", "--base-dir", exports]):
         result = main_in_process(capsys, *command)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert f"{str(run_dir)!r} cannot be loaded" in result.stderr and "train it again" in result.stderr
+    assert not exports.exists() or not any(exports.rglob("*.pb"))  # the export left nothing
 
 
 @pytest.mark.parametrize("flags", [["--memory", "train"], ["--lm", "zh_news"], ["--input-method"],

@@ -183,7 +183,7 @@ def cmd_evaluate(args):
     from tfllm.datasets import load_classification_data, same_data
     from tfllm.errors import UserInputError
     from tfllm.evaluation import classification_report
-    from tfllm.generation import loading
+    from tfllm.runs import loading
     from tfllm.training.classifier import load_run, predict_probabilities, run_data
 
     with loading(args.run_dir):
@@ -249,7 +249,7 @@ def cmd_predict(args):
     if probabilities is not None:
         label_names = fast.label_names
     else:
-        from tfllm.generation import loading
+        from tfllm.runs import loading
         from tfllm.training.classifier import load_run, predict_probabilities
 
         with loading(args.run_dir):
@@ -420,7 +420,7 @@ def cmd_generate(args):
         if getattr(args, name) is None:
             setattr(args, name, default)
     from tfllm.config import MAX_NEW_TOKENS
-    from tfllm.fast_generation import check_sampler_options
+    from tfllm.config import check_sampler_options
 
     # Before anything is loaded (and the same for the NumPy and TensorFlow paths): a --seed beyond 32 bits
     # was a traceback on one path and wrapped around on the other.

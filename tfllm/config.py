@@ -2,11 +2,14 @@
 
 import dataclasses
 import json
+import math
 import numbers
 import os
 
-# Generation limits, here rather than in tfllm.generation so that building the
-# CLI's parser (`tfllm --help`) does not import TensorFlow.
+from tfllm.errors import UserInputError
+
+# Generation limits and option checks, here rather than in tfllm.generation so that building the
+# CLI's parser (`tfllm --help`) and checking a command's options do not import TensorFlow.
 MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
 
@@ -19,6 +22,35 @@ def truncate_at_stops(text, stops):
         if at >= 0:
             text = text[:at]
     return text
+
+
+MAX_BEAMS = 64  # beams multiply the batch and the cache: 100,000 of them ran for hours on a tiny model
+SEED_RANGE = (-2**31, 2**31 - 1)  # the exported models' int32 seed; beyond it TensorFlow failed and NumPy wrapped
+
+
+def is_number(value, whole=False):
+    """A real number (a whole one with `whole`), not a bool or a string: what decoding options take."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return not whole or float(value).is_integer()
+
+
+def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):
+    """One UserInputError for a decoding option of the wrong kind or range (generation and translation):
+    `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow. Here, without TensorFlow, so that
+    `tfllm generate` refuses them before it loads anything."""
+    if not is_number(temperature) or not 0 <= temperature < math.inf:
+        raise UserInputError(f"temperature must be a number >= 0, got {temperature!r} (a finite one: 0 is greedy, "
+                             "1 samples the model's own probabilities).")
+    if sampler == "top_k" and (not is_number(top_k, whole=True) or top_k < 1):
+        raise UserInputError(f"top_k must be a whole number of at least 1, got {top_k!r}.")
+    if sampler == "top_p" and (not is_number(top_p) or not 0 < top_p <= 1):
+        raise UserInputError(f"top_p must be a number in (0, 1], got {top_p!r}.")
+    if sampler == "beam" and (not is_number(num_beams, whole=True) or not 1 <= num_beams <= MAX_BEAMS):
+        raise UserInputError(f"num_beams must be a whole number from 1 to {MAX_BEAMS}, got {num_beams!r}.")
+    if seed is not None and (not is_number(seed, whole=True) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        raise UserInputError(f"seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]} (or None), "
+                             f"got {seed!r}.")
 
 
 # The kinds TrainConfig's fields take (None is always allowed where the field's default is None).

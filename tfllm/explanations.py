@@ -521,7 +521,7 @@ class Explainer:
 def load_explainer(run_dir):
     """An `Explainer` for a finished classification or generation run."""
     from tfllm import runs
-    from tfllm.generation import loading
+    from tfllm.runs import loading
 
     task = runs.explainable_task(run_dir)
     with loading(run_dir):

@@ -12,9 +12,7 @@ Streaming runs the compiled loop in chunks: each chunk's prompt is the last
 one fixed-shape buffer, so every chunk reuses one compiled function.
 """
 
-import contextlib
 import inspect
-import os
 import warnings
 
 import keras
@@ -24,7 +22,7 @@ import tensorflow as tf
 
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.errors import UserInputError
-from tfllm.fast_generation import MAX_BEAMS, check_sampler_options, is_number  # noqa: F401  (TensorFlow-free)
+from tfllm.config import MAX_BEAMS, check_sampler_options, is_number  # noqa: F401  (TensorFlow-free)
 from tfllm import runs
 from tfllm.tokenizers import CharacterTokenizer, special_token_ids
 
@@ -397,21 +395,6 @@ def shown(text, limit=60):
     return repr(text[:limit]) + (f" (+{len(text) - limit:,} characters)" if len(text) > limit else "")
 
 
-@contextlib.contextmanager
-def loading(run_dir):
-    """Turns a finished run directory whose files cannot be read (a weights file cut short, a missing
-    vocabulary, a JSON file that does not parse) into one UserInputError naming it, not a traceback from
-    h5py, KerasHub or json. (Where every command loads a run, `runs.load_task`, would do it once.)"""
-    try:
-        yield
-    except UserInputError:
-        raise
-    except (OSError, ValueError, KeyError) as e:
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UserInputError(f"Run directory {os.fspath(run_dir)!r} cannot be loaded ({type(e).__name__}: {reason}); "
-                             "restore its files from a copy, or train it again (with --overwrite).") from e
-
-
 def load_generator(run_dir, jit_compile=True, dtype=None):
     """The `Generator` of a finished text-generation (or causal pretraining) run directory
     (`dtype`: as `runs.load_task`'s)."""
@@ -423,7 +406,7 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
             f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "
             "train one with `tfllm train --task generate` (or `tfllm pretrain --objective causal`)."
         )
-    with warnings.catch_warnings(), loading(run_dir):
+    with warnings.catch_warnings(), runs.loading(run_dir):
         warnings.simplefilter("ignore")
         model = runs.load_task(run_dir, keras_hub.models.CausalLM, dtype=dtype)
     return Generator(model, model.preprocessor.tokenizer, jit_compile=jit_compile)

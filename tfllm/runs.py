@@ -173,6 +173,22 @@ def read_recipe(run_dir):
     return read_json(path(run_dir, RECIPE))
 
 
+@contextlib.contextmanager
+def loading(run_dir):
+    """Turns a finished run directory whose files cannot be read (a weights file cut short, a missing
+    vocabulary, a JSON file that does not parse) into one UserInputError naming it, not a traceback from
+    h5py, KerasHub or json. `load_task` loads in it; commands that read more of a run (its labels, its
+    tokenizer for a NumPy path) load in it too."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserInputError(f"Run directory {os.fspath(run_dir)!r} cannot be loaded ({type(e).__name__}: {reason}); "
+                             "restore its files from a copy, or train it again (with --overwrite).") from e
+
+
 def load_task(run_dir, kind=None, dtype=None):
     """The KerasHub task of a finished run, loaded with `from_preset` (preprocessor attached).
 
@@ -186,20 +202,21 @@ def load_task(run_dir, kind=None, dtype=None):
 
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
-    task = task_of(run_dir)
-    if kind is None:
-        kind = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM,
-                "translate": keras_hub.models.Seq2SeqLM}.get(task)
+    with loading(run_dir):  # a weights file cut short, a config that does not parse: one line
+        task = task_of(run_dir)
         if kind is None:
-            objective = read_config(run_dir).get("objective")
-            kind = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM
-    # keras-hub 0.32's from_preset checks a saved dtype policy with `is_float_dtype`, which
-    # raises on a mixed policy ("Invalid dtype: mixed_bfloat16"; no upstream issue found):
-    # naming the run's own policy skips that check and loads the model as it was trained.
-    policy = read_json(path(run_dir, "config.json")).get("config", {}).get("dtype") or {}
-    name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
-    dtype = dtype or (name if name.startswith("mixed_") else None)
-    return kind.from_preset(run_dir, **({"dtype": dtype} if dtype else {}))
+            kind = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM,
+                    "translate": keras_hub.models.Seq2SeqLM}.get(task)
+            if kind is None:
+                objective = read_config(run_dir).get("objective")
+                kind = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM
+        # keras-hub 0.32's from_preset checks a saved dtype policy with `is_float_dtype`, which
+        # raises on a mixed policy ("Invalid dtype: mixed_bfloat16"; no upstream issue found):
+        # naming the run's own policy skips that check and loads the model as it was trained.
+        policy = read_json(path(run_dir, "config.json")).get("config", {}).get("dtype") or {}
+        name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
+        dtype = dtype or (name if name.startswith("mixed_") else None)
+        return kind.from_preset(run_dir, **({"dtype": dtype} if dtype else {}))
 
 
 def load_translation_task(run_dir, dtype=None):

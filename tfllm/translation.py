@@ -29,7 +29,6 @@ from tfllm.generation import (
     check_sampler_options,
     generate_step,
     is_number,
-    loading,
     shown,
 )
 from tfllm.models.seq2seq_lm import output_text
@@ -377,7 +376,7 @@ def load_translator(run_dir, jit_compile=True):
     if task != "translate":
         raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES.get(task, task)}, not a translation model; "
                              "train one with `tfllm train --task translate`.")
-    with warnings.catch_warnings(), loading(run_dir):
+    with warnings.catch_warnings(), runs.loading(run_dir):
         warnings.simplefilter("ignore")
         model = runs.load_translation_task(run_dir)
     return Translator(model, jit_compile=jit_compile)
