@@ -186,6 +186,10 @@ def test_a_damaged_gzip_and_a_utf16_file_are_one_clear_error(tmp_path):
         (tmp_path / "d.csv").write_bytes(bom + "text,label\nhi,a\nbye,b\n".encode(codec))
         with pytest.raises(UserInputError, match="is UTF-16 text, not UTF-8.*iconv -f utf-16 -t utf-8"):
             load_classification_data(str(tmp_path / "d.csv"))
+    # A gzip file without its .gz name was told to convert from latin1.
+    (tmp_path / "z.csv").write_bytes(gzip.compress(b"text,label\nhi,a\nbye,b\n"))
+    with pytest.raises(UserInputError, match="z.csv' is gzip-compressed; name it z.csv.gz"):
+        load_classification_data(str(tmp_path / "z.csv"))
 
 
 def test_a_row_with_more_or_fewer_fields_than_the_header_is_refused_naming_it(tmp_path):

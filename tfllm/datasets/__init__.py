@@ -84,6 +84,9 @@ def read_lines(path):
             # Split at b"\n" only, as str.splitlines' "\r\n" never straddles it: joined, the lines are the
             # file's text exactly. No UTF-8 character holds the byte 0x0a, so each line decodes alone.
             for number, raw in enumerate(f, 1):
+                if number == 1 and raw.startswith(b"\x1f\x8b") and opener is open:  # gzip's magic number
+                    raise UserInputError(f"{path!r} is gzip-compressed; name it {os.path.basename(path)}.gz "
+                                         "(tfllm reads .gz files as they are), or gunzip it.")
                 if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
                     raise UserInputError(f"{path!r} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
                                          "`iconv -f utf-16 -t utf-8`.")
