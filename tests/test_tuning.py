@@ -242,3 +242,17 @@ def test_an_interrupted_search_reruns_the_interrupted_trial_with_its_values(tmp_
     trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
     assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
     assert trials[1]["values"] == values and os.path.getmtime(first) == mtime
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["random", "bayesian", "hyperband"])
+def test_every_algorithm_offered_runs_a_trial(algorithm, tmp_path, space_file):
+    """`--algorithm bayesian`, offered by --help and the docs, ended in a traceback (ImportError: scikit-learn,
+    which keras-tuner[bayesian] installs) and left a folder that refused the rerun."""
+    from tfllm import tuning
+
+    assert tuple(tuning.ALGORITHMS) == ("random", "bayesian", "hyperband")
+    run_dir = tmp_path / "search"
+    assert _tune(run_dir, space_file, "--algorithm", algorithm, "--max-trials", 1, "--set", "epochs=1") == 0
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["COMPLETED"]

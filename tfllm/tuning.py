@@ -472,11 +472,12 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     search = _Search(config, space, objective, algorithm, verbose=verbose,
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
     continuing = _check_directory(directory, search.settings())
+    # The oracle before anything is written: one that cannot be built leaves no folder to refuse a rerun.
+    max_epochs = (preset["steps"] // preset["eval_interval"]) if config.task == "generate" else preset["epochs"]
+    oracle = _oracle(algorithm, objective, max_trials, config.seed, hyperparameters(space), max_epochs)
     os.makedirs(directory, exist_ok=True)
     if not os.path.isdir(os.path.join(directory, LOGS)):
         write_hparams_config(os.path.join(directory, LOGS), config.task, space, objective)
-    max_epochs = (preset["steps"] // preset["eval_interval"]) if config.task == "generate" else preset["epochs"]
-    oracle = _oracle(algorithm, objective, max_trials, config.seed, hyperparameters(space), max_epochs)
     tuner = _tuner_class()(search, oracle=oracle, directory=directory, project_name=PROJECT, overwrite=False)
     if continuing:
         print(f"Continuing the search in {directory}: {len(oracle.trials)} trial(s) so far.")
