@@ -110,6 +110,13 @@ def check_from_preset_settings(config):
     """A one-line UserInputError for settings that `config.from_preset`'s own model fixes."""
     if not config.from_preset:
         return
+    handle = config.from_preset
+    # A path (not a KerasHub handle such as bert_tiny_en_uncased or kaggle://...) that is not a folder: KerasHub
+    # says only "Unknown preset identifier. A preset must be a one of:.".
+    if handle.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(handle)):
+        raise UserInputError(f"--from-preset {handle!r} is not a folder ({'it is a file' if os.path.exists(handle) else 'no such path'}). "
+                             "Pass a tfllm run directory or a local KerasHub preset folder (with config.json), "
+                             "or a KerasHub handle such as bert_tiny_en_uncased (needs network).")
     given = sorted((set(config.overrides) & PRESET_OWN_SETTINGS) | ({"tokenizer"} if config.tokenizer else set()))
     if given:
         raise UserInputError(f"--from-preset {config.from_preset!r} brings its own model and tokenizer, so "
