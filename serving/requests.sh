@@ -20,8 +20,9 @@ curl -sS ${AUTH[@]+"${AUTH[@]}"} "$URL/reviews/labels/stable/metadata"; echo
 curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews:predict" -H 'Content-Type: application/json' \
   -d '{"instances": ["A warm, funny and moving film.", "Dull and far too long."]}'; echo
 
-# The same in columnar format ("inputs" -> "outputs"), on the canary version.
-curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews/labels/canary:predict" -H 'Content-Type: application/json' \
+# The same in columnar format ("inputs" -> "outputs"), on the version labelled stable (any
+# label works where a config assigns it: serving/models.config's canary, say).
+curl -sS ${AUTH[@]+"${AUTH[@]}"} -X POST "$URL/reviews/labels/stable:predict" -H 'Content-Type: application/json' \
   -d '{"inputs": {"text": ["A warm, funny and moving film."]}}'; echo
 
 # Generation with the decoding options as inputs (one value per prompt; top_k 0 turns it off).

@@ -375,6 +375,9 @@ def test_sample_requests_run_against_the_server(server):
                               f"127.0.0.1:{server['rest']}"],
                              capture_output=True, text=True, check=True, timeout=30).stdout
         assert '"predictions"' in out and '"model_version_status"' in out
+        # Its labels are ones `tfllm serve savedmodels/` has (a canary needs a config); the fixture's toy generator
+        # takes two inputs, so the full generation request is refused here, as a real export's is not.
+        assert "version label" not in out and out.count('"error"') == out.count("Unknown input(s) ['seed'"), out
     out = subprocess.run([sys.executable, os.path.join(serving, "request.py"),
                           "--host", "127.0.0.1", "--rest-port", str(server["rest"]),
                           "--grpc-port", str(server["grpc"])],
