@@ -226,7 +226,7 @@ def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
         (["train", "--data", "{tmp}/blank.csv"], "empty text"),
         (["train", "--data", "{tmp}/ok.csv", "--epochs", "0"], "--epochs must be at least 1"),
         (["train", "--data", "{tmp}/ok.csv", "--batch-size", "-1"], "--batch-size must be at least 1"),
-        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/nowhere"], "Cannot load --from-preset"),
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/nowhere"], "is not a folder (no such path)"),
         (["train", "--data", "{tmp}/two_rows.csv"], "gives no val and no test rows"),
         (["train", "--data", "{tmp}/ragged.csv"], "data row 2 (line 3) has 3 fields, the header has 2: quote texts"),
         (["train", "--data", "{tmp}/two_texts.csv"], "more than one column named 'text'"),

@@ -419,3 +419,26 @@ def test_a_kill_whose_exception_python_dropped_still_stops_the_run(tmp_path, mon
     monkeypatch.setattr(common.LearningRateLogger, "on_epoch_end", own)
     assert main(argv) == 0  # the stop is not carried into the next command
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_a_stop_that_lands_in_a_del_is_kept_for_later_not_raised_there(capsys):
+    """Raised in a `__del__` (TensorFlow's AtomicFunction has one), Python dropped the stop and printed
+    "Exception ignored in ... Traceback" for it: there it is only recorded, and raised where it is safe."""
+    import sys
+
+    from tfllm import errors
+
+    class Finalized:
+        def __del__(self):  # the signal handler's frame sits on top of this one
+            errors.request_stop(errors.Terminated, sys._getframe())
+
+    errors.clear_stop()
+    try:
+        Finalized()  # finalized at once
+        assert "Exception ignored" not in capsys.readouterr().err
+        with pytest.raises(errors.Terminated):
+            errors.raise_if_stopping()
+        with pytest.raises(KeyboardInterrupt):  # elsewhere it is raised where it lands, as before
+            errors.request_stop(KeyboardInterrupt, sys._getframe())
+    finally:
+        errors.clear_stop()

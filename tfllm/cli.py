@@ -823,6 +823,7 @@ def main(argv=None):
     try:
         _check_text_arguments(args)
         args.func(args)
+        errors.raise_if_stopping()  # a stop that came in a `__del__` (errors.request_stop)
     except UserInputError as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
         return 2
@@ -861,13 +862,13 @@ def _check_text_arguments(args):
 def _terminate(signum, frame):
     from tfllm import errors
 
-    errors.request_stop(errors.Terminated)
+    errors.request_stop(errors.Terminated, frame)
 
 
 def _interrupt(signum, frame):
     from tfllm import errors
 
-    errors.request_stop(KeyboardInterrupt)
+    errors.request_stop(KeyboardInterrupt, frame)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,18 @@ class Terminated(KeyboardInterrupt):
 _stopping = None
 
 
-def request_stop(kind):
-    """For a signal handler: records the stop and raises it (`kind` is KeyboardInterrupt or Terminated)."""
+def request_stop(kind, frame=None):
+    """For a signal handler: records the stop and raises it (`kind` is KeyboardInterrupt or Terminated).
+
+    Not where the signal landed in a `__del__` (`frame`, the handler's, or one it was called from): Python
+    would drop the exception there and print "Exception ignored in ... Traceback" for it. The stop is then
+    raised by training at its next batch, or by the CLI when the command returns (`raise_if_stopping`)."""
     global _stopping
     _stopping = kind
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return
+        frame = frame.f_back
     raise kind()
 
 
