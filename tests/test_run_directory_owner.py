@@ -113,3 +113,25 @@ def test_a_train_command_owns_its_run_directory_until_it_ends(tmp_path, capsys, 
     assert seen == [f"tfllm.errors.UserInputError: Run directory {run_dir!r} is in use by another tfllm process "
                     f"(pid {os.getpid()}); wait for it or choose another --run-dir."]
     assert os.listdir(tmp_path) == []  # released: no lock file left
+
+
+def test_write_text_replaces_a_file_whole_and_keeps_its_permissions(tmp_path):
+    """`runs.write_text` (every JSON of a run, `explain --html`): a write that fails leaves the old file and
+    no temporary beside it; a finished one keeps the old file's mode (a page made private stays private)."""
+    from tfllm import runs
+
+    page = tmp_path / "why.html"
+    page.write_text("old")
+    os.chmod(page, 0o640)
+
+    with pytest.raises(TypeError):  # a write that fails once the temporary file exists
+        runs.write_text(str(page), object())
+    assert page.read_text() == "old" and os.listdir(tmp_path) == ["why.html"]
+    runs.write_text(str(page), "new é")
+    assert page.read_text(encoding="utf-8") == "new é" and os.stat(page).st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["why.html"]
+    runs.write_json(str(tmp_path / "sub" / "m.json"), {"a": 1})  # makes the folder
+    umask = os.umask(0)
+    os.umask(umask)  # a new file gets the mode `open` would give it, not mkstemp's 0600
+    assert (tmp_path / "sub" / "m.json").read_text().startswith("{")
+    assert os.stat(tmp_path / "sub" / "m.json").st_mode & 0o777 == 0o666 & ~umask

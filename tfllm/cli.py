@@ -512,7 +512,7 @@ def cmd_explain(args):
         else:
             print(render_terminal(explanation, color=color) + "\n")
     if args.html:
-        _write_atomically(args.html, render_html(explanations))
+        runs.write_text(args.html, render_html(explanations))
         if not args.json:
             print(f"Wrote {args.html}")
 
@@ -530,28 +530,6 @@ def _check_output_file(path, flag):
         raise UserInputError(f"{flag} {path!r}: its folder {folder!r} {what}; create it first or write elsewhere.")
     if not os.access(folder, os.W_OK):
         raise UserInputError(f"{flag} {path!r}: its folder {folder!r} is not writable; write elsewhere.")
-
-
-def _write_atomically(path, text):
-    """Writes `text` to `path` through a temporary file beside it, renamed at the end: a failed or stopped
-    write leaves the old file (or none), never half a page."""
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
 
 
 def add_explain_parsers(sub):

@@ -25,6 +25,7 @@ import fcntl  # POSIX only (Linux, macOS): the run directory's lock; Windows is 
 import json
 import os
 import shutil
+import tempfile
 
 from tfllm.errors import UserInputError
 
@@ -50,11 +51,26 @@ def path(run_dir, name):
 
 def write_json(file, value):
     """Writes JSON atomically: readers never see half a file."""
-    os.makedirs(os.path.dirname(file) or ".", exist_ok=True)
-    tmp = file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, file)
+    write_text(file, json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def write_text(file, text):
+    """Writes `text` to `file` through a temporary file beside it, renamed at the end: a failed or stopped
+    write leaves the old file (or none), never half of one. A file that was there keeps its permissions."""
+    folder = os.path.dirname(os.path.abspath(file))
+    os.makedirs(folder, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(file)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, os.stat(file).st_mode & 0o777 if os.path.exists(file) else 0o666 & ~umask)
+        os.replace(temporary, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def files_signature(run_dir):
