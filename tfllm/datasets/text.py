@@ -25,7 +25,7 @@ CJK_IDEOGRAPHS = (r"[\u4E00-\u9FFF\u3400-\u4DBF\U00020000-\U0002A6DF\U0002A700-\
 DOCUMENT_SEPARATOR = "\n\n"
 
 
-def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1):
+def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--data"):
     """Loads running text and splits it into training and validation text.
 
     Args:
@@ -36,6 +36,8 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1):
         text_column: column of a CSV/JSONL file (default `"text"`).
         val_fraction: the last this fraction of the text becomes validation,
             as nanoGPT does (documents of a CSV/JSONL file stay whole).
+        flag: the option the messages name (`translate --lm` reads a corpus too, and has no
+            `--text-column`: its CSV/JSONL column is `text`).
 
     Returns:
         `(train_text, val_text)`, two strings.
@@ -53,11 +55,11 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1):
         path = name_or_path
         if not os.path.exists(path):
             raise UserInputError(
-                f"Text data {path!r} does not exist. Check the path, or use a bundled corpus: "
+                f"{flag} {path!r} does not exist. Check the path, or use a bundled corpus: "
                 f"{', '.join(BUNDLED_TEXT)}."
             )
         if os.path.isdir(path):
-            raise UserInputError(f"{path!r} is a folder; --data for text generation must be one .txt, .csv or .jsonl file.")
+            raise UserInputError(f"{flag} {path!r} is a folder; give one .txt, .csv or .jsonl file.")
     base = path[:-3] if path.endswith(".gz") else path
     if base.endswith((".csv", ".tsv", ".jsonl", ".json")):
         column = text_column or "text"
@@ -65,7 +67,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1):
         if rows and column not in rows[0]:
             raise UserInputError(
                 f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
-                "Pass --text-column with one of them."
+                + ("Pass --text-column with one of them." if flag == "--data" else f"{flag} reads a column named 'text'.")
             )
         documents = [str(row[column]).strip() for row in rows if row.get(column) is not None and str(row[column]).strip()]
         if not documents:
@@ -80,7 +82,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1):
         train, val = _split_text(text, val_fraction)
     if len(train) < MIN_CHARACTERS or len(val) < MIN_CHARACTERS // 4:
         raise UserInputError(
-            f"{path!r} is too short to train a language model ({len(train) + len(val)} characters); "
+            f"{flag} {path!r} is too short to train a language model ({len(train) + len(val)} characters); "
             f"give it at least {int(MIN_CHARACTERS / (1 - val_fraction)) * 2} characters of text."
         )
     return train, val

@@ -354,7 +354,7 @@ def run_decoding_aids(translator, run_dir, corpus=None, input_method=False):
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     train = load_data(config, runs.read_recipe(run_dir)).train
     targets = [references[0] for references in train.references]
-    lines = [line for part in load_text_corpus(corpus) for line in part.splitlines() if line.strip()] if corpus else []
+    lines = [line for part in load_text_corpus(corpus, flag="--lm") for line in part.splitlines() if line.strip()] if corpus else []
     lm = translator.language_model(targets + lines)
     if not input_method:
         return lm, None
