@@ -296,6 +296,12 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         assert main(argv + ["--temperature", "0.5", "--seed", "1"]) == 2
         assert "--temperature, --seed would be ignored" in capsys.readouterr().err
         assert main(["generate", "--tflite", str(tmp_path / "missing.tflite"), "ROMEO:"]) == 2
+        # The export's folder (what `export` prints) runs its model.tflite; one without it is named
+        # (a folder was "does not exist").
+        assert main(["generate", "--tflite", directory, "ROMEO:", "--max-new-tokens", "40"]) == 0
+        assert capsys.readouterr().out == "ROMEO:" + keras_text + "\n"
+        assert main(["generate", "--tflite", str(tmp_path), "ROMEO:"]) == 2
+        assert "has no model.tflite" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -156,9 +156,15 @@ class TFLiteGenerator:
 
 
 def load_tflite_generator(model_path):
-    """`(TFLiteGenerator, tokenizer)` for an exported file, with the tokenizer shipped beside it."""
+    """`(TFLiteGenerator, tokenizer)` for an exported file (or the export's folder), with the tokenizer shipped
+    beside it."""
     from tfllm.tokenizers import load_tokenizer, special_token_ids
 
+    if os.path.isdir(model_path):  # the folder `export` printed: its model.tflite
+        if not os.path.isfile(os.path.join(model_path, MODEL_FILE)):
+            raise UserInputError(f"Folder {model_path!r} has no {MODEL_FILE}; pass an exported generator's "
+                                 f"{MODEL_FILE} or its folder (tfllm export RUN --format tflite).")
+        model_path = os.path.join(model_path, MODEL_FILE)
     if not os.path.isfile(model_path):
         raise UserInputError(f"TFLite file {model_path!r} does not exist. Export one with `tfllm export RUN --format tflite`.")
     folder = os.path.dirname(os.path.abspath(model_path))
