@@ -196,6 +196,17 @@ def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, caps
     assert [t["token"] for t in out["tokens"]] == list("Before we")
     assert len(out["probabilities"]) == 10 and out["label"] in out["probabilities"]
     assert out["target"] == out["label"]
+    from tfllm.explanations import load_explainer
+
+    # Only tokens the generator can say are listed, however likely a special one is ([PAD], [MASK] and [BOS]
+    # were, where generation never picks them).
+    explainer = load_explainer(generator_run)
+    never = sorted(explainer.never_generated)
+    assert never and explainer.tokenizer.end_token_id not in never
+    probabilities = np.full(explainer.model.backbone.vocabulary_size, 1e-3)
+    probabilities[never] = 0.5
+    label, listed = explainer._label_and_probabilities(probabilities)
+    assert len(listed) == 10 and not set(listed) & set(explainer.token_strings(never)) and label in listed
     c = out["completeness"]
     assert c["error"] < 0.01 * abs(c["difference"]) + 2e-4
     assert main(["explain", generator_run, "Before we", "--method", "occlusion", "--target", "e", "--json"]) == 0

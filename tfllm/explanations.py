@@ -185,6 +185,9 @@ class Explainer:
         self.special_ids = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])}
         for name in ("unk_token_id", "oov_token_id"):
             self.special_ids.discard(getattr(self.tokenizer, name, None))
+        end_id = getattr(self.tokenizer, "end_token_id", None)
+        self.never_generated = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])
+                                if i is not None and i != end_id}
         self.num_outputs = int(model.output.shape[-1]) if not self.generator else None
         if not self.generator:
             num_classes = 2 if self.num_outputs == 1 else self.num_outputs
@@ -402,7 +405,8 @@ class Explainer:
 
     def _label_and_probabilities(self, probabilities):
         if self.generator:
-            top = np.argsort(-probabilities)[:10]
+            # The next tokens the generator can say: its sampler never picks a special token but the end.
+            top = [i for i in np.argsort(-probabilities) if i not in self.never_generated][:10]
             return (self.token_strings([top[0]])[0],
                     {s: float(probabilities[i]) for s, i in zip(self.token_strings(top), top)})
         return self.label_names[int(np.argmax(probabilities))], dict(zip(self.label_names, map(float, probabilities)))
