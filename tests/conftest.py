@@ -87,6 +87,22 @@ def main_in_process(capsys, *args):
     return subprocess.CompletedProcess(args, code, out, err)
 
 
+def timed_fits(monkeypatch, model_class):
+    """The seconds of every `model_class.fit` call from now on, in order (the resume tests compare them
+    with what metrics.json reports)."""
+    fits, fit = [], model_class.fit
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            fits.append(time.perf_counter() - start)
+
+    monkeypatch.setattr(model_class, "fit", timed)
+    return fits
+
+
 def assert_keras_roundtrip(model, inputs, path):
     """Saves `model` as .keras, reloads it and checks outputs are identical."""
     import keras
