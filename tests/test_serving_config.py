@@ -390,7 +390,9 @@ def test_the_server_refuses_a_label_for_a_version_it_does_not_load(protocol, con
     with pytest.raises(ServingError, match="'canary' of model 'reviews' names version 3, which is "
                                            "not currently available for inference") as info:
         client.predict("reviews", ["good"], label="canary")
-    assert info.value.status == (404 if protocol == "rest" else "NOT_FOUND")
+    # TF Serving maps no such label, so its answer is "Unrecognized servable version label":
+    # InvalidArgument, REST 400 (it was 404 / NOT_FOUND, which reads as "no such model or version").
+    assert info.value.status == (400 if protocol == "rest" else "INVALID_ARGUMENT")
     log = config_server["log"].read_text()
     assert log.count("names version 3") == 1, log
 

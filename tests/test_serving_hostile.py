@@ -196,7 +196,7 @@ LONG = "n" * 100_000
 
 
 @pytest.mark.parametrize("field,code", [
-    ("model", grpc.StatusCode.NOT_FOUND), ("label", grpc.StatusCode.NOT_FOUND),
+    ("model", grpc.StatusCode.NOT_FOUND), ("label", grpc.StatusCode.INVALID_ARGUMENT),
     ("signature", grpc.StatusCode.FAILED_PRECONDITION), ("input", grpc.StatusCode.INVALID_ARGUMENT),
     ("output_filter", grpc.StatusCode.INVALID_ARGUMENT), ("status", grpc.StatusCode.NOT_FOUND),
 ])

@@ -400,13 +400,16 @@ class ModelRegistry:
         """The servable a request names; the latest loaded version by default."""
         state = self._state(name)
         if label is not None:
+            # TF Serving answers a label it does not map with InvalidArgument (REST 400, gRPC
+            # INVALID_ARGUMENT), not 404 / NOT_FOUND, which clients read as "no such model or
+            # version (yet)"; a label naming a version that is not loaded is not mapped there.
             if label not in state.labels and label in state.refused:
-                raise RequestError(state.refused[label] + ".", 404)
+                raise RequestError(state.refused[label] + ".", 400)
             if label not in state.labels:
                 known = ", ".join(sorted(state.labels)) or "none"
                 raise RequestError(
                     f"Unrecognized servable version label: {clip(label)!r} for model {name!r} "
-                    f"(labels: {known}).", 404)
+                    f"(labels: {known}).", 400)
             version = state.labels[label]
         if version is None:
             if not state.versions:

@@ -52,7 +52,7 @@ _PATH = re.compile(
 
 def _malformed(request: Request) -> RequestError:
     # TF Serving answers 400 with these words for any /v1/ path or method it has no
-    # handler for (404 is kept for a model, version or label that does not exist).
+    # handler for (404 is kept for a model or version that does not exist).
     return RequestError(
         f"Malformed request: {request.method} {request.url.path[:200]}; the paths are GET "
         "/v1/models/NAME[/versions/V|/labels/L][/metadata] and POST "
