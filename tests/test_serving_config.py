@@ -235,7 +235,7 @@ def test_a_label_never_loads_a_version_the_policy_excludes(tmp_path, caplog):
     assert registry.resolve("clf", label="stable").version == 1
     with pytest.raises(RequestError, match="names version 3, which is not currently available") as info:
         registry.resolve("clf", label="canary")
-    assert info.value.status == 404 and "model_version_policy does not load it" in info.value.message
+    assert info.value.status == 400 and "model_version_policy does not load it" in info.value.message
     logged = [r.getMessage() for r in caplog.records if "'canary'" in r.getMessage()]
     assert len(logged) == 1, logged
 
