@@ -170,6 +170,19 @@ def test_status_and_metadata_agree_across_protocols(rest, grpc_client):
     assert sigs["serving_default"]["inputs"]["text"]["dtype"] == "DT_STRING"
     assert set(sigs["serving_default"]["outputs"]) == {"label", "probabilities"}
     assert sigs["serving_default"]["method_name"] == "tensorflow/serving/predict"
+    # TF Serving prints the SignatureDefMap with always_print_primitive_fields: every TensorInfo
+    # has its shape's "dim" (a list, [] for unknown rank) and "unknown_rank", every dim its
+    # "name", every signature "inputs", "outputs", "method_name" (its api_rest.md example).
+    # Fields at their defaults were left out: the init op's output had no "dim", so a client
+    # reading tensor_shape["dim"] of each output (or ["unknown_rank"]) failed on tfllm serve.
+    for sig in sigs.values():
+        assert {"inputs", "outputs", "method_name"} <= set(sig), sig
+        for info in [*sig["inputs"].values(), *sig["outputs"].values()]:
+            shape = info["tensor_shape"]
+            assert isinstance(shape["dim"], list) and isinstance(shape["unknown_rank"], bool), info
+            assert all(set(d) == {"size", "name"} for d in shape["dim"]), info
+    assert sigs["serving_default"]["inputs"]["text"]["tensor_shape"] == {
+        "dim": [{"size": "-1", "name": ""}], "unknown_rank": False}
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
@@ -363,9 +376,11 @@ def test_malformed_v1_requests_are_400_as_in_tf_serving(server):
         status, content = _raw(server["rest"], method, path, b"{}" if method != "GET" else None)
         assert status == 400, (method, path, status, content)
         assert json.loads(content)["error"].startswith(f"Malformed request: {method} {path};")
-    for path in ["/v1/models/nope", "/v1/models/reviews/versions/9",
-                 "/v1/models/reviews/labels/nope/metadata", "/v2/health"]:
+    for path in ["/v1/models/nope", "/v1/models/reviews/versions/9", "/v2/health"]:
         assert _raw(server["rest"], "GET", path)[0] == 404, path
+    # A label TF Serving does not map is its InvalidArgument "Unrecognized servable version label".
+    status, content = _raw(server["rest"], "GET", "/v1/models/reviews/labels/nope/metadata")
+    assert status == 400 and "Unrecognized servable version label" in json.loads(content)["error"]
 
 
 def test_oversized_body_is_413(server):

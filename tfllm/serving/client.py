@@ -357,8 +357,8 @@ class GrpcClient:
         return {
             "model_spec": {"name": response.model_spec.name, "signature_name": "",
                            "version": str(response.model_spec.version.value)},
-            "metadata": {"signature_def": json_format.MessageToDict(
-                sig_map, preserving_proto_field_name=True)},
+            "metadata": {"signature_def": json_format.MessageToDict(  # every field, as REST prints
+                sig_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
         }
 
     def close(self) -> None:

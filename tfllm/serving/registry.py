@@ -149,9 +149,9 @@ def load_servable(name: str, version: int, path: str) -> Servable:
     for key, sig_def in models_lib.read_signature_defs(path).items():
         sig_map.signature_def[key].CopyFrom(sig_def)
     servable = Servable(name, version, path, signatures, sig_map, loaded)
+    # As TF Serving's JSON (always_print_primitive_fields): "dim": [], "unknown_rank": false, ...
     servable.metadata_json = json_format.MessageToDict(
-        sig_map, preserving_proto_field_name=True
-    )
+        sig_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     _run_warmup(servable)
     return servable
 
