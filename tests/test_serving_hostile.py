@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -528,3 +529,69 @@ def test_token_rules():
     for bad in ("", " abc", "a b", "caf\u00e9"):
         with pytest.raises(ValueError, match="printable ASCII"):
             AccessPolicy(bad)
+
+
+def test_grpc_calls_over_the_cap_are_refused_at_once_and_the_cap_frees(tmp_path):
+    """The gRPC server had no cap on calls in flight (REST has --max-connections): a burst queued
+    without bound behind its 16 worker threads. Now one over --max-concurrent-rpcs (default
+    --max-connections) is refused at once with RESOURCE_EXHAUSTED, and calls are taken again
+    once those in flight end. The calls are held deterministically: the real registry's
+    statuses() waits on an Event before doing its work."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    from tfllm.serving.connections import ConnectionLimits
+    from tfllm.serving.grpc_service import make_grpc_server
+    from tfllm.serving.registry import ModelRegistry
+
+    assert ConnectionLimits().max_concurrent_rpcs == ConnectionLimits().max_connections
+    assert ConnectionLimits(max_connections=7).max_concurrent_rpcs == 7
+    fixtures.save_classifier(str(tmp_path / "reviews" / "1"), warmup=False)
+    registry = ModelRegistry(str(tmp_path))
+    registry.refresh()
+    cap, entered, release = 3, threading.Semaphore(0), threading.Event()
+    statuses = registry.statuses
+
+    def held_statuses(*args, **kwargs):
+        entered.release()
+        assert release.wait(60)
+        return statuses(*args, **kwargs)
+
+    registry.statuses = held_statuses
+    port = free_port()
+    server = make_grpc_server(registry, f"127.0.0.1:{port}", max_concurrent_rpcs=cap)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "reviews"
+        held = [status_stub.GetModelStatus.future(request, timeout=60) for _ in range(cap)]
+        for _ in range(cap):
+            assert entered.acquire(timeout=30)  # all `cap` calls are in their handler
+        predict = predict_pb2.PredictRequest()
+        predict.model_spec.name = "reviews"
+        predict.inputs["text"].CopyFrom(tf.make_tensor_proto(["a good film"]))
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for call, message in [(status_stub.GetModelStatus, request), (stub.Predict, predict)]:
+            with pytest.raises(grpc.RpcError) as info:
+                call(message, timeout=30)  # refused, not queued behind the held calls
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value
+        assert not any(f.done() for f in held)
+        release.set()
+        for f in held:
+            assert f.result().model_version_status[0].version == 1
+        # grpcio counts a call out once its handler has returned, just after its answer left.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = stub.Predict(predict, timeout=30)
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+                time.sleep(0.05)
+        assert tf.make_ndarray(answer.outputs["label"]).tolist() == [b"positive"]
+    finally:
+        release.set()
+        channel.close()
+        server.stop(0)
+        registry.stop()

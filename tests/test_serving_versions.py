@@ -233,6 +233,7 @@ def test_cli_delegates_serve_and_models_to_the_serving_package():
     (["--max-batch-size", "0"], "--max-batch-size"),
     (["--max-elements", "-5"], "--max-elements"),
     (["--port", "70000"], "--port"),
+    (["--max-concurrent-rpcs", "0"], "--max-concurrent-rpcs"),
 ])
 def test_bad_limits_are_refused_by_the_parser(argv, words, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:

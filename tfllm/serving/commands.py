@@ -89,7 +89,7 @@ def add_serve_arguments(p) -> None:
                         help="bytes of REST bodies over 64 KiB held at once, from their first byte until "
                         "parsed, all clients together; more wait their turn within --body-timeout, then "
                         f"503 (default {PENDING_BODIES} x --max-body-bytes: {_DEFAULTS.max_pending_body_bytes})")
-    conns = p.add_argument_group("REST connections (a slow or idle client is cut off, so it cannot hold the server)")
+    conns = p.add_argument_group("connections (a slow or idle client is cut off, so it cannot hold the server)")
     conns.add_argument("--header-timeout", type=_seconds, default=_CONNECTIONS.header_timeout, metavar="SECONDS",
                        help="time to send a request's line and headers, else 408 and the connection is "
                        f"closed (default {_CONNECTIONS.header_timeout:g})")
@@ -101,6 +101,9 @@ def add_serve_arguments(p) -> None:
     conns.add_argument("--max-connections", type=_positive_int, default=_CONNECTIONS.max_connections,
                        help="REST connections open at once; more are answered 503 and closed "
                        f"(default {_CONNECTIONS.max_connections})")
+    conns.add_argument("--max-concurrent-rpcs", type=_positive_int, default=None,
+                       help="gRPC calls in flight at once, running or queued; more are refused at once "
+                       "with RESOURCE_EXHAUSTED (default: --max-connections)")
     # The help says what docs/serving.md's threat model says: a pip install has no docs/ folder.
     access = p.add_argument_group(
         "access", "By default every client that reaches the address may call every model, and replace the "
@@ -124,7 +127,8 @@ def run_serve(args) -> None:
                         max_pending_body_bytes=args.max_pending_body_bytes)
         connections = ConnectionLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                                        idle_timeout=args.idle_timeout,
-                                       max_connections=args.max_connections)
+                                       max_connections=args.max_connections,
+                                       max_concurrent_rpcs=args.max_concurrent_rpcs)
     except ValueError as e:
         raise UserInputError(str(e)) from e
     token = args.auth_token if args.auth_token is not None else os.environ.get(TOKEN_ENV) or None

@@ -28,7 +28,8 @@ MAX_HEAD_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """Timeouts and the connection cap of the REST server (`tfllm serve --header-timeout ...`).
+    """Timeouts and the connection cap of the REST server (`tfllm serve --header-timeout ...`),
+    and the cap on gRPC calls in flight.
 
     Attributes:
         header_timeout: seconds a client has to send a request's line and headers, counted
@@ -40,15 +41,24 @@ class ConnectionLimits:
             (uvicorn's `timeout_keep_alive`).
         max_connections: REST connections open at once; one more is answered 503 and closed
             at once, so idle or stalled clients cannot use up the process's file descriptors.
+        max_concurrent_rpcs: gRPC calls in flight at once, running or queued for a worker
+            thread (grpcio's `maximum_concurrent_rpcs`); one more is refused at once with
+            RESOURCE_EXHAUSTED. None: `max_connections`, so both protocols admit as many
+            requests at a time (gRPC multiplexes calls over a few connections, so its
+            connections are no bound).
     """
 
     header_timeout: float = 10.0
     body_timeout: float = 60.0
     idle_timeout: float = 5.0
     max_connections: int = 500
+    max_concurrent_rpcs: int | None = None
 
     def __post_init__(self):
-        for name in ("header_timeout", "body_timeout", "idle_timeout", "max_connections"):
+        if self.max_concurrent_rpcs is None:
+            object.__setattr__(self, "max_concurrent_rpcs", self.max_connections)
+        for name in ("header_timeout", "body_timeout", "idle_timeout", "max_connections",
+                     "max_concurrent_rpcs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value!r}.")

@@ -12,6 +12,7 @@ from concurrent import futures
 from tfllm.errors import UserInputError
 from tfllm.serving import tensors as tensors_lib
 from tfllm.serving.codec import proto_inputs_to_tensors
+from tfllm.serving.connections import ConnectionLimits
 from tfllm.serving.limits import Limits, RequestError, clip
 from tfllm.serving.registry import ModelRegistry, Servable
 from tfllm.serving.security import AccessPolicy
@@ -38,8 +39,15 @@ def _token_interceptor(policy: AccessPolicy):
 
 
 def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | None = None,
-                     policy: AccessPolicy | None = None, workers: int = 16):
+                     policy: AccessPolicy | None = None, workers: int = 16,
+                     max_concurrent_rpcs: int | None = None):
     """A bound, not yet started, `grpc.Server` with TF Serving's two services.
+
+    At most `max_concurrent_rpcs` calls (default `ConnectionLimits().max_concurrent_rpcs`:
+    `tfllm serve --max-concurrent-rpcs`, else `--max-connections`) are in flight, on the
+    `workers` threads or queued for one; grpcio refuses one more at once, before it is
+    queued, with RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!". Without the cap a
+    burst of calls queued without bound, each waiting its turn however long.
 
     Raises:
         UserInputError: if the address cannot be bound (a busy port).
@@ -173,7 +181,9 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
                ("grpc.so_reuseport", 0)]
     interceptors = [_token_interceptor(policy)] if policy is not None and policy.token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options,
-                         interceptors=interceptors)
+                         interceptors=interceptors,
+                         maximum_concurrent_rpcs=max_concurrent_rpcs
+                         or ConnectionLimits().max_concurrent_rpcs)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)

@@ -135,7 +135,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             None serves everyone (TF Serving's protocol, unchanged).
         allowed_hosts: `Host` names to answer besides the bound address
             (DNS-rebinding protection); `("*",)` answers any.
-        connections: REST timeouts and connection cap
+        connections: REST timeouts and connection cap, and the cap on gRPC calls in flight
             (`tfllm.serving.connections.ConnectionLimits`; defaults when None).
 
     Raises:
@@ -184,10 +184,12 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                           inter_op_threads)
         registry = ModelRegistry(model_base_path, poll_seconds, model_config_file)
+        connections = connections or ConnectionLimits()
         if grpc_port:
             from tfllm.serving.grpc_service import make_grpc_server  # imports TensorFlow
 
-            grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", limits, policy)
+            grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", limits, policy,
+                                           max_concurrent_rpcs=connections.max_concurrent_rpcs)
         registry.refresh()
         registry.start_polling()
         if grpc_server is not None:
@@ -197,7 +199,6 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         print(f"Serving {names} from {source}: REST http://{host}:{port}/v1/models/"
               + (f", gRPC {host}:{grpc_port}" if grpc_port else "")
               + ("; bearer token required" if auth_token else ""), flush=True)
-        connections = connections or ConnectionLimits()
         # uvicorn's httptools protocol with a bound on a request's head and its deadline
         # (connections.py).
         config = uvicorn.Config(make_app(registry, limits, policy, connections.body_timeout),
