@@ -522,6 +522,25 @@ def test_fine_tuning_a_run_on_targets_with_tokens_its_decoder_does_not_score(tra
 
 
 @pytest.mark.slow
+def test_fine_tuning_with_longer_sequence_lengths_than_the_run_has_positions_for(trained_run, tmp_path, capsys):
+    # A recipe whose lengths exceed the run's (the default recipe's over a `--preset tiny` run) was a
+    # TensorFlow traceback in fit (the position embedding sliced past its table); they are capped, as
+    # classifiers' and generators' are.
+    base = keras_hub.models.Seq2SeqLM.from_preset(trained_run).backbone
+    data = write_csv(tmp_path / "more.csv", make_pairs(60, seed=4))
+    run_dir = str(tmp_path / "longer")
+    assert cli.main(["train", "--task", "translate", "--data", data, "--source-column", "zh", "--target-column", "en",
+                     "--from-preset", trained_run, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir,
+                     "--set", f"encoder_sequence_length={base.encoder_sequence_length + 8}",
+                     "--set", f"decoder_sequence_length={base.decoder_sequence_length + 8}"]) == 0
+    preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(run_dir)
+    assert preprocessor.encoder_sequence_length == base.encoder_sequence_length
+    assert preprocessor.decoder_sequence_length == base.decoder_sequence_length
+    capsys.readouterr()
+    assert cli.main(["translate", run_dir, "一二三"]) == 0
+
+
+@pytest.mark.slow
 def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trained_run, tmp_path):
     from tfllm.export.seq2seq import export_seq2seq
     from tfllm.translation import translate

@@ -94,14 +94,30 @@ def own_model(preset, tokenizer, target_vocabulary_size=None):
 
 
 def model_from_preset(handle, preset):
-    """A tfllm translation run or a KerasHub Seq2SeqLM preset (BART), with its own tokenizer."""
+    """A tfllm translation run or a KerasHub Seq2SeqLM preset (BART), with its own tokenizer.
+
+    `preset`'s sequence lengths are capped at the positions the backbone has; `preset` is updated to
+    the lengths used (the run's recipe, which `runs.load_translation_task` reads them back from).
+    """
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
     try:
-        preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(
-            handle, encoder_sequence_length=preset["encoder_sequence_length"],
-            decoder_sequence_length=preset["decoder_sequence_length"])
-        return keras_hub.models.Seq2SeqLM.from_preset(handle, preprocessor=preprocessor)
+        lengths = {"encoder_sequence_length": preset["encoder_sequence_length"],
+                   "decoder_sequence_length": preset["decoder_sequence_length"]}
+        preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(handle, **lengths)
+        model = keras_hub.models.Seq2SeqLM.from_preset(handle, preprocessor=preprocessor)
+        # The recipe's lengths, capped at the positions the backbone has (a tfllm run's own lengths, BART's
+        # max_sequence_length), as classifiers and generators cap theirs: longer batches failed in fit
+        # (`--from-preset` of a `--preset tiny` run with the default recipe's longer lengths).
+        backbone = model.backbone
+        capped = {}
+        for key, wanted in lengths.items():
+            longest = getattr(backbone, key, None) or getattr(backbone, "max_sequence_length", None)
+            capped[key] = min(wanted, int(longest)) if longest else wanted
+        if capped != lengths:
+            model.preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(handle, **capped)
+            preset.update(capped)
+        return model
     except Exception as e:  # a missing folder, a preset of another kind, no network for a handle
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserInputError(f"Cannot load --from-preset {handle!r} as a sequence-to-sequence model ({message}). "
@@ -217,6 +233,7 @@ def train_seq2seq(config, verbose="auto"):
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
                 model = model_from_preset(config.from_preset, preset)
+                runs.write_json(runs.path(run_dir, runs.RECIPE), preset)  # the lengths it has, if capped
             else:
                 # The decoder's softmax covers the tokens of training targets only (see targets_first).
                 model = own_model(preset, tokenizer, tokenizers.output_vocabulary_size(tokenizer, data.train.targets))
