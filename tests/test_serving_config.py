@@ -431,10 +431,20 @@ def test_reload_config_over_grpc_applies_models_policies_and_labels(config_serve
         return stub.HandleReloadConfigRequest(request, timeout=60)
 
     every = "model_version_policy { all {} } "
-    reload(("renamed", "sm/unlisted", ""), ("reviews", "sm/clf", every + 'version_labels { key: "canary" value: 3 }'))
+    answer = reload(("renamed", "sm/unlisted", ""),
+                    ("reviews", "sm/clf", every + 'version_labels { key: "canary" value: 3 }'))
+    assert answer.HasField("status") and answer.status.error_code == 0  # as TF Serving's OK
     _, listing = _get(config_server["rest"], "/v1/models")
     assert [m["name"] for m in listing["models"]] == ["renamed", "reviews"]
     assert rest.metadata("reviews", label="canary")["model_spec"]["version"] == "3"
+    # TF Serving's ModelService answers a config without a model_config_list (an empty one, a
+    # client that forgot to fill it) INVALID_ARGUMENT; it was an OK that changed nothing.
+    with pytest.raises(grpc.RpcError) as info:
+        stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=60)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "model_config_list" in info.value.details()
+    _, listing = _get(config_server["rest"], "/v1/models")
+    assert [m["name"] for m in listing["models"]] == ["renamed", "reviews"]  # nothing changed
 
     with pytest.raises(grpc.RpcError) as info:
         reload(("reviews", "sm/clf", every + 'version_labels { key: "canary" value: 9 }'))

@@ -162,10 +162,10 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
             # change of --model-config-file would be (that file's next change wins again).
             config = request.config
             which = config.WhichOneof("config")
-            if which is None:  # TF Serving: "Taking no action for empty config."
-                return model_management_pb2.ReloadConfigResponse()
-            if which != "model_config_list":
-                raise RequestError("Only a model_config_list config can be loaded here.")
+            if which != "model_config_list":  # also an empty config, as TF Serving's ModelService
+                raise RequestError(
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest: send a "
+                    f"model_config_list (the config holds {which or 'nothing'}); nothing changed.")
             try:
                 refused = registry.apply_config(config)
             except UserInputError as e:
@@ -174,7 +174,9 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
                 raise RequestError("The config is loaded, but " + "; ".join(refused.values())
                                    + "; those labels are refused until their versions load.",
                                    grpc_code="FAILED_PRECONDITION")
-            return model_management_pb2.ReloadConfigResponse()
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.SetInParent()  # error_code OK, as TF Serving sends
+            return response
 
     options = [("grpc.max_receive_message_length", limits.max_body_bytes),
                ("grpc.max_send_message_length", limits.max_body_bytes),
