@@ -430,6 +430,26 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     assert "missing.csv" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_evaluate_another_file_scores_exactly_the_split_it_names(trained_run, tmp_path, capsys):
+    # A file of train and test rows only: its val split was carved out of its train rows and scored,
+    # and --split without --split-column scored the whole file under the split's name.
+    pairs = make_pairs(40, seed=5)
+    parts = ["test" if i % 4 == 0 else "train" for i in range(len(pairs))]
+    data = write_csv(tmp_path / "parts.csv", [(s, t, p) for (s, t), p in zip(pairs, parts)],
+                     header=("zh", "en", "part"))
+    assert cli.main(["evaluate", trained_run, "--data", data, "--split-column", "part", "--split", "test"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == parts.count("test")
+    assert cli.main(["evaluate", trained_run, "--data", data, "--split-column", "part", "--split", "train"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["num_examples"] == parts.count("train")
+    assert cli.main(["evaluate", trained_run, "--data", data, "--split-column", "part", "--split", "val"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and "no rows with split 'val'" in captured.err
+    assert cli.main(["evaluate", trained_run, "--data", data, "--split", "val"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and "--split-column" in captured.err and len(captured.err.splitlines()) == 1
+
+
 def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns(tmp_path):
     """A cedict run records no column names (the bundled set has its own); its memory files use cedict's."""
     from tfllm import runs

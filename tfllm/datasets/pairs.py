@@ -91,6 +91,34 @@ def _read_columns(source, source_column, target_column, split_column, reference_
     return path, sources, targets, splits, source_column, target_column, reference_separator
 
 
+def _named_splits(path, splits, split_column, rows):
+    """`{train, val, test: [row index]}` as the split column names them (aliases such as `dev` read as val)."""
+    named = {name: [] for name in SPLITS}
+    for i in rows:
+        split = str(splits[i]).strip().lower()
+        split = _SPLIT_ALIASES.get(split, split)
+        if split not in named:
+            raise UserInputError(f"{path!r} data row {i + 1} has split {splits[i]!r} in column "
+                                 f"{split_column!r}; use train, val or test.")
+        named[split].append(i)
+    return named
+
+
+def read_split(source, split, source_column=None, target_column=None, split_column=None, reference_separator=None):
+    """The pairs whose `split_column` names `split`, exactly those (another file scored by a run: none is
+    carved out of its training rows, as `load_pair_data` does for a split the file lacks)."""
+    path, sources, targets, splits, _, _, reference_separator = _read_columns(
+        source, source_column, target_column, split_column, reference_separator)
+    if splits is None:
+        raise UserInputError(f"Name the split column of {source!r} (--split-column) to score its {split!r} rows.")
+    rows = _named_splits(path, splits, split_column, range(len(sources)))[split]
+    if not rows:
+        raise UserInputError(f"{path!r} has no rows with split {split!r} in column {split_column!r}; "
+                             "choose another --split.")
+    return PairSplit([sources[i].strip() for i in rows],
+                     [_split_references(targets[i], reference_separator) for i in rows])
+
+
 def read_pairs(source, source_column=None, target_column=None, reference_separator=None):
     """Every (source, references) pair of a file or bundled set, unsplit (a translation memory, any size)."""
     _, sources, targets, _, _, _, reference_separator = _read_columns(
@@ -125,14 +153,7 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
     if max_rows and len(keep) > max_rows:
         keep = sorted(random.Random(seed).sample(keep, max(max_rows, 3)))
     if splits is not None:
-        named = {name: [] for name in SPLITS}
-        for i in keep:
-            split = str(splits[i]).strip().lower()
-            split = _SPLIT_ALIASES.get(split, split)
-            if split not in named:
-                raise UserInputError(f"{path!r} data row {i + 1} has split {splits[i]!r} in column "
-                                     f"{split_column!r}; use train, val or test.")
-            named[split].append(i)
+        named = _named_splits(path, splits, split_column, keep)
         if not named["train"]:
             raise UserInputError(f"{path!r} has no rows with split 'train' in column {split_column!r}.")
         for name, fraction in (("test", test_fraction), ("val", val_fraction)):

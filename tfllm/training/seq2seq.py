@@ -20,7 +20,7 @@ from keras import ops
 from tfllm import runs, tokenizers
 from tfllm.data import preprocess
 from tfllm.datasets import same_data
-from tfllm.datasets.pairs import BUNDLED_PAIRS, load_pair_data, read_pairs
+from tfllm.datasets.pairs import BUNDLED_PAIRS, load_pair_data, read_pairs, read_split
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor
@@ -304,12 +304,14 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     if data and not same_data(data, config.data):
         # Another file, in the run's columns unless told: its split where it names splits, else all of it.
         source_column, target_column = run_columns(config, source_column, target_column)
-        if split_column:
-            config.data, config.max_rows, config.split_column = data, None, split_column
-            config.source_column, config.target_column = source_column, target_column
-            pairs = getattr(load_data(config, recipe), split)
+        separator = recipe.get("reference_separator")
+        if split_column:  # exactly the rows it names (none carved out of its train rows for a split it lacks)
+            pairs = read_split(data, split, source_column, target_column, split_column, reference_separator=separator)
+        elif split != "test":  # it was ignored: the whole file was scored under the split's name
+            raise UserInputError(f"--split {split} needs --split-column: without one, {data!r} is scored whole. "
+                                 "Name the column of train/val/test, or leave --split out.")
         else:
-            pairs = read_pairs(data, source_column, target_column, reference_separator=recipe.get("reference_separator"))
+            pairs = read_pairs(data, source_column, target_column, reference_separator=separator)
     else:  # exactly the run's own split
         runs.check_data_unchanged(run_dir, config.data)
         pairs = getattr(load_data(config, recipe), split)
