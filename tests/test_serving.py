@@ -251,6 +251,29 @@ def test_rows_with_other_inputs_get_the_same_refusal_over_both_protocols(model, 
     assert (by_rest.value.status, by_grpc.value.status) == (400, "INVALID_ARGUMENT")
 
 
+def test_columnar_inputs_may_hold_other_keys_as_in_tf_serving(server, rest, grpc_client, in_process):
+    """TF Serving's json_tensor.cc reads each of the signature's inputs from a columnar "inputs"
+    object and ignores its other keys (a client sending serving_default's options to a signature
+    that takes fewer); it was a 400 here. Its rows and gRPC refuse them, and so do we."""
+    probabilities, labels = _expected_reviews(in_process, REVIEWS[:2])
+    body = {"inputs": {"text": REVIEWS[:2], "temperature": [0.5, 0.5], "note": {"b64": "eA=="}}}
+    status, content = _raw(server["rest"], "POST", "/v1/models/reviews:predict", json.dumps(body).encode())
+    assert status == 200, content
+    _assert_reviews(json.loads(content)["outputs"], probabilities, labels)
+    status, content = _raw(server["rest"], "POST", "/v1/models/shakespeare:predict", json.dumps(
+        {"signature_name": "greedy", "inputs": {"prompt": ["To be"], "max_new_tokens": [2], "seed": [7]}}).encode())
+    assert status == 200 and len(json.loads(content)["outputs"]) == 1, content
+    # A missing input is still named, with the keys that did not match (a misspelt name).
+    status, content = _raw(server["rest"], "POST", "/v1/models/reviews:predict", b'{"inputs": {"txt": ["a"]}}')
+    assert status == 400 and "Missing input(s) ['text'] and unknown input(s) ['txt']" in json.loads(content)["error"]
+    rows = [{"text": t, "note": "x"} for t in REVIEWS[:2]]
+    for client in (rest, grpc_client):  # rows (REST) and gRPC's inputs: as TF Serving, refused
+        with pytest.raises(ServingError, match=r"nknown input\(s\) \['note'\]"):
+            client.predict("reviews", instances=rows)
+    with pytest.raises(ServingError, match=r"nknown input\(s\) \['note'\]"):
+        grpc_client.predict("reviews", {"text": REVIEWS[:2], "note": ["x", "y"]})
+
+
 def test_classify_regress_and_multi_inference_are_refused_clearly(server, grpc_client):
     """Before: grpcio's UNIMPLEMENTED "Method not implemented!". As TF Serving for a predict
     signature: INVALID_ARGUMENT, and REST's :classify says the same."""

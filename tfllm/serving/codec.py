@@ -253,6 +253,8 @@ def json_to_tensors(body: dict, sig, limits: Limits) -> tuple[dict, bool]:
                     f"{sig.name!r} takes: {describe_inputs(sig.inputs)}."
                 )
             inputs = {next(iter(sig.inputs)): inputs}
+        elif not set(sig.inputs) - set(inputs):  # TF Serving reads only the signature's inputs
+            inputs = {k: v for k, v in inputs.items() if k in sig.inputs}  # (rows, gRPC: refused)
         check_names(inputs, sig)
         kwargs = {k: json_to_tensor(k, v, sig.inputs[k], limits) for k, v in inputs.items()}
         check_batch_sizes(kwargs, sig)
