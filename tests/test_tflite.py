@@ -362,3 +362,22 @@ def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_transla
     assert main(argv) == 0
     assert sorted(os.listdir(out)) == ["metadata.json", "model.tflite", "parity.json", "tokenizer"]
     assert os.listdir(tmp_path / "exports") == ["phone"]
+
+
+@pytest.mark.slow
+def test_a_translation_export_needs_the_run_not_its_data(tiny_translation_run, tmp_path, capsys):
+    """A run whose data file is gone (copied to another machine, the file moved) exported its SavedModel but
+    not its TFLite file: the parity check split the data again for its test sources, and the export failed
+    with 'Pairs file ... does not exist', which export has no flag to fix. The parity sources then come
+    from the run's vocabulary, and parity.json says so."""
+    data = runs.read_config(tiny_translation_run)["data"]
+    moved = tmp_path / "moved.csv"
+    shutil.move(data, moved)
+    try:
+        assert main(["export", tiny_translation_run, "--name", "tr", "--format", "tflite",
+                     "--base-dir", str(tmp_path / "savedmodels")]) == 0
+    finally:
+        shutil.move(moved, data)
+    parity = json.load(open(tmp_path / "savedmodels" / "tr" / "1" / "parity.json"))
+    assert parity["sources"] > 0 and "vocabulary" in parity["reference"]
+    assert parity["greedy_exact_match_rate"] == 1.0

@@ -118,6 +118,24 @@ class TFLiteTranslator:
         return new
 
 
+def vocabulary_sources(tokenizer, count):
+    """Up to `count` texts of a few ordinary tokens each, spread over the vocabulary (parity sources)."""
+    import keras
+    import tensorflow as tf
+
+    special = {int(i) for i in tokenizer.special_token_ids if i is not None}
+    ordinary = [i for i in range(tokenizer.vocabulary_size()) if i not in special]
+    step = max(1, len(ordinary) // (3 * count))
+    chosen = ordinary[::step][: 3 * count]
+    texts = []
+    for start in range(0, len(chosen), 3):
+        text = keras.ops.convert_to_numpy(tokenizer.detokenize(tf.constant([chosen[start:start + 3]]))).ravel()[0]
+        text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+        if text.strip():
+            texts.append(text.strip())
+    return texts or ["a"]
+
+
 def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=None):
     """Writes `model.tflite`, the tokenizer, `metadata.json` and `parity.json`; returns the folder.
 
@@ -140,10 +158,15 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         model = runs.load_translation_task(run_dir, dtype="float32")
     tokenizer = model.preprocessor.tokenizer
     config = TrainConfig.from_dict(runs.read_config(run_dir))
-    pairs = load_pair_data(config.data, config.source_column, config.target_column, config.split_column,
-                           seed=config.seed, max_rows=config.max_rows,
-                           reference_separator=runs.read_recipe(run_dir).get("reference_separator"))
-    sources = (pairs.test.sources or pairs.train.sources)[:PARITY_SOURCES]
+    try:
+        pairs = load_pair_data(config.data, config.source_column, config.target_column, config.split_column,
+                               seed=config.seed, max_rows=config.max_rows,
+                               reference_separator=runs.read_recipe(run_dir).get("reference_separator"))
+        sources = (pairs.test.sources or pairs.train.sources)[:PARITY_SOURCES]
+        origin = "the run's test sources"
+    except UserInputError:  # the data file is gone (a run copied to another machine): the export needs only the run
+        sources = vocabulary_sources(tokenizer, PARITY_SOURCES)
+        origin = f"texts of the run's vocabulary (its data, {config.data!r}, cannot be read)"
     width = model.backbone.decoder_sequence_length
     inputs = model.preprocessor.generate_preprocess(tf.constant(sources), decoder_sequence_length=width)
     inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
@@ -184,7 +207,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         runs.write_json(os.path.join(directory, "parity.json"), {
             "sources": len(sources),
             "greedy_exact_match_rate": exact / max(len(sources), 1),
-            "reference": "Keras Seq2SeqLM.generate_step with GreedySampler (no XLA), the run's test sources",
+            "reference": f"Keras Seq2SeqLM.generate_step with GreedySampler (no XLA), {origin}",
         })
 
     if out:  # into a temporary folder renamed into place at the end, as every TFLite export
