@@ -450,6 +450,24 @@ def test_evaluate_another_file_scores_exactly_the_split_it_names(trained_run, tm
     assert not captured.out and "--split-column" in captured.err and len(captured.err.splitlines()) == 1
 
 
+@pytest.mark.slow
+def test_what_reads_a_runs_data_says_so_when_the_file_is_gone(trained_run, pairs_csv, tmp_path, capsys):
+    # The message of a missing --data ('Check the path, or use a bundled set: cedict') named no fix here.
+    moved = tmp_path / "moved.csv"
+    os.rename(pairs_csv, moved)
+    try:
+        for argv, fix in ((["translate", trained_run, "一二", "--memory", "train"], "--memory PAIRS"),
+                          (["evaluate", trained_run], "--data FILE"),
+                          (["translate", trained_run, "一二", "--lm", str(moved)], "put the file back")):
+            assert cli.main(argv) == 2
+            err = capsys.readouterr().err
+            assert pairs_csv in err and fix in err and "bundled set" not in err and len(err.splitlines()) == 1
+        capsys.readouterr()
+        assert cli.main(["translate", trained_run, "一二"]) == 0  # plain decoding needs only the run
+    finally:
+        os.rename(moved, pairs_csv)
+
+
 def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns(tmp_path):
     """A cedict run records no column names (the bundled set has its own); its memory files use cedict's."""
     from tfllm import runs

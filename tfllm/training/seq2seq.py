@@ -84,6 +84,15 @@ def load_data(config, preset=None):
                           reference_separator=(preset or {}).get("reference_separator"))
 
 
+def run_data(config, recipe, needs, instead=""):
+    """A finished run's pairs, split as it split them; one line naming what `needs` them when its data file
+    is gone (the message of a missing --data, 'Check the path, or use a bundled set', named no fix here)."""
+    if config.data not in BUNDLED_PAIRS and not os.path.exists(config.data):
+        raise UserInputError(f"{needs} reads the run's training data, {config.data!r}, which no longer exists; "
+                             f"put the file back there{instead}.")
+    return load_data(config, recipe)
+
+
 def own_model(preset, tokenizer, target_vocabulary_size=None):
     """tfllm's `Seq2SeqLM` as `preset` shapes it; its decoder scores ids below `target_vocabulary_size`."""
     preprocessor = Seq2SeqLMPreprocessor(tokenizer, encoder_sequence_length=preset["encoder_sequence_length"],
@@ -314,7 +323,8 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
             pairs = read_pairs(data, source_column, target_column, reference_separator=separator)
     else:  # exactly the run's own split
         runs.check_data_unchanged(run_dir, config.data)
-        pairs = getattr(load_data(config, recipe), split)
+        pairs = getattr(run_data(config, recipe, f"Evaluating its {split} split",
+                                 ", or score a file of pairs with --data FILE"), split)
     if not len(pairs):
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
     memory = run_memory(run_dir, memory) if memory else None
@@ -346,7 +356,7 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     recipe = runs.read_recipe(run_dir)
     if pairs == "train":
-        part = load_data(config, recipe).train
+        part = run_data(config, recipe, "--memory train", ", or pass --memory PAIRS (a file of pairs)").train
     else:
         part = read_pairs(pairs, *run_columns(config, source_column, target_column),
                           reference_separator=recipe.get("reference_separator"))
@@ -371,7 +381,7 @@ def run_decoding_aids(translator, run_dir, corpus=None, input_method=False):
     if not (corpus or input_method):
         return None, None
     config = TrainConfig.from_dict(runs.read_config(run_dir))
-    train = load_data(config, runs.read_recipe(run_dir)).train
+    train = run_data(config, runs.read_recipe(run_dir), "--input-method" if input_method else "--lm").train
     targets = [references[0] for references in train.references]
     lines = [line for part in load_text_corpus(corpus, flag="--lm") for line in part.splitlines() if line.strip()] if corpus else []
     lm = translator.language_model(targets + lines)
