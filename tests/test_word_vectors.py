@@ -266,3 +266,20 @@ def test_a_progress_line_is_printed_before_the_counting(capsys, monkeypatch):
     word_vectors.word_vectors(ids, splits, vocabulary_size=50, dim=4, window=3)
     assert printed_before == ["Word vectors: counting the co-occurrences of 2,000 tokens in 41 documents "
                               "(window 3), then a rank-4 SVD\n"]
+
+
+@pytest.mark.parametrize("flags", [["--steps", "5"], ["--epochs", "2"], ["--batch-size", "8"],
+                                   ["--learning-rate", "0.1"], ["--jit-compile"], ["--strategy", "mirrored"],
+                                   ["--precision", "mixed_bfloat16"]])
+def test_vectors_refuse_the_training_flags_they_have_no_use_for(tmp_path, capsys, flags):
+    """--objective vectors trains no step: --epochs, --strategy and --precision were accepted and ignored,
+    --steps and the others refused as unknown settings of 'vectors' (not the flags the user gave)."""
+    from tfllm.cli import main
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(REVIEWS) + "\n")
+    assert main(["pretrain", "--objective", "vectors", "--data", str(corpus), "--preset", "tiny", *flags,
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} is not for --objective vectors" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

@@ -187,6 +187,17 @@ def pretrain_vectors(config):
     if config.from_preset:
         raise UserInputError("--objective vectors builds a new tokenizer and encoder; it does not continue "
                              "--from-preset. Use --objective mlm to continue pretraining a preset.")
+    # Counting takes no optimizer steps, so these flags have nothing to act on: --epochs, --strategy and
+    # --precision were accepted and ignored, the others refused as unknown *settings* of 'vectors'.
+    unused = [flag for flag, given in (
+        ("--steps", config.steps is not None), ("--epochs", config.epochs is not None),
+        ("--batch-size", config.batch_size is not None), ("--learning-rate", config.learning_rate is not None),
+        ("--jit-compile", config.jit_compile is not None), ("--strategy", config.strategy != "auto"),
+        ("--precision", config.precision != "float32")) if given]
+    if unused:
+        raise UserInputError(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not for --objective "
+                             "vectors: it counts the text's words in seconds and trains no step; leave "
+                             f"{'it' if len(unused) == 1 else 'them'} out (or use --objective mlm).")
     preset = common.step_recipe("vectors", config)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
