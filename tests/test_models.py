@@ -370,3 +370,46 @@ def test_masked_lm_pretraining_trains_the_backbone_a_classifier_then_starts_from
     assert isinstance(keras_hub.models.MaskedLM.from_preset(str(tmp_path / "mlm")), type(model))
     clf = classifier_from_preset(str(tmp_path / "mlm"), {"sequence_length": 16, "dropout": 0.0}, 2)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(clf.backbone.token_embedding.embeddings), after)
+
+
+@pytest.mark.parametrize("steps", [6, 15, 25, 2200])
+def test_masked_lm_pretraining_trains_whole_epochs_and_never_more_steps_than_asked(steps):
+    """`steps` was rounded to a multiple of eval_interval: --steps 15 trained 20 steps, the last 5 past the
+    learning-rate schedule's end (at 0). Now the epochs shrink, and the schedule spans what trains."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.pretraining import masked_lm_preset
+
+    asked = TrainConfig(task="pretrain", preset="tiny", steps=steps)
+    preset = masked_lm_preset(asked)
+    epochs = preset["steps"] // preset["eval_interval"]
+    assert preset["steps"] == epochs * preset["eval_interval"]  # whole epochs
+    assert steps - epochs < preset["steps"] <= steps  # never more, and less by under one step an epoch
+
+
+def test_set_epochs_counts_masked_lm_pretraining_as_the_epochs_flag_does():
+    """`tfllm presets pretrain tiny` lists `epochs` as settable; `--set epochs=N` was recorded and ignored."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.pretraining import masked_lm_preset
+
+    by_flag = masked_lm_preset(TrainConfig(task="pretrain", preset="tiny", epochs=3))
+    by_setting = masked_lm_preset(TrainConfig(task="pretrain", preset="tiny", overrides={"epochs": 3}))
+    assert by_setting["steps"] == by_flag["steps"] == 3 * resolve_preset("pretrain", "tiny")["eval_interval"]
+    with pytest.raises(UserInputError, match="not both"):
+        masked_lm_preset(TrainConfig(task="pretrain", preset="tiny", steps=30, overrides={"epochs": 3}))
+
+
+@pytest.mark.slow
+def test_masked_lm_pretraining_reports_the_steps_it_trained(tmp_path, capsys):
+    import json
+
+    from tfllm.cli import main
+    from tfllm.training.reporting import history_from_logs
+
+    run_dir = tmp_path / "mlm"
+    assert main(["pretrain", "--objective", "mlm", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100",
+                 "--steps", "15", "--run-dir", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    recipe = json.loads((run_dir / "tfllm" / "recipe.json").read_text())
+    epochs = len(history_from_logs(str(run_dir / "logs"))["loss"])
+    assert metrics["steps"] == recipe["steps"] == epochs * recipe["eval_interval"] <= 15
+    assert f"{metrics['steps']} steps" in capsys.readouterr().out

@@ -149,11 +149,14 @@ def step_recipe(task, config):
     applied and checked; `--epochs N` means N evaluation intervals instead of `--steps`."""
     check_from_preset_settings(config)
     preset = _resolve(task, config, "steps")
-    if config.epochs is not None and "eval_interval" in preset:
-        if config.steps is not None:
-            raise UserInputError(f"Give --steps ({config.steps}) or --epochs ({config.epochs}, each "
+    # `--set epochs=N` (a setting masked-LM pretraining lists) means `--epochs N`: it was recorded and ignored.
+    epochs = config.epochs if config.epochs is not None else preset.get("epochs")
+    if epochs is not None and "eval_interval" in preset:
+        steps = config.steps if config.steps is not None else config.overrides.get("steps")
+        if steps is not None:
+            raise UserInputError(f"Give --steps ({steps}) or --epochs ({epochs}, each "
                                  f"{preset['eval_interval']} steps here), not both.")
-        preset["steps"] = config.epochs * preset["eval_interval"]
+        preset["steps"] = epochs * preset["eval_interval"]
     return preset
 
 

@@ -37,7 +37,12 @@ NEIGHBOURS_SHOWN = 8  # frequent tokens whose nearest neighbours the vectors run
 
 def masked_lm_preset(config):
     preset = common.step_recipe("pretrain", config)
-    preset["eval_interval"] = min(preset["eval_interval"], preset["steps"])
+    # Whole epochs (Keras' steps_per_epoch) as near `steps` as they come, never more: `steps` was rounded to a
+    # multiple of eval_interval, so --steps 15 trained 20 steps, the last 5 past the schedule's end at a
+    # learning rate of 0. As the causal objective does (causal_lm.steps_per_epoch), the epoch shrinks instead.
+    epochs = max(1, round(preset["steps"] / min(preset["eval_interval"], preset["steps"])))
+    preset["eval_interval"] = preset["steps"] // epochs
+    preset["steps"] = epochs * preset["eval_interval"]  # what trains, and what the schedule decays over
     return preset
 
 
@@ -137,7 +142,7 @@ def pretrain(config, verbose="auto"):
         preprocessor = model.preprocessor
         train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], repeat=True, seed=config.seed)
         val_ds = _masked_batches(val_docs, preprocessor, preset["batch_size"]).cache()  # one fixed masking
-        epochs = max(1, round(preset["steps"] / preset["eval_interval"]))
+        epochs = preset["steps"] // preset["eval_interval"]  # whole epochs (masked_lm_preset)
         callbacks = common.make_callbacks(run_dir, checkpoint=False, write_logs=common.is_chief(strategy),
                                           backup_dir=os.path.join(config.run_dir, common.BACKUP))
         start = time.perf_counter()
