@@ -468,6 +468,20 @@ def test_what_reads_a_runs_data_says_so_when_the_file_is_gone(trained_run, pairs
         os.rename(moved, pairs_csv)
 
 
+@pytest.mark.slow
+def test_evaluate_refuses_a_memory_that_is_the_data_it_scores(trained_run, pairs_csv, tmp_path, capsys):
+    # The run's own file as --memory holds the test pairs: evaluate scored its lookups of the answers (chrF 100).
+    other = write_csv(tmp_path / "other.csv", make_pairs(40, seed=6))
+    for argv in (["evaluate", trained_run, "--memory", pairs_csv],
+                 ["evaluate", trained_run, "--memory", pairs_csv, "--split", "val"],
+                 ["evaluate", trained_run, "--data", other, "--memory", other]):
+        assert cli.main(argv) == 2
+        captured = capsys.readouterr()
+        assert not captured.out and "--memory train" in captured.err and len(captured.err.splitlines()) == 1
+    assert cli.main(["evaluate", trained_run, "--data", other, "--memory", pairs_csv]) == 0  # another memory
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 40
+
+
 def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns(tmp_path):
     """A cedict run records no column names (the bundled set has its own); its memory files use cedict's."""
     from tfllm import runs

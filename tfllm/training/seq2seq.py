@@ -327,6 +327,10 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
                                  ", or score a file of pairs with --data FILE"), split)
     if not len(pairs):
         raise UserInputError(f"The {split} split of {config.data!r} is empty; choose another --split.")
+    scored = data if data and not same_data(data, config.data) else config.data
+    if memory and memory != "train" and same_data(memory, scored):  # scored 100 chrF: it looked the answers up
+        raise UserInputError(f"--memory {memory} is the data being scored, so the memory holds the {split} pairs' "
+                             "own translations; use --memory train (the run's training pairs) or another file of pairs.")
     memory = run_memory(run_dir, memory) if memory else None
     translator = load_translator(run_dir)
     ngram, method = run_decoding_aids(translator, run_dir, lm, input_method)
