@@ -235,3 +235,26 @@ def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, 
         err = capsys.readouterr().err
         assert "nowhere' is not a folder (no such path)" in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_dropout_reaches_a_keras_hub_classifier_s_head_and_is_refused_where_nothing_takes_it(
+        bert_preset, gpt2_preset, tmp_path, capsys):
+    """`--set dropout` was recorded in the recipe and ignored for a KerasHub classifier (its head kept
+    KerasHub's 0.1), and for a causal LM or the encoder's `embedding_dropout`, which the preset's own
+    backbone fixes; the refusal's message said dropout applied."""
+    from tfllm.training.classifier import load_run
+
+    run_dir = tmp_path / "bert_dropout"
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0],
+                 "--preset", "tiny", "--max-rows", "200", "--epochs", "1", "--set", "dropout=0.25",
+                 "--run-dir", str(run_dir)]) == 0
+    model, _, recipe = load_run(str(run_dir))
+    assert model.get_config()["dropout"] == recipe["dropout"] == 0.25
+    capsys.readouterr()
+    argv = ["--preset", "tiny", "--max-rows", "3000", "--run-dir", str(tmp_path / "r")]
+    for task, data, preset, setting in (("generate", "shakespeare", gpt2_preset[0], "dropout=0.2"),
+                                        ("classify", "rotten_tomatoes", bert_preset[0], "embedding_dropout=0.2")):
+        assert main(["train", "--task", task, "--data", data, "--from-preset", preset, "--set", setting, *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"{setting.split('=')[0]} would be ignored" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

@@ -97,9 +97,11 @@ def classifier_from_preset(handle, preset, num_classes):
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
                 **{k: preset[k] for k in HEAD_ARGS if k in preset})
-        # KerasHub's own classifiers output logits unless told; tfllm reads probabilities.
+        # KerasHub's own classifiers output logits unless told; tfllm reads probabilities. Their new head
+        # takes the recipe's dropout, as tfllm's does (it kept KerasHub's 0.1 whatever --set dropout said).
         return keras_hub.models.TextClassifier.from_preset(
-            handle, num_classes=num_classes, preprocessor=preprocessor, activation="softmax")
+            handle, num_classes=num_classes, preprocessor=preprocessor, activation="softmax",
+            **({"dropout": preset["dropout"]} if "dropout" in preset else {}))
     except ValueError as e:
         raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no text classifier in KerasHub "
                              f"({str(e).splitlines()[0]}). Use a text model preset (BERT, DistilBERT, RoBERTa, ... "

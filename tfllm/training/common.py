@@ -101,9 +101,10 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
 
 
 # Settings a --from-preset model brings itself (its backbone's shape, its tokenizer): given with it, they
-# would be recorded in the run's recipe and ignored.
+# would be recorded in the run's recipe and ignored. `embedding_dropout` is the backbone's too; `dropout`
+# is the new classification head's (classifier_from_preset), and only a classifier has a new head.
 PRESET_OWN_SETTINGS = {"vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "tokenizer",
-                       "lowercase", "tie_weights", "use_bias", "num_decoder_layers"}
+                       "lowercase", "tie_weights", "use_bias", "num_decoder_layers", "embedding_dropout"}
 
 
 def check_from_preset_settings(config):
@@ -117,11 +118,14 @@ def check_from_preset_settings(config):
         raise UserInputError(f"--from-preset {handle!r} is not a folder ({'it is a file' if os.path.exists(handle) else 'no such path'}). "
                              "Pass a tfllm run directory or a local KerasHub preset folder (with config.json), "
                              "or a KerasHub handle such as bert_tiny_en_uncased (needs network).")
-    given = sorted((set(config.overrides) & PRESET_OWN_SETTINGS) | ({"tokenizer"} if config.tokenizer else set()))
+    classify = config.task == "classify"
+    owned = PRESET_OWN_SETTINGS | (set() if classify else {"dropout"})
+    given = sorted((set(config.overrides) & owned) | ({"tokenizer"} if config.tokenizer else set()))
     if given:
+        applies = "the sequence length, the new head's dropout" if classify else "the sequence length"
         raise UserInputError(f"--from-preset {config.from_preset!r} brings its own model and tokenizer, so "
-                             f"{', '.join(given)} would be ignored; leave them out (the sequence length, dropout "
-                             "and training settings apply).")
+                             f"{', '.join(given)} would be ignored; leave them out ({applies} and the training "
+                             "settings apply).")
 
 
 def _resolve(task, config, counted):
