@@ -229,6 +229,10 @@ def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, 
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], *argv]) == 2
     err = capsys.readouterr().err
     assert "has no causal LM" in err and err.count("\n") == 1
+    # A decoder as a classifier: its fix was "use a text model preset (... or a tfllm run)", whatever it was.
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", gpt2_preset[0], *argv]) == 2
+    err = capsys.readouterr().err
+    assert "is a text generator" in err and "--task generate" in err and err.count("\n") == 1, err
     # A folder that is not there: KerasHub said only "Unknown preset identifier. A preset must be a one of:.".
     for task, data in (("classify", "rotten_tomatoes"), ("generate", "shakespeare")):
         assert main(["train", "--task", task, "--data", data, "--from-preset", str(tmp_path / "nowhere"), *argv]) == 2

@@ -103,9 +103,24 @@ def classifier_from_preset(handle, preset, num_classes):
             handle, num_classes=num_classes, preprocessor=preprocessor, activation="softmax",
             **({"dropout": preset["dropout"]} if "dropout" in preset else {}))
     except ValueError as e:
+        encoders = "BERT, DistilBERT, RoBERTa, ... or a tfllm classifier or `tfllm pretrain --objective mlm|vectors` run"
+        if _is_decoder(backbone_cls):  # GPT-2, a causal tfllm run: "or a tfllm run" was what the user had passed
+            raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a text generator (a decoder), "
+                                 "which has no text classifier in KerasHub: fine-tune it with --task generate, or "
+                                 f"start a classifier from an encoder ({encoders}).") from None
         raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no text classifier in KerasHub "
-                             f"({str(e).splitlines()[0]}). Use a text model preset (BERT, DistilBERT, RoBERTa, ... "
-                             "or a tfllm run).") from None
+                             f"({str(e).splitlines()[0]}). Use a text model preset ({encoders}).") from None
+
+
+def _is_decoder(backbone_cls):
+    """True where KerasHub has a causal LM task for `backbone_cls` (GPT-2, OPT, tfllm's CausalLMBackbone, ...)."""
+    tasks = [keras_hub.models.CausalLM]
+    while tasks:
+        task = tasks.pop()
+        if getattr(task, "backbone_cls", None) is backbone_cls:
+            return True
+        tasks.extend(task.__subclasses__())
+    return False
 
 
 def is_sigmoid(model):
