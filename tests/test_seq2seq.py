@@ -270,6 +270,14 @@ def test_seeded_split_without_a_split_column(pairs_csv):
     ([("一", "one")] * 5 + [("二", "")], ["--source-column", "zh", "--target-column", "en"], "empty target"),
     ([(" ", "one")] + [("二", "two")] * 5, ["--source-column", "zh", "--target-column", "en"], "empty source"),
     ([("一", "one")], ["--source-column", "zh", "--target-column", "en"], "single pair"),
+    # A number (JSON-read) was a TypeError traceback; a decoder of one position trained the whole run, then
+    # failed its decoding ('max_new_tokens ... from 1 to 0'); an encoder of two read no source token.
+    ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "en", "--set", "reference_separator=5"],
+     "takes text"),
+    ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "en", "--set", "decoder_sequence_length=1"],
+     "'decoder_sequence_length' must be at least 2"),
+    ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "en", "--set", "encoder_sequence_length=2"],
+     "'encoder_sequence_length' must be at least 3"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, rows, args, message):
     data = write_csv(tmp_path / "pairs.csv", rows)

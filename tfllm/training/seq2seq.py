@@ -74,7 +74,19 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 def translation_preset(config):
-    return common.resolve_recipe("translate", config)
+    """The run's recipe, with what only translation reads checked before any data is read or model trained."""
+    preset = common.resolve_recipe("translate", config)
+    separator = preset.get("reference_separator")
+    if separator is not None and not isinstance(separator, str):  # `--set reference_separator=5` reads as a number
+        raise UserInputError(f"Setting 'reference_separator' takes text; got {separator!r}. Quote it as JSON text "
+                             f"(--set 'reference_separator=\"{separator}\"') or choose a character such as /.")
+    # A decoder of one position holds only its start token, an encoder of two only [BOS] [EOS]: a run trained
+    # whole and then failed decoding ('max_new_tokens must be ... from 1 to 0'), or translated empty sources.
+    for key, least, why in (("decoder_sequence_length", 2, "the start token and one output token"),
+                            ("encoder_sequence_length", 3, "[BOS], one source token and [EOS]")):
+        if preset[key] < least:
+            raise UserInputError(f"Setting {key!r} must be at least {least} ({why}); got {preset[key]!r}.")
+    return preset
 
 
 def load_data(config, preset=None):
