@@ -278,6 +278,11 @@ def test_seeded_split_without_a_split_column(pairs_csv):
      "'decoder_sequence_length' must be at least 2"),
     ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "en", "--set", "encoder_sequence_length=2"],
      "'encoder_sequence_length' must be at least 3"),
+    # Classification's flags were accepted and ignored.
+    ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "en", "--text-column", "zh"],
+     "--text-column is not for --task translate"),
+    ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "en", "--labels", "one,two"],
+     "--labels is not for --task translate"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, rows, args, message):
     data = write_csv(tmp_path / "pairs.csv", rows)

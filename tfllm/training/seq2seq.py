@@ -239,6 +239,12 @@ def write_samples(run_dir, split, outputs, count=SAMPLE_TRANSLATIONS):
 
 def train_seq2seq(config, verbose="auto"):
     """Trains, evaluates and saves a translation model as `config` says; returns the metrics dict."""
+    # Classification's column flags were accepted and ignored (the run read --source-column/--target-column).
+    for flag, value, default in (("--text-column", config.text_column, "text"),
+                                 ("--label-column", config.label_column, "label"), ("--labels", config.labels, None)):
+        if value not in (None, default):
+            raise UserInputError(f"{flag} is not for --task translate, which reads --source-column and "
+                                 "--target-column; leave it out.")
     strategy = common.get_strategy(config.strategy)
     preset = translation_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
