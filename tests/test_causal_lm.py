@@ -435,3 +435,22 @@ def test_a_run_stopped_after_its_training_reports_the_speed_its_training_measure
     assert timers[0].step_seconds and not timers[1].step_seconds  # the resume trained no step
     assert metrics["speed"]["ms_per_step"] == ms_per_step and metrics["speed"]["tokens_per_second"] > 0
     assert metrics["epochs_run"] == 2 and metrics["steps"] == 40
+
+
+@pytest.mark.parametrize("command", [["pretrain", "--objective", "mlm"], ["pretrain", "--objective", "causal"],
+                                     ["pretrain", "--objective", "vectors"], ["train", "--task", "generate"]])
+def test_a_text_column_given_with_text_that_has_no_columns_is_refused(tmp_path, capsys, command):
+    """--text-column on a .txt file, a folder of them or a bundled corpus was accepted and ignored (every
+    line read as a document all the same)."""
+    from tfllm.cli import main
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("\n".join(f"line {i} of a small text to read" for i in range(40)) + "\n")
+    steps = [] if "vectors" in command else ["--steps", "2"]  # vectors train no step (and refuse --steps)
+    for data in (corpus / "a.txt", corpus, "shakespeare"):
+        assert main([*command, "--data", str(data), "--text-column", "body", "--preset", "tiny", *steps,
+                     "--run-dir", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert "--text-column 'body'" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "run").exists()

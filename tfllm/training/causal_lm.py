@@ -22,7 +22,7 @@ import tensorflow as tf
 from tfllm import data as data_lib
 from tfllm import fast_generation
 from tfllm import runs
-from tfllm.datasets.text import load_documents, load_text_corpus
+from tfllm.datasets.text import check_text_column, load_documents, load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
 from tfllm.tokenizers import CharacterTokenizer
@@ -274,6 +274,8 @@ def evaluate_run(run_dir, data=None, text_column=None):
     from tfllm.generation import load_generator
 
     generator = load_generator(run_dir, jit_compile=False)
+    if data:
+        check_text_column(data, text_column)
     if data and os.path.isdir(data):  # a folder of .txt files, as pretraining reads them: every line a document
         train_docs, val_docs = load_documents(data, text_column=text_column)
         text = "\n".join(train_docs + val_docs)
@@ -295,6 +297,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
 
 def _load_corpus(config):
     """(train_text, val_text) exactly as a run of `config` reads and splits them."""
+    check_text_column(config.data, config.text_column)
     if config.task == "pretrain":  # unlabeled documents, one per line, in any of pretraining's formats
         # --max-rows: the first N documents, as for the other pretraining objectives.
         train_docs, val_docs = load_documents(config.data, text_column=config.text_column, val_fraction=0.1,

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tfllm import runs, tokenizers, word_vectors
 from tfllm.data import preprocess
-from tfllm.datasets.text import load_documents
+from tfllm.datasets.text import check_text_column, load_documents
 from tfllm.errors import UserInputError
 from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
@@ -128,6 +128,7 @@ def pretrain(config, verbose="auto"):
     strategy = common.get_strategy(config.strategy)
     preset = masked_lm_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
+    check_text_column(config.data, config.text_column)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
@@ -204,6 +205,7 @@ def pretrain_vectors(config):
                              "vectors: it counts the text's words in seconds and trains no step; leave "
                              f"{'it' if len(unused) == 1 else 'them'} out (or use --objective mlm).")
     preset = common.step_recipe("vectors", config)
+    check_text_column(config.data, config.text_column)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
     resume, previous = runs.prepare(config.run_dir, overwrite=config.overwrite, config=config)
