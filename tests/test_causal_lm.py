@@ -454,3 +454,16 @@ def test_a_text_column_given_with_text_that_has_no_columns_is_refused(tmp_path, 
         err = capsys.readouterr().err
         assert "--text-column 'body'" in err and err.count("\n") == 1, err
         assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_run_too_short_to_time_prints_no_speed(tmp_path, capsys):
+    """Too few steps to time: metrics.json's speed is null, and the last line said "None tokens/s"."""
+    from tfllm.cli import main
+
+    run_dir = tmp_path / "short"
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "4",
+                 "--max-rows", "3000", "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["speed"]["tokens_per_second"] is None
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("val loss"))
+    assert "None" not in line and "tokens/s" not in line and line.endswith(f"-> {run_dir}")

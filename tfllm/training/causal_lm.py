@@ -397,6 +397,9 @@ def train_causal_lm(config, verbose="auto"):
         phases.mark("finish_run_save_and_reports")
         phases.write(fit_timer)
         if verbose:
+            # No speed where too few steps were timed (a short run) or a resume did not measure it: the line
+            # said "None tokens/s".
+            speed = metrics.get("speed", {}).get("tokens_per_second")
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
-                  f"{metrics.get('speed', {}).get('tokens_per_second')} tokens/s  -> {run_dir}")
+                  f"{f'{speed} tokens/s  ' if speed is not None else ''}-> {run_dir}")
         return run_dir
