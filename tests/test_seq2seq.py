@@ -774,6 +774,13 @@ def test_fine_tune_a_keras_hub_bart_preset_translate_and_export(bart_preset, tmp
     width = resolve_preset("translate", "tiny")["decoder_sequence_length"] - 2
     out = reloaded(source=tf.constant(["a i", "b j"]), max_new_tokens=tf.constant([width, width]))
     assert [t.decode() for t in out["translation"].numpy()] == greedy
+    # Its TFLite export was an AttributeError traceback (tfllm's encode/decode steps read tfllm's backbone).
+    capsys.readouterr()
+    assert cli.main(["export", run_dir, "--name", "bart-tflite", "--format", "tflite",
+                     "--base-dir", str(tmp_path / "savedmodels")]) == 2
+    err = capsys.readouterr().err
+    assert "BartSeq2SeqLM" in err and "SavedModel" in err and len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "savedmodels" / "bart-tflite")
 
 
 def test_bleu_splits_chinese_into_characters():

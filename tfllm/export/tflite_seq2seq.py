@@ -156,6 +156,12 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = runs.load_translation_task(run_dir, dtype="float32")
+    from tfllm.models import Seq2SeqLM
+
+    if not isinstance(model, Seq2SeqLM):  # KerasHub's BART: other cache attributes and a two-token decoder prompt
+        raise UserInputError(f"{run_dir!r} holds a {type(model).__name__}; the TFLite export's encode/decode steps "
+                             "are for tfllm's own translation models. Export it as a SavedModel (leave out "
+                             "--format tflite).")
     tokenizer = model.preprocessor.tokenizer
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     try:
