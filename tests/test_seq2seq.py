@@ -264,6 +264,20 @@ def test_seeded_split_without_a_split_column(pairs_csv):
     assert (len(a.train), len(a.val), len(a.test)) == (240, 30, 30)
 
 
+@pytest.mark.parametrize("row, message", [
+    ({"zh": "一", "en": ["one", "single"]}, "JSON list, not text, as its target"),
+    ({"zh": 1, "en": "one"}, "JSON int, not text, as its source"),
+])
+def test_a_json_list_or_number_is_named_not_called_empty(tmp_path, row, message):
+    # It said 'has 1 row(s) with empty ... text ... Remove or fill them' of a filled row.
+    path = tmp_path / "pairs.jsonl"
+    rows = [row] + [{"zh": s, "en": t} for s, t in make_pairs(10)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(UserInputError, match=message) as error:
+        load_pair_data(str(path), "zh", "en")
+    assert "empty" not in str(error.value) and "data row 1" in str(error.value)
+
+
 @pytest.mark.parametrize("rows, args, message", [
     ([("一", "one")] * 10, ["--source-column", "chinese", "--target-column", "en"], "no source column 'chinese'"),
     ([("一", "one")] * 10, ["--source-column", "zh", "--target-column", "english"], "no target column 'english'"),

@@ -82,6 +82,14 @@ def _read_columns(source, source_column, target_column, split_column, reference_
     targets = _column(rows, target_column, "target", path)
     splits = _column(rows, split_column, "split", path) if split_column else None
     for texts, column, what in ((sources, source_column, "source"), (targets, target_column, "target")):
+        # A JSON list or number is not empty: 'Remove or fill them' named the wrong fix for it.
+        other = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
+        if other:
+            several = (" (several references: one string joined by a separator, read with --set "
+                       "reference_separator=/)" if what == "target" and isinstance(texts[other[0]], list) else "")
+            raise UserInputError(
+                f"{path!r} data row {other[0] + 1} has a JSON {type(texts[other[0]]).__name__}, not text, as its "
+                f"{what} in column {column!r} ({len(other)} such row(s)); write each as a string{several}.")
         empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
         if empty:
             raise UserInputError(
