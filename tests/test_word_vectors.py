@@ -283,3 +283,19 @@ def test_vectors_refuse_the_training_flags_they_have_no_use_for(tmp_path, capsys
     err = capsys.readouterr().err
     assert f"{flags[0]} is not for --objective vectors" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_on_a_pretraining_run_of_an_encoder_points_at_its_figures_and_fine_tuning(tmp_path, capsys):
+    """`tfllm evaluate` on a vectors (or masked-LM) run said "train one with `tfllm train --task generate`"."""
+    from tfllm.cli import main
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(REVIEWS * 3) + "\n")
+    run = tmp_path / "vectors"
+    assert main(["pretrain", "--objective", "vectors", "--data", str(corpus), "--preset", "tiny",
+                 "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json" in err and f"--from-preset {run}" in err and "--task generate" not in err, err
+    assert err.count("\n") == 1

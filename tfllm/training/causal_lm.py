@@ -273,6 +273,13 @@ def evaluate_run(run_dir, data=None, text_column=None):
     from tfllm.config import TrainConfig
     from tfllm.generation import load_generator
 
+    if runs.task_of(run_dir) == "pretrain" and runs.read_config(run_dir).get("objective") != "causal":
+        # `tfllm evaluate` sends every run but classifiers and translators here; an encoder's was told to
+        # "train one with `tfllm train --task generate`", which is no way to score the run it has.
+        objective = "word-vector" if runs.read_config(run_dir).get("objective") == "vectors" else "masked-LM"
+        raise UserInputError(f"{run_dir!r} holds a {objective} pretraining run: its validation figures are in "
+                             f"{runs.path(run_dir, runs.METRICS)}. To score it on a task, fine-tune it and evaluate "
+                             f"that run: tfllm train --task classify --data DATA --from-preset {run_dir}.")
     generator = load_generator(run_dir, jit_compile=False)
     if data:
         check_text_column(data, text_column)
