@@ -475,6 +475,13 @@ def test_evaluate_another_file_scores_exactly_the_split_it_names(trained_run, tm
     assert cli.main(["evaluate", trained_run, "--data", data, "--split", "val"]) == 2
     captured = capsys.readouterr()
     assert not captured.out and "--split-column" in captured.err and len(captured.err.splitlines()) == 1
+    # The run's own file is scored as the run split it: another --split-column was ignored without a word.
+    from tfllm import runs
+
+    own = runs.read_config(trained_run)["data"]
+    assert cli.main(["evaluate", trained_run, "--data", own, "--split-column", "zh"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and "the run's own data" in captured.err and len(captured.err.splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -340,6 +340,11 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
         else:
             pairs = read_pairs(data, source_column, target_column, reference_separator=separator)
     else:  # exactly the run's own split
+        own = config.split_column or BUNDLED_PAIRS.get(config.data, (None, {}))[1].get("split_column")
+        if split_column and split_column != own:  # it was ignored: the run's own split was scored
+            how = f"by its column {own!r}" if own else "by the run's seed"
+            raise UserInputError(f"--split-column {split_column}: {config.data!r} is the run's own data, scored as the "
+                                 f"run split it ({how}); leave --split-column out.")
         runs.check_data_unchanged(run_dir, config.data)
         pairs = getattr(run_data(config, recipe, f"Evaluating its {split} split",
                                  ", or score a file of pairs with --data FILE"), split)
