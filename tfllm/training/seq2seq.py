@@ -100,8 +100,12 @@ def run_data(config, recipe, needs, instead=""):
     """A finished run's pairs, split as it split them; one line naming what `needs` them when its data file
     is gone (the message of a missing --data, 'Check the path, or use a bundled set', named no fix here)."""
     if config.data not in BUNDLED_PAIRS and not os.path.exists(config.data):
-        raise UserInputError(f"{needs} reads the run's training data, {config.data!r}, which no longer exists; "
-                             f"put the file back there{instead}.")
+        if os.path.isabs(config.data):
+            fix = f"which no longer exists; put the file back there{instead}"
+        else:  # recorded as given, relative to the folder training ran in
+            fix = (f"a path relative to the folder the run was trained from, not found from here; run this from that "
+                   f"folder or put the file back{instead}")
+        raise UserInputError(f"{needs} reads the run's training data, {config.data!r}, {fix}.")
     return load_data(config, recipe)
 
 
