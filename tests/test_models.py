@@ -413,3 +413,22 @@ def test_masked_lm_pretraining_reports_the_steps_it_trained(tmp_path, capsys):
     epochs = len(history_from_logs(str(run_dir / "logs"))["loss"])
     assert metrics["steps"] == recipe["steps"] == epochs * recipe["eval_interval"] <= 15
     assert f"{metrics['steps']} steps" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_masked_lm_pretraining_with_the_character_tokenizer_and_fine_tuning_from_it(tmp_path, capsys):
+    """`tfllm pretrain --objective mlm --tokenizer char` was a traceback: KerasHub's MaskedLMPreprocessor asks
+    the tokenizer its vocabulary size inside the tf.data graph, which StringLookup answers only eagerly."""
+    import json
+
+    from tfllm.cli import main
+
+    pre, tuned = tmp_path / "mlm_char", tmp_path / "clf"
+    assert main(["pretrain", "--objective", "mlm", "--data", "rotten_tomatoes", "--preset", "tiny", "--tokenizer",
+                 "char", "--max-rows", "100", "--steps", "2", "--run-dir", str(pre)]) == 0
+    assert json.loads((pre / "metrics.json").read_text())["steps"] == 2
+    assert main(["train", "--data", "rotten_tomatoes", "--from-preset", str(pre), "--preset", "tiny", "--max-rows",
+                 "100", "--run-dir", str(tuned)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tuned), "a fine film"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("rotten", "fresh")

@@ -138,11 +138,15 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
             output_mode="int",
             dtype="string",
         )
-        self._id_to_token = tf.constant(self._lookup.get_vocabulary())
+        # A Python copy, read now (eagerly): StringLookup's get_vocabulary() fails inside a tf.data graph,
+        # where KerasHub's MaskedLMPreprocessor asks for vocabulary_size() (masked-LM pretraining with
+        # --tokenizer char was a traceback).
+        self._vocabulary_list = self._lookup.get_vocabulary()
+        self._id_to_token = tf.constant(self._vocabulary_list)
         self._update_special_token_ids()
 
     def get_vocabulary(self):
-        return self._lookup.get_vocabulary()
+        return list(self._vocabulary_list)
 
     def vocabulary_size(self):
         return len(self.get_vocabulary())
