@@ -508,7 +508,8 @@ def test_evaluate_refuses_a_memory_that_is_the_data_it_scores(trained_run, pairs
     other = write_csv(tmp_path / "other.csv", make_pairs(40, seed=6))
     for argv in (["evaluate", trained_run, "--memory", pairs_csv],
                  ["evaluate", trained_run, "--memory", pairs_csv, "--split", "val"],
-                 ["evaluate", trained_run, "--data", other, "--memory", other]):
+                 ["evaluate", trained_run, "--data", other, "--memory", other],
+                 ["evaluate", trained_run, "--memory", "train", "--split", "train"]):
         assert cli.main(argv) == 2
         captured = capsys.readouterr()
         assert not captured.out and "--memory train" in captured.err and len(captured.err.splitlines()) == 1

@@ -358,6 +358,9 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     if memory and memory != "train" and same_data(memory, scored):  # scored 100 chrF: it looked the answers up
         raise UserInputError(f"--memory {memory} is the data being scored, so the memory holds the {split} pairs' "
                              "own translations; use --memory train (the run's training pairs) or another file of pairs.")
+    if memory == "train" and split == "train" and scored == config.data:
+        raise UserInputError("--memory train holds the train split being scored, so it looks up each pair's own "
+                             "translation; score --split val or test with it, or leave --memory out.")
     memory = run_memory(run_dir, memory) if memory else None
     translator = load_translator(run_dir)
     ngram, method = run_decoding_aids(translator, run_dir, lm, input_method)
