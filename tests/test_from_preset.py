@@ -262,3 +262,13 @@ def test_dropout_reaches_a_keras_hub_classifier_s_head_and_is_refused_where_noth
         err = capsys.readouterr().err
         assert f"{setting.split('=')[0]} would be ignored" in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("setting", ["window_keep=8", "activation=relu", "layer_norm_epsilon=0.001"])
+def test_a_causal_lm_s_own_settings_are_refused_with_from_preset(gpt2_preset, tmp_path, capsys, setting):
+    """The recipe recorded them and the preset's model kept its own (window_keep None, activation gelu)."""
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", gpt2_preset[0], "--preset",
+                 "tiny", "--set", setting, "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{setting.split('=')[0]} would be ignored" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

@@ -101,10 +101,12 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
 
 
 # Settings a --from-preset model brings itself (its backbone's shape, its tokenizer): given with it, they
-# would be recorded in the run's recipe and ignored. `embedding_dropout` is the backbone's too; `dropout`
-# is the new classification head's (classifier_from_preset), and only a classifier has a new head.
+# would be recorded in the run's recipe and ignored. `embedding_dropout`, `activation` and `layer_norm_epsilon`
+# are the backbone's too, `window_keep` the saved causal LM task's; `dropout` is the new classification head's
+# (classifier_from_preset), and only a classifier has a new head.
 PRESET_OWN_SETTINGS = {"vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "tokenizer",
-                       "lowercase", "tie_weights", "use_bias", "num_decoder_layers", "embedding_dropout"}
+                       "lowercase", "tie_weights", "use_bias", "num_decoder_layers", "embedding_dropout",
+                       "activation", "layer_norm_epsilon", "window_keep"}
 
 
 def check_from_preset_settings(config):
