@@ -467,3 +467,15 @@ def test_a_run_too_short_to_time_prints_no_speed(tmp_path, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["speed"]["tokens_per_second"] is None
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("val loss"))
     assert "None" not in line and "tokens/s" not in line and line.endswith(f"-> {run_dir}")
+
+
+@pytest.mark.parametrize("objective", ["mlm", "causal", "vectors"])
+def test_max_rows_1_is_named_when_it_leaves_too_few_documents(tmp_path, capsys, objective):
+    """--max-rows 1 of a corpus of thousands: the message said the corpus had 1 document."""
+    from tfllm.cli import main
+
+    assert main(["pretrain", "--objective", objective, "--data", "rotten_tomatoes", "--max-rows", "1", "--preset",
+                 "tiny", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--max-rows 1" in err and "has 1 non-empty" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

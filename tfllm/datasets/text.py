@@ -149,6 +149,9 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
             documents.append(line.strip())
             if max_rows and len(documents) == max_rows:
                 break  # the rest of the file is never read: a sample of a large file starts at once
+    if len(documents) < 2 and max_rows == len(documents):  # the data has more: it was said to have one
+        raise UserInputError(f"--max-rows {max_rows} keeps {max_rows} document of {name_or_path!r}; at least 2 are "
+                             "needed (one is held out for validation): raise --max-rows.")
     if len(documents) < 2:
         raise UserInputError(f"{name_or_path!r} has {len(documents)} non-empty document(s); at least 2 are "
                              "needed (one per line of a .txt file, or one per row of a CSV/JSONL text column).")
