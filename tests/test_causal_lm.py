@@ -479,3 +479,14 @@ def test_max_rows_1_is_named_when_it_leaves_too_few_documents(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert "--max-rows 1" in err and "has 1 non-empty" not in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_text_cut_too_short_by_max_rows_names_max_rows(tmp_path, capsys):
+    """--max-rows 10 of shakespeare: the message said to use more text, not that --max-rows had cut it."""
+    from tfllm.cli import main
+
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--max-rows", "10", "--preset", "tiny",
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "raise --max-rows 10" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

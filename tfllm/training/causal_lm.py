@@ -357,8 +357,15 @@ def train_causal_lm(config, verbose="auto"):
         seq = model.preprocessor.sequence_length  # the recipe's, capped at a preset's positions
         train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
         val_ids = data_lib.tokenize_corpus(tokenizer, val_text)
-        data_lib.check_length(train_ids, seq, "training")
-        data_lib.check_length(val_ids, seq, "validation")
+        for ids, what in ((train_ids, "training"), (val_ids, "validation")):
+            try:
+                data_lib.check_length(ids, seq, what)
+            except UserInputError as e:
+                if not config.max_rows:
+                    raise
+                # The text was cut to --max-rows: raising it is the fix ("use more text" read as another file).
+                raise UserInputError(f"{str(e).rstrip('.')} (raise --max-rows {config.max_rows}, which cut the "
+                                     "text).") from None
 
         epoch_steps = steps_per_epoch(preset)
         epochs = preset["steps"] // epoch_steps
