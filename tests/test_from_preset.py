@@ -272,3 +272,16 @@ def test_a_causal_lm_s_own_settings_are_refused_with_from_preset(gpt2_preset, tm
     err = capsys.readouterr().err
     assert f"{setting.split('=')[0]} would be ignored" in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("setting", ["bigram_buckets=128", "wide_bigram_buckets=512", "word_vectors=true",
+                                     "vector_norm=2.0"])
+def test_head_and_word_vector_settings_a_preset_classifier_never_reads_are_refused(bert_preset, tmp_path, capsys,
+                                                                                   setting):
+    """With a KerasHub classifier (no n-gram paths) or any preset (a trained embedding), these were recorded
+    in the recipe and ignored."""
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0],
+                 "--preset", "tiny", "--max-rows", "200", "--set", setting, "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{setting.split('=')[0]} would be ignored" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

@@ -85,6 +85,21 @@ def _preset_backbone(handle):
                              "(needs network).") from None
 
 
+# Settings a classifier --from-preset never reads: word vectors start a new encoder's embedding (a preset's
+# is trained), and the n-gram paths are tfllm's head, which a KerasHub classifier does not have.
+WORD_VECTOR_SETTINGS = {"word_vectors", "vector_window", "vector_context_power", "vector_norm"}
+NGRAM_SETTINGS = {"bigram_buckets", "wide_bigram_buckets"}
+
+
+def check_preset_head_settings(config, backbone_cls):
+    """A one-line UserInputError for `--set` settings that a --from-preset classifier would record and ignore."""
+    unused = WORD_VECTOR_SETTINGS | (set() if backbone_cls is EncoderBackbone else NGRAM_SETTINGS)
+    given = sorted(unused & set(config.overrides))
+    if given:
+        raise UserInputError(f"--from-preset {config.from_preset!r} ({backbone_cls.__name__}) brings its own trained "
+                             f"model, so {', '.join(given)} would be ignored; leave them out.")
+
+
 def classifier_from_preset(handle, preset, num_classes):
     """A classifier task starting from a preset's backbone and tokenizer (its head is new)."""
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
@@ -234,7 +249,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         print(describe(data), flush=True)
         warn_about_duplicates(config.data, data)
     if config.from_preset:
-        preset_backbone_class(config.from_preset)
+        check_preset_head_settings(config, preset_backbone_class(config.from_preset))
     if config.unlabeled and self_training is None:  # a teacher, then this run as its student
         return train_self_trained(config, preset, data, train_classifier, verbose=verbose)
     # The split keeps `seed`; an ensemble member's weights and shuffle follow its own `model_seed`.
