@@ -309,6 +309,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, rows,
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("text", ["\u200b", "\x01", " \u200b\u200b "])
+def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
+    # WordPiece drops control and zero-width characters: the source was [BOS] [EOS] alone, and translate printed
+    # an empty line (or a made-up translation) with exit status 0, as `tfllm predict` no longer does.
+    keras.utils.set_random_seed(0)
+    pairs = make_pairs(100)
+    preset = resolve_preset("translate", "tiny")
+    tokenizer = train_tokenizer([s for s, _ in pairs] + [t for _, t in pairs], "wordpiece", 200, lowercase=False)
+    translator = Translator(own_model(preset, tokenizer), jit_compile=False)
+    with pytest.raises(UserInputError, match="Text 2 to translate .* has nothing this model reads"):
+        translator.translate(["一二", text])
+    assert len(translator.translate(["一二"])) == 1
+
+
 def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     model, _ = tiny_model(seed=2)
     translator = Translator(model, jit_compile=False)

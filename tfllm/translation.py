@@ -220,7 +220,8 @@ class Translator:
         return [best[i][1] if i in best else (options[0] if options else "") for i, options in enumerate(candidates)]
 
     def check_sources(self, sources, warn=True):
-        """Refuses what cannot be translated; warns about truncated sources and unseen characters."""
+        """Refuses what cannot be translated; with `warn` (the interactive path: tokenizing every source costs),
+        also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters."""
         if isinstance(sources, str):
             raise UserInputError("sources must be a list of strings, got a single string; wrap it in a list.")
         if not sources or len(sources) > MAX_SOURCES:
@@ -237,6 +238,10 @@ class Translator:
             ids = [[i for i in row if i != 0] for row in keras.ops.convert_to_numpy(ids).tolist()]
         ids = [np.asarray(row, "int64") for row in ids]
         lengths = np.array([len(row) for row in ids])
+        wordless = np.flatnonzero(lengths == 0)
+        if len(wordless):  # decoded from [BOS] [EOS] alone: an empty line or a made-up translation, exit status 0
+            raise UserInputError(f"Text {wordless[0] + 1} to translate ({shown(sources[wordless[0]])}) has nothing this "
+                                 "model reads (only control, invisible or space characters); give the text to translate.")
         room = self.encoder_length - 2  # [BOS] ... [EOS]
         long = np.flatnonzero(lengths > room)
         if len(long):
