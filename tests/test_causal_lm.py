@@ -400,6 +400,13 @@ def test_causal_pretraining_reads_documents_and_its_run_generates_and_explains(t
     assert main(["evaluate", str(run_dir), "--data", str(folder)]) == 0
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{"):])["num_tokens"] == len("\n".join(val_docs[:6]))
+    # export takes it as the text generator it is (both formats said it "holds a pretrained model, not ... a
+    # text generator"); the TFLite parity prompt comes from its validation documents, read as pretraining read them.
+    assert main(["export", str(run_dir), "--name", "zh", "--base-dir", str(tmp_path / "savedmodels")]) == 0
+    assert (tmp_path / "savedmodels" / "zh" / "1" / "saved_model.pb").is_file()
+    assert main(["export", str(run_dir), "--name", "zh", "--format", "tflite", "--out", str(tmp_path / "lite")]) == 0
+    assert json.loads((tmp_path / "lite" / "metadata.json").read_text())["task"] == "generate"
+    assert main(["generate", "--tflite", str(tmp_path / "lite"), "的", "--max-new-tokens", "5"]) == 0
 
 
 @pytest.mark.slow

@@ -313,6 +313,28 @@ def test_generator_int8_is_refused(tiny_generator_run, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
+def test_a_generator_trained_on_a_csv_column_exports(tmp_path, capsys):
+    """The parity prompt is read as training read the text: from a CSV's --text-column (the export read the
+    file alone and said "has no text column 'text' ... Pass --text-column", which export does not have)."""
+    import csv
+
+    from tfllm.datasets.text import load_text_corpus
+
+    data = tmp_path / "reviews.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review"])
+        for line in load_text_corpus("shakespeare")[0][:20000].splitlines():
+            writer.writerow([line])
+    run_dir = tmp_path / "run"
+    assert main(["train", "--task", "generate", "--data", str(data), "--text-column", "review", "--preset", "tiny",
+                 "--steps", "4", "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
+    out = tmp_path / "lite"
+    assert main(["export", str(run_dir), "--name", "reviews", "--format", "tflite", "--out", str(out)]) == 0
+    assert json.loads((out / "parity.json").read_text())["greedy_exact_match"] is True
+
+
 # --------------------------------------------------------------------------- translation
 
 

@@ -424,6 +424,32 @@ def cached_generator(run_dir):
     return runs.load_cached(_LOADED, run_dir, load_generator)
 
 
+def sample_prompt(tokenizer, length, val_text, train_text):
+    """A prompt of `length` characters that the tokenizer encodes without its unknown token (generation
+    refuses those), or None: TensorBoard's samples during training, the TFLite export's parity check.
+
+    The start of the validation text; where it has a character the vocabulary lacks (one only in the
+    validation tenth, or a rare one outside a small character vocabulary), the first stretch of the
+    training text whose characters it has all.
+    """
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+
+    def encodes(prompt):
+        ids = np.asarray(keras.ops.convert_to_numpy(tokenizer.tokenize(prompt))).ravel()
+        return bool(prompt.strip()) and len(ids) > 0 and (unk_id is None or not (ids == unk_id).any())
+
+    for prompt in (val_text[:length], train_text[:length]):
+        if encodes(prompt):
+            return prompt
+    if isinstance(tokenizer, CharacterTokenizer):  # one id a character: scan for a stretch of known ones
+        known, run = set(tokenizer.get_vocabulary()), 0
+        for end, character in enumerate(train_text[:1_000_000], 1):
+            run = run + 1 if character in known else 0
+            if run >= length and encodes(train_text[end - length:end]):
+                return train_text[end - length:end]
+    return None
+
+
 def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler="top_k", temperature=1.0, top_k=50,
              top_p=0.9, seed=None, stop=None, stream_callback=None, num_beams=4):
     """Continues `prompts` with a `Generator` or the model of a run directory.

@@ -150,7 +150,11 @@ def task_of(run_dir):
 
 
 def require_task(run_dir, *tasks, hint=""):
+    """The run's task if it is one of `tasks` ("generate" for a causal pretraining run, which is a text
+    generator), else a one-line UserInputError."""
     task = task_of(run_dir)
+    if task == "pretrain" and "generate" in tasks and read_config(run_dir).get("objective") == "causal":
+        return "generate"
     if task not in tasks:
         raise UserInputError(f"{run_dir!r} holds {TASK_NAMES.get(task, task)}, not "
                              f"{' or '.join(TASK_NAMES.get(t, t) for t in tasks)}.{' ' + hint if hint else ''}")
@@ -159,8 +163,6 @@ def require_task(run_dir, *tasks, hint=""):
 
 def explainable_task(run_dir):
     """"classify" or "generate" (a causal pretraining run is a text generator), else a one-line UserInputError."""
-    if task_of(run_dir) == "pretrain" and read_config(run_dir).get("objective") == "causal":
-        return "generate"
     return require_task(run_dir, "classify", "generate", hint="tfllm explain works on classifiers and text generators.")
 
 

@@ -113,6 +113,21 @@ def check_text_column(name_or_path, text_column):
                          f"is {what} (each line read as a document); leave --text-column out.")
 
 
+def load_run_text(config):
+    """`(train_text, val_text)` exactly as a language-model run of `config` (a `TrainConfig`) read and split
+    them: its training, `evaluate` without --data, and the TFLite export's parity prompt."""
+    check_text_column(config.data, config.text_column)
+    if config.task == "pretrain":  # unlabeled documents, one per line, in any of pretraining's formats
+        # --max-rows: the first N documents, as for the other pretraining objectives.
+        train_docs, val_docs = load_documents(config.data, text_column=config.text_column, val_fraction=0.1,
+                                              max_rows=config.max_rows)
+        return "\n".join(train_docs), "\n".join(val_docs)
+    train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
+    if config.max_rows:  # quick runs: the first N characters of each split
+        train_text, val_text = train_text[: config.max_rows], val_text[: max(config.max_rows // 9, 1)]
+    return train_text, val_text
+
+
 def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=None):
     """Unlabeled documents for pretraining: `(train_documents, val_documents)`, two lists of strings.
 

@@ -22,10 +22,10 @@ import tensorflow as tf
 from tfllm import data as data_lib
 from tfllm import fast_generation
 from tfllm import runs
-from tfllm.datasets.text import check_text_column, load_documents, load_text_corpus
+from tfllm.datasets.text import check_text_column, load_documents, load_run_text, load_text_corpus
 from tfllm.errors import UserInputError
+from tfllm.generation import sample_prompt
 from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
-from tfllm.tokenizers import CharacterTokenizer
 from tfllm.training import common, timing
 
 SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
@@ -213,32 +213,6 @@ class TextSamples(keras.callbacks.Callback):
             self.timer.samples += time.perf_counter() - start
 
 
-def sample_prompt(tokenizer, length, val_text, train_text):
-    """A prompt of `length` characters for TensorBoard's samples that the tokenizer encodes without
-    its unknown token (generation refuses those), or None (no samples).
-
-    The start of the validation text; where it has a character the vocabulary lacks (one only in the
-    validation tenth, or a rare one outside a small character vocabulary), the first stretch of the
-    training text whose characters it has all.
-    """
-    unk_id = getattr(tokenizer, "unk_token_id", None)
-
-    def encodes(prompt):
-        ids = np.asarray(keras.ops.convert_to_numpy(tokenizer.tokenize(prompt))).ravel()
-        return bool(prompt.strip()) and len(ids) > 0 and (unk_id is None or not (ids == unk_id).any())
-
-    for prompt in (val_text[:length], train_text[:length]):
-        if encodes(prompt):
-            return prompt
-    if isinstance(tokenizer, CharacterTokenizer):  # one id a character: scan for a stretch of known ones
-        known, run = set(tokenizer.get_vocabulary()), 0
-        for end, character in enumerate(train_text[:1_000_000], 1):
-            run = run + 1 if character in known else 0
-            if run >= length and encodes(train_text[end - length:end]):
-                return train_text[end - length:end]
-    return None
-
-
 def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
     """Mean next-token loss over consecutive windows covering `ids`.
 
@@ -292,7 +266,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
     else:
         config = TrainConfig.from_dict(runs.read_config(run_dir))
         runs.check_data_unchanged(run_dir, config.data)
-        text = _load_corpus(config)[1]
+        text = load_run_text(config)[1]
     model, sequence_length = generator.model, generator.window
     ids = data_lib.tokenize_corpus(generator.tokenizer, text)
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
@@ -300,20 +274,6 @@ def evaluate_run(run_dir, data=None, text_column=None):
         loss = evaluate_loss(model, ids, sequence_length)
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50.0)), 3),
             "bits_per_character": round(loss * len(ids) / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids))}
-
-
-def _load_corpus(config):
-    """(train_text, val_text) exactly as a run of `config` reads and splits them."""
-    check_text_column(config.data, config.text_column)
-    if config.task == "pretrain":  # unlabeled documents, one per line, in any of pretraining's formats
-        # --max-rows: the first N documents, as for the other pretraining objectives.
-        train_docs, val_docs = load_documents(config.data, text_column=config.text_column, val_fraction=0.1,
-                                              max_rows=config.max_rows)
-        return "\n".join(train_docs), "\n".join(val_docs)
-    train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
-    if config.max_rows:  # quick runs: the first N characters of each split
-        train_text, val_text = train_text[: config.max_rows], val_text[: max(config.max_rows // 9, 1)]
-    return train_text, val_text
 
 
 def train_causal_lm(config, verbose="auto"):
@@ -330,7 +290,7 @@ def train_causal_lm(config, verbose="auto"):
     preset = causal_lm_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
-    train_text, val_text = _load_corpus(config)
+    train_text, val_text = load_run_text(config)
     if config.from_preset:
         from tfllm.training.classifier import preset_backbone_class
 
