@@ -870,6 +870,14 @@ def test_a_run_stopped_after_its_training_reports_what_its_training_measured(pai
     (["--sampler", "top_k", "--temperature", "inf"], "temperature must be a number >= 0, got inf"),  # uniform noise
     (["--sampler", "beam", "--num-beams", "100000"], "num_beams must be a whole number from 1 to 64"),
     (["--text-column", "zh"], "--text-column"),  # evaluate's flags of other tasks: refused, not ignored
+    # Options the decoding does not read: refused, not ignored.
+    (["--num-beams", "4", "--sampler", "greedy"], "--num-beams is for --sampler beam, and the sampler is greedy"),
+    (["--top-k", "5"], "--top-k is for --sampler top_k, and the sampler is greedy"),
+    (["--sampler", "top_k", "--top-p", "0.5"], "--top-p is for --sampler top_p, and the sampler is top_k"),
+    (["--num-beams", "2", "--temperature", "0.5"], "--temperature is for --sampler top_k or top_p"),
+    (["--seed", "1"], "--seed is for --sampler top_k or top_p"),
+    (["--lm-weight", "0.3"], "--lm-weight weighs the scores of --lm"),
+    (["--memory", "train", "--source-column", "zh"], "name the columns of a --memory file"),
 ])
 def test_translate_out_of_range_options_are_one_line(trained_run, capsys, flags, message):
     command = "evaluate" if flags[0] == "--text-column" else "translate"

@@ -618,11 +618,39 @@ INPUT_METHOD_HELP = ("pinyin -> characters: candidates from an input method (eac
                      "occurs in --lm's text), the model choosing among them")
 
 
+# Unset, so that an option the chosen decoding does not read can be refused (they were accepted and ignored).
+TRANSLATE_DEFAULTS = {"top_k": 10, "top_p": 0.9, "temperature": 1.0, "lm_weight": 0.5}
+
+
+def _translate_sampler(args):
+    """The sampler `translate` runs, after refusing the options it would ignore; fills in the defaults."""
+    from tfllm.errors import UserInputError
+
+    sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
+    readers = {"top_k": ["top_k"], "top_p": ["top_p"], "temperature": ["top_k", "top_p"], "seed": ["top_k", "top_p"],
+               "num_beams": ["beam"]}
+    for name, samplers in readers.items():
+        given = getattr(args, name) is not None and not (name == "num_beams" and args.num_beams == 1)
+        if given and sampler not in samplers:
+            flag, reader = f"--{name.replace('_', '-')}", " or ".join(samplers)
+            raise UserInputError(f"{flag} is for --sampler {reader}, and the sampler is {sampler}; add --sampler "
+                                 f"{samplers[0]} or leave {flag} out.")
+    if args.lm_weight is not None and not args.lm:
+        raise UserInputError("--lm-weight weighs the scores of --lm; add --lm CORPUS or leave --lm-weight out.")
+    if (args.source_column or args.target_column) and args.memory in (None, "train"):
+        raise UserInputError("--source-column and --target-column name the columns of a --memory file; add "
+                             "--memory PAIRS or leave them out.")
+    for name, default in TRANSLATE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return sampler
+
+
 def cmd_translate(args):
+    sampler = _translate_sampler(args)
     from tfllm.training.seq2seq import run_decoding_aids, run_memory
     from tfllm.translation import load_translator, translate
 
-    sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
     translator = load_translator(args.run_dir)
     lm, method = run_decoding_aids(translator, args.run_dir, args.lm, args.input_method)
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
@@ -641,12 +669,12 @@ def add_translation_parsers(sub):
                    help="default: beam with --num-beams > 1, else greedy")
     p.add_argument("--num-beams", type=_count, default=1, help="1 to 64; above 1: beam search")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's longest output")
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--temperature", type=float, default=1.0, help="top_k and top_p: 0 means greedy")
+    p.add_argument("--top-k", type=int, default=None, help="top_k (default 10)")
+    p.add_argument("--top-p", type=float, default=None, help="top_p (default 0.9)")
+    p.add_argument("--temperature", type=float, default=None, help="top_k and top_p (default 1.0; 0 means greedy)")
     p.add_argument("--seed", type=int, default=None, help="a 32-bit whole number (-2147483648 to 2147483647)")
     p.add_argument("--lm", default=None, metavar="CORPUS", help=LM_HELP)
-    p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the --lm scores (default 0.5)")
+    p.add_argument("--lm-weight", type=float, default=None, help="weight of the --lm scores (default 0.5)")
     p.add_argument("--memory", default=None, metavar="PAIRS", help=MEMORY_HELP)
     p.add_argument("--input-method", action="store_true", help=INPUT_METHOD_HELP)
     p.add_argument("--source-column", default=None, help="the --memory file's source column (default: the run's)")
