@@ -98,6 +98,9 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
         writer.writerows(rows)
     report = json.loads(main_in_process(capsys, "evaluate", run_dir, "--data", held_out).stdout)
     assert report["num_examples"] == 50  # all of it, not a seeded tenth
+    # --split val of a file without --split-column: all of it was scored, as if it were that split.
+    refused = main_in_process(capsys, "evaluate", run_dir, "--data", held_out, "--split", "val")
+    assert refused.returncode == 2 and "--split val needs --split-column" in refused.stderr and refused.stdout == ""
     labels = [r["label"] for r in rows]
     assert report["per_class"]["fresh"]["support"] == labels.count("fresh")
     # One class only: ROC-AUC is undefined, and the report stays JSON (null, not NaN).

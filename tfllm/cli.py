@@ -195,6 +195,9 @@ def cmd_evaluate(args):
                                         label_column=args.label_column or config.label_column,
                                         split_column=args.split_column, label_names=label_names,
                                         val_fraction=0.0, test_fraction=0.0 if args.split_column else 1.0)
+        if args.split != "test" and not args.split_column:  # all of the file was scored as if it were that split
+            raise UserInputError(f"--split {args.split} needs --split-column, the column of {args.data!r} that says "
+                                 "which rows are train, val or test; without it all of the file is scored.")
         split = getattr(data, args.split) if args.split_column else data.test
         if not len(split):
             raise UserInputError(f"{args.data!r} has no rows with split {args.split!r} in column {args.split_column!r}.")
