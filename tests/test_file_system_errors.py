@@ -101,6 +101,7 @@ def _full_disk_in_h5py(file):
                    "on device', buf = 0x55c5a7b139e0, total write size = 2048, bytes this sub-write = 2048, offset = 4096)")
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_training_is_one_line_and_loses_nothing(tmp_path, capsys, monkeypatch):
     """Status 1 (not the user's input), one line that says what was kept: a backup to resume from once
     there is space, or nothing, with the finished run an --overwrite run was to replace put back."""

@@ -377,6 +377,7 @@ def test_figures_a_resume_cannot_know_are_left_out_with_the_reason(tmp_path):
         assert "resumed with its training already done" in figures["not_measured"]["train_seconds"]
 
 
+@pytest.mark.slow
 def test_a_kill_whose_exception_python_dropped_still_stops_the_run(tmp_path, monkeypatch, capsys):
     """A signal handler's exception can land where Python drops it ("Exception ignored in" a `__del__`,
     as TensorFlow's iterators have): a `kill` then let the run train on to its end and exit 0. The stop is

@@ -323,6 +323,7 @@ def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
     assert len(translator.translate(["一二"])) == 1
 
 
+@pytest.mark.slow
 def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     model, _ = tiny_model(seed=2)
     translator = Translator(model, jit_compile=False)

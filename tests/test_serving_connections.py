@@ -270,6 +270,7 @@ def stalled_large_upload(port, size, sent):
     return read_until_closed(s, timeout=BODY_TIMEOUT + 10)
 
 
+@pytest.mark.slow
 def test_stalled_large_uploads_hold_at_most_the_body_budget(server):
     """Bodies are held whole from their first byte until parsed, so uploads stalled mid-body
     held --max-connections x --max-body-bytes (500 x 16 MiB) of memory. Now large ones share

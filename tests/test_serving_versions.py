@@ -58,6 +58,7 @@ def test_prune_still_removes_what_it_should(tmp_path, good_version):
     assert "variables" in removed.skipped[3]
 
 
+@pytest.mark.slow
 def test_two_prunes_at_once_each_skip_what_the_other_removed(tmp_path, good_version, capsys, monkeypatch):
     """`tfllm models --prune` twice at once (or with an `export --keep`): the one that came second to a
     version crashed with FileNotFoundError renaming it to `.pruning-N`."""
