@@ -49,6 +49,12 @@ def path(run_dir, name):
     return os.path.join(run_dir, name)
 
 
+# The process's umask, read once at import: reading it means setting it, and a write_text during training
+# must not leave it at 0 for a moment while another thread (TensorBoard's writer) creates a file.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def write_json(file, value):
     """Writes JSON atomically: readers never see half a file."""
     write_text(file, json.dumps(value, indent=2, ensure_ascii=False))
@@ -63,9 +69,7 @@ def write_text(file, text):
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, os.stat(file).st_mode & 0o777 if os.path.exists(file) else 0o666 & ~umask)
+        os.chmod(temporary, os.stat(file).st_mode & 0o777 if os.path.exists(file) else 0o666 & ~_UMASK)
         os.replace(temporary, file)
     except BaseException:
         with contextlib.suppress(OSError):
