@@ -256,3 +256,34 @@ def test_every_algorithm_offered_runs_a_trial(algorithm, tmp_path, space_file):
     assert _tune(run_dir, space_file, "--algorithm", algorithm, "--max-trials", 1, "--set", "epochs=1") == 0
     summary = json.loads((run_dir / "tuning.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["COMPLETED"]
+
+
+@pytest.mark.slow
+def test_a_trial_that_diverges_fails_alone_and_the_search_goes_on(tmp_path, capsys):
+    """A trial whose learning rate made the loss NaN stopped the whole search with `train`'s message
+    ("Lower the learning rate (--learning-rate)", a flag tune lacks), removed the search when it was the
+    first trial, and stopped every rerun at the same trial. It now fails alone; the best is a trial that
+    completed, and a search where none did is one line (KerasTuner's best was then a failed trial)."""
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"learning_rate": [3e-3, 1e13]}))
+    run_dir = tmp_path / "search"
+    assert _tune(run_dir, mixed, "--max-trials", 2, "--set", "epochs=1") == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "failed: Training diverged" in err, err  # one line for the failed trial
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    status = {t["values"]["learning_rate"]: t for t in summary["trials"]}
+    assert status[1e13]["status"] == "FAILED" and "Training diverged" in status[1e13]["error"]
+    assert "--learning-rate" not in status[1e13]["error"]
+    assert status[3e-3]["status"] == "COMPLETED"
+    assert summary["best"]["trial"] == status[3e-3]["trial"] and (run_dir / "best").is_dir()
+
+    diverging = tmp_path / "diverging.json"
+    diverging.write_text(json.dumps({"learning_rate": [1e13]}))
+    result = main_in_process(capsys, "tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200,
+                             "--space", diverging, "--max-trials", 1, "--run-dir", tmp_path / "none")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("tfllm: error: No trial completed") and "narrow --space" in last, result.stderr
+    assert "--learning-rate" not in result.stderr
+    assert not (tmp_path / "none" / "best").exists()
+    assert json.loads((tmp_path / "none" / "tuning.json").read_text())["best"] is None

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
 from tfllm import runs
@@ -282,6 +283,9 @@ def _tuner_class():
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             self.search_settings.write_summary(self.oracle)
+            if trial.message:  # its traceback is in tuner/trial_*/trial.json
+                print(f"{os.path.basename(trial_dir(self.search_settings.directory, trial.trial_id))} failed: "
+                      f"{_last_error(trial.message)}", file=sys.stderr)
 
     return RunTuner
 
@@ -329,9 +333,18 @@ class _Search:
         start = time.monotonic()
         # A trial whose run finished before an interruption is not trained again.
         if not runs.is_finished(run_dir):
+            from tfllm.training.common import TrainingDiverged  # lazy: TensorFlow, as the trainers
+
             config = dataclasses.replace(self.config, run_dir=run_dir, overrides=overrides, overwrite=False)
             try:
                 _trainer(config.task)(config, verbose=2 if self.verbose else 0)
+            except TrainingDiverged:
+                # This trial's values cannot train (a learning rate too high, most often): it fails, the search
+                # goes on. As a UserInputError it stopped the search, removed it if it was the first trial,
+                # and stopped every rerun at the same trial; its message names `train`'s --learning-rate.
+                raise keras_tuner.errors.FailedTrialError(
+                    f"Training diverged (the loss became NaN or infinite) with {values}: too high a "
+                    "learning_rate for them") from None
             except UserInputError as e:
                 # Bad data or settings fail every trial alike: stop the search (KerasTuner would
                 # count the failure and carry on) and say why.
@@ -361,7 +374,7 @@ class _Search:
             if "tuner/epochs" in trial.hyperparameters.values:
                 row["budget_epochs"] = trial.hyperparameters.values["tuner/epochs"]
             if trial.message:
-                row["error"] = [line for line in trial.message.strip().splitlines() if line.strip()][-1]
+                row["error"] = _last_error(trial.message)
             trials.append(row)
         completed = [t for t in trials if t["status"] == "COMPLETED" and t["objective"] is not None]
         return {
@@ -482,9 +495,14 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     if continuing:
         print(f"Continuing the search in {directory}: {len(oracle.trials)} trial(s) so far.")
     search.write_summary(oracle)
-    try:
-        import keras_tuner
+    import keras_tuner
+    from keras_tuner.src import config as keras_tuner_config
 
+    # PRIVATE API: `keras_tuner.src.config.DEBUG` (keras-tuner 1.4), True by default, prints a failed trial's
+    # traceback as it happens (keras-team/keras-tuner#761). A trial that fails for its values (a diverging
+    # learning rate) is one line here instead; the traceback stays in tuner/trial_*/trial.json.
+    debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
+    try:
         tuner.search(verbose=verbose)
     except _OutOfTime:
         print(f"--max-minutes {max_minutes} passed: no further trial started.")
@@ -495,17 +513,34 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     except RuntimeError as e:
         if "consecutive failures" not in str(e):
             raise
-        last = [line for line in str(e).strip().splitlines() if line.strip()][-1]
-        raise UserInputError(f"{oracle.max_consecutive_failed_trials} trials in a row failed (the last: {last}); "
-                             f"narrow --space. Details: {os.path.join(directory, PROJECT)}/trial_*/trial.json") from None
+        raise UserInputError(f"{oracle.max_consecutive_failed_trials} trials in a row failed (the last: "
+                             f"{_last_error(str(e))}); narrow --space. Details: "
+                             f"{os.path.join(directory, PROJECT)}/trial_*/trial.json") from None
+    finally:
+        keras_tuner_config.DEBUG = debug
     best = keep_best(search, oracle)
     search.write_summary(oracle, best)
+    failed = [oracle.trials[i] for i in sorted(oracle.trials, key=int) if oracle.trials[i].message]
+    if best is None and failed:
+        # Every trial failed, fewer than KerasTuner's limit in a row: not a search that found something.
+        raise UserInputError(f"No trial completed ({len(failed)} failed; the last: "
+                             f"{_last_error(failed[-1].message)}); narrow --space. "
+                             f"Details: {os.path.join(directory, SUMMARY)}")
     return runs.read_json(os.path.join(directory, SUMMARY))
+
+
+def _last_error(message):
+    """A failed trial's traceback (KerasTuner keeps it) as its last line, less the exception's class."""
+    last = [line for line in message.strip().splitlines() if line.strip()][-1]
+    name, sep, text = last.partition(": ")
+    return text if sep and "." in name and " " not in name else last
 
 
 def keep_best(search, oracle):
     """Copies the best trial's run to DIR/best (a normal, loadable run) and returns its summary row."""
-    trials = oracle.get_best_trials(1)
+    # KerasTuner pads its best trials with unfinished and failed ones when too few completed: such a one
+    # was copied as the best (or a traceback, when its run had left nothing).
+    trials = [t for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
     if not trials:
         return None
     trial = trials[0]
