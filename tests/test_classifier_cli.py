@@ -103,6 +103,19 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
     assert refused.returncode == 2 and "--split val needs --split-column" in refused.stderr and refused.stdout == ""
     labels = [r["label"] for r in rows]
     assert report["per_class"]["fresh"]["support"] == labels.count("fresh")
+    # A held-out file that names its rows' splits needs no train rows (it was "has no rows with split 'train'").
+    with open(tmp_path / "named.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label", "split"])
+        writer.writerows([r["text"], r["label"], "val" if i % 5 == 0 else "test"] for i, r in enumerate(rows))
+    for split, count in (("test", 40), ("val", 10)):
+        result = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "named.csv", "--split-column",
+                                 "split", "--split", split)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["num_examples"] == count
+    refused = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "named.csv", "--split-column", "split",
+                              "--split", "train")
+    assert refused.returncode == 2 and "no rows with split 'train'" in refused.stderr
     # One class only: ROC-AUC is undefined, and the report stays JSON (null, not NaN).
     with open(tmp_path / "fresh.csv", "w", newline="", encoding="utf-8") as f:
         f.write("text,label\n" + "".join(f'"{r["text"]}",fresh\n' for r in rows if r["label"] == "fresh"))

@@ -339,6 +339,7 @@ def load_classification_data(
                 f"{in_data[:20]}{' ...' if len(in_data) > 20 else ''}. Name some of those, once each, exactly as "
                 f"written{commas}.")
         keep = [i for i in keep if raw_labels[i] in labels]
+    scoring = label_names is not None  # a trained model's labels: its data is scored, not trained on
     if label_names is None:
         present = sorted({raw_labels[i] for i in keep}, key=_label_order)
         label_names = [label for label in labels if label in present] if labels else present
@@ -377,7 +378,7 @@ def load_classification_data(
                     "use train, val or test."
                 )
             named[split].append(i)
-        if not named["train"]:
+        if not named["train"] and not scoring:  # a file to score may hold only test (or val) rows
             raise UserInputError(f"{path!r} has no rows with split 'train' in column {split_column!r}.")
         # A missing val or test split is carved out of train, stratified.
         for name, fraction in (("test", test_fraction), ("val", val_fraction)):
