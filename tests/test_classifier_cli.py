@@ -246,6 +246,11 @@ def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
         (["train", "--data", "{tmp}/two_rows.csv"], "gives no val and no test rows"),
         (["train", "--data", "{tmp}/ragged.csv"], "data row 2 (line 3) has 3 fields, the header has 2: quote texts"),
         (["train", "--data", "{tmp}/two_texts.csv"], "more than one column named 'text'"),
+        # Flags a classifier does not read were accepted and ignored.
+        (["train", "--data", "{tmp}/ok.csv", "--source-column", "text"], "--source-column is for --task translate"),
+        (["train", "--data", "{tmp}/ok.csv", "--target-column", "label"], "--target-column is for --task translate"),
+        (["train", "--data", "{tmp}/folder", "--text-column", "review"], "--text-column review does not apply to the folder"),
+        (["train", "--data", "{tmp}/folder", "--label-column", "y"], "--label-column y does not apply to the folder"),
         (["pretrain", "--data", "{tmp}/one_line.txt"], "at least 2"),
         (["pretrain", "--data", "{tmp}/missing.txt"], "does not exist"),
         (["pretrain", "--data", "{tmp}/words.txt", "--objective", "vectors", "--preset", "tiny"], "running text"),
@@ -269,6 +274,10 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, ar
     (tmp_path / "blank.csv").write_text('text,label\n"",a\nbad,b\n')
     (tmp_path / "one_line.txt").write_text("only one document\n")
     (tmp_path / "words.txt").write_text("a\nb\nc\nd\n")  # no two tokens in one document
+    for label in "ab":
+        (tmp_path / "folder" / label).mkdir(parents=True)
+        for i in range(6):
+            (tmp_path / "folder" / label / f"{i}.txt").write_text(f"text {label} {i}")
     (tmp_path / "old_format").mkdir()
     (tmp_path / "old_format" / "model.keras").write_bytes(b"")
     before = sorted(os.listdir(tmp_path))

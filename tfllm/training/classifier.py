@@ -220,6 +220,22 @@ def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
     return tokenizers.load_tokenizer(run_dir) if resume else tokenizer
 
 
+def check_columns(config):
+    """Refuses column flags a classifier would not read: they were accepted and ignored without a word
+    (translation's --source-column/--target-column; --text-column/--label-column of a folder, whose
+    texts are its .txt files and labels its sub-folders' names)."""
+    for flag, value in (("--source-column", config.source_column), ("--target-column", config.target_column)):
+        if value is not None:
+            raise UserInputError(f"{flag} is for --task translate; a classifier reads --text-column and "
+                                 "--label-column: leave it out.")
+    if isinstance(config.data, str) and os.path.isdir(config.data):
+        for flag, value, default in (("--text-column", config.text_column, "text"),
+                                     ("--label-column", config.label_column, "label")):
+            if value != default:
+                raise UserInputError(f"{flag} {value} does not apply to the folder {config.data!r}: its texts are "
+                                     "its .txt files and their labels the sub-folders' names; leave it out.")
+
+
 def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
     """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict.
 
@@ -234,6 +250,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         raise UserInputError(f"train_classifier trains --task classify, not {config.task!r}: use "
                              "tfllm.training.causal_lm.train_causal_lm (generate), seq2seq.train_seq2seq (translate) "
                              "or pretraining.pretrain (pretrain), or `tfllm train --task TASK`.")
+    check_columns(config)
     if config.ensemble != 1:
         # Imported here: the ensemble trainer calls this function for each member.
         from tfllm.training.ensemble import train_ensemble
