@@ -116,6 +116,21 @@ def test_json_labels_1_and_1_0_are_one_class_and_nan_is_no_label(tmp_path):
         load_classification_data(str(tmp_path / "d.jsonl"))
 
 
+
+def test_a_jsonl_row_without_a_key_or_with_a_text_or_label_of_another_kind_is_named(tmp_path):
+    lines = [json.dumps({"text": f"t{i}", "label": i % 2}) for i in range(30)]
+    # The first object lacks its label: the file said it had "no label column 'label'", pass --label-column.
+    (tmp_path / "d.jsonl").write_text('{"text": "unlabelled"}\n' + "\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match="1 row\\(s\\) without a label in column 'label' \\(first: data row 1\\)"):
+        load_classification_data(str(tmp_path / "d.jsonl"))
+    # A number as the text was called an empty text; a list as the label became the class "[1]".
+    for row, match in (({"text": 42, "label": 1}, "data row 31 has a JSON int, not text, in column 'text'"),
+                       ({"text": "t", "label": [1]}, "data row 31 has a JSON list, not one label, in column 'label'")):
+        (tmp_path / "d.jsonl").write_text("\n".join(lines + [json.dumps(row)]) + "\n")
+        with pytest.raises(UserInputError, match=match):
+            load_classification_data(str(tmp_path / "d.jsonl"))
+
+
 def test_max_rows_keeps_a_class_smaller_than_its_share_and_refuses_less_than_one_row(tmp_path):
     data = load_classification_data(write_csv(tmp_path / "d.csv", ROWS + [("the only one", "rare")]), max_rows=10)
     assert data.label_names == ["neg", "pos", "rare"]

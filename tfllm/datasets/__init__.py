@@ -223,7 +223,8 @@ def _read_folder(path):
 
 
 def _column(rows, column, what, path):
-    if rows and column not in rows[0]:
+    # Any row: a JSONL object may leave a key out (rows[0] without "label" said the file had no label column).
+    if rows and not any(column in row for row in rows):
         raise UserInputError(
             f"{path!r} has no {what} column {column!r}; its columns are {[k for k in rows[0] if k is not None]}. "
             f"Pass --{what}-column with one of them."
@@ -306,9 +307,17 @@ def load_classification_data(
         raise UserInputError(f"{path!r} has a header but no rows. Add labelled rows of text.")
 
     texts = _column(rows, text_column, "text", path)
-    raw_labels = [_label_text(v) for v in _column(rows, label_column, "label", path)]
+    label_values = _column(rows, label_column, "label", path)
+    raw_labels = [_label_text(v) for v in label_values]
     splits = _column(rows, split_column, "split", path) if split_column else None
 
+    # A JSON number or list as a text was called empty; a list or object as a label became a class ("[0]").
+    for values, column, what, kinds, fix in ((texts, text_column, "text", str, "a string"),
+                                             (label_values, label_column, "one label", (str, int, float), "a string or number")):
+        other = [i for i, v in enumerate(values) if v is not None and not isinstance(v, kinds)]
+        if other:
+            raise UserInputError(f"{path!r} data row {other[0] + 1} has a JSON {type(values[other[0]]).__name__}, not "
+                                 f"{what}, in column {column!r} ({len(other)} such row(s)); write each as {fix}.")
     empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if empty:
         raise UserInputError(
