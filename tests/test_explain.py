@@ -347,3 +347,29 @@ def test_a_damaged_run_is_one_line(tiny_classifier_run, tmp_path, capsys):
 def test_steps_must_be_a_whole_number_not_a_bool(explainer):
     with pytest.raises(UserInputError, match="--steps must be an integer from 1 to 1000, got True"):
         explainer.explain(TEXT, steps=True)
+
+
+def test_a_generator_explains_the_next_token_it_shows_not_a_likelier_special_one(generator_run):
+    """The label was the likeliest token the generator can say, but the scores explained the plain argmax:
+    here [PAD], which generation never picks."""
+    explainer = load_explainer(generator_run)  # its own copy: the weights change below
+    x, _, _ = explainer.encode("Before we")
+    # Make the padding token the likeliest next token: its (tied) output row along the last hidden state.
+    hidden = np.asarray(explainer.model.backbone(x))[0, -1]
+    table = explainer.model.backbone.token_embedding.embeddings
+    rows = table.numpy()
+    rows[explainer.pad_id] = 50 * hidden / (hidden @ hidden)
+    table.assign(rows)
+    assert int(np.argmax(explainer.probabilities(x)[0])) == explainer.pad_id in explainer.never_generated
+    for method in ("occlusion", "integrated_gradients"):
+        e = explainer.explain("Before we", method=method)
+        assert e.target == e.label != explainer.token_strings([explainer.pad_id])[0], (e.label, e.target)
+
+
+def test_occlusion_of_a_one_token_prompt_is_one_line(generator_run, capsys):
+    """Dropping the only token left the generator nothing to read: a TensorFlow traceback (gather at -1)."""
+    assert main(["explain", generator_run, "B", "--method", "occlusion"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'B' is one token" in err and "integrated_gradients" in err, err
+    assert main(["explain", generator_run, "B", "--json"]) == 0  # integrated gradients explains it
+    assert [t["token"] for t in json.loads(capsys.readouterr().out)["tokens"]] == ["B"]

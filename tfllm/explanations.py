@@ -403,10 +403,18 @@ class Explainer:
         x, ids, is_text = self.encode(text)
         return x, ids, is_text, self.probabilities(x)[0]
 
+    def _top(self, probabilities, count=1):
+        """The likeliest `count` outputs' indices; a generator's only among the tokens it can say (its sampler
+        never picks a special token but the end): its label, and the next token explained by default (that was
+        the plain argmax, a special token where one was likeliest, not the label shown)."""
+        order = np.argsort(-probabilities)
+        if self.generator:
+            order = [i for i in order if i not in self.never_generated]
+        return [int(i) for i in order[:count]]
+
     def _label_and_probabilities(self, probabilities):
         if self.generator:
-            # The next tokens the generator can say: its sampler never picks a special token but the end.
-            top = [i for i in np.argsort(-probabilities) if i not in self.never_generated][:10]
+            top = self._top(probabilities, 10)
             return (self.token_strings([top[0]])[0],
                     {s: float(probabilities[i]) for s, i in zip(self.token_strings(top), top)})
         return self.label_names[int(np.argmax(probabilities))], dict(zip(self.label_names, map(float, probabilities)))
@@ -430,9 +438,15 @@ class Explainer:
                                  "KerasHub TransformerEncoders); use --method integrated_gradients or occlusion.")
         target_index = self.target_index(target)
         x, ids, is_text, probabilities = self.prepare(text)
+        if method == "occlusion" and self.generator and len(ids) < 2:
+            # Without its one token the prompt is empty: nothing to predict a next token from (it was a
+            # TensorFlow traceback, a gather at position -1).
+            raise UserInputError(f"The prompt {text[:60]!r} is one token, and occlusion drops each token in turn: "
+                                 "without it the generator has nothing to predict from. Use --method "
+                                 "integrated_gradients, or a longer prompt.")
         label, shown = self._label_and_probabilities(probabilities)
-        if target_index is None:
-            target_index = int(np.argmax(probabilities))
+        if target_index is None:  # the label shown: for a generator, the likeliest token it can say
+            target_index = self._top(probabilities)[0]
         target_name = self.token_strings([target_index])[0] if self.generator else self.label_names[target_index]
         start = time.perf_counter()
         completeness = attention = None
