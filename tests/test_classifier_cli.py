@@ -231,6 +231,23 @@ def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
     assert run["data"] == "rotten_tomatoes_3class"
 
 
+def test_label_smoothing_applies_to_three_classes_as_to_two():
+    """--set label_smoothing=S with more than two classes trained without it (Keras' sparse loss has none)."""
+    import keras
+
+    from tfllm.training.classifier import compile_classifier
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    compile_classifier(model, {"learning_rate": 1e-3, "epochs": 1, "jit_compile": False, "label_smoothing": 0.2})
+    labels = np.array([0, 2, 1, 1])
+    probabilities = model(np.random.default_rng(0).normal(size=(4, 4)).astype("float32"))
+    expected = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)(np.eye(3)[labels], probabilities)
+    assert float(model.loss(labels, probabilities)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(model.loss(labels, probabilities)) != pytest.approx(
+        float(keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)), rel=1e-3)
+
+
 @pytest.mark.parametrize(
     "args,match",
     [

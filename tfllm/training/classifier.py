@@ -164,6 +164,26 @@ def moving_average(preset, steps_per_epoch):
     return dict(use_ema=True, ema_momentum=momentum)
 
 
+class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
+    """Cross-entropy of class probabilities against integer labels, with label smoothing: what
+    `CategoricalCrossentropy(label_smoothing=s)` computes on one-hot labels, `(1 - s) * nll + s * mean(-log p)`."""
+
+    def __init__(self, label_smoothing=0.0, name="categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        probabilities = keras.ops.cast(y_pred, "float32")
+        probabilities = probabilities / keras.ops.sum(probabilities, axis=-1, keepdims=True)
+        log_probs = keras.ops.log(keras.ops.clip(probabilities, keras.config.epsilon(), 1.0 - keras.config.epsilon()))
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1, 1))
+        nll = -keras.ops.squeeze(keras.ops.take_along_axis(log_probs, labels, axis=-1), -1)
+        return (1.0 - self.label_smoothing) * nll - self.label_smoothing * keras.ops.mean(log_probs, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 def compile_classifier(model, preset, steps_per_epoch=None):
     """Adam(W) with binary (one sigmoid unit) or categorical (softmax) cross-entropy.
 
@@ -188,8 +208,9 @@ def compile_classifier(model, preset, steps_per_epoch=None):
         loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing, name="binary_crossentropy")
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     else:
-        # Sparse labels; label smoothing needs one-hot ones, so it is left out here.
-        loss = keras.losses.SparseCategoricalCrossentropy(name="categorical_crossentropy")
+        # Keras' sparse loss has no label smoothing (it was left out here without a word).
+        loss = (SmoothedSparseCategoricalCrossentropy(smoothing, name="categorical_crossentropy") if smoothing else
+                keras.losses.SparseCategoricalCrossentropy(name="categorical_crossentropy"))
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     # Unset is Keras' "auto": XLA on GPUs, not on CPUs or under tf.distribute.
     return common.compile_task(model, optimizer=optimizer, loss=loss, metrics=metrics,
