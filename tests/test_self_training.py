@@ -119,6 +119,9 @@ def test_a_teacher_that_validates_better_than_its_student_becomes_the_run(tmp_pa
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_teachers=0"], "self_training_teachers must be"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_rounds=0"], "self_training_rounds must be"),
     (["--unlabeled", "{tmp}/texts.txt", "--task", "generate"], "--unlabeled is for --task classify"),
+    # Without --unlabeled there is no self-training: the settings were accepted and ignored.
+    (["--set", "self_training_keep=0.3", "--set", "self_training_rounds=2"],
+     "self_training_keep, self_training_rounds set up self-training, which needs --unlabeled DATA"),
 ])
 def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, extra, match):
     from tfllm.cli import main

@@ -241,10 +241,15 @@ def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
     return tokenizers.load_tokenizer(run_dir) if resume else tokenizer
 
 
-def check_columns(config):
-    """Refuses column flags a classifier would not read: they were accepted and ignored without a word
+def check_unread_options(config):
+    """Refuses options a classifier would not read: they were accepted and ignored without a word
     (translation's --source-column/--target-column; --text-column/--label-column of a folder, whose
-    texts are its .txt files and labels its sub-folders' names)."""
+    texts are its .txt files and labels its sub-folders' names; self-training settings without
+    --unlabeled). For the command's own config: a self-training teacher keeps the settings, not the texts."""
+    given = sorted(key for key in config.overrides if key.startswith("self_training_"))
+    if given and not config.unlabeled:
+        raise UserInputError(f"{', '.join(given)} set{'s' * (len(given) == 1)} up self-training, which needs "
+                             "--unlabeled DATA (texts without labels); pass it, or leave them out.")
     for flag, value in (("--source-column", config.source_column), ("--target-column", config.target_column)):
         if value is not None:
             raise UserInputError(f"{flag} is for --task translate; a classifier reads --text-column and "
@@ -271,7 +276,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         raise UserInputError(f"train_classifier trains --task classify, not {config.task!r}: use "
                              "tfllm.training.causal_lm.train_causal_lm (generate), seq2seq.train_seq2seq (translate) "
                              "or pretraining.pretrain (pretrain), or `tfllm train --task TASK`.")
-    check_columns(config)
+    if data is None:  # the command's own config (not an ensemble member's or a teacher's)
+        check_unread_options(config)
     if config.ensemble != 1:
         # Imported here: the ensemble trainer calls this function for each member.
         from tfllm.training.ensemble import train_ensemble
