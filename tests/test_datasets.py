@@ -57,6 +57,10 @@ def test_folder_per_label(tmp_path):
     (tmp_path / "pos" / "more" / "extra.txt").write_text("pos review extra")
     data = load_classification_data(str(tmp_path))
     assert "pos review extra" in data.train.texts + data.val.texts + data.test.texts
+    # An empty text file in it is one text to write or remove (it said to point --data at a file with text).
+    (tmp_path / "pos" / "blank.txt").write_text("\n")
+    with pytest.raises(UserInputError, match=r"blank.txt' is empty. Write its text, or remove it.$"):
+        load_classification_data(str(tmp_path))
 
 
 def test_split_column_is_respected(tmp_path):

@@ -66,15 +66,16 @@ def bundled_path(filename):
     return str(importlib.resources.files("tfllm.datasets") / "data" / filename)
 
 
-def read_text_file(path):
+def read_text_file(path, empty_fix=None):
     """Reads a (possibly gzipped) UTF-8 file, with one clear error for each way it can fail."""
-    return "".join(read_lines(path))
+    return "".join(read_lines(path, empty_fix))
 
 
-def read_lines(path):
+def read_lines(path, empty_fix=None):
     """The lines of a (possibly gzipped) UTF-8 file, each with its line break, read as they are asked
     for: a reader that needs only the first rows of a large file (`--max-rows`) stops there. One clear
-    error for each way the file can fail, raised when the reading gets there."""
+    error for each way the file can fail, raised when the reading gets there. `empty_fix` is what the
+    error for a blank file tells the user to do (by default: point --data at a file with text)."""
     if not os.path.exists(path):
         raise UserInputError(f"Data file {path!r} does not exist. Check the path, or use a bundled name: {', '.join(BUNDLED)}.")
     opener = gzip.open if path.endswith(".gz") else open
@@ -101,7 +102,7 @@ def read_lines(path):
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
         raise UserInputError(f"Cannot read {path!r}: {e}. Is it a valid (gzip) file?") from None
     if blank:
-        raise UserInputError(f"Data file {path!r} is empty. Point --data at a file with rows of text.")
+        raise UserInputError(f"Data file {path!r} is empty. {empty_fix or 'Point --data at a file with rows of text.'}")
 
 
 class _RepeatedKey(Exception):
@@ -213,7 +214,9 @@ def _read_folder(path):
             folders[:] = sorted(f for f in folders if not hidden(f))  # sorted: the same seeded split on every machine
             for name in sorted(names):
                 if name.endswith(".txt") and not hidden(name):
-                    rows.append({"text": read_text_file(os.path.join(folder, name)).strip(), "label": label})
+                    # An empty one among them: --data names the folder, and this file is one text of it.
+                    text = read_text_file(os.path.join(folder, name), empty_fix="Write its text, or remove it.")
+                    rows.append({"text": text.strip(), "label": label})
     if not rows:
         raise UserInputError(
             f"Folder {path!r} has no label sub-folders with .txt files. "
