@@ -117,6 +117,8 @@ def test_bad_space_exits_2_naming_the_setting(case, tmp_path, capsys):
     (["--task", "generate", "--objective", "val_accuracy"], "--objective val_accuracy is for classifiers"),
     (["--preset", "huge"], "Unknown preset 'huge'"),
     (["--set", "hiden_dim=8"], "Unknown setting(s) 'hiden_dim'"),
+    # --set fixes a setting for every trial: the space's values replaced it silently.
+    (["--set", "hidden_dim=8"], "--space searches 'hidden_dim' and --set fixes it for every trial"),
 ])
 def test_bad_arguments_exit_2(args, message, tmp_path, space_file, capsys):
     assert _tune(tmp_path / "search", space_file, *args) == 2
@@ -287,3 +289,21 @@ def test_a_trial_that_diverges_fails_alone_and_the_search_goes_on(tmp_path, caps
     assert "--learning-rate" not in result.stderr
     assert not (tmp_path / "none" / "best").exists()
     assert json.loads((tmp_path / "none" / "tuning.json").read_text())["best"] is None
+
+
+@pytest.mark.slow
+def test_the_default_space_leaves_out_what_set_fixes(tmp_path):
+    """`--set hidden_dim=8` without --space: the default space still searched hidden_dim (16, 32, ...) and
+    the trials' values replaced the --set one, silently."""
+    from tfllm import runs
+
+    run_dir = tmp_path / "search"
+    assert main(["tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "200", "--max-trials", "1",
+                 "--set", "hidden_dim=8", "--set", "learning_rate=0.002", "--set", "epochs=1",
+                 "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    assert summary["search"]["space"] and not {"hidden_dim", "learning_rate"} & set(summary["search"]["space"])
+    trial = summary["trials"][0]
+    assert trial["status"] == "COMPLETED" and not {"hidden_dim", "learning_rate"} & set(trial["values"])
+    overrides = runs.read_config(str(run_dir / trial["run_dir"]))["overrides"]
+    assert overrides["hidden_dim"] == 8 and overrides["learning_rate"] == 0.002

@@ -464,11 +464,19 @@ def tune(config, algorithm="random", max_trials=10, max_minutes=None, objective=
         raise UserInputError(f"--max-minutes must be more than 0, got {max_minutes}.")
     preset = _base_preset(config)  # an unknown preset or --set setting fails here, before anything is written
     source = "--space" if space is not None else "the default space"
-    space = check_space(config.task, preset, default_space(config.task, preset) if space is None else space, source)
+    if space is None:
+        # A setting fixed by --set is not searched: the trials' values replaced it, silently.
+        space = {k: v for k, v in default_space(config.task, preset).items() if k not in config.overrides}
+    space = check_space(config.task, preset, space, source)
+    both = sorted(set(space) & set(config.overrides))
+    if both:
+        raise UserInputError(f"--space searches {', '.join(map(repr, both))} and --set fixes "
+                             f"{'it' if len(both) == 1 else 'them'} for every trial; drop one of the two.")
     if algorithm == "hyperband" and ({"epochs", "steps"} & set(space)):
         raise UserInputError("--space: Hyperband sets each trial's epochs (steps) itself; leave them out of the space.")
     if not space:
-        raise UserInputError(f"Preset {config.preset!r} has none of the settings a search varies; pass --space FILE.")
+        raise UserInputError(f"Preset {config.preset!r} has none of the settings a search varies (or --set fixes "
+                             "them all); pass --space FILE.")
 
     directory = config.run_dir
     # The search owns its folder for the whole call, as `tfllm train` owns a run directory: two searches
