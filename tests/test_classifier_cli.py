@@ -137,6 +137,15 @@ def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again
         f.write("a great film,pos\n")  # now every row may land in another split
     result = main_in_process(capsys, "evaluate", run_dir)
     assert result.returncode == 2 and "has changed since the run" in result.stderr, result.stderr
+    # Gone: evaluate and the TFLite export (whose parity report reads the test split) said 'Check the path, or
+    # use a bundled name', a fix for a --data neither takes.
+    data.rename(tmp_path / "moved.csv")
+    result = main_in_process(capsys, "evaluate", run_dir)
+    assert result.returncode == 2 and f"reads the run's training data, '{data}', which no longer exists" in result.stderr
+    assert "score another labelled file with --data FILE" in result.stderr and result.stderr.count("\n") == 1
+    result = main_in_process(capsys, "export", run_dir, "--format", "tflite", "--name", "r", "--base-dir", tmp_path / "sm")
+    assert result.returncode == 2 and "TFLite export" in result.stderr and "no longer exists" in result.stderr
+    assert not (tmp_path / "sm").exists() or not any((tmp_path / "sm").rglob("*.tflite"))
 
 
 def test_max_rows_and_seed_out_of_range_are_refused_by_the_parser(capsys):

@@ -471,9 +471,16 @@ def same_data(data, trained_on):
         and os.path.samefile(data, trained_on)
 
 
-def split_as_trained(config, label_names=None):
+def split_as_trained(config, label_names=None, needs=None, instead=""):
     """The classification data of a `TrainConfig`, split exactly as its training run split it
-    (same file, columns, labels, seed and rows): training, evaluation and export all call this."""
+    (same file, columns, labels, seed and rows): training, evaluation and export all call this.
+    `needs` names what reads a finished run's data (an evaluation, an export), for the error when its
+    file is gone, and `instead` another way to do it: 'Check the path, or use a bundled name' named no fix."""
+    if needs and config.data not in BUNDLED and not os.path.exists(config.data):
+        where = ("which no longer exists; put the file back there" if os.path.isabs(config.data) else
+                 "a path relative to the folder the run was trained from, not found from here; run this from that "
+                 "folder or put the file back")
+        raise UserInputError(f"{needs} reads the run's training data, {config.data!r}, {where}{instead}.")
     data = load_classification_data(config.data, text_column=config.text_column, label_column=config.label_column,
                                     split_column=config.split_column, labels=config.labels, label_names=label_names,
                                     seed=config.seed, max_rows=config.max_rows)

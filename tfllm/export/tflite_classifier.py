@@ -172,7 +172,8 @@ def export_classifier_files(run_dir, config, directory, quantize):
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-    splits = split_as_trained(TrainConfig.from_dict(config), label_names)
+    splits = split_as_trained(TrainConfig.from_dict(config), label_names,
+                              needs="A TFLite export (its parity report on the test split)")
     representative = None
     if quantize == "int8":
         texts = splits.train.texts[:CALIBRATION_EXAMPLES]

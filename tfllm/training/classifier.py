@@ -229,7 +229,9 @@ def run_data(run_dir):
 
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     runs.check_data_unchanged(run_dir, config.data)
-    return split_as_trained(config, runs.read_labels(run_dir))
+    return split_as_trained(config, runs.read_labels(run_dir),
+                            needs="evaluate without --data (the run's own split)",
+                            instead=", or score another labelled file with --data FILE")
 
 
 def _start_member_run(run_dir, config, preset, resume, label_names, tokenizer):
