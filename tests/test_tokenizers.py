@@ -69,6 +69,12 @@ def test_empty_training_texts_are_a_clear_error():
         train_tokenizer(ENGLISH, "bpe")
 
 
+def test_one_string_instead_of_a_list_is_a_clear_error():
+    # A string is an iterable of characters: it trained a vocabulary of single letters, silently.
+    with pytest.raises(UserInputError, match="wrap it in a list"):
+        train_tokenizer("the cat sat on the mat", "wordpiece", 50)
+
+
 def test_wordpiece_keeps_every_chinese_character_beyond_keras_hubs_1000():
     # 1,500 distinct ideographs: KerasHub's learner would keep the 1,000 most frequent and map the rest to [UNK].
     chars = [chr(0x4E00 + i) for i in range(1500)]

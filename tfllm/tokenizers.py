@@ -198,6 +198,8 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
 
 
 def _check_texts(texts):
+    if isinstance(texts, str):  # iterated, a string gave one "text" per character: a vocabulary of letters
+        raise UserInputError("train_tokenizer takes a list of texts, got a single string; wrap it in a list.")
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise UserInputError(
