@@ -373,3 +373,17 @@ def test_occlusion_of_a_one_token_prompt_is_one_line(generator_run, capsys):
     assert err.count("\n") == 1 and "'B' is one token" in err and "integrated_gradients" in err, err
     assert main(["explain", generator_run, "B", "--json"]) == 0  # integrated gradients explains it
     assert [t["token"] for t in json.loads(capsys.readouterr().out)["tokens"]] == ["B"]
+
+
+def test_a_prompt_longer_than_the_window_is_explained_from_its_end(generator_run):
+    """Packing kept a long prompt's first tokens, so the next token explained was one in its middle, not the
+    one generation continues the prompt with (it reads the last `sequence_length` tokens)."""
+    explainer = load_explainer(generator_run)
+    window = explainer.preprocessor.sequence_length
+    prompt = "Before we " * 3
+    assert len(prompt) > window
+    for method in ("occlusion", "integrated_gradients"):
+        long, tail = explainer.explain(prompt, method=method), explainer.explain(prompt[-window:], method=method)
+        assert long.tokens == list(prompt[-window:])
+        assert long.label == tail.label and long.probabilities == pytest.approx(tail.probabilities, abs=1e-6)
+        assert long.scores == pytest.approx(tail.scores, abs=1e-6)

@@ -62,7 +62,8 @@ class Explanation:
         label: the predicted label (a generator: the predicted next token).
         target: the label (or next token) the scores explain.
         probabilities: `{label: probability}` (a generator: its 10 likeliest next tokens).
-        tokens: the text's tokens as the model saw them (no special tokens; truncated at the model's length).
+        tokens: the text's tokens as the model saw them (no special tokens; at most the model's length:
+            a classifier's text its first tokens, a generator's prompt its last, as generation reads it).
         scores: one score per token (positive: evidence for `target`).
         completeness: integrated gradients only: `{"sum", "difference", "score", "baseline_score",
             "error", "steps"}`: the attributions' sum against score(text) - score(baseline).
@@ -227,11 +228,28 @@ class Explainer:
         x = {k: np.asarray(v) for k, v in x.items()}
         n = int(np.asarray(x["padding_mask"]).astype(bool)[0].sum())
         x = {k: v[:, :n] for k, v in x.items()}
+        if self.generator and set(x) == {"token_ids", "padding_mask"}:
+            x = self._prompt_tail(x, text)
         ids = x["token_ids"][0].astype(int)
         is_text = np.array([i not in self.special_ids for i in ids])
         if not is_text.any():
             raise UserInputError(f"The text {text[:60]!r} has no tokens for this model to read.")
         return x, ids, is_text
+
+    def _prompt_tail(self, x, text):
+        """A prompt longer than the window as generation reads it: its last tokens (after the start token, if
+        the model has one). Packing kept its first ones, so the next token explained was one in the middle of
+        the prompt, not the one `tfllm generate` continues with."""
+        packed = x["token_ids"][0]
+        prompt = np.asarray(self.tokenizer(text)).astype(packed.dtype).ravel()
+        starts = 0  # a start token the packing put first
+        while starts < len(packed) and int(packed[starts]) in self.special_ids:
+            starts += 1
+        room = len(packed) - starts
+        if len(prompt) <= room or len(packed) < self.preprocessor.sequence_length:
+            return x  # not cut
+        ids = np.concatenate([packed[:starts], prompt[-room:]])[None, :]
+        return {"token_ids": ids, "padding_mask": np.ones_like(ids, dtype=x["padding_mask"].dtype)}
 
     def token_strings(self, ids):
         return [str(self.tokenizer.id_to_token(int(i))) for i in ids]
