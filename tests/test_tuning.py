@@ -307,3 +307,22 @@ def test_the_default_space_leaves_out_what_set_fixes(tmp_path):
     assert trial["status"] == "COMPLETED" and not {"hidden_dim", "learning_rate"} & set(trial["values"])
     overrides = runs.read_config(str(run_dir / trial["run_dir"]))["overrides"]
     assert overrides["hidden_dim"] == 8 and overrides["learning_rate"] == 0.002
+
+
+@pytest.mark.slow
+def test_hyperband_keeps_a_generator_within_its_steps(tmp_path):
+    """Hyperband's budgets count eval_intervals: `--set steps=10` with the tiny preset's interval of 20
+    trained every trial 20 steps (and steps=30 never more than 20)."""
+    from tfllm import runs
+    from tfllm.models.presets import resolve_preset
+
+    assert resolve_preset("generate", "tiny")["eval_interval"] > 10
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"dropout": [0.0, 0.1]}))
+    run_dir = tmp_path / "search"
+    assert main(["tune", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--max-rows", "200",
+                 "--algorithm", "hyperband", "--set", "steps=10", "--space", str(space), "--max-trials", "1",
+                 "--run-dir", str(run_dir)]) == 0
+    trial = json.loads((run_dir / "tuning.json").read_text())["trials"][0]
+    assert trial["status"] == "COMPLETED"
+    assert runs.read_config(str(run_dir / trial["run_dir"]))["overrides"]["steps"] == 10

@@ -325,8 +325,10 @@ class _Search:
         overrides = {**self.config.overrides, **values}
         if budget is not None:
             if self.config.task == "generate":
-                interval = self.config.overrides.get("eval_interval") or _base_preset(self.config)["eval_interval"]
-                overrides["steps"] = int(budget) * interval
+                # Budgets count eval_intervals; the last may be cut short, so as to stay within the run's steps
+                # (--set steps=10 with an interval of 20 trained 20 steps).
+                base = _base_preset(self.config)
+                overrides["steps"] = min(int(budget) * base["eval_interval"], base["steps"])
             else:
                 overrides["epochs"] = int(budget)
         run_dir = trial_dir(self.directory, trial.trial_id)
@@ -494,7 +496,7 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
     continuing = _check_directory(directory, search.settings())
     # The oracle before anything is written: one that cannot be built leaves no folder to refuse a rerun.
-    max_epochs = (preset["steps"] // preset["eval_interval"]) if config.task == "generate" else preset["epochs"]
+    max_epochs = math.ceil(preset["steps"] / preset["eval_interval"]) if config.task == "generate" else preset["epochs"]
     oracle = _oracle(algorithm, objective, max_trials, config.seed, hyperparameters(space), max_epochs)
     os.makedirs(directory, exist_ok=True)
     if not os.path.isdir(os.path.join(directory, LOGS)):
