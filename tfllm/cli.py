@@ -109,7 +109,10 @@ def _train(config):
         from tfllm.training.classifier import train_classifier
 
         metrics = train_classifier(config)
-        print(f"\nTest metrics ({metrics['test']['num_examples']} examples):")
+        # Which class precision, recall and F1 are of: --labels (or the labels' order) picks the positive one.
+        positive = metrics["test"].get("positive_label")
+        of = f"positive label {positive!r}" if positive is not None else "macro average over the classes"
+        print(f"\nTest metrics ({metrics['test']['num_examples']} examples; precision, recall, f1: {of}):")
         for key in ("accuracy", "precision", "recall", "f1", "roc_auc"):
             if metrics["test"].get(key) is not None:
                 print(f"  {key:10s} {metrics['test'][key]:.4f}")
