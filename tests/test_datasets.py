@@ -109,6 +109,12 @@ def test_a_tsv_text_that_starts_with_a_quote_is_refused_not_merged_with_the_rows
     (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
     data = load_classification_data(str(tmp_path / "d.tsv"), val_fraction=0, test_fraction=0)
     assert len(data.train) == 30 and {'"Great movie, said no one', 'a "quoted" word'} <= set(data.train.texts)
+    # A text quoted whole that holds a line break is refused too; the fix was "quote such fields whole".
+    rows[5] = '"two\nlines"\ta'
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    with pytest.raises(UserInputError, match="data row 6 has a field with a tab or line break in it, which a TSV text "
+                                             "cannot hold: replace them with spaces"):
+        load_classification_data(str(tmp_path / "d.tsv"))
 
 
 def test_json_labels_1_and_1_0_are_one_class_and_nan_is_no_label(tmp_path):

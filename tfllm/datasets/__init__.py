@@ -172,10 +172,13 @@ def iter_rows(path):
                     # TSV files are read with CSV quoting (as pandas does; the bundled cedict.tsv.gz quotes). A
                     # text that starts with a quote but is not quoted swallows the tabs and lines after it, and
                     # with them rows.
+                    # Refused quoted whole too (it cannot be told from a stray quote), so the fix says so.
                     raise UserInputError(
-                        f"{path!r} data row {number} has a field with a tab or line break in it: a field that "
-                        'starts with a quote (") is read as quoted up to the next quote. Quote such fields whole '
-                        'and double the quotes inside ("""Great"" movie"), or remove the quote.')
+                        f"{path!r} data row {number} has a field with a tab or line break in it, which a TSV text "
+                        "cannot hold: replace them with spaces (or save the file as .csv, whose quoted fields may "
+                        'hold them). A field that starts with a quote (") is read as quoted up to the next quote: '
+                        'quote a text that starts with one whole, doubling the quotes inside ("""Great"" movie"), '
+                        "or remove the quote.")
                 # A text with an unquoted comma (tab) splits into fields that would become other columns; a
                 # line break in an unquoted text leaves rows short. Empty (or blank) fields past the header's
                 # are padding (spreadsheets write "a,b,,"), not data, and are dropped.
