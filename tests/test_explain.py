@@ -264,6 +264,9 @@ def test_terminal_and_html_outputs(tiny_classifier_run, tmp_path, capsys):
     (["--method", "lime"], "Unknown --method 'lime'"),
     (["--target", "meh"], "Unknown --target 'meh'"),
     (["--steps", "0"], "--steps"),
+    # Options the method would ignore: accepted, and the output read as if they counted.
+    (["--method", "occlusion", "--steps", "10"], "--method occlusion takes none"),
+    (["--method", "attention", "--target", "fresh"], "takes no --target"),
 ])
 def test_bad_options_are_one_line(tiny_classifier_run, capsys, args, message):
     assert main(["explain", tiny_classifier_run, TEXT, *args]) == 2

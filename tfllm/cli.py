@@ -493,7 +493,7 @@ def cmd_explain(args):
 
     if args.method not in METHODS:
         raise UserInputError(f"Unknown --method {args.method!r}; choose one of {', '.join(METHODS)}.")
-    if not 1 <= args.steps <= MAX_STEPS:
+    if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UserInputError(f"--steps must be from 1 to {MAX_STEPS}, got {args.steps}.")
     empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
     if empty:
@@ -546,7 +546,7 @@ def add_explain_parsers(sub):
                    help="integrated_gradients (default), attention (maps and rollout) or occlusion")
     p.add_argument("--target", default=None, metavar="LABEL",
                    help="the label to explain (a generator: the next token); default the predicted one")
-    p.add_argument("--steps", type=int, default=50, help="integrated gradients' steps")
+    p.add_argument("--steps", type=int, default=None, help="integrated gradients' steps (default 50)")
     p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps")
     p.add_argument("--json", action="store_true",
                    help='print {"label", "probabilities", "method", "tokens": [{"token", "score"}]} per text')

@@ -437,18 +437,27 @@ class Explainer:
                     {s: float(probabilities[i]) for s, i in zip(self.token_strings(top), top)})
         return self.label_names[int(np.argmax(probabilities))], dict(zip(self.label_names, map(float, probabilities)))
 
-    def explain(self, text, method="integrated_gradients", target=None, steps=DEFAULT_STEPS, with_attention=False):
+    def explain(self, text, method="integrated_gradients", target=None, steps=None, with_attention=False):
         """Explains one text; returns an `Explanation`.
 
         Args:
             text: the text (a generator: the prompt whose next token is explained).
             method: "integrated_gradients", "attention" or "occlusion".
             target: the label to explain (a generator: the next token); default the predicted one.
-            steps: integrated gradients' number of intervals (the batch holds steps + 1 points).
+            steps: integrated gradients' number of intervals (the batch holds steps + 1 points; default
+                `DEFAULT_STEPS`); the other methods take none.
             with_attention: also attach the attention maps (for an HTML page), whatever the method.
         """
         if method not in METHODS:
             raise UserInputError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+        # Options a method would ignore are refused: they were accepted, and the output looked as if they counted.
+        if steps is not None and method != "integrated_gradients":
+            raise UserInputError(f"--steps is integrated gradients' number of intervals; --method {method} takes "
+                                 "none. Drop --steps.")
+        if target is not None and method == "attention":
+            raise UserInputError("--method attention shows where the model looks, the same for every label: it "
+                                 "takes no --target. Use --method integrated_gradients or occlusion to explain one.")
+        steps = DEFAULT_STEPS if steps is None else steps
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
             raise UserInputError(f"--steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
         if method == "attention" and self._attention is None:
@@ -565,7 +574,7 @@ def load_explainer(run_dir):
     return Explainer(model, runs.read_labels(run_dir) if task == "classify" else None)
 
 
-def explain(model, text, method="integrated_gradients", target=None, steps=DEFAULT_STEPS, label_names=None,
+def explain(model, text, method="integrated_gradients", target=None, steps=None, label_names=None,
             with_attention=False):
     """Explains one prediction: per-token attributions for the predicted class (or `target`).
 
@@ -575,7 +584,7 @@ def explain(model, text, method="integrated_gradients", target=None, steps=DEFAU
         text: the text to explain (a generator: the prompt; its next token is explained).
         method: "integrated_gradients" (default), "attention" or "occlusion".
         target: the label (a generator: the next token) to explain; default the predicted one.
-        steps: integrated gradients' number of intervals.
+        steps: integrated gradients' number of intervals (default `DEFAULT_STEPS`).
         label_names: class names when `model` is a loaded classifier.
         with_attention: also attach the attention maps whatever the method.
 
