@@ -98,6 +98,8 @@ def test_tflite_export_runs_in_the_interpreter(ensemble_run, tmp_path):
     (["--ensemble", "-2"], "--ensemble must be at least 1"),
     (["--ensemble", "2", "--task", "generate"], "--ensemble is for --task classify"),
     (["--ensemble", "2", "--from-preset", "somewhere"], "Cannot load --from-preset"),
+    # Refused by the first member: the ensemble's folder stayed behind as an interrupted run.
+    (["--ensemble", "2", "--precision", "float64"], "Unknown precision 'float64'"),
 ])
 def test_bad_ensemble_arguments_exit_2(args, message, tmp_path, capsys):
     run_dir = tmp_path / "run"

@@ -54,13 +54,14 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
         return train_self_trained(config, preset, data, classifier.train_classifier, verbose=verbose)
     run_dir = config.run_dir
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
+    marker = os.path.join(run_dir, common.BACKUP, "ensemble.json")
     with common.guarded_run(run_dir, resume, previous):
         if not resume:
             runs.write_records(run_dir, config, {runs.LABELS: data.label_names, runs.RECIPE: preset,
                                                  **unlabeled_record(data.unlabeled)})
             # The resume marker (`tfllm.runs.is_unfinished`) until the ensemble is saved: the members
             # already trained are kept if a later one fails or is interrupted.
-            runs.write_json(os.path.join(run_dir, common.BACKUP, "ensemble.json"), {"members": count})
+            runs.write_json(marker, {"members": count})
         else:
             print(f"Resuming the ensemble in {run_dir}")
         dirs = member_dirs(run_dir, config.seed, count)
@@ -70,7 +71,16 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
                 print(f"Ensemble member {k + 1}/{count}: model seed {config.seed + k} -> {member_dir}")
                 member = dataclasses.replace(config, run_dir=member_dir, ensemble=1, model_seed=config.seed + k,
                                              overwrite=False, unlabeled=None)
-                classifier.train_classifier(member, verbose=verbose, tokenizer=tokenizer, data=data)
+                try:
+                    classifier.train_classifier(member, verbose=verbose, tokenizer=tokenizer, data=data)
+                except UserInputError:
+                    # The first member refused its input before any training (an unknown --precision or
+                    # --strategy, a --set its --from-preset would ignore): nothing to resume, so the marker
+                    # goes and the folder with it. Kept, every rerun "resumed" into the same refusal, and
+                    # the fixed command was refused as one of "other settings".
+                    if not resume and k == 0 and not runs.has_backup(os.path.join(member_dir, common.BACKUP)):
+                        os.remove(marker)
+                    raise
             if tokenizer is None:
                 tokenizer = tokenizers.load_tokenizer(member_dir)
 
