@@ -154,8 +154,15 @@ def test_a_training_split_with_no_val_or_test_rows_is_refused_up_front(tmp_path)
     from tfllm.datasets import split_as_trained
 
     path = write_csv(tmp_path / "d.csv", ROWS[:8])  # 4 rows a class: 10% of 4 rounds to none
-    with pytest.raises(UserInputError, match="gives no val and no test rows .* at least 6 rows"):
+    with pytest.raises(UserInputError, match="gives no val and no test rows .* at least 6 rows, or name the rows' "
+                                             "splits with --split-column.$"):
         split_as_trained(TrainConfig(data=path))
+    # Each fix only where the command can make it (it said "raise --max-rows" without one, "--split-column" with one).
+    with pytest.raises(UserInputError, match=r"at least 6 rows \(raise --max-rows\), or name the rows"):
+        split_as_trained(TrainConfig(data=write_csv(tmp_path / "e.csv", ROWS[:12]), max_rows=8))
+    (tmp_path / "s.csv").write_text("text,label,split\n" + "".join(f"t{i},{'ab'[i % 2]},train\n" for i in range(8)))
+    with pytest.raises(UserInputError, match="6 rows, or name some rows val and some test in column 'split'.$"):
+        split_as_trained(TrainConfig(data=str(tmp_path / "s.csv"), split_column="split"))
     assert len(split_as_trained(TrainConfig(data=write_csv(tmp_path / "e.csv", ROWS[:12]))).test) == 2
 
 

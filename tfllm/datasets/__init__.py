@@ -492,5 +492,9 @@ def split_as_trained(config, label_names=None, needs=None, instead=""):
         raise UserInputError(
             f"{config.data!r} gives no {' and no '.join(empty)} rows ({len(data.train)} / {len(data.val)} / "
             f"{len(data.test)} in train / val / test): the split takes 10% of each class for val and for test. "
-            "Give each class at least 6 rows (raise --max-rows), or name the rows' splits with --split-column.")
+            # Only the flags the command can change: it said "raise --max-rows" without one, and "name the
+            # rows' splits with --split-column" to a command that had.
+            f"Give each class at least 6 rows{' (raise --max-rows)' if config.max_rows else ''}, or "
+            + (f"name some rows {' and some '.join(empty)} in column {config.split_column!r}." if config.split_column
+               else "name the rows' splits with --split-column."))
     return data
