@@ -163,6 +163,11 @@ def test_a_training_split_with_no_val_or_test_rows_is_refused_up_front(tmp_path)
     (tmp_path / "s.csv").write_text("text,label,split\n" + "".join(f"t{i},{'ab'[i % 2]},train\n" for i in range(8)))
     with pytest.raises(UserInputError, match="6 rows, or name some rows val and some test in column 'split'.$"):
         split_as_trained(TrainConfig(data=str(tmp_path / "s.csv"), split_column="split"))
+    # Every "b" row held out: the model trained on one class, then reported its figures.
+    (tmp_path / "s.csv").write_text("text,label,split\n" + "".join(f"t{i},a,train\nu{i},b,{['val', 'test'][i % 2]}\n"
+                                                                    for i in range(8)))
+    with pytest.raises(UserInputError, match="has only one class \\('a'\\) among its train rows \\(column 'split'\\)"):
+        split_as_trained(TrainConfig(data=str(tmp_path / "s.csv"), split_column="split"))
     assert len(split_as_trained(TrainConfig(data=write_csv(tmp_path / "e.csv", ROWS[:12]))).test) == 2
 
 

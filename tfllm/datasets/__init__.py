@@ -497,4 +497,9 @@ def split_as_trained(config, label_names=None, needs=None, instead=""):
             f"Give each class at least 6 rows{' (raise --max-rows)' if config.max_rows else ''}, or "
             + (f"name some rows {' and some '.join(empty)} in column {config.split_column!r}." if config.split_column
                else "name the rows' splits with --split-column."))
+    trained = sorted(set(data.train.labels))
+    if label_names is None and len(trained) < 2:  # a --split-column that holds out every row of the other classes
+        raise UserInputError(
+            f"{config.data!r} has only one class ({data.label_names[trained[0]]!r}) among its train rows (column "
+            f"{config.split_column!r}), so the model would learn nothing else. Give every class some train rows.")
     return data
