@@ -514,6 +514,20 @@ def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path
         assert not run_dir.exists()
 
 
+def test_a_class_missing_from_the_validation_split_is_still_predicted(tmp_path, capsys):
+    """5 rows of "pos" among 100: all of them train, none validates. The wide path's blend, fitted on that
+    split, pushed "pos" to probability ~1e-11 for every text, its own training texts too."""
+    data = tmp_path / "skewed.csv"
+    data.write_text("text,label\n" + "".join(f"a dull boring film {i},neg\n" for i in range(100))
+                    + "".join(f"a great lovely film {i},pos\n" for i in range(5)))
+    run_dir = tmp_path / "run"
+    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "wide path left out: the validation split has no 'pos' rows" in result.stdout
+    result = main_in_process(capsys, "predict", run_dir, "a great lovely film 1")
+    assert json.loads(result.stdout)["probabilities"]["pos"] > 1e-6
+
+
 def test_evaluate_prints_labels_as_written_not_as_escapes(tmp_path, capsys, monkeypatch):
     """The report's labels came out as "\\u597d"; predict prints them as written. The model is a stand-in:
     what is checked is the printing."""

@@ -356,7 +356,13 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             best = os.path.join(run_dir, common.BEST_WEIGHTS)
             if os.path.exists(best):
                 model.load_weights(best)  # the checkpoint of the lowest val loss (removed when the run is saved)
-            if preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier):
+            unseen = [name for i, name in enumerate(data.label_names) if i not in set(data.val.labels)]
+            if preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier) and unseen:
+                # Fitted on a split without a class, the blend's bias for it runs to minus infinity: that
+                # class was never predicted again (probability 1e-11 for its own training texts).
+                print(f"Naive-Bayes wide path left out: the validation split has no {', '.join(map(repr, unseen))} "
+                      "rows to fit its blend on (the encoder's probabilities stand alone)")
+            elif preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier):
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
                 model.fit_wide_path(train_ds, val_ds)  # both cached by fit: no second tokenization
 
