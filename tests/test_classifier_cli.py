@@ -528,6 +528,25 @@ def test_a_class_missing_from_the_validation_split_is_still_predicted(tmp_path, 
     assert json.loads(result.stdout)["probabilities"]["pos"] > 1e-6
 
 
+def test_evaluate_on_another_file_keeps_the_rows_of_the_runs_labels(tmp_path, capsys):
+    """A run trained with --labels keeps only those rows of its data; another file's other rows were refused
+    as 'labels the model was not trained on', to be dropped by hand."""
+    rows = [f"good film {i},pos\nbad film {i},neg\nso-so film {i},mixed\n" for i in range(20)]
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(rows))
+    run_dir = tmp_path / "run"
+    result = main_in_process(capsys, "train", "--data", tmp_path / "train.csv", "--labels", "neg,pos", "--preset",
+                             "tiny", "--epochs", "1", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "new.csv").write_text("text,label\ngreat film,pos\nokay film,mixed\nawful film,neg\nfine,pos\n")
+    result = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "new.csv")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_examples"] == 3 and report["per_class"]["pos"]["support"] == 2
+    (tmp_path / "mixed.csv").write_text("text,label\nokay film,mixed\n")
+    result = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "mixed.csv")
+    assert result.returncode == 2 and "has no rows labelled 'neg', 'pos' in column 'label'" in result.stderr
+
+
 def test_evaluate_prints_labels_as_written_not_as_escapes(tmp_path, capsys, monkeypatch):
     """The report's labels came out as "\\u597d"; predict prints them as written. The model is a stand-in:
     what is checked is the printing."""

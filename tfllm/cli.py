@@ -193,10 +193,11 @@ def cmd_evaluate(args):
         model, label_names, _ = load_run(args.run_dir)
     config = TrainConfig.from_dict(runs.read_config(args.run_dir))
     if args.data and not same_data(args.data, config.data):
-        # Another file, in the run's columns unless told: its --split where it names splits, else all of it.
+        # Another file, in the run's columns unless told, and its rows of the run's --labels (the others
+        # were refused as labels the model was not trained on): its --split where it names splits, else all of it.
         data = load_classification_data(args.data, text_column=args.text_column or config.text_column,
                                         label_column=args.label_column or config.label_column,
-                                        split_column=args.split_column, label_names=label_names,
+                                        split_column=args.split_column, labels=config.labels, label_names=label_names,
                                         val_fraction=0.0, test_fraction=0.0 if args.split_column else 1.0)
         if args.split != "test" and not args.split_column:  # all of the file was scored as if it were that split
             raise UserInputError(f"--split {args.split} needs --split-column, the column of {args.data!r} that says "

@@ -338,12 +338,14 @@ def load_classification_data(
         )
 
     keep = list(range(len(rows)))
+    scoring = label_names is not None  # a trained model's labels: its data is scored, not trained on
     if labels:
         labels = [str(label) for label in labels]
         # A label asked for that no row has (a typo, another case, a label with a comma that --labels split)
         # would drop that class's rows without a word; one asked for twice would be two classes.
         in_data = sorted(set(raw_labels), key=_label_order)
-        unknown = [label for label in dict.fromkeys(labels) if label not in in_data]
+        # A file scored by a model trained on --labels keeps its rows of those labels, some of which it may lack.
+        unknown = [label for label in dict.fromkeys(labels) if label not in in_data and not scoring]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if unknown or repeated:
             problem = (f"{', '.join(map(repr, unknown))}, which no row has in column {label_column!r}" if unknown
@@ -354,7 +356,9 @@ def load_classification_data(
                 f"{in_data[:20]}{' ...' if len(in_data) > 20 else ''}. Name some of those, once each, exactly as "
                 f"written{commas}.")
         keep = [i for i in keep if raw_labels[i] in labels]
-    scoring = label_names is not None  # a trained model's labels: its data is scored, not trained on
+        if not keep:  # a scored file without a row of the model's labels
+            raise UserInputError(f"{path!r} has no rows labelled {', '.join(map(repr, labels))} in column "
+                                 f"{label_column!r}; its labels are {in_data[:20]}.")
     if label_names is None:
         present = sorted({raw_labels[i] for i in keep}, key=_label_order)
         label_names = [label for label in labels if label in present] if labels else present
