@@ -95,6 +95,10 @@ BAD_SPACES = {
     "log from zero": ({"learning_rate": {"min": 0, "max": 1e-2, "sampling": "log"}}, "needs min > 0"),
     "fractional layers": ({"num_layers": [1.5, 2]}, "'num_layers' takes whole numbers"),
     "no range": ({"dropout": {"low": 0.1}}, "'dropout' needs a list of values"),
+    # KerasTuner's ValueError, a traceback
+    "fractional step": ({"num_layers": {"min": 1, "max": 3, "step": 0.5}}, "'num_layers' takes whole numbers"),
+    # searched as a plain list, the sampling ignored
+    "values and sampling": ({"hidden_dim": {"values": [8, 16], "sampling": "log"}}, "takes nothing beside it"),
 }
 
 

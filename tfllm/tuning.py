@@ -109,6 +109,9 @@ def check_space(task, preset, space, source="--space"):
         if not isinstance(spec, (list, dict)):
             spec = [spec]  # one value: the setting is fixed for every trial
         if isinstance(spec, dict) and "values" in spec:
+            if set(spec) != {"values"}:  # a list of values is searched as it is: sampling, min, step were ignored
+                raise UserInputError(f"{where}: a list of values takes nothing beside it, got {spec!r}; give "
+                                     "either \"values\" or {\"min\", \"max\", \"sampling\", \"step\"}.")
             spec = spec["values"]
         if isinstance(spec, list):
             if not spec:
@@ -143,9 +146,12 @@ def check_space(task, preset, space, source="--space"):
         out = {"min": int(low) if integer else float(low), "max": int(high) if integer else float(high),
                "sampling": sampling}
         if spec.get("step") is not None:
-            if not isinstance(spec["step"], (int, float)) or spec["step"] <= 0:
-                raise UserInputError(f"{where}: step must be a positive number, got {spec['step']!r}.")
-            out["step"] = spec["step"]
+            step = spec["step"]
+            if not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0:
+                raise UserInputError(f"{where}: step must be a positive number, got {step!r}.")
+            if integer and not float(step).is_integer():  # KerasTuner's ValueError, a traceback
+                raise UserInputError(f"{where} takes whole numbers, got step {step}.")
+            out["step"] = int(step) if integer else step
         canonical[key] = out
     return canonical
 
