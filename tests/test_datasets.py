@@ -31,6 +31,12 @@ def test_delimited_files_load_and_split_stratified(tmp_path, name, delimiter):
     assert load_classification_data(str(tmp_path / name)).test.texts == data.test.texts
 
 
+def test_a_pathlib_path_is_a_file_like_its_str(tmp_path):
+    # A notebook's pathlib.Path was an AttributeError traceback ('PosixPath' object has no attribute 'endswith').
+    path = write_csv(tmp_path / "d.csv")
+    assert load_classification_data(tmp_path / "d.csv").test.texts == load_classification_data(path).test.texts
+
+
 def test_jsonl_with_int_labels_and_custom_columns(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps({"review": t, "stars": i % 3}) for i, (t, _) in enumerate(ROWS)))

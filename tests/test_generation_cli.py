@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -118,6 +119,18 @@ def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
     vocabulary_size = load_generator(untrained_run).vocabulary_size
     assert generate(untrained_run, ["Be"], max_new_tokens=4, top_k=10**12, seed=3) == \
         generate(untrained_run, ["Be"], max_new_tokens=4, top_k=vocabulary_size, seed=3)
+
+
+def test_a_pathlib_run_directory_loads_as_its_str_does(untrained_run):
+    # `generate(Path(RUN), ...)`, `load_task(Path(RUN))`: a notebook's pathlib.Path was refused as a damaged run
+    # ("cannot be loaded (ValueError: A preset identifier must be a string ...); restore its files from a copy").
+    from tfllm.generation import load_generator
+    from tfllm.runs import load_task
+
+    path = pathlib.Path(untrained_run)
+    assert type(load_task(path)) is type(load_task(str(untrained_run)))
+    assert load_generator(path).generate(["Be"], max_new_tokens=3, seed=1) == \
+        load_generator(str(untrained_run)).generate(["Be"], max_new_tokens=3, seed=1)
 
 
 def test_a_long_prompt_is_not_echoed_whole_in_the_error(untrained_run, capsys):

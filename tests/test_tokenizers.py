@@ -20,6 +20,8 @@ def test_each_kind_tokenizes_inside_tf_data_and_round_trips(kind, tmp_path):
     np.testing.assert_array_equal(in_graph.numpy(), eager)
     save_tokenizer(tokenizer, tmp_path / "tok")
     np.testing.assert_array_equal(np.asarray(load_tokenizer(str(tmp_path / "tok"))(["great fun", "很好看"])), eager)
+    # A pathlib.Path too (was KerasHub's "A preset identifier must be a string").
+    np.testing.assert_array_equal(np.asarray(load_tokenizer(tmp_path / "tok")(["great fun", "很好看"])), eager)
 
 
 def test_wordpiece_splits_chinese_per_character():

@@ -224,6 +224,8 @@ def load_task(run_dir, kind=None, dtype=None):
 
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
+    if isinstance(run_dir, os.PathLike):  # KerasHub's from_preset takes only a str
+        run_dir = os.fspath(run_dir)
     with loading(run_dir):  # a weights file cut short, a config that does not parse: one line
         task = task_of(run_dir)
         if kind is None:

@@ -297,6 +297,8 @@ def load_classification_data(
     Returns:
         `ClassificationData` with integer label ids and `label_names`.
     """
+    if isinstance(source, os.PathLike):  # a notebook's pathlib.Path: the file or folder it names
+        source = os.fspath(source)
     if source in BUNDLED:
         filename, options = BUNDLED[source]
         path = bundled_path(filename)
