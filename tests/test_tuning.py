@@ -330,3 +330,19 @@ def test_hyperband_keeps_a_generator_within_its_steps(tmp_path):
     trial = json.loads((run_dir / "tuning.json").read_text())["trials"][0]
     assert trial["status"] == "COMPLETED"
     assert runs.read_config(str(run_dir / trial["run_dir"]))["overrides"]["steps"] == 10
+
+
+def test_a_trial_with_values_no_run_takes_fails_alone(tmp_path, capsys):
+    """--space values outside what a setting takes (dropout 1.5) stopped the whole search at that trial
+    as bad input, and every rerun retried the same values and stopped again. That trial now fails alone."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"dropout": [1.5]}))
+    run_dir = tmp_path / "search"
+    for _ in range(2):  # the rerun says the same, and does not retry the trial
+        result = main_in_process(capsys, "tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200,
+                                 "--space", space, "--max-trials", 1, "--run-dir", run_dir)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        last = result.stderr.splitlines()[-1]
+        assert "No trial completed" in last and "'dropout'" in last and "narrow --space" in last, result.stderr
+        trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
+        assert [t["status"] for t in trials] == ["FAILED"] and "'dropout'" in trials[0]["error"]

@@ -339,6 +339,12 @@ class _Search:
                 overrides["epochs"] = int(budget)
         run_dir = trial_dir(self.directory, trial.trial_id)
         start = time.monotonic()
+        try:  # the preset with --set alone was checked before the search: an error here is the trial's values'
+            _base_preset(dataclasses.replace(self.config, overrides=overrides))
+        except UserInputError as e:
+            # This trial fails, the search goes on. As bad input it stopped the search, and every rerun
+            # retried the same values and stopped again.
+            raise keras_tuner.errors.FailedTrialError(f"Values {values} cannot be trained: {e}") from None
         # A trial whose run finished before an interruption is not trained again.
         if not runs.is_finished(run_dir):
             from tfllm.training.common import TrainingDiverged  # lazy: TensorFlow, as the trainers
@@ -530,7 +536,7 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
         if "consecutive failures" not in str(e):
             raise
         raise UserInputError(f"{oracle.max_consecutive_failed_trials} trials in a row failed (the last: "
-                             f"{_last_error(str(e))}); narrow --space. Details: "
+                             f"{_last_error(str(e)).rstrip('.')}); narrow --space. Details: "
                              f"{os.path.join(directory, PROJECT)}/trial_*/trial.json") from None
     finally:
         keras_tuner_config.DEBUG = debug
@@ -540,7 +546,7 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     if best is None and failed:
         # Every trial failed, fewer than KerasTuner's limit in a row: not a search that found something.
         raise UserInputError(f"No trial completed ({len(failed)} failed; the last: "
-                             f"{_last_error(failed[-1].message)}); narrow --space. "
+                             f"{_last_error(failed[-1].message).rstrip('.')}); narrow --space. "
                              f"Details: {os.path.join(directory, SUMMARY)}")
     return runs.read_json(os.path.join(directory, SUMMARY))
 
