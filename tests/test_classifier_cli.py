@@ -82,6 +82,12 @@ def test_predict_and_evaluate_commands(cli_run, capsys):
     # Naming the training data is the same as leaving --data out: never the rows the run trained on.
     named = main_in_process(capsys, "evaluate", run_dir, "--data", "rotten_tomatoes", "--split", "test")
     assert json.loads(named.stdout) == report
+    # Other columns of the run's own data were ignored without a word; its own are fine.
+    for flag, value in (("--text-column", "review"), ("--label-column", "stars"), ("--split-column", "fold")):
+        refused = main_in_process(capsys, "evaluate", run_dir, flag, value)
+        assert refused.returncode == 2 and f"{flag} {value}: 'rotten_tomatoes' is the run's own data" in refused.stderr
+    own = main_in_process(capsys, "evaluate", run_dir, "--split-column", "split", "--text-column", "text")
+    assert own.returncode == 0 and json.loads(own.stdout) == report
 
 
 def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, tmp_path, capsys):

@@ -206,6 +206,18 @@ def cmd_evaluate(args):
         if not len(split):
             raise UserInputError(f"{args.data!r} has no rows with split {args.split!r} in column {args.split_column!r}.")
     else:  # exactly the training run's split (its rows, seed and labels): never a row it trained on
+        # Other columns were ignored without a word: the run's own data is read as it was trained on.
+        from tfllm.datasets import BUNDLED
+
+        split_column = config.split_column or BUNDLED.get(config.data, (None, {}))[1].get("split_column")
+        for flag, given, own, how in (
+                ("--text-column", args.text_column, config.text_column, f"texts from column {config.text_column!r}"),
+                ("--label-column", args.label_column, config.label_column, f"labels from {config.label_column!r}"),
+                ("--split-column", args.split_column, split_column,
+                 f"split by column {split_column!r}" if split_column else "split by the run's seed")):
+            if given and given != own:
+                raise UserInputError(f"{flag} {given}: {config.data!r} is the run's own data, read as the run read it "
+                                     f"({how}); leave {flag} out, or score another file with --data.")
         split = getattr(run_data(args.run_dir), args.split)
     report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
