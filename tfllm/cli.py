@@ -183,7 +183,7 @@ def cmd_evaluate(args):
         print(json.dumps(evaluate_run(args.run_dir, data=args.data, text_column=args.text_column), indent=2))
         return
     from tfllm.config import TrainConfig
-    from tfllm.datasets import load_classification_data, same_data
+    from tfllm.datasets import BUNDLED, load_classification_data, same_data
     from tfllm.errors import UserInputError
     from tfllm.evaluation import classification_report
     from tfllm.runs import loading
@@ -207,8 +207,6 @@ def cmd_evaluate(args):
             raise UserInputError(f"{args.data!r} has no rows with split {args.split!r} in column {args.split_column!r}.")
     else:  # exactly the training run's split (its rows, seed and labels): never a row it trained on
         # Other columns were ignored without a word: the run's own data is read as it was trained on.
-        from tfllm.datasets import BUNDLED
-
         split_column = config.split_column or BUNDLED.get(config.data, (None, {}))[1].get("split_column")
         for flag, given, own, how in (
                 ("--text-column", args.text_column, config.text_column, f"texts from column {config.text_column!r}"),
