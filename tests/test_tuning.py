@@ -237,9 +237,15 @@ def test_an_interrupted_search_reruns_the_interrupted_trial_with_its_values(tmp_
         return train
 
     run_dir = tmp_path / "search"
+    assert _tune(run_dir, space_file, "--max-trials", 1) == 0  # a first call: its best is in DIR/best
+    best = json.loads((run_dir / "tuning.json").read_text())["best"]
+    assert best["trial"] == "trial_000" and (run_dir / "best").is_dir()
     monkeypatch.setattr(tuning, "_trainer", interrupted_at_the_second_trial)
     assert _tune(run_dir, space_file, "--max-trials", 2) == 130  # the CLI's status for Ctrl-C
-    values = json.loads((run_dir / "tuning.json").read_text())["trials"][1]["values"]
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    values = summary["trials"][1]["values"]
+    # tuning.json still names the run in DIR/best (it said null from the call's start, with best/ there).
+    assert summary["best"] == best and (run_dir / "best").is_dir()
     first = run_dir / "trials" / "trial_000" / "metrics.json"
     mtime = os.path.getmtime(first)
 

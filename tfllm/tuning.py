@@ -309,6 +309,7 @@ class _Search:
     stopped_by_time: bool = False
     trials_run: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
+    best: dict | None = None  # the row of the run in DIR/best, as copied there last
 
     @property
     def directory(self):
@@ -396,7 +397,7 @@ class _Search:
             "search": self.settings(),
             "trials": trials,
             "num_completed": len(completed),
-            "best": best,
+            "best": best or self.best,
             "stopped_by_max_minutes": self.stopped_by_time,
         }
 
@@ -507,6 +508,10 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     search = _Search(config, space, objective, algorithm, verbose=verbose,
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
     continuing = _check_directory(directory, search.settings())
+    if continuing and os.path.isdir(os.path.join(directory, BEST)):
+        # tuning.json keeps naming the run in DIR/best while this call runs: it said null until the call's
+        # end, and still after an interruption, with best/ there all along.
+        search.best = runs.read_json(os.path.join(directory, SUMMARY)).get("best")
     # The oracle before anything is written: one that cannot be built leaves no folder to refuse a rerun.
     max_epochs = math.ceil(preset["steps"] / preset["eval_interval"]) if config.task == "generate" else preset["epochs"]
     oracle = _oracle(algorithm, objective, max_trials, config.seed, hyperparameters(space), max_epochs)
@@ -540,7 +545,7 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
                              f"{os.path.join(directory, PROJECT)}/trial_*/trial.json") from None
     finally:
         keras_tuner_config.DEBUG = debug
-    best = keep_best(search, oracle)
+    best = search.best = keep_best(search, oracle)
     search.write_summary(oracle, best)
     failed = [oracle.trials[i] for i in sorted(oracle.trials, key=int) if oracle.trials[i].message]
     if best is None and failed:
