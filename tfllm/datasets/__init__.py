@@ -314,6 +314,13 @@ def load_classification_data(
     if not rows:
         raise UserInputError(f"{path!r} has a header but no rows. Add labelled rows of text.")
 
+    # One column read twice: every text became a class of its own (--label-column text), or every label a split.
+    if label_column == text_column:
+        raise UserInputError(f"--text-column and --label-column both name {text_column!r}; name two different columns.")
+    if split_column in (text_column, label_column):
+        what = "text" if split_column == text_column else "label"
+        raise UserInputError(f"--split-column {split_column!r} is also the {what} column; name the column that says "
+                             "train, val or test.")
     texts = _column(rows, text_column, "text", path)
     label_values = _column(rows, label_column, "label", path)
     raw_labels = [_label_text(v) for v in label_values]
