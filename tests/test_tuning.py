@@ -320,7 +320,7 @@ def test_the_default_space_leaves_out_what_set_fixes(tmp_path):
 
 
 @pytest.mark.slow
-def test_hyperband_keeps_a_generator_within_its_steps(tmp_path):
+def test_hyperband_keeps_a_generator_within_its_steps(tmp_path, capsys):
     """Hyperband's budgets count eval_intervals: `--set steps=10` with the tiny preset's interval of 20
     trained every trial 20 steps (and steps=30 never more than 20)."""
     from tfllm import runs
@@ -336,6 +336,9 @@ def test_hyperband_keeps_a_generator_within_its_steps(tmp_path):
     trial = json.loads((run_dir / "tuning.json").read_text())["trials"][0]
     assert trial["status"] == "COMPLETED"
     assert runs.read_config(str(run_dir / trial["run_dir"]))["overrides"]["steps"] == 10
+    # The best run is named for what a generator's run is used with (it said "predict it", which predict refuses).
+    out = capsys.readouterr().out
+    assert "Best run (export, evaluate, generate from it)" in out and "predict" not in out
 
 
 def test_a_trial_with_values_no_run_takes_fails_alone(tmp_path, capsys):

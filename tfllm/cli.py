@@ -586,7 +586,8 @@ def cmd_tune(args):
     if best:
         print(f"Best: {best['trial']} {summary['objective']['name']}={best['objective']:.4f} "
               f"{json.dumps(best['values'])}")
-        print(f"Best run (export, evaluate, predict it): {os.path.join(args.run_dir, best['copied_to'])}  "
+        uses = {"classify": "predict, explain", "generate": "generate from", "translate": "translate with"}[args.task]
+        print(f"Best run (export, evaluate, {uses} it): {os.path.join(args.run_dir, best['copied_to'])}  "
               f"(TensorBoard HParams: tensorboard --logdir {args.run_dir})")
 
 
