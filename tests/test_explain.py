@@ -390,3 +390,21 @@ def test_a_prompt_longer_than_the_window_is_explained_from_its_end(generator_run
         assert long.tokens == list(prompt[-window:])
         assert long.label == tail.label and long.probabilities == pytest.approx(tail.probabilities, abs=1e-6)
         assert long.scores == pytest.approx(tail.scores, abs=1e-6)
+
+
+def test_a_target_outside_a_sentencepiece_generators_vocabulary_is_one_line():
+    """SentencePiece gives an unknown piece the unknown token's id: `--target zzqq` explained '<unk>'."""
+    from lm_utils import TEXT, tiny_lm
+
+    from tfllm.models.causal_lm import CausalLMPreprocessor
+    from tfllm.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(TEXT.splitlines() * 5, kind="sentencepiece", vocabulary_size=60)
+    model = tiny_lm(tokenizer.vocabulary_size(), 16)
+    model.preprocessor = CausalLMPreprocessor(tokenizer, sequence_length=16)
+    explainer = Explainer(model)
+    shown = explainer.explain("Before we", method="occlusion")
+    with pytest.raises(UserInputError, match="--target 'zzqq' is not a token of this model's vocabulary"):
+        explainer.explain("Before we", method="occlusion", target="zzqq")
+    for token in list(shown.probabilities)[:3]:  # the tokens it lists are targets as they are spelt
+        assert explainer.explain("Before we", method="occlusion", target=token).target == token

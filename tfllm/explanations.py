@@ -383,11 +383,16 @@ class Explainer:
         if self.generator:
             try:
                 index = int(self.tokenizer.token_to_id(target))
+                # SentencePiece (and others) give an unknown piece the unknown token's id: that was explained
+                # as '<unk>' without a word, so the id must give the target back.
+                if index < 0 or self.token_strings([index])[0] != target:
+                    index = None
             except Exception:  # noqa: BLE001 - each tokenizer signals an unknown token its own way
                 index = None
-            if index is None or index < 0:
+            if index is None:
                 raise UserInputError(f"--target {target!r} is not a token of this model's vocabulary; pass one "
-                                     "token, e.g. a character for a character-level model.")
+                                     "token as the vocabulary spells it (as explain lists the next tokens), e.g. "
+                                     "a character for a character-level model.")
             return index
         if target not in self.label_names:
             raise UserInputError(f"Unknown --target {target!r}; this model's labels are "
