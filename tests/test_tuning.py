@@ -355,3 +355,15 @@ def test_a_trial_with_values_no_run_takes_fails_alone(tmp_path, capsys):
         assert "No trial completed" in last and "'dropout'" in last and "narrow --space" in last, result.stderr
         trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
         assert [t["status"] for t in trials] == ["FAILED"] and "'dropout'" in trials[0]["error"]
+
+
+def test_a_search_folder_passed_as_a_run_points_to_its_best_run(tmp_path, capsys):
+    """`tfllm explain/evaluate/predict SEARCH_DIR` said it was 'not a tfllm run directory' and asked for
+    'the --run-dir of a training run', which is what the user had passed to tune."""
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "tuning.json").write_text("{}")
+    for command in (["explain", search, "a fine film"], ["evaluate", search], ["predict", search, "a fine film"]):
+        result = main_in_process(capsys, *command)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "holds a hyperparameter search" in result.stderr and repr(str(search / "best")) in result.stderr

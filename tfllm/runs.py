@@ -135,6 +135,9 @@ def check_finished(run_dir):
             "and a new --run-dir."
         )
     if not os.path.exists(path(run_dir, RUN_CONFIG)):
+        if os.path.exists(os.path.join(run_dir, "tuning.json")):  # `tfllm tune`'s folder (tfllm.tuning.SUMMARY)
+            raise UserInputError(f"{run_dir!r} holds a hyperparameter search (tfllm tune), not a run; pass its best "
+                                 f"run, {os.path.join(run_dir, 'best')!r}.")
         raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
                              "Pass the --run-dir of a training run.")
     if not is_finished(run_dir):
