@@ -162,12 +162,15 @@ def hyperparameters(space):
 
     hp = keras_tuner.HyperParameters()
     for key, spec in space.items():
-        if "values" in spec:
-            hp.Choice(key, spec["values"])
-        elif isinstance(spec["min"], int):
-            hp.Int(key, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
-        else:
-            hp.Float(key, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
+        try:
+            if "values" in spec:
+                hp.Choice(key, spec["values"])
+            elif isinstance(spec["min"], int):
+                hp.Int(key, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
+            else:
+                hp.Float(key, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
+        except ValueError as e:  # what KerasTuner refuses beyond check_space (a log step <= 1): was a traceback
+            raise UserInputError(f"--space: {key!r}: {str(e).splitlines()[0]}") from None
     return hp
 
 
@@ -492,6 +495,7 @@ def tune(config, algorithm="random", max_trials=10, max_minutes=None, objective=
     if not space:
         raise UserInputError(f"Preset {config.preset!r} has none of the settings a search varies (or --set fixes "
                              "them all); pass --space FILE.")
+    hyperparameters(space)  # what KerasTuner refuses, before anything is written
 
     directory = config.run_dir
     # The search owns its folder for the whole call, as `tfllm train` owns a run directory: two searches
