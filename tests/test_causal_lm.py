@@ -407,6 +407,12 @@ def test_causal_pretraining_reads_documents_and_its_run_generates_and_explains(t
     assert main(["export", str(run_dir), "--name", "zh", "--format", "tflite", "--out", str(tmp_path / "lite")]) == 0
     assert json.loads((tmp_path / "lite" / "metadata.json").read_text())["task"] == "generate"
     assert main(["generate", "--tflite", str(tmp_path / "lite"), "的", "--max-new-tokens", "5"]) == 0
+    # Fine-tuned on text its 50 Chinese characters do not cover, it says so: the run trained on [UNK] in silence,
+    # then `generate` refused every prompt of that text as holding characters "the tokenizer never saw".
+    capsys.readouterr()
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--max-rows", "3000", "--from-preset",
+                 str(run_dir), "--steps", "2", "--no-jit-compile", "--run-dir", str(tmp_path / "ft")]) == 0
+    assert "tokens of the training text are unknown to the tokenizer" in capsys.readouterr().err
 
 
 @pytest.mark.slow

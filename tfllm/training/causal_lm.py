@@ -13,6 +13,7 @@ and a text sample is written to TensorBoard.
 
 import math
 import os
+import sys
 import time
 
 import keras
@@ -317,6 +318,14 @@ def train_causal_lm(config, verbose="auto"):
         seq = model.preprocessor.sequence_length  # the recipe's, capped at a preset's positions
         train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
         val_ids = data_lib.tokenize_corpus(tokenizer, val_text)
+        unk_id = getattr(tokenizer, "unk_token_id", None)
+        if config.from_preset and unk_id is not None and len(train_ids) and (train_ids == unk_id).mean() > 0.01:
+            # A preset's tokenizer is kept as it is: text it does not cover trains as [UNK], and generate
+            # then refuses prompts of that text.
+            print(f"tfllm: warning: {(train_ids == unk_id).mean():.0%} of the tokens of the training text are unknown "
+                  f"to the tokenizer of {config.from_preset} (text it never saw); the model learns [UNK] for them "
+                  "and generate refuses prompts that hold them. Fine-tune a run trained on text like yours.",
+                  file=sys.stderr)
         for ids, what in ((train_ids, "training"), (val_ids, "validation")):
             try:
                 data_lib.check_length(ids, seq, what)
