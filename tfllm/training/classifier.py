@@ -258,10 +258,12 @@ def check_unread_options(config):
                                  "--label-column: leave it out.")
     if isinstance(config.data, str) and os.path.isdir(config.data):
         for flag, value, default in (("--text-column", config.text_column, "text"),
-                                     ("--label-column", config.label_column, "label")):
+                                     ("--label-column", config.label_column, "label"),
+                                     ("--split-column", config.split_column, None)):  # it offered text and label
             if value != default:
                 raise UserInputError(f"{flag} {value} does not apply to the folder {config.data!r}: its texts are "
-                                     "its .txt files and their labels the sub-folders' names; leave it out.")
+                                     "its .txt files and their labels the sub-folders' names (split by --seed); "
+                                     "leave it out.")
 
 
 def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
