@@ -94,6 +94,8 @@ def test_bundled_rotten_tomatoes_binary_and_three_class():
         (b"text,label\ncaf\xe9,a\nbye,b\n", {}, "not UTF-8"),
         (b"text,label\n,a\nbye,b\n", {}, "empty text"),
         (b"text,label\nhi,a\nbye,c\n", {"label_names": ["a", "b"]}, "not trained on"),
+        # Old Mac line endings: Python's "open the file in universal-newline mode?" was the fix offered.
+        (b"text,label\rhi,a\rbye,b\r", {}, r"carriage return \(\\r\) outside quotes .*`tr '\\r' '\\n' < bad.csv"),
     ],
 )
 def test_bad_input_is_one_clear_error(tmp_path, content, kwargs, match):

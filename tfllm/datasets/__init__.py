@@ -189,6 +189,11 @@ def iter_rows(path):
                                          f"field{'s' * (len(fields) != 1)}, the header has {len(header)}: {fix}.")
                 yield dict(zip(header, fields))
         except csv.Error as e:
+            if "new-line character seen in unquoted field" in str(e):  # Python's own fix: open it in another mode
+                raise UserInputError(
+                    f"{path!r} has a carriage return (\\r) outside quotes that ends no \\r\\n line, as in old Mac "
+                    f"exports, whose lines end with \\r alone. Re-save it with \\n line endings (e.g. `tr '\\r' '\\n' "
+                    f"< {os.path.basename(path)} > fixed.{kind.lower()}`), or quote the field that holds it.") from None
             raise UserInputError(f"{path!r} is not valid {kind} ({e}). Check its "
                                  f"quoting; fields may be up to {MAX_FIELD_BYTES // 2**20} MiB.") from None
         return
