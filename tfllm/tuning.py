@@ -292,9 +292,13 @@ def _tuner_class():
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             self.search_settings.write_summary(self.oracle)
-            if trial.message:  # its traceback is in tuner/trial_*/trial.json
+            if trial.message:
+                # Its traceback is kept in KerasTuner's trial.json: named where the error was not foreseen.
+                where = "" if trial.status == "FAILED" else (
+                    f" (traceback: {os.path.join(self.search_settings.directory, PROJECT, f'trial_{trial.trial_id}')}"
+                    "/trial.json)")
                 print(f"{os.path.basename(trial_dir(self.search_settings.directory, trial.trial_id))} failed: "
-                      f"{_last_error(trial.message)}", file=sys.stderr)
+                      f"{_last_error(trial.message)}{where}", file=sys.stderr)
 
     return RunTuner
 
