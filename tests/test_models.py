@@ -432,3 +432,14 @@ def test_masked_lm_pretraining_with_the_character_tokenizer_and_fine_tuning_from
     capsys.readouterr()
     assert main(["predict", str(tuned), "a fine film"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("rotten", "fresh")
+
+
+@pytest.mark.slow  # the session's tiny trained classifier (~10 s when no other test built it first)
+def test_predict_probabilities_refuses_one_string(tiny_classifier_run):
+    from tfllm.models.text_classifier import predict_probabilities
+    from tfllm.runs import load_task
+
+    model = load_task(tiny_classifier_run)
+    with pytest.raises(UserInputError, match="wrap it in a list"):
+        predict_probabilities(model, "a fine film")  # was one row of probabilities per token position, silently
+    assert predict_probabilities(model, ["a fine film"]).shape == (1, 2)

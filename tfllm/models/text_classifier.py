@@ -4,6 +4,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from tfllm.errors import UserInputError
 from tfllm.models.encoder_backbone import EncoderBackbone
 from tfllm.models.preprocessors import TextClassifierPreprocessor
 
@@ -109,6 +110,9 @@ def class_probabilities(model, inputs):
 def predict_probabilities(model, texts, batch_size=256):
     """`[n, num_classes]` probabilities for a list of strings (the task's preprocessor tokenizes)."""
     from tfllm.data import text_batches
+
+    if isinstance(texts, str):  # sliced, one string gave a row per token position, silently
+        raise UserInputError("predict_probabilities takes a list of texts, got a single string; wrap it in a list.")
 
     probabilities = [keras.ops.convert_to_numpy(class_probabilities(model, inputs))
                      for inputs in text_batches(texts, model.preprocessor, batch_size)]
