@@ -556,6 +556,34 @@ def test_evaluate_on_another_file_keeps_the_rows_of_the_runs_labels(tmp_path, ca
     assert result.returncode == 2 and "has no rows labelled 'neg', 'pos' in column 'label'" in result.stderr
 
 
+def test_int8_calibration_sees_every_class_of_a_folder_read_label_by_label(tmp_path, capsys, monkeypatch):
+    """A folder is read label by label, so the training split's first 300 texts (the calibration set) were
+    all of the first label: the activation ranges were calibrated on one class."""
+    import tfllm.export.tflite_classifier as tflite_classifier
+
+    for label, word in (("neg", "dull"), ("pos", "lovely")):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(400):
+            (tmp_path / "data" / label / f"{i}.txt").write_text(f"a {word} film {i}")
+    run_dir = tmp_path / "run"
+    assert main_in_process(capsys, "train", "--data", tmp_path / "data", "--preset", "tiny", "--epochs", "1",
+                           "--run-dir", run_dir).returncode == 0
+    calibrated, convert = [], tflite_classifier.convert_saved_model
+
+    def recording(saved_model_dir, signatures, quantize, representative_dataset=None, custom_ops=False):
+        if custom_ops:  # the string model's calibration texts
+            calibrated.extend(sample[0][0].decode() for sample in representative_dataset())
+        return convert(saved_model_dir, signatures, quantize, representative_dataset=representative_dataset,
+                       custom_ops=custom_ops)
+
+    monkeypatch.setattr(tflite_classifier, "convert_saved_model", recording)
+    result = main_in_process(capsys, "export", run_dir, "--format", "tflite", "--quantize", "int8", "--name", "r",
+                             "--base-dir", tmp_path / "sm")
+    assert result.returncode == 0, result.stderr
+    assert len(calibrated) == tflite_classifier.CALIBRATION_EXAMPLES
+    assert {"dull", "lovely"} <= {text.split()[1] for text in calibrated}
+
+
 def test_evaluate_prints_labels_as_written_not_as_escapes(tmp_path, capsys, monkeypatch):
     """The report's labels came out as "\\u597d"; predict prints them as written. The model is a stand-in:
     what is checked is the printing."""

@@ -32,6 +32,7 @@ the end, so a failed export leaves nothing behind.
 """
 
 import os
+import random
 import tempfile
 
 import numpy as np
@@ -172,11 +173,14 @@ def export_classifier_files(run_dir, config, directory, quantize):
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-    splits = split_as_trained(TrainConfig.from_dict(config), label_names,
-                              needs="A TFLite export (its parity report on the test split)")
+    config = TrainConfig.from_dict(config)
+    splits = split_as_trained(config, label_names, needs="A TFLite export (its parity report on the test split)")
     representative = None
     if quantize == "int8":
-        texts = splits.train.texts[:CALIBRATION_EXAMPLES]
+        # A seeded sample, not the split's first rows: those are all one class's where the file (or a folder,
+        # read label by label) lists its rows by label, and calibrated the activation ranges on that class alone.
+        texts = random.Random(config.seed).sample(splits.train.texts,
+                                                  min(CALIBRATION_EXAMPLES, len(splits.train.texts)))
         if len(texts) < MIN_CALIBRATION_EXAMPLES:
             raise UserInputError(
                 f"--quantize int8 needs at least {MIN_CALIBRATION_EXAMPLES} training examples to calibrate on; "
