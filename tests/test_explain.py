@@ -1,6 +1,7 @@
 """tfllm.explain and `tfllm explain`: integrated gradients, attention maps, occlusion, their outputs and refusals."""
 
 import csv
+import html
 import json
 import random
 
@@ -217,9 +218,16 @@ def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, caps
     # In the terminal the next tokens are quoted: a newline among them printed raw broke the line.
     from tfllm.explanations import Explanation, render_terminal
 
-    shown = render_terminal(Explanation("Be", "occlusion", "generator", "\n", "\n", {"\n": 0.6, " ": 0.4},
-                                        ["B", "e"], [0.1, -0.2]), color=False)
+    explained = Explanation("Be", "occlusion", "generator", "\n", " ", {"\n": 0.6, " ": 0.4}, ["B", "e"], [0.1, -0.2])
+    shown = render_terminal(explained, color=False)
     assert shown.splitlines()[0].endswith("('\\n' 0.600, ' ' 0.400)")
+    # And on the HTML page, where they showed as nothing.
+    from tfllm.explanations import render_html
+
+    page = render_html([explained])
+    quoted = {token: html.escape(repr(token)) for token in ("\n", " ")}
+    assert f"<b>Next token:</b> {quoted[chr(10)]}" in page and f"<b>explaining:</b> {quoted[' ']}" in page
+    assert f"<td>{quoted[' ']}</td>" in page
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -699,7 +699,9 @@ def render_html(explanations):
     """A self-contained page (inline CSS and SVG, no scripts or external files) for some explanations."""
     body = []
     for e in explanations:
-        probs = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td>"
+        # A generator's next tokens quoted, as in the terminal: a space or a newline showed as nothing.
+        shown = repr if e.kind == "generator" else str
+        probs = "".join(f"<tr><td>{html.escape(shown(k))}</td><td>{v:.4f}</td>"
                         f'<td><div class="bar" style="width:{200 * v:.0f}px"></div></td></tr>'
                         for k, v in e.probabilities.items())
         spans = []
@@ -708,8 +710,8 @@ def render_html(explanations):
                          f'title="{html.escape(token)}: {raw:+.5f}" data-score="{raw:.6g}">{html.escape(piece)}</span>')
         head = "Next token" if e.kind == "generator" else "Label"
         section = [f"<section><h2>{html.escape(e.text[:120])}</h2>",
-                   f"<p><b>{head}:</b> {html.escape(e.label)} &nbsp; <b>method:</b> {html.escape(e.method)} "
-                   f"&nbsp; <b>explaining:</b> {html.escape(e.target)}</p>",
+                   f"<p><b>{head}:</b> {html.escape(shown(e.label))} &nbsp; <b>method:</b> {html.escape(e.method)} "
+                   f"&nbsp; <b>explaining:</b> {html.escape(shown(e.target))}</p>",
                    f'<table class="probs">{probs}</table>',
                    f'<p class="text">{"".join(spans)}</p>']
         if e.completeness:
