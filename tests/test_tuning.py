@@ -98,6 +98,7 @@ BAD_SPACES = {
     # KerasTuner's ValueError, a traceback
     "fractional step": ({"num_layers": {"min": 1, "max": 3, "step": 0.5}}, "'num_layers' takes whole numbers"),
     # searched as a plain list, the sampling ignored
+    "values not a list": ({"hidden_dim": {"values": 8}}, "'hidden_dim': \"values\" takes a list"),  # a TypeError
     "values and sampling": ({"hidden_dim": {"values": [8, 16], "sampling": "log"}}, "takes nothing beside it"),
     # KerasTuner's own checks (a log step is a factor, above 1): a ValueError traceback
     "log step of 1": ({"learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log", "step": 1}},

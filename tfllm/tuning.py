@@ -113,6 +113,8 @@ def check_space(task, preset, space, source="--space"):
                 raise UserInputError(f"{where}: a list of values takes nothing beside it, got {spec!r}; give "
                                      "either \"values\" or {\"min\", \"max\", \"sampling\", \"step\"}.")
             spec = spec["values"]
+            if not isinstance(spec, list):  # a TypeError traceback ('int' object is not iterable)
+                raise UserInputError(f"{where}: \"values\" takes a list, got {spec!r}; e.g. {{\"values\": [{spec!r}]}}.")
         if isinstance(spec, list):
             if not spec:
                 raise UserInputError(f"{where} has an empty range ([]); list at least one value.")
