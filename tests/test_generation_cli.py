@@ -125,10 +125,15 @@ def test_a_pathlib_run_directory_loads_as_its_str_does(untrained_run):
     # `generate(Path(RUN), ...)`, `load_task(Path(RUN))`: a notebook's pathlib.Path was refused as a damaged run
     # ("cannot be loaded (ValueError: A preset identifier must be a string ...); restore its files from a copy").
     from tfllm.generation import load_generator
-    from tfllm.runs import load_task
+    from tfllm.runs import load_task, require_task
 
     path = pathlib.Path(untrained_run)
     assert type(load_task(path)) is type(load_task(str(untrained_run)))
+    # Messages name the path as the user wrote it, not as "PosixPath('...')".
+    with pytest.raises(UserInputError, match=r"^'[^']*missing' is not a tfllm run directory"):
+        load_generator(path.parent / "missing")
+    with pytest.raises(UserInputError, match=r"^'[^']*' holds a text generator, not a text classifier"):
+        require_task(path, "classify")
     assert load_generator(path).generate(["Be"], max_new_tokens=3, seed=1) == \
         load_generator(str(untrained_run)).generate(["Be"], max_new_tokens=3, seed=1)
 

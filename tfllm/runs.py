@@ -128,6 +128,7 @@ def check_finished(run_dir):
     if not isinstance(run_dir, (str, os.PathLike)):
         raise UserInputError(f"A run directory is a path (str or pathlib.Path), got {type(run_dir).__name__}: "
                              f"{run_dir!r}. Pass the --run-dir of a training run.")
+    run_dir = os.fspath(run_dir)  # messages name a pathlib.Path as the user wrote it, not PosixPath('...')
     if is_old_format(run_dir):
         raise UserInputError(
             f"{run_dir!r} was written by tfllm 0.1 (model.keras, preset.json); runs are KerasHub presets now. "
@@ -160,6 +161,7 @@ def require_task(run_dir, *tasks, hint=""):
     """The run's task if it is one of `tasks` ("generate" for a causal pretraining run, which is a text
     generator), else a one-line UserInputError."""
     task = task_of(run_dir)
+    run_dir = os.fspath(run_dir)  # a str in the message below (task_of has checked it is a path)
     if task == "pretrain" and "generate" in tasks and read_config(run_dir).get("objective") == "causal":
         return "generate"
     if task not in tasks:
