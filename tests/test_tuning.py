@@ -371,3 +371,21 @@ def test_a_search_folder_passed_as_a_run_points_to_its_best_run(tmp_path, capsys
         result = main_in_process(capsys, *command)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert "holds a hyperparameter search" in result.stderr and repr(str(search / "best")) in result.stderr
+
+
+def test_a_search_on_an_edited_data_file_is_not_continued(tmp_path, capsys):
+    """The data file edited between two calls: the rerun continued the search, its new trials trained on
+    the new file and ranked against the old trials'. It is refused in one line, as a training's resume is."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "".join(f"a fine film {i},good\ndull {i},bad\n" for i in range(20)))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"dropout": [1.5]}))  # its trial fails before any training: a fast search
+    args = ["tune", "--data", data, "--preset", "tiny", "--space", space, "--max-trials", 1, "--run-dir",
+            tmp_path / "search"]
+    assert "No trial completed" in main_in_process(capsys, *args).stderr
+    assert "No trial completed" in main_in_process(capsys, *args).stderr  # the same file: continued
+    with open(data, "a") as f:
+        f.write("an edited row,good\n")
+    result = main_in_process(capsys, *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"--data {str(data)!r} changed since the search" in result.stderr

@@ -27,6 +27,7 @@ import sys
 import time
 
 from tfllm import runs
+from tfllm.datasets import data_fingerprint
 from tfllm.errors import UserInputError
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
@@ -319,6 +320,7 @@ class _Search:
     trials_run: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
     best: dict | None = None  # the row of the run in DIR/best, as copied there last
+    data_sha256: str | None = None  # the data file's when this call started (None: a bundled name)
 
     @property
     def directory(self):
@@ -330,7 +332,8 @@ class _Search:
         return {"task": c.task, "data": c.data, "preset": c.preset, "text_column": c.text_column,
                 "label_column": c.label_column, "split_column": c.split_column, "source_column": c.source_column,
                 "target_column": c.target_column, "labels": c.labels, "max_rows": c.max_rows, "seed": c.seed,
-                "overrides": c.overrides, "algorithm": self.algorithm, "objective": self.objective, "space": self.space}
+                "overrides": c.overrides, "algorithm": self.algorithm, "objective": self.objective, "space": self.space,
+                "data_sha256": self.data_sha256}
 
     def run(self, trial):
         import keras_tuner
@@ -440,7 +443,13 @@ def _check_directory(directory, settings):
     summary = os.path.join(directory, SUMMARY)
     if os.path.exists(summary):
         before = runs.read_json(summary).get("search", {})
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        # An edited data file splits and trains differently: the new trials would be ranked against the old
+        # ones on other data (a search from before the fingerprint was kept has none to compare).
+        if "data_sha256" in before and before["data_sha256"] != settings["data_sha256"]:
+            raise UserInputError(f"--data {settings['data']!r} changed since the search in {directory!r} started: "
+                                 "its trials were trained on the file as it was. Restore the file to continue the "
+                                 "search, or start a new one in another --run-dir.")
+        changed = sorted(k for k in set(before) | set(settings) if k != "data_sha256" and before.get(k) != settings.get(k))
         if changed:
             raise UserInputError(f"--run-dir {directory!r} holds a search with other settings ({', '.join(changed)} "
                                  "differ); rerun it with the same ones to continue it, or choose another --run-dir.")
@@ -516,7 +525,8 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     """`tune` in a search directory this process owns."""
     directory = config.run_dir
     search = _Search(config, space, objective, algorithm, verbose=verbose,
-                     deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
+                     deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes,
+                     data_sha256=data_fingerprint(config.data))
     continuing = _check_directory(directory, search.settings())
     if continuing and os.path.isdir(os.path.join(directory, BEST)):
         # tuning.json keeps naming the run in DIR/best while this call runs: it said null until the call's
