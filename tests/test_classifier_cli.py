@@ -151,9 +151,17 @@ def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again
     result = main_in_process(capsys, "evaluate", run_dir)
     assert result.returncode == 2 and f"reads the run's training data, '{data}', which no longer exists" in result.stderr
     assert "score another labelled file with --data FILE" in result.stderr and result.stderr.count("\n") == 1
+    # The TFLite export needs only the run (as a translation's): its parity is then on texts of the vocabulary.
     result = main_in_process(capsys, "export", run_dir, "--format", "tflite", "--name", "r", "--base-dir", tmp_path / "sm")
-    assert result.returncode == 2 and "TFLite export" in result.stderr and "no longer exists" in result.stderr
-    assert not (tmp_path / "sm").exists() or not any((tmp_path / "sm").rglob("*.tflite"))
+    assert result.returncode == 0, result.stderr
+    parity = json.loads((tmp_path / "sm" / "r" / "1" / "parity.json").read_text())
+    assert "vocabulary" in parity["texts"] and parity["num_examples"] > 0 and "keras_accuracy" not in parity
+    assert parity["model.tflite"]["same_label_as_keras"] == 1.0
+    # Except int8, which calibrates on the training texts.
+    result = main_in_process(capsys, "export", run_dir, "--format", "tflite", "--quantize", "int8", "--name", "r",
+                             "--base-dir", tmp_path / "sm")
+    assert result.returncode == 2 and "--quantize int8 (it calibrates on training texts) reads the run's" in result.stderr
+    assert "or use --quantize dynamic or float16" in result.stderr and sorted(os.listdir(tmp_path / "sm" / "r")) == ["1"]
 
 
 def test_max_rows_and_seed_out_of_range_are_refused_by_the_parser(capsys):

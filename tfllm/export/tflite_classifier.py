@@ -18,7 +18,8 @@ The export folder holds:
   `tokenizer/assets/tokenizer/vocabulary.txt`, one token per line, id = line
   number), `labels.json`, `metadata.json` (inputs, outputs, special ids) and
   `parity.json` (file sizes, and agreement with the Keras model on the test
-  split).
+  split; where the run's data cannot be read, on texts of its vocabulary,
+  without accuracies: only int8, which calibrates on training texts, needs it).
 
 Known tokenization difference of `model_text.tflite`: TF Text's TFLite
 normalizer can lowercase only together with stripping accents, while the
@@ -39,14 +40,16 @@ import numpy as np
 
 from tfllm import runs
 from tfllm.config import TrainConfig
-from tfllm.datasets import split_as_trained
+from tfllm.datasets import BUNDLED, split_as_trained
 from tfllm.errors import UserInputError
-from tfllm.export.tflite_runtime import SIGNATURE, convert_saved_model, load_interpreter, run_signature
+from tfllm.export.tflite_runtime import (SIGNATURE, convert_saved_model, load_interpreter, run_signature,
+                                         vocabulary_sources)
 
 # Full-integer quantization calibrates activation ranges on examples; with
 # fewer than this the ranges are guesses and accuracy falls apart.
 MIN_CALIBRATION_EXAMPLES = 100
 CALIBRATION_EXAMPLES = 300
+PARITY_TEXTS = 64  # texts of the vocabulary that parity.json compares on when the run's data cannot be read
 IDS_FILE = "model.tflite"
 TEXT_FILE = "model_text.tflite"
 
@@ -136,16 +139,26 @@ def _accuracy(labels, probabilities):
     return float((np.asarray(labels) == probabilities.argmax(-1)).mean())
 
 
-def classifier_parity(directory, keras_probabilities, token_ids, texts, labels):
-    """Sizes and agreement of the `.tflite` files in `directory` with the Keras model's probabilities."""
-    keras_accuracy = _accuracy(labels, keras_probabilities)
-    report = {"num_examples": len(labels), "keras_accuracy": keras_accuracy}
+def _agreement(labels, keras_probabilities, probabilities):
+    """Accuracy against `labels` and its change from the Keras model's; without labels, how often the
+    predicted class is the Keras model's."""
+    if labels is None:
+        return {"same_label_as_keras": _accuracy(keras_probabilities.argmax(-1), probabilities)}
+    accuracy = _accuracy(labels, probabilities)
+    return {"accuracy": accuracy, "accuracy_change_points": 100 * (accuracy - _accuracy(labels, keras_probabilities))}
+
+
+def classifier_parity(directory, keras_probabilities, token_ids, texts, labels=None):
+    """Sizes and agreement of the `.tflite` files in `directory` with the Keras model's probabilities
+    (and accuracies, given the texts' `labels`)."""
+    report = {"num_examples": len(texts)}
+    if labels is not None:
+        report["keras_accuracy"] = _accuracy(labels, keras_probabilities)
     ids_out = run_signature(load_interpreter(os.path.join(directory, IDS_FILE)), token_ids=token_ids)["probabilities"]
     report[IDS_FILE] = {
         "bytes": os.path.getsize(os.path.join(directory, IDS_FILE)),
         "max_abs_probability_difference": float(np.abs(ids_out - keras_probabilities).max()),
-        "accuracy": _accuracy(labels, ids_out),
-        "accuracy_change_points": 100 * (_accuracy(labels, ids_out) - keras_accuracy),
+        **_agreement(labels, keras_probabilities, ids_out),
     }
     if os.path.exists(os.path.join(directory, TEXT_FILE)):
         out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE)), text=np.array(texts, dtype=object))
@@ -153,8 +166,7 @@ def classifier_parity(directory, keras_probabilities, token_ids, texts, labels):
         report[TEXT_FILE] = {
             "bytes": os.path.getsize(os.path.join(directory, TEXT_FILE)),
             "max_abs_probability_difference": float(np.abs(out["probabilities"] - keras_probabilities).max()),
-            "accuracy": _accuracy(labels, out["probabilities"]),
-            "accuracy_change_points": 100 * (_accuracy(labels, out["probabilities"]) - keras_accuracy),
+            **_agreement(labels, keras_probabilities, out["probabilities"]),
             # The string model vs the id model where both tokenized a text alike.
             "max_abs_difference_vs_id_model_same_tokens": float(
                 np.abs(out["probabilities"] - ids_out)[same_ids].max(initial=0.0)
@@ -174,7 +186,15 @@ def export_classifier_files(run_dir, config, directory, quantize):
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
     config = TrainConfig.from_dict(config)
-    splits = split_as_trained(config, label_names, needs="A TFLite export (its parity report on the test split)")
+    # The data (its test split for the parity report, its training texts to calibrate int8) where it can be
+    # read; without it (a run copied to another machine) the export needs only the run, as a translation's.
+    try:
+        splits = split_as_trained(config, label_names, needs="--quantize int8 (it calibrates on training texts)",
+                                  instead=", or use --quantize dynamic or float16")
+    except UserInputError:
+        if quantize == "int8" or config.data in BUNDLED or os.path.exists(config.data):
+            raise  # int8's calibration needs the texts; a file that is there but refused says why
+        splits = None
     representative = None
     if quantize == "int8":
         # A seeded sample, not the split's first rows: those are all one class's where the file (or a folder,
@@ -244,11 +264,15 @@ def export_classifier_files(run_dir, config, directory, quantize):
         },
     )
 
-    test = splits.test
-    token_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(test.texts, model.preprocessor)])
+    if splits is not None:
+        texts, labels, origin = splits.test.texts, splits.test.labels, {"split": "test"}
+    else:  # agreement with the Keras model only: these texts have no labels
+        texts, labels = vocabulary_sources(tokenizer, PARITY_TEXTS), None
+        origin = {"texts": f"of the run's vocabulary (its data, {config.data!r}, cannot be read)"}
+    token_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(texts, model.preprocessor)])
     parity = {
         "quantize": quantize,
-        "split": "test",
-        **classifier_parity(directory, predict_probabilities(model, test.texts), token_ids, test.texts, test.labels),
+        **origin,
+        **classifier_parity(directory, predict_probabilities(model, texts), token_ids, texts, labels),
     }
     return parity

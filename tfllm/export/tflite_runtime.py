@@ -78,3 +78,21 @@ def run_signature(interpreter, batch_size=64, **inputs):
         for key, value in runner(**{name: values[start:start + batch_size]}).items():
             outputs.setdefault(key, []).append(np.array(value))
     return {key: np.concatenate(parts) for key, parts in outputs.items()}
+
+
+def vocabulary_sources(tokenizer, count):
+    """Up to `count` texts of a few ordinary tokens each, spread over the vocabulary (parity sources)."""
+    import keras
+    import tensorflow as tf
+
+    special = {int(i) for i in tokenizer.special_token_ids if i is not None}
+    ordinary = [i for i in range(tokenizer.vocabulary_size()) if i not in special]
+    step = max(1, len(ordinary) // (3 * count))
+    chosen = ordinary[::step][: 3 * count]
+    texts = []
+    for start in range(0, len(chosen), 3):
+        text = keras.ops.convert_to_numpy(tokenizer.detokenize(tf.constant([chosen[start:start + 3]]))).ravel()[0]
+        text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+        if text.strip():
+            texts.append(text.strip())
+    return texts or ["a"]

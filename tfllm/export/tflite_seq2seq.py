@@ -24,7 +24,7 @@ import numpy as np
 
 from tfllm import runs
 from tfllm.errors import UserInputError
-from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, require_tflite
+from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, require_tflite, vocabulary_sources
 from tfllm.export.versioning import atomic_version_dir, write_out_dir
 
 MODEL_FILE = "model.tflite"
@@ -116,24 +116,6 @@ class TFLiteTranslator:
             if token == self.end_id:
                 break
         return new
-
-
-def vocabulary_sources(tokenizer, count):
-    """Up to `count` texts of a few ordinary tokens each, spread over the vocabulary (parity sources)."""
-    import keras
-    import tensorflow as tf
-
-    special = {int(i) for i in tokenizer.special_token_ids if i is not None}
-    ordinary = [i for i in range(tokenizer.vocabulary_size()) if i not in special]
-    step = max(1, len(ordinary) // (3 * count))
-    chosen = ordinary[::step][: 3 * count]
-    texts = []
-    for start in range(0, len(chosen), 3):
-        text = keras.ops.convert_to_numpy(tokenizer.detokenize(tf.constant([chosen[start:start + 3]]))).ravel()[0]
-        text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
-        if text.strip():
-            texts.append(text.strip())
-    return texts or ["a"]
 
 
 def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=None):
