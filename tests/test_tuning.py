@@ -284,8 +284,9 @@ def test_a_trial_that_diverges_fails_alone_and_the_search_goes_on(tmp_path, caps
     mixed.write_text(json.dumps({"learning_rate": [3e-3, 1e13]}))
     run_dir = tmp_path / "search"
     assert _tune(run_dir, mixed, "--max-trials", 2, "--set", "epochs=1") == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "Traceback" not in err and "failed: Training diverged" in err, err  # one line for the failed trial
+    assert "|1e+13 " not in out, out  # KerasTuner's table showed the diverged value as the best so far
     summary = json.loads((run_dir / "tuning.json").read_text())
     status = {t["values"]["learning_rate"]: t for t in summary["trials"]}
     assert status[1e13]["status"] == "FAILED" and "Training diverged" in status[1e13]["error"]

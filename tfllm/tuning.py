@@ -430,11 +430,17 @@ def _oracle(algorithm, objective, max_trials, seed, hp, max_epochs):
     common = {"objective": goal, "seed": seed, "hyperparameters": hp, "allow_new_entries": False,
               "tune_new_entries": False}
     if algorithm == "random":
-        return keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
-    if algorithm == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
-    oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=max(1, max_epochs), **common)
-    oracle.max_trials = max_trials  # Hyperband has no such argument; KerasTuner's base oracle honours it
+        oracle = keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+    elif algorithm == "bayesian":
+        oracle = keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+    else:
+        oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=max(1, max_epochs), **common)
+        oracle.max_trials = max_trials  # Hyperband has no such argument; KerasTuner's base oracle honours it
+    # KerasTuner pads its best trials with unfinished and failed ones when too few completed: a failed one
+    # was copied to DIR/best (or a traceback, when its run had left nothing), and its progress table showed a
+    # diverged trial's values as the "Best Value So Far". Only completed trials are the best.
+    padded = oracle.get_best_trials
+    oracle.get_best_trials = lambda num_trials=1: [t for t in padded(num_trials) if t.status == "COMPLETED"]
     return oracle
 
 
@@ -585,9 +591,7 @@ def _last_error(message):
 
 def keep_best(search, oracle):
     """Copies the best trial's run to DIR/best (a normal, loadable run) and returns its summary row."""
-    # KerasTuner pads its best trials with unfinished and failed ones when too few completed: such a one
-    # was copied as the best (or a traceback, when its run had left nothing).
-    trials = [t for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
+    trials = oracle.get_best_trials(1)  # completed ones only (`_oracle`)
     if not trials:
         return None
     trial = trials[0]
