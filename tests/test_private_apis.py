@@ -56,6 +56,7 @@ COMMENTED_USES = [
      "keras-team/keras#20463"),
     ("_self_attention_layer", "tfllm/explanations.py",
      "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
+    ("DEBUG", "tfllm/tuning.py", "PRIVATE API: `keras_tuner.src.config.DEBUG`", "keras-team/keras-tuner#761"),
 ]
 
 
@@ -203,11 +204,22 @@ def test_keras_layer_call_is_looked_up_per_instance():
             "Operation.__call__ reading self.call", path, marker)
 
 
-@pytest.mark.parametrize("package", ["keras", "keras-hub"])
+def test_keras_tuner_debug_switch():
+    import keras_tuner.src.engine.base_tuner as base_tuner
+    from keras_tuner.src import config
+
+    path, marker = "tfllm/tuning.py", "PRIVATE API: `keras_tuner.src.config.DEBUG`"
+    require(isinstance(getattr(config, "DEBUG", None), bool), "keras_tuner.src.config.DEBUG (a bool)", path, marker)
+    require("config_module.DEBUG" in inspect.getsource(base_tuner),
+            "BaseTuner printing a failed trial's traceback only when config.DEBUG", path, marker)
+
+
+@pytest.mark.parametrize("package", ["keras", "keras-hub", "keras-tuner"])
 def test_installed_versions_match_the_pins(package):
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    pin = next(d for d in dependencies if re.match(rf"{re.escape(package)}\s*==", d))
-    minor = re.fullmatch(rf"{re.escape(package)}\s*==\s*(\d+\.\d+)\.\*", pin)
+    extras = r"(?:\[[^\]]*\])?"
+    pin = next(d for d in dependencies if re.match(rf"{re.escape(package)}{extras}\s*==", d))
+    minor = re.fullmatch(rf"{re.escape(package)}{extras}\s*==\s*(\d+\.\d+)\.\*", pin)
     assert minor, f"pyproject.toml should pin {package} to one minor version ('{package}==X.Y.*'), not {pin!r}"
     installed = version(package)
     assert installed.startswith(minor.group(1) + "."), (
