@@ -294,6 +294,13 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
         (["train", "--data", "{tmp}/folder", "--text-column", "review"], "--text-column review does not apply to the folder"),
         (["train", "--data", "{tmp}/folder", "--label-column", "y"], "--label-column y does not apply to the folder"),
         (["train", "--data", "{tmp}/folder", "--split-column", "s"], "--split-column s does not apply to the folder"),
+        # ... nor does a generator (running text, its last tenth held out).
+        (["train", "--task", "generate", "--data", "{tmp}/ok.csv", "--labels", "a,b"],
+         "--labels is not for --task generate"),
+        (["train", "--task", "generate", "--data", "{tmp}/ok.csv", "--split-column", "s"],
+         "--split-column is not for --task generate"),
+        (["train", "--task", "generate", "--data", "{tmp}/ok.csv", "--source-column", "text"],
+         "--source-column is not for --task generate"),
         # Every text its own class: it was refused as too few rows per class, to raise --max-rows.
         (["train", "--data", "{tmp}/ok.csv", "--label-column", "text"], "--text-column and --label-column both name"),
         (["pretrain", "--data", "{tmp}/one_line.txt"], "at least 2"),

@@ -742,8 +742,8 @@ def build_parser():
     p.add_argument("--run-dir", default=None, help="where the model, logs and metrics go (default runs/<data>)")
     p.add_argument("--seed", type=_seed, default=1337)
     p.add_argument("--max-rows", type=_count, default=None,
-                   help="classify, translate: train on a stratified sample of this many rows; generate: on the first "
-                        "N characters of the text")
+                   help="classify: train on a seeded, stratified sample of this many rows; translate: a seeded "
+                        "sample; generate: the first N characters of the text")
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi_worker or tpu")
     p.add_argument("--precision", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")

@@ -95,7 +95,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "float32"
     jit_compile: bool | None = None
-    max_rows: int | None = None  # train on the first N rows only (quick runs, tests)
+    max_rows: int | None = None  # classify: seeded stratified sample of N rows; translate: seeded sample; generate: first N chars
     from_preset: str | None = None  # start from a tfllm run or a KerasHub preset (folder, handle, hf:// URI)
     objective: str | None = None  # pretraining: "mlm" or "causal"
     overwrite: bool = False  # replace a finished run in run_dir (kept until the new run finishes)

@@ -8,7 +8,8 @@ search directory:
 
     DIR/
       tuning.json            every trial (values, objective, val/test figures, seconds) and the best
-      best/                  a copy of the best trial's run (without logs/): export, evaluate, predict it
+      best/                  a copy of the best trial's run (without logs/): export and evaluate it, then
+                             predict (classifier) or generate (generator) with it
       trials/trial_000/ ...  one finished run per trial, TensorBoard logs included
       logs/                  the HParams dashboard's experiment (tensorboard --logdir DIR)
       tuner/                 KerasTuner's state (oracle.json, trial_*/trial.json)

@@ -285,6 +285,15 @@ def train_causal_lm(config, verbose="auto"):
     >>> train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir="runs/sh"))
     'runs/sh'
     """
+    # Classification's and translation's flags were accepted and ignored: a generator reads running text
+    # (--text-column of a CSV/JSONL) and splits off its last tenth for validation.
+    for flag, value, default in (("--label-column", config.label_column, "label"), ("--labels", config.labels, None),
+                                 ("--split-column", config.split_column, None),
+                                 ("--source-column", config.source_column, None),
+                                 ("--target-column", config.target_column, None)):
+        if value not in (None, default):
+            raise UserInputError(f"{flag} is not for --task generate, which reads running text (a CSV/JSONL's "
+                                 "--text-column) and holds out its last tenth for validation; leave it out.")
     phases = timing.Phases()  # where the command's seconds go (written only for benchmarks)
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = common.get_strategy(config.strategy)
