@@ -630,6 +630,32 @@ def test_predict_refuses_a_text_with_no_words_as_it_refuses_an_empty_one(cli_run
     assert result.returncode == 0 and json.loads(result.stdout)["label"] in ("rotten", "fresh")
 
 
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
+def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, monkeypatch, numpy_path):
+    """`predict RUN reviews.txt` classified the file's name; --file reads its texts, one JSON line each, in order,
+    the same answers as passing them as arguments."""
+    import io
+
+    monkeypatch.setenv("TFLLM_NUMPY_CLASSIFICATION", numpy_path)
+    texts = ["a joyous, moving film", "tedious and flat", "the best film of the year"]
+    expected = main_in_process(capsys, "predict", cli_run[0], *texts)
+    assert expected.returncode == 0, expected.stderr
+    (tmp_path / "reviews.txt").write_text("\n".join([texts[0], "", *texts[1:]]) + "\n")  # blank lines skipped
+    (tmp_path / "reviews.csv").write_text("id,review\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts)))
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts)))
+    for args in ([tmp_path / "reviews.txt"], [tmp_path / "reviews.csv", "--text-column", "review"], ["-"]):
+        result = main_in_process(capsys, "predict", cli_run[0], "--file", *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected.stdout
+    for args, message in (([tmp_path / "reviews.txt"], "is a file: to classify its lines"),
+                          (["--file", tmp_path / "reviews.csv"], "has no text column 'text'"),
+                          (["hi", "--text-column", "review"], "--text-column names the column of a --file"),
+                          ([], "Pass the texts to classify")):
+        result = main_in_process(capsys, "predict", cli_run[0], *args)
+        assert result.returncode == 2 and result.stdout == "" and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("damage", ["truncated_weights", "no_vocabulary", "bad_task_json"])
 def test_a_damaged_run_is_one_line_for_predict_and_evaluate(cli_run, tmp_path, capsys, monkeypatch, damage):
     import shutil

@@ -105,6 +105,38 @@ def read_lines(path, empty_fix=None):
         raise UserInputError(f"Data file {path!r} is empty. {empty_fix or 'Point --data at a file with rows of text.'}")
 
 
+def read_texts(path, text_column="text"):
+    """New texts to label, from `path`: every non-blank line of a text file (`.txt`, `.txt.gz`, any other
+    name; "-" reads standard input), or every row's `text_column` of a `.csv`/`.tsv`/`.jsonl` file (all
+    rows: a split column is ignored, as these texts are to be labelled, not scored). For `predict --file`.
+    """
+    base = path[:-3] if path.endswith(".gz") else path
+    if path == "-":
+        texts = [line.strip() for line in sys.stdin.read().splitlines()]
+    elif os.path.isdir(path):
+        raise UserInputError(f"--file {path!r} is a folder; point it at a .txt file (one text per line) or a "
+                             "CSV/JSONL file with a text column.")
+    elif base.endswith((".csv", ".tsv", ".jsonl", ".json")):
+        texts = []
+        for number, row in enumerate(iter_rows(path), 1):
+            if text_column not in row:
+                raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
+                                     f"are {sorted(row)}. Pass --text-column with one of them.")
+            text = "" if row[text_column] is None else str(row[text_column])
+            if not text.strip():
+                raise UserInputError(f"{path!r} data row {number} has an empty {text_column!r}; fill it in or "
+                                     "remove the row, so that each output line answers one row.")
+            texts.append(text)
+        return texts
+    else:
+        texts = [line.strip() for chunk in read_lines(path) for line in chunk.splitlines()]
+    texts = [text for text in texts if text]
+    if not texts:
+        raise UserInputError(f"--file {'standard input' if path == '-' else repr(path)} holds no text; put one "
+                             "text per line.")
+    return texts
+
+
 class _RepeatedKey(Exception):
     """A JSON object that names one key twice (raised by `_unique_keys`, reported by `iter_rows`)."""
 
