@@ -287,6 +287,20 @@ def test_a_list_of_texts_is_not_called_empty(tiny_classifier_run):
         load_explainer(tiny_classifier_run).explain(["a fine film", "a dull one"])
 
 
+def test_explain_of_a_run_directory_loads_it_once(tiny_classifier_run, monkeypatch):
+    """`tfllm.explain(run_dir, text)` in a notebook loop reloaded the model (and recompiled) on every call."""
+    import os
+
+    from tfllm import explanations
+
+    monkeypatch.setattr(explanations, "_LOADED", {})
+    first = explanations.explain(tiny_classifier_run, "a fine film", method="occlusion")
+    loaded = explanations._LOADED[os.path.realpath(tiny_classifier_run)][1]
+    second = explanations.explain(tiny_classifier_run, TEXT, method="occlusion")
+    assert explanations._LOADED[os.path.realpath(tiny_classifier_run)][1] is loaded
+    assert first.tokens != second.tokens  # each text explained, not the first one's answer again
+
+
 def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):
     assert main(["explain", tiny_classifier_run, TEXT, "  "]) == 2
     err = capsys.readouterr().err

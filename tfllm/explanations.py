@@ -579,13 +579,24 @@ def load_explainer(run_dir):
     return Explainer(model, runs.read_labels(run_dir) if task == "classify" else None)
 
 
+_LOADED = {}  # real path of a run directory -> (its files' signature, Explainer)
+
+
+def cached_explainer(run_dir):
+    """The `Explainer` of `run_dir`, loaded once per process and kept with its compiled functions: a
+    notebook's second `explain(run_dir, ...)` does not reload (again only when the run's files change)."""
+    from tfllm import runs
+
+    return runs.load_cached(_LOADED, run_dir, load_explainer)
+
+
 def explain(model, text, method="integrated_gradients", target=None, steps=None, label_names=None,
             with_attention=False):
     """Explains one prediction: per-token attributions for the predicted class (or `target`).
 
     Args:
-        model: a run directory (classification or generation), a loaded task, or an `Explainer`
-            (reuse one for many texts: its functions compile once).
+        model: a run directory (classification or generation; loaded once per process), a loaded
+            task, or an `Explainer` (reuse one for many texts: its functions compile once).
         text: the text to explain (a generator: the prompt; its next token is explained).
         method: "integrated_gradients" (default), "attention" or "occlusion".
         target: the label (a generator: the next token) to explain; default the predicted one.
@@ -597,7 +608,7 @@ def explain(model, text, method="integrated_gradients", target=None, steps=None,
         An `Explanation` (`.to_json()` gives `{"label", "probabilities", "method", "tokens"}`).
     """
     if isinstance(model, (str, os.PathLike)):
-        explainer = load_explainer(os.fspath(model))
+        explainer = cached_explainer(os.fspath(model))
     elif isinstance(model, Explainer):
         explainer = model
     else:
