@@ -140,7 +140,15 @@ def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again
     assert result.returncode == 0
     # The duplicate rows were scattered across the splits: said, with how many held-out texts it touches.
     assert "test texts and" in result.stderr and "are also training texts" in result.stderr, result.stderr
-    assert main_in_process(capsys, "evaluate", run_dir).returncode == 0
+    own = main_in_process(capsys, "evaluate", run_dir)
+    assert own.returncode == 0
+    # A copy of the training file (or the file moved with its run) was scored whole, trained rows too.
+    import shutil
+
+    shutil.copy(data, tmp_path / "copy.csv")
+    copy = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "copy.csv")
+    assert copy.returncode == 0 and copy.stdout == own.stdout
+    assert "holds the run's training data" in copy.stderr and "never a row it trained on" in copy.stderr
     with open(data, "a") as f:
         f.write("a great film,pos\n")  # now every row may land in another split
     result = main_in_process(capsys, "evaluate", run_dir)

@@ -192,7 +192,12 @@ def cmd_evaluate(args):
     with loading(args.run_dir):
         model, label_names, _ = load_run(args.run_dir)
     config = TrainConfig.from_dict(runs.read_config(args.run_dir))
-    if args.data and not same_data(args.data, config.data):
+    copy = bool(args.data) and not same_data(args.data, config.data) and runs.holds_training_data(args.run_dir,
+                                                                                                  args.data)
+    if copy:  # all of it was scored, the rows the model trained on too, for a figure far above the truth
+        print(f"{args.data!r} holds the run's training data ({config.data!r}, byte for byte): scoring the run's "
+              f"own {args.split} split of it, never a row it trained on.", file=sys.stderr)
+    if args.data and not same_data(args.data, config.data) and not copy:
         # Another file, in the run's columns unless told, and its rows of the run's --labels (the others
         # were refused as labels the model was not trained on): its --split where it names splits, else all of it.
         data = load_classification_data(args.data, text_column=args.text_column or config.text_column,
@@ -216,7 +221,7 @@ def cmd_evaluate(args):
             if given and given != own:
                 raise UserInputError(f"{flag} {given}: {config.data!r} is the run's own data, read as the run read it "
                                      f"({how}); leave {flag} out, or score another file with --data.")
-        split = getattr(run_data(args.run_dir), args.split)
+        split = getattr(run_data(args.run_dir, args.data if copy else None), args.split)
     report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 

@@ -457,6 +457,18 @@ def data_changed(run_dir, source):
     return recorded is not None and now is not None and now != recorded
 
 
+def holds_training_data(run_dir, source):
+    """Whether `source` holds the very bytes the run in `run_dir` started from (a copy of its file, or the
+    file at another path after the run was moved): scoring all of it would score rows it trained on."""
+    from tfllm.datasets import data_fingerprint
+
+    try:
+        recorded = read_json(path(run_dir, DATA)).get("sha256")
+    except (OSError, ValueError):
+        return False
+    return recorded is not None and data_fingerprint(source) == recorded
+
+
 def check_data_unchanged(run_dir, source):
     """Refuses to split `source` again for the run in `run_dir` (its own val/test split) if the file was
     edited since the run was trained: the split would differ, and its test rows could be rows the model

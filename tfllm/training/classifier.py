@@ -9,6 +9,7 @@ classifier: a tfllm run (pretraining or classification) or a KerasHub preset
 The run directory's layout is `tfllm.runs`'s.
 """
 
+import dataclasses
 import os
 import time
 
@@ -223,11 +224,14 @@ def load_run(run_dir):
     return runs.load_task(run_dir), runs.read_labels(run_dir), runs.read_recipe(run_dir)
 
 
-def run_data(run_dir):
-    """A finished run's data, split as its training split it (same seed, rows and labels)."""
+def run_data(run_dir, data=None):
+    """A finished run's data, split as its training split it (same seed, rows and labels); `data`: a copy of
+    its file at another path (`runs.holds_training_data`), read instead of the recorded path."""
     from tfllm.config import TrainConfig
 
     config = TrainConfig.from_dict(runs.read_config(run_dir))
+    if data is not None:
+        config = dataclasses.replace(config, data=data)
     runs.check_data_unchanged(run_dir, config.data)
     return split_as_trained(config, runs.read_labels(run_dir),
                             needs="evaluate without --data (the run's own split)",
