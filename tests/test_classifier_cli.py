@@ -129,6 +129,11 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
         f.write("text,label\n" + "".join(f'"{r["text"]}",fresh\n' for r in rows if r["label"] == "fresh"))
     result = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "fresh.csv")
     assert result.returncode == 0 and json.loads(result.stdout)["roc_auc"] is None and "NaN" not in result.stdout
+    # A folder's texts are its .txt files: a column flag with one was ignored without a word.
+    (tmp_path / "folder" / "fresh").mkdir(parents=True)
+    (tmp_path / "folder" / "fresh" / "1.txt").write_text("a fine film")
+    refused = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "folder", "--text-column", "review")
+    assert refused.returncode == 2 and "--text-column review does not apply to the folder" in refused.stderr
 
 
 def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again(tmp_path, capsys):

@@ -187,7 +187,7 @@ def cmd_evaluate(args):
     from tfllm.errors import UserInputError
     from tfllm.evaluation import classification_report
     from tfllm.runs import loading
-    from tfllm.training.classifier import load_run, predict_probabilities, run_data
+    from tfllm.training.classifier import load_run, predict_probabilities, refuse_folder_columns, run_data
 
     with loading(args.run_dir):
         model, label_names, _ = load_run(args.run_dir)
@@ -198,6 +198,9 @@ def cmd_evaluate(args):
         print(f"{args.data!r} holds the run's training data ({config.data!r}, byte for byte): scoring the run's "
               f"own {args.split} split of it, never a row it trained on.", file=sys.stderr)
     if args.data and not same_data(args.data, config.data) and not copy:
+        refuse_folder_columns(args.data, [(flag, value, None) for flag, value in (
+            ("--text-column", args.text_column), ("--label-column", args.label_column),
+            ("--split-column", args.split_column))])
         # Another file, in the run's columns unless told, and its rows of the run's --labels (the others
         # were refused as labels the model was not trained on): its --split where it names splits, else all of it.
         data = load_classification_data(args.data, text_column=args.text_column or config.text_column,

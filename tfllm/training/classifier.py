@@ -260,14 +260,19 @@ def check_unread_options(config):
         if value is not None:
             raise UserInputError(f"{flag} is for --task translate; a classifier reads --text-column and "
                                  "--label-column: leave it out.")
-    if isinstance(config.data, str) and os.path.isdir(config.data):
-        for flag, value, default in (("--text-column", config.text_column, "text"),
-                                     ("--label-column", config.label_column, "label"),
-                                     ("--split-column", config.split_column, None)):  # it offered text and label
+    refuse_folder_columns(config.data, (("--text-column", config.text_column, "text"),
+                                        ("--label-column", config.label_column, "label"),
+                                        ("--split-column", config.split_column, None)))
+
+
+def refuse_folder_columns(data, flags):
+    """A folder's texts are its .txt files and their labels the sub-folders' names: a column flag
+    (`(flag, value, default)`) given with one was ignored without a word (train, evaluate --data)."""
+    if isinstance(data, (str, os.PathLike)) and os.path.isdir(data):
+        for flag, value, default in flags:
             if value != default:
-                raise UserInputError(f"{flag} {value} does not apply to the folder {config.data!r}: its texts are "
-                                     "its .txt files and their labels the sub-folders' names (split by --seed); "
-                                     "leave it out.")
+                raise UserInputError(f"{flag} {value} does not apply to the folder {os.fspath(data)!r}: its texts "
+                                     "are its .txt files and their labels the sub-folders' names; leave it out.")
 
 
 def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
