@@ -34,8 +34,9 @@ browser:
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
+# The 25 slowest tests are listed at the end: where the suite's minutes go.
 test: $(STAMP) browser
-	$(PYTEST) tests
+	$(PYTEST) --durations=25 tests
 
 # The quicker part (no end-to-end runs marked slow).
 test-fast: $(STAMP)
