@@ -621,7 +621,7 @@ def test_evaluate_prints_labels_as_written_not_as_escapes(tmp_path, capsys, monk
 
     run_dir = write_records(tmp_path / "clf", "classify")
     monkeypatch.setattr(classifier, "load_run", lambda run_dir: (None, ["好", "坏"], {}))
-    monkeypatch.setattr(classifier, "run_data", lambda run_dir: type("Data", (), {"test": Split(["a", "b"], [0, 1])}))
+    monkeypatch.setattr(classifier, "run_data", lambda run_dir, data=None: type("Data", (), {"test": Split(["a", "b"], [0, 1])}))
     monkeypatch.setattr(classifier, "predict_probabilities", lambda model, texts: np.array([[0.9, 0.1], [0.2, 0.8]]))
     result = main_in_process(capsys, "evaluate", run_dir)
     assert result.returncode == 0, result.stderr
