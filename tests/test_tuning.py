@@ -390,3 +390,18 @@ def test_a_search_on_an_edited_data_file_is_not_continued(tmp_path, capsys):
     result = main_in_process(capsys, *args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"--data {str(data)!r} changed since the search" in result.stderr
+
+
+def test_a_best_run_set_aside_by_a_killed_swap_comes_back(tmp_path):
+    """keep_best sets DIR/best aside before swapping in the new one: a search killed in between finds the
+    old best/ back on its next call (restore_best, which the search runs first), and a new best/ is not
+    overwritten by a stale one."""
+    from tfllm.tuning import restore_best
+
+    (tmp_path / ".best.old").mkdir()
+    (tmp_path / ".best.old" / "metrics.json").write_text("{}")
+    restore_best(str(tmp_path))
+    assert (tmp_path / "best" / "metrics.json").exists() and not (tmp_path / ".best.old").exists()
+    (tmp_path / ".best.old").mkdir()
+    restore_best(str(tmp_path))  # best/ is there: the set-aside copy is not put over it
+    assert (tmp_path / "best" / "metrics.json").exists()

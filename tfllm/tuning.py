@@ -534,6 +534,7 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     search = _Search(config, space, objective, algorithm, verbose=verbose,
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes,
                      data_sha256=data_fingerprint(config.data))
+    restore_best(directory)
     continuing = _check_directory(directory, search.settings())
     if continuing and os.path.isdir(os.path.join(directory, BEST)):
         # tuning.json keeps naming the run in DIR/best while this call runs: it said null until the call's
@@ -590,6 +591,13 @@ def _last_error(message):
     return text if sep and "." in name and " " not in name else last
 
 
+def restore_best(directory):
+    """Puts back the DIR/best that a search killed while swapping in a new one had set aside."""
+    old = os.path.join(directory, f".{BEST}.old")
+    if os.path.isdir(old) and not os.path.isdir(os.path.join(directory, BEST)):
+        os.replace(old, os.path.join(directory, BEST))
+
+
 def keep_best(search, oracle):
     """Copies the best trial's run to DIR/best (a normal, loadable run) and returns its summary row."""
     trials = oracle.get_best_trials(1)  # completed ones only (`_oracle`)
@@ -597,12 +605,16 @@ def keep_best(search, oracle):
         return None
     trial = trials[0]
     source = trial_dir(search.directory, trial.trial_id)
-    target = os.path.join(search.directory, BEST)
+    target, old = os.path.join(search.directory, BEST), os.path.join(search.directory, f".{BEST}.old")
     # Without logs/: the trial's own logs stay the one HParams session of this trial.
     tmp = os.path.join(search.directory, f".{BEST}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(LOGS))
-    shutil.rmtree(target, ignore_errors=True)
+    # Set aside, then swap in, then drop: deleting best/ before the rename left no best/ at all to a
+    # process killed in between (`restore_best` puts the old one back).
+    if os.path.isdir(target):
+        os.replace(target, old)
     os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
     row = next(t for t in search.summary(oracle)["trials"] if t["run_dir"] == os.path.relpath(source, search.directory))
     return {**row, "copied_to": BEST}
