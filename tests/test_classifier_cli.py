@@ -177,6 +177,31 @@ def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again
     assert "or use --quantize dynamic or float16" in result.stderr and sorted(os.listdir(tmp_path / "sm" / "r")) == ["1"]
 
 
+def test_a_run_trained_on_a_relative_path_is_evaluated_from_another_folder(tmp_path, monkeypatch, capsys):
+    """--data reviews.csv is recorded as typed; from another folder (where it names nothing) evaluate and
+    export read the file training read, not 'a path relative to the folder the run was trained from'."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "reviews.csv").write_text(
+        "text,label\n" + "".join(f"a good film {i},pos\na bad film {i},neg\n" for i in range(70)))
+    monkeypatch.chdir(tmp_path / "project")
+    run_dir = tmp_path / "project" / "run"
+    assert main_in_process(capsys, "train", "--data", "reviews.csv", "--preset", "tiny", "--epochs", "1",
+                           "--run-dir", "run").returncode == 0
+    here = main_in_process(capsys, "evaluate", run_dir)
+    assert here.returncode == 0
+    monkeypatch.chdir(tmp_path)
+    elsewhere = main_in_process(capsys, "evaluate", run_dir)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.stdout == here.stdout  # the same split of the same file
+    result = main_in_process(capsys, "export", run_dir, "--format", "tflite", "--quantize", "int8", "--name", "r",
+                             "--base-dir", tmp_path / "sm")
+    assert result.returncode == 0, result.stderr  # int8 calibrates on the training texts: they were found
+    # A file of that name in the other folder is another file: it is read (and refused when it differs).
+    (tmp_path / "reviews.csv").write_text("text,label\nsomething else,pos\n")
+    result = main_in_process(capsys, "evaluate", run_dir)
+    assert result.returncode == 2 and "has changed since the run" in result.stderr
+
+
 def test_max_rows_and_seed_out_of_range_are_refused_by_the_parser(capsys):
     from tfllm.cli import main
 

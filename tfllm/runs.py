@@ -11,7 +11,8 @@ A finished run directory is a KerasHub preset with tfllm's records beside it:
       tfllm/run.json      what `tfllm train`/`pretrain` was asked (TrainConfig)
       tfllm/recipe.json   the resolved hyperparameters
       tfllm/labels.json   class names (classifiers)
-      tfllm/data.json     the data file's sha256 when the run started (an edited file is not re-split)
+      tfllm/data.json     the data file's absolute path and sha256 when the run started (an edited file is
+                          not re-split; a relative --data is found from another folder)
       tfllm/unlabeled.json  with --unlabeled: the sha256 of the unlabeled texts it learned from (self-training)
       backup/             only while unfinished: resume state
 
@@ -147,8 +148,19 @@ def check_finished(run_dir):
 
 
 def read_config(run_dir):
-    """The run's TrainConfig fields as a dict."""
-    return read_json(path(run_dir, RUN_CONFIG))
+    """The run's TrainConfig fields as a dict. Its `data` is recorded as typed; a relative path that names
+    nothing from the folder this process runs in (the run is evaluated or exported from elsewhere) is read as
+    the absolute path training resolved it to (tfllm/data.json), while that file is there."""
+    config = read_json(path(run_dir, RUN_CONFIG))
+    data = config.get("data")
+    if isinstance(data, str) and not os.path.isabs(data) and not os.path.exists(data):
+        try:
+            where = read_json(path(run_dir, DATA)).get("path")
+        except (OSError, ValueError):
+            where = None  # a run from before the record
+        if where and os.path.exists(where):
+            config["data"] = where
+    return config
 
 
 def task_of(run_dir):
@@ -441,7 +453,8 @@ def write_records(run_dir, config, records):
 
     for name, value in records.items():
         write_json(path(run_dir, name), value)
-    write_json(path(run_dir, DATA), {"data": str(config.data), "sha256": data_fingerprint(config.data)})
+    where = os.path.abspath(config.data) if config.data and os.path.exists(config.data) else None  # None: bundled
+    write_json(path(run_dir, DATA), {"data": str(config.data), "path": where, "sha256": data_fingerprint(config.data)})
     config.to_json(path(run_dir, RUN_CONFIG))
 
 
