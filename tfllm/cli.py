@@ -192,12 +192,12 @@ def cmd_evaluate(args):
     with loading(args.run_dir):
         model, label_names, _ = load_run(args.run_dir)
     config = TrainConfig.from_dict(runs.read_config(args.run_dir))
-    copy = bool(args.data) and not same_data(args.data, config.data) and runs.holds_training_data(args.run_dir,
-                                                                                                  args.data)
+    other = bool(args.data) and not same_data(args.data, config.data)
+    copy = other and runs.holds_training_data(args.run_dir, args.data)
     if copy:  # all of it was scored, the rows the model trained on too, for a figure far above the truth
         print(f"{args.data!r} holds the run's training data ({config.data!r}, byte for byte): scoring the run's "
               f"own {args.split} split of it, never a row it trained on.", file=sys.stderr)
-    if args.data and not same_data(args.data, config.data) and not copy:
+    if other and not copy:
         refuse_folder_columns(args.data, [(flag, value, None) for flag, value in (
             ("--text-column", args.text_column), ("--label-column", args.label_column),
             ("--split-column", args.split_column))])
