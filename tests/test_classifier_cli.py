@@ -680,6 +680,8 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
     assert expected.returncode == 0, expected.stderr
     (tmp_path / "reviews.txt").write_text("\n".join([texts[0], "", *texts[1:]]) + "\n")  # blank lines skipped
     (tmp_path / "reviews.csv").write_text("id,review\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts)))
+    (tmp_path / "empty.txt").write_text(" \n")
+    (tmp_path / "empty.csv").write_text("")
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts)))
     for args in ([tmp_path / "reviews.txt"], [tmp_path / "reviews.csv", "--text-column", "review"], ["-"]):
         result = main_in_process(capsys, "predict", cli_run[0], "--file", *args)
@@ -688,7 +690,11 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
     for args, message in (([tmp_path / "reviews.txt"], "is a file: to classify its lines"),
                           (["--file", tmp_path / "reviews.csv"], "has no text column 'text'"),
                           (["hi", "--text-column", "review"], "--text-column names the column of a --file"),
-                          ([], "Pass the texts to classify")):
+                          ([], "Pass the texts to classify"),
+                          # read_lines' messages said "use a bundled name" and "Point --data at a file"
+                          (["--file", tmp_path / "nope.txt"], "--file '" + str(tmp_path / "nope.txt") + "' does not exist"),
+                          (["--file", tmp_path / "empty.txt"], "Point --file at a file with one text per line"),
+                          (["--file", tmp_path / "empty.csv"], "Point --file at a file with one text per line")):
         result = main_in_process(capsys, "predict", cli_run[0], *args)
         assert result.returncode == 2 and result.stdout == "" and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1

@@ -111,14 +111,17 @@ def read_texts(path, text_column="text"):
     rows: a split column is ignored, as these texts are to be labelled, not scored). For `predict --file`.
     """
     base = path[:-3] if path.endswith(".gz") else path
+    empty_fix = "Point --file at a file with one text per line (or rows with a text column)."
     if path == "-":
         texts = [line.strip() for line in sys.stdin.read().splitlines()]
+    elif not os.path.exists(path):  # read_lines' message offered bundled dataset names, which --file does not take
+        raise UserInputError(f"--file {path!r} does not exist; check the path.")
     elif os.path.isdir(path):
         raise UserInputError(f"--file {path!r} is a folder; point it at a .txt file (one text per line) or a "
                              "CSV/JSONL file with a text column.")
     elif base.endswith((".csv", ".tsv", ".jsonl", ".json")):
         texts = []
-        for number, row in enumerate(iter_rows(path), 1):
+        for number, row in enumerate(iter_rows(path, empty_fix), 1):
             if text_column not in row:
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
                                      f"are {sorted(row)}. Pass --text-column with one of them.")
@@ -129,7 +132,7 @@ def read_texts(path, text_column="text"):
             texts.append(text)
         return texts
     else:
-        texts = [line.strip() for chunk in read_lines(path) for line in chunk.splitlines()]
+        texts = [line.strip() for chunk in read_lines(path, empty_fix) for line in chunk.splitlines()]
     texts = [text for text in texts if text]
     if not texts:
         raise UserInputError(f"--file {'standard input' if path == '-' else repr(path)} holds no text; put one "
@@ -156,11 +159,11 @@ def _read_rows(path):
     return list(iter_rows(path))
 
 
-def iter_rows(path):
+def iter_rows(path, empty_fix=None):
     """`_read_rows`' rows one at a time, read as they are asked for (`load_documents(max_rows=N)` reads
-    only the first rows of a large file); each one checked as it comes."""
+    only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'."""
     base = path[:-3] if path.endswith(".gz") else path
-    lines = read_lines(path)
+    lines = read_lines(path, empty_fix)
     if base.endswith(".jsonl") or base.endswith(".json"):
         # Lines end at "\n" (JSON Lines), not at every break str.splitlines knows: a text may hold U+2028 or
         # U+0085, which json.dumps(ensure_ascii=False) writes as they are.
