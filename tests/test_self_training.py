@@ -111,7 +111,8 @@ def test_a_teacher_that_validates_better_than_its_student_becomes_the_run(tmp_pa
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--unlabeled", "{tmp}/missing.txt"], "does not exist"),
+    (["--unlabeled", "{tmp}/missing.txt"], "--unlabeled '{tmp}/missing.txt' does not exist"),
+    (["--unlabeled", "{tmp}/empty.txt"], "is empty. Point --unlabeled at a file with rows of text."),  # said --data
     (["--unlabeled", "{tmp}/known.txt"], "no text that is not already in --data"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=0"], "self_training_keep must be in"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=half"], "self_training_keep must be in"),
@@ -130,11 +131,12 @@ def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, 
     (tmp_path / "known.txt").write_text("good film 1\nbad film 2\n")
     (tmp_path / "texts.txt").write_text("a new text\nanother one\n")
     (tmp_path / "one.txt").write_text("a single new text\n")
+    (tmp_path / "empty.txt").write_text("")
     before = sorted(os.listdir(tmp_path))
     argv = ["train", "--data", str(tmp_path / "data.csv"), "--preset", "tiny", "--run-dir", str(tmp_path / "run")]
     assert main(argv + [a.format(tmp=tmp_path) for a in extra]) == 2
     err = capsys.readouterr().err
-    assert match in err and err.count("\n") == 1, err
+    assert match.format(tmp=tmp_path) in err and err.count("\n") == 1, err
     assert sorted(os.listdir(tmp_path)) == before
 
 

@@ -3,7 +3,7 @@
 import itertools
 import os
 
-from tfllm.datasets import _read_rows, bundled_path, hidden, iter_rows, read_lines, read_text_file
+from tfllm.datasets import bundled_path, hidden, iter_rows, read_lines, read_text_file
 from tfllm.errors import UserInputError
 
 # name -> file in tfllm/datasets/data
@@ -63,7 +63,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
     base = path[:-3] if path.endswith(".gz") else path
     if base.endswith((".csv", ".tsv", ".jsonl", ".json")):
         column = text_column or "text"
-        rows = _read_rows(path)
+        rows = list(iter_rows(path, f"Point {flag} at a file with text."))
         if rows and column not in rows[0]:
             raise UserInputError(
                 f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
@@ -78,7 +78,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         if not val:  # a single document: split it like a text file
             train, val = _split_text(train, val_fraction)
     else:
-        text = read_text_file(path)
+        text = read_text_file(path, f"Point {flag} at a file with text.")
         train, val = _split_text(text, val_fraction)
     if len(train) < MIN_CHARACTERS or len(val) < MIN_CHARACTERS // 4:
         raise UserInputError(
@@ -128,7 +128,7 @@ def load_run_text(config):
     return train_text, val_text
 
 
-def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=None):
+def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=None, flag="--data"):
     """Unlabeled documents for pretraining: `(train_documents, val_documents)`, two lists of strings.
 
     Args:
@@ -142,6 +142,7 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
         val_fraction: the last this fraction of the documents is held out to
             report validation figures.
         max_rows: read only the first this many documents.
+        flag: the option the messages name (self-training reads `--unlabeled` texts).
 
     Example:
     >>> train, val = load_documents("zh_news")
@@ -156,10 +157,10 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
     else:
         path = bundled_path(BUNDLED_TEXT[name_or_path]) if name_or_path in BUNDLED_TEXT else name_or_path
     if not os.path.exists(path):
-        raise UserInputError(f"Text data {path!r} does not exist. Check the path, or use a bundled corpus: "
+        raise UserInputError(f"{flag} {path!r} does not exist. Check the path, or use a bundled corpus: "
                              f"{', '.join([*BUNDLED_TEXT, *BUNDLED])}.")
     documents = []
-    for line in _document_lines(path, column):
+    for line in _document_lines(path, column, f"Point {flag} at a file with rows of text."):
         if line.strip():
             documents.append(line.strip())
             if max_rows and len(documents) == max_rows:
@@ -174,7 +175,7 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
     return list(documents[:-n_val]), list(documents[-n_val:])
 
 
-def _document_lines(path, column):
+def _document_lines(path, column, empty_fix):
     """What `load_documents` keeps the non-blank ones of, read only as far as it asks: the lines of a .txt
     file or of a folder's .txt files, or a CSV/JSONL column's texts (of its training rows, where it has a
     split column)."""
@@ -183,10 +184,10 @@ def _document_lines(path, column):
         if not files:
             raise UserInputError(f"Folder {path!r} has no .txt files; put one document per line in .txt files there.")
         for name in files:
-            for line in read_lines(os.path.join(path, name)):
+            for line in read_lines(os.path.join(path, name), empty_fix):
                 yield from line.splitlines()  # as the whole text's splitlines: read_lines ends lines at "\n"
     elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
-        rows = iter_rows(path)
+        rows = iter_rows(path, empty_fix)
         first = next(rows, None)
         if first is None:
             return
@@ -207,5 +208,5 @@ def _document_lines(path, column):
                                  "reads only those, so as never to see a test text); its values are "
                                  f"{sorted(other_splits)[:5]}.")
     else:
-        for line in read_lines(path):
+        for line in read_lines(path, empty_fix):
             yield from line.splitlines()

@@ -62,7 +62,7 @@ DEFAULT_KEEP = 0.5
 
 def unlabelled_texts(config, data):
     """The texts of `config.unlabeled` that are in no split of the labelled data (so none is a test text)."""
-    train, val = load_documents(config.unlabeled, text_column=config.text_column)
+    train, val = load_documents(config.unlabeled, text_column=config.text_column, flag="--unlabeled")
     known = set(data.train.texts) | set(data.val.texts) | set(data.test.texts)
     texts = list(dict.fromkeys(t for t in train + val if t not in known))
     if not texts:
