@@ -135,6 +135,23 @@ def test_json_labels_1_and_1_0_are_one_class_and_nan_is_no_label(tmp_path):
 
 
 
+def test_csv_labels_1_and_1_0_are_one_class_as_in_json(tmp_path):
+    # Two files joined, one written by pandas from a float column: "1.0" was a third class beside "1".
+    rows = [(f"text {i}", ["0", "1.0", "1", "0.0", "+1.00"][i % 5]) for i in range(40)]
+    data = load_classification_data(write_csv(tmp_path / "d.csv", rows))
+    assert data.label_names == ["0", "1"]
+    texts = data.train.texts + data.val.texts + data.test.texts
+    labels = data.train.labels + data.val.labels + data.test.labels
+    assert all(label == (int(t.split()[1]) % 5 in (1, 2, 4)) for t, label in zip(texts, labels))
+    # --labels in either spelling, and a run trained when "1.0" was a class name of its own, read the file.
+    assert load_classification_data(str(tmp_path / "d.csv"), labels=["1.0", "0"]).label_names == ["1", "0"]
+    scored = load_classification_data(str(tmp_path / "d.csv"), label_names=["0.0", "1.0"])
+    assert sorted(set(scored.test.labels + scored.train.labels)) == [0, 1]
+    # Other decimals stay what they are: ratings, not integers.
+    rows = [(f"text {i}", ["4.5", "4.0", "4"][i % 3]) for i in range(30)]
+    assert load_classification_data(write_csv(tmp_path / "r.csv", rows)).label_names == ["4", "4.5"]
+
+
 def test_a_jsonl_row_without_a_key_or_with_a_text_or_label_of_another_kind_is_named(tmp_path):
     lines = [json.dumps({"text": f"t{i}", "label": i % 2}) for i in range(30)]
     # The first object lacks its label: the file said it had "no label column 'label'", pass --label-column.

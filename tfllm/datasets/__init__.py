@@ -14,6 +14,7 @@ import importlib.resources
 import json
 import os
 import random
+import re
 import sys
 import zlib
 
@@ -278,13 +279,20 @@ def _column(rows, column, what, path):
     return [row.get(column) for row in rows]
 
 
+_WHOLE_DECIMAL = re.compile(r"[-+]?[0-9]+\.0+")
+
+
 def _label_text(value):
-    """A label as text: JSON's 1 and 1.0 are one class ("1"), and a missing one (null, NaN) is ""."""
+    """A label as text: 1, 1.0 and "1.0" are one class ("1"), and a missing one (null, NaN) is "".
+
+    JSON's numbers and a CSV column that pandas wrote as floats ("1.0": an integer column with a gap
+    becomes float) would otherwise make "1" and "1.0" two classes of a file that joins two such sources."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return str(value).strip()
+    text = str(value).strip()
+    return str(int(float(text))) if _WHOLE_DECIMAL.fullmatch(text) else text
 
 
 def _label_order(label):
@@ -389,7 +397,7 @@ def load_classification_data(
     keep = list(range(len(rows)))
     scoring = label_names is not None  # a trained model's labels: its data is scored, not trained on
     if labels:
-        labels = [str(label) for label in labels]
+        labels = [_label_text(label) for label in labels]
         # A label asked for that no row has (a typo, another case, a label with a comma that --labels split)
         # would drop that class's rows without a word; one asked for twice would be two classes.
         in_data = sorted(set(raw_labels), key=_label_order)
@@ -417,13 +425,14 @@ def load_classification_data(
                 f"{label_column!r}; a classifier needs at least two. Check the label column."
             )
     else:
-        unknown = sorted({raw_labels[i] for i in keep} - set(label_names))
+        # A run trained before labels were normalised may hold "1.0": its data's "1.0" is now "1".
+        unknown = sorted({raw_labels[i] for i in keep} - set(map(_label_text, label_names)))
         if unknown:
             raise UserInputError(
                 f"{path!r} has labels the model was not trained on: {unknown[:5]}. "
                 f"The model knows {label_names}; drop those rows or retrain."
             )
-    label_ids = {name: i for i, name in enumerate(label_names)}
+    label_ids = {_label_text(name): i for i, name in enumerate(label_names)}
 
     if max_rows is not None and max_rows < 1:
         raise UserInputError(f"--max-rows must be at least 1, got {max_rows}.")
