@@ -95,3 +95,43 @@ def test_sets_cpu_factories_only_without_accelerators(monkeypatch):
     assert environ == {"TF_ENABLED_DEVICE_TYPES": CPU_DEVICE_TYPES}
     monkeypatch.setattr(sys, "platform", "darwin")
     assert quiet_gpu_probe({}) is False
+
+
+def test_new_models_do_not_warn_of_retracing_but_a_retracing_loop_still_does():
+    """The third model trained in a process (an ensemble member, a trial) printed TensorFlow's retracing
+    warning about Keras's train and predict functions; a user's own function retraced in a loop still warns."""
+    import logging
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import tfllm  # noqa: F401  (installs the filter)
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("tensorflow")
+    handler = Keep(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        x, y = np.zeros((4, 3), "float32"), np.zeros((4, 1), "float32")
+        for _ in range(7):  # TensorFlow warns from the 5th trace of one function within 15 calls
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+            model.compile("sgd", "mse")
+            model.fit(x, y, verbose=0)
+            model.predict(x, verbose=0)
+
+        @tf.function
+        def mine(value):
+            return value + 1
+
+        for size in range(1, 8):  # a new shape each call: a real retracing loop
+            mine(tf.zeros((size,)))
+    finally:
+        logger.removeHandler(handler)
+    retracing = [r for r in records if "triggered tf.function retracing" in r]
+    assert retracing and all("mine" in r and "TensorFlowTrainer" not in r for r in retracing), retracing

@@ -43,9 +43,10 @@ __version__ = "0.1.0"
 
 # Before anything imports TensorFlow: a script or notebook that imports tfllm first
 # does not log TensorFlow's failed CUDA probe on a machine without a GPU (tfllm/_env.py).
-from tfllm._env import quiet_gpu_probe  # noqa: E402  (standard library only)
+from tfllm._env import quiet_gpu_probe, quiet_new_model_retracing  # noqa: E402  (standard library only)
 
 quiet_gpu_probe()
+quiet_new_model_retracing()  # each new model's first fit/predict is not a retracing loop
 
 
 def __getattr__(name):

@@ -3,9 +3,11 @@
 Kept apart from everything else (and free of imports beyond the standard
 library) because it only works when it runs first: `import tfllm` and
 `tfllm.cli.main` call `quiet_gpu_probe()` before anything imports TensorFlow.
+`import tfllm` also installs `quiet_new_model_retracing()`'s log filter.
 """
 
 import glob
+import logging
 import os
 import sys
 
@@ -63,3 +65,27 @@ def quiet_gpu_probe(environ=None):
         return False
     environ["TF_ENABLED_DEVICE_TYPES"] = CPU_DEVICE_TYPES
     return True
+
+
+class _NewModelRetracing(logging.Filter):
+    """Drops TensorFlow's "5 out of the last 15 calls to <function TensorFlowTrainer...> triggered
+    tf.function retracing" warning, and only for Keras's own train/test/predict functions.
+
+    TensorFlow counts traces by the Python function's code object, so every new model's first `fit` or
+    `predict` counts against the same Keras function: the third model trained in one process (an
+    ensemble's members, a search's trials, a self-training student, a notebook's second run) printed that
+    warning, twice, telling the user to stop "creating @tf.function repeatedly in a loop" — which a new
+    model does by design, once (tensorflow/tensorflow#42441, suppression tracked in #43555). A retracing
+    warning about any other function, the user's own included, is kept.
+    """
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "TensorFlowTrainer." in message)
+
+
+def quiet_new_model_retracing():
+    """Installs `_NewModelRetracing` on TensorFlow's logger (once; TensorFlow need not be imported yet)."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NewModelRetracing) for f in logger.filters):
+        logger.addFilter(_NewModelRetracing())
