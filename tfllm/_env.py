@@ -67,21 +67,33 @@ def quiet_gpu_probe(environ=None):
     return True
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 class _NewModelRetracing(logging.Filter):
     """Drops TensorFlow's "5 out of the last 15 calls to <function TensorFlowTrainer...> triggered
-    tf.function retracing" warning, and only for Keras's own train/test/predict functions.
+    tf.function retracing" warning when tfllm's code made the call: Keras's own train/test/predict
+    functions, traced once per new model.
 
     TensorFlow counts traces by the Python function's code object, so every new model's first `fit` or
-    `predict` counts against the same Keras function: the third model trained in one process (an
-    ensemble's members, a search's trials, a self-training student, a notebook's second run) printed that
-    warning, twice, telling the user to stop "creating @tf.function repeatedly in a loop" — which a new
-    model does by design, once (tensorflow/tensorflow#42441, suppression tracked in #43555). A retracing
-    warning about any other function, the user's own included, is kept.
+    `predict` counts against the same Keras function: the third model tfllm trained in one process (an
+    ensemble's members, a search's trials, a self-training student, a notebook's third run) printed that
+    warning, twice, telling the user to stop "creating @tf.function repeatedly in a loop", which a new
+    model does by design, once (tensorflow/tensorflow#42441; suppression tracked in #43555). Called from
+    the user's own code (no tfllm frame on the stack), or about any other function, the warning is kept:
+    there it may be a real retracing loop.
     """
 
     def filter(self, record):
         message = record.getMessage()
-        return not ("triggered tf.function retracing" in message and "TensorFlowTrainer." in message)
+        if "triggered tf.function retracing" not in message or "TensorFlowTrainer." not in message:
+            return True
+        frame = sys._getframe(1)  # logging's, TensorFlow's and Keras's frames, then whoever called fit/predict
+        while frame is not None:
+            if frame.f_code.co_filename.startswith(_PACKAGE):
+                return False
+            frame = frame.f_back
+        return True
 
 
 def quiet_new_model_retracing():
