@@ -31,6 +31,28 @@ def test_delimited_files_load_and_split_stratified(tmp_path, name, delimiter):
     assert load_classification_data(str(tmp_path / name)).test.texts == data.test.texts
 
 
+def test_a_csv_separated_by_semicolons_or_tabs_reads_as_its_header_says(tmp_path):
+    """Excel writes "CSV" with semicolons where the decimal mark is a comma: the header was one column named
+    'text;label', and the error offered that name to --text-column."""
+    comma = load_classification_data(write_csv(tmp_path / "comma.csv"))
+    for name, delimiter in (("semi.csv", ";"), ("tabs.csv", "\t"), ("semi.csv.gz", ";")):
+        data = load_classification_data(write_csv(tmp_path / name, delimiter=delimiter))
+        assert (data.label_names, data.train.texts, data.test.labels) == (
+            comma.label_names, comma.train.texts, comma.test.labels), name
+    # Quoted fields keep their semicolons and commas; a blank first line is not the header.
+    rows = [(f'"text {i}; good, very"' if i % 2 else f"text {i}", "pos" if i % 2 else "neg") for i in range(40)]
+    path = tmp_path / "quoted.csv"
+    path.write_text("\n" + "\n".join(["review;stars"] + [f"{t};{label}" for t, label in rows]) + "\n")
+    data = load_classification_data(str(path), text_column="review", label_column="stars")
+    assert "text 1; good, very" in data.train.texts + data.val.texts + data.test.texts
+    # A comma header stays comma-separated, whatever the texts hold; an unquoted semicolon is named in the fix.
+    rows = [(f"text {i}; and more", "pos" if i % 2 else "neg") for i in range(40)]
+    assert len(load_classification_data(write_csv(tmp_path / "texts.csv", rows)).train) > 0
+    path.write_text("text;label\n" + "".join(f"t {i};{'pos' if i % 2 else 'neg'}\n" for i in range(30)) + "a;b;c\n")
+    with pytest.raises(UserInputError, match="data row 31 .*has 3 fields, the header has 2: quote texts that contain semicolons"):
+        load_classification_data(str(path))
+
+
 def test_a_pathlib_path_is_a_file_like_its_str(tmp_path):
     # A notebook's pathlib.Path was an AttributeError traceback ('PosixPath' object has no attribute 'endswith').
     path = write_csv(tmp_path / "d.csv")

@@ -11,6 +11,7 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
+import itertools
 import json
 import os
 import random
@@ -184,9 +185,12 @@ def iter_rows(path, empty_fix=None):
         return
     if base.endswith(".csv") or base.endswith(".tsv"):
         delimiter = "\t" if base.endswith(".tsv") else ","
+        if delimiter == ",":
+            lines, delimiter = _csv_delimiter(lines)
         # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
         csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
-        kind, quote = (("TSV", "tabs") if delimiter == "\t" else ("CSV", 'commas ("a text, with a comma")'))
+        kind, quote = {"\t": ("TSV", "tabs"), ",": ("CSV", 'commas ("a text, with a comma")'),
+                       ";": ("CSV", 'semicolons ("a text; with a semicolon")')}[delimiter]
         try:
             # csv.reader, not DictReader: DictReader keeps the last of two columns of one name, and puts a row's
             # extra fields under the key None; both silently read the wrong text or label.
@@ -238,6 +242,21 @@ def iter_rows(path, empty_fix=None):
         f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl (optionally .gz) "
         "or a folder with one sub-folder of .txt files per label."
     )
+
+
+def _csv_delimiter(lines):
+    """(the lines, unread, and the delimiter) of a `.csv`: a comma, unless the header holds none but does hold
+    semicolons (what Excel writes as "CSV" where the decimal mark is a comma) or tabs (a TSV saved as .csv).
+    Read with commas, such a header was one column ("text;label"), and the error offered it as a column name."""
+    lines = iter(lines)
+    ahead = []
+    for line in lines:  # the header: the first line that is not blank
+        ahead.append(line)
+        if line.strip():
+            break
+    header = ahead[-1] if ahead else ""
+    delimiter = "," if "," in header else max((";", "\t"), key=header.count)
+    return itertools.chain(ahead, lines), delimiter if delimiter in header else ","
 
 
 def hidden(name):
