@@ -45,6 +45,9 @@ def test_a_csv_separated_by_semicolons_or_tabs_reads_as_its_header_says(tmp_path
     path.write_text("\n" + "\n".join(["review;stars"] + [f"{t};{label}" for t, label in rows]) + "\n")
     data = load_classification_data(str(path), text_column="review", label_column="stars")
     assert "text 1; good, very" in data.train.texts + data.val.texts + data.test.texts
+    # "text, label" as people type it: the column is "label", not " label" (its values were stripped already).
+    data = load_classification_data(write_csv(tmp_path / "spaced.csv", header="text, label"))
+    assert data.label_names == comma.label_names
     # A comma header stays comma-separated, whatever the texts hold; an unquoted semicolon is named in the fix.
     rows = [(f"text {i}; and more", "pos" if i % 2 else "neg") for i in range(40)]
     assert len(load_classification_data(write_csv(tmp_path / "texts.csv", rows)).train) > 0

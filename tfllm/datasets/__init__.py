@@ -195,8 +195,9 @@ def iter_rows(path, empty_fix=None):
             # csv.reader, not DictReader: DictReader keeps the last of two columns of one name, and puts a row's
             # extra fields under the key None; both silently read the wrong text or label.
             reader = csv.reader(lines, delimiter=delimiter)
-            header = next((fields for fields in reader if fields), [])
-            while header and not header[-1].strip():  # "text,label," (a trailing delimiter) names no column
+            # "text, label" (a space after the comma, as people type it) named a column " label".
+            header = [name.strip() for name in next((fields for fields in reader if fields), [])]
+            while header and not header[-1]:  # "text,label," (a trailing delimiter) names no column
                 header.pop()
             repeated = sorted({name for name in header if name and header.count(name) > 1})
             if repeated:
