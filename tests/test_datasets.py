@@ -56,6 +56,25 @@ def test_a_csv_separated_by_semicolons_or_tabs_reads_as_its_header_says(tmp_path
         load_classification_data(str(path))
 
 
+def test_a_json_file_holding_an_array_of_objects_reads_as_json_lines_do(tmp_path):
+    """`df.to_json("d.json", orient="records")` writes one array on one line: "line 1 is not a JSON object"."""
+    objects = [{"text": text, "label": label} for text, label in ROWS]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objects))
+    lines = load_classification_data(str(tmp_path / "d.jsonl"))
+    for name, indent in (("one_line.json", None), ("pretty.json", 2), ("array.jsonl", 2)):
+        (tmp_path / name).write_text("\n" + json.dumps(objects, indent=indent))
+        data = load_classification_data(str(tmp_path / name))
+        assert (data.label_names, data.train.texts, data.test.labels) == (
+            lines.label_names, lines.train.texts, lines.test.labels), name
+    for content, match in (('[{"text": "a", "label": "x"}, ["b", "y"]]', "item 2 of its array is not a JSON object"),
+                           ('[{"text": "a", "label": "x"},\n {"text": "b" "label": "y"}]',
+                            r"is not valid JSON \(Expecting ',' delimiter at line 2, column 15\)"),
+                           ('[{"text": "a", "label": "x", "label": "y"}]', "repeats the key 'label' in one object")):
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(UserInputError, match=match):
+            load_classification_data(str(tmp_path / "bad.json"))
+
+
 def test_a_pathlib_path_is_a_file_like_its_str(tmp_path):
     # A notebook's pathlib.Path was an AttributeError traceback ('PosixPath' object has no attribute 'endswith').
     path = write_csv(tmp_path / "d.csv")

@@ -167,6 +167,10 @@ def iter_rows(path, empty_fix=None):
     base = path[:-3] if path.endswith(".gz") else path
     lines = read_lines(path, empty_fix)
     if base.endswith(".jsonl") or base.endswith(".json"):
+        lines, first = _first_line(lines)
+        if first.lstrip().startswith("["):  # one JSON array of objects, not an object a line
+            yield from _json_array_rows(path, "".join(lines))
+            return
         # Lines end at "\n" (JSON Lines), not at every break str.splitlines knows: a text may hold U+2028 or
         # U+0085, which json.dumps(ensure_ascii=False) writes as they are.
         for number, line in enumerate(lines, 1):
@@ -240,24 +244,45 @@ def iter_rows(path, empty_fix=None):
         return
     next(lines, None)  # a missing or unreadable file says so first
     raise UserInputError(
-        f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl (optionally .gz) "
+        f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl or .json (optionally .gz) "
         "or a folder with one sub-folder of .txt files per label."
     )
+
+
+def _first_line(lines):
+    """(the lines, none of them consumed, and the first one that is not blank, or "")."""
+    lines, ahead = iter(lines), []
+    for line in lines:
+        ahead.append(line)
+        if line.strip():
+            break
+    return itertools.chain(ahead, lines), ahead[-1] if ahead else ""
 
 
 def _csv_delimiter(lines):
     """(the lines, unread, and the delimiter) of a `.csv`: a comma, unless the header holds none but does hold
     semicolons (what Excel writes as "CSV" where the decimal mark is a comma) or tabs (a TSV saved as .csv).
     Read with commas, such a header was one column ("text;label"), and the error offered it as a column name."""
-    lines = iter(lines)
-    ahead = []
-    for line in lines:  # the header: the first line that is not blank
-        ahead.append(line)
-        if line.strip():
-            break
-    header = ahead[-1] if ahead else ""
+    lines, header = _first_line(lines)
     delimiter = "," if "," in header else max((";", "\t"), key=header.count)
-    return itertools.chain(ahead, lines), delimiter if delimiter in header else ","
+    return lines, delimiter if delimiter in header else ","
+
+
+def _json_array_rows(path, text):
+    """The objects of a file that holds one JSON array of them (`df.to_json(orient="records")`, a hand-written
+    list): read as JSON Lines, its "line 1" was refused as not an object."""
+    try:
+        items = json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise UserInputError(f"{path!r} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
+    except _RepeatedKey as e:
+        raise UserInputError(f"{path!r} repeats the key {e.args[0]!r} in one object. Keep one {e.args[0]!r} per "
+                             "object, so that it says which value to read.") from None
+    for number, row in enumerate(items, 1):
+        if not isinstance(row, dict):
+            raise UserInputError(f"{path!r} item {number} of its array is not a JSON object. Each item must look "
+                                 'like {"text": ..., "label": ...}.')
+        yield row
 
 
 def hidden(name):
