@@ -75,6 +75,20 @@ def test_a_json_file_holding_an_array_of_objects_reads_as_json_lines_do(tmp_path
             load_classification_data(str(tmp_path / "bad.json"))
 
 
+def test_a_txt_file_for_labels_or_pairs_says_it_has_no_columns(tmp_path):
+    """It said "Unsupported data file 'texts.txt'", as if .txt were unknown to tfllm."""
+    from tfllm.datasets.pairs import load_pair_data
+
+    for name in ("texts.txt", "texts.txt.gz"):
+        write_csv(tmp_path / name, header="a line of text")
+        with pytest.raises(UserInputError, match=f"{name}' is plain text, one text a line, without labels.* --unlabeled"):
+            load_classification_data(str(tmp_path / name))
+        with pytest.raises(UserInputError, match="without a source and a target column. Save it as .csv"):
+            load_pair_data(str(tmp_path / name), source_column="zh", target_column="en")
+    with pytest.raises(UserInputError, match="does not exist"):  # a missing one is still missing
+        load_classification_data(str(tmp_path / "missing.txt"))
+
+
 def test_a_pathlib_path_is_a_file_like_its_str(tmp_path):
     # A notebook's pathlib.Path was an AttributeError traceback ('PosixPath' object has no attribute 'endswith').
     path = write_csv(tmp_path / "d.csv")

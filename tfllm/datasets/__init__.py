@@ -156,6 +156,13 @@ def _unique_keys(pairs):
     return row
 
 
+def refuse_plain_text(path, lacks, fix):
+    """A .txt file where rows with columns are needed: it said "Unsupported data file", as if .txt were unknown."""
+    if path.endswith((".txt", ".txt.gz")) and os.path.isfile(path):
+        raise UserInputError(f"{path!r} is plain text, one text a line, without {lacks}. Save it as "
+                             f".csv/.tsv/.jsonl/.json with {fix}.")
+
+
 def _read_rows(path):
     """Rows as dicts from .csv/.tsv/.jsonl (optionally .gz)."""
     return list(iter_rows(path))
@@ -403,6 +410,9 @@ def load_classification_data(
         rows = _read_folder(path)
         text_column, label_column = "text", "label"
     else:
+        refuse_plain_text(path, "labels", "a text and a label column, or as a folder with one sub-folder of .txt "
+                          "files per label. Texts without labels go to --unlabeled, or train a generator on them "
+                          "with --task generate")
         rows = _read_rows(path)
     if not rows:
         raise UserInputError(f"{path!r} has a header but no rows. Add labelled rows of text.")

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import random
 
-from tfllm.datasets import _SPLIT_ALIASES, SPLITS, _column, _read_rows, bundled_path
+from tfllm.datasets import _SPLIT_ALIASES, SPLITS, _column, _read_rows, bundled_path, refuse_plain_text
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -72,6 +72,7 @@ def _read_columns(source, source_column, target_column, split_column, reference_
         if not source_column or not target_column:
             raise UserInputError(f"Name the columns of {source!r}: pass --source-column and --target-column "
                                  "(the text to translate and its translation).")
+    refuse_plain_text(path, "a source and a target column", "a column for each side of a pair")
     rows = _read_rows(path)
     if not rows:
         raise UserInputError(f"{path!r} has a header but no rows. Add rows of source and target text.")
