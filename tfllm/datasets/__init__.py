@@ -183,16 +183,7 @@ def iter_rows(path, empty_fix=None):
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line, object_pairs_hook=_unique_keys)
-            except json.JSONDecodeError as e:
-                raise UserInputError(f"{path!r} line {number} is not valid JSON ({e.msg}). Each line must be one JSON object.") from None
-            except _RepeatedKey as e:
-                raise UserInputError(f"{path!r} line {number} repeats the key {e.args[0]!r} in one object. Keep one "
-                                     f"{e.args[0]!r} per object, so that the line says which value to read.") from None
-            if not isinstance(row, dict):
-                raise UserInputError(f"{path!r} line {number} is not a JSON object. Each line must look like {{\"text\": ..., \"label\": ...}}.")
-            yield row
+            yield _json_object(path, _parse_json(path, line, f"line {number}"), f"line {number}")
         return
     if base.endswith(".csv") or base.endswith(".tsv"):
         delimiter = "\t" if base.endswith(".tsv") else ","
@@ -275,21 +266,32 @@ def _csv_delimiter(lines):
     return lines, delimiter if delimiter in header else ","
 
 
+def _parse_json(path, text, where):
+    """`json.loads(text)`, `text` being `where` in the file ("line 3", or "" for all of it), refusing a key
+    named twice (json.loads would keep the last value without a word)."""
+    subject = f"{path!r} {where}" if where else repr(path)
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        at = "" if where else f" at line {e.lineno}, column {e.colno}"
+        raise UserInputError(f"{subject} is not valid JSON ({e.msg}{at}). Write one JSON object a line, or one "
+                             "array of objects.") from None
+    except _RepeatedKey as e:
+        raise UserInputError(f"{subject} repeats the key {e.args[0]!r} in one object. Keep one {e.args[0]!r} per "
+                             "object, so that it says which value to read.") from None
+
+
+def _json_object(path, row, where):
+    if not isinstance(row, dict):
+        raise UserInputError(f"{path!r} {where} is not a JSON object. Each must look like {{\"text\": ..., \"label\": ...}}.")
+    return row
+
+
 def _json_array_rows(path, text):
     """The objects of a file that holds one JSON array of them (`df.to_json(orient="records")`, a hand-written
     list): read as JSON Lines, its "line 1" was refused as not an object."""
-    try:
-        items = json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"{path!r} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
-    except _RepeatedKey as e:
-        raise UserInputError(f"{path!r} repeats the key {e.args[0]!r} in one object. Keep one {e.args[0]!r} per "
-                             "object, so that it says which value to read.") from None
-    for number, row in enumerate(items, 1):
-        if not isinstance(row, dict):
-            raise UserInputError(f"{path!r} item {number} of its array is not a JSON object. Each item must look "
-                                 'like {"text": ..., "label": ...}.')
-        yield row
+    for number, row in enumerate(_parse_json(path, text, ""), 1):
+        yield _json_object(path, row, f"item {number} of its array")
 
 
 def hidden(name):
