@@ -89,6 +89,20 @@ def test_a_txt_file_for_labels_or_pairs_says_it_has_no_columns(tmp_path):
         load_classification_data(str(tmp_path / "missing.txt"))
 
 
+def test_labels_that_differ_only_in_case_or_spaces_are_named_in_a_warning(tmp_path, capsys):
+    from tfllm.datasets import warn_about_labels
+
+    rows = [(f"text {i}", ["Positive", "positive", "neg", "very  good", "Very good"][i % 5]) for i in range(50)]
+    data = load_classification_data(write_csv(tmp_path / "d.csv", rows))
+    assert len(data.label_names) == 5  # classes as written: the warning says so, the data is not rewritten
+    warn_about_labels("d.csv", data)
+    err = capsys.readouterr().err
+    assert "the labels 'Positive' and 'positive' of 'd.csv' differ only in case or spaces, so they are 2" in err
+    assert "'Very good' and 'very  good'" in err and err.count("\n") == 2
+    warn_about_labels("rotten_tomatoes", load_classification_data("rotten_tomatoes", max_rows=100))
+    assert capsys.readouterr().err == ""
+
+
 def test_a_pathlib_path_is_a_file_like_its_str(tmp_path):
     # A notebook's pathlib.Path was an AttributeError traceback ('PosixPath' object has no attribute 'endswith').
     path = write_csv(tmp_path / "d.csv")

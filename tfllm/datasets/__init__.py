@@ -553,6 +553,17 @@ def warn_about_duplicates(source, data):
               "are optimistic. Remove the duplicate rows to measure on unseen texts.", file=sys.stderr)
 
 
+def warn_about_labels(source, data):
+    """Says (on stderr) which labels differ only in case or spaces ("Positive" and "positive"): each is a
+    class of its own, which a file joined from two sources makes without a word."""
+    groups = {}
+    for name in data.label_names:
+        groups.setdefault(" ".join(name.casefold().split()), []).append(name)
+    for names in (names for names in groups.values() if len(names) > 1):
+        print(f"tfllm: warning: the labels {' and '.join(map(repr, names))} of {source!r} differ only in case or "
+              f"spaces, so they are {len(names)} classes; if they are one, write them one way.", file=sys.stderr)
+
+
 def data_fingerprint(source):
     """sha256 of a data file's bytes (a folder: of its files' paths and bytes), or None for a bundled
     name or a path that is not there: what a run records to notice the file was edited before it is

@@ -18,7 +18,7 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.datasets import describe, split_as_trained, warn_about_duplicates
+from tfllm.datasets import describe, split_as_trained, warn_about_duplicates, warn_about_labels
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -305,6 +305,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         data = split_as_trained(config)
         print(describe(data), flush=True)
         warn_about_duplicates(config.data, data)
+        warn_about_labels(config.data, data)
     if config.from_preset:
         check_preset_head_settings(config, preset_backbone_class(config.from_preset))
     if config.unlabeled and self_training is None:  # a teacher, then this run as its student
