@@ -700,6 +700,42 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
         assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
+def test_predict_file_answers_a_pipe_as_it_flows_and_stops_quietly_when_the_reader_goes(cli_run, numpy_path):
+    """--file - read all of standard input before the first answer (a producer that keeps the pipe open got
+    none), and `| head` ended in a BrokenPipeError traceback."""
+    import select
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFLLM_NUMPY_CLASSIFICATION=numpy_path)
+    command = [sys.executable, "-m", "tfllm.cli", "predict", str(cli_run[0]), "--file", "-"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        process.stdin.write("".join(f"a fine film, number {i}\n" for i in range(600)))  # more than one chunk
+        process.stdin.flush()
+        # The input is still open: the first chunk's answers come anyway.
+        assert select.select([process.stdout], [], [], 120)[0], "no answer before the end of the input"
+        assert json.loads(process.stdout.readline())["text"] == "a fine film, number 0"
+        process.stdin.write("the last film\n")
+        process.stdin.close()
+        lines = process.stdout.read().splitlines()
+        assert process.wait(60) == 0, process.stderr.read()
+    finally:
+        process.kill()
+    assert len(lines) == 600 and json.loads(lines[-1])["text"] == "the last film"
+
+    # The reader closes the pipe after one line: exit status 141 (128 + SIGPIPE, as `yes | head`), no traceback.
+    texts = "".join(f"a fine film, number {i}\n" for i in range(3000))
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    process.stdin.write(texts)
+    process.stdin.close()
+    assert process.stdout.readline()
+    process.stdout.close()
+    assert process.wait(120) == 141
+    assert "Traceback" not in process.stderr.read()
+
+
 @pytest.mark.parametrize("damage", ["truncated_weights", "no_vocabulary", "bad_task_json"])
 def test_a_damaged_run_is_one_line_for_predict_and_evaluate(cli_run, tmp_path, capsys, monkeypatch, damage):
     import shutil

@@ -5,6 +5,7 @@ with exit status 2, never as a traceback.
 """
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -242,16 +243,20 @@ def _token_counts(tokenizer, texts):
     return [int((row != 0).sum()) for row in keras.ops.convert_to_numpy(ids)]
 
 
-def _refuse_wordless(texts, counts, run_dir):
+def _refuse_wordless(texts, counts, run_dir, offset=0):
     """A text the tokenizer makes nothing of (control characters, NUL, zero-width spaces) is as empty as "":
-    the model read only its start and end tokens and still printed a confident label."""
+    the model read only its start and end tokens and still printed a confident label. `offset`: how many
+    texts came before these (their numbers count from 1 over all of them)."""
     from tfllm.errors import UserInputError
 
-    for i, (text, count) in enumerate(zip(texts, counts), 1):
+    for i, (text, count) in enumerate(zip(texts, counts), offset + 1):
         if not count:
             raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
                                  f"space characters); pass the texts to classify, e.g. tfllm predict {run_dir} "
                                  "\"a joyous, moving film\".")
+
+
+PREDICT_CHUNK = 512  # texts classified (and printed) at a time by `predict`
 
 
 def cmd_predict(args):
@@ -272,31 +277,41 @@ def cmd_predict(args):
     if empty:
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to classify, e.g. "
                              f"tfllm predict {args.run_dir} \"a joyous, moving film\".")
+    texts = iter(args.texts)
     if args.file is not None:
         from tfllm.datasets import read_texts
 
-        args.texts = [*args.texts, *read_texts(args.file, args.text_column or "text")]
+        texts = itertools.chain(texts, read_texts(args.file, args.text_column or "text"))
     from tfllm import fast_classification
 
     # NumPy first: a cold command then needs no TensorFlow (about 0.3 s instead of 6 s here).
     # TFLLM_NUMPY_CLASSIFICATION=0 always takes the TensorFlow path (benchmarks compare the two).
     fast = fast_classification.load(args.run_dir) if os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0" else None
-    if fast and all(map(fast_classification.tokenizes_like_tensorflow, args.texts)):
-        _refuse_wordless(args.texts, [len(fast.tokenizer.words(text)) for text in args.texts], args.run_dir)
-    probabilities = fast.predict(args.texts) if fast else None
-    if probabilities is not None:
-        label_names = fast.label_names
-    else:
-        from tfllm.runs import loading
-        from tfllm.training.classifier import load_run, predict_probabilities
+    model = None
+    # A chunk at a time, each printed as it is classified: a large --file (or a pipe into --file -) shows its
+    # first answers at once and is never held whole in memory.
+    for offset in itertools.count(0, PREDICT_CHUNK):
+        chunk = list(itertools.islice(texts, PREDICT_CHUNK))
+        if not chunk:
+            break
+        probabilities = None
+        if fast and all(map(fast_classification.tokenizes_like_tensorflow, chunk)):
+            _refuse_wordless(chunk, [len(fast.tokenizer.words(text)) for text in chunk], args.run_dir, offset)
+            probabilities, label_names = fast.predict(chunk), fast.label_names
+        if probabilities is None:
+            if model is None:
+                from tfllm.runs import loading
+                from tfllm.training.classifier import load_run, predict_probabilities
 
-        with loading(args.run_dir):
-            model, label_names, _ = load_run(args.run_dir)
-        _refuse_wordless(args.texts, _token_counts(model.preprocessor.tokenizer, args.texts), args.run_dir)
-        probabilities = predict_probabilities(model, args.texts)
-    for text, probs in zip(args.texts, probabilities):
-        result = {"text": text, "label": label_names[int(probs.argmax())], "probabilities": dict(zip(label_names, map(float, probs)))}
-        print(json.dumps(result, ensure_ascii=False))
+                with loading(args.run_dir):
+                    model, label_names, _ = load_run(args.run_dir)
+            _refuse_wordless(chunk, _token_counts(model.preprocessor.tokenizer, chunk), args.run_dir, offset)
+            probabilities = predict_probabilities(model, chunk)
+        for text, probs in zip(chunk, probabilities):
+            result = {"text": text, "label": label_names[int(probs.argmax())],
+                      "probabilities": dict(zip(label_names, map(float, probs)))}
+            print(json.dumps(result, ensure_ascii=False))
+        sys.stdout.flush()
 
 
 def cmd_export(args):
@@ -875,6 +890,14 @@ def main(argv=None):
     except UserInputError as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # What reads the output went away (`tfllm predict ... | head`): stop as a Unix tool that SIGPIPE ends
+        # does, without a traceback; stdout goes to /dev/null so that Python's flush at exit does not fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # not a real file (a notebook's or pytest's captured stdout)
+            pass
+        return 128 + getattr(signal, "SIGPIPE", 13)
     except Exception as e:
         # A full disk: one line too, with status 1, as a failure that is not the user's input (what a run
         # or an export leaves then is as after any failure: nothing half-written, a backup to resume from).

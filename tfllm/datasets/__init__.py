@@ -108,21 +108,22 @@ def read_lines(path, empty_fix=None):
 
 
 def read_texts(path, text_column="text"):
-    """New texts to label, from `path`: every non-blank line of a text file (`.txt`, `.txt.gz`, any other
-    name; "-" reads standard input), or every row's `text_column` of a `.csv`/`.tsv`/`.jsonl` file (all
-    rows: a split column is ignored, as these texts are to be labelled, not scored). For `predict --file`.
+    """New texts to label, from `path`, yielded as they are read (so `predict --file -` answers a pipe as it
+    flows): every non-blank line of a text file (`.txt`, `.txt.gz`, any other name; "-" reads standard input),
+    or every row's `text_column` of a `.csv`/`.tsv`/`.jsonl`/`.json` file (all rows: a split column is
+    ignored, as these texts are to be labelled, not scored). For `predict --file`. Each error is raised
+    when the reading gets there; a file without a text, at its end.
     """
     base = path[:-3] if path.endswith(".gz") else path
     empty_fix = "Point --file at a file with one text per line (or rows with a text column)."
     if path == "-":
-        texts = [line.strip() for line in sys.stdin.read().splitlines()]
+        texts = (line.strip() for chunk in sys.stdin for line in chunk.splitlines())
     elif not os.path.exists(path):  # read_lines' message offered bundled dataset names, which --file does not take
         raise UserInputError(f"--file {path!r} does not exist; check the path.")
     elif os.path.isdir(path):
         raise UserInputError(f"--file {path!r} is a folder; point it at a .txt file (one text per line) or a "
                              "CSV/JSONL file with a text column.")
     elif base.endswith((".csv", ".tsv", ".jsonl", ".json")):
-        texts = []
         for number, row in enumerate(iter_rows(path, empty_fix), 1):
             if text_column not in row:
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
@@ -131,15 +132,18 @@ def read_texts(path, text_column="text"):
             if not text.strip():
                 raise UserInputError(f"{path!r} data row {number} has an empty {text_column!r}; fill it in or "
                                      "remove the row, so that each output line answers one row.")
-            texts.append(text)
-        return texts
+            yield text
+        return
     else:
-        texts = [line.strip() for chunk in read_lines(path, empty_fix) for line in chunk.splitlines()]
-    texts = [text for text in texts if text]
-    if not texts:
+        texts = (line.strip() for chunk in read_lines(path, empty_fix) for line in chunk.splitlines())
+    found = False
+    for text in texts:
+        if text:
+            found = True
+            yield text
+    if not found:
         raise UserInputError(f"--file {'standard input' if path == '-' else repr(path)} holds no text; put one "
                              "text per line.")
-    return texts
 
 
 class _RepeatedKey(Exception):
