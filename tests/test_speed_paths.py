@@ -235,3 +235,34 @@ def test_cli_predict_runs_without_tensorflow(tiny_classifier_run):
         assert result["label"] == label_names[int(expected.argmax())]
     tensorflow_printed, heavy = predict(*texts, numpy="0")
     assert "tensorflow" in heavy and [r["label"] for r in tensorflow_printed] == [r["label"] for r in printed]
+
+
+def test_python_predict_is_the_commands_answer_and_loads_a_run_once(tiny_classifier_run, capsys, monkeypatch):
+    """`tfllm.predict(run_dir, texts)`: what `tfllm predict` prints, as dicts; in a notebook loop the run is
+    loaded once (the TensorFlow path too), and a single string is refused, not classified per character."""
+    import json
+
+    import tfllm
+    from conftest import main_in_process
+    from tfllm import fast_classification, prediction
+    from tfllm.errors import UserInputError
+    from tfllm.training import classifier
+
+    texts = ["a joyous, moving film", "a dull mess"]
+    printed = main_in_process(capsys, "predict", tiny_classifier_run, *texts)
+    assert printed.returncode == 0, printed.stderr
+    expected = [json.loads(line) for line in printed.stdout.splitlines()]
+    prediction._LOADED.clear()
+    loads = []
+    for module, name in ((fast_classification, "load"), (classifier, "load_run")):
+        monkeypatch.setattr(module, name, lambda *a, _f=getattr(module, name), _n=name: loads.append(_n) or _f(*a))
+    assert tfllm.predict(tiny_classifier_run, texts) == expected == tfllm.predict(tiny_classifier_run, texts)
+    assert loads == ["load"]
+    monkeypatch.setenv("TFLLM_NUMPY_CLASSIFICATION", "0")  # the TensorFlow path: loaded once as well
+    prediction._LOADED.clear()
+    for _ in range(2):
+        tensorflow = tfllm.predict(tiny_classifier_run, texts)
+        assert [r["label"] for r in tensorflow] == [r["label"] for r in expected]
+    assert loads == ["load", "load_run"]
+    with pytest.raises(UserInputError, match="wrap it in a list"):
+        tfllm.predict(tiny_classifier_run, "a fine film")

@@ -33,6 +33,7 @@ _EXPORTS = {
     "CausalLM": "tfllm.models",
     "load_task": "tfllm.runs",
     "explain": "tfllm.explanations",
+    "predict": "tfllm.prediction",
     "generate": "tfllm.generation",
     "translate": "tfllm.translation",
     "Explainer": "tfllm.explanations",

@@ -230,35 +230,6 @@ def cmd_evaluate(args):
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 
 
-def _token_counts(tokenizer, texts):
-    """How many tokens a KerasHub tokenizer makes of each text (its rows: ragged, lists, or zero-padded)."""
-    import keras
-    import tensorflow as tf
-
-    ids = tokenizer(tf.constant(list(texts)))
-    if isinstance(ids, tf.RaggedTensor):
-        return [int(n) for n in ids.row_lengths().numpy()]
-    if isinstance(ids, list):
-        return [len(row) for row in ids]
-    return [int((row != 0).sum()) for row in keras.ops.convert_to_numpy(ids)]
-
-
-def _refuse_wordless(texts, counts, run_dir, offset=0):
-    """A text the tokenizer makes nothing of (control characters, NUL, zero-width spaces) is as empty as "":
-    the model read only its start and end tokens and still printed a confident label. `offset`: how many
-    texts came before these (their numbers count from 1 over all of them)."""
-    from tfllm.errors import UserInputError
-
-    for i, (text, count) in enumerate(zip(texts, counts), offset + 1):
-        if not count:
-            raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
-                                 f"space characters); pass the texts to classify, e.g. tfllm predict {run_dir} "
-                                 "\"a joyous, moving film\".")
-
-
-PREDICT_CHUNK = 512  # texts classified (and printed) at a time by `predict`
-
-
 def cmd_predict(args):
     from tfllm import runs
     from tfllm.errors import UserInputError
@@ -282,36 +253,12 @@ def cmd_predict(args):
         from tfllm.datasets import read_texts
 
         texts = itertools.chain(texts, read_texts(args.file, args.text_column or "text"))
-    from tfllm import fast_classification
+    from tfllm.prediction import classify
 
-    # NumPy first: a cold command then needs no TensorFlow (about 0.3 s instead of 6 s here).
-    # TFLLM_NUMPY_CLASSIFICATION=0 always takes the TensorFlow path (benchmarks compare the two).
-    fast = fast_classification.load(args.run_dir) if os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0" else None
-    model = None
-    # A chunk at a time, each printed as it is classified: a large --file (or a pipe into --file -) shows its
-    # first answers at once and is never held whole in memory.
-    for offset in itertools.count(0, PREDICT_CHUNK):
-        chunk = list(itertools.islice(texts, PREDICT_CHUNK))
-        if not chunk:
-            break
-        probabilities = None
-        if fast and all(map(fast_classification.tokenizes_like_tensorflow, chunk)):
-            _refuse_wordless(chunk, [len(fast.tokenizer.words(text)) for text in chunk], args.run_dir, offset)
-            probabilities, label_names = fast.predict(chunk), fast.label_names
-        if probabilities is None:
-            if model is None:
-                from tfllm.runs import loading
-                from tfllm.training.classifier import load_run, predict_probabilities
-
-                with loading(args.run_dir):
-                    model, label_names, _ = load_run(args.run_dir)
-            _refuse_wordless(chunk, _token_counts(model.preprocessor.tokenizer, chunk), args.run_dir, offset)
-            probabilities = predict_probabilities(model, chunk)
-        for text, probs in zip(chunk, probabilities):
-            result = {"text": text, "label": label_names[int(probs.argmax())],
-                      "probabilities": dict(zip(label_names, map(float, probs)))}
-            print(json.dumps(result, ensure_ascii=False))
-        sys.stdout.flush()
+    # Each answer as it comes (a chunk at a time): a large --file, or a pipe into --file -, is answered as
+    # it is read, never held whole.
+    for result in classify(args.run_dir, texts):
+        print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
 def cmd_export(args):
