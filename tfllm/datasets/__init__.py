@@ -168,7 +168,7 @@ def refuse_plain_text(path, lacks, fix):
 
 
 def _read_rows(path):
-    """Rows as dicts from .csv/.tsv/.jsonl (optionally .gz)."""
+    """Rows as dicts from .csv/.tsv/.jsonl/.json (optionally .gz)."""
     return list(iter_rows(path))
 
 
