@@ -725,7 +725,8 @@ def test_predict_file_answers_a_pipe_as_it_flows_and_stops_quietly_when_the_read
     assert len(lines) == 600 and json.loads(lines[-1])["text"] == "the last film"
 
     # The reader closes the pipe after one line: exit status 141 (128 + SIGPIPE, as `yes | head`), no traceback.
-    texts = "".join(f"a fine film, number {i}\n" for i in range(3000))
+    # 1,500 texts (37 KB) fit the pipe whole, so writing them cannot wait on the output nobody reads yet.
+    texts = "".join(f"a fine film, number {i}\n" for i in range(1500))
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     process.stdin.write(texts)
