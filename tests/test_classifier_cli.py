@@ -680,10 +680,13 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
     assert expected.returncode == 0, expected.stderr
     (tmp_path / "reviews.txt").write_text("\n".join([texts[0], "", *texts[1:]]) + "\n")  # blank lines skipped
     (tmp_path / "reviews.csv").write_text("id,review\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts)))
+    (tmp_path / "texts.json").write_text(json.dumps(texts))  # a JSON file of texts: an array, or a string a line
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts))
     (tmp_path / "empty.txt").write_text(" \n")
     (tmp_path / "empty.csv").write_text("")
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts)))
-    for args in ([tmp_path / "reviews.txt"], [tmp_path / "reviews.csv", "--text-column", "review"], ["-"]):
+    for args in ([tmp_path / "reviews.txt"], [tmp_path / "reviews.csv", "--text-column", "review"], ["-"],
+                 [tmp_path / "texts.json"], [tmp_path / "texts.jsonl"]):
         result = main_in_process(capsys, "predict", cli_run[0], "--file", *args)
         assert result.returncode == 0, result.stderr
         assert result.stdout == expected.stdout

@@ -124,7 +124,9 @@ def read_texts(path, text_column="text"):
         raise UserInputError(f"--file {path!r} is a folder; point it at a .txt file (one text per line) or a "
                              "CSV/JSONL file with a text column.")
     elif base.endswith((".csv", ".tsv", ".jsonl", ".json")):
-        for number, row in enumerate(iter_rows(path, empty_fix), 1):
+        for number, row in enumerate(iter_rows(path, empty_fix, strings=True), 1):
+            if isinstance(row, str):  # a JSON file of texts: ["a fine film", ...] or a string a line
+                row = {text_column: row}
             if text_column not in row:
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
                                      f"are {sorted(row)}. Pass --text-column with one of them.")
@@ -172,22 +174,23 @@ def _read_rows(path):
     return list(iter_rows(path))
 
 
-def iter_rows(path, empty_fix=None):
+def iter_rows(path, empty_fix=None, strings=False):
     """`_read_rows`' rows one at a time, read as they are asked for (`load_documents(max_rows=N)` reads
-    only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'."""
+    only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'.
+    `strings`: a JSON string in place of an object is a row too, yielded as the string (texts to label)."""
     base = path[:-3] if path.endswith(".gz") else path
     lines = read_lines(path, empty_fix)
     if base.endswith(".jsonl") or base.endswith(".json"):
         lines, first = _first_line(lines)
         if first.lstrip().startswith("["):  # one JSON array of objects, not an object a line
-            yield from _json_array_rows(path, "".join(lines))
+            yield from _json_array_rows(path, "".join(lines), strings)
             return
         # Lines end at "\n" (JSON Lines), not at every break str.splitlines knows: a text may hold U+2028 or
         # U+0085, which json.dumps(ensure_ascii=False) writes as they are.
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            yield _json_object(path, _parse_json(path, line, f"line {number}"), f"line {number}")
+            yield _json_object(path, _parse_json(path, line, f"line {number}"), f"line {number}", strings)
         return
     if base.endswith(".csv") or base.endswith(".tsv"):
         delimiter = "\t" if base.endswith(".tsv") else ","
@@ -285,17 +288,20 @@ def _parse_json(path, text, where):
                              "object, so that it says which value to read.") from None
 
 
-def _json_object(path, row, where):
+def _json_object(path, row, where, strings=False):
+    if strings and isinstance(row, str):
+        return row
     if not isinstance(row, dict):
-        raise UserInputError(f"{path!r} {where} is not a JSON object. Each must look like {{\"text\": ..., \"label\": ...}}.")
+        shape = '"a text" or {"text": ...}' if strings else '{"text": ..., "label": ...}'
+        raise UserInputError(f"{path!r} {where} is not a JSON object{' or string' * strings}. Each must look like {shape}.")
     return row
 
 
-def _json_array_rows(path, text):
+def _json_array_rows(path, text, strings=False):
     """The objects of a file that holds one JSON array of them (`df.to_json(orient="records")`, a hand-written
     list): read as JSON Lines, its "line 1" was refused as not an object."""
     for number, row in enumerate(_parse_json(path, text, ""), 1):
-        yield _json_object(path, row, f"item {number} of its array")
+        yield _json_object(path, row, f"item {number} of its array", strings)
 
 
 def hidden(name):
