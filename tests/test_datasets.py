@@ -103,6 +103,23 @@ def test_labels_that_differ_only_in_case_or_spaces_are_named_in_a_warning(tmp_pa
     assert capsys.readouterr().err == ""
 
 
+def test_a_json_file_of_texts_is_a_corpus_but_not_labelled_data(tmp_path):
+    """A JSON array of strings (or a string a line) holds texts: pretraining and generation read them; as
+    classification data it lacks labels, and says what each item must look like."""
+    from tfllm.datasets.text import load_documents, load_text_corpus
+
+    texts = [f"document number {i}" for i in range(20)]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts))
+    for name in ("texts.json", "texts.jsonl"):
+        assert sum(load_documents(str(tmp_path / name)), []) == texts
+        train, val = load_text_corpus(str(tmp_path / name))
+        assert "document number 0" in train and "document number 19" in val
+    with pytest.raises(UserInputError, match=re.escape("item 1 of its array is not a JSON object. Each must look "
+                                                       'like {"text": ..., "label": ...}')):
+        load_classification_data(str(tmp_path / "texts.json"))
+
+
 def test_a_pathlib_path_is_a_file_like_its_str(tmp_path):
     # A notebook's pathlib.Path was an AttributeError traceback ('PosixPath' object has no attribute 'endswith').
     path = write_csv(tmp_path / "d.csv")

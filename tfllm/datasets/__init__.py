@@ -124,9 +124,7 @@ def read_texts(path, text_column="text"):
         raise UserInputError(f"--file {path!r} is a folder; point it at a .txt file (one text per line) or a "
                              "CSV/JSONL file with a text column.")
     elif base.endswith((".csv", ".tsv", ".jsonl", ".json")):
-        for number, row in enumerate(iter_rows(path, empty_fix, strings=True), 1):
-            if isinstance(row, str):  # a JSON file of texts: ["a fine film", ...] or a string a line
-                row = {text_column: row}
+        for number, row in enumerate(iter_rows(path, empty_fix, text_column), 1):
             if text_column not in row:
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
                                      f"are {sorted(row)}. Pass --text-column with one of them.")
@@ -174,23 +172,24 @@ def _read_rows(path):
     return list(iter_rows(path))
 
 
-def iter_rows(path, empty_fix=None, strings=False):
+def iter_rows(path, empty_fix=None, text_column=None):
     """`_read_rows`' rows one at a time, read as they are asked for (`load_documents(max_rows=N)` reads
     only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'.
-    `strings`: a JSON string in place of an object is a row too, yielded as the string (texts to label)."""
+    `text_column`: where only texts are read, a JSON string in place of an object is the row
+    `{text_column: string}` (a JSON file of texts: `["a fine film", ...]`, or a string a line)."""
     base = path[:-3] if path.endswith(".gz") else path
     lines = read_lines(path, empty_fix)
     if base.endswith(".jsonl") or base.endswith(".json"):
         lines, first = _first_line(lines)
         if first.lstrip().startswith("["):  # one JSON array of objects, not an object a line
-            yield from _json_array_rows(path, "".join(lines), strings)
+            yield from _json_array_rows(path, "".join(lines), text_column)
             return
         # Lines end at "\n" (JSON Lines), not at every break str.splitlines knows: a text may hold U+2028 or
         # U+0085, which json.dumps(ensure_ascii=False) writes as they are.
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            yield _json_object(path, _parse_json(path, line, f"line {number}"), f"line {number}", strings)
+            yield _json_object(path, _parse_json(path, line, f"line {number}"), f"line {number}", text_column)
         return
     if base.endswith(".csv") or base.endswith(".tsv"):
         delimiter = "\t" if base.endswith(".tsv") else ","
@@ -288,20 +287,21 @@ def _parse_json(path, text, where):
                              "object, so that it says which value to read.") from None
 
 
-def _json_object(path, row, where, strings=False):
-    if strings and isinstance(row, str):
-        return row
+def _json_object(path, row, where, text_column=None):
+    if text_column is not None and isinstance(row, str):
+        return {text_column: row}
     if not isinstance(row, dict):
-        shape = '"a text" or {"text": ...}' if strings else '{"text": ..., "label": ...}'
+        strings = text_column is not None
+        shape = f'"a text" or {{"{text_column}": ...}}' if strings else '{"text": ..., "label": ...}'
         raise UserInputError(f"{path!r} {where} is not a JSON object{' or string' * strings}. Each must look like {shape}.")
     return row
 
 
-def _json_array_rows(path, text, strings=False):
+def _json_array_rows(path, text, text_column=None):
     """The objects of a file that holds one JSON array of them (`df.to_json(orient="records")`, a hand-written
     list): read as JSON Lines, its "line 1" was refused as not an object."""
     for number, row in enumerate(_parse_json(path, text, ""), 1):
-        yield _json_object(path, row, f"item {number} of its array", strings)
+        yield _json_object(path, row, f"item {number} of its array", text_column)
 
 
 def hidden(name):

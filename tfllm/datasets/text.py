@@ -63,7 +63,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
     base = path[:-3] if path.endswith(".gz") else path
     if base.endswith((".csv", ".tsv", ".jsonl", ".json")):
         column = text_column or "text"
-        rows = list(iter_rows(path, f"Point {flag} at a file with text."))
+        rows = list(iter_rows(path, f"Point {flag} at a file with text.", column))
         if rows and column not in rows[0]:
             raise UserInputError(
                 f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
@@ -187,7 +187,7 @@ def _document_lines(path, column, empty_fix):
             for line in read_lines(os.path.join(path, name), empty_fix):
                 yield from line.splitlines()  # as the whole text's splitlines: read_lines ends lines at "\n"
     elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
-        rows = iter_rows(path, empty_fix)
+        rows = iter_rows(path, empty_fix, column)
         first = next(rows, None)
         if first is None:
             return
