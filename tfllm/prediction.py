@@ -47,11 +47,13 @@ def classify(run_dir, texts, chunk_size=CHUNK):
         chunk = list(itertools.islice(texts, chunk_size))
         if not chunk:
             return
-        probabilities, fast = None, loaded.fast
-        if fast and all(map(fast_classification.tokenizes_like_tensorflow, chunk)):
+        fast = loaded.fast
+        # None where a text holds a character the NumPy tokenizer does not split as TensorFlow Text does.
+        probabilities = fast.predict(chunk) if fast else None
+        if probabilities is not None:
             _refuse_wordless(chunk, [len(fast.tokenizer.words(text)) for text in chunk], run_dir, offset)
-            probabilities, label_names = fast.predict(chunk), fast.label_names
-        if probabilities is None:
+            label_names = fast.label_names
+        else:
             from tfllm.training.classifier import predict_probabilities
 
             task, label_names = loaded.task()

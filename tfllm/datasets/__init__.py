@@ -268,8 +268,9 @@ def _csv_delimiter(lines):
     semicolons (what Excel writes as "CSV" where the decimal mark is a comma) or tabs (a TSV saved as .csv).
     Read with commas, such a header was one column ("text;label"), and the error offered it as a column name."""
     lines, header = _first_line(lines)
-    delimiter = "," if "," in header else max((";", "\t"), key=header.count)
-    return lines, delimiter if delimiter in header else ","
+    if "," in header or not (";" in header or "\t" in header):
+        return lines, ","
+    return lines, max((";", "\t"), key=header.count)
 
 
 def _parse_json(path, text, where):
