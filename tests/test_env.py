@@ -145,3 +145,22 @@ def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(
     assert retracing_warnings(tfllm_models) == []
     kept = retracing_warnings(own_models)
     assert kept and all("TensorFlowTrainer" in r for r in kept), kept
+
+
+EXTRAS_IN = "sorted(m for m in ('keras', 'sklearn', 'matplotlib', 'IPython') if m in sys.modules)"
+
+
+def test_the_command_imports_keras_without_the_packages_only_keras_own_extras_need(tmp_path):
+    """`tfllm ...` (main with no argv) imports Keras without scikit-learn, matplotlib and IPython, which
+    Keras and kagglehub import when installed; `import tfllm` in a notebook leaves Keras as it is."""
+    command = f"import sys; sys.argv = ['tfllm', 'train', '--task', 'generate', '--data', {str(tmp_path / 'missing.txt')!r}]"
+    code = (f"{command}; from tfllm.cli import main; status = main(); print(status, {EXTRAS_IN}); "
+            # What the command skipped for Keras still imports for tfllm's own use afterwards.
+            "import matplotlib.figure, sklearn.gaussian_process, IPython; print('imported')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == ["2 ['keras']", "imported"], out.stderr
+    assert "does not exist" in out.stderr
+
+    code = f"import sys, tfllm, keras_hub; print({EXTRAS_IN})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split("\n")[0] == "['IPython', 'keras', 'matplotlib', 'sklearn']", out.stderr

@@ -3,10 +3,12 @@
 Kept apart from everything else (and free of imports beyond the standard
 library) because it only works when it runs first: `import tfllm` and
 `tfllm.cli.main` call `quiet_gpu_probe()` before anything imports TensorFlow.
-`import tfllm` also installs `quiet_new_model_retracing()`'s log filter.
+`import tfllm` also installs `quiet_new_model_retracing()`'s log filter, and the `tfllm`
+command `skip_keras_extras()`'s import hook.
 """
 
 import glob
+import importlib.abc
 import logging
 import os
 import sys
@@ -101,3 +103,55 @@ def quiet_new_model_retracing():
     logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _NewModelRetracing) for f in logger.filters):
         logger.addFilter(_NewModelRetracing())
+
+
+# Keras modules that import an optional package at their top when it is installed (each in a
+# `try: ... except ImportError:` that Keras keeps for machines without it), for a feature no tfllm
+# command uses: scikit-learn (with SciPy's stats) for `keras.wrappers`' scikit-learn estimators,
+# matplotlib for `keras.visualization`'s image galleries, IPython for `KerasFileEditor`'s notebook
+# display and for kagglehub's Colab check (KerasHub imports kagglehub; in a command's own process
+# `get_ipython()` is None, so the check answers False either way).
+_KERAS_EXTRAS = {
+    "keras.src.wrappers.fixes": "sklearn",
+    "keras.src.wrappers.utils": "sklearn",
+    "keras.src.wrappers.sklearn_wrapper": "sklearn",
+    "keras.src.visualization.plot_image_gallery": "matplotlib",
+    "keras.src.visualization.plot_bounding_box_gallery": "matplotlib",
+    "keras.src.saving.file_editor": "IPython",
+    "kagglehub.env": "IPython",
+}
+
+
+class _SkipKerasExtras(importlib.abc.MetaPathFinder):
+    """Makes the imports `_KERAS_EXTRAS` lists fail, as on a machine without those packages, when one of
+    those Keras modules makes them while it is first imported; any other import of the same packages
+    (tfllm's reports import matplotlib, `tfllm tune`'s Bayesian search scikit-learn) finds them as usual.
+
+    `import keras` imports all three when they are installed (`tfllm[dev]` installs them, and
+    scikit-learn comes with `keras-tuner[bayesian]`): 1.1-1.7 s of the 4-5 s that every `tfllm` command
+    waits for TensorFlow, Keras and KerasHub on a 2-core machine (measured alternating, 2026-12-03).
+    Keras imports its optional packages eagerly by design (`keras/src/wrappers/fixes.py`,
+    `keras/src/visualization/plot_image_gallery.py`, `keras/src/saving/file_editor.py` in Keras 3.15;
+    TensorFlow made the same change for its own scikit-learn import in tensorflow/tensorflow#2178).
+    Installed only by the `tfllm` command (`tfllm.cli.main` called with no argv), never by `import tfllm`:
+    a notebook or script may use those Keras features.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if "." in name or name not in _KERAS_EXTRAS.values():
+            return None  # a submodule is only imported once its package has been, which this refused
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+            frame = frame.f_back  # the import system's own frames, up to the module that imports
+        importer = frame.f_globals.get("__name__") if frame is not None else None
+        if _KERAS_EXTRAS.get(importer) == name and frame.f_code.co_name == "<module>":
+            raise ModuleNotFoundError(f"{name} is not imported for Keras in the tfllm command", name=name)
+        return None
+
+
+def skip_keras_extras():
+    """Installs `_SkipKerasExtras` (once) before anything imports Keras. Returns True if it did."""
+    if "keras" in sys.modules or any(isinstance(f, _SkipKerasExtras) for f in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _SkipKerasExtras())
+    return True

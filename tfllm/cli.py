@@ -812,9 +812,11 @@ def build_parser():
 
 
 def main(argv=None):
-    from tfllm._env import quiet_gpu_probe
+    from tfllm._env import quiet_gpu_probe, skip_keras_extras
 
     quiet_gpu_probe()  # before anything imports TensorFlow; see its docstring
+    if argv is None:  # the `tfllm` command's own process, not `main([...])` in a notebook
+        skip_keras_extras()  # a second off every command's start-up; see its docstring
     from tfllm import errors
     from tfllm.errors import Terminated, UserInputError, disk_full_message
 
