@@ -264,6 +264,33 @@ def test_seeded_split_without_a_split_column(pairs_csv):
     assert (len(a.train), len(a.val), len(a.test)) == (240, 30, 30)
 
 
+def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(tmp_path):
+    """The Tatoeba/Anki files the keras.io translation examples read (`spa.txt`: English, a tab, the translation, a
+    tab, the attribution): they said "Name the columns", then "plain text ... without a source and a target column"."""
+    import gzip
+
+    pairs = [(en, zh) for zh, en in make_pairs(50)] + [('"One," he said.', "一")]  # quotes are text, not CSV quoting
+    text = "".join(f"{en}\t{zh}\tCC-BY 2.0 (France) Attribution: tatoeba.org #{i}\n" for i, (en, zh) in enumerate(pairs))
+    path = tmp_path / "eng-zh.txt"
+    path.write_text(text + "\n", encoding="utf-8")  # a blank last line is no pair
+    (tmp_path / "eng-zh.txt.gz").write_bytes(gzip.compress(text.encode("utf-8")))
+    for name in ("eng-zh.txt", "eng-zh.txt.gz"):
+        data = load_pair_data(str(tmp_path / name))
+        assert (data.source_column, data.target_column) == ("1", "2")
+        read = sorted(zip(data.train.sources + data.val.sources + data.test.sources,
+                          data.train.targets + data.val.targets + data.test.targets))
+        assert read == sorted(pairs)
+    reverse = load_pair_data(str(path), source_column="2", target_column="1")
+    assert sorted(zip(reverse.train.targets + reverse.val.targets + reverse.test.targets,
+                      reverse.train.sources + reverse.val.sources + reverse.test.sources)) == sorted(pairs)
+    path.write_text(text + "three\n", encoding="utf-8")
+    with pytest.raises(UserInputError, match=f"line {len(pairs) + 1} has no tab: write each pair"):
+        load_pair_data(str(path))
+    path.write_text("one two\nthree\n", encoding="utf-8")  # plain text, a line each: still refused as such
+    with pytest.raises(UserInputError, match="is plain text.* a tab, the target"):
+        load_pair_data(str(path))
+
+
 @pytest.mark.parametrize("row, message", [
     ({"zh": "一", "en": ["one", "single"]}, "JSON list, not text, as its target"),
     ({"zh": 1, "en": "one"}, "JSON int, not text, as its source"),

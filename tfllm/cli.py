@@ -710,8 +710,9 @@ def build_parser():
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--split-column", default=None, help="column with train/val/test (default: a seeded stratified split)")
-    p.add_argument("--source-column", default=None, help="translate: the column to translate (cedict: simplified)")
-    p.add_argument("--target-column", default=None, help="translate: its translation (cedict: english)")
+    p.add_argument("--source-column", default=None,
+                   help="translate: the column to translate (cedict: simplified; a tab-separated .txt: 1)")
+    p.add_argument("--target-column", default=None, help="translate: its translation (cedict: english; .txt: 2)")
     p.add_argument("--labels", type=_csv_list, default=None,
                    help="keep only these labels, e.g. rotten,fresh (the last is positive), exactly as the data writes them")
     p.add_argument("--preset", default=None, help="recipe name (default: 'default'; 'finetune' with --from-preset)")

@@ -2,7 +2,10 @@
 
 A pair file is a CSV/TSV/JSONL (optionally `.gz`) with a source column and a
 target column, and optionally a split column (train/val/test); without one a
-seeded 80/10/10 split is made. A target may hold several correct references
+seeded 80/10/10 split is made. A `.txt` of tab-separated pairs without a header
+(the Tatoeba/Anki files from manythings.org, `spa.txt`: "Go.<TAB>Ve.<TAB>CC-BY ...",
+which the keras.io translation examples read) has its columns named by position,
+"1", "2", ...: the source is the first, the target the second. A target may hold several correct references
 joined by a separator (`cedict`'s `english` column: glosses joined by `/`):
 training uses the first reference of each pair, scoring counts all of them.
 
@@ -14,7 +17,8 @@ import dataclasses
 import os
 import random
 
-from tfllm.datasets import _SPLIT_ALIASES, SPLITS, _column, _read_rows, bundled_path, refuse_plain_text
+from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _column, _first_line, _read_rows, bundled_path, read_lines,
+                            refuse_plain_text)
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -55,6 +59,26 @@ def _split_references(text, separator):
     return [r for r in refs if r] or [text.strip()]
 
 
+def _tab_separated_rows(path):
+    """The rows of a headerless `.txt`/`.txt.gz` of tab-separated pairs as `{"1": field, "2": field, ...}`, a
+    non-blank line each; None for any other file (a `.txt` whose first line holds no tab is plain text). The
+    fields are split at every tab, without CSV quoting: Tatoeba's sentences hold quotes ('"Go," he said.')."""
+    if not path.endswith((".txt", ".txt.gz")) or not os.path.isfile(path):
+        return None
+    lines, first = _first_line(read_lines(path))
+    if "\t" not in first:
+        return None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) < 2:
+                raise UserInputError(f"{path!r} line {number} has no tab: write each pair on a line as the source "
+                                     "text, a tab, and its translation.")
+            rows.append({str(i): field for i, field in enumerate(fields, 1)})
+    return rows
+
+
 def _read_columns(source, source_column, target_column, split_column, reference_separator):
     """The checked source, target (and split) columns of a bundled name or a file, with the names it used."""
     if source in BUNDLED_PAIRS:
@@ -69,11 +93,16 @@ def _read_columns(source, source_column, target_column, split_column, reference_
         if not os.path.exists(path):
             raise UserInputError(f"Pairs file {path!r} does not exist. Check the path, or use a bundled set: "
                                  f"{', '.join(BUNDLED_PAIRS)}.")
+    rows = _tab_separated_rows(path)
+    if rows is not None:
+        source_column, target_column = source_column or "1", target_column or "2"
+    else:
+        refuse_plain_text(path, "a source and a target column",
+                          "a column for each side of a pair (or write a pair a line: the source, a tab, the target)")
         if not source_column or not target_column:
             raise UserInputError(f"Name the columns of {source!r}: pass --source-column and --target-column "
                                  "(the text to translate and its translation).")
-    refuse_plain_text(path, "a source and a target column", "a column for each side of a pair")
-    rows = _read_rows(path)
+        rows = _read_rows(path)
     if not rows:
         raise UserInputError(f"{path!r} has a header but no rows. Add rows of source and target text.")
     if source_column == target_column:
@@ -140,7 +169,8 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
     """Loads (source, references) pairs and splits them into train/val/test.
 
     Args:
-        source: `cedict` (bundled) or a `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`).
+        source: `cedict` (bundled), a `.csv`/`.tsv`/`.jsonl`/`.json` file or a `.txt` of tab-separated
+            pairs (optionally `.gz`).
         source_column, target_column: column names (cedict's defaults: simplified -> english).
         split_column: column holding train/val/test (cedict has one); without it
             a seeded 80/10/10 split is made.
