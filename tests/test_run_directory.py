@@ -78,11 +78,15 @@ def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy
     from tfllm import runs
     from tfllm.config import TrainConfig
 
-    for fields, message in ((dict(epochs="1"), "epochs must be a whole number, got '1'"),
+    rows = [("a fine film", 1), ("dull", 0)] * 5000  # a notebook's rows in memory: the message printed them all
+    for fields, message in ((dict(epochs="1"), "epochs must be a whole number, got str '1'"),
                             (dict(overrides=[("hidden_dim", 8)]), "overrides must be a dict"),
-                            (dict(learning_rate=True), "learning_rate must be a number")):
-        with pytest.raises(UserInputError, match=message):
+                            (dict(learning_rate=True), "learning_rate must be a number"),
+                            (dict(data=rows), r"data must be a file or folder path .*to_csv"),
+                            (dict(unlabeled=["a text"] * 5000), r"unlabeled must be a file or folder path")):
+        with pytest.raises(UserInputError, match=message) as error:
             TrainConfig(**fields)
+        assert len(str(error.value)) < 400
     config = TrainConfig(run_dir=pathlib.Path(tmp_path) / "run", max_rows=np.int64(300), learning_rate=np.float32(0.5))
     config.to_json(runs.path(config.run_dir, runs.RUN_CONFIG))
     assert TrainConfig.from_dict(runs.read_config(config.run_dir)) == config

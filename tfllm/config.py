@@ -5,6 +5,7 @@ import json
 import math
 import numbers
 import os
+import reprlib
 
 from tfllm.errors import UserInputError
 
@@ -117,7 +118,14 @@ class TrainConfig:
             wrong = isinstance(value, bool) and kind is not bool or not isinstance(value, kind)
             if wrong:
                 names = " or ".join(_NAMES.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,)))
-                raise UserInputError(f"TrainConfig {field.name} must be {names}, got {value!r}.")
+                # reprlib: a notebook's DataFrame or list of rows printed whole, megabytes of it.
+                got = f"{type(value).__name__} {reprlib.repr(value)}"
+                if field.name in ("data", "unlabeled"):
+                    raise UserInputError(
+                        f"TrainConfig {field.name} must be a file or folder path or a bundled name, got {got}. Save "
+                        "texts held in memory to a file first (pandas: `df.to_csv('data.csv', index=False)`): a run "
+                        "records the path, and reads the file again to resume, evaluate and export.")
+                raise UserInputError(f"TrainConfig {field.name} must be {names}, got {got}.")
             if kind in (numbers.Integral, numbers.Real):  # NumPy's numbers too, as plain ones for run.json
                 setattr(self, field.name, int(value) if kind is numbers.Integral else float(value))
 
