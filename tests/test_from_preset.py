@@ -241,6 +241,20 @@ def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, 
     assert not (tmp_path / "r").exists()
 
 
+def test_a_keras_hub_preset_passed_as_a_run_says_how_to_make_it_one(bert_preset, gpt2_preset, tmp_path, capsys):
+    """A preset saved with KerasHub's save_to_preset given to predict/generate/export: it said "not a tfllm run
+    directory (no tfllm/run.json). Pass the --run-dir of a training run", which names no way forward."""
+    for argv, task, name in ((["predict", bert_preset[0], "a fine film"], "classify", "BertTextClassifier"),
+                             (["export", bert_preset[0], "--name", "b", "--base-dir", str(tmp_path)], "classify",
+                              "BertTextClassifier"),
+                             (["generate", gpt2_preset[0], "the"], "generate", "GPT2CausalLM")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"is a KerasHub preset ({name}), not a tfllm run" in err and err.count("\n") == 1, err
+        assert f"tfllm train --task {task} --data DATA --from-preset {argv[1]}" in err
+    assert not (tmp_path / "b").exists()
+
+
 def test_dropout_reaches_a_keras_hub_classifier_s_head_and_is_refused_where_nothing_takes_it(
         bert_preset, gpt2_preset, tmp_path, capsys):
     """`--set dropout` was recorded in the recipe and ignored for a KerasHub classifier (its head kept

@@ -140,11 +140,28 @@ def check_finished(run_dir):
         if os.path.exists(os.path.join(run_dir, "tuning.json")):  # `tfllm tune`'s folder (tfllm.tuning.SUMMARY)
             raise UserInputError(f"{run_dir!r} holds a hyperparameter search (tfllm tune), not a run; pass its best "
                                  f"run, {os.path.join(run_dir, 'best')!r}.")
+        preset = _keras_hub_preset_class(run_dir)
+        if preset:  # a KerasHub preset saved elsewhere (save_to_preset): what tfllm can do with it
+            task = "generate" if preset.endswith("CausalLM") else "translate" if preset.endswith("Seq2SeqLM") else "classify"
+            raise UserInputError(
+                f"{run_dir!r} is a KerasHub preset ({preset}), not a tfllm run. Fine-tune it into one (its backbone "
+                f"and tokenizer; {'the head is new' if task == 'classify' else 'its weights'}): `tfllm train --task "
+                f"{task} --data DATA --from-preset {run_dir} --run-dir RUN`, then use RUN.")
         raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
                              "Pass the --run-dir of a training run.")
     if not is_finished(run_dir):
         raise UserInputError(f"{run_dir!r} holds a run that did not finish. Run its training command again to "
                              "resume it.")
+
+
+def _keras_hub_preset_class(folder):
+    """The class a KerasHub preset folder holds (its task's, else its backbone's), or None."""
+    if not os.path.exists(path(folder, "metadata.json")):
+        return None
+    for name in (TASK_CONFIG, "config.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return str(read_json(path(folder, name))["class_name"])
+    return None
 
 
 def read_config(run_dir):
