@@ -1,10 +1,12 @@
-"""Start-up of a `tfllm` command on the TensorFlow path: with and without the Keras extras skipped.
+"""Start-up and exit of a `tfllm` command on the TensorFlow path, with and without what the command saves.
 
 `import keras` imports scikit-learn, matplotlib and IPython when they are installed (and KerasHub's
 kagglehub imports IPython), for features no `tfllm` command uses; the `tfllm` command skips them
-(`tfllm._env.skip_keras_extras`). This times the same commands both ways, alternating in every round:
-the console script `tfllm ...` (skipped), and `tfllm.cli.main([...])` from `python -c`, which leaves
-Keras as it is (what a notebook gets). Both start the same interpreter and give the same output.
+(`tfllm._env.skip_keras_extras`). With TensorFlow loaded, Python's exit takes a second of teardown
+after the work is done; the command ends without it (`tfllm.cli._exit_without_teardown`). This times
+the same commands both ways, alternating in every round: the console script `tfllm ...` (both), and
+`tfllm.cli.main([...])` from `python -c` (neither: what a notebook's import and a plain exit get).
+Both start the same interpreter and give the same output.
 
     .venv/bin/python benchmarks/bench_startup.py   # -> benchmarks/results/startup.json
 """
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 
 TFLLM = str(Path(sys.executable).with_name("tfllm"))
-IN_NOTEBOOK_MODE = "import sys; from tfllm.cli import main; sys.exit(main(sys.argv[1:]))"
+PLAIN = "import sys; from tfllm.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def cpu_model():
@@ -53,14 +55,14 @@ def main():
             "predict one text": ["predict", run_dir, "a joyous, moving film"],
             "evaluate": ["evaluate", run_dir],
         }
-        seconds = {name: {"skipped": [], "kept": []} for name in commands}
+        seconds = {name: {"command": [], "plain": []} for name in commands}
         for _ in range(args.rounds):
             for name, command in commands.items():
-                skipped, out_skipped = timed([TFLLM, *command], env)
-                kept, out_kept = timed([sys.executable, "-c", IN_NOTEBOOK_MODE, *command], env)
-                assert out_skipped == out_kept, (out_skipped, out_kept)
-                seconds[name]["skipped"].append(round(skipped, 3))
-                seconds[name]["kept"].append(round(kept, 3))
+                fast, out_fast = timed([TFLLM, *command], env)
+                plain, out_plain = timed([sys.executable, "-c", PLAIN, *command], env)
+                assert out_fast == out_plain, (out_fast, out_plain)
+                seconds[name]["command"].append(round(fast, 3))
+                seconds[name]["plain"].append(round(plain, 3))
 
     results = {
         "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -70,16 +72,15 @@ def main():
         "commands": {},
     }
     for name, both in seconds.items():
-        skipped, kept = statistics.median(both["skipped"]), statistics.median(both["kept"])
+        fast, plain = statistics.median(both["command"]), statistics.median(both["plain"])
         results["commands"][name] = {
             "seconds": both,
-            "median_skipped_s": round(skipped, 3),
-            "median_kept_s": round(kept, 3),
-            "saved_s": round(kept - skipped, 3),
-            "speed_ratio": round(kept / skipped, 3),
+            "median_command_s": round(fast, 3),
+            "median_plain_s": round(plain, 3),
+            "saved_s": round(plain - fast, 3),
+            "speed_ratio": round(plain / fast, 3),
         }
-        print(f"{name}: {skipped:.2f} s with the extras skipped, {kept:.2f} s with them imported "
-              f"({kept / skipped:.2f}x)")
+        print(f"{name}: {fast:.2f} s as the tfllm command, {plain:.2f} s through main([...]) ({plain / fast:.2f}x)")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)

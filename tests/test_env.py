@@ -153,14 +153,45 @@ EXTRAS_IN = "sorted(m for m in ('keras', 'sklearn', 'matplotlib', 'IPython') if 
 def test_the_command_imports_keras_without_the_packages_only_keras_own_extras_need(tmp_path):
     """`tfllm ...` (main with no argv) imports Keras without scikit-learn, matplotlib and IPython, which
     Keras and kagglehub import when installed; `import tfllm` in a notebook leaves Keras as it is."""
-    command = f"import sys; sys.argv = ['tfllm', 'train', '--task', 'generate', '--data', {str(tmp_path / 'missing.txt')!r}]"
-    code = (f"{command}; from tfllm.cli import main; status = main(); print(status, {EXTRAS_IN}); "
-            # What the command skipped for Keras still imports for tfllm's own use afterwards.
-            "import matplotlib.figure, sklearn.gaussian_process, IPython; print('imported')")
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: print({EXTRAS_IN}))  # the command ends the process itself\n"
+        f"sys.argv = ['tfllm', 'train', '--task', 'generate', '--data', {str(tmp_path / 'missing.txt')!r}]\n"
+        "from tfllm.cli import main\n"
+        "main()\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.splitlines() == ["2 ['keras']", "imported"], out.stderr
-    assert "does not exist" in out.stderr
+    assert out.stdout.splitlines() == ["['keras']"], out.stderr
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+    # What Keras was refused still imports for everything else (tfllm's reports, `tfllm tune`'s search).
+    code = ("import sys; from tfllm._env import skip_keras_extras; skip_keras_extras(); import keras_hub; "
+            f"print({EXTRAS_IN}); import matplotlib.figure, sklearn.gaussian_process, IPython; print('imported')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == ["['keras']", "imported"], out.stderr
 
     code = f"import sys, tfllm, keras_hub; print({EXTRAS_IN})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split("\n")[0] == "['IPython', 'keras', 'matplotlib', 'sklearn']", out.stderr
+
+
+def test_the_command_s_quick_exit_still_does_what_python_s_exit_does(tmp_path):
+    """With TensorFlow loaded, the `tfllm` command ends with os._exit (cli._exit_without_teardown): the
+    interpreter's teardown took a second. What the exit did for the command must still happen: threads that are
+    not daemons finish, atexit functions run, buffered output is written, and the status is the command's."""
+    done = tmp_path / "thread-done"
+    code = (
+        "import atexit, sys, threading, time\n"
+        "atexit.register(lambda: sys.stdout.write('atexit ran'))  # buffered: no newline, no flush\n"
+        f"threading.Thread(target=lambda: (time.sleep(1), open({str(done)!r}, 'w').close())).start()\n"
+        # An idle pool's workers wait for work forever: Python's exit wakes them, and so must the command's.
+        "import concurrent.futures; pool = concurrent.futures.ThreadPoolExecutor(2); pool.submit(print, end='')\n"
+        f"sys.argv = ['tfllm', 'train', '--task', 'generate', '--data', {str(tmp_path / 'missing.txt')!r}]\n"
+        "from tfllm.cli import main\n"
+        "status = main()\n"
+        "print('not reached', status)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "does not exist" in out.stderr
+    assert out.stdout == "atexit ran" and done.exists()

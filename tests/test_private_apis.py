@@ -250,3 +250,12 @@ def test_keras_checkpoint_callbacks_save_through_save_model():
         require(callable(getattr(keras.callbacks.ModelCheckpoint, name, None)), f"ModelCheckpoint.{name}", path, marker)
     require("self._save_model(" in inspect.getsource(keras.callbacks.ModelCheckpoint.on_epoch_end),
             "ModelCheckpoint.on_epoch_end saving through self._save_model", path, marker)
+
+
+def test_python_s_own_exit_steps():
+    import atexit
+    import threading
+
+    for module, name in ((threading, "_shutdown"), (atexit, "_run_exitfuncs")):
+        require(callable(getattr(module, name, None)), f"Python's `{module.__name__}.{name}`", "tfllm/cli.py",
+                "PRIVATE API: threading._shutdown and atexit._run_exitfuncs")
