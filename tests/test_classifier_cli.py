@@ -339,6 +339,11 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
          "--split-column is not for --task generate"),
         (["train", "--task", "generate", "--data", "{tmp}/ok.csv", "--source-column", "text"],
          "--source-column is not for --task generate"),
+        # The char tokenizer keeps case: lowercase=true was recorded in the recipe and ignored.
+        (["train", "--data", "{tmp}/ok.csv", "--tokenizer", "char", "--set", "lowercase=true"],
+         "the char tokenizer keeps every character as written"),
+        (["train", "--task", "generate", "--data", "{tmp}/one_line.txt", "--set", "lowercase=true"],
+         "the char tokenizer keeps every character as written"),
         # Every text its own class: it was refused as too few rows per class, to raise --max-rows.
         (["train", "--data", "{tmp}/ok.csv", "--label-column", "text"], "--text-column and --label-column both name"),
         (["pretrain", "--data", "{tmp}/one_line.txt"], "at least 2"),

@@ -138,7 +138,12 @@ def _resolve(task, config, counted):
                  jit_compile=config.jit_compile, **{counted: getattr(config, counted)})
     check_counts({"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size})
     overrides = {**config.overrides, **{k: v for k, v in flags.items() if v is not None}}  # unset flags keep --set
-    return resolve_preset(task, config.preset, overrides)
+    preset = resolve_preset(task, config.preset, overrides)
+    if preset.get("tokenizer") == "char" and config.overrides.get("lowercase"):  # it was accepted and ignored
+        raise UserInputError("--set lowercase=true folds case in the wordpiece and sentencepiece tokenizers; the char "
+                             "tokenizer keeps every character as written. Lowercase the texts themselves, or use "
+                             "--tokenizer wordpiece.")
+    return preset
 
 
 def resolve_recipe(task, config):
