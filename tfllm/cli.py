@@ -819,7 +819,7 @@ def main(argv=None):
     if argv is None:  # the `tfllm` command's own process, not `main([...])` in a notebook
         skip_keras_extras()  # a second off every command's start-up; see its docstring
         status = _main(argv)
-        if "tensorflow" in sys.modules:
+        if "tensorflow" in sys.modules and threading.current_thread() is threading.main_thread():
             _exit_without_teardown(status)
         return status
     return _main(argv)
