@@ -22,16 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_vs_torch import cpu_info  # the machine, as the paired benchmark records it (standard library only)
+
 TFLLM = str(Path(sys.executable).with_name("tfllm"))
 PLAIN = "import sys; from tfllm.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def timed(argv, env):
@@ -65,7 +59,7 @@ def main():
                 seconds[name]["plain"].append(round(plain, 3))
 
     results = {
-        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": {**cpu_info(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
         "load_average": os.getloadavg(),
         "rounds": args.rounds,

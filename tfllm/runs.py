@@ -144,9 +144,9 @@ def check_finished(run_dir):
         if preset:  # a KerasHub preset saved elsewhere (save_to_preset): what tfllm can do with it
             task = "generate" if preset.endswith("CausalLM") else "translate" if preset.endswith("Seq2SeqLM") else "classify"
             raise UserInputError(
-                f"{run_dir!r} is a KerasHub preset ({preset}), not a tfllm run. Fine-tune it into one (its backbone "
-                f"and tokenizer; {'the head is new' if task == 'classify' else 'its weights'}): `tfllm train --task "
-                f"{task} --data DATA --from-preset {run_dir} --run-dir RUN`, then use RUN.")
+                f"{run_dir!r} is a KerasHub preset ({preset}), not a tfllm run. Fine-tune it into one"
+                f"{' (a classifier keeps its backbone and tokenizer, with a new head)' if task == 'classify' else ''}: "
+                f"`tfllm train --task {task} --data DATA --from-preset {run_dir} --run-dir RUN`, then use RUN.")
         raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
                              "Pass the --run-dir of a training run.")
     if not is_finished(run_dir):
