@@ -44,6 +44,11 @@ def make_pairs(n=300, seed=0):
     return pairs
 
 
+def sources(pairs):
+    """How many pairs scoring counts: a source on several rows is one pair, with all of their references."""
+    return len({source for source, *_ in pairs})
+
+
 def write_csv(path, rows, header=("zh", "en")):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -291,6 +296,40 @@ def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(t
         load_pair_data(str(path))
 
 
+def test_a_sources_translations_stay_in_one_split_and_are_scored_together(tmp_path):
+    """Tatoeba gives a source once per translation ("Go." as "Ve.", "Vete.", "Vaya."). Dealt row by row, 60 of
+    80 test sources of this file were also training sources, each scored against one of its translations."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.seq2seq import load_data, translation_preset
+
+    rows = [(f"go {i % 150}.", f"ve {i % 150} {t}.") for i in range(400) for t in range(1 + i % 3)]
+    path = tmp_path / "spa.txt"
+    path.write_text("".join(f"{en}\t{es}\tCC-BY 2.0 (France) #{i}\n" for i, (en, es) in enumerate(rows)))
+    translations = {}
+    for en, es in rows:
+        translations.setdefault(en, []).append(es)
+    data = load_pair_data(str(path), group_sources=True)
+    train = set(data.train.sources)
+    for held_out in (data.val, data.test):
+        assert len(held_out) and not train & set(held_out.sources)  # never trained on
+        assert len(set(held_out.sources)) == len(held_out)  # each source once,
+        assert held_out.references == [list(dict.fromkeys(translations[en])) for en in held_out.sources]  # all of them
+    scored = data.val.sources + data.test.sources
+    assert len(data.train) + sum(len(translations[en]) for en in scored) == len(rows)  # training has every other row
+    assert sorted(data.train.sources) == sorted(en for en, _ in rows if en not in scored)
+
+    # A run trained before the setting (its recipe has none) is split again row by row, as it was.
+    config = TrainConfig(task="translate", data=str(path), preset="tiny")
+    assert translation_preset(config)["group_sources"] is True
+    old = load_data(config, {})
+    assert len(old.train) + len(old.val) + len(old.test) == len(rows)
+    assert all(len(references) == 1 for references in old.test.references)
+    # Where no source repeats, both deal the same split: such runs keep theirs.
+    path.write_text("".join(f"{en}\t{es[0]}\n" for en, es in translations.items()))
+    grouped, by_row = (load_pair_data(str(path), seed=7, group_sources=g) for g in (True, False))
+    assert grouped == by_row and len(grouped.test) == 15
+
+
 @pytest.mark.parametrize("row, message", [
     ({"zh": "一", "en": ["one", "single"]}, "JSON list, not text, as its target"),
     ({"zh": 1, "en": "one"}, "JSON int, not text, as its source"),
@@ -392,11 +431,12 @@ def trained_run(pairs_csv, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_translate_evaluate(trained_run, capsys):
+def test_train_translate_evaluate(trained_run, pairs_csv, capsys):
     metrics = json.load(open(os.path.join(trained_run, "metrics.json")))
     for split in ("val", "test"):
         assert set(metrics[split]) >= {"chrf", "bleu", "exact_match", "char_accuracy", "num_examples"}
-    assert metrics["test"]["num_examples"] == 30
+    test = load_pair_data(pairs_csv, "zh", "en", group_sources=True).test
+    assert metrics["test"]["num_examples"] == len(test) == len(set(test.sources)) > 10
     assert json.load(open(os.path.join(trained_run, "tfllm", "run.json")))["task"] == "translate"
     events = [f for root, _, files in os.walk(os.path.join(trained_run, "logs")) for f in files if "tfevents" in f]
     assert events
@@ -485,9 +525,10 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     assert len(capsys.readouterr().out.splitlines()) == 2
     pairs = write_csv(tmp_path / "memory.csv", make_pairs(40, seed=3))
     assert cli.main(["evaluate", trained_run, "--memory", pairs]) == 0
-    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 30
+    own = json.load(open(os.path.join(trained_run, "metrics.json")))["test"]["num_examples"]
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == own
     assert cli.main(["evaluate", trained_run, "--data", pairs]) == 0  # another file: all of it, not a seeded tenth
-    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 40
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == sources(make_pairs(40, seed=3))
     # A glossary of one pair, in columns of its own names, is a memory too.
     glossary = write_csv(tmp_path / "glossary.csv", [("一二", "twelve")], header=("term", "meaning"))
     assert cli.main(["translate", trained_run, "一二", "--memory", glossary, "--source-column", "term",
@@ -508,9 +549,10 @@ def test_evaluate_another_file_scores_exactly_the_split_it_names(trained_run, tm
     data = write_csv(tmp_path / "parts.csv", [(s, t, p) for (s, t), p in zip(pairs, parts)],
                      header=("zh", "en", "part"))
     assert cli.main(["evaluate", trained_run, "--data", data, "--split-column", "part", "--split", "test"]) == 0
-    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == parts.count("test")
+    named = {part: [pair for pair, p in zip(pairs, parts) if p == part] for part in ("train", "test")}
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == sources(named["test"])
     assert cli.main(["evaluate", trained_run, "--data", data, "--split-column", "part", "--split", "train"]) == 0
-    assert json.loads(capsys.readouterr().out)["train"]["num_examples"] == parts.count("train")
+    assert json.loads(capsys.readouterr().out)["train"]["num_examples"] == sources(named["train"])
     assert cli.main(["evaluate", trained_run, "--data", data, "--split-column", "part", "--split", "val"]) == 2
     captured = capsys.readouterr()
     assert not captured.out and "no rows with split 'val'" in captured.err
@@ -556,7 +598,7 @@ def test_evaluate_refuses_a_memory_that_is_the_data_it_scores(trained_run, pairs
         captured = capsys.readouterr()
         assert not captured.out and "--memory train" in captured.err and len(captured.err.splitlines()) == 1
     assert cli.main(["evaluate", trained_run, "--data", other, "--memory", pairs_csv]) == 0  # another memory
-    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == 40
+    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == sources(make_pairs(40, seed=6))
 
 
 def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns(tmp_path):
@@ -721,7 +763,8 @@ def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_pat
     out = tmp_path / "tflite"
     assert cli.main(["export", trained_run, "--name", "tr-tflite", "--format", "tflite", "--out", str(out)]) == 0
     parity = json.load(open(out / "parity.json"))
-    assert parity["sources"] == 20 and parity["greedy_exact_match_rate"] == 1.0
+    test = json.load(open(os.path.join(trained_run, "metrics.json")))["test"]["num_examples"]
+    assert parity["sources"] == min(20, test) and parity["greedy_exact_match_rate"] == 1.0
     metadata = json.load(open(out / "metadata.json"))
     assert metadata["task"] == "translate" and metadata["output_vocabulary_size"] < metadata["vocabulary_size"]
     from tfllm.export.tflite_runtime import load_interpreter

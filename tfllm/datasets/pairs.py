@@ -9,6 +9,12 @@ which the keras.io translation examples read) has its columns named by position,
 joined by a separator (`cedict`'s `english` column: glosses joined by `/`):
 training uses the first reference of each pair, scoring counts all of them.
 
+A source may also come on several rows, one translation each (Tatoeba gives "Go." as "Ve.", "Vete.",
+"Vaya." ...). With `group_sources` (what new translation runs do) those rows stay together: the
+seeded split deals whole sources, never a test source that was also trained on, and the validation
+and test splits score each source once, against all of its rows' translations. Training still
+learns from every row.
+
 Everything a user can get wrong (a missing file or column, empty source or
 target texts, a single pair) raises `UserInputError` naming the input and the fix.
 """
@@ -142,9 +148,26 @@ def _named_splits(path, splits, split_column, rows):
     return named
 
 
-def read_split(source, split, source_column=None, target_column=None, split_column=None, reference_separator=None):
+def _by_source(rows, sources):
+    """`rows` as lists of the rows with the same source, in the order each source first comes."""
+    groups = {}
+    for i in rows:
+        groups.setdefault(sources[i].strip(), []).append(i)
+    return list(groups.values())
+
+
+def _pair_split(groups, sources, targets, reference_separator):
+    """A `PairSplit` of one pair per group of rows: its source, and every reference of its rows (in order, once)."""
+    return PairSplit([sources[group[0]].strip() for group in groups],
+                     [list(dict.fromkeys(r for i in group for r in _split_references(targets[i], reference_separator)))
+                      for group in groups])
+
+
+def read_split(source, split, source_column=None, target_column=None, split_column=None, reference_separator=None,
+               group_sources=False):
     """The pairs whose `split_column` names `split`, exactly those (another file scored by a run: none is
-    carved out of its training rows, as `load_pair_data` does for a split the file lacks)."""
+    carved out of its training rows, as `load_pair_data` does for a split the file lacks); with
+    `group_sources`, a source's rows are one pair with all of their references."""
     path, sources, targets, splits, _, _, reference_separator = _read_columns(
         source, source_column, target_column, split_column, reference_separator)
     if splits is None:
@@ -153,19 +176,23 @@ def read_split(source, split, source_column=None, target_column=None, split_colu
     if not rows:
         raise UserInputError(f"{path!r} has no rows with split {split!r} in column {split_column!r}; "
                              "choose another --split.")
-    return PairSplit([sources[i].strip() for i in rows],
-                     [_split_references(targets[i], reference_separator) for i in rows])
+    groups = _by_source(rows, sources) if group_sources else [[i] for i in rows]
+    return _pair_split(groups, sources, targets, reference_separator)
 
 
-def read_pairs(source, source_column=None, target_column=None, reference_separator=None):
-    """Every (source, references) pair of a file or bundled set, unsplit (a translation memory, any size)."""
+def read_pairs(source, source_column=None, target_column=None, reference_separator=None, group_sources=False):
+    """Every (source, references) pair of a file or bundled set, unsplit (a translation memory, any size;
+    scored, with `group_sources`: a source's rows are one pair with all of their references)."""
     _, sources, targets, _, _, _, reference_separator = _read_columns(
         source, source_column, target_column, None, reference_separator)
-    return PairSplit([s.strip() for s in sources], [_split_references(t, reference_separator) for t in targets])
+    rows = range(len(sources))
+    groups = _by_source(rows, sources) if group_sources else [[i] for i in rows]
+    return _pair_split(groups, sources, targets, reference_separator)
 
 
 def load_pair_data(source, source_column=None, target_column=None, split_column=None, seed=1337,
-                   val_fraction=0.1, test_fraction=0.1, max_rows=None, reference_separator=None):
+                   val_fraction=0.1, test_fraction=0.1, max_rows=None, reference_separator=None,
+                   group_sources=False):
     """Loads (source, references) pairs and splits them into train/val/test.
 
     Args:
@@ -178,6 +205,8 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
             a file's own split is kept for the pairs sampled.
         reference_separator: splits a target into several references (cedict's
             `english`: "/"). The first reference is the training target.
+        group_sources: keep the rows of one source together (see the module's docstring). Without it
+            (the runs trained before it), rows are dealt one by one, as those runs split them.
 
     Returns:
         `PairData`.
@@ -191,29 +220,39 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
     keep = list(range(len(sources)))
     if max_rows and len(keep) > max_rows:
         keep = sorted(random.Random(seed).sample(keep, max(max_rows, 3)))
+
+    def shuffled(rows):
+        """The units the seeded split deals, in their dealt order: a source's rows, or single rows. Without
+        repeated sources both give the same split, so a run's split does not change with the setting."""
+        units = _by_source(rows, sources) if group_sources else [[i] for i in rows]
+        random.Random(seed).shuffle(units)
+        return units
+
+    def rows_of(units):
+        return sorted(i for unit in units for i in unit)
+
     if splits is not None:
         named = _named_splits(path, splits, split_column, keep)
         if not named["train"]:
             raise UserInputError(f"{path!r} has no rows with split 'train' in column {split_column!r}.")
         for name, fraction in (("test", test_fraction), ("val", val_fraction)):
             if not named[name]:  # carved out of train, seeded
-                train = list(named["train"])
-                random.Random(seed).shuffle(train)
+                train = shuffled(named["train"])
                 n = max(1, round(len(train) * fraction))
-                named[name], named["train"] = sorted(train[:n]), sorted(train[n:])
+                named[name], named["train"] = rows_of(train[:n]), rows_of(train[n:])
     else:
-        shuffled = list(keep)
-        random.Random(seed).shuffle(shuffled)
-        n_test = max(1, round(len(shuffled) * test_fraction))
-        n_val = max(1, round(len(shuffled) * val_fraction)) if len(shuffled) > 2 else 0
-        named = {"test": sorted(shuffled[:n_test]), "val": sorted(shuffled[n_test:n_test + n_val]),
-                 "train": sorted(shuffled[n_test + n_val:])}
+        units = shuffled(keep)
+        n_test = max(1, round(len(units) * test_fraction))
+        n_val = max(1, round(len(units) * val_fraction)) if len(units) > 2 else 0
+        named = {"test": rows_of(units[:n_test]), "val": rows_of(units[n_test:n_test + n_val]),
+                 "train": rows_of(units[n_test + n_val:])}
     if not named["train"]:
         raise UserInputError(f"{path!r} has too few pairs ({len(keep)}) to split into train, val and test; "
                              "give it hundreds of pairs.")
 
-    def make(indices):
-        return PairSplit([sources[i].strip() for i in indices],
-                         [_split_references(targets[i], reference_separator) for i in indices])
+    def make(rows, scored):  # training learns from every row; scoring counts a source once
+        groups = _by_source(rows, sources) if scored and group_sources else [[i] for i in rows]
+        return _pair_split(groups, sources, targets, reference_separator)
 
-    return PairData(make(named["train"]), make(named["val"]), make(named["test"]), source_column, target_column)
+    return PairData(make(named["train"], False), make(named["val"], True), make(named["test"], True),
+                    source_column, target_column)

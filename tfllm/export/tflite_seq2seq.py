@@ -146,10 +146,12 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
                              "--format tflite).")
     tokenizer = model.preprocessor.tokenizer
     config = TrainConfig.from_dict(runs.read_config(run_dir))
+    recipe = runs.read_recipe(run_dir)
     try:
         pairs = load_pair_data(config.data, config.source_column, config.target_column, config.split_column,
                                seed=config.seed, max_rows=config.max_rows,
-                               reference_separator=runs.read_recipe(run_dir).get("reference_separator"))
+                               reference_separator=recipe.get("reference_separator"),
+                               group_sources=recipe.get("group_sources", False))
         sources = (pairs.test.sources or pairs.train.sources)[:PARITY_SOURCES]
         origin = "the run's test sources"
     except UserInputError:  # the data file is gone (a run copied to another machine): the export needs only the run

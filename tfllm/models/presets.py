@@ -300,13 +300,15 @@ OPTIONAL_SETTINGS = {
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
     "vectors": {"lowercase"},
     "translate": {"activation", "layer_norm_epsilon", "tie_weights", "reference_separator", "steps_per_execution",
-                  "max_train_seconds", "bucket_by_length"},
+                  "max_train_seconds", "bucket_by_length",
+                  "group_sources"},  # a source's rows in one split, scored as one pair (tfllm.datasets.pairs)
 }
 
 
 # Optional settings that are switches, and numbers with an example value (the shipped presets' own
 # values tell the kinds of the rest).
-OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bucket_by_length", "word_vectors"}
+OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bucket_by_length", "word_vectors",
+                     "group_sources"}
 OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.1}
 
 

@@ -76,6 +76,9 @@ class TimeBudget(keras.callbacks.Callback):
 def translation_preset(config):
     """The run's recipe, with what only translation reads checked before any data is read or model trained."""
     preset = common.resolve_recipe("translate", config)
+    # A source's rows (its several translations) stay in one split and are scored as one pair. Recorded in
+    # the recipe: a run trained before the setting has none, and is split again as it was, row by row.
+    preset.setdefault("group_sources", True)
     separator = preset.get("reference_separator")
     if separator is not None and not isinstance(separator, str):  # `--set reference_separator=5` reads as a number
         raise UserInputError(f"Setting 'reference_separator' takes text; got {separator!r}. Quote it as JSON text "
@@ -93,7 +96,8 @@ def load_data(config, preset=None):
     """The pairs exactly as the training run split them (train, evaluate)."""
     return load_pair_data(config.data, source_column=config.source_column, target_column=config.target_column,
                           split_column=config.split_column, seed=config.seed, max_rows=config.max_rows,
-                          reference_separator=(preset or {}).get("reference_separator"))
+                          reference_separator=(preset or {}).get("reference_separator"),
+                          group_sources=(preset or {}).get("group_sources", False))
 
 
 def run_data(config, recipe, needs, instead=""):
@@ -337,12 +341,13 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
         source_column, target_column = run_columns(config, source_column, target_column)
         separator = recipe.get("reference_separator")
         if split_column:  # exactly the rows it names (none carved out of its train rows for a split it lacks)
-            pairs = read_split(data, split, source_column, target_column, split_column, reference_separator=separator)
+            pairs = read_split(data, split, source_column, target_column, split_column, reference_separator=separator,
+                               group_sources=True)
         elif split != "test":  # it was ignored: the whole file was scored under the split's name
             raise UserInputError(f"--split {split} needs --split-column: without one, {data!r} is scored whole. "
                                  "Name the column of train/val/test, or leave --split out.")
         else:
-            pairs = read_pairs(data, source_column, target_column, reference_separator=separator)
+            pairs = read_pairs(data, source_column, target_column, reference_separator=separator, group_sources=True)
     else:  # exactly the run's own split
         own = config.split_column or BUNDLED_PAIRS.get(config.data, (None, {}))[1].get("split_column")
         if split_column and split_column != own:  # it was ignored: the run's own split was scored
