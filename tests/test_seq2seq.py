@@ -509,6 +509,32 @@ def test_scores_do_not_depend_on_the_batch_they_are_computed_in():
 
 
 @pytest.mark.slow
+def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, monkeypatch):
+    import io
+
+    sources = ["一二", "三", "四五六"]
+    assert cli.main(["translate", trained_run, *sources]) == 0
+    expected = capsys.readouterr().out
+    assert len(expected.splitlines()) == 3
+    (tmp_path / "sources.txt").write_text("一二\n\n三\n四五六\n")  # a blank line is no source
+    write_csv(tmp_path / "pairs.csv", [(s, "?") for s in sources])  # the run's own columns: its source, zh
+    write_csv(tmp_path / "other.csv", [(s, "?") for s in sources], header=("chinese", "english"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("三\n四五六\n"))
+    for argv in (["--file", tmp_path / "sources.txt"], ["一二", "--file", "-"], ["--file", tmp_path / "pairs.csv"],
+                 ["--file", tmp_path / "other.csv", "--text-column", "chinese"]):
+        assert cli.main(["translate", trained_run, *map(str, argv)]) == 0, capsys.readouterr().err
+        assert capsys.readouterr().out == expected, argv
+    for argv, message in (
+            ([str(tmp_path / "sources.txt")], "is a file: to translate its lines (or a CSV/JSONL's 'zh' column) pass --file"),
+            ([], "Pass the texts to translate, e.g. tfllm translate"),
+            (["--file", str(tmp_path / "other.csv")], "has no text column 'zh'; its columns are ['chinese', 'english']"),
+            (["三", "--text-column", "zh"], "--text-column names the column of a --file")):
+        assert cli.main(["translate", trained_run, *argv]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and len(captured.err.splitlines()) == 1 and not captured.out, captured.err
+
+
+@pytest.mark.slow
 def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run, tmp_path, capsys):
     from tfllm.memory import TranslationMemory
     from tfllm.translation import load_translator

@@ -230,29 +230,36 @@ def cmd_evaluate(args):
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 
 
-def cmd_predict(args):
-    from tfllm import runs
+def _input_texts(args, verb, example, text_column="text"):
+    """The texts of `tfllm predict|translate RUN TEXT... [--file PATH]`: those given, then --file's (read as they
+    come: a pipe into --file - is answered as it flows), after refusing what would be answered wrongly."""
     from tfllm.errors import UserInputError
 
-    runs.require_task(args.run_dir, "classify", hint=runs.classifier_hint(args.run_dir))
+    command = f"tfllm {args.command} {args.run_dir} \"{example}\""
     if args.text_column is not None and args.file is None:
         raise UserInputError("--text-column names the column of a --file CSV/JSONL; pass --file too, or leave it out.")
     if args.file is None and len(args.texts) == 1 and os.path.isfile(args.texts[0]):
         # `tfllm predict RUN reviews.txt` classified the file's name, with a confident label.
-        raise UserInputError(f"{args.texts[0]!r} is a file: to classify its lines (or a CSV/JSONL's text column) "
-                             f"pass --file {args.texts[0]}.")
+        raise UserInputError(f"{args.texts[0]!r} is a file: to {verb} its lines (or a CSV/JSONL's {text_column!r} "
+                             f"column) pass --file {args.texts[0]}.")
     if not args.texts and args.file is None:
-        raise UserInputError(f"Pass the texts to classify, e.g. tfllm predict {args.run_dir} \"a joyous, moving "
-                             "film\", or --file PATH (one text per line, or a CSV/JSONL text column; - for stdin).")
+        raise UserInputError(f"Pass the texts to {verb}, e.g. {command}, or --file PATH (one text per line, or a "
+                             f"CSV/JSONL's {text_column!r} column; - for stdin).")
     empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
     if empty:
-        raise UserInputError(f"Text {empty[0]} is empty; pass the texts to classify, e.g. "
-                             f"tfllm predict {args.run_dir} \"a joyous, moving film\".")
-    texts = iter(args.texts)
-    if args.file is not None:
-        from tfllm.datasets import read_texts
+        raise UserInputError(f"Text {empty[0]} is empty; pass the texts to {verb}, e.g. {command}.")
+    if args.file is None:
+        return iter(args.texts)
+    from tfllm.datasets import read_texts
 
-        texts = itertools.chain(texts, read_texts(args.file, args.text_column or "text"))
+    return itertools.chain(args.texts, read_texts(args.file, args.text_column or text_column))
+
+
+def cmd_predict(args):
+    from tfllm import runs
+
+    runs.require_task(args.run_dir, "classify", hint=runs.classifier_hint(args.run_dir))
+    texts = _input_texts(args, "classify", "a joyous, moving film")
     from tfllm.prediction import classify
 
     # Each answer as it comes (a chunk at a time): a large --file, or a pipe into --file -, is answered as
@@ -647,25 +654,41 @@ def _translate_sampler(args):
     return sampler
 
 
+TRANSLATE_CHUNK = 256  # sources translated (and printed) at a time: a large --file is answered as it is read
+
+
 def cmd_translate(args):
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.training.seq2seq import run_columns
+
+    runs.require_task(args.run_dir, "translate")
     sampler = _translate_sampler(args)
+    # A file of pairs like the run's own is read in its source column.
+    column = run_columns(TrainConfig.from_dict(runs.read_config(args.run_dir)))[0] or "text"
+    texts = _input_texts(args, "translate", "a sentence", column)
     from tfllm.training.seq2seq import run_decoding_aids, run_memory
     from tfllm.translation import load_translator, translate
 
     translator = load_translator(args.run_dir)
     lm, method = run_decoding_aids(translator, args.run_dir, args.lm, args.input_method)
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
-    for text in translate(translator, args.texts, sampler=sampler, num_beams=args.num_beams,
-                          max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
-                          temperature=args.temperature, seed=args.seed, lm=lm if args.lm else None,
-                          lm_weight=args.lm_weight, memory=memory, input_method=method):
-        print(text)
+    for chunk in iter(lambda: list(itertools.islice(texts, TRANSLATE_CHUNK)), []):
+        for text in translate(translator, chunk, sampler=sampler, num_beams=args.num_beams,
+                              max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
+                              temperature=args.temperature, seed=args.seed, lm=lm if args.lm else None,
+                              lm_weight=args.lm_weight, memory=memory, input_method=method):
+            print(text, flush=True)
 
 
 def add_translation_parsers(sub):
     p = sub.add_parser("translate", help="translate texts with a trained translation model (one output a line)")
     p.add_argument("run_dir")
-    p.add_argument("texts", nargs="+")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--file", default=None, metavar="PATH",
+                   help="translate each line of a text file (- for standard input), or each row of a CSV/JSONL")
+    p.add_argument("--text-column", default=None,
+                   help="--file CSV/JSONL: the column to translate (default: the run's source column)")
     p.add_argument("--sampler", choices=["greedy", "beam", "top_k", "top_p"], default=None,
                    help="default: beam with --num-beams > 1, else greedy")
     p.add_argument("--num-beams", type=_count, default=1, help="1 to 64; above 1: beam search")
