@@ -136,6 +136,53 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
     assert refused.returncode == 2 and "--text-column review does not apply to the folder" in refused.stderr
 
 
+def test_a_rare_class_is_reported_and_balance_classes_weighs_it_in_training_and_in_the_blend(tmp_path, capsys,
+                                                                                              monkeypatch):
+    import keras
+
+    from tfllm.datasets import balanced_class_weight
+    from tfllm.models.text_classifier import _fit_blend
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    assert balanced_class_weight([0, 0, 0, 1], 2) == {0: 4 / 6, 1: 2.0}
+    # The blend's logistic fit: weighed by class, its bias moves towards the rare class.
+    rng = np.random.default_rng(0)
+    labels = (rng.random(400) < 0.1).astype(int)
+    logits = (labels * 2.0 - 1.0 + rng.normal(0, 2, 400))[:, None]
+    plain = _fit_blend(logits, logits, labels)
+    weighed = _fit_blend(logits, logits, labels, class_weight=balanced_class_weight(labels, 2))
+    assert weighed[2][0] > plain[2][0] + 1
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "".join(f"a good film {i},pos\n" + "".join(f"a bad film {i} {j},neg\n" for j in range(9))
+                                             for i in range(30)))
+    fits = []
+    fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: fits.append(k.get("class_weight")) or fit(self, *a, **k))
+    runs = {}
+    for name, extra in (("plain", []), ("balanced", ["--set", "balance_classes=true"])):
+        runs[name] = tmp_path / name
+        result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "3", "--run-dir",
+                                 runs[name], *extra)
+        assert result.returncode == 0, result.stderr
+        warning = [line for line in result.stderr.splitlines() if "imbalanced" in line]
+        assert len(warning) == 1 and "('neg' 216, 'pos' 24 training rows)" in warning[0], result.stderr
+        assert "always answering 'neg' scores 0.90 accuracy" in warning[0]
+        assert ("--set balance_classes=true" in warning[0]) == (name == "plain")
+        assert "Precision" not in warning[0]  # the positive label is the rare one, 'pos'
+    assert fits == [None, balanced_class_weight([0] * 216 + [1] * 24, 2)]
+    # The rare class is answered more often: its mean probability on the training texts is higher.
+    texts = [f"a good film {i}" for i in range(30)] + [f"a bad film {i} 0" for i in range(30)]
+    rare = {name: predict_probabilities(load_run(str(run))[0], texts)[:, 1].mean() for name, run in runs.items()}
+    assert rare["balanced"] > rare["plain"], rare
+    # With 'pos' as the common label, its figures are the positive label's: said, with the way round.
+    flipped = tmp_path / "flipped.csv"
+    flipped.write_text(data.read_text().replace(",pos", ",tmp").replace(",neg", ",pos").replace(",tmp", ",neg"))
+    result = main_in_process(capsys, "train", "--data", flipped, "--preset", "tiny", "--epochs", "1",
+                             "--run-dir", tmp_path / "flipped")
+    assert "positive label, 'pos', the common one; --labels pos,neg makes 'neg' positive" in result.stderr
+
+
 def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again(tmp_path, capsys):
     data = tmp_path / "reviews.csv"
     rows = [f"a good film {i},pos\na bad film {i},neg\n" for i in range(30)]

@@ -564,6 +564,43 @@ def warn_about_duplicates(source, data):
               "are optimistic. Remove the duplicate rows to measure on unseen texts.", file=sys.stderr)
 
 
+# Below this ratio of the smallest class to the largest in the training split, `train` says what accuracy
+# means there (0.25: one class under a fifth of a two-class file).
+IMBALANCED = 0.25
+
+
+def balanced_class_weight(labels, num_classes):
+    """`{class id: weight}` for `fit(class_weight=...)` that makes every class weigh as much in the loss as the
+    others: scikit-learn's "balanced", `n / (num_classes * count)`."""
+    counts = _class_counts(labels, num_classes)
+    return {i: len(labels) / (num_classes * count) for i, count in enumerate(counts) if count}
+
+
+def _class_counts(labels, num_classes):
+    counts = [0] * num_classes
+    for label in labels:
+        counts[int(label)] += 1
+    return counts
+
+
+def warn_about_imbalance(data, balanced):
+    """Says (on stderr) when a class is rare in the training split: answering the commonest class scores a high
+    accuracy, and with two classes the positive label's figures may be those of the commonest."""
+    counts = _class_counts(data.train.labels, data.num_classes)
+    rare, common = counts.index(min(counts)), counts.index(max(counts))
+    if not counts[common] or counts[rare] >= IMBALANCED * counts[common]:
+        return
+    names = data.label_names
+    shares = ", ".join(f"{name!r} {count:,}" for name, count in zip(names, counts))
+    message = (f"tfllm: warning: the classes are imbalanced ({shares} training rows): always answering "
+               f"{names[common]!r} scores {counts[common] / sum(counts):.2f} accuracy, so read the per-class figures")
+    message += "." if balanced else ", or weigh the classes equally in training with --set balance_classes=true."
+    if len(names) == 2 and common == 1:
+        message += (f" Precision, recall and F1 are of the positive label, {names[1]!r}, the common one; "
+                    f"--labels {names[1]},{names[0]} makes {names[0]!r} positive.")
+    print(message, file=sys.stderr)
+
+
 def warn_about_labels(source, data):
     """Says (on stderr) which labels differ only in case or spaces ("Positive" and "positive"): each is a
     class of its own, which a file joined from two sources makes without a word."""

@@ -295,7 +295,8 @@ OPTIONAL_SETTINGS = {
                  "wide_bigram_buckets", "self_training_keep", "word_vectors", "vector_window",
                  "lazy_adam",  # AdamW on the embedding rows a batch used (tfllm.training.optimizers)
                  "vector_context_power", "vector_norm",
-                 "self_training_teachers", "self_training_rounds"},
+                 "self_training_teachers", "self_training_rounds",
+                 "balance_classes"},  # class_weight "balanced" in fit and in the blend's fit (tfllm.training.classifier)
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
     "vectors": {"lowercase"},
@@ -308,7 +309,7 @@ OPTIONAL_SETTINGS = {
 # Optional settings that are switches, and numbers with an example value (the shipped presets' own
 # values tell the kinds of the rest).
 OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bucket_by_length", "word_vectors",
-                     "group_sources"}
+                     "group_sources", "balance_classes"}
 OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.1}
 
 

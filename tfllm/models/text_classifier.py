@@ -52,16 +52,19 @@ class LogitBlend(keras.layers.Layer):
         return self.encoder_scale * encoder_logits + self.wide_scale * wide_logits + self.bias
 
 
-def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50):
+def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50, class_weight=None):
     """`LogitBlend` weights by Newton's method: the logistic (sigmoid for one
     unit, softmax for several) regression of `labels` on the two logits, with a
     small L2 penalty on the two scales so that separable data still has one
     optimum. Convex, so it converges in a few steps, to the same weights
-    however the inputs were computed (one device or several)."""
+    however the inputs were computed (one device or several). `class_weight`
+    (`{class id: weight}`, as `fit` takes it) weighs each row's loss by its class."""
     d, w = (np.asarray(a, "float64") for a in (encoder_logits, wide_logits))
     n, units = d.shape
     labels = np.asarray(labels).astype(int).reshape(-1)
     y = labels[:, None].astype("float64") if units == 1 else np.eye(units)[labels]
+    rows = np.ones(n) if class_weight is None else np.array([class_weight.get(c, 1.0) for c in labels], "float64")
+    rows = rows / rows.mean()
     # z = J @ theta with theta = (encoder_scale, wide_scale, bias...): J is [n, units, units + 2].
     jac = np.concatenate([d[..., None], w[..., None], np.broadcast_to(np.eye(units), (n, units, units))], axis=2)
     penalty = np.r_[l2, l2, np.zeros(units)]
@@ -69,24 +72,24 @@ def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50):
     def probabilities_and_loss(theta):  # the loss includes the penalty
         z = jac @ theta
         if units == 1:
-            p, loss = 1 / (1 + np.exp(-z)), np.mean(np.logaddexp(0, z) - y * z)
+            p, loss = 1 / (1 + np.exp(-z)), np.mean(rows[:, None] * (np.logaddexp(0, z) - y * z))
         else:
             z = z - z.max(axis=1, keepdims=True)
             log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            p, loss = np.exp(log_p), -np.mean((y * log_p).sum(axis=1))
+            p, loss = np.exp(log_p), -np.mean(rows * (y * log_p).sum(axis=1))
         return p, loss + 0.5 * penalty @ theta**2
 
     theta = np.r_[1.0, 0.0, np.zeros(units)]
     for _ in range(iterations):
         p, loss = probabilities_and_loss(theta)
-        gradient = np.einsum("nuk,nu->k", jac, p - y) / n + penalty * theta
+        gradient = np.einsum("nuk,nu->k", jac, rows[:, None] * (p - y)) / n + penalty * theta
         if np.abs(gradient).max() < 1e-9:
             break
         if units == 1:
-            hessian = np.einsum("nuk,nu,nul->kl", jac, p * (1 - p), jac) / n
+            hessian = np.einsum("nuk,nu,nul->kl", jac, rows[:, None] * p * (1 - p), jac) / n
         else:
             s = np.einsum("nu,uv->nuv", p, np.eye(units)) - p[:, :, None] * p[:, None, :]
-            hessian = np.einsum("nuk,nuv,nvl->kl", jac, s, jac) / n
+            hessian = np.einsum("nuk,nuv,nvl->kl", jac, rows[:, None, None] * s, jac) / n
         step = np.linalg.lstsq(hessian + np.diag(penalty), gradient, rcond=None)[0]
         t = 1.0  # backtracking keeps every step downhill
         while t > 1e-6 and probabilities_and_loss(theta - t * step)[1] > loss:
@@ -244,8 +247,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
     def sequence_length(self):
         return self.backbone.sequence_length
 
-    def fit_wide_path(self, train_data, val_data, smoothing=1.0):
-        """Sets the wide path from `train_data` and blends it in on `val_data`.
+    def fit_wide_path(self, train_data, val_data, smoothing=1.0, class_weight=None):
+        """Sets the wide path from `train_data` and blends it in on `val_data`
+        (its rows weighed by `class_weight`, `{class id: weight}`, where given).
 
         Both are `tf.data.Dataset`s of `(inputs, labels)` batches, as `fit` takes
         them once preprocessed. Call it after `fit`. First the wide weights
@@ -279,4 +283,4 @@ class TextClassifier(keras_hub.models.TextClassifier):
         encoder_logits, wide_logits = parts.predict(val_data.map(lambda x, y: x), verbose=0)
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
         blend.set_weights(_fit_blend(keras.ops.convert_to_numpy(encoder_logits),
-                                     keras.ops.convert_to_numpy(wide_logits), labels))
+                                     keras.ops.convert_to_numpy(wide_logits), labels, class_weight=class_weight))

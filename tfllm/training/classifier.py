@@ -18,7 +18,8 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.datasets import describe, split_as_trained, warn_about_duplicates, warn_about_labels
+from tfllm.datasets import (balanced_class_weight, describe, split_as_trained, warn_about_duplicates,
+                            warn_about_imbalance, warn_about_labels)
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -306,6 +307,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         print(describe(data), flush=True)
         warn_about_duplicates(config.data, data)
         warn_about_labels(config.data, data)
+        warn_about_imbalance(data, balanced=bool(preset.get("balance_classes")))
     if config.from_preset:
         check_preset_head_settings(config, preset_backbone_class(config.from_preset))
     if config.unlabeled and self_training is None:  # a teacher, then this run as its student
@@ -342,6 +344,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             backup_dir=os.path.join(config.run_dir, common.BACKUP),  # every worker resumes from the chief's backup
             ema=bool(moving_average(preset, steps_per_epoch)),
         )
+        # `--set balance_classes=true`: each class weighs as much in the loss (and in the blend's fit) as the others.
+        class_weight = balanced_class_weight(data.train.labels, data.num_classes) if preset.get("balance_classes") else None
         start = time.perf_counter()
         # Measured as the last fit ends and kept in the backup: a run resumed after that reports its training's.
         common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
@@ -355,14 +359,14 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 model.backbone.trainable = False
                 compile_classifier(model, preset, steps_per_epoch)
                 first = model.fit(train_ds, validation_data=val_ds, epochs=freeze, shuffle=False, verbose=verbose,
-                                  callbacks=common.logging_callbacks(callbacks))
+                                  class_weight=class_weight, callbacks=common.logging_callbacks(callbacks))
                 history = dict(first.history)
                 model.backbone.trainable = True
                 compile_classifier(model, preset, steps_per_epoch)
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
             # initial_epoch: the run's epochs are numbered on after the frozen ones (TensorBoard, backups).
             fitted = model.fit(train_ds, validation_data=val_ds, initial_epoch=freeze, epochs=preset["epochs"],
-                               shuffle=False, callbacks=callbacks, verbose=verbose)
+                               shuffle=False, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
             for key, values in fitted.history.items():
                 history[key] = history.get(key, []) + list(values)
             best = os.path.join(run_dir, common.BEST_WEIGHTS)
@@ -376,7 +380,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                       "rows to fit its blend on (the encoder's probabilities stand alone)")
             elif preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier):
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
-                model.fit_wide_path(train_ds, val_ds)  # both cached by fit: no second tokenization
+                model.fit_wide_path(train_ds, val_ds, class_weight=class_weight)  # both cached by fit: no second tokenization
 
         metrics = {
             "val": classification_report(data.val.labels, predict_probabilities(model, data.val.texts), data.label_names),
