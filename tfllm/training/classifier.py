@@ -276,6 +276,16 @@ def refuse_folder_columns(data, flags):
                                      "are its .txt files and their labels the sub-folders' names; leave it out.")
 
 
+def command_data(config, preset):
+    """The command's data, split as the run splits it, described and warned about (on stderr) before training."""
+    data = split_as_trained(config)
+    print(describe(data), flush=True)
+    warn_about_duplicates(config.data, data)
+    warn_about_labels(config.data, data)
+    warn_about_imbalance(data, balanced=bool(preset.get("balance_classes")))
+    return data
+
+
 def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
     """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict.
 
@@ -303,11 +313,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     if data is None:
-        data = split_as_trained(config)
-        print(describe(data), flush=True)
-        warn_about_duplicates(config.data, data)
-        warn_about_labels(config.data, data)
-        warn_about_imbalance(data, balanced=bool(preset.get("balance_classes")))
+        data = command_data(config, preset)
     if config.from_preset:
         check_preset_head_settings(config, preset_backbone_class(config.from_preset))
     if config.unlabeled and self_training is None:  # a teacher, then this run as its student

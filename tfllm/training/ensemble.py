@@ -17,7 +17,6 @@ import dataclasses
 import os
 
 from tfllm import runs, tokenizers
-from tfllm.datasets import describe, split_as_trained, warn_about_duplicates
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, EnsembleClassifier
@@ -47,9 +46,7 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
     # Everything that can fail on bad input happens before the run directory is touched.
     preset = classifier.classifier_preset(config)
     if data is None:
-        data = split_as_trained(config)
-        print(describe(data), flush=True)
-        warn_about_duplicates(config.data, data)
+        data = classifier.command_data(config, preset)
     if config.unlabeled and self_training is None:  # one teacher labels the texts for every member
         return train_self_trained(config, preset, data, classifier.train_classifier, verbose=verbose)
     run_dir = config.run_dir
