@@ -105,6 +105,7 @@ def test_classification_report_refuses_what_it_cannot_score():
 
     report = classification_report([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["neg", "pos"])
     assert report["accuracy"] == pytest.approx(2 / 3) and report["num_examples"] == 3
+    assert report["balanced_accuracy"] == pytest.approx((1 + 0.5) / 2)  # the mean of the classes' recalls
     with pytest.raises(UserInputError, match="No examples to score"):
         classification_report([], np.zeros((0, 2)), ["neg", "pos"])  # was an IndexError
     with pytest.raises(UserInputError, match=r"shape \(2, 2\)"):

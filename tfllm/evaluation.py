@@ -69,7 +69,8 @@ def roc_auc(y_true, scores):
 
 
 def classification_report(y_true, probabilities, label_names):
-    """Accuracy, precision, recall, F1 (binary: of the positive label; else macro),
+    """Accuracy, balanced accuracy (the mean of the classes' recalls: what accuracy hides when a class
+    is rare), precision, recall, F1 (binary: of the positive label; else macro),
     ROC-AUC for two classes, the confusion matrix and per-class figures.
 
     Args:
@@ -104,7 +105,9 @@ def classification_report(y_true, probabilities, label_names):
         recall = tp / confusion[i, :].sum() if confusion[i, :].sum() else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(confusion[i, :].sum())}
-    report = {"accuracy": float((y_true == y_pred).mean()), "num_examples": int(len(y_true))}
+    present = [c["recall"] for c in per_class.values() if c["support"]]  # a class with no example has no recall
+    report = {"accuracy": float((y_true == y_pred).mean()), "balanced_accuracy": float(np.mean(present)),
+              "num_examples": int(len(y_true))}
     if k == 2:
         positive = per_class[label_names[1]]
         report.update(precision=positive["precision"], recall=positive["recall"], f1=positive["f1"])
