@@ -148,8 +148,11 @@ def _named_splits(path, splits, split_column, rows):
     return named
 
 
-def _by_source(rows, sources):
-    """`rows` as lists of the rows with the same source, in the order each source first comes."""
+def _by_source(rows, sources, group_sources=True):
+    """`rows` as lists of the rows with the same source, in the order each source first comes (without
+    `group_sources`, a list per row)."""
+    if not group_sources:
+        return [[i] for i in rows]
     groups = {}
     for i in rows:
         groups.setdefault(sources[i].strip(), []).append(i)
@@ -176,8 +179,7 @@ def read_split(source, split, source_column=None, target_column=None, split_colu
     if not rows:
         raise UserInputError(f"{path!r} has no rows with split {split!r} in column {split_column!r}; "
                              "choose another --split.")
-    groups = _by_source(rows, sources) if group_sources else [[i] for i in rows]
-    return _pair_split(groups, sources, targets, reference_separator)
+    return _pair_split(_by_source(rows, sources, group_sources), sources, targets, reference_separator)
 
 
 def read_pairs(source, source_column=None, target_column=None, reference_separator=None, group_sources=False):
@@ -185,9 +187,7 @@ def read_pairs(source, source_column=None, target_column=None, reference_separat
     scored, with `group_sources`: a source's rows are one pair with all of their references)."""
     _, sources, targets, _, _, _, reference_separator = _read_columns(
         source, source_column, target_column, None, reference_separator)
-    rows = range(len(sources))
-    groups = _by_source(rows, sources) if group_sources else [[i] for i in rows]
-    return _pair_split(groups, sources, targets, reference_separator)
+    return _pair_split(_by_source(range(len(sources)), sources, group_sources), sources, targets, reference_separator)
 
 
 def load_pair_data(source, source_column=None, target_column=None, split_column=None, seed=1337,
@@ -224,7 +224,7 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
     def shuffled(rows):
         """The units the seeded split deals, in their dealt order: a source's rows, or single rows. Without
         repeated sources both give the same split, so a run's split does not change with the setting."""
-        units = _by_source(rows, sources) if group_sources else [[i] for i in rows]
+        units = _by_source(rows, sources, group_sources)
         random.Random(seed).shuffle(units)
         return units
 
@@ -251,8 +251,7 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
                              "give it hundreds of pairs.")
 
     def make(rows, scored):  # training learns from every row; scoring counts a source once
-        groups = _by_source(rows, sources) if scored and group_sources else [[i] for i in rows]
-        return _pair_split(groups, sources, targets, reference_separator)
+        return _pair_split(_by_source(rows, sources, scored and group_sources), sources, targets, reference_separator)
 
     return PairData(make(named["train"], False), make(named["val"], True), make(named["test"], True),
                     source_column, target_column)
