@@ -217,6 +217,38 @@ def test_every_window_that_fits_is_used():
         data_lib.check_length(ids[:8], 8, "validation")
 
 
+def test_no_training_pipeline_starts_tf_datas_tuning_thread():
+    """Deleting a tf.data iterator waits for its autotuning thread, which sometimes slept on: `fit` hung
+    12-25 s after its last epoch (`tfllm.data.untuned`). Every pipeline that training and evaluation
+    build turns the tuning off, and still gives its batches."""
+    from types import SimpleNamespace
+
+    from tfllm.training import pretraining, seq2seq
+
+    ids = np.arange(40, dtype="int32")
+    texts = ["a", "bb", "ccc"]
+
+    def lengths(text):
+        return tf.strings.length(text)
+
+    def pairs(columns):
+        source = tf.strings.length(columns["encoder_text"])
+        return source, tf.strings.length(columns["decoder_text"]), tf.ones_like(source)
+
+    pipelines = {
+        "random windows": data_lib.random_window_dataset(ids, 8, 4, seed=0),
+        "validation windows": data_lib.sequential_window_dataset(ids, 8, 4),
+        "classification": data_lib.classification_dataset(
+            SimpleNamespace(texts=texts, labels=[0, 1, 0]), lengths, sigmoid=True, batch_size=2, shuffle=True, seed=0),
+        "prediction": data_lib.text_batches(texts, lengths, batch_size=2),
+        "translation": seq2seq.pair_dataset(SimpleNamespace(sources=texts, targets=texts), pairs, batch_size=2),
+        "masked-LM pretraining": pretraining._masked_batches(texts, lengths, 2, repeat=True, seed=0),
+    }
+    for name, ds in pipelines.items():
+        assert ds.options().autotune.enabled is False, name
+        assert next(iter(ds)) is not None, name
+
+
 @pytest.mark.parametrize("batch_size", [1, 64])  # full batches through Keras' evaluate, or one plain call
 def test_validation_loss_scores_every_window_that_fits(batch_size):
     from tfllm.training.causal_lm import evaluate_loss

@@ -20,6 +20,21 @@ from tfllm.tokenizers import CharacterTokenizer
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def untuned(ds):
+    """`ds` without tf.data's autotuning thread: maps run a call per core, prefetch buffers grow as needed.
+
+    Every pipeline tfllm builds goes through this. Deleting an iterator waits for that thread, and in
+    TensorFlow 2.21 the wait sometimes lasts to the end of the thread's sleep between two tunings, a
+    sleep that doubles (up to 60 s) as the iterator lives: `fit` hung 12-25 s after its last epoch in
+    about a third of 500-step `nanogpt-cpu` runs on 2 cores, the main thread in
+    `RootDataset::Iterator::~Iterator` and the tuning thread in `Model::OptimizeLoop`'s timed wait
+    (no upstream issue found). These pipelines cost a gather or a batch per step: tuning gains nothing.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def encode_labels(labels, sigmoid):
     """Labels as a float column for a one-unit sigmoid head (binary cross-entropy), else integer ids."""
     labels = tf.convert_to_tensor(labels, tf.int32)
@@ -70,12 +85,12 @@ def classification_dataset(split, preprocessor, sigmoid, batch_size, shuffle=Fal
     ds = tf.data.Dataset.from_tensor_slices((preprocess(split.texts, preprocessor), encode_labels(split.labels, sigmoid)))
     if shuffle:
         ds = ds.shuffle(len(split.texts), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return untuned(ds.batch(batch_size).prefetch(AUTOTUNE))
 
 
 def text_batches(texts, preprocessor, batch_size=256):
     """Model-input batches for prediction (no labels)."""
-    return tf.data.Dataset.from_tensor_slices(preprocess(texts, preprocessor)).batch(batch_size)
+    return untuned(tf.data.Dataset.from_tensor_slices(preprocess(texts, preprocessor)).batch(batch_size))
 
 
 def tokenize_corpus(tokenizer, text):
@@ -86,7 +101,7 @@ def tokenize_corpus(tokenizer, text):
     # Subword tokenizers split on whitespace and lose newlines anyway; feed them
     # line batches through TF ops (the eager path is pure Python and slow).
     lines = [line for line in text.split("\n") if line.strip()]
-    ds = tf.data.Dataset.from_tensor_slices(lines).batch(4096).map(tokenizer, num_parallel_calls=AUTOTUNE)
+    ds = untuned(tf.data.Dataset.from_tensor_slices(lines).batch(4096).map(tokenizer, num_parallel_calls=AUTOTUNE))
     parts = [batch.flat_values.numpy() if isinstance(batch, tf.RaggedTensor) else batch.numpy().ravel() for batch in ds]
     return np.concatenate(parts).astype("int32") if parts else np.zeros([0], "int32")
 
@@ -119,7 +134,7 @@ def random_window_dataset(ids, sequence_length, batch_size, seed=None):
         return _split(tf.gather(data, starts[:, None] + offsets[None, :]))
 
     ds = tf.data.Dataset.random(seed=seed).batch(batch_size, drop_remainder=True)
-    return ds.map(windows, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return untuned(ds.map(windows, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
 
 
 def sequential_window_dataset(ids, sequence_length, batch_size, max_windows=None):
@@ -129,7 +144,7 @@ def sequential_window_dataset(ids, sequence_length, batch_size, max_windows=None
     with every position in the window weighted as in training.
     """
     windows = sequential_windows(ids, sequence_length, max_windows)
-    return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split).prefetch(AUTOTUNE)
+    return untuned(tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split).prefetch(AUTOTUNE))
 
 
 def sequential_windows(ids, sequence_length, max_windows=None):

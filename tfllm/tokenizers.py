@@ -230,6 +230,9 @@ def word_piece_vocabulary(texts, vocabulary_size, lowercase):
 
     words = tf.data.Dataset.from_tensor_slices(texts).batch(1000).map(
         lambda text: pretokenize(text, lowercase, False, True, True), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()  # tfllm.data.untuned's setting (that module imports this one): see there why
+    options.autotune.enabled = False
+    words = words.with_options(options)
     counts = _word_piece_learner().count_words(words)
     alphabet = {char for word in counts for char in word}
     unusable = set()

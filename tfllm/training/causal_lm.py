@@ -230,7 +230,8 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
 
     total = 0.0
     if full:
-        ds = tf.data.Dataset.from_tensor_slices(windows[:full]).batch(batch_size).map(lambda w: (inputs(w), w[:, 1:]))
+        ds = data_lib.untuned(
+            tf.data.Dataset.from_tensor_slices(windows[:full]).batch(batch_size).map(lambda w: (inputs(w), w[:, 1:])))
         total += float(model.evaluate(ds, verbose=0, return_dict=True)["loss"]) * full
     if full < len(windows):
         rest = windows[full:]

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import runs, tokenizers, word_vectors
-from tfllm.data import preprocess
+from tfllm.data import preprocess, untuned
 from tfllm.datasets.text import check_text_column, load_documents
 from tfllm.errors import UserInputError
 from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor
@@ -100,7 +100,8 @@ def _masked_batches(documents, preprocessor, batch_size, repeat=False, seed=None
     ds = tf.data.Dataset.from_tensor_slices(documents)
     if repeat:
         ds = ds.shuffle(len(documents), seed=seed, reshuffle_each_iteration=True).repeat()
-    return ds.batch(batch_size).map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return untuned(
+        ds.batch(batch_size).map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
 
 def _validation_metrics(model, val_ds):

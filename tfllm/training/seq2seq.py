@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfllm import runs, tokenizers
-from tfllm.data import preprocess
+from tfllm.data import preprocess, untuned
 from tfllm.datasets import same_data
 from tfllm.datasets.pairs import BUNDLED_PAIRS, load_pair_data, read_pairs, read_split
 from tfllm.errors import UserInputError
@@ -193,13 +193,14 @@ def pair_dataset(split, preprocessor, batch_size, shuffle=False, seed=None, buck
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     if not bucket:
-        return ds.batch(batch_size).prefetch(AUTOTUNE)
+        return untuned(ds.batch(batch_size).prefetch(AUTOTUNE))
     full = int(preprocessor.decoder_sequence_length)
     boundaries = list(range(LENGTH_STEP + 1, full + 1, LENGTH_STEP))
     ds = ds.bucket_by_sequence_length(
         lambda x, y, w: tf.reduce_sum(tf.cast(w, tf.int32)), bucket_boundaries=boundaries,
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
-    return ds.map(lambda x, y, w: _trim(x, y, w, trim_encoder), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return untuned(
+        ds.map(lambda x, y, w: _trim(x, y, w, trim_encoder), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
 
 
 def compile_model(model, preset, steps_per_epoch):
