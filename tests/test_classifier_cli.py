@@ -170,6 +170,9 @@ def test_a_rare_class_is_reported_and_balance_classes_weighs_it_in_training_and_
         assert "always answering 'neg' scores 0.90 accuracy" in warning[0]
         assert ("--set balance_classes=true" in warning[0]) == (name == "plain")
         assert "Precision" not in warning[0]  # the positive label is the rare one, 'pos'
+        # The summary shows the figure that says whether the rare class is found, beside accuracy.
+        balanced = json.loads((runs[name] / "metrics.json").read_text())["test"]["balanced_accuracy"]
+        assert f"  balanced_accuracy {balanced:.4f}" in result.stdout, result.stdout
     assert fits == [None, balanced_class_weight([0] * 216 + [1] * 24, 2)]
     # The rare class is answered more often: its mean probability on the training texts is higher.
     texts = [f"a good film {i}" for i in range(30)] + [f"a bad film {i} 0" for i in range(30)]

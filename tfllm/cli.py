@@ -114,9 +114,9 @@ def _train(config):
         positive = metrics["test"].get("positive_label")
         of = f"positive label {positive!r}" if positive is not None else "macro average over the classes"
         print(f"\nTest metrics ({metrics['test']['num_examples']} examples; precision, recall, f1: {of}):")
-        for key in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc"):
             if metrics["test"].get(key) is not None:
-                print(f"  {key:10s} {metrics['test'][key]:.4f}")
+                print(f"  {key:17s} {metrics['test'][key]:.4f}")
         for member in metrics.get("members", []):  # --ensemble N
             print(f"  member {member['run_dir']}: accuracy {member['test_accuracy']:.4f}, "
                   f"{member['parameters']:,} parameters (the ensemble: {metrics['parameters']:,})")
