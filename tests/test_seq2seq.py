@@ -519,16 +519,22 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
     (tmp_path / "sources.txt").write_text("一二\n\n三\n四五六\n")  # a blank line is no source
     write_csv(tmp_path / "pairs.csv", [(s, "?") for s in sources])  # the run's own columns: its source, zh
     write_csv(tmp_path / "other.csv", [(s, "?") for s in sources], header=("chinese", "english"))
+    # A .txt of tab-separated pairs, as training reads one (Tatoeba's): the sources, not the whole lines.
+    (tmp_path / "pairs.txt").write_text("一二\tone two\tCC-BY 2.0\n三\tthree\n\n四五六\tfour five six\n")
+    (tmp_path / "reversed.txt").write_text("one two\t一二\nthree\t三\nfour five six\t四五六\n")
+    (tmp_path / "holes.txt").write_text("一二\tone two\n\tthree\n")
     monkeypatch.setattr("sys.stdin", io.StringIO("三\n四五六\n"))
     for argv in (["--file", tmp_path / "sources.txt"], ["一二", "--file", "-"], ["--file", tmp_path / "pairs.csv"],
-                 ["--file", tmp_path / "other.csv", "--text-column", "chinese"]):
+                 ["--file", tmp_path / "other.csv", "--text-column", "chinese"], ["--file", tmp_path / "pairs.txt"],
+                 ["--file", tmp_path / "reversed.txt", "--text-column", "2"]):
         assert cli.main(["translate", trained_run, *map(str, argv)]) == 0, capsys.readouterr().err
         assert capsys.readouterr().out == expected, argv
     for argv, message in (
             ([str(tmp_path / "sources.txt")], "is a file: to translate its lines (or a CSV/JSONL's 'zh' column) pass --file"),
             ([], "Pass the texts to translate, e.g. tfllm translate"),
             (["--file", str(tmp_path / "other.csv")], "has no text column 'zh'; its columns are ['chinese', 'english']"),
-            (["三", "--text-column", "zh"], "--text-column names the column of a --file")):
+            (["三", "--text-column", "zh"], "--text-column names the column of a --file"),
+            (["--file", str(tmp_path / "holes.txt")], "tab-separated pairs, and its pair 2 has no source in field 1")):
         assert cli.main(["translate", trained_run, *argv]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.splitlines()) == 1 and not captured.out, captured.err

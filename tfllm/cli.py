@@ -230,9 +230,10 @@ def cmd_evaluate(args):
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 
 
-def _input_texts(args, verb, example, text_column="text"):
+def _input_texts(args, verb, example, text_column="text", read=None):
     """The texts of `tfllm predict|translate RUN TEXT... [--file PATH]`: those given, then --file's (read as they
-    come: a pipe into --file - is answered as it flows), after refusing what would be answered wrongly."""
+    come by `read`, default `read_texts`: a pipe into --file - is answered as it flows), after refusing what
+    would be answered wrongly."""
     from tfllm.errors import UserInputError
 
     command = f"tfllm {args.command} {args.run_dir} \"{example}\""
@@ -252,7 +253,7 @@ def _input_texts(args, verb, example, text_column="text"):
         return iter(args.texts)
     from tfllm.datasets import read_texts
 
-    return itertools.chain(args.texts, read_texts(args.file, args.text_column or text_column))
+    return itertools.chain(args.texts, (read or read_texts)(args.file, args.text_column or text_column))
 
 
 def cmd_predict(args):
@@ -666,7 +667,9 @@ def cmd_translate(args):
     sampler = _translate_sampler(args)
     # A file of pairs like the run's own is read in its source column.
     column = run_columns(TrainConfig.from_dict(runs.read_config(args.run_dir)))[0] or "text"
-    texts = _input_texts(args, "translate", "a sentence", column)
+    from tfllm.datasets.pairs import read_sources
+
+    texts = _input_texts(args, "translate", "a sentence", column, read=read_sources)
     from tfllm.training.seq2seq import run_decoding_aids, run_memory
     from tfllm.translation import load_translator, translate
 
@@ -686,9 +689,11 @@ def add_translation_parsers(sub):
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", default=None, metavar="PATH",
-                   help="translate each line of a text file (- for standard input), or each row of a CSV/JSONL")
+                   help="translate each line of a text file (- for standard input), each row of a CSV/JSONL, "
+                        "or the source of each pair of a .txt of tab-separated pairs")
     p.add_argument("--text-column", default=None,
-                   help="--file CSV/JSONL: the column to translate (default: the run's source column)")
+                   help="--file CSV/JSONL: the column to translate (default: the run's source column); a .txt of "
+                        "tab-separated pairs: the field's number (default 1, or the run's source column's)")
     p.add_argument("--sampler", choices=["greedy", "beam", "top_k", "top_p"], default=None,
                    help="default: beam with --num-beams > 1, else greedy")
     p.add_argument("--num-beams", type=_count, default=1, help="1 to 64; above 1: beam search")

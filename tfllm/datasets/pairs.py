@@ -24,7 +24,7 @@ import os
 import random
 
 from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _column, _first_line, _read_rows, bundled_path, read_lines,
-                            refuse_plain_text)
+                            read_texts, refuse_plain_text)
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -83,6 +83,22 @@ def _tab_separated_rows(path):
                                      "text, a tab, and its translation.")
             rows.append({str(i): field for i, field in enumerate(fields, 1)})
     return rows
+
+
+def read_sources(path, column):
+    """The texts `tfllm translate --file PATH` translates: as `read_texts` reads them, except that a `.txt` of
+    tab-separated pairs, read as training reads one, gives each line's source field (`column` when it numbers
+    a field, else the first), where a line was translated whole, tabs, translation and all (Tatoeba's
+    `spa.txt`: "Go.<tab>Ve.<tab>CC-BY 2.0 ...")."""
+    rows = _tab_separated_rows(path) if path != "-" else None
+    if rows is None:
+        return read_texts(path, column)
+    field = column if column.isdigit() else "1"
+    short = next((number for number, row in enumerate(rows, 1) if not row.get(field, "").strip()), None)
+    if short is not None:
+        raise UserInputError(f"{path!r} is a file of tab-separated pairs, and its pair {short} has no source in "
+                             f"field {field}; fill it in, or pass --text-column with the field to translate.")
+    return (row[field].strip() for row in rows)
 
 
 def _read_columns(source, source_column, target_column, split_column, reference_separator):
