@@ -26,7 +26,7 @@ def untuned(ds):
     Every pipeline tfllm builds goes through this. Deleting an iterator waits for that thread, and in
     TensorFlow 2.21 the wait sometimes lasts to the end of the thread's sleep between two tunings, a
     sleep that doubles (up to 60 s) as the iterator lives: `fit` hung 12-25 s after its last epoch in
-    about a third of 500-step `nanogpt-cpu` runs on 2 cores, the main thread in
+    a quarter of 500-step `nanogpt-cpu` runs on 2 cores, the main thread in
     `RootDataset::Iterator::~Iterator` and the tuning thread in `Model::OptimizeLoop`'s timed wait
     (no upstream issue found). These pipelines cost a gather or a batch per step: tuning gains nothing.
     """
