@@ -125,7 +125,7 @@ def _train(config):
         from tfllm.training.seq2seq import train_seq2seq
 
         metrics = train_seq2seq(config)
-        print(f"\nTest metrics ({metrics['test']['num_examples']} pairs, greedy, all references):")
+        print(f"\nTest metrics ({metrics['test']['num_examples']} sources, greedy, against all their references):")
         for key in ("chrf", "bleu", "exact_match", "char_accuracy"):
             print(f"  {key:14s} {metrics['test'][key]:.4f}")
         print(f"Run directory: {config.run_dir}  (translate: tfllm translate {config.run_dir} TEXT)")
