@@ -96,7 +96,8 @@ def read_sources(path, column):
     field = column if column.isdigit() else "1"
     short = next((number for number, row in enumerate(rows, 1) if not row.get(field, "").strip()), None)
     if short is not None:
-        what = f"no field {field} (it has {len(rows[short - 1])})" if field not in rows[short - 1] else f"an empty field {field}"
+        row = rows[short - 1]
+        what = f"an empty field {field}" if field in row else f"no field {field} (it has {len(row)})"
         raise UserInputError(f"{path!r} is a file of tab-separated pairs, and its pair {short} has {what}; fill it in, "
                              "or pass --text-column with the number of the field to translate (1 is the first).")
     return (row[field].strip() for row in rows)
