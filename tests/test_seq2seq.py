@@ -535,7 +535,8 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
             (["--file", str(tmp_path / "other.csv")], "has no text column 'zh'; its columns are ['chinese', 'english']"),
             (["三", "--text-column", "zh"], "--text-column names the column of a --file"),
             (["--file", str(tmp_path / "holes.txt")], "tab-separated pairs, and its pair 2 has an empty field 1"),
-            (["--file", str(tmp_path / "pairs.txt"), "--text-column", "4"], "its pair 1 has no field 4 (it has 3)")):
+            (["--file", str(tmp_path / "pairs.txt"), "--text-column", "4"], "its pair 1 has no field 4 (it has 3)"),
+            (["--file", str(tmp_path / "pairs.txt"), "--text-column", "zh"], "whose fields are numbered: pass")):
         assert cli.main(["translate", trained_run, *argv]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.splitlines()) == 1 and not captured.out, captured.err

@@ -669,7 +669,8 @@ def cmd_translate(args):
     column = run_columns(TrainConfig.from_dict(runs.read_config(args.run_dir)))[0] or "text"
     from tfllm.datasets.pairs import read_sources
 
-    texts = _input_texts(args, "translate", "a sentence", column, read=read_sources)
+    texts = _input_texts(args, "translate", "a sentence", column,
+                         read=lambda path, column: read_sources(path, column, named=args.text_column is not None))
     from tfllm.training.seq2seq import run_decoding_aids, run_memory
     from tfllm.translation import load_translator, translate
 

@@ -85,14 +85,17 @@ def _tab_separated_rows(path):
     return rows
 
 
-def read_sources(path, column):
+def read_sources(path, column, named=False):
     """The texts `tfllm translate --file PATH` translates: as `read_texts` reads them, except that a `.txt` of
     tab-separated pairs, read as training reads one, gives each line's source field (`column` when it numbers
-    a field, else the first), where a line was translated whole, tabs, translation and all (Tatoeba's
-    `spa.txt`: "Go.<tab>Ve.<tab>CC-BY 2.0 ...")."""
+    a field, else the first; `named`: the user gave `column`, which must then be a number), where a line was
+    translated whole, tabs, translation and all (Tatoeba's `spa.txt`: "Go.<tab>Ve.<tab>CC-BY 2.0 ...")."""
     rows = _tab_separated_rows(path) if path != "-" else None
     if rows is None:
         return read_texts(path, column)
+    if named and not column.isdigit():
+        raise UserInputError(f"--text-column {column!r} names a column, but {path!r} is a .txt of tab-separated "
+                             "pairs, whose fields are numbered: pass --text-column 1 (the first field) or 2.")
     field = column if column.isdigit() else "1"
     short = next((number for number, row in enumerate(rows, 1) if not row.get(field, "").strip()), None)
     if short is not None:
