@@ -451,9 +451,9 @@ def cmd_generate(args):
     if _generate_without_tensorflow(args, stream):
         stream(0, "\n")
         return
-    from tfllm.generation import load_generator
+    from tfllm.generation import cached_generator
 
-    generator = load_generator(args.run_dir)
+    generator = cached_generator(args.run_dir)  # kept per process, as cmd_translate keeps its model
     generator.generate(
         [args.prompt], max_new_tokens=args.max_new_tokens, sampler=args.sampler, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams, seed=args.seed, stop=args.stop or None,
@@ -672,9 +672,11 @@ def cmd_translate(args):
     texts = _input_texts(args, "translate", "a sentence", column,
                          read=lambda path, column: read_sources(path, column, named=args.text_column is not None))
     from tfllm.training.seq2seq import run_decoding_aids, run_memory
-    from tfllm.translation import load_translator, translate
+    from tfllm.translation import cached_translator, translate
 
-    translator = load_translator(args.run_dir)
+    # Kept per process, as `tfllm.translation.translate` keeps it: a notebook (or a test) calling
+    # `tfllm.cli.main(["translate", ...])` again neither reloads the model nor compiles its decoding again.
+    translator = cached_translator(args.run_dir)
     lm, method = run_decoding_aids(translator, args.run_dir, args.lm, args.input_method)
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
     for chunk in iter(lambda: list(itertools.islice(texts, TRANSLATE_CHUNK)), []):

@@ -390,6 +390,12 @@ def load_translator(run_dir, jit_compile=True):
 _LOADED = {}  # real path of a run directory -> (its files' signature, Translator)
 
 
+def cached_translator(run_dir):
+    """The `Translator` of `run_dir`, loaded once per process and kept with its compiled decoding functions
+    (loaded again only when the run directory's files change: a retrained run)."""
+    return runs.load_cached(_LOADED, run_dir, load_translator)
+
+
 def translate(model_or_run_dir, sources, **options):
     """Translates `sources` with a `Translator` or the model of a run directory (loaded once per process).
 
@@ -400,6 +406,6 @@ def translate(model_or_run_dir, sources, **options):
     """
     if isinstance(model_or_run_dir, Translator):
         translator = model_or_run_dir
-    else:  # loaded again only when the run directory's files change (a retrained run)
-        translator = runs.load_cached(_LOADED, model_or_run_dir, load_translator)
+    else:
+        translator = cached_translator(model_or_run_dir)
     return translator.translate(sources, **options)
