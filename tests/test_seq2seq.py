@@ -511,7 +511,15 @@ def test_scores_do_not_depend_on_the_batch_they_are_computed_in():
 @pytest.mark.slow
 def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, monkeypatch):
     import io
+    import shutil
 
+    import tfllm.translation
+
+    # A copy no earlier test has loaded: each command in this process must load it once, not once a command.
+    trained_run = str(shutil.copytree(trained_run, tmp_path / "run"))
+    loads = []
+    load = tfllm.translation.load_translator
+    monkeypatch.setattr(tfllm.translation, "load_translator", lambda run_dir: loads.append(run_dir) or load(run_dir))
     sources = ["一二", "三", "四五六"]
     assert cli.main(["translate", trained_run, *sources]) == 0
     expected = capsys.readouterr().out
@@ -540,6 +548,7 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
         assert cli.main(["translate", trained_run, *argv]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.splitlines()) == 1 and not captured.out, captured.err
+    assert loads == [trained_run]
 
 
 @pytest.mark.slow
