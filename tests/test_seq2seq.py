@@ -459,7 +459,7 @@ def test_train_translate_evaluate(trained_run, pairs_csv, capsys):
     assert f"use `tfllm translate {trained_run} TEXT`" in capsys.readouterr().err
     # translate(run_dir) keeps its model per process, and loads again when the run's files change (a retrained
     # run kept its old model before).
-    from tfllm import translation
+    from tfllm import runs, translation
 
     translation.translate(trained_run, ["一二"])
     first = translation._LOADED[os.path.realpath(trained_run)][1]
@@ -468,7 +468,18 @@ def test_train_translate_evaluate(trained_run, pairs_csv, capsys):
     metrics_file = os.path.join(trained_run, "metrics.json")
     os.utime(metrics_file, ns=(os.stat(metrics_file).st_atime_ns, os.stat(metrics_file).st_mtime_ns + 10**9))
     translation.translate(trained_run, ["一二"])
-    assert translation._LOADED[os.path.realpath(trained_run)][1] is not first
+    second = translation._LOADED[os.path.realpath(trained_run)][1]
+    assert second is not first
+    # A file edited in a subfolder (tfllm/'s records, a tokenizer's assets/) counts too; TensorBoard's logs/ not.
+    with open(os.path.join(trained_run, "logs", "notes.txt"), "w") as f:
+        f.write("read by no loader")
+    translation.translate(trained_run, ["一二"])
+    assert translation._LOADED[os.path.realpath(trained_run)][1] is second
+    recipe = os.path.join(trained_run, runs.RECIPE)
+    os.utime(recipe, ns=(os.stat(recipe).st_atime_ns, os.stat(recipe).st_mtime_ns + 10**9))
+    translation.translate(trained_run, ["一二"])
+    assert translation._LOADED[os.path.realpath(trained_run)][1] is not second
+    os.remove(os.path.join(trained_run, "logs", "notes.txt"))
 
 
 @pytest.mark.slow

@@ -79,10 +79,24 @@ def write_text(file, text):
 
 
 def files_signature(run_dir):
-    """Names, sizes and modification times of a run directory's top-level entries (None if unreadable):
-    what a cache of loaded runs compares to load a retrained run again."""
+    """Paths, sizes and modification times of the files loading a run reads (None if unreadable): what a
+    cache of loaded runs compares to load a retrained or edited run again.
+
+    Every file counts, `assets/` (a tokenizer's vocabulary) and an ensemble's members included, except
+    those under `logs/` and `backup/`, which loading never reads and which grow during training.
+    """
+    def fail(error):
+        raise error
+
     try:
-        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(run_dir)))
+        signature = []
+        for folder, subfolders, files in os.walk(run_dir, onerror=fail):
+            subfolders[:] = [name for name in subfolders if name not in (LOGS, BACKUP)]
+            for name in files:
+                stat = os.stat(os.path.join(folder, name))
+                signature.append((os.path.relpath(os.path.join(folder, name), run_dir), stat.st_size,
+                                  stat.st_mtime_ns))
+        return tuple(sorted(signature))
     except OSError:
         return None
 
