@@ -177,6 +177,31 @@ def test_the_command_imports_keras_without_the_packages_only_keras_own_extras_ne
     assert not any(isinstance(finder, tfllm._env._SkipKerasExtras) for finder in sys.meta_path)
 
 
+@pytest.mark.slow
+def test_the_servers_own_process_imports_keras_without_its_extras_too(tmp_path):
+    """`python -m tfllm.serving.server` (TensorFlow imports Keras as it loads) skips them as the command does."""
+    import signal
+    import time
+
+    code = (
+        "import atexit, runpy, sys\n"
+        f"atexit.register(lambda: print({EXTRAS_IN}, flush=True))\n"
+        f"sys.argv = ['server', {str(tmp_path)!r}, '--port', '0', '--grpc-port', '0']\n"  # ports the system picks
+        "runpy.run_module('tfllm.serving.server', run_name='__main__')\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in server.stdout:  # "Serving none yet from ..." once it is up, TensorFlow loaded
+        lines.append(line)
+        if line.startswith("Serving") or time.monotonic() > deadline:
+            break
+    server.send_signal(signal.SIGINT)
+    rest, _ = server.communicate(timeout=60)
+    assert lines[-1].startswith("Serving"), "".join(lines)
+    assert "['keras']" in rest.splitlines(), "".join(lines) + rest
+
+
 def test_the_command_s_quick_exit_still_does_what_python_s_exit_does(tmp_path):
     """With TensorFlow loaded, the `tfllm` command ends with os._exit (cli._exit_without_teardown): the
     interpreter's teardown took a second. What the exit did for the command must still happen: threads that are

@@ -133,8 +133,8 @@ class _SkipKerasExtras(importlib.abc.MetaPathFinder):
     Keras imports its optional packages eagerly by design (`keras/src/wrappers/fixes.py`,
     `keras/src/visualization/plot_image_gallery.py`, `keras/src/saving/file_editor.py` in Keras 3.15;
     TensorFlow made the same change for its own scikit-learn import in tensorflow/tensorflow#2178).
-    Installed only by the `tfllm` command (`tfllm.cli.main` called with no argv), never by `import tfllm`:
-    a notebook or script may use those Keras features.
+    Installed only by the `tfllm` command (`tfllm.cli.main` called with no argv) and by `python -m
+    tfllm.serving.server`, never by `import tfllm`: a notebook or script may use those Keras features.
     """
 
     def find_spec(self, name, path=None, target=None):

@@ -219,8 +219,11 @@ def main(argv=None) -> int:
     """`python -m tfllm.serving.server`: the same arguments as `tfllm serve`."""
     import argparse
 
+    from tfllm._env import skip_keras_extras
     from tfllm.serving.commands import add_serve_arguments, run_serve
 
+    if argv is None:  # its own process, as the `tfllm` command's (tfllm.cli.main)
+        skip_keras_extras()  # a second off the server's start-up; see its docstring
     parser = argparse.ArgumentParser(
         prog="python -m tfllm.serving.server",
         description="Serve savedmodels/NAME/VERSION/ with TF Serving's REST and gRPC APIs.")
