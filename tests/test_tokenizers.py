@@ -135,6 +135,26 @@ def test_learn_word_pieces_gives_tf_texts_vocabulary(language, vocab_size):
         assert len(expected) > 100 + len(SPECIAL_TOKENS)  # learned pieces, not only the alphabet
 
 
+def test_learn_word_pieces_gives_tf_texts_vocabulary_on_random_words():
+    """Counting only whole remainders (`_discounted_piece_counts`) gives TF Text's discounted counts: random
+    words over a small alphabet (many shared prefixes and suffixes, ties in count), a word spelt like a
+    suffix piece ('##ab') among them."""
+    import random
+
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+
+    from tfllm.tokenizers import SPECIAL_TOKENS, learn_word_pieces
+
+    rng = random.Random(0)
+    for trial in range(6):
+        words = {"".join(rng.choice("abcd") for _ in range(rng.randint(1, 7))): rng.randint(1, 40) for _ in range(300)}
+        words["##ab"] = 25
+        for vocab_size in (30, 60, 120):
+            expected = learner.learn(list(words.items()), vocab_size=vocab_size, reserved_tokens=SPECIAL_TOKENS,
+                                     include_joiner_token=True, joiner="##", max_unique_chars=1000)
+            assert learn_word_pieces(words.items(), vocab_size, SPECIAL_TOKENS) == expected, (trial, vocab_size)
+
+
 @pytest.mark.slow
 def test_preprocess_traces_a_preprocessor_once_and_gives_its_own_outputs():
     import gc

@@ -258,12 +258,14 @@ def learn_word_pieces(word_counts, vocab_size, reserved_tokens, max_unique_chars
     """TF Text's `wordpiece_tokenizer_learner_lib.learn` with KerasHub's settings: the same vocabulary, faster.
 
     The learner binary-searches a count threshold and relearns the vocabulary
-    from scratch at each probe (a dozen; 30 s on rotten_tomatoes, 137 s on
-    cedict). Its first pass (every substring of every word, counted, then each
-    count discounted by the longer pieces that contain it as a prefix) does not
-    depend on the threshold: here it runs once and each probe filters it
-    (1.2-1.27x faster in all, `benchmarks/bench_vocabulary.py`). The later
-    passes are TF Text's, through its own helpers: that module is a tool of
+    from scratch at each probe (a dozen; 30-50 s on rotten_tomatoes, 140-210 s
+    on cedict), four passes a probe. Each pass counts every piece starting at a
+    split point of every word, then discounts each count by the longer pieces
+    that contain it as a prefix; what is left is counted directly here
+    (`_discounted_piece_counts`), and the first pass, which does not depend on
+    the threshold, runs once and each probe filters it (the same vocabulary
+    6.6x faster on rotten_tomatoes, 85x on cedict: `benchmarks/bench_vocabulary.py`).
+    The rest is TF Text's, through its own helpers: that module is a tool of
     TF Text's, not a documented API (tensorflow-text is pinned), and
     `tests/test_tokenizers.py` fails if the result ever differs from `learn`'s.
     """
@@ -308,35 +310,27 @@ def learn_word_pieces(word_counts, vocab_size, reserved_tokens, max_unique_chars
 
 
 def _discounted_piece_counts(words, split_indices, params):
-    """One pass of TF Text's `learn_with_thresh` before its threshold: `[(piece, count)]` in its order.
+    """One pass of TF Text's `learn_with_thresh` before its threshold: `[(piece, count)]`, its counts.
 
-    Every piece starting at one of a word's split points is counted, then, longest
-    first, each piece's count is taken off its shorter prefixes.
+    TF Text counts every piece that starts at one of a word's split points, then, longest first, takes
+    each piece's count off its shorter prefixes. What that leaves of a piece's count is how often it was
+    a whole remainder, the word from one of its split points to its end (each piece is counted once per
+    remainder it begins, and the longer pieces those remainders begin take their own counts off), so the
+    remainders are counted here and nothing else; pieces TF Text would leave at 0 are not listed (no
+    threshold of `learn_word_pieces` is below 5). The list's order does not matter to the vocabulary
+    (TF Text's `generate_final_vocabulary` sorts by count, then alphabetically) except where a word and a
+    suffix piece are the same string: TF Text's suffix piece, shorter, comes later and wins, so here too.
     """
-    joiner = params.joiner
-    pieces = [dict() for _ in range(params.max_token_length + 1)]
+    words_whole, suffixes = {}, {}
     for word, count in words:
         indices = split_indices(word)
         if not indices:
             continue
-        start = 0
-        for index in indices:
-            prefix = joiner if start > 0 else ""
-            for end in range(start + 1, len(word) + 1):
-                by_length = pieces[end - start]
-                piece = prefix + word[start:end]
-                by_length[piece] = by_length.get(piece, 0) + count
-            start = index
-    counted = []
-    for length in range(params.max_token_length, 0, -1):
-        for piece, count in pieces[length].items():
-            counted.append((piece, count))
-            offset = len(joiner) if len(piece) > length else 0  # a suffix piece: its prefixes keep the joiner
-            for i in range(1, length):
-                prefix = piece[: i + offset]
-                if prefix in pieces[i]:
-                    pieces[i][prefix] -= count
-    return counted
+        words_whole[word] = words_whole.get(word, 0) + count
+        for start in indices[:-1]:  # the last index is the word's end
+            piece = params.joiner + word[start:]
+            suffixes[piece] = suffixes.get(piece, 0) + count
+    return list(words_whole.items()) + list(suffixes.items())
 
 
 def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_length=None, lowercase=True):
