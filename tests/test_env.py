@@ -184,8 +184,10 @@ def test_the_servers_own_process_imports_keras_without_its_extras_too(tmp_path):
     import time
 
     code = (
-        "import atexit, runpy, sys\n"
+        "import atexit, runpy, signal, sys\n"
         f"atexit.register(lambda: print({EXTRAS_IN}, flush=True))\n"
+        # A pytest-xdist worker ignores SIGINT, and so do the processes it starts: Ctrl-C's, as in a terminal.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"sys.argv = ['server', {str(tmp_path)!r}, '--port', '0', '--grpc-port', '0']\n"  # ports the system picks
         "runpy.run_module('tfllm.serving.server', run_name='__main__')\n"
     )
@@ -196,7 +198,7 @@ def test_the_servers_own_process_imports_keras_without_its_extras_too(tmp_path):
         lines.append(line)
         if line.startswith("Serving") or time.monotonic() > deadline:
             break
-    server.send_signal(signal.SIGINT)
+    server.send_signal(signal.SIGINT)  # Ctrl-C: the server returns and the atexit line is printed
     rest, _ = server.communicate(timeout=60)
     assert lines[-1].startswith("Serving"), "".join(lines)
     assert "['keras']" in rest.splitlines(), "".join(lines) + rest
