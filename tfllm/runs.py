@@ -93,9 +93,9 @@ def files_signature(run_dir):
         for folder, subfolders, files in os.walk(run_dir, onerror=fail):
             subfolders[:] = [name for name in subfolders if name not in (LOGS, BACKUP)]
             for name in files:
-                stat = os.stat(os.path.join(folder, name))
-                signature.append((os.path.relpath(os.path.join(folder, name), run_dir), stat.st_size,
-                                  stat.st_mtime_ns))
+                file = os.path.join(folder, name)
+                stat = os.stat(file)
+                signature.append((os.path.relpath(file, run_dir), stat.st_size, stat.st_mtime_ns))
         return tuple(sorted(signature))
     except OSError:
         return None
