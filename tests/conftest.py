@@ -27,6 +27,27 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
 
 
+# `make test-fast` is meant to take about a minute; it crept from 72 s to 129 s as tests of 3-16 s
+# (or their fixtures) arrived unmarked. Any run lists such tests at its end, so they get marked. A
+# fixture may take longer than a test (the session's tiny classifier, a served model: 6-8 s) when
+# many quick tests share it.
+UNMARKED_SLOW_SECONDS = {"call": 3.0, "setup": 10.0}
+_unmarked_slow = []
+
+
+def pytest_runtest_logreport(report):
+    limit = UNMARKED_SLOW_SECONDS.get(report.when)
+    if limit and report.duration > limit and "slow" not in report.keywords:
+        _unmarked_slow.append((report.duration, report.when, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked_slow:
+        terminalreporter.section("not marked slow: tests over 3 s, fixtures (setup) over 10 s")
+        for duration, when, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{duration:6.2f}s {when:<5} {nodeid}")
+
+
 def run_cli(*args, timeout=300, cwd=None):
     """Runs `tfllm ARGS` in a fresh process, as a user would."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -97,6 +97,7 @@ def test_sets_cpu_factories_only_without_accelerators(monkeypatch):
     assert quiet_gpu_probe({}) is False
 
 
+@pytest.mark.slow
 def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(tiny_classifier_run, monkeypatch):
     """The third model tfllm trained in a process (an ensemble member, a trial) printed TensorFlow's retracing
     warning about Keras's predict and train functions; the same warning from the user's own Keras code is kept."""
@@ -150,6 +151,7 @@ def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(
 EXTRAS_IN = "sorted(m for m in ('keras', 'sklearn', 'matplotlib', 'IPython') if m in sys.modules)"
 
 
+@pytest.mark.slow
 def test_the_command_imports_keras_without_the_packages_only_keras_own_extras_need(tmp_path):
     """`tfllm ...` (main with no argv) imports Keras without scikit-learn, matplotlib and IPython, which
     Keras and kagglehub import when installed; `import tfllm` in a notebook leaves Keras as it is."""
@@ -204,6 +206,7 @@ def test_the_servers_own_process_imports_keras_without_its_extras_too(tmp_path):
     assert "['keras']" in rest.splitlines(), "".join(lines) + rest
 
 
+@pytest.mark.slow
 def test_the_command_s_quick_exit_still_does_what_python_s_exit_does(tmp_path):
     """With TensorFlow loaded, the `tfllm` command ends with os._exit (cli._exit_without_teardown): the
     interpreter's teardown took a second. What the exit did for the command must still happen: threads that are

@@ -160,6 +160,7 @@ def test_a_full_disk_while_training_is_one_line_and_loses_nothing(tmp_path, caps
     assert result.returncode == 0 and "Resuming" in result.stdout and "Epoch" not in result.stdout
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_exporting_is_one_line_and_leaves_no_version(tiny_classifier_run, tmp_path, capsys,
                                                                        monkeypatch):
     import tensorflow as tf

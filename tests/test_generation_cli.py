@@ -106,6 +106,7 @@ def test_out_of_range_sampling_options_are_one_line(untrained_run, capsys, monke
     assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
+@pytest.mark.slow
 def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
     from tfllm.generation import generate, load_generator
 
@@ -121,6 +122,7 @@ def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
         generate(untrained_run, ["Be"], max_new_tokens=4, top_k=vocabulary_size, seed=3)
 
 
+@pytest.mark.slow
 def test_a_pathlib_run_directory_loads_as_its_str_does(untrained_run):
     # `generate(Path(RUN), ...)`, `load_task(Path(RUN))`: a notebook's pathlib.Path was refused as a damaged run
     # ("cannot be loaded (ValueError: A preset identifier must be a string ...); restore its files from a copy").

@@ -285,6 +285,7 @@ def test_every_setting_the_training_code_reads_can_be_overridden():
         assert read | (set(model_args) - {"vocabulary_size"}) <= known, task
 
 
+@pytest.mark.slow
 def test_masked_lm_validation_loss_is_the_mean_over_every_masked_token():
     """metrics.json's validation loss and perplexity: sum of nll over sum of masked tokens across all
     batches. Keras' loss is a batch-size-weighted mean of per-batch means, which counted a batch of

@@ -140,6 +140,7 @@ def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == before
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_refused_before_the_teacher_trains(tiny_classifier_run, unlabelled_file, capsys):
     from tfllm.cli import main
 

@@ -1004,6 +1004,7 @@ def test_a_run_stopped_after_its_training_reports_what_its_training_measured(pai
     (["--lm-weight", "0.3"], "--lm-weight weighs the scores of --lm"),
     (["--memory", "train", "--source-column", "zh"], "name the columns of a --memory file"),
 ])
+@pytest.mark.slow
 def test_translate_out_of_range_options_are_one_line(trained_run, capsys, flags, message):
     command = "evaluate" if flags[0] == "--text-column" else "translate"
     capsys.readouterr()
@@ -1013,6 +1014,7 @@ def test_translate_out_of_range_options_are_one_line(trained_run, capsys, flags,
 
 
 @pytest.mark.parametrize("value", ["0", "-2"])
+@pytest.mark.slow
 def test_translate_num_beams_below_one_is_refused_not_greedy(trained_run, capsys, value):
     """--num-beams 0 (or -2) decoded greedily without a word."""
     with pytest.raises(SystemExit) as exit_info:
@@ -1031,6 +1033,7 @@ def test_translate_refuses_a_bool_and_keeps_warnings_short(capsys):
     assert "longer than the model's" in err and len(err) < 400, len(err)
 
 
+@pytest.mark.slow
 def test_a_damaged_translation_run_is_one_line(trained_run, tmp_path, capsys):
     import shutil
 

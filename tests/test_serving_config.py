@@ -130,6 +130,7 @@ def test_inferenceservices_match_the_models(model_config):
         assert model["storageUri"].endswith(f"/savedmodels/{d['metadata']['name']}")
 
 
+@pytest.mark.slow
 def test_config_points_at_real_exports(tmp_path, model_config, compose):
     """Lay out an export as the compose mount expects and resolve every label."""
     from tfllm.serving.server import ModelRegistry
@@ -173,6 +174,7 @@ def _write_config(path, *models):
         for name, base, extra in models) + "}\n")
 
 
+@pytest.mark.slow
 def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_path, monkeypatch, caplog):
     """As tensorflow_model_server --model_config_file: before, the registry served every folder
     under the served one by folder name (unlisted ones with all versions) and ignored base_path."""
@@ -370,6 +372,7 @@ def _get(port, path, method="GET", body=None):
         conn.close()
 
 
+@pytest.mark.slow
 def test_the_server_serves_the_configs_models_only(config_server):
     status, listing = _get(config_server["rest"], "/v1/models")
     assert status == 200 and [m["name"] for m in listing["models"]] == ["reviews"], listing
@@ -380,6 +383,7 @@ def test_the_server_serves_the_configs_models_only(config_server):
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.slow
 def test_the_server_refuses_a_label_for_a_version_it_does_not_load(protocol, config_server):
     from tfllm.serving import GrpcClient, RestClient, ServingError
 
@@ -398,6 +402,7 @@ def test_the_server_refuses_a_label_for_a_version_it_does_not_load(protocol, con
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.slow
 def test_status_by_label_lists_every_version_as_tf_serving(protocol, config_server):
     """GetModelStatusWithModelSpec ignores the label when no version is given; before, only the
     labelled version was listed (and an unknown label was a 404)."""
@@ -411,6 +416,7 @@ def test_status_by_label_lists_every_version_as_tf_serving(protocol, config_serv
         assert client.status("reviews", label=label) == every
 
 
+@pytest.mark.slow
 def test_reload_config_over_grpc_applies_models_policies_and_labels(config_server):
     """ModelService.HandleReloadConfigRequest: before, UNIMPLEMENTED. Kept last: it changes the
     server's models (and puts the file's config back at the end)."""

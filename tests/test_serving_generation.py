@@ -76,6 +76,7 @@ def test_padding_rows_does_not_change_any_row(exported):
     assert batch == alone
 
 
+@pytest.mark.slow
 def test_a_new_batch_size_in_a_compiled_bucket_costs_no_compile(exported):
     _, fn = exported
     start = time.perf_counter()
@@ -92,6 +93,7 @@ def test_a_new_batch_size_in_a_compiled_bucket_costs_no_compile(exported):
     ({"seed": tf.constant([1, 2], tf.int32)}, "seed must have one value per prompt"),
     ({"temperature": tf.ones([3])}, "temperature must have one value"),
 ])
+@pytest.mark.slow
 def test_bad_options_are_refused_by_the_export(exported, overrides, message):
     _, fn = exported
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):

@@ -18,6 +18,7 @@ from lm_utils import TEXT, tiny_generator
 from tfllm import generation
 
 
+@pytest.mark.slow
 def test_generate_reuses_the_loaded_model_of_a_run_dir(tmp_path, monkeypatch):
     loads = []
 
