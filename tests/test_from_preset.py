@@ -94,6 +94,54 @@ def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, tmp_path, cap
     assert parity["model.tflite"]["max_abs_probability_difference"] < 1e-4
 
 
+def test_a_handle_on_a_machine_without_network_is_one_line_at_once_and_a_cached_one_still_loads(
+        bert_preset, tmp_path, monkeypatch, capsys):
+    """Offline, `--from-preset hf://...` retried each file five times with back-off (27 s here) and then said the
+    preset "has no config.json"; a Kaggle handle or KerasHub name printed urllib3's NameResolutionError."""
+    import shutil
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    def no_network(host, *args, **kwargs):  # as on a machine without network, whatever the test machine has
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    sleeps = []
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(time, "sleep", sleeps.append)  # huggingface_hub's back-off between retries
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test, as is the attribute below
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kaggle"))
+    argv = ["--preset", "tiny", "--max-rows", "300", "--epochs", "1"]
+    for handle, host, fetch in (("hf://someone/bert_tiny", "huggingface.co",
+                                 "`hf download someone/bert_tiny --local-dir FOLDER`"),
+                                ("bert_tiny_en_uncased", "api.kaggle.com",
+                                 "kagglehub.model_download('keras/bert/keras/bert_tiny_en_uncased/"),
+                                ("kaggle://keras/bert/keras/bert_tiny_en_uncased/2", "api.kaggle.com",
+                                 "kagglehub.model_download('keras/bert/keras/bert_tiny_en_uncased/2')")):
+        for task in ("classify", "translate"):
+            data = ["--data", "rotten_tomatoes"] if task == "classify" else ["--data", "cedict", "--source-column",
+                                                                             "simplified", "--target-column", "english"]
+            assert main(["train", "--task", task, *data, "--from-preset", handle, *argv,
+                         "--run-dir", str(tmp_path / "r")]) == 2
+            err = capsys.readouterr().err
+            assert f"cannot reach {host} (no network)" in err and fetch in err and err.count("\n") == 1, err
+    assert sleeps == [] and not (tmp_path / "r").exists()
+
+    # The same hf:// handle once its files are in the Hugging Face cache (its layout: a snapshot per commit,
+    # refs/main naming the current one) fine-tunes without network.
+    snapshot = tmp_path / "hf" / "models--someone--bert_tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(bert_preset[0], snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    assert main(["train", "--data", "rotten_tomatoes", "--from-preset", "hf://someone/bert_tiny", *argv,
+                 "--run-dir", str(tmp_path / "cached")]) == 0
+    assert json.loads((tmp_path / "cached" / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    assert sleeps == []
+
+
 def test_frozen_backbone_epochs_are_logged_as_the_run_s_first_epochs(bert_preset, tmp_path):
     from tfllm.training.reporting import history_from_logs
 

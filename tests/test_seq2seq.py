@@ -175,6 +175,7 @@ def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing
         translator.translate(sources, lm=other)
 
 
+@pytest.mark.slow
 def test_preset_round_trip_and_plain_keras_hub_load(tmp_path):
     model, _ = tiny_model(seed=1)
     inputs = generate_inputs(model, ["一二", "三"], 8)

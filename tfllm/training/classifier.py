@@ -78,10 +78,13 @@ def _preset_backbone(handle):
     # without building it (keras-hub 0.32 has no public one; no upstream issue asks for it).
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
+    unreachable = common.unreachable_hub(handle)
     try:
         loader = get_preset_loader(handle)
         return loader.check_backbone_class(), dict(getattr(loader, "config", {}).get("config", {}))
     except Exception as e:  # a missing folder, no config.json, a handle that cannot be fetched offline, ...
+        if unreachable:
+            raise common.offline_error(handle, unreachable) from None
         raise UserInputError(f"Cannot load --from-preset {handle!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
                              "Pass a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle "
                              "(needs network).") from None

@@ -8,8 +8,10 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import urllib.parse
 import warnings
 
 import keras
@@ -128,6 +130,53 @@ def check_from_preset_settings(config):
         raise UserInputError(f"--from-preset {config.from_preset!r} brings its own model and tokenizer, so "
                              f"{', '.join(given)} would be ignored; leave them out ({applies} and the training "
                              "settings apply).")
+
+
+def unreachable_hub(handle):
+    """The host a preset handle downloads from, if this machine cannot resolve its name; else None.
+
+    Offline, huggingface_hub retried each file of an `hf://` preset five times with back-off (about 25 s
+    a file), and KerasHub then said the preset "has no config.json". When the Hub's host does not
+    resolve, this switches huggingface_hub to its own offline mode (`HF_HUB_OFFLINE`) for the process: a
+    preset in the local Hugging Face cache still loads, anything else fails at once. Kaggle handles
+    (`kaggle://...`, or a KerasHub name such as `bert_tiny_en_uncased`) fail within seconds already, and
+    kagglehub's cache serves a versioned one offline; for them only the message changes.
+    """
+    if os.path.isdir(os.path.expanduser(handle)):
+        return None
+    if handle.startswith("hf://"):
+        from huggingface_hub import constants  # here: KerasHub needs it only for hf:// handles
+
+        host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    elif handle.startswith("kaggle://") or "://" not in handle:
+        host = "api.kaggle.com"  # where kagglehub downloads from
+    else:  # gs://, modelscope://, ...: left to KerasHub
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+        return None
+    except OSError:
+        pass
+    if handle.startswith("hf://"):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants.HF_HUB_OFFLINE = True  # read at import; is_offline_mode() reads this attribute
+    return host
+
+
+def offline_error(handle, host):
+    """The one-line error for a preset handle that `unreachable_hub` found no way to download."""
+    if handle.startswith("hf://"):
+        fetch = f"`hf download {handle.removeprefix('hf://')} --local-dir FOLDER` fetches it"
+    else:
+        import keras_hub  # here: only this message reads KerasHub's table of preset names
+
+        kaggle = handle if handle.startswith("kaggle://") else \
+            keras_hub.models.Backbone.presets.get(handle, {}).get("kaggle_handle", handle)
+        fetch = (f"`python -c \"import kagglehub; print(kagglehub.model_download('{kaggle.removeprefix('kaggle://')}'))\"` "
+                 "prints the folder it fetched")
+    return UserInputError(f"Cannot load --from-preset {handle!r}: this machine cannot reach {host} (no network), and "
+                          f"the preset is not in its download cache. On a machine that is online, {fetch}; copy "
+                          "that folder here and pass it to --from-preset.")
 
 
 def _resolve(task, config, counted):

@@ -130,6 +130,7 @@ def model_from_preset(handle, preset):
     """
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
+    unreachable = common.unreachable_hub(handle)
     try:
         lengths = {"encoder_sequence_length": preset["encoder_sequence_length"],
                    "decoder_sequence_length": preset["decoder_sequence_length"]}
@@ -148,6 +149,8 @@ def model_from_preset(handle, preset):
             preset.update(capped)
         return model
     except Exception as e:  # a missing folder, a preset of another kind, no network for a handle
+        if unreachable:
+            raise common.offline_error(handle, unreachable) from None
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserInputError(f"Cannot load --from-preset {handle!r} as a sequence-to-sequence model ({message}). "
                              "Pass a tfllm translation run or a KerasHub Seq2SeqLM preset (BART).") from None
