@@ -139,6 +139,10 @@ def test_a_handle_on_a_machine_without_network_is_one_line_at_once_and_a_cached_
     assert main(["train", "--data", "rotten_tomatoes", "--from-preset", "hf://someone/bert_tiny", *argv,
                  "--run-dir", str(tmp_path / "cached")]) == 0
     assert json.loads((tmp_path / "cached" / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    # ...and, being there, is refused for what it is, not for the network.
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", "hf://someone/bert_tiny",
+                 *argv, "--run-dir", str(tmp_path / "r")]) == 2
+    assert "has no causal LM" in capsys.readouterr().err
     assert sleeps == []
 
 

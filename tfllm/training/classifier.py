@@ -83,8 +83,9 @@ def _preset_backbone(handle):
         loader = get_preset_loader(handle)
         return loader.check_backbone_class(), dict(getattr(loader, "config", {}).get("config", {}))
     except Exception as e:  # a missing folder, no config.json, a handle that cannot be fetched offline, ...
-        if unreachable:
-            raise common.offline_error(handle, unreachable) from None
+        offline = common.offline_error(handle, unreachable, e)
+        if offline:
+            raise offline from None
         raise UserInputError(f"Cannot load --from-preset {handle!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
                              "Pass a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle "
                              "(needs network).") from None

@@ -160,11 +160,19 @@ def unreachable_hub(handle):
     if handle.startswith("hf://"):
         os.environ["HF_HUB_OFFLINE"] = "1"
         constants.HF_HUB_OFFLINE = True  # read at import; is_offline_mode() reads this attribute
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(handle.removeprefix("hf://"), "config.json"), str):
+            return None  # cached: it loads as a local preset would, with the same errors
     return host
 
 
-def offline_error(handle, host):
-    """The one-line error for a preset handle that `unreachable_hub` found no way to download."""
+def offline_error(handle, host, error):
+    """The one-line error for a preset handle that `unreachable_hub` found no way to download, or None
+    when `error` is of another kind (a cached Kaggle preset of the wrong kind: a ValueError, not a
+    connection's OSError)."""
+    if not host or not (handle.startswith("hf://") or isinstance(error, OSError)):
+        return None
     if handle.startswith("hf://"):
         fetch = f"`hf download {handle.removeprefix('hf://')} --local-dir FOLDER` fetches it"
     else:

@@ -149,8 +149,9 @@ def model_from_preset(handle, preset):
             preset.update(capped)
         return model
     except Exception as e:  # a missing folder, a preset of another kind, no network for a handle
-        if unreachable:
-            raise common.offline_error(handle, unreachable) from None
+        offline = common.offline_error(handle, unreachable, e)
+        if offline:
+            raise offline from None
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserInputError(f"Cannot load --from-preset {handle!r} as a sequence-to-sequence model ({message}). "
                              "Pass a tfllm translation run or a KerasHub Seq2SeqLM preset (BART).") from None
