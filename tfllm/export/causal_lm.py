@@ -23,12 +23,11 @@ that XLA compiles one program per bucket and batch size, not per request.
 """
 
 import os
-import warnings
 
 import keras
 import tensorflow as tf
 
-from tfllm.export.versioning import atomic_version_dir
+from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import Generator, decode_function, load_generator
 
 SERVING_SIGNATURE = "serving_default"
@@ -162,34 +161,18 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
     """
     generator = load_generator(run_dir, dtype="float32")  # see runs.load_task: exports compute in float32
     archive = generation_archive(generator.model, generator.tokenizer)
+
+    def warmup_inputs():
+        # Real prompts from the model's own vocabulary; TF Serving replays
+        # them at load time, which also XLA-compiles the common bucket.
+        ordinary = [i for i in range(min(generator.vocabulary_size, 64)) if i not in generator.special_ids]
+        prompts = warmup_prompts or [generator.decode(ordinary[:8])]
+        n = len(prompts)
+        longest = max(len(generator.encode(p)) for p in prompts)
+        new_tokens = 32 if generator.slides else max(1, min(32, generator.window - longest))
+        return {"prompt": prompts, "max_new_tokens": [new_tokens] * n, "temperature": [0.8] * n, "top_k": [50] * n,
+                "top_p": [1.0] * n, "seed": list(range(n))}
+
     with atomic_version_dir(base_dir, name) as version:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            archive.write_out(version.tmp_dir, verbose=False)
-        try:
-            from tfllm.serving.warmup import write_warmup_requests
-        except ImportError:  # serving extra not installed: export still works
-            write_warmup_requests = None
-        if write_warmup_requests is not None:
-            # Real prompts from the model's own vocabulary; TF Serving replays
-            # them at load time, which also XLA-compiles the common bucket.
-            ordinary = [i for i in range(min(generator.vocabulary_size, 64)) if i not in generator.special_ids]
-            prompts = warmup_prompts or [generator.decode(ordinary[:8])]
-            n = len(prompts)
-            longest = max(len(generator.encode(p)) for p in prompts)
-            new_tokens = 32 if generator.slides else max(1, min(32, generator.window - longest))
-            write_warmup_requests(
-                version.tmp_dir,
-                name,
-                SERVING_SIGNATURE,
-                {
-                    "prompt": prompts,
-                    "max_new_tokens": [new_tokens] * n,
-                    "temperature": [0.8] * n,
-                    "top_k": [50] * n,
-                    "top_p": [1.0] * n,
-                    "seed": list(range(n)),
-                },
-                batch_sizes=WARMUP_BATCH_SIZES,
-            )
+        write_archive(archive, version, name, SERVING_SIGNATURE, warmup_inputs, batch_sizes=WARMUP_BATCH_SIZES)
     return os.path.normpath(version.path)

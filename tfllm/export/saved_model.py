@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfllm import runs
-from tfllm.export.versioning import atomic_version_dir
+from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.models.text_classifier import class_probabilities
 
 SERVING_SIGNATURE = "serving_default"
@@ -67,13 +67,7 @@ def export_classifier(run_dir, name, base_dir="savedmodels", warmup_texts=None):
     runs.require_task(run_dir, "classify")
     model = runs.load_task(run_dir, dtype="float32")  # see load_task: exports compute in float32
     archive = classifier_archive(model, runs.read_labels(run_dir))
+    texts = warmup_texts or ["a wonderful, moving film", "dull and far too long"]
     with atomic_version_dir(base_dir, name) as version:
-        archive.write_out(version.tmp_dir, verbose=False)
-        texts = warmup_texts or ["a wonderful, moving film", "dull and far too long"]
-        try:
-            from tfllm.serving.warmup import write_warmup_requests
-        except ImportError:  # serving extra not installed: export still works
-            write_warmup_requests = None
-        if write_warmup_requests is not None:
-            write_warmup_requests(version.tmp_dir, name, SERVING_SIGNATURE, {"text": texts})
+        write_archive(archive, version, name, SERVING_SIGNATURE, lambda: {"text": texts})
     return version.path

@@ -24,7 +24,7 @@ import keras_hub
 import tensorflow as tf
 
 from tfllm import runs
-from tfllm.export.versioning import atomic_version_dir
+from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.models.seq2seq_lm import output_text
 
 SERVING_SIGNATURE = "serving_default"
@@ -113,22 +113,15 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
     archive = translation_archive(model)
     width, prompt_length = decoder_layout(model)
     max_new_tokens = width - prompt_length
+
+    def warmup_inputs():
+        tokenizer = model.preprocessor.tokenizer
+        special = {int(i) for i in tokenizer.special_token_ids if i is not None}
+        ordinary = [i for i in range(min(tokenizer.vocabulary_size(), 64)) if i not in special][:4]
+        text = keras.ops.convert_to_numpy(tokenizer.detokenize(tf.constant([ordinary]))).ravel()[0]
+        sources = warmup_sources or [text.decode("utf-8") if isinstance(text, bytes) else str(text)]
+        return {"source": sources, "max_new_tokens": [max_new_tokens] * len(sources)}
+
     with atomic_version_dir(base_dir, name) as version:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            archive.write_out(version.tmp_dir, verbose=False)
-        try:
-            from tfllm.serving.warmup import write_warmup_requests
-        except ImportError:  # serving extra not installed: export still works
-            write_warmup_requests = None
-        if write_warmup_requests is not None:
-            tokenizer = model.preprocessor.tokenizer
-            special = {int(i) for i in tokenizer.special_token_ids if i is not None}
-            ordinary = [i for i in range(min(tokenizer.vocabulary_size(), 64)) if i not in special][:4]
-            text = tokenizer.detokenize(tf.constant([ordinary]))
-            text = keras.ops.convert_to_numpy(text).ravel()[0]
-            sources = warmup_sources or [text.decode("utf-8") if isinstance(text, bytes) else str(text)]
-            write_warmup_requests(version.tmp_dir, name, SERVING_SIGNATURE,
-                                  {"source": sources, "max_new_tokens": [max_new_tokens] * len(sources)},
-                                  batch_sizes=WARMUP_BATCH_SIZES)
+        write_archive(archive, version, name, SERVING_SIGNATURE, warmup_inputs, batch_sizes=WARMUP_BATCH_SIZES)
     return os.path.normpath(version.path)

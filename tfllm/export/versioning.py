@@ -19,6 +19,7 @@ import socket
 import struct
 import tempfile
 import time
+import warnings
 
 from tfllm.errors import DiskFull, UserInputError, full_disk_file
 
@@ -120,6 +121,20 @@ def atomic_version_dir(base_dir, name):
             os.rmdir(model_dir)
         raise_if_disk_full(e, model_dir)
         raise
+
+
+def write_archive(archive, version, name, signature, warmup_inputs, **warmup_options):
+    """Writes the `ExportArchive` `archive` into `version` (from `atomic_version_dir`), then TF Serving's
+    warm-up requests for `signature`, whose inputs `warmup_inputs()` gives, where tfllm's serving extra is
+    installed (without it the export still serves; only its first requests are slower)."""
+    with warnings.catch_warnings():  # TensorFlow's deprecation notes about its own tracing
+        warnings.simplefilter("ignore")
+        archive.write_out(version.tmp_dir, verbose=False)
+    try:
+        from tfllm.serving.warmup import write_warmup_requests  # optional: the serving extra
+    except ImportError:
+        return
+    write_warmup_requests(version.tmp_dir, name, signature, warmup_inputs(), **warmup_options)
 
 
 def write_out_dir(out, write):

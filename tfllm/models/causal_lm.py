@@ -450,16 +450,17 @@ class CausalLM(keras_hub.models.CausalLM):
             hidden_states=hidden_states,
             model=self,
         )
+        return {"token_ids": token_ids, "padding_mask": mask_after_stop(token_ids, padding_mask, stop_token_ids)}
 
-        # Mask everything after the first new stop token (as GPT2CausalLM does).
-        if stop_token_ids is not None:
-            end_locations = ops.zeros_like(token_ids, dtype="bool")
-            for stop in stop_token_ids:
-                end_locations = ops.logical_or(end_locations, ops.equal(token_ids, stop))
-            end_locations = ops.logical_and(end_locations, ops.logical_not(ops.cast(padding_mask, "bool")))
-            end_locations = ops.cast(end_locations, "int32")
-            overflow = ops.cumsum(end_locations, axis=-1) - end_locations
-            padding_mask = ops.logical_not(ops.cast(overflow, "bool"))
-        else:
-            padding_mask = ops.ones_like(token_ids, dtype="bool")
-        return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+def mask_after_stop(token_ids, prompt_mask, stop_token_ids):
+    """The padding mask of decoded `token_ids`: False after the first stop token that was not in the prompt
+    (`prompt_mask` True), as KerasHub's GPT2CausalLM.generate_step builds it; all True without stop tokens."""
+    if stop_token_ids is None:
+        return ops.ones_like(token_ids, dtype="bool")
+    end_locations = ops.zeros_like(token_ids, dtype="bool")
+    for stop in stop_token_ids:
+        end_locations = ops.logical_or(end_locations, ops.equal(token_ids, stop))
+    end_locations = ops.cast(ops.logical_and(end_locations, ops.logical_not(ops.cast(prompt_mask, "bool"))), "int32")
+    overflow = ops.cumsum(end_locations, axis=-1) - end_locations  # ones after each end, not at it
+    return ops.logical_not(ops.cast(overflow, "bool"))

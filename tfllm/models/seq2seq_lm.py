@@ -24,6 +24,7 @@ import keras_hub
 import tensorflow as tf
 from keras import ops
 
+from tfllm.models.causal_lm import mask_after_stop
 from tfllm.tokenizers import tokenizer_family
 
 BACKBONE_ARGS = (
@@ -411,17 +412,8 @@ class Seq2SeqLM(keras_hub.models.Seq2SeqLM):
             hidden_states=hidden_states,
             model=self,
         )
-        if stop_token_ids is not None:
-            end_locations = ops.zeros_like(decoder_token_ids, dtype="bool")
-            for stop in stop_token_ids:
-                end_locations = ops.logical_or(end_locations, ops.equal(decoder_token_ids, stop))
-            end_locations = ops.logical_and(end_locations, ops.logical_not(ops.cast(decoder_padding_mask, "bool")))
-            end_locations = ops.cast(end_locations, "int32")
-            overflow = ops.cumsum(end_locations, axis=-1) - end_locations
-            decoder_padding_mask = ops.logical_not(ops.cast(overflow, "bool"))
-        else:
-            decoder_padding_mask = ops.ones_like(decoder_token_ids, dtype="bool")
-        return {"decoder_token_ids": decoder_token_ids, "decoder_padding_mask": decoder_padding_mask}
+        return {"decoder_token_ids": decoder_token_ids,
+                "decoder_padding_mask": mask_after_stop(decoder_token_ids, decoder_padding_mask, stop_token_ids)}
 
 
 def output_text(tokenizer, token_ids, prompt_length=1):
