@@ -283,7 +283,8 @@ class Explainer:
         if "probabilities" not in self._fns:
             import tensorflow as tf
 
-            @tf.function(input_signature=[self._spec(x)])
+            # autograph=False: no Python control flow on tensors here (see tfllm.generation.decode_function).
+            @tf.function(input_signature=[self._spec(x)], autograph=False)
             def fn(inputs):
                 return self._probabilities_of(self.model(inputs, training=False), inputs)
             self._fns["probabilities"] = fn
@@ -300,7 +301,7 @@ class Explainer:
         @tf.function(input_signature=[self._spec(x), tf.TensorSpec([None], tf.float32, name="alphas"),
                                       tf.TensorSpec([None], tf.float32, name="weights"),
                                       tf.TensorSpec([], tf.int32, name="target"),
-                                      tf.TensorSpec([1, None], tf.bool, name="is_text")])
+                                      tf.TensorSpec([1, None], tf.bool, name="is_text")], autograph=False)
         def fn(inputs, alphas, weights, target, is_text):
             recorded = {}
 
@@ -357,7 +358,7 @@ class Explainer:
 
         layers = self._attention
 
-        @tf.function(input_signature=[self._spec(x)])
+        @tf.function(input_signature=[self._spec(x)], autograph=False)
         def fn(inputs):
             maps = {}
 

@@ -115,7 +115,10 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
     `stop_token_ids` end a row; `banned_token_ids` are never sampled.
     """
 
-    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    # autograph=False on tfllm's tf.functions: their code and KerasHub's (samplers, generate_step) use graph ops
+    # and loops over Python values only, so AutoGraph's source rewrite would change nothing and costs a
+    # fresh process about a second per function (it does not convert `keras`, but does `keras_hub`).
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
     def decode(inputs):
         sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"],
                                 banned_token_ids)
@@ -259,7 +262,7 @@ class Generator:
                 # without setting the model's sampler, generate_function or jit_compile.
                 beam, model = keras_hub.samplers.BeamSampler(num_beams=num_beams), self.model
 
-                @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+                @tf.function(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
                 def beam_decode(inputs):
                     return generate_step(model, {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
                                          list(stop_token_ids), beam)["token_ids"]

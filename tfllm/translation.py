@@ -110,7 +110,7 @@ class Translator:
             adjust = self._fusion(lm, lm_weight) if lm is not None else None
 
             # The language model's scores come from NumPy, which XLA cannot compile.
-            @tf.function(jit_compile=self.jit_compile and lm is None, reduce_retracing=True)
+            @tf.function(jit_compile=self.jit_compile and lm is None, reduce_retracing=True, autograph=False)
             def decode(inputs):
                 if adjust is not None:
                     return model.generate_step(inputs, stop, sampler, adjust_logits=adjust)["decoder_token_ids"]
@@ -162,7 +162,7 @@ class Translator:
         if "score" not in self._compiled:
             model = self.model
 
-            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
             def token_log_probs(x, y, weight):
                 log_probs = tf.nn.log_softmax(tf.cast(model(x, training=False), tf.float32))
                 picked = tf.gather(log_probs, tf.cast(y, tf.int32), batch_dims=2)
@@ -353,7 +353,7 @@ def greedy_without_cache(model, inputs, max_new_tokens, end_id):
     position, as the keras.io English-to-Spanish example does.
     """
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def decode(inputs):
         ids = tf.cast(inputs["decoder_token_ids"], tf.int32)
         batch = tf.shape(ids)[0]

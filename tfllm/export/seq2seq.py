@@ -63,7 +63,7 @@ def translation_archive(model, jit_compile=True):
 
     takes_sampler = "sampler" in inspect.signature(model.generate_step).parameters
 
-    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
     def decode(inputs):
         if takes_sampler:
             return model.generate_step(inputs, stop_token_ids=[end_id],
