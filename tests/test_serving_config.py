@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -466,3 +467,44 @@ def test_reload_config_over_grpc_applies_models_policies_and_labels(config_serve
     _, listing = _get(config_server["rest"], "/v1/models")
     assert [m["name"] for m in listing["models"]] == ["reviews"]
     channel.close()
+
+
+@pytest.mark.slow
+def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, capsys):
+    """tensorflow_model_server's single-model command line, as it is: `--port` gRPC, `--rest_api_port` REST,
+    `--model_name` over `--model_base_path` (one model's versions, the newest served). `tfllm serve` refused
+    each of those flags (unrecognized arguments), and read `--port` as REST."""
+    from conftest import main_in_process
+
+    from tfllm.serving import GrpcClient, RestClient
+
+    for v in (1, 2):
+        fixtures.save_classifier(str(tmp_path / "clf" / str(v)), bias=float(v), warmup=False)
+    rest_port, grpc_port = _free_port(), _free_port()
+    with serving_process([f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=films",
+                          f"--model_base_path={tmp_path / 'clf'}", "--file_system_poll_wait_seconds=0.2",
+                          "--tensorflow_intra_op_parallelism=1"],
+                         lambda: RestClient("127.0.0.1", rest_port, timeout=2).status("films"),
+                         tmp_path / "server.log"):
+        for client in (RestClient("127.0.0.1", rest_port, timeout=10), GrpcClient("127.0.0.1", grpc_port, timeout=10)):
+            assert [s["version"] for s in client.status("films")["model_version_status"]] == ["2"]  # `latest` 1
+            assert client.metadata("films")["model_spec"]["version"] == "2"
+        status, listing = _get(rest_port, "/v1/models")
+        assert [m["name"] for m in listing["models"]] == ["films"], listing
+        fixtures.save_classifier(str(tmp_path / "clf" / "3"), warmup=False)  # a new version replaces it
+        deadline = time.monotonic() + 30
+        while RestClient("127.0.0.1", rest_port, timeout=10).metadata("films")["model_spec"]["version"] != "3":
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.2)
+
+    # What the two command lines cannot both mean is one line, before anything starts.
+    (tmp_path / "other").mkdir()
+    for argv, words in (
+            (["--rest_api_port", "8601", "--port", "8600", "--grpc-port", "8602"], "--port is the gRPC port"),
+            (["--rest_api_port", "0"], "always serves REST"),
+            (["--model_name", "films"], "give that folder"),
+            (["--model_name", "films", tmp_path / "clf", "--model_config_file", tmp_path / "x.config"], "no --model-config-file"),
+            (["--model_name", "a/b", tmp_path / "clf"], "'a/b': use letters"),
+            ([tmp_path / "clf", "--model_base_path", tmp_path / "other"], "Two model folders")):
+        result = main_in_process(capsys, "serve", *argv)
+        assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1, result

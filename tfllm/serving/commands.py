@@ -51,23 +51,36 @@ def _port(value: str) -> int:
 
 
 def add_thread_arguments(parser) -> None:
-    parser.add_argument("--intra-op-threads", type=int, default=None,
-                        help="threads per TensorFlow op (TF Serving's --tensorflow_intra_op_parallelism); "
-                        "0 = TensorFlow's choice; default 1, fastest for small models")
-    parser.add_argument("--inter-op-threads", type=int, default=0,
-                        help="TF Serving's --tensorflow_inter_op_parallelism; 0 (default) = TensorFlow's choice")
+    parser.add_argument("--intra-op-threads", "--tensorflow_intra_op_parallelism", type=int, default=None,
+                        help="threads per TensorFlow op; 0 = TensorFlow's choice; default 1, fastest for small models")
+    parser.add_argument("--inter-op-threads", "--tensorflow_inter_op_parallelism", type=int, default=0,
+                        help="0 (default) = TensorFlow's choice")
 
 
 def add_serve_arguments(p) -> None:
+    # The flags of tensorflow_model_server that mean the same here are accepted in its spelling too (the second
+    # name of each), so its single-model or models.config command line runs as it is (the batching, monitoring
+    # and SSL flags excepted); tests/test_serving_config.py runs one.
+    p.description = ("TF Serving's REST and gRPC APIs over exported models. tensorflow_model_server's spellings "
+                     "of these flags work too (--rest_api_port, --model_name, --model_base_path, "
+                     "--model_config_file, ...); with --rest_api_port, --port is the gRPC port, as there.")
     p.add_argument("model_base_path", nargs="?", default=None,
-                   help="folder of NAME/VERSION/ exports, all served (default savedmodels); with "
-                   "--model-config-file, the folder its relative base_paths are under (default: the "
-                   "working directory)")
+                   help="folder of NAME/VERSION/ exports, all served (default savedmodels); with --model-name, "
+                   "the one model's folder of VERSION/ exports; with --model-config-file, the folder its "
+                   "relative base_paths are under (default: the working directory)")
+    p.add_argument("--model_base_path", "--model-base-path", dest="model_base_path_flag", default=None,
+                   metavar="MODEL_BASE_PATH", help="the same as the positional MODEL_BASE_PATH")
+    p.add_argument("--model-name", "--model_name", default=None,
+                   help="serve MODEL_BASE_PATH, a folder of VERSION/ exports, as this one model, its newest "
+                   "version (TF Serving's single-model mode)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=_port, default=8501, help="REST port")
-    p.add_argument("--grpc-port", type=_port, default=8500, help="gRPC port; 0 turns gRPC off")
-    p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
-    p.add_argument("--model-config-file", default=None,
+    p.add_argument("--port", type=_port, default=None,
+                   help="REST port (default 8501); the gRPC port when --rest_api_port is given, as in TF Serving")
+    p.add_argument("--rest_api_port", type=_port, default=None, help="REST port (TF Serving's flag)")
+    p.add_argument("--grpc-port", type=_port, default=None, help="gRPC port (default 8500); 0 turns gRPC off")
+    p.add_argument("--poll-seconds", "--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="how often to look for new versions")
+    p.add_argument("--model-config-file", "--model_config_file", default=None,
                    help="TF Serving models.config: serve exactly its models, each by name from its base_path, "
                    "with its version policies and labels; re-read when it changes (default: "
                    "MODEL_BASE_PATH/models.config if present)")
@@ -116,6 +129,29 @@ def add_serve_arguments(p) -> None:
                         help="a Host name to answer besides the bound address (repeatable; '*' = any)")
 
 
+def serve_ports(args) -> tuple[int, int]:
+    """(REST, gRPC) ports: `--port` and `--grpc-port`, or TF Serving's `--rest_api_port` and `--port`."""
+    if args.rest_api_port is None:
+        return (8501 if args.port is None else args.port), (8500 if args.grpc_port is None else args.grpc_port)
+    if args.rest_api_port == 0:
+        raise UserInputError("--rest_api_port 0 turns REST off in TF Serving; tfllm serve always serves REST: "
+                             "give it a port (TF Serving's default is 8501).")
+    if args.port is not None and args.grpc_port is not None:
+        raise UserInputError(f"With --rest_api_port, --port is the gRPC port (TF Serving's meaning), and so is "
+                             f"--grpc-port: give one of them (--port {args.port} or --grpc-port {args.grpc_port}).")
+    grpc_port = args.port if args.port is not None else args.grpc_port
+    return args.rest_api_port, 8500 if grpc_port is None else grpc_port
+
+
+def model_base_path(args) -> str | None:
+    """The served folder, given as the positional argument or as TF Serving's `--model_base_path`."""
+    if args.model_base_path and args.model_base_path_flag and \
+            os.path.abspath(args.model_base_path) != os.path.abspath(args.model_base_path_flag):
+        raise UserInputError(f"Two model folders: {args.model_base_path!r} and --model_base_path "
+                             f"{args.model_base_path_flag!r}; give one.")
+    return args.model_base_path or args.model_base_path_flag
+
+
 def run_serve(args) -> None:
     require_extra("tfllm serve", "serving", "starlette", "uvicorn", "grpc", "tensorflow_serving")
     from tfllm.serving.server import serve
@@ -132,8 +168,9 @@ def run_serve(args) -> None:
     except ValueError as e:
         raise UserInputError(str(e)) from e
     token = args.auth_token if args.auth_token is not None else os.environ.get(TOKEN_ENV) or None
-    serve(args.model_base_path, host=args.host, port=args.port, grpc_port=args.grpc_port or None,
-          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file,
+    rest_port, grpc_port = serve_ports(args)
+    serve(model_base_path(args), host=args.host, port=rest_port, grpc_port=grpc_port or None,
+          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file, model_name=args.model_name,
           intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
           limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host), connections=connections)
 

@@ -203,6 +203,8 @@ class ModelRegistry:
             are served, each under its `name` from its `base_path`, with its
             `model_version_policy` and `version_labels`; it is re-read when
             it changes, so a model removed from it is unloaded.
+        models: `{name: ModelPolicy}` served as a config's models, without a
+            file (TF Serving's single-model mode).
 
     Example:
     ```python
@@ -213,14 +215,15 @@ class ModelRegistry:
     """
 
     def __init__(self, base_path: str | None, poll_seconds: float = 1.0,
-                 model_config_file: str | None = None):
+                 model_config_file: str | None = None, models: dict | None = None):
         self.base_path = base_path
         self.poll_seconds = poll_seconds
         self.model_config_file = model_config_file
         self._models: dict[str, ModelState] = {}
         self._failed: dict[str, tuple[tuple, str]] = {}  # path -> (fingerprint, error)
         # The config's models; None: no config, serve every folder under base_path.
-        self._policies: dict[str, models_lib.ModelPolicy] | None = {} if model_config_file else None
+        self._policies: dict[str, models_lib.ModelPolicy] | None = dict(models) if models else (
+            {} if model_config_file else None)
         self._lock = threading.Lock()  # one refresh at a time: the poller's or a ReloadConfig's
         self._config_mtime = "unread"  # the config file's mtime when last read
         self._missing: set[str] = set()  # config base_paths already logged as missing

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 
 from tfllm.errors import UserInputError
 from tfllm.serving.connections import ConnectionLimits, protocol_class
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
-from tfllm.serving.models import read_model_config
+from tfllm.serving.models import ModelPolicy, read_model_config
 from tfllm.serving.registry import ModelRegistry  # noqa: F401  (re-exported)
 from tfllm.serving.rest import INLINE_MAX_BODY_BYTES, INLINE_MAX_SECONDS, make_app  # noqa: F401
 from tfllm.serving.security import AccessPolicy
@@ -101,8 +102,9 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           intra_op_threads: int | None = None, inter_op_threads: int = 0,
           limits: Limits | None = None, auth_token: str | None = None,
-          allowed_hosts: tuple[str, ...] = (), connections: ConnectionLimits | None = None) -> None:
-    """Serves every model under `model_base_path`, or a config's models, until interrupted.
+          allowed_hosts: tuple[str, ...] = (), connections: ConnectionLimits | None = None,
+          model_name: str | None = None) -> None:
+    """Serves every model under `model_base_path`, or a config's models, or one model, until interrupted.
 
     Args:
         model_base_path: without a model config, the folder laid out as
@@ -137,6 +139,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             (DNS-rebinding protection); `("*",)` answers any.
         connections: REST timeouts and connection cap, and the cap on gRPC calls in flight
             (`tfllm.serving.connections.ConnectionLimits`; defaults when None).
+        model_name: TF Serving's single-model mode (`--model_name`): `model_base_path` is one
+            model's folder of `VERSION/` exports, served under this name, newest version only.
 
     Raises:
         UserInputError: if the folder does not exist, a setting is out of
@@ -144,7 +148,17 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
     """
     import uvicorn
 
-    if model_config_file is None:
+    models = None
+    if model_name is not None:
+        if model_config_file is not None or not model_base_path:
+            raise UserInputError("--model-name serves one model from the folder of its versions: give that folder "
+                                 "(MODEL_BASE_PATH), and no --model-config-file, which names its own models.")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model_name):
+            raise UserInputError(f"--model-name {model_name!r}: use letters, digits, '-', '_' or '.' (it is the "
+                                 "NAME of /v1/models/NAME).")
+        # TF Serving's single-model mode: the model's newest version (its default policy, `latest` 1).
+        models = {model_name: ModelPolicy(base_path=os.path.abspath(model_base_path), latest=1)}
+    elif model_config_file is None:
         model_base_path = model_base_path or "savedmodels"
         candidate = os.path.join(model_base_path, "models.config")
         model_config_file = candidate if os.path.exists(candidate) else None
@@ -183,7 +197,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             bind_socket(host, grpc_port, "gRPC", "--grpc-port (0 turns gRPC off)").close()
         configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                           inter_op_threads)
-        registry = ModelRegistry(model_base_path, poll_seconds, model_config_file)
+        registry = ModelRegistry(None if models else model_base_path, poll_seconds, model_config_file, models=models)
         connections = connections or ConnectionLimits()
         if grpc_port:
             from tfllm.serving.grpc_service import make_grpc_server  # imports TensorFlow
@@ -195,7 +209,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         if grpc_server is not None:
             grpc_server.start()
         names = ", ".join(registry.model_names()) or "none yet"
-        source = f"models.config {model_config_file}" if model_config_file else model_base_path
+        source = f"models.config {model_config_file}" if model_config_file else model_base_path + (
+            f" as {model_name!r}" if model_name else "")
         print(f"Serving {names} from {source}: REST http://{host}:{port}/v1/models/"
               + (f", gRPC {host}:{grpc_port}" if grpc_port else "")
               + ("; bearer token required" if auth_token else ""), flush=True)
@@ -224,10 +239,8 @@ def main(argv=None) -> int:
 
     if argv is None:  # its own process, as the `tfllm` command's (tfllm.cli.main)
         skip_keras_extras()  # a second off the server's start-up; see its docstring
-    parser = argparse.ArgumentParser(
-        prog="python -m tfllm.serving.server",
-        description="Serve savedmodels/NAME/VERSION/ with TF Serving's REST and gRPC APIs.")
-    add_serve_arguments(parser)
+    parser = argparse.ArgumentParser(prog="python -m tfllm.serving.server")
+    add_serve_arguments(parser)  # and its description
     args = parser.parse_args(argv)
     try:
         run_serve(args)
