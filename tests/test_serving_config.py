@@ -470,7 +470,7 @@ def test_reload_config_over_grpc_applies_models_policies_and_labels(config_serve
 
 
 @pytest.mark.slow
-def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, capsys):
+def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, capsys, monkeypatch):
     """tensorflow_model_server's single-model command line, as it is: `--port` gRPC, `--rest_api_port` REST,
     `--model_name` over `--model_base_path` (one model's versions, the newest served). `tfllm serve` refused
     each of those flags (unrecognized arguments), and read `--port` as REST."""
@@ -508,3 +508,17 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
             ([tmp_path / "clf", "--model_base_path", tmp_path / "other"], "Two model folders")):
         result = main_in_process(capsys, "serve", *argv)
         assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1, result
+    # A busy port is named by the flag that gave it: with TF Serving's, REST's is --rest_api_port (not --port).
+    import socket
+
+    monkeypatch.setenv("GRPC_EXPERIMENTS", os.environ.get("GRPC_EXPERIMENTS", ""))  # serve() sets it in-process
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        for argv, flag in ((["--rest_api_port", taken, "--port", _free_port()], "--rest_api_port"),
+                           (["--rest_api_port", _free_port(), "--port", taken], "--port (0 turns gRPC off)")):
+            result = main_in_process(capsys, "serve", tmp_path / "clf", *argv)
+            assert result.returncode == 2 and f"{taken}" in result.stderr and f"another {flag}" in result.stderr, \
+                result

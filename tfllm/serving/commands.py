@@ -129,18 +129,20 @@ def add_serve_arguments(p) -> None:
                         help="a Host name to answer besides the bound address (repeatable; '*' = any)")
 
 
-def serve_ports(args) -> tuple[int, int]:
-    """(REST, gRPC) ports: `--port` and `--grpc-port`, or TF Serving's `--rest_api_port` and `--port`."""
+def serve_ports(args) -> tuple[tuple[int, int], tuple[str, str]]:
+    """The (REST, gRPC) ports and the flags that gave them: `--port` and `--grpc-port`, or TF Serving's
+    `--rest_api_port` and `--port`."""
     if args.rest_api_port is None:
-        return (8501 if args.port is None else args.port), (8500 if args.grpc_port is None else args.grpc_port)
+        return ((8501 if args.port is None else args.port), (8500 if args.grpc_port is None else args.grpc_port)), \
+            ("--port", "--grpc-port")
     if args.rest_api_port == 0:
         raise UserInputError("--rest_api_port 0 turns REST off in TF Serving; tfllm serve always serves REST: "
                              "give it a port (TF Serving's default is 8501).")
     if args.port is not None and args.grpc_port is not None:
         raise UserInputError(f"With --rest_api_port, --port is the gRPC port (TF Serving's meaning), and so is "
                              f"--grpc-port: give one of them (--port {args.port} or --grpc-port {args.grpc_port}).")
-    grpc_port = args.port if args.port is not None else args.grpc_port
-    return args.rest_api_port, 8500 if grpc_port is None else grpc_port
+    grpc_port, grpc_flag = (args.port, "--port") if args.port is not None else (args.grpc_port, "--grpc-port")
+    return (args.rest_api_port, 8500 if grpc_port is None else grpc_port), ("--rest_api_port", grpc_flag)
 
 
 def model_base_path(args) -> str | None:
@@ -168,8 +170,8 @@ def run_serve(args) -> None:
     except ValueError as e:
         raise UserInputError(str(e)) from e
     token = args.auth_token if args.auth_token is not None else os.environ.get(TOKEN_ENV) or None
-    rest_port, grpc_port = serve_ports(args)
-    serve(model_base_path(args), host=args.host, port=rest_port, grpc_port=grpc_port or None,
+    (rest_port, grpc_port), port_flags = serve_ports(args)
+    serve(model_base_path(args), host=args.host, port=rest_port, grpc_port=grpc_port or None, port_flags=port_flags,
           poll_seconds=args.poll_seconds, model_config_file=args.model_config_file, model_name=args.model_name,
           intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
           limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host), connections=connections)

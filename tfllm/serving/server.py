@@ -103,7 +103,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
           intra_op_threads: int | None = None, inter_op_threads: int = 0,
           limits: Limits | None = None, auth_token: str | None = None,
           allowed_hosts: tuple[str, ...] = (), connections: ConnectionLimits | None = None,
-          model_name: str | None = None) -> None:
+          model_name: str | None = None, port_flags: tuple[str, str] = ("--port", "--grpc-port")) -> None:
     """Serves every model under `model_base_path`, or a config's models, or one model, until interrupted.
 
     Args:
@@ -141,6 +141,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             (`tfllm.serving.connections.ConnectionLimits`; defaults when None).
         model_name: TF Serving's single-model mode (`--model_name`): `model_base_path` is one
             model's folder of `VERSION/` exports, served under this name, newest version only.
+        port_flags: the command-line flags that gave `port` and `grpc_port`, named when one
+            cannot be bound (TF Serving's spellings: `--rest_api_port` and `--port`).
 
     Raises:
         UserInputError: if the folder does not exist, a setting is out of
@@ -190,11 +192,11 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
     # Both ports before TensorFlow starts and the models load (seconds): a busy port
     # is known at once. The REST socket is kept; the gRPC port is tried here and
     # bound for good by grpcio below.
-    rest_socket = bind_socket(host, port)
+    rest_socket = bind_socket(host, port, "REST", port_flags[0])
     grpc_server = registry = None
     try:
         if grpc_port:
-            bind_socket(host, grpc_port, "gRPC", "--grpc-port (0 turns gRPC off)").close()
+            bind_socket(host, grpc_port, "gRPC", f"{port_flags[1]} (0 turns gRPC off)").close()
         configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                           inter_op_threads)
         registry = ModelRegistry(None if models else model_base_path, poll_seconds, model_config_file, models=models)
