@@ -117,7 +117,7 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
 
     # autograph=False on tfllm's tf.functions: their code and KerasHub's (samplers, generate_step) use graph ops
     # and loops over Python values only, so AutoGraph's source rewrite would change nothing and costs a
-    # fresh process about a second per function (it does not convert `keras`, but does `keras_hub`).
+    # fresh process up to a second a function (it does not convert `keras`, but does `keras_hub`).
     @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
     def decode(inputs):
         sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"],

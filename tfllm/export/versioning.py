@@ -35,8 +35,14 @@ logger = logging.getLogger("tfllm.export")
 TFLITE_FILE = "model.tflite"
 
 
+def is_model_name(name):
+    """Letters, digits, '-', '_' and '.', starting with a letter or digit: a model's folder under
+    savedmodels/ and the NAME of TF Serving's /v1/models/NAME."""
+    return bool(name) and bool(_NAME.match(name))
+
+
 def validate_export_name(name):
-    if not name or not _NAME.match(name) or ".." in name:
+    if not is_model_name(name) or ".." in name:
         raise UserInputError(
             f"Invalid export name {name!r}: use letters, digits, '-', '_' or '.', "
             "with no '/' or '..' (it becomes a folder under savedmodels/)."

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import sys
 
 from tfllm.errors import UserInputError
+from tfllm.export import versioning
 from tfllm.serving.connections import ConnectionLimits, protocol_class
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
 from tfllm.serving.models import ModelPolicy, read_model_config
@@ -155,7 +155,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         if model_config_file is not None or not model_base_path:
             raise UserInputError("--model-name serves one model from the folder of its versions: give that folder "
                                  "(MODEL_BASE_PATH), and no --model-config-file, which names its own models.")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model_name):
+        if not versioning.is_model_name(model_name):
             raise UserInputError(f"--model-name {model_name!r}: use letters, digits, '-', '_' or '.' (it is the "
                                  "NAME of /v1/models/NAME).")
         # TF Serving's single-model mode: the model's newest version (its default policy, `latest` 1).
