@@ -199,6 +199,21 @@ def test_random_windows_are_next_token_pairs():
         data_lib.random_window_dataset(ids[:5], 8, 4)
 
 
+def test_a_preset_s_start_token_opens_every_window_and_every_text_token_is_a_target_once():
+    """GPT-2, Llama, Gemma... presets put a start token before a text, and generation before every prompt
+    (tokenizers.prompt_start_ids): training and validation windows begin with it too."""
+    ids = np.arange(10, 30, dtype="int32")
+    x, y = next(iter(data_lib.random_window_dataset(ids, 8, 4, seed=1, start_ids=[3])))
+    x, y = x["token_ids"].numpy(), y.numpy()
+    assert x.shape == y.shape == (4, 8)
+    assert (x[:, 0] == 3).all()
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # after the start token, the targets shifted by one
+    np.testing.assert_array_equal(y[:, 1:], y[:, :-1] + 1)  # running text
+    targets = np.concatenate([t.numpy() for _, t in data_lib.sequential_window_dataset(ids, 8, 4, start_ids=[3])])
+    assert (targets.ravel()[:-1] < targets.ravel()[1:]).all()  # no token scored twice
+    assert targets.ravel()[0] == ids[0]  # the text's first token is predicted from the start token
+
+
 def test_every_window_that_fits_is_used():
     """A window is sequence_length + 1 tokens (inputs, and targets shifted by one). The validation windows
     skipped the last one whenever the text was k * sequence_length + 1 tokens, random windows never

@@ -157,6 +157,13 @@ def test_frozen_backbone_epochs_are_logged_as_the_run_s_first_epochs(bert_preset
     history = history_from_logs(str(run_dir / "logs"))
     assert len(history["loss"]) == len(history["val_loss"]) == len(history["learning_rate"]) == 3
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
+HUB_GENERATE = """
+import json, sys
+import keras_hub
+model = keras_hub.models.CausalLM.from_preset(sys.argv[1])
+model.compile(sampler="greedy")
+print(json.dumps(model.generate(sys.argv[2], max_length=int(sys.argv[3]))))
+"""
 
 
 def _serve_once(base, name, texts):
@@ -190,6 +197,20 @@ def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, c
     assert np.abs(after - before).max() > 0  # it trained
     text = generator.generate(["the "], max_new_tokens=10, sampler="greedy")[0]
     assert isinstance(text, str)
+    # GPT-2's preprocessor puts <|endoftext|> before a text: tfllm's prompts begin with it, and the run loaded
+    # through KerasHub alone (another process) continues a prompt with the same text.
+    start = generator.tokenizer.start_token_id
+    assert generator.encode("the ").tolist() == [start] + np.asarray(generator.tokenizer("the ")).tolist()
+    length = len(generator.encode("the ")) + 10
+    hub = subprocess.run([sys.executable, "-c", HUB_GENERATE, str(run_dir), "the ", str(length)],
+                         capture_output=True, text=True, timeout=300)
+    assert hub.returncode == 0, hub.stderr[-2000:]
+    assert json.loads(hub.stdout.splitlines()[-1]) == "the " + text
+    # `evaluate` scores the validation text as training last did: its windows, each after the start token.
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["loss"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["val"]["loss"], abs=1.2e-4)
     # The command streams; a KerasHub model has no position past its window, so neither may the stream
     # (its buffer was window + 64 wide: a traceback on every request).
     capsys.readouterr()
@@ -228,7 +249,9 @@ def _check_tflite_generator(run_dir, generator, base, capsys):
     prompt = generator.encode("the ").tolist()
     room = generator.window - len(prompt)
     assert device.generate_ids(prompt, room, (generator.end_id,)) == generator.greedy_ids(prompt, room)
-    capsys.readouterr()
+    capsys.readouterr()  # the command puts the preset's start token (metadata.json) before the prompt, as Keras does
+    assert main(["generate", "--tflite", str(base / "g-tflite" / "1" / "model.tflite"), "the ", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out == "the " + generator.generate(["the "], 5, sampler="greedy")[0] + "\n"
     assert main(["generate", "--tflite", str(base / "g-tflite" / "1" / "model.tflite"), "the ",
                  "--max-new-tokens", str(room + 1)]) == 2
     assert f"sees at most {generator.window} tokens" in capsys.readouterr().err

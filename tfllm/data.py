@@ -115,15 +115,22 @@ def check_length(ids, sequence_length, what):
         )
 
 
-def _split(windows):
-    return (
-        {"token_ids": windows[:, :-1], "padding_mask": tf.ones_like(windows[:, :-1])},
-        windows[:, 1:],
-    )
+def split_windows(windows, start_ids=()):
+    """`(inputs, next_token_ids)` of `[n, sequence_length + 1]` windows. With `start_ids` (a preset's start
+    token, `tokenizers.prompt_start_ids`) the inputs begin with them, as every prompt then does, and the
+    first text token is a target too: the window's last token goes unused."""
+    if start_ids:
+        targets = windows[:, :-1]
+        starts = tf.tile(tf.constant([list(start_ids)], windows.dtype), [tf.shape(windows)[0], 1])
+        inputs = tf.concat([starts, targets[:, :-len(start_ids)]], axis=1)
+    else:
+        inputs, targets = windows[:, :-1], windows[:, 1:]
+    return {"token_ids": inputs, "padding_mask": tf.ones_like(inputs)}, targets
 
 
-def random_window_dataset(ids, sequence_length, batch_size, seed=None):
-    """Endless `(inputs, next_token_ids)` batches of random windows, as nanoGPT samples them."""
+def random_window_dataset(ids, sequence_length, batch_size, seed=None, start_ids=()):
+    """Endless `(inputs, next_token_ids)` batches of random windows, as nanoGPT samples them
+    (`start_ids`: see `split_windows`)."""
     check_length(ids, sequence_length, "training")
     data = tf.constant(ids, tf.int32)
     num_starts = len(ids) - sequence_length  # starts 0 .. len - seq - 1: the last window ends at the last id
@@ -131,20 +138,21 @@ def random_window_dataset(ids, sequence_length, batch_size, seed=None):
 
     def windows(random):
         starts = tf.math.floormod(random, num_starts)
-        return _split(tf.gather(data, starts[:, None] + offsets[None, :]))
+        return split_windows(tf.gather(data, starts[:, None] + offsets[None, :]), start_ids)
 
     ds = tf.data.Dataset.random(seed=seed).batch(batch_size, drop_remainder=True)
     return untuned(ds.map(windows, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
 
 
-def sequential_window_dataset(ids, sequence_length, batch_size, max_windows=None):
+def sequential_window_dataset(ids, sequence_length, batch_size, max_windows=None, start_ids=()):
     """Consecutive non-overlapping windows covering `ids` (or `max_windows` spread over it).
 
     Averaging the loss over these gives the validation loss of the whole text,
     with every position in the window weighted as in training.
     """
     windows = sequential_windows(ids, sequence_length, max_windows)
-    return untuned(tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split).prefetch(AUTOTUNE))
+    return untuned(tf.data.Dataset.from_tensor_slices(windows).batch(batch_size)
+                   .map(lambda w: split_windows(w, start_ids)).prefetch(AUTOTUNE))
 
 
 def sequential_windows(ids, sequence_length, max_windows=None):

@@ -24,7 +24,7 @@ from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, truncate_at_stops  # noqa: F4
 from tfllm.errors import UserInputError
 from tfllm.config import MAX_BEAMS, check_sampler_options, is_number  # noqa: F401  (TensorFlow-free)
 from tfllm import runs
-from tfllm.tokenizers import CharacterTokenizer, special_token_ids
+from tfllm.tokenizers import CharacterTokenizer, prompt_start_ids, special_token_ids
 
 MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
@@ -177,6 +177,9 @@ class Generator:
         jit_compile: compile the decoding loop with XLA (measured 3x faster on
             CPU for the nanogpt-cpu model; see benchmarks/bench_generation.py).
         window: the context window; by default `context_window(model)`.
+        start_ids: ids put before every prompt; by default `prompt_start_ids(model.preprocessor)` (a KerasHub
+            preset's start token, as its `generate()` puts it; none for tfllm's own models). Give them while
+            the preprocessor is detached for training.
 
     Example:
     >>> generator = load_generator("runs/shakespeare")
@@ -184,7 +187,7 @@ class Generator:
     ['\\nWhat ...', '\\nO, ...']
     """
 
-    def __init__(self, model, tokenizer, jit_compile=True, window=None):
+    def __init__(self, model, tokenizer, jit_compile=True, window=None, start_ids=None):
         self.model = model
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
@@ -197,6 +200,7 @@ class Generator:
         self.unk_id = getattr(tokenizer, "unk_token_id", None)
         self.special_ids = special_token_ids(tokenizer)
         self.banned_ids = [i for i in self.special_ids if i != self.end_id]
+        self.start_ids = prompt_start_ids(getattr(model, "preprocessor", None)) if start_ids is None else list(start_ids)
         self._compiled = {}  # (sampler family, stop ids) -> compiled decoding function
 
     # --- input checks -------------------------------------------------------
@@ -218,7 +222,7 @@ class Generator:
         check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed)
 
     def encode(self, prompt):
-        """Token ids of one prompt, refusing empty prompts and unseen characters."""
+        """Token ids of one prompt (after the start ids), refusing empty prompts and unseen characters."""
         if not isinstance(prompt, str) or not prompt:
             raise UserInputError("Empty prompt: give at least one character of text to continue.")
         ids = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(prompt))).astype("int32").ravel()
@@ -234,7 +238,7 @@ class Generator:
             raise UserInputError(
                 f"Prompt {shown(prompt)} contains {what} the tokenizer never saw in training; remove or replace them."
             )
-        return ids
+        return np.concatenate([np.asarray(self.start_ids, "int32"), ids]) if self.start_ids else ids
 
     def decode(self, ids):
         ids = [int(i) for i in ids if int(i) not in self.special_ids]

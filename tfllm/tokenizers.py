@@ -40,6 +40,17 @@ def special_token_ids(tokenizer):
     return sorted({int(i) for i in tokenizer.special_token_ids if i is not None})
 
 
+def prompt_start_ids(preprocessor):
+    """`[start id]` where a causal LM's preprocessor puts its tokenizer's start token before every text (a
+    KerasHub preset's: GPT-2's `<|endoftext|>`, Llama's and Gemma's BOS), else `[]` (tfllm's own decoders,
+    which learn from running text). Training windows and every prompt begin with it, as KerasHub's
+    `generate()` begins them."""
+    if preprocessor is None or not getattr(preprocessor, "add_start_token", False):
+        return []
+    start = getattr(preprocessor.tokenizer, "start_token_id", None)
+    return [] if start is None else [int(start)]
+
+
 def pad_id(tokenizer):
     """The padding id: the tokenizer's own where it has one, else 0 (GPT-2's byte-pair has none)."""
     value = getattr(tokenizer, "pad_token_id", None)

@@ -92,6 +92,10 @@ def generation_archive(model, tokenizer, jit_compile=True):
                 message="prompt contains characters the tokenizer never saw in training",
             ),
         ]
+        if ids_of.start_ids:  # the preset's start token before every prompt, as Generator.encode puts it
+            starts = tf.tile(tf.constant([ids_of.start_ids], tf.int32), [ids.nrows(out_type=tf.int32), 1])
+            ids = tf.concat([starts, ids], axis=1)
+            lengths = tf.cast(ids.row_lengths(), tf.int32)
         with tf.control_dependencies(checks):
             width = tf.reduce_max(lengths + max_new_tokens)
         if ids_of.slides:

@@ -100,13 +100,15 @@ class TFLiteGenerator:
             `False` (a KerasHub preset's) refuses a prompt and length that do not fit.
         banned_token_ids: ids never emitted (special tokens other than the end),
             as the Keras path bans them.
+        start_ids: the ids a prompt's text ids follow (a KerasHub preset's start token; the export's
+            `prompt_start_ids`), kept here for the text helpers; `generate_ids` takes ids that have them.
 
     Example:
     >>> generator = TFLiteGenerator("savedmodels/shakespeare-tflite/1/model.tflite")
     >>> generator.generate_ids([20, 30, 31], max_new_tokens=100, stop_token_ids=(3,))
     """
 
-    def __init__(self, model_path, window_keep=None, num_threads=None, slides=True, banned_token_ids=()):
+    def __init__(self, model_path, window_keep=None, num_threads=None, slides=True, banned_token_ids=(), start_ids=()):
 
         interpreter = load_interpreter(model_path, num_threads=num_threads)
         self._prefill = interpreter.get_signature_runner("prefill")
@@ -116,6 +118,7 @@ class TFLiteGenerator:
         self.keep = window_keep or self.window - 1
         self.slides = slides
         self.banned = np.asarray(sorted(banned_token_ids), np.int64)
+        self.start_ids = [int(i) for i in start_ids]
 
     def _encode(self, ids):
         padded = np.zeros((1, self.window), np.int32)
@@ -174,13 +177,13 @@ def load_tflite_generator(model_path):
     metadata = runs.read_json(metadata_path)
     tokenizer = load_tokenizer(os.path.join(folder, "tokenizer"))
     banned = [i for i in special_token_ids(tokenizer) if i != int(tokenizer.end_token_id)]
-    # Exports written before KerasHub presets could be exported all slide.
+    # Exports written before KerasHub presets could be exported all slide; before start ids, none had any.
     generator = TFLiteGenerator(model_path, window_keep=metadata.get("window_keep"), slides=metadata.get("slides", True),
-                                banned_token_ids=banned)
+                                banned_token_ids=banned, start_ids=metadata.get("prompt_start_ids", ()))
     return generator, tokenizer
 
 
-def _text_codec(tokenizer):
+def _text_codec(tokenizer, start_ids=()):
     """`(encode, decode)` of `tfllm.generation.Generator` for a tokenizer alone.
 
     The TFLite path has no Keras model to build a `Generator` from, but must
@@ -193,7 +196,7 @@ def _text_codec(tokenizer):
 
     special = special_token_ids(tokenizer)
     holder = types.SimpleNamespace(tokenizer=tokenizer, unk_id=getattr(tokenizer, "unk_token_id", None),
-                                   special_ids=special)
+                                   special_ids=special, start_ids=list(start_ids))
     return (lambda prompt: Generator.encode(holder, prompt)), (lambda ids: Generator.decode(holder, ids))
 
 
@@ -204,7 +207,7 @@ def generate_text(model_path, prompt, max_new_tokens=200):
     if not isinstance(max_new_tokens, int) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
         raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
     generator, tokenizer = load_tflite_generator(model_path)
-    encode, decode = _text_codec(tokenizer)
+    encode, decode = _text_codec(tokenizer, generator.start_ids)
     return decode(generator.generate_ids(encode(prompt), max_new_tokens, (int(tokenizer.end_token_id),)))
 
 
@@ -260,6 +263,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             "vocabulary_size": vocabulary,
             "special_token_ids": {"end": keras_generator.end_id, "unknown": keras_generator.unk_id,
                                   "all": keras_generator.special_ids},
+            "prompt_start_ids": keras_generator.start_ids,  # put before every prompt's ids (a preset's start token)
             "signatures": {
                 "prefill": {
                     "inputs": {"token_ids": f"int32[1, {window}], zero-padded"},

@@ -27,6 +27,7 @@ from tfllm.datasets.text import check_text_column, load_documents, load_run_text
 from tfllm.errors import UserInputError
 from tfllm.generation import sample_prompt
 from tfllm.models.causal_lm import CausalLM, CausalLMPreprocessor
+from tfllm.tokenizers import prompt_start_ids
 from tfllm.training import common, timing
 
 SAMPLE_TOKENS = 200  # length of the text samples logged to TensorBoard
@@ -173,10 +174,11 @@ def training_speed(timer, preset, sequence_length):
 class TextSamples(keras.callbacks.Callback):
     """Writes a generated sample to TensorBoard (Text tab, tag `samples`) after every epoch."""
 
-    def __init__(self, log_dir, tokenizer, prompt, max_new_tokens=SAMPLE_TOKENS, seed=0, timer=None, window=None):
+    def __init__(self, log_dir, tokenizer, prompt, max_new_tokens=SAMPLE_TOKENS, seed=0, timer=None, window=None,
+                 start_ids=()):
         super().__init__()
-        # The context window, for a model that cannot tell it while its preprocessor is detached for training.
-        self.window = window
+        # The context window and start ids, which a model cannot tell while its preprocessor is detached for training.
+        self.window, self.start_ids = window, start_ids
         self.timer = timer  # a timing.FitTimer that is told the seconds spent here
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "samples"))
         self.tokenizer = tokenizer
@@ -200,7 +202,7 @@ class TextSamples(keras.callbacks.Callback):
         else:
             if self._generator is None:
                 self._generator = Generator(self.model, self.tokenizer, jit_compile=bool(self.model.jit_compile),
-                                            window=self.window)
+                                            window=self.window, start_ids=self.start_ids)
             new_tokens = self.max_new_tokens
             if not self._generator.slides:  # a KerasHub model stops at its last position
                 new_tokens = max(1, min(new_tokens, self._generator.window - len(self._generator.encode(self.prompt))))
@@ -214,8 +216,8 @@ class TextSamples(keras.callbacks.Callback):
             self.timer.samples += time.perf_counter() - start
 
 
-def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
-    """Mean next-token loss over consecutive windows covering `ids`.
+def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None, start_ids=()):
+    """Mean next-token loss over consecutive windows covering `ids` (each after `start_ids`, as in training).
 
     Only full batches go through Keras' compiled test step, so it runs one
     program (with the training batch size, the one validation compiled
@@ -225,18 +227,15 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None):
     windows = data_lib.sequential_windows(ids, sequence_length, max_windows).astype("int32")
     full = len(windows) // batch_size * batch_size
 
-    def inputs(w):
-        return {"token_ids": w[..., :-1], "padding_mask": tf.ones_like(w[..., :-1])}
-
     total = 0.0
     if full:
-        ds = data_lib.untuned(
-            tf.data.Dataset.from_tensor_slices(windows[:full]).batch(batch_size).map(lambda w: (inputs(w), w[:, 1:])))
+        ds = data_lib.untuned(tf.data.Dataset.from_tensor_slices(windows[:full]).batch(batch_size)
+                              .map(lambda w: data_lib.split_windows(w, start_ids)))
         total += float(model.evaluate(ds, verbose=0, return_dict=True)["loss"]) * full
     if full < len(windows):
-        rest = windows[full:]
-        logits = tf.cast(model(inputs(tf.constant(rest)), training=False), "float32")
-        total += float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(rest[:, 1:], logits)) * len(rest)
+        inputs, targets = data_lib.split_windows(tf.constant(windows[full:]), start_ids)
+        logits = tf.cast(model(inputs, training=False), "float32")
+        total += float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(targets, logits)) * len(targets)
     return total / len(windows)
 
 
@@ -269,11 +268,12 @@ def evaluate_run(run_dir, data=None, text_column=None):
         config = TrainConfig.from_dict(runs.read_config(run_dir))
         runs.check_data_unchanged(run_dir, config.data)
         text = load_run_text(config)[1]
-    model, sequence_length = generator.model, generator.window
+    # Training's window length: a preset's model may see more (GPT-2's 1,024 positions) than it was fine-tuned on.
+    model, sequence_length = generator.model, generator.model.preprocessor.sequence_length
     ids = data_lib.tokenize_corpus(generator.tokenizer, text)
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
     with common.preprocessed(model):
-        loss = evaluate_loss(model, ids, sequence_length)
+        loss = evaluate_loss(model, ids, sequence_length, start_ids=generator.start_ids)
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50.0)), 3),
             "bits_per_character": round(loss * len(ids) / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids))}
 
@@ -348,8 +348,11 @@ def train_causal_lm(config, verbose="auto"):
 
         epoch_steps = steps_per_epoch(preset)
         epochs = preset["steps"] // epoch_steps
-        train_ds = data_lib.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed)
-        val_ds = data_lib.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"])
+        start_ids = prompt_start_ids(model.preprocessor)  # a preset's start token opens every window, as every prompt
+        train_ds = data_lib.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed,
+                                                  start_ids=start_ids)
+        val_ds = data_lib.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"],
+                                                    start_ids=start_ids)
 
         timer, fit_timer = StepTimer(), timing.FitTimer()
         prompt = sample_prompt(tokenizer, max(1, seq // 4), val_text, train_text)
@@ -357,7 +360,7 @@ def train_causal_lm(config, verbose="auto"):
         # Perplexity first, so the TensorBoard callback sees the values it adds.
         callbacks = [fit_timer, Perplexity(), timer,
                      TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed, timer=fit_timer,
-                                 window=seq)]
+                                 window=seq, start_ids=start_ids)]
         callbacks += common.make_callbacks(
             run_dir,
             checkpoint=False,
@@ -370,7 +373,7 @@ def train_causal_lm(config, verbose="auto"):
             history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
                                 shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
             phases.mark("fit")
-            val_loss = evaluate_loss(model, val_ids, seq, batch_size=preset["batch_size"])
+            val_loss = evaluate_loss(model, val_ids, seq, batch_size=preset["batch_size"], start_ids=start_ids)
             phases.mark("final_evaluation")
         metrics = {
             "val": {
