@@ -238,6 +238,32 @@ def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, c
     assert "hidden_dim would be ignored" in capsys.readouterr().err
 
 
+def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_preset, tmp_path, capsys):
+    """`--steps 0`: a KerasHub causal LM scored on the text and written as a run, untrained, so that
+    tfllm generates, exports and serves the preset as KerasHub itself generates with it."""
+    from tfllm.generation import load_generator
+
+    preset, backbone = gpt2_preset
+    run_dir = tmp_path / "as_is"
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", preset, "--steps", "0",
+                 "--max-rows", "4000", "--run-dir", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 0 and metrics["val"]["loss"] > 0 and "speed" not in json.dumps(metrics)
+    generator = load_generator(str(run_dir), jit_compile=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(generator.model.backbone.token_embedding.embeddings),
+                                  keras.ops.convert_to_numpy(backbone.token_embedding.embeddings))
+    hub = keras_hub.models.CausalLM.from_preset(preset)
+    hub.compile(sampler="greedy")
+    capsys.readouterr()
+    assert main(["generate", str(run_dir), "the ", "--max-new-tokens", "12", "--sampler", "greedy"]) == 0
+    assert capsys.readouterr().out == hub.generate("the ", max_length=len(generator.encode("the ")) + 12) + "\n"
+    # Only a preset can be kept as it is; a new model trains.
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "0",
+                 "--run-dir", str(tmp_path / "new")]) == 2
+    assert "--steps 0 keeps a KerasHub causal LM as it is" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def _check_tflite_generator(run_dir, generator, base, capsys):
     """TFLite export of a fine-tuned KerasHub causal LM: exact greedy parity, and its loop stops at the window."""
     from tfllm.export.tflite_causal_lm import load_tflite_generator

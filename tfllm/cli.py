@@ -751,7 +751,8 @@ def build_parser():
                    help="default: the preset's (not with --from-preset, which brings its own)")
     p.add_argument("--epochs", type=int, default=None, help="classify, translate: passes over the data; generate: "
                                                                 "evaluation intervals (instead of --steps)")
-    p.add_argument("--steps", type=int, default=None, help="generate: training steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="generate: training steps (0 with --from-preset: the preset as it is, scored on the text)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--run-dir", default=None, help="where the model, logs and metrics go (default runs/<data>)")

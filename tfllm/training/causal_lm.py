@@ -11,6 +11,7 @@ steps of random windows, after which a slice of the validation text is scored
 and a text sample is written to TensorBoard.
 """
 
+import dataclasses
 import math
 import os
 import sys
@@ -35,6 +36,12 @@ LN2 = math.log(2.0)
 
 
 def causal_lm_preset(config):
+    if config.steps == 0:  # a preset as it is: scored on the data and written as a run, no step taken
+        if not config.from_preset or config.task != "generate":
+            raise UserInputError("--steps 0 keeps a KerasHub causal LM as it is (scored on your text, written as a "
+                                 "run to export and serve): use it with --task generate --from-preset PRESET; "
+                                 "anything else trains at least 1 step.")
+        return {**causal_lm_preset(dataclasses.replace(config, steps=1)), "steps": 0}
     preset = common.step_recipe("generate", config)
     # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
     preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch(preset))
@@ -43,6 +50,8 @@ def causal_lm_preset(config):
 
 def steps_per_epoch(preset):
     """Training steps between evaluations (a Keras epoch); `steps` is rounded to a multiple."""
+    if not preset["steps"]:  # --steps 0: no epoch (the preset as it is)
+        return 1
     epochs = max(1, round(preset["steps"] / min(preset["eval_interval"], preset["steps"])))
     return preset["steps"] // epochs
 
@@ -383,7 +392,7 @@ def train_causal_lm(config, verbose="auto"):
                 "bits_per_character": round(val_loss * len(val_ids) / len(val_text) / LN2, 4),
                 "num_tokens": int(len(val_ids)),
             },
-            **common.fit_figures(callbacks, ("speed",)),
+            **(common.fit_figures(callbacks, ("speed",)) if epochs else {}),  # no step, no speed
             "steps": epochs * epoch_steps,
             "epochs_run": common.epochs_completed(callbacks, len(history.history.get("loss", []))),
             "vocabulary_size": tokenizer.vocabulary_size(),
