@@ -57,6 +57,15 @@ out = model.signatures["serving_default"](text=tf.constant(json.loads(sys.argv[2
 print(json.dumps(out["probabilities"].numpy().tolist()))
 """
 
+# A run loaded by KerasHub alone, greedy: prompt and continuation, as KerasHub returns them.
+HUB_GENERATE = """
+import json, sys
+import keras_hub
+model = keras_hub.models.CausalLM.from_preset(sys.argv[1])
+model.compile(sampler="greedy")
+print(json.dumps(model.generate(sys.argv[2], max_length=int(sys.argv[3]))))
+"""
+
 
 def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, tmp_path, capsys):
     from tfllm.training.classifier import load_run, predict_probabilities
@@ -157,13 +166,6 @@ def test_frozen_backbone_epochs_are_logged_as_the_run_s_first_epochs(bert_preset
     history = history_from_logs(str(run_dir / "logs"))
     assert len(history["loss"]) == len(history["val_loss"]) == len(history["learning_rate"]) == 3
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
-HUB_GENERATE = """
-import json, sys
-import keras_hub
-model = keras_hub.models.CausalLM.from_preset(sys.argv[1])
-model.compile(sampler="greedy")
-print(json.dumps(model.generate(sys.argv[2], max_length=int(sys.argv[3]))))
-"""
 
 
 def _serve_once(base, name, texts):
@@ -276,7 +278,8 @@ def _check_tflite_generator(run_dir, generator, base, capsys):
     room = generator.window - len(prompt)
     assert device.generate_ids(prompt, room, (generator.end_id,)) == generator.greedy_ids(prompt, room)
     capsys.readouterr()  # the command puts the preset's start token (metadata.json) before the prompt, as Keras does
-    assert main(["generate", "--tflite", str(base / "g-tflite" / "1" / "model.tflite"), "the ", "--max-new-tokens", "5"]) == 0
+    assert main(["generate", "--tflite", str(base / "g-tflite" / "1" / "model.tflite"), "the ",
+                 "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out == "the " + generator.generate(["the "], 5, sampler="greedy")[0] + "\n"
     assert main(["generate", "--tflite", str(base / "g-tflite" / "1" / "model.tflite"), "the ",
                  "--max-new-tokens", str(room + 1)]) == 2
