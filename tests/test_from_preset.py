@@ -229,7 +229,7 @@ def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, c
     assert "hidden_dim would be ignored" in capsys.readouterr().err
 
 
-def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_preset, tmp_path, capsys):
+def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_preset, bert_preset, tmp_path, capsys):
     """`--steps 0`: a KerasHub causal LM scored on the text and written as a run, untrained, so that
     tfllm generates, exports and serves the preset as KerasHub itself generates with it."""
     from tfllm.generation import load_generator
@@ -244,6 +244,8 @@ def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_pres
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(generator.model.backbone.token_embedding.embeddings),
                                   keras.ops.convert_to_numpy(backbone.token_embedding.embeddings))
     hub = keras_hub.models.CausalLM.from_preset(preset)
+    # Its own packing length, not the recipe's (the window of a rotary-position model such as Llama).
+    assert generator.model.preprocessor.sequence_length == hub.preprocessor.sequence_length == 32
     hub.compile(sampler="greedy")
     capsys.readouterr()
     assert main(["generate", str(run_dir), "the ", "--max-new-tokens", "12", "--sampler", "greedy"]) == 0
@@ -252,6 +254,10 @@ def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_pres
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "0",
                  "--run-dir", str(tmp_path / "new")]) == 2
     assert "--steps 0 keeps a KerasHub causal LM as it is" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], "--steps", "0",
+                 "--run-dir", str(tmp_path / "new")]) == 2
+    assert "has no causal LM" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
 

@@ -41,7 +41,10 @@ def causal_lm_preset(config):
             raise UserInputError("--steps 0 keeps a KerasHub causal LM as it is (scored on your text, written as a "
                                  "run to export and serve): use it with --task generate --from-preset PRESET; "
                                  "anything else trains at least 1 step.")
-        return {**causal_lm_preset(dataclasses.replace(config, steps=1)), "steps": 0}
+        preset = {**causal_lm_preset(dataclasses.replace(config, steps=1)), "steps": 0}
+        if "sequence_length" not in config.overrides:  # its own window too (a recipe's 64 cut a Llama's to 64)
+            preset["sequence_length"] = preset_sequence_length(config.from_preset)
+        return preset
     preset = common.step_recipe("generate", config)
     # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
     preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch(preset))
@@ -113,9 +116,27 @@ def causal_lm_from_preset(handle, preset):
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
         model = keras_hub.models.CausalLM.from_preset(handle, preprocessor=preprocessor)
     except ValueError as e:
-        raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no causal LM in KerasHub "
-                             f"({str(e).splitlines()[0]}); use --task classify for an encoder.") from None
+        raise no_causal_lm(handle, backbone_cls, e) from None
     return compile_causal_lm(model, preset)
+
+
+def preset_sequence_length(handle):
+    """The length a causal LM preset's own preprocessor packs (its window as it is), at most its positions."""
+    import keras_hub
+
+    from tfllm.training.classifier import preset_backbone_class, preset_max_length
+
+    backbone_cls = preset_backbone_class(handle)
+    try:
+        length = keras_hub.models.CausalLMPreprocessor.from_preset(handle).sequence_length
+    except ValueError as e:
+        raise no_causal_lm(handle, backbone_cls, e) from None
+    return preset_max_length(handle, length)
+
+
+def no_causal_lm(handle, backbone_cls, error):
+    return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no causal LM in KerasHub "
+                          f"({str(error).splitlines()[0]}); use --task classify for an encoder.")
 
 
 def compile_causal_lm(model, preset):
