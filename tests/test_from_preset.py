@@ -258,6 +258,9 @@ def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_pres
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], "--steps", "0",
                  "--run-dir", str(tmp_path / "new")]) == 2
     assert "has no causal LM" in capsys.readouterr().err
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", preset, "--steps", "0",
+                 "--epochs", "2", "--run-dir", str(tmp_path / "new")]) == 2
+    assert "Give --steps (0) or --epochs (2), not both" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
 

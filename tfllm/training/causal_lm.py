@@ -41,6 +41,8 @@ def causal_lm_preset(config):
             raise UserInputError("--steps 0 keeps a KerasHub causal LM as it is (scored on your text, written as a "
                                  "run to export and serve): use it with --task generate --from-preset PRESET; "
                                  "anything else trains at least 1 step.")
+        if config.epochs is not None:  # the check below would see the stand-in 1
+            raise UserInputError(f"Give --steps (0) or --epochs ({config.epochs}), not both.")
         preset = {**causal_lm_preset(dataclasses.replace(config, steps=1)), "steps": 0}
         if "sequence_length" not in config.overrides:  # its own window too (a recipe's 64 cut a Llama's to 64)
             preset["sequence_length"] = preset_sequence_length(config.from_preset)
