@@ -36,6 +36,7 @@ LN2 = math.log(2.0)
 
 
 def causal_lm_preset(config):
+    """The recipe of a generation run: the preset with the flags and `--set` applied and checked."""
     if config.steps == 0:  # a preset as it is: scored on the data and written as a run, no step taken
         if not config.from_preset or config.task != "generate":
             raise UserInputError("--steps 0 keeps a KerasHub causal LM as it is (scored on your text, written as a "
