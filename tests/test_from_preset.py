@@ -324,6 +324,11 @@ def test_fine_tune_a_rotary_position_preset_generate_and_export(llama_preset, tm
     assert main(["generate", str(run_dir), "the ", "--max-new-tokens", "5", "--sampler", "greedy"]) == 0
     assert capsys.readouterr().out == "the " + generator.generate(["the "], 5, sampler="greedy")[0] + "\n"
     _check_tflite_generator(run_dir, generator, tmp_path / "sm", capsys)
+    # Kept as it is (--steps 0), its window is the length its own preprocessor packs, not the recipe's 64.
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", llama_preset, "--steps", "0",
+                 "--max-rows", "4000", "--run-dir", str(tmp_path / "as_is")]) == 0
+    own = keras_hub.models.CausalLMPreprocessor.from_preset(llama_preset).sequence_length
+    assert load_generator(str(tmp_path / "as_is"), jit_compile=False).window == own == 32
 
 
 def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, tmp_path, capsys):
