@@ -349,8 +349,11 @@ def test_a_run_stopped_after_its_training_reports_the_seconds_its_training_took(
         assert main(argv) == 130
     assert main(argv) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    # The first fit's seconds up to its end (not the tf.data teardown after it), not the resume's no-op fit's.
-    assert len(fits) == 2 and max(2 * fits[1], fits[0] / 2) < metrics["train_seconds"] < fits[0] + 1  # + set-up around fit
+    # The first fit's seconds up to its end (not the tf.data teardown after it), not the resume's no-op fit's:
+    # nearer the first. (A bound of twice the no-op fit failed once under the full suite's load: 2.1 s of it.)
+    seconds = metrics["train_seconds"]
+    assert len(fits) == 2 and fits[0] / 2 < seconds < fits[0] + 1  # + set-up around fit
+    assert abs(seconds - fits[0]) < abs(seconds - fits[1])
     assert metrics["epochs_run"] == 2
 
 
