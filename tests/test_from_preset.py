@@ -1,6 +1,7 @@
 """Fine-tuning KerasHub's own models: tiny BERT and GPT-2 presets built here, driven through the CLI."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -262,6 +263,59 @@ def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_pres
                  "--epochs", "2", "--run-dir", str(tmp_path / "new")]) == 2
     assert "Give --steps (0) or --epochs (2), not both" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_epochs_0_keeps_a_trained_classifier_preset_as_it_is_and_runs_it_as_keras_hub_does(
+        bert_preset, gpt2_preset, tiny_classifier_run, tmp_path, capsys):
+    """`--epochs 0`: a KerasHub text classifier with its trained head (as a sentiment preset comes), scored on
+    the data and written as a run that predicts, exports and serves exactly what KerasHub's own one does."""
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    # A 2-class BERT classifier whose head says something (large weights), saved as KerasHub saves one.
+    keras.utils.set_random_seed(1)
+    hub = keras_hub.models.BertTextClassifier.from_preset(bert_preset[0], num_classes=2)
+    hub.output_dense.kernel.assign(np.random.default_rng(1).normal(0, 3, hub.output_dense.kernel.shape))
+    preset = str(tmp_path / "bert_sentiment")
+    hub.save_to_preset(preset)
+    run_dir = tmp_path / "as_is"
+    capsys.readouterr()
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", preset, "--epochs", "0",
+                 "--max-rows", "300", "--run-dir", str(run_dir)]) == 0
+    assert "The preset's classes, in order: 0 = 'rotten', 1 = 'fresh'" in capsys.readouterr().out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 0 and 0 <= metrics["test"]["accuracy"] <= 1
+    assert "train_seconds" not in json.dumps(metrics)  # no training, no time (nor a "not measured" note)
+    model, labels, _ = load_run(str(run_dir))
+    texts = ["a good film", "dull and boring", "not very fun at all", "the movie was great"]
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(
+        keras_hub.models.TextClassifier.from_preset(preset).predict(texts, verbose=0)))
+    assert np.abs(expected - 0.5).max() > 0.05  # a head that a new random one would not reproduce
+    np.testing.assert_allclose(predict_probabilities(model, texts), expected, atol=1e-5)
+    for ours, theirs in zip(model.get_weights(), hub.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert model.preprocessor.sequence_length == 16  # the preset's own packing length, not the recipe's
+
+    # A tfllm classifier run kept as it is on its own data predicts as the run does.
+    assert main(["train", "--data", "rotten_tomatoes", "--from-preset", tiny_classifier_run, "--epochs", "0",
+                 "--max-rows", "400", "--run-dir", str(tmp_path / "tfllm_as_is")]) == 0
+    np.testing.assert_allclose(predict_probabilities(load_run(str(tmp_path / "tfllm_as_is"))[0], texts),
+                               predict_probabilities(load_run(tiny_classifier_run)[0], texts), atol=1e-6)
+
+    # Refused in one line, nothing written: what has no trained head for these labels, and what would train.
+    new = str(tmp_path / "new")
+    for flags, message in (
+            (["--from-preset", bert_preset[0]], "classifies into 4 classes, and rotten_tomatoes has 2 labels"),
+            (["--from-preset", gpt2_preset[0]], "holds none (a backbone, or another task)"),
+            (["--from-preset", tiny_classifier_run, "--labels", "fresh,rotten"],
+             "was trained on the labels ['rotten', 'fresh'], in that order"),
+            (["--preset", "tiny"], "use it with --from-preset PRESET"),
+            (["--from-preset", tiny_classifier_run, "--ensemble", "2"], "without --ensemble or --unlabeled")):
+        capsys.readouterr()
+        assert main(["train", "--data", "rotten_tomatoes", "--max-rows", "300", "--epochs", "0", *flags,
+                     "--run-dir", new]) == 2, flags
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not os.path.exists(new)
 
 
 def _check_tflite_generator(run_dir, generator, base, capsys):

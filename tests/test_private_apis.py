@@ -259,3 +259,12 @@ def test_python_s_own_exit_steps():
     for module, name in ((threading, "_shutdown"), (atexit, "_run_exitfuncs")):
         require(callable(getattr(module, name, None)), f"Python's `{module.__name__}.{name}`", "tfllm/cli.py",
                 "PRIVATE API: threading._shutdown and atexit._run_exitfuncs")
+
+
+def test_keras_hub_preset_file_helpers():
+    """What a preset holds, read without building it (`_preset_backbone`, `check_kept_head`)."""
+    from keras_hub.src.utils import preset_utils
+
+    path, marker = "tfllm/training/classifier.py", "PRIVATE API: keras_hub's preset"
+    for name in ("get_preset_loader", "check_file_exists", "load_json", "check_config_class"):
+        require(callable(getattr(preset_utils, name, None)), f"keras_hub.src.utils.preset_utils.{name}", path, marker)

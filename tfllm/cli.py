@@ -749,8 +749,9 @@ def build_parser():
     p.add_argument("--preset", default=None, help="recipe name (default: 'default'; 'finetune' with --from-preset)")
     p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None,
                    help="default: the preset's (not with --from-preset, which brings its own)")
-    p.add_argument("--epochs", type=int, default=None, help="classify, translate: passes over the data; generate: "
-                                                                "evaluation intervals (instead of --steps)")
+    p.add_argument("--epochs", type=int, default=None, help="classify, translate: passes over the data (classify: 0 "
+                   "with --from-preset keeps its trained classifier as it is); generate: evaluation intervals "
+                   "(instead of --steps)")
     p.add_argument("--steps", type=int, default=None,
                    help="generate: training steps (0 with --from-preset: the preset as it is, scored on the text)")
     p.add_argument("--batch-size", type=int, default=None)

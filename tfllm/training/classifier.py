@@ -35,6 +35,20 @@ EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
 
 
 def classifier_preset(config):
+    if config.epochs == 0:  # a trained classifier preset as it is: scored on the data and written as a run
+        if not config.from_preset or config.ensemble != 1 or config.unlabeled:
+            raise UserInputError("--epochs 0 keeps a trained text classifier preset as it is (scored on your data, "
+                                 "written as a run to export and serve): use it with --from-preset PRESET, without "
+                                 "--ensemble or --unlabeled; anything else trains at least 1 epoch.")
+        preset = common.resolve_recipe("classify", dataclasses.replace(config, epochs=1))
+        preset_backbone_class(config.from_preset)  # one line for a preset that cannot load at all
+        if "sequence_length" not in config.overrides:  # the length the preset's own preprocessor packs
+            try:
+                preset["sequence_length"] = keras_hub.models.TextClassifierPreprocessor.from_preset(
+                    config.from_preset).sequence_length
+            except ValueError:  # no classifier preprocessor: `check_kept_head` says so
+                pass
+        return {**preset, "epochs": 0}
     return common.resolve_recipe("classify", config)
 
 
@@ -107,13 +121,17 @@ def check_preset_head_settings(config, backbone_cls):
 
 
 def classifier_from_preset(handle, preset, num_classes):
-    """A classifier task starting from a preset's backbone and tokenizer (its head is new)."""
+    """A classifier task starting from a preset's backbone and tokenizer: its head is new, or, with
+    `preset["epochs"]` 0, the preset's own trained one (`check_kept_head`)."""
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
     backbone_cls = preset_backbone_class(handle)
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
+        if not preset["epochs"]:  # KerasHub loads the task's own head when num_classes is not given
+            head = {} if backbone_cls is EncoderBackbone else {"activation": "softmax"}
+            return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head)
         if backbone_cls is EncoderBackbone:
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
@@ -131,6 +149,35 @@ def classifier_from_preset(handle, preset, num_classes):
                                  f"start a classifier from an encoder ({encoders}).") from None
         raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no text classifier in KerasHub "
                              f"({str(e).splitlines()[0]}). Use a text model preset ({encoders}).") from None
+
+
+def check_kept_head(handle, data, source):
+    """For --epochs 0: a one-line UserInputError unless `handle` holds a trained classifier for `data`'s labels
+    (its task, with the head's weights, over as many classes; a tfllm run's labels, in the same order)."""
+    # PRIVATE API: keras_hub's preset files, read as its own loader reads them (keras-hub 0.32 has no public
+    # way to ask what a preset holds without building it; no upstream issue asks for one).
+    from keras_hub.src.utils.preset_utils import check_config_class, check_file_exists, load_json
+
+    backbone_cls = preset_backbone_class(handle)  # a preset that cannot load at all is refused here
+    task = load_json(handle, "task.json") if check_file_exists(handle, "task.json") else None
+    if not (task and issubclass(check_config_class(task), keras_hub.models.TextClassifier)
+            and check_file_exists(handle, "task.weights.h5")):
+        raise UserInputError(f"--epochs 0 keeps a trained classifier as it is, and --from-preset {handle!r} "
+                             f"({backbone_cls.__name__}) holds none (a backbone, or another task); fine-tune one "
+                             "with --epochs N.")
+    classes = task["config"].get("num_classes")
+    if classes != data.num_classes:
+        raise UserInputError(f"--from-preset {handle!r} classifies into {classes} classes, and {source} has "
+                             f"{data.num_classes} labels ({', '.join(map(repr, data.label_names))}): keep it with "
+                             "data of its own classes, or fine-tune it with --epochs N (a new head).")
+    if os.path.isdir(handle) and runs.is_finished(handle) and os.path.exists(runs.path(handle, runs.LABELS)):
+        labels = runs.read_labels(handle)
+        if labels != data.label_names:
+            raise UserInputError(f"--from-preset {handle!r} was trained on the labels {labels}, in that order, and "
+                                 f"{source} gives {data.label_names}: pass --labels {','.join(labels)}.")
+    else:  # a KerasHub preset names no labels: its class i is the data's i-th label
+        print("The preset's classes, in order: " + ", ".join(f"{i} = {name!r}" for i, name in enumerate(data.label_names))
+              + " (the data's label order; --labels sets another)")
 
 
 def _is_decoder(backbone_cls):
@@ -320,6 +367,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         data = command_data(config, preset)
     if config.from_preset:
         check_preset_head_settings(config, preset_backbone_class(config.from_preset))
+        if not preset["epochs"]:
+            check_kept_head(config.from_preset, data, config.data)
     if config.unlabeled and self_training is None:  # a teacher, then this run as its student
         return train_self_trained(config, preset, data, train_classifier, verbose=verbose)
     # The split keeps `seed`; an ensemble member's weights and shuffle follow its own `model_seed`.
@@ -360,7 +409,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         # Measured as the last fit ends and kept in the backup: a run resumed after that reports its training's.
         common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
         with common.unknown_length_ok(), common.preprocessed(model):
-            freeze = min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1)
+            freeze = max(0, min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1))
             history = {}
             if freeze and not resume:  # a resumed run's backup comes after the frozen epochs
                 # Train only the new head first, so its random start does not disturb the pretrained backbone.
@@ -383,19 +432,21 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             if os.path.exists(best):
                 model.load_weights(best)  # the checkpoint of the lowest val loss (removed when the run is saved)
             unseen = [name for i, name in enumerate(data.label_names) if i not in set(data.val.labels)]
-            if preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier) and unseen:
+            # (Not for a preset kept as it is, --epochs 0: its wide path is trained.)
+            wide = preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier) and preset["epochs"]
+            if wide and unseen:
                 # Fitted on a split without a class, the blend's bias for it runs to minus infinity: that
                 # class was never predicted again (probability 1e-11 for its own training texts).
                 print(f"Naive-Bayes wide path left out: the validation split has no {', '.join(map(repr, unseen))} "
                       "rows to fit its blend on (the encoder's probabilities stand alone)")
-            elif preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier):
+            elif wide:
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
                 model.fit_wide_path(train_ds, val_ds, class_weight=class_weight)  # both cached by fit: no second tokenization
 
         metrics = {
             "val": classification_report(data.val.labels, predict_probabilities(model, data.val.texts), data.label_names),
             "test": classification_report(data.test.labels, predict_probabilities(model, data.test.texts), data.label_names),
-            **common.fit_figures(callbacks, ("train_seconds",)),
+            **(common.fit_figures(callbacks, ("train_seconds",)) if preset["epochs"] else {}),  # no epoch, no time
             # The whole run, also when it resumed: the backup restored the epochs before the interruption.
             "epochs_run": common.epochs_completed(callbacks, freeze + len(fitted.history.get("loss", []))),
             "num_train_examples": len(data.train),
