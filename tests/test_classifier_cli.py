@@ -370,7 +370,7 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
         (["train", "--data", "{tmp}/ok.csv", "--text-column", "review"], "no text column"),
         (["train", "--data", "{tmp}/one_class.csv"], "only one class"),
         (["train", "--data", "{tmp}/blank.csv"], "empty text"),
-        (["train", "--data", "{tmp}/ok.csv", "--epochs", "0"], "--epochs must be at least 1"),
+        (["train", "--data", "{tmp}/ok.csv", "--epochs", "-1"], "--epochs must be at least 1"),
         (["train", "--data", "{tmp}/ok.csv", "--batch-size", "-1"], "--batch-size must be at least 1"),
         (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/nowhere"], "is not a folder (no such path)"),
         (["train", "--data", "{tmp}/two_rows.csv"], "gives no val and no test rows"),
