@@ -194,6 +194,10 @@ def _resolve(task, config, counted):
     flags = dict(tokenizer=config.tokenizer, batch_size=config.batch_size, learning_rate=config.learning_rate,
                  jit_compile=config.jit_compile, **{counted: getattr(config, counted)})
     check_counts({"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size})
+    for key, value in flags.items():  # the flag won without a word
+        if value is not None and key in config.overrides and config.overrides[key] != value:
+            flag = "--jit-compile/--no-jit-compile" if key == "jit_compile" else f"--{key.replace('_', '-')} {value}"
+            raise UserInputError(f"{flag} and --set {key}={config.overrides[key]} say different things; give one.")
     overrides = {**config.overrides, **{k: v for k, v in flags.items() if v is not None}}  # unset flags keep --set
     preset = resolve_preset(task, config.preset, overrides)
     if preset.get("tokenizer") == "char" and config.overrides.get("lowercase"):  # it was accepted and ignored
