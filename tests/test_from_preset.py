@@ -309,7 +309,8 @@ def test_epochs_0_keeps_a_trained_classifier_preset_as_it_is_and_runs_it_as_kera
             (["--from-preset", tiny_classifier_run, "--labels", "fresh,rotten"],
              "was trained on the labels ['rotten', 'fresh'], in that order"),
             (["--preset", "tiny"], "use it with --from-preset PRESET"),
-            (["--from-preset", tiny_classifier_run, "--ensemble", "2"], "without --ensemble or --unlabeled")):
+            (["--from-preset", tiny_classifier_run, "--ensemble", "2"], "without --ensemble or --unlabeled"),
+            (["--from-preset", preset, "--set", "epochs=3"], "--epochs 0 and --set epochs=3 say different things")):
         capsys.readouterr()
         assert main(["train", "--data", "rotten_tomatoes", "--max-rows", "300", "--epochs", "0", *flags,
                      "--run-dir", new]) == 2, flags

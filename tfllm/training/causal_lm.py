@@ -44,6 +44,7 @@ def causal_lm_preset(config):
                                  "anything else trains at least 1 step.")
         if config.epochs is not None:  # the check below would see the stand-in 1
             raise UserInputError(f"Give --steps (0) or --epochs ({config.epochs}), not both.")
+        common.check_flag_and_setting(config, "steps")  # as well
         preset = {**causal_lm_preset(dataclasses.replace(config, steps=1)), "steps": 0}
         if "sequence_length" not in config.overrides:  # its own window too (a recipe's 64 cut a Llama's to 64)
             preset["sequence_length"] = preset_sequence_length(config.from_preset)

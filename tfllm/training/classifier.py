@@ -40,6 +40,7 @@ def classifier_preset(config):
             raise UserInputError("--epochs 0 keeps a trained text classifier preset as it is (scored on your data, "
                                  "written as a run to export and serve): use it with --from-preset PRESET, without "
                                  "--ensemble or --unlabeled; anything else trains at least 1 epoch.")
+        common.check_flag_and_setting(config, "epochs")  # before the stand-in epochs=1 below
         preset = common.resolve_recipe("classify", dataclasses.replace(config, epochs=1))
         preset_backbone_class(config.from_preset)  # one line for a preset that cannot load at all
         if "sequence_length" not in config.overrides:  # the length the preset's own preprocessor packs

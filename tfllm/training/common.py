@@ -194,10 +194,8 @@ def _resolve(task, config, counted):
     flags = dict(tokenizer=config.tokenizer, batch_size=config.batch_size, learning_rate=config.learning_rate,
                  jit_compile=config.jit_compile, **{counted: getattr(config, counted)})
     check_counts({"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size})
-    for key, value in flags.items():  # the flag won without a word
-        if value is not None and key in config.overrides and config.overrides[key] != value:
-            flag = "--jit-compile/--no-jit-compile" if key == "jit_compile" else f"--{key.replace('_', '-')} {value}"
-            raise UserInputError(f"{flag} and --set {key}={config.overrides[key]} say different things; give one.")
+    for key in flags:
+        check_flag_and_setting(config, key)
     overrides = {**config.overrides, **{k: v for k, v in flags.items() if v is not None}}  # unset flags keep --set
     preset = resolve_preset(task, config.preset, overrides)
     if preset.get("tokenizer") == "char" and config.overrides.get("lowercase"):  # it was accepted and ignored
@@ -230,6 +228,15 @@ def step_recipe(task, config):
                                  f"{preset['eval_interval']} steps here), not both.")
         preset["steps"] = epochs * preset["eval_interval"]
     return preset
+
+
+def check_flag_and_setting(config, key):
+    """A flag and `--set` of the same setting that disagree (`--epochs 3 --set epochs=5`) are one line:
+    the flag won without a word."""
+    value = getattr(config, key)
+    if value is not None and key in config.overrides and config.overrides[key] != value:
+        flag = "--jit-compile/--no-jit-compile" if key == "jit_compile" else f"--{key.replace('_', '-')} {value}"
+        raise UserInputError(f"{flag} and --set {key}={config.overrides[key]} say different things; give one.")
 
 
 def check_counts(flags):
