@@ -7,7 +7,8 @@
 `rotten_tomatoes`, binary, the file's own split (tfllm's loader: the same train/val/test texts a run
 sees). Each view is fitted on the training split: naive Bayes (MNB, binarised counts, add-one) on word
 1-2-grams and 1-3-grams (scikit-learn's tokens), and NB-weighted logistic regression (NBSVM's features,
-Wang & Manning 2012) on character 2-5-grams within words. A stack is a logistic regression on the views'
+Wang & Manning 2012) on character 2-5-grams within words, once with scikit-learn's n-grams and once
+hashed from code points as a Keras model could compute them (`hashed_char_ids`). A stack is a logistic regression on the views'
 logits, fitted on the validation split (as tfllm's blend is) and scored once on the test split. With
 --run, the run's encoder and wide-path logits (the inputs of its `blend` layer) join as views.
 Writes benchmarks/results/ngram_views.json.
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import time
 
 import numpy as np
@@ -52,7 +54,47 @@ def views(data):
             scaled = {s: x[s].multiply(r).tocsr() for s in x}
             lr = LogisticRegression(C=0.1, max_iter=3000).fit(scaled["train"], y)
             out[name] = {s: lr.decision_function(scaled[s]) for s in x}
+    out["char 2-5-gram NB-LR, hashed code points"] = hashed_view(texts, y)
     return out
+
+
+def hashed_char_ids(text, buckets=1 << 18, lo=2, hi=5):
+    """Character n-gram ids as a model could compute them from code points with integer ops alone (as its
+    bigram ids are): the lowercased text with runs of whitespace as one space and a space at each end,
+    every n-gram (n = lo..hi) with no space inside it (so within a word, the spaces around it included, as
+    scikit-learn's char_wb), hashed by a polynomial over the code points, 31 bits, into `buckets`.
+    A repeated n-gram counts each time (no de-duplication: a model sums its table's rows)."""
+    codes = [ord(c) for c in " " + re.sub(r"\s+", " ", text.lower()).strip() + " "]
+    ids = []
+    for n in range(lo, hi + 1):
+        for i in range(len(codes) - n + 1):
+            if 32 in codes[i + 1:i + n - 1]:
+                continue
+            h = n
+            for c in codes[i:i + n]:
+                h = (h * 1000003 + c) & 0x7FFFFFFF
+            ids.append(h % buckets)
+    return ids
+
+
+def hashed_view(texts, labels, buckets=1 << 18):
+    """NB-weighted logistic regression (C 0.1) on `hashed_char_ids` counts, fitted on the training split."""
+    import scipy.sparse
+    from sklearn.linear_model import LogisticRegression
+
+    def counts(rows):
+        ids = [hashed_char_ids(t, buckets) for t in rows]
+        indptr = np.cumsum([0] + [len(i) for i in ids])
+        m = scipy.sparse.csr_matrix((np.ones(indptr[-1]), np.concatenate(ids), indptr), shape=(len(rows), buckets))
+        m.sum_duplicates()
+        return m
+
+    x = {s: counts(t) for s, t in texts.items()}
+    r = nb_ratios((x["train"] > 0).astype(float), labels)
+    r[np.asarray(x["train"].sum(0)).ravel() == 0] = 0.0  # buckets no training text reached
+    scaled = {s: m.multiply(r).tocsr() for s, m in x.items()}
+    lr = LogisticRegression(C=0.1, max_iter=3000).fit(scaled["train"], labels)
+    return {s: lr.decision_function(m) for s, m in scaled.items()}
 
 
 def run_views(run_dir, data):
@@ -97,10 +139,12 @@ def main(argv=None):
     single = {n: {s: round(float(((v[s] > 0) == np.asarray(getattr(data, s).labels)).mean()), 4) for s in ("val", "test")}
               for n, v in logits.items()}
     words, chars = "word 1-2-gram MNB", "char 2-5-gram NB-LR"
-    stacks = [(words, chars)]
+    hashed = "char 2-5-gram NB-LR, hashed code points"
+    stacks = [(words, chars), (words, hashed)]
     if args.run:
         stacks += [("tfllm encoder", "tfllm wide path"), ("tfllm encoder", "tfllm wide path", chars),
-                   ("tfllm encoder", "tfllm wide path", words, chars), ("tfllm encoder", words, chars)]
+                   ("tfllm encoder", "tfllm wide path", words, chars), ("tfllm encoder", words, chars),
+                   ("tfllm encoder", "tfllm wide path", hashed), ("tfllm encoder", "tfllm wide path", words, hashed)]
     result = {
         "data": "rotten_tomatoes (the file's split; test scored once per stack)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
