@@ -121,16 +121,16 @@ def check_preset_head_settings(config, backbone_cls):
                              f"model, so {', '.join(given)} would be ignored; leave them out.")
 
 
-def classifier_from_preset(handle, preset, num_classes):
+def classifier_from_preset(handle, preset, num_classes, keep_head=False):
     """A classifier task starting from a preset's backbone and tokenizer: its head is new, or, with
-    `preset["epochs"]` 0, the preset's own trained one (`check_kept_head`)."""
+    `keep_head` (--epochs 0), the preset's own trained one (`check_kept_head`)."""
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
     backbone_cls = preset_backbone_class(handle)
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
-        if not preset["epochs"]:  # KerasHub loads the task's own head when num_classes is not given
+        if keep_head:  # KerasHub loads the task's own head when num_classes is not given
             head = {} if backbone_cls is EncoderBackbone else {"activation": "softmax"}
             return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head)
         if backbone_cls is EncoderBackbone:
@@ -385,7 +385,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             tokenizer = _start_member_run(run_dir, config, preset, resume, data.label_names, tokenizer)
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
-                model = classifier_from_preset(config.from_preset, preset, data.num_classes)
+                model = classifier_from_preset(config.from_preset, preset, data.num_classes,
+                                               keep_head=not preset["epochs"])
             else:
                 model = own_classifier(preset, tokenizer, data.num_classes)
                 if preset.get("word_vectors") and not resume:  # a resumed run restores its weights
