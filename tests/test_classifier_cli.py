@@ -149,8 +149,8 @@ def test_a_rare_class_is_reported_and_balance_classes_weighs_it_in_training_and_
     rng = np.random.default_rng(0)
     labels = (rng.random(400) < 0.1).astype(int)
     logits = (labels * 2.0 - 1.0 + rng.normal(0, 2, 400))[:, None]
-    plain = _fit_blend(logits, logits, labels)
-    weighed = _fit_blend(logits, logits, labels, class_weight=balanced_class_weight(labels, 2))
+    plain = _fit_blend([logits, logits], labels)
+    weighed = _fit_blend([logits, logits], labels, class_weight=balanced_class_weight(labels, 2))
     assert weighed[2][0] > plain[2][0] + 1
 
     data = tmp_path / "reviews.csv"

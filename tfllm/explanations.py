@@ -227,7 +227,9 @@ class Explainer:
                 x = x[0]
         x = {k: np.asarray(v) for k, v in x.items()}
         n = int(np.asarray(x["padding_mask"]).astype(bool)[0].sum())
-        x = {k: v[:, :n] for k, v in x.items()}
+        # A character view's code points stay whole: explanations hold that view fixed (its share is in the
+        # baseline), and attribute to the token paths.
+        x = {k: v if k == "code_points" else v[:, :n] for k, v in x.items()}
         if self.generator and set(x) == {"token_ids", "padding_mask"}:
             x = self._prompt_tail(x, text)
         ids = x["token_ids"][0].astype(int)
@@ -414,6 +416,9 @@ class Explainer:
         width = max(1, int(lengths.max()))
         batch = {}
         for k, v in x.items():
+            if k == "code_points":  # held fixed, as in `encode`
+                batch[k] = np.repeat(v, len(keep_rows), axis=0)
+                continue
             fill = self.pad_id if k == "token_ids" else 0
             out = np.full((len(keep_rows), width), fill, dtype=v.dtype)
             for j, keep in enumerate(keep_rows):

@@ -205,7 +205,8 @@ def load(run_dir):
         if (task.get("class_name") != "TextClassifier" or backbone.get("class_name") != "EncoderBackbone"
                 or tokenizer.get("class_name") != "WordPieceTokenizer" or dtypes != {"float32"}
                 or tokenizer["config"].get("strip_accents") or not tokenizer["config"].get("split", True)
-                or preprocessor.get("class_name") != "TextClassifierPreprocessor"):
+                or preprocessor.get("class_name") != "TextClassifierPreprocessor"
+                or task["config"].get("char_ngram_buckets")):  # a character view: TensorFlow's path computes it
             return None
         with open(os.path.join(run_dir, "assets", "tokenizer", "vocabulary.txt"), encoding="utf-8") as f:
             vocabulary = f.read().splitlines()

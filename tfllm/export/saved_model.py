@@ -24,7 +24,10 @@ def classifier_archive(model, label_names):
     label: string[None], score: float32[None]}`, and `classify_ids(token_ids:
     int32[None, L])` with the same outputs for clients that tokenize and pack
     themselves (`L` is the preprocessor's `sequence_length`; padding is the
-    tokenizer's pad id).
+    tokenizer's pad id). A model with a character view
+    (`char_ngram_buckets`) also takes `code_points: int32[None, C]` there:
+    the lowercased text's Unicode code points, 0 after its end (`C` is the
+    preprocessor's `char_length`).
     """
     preprocessor = model.preprocessor
     pad_id = preprocessor.tokenizer.pad_token_id
@@ -43,11 +46,17 @@ def classifier_archive(model, label_names):
             "score": tf.reduce_max(probabilities, axis=-1),
         }
 
-    def from_ids(token_ids):
+    def from_ids(token_ids, code_points=None):
         inputs = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, pad_id)}
         if "segment_ids" in model.input:  # BERT-style backbones: one segment
             inputs["segment_ids"] = tf.zeros_like(token_ids)
+        if code_points is not None:
+            inputs["code_points"] = code_points
         return outputs(inputs)
+
+    ids_signature = [tf.TensorSpec([None, preprocessor.sequence_length], tf.int32, name="token_ids")]
+    if "code_points" in model.input:
+        ids_signature.append(tf.TensorSpec([None, preprocessor.char_length], tf.int32, name="code_points"))
 
     archive.add_endpoint(
         SERVING_SIGNATURE,
@@ -57,7 +66,7 @@ def classifier_archive(model, label_names):
     archive.add_endpoint(
         IDS_SIGNATURE,
         from_ids,
-        input_signature=[tf.TensorSpec([None, preprocessor.sequence_length], tf.int32, name="token_ids")],
+        input_signature=ids_signature,
     )
     return archive
 

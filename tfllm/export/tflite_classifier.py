@@ -24,8 +24,9 @@ The export folder holds:
 Known tokenization difference of `model_text.tflite`: TF Text's TFLite
 normalizer can lowercase only together with stripping accents, while the
 Keras tokenizer lowercases and keeps them, so texts with accented letters
-("café"), "…" or zero-width spaces may get different ids. `parity.json`
-counts how many test texts that touches (about 2% of Rotten Tomatoes, most
+("café"), "…" or zero-width spaces may get different ids (and, with a
+character view, different code points: TF Text's `Utf8Binarize` kernel reads
+them from the normalized text). `parity.json` counts how many test texts that touches (about 2% of Rotten Tomatoes, most
 of them Portuguese or Spanish reviews); the id model has no such difference.
 
 Every file is written into a temporary folder that is renamed into place at
@@ -92,6 +93,7 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
     """
     import keras
     import tensorflow as tf
+    import tensorflow_text as tf_text
 
     from tfllm.models.text_classifier import class_probabilities
 
@@ -103,15 +105,21 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
 
-    def classify_ids(token_ids):
+    chars = model.preprocessor.char_length if "code_points" in model.input else None
+
+    def classify_ids(token_ids, code_points=None):
         inputs = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, pad)}
         if "segment_ids" in model.input:  # BERT-style backbones: one segment
             inputs["segment_ids"] = tf.zeros_like(token_ids)
+        if code_points is not None:
+            inputs["code_points"] = code_points
         return {"probabilities": class_probabilities(model, inputs)}
 
     if not text_input:
-        spec = tf.TensorSpec([None, length], tf.int32, name="token_ids")
-        archive.add_endpoint(SIGNATURE, classify_ids, input_signature=[spec])
+        specs = [tf.TensorSpec([None, length], tf.int32, name="token_ids")]
+        if chars:
+            specs.append(tf.TensorSpec([None, chars], tf.int32, name="code_points"))
+        archive.add_endpoint(SIGNATURE, classify_ids, input_signature=specs)
     else:
         ops = text_tokenizer_ops(tokenizer)
         if ops is None:
@@ -123,12 +131,19 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
         def classify_text(text):
             # Packed like the Keras preprocessor: [start] tokens (truncated) [end], then padding;
             # dense ops only, so the converter keeps to builtins.
-            pieces = wordpiece.tokenize(normalizer.normalize(text)).to_tensor(default_value=pad, shape=[None, length - 2])
+            normalized = normalizer.normalize(text)
+            pieces = wordpiece.tokenize(normalized).to_tensor(default_value=pad, shape=[None, length - 2])
             lengths = tf.reduce_sum(tf.cast(tf.not_equal(pieces, pad), tf.int32), axis=1, keepdims=True)
             padded = tf.pad(pieces, [[0, 0], [1, 1]], constant_values=pad)
             positions = tf.range(length)[None, :]
             token_ids = tf.where(positions == 0, start, tf.where(positions == lengths + 1, end, padded))
-            return {**classify_ids(token_ids), "token_ids": token_ids}
+            if not chars:
+                return {**classify_ids(token_ids), "token_ids": token_ids}
+            # The character view's code points: TF Text's Utf8Binarize (a TFLite kernel) gives each one's
+            # 24 bits, least significant first, 0 after the text's end.
+            bits = tf.reshape(tf_text.utf8_binarize(normalized, word_length=chars, bits_per_char=24), [-1, chars, 24])
+            code_points = tf.cast(tf.reduce_sum(bits * 2.0 ** tf.range(24, dtype=tf.float32), axis=-1), tf.int32)
+            return {**classify_ids(token_ids, code_points), "token_ids": token_ids, "code_points": code_points}
 
         archive.add_endpoint(SIGNATURE, classify_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     archive.write_out(directory, verbose=False)
@@ -148,13 +163,14 @@ def _agreement(labels, keras_probabilities, probabilities):
     return {"accuracy": accuracy, "accuracy_change_points": 100 * (accuracy - _accuracy(labels, keras_probabilities))}
 
 
-def classifier_parity(directory, keras_probabilities, token_ids, texts, labels=None):
+def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=None):
     """Sizes and agreement of the `.tflite` files in `directory` with the Keras model's probabilities
-    (and accuracies, given the texts' `labels`)."""
+    (and accuracies, given the texts' `labels`); `ids_inputs` are the id model's inputs for `texts`
+    (`token_ids`, and `code_points` for a character view)."""
     report = {"num_examples": len(texts)}
     if labels is not None:
         report["keras_accuracy"] = _accuracy(labels, keras_probabilities)
-    ids_out = run_signature(load_interpreter(os.path.join(directory, IDS_FILE)), token_ids=token_ids)["probabilities"]
+    ids_out = run_signature(load_interpreter(os.path.join(directory, IDS_FILE)), **ids_inputs)["probabilities"]
     report[IDS_FILE] = {
         "bytes": os.path.getsize(os.path.join(directory, IDS_FILE)),
         "max_abs_probability_difference": float(np.abs(ids_out - keras_probabilities).max()),
@@ -162,7 +178,8 @@ def classifier_parity(directory, keras_probabilities, token_ids, texts, labels=N
     }
     if os.path.exists(os.path.join(directory, TEXT_FILE)):
         out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE)), text=np.array(texts, dtype=object))
-        same_ids = (out["token_ids"] == token_ids).all(axis=-1)
+        # Read alike: the same token ids (and the same code points, for a character view).
+        same_ids = np.logical_and.reduce([(out[k] == v).all(axis=-1) for k, v in ids_inputs.items()])
         report[TEXT_FILE] = {
             "bytes": os.path.getsize(os.path.join(directory, TEXT_FILE)),
             "max_abs_probability_difference": float(np.abs(out["probabilities"] - keras_probabilities).max()),
@@ -176,9 +193,18 @@ def classifier_parity(directory, keras_probabilities, token_ids, texts, labels=N
     return report
 
 
+def id_model_inputs(model, texts):
+    """`model.tflite`'s inputs for `texts`, as the Keras preprocessor makes them: `token_ids`, and the
+    character view's `code_points` where the model has one."""
+    from tfllm import data as data_lib
+
+    batches = list(data_lib.text_batches(texts, model.preprocessor))
+    return {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in ("token_ids", "code_points")
+            if k in model.input}
+
+
 def export_classifier_files(run_dir, config, directory, quantize):
     """Writes a classifier's TFLite files, assets and `parity.json` into `directory`; returns the parity dict."""
-    from tfllm import data as data_lib
     from tfllm.models.text_classifier import predict_probabilities
 
     model, label_names = runs.load_task(run_dir, dtype="float32"), runs.read_labels(run_dir)
@@ -206,9 +232,9 @@ def export_classifier_files(run_dir, config, directory, quantize):
                 f"--quantize int8 needs at least {MIN_CALIBRATION_EXAMPLES} training examples to calibrate on; "
                 f"{run_dir!r} has {len(splits.train)}. Use --quantize dynamic or float16, or train on more data."
             )
-        calibration_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(texts, model.preprocessor)])
+        calibration = id_model_inputs(model, texts)
         representative = {
-            "ids": lambda: ([calibration_ids[i:i + 1]] for i in range(len(texts))),
+            "ids": lambda: ({k: v[i:i + 1] for k, v in calibration.items()} for i in range(len(texts))),
             "text": lambda: ([np.array([t.encode("utf-8")])] for t in texts),
         }
 
@@ -242,7 +268,9 @@ def export_classifier_files(run_dir, config, directory, quantize):
             "special_token_ids": {"pad": pad, "start": start, "end": end},
             "signature": SIGNATURE,
             IDS_FILE: {
-                "inputs": {"token_ids": f"int32[batch, {length}]: [start] tokens [end], then pad ids"},
+                "inputs": {"token_ids": f"int32[batch, {length}]: [start] tokens [end], then pad ids",
+                           **({"code_points": f"int32[batch, {model.preprocessor.char_length}]: the lowercased "
+                               "text's Unicode code points, then 0"} if "code_points" in model.input else {})},
                 "outputs": {"probabilities": f"float32[batch, {len(label_names)}]"},
             },
             **(
@@ -252,8 +280,11 @@ def export_classifier_files(run_dir, config, directory, quantize):
                         "outputs": {
                             "probabilities": f"float32[batch, {len(label_names)}]",
                             "token_ids": f"int32[batch, {length}]",
+                            **({"code_points": f"int32[batch, {model.preprocessor.char_length}]"}
+                               if "code_points" in model.input else {}),
                         },
-                        "custom_ops": "TF Text: FastBertNormalize, FastWordpieceTokenizeWithOffsets, RaggedTensorToTensor",
+                        "custom_ops": "TF Text: FastBertNormalize, FastWordpieceTokenizeWithOffsets, RaggedTensorToTensor"
+                                      + (", Utf8Binarize" if "code_points" in model.input else ""),
                     }
                 }
                 if has_text_model
@@ -269,10 +300,9 @@ def export_classifier_files(run_dir, config, directory, quantize):
     else:  # agreement with the Keras model only: these texts have no labels
         texts, labels = vocabulary_sources(tokenizer, PARITY_TEXTS), None
         origin = {"texts": f"of the run's vocabulary (its data, {config.data!r}, cannot be read)"}
-    token_ids = np.concatenate([b["token_ids"] for b in data_lib.text_batches(texts, model.preprocessor)])
     parity = {
         "quantize": quantize,
         **origin,
-        **classifier_parity(directory, predict_probabilities(model, texts), token_ids, texts, labels),
+        **classifier_parity(directory, predict_probabilities(model, texts), id_model_inputs(model, texts), texts, labels),
     }
     return parity

@@ -68,14 +68,14 @@ def convert_saved_model(saved_model_dir, signature_keys, quantize, representativ
 
 
 def run_signature(interpreter, batch_size=64, **inputs):
-    """Runs the one signature of `interpreter` over inputs in batches; dict of stacked numpy outputs."""
-    (name, values), = inputs.items()
-    if name == "token_ids" and (np.asarray(values) < 0).any():  # TFLite's gather would read out of bounds
+    """Runs the one signature of `interpreter` over inputs (each with one row per example) in batches;
+    dict of stacked numpy outputs."""
+    if "token_ids" in inputs and (np.asarray(inputs["token_ids"]) < 0).any():  # TFLite's gather would read out of bounds
         raise UserInputError("token_ids must not be negative; pad with the tokenizer's pad id.")
     runner = interpreter.get_signature_runner(SIGNATURE)
     outputs = {}
-    for start in range(0, len(values), batch_size):
-        for key, value in runner(**{name: values[start:start + batch_size]}).items():
+    for start in range(0, len(next(iter(inputs.values()))), batch_size):
+        for key, value in runner(**{name: values[start:start + batch_size] for name, values in inputs.items()}).items():
             outputs.setdefault(key, []).append(np.array(value))
     return {key: np.concatenate(parts) for key, parts in outputs.items()}
 

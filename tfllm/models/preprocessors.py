@@ -24,12 +24,28 @@ def _drop_segment_ids(outputs):
     return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
 
+def code_points(texts, length):
+    """`int32[batch, length]` Unicode code points of lowercased strings, cut or padded with 0.
+
+    Bytes that are not UTF-8 become U+FFFD, as the tokenizer reads them.
+    """
+    import tensorflow as tf
+
+    texts = tf.convert_to_tensor(texts)
+    batch = tf.reshape(texts, [-1])
+    points = tf.strings.unicode_decode(tf.strings.lower(batch, encoding="utf-8"), "UTF-8", errors="replace")
+    points = points.to_tensor(default_value=0, shape=[None, length])
+    return points[0] if texts.shape.rank == 0 else points
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class TextClassifierPreprocessor(keras_hub.models.TextClassifierPreprocessor):
     """Strings -> `{"token_ids", "padding_mask"}`: `[start] tokens... [end]`, padded to `sequence_length`.
 
     KerasHub's `TextClassifierPreprocessor` without `segment_ids` (tfllm's
-    encoder has no segment embedding).
+    encoder has no segment embedding). With `char_length`, also `"code_points"`:
+    the lowercased text's first `char_length` code points (0 after its end),
+    which a classifier's character view reads (`TextClassifier(char_ngram_buckets=...)`).
 
     Example:
     >>> preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=16)
@@ -39,8 +55,24 @@ class TextClassifierPreprocessor(keras_hub.models.TextClassifierPreprocessor):
     backbone_cls = EncoderBackbone
     tokenizer_cls = EncoderTokenizer
 
+    def __init__(self, tokenizer, sequence_length=512, char_length=None, **kwargs):
+        super().__init__(tokenizer, sequence_length=sequence_length, **kwargs)
+        self.char_length = char_length
+
     def call(self, x, y=None, sample_weight=None):
-        return _drop_segment_ids(super().call(x, y, sample_weight))
+        outputs = _drop_segment_ids(super().call(x, y, sample_weight))
+        if not self.char_length:
+            return outputs
+        inputs, y, sample_weight = keras.utils.unpack_x_y_sample_weight(outputs)
+        texts = x[0] if isinstance(x, tuple) else x
+        inputs = {**inputs, "code_points": code_points(texts, self.char_length)}
+        return keras.utils.pack_x_y_sample_weight(inputs, y, sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.char_length:  # only then: a run saved before it stays loadable by older tfllm
+            config["char_length"] = self.char_length
+        return config
 
 
 @keras.saving.register_keras_serializable(package="tfllm")

@@ -296,6 +296,7 @@ OPTIONAL_SETTINGS = {
                  "lazy_adam",  # AdamW on the embedding rows a batch used (tfllm.training.optimizers)
                  "vector_context_power", "vector_norm",
                  "self_training_teachers", "self_training_rounds",
+                 "char_ngram_buckets", "char_length",  # the character view (tfllm.models.text_classifier)
                  "balance_classes"},  # class_weight "balanced" in fit and in the blend's fit (tfllm.training.classifier)
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
@@ -310,14 +311,15 @@ OPTIONAL_SETTINGS = {
 # values tell the kinds of the rest).
 OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bucket_by_length", "word_vectors",
                      "group_sources", "balance_classes"}
-OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.1}
+OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.1, "char_ngram_buckets": 262139,
+                    "char_length": 320}
 
 
 # Ranges, checked with the kinds: a dropout of 1.5 or a width of 0 would otherwise fail deep inside Keras.
 # Every number is at least 0; these are at least 1, fractions below 1, or above 0.
 AT_LEAST_ONE = {"batch_size", "epochs", "steps", "hidden_dim", "intermediate_dim", "num_heads", "sequence_length",
                 "encoder_sequence_length", "decoder_sequence_length", "vocabulary_size", "eval_interval",
-                "eval_windows", "steps_per_execution", "window", "vector_window"}
+                "eval_windows", "steps_per_execution", "window", "vector_window", "char_length"}
 FRACTIONS = {"dropout", "embedding_dropout", "label_smoothing", "mask_selection_rate", "warmup_fraction",
              "ema_momentum", "beta_1", "beta_2"}
 POSITIVE = {"learning_rate", "global_clipnorm", "ema_epochs"}

