@@ -364,6 +364,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         validation accuracy of 0.1 / 0.3 / 1 / 3 on rotten_tomatoes) on each training text's n-gram
         counts, each count scaled by its n-gram's naive-Bayes log-count ratio where there are two
         classes (NBSVM's features, Wang & Manning 2012). Its intercept is left to the blend."""
+        # Here, not at the top: scikit-learn takes ~1 s to import, and only this fit needs it.
         import scipy.sparse
         from sklearn.linear_model import LogisticRegression
 

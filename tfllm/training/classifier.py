@@ -51,7 +51,12 @@ def classifier_preset(config):
             except ValueError:  # no classifier preprocessor: `check_kept_head` says so
                 pass
         return {**preset, "epochs": 0}
-    return common.resolve_recipe("classify", config)
+    preset = common.resolve_recipe("classify", config)
+    if preset.get("char_ngram_buckets") and not preset.get("wide_bigram_buckets"):
+        raise UserInputError(f"--set char_ngram_buckets={preset['char_ngram_buckets']} adds a character view beside "
+                             "the naive-Bayes wide path, and this recipe has none: add --set wide_bigram_buckets=N "
+                             "(the default recipe has both), or leave it out.")
+    return preset
 
 
 def own_classifier(preset, tokenizer, num_classes):

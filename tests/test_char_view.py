@@ -1,0 +1,134 @@
+"""The classifier's character view (`--set char_ngram_buckets=N`): the n-grams it hashes are
+scikit-learn's `char_wb` n-grams; a run with it trains, reloads through KerasHub, explains, and
+exports to a SavedModel and to TFLite that compute what Keras computes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import main_in_process
+
+BUCKETS = 1009  # prime, as the recipe's 262,139: the hash is reduced modulo it at every step
+
+
+def reference_ids(text, buckets):
+    """scikit-learn's character n-grams of each word, with a space either side (2 to 5 long), hashed by the
+    formula the model documents: h = n, then h = (h * 4093 + code point) % buckets for each character."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    grams = CountVectorizer(analyzer="char_wb", ngram_range=(2, 5)).build_analyzer()(text)
+    ids = []
+    for gram in grams:
+        h = len(gram)
+        for ch in gram:
+            h = (h * 4093 + ord(ch)) % buckets
+        ids.append(h)
+    return sorted(ids)
+
+
+def test_the_hashed_n_grams_are_scikit_learns_character_n_grams_of_words():
+    from tfllm.models.preprocessors import code_points
+    from tfllm.models.text_classifier import char_ngram_ids
+
+    texts = ["A fine film, NOT dull.", "x", "  two  spaces\tand a tab\nand a line ", "", "it's a-ok!!"]
+    points = np.asarray(code_points(texts, 64))
+    ids, mask = (np.asarray(a) for a in char_ngram_ids(points, BUCKETS))
+    for text, row, row_mask in zip(texts, ids, mask):
+        assert sorted(row[row_mask].tolist()) == reference_ids(text, BUCKETS), text
+    # Cut at the preprocessor's length: a longer text reads as its first `length` code points.
+    cut = np.asarray(code_points(["abcdef ghij"], 6))
+    ids, mask = (np.asarray(a) for a in char_ngram_ids(cut, BUCKETS))
+    assert sorted(ids[0][mask[0]].tolist()) == reference_ids("abcdef", BUCKETS)
+
+
+def test_a_char_view_needs_the_wide_path(tmp_path, capsys):
+    result = main_in_process(capsys, "train", "--task", "classify", "--data", "rotten_tomatoes", "--preset", "finetune",
+                             "--set", "char_ngram_buckets=1009", "--run-dir", tmp_path / "run")
+    assert result.returncode == 2 and "add --set wide_bigram_buckets=N" in result.stderr
+    assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def char_run(tmp_path_factory):
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path_factory.mktemp("runs") / "chars")
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, run_dir=run_dir,
+                                 overrides={"char_ngram_buckets": BUCKETS}), verbose=0)
+    return run_dir
+
+
+TEXTS = ["A wonderful, moving film!", "dull and far too long...", "I didn't like it (at all)", "unwatchably smug"]
+
+
+@pytest.mark.slow
+def test_a_char_view_run_is_fitted_blended_in_and_loads_through_keras_hub(char_run):
+    import keras_hub
+
+    from tfllm import runs
+    from tfllm.models.text_classifier import predict_probabilities
+
+    model = runs.load_task(char_run)
+    table = model.get_layer("char_ngrams").get_weights()[0]
+    assert table.shape == (BUCKETS, 1) and np.count_nonzero(table) > BUCKETS // 4  # fitted after training
+    assert model.get_layer("blend").char_scale.numpy() != 0  # and blended in
+    assert json.load(open(os.path.join(char_run, "preprocessor.json")))["config"]["char_length"] > 0
+    probabilities = predict_probabilities(model, TEXTS)
+    # The view changes what the model says: with its table zeroed, other probabilities.
+    model.get_layer("char_ngrams").set_weights([np.zeros_like(table)])
+    assert np.abs(predict_probabilities(model, TEXTS) - probabilities).max() > 1e-3
+    hub = keras_hub.models.TextClassifier.from_preset(char_run)
+    np.testing.assert_allclose(predict_probabilities(hub, TEXTS), probabilities, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_explanations_hold_the_char_view_fixed_and_stay_complete(char_run):
+    from tfllm import runs
+    from tfllm.explanations import explain
+    from tfllm.models.text_classifier import predict_probabilities
+
+    model = runs.load_task(char_run)
+    label_names = runs.read_labels(char_run)
+    # Its code points stay whole (they were cut to the token count, and the score was another text's).
+    expected = predict_probabilities(model, [TEXTS[2]])[0]
+    for method in ("integrated_gradients", "occlusion"):
+        e = explain(model, TEXTS[2], method=method, label_names=label_names)
+        assert e.probabilities[e.label] == pytest.approx(float(expected[label_names.index(e.label)]), abs=1e-5)
+    c = explain(model, TEXTS[2], label_names=label_names, steps=64).completeness
+    assert abs(c["difference"]) > 1e-3 and c["error"] < 0.01 * abs(c["difference"]) + 2e-4, c
+
+
+@pytest.mark.slow
+def test_a_char_view_run_exports_saved_model_and_tflite_computing_what_keras_does(char_run, tmp_path, capsys):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops, for the SavedModel)
+
+    from tfllm import runs
+    from tfllm.export.tflite_runtime import load_interpreter, run_signature
+    from tfllm.models.text_classifier import predict_probabilities
+
+    model = runs.load_task(char_run, dtype="float32")
+    expected = predict_probabilities(model, TEXTS)
+    inputs = model.preprocessor(TEXTS)
+    assert main_in_process(capsys, "export", char_run, "--name", "chars", "--base-dir", tmp_path / "sm").returncode == 0
+    saved = tf.saved_model.load(str(tmp_path / "sm" / "chars" / "1"))
+    np.testing.assert_allclose(saved.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"],
+                               expected, atol=1e-5)
+    by_ids = saved.signatures["classify_ids"](token_ids=inputs["token_ids"], code_points=inputs["code_points"])
+    np.testing.assert_allclose(by_ids["probabilities"], expected, atol=1e-5)
+
+    out = tmp_path / "tflite"
+    assert main_in_process(capsys, "export", char_run, "--name", "chars", "--format", "tflite",
+                           "--out", out).returncode == 0
+    ids_out = run_signature(load_interpreter(str(out / "model.tflite")),
+                            token_ids=np.asarray(inputs["token_ids"]), code_points=np.asarray(inputs["code_points"]))
+    np.testing.assert_allclose(ids_out["probabilities"], expected, atol=1e-5)
+    text_out = run_signature(load_interpreter(str(out / "model_text.tflite")), text=np.array(TEXTS, dtype=object))
+    np.testing.assert_array_equal(text_out["code_points"], inputs["code_points"])  # ASCII texts: read alike
+    np.testing.assert_allclose(text_out["probabilities"], expected, atol=1e-5)
+    metadata = json.load(open(out / "metadata.json"))
+    assert "code_points" in metadata["model.tflite"]["inputs"]
+    assert json.load(open(out / "parity.json"))["model.tflite"]["max_abs_probability_difference"] < 1e-5
