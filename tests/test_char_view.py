@@ -1,6 +1,6 @@
 """The classifier's character view (`--set char_ngram_buckets=N`): the n-grams it hashes are
-scikit-learn's `char_wb` n-grams; a run with it trains, reloads through KerasHub, explains, and
-exports to a SavedModel and to TFLite that compute what Keras computes."""
+scikit-learn's `char_wb` n-grams; a run with it trains, reloads through KerasHub, explains, predicts
+in NumPy, and exports to a SavedModel and to TFLite that compute what Keras computes."""
 
 import json
 import os
@@ -51,14 +51,13 @@ def test_a_char_view_needs_the_wide_path(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def char_run(tmp_path_factory):
-    from tfllm.config import TrainConfig
-    from tfllm.training.classifier import train_classifier
+def char_run(tiny_classifier_run):
+    """The session's tiny classifier: the `tiny` recipe has a character view of 1,009 buckets, as
+    `default` has one of 262,139."""
+    from tfllm import runs
 
-    run_dir = str(tmp_path_factory.mktemp("runs") / "chars")
-    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, run_dir=run_dir,
-                                 overrides={"char_ngram_buckets": BUCKETS}), verbose=0)
-    return run_dir
+    assert runs.read_recipe(tiny_classifier_run)["char_ngram_buckets"] == BUCKETS
+    return tiny_classifier_run
 
 
 TEXTS = ["A wonderful, moving film!", "dull and far too long...", "I didn't like it (at all)", "unwatchably smug"]
@@ -82,6 +81,17 @@ def test_a_char_view_run_is_fitted_blended_in_and_loads_through_keras_hub(char_r
     assert np.abs(predict_probabilities(model, TEXTS) - probabilities).max() > 1e-3
     hub = keras_hub.models.TextClassifier.from_preset(char_run)
     np.testing.assert_allclose(predict_probabilities(hub, TEXTS), probabilities, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_numpy_path_computes_the_char_view_as_keras_does(char_run):
+    from tfllm import fast_classification, runs
+    from tfllm.models.text_classifier import predict_probabilities
+
+    fast = fast_classification.load(char_run)
+    texts = TEXTS + ["", "x\ty  z", "a" * 400 + " cut after the preprocessor's char_length"]
+    np.testing.assert_allclose(fast.predict(texts), predict_probabilities(runs.load_task(char_run), texts), atol=1e-5)
+    assert fast.predict(["un café"]) is None  # not ASCII: Python's lowercasing may differ; TensorFlow's path answers
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ alone, as `tfllm.fast_generation` does for generation: it reads the run's
 configs, WordPiece vocabulary and weights files (`h5py`) and computes the
 probabilities of tfllm's own `TextClassifier` over an `EncoderBackbone`
 (KerasHub's post-norm `TransformerEncoder` blocks, masked mean pooling, the
-hashed-bigram bag, the naive-Bayes wide path and its blend), equal to the
+hashed-bigram bag, the naive-Bayes wide path, the character view and their blend), equal to the
 Keras model's up to float round-off.
 
 It serves what it fully supports: that model in float32, with tfllm's
@@ -110,6 +110,7 @@ class NumpyTextClassifier:
         self.vocabulary_size = config["vocabulary_size"]
         self.bigram_buckets = task_config.get("bigram_buckets")
         self.wide_bigram_buckets = task_config.get("wide_bigram_buckets")
+        self.char_ngram_buckets = task_config.get("char_ngram_buckets")
 
     def _bigrams(self, ids, buckets):
         # As the model: (previous * V + id) with int32 wrap-around, then a floor-mod; the first token has none.
@@ -117,7 +118,24 @@ class NumpyTextClassifier:
         x = (x + 2**31) % 2**32 - 2**31
         return np.mod(x, buckets)
 
-    def probabilities(self, ids):
+    def _char_ngrams(self, code_points, orders=(2, 3, 4, 5), space=32):
+        # As `tfllm.models.text_classifier.char_ngram_ids`: a space before the text (and after it, as
+        # the padding reads), windows with no space inside and not all spaces, h = (h * 4093 + c) % buckets.
+        c = np.array([space, *code_points], np.int64)
+        c[(c == 0) | ((c >= 9) & (c <= 13))] = space
+        ids = []
+        for n in orders:
+            padded = np.concatenate([c, np.full(n - 1, space)])
+            window = np.stack([padded[k:k + len(c)] for k in range(n)])
+            h = np.full(len(c), n, np.int64)
+            for x in window:
+                h = (h * 4093 + x) % self.char_ngram_buckets
+            spaces = window == space
+            keep = ~spaces.all(0) & ~spaces[1:-1].any(0)
+            ids.append(h[keep])
+        return np.concatenate(ids)
+
+    def probabilities(self, ids, code_points=None):
         b, h = self.backbone, self.head
         x = b["token_embedding"][0][ids] + b["position_embedding"][0][: len(ids)]
         for block in b["blocks"]:
@@ -143,8 +161,10 @@ class NumpyTextClassifier:
         if self.wide_bigram_buckets:
             table = h["wide_ngrams"][0]
             ngrams = np.concatenate([ids, self._bigrams(ids, self.wide_bigram_buckets) + self.vocabulary_size])
-            encoder_scale, wide_scale, blend_bias = h["blend"]
+            encoder_scale, wide_scale, blend_bias, *char_scale = h["blend"]
             logits = encoder_scale * logits + wide_scale * table[ngrams].sum(0) + blend_bias
+            if self.char_ngram_buckets:
+                logits = logits + char_scale[0] * h["char_ngrams"][0][self._char_ngrams(code_points)].sum(0)
         if logits.shape[-1] == 1:
             fresh = 1 / (1 + np.exp(-logits[0]))
             return np.array([1 - fresh, fresh], np.float32)
@@ -159,17 +179,20 @@ def tokenizes_like_tensorflow(text):
 
 
 class FastClassifier:
-    def __init__(self, tokenizer, model, sequence_length, label_names):
+    def __init__(self, tokenizer, model, sequence_length, label_names, char_length=None):
         self.tokenizer, self.model = tokenizer, model
-        self.sequence_length = sequence_length
+        self.sequence_length, self.char_length = sequence_length, char_length
         self.label_names = label_names
 
     def predict(self, texts):
         """`[n, num_classes]` probabilities of a list of strings; None if one of them holds a character
-        this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path)."""
-        if not all(map(tokenizes_like_tensorflow, texts)):
+        this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path;
+        with a character view, any non-ASCII character: Python's and ICU's lowercasing can differ)."""
+        if not all(map(tokenizes_like_tensorflow, texts)) or self.char_length and not all(t.isascii() for t in texts):
             return None
-        return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length)) for t in texts])
+        return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length),
+                                                  [ord(c) for c in t.lower()[:self.char_length or 0]])
+                         for t in texts])
 
 
 def _read_backbone(path, num_layers):
@@ -205,8 +228,7 @@ def load(run_dir):
         if (task.get("class_name") != "TextClassifier" or backbone.get("class_name") != "EncoderBackbone"
                 or tokenizer.get("class_name") != "WordPieceTokenizer" or dtypes != {"float32"}
                 or tokenizer["config"].get("strip_accents") or not tokenizer["config"].get("split", True)
-                or preprocessor.get("class_name") != "TextClassifierPreprocessor"
-                or task["config"].get("char_ngram_buckets")):  # a character view: TensorFlow's path computes it
+                or preprocessor.get("class_name") != "TextClassifierPreprocessor"):
             return None
         with open(os.path.join(run_dir, "assets", "tokenizer", "vocabulary.txt"), encoding="utf-8") as f:
             vocabulary = f.read().splitlines()
@@ -214,13 +236,15 @@ def load(run_dir):
             return None
         weights = _read_backbone(os.path.join(run_dir, "model.weights.h5"), config["num_layers"])
         with named_vars(os.path.join(run_dir, "task.weights.h5")) as by_name:
-            head = {name: by_name(name) for name in ("bigram_embedding", "logits", "wide_ngrams", "blend", "probabilities")}
+            head = {name: by_name(name) for name in ("bigram_embedding", "logits", "wide_ngrams", "blend", "probabilities",
+                                                     "char_ngrams")}
         head = {name: arrays for name, arrays in head.items() if arrays}
         if weights is None or "probabilities" not in head and "logits" not in head:
             return None
         word_piece = WordPiece(vocabulary, tokenizer["config"].get("lowercase", True),
                                tokenizer["config"].get("suffix_indicator", "##"), tokenizer["config"].get("oov_token", "[UNK]"))
         model = NumpyTextClassifier(weights, head, config, task["config"])
-        return FastClassifier(word_piece, model, preprocessor["config"]["sequence_length"], runs.read_labels(run_dir))
+        return FastClassifier(word_piece, model, preprocessor["config"]["sequence_length"], runs.read_labels(run_dir),
+                              preprocessor["config"].get("char_length"))
     except (OSError, KeyError, TypeError, ValueError, ImportError):
         return None
