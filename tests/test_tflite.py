@@ -84,7 +84,9 @@ def test_models_lists_and_prunes_tflite_versions(exports, tmp_path, capsys):
     versions = {v["version"]: v for v in model["versions"]}
     assert sorted(versions) == [1, 2, 3, 4] and {v["format"] for v in versions.values()} == {"tflite"}
     ids = versions[1]["signatures"]["serving_default"]
-    assert ids["inputs"] == {"token_ids": {"dtype": "int32", "shape": [None, ids["inputs"]["token_ids"]["shape"][1]]}}
+    # Token ids, and the tiny recipe's character view reads the text's code points.
+    assert ids["inputs"] == {"token_ids": {"dtype": "int32", "shape": [None, ids["inputs"]["token_ids"]["shape"][1]]},
+                             "code_points": {"dtype": "int32", "shape": [None, ids["inputs"]["code_points"]["shape"][1]]}}
     assert ids["outputs"]["probabilities"]["dtype"] == "float32"
     assert "not a TFLite file" in versions[3]["error"] and versions[3]["signatures"] == {}
     assert "error" in versions[4] and versions[4]["signatures"] == {}
@@ -119,9 +121,9 @@ def test_string_model_matches_id_model_and_keras_tokenizer(tiny_classifier_run, 
         tflite.load_interpreter(os.path.join(directory, "model_text.tflite")), text=np.array(texts, dtype=object)
     )
     np.testing.assert_array_equal(text_out["token_ids"], expected_ids)
-    ids_out = tflite.run_signature(
-        tflite.load_interpreter(os.path.join(directory, "model.tflite")), token_ids=expected_ids
-    )
+    np.testing.assert_array_equal(text_out["code_points"], expected["code_points"].numpy())
+    ids_out = tflite.run_signature(tflite.load_interpreter(os.path.join(directory, "model.tflite")),
+                                   token_ids=expected_ids, code_points=expected["code_points"].numpy())
     np.testing.assert_allclose(text_out["probabilities"], ids_out["probabilities"], atol=1e-6)
     np.testing.assert_allclose(ids_out["probabilities"], np.asarray(class_probabilities(model, expected)), atol=1e-5)
 

@@ -120,9 +120,11 @@ class NumpyTextClassifier:
 
     def _char_ngrams(self, code_points, orders=(2, 3, 4, 5), space=32):
         # As `tfllm.models.text_classifier.char_ngram_ids`: a space before the text (and after it, as
-        # the padding reads), windows with no space inside and not all spaces, h = (h * 4093 + c) % buckets.
+        # the padding reads), ASCII and Latin-1 letters lowercased, windows with no space inside and not
+        # all spaces, h = (h * 4093 + c) % buckets.
         c = np.array([space, *code_points], np.int64)
         c[(c == 0) | ((c >= 9) & (c <= 13))] = space
+        c[((c >= 65) & (c <= 90)) | ((c >= 192) & (c <= 222) & (c != 215))] += 32  # A-Z, À-Þ but ×
         ids = []
         for n in orders:
             padded = np.concatenate([c, np.full(n - 1, space)])
@@ -186,12 +188,11 @@ class FastClassifier:
 
     def predict(self, texts):
         """`[n, num_classes]` probabilities of a list of strings; None if one of them holds a character
-        this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path;
-        with a character view, any non-ASCII character: Python's and ICU's lowercasing can differ)."""
-        if not all(map(tokenizes_like_tensorflow, texts)) or self.char_length and not all(t.isascii() for t in texts):
+        this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path)."""
+        if not all(map(tokenizes_like_tensorflow, texts)):
             return None
         return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length),
-                                                  [ord(c) for c in t.lower()[:self.char_length or 0]])
+                                                  [ord(c) for c in t[:self.char_length or 0]])
                          for t in texts])
 
 

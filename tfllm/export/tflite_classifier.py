@@ -24,9 +24,9 @@ The export folder holds:
 Known tokenization difference of `model_text.tflite`: TF Text's TFLite
 normalizer can lowercase only together with stripping accents, while the
 Keras tokenizer lowercases and keeps them, so texts with accented letters
-("café"), "…" or zero-width spaces may get different ids (and, with a
-character view, different code points: TF Text's `Utf8Binarize` kernel reads
-them from the normalized text). `parity.json` counts how many test texts that touches (about 2% of Rotten Tomatoes, most
+("café"), "…" or zero-width spaces may get different ids. (A character
+view's code points are the same: TF Text's `Utf8Binarize` kernel reads them
+from the text as it is.) `parity.json` counts how many test texts that touches (about 2% of Rotten Tomatoes, most
 of them Portuguese or Spanish reviews); the id model has no such difference.
 
 Every file is written into a temporary folder that is renamed into place at
@@ -131,18 +131,18 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
         def classify_text(text):
             # Packed like the Keras preprocessor: [start] tokens (truncated) [end], then padding;
             # dense ops only, so the converter keeps to builtins.
-            normalized = normalizer.normalize(text)
-            pieces = wordpiece.tokenize(normalized).to_tensor(default_value=pad, shape=[None, length - 2])
+            pieces = wordpiece.tokenize(normalizer.normalize(text)).to_tensor(default_value=pad, shape=[None, length - 2])
             lengths = tf.reduce_sum(tf.cast(tf.not_equal(pieces, pad), tf.int32), axis=1, keepdims=True)
             padded = tf.pad(pieces, [[0, 0], [1, 1]], constant_values=pad)
             positions = tf.range(length)[None, :]
             token_ids = tf.where(positions == 0, start, tf.where(positions == lengths + 1, end, padded))
             if not chars:
                 return {**classify_ids(token_ids), "token_ids": token_ids}
-            # The character view's code points: TF Text's Utf8Binarize (a TFLite kernel) gives each one's
-            # 24 bits, least significant first, 0 after the text's end.
-            bits = tf.reshape(tf_text.utf8_binarize(normalized, word_length=chars, bits_per_char=24), [-1, chars, 24])
-            code_points = tf.cast(tf.reduce_sum(bits * 2.0 ** tf.range(24, dtype=tf.float32), axis=-1), tf.int32)
+            # The character view's code points, of the text as it is: TF Text's Utf8Binarize (a TFLite
+            # kernel) gives each one's 24 bits, least significant first, 0 after the text's end.
+            bits = tf.reshape(tf_text.utf8_binarize(text, word_length=chars, bits_per_char=24), [-1, chars, 24])
+            # Summed as integers: float ops here would be quantized by an int8 export.
+            code_points = tf.reduce_sum(tf.cast(bits, tf.int32) * tf.bitwise.left_shift(1, tf.range(24)), axis=-1)
             return {**classify_ids(token_ids, code_points), "token_ids": token_ids, "code_points": code_points}
 
         archive.add_endpoint(SIGNATURE, classify_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -269,8 +269,8 @@ def export_classifier_files(run_dir, config, directory, quantize):
             "signature": SIGNATURE,
             IDS_FILE: {
                 "inputs": {"token_ids": f"int32[batch, {length}]: [start] tokens [end], then pad ids",
-                           **({"code_points": f"int32[batch, {model.preprocessor.char_length}]: the lowercased "
-                               "text's Unicode code points, then 0"} if "code_points" in model.input else {})},
+                           **({"code_points": f"int32[batch, {model.preprocessor.char_length}]: the text's "
+                               "Unicode code points, then 0"} if "code_points" in model.input else {})},
                 "outputs": {"probabilities": f"float32[batch, {len(label_names)}]"},
             },
             **(

@@ -25,15 +25,17 @@ def _drop_segment_ids(outputs):
 
 
 def code_points(texts, length):
-    """`int32[batch, length]` Unicode code points of lowercased strings, cut or padded with 0.
+    """`int32[batch, length]` Unicode code points of strings, cut or padded with 0.
 
-    Bytes that are not UTF-8 become U+FFFD, as the tokenizer reads them.
+    Bytes that are not UTF-8 become U+FFFD, as the tokenizer reads them. Not
+    lowercased here: the character view lowercases with integer ops
+    (`tfllm.models.text_classifier.char_ngram_ids`), so that a phone app or
+    another runtime passes the text's code points as they are.
     """
     import tensorflow as tf
 
     texts = tf.convert_to_tensor(texts)
-    batch = tf.reshape(texts, [-1])
-    points = tf.strings.unicode_decode(tf.strings.lower(batch, encoding="utf-8"), "UTF-8", errors="replace")
+    points = tf.strings.unicode_decode(tf.reshape(texts, [-1]), "UTF-8", errors="replace")
     points = points.to_tensor(default_value=0, shape=[None, length])
     return points[0] if texts.shape.rank == 0 else points
 
@@ -44,7 +46,7 @@ class TextClassifierPreprocessor(keras_hub.models.TextClassifierPreprocessor):
 
     KerasHub's `TextClassifierPreprocessor` without `segment_ids` (tfllm's
     encoder has no segment embedding). With `char_length`, also `"code_points"`:
-    the lowercased text's first `char_length` code points (0 after its end),
+    the text's first `char_length` Unicode code points (0 after its end),
     which a classifier's character view reads (`TextClassifier(char_ngram_buckets=...)`).
 
     Example:

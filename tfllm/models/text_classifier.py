@@ -48,13 +48,19 @@ def char_ngram_ids(code_points, buckets, orders=CHAR_NGRAM_ORDERS):
     The n-grams of each word with the spaces around it (scikit-learn's `char_wb`: " good " gives
     " g", "go", ..., "od ", " goo", ...): every window of n code points with no space inside it and
     at least one non-space; tabs, newlines and padding count as spaces, and a space is put before
-    the text. The preprocessor lowercases. Returns `[batch, len(orders) * (length + 1)]` ids in
+    the text. Letters are lowercased by integer ops, ASCII and Latin-1 ones only ("É" -> "é"; other
+    scripts as they are), so that every runtime (Keras, TFLite, NumPy) gets the same ids without
+    Unicode tables. Returns `[batch, len(orders) * (length + 1)]` ids in
     `0 .. buckets - 1`, each `h = n; h = (h * 4093 + c) % buckets` over the window's code points.
     """
     ops = keras.ops
     c = ops.cast(code_points, "int32")
     is_space = functools.reduce(ops.logical_or, [ops.equal(c, 0), ops.equal(c, SPACE),
                                                  ops.logical_and(ops.greater_equal(c, 9), ops.less_equal(c, 13))])
+    upper = functools.reduce(ops.logical_and, [ops.greater_equal(c, 65), ops.less_equal(c, 222),
+                                                ops.logical_or(ops.less_equal(c, 90), ops.greater_equal(c, 192)),
+                                                ops.not_equal(c, 215)])  # A-Z, À-Þ but ×
+    c = ops.where(upper, c + 32, c)
     c = ops.pad(ops.where(is_space, SPACE, c), [[0, 0], [1, 0]], constant_values=SPACE)
     ids, masks = [], []
     for n in orders:

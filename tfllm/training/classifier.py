@@ -149,9 +149,12 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
             head = {} if backbone_cls is EncoderBackbone else {"activation": "softmax"}
             return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head)
         if own:
+            # KerasHub builds the new head from the preset's task.json, updated with these: a classifier run's
+            # character view goes unless the recipe has one, as its preprocessor's code points do.
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
-                **{k: preset[k] for k in HEAD_ARGS if k in preset})
+                **{k: preset[k] for k in HEAD_ARGS if k in preset and k != "char_ngram_buckets"},
+                char_ngram_buckets=preset.get("char_ngram_buckets"))
         # KerasHub's own classifiers output logits unless told; tfllm reads probabilities. Their new head
         # takes the recipe's dropout, as tfllm's does (it kept KerasHub's 0.1 whatever --set dropout said).
         return keras_hub.models.TextClassifier.from_preset(
