@@ -56,7 +56,8 @@ def run(data, spec, seed):
         model, label_names, _ = load_run(run_dir)
         if any(layer.name == "blend" for layer in model.layers):
             blend = model.get_layer("blend")
-            blend.set_weights([np.ones(()), np.zeros(()), np.zeros_like(blend.get_weights()[2])])
+            weights = blend.get_weights()  # encoder and wide scales, bias, [character view's scale]
+            blend.set_weights([np.ones(()), np.zeros(()), np.zeros_like(weights[2])] + [np.zeros(())] * (len(weights) - 3))
             split = run_data(run_dir).test  # the test split exactly as training split it
             encoder_only = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
             result["encoder_only_test_accuracy"] = round(encoder_only["accuracy"], 4)

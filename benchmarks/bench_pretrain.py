@@ -184,6 +184,8 @@ def main():
                         default=["tfidf_lr", "scratch", "pretrained_mlm", "default", "default_self_train"])
     parser.add_argument("--probe", action="store_true", help="linear probe of the pretrained backbone's features")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe settings for both fine-tunes")
+    parser.add_argument("--default-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings for the `default` arm (char_ngram_buckets=0: the recipe without its character view)")
     parser.add_argument("--pretrained-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe settings for the pretrained fine-tune only (e.g. freeze_epochs=3)")
     parser.add_argument("--self-train-set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -248,7 +250,7 @@ def main():
                 if "default" in args.arms:
                     # The default recipe's own epochs and learning rate: it is tuned for small data.
                     row["default"] = fine_tune(data_csv, os.path.join(tmp, "default"), seed,
-                                               overrides=[("preset", "default")])
+                                               overrides=[("preset", "default")], settings=args.default_set)
                 if "default_no_vectors" in args.arms:
                     # The default recipe before it pretrained: random token embeddings.
                     row["default_no_vectors"] = fine_tune(data_csv, os.path.join(tmp, "no_vectors"), seed,

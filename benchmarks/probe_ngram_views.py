@@ -107,7 +107,8 @@ def run_views(run_dir, data):
     parts = keras.Model(model.input, model.get_layer("blend").input)
     out = {"tfllm encoder": {}, "tfllm wide path": {}}
     for s in ("val", "test"):
-        encoder, wide = parts.predict(model.preprocessor(list(getattr(data, s).texts)), verbose=0)
+        # (A run since stop 55 has a third input, its character view's logits: not one of these views.)
+        encoder, wide, *_ = parts.predict(model.preprocessor(list(getattr(data, s).texts)), verbose=0)
         out["tfllm encoder"][s] = np.asarray(encoder)[:, -1]
         out["tfllm wide path"][s] = np.asarray(wide)[:, -1]
     return out

@@ -26,7 +26,7 @@ def classifier_archive(model, label_names):
     themselves (`L` is the preprocessor's `sequence_length`; padding is the
     tokenizer's pad id). A model with a character view
     (`char_ngram_buckets`) also takes `code_points: int32[None, C]` there:
-    the lowercased text's Unicode code points, 0 after its end (`C` is the
+    the text's Unicode code points, 0 after its end (`C` is the
     preprocessor's `char_length`).
     """
     preprocessor = model.preprocessor

@@ -2,13 +2,15 @@
 
 The export folder holds:
 
-- `model.tflite`: token ids `int32[batch, sequence_length]` in,
+- `model.tflite`: token ids `int32[batch, sequence_length]` in (and, for a
+  model with a character view, the text's Unicode code points
+  `code_points int32[batch, char_length]`, 0 after its end),
   `probabilities float32[batch, num_classes]` out. Only builtin ops, so any
   TFLite / LiteRT runtime runs it; the app tokenizes with the vocabulary
   shipped beside it.
 - `model_text.tflite` (WordPiece runs only): raw strings `string[batch]` in,
-  `probabilities` and the `token_ids` it used out. It tokenizes with TensorFlow
-  Text's TFLite kernels (`FastBertNormalizer` + `FastWordpieceTokenizer`), so
+  `probabilities` and the `token_ids` (and `code_points`) it used out. It tokenizes with TensorFlow
+  Text's TFLite kernels (`FastBertNormalizer` + `FastWordpieceTokenizer`; `Utf8Binarize` for code points), so
   the interpreter needs them registered:
   `ai_edge_litert.interpreter.InterpreterWithCustomOps(custom_op_registerers=
   tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)`. The plain TF Text ops
@@ -24,10 +26,11 @@ The export folder holds:
 Known tokenization difference of `model_text.tflite`: TF Text's TFLite
 normalizer can lowercase only together with stripping accents, while the
 Keras tokenizer lowercases and keeps them, so texts with accented letters
-("café"), "…" or zero-width spaces may get different ids. (A character
-view's code points are the same: TF Text's `Utf8Binarize` kernel reads them
-from the text as it is.) `parity.json` counts how many test texts that touches (about 2% of Rotten Tomatoes, most
+("café"), "…" or zero-width spaces may get different ids. `parity.json`
+counts how many test texts that touches (about 2% of Rotten Tomatoes, most
 of them Portuguese or Spanish reviews); the id model has no such difference.
+(A character view's code points do not differ: `Utf8Binarize` reads them from
+the text as it is.)
 
 Every file is written into a temporary folder that is renamed into place at
 the end, so a failed export leaves nothing behind.

@@ -11,6 +11,7 @@ and a KerasHub preset's own.
 
 import keras
 import keras_hub
+import tensorflow as tf
 
 from tfllm.models.encoder_backbone import EncoderBackbone
 from tfllm.tokenizers import tokenizer_family
@@ -32,8 +33,6 @@ def code_points(texts, length):
     (`tfllm.models.text_classifier.char_ngram_ids`), so that a phone app or
     another runtime passes the text's code points as they are.
     """
-    import tensorflow as tf
-
     texts = tf.convert_to_tensor(texts)
     points = tf.strings.unicode_decode(tf.reshape(texts, [-1]), "UTF-8", errors="replace")
     points = points.to_tensor(default_value=0, shape=[None, length])
