@@ -12,7 +12,6 @@ and the run's parameters. Prints JSON and saves it to benchmarks/results/char_vi
 """
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -20,7 +19,7 @@ import time
 
 import numpy as np
 
-from bench_vs_torch import cpu_info  # the machine, as the paired benchmark records it (standard library only)
+from bench_vs_torch import cpu_info, save_results  # the machine, as the paired benchmark records it (standard library only)
 from tfllm.config import TrainConfig
 from tfllm.training.classifier import train_classifier
 
@@ -82,10 +81,7 @@ def main():
                "runs": [run(seed) for seed in args.seeds]}
     for key in ("test_accuracy_shipped_blend", "test_accuracy_with_char_view", "gain_points"):
         results[f"mean_{key}"] = round(float(np.mean([r[key] for r in results["runs"]])), 4)
-    print(json.dumps(results, indent=2))
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(results, f, indent=2)
+    save_results(RESULTS, results)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ and F1. Prints JSON and saves it to benchmarks/results/imbalance.json.
 import argparse
 import csv
 import gzip
-import json
 import os
 import platform
 import random
 import tempfile
 
-from bench_vs_torch import cpu_info  # the machine, as the paired benchmark records it (standard library only)
+from bench_vs_torch import cpu_info, save_results  # the machine, as the paired benchmark records it (standard library only)
 from tfllm.config import TrainConfig
 from tfllm.datasets import bundled_path
 from tfllm.training.classifier import train_classifier
@@ -68,10 +67,7 @@ def main():
         runs = results[name]
         results[f"{name}_mean"] = {key: round(sum(r[key] for r in runs) / len(runs), 4)
                                    for key in runs[0] if key != "seed"}
-    print(json.dumps(results, indent=2))
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(results, f, indent=2)
+    save_results(RESULTS, results)
 
 
 if __name__ == "__main__":

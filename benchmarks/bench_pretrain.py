@@ -56,6 +56,7 @@ import time
 
 import numpy as np
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm.cli import main as tfllm_main
 from tfllm.datasets import bundled_path
 
@@ -282,10 +283,7 @@ def main():
         means[str(n)] = {arm: round(float(np.mean([r[arm] if arm == "tfidf_lr" else r[arm]["test_accuracy"]
                                                    for r in these])), 4) for arm in args.arms}
     result["mean_test_accuracy"] = means
-    print(json.dumps(means, indent=2))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    save_results(args.out, result, shown=means)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,14 @@ def cpu_info():
             "bf16_hardware": any(f in flags for f in ("avx512_bf16", "amx_bf16"))}
 
 
+def save_results(path, results, shown=None):
+    """Prints `shown` (by default `results`) as JSON and writes `results` to `path`, making its folder."""
+    print(json.dumps(results if shown is None else shown, indent=2))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+
+
 def run_worker(args, env=None):
     """Runs this script in worker mode in a fresh process; returns its JSON result."""
     out = subprocess.run([PY, os.path.abspath(__file__), "--worker", *args], capture_output=True, text=True,

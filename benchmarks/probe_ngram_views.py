@@ -15,13 +15,14 @@ Writes benchmarks/results/ngram_views.json.
 """
 
 import argparse
-import json
 import os
 import platform
 import re
 import time
 
 import numpy as np
+
+from bench_vs_torch import save_results  # standard library only
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -169,10 +170,7 @@ def main(argv=None):
                     result["stacks"][0])["_correct"]
     for st in result["stacks"]:
         st["test_accuracy_difference_95"] = paired_interval(st.pop("_correct"), baseline)
-    print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    save_results(args.out, result)
 
 
 if __name__ == "__main__":
