@@ -343,12 +343,19 @@ class TextClassifier(keras_hub.models.TextClassifier):
         wide = self.get_layer("wide_ngrams")
         vocabulary_size = self.backbone.vocabulary_size
         counts = np.zeros((self.num_classes, wide.input_dim))
+        char_rows, train_labels = [], []  # the character view's n-grams, read in the same pass
         for inputs, labels in train_data:
             ids, mask = wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], vocabulary_size,
                                        self.wide_bigram_buckets)
             ids, mask = keras.ops.convert_to_numpy(ids), keras.ops.convert_to_numpy(mask)
-            for row, row_mask, c in zip(ids, mask, _class_ids(labels)):
+            classes = _class_ids(labels)
+            for row, row_mask, c in zip(ids, mask, classes):
                 counts[c, np.unique(row[row_mask])] += 1
+            if self.char_ngram_buckets:
+                ids, mask = (keras.ops.convert_to_numpy(a)
+                             for a in char_ngram_ids(inputs["code_points"], self.char_ngram_buckets))
+                char_rows += [row[row_mask] for row, row_mask in zip(ids, mask)]
+                train_labels.append(classes)
         # Normalised over the n-grams seen in training, not the whole table:
         # smoothing mass spread over empty hash buckets would drop MNB's
         # per-feature length term and bias every text towards the larger class.
@@ -359,7 +366,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         wide.set_weights([(log_p[1:] - log_p[:1]).T if self.num_classes == 2 else log_p.T])
 
         if self.char_ngram_buckets:
-            self._fit_char_ngrams(train_data, class_weight)
+            self._fit_char_ngrams(char_rows, np.concatenate(train_labels), class_weight)
 
         blend = self.get_layer("blend")
         parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits[, character logits])
@@ -368,22 +375,17 @@ class TextClassifier(keras_hub.models.TextClassifier):
         blend.set_weights(_fit_blend([keras.ops.convert_to_numpy(v) for v in views], labels,
                                      class_weight=class_weight))
 
-    def _fit_char_ngrams(self, train_data, class_weight=None, C=0.1):
+    def _fit_char_ngrams(self, rows, labels, class_weight=None, C=0.1):
         """The character view's table: a logistic regression (scikit-learn's, L2, `C` 0.1: the best
         validation accuracy of 0.1 / 0.3 / 1 / 3 on rotten_tomatoes) on each training text's n-gram
-        counts, each count scaled by its n-gram's naive-Bayes log-count ratio where there are two
-        classes (NBSVM's features, Wang & Manning 2012). Its intercept is left to the blend."""
+        counts (`rows`: one array of n-gram ids a text; `labels`: their class ids), each count scaled
+        by its n-gram's naive-Bayes log-count ratio where there are two classes (NBSVM's features,
+        Wang & Manning 2012). Its intercept is left to the blend."""
         # Here, not at the top: scikit-learn takes ~1 s to import, and only this fit needs it.
         import scipy.sparse
         from sklearn.linear_model import LogisticRegression
 
         buckets = self.char_ngram_buckets
-        rows, labels = [], []
-        for inputs, y in train_data:
-            ids, mask = (keras.ops.convert_to_numpy(a) for a in char_ngram_ids(inputs["code_points"], buckets))
-            rows += [row[row_mask] for row, row_mask in zip(ids, mask)]
-            labels.append(_class_ids(y))
-        labels = np.concatenate(labels)
         indptr = np.cumsum([0] + [len(r) for r in rows])
         counts = scipy.sparse.csr_matrix((np.ones(indptr[-1]), np.concatenate(rows), indptr),
                                          shape=(len(rows), buckets))
