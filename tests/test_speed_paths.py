@@ -180,7 +180,7 @@ def test_cli_generate_runs_without_tensorflow(tmp_path):
 
 
 def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_run):
-    """Every layer of the tiny recipe (encoder, hashed bigrams, naive-Bayes wide path, character view, blend) and the
+    """Every layer of the tiny recipe (encoder, hashed bigrams, naive-Bayes wide path, character and word views, blend) and the
     tokenizer's splitting, subwords, unknown words and truncation, against the Keras model."""
     from tfllm import fast_classification
     from tfllm.training.classifier import load_run, predict_probabilities
@@ -188,9 +188,11 @@ def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_r
     fast = fast_classification.load(tiny_classifier_run)
     task, label_names, _ = load_run(tiny_classifier_run)
     assert fast.label_names == label_names
-    assert fast.model.bigram_buckets and fast.model.wide_bigram_buckets and fast.model.char_ngram_buckets
-    # The wide path and the character view are blended in, so they are checked too.
-    assert task.get_layer("blend").get_weights()[1] != 0 and task.get_layer("blend").char_scale.numpy() != 0
+    assert (fast.model.bigram_buckets and fast.model.wide_bigram_buckets and fast.model.char_ngram_buckets
+            and fast.model.word_ngram_buckets)
+    # The wide path and the character and word views are blended in, so they are checked too.
+    blend = task.get_layer("blend")
+    assert blend.get_weights()[1] != 0 and blend.char_scale.numpy() != 0 and blend.word_scale.numpy() != 0
     texts = ["A gorgeous, witty film!", "dull... and LIFELESS", "", "x" * 150, "tab\tand\x01control",
              "zzqx qqzz unheard-of wordsmithery", " ".join(["long"] * 40),
              # Unicode: case folding (ß, ﬁ, full-width, İ, Σ), dropped soft hyphen and zero-width space,

@@ -227,7 +227,7 @@ class Explainer:
                 x = x[0]
         x = {k: np.asarray(v) for k, v in x.items()}
         n = int(np.asarray(x["padding_mask"]).astype(bool)[0].sum())
-        # A character view's code points stay whole: explanations hold that view fixed (its share is in the
+        # The code points stay whole: explanations hold the character and word views fixed (their share is in the
         # baseline), and attribute to the token paths.
         x = {k: v if k == "code_points" else v[:, :n] for k, v in x.items()}
         if self.generator and set(x) == {"token_ids", "padding_mask"}:

@@ -25,7 +25,7 @@ import unicodedata
 
 import numpy as np
 
-from tfllm.datasets.text import CJK_IDEOGRAPHS
+from tfllm.datasets.text import CJK_IDEOGRAPHS, WORD_BIGRAM_SEED, WORD_CHARACTERS, WORD_LENGTH, WORD_SEED
 from tfllm.fast_generation import _layer_norm, _read_json, finished_run_configs, named_vars
 
 # KerasHub's pretokenizer (split_on_cjk=True): whitespace and control/format characters split
@@ -111,6 +111,7 @@ class NumpyTextClassifier:
         self.bigram_buckets = task_config.get("bigram_buckets")
         self.wide_bigram_buckets = task_config.get("wide_bigram_buckets")
         self.char_ngram_buckets = task_config.get("char_ngram_buckets")
+        self.word_ngram_buckets = task_config.get("word_ngram_buckets")
 
     def _bigrams(self, ids, buckets):
         # As the model: (previous * V + id) with int32 wrap-around, then a floor-mod; the first token has none.
@@ -122,9 +123,8 @@ class NumpyTextClassifier:
         # As `tfllm.models.text_classifier.char_ngram_ids`: a space before the text (and after it, as
         # the padding reads), ASCII and Latin-1 letters lowercased, windows with no space inside and not
         # all spaces, h = (h * 4093 + c) % buckets.
-        c = np.array([space, *code_points], np.int64)
+        c = _lowercase(np.array([space, *code_points], np.int64))
         c[(c == 0) | ((c >= 9) & (c <= 13))] = space
-        c[((c >= 65) & (c <= 90)) | ((c >= 192) & (c <= 222) & (c != 215))] += 32  # A-Z, À-Þ but ×
         ids = []
         for n in orders:
             padded = np.concatenate([c, np.full(n - 1, space)])
@@ -136,6 +136,24 @@ class NumpyTextClassifier:
             keep = ~spaces.all(0) & ~spaces[1:-1].any(0)
             ids.append(h[keep])
         return np.concatenate(ids)
+
+    def _word_ngrams(self, code_points):
+        # As `tfllm.models.text_classifier.word_ngram_ids`: runs of two or more word characters, each
+        # hashed over its first WORD_LENGTH code points from WORD_SEED, then bigrams of consecutive words.
+        c = _lowercase(np.array(code_points, np.int64))
+        word = np.zeros(len(c), bool)
+        for lo, hi in WORD_CHARACTERS:
+            word |= (c >= lo) & (c <= hi)
+        edges = np.flatnonzero(np.diff(np.r_[0, word.astype(int), 0]))  # starts and ends of the runs
+        buckets, words = self.word_ngram_buckets, []
+        for start, end in zip(edges[::2], edges[1::2]):
+            if end - start >= 2:
+                h = WORD_SEED
+                for x in c[start:min(end, start + WORD_LENGTH)]:
+                    h = (h * 4093 + int(x)) % buckets
+                words.append(h)
+        bigrams = [((WORD_BIGRAM_SEED * 4093 + a) % buckets * 4093 + b) % buckets for a, b in zip(words, words[1:])]
+        return np.array(words + bigrams, np.int64)
 
     def probabilities(self, ids, code_points=None):
         b, h = self.backbone, self.head
@@ -163,15 +181,22 @@ class NumpyTextClassifier:
         if self.wide_bigram_buckets:
             table = h["wide_ngrams"][0]
             ngrams = np.concatenate([ids, self._bigrams(ids, self.wide_bigram_buckets) + self.vocabulary_size])
-            encoder_scale, wide_scale, blend_bias, *char_scale = h["blend"]
+            encoder_scale, wide_scale, blend_bias, *scales = h["blend"]  # then the character, word views'
             logits = encoder_scale * logits + wide_scale * table[ngrams].sum(0) + blend_bias
-            if self.char_ngram_buckets:
-                logits = logits + char_scale[0] * h["char_ngrams"][0][self._char_ngrams(code_points)].sum(0)
+            for name, ngrams in (("char", self._char_ngrams), ("word", self._word_ngrams)):
+                if getattr(self, f"{name}_ngram_buckets"):
+                    logits = logits + scales.pop(0) * h[f"{name}_ngrams"][0][ngrams(code_points)].sum(0)
         if logits.shape[-1] == 1:
             fresh = 1 / (1 + np.exp(-logits[0]))
             return np.array([1 - fresh, fresh], np.float32)
         z = np.exp(logits - logits.max())
         return (z / z.sum()).astype(np.float32)
+
+
+def _lowercase(c):
+    # As `tfllm.models.text_classifier._lowercase`: A-Z, À-Þ but × (in place, and returned).
+    c[((c >= 65) & (c <= 90)) | ((c >= 192) & (c <= 222) & (c != 215))] += 32
+    return c
 
 
 def tokenizes_like_tensorflow(text):
@@ -238,7 +263,7 @@ def load(run_dir):
         weights = _read_backbone(os.path.join(run_dir, "model.weights.h5"), config["num_layers"])
         with named_vars(os.path.join(run_dir, "task.weights.h5")) as by_name:
             head = {name: by_name(name) for name in ("bigram_embedding", "logits", "wide_ngrams", "blend", "probabilities",
-                                                     "char_ngrams")}
+                                                     "char_ngrams", "word_ngrams")}
         head = {name: arrays for name, arrays in head.items() if arrays}
         if weights is None or "probabilities" not in head and "logits" not in head:
             return None

@@ -21,6 +21,16 @@ MIN_CHARACTERS = 64
 CJK_IDEOGRAPHS = (r"[\u4E00-\u9FFF\u3400-\u4DBF\U00020000-\U0002A6DF\U0002A700-\U0002B73F"
                   r"\U0002B740-\U0002B81F\U0002B820-\U0002CEAF\uF900-\uFAFF\U0002F800-\U0002FA1F]")
 
+# A classifier's word view (tfllm.models.text_classifier.word_ngram_ids; tfllm.fast_classification's NumPy
+# copy, which must not start TensorFlow, reads these too): scikit-learn's default tokens (`\b\w\w+\b`,
+# lowercased), hashed as character n-grams are. A word's first WORD_LENGTH characters identify it (longer
+# words are rare). The word characters are Python's `\w` in ASCII and Latin-1; beyond them, all but the
+# general punctuation (U+2000-206F: dashes, curly quotes, ellipsis) and CJK punctuation (U+3000-303F) blocks.
+WORD_LENGTH = 20
+WORD_SEED, WORD_BIGRAM_SEED = 1, 7
+WORD_CHARACTERS = ((48, 57), (65, 90), (95, 95), (97, 122), (170, 170), (178, 179), (181, 181), (185, 186),
+                   (188, 190), (192, 214), (216, 246), (248, 0x1FFF), (0x2070, 0x2FFF), (0x3040, 0x10FFFF))
+
 # Separates documents read from CSV/JSONL rows; the tokenizers keep "\n".
 DOCUMENT_SEPARATOR = "\n\n"
 

@@ -24,8 +24,8 @@ def classifier_archive(model, label_names):
     label: string[None], score: float32[None]}`, and `classify_ids(token_ids:
     int32[None, L])` with the same outputs for clients that tokenize and pack
     themselves (`L` is the preprocessor's `sequence_length`; padding is the
-    tokenizer's pad id). A model with a character view
-    (`char_ngram_buckets`) also takes `code_points: int32[None, C]` there:
+    tokenizer's pad id). A model with a character or word view
+    (`char_ngram_buckets`, `word_ngram_buckets`) also takes `code_points: int32[None, C]` there:
     the text's Unicode code points, 0 after its end (`C` is the
     preprocessor's `char_length`).
     """

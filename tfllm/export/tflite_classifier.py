@@ -3,7 +3,7 @@
 The export folder holds:
 
 - `model.tflite`: token ids `int32[batch, sequence_length]` in (and, for a
-  model with a character view, the text's Unicode code points
+  model with a character or word view, the text's Unicode code points
   `code_points int32[batch, char_length]`, 0 after its end),
   `probabilities float32[batch, num_classes]` out. Only builtin ops, so any
   TFLite / LiteRT runtime runs it; the app tokenizes with the vocabulary
@@ -29,7 +29,7 @@ Keras tokenizer lowercases and keeps them, so texts with accented letters
 ("café"), "…" or zero-width spaces may get different ids. `parity.json`
 counts how many test texts that touches (about 2% of Rotten Tomatoes, most
 of them Portuguese or Spanish reviews); the id model has no such difference.
-(A character view's code points do not differ: `Utf8Binarize` reads them from
+(The code points of the character and word views do not differ: `Utf8Binarize` reads them from
 the text as it is.)
 
 Every file is written into a temporary folder that is renamed into place at
@@ -141,7 +141,7 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
             token_ids = tf.where(positions == 0, start, tf.where(positions == lengths + 1, end, padded))
             if not chars:
                 return {**classify_ids(token_ids), "token_ids": token_ids}
-            # The character view's code points, of the text as it is: TF Text's Utf8Binarize (a TFLite
+            # The code points of the character and word views, of the text as it is: TF Text's Utf8Binarize (a TFLite
             # kernel) gives each one's 24 bits, least significant first, 0 after the text's end.
             bits = tf.reshape(tf_text.utf8_binarize(text, word_length=chars, bits_per_char=24), [-1, chars, 24])
             # Summed as integers: float ops here would be quantized by an int8 export.
@@ -169,7 +169,7 @@ def _agreement(labels, keras_probabilities, probabilities):
 def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=None):
     """Sizes and agreement of the `.tflite` files in `directory` with the Keras model's probabilities
     (and accuracies, given the texts' `labels`); `ids_inputs` are the id model's inputs for `texts`
-    (`token_ids`, and `code_points` for a character view)."""
+    (`token_ids`, and `code_points` for a character or word view)."""
     report = {"num_examples": len(texts)}
     if labels is not None:
         report["keras_accuracy"] = _accuracy(labels, keras_probabilities)
@@ -181,7 +181,7 @@ def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=
     }
     if os.path.exists(os.path.join(directory, TEXT_FILE)):
         out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE)), text=np.array(texts, dtype=object))
-        # Read alike: the same token ids (and the same code points, for a character view).
+        # Read alike: the same token ids (and the same code points, for character and word views).
         same_ids = np.logical_and.reduce([(out[k] == v).all(axis=-1) for k, v in ids_inputs.items()])
         report[TEXT_FILE] = {
             "bytes": os.path.getsize(os.path.join(directory, TEXT_FILE)),
@@ -198,7 +198,7 @@ def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=
 
 def id_model_inputs(model, texts):
     """`model.tflite`'s inputs for `texts`, as the Keras preprocessor makes them: `token_ids`, and the
-    character view's `code_points` where the model has one."""
+    `code_points` of the character and word views where the model has them."""
     from tfllm import data as data_lib
 
     batches = list(data_lib.text_batches(texts, model.preprocessor))

@@ -29,8 +29,8 @@ def code_points(texts, length):
     """`int32[batch, length]` Unicode code points of strings, cut or padded with 0.
 
     Bytes that are not UTF-8 become U+FFFD, as the tokenizer reads them. Not
-    lowercased here: the character view lowercases with integer ops
-    (`tfllm.models.text_classifier.char_ngram_ids`), so that a phone app or
+    lowercased here: the character and word views lowercase with integer ops
+    (`tfllm.models.text_classifier`), so that a phone app or
     another runtime passes the text's code points as they are.
     """
     texts = tf.convert_to_tensor(texts)
@@ -46,7 +46,8 @@ class TextClassifierPreprocessor(keras_hub.models.TextClassifierPreprocessor):
     KerasHub's `TextClassifierPreprocessor` without `segment_ids` (tfllm's
     encoder has no segment embedding). With `char_length`, also `"code_points"`:
     the text's first `char_length` Unicode code points (0 after its end),
-    which a classifier's character view reads (`TextClassifier(char_ngram_buckets=...)`).
+    which a classifier's character and word views read
+    (`TextClassifier(char_ngram_buckets=..., word_ngram_buckets=...)`).
 
     Example:
     >>> preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=16)

@@ -51,6 +51,7 @@ CLASSIFIER_PRESETS = {
         "bigram_buckets": 262144,
         "wide_bigram_buckets": 4194304,
         "char_ngram_buckets": 262139,  # prime: the hash is reduced modulo it (tfllm.models.text_classifier)
+        "word_ngram_buckets": 262139,
         # Pretraining, first: PPMI-SVD word vectors of the training (and --unlabeled) texts as the
         # token embedding (tfllm.word_vectors; the settings of `tfllm pretrain --objective vectors`).
         "word_vectors": True,
@@ -100,6 +101,7 @@ CLASSIFIER_PRESETS = {
         "bigram_buckets": 64,  # so tests exercise every layer of the default recipe
         "wide_bigram_buckets": 256,
         "char_ngram_buckets": 1009,
+        "word_ngram_buckets": 1009,
         "word_vectors": True,
         "vector_window": 4,
         "vector_context_power": 0.75,
@@ -301,7 +303,7 @@ OPTIONAL_SETTINGS = {
                  "lazy_adam",  # AdamW on the embedding rows a batch used (tfllm.training.optimizers)
                  "vector_context_power", "vector_norm",
                  "self_training_teachers", "self_training_rounds",
-                 "char_ngram_buckets", "char_length",  # the character view (tfllm.models.text_classifier)
+                 "char_ngram_buckets", "word_ngram_buckets", "char_length",  # views of code points (text_classifier)
                  "balance_classes"},  # class_weight "balanced" in fit and in the blend's fit (tfllm.training.classifier)
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},

@@ -6,6 +6,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from tfllm.datasets.text import WORD_BIGRAM_SEED, WORD_CHARACTERS, WORD_LENGTH, WORD_SEED
 from tfllm.errors import UserInputError
 from tfllm.models.encoder_backbone import EncoderBackbone
 from tfllm.models.preprocessors import TextClassifierPreprocessor
@@ -42,26 +43,30 @@ SPACE = 32
 CHAR_NGRAM_ORDERS = (2, 3, 4, 5)
 
 
+def _lowercase(c):
+    """`[batch, length]` int32 code points with ASCII and Latin-1 capitals lowercased ("É" -> "é"; other scripts
+    as they are): integer ops, so that every runtime (Keras, TFLite, NumPy) agrees without Unicode tables."""
+    ops = keras.ops
+    upper = functools.reduce(ops.logical_and, [ops.greater_equal(c, 65), ops.less_equal(c, 222),
+                                                ops.logical_or(ops.less_equal(c, 90), ops.greater_equal(c, 192)),
+                                                ops.not_equal(c, 215)])  # A-Z, À-Þ but ×
+    return ops.where(upper, c + 32, c)
+
+
 def char_ngram_ids(code_points, buckets, orders=CHAR_NGRAM_ORDERS):
     """Hashed character n-gram ids of `[batch, length]` code points (0 = padding), and their mask.
 
     The n-grams of each word with the spaces around it (scikit-learn's `char_wb`: " good " gives
     " g", "go", ..., "od ", " goo", ...): every window of n code points with no space inside it and
     at least one non-space; tabs, newlines and padding count as spaces, and a space is put before
-    the text. Letters are lowercased by integer ops, ASCII and Latin-1 ones only ("É" -> "é"; other
-    scripts as they are), so that every runtime (Keras, TFLite, NumPy) gets the same ids without
-    Unicode tables. Returns `[batch, len(orders) * (length + 1)]` ids in
-    `0 .. buckets - 1`, each `h = n; h = (h * 4093 + c) % buckets` over the window's code points.
+    the text. Letters are lowercased as `_lowercase` does. Returns `[batch, len(orders) * (length + 1)]`
+    ids in `0 .. buckets - 1`, each `h = n; h = (h * 4093 + c) % buckets` over the window's code points.
     """
     ops = keras.ops
     c = ops.cast(code_points, "int32")
     is_space = functools.reduce(ops.logical_or, [ops.equal(c, 0), ops.equal(c, SPACE),
                                                  ops.logical_and(ops.greater_equal(c, 9), ops.less_equal(c, 13))])
-    upper = functools.reduce(ops.logical_and, [ops.greater_equal(c, 65), ops.less_equal(c, 222),
-                                                ops.logical_or(ops.less_equal(c, 90), ops.greater_equal(c, 192)),
-                                                ops.not_equal(c, 215)])  # A-Z, À-Þ but ×
-    c = ops.where(upper, c + 32, c)
-    c = ops.pad(ops.where(is_space, SPACE, c), [[0, 0], [1, 0]], constant_values=SPACE)
+    c = ops.pad(ops.where(is_space, SPACE, _lowercase(c)), [[0, 0], [1, 0]], constant_values=SPACE)
     ids, masks = [], []
     for n in orders:
         padded = ops.pad(c, [[0, 0], [0, n - 1]], constant_values=SPACE)
@@ -78,40 +83,95 @@ def char_ngram_ids(code_points, buckets, orders=CHAR_NGRAM_ORDERS):
     return keras.ops.concatenate(ids, axis=1), keras.ops.concatenate(masks, axis=1)
 
 
+def word_ngram_ids(code_points, buckets):
+    """Hashed word unigram and bigram ids of `[batch, length]` code points (0 = padding), and their mask.
+
+    The words are scikit-learn's `CountVectorizer` tokens (runs of two or more word characters,
+    `WORD_CHARACTERS`, lowercased as `_lowercase` does); a bigram is two words in a row of that list.
+    A word's id is `h = 1; h = (h * 4093 + c) % buckets` over its first `WORD_LENGTH` code points, a
+    bigram's `h = 7; h = (h * 4093 + id) % buckets` over its two words' ids. Returns `[batch, 2 * length - 1]`
+    ids (the words in order, then the bigrams) and a mask of those that exist.
+    """
+    ops = keras.ops
+    c = _lowercase(ops.cast(code_points, "int32"))
+    word = functools.reduce(ops.logical_or, [ops.logical_and(ops.greater_equal(c, lo), ops.less_equal(c, hi))
+                                             for lo, hi in WORD_CHARACTERS])
+    # Each position's hash of the run of word characters that starts there (its first WORD_LENGTH).
+    tail = WORD_LENGTH - 1
+    padded_c = ops.pad(c, [[0, 0], [0, tail]])
+    padded_word = ops.pad(word, [[0, 0], [0, tail]], constant_values=False)
+    h, alive = ops.full_like(c, WORD_SEED), word
+    for k in range(WORD_LENGTH):
+        if k:
+            alive = ops.logical_and(alive, padded_word[:, k:k - tail or None])
+        h = ops.where(alive, (h * CHAR_HASH_MULTIPLIER + padded_c[:, k:k - tail or None]) % buckets, h)
+    before = ops.pad(word[:, :-1], [[0, 0], [1, 0]], constant_values=False)
+    after = ops.pad(word[:, 1:], [[0, 0], [0, 1]], constant_values=False)
+    starts = functools.reduce(ops.logical_and, [word, ops.logical_not(before), after])  # two characters or more
+    # The words in order: a stable sort of the start positions before every other position.
+    positions = ops.cumsum(ops.ones_like(c), axis=1) - 1  # (the length is unknown while the model is built)
+    order = ops.argsort(ops.where(starts, positions, positions + (1 << 24)), axis=1)
+    words = ops.take_along_axis(h, order, axis=1)
+    count = ops.sum(ops.cast(starts, "int32"), axis=1, keepdims=True)
+    bigrams = ((WORD_BIGRAM_SEED * CHAR_HASH_MULTIPLIER + words[:, :-1]) % buckets * CHAR_HASH_MULTIPLIER
+               + words[:, 1:]) % buckets
+    return (ops.concatenate([words, bigrams], axis=1),
+            ops.concatenate([ops.less(positions, count), ops.less(positions[:, 1:], count)], axis=1))
+
+
+def _naive_bayes_table(counts, smoothing=1.0):
+    """A frozen n-gram table from `counts[class, id]` (how many training texts of each class hold each id):
+    naive-Bayes log-count ratios (`[ids, 1]`, positive over negative, for two classes) or centred
+    log-probabilities (`[ids, classes]`), 0 where no training text held the id (NBSVM, Wang & Manning 2012)."""
+    # Normalised over the n-grams seen in training, not the whole table:
+    # smoothing mass spread over empty hash buckets would drop MNB's
+    # per-feature length term and bias every text towards the larger class.
+    seen = counts.sum(axis=0) > 0
+    log_p = np.log(counts + smoothing) - np.log(counts.sum(axis=1, keepdims=True) + smoothing * seen.sum())
+    log_p -= log_p.mean(axis=0)
+    log_p[:, ~seen] = 0.0
+    return ((log_p[1:] - log_p[:1]).T if len(counts) == 2 else log_p.T).astype("float32")
+
+
 def _class_ids(labels):
     return keras.ops.convert_to_numpy(labels).astype(int).reshape(-1)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class LogitBlend(keras.layers.Layer):
-    """`encoder_scale * encoder_logits + wide_scale * wide_logits [+ char_scale * char_logits] + bias`.
+    """`encoder_scale * encoder_logits + wide_scale * wide_logits + bias [+ char_scale * char_logits]
+    [+ word_scale * word_logits]`.
 
     Starts as the encoder's logits alone (scales 1 and 0, bias 0). The character
-    view's input and scale exist only in models that have one (runs saved
-    before it load as they were).
+    and word views' inputs and scales exist only in models that have them (runs
+    saved before them load as they were); the weights are in that order.
     """
 
-    def build(self, encoder_logits_shape, wide_logits_shape, char_logits_shape=None):
+    def build(self, encoder_logits_shape, wide_logits_shape, char_logits_shape=None, word_logits_shape=None):
         self.encoder_scale = self.add_weight(shape=(), initializer="ones", name="encoder_scale")
         self.wide_scale = self.add_weight(shape=(), initializer="zeros", name="wide_scale")
         self.bias = self.add_weight(shape=(encoder_logits_shape[-1],), initializer="zeros", name="bias")
         if char_logits_shape is not None:
             self.char_scale = self.add_weight(shape=(), initializer="zeros", name="char_scale")
+        if word_logits_shape is not None:
+            self.word_scale = self.add_weight(shape=(), initializer="zeros", name="word_scale")
 
-    def call(self, encoder_logits, wide_logits, char_logits=None):
+    def call(self, encoder_logits, wide_logits, char_logits=None, word_logits=None):
         logits = self.encoder_scale * encoder_logits + self.wide_scale * wide_logits + self.bias
-        return logits if char_logits is None else logits + self.char_scale * char_logits
+        if char_logits is not None:
+            logits = logits + self.char_scale * char_logits
+        return logits if word_logits is None else logits + self.word_scale * word_logits
 
 
 def _fit_blend(logits, labels, l2=1e-3, iterations=50, class_weight=None):
     """`LogitBlend` weights by Newton's method: the logistic (sigmoid for one
     unit, softmax for several) regression of `labels` on the k `[n, units]`
-    logits of `logits` (encoder, wide path, [characters]), with a small L2
+    logits of `logits` (encoder, wide path, [characters], [words]), with a small L2
     penalty on the k scales so that separable data still has one optimum.
     Convex, so it converges in a few steps, to the same weights however the
     inputs were computed (one device or several). `class_weight` (`{class id:
     weight}`, as `fit` takes it) weighs each row's loss by its class. Returns
-    the layer's weights in its order: encoder and wide scales, bias, [character scale]."""
+    the layer's weights in its order: encoder and wide scales, bias, [character scale], [word scale]."""
     views = [np.asarray(a, "float64") for a in logits]
     k = len(views)
     n, units = views[0].shape
@@ -237,6 +297,12 @@ class TextClassifier(keras_hub.models.TextClassifier):
             (misspellings, inflections, "-ish", "un-"): +0.9 points of test
             accuracy on rotten_tomatoes beside the encoder and the word wide
             path (mean of 4 seeds, benchmarks/bench_char_view.py).
+        word_ngram_buckets: if set (with `wide_bigram_buckets`), a fourth view,
+            also read from `code_points`: one weight per class for each of this
+            many hashed buckets of word unigrams and bigrams (`word_ngram_ids`:
+            scikit-learn's words, not word pieces). Frozen in `fit`;
+            `fit_wide_path` sets it to naive-Bayes log-count ratios, as the
+            wide path, and blends it in.
 
     Example:
     >>> backbone = EncoderBackbone(vocabulary_size=50, sequence_length=16, hidden_dim=16,
@@ -249,9 +315,10 @@ class TextClassifier(keras_hub.models.TextClassifier):
     preprocessor_cls = TextClassifierPreprocessor
 
     def __init__(self, backbone, num_classes, preprocessor=None, dropout=0.1, bigram_buckets=None,
-                 wide_bigram_buckets=None, char_ngram_buckets=None, **kwargs):
-        if char_ngram_buckets and not wide_bigram_buckets:
-            raise UserInputError("char_ngram_buckets is blended in beside the wide path: set wide_bigram_buckets too.")
+                 wide_bigram_buckets=None, char_ngram_buckets=None, word_ngram_buckets=None, **kwargs):
+        for name, value in (("char_ngram_buckets", char_ngram_buckets), ("word_ngram_buckets", word_ngram_buckets)):
+            if value and not wide_bigram_buckets:
+                raise UserInputError(f"{name} is blended in beside the wide path: set wide_bigram_buckets too.")
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -262,7 +329,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         # === Functional model ===
         inputs = dict(backbone.input)
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
-        if char_ngram_buckets:
+        if char_ngram_buckets or word_ngram_buckets:
             inputs["code_points"] = keras.Input(shape=(None,), dtype="int32", name="code_points")
         vocabulary_size = backbone.vocabulary_size
         x = _masked_mean(backbone({"token_ids": token_ids, "padding_mask": padding_mask}), padding_mask)
@@ -285,13 +352,16 @@ class TextClassifier(keras_hub.models.TextClassifier):
             )(ids)
             wide_logits = keras.ops.sum(w * keras.ops.expand_dims(keras.ops.cast(masks, w.dtype), -1), axis=1)
             logits = keras.layers.Dense(units, dtype=dtype, name="logits")(x)
-            views = [logits, wide_logits]
-            if char_ngram_buckets:
-                ids, masks = char_ngram_ids(inputs["code_points"], char_ngram_buckets)
-                c = keras.layers.Embedding(char_ngram_buckets, units, embeddings_initializer="zeros", trainable=False,
-                                           dtype=dtype, name="char_ngrams")(ids)
-                views.append(keras.ops.sum(c * keras.ops.expand_dims(keras.ops.cast(masks, c.dtype), -1), axis=1))
-            logits = LogitBlend(trainable=False, dtype=dtype, name="blend")(*views)
+            views = {}  # the views read from code points, frozen like the wide path
+            for name, buckets, ngram_ids in (("char", char_ngram_buckets, char_ngram_ids),
+                                             ("word", word_ngram_buckets, word_ngram_ids)):
+                if buckets:
+                    ids, masks = ngram_ids(inputs["code_points"], buckets)
+                    v = keras.layers.Embedding(buckets, units, embeddings_initializer="zeros", trainable=False,
+                                               dtype=dtype, name=f"{name}_ngrams")(ids)
+                    views[f"{name}_logits"] = keras.ops.sum(
+                        v * keras.ops.expand_dims(keras.ops.cast(masks, v.dtype), -1), axis=1)
+            logits = LogitBlend(trainable=False, dtype=dtype, name="blend")(logits, wide_logits, **views)
             outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(logits)
         else:
             outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="probabilities")(x)
@@ -303,13 +373,15 @@ class TextClassifier(keras_hub.models.TextClassifier):
         self.bigram_buckets = bigram_buckets
         self.wide_bigram_buckets = wide_bigram_buckets
         self.char_ngram_buckets = char_ngram_buckets
+        self.word_ngram_buckets = word_ngram_buckets
 
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, dropout=self.dropout, bigram_buckets=self.bigram_buckets,
                       wide_bigram_buckets=self.wide_bigram_buckets)
-        if self.char_ngram_buckets:  # only then: a run saved before it stays loadable by older tfllm
-            config["char_ngram_buckets"] = self.char_ngram_buckets
+        for name in ("char_ngram_buckets", "word_ngram_buckets"):
+            if getattr(self, name):  # only then: a run saved before it stays loadable by older tfllm
+                config[name] = getattr(self, name)
         return config
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
@@ -338,38 +410,37 @@ class TextClassifier(keras_hub.models.TextClassifier):
         and a bias per class: stacking, Platt-style) is fitted on the validation
         split, with the rest of the model fixed. A character view
         (`char_ngram_buckets`) is set from the training split first
-        (`_fit_char_ngrams`) and blended in with the other two.
+        (`_fit_char_ngrams`), a word view (`word_ngram_buckets`) by naive Bayes
+        as the wide path, and both are blended in with the other two.
         """
         wide = self.get_layer("wide_ngrams")
         vocabulary_size = self.backbone.vocabulary_size
         counts = np.zeros((self.num_classes, wide.input_dim))
+        word_counts = np.zeros((self.num_classes, self.word_ngram_buckets or 0))
         char_rows, train_labels = [], []  # the character view's n-grams, read in the same pass
         for inputs, labels in train_data:
-            ids, mask = wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], vocabulary_size,
-                                       self.wide_bigram_buckets)
-            ids, mask = keras.ops.convert_to_numpy(ids), keras.ops.convert_to_numpy(mask)
             classes = _class_ids(labels)
-            for row, row_mask, c in zip(ids, mask, classes):
-                counts[c, np.unique(row[row_mask])] += 1
+            ngrams = [(counts, wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], vocabulary_size,
+                                              self.wide_bigram_buckets))]
+            if self.word_ngram_buckets:
+                ngrams.append((word_counts, word_ngram_ids(inputs["code_points"], self.word_ngram_buckets)))
+            for table_counts, (ids, mask) in ngrams:
+                ids, mask = keras.ops.convert_to_numpy(ids), keras.ops.convert_to_numpy(mask)
+                for row, row_mask, c in zip(ids, mask, classes):
+                    table_counts[c, np.unique(row[row_mask])] += 1
             if self.char_ngram_buckets:
                 ids, mask = (keras.ops.convert_to_numpy(a)
                              for a in char_ngram_ids(inputs["code_points"], self.char_ngram_buckets))
                 char_rows += [row[row_mask] for row, row_mask in zip(ids, mask)]
                 train_labels.append(classes)
-        # Normalised over the n-grams seen in training, not the whole table:
-        # smoothing mass spread over empty hash buckets would drop MNB's
-        # per-feature length term and bias every text towards the larger class.
-        seen = counts.sum(axis=0) > 0
-        log_p = np.log(counts + smoothing) - np.log(counts.sum(axis=1, keepdims=True) + smoothing * seen.sum())
-        log_p -= log_p.mean(axis=0)
-        log_p[:, ~seen] = 0.0
-        wide.set_weights([(log_p[1:] - log_p[:1]).T if self.num_classes == 2 else log_p.T])
-
+        wide.set_weights([_naive_bayes_table(counts, smoothing)])
+        if self.word_ngram_buckets:
+            self.get_layer("word_ngrams").set_weights([_naive_bayes_table(word_counts, smoothing)])
         if self.char_ngram_buckets:
             self._fit_char_ngrams(char_rows, np.concatenate(train_labels), class_weight)
 
         blend = self.get_layer("blend")
-        parts = keras.Model(self.input, blend.input)  # (encoder logits, wide logits[, character logits])
+        parts = keras.Model(self.input, blend.input)  # (encoder, wide[, character][, word] logits)
         views = parts.predict(val_data.map(lambda x, y: x), verbose=0)
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
         blend.set_weights(_fit_blend([keras.ops.convert_to_numpy(v) for v in views], labels,

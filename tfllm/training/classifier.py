@@ -30,8 +30,9 @@ from tfllm.training.optimizers import LazyAdamW
 from tfllm.training.pretraining import embed_word_vectors
 from tfllm.training.self_training import train_self_trained, unlabeled_record
 
-HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets", "char_ngram_buckets")
-CHAR_LENGTH = 320  # code points the character view reads by default (rotten_tomatoes' longest review has 255)
+CODE_POINT_VIEWS = ("char_ngram_buckets", "word_ngram_buckets")  # the head's views read from code points
+HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets", *CODE_POINT_VIEWS)
+CHAR_LENGTH = 320  # code points the character and word views read by default (rotten_tomatoes' longest review has 255)
 EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
 
 
@@ -52,10 +53,11 @@ def classifier_preset(config):
                 pass
         return {**preset, "epochs": 0}
     preset = common.resolve_recipe("classify", config)
-    if preset.get("char_ngram_buckets") and not preset.get("wide_bigram_buckets"):
-        raise UserInputError(f"--set char_ngram_buckets={preset['char_ngram_buckets']} adds a character view beside "
-                             "the naive-Bayes wide path, and this recipe has none: add --set wide_bigram_buckets=N "
-                             "(the default recipe has both), or leave it out.")
+    for name in CODE_POINT_VIEWS:
+        if preset.get(name) and not preset.get("wide_bigram_buckets"):
+            raise UserInputError(f"--set {name}={preset[name]} adds a view beside the naive-Bayes wide path, and "
+                                 "this recipe has none: add --set wide_bigram_buckets=N (the default recipe has "
+                                 "both), or leave it out.")
     return preset
 
 
@@ -70,9 +72,10 @@ def own_classifier(preset, tokenizer, num_classes):
 
 
 def char_preprocessing(preset):
-    """The preprocessor's `char_length` for a recipe: the code points its character view reads, or None
-    (none; also for a preset whose preprocessor had one, when the new head has no character view)."""
-    return {"char_length": preset.get("char_length", CHAR_LENGTH) if preset.get("char_ngram_buckets") else None}
+    """The preprocessor's `char_length` for a recipe: the code points its character and word views read, or
+    None (neither; also for a preset whose preprocessor had one, when the new head has neither view)."""
+    return {"char_length": preset.get("char_length", CHAR_LENGTH)
+            if any(preset.get(name) for name in CODE_POINT_VIEWS) else None}
 
 
 def pretrain_word_vectors(model, tokenizer, texts, preset, seed):
@@ -122,7 +125,7 @@ def _preset_backbone(handle):
 # Settings a classifier --from-preset never reads: word vectors start a new encoder's embedding (a preset's
 # is trained), and the n-gram paths are tfllm's head, which a KerasHub classifier does not have.
 WORD_VECTOR_SETTINGS = {"word_vectors", "vector_window", "vector_context_power", "vector_norm"}
-NGRAM_SETTINGS = {"bigram_buckets", "wide_bigram_buckets", "char_ngram_buckets", "char_length"}
+NGRAM_SETTINGS = {"bigram_buckets", "wide_bigram_buckets", *CODE_POINT_VIEWS, "char_length"}
 
 
 def check_preset_head_settings(config, backbone_cls):
@@ -140,7 +143,7 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
     backbone_cls = preset_backbone_class(handle)
-    own = backbone_cls is EncoderBackbone and not keep_head  # tfllm's head, new: its character view or none
+    own = backbone_cls is EncoderBackbone and not keep_head  # tfllm's head, new: its code-point views or none
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]),
@@ -150,11 +153,11 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
             return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head)
         if own:
             # KerasHub builds the new head from the preset's task.json, updated with these: a classifier run's
-            # character view goes unless the recipe has one, as its preprocessor's code points do.
+            # character and word views go unless the recipe has them, as its preprocessor's code points do.
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
-                **{k: preset[k] for k in HEAD_ARGS if k in preset and k != "char_ngram_buckets"},
-                char_ngram_buckets=preset.get("char_ngram_buckets"))
+                **{k: preset[k] for k in HEAD_ARGS if k in preset and k not in CODE_POINT_VIEWS},
+                **{k: preset.get(k) for k in CODE_POINT_VIEWS})
         # KerasHub's own classifiers output logits unless told; tfllm reads probabilities. Their new head
         # takes the recipe's dropout, as tfllm's does (it kept KerasHub's 0.1 whatever --set dropout said).
         return keras_hub.models.TextClassifier.from_preset(

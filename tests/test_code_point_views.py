@@ -1,6 +1,7 @@
-"""The classifier's character view (`--set char_ngram_buckets=N`): the n-grams it hashes are
-scikit-learn's `char_wb` n-grams; a run with it trains, reloads through KerasHub, explains, predicts
-in NumPy, and exports to a SavedModel and to TFLite that compute what Keras computes."""
+"""The classifier's views of code points, character n-grams (`--set char_ngram_buckets=N`) and word
+n-grams (`--set word_ngram_buckets=N`): what they hash are scikit-learn's `char_wb` n-grams and its words
+and word bigrams; a run with them trains, reloads through KerasHub, explains, predicts in NumPy, and
+exports to a SavedModel and to TFLite that compute what Keras computes."""
 
 import json
 import os
@@ -43,20 +44,53 @@ def test_the_hashed_n_grams_are_scikit_learns_character_n_grams_of_words():
     assert sorted(ids[0][mask[0]].tolist()) == reference_ids("abcdef", BUCKETS)
 
 
-def test_a_char_view_needs_the_wide_path(tmp_path, capsys):
+def reference_word_ids(text, buckets):
+    """scikit-learn's words (lowercased runs of two or more word characters) and word bigrams, hashed by the
+    formula the model documents: a word h = 1, then h = (h * 4093 + code point) % buckets over its first 20
+    characters; a bigram h = 7, then h = (h * 4093 + word id) % buckets over its two words' ids."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    def hashed(items, h):
+        for x in items:
+            h = (h * 4093 + x) % buckets
+        return h
+
+    words = [hashed(map(ord, w[:20]), 1) for w in CountVectorizer().build_analyzer()(text)]
+    return sorted(words + [hashed(pair, 7) for pair in zip(words, words[1:])])
+
+
+def test_the_hashed_words_are_scikit_learns_words_and_bigrams():
+    from tfllm.models.preprocessors import code_points
+    from tfllm.models.text_classifier import word_ngram_ids
+
+    texts = ["A fine film, NOT dull.", "x", "", "it's a-ok!! a b cc", "“Quoted” — CAFÉ… ÀÞ×Ø 2² snake_case",
+             "supercalifragilisticexpialidocious, twenty-one characters+ ok", "日本語 テキスト。次の\tline\nnext"]
+    points = np.asarray(code_points(texts, 96))
+    ids, mask = (np.asarray(a) for a in word_ngram_ids(points, BUCKETS))
+    for text, row, row_mask in zip(texts, ids, mask):
+        assert sorted(row[row_mask].tolist()) == reference_word_ids(text, BUCKETS), text
+    assert mask[0].sum() == 4 + 3  # "fine film not dull": four words, three bigrams ("A" is too short)
+    cut = np.asarray(code_points(["one two three"], 9))  # read as "one two t": "t" is too short
+    ids, mask = (np.asarray(a) for a in word_ngram_ids(cut, BUCKETS))
+    assert sorted(ids[0][mask[0]].tolist()) == reference_word_ids("one two", BUCKETS)
+
+
+@pytest.mark.parametrize("setting", ["char_ngram_buckets=1009", "word_ngram_buckets=1009"])
+def test_a_code_point_view_needs_the_wide_path(tmp_path, capsys, setting):
     result = main_in_process(capsys, "train", "--task", "classify", "--data", "rotten_tomatoes", "--preset", "finetune",
-                             "--set", "char_ngram_buckets=1009", "--run-dir", tmp_path / "run")
+                             "--set", setting, "--run-dir", tmp_path / "run")
     assert result.returncode == 2 and "add --set wide_bigram_buckets=N" in result.stderr
     assert not os.path.exists(tmp_path / "run")
 
 
 @pytest.fixture(scope="module")
 def char_run(tiny_classifier_run):
-    """The session's tiny classifier: the `tiny` recipe has a character view of 1,009 buckets, as
-    `default` has one of 262,139."""
+    """The session's tiny classifier: the `tiny` recipe has character and word views of 1,009 buckets
+    each, as `default` has views of 262,139."""
     from tfllm import runs
 
-    assert runs.read_recipe(tiny_classifier_run)["char_ngram_buckets"] == BUCKETS
+    recipe = runs.read_recipe(tiny_classifier_run)
+    assert recipe["char_ngram_buckets"] == recipe["word_ngram_buckets"] == BUCKETS
     return tiny_classifier_run
 
 
@@ -64,37 +98,40 @@ TEXTS = ["A wonderful, moving film!", "dull and far too long...", "I didn't like
 
 
 @pytest.mark.slow
-def test_a_char_view_run_is_fitted_blended_in_and_loads_through_keras_hub(char_run):
+def test_a_run_with_the_views_fits_and_blends_them_in_and_loads_through_keras_hub(char_run):
     import keras_hub
 
     from tfllm import runs
     from tfllm.models.text_classifier import predict_probabilities
 
     model = runs.load_task(char_run)
-    table = model.get_layer("char_ngrams").get_weights()[0]
-    assert table.shape == (BUCKETS, 1) and np.count_nonzero(table) > BUCKETS // 4  # fitted after training
-    assert model.get_layer("blend").char_scale.numpy() != 0  # and blended in
     assert json.load(open(os.path.join(char_run, "preprocessor.json")))["config"]["char_length"] > 0
     probabilities = predict_probabilities(model, TEXTS)
-    # The view changes what the model says: with its table zeroed, other probabilities.
-    model.get_layer("char_ngrams").set_weights([np.zeros_like(table)])
-    assert np.abs(predict_probabilities(model, TEXTS) - probabilities).max() > 1e-3
+    for view in ("char", "word"):
+        table = model.get_layer(f"{view}_ngrams").get_weights()[0]
+        assert table.shape == (BUCKETS, 1) and np.count_nonzero(table) > BUCKETS // 4  # fitted after training
+        assert getattr(model.get_layer("blend"), f"{view}_scale").numpy() != 0  # and blended in
+        # Each view changes what the model says: with its table zeroed, other probabilities.
+        model.get_layer(f"{view}_ngrams").set_weights([np.zeros_like(table)])
+        assert np.abs(predict_probabilities(model, TEXTS) - probabilities).max() > 1e-3
+        model.get_layer(f"{view}_ngrams").set_weights([table])
     hub = keras_hub.models.TextClassifier.from_preset(char_run)
     np.testing.assert_allclose(predict_probabilities(hub, TEXTS), probabilities, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_the_numpy_path_computes_the_char_view_as_keras_does(char_run):
+def test_the_numpy_path_computes_the_views_as_keras_does(char_run):
     from tfllm import fast_classification, runs
     from tfllm.models.text_classifier import predict_probabilities
 
     fast = fast_classification.load(char_run)
-    texts = TEXTS + ["", "x\ty  z", "a" * 400 + " cut after the preprocessor's char_length", "UN CAFÉ ×, ΣΑΣ"]
+    texts = TEXTS + ["", "x\ty  z", "a" * 400 + " cut after the preprocessor's char_length", "UN CAFÉ ×, ΣΑΣ",
+                     "“Quoted” — twenty-one-characters-long … 2² snake_case a b cc dd"]
     np.testing.assert_allclose(fast.predict(texts), predict_probabilities(runs.load_task(char_run), texts), atol=1e-5)
 
 
 @pytest.mark.slow
-def test_explanations_hold_the_char_view_fixed_and_stay_complete(char_run):
+def test_explanations_hold_the_views_fixed_and_stay_complete(char_run):
     from tfllm import runs
     from tfllm.explanations import explain
     from tfllm.models.text_classifier import predict_probabilities
@@ -111,7 +148,7 @@ def test_explanations_hold_the_char_view_fixed_and_stay_complete(char_run):
 
 
 @pytest.mark.slow
-def test_a_char_view_run_exports_saved_model_and_tflite_computing_what_keras_does(char_run, tmp_path, capsys):
+def test_a_run_with_the_views_exports_saved_model_and_tflite_computing_what_keras_does(char_run, tmp_path, capsys):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (the tokenizer's ops, for the SavedModel)
 
