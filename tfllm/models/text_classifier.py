@@ -397,7 +397,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
     def sequence_length(self):
         return self.backbone.sequence_length
 
-    def fit_wide_path(self, train_data, val_data, smoothing=1.0, class_weight=None):
+    def fit_wide_path(self, train_data, val_data, smoothing=1.0, class_weight=None, refit_on_val=True):
         """Sets the wide path from `train_data` and blends it in on `val_data`
         (its rows weighed by `class_weight`, `{class id: weight}`, where given).
 
@@ -411,40 +411,53 @@ class TextClassifier(keras_hub.models.TextClassifier):
         split, with the rest of the model fixed. A character view
         (`char_ngram_buckets`) is set from the training split first
         (`_fit_char_ngrams`), a word view (`word_ngram_buckets`) by naive Bayes
-        as the wide path, and both are blended in with the other two.
+        as the wide path, and both are blended in with the other two. Then, with
+        `refit_on_val`, the three tables are set again from the training and
+        validation texts together, the blend kept: 9% more text for them (each
+        view alone gains about half a point of test accuracy on rotten_tomatoes).
+        The validation figures of such a model are in-sample.
         """
-        wide = self.get_layer("wide_ngrams")
-        vocabulary_size = self.backbone.vocabulary_size
-        counts = np.zeros((self.num_classes, wide.input_dim))
-        word_counts = np.zeros((self.num_classes, self.word_ngram_buckets or 0))
-        char_rows, train_labels = [], []  # the character view's n-grams, read in the same pass
-        for inputs, labels in train_data:
-            classes = _class_ids(labels)
-            ngrams = [(counts, wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], vocabulary_size,
-                                              self.wide_bigram_buckets))]
-            if self.word_ngram_buckets:
-                ngrams.append((word_counts, word_ngram_ids(inputs["code_points"], self.word_ngram_buckets)))
-            for table_counts, (ids, mask) in ngrams:
-                ids, mask = keras.ops.convert_to_numpy(ids), keras.ops.convert_to_numpy(mask)
-                for row, row_mask, c in zip(ids, mask, classes):
-                    table_counts[c, np.unique(row[row_mask])] += 1
-            if self.char_ngram_buckets:
-                ids, mask = (keras.ops.convert_to_numpy(a)
-                             for a in char_ngram_ids(inputs["code_points"], self.char_ngram_buckets))
-                char_rows += [row[row_mask] for row, row_mask in zip(ids, mask)]
-                train_labels.append(classes)
-        wide.set_weights([_naive_bayes_table(counts, smoothing)])
-        if self.word_ngram_buckets:
-            self.get_layer("word_ngrams").set_weights([_naive_bayes_table(word_counts, smoothing)])
-        if self.char_ngram_buckets:
-            self._fit_char_ngrams(char_rows, np.concatenate(train_labels), class_weight)
-
+        statistics = self._ngram_statistics(train_data)
+        self._set_ngram_tables(statistics, smoothing, class_weight)
         blend = self.get_layer("blend")
         parts = keras.Model(self.input, blend.input)  # (encoder, wide[, character][, word] logits)
         views = parts.predict(val_data.map(lambda x, y: x), verbose=0)
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
         blend.set_weights(_fit_blend([keras.ops.convert_to_numpy(v) for v in views], labels,
                                      class_weight=class_weight))
+        if refit_on_val:
+            self._set_ngram_tables(self._ngram_statistics(val_data, statistics), smoothing, class_weight)
+
+    def _ngram_statistics(self, data, statistics=None):
+        """What the n-gram tables are set from, read in one pass over `data` (added to `statistics`): how
+        many texts of each class hold each wide-path and word id, and each text's character n-grams."""
+        vocabulary_size = self.backbone.vocabulary_size
+        statistics = statistics or {
+            "wide": np.zeros((self.num_classes, self.get_layer("wide_ngrams").input_dim)),
+            "word": np.zeros((self.num_classes, self.word_ngram_buckets or 0)), "char": [], "labels": []}
+        for inputs, labels in data:
+            classes = _class_ids(labels)
+            ngrams = [("wide", wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], vocabulary_size,
+                                              self.wide_bigram_buckets))]
+            if self.word_ngram_buckets:
+                ngrams.append(("word", word_ngram_ids(inputs["code_points"], self.word_ngram_buckets)))
+            for name, (ids, mask) in ngrams:
+                ids, mask = keras.ops.convert_to_numpy(ids), keras.ops.convert_to_numpy(mask)
+                for row, row_mask, c in zip(ids, mask, classes):
+                    statistics[name][c, np.unique(row[row_mask])] += 1
+            if self.char_ngram_buckets:
+                ids, mask = (keras.ops.convert_to_numpy(a)
+                             for a in char_ngram_ids(inputs["code_points"], self.char_ngram_buckets))
+                statistics["char"] += [row[row_mask] for row, row_mask in zip(ids, mask)]
+            statistics["labels"].append(classes)
+        return statistics
+
+    def _set_ngram_tables(self, statistics, smoothing, class_weight):
+        self.get_layer("wide_ngrams").set_weights([_naive_bayes_table(statistics["wide"], smoothing)])
+        if self.word_ngram_buckets:
+            self.get_layer("word_ngrams").set_weights([_naive_bayes_table(statistics["word"], smoothing)])
+        if self.char_ngram_buckets:
+            self._fit_char_ngrams(statistics["char"], np.concatenate(statistics["labels"]), class_weight)
 
     def _fit_char_ngrams(self, rows, labels, class_weight=None, C=0.1):
         """The character view's table: a logistic regression (scikit-learn's, L2, `C` 0.1: the best
