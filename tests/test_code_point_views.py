@@ -178,3 +178,24 @@ def test_a_run_with_the_views_exports_saved_model_and_tflite_computing_what_kera
     metadata = json.load(open(out / "metadata.json"))
     assert "code_points" in metadata["model.tflite"]["inputs"]
     assert json.load(open(out / "parity.json"))["model.tflite"]["max_abs_probability_difference"] < 1e-5
+
+
+@pytest.mark.slow
+def test_a_word_view_without_a_character_view_trains_reloads_and_predicts_in_numpy(tmp_path):
+    import keras_hub
+
+    from tfllm import fast_classification, runs
+    from tfllm.config import TrainConfig
+    from tfllm.models.text_classifier import predict_probabilities
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path / "words")
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, run_dir=run_dir,
+                                 overrides={"char_ngram_buckets": 0}), verbose=0)
+    model = runs.load_task(run_dir)
+    assert not any(layer.name == "char_ngrams" for layer in model.layers)
+    assert model.get_layer("blend").word_scale.numpy() != 0 and len(model.get_layer("blend").get_weights()) == 4
+    probabilities = predict_probabilities(model, TEXTS)
+    hub = keras_hub.models.TextClassifier.from_preset(run_dir)
+    np.testing.assert_allclose(predict_probabilities(hub, TEXTS), probabilities, atol=1e-6)
+    np.testing.assert_allclose(fast_classification.load(run_dir).predict(TEXTS), probabilities, atol=1e-5)
