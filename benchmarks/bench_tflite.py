@@ -40,14 +40,15 @@ def bench_classifier(run_dir, num_examples):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops the SavedModel uses)
 
-    from tfllm import data as data_lib
     from tfllm.export.saved_model import export_classifier
+    from tfllm.export.tflite_classifier import id_model_inputs
     from tfllm.training.classifier import load_run
 
     config = tflite.check_run_dir(run_dir)
     model, label_names, _ = load_run(run_dir)
     texts = split_as_trained(TrainConfig.from_dict(config), label_names).test.texts[:num_examples]
-    ids = np.concatenate([batch["token_ids"] for batch in data_lib.text_batches(texts, model.preprocessor)])
+    inputs = id_model_inputs(model, texts)  # token_ids, and code_points for the character and word views
+    ids = [{k: v[i:i + 1] for k, v in inputs.items()} for i in range(len(texts))]  # one example a call
     results = {"run_dir": run_dir, "latency_examples": len(texts), "batch_size": 1, "variants": {}}
 
     with tempfile.TemporaryDirectory() as base:
@@ -57,7 +58,7 @@ def bench_classifier(run_dir, num_examples):
         results["saved_model"] = {
             "bytes": sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(saved) for f in fs),
             "ms_per_example_text": _per_call_ms(lambda t: by_text(text=tf.constant([t])), texts),
-            "ms_per_example_ids": _per_call_ms(lambda x: by_ids(token_ids=tf.constant(x[None])), ids),
+            "ms_per_example_ids": _per_call_ms(lambda x: by_ids(**{k: tf.constant(v) for k, v in x.items()}), ids),
         }
         print(json.dumps({"saved_model": results["saved_model"]}))
         for quantize in tflite.QUANTIZE_MODES["classify"]:
@@ -70,7 +71,7 @@ def bench_classifier(run_dir, num_examples):
             variant = {
                 "bytes": parity[tflite.IDS_FILE]["bytes"],
                 "text_model_bytes": parity[tflite.TEXT_FILE]["bytes"],
-                "ms_per_example_ids": _per_call_ms(lambda x: ids_runner(token_ids=x[None]), ids),
+                "ms_per_example_ids": _per_call_ms(lambda x: ids_runner(**x), ids),
                 "ms_per_example_text": _per_call_ms(lambda t: text_runner(text=np.array([t], dtype=object)), texts),
                 "max_abs_probability_difference": parity[tflite.IDS_FILE]["max_abs_probability_difference"],
                 "accuracy": parity[tflite.IDS_FILE]["accuracy"],
