@@ -461,3 +461,19 @@ def test_head_and_word_vector_settings_a_preset_classifier_never_reads_are_refus
     err = capsys.readouterr().err
     assert f"{setting.split('=')[0]} would be ignored" in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_classifier_run_takes_the_recipe_s_head_not_the_run_s(tiny_classifier_run, tmp_path, capsys):
+    """A new head is the recipe's: `finetune` has no n-gram paths, so none of the tiny run's (hashed bigrams, wide
+    path, character and word views) carry over from its task.json, and its preprocessor reads no code points."""
+    from tfllm import runs
+
+    assert main(["train", "--data", "rotten_tomatoes", "--from-preset", tiny_classifier_run, "--preset", "finetune",
+                 "--epochs", "1", "--max-rows", "200", "--run-dir", str(tmp_path / "tuned")]) == 0
+    head = json.loads((tmp_path / "tuned" / "task.json").read_text())["config"]
+    assert runs.read_recipe(tiny_classifier_run)["bigram_buckets"]  # the run had them ...
+    assert not any(head.get(k) for k in ("bigram_buckets", "wide_bigram_buckets", "char_ngram_buckets",
+                                         "word_ngram_buckets"))  # ... the fine-tuned model has none
+    model = runs.load_task(str(tmp_path / "tuned"))
+    assert "code_points" not in model.input and not model.preprocessor.char_length

@@ -152,12 +152,12 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
             head = {} if backbone_cls is EncoderBackbone else {"activation": "softmax"}
             return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head)
         if own:
-            # KerasHub builds the new head from the preset's task.json, updated with these: a classifier run's
-            # character and word views go unless the recipe has them, as its preprocessor's code points do.
+            # KerasHub builds the new head from the preset's task.json, updated with these: every head setting
+            # is the recipe's (None where it has none), so a classifier run's n-gram paths and views do not
+            # carry over into a recipe without them (as its preprocessor's code points do not).
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
-                **{k: preset[k] for k in HEAD_ARGS if k in preset and k not in CODE_POINT_VIEWS},
-                **{k: preset.get(k) for k in CODE_POINT_VIEWS})
+                **{k: preset.get(k) for k in HEAD_ARGS if k != "dropout"}, dropout=preset.get("dropout", 0.1))
         # KerasHub's own classifiers output logits unless told; tfllm reads probabilities. Their new head
         # takes the recipe's dropout, as tfllm's does (it kept KerasHub's 0.1 whatever --set dropout said).
         return keras_hub.models.TextClassifier.from_preset(
