@@ -199,3 +199,12 @@ def test_a_word_view_without_a_character_view_trains_reloads_and_predicts_in_num
     hub = keras_hub.models.TextClassifier.from_preset(run_dir)
     np.testing.assert_allclose(predict_probabilities(hub, TEXTS), probabilities, atol=1e-6)
     np.testing.assert_allclose(fast_classification.load(run_dir).predict(TEXTS), probabilities, atol=1e-5)
+
+
+def test_more_buckets_than_the_int32_hash_allows_are_refused(tmp_path, capsys):
+    from tfllm.models.text_classifier import MAX_HASH_BUCKETS
+
+    result = main_in_process(capsys, "train", "--task", "classify", "--data", "rotten_tomatoes", "--preset", "tiny",
+                             "--set", f"word_ngram_buckets={MAX_HASH_BUCKETS + 1}", "--run-dir", tmp_path / "run")
+    assert result.returncode == 2 and "at most that" in result.stderr and result.stderr.count("\n") == 1
+    assert not os.path.exists(tmp_path / "run")

@@ -40,7 +40,8 @@ CLASSIFIER_PRESETS = {
     # and word bigrams, naive Bayes): -> 0.793 (benchmarks/bench_views.py). Beside those views the
     # big hashed tables stopped earning their size (stop 56): 4,096 bigram embeddings and 262,144
     # wide bigram buckets score 0.794 (4 seeds) in 4.3 MB, against 0.793 in 52 MB with 262,144 and
-    # 4,194,304, and train in a quarter of the time (benchmarks/results/classifier.json, `mobile`).
+    # 4,194,304, and train in a quarter of the time; with twice the views' buckets, 0.7985 in 6.4 MB
+    # (benchmarks/results/classifier.json, benchmarks/probe_hash_buckets.py).
     "default": {
         "tokenizer": "wordpiece",
         "vocabulary_size": 8000,
@@ -53,8 +54,10 @@ CLASSIFIER_PRESETS = {
         "embedding_dropout": 0.5,
         "bigram_buckets": 4096,
         "wide_bigram_buckets": 262144,
-        "char_ngram_buckets": 262139,  # prime: the hash is reduced modulo it (tfllm.models.text_classifier)
-        "word_ngram_buckets": 262139,
+        # Primes (the hash is reduced modulo them) and the largest the int32 hash allows: with 262,139 a third
+        # of the training split's n-grams shared a bucket, which cost 0.5 points (tfllm.models.text_classifier).
+        "char_ngram_buckets": 524287,
+        "word_ngram_buckets": 524287,
         # Pretraining, first: PPMI-SVD word vectors of the training (and --unlabeled) texts as the
         # token embedding (tfllm.word_vectors; the settings of `tfllm pretrain --objective vectors`).
         "word_vectors": True,

@@ -36,9 +36,11 @@ def wide_ngram_ids(token_ids, padding_mask, vocabulary_size, bigram_buckets):
 
 
 # Character n-grams: a polynomial hash of each n-gram's code points, reduced modulo a prime number of
-# buckets at every step, so that no intermediate value passes 2**31 (4093 * 262139 + 0x10FFFF < 2**31)
+# buckets at every step, so that no intermediate value passes 2**31 ((buckets - 1) * 4093 + 0x10FFFF < 2**31)
 # and int32 ops give the same ids in Keras, XLA, a SavedModel, TFLite and NumPy, with no wrap-around.
+# Hence at most MAX_HASH_BUCKETS buckets (the recipe's 524,287 = 2**19 - 1 is a prime just below).
 CHAR_HASH_MULTIPLIER = 4093
+MAX_HASH_BUCKETS = (2**31 - 1 - 0x10FFFF) // CHAR_HASH_MULTIPLIER + 1
 SPACE = 32
 CHAR_NGRAM_ORDERS = (2, 3, 4, 5)
 
@@ -319,6 +321,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
         for name, value in (("char_ngram_buckets", char_ngram_buckets), ("word_ngram_buckets", word_ngram_buckets)):
             if value and not wide_bigram_buckets:
                 raise UserInputError(f"{name} is blended in beside the wide path: set wide_bigram_buckets too.")
+            if value and value > MAX_HASH_BUCKETS:
+                raise UserInputError(f"{name}={value} is more than the int32 hash allows ({MAX_HASH_BUCKETS:,}): "
+                                     "use at most that (a prime, such as 524287, spreads the n-grams best).")
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
