@@ -33,7 +33,8 @@ def test_the_hashed_n_grams_are_scikit_learns_character_n_grams_of_words():
     from tfllm.models.preprocessors import code_points
     from tfllm.models.text_classifier import char_ngram_ids
 
-    texts = ["A fine film, NOT dull.", "x", "  two  spaces\tand a tab\nand a line ", "", "it's a-ok!!", "CAFÉ ÀÞ ×"]
+    texts = ["A fine film, NOT dull.", "x", "  two  spaces\tand a tab\nand a line ", "", "it's a-ok!!", "CAFÉ ÀÞ ×",
+             "ŁÓDŹ ŻÓŁW", "ВОЙНА И МИР", "ΑΘΗΝΑ", "ĐẠI VIỆT", "ＴＯＫＹＯ ＡＢ"]
     points = np.asarray(code_points(texts, 64))
     ids, mask = (np.asarray(a) for a in char_ngram_ids(points, BUCKETS))
     for text, row, row_mask in zip(texts, ids, mask):
@@ -64,7 +65,10 @@ def test_the_hashed_words_are_scikit_learns_words_and_bigrams():
     from tfllm.models.text_classifier import word_ngram_ids
 
     texts = ["A fine film, NOT dull.", "x", "", "it's a-ok!! a b cc", "“Quoted” — CAFÉ… ÀÞ×Ø 2² snake_case",
-             "supercalifragilisticexpialidocious, twenty-one characters+ ok", "日本語 テキスト。次の\tline\nnext"]
+             "supercalifragilisticexpialidocious, twenty-one characters+ ok", "日本語 テキスト。次の\tline\nnext",
+             # Capitals of other scripts lowercase as str.lower does: Polish, Russian, Greek (no final sigma),
+             # Vietnamese, Armenian, Georgian and the fullwidth Latin of CJK text.
+             "Źle ŁÓDŹ Żółw", "ВОЙНА и Мир", "ΑΘΗΝΑ Ἀθῆναι", "ĐẠI VIỆT Ước", "ՀԱՅԱՍՏԱՆ", "ᲡᲐᲥᲐᲠᲗᲕᲔᲚᲝ", "ＴＯＫＹＯ ｔｏｋｙｏ"]
     points = np.asarray(code_points(texts, 96))
     ids, mask = (np.asarray(a) for a in word_ngram_ids(points, BUCKETS))
     for text, row, row_mask in zip(texts, ids, mask):
@@ -125,7 +129,7 @@ def test_the_numpy_path_computes_the_views_as_keras_does(char_run):
     from tfllm.models.text_classifier import predict_probabilities
 
     fast = fast_classification.load(char_run)
-    texts = TEXTS + ["", "x\ty  z", "a" * 400 + " cut after the preprocessor's char_length", "UN CAFÉ ×, ΣΑΣ",
+    texts = TEXTS + ["", "x\ty  z", "a" * 400 + " cut after the preprocessor's char_length", "UN CAFÉ ×, ΣΑΣ ВОЙНА Źle ＴＯＫＹＯ",
                      "“Quoted” — twenty-one-characters-long … 2² snake_case a b cc dd"]
     np.testing.assert_allclose(fast.predict(texts), predict_probabilities(runs.load_task(char_run), texts), atol=1e-5)
 
@@ -157,11 +161,12 @@ def test_a_run_with_the_views_exports_saved_model_and_tflite_computing_what_kera
     from tfllm.models.text_classifier import predict_probabilities
 
     model = runs.load_task(char_run, dtype="float32")
-    expected = predict_probabilities(model, TEXTS)
-    inputs = model.preprocessor(TEXTS)
+    texts = TEXTS + ["ВОЙНА И МИР, Źle ŁÓDŹ", "ＴＯＫＹＯ ĐẠI VIỆT"]  # capitals the views lowercase by their table
+    expected = predict_probabilities(model, texts)
+    inputs = model.preprocessor(texts)
     assert main_in_process(capsys, "export", char_run, "--name", "chars", "--base-dir", tmp_path / "sm").returncode == 0
     saved = tf.saved_model.load(str(tmp_path / "sm" / "chars" / "1"))
-    np.testing.assert_allclose(saved.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"],
+    np.testing.assert_allclose(saved.signatures["serving_default"](text=tf.constant(texts))["probabilities"],
                                expected, atol=1e-5)
     by_ids = saved.signatures["classify_ids"](token_ids=inputs["token_ids"], code_points=inputs["code_points"])
     np.testing.assert_allclose(by_ids["probabilities"], expected, atol=1e-5)
@@ -172,6 +177,7 @@ def test_a_run_with_the_views_exports_saved_model_and_tflite_computing_what_kera
     ids_out = run_signature(load_interpreter(str(out / "model.tflite")),
                             token_ids=np.asarray(inputs["token_ids"]), code_points=np.asarray(inputs["code_points"]))
     np.testing.assert_allclose(ids_out["probabilities"], expected, atol=1e-5)
+    expected, inputs = expected[:len(TEXTS)], {k: v[:len(TEXTS)] for k, v in inputs.items()}
     text_out = run_signature(load_interpreter(str(out / "model_text.tflite")), text=np.array(TEXTS, dtype=object))
     np.testing.assert_array_equal(text_out["code_points"], inputs["code_points"])  # ASCII texts: read alike
     np.testing.assert_allclose(text_out["probabilities"], expected, atol=1e-5)

@@ -19,13 +19,15 @@ tokenizer). `load(run_dir)` returns None for anything else; callers then use
 the TensorFlow path.
 """
 
+import functools
 import os
 import re
 import unicodedata
 
 import numpy as np
 
-from tfllm.datasets.text import CJK_IDEOGRAPHS, WORD_BIGRAM_SEED, WORD_CHARACTERS, WORD_LENGTH, WORD_SEED
+from tfllm.datasets.text import (CJK_IDEOGRAPHS, FULLWIDTH_CAPITALS, LOWERCASE_LIMIT, WORD_BIGRAM_SEED, WORD_CHARACTERS,
+                                 WORD_LENGTH, WORD_SEED, lowercase_table)
 from tfllm.fast_generation import _layer_norm, _read_json, finished_run_configs, named_vars
 
 # KerasHub's pretokenizer (split_on_cjk=True): whitespace and control/format characters split
@@ -121,7 +123,7 @@ class NumpyTextClassifier:
 
     def _char_ngrams(self, code_points, orders=(2, 3, 4, 5), space=32):
         # As `tfllm.models.text_classifier.char_ngram_ids`: a space before the text (and after it, as
-        # the padding reads), ASCII and Latin-1 letters lowercased, windows with no space inside and not
+        # the padding reads), letters lowercased (`_lowercase`), windows with no space inside and not
         # all spaces, h = (h * 4093 + c) % buckets.
         c = _lowercase(np.array([space, *code_points], np.int64))
         c[(c == 0) | ((c >= 9) & (c <= 13))] = space
@@ -193,9 +195,17 @@ class NumpyTextClassifier:
         return (z / z.sum()).astype(np.float32)
 
 
+@functools.cache
+def _lowercase_array():
+    return np.asarray(lowercase_table(), np.int64)
+
+
 def _lowercase(c):
-    # As `tfllm.models.text_classifier._lowercase`: A-Z, À-Þ but × (in place, and returned).
-    c[((c >= 65) & (c <= 90)) | ((c >= 192) & (c <= 222) & (c != 215))] += 32
+    # As `tfllm.models.text_classifier._lowercase` (the table in tfllm.datasets.text).
+    low, high = FULLWIDTH_CAPITALS
+    below = c < LOWERCASE_LIMIT
+    c[below] = _lowercase_array()[c[below]]
+    c[(c >= low) & (c <= high)] += 32
     return c
 
 

@@ -1,5 +1,6 @@
 """Reading running text for language modelling: the bundled corpus or a user's file."""
 
+import functools
 import itertools
 import os
 
@@ -30,6 +31,21 @@ WORD_LENGTH = 20
 WORD_SEED, WORD_BIGRAM_SEED = 1, 7
 WORD_CHARACTERS = ((48, 57), (65, 90), (95, 95), (97, 122), (170, 170), (178, 179), (181, 181), (185, 186),
                    (188, 190), (192, 214), (216, 246), (248, 0x1FFF), (0x2070, 0x2FFF), (0x3040, 0x10FFFF))
+
+# Both views lowercase what scikit-learn's `str.lower` would, code point by code point: below
+# LOWERCASE_LIMIT (Latin and its extensions, Vietnamese, Greek, Cyrillic, Armenian, Georgian) through a
+# table, and the fullwidth Latin capitals of CJK text (U+FF21-FF3A) by +32. A code point whose lowercase
+# is two code points ("İ") and the final sigma rule are left out. Integer ops (a gather), so Keras, TFLite
+# and NumPy agree without Unicode tables of their own.
+LOWERCASE_LIMIT = 0x2000
+FULLWIDTH_CAPITALS = (0xFF21, 0xFF3A)
+
+
+@functools.cache
+def lowercase_table():
+    """Tuple of LOWERCASE_LIMIT code points: entry c is c lowercased (c itself where nothing changes)."""
+    return tuple(ord(chr(c).lower()) if len(chr(c).lower()) == 1 else c for c in range(LOWERCASE_LIMIT))
+
 
 # Separates documents read from CSV/JSONL rows; the tokenizers keep "\n".
 DOCUMENT_SEPARATOR = "\n\n"

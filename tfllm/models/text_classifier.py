@@ -6,7 +6,8 @@ import keras
 import keras_hub
 import numpy as np
 
-from tfllm.datasets.text import WORD_BIGRAM_SEED, WORD_CHARACTERS, WORD_LENGTH, WORD_SEED
+from tfllm.datasets.text import (FULLWIDTH_CAPITALS, LOWERCASE_LIMIT, WORD_BIGRAM_SEED, WORD_CHARACTERS, WORD_LENGTH,
+                                 WORD_SEED, lowercase_table)
 from tfllm.errors import UserInputError
 from tfllm.models.encoder_backbone import EncoderBackbone
 from tfllm.models.preprocessors import TextClassifierPreprocessor
@@ -46,13 +47,13 @@ CHAR_NGRAM_ORDERS = (2, 3, 4, 5)
 
 
 def _lowercase(c):
-    """`[batch, length]` int32 code points with ASCII and Latin-1 capitals lowercased ("É" -> "é"; other scripts
-    as they are): integer ops, so that every runtime (Keras, TFLite, NumPy) agrees without Unicode tables."""
+    """`[batch, length]` int32 code points lowercased as `tfllm.datasets.text.lowercase_table` says ("É" -> "é",
+    "Ł" -> "ł", "Ж" -> "ж", "Ａ" -> "ａ")."""
     ops = keras.ops
-    upper = functools.reduce(ops.logical_and, [ops.greater_equal(c, 65), ops.less_equal(c, 222),
-                                                ops.logical_or(ops.less_equal(c, 90), ops.greater_equal(c, 192)),
-                                                ops.not_equal(c, 215)])  # A-Z, À-Þ but ×
-    return ops.where(upper, c + 32, c)
+    table = ops.convert_to_tensor(np.asarray(lowercase_table(), "int32"))
+    lowered = ops.where(c < LOWERCASE_LIMIT, ops.take(table, ops.clip(c, 0, LOWERCASE_LIMIT - 1)), c)
+    low, high = FULLWIDTH_CAPITALS
+    return ops.where(ops.logical_and(c >= low, c <= high), c + 32, lowered)
 
 
 def char_ngram_ids(code_points, buckets, orders=CHAR_NGRAM_ORDERS):
