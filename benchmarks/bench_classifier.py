@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm.cli import parse_setting
 from tfllm.config import TrainConfig
 from tfllm.evaluation import classification_report
@@ -98,10 +99,7 @@ def main(argv=None):
                 summary[f"mean_{key}"] = round(sum(r[key] for r in runs) / len(runs), 4)
         results["presets"][preset] = {**summary, "runs": runs}
         print(json.dumps({preset: results["presets"][preset]}))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    save_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from bench_vs_torch import save_results  # standard library only
+
 KS = (0.01, 0.05, 0.1, 0.2, 0.5)
 METHODS = ("integrated_gradients", "attention", "occlusion", "random")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "faithfulness.json")
@@ -150,11 +152,7 @@ def main(argv=None):
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "command": "python benchmarks/bench_faithfulness.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(args.out + ".tmp", args.out)
+    save_results(args.out, result)
 
 
 if __name__ == "__main__":

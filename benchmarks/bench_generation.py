@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from bench_vs_torch import save_results  # standard library only
+
 NANOGPT = {"val_loss": 1.925, "tokens_per_second": 26600, "generation_chars_per_second": 940}
 
 
@@ -135,10 +137,7 @@ def main(argv=None):
         "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the 2 cores skews speed figures
         "sample": sample[:300],
     }
-    print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    save_results(args.out, result)
     return 0
 
 

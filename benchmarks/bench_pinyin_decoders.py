@@ -23,10 +23,10 @@ Prints JSON and writes benchmarks/results/pinyin_decoders.json.
 """
 
 import argparse
-import json
 import os
 import time
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm import runs
 from tfllm.config import TrainConfig
 from tfllm.evaluation import translation_report
@@ -70,10 +70,7 @@ def main():
                                 "seconds": round(time.perf_counter() - start, 1)}
     result["rerank_weight"] = weight
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(result, indent=2, ensure_ascii=False))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2, ensure_ascii=False)
+    save_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench_vs_torch import save_results  # noqa: E402  (standard library only)
 from tfllm import data as data_lib  # noqa: E402
 from tfllm.models import resolve_preset  # noqa: E402
 from tfllm.training import common  # noqa: E402
@@ -114,10 +115,7 @@ def main():
         "runs": runs,
     }
     out = args.out or os.path.join(RESULTS, "precision_gpu.json" if args.gpu else "precision.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    save_results(out, report)
 
 
 if __name__ == "__main__":

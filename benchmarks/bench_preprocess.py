@@ -13,7 +13,6 @@ alternating the two in every round, and checks they give the same token ids.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -22,6 +21,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm import tokenizers
 from tfllm.config import TrainConfig
 from tfllm.data import preprocess
@@ -91,10 +91,7 @@ def main():
                                   "speedup": round(median["map"] / median["preprocess"], 2)}
         print(f"{name}: map {median['map']:.2f} s, preprocess {median['preprocess']:.2f} s per "
               f"{args.pipelines} pipelines ({results['cases'][name]['speedup']}x); same token ids")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"-> {args.out}")
+    save_results(args.out, results, shown=f"-> {args.out}")
 
 
 if __name__ == "__main__":

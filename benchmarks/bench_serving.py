@@ -34,6 +34,8 @@ import time
 
 import numpy as np
 
+from bench_vs_torch import save_results  # standard library only
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TEXTS = [
@@ -366,10 +368,7 @@ def main():
                                                       "serving.json"))
     args = parser.parse_args()
     results = benchmark(args)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    save_results(args.out, results)
 
 
 if __name__ == "__main__":

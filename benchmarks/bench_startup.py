@@ -12,7 +12,6 @@ Both start the same interpreter and give the same output.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_vs_torch import cpu_info  # the machine, as the paired benchmark records it (standard library only)
+from bench_vs_torch import cpu_info, save_results  # the machine, as the paired benchmark records it (standard library only)
 
 TFLLM = str(Path(sys.executable).with_name("tfllm"))
 PLAIN = "import sys; from tfllm.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -75,10 +74,7 @@ def main():
             "speed_ratio": round(plain / fast, 3),
         }
         print(f"{name}: {fast:.2f} s as the tfllm command, {plain:.2f} s through main([...]) ({plain / fast:.2f}x)")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"-> {args.out}")
+    save_results(args.out, results, shown=f"-> {args.out}")
 
 
 if __name__ == "__main__":

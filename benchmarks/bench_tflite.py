@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm.config import TrainConfig
 from tfllm.datasets import split_as_trained
 from tfllm.export import tflite
@@ -136,10 +137,7 @@ def main(argv=None):
         results["classifier"] = bench_classifier(args.classifier, args.latency_examples)
     if args.generator:
         results["generator"] = bench_generator(args.generator)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    save_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm.config import TrainConfig
 from tfllm.datasets.pairs import load_pair_data
 from tfllm.evaluation import translation_report
@@ -233,10 +234,7 @@ def main():
         else:
             results[task] = quality(task, args.minutes, args.preset, args.max_rows, args.beam_examples, overrides,
                                     args.epochs, args.lm, args.lm_weights, args.memory)
-        print(json.dumps({task: results[task]}, indent=2, ensure_ascii=False))
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
+        save_results(args.out, results, shown={task: results[task]})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import platform
 import tempfile
 import time
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm.config import TrainConfig
 from tfllm.training.classifier import train_classifier
 from tfllm.tuning import read_space, tune
@@ -99,11 +100,7 @@ def main(argv=None):
             "best_val_at_least_single": bool(best) and best["objective"] >= results["single"]["val_accuracy"],
         }
 
-    print(json.dumps(results, indent=2))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
+    save_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import tensorflow as tf
 from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
 from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm.datasets import bundled_path
 from tfllm.tokenizers import KERAS_HUB_ALPHABET, SPECIAL_TOKENS, learn_word_pieces
 
@@ -81,9 +82,7 @@ def main():
             "vocabulary_size": len(expected), "identical": True, "counting_seconds": round(counting, 2),
             "seconds": seconds, "median_speedup": round(statistics.median(ratios), 2)}
         print(json.dumps({name: result["corpora"][name]}), flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    save_results(args.out, result, shown=f"-> {args.out}")
 
 
 if __name__ == "__main__":

@@ -69,11 +69,16 @@ def cpu_info():
 
 
 def save_results(path, results, shown=None):
-    """Prints `shown` (by default `results`) as JSON and writes `results` to `path`, making its folder."""
-    print(json.dumps(results if shown is None else shown, indent=2))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    """Writes `results` to `path` as JSON, whole or not at all, making its folder; then prints `shown`
+    (by default `results`): a str as it is, anything else as JSON."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    if shown is None:
+        shown = results
+    print(shown if isinstance(shown, str) else json.dumps(shown, indent=2, ensure_ascii=False))
 
 
 def run_worker(args, env=None):
@@ -781,9 +786,7 @@ def main(argv=None):
         elif name == "ceiling":
             result["ceiling"] = section_ceiling(args, work)
         result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+        save_results(args.out, result, shown=f"  {name} -> {args.out}")  # after every section
     print(json.dumps({k: v for k, v in result.items() if k in ("cpu",)} | {
         name: {k: v for k, v in result[name].items() if "ratio" in k or k in ("checks", "median_seconds", "step_matmul_gflop")}
         for name in sections if name in result}, indent=2))

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from bench_vs_torch import save_results  # standard library only
+
 ARMS = {"keras": {"SHARDS": "1", "INTRA": "0"}, "split": {"SHARDS": "2", "INTRA": "1"}}
 STEPS_PER_EPOCH, EPOCHS = 100, 7  # the first epoch (tracing and XLA compiles) is not timed
 
@@ -108,9 +110,7 @@ def main():
     ratios = sorted(r["split_speed_ratio"] for r in rounds)
     result = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "arms": ARMS, "rounds": rounds, "median_split_speed_ratio": ratios[len(ratios) // 2]}
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(json.dumps({"median_split_speed_ratio": result["median_split_speed_ratio"]}))
+    save_results(args.out, result, shown={"median_split_speed_ratio": result["median_split_speed_ratio"]})
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ tests'). Prints a table and writes benchmarks/results/test_suite_profile.json.
 
 import argparse
 import collections
-import json
 import os
 import platform
 import re
 import subprocess
 import sys
 import time
+
+from bench_vs_torch import save_results  # standard library only
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -116,10 +117,7 @@ def main():
     for kind, figures in result["by_kind"].items():
         print(f"{figures['cpu_seconds']:8.0f} s  {100 * figures['share']:5.1f}%  {kind}")
     print(f"{result['cpu_seconds_sampled']:8.0f} s of CPU sampled in {result['processes']} processes")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+    save_results(args.out, result, shown=f"wrote {args.out}")
 
 
 if __name__ == "__main__":
