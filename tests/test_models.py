@@ -72,6 +72,34 @@ def test_wide_path_is_naive_bayes_from_train_counts_blended_on_val(tmp_path, num
     assert_keras_roundtrip(model, inputs_of(test_ids[:8]), tmp_path / "wide.keras")
 
 
+def test_fit_trains_the_encoder_as_if_the_n_gram_tables_and_the_blend_were_not_there():
+    """In training the blend passes the encoder's logits alone: the same encoder trains alike whether its
+    frozen tables and blend are as built (scales 0) or set (as after `fit_wide_path`), and inference uses them."""
+    ids = token_ids(batch=8)
+    points = np.random.default_rng(1).integers(32, 1200, (8, 24)).astype("int32")
+    x = {**inputs_of(ids), "code_points": points}
+    y = (np.arange(8) % 2)[:, None].astype("float32")
+    head = dict(wide_bigram_buckets=64, char_ngram_buckets=97, word_ngram_buckets=89)
+    models = []
+    for set_tables in (False, True):
+        keras.utils.set_random_seed(0)
+        model = classifier(2, **head)
+        if set_tables:
+            rng = np.random.default_rng(2)
+            for name in ("wide_ngrams", "char_ngrams", "word_ngrams"):
+                layer = model.get_layer(name)
+                layer.set_weights([rng.normal(0, 3, layer.get_weights()[0].shape).astype("float32")])
+            model.get_layer("blend").set_weights([np.float32(0.5), np.float32(2.0), np.ones(1, "float32"),
+                                                  np.float32(1.5), np.float32(1.0)])
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        models.append(model)
+    plain, with_tables = models
+    for a, b in zip(plain.backbone.weights, with_tables.backbone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert np.abs(plain.predict(x, verbose=0) - with_tables.predict(x, verbose=0)).max() > 0.01
+
+
 def test_padding_is_masked_and_empty_text_is_finite():
     keras.utils.set_random_seed(0)
     model = classifier(2)
