@@ -129,8 +129,8 @@ def test_the_numpy_path_computes_the_views_as_keras_does(char_run):
     from tfllm.models.text_classifier import predict_probabilities
 
     fast = fast_classification.load(char_run)
-    texts = TEXTS + ["", "x\ty  z", "a" * 400 + " cut after the preprocessor's char_length", "UN CAFÉ ×, ΣΑΣ ВОЙНА Źle ＴＯＫＹＯ",
-                     "“Quoted” — twenty-one-characters-long … 2² snake_case a b cc dd"]
+    texts = TEXTS + ["", "x\ty  z", "a" * 400 + " cut after the preprocessor's char_length",
+                     "UN CAFÉ ×, ΣΑΣ ВОЙНА Źle ＴＯＫＹＯ", "“Quoted” — twenty-one-characters-long … 2² snake_case a b cc dd"]
     np.testing.assert_allclose(fast.predict(texts), predict_probabilities(runs.load_task(char_run), texts), atol=1e-5)
 
 
