@@ -19,7 +19,6 @@ tokenizer). `load(run_dir)` returns None for anything else; callers then use
 the TensorFlow path.
 """
 
-import functools
 import os
 import re
 import unicodedata
@@ -195,16 +194,11 @@ class NumpyTextClassifier:
         return (z / z.sum()).astype(np.float32)
 
 
-@functools.cache
-def _lowercase_array():
-    return np.asarray(lowercase_table(), np.int64)
-
-
 def _lowercase(c):
     # As `tfllm.models.text_classifier._lowercase` (the table in tfllm.datasets.text).
     low, high = FULLWIDTH_CAPITALS
     below = c < LOWERCASE_LIMIT
-    c[below] = _lowercase_array()[c[below]]
+    c[below] = lowercase_table()[c[below]]
     c[(c >= low) & (c <= high)] += 32
     return c
 

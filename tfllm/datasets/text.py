@@ -4,6 +4,8 @@ import functools
 import itertools
 import os
 
+import numpy as np
+
 from tfllm.datasets import bundled_path, hidden, iter_rows, read_lines, read_text_file
 from tfllm.errors import UserInputError
 
@@ -43,8 +45,11 @@ FULLWIDTH_CAPITALS = (0xFF21, 0xFF3A)
 
 @functools.cache
 def lowercase_table():
-    """Tuple of LOWERCASE_LIMIT code points: entry c is c lowercased (c itself where nothing changes)."""
-    return tuple(ord(chr(c).lower()) if len(chr(c).lower()) == 1 else c for c in range(LOWERCASE_LIMIT))
+    """int32 array (read-only) of LOWERCASE_LIMIT code points: entry c is c lowercased (c where nothing changes)."""
+    table = np.array([ord(chr(c).lower()) if len(chr(c).lower()) == 1 else c for c in range(LOWERCASE_LIMIT)],
+                     np.int32)
+    table.flags.writeable = False
+    return table
 
 
 # Separates documents read from CSV/JSONL rows; the tokenizers keep "\n".

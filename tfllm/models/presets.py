@@ -40,7 +40,7 @@ CLASSIFIER_PRESETS = {
     # and word bigrams, naive Bayes): -> 0.793 (benchmarks/bench_views.py). Beside those views the
     # big hashed tables stopped earning their size (stop 56): 4,096 bigram embeddings and 262,144
     # wide bigram buckets score 0.794 (4 seeds) in 4.3 MB, against 0.793 in 52 MB with 262,144 and
-    # 4,194,304, and train in a quarter of the time; with twice the views' buckets, 0.7985 in 6.4 MB
+    # 4,194,304 (and trained in 27-38 s against 130-190 s, in separate runs); with twice the views' buckets, 0.7985 in 6.4 MB
     # (benchmarks/results/classifier.json, benchmarks/probe_hash_buckets.py).
     "default": {
         "tokenizer": "wordpiece",
@@ -120,7 +120,7 @@ CLASSIFIER_PRESETS = {
     },
 }
 
-# The default recipe sized for phones: since stop 56 the default itself (4.3 MB of weights). The name
+# The default recipe sized for phones: since stop 56 the default itself (6.4 MB of weights). The name
 # stays so that commands and notebooks that ask for it keep working.
 CLASSIFIER_PRESETS["mobile"] = dict(CLASSIFIER_PRESETS["default"])
 

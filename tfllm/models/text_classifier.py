@@ -50,7 +50,7 @@ def _lowercase(c):
     """`[batch, length]` int32 code points lowercased as `tfllm.datasets.text.lowercase_table` says ("É" -> "é",
     "Ł" -> "ł", "Ж" -> "ж", "Ａ" -> "ａ")."""
     ops = keras.ops
-    table = ops.convert_to_tensor(np.asarray(lowercase_table(), "int32"))
+    table = ops.convert_to_tensor(lowercase_table())
     lowered = ops.where(c < LOWERCASE_LIMIT, ops.take(table, ops.clip(c, 0, LOWERCASE_LIMIT - 1)), c)
     low, high = FULLWIDTH_CAPITALS
     return ops.where(ops.logical_and(c >= low, c <= high), c + 32, lowered)
