@@ -4,6 +4,7 @@ import pytest
 
 from conftest import assert_keras_roundtrip
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor, Transformer, resolve_preset
+from tfllm.models.text_classifier import char_ngram_ids, word_ngram_ids
 from tfllm.training.classifier import class_probabilities
 from tfllm.errors import UserInputError
 
@@ -72,6 +73,61 @@ def test_wide_path_is_naive_bayes_from_train_counts_blended_on_val(tmp_path, num
     assert_keras_roundtrip(model, inputs_of(test_ids[:8]), tmp_path / "wide.keras")
 
 
+@pytest.mark.slow
+def test_refit_counts_the_validation_texts_into_the_tables_and_keeps_the_blend():
+    """`fit_wide_path` fits the blend on the validation split with tables from the training split, then
+    (`refit`, the default) sets the tables from both: a token and a word that only validation texts hold get
+    weight, every table is what both splits give from scratch, and the blend keeps the weights it was
+    fitted with."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    filler = ["plot", "cast", "scene", "film", "story", "music", "actor", "script"]
+
+    def split(n, extra=()):
+        labels = rng.integers(0, 2, n)
+        ids = rng.integers(10, 50, (n, 16)).astype("int32")
+        ids[:, 12:] = 0
+        ids[np.arange(n), rng.integers(0, 12, n)] = 5 + labels  # a marker token per class
+        texts = [" ".join([*rng.choice(filler, 4), ("dull", "fine")[y]]) for y in labels]
+        for token, word in extra:  # validation only: another token and word, in its positive texts
+            ids[labels == 1, 0] = token
+            texts = [t + " " + word if y else t for t, y in zip(texts, labels)]
+        points = np.zeros((n, 48), "int32")
+        for i, text in enumerate(texts):
+            points[i, :len(text)] = [ord(c) for c in text]
+        x = {**inputs_of(ids), "code_points": points}
+        return tf.data.Dataset.from_tensor_slices((x, labels[:, None].astype("float32"))).batch(32)
+
+    train, val = split(300), split(150, extra=[(9, "jazz")])
+    # Primes large enough that no n-gram of "jazz" (each holds a j or a z, letters no other word has) shares
+    # a bucket with the other words' n-grams.
+    head = dict(wide_bigram_buckets=64, char_ngram_buckets=65521, word_ngram_buckets=65521)
+    models = {}
+    for name, args in (("train only", (train, val, False)), ("refit", (train, val, True)),
+                       ("both from scratch", (train.concatenate(val), val, False))):
+        keras.utils.set_random_seed(0)
+        models[name] = model = classifier(2, **head)
+        model.fit_wide_path(*args[:2], refit=args[2])
+
+    def table(name, layer):
+        return models[name].get_layer(layer).get_weights()[0]
+
+    word = word_ngram_ids(np.array([[ord(c) for c in "jazz"]], "int32"), head["word_ngram_buckets"])[0]
+    jazz = int(keras.ops.convert_to_numpy(word)[0, 0])
+    assert table("train only", "wide_ngrams")[9, 0] == 0 and table("refit", "wide_ngrams")[9, 0] > 0
+    assert table("train only", "word_ngrams")[jazz, 0] == 0 and table("refit", "word_ngrams")[jazz, 0] > 0
+    for layer in ("wide_ngrams", "word_ngrams", "char_ngrams"):
+        np.testing.assert_allclose(table("refit", layer), table("both from scratch", layer), rtol=1e-6)
+    char = char_ngram_ids(np.array([[ord(c) for c in " jazz"]], "int32"), head["char_ngram_buckets"])
+    jazz = np.unique(keras.ops.convert_to_numpy(char[0])[keras.ops.convert_to_numpy(char[1])])
+    assert not table("train only", "char_ngrams")[jazz].any() and table("refit", "char_ngrams")[jazz].all()
+    for a, b in zip(models["train only"].get_layer("blend").get_weights(),
+                    models["refit"].get_layer("blend").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
 def test_fit_trains_the_encoder_as_if_the_n_gram_tables_and_the_blend_were_not_there():
     """In training the blend passes the encoder's logits alone: the same encoder trains alike whether its
     frozen tables and blend are as built (scales 0) or set (as after `fit_wide_path`), and inference uses them."""

@@ -310,7 +310,8 @@ OPTIONAL_SETTINGS = {
                  "vector_context_power", "vector_norm",
                  "self_training_teachers", "self_training_rounds",
                  "char_ngram_buckets", "word_ngram_buckets", "char_length",  # views of code points (text_classifier)
-                 "balance_classes"},  # class_weight "balanced" in fit and in the blend's fit (tfllm.training.classifier)
+                 "balance_classes",  # class_weight "balanced" in fit and in the blend's fit (tfllm.training.classifier)
+                 "refit_on_validation"},  # false: the n-gram tables count the training split alone (fit_wide_path)
     "generate": {"activation", "layer_norm_epsilon"},
     "pretrain": {"lowercase", "embedding_dropout", "jit_compile", "epochs"},
     "vectors": {"lowercase"},
@@ -323,7 +324,7 @@ OPTIONAL_SETTINGS = {
 # Optional settings that are switches, and numbers with an example value (the shipped presets' own
 # values tell the kinds of the rest).
 OPTIONAL_SWITCHES = {"lazy_adam", "lowercase", "jit_compile", "tie_weights", "bucket_by_length", "word_vectors",
-                     "group_sources", "balance_classes"}
+                     "group_sources", "balance_classes", "refit_on_validation"}
 OPTIONAL_NUMBERS = {"ema_epochs": 3, "ema_momentum": 0.99, "label_smoothing": 0.1, "char_length": 320}
 
 

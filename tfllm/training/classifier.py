@@ -463,8 +463,12 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 print(f"Naive-Bayes wide path left out: the validation split has no {', '.join(map(repr, unseen))} "
                       "rows to fit its blend on (the encoder's probabilities stand alone)")
             elif wide:
-                print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split")
-                model.fit_wide_path(train_ds, val_ds, class_weight=class_weight)  # both cached by fit: no second tokenization
+                # `refit_on_validation` (on unless set false): once the blend is fitted, the tables count both splits.
+                refit = preset.get("refit_on_validation", True)
+                print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split"
+                      + (", then counts from both" if refit else ""))
+                # Both splits cached by fit: no second tokenization.
+                model.fit_wide_path(train_ds, val_ds, class_weight=class_weight, refit=refit)
 
         metrics = {
             "val": classification_report(data.val.labels, predict_probabilities(model, data.val.texts), data.label_names),
