@@ -136,6 +136,32 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
     assert refused.returncode == 2 and "--text-column review does not apply to the folder" in refused.stderr
 
 
+def test_the_tables_count_the_validation_texts_after_its_figures_are_taken(tiny_classifier_run, tmp_path, capsys):
+    """Once the blend is fitted, the n-gram tables count the validation texts too (`refit_on_validation`).
+    metrics.json's val figures are those from before: the same as a run of the same seed that keeps the
+    tables of the training split alone. The tables differ, and `tfllm evaluate --split val` says it scores
+    texts the tables counted."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import load_run, train_classifier
+
+    plain_dir = str(tmp_path / "plain")
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, run_dir=plain_dir,
+                                 overrides={"refit_on_validation": False}), verbose=0)
+    refit, plain = (runs.read_json(runs.path(d, runs.METRICS)) for d in (tiny_classifier_run, plain_dir))
+    assert refit["ngram_tables_from"] == ["train", "val"] and plain["ngram_tables_from"] == ["train"]
+    assert refit["val"] == plain["val"]
+    models = [load_run(d)[0] for d in (tiny_classifier_run, plain_dir)]
+    for layer in ("wide_ngrams", "char_ngrams", "word_ngrams"):
+        refit_table, plain_table = (m.get_layer(layer).get_weights()[0] for m in models)
+        assert not np.array_equal(refit_table, plain_table), layer
+    np.testing.assert_array_equal(*(m.get_layer("blend").get_weights()[1] for m in models))
+    for run_dir, noted in ((tiny_classifier_run, True), (plain_dir, False)):
+        result = main_in_process(capsys, "evaluate", run_dir, "--split", "val")
+        assert result.returncode == 0 and ("in-sample" in result.stderr) is noted, result.stderr
+    assert "in-sample" not in main_in_process(capsys, "evaluate", tiny_classifier_run, "--split", "test").stderr
+
+
 def test_a_rare_class_is_reported_and_balance_classes_weighs_it_in_training_and_in_the_blend(tmp_path, capsys,
                                                                                               monkeypatch):
     import keras

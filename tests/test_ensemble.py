@@ -37,6 +37,10 @@ def test_members_are_runs_and_the_ensemble_averages_them(ensemble_run):
     assert metrics["ensemble"] == 2
     assert metrics["parameters"] == sum(m["parameters"] for m in metrics["members"])
     assert 0 <= metrics["test"]["accuracy"] <= 1 and all(0 <= m["test_accuracy"] <= 1 for m in metrics["members"])
+    # The members' tables keep to the training split, so the ensemble's val figures stay out of sample.
+    for member in metrics["members"]:
+        assert runs.read_json(runs.path(os.path.join(run_dir, member["run_dir"]), runs.METRICS))[
+            "ngram_tables_from"] == ["train"]
     with open(os.path.join(run_dir, "metrics.json")) as f:
         assert json.load(f) == metrics
 

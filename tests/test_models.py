@@ -78,7 +78,7 @@ def test_refit_counts_the_validation_texts_into_the_tables_and_keeps_the_blend()
     """`fit_wide_path` fits the blend on the validation split with tables from the training split, then
     (`refit`, the default) sets the tables from both: a token and a word that only validation texts hold get
     weight, every table is what both splits give from scratch, and the blend keeps the weights it was
-    fitted with."""
+    fitted with; it returns the validation split's probabilities from before the refit."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -97,18 +97,18 @@ def test_refit_counts_the_validation_texts_into_the_tables_and_keeps_the_blend()
         for i, text in enumerate(texts):
             points[i, :len(text)] = [ord(c) for c in text]
         x = {**inputs_of(ids), "code_points": points}
-        return tf.data.Dataset.from_tensor_slices((x, labels[:, None].astype("float32"))).batch(32)
+        return tf.data.Dataset.from_tensor_slices((x, labels[:, None].astype("float32"))).batch(32), x
 
-    train, val = split(300), split(150, extra=[(9, "jazz")])
+    (train, _), (val, val_x) = split(300), split(150, extra=[(9, "jazz")])
     # Primes large enough that no n-gram of "jazz" (each holds a j or a z, letters no other word has) shares
     # a bucket with the other words' n-grams.
     head = dict(wide_bigram_buckets=64, char_ngram_buckets=65521, word_ngram_buckets=65521)
-    models = {}
+    models, returned = {}, {}
     for name, args in (("train only", (train, val, False)), ("refit", (train, val, True)),
                        ("both from scratch", (train.concatenate(val), val, False))):
         keras.utils.set_random_seed(0)
         models[name] = model = classifier(2, **head)
-        model.fit_wide_path(*args[:2], refit=args[2])
+        returned[name] = model.fit_wide_path(*args[:2], refit=args[2])
 
     def table(name, layer):
         return models[name].get_layer(layer).get_weights()[0]
@@ -125,6 +125,11 @@ def test_refit_counts_the_validation_texts_into_the_tables_and_keeps_the_blend()
     for a, b in zip(models["train only"].get_layer("blend").get_weights(),
                     models["refit"].get_layer("blend").get_weights()):
         np.testing.assert_array_equal(a, b)
+    # It returns the validation split's probabilities from before the refit (metrics.json's val figures).
+    before = keras.ops.convert_to_numpy(class_probabilities(models["train only"], val_x))
+    np.testing.assert_allclose(returned["refit"], before, atol=1e-6)
+    after = keras.ops.convert_to_numpy(class_probabilities(models["refit"], val_x))
+    assert np.abs(after - before).max() > 100 * 1e-6  # the toy's probabilities are all near 0 or 1
 
 
 @pytest.mark.slow

@@ -226,6 +226,11 @@ def cmd_evaluate(args):
                 raise UserInputError(f"{flag} {given}: {config.data!r} is the run's own data, read as the run read it "
                                      f"({how}); leave {flag} out, or score another file with --data.")
         split = getattr(run_data(args.run_dir, args.data if copy else None), args.split)
+        if args.split == "val" and "val" in runs.read_json(runs.path(args.run_dir, runs.METRICS)).get(
+                "ngram_tables_from", []):
+            print("Note: this run's n-gram tables counted its validation texts once its blend was fitted "
+                  "(refit_on_validation), so these val figures are in-sample; metrics.json's val figures were "
+                  "measured before that. --split test is the held-out figure.", file=sys.stderr)
     report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 

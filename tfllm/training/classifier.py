@@ -457,6 +457,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             unseen = [name for i, name in enumerate(data.label_names) if i not in set(data.val.labels)]
             # (Not for a preset kept as it is, --epochs 0: its wide path is trained.)
             wide = preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier) and preset["epochs"]
+            val_probabilities, tables_from = None, None
             if wide and unseen:
                 # Fitted on a split without a class, the blend's bias for it runs to minus infinity: that
                 # class was never predicted again (probability 1e-11 for its own training texts).
@@ -465,13 +466,17 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             elif wide:
                 # `refit_on_validation` (on unless set false): once the blend is fitted, the tables count both splits.
                 refit = preset.get("refit_on_validation", True)
+                tables_from = ["train", "val"] if refit else ["train"]
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split"
                       + (", then counts from both" if refit else ""))
-                # Both splits cached by fit: no second tokenization.
-                model.fit_wide_path(train_ds, val_ds, class_weight=class_weight, refit=refit)
+                # Both splits cached by fit: no second tokenization. The validation split's figures are
+                # those before its texts joined the tables.
+                val_probabilities = model.fit_wide_path(train_ds, val_ds, class_weight=class_weight, refit=refit)
 
+        if val_probabilities is None:
+            val_probabilities = predict_probabilities(model, data.val.texts)
         metrics = {
-            "val": classification_report(data.val.labels, predict_probabilities(model, data.val.texts), data.label_names),
+            "val": classification_report(data.val.labels, val_probabilities, data.label_names),
             "test": classification_report(data.test.labels, predict_probabilities(model, data.test.texts), data.label_names),
             **(common.fit_figures(callbacks, ("train_seconds",)) if preset["epochs"] else {}),  # no epoch, no time
             # The whole run, also when it resumed: the backup restored the epochs before the interruption.
@@ -479,6 +484,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             "num_train_examples": len(data.train),
             "parameters": int(model.count_params()),
         }
+        if tables_from:  # which splits the n-gram tables counted (`tfllm evaluate --split val` says so)
+            metrics["ngram_tables_from"] = tables_from
         if self_training:
             metrics["self_training"] = self_training
         if common.is_chief(strategy):

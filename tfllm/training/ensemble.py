@@ -66,8 +66,12 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
         for k, member_dir in enumerate(dirs):
             if not runs.is_finished(member_dir):
                 print(f"Ensemble member {k + 1}/{count}: model seed {config.seed + k} -> {member_dir}")
+                # A member's n-gram tables stay those of the training split unless the command sets
+                # refit_on_validation: the ensemble's val figures, scored with the members as saved (and what
+                # self-training compares its student with), stay out of sample.
                 member = dataclasses.replace(config, run_dir=member_dir, ensemble=1, model_seed=config.seed + k,
-                                             overwrite=False, unlabeled=None)
+                                             overwrite=False, unlabeled=None,
+                                             overrides={"refit_on_validation": False, **config.overrides})
                 try:
                     classifier.train_classifier(member, verbose=verbose, tokenizer=tokenizer, data=data)
                 except UserInputError:
