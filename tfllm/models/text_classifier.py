@@ -448,13 +448,13 @@ class TextClassifier(keras_hub.models.TextClassifier):
         blend = self.get_layer("blend")
         parts = keras.Model(self.input, blend.input)  # (encoder, wide[, character][, word] logits)
         val_inputs = val_data.map(lambda x, y: x)
-        views = parts.predict(val_inputs, verbose=0)
+        views = [keras.ops.convert_to_numpy(v) for v in parts.predict(val_inputs, verbose=0)]
         labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
-        blend.set_weights(_fit_blend([keras.ops.convert_to_numpy(v) for v in views], labels,
-                                     class_weight=class_weight))
-        # A plain Keras model of the task's layers: `self.predict` would run the preprocessor on the inputs again.
-        outputs = keras.Model(self.input, self.output).predict(val_inputs, verbose=0)
-        val_probabilities = keras.ops.convert_to_numpy(_class_columns(outputs))
+        blend.set_weights(_fit_blend(views, labels, class_weight=class_weight))
+        # The model's output from the views, as `call` computes it: a second `predict` would trace the whole model again.
+        names = [f"{name}_logits" for name in ("char", "word") if getattr(self, f"{name}_ngram_buckets")]
+        logits = blend(*views[:2], **dict(zip(names, views[2:])))
+        val_probabilities = keras.ops.convert_to_numpy(_class_columns(self.get_layer("probabilities")(logits)))
         if refit:
             self._set_ngram_tables({name: statistics[name] + val_statistics[0][name] for name in statistics},
                                    smoothing, class_weight)
