@@ -47,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "commits.json"))
     parser.add_argument("command", nargs="*", help="the tfllm command after --, without --run-dir")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow OLD NEW, as in the examples above
     command = args.command or DEFAULT_COMMAND
     commits = {name: subprocess.check_output(["git", "rev-parse", "--short", name], cwd=ROOT, text=True).strip()
                for name in (args.old, args.new)}
