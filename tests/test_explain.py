@@ -339,6 +339,7 @@ def test_an_html_path_that_cannot_be_written_is_refused_before_the_work(tiny_cla
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"] and not any((tmp_path / "folder").iterdir())
 
 
+@pytest.mark.slow  # 3.8-4.2 s on stop 59's machine: an explain command loads the run and traces it
 def test_a_failed_html_write_leaves_the_old_page_and_no_half_written_one(tiny_classifier_run, tmp_path, capsys,
                                                                          monkeypatch):
     from tfllm import explanations
