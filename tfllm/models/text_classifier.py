@@ -122,6 +122,21 @@ def word_ngram_ids(code_points, buckets):
             ops.concatenate([ops.less(positions, count), ops.less(positions[:, 1:], count)], axis=1))
 
 
+# Rows per eager call where a run computes the model's parts once over a split. A traced `predict` spent
+# 0.4-1.2 s tracing a new model (the `tiny` and `default` presets); eagerly, the cost is per op, not per row:
+# 0.1-0.3 s for rotten_tomatoes' 1,066 validation texts with `default`.
+EAGER_BATCH = 2048
+
+
+def _eager_outputs(model, data):
+    """`model`'s outputs over the `(inputs, labels)` batches of `data`, as NumPy, and the labels."""
+    outputs, labels = [], []
+    for x, y in data.rebatch(EAGER_BATCH):
+        outputs.append(keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False)))
+        labels.append(keras.ops.convert_to_numpy(y))
+    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *outputs), np.concatenate(labels)
+
+
 def _naive_bayes_table(counts, smoothing=1.0):
     """A frozen n-gram table from `counts[class, id]` (how many training texts of each class hold each id):
     naive-Bayes log-count ratios (`[ids, 1]`, positive over negative, for two classes) or centred
@@ -447,9 +462,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         self._set_ngram_tables(statistics, smoothing, class_weight)
         blend = self.get_layer("blend")
         parts = keras.Model(self.input, blend.input)  # (encoder, wide[, character][, word] logits)
-        val_inputs = val_data.map(lambda x, y: x)
-        views = [keras.ops.convert_to_numpy(v) for v in parts.predict(val_inputs, verbose=0)]
-        labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in val_data])
+        views, labels = _eager_outputs(parts, val_data)
         blend.set_weights(_fit_blend(views, labels, class_weight=class_weight))
         # The model's output from the views, as `call` computes it: a second `predict` would trace the whole model again.
         names = [f"{name}_logits" for name in ("char", "word") if getattr(self, f"{name}_ngram_buckets")]
@@ -463,8 +476,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
     def _ngram_statistics(self, *datasets):
         """What the n-gram tables are set from, a dict for each of `datasets`, each read in one pass:
         how many texts of each class hold each wide-path and word id, and each text's character n-grams."""
-        # The ids as the model computes them, in a model of their own: `predict_on_batch` runs it compiled.
-        # Run eagerly, the hashing's ~200 small ops a batch took 7.5 s of a 3-epoch `default` run, 38 s in all.
+        # The ids as the model computes them, in a model of their own, called eagerly on `EAGER_BATCH` rows at a
+        # time: the hashing is ~770 small ops whose eager cost is per call (on the 64-row training batches they
+        # took 7.5 s of a 3-epoch `default` run), and a traced `predict_on_batch` spent longer tracing them.
         inputs = self.input
         ngrams = {"wide": wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], self.backbone.vocabulary_size,
                                          self.wide_bigram_buckets)}
@@ -480,9 +494,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
         statistics = {
             "wide": np.zeros((self.num_classes, self.get_layer("wide_ngrams").input_dim)),
             "word": np.zeros((self.num_classes, self.word_ngram_buckets or 0)), "char": [], "labels": []}
-        for batch, labels in data:
+        for batch, labels in data.rebatch(EAGER_BATCH):
             classes = _class_ids(labels)
-            out = ids_model.predict_on_batch(batch)
+            out = keras.tree.map_structure(keras.ops.convert_to_numpy, ids_model(batch))
             for name in ("wide", "word"):
                 if f"{name}_ids" in out:
                     for row, row_mask, c in zip(out[f"{name}_ids"], out[f"{name}_mask"], classes):
