@@ -533,3 +533,22 @@ def test_predict_probabilities_refuses_one_string(tiny_classifier_run):
     with pytest.raises(UserInputError, match="wrap it in a list"):
         predict_probabilities(model, "a fine film")  # was one row of probabilities per token position, silently
     assert predict_probabilities(model, ["a fine film"]).shape == (1, 2)
+    # A small model scores 2,048 texts a call (eager_batch_size); the batch does not change an answer.
+    texts = [f"a fine film {i}" for i in range(300)]
+    np.testing.assert_allclose(predict_probabilities(model, texts), predict_probabilities(model, texts, batch_size=7),
+                               atol=1e-6)
+
+
+def test_eager_batch_size_scores_more_texts_a_call_the_smaller_the_model():
+    from types import SimpleNamespace
+
+    from tfllm.models.text_classifier import eager_batch_size
+
+    def model(sequence_length, hidden_dim):  # what eager_batch_size reads of a task
+        return SimpleNamespace(preprocessor=SimpleNamespace(sequence_length=sequence_length),
+                               backbone=SimpleNamespace(hidden_dim=hidden_dim))
+
+    assert eager_batch_size(model(16, 16)) == eager_batch_size(model(64, 32)) == 2048  # tiny, default: the most
+    assert eager_batch_size(model(100, 128)) == 2**22 // (100 * 128)  # article: a 16 MB activation
+    assert eager_batch_size(model(512, 768)) == 256  # BERT-base: never fewer than before
+    assert eager_batch_size(SimpleNamespace(preprocessor=None)) == 256  # a task that does not say

@@ -122,16 +122,26 @@ def word_ngram_ids(code_points, buckets):
             ops.concatenate([ops.less(positions, count), ops.less(positions[:, 1:], count)], axis=1))
 
 
-# Rows per eager call where a run computes the model's parts once over a split. A traced `predict` spent
-# 0.4-1.2 s tracing a new model (the `tiny` and `default` presets); eagerly, the cost is per op, not per row:
-# 0.1-0.3 s for rotten_tomatoes' 1,066 validation texts with `default`.
-EAGER_BATCH = 2048
+def eager_batch_size(model):
+    """Rows per eager call of `model` where tfllm computes its outputs over many texts (predictions, and a
+    run's views and n-gram ids over a split): at least 256, and for small models more, up to 2,048, as many as
+    keep a `[rows, sequence_length, hidden_dim]` activation within 2**22 floats (16 MB).
+
+    Eagerly the cost is mostly per op, not per row: `default` scored 11,000 texts in 7.2 s at 256 rows a
+    call and 3.0 s at 2,048, the same probabilities. A traced `predict` spent 0.4-1.2 s tracing a model
+    (the `tiny` and `default` presets), where the eager calls over a validation split take 0.1-0.3 s.
+    """
+    length = getattr(getattr(model, "preprocessor", None), "sequence_length", None)
+    width = getattr(getattr(model, "backbone", None), "hidden_dim", None)
+    if not (length and width):
+        return 256
+    return int(min(2048, max(256, 2**22 // (length * width))))
 
 
-def _eager_outputs(model, data):
+def _eager_outputs(model, data, batch_size):
     """`model`'s outputs over the `(inputs, labels)` batches of `data`, as NumPy, and the labels."""
     outputs, labels = [], []
-    for x, y in data.rebatch(EAGER_BATCH):
+    for x, y in data.rebatch(batch_size):
         outputs.append(keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False)))
         labels.append(keras.ops.convert_to_numpy(y))
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *outputs), np.concatenate(labels)
@@ -256,15 +266,16 @@ def _class_columns(outputs):
     return outputs
 
 
-def predict_probabilities(model, texts, batch_size=256):
-    """`[n, num_classes]` probabilities for a list of strings (the task's preprocessor tokenizes)."""
+def predict_probabilities(model, texts, batch_size=None):
+    """`[n, num_classes]` probabilities for a list of strings (the task's preprocessor tokenizes), `batch_size`
+    texts at a time (default: `eager_batch_size`)."""
     from tfllm.data import text_batches
 
     if isinstance(texts, str):  # sliced, one string gave a row per token position, silently
         raise UserInputError("predict_probabilities takes a list of texts, got a single string; wrap it in a list.")
 
     probabilities = [keras.ops.convert_to_numpy(class_probabilities(model, inputs))
-                     for inputs in text_batches(texts, model.preprocessor, batch_size)]
+                     for inputs in text_batches(texts, model.preprocessor, batch_size or eager_batch_size(model))]
     num_classes = max(2, model.output.shape[-1])
     return np.concatenate(probabilities) if probabilities else np.zeros((0, num_classes), "float32")
 
@@ -462,7 +473,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         self._set_ngram_tables(statistics, smoothing, class_weight)
         blend = self.get_layer("blend")
         parts = keras.Model(self.input, blend.input)  # (encoder, wide[, character][, word] logits)
-        views, labels = _eager_outputs(parts, val_data)
+        views, labels = _eager_outputs(parts, val_data, eager_batch_size(self))
         blend.set_weights(_fit_blend(views, labels, class_weight=class_weight))
         # The model's output from the views, as `call` computes it: a second `predict` would trace the whole model again.
         names = [f"{name}_logits" for name in ("char", "word") if getattr(self, f"{name}_ngram_buckets")]
@@ -476,9 +487,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
     def _ngram_statistics(self, *datasets):
         """What the n-gram tables are set from, a dict for each of `datasets`, each read in one pass:
         how many texts of each class hold each wide-path and word id, and each text's character n-grams."""
-        # The ids as the model computes them, in a model of their own, called eagerly on `EAGER_BATCH` rows at a
-        # time: the hashing is ~770 small ops whose eager cost is per call (on the 64-row training batches they
-        # took 7.5 s of a 3-epoch `default` run), and a traced `predict_on_batch` spent longer tracing them.
+        # The ids as the model computes them, in a model of their own, called eagerly on `eager_batch_size` rows
+        # at a time: the hashing is ~770 small ops whose eager cost is per call (on the 64-row training batches
+        # they took 7.5 s of a 3-epoch `default` run), and a traced `predict_on_batch` spent longer tracing them.
         inputs = self.input
         ngrams = {"wide": wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], self.backbone.vocabulary_size,
                                          self.wide_bigram_buckets)}
@@ -494,7 +505,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         statistics = {
             "wide": np.zeros((self.num_classes, self.get_layer("wide_ngrams").input_dim)),
             "word": np.zeros((self.num_classes, self.word_ngram_buckets or 0)), "char": [], "labels": []}
-        for batch, labels in data.rebatch(EAGER_BATCH):
+        for batch, labels in data.rebatch(eager_batch_size(self)):
             classes = _class_ids(labels)
             out = keras.tree.map_structure(keras.ops.convert_to_numpy, ids_model(batch))
             for name in ("wide", "word"):
