@@ -102,6 +102,25 @@ def test_cached_greedy_equals_uncached_token_for_token():
     assert max(lengths) > 3  # an untrained model writes several tokens: the comparison covers cached steps
 
 
+@pytest.mark.slow
+def test_xla_decodes_only_many_sources_at_once_and_decodes_them_as_without(monkeypatch):
+    """Compiling the decoding loop costs more than a few sources take to decode (translation.XLA_MIN_SOURCES)."""
+    import tfllm.translation as translation
+
+    model, _ = tiny_model(seed=3)
+    sources, targets = ["一二三", "四", "五六七八", "八八"], ["one two", "four", "five", "eight eight"]
+    translator = Translator(model)  # jit_compile=True, as `tfllm translate` loads it
+    plain = translator.decode_ids(sources, max_new_tokens=translator.max_new_tokens), translator.score(sources, targets)
+    monkeypatch.setattr(translation, "XLA_MIN_SOURCES", len(sources))
+    compiled = translator.decode_ids(sources, max_new_tokens=translator.max_new_tokens), translator.score(sources, targets)
+    # Each function once without XLA (4 sources are below the default) and once with it.
+    assert sorted(key[-1] for key in translator._compiled) == [False, False, True, True]
+    np.testing.assert_array_equal(compiled[0], plain[0])
+    np.testing.assert_allclose(compiled[1][0], plain[1][0], rtol=1e-5)
+    np.testing.assert_array_equal(compiled[1][1], plain[1][1])
+    assert not Translator(model, jit_compile=False)._xla(sources)  # never, when told not to
+
+
 def test_decoding_encodes_once_and_runs_one_position_per_step(monkeypatch):
     model, _ = tiny_model(seed=3)
     calls = {"encoder": 0, "decoder_lengths": []}

@@ -58,12 +58,21 @@ def _padded(texts):
     return tf.constant(texts + [texts[-1]] * ((1 << (len(texts) - 1).bit_length()) - len(texts)))
 
 
+# The fewest sources one call decodes (or scores) under XLA. For a `default`-sized model, compiling the
+# decoding loop took 1.2-1.7 s more than tracing it alone (2.7-3.2 s against 1.5 s for one source), and each
+# 2,048 sources after that took 2.6-2.7 s against 3.5-4.0 s (`benchmarks/probe_xla_decoding.py`): XLA pays
+# from about 4,000 sources a call (a cedict run's validation and test splits, ~6,000 each), not for a few
+# sentences to translate, nor for the tests' tiny runs.
+XLA_MIN_SOURCES = 4096
+
+
 class Translator:
     """A translation model and its preprocessor, ready to turn sources into translations.
 
     Args:
         model: a trained `tfllm.models.Seq2SeqLM` with its preprocessor attached.
-        jit_compile: XLA-compile the decoding loop.
+        jit_compile: XLA-compile the decoding loop (and the scoring of `rerank`) where a call
+            decodes at least `XLA_MIN_SOURCES` sources.
 
     Example:
     >>> translator = load_translator("runs/cedict")
@@ -102,15 +111,19 @@ class Translator:
             return keras_hub.samplers.TopKSampler(k=top_k, seed=seed, temperature=temperature)
         return keras_hub.samplers.TopPSampler(p=top_p, seed=seed, temperature=temperature)
 
-    def _function(self, key, lm=None, lm_weight=0.0):
+    def _xla(self, sources):
+        return bool(self.jit_compile) and len(sources) >= XLA_MIN_SOURCES
+
+    def _function(self, key, lm=None, lm_weight=0.0, jit_compile=False):
         """The compiled decoding function of `key`, its sampler's random state back at its seed's start:
         a seeded call then repeats within a process as in a fresh one (the state advances per call)."""
-        if (key, id(lm), lm_weight) not in self._compiled:
-            sampler, model, stop = self._sampler(*key), self.model, [self.end_id]
+        key = (key, id(lm), lm_weight, jit_compile)
+        if key not in self._compiled:
+            sampler, model, stop = self._sampler(*key[0]), self.model, [self.end_id]
             adjust = self._fusion(lm, lm_weight) if lm is not None else None
 
             # The language model's scores come from NumPy, which XLA cannot compile.
-            @tf.function(jit_compile=self.jit_compile and lm is None, reduce_retracing=True, autograph=False)
+            @tf.function(jit_compile=jit_compile and lm is None, reduce_retracing=True, autograph=False)
             def decode(inputs):
                 if adjust is not None:
                     return model.generate_step(inputs, stop, sampler, adjust_logits=adjust)["decoder_token_ids"]
@@ -118,8 +131,8 @@ class Translator:
                 return generate_step(model, inputs, stop, sampler)["decoder_token_ids"]
 
             seeds = [v for v in vars(sampler).values() if isinstance(v, keras.random.SeedGenerator)]
-            self._compiled[(key, id(lm), lm_weight)] = decode, [(s.state, s.state.numpy()) for s in seeds]
-        decode, states = self._compiled[(key, id(lm), lm_weight)]
+            self._compiled[key] = decode, [(s.state, s.state.numpy()) for s in seeds]
+        decode, states = self._compiled[key]
         for state, start in states:
             state.assign(start)
         return decode
@@ -159,23 +172,24 @@ class Translator:
 
         Targets are tokenized as in training (up to the decoder's length, the end token counted).
         """
-        if "score" not in self._compiled:
+        key = ("score", self._xla(sources))
+        if key not in self._compiled:
             model = self.model
 
-            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
+            @tf.function(jit_compile=key[1], reduce_retracing=True, autograph=False)
             def token_log_probs(x, y, weight):
                 log_probs = tf.nn.log_softmax(tf.cast(model(x, training=False), tf.float32))
                 picked = tf.gather(log_probs, tf.cast(y, tf.int32), batch_dims=2)
                 weight = tf.cast(weight, tf.float32)
                 return tf.reduce_sum(picked * weight, -1), tf.reduce_sum(weight, -1)
 
-            self._compiled["score"] = token_log_probs
+            self._compiled[key] = token_log_probs
         totals, counts = [], []
         for start in range(0, len(sources), self.batch_size):
             rows = len(sources[start:start + self.batch_size])
             batch = {"encoder_text": _padded(sources[start:start + rows]),
                      "decoder_text": _padded(targets[start:start + rows])}
-            total, count = call_for_any_batch(self._compiled["score"], *self.preprocessor(batch))
+            total, count = call_for_any_batch(self._compiled[key], *self.preprocessor(batch))
             totals.append(total.numpy()[:rows])
             counts.append(count.numpy()[:rows])
         return np.concatenate(totals), np.concatenate(counts)
@@ -259,7 +273,7 @@ class Translator:
         sampling = sampler in ("top_k", "top_p")
         key = (sampler, num_beams if sampler == "beam" else None, top_k if sampler == "top_k" else None,
                top_p if sampler == "top_p" else None, temperature if sampling else None, seed if sampling else None)
-        function = self._function(key, lm, lm_weight)
+        function = self._function(key, lm, lm_weight, self._xla(sources))
         width = self.prompt_length + max_new_tokens
         outputs = []
         for start in range(0, len(sources), self.batch_size):
