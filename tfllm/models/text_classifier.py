@@ -127,9 +127,10 @@ def eager_batch_size(model):
     run's views and n-gram ids over a split): at least 256, and for small models more, up to 2,048, as many as
     keep a `[rows, sequence_length, hidden_dim]` activation within 2**22 floats (16 MB).
 
-    Eagerly the cost is mostly per op, not per row: `default` scored 11,000 texts in 7.2 s at 256 rows a
-    call and 3.0 s at 2,048, the same probabilities. A traced `predict` spent 0.4-1.2 s tracing a model
-    (the `tiny` and `default` presets), where the eager calls over a validation split take 0.1-0.3 s.
+    Eagerly the cost is mostly per op, not per row: a `default` run scored 11,000 texts in 6.4 s at 256 rows
+    a call and 2.6 s at 2,048, the same probabilities (medians, `benchmarks/probe_eager_batch.py`). A traced
+    `predict` of the views spent 1.1-1.4 s, most of it tracing (the `tiny` and `default` presets), where the
+    eager calls over a validation split take 0.1-0.4 s (docs/benchmarks.md, "training-speed-stop60").
     """
     length = getattr(getattr(model, "preprocessor", None), "sequence_length", None)
     width = getattr(getattr(model, "backbone", None), "hidden_dim", None)
