@@ -225,6 +225,7 @@ def test_connections_over_the_limit_are_refused_and_file_descriptors_stay_bounde
     check_answers(server)
 
 
+@pytest.mark.slow  # waits out the stalled uploads' --body-timeout (3 s): over make test-fast's 3 s line
 def test_stalled_uploads_hold_up_no_other_request(server):
     """Two uploads that stop mid-body held both decode slots (--max-concurrent-decodes 2) for
     ever: every large or chunked request waited behind them. Now a body is read whole first,
