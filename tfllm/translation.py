@@ -117,9 +117,9 @@ class Translator:
     def _function(self, key, lm=None, lm_weight=0.0, jit_compile=False):
         """The compiled decoding function of `key`, its sampler's random state back at its seed's start:
         a seeded call then repeats within a process as in a fresh one (the state advances per call)."""
-        key = (key, id(lm), lm_weight, jit_compile)
-        if key not in self._compiled:
-            sampler, model, stop = self._sampler(*key[0]), self.model, [self.end_id]
+        cached = (key, id(lm), lm_weight, jit_compile)
+        if cached not in self._compiled:
+            sampler, model, stop = self._sampler(*key), self.model, [self.end_id]
             adjust = self._fusion(lm, lm_weight) if lm is not None else None
 
             # The language model's scores come from NumPy, which XLA cannot compile.
@@ -131,8 +131,8 @@ class Translator:
                 return generate_step(model, inputs, stop, sampler)["decoder_token_ids"]
 
             seeds = [v for v in vars(sampler).values() if isinstance(v, keras.random.SeedGenerator)]
-            self._compiled[key] = decode, [(s.state, s.state.numpy()) for s in seeds]
-        decode, states = self._compiled[key]
+            self._compiled[cached] = decode, [(s.state, s.state.numpy()) for s in seeds]
+        decode, states = self._compiled[cached]
         for state, start in states:
             state.assign(start)
         return decode
