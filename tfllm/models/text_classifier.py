@@ -139,13 +139,12 @@ def eager_batch_size(model):
     return int(min(2048, max(256, 2**22 // (length * width))))
 
 
-def _eager_outputs(model, data, batch_size):
-    """`model`'s outputs over the `(inputs, labels)` batches of `data`, as NumPy, and the labels."""
-    outputs, labels = [], []
+def _eager_batches(model, data, batch_size):
+    """`(outputs, labels)` as NumPy for each `batch_size` rows of `data`'s `(inputs, labels)` batches, `model`
+    called eagerly on them."""
     for x, y in data.rebatch(batch_size):
-        outputs.append(keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False)))
-        labels.append(keras.ops.convert_to_numpy(y))
-    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *outputs), np.concatenate(labels)
+        outputs = keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
+        yield outputs, keras.ops.convert_to_numpy(y)
 
 
 def _naive_bayes_table(counts, smoothing=1.0):
@@ -474,7 +473,8 @@ class TextClassifier(keras_hub.models.TextClassifier):
         self._set_ngram_tables(statistics, smoothing, class_weight)
         blend = self.get_layer("blend")
         parts = keras.Model(self.input, blend.input)  # (encoder, wide[, character][, word] logits)
-        views, labels = _eager_outputs(parts, val_data, eager_batch_size(self))
+        outputs, labels = zip(*_eager_batches(parts, val_data, eager_batch_size(self)))
+        views, labels = keras.tree.map_structure(lambda *rows: np.concatenate(rows), *outputs), np.concatenate(labels)
         blend.set_weights(_fit_blend(views, labels, class_weight=class_weight))
         # The model's output from the views, as `call` computes it: a second `predict` would trace the whole model again.
         names = [f"{name}_logits" for name in ("char", "word") if getattr(self, f"{name}_ngram_buckets")]
@@ -506,9 +506,8 @@ class TextClassifier(keras_hub.models.TextClassifier):
         statistics = {
             "wide": np.zeros((self.num_classes, self.get_layer("wide_ngrams").input_dim)),
             "word": np.zeros((self.num_classes, self.word_ngram_buckets or 0)), "char": [], "labels": []}
-        for batch, labels in data.rebatch(eager_batch_size(self)):
+        for out, labels in _eager_batches(ids_model, data, eager_batch_size(self)):
             classes = _class_ids(labels)
-            out = keras.tree.map_structure(keras.ops.convert_to_numpy, ids_model(batch))
             for name in ("wide", "word"):
                 if f"{name}_ids" in out:
                     for row, row_mask, c in zip(out[f"{name}_ids"], out[f"{name}_mask"], classes):
