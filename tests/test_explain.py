@@ -42,6 +42,7 @@ def test_integrated_gradients_are_complete(explainer, target):
         assert e.target == target
 
 
+@pytest.mark.slow  # 3.8 s in stop 60's last fresh clone: over make test-fast's 3 s line
 def test_the_baseline_is_padding_with_the_n_gram_paths_off(tiny_classifier_run):
     """Completeness holds whatever is interpolated; this checks *what* is: the baseline must be the model with
     padding embeddings at the text's positions and nothing from the bigram and naive-Bayes paths."""
