@@ -57,6 +57,9 @@ COMMENTED_USES = [
     ("_self_attention_layer", "tfllm/explanations.py",
      "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
     ("DEBUG", "tfllm/tuning.py", "PRIVATE API: `keras_tuner.src.config.DEBUG`", "keras-team/keras-tuner#761"),
+    ("_allow_python_workflow", "tfllm/data.py", "PRIVATE API: KerasHub's `_allow_python_workflow`",
+     "keras-team/keras-hub#2948"),
+    ("no_convert_scope", "tfllm/data.py", "PRIVATE API: KerasHub's `no_convert_scope`", "keras-team/keras-hub#2948"),
 ]
 
 
@@ -181,6 +184,36 @@ def test_keras_hub_pretokenize():
     require(words == [[b"Hi", b",", "中".encode(), "国".encode()]],
             "pretokenize(text, lowercase, strip_accents, split, split_on_cjk) splitting punctuation and CJK",
             path, marker)
+
+
+def test_keras_hub_preprocessing_runs_tensorflow_s_ops_eagerly_when_told():
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf
+
+    path, marker = "tfllm/data.py", "PRIVATE API: KerasHub's `_allow_python_workflow`"
+    try:
+        from keras_hub.src.utils.tensor_utils import no_convert_scope
+    except ImportError:
+        no_convert_scope = None
+    require(callable(no_convert_scope), "keras_hub.src.utils.tensor_utils.no_convert_scope", path,
+            "PRIVATE API: KerasHub's `no_convert_scope`")
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "film"])
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=6)
+    preprocessor.build(None)
+    layers = preprocessor._flatten_layers()
+    require(preprocessor.tokenizer in layers and preprocessor.packer in layers and
+            all(getattr(layer, "_allow_python_workflow", None) is True for layer in layers),
+            "the _allow_python_workflow flag of KerasHub's tokenizers and packers (found via Layer._flatten_layers)",
+            path, marker)
+    for layer in preprocessor._flatten_layers():
+        layer._allow_python_workflow = False
+    with no_convert_scope():
+        out = preprocessor(tf.constant(["a fine film", "film"]))
+    # On TensorFlow's path the outputs stay tensors, with the ids a traced call gives.
+    traced = tf.function(preprocessor)(tf.constant(["a fine film", "film"]))
+    require(isinstance(out["token_ids"], tf.Tensor) and np.array_equal(out["token_ids"], traced["token_ids"]),
+            "an eager call with _allow_python_workflow off returning the traced call's tensors", path, marker)
 
 
 def test_keras_hub_transformer_encoder_attention_layer():

@@ -156,28 +156,25 @@ def test_learn_word_pieces_gives_tf_texts_vocabulary_on_random_words():
 
 
 @pytest.mark.slow
-def test_preprocess_traces_a_preprocessor_once_and_gives_its_own_outputs():
-    import gc
-    import weakref
-
+def test_preprocess_gives_the_traced_preprocessor_s_tensors_on_tensorflow_text_s_ops():
     from tfllm import data
     from tfllm.models import TextClassifierPreprocessor
 
     tokenizer = train_tokenizer(ENGLISH, "wordpiece", vocabulary_size=60)
     preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=8)
     texts = ENGLISH + ["", "an unseen word"]
-    expected = preprocessor(tf.constant(texts))
-    # In chunks (here of 4 texts) or in one, the inputs are the preprocessor's own.
+    signature = [tf.TensorSpec([None], tf.string)]
+    expected = tf.function(preprocessor, input_signature=signature)(tf.constant(texts))  # as in tf.data, an export
+    # In chunks (here of 4 texts) or in one, the inputs are the traced preprocessor's, and tensors.
     for chunk_size in (4, 8192):
         got = data.preprocess(texts, preprocessor, chunk_size=chunk_size)
         for key, value in expected.items():
+            assert isinstance(got[key], tf.Tensor)
             np.testing.assert_array_equal(got[key].numpy(), value.numpy())
     assert data.preprocess([], preprocessor)["token_ids"].shape == (0, 8)
-    assert data.traced_preprocessor(preprocessor, None).experimental_get_tracing_count() == 1  # one graph
-    # The cache keeps the last two models' preprocessors, not every one it has seen.
-    gone = weakref.ref(preprocessor)
-    del preprocessor
-    for _ in range(2):
-        data.preprocess(texts, TextClassifierPreprocessor(tokenizer, sequence_length=8))
-    gc.collect()
-    assert gone() is None
+    # Eagerly, on TensorFlow Text's ops, not KerasHub's pure-Python path, which returns NumPy and lists.
+    assert tokenizer._allow_python_workflow is False and preprocessor.packer._allow_python_workflow is False
+    # A tokenizer alone: its ragged ids, as a tensor.
+    ids = data.preprocess(texts, tokenizer)
+    assert isinstance(ids, tf.RaggedTensor)
+    assert ids.to_list() == tf.function(tokenizer, input_signature=signature)(tf.constant(texts)).to_list()

@@ -1,7 +1,7 @@
 """Strings -> batched `tf.data` pipelines, one function per task.
 
 Classification and translation: texts are tokenized and packed once, by the
-task's preprocessor traced once per model (`preprocess`), then shuffled and
+task's preprocessor on TensorFlow Text's ops (`preprocess`), then shuffled and
 batched.
 Causal language models: the corpus is tokenized once into one int32 array;
 training batches are random windows of `sequence_length + 1` tokens cut out of
@@ -9,10 +9,9 @@ it inside `tf.data` (nanoGPT's `get_batch`), so the input pipeline costs a
 gather per step.
 """
 
-import functools
-
 import numpy as np
 import tensorflow as tf
+from keras_hub.src.utils.tensor_utils import no_convert_scope
 
 from tfllm.errors import UserInputError
 from tfllm.tokenizers import CharacterTokenizer
@@ -41,38 +40,50 @@ def encode_labels(labels, sigmoid):
     return tf.cast(labels, tf.float32)[:, None] if sigmoid else labels
 
 
-@functools.lru_cache(maxsize=2)
-def traced_preprocessor(preprocessor, columns):
-    """`preprocessor` as a `tf.function` over a batch of strings (a dict of them keyed by `columns`, if given).
+def tensorflow_path(layer):
+    """`layer` (a KerasHub tokenizer or preprocessor, built here if it was not) set to run TensorFlow
+    (Text)'s ops when called eagerly, as it does in a traced function, a `tf.data` map or an export.
 
-    Cached for the last two models, so every pipeline of a run (and of a
-    self-training teacher and its student) shares one trace, and no more
-    than two preprocessors are kept alive by the cache.
+    Returns `layer`. The change is kept: tfllm wants the same ops wherever a
+    model's texts are tokenized.
     """
-    spec = tf.TensorSpec([None], tf.string)
-    return tf.function(preprocessor, input_signature=[spec if columns is None else dict.fromkeys(columns, spec)])
+    # PRIVATE API: KerasHub's `_allow_python_workflow` flag (keras-hub 0.32) and Keras's
+    # `Layer._flatten_layers`. Outside a tf.function KerasHub's tokenizers and packers run
+    # a pure-Python path unless the flag is off (keras-team/keras-hub#2948, the PyGrain
+    # migration): WordPiece at ~0.6 ms a text, against 0.3 s for 8,000 texts on TensorFlow
+    # Text's ops. Guarded by tests/test_private_apis.py.
+    if not layer.built:
+        layer.build(None)  # a preprocessor makes its packers in build
+    for sublayer in layer._flatten_layers():
+        if getattr(sublayer, "_allow_python_workflow", False):
+            sublayer._allow_python_workflow = False
+    return layer
 
 
 def preprocess(texts, preprocessor, chunk_size=8192):
-    """The model inputs for a list of strings: the preprocessor traced once, then run on chunks of texts.
+    """The model inputs for a list of strings: the preprocessor run eagerly, on TensorFlow (Text)'s ops
+    (`tensorflow_path`), on chunks of texts.
 
     Not a `tf.data` map: every map traces the tokenizer and packer into a new
-    graph (0.5-1.5 s each on 2 cores), and a training run built six to ten of
-    them, which was half of a small run's time. Not eager either: KerasHub's
-    tokenizers run op by op at about 1.5 ms a text (0.5 s for 300 reviews),
-    where the traced graph takes 0.1 s for 9,000.
+    graph. Not a `tf.function` either (up to stop 60): tracing a WordPiece
+    preprocessor took 0.9-1.4 s a model, and the same ops run eagerly take
+    0.02 s for 336 texts and 0.3 s for 8,000 (`benchmarks/probe_preprocess.py`).
 
     `texts` is a list of strings, or a dict of equally long lists for a
     preprocessor that takes several (a translation's source and target texts).
     """
     columns = texts if isinstance(texts, dict) else {None: texts}
     columns = {name: list(column) for name, column in columns.items()}
-    traced = traced_preprocessor(preprocessor, None if None in columns else tuple(columns))
+    tensorflow_path(preprocessor)
     size = len(next(iter(columns.values())))
     parts = []
-    for start in range(0, max(size, 1), chunk_size):
-        chunk = {name: tf.constant(column[start:start + chunk_size], tf.string) for name, column in columns.items()}
-        parts.append(traced(chunk[None] if None in chunk else chunk))
+    # PRIVATE API: KerasHub's `no_convert_scope` (keras-hub 0.32): eagerly, its layers turn ragged
+    # outputs into Python lists and dense ones into NumPy (keras-team/keras-hub#2948); tensors are
+    # kept here, as a traced call returns them. Guarded by tests/test_private_apis.py.
+    with no_convert_scope():
+        for start in range(0, max(size, 1), chunk_size):
+            chunk = {name: tf.constant(column[start:start + chunk_size], tf.string) for name, column in columns.items()}
+            parts.append(preprocessor(chunk[None] if None in chunk else chunk))
     return tf.nest.map_structure(lambda *chunks: tf.concat(chunks, 0), *parts)
 
 
