@@ -51,7 +51,7 @@ def tensorflow_path(layer):
     # `Layer._flatten_layers`. Outside a tf.function KerasHub's tokenizers and packers run
     # a pure-Python path unless the flag is off (keras-team/keras-hub#2948, the PyGrain
     # migration): WordPiece at ~0.6 ms a text, against 0.3 s for 8,000 texts on TensorFlow
-    # Text's ops. Guarded by tests/test_private_apis.py.
+    # Text's ops, which give the ids of a traced call. Guarded by tests/test_private_apis.py.
     if not layer.built:
         layer.build(None)  # a preprocessor makes its packers in build
     for sublayer in layer._flatten_layers():
@@ -65,9 +65,10 @@ def preprocess(texts, preprocessor, chunk_size=8192):
     (`tensorflow_path`), on chunks of texts.
 
     Not a `tf.data` map: every map traces the tokenizer and packer into a new
-    graph. Not a `tf.function` either (up to stop 60): tracing a WordPiece
-    preprocessor took 0.9-1.4 s a model, and the same ops run eagerly take
-    0.02 s for 336 texts and 0.3 s for 8,000 (`benchmarks/probe_preprocess.py`).
+    graph. Not a `tf.function` either (up to stop 60): tracing `default`'s
+    preprocessor takes ~0.7 s a model (1-1.6 s for `tiny`'s), and six
+    tokenizations of 300 texts eagerly take 0.15 s, of 10,451 texts 1.3 s
+    against 1.8 s traced (`benchmarks/bench_preprocess.py`).
 
     `texts` is a list of strings, or a dict of equally long lists for a
     preprocessor that takes several (a translation's source and target texts).
