@@ -96,6 +96,34 @@ def test_fit_traces_the_train_step_once():
     assert len(traces) == 1
 
 
+def test_a_few_evaluation_batches_run_the_test_step_eagerly_and_many_trace_it():
+    """`common.eager_evaluation`: up to EAGER_EVALUATION_BATCHES the test step runs eagerly (a Python
+    side effect in it runs once a batch), with the traced step's loss; beyond that, and after the
+    block, Keras traces it (the side effect runs once a trace)."""
+    import keras
+
+    from tfllm.training import common
+    from tfllm.training.classifier import compile_classifier
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    compile_classifier(model, {"learning_rate": 1e-3, "jit_compile": False})
+    steps, keras_step = [], model.test_step
+    model.test_step = lambda data: (steps.append(1), keras_step(data))[1]
+    x, y = np.random.default_rng(0).normal(size=(12, 4)), np.ones((12, 1))
+    strategy = tf.distribute.get_strategy()
+    with common.eager_evaluation(model, 3, strategy):
+        eager = model.evaluate(x, y, batch_size=4, verbose=0)
+        eager_again = model.evaluate(x, y, batch_size=4, verbose=0)
+    assert len(steps) == 6  # every batch, both times
+    steps.clear()
+    traced = model.evaluate(x, y, batch_size=4, verbose=0)  # after the block: traced again
+    with common.eager_evaluation(model, common.EAGER_EVALUATION_BATCHES + 1, strategy):
+        model.evaluate(x, y, batch_size=4, verbose=0)
+    assert len(steps) == 1  # traced once, and that trace serves the second block too: not once a batch
+    np.testing.assert_allclose([eager, eager_again], [traced, traced], rtol=1e-6)
+
+
 def test_decoding_is_traced_once_for_every_batch_size():
     generator = tiny_generator()
     for prompts in (["First"], ["First", "speak", "hear "], ["Befor"]):  # one width, three batch sizes

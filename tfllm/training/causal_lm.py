@@ -403,7 +403,10 @@ def train_causal_lm(config, verbose="auto"):
         )
         # The speed is measured as fit ends and kept in the backup: a run resumed after that reports its training's.
         common.measure_fit(callbacks, lambda: {"speed": training_speed(timer, preset, seq)})
-        with common.preprocessed(model):  # batches are token ids already
+        # Validation at every epoch's end, then the final evaluation's full batches of windows.
+        evaluated = (common.dataset_batches(val_ds) or 0) * epochs + \
+            len(data_lib.sequential_windows(val_ids, seq)) // preset["batch_size"]
+        with common.preprocessed(model), common.eager_evaluation(model, evaluated, strategy):  # batches: token ids
             history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
                                 shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
             phases.mark("fit")

@@ -417,6 +417,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 data.train, model.preprocessor, sigmoid, preset["batch_size"], shuffle=True, seed=model_seed)
             val_ds = data_lib.classification_dataset(data.val, model.preprocessor, sigmoid, preset["batch_size"])
             steps_per_epoch = -(-len(data.train) // preset["batch_size"])
+            val_batches = -(-len(data.val) // preset["batch_size"])
             compile_classifier(model, preset, steps_per_epoch)
             common.adapt_model_to_strategy(model, strategy)
         callbacks = common.make_callbacks(
@@ -440,15 +441,18 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 # the run; not backed up or checkpointed: an interruption here starts over.
                 model.backbone.trainable = False
                 compile_classifier(model, preset, steps_per_epoch)
-                first = model.fit(train_ds, validation_data=val_ds, epochs=freeze, shuffle=False, verbose=verbose,
-                                  class_weight=class_weight, callbacks=common.logging_callbacks(callbacks))
+                with common.eager_evaluation(model, val_batches * freeze, strategy):
+                    first = model.fit(train_ds, validation_data=val_ds, epochs=freeze, shuffle=False,
+                                      verbose=verbose, class_weight=class_weight,
+                                      callbacks=common.logging_callbacks(callbacks))
                 history = dict(first.history)
                 model.backbone.trainable = True
                 compile_classifier(model, preset, steps_per_epoch)
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
             # initial_epoch: the run's epochs are numbered on after the frozen ones (TensorBoard, backups).
-            fitted = model.fit(train_ds, validation_data=val_ds, initial_epoch=freeze, epochs=preset["epochs"],
-                               shuffle=False, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+            with common.eager_evaluation(model, val_batches * (preset["epochs"] - freeze), strategy):
+                fitted = model.fit(train_ds, validation_data=val_ds, initial_epoch=freeze, epochs=preset["epochs"],
+                                   shuffle=False, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
             for key, values in fitted.history.items():
                 history[key] = history.get(key, []) + list(values)
             best = os.path.join(run_dir, common.BEST_WEIGHTS)
