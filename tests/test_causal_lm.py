@@ -258,6 +258,7 @@ def test_no_training_pipeline_starts_tf_datas_tuning_thread():
         "prediction": data_lib.text_batches(texts, lengths, batch_size=2),
         "translation": seq2seq.pair_dataset(SimpleNamespace(sources=texts, targets=texts), pairs, batch_size=2),
         "masked-LM pretraining": pretraining._masked_batches(texts, lengths, 2, repeat=True, seed=0),
+        "masked-LM validation": pretraining._fixed_masked_batches(texts, lengths, 2),
     }
     for name, ds in pipelines.items():
         assert ds.options().autotune.enabled is False, name

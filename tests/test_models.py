@@ -381,8 +381,8 @@ def test_masked_lm_validation_loss_is_the_mean_over_every_masked_token():
     one-word texts (one masked token each) as much as a batch of long ones."""
     from tfllm.config import TrainConfig
     from tfllm.training.common import preprocessed
-    from tfllm.training.pretraining import _compile, _masked_batches, _validation_metrics, masked_lm_preset, \
-        own_masked_lm
+    from tfllm.training.pretraining import _compile, _fixed_masked_batches, _validation_metrics, \
+        masked_lm_preset, own_masked_lm
     from tfllm.tokenizers import train_tokenizer
 
     keras.utils.set_random_seed(0)
@@ -393,7 +393,7 @@ def test_masked_lm_validation_loss_is_the_mean_over_every_masked_token():
     preset = masked_lm_preset(TrainConfig(task="pretrain", preset="tiny", steps=6))
     model = own_masked_lm(preset, train_tokenizer(docs, "wordpiece", 60))
     _compile(model, preset)
-    val_ds = _masked_batches(docs, model.preprocessor, 16).cache()  # one fixed masking, as pretrain's
+    val_ds = _fixed_masked_batches(docs, model.preprocessor, 16)  # one fixed masking, as pretrain's
     total_nll = masked = correct = 0.0
     per_batch = []
     for x, y, w in val_ds:

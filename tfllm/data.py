@@ -9,6 +9,7 @@ it inside `tf.data` (nanoGPT's `get_batch`), so the input pipeline costs a
 gather per step.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 from keras_hub.src.utils.tensor_utils import no_convert_scope
@@ -42,7 +43,8 @@ def encode_labels(labels, sigmoid):
 
 def tensorflow_path(layer):
     """`layer` (a KerasHub tokenizer or preprocessor, built here if it was not) set to run TensorFlow
-    (Text)'s ops when called eagerly, as it does in a traced function, a `tf.data` map or an export.
+    (Text)'s ops when called eagerly, as it does in a traced function, a `tf.data` map or an export
+    (anything else, such as a plain function, is returned as it is).
 
     Returns `layer`. The change is kept: tfllm wants the same ops wherever a
     model's texts are tokenized.
@@ -52,6 +54,8 @@ def tensorflow_path(layer):
     # a pure-Python path unless the flag is off (keras-team/keras-hub#2948, the PyGrain
     # migration): WordPiece at ~0.6 ms a text, against 0.3 s for 8,000 texts on TensorFlow
     # Text's ops, which give the ids of a traced call. Guarded by tests/test_private_apis.py.
+    if not isinstance(layer, keras.layers.Layer):  # a plain function of strings
+        return layer
     if not layer.built:
         layer.build(None)  # a preprocessor makes its packers in build
     for sublayer in layer._flatten_layers():

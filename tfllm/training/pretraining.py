@@ -95,10 +95,11 @@ def _compile(model, preset):
     )
 
 
-def _masked_batches(documents, preprocessor, batch_size, seed):
+def _masked_batches(documents, preprocessor, batch_size, repeat=False, seed=None):
     # Masks are drawn afresh on every pass (the preprocessor runs inside the pipeline).
     ds = tf.data.Dataset.from_tensor_slices(documents)
-    ds = ds.shuffle(len(documents), seed=seed, reshuffle_each_iteration=True).repeat()
+    if repeat:
+        ds = ds.shuffle(len(documents), seed=seed, reshuffle_each_iteration=True).repeat()
     return untuned(
         ds.batch(batch_size).map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
@@ -146,7 +147,7 @@ def pretrain(config, verbose="auto"):
             _compile(model, preset)
             common.adapt_model_to_strategy(model, strategy)
         preprocessor = model.preprocessor
-        train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], seed=config.seed)
+        train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], repeat=True, seed=config.seed)
         val_ds = _fixed_masked_batches(val_docs, preprocessor, preset["batch_size"])
         epochs = preset["steps"] // preset["eval_interval"]  # whole epochs (masked_lm_preset)
         callbacks = common.make_callbacks(run_dir, checkpoint=False, write_logs=common.is_chief(strategy),
