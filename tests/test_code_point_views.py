@@ -45,6 +45,48 @@ def test_the_hashed_n_grams_are_scikit_learns_character_n_grams_of_words():
     assert sorted(ids[0][mask[0]].tolist()) == reference_ids("abcdef", BUCKETS)
 
 
+def test_the_model_s_ngram_ids_layer_gives_the_functions_ids_and_none_in_training():
+    import keras
+
+    from tfllm.models.preprocessors import code_points
+    from tfllm.models.text_classifier import NGRAM_IDS, NgramIds
+
+    points = code_points(["A fine film, NOT dull.", "x", ""], 32)
+    for kind, ngram_ids in NGRAM_IDS.items():
+        layer = keras.layers.deserialize(keras.layers.serialize(NgramIds(kind, BUCKETS)))  # through its config
+        assert (layer.kind, layer.buckets) == (kind, BUCKETS)
+        for got, expected in zip(layer(points), ngram_ids(points, BUCKETS)):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+        # In training the blend passes the encoder's logits alone: no ids to compute.
+        ids, mask = layer(points, training=True)
+        assert tuple(ids.shape) == (3, 0) and tuple(mask.shape) == (3, 0)
+        assert keras.backend.standardize_dtype(mask.dtype) == "bool"
+
+
+def test_a_run_saved_before_the_ngram_ids_layer_loads_with_the_same_predictions(tiny_classifier_run, tmp_path):
+    """Runs saved before stop 61 computed the views' ids as Keras operations, not `NgramIds` layers: their
+    weights file has no (empty) entries for those layers, and loads as it did."""
+    import shutil
+    import warnings
+
+    import h5py
+
+    from tfllm.training.classifier import load_run, predict_probabilities
+
+    old = shutil.copytree(tiny_classifier_run, tmp_path / "old")
+    with h5py.File(old / "task.weights.h5", "r+") as f:
+        removed = [name for name in f["layers"] if name.startswith("ngram_ids")]
+        for name in removed:
+            del f["layers"][name]
+    assert len(removed) == 2  # the character and the word view
+    texts = ["a gorgeous, witty and moving film", "dull", "ＯＫ — très bien"]
+    expected = predict_probabilities(load_run(tiny_classifier_run)[0], texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns about weights it cannot place
+        model = load_run(str(old))[0]
+    np.testing.assert_array_equal(predict_probabilities(model, texts), expected)
+
+
 def reference_word_ids(text, buckets):
     """scikit-learn's words (lowercased runs of two or more word characters) and word bigrams, hashed by the
     formula the model documents: a word h = 1, then h = (h * 4093 + code point) % buckets over its first 20

@@ -122,6 +122,37 @@ def word_ngram_ids(code_points, buckets):
             ops.concatenate([ops.less(positions, count), ops.less(positions[:, 1:], count)], axis=1))
 
 
+NGRAM_IDS = {"char": char_ngram_ids, "word": word_ngram_ids}
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class NgramIds(keras.layers.Layer):
+    """`[batch, length]` code points -> a view's hashed n-gram ids and their mask: `char_ngram_ids` for
+    `kind="char"`, `word_ngram_ids` for `"word"`; in training none (`[batch, 0]`), as `LogitBlend` passes
+    the encoder's logits alone there.
+
+    One layer, where the functions' ~190 Keras operations on the model's inputs were each a node that
+    the functional model runs in Python one by one, in every trace (the train step's too, which
+    TensorFlow then pruned them from) and every eager call. It has no weights, so runs saved with
+    those operations load into it as they were.
+    """
+
+    def __init__(self, kind, buckets, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in NGRAM_IDS:
+            raise ValueError(f"kind must be one of {', '.join(NGRAM_IDS)}, not {kind!r}")
+        self.kind, self.buckets = kind, buckets
+
+    def call(self, code_points, training=None):
+        if training:
+            none = keras.ops.zeros_like(code_points[:, :0])
+            return keras.ops.cast(none, "int32"), keras.ops.cast(none, "bool")
+        return NGRAM_IDS[self.kind](code_points, self.buckets)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "buckets": self.buckets}
+
+
 def eager_batch_size(model):
     """Rows per eager call of `model` where tfllm computes its outputs over many texts (predictions, and a
     run's views and n-gram ids over a split): at least 256, and for small models more, up to 2,048, as many as
@@ -179,7 +210,7 @@ class LogitBlend(keras.layers.Layer):
     which their logits look far more certain than on new ones (`fit_wide_path`
     sets them, then fits this blend on the validation split, then counts that
     split into them too). So `fit` trains the
-    encoder as it would without them, and their ops leave the training step.
+    encoder as it would without them, and the views compute no ids there (`NgramIds`).
     """
 
     def build(self, encoder_logits_shape, wide_logits_shape, char_logits_shape=None, word_logits_shape=None):
@@ -398,10 +429,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
             wide_logits = keras.ops.sum(w * keras.ops.expand_dims(keras.ops.cast(masks, w.dtype), -1), axis=1)
             logits = keras.layers.Dense(units, dtype=dtype, name="logits")(x)
             views = {}  # the views read from code points, frozen like the wide path
-            for name, buckets, ngram_ids in (("char", char_ngram_buckets, char_ngram_ids),
-                                             ("word", word_ngram_buckets, word_ngram_ids)):
+            for name, buckets in (("char", char_ngram_buckets), ("word", word_ngram_buckets)):
                 if buckets:
-                    ids, masks = ngram_ids(inputs["code_points"], buckets)
+                    ids, masks = NgramIds(name, buckets, name=f"{name}_ngram_ids")(inputs["code_points"])
                     v = keras.layers.Embedding(buckets, units, embeddings_initializer="zeros", trainable=False,
                                                dtype=dtype, name=f"{name}_ngrams")(ids)
                     views[f"{name}_logits"] = keras.ops.sum(
@@ -488,18 +518,17 @@ class TextClassifier(keras_hub.models.TextClassifier):
     def _ngram_statistics(self, *datasets):
         """What the n-gram tables are set from, a dict for each of `datasets`, each read in one pass:
         how many texts of each class hold each wide-path and word id, and each text's character n-grams."""
-        # The ids as the model computes them, in a model of their own, called eagerly on `eager_batch_size` rows
-        # at a time: the hashing is ~770 small ops whose eager cost is per call (on the 64-row training batches
-        # they took 7.5 s of a 3-epoch `default` run), and a traced `predict_on_batch` spent longer tracing them.
-        inputs = self.input
-        ngrams = {"wide": wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"], self.backbone.vocabulary_size,
-                                         self.wide_bigram_buckets)}
-        if self.word_ngram_buckets:
-            ngrams["word"] = word_ngram_ids(inputs["code_points"], self.word_ngram_buckets)
-        if self.char_ngram_buckets:
-            ngrams["char"] = char_ngram_ids(inputs["code_points"], self.char_ngram_buckets)
-        ids_model = keras.Model(inputs, {f"{name}_{part}": x for name, pair in ngrams.items()
-                                         for part, x in zip(("ids", "mask"), pair)})
+        # The ids as the model computes them (the same functions), called eagerly on `eager_batch_size` rows at a
+        # time: the hashing is ~770 small ops whose eager cost is per call (on the 64-row training batches they
+        # took 7.5 s of a 3-epoch `default` run), and a traced `predict_on_batch` spent longer tracing them.
+        def ids_model(inputs, training=False):
+            ngrams = {"wide": wide_ngram_ids(inputs["token_ids"], inputs["padding_mask"],
+                                             self.backbone.vocabulary_size, self.wide_bigram_buckets)}
+            for name, buckets in (("word", self.word_ngram_buckets), ("char", self.char_ngram_buckets)):
+                if buckets:
+                    ngrams[name] = NGRAM_IDS[name](inputs["code_points"], buckets)
+            return {f"{name}_{part}": x for name, pair in ngrams.items() for part, x in zip(("ids", "mask"), pair)}
+
         return [self._count_ngrams(ids_model, data) for data in datasets]
 
     def _count_ngrams(self, ids_model, data):
