@@ -393,6 +393,7 @@ def test_a_generator_explains_the_next_token_it_shows_not_a_likelier_special_one
         assert e.target == e.label != explainer.token_strings([explainer.pad_id])[0], (e.label, e.target)
 
 
+@pytest.mark.slow  # 3.3 s in stop 61's fresh clone: over make test-fast's 3 s line
 def test_occlusion_of_a_one_token_prompt_is_one_line(generator_run, capsys):
     """Dropping the only token left the generator nothing to read: a TensorFlow traceback (gather at -1)."""
     assert main(["explain", generator_run, "B", "--method", "occlusion"]) == 2
