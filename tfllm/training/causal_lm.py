@@ -404,7 +404,7 @@ def train_causal_lm(config, verbose="auto"):
         # The speed is measured as fit ends and kept in the backup: a run resumed after that reports its training's.
         common.measure_fit(callbacks, lambda: {"speed": training_speed(timer, preset, seq)})
         # Validation at every epoch's end, then the final evaluation's full batches of windows.
-        evaluated = (common.dataset_batches(val_ds) or 0) * epochs + \
+        evaluated = (common.dataset_batches(val_ds, epochs) or 0) + \
             len(data_lib.sequential_windows(val_ids, seq)) // preset["batch_size"]
         with common.preprocessed(model), common.eager_evaluation(model, evaluated, strategy):  # batches: token ids
             history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,

@@ -417,7 +417,6 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 data.train, model.preprocessor, sigmoid, preset["batch_size"], shuffle=True, seed=model_seed)
             val_ds = data_lib.classification_dataset(data.val, model.preprocessor, sigmoid, preset["batch_size"])
             steps_per_epoch = -(-len(data.train) // preset["batch_size"])
-            val_batches = -(-len(data.val) // preset["batch_size"])
             compile_classifier(model, preset, steps_per_epoch)
             common.adapt_model_to_strategy(model, strategy)
         callbacks = common.make_callbacks(
@@ -441,7 +440,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 # the run; not backed up or checkpointed: an interruption here starts over.
                 model.backbone.trainable = False
                 compile_classifier(model, preset, steps_per_epoch)
-                with common.eager_evaluation(model, val_batches * freeze, strategy):
+                with common.eager_evaluation(model, common.dataset_batches(val_ds, freeze), strategy):
                     first = model.fit(train_ds, validation_data=val_ds, epochs=freeze, shuffle=False,
                                       verbose=verbose, class_weight=class_weight,
                                       callbacks=common.logging_callbacks(callbacks))
@@ -450,7 +449,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 compile_classifier(model, preset, steps_per_epoch)
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
             # initial_epoch: the run's epochs are numbered on after the frozen ones (TensorBoard, backups).
-            with common.eager_evaluation(model, val_batches * (preset["epochs"] - freeze), strategy):
+            evaluated = common.dataset_batches(val_ds, preset["epochs"] - freeze)
+            with common.eager_evaluation(model, evaluated, strategy):
                 fitted = model.fit(train_ds, validation_data=val_ds, initial_epoch=freeze, epochs=preset["epochs"],
                                    shuffle=False, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
             for key, values in fitted.history.items():

@@ -317,10 +317,10 @@ def eager_evaluation(model, batches, strategy):
         model.test_function = None
 
 
-def dataset_batches(ds):
-    """How many batches `ds` holds, or None where tf.data cannot tell without reading it."""
+def dataset_batches(ds, passes=1):
+    """How many batches `passes` passes over `ds` read, or None where tf.data cannot tell without reading it."""
     batches = int(ds.cardinality())
-    return batches if batches >= 0 else None
+    return batches * passes if batches >= 0 else None
 
 
 def compile_task(task, jit_compile=None, unset="auto", **compile_arguments):

@@ -157,9 +157,9 @@ def pretrain(config, verbose="auto"):
         common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
         print(f"Masked-LM pretraining on {len(train_docs)} documents ({len(val_docs)} held out), "
               f"{epochs * preset['eval_interval']} steps")
-        val_batches = -(-len(val_docs) // preset["batch_size"])  # each epoch's validation, then the final one
+        evaluated = common.dataset_batches(val_ds, epochs + 1)  # each epoch's validation, then the final one
         with common.unknown_length_ok(), common.preprocessed(model), \
-                common.eager_evaluation(model, val_batches * (epochs + 1), strategy):
+                common.eager_evaluation(model, evaluated, strategy):
             history = model.fit(train_ds, steps_per_epoch=preset["eval_interval"], epochs=epochs,
                                 validation_data=val_ds, shuffle=False, callbacks=callbacks, verbose=verbose)
             val = _validation_metrics(model, val_ds)

@@ -301,9 +301,8 @@ def train_seq2seq(config, verbose="auto"):
         # Measured as fit ends and kept in the backup: a run resumed after that reports its training's figures.
         common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1),
                                                "stopped_by_time_budget": bool(budget and budget.stopped)})
-        val_batches = common.dataset_batches(val_ds)
         with common.unknown_length_ok(), common.preprocessed(model), \
-                common.eager_evaluation(model, val_batches and val_batches * preset["epochs"], strategy):
+                common.eager_evaluation(model, common.dataset_batches(val_ds, preset["epochs"]), strategy):
             fitted = model.fit(train_ds, validation_data=val_ds if len(data.val) else None, epochs=preset["epochs"],
                                shuffle=False, callbacks=callbacks, verbose=verbose)
         best = os.path.join(run_dir, common.BEST_WEIGHTS)
