@@ -83,6 +83,29 @@ def test_occlusion_is_the_drop_in_probability(explainer):
     assert e.scores[0] == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.slow
+def test_occlusions_of_several_texts_are_explains_from_one_untraced_call(explainer, tiny_classifier_run,
+                                                                        generator_run):
+    """`Explainer.occlusions` (training's TensorBoard explanations): texts of different lengths in one padded
+    eager batch give what `explain` gives each alone; texts it cannot explain are left out, and nothing is traced."""
+    texts = [TEXT, "", "dull", "an overlong, tedious and joyless affair", "\U0001F600 \U0001F3AC"]
+    batched = load_explainer(tiny_classifier_run)
+    explanations = batched.occlusions(texts)
+    assert batched._fns == {}  # no tf.function was built
+    assert [e.text for e in explanations] == [t for t in texts if t]  # the empty one left out
+    assert len({len(e.tokens) for e in explanations}) > 2
+    for e in explanations:
+        alone = explainer.explain(e.text, method="occlusion")
+        assert (e.label, e.target, e.tokens, e.method) == (alone.label, alone.target, alone.tokens, "occlusion")
+        np.testing.assert_allclose(e.scores, alone.scores, atol=1e-5)
+        assert e.probabilities == pytest.approx(alone.probabilities, abs=1e-6)
+    generator = load_explainer(generator_run)
+    [e] = generator.occlusions(["B", "Before we"])  # a one-token prompt has nothing left to predict from
+    alone = generator.explain("Before we", method="occlusion")
+    assert (e.text, e.target, e.tokens) == ("Before we", alone.target, alone.tokens)
+    np.testing.assert_allclose(e.scores, alone.scores, atol=1e-5)
+
+
 def test_attention_maps_have_one_row_per_position_summing_to_one(explainer, tiny_classifier_run):
     e = explainer.explain(TEXT, method="attention")
     backbone = explainer.model.backbone

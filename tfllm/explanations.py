@@ -411,9 +411,15 @@ class Explainer:
         Returns `[len(keep_rows), K]` (or `[len(keep_rows)]` of `target`'s probability for a generator's
         vocabulary-wide output, when `target` is given).
         """
+        probabilities = self.probabilities(self._removal_rows(x, keep_rows))
+        return probabilities if target is None else probabilities[:, target]
+
+    def _removal_rows(self, x, keep_rows, width=None):
+        """The model inputs of `removal_probabilities`: one row per `keep_rows[j]`, padded to `width` positions
+        (default the longest row's). The models read only the positions their padding mask marks."""
         keep_rows = np.asarray(keep_rows, bool)
         lengths = keep_rows.sum(axis=1)
-        width = max(1, int(lengths.max()))
+        width = width or max(1, int(lengths.max()))
         batch = {}
         for k, v in x.items():
             if k == "code_points":  # held fixed, as in `encode`
@@ -424,8 +430,7 @@ class Explainer:
             for j, keep in enumerate(keep_rows):
                 out[j, :lengths[j]] = v[0][keep]
             batch[k] = out
-        probabilities = self.probabilities(batch)
-        return probabilities if target is None else probabilities[:, target]
+        return batch
 
     def prepare(self, text):
         """(inputs, token ids, text-token mask, probabilities): the parts the methods share."""
@@ -482,10 +487,8 @@ class Explainer:
             raise UserInputError(f"The prompt {text[:60]!r} is one token, and occlusion drops each token in turn: "
                                  "without it the generator has nothing to predict from. Use --method "
                                  "integrated_gradients, or a longer prompt.")
-        label, shown = self._label_and_probabilities(probabilities)
         if target_index is None:  # the label shown: for a generator, the likeliest token it can say
             target_index = self._top(probabilities)[0]
-        target_name = self.token_strings([target_index])[0] if self.generator else self.label_names[target_index]
         start = time.perf_counter()
         completeness = attention = None
         if method == "integrated_gradients":
@@ -500,13 +503,63 @@ class Explainer:
             attention = self.attention(x, ids)
         if attention is not None:
             attention = {k: v for k, v in attention.items() if k != "token_scores"}
+        return self._explanation(text, method, ids, is_text, probabilities, target_index, per_token, seconds,
+                                 completeness, attention)
+
+    def _explanation(self, text, method, ids, is_text, probabilities, target_index, per_token, seconds,
+                     completeness=None, attention=None):
+        label, shown = self._label_and_probabilities(probabilities)
+        target = self.token_strings([target_index])[0] if self.generator else self.label_names[target_index]
         tokens = self.token_strings(ids)
         return Explanation(
-            text=text, method=method, kind=self.kind, label=label, target=target_name, probabilities=shown,
+            text=text, method=method, kind=self.kind, label=label, target=target, probabilities=shown,
             tokens=[t for t, keep in zip(tokens, is_text) if keep],
             scores=[float(s) for s, keep in zip(per_token, is_text) if keep],
             completeness=completeness, attention=attention, seconds=seconds,
         )
+
+    def occlusions(self, texts):
+        """Occlusion explanations of `texts`, each for its predicted label (a generator: its likeliest next
+        token), from one eager call of the model on all their rows: each text whole, then without each of its
+        tokens in turn. The scores are `explain(text, method="occlusion")`'s, to float rounding; a text with
+        no tokens this model reads (a generator's prompt: fewer than two) is left out.
+
+        For a few texts this is the cheaper way: `explain` traces the model once (~1 s for a tiny classifier),
+        one eager call of a few dozen rows takes tens of milliseconds (stop 62, docs/benchmarks.md). Training
+        explains a few validation texts in TensorBoard this way.
+        """
+        prepared = []
+        for text in texts:
+            try:
+                x, ids, is_text = self.encode(text)
+            except UserInputError:
+                continue
+            if not self.generator or len(ids) > 1:
+                prepared.append((text, x, ids, is_text))
+        if not prepared:
+            return []
+        start = time.perf_counter()
+        width = max(len(ids) for _, _, ids, _ in prepared)
+        parts = []
+        for _, x, ids, is_text in prepared:
+            positions = np.flatnonzero(is_text)
+            keep = np.ones((len(positions) + 1, len(ids)), bool)  # row 0: the whole text
+            keep[np.arange(1, len(positions) + 1), positions] = False
+            parts.append(self._removal_rows(x, keep, width))
+        batch = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        rows = np.asarray(self._probabilities_of(self.model(batch, training=False), batch))
+        seconds = (time.perf_counter() - start) / len(prepared)
+        explanations, first = [], 0
+        for text, x, ids, is_text in prepared:
+            positions = np.flatnonzero(is_text)
+            probabilities, dropped = rows[first], rows[first + 1:first + 1 + len(positions)]
+            first += 1 + len(positions)
+            target_index = self._top(probabilities)[0]
+            per_token = np.zeros(len(ids))
+            per_token[positions] = probabilities[target_index] - dropped[:, target_index]
+            explanations.append(self._explanation(text, "occlusion", ids, is_text, probabilities, target_index,
+                                                  per_token, seconds))
+        return explanations
 
     def integrated_gradients(self, x, is_text, target_index, steps=DEFAULT_STEPS):
         """Per-position attributions `[n]` (0 at special tokens) and the completeness record."""
@@ -781,26 +834,21 @@ def explanation_markdown(explanation, top=3):
             f"**{explanation.target}**:\n\n{tokens}")
 
 
-def write_tensorboard_explanations(log_dir, model, label_names, texts, method="occlusion", step=0):
+def write_tensorboard_explanations(log_dir, model, label_names, texts, step=0):
     """Writes a few texts' explanations to `log_dir/explanations` (TensorBoard's Text tab, tags `explanations/N`).
 
-    Occlusion by default: as faithful as integrated gradients on the benchmark (docs/benchmarks.md) and it
-    needs no gradient graph, so it adds about a second to a training run instead of several.
-    Returns the number of texts written.
+    Occlusion (`Explainer.occlusions`): as faithful as integrated gradients on the benchmark
+    (docs/benchmarks.md), and with no gradient graph and nothing traced it adds one eager forward pass to a
+    training run. A text with no tokens this model reads is left out. Returns the number of texts written.
     """
     import tensorflow as tf
 
-    explainer = Explainer(model, label_names)
+    explanations = Explainer(model, label_names).occlusions(texts)
     writer = tf.summary.create_file_writer(os.path.join(log_dir, "explanations"))
-    written = 0
     with writer.as_default():
-        for text in texts:
-            try:
-                explanation = explainer.explain(text, method=method)
-            except UserInputError:  # a text with no tokens this model reads
-                continue
-            tf.summary.text(f"explanations/{written}", f"> {text}\n\n" + explanation_markdown(explanation), step=step)
-            written += 1
+        for i, explanation in enumerate(explanations):
+            tf.summary.text(f"explanations/{i}", f"> {explanation.text}\n\n" + explanation_markdown(explanation),
+                            step=step)
     writer.flush()
     writer.close()
-    return written
+    return len(explanations)
