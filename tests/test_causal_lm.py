@@ -146,6 +146,7 @@ def test_bad_generation_inputs(kwargs, match):
         generator.generate(**{"max_new_tokens": 5, **kwargs})
 
 
+@pytest.mark.slow
 def test_load_generator_refuses_classifier_and_unfinished_runs(tmp_path):
     write_records(tmp_path / "clf", "classify")
     with pytest.raises(UserInputError, match="does not generate text"):

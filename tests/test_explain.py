@@ -257,6 +257,7 @@ def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, caps
 # --- the command line --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_json_output(tiny_classifier_run, capsys):
     texts = [TEXT, "dull and far too long"]
     assert main(["explain", tiny_classifier_run, *texts, "--json", "--method", "occlusion", "--target", "fresh"]) == 0
