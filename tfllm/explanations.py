@@ -550,7 +550,7 @@ class Explainer:
         rows = np.asarray(self._probabilities_of(self.model(batch, training=False), batch))
         seconds = (time.perf_counter() - start) / len(prepared)
         explanations, first = [], 0
-        for text, x, ids, is_text in prepared:
+        for text, _, ids, is_text in prepared:
             positions = np.flatnonzero(is_text)
             probabilities, dropped = rows[first], rows[first + 1:first + 1 + len(positions)]
             first += 1 + len(positions)
