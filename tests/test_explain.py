@@ -215,6 +215,7 @@ def generator_run(tmp_path_factory):
     return write_run_dir(tiny_generator(sequence_length=16), tmp_path_factory.mktemp("gen") / "run")
 
 
+@pytest.mark.slow
 def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, capsys):
     assert main(["explain", generator_run, "Before we", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -217,6 +217,7 @@ def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_pa
     assert registry.resolve("live").version == 2
 
 
+@pytest.mark.slow
 def test_a_label_never_loads_a_version_the_policy_excludes(tmp_path, caplog):
     """Before, `canary` -> 3 loaded version 3 beside the policy's 1 and 2, and unlabelled requests
     then went to 3. As TF Serving: 3 stays unloaded and the label is refused."""
