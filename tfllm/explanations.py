@@ -542,10 +542,9 @@ class Explainer:
         width = max(len(ids) for _, _, ids, _ in prepared)
         parts = []
         for _, x, ids, is_text in prepared:
-            positions = np.flatnonzero(is_text)
-            keep = np.ones((len(positions) + 1, len(ids)), bool)  # row 0: the whole text
-            keep[np.arange(1, len(positions) + 1), positions] = False
-            parts.append(self._removal_rows(x, keep, width))
+            _, keep = self._without_each_token(is_text)
+            whole = np.ones((1, len(ids)), bool)  # row 0: the whole text
+            parts.append(self._removal_rows(x, np.concatenate([whole, keep]), width))
         batch = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
         rows = np.asarray(self._probabilities_of(self.model(batch, training=False), batch))
         seconds = (time.perf_counter() - start) / len(prepared)
@@ -598,14 +597,19 @@ class Explainer:
 
     def occlusion(self, x, is_text, target_index, probabilities):
         """Per-position scores `[n]`: the target's probability minus its probability without that token."""
-        n = len(is_text)
-        positions = np.flatnonzero(is_text)
-        keep = np.ones((len(positions), n), bool)
-        keep[np.arange(len(positions)), positions] = False
+        positions, keep = self._without_each_token(is_text)
         dropped = self.removal_probabilities(x, keep)[:, target_index]
-        scores = np.zeros(n)
+        scores = np.zeros(len(is_text))
         scores[positions] = probabilities[target_index] - dropped
         return scores
+
+    @staticmethod
+    def _without_each_token(is_text):
+        """The positions of the text's tokens, and the keep masks `[len(positions), n]` that drop each in turn."""
+        positions = np.flatnonzero(is_text)
+        keep = np.ones((len(positions), len(is_text)), bool)
+        keep[np.arange(len(positions)), positions] = False
+        return positions, keep
 
     def attention(self, x, ids):
         """`{"tokens", "layers": [L][H][n][n], "rollout": [n][n], "token_scores": [n]}` for one text."""
