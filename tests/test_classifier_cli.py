@@ -255,16 +255,20 @@ def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again
 
 def test_a_run_trained_on_a_relative_path_is_evaluated_from_another_folder(tmp_path, monkeypatch, capsys):
     """--data reviews.csv is recorded as typed; from another folder (where it names nothing) evaluate and
-    export read the file training read, not 'a path relative to the folder the run was trained from'."""
+    export read the file training read, not 'a path relative to the folder the run was trained from'.
+    Its --text-column is the run's: evaluate and predict --file read a file in it without being told."""
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "reviews.csv").write_text(
-        "text,label\n" + "".join(f"a good film {i},pos\na bad film {i},neg\n" for i in range(70)))
+        "review,label\n" + "".join(f"a good film {i},pos\na bad film {i},neg\n" for i in range(70)))
     monkeypatch.chdir(tmp_path / "project")
     run_dir = tmp_path / "project" / "run"
-    assert main_in_process(capsys, "train", "--data", "reviews.csv", "--preset", "tiny", "--epochs", "1",
-                           "--run-dir", "run").returncode == 0
+    assert main_in_process(capsys, "train", "--data", "reviews.csv", "--text-column", "review", "--preset", "tiny",
+                           "--epochs", "1", "--run-dir", "run").returncode == 0
     here = main_in_process(capsys, "evaluate", run_dir)
     assert here.returncode == 0
+    (tmp_path / "new.csv").write_text("id,review\n1,a good film\n2,a bad film\n")
+    expected = main_in_process(capsys, "predict", run_dir, "a good film", "a bad film")
+    assert main_in_process(capsys, "predict", run_dir, "--file", tmp_path / "new.csv").stdout == expected.stdout
     monkeypatch.chdir(tmp_path)
     elsewhere = main_in_process(capsys, "evaluate", run_dir)
     assert elsewhere.returncode == 0, elsewhere.stderr

@@ -265,7 +265,9 @@ def cmd_predict(args):
     from tfllm import runs
 
     runs.require_task(args.run_dir, "classify", hint=runs.classifier_hint(args.run_dir))
-    texts = _input_texts(args, "classify", "a joyous, moving film")
+    # A CSV/JSONL like the run's own is read in the run's text column, as `evaluate` reads it.
+    column = runs.read_config(args.run_dir).get("text_column") or "text"
+    texts = _input_texts(args, "classify", "a joyous, moving film", column)
     from tfllm.prediction import classify
 
     # Each answer as it comes (a chunk at a time): a large --file, or a pipe into --file -, is answered as
@@ -828,7 +830,7 @@ def build_parser():
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", default=None, metavar="PATH",
                    help="classify each line of a text file (- for standard input), or each row of a CSV/JSONL")
-    p.add_argument("--text-column", default=None, help="--file CSV/JSONL: the column to classify (default text)")
+    p.add_argument("--text-column", default=None, help="--file CSV/JSONL: the column to classify (default: the run's)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a run as a TF Serving SavedModel or a TFLite file")
