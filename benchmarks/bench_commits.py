@@ -7,8 +7,12 @@ Each commit is checked out into a temporary git worktree and run with this venv'
 (`PYTHONPATH` puts the worktree's `tfllm` first), the two commits taking turns in every round
 (OLD, NEW, NEW, OLD, ...), so load from other work on a shared machine falls on both. The command
 (default: `train --data rotten_tomatoes`, the `default` recipe, as `make demo`) gets a fresh
-`--run-dir` each time. Writes benchmarks/results/commits.json (or --out): every run, the median
-seconds per commit and their ratio (OLD / NEW: above 1 means NEW is faster).
+`--run-dir` each time; with --as-given it runs as typed, for a command that is not a training:
+
+    .venv/bin/python benchmarks/bench_commits.py OLD NEW --as-given -- export RUN --name m --format tflite --out DIR
+
+Writes benchmarks/results/commits.json (or --out): every run, the median seconds per commit and their
+ratio (OLD / NEW: above 1 means NEW is faster).
 """
 
 import argparse
@@ -26,15 +30,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_COMMAND = ["train", "--data", "rotten_tomatoes"]
 
 
-def run(worktree, command, run_dir):
+def run(worktree, command, run_dir=None):
+    """Runs `tfllm COMMAND` (with `--run-dir RUN_DIR` unless it is None) from `worktree`'s code."""
     env = {**os.environ, "PYTHONPATH": worktree, "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tfllm.cli", *command, "--run-dir", run_dir], env=env, cwd=worktree,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tfllm.cli", *command, *(["--run-dir", run_dir] if run_dir else [])],
+                         env=env, cwd=worktree, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if out.returncode:
         sys.stderr.write(out.stderr[-3000:])
         raise SystemExit(f"{' '.join(command)} failed at {worktree}")
+    if run_dir is None:
+        return {"seconds": round(seconds, 2)}
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     return {"seconds": round(seconds, 2), "test_accuracy": metrics.get("test", {}).get("accuracy"),
             "epochs_run": metrics.get("epochs_run")}
@@ -46,6 +53,7 @@ def main(argv=None):
     parser.add_argument("new")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "commits.json"))
+    parser.add_argument("--as-given", action="store_true", help="no --run-dir added, no metrics read (not a training)")
     parser.add_argument("command", nargs="*", help="the tfllm command after --, without --run-dir")
     args = parser.parse_intermixed_args(argv)  # options may follow OLD NEW, as in the examples above
     command = args.command or DEFAULT_COMMAND
@@ -61,7 +69,8 @@ def main(argv=None):
             for r in range(args.rounds):
                 order = [args.old, args.new] if r % 2 == 0 else [args.new, args.old]
                 for name in order:
-                    result = run(trees[name], command, os.path.join(work, f"run-{commits[name]}-{r}"))
+                    run_dir = None if args.as_given else os.path.join(work, f"run-{commits[name]}-{r}")
+                    result = run(trees[name], command, run_dir)
                     runs[name].append(result)
                     print(f"round {r + 1} {commits[name]}: {result}", flush=True)
         finally:

@@ -14,6 +14,7 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,8 @@ COMMENTED_USES = [
     ("_allow_python_workflow", "tfllm/data.py", "PRIVATE API: KerasHub's `_allow_python_workflow`",
      "keras-team/keras-hub#2948"),
     ("no_convert_scope", "tfllm/data.py", "PRIVATE API: KerasHub's `no_convert_scope`", "keras-team/keras-hub#2948"),
+    ("_default_save_signature", "tfllm/export/versioning.py", "PRIVATE API: Keras's `TFLayer._default_save_signature`",
+     "saved_model_export_archive.py"),
 ]
 
 
@@ -301,3 +304,44 @@ def test_keras_hub_preset_file_helpers():
     path, marker = "tfllm/training/classifier.py", "PRIVATE API: keras_hub's preset"
     for name in ("get_preset_loader", "check_file_exists", "load_json", "check_config_class"):
         require(callable(getattr(preset_utils, name, None)), f"keras_hub.src.utils.preset_utils.{name}", path, marker)
+
+
+def test_writing_an_export_archive_traces_a_tracked_model_only_for_its_endpoints(tmp_path):
+    """Keras's ExportArchive traced each tracked model's `_default_save_signature` while looking for lookup
+    tables, once per model, nested ones included (`tfllm.export.versioning.write_out` keeps it from doing so):
+    tracking a model adds no trace to writing the archive."""
+    import keras
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.layer import TFLayer
+
+    from tfllm.export.versioning import write_out
+
+    path, marker = "tfllm/export/versioning.py", "PRIVATE API: Keras's `TFLayer._default_save_signature`"
+    require(isinstance(TFLayer.__dict__.get("_default_save_signature"), property),
+            "keras TFLayer._default_save_signature (a property)", path, marker)
+
+    def traces_while_written(track, directory):
+        traces = []
+
+        class Counted(keras.layers.Layer):
+            def call(self, x):
+                traces.append(1)  # Python runs once per trace
+                return x * 2.0
+
+        inputs = keras.Input((3,))
+        inner = keras.Model(inputs, Counted()(inputs))
+        model = keras.Model(inputs, inner(inputs))  # a model nested in the tracked one
+        archive = keras.export.ExportArchive()
+        if track:
+            archive.track(model)
+        archive.add_endpoint("serving_default", lambda x: model(x), input_signature=[tf.TensorSpec([None, 3])])
+        before = len(traces)
+        write_out(archive, str(directory))
+        return len(traces) - before
+
+    untracked = traces_while_written(False, tmp_path / "untracked")
+    assert untracked >= 1 and traces_while_written(True, tmp_path / "tracked") == untracked
+    assert isinstance(TFLayer.__dict__["_default_save_signature"], property)  # put back
+    reloaded = tf.saved_model.load(str(tmp_path / "tracked"))
+    out = reloaded.signatures["serving_default"](tf.ones([2, 3]))
+    np.testing.assert_array_equal(next(iter(out.values())).numpy(), np.full([2, 3], 2.0))

@@ -32,6 +32,7 @@ import numpy as np
 from tfllm.errors import UserInputError
 from tfllm import runs
 from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter
+from tfllm.export.versioning import write_out
 
 MODEL_FILE = "model.tflite"
 PARITY_TOKENS = 100
@@ -67,7 +68,7 @@ def write_causal_lm_saved_model(model, directory):
             tf.TensorSpec([], tf.int32, name="index"),
         ],
     )
-    archive.write_out(directory, verbose=False)
+    write_out(archive, directory)
 
 
 def cache_layout(model):

@@ -48,6 +48,7 @@ from tfllm.datasets import BUNDLED, split_as_trained
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_runtime import (SIGNATURE, convert_saved_model, load_interpreter, run_signature,
                                          vocabulary_sources)
+from tfllm.export.versioning import write_out
 
 # Full-integer quantization calibrates activation ranges on examples; with
 # fewer than this the ranges are guesses and accuracy falls apart.
@@ -149,7 +150,7 @@ def write_classifier_saved_model(model, tokenizer, directory, text_input=False):
             return {**classify_ids(token_ids, code_points), "token_ids": token_ids, "code_points": code_points}
 
         archive.add_endpoint(SIGNATURE, classify_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    archive.write_out(directory, verbose=False)
+    write_out(archive, directory)
     return True
 
 

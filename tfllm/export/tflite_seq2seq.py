@@ -25,7 +25,7 @@ import numpy as np
 from tfllm import runs
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, require_tflite, vocabulary_sources
-from tfllm.export.versioning import atomic_version_dir, write_out_dir
+from tfllm.export.versioning import atomic_version_dir, write_out, write_out_dir
 
 MODEL_FILE = "model.tflite"
 PARITY_SOURCES = 20
@@ -71,9 +71,7 @@ def write_seq2seq_saved_model(model, directory):
         tf.TensorSpec([1, encoder_length, backbone.hidden_dim], model.compute_dtype, name="encoder_output"),
         tf.TensorSpec([1, encoder_length], tf.int32, name="encoder_padding_mask"),
     ])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        archive.write_out(directory, verbose=False)
+    write_out(archive, directory)
 
 
 class TFLiteTranslator:
