@@ -61,6 +61,16 @@ def test_the_model_s_ngram_ids_layer_gives_the_functions_ids_and_none_in_trainin
         ids, mask = layer(points, training=True)
         assert tuple(ids.shape) == (3, 0) and tuple(mask.shape) == (3, 0)
         assert keras.backend.standardize_dtype(mask.dtype) == "bool"
+        # Building a model takes its outputs' shapes from `compute_output_spec` (not a trace of `call`):
+        # they are the shapes `call` gives, for a known length and an unknown one.
+        for length, training in ((32, None), (None, None), (32, True)):
+            specs = layer.compute_output_spec(keras.KerasTensor((None, length), "int32"), training=training)
+            outputs = layer(points, training=training) if length else ngram_ids(points, BUCKETS)
+            for spec, output in zip(specs, outputs):
+                assert spec.shape == (None, output.shape[1] if length else None)
+                assert spec.dtype == keras.backend.standardize_dtype(output.dtype)
+        symbolic = layer(keras.Input((32,), dtype="int32"))
+        assert [tuple(x.shape) for x in symbolic] == [(None, ids.shape[1]) for ids in layer(points)]
 
 
 def test_a_run_saved_before_the_ngram_ids_layer_loads_with_the_same_predictions(tiny_classifier_run, tmp_path):
