@@ -63,6 +63,8 @@ COMMENTED_USES = [
     ("no_convert_scope", "tfllm/data.py", "PRIVATE API: KerasHub's `no_convert_scope`", "keras-team/keras-hub#2948"),
     ("_default_save_signature", "tfllm/export/versioning.py", "PRIVATE API: Keras's `TFLayer._default_save_signature`",
      "saved_model_export_archive.py"),
+    ("_list_variables_used_by_fns", "tfllm/export/versioning.py",
+     "PRIVATE API: Keras's `TFLayer._default_save_signature`", "saved_model_export_archive.py"),
 ]
 
 
@@ -306,19 +308,24 @@ def test_keras_hub_preset_file_helpers():
         require(callable(getattr(preset_utils, name, None)), f"keras_hub.src.utils.preset_utils.{name}", path, marker)
 
 
-def test_writing_an_export_archive_traces_a_tracked_model_only_for_its_endpoints(tmp_path):
-    """Keras's ExportArchive traced each tracked model's `_default_save_signature` while looking for lookup
-    tables, once per model, nested ones included (`tfllm.export.versioning.write_out` keeps it from doing so):
-    tracking a model adds no trace to writing the archive."""
+def test_writing_an_export_archive_traces_each_endpoint_once_and_no_tracked_model(tmp_path):
+    """Keras's ExportArchive traced each endpoint twice (to list its variables, then to save it) and each tracked
+    model's `_default_save_signature` while looking for lookup tables, nested models included;
+    `tfllm.export.versioning.write_out` traces each endpoint once, and tracking a model adds no trace."""
     import keras
     import tensorflow as tf
     from keras.src.backend.tensorflow.layer import TFLayer
+    from keras.src.export import saved_model_export_archive as keras_archive
 
     from tfllm.export.versioning import write_out
 
     path, marker = "tfllm/export/versioning.py", "PRIVATE API: Keras's `TFLayer._default_save_signature`"
     require(isinstance(TFLayer.__dict__.get("_default_save_signature"), property),
             "keras TFLayer._default_save_signature (a property)", path, marker)
+    walk = getattr(keras_archive.SavedModelExportArchive, "_filter_and_track_resources", None)
+    require(callable(getattr(keras_archive, "_list_variables_used_by_fns", None)) and callable(walk)
+            and "_list_variables_used_by_fns(" in inspect.getsource(walk),
+            "keras _filter_and_track_resources calling the module's _list_variables_used_by_fns", path, marker)
 
     def traces_while_written(track, directory):
         traces = []
@@ -339,9 +346,10 @@ def test_writing_an_export_archive_traces_a_tracked_model_only_for_its_endpoints
         write_out(archive, str(directory))
         return len(traces) - before
 
-    untracked = traces_while_written(False, tmp_path / "untracked")
-    assert untracked >= 1 and traces_while_written(True, tmp_path / "tracked") == untracked
+    assert traces_while_written(False, tmp_path / "untracked") == 1
+    assert traces_while_written(True, tmp_path / "tracked") == 1
     assert isinstance(TFLayer.__dict__["_default_save_signature"], property)  # put back
+    assert keras_archive._list_variables_used_by_fns.__module__ == keras_archive.__name__
     reloaded = tf.saved_model.load(str(tmp_path / "tracked"))
     out = reloaded.signatures["serving_default"](tf.ones([2, 3]))
     np.testing.assert_array_equal(next(iter(out.values())).numpy(), np.full([2, 3], 2.0))

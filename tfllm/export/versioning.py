@@ -131,27 +131,42 @@ def atomic_version_dir(base_dir, name):
 
 def write_out(archive, directory):
     """`archive.write_out(directory)` for a Keras `ExportArchive`, without TensorFlow's deprecation notes about
-    its own tracing, and without tracing each tracked Keras model once more for nothing.
+    its own tracing, and with each endpoint traced once and no model traced for nothing.
 
-    PRIVATE API: Keras's `TFLayer._default_save_signature` (keras/src/backend/tensorflow/layer.py). Before
-    saving, `ExportArchive.write_out` walks what was tracked for lookup tables
-    (`_filter_and_track_resources` in keras/src/export/saved_model_export_archive.py). TensorFlow's walk traces
-    every `tf.function` attribute it finds, and `_default_save_signature` is a property that builds a new
-    `tf.function` of the model's call each time it is read. So each tracked model, and each model nested in
-    it, was traced once more only to be thrown away: 0.6-1.1 s of a tiny classifier's 7-s SavedModel, more for
-    a larger model (no upstream issue found, keras 3.15). Nothing reads it here: the archive's signatures are
-    its endpoints. So it reads None while the archive is written (a class attribute: Keras layers are not
-    exported from several threads at once here)."""
+    PRIVATE API: Keras's `TFLayer._default_save_signature` and `_list_variables_used_by_fns`
+    (keras/src/export/saved_model_export_archive.py; no upstream issue found, keras 3.15). Two traces were thrown
+    away, each the size of a model's forward pass (0.6-1.1 s of a tiny classifier's 7-s SavedModel, more for
+    larger models and decoding loops):
+    - Before saving, `write_out` walks what was tracked for lookup tables (`_filter_and_track_resources`), and
+      TensorFlow's walk traces every `tf.function` attribute it finds. `_default_save_signature` is a property
+      that builds a new `tf.function` of a model's call each time it is read, so each tracked model, and each
+      model nested in it, was traced. Nothing reads it here (the archive's signatures are its endpoints), so it
+      reads None while the archive is written.
+    - Each endpoint was traced to list its variables, then again by `tf.saved_model.save`: TensorFlow keys its
+      traces on whether they are made in a save context. The listing now runs in one too, so the save finds
+      its trace.
+    Both are set back after the write (a class attribute and a module function: exports do not run in several
+    threads at once here)."""
     from keras.src.backend.tensorflow.layer import TFLayer
+    from keras.src.export import saved_model_export_archive as keras_archive
+    from tensorflow.python.saved_model import save_context, save_options
+
+    list_variables = keras_archive._list_variables_used_by_fns
+
+    def list_variables_in_a_save_context(fns):
+        with save_context.save_context(save_options.SaveOptions()):
+            return list_variables(fns)
 
     default_save_signature = TFLayer.__dict__["_default_save_signature"]
     TFLayer._default_save_signature = None
+    keras_archive._list_variables_used_by_fns = list_variables_in_a_save_context
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             archive.write_out(directory, verbose=False)
     finally:
         TFLayer._default_save_signature = default_save_signature
+        keras_archive._list_variables_used_by_fns = list_variables
 
 
 def write_archive(archive, version, name, signature, warmup_inputs, **warmup_options):
