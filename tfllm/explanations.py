@@ -540,17 +540,17 @@ class Explainer:
             return []
         start = time.perf_counter()
         width = max(len(ids) for _, _, ids, _ in prepared)
-        parts = []
+        parts, token_positions = [], []
         for _, x, ids, is_text in prepared:
-            _, keep = self._without_each_token(is_text)
+            positions, keep = self._without_each_token(is_text)
             whole = np.ones((1, len(ids)), bool)  # row 0: the whole text
             parts.append(self._removal_rows(x, np.concatenate([whole, keep]), width))
+            token_positions.append(positions)
         batch = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
         rows = np.asarray(self._probabilities_of(self.model(batch, training=False), batch))
         seconds = (time.perf_counter() - start) / len(prepared)
         explanations, first = [], 0
-        for text, _, ids, is_text in prepared:
-            positions = np.flatnonzero(is_text)
+        for (text, _, ids, is_text), positions in zip(prepared, token_positions):
             probabilities, dropped = rows[first], rows[first + 1:first + 1 + len(positions)]
             first += 1 + len(positions)
             target_index = self._top(probabilities)[0]
