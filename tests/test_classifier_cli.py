@@ -407,6 +407,9 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
          "--jit-compile/--no-jit-compile and --set jit_compile=True say different things"),
         (["train", "--data", "{tmp}/ok.csv", "--batch-size", "-1"], "--batch-size must be at least 1"),
         (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/nowhere"], "is not a folder (no such path)"),
+        # A relative path is a path too (KerasHub said "A preset must be a one of:."), and a folder needs config.json.
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "nowhere/run"], "'nowhere/run' is not a folder (no such"),
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/folder"], "is a folder but not a preset (no config"),
         (["train", "--data", "{tmp}/two_rows.csv"], "gives no val and no test rows"),
         (["train", "--data", "{tmp}/ragged.csv"], "data row 2 (line 3) has 3 fields, the header has 2: quote texts"),
         (["train", "--data", "{tmp}/two_texts.csv"], "more than one column named 'text'"),
@@ -435,6 +438,7 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
         (["pretrain", "--data", "{tmp}/words.txt", "--objective", "vectors", "--preset", "tiny"], "running text"),
         (["export", "{tmp}/nowhere", "--name", "x"], "not a tfllm run"),
         (["export", "{tmp}", "--name", "../evil"], "Invalid export name"),
+        (["export", "{tmp}", "--name", "my model", "--base-dir", "elsewhere"], "becomes a folder under elsewhere/)"),
         (["predict", "{tmp}/nowhere", "hi"], "not a tfllm run"),
         (["evaluate", "{tmp}/nowhere"], "not a tfllm run"),
         (["generate", "{tmp}/old_format", "hi"], "tfllm 0.1"),

@@ -143,9 +143,20 @@ def test_an_interrupted_ensemble_resumes_keeping_finished_members(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_explain_refuses_an_ensemble_with_one_line(ensemble_run, capsys):
+def test_an_ensemble_is_explained_by_occlusion_and_the_other_methods_say_so(ensemble_run, capsys):
+    """Occlusion only runs the model, so it explains an ensemble; it was refused with the other methods, which
+    need one token embedding (an ensemble has one per member)."""
     from tfllm.cli import main
+    from tfllm.explanations import load_explainer
 
-    assert main(["explain", ensemble_run[0], "a fine film"]) == 2
-    err = capsys.readouterr().err
-    assert "explain one of its members" in err and err.count("\n") == 1, err
+    for method in ("integrated_gradients", "attention"):
+        assert main(["explain", ensemble_run[0], "a fine film", "--method", method]) == 2
+        err = capsys.readouterr().err
+        assert "use --method occlusion, or explain one of its members" in err and err.count("\n") == 1, err
+    assert main(["explain", ensemble_run[0], "a fine film", "--method", "occlusion", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    explainer = load_explainer(ensemble_run[0])
+    x, _, is_text, probabilities = explainer.prepare("a fine film")
+    target = explainer.label_names.index(shown["label"])
+    drops = probabilities[target] - explainer.removal_probabilities(x, explainer._without_each_token(is_text)[1])
+    assert [t["score"] for t in shown["tokens"]] == pytest.approx(drops[:, target].tolist(), abs=1e-5)

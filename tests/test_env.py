@@ -1,6 +1,8 @@
 """TensorFlow's CUDA probe stays out of a CPU-only machine's logs (tfllm/_env.py)."""
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -181,7 +183,8 @@ def test_the_command_imports_keras_without_the_packages_only_keras_own_extras_ne
 
 @pytest.mark.slow
 def test_the_servers_own_process_imports_keras_without_its_extras_too(tmp_path):
-    """`python -m tfllm.serving.server` (TensorFlow imports Keras as it loads) skips them as the command does."""
+    """`python -m tfllm.serving.server` (TensorFlow imports Keras as it loads) skips them as the command does.
+    Started with --port 0, it says which port the system gave it."""
     import signal
     import time
 
@@ -200,9 +203,19 @@ def test_the_servers_own_process_imports_keras_without_its_extras_too(tmp_path):
         lines.append(line)
         if line.startswith("Serving") or time.monotonic() > deadline:
             break
+    # With --port 0 the line names the port the system chose (it said "http://127.0.0.1:0/"): one that answers.
+    port = re.search(r"REST http://127\.0\.0\.1:(\d+)/", lines[-1])
+    answered = False
+    while port and not answered and time.monotonic() < deadline + 30:  # it listens once uvicorn has started
+        try:
+            socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=10).close()
+            answered = True
+        except ConnectionRefusedError:
+            time.sleep(0.1)
     server.send_signal(signal.SIGINT)  # Ctrl-C: the server returns and the atexit line is printed
     rest, _ = server.communicate(timeout=60)
     assert lines[-1].startswith("Serving"), "".join(lines)
+    assert port and int(port.group(1)) > 0 and answered, lines[-1]
     assert "['keras']" in rest.splitlines(), "".join(lines) + rest
 
 

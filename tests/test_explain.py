@@ -442,6 +442,25 @@ def test_a_prompt_longer_than_the_window_is_explained_from_its_end(generator_run
         assert long.scores == pytest.approx(tail.scores, abs=1e-6)
 
 
+def test_an_explanation_says_how_many_tokens_lie_past_the_window(explainer, generator_run):
+    """Only the tokens in the model's window are attributed; a longer text's others were dropped without a word,
+    while its prediction (the character and word views read the whole text) still depended on them."""
+    from tfllm.explanations import render_terminal
+
+    text = "a gorgeous, witty film " * explainer.preprocessor.sequence_length
+    long, short = explainer.explain(text, method="occlusion"), explainer.explain("a fine film")
+    assert long.tokens_left_out == len(np.asarray(explainer.tokenizer(text))) - len(long.tokens) > 0
+    assert json.loads(json.dumps(long.to_json()))["tokens_left_out"] == long.tokens_left_out
+    assert f"holds the first {len(long.tokens)} tokens; the {long.tokens_left_out} after" in render_terminal(long)
+    assert short.tokens_left_out == 0 and "tokens_left_out" not in short.to_json()
+    assert "not attributed" not in render_terminal(short)
+    generator = load_explainer(generator_run)  # a prompt's last tokens are the ones read
+    prompt = "Before we " * 3
+    cut = generator.explain(prompt, method="occlusion")
+    assert cut.tokens_left_out == len(prompt) - len(cut.tokens) > 0
+    assert "holds the last" in render_terminal(cut)
+
+
 def test_a_target_outside_a_sentencepiece_generators_vocabulary_is_one_line():
     """SentencePiece gives an unknown piece the unknown token's id: `--target zzqq` explained '<unk>'."""
     from lm_utils import TEXT, tiny_lm

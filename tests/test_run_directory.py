@@ -112,6 +112,26 @@ def test_classification_report_refuses_what_it_cannot_score():
         classification_report([0, 1], [[0.2, 0.8]], ["neg", "pos"])  # was an IndexError
 
 
+def test_a_multi_class_report_has_scikit_learns_one_vs_rest_roc_auc():
+    """metrics.json promised ROC-AUC, and a run of three or more classes had none."""
+    from sklearn.metrics import roc_auc_score
+
+    from tfllm.evaluation import classification_report
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    probabilities = rng.dirichlet([1, 1, 1], 60) + np.eye(3)[labels] * 0.3  # a model better than chance
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    report = classification_report(labels, probabilities, ["a", "b", "c"])
+    assert report["roc_auc"] == pytest.approx(roc_auc_score(labels, probabilities, multi_class="ovr"))
+    for i, name in enumerate("abc"):
+        assert report["per_class"][name]["roc_auc"] == pytest.approx(roc_auc_score(labels == i, probabilities[:, i]))
+    # A class with no example has no AUC: the mean is over the others, as it is of the recalls.
+    report = classification_report(labels[labels < 2], probabilities[labels < 2], ["a", "b", "c"])
+    assert report["per_class"]["c"]["roc_auc"] is None
+    assert report["roc_auc"] == pytest.approx(np.mean([report["per_class"][n]["roc_auc"] for n in "ab"]))
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_probabilities_are_refused_not_scored(bad):
     """A diverged model's NaN probabilities gave confident figures: ROC-AUC 1.0 (a NaN sorts as the

@@ -68,6 +68,39 @@ def test_a_run_directory_another_process_trains_in_is_refused_and_left_alone(tmp
     assert not os.path.exists(runs.lock_file(str(run_dir)))  # removed by its last owner
 
 
+def test_a_run_in_training_or_interrupted_says_which_and_names_the_run_it_replaces(tmp_path, capsys,
+                                                                                   tiny_classifier_run):
+    """A run another process was training was called one that "did not finish. Run its training command again
+    to resume it", which was then refused as in use; neither message named the finished run that --overwrite
+    had moved aside, which is kept, and usable, until the new one finishes."""
+    import shutil
+
+    from tfllm import runs
+
+    run_dir = tmp_path / "run"
+    runs.write_json(runs.path(str(run_dir), runs.RUN_CONFIG), {"task": "classify", "data": "rotten_tomatoes"})
+    runs.write_json(os.path.join(runs.path(str(run_dir), runs.BACKUP), "training_metadata.json"), {"epoch": 0})
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = main_in_process(capsys, "predict", run_dir, "a fine film")
+        assert result.returncode == 2 and result.stderr == (
+            f"tfllm: error: {str(run_dir)!r} is being trained by another tfllm process (pid {holder.pid}); wait "
+            "for it to finish.\n")
+        previous = tmp_path / ".run.previous"  # where --overwrite keeps the run it replaces
+        shutil.copytree(tiny_classifier_run, previous)
+        result = main_in_process(capsys, "evaluate", run_dir)
+        assert result.returncode == 2 and f"(pid {holder.pid}); wait for it to finish. The finished run it " \
+            f"replaces (--overwrite) is kept in {str(previous)!r} until then; use that path meanwhile." in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    result = main_in_process(capsys, "export", run_dir, "--name", "x", "--base-dir", tmp_path / "sm")
+    assert result.returncode == 2 and "did not finish. Run its training command again to resume it. The finished " \
+        f"run it replaces (--overwrite) is kept in {str(previous)!r}" in result.stderr
+    assert main_in_process(capsys, "predict", previous, "a fine film").returncode == 0  # and it answers there
+
+
 def test_one_process_owns_a_run_directory_again_and_the_last_release_frees_it(tmp_path):
     """A command owns its run while its ensemble's members and its self-training teacher own theirs,
     and `prepare` owns the folder the command already owns (it nests); the folder made for the lock file

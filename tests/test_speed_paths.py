@@ -8,6 +8,7 @@
 """
 
 import os
+import re
 import time
 
 import numpy as np
@@ -298,3 +299,8 @@ def test_python_predict_is_the_commands_answer_and_loads_a_run_once(tiny_classif
     assert loads == ["load", "load_run"]
     with pytest.raises(UserInputError, match="wrap it in a list"):
         tfllm.predict(tiny_classifier_run, "a fine film")
+    # A text that is not a str was a TypeError from the tokenizer, naming neither the text nor the fix.
+    for bad, message in (([1], "Text 1 is int (1), not a string."), (["a fine film", None], "Text 2 is None, not a"),
+                         ([b"a fine film"], "Text 1 is bytes (b'a fine film'), not a string; decode it first")):
+        with pytest.raises(UserInputError, match=re.escape(message)):
+            tfllm.predict(tiny_classifier_run, bad)

@@ -8,6 +8,7 @@ import argparse
 import itertools
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -120,7 +121,8 @@ def _train(config):
         for member in metrics.get("members", []):  # --ensemble N
             print(f"  member {member['run_dir']}: accuracy {member['test_accuracy']:.4f}, "
                   f"{member['parameters']:,} parameters (the ensemble: {metrics['parameters']:,})")
-        print(f"Run directory: {config.run_dir}  (TensorBoard: tensorboard --logdir {config.run_dir}/logs)")
+        logs = shlex.quote(os.path.join(config.run_dir, "logs"))  # a command to paste: a path with spaces quoted
+        print(f"Run directory: {config.run_dir}  (TensorBoard: tensorboard --logdir {logs})")
     elif config.task == "translate":
         from tfllm.training.seq2seq import train_seq2seq
 
@@ -241,7 +243,7 @@ def _input_texts(args, verb, example, text_column="text", read=None):
     would be answered wrongly."""
     from tfllm.errors import UserInputError
 
-    command = f"tfllm {args.command} {args.run_dir} \"{example}\""
+    command = f"tfllm {args.command} {shlex.quote(args.run_dir)} \"{example}\""
     if args.text_column is not None and args.file is None:
         raise UserInputError("--text-column names the column of a --file CSV/JSONL; pass --file too, or leave it out.")
     if args.file is None and len(args.texts) == 1 and os.path.isfile(args.texts[0]):
@@ -281,7 +283,7 @@ def cmd_export(args):
 
     from tfllm import runs
 
-    validate_export_name(args.name)
+    validate_export_name(args.name, args.base_dir)
     check_export_options(args.format, args.base_dir, args.out, args.quantize, args.keep, name=args.name)
     task = runs.require_task(args.run_dir, "classify", "generate", "translate")
     if task == "translate" and args.format == "saved_model":
@@ -296,10 +298,13 @@ def cmd_export(args):
                                      out=args.out)
         print(read_parity(path))
     elif args.format == "tflite":
-        from tfllm.export.tflite import export_tflite, read_parity
+        from tfllm.export.tflite import export_tflite, parity_warning, read_parity
 
         path = export_tflite(args.run_dir, args.name, base_dir=args.base_dir, quantize=args.quantize, out=args.out)
         print(read_parity(path))
+        warning = parity_warning(path)
+        if warning:
+            print(warning, file=sys.stderr)
     elif task == "classify":
         from tfllm.export.saved_model import export_classifier
 
@@ -507,7 +512,7 @@ def cmd_explain(args):
     empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
     if empty:
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to explain, e.g. "
-                             f"tfllm explain {args.run_dir} \"a joyous, moving film\".")
+                             f"tfllm explain {shlex.quote(args.run_dir)} \"a joyous, moving film\".")
     if args.html:  # before the work: a folder or a missing one was a traceback after every text was printed
         _check_output_file(args.html, "--html")
     task = runs.explainable_task(args.run_dir)
@@ -586,7 +591,7 @@ def cmd_tune(args):
               f"{json.dumps(best['values'])}")
         uses = {"classify": "predict, explain", "generate": "generate from", "translate": "translate with"}[args.task]
         print(f"Best run (export, evaluate, {uses} it): {os.path.join(args.run_dir, best['copied_to'])}  "
-              f"(TensorBoard HParams: tensorboard --logdir {args.run_dir})")
+              f"(TensorBoard HParams: tensorboard --logdir {shlex.quote(args.run_dir)})")
 
 
 def add_tune_parsers(sub):
@@ -687,11 +692,13 @@ def cmd_translate(args):
     lm, method = run_decoding_aids(translator, args.run_dir, args.lm, args.input_method)
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
     for chunk in iter(lambda: list(itertools.islice(texts, TRANSLATE_CHUNK)), []):
-        for text in translate(translator, chunk, sampler=sampler, num_beams=args.num_beams,
-                              max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
-                              temperature=args.temperature, seed=args.seed, lm=lm if args.lm else None,
-                              lm_weight=args.lm_weight, memory=memory, input_method=method):
-            print(text, flush=True)
+        given = [text for text in chunk if text]  # a --file's blank line ("") is answered by a blank line
+        translations = iter(translate(
+            translator, given, sampler=sampler, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+            top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, seed=args.seed,
+            lm=lm if args.lm else None, lm_weight=args.lm_weight, memory=memory, input_method=method) if given else [])
+        for text in chunk:
+            print(next(translations) if text else "", flush=True)
 
 
 def add_translation_parsers(sub):
@@ -699,7 +706,8 @@ def add_translation_parsers(sub):
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", default=None, metavar="PATH",
-                   help="translate each line of a text file (- for standard input), each row of a CSV/JSONL, "
+                   help="translate each line of a text file (- for standard input; a blank line gives a blank "
+                        "line), each row of a CSV/JSONL, "
                         "or the source of each pair of a .txt of tab-separated pairs")
     p.add_argument("--text-column", default=None,
                    help="--file CSV/JSONL: the column to translate (default: the run's source column); a .txt of "
@@ -829,7 +837,8 @@ def build_parser():
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", default=None, metavar="PATH",
-                   help="classify each line of a text file (- for standard input), or each row of a CSV/JSONL")
+                   help="classify each non-blank line of a text file (- for standard input; each answer names "
+                        "its text), or each row of a CSV/JSONL")
     p.add_argument("--text-column", default=None, help="--file CSV/JSONL: the column to classify (default: the run's)")
     p.set_defaults(func=cmd_predict)
 

@@ -70,8 +70,8 @@ def roc_auc(y_true, scores):
 
 def classification_report(y_true, probabilities, label_names):
     """Accuracy, balanced accuracy (the mean of the classes' recalls: what accuracy hides when a class
-    is rare), precision, recall, F1 (binary: of the positive label; else macro),
-    ROC-AUC for two classes, the confusion matrix and per-class figures.
+    is rare), precision, recall, F1 and ROC-AUC (binary: of the positive label; else macro, ROC-AUC one
+    class against the rest), the confusion matrix and per-class figures.
 
     Args:
         y_true: integer label ids.
@@ -116,6 +116,12 @@ def classification_report(y_true, probabilities, label_names):
     else:
         for key in ("precision", "recall", "f1"):
             report[key] = float(np.mean([c[key] for c in per_class.values()]))
+        # One class against the rest, as scikit-learn's roc_auc_score(multi_class="ovr", average="macro"),
+        # over the classes that have examples both ways (a class's AUC is undefined otherwise).
+        for i, name in enumerate(label_names):
+            per_class[name]["roc_auc"] = roc_auc(y_true == i, probabilities[:, i])
+        defined = [c["roc_auc"] for c in per_class.values() if c["roc_auc"] is not None]
+        report["roc_auc"] = float(np.mean(defined)) if defined else None
         report["average"] = "macro"
     report["confusion_matrix"] = {"labels": list(label_names), "matrix": confusion.tolist()}
     report["per_class"] = per_class

@@ -70,6 +70,8 @@ class Explanation:
         attention: `{"tokens": every real position's token (specials included), "layers":
             [layers][heads][query][key], "rollout": [query][key]}` where the model has attention maps.
         seconds: time the method took (after the first call compiled it).
+        tokens_left_out: how many of the text's tokens lie beyond the model's window and are not attributed
+            (a classifier: after `tokens`; a generator: before them).
     """
 
     text: str
@@ -83,6 +85,7 @@ class Explanation:
     completeness: dict | None = None
     attention: dict | None = None
     seconds: float = 0.0
+    tokens_left_out: int = 0
 
     def to_json(self, with_attention=False):
         """`{"label", "probabilities", "method", "tokens": [{"token", "score"}, ...]}` (+ details)."""
@@ -97,6 +100,8 @@ class Explanation:
             out["completeness"] = self.completeness
         if with_attention and self.attention is not None:
             out["attention"] = self.attention
+        if self.tokens_left_out:
+            out["tokens_left_out"] = self.tokens_left_out
         return out
 
 
@@ -178,9 +183,9 @@ class Explainer:
                                  "text generators (causal LMs).")
         self.kind = "generator" if self.generator else "classifier"
         backbone = model.backbone
-        if getattr(backbone, "token_embedding", None) is None:  # e.g. an ensemble: one embedding per member
-            raise UserInputError(f"Cannot explain a {type(model).__name__}: explain needs one token embedding to "
-                                 "attribute to; explain one of its members instead (an ensemble's RUN_DIR/members/*).")
+        # An ensemble has one token embedding per member: occlusion, which only runs the model, explains it;
+        # integrated gradients and attention need one embedding and one stack of blocks (`explain` says so).
+        token_embedding = getattr(backbone, "token_embedding", None)
         self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
         # Special tokens carry no evidence about the text; an unknown word's [UNK] does, so it stays.
         self.special_ids = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])}
@@ -197,11 +202,11 @@ class Explainer:
                 raise UserInputError(f"{len(self.label_names)} label names for a model with {num_classes} classes.")
         # What integrated gradients interpolates: (layer, kind). "token": one vector per position;
         # "bigram": one per position, for the pair ending there; "wide": unigrams then bigrams.
-        self._embeddings = [(backbone.token_embedding, "token")]
+        self._embeddings = [(token_embedding, "token")] if token_embedding is not None else None
         from tfllm.models.text_classifier import TextClassifier
 
         self._mean_pooled = isinstance(model, TextClassifier)
-        if self._mean_pooled:
+        if self._mean_pooled and self._embeddings:
             names = {layer.name: layer for layer in model.layers}
             if "bigram_embedding" in names:
                 self._embeddings.append((names["bigram_embedding"], "bigram"))
@@ -476,6 +481,10 @@ class Explainer:
         steps = DEFAULT_STEPS if steps is None else steps
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
             raise UserInputError(f"--steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
+        if method != "occlusion" and self._embeddings is None:
+            raise UserInputError(f"--method {method} needs one token embedding to attribute to, and this "
+                                 f"{type(self.model).__name__} has one per member: use --method occlusion, or "
+                                 "explain one of its members (an ensemble's RUN_DIR/members/*).")
         if method == "attention" and self._attention is None:
             raise UserInputError(f"This {self.kind} has no attention maps tfllm can read (its blocks are not "
                                  "KerasHub TransformerEncoders); use --method integrated_gradients or occlusion.")
@@ -503,8 +512,15 @@ class Explainer:
             attention = self.attention(x, ids)
         if attention is not None:
             attention = {k: v for k, v in attention.items() if k != "token_scores"}
-        return self._explanation(text, method, ids, is_text, probabilities, target_index, per_token, seconds,
-                                 completeness, attention)
+        explanation = self._explanation(text, method, ids, is_text, probabilities, target_index, per_token,
+                                        seconds, completeness, attention)
+        explanation.tokens_left_out = self._tokens_left_out(text, is_text)
+        return explanation
+
+    def _tokens_left_out(self, text, is_text):
+        """How many of `text`'s tokens the model's window cut off (the explanation covers the rest)."""
+        ids = np.asarray(self.tokenizer(text)).ravel()
+        return max(0, int(sum(int(i) not in self.special_ids for i in ids)) - int(is_text.sum()))
 
     def _explanation(self, text, method, ids, is_text, probabilities, target_index, per_token, seconds,
                      completeness=None, attention=None):
@@ -725,6 +741,10 @@ def render_terminal(explanation, color=True):
         else:
             text.append(f"{space}{piece}[{s:+.2f}]")
     lines.append("".join(text))
+    if explanation.tokens_left_out:
+        which = ("the last", "before") if generator else ("the first", "after")
+        lines.append(f"note: the model's window holds {which[0]} {len(explanation.tokens)} tokens; the "
+                     f"{explanation.tokens_left_out} {which[1]} them are not attributed")
     top = sorted(zip(explanation.tokens, explanation.scores), key=lambda p: -abs(p[1]))[:5]
     lines.append("strongest: " + ", ".join(f"{t} {s:+.4f}" for t, s in top))
     if explanation.completeness:

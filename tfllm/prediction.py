@@ -47,6 +47,7 @@ def classify(run_dir, texts, chunk_size=CHUNK):
         chunk = list(itertools.islice(texts, chunk_size))
         if not chunk:
             return
+        _refuse_non_strings(chunk, offset)
         fast = loaded.fast
         # None where a text holds a character the NumPy tokenizer does not split as TensorFlow Text does.
         probabilities = fast.predict(chunk) if fast else None
@@ -72,6 +73,16 @@ def predict(run_dir, texts):
     return list(classify(os.fspath(run_dir), texts))
 
 
+def _refuse_non_strings(texts, offset):
+    """A text that is not a str (a number, None, bytes from a file read in binary) failed deep in the
+    tokenizer with a TypeError that named neither the text nor the fix."""
+    for i, text in enumerate(texts, offset + 1):
+        if not isinstance(text, str):
+            decode = "; decode it first (text.decode('utf-8'))" if isinstance(text, bytes) else ""
+            what = "None" if text is None else f"{type(text).__name__} ({text!r:.40})"
+            raise UserInputError(f"Text {i} is {what}, not a string{decode}.")
+
+
 def _refuse_wordless(texts, counts, run_dir, offset):
     """A text the tokenizer makes nothing of (control characters, NUL, zero-width spaces) is as empty as "":
     the model read only its start and end tokens and still printed a confident label. `offset`: how many
@@ -79,8 +90,8 @@ def _refuse_wordless(texts, counts, run_dir, offset):
     for i, (text, count) in enumerate(zip(texts, counts), offset + 1):
         if not count:
             raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
-                                 f"space characters); pass the texts to classify, e.g. tfllm predict {run_dir} "
-                                 "\"a joyous, moving film\".")
+                                 "space characters); pass the texts to classify, e.g. tfllm predict "
+                                 f"{runs.shell_path(run_dir)} \"a joyous, moving film\".")
 
 
 def _token_counts(tokenizer, texts):

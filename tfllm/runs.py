@@ -25,6 +25,7 @@ import contextlib
 import fcntl  # POSIX only (Linux, macOS): the run directory's lock; Windows is not supported
 import json
 import os
+import shlex
 import shutil
 import tempfile
 
@@ -44,6 +45,11 @@ TASK_CONFIG = "task.json"  # KerasHub writes it last-but-one in save_to_preset; 
 _OLD_FORMAT = ("model.keras", "preset.json")
 TASK_NAMES = {"classify": "a text classifier", "generate": "a text generator", "pretrain": "a pretrained model",
               "translate": "a translation model"}
+
+
+def shell_path(run_dir):
+    """`run_dir` as a command to paste names it (quoted if it has spaces or shell characters)."""
+    return shlex.quote(os.fspath(run_dir))
 
 
 def path(run_dir, name):
@@ -160,12 +166,19 @@ def check_finished(run_dir):
             raise UserInputError(
                 f"{run_dir!r} is a KerasHub preset ({preset}), not a tfllm run. Fine-tune it into one"
                 f"{' (a classifier keeps its backbone and tokenizer, with a new head)' if task == 'classify' else ''}: "
-                f"`tfllm train --task {task} --data DATA --from-preset {run_dir} --run-dir RUN`, then use RUN.")
+                f"`tfllm train --task {task} --data DATA --from-preset {shell_path(run_dir)} --run-dir RUN`, then use RUN.")
         raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
                              "Pass the --run-dir of a training run.")
     if not is_finished(run_dir):
+        previous = _previous(run_dir)
+        kept = (f" The finished run it replaces (--overwrite) is kept in {previous!r} until then; use that path "
+                "meanwhile.") if is_finished(previous) else ""
+        pid = owner_pid(run_dir)
+        if pid is not None:
+            raise UserInputError(f"{run_dir!r} is being trained by another tfllm process"
+                                 f"{f' (pid {pid})' if pid else ''}; wait for it to finish.{kept}")
         raise UserInputError(f"{run_dir!r} holds a run that did not finish. Run its training command again to "
-                             "resume it.")
+                             f"resume it.{kept}")
 
 
 def _keras_hub_preset_class(folder):
@@ -229,10 +242,10 @@ def fine_tuning_preset(handle):
 def classifier_hint(run_dir):
     """What to do with a run that `predict`, `evaluate` or `explain` cannot take as a classifier."""
     if task_of(run_dir) == "pretrain" and read_config(run_dir).get("objective") != "causal":
-        return f"Fine-tune it into one: `tfllm train --task classify --data DATA --from-preset {run_dir}`."
+        return f"Fine-tune it into one: `tfllm train --task classify --data DATA --from-preset {shell_path(run_dir)}`."
     if task_of(run_dir) == "translate":
-        return f"Use `tfllm translate {run_dir} TEXT` for a translation model."
-    return f"Use `tfllm generate {run_dir} PROMPT` for a text generator."
+        return f"Use `tfllm translate {shell_path(run_dir)} TEXT` for a translation model."
+    return f"Use `tfllm generate {shell_path(run_dir)} PROMPT` for a text generator."
 
 
 def read_labels(run_dir):
@@ -441,19 +454,28 @@ def check_run_folder(run_dir):
 
 def check_not_in_use(run_dir):
     """A one-line `UserInputError` if another process owns `run_dir`; changes nothing."""
+    pid = owner_pid(run_dir)
+    if pid is not None:
+        raise _in_use(run_dir, pid)
+
+
+def owner_pid(run_dir):
+    """The pid of the other process that owns `run_dir` (0 if it wrote none yet), or None if no other
+    process does; changes nothing."""
     file = lock_file(run_dir)
     if file in _held:
-        return  # this process: its own caller
+        return None  # this process: its own caller
     try:
         fd = os.open(file, os.O_RDWR)
     except OSError:
-        return  # no lock file: nobody owns it
+        return None  # no lock file: nobody owns it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise _in_use(run_dir, _read_pid(fd)) from None
+        return _read_pid(fd)
     finally:
         os.close(fd)  # also drops the lock just taken
+    return None
 
 
 def _dead_start(run_dir):

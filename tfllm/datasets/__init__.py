@@ -107,9 +107,10 @@ def read_lines(path, empty_fix=None):
         raise UserInputError(f"Data file {path!r} is empty. {empty_fix or 'Point --data at a file with rows of text.'}")
 
 
-def read_texts(path, text_column="text"):
+def read_texts(path, text_column="text", blank_lines=False):
     """New texts to label, from `path`, yielded as they are read (so `predict --file -` answers a pipe as it
-    flows): every non-blank line of a text file (`.txt`, `.txt.gz`, any other name; "-" reads standard input),
+    flows): every non-blank line of a text file (`.txt`, `.txt.gz`, any other name; "-" reads standard input;
+    `blank_lines=True` yields a blank line as "", for output that answers line for line),
     or every row's `text_column` of a `.csv`/`.tsv`/`.jsonl`/`.json` file (all rows: a split column is
     ignored, as these texts are to be labelled, not scored). For `predict --file`. Each error is raised
     when the reading gets there; a file without a text, at its end.
@@ -138,8 +139,8 @@ def read_texts(path, text_column="text"):
         texts = (line.strip() for chunk in read_lines(path, empty_fix) for line in chunk.splitlines())
     found = False
     for text in texts:
-        if text:
-            found = True
+        found = found or bool(text)
+        if text or blank_lines:
             yield text
     if not found:
         raise UserInputError(f"--file {'standard input' if path == '-' else repr(path)} holds no text; put one "

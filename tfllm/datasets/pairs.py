@@ -91,8 +91,8 @@ def read_sources(path, column, named=False):
     a field, else the first; `named`: the user gave `column`, which must then be a number), where a line was
     translated whole, tabs, translation and all (Tatoeba's `spa.txt`: "Go.<tab>Ve.<tab>CC-BY 2.0 ...")."""
     rows = _tab_separated_rows(path) if path != "-" else None
-    if rows is None:
-        return read_texts(path, column)
+    if rows is None:  # a blank line is translated as a blank line, so that the output answers line for line
+        return read_texts(path, column, blank_lines=True)
     if named and not column.isdigit():
         raise UserInputError(f"--text-column {column!r} names a column, but {path!r} is a .txt of tab-separated "
                              "pairs, whose fields are numbered: pass --text-column 1 (the first field) or 2.")

@@ -87,3 +87,16 @@ def read_parity(export_dir):
     """The parity report an export wrote, as pretty JSON text."""
     with open(os.path.join(export_dir, "parity.json")) as f:
         return json.dumps(json.load(f), indent=2)
+
+
+def parity_warning(export_dir):
+    """A line for the user when the string model read some checked texts unlike the Keras model (TF Text's
+    TFLite normalizer strips accents as it lowercases; docs/architecture.md), else None."""
+    with open(os.path.join(export_dir, "parity.json")) as f:
+        parity = json.load(f)
+    differ = parity.get(TEXT_FILE, {}).get("texts_tokenized_differently", 0)
+    if not differ:
+        return None
+    return (f"note: {TEXT_FILE} tokenized {differ} of the {parity['num_examples']} texts checked unlike the Keras "
+            "model (TF Text's TFLite ops strip accents as they lowercase and treat some spaces differently), so its "
+            f"answers for them may differ; {IDS_FILE}, given the run's own tokenizer's ids, reads them as Keras does.")

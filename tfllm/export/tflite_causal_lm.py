@@ -244,7 +244,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             raise UserInputError(
                 f"TFLite export does not know the key/value cache of KerasHub's {type(model).__name__} "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}). Export it as a "
-                f"SavedModel (tfllm export {run_dir} --name NAME) for TF Serving.") from None
+                f"SavedModel (tfllm export {runs.shell_path(run_dir)} --name NAME) for TF Serving.") from None
         content = convert_saved_model(saved_model_dir, ["prefill", "decode"], quantize)
     path = os.path.join(directory, MODEL_FILE)
     with open(path, "wb") as f:

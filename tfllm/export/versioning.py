@@ -41,11 +41,11 @@ def is_model_name(name):
     return bool(name) and bool(_NAME.match(name))
 
 
-def validate_export_name(name):
+def validate_export_name(name, base_dir="savedmodels"):
     if not is_model_name(name) or ".." in name:
         raise UserInputError(
             f"Invalid export name {name!r}: use letters, digits, '-', '_' or '.', "
-            "with no '/' or '..' (it becomes a folder under savedmodels/)."
+            f"with no '/' or '..' (it becomes a folder under {os.path.join(base_dir, '')})."
         )
     return name
 
@@ -113,7 +113,7 @@ def atomic_version_dir(base_dir, name):
     get two versions. On any exception the temporary folder is removed and
     nothing appears under `base_dir/name`.
     """
-    validate_export_name(name)
+    validate_export_name(name, base_dir)
     model_dir = os.path.join(base_dir, name)
     os.makedirs(model_dir, exist_ok=True)
     clean_stale(model_dir)

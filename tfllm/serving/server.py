@@ -213,7 +213,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         names = ", ".join(registry.model_names()) or "none yet"
         source = f"models.config {model_config_file}" if model_config_file else model_base_path + (
             f" as {model_name!r}" if model_name else "")
-        print(f"Serving {names} from {source}: REST http://{host}:{port}/v1/models/"
+        bound = rest_socket.getsockname()[1]  # the port the system chose for --port 0
+        print(f"Serving {names} from {source}: REST http://{host}:{bound}/v1/models/"
               + (f", gRPC {host}:{grpc_port}" if grpc_port else "")
               + ("; bearer token required" if auth_token else ""), flush=True)
         # uvicorn's httptools protocol with a bound on a request's head and its deadline

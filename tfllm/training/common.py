@@ -75,7 +75,8 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
             and not refused_after_fit
         full_disk = errors.full_disk_file(e)  # a traceback's worth of h5py or TensorFlow otherwise
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
-            print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.")
+            kept = f" The finished run it replaces stays in {previous} until then." if previous else ""
+            print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.{kept}")
             raise
         crashed = resumable and backed_up and not isinstance(e, UserInputError)  # a crash, a lost worker
         if crashed and full_disk is None:  # a full disk is said below, in one line
@@ -118,10 +119,17 @@ def check_from_preset_settings(config):
     handle = config.from_preset
     # A path (not a KerasHub handle such as bert_tiny_en_uncased or kaggle://...) that is not a folder: KerasHub
     # says only "Unknown preset identifier. A preset must be a one of:.".
-    if handle.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(handle)):
+    # A handle with a "/" but no "://" (runs/name) is a path too: KerasHub handles are names or URIs.
+    folder = os.path.expanduser(handle)
+    is_path = handle.startswith(("/", ".", "~")) or ("/" in handle and "://" not in handle)
+    if is_path and not os.path.isdir(folder):
         raise UserInputError(f"--from-preset {handle!r} is not a folder ({'it is a file' if os.path.exists(handle) else 'no such path'}). "
                              "Pass a tfllm run directory or a local KerasHub preset folder (with config.json), "
                              "or a KerasHub handle such as bert_tiny_en_uncased (needs network).")
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, "config.json")):
+        raise UserInputError(f"--from-preset {handle!r} is a folder but not a preset (no config.json in it). "
+                             "Pass a tfllm run directory or a local KerasHub preset folder (save_to_preset writes "
+                             "config.json), or a KerasHub handle such as bert_tiny_en_uncased (needs network).")
     classify = config.task == "classify"
     owned = PRESET_OWN_SETTINGS | (set() if classify else {"dropout"})
     given = sorted((set(config.overrides) & owned) | ({"tokenizer"} if config.tokenizer else set()))
