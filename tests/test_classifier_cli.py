@@ -410,6 +410,7 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
         # A relative path is a path too (KerasHub said "A preset must be a one of:."), and a folder needs config.json.
         (["train", "--data", "{tmp}/ok.csv", "--from-preset", "nowhere/run"], "'nowhere/run' is not a folder (no such"),
         (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/folder"], "is a folder but not a preset (no config"),
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "nosuchdir"], "is neither a folder (no such path) nor a"),
         (["train", "--data", "{tmp}/two_rows.csv"], "gives no val and no test rows"),
         (["train", "--data", "{tmp}/ragged.csv"], "data row 2 (line 3) has 3 fields, the header has 2: quote texts"),
         (["train", "--data", "{tmp}/two_texts.csv"], "more than one column named 'text'"),

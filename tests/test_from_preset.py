@@ -12,6 +12,7 @@ import pytest
 
 from conftest import serving_process
 from tfllm.cli import main
+from tfllm.errors import UserInputError
 
 pytestmark = pytest.mark.slow
 
@@ -208,6 +209,9 @@ def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, c
     capsys.readouterr()
     assert main(["generate", str(run_dir), "the ", "--max-new-tokens", "10", "--sampler", "greedy"]) == 0
     assert capsys.readouterr().out == "the " + text + "\n"
+    # A prompt that fills the window leaves room for no new token: it was told to "ask for at most 0 new tokens".
+    assert main(["generate", str(run_dir), "the " * generator.window, "--max-new-tokens", "1"]) == 2
+    assert f"shorten it to at most {generator.window - 1} tokens" in capsys.readouterr().err
     # The SavedModel decodes at most the model's window (its width buckets start at 128), and says when a
     # request does not fit.
     import tensorflow as tf
@@ -477,3 +481,29 @@ def test_fine_tuning_a_classifier_run_takes_the_recipe_s_head_not_the_run_s(tiny
                                          "word_ngram_buckets"))  # ... the fine-tuned model has none
     model = runs.load_task(str(tmp_path / "tuned"))
     assert "code_points" not in model.input and not model.preprocessor.char_length
+
+
+@pytest.mark.slow
+def test_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(tmp_path, capsys):
+    """A GPT-2 vocabulary without some text's characters gives them id -1: `--steps 0` ended in a traceback
+    ("label value of -1"), and training in a loss of NaN called a divergence, to be fixed by a lower rate."""
+    from tfllm import data as data_lib
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["Ġ", "Ċ"]
+    vocabulary = {token: i for i, token in enumerate(letters + ["Ġt", "he", "<|endoftext|>"])}
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t", "h e"])
+    assert data_lib.tokenize_corpus(tokenizer, "the cat\nsat on the mat").min() >= 0
+    with pytest.raises(UserInputError, match=r"^3 tokens of the validation text have no id in the tokenizer's "
+                                             r"vocabulary \(it gives them -1\), e.g. the characters 'DGO'\."):
+        data_lib.tokenize_corpus(tokenizer, "the cat\nthe DOG", "validation")
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=len(vocabulary), num_layers=1, num_heads=1,
+                                             hidden_dim=8, intermediate_dim=8, max_sequence_length=16)
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=8)
+    keras_hub.models.GPT2CausalLM(backbone, preprocessor=preprocessor).save_to_preset(str(tmp_path / "lower"))
+    (tmp_path / "upper.txt").write_text("THE CAT SAT ON THE MAT\n" * 40)
+    argv = ["train", "--task", "generate", "--data", tmp_path / "upper.txt", "--from-preset", tmp_path / "lower",
+            "--steps", "0", "--run-dir", tmp_path / "run"]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "have no id in the tokenizer's vocabulary" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

@@ -1,5 +1,6 @@
 """`tfllm train --task generate` then `tfllm generate`, as a user runs them."""
 
+import inspect
 import json
 import os
 import pathlib
@@ -138,6 +139,28 @@ def test_a_pathlib_run_directory_loads_as_its_str_does(untrained_run):
         require_task(path, "classify")
     assert load_generator(path).generate(["Be"], max_new_tokens=3, seed=1) == \
         load_generator(str(untrained_run)).generate(["Be"], max_new_tokens=3, seed=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
+def test_python_generate_samples_as_the_command_does_unless_told(untrained_run, capsys, monkeypatch, numpy_path):
+    """The README pairs `tfllm generate RUN "ROMEO:" --seed 1` with `generate(RUN, ["ROMEO:"], seed=1)`; the
+    Python call sampled with temperature 1.0 and top_k 50 (the command: 0.8 and 200), so the texts differed."""
+    from tfllm.generation import generate
+
+    monkeypatch.setenv("TFLLM_NUMPY_GENERATION", numpy_path)
+    result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "12", "--seed", "1",
+                             "--no-prompt-echo")
+    assert result.returncode == 0, result.stderr
+    assert generate(untrained_run, ["Be"], max_new_tokens=12, seed=1) == [result.stdout.rstrip("\n")]
+    # (An untrained model's flat scores give the same text at temperature 0.8 or 1.0: the defaults themselves.)
+    from tfllm.cli import SAMPLING_DEFAULTS
+    from tfllm.generation import Generator
+
+    for function in (generate, Generator.generate):
+        defaults = {k: v.default for k, v in inspect.signature(function).parameters.items()}
+        assert {k: defaults[k] for k in SAMPLING_DEFAULTS} == SAMPLING_DEFAULTS
+        assert SAMPLING_DEFAULTS["temperature"] == 0.8 and SAMPLING_DEFAULTS["top_k"] == 200  # as --help says
 
 
 def test_a_long_prompt_is_not_echoed_whole_in_the_error(untrained_run, capsys):

@@ -207,7 +207,10 @@ def test_preset_round_trip_and_plain_keras_hub_load(tmp_path):
     with preprocessed(loaded):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(inputs)), expected, atol=1e-6)
     loaded.compile(sampler="greedy")
-    assert loaded.generate(["一二"], max_length=8) is not None  # KerasHub's own generate() on strings
+    # KerasHub's own generate() on strings answers with str, as KerasHub's models do (it was NumPy bytes).
+    texts = loaded.generate(["一二", "三"], max_length=8)
+    assert isinstance(texts, list) and [type(t) for t in texts] == [str, str]
+    assert isinstance(loaded.generate("一二", max_length=8), str)
 
 
 @pytest.mark.slow
@@ -563,6 +566,7 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
     (tmp_path / "pairs.txt").write_text("一二\tone two\tCC-BY 2.0\n三\tthree\n\n四五六\tfour five six\n")
     (tmp_path / "reversed.txt").write_text("one two\t一二\nthree\t三\nfour five six\t四五六\n")
     (tmp_path / "holes.txt").write_text("一二\tone two\n\tthree\n")
+    (tmp_path / "blank.txt").write_text("\n  \n")
     monkeypatch.setattr("sys.stdin", io.StringIO("三\n四五六\n"))
     for argv in (["--file", tmp_path / "sources.txt"], ["一二", "--file", "-"], ["--file", tmp_path / "pairs.csv"],
                  ["--file", tmp_path / "other.csv", "--text-column", "chinese"], ["--file", tmp_path / "pairs.txt"],
@@ -576,6 +580,7 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
             (["--file", str(tmp_path / "other.csv")], "has no text column 'zh'; its columns are ['chinese', 'english']"),
             (["三", "--text-column", "zh"], "--text-column names the column of a --file"),
             (["--file", str(tmp_path / "holes.txt")], "tab-separated pairs, and its pair 2 has an empty field 1"),
+            (["--file", str(tmp_path / "blank.txt")], "is empty. Point --file at a file with one text per line."),
             (["--file", str(tmp_path / "pairs.txt"), "--text-column", "4"], "its pair 1 has no field 4 (it has 3)"),
             (["--file", str(tmp_path / "pairs.txt"), "--text-column", "zh"], "whose fields are numbered: pass")):
         assert cli.main(["translate", trained_run, *argv]) == 2

@@ -411,3 +411,21 @@ def test_a_translation_export_needs_the_run_not_its_data(tiny_translation_run, t
     parity = json.load(open(tmp_path / "savedmodels" / "tr" / "1" / "parity.json"))
     assert parity["sources"] > 0 and "vocabulary" in parity["reference"]
     assert parity["greedy_exact_match_rate"] == 1.0
+
+
+def test_the_export_warns_when_the_string_model_read_some_texts_unlike_keras(tmp_path):
+    """parity.json counted the texts `model_text.tflite` tokenized unlike Keras (accents, some spaces), and the
+    export said nothing of it."""
+    from tfllm.export.tflite import parity_warning
+
+    parity = {"num_examples": 41, "model_text.tflite": {"texts_tokenized_differently": 2}}
+    (tmp_path / "parity.json").write_text(json.dumps(parity))
+    warning = parity_warning(str(tmp_path))
+    assert warning.startswith("note: model_text.tflite tokenized 2 of the 41 texts checked unlike the Keras model")
+    assert "model.tflite, given the run's own tokenizer's ids, reads them as Keras does" in warning
+    parity["model_text.tflite"]["texts_tokenized_differently"] = 0
+    (tmp_path / "parity.json").write_text(json.dumps(parity))
+    assert parity_warning(str(tmp_path)) is None
+    del parity["model_text.tflite"]  # a model without a string file
+    (tmp_path / "parity.json").write_text(json.dumps(parity))
+    assert parity_warning(str(tmp_path)) is None

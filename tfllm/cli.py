@@ -13,6 +13,8 @@ import signal
 import sys
 import threading
 
+from tfllm.config import SAMPLING_DEFAULTS
+
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -409,7 +411,6 @@ def _generate_without_tensorflow(args, stream):
     return True
 
 
-SAMPLING_DEFAULTS = {"sampler": "top_k", "temperature": 0.8, "top_k": 200, "top_p": 0.9, "num_beams": 4, "seed": None}
 
 
 def cmd_generate(args):

@@ -13,6 +13,8 @@ from tfllm.errors import UserInputError
 # CLI's parser (`tfllm --help`) and checking a command's options do not import TensorFlow.
 MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+# What `tfllm generate` and `tfllm.generation.generate` sample with unless told (nanoGPT's sample.py settings).
+SAMPLING_DEFAULTS = {"sampler": "top_k", "temperature": 0.8, "top_k": 200, "top_p": 0.9, "num_beams": 4, "seed": None}
 
 
 def truncate_at_stops(text, stops):

@@ -109,17 +109,39 @@ def text_batches(texts, preprocessor, batch_size=256):
     return untuned(tf.data.Dataset.from_tensor_slices(preprocess(texts, preprocessor)).batch(batch_size))
 
 
-def tokenize_corpus(tokenizer, text):
-    """All of `text` as one int32 numpy array of token ids."""
+def tokenize_corpus(tokenizer, text, what="training"):
+    """All of `text` (the `what` text, for messages) as one int32 numpy array of token ids."""
     if isinstance(tokenizer, CharacterTokenizer):
         ids = tokenizer.tokenize(tf.constant([text]))
         return ids.flat_values.numpy().astype("int32")
     # Subword tokenizers split on whitespace and lose newlines anyway; feed them
     # line batches through TF ops (the eager path is pure Python and slow).
     lines = [line for line in text.split("\n") if line.strip()]
-    ds = untuned(tf.data.Dataset.from_tensor_slices(lines).batch(4096).map(tokenizer, num_parallel_calls=AUTOTUNE))
-    parts = [batch.flat_values.numpy() if isinstance(batch, tf.RaggedTensor) else batch.numpy().ravel() for batch in ds]
-    return np.concatenate(parts).astype("int32") if parts else np.zeros([0], "int32")
+    parts = [batch.flat_values.numpy() if isinstance(batch, tf.RaggedTensor) else batch.numpy().ravel()
+             for batch in _tokenized_batches(tokenizer, lines)]
+    ids = np.concatenate(parts).astype("int32") if parts else np.zeros([0], "int32")
+    if (ids < 0).any():
+        _refuse_unencodable(tokenizer, text, int((ids < 0).sum()), what)
+    return ids
+
+
+def _tokenized_batches(tokenizer, lines):
+    """`lines`' token ids, a batch (a tensor, ragged or not) at a time, through TF ops: the eager path is pure
+    Python and slow, and KerasHub's Python byte-pair tokenizer drops what the TF one gives id -1."""
+    return untuned(tf.data.Dataset.from_tensor_slices(lines).batch(4096).map(tokenizer, num_parallel_calls=AUTOTUNE))
+
+
+def _refuse_unencodable(tokenizer, text, count, what):
+    """A byte-pair vocabulary without a token for some text (a KerasHub GPT-2 preset's, say) gives it id -1,
+    which was a traceback from the loss ("label value of -1") or a loss of NaN called a divergence."""
+    characters = sorted(set(text) - {"\n"})
+    rows = [row for batch in _tokenized_batches(tokenizer, characters) for row in
+            (batch.to_list() if isinstance(batch, tf.RaggedTensor) else batch.numpy().tolist())]
+    examples = [c for c, row in zip(characters, rows) if min(row, default=0) < 0][:10]
+    shown = f", e.g. the characters {''.join(examples)!r}" if examples else ""
+    raise UserInputError(f"{count:,} tokens of the {what} text have no id in the tokenizer's vocabulary (it gives "
+                         f"them -1){shown}. Use text its vocabulary covers (lowercase it, say), or a preset whose "
+                         "tokenizer has the text's characters.")
 
 
 def check_length(ids, sequence_length, what):

@@ -20,7 +20,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
+from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.errors import UserInputError
 from tfllm.config import MAX_BEAMS, check_sampler_options, is_number  # noqa: F401  (TensorFlow-free)
 from tfllm import runs
@@ -287,11 +287,11 @@ class Generator:
         self,
         prompts,
         max_new_tokens=200,
-        sampler="top_k",
-        temperature=1.0,
-        top_k=50,
-        top_p=0.9,
-        num_beams=4,
+        sampler=SAMPLING_DEFAULTS["sampler"],
+        temperature=SAMPLING_DEFAULTS["temperature"],
+        top_k=SAMPLING_DEFAULTS["top_k"],
+        top_p=SAMPLING_DEFAULTS["top_p"],
+        num_beams=SAMPLING_DEFAULTS["num_beams"],
         seed=None,
         stop=None,
         stream_callback=None,
@@ -302,7 +302,8 @@ class Generator:
             prompts: list of strings (lengths may differ).
             max_new_tokens: 1 to `MAX_NEW_TOKENS` new tokens per prompt.
             sampler: "greedy", "top_k", "top_p", "random" or "beam".
-            temperature: divides the logits; 0 means greedy.
+            temperature: divides the logits; 0 means greedy. The defaults are `tfllm generate`'s
+                (`tfllm.config.SAMPLING_DEFAULTS`: top_k, temperature 0.8, top_k 200).
             top_k: keep the k most likely tokens (clamped to the vocabulary).
             top_p: keep the smallest set of tokens with this total probability.
             num_beams: beams for the "beam" sampler.
@@ -319,9 +320,12 @@ class Generator:
             raise UserInputError("Stop strings must not be empty.")
         encoded = [self.encode(p) for p in prompts]
         longest = max(len(ids) for ids in encoded)
+        if not self.slides and longest >= self.window:  # no room for one new token: "ask for at most 0" was the fix
+            raise UserInputError(f"This model sees at most {self.window} tokens and the longest prompt has {longest}; "
+                                 f"shorten it to at most {self.window - 1} tokens, leaving room for the new ones.")
         if not self.slides and longest + max_new_tokens > self.window:
             raise UserInputError(f"This model sees at most {self.window} tokens and the longest prompt has {longest}; "
-                                 f"ask for at most {max(self.window - longest, 0)} new tokens.")
+                                 f"ask for at most {self.window - longest} new tokens.")
         stop_token_ids = (self.end_id, *self._single_token_stops(stops))
         function = self._function(sampler, num_beams, stop_token_ids)
         n = len(prompts)
@@ -457,8 +461,10 @@ def sample_prompt(tokenizer, length, val_text, train_text):
     return None
 
 
-def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler="top_k", temperature=1.0, top_k=50,
-             top_p=0.9, seed=None, stop=None, stream_callback=None, num_beams=4):
+def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEFAULTS["sampler"],
+             temperature=SAMPLING_DEFAULTS["temperature"], top_k=SAMPLING_DEFAULTS["top_k"],
+             top_p=SAMPLING_DEFAULTS["top_p"], seed=None, stop=None, stream_callback=None,
+             num_beams=SAMPLING_DEFAULTS["num_beams"]):
     """Continues `prompts` with a `Generator` or the model of a run directory.
 
     See `Generator.generate` for the arguments. Returns the new text per prompt.

@@ -65,13 +65,13 @@ def _split_references(text, separator):
     return [r for r in refs if r] or [text.strip()]
 
 
-def _tab_separated_rows(path):
+def _tab_separated_rows(path, empty_fix=None):
     """The rows of a headerless `.txt`/`.txt.gz` of tab-separated pairs as `{"1": field, "2": field, ...}`, a
     non-blank line each; None for any other file (a `.txt` whose first line holds no tab is plain text). The
     fields are split at every tab, without CSV quoting: Tatoeba's sentences hold quotes ('"Go," he said.')."""
     if not path.endswith((".txt", ".txt.gz")) or not os.path.isfile(path):
         return None
-    lines, first = _first_line(read_lines(path))
+    lines, first = _first_line(read_lines(path, empty_fix))
     if "\t" not in first:
         return None
     rows = []
@@ -90,7 +90,7 @@ def read_sources(path, column, named=False):
     tab-separated pairs, read as training reads one, gives each line's source field (`column` when it numbers
     a field, else the first; `named`: the user gave `column`, which must then be a number), where a line was
     translated whole, tabs, translation and all (Tatoeba's `spa.txt`: "Go.<tab>Ve.<tab>CC-BY 2.0 ...")."""
-    rows = _tab_separated_rows(path) if path != "-" else None
+    rows = _tab_separated_rows(path, "Point --file at a file with one text per line.") if path != "-" else None
     if rows is None:  # a blank line is translated as a blank line, so that the output answers line for line
         return read_texts(path, column, blank_lines=True)
     if named and not column.isdigit():

@@ -296,6 +296,24 @@ class CausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
                                               add_start_value=self.add_start_token, add_end_value=False)
         return {"token_ids": token_ids, "padding_mask": padding_mask}
 
+    def generate_postprocess(self, x):
+        return python_strings(super().generate_postprocess(x))
+
+
+def python_strings(text):
+    """An eager string tensor as KerasHub's own preprocessors hand `generate()` its text: a str, or a list of
+    str. tfllm's tokenizers detokenize to a tensor also on KerasHub's Python path, and `generate()` of a run
+    loaded with `keras_hub.models.CausalLM.from_preset` then returned NumPy arrays of bytes. A tensor being
+    traced (an export) is left as it is."""
+    import tensorflow as tf
+
+    if not (isinstance(text, tf.Tensor) and text.dtype == tf.string and tf.executing_eagerly()):
+        return text
+    values = text.numpy()
+    if values.ndim == 0:
+        return values.decode("utf-8")
+    return [value.decode("utf-8") for value in values] if values.ndim == 1 else text
+
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class CausalLM(keras_hub.models.CausalLM):

@@ -24,7 +24,7 @@ import keras_hub
 import tensorflow as tf
 from keras import ops
 
-from tfllm.models.causal_lm import mask_after_stop
+from tfllm.models.causal_lm import mask_after_stop, python_strings
 from tfllm.tokenizers import tokenizer_family
 
 BACKBONE_ARGS = (
@@ -260,7 +260,7 @@ class Seq2SeqLMPreprocessor(keras_hub.models.Seq2SeqLMPreprocessor):
     tokenizer_cls = Seq2SeqTokenizer
 
     def generate_postprocess(self, x):
-        return clean_text(super().generate_postprocess(x))
+        return python_strings(clean_text(super().generate_postprocess(x)))
 
     def get_config(self):
         # KerasHub 0.32's Seq2SeqLMPreprocessor does not save its lengths; a preset must keep them.

@@ -304,7 +304,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
         text = load_run_text(config)[1]
     # Training's window length: a preset's model may see more (GPT-2's 1,024 positions) than it was fine-tuned on.
     model, sequence_length = generator.model, generator.model.preprocessor.sequence_length
-    ids = data_lib.tokenize_corpus(generator.tokenizer, text)
+    ids = data_lib.tokenize_corpus(generator.tokenizer, text, "evaluated")
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
     with common.preprocessed(model):
         loss = evaluate_loss(model, ids, sequence_length, start_ids=generator.start_ids)
@@ -361,7 +361,7 @@ def train_causal_lm(config, verbose="auto"):
 
         seq = model.preprocessor.sequence_length  # the recipe's, capped at a preset's positions
         train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
-        val_ids = data_lib.tokenize_corpus(tokenizer, val_text)
+        val_ids = data_lib.tokenize_corpus(tokenizer, val_text, "validation")
         unk_id = getattr(tokenizer, "unk_token_id", None)
         if config.from_preset and unk_id is not None and len(train_ids) and (train_ids == unk_id).mean() > 0.01:
             # A preset's tokenizer is kept as it is: text it does not cover trains as [UNK], and generate

@@ -126,6 +126,14 @@ def check_from_preset_settings(config):
         raise UserInputError(f"--from-preset {handle!r} is not a folder ({'it is a file' if os.path.exists(handle) else 'no such path'}). "
                              "Pass a tfllm run directory or a local KerasHub preset folder (with config.json), "
                              "or a KerasHub handle such as bert_tiny_en_uncased (needs network).")
+    if not is_path and "://" not in handle and not os.path.isdir(folder):
+        import keras_hub  # here: only this check reads KerasHub's table of preset names
+
+        if handle not in keras_hub.models.Backbone.presets:  # KerasHub: "A preset must be a one of:."
+            raise UserInputError(f"--from-preset {handle!r} is neither a folder (no such path) nor a KerasHub "
+                                 "preset name (such as bert_tiny_en_uncased; `python -c \"import keras_hub; "
+                                 "print(list(keras_hub.models.Backbone.presets))\"` lists them). Pass a tfllm run "
+                                 "directory, a local KerasHub preset folder, or a kaggle:// or hf:// handle.")
     if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, "config.json")):
         raise UserInputError(f"--from-preset {handle!r} is a folder but not a preset (no config.json in it). "
                              "Pass a tfllm run directory or a local KerasHub preset folder (save_to_preset writes "
