@@ -442,6 +442,7 @@ def test_a_prompt_longer_than_the_window_is_explained_from_its_end(generator_run
         assert long.scores == pytest.approx(tail.scores, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_an_explanation_says_how_many_tokens_lie_past_the_window(explainer, generator_run):
     """Only the tokens in the model's window are attributed; a longer text's others were dropped without a word,
     while its prediction (the character and word views read the whole text) still depended on them."""

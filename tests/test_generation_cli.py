@@ -163,6 +163,24 @@ def test_python_generate_samples_as_the_command_does_unless_told(untrained_run, 
         assert SAMPLING_DEFAULTS["temperature"] == 0.8 and SAMPLING_DEFAULTS["top_k"] == 200  # as --help says
 
 
+@pytest.mark.slow
+def test_a_second_call_with_another_length_decodes_with_the_same_function(untrained_run):
+    """The decoding function is traced again for any width (reduce_retracing) and XLA compiles it per width: a
+    buffer shorter than the window then held a slice longer than itself ("Expected size[1] in [0, 14], but got
+    15"), so a notebook's second `generate(run, ...)` with another max_new_tokens failed."""
+    from tfllm.generation import load_generator
+
+    generator = load_generator(untrained_run)
+    assert generator.jit_compile and generator.window == 16
+    short = generator.generate(["Be"], max_new_tokens=4, sampler="greedy")[0]
+    functions = dict(generator._compiled)
+    longer = generator.generate(["Be"], max_new_tokens=12, sampler="greedy")[0]
+    assert longer.startswith(short) and generator._compiled == functions
+    # And past the window, where decoding slides it, as a fresh generator decodes it.
+    past = generator.generate(["Be"], max_new_tokens=30, sampler="greedy")[0]
+    assert past == load_generator(untrained_run).generate(["Be"], max_new_tokens=30, sampler="greedy")[0]
+
+
 def test_a_long_prompt_is_not_echoed_whole_in_the_error(untrained_run, capsys):
     result = main_in_process(capsys, "generate", untrained_run, "\u2603" * 100_000, "--max-new-tokens", "2")
     assert result.returncode == 2 and "never saw" in result.stderr and len(result.stderr) < 400, len(result.stderr)

@@ -447,8 +447,13 @@ class CausalLM(keras_hub.models.CausalLM):
             batch_size = ops.shape(prompt)[0]
 
             def slide():
-                start = i - keep
-                context = ops.slice(prompt, [0, start], [batch_size, keep])
+                # A trace for any buffer width (a second call's, relaxed by reduce_retracing) also compiles this
+                # branch for buffers shorter than `keep`, which never slide: XLA refused the `keep`-long slice of
+                # them ("Expected size[1] in [0, 14], but got 15"). Its size, from the buffer's shape, is a
+                # constant to XLA.
+                size = ops.minimum(keep, ops.shape(prompt)[1])
+                start = i - size
+                context = ops.slice(prompt, [0, start], [batch_size, size])
                 _, fresh = self._encode(context, cache_length)
                 return fresh, ops.zeros_like(offset) + start
 
