@@ -310,6 +310,11 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         assert capsys.readouterr().out == "ROMEO:" + keras_text + "\n"
         assert main(["generate", "--tflite", str(tmp_path), "ROMEO:"]) == 2
         assert "has no model.tflite" in capsys.readouterr().err
+        # A file beside the export's metadata that is no TFLite model (its parity.json, a copy cut short) was
+        # a traceback from the interpreter ("The model is not a valid Flatbuffer buffer").
+        assert main(["generate", "--tflite", os.path.join(directory, "parity.json"), "ROMEO:"]) == 2
+        err = capsys.readouterr().err
+        assert "parity.json' cannot be read as a TFLite model" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from tfllm.errors import UserInputError
 # CLI's parser (`tfllm --help`) and checking a command's options do not import TensorFlow.
 MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+FLOAT32_MAX = 3.4028234663852886e38
 # What `tfllm generate` and `tfllm.generation.generate` sample with unless told (nanoGPT's sample.py settings).
 SAMPLING_DEFAULTS = {"sampler": "top_k", "temperature": 0.8, "top_k": 200, "top_p": 0.9, "num_beams": 4, "seed": None}
 
@@ -42,7 +43,8 @@ def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=No
     """One UserInputError for a decoding option of the wrong kind or range (generation and translation):
     `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow. Here, without TensorFlow, so that
     `tfllm generate` refuses them before it loads anything."""
-    if not is_number(temperature) or not 0 <= temperature < math.inf:
+    # The decoders compute in float32, where a temperature past its largest number (3.4e38) is infinity.
+    if not is_number(temperature) or not 0 <= temperature <= FLOAT32_MAX:
         raise UserInputError(f"temperature must be a number >= 0, got {temperature!r} (a finite one: 0 is greedy, "
                              "1 samples the model's own probabilities).")
     if sampler == "top_k" and (not is_number(top_k, whole=True) or top_k < 1):

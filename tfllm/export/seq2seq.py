@@ -80,7 +80,7 @@ def translation_archive(model, jit_compile=True):
                                         message="source must not be empty"),
             tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be >= 1"),
             tf.debugging.assert_less_equal(max_new_tokens, max_new,
-                                           message=f"max_new_tokens must be <= {max_new} (the model's longest output)"),
+                                           message=f"max_new_tokens must be <= {max_new} (the longest output of this model)"),
         ]
         with tf.control_dependencies(checks):
             inputs = preprocessor.generate_preprocess(source, decoder_sequence_length=width)

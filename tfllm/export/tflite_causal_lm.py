@@ -179,8 +179,14 @@ def load_tflite_generator(model_path):
     tokenizer = load_tokenizer(os.path.join(folder, "tokenizer"))
     banned = [i for i in special_token_ids(tokenizer) if i != int(tokenizer.end_token_id)]
     # Exports written before KerasHub presets could be exported all slide; before start ids, none had any.
-    generator = TFLiteGenerator(model_path, window_keep=metadata.get("window_keep"), slides=metadata.get("slides", True),
-                                banned_token_ids=banned, start_ids=metadata.get("prompt_start_ids", ()))
+    try:
+        generator = TFLiteGenerator(model_path, window_keep=metadata.get("window_keep"),
+                                    slides=metadata.get("slides", True), banned_token_ids=banned,
+                                    start_ids=metadata.get("prompt_start_ids", ()))
+    except ValueError as e:  # a file cut short, or another file beside the export's metadata: a traceback
+        raise UserInputError(f"{model_path!r} cannot be read as a TFLite model ({str(e).splitlines()[0][:120]}); "
+                             f"pass the export's {MODEL_FILE}, or export it again (tfllm export RUN --format "
+                             "tflite).") from None
     return generator, tokenizer
 
 
