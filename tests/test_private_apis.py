@@ -58,6 +58,7 @@ COMMENTED_USES = [
     ("_self_attention_layer", "tfllm/explanations.py",
      "PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer`", "keras-team/keras-hub#1644"),
     ("DEBUG", "tfllm/tuning.py", "PRIVATE API: `keras_tuner.src.config.DEBUG`", "keras-team/keras-tuner#761"),
+    ("_save_trial", "tfllm/tuning.py", "PRIVATE API: KerasTuner 1.4's `Oracle.end_trial`", "oracle.py"),
     ("_allow_python_workflow", "tfllm/data.py", "PRIVATE API: KerasHub's `_allow_python_workflow`",
      "keras-team/keras-hub#2948"),
     ("no_convert_scope", "tfllm/data.py", "PRIVATE API: KerasHub's `no_convert_scope`", "keras-team/keras-hub#2948"),
@@ -353,3 +354,20 @@ def test_writing_an_export_archive_traces_each_endpoint_once_and_no_tracked_mode
     reloaded = tf.saved_model.load(str(tmp_path / "tracked"))
     out = reloaded.signatures["serving_default"](tf.ones([2, 3]))
     np.testing.assert_array_equal(next(iter(out.values())).numpy(), np.full([2, 3], 2.0))
+
+
+def test_keras_tuner_saves_an_ended_trial_after_its_consecutive_failures_check():
+    import keras_tuner
+
+    path, marker = "tfllm/tuning.py", "PRIVATE API: KerasTuner 1.4's `Oracle.end_trial`"
+    oracle = keras_tuner.oracles.RandomSearchOracle(max_trials=1)
+    require(callable(getattr(oracle, "_save_trial", None)), "keras_tuner Oracle._save_trial", path, marker)
+    require(isinstance(oracle.ongoing_trials, dict) and isinstance(oracle.end_order, list),
+            "Oracle.ongoing_trials (a dict) and Oracle.end_order (a list)", path, marker)
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    source = inspect.getsource(oracle_module)  # end_trial itself is wrapped (`synchronized`)
+    source = source[source.index("@synchronized\n    def end_trial(self, trial):"):]
+    require(0 <= source.find("_check_consecutive_failures()") < source.find("self._save_trial(trial)"),
+            "Oracle.end_trial checking the consecutive failures before it saves the trial (if it now saves "
+            "first, _save_ended_trial is no longer needed)", path, marker)

@@ -362,6 +362,25 @@ def test_a_trial_with_values_no_run_takes_fails_alone(tmp_path, capsys):
         assert [t["status"] for t in trials] == ["FAILED"] and "'dropout'" in trials[0]["error"]
 
 
+def test_a_search_stopped_by_failures_in_a_row_records_them_all_and_trains_none_again(tmp_path, capsys):
+    """KerasTuner stops a search after 3 failed trials in a row before it saves the third: tuning.json and its
+    trial.json said RUNNING, with no error, and the same command trained those values again."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"dropout": {"min": 1.1, "max": 1.9}}))  # no run takes a dropout over 1
+    run_dir = tmp_path / "search"
+    args = ("tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200, "--space", space,
+            "--max-trials", 3, "--run-dir", run_dir)
+    result = main_in_process(capsys, *args)
+    assert result.returncode == 2 and "3 trials in a row failed" in result.stderr.splitlines()[-1], result.stderr
+    trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
+    assert [t["status"] for t in trials] == ["FAILED"] * 3 and all("'dropout'" in t["error"] for t in trials)
+    on_disk = sorted((run_dir / "tuner").glob("trial_*/trial.json"))
+    assert [json.loads(f.read_text())["status"] for f in on_disk] == ["FAILED"] * 3
+    result = main_in_process(capsys, *args)  # the same command: nothing left to train, nothing trained
+    assert result.returncode == 2 and "No trial completed (3 failed" in result.stderr, result.stderr
+    assert json.loads((run_dir / "tuning.json").read_text())["trials"] == trials
+
+
 def test_a_search_folder_passed_as_a_run_points_to_its_best_run(tmp_path, capsys):
     """`tfllm explain/evaluate/predict SEARCH_DIR` said it was 'not a tfllm run directory' and asked for
     'the --run-dir of a training run', which is what the user had passed to tune."""

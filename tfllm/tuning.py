@@ -568,6 +568,8 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     except RuntimeError as e:
         if "consecutive failures" not in str(e):
             raise
+        _save_ended_trial(oracle)
+        search.write_summary(oracle)
         raise UserInputError(f"{oracle.max_consecutive_failed_trials} trials in a row failed (the last: "
                              f"{_last_error(str(e)).rstrip('.')}); narrow --space. Details: "
                              f"{os.path.join(directory, PROJECT)}/trial_*/trial.json") from None
@@ -582,6 +584,21 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
                              f"{_last_error(failed[-1].message).rstrip('.')}); narrow --space. "
                              f"Details: {os.path.join(directory, SUMMARY)}")
     return runs.read_json(os.path.join(directory, SUMMARY))
+
+
+def _save_ended_trial(oracle):
+    """Records the trial whose failure stopped the search as ended, as `Oracle.end_trial` would have.
+
+    PRIVATE API: KerasTuner 1.4's `Oracle.end_trial` raises "Number of consecutive failures exceeded" before
+    it saves the trial (`_save_trial`) and takes it off `ongoing_trials` (no upstream issue found; see
+    keras_tuner/src/engine/oracle.py): on disk it stayed RUNNING, with no error, and the next run trained it again.
+    """
+    trial = oracle.trials[oracle.end_order[-1]]
+    for tuner_id, ongoing in list(oracle.ongoing_trials.items()):
+        if ongoing.trial_id == trial.trial_id:
+            oracle.ongoing_trials.pop(tuner_id)
+    oracle._save_trial(trial)
+    oracle.save()
 
 
 def _last_error(message):
