@@ -303,7 +303,7 @@ class Generator:
             max_new_tokens: 1 to `MAX_NEW_TOKENS` new tokens per prompt.
             sampler: "greedy", "top_k", "top_p", "random" or "beam".
             temperature: divides the logits; 0 means greedy. The defaults are `tfllm generate`'s
-                (`tfllm.config.SAMPLING_DEFAULTS`: top_k, temperature 0.8, top_k 200).
+                (`tfllm.config.SAMPLING_DEFAULTS`: the top_k sampler, temperature 0.8, top_k 200).
             top_k: keep the k most likely tokens (clamped to the vocabulary).
             top_p: keep the smallest set of tokens with this total probability.
             num_beams: beams for the "beam" sampler.
