@@ -319,6 +319,7 @@ def test_misspelt_override_is_refused():
 @pytest.mark.parametrize("key, value, message", [
     ("lazy_adam", "no", "'lazy_adam' is a switch; got 'no'. Use --set lazy_adam=true"),  # "no" would be truthy
     ("word_vectors", 0, "'word_vectors' is a switch"),
+    ("tokenizer", "bpe", "'tokenizer' takes one of wordpiece, char, sentencepiece; got 'bpe'"),  # refused after the data
     ("epochs", "ten", "'epochs' takes a whole number; got 'ten' \\(e.g. --set epochs="),
     ("epochs", 2.5, "'epochs' takes a whole number; got 2.5"),
     ("epochs", float("inf"), "'epochs' takes a whole number; got inf"),  # --set epochs=Infinity

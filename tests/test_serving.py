@@ -581,6 +581,10 @@ def test_models_command(tmp_path, savedmodels, capsys):
     assert main(["models", str(base), "--prune", "shakespeare"]) == 2
     assert main(["models", str(tmp_path / "missing")]) == 2
     assert main(["serve", str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    # One model's folder, not the folder of models: the message names its parent.
+    assert main(["models", str(base / "shakespeare")]) == 2
+    assert f"one model's folder (versions 2); pass the folder that holds it, {str(base)!r}" in capsys.readouterr().err
 
 
 def test_warmup_requests_round_trip(savedmodels, tmp_path):

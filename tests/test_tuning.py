@@ -100,6 +100,9 @@ BAD_SPACES = {
     # searched as a plain list, the sampling ignored
     "values not a list": ({"hidden_dim": {"values": 8}}, "'hidden_dim': \"values\" takes a list"),  # a TypeError
     "values and sampling": ({"hidden_dim": {"values": [8, 16], "sampling": "log"}}, "takes nothing beside it"),
+    # What --set refuses, refused before the first trial (it failed every trial)
+    "unknown tokenizer": ({"tokenizer": ["wordpiece", "bpe"]}, "'tokenizer': Setting 'tokenizer' takes one of"),
+    "dropout of 1.5": ({"dropout": {"min": 0.1, "max": 1.5}}, "'dropout' must be from 0 up to (not including) 1"),
     # KerasTuner's own checks (a log step is a factor, above 1): a ValueError traceback
     "log step of 1": ({"learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log", "step": 1}},
                       "'learning_rate': For HyperParameters.Float(name='learning_rate'), expected step > 1"),

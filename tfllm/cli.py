@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from tfllm.config import SAMPLING_DEFAULTS
+from tfllm.config import SAMPLING_DEFAULTS, TOKENIZER_KINDS
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -763,7 +763,7 @@ def build_parser():
     p.add_argument("--labels", type=_csv_list, default=None,
                    help="keep only these labels, e.g. rotten,fresh (the last is positive), exactly as the data writes them")
     p.add_argument("--preset", default=None, help="recipe name (default: 'default'; 'finetune' with --from-preset)")
-    p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None,
+    p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default=None,
                    help="default: the preset's (not with --from-preset, which brings its own)")
     p.add_argument("--epochs", type=int, default=None, help="classify, translate: passes over the data (classify: 0 "
                    "with --from-preset keeps its trained classifier as it is); generate: evaluation intervals "
@@ -802,7 +802,7 @@ def build_parser():
                    help="override any setting of the preset (repeatable), e.g. --set sequence_length=64")
     p.add_argument("--text-column", default="text")
     p.add_argument("--preset", default="default")
-    p.add_argument("--tokenizer", choices=["wordpiece", "char", "sentencepiece"], default=None)
+    p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)

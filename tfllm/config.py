@@ -13,6 +13,7 @@ from tfllm.errors import UserInputError
 # CLI's parser (`tfllm --help`) and checking a command's options do not import TensorFlow.
 MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+TOKENIZER_KINDS = ("wordpiece", "char", "sentencepiece")  # what the `tokenizer` setting takes
 FLOAT32_MAX = 3.4028234663852886e38
 # What `tfllm generate` and `tfllm.generation.generate` sample with unless told (nanoGPT's sample.py settings).
 SAMPLING_DEFAULTS = {"sampler": "top_k", "temperature": 0.8, "top_k": 200, "top_p": 0.9, "num_beams": 4, "seed": None}

@@ -20,11 +20,12 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from tfllm.config import TOKENIZER_KINDS
 from tfllm.errors import UserInputError
 
 PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS, MASK]
-KINDS = ("wordpiece", "char", "sentencepiece")
+KINDS = TOKENIZER_KINDS
 
 
 def _add_special_tokens(tokenizer, pad, unk, start, end, mask):

@@ -94,6 +94,16 @@ def read_space(path):
     return value
 
 
+def _check_value(task, key, value, where):
+    """A one-line error, naming the space's entry, for a value `--set` would refuse."""
+    from tfllm.models.presets import checked_setting
+
+    try:
+        checked_setting(task, key, value)
+    except UserInputError as e:
+        raise UserInputError(f"{where}: {e}") from None
+
+
 def check_space(task, preset, space, source="--space"):
     """`space` in canonical form (`{"values": [...]}` or `{"min", "max", "sampling"[, "step"]}` per setting),
     or a one-line error naming the setting: unknown, an empty range, or values of the wrong kind."""
@@ -129,6 +139,8 @@ def check_space(task, preset, space, source="--space"):
                 spec = [float(v) for v in spec]
             elif len(kinds) > 1:
                 raise UserInputError(f"{where}: values must all be of one kind, got {spec!r}.")
+            for v in spec:  # what --set would refuse (a dropout of 1.5, an unknown tokenizer) fails every trial
+                _check_value(task, key, v, where)
             canonical[key] = {"values": [int(v) if integer else v for v in dict.fromkeys(spec)]}
             continue
         unknown = sorted(set(spec) - {"min", "max", "sampling", "step"})
@@ -147,6 +159,8 @@ def check_space(task, preset, space, source="--space"):
             raise UserInputError(f"{where}: {sampling} sampling needs min > 0, got {low}.")
         if integer and not all(float(v).is_integer() for v in (low, high)):
             raise UserInputError(f"{where} takes whole numbers, got min {low} and max {high}.")
+        for v in (low, high):
+            _check_value(task, key, v, where)
         out = {"min": int(low) if integer else float(low), "max": int(high) if integer else float(high),
                "sampling": sampling}
         if spec.get("step") is not None:

@@ -9,6 +9,7 @@ import difflib
 import math
 import numbers
 
+from tfllm.config import TOKENIZER_KINDS
 from tfllm.errors import UserInputError
 
 CLASSIFIER_PRESETS = {
@@ -369,9 +370,11 @@ def _setting_kind(task, key):
     return None
 
 
-def _checked(task, key, value):
+def checked_setting(task, key, value):
     """`value` if it is of the setting's kind (`1e3` for a whole number becomes 1000), else a UserInputError:
     `--set lazy_adam=no` reads as the string "no", which Python would take as true."""
+    if key == "tokenizer" and value not in TOKENIZER_KINDS:
+        raise UserInputError(f"Setting 'tokenizer' takes one of {', '.join(TOKENIZER_KINDS)}; got {value!r}.")
     kind = _setting_kind(task, key)
     if kind == "switch" and not isinstance(value, bool) and not (key == "jit_compile" and value == "auto"):
         raise UserInputError(f"Setting {key!r} is a switch; got {value!r}. Use --set {key}=true or --set {key}=false.")
@@ -414,5 +417,5 @@ def resolve_preset(task, name, overrides=None):
     preset = dict(presets[name])
     for key, value in (overrides or {}).items():
         if value is not None:
-            preset[key] = _checked(task, key, value)
+            preset[key] = checked_setting(task, key, value)
     return preset

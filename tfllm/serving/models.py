@@ -142,8 +142,16 @@ def list_models(base_path: str) -> list[dict]:
             f"{base_path!r} is not a folder; pass the folder that holds "
             "NAME/VERSION/ exports (for example savedmodels/)."
         )
+    found = scan(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE))
+    own = scan_model(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE))
+    if not found and own:  # one model's folder (NAME/), as TF Serving's --model_base_path takes
+        parent = os.path.dirname(os.path.normpath(base_path)) or "."
+        raise UserInputError(
+            f"{base_path!r} is one model's folder (versions {', '.join(map(str, sorted(own)))}); "
+            f"pass the folder that holds it, {parent!r}."
+        )
     models = []
-    for name, versions in scan(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE)).items():
+    for name, versions in found.items():
         models.append({"name": name,
                        "versions": [_describe_version(v, versions[v])
                                     for v in sorted(versions, reverse=True)]})
