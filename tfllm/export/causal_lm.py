@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import Generator, decode_function, load_generator
+from tfllm.tokenizers import CharacterTokenizer
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
@@ -84,13 +85,16 @@ def generation_archive(model, tokenizer, jit_compile=True):
             ids = tf.RaggedTensor.from_tensor(ids, padding=0)
         ids = tf.cast(ids, tf.int32)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
+        unknown = tf.equal(ids.flat_values, -1 if unk_id is None else unk_id)
+        unseen = "prompt contains characters the tokenizer never saw in training"
+        if isinstance(tokenizer, CharacterTokenizer) and tokenizer.sequence_length is None:
+            # One id per character: name the first ten it never saw, as `tfllm generate` does (unquoted:
+            # the assertion's message escapes quotes).
+            chars = tf.unique(tf.boolean_mask(tf.strings.unicode_split(prompt, "UTF-8").flat_values, unknown))[0]
+            unseen = tf.strings.join([unseen, ": ", tf.strings.reduce_join(chars[:10], separator=", ")])
         checks = [
             tf.debugging.assert_greater(lengths, 0, message="prompt has no tokens the model knows"),
-            tf.debugging.assert_equal(
-                tf.reduce_any(tf.equal(ids.flat_values, -1 if unk_id is None else unk_id)),
-                False,
-                message="prompt contains characters the tokenizer never saw in training",
-            ),
+            tf.debugging.Assert(tf.logical_not(tf.reduce_any(unknown)), [unseen]),
         ]
         if ids_of.start_ids:  # the preset's start token before every prompt, as Generator.encode puts it
             starts = tf.tile(tf.constant([ids_of.start_ids], tf.int32), [ids.nrows(out_type=tf.int32), 1])
