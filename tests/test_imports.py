@@ -234,8 +234,31 @@ def test_the_readmes_python_spellings_work_after_import_tfllm():
 def test_train_classifier_refuses_another_tasks_config():
     from tfllm import TrainConfig, UserInputError, train_classifier
 
-    with pytest.raises(UserInputError, match="train_classifier trains --task classify, not 'translate'"):
+    with pytest.raises(UserInputError, match="tfllm.train_classifier trains task 'classify', but the config's task is "
+                       "'translate': pass TrainConfig\\(task='classify', ...\\), or train it with "
+                       "tfllm.training.seq2seq.train_seq2seq."):
         train_classifier(TrainConfig(task="translate", data="cedict"))
+    with pytest.raises(UserInputError, match="takes a TrainConfig, got dict"):
+        train_classifier({"data": "rotten_tomatoes"})
+
+
+@pytest.mark.parametrize("module, function, task", [
+    ("tfllm.training.causal_lm", "train_causal_lm", "generate"),
+    ("tfllm.training.seq2seq", "train_seq2seq", "translate"),
+    ("tfllm.training.pretraining", "pretrain", "pretrain"),
+])
+def test_each_trainer_refuses_a_config_of_another_task(module, function, task, tmp_path):
+    """TrainConfig's task defaults to "classify": train_causal_lm and train_seq2seq trained a whole model
+    on it and recorded it as a classifier, which nothing of tfllm's could then use."""
+    import importlib
+
+    from tfllm import TrainConfig, UserInputError
+
+    trainer = getattr(importlib.import_module(module), function)
+    with pytest.raises(UserInputError, match=f"trains task {task!r}, but the config's task is 'classify': pass "
+                       f"TrainConfig\\(task={task!r}, ...\\), or train it with tfllm.train_classifier."):
+        trainer(TrainConfig(data="shakespeare", run_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
 
 
 def test_python_dash_m_tfllm_is_the_tfllm_command():

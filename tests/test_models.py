@@ -219,6 +219,25 @@ def test_transformer_layer_config_mask_and_round_trip(tmp_path):
     assert_keras_roundtrip(model, ids, tmp_path / "t.keras")
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (dict(d_model=130, num_heads=8), "num_heads must divide d_model: 130 is not a multiple of 8"),
+    (dict(num_layers="2"), "num_layers must be a whole number of at least 1, got '2'"),  # a TypeError in range()
+    (dict(d_model=0), "d_model must be a whole number of at least 1, got 0"),
+    (dict(dropout=1.5), "dropout must be a number from 0 up to \\(not including\\) 1, got 1.5"),
+])
+def test_transformer_layer_refuses_what_its_docstring_rules_out(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        Transformer(**arguments)
+
+
+def test_transformer_layer_on_token_ids_says_to_embed_them_first():
+    """Without the article's Embedding the model built, and its first fit or predict failed deep
+    inside the position encoding ("Shape must be at most rank 2 but is rank 3")."""
+    with pytest.raises(ValueError, match=r"takes embeddings \[batch, length, features\], got shape \(None, 100\); "
+                       "put an Embedding layer before it"):
+        Transformer(num_layers=1, d_model=32, dff=64, num_heads=2)(keras.Input(shape=(100,)))
+
+
 @pytest.mark.slow
 def test_a_saved_transformer_model_loads_with_plain_keras_after_import_tfllm(tmp_path):
     """`import tfllm` then `keras.models.load_model`, as after a kernel restart: nothing imports KerasHub,

@@ -34,6 +34,13 @@ class Transformer(keras.layers.Layer):
         super().__init__(**kwargs)
         if pooling not in ("mean", "first"):
             raise ValueError(f"pooling must be 'mean' or 'first', got {pooling!r}")
+        for name, value in (("num_layers", num_layers), ("d_model", d_model), ("dff", dff), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Transformer {name} must be a whole number of at least 1, got {value!r}")
+        if d_model % num_heads:  # KerasHub would give each head d_model // num_heads dimensions, dropping the rest
+            raise ValueError(f"Transformer num_heads must divide d_model: {d_model} is not a multiple of {num_heads}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"Transformer dropout must be a number from 0 up to (not including) 1, got {dropout!r}")
         self.num_layers = num_layers
         self.d_model = d_model
         self.dff = dff
@@ -52,6 +59,9 @@ class Transformer(keras.layers.Layer):
         ]
 
     def build(self, input_shape):
+        if len(input_shape) != 3:  # token ids straight from Input: failed at the first fit, deep in the encoding
+            raise ValueError(f"Transformer takes embeddings [batch, length, features], got shape {tuple(input_shape)}; "
+                             "put an Embedding layer before it: Transformer(...)(Embedding(vocab_size, 128)(inputs))")
         self.projection = None
         if input_shape[-1] != self.d_model:
             self.projection = keras.layers.Dense(self.d_model, dtype=self.dtype_policy, name="projection")

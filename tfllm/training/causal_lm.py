@@ -320,6 +320,7 @@ def train_causal_lm(config, verbose="auto"):
     >>> train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir="runs/sh"))
     'runs/sh'
     """
+    common.check_config(config, "generate", "pretrain")  # causal pretraining is trained here
     # Classification's and translation's flags were accepted and ignored: a generator reads running text
     # (--text-column of a CSV/JSONL) and splits off its last tenth for validation.
     for flag, value, default in (("--label-column", config.label_column, "label"), ("--labels", config.labels, None),

@@ -369,10 +369,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     (`tfllm.training.self_training`), which calls this function for the
     teacher and then for the student, with `self_training` (its report).
     """
-    if config.task != "classify":
-        raise UserInputError(f"train_classifier trains --task classify, not {config.task!r}: use "
-                             "tfllm.training.causal_lm.train_causal_lm (generate), seq2seq.train_seq2seq (translate) "
-                             "or pretraining.pretrain (pretrain), or `tfllm train --task TASK`.")
+    common.check_config(config, "classify")
     if data is None:  # the command's own config (not an ensemble member's or a teacher's)
         check_unread_options(config)
     if config.ensemble != 1:

@@ -112,6 +112,25 @@ PRESET_OWN_SETTINGS = {"vocabulary_size", "hidden_dim", "num_layers", "num_heads
                        "activation", "layer_norm_epsilon", "window_keep"}
 
 
+# The Python function that trains each task.
+TRAINERS = {"classify": "tfllm.train_classifier", "generate": "tfllm.training.causal_lm.train_causal_lm",
+            "translate": "tfllm.training.seq2seq.train_seq2seq", "pretrain": "tfllm.training.pretraining.pretrain"}
+
+
+def check_config(config, *tasks):
+    """A one-line error unless `config` is a TrainConfig of one of `tasks` (the first: this trainer's). A
+    config of another task trained a whole model whose run.json named that task, so that nothing could use it."""
+    from tfllm.config import TrainConfig
+
+    if not isinstance(config, TrainConfig):
+        raise UserInputError(f"{TRAINERS[tasks[0]]} takes a TrainConfig, got {type(config).__name__}; e.g. "
+                             f"TrainConfig(task={tasks[0]!r}, data=..., run_dir=...) (TrainConfig.from_dict(d) for a dict).")
+    if config.task not in tasks:
+        other = f", or train it with {TRAINERS[config.task]}" if config.task in TRAINERS else ""
+        raise UserInputError(f"{TRAINERS[tasks[0]]} trains task {tasks[0]!r}, but the config's task is "
+                             f"{config.task!r}: pass TrainConfig(task={tasks[0]!r}, ...){other}.")
+
+
 def check_from_preset_settings(config):
     """A one-line UserInputError for settings that `config.from_preset`'s own model fixes."""
     if not config.from_preset:

@@ -120,6 +120,7 @@ def _validation_metrics(model, val_ds):
 
 def pretrain(config, verbose="auto"):
     """Pretrains as `config` says (`config.objective`: "mlm" or "causal"); returns the metrics dict."""
+    common.check_config(config, "pretrain")
     objective = config.objective or "mlm"
     if objective not in OBJECTIVES:
         raise UserInputError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")

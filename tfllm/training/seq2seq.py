@@ -252,6 +252,7 @@ def write_samples(run_dir, split, outputs, count=SAMPLE_TRANSLATIONS):
 
 def train_seq2seq(config, verbose="auto"):
     """Trains, evaluates and saves a translation model as `config` says; returns the metrics dict."""
+    common.check_config(config, "translate")
     # Classification's column flags were accepted and ignored (the run read --source-column/--target-column).
     for flag, value, default in (("--text-column", config.text_column, "text"),
                                  ("--label-column", config.label_column, "label"), ("--labels", config.labels, None)):
