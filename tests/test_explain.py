@@ -327,6 +327,31 @@ def test_explain_of_a_run_directory_loads_it_once(tiny_classifier_run, monkeypat
     assert first.tokens != second.tokens  # each text explained, not the first one's answer again
 
 
+def test_explain_of_a_loaded_task_keeps_its_explainer(tiny_classifier_run, monkeypatch):
+    """`tfllm.explain(TextClassifier.from_preset(run), text)` in a loop built a new Explainer, traced its
+    functions again (seconds a call) and set off TensorFlow's retracing warning."""
+    import keras_hub
+
+    from tfllm import explanations
+
+    monkeypatch.setattr(explanations, "_BY_MODEL", {})
+    built = []
+    monkeypatch.setattr(explanations.Explainer, "__init__", lambda self, *a, __init__=Explainer.__init__:
+                        (built.append(a[0]), __init__(self, *a))[1])
+    model = keras_hub.models.TextClassifier.from_preset(tiny_classifier_run)
+    first = explanations.explain(model, "a fine film", method="occlusion", label_names=["fresh", "rotten"])
+    second = explanations.explain(model, TEXT, method="occlusion", label_names=["fresh", "rotten"])
+    assert built == [model] and first.tokens != second.tokens
+    assert explanations.explain(model, TEXT, method="occlusion").label in ("0", "1")  # other names: another one
+    assert len(built) == 2
+    # A run directory or a backbone given to Explainer: one line, not an AttributeError.
+    with pytest.raises(UserInputError, match="Explainer takes a loaded task; for a run directory use "
+                       "tfllm.explanations.load_explainer"):
+        Explainer(tiny_classifier_run)
+    with pytest.raises(UserInputError, match="Cannot explain a EncoderBackbone"):
+        Explainer(model.backbone)
+
+
 def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):
     assert main(["explain", tiny_classifier_run, TEXT, "  "]) == 2
     err = capsys.readouterr().err

@@ -4,6 +4,7 @@ import inspect
 import json
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -122,6 +123,33 @@ def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
     vocabulary_size = load_generator(untrained_run).vocabulary_size
     assert generate(untrained_run, ["Be"], max_new_tokens=4, top_k=10**12, seed=3) == \
         generate(untrained_run, ["Be"], max_new_tokens=4, top_k=vocabulary_size, seed=3)
+
+
+@pytest.mark.slow
+def test_python_generate_takes_a_loaded_causal_lm_and_refuses_arguments_of_the_wrong_kind(untrained_run,
+                                                                                           monkeypatch):
+    """`generate(CausalLM.from_preset(run), ...)` was a TypeError from os.path, as were None for the run or
+    the prompts, an int `stop` and a `stream_callback` that is not a function."""
+    import keras_hub
+
+    from tfllm import generation
+
+    monkeypatch.setattr(generation, "_BY_MODEL", {})
+    model = keras_hub.models.CausalLM.from_preset(untrained_run)
+    loaded = generation.generate(model, ["Be"], max_new_tokens=4, seed=3)
+    assert loaded == generation.generate(untrained_run, ["Be"], max_new_tokens=4, seed=3)
+    [(kept_model, kept)] = generation._BY_MODEL.values()
+    generation.generate(model, ["Be"], max_new_tokens=4, seed=3)
+    assert kept_model is model and [entry[1] for entry in generation._BY_MODEL.values()] == [kept]  # not rebuilt
+    for run_dir, prompts, options, message in (
+            (None, ["Be"], {}, "generate takes the path of a run directory, a Generator or a KerasHub CausalLM, "
+             "got NoneType"),
+            (untrained_run, None, {}, "prompts must be a list of strings, got NoneType"),
+            (untrained_run, ["Be"], dict(stop=3), "stop must be a list of strings, got int"),
+            (untrained_run, ["Be"], dict(stop=[3]), "Stop strings must be non-empty strings, got [3]"),
+            (untrained_run, ["Be"], dict(stream_callback=3), "stream_callback must be a function")):
+        with pytest.raises(UserInputError, match=re.escape(message)):
+            generation.generate(run_dir, prompts, max_new_tokens=2, **options)
 
 
 @pytest.mark.slow

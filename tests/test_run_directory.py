@@ -83,7 +83,10 @@ def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy
                             (dict(overrides=[("hidden_dim", 8)]), "overrides must be a dict"),
                             (dict(learning_rate=True), "learning_rate must be a number"),
                             (dict(data=rows), r"data must be a file or folder path .*to_csv"),
-                            (dict(unlabeled=["a text"] * 5000), r"unlabeled must be a file or folder path")):
+                            (dict(unlabeled=["a text"] * 5000), r"unlabeled must be a file or folder path"),
+                            # a TypeError from os.stat, and FileNotFoundError('') after the data was read
+                            (dict(data=None), "data must be a file or folder path or a bundled name"),
+                            (dict(run_dir=""), "run_dir must be the folder the run goes to .*, got ''")):
         with pytest.raises(UserInputError, match=message) as error:
             TrainConfig(**fields)
         assert len(str(error.value)) < 400

@@ -418,6 +418,11 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     translator = Translator(model, jit_compile=False)
     with pytest.raises(UserInputError, match="empty"):
         translator.translate(["一", " "])
+    with pytest.raises(UserInputError, match="Text 2 to translate is int, not a string"):  # was called empty
+        translator.translate(["一", 3])
+    with pytest.raises(UserInputError, match="sources must be a list of strings, got NoneType"):  # a TypeError
+        translator.translate(None)
+    assert translator.translate(iter(["一"]), max_new_tokens=2) == translator.translate(["一"], max_new_tokens=2)
     with pytest.raises(UserInputError, match="max_new_tokens"):
         translator.translate(["一"], max_new_tokens=translator.max_new_tokens + 1)
     translator.translate(["一二三四五六七八一二三四五六"], max_new_tokens=2)
@@ -493,6 +498,11 @@ def test_train_translate_evaluate(trained_run, pairs_csv, capsys):
     translation.translate(trained_run, ["一二"])
     second = translation._LOADED[os.path.realpath(trained_run)][1]
     assert second is not first
+    # A Seq2SeqLM loaded through KerasHub translates as its run directory does (was a TypeError from os.path).
+    assert translation.translate(model, ["一二", "三"]) == translation.translate(trained_run, ["一二", "三"])
+    with pytest.raises(UserInputError, match="translate takes the path of a run directory, a Translator or a "
+                       "KerasHub Seq2SeqLM, got NoneType"):
+        translation.translate(None, ["一二"])
     # A file edited in a subfolder (tfllm/'s records, a tokenizer's assets/) counts too; TensorBoard's logs/ not.
     with open(os.path.join(trained_run, "logs", "notes.txt"), "w") as f:
         f.write("read by no loader")

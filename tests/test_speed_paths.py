@@ -304,3 +304,9 @@ def test_python_predict_is_the_commands_answer_and_loads_a_run_once(tiny_classif
                          ([b"a fine film"], "Text 1 is bytes (b'a fine film'), not a string; decode it first")):
         with pytest.raises(UserInputError, match=re.escape(message)):
             tfllm.predict(tiny_classifier_run, bad)
+    # Arguments of the wrong kind (TypeErrors; a dict classified its keys).
+    for run_dir, texts, message in ((tiny_classifier_run, None, "predict's texts must be a list of strings, got "
+                                     "NoneType"), (tiny_classifier_run, {"a": "a fine film"}, "got dict"),
+                                    (None, ["x"], "predict takes the path of a run directory, got NoneType")):
+        with pytest.raises(UserInputError, match=re.escape(message)):
+            tfllm.predict(run_dir, texts)

@@ -118,6 +118,10 @@ class TrainConfig:
             if isinstance(value, os.PathLike):  # a notebook's pathlib.Path: the str it names (run.json is JSON)
                 value = os.fspath(value)
                 setattr(self, field.name, value)
+            if field.name in ("data", "run_dir") and value in (None, ""):  # a TypeError or FileNotFoundError('')
+                raise UserInputError(f"TrainConfig {field.name} must be " + (
+                    "a file or folder path or a bundled name (e.g. 'rotten_tomatoes')" if field.name == "data"
+                    else "the folder the run goes to (e.g. 'runs/reviews')") + f", got {value!r}.")
             if value is None or kind is None:
                 continue
             wrong = isinstance(value, bool) and kind is not bool or not isinstance(value, kind)

@@ -88,7 +88,9 @@ class Explanation:
     tokens_left_out: int = 0
 
     def to_json(self, with_attention=False):
-        """`{"label", "probabilities", "method", "tokens": [{"token", "score"}, ...]}` (+ details)."""
+        """`{"label", "probabilities", "method", "target", "tokens": [{"token", "score"}, ...]}`, and where they
+        apply `"completeness"` (integrated gradients' sum check), `"attention"` (`with_attention`) and
+        `"tokens_left_out"` (tokens past the model's window)."""
         out = {
             "label": self.label,
             "probabilities": {k: float(v) for k, v in self.probabilities.items()},
@@ -172,15 +174,18 @@ class Explainer:
     def __init__(self, model, label_names=None):
         import keras_hub
 
+        if isinstance(model, (str, os.PathLike)):  # was an AttributeError ('str' object has no attribute ...)
+            raise UserInputError(f"Explainer takes a loaded task; for a run directory use "
+                                 f"tfllm.explanations.load_explainer({os.fspath(model)!r}), or explain(run_dir, text).")
         self.model = model
+        self.generator = isinstance(model, keras_hub.models.CausalLM)
+        if not self.generator and not isinstance(model, keras_hub.models.TextClassifier):
+            raise UserInputError(f"Cannot explain a {type(model).__name__}: explain works on text classifiers and "
+                                 "text generators (causal LMs), e.g. keras_hub.models.TextClassifier.from_preset(run_dir).")
         self.preprocessor = model.preprocessor
         if self.preprocessor is None:
             raise UserInputError("This model has no preprocessor; explain needs one to tokenize the text.")
         self.tokenizer = self.preprocessor.tokenizer
-        self.generator = isinstance(model, keras_hub.models.CausalLM)
-        if not self.generator and not isinstance(model, keras_hub.models.TextClassifier):
-            raise UserInputError(f"Cannot explain a {type(model).__name__}: explain works on text classifiers and "
-                                 "text generators (causal LMs).")
         self.kind = "generator" if self.generator else "classifier"
         backbone = model.backbone
         # An ensemble has one token embedding per member: occlusion, which only runs the model, explains it;
@@ -661,6 +666,9 @@ def load_explainer(run_dir):
 _LOADED = {}  # real path of a run directory -> (its files' signature, Explainer)
 
 
+_BY_MODEL = {}  # the last few loaded tasks explained -> their Explainers (runs.cached_for_model)
+
+
 def cached_explainer(run_dir):
     """The `Explainer` of `run_dir`, loaded once per process and kept with its compiled functions: a
     notebook's second `explain(run_dir, ...)` does not reload (again only when the run's files change)."""
@@ -675,7 +683,7 @@ def explain(model, text, method="integrated_gradients", target=None, steps=None,
 
     Args:
         model: a run directory (classification or generation; loaded once per process), a loaded
-            task, or an `Explainer` (reuse one for many texts: its functions compile once).
+            task (its Explainer is kept for the next call), or an `Explainer`.
         text: the text to explain (a generator: the prompt; its next token is explained).
         method: "integrated_gradients" (default), "attention" or "occlusion".
         target: the label (a generator: the next token) to explain; default the predicted one.
@@ -684,14 +692,17 @@ def explain(model, text, method="integrated_gradients", target=None, steps=None,
         with_attention: also attach the attention maps whatever the method.
 
     Returns:
-        An `Explanation` (`.to_json()` gives `{"label", "probabilities", "method", "tokens"}`).
+        An `Explanation` (`.to_json()`: `{"label", "probabilities", "method", "target", "tokens"}`, see there).
     """
+    from tfllm import runs
+
     if isinstance(model, (str, os.PathLike)):
         explainer = cached_explainer(os.fspath(model))
     elif isinstance(model, Explainer):
         explainer = model
-    else:
-        explainer = Explainer(model, label_names)
+    else:  # a loaded task: one Explainer per model (a new one each call traced its functions again)
+        label_names = tuple(label_names) if label_names else None
+        explainer = runs.cached_for_model(_BY_MODEL, model, lambda m: Explainer(m, label_names), extra=label_names)
     return explainer.explain(text, method=method, target=target, steps=steps, with_attention=with_attention)
 
 

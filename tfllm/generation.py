@@ -206,8 +206,8 @@ class Generator:
     # --- input checks -------------------------------------------------------
 
     def _check_options(self, prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams, seed=None):
-        if isinstance(prompts, str):
-            raise UserInputError("prompts must be a list of strings, got a single string; wrap it in a list.")
+        runs.texts_argument(prompts, "prompts")
+        prompts = list(prompts)
         if not prompts or len(prompts) > MAX_PROMPTS:
             raise UserInputError(f"Give between 1 and {MAX_PROMPTS} prompts, got {len(prompts)}.")
         for i, prompt in enumerate(prompts, 1):
@@ -220,6 +220,7 @@ class Generator:
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed)
+        return prompts
 
     def encode(self, prompt):
         """Token ids of one prompt (after the start ids), refusing empty prompts and unseen characters."""
@@ -314,10 +315,13 @@ class Generator:
             stream_callback: called as `stream_callback(index, new_text)` while
                 text is produced, in chunks of `STREAM_CHUNK` tokens.
         """
-        self._check_options(prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams, seed)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if any(not s for s in stops):
-            raise UserInputError("Stop strings must not be empty.")
+        prompts = self._check_options(prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams, seed)
+        stops = [stop] if isinstance(stop, str) else list(runs.texts_argument(stop or [], "stop"))
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise UserInputError(f"Stop strings must be non-empty strings, got {stops!r}.")
+        if stream_callback is not None and not callable(stream_callback):
+            raise UserInputError(f"stream_callback must be a function called as f(index, new_text), "
+                                 f"got {type(stream_callback).__name__}.")
         encoded = [self.encode(p) for p in prompts]
         longest = max(len(ids) for ids in encoded)
         if not self.slides and longest >= self.window:  # no room for one new token: "ask for at most 0" was the fix
@@ -426,6 +430,15 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
 _LOADED = {}  # real path of a run directory -> (its files' signature, Generator)
 
 
+_BY_MODEL = {}  # the last few loaded models generate() was given -> their Generators (runs.cached_for_model)
+
+
+def _generator_of(model):
+    if model.preprocessor is None:
+        raise UserInputError("This CausalLM has no preprocessor; pass Generator(model, tokenizer) instead.")
+    return Generator(model, model.preprocessor.tokenizer)
+
+
 def cached_generator(run_dir):
     """The `Generator` of `run_dir`, loaded once per process and kept with its compiled decoding functions.
 
@@ -465,16 +478,23 @@ def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEF
              temperature=SAMPLING_DEFAULTS["temperature"], top_k=SAMPLING_DEFAULTS["top_k"],
              top_p=SAMPLING_DEFAULTS["top_p"], seed=None, stop=None, stream_callback=None,
              num_beams=SAMPLING_DEFAULTS["num_beams"]):
-    """Continues `prompts` with a `Generator` or the model of a run directory.
+    """Continues `prompts` with a `Generator`, the model of a run directory, or a loaded KerasHub `CausalLM`
+    (`keras_hub.models.CausalLM.from_preset(run_dir)`).
 
     See `Generator.generate` for the arguments. Returns the new text per prompt.
     A run directory's model is loaded once per process (`cached_generator`),
-    so later calls reuse it and its compiled decoding functions.
+    and a loaded model's decoding functions are kept, so later calls reuse them.
 
     Example:
     >>> generate("runs/shakespeare", ["ROMEO:"], max_new_tokens=100, sampler="greedy")
     """
-    generator = model_or_run_dir if isinstance(model_or_run_dir, Generator) else cached_generator(model_or_run_dir)
+    if isinstance(model_or_run_dir, Generator):
+        generator = model_or_run_dir
+    elif isinstance(model_or_run_dir, keras_hub.models.CausalLM):  # `CausalLM.from_preset(run_dir)`, kept per model
+        generator = runs.cached_for_model(_BY_MODEL, model_or_run_dir, _generator_of)
+    else:
+        generator = cached_generator(runs.run_dir_argument(model_or_run_dir, "generate",
+                                                           ", a Generator or a KerasHub CausalLM"))
     return generator.generate(prompts, max_new_tokens=max_new_tokens, sampler=sampler, temperature=temperature,
                               top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed, stop=stop,
                               stream_callback=stream_callback)

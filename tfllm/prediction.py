@@ -68,9 +68,8 @@ def classify(run_dir, texts, chunk_size=CHUNK):
 def predict(run_dir, texts):
     """`tfllm predict` from Python: a list of `{"text", "label", "probabilities"}`, one per text, as the
     command prints them; the run is loaded once per process, so calling it in a loop does not reload."""
-    if isinstance(texts, str):  # iterated, one string gave a prediction per character
-        raise UserInputError("predict takes a list of texts, got a single string; wrap it in a list.")
-    return list(classify(os.fspath(run_dir), texts))
+    run_dir = runs.run_dir_argument(run_dir, "predict")
+    return list(classify(run_dir, runs.texts_argument(texts, "predict's texts")))
 
 
 def _refuse_non_strings(texts, offset):

@@ -21,10 +21,12 @@ So `keras_hub.models.TextClassifier.from_preset(RUN_DIR)` (or `CausalLM`,
 is a preset that `--from-preset` starts from.
 """
 
+import collections.abc
 import contextlib
 import fcntl  # POSIX only (Linux, macOS): the run directory's lock; Windows is not supported
 import json
 import os
+import reprlib
 import shlex
 import shutil
 import tempfile
@@ -116,6 +118,39 @@ def load_cached(cache, run_dir, load):
     if hit is None or hit[0] != signature or signature is None:
         cache[key] = (signature, load(run_dir))
     return cache[key][1]
+
+
+def cached_for_model(cache, model, build, extra=(), size=4):
+    """`build(model)` for a model loaded by the caller (and `extra`, what else `build` reads), kept for the
+    last `size` of them (each entry holds its model alive): a notebook's loop over one loaded model compiles
+    its functions once."""
+    key = (id(model), extra)
+    hit = cache.pop(key, None)
+    if hit is None or hit[0] is not model:
+        hit = (model, build(model))
+    cache[key] = hit
+    while len(cache) > size:
+        cache.pop(next(iter(cache)))
+    return hit[1]
+
+
+def run_dir_argument(value, function, others=""):
+    """`value` as a path string, or a one-line error saying what `function` takes (`others`: beside a run
+    directory): None or a loaded model failed deep in os.path with a TypeError."""
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise UserInputError(f"{function} takes the path of a run directory{others}, got {type(value).__name__} "
+                         f"{reprlib.repr(value)}.")
+
+
+def texts_argument(texts, what):
+    """`texts` if it is an iterable of texts to go through, else a one-line error naming `what`: a string
+    went through character by character, a dict by its keys, None was a TypeError."""
+    if isinstance(texts, str):
+        raise UserInputError(f"{what} must be a list of strings, got a single string; wrap it in a list.")
+    if isinstance(texts, (dict, bytes)) or not isinstance(texts, collections.abc.Iterable):
+        raise UserInputError(f"{what} must be a list of strings, got {type(texts).__name__} {reprlib.repr(texts)}.")
+    return texts
 
 
 def read_json(file):

@@ -234,18 +234,22 @@ class Translator:
         return [best[i][1] if i in best else (options[0] if options else "") for i, options in enumerate(candidates)]
 
     def check_sources(self, sources, warn=True):
-        """Refuses what cannot be translated; with `warn` (the interactive path: tokenizing every source costs),
+        """`sources` as a list, refusing what cannot be translated; with `warn` (the interactive path: tokenizing every source costs),
         also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters."""
-        if isinstance(sources, str):
-            raise UserInputError("sources must be a list of strings, got a single string; wrap it in a list.")
+        runs.texts_argument(sources, "sources")
+        sources = list(sources)
+        for i, source in enumerate(sources, 1):
+            if not isinstance(source, str):
+                decode = "; decode it first (source.decode('utf-8'))" if isinstance(source, bytes) else ""
+                raise UserInputError(f"Text {i} to translate is {type(source).__name__}, not a string{decode}.")
         if not sources or len(sources) > MAX_SOURCES:
             raise UserInputError(f"Give between 1 and {MAX_SOURCES} texts to translate, got {len(sources)}.")
-        empty = [i for i, s in enumerate(sources, 1) if not isinstance(s, str) or not s.strip()]
+        empty = [i for i, s in enumerate(sources, 1) if not s.strip()]
         if empty:
             raise UserInputError(f"Text {empty[0]} to translate is empty; give at least one character.")
         if not warn:
-            return
-        ids = self.tokenizer(tf.constant(list(sources)))
+            return sources
+        ids = self.tokenizer(tf.constant(sources))
         if isinstance(ids, tf.RaggedTensor):
             ids = ids.to_list()
         elif not isinstance(ids, list):  # eager KerasHub tokenizers hand back Python lists; a dense tensor is padded
@@ -266,6 +270,7 @@ class Translator:
             if len(unseen):
                 _warn(f"{len(unseen)} source(s) hold text never seen in training (first: {shown(sources[unseen[0]])}); "
                       "it is read as unknown and its translation may be wrong.")
+        return sources
 
     def decode_ids(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
                    temperature=1.0, seed=None, lm=None, lm_weight=0.0):
@@ -332,7 +337,7 @@ class Translator:
                 or not 0 < max_new_tokens <= self.max_new_tokens):
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens} (this model's "
                                  f"longest output), got {max_new_tokens!r}.")
-        self.check_sources(sources, warn=warn)
+        sources = self.check_sources(sources, warn=warn)
         self.batch_size = max(1, int(batch_size))
         if lm is not None and not (isinstance(lm_weight, (int, float)) and lm_weight >= 0):
             raise UserInputError(f"lm_weight must be a number of at least 0, got {lm_weight!r}.")
@@ -404,6 +409,15 @@ def load_translator(run_dir, jit_compile=True):
 _LOADED = {}  # real path of a run directory -> (its files' signature, Translator)
 
 
+_BY_MODEL = {}  # the last few loaded models translate() was given -> their Translators (runs.cached_for_model)
+
+
+def _translator_of(model):
+    if model.preprocessor is None:
+        raise UserInputError("This Seq2SeqLM has no preprocessor; pass Translator(model) of one that has.")
+    return Translator(model)
+
+
 def cached_translator(run_dir):
     """The `Translator` of `run_dir`, loaded once per process and kept with its compiled decoding functions
     (loaded again only when the run directory's files change: a retrained run)."""
@@ -411,7 +425,8 @@ def cached_translator(run_dir):
 
 
 def translate(model_or_run_dir, sources, **options):
-    """Translates `sources` with a `Translator` or the model of a run directory (loaded once per process).
+    """Translates `sources` with a `Translator`, the model of a run directory (loaded once per process) or a
+    loaded KerasHub `Seq2SeqLM` (`keras_hub.models.Seq2SeqLM.from_preset(run_dir)`; its Translator is kept).
 
     See `Translator.translate` for the options.
 
@@ -420,6 +435,9 @@ def translate(model_or_run_dir, sources, **options):
     """
     if isinstance(model_or_run_dir, Translator):
         translator = model_or_run_dir
+    elif isinstance(model_or_run_dir, keras_hub.models.Seq2SeqLM):  # `Seq2SeqLM.from_preset(run_dir)`, kept per model
+        translator = runs.cached_for_model(_BY_MODEL, model_or_run_dir, _translator_of)
     else:
-        translator = cached_translator(model_or_run_dir)
+        translator = cached_translator(runs.run_dir_argument(model_or_run_dir, "translate",
+                                                             ", a Translator or a KerasHub Seq2SeqLM"))
     return translator.translate(sources, **options)
