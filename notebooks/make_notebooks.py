@@ -25,7 +25,8 @@ SETUP = """\
 %matplotlib inline
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the notebook
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines (TensorFlow 2.21
+# still prints INFO lines as it loads, tensorflow/tensorflow#66750: see docs/architecture.md)
 import tfllm  # before TensorFlow: without a GPU, no failed CUDA probe in the log"""
 
 
