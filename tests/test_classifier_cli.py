@@ -88,6 +88,14 @@ def test_predict_and_evaluate_commands(cli_run, capsys):
         assert refused.returncode == 2 and f"{flag} {value}: 'rotten_tomatoes' is the run's own data" in refused.stderr
     own = main_in_process(capsys, "evaluate", run_dir, "--split-column", "split", "--text-column", "text")
     assert own.returncode == 0 and json.loads(own.stdout) == report
+    # From Python: the same report (there was no tfllm.evaluate), and options the task does not read refused.
+    import tfllm
+
+    assert json.loads(json.dumps(tfllm.evaluate(run_dir, split="test"))) == report
+    with pytest.raises(tfllm.UserInputError, match="--memory train is not for a text classifier"):
+        tfllm.evaluate(run_dir, memory="train")
+    with pytest.raises(tfllm.UserInputError, match="evaluate takes no option 'splt'"):
+        tfllm.evaluate(run_dir, splt="val")
 
 
 def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, tmp_path, capsys):

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     {"__main__"},  # `python -m tfllm`: runs the CLI
     {"cli"},
-    {"training", "prediction", "fast_generation", "fast_classification", "explanations", "translation", "tuning"},  # task modules
+    {"training", "prediction", "scoring", "fast_generation", "fast_classification", "explanations", "translation",
+     "tuning"},  # task modules
     {"export", "serving"},
     # `generation` is the decoding library of a causal LM (samplers, KerasHub's cached loop, a loaded
     # run's Generator): exports compile it into their graphs, so it sits with the models.

@@ -34,6 +34,7 @@ _EXPORTS = {
     "load_task": "tfllm.runs",
     "explain": "tfllm.explanations",
     "predict": "tfllm.prediction",
+    "evaluate": "tfllm.scoring",
     "generate": "tfllm.generation",
     "translate": "tfllm.translation",
     "Explainer": "tfllm.explanations",

@@ -139,103 +139,13 @@ def _train(config):
         train_causal_lm(config)
 
 
-EVALUATE_FLAGS = {  # evaluate's flags -> the tasks whose evaluation reads them ("generate": causal pretraining too)
-    "--text-column": ("classify", "generate"), "--label-column": ("classify",),
-    "--split-column": ("classify", "translate"), "--source-column": ("translate",), "--target-column": ("translate",),
-    "--split": ("classify", "translate"), "--memory": ("translate",), "--lm": ("translate",),
-    "--input-method": ("translate",),
-}
-
-
-def _check_evaluate_flags(args, task):
-    """Refuses a flag the run's task does not read: it was ignored without a word (`--split train` on a
-    generator scored its validation text; `--memory` on a classifier changed nothing)."""
-    from tfllm import runs
-    from tfllm.errors import UserInputError
-
-    kind = "generate" if task == "pretrain" else task
-    for flag, tasks in EVALUATE_FLAGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value in (None, False) or kind in tasks:
-            continue
-        if flag == "--split" and kind == "generate" and value == "val" and not args.data:
-            continue  # what it scores: the run's validation text
-        what = ("scores its run's validation text, or all of --data" if flag == "--split" and kind == "generate"
-                else "does not read it")
-        given = flag if value is True else f"{flag} {value}"
-        raise UserInputError(f"{given} is not for {runs.TASK_NAMES.get(task, task)} ({args.run_dir!r}): its evaluation "
-                             f"{what}; leave {flag} out.")
-    if args.split is None:
-        args.split = "test"
-
-
 def cmd_evaluate(args):
-    from tfllm import runs
+    from tfllm.scoring import evaluate
 
-    task = runs.task_of(args.run_dir)
-    _check_evaluate_flags(args, task)
-    if task == "translate":
-        from tfllm.training.seq2seq import evaluate_run as evaluate_translation
-
-        print(json.dumps(evaluate_translation(args.run_dir, data=args.data, source_column=args.source_column,
-                                              target_column=args.target_column, split_column=args.split_column,
-                                              split=args.split, memory=args.memory, lm=args.lm,
-                                              input_method=args.input_method), indent=2, ensure_ascii=False))
-        return
-    if task != "classify":
-        from tfllm.training.causal_lm import evaluate_run
-
-        print(json.dumps(evaluate_run(args.run_dir, data=args.data, text_column=args.text_column), indent=2))
-        return
-    from tfllm.config import TrainConfig
-    from tfllm.datasets import BUNDLED, load_classification_data, same_data
-    from tfllm.errors import UserInputError
-    from tfllm.evaluation import classification_report
-    from tfllm.runs import loading
-    from tfllm.training.classifier import load_run, predict_probabilities, refuse_folder_columns, run_data
-
-    with loading(args.run_dir):
-        model, label_names, _ = load_run(args.run_dir)
-    config = TrainConfig.from_dict(runs.read_config(args.run_dir))
-    other = bool(args.data) and not same_data(args.data, config.data)
-    copy = other and runs.holds_training_data(args.run_dir, args.data)
-    if copy:  # all of it was scored, the rows the model trained on too, for a figure far above the truth
-        print(f"{args.data!r} holds the run's training data ({config.data!r}, byte for byte): scoring the run's "
-              f"own {args.split} split of it, never a row it trained on.", file=sys.stderr)
-    if other and not copy:
-        refuse_folder_columns(args.data, [(flag, value, None) for flag, value in (
-            ("--text-column", args.text_column), ("--label-column", args.label_column),
-            ("--split-column", args.split_column))])
-        # Another file, in the run's columns unless told, and its rows of the run's --labels (the others
-        # were refused as labels the model was not trained on): its --split where it names splits, else all of it.
-        data = load_classification_data(args.data, text_column=args.text_column or config.text_column,
-                                        label_column=args.label_column or config.label_column,
-                                        split_column=args.split_column, labels=config.labels, label_names=label_names,
-                                        val_fraction=0.0, test_fraction=0.0 if args.split_column else 1.0)
-        if args.split != "test" and not args.split_column:  # all of the file was scored as if it were that split
-            raise UserInputError(f"--split {args.split} needs --split-column, the column of {args.data!r} that says "
-                                 "which rows are train, val or test; without it all of the file is scored.")
-        split = getattr(data, args.split) if args.split_column else data.test
-        if not len(split):
-            raise UserInputError(f"{args.data!r} has no rows with split {args.split!r} in column {args.split_column!r}.")
-    else:  # exactly the training run's split (its rows, seed and labels): never a row it trained on
-        # Other columns were ignored without a word: the run's own data is read as it was trained on.
-        split_column = config.split_column or BUNDLED.get(config.data, (None, {}))[1].get("split_column")
-        for flag, given, own, how in (
-                ("--text-column", args.text_column, config.text_column, f"texts from column {config.text_column!r}"),
-                ("--label-column", args.label_column, config.label_column, f"labels from {config.label_column!r}"),
-                ("--split-column", args.split_column, split_column,
-                 f"split by column {split_column!r}" if split_column else "split by the run's seed")):
-            if given and given != own:
-                raise UserInputError(f"{flag} {given}: {config.data!r} is the run's own data, read as the run read it "
-                                     f"({how}); leave {flag} out, or score another file with --data.")
-        split = getattr(run_data(args.run_dir, args.data if copy else None), args.split)
-        if args.split == "val" and "val" in runs.read_json(runs.path(args.run_dir, runs.METRICS)).get(
-                "ngram_tables_from", []):
-            print("Note: this run's n-gram tables counted its validation texts once its blend was fitted "
-                  "(refit_on_validation), so these val figures are in-sample; metrics.json's val figures were "
-                  "measured before that. --split test is the held-out figure.", file=sys.stderr)
-    report = classification_report(split.labels, predict_probabilities(model, split.texts), label_names)
+    report = evaluate(args.run_dir, data=args.data, split=args.split, text_column=args.text_column,
+                      label_column=args.label_column, split_column=args.split_column,
+                      source_column=args.source_column, target_column=args.target_column, memory=args.memory,
+                      lm=args.lm, input_method=args.input_method)
     print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
 
 

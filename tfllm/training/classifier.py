@@ -11,6 +11,7 @@ The run directory's layout is `tfllm.runs`'s.
 
 import dataclasses
 import os
+import sys
 import time
 
 import keras
@@ -18,8 +19,9 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.datasets import (balanced_class_weight, describe, split_as_trained, warn_about_duplicates,
-                            warn_about_imbalance, warn_about_labels)
+from tfllm.config import TrainConfig
+from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
+                            split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels)
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -301,8 +303,6 @@ def load_run(run_dir):
 def run_data(run_dir, data=None):
     """A finished run's data, split as its training split it (same seed, rows and labels); `data`: a copy of
     its file at another path (`runs.holds_training_data`), read instead of the recorded path."""
-    from tfllm.config import TrainConfig
-
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     if data is not None:
         config = dataclasses.replace(config, data=data)
@@ -347,6 +347,56 @@ def refuse_folder_columns(data, flags):
             if value != default:
                 raise UserInputError(f"{flag} {value} does not apply to the folder {os.fspath(data)!r}: its texts "
                                      "are its .txt files and their labels the sub-folders' names; leave it out.")
+
+
+def evaluate_run(run_dir, data=None, split="test", text_column=None, label_column=None, split_column=None):
+    """The metrics report (`evaluation.classification_report`) of a finished classification run on a split of
+    its own data, split exactly as its training split it (never a row it trained on), or on another file
+    `data`: all of it, or its `split` where `split_column` names each row's."""
+    if split not in ("train", "val", "test"):
+        raise UserInputError(f"Unknown split {split!r}; choose train, val or test.")
+    with runs.loading(run_dir):
+        model, label_names, _ = load_run(run_dir)
+    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    other = bool(data) and not same_data(data, config.data)
+    copy = other and runs.holds_training_data(run_dir, data)
+    if copy:  # all of it was scored, the rows the model trained on too, for a figure far above the truth
+        print(f"{data!r} holds the run's training data ({config.data!r}, byte for byte): scoring the run's "
+              f"own {split} split of it, never a row it trained on.", file=sys.stderr)
+    if other and not copy:
+        refuse_folder_columns(data, [(flag, value, None) for flag, value in (
+            ("--text-column", text_column), ("--label-column", label_column),
+            ("--split-column", split_column))])
+        # Another file, in the run's columns unless told, and its rows of the run's --labels (the others
+        # were refused as labels the model was not trained on): its --split where it names splits, else all of it.
+        table = load_classification_data(data, text_column=text_column or config.text_column,
+                                         label_column=label_column or config.label_column,
+                                         split_column=split_column, labels=config.labels, label_names=label_names,
+                                         val_fraction=0.0, test_fraction=0.0 if split_column else 1.0)
+        if split != "test" and not split_column:  # all of the file was scored as if it were that split
+            raise UserInputError(f"--split {split} needs --split-column, the column of {data!r} that says "
+                                 "which rows are train, val or test; without it all of the file is scored.")
+        rows = getattr(table, split) if split_column else table.test
+        if not len(rows):
+            raise UserInputError(f"{data!r} has no rows with split {split!r} in column {split_column!r}.")
+    else:  # exactly the training run's split (its rows, seed and labels): never a row it trained on
+        # Other columns were ignored without a word: the run's own data is read as it was trained on.
+        own_split = config.split_column or BUNDLED.get(config.data, (None, {}))[1].get("split_column")
+        for flag, given, own, how in (
+                ("--text-column", text_column, config.text_column, f"texts from column {config.text_column!r}"),
+                ("--label-column", label_column, config.label_column, f"labels from {config.label_column!r}"),
+                ("--split-column", split_column, own_split,
+                 f"split by column {own_split!r}" if own_split else "split by the run's seed")):
+            if given and given != own:
+                raise UserInputError(f"{flag} {given}: {config.data!r} is the run's own data, read as the run read it "
+                                     f"({how}); leave {flag} out, or score another file with --data.")
+        rows = getattr(run_data(run_dir, data if copy else None), split)
+        if split == "val" and "val" in runs.read_json(runs.path(run_dir, runs.METRICS)).get(
+                "ngram_tables_from", []):
+            print("Note: this run's n-gram tables counted its validation texts once its blend was fitted "
+                  "(refit_on_validation), so these val figures are in-sample; metrics.json's val figures were "
+                  "measured before that. --split test is the held-out figure.", file=sys.stderr)
+    return classification_report(rows.labels, predict_probabilities(model, rows.texts), label_names)
 
 
 def command_data(config, preset):
