@@ -26,9 +26,12 @@ def main() -> None:
     for client in (RestClient(args.host, args.rest_port, auth_token=token),
                    GrpcClient(args.host, args.grpc_port, auth_token=token)):
         print(f"--- {type(client).__name__}")
-        print(json.dumps(client.status("reviews")))
-        print(json.dumps(client.predict("reviews", instances=reviews)))
-        print(json.dumps(client.predict("reviews", {"text": reviews}, label="stable")))
+        try:
+            print(json.dumps(client.status("reviews")))
+            print(json.dumps(client.predict("reviews", instances=reviews)))
+            print(json.dumps(client.predict("reviews", {"text": reviews}, label="stable")))
+        except ServingError as e:  # e.g. [401] without the server's token, [404] before reviews is exported
+            print(f"reviews: {e}")
         try:
             # "greedy" takes the prompt and the length; serving_default also every decoding option
             # (temperature, top_k, top_p, seed), one value per prompt, as serving/requests.sh sends them.

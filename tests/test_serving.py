@@ -304,6 +304,15 @@ def test_classify_regress_and_multi_inference_are_refused_clearly(server, grpc_c
     with pytest.raises(grpc.RpcError) as info:
         stub.Classify(classify, timeout=10)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # A request without a model spec: TF Serving's INVALID_ARGUMENT "Missing ModelSpec" (was NOT_FOUND, model '').
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2
+
+    for call, request in ((stub.Predict, predict_pb2.PredictRequest()),
+                          (model_service_pb2_grpc.ModelServiceStub(grpc_client._channel).GetModelStatus,
+                           get_model_status_pb2.GetModelStatusRequest())):
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10)
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
 
 
 def _raw(port, method, path, body=None, headers=None):

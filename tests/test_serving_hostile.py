@@ -377,6 +377,21 @@ def test_a_busy_port_fails_before_loading_models(busy, savedmodels):
     assert time.monotonic() - start < 60
 
 
+def test_a_port_held_by_a_server_still_loading_its_models_is_busy():
+    """A server binds its REST port before its models load (seconds to minutes). The socket was bound but not
+    listening then, and Linux lets a second SO_REUSEADDR socket bind such a port: a second `tfllm serve`
+    took it, and the first one's REST clients were answered by the second one's models."""
+    from tfllm.errors import UserInputError
+    from tfllm.serving.server import bind_socket
+
+    first = bind_socket("127.0.0.1", 0)
+    try:
+        with pytest.raises(UserInputError, match=f"Cannot bind REST to 127.0.0.1:{first.getsockname()[1]}"):
+            bind_socket("127.0.0.1", first.getsockname()[1]).close()
+    finally:
+        first.close()
+
+
 # --- item 13: bearer token and Host check --------------------------------------------
 
 
@@ -499,6 +514,14 @@ def test_sample_requests_send_the_token_from_the_environment(token_server):
                           "--grpc-port", str(token_server["grpc"])], env=env,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.count('"label"') >= 4 and "bearer token" not in out
+    # Without the token: one line a client, not a traceback (the reviews calls did not catch it).
+    env.pop("TFLLM_AUTH_TOKEN")
+    refused = subprocess.run([sys.executable, os.path.join(serving, "request.py"), "--host", "127.0.0.1",
+                              "--rest-port", str(token_server["rest"]), "--grpc-port", str(token_server["grpc"])],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 0 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert "reviews: [401] Missing or wrong bearer token" in refused.stdout, refused.stdout
+    assert "reviews: [UNAUTHENTICATED] Missing or wrong bearer token" in refused.stdout
 
 
 @pytest.mark.parametrize("bind,allowed,host,ok", [

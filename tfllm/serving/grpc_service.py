@@ -75,6 +75,9 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
         # Every refusal becomes a gRPC status; the server itself never fails.
         def wrapper(self, request, context):
             try:
+                # As TF Serving's: a request without a model spec was looked up as model ''.
+                if "model_spec" in request.DESCRIPTOR.fields_by_name and not request.HasField("model_spec"):
+                    raise RequestError("Missing ModelSpec")
                 return method(self, request, context)
             except RequestError as e:
                 code = (getattr(grpc.StatusCode, e.grpc_code) if e.grpc_code

@@ -88,6 +88,10 @@ def bind_socket(host: str, port: int, protocol: str = "REST", flag: str = "--por
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         sock.bind(address)
+        # Listening at once: Linux lets a second SO_REUSEADDR socket bind a port whose sockets are bound
+        # but not listening, so a second `tfllm serve` took the REST port while the first loaded its
+        # models. Requests that arrive meanwhile wait in the backlog and are answered once serving starts.
+        sock.listen(2048)  # uvicorn's default backlog
     except OSError as e:
         sock.close()
         raise UserInputError(f"Cannot bind {protocol} to {host}:{port} ({e.strerror or e}); pick "
