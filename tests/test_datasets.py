@@ -486,3 +486,57 @@ def test_probabilities_that_are_not_numbers_are_refused_naming_the_row_and_colum
         roc_auc([0, 1, 1], [0.3, 0.9, "x"])
     # Numbers written as text are numbers, as before.
     assert classification_report([0, 1], [[0.2, 0.8], ["0.9", "0.1"]], ["neg", "pos"])["accuracy"] == 0.0
+
+
+def test_a_text_too_short_for_a_language_model_names_a_length_that_is_enough(tmp_path):
+    """The message asked for 142 characters, and 142 were refused again (the validation tenth was short)."""
+    from tfllm.datasets.text import load_text_corpus
+
+    (tmp_path / "short.txt").write_text("abcdefghij klmnop " * 3)
+    with pytest.raises(UserInputError, match=r"too short .* give it at least (\d+) characters") as error:
+        load_text_corpus(str(tmp_path / "short.txt"))
+    enough = int(re.search(r"at least (\d+)", str(error.value))[1])
+    (tmp_path / "enough.txt").write_text(("abcdefghij klmnop " * 20)[:enough])
+    train, val = load_text_corpus(str(tmp_path / "enough.txt"))
+    assert len(train) + len(val) == enough
+    (tmp_path / "less.txt").write_text(("abcdefghij klmnop " * 20)[:enough - 1])
+    with pytest.raises(UserInputError, match=f"at least {enough} characters"):
+        load_text_corpus(str(tmp_path / "less.txt"))
+
+
+def test_rows_left_out_by_labels_or_added_by_max_rows_are_said(tmp_path, capsys):
+    rows = ROWS + [(f"shouted {i}", "POS") for i in range(10)]
+    data = load_classification_data(write_csv(tmp_path / "d.csv", rows), labels=["neg", "pos"])
+    assert data.label_names == ["neg", "pos"]
+    err = capsys.readouterr().err  # the 10 "POS" rows went without a word
+    assert "--labels keeps 60 of 70 rows; left out: the labels ['POS'] ('POS' differ only in case or spaces" in err
+    # --max-rows keeps 2 rows of a class whose share is less: 22 rows for --max-rows 20, said.
+    rows = [(f"bad {i}", "neg") for i in range(300)] + [(f"good {i}", "pos") for i in range(5)]
+    data = load_classification_data(write_csv(tmp_path / "i.csv", rows), max_rows=20)
+    kept = sum(len(s) for s in (data.train, data.val, data.test))
+    assert kept > 20 and f"--max-rows 20 keeps {kept} rows: at least 2 of each class" in capsys.readouterr().err
+
+
+def test_pretraining_reads_a_labelled_folders_subfolders(tmp_path):
+    from tfllm.datasets.text import load_documents
+
+    for label in ("pos", "neg"):
+        (tmp_path / "reviews" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "reviews" / label / f"{i}.txt").write_text(f"a {label} review {i}\n")
+    (tmp_path / "reviews" / ".cache").mkdir()
+    (tmp_path / "reviews" / ".cache" / "x.txt").write_text("not data\n")
+    train, val = load_documents(str(tmp_path / "reviews"))  # was "has no .txt files"
+    assert sorted(train + val) == sorted(f"a {label} review {i}" for label in ("pos", "neg") for i in range(3))
+
+
+def test_a_jsonl_row_without_the_text_key_is_named_as_that_rows_gap(tmp_path):
+    from tfllm.datasets import read_texts
+
+    (tmp_path / "first.jsonl").write_text('{"label": "pos"}\n{"text": "a fine film"}\n')
+    with pytest.raises(UserInputError, match="data row 1 has no text column 'text'; its columns are \\['label'\\]. "
+                       "Give that row a 'text', or pass --text-column"):
+        list(read_texts(str(tmp_path / "first.jsonl")))
+    (tmp_path / "later.jsonl").write_text('{"text": "a fine film"}\n{"label": "pos"}\n')
+    with pytest.raises(UserInputError, match="data row 2 has no text column 'text'.*Give it one, or remove the row"):
+        list(read_texts(str(tmp_path / "later.jsonl")))

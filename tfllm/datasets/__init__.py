@@ -127,8 +127,16 @@ def read_texts(path, text_column="text", blank_lines=False):
     elif base.endswith((".csv", ".tsv", ".jsonl", ".json")):
         for number, row in enumerate(iter_rows(path, empty_fix, text_column), 1):
             if text_column not in row:
+                # A JSON row's keys are its own: one without the key may be that row's gap, not the wrong
+                # --text-column (a CSV's header names every row's columns).
+                if number > 1:
+                    fix = "Give it one, or remove the row."
+                elif base.endswith((".jsonl", ".json")):
+                    fix = f"Give that row a {text_column!r}, or pass --text-column naming the key of the texts."
+                else:
+                    fix = "Pass --text-column with one of them."
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
-                                     f"are {sorted(row)}. Pass --text-column with one of them.")
+                                     f"are {sorted(row)}. {fix}")
             text = "" if row[text_column] is None else str(row[text_column])
             if not text.strip():
                 raise UserInputError(f"{path!r} data row {number} has an empty {text_column!r}; fill it in or "
@@ -413,6 +421,7 @@ def load_classification_data(
     """
     if isinstance(source, os.PathLike):  # a notebook's pathlib.Path: the file or folder it names
         source = os.fspath(source)
+    asked = bool(labels)  # the caller's --labels, not a bundled dataset's own choice (said when it drops rows)
     if source in BUNDLED:
         filename, options = BUNDLED[source]
         path = bundled_path(filename)
@@ -481,7 +490,16 @@ def load_classification_data(
                 f"The labels asked for ({labels}) include {problem}; {path!r} has the labels "
                 f"{in_data[:20]}{' ...' if len(in_data) > 20 else ''}. Name some of those, once each, exactly as "
                 f"written{commas}.")
-        keep = [i for i in keep if raw_labels[i] in labels]
+        kept = [i for i in keep if raw_labels[i] in labels]
+        left_out = sorted({raw_labels[i] for i in keep} - set(labels), key=_label_order)
+        variants = [label for label in left_out if " ".join(label.casefold().split()) in
+                    {" ".join(kept_label.casefold().split()) for kept_label in labels}]
+        if left_out and asked and not scoring and kept:  # the others' rows went without a word, case variants too
+            print(f"tfllm: --labels keeps {len(kept)} of {len(keep)} rows; left out: the labels "
+                  f"{left_out[:10]}{' ...' if len(left_out) > 10 else ''}"
+                  + (f" ({', '.join(map(repr, variants[:5]))} differ only in case or spaces from the labels kept: "
+                     "write them one way to keep their rows)" if variants else "") + ".", file=sys.stderr)
+        keep = kept
         if not keep:  # a scored file without a row of the model's labels
             raise UserInputError(f"{path!r} has no rows labelled {', '.join(map(repr, labels))} in column "
                                  f"{label_column!r}; its labels are {in_data[:20]}.")
@@ -512,6 +530,11 @@ def load_classification_data(
         fraction = max_rows / len(keep)
         rng = random.Random(seed)
         keep = sorted(i for v in by_label.values() for i in rng.sample(v, min(len(v), max(2, round(len(v) * fraction)))))
+        if len(keep) > max_rows:  # a class's share below 2 rows is raised to 2, so that it can be split at all
+            small = sorted((label for label, v in by_label.items() if round(len(v) * fraction) < 2), key=_label_order)
+            print(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class (fewer rows "
+                  f"would leave out {', '.join(map(repr, small[:5]))}{' ...' if len(small) > 5 else ''}).",
+                  file=sys.stderr)
 
     if splits is not None:
         named = {name: [] for name in SPLITS}

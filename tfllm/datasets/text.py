@@ -111,12 +111,20 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
     else:
         text = read_text_file(path, f"Point {flag} at a file with text.")
         train, val = _split_text(text, val_fraction)
-    if len(train) < MIN_CHARACTERS or len(val) < MIN_CHARACTERS // 4:
+    if not _long_enough(train, val):
+        # The least text whose split passes (a figure from a formula was refused again at its length).
+        need = len(train) + len(val) + 1
+        while not _long_enough(*_split_text("x" * need, val_fraction)):
+            need += 1
         raise UserInputError(
             f"{flag} {path!r} is too short to train a language model ({len(train) + len(val)} characters); "
-            f"give it at least {int(MIN_CHARACTERS / (1 - val_fraction)) * 2} characters of text."
+            f"give it at least {need} characters of text."
         )
     return train, val
+
+
+def _long_enough(train, val):
+    return len(train) >= MIN_CHARACTERS and len(val) >= MIN_CHARACTERS // 4
 
 
 def _split_text(text, val_fraction):
@@ -166,7 +174,7 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
         name_or_path: a bundled corpus (`zh_news`, `shakespeare`) or labelled
             dataset (`rotten_tomatoes`: its training split's texts, labels
             ignored), a `.txt`/`.txt.gz` file (one document per line), a folder
-            of `.txt` files (each line of each file a document), or a
+            of `.txt` files, its subfolders too (each line of each file a document), or a
             `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`) with a `text_column`.
             Where the data has a split column, only its training rows are read.
         text_column: column of a CSV/JSONL file (default `"text"`).
@@ -211,11 +219,16 @@ def _document_lines(path, column, empty_fix):
     file or of a folder's .txt files, or a CSV/JSONL column's texts (of its training rows, where it has a
     split column)."""
     if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if f.endswith((".txt", ".txt.gz")) and not hidden(f))
+        # Subfolders too: a classifier's folder of one subfolder of .txt files per label was "no .txt files".
+        files = []
+        for root, folders, names in os.walk(path):
+            folders[:] = [f for f in folders if not hidden(f)]
+            files += [os.path.join(root, f) for f in names if f.endswith((".txt", ".txt.gz")) and not hidden(f)]
         if not files:
-            raise UserInputError(f"Folder {path!r} has no .txt files; put one document per line in .txt files there.")
-        for name in files:
-            for line in read_lines(os.path.join(path, name), empty_fix):
+            raise UserInputError(f"Folder {path!r} has no .txt files (nor its subfolders); put one document per line "
+                                 "in .txt files there.")
+        for file in sorted(files):
+            for line in read_lines(file, empty_fix):
                 yield from line.splitlines()  # as the whole text's splitlines: read_lines ends lines at "\n"
     elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
         rows = iter_rows(path, empty_fix, column)
