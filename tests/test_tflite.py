@@ -88,6 +88,9 @@ def test_models_lists_and_prunes_tflite_versions(exports, tmp_path, capsys):
     assert ids["inputs"] == {"token_ids": {"dtype": "int32", "shape": [None, ids["inputs"]["token_ids"]["shape"][1]]},
                              "code_points": {"dtype": "int32", "shape": [None, ids["inputs"]["code_points"]["shape"][1]]}}
     assert ids["outputs"]["probabilities"]["dtype"] == "float32"
+    # The strings-in model beside it is listed too (only model.tflite was).
+    text = versions[1]["signatures"]["model_text.tflite:serving_default"]
+    assert text["inputs"] == {"text": {"dtype": "string", "shape": [None]}} and "probabilities" in text["outputs"]
     assert "not a TFLite file" in versions[3]["error"] and versions[3]["signatures"] == {}
     assert "error" in versions[4] and versions[4]["signatures"] == {}
     assert main(["models", str(copy)]) == 0

@@ -48,7 +48,7 @@ from tfllm.datasets import BUNDLED, split_as_trained
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_runtime import (SIGNATURE, convert_saved_model, load_interpreter, run_signature,
                                          vocabulary_sources)
-from tfllm.export.versioning import write_out
+from tfllm.export.versioning import TFLITE_TEXT_FILE, write_out
 
 # Full-integer quantization calibrates activation ranges on examples; with
 # fewer than this the ranges are guesses and accuracy falls apart.
@@ -56,7 +56,7 @@ MIN_CALIBRATION_EXAMPLES = 100
 CALIBRATION_EXAMPLES = 300
 PARITY_TEXTS = 64  # texts of the vocabulary that parity.json compares on when the run's data cannot be read
 IDS_FILE = "model.tflite"
-TEXT_FILE = "model_text.tflite"
+TEXT_FILE = TFLITE_TEXT_FILE
 
 
 # --------------------------------------------------------------------------- conversion

@@ -33,6 +33,7 @@ logger = logging.getLogger("tfllm.export")
 # The file a TFLite export's version folder holds (the tflite_* export modules write it); TF Serving
 # cannot serve it, but `tfllm models` lists it and `--keep` prunes it.
 TFLITE_FILE = "model.tflite"
+TFLITE_TEXT_FILE = "model_text.tflite"  # a WordPiece classifier's strings-in model beside it (tflite_classifier)
 
 
 def is_model_name(name):

@@ -129,7 +129,8 @@ def list_models(base_path: str) -> list[dict]:
         One dict per model, sorted by name: `{"name", "versions": [{"version",
         "path", "format", "size_bytes", "signatures": {sig: {"inputs",
         "outputs"}}}]}` with versions newest first; `format` is
-        `saved_model` or `tflite` (the signatures of `model.tflite`). A
+        `saved_model` or `tflite` (the signatures of `model.tflite`, and of
+        `model_text.tflite` as `"model_text.tflite:NAME"` where it is there). A
         version that cannot load (a garbage `saved_model.pb`, missing
         variables, a truncated `model.tflite`) is listed with an `"error"`
         and no signatures.
@@ -166,7 +167,8 @@ def describe_tflite_signatures(model_path: str) -> dict[str, dict]:
 
     def tensors(details):
         # A dimension the file leaves open (the batch) is -1 in `shape_signature`.
-        return {name: {"dtype": np.dtype(d["dtype"]).name,
+        # Strings as the SavedModels' listing names them (NumPy calls TFLite's string "bytes").
+        return {name: {"dtype": "string" if np.dtype(d["dtype"]).kind in "SO" else np.dtype(d["dtype"]).name,
                        "shape": [None if n < 0 else int(n) for n in d["shape_signature"]]}
                 for name, d in sorted(details.items())}
 
@@ -192,6 +194,10 @@ def _describe_version(version: int, path: str) -> dict:
         try:
             if tflite:
                 entry["signatures"] = describe_tflite_signatures(os.path.join(path, TFLITE_FILE))
+                text_model = os.path.join(path, versioning.TFLITE_TEXT_FILE)
+                if os.path.isfile(text_model):  # strings in: listed too, under its file's name
+                    entry["signatures"].update({f"{versioning.TFLITE_TEXT_FILE}:{name}": io for name, io in
+                                                describe_tflite_signatures(text_model).items()})
             else:
                 entry["signatures"] = describe_signatures(path)
         except Exception as e:  # noqa: BLE001 - one broken version must not hide the rest
