@@ -318,6 +318,40 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         assert main(["generate", "--tflite", os.path.join(directory, "parity.json"), "ROMEO:"]) == 2
         err = capsys.readouterr().err
         assert "parity.json' cannot be read as a TFLite model" in err and err.count("\n") == 1, err
+        # An app's loop, written from metadata.json's "loop" and vocabulary.json alone (the ids were only in
+        # KerasHub's tokenizer files), gives the same text, past the window too.
+        assert _documented_loop(directory, "ROMEO:", 40) == keras_text
+
+
+def _documented_loop(directory, prompt, max_new_tokens):
+    from tfllm.export.tflite_runtime import load_interpreter
+
+    with open(os.path.join(directory, "metadata.json")) as f:
+        meta = json.load(f)
+    with open(os.path.join(directory, "vocabulary.json")) as f:
+        vocabulary = json.load(f)
+    window, keep, special = meta["sequence_length"], meta["window_keep"], meta["special_token_ids"]
+    interpreter = load_interpreter(model_path=os.path.join(directory, "model.tflite"))
+    prefill, decode = interpreter.get_signature_runner("prefill"), interpreter.get_signature_runner("decode")
+
+    def fill(ids):  # "prefill(the prompt's ids, zero-padded)"
+        padded = np.zeros([1, window], np.int32)
+        padded[0, :len(ids)] = ids
+        return prefill(token_ids=padded)["cache"]
+
+    ids, new = [vocabulary.index(c) for c in prompt], []
+    cache, index = fill(ids), len(ids) - 1
+    while len(new) < max_new_tokens:
+        if index == window:  # "prefill the window_keep ids before the last one, decode the last at index keep"
+            cache, index = fill(ids[-1 - keep:-1]), keep
+        out = decode(token_id=np.array([[ids[-1]]], np.int32), cache=cache, index=np.array(index, np.int32))
+        cache, logits = out["cache"], np.array(out["logits"][0])
+        logits[[i for i in special["all"] if i != special["end"]]] = -np.inf
+        token = int(np.argmax(logits))
+        if token == special["end"]:
+            break
+        ids, new, index = ids + [token], new + [token], index + 1
+    return "".join(vocabulary[i] for i in new)
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter
 from tfllm.export.versioning import write_out
 
 MODEL_FILE = "model.tflite"
+VOCABULARY_FILE = "vocabulary.json"  # the token of each id, beside it
 PARITY_TOKENS = 100
 
 
@@ -236,6 +237,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     from tfllm.datasets.text import load_run_text
     from tfllm.generation import load_generator, sample_prompt
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
+    from tfllm.tokenizers import CharacterTokenizer
 
     # No XLA: the reference is the plain TF graph of the same computation.
     keras_generator = load_generator(run_dir, jit_compile=False, dtype="float32")
@@ -256,6 +258,8 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     with open(path, "wb") as f:
         f.write(content)
     keras_generator.tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
+    # The token of each id, for an app that is not Python (the preset's files are KerasHub's format).
+    runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(keras_generator.tokenizer.get_vocabulary()))
     window, cache_shape = cache_layout(model)
     vocabulary = model.backbone.vocabulary_size
     cache = f"float32{cache_shape}"
@@ -265,7 +269,8 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             "task": "generate",
             "quantize": quantize,
             "sequence_length": window,
-            "window_keep": getattr(model, "window_keep", None),
+            # What the loop re-encodes when the window is full (the model's None: all but one position).
+            "window_keep": (getattr(model, "window_keep", None) or window - 1) if keras_generator.slides else None,
             "slides": keras_generator.slides,
             "vocabulary_size": vocabulary,
             "special_token_ids": {"end": keras_generator.end_id, "unknown": keras_generator.unk_id,
@@ -282,6 +287,16 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
                 },
             },
             "tokenizer": "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)",
+            "token_ids": f"{VOCABULARY_FILE}: the token of each id (id = index)"
+                         + ("; a character tokenizer's tokens are single characters" if isinstance(
+                             keras_generator.tokenizer, CharacterTokenizer) else ""),
+            "loop": "greedy, as tfllm generate --tflite runs it: prefill(the prompt's ids, zero-padded); then, n = "
+                    "the number of ids so far, decode(token_id = the last id, cache, index = n - 1) gives the next "
+                    "id's logits (skip the special ids but the end id; stop at the end id) and the cache for the "
+                    "next step. " + (f"When index would reach {window}, prefill the {getattr(model, 'window_keep', None) or window - 1} ids "
+                                     "before the last one and decode the last one at index = their number."
+                                     if keras_generator.slides
+                                     else f"The window ends at {window} ids: stop there."),
         },
     )
 

@@ -289,6 +289,10 @@ def export_classifier_files(run_dir, config, directory, quantize):
                         },
                         "custom_ops": "TF Text: FastBertNormalize, FastWordpieceTokenizeWithOffsets, RaggedTensorToTensor"
                                       + (", Utf8Binarize" if "code_points" in model.input else ""),
+                        # tf.lite.Interpreter takes no op registerers: "unresolved custom op: FastBertNormalize".
+                        "runtime": "LiteRT with TF Text's ops registered, e.g. ai_edge_litert.interpreter."
+                                   "InterpreterWithCustomOps(model_path=..., custom_op_registerers="
+                                   "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS); model.tflite needs none",
                     }
                 }
                 if has_text_model
