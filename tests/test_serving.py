@@ -472,9 +472,11 @@ def test_new_versions_and_models_are_picked_up(server, savedmodels, rest, grpc_c
     # Pruning renames a version away first; the server then drops it.
     assert prune(str(savedmodels), "hotswap", keep=1) == [1]
     deadline = time.monotonic() + 10
-    while rest.status("hotswap")["model_version_status"][-1]["version"] != "2":
+    while rest.status("hotswap")["model_version_status"][-1] != {  # listed as END, as TF Serving lists it
+            "version": "1", "state": "END", "status": {"error_code": "OK", "error_message": ""}}:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    assert grpc_client.status("hotswap")["model_version_status"][-1]["state"] == "END"
     with pytest.raises(ServingError, match="version 1"):
         rest.predict("hotswap", ["bad"], version=1)
 

@@ -208,7 +208,8 @@ def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_pa
     os.utime(config, (1, 1))  # a new mtime even within the clock's resolution
     registry.refresh()
     assert registry.model_names() == ["live"]
-    assert [s.version for s in registry.statuses("live")] == [2]  # `latest` 1 by default
+    # `latest` 1 by default: 1 is unloaded, and listed as END.
+    assert [(s.version, s.state) for s in registry.statuses("live")] == [(2, "AVAILABLE"), (1, "END")]
 
     # Without MODEL_BASE_PATH, relative base_paths are under the working directory.
     monkeypatch.chdir(tmp_path / "sm")
@@ -318,12 +319,15 @@ def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_p
     shutil.rmtree(savedmodels / "clf" / "2")
     shutil.copytree(staging, savedmodels / "clf" / "2")  # the copy completes
     registry.refresh()
-    assert [s.version for s in registry.statuses("clf")] == [2]  # 1 is unloaded only now
+    # 1 is unloaded only now, and stays listed as END, as TF Serving lists a version it unloaded.
+    assert [(s.version, s.state, s.error) for s in registry.statuses("clf")] == [(2, "AVAILABLE", None),
+                                                                                 (1, "END", None)]
+    assert [s.state for s in registry.statuses("clf", 1)] == ["END"]
     assert registry.resolve("clf").version == 2
 
     config.unlink()  # a config that vanishes while serving: the last one read still applies
     registry.refresh()
-    assert [s.version for s in registry.statuses("clf")] == [2]
+    assert [(s.version, s.state) for s in registry.statuses("clf")] == [(2, "AVAILABLE"), (1, "END")]
 
 
 # --- a real server run with a config ------------------------------------------------

@@ -151,7 +151,7 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
                 status = response.model_version_status.add()
                 status.version = s.version
                 if s.error is None:
-                    status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+                    status.state = getattr(get_model_status_pb2.ModelVersionStatus, s.state)
                     status.status.SetInParent()  # error_code OK, as TF Serving sends
                 else:
                     status.state = get_model_status_pb2.ModelVersionStatus.END

@@ -128,7 +128,12 @@ class VersionStatus:
     """One line of a model's status: a loaded version, or one that failed to load."""
 
     version: int
-    error: str | None = None  # None: AVAILABLE; otherwise the load error (state END)
+    error: str | None = None  # None: AVAILABLE (or END when `ended`); otherwise the load error (state END)
+    ended: bool = False  # served once, unloaded since (its folder went, or the policy dropped it): END, OK
+
+    @property
+    def state(self) -> str:
+        return "AVAILABLE" if self.error is None and not self.ended else "END"
 
 
 def load_servable(name: str, version: int, path: str) -> Servable:
@@ -184,6 +189,7 @@ class ModelState:
     labels: dict[str, int]
     failed: dict[int, str] = field(default_factory=dict)  # version -> load error
     refused: dict[str, str] = field(default_factory=dict)  # label -> why it does not resolve
+    ended: frozenset = frozenset()  # versions unloaded since they were served (TF Serving keeps them as END)
 
 
 class ModelRegistry:
@@ -333,13 +339,21 @@ class ModelRegistry:
                 kept = [v for v in old.versions if versions.get(v) == old.versions[v].path]
                 if kept:
                     loaded[max(kept)] = old.versions[max(kept)]
+            for v in sorted(set(old.versions) - set(loaded)):
+                logger.warning("unloaded %s version %d (%s)", name, v, "its folder is gone" if v not in versions
+                               else "changed on disk" if versions[v] != old.versions[v].path
+                               else "no longer selected")
             if loaded or failed:
                 wanted = dict(policy.labels) or ({"stable": max(loaded)} if loaded else {})
                 labels, refused = self._check_labels(name, wanted, loaded, failed, versions,
                                                      old.labels)
-                new_models[name] = ModelState(loaded, labels, failed, refused)
+                ended = frozenset((old.ended | set(old.versions)) - set(loaded) - set(failed))
+                new_models[name] = ModelState(loaded, labels, failed, refused, ended)
         for path in set(self._failed) - seen_paths:
             del self._failed[path]
+        for name in sorted(set(current) - set(new_models)):
+            if current[name].versions:
+                logger.warning("unloaded %s: no version of it is left to serve", name)
         self._models = new_models
 
     def _check_labels(self, name, wanted, loaded, failed, on_disk, old_labels):
@@ -442,8 +456,12 @@ class ModelRegistry:
         """
         state = self._state(name)
         if version is None:
-            everything = {v: None for v in state.versions} | dict(state.failed)
-            return [VersionStatus(v, everything[v]) for v in sorted(everything, reverse=True)]
+            everything = ({v: VersionStatus(v, ended=True) for v in state.ended}
+                          | {v: VersionStatus(v, error) for v, error in state.failed.items()}
+                          | {v: VersionStatus(v) for v in state.versions})
+            return [everything[v] for v in sorted(everything, reverse=True)]
         if version in state.failed and version not in state.versions:
             return [VersionStatus(version, state.failed[version])]
+        if version in state.ended and version not in state.versions:
+            return [VersionStatus(version, ended=True)]
         return [VersionStatus(self.resolve(name, version).version)]

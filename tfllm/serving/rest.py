@@ -79,7 +79,7 @@ def _parse_path(request: Request):
 def status_json(statuses: list[VersionStatus]) -> dict:
     """TF Serving's model status: AVAILABLE, or END with the load error."""
     return {"model_version_status": [
-        {"version": str(s.version), "state": "AVAILABLE" if s.error is None else "END",
+        {"version": str(s.version), "state": s.state,
          "status": {"error_code": "OK" if s.error is None else "UNKNOWN",
                     "error_message": s.error or ""}}
         for s in statuses
