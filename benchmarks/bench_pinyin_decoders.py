@@ -28,7 +28,6 @@ import time
 
 from bench_vs_torch import save_results  # standard library only
 from tfllm import runs
-from tfllm.config import TrainConfig
 from tfllm.evaluation import translation_report
 from tfllm.training.seq2seq import load_data, run_decoding_aids
 from tfllm.translation import load_translator
@@ -46,7 +45,7 @@ def main():
     args = parser.parse_args()
 
     translator = load_translator(args.run_dir)
-    config = TrainConfig.from_dict(runs.read_config(args.run_dir))
+    config = runs.read_train_config(args.run_dir)
     data = load_data(config, runs.read_recipe(args.run_dir))
     start = time.perf_counter()
     lm, method = run_decoding_aids(translator, args.run_dir, args.corpus, input_method=True)

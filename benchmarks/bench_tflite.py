@@ -47,7 +47,7 @@ def bench_classifier(run_dir, num_examples):
 
     config = tflite.check_run_dir(run_dir)
     model, label_names, _ = load_run(run_dir)
-    texts = split_as_trained(TrainConfig.from_dict(config), label_names).test.texts[:num_examples]
+    texts = split_as_trained(TrainConfig.from_dict(config, strict=False), label_names).test.texts[:num_examples]
     inputs = id_model_inputs(model, texts)  # token_ids, and code_points for the character and word views
     ids = [{k: v[i:i + 1] for k, v in inputs.items()} for i in range(len(texts))]  # one example a call
     results = {"run_dir": run_dir, "latency_examples": len(texts), "batch_size": 1, "variants": {}}

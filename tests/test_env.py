@@ -132,7 +132,7 @@ def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(
         return [r for r in records if "triggered tf.function retracing" in r]
 
     task, _, _ = load_run(tiny_classifier_run)
-    split = split_as_trained(TrainConfig.from_dict(read_config(tiny_classifier_run))).val
+    split = split_as_trained(TrainConfig.from_dict(read_config(tiny_classifier_run), strict=False)).val
     data = classification_dataset(split, task.preprocessor, sigmoid=True, batch_size=8)
 
     def tfllm_models():  # each call predicts with a new Keras model of the blend's inputs, as training does

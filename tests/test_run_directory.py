@@ -92,8 +92,12 @@ def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy
         assert len(str(error.value)) < 400
     config = TrainConfig(run_dir=pathlib.Path(tmp_path) / "run", max_rows=np.int64(300), learning_rate=np.float32(0.5))
     config.to_json(runs.path(config.run_dir, runs.RUN_CONFIG))
-    assert TrainConfig.from_dict(runs.read_config(config.run_dir)) == config
+    assert runs.read_train_config(config.run_dir) == config
     assert config.run_dir == str(tmp_path / "run") and type(config.max_rows) is int
+    # A misspelt key of a dict is refused (it trained with the preset's value); a run's record ignores keys.
+    with pytest.raises(UserInputError, match="TrainConfig has no field 'epoch'; did you mean 'epochs'\\?"):
+        TrainConfig.from_dict({"data": "x.csv", "epoch": 3})
+    assert TrainConfig.from_dict({"data": "x.csv", "epoch": 3}, strict=False).epochs is None
 
 
 def test_a_run_directory_that_is_not_a_path_is_one_clear_error():

@@ -583,13 +583,12 @@ TRANSLATE_CHUNK = 256  # sources translated (and printed) at a time: a large --f
 
 def cmd_translate(args):
     from tfllm import runs
-    from tfllm.config import TrainConfig
     from tfllm.training.seq2seq import run_columns
 
     runs.require_task(args.run_dir, "translate")
     sampler = _translate_sampler(args)
     # A file of pairs like the run's own is read in its source column.
-    column = run_columns(TrainConfig.from_dict(runs.read_config(args.run_dir)))[0] or "text"
+    column = run_columns(runs.read_train_config(args.run_dir))[0] or "text"
     from tfllm.datasets.pairs import read_sources
 
     texts = _input_texts(args, "translate", "a sentence", column,

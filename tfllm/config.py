@@ -1,6 +1,7 @@
 """Run-level settings: one dataclass, saved as `config.json` in every run directory."""
 
 import dataclasses
+import difflib
 import json
 import math
 import numbers
@@ -144,11 +145,21 @@ class TrainConfig:
             json.dump(dataclasses.asdict(self), f, indent=2)
 
     @classmethod
-    def from_dict(cls, values):
+    def from_dict(cls, values, strict=True):
+        """A TrainConfig of a dict's fields; a key it has no field for is refused (`{"epoch": 3}` trained
+        the preset's epochs without a word), or with `strict=False` ignored (a run's record)."""
+        from tfllm.errors import UserInputError
+
         names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if strict and unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            raise UserInputError(f"TrainConfig has no field {unknown[0]!r}; " + (
+                f"did you mean {close[0]!r}?" if close else f"its fields are {', '.join(sorted(names))}."))
         return cls(**{k: v for k, v in values.items() if k in names})
 
     @classmethod
     def from_json(cls, path):
+        """The TrainConfig a run recorded (keys of another tfllm version's are ignored)."""
         with open(path) as f:
-            return cls.from_dict(json.load(f))
+            return cls.from_dict(json.load(f), strict=False)

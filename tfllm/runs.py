@@ -153,6 +153,13 @@ def texts_argument(texts, what):
     return texts
 
 
+def read_train_config(run_dir):
+    """The `TrainConfig` a finished run was trained with (fields another tfllm version recorded ignored)."""
+    from tfllm.config import TrainConfig
+
+    return TrainConfig.from_dict(read_config(run_dir), strict=False)
+
+
 def read_json(file):
     with open(file) as f:
         return json.load(f)

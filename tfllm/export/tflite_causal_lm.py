@@ -233,7 +233,6 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     """Writes `model.tflite`, the tokenizer, `metadata.json`; returns the parity dict (greedy agreement)."""
     import tensorflow as tf
 
-    from tfllm.config import TrainConfig
     from tfllm.datasets.text import load_run_text
     from tfllm.generation import load_generator, sample_prompt
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
@@ -303,7 +302,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     # Parity: greedy continuation of the start of the validation text, read as training read it (its
     # --text-column, --max-rows, a pretraining run's documents: the data file alone said "has no text column
     # 'text'" of a CSV trained with --text-column), or of a stretch the vocabulary encodes (as the samples).
-    train_text, val_text = load_run_text(TrainConfig.from_dict(runs.read_config(run_dir)))
+    train_text, val_text = load_run_text(runs.read_train_config(run_dir))
     start = val_text.find("\n") + 1  # a prompt that starts at a line, not mid-word
     prompt = sample_prompt(keras_generator.tokenizer, max(1, window // 4), val_text[start:], train_text)
     if prompt is None:

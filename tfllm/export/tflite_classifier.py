@@ -215,7 +215,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-    config = TrainConfig.from_dict(config)
+    config = TrainConfig.from_dict(config, strict=False)
     # The data (its test split for the parity report, its training texts to calibrate int8) where it can be
     # read; without it (a run copied to another machine) the export needs only the run, as a translation's.
     try:

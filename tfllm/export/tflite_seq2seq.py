@@ -125,7 +125,6 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
     import keras_hub
     import tensorflow as tf
 
-    from tfllm.config import TrainConfig
     from tfllm.datasets.pairs import load_pair_data
 
     require_tflite("A TFLite export")  # it runs the converted model to check its parity
@@ -143,7 +142,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
                              "are for tfllm's own translation models. Export it as a SavedModel (leave out "
                              "--format tflite).")
     tokenizer = model.preprocessor.tokenizer
-    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    config = runs.read_train_config(run_dir)
     recipe = runs.read_recipe(run_dir)
     try:
         pairs = load_pair_data(config.data, config.source_column, config.target_column, config.split_column,

@@ -279,7 +279,6 @@ def evaluate_run(run_dir, data=None, text_column=None):
     `data` is a text file, a folder of `.txt` files or a bundled corpus (all of it is scored); by default
     the run's own validation text, as its training split it.
     """
-    from tfllm.config import TrainConfig
     from tfllm.generation import load_generator
 
     if runs.task_of(run_dir) == "pretrain" and runs.read_config(run_dir).get("objective") != "causal":
@@ -299,7 +298,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
         train_text, val_text = load_text_corpus(data, text_column=text_column)
         text = train_text + val_text
     else:
-        config = TrainConfig.from_dict(runs.read_config(run_dir))
+        config = runs.read_train_config(run_dir)
         runs.check_data_unchanged(run_dir, config.data)
         text = load_run_text(config)[1]
     # Training's window length: a preset's model may see more (GPT-2's 1,024 positions) than it was fine-tuned on.

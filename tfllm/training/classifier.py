@@ -19,7 +19,6 @@ import keras_hub
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
-from tfllm.config import TrainConfig
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
                             split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels)
 from tfllm.errors import UserInputError
@@ -303,7 +302,7 @@ def load_run(run_dir):
 def run_data(run_dir, data=None):
     """A finished run's data, split as its training split it (same seed, rows and labels); `data`: a copy of
     its file at another path (`runs.holds_training_data`), read instead of the recorded path."""
-    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    config = runs.read_train_config(run_dir)
     if data is not None:
         config = dataclasses.replace(config, data=data)
     runs.check_data_unchanged(run_dir, config.data)
@@ -357,7 +356,7 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
         raise UserInputError(f"Unknown split {split!r}; choose train, val or test.")
     with runs.loading(run_dir):
         model, label_names, _ = load_run(run_dir)
-    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    config = runs.read_train_config(run_dir)
     other = bool(data) and not same_data(data, config.data)
     copy = other and runs.holds_training_data(run_dir, data)
     if copy:  # all of it was scored, the rows the model trained on too, for a figure far above the truth

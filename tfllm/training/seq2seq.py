@@ -335,11 +335,10 @@ def train_seq2seq(config, verbose="auto"):
 def evaluate_run(run_dir, data=None, source_column=None, target_column=None, split_column=None, split="test",
                  sampler="greedy", num_beams=4, memory=None, lm=None, input_method=False):
     """Metrics of a finished translation run on a split of its own data (as it was split) or of `data`."""
-    from tfllm.config import TrainConfig
     from tfllm.translation import load_translator
 
     runs.require_task(run_dir, "translate")
-    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    config = runs.read_train_config(run_dir)
     recipe = runs.read_recipe(run_dir)
     if split not in ("train", "val", "test"):
         raise UserInputError(f"Unknown split {split!r}; choose train, val or test.")
@@ -396,10 +395,9 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
     file of pairs (every row counts) whose columns are `source_column` and
     `target_column`, by default the run's. Each pair's first reference is its target.
     """
-    from tfllm.config import TrainConfig
     from tfllm.memory import TranslationMemory
 
-    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    config = runs.read_train_config(run_dir)
     recipe = runs.read_recipe(run_dir)
     if pairs == "train":
         part = run_data(config, recipe, "--memory train", ", or pass --memory PAIRS (a file of pairs)").train
@@ -420,13 +418,12 @@ def run_decoding_aids(translator, run_dir, corpus=None, input_method=False):
     `input_method`: an `InputMethod` of the run's training pairs, scored by
     `lm` and counting whole candidates in `corpus`; None unless asked for.
     """
-    from tfllm.config import TrainConfig
     from tfllm.datasets.text import load_text_corpus
     from tfllm.input_method import InputMethod
 
     if not (corpus or input_method):
         return None, None
-    config = TrainConfig.from_dict(runs.read_config(run_dir))
+    config = runs.read_train_config(run_dir)
     train = run_data(config, runs.read_recipe(run_dir), "--input-method" if input_method else "--lm").train
     targets = [references[0] for references in train.references]
     lines = [line for part in load_text_corpus(corpus, flag="--lm") for line in part.splitlines() if line.strip()] if corpus else []
