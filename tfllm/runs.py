@@ -31,6 +31,7 @@ import shlex
 import shutil
 import tempfile
 
+from tfllm.config import TrainConfig
 from tfllm.errors import UserInputError
 
 RECORDS = "tfllm"  # tfllm's own files, in a folder of their own so they never collide with KerasHub's
@@ -155,8 +156,6 @@ def texts_argument(texts, what):
 
 def read_train_config(run_dir):
     """The `TrainConfig` a finished run was trained with (fields another tfllm version recorded ignored)."""
-    from tfllm.config import TrainConfig
-
     return TrainConfig.from_dict(read_config(run_dir), strict=False)
 
 
