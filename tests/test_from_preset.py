@@ -507,3 +507,65 @@ def test_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(tmp_path, caps
     err = capsys.readouterr().err
     assert "have no id in the tokenizer's vocabulary" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_preset_missing_a_file_is_one_line_naming_it(bert_preset, gpt2_preset, tmp_path, capsys):
+    """A preset folder copied without its weights or its tokenizer's files was KerasHub's traceback, which
+    named `model.weights.json` for a missing `model.weights.h5`."""
+    import shutil
+
+    argv = ["--preset", "tiny", "--max-rows", "300", "--epochs", "1", "--run-dir", str(tmp_path / "r")]
+    for source, remove, task, data, missing in (
+            (bert_preset[0], "model.weights.h5", "classify", "rotten_tomatoes", "model.weights.h5"),
+            (bert_preset[0], "assets", "classify", "rotten_tomatoes", "assets/tokenizer/vocabulary.txt"),
+            (gpt2_preset[0], "assets/tokenizer/merges.txt", "generate", "shakespeare", "assets/tokenizer/merges.txt")):
+        copy = tmp_path / remove.replace("/", "_")
+        shutil.copytree(source, copy)
+        shutil.rmtree(copy / remove) if (copy / remove).is_dir() else (copy / remove).unlink()
+        args = argv if task == "classify" else [a if a != "--epochs" else "--steps" for a in argv]
+        assert main(["train", "--task", task, "--data", data, "--from-preset", str(copy), *args]) == 2
+        err = capsys.readouterr().err
+        assert f"has no {missing}: a preset folder holds every file save_to_preset wrote" in err, err
+        assert err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_classifier_preset_that_reads_the_texts_as_unknown_says_so(bert_preset, tmp_path, capsys):
+    """An English BERT fine-tuned on Chinese reviews read every token as [UNK] and predicted the same for
+    every text, without a word (the causal-LM path warned; KerasHub's BertTokenizer has no unk_token_id)."""
+    rows = ["text,label"] + [f"这部电影很{'好' if i % 2 else '差'}{i},{'pos' if i % 2 else 'neg'}" for i in range(120)]
+    (tmp_path / "zh.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["train", "--data", str(tmp_path / "zh.csv"), "--from-preset", bert_preset[0], "--preset", "tiny",
+                 "--epochs", "1", "--run-dir", str(tmp_path / "zh")]) == 0
+    err = capsys.readouterr().err
+    assert "of the tokens of the training texts are unknown to the tokenizer of" in err, err
+    # English texts it covers: no warning.
+    assert main(["train", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0], "--preset", "tiny",
+                 "--max-rows", "300", "--epochs", "1", "--run-dir", str(tmp_path / "en")]) == 0
+    assert "unknown to the tokenizer" not in capsys.readouterr().err
+
+
+def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every_epoch(bert_preset, tmp_path,
+                                                                                      capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    argv = ["train", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0], "--preset", "tiny",
+            "--max-rows", "300", "--epochs", "1"]
+    # freeze_epochs >= epochs was cut to epochs - 1 without a word: the backbone trained from the first step.
+    assert main(argv + ["--set", "freeze_epochs=3", "--run-dir", str(tmp_path / "frozen")]) == 2
+    assert "freeze_epochs=3 trains the new head alone for 3 of the run's 1 epoch(s)" in capsys.readouterr().err
+    assert not (tmp_path / "frozen").exists()
+    # recipe.json and the HParams tab named the recipe's sizes (vocabulary 8000, width 128), not the model's.
+    run_dir = tmp_path / "ft"
+    assert main(argv + ["--run-dir", str(run_dir)]) == 0
+    backbone = bert_preset[1]
+    recipe = json.loads((run_dir / "tfllm" / "recipe.json").read_text())
+    sizes = {k: getattr(backbone, k) for k in ("vocabulary_size", "hidden_dim", "num_layers", "num_heads",
+                                              "intermediate_dim")}
+    assert {k: recipe[k] for k in sizes} == sizes
+    accumulator = EventAccumulator(str(run_dir / "logs"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    session = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_START_INFO_TAG]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(session).session_start_info.hparams
+    assert hparams["hidden_dim"].number_value == backbone.hidden_dim

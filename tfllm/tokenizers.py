@@ -41,6 +41,16 @@ def special_token_ids(tokenizer):
     return sorted({int(i) for i in tokenizer.special_token_ids if i is not None})
 
 
+def unknown_token_id(tokenizer):
+    """The id a tokenizer gives text it has no token for: `unk_token_id` (tfllm's, SentencePiece presets'),
+    a KerasHub WordPiece tokenizer's `oov_token` (BertTokenizer has no `unk_token_id`), or None (byte-level
+    BPE has a token for every byte)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None and getattr(tokenizer, "oov_token", None) is not None:
+        unk = tokenizer.token_to_id(tokenizer.oov_token)
+    return None if unk is None else int(unk)
+
+
 def prompt_start_ids(preprocessor):
     """`[start id]` where a causal LM's preprocessor puts its tokenizer's start token before every text (a
     KerasHub preset's: GPT-2's `<|endoftext|>`, Llama's and Gemma's BOS), else `[]` (tfllm's own decoders,

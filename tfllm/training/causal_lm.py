@@ -14,7 +14,6 @@ and a text sample is written to TensorBoard.
 import dataclasses
 import math
 import os
-import sys
 import time
 
 import keras
@@ -108,6 +107,7 @@ def build_causal_lm(preset, tokenizer):
     return compile_causal_lm(model, preset)
 
 
+@common.preset_files
 def causal_lm_from_preset(handle, preset):
     """A causal LM task from a tfllm run or a KerasHub preset (GPT-2, OPT, ...), with its own tokenizer."""
     import keras_hub
@@ -124,6 +124,7 @@ def causal_lm_from_preset(handle, preset):
     return compile_causal_lm(model, preset)
 
 
+@common.preset_files
 def preset_sequence_length(handle):
     """The length a causal LM preset's own preprocessor packs (its window as it is), at most its positions."""
     import keras_hub
@@ -362,14 +363,9 @@ def train_causal_lm(config, verbose="auto"):
         seq = model.preprocessor.sequence_length  # the recipe's, capped at a preset's positions
         train_ids = data_lib.tokenize_corpus(tokenizer, train_text)
         val_ids = data_lib.tokenize_corpus(tokenizer, val_text, "validation")
-        unk_id = getattr(tokenizer, "unk_token_id", None)
-        if config.from_preset and unk_id is not None and len(train_ids) and (train_ids == unk_id).mean() > 0.01:
-            # A preset's tokenizer is kept as it is: text it does not cover trains as [UNK], and generate
-            # then refuses prompts of that text.
-            print(f"tfllm: warning: {(train_ids == unk_id).mean():.0%} of the tokens of the training text are unknown "
-                  f"to the tokenizer of {config.from_preset} (text it never saw); the model learns [UNK] for them "
-                  "and generate refuses prompts that hold them. Fine-tune a run trained on text like yours.",
-                  file=sys.stderr)
+        if config.from_preset:
+            common.warn_unknown_tokens(config.from_preset, tokenizer, train_ids, "training text",
+                                       " and generate refuses prompts that hold them")
         for ids, what in ((train_ids, "training"), (val_ids, "validation")):
             try:
                 data_lib.check_length(ids, seq, what)

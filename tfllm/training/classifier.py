@@ -16,6 +16,8 @@ import time
 
 import keras
 import keras_hub
+import numpy as np
+import tensorflow as tf
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
@@ -95,32 +97,14 @@ def pretrain_word_vectors(model, tokenizer, texts, preset, seed):
 
 def preset_backbone_class(handle):
     """The backbone class a preset names (local folder, Kaggle handle or hf:// URI), or a clear error."""
-    return _preset_backbone(handle)[0]
+    return common.preset_backbone(handle)[0]
 
 
 def preset_max_length(handle, wanted):
     """`wanted`, capped at the longest input the preset's backbone has positions for."""
-    config = _preset_backbone(handle)[1]
+    config = common.preset_backbone(handle)[1]
     longest = config.get("sequence_length") or config.get("max_sequence_length")
     return min(wanted, longest) if longest else wanted
-
-
-def _preset_backbone(handle):
-    # PRIVATE API: keras_hub's preset loader is the only way to read a preset's backbone class and config
-    # without building it (keras-hub 0.32 has no public one; no upstream issue asks for it).
-    from keras_hub.src.utils.preset_utils import get_preset_loader
-
-    unreachable = common.unreachable_hub(handle)
-    try:
-        loader = get_preset_loader(handle)
-        return loader.check_backbone_class(), dict(getattr(loader, "config", {}).get("config", {}))
-    except Exception as e:  # a missing folder, no config.json, a handle that cannot be fetched offline, ...
-        offline = common.offline_error(handle, unreachable, e)
-        if offline:
-            raise offline from None
-        raise UserInputError(f"Cannot load --from-preset {handle!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
-                             "Pass a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle "
-                             "(needs network).") from None
 
 
 # Settings a classifier --from-preset never reads: word vectors start a new encoder's embedding (a preset's
@@ -138,6 +122,17 @@ def check_preset_head_settings(config, backbone_cls):
                              f"model, so {', '.join(given)} would be ignored; leave them out.")
 
 
+def _flat_ids(tokenizer, texts):
+    """Every token id of `texts` (a KerasHub tokenizer's ragged, dense or list output), in one array."""
+    ids = tokenizer(texts)
+    if isinstance(ids, tf.RaggedTensor):
+        return ids.flat_values.numpy()
+    if isinstance(ids, list):  # eager KerasHub tokenizers hand back Python lists
+        return np.asarray([i for row in ids for i in row], "int64")
+    return keras.ops.convert_to_numpy(ids).ravel()
+
+
+@common.preset_files
 def classifier_from_preset(handle, preset, num_classes, keep_head=False):
     """A classifier task starting from a preset's backbone and tokenizer: its head is new, or, with
     `keep_head` (--epochs 0), the preset's own trained one (`check_kept_head`)."""
@@ -433,6 +428,11 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     # Everything that can fail on bad input happens before the run directory is touched.
     if data is None:
         data = command_data(config, preset)
+    freeze = preset.get("freeze_epochs") or 0
+    if freeze and preset["epochs"] and freeze >= preset["epochs"]:  # cut to epochs - 1 without a word: 0
+        raise UserInputError(f"--set freeze_epochs={freeze} trains the new head alone for {freeze} of the run's "
+                             f"{preset['epochs']} epoch(s), leaving none to fine-tune the backbone; set it below "
+                             f"--epochs, or raise --epochs.")
     if config.from_preset:
         check_preset_head_settings(config, preset_backbone_class(config.from_preset))
         if not preset["epochs"]:
@@ -454,6 +454,9 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             if config.from_preset:
                 model = classifier_from_preset(config.from_preset, preset, data.num_classes,
                                                keep_head=not preset["epochs"])
+                common.warn_unknown_tokens(config.from_preset, model.preprocessor.tokenizer,
+                                           _flat_ids(model.preprocessor.tokenizer, data.train.texts[:2000]),
+                                           "training texts", ", so texts made of them all look alike to it")
             else:
                 model = own_classifier(preset, tokenizer, data.num_classes)
                 if preset.get("word_vectors") and not resume:  # a resumed run restores its weights
@@ -478,7 +481,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         # Measured as the last fit ends and kept in the backup: a run resumed after that reports its training's.
         common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
         with common.unknown_length_ok(), common.preprocessed(model):
-            freeze = max(0, min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1))
+            freeze = max(0, min(preset.get("freeze_epochs") or 0, preset["epochs"] - 1))  # 0 for --epochs 0
             history = {}
             if freeze and not resume:  # a resumed run's backup comes after the frozen epochs
                 # Train only the new head first, so its random start does not disturb the pretrained backbone.

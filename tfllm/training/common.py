@@ -2,11 +2,13 @@
 
 import contextlib
 import errno
+import functools
 import glob
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -15,6 +17,7 @@ import urllib.parse
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfllm import errors, runs, tokenizers
@@ -106,10 +109,10 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
 # Settings a --from-preset model brings itself (its backbone's shape, its tokenizer): given with it, they
 # would be recorded in the run's recipe and ignored. `embedding_dropout`, `activation` and `layer_norm_epsilon`
 # are the backbone's too, `window_keep` the saved causal LM task's; `dropout` is the new classification head's
-# (classifier_from_preset), and only a classifier has a new head.
-PRESET_OWN_SETTINGS = {"vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "tokenizer",
-                       "lowercase", "tie_weights", "use_bias", "num_decoder_layers", "embedding_dropout",
-                       "activation", "layer_norm_epsilon", "window_keep"}
+# (classifier_from_preset), and only a classifier has a new head. A recipe's ARCHITECTURE becomes the preset's.
+ARCHITECTURE = {"vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim"}
+PRESET_OWN_SETTINGS = ARCHITECTURE | {"tokenizer", "lowercase", "tie_weights", "use_bias", "num_decoder_layers",
+                                      "embedding_dropout", "activation", "layer_norm_epsilon", "window_keep"}
 
 
 # The Python function that trains each task.
@@ -129,6 +132,56 @@ def check_config(config, *tasks):
         other = f", or train it with {TRAINERS[config.task]}" if config.task in TRAINERS else ""
         raise UserInputError(f"{TRAINERS[tasks[0]]} trains task {tasks[0]!r}, but the config's task is "
                              f"{config.task!r}: pass TrainConfig(task={tasks[0]!r}, ...){other}.")
+
+
+def preset_files(load):
+    """Decorates `load(handle, ...)`, a model built from a preset, so that a preset folder missing a file
+    (its weights, its tokenizer's vocabulary or merges) is one line naming it, not KerasHub's traceback."""
+    @functools.wraps(load)
+    def checked(handle, *args, **kwargs):
+        try:
+            return load(handle, *args, **kwargs)
+        except FileNotFoundError as e:
+            missing = re.search(r"`([^`]+)` doesn't exist", str(e))
+            missing = missing[1] if missing else (e.filename or str(e))
+            # keras-hub 0.32's get_file falls back to the sharded index's name when model.weights.h5 is missing.
+            missing = "model.weights.h5" if missing == "model.weights.json" else missing
+            raise UserInputError(f"--from-preset {handle!r} has no {missing}: a preset folder holds every file "
+                                 "save_to_preset wrote (config.json, model.weights.h5, tokenizer.json, "
+                                 "assets/...); copy the whole folder again.") from None
+    return checked
+
+
+def warn_unknown_tokens(handle, tokenizer, ids, what, consequence):
+    """Says (on stderr) what share of `ids`, the tokens of the data, a preset's tokenizer has no token for:
+    it is kept as it is, so text it does not cover trains as [UNK] (English BERT on Chinese reviews: all of
+    it, and every prediction was the same) without a word."""
+    unk = tokenizers.unknown_token_id(tokenizer)
+    ids = np.asarray(ids).ravel()
+    if unk is None or not len(ids) or (ids == unk).mean() <= 0.01:
+        return
+    print(f"tfllm: warning: {(ids == unk).mean():.0%} of the tokens of the {what} are unknown to the tokenizer of "
+          f"{handle} (text it never saw); the model learns [UNK] for them{consequence}. Fine-tune a preset whose "
+          "vocabulary covers your text, or a run trained on text like yours.", file=sys.stderr)
+
+
+def preset_backbone(handle):
+    """`(backbone class, backbone config)` of a preset, or a clear error."""
+    # PRIVATE API: keras_hub's preset loader is the only way to read a preset's backbone class and config
+    # without building it (keras-hub 0.32 has no public one; no upstream issue asks for it).
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    unreachable = unreachable_hub(handle)
+    try:
+        loader = get_preset_loader(handle)
+        return loader.check_backbone_class(), dict(getattr(loader, "config", {}).get("config", {}))
+    except Exception as e:  # a missing folder, no config.json, a handle that cannot be fetched offline, ...
+        offline = offline_error(handle, unreachable, e)
+        if offline:
+            raise offline from None
+        raise UserInputError(f"Cannot load --from-preset {handle!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
+                             "Pass a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle "
+                             "(needs network).") from None
 
 
 def check_from_preset_settings(config):
@@ -233,6 +286,13 @@ def _resolve(task, config, counted):
         check_flag_and_setting(config, key)
     overrides = {**config.overrides, **{k: v for k, v in flags.items() if v is not None}}  # unset flags keep --set
     preset = resolve_preset(task, config.preset, overrides)
+    if config.from_preset:  # the preset's own sizes: the recipe's, which the model never had, went to recipe.json
+        backbone = preset_backbone(config.from_preset)[1]
+        for key in ARCHITECTURE & set(preset):
+            if key in backbone:
+                preset[key] = backbone[key]
+            else:  # a size this backbone names otherwise (Llama's num_query_heads)
+                del preset[key]
     if preset.get("tokenizer") == "char" and config.overrides.get("lowercase"):  # it was accepted and ignored
         raise UserInputError("--set lowercase=true folds case in the wordpiece and sentencepiece tokenizers; the char "
                              "tokenizer keeps every character as written. Lowercase the texts themselves, or use "

@@ -46,6 +46,7 @@ def masked_lm_preset(config):
     return preset
 
 
+@common.preset_files
 def masked_lm_from_preset(handle, preset):
     """A `MaskedLM` over a preset's encoder backbone and tokenizer (tfllm's or any KerasHub one)."""
     from tfllm.training.classifier import preset_backbone_class, preset_max_length

@@ -122,6 +122,7 @@ def own_model(preset, tokenizer, target_vocabulary_size=None):
                                target_vocabulary_size=target_vocabulary_size, **args)
 
 
+@common.preset_files
 def model_from_preset(handle, preset):
     """A tfllm translation run or a KerasHub Seq2SeqLM preset (BART), with its own tokenizer.
 
