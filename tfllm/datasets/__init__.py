@@ -422,11 +422,13 @@ def load_classification_data(
     if isinstance(source, os.PathLike):  # a notebook's pathlib.Path: the file or folder it names
         source = os.fspath(source)
     asked = bool(labels)  # the caller's --labels, not a bundled dataset's own choice (said when it drops rows)
+    own_labels = None  # the labels a bundled dataset keeps unless told (rotten_tomatoes leaves its plots out)
     if source in BUNDLED:
         filename, options = BUNDLED[source]
         path = bundled_path(filename)
         split_column = split_column or options.get("split_column")
-        labels = labels or options.get("labels")
+        own_labels = options.get("labels")
+        labels = labels or own_labels
     else:
         path = source
     if os.path.isdir(path):
@@ -491,7 +493,8 @@ def load_classification_data(
                 f"{in_data[:20]}{' ...' if len(in_data) > 20 else ''}. Name some of those, once each, exactly as "
                 f"written{commas}.")
         kept = [i for i in keep if raw_labels[i] in labels]
-        left_out = sorted({raw_labels[i] for i in keep} - set(labels), key=_label_order)
+        left_out = sorted({raw_labels[i] for i in keep} - set(labels) - (set(raw_labels) - set(own_labels or raw_labels)),
+                          key=_label_order)
         variants = [label for label in left_out if " ".join(label.casefold().split()) in
                     {" ".join(kept_label.casefold().split()) for kept_label in labels}]
         if left_out and asked and not scoring and kept:  # the others' rows went without a word, case variants too
