@@ -349,34 +349,41 @@ def test_hyperband_keeps_a_generator_within_its_steps(tmp_path, capsys):
     assert "Best run (export, evaluate, generate from it)" in out and "predict" not in out
 
 
+# A value the setting takes, with which no run trains: the loss becomes NaN in the first batches.
+UNTRAINABLE = {"learning_rate": [1e13]}
+
+
+@pytest.mark.slow  # a trial that trains until its loss diverges
 def test_a_trial_with_values_no_run_takes_fails_alone(tmp_path, capsys):
-    """--space values outside what a setting takes (dropout 1.5) stopped the whole search at that trial
-    as bad input, and every rerun retried the same values and stopped again. That trial now fails alone."""
+    """--space values no run can train with stopped the whole search at that trial as bad input, and every
+    rerun retried the same values and stopped again. That trial now fails alone. (Values outside what a
+    setting takes, a dropout of 1.5, are refused before the search: BAD_SPACES.)"""
     space = tmp_path / "space.json"
-    space.write_text(json.dumps({"dropout": [1.5]}))
+    space.write_text(json.dumps(UNTRAINABLE))
     run_dir = tmp_path / "search"
     for _ in range(2):  # the rerun says the same, and does not retry the trial
         result = main_in_process(capsys, "tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200,
                                  "--space", space, "--max-trials", 1, "--run-dir", run_dir)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         last = result.stderr.splitlines()[-1]
-        assert "No trial completed" in last and "'dropout'" in last and "narrow --space" in last, result.stderr
+        assert "No trial completed" in last and "narrow --space" in last, result.stderr
         trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
-        assert [t["status"] for t in trials] == ["FAILED"] and "'dropout'" in trials[0]["error"]
+        assert [t["status"] for t in trials] == ["FAILED"] and "Training diverged" in trials[0]["error"]
 
 
+@pytest.mark.slow  # a trial that trains until its loss diverges
 def test_a_search_stopped_by_failures_in_a_row_records_them_all_and_trains_none_again(tmp_path, capsys):
     """KerasTuner stops a search after 3 failed trials in a row before it saves the third: tuning.json and its
     trial.json said RUNNING, with no error, and the same command trained those values again."""
     space = tmp_path / "space.json"
-    space.write_text(json.dumps({"dropout": {"min": 1.1, "max": 1.9}}))  # no run takes a dropout over 1
+    space.write_text(json.dumps({"learning_rate": {"min": 1e12, "max": 1e13}}))  # every trial diverges
     run_dir = tmp_path / "search"
     args = ("tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200, "--space", space,
             "--max-trials", 3, "--run-dir", run_dir)
     result = main_in_process(capsys, *args)
     assert result.returncode == 2 and "3 trials in a row failed" in result.stderr.splitlines()[-1], result.stderr
     trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
-    assert [t["status"] for t in trials] == ["FAILED"] * 3 and all("'dropout'" in t["error"] for t in trials)
+    assert [t["status"] for t in trials] == ["FAILED"] * 3 and all("diverged" in t["error"] for t in trials)
     on_disk = sorted((run_dir / "tuner").glob("trial_*/trial.json"))
     assert [json.loads(f.read_text())["status"] for f in on_disk] == ["FAILED"] * 3
     result = main_in_process(capsys, *args)  # the same command: nothing left to train, nothing trained
@@ -396,13 +403,14 @@ def test_a_search_folder_passed_as_a_run_points_to_its_best_run(tmp_path, capsys
         assert "holds a hyperparameter search" in result.stderr and repr(str(search / "best")) in result.stderr
 
 
+@pytest.mark.slow  # a trial that trains until its loss diverges
 def test_a_search_on_an_edited_data_file_is_not_continued(tmp_path, capsys):
     """The data file edited between two calls: the rerun continued the search, its new trials trained on
     the new file and ranked against the old trials'. It is refused in one line, as a training's resume is."""
     data = tmp_path / "reviews.csv"
     data.write_text("text,label\n" + "".join(f"a fine film {i},good\ndull {i},bad\n" for i in range(20)))
     space = tmp_path / "space.json"
-    space.write_text(json.dumps({"dropout": [1.5]}))  # its trial fails before any training: a fast search
+    space.write_text(json.dumps(UNTRAINABLE))  # its trial fails in its first batches: a fast search
     args = ["tune", "--data", data, "--preset", "tiny", "--space", space, "--max-trials", 1, "--run-dir",
             tmp_path / "search"]
     assert "No trial completed" in main_in_process(capsys, *args).stderr

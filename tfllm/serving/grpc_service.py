@@ -14,7 +14,8 @@ from tfllm.serving import tensors as tensors_lib
 from tfllm.serving.codec import proto_inputs_to_tensors
 from tfllm.serving.connections import ConnectionLimits
 from tfllm.serving.limits import Limits, RequestError, clip
-from tfllm.serving.registry import ModelRegistry, Servable
+from tfllm.serving.registry import ModelRegistry
+from tfllm.serving.servable import Servable
 from tfllm.serving.security import AccessPolicy
 
 logger = logging.getLogger("tfllm.serving")

@@ -27,7 +27,8 @@ from tfllm.serving.codec import json_to_tensors, outputs_to_json
 from tfllm.serving.connections import MAX_HEAD_BYTES, BodyBudget, BodyHold, ConnectionLimits
 from tfllm.serving.jsonio import dumps as _dumps, loads as _loads
 from tfllm.serving.limits import Limits, RequestError
-from tfllm.serving.registry import ModelRegistry, Servable, Signature, VersionStatus
+from tfllm.serving.registry import ModelRegistry, VersionStatus
+from tfllm.serving.servable import Servable, Signature
 from tfllm.serving.security import AccessPolicy
 
 logger = logging.getLogger("tfllm.serving")
