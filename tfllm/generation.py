@@ -430,13 +430,7 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
 _LOADED = {}  # real path of a run directory -> (its files' signature, Generator)
 
 
-_BY_MODEL = {}  # the last few loaded models generate() was given -> their Generators (runs.cached_for_model)
-
-
-def _generator_of(model):
-    if model.preprocessor is None:
-        raise UserInputError("This CausalLM has no preprocessor; pass Generator(model, tokenizer) instead.")
-    return Generator(model, model.preprocessor.tokenizer)
+_BY_MODEL = {}  # the last few loaded models generate() was given -> their Generators (runs.decoder_of)
 
 
 def cached_generator(run_dir):
@@ -488,13 +482,8 @@ def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEF
     Example:
     >>> generate("runs/shakespeare", ["ROMEO:"], max_new_tokens=100, sampler="greedy")
     """
-    if isinstance(model_or_run_dir, Generator):
-        generator = model_or_run_dir
-    elif isinstance(model_or_run_dir, keras_hub.models.CausalLM):  # `CausalLM.from_preset(run_dir)`, kept per model
-        generator = runs.cached_for_model(_BY_MODEL, model_or_run_dir, _generator_of)
-    else:
-        generator = cached_generator(runs.run_dir_argument(model_or_run_dir, "generate",
-                                                           ", a Generator or a KerasHub CausalLM"))
+    generator = runs.decoder_of(model_or_run_dir, "generate", Generator, keras_hub.models.CausalLM, _BY_MODEL,
+                                lambda model: Generator(model, model.preprocessor.tokenizer), cached_generator)
     return generator.generate(prompts, max_new_tokens=max_new_tokens, sampler=sampler, temperature=temperature,
                               top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed, stop=stop,
                               stream_callback=stream_callback)

@@ -135,6 +135,20 @@ def cached_for_model(cache, model, build, extra=(), size=4):
     return hit[1]
 
 
+def decoder_of(value, function, own, keras_task, by_model, build, cached):
+    """What `function` (generate, translate) decodes with: `value` itself if it is an `own` decoder; for a
+    task loaded through KerasHub (a `keras_task`), `build(task)`, kept per model; else the cached decoder
+    of a run directory, `cached(run_dir)`."""
+    if isinstance(value, own):
+        return value
+    if isinstance(value, keras_task):  # `keras_task.from_preset(run_dir)`
+        if value.preprocessor is None:
+            raise UserInputError(f"This {keras_task.__name__} has no preprocessor; {function} needs one to tokenize "
+                                 f"(or pass a {own.__name__} of it).")
+        return cached_for_model(by_model, value, build)
+    return cached(run_dir_argument(value, function, f", a {own.__name__} or a KerasHub {keras_task.__name__}"))
+
+
 def run_dir_argument(value, function, others=""):
     """`value` as a path string, or a one-line error saying what `function` takes (`others`: beside a run
     directory): None or a loaded model failed deep in os.path with a TypeError."""

@@ -409,13 +409,7 @@ def load_translator(run_dir, jit_compile=True):
 _LOADED = {}  # real path of a run directory -> (its files' signature, Translator)
 
 
-_BY_MODEL = {}  # the last few loaded models translate() was given -> their Translators (runs.cached_for_model)
-
-
-def _translator_of(model):
-    if model.preprocessor is None:
-        raise UserInputError("This Seq2SeqLM has no preprocessor; pass Translator(model) of one that has.")
-    return Translator(model)
+_BY_MODEL = {}  # the last few loaded models translate() was given -> their Translators (runs.decoder_of)
 
 
 def cached_translator(run_dir):
@@ -433,11 +427,6 @@ def translate(model_or_run_dir, sources, **options):
     Example:
     >>> translate("runs/cedict", ["你好"], sampler="beam", num_beams=4)
     """
-    if isinstance(model_or_run_dir, Translator):
-        translator = model_or_run_dir
-    elif isinstance(model_or_run_dir, keras_hub.models.Seq2SeqLM):  # `Seq2SeqLM.from_preset(run_dir)`, kept per model
-        translator = runs.cached_for_model(_BY_MODEL, model_or_run_dir, _translator_of)
-    else:
-        translator = cached_translator(runs.run_dir_argument(model_or_run_dir, "translate",
-                                                             ", a Translator or a KerasHub Seq2SeqLM"))
+    translator = runs.decoder_of(model_or_run_dir, "translate", Translator, keras_hub.models.Seq2SeqLM, _BY_MODEL,
+                                 Translator, cached_translator)
     return translator.translate(sources, **options)
