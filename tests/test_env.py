@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tfllm._env import CPU_DEVICE_TYPES, accelerator_present, quiet_gpu_probe
+from tfllm._env import CPU_DEVICE_TYPES, accelerator_present, kept_log_lines, min_log_level, quiet_gpu_probe
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("tfllm")
 needs_cpu_only_linux = pytest.mark.skipif(
@@ -60,6 +60,9 @@ def test_console_script_prints_no_cuda_probe_errors(tmp_path):
     # The same command probes for CUDA without the setting (the test below).
     assert "cuInit" not in result.stderr, result.stderr
     assert not [line for line in result.stderr.splitlines() if line.startswith("E0000")], result.stderr
+    # Nor the INFO lines TensorFlow 2.21 prints as it loads whatever TF_CPP_MIN_LOG_LEVEL says (the test below
+    # shows they are there to hide): the error is the first thing the user reads.
+    assert result.stderr.startswith("tfllm: error:"), result.stderr
 
 
 @pytest.mark.slow
@@ -70,9 +73,33 @@ def test_opting_out_brings_the_probe_back(tmp_path):
     This also shows the command above does reach TensorFlow's device set-up, so
     the check there means something.
     """
-    result = run_console_script(tmp_path, TF_ENABLED_DEVICE_TYPES="")
+    result = run_console_script(tmp_path, TF_ENABLED_DEVICE_TYPES="", TF_CPP_MIN_LOG_LEVEL="0")
     assert result.returncode == 2, result.stderr
     assert "cuInit" in result.stderr
+    # TF_CPP_MIN_LOG_LEVEL=0 asks for every line, and the command's filter of TensorFlow's import keeps them.
+    assert "absl::InitializeLog()" in result.stderr and "I0000" in result.stderr, result.stderr
+
+
+IMPORT_LOG = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796524350.684640    6409 port.cc:153] oneDNN custom operations are on.
+I0000 00:00:1796524350.762885    6409 cpu_feature_guard.cc:227] This TensorFlow binary is optimized
+  to use available CPU instructions.
+/site-packages/keras/module.py:12: UserWarning: a Python warning
+W0000 00:00:1796524350.762885    6409 some.cc:1] a warning
+E0000 00:00:1796524350.762885    6409 cuda_platform.cc:52] failed call to cuInit
+    its detail
+Traceback (most recent call last):
+"""
+
+
+def test_the_import_filter_applies_tf_cpp_min_log_level_to_tensorflow_s_lines_only():
+    lines = [line for line in IMPORT_LOG.splitlines(keepends=True)]
+    assert kept_log_lines(IMPORT_LOG, 0) == IMPORT_LOG
+    assert kept_log_lines(IMPORT_LOG, 1) == "".join([lines[0]] + lines[4:])
+    assert kept_log_lines(IMPORT_LOG, 2) == "".join([lines[4]] + lines[6:])
+    assert kept_log_lines(IMPORT_LOG, 3) == "".join([lines[4], lines[8]])
+    assert [min_log_level(e) for e in ({}, {"TF_CPP_MIN_LOG_LEVEL": "2"}, {"TF_CPP_MIN_LOG_LEVEL": "x"})] == [0, 2, 0]
 
 
 @needs_cpu_only_linux
@@ -240,3 +267,25 @@ def test_the_command_s_quick_exit_still_does_what_python_s_exit_does(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "does not exist" in out.stderr
     assert out.stdout == "atexit ran" and done.exists()
+
+
+@pytest.mark.parametrize("ending, status", [("os.abort()", -6), ("raise ImportError('no kernel')", 1)])
+def test_the_import_filter_loses_nothing_when_tensorflow_fails_to_load(tmp_path, ending, status):
+    """What TensorFlow writes before it aborts (a FATAL record about the CPU, say) or fails still reaches the
+    terminal: the filter is a process of its own (tfllm/_env.py, _native_log_filtered)."""
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\\n')\n"
+        "os.write(2, b'F0000 00:00:1.0 1 cpu_feature_guard.cc:1] built for AVX, not available here\\n')\n"
+        f"{ending}\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+            "from tfllm._env import filter_tensorflow_import_log; filter_tensorflow_import_log()\n"
+            "import tensorflow\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == status, out.stderr
+    assert "built for AVX, not available here" in out.stderr and "oneDNN" not in out.stderr, out.stderr
+    if status == 1:
+        assert out.stderr.index("built for AVX") < out.stderr.index("ImportError: no kernel"), out.stderr

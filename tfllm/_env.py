@@ -4,13 +4,17 @@ Kept apart from everything else (and free of imports beyond the standard
 library) because it only works when it runs first: `import tfllm` and
 `tfllm.cli.main` call `quiet_gpu_probe()` before anything imports TensorFlow.
 `import tfllm` also installs `quiet_new_model_retracing()`'s log filter, and the `tfllm`
-command `skip_keras_extras()`'s import hook.
+command `skip_keras_extras()`'s and `filter_tensorflow_import_log()`'s import hooks.
 """
 
+import contextlib
 import glob
 import importlib.abc
+import importlib.machinery
 import logging
 import os
+import re
+import subprocess
 import sys
 
 # The device factories TensorFlow registers on a machine without accelerators.
@@ -155,3 +159,129 @@ def skip_keras_extras():
         return False
     sys.meta_path.insert(0, _SkipKerasExtras())
     return True
+
+
+# A line of TensorFlow's C++ log (absl's format: severity letter, then MMDD) and the notice absl prints
+# before its first line when nothing called absl::InitializeLog().
+_NATIVE_RECORD = re.compile(r"^([IWEF])\d{4} ")
+_ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_SEVERITY = "IWEF"  # TF_CPP_MIN_LOG_LEVEL's order: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL
+
+
+def _kept_lines(lines, min_level):
+    """The lines (of what the process wrote to its stderr) that are not TensorFlow C++ log records below
+    `min_level`. A record's indented continuation lines go with it; every other line (Python warnings, a
+    traceback, anything not in absl's format) is kept. absl's notice counts as a WARNING record."""
+    keep_record = True
+    for line in lines:
+        record = _NATIVE_RECORD.match(line)
+        if record:
+            keep_record = _SEVERITY.index(record.group(1)) >= min_level
+        elif line.rstrip("\r\n") == _ABSL_NOTICE:
+            keep_record = min_level < 2
+        elif not line.startswith((" ", "\t")):
+            keep_record = True  # not a continuation of the record above
+        if keep_record:
+            yield line
+
+
+def kept_log_lines(text, min_level):
+    """`_kept_lines` of a whole text."""
+    return "".join(_kept_lines(text.splitlines(keepends=True), min_level))
+
+
+def min_log_level(environ=None):
+    """TF_CPP_MIN_LOG_LEVEL as TensorFlow reads it (0 when unset or not a number)."""
+    value = (os.environ if environ is None else environ).get("TF_CPP_MIN_LOG_LEVEL", "0")
+    return int(value) if value.strip().isdigit() else 0
+
+
+def _filter_stdin(min_level):
+    """The filter's own process (this file run as a script): stdin to stdout through `_kept_lines`, a line
+    at a time, until every writer has closed the pipe."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle; this ends at EOF
+    lines = (line.decode("utf-8", "replace") for line in sys.stdin.buffer)
+    for line in _kept_lines(lines, min_level):
+        sys.stdout.buffer.write(line.encode("utf-8"))
+        sys.stdout.buffer.flush()
+
+
+@contextlib.contextmanager
+def _native_log_filtered():
+    """Sends what the process writes to file descriptor 2 meanwhile through `_filter_stdin`.
+
+    The filter is a process of its own so that nothing is lost if this one dies on the way: TensorFlow
+    logs a FATAL record (a CPU the wheel was not built for, say) and aborts; the filter still reads the
+    pipe to its end. It starts in 20-30 ms, beside TensorFlow's 4-5 s import.
+    """
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    try:
+        # -I: no PYTHON* variables, no user site and not this file's folder (tfllm/) on the path.
+        filter_process = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), str(min_log_level())],
+                                          stdin=read_end, stdout=saved, stderr=saved)
+    except OSError:  # no process to spare: the lines go through unfiltered
+        os.close(read_end), os.close(write_end), os.close(saved)
+        yield
+        return
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer gone, the filter writes what is left and ends
+        os.close(saved)
+        filter_process.wait()
+
+
+class _FilteredTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first `import tensorflow` inside `_native_log_filtered`.
+
+    TensorFlow 2.21 logs through absl before anything calls `absl::InitializeLog()`, and absl writes those
+    records to stderr whatever their severity, so `TF_CPP_MIN_LOG_LEVEL` (which the `tfllm` command sets
+    to 2) no longer hides the INFO lines every import prints, twice: "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine, GPU will not be used" and absl's notice
+    (tensorflow/tensorflow#100442, open; the absl side is abseil/abseil-cpp#1957, open). This applies the
+    setting TensorFlow documents to those lines itself: a record at or above the level (every ERROR at the
+    command's default) and every line that is not TensorFlow's C++ log are written as they came.
+    """
+
+    def __init__(self):
+        self.used = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self.used:
+            return None
+        self.used = True
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            with _native_log_filtered():
+                run_module(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def filter_tensorflow_import_log():
+    """Installs `_FilteredTensorFlowImport` (once) before anything imports TensorFlow. Returns True if it did.
+
+    Only for the `tfllm` command's and the server's own processes: it redirects file descriptor 2 while
+    TensorFlow loads, which a notebook's or a script's process may have its own use for.
+    """
+    if "tensorflow" in sys.modules or any(isinstance(f, _FilteredTensorFlowImport) for f in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _FilteredTensorFlowImport())
+    return True
+
+
+if __name__ == "__main__":  # _native_log_filtered's filter process
+    _filter_stdin(int(sys.argv[1]))

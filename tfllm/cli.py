@@ -772,11 +772,12 @@ def build_parser():
 
 
 def main(argv=None):
-    from tfllm._env import quiet_gpu_probe, skip_keras_extras
+    from tfllm._env import filter_tensorflow_import_log, quiet_gpu_probe, skip_keras_extras
 
     quiet_gpu_probe()  # before anything imports TensorFlow; see its docstring
     if argv is None:  # the `tfllm` command's own process, not `main([...])` in a notebook
         skip_keras_extras()  # a second off every command's start-up; see its docstring
+        filter_tensorflow_import_log()  # TF_CPP_MIN_LOG_LEVEL for the lines TensorFlow 2.21 logs as it loads
         status = _main(argv)
         if "tensorflow" in sys.modules and threading.current_thread() is threading.main_thread():
             _exit_without_teardown(status)
