@@ -29,7 +29,7 @@ from tfllm.config import TrainConfig
 from tfllm.data import preprocess
 from tfllm.datasets import split_as_trained
 from tfllm.models import TextClassifierPreprocessor
-from tfllm.models.presets import resolve_preset
+from tfllm.presets import resolve_preset
 from tfllm.training.classifier import char_preprocessing
 
 

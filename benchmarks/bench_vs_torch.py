@@ -149,7 +149,7 @@ def worker_tf_gpt(batches_path, weights_path, steps, precision, save_weights):
     import numpy as np
     import tensorflow as tf
 
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
     from tfllm.tokenizers import train_tokenizer
     from tfllm.training import common
     from tfllm.training.causal_lm import StepTimer, build_causal_lm
@@ -341,7 +341,7 @@ def worker_tf_classifier(batches_path, weights_path, steps, jit_compile, save_we
     import numpy as np
 
     from tfllm.models.encoder_backbone import EncoderBackbone
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
     from tfllm.models.text_classifier import TextClassifier
     from tfllm.training.classifier import compile_classifier
 

@@ -34,7 +34,7 @@ def child():
         tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["INTRA"]))
     import keras
 
-    from tfllm.models import presets
+    from tfllm import presets
     from tfllm.models.causal_lm import CausalLM
     from tfllm.training import causal_lm
 

@@ -284,7 +284,7 @@ def test_validation_loss_scores_every_window_that_fits(batch_size):
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.slow
 def test_training_loss_falls(jit_compile):
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
     from tfllm.training.causal_lm import build_causal_lm
 
     train, _ = load_text_corpus("shakespeare")
@@ -332,7 +332,7 @@ def test_a_classifier_recipes_auto_jit_compile_is_keras_auto():
 
 def test_xla_is_left_to_keras_under_a_distribution_strategy():
     """A mirrored XLA step fails (variables on other devices), so there Keras' own rule stands."""
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
     from tfllm.tokenizers import CharacterTokenizer
     from tfllm.training.causal_lm import build_causal_lm
 
@@ -344,7 +344,7 @@ def test_xla_is_left_to_keras_under_a_distribution_strategy():
 
 def test_nanogpt_preset_builds_nanogpts_optimizer():
     """AdamW (0.9, 0.99), decay 0.1 on matrices only, and the norm of *all* gradients clipped to 1."""
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
     from tfllm.training.causal_lm import build_causal_lm
 
     from tfllm.tokenizers import CharacterTokenizer

@@ -557,6 +557,11 @@ def test_the_parser_loads_without_tensorflow():
     code = "import sys; from tfllm.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+    # `tfllm presets` only reads the recipes' table (it took 6-9 s when the table sat in tfllm.models).
+    code = ("import sys; from tfllm.cli import main; main(['presets', 'classify', 'tiny']);"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "batch_size=" in result.stdout and result.stdout.split()[-2:] == ["False", "False"], result.stdout
 
 
 def test_a_run_missing_its_weights_is_not_finished(cli_run, tmp_path, capsys):

@@ -308,7 +308,7 @@ def test_tfllm_presets_lists_the_recipes_and_prints_one_as_set_takes_it(capsys):
 
     from conftest import main_in_process
     from tfllm.cli import parse_setting
-    from tfllm.models.presets import PRESETS
+    from tfllm.presets import PRESETS
 
     listing = main_in_process(capsys, "presets")
     assert listing.returncode == 0
@@ -381,7 +381,7 @@ def test_every_setting_the_training_code_reads_can_be_overridden():
 
     from tfllm.models.causal_lm import BACKBONE_ARGS
     from tfllm.models.encoder_backbone import BACKBONE_ARGS as ENCODER_ARGS
-    from tfllm.models.presets import known_settings
+    from tfllm.presets import known_settings
     from tfllm.training.classifier import HEAD_ARGS
 
     source = pathlib.Path(__file__).parents[1] / "tfllm" / "training"

@@ -991,7 +991,7 @@ def test_every_setting_translation_training_reads_can_be_overridden():
     import pathlib
     import re
 
-    from tfllm.models.presets import known_settings
+    from tfllm.presets import known_settings
     from tfllm.models.seq2seq_lm import BACKBONE_ARGS, VOCABULARY_ARGS
 
     source = (pathlib.Path(__file__).parents[1] / "tfllm" / "training" / "seq2seq.py").read_text()

@@ -215,7 +215,7 @@ def test_a_search_owns_its_folder_and_a_second_one_is_refused_naming_the_first(t
 
 
 def test_default_space_centres_on_the_preset():
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
     from tfllm.tuning import check_space, default_space
 
     preset = resolve_preset("classify", "default")
@@ -332,7 +332,7 @@ def test_hyperband_keeps_a_generator_within_its_steps(tmp_path, capsys):
     """Hyperband's budgets count eval_intervals: `--set steps=10` with the tiny preset's interval of 20
     trained every trial 20 steps (and steps=30 never more than 20)."""
     from tfllm import runs
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
 
     assert resolve_preset("generate", "tiny")["eval_interval"] > 10
     space = tmp_path / "space.json"

@@ -17,7 +17,7 @@ import sys
 _EXPORTS = {
     "Transformer": "tfllm.models.transformer",
     "TextClassifier": "tfllm.models.text_classifier",
-    "resolve_preset": "tfllm.models.presets",
+    "resolve_preset": "tfllm.presets",
     "TrainConfig": "tfllm.config",
     "UserInputError": "tfllm.errors",
     "load_classification_data": "tfllm.datasets",

@@ -247,7 +247,7 @@ PRESET_COMMANDS = {  # which commands take each task's presets (--preset NAME)
 def cmd_presets(args):
     """The shipped recipes: every task's preset names, or one preset's settings as `--set` writes them."""
     from tfllm.errors import UserInputError
-    from tfllm.models.presets import OPTIONAL_SETTINGS, PRESETS, resolve_preset
+    from tfllm.presets import OPTIONAL_SETTINGS, PRESETS, resolve_preset
 
     if args.task is not None and args.task not in PRESETS:
         raise UserInputError(f"Unknown task {args.task!r}; choose one of {', '.join(PRESETS)}.")

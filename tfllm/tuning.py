@@ -96,7 +96,7 @@ def read_space(path):
 
 def _check_value(task, key, value, where):
     """A one-line error, naming the space's entry, for a value `--set` would refuse."""
-    from tfllm.models.presets import checked_setting
+    from tfllm.presets import checked_setting
 
     try:
         checked_setting(task, key, value)
@@ -107,7 +107,7 @@ def _check_value(task, key, value, where):
 def check_space(task, preset, space, source="--space"):
     """`space` in canonical form (`{"values": [...]}` or `{"min", "max", "sampling"[, "step"]}` per setting),
     or a one-line error naming the setting: unknown, an empty range, or values of the wrong kind."""
-    from tfllm.models.presets import known_settings
+    from tfllm.presets import known_settings
 
     known = known_settings(task)
     canonical = {}
@@ -433,7 +433,7 @@ class _Search:
 
 
 def _base_preset(config):
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
 
     return resolve_preset(config.task, config.preset, config.overrides)
 

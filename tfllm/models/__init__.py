@@ -9,7 +9,7 @@ from tfllm.models.encoder_backbone import EncoderBackbone
 from tfllm.models.ensemble import EnsembleBackbone, EnsembleClassifier
 from tfllm.models.masked_lm import MaskedLM
 from tfllm.models.preprocessors import MaskedLMPreprocessor, TextClassifierPreprocessor
-from tfllm.models.presets import resolve_preset
+from tfllm.presets import resolve_preset
 from tfllm.models.seq2seq_lm import Seq2SeqBackbone, Seq2SeqLM, Seq2SeqLMPreprocessor
 from tfllm.models.text_classifier import TextClassifier
 from tfllm.models.transformer import Transformer

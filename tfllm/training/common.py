@@ -277,7 +277,7 @@ def offline_error(handle, host, error):
 
 def _resolve(task, config, counted):
     """`task`'s preset with `config`'s flags (`counted`: "epochs" or "steps") and `--set` overrides applied."""
-    from tfllm.models.presets import resolve_preset
+    from tfllm.presets import resolve_preset
 
     flags = dict(tokenizer=config.tokenizer, batch_size=config.batch_size, learning_rate=config.learning_rate,
                  jit_compile=config.jit_compile, **{counted: getattr(config, counted)})
