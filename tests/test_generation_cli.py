@@ -115,7 +115,7 @@ def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
 
     with pytest.raises(UserInputError, match="max_new_tokens must be an integer from 1 to 8192, got True"):
         generate(untrained_run, ["Be"], max_new_tokens=True)  # was a TensorFlow InvalidArgumentError
-    with pytest.raises(UserInputError, match="Prompt 1 is bytes, not a string"):
+    with pytest.raises(UserInputError, match=r"Prompt 1 is bytes \(b'Be'\), not a string; decode it first"):
         generate(untrained_run, [b"Be"], max_new_tokens=2)  # was called an empty prompt
     with pytest.raises(UserInputError, match="seed must be a whole number from"):
         generate(untrained_run, ["Be"], max_new_tokens=2, seed=2**40)

@@ -418,7 +418,7 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     translator = Translator(model, jit_compile=False)
     with pytest.raises(UserInputError, match="empty"):
         translator.translate(["一", " "])
-    with pytest.raises(UserInputError, match="Text 2 to translate is int, not a string"):  # was called empty
+    with pytest.raises(UserInputError, match=r"Text 2 to translate is int \(3\), not a string"):  # was called empty
         translator.translate(["一", 3])
     with pytest.raises(UserInputError, match="sources must be a list of strings, got NoneType"):  # a TypeError
         translator.translate(None)

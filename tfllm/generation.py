@@ -210,10 +210,7 @@ class Generator:
         prompts = list(prompts)
         if not prompts or len(prompts) > MAX_PROMPTS:
             raise UserInputError(f"Give between 1 and {MAX_PROMPTS} prompts, got {len(prompts)}.")
-        for i, prompt in enumerate(prompts, 1):
-            if not isinstance(prompt, str):
-                decode = "; decode it first (prompt.decode('utf-8'))" if isinstance(prompt, bytes) else ""
-                raise UserInputError(f"Prompt {i} is {type(prompt).__name__}, not a string{decode}.")
+        runs.refuse_non_strings(prompts, "Prompt {}")
         if (not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool)
                 or not 0 < max_new_tokens <= MAX_NEW_TOKENS):
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")

@@ -47,7 +47,7 @@ def classify(run_dir, texts, chunk_size=CHUNK):
         chunk = list(itertools.islice(texts, chunk_size))
         if not chunk:
             return
-        _refuse_non_strings(chunk, offset)
+        runs.refuse_non_strings(chunk, offset=offset)
         fast = loaded.fast
         # None where a text holds a character the NumPy tokenizer does not split as TensorFlow Text does.
         probabilities = fast.predict(chunk) if fast else None
@@ -70,16 +70,6 @@ def predict(run_dir, texts):
     command prints them; the run is loaded once per process, so calling it in a loop does not reload."""
     run_dir = runs.run_dir_argument(run_dir, "predict")
     return list(classify(run_dir, runs.texts_argument(texts, "predict's texts")))
-
-
-def _refuse_non_strings(texts, offset):
-    """A text that is not a str (a number, None, bytes from a file read in binary) failed deep in the
-    tokenizer with a TypeError that named neither the text nor the fix."""
-    for i, text in enumerate(texts, offset + 1):
-        if not isinstance(text, str):
-            decode = "; decode it first (text.decode('utf-8'))" if isinstance(text, bytes) else ""
-            what = "None" if text is None else f"{type(text).__name__} ({text!r:.40})"
-            raise UserInputError(f"Text {i} is {what}, not a string{decode}.")
 
 
 def _refuse_wordless(texts, counts, run_dir, offset):

@@ -168,6 +168,17 @@ def texts_argument(texts, what):
     return texts
 
 
+def refuse_non_strings(items, name="Text {}", offset=0):
+    """A text that is not a str (a number, None, bytes from a file read in binary) failed deep in the
+    tokenizer with a TypeError that named neither the text nor the fix. `name` names item i (counted from
+    `offset` + 1: how many came before these)."""
+    for i, item in enumerate(items, offset + 1):
+        if not isinstance(item, str):
+            decode = "; decode it first (text.decode('utf-8'))" if isinstance(item, bytes) else ""
+            what = "None" if item is None else f"{type(item).__name__} ({item!r:.40})"
+            raise UserInputError(f"{name.format(i)} is {what}, not a string{decode}.")
+
+
 def read_train_config(run_dir):
     """The `TrainConfig` a finished run was trained with (fields another tfllm version recorded ignored)."""
     return TrainConfig.from_dict(read_config(run_dir), strict=False)

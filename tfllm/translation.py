@@ -238,10 +238,7 @@ class Translator:
         also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters."""
         runs.texts_argument(sources, "sources")
         sources = list(sources)
-        for i, source in enumerate(sources, 1):
-            if not isinstance(source, str):
-                decode = "; decode it first (source.decode('utf-8'))" if isinstance(source, bytes) else ""
-                raise UserInputError(f"Text {i} to translate is {type(source).__name__}, not a string{decode}.")
+        runs.refuse_non_strings(sources, "Text {} to translate")
         if not sources or len(sources) > MAX_SOURCES:
             raise UserInputError(f"Give between 1 and {MAX_SOURCES} texts to translate, got {len(sources)}.")
         empty = [i for i, s in enumerate(sources, 1) if not s.strip()]
