@@ -495,8 +495,7 @@ def load_classification_data(
         kept = [i for i in keep if raw_labels[i] in labels]
         left_out = sorted({raw_labels[i] for i in keep} - set(labels) - (set(raw_labels) - set(own_labels or raw_labels)),
                           key=_label_order)
-        variants = [label for label in left_out if " ".join(label.casefold().split()) in
-                    {" ".join(kept_label.casefold().split()) for kept_label in labels}]
+        variants = [label for label in left_out if _label_key(label) in {_label_key(kept) for kept in labels}]
         if left_out and asked and not scoring and kept:  # the others' rows went without a word, case variants too
             print(f"tfllm: --labels keeps {len(kept)} of {len(keep)} rows; left out: the labels "
                   f"{left_out[:10]}{' ...' if len(left_out) > 10 else ''}"
@@ -628,12 +627,17 @@ def warn_about_imbalance(data, balanced):
     print(message, file=sys.stderr)
 
 
+def _label_key(name):
+    """What labels that differ only in case or spaces ("Positive", "positive ") have in common."""
+    return " ".join(name.casefold().split())
+
+
 def warn_about_labels(source, data):
     """Says (on stderr) which labels differ only in case or spaces ("Positive" and "positive"): each is a
     class of its own, which a file joined from two sources makes without a word."""
     groups = {}
     for name in data.label_names:
-        groups.setdefault(" ".join(name.casefold().split()), []).append(name)
+        groups.setdefault(_label_key(name), []).append(name)
     for names in (names for names in groups.values() if len(names) > 1):
         print(f"tfllm: warning: the labels {' and '.join(map(repr, names))} of {source!r} differ only in case or "
               f"spaces, so they are {len(names)} classes; if they are one, write them one way.", file=sys.stderr)
