@@ -44,7 +44,7 @@ def scores_of(explainer, method, x, ids, is_text, target, probabilities, rng, st
     if method == "random":
         return rng.random(len(ids)), None
     if method == "integrated_gradients":
-        return explainer.integrated_gradients(x, is_text, target, steps)
+        return explainer.integrated_gradients(x, is_text, target, steps)[:2]
     if method == "occlusion":
         return explainer.occlusion(x, is_text, target, probabilities), None
     return np.asarray(explainer.attention(x, ids)["token_scores"]), None

@@ -12,7 +12,7 @@ import pytest
 
 from tfllm.cli import main
 from tfllm.errors import UserInputError
-from tfllm.explanations import Explainer, load_explainer
+from tfllm.explanations import Explainer, load_explainer, render_html, render_terminal
 
 TEXT = "a gorgeous, witty and moving film that never drags"
 
@@ -34,7 +34,8 @@ def test_integrated_gradients_are_complete(explainer, target):
     e = explainer.explain(TEXT, method="integrated_gradients", target=target, steps=64)
     c = e.completeness
     assert len(e.tokens) == len(e.scores) >= 5
-    assert abs(sum(e.scores) - c["sum"]) < 1e-9
+    assert set(e.views) == {"character n-grams", "word n-grams"}  # the tiny preset reads the raw text too
+    assert abs(sum(e.scores) + sum(e.views.values()) - c["sum"]) < 1e-9
     assert c["score"] == pytest.approx(_probability(explainer, TEXT, e.target), abs=1e-5)
     assert abs(c["difference"]) > 1e-3  # the check means something only if the baseline scores differently
     assert c["error"] < 0.01 * abs(c["difference"]) + 2e-4, c
@@ -45,7 +46,8 @@ def test_integrated_gradients_are_complete(explainer, target):
 @pytest.mark.slow  # 3.8 s in stop 60's last fresh clone: over make test-fast's 3 s line
 def test_the_baseline_is_padding_with_the_n_gram_paths_off(tiny_classifier_run):
     """Completeness holds whatever is interpolated; this checks *what* is: the baseline must be the model with
-    padding embeddings at the text's positions and nothing from the bigram and naive-Bayes paths."""
+    padding embeddings at the text's positions and nothing from the bigram and naive-Bayes paths or the
+    character and word views."""
     explainer = load_explainer(tiny_classifier_run)  # its own copy: the weights change below
     e = explainer.explain(TEXT)
     x, _, is_text = explainer.encode(TEXT)
@@ -58,11 +60,47 @@ def test_the_baseline_is_padding_with_the_n_gram_paths_off(tiny_classifier_run):
     specials = sorted(explainer.special_ids)  # start/end are not perturbed: their unigram weights stay
     table[specials] = wide.get_weights()[0][specials]
     wide.set_weights([table])
-    assert abs(explainer.probabilities(x)[0][target] - before) > 1e-3  # both paths matter in this model
+    # The views of the raw text: before, they kept their weights in the baseline, so it depended on the text
+    # ("a awful film" and "a dull film" had baselines 0.82 and 0.69).
+    for name in ("char_ngrams", "word_ngrams"):
+        view = explainer.model.get_layer(name)
+        view.set_weights([np.zeros_like(w) for w in view.get_weights()])
+    assert abs(explainer.probabilities(x)[0][target] - before) > 1e-3  # those paths matter in this model
     baseline = {k: v.copy() for k, v in x.items()}
     baseline["token_ids"][0][is_text] = explainer.pad_id  # the mask stays: same positions, padding embeddings
     expected = explainer.probabilities(baseline)[0][target]
     assert e.completeness["baseline_score"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_texts_of_one_length_share_a_baseline_and_the_views_score_the_whole_text(explainer):
+    """The character and word views read the raw text, past the token window too: held fixed, they made the
+    baseline depend on the text and left their share of the score unexplained."""
+    dull, awful = explainer.explain("a dull film"), explainer.explain("a awful film")
+    assert len(dull.tokens) == len(awful.tokens)
+    assert dull.completeness["baseline_score"] == pytest.approx(awful.completeness["baseline_score"], abs=1e-6)
+    window = explainer.preprocessor.sequence_length
+    short, long = "the music soars " * window, "the music soars " * window + "dull boring awful " * 20
+    e_short, e_long = explainer.explain(short), explainer.explain(long)
+    assert e_short.tokens == e_long.tokens and e_long.tokens_left_out > 0
+    assert e_long.views != pytest.approx(e_short.views, abs=1e-4)  # the words past the window count there
+    for e in (e_short, e_long):
+        assert e.completeness["error"] < 0.01 * abs(e.completeness["difference"]) + 2e-4
+    # Occlusion: a view's score is the target's probability without that view.
+    e = explainer.explain("a dull film", method="occlusion")
+    x, _, _ = explainer.encode("a dull film")
+    target = explainer.label_names.index(e.target)
+    layer = explainer.model.get_layer("word_ngrams")
+    saved = layer.get_weights()
+    layer.set_weights([np.zeros_like(w) for w in saved])
+    try:
+        without = explainer.model(x, training=False)
+    finally:
+        layer.set_weights(saved)
+    p_without = np.asarray(explainer._probabilities_of(without, x))[0][target]
+    assert e.views["word n-grams"] == pytest.approx(e.probabilities[e.target] - p_without, abs=1e-5)
+    assert "whole text's views" in render_terminal(e_long, color=False)
+    page = render_html([e_long])
+    assert "not attributed (the views above read them)" in page and "word n-grams" in page
 
 
 def test_integrated_gradients_converge_with_steps(explainer):
@@ -369,10 +407,21 @@ def test_a_run_of_the_wrong_task_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_attention_on_a_generator_without_encoder_blocks_is_one_line(generator_run, capsys):
-    assert main(["explain", generator_run, "Before", "--method", "attention"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "integrated_gradients" in err
+def test_attention_maps_of_a_generator_are_causal_and_its_rollout_is_the_last_row(generator_run, capsys):
+    """tfllm's decoder blocks (FusedDecoderBlock) give their attention probabilities too: this was refused
+    ("its blocks are not KerasHub TransformerEncoders") though the README lists rollout for generators."""
+    assert main(["explain", generator_run, "Before we", "--method", "attention", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [t["token"] for t in out["tokens"]] == list("Before we")
+    e = load_explainer(generator_run).explain("Before we", method="attention")
+    maps = np.array(e.attention["layers"])  # [layers, heads, query, key]
+    n = len(e.attention["tokens"])
+    assert maps.shape[-2:] == (n, n) and maps.shape[0] == 2
+    np.testing.assert_allclose(maps.sum(axis=-1), 1.0, atol=1e-4)
+    assert np.allclose(np.triu(maps, k=1), 0.0)  # no position looks ahead
+    rollout = np.array(e.attention["rollout"])
+    is_text = [t not in ("[BOS]", "[EOS]", "[PAD]") for t in e.attention["tokens"]]
+    np.testing.assert_allclose(e.scores, rollout[-1][np.array(is_text)], atol=1e-4)
 
 
 @pytest.mark.parametrize("where,message", [

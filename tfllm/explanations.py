@@ -14,9 +14,13 @@ prompt:
   reads hashed bigrams and a naive-Bayes "wide" path from the token ids, beside
   the encoder; those lookups are interpolated too (their baseline is zero, the
   weight a padding token has there), and a bigram's share goes half to each of
-  its two tokens. So the attributions cover the whole model, and the
-  completeness check (Explanation.completeness) holds: they sum to
-  score(text) - score(baseline), up to the integration error it reports.
+  its two tokens. Its character and word n-gram views read the raw text, not
+  the tokens: each is interpolated from zero as a whole and gets one score for
+  the whole text (Explanation.views), text past the token window included. So
+  the attributions cover the whole model, the baseline is the same for every
+  text of a length, and the completeness check (Explanation.completeness)
+  holds: tokens and views sum to score(text) - score(baseline), up to the
+  integration error it reports.
 - `attention`: every layer's and head's attention probabilities, and attention
   rollout (Abnar & Zuidema, 2020: heads averaged, the residual added as 0.5 I,
   layers multiplied). A token's score is the rollout attention the pooled
@@ -26,6 +30,8 @@ prompt:
   anything beside the encoder (the n-gram paths).
 - `occlusion`: drop each token in turn (the text re-packed without it) and
   see the target's probability move: score = p(text) - p(text without it).
+  The character and word views still read the token there (they read the
+  raw text); each gets one score, p(text) - p(text without that view).
 
 Example:
 >>> explanation = tfllm.explain("runs/reviews", "a gorgeous, witty film")
@@ -47,6 +53,8 @@ import numpy as np
 from tfllm.errors import UserInputError
 
 METHODS = ("integrated_gradients", "attention", "occlusion")
+# tfllm's TextClassifier layers that read the raw text's code points, not the tokens -> the view's name.
+VIEWS = {"char_ngrams": "character n-grams", "word_ngrams": "word n-grams"}
 DEFAULT_STEPS = 50
 MAX_STEPS = 1000
 
@@ -72,6 +80,9 @@ class Explanation:
         seconds: time the method took (after the first call compiled it).
         tokens_left_out: how many of the text's tokens lie beyond the model's window and are not attributed
             (a classifier: after `tokens`; a generator: before them).
+        views: integrated gradients and occlusion of a classifier with views of the raw text (the `default`
+            recipe's character and word n-grams): `{view: score}`, one score each for the whole text (the
+            tokens past the window too), on the tokens' scale.
     """
 
     text: str
@@ -86,11 +97,12 @@ class Explanation:
     attention: dict | None = None
     seconds: float = 0.0
     tokens_left_out: int = 0
+    views: dict | None = None
 
     def to_json(self, with_attention=False):
         """`{"label", "probabilities", "method", "target", "tokens": [{"token", "score"}, ...]}`, and where they
         apply `"completeness"` (integrated gradients' sum check), `"attention"` (`with_attention`) and
-        `"tokens_left_out"` (tokens past the model's window)."""
+        `"tokens_left_out"` (tokens past the model's window) and `"views"` (the whole text's views)."""
         out = {
             "label": self.label,
             "probabilities": {k: float(v) for k, v in self.probabilities.items()},
@@ -104,6 +116,8 @@ class Explanation:
             out["attention"] = self.attention
         if self.tokens_left_out:
             out["tokens_left_out"] = self.tokens_left_out
+        if self.views:
+            out["views"] = self.views
         return out
 
 
@@ -145,13 +159,20 @@ def _forward_only(fn):
 
 
 def _attention_layers(backbone):
-    """The self-attention layer of each block, where the blocks are KerasHub `TransformerEncoder`s."""
+    """The layers that give each block's attention probabilities when called with
+    `return_attention_scores=True`: tfllm's `FusedDecoderBlock`s themselves, or the self-attention layer
+    of each KerasHub `TransformerEncoder` or `TransformerDecoder` block."""
     import keras_hub
 
+    from tfllm.models.causal_lm import FusedDecoderBlock
+
     blocks = getattr(backbone, "transformer_layers", None) or []
-    if not blocks or not all(isinstance(b, keras_hub.layers.TransformerEncoder) for b in blocks):
+    if blocks and all(isinstance(b, FusedDecoderBlock) for b in blocks):
+        return blocks
+    kinds = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
+    if not blocks or not all(isinstance(b, kinds) for b in blocks):
         return None
-    # PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer` (keras-hub 0.32). A block's
+    # PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer` (and `TransformerDecoder`'s, keras-hub 0.32). A block's
     # `call(return_attention_scores=True)` is public (keras-team/keras-hub#1644), but backbones call their
     # blocks without it; so the attention layer inside, a `keras.layers.MultiHeadAttention`, is asked instead.
     return [b._self_attention_layer for b in blocks]
@@ -206,17 +227,20 @@ class Explainer:
             if len(self.label_names) != num_classes:
                 raise UserInputError(f"{len(self.label_names)} label names for a model with {num_classes} classes.")
         # What integrated gradients interpolates: (layer, kind). "token": one vector per position;
-        # "bigram": one per position, for the pair ending there; "wide": unigrams then bigrams.
+        # "bigram": one per position, for the pair ending there; "wide": unigrams then bigrams; a view's
+        # name (VIEWS): its n-grams of the whole raw text, one score in all.
         self._embeddings = [(token_embedding, "token")] if token_embedding is not None else None
         from tfllm.models.text_classifier import TextClassifier
 
         self._mean_pooled = isinstance(model, TextClassifier)
+        names = {layer.name: layer for layer in model.layers} if self._mean_pooled else {}
+        self._views = [(names[layer], view) for layer, view in VIEWS.items() if layer in names]
         if self._mean_pooled and self._embeddings:
-            names = {layer.name: layer for layer in model.layers}
             if "bigram_embedding" in names:
                 self._embeddings.append((names["bigram_embedding"], "bigram"))
             if "wide_ngrams" in names:
                 self._embeddings.append((names["wide_ngrams"], "wide"))
+            self._embeddings += self._views
         self._attention = _attention_layers(backbone)
         self._fns = {}
 
@@ -336,8 +360,10 @@ class Explainer:
                     moving = is_text
                 elif kind == "bigram":
                     base, moving = tf.zeros_like(actual), bigram_text
-                else:  # wide: unigrams, then the bigrams ending at each position
+                elif kind == "wide":  # unigrams, then the bigrams ending at each position
                     base, moving = tf.zeros_like(actual), tf.concat([is_text, bigram_text], axis=1)
+                else:  # a view of the raw text: every n-gram of it moves
+                    base, moving = tf.zeros_like(actual), tf.ones_like(actual[:, :, 0], tf.bool)
                 base = tf.where(moving[:, :, None], base, actual)
                 bases.append(base)
                 deltas.append(actual - base)
@@ -491,8 +517,9 @@ class Explainer:
                                  f"{type(self.model).__name__} has one per member: use --method occlusion, or "
                                  "explain one of its members (an ensemble's RUN_DIR/members/*).")
         if method == "attention" and self._attention is None:
-            raise UserInputError(f"This {self.kind} has no attention maps tfllm can read (its blocks are not "
-                                 "KerasHub TransformerEncoders); use --method integrated_gradients or occlusion.")
+            raise UserInputError(f"This {self.kind} has no attention maps tfllm can read (its blocks are neither "
+                                 "tfllm's nor KerasHub's Transformer blocks); use --method integrated_gradients or "
+                                 "occlusion.")
         target_index = self.target_index(target)
         x, ids, is_text, probabilities = self.prepare(text)
         if method == "occlusion" and self.generator and len(ids) < 2:
@@ -504,11 +531,12 @@ class Explainer:
         if target_index is None:  # the label shown: for a generator, the likeliest token it can say
             target_index = self._top(probabilities)[0]
         start = time.perf_counter()
-        completeness = attention = None
+        completeness = attention = views = None
         if method == "integrated_gradients":
-            per_token, completeness = self._integrated_gradients(x, is_text, target_index, steps)
+            per_token, completeness, views = self._integrated_gradients(x, is_text, target_index, steps)
         elif method == "occlusion":
             per_token = self.occlusion(x, is_text, target_index, probabilities)
+            views = self.view_occlusion(x, target_index, probabilities)
         else:
             attention = self.attention(x, ids)
             per_token = np.asarray(attention["token_scores"])
@@ -520,6 +548,7 @@ class Explainer:
         explanation = self._explanation(text, method, ids, is_text, probabilities, target_index, per_token,
                                         seconds, completeness, attention)
         explanation.tokens_left_out = self._tokens_left_out(text, is_text)
+        explanation.views = views or None
         return explanation
 
     def _tokens_left_out(self, text, is_text):
@@ -577,12 +606,15 @@ class Explainer:
             target_index = self._top(probabilities)[0]
             per_token = np.zeros(len(ids))
             per_token[positions] = probabilities[target_index] - dropped[:, target_index]
-            explanations.append(self._explanation(text, "occlusion", ids, is_text, probabilities, target_index,
-                                                  per_token, seconds))
+            explanation = self._explanation(text, "occlusion", ids, is_text, probabilities, target_index,
+                                            per_token, seconds)
+            explanation.tokens_left_out = self._tokens_left_out(text, is_text)
+            explanations.append(explanation)
         return explanations
 
     def integrated_gradients(self, x, is_text, target_index, steps=DEFAULT_STEPS):
-        """Per-position attributions `[n]` (0 at special tokens) and the completeness record."""
+        """Per-position attributions `[n]` (0 at special tokens), the completeness record and the views'
+        attributions (`{view: score}`)."""
         return self._integrated_gradients(x, is_text, target_index, steps)
 
     def _integrated_gradients(self, x, is_text, target_index, steps):
@@ -592,19 +624,21 @@ class Explainer:
         fn = self._ig_fn(x)
         per_layer, scores, _ = fn(x, alphas, weights, np.int32(target_index), is_text[None, :])
         n = len(is_text)
-        per_token = np.zeros(n)
+        per_token, views = np.zeros(n), {}
         for (_, kind), values in zip(self._embeddings, per_layer):
             values = np.asarray(values, "float64")
             if kind == "token":
                 per_token += values
             elif kind == "bigram":
                 per_token += self._bigram_shares(values, is_text)
-            else:
+            elif kind == "wide":
                 per_token += values[:n] + self._bigram_shares(values[n:], is_text)
+            else:
+                views[kind] = float(values.sum())
         scores = np.asarray(scores, "float64")
-        total, difference = float(per_token.sum()), float(scores[-1] - scores[0])
+        total, difference = float(per_token.sum()) + sum(views.values()), float(scores[-1] - scores[0])
         return per_token, {"sum": total, "difference": difference, "score": float(scores[-1]),
-                           "baseline_score": float(scores[0]), "error": abs(total - difference), "steps": steps}
+                           "baseline_score": float(scores[0]), "error": abs(total - difference), "steps": steps}, views
 
     @staticmethod
     def _bigram_shares(values, is_text):
@@ -623,6 +657,19 @@ class Explainer:
         scores = np.zeros(len(is_text))
         scores[positions] = probabilities[target_index] - dropped
         return scores
+
+    def view_occlusion(self, x, target_index, probabilities):
+        """`{view: score}`: the target's probability minus its probability with that view of the raw text
+        left out (its n-grams' weights zero, as for a text without n-grams)."""
+        import keras
+
+        out = {}
+        for layer, view in self._views:
+            silent = _forward_only(lambda original, *args, **kwargs: keras.ops.zeros_like(original(*args, **kwargs)))
+            with _replaced_calls({layer: silent}):  # eager: one call, nothing traced
+                without = np.asarray(self._probabilities_of(self.model(x, training=False), x))[0]
+            out[view] = float(probabilities[target_index] - without[target_index])
+        return out
 
     @staticmethod
     def _without_each_token(is_text):
@@ -752,10 +799,10 @@ def render_terminal(explanation, color=True):
         else:
             text.append(f"{space}{piece}[{s:+.2f}]")
     lines.append("".join(text))
+    if explanation.views:
+        lines.append(_views_line(explanation))
     if explanation.tokens_left_out:
-        which = ("the last", "before") if generator else ("the first", "after")
-        lines.append(f"note: the model's window holds {which[0]} {len(explanation.tokens)} tokens; the "
-                     f"{explanation.tokens_left_out} {which[1]} them are not attributed")
+        lines.append("note: " + _left_out_line(explanation))
     top = sorted(zip(explanation.tokens, explanation.scores), key=lambda p: -abs(p[1]))[:5]
     lines.append("strongest: " + ", ".join(f"{t} {s:+.4f}" for t, s in top))
     if explanation.completeness:
@@ -763,6 +810,18 @@ def render_terminal(explanation, color=True):
         lines.append(f"completeness: attributions sum {c['sum']:+.4f}, score {c['score']:.4f} - baseline "
                      f"{c['baseline_score']:.4f} = {c['difference']:+.4f} (error {c['error']:.4f}, {c['steps']} steps)")
     return "\n".join(lines)
+
+
+def _views_line(explanation):
+    return ("the whole text's views (they read the raw text, not the tokens): "
+            + ", ".join(f"{view} {score:+.4f}" for view, score in explanation.views.items()))
+
+
+def _left_out_line(explanation):
+    which = ("the last", "before") if explanation.kind == "generator" else ("the first", "after")
+    seen = " (the views above read them)" if explanation.views else ""
+    return (f"the model's window holds {which[0]} {len(explanation.tokens)} tokens; the "
+            f"{explanation.tokens_left_out} {which[1]} them are not attributed{seen}")
 
 
 def _rgba(s):
@@ -819,6 +878,10 @@ def render_html(explanations):
                    f"&nbsp; <b>explaining:</b> {html.escape(shown(e.target))}</p>",
                    f'<table class="probs">{probs}</table>',
                    f'<p class="text">{"".join(spans)}</p>']
+        if e.views:
+            section.append(f'<p class="note">{html.escape(_views_line(e))}.</p>')
+        if e.tokens_left_out:
+            section.append(f'<p class="note">Note: {html.escape(_left_out_line(e))}.</p>')
         if e.completeness:
             c = e.completeness
             section.append(f"<p class=\"note\">Completeness: attributions sum {c['sum']:+.4f}; score(text) "
@@ -865,8 +928,9 @@ def explanation_markdown(explanation, top=3):
     tokens = " ".join(f"**{t}**&nbsp;({s:+.3f})" if i in strongest else f"{t}&nbsp;({s:+.3f})"
                       for i, (t, s) in enumerate(zip(explanation.tokens, explanation.scores)))
     probability = explanation.probabilities.get(explanation.label, 0.0)
+    left_out = f"\n\n({_left_out_line(explanation)})" if explanation.tokens_left_out else ""
     return (f"label **{explanation.label}** (p = {probability:.3f}); {explanation.method} for "
-            f"**{explanation.target}**:\n\n{tokens}")
+            f"**{explanation.target}**:\n\n{tokens}{left_out}")
 
 
 def write_tensorboard_explanations(log_dir, model, label_names, texts, step=0):

@@ -110,7 +110,10 @@ class FusedDecoderBlock(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def call(self, decoder_sequence, decoder_padding_mask=None, self_attention_cache=None,
-             self_attention_cache_update_index=None, training=None):
+             self_attention_cache_update_index=None, training=None, return_attention_scores=False):
+        """The block's output (with the updated cache when one is given); with `return_attention_scores`
+        and no cache, `(output, attention probabilities [batch, heads, query, key])`, as KerasHub's
+        attention layers give them (`tfllm explain --method attention`)."""
         x = decoder_sequence
         batch_size, length, hidden_dim = ops.shape(x)[0], ops.shape(x)[1], x.shape[-1]
         head_dim = hidden_dim // self.num_heads
@@ -143,6 +146,8 @@ class FusedDecoderBlock(keras.layers.Layer):
 
         y = self.feedforward_output(self.feedforward_intermediate(self.feedforward_norm(x)))
         x = x + self.dropout_layer(y, training=training)
+        if return_attention_scores and self_attention_cache is None:
+            return x, probabilities
         return x if self_attention_cache is None else (x, self_attention_cache)
 
     def compute_output_shape(self, decoder_sequence_shape):
