@@ -435,3 +435,17 @@ def test_a_best_run_set_aside_by_a_killed_swap_comes_back(tmp_path):
     (tmp_path / ".best.old").mkdir()
     restore_best(str(tmp_path))  # best/ is there: the set-aside copy is not put over it
     assert (tmp_path / "best" / "metrics.json").exists()
+
+
+def test_trial_values_are_the_step_grid_as_written():
+    """KerasTuner's min + k * step gave a dropout of 0.30000000000000004, trained and printed so."""
+    import keras_tuner
+
+    from tfllm.tuning import trial_values
+
+    hp = keras_tuner.HyperParameters()
+    hp.Float("dropout", 0.0, 0.5, step=0.1)
+    hp.Int("num_layers", 1, 3)
+    hp.values.update({"dropout": 0.1 * 3, "tuner/epochs": 2})
+    assert 0.1 * 3 != 0.3
+    assert trial_values(hp) == {"dropout": 0.3, "num_layers": 1}

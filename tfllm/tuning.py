@@ -321,6 +321,14 @@ def _tuner_class():
     return RunTuner
 
 
+def trial_values(hyperparameters):
+    """A trial's settings (not KerasTuner's own `tuner/...` entries), with floats on a `step` grid as written:
+    KerasTuner computes them as min + k * step, so a dropout of 0.3 trained, and was shown, as
+    0.30000000000000004."""
+    return {k: float(f"{v:.12g}") if isinstance(v, float) else v
+            for k, v in hyperparameters.values.items() if not k.startswith("tuner/")}
+
+
 @dataclasses.dataclass
 class _Search:
     """What one `tune` call searches, and the per-trial work `RunTuner` delegates to it."""
@@ -353,9 +361,8 @@ class _Search:
     def run(self, trial):
         import keras_tuner
 
-        values = dict(trial.hyperparameters.values)
-        budget = values.get("tuner/epochs")  # Hyperband's: a run of that many epochs (no warm start)
-        values = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        budget = trial.hyperparameters.values.get("tuner/epochs")  # Hyperband's: that many epochs (no warm start)
+        values = trial_values(trial.hyperparameters)
         overrides = {**self.config.overrides, **values}
         if budget is not None:
             if self.config.task == "generate":
@@ -409,7 +416,7 @@ class _Search:
                 "trial": os.path.basename(trial_dir(self.directory, trial_id)),
                 "run_dir": os.path.relpath(trial_dir(self.directory, trial_id), self.directory),
                 "status": trial.status,
-                "values": {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")},
+                "values": trial_values(trial.hyperparameters),
                 "objective": metrics.pop(self.objective, None),
                 **metrics,
             }
