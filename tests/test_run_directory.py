@@ -463,3 +463,104 @@ def test_a_stop_that_lands_in_a_del_is_kept_for_later_not_raised_there(capsys):
             errors.request_stop(KeyboardInterrupt, sys._getframe())
     finally:
         errors.clear_stop()
+
+
+def _finished_run(run_dir, vocabulary_size=None):
+    """The files by which tfllm knows a finished run (contents beside the point here)."""
+    from tfllm import runs
+
+    for name in ("model.weights.h5", "config.json", runs.TASK_CONFIG, runs.METRICS, runs.RUN_CONFIG):
+        os.makedirs(os.path.dirname(runs.path(run_dir, name)), exist_ok=True)
+        runs.write_json(runs.path(run_dir, name), {})
+    if vocabulary_size:
+        runs.write_json(runs.path(run_dir, "config.json"), {"config": {"vocabulary_size": vocabulary_size}})
+        runs.write_json(runs.path(run_dir, "tokenizer.json"), {"module": "tfllm.tokenizers"})
+        os.makedirs(runs.path(run_dir, "assets/tokenizer"))
+    assert runs.is_finished(run_dir)
+    return run_dir
+
+
+def test_a_finished_run_that_lost_a_file_is_never_deleted_as_a_run_killed_before_its_backup(tmp_path):
+    """A finished run whose metrics.json was deleted looked like a run killed before its first backup, and
+    the next `tfllm train` into it deleted it (and the user's notes in it) without a word."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    run_dir = _finished_run(str(tmp_path / "a"))
+    os.remove(runs.path(run_dir, runs.METRICS))
+    (tmp_path / "a" / "NOTES.txt").write_text("mine")
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir)
+    with pytest.raises(UserInputError, match=r"holds a finished run that has lost metrics.json since\. Put the "
+                                             r"files back, pass --overwrite"):
+        runs.prepare(run_dir, config=config)
+    with pytest.raises(UserInputError, match="has lost metrics.json since. Put it back, or retrain it"):
+        runs.check_finished(run_dir)  # predict, evaluate, export: it said "did not finish ... resume it"
+    assert (tmp_path / "a" / "NOTES.txt").exists() and runs.has_weights(run_dir)
+    os.remove(runs.path(run_dir, "config.json"))  # predict's NumPy path read the weights without it
+    with pytest.raises(UserInputError, match="has lost config.json, metrics.json since"):
+        runs.check_finished(run_dir)
+    resume, previous = runs.prepare(run_dir, overwrite=True, config=config)  # replaced only when asked
+    assert not resume and os.path.exists(os.path.join(previous, "NOTES.txt"))
+
+
+def test_a_run_set_aside_by_an_interrupted_overwrite_is_never_deleted_by_a_later_one(tmp_path):
+    """The interrupted --overwrite run deleted by hand, a new run there, then --overwrite again: the first
+    run, kept in .NAME.previous, was deleted to make room for the second without a word."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    previous = _finished_run(str(tmp_path / ".a.previous"))
+    run_dir = str(tmp_path / "a")
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir)
+    for folder_state in ("absent", "finished"):
+        if folder_state == "finished":
+            _finished_run(run_dir)
+        with pytest.raises(UserInputError, match=r"\.a\.previous' holds the run an interrupted `--overwrite` set "
+                                                 r"aside.*Move it back \(mv "):
+            runs.prepare(run_dir, overwrite=True, config=config)
+        assert runs.is_finished(previous)
+
+
+def test_a_run_directory_in_an_exported_models_version_slot_is_refused_and_never_pruned(tmp_path):
+    from tfllm import runs
+    from tfllm.export import versioning
+
+    base = tmp_path / "savedmodels"
+    for version in (1, 8):
+        (base / "rev" / str(version)).mkdir(parents=True)
+        (base / "rev" / str(version) / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(UserInputError, match=r"is a version folder of the model exported in .*--run-dir outside it"):
+        runs.check_writable(str(base / "rev" / "7"))
+    runs.check_writable(str(tmp_path / "runs" / "7"))  # a number alone is a fine name elsewhere
+    _finished_run(str(base / "rev" / "7"))  # put there before this check, or by hand
+    result = versioning.prune(str(base), "rev", keep=1)
+    assert result == [1] and "holds no export" in result.skipped[7]
+    assert runs.is_finished(str(base / "rev" / "7"))
+
+
+def test_a_vocabulary_that_changed_since_training_is_refused(tmp_path):
+    """A vocabulary.txt cut from 50 lines to 20 loaded without a word; predict, evaluate and export went on."""
+    from tfllm import runs
+
+    run_dir = _finished_run(str(tmp_path / "a"), vocabulary_size=5)
+    vocabulary = tmp_path / "a" / "assets" / "tokenizer" / "vocabulary.txt"
+    vocabulary.write_text("[PAD]\n[UNK]\na\nb\nc\n")
+    runs.check_finished(run_dir)
+    vocabulary.write_text("[PAD]\n[UNK]\na\n")
+    with pytest.raises(UserInputError, match=r"vocabulary \(assets/tokenizer/vocabulary.txt\) has 3 tokens but its "
+                                             r"model 5: the file changed"):
+        runs.check_finished(run_dir)
+
+
+def test_from_preset_on_a_run_that_has_not_finished_says_so(tmp_path):
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.training.common import check_from_preset_settings
+
+    run_dir = str(tmp_path / "p")
+    runs.write_json(runs.path(run_dir, runs.RUN_CONFIG), {})  # an interrupted --overwrite run: no preset files yet
+    runs.write_json(os.path.join(runs.path(run_dir, runs.BACKUP), "training_metadata.json"), {})
+    _finished_run(str(tmp_path / ".p.previous"))
+    config = TrainConfig(data="rotten_tomatoes", from_preset=run_dir, run_dir=str(tmp_path / "ft"))
+    with pytest.raises(UserInputError, match=r"holds a run that did not finish.*kept in .*\.p\.previous"):
+        check_from_preset_settings(config)  # was: "a folder but not a preset (no config.json in it)"

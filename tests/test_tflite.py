@@ -165,6 +165,33 @@ def test_out_folder_follows_the_umask(umask, tmp_path):
     assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask
 
 
+def test_an_out_export_that_cannot_take_the_folder_s_place_puts_the_earlier_one_back(tmp_path, monkeypatch):
+    """The earlier export had moved to a hidden `.old-*` folder when the rename of the new one failed (an I/O
+    error): --out was gone, and the next export did not bring it back."""
+    import errno
+
+    def write_with(content):
+        def write(directory):
+            with open(os.path.join(directory, "model.tflite"), "w") as f:
+                f.write(content)
+            open(os.path.join(directory, "parity.json"), "w").close()  # what marks a tfllm TFLite export
+        return write
+
+    out = versioning.write_out_dir(str(tmp_path / "phone"), write_with("first"))
+    rename = os.rename
+
+    def failing_rename(source, target):  # the file system refuses the new export's move into place
+        if os.path.basename(str(source)).startswith(".tmp-"):
+            raise OSError(errno.EIO, "Input/output error")
+        rename(source, target)
+
+    monkeypatch.setattr(versioning.os, "rename", failing_rename)
+    with pytest.raises(OSError):
+        versioning.write_out_dir(out, write_with("second"))
+    assert os.listdir(tmp_path) == ["phone"]
+    assert (tmp_path / "phone" / "model.tflite").read_text() == "first"
+
+
 # An export to --out killed while it writes (the TFLite files of a real model take seconds to minutes).
 KILLED_EXPORT = """
 import os, sys, time

@@ -203,11 +203,27 @@ def is_unfinished(run_dir):
     return has_backup(path(run_dir, BACKUP)) and os.path.exists(path(run_dir, RUN_CONFIG))
 
 
+def has_weights(run_dir):
+    """The backbone's weights: one file, or KerasHub's shard index for a big backbone. A run writes them when
+    it finishes (save_to_preset), never before."""
+    return any(os.path.exists(path(run_dir, name)) for name in ("model.weights.h5", "model.weights.json"))
+
+
+# What a finished run holds besides its weights (save_to_preset's config.json and task.json, tfllm's records).
+_FINISHED_FILES = (RUN_CONFIG, "config.json", TASK_CONFIG, METRICS)
+
+
 def is_finished(run_dir):
-    # The weights: one file, or KerasHub's shard index for a big backbone.
-    weights = any(os.path.exists(path(run_dir, name)) for name in ("model.weights.h5", "model.weights.json"))
-    return weights and all(os.path.exists(path(run_dir, name)) for name in (RUN_CONFIG, TASK_CONFIG, METRICS)) \
+    return has_weights(run_dir) and all(os.path.exists(path(run_dir, name)) for name in _FINISHED_FILES) \
         and not os.path.isdir(path(run_dir, BACKUP))
+
+
+def missing_files(run_dir):
+    """The files a run that finished (its weights written, its backup gone) has lost since, e.g. a
+    metrics.json deleted by hand; [] for any other folder."""
+    if not has_weights(run_dir) or os.path.isdir(path(run_dir, BACKUP)):
+        return []
+    return [name for name in _FINISHED_FILES if not os.path.exists(path(run_dir, name))]
 
 
 def check_finished(run_dir):
@@ -235,6 +251,12 @@ def check_finished(run_dir):
                 f"`tfllm train --task {task} --data DATA --from-preset {shell_path(run_dir)} --run-dir RUN`, then use RUN.")
         raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
                              "Pass the --run-dir of a training run.")
+    missing = missing_files(run_dir)
+    if missing:
+        raise UserInputError(f"{run_dir!r} holds a finished run that has lost {', '.join(missing)} since. Put "
+                             f"{'it' if len(missing) == 1 else 'them'} back, or retrain it with its command and "
+                             "--overwrite.")
+    _check_vocabulary(run_dir)
     if not is_finished(run_dir):
         previous = _previous(run_dir)
         kept = (f" The finished run it replaces (--overwrite) is kept in {previous!r} until then; use that path "
@@ -245,6 +267,25 @@ def check_finished(run_dir):
                                  f"{f' (pid {pid})' if pid else ''}; wait for it to finish.{kept}")
         raise UserInputError(f"{run_dir!r} holds a run that did not finish. Run its training command again to "
                              f"resume it.{kept}")
+
+
+VOCABULARY_FILE = os.path.join("assets", "tokenizer", "vocabulary.txt")
+
+
+def _check_vocabulary(run_dir):
+    """Refuses a tfllm WordPiece vocabulary whose token count is not the model's: a file cut short or edited
+    since training loaded without a word and gave other answers (the ids past its end read as unknown)."""
+    try:
+        if read_json(path(run_dir, "tokenizer.json")).get("module") != "tfllm.tokenizers":
+            return  # a KerasHub preset's own tokenizer: its vocabulary need not match the embedding's rows
+        size = read_json(path(run_dir, "config.json"))["config"]["vocabulary_size"]
+        with open(path(run_dir, VOCABULARY_FILE), "rb") as f:
+            count = sum(1 for _ in f)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no such files (a character vocabulary, an ensemble): other checks speak for them
+    if isinstance(size, int) and count != size:
+        raise UserInputError(f"{run_dir!r}: its vocabulary ({VOCABULARY_FILE}) has {count} tokens but its model "
+                             f"{size}: the file changed since the run was trained. Put it back, or retrain the run.")
 
 
 def _keras_hub_preset_class(folder):
@@ -545,8 +586,10 @@ def owner_pid(run_dir):
 
 
 def _dead_start(run_dir):
-    """The records of a run stopped (killed) before its first backup: nothing to resume, nothing finished."""
-    return os.path.exists(path(run_dir, RUN_CONFIG)) and not is_finished(run_dir) and not is_unfinished(run_dir)
+    """The records of a run stopped (killed) before its first backup: nothing to resume, nothing finished.
+    Not a finished run that lost a file since (its weights are there): that one was deleted as a dead start."""
+    return os.path.exists(path(run_dir, RUN_CONFIG)) and not is_finished(run_dir) and not is_unfinished(run_dir) \
+        and not has_weights(run_dir)
 
 
 # What may differ between an interrupted run's command and the one that resumes it.
@@ -612,9 +655,25 @@ def check_data_unchanged(run_dir, source):
             "train a new run on the edited file.")
 
 
+def check_not_a_version_folder(run_dir):
+    """Refuses a run directory in an exported model's version slot (savedmodels/NAME/7 beside NAME/1):
+    `tfllm serve` would try to serve it and `tfllm models --prune` delete it with the old versions."""
+    folder = os.path.abspath(run_dir)
+    name, parent = os.path.basename(folder), os.path.dirname(folder)
+    if not (name.isascii() and name.isdigit()) or not os.path.isdir(parent):
+        return
+    for sibling in os.listdir(parent):
+        if sibling.isascii() and sibling.isdigit() and sibling != name and any(
+                os.path.exists(os.path.join(parent, sibling, f)) for f in ("saved_model.pb", "model.tflite")):
+            raise UserInputError(f"Run directory {str(run_dir)!r} is a version folder of the model exported in "
+                                 f"{parent!r}, where `tfllm serve` loads versions and `tfllm models --prune` "
+                                 "deletes old ones. Pass a --run-dir outside it (e.g. runs/NAME), then export.")
+
+
 def check_writable(run_dir, overwrite=False, config=None):
     """The errors `prepare` gives for `run_dir`, without touching anything (for work that comes first)."""
     check_run_folder(run_dir)  # first: a live run looks like an interrupted one, or one killed before its backup
+    check_not_a_version_folder(run_dir)
     if is_unfinished(run_dir):
         changed = changed_settings(run_dir, config) if config is not None else []
         if changed and not overwrite:
@@ -623,10 +682,23 @@ def check_writable(run_dir, overwrite=False, config=None):
                 f"({', '.join(changed)} differ). Rerun its own command to resume it, add --overwrite to start over "
                 "with these, or choose another --run-dir.")
         return
+    previous = _previous(run_dir)
+    if os.path.isdir(previous) and not _dead_start(run_dir):
+        # Set aside by an --overwrite run that was interrupted and then deleted: the next --overwrite would
+        # have deleted it without a word to make room for its own.
+        raise UserInputError(
+            f"{previous!r} holds the run an interrupted `--overwrite` set aside, and {run_dir!r} is no longer the "
+            f"run that was to replace it. Move it back (mv {shell_path(previous)} {shell_path(run_dir)}, once "
+            f"{run_dir!r} is out of the way) or elsewhere, or delete it, then run the command again.")
     if not (os.path.isdir(run_dir) and os.listdir(run_dir)):
         return
-    if _dead_start(run_dir) and not is_finished(_previous(run_dir)):
+    if _dead_start(run_dir) and not is_finished(previous):
         return
+    missing = missing_files(run_dir)
+    if missing and not overwrite:
+        raise UserInputError(f"Run directory {run_dir!r} holds a finished run that has lost {', '.join(missing)} "
+                             "since. Put the files back, pass --overwrite to replace it (it is kept until the new "
+                             "run finishes) or choose another --run-dir.")
     if not (os.path.exists(path(run_dir, RUN_CONFIG)) or is_old_format(run_dir)):
         raise UserInputError(f"Run directory {run_dir!r} is not empty and is not a tfllm run. "
                              "Choose another --run-dir.")

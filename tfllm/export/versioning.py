@@ -201,7 +201,12 @@ def write_out_dir(out, write):
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=".old-", dir=parent)
             os.rename(out, os.path.join(old, "export"))
-            os.rename(tmp_dir, out)
+            try:
+                os.rename(tmp_dir, out)
+            except BaseException:  # the earlier export back in its place (it stayed in the hidden folder)
+                os.rename(os.path.join(old, "export"), out)
+                os.rmdir(old)
+                raise
             shutil.rmtree(old)
         else:
             os.rename(tmp_dir, out)
@@ -484,6 +489,12 @@ def prune(base_dir, name, keep):
                 skipped[version] = f"the newest version that loads (newer ones do not: {newer})"
             break
         broken[version] = problem
+    for version in list(doomed):
+        folder = os.path.join(base_dir, name, str(version))
+        if os.listdir(folder) and not any(os.path.exists(os.path.join(folder, f)) for f in ("saved_model.pb", TFLITE_FILE)):
+            # Not an export (a training run put there, the user's files): prune deleted it with the versions.
+            doomed.remove(version)
+            skipped[version] = f"holds no export (no saved_model.pb or {TFLITE_FILE}); move it out of {base_dir!r}"
     for version, reason in skipped.items():
         logger.warning("not pruning %s version %d: %s", name, version, reason)
     removed = []

@@ -206,6 +206,8 @@ def check_from_preset_settings(config):
                                  "preset name (such as bert_tiny_en_uncased; `python -c \"import keras_hub; "
                                  "print(list(keras_hub.models.Backbone.presets))\"` lists them). Pass a tfllm run "
                                  "directory, a local KerasHub preset folder, or a kaggle:// or hf:// handle.")
+    if os.path.isdir(folder) and os.path.exists(runs.path(folder, runs.RUN_CONFIG)):
+        runs.check_finished(folder)  # a tfllm run that is still training, was interrupted, or lost files
     if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, "config.json")):
         raise UserInputError(f"--from-preset {handle!r} is a folder but not a preset (no config.json in it). "
                              "Pass a tfllm run directory or a local KerasHub preset folder (save_to_preset writes "
