@@ -416,6 +416,10 @@ def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
 def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     model, _ = tiny_model(seed=2)
     translator = Translator(model, jit_compile=False)
+    # A space around a source was decoded as part of it (training, scoring and --file strip it); outputs are
+    # stripped too (a character model's trailing spaces).
+    first, *others = translator.translate(["一二", " 一二", "一二 "], warn=False)
+    assert others == [first, first] and first == first.strip()
     with pytest.raises(UserInputError, match="empty"):
         translator.translate(["一", " "])
     with pytest.raises(UserInputError, match=r"Text 2 to translate is int \(3\), not a string"):  # was called empty
@@ -810,10 +814,13 @@ def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trai
     sources = ["一二三", "四五", "六", "七八一"]
     path = export_seq2seq(trained_run, "tr", base_dir=str(tmp_path))
     expected = translate(trained_run, sources, warn=False)
+    assert all(t == t.strip() for t in expected)
+    # Spaces around a source (pasted text) are stripped as training and `translate` strip them.
+    padded = [" 一二三", "四五 ", "六\n", "七八一"]
     code = (
         "import json, sys, tensorflow as tf, tensorflow_text\n"
         f"f = tf.saved_model.load({path!r}).signatures['serving_default']\n"
-        f"out = f(source=tf.constant({sources!r}), max_new_tokens=tf.constant([15] * {len(sources)}))\n"
+        f"out = f(source=tf.constant({padded!r}), max_new_tokens=tf.constant([15] * {len(sources)}))\n"
         "print(json.dumps([t.decode() for t in out['translation'].numpy()]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

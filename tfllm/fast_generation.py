@@ -93,7 +93,9 @@ def uniform_noise(seed, step, vocabulary_size):
             x = x ^ (x >> np.uint32(shift))
             if mul is not None:
                 x = (x * np.uint32(mul)).astype(np.uint32)
-    return ((x >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) / np.float32(2**24)
+    # Capped below 1 as `_uniform` is (its comment says why).
+    return np.minimum(((x >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) / np.float32(2**24),
+                      np.float32(1.0 - 2.0**-24))
 
 
 def next_token(logits, index, temperature, top_k, top_p, seed, banned):

@@ -30,6 +30,9 @@ MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
 
 
+UNIFORM_MAX = 1.0 - 2.0**-24  # the largest float32 below 1
+
+
 def _uniform(seed, step, vocabulary_size):
     """Deterministic uniforms in (0, 1) of shape `[batch, vocabulary]` from per-row seeds.
 
@@ -45,7 +48,9 @@ def _uniform(seed, step, vocabulary_size):
         x = x ^ tf.bitwise.right_shift(x, u32(shift))
         if mul is not None:
             x = x * u32(mul)
-    return (tf.cast(tf.bitwise.right_shift(x, u32(8)), tf.float32) + 0.5) / float(2**24)
+    # The top value, (2**24 - 0.5) / 2**24, rounds to 1.0 in float32, and -log(-log(1)) is +inf: that token
+    # won outright (and NumPy warned of a division by zero). It becomes the largest float32 below 1.
+    return tf.minimum((tf.cast(tf.bitwise.right_shift(x, u32(8)), tf.float32) + 0.5) / float(2**24), UNIFORM_MAX)
 
 
 class OptionSampler(keras_hub.samplers.Sampler):

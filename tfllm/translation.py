@@ -244,6 +244,9 @@ class Translator:
         empty = [i for i, s in enumerate(sources, 1) if not s.strip()]
         if empty:
             raise UserInputError(f"Text {empty[0]} to translate is empty; give at least one character.")
+        # As training, scoring and --file read them: a space before or after a source ("你好 " pasted) was
+        # decoded as part of it, into another translation than "你好"'s.
+        sources = [s.strip() for s in sources]
         if not warn:
             return sources
         ids = self.tokenizer(tf.constant(sources))

@@ -82,8 +82,8 @@ def translation_archive(model, jit_compile=True):
             tf.debugging.assert_less_equal(max_new_tokens, max_new,
                                            message=f"max_new_tokens must be <= {max_new} (the longest output of this model)"),
         ]
-        with tf.control_dependencies(checks):
-            inputs = preprocessor.generate_preprocess(source, decoder_sequence_length=width)
+        with tf.control_dependencies(checks):  # stripped as `tfllm translate` does (Translator.check_sources)
+            inputs = preprocessor.generate_preprocess(tf.strings.strip(source), decoder_sequence_length=width)
         inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
         rows = tf.shape(source)[0]
         take = tf.minimum(tf.range(_bucket(rows, BATCH_BUCKETS)), rows - 1)  # pad with the last row

@@ -236,10 +236,12 @@ _HAN_SPACE = r"(\p{Han}) (\p{Han})"
 
 
 def clean_text(texts):
-    """Removes the spaces a WordPiece detokenizer puts between Chinese/Japanese ideographs (a TF op)."""
+    """Removes the spaces a WordPiece detokenizer puts between Chinese/Japanese ideographs, and those around
+    the text (a character model's padding-like spaces before its end token; training targets have none):
+    a TF op."""
     for _ in range(2):  # non-overlapping matches: two passes join every gap
         texts = tf.strings.regex_replace(texts, _HAN_SPACE, r"\1\2")
-    return texts
+    return tf.strings.strip(texts)
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
