@@ -623,7 +623,7 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     own = json.load(open(os.path.join(trained_run, "metrics.json")))["test"]["num_examples"]
     assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == own
     assert cli.main(["evaluate", trained_run, "--data", pairs]) == 0  # another file: all of it, not a seeded tenth
-    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == sources(make_pairs(40, seed=3))
+    assert json.loads(capsys.readouterr().out)["all"]["num_examples"] == sources(make_pairs(40, seed=3))
     # A glossary of one pair, in columns of its own names, is a memory too.
     glossary = write_csv(tmp_path / "glossary.csv", [("一二", "twelve")], header=("term", "meaning"))
     assert cli.main(["translate", trained_run, "一二", "--memory", glossary, "--source-column", "term",
@@ -693,7 +693,7 @@ def test_evaluate_refuses_a_memory_that_is_the_data_it_scores(trained_run, pairs
         captured = capsys.readouterr()
         assert not captured.out and "--memory train" in captured.err and len(captured.err.splitlines()) == 1
     assert cli.main(["evaluate", trained_run, "--data", other, "--memory", pairs_csv]) == 0  # another memory
-    assert json.loads(capsys.readouterr().out)["test"]["num_examples"] == sources(make_pairs(40, seed=6))
+    assert json.loads(capsys.readouterr().out)["all"]["num_examples"] == sources(make_pairs(40, seed=6))
 
 
 def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns(tmp_path):
