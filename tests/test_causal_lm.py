@@ -120,6 +120,12 @@ def test_streaming_matches_one_shot_and_stop_strings():
     pieces = []
     streamed = generator.generate(["First", "me"], 150, sampler="greedy", stream_callback=lambda i, t: pieces.append((i, t)))
     assert streamed == generator.generate(["First", "me"], 150, sampler="greedy")
+    # Sampled too: each chunk drew its noise afresh (seed + 7919 * chunk) at its own buffer's positions, so the
+    # streamed text (`tfllm generate`'s) parted from a single call's (the SavedModel's) after the first chunk.
+    for sampler in ("top_k", "top_p", "random"):
+        options = dict(sampler=sampler, top_k=5, top_p=0.9, temperature=1.0, seed=7)
+        one_call = generator.generate(["First", "me"], 150, **options)
+        assert generator.generate(["First", "me"], 150, stream_callback=lambda i, t: None, **options) == one_call
     assert "".join(t for i, t in pieces if i == 0) == streamed[0]
     text = streamed[0]
     stop = text[5:7]
@@ -554,3 +560,18 @@ def test_a_text_cut_too_short_by_max_rows_names_max_rows(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "raise --max-rows 10" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_one_beam_is_greedy_and_beams_never_choose_special_tokens():
+    """Beam search chose [UNK] and [PAD], which the text then dropped: one beam was not greedy, and fewer
+    tokens came back than asked for (7 newlines for 10)."""
+    generator = tiny_generator()
+    generator.model.backbone.token_embedding.embeddings.assign(  # every token as likely: the first max is [PAD]
+        generator.model.backbone.token_embedding.embeddings.numpy() * 0.0 + 0.01)
+    greedy = generator.generate(["First"], 20, sampler="greedy")
+    assert generator.generate(["First"], 20, sampler="beam", num_beams=1) == greedy
+    for beams in (1, 3):
+        ids = generator._run(generator._function("beam", beams, (generator.end_id,)), [generator.encode("First")], 25,
+                             {})[0]
+        chosen = generator._cut(ids[5:], (generator.end_id,))  # after the end token: padding, not chosen
+        assert not set(chosen.tolist()) & set(generator.banned_ids), ids

@@ -179,6 +179,9 @@ def test_numpy_decoding_gives_the_compiled_loops_text():
                                           stream_callback=lambda i, t: chunks.append(t), **kwargs)[0]
             text = fast.generate("Fi", 80, *options, 4, stops=["ee"], stream_callback=lambda i, t: fast_chunks.append(t))
             assert (text, fast_chunks) == (expected, chunks), (keep, sampler)
+            if keep is None:  # the window always the last 8 tokens: streamed = one call, past the first chunk too
+                streamed = fast.generate("Fi", 200, *options, 4, stream_callback=lambda i, t: None)
+                assert streamed == fast.generate("Fi", 200, *options, 4), sampler
     with pytest.raises(AssertionError):  # a prompt with an unseen character is left to the TensorFlow path
         assert fast.encode("First \u2603") is not None
 

@@ -33,7 +33,6 @@ from tfllm.config import truncate_at_stops
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")  # tfllm.tokenizers' id layout
 END_ID = 3
 STREAM_CHUNK = 64  # as tfllm.generation.STREAM_CHUNK: new tokens per chunk when streaming
-CHUNK_SEED_STRIDE = 7919  # as Generator.generate: a fresh noise stream per chunk
 
 
 @contextlib.contextmanager
@@ -193,8 +192,9 @@ class NumpyCausalLM:
         c = self.hidden_dim
         return np.zeros((len(self.w["blocks"]), 2, self.sequence_length, self.num_heads, c // self.num_heads), np.float32)
 
-    def decode(self, buffer, length, options, stop_ids, banned):
+    def decode(self, buffer, length, options, stop_ids, banned, position_offset=0):
         """`CausalLM.generate_step` for one row: `buffer[:length]` is the prompt; fills the rest in place.
+        The noise of buffer position i is drawn at `i + position_offset` (`OptionSampler`'s).
 
         Same loop as KerasHub's sampler over tfllm's sliding window: the token at
         buffer position `i` goes to cache position `i - offset`; when the cache is
@@ -215,7 +215,7 @@ class NumpyCausalLM:
                 cache = self.new_cache()
                 self.forward(buffer[offset:i], cache, 0)
             logits = self.forward(buffer[i: i + 1], cache, i - offset)[-1]
-            token = next_token(logits, index, *options, banned=banned)
+            token = next_token(logits, index + position_offset, *options, banned=banned)
             buffer[index] = token
             if token in stop_ids:
                 break
@@ -325,7 +325,7 @@ class FastGenerator:
 
         Without `stream_callback`: one decoding call over prompt + new tokens.
         With it: `Generator`'s streaming chunks (the last `sequence_length`
-        tokens as context, `STREAM_CHUNK` new ones per chunk, the same seed per chunk).
+        tokens as context, `STREAM_CHUNK` new ones per chunk, noise drawn at each token's place in the text).
         """
         with single_threaded_blas():
             return self._generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stops, stream_callback)
@@ -342,14 +342,13 @@ class FastGenerator:
             return truncate_at_stops(self.decode(out[: hits[0]] if len(hits) else out), stops)
         window = self.model.sequence_length
         width = window + STREAM_CHUNK
-        new, printed, chunk_number = [], "", 0
+        new, printed = [], ""
         while True:
             context = np.concatenate([ids, np.asarray(new, np.int32)])[-window:]
             buffer = np.zeros(width, np.int32)
             buffer[: len(context)] = context
-            chunk_seed = int(seed) + CHUNK_SEED_STRIDE * chunk_number
-            out = self.model.decode(buffer, len(context), (temperature, top_k, top_p, chunk_seed), stop_ids, self.banned)
-            chunk_number += 1
+            out = self.model.decode(buffer, len(context), options, stop_ids, self.banned,
+                                    position_offset=len(ids) + len(new) - len(context))
             chunk = out[len(context):]
             hits = np.flatnonzero(np.isin(chunk, list(stop_ids)))
             if len(hits):

@@ -9,7 +9,11 @@ batch, input checks, stop strings, seeds that repeat, and streaming.
 
 Streaming runs the compiled loop in chunks: each chunk's prompt is the last
 `sequence_length` tokens produced so far (all the model can see), padded into
-one fixed-shape buffer, so every chunk reuses one compiled function.
+one fixed-shape buffer, so every chunk reuses one compiled function. Its noise
+is drawn at each token's position in the whole text (`position_offset`), so a
+streamed text is the one a single call (and the SavedModel) makes with the same
+seed, for tfllm's models at their default `window_keep` (which always see the
+last `sequence_length` tokens).
 """
 
 import inspect
@@ -34,14 +38,16 @@ UNIFORM_MAX = 1.0 - 2.0**-24  # the largest float32 below 1
 
 
 def _uniform(seed, step, vocabulary_size):
-    """Deterministic uniforms in (0, 1) of shape `[batch, vocabulary]` from per-row seeds.
+    """Deterministic uniforms in (0, 1) of shape `[batch, vocabulary]` from per-row seeds (`step`: a scalar or
+    one per row).
 
     A counter-based hash (murmur3's finaliser over seed, step and token id):
     every row gets its own stream, so a row's text depends on its own seed
     only, not on what else is in the batch (TF Serving batches requests).
     """
     u32 = lambda x: tf.cast(x, tf.uint32)  # noqa: E731
-    x = (u32(seed)[:, None] * u32(0x9E3779B1)) ^ (u32(step) * u32(0x85EBCA77)) ^ (
+    step = tf.reshape(u32(step), [-1, 1])  # one step for the batch, or one a row
+    x = (u32(seed)[:, None] * u32(0x9E3779B1)) ^ (step * u32(0x85EBCA77)) ^ (
         u32(tf.range(vocabulary_size))[None, :] * u32(0xC2B2AE3D)
     )
     for shift, mul in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):
@@ -64,15 +70,18 @@ class OptionSampler(keras_hub.samplers.Sampler):
         temperature, top_k, top_p, seed: `[batch]` tensors. `top_k <= 0`
             or above the vocabulary means no top-k cut (nanoGPT clamps k);
             `top_p >= 1` means no nucleus cut.
+        position_offset: `[batch]`, what to add to a buffer position to make it the position in the whole
+            text, where the noise is drawn (a streaming chunk's buffer starts part-way; default 0).
 
     Example:
     >>> sampler = OptionSampler(temperature=tf.constant([0.0]), top_k=tf.constant([0]),
     ...                         top_p=tf.constant([1.0]), seed=tf.constant([0]))  # greedy
     """
 
-    def __init__(self, temperature, top_k, top_p, seed, banned_token_ids=()):
+    def __init__(self, temperature, top_k, top_p, seed, banned_token_ids=(), position_offset=None):
         super().__init__(temperature=1.0)
         self.options = (temperature, top_k, top_p, seed)
+        self.position_offset = position_offset
         self.banned_token_ids = list(banned_token_ids)
         self._index = None
 
@@ -106,17 +115,36 @@ class OptionSampler(keras_hub.samplers.Sampler):
         # Nucleus: keep a token while the mass before it is below p (the top token always stays).
         before = tf.cumsum(sorted_probs, axis=-1, exclusive=True)
         keep = (rank < k[:, None]) & (before < tf.cast(top_p, tf.float32)[:, None])
-        gumbel = -tf.math.log(-tf.math.log(_uniform(seed, self._index, vocabulary_size)))
+        step = self._index if self.position_offset is None else self._index + tf.cast(self.position_offset, tf.int32)
+        gumbel = -tf.math.log(-tf.math.log(_uniform(seed, step, vocabulary_size)))
         scores = tf.where(keep, tf.math.log(sorted_probs + 1e-30) + gumbel, -float("inf"))
         sampled = tf.gather(sorted_ids, tf.argmax(scores, axis=-1, output_type=tf.int32), batch_dims=1)
         return tf.where(tf.cast(temperature, tf.float32) > 0, sampled, greedy)
+
+
+class BeamSearch(keras_hub.samplers.BeamSampler):
+    """KerasHub's `BeamSampler`, never choosing `banned_token_ids` (special tokens but the end), as
+    `OptionSampler` does: beams chose [UNK] and [PAD], which the text then dropped, so one beam was not
+    greedy and fewer tokens came back than asked for."""
+
+    def __init__(self, num_beams, banned_token_ids=()):
+        super().__init__(num_beams=num_beams)
+        self.banned_token_ids = list(banned_token_ids)
+
+    def compute_probabilities(self, logits):
+        if self.banned_token_ids:
+            ids = keras.ops.arange(keras.ops.shape(logits)[-1])
+            banned = keras.ops.any(ids[:, None] == keras.ops.convert_to_tensor(self.banned_token_ids)[None, :], -1)
+            logits = keras.ops.where(banned[None, :], keras.ops.cast(-1e9, logits.dtype), logits)
+        return super().compute_probabilities(logits)
 
 
 def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()):
     """A compiled `f(inputs) -> token_ids` running `model.generate_step` with an `OptionSampler`.
 
     `inputs` holds `token_ids`/`padding_mask` (`[batch, width]`, prompts
-    left-aligned) and per-row `temperature`, `top_k`, `top_p`, `seed`.
+    left-aligned) and per-row `temperature`, `top_k`, `top_p`, `seed` (and `position_offset`, see
+    `OptionSampler`).
     `stop_token_ids` end a row; `banned_token_ids` are never sampled.
     """
 
@@ -126,7 +154,7 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
     @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
     def decode(inputs):
         sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"],
-                                banned_token_ids)
+                                banned_token_ids, inputs.get("position_offset"))
         return generate_step(model, {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
                              list(stop_token_ids), sampler)["token_ids"]
 
@@ -267,7 +295,7 @@ class Generator:
             if sampler == "beam":
                 # Its own compiled function, as KerasHub's make_generate_function builds one, but
                 # without setting the model's sampler, generate_function or jit_compile.
-                beam, model = keras_hub.samplers.BeamSampler(num_beams=num_beams), self.model
+                beam, model = BeamSearch(num_beams, self.banned_ids), self.model
 
                 @tf.function(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
                 def beam_decode(inputs):
@@ -344,6 +372,7 @@ class Generator:
             "top_k": np.full([n], min(int(top_k), self.vocabulary_size) if sampler == "top_k" else 0, "int32"),
             "top_p": np.full([n], top_p if sampler == "top_p" else 1.0, "float32"),
             "seed": (int(seed) + np.arange(n)).astype("int32"),
+            "position_offset": np.zeros([n], "int32"),
         }
         window = self.window
 
@@ -359,13 +388,11 @@ class Generator:
         done = [False] * n
         printed = [""] * n
         width = window + STREAM_CHUNK if self.slides else longest + max_new_tokens
-        chunk_number = 0
         while not all(done):
             contexts = [np.concatenate([ids, np.asarray(t, "int32")])[-window:] for ids, t in zip(encoded, new)]
-            # A fresh noise stream per chunk (positions repeat between chunks).
-            chunk_options = dict(options, seed=options["seed"] + np.int32(7919 * chunk_number))
-            out = self._run(function, contexts, width, chunk_options)
-            chunk_number += 1
+            # A chunk's buffer position + this = the position in the whole text, where a single call draws its noise.
+            offsets = [len(ids) + len(t) - len(c) for ids, t, c in zip(encoded, new, contexts)]
+            out = self._run(function, contexts, width, dict(options, position_offset=np.asarray(offsets, "int32")))
             for i, context in enumerate(contexts):
                 if done[i]:
                     continue
@@ -386,7 +413,8 @@ class Generator:
         `generate(sampler="greedy")` decodes, as ids (exports compare their own against them)."""
         stop_token_ids = (self.end_id,)
         options = {"temperature": np.zeros([1], "float32"), "top_k": np.zeros([1], "int32"),
-                   "top_p": np.ones([1], "float32"), "seed": np.zeros([1], "int32")}
+                   "top_p": np.ones([1], "float32"), "seed": np.zeros([1], "int32"),
+                   "position_offset": np.zeros([1], "int32")}
         ids = np.asarray(prompt_ids, "int32")
         out = self._run(self._function("greedy", 1, stop_token_ids), [ids], len(ids) + max_new_tokens, options)
         return self._cut(out[0, len(ids):], stop_token_ids).tolist()
