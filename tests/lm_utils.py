@@ -50,5 +50,6 @@ def write_records(run_dir, task):
     runs.write_json(runs.path(run_dir, runs.METRICS), {})
     if not os.path.exists(runs.path(run_dir, runs.TASK_CONFIG)):  # records only: a stand-in preset
         runs.write_json(runs.path(run_dir, runs.TASK_CONFIG), {})
+        runs.write_json(runs.path(run_dir, "config.json"), {})
         open(runs.path(run_dir, "model.weights.h5"), "wb").close()
     return str(run_dir)
