@@ -112,6 +112,8 @@ def test_top_k_is_clamped_and_temperature_zero_is_greedy():
     generator = tiny_generator()
     huge = generator.generate(["First"], 10, sampler="top_k", top_k=10**6, temperature=0.0)
     assert huge == generator.generate(["First"], 10, sampler="greedy")
+    # A temperature too small to divide by in float32 is its limit, greedy (it overflowed to empty text).
+    assert generator.generate(["First"], 10, sampler="random", temperature=1e-40, seed=7) == huge
 
 
 @pytest.mark.slow

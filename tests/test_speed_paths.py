@@ -335,3 +335,5 @@ def test_the_sampling_noise_stays_below_one_in_tensorflow_and_numpy():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert next_token(logits, 0, 1.0, 0, 1.0, 4955, []) == 7
+        # A temperature too small to divide by in float32 is greedy, as in TensorFlow (it overflowed: NaNs).
+        assert next_token(logits, 0, 1e-40, 0, 1.0, 4955, [0]) == 7

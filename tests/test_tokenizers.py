@@ -178,3 +178,19 @@ def test_preprocess_gives_the_traced_preprocessor_s_tensors_on_tensorflow_text_s
     ids = data.preprocess(texts, tokenizer)
     assert isinstance(ids, tf.RaggedTensor)
     assert ids.to_list() == tf.function(tokenizer, input_signature=signature)(tf.constant(texts)).to_list()
+
+
+def test_wordpiece_text_never_starts_with_the_suffix_indicator():
+    """A completion's first piece that continues the prompt's last word ("##r") was printed as it is, eagerly,
+    in a traced function (the SavedModel's completion) and in a translation."""
+    import tensorflow as tf
+
+    tokenizer = train_tokenizer(["a good film with romeo", "a bad film"] * 20, "wordpiece", 40)
+    vocabulary = tokenizer.get_vocabulary()
+    piece = next(i for i, token in enumerate(vocabulary) if token.startswith("##"))
+    word = vocabulary.index("film")
+    expected = vocabulary[piece][2:] + " film"
+    assert tokenizer.detokenize([[piece, word]]) == [expected]
+    traced = tf.function(lambda ids: tokenizer.detokenize(ids), autograph=False)(tf.constant([[piece, word]]))
+    assert [t.decode() for t in traced.numpy()] == [expected]
+    assert tokenizer.detokenize([[word, piece]]) == ["film" + vocabulary[piece][2:]]  # inside a text: glued

@@ -41,6 +41,11 @@ def is_number(value, whole=False):
     return not whole or float(value).is_integer()
 
 
+# Temperatures below this decode greedily (the limit they tend to): dividing the logits (banned tokens' are -1e9)
+# by 1e-30 overflowed float32, and `tfllm generate` printed nothing where the SavedModel gave the greedy text.
+GREEDY_BELOW = 1e-6
+
+
 def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):
     """One UserInputError for a decoding option of the wrong kind or range (generation and translation):
     `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow. Here, without TensorFlow, so that

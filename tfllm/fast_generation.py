@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from tfllm.config import truncate_at_stops
+from tfllm.config import GREEDY_BELOW, truncate_at_stops
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")  # tfllm.tokenizers' id layout
 END_ID = 3
@@ -101,12 +101,13 @@ def next_token(logits, index, temperature, top_k, top_p, seed, banned):
     """One row of `OptionSampler.compute_probabilities` + `get_next_token` (same noise, same cuts)."""
     logits = logits.astype(np.float32).copy()
     logits[banned] = np.float32(-1e9)
-    t = np.float32(temperature if temperature > 0 else 1.0)
+    greedy = temperature < GREEDY_BELOW
+    t = np.float32(1.0 if greedy else temperature)
     z = logits / t
     z = z - z.max()
     probabilities = np.exp(z)
     probabilities /= probabilities.sum()
-    if temperature <= 0:
+    if greedy:
         return int(np.argmax(probabilities))
     vocabulary_size = len(probabilities)
     order = np.argsort(-probabilities, kind="stable")  # tf.math.top_k: descending, ties by lower index

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.errors import UserInputError
-from tfllm.config import MAX_BEAMS, check_sampler_options, is_number  # noqa: F401  (TensorFlow-free)
+from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number  # noqa: F401  (TensorFlow-free)
 from tfllm import runs
 from tfllm.tokenizers import CharacterTokenizer, prompt_start_ids, special_token_ids
 
@@ -96,8 +96,9 @@ class OptionSampler(keras_hub.samplers.Sampler):
 
     def compute_probabilities(self, logits):
         temperature = tf.cast(self.options[0], tf.float32)
-        # Greedy rows (temperature 0) keep temperature 1: same argmax, as GreedySampler computes it.
-        temperature = tf.where(temperature > 0, temperature, 1.0)
+        # Greedy rows (temperature 0, or below GREEDY_BELOW) keep temperature 1: same argmax, as GreedySampler
+        # computes it.
+        temperature = tf.where(temperature >= GREEDY_BELOW, temperature, 1.0)
         logits = tf.cast(logits, tf.float32)
         # Special tokens other than the end token (padding, unknown, start, mask) are never text to emit.
         if self.banned_token_ids:
@@ -119,7 +120,7 @@ class OptionSampler(keras_hub.samplers.Sampler):
         gumbel = -tf.math.log(-tf.math.log(_uniform(seed, step, vocabulary_size)))
         scores = tf.where(keep, tf.math.log(sorted_probs + 1e-30) + gumbel, -float("inf"))
         sampled = tf.gather(sorted_ids, tf.argmax(scores, axis=-1, output_type=tf.int32), batch_dims=1)
-        return tf.where(tf.cast(temperature, tf.float32) > 0, sampled, greedy)
+        return tf.where(tf.cast(temperature, tf.float32) >= GREEDY_BELOW, sampled, greedy)
 
 
 class BeamSearch(keras_hub.samplers.BeamSampler):

@@ -14,6 +14,7 @@ Vocabularies trained here put the specials first: `[PAD]`, `[UNK]`, `[BOS]`,
 import io
 import json
 import os
+import re
 
 import keras
 import keras_hub
@@ -103,6 +104,23 @@ class WordPieceTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
         _add_special_tokens(self, PAD, UNK, BOS, EOS, MASK)
         kwargs.setdefault("special_tokens", SPECIAL_TOKENS)
         super().__init__(vocabulary=vocabulary, lowercase=lowercase, **kwargs)
+
+    def detokenize(self, inputs):
+        """KerasHub's, without the suffix indicator a text's first piece keeps when it continues a word that is
+        not there (a generator's completion after its prompt, an undertrained translation): "##r soo"."""
+        text = super().detokenize(inputs)
+        prefix = self.suffix_indicator
+        if isinstance(text, (str, bytes)):
+            return _without_prefix(text, prefix)
+        if isinstance(text, list):  # eager KerasHub detokenizers hand back Python strings
+            return [_without_prefix(t, prefix) for t in text]
+        return tf.strings.regex_replace(text, "^" + re.escape(prefix), "")
+
+
+def _without_prefix(text, prefix):
+    if isinstance(text, bytes):
+        prefix = prefix.encode("utf-8")
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
