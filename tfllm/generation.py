@@ -267,8 +267,9 @@ class Generator:
                 what = "characters " + ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
             else:
                 what = "text"
+            them = "it" if what == "text" else "them"
             raise UserInputError(
-                f"Prompt {shown(prompt)} contains {what} the tokenizer never saw in training; remove or replace them."
+                f"Prompt {shown(prompt)} contains {what} the tokenizer never saw in training; remove or replace {them}."
             )
         return np.concatenate([np.asarray(self.start_ids, "int32"), ids]) if self.start_ids else ids
 
