@@ -491,7 +491,11 @@ def prune(base_dir, name, keep):
         broken[version] = problem
     for version in list(doomed):
         folder = os.path.join(base_dir, name, str(version))
-        if os.listdir(folder) and not any(os.path.exists(os.path.join(folder, f)) for f in ("saved_model.pb", TFLITE_FILE)):
+        try:
+            entries = os.listdir(folder)
+        except FileNotFoundError:
+            continue  # another prune took it (the rename below skips it)
+        if entries and not any(os.path.exists(os.path.join(folder, f)) for f in ("saved_model.pb", TFLITE_FILE)):
             # Not an export (a training run put there, the user's files): prune deleted it with the versions.
             doomed.remove(version)
             skipped[version] = f"holds no export (no saved_model.pb or {TFLITE_FILE}); move it out of {base_dir!r}"
