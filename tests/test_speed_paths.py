@@ -337,3 +337,16 @@ def test_the_sampling_noise_stays_below_one_in_tensorflow_and_numpy():
         assert next_token(logits, 0, 1.0, 0, 1.0, 4955, []) == 7
         # A temperature too small to divide by in float32 is greedy, as in TensorFlow (it overflowed: NaNs).
         assert next_token(logits, 0, 1e-40, 0, 1.0, 4955, [0]) == 7
+
+
+def test_predict_warns_about_a_text_of_nothing_but_unknown_words(tiny_classifier_run, capsys):
+    """"鑫龘" (never seen in training) got a confident label without a word; translate warns of such text and
+    generate refuses it."""
+    from tfllm.prediction import predict
+
+    [answer] = predict(tiny_classifier_run, ["鑫龘"])
+    assert set(answer["probabilities"]) == {"fresh", "rotten"}
+    err = capsys.readouterr().err
+    assert "text 1 ('鑫龘') is all words this model never saw in training" in err, err
+    predict(tiny_classifier_run, ["a fine film 鑫龘", "a dull film"])
+    assert "never saw" not in capsys.readouterr().err

@@ -8,6 +8,7 @@ compare the two).
 
 import itertools
 import os
+import sys
 
 from tfllm import fast_classification, runs
 from tfllm.errors import UserInputError
@@ -52,13 +53,17 @@ def classify(run_dir, texts, chunk_size=CHUNK):
         # None where a text holds a character the NumPy tokenizer does not split as TensorFlow Text does.
         probabilities = fast.predict(chunk) if fast else None
         if probabilities is not None:
-            _refuse_wordless(chunk, [len(fast.tokenizer.words(text)) for text in chunk], run_dir, offset)
+            tokenizer = fast.tokenizer
+            ids = [[i for word in tokenizer.words(text) for i in tokenizer.word_ids(word)] for text in chunk]
+            _check_words(chunk, ids, tokenizer.oov_id, run_dir, offset)
             label_names = fast.label_names
         else:
+            from tfllm.tokenizers import unknown_token_id
             from tfllm.training.classifier import predict_probabilities
 
             task, label_names = loaded.task()
-            _refuse_wordless(chunk, _token_counts(task.preprocessor.tokenizer, chunk), run_dir, offset)
+            tokenizer = task.preprocessor.tokenizer
+            _check_words(chunk, _token_ids(tokenizer, chunk), unknown_token_id(tokenizer), run_dir, offset)
             probabilities = predict_probabilities(task, chunk)
         for text, probs in zip(chunk, probabilities):
             yield {"text": text, "label": label_names[int(probs.argmax())],
@@ -72,25 +77,30 @@ def predict(run_dir, texts):
     return list(classify(run_dir, runs.texts_argument(texts, "predict's texts")))
 
 
-def _refuse_wordless(texts, counts, run_dir, offset):
+def _check_words(texts, ids, unknown_id, run_dir, offset):
     """A text the tokenizer makes nothing of (control characters, NUL, zero-width spaces) is as empty as "":
-    the model read only its start and end tokens and still printed a confident label. `offset`: how many
-    texts came before these (their numbers count from 1 over all of them)."""
-    for i, (text, count) in enumerate(zip(texts, counts), offset + 1):
-        if not count:
+    the model read only its start and end tokens and still printed a confident label, so it is refused. One
+    of nothing but unknown tokens (words or characters never seen in training) gets a warning: its label was
+    as confident, without a word. `offset`: how many texts came before these (their numbers count from 1
+    over all of them)."""
+    for i, (text, row) in enumerate(zip(texts, ids), offset + 1):
+        if not len(row):
             raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
                                  "space characters); pass the texts to classify, e.g. tfllm predict "
                                  f"{runs.shell_path(run_dir)} \"a joyous, moving film\".")
+        if unknown_id is not None and all(int(t) == unknown_id for t in row):
+            print(f"tfllm: warning: text {i} ({text[:40]!r}) is all words this model never saw in training, so its "
+                  "label says nothing about it.", file=sys.stderr)
 
 
-def _token_counts(tokenizer, texts):
-    """How many tokens a KerasHub tokenizer makes of each text (its rows: ragged, lists, or zero-padded)."""
+def _token_ids(tokenizer, texts):
+    """The token ids a KerasHub tokenizer makes of each text (its rows: ragged, lists, or zero-padded)."""
     import keras
     import tensorflow as tf
 
     ids = tokenizer(tf.constant(list(texts)))
     if isinstance(ids, tf.RaggedTensor):
-        return [int(n) for n in ids.row_lengths().numpy()]
+        return ids.to_list()
     if isinstance(ids, list):
-        return [len(row) for row in ids]
-    return [int((row != 0).sum()) for row in keras.ops.convert_to_numpy(ids)]
+        return ids
+    return [[t for t in row if t != 0] for row in keras.ops.convert_to_numpy(ids).tolist()]
