@@ -117,6 +117,12 @@ def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
         generate(untrained_run, ["Be"], max_new_tokens=True)  # was a TensorFlow InvalidArgumentError
     with pytest.raises(UserInputError, match=r"Prompt 1 is bytes \(b'Be'\), not a string; decode it first"):
         generate(untrained_run, [b"Be"], max_new_tokens=2)  # was called an empty prompt
+    # Options the sampler does not read, refused as the command refuses them (they were ignored).
+    for options, message in ((dict(sampler="random", num_beams=3), "num_beams is for sampler='beam'"),
+                             (dict(top_p=0.5), "top_p is for sampler='top_p', and the sampler is 'top_k'"),
+                             (dict(sampler="greedy", top_k=5), "top_k is for sampler='top_k'")):
+        with pytest.raises(UserInputError, match=message):
+            generate(untrained_run, ["Be"], max_new_tokens=2, **options)
     with pytest.raises(UserInputError, match="seed must be a whole number from"):
         generate(untrained_run, ["Be"], max_new_tokens=2, seed=2**40)
     # top_k is clamped to the vocabulary, as documented (a huge one was an OverflowError of int32).

@@ -342,11 +342,10 @@ def cmd_generate(args):
         text = truncate_at_stops(generate_text(args.tflite, args.prompt, max_new_tokens=args.max_new_tokens), args.stop)
         print(text if args.no_prompt_echo else args.prompt + text)
         return
+    from tfllm.config import SAMPLER_OF_OPTION, refuse_unread_options
+
     sampler = args.sampler or SAMPLING_DEFAULTS["sampler"]
-    for name, reader in (("top_k", "top_k"), ("top_p", "top_p"), ("num_beams", "beam")):
-        if getattr(args, name) is not None and sampler != reader:  # was ignored without a word
-            raise UserInputError(f"--{name.replace('_', '-')} is for --sampler {reader}, and the sampler is {sampler}; "
-                                 f"add --sampler {reader} or leave --{name.replace('_', '-')} out.")
+    refuse_unread_options(sampler, {name: getattr(args, name) for name in SAMPLER_OF_OPTION}, flags=True)
     for name, default in SAMPLING_DEFAULTS.items():  # unset: the sampler's defaults
         if getattr(args, name) is None:
             setattr(args, name, default)

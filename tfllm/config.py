@@ -46,6 +46,22 @@ def is_number(value, whole=False):
 GREEDY_BELOW = 1e-6
 
 
+# The option each sampler alone reads.
+SAMPLER_OF_OPTION = {"top_k": "top_k", "top_p": "top_p", "num_beams": "beam"}
+
+
+def refuse_unread_options(sampler, given, flags=False):
+    """Refuses an option of `given` (`{name: value}`, None when not given) that `sampler` does not read: it
+    was ignored without a word. `flags`: name them as the command's flags (--top-k), else as arguments."""
+    for name, reader in SAMPLER_OF_OPTION.items():
+        if given.get(name) is not None and sampler != reader:
+            option, choose = (f"--{name.replace('_', '-')}", f"--sampler {reader}") if flags else \
+                (name, f"sampler={reader!r}")
+            now = sampler if flags else repr(sampler)
+            raise UserInputError(f"{option} is for {choose}, and the sampler is {now}; use {choose} or leave "
+                                 f"{option} out.")
+
+
 def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):
     """One UserInputError for a decoding option of the wrong kind or range (generation and translation):
     `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow. Here, without TensorFlow, so that
