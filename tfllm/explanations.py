@@ -172,9 +172,9 @@ def _attention_layers(backbone):
     kinds = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
     if not blocks or not all(isinstance(b, kinds) for b in blocks):
         return None
-    # PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer` (and `TransformerDecoder`'s, keras-hub 0.32). A block's
-    # `call(return_attention_scores=True)` is public (keras-team/keras-hub#1644), but backbones call their
-    # blocks without it; so the attention layer inside, a `keras.layers.MultiHeadAttention`, is asked instead.
+    # PRIVATE API: KerasHub's `TransformerEncoder._self_attention_layer` (and TransformerDecoder's; keras-hub
+    # 0.32). A block's `call(return_attention_scores=True)` is public (keras-team/keras-hub#1644), but backbones
+    # call their blocks without it; so the attention layer inside, a `keras.layers.MultiHeadAttention`, is asked.
     return [b._self_attention_layer for b in blocks]
 
 
