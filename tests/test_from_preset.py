@@ -153,11 +153,15 @@ def test_frozen_backbone_epochs_are_logged_as_the_run_s_first_epochs(bert_preset
 
     run_dir = tmp_path / "frozen"
     assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0],
-                 "--preset", "tiny", "--max-rows", "300", "--epochs", "3", "--set", "freeze_epochs=1",
-                 "--run-dir", str(run_dir)]) == 0
+                 "--preset", "finetune", "--max-rows", "300", "--epochs", "3", "--set", "freeze_epochs=1",
+                 "--set", "early_stopping=false", "--run-dir", str(run_dir)]) == 0
     # Before: the frozen epoch was missing from TensorBoard, and the rest were logged as epochs 0 and 1.
     history = history_from_logs(str(run_dir / "logs"))
     assert len(history["loss"]) == len(history["val_loss"]) == len(history["learning_rate"]) == 3
+    # One warm-up and one cosine decay over the whole run: it started again after the frozen epoch (the
+    # second epoch's rate was the first's), and never came down to zero.
+    rates = history["learning_rate"]
+    assert rates[0] > rates[1] > rates[2] and rates[2] < 0.05 * rates[0], rates
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
 
 

@@ -495,7 +495,12 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                                       callbacks=common.logging_callbacks(callbacks))
                 history = dict(first.history)
                 model.backbone.trainable = True
+                steps_done = int(model.optimizer.iterations.numpy())
                 compile_classifier(model, preset, steps_per_epoch)
+                # The new optimizer counts on from the frozen epochs' steps: its warm-up and cosine schedule
+                # (over the whole run) went back to its start, never decaying to zero, and TensorBoard's
+                # per-step curves started again at step 0.
+                model.optimizer.iterations.assign(steps_done)
             # shuffle=False: the pipeline shuffles; Keras's default True only warns for tf.data input.
             # initial_epoch: the run's epochs are numbered on after the frozen ones (TensorBoard, backups).
             evaluated = common.dataset_batches(val_ds, preset["epochs"] - freeze)
