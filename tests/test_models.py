@@ -480,6 +480,11 @@ def test_masked_lm_pretraining_trains_the_backbone_a_classifier_then_starts_from
     assert isinstance(keras_hub.models.MaskedLM.from_preset(str(tmp_path / "mlm")), type(model))
     clf = classifier_from_preset(str(tmp_path / "mlm"), {"sequence_length": 16, "dropout": 0.0}, 2)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(clf.backbone.token_embedding.embeddings), after)
+    # KerasHub's own TextClassifier of the pretraining preset: its default preprocessor (512 tokens) overran the
+    # backbone's positions ("Expected size[0] in [0, 16], but got 512").
+    hub = keras_hub.models.TextClassifier.from_preset(str(tmp_path / "mlm"), num_classes=2)
+    assert hub.preprocessor.sequence_length == model.backbone.sequence_length
+    assert hub.predict(["the film was good and long"], verbose=0).shape == (1, 1)
 
 
 @pytest.mark.parametrize("steps", [6, 15, 25, 2200])

@@ -409,6 +409,11 @@ class TextClassifier(keras_hub.models.TextClassifier):
                                      "use at most that (a prime, such as 524287, spreads the n-grams best).")
         # === Layers ===
         self.backbone = backbone
+        positions = getattr(backbone, "sequence_length", None)
+        if preprocessor is not None and positions and (preprocessor.sequence_length or 0) > positions:
+            # KerasHub builds a default preprocessor (512 tokens) for a preset whose preprocessor.json is another
+            # task's (`TextClassifier.from_preset(mlm_run)`): its texts overran the backbone's positions.
+            preprocessor.sequence_length = positions
         self.preprocessor = preprocessor
         dtype = backbone.dtype_policy
         units = 1 if num_classes == 2 else num_classes
