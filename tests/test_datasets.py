@@ -526,6 +526,7 @@ def test_pretraining_reads_a_labelled_folders_subfolders(tmp_path):
             (tmp_path / "reviews" / label / f"{i}.txt").write_text(f"a {label} review {i}\n")
     (tmp_path / "reviews" / ".cache").mkdir()
     (tmp_path / "reviews" / ".cache" / "x.txt").write_text("not data\n")
+    (tmp_path / "reviews" / "empty.txt").write_text("")  # refused the whole folder ("is empty")
     train, val = load_documents(str(tmp_path / "reviews"))  # was "has no .txt files"
     assert sorted(train + val) == sorted(f"a {label} review {i}" for label in ("pos", "neg") for i in range(3))
 

@@ -228,6 +228,8 @@ def _document_lines(path, column, empty_fix):
             raise UserInputError(f"Folder {path!r} has no .txt files (nor its subfolders); put one document per line "
                                  "in .txt files there.")
         for file in sorted(files):
+            if not os.path.getsize(file):
+                continue  # an empty file among others holds no documents (it refused the whole folder)
             for line in read_lines(file, empty_fix):
                 yield from line.splitlines()  # as the whole text's splitlines: read_lines ends lines at "\n"
     elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
