@@ -331,3 +331,20 @@ def test_read_tf_config_accepts_a_valid_cluster():
     value = {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}
     assert common.read_tf_config({"TF_CONFIG": json.dumps(value)}) == value
     assert common.read_tf_config({}) is None
+
+
+@pytest.mark.slow
+def test_a_mixed_precision_run_is_a_preset_to_fine_tune_from(tmp_path):
+    """keras-hub's from_preset refused a run saved with a mixed policy ("Invalid dtype: mixed_bfloat16"), so
+    `--from-preset` of a bf16 run said it "has no text classifier in KerasHub"."""
+    from tfllm.config import TrainConfig
+    from tfllm.runs import load_task
+    from tfllm.training.classifier import train_classifier
+
+    common = dict(data="rotten_tomatoes", preset="tiny", max_rows=300, epochs=1)
+    bf16 = str(tmp_path / "bf16")
+    train_classifier(TrainConfig(**common, precision="mixed_bfloat16", run_dir=bf16), verbose=0)
+    tuned = str(tmp_path / "tuned")
+    metrics = train_classifier(TrainConfig(**common, from_preset=bf16, run_dir=tuned), verbose=0)
+    assert 0 <= metrics["test"]["accuracy"] <= 1
+    assert load_task(tuned).dtype_policy.name == "float32"  # the fine-tune's own precision

@@ -118,7 +118,7 @@ def causal_lm_from_preset(handle, preset):
     try:
         preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
-        model = keras_hub.models.CausalLM.from_preset(handle, preprocessor=preprocessor)
+        model = keras_hub.models.CausalLM.from_preset(handle, preprocessor=preprocessor, **common.preset_dtype(handle))
     except ValueError as e:
         raise no_causal_lm(handle, backbone_cls, e) from None
     return compile_causal_lm(model, preset)

@@ -140,25 +140,26 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
 
     backbone_cls = preset_backbone_class(handle)
     own = backbone_cls is EncoderBackbone and not keep_head  # tfllm's head, new: its code-point views or none
+    dtype = common.preset_dtype(handle)
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]),
             **(char_preprocessing(preset) if own else {}))
         if keep_head:  # KerasHub loads the task's own head when num_classes is not given
             head = {} if backbone_cls is EncoderBackbone else {"activation": "softmax"}
-            return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head)
+            return keras_hub.models.TextClassifier.from_preset(handle, preprocessor=preprocessor, **head, **dtype)
         if own:
             # KerasHub builds the new head from the preset's task.json, updated with these: every head setting
             # is the recipe's (None where it has none), so a classifier run's n-gram paths and views do not
             # carry over into a recipe without them (as its preprocessor's code points do not).
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
-                **{k: preset.get(k) for k in HEAD_ARGS if k != "dropout"}, dropout=preset.get("dropout", 0.1))
+                **{k: preset.get(k) for k in HEAD_ARGS if k != "dropout"}, dropout=preset.get("dropout", 0.1), **dtype)
         # KerasHub's own classifiers output logits unless told; tfllm reads probabilities. Their new head
         # takes the recipe's dropout, as tfllm's does (it kept KerasHub's 0.1 whatever --set dropout said).
         return keras_hub.models.TextClassifier.from_preset(
             handle, num_classes=num_classes, preprocessor=preprocessor, activation="softmax",
-            **({"dropout": preset["dropout"]} if "dropout" in preset else {}))
+            **({"dropout": preset["dropout"]} if "dropout" in preset else {}), **dtype)
     except ValueError as e:
         encoders = "BERT, DistilBERT, RoBERTa, ... or a tfllm classifier or `tfllm pretrain --objective mlm|vectors` run"
         if _is_decoder(backbone_cls):  # GPT-2, a causal tfllm run: "or a tfllm run" was what the user had passed

@@ -165,6 +165,16 @@ def warn_unknown_tokens(handle, tokenizer, ids, what, consequence):
           "vocabulary covers your text, or a run trained on text like yours.", file=sys.stderr)
 
 
+def preset_dtype(handle):
+    """`{"dtype": the policy this command trains in}` for a preset saved with a mixed dtype policy (a run of
+    `--precision mixed_bfloat16`), else `{}`, to pass to its `from_preset`: keras-hub 0.32 checks a saved policy
+    with `is_float_dtype`, which raises on a mixed one ("Invalid dtype: mixed_bfloat16", as `runs.load_task`
+    says), so such a run was refused as --from-preset ("has no text classifier in KerasHub")."""
+    policy = preset_backbone(handle)[1].get("dtype") or {}
+    name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
+    return {"dtype": keras.config.dtype_policy().name} if name.startswith("mixed_") else {}
+
+
 def preset_backbone(handle):
     """`(backbone class, backbone config)` of a preset, or a clear error."""
     # PRIVATE API: keras_hub's preset loader is the only way to read a preset's backbone class and config

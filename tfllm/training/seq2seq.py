@@ -136,7 +136,7 @@ def model_from_preset(handle, preset):
         lengths = {"encoder_sequence_length": preset["encoder_sequence_length"],
                    "decoder_sequence_length": preset["decoder_sequence_length"]}
         preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(handle, **lengths)
-        model = keras_hub.models.Seq2SeqLM.from_preset(handle, preprocessor=preprocessor)
+        model = keras_hub.models.Seq2SeqLM.from_preset(handle, preprocessor=preprocessor, **common.preset_dtype(handle))
         # The recipe's lengths, capped at the positions the backbone has (a tfllm run's own lengths, BART's
         # max_sequence_length), as classifiers and generators cap theirs: longer batches failed in fit
         # (`--from-preset` of a `--preset tiny` run with the default recipe's longer lengths).
