@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from tfllm.config import SAMPLING_DEFAULTS, TOKENIZER_KINDS
+from tfllm.config import PRECISIONS, SAMPLING_DEFAULTS, TOKENIZER_KINDS
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -686,7 +686,7 @@ def build_parser():
                    help="classify: train on a seeded, stratified sample of this many rows; translate: a seeded "
                         "sample; generate: the first N characters of the text")
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi_worker or tpu")
-    p.add_argument("--precision", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")
     p.add_argument("--ensemble", type=int, default=1, metavar="N",
                    help="classify: train N seeds (--seed, +1, ...) in RUN_DIR/members/ and save one model that "
@@ -719,7 +719,7 @@ def build_parser():
     p.add_argument("--seed", type=_seed, default=1337)
     p.add_argument("--max-rows", type=_count, default=None, help="read only the first N documents")
     p.add_argument("--strategy", default="auto")
-    p.add_argument("--precision", default="float32")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=cmd_train, task="pretrain", label_column="label", split_column=None, labels=None)
 

@@ -41,6 +41,8 @@ def is_number(value, whole=False):
     return not whole or float(value).is_integer()
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # --precision: Keras dtype policies
+
 # Temperatures below this decode greedily (the limit they tend to): dividing the logits (banned tokens' are -1e9)
 # by 1e-30 overflowed float32, and `tfllm generate` printed nothing where the SavedModel gave the greedy text.
 GREEDY_BELOW = 1e-6

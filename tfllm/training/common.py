@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import errors, runs, tokenizers
+from tfllm.config import PRECISIONS  # noqa: F401  (there, TensorFlow-free, for the CLI's parser)
 from tfllm.errors import UserInputError
 from tfllm.runs import BACKUP, read_json, write_json  # noqa: F401  (re-exported for the trainers)
 
@@ -789,7 +790,6 @@ def logging_callbacks(callbacks):
 
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 
 
