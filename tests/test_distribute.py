@@ -274,7 +274,9 @@ def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monke
                      ('{"cluster": {"worker": ["h:notaport"]}, "task": {"type": "worker", "index": 0}}',
                       "port 1-65535"),
                      ('{"cluster": {"worker": [":12345"]}, "task": {"type": "worker", "index": 0}}',
-                      '"host:port"')]:
+                      '"host:port"'),
+                     ('{"cluster": {"chief": ["h:1", "h:2"]}, "task": {"type": "chief", "index": 0}}',
+                      "at most one")]:
         monkeypatch.setenv("TF_CONFIG", bad)
         assert main(args + ["--strategy", "multi_worker"]) == 2
         err = capsys.readouterr().err.strip()
@@ -283,6 +285,20 @@ def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monke
     assert main(args + ["--strategy", "multi_worker"]) == 2
     assert "needs the TF_CONFIG" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_multi_worker_with_one_worker_trains(tmp_path):
+    # A one-task cluster is not in Keras's multi-worker mode: its logs were left with the axis added for
+    # the multi-worker reduce, and StopOnDivergence's float(loss) failed on the array.
+    env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{free_ports(1)[0]}"]},
+                                          "task": {"type": "worker", "index": 0}}))
+    result = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / "run"), "1"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "EPOCHS_RUN 1" in result.stdout
+    accuracy, _ = map(float, result.stdout.split("TEST_METRICS")[1].split())
+    assert 0 <= accuracy <= 1 and runs.is_finished(str(tmp_path / "run"))
 
 
 @pytest.mark.slow

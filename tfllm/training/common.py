@@ -818,6 +818,8 @@ def read_tf_config(environ=None):
     for job, addresses in cluster.items():
         if not isinstance(addresses, list) or not all(isinstance(a, str) and _is_address(a) for a in addresses):
             raise bad(f'cluster["{job}"] must be a list of "host:port" strings (port 1-65535)')
+    if len(cluster.get("chief", [])) > 1:  # TensorFlow's own check is a ValueError traceback
+        raise bad(f'names {len(cluster["chief"])} chiefs; a cluster has at most one "chief" task')
     # MultiWorkerMirroredStrategy runs chief and worker tasks only (a "ps" job is ParameterServerStrategy's).
     jobs = sorted(set(cluster) & {"chief", "worker"})
     if not isinstance(task, dict) or task.get("type") not in jobs:
@@ -947,6 +949,13 @@ def precision_scope(policy):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def _num_workers(strategy):
+    """How many tasks `TF_CONFIG` names (Keras reduces over workers only when there are several: with one,
+    its logs keep the axis the steps below would add)."""
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs)
+
+
 def adapt_model_to_strategy(model, strategy):
     """Works around two Keras 3 bugs in `fit`/`evaluate` under tf.distribute (keras-team/keras#20585).
 
@@ -956,7 +965,7 @@ def adapt_model_to_strategy(model, strategy):
        batch does not split evenly (a validation set smaller than one batch).
        The batch only supplies shapes and dtypes, so this replica's own batch
        is used instead.
-    2. Under `MultiWorkerMirroredStrategy` its step functions average the
+    2. Under `MultiWorkerMirroredStrategy` over several workers its step functions average the
        logged values over workers with `strategy.reduce("MEAN", v, axis=0)`,
        which fails on scalars; the steps here return them with a leading axis
        of 1, which that reduce removes.
@@ -978,7 +987,7 @@ def adapt_model_to_strategy(model, strategy):
         return keras_build(data_batch=data_batch)
 
     model._maybe_symbolic_build = build_from_local_batch
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and _num_workers(strategy) > 1:
         # PRIVATE BEHAVIOUR: Keras's make_train/test_function read `self.train_step` /
         # `self.test_step` per instance, so these wrappers take effect, and its
         # `reduce_per_replica` calls strategy.reduce("MEAN", v, axis=0) on the logs.
