@@ -97,6 +97,27 @@ def test_tflite_export_runs_in_the_interpreter(ensemble_run, tmp_path):
     np.testing.assert_allclose(out, predict_probabilities(load_run(run_dir)[0], texts), atol=1e-4)
 
 
+@pytest.mark.slow
+def test_a_mixed_bfloat16_ensemble_computes_in_bfloat16_and_exports_in_float32(tmp_path):
+    """The members' saved policies won over the one the export loads with: the SavedModel computed in
+    bfloat16 and the TFLite conversion failed (`tensor<?x1xbf16>`), where one bf16 model exports fine."""
+    pytest.importorskip("ai_edge_litert")
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.export import tflite
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path / "bf16")
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=120, epochs=1, run_dir=run_dir,
+                                 ensemble=2, precision="mixed_bfloat16"), verbose=0)
+    for dtype, compute in [(None, "bfloat16"), ("float32", "float32")]:  # as trained; as exported
+        model = runs.load_task(run_dir, dtype=dtype)
+        assert [m.backbone.compute_dtype for m in model.members] == [compute, compute]
+    directory = tflite.export_tflite(run_dir, "bf16-ensemble", base_dir=str(tmp_path))
+    with open(os.path.join(directory, "parity.json")) as f:
+        assert json.load(f)["model.tflite"]["max_abs_probability_difference"] < 1e-4
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ensemble", "0"], "--ensemble must be at least 1"),
     (["--ensemble", "-2"], "--ensemble must be at least 1"),

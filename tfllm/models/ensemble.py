@@ -28,9 +28,15 @@ class EnsembleBackbone(keras_hub.models.Backbone):
     """
 
     def __init__(self, members, dtype=None, **kwargs):
-        members = [m if isinstance(m, keras.Model) else keras.saving.deserialize_keras_object(m) for m in members]
         if not members:
             raise ValueError("An ensemble needs at least one member.")
+        # The ensemble computes in one dtype policy, its members' by default. One given at load time
+        # (`from_preset(..., dtype="float32")`, as the exports load) reaches the members too: their
+        # backbones' saved policies would otherwise win, and a mixed_bfloat16 ensemble exported a
+        # bfloat16 graph that TFLite cannot convert.
+        members = [m if isinstance(m, keras.Model) else keras.saving.deserialize_keras_object(_with_dtype(m, dtype))
+                   for m in members]
+        dtype = dtype if dtype is not None else members[0].dtype_policy
         # === Functional model ===
         first = members[0]
         inputs = {name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)
@@ -49,6 +55,16 @@ class EnsembleBackbone(keras_hub.models.Backbone):
         config["members"] = [{k: v for k, v in keras.saving.serialize_keras_object(m).items() if k != "compile_config"}
                              for m in self.members]
         return config
+
+
+def _with_dtype(member_config, dtype):
+    """A member task's config with its backbone's dtype policy set to `dtype` (unchanged when None)."""
+    if dtype is None:
+        return member_config
+    backbone = member_config["config"]["backbone"]
+    policy = keras.dtype_policies.serialize(keras.dtype_policies.get(dtype))
+    return {**member_config, "config": {**member_config["config"],
+                                         "backbone": {**backbone, "config": {**backbone["config"], "dtype": policy}}}}
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
