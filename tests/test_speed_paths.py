@@ -157,6 +157,30 @@ def test_numpy_decoding_is_not_used_for_a_mixed_precision_model():
     assert _fast(tiny_generator()) is not None  # the float32 model still takes it
 
 
+def test_training_samples_of_a_mixed_precision_model_are_not_compiled_each_epoch(tmp_path):
+    """Without the NumPy pass, the samples decode in TensorFlow: not with XLA, which compiled the sliding
+    loop again for every epoch's weights (epochs ever slower, memory growing until LLVM failed)."""
+    import keras
+
+    from tfllm.training.causal_lm import TextSamples
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        generator = tiny_generator(sequence_length=8, jit_compile=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    generator.model.compile(optimizer="adam", jit_compile=True)  # as training compiles it; the callback logs at the optimizer's step
+    samples = TextSamples(str(tmp_path), generator.tokenizer, "First", max_new_tokens=12)
+    samples.set_model(generator.model)
+    for epoch in range(2):
+        samples.on_epoch_end(epoch)
+        variable = generator.model.trainable_variables[-1]
+        variable.assign(variable * 1.01)  # as an epoch of training does
+    assert samples._generator.jit_compile is False
+    (decode,) = samples._generator._compiled.values()
+    assert decode.experimental_get_tracing_count() == 1  # one trace serves every epoch
+
+
 @pytest.mark.slow
 def test_numpy_decoding_gives_the_compiled_loops_text():
     """tfllm.fast_generation (no TensorFlow) decodes as Generator does: same sampler noise, same window slides."""
