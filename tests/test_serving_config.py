@@ -83,6 +83,23 @@ def _flags(service):
     return dict(arg.lstrip("-").split("=", 1) for arg in service["command"])
 
 
+def test_the_compose_files_tf_serving_command_line_is_taken_by_tfllm_serve(compose):
+    """Its --model_config_file_poll_wait_seconds, --allow_version_labels_for_unavailable_models and
+    batching flags were `unrecognized arguments`: the repository's own TF Serving command failed."""
+    import argparse
+
+    from tfllm.serving.commands import add_serve_arguments, ignored_flags_warning
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(compose["services"]["tfserving"]["command"])
+    assert (args.port, args.rest_api_port, args.model_config_poll_seconds, args.poll_seconds) == (8500, 8501, 60, 2)
+    warning = ignored_flags_warning(args)
+    assert warning.count("\n") == 0 and "--enable_batching" in warning and "--batching_parameters_file" in warning
+    assert "allow_version_labels" not in warning  # what tfllm serve always does is not "ignored"
+    assert ignored_flags_warning(parser.parse_args(["--port=8500"])) is None
+
+
 def test_models_config_lists_both_models_with_labels(model_config):
     configs = {c.name: c for c in model_config.model_config_list.config}
     assert set(configs) == MODELS
@@ -173,6 +190,31 @@ def _write_config(path, *models):
     path.write_text("model_config_list {\n" + "".join(
         f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {extra} }}\n'
         for name, base, extra in models) + "}\n")
+
+
+@pytest.mark.slow
+def test_a_config_poll_of_zero_reads_the_config_once(tmp_path):
+    """TF Serving's --model_config_file_poll_wait_seconds=0 (its default): the config read at start-up
+    stays, while the folders are still rescanned."""
+    from tfllm.serving.server import ModelRegistry
+
+    fixtures.save_classifier(str(tmp_path / "clf" / "1"), warmup=False)
+    config = tmp_path / "models.config"
+    _write_config(config, ("first", "clf", ""))
+    registry = ModelRegistry(str(tmp_path), model_config_file=str(config), config_poll_seconds=0)
+    registry.refresh()
+    _write_config(config, ("renamed", "clf", ""))
+    os.utime(config, (1, 1))
+    fixtures.save_classifier(str(tmp_path / "clf" / "2"), warmup=False)
+    registry.refresh()
+    assert registry.model_names() == ["first"] and registry.resolve("first").version == 2
+    registry.config_poll_seconds = None  # tfllm's default: re-read whenever it changed
+    registry.refresh()
+    assert registry.model_names() == ["renamed"]
+    # `tfllm serve FOLDER` of one model's versions serves it by the folder's name (not as models "1", "2").
+    from tfllm.serving.commands import versions_folder
+
+    assert versions_folder(str(tmp_path / "clf")) and not versions_folder(str(tmp_path))
 
 
 @pytest.mark.slow
@@ -502,6 +544,21 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
         while RestClient("127.0.0.1", rest_port, timeout=10).metadata("films")["model_spec"]["version"] != "3":
             assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
             time.sleep(0.2)
+
+    # TF Serving's --model_base_path without --model_name serves that folder's versions as "default", and
+    # --file_system_poll_wait_seconds=0 scans it once. Before: "Serving none yet" (the versions were read as
+    # model folders), and 0 was refused.
+    with serving_process([f"--rest_api_port={rest_port}", f"--port={grpc_port}", f"--model_base_path={tmp_path / 'clf'}",
+                          "--file_system_poll_wait_seconds=0", "--enable_batching=true"],
+                         lambda: RestClient("127.0.0.1", rest_port, timeout=2).status("default"),
+                         tmp_path / "server2.log"):
+        status = RestClient("127.0.0.1", rest_port, timeout=10).status("default")
+        assert [s["version"] for s in status["model_version_status"]] == ["3"]
+        fixtures.save_classifier(str(tmp_path / "clf" / "4"), warmup=False)
+        time.sleep(3)  # the default poll (1 s) would have loaded it
+        assert RestClient("127.0.0.1", rest_port, timeout=10).metadata("default")["model_spec"]["version"] == "3"
+    log = (tmp_path / "server2.log").read_text()
+    assert "ignoring TF Serving's --enable_batching" in log, log
 
     # What the two command lines cannot both mean is one line, before anything starts.
     (tmp_path / "other").mkdir()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from tfllm.errors import UserInputError, require_extra
+from tfllm.serving import models as models_lib
 from tfllm.serving.connections import ConnectionLimits
 from tfllm.serving.limits import PENDING_BODIES, Limits
 from tfllm.serving.security import TOKEN_ENV
@@ -50,6 +52,40 @@ def _port(value: str) -> int:
     return number
 
 
+# tensorflow_model_server flags for what tfllm serve does not do: taken, so that a TF Serving command line
+# (serving/docker-compose.yml's) starts, and each named in one warning line (`ignored_flags_warning`).
+IGNORED_TF_SERVING_FLAGS = {
+    "enable_batching": "tfllm serve runs each request as it comes",
+    "batching_parameters_file": "tfllm serve does not batch requests",
+    "enable_per_model_batching_parameters": "tfllm serve does not batch requests",
+    "rest_api_num_threads": "uvicorn serves REST on one event loop",
+    "rest_api_timeout_in_ms": "see --body-timeout and --header-timeout",
+    "rest_api_enable_cors_support": "tfllm serve answers no cross-site requests",
+    "num_request_iterations_for_warmup": "each warm-up request runs once",
+    "monitoring_config_file": "tfllm serve has no Prometheus endpoint",
+    "ssl_config_file": "put a TLS proxy in front of tfllm serve",
+    "grpc_channel_arguments": "grpcio's defaults are used",
+    "grpc_max_threads": "see --max-concurrent-rpcs",
+    "num_load_threads": "tfllm serve loads one version at a time",
+    "num_unload_threads": "tfllm serve unloads one version at a time",
+    "max_num_load_retries": "a version that fails to load is retried when its files change",
+    "load_retry_interval_micros": "a version that fails to load is retried when its files change",
+    "flush_filesystem_caches": "nothing to flush",
+    "saved_model_tags": "tfllm's exports are loaded with the serve tag",
+    "xla_cpu_compilation_enabled": "the exports decide their own XLA compilation",
+    "enable_signature_method_name_check": "signatures are called by name",
+    "enable_grpc_healthcheck_service": "ask GET /v1/models/NAME or gRPC GetModelStatus",
+}
+
+
+def ignored_flags_warning(args) -> str | None:
+    """One line naming the TF Serving flags given that tfllm serve takes but does not act on."""
+    given = [f"--{flag} ({why})" for flag, why in IGNORED_TF_SERVING_FLAGS.items() if getattr(args, flag, None)]
+    if given:
+        return "tfllm serve: ignoring TF Serving's " + "; ".join(given) + "."
+    return None
+
+
 def add_thread_arguments(parser) -> None:
     parser.add_argument("--intra-op-threads", "--tensorflow_intra_op_parallelism", type=int, default=None,
                         help="threads per TensorFlow op; 0 = TensorFlow's choice; default 1, fastest for small models")
@@ -79,11 +115,20 @@ def add_serve_arguments(p) -> None:
     p.add_argument("--rest_api_port", type=_port, default=None, help="REST port (TF Serving's flag)")
     p.add_argument("--grpc-port", type=_port, default=None, help="gRPC port (default 8500); 0 turns gRPC off")
     p.add_argument("--poll-seconds", "--file_system_poll_wait_seconds", type=float, default=1.0,
-                   help="how often to look for new versions")
+                   help="how often to look for new versions; 0: once, at start-up (as TF Serving)")
     p.add_argument("--model-config-file", "--model_config_file", default=None,
                    help="TF Serving models.config: serve exactly its models, each by name from its base_path, "
                    "with its version policies and labels; re-read when it changes (default: "
                    "MODEL_BASE_PATH/models.config if present)")
+    p.add_argument("--model-config-poll-seconds", "--model_config_file_poll_wait_seconds", type=float, default=None,
+                   help="how often to re-read the models.config; 0: never after start-up (TF Serving's "
+                   "default); default: at every --poll-seconds, when it changed")
+    # What tfllm serve always does: let a label name a version that has not loaded yet (docs/serving.md,
+    # "Labels"), and replay a version's warm-up requests before serving it.
+    for flag in ("allow_version_labels_for_unavailable_models", "enable_model_warmup"):
+        p.add_argument(f"--{flag}", nargs="?", const="true", default=None, help=argparse.SUPPRESS)
+    for flag in IGNORED_TF_SERVING_FLAGS:
+        p.add_argument(f"--{flag}", nargs="?", const="true", default=None, help=argparse.SUPPRESS)
     add_thread_arguments(p)
     limits = p.add_argument_group("request limits (a request over one gets a 4xx / INVALID_ARGUMENT naming it)")
     limits.add_argument("--max-batch-size", type=_positive_int, default=_DEFAULTS.max_batch_size,
@@ -154,6 +199,11 @@ def model_base_path(args) -> str | None:
     return args.model_base_path or args.model_base_path_flag
 
 
+def versions_folder(folder: str) -> bool:
+    """Whether `folder` holds VERSION/ exports itself and no NAME/VERSION/ ones."""
+    return bool(models_lib.scan_model(folder)) and not models_lib.scan(folder)
+
+
 def run_serve(args) -> None:
     require_extra("tfllm serve", "serving", "starlette", "uvicorn", "grpc", "tensorflow_serving")
     from tfllm.serving.server import serve
@@ -171,8 +221,17 @@ def run_serve(args) -> None:
         raise UserInputError(str(e)) from e
     token = args.auth_token if args.auth_token is not None else os.environ.get(TOKEN_ENV) or None
     (rest_port, grpc_port), port_flags = serve_ports(args)
-    serve(model_base_path(args), host=args.host, port=rest_port, grpc_port=grpc_port or None, port_flags=port_flags,
-          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file, model_name=args.model_name,
+    warning = ignored_flags_warning(args)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    folder, model_name = model_base_path(args), args.model_name
+    if model_name is None and args.model_config_file is None and folder and versions_folder(folder):
+        # One model's VERSION/ folders, not NAME/VERSION/ ones: TF Serving serves --model_base_path alone
+        # as the model "default" (its --model_name default); the positional folder keeps its own name.
+        model_name = "default" if args.model_base_path_flag else os.path.basename(os.path.abspath(folder))
+    serve(folder, host=args.host, port=rest_port, grpc_port=grpc_port or None, port_flags=port_flags,
+          poll_seconds=args.poll_seconds, model_config_file=args.model_config_file, model_name=model_name,
+          config_poll_seconds=args.model_config_poll_seconds,
           intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
           limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host), connections=connections)
 

@@ -62,7 +62,8 @@ class ModelRegistry:
             exports, every one of which is served. With a config, the folder
             its relative `base_path`s are under (TF Serving's
             `model_config_list_root_dir`); None: the working directory.
-        poll_seconds: how often to rescan the folders (and the config).
+        poll_seconds: how often to rescan the folders (and the config); 0: only when `refresh` is
+            called (the server calls it once, at start-up).
         model_config_file: optional TF Serving `models.config`. As with
             `tensorflow_model_server --model_config_file`, exactly its models
             are served, each under its `name` from its `base_path`, with its
@@ -70,6 +71,8 @@ class ModelRegistry:
             it changes, so a model removed from it is unloaded.
         models: `{name: ModelPolicy}` served as a config's models, without a
             file (TF Serving's single-model mode).
+        config_poll_seconds: re-read the config at most this often; 0: only at the first
+            refresh; None: at every refresh, when its modification time changed.
 
     Example:
     ```python
@@ -80,9 +83,12 @@ class ModelRegistry:
     """
 
     def __init__(self, base_path: str | None, poll_seconds: float = 1.0,
-                 model_config_file: str | None = None, models: dict | None = None):
+                 model_config_file: str | None = None, models: dict | None = None,
+                 config_poll_seconds: float | None = None):
         self.base_path = base_path
         self.poll_seconds = poll_seconds
+        self.config_poll_seconds = config_poll_seconds
+        self._config_read_at = None  # time.monotonic() of the last read
         self.model_config_file = model_config_file
         self._models: dict[str, ModelState] = {}
         self._failed: dict[str, tuple[tuple, str]] = {}  # path -> (fingerprint, error)
@@ -97,7 +103,12 @@ class ModelRegistry:
         self._thread = None
 
     def _read_policies(self) -> None:
-        """Re-reads the config file into `self._policies` when it changed."""
+        """Re-reads the config file into `self._policies` when it changed (and is due, see
+        `config_poll_seconds`)."""
+        now, last, every = time.monotonic(), self._config_read_at, self.config_poll_seconds
+        if last is not None and every is not None and (every == 0 or now - last < every):
+            return
+        self._config_read_at = now
         path = self.model_config_file
         try:
             mtime = os.path.getmtime(path)
@@ -244,14 +255,21 @@ class ModelRegistry:
                              else "resolves to nothing")
         return labels, refused
 
+    def _poll_period(self) -> float | None:
+        """Seconds between rescans: the shorter of the two polls that are on (None: neither is)."""
+        periods = [p for p in (self.poll_seconds, self.config_poll_seconds) if p]
+        return min(periods) if periods else None
+
     def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        while not self._stop.wait(self._poll_period()):
             try:
                 self.refresh()
             except Exception:  # keep polling whatever the filesystem does
                 logger.exception("rescanning %s failed", self.model_config_file or self.base_path)
 
     def start_polling(self) -> None:
+        if self._poll_period() is None:  # 0: the folders were scanned once, as TF Serving does
+            return
         self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
         self._thread.start()
 

@@ -107,7 +107,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
           intra_op_threads: int | None = None, inter_op_threads: int = 0,
           limits: Limits | None = None, auth_token: str | None = None,
           allowed_hosts: tuple[str, ...] = (), connections: ConnectionLimits | None = None,
-          model_name: str | None = None, port_flags: tuple[str, str] = ("--port", "--grpc-port")) -> None:
+          model_name: str | None = None, port_flags: tuple[str, str] = ("--port", "--grpc-port"),
+          config_poll_seconds: float | None = None) -> None:
     """Serves every model under `model_base_path`, or a config's models, or one model, until interrupted.
 
     Args:
@@ -120,7 +121,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         port: REST port (TF Serving's default is 8501).
         grpc_port: gRPC port (TF Serving's default is 8500); None or 0
             turns gRPC off.
-        poll_seconds: how often to look for new or removed versions.
+        poll_seconds: how often to look for new or removed versions; 0: once, at start-up (TF
+            Serving's `--file_system_poll_wait_seconds=0`).
         model_config_file: a TF Serving `models.config`: exactly its models
             are served, each under its `name` from its `base_path`, with its
             version policies and labels; re-read when it changes. Defaults to
@@ -147,6 +149,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             model's folder of `VERSION/` exports, served under this name, newest version only.
         port_flags: the command-line flags that gave `port` and `grpc_port`, named when one
             cannot be bound (TF Serving's spellings: `--rest_api_port` and `--port`).
+        config_poll_seconds: how often to re-read `model_config_file` (TF Serving's
+            `--model_config_file_poll_wait_seconds`); 0: never after start-up; None: at every poll.
 
     Raises:
         UserInputError: if the folder does not exist, a setting is out of
@@ -178,8 +182,9 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         policy = AccessPolicy(auth_token, host, tuple(allowed_hosts))
     except ValueError as e:
         raise UserInputError(str(e)) from e
-    if poll_seconds <= 0:
-        raise UserInputError(f"--poll-seconds must be > 0, got {poll_seconds}.")
+    for flag, seconds in (("--poll-seconds", poll_seconds), ("--model-config-poll-seconds", config_poll_seconds)):
+        if seconds is not None and not seconds >= 0:  # TF Serving's negative values are for its own tests
+            raise UserInputError(f"{flag} must be >= 0 (0: once, at start-up), got {seconds}.")
     if model_config_file is not None:
         # As TF Serving: a config that cannot be read or parsed stops start-up, so a
         # typo in its path never silently turns off version policies and labels.
@@ -203,7 +208,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             bind_socket(host, grpc_port, "gRPC", f"{port_flags[1]} (0 turns gRPC off)").close()
         configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                           inter_op_threads)
-        registry = ModelRegistry(None if models else model_base_path, poll_seconds, model_config_file, models=models)
+        registry = ModelRegistry(None if models else model_base_path, poll_seconds, model_config_file, models=models,
+                                 config_poll_seconds=config_poll_seconds)
         connections = connections or ConnectionLimits()
         if grpc_port:
             from tfllm.serving.grpc_service import make_grpc_server  # imports TensorFlow
