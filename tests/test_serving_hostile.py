@@ -280,6 +280,26 @@ def test_hostile_rest_requests_get_a_json_4xx(model, body, word, server):
     check_reviews_answer(RestClient("127.0.0.1", server["rest"], timeout=10))
 
 
+def test_gzipped_bodies_and_paths_in_any_case_are_answered_as_tf_serving_does(server):
+    """TF Serving gunzips a `Content-Encoding: gzip` body (its auto_uncompress_input) and matches its paths
+    case-insensitively; tfllm read the gzip bytes as JSON ("not valid UTF-8: surrogates not allowed")."""
+    import gzip
+
+    body = json.dumps({"instances": ["good", "bad"]}).encode()
+    plain = raw(server["rest"], "POST", PREDICT.format("reviews"), body)
+    assert plain[0] == 200
+    assert raw(server["rest"], "POST", PREDICT.format("reviews"), gzip.compress(body),
+               {"Content-Encoding": "gzip"}) == plain
+    assert raw(server["rest"], "POST", "/V1/Models/reviews:PREDICT", body) == plain
+    for headers, payload, status, words in [
+            ({"Content-Encoding": "br"}, body, 415, "'br' is not supported"),
+            ({"Content-Encoding": "gzip"}, body, 400, "not gzip data"),
+            ({"Content-Encoding": "gzip"}, gzip.compress(b" " * 4_000_001), 413, "gunzipped request body"),
+            ({}, '{"instances": ["caf\xe9"]}'.encode("latin-1"), 400, "not UTF-8 (invalid continuation byte at byte 19)")]:
+        status_got, content = raw(server["rest"], "POST", PREDICT.format("reviews"), payload, headers)
+        assert status_got == status and words in json.loads(content)["error"], content
+
+
 def test_the_server_log_has_no_traceback(server):
     raw(server["rest"], "POST", PREDICT.format("reviews"),
         b'{"instances": ' + b"[" * 40 + b'"a"' + b"]" * 40 + b"}")

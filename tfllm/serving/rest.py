@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import zlib
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -43,11 +44,13 @@ logger = logging.getLogger("tfllm.serving")
 INLINE_MAX_BODY_BYTES = 4096
 INLINE_MAX_SECONDS = 0.002
 
+# TF Serving's path patterns are case-insensitive ("(?i)/v1/models/..."): its literal words and verbs
+# in any case, the model name and label as written. `_CaseInsensitivePrefix` does "/v1/models".
 _PATH = re.compile(
     r"^(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<meta>/metadata)?"
-    r"(?::(?P<verb>[A-Za-z]+))?$"
+    r"(?::(?P<verb>[A-Za-z]+))?$", re.IGNORECASE
 )
 
 
@@ -74,7 +77,7 @@ def _parse_path(request: Request):
         if not (version.isascii() and version.isdigit()) or len(version) > 18:  # not '²'
             raise RequestError(f"Version {version[:40]!r} must be a non-negative integer.")
         version = int(version)
-    return m["name"], version, m["label"], m["meta"] is not None, m["verb"]
+    return m["name"], version, m["label"], m["meta"] is not None, m["verb"] and m["verb"].lower()
 
 
 def status_json(statuses: list[VersionStatus]) -> dict:
@@ -107,6 +110,9 @@ class _AccessCheck:
                 await _json_reply({"error": f"The request's line and headers are over {MAX_HEAD_BYTES} "
                                    "bytes."}, 431)(scope, receive, send)
                 return
+            path = scope.get("path", "")
+            if path[:11].lower() in ("/v1/models/", "/v1/models") and not path.startswith("/v1/models"):
+                scope = {**scope, "path": "/v1/models" + path[10:]}  # TF Serving's "(?i)"
             headers = dict(scope.get("headers") or ())
             host = headers.get(b"host")
             host = host.decode("latin-1") if host is not None else None
@@ -312,10 +318,36 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
             raise
         return body
 
+    def uncompressed(request: Request, raw: bytearray) -> bytearray:
+        """The body, gunzipped when `Content-Encoding: gzip` says so, as TF Serving's HTTP server
+        does by default (its `auto_uncompress_input`), within --max-body-bytes uncompressed."""
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "identity":
+            return raw
+        if encoding not in ("gzip", "x-gzip"):
+            raise RequestError(f"Content-Encoding {encoding[:40]!r} is not supported; send the body as it "
+                               "is or gzipped.", 415)
+        inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip's header and trailer
+        try:
+            body = inflate.decompress(bytes(raw), limits.max_body_bytes + 1)
+        except zlib.error as e:
+            raise RequestError(f"The body is not gzip data, as its Content-Encoding says ({e}).") from e
+        if len(body) > limits.max_body_bytes or inflate.unconsumed_tail:
+            raise RequestError(f"The gunzipped request body is over the {limits.max_body_bytes}-byte limit "
+                               "(tfllm serve --max-body-bytes); send fewer instances per request.", 413)
+        if not inflate.eof:
+            raise RequestError("The gzipped body is cut short; send all of it.")
+        return bytearray(body)
+
     def parse_predict(servable: Servable, raw: bytes) -> tuple[Signature, dict, bool]:
         try:
             body = _loads(raw)
         except ValueError as e:
+            try:  # orjson's words for other bytes ("surrogates not allowed") do not say what is wrong
+                bytes(raw).decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise RequestError(f"The request body is not UTF-8 ({bad.reason} at byte {bad.start}); send "
+                                   "JSON in UTF-8, and binary values as {\"b64\": ...}.") from e
             raise RequestError(f"Malformed JSON in request body: {str(e)[:300]}") from e
         except RecursionError as e:  # a JSON parser without a depth limit
             raise RequestError("Malformed JSON in request body: nested too deeply.") from e
@@ -346,7 +378,7 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         # for. Its size is what arrived. The share goes back once the body is parsed, or
         # whatever ends the request (a 4xx, a deadline, a client gone): `with` always does.
         with budget.hold() as hold:
-            raw = await read_body(request, hold)
+            raw = uncompressed(request, await read_body(request, hold))
             active += 1
             try:
                 if len(raw) <= limits.small_body_bytes:
