@@ -559,6 +559,8 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
         assert RestClient("127.0.0.1", rest_port, timeout=10).metadata("default")["model_spec"]["version"] == "3"
     log = (tmp_path / "server2.log").read_text()
     assert "ignoring TF Serving's --enable_batching" in log, log
+    # Server events are lines of their own (they became "WARNING:tfllm.serving:loaded ..." mid-run).
+    assert "\nloaded default version 3 in " in log and "tfllm.serving:" not in log, log
 
     # What the two command lines cannot both mean is one line, before anything starts.
     (tmp_path / "other").mkdir()

@@ -193,7 +193,7 @@ class ModelRegistry:
                     start = time.perf_counter()
                     loaded[v] = load_servable(name, v, path)
                     self._failed.pop(path, None)
-                    logger.warning("loaded %s version %d in %.1f s", name, v,
+                    logger.info("loaded %s version %d in %.1f s", name, v,
                                    time.perf_counter() - start)
                 except Exception as e:  # noqa: BLE001 - a broken export must not stop the others
                     error = _short_error(e)
@@ -210,7 +210,7 @@ class ModelRegistry:
                 if kept:
                     loaded[max(kept)] = old.versions[max(kept)]
             for v in sorted(set(old.versions) - set(loaded)):
-                logger.warning("unloaded %s version %d (%s)", name, v, "its folder is gone" if v not in versions
+                logger.info("unloaded %s version %d (%s)", name, v, "its folder is gone" if v not in versions
                                else "changed on disk" if versions[v] != old.versions[v].path
                                else "no longer selected")
             if loaded or failed:
@@ -223,7 +223,7 @@ class ModelRegistry:
             del self._failed[path]
         for name in sorted(set(current) - set(new_models)):
             if current[name].versions:
-                logger.warning("unloaded %s: no version of it is left to serve", name)
+                logger.info("unloaded %s: no version of it is left to serve", name)
         self._models = new_models
 
     def _check_labels(self, name, wanted, loaded, failed, on_disk, old_labels):

@@ -54,6 +54,27 @@ def configure_threads(intra_op_threads: int, inter_op_threads: int = 0) -> None:
         logger.warning("TensorFlow is already initialised in this process; thread settings unchanged.")
 
 
+class _LogFormat(logging.Formatter):
+    """A server event as a line of its own; warnings and errors say which they are."""
+
+    def format(self, record):
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def log_to_stderr() -> None:
+    """Sends the server's events (versions loaded and unloaded, refusals) to stderr, INFO and up, in its
+    own words. Before, they went through whatever the process's root logger was: bare lines until the
+    models loaded, then "WARNING:tfllm.serving:loaded ..." once TensorFlow's absl had configured it."""
+    if any(isinstance(h.formatter, _LogFormat) for h in logger.handlers):  # a second serve() in one process
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormat("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def return_freed_memory() -> None:
     """Large request buffers go back to the OS when freed (glibc only; elsewhere a no-op).
 
@@ -206,6 +227,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
     try:
         if grpc_port:
             bind_socket(host, grpc_port, "gRPC", f"{port_flags[1]} (0 turns gRPC off)").close()
+        log_to_stderr()
         configure_threads(DEFAULT_INTRA_OP_THREADS if intra_op_threads is None else intra_op_threads,
                           inter_op_threads)
         registry = ModelRegistry(None if models else model_base_path, poll_seconds, model_config_file, models=models,
