@@ -513,6 +513,29 @@ def test_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+def test_a_classifier_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(tmp_path, capsys):
+    """A RoBERTa classifier preset whose vocabulary lacks some bytes gave those texts id -1: training and
+    evaluation ran on them without a word, and the TFLite export refused the run ("token_ids must not be
+    negative")."""
+    byte_level = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]
+    vocabulary = {t: i for i, t in enumerate(dict.fromkeys(byte_level + ["Ġt", "he", "<s>", "<pad>", "</s>",
+                                                                          "<unk>", "<mask>"]))}
+    tokenizer = keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=["Ġ t", "h e"])
+    backbone = keras_hub.models.RobertaBackbone(vocabulary_size=len(vocabulary), num_layers=1, num_heads=1,
+                                                hidden_dim=8, intermediate_dim=8, max_sequence_length=32)
+    preprocessor = keras_hub.models.RobertaTextClassifierPreprocessor(tokenizer, sequence_length=16)
+    keras_hub.models.RobertaTextClassifier(backbone, num_classes=2, preprocessor=preprocessor).save_to_preset(
+        str(tmp_path / "roberta"))
+    rows = [(f"a fine film {i}", 1) for i in range(20)] + [(f"dull {i}", 0) for i in range(20)] + [("un café crème", 1)]
+    (tmp_path / "reviews.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    argv = ["train", "--data", tmp_path / "reviews.csv", "--from-preset", tmp_path / "roberta", "--epochs", "1",
+            "--run-dir", tmp_path / "run"]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "have no id in the tokenizer's vocabulary" in err and "'èé'" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
 def test_a_preset_missing_a_file_is_one_line_naming_it(bert_preset, gpt2_preset, tmp_path, capsys):
     """A preset folder copied without its weights or its tokenizer's files was KerasHub's traceback, which
     named `model.weights.json` for a missing `model.weights.h5`."""

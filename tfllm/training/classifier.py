@@ -458,6 +458,11 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 common.warn_unknown_tokens(config.from_preset, model.preprocessor.tokenizer,
                                            _flat_ids(model.preprocessor.tokenizer, data.train.texts[:2000]),
                                            "training texts", ", so texts made of them all look alike to it")
+                if isinstance(model.preprocessor.tokenizer, keras_hub.tokenizers.BytePairTokenizer):
+                    # A byte-pair vocabulary without some text's bytes gives it id -1 (no [UNK]): it trained
+                    # and scored on -1 without a word, and the TFLite export refused the run. As generation.
+                    data_lib.tokenize_corpus(model.preprocessor.tokenizer, "\n".join(
+                        [*data.train.texts, *data.val.texts, *data.test.texts]), "training, validation and test")
             else:
                 model = own_classifier(preset, tokenizer, data.num_classes)
                 if preset.get("word_vectors") and not resume:  # a resumed run restores its weights
