@@ -536,6 +536,24 @@ def test_a_classifier_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(t
     assert err.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
+def test_a_sequence_length_past_the_presets_positions_is_cut_in_the_recipe_or_refused(bert_preset, gpt2_preset,
+                                                                                         tmp_path, capsys):
+    """Both were cut where the model was built, without a word, and recipe.json recorded the longer value."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import classifier_preset
+
+    bert, gpt2 = bert_preset[0], gpt2_preset[0]
+    # A recipe's longer default (128) is cut to the positions (32), as the model is built.
+    assert classifier_preset(TrainConfig(data="rotten_tomatoes", from_preset=bert))["sequence_length"] == 32
+    for task, preset, data in (("classify", bert, "rotten_tomatoes"), ("generate", gpt2, "shakespeare")):
+        argv = ["train", "--task", task, "--data", data, "--from-preset", preset, "--set", "sequence_length=500",
+                "--run-dir", str(tmp_path / task)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--set sequence_length=500 is longer than" in err and "set at most" in err and err.count("\n") == 1
+        assert not (tmp_path / task).exists()
+
+
 def test_a_preset_missing_a_file_is_one_line_naming_it(bert_preset, gpt2_preset, tmp_path, capsys):
     """A preset folder copied without its weights or its tokenizer's files was KerasHub's traceback, which
     named `model.weights.json` for a missing `model.weights.h5`."""

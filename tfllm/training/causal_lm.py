@@ -48,7 +48,7 @@ def causal_lm_preset(config):
         if "sequence_length" not in config.overrides:  # its own window too (a recipe's 64 cut a Llama's to 64)
             preset["sequence_length"] = preset_sequence_length(config.from_preset)
         return preset
-    preset = common.step_recipe("generate", config)
+    preset = common.fit_to_positions(config, common.step_recipe("generate", config))
     # Keras runs whole multi-step calls only: keep the chunk a divisor of the epoch.
     preset["steps_per_execution"] = math.gcd(preset.get("steps_per_execution", 1), steps_per_epoch(preset))
     return preset

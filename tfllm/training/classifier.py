@@ -61,7 +61,7 @@ def classifier_preset(config):
             raise UserInputError(f"--set {name}={preset[name]} adds a view beside the naive-Bayes wide path, and "
                                  "this recipe has none: add --set wide_bigram_buckets=N (the default recipe has "
                                  "both), or leave it out.")
-    return preset
+    return common.fit_to_positions(config, preset)
 
 
 def own_classifier(preset, tokenizer, num_classes):

@@ -166,6 +166,22 @@ def warn_unknown_tokens(handle, tokenizer, ids, what, consequence):
           "vocabulary covers your text, or a run trained on text like yours.", file=sys.stderr)
 
 
+def fit_to_positions(config, preset):
+    """`preset` with a --from-preset run's `sequence_length` at most its backbone's positions: a recipe's
+    longer default is cut to them, a longer `--set sequence_length` is refused. Before, both were cut
+    where the model was built, without a word, and the run's recipe.json recorded the longer value."""
+    if not config.from_preset:
+        return preset
+    backbone = preset_backbone(config.from_preset)[1]
+    longest = backbone.get("sequence_length") or backbone.get("max_sequence_length")
+    if longest and preset.get("sequence_length", 0) > longest:
+        if "sequence_length" in config.overrides:
+            raise UserInputError(f"--set sequence_length={preset['sequence_length']} is longer than --from-preset "
+                                 f"{config.from_preset!r} has positions for ({longest}); set at most {longest}.")
+        preset["sequence_length"] = longest
+    return preset
+
+
 def preset_dtype(handle):
     """`{"dtype": the policy this command trains in}` for a preset saved with a mixed dtype policy (a run of
     `--precision mixed_bfloat16`), else `{}`, to pass to its `from_preset`: keras-hub 0.32 checks a saved policy

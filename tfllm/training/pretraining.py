@@ -36,7 +36,7 @@ NEIGHBOURS_SHOWN = 8  # frequent tokens whose nearest neighbours the vectors run
 
 
 def masked_lm_preset(config):
-    preset = common.step_recipe("pretrain", config)
+    preset = common.fit_to_positions(config, common.step_recipe("pretrain", config))
     # Whole epochs (Keras' steps_per_epoch) as near `steps` as they come, never more: `steps` was rounded to a
     # multiple of eval_interval, so --steps 15 trained 20 steps, the last 5 past the schedule's end at a
     # learning rate of 0. As the causal objective does (causal_lm.steps_per_epoch), the epoch shrinks instead.
