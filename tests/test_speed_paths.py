@@ -371,6 +371,6 @@ def test_predict_warns_about_a_text_of_nothing_but_unknown_words(tiny_classifier
     [answer] = predict(tiny_classifier_run, ["鑫龘"])
     assert set(answer["probabilities"]) == {"fresh", "rotten"}
     err = capsys.readouterr().err
-    assert "text 1 ('鑫龘') is all words this model never saw in training" in err, err
+    assert "text 1 ('鑫龘') is all unknown tokens ([UNK]) to this model's vocabulary" in err, err
     predict(tiny_classifier_run, ["a fine film 鑫龘", "a dull film"])
     assert "never saw" not in capsys.readouterr().err

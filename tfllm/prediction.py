@@ -89,8 +89,10 @@ def _check_words(texts, ids, unknown_id, run_dir, offset):
                                  "space characters); pass the texts to classify, e.g. tfllm predict "
                                  f"{runs.shell_path(run_dir)} \"a joyous, moving film\".")
         if unknown_id is not None and all(int(t) == unknown_id for t in row):
-            print(f"tfllm: warning: text {i} ({text[:40]!r}) is all words this model never saw in training, so its "
-                  "label says nothing about it.", file=sys.stderr)
+            # Not "words never seen in training": a small vocabulary (`--preset tiny`'s) cannot spell words
+            # that training had plenty of.
+            print(f"tfllm: warning: text {i} ({text[:40]!r}) is all unknown tokens ([UNK]) to this model's "
+                  "vocabulary, so its label says nothing about it.", file=sys.stderr)
 
 
 def _token_ids(tokenizer, texts):
