@@ -264,3 +264,40 @@ def test_a_missing_optional_extra_is_one_line_naming_it(missing, call, extra, mo
         assert status == 2
         message = capsys.readouterr().err
     assert missing in message and f'pip install "tfllm[{extra}]"' in message, message
+
+
+def test_a_version_being_loaded_is_listed_as_loading(tmp_path, good_version, monkeypatch):
+    """As TF Serving lists it (LOADING) until it is AVAILABLE: a version loading for seconds was missing from
+    the model's status, and its own status URL answered 404."""
+    import threading
+
+    from tfllm.serving import registry as registry_lib
+    from tfllm.serving.rest import status_json
+
+    shutil.copytree(good_version, tmp_path / "clf" / "1")
+    registry = registry_lib.ModelRegistry(str(tmp_path))
+    real_load, entered, go_on = registry_lib.load_servable, threading.Event(), threading.Event()
+
+    def held_load(*args):  # the real load, held until the test has looked
+        entered.set()
+        assert go_on.wait(120)
+        return real_load(*args)
+
+    monkeypatch.setattr(registry_lib, "load_servable", held_load)
+
+    def states(version=None):
+        return [(s.version, s.state) for s in registry.statuses("clf", version)]
+
+    for expected_while, expected_after in (([(1, "LOADING")], [(1, "AVAILABLE")]),
+                                           ([(2, "LOADING"), (1, "AVAILABLE")], [(2, "AVAILABLE"), (1, "AVAILABLE")])):
+        if expected_while[0][0] == 2:
+            shutil.copytree(good_version, tmp_path / "clf" / "2")
+        entered.clear(), go_on.clear()
+        refresh = threading.Thread(target=registry.refresh)
+        refresh.start()
+        assert entered.wait(120)
+        assert states() == expected_while and states(expected_while[0][0]) == [expected_while[0]]
+        assert status_json(registry.statuses("clf"))["model_version_status"][0]["state"] == "LOADING"
+        go_on.set()
+        refresh.join()
+        assert states() == expected_after

@@ -30,9 +30,12 @@ class VersionStatus:
     version: int
     error: str | None = None  # None: AVAILABLE (or END when `ended`); otherwise the load error (state END)
     ended: bool = False  # served once, unloaded since (its folder went, or the policy dropped it): END, OK
+    loading: bool = False  # being loaded now: LOADING, OK (as TF Serving lists it until it is AVAILABLE)
 
     @property
     def state(self) -> str:
+        if self.loading:
+            return "LOADING"
         return "AVAILABLE" if self.error is None and not self.ended else "END"
 
 
@@ -101,6 +104,7 @@ class ModelRegistry:
         self._refusals: dict[tuple[str, str], int] = {}  # (model, label) -> version, logged
         self._stop = threading.Event()
         self._thread = None
+        self._loading: tuple[str, int] | None = None  # (model, version) being loaded now, for statuses()
 
     def _read_policies(self) -> None:
         """Re-reads the config file into `self._policies` when it changed (and is due, see
@@ -189,6 +193,7 @@ class ModelRegistry:
                 if previous is not None and previous[0] == stamp:
                     failed[v] = previous[1]
                     continue  # retry only once its files change
+                self._loading = (name, v)
                 try:
                     start = time.perf_counter()
                     loaded[v] = load_servable(name, v, path)
@@ -201,6 +206,8 @@ class ModelRegistry:
                     failed[v] = error
                     logger.error("cannot load %s (will retry when its files change): %s",
                                  path, error)
+                finally:
+                    self._loading = None
             if failed and not loaded:
                 # TF Serving's AvailabilityPreservingPolicy: while every version the policy
                 # selects fails to load (broken, or still being copied), keep the newest
@@ -331,10 +338,18 @@ class ModelRegistry:
         and without a version every version is listed (a label's own version is in its
         metadata).
         """
+        loading = self._loading
+        loading = loading[1] if loading is not None and loading[0] == name else None
+        if loading is not None and name not in self._models:  # its first version
+            if version in (None, loading):
+                return [VersionStatus(loading, loading=True)]
         state = self._state(name)
+        if version is not None and version == loading and version not in state.versions:
+            return [VersionStatus(version, loading=True)]
         if version is None:
             everything = ({v: VersionStatus(v, ended=True) for v in state.ended}
                           | {v: VersionStatus(v, error) for v, error in state.failed.items()}
+                          | ({loading: VersionStatus(loading, loading=True)} if loading is not None else {})
                           | {v: VersionStatus(v) for v in state.versions})
             return [everything[v] for v in sorted(everything, reverse=True)]
         if version in state.failed and version not in state.versions:

@@ -81,7 +81,7 @@ def _parse_path(request: Request):
 
 
 def status_json(statuses: list[VersionStatus]) -> dict:
-    """TF Serving's model status: AVAILABLE, or END with the load error."""
+    """TF Serving's model status: LOADING, AVAILABLE, or END (with the load error when it failed)."""
     return {"model_version_status": [
         {"version": str(s.version), "state": s.state,
          "status": {"error_code": "OK" if s.error is None else "UNKNOWN",
