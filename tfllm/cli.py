@@ -230,6 +230,8 @@ def cmd_export(args):
         removed = prune(args.base_dir, args.name, args.keep)
         if removed:
             print(f"Pruned versions {removed}")
+        for line in removed.kept_lines():
+            print(line)
 
 
 # --- presets: `tfllm presets` ------------------------------------------------------

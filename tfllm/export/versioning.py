@@ -459,9 +459,14 @@ def _block_entries(data, offset, size):
 class PruneResult(list):
     """The removed versions (a list, oldest first), with `skipped`: `{version: why it was kept}`."""
 
-    def __init__(self, removed=(), skipped=None):
+    def __init__(self, removed=(), skipped=None, name=None):
         super().__init__(removed)
         self.skipped = dict(skipped or {})
+        self.name = name
+
+    def kept_lines(self):
+        """A line for each version kept beyond `keep`, saying why (what the commands print)."""
+        return [f"Kept {self.name} version {version}: {why}" for version, why in sorted(self.skipped.items())]
 
 
 def prune(base_dir, name, keep):
@@ -499,8 +504,6 @@ def prune(base_dir, name, keep):
             # Not an export (a training run put there, the user's files): prune deleted it with the versions.
             doomed.remove(version)
             skipped[version] = f"holds no export (no saved_model.pb or {TFLITE_FILE}); move it out of {base_dir!r}"
-    for version, reason in skipped.items():
-        logger.warning("not pruning %s version %d: %s", name, version, reason)
     removed = []
     for version in doomed:
         trash = os.path.join(base_dir, name, f".pruning-{version}")
@@ -511,4 +514,4 @@ def prune(base_dir, name, keep):
         removed.append(version)
         with contextlib.suppress(FileNotFoundError):  # or removes its .pruning- folder, as stale
             shutil.rmtree(trash)
-    return PruneResult(removed, skipped)
+    return PruneResult(removed, skipped, name)

@@ -252,8 +252,8 @@ def run_models(args) -> None:
     if args.prune is not None:
         removed = prune(args.base_dir, args.prune, args.keep)
         print(f"Pruned {args.prune} versions {list(removed)}" if removed else f"Nothing to prune for {args.prune}")
-        for version, reason in sorted(getattr(removed, "skipped", {}).items()):
-            print(f"Kept {args.prune} version {version}: {reason}")
+        for line in removed.kept_lines():
+            print(line)
     models = list_models(args.base_dir)
     print(json.dumps(models, indent=2) if args.json else format_models(models))
 
