@@ -498,3 +498,84 @@ def test_the_export_warns_when_the_string_model_read_some_texts_unlike_keras(tmp
     del parity["model_text.tflite"]  # a model without a string file
     (tmp_path / "parity.json").write_text(json.dumps(parity))
     assert parity_warning(str(tmp_path)) is None
+
+
+def _tensorflow_interpreter(path):
+    """TensorFlow's own `tf.lite.Interpreter` (tfllm runs `ai_edge_litert`'s); it refuses ops over 5-D."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=path)
+    assert max(len(t["shape"]) for t in interpreter.get_tensor_details()) <= 5
+    return interpreter
+
+
+def _merged(cache):
+    """The Keras model's `[1, layers, 2, ...]` cache as the export's `[1, 2 * layers, ...]`."""
+    cache = np.asarray(cache)
+    return cache.reshape(cache.shape[0], -1, *cache.shape[3:])
+
+
+@pytest.mark.slow
+def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
+        tiny_generator_run, tiny_translation_run, tmp_path):
+    """The 6-D key/value caches (`[1, layers, 2, len, heads, dim]`) ran in ai_edge_litert but TensorFlow's
+    interpreter refused the decode steps: "StridedSlice op only supports 1D-5D input arrays"."""
+    import tensorflow as tf
+
+    from tfllm.generation import load_generator
+
+    # The generator: prefill a prompt, then two decode steps, each against the Keras model's cached call.
+    directory = tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path / "lm"))
+    interpreter = _tensorflow_interpreter(os.path.join(directory, "model.tflite"))
+    prefill, decode = interpreter.get_signature_runner("prefill"), interpreter.get_signature_runner("decode")
+    model = load_generator(tiny_generator_run, jit_compile=False, dtype="float32").model
+    window = model.sequence_length
+    ids = np.zeros([1, window], np.int32)
+    ids[0, :5] = [5, 6, 7, 8, 9]
+    keras_cache = tf.zeros([1, model.backbone.num_layers, 2, window, model.backbone.num_heads,
+                            model.backbone.hidden_dim // model.backbone.num_heads])
+    logits, _, keras_cache = model.call_with_cache(tf.constant(ids), keras_cache, 0)
+    out = prefill(token_ids=ids)
+    np.testing.assert_allclose(out["logits"], logits, atol=1e-4)
+    np.testing.assert_allclose(out["cache"], _merged(keras_cache), atol=1e-4)
+    cache = out["cache"]
+    for index, token in ((4, 9), (5, 10)):
+        logits, _, keras_cache = model.call_with_cache(tf.constant([[token]]), keras_cache, index)
+        out = decode(token_id=np.array([[token]], np.int32), cache=cache, index=np.array(index, np.int32))
+        np.testing.assert_allclose(out["logits"], logits[:, 0], atol=1e-4)
+        np.testing.assert_allclose(out["cache"], _merged(keras_cache), atol=1e-4)
+        cache = out["cache"]
+
+    # The translator: encode a source, then two decode steps.
+    directory = str(tmp_path / "tr")
+    assert main(["export", tiny_translation_run, "--name", "tr", "--format", "tflite", "--out", directory]) == 0
+    interpreter = _tensorflow_interpreter(os.path.join(directory, "model.tflite"))
+    encode, decode = interpreter.get_signature_runner("encode"), interpreter.get_signature_runner("decode")
+    model = runs.load_translation_task(tiny_translation_run, dtype="float32")
+    backbone = model.backbone
+    packed = model.preprocessor.generate_preprocess(tf.constant(["二三"]),
+                                                    decoder_sequence_length=backbone.decoder_sequence_length)
+    source = np.asarray(packed["encoder_token_ids"], np.int32)
+    mask = np.asarray(packed["encoder_padding_mask"], np.int32)
+    encoded = encode(encoder_token_ids=source, encoder_padding_mask=mask)
+    encoder_output = model.call_encoder(tf.constant(source), tf.constant(mask))
+    np.testing.assert_allclose(encoded["encoder_output"], encoder_output, atol=1e-4)
+    shape = [1, backbone.num_decoder_layers, 2, backbone.decoder_sequence_length, backbone.num_heads,
+             backbone.hidden_dim // backbone.num_heads]
+    self_cache = tf.zeros(shape)
+    shape[3] = backbone.encoder_sequence_length
+    _, _, _, cross_cache = model.call_decoder_with_cache(encoder_output, tf.constant(mask), tf.zeros([1, 1], "int32"),
+                                                         self_cache, 0, tf.zeros(shape), 0)
+    np.testing.assert_allclose(encoded["cross_cache"], _merged(cross_cache), atol=1e-4)
+    lite_cache = np.zeros(_merged(self_cache).shape, np.float32)
+    start = int(model.preprocessor.tokenizer.start_token_id)
+    for index, token in ((0, start), (1, 5)):
+        logits, _, self_cache, _ = model.call_decoder_with_cache(
+            encoder_output, tf.constant(mask), tf.constant([[token]]), self_cache, index, cross_cache, None)
+        out = decode(token_id=np.array([[token]], np.int32), index=np.array(index, np.int32), self_cache=lite_cache,
+                     cross_cache=encoded["cross_cache"], encoder_output=encoded["encoder_output"],
+                     encoder_padding_mask=mask)
+        np.testing.assert_allclose(out["logits"], logits[:, 0], atol=1e-4)
+        np.testing.assert_allclose(out["self_cache"], _merged(self_cache), atol=1e-4)
+        lite_cache = out["self_cache"]
+    assert json.loads(open(os.path.join(directory, "parity.json")).read())["greedy_exact_match_rate"] == 1.0

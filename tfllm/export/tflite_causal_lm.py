@@ -2,7 +2,10 @@
 
 The file holds two signatures (batch 1, one context window of
 `sequence_length` = S positions; cache shape
-`[1, num_layers, 2, S, num_heads, head_dim]`):
+`[1, 2 * num_layers, S, num_heads, head_dim]`, rows 2l and 2l + 1 holding
+layer l's keys and values: the Keras model's `[1, num_layers, 2, ...]` with
+two axes merged, because TensorFlow's TFLite kernels take at most 5
+dimensions):
 
 - `prefill(token_ids: int32[1, S]) -> {logits: float32[1, S, V], cache}`:
   encodes a zero-padded window from position 0. Cache entries of padded
@@ -19,8 +22,10 @@ re-encoded with `prefill` (nanoGPT's crop for the default `window_keep`).
 A KerasHub task fine-tuned from a preset (GPT-2, OPT, Llama, Gemma, ...) has
 the same `call_with_cache(token_ids, cache, index)` and the same cache layout
 (`[batch, layers, 2, positions, key/value heads, head_dim]`), so the same two
-signatures serve it; it has no position past its window, so its loop stops
-there, as `tfllm.generation.Generator` does.
+signatures (the cache reshaped to the export's 5-D one) serve it; its own call
+still stacks a 6-D cache inside the graph, which `ai_edge_litert` runs and
+TensorFlow's `tf.lite.Interpreter` refuses. It has no position past its
+window, so its loop stops there, as `tfllm.generation.Generator` does.
 """
 
 import os
@@ -45,14 +50,15 @@ def write_causal_lm_saved_model(model, directory):
     import tensorflow as tf
 
     window, cache_shape = cache_layout(model)
+    call = _layer_cache_call(model, cache_shape)
 
     def prefill(token_ids):
         cache = tf.zeros(cache_shape, model.compute_dtype)
-        logits, _, cache = model.call_with_cache(token_ids, cache, 0)
+        logits, cache = call(token_ids, cache, 0)
         return {"logits": tf.cast(logits, tf.float32), "cache": cache}
 
     def decode(token_id, cache, index):
-        logits, _, cache = model.call_with_cache(token_id, cache, index)
+        logits, cache = call(token_id, cache, index)
         return {"logits": tf.cast(logits[:, 0, :], tf.float32), "cache": cache}
 
     archive = keras.export.ExportArchive()
@@ -72,12 +78,41 @@ def write_causal_lm_saved_model(model, directory):
     write_out(archive, directory)
 
 
-def cache_layout(model):
-    """`(window, cache shape for batch 1)` of tfllm's `CausalLM` or a KerasHub causal LM.
+def _layer_cache_call(model, cache_shape):
+    """`call(token_ids, cache, index) -> (logits, cache)` over the export's 5-D cache.
 
-    The shape is what each model's own `_build_cache` allocates: key/value heads
-    (grouped-query models name them `num_key_value_heads`) by `head_dim` (named
-    by Gemma, else hidden width / query heads).
+    The export's cache is `[1, 2 * layers, positions, heads, head_dim]` (rows
+    2l and 2l + 1: layer l's keys and values), not the models' 6-D one:
+    TensorFlow's TFLite kernels take at most 5 dimensions. tfllm's `CausalLM`
+    runs its layers on their own slices, so no 6-D tensor is built; a KerasHub
+    preset's `call_with_cache` stacks its layers itself, so its graph still
+    holds 6-D ops (ai_edge_litert runs them, tf.lite.Interpreter does not).
+    """
+    from keras import ops
+
+    if hasattr(model, "call_with_layer_caches"):
+        def call(token_ids, cache, index):
+            layer_caches = [cache[:, 2 * i: 2 * i + 2] for i in range(cache_shape[1] // 2)]
+            logits, _, layer_caches = model.call_with_layer_caches(token_ids, layer_caches, index)
+            return logits, ops.concatenate(layer_caches, axis=1)
+        return call
+
+    stacked = [cache_shape[0], cache_shape[1] // 2, 2, *cache_shape[2:]]
+
+    def call(token_ids, cache, index):
+        logits, _, cache = model.call_with_cache(token_ids, ops.reshape(cache, stacked), index)
+        return logits, ops.reshape(cache, cache_shape)
+    return call
+
+
+def cache_layout(model):
+    """`(window, the export's cache shape for batch 1)` of tfllm's `CausalLM` or a KerasHub causal LM.
+
+    The model's own `_build_cache` allocates `[1, layers, 2, window, heads,
+    head_dim]` (key/value heads: grouped-query models name them
+    `num_key_value_heads`; `head_dim` named by Gemma, else hidden width /
+    query heads); the export merges its layer and key/value axes into one of
+    2 * layers rows (TFLite's kernels take at most 5 dimensions).
     """
     from tfllm.generation import context_window
 
@@ -87,7 +122,7 @@ def cache_layout(model):
                    or backbone.num_attention_heads)  # Falcon's name
     heads = getattr(backbone, "num_key_value_heads", None) or query_heads
     head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // query_heads
-    return window, [1, backbone.num_layers, 2, window, heads, head_dim]
+    return window, [1, 2 * backbone.num_layers, window, heads, head_dim]
 
 
 class TFLiteGenerator:
@@ -261,7 +296,8 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(keras_generator.tokenizer.get_vocabulary()))
     window, cache_shape = cache_layout(model)
     vocabulary = model.backbone.vocabulary_size
-    cache = f"float32{cache_shape}"
+    cache = (f"float32{cache_shape}: [1, 2 * layers, positions, heads, head_dim], rows 2l and 2l + 1 layer l's "
+             "keys and values; pass each step's output cache to the next step as it is")
     runs.write_json(
         os.path.join(directory, "metadata.json"),
         {

@@ -1,7 +1,11 @@
 """Translation run -> `model.tflite` with an encoder signature and a cached decoder-step signature.
 
 Batch 1; E = encoder_sequence_length, D = decoder_sequence_length, caches of
-shape `[1, num_decoder_layers, 2, length, num_heads, head_dim]`:
+shape `[1, 2 * num_decoder_layers, length, num_heads, head_dim]` (rows 2l and
+2l + 1: decoder block l's keys and values; the Keras model's `[1, layers, 2,
+...]` with two axes merged, because TensorFlow's TFLite kernels take at most 5
+dimensions, so the export runs the blocks on their own slices and never builds
+a 6-D tensor):
 
 - `encode(encoder_token_ids: int32[1, E], encoder_padding_mask: int32[1, E])
   -> {encoder_output: float32[1, E, H], cross_cache: [.., E, ..]}`: the source,
@@ -32,7 +36,12 @@ PARITY_SOURCES = 20
 
 
 def _cache_shape(backbone, length):
-    return [1, backbone.num_decoder_layers, 2, length, backbone.num_heads, backbone.hidden_dim // backbone.num_heads]
+    return [1, 2 * backbone.num_decoder_layers, length, backbone.num_heads, backbone.hidden_dim // backbone.num_heads]
+
+
+def _split(cache):
+    """The export's 5-D cache as the per-block `[1, 2, length, heads, head_dim]` caches the blocks read."""
+    return [cache[:, 2 * i: 2 * i + 2] for i in range(cache.shape[1] // 2)]
 
 
 def write_seq2seq_saved_model(model, directory):
@@ -47,15 +56,15 @@ def write_seq2seq_saved_model(model, directory):
     def encode(encoder_token_ids, encoder_padding_mask):
         encoder_output = model.call_encoder(encoder_token_ids, encoder_padding_mask)
         start = tf.zeros([1, 1], tf.int32)
-        _, _, _, cross_cache = model.call_decoder_with_cache(
-            encoder_output, encoder_padding_mask, start, tf.zeros(self_shape, model.compute_dtype), 0,
-            tf.zeros(cross_shape, model.compute_dtype), 0)
-        return {"encoder_output": encoder_output, "cross_cache": cross_cache}
+        _, _, _, cross_caches = model.call_decoder_with_layer_caches(
+            encoder_output, encoder_padding_mask, start, _split(tf.zeros(self_shape, model.compute_dtype)), 0,
+            _split(tf.zeros(cross_shape, model.compute_dtype)), 0)
+        return {"encoder_output": encoder_output, "cross_cache": tf.concat(cross_caches, axis=1)}
 
     def decode(token_id, index, self_cache, cross_cache, encoder_output, encoder_padding_mask):
-        logits, _, self_cache, _ = model.call_decoder_with_cache(
-            encoder_output, encoder_padding_mask, token_id, self_cache, index, cross_cache, None)
-        return {"logits": tf.cast(logits[:, 0, :], tf.float32), "self_cache": self_cache}
+        logits, _, self_caches, _ = model.call_decoder_with_layer_caches(
+            encoder_output, encoder_padding_mask, token_id, _split(self_cache), index, _split(cross_cache), None)
+        return {"logits": tf.cast(logits[:, 0, :], tf.float32), "self_cache": tf.concat(self_caches, axis=1)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -94,7 +103,7 @@ class TFLiteTranslator:
         self._decode = interpreter.get_signature_runner("decode")
         self.start_id, self.end_id = int(start_id), int(end_id)
         self.self_cache_shape = self._decode.get_input_details()["self_cache"]["shape"]
-        self.max_new_tokens = int(self.self_cache_shape[3]) - 1
+        self.max_new_tokens = int(self.self_cache_shape[2]) - 1
 
     def greedy_ids(self, encoder_token_ids, encoder_padding_mask, max_new_tokens=None):
         """New ids (up to and including `[EOS]`) for one packed source."""
@@ -181,6 +190,9 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "special_token_ids": {"start": int(tokenizer.start_token_id), "end": end_id,
                                   "pad": int(tokenizer.pad_token_id)},
             "signatures": ["encode", "decode"],
+            "cache": "self_cache and cross_cache are float32[1, 2 * decoder layers, positions, heads, head_dim] (rows "
+                     "2l and 2l + 1: block l's keys and values; positions: decoder_sequence_length and "
+                     "encoder_sequence_length); pass them on as the signatures return them",
             "tokenizer": "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)",
         })
         translator = TFLiteTranslator(path, tokenizer.start_token_id, end_id)

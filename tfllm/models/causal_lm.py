@@ -388,23 +388,33 @@ class CausalLM(keras_hub.models.CausalLM):
         `token_ids` are written at positions `cache_update_index...`.
         Returns `(logits, hidden_states, cache)`.
         """
+        layer_caches = [cache[:, i, ...] for i in range(self.backbone.num_layers)]
+        logits, hidden_states, layer_caches = self.call_with_layer_caches(token_ids, layer_caches, cache_update_index)
+        return logits, hidden_states, ops.stack(layer_caches, axis=1)
+
+    def call_with_layer_caches(self, token_ids, layer_caches, cache_update_index):
+        """`call_with_cache` with one `[batch, 2, cache_length, num_heads, head_dim]` cache per layer.
+
+        The TFLite export runs this: stacking the layers' caches makes a 6-D
+        tensor, and TensorFlow's own TFLite kernels (strided slice among them)
+        take at most 5 dimensions. Returns `(logits, hidden_states, layer_caches)`.
+        """
         backbone = self.backbone
         tokens = backbone.token_embedding(token_ids)
         positions = backbone.position_embedding(tokens, start_index=cache_update_index)
         x = backbone.embeddings_add((tokens, positions))
         x = backbone.embeddings_dropout(x)
         caches = []
-        for i, layer in enumerate(backbone.transformer_layers):
+        for layer, layer_cache in zip(backbone.transformer_layers, layer_caches):
             x, next_cache = layer(
                 x,
-                self_attention_cache=cache[:, i, ...],
+                self_attention_cache=layer_cache,
                 self_attention_cache_update_index=cache_update_index,
             )
             caches.append(next_cache)
-        cache = ops.stack(caches, axis=1)
         hidden_states = x = backbone.layer_norm(x)
         logits = backbone.token_embedding(x, reverse=True)
-        return logits, hidden_states, cache
+        return logits, hidden_states, caches
 
     def _encode(self, token_ids, cache_length):
         """Fills a fresh cache of `cache_length` positions with `token_ids` (from position 0)."""

@@ -331,30 +331,46 @@ class Seq2SeqLM(keras_hub.models.Seq2SeqLM):
         reuses them. Returns `(logits, hidden_states, self_attention_cache,
         cross_attention_cache)`.
         """
+        layers = range(self.backbone.num_decoder_layers)
+        logits, hidden_states, self_caches, cross_caches = self.call_decoder_with_layer_caches(
+            encoder_hidden_states, encoder_padding_mask, decoder_token_ids,
+            [self_attention_cache[:, i, ...] for i in layers], self_attention_cache_update_index,
+            [cross_attention_cache[:, i, ...] for i in layers], cross_attention_cache_update_index)
+        self_attention_cache = ops.stack(self_caches, axis=1)
+        if cross_attention_cache_update_index is not None:
+            cross_attention_cache = ops.stack(cross_caches, axis=1)
+        return logits, hidden_states, self_attention_cache, cross_attention_cache
+
+    def call_decoder_with_layer_caches(self, encoder_hidden_states, encoder_padding_mask, decoder_token_ids,
+                                       self_caches, self_attention_cache_update_index,
+                                       cross_caches, cross_attention_cache_update_index=None):
+        """`call_decoder_with_cache` with lists of per-layer `[batch, 2, length, num_heads, head_dim]` caches.
+
+        The TFLite export runs this: stacking the layers' caches makes a 6-D
+        tensor, and TensorFlow's own TFLite kernels take at most 5 dimensions.
+        Returns `(logits, hidden_states, self_caches, cross_caches)`.
+        """
         backbone = self.backbone
         tokens = backbone.token_embedding(decoder_token_ids)
         positions = backbone.decoder_position_embedding(tokens, start_index=self_attention_cache_update_index)
         x = backbone.decoder_embeddings_add((tokens, positions))
         x = backbone.decoder_embeddings_dropout(x)
-        self_caches, cross_caches = [], []
-        for i, layer in enumerate(backbone.decoder_transformer_layers):
+        next_selfs, next_crosses = [], []
+        for layer, self_cache, cross_cache in zip(backbone.decoder_transformer_layers, self_caches, cross_caches):
             x, next_self, next_cross = layer(
                 decoder_sequence=x,
                 encoder_sequence=encoder_hidden_states,
                 encoder_padding_mask=encoder_padding_mask,
-                self_attention_cache=self_attention_cache[:, i, ...],
+                self_attention_cache=self_cache,
                 self_attention_cache_update_index=self_attention_cache_update_index,
-                cross_attention_cache=cross_attention_cache[:, i, ...],
+                cross_attention_cache=cross_cache,
                 cross_attention_cache_update_index=cross_attention_cache_update_index,
             )
-            self_caches.append(next_self)
-            cross_caches.append(next_cross)
-        self_attention_cache = ops.stack(self_caches, axis=1)
-        if cross_attention_cache_update_index is not None:
-            cross_attention_cache = ops.stack(cross_caches, axis=1)
+            next_selfs.append(next_self)
+            next_crosses.append(next_cross)
         hidden_states = backbone.decoder_layer_norm(x)
         logits = backbone.token_embedding(hidden_states, reverse=True)
-        return logits, hidden_states, self_attention_cache, cross_attention_cache
+        return logits, hidden_states, next_selfs, next_crosses
 
     def _build_cache(self, encoder_token_ids, encoder_padding_mask, decoder_token_ids):
         """Encodes the source once and seeds both caches with one pass over the decoder buffer."""
