@@ -17,7 +17,9 @@ a 6-D tensor):
 `TFLiteTranslator` runs them with `ai_edge_litert` as `Seq2SeqLM.generate_step`
 runs Keras (greedy: `[BOS]` at position 0, one step per token, stop at
 `[EOS]`). The parity report compares its ids with the Keras model's greedy ids
-on the run's test sources.
+on the run's test sources. Beside the file, `vocabulary.json` (the token of
+each id) and `metadata.json`, whose `loop` (and `tokenizing`, for tfllm's
+character and WordPiece tokenizers) is enough to write the loop in an app.
 """
 
 import os
@@ -32,7 +34,31 @@ from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, r
 from tfllm.export.versioning import atomic_version_dir, write_out, write_out_dir
 
 MODEL_FILE = "model.tflite"
+VOCABULARY_FILE = "vocabulary.json"  # the token of each id, beside it
 PARITY_SOURCES = 20
+
+
+def tokenizing_rule(tokenizer):
+    """How an app turns a stripped source into ids with the vocabulary file alone (tfllm's two translation
+    tokenizers); None for another kind, whose rules are its KerasHub preset's."""
+    from tfllm.tokenizers import CharacterTokenizer, WordPieceTokenizer
+
+    unknown = f"the unknown id ({int(tokenizer.token_to_id('[UNK]'))})"
+    if isinstance(tokenizer, CharacterTokenizer):
+        return {"kind": "char", "tokenize": f"one id per Unicode character (code point), its index in "
+                f"{VOCABULARY_FILE}, {unknown} for a character not there; case is kept",
+                "detokenize": "concatenate the tokens"}
+    if isinstance(tokenizer, WordPieceTokenizer):
+        return {"kind": "wordpiece",
+                "tokenize": ("lowercase first, " if tokenizer.lowercase else "case kept, ")
+                + ("accents stripped (NFD, marks removed), " if tokenizer.strip_accents else "")
+                + "split at whitespace; each punctuation mark and each CJK ideograph is a word of its own; each "
+                  "word is cut greedily into the longest pieces in the vocabulary from its start, every piece "
+                  f"after the first written with the {tokenizer.suffix_indicator!r} prefix; a word that cannot "
+                  f"be cut so is {unknown}",
+                "detokenize": f"join the tokens with spaces, gluing a {tokenizer.suffix_indicator!r} piece to the "
+                              "one before it without its prefix; then remove each space between two Han ideographs"}
+    return None
 
 
 def _cache_shape(backbone, length):
@@ -178,7 +204,12 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         with open(path, "wb") as f:
             f.write(content)
         tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
+        # The token of each id, for an app that is not Python (the preset's files are KerasHub's format).
+        runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(tokenizer.get_vocabulary()))
         backbone = model.backbone
+        encoder_length, start, pad = backbone.encoder_sequence_length, int(tokenizer.start_token_id), int(
+            tokenizer.pad_token_id)
+        rule = tokenizing_rule(tokenizer)
         runs.write_json(os.path.join(directory, "metadata.json"), {
             "task": "translate",
             "quantize": quantize,
@@ -187,13 +218,27 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "vocabulary_size": backbone.vocabulary_size,
             # The decode step's logits: the target side's ids, listed first (tfllm.tokenizers.targets_first).
             "output_vocabulary_size": getattr(backbone, "target_vocabulary_size", None) or backbone.vocabulary_size,
-            "special_token_ids": {"start": int(tokenizer.start_token_id), "end": end_id,
-                                  "pad": int(tokenizer.pad_token_id)},
+            "special_token_ids": {"start": start, "end": end_id, "pad": pad,
+                                  "unknown": int(tokenizer.token_to_id("[UNK]")),
+                                  "all": sorted({int(i) for i in tokenizer.special_token_ids if i is not None})},
             "signatures": ["encode", "decode"],
             "cache": "self_cache and cross_cache are float32[1, 2 * decoder layers, positions, heads, head_dim] (rows "
                      "2l and 2l + 1: block l's keys and values; positions: decoder_sequence_length and "
                      "encoder_sequence_length); pass them on as the signatures return them",
             "tokenizer": "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)",
+            "token_ids": f"{VOCABULARY_FILE}: the token of each id (id = index)",
+            **({"tokenizing": rule} if rule else {}),
+            "loop": (
+                "greedy, as tfllm translate and the parity check run it: strip the spaces around the source and "
+                f"tokenize it ({'tokenizing' if rule else 'tokenizer/'}); keep its first {encoder_length - 2} "
+                f"ids; encoder_token_ids = [start id] + those ids + [end id], padded with the pad id ({pad}) to "
+                f"{encoder_length}; encoder_padding_mask = 1 at the non-padded positions, 0 after. "
+                "encode(encoder_token_ids, encoder_padding_mask) once. Then self_cache = zeros, token = the "
+                f"start id ({start}), index = 0: decode(token_id = [[token]], index, self_cache, cross_cache and "
+                "encoder_output from encode, encoder_padding_mask) gives the next id (argmax of logits) and the "
+                "self_cache for the next step; stop at the end id "
+                f"({end_id}) or after {width - 1} ids, else feed that id at index + 1. The translation: the "
+                "new ids before the end id, special ids dropped, detokenized, spaces around it stripped"),
         })
         translator = TFLiteTranslator(path, tokenizer.start_token_id, end_id)
         exact = 0
