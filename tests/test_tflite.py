@@ -632,3 +632,16 @@ def test_a_translation_loop_written_from_metadata_alone_reproduces_keras(tiny_tr
     expected = translate(run_dir, sources)
     assert len(set(expected)) > 1, expected
     assert [_translate_from_metadata(directory, s) for s in sources] == expected
+
+
+@pytest.mark.parametrize("task, names", [("translate", ("translation export", "tfllm translate RUN_DIR")),
+                                         ("classify", ("classifier export", "tfllm predict RUN_DIR"))])
+def test_generate_tflite_names_another_export_and_what_runs_it(tmp_path, capsys, task, names):
+    """A translator's export (metadata.json there, task: translate) was 'not a tfllm text-generator export (no
+    metadata.json saying so beside it)'."""
+    (tmp_path / "model.tflite").write_bytes(b"not read")
+    (tmp_path / "metadata.json").write_text(json.dumps({"task": task}))
+    assert main(["generate", "--tflite", str(tmp_path), "the"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no metadata.json" not in err and f"task: {task}" in err, err
+    assert all(name in err for name in names), err

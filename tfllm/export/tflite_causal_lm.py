@@ -42,6 +42,13 @@ from tfllm.export.versioning import write_out
 MODEL_FILE = "model.tflite"
 VOCABULARY_FILE = "vocabulary.json"  # the token of each id, beside it
 PARITY_TOKENS = 100
+# What `generate --tflite` says of another export's file: what it is and what to use instead.
+OTHER_EXPORTS = {
+    "translate": ("translation export", "translate with the run it came from (tfllm translate RUN_DIR TEXT), or "
+                  "run its encode/decode signatures as its metadata.json's loop says"),
+    "classify": ("classifier export", "classify with the run it came from (tfllm predict RUN_DIR TEXT), or run "
+                 "its signature as its metadata.json says"),
+}
 
 
 def write_causal_lm_saved_model(model, directory):
@@ -209,9 +216,18 @@ def load_tflite_generator(model_path):
         raise UserInputError(f"TFLite file {model_path!r} does not exist. Export one with `tfllm export RUN --format tflite`.")
     folder = os.path.dirname(os.path.abspath(model_path))
     metadata_path = os.path.join(folder, "metadata.json")
-    if not os.path.exists(metadata_path) or runs.read_json(metadata_path).get("task") != "generate":
+    if not os.path.exists(metadata_path):
         raise UserInputError(f"{model_path!r} is not a tfllm text-generator export (no metadata.json saying so beside it).")
     metadata = runs.read_json(metadata_path)
+    task = metadata.get("task")
+    if task in OTHER_EXPORTS:  # the metadata is there; say what the file is and what runs it
+        kind, instead = OTHER_EXPORTS[task]
+        raise UserInputError(f"{model_path!r} is a tfllm {kind} (its metadata.json says task: {task}), not a text "
+                             f"generator; {instead}.")
+    if task != "generate":
+        raise UserInputError(f"{model_path!r} is not a tfllm text-generator export (its metadata.json says task: "
+                             f"{task!r}); pass the model.tflite of `tfllm export RUN --format tflite` for a "
+                             "--task generate run.")
     tokenizer = load_tokenizer(os.path.join(folder, "tokenizer"))
     banned = [i for i in special_token_ids(tokenizer) if i != int(tokenizer.end_token_id)]
     # Exports written before KerasHub presets could be exported all slide; before start ids, none had any.
