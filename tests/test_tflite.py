@@ -348,6 +348,13 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         # An app's loop, written from metadata.json's "loop" and vocabulary.json alone (the ids were only in
         # KerasHub's tokenizer files), gives the same text, past the window too.
         assert _documented_loop(directory, "ROMEO:", 40) == keras_text
+        # A prompt longer than the window, as metadata.json's loop says to cut it (it did not say).
+        meta = json.loads(open(os.path.join(directory, "metadata.json")).read())
+        long_prompt = "ROMEO:\nand soft, what light through yonder window breaks\n"
+        assert len(long_prompt) > meta["sequence_length"] and "A prompt longer than" in meta["loop"]
+        long_text = load_generator(tiny_generator_run, jit_compile=False).generate(
+            [long_prompt], max_new_tokens=20, sampler="greedy")[0]
+        assert _documented_loop(directory, long_prompt, 20) == long_text
 
 
 def _documented_loop(directory, prompt, max_new_tokens):
@@ -367,7 +374,10 @@ def _documented_loop(directory, prompt, max_new_tokens):
         return prefill(token_ids=padded)["cache"]
 
     ids, new = [vocabulary.index(c) for c in prompt], []
-    cache, index = fill(ids), len(ids) - 1
+    if len(ids) > window:  # "A prompt longer than the window ...: prefill the keep before its last, decode its last"
+        cache, index = fill(ids[-1 - keep:-1]), keep
+    else:
+        cache, index = fill(ids), len(ids) - 1
     while len(new) < max_new_tokens:
         if index == window:  # "prefill the window_keep ids before the last one, decode the last at index keep"
             cache, index = fill(ids[-1 - keep:-1]), keep
@@ -645,3 +655,17 @@ def test_generate_tflite_names_another_export_and_what_runs_it(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no metadata.json" not in err and f"task: {task}" in err, err
     assert all(name in err for name in names), err
+
+
+def test_the_tokenizer_entry_names_a_sentencepiece_vocabulary_file(tmp_path):
+    """A SentencePiece generator's metadata.json named only a Python loader, not the vocabulary.spm an app reads."""
+    from tfllm.export.tflite_runtime import tokenizer_entry
+    from tfllm.tokenizers import CharacterTokenizer, train_tokenizer
+
+    text = "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. " * 20
+    train_tokenizer(text.split(". "), "sentencepiece", 60).save_to_preset(str(tmp_path / "spm" / "tokenizer"))
+    entry = tokenizer_entry(str(tmp_path / "spm"))
+    assert "tokenizer/assets/tokenizer/vocabulary.spm" in entry, entry
+    assert (tmp_path / "spm" / "tokenizer" / "assets" / "tokenizer" / "vocabulary.spm").is_file()
+    CharacterTokenizer(vocabulary=list("ab")).save_to_preset(str(tmp_path / "char" / "tokenizer"))
+    assert "tokenizer/tokenizer.json" in tokenizer_entry(str(tmp_path / "char"))

@@ -36,7 +36,7 @@ import numpy as np
 
 from tfllm.errors import UserInputError
 from tfllm import runs
-from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter
+from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, tokenizer_entry
 from tfllm.export.versioning import write_out
 
 MODEL_FILE = "model.tflite"
@@ -311,6 +311,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     # The token of each id, for an app that is not Python (the preset's files are KerasHub's format).
     runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(keras_generator.tokenizer.get_vocabulary()))
     window, cache_shape = cache_layout(model)
+    keep = getattr(model, "window_keep", None) or window - 1  # what TFLiteGenerator re-encodes
     vocabulary = model.backbone.vocabulary_size
     cache = (f"float32{cache_shape}: [1, 2 * layers, positions, heads, head_dim], rows 2l and 2l + 1 layer l's "
              "keys and values; pass each step's output cache to the next step as it is")
@@ -337,17 +338,21 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
                     "outputs": {"logits": f"float32[1, {vocabulary}]", "cache": cache},
                 },
             },
-            "tokenizer": "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)",
+            "tokenizer": tokenizer_entry(directory),
             "token_ids": f"{VOCABULARY_FILE}: the token of each id (id = index)"
                          + ("; a character tokenizer's tokens are single characters" if isinstance(
                              keras_generator.tokenizer, CharacterTokenizer) else ""),
             "loop": "greedy, as tfllm generate --tflite runs it: prefill(the prompt's ids, zero-padded); then, n = "
                     "the number of ids so far, decode(token_id = the last id, cache, index = n - 1) gives the next "
                     "id's logits (skip the special ids but the end id; stop at the end id) and the cache for the "
-                    "next step. " + (f"When index would reach {window}, prefill the {getattr(model, 'window_keep', None) or window - 1} ids "
-                                     "before the last one and decode the last one at index = their number."
-                                     if keras_generator.slides
-                                     else f"The window ends at {window} ids: stop there."),
+                    "next step. " + (
+                        f"When index would reach {window}, prefill the {keep} ids before the last one and decode "
+                        f"the last one at index = their number ({keep}). A prompt longer than {window} ids is cut "
+                        f"so: only its last {keep + 1} ids are read (prefill the {keep} before its last, decode "
+                        f"its last at index {keep})."
+                        if keras_generator.slides
+                        else f"The window ends at {window} ids: stop there; a prompt must have at most {window - 1} "
+                             "ids, leaving room for a new one."),
         },
     )
 

@@ -5,6 +5,8 @@
 module and not each other.
 """
 
+import os
+
 import numpy as np
 
 from tfllm.errors import UserInputError, require_extra
@@ -96,3 +98,15 @@ def vocabulary_sources(tokenizer, count):
         if text.strip():
             texts.append(text.strip())
     return texts or ["a"]
+
+
+def tokenizer_entry(directory):
+    """metadata.json's `tokenizer`: the preset folder and the vocabulary files in it (a SentencePiece model, a
+    WordPiece list), by path, so that an app that is not Python knows which file to read."""
+    root = os.path.join(directory, "tokenizer")
+    files = sorted(os.path.relpath(os.path.join(folder, name), directory).replace(os.sep, "/")
+                   for folder, _, names in os.walk(os.path.join(root, "assets")) for name in names)
+    text = "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)"
+    if files:
+        return f"{text}; its vocabulary: {', '.join(files)}"
+    return f"{text}; its vocabulary is in tokenizer/tokenizer.json (the config's list)"

@@ -30,7 +30,8 @@ import numpy as np
 
 from tfllm import runs
 from tfllm.errors import UserInputError
-from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, require_tflite, vocabulary_sources
+from tfllm.export.tflite_runtime import (convert_saved_model, load_interpreter, require_tflite, tokenizer_entry,
+                                          vocabulary_sources)
 from tfllm.export.versioning import atomic_version_dir, write_out, write_out_dir
 
 MODEL_FILE = "model.tflite"
@@ -225,7 +226,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "cache": "self_cache and cross_cache are float32[1, 2 * decoder layers, positions, heads, head_dim] (rows "
                      "2l and 2l + 1: block l's keys and values; positions: decoder_sequence_length and "
                      "encoder_sequence_length); pass them on as the signatures return them",
-            "tokenizer": "tokenizer/ (a KerasHub tokenizer preset; tfllm.tokenizers.load_tokenizer)",
+            "tokenizer": tokenizer_entry(directory),
             "token_ids": f"{VOCABULARY_FILE}: the token of each id (id = index)",
             **({"tokenizing": rule} if rule else {}),
             "loop": (
