@@ -669,3 +669,21 @@ def test_the_tokenizer_entry_names_a_sentencepiece_vocabulary_file(tmp_path):
     assert (tmp_path / "spm" / "tokenizer" / "assets" / "tokenizer" / "vocabulary.spm").is_file()
     CharacterTokenizer(vocabulary=list("ab")).save_to_preset(str(tmp_path / "char" / "tokenizer"))
     assert "tokenizer/tokenizer.json" in tokenizer_entry(str(tmp_path / "char"))
+
+
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    """`--out ""` was falsy downstream: the export went to savedmodels/NAME/VERSION without a word."""
+    from lm_utils import write_records
+
+    from tfllm.errors import UserInputError
+
+    run_dir = write_records(tmp_path / "run", "classify")  # refused before the model loads: records suffice
+    monkeypatch.chdir(tmp_path / "run")
+    before = sorted(os.listdir("."))
+    for out in ("", " "):
+        assert main(["export", run_dir, "--name", "z", "--format", "tflite", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--out is empty" in err, err
+        with pytest.raises(UserInputError, match="--out is empty"):
+            tflite.export_tflite(run_dir, "z", out=out)
+    assert sorted(os.listdir(".")) == before  # no savedmodels/

@@ -76,7 +76,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
         parity = export_files(run_dir, config, directory, quantize)
         runs.write_json(os.path.join(directory, "parity.json"), parity)
 
-    if out:
+    if out is not None:
         return write_out_dir(out, write)
     with atomic_version_dir(base_dir, name) as version:
         write(version.tmp_dir)

@@ -255,7 +255,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "reference": f"Keras Seq2SeqLM.generate_step with GreedySampler (no XLA), {origin}",
         })
 
-    if out:  # into a temporary folder renamed into place at the end, as every TFLite export
+    if out is not None:  # into a temporary folder renamed into place at the end, as every TFLite export
         return write_out_dir(out, write)
     with atomic_version_dir(base_dir, name) as version:
         write(version.tmp_dir)
