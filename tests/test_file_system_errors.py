@@ -250,3 +250,26 @@ def test_a_weights_file_that_cannot_fit_is_refused_before_hdf5_starts_it(tmp_pat
     with pytest.raises(OSError, match=r"the weights need about [\d.]+ MiB, [\d.]+ MiB are free") as refused:
         common.check_room(str(tmp_path / "big.weights.h5"), [huge])
     assert full_disk_file(refused.value) == str(tmp_path / "big.weights.h5") and os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_in_a_weights_write_is_one_line_not_a_crash(tmp_path):
+    """`ulimit -f` (EFBIG) was not taken for a full disk: h5py printed 77 tracebacks and the process crashed
+    (exit status 139); resuming under the limit left a half-copied `.bkp.PID.tmp` in the backup."""
+    import resource
+
+    def limit(kib):
+        return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (kib << 10, resource.RLIM_INFINITY))
+
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "tfllm.cli", *TRAIN, "--epochs", "3", "--run-dir", str(run_dir)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, preexec_fn=limit(40))
+    errors = [line for line in result.stderr.splitlines() if "tfllm" in line or "Trace" in line or "Exception" in line]
+    assert result.returncode == 1 and len(errors) == 1, (result.returncode, result.stderr[-3000:])
+    assert "File too large for this process's file-size limit" in errors[0] and "ulimit -f" in errors[0]
+    assert not run_dir.exists()  # nothing to resume: the first backup did not fit
+    from tfllm.errors import make_room
+
+    assert make_room(OSError(errno.EFBIG, "File too large")) == "raise the file-size limit (ulimit -f)"
+    assert make_room(OSError(errno.ENOSPC, "No space left on device")) == "free some space"

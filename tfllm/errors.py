@@ -75,22 +75,47 @@ class DiskFull(OSError):
         return self.strerror
 
 
-_FULL = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))  # "No space left on device", "Disk quota exceeded"
+# A write that failed for want of room: a full disk, a quota, or a file-size limit (`ulimit -f`; Python ignores
+# SIGXFSZ, so the write fails with EFBIG), which h5py reported as 77 tracebacks and a segfault.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_FULL = tuple(os.strerror(n) for n in _NO_ROOM)  # "No space left on device", "Disk quota exceeded", "File too large"
 
 
 def full_disk_file(error):
     """The file a write failed on for want of space, "" if the error does not say, or None when `error`
-    (or an error it came from) is not that: an OSError with ENOSPC or EDQUOT, or an error saying so,
+    (or an error it came from) is not that: an OSError with ENOSPC, EDQUOT or EFBIG, or an error saying so,
     as h5py's (an OSError or a RuntimeError, naming the file) and TensorFlow's ResourceExhaustedError do."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         text = str(error)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) or any(f in text for f in _FULL):
+        if isinstance(error, OSError) and error.errno in _NO_ROOM or any(f in text for f in _FULL):
             named = re.search(r"filename = '([^']+)'", text) or re.search(r"\}\} (.+?); (?:No space|Disk quota)", text)
             return getattr(error, "filename", None) or (named[1] if named else "")  # h5py's, TensorFlow's message
         error = error.__cause__ or error.__context__
     return None
+
+
+def _file_size_limit(error):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.EFBIG or os.strerror(errno.EFBIG) in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def full_disk_reason(error):
+    """What stopped a write for want of room (`full_disk_file` is not None for `error`): "No space left on
+    device", or the file-size limit that did."""
+    return "File too large for this process's file-size limit" if _file_size_limit(error) else \
+        "No space left on device"
+
+
+def make_room(error):
+    """What to do about `error`'s want of room, as "free some space" is for a full disk."""
+    return "raise the file-size limit (ulimit -f)" if _file_size_limit(error) else "free some space"
 
 
 def disk_full_message(error):
@@ -100,4 +125,4 @@ def disk_full_message(error):
     file = full_disk_file(error)
     if file is None:
         return None
-    return f"No space left on device{f' writing {file!r}' if file else ''}. Free some space and run the command again."
+    return f"{full_disk_reason(error)}{f' writing {file!r}' if file else ''}. {make_room(error).capitalize()} and run the command again."

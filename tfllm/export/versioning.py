@@ -21,7 +21,7 @@ import tempfile
 import time
 import warnings
 
-from tfllm.errors import DiskFull, UserInputError, full_disk_file
+from tfllm.errors import DiskFull, UserInputError, full_disk_file, full_disk_reason, make_room
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STALE_SECONDS = 3600  # a .tmp- folder that names no owner, untouched this long, is stale
@@ -228,8 +228,8 @@ def raise_if_disk_full(error, folder):
     temporary folder is already removed), instead of TensorFlow's or h5py's traceback."""
     file = full_disk_file(error)
     if file is not None:
-        raise DiskFull(f"No space left on device in {folder!r}: the export was not written (nothing of it is "
-                       "left). Free some space and export again.", file) from error
+        raise DiskFull(f"{full_disk_reason(error)} in {folder!r}: the export was not written (nothing of it is "
+                       f"left). {make_room(error).capitalize()} and export again.", file) from error
 
 
 def _rename_to_next_version(tmp_dir, base_dir, name):

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import socket
 import sys
@@ -95,14 +96,14 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
         if full_disk is not None:
             where = f" writing {full_disk!r}" if full_disk else f" in {run_dir!r}"
             if resumable and backed_up:
-                kept = ("The run's backup is kept: free some space, then run the same command again to resume "
+                kept = (f"The run's backup is kept: {errors.make_room(e)}, then run the same command again to resume "
                         f"from {backup_dir}.")
             elif not backed_up:
                 back = f"; the finished run that was there is back in {run_dir}" if previous else ""
-                kept = f"Nothing of the new run was kept{back}: free some space and run the command again."
+                kept = f"Nothing of the new run was kept{back}: {errors.make_room(e)} and run the command again."
             else:
-                kept = "Free some space and run the command again."
-            raise errors.DiskFull(f"No space left on device{where}. {kept}", full_disk) from e
+                kept = f"{errors.make_room(e).capitalize()} and run the command again."
+            raise errors.DiskFull(f"{errors.full_disk_reason(e)}{where}. {kept}", full_disk) from e
         raise
     runs.drop_previous(previous)
 
@@ -578,8 +579,8 @@ def save_weights_atomically(model, filepath):
 
 
 def check_room(filepath, variables):
-    """Raises a full disk's OSError (ENOSPC) before a weights file of `variables` is written where it
-    would not fit.
+    """Raises a full disk's OSError (ENOSPC), or a file-size limit's (EFBIG), before a weights file of
+    `variables` is written where it would not fit.
 
     HDF5 does not survive running out of space part-way through a file: h5py printed a traceback for each
     buffer it could not write, and the process then often crashed (SIGSEGV, exit status 139; h5py 3.14,
@@ -593,6 +594,10 @@ def check_room(filepath, variables):
     if free < need:
         raise OSError(errno.ENOSPC, f"No space left on device: the weights need about {need / 2**20:.1f} MiB, "
                                     f"{free / 2**20:.1f} MiB are free", filepath)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]  # `ulimit -f`: HDF5 fails the same way (EFBIG)
+    if limit != resource.RLIM_INFINITY and limit < need:
+        raise OSError(errno.EFBIG, f"File too large: the weights need about {need / 2**20:.1f} MiB, this "
+                                   f"process may write files of {limit / 2**20:.2f} MiB", filepath)
 
 
 def _sha256(file):
@@ -605,8 +610,12 @@ def _sha256(file):
 
 def _copy_atomically(source, destination):
     tmp = f"{destination}.{os.getpid()}.tmp"
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, destination)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, destination)
+    finally:  # a copy cut short (a full disk, a file-size limit) is not left in the backup
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def fit_done(backup_dir):
