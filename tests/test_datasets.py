@@ -541,3 +541,58 @@ def test_a_jsonl_row_without_the_text_key_is_named_as_that_rows_gap(tmp_path):
     (tmp_path / "later.jsonl").write_text('{"text": "a fine film"}\n{"label": "pos"}\n')
     with pytest.raises(UserInputError, match="data row 2 has no text column 'text'.*Give it one, or remove the row"):
         list(read_texts(str(tmp_path / "later.jsonl")))
+
+
+def test_file_kinds_go_by_suffix_in_any_case(tmp_path):
+    """A Windows export (REVIEWS.CSV, a folder of .TXT files) was refused as "Unsupported data file", read as
+    plain text by predict --file (its header a text to classify), or its files skipped without a word."""
+    from tfllm.datasets import read_texts
+    from tfllm.datasets.text import load_text_corpus
+
+    write_csv(tmp_path / "REVIEWS.CSV")
+    assert load_classification_data(str(tmp_path / "REVIEWS.CSV")).num_classes == 2
+    assert list(read_texts(str(tmp_path / "REVIEWS.CSV"))) == [text for text, _ in ROWS]
+    (tmp_path / "GEN.CSV").write_text("id,body\n" + "".join(f"{i},the quick brown fox {i} jumps\n" for i in range(80)))
+    train, val = load_text_corpus(str(tmp_path / "GEN.CSV"), text_column="body")
+    assert "the quick brown fox 0 jumps" in train and "id" not in train + val
+    for label in ("pos", "neg"):
+        (tmp_path / "folder" / label).mkdir(parents=True)
+        for i in range(8):
+            (tmp_path / "folder" / label / f"{label}{i}.TXT").write_text(f"{label} text {i}")
+        with gzip.open(tmp_path / "folder" / label / "more.txt.gz", "wt") as f:
+            f.write(f"{label} gzipped")
+    data = load_classification_data(str(tmp_path / "folder"))
+    texts = [*data.train.texts, *data.val.texts, *data.test.texts]
+    assert len(texts) == 18 and "pos gzipped" in texts
+
+
+def test_labels_of_other_digits_are_classes(tmp_path):
+    """'①'.isdigit() is True but int('①') fails: training ended in a ValueError traceback."""
+    rows = [(f"good {i}", "①") for i in range(20)] + [(f"bad {i}", "②") for i in range(20)] + \
+        [(f"so-so {i}", "10") for i in range(20)] + [(f"fine {i}", "9") for i in range(20)]
+    write_csv(tmp_path / "d.csv", rows)
+    assert load_classification_data(str(tmp_path / "d.csv")).label_names == ["9", "10", "①", "②"]
+
+
+def test_json_values_that_are_not_text_are_refused_wherever_texts_are_read(tmp_path):
+    """predict --file, generation and pretraining corpora and --unlabeled read str(value): "['a', 'b']" was a
+    text, where a classifier's training data refused it."""
+    from tfllm.datasets import read_texts
+    from tfllm.datasets.text import load_documents, load_text_corpus
+
+    (tmp_path / "p.jsonl").write_text('{"text": "great"}\n{"text": ["a", "b"]}\n')
+    with pytest.raises(UserInputError, match=r"data row 2 has a JSON list, not text, in column 'text'"):
+        list(read_texts(str(tmp_path / "p.jsonl")))
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps({"text": {"body": "the fox"} if i % 2 else f"a fox {i}"}) + "\n"
+                                              for i in range(30)))
+    for load in (load_text_corpus, load_documents):
+        with pytest.raises(UserInputError, match=r"data row 2 has a JSON dict, not text"):
+            load(str(tmp_path / "g.jsonl"))
+
+
+def test_windows_line_endings_are_not_text_to_learn(tmp_path):
+    from tfllm.datasets.text import load_text_corpus
+
+    (tmp_path / "crlf.txt").write_bytes(b"".join(b"First Citizen: speak, speak %d.\r\n" % i for i in range(200)))
+    train, val = load_text_corpus(str(tmp_path / "crlf.txt"))
+    assert "\r" not in train + val and train.count("\n") > 100

@@ -80,7 +80,7 @@ def read_lines(path, empty_fix=None):
     error for a blank file tells the user to do (by default: point --data at a file with text)."""
     if not os.path.exists(path):
         raise UserInputError(f"Data file {path!r} does not exist. Check the path, or use a bundled name: {', '.join(BUNDLED)}.")
-    opener = gzip.open if path.endswith(".gz") else open
+    opener = gzip.open if path.lower().endswith(".gz") else open
     blank = True
     try:
         with opener(path, "rb") as f:
@@ -115,7 +115,6 @@ def read_texts(path, text_column="text", blank_lines=False):
     ignored, as these texts are to be labelled, not scored). For `predict --file`. Each error is raised
     when the reading gets there; a file without a text, at its end.
     """
-    base = path[:-3] if path.endswith(".gz") else path
     empty_fix = "Point --file at a file with one text per line (or rows with a text column)."
     if path == "-":
         texts = (line.strip() for chunk in sys.stdin for line in chunk.splitlines())
@@ -124,20 +123,20 @@ def read_texts(path, text_column="text", blank_lines=False):
     elif os.path.isdir(path):
         raise UserInputError(f"--file {path!r} is a folder; point it at a .txt file (one text per line) or a "
                              "CSV/JSONL file with a text column.")
-    elif base.endswith((".csv", ".tsv", ".jsonl", ".json")):
+    elif is_table(path):
         for number, row in enumerate(iter_rows(path, empty_fix, text_column), 1):
             if text_column not in row:
                 # A JSON row's keys are its own: one without the key may be that row's gap, not the wrong
                 # --text-column (a CSV's header names every row's columns).
                 if number > 1:
                     fix = "Give it one, or remove the row."
-                elif base.endswith((".jsonl", ".json")):
+                elif table_kind(path) in ("jsonl", "json"):
                     fix = f"Give that row a {text_column!r}, or pass --text-column naming the key of the texts."
                 else:
                     fix = "Pass --text-column with one of them."
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
                                      f"are {sorted(row)}. {fix}")
-            text = "" if row[text_column] is None else str(row[text_column])
+            text = text_value(row[text_column], path, f"data row {number}", text_column) or ""
             if not text.strip():
                 raise UserInputError(f"{path!r} data row {number} has an empty {text_column!r}; fill it in or "
                                      "remove the row, so that each output line answers one row.")
@@ -169,9 +168,18 @@ def _unique_keys(pairs):
     return row
 
 
+def text_value(value, path, where, column):
+    """A row's text (or None): a JSON number, list or object is not text. `str()` made "['a', 'b']" a text to
+    predict, generate from or pretrain on, where a classifier's training data refused it."""
+    if value is None or isinstance(value, str):
+        return value
+    raise UserInputError(f"{path!r} {where} has a JSON {type(value).__name__}, not text, in column {column!r}; "
+                         "write each text as a string.")
+
+
 def refuse_plain_text(path, lacks, fix):
     """A .txt file where rows with columns are needed: it said "Unsupported data file", as if .txt were unknown."""
-    if path.endswith((".txt", ".txt.gz")) and os.path.isfile(path):
+    if is_text_file(path) and os.path.isfile(path):
         raise UserInputError(f"{path!r} is plain text, one text a line, without {lacks}. Save it as "
                              f".csv/.tsv/.jsonl/.json with {fix}.")
 
@@ -186,9 +194,9 @@ def iter_rows(path, empty_fix=None, text_column=None):
     only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'.
     `text_column`: where only texts are read, a JSON string in place of an object is the row
     `{text_column: string}` (a JSON file of texts: `["a fine film", ...]`, or a string a line)."""
-    base = path[:-3] if path.endswith(".gz") else path
+    kind = table_kind(path)
     lines = read_lines(path, empty_fix)
-    if base.endswith(".jsonl") or base.endswith(".json"):
+    if kind in ("jsonl", "json"):
         lines, first = _first_line(lines)
         if first.lstrip().startswith("["):  # one JSON array of objects, not an object a line
             yield from _json_array_rows(path, "".join(lines), text_column)
@@ -200,8 +208,8 @@ def iter_rows(path, empty_fix=None, text_column=None):
                 continue
             yield _json_object(path, _parse_json(path, line, f"line {number}"), f"line {number}", text_column)
         return
-    if base.endswith(".csv") or base.endswith(".tsv"):
-        delimiter = "\t" if base.endswith(".tsv") else ","
+    if kind in ("csv", "tsv"):
+        delimiter = "\t" if kind == "tsv" else ","
         if delimiter == ",":
             lines, delimiter = _csv_delimiter(lines)
         # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
@@ -314,6 +322,32 @@ def _json_array_rows(path, text, text_column=None):
         yield _json_object(path, row, f"item {number} of its array", text_column)
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")  # files of rows with columns (optionally .gz)
+
+
+def _base_name(path):
+    """`path` in lower case, without a `.gz`: file kinds go by suffix whatever its case (a Windows export
+    is `REVIEWS.CSV`, which was read as plain text, or refused as an unsupported file)."""
+    name = os.fspath(path).lower()
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def is_table(path):
+    """A .csv/.tsv/.jsonl/.json file (or one gzipped), in any case."""
+    return _base_name(path).endswith(TABLE_SUFFIXES)
+
+
+def is_text_file(path):
+    """A .txt file (or .txt.gz), in any case."""
+    return _base_name(path).endswith(".txt")
+
+
+def table_kind(path):
+    """"csv", "tsv", "jsonl" or "json" for a table file (`is_table`), else None."""
+    base = _base_name(path)
+    return next((suffix[1:] for suffix in TABLE_SUFFIXES if base.endswith(suffix)), None)
+
+
 def hidden(name):
     """Whether a file or folder is the system's, not the user's data: a dot name (.git, .ipynb_checkpoints,
     macOS's ._x.txt copies of metadata) or the __MACOSX folder of a zip made on a Mac. The folder loaders
@@ -331,13 +365,13 @@ def _read_folder(path):
         for folder, folders, names in os.walk(sub):
             folders[:] = sorted(f for f in folders if not hidden(f))  # sorted: the same seeded split on every machine
             for name in sorted(names):
-                if name.endswith(".txt") and not hidden(name):
+                if is_text_file(name) and not hidden(name):  # .txt and .txt.gz, as pretraining reads a folder
                     # An empty one among them: --data names the folder, and this file is one text of it.
                     text = read_text_file(os.path.join(folder, name), empty_fix="Write its text, or remove it.")
                     rows.append({"text": text.strip(), "label": label})
     if not rows:
         raise UserInputError(
-            f"Folder {path!r} has no label sub-folders with .txt files. "
+            f"Folder {path!r} has no label sub-folders with .txt (or .txt.gz) files. "
             "Lay it out as FOLDER/<label>/<any name>.txt."
         )
     return rows
@@ -371,7 +405,8 @@ def _label_text(value):
 
 def _label_order(label):
     """Integer labels in numeric order ("2" before "10"), then the others alphabetically."""
-    number = label.lstrip("-").isdigit()
+    digits = label.lstrip("-")
+    number = digits.isascii() and digits.isdigit()  # "①" and "²" are digits to isdigit(), not to int()
     return (not number, int(label) if number else 0, label)
 
 
@@ -655,7 +690,7 @@ def data_fingerprint(source):
         for root, folders, names in os.walk(source):
             folders[:] = [f for f in folders if not hidden(f)]  # nor what they skip (a .git folder)
             files += [os.path.join(root, name) for name in names
-                      if name.endswith((".txt", ".txt.gz")) and not hidden(name)]
+                      if is_text_file(name) and not hidden(name)]
         files.sort()
     return _sha256(tuple((os.path.abspath(f), os.path.relpath(f, source), os.stat(f).st_size, os.stat(f).st_mtime_ns)
                          for f in files))

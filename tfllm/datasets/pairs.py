@@ -23,8 +23,8 @@ import dataclasses
 import os
 import random
 
-from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _column, _first_line, _read_rows, bundled_path, read_lines,
-                            read_texts, refuse_plain_text)
+from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _column, _first_line, _read_rows, bundled_path, is_text_file,
+                            read_lines, read_texts, refuse_plain_text)
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -69,7 +69,7 @@ def _tab_separated_rows(path, empty_fix=None):
     """The rows of a headerless `.txt`/`.txt.gz` of tab-separated pairs as `{"1": field, "2": field, ...}`, a
     non-blank line each; None for any other file (a `.txt` whose first line holds no tab is plain text). The
     fields are split at every tab, without CSV quoting: Tatoeba's sentences hold quotes ('"Go," he said.')."""
-    if not path.endswith((".txt", ".txt.gz")) or not os.path.isfile(path):
+    if not is_text_file(path) or not os.path.isfile(path):
         return None
     lines, first = _first_line(read_lines(path, empty_fix))
     if "\t" not in first:

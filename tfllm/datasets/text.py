@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from tfllm.datasets import bundled_path, hidden, iter_rows, read_lines, read_text_file
+from tfllm.datasets import bundled_path, hidden, is_table, is_text_file, iter_rows, read_lines, read_text_file, text_value
 from tfllm.errors import UserInputError
 
 # name -> file in tfllm/datasets/data
@@ -91,8 +91,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
             )
         if os.path.isdir(path):
             raise UserInputError(f"{flag} {path!r} is a folder; give one .txt, .csv or .jsonl file.")
-    base = path[:-3] if path.endswith(".gz") else path
-    if base.endswith((".csv", ".tsv", ".jsonl", ".json")):
+    if is_table(path):
         column = text_column or "text"
         rows = list(iter_rows(path, f"Point {flag} at a file with text.", column))
         if rows and column not in rows[0]:
@@ -100,7 +99,8 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
                 f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
                 + ("Pass --text-column with one of them." if flag == "--data" else f"{flag} reads a column named 'text'.")
             )
-        documents = [str(row[column]).strip() for row in rows if row.get(column) is not None and str(row[column]).strip()]
+        documents = [text.strip() for number, row in enumerate(rows, 1)
+                     if (text := text_value(row.get(column), path, f"data row {number}", column)) and text.strip()]
         if not documents:
             raise UserInputError(f"{path!r} has no non-empty text in column {column!r}.")
         n_val = max(1, round(len(documents) * val_fraction)) if len(documents) > 1 else 0
@@ -109,7 +109,8 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         if not val:  # a single document: split it like a text file
             train, val = _split_text(train, val_fraction)
     else:
-        text = read_text_file(path, f"Point {flag} at a file with text.")
+        # Windows line endings: "\r" would be a character of the text the model learns and writes back.
+        text = read_text_file(path, f"Point {flag} at a file with text.").replace("\r\n", "\n")
         train, val = _split_text(text, val_fraction)
     if not _long_enough(train, val):
         # The least text whose split passes (a figure from a formula was refused again at its length).
@@ -144,8 +145,7 @@ def check_text_column(name_or_path, text_column):
     if name_or_path in BUNDLED:  # labelled CSVs: columns, as any CSV
         return
     path = bundled_path(BUNDLED_TEXT[name_or_path]) if name_or_path in BUNDLED_TEXT else name_or_path
-    if not os.path.exists(path) or (not os.path.isdir(path) and
-                                    (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json"))):
+    if not os.path.exists(path) or (not os.path.isdir(path) and is_table(path)):
         return  # a missing path is the loaders' to report
     what = "a folder of .txt files" if os.path.isdir(path) else "text, not a CSV/JSONL file"
     raise UserInputError(f"--text-column {text_column!r} names a column of a CSV/JSONL file, and {name_or_path!r} "
@@ -223,7 +223,7 @@ def _document_lines(path, column, empty_fix):
         files = []
         for root, folders, names in os.walk(path):
             folders[:] = [f for f in folders if not hidden(f)]
-            files += [os.path.join(root, f) for f in names if f.endswith((".txt", ".txt.gz")) and not hidden(f)]
+            files += [os.path.join(root, f) for f in names if is_text_file(f) and not hidden(f)]
         if not files:
             raise UserInputError(f"Folder {path!r} has no .txt files (nor its subfolders); put one document per line "
                                  "in .txt files there.")
@@ -232,7 +232,7 @@ def _document_lines(path, column, empty_fix):
                 continue  # an empty file among others holds no documents (it refused the whole folder)
             for line in read_lines(file, empty_fix):
                 yield from line.splitlines()  # as the whole text's splitlines: read_lines ends lines at "\n"
-    elif (path[:-3] if path.endswith(".gz") else path).endswith((".csv", ".tsv", ".jsonl", ".json")):
+    elif is_table(path):
         rows = iter_rows(path, empty_fix, column)
         first = next(rows, None)
         if first is None:
@@ -241,14 +241,14 @@ def _document_lines(path, column, empty_fix):
             raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {sorted(first)}. "
                                  "Pass --text-column with one of them.")
         split, other_splits, any_train = "split" in first, set(), False
-        for row in itertools.chain([first], rows):
+        for number, row in enumerate(itertools.chain([first], rows), 1):
             if split:  # only the training split is read
                 if str(row.get("split", "")).strip().lower() != "train":
                     other_splits.add(str(row.get("split")))
                     continue
                 any_train = True
             if row.get(column) is not None:
-                yield str(row[column])
+                yield text_value(row[column], path, f"data row {number}", column)
         if split and not any_train:
             raise UserInputError(f"{path!r} has a 'split' column but no rows whose split is 'train' (pretraining "
                                  "reads only those, so as never to see a test text); its values are "
