@@ -41,6 +41,7 @@ def is_number(value, whole=False):
     return not whole or float(value).is_integer()
 
 
+CODE_POINT_VIEWS = ("char_ngram_buckets", "word_ngram_buckets")  # a classifier head's views of the raw text
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # --precision: Keras dtype policies
 
 # Temperatures below this decode greedily (the limit they tend to): dividing the logits (banned tokens' are -1e9)

@@ -11,6 +11,7 @@ import os
 import sys
 
 from tfllm import fast_classification, runs
+from tfllm.config import CODE_POINT_VIEWS
 from tfllm.errors import UserInputError
 
 CHUNK = 512  # texts classified (and yielded) at a time: a large file is answered as it is read
@@ -77,6 +78,13 @@ def predict(run_dir, texts):
     return list(classify(run_dir, runs.texts_argument(texts, "predict's texts")))
 
 
+def _reads_raw_text(run_dir):
+    """Whether the run's classifier also reads the raw text (character or word n-gram views), so that a
+    text all [UNK] to its vocabulary is still read (`--preset tiny`'s 50 pieces spell few whole words)."""
+    config = runs.read_json(runs.path(run_dir, runs.TASK_CONFIG)).get("config", {})
+    return any(config.get(view) for view in CODE_POINT_VIEWS)
+
+
 def _check_words(texts, ids, unknown_id, run_dir, offset):
     """A text the tokenizer makes nothing of (control characters, NUL, zero-width spaces) is as empty as "":
     the model read only its start and end tokens and still printed a confident label, so it is refused. One
@@ -91,8 +99,10 @@ def _check_words(texts, ids, unknown_id, run_dir, offset):
         if unknown_id is not None and all(int(t) == unknown_id for t in row):
             # Not "words never seen in training": a small vocabulary (`--preset tiny`'s) cannot spell words
             # that training had plenty of.
+            so = ("only its characters and words, as the model's n-gram views read them, inform its label" if
+                  _reads_raw_text(run_dir) else "its label says nothing about it")
             print(f"tfllm: warning: text {i} ({text[:40]!r}) is all unknown tokens ([UNK]) to this model's "
-                  "vocabulary, so its label says nothing about it.", file=sys.stderr)
+                  f"vocabulary, so {so}.", file=sys.stderr)
 
 
 def _token_ids(tokenizer, texts):

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
+from tfllm.config import CODE_POINT_VIEWS
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
                             split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels)
 from tfllm.errors import UserInputError
@@ -33,7 +34,6 @@ from tfllm.training.optimizers import LazyAdamW
 from tfllm.training.pretraining import embed_word_vectors
 from tfllm.training.self_training import train_self_trained, unlabeled_record
 
-CODE_POINT_VIEWS = ("char_ngram_buckets", "word_ngram_buckets")  # the head's views read from code points
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets", *CODE_POINT_VIEWS)
 CHAR_LENGTH = 320  # code points the character and word views read by default (rotten_tomatoes' longest review has 255)
 EXPLAINED_VAL_TEXTS = 4  # validation texts explained in TensorBoard's Text tab
