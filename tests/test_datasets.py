@@ -596,3 +596,15 @@ def test_windows_line_endings_are_not_text_to_learn(tmp_path):
     (tmp_path / "crlf.txt").write_bytes(b"".join(b"First Citizen: speak, speak %d.\r\n" % i for i in range(200)))
     train, val = load_text_corpus(str(tmp_path / "crlf.txt"))
     assert "\r" not in train + val and train.count("\n") > 100
+
+
+def test_a_class_without_test_rows_is_named(tmp_path, capsys):
+    """Its recall, precision and F1 were 0 in the macro averages (0.33 recall beside 0.5 balanced accuracy)."""
+    from tfllm.datasets import warn_about_unscored_classes
+
+    write_csv(tmp_path / "d.csv", ROWS + [("a weird neutral one", "neutral")])
+    warn_about_unscored_classes(load_classification_data(str(tmp_path / "d.csv")))
+    err = capsys.readouterr().err
+    assert "class(es) 'neutral' have no test rows" in err and err.count("\n") == 1
+    warn_about_unscored_classes(load_classification_data(write_csv(tmp_path / "e.csv")))
+    assert capsys.readouterr().err == ""

@@ -662,6 +662,17 @@ def warn_about_imbalance(data, balanced):
     print(message, file=sys.stderr)
 
 
+def warn_about_unscored_classes(data):
+    """Says (on stderr) which classes have no test rows (a class of one or two rows in a stratified split):
+    their recall, precision and F1 are 0/0, counted as 0 in the macro averages, without a word."""
+    present = set(data.test.labels)
+    missing = [name for i, name in enumerate(data.label_names) if i not in present]
+    if missing and len(data.test):
+        names = ", ".join(repr(name) for name in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        print(f"tfllm: warning: class(es) {names} have no test rows, so their test figures are 0 and pull the "
+              "macro averages down; give each class more rows (or read the per-class figures).", file=sys.stderr)
+
+
 def _label_key(name):
     """What labels that differ only in case or spaces ("Positive", "positive ") have in common."""
     return " ".join(name.casefold().split())

@@ -23,7 +23,8 @@ from tfllm import data as data_lib
 from tfllm import runs, tokenizers
 from tfllm.config import CODE_POINT_VIEWS
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
-                            split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels)
+                            split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels,
+                            warn_about_unscored_classes)
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -401,6 +402,7 @@ def command_data(config, preset):
     warn_about_duplicates(config.data, data)
     warn_about_labels(config.data, data)
     warn_about_imbalance(data, balanced=bool(preset.get("balance_classes")))
+    warn_about_unscored_classes(data)
     return data
 
 
