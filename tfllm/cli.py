@@ -170,7 +170,12 @@ def _input_texts(args, verb, example, text_column="text", read=None):
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to {verb}, e.g. {command}.")
     if args.file is None:
         return iter(args.texts)
-    from tfllm.datasets import read_texts
+    from tfllm.datasets import is_table, read_texts
+
+    if args.text_column is not None and args.file != "-" and os.path.isfile(args.file) and not is_table(args.file):
+        # A .txt file's lines are the texts: the column was ignored without a word (train --task generate refuses it).
+        raise UserInputError(f"--text-column names a column of a CSV/JSONL file, and {args.file!r} is text (each "
+                             "line one text); leave --text-column out.")
 
     return itertools.chain(args.texts, (read or read_texts)(args.file, args.text_column or text_column))
 
