@@ -172,8 +172,10 @@ def _input_texts(args, verb, example, text_column="text", read=None):
         return iter(args.texts)
     from tfllm.datasets import is_table, read_texts
 
-    if args.text_column is not None and args.file != "-" and os.path.isfile(args.file) and not is_table(args.file):
-        # A .txt file's lines are the texts: the column was ignored without a word (train --task generate refuses it).
+    if read is None and args.text_column is not None and args.file != "-" and os.path.isfile(args.file) and \
+            not is_table(args.file):
+        # A .txt file's lines are predict's texts: the column was ignored without a word (train --task generate
+        # refuses it). Translate's own `read` takes a field of a tab-separated .txt (--text-column 2).
         raise UserInputError(f"--text-column names a column of a CSV/JSONL file, and {args.file!r} is text (each "
                              "line one text); leave --text-column out.")
 
