@@ -81,29 +81,30 @@ _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _FULL = tuple(os.strerror(n) for n in _NO_ROOM)  # "No space left on device", "Disk quota exceeded", "File too large"
 
 
+def _causes(error):
+    """`error`, then the errors it came from (`__cause__`, else `__context__`), each once."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def full_disk_file(error):
     """The file a write failed on for want of space, "" if the error does not say, or None when `error`
     (or an error it came from) is not that: an OSError with ENOSPC, EDQUOT or EFBIG, or an error saying so,
     as h5py's (an OSError or a RuntimeError, naming the file) and TensorFlow's ResourceExhaustedError do."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
+    for error in _causes(error):
         text = str(error)
         if isinstance(error, OSError) and error.errno in _NO_ROOM or any(f in text for f in _FULL):
             named = re.search(r"filename = '([^']+)'", text) or re.search(r"\}\} (.+?); (?:No space|Disk quota)", text)
             return getattr(error, "filename", None) or (named[1] if named else "")  # h5py's, TensorFlow's message
-        error = error.__cause__ or error.__context__
     return None
 
 
 def _file_size_limit(error):
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno == errno.EFBIG or os.strerror(errno.EFBIG) in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any(isinstance(e, OSError) and e.errno == errno.EFBIG or os.strerror(errno.EFBIG) in str(e)
+               for e in _causes(error))
 
 
 def full_disk_reason(error):

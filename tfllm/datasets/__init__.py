@@ -334,7 +334,7 @@ def _base_name(path):
 
 def is_table(path):
     """A .csv/.tsv/.jsonl/.json file (or one gzipped), in any case."""
-    return _base_name(path).endswith(TABLE_SUFFIXES)
+    return table_kind(path) is not None
 
 
 def is_text_file(path):

@@ -66,9 +66,8 @@ def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None, na
     if fmt != "tflite" and (out is not None or quantize != "none"):
         flag = "--out" if out is not None else "--quantize"
         raise UserInputError(f"{flag} applies to --format tflite only; add --format tflite or drop {flag}.")
-    if out is not None and not str(out).strip():  # "" was falsy downstream and wrote savedmodels/NAME/VERSION
-        raise UserInputError("--out is empty; give the folder to write the TFLite export to, or leave --out out to "
-                             "write a version under --base-dir.")
+    if out is not None:  # before the model loads; "" was falsy downstream and wrote savedmodels/NAME/VERSION
+        _refuse_empty_out(out)
     if out is not None and keep is not None:
         raise UserInputError("--keep prunes versions under --base-dir; an export to --out has none. "
                              "Drop --keep or --out.")
@@ -185,12 +184,16 @@ def write_archive(archive, version, name, signature, warmup_inputs, **warmup_opt
     write_warmup_requests(version.tmp_dir, name, signature, warmup_inputs(), **warmup_options)
 
 
+def _refuse_empty_out(out):
+    if not str(out).strip():
+        raise UserInputError("--out is empty; give the folder to write the TFLite export to, or leave --out out to "
+                             "write a version under --base-dir.")
+
+
 def write_out_dir(out, write):
     """Runs `write(tmp_dir)` and renames the folder to `out` (an export's --out), replacing an earlier
     export there; returns `out`, absolute. On any exception nothing of this export is left."""
-    if not str(out).strip():  # the Python API's out="" (the command refuses it earlier)
-        raise UserInputError("--out is empty; give the folder to write the TFLite export to, or leave --out out to "
-                             "write a version under --base-dir.")
+    _refuse_empty_out(out)  # the Python API's out="" (the command refuses it earlier)
     out = os.path.abspath(out)
     if out.endswith(".tflite"):
         raise UserInputError(f"--out {out!r} names a file; pass the folder that should hold model.tflite and its assets.")

@@ -198,8 +198,7 @@ class ModelRegistry:
                     start = time.perf_counter()
                     loaded[v] = load_servable(name, v, path)
                     self._failed.pop(path, None)
-                    logger.info("loaded %s version %d in %.1f s", name, v,
-                                   time.perf_counter() - start)
+                    logger.info("loaded %s version %d in %.1f s", name, v, time.perf_counter() - start)
                 except Exception as e:  # noqa: BLE001 - a broken export must not stop the others
                     error = _short_error(e)
                     self._failed[path] = (stamp, error)
@@ -218,8 +217,8 @@ class ModelRegistry:
                     loaded[max(kept)] = old.versions[max(kept)]
             for v in sorted(set(old.versions) - set(loaded)):
                 logger.info("unloaded %s version %d (%s)", name, v, "its folder is gone" if v not in versions
-                               else "changed on disk" if versions[v] != old.versions[v].path
-                               else "no longer selected")
+                            else "changed on disk" if versions[v] != old.versions[v].path
+                            else "no longer selected")
             if loaded or failed:
                 wanted = dict(policy.labels) or ({"stable": max(loaded)} if loaded else {})
                 labels, refused = self._check_labels(name, wanted, loaded, failed, versions,

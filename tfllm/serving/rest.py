@@ -45,7 +45,7 @@ INLINE_MAX_BODY_BYTES = 4096
 INLINE_MAX_SECONDS = 0.002
 
 # TF Serving's path patterns are case-insensitive ("(?i)/v1/models/..."): its literal words and verbs
-# in any case, the model name and label as written. `_CaseInsensitivePrefix` does "/v1/models".
+# in any case, the model name and label as written. `_AccessCheck` does "/v1/models".
 _PATH = re.compile(
     r"^(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"

@@ -103,8 +103,7 @@ def preset_backbone_class(handle):
 
 def preset_max_length(handle, wanted):
     """`wanted`, capped at the longest input the preset's backbone has positions for."""
-    config = common.preset_backbone(handle)[1]
-    longest = config.get("sequence_length") or config.get("max_sequence_length")
+    longest = common.preset_positions(handle)
     return min(wanted, longest) if longest else wanted
 
 

@@ -167,14 +167,20 @@ def warn_unknown_tokens(handle, tokenizer, ids, what, consequence):
           "vocabulary covers your text, or a run trained on text like yours.", file=sys.stderr)
 
 
+def preset_positions(handle):
+    """How many positions a preset's backbone has (tfllm's `sequence_length`, KerasHub's
+    `max_sequence_length`), or None for one without a position table (rotary: Llama, Gemma)."""
+    backbone = preset_backbone(handle)[1]
+    return backbone.get("sequence_length") or backbone.get("max_sequence_length")
+
+
 def fit_to_positions(config, preset):
     """`preset` with a --from-preset run's `sequence_length` at most its backbone's positions: a recipe's
     longer default is cut to them, a longer `--set sequence_length` is refused. Before, both were cut
     where the model was built, without a word, and the run's recipe.json recorded the longer value."""
     if not config.from_preset:
         return preset
-    backbone = preset_backbone(config.from_preset)[1]
-    longest = backbone.get("sequence_length") or backbone.get("max_sequence_length")
+    longest = preset_positions(config.from_preset)
     if longest and preset.get("sequence_length", 0) > longest:
         if "sequence_length" in config.overrides:
             raise UserInputError(f"--set sequence_length={preset['sequence_length']} is longer than --from-preset "
