@@ -247,6 +247,8 @@ def test_no_training_pipeline_starts_tf_datas_tuning_thread():
     build turns the tuning off, and still gives its batches."""
     from types import SimpleNamespace
 
+    from tfllm.models import MaskedLMPreprocessor
+    from tfllm.tokenizers import train_tokenizer
     from tfllm.training import pretraining, seq2seq
 
     ids = np.arange(40, dtype="int32")
@@ -266,7 +268,9 @@ def test_no_training_pipeline_starts_tf_datas_tuning_thread():
             SimpleNamespace(texts=texts, labels=[0, 1, 0]), lengths, sigmoid=True, batch_size=2, shuffle=True, seed=0),
         "prediction": data_lib.text_batches(texts, lengths, batch_size=2),
         "translation": seq2seq.pair_dataset(SimpleNamespace(sources=texts, targets=texts), pairs, batch_size=2),
-        "masked-LM pretraining": pretraining._masked_batches(texts, lengths, 2, repeat=True, seed=0),
+        "masked-LM pretraining": pretraining._masked_batches(
+            texts, MaskedLMPreprocessor(train_tokenizer(texts, "wordpiece", 20), sequence_length=4,
+                                        mask_selection_length=1), 2, repeat=True, seed=0),
         "masked-LM validation": pretraining._fixed_masked_batches(texts, lengths, 2),
     }
     for name, ds in pipelines.items():

@@ -438,6 +438,48 @@ def test_masked_lm_validation_loss_is_the_mean_over_every_masked_token():
 
 
 @pytest.mark.slow
+def test_masked_lm_batches_mask_the_same_tokens_for_a_seed_by_kerashubs_rules():
+    """Pretraining's masks come from the seed and the batch's number (KerasHub's mask generator draws from
+    stateful ops in parallel map_fn rows, so two runs with one --seed ended at different losses), and
+    follow KerasHub's MaskedLMMaskGenerator: ceil(rate x selectable) tokens, at most the slots, never a
+    special token, positions ascending, 80% become [MASK]."""
+    import math
+
+    import tensorflow as tf
+
+    from tfllm.models import MaskedLMPreprocessor
+    from tfllm.tokenizers import special_token_ids, train_tokenizer
+    from tfllm.training.pretraining import _masked_batches
+
+    texts = [f"the {a} film was {w} and {v} but the ending was {w}er" for a in ("new", "old", "odd")
+             for w in ("good", "bad", "dull", "fun") for v in ("long", "short", "sad", "slow")]
+    tokenizer = train_tokenizer(texts, "wordpiece", 80)
+    preprocessor = MaskedLMPreprocessor(tokenizer, sequence_length=12, mask_selection_rate=0.3,
+                                        mask_selection_length=3)
+    take = lambda seed: [tf.nest.map_structure(np.asarray, batch) for batch in
+                         _masked_batches(texts, preprocessor, 8, repeat=True, seed=seed).take(8)]
+    first = take(1)
+    for batch, again in zip(first, take(1)):
+        tf.nest.map_structure(np.testing.assert_array_equal, batch, again)
+    assert any((a[0]["token_ids"] != b[0]["token_ids"]).any() for a, b in zip(first, take(2)))
+    special = special_token_ids(tokenizer)
+    masked = kept = 0
+    for x, y, weights in first:
+        used = weights > 0
+        original = x["token_ids"].copy()
+        rows = np.nonzero(used)[0]
+        original[rows, x["mask_positions"][used]] = y[used]
+        for row in range(len(original)):
+            selectable = int(np.isin(original[row], special, invert=True).sum())
+            assert used[row].sum() == min(math.ceil(selectable * 0.3), 3)
+            positions = x["mask_positions"][row][used[row]]
+            assert (np.diff(positions) > 0).all() and not np.isin(original[row][positions], special).any()
+        masked += int((x["token_ids"][rows, x["mask_positions"][used]] == tokenizer.mask_token_id).sum())
+        kept += int(used.sum())
+    assert 0.65 < masked / kept < 0.95
+
+
+@pytest.mark.slow
 def test_masked_lm_pretraining_trains_the_backbone_a_classifier_then_starts_from(tmp_path):
     """MaskedLM (KerasHub's head and mask generator) over an EncoderBackbone, saved as a preset;
     a classifier from that preset starts from the pretrained backbone weights."""

@@ -97,12 +97,81 @@ def _compile(model, preset):
 
 
 def _masked_batches(documents, preprocessor, batch_size, repeat=False, seed=None):
-    # Masks are drawn afresh on every pass (the preprocessor runs inside the pipeline).
+    # Masks are drawn afresh for every batch (the preprocessor runs inside the pipeline), from the
+    # batch's number and `seed`: a seeded run masks the same tokens every time (seeded_masking).
     ds = tf.data.Dataset.from_tensor_slices(documents)
     if repeat:
         ds = ds.shuffle(len(documents), seed=seed, reshuffle_each_iteration=True).repeat()
-    return untuned(
-        ds.batch(batch_size).map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    return untuned(ds.batch(batch_size).enumerate().map(seeded_masking(preprocessor, seed or 0),
+                                                         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+
+def seeded_masking(preprocessor, seed):
+    """`(batch number, texts) -> preprocessor(texts)` whose masker draws from stateless random ops.
+
+    KerasHub's `MaskedLMMaskGenerator` draws from TensorFlow Text's stateful
+    `random_shuffle`, called once per text in a `map_fn` that runs its rows
+    in parallel inside a `tf.data` map, and from one stateful `random_uniform`
+    shared by the map's parallel calls: which text gets which draw depends on
+    thread timing, so two runs with one `--seed` masked different tokens and
+    ended at different losses. The same masking (the same rate, cap, unselectable
+    ids and 80/10/10 split) from `stateless_mask`, seeded by the batch's number,
+    is the same in every run, in any order.
+    """
+    if not preprocessor.built:
+        preprocessor.build(None)  # KerasHub makes the masker there
+    masker = preprocessor.masker
+
+    def mask(number, texts):
+        batch_seed = tf.stack([tf.constant(seed, tf.int64), number])
+        # PRIVATE API: the masker is an attribute KerasHub's `MaskedLMPreprocessor` calls in
+        # `_call_tf` (keras-hub 0.32); set past Keras' attribute tracking while this map traces.
+        object.__setattr__(preprocessor, "masker", lambda token_ids: stateless_mask(masker, token_ids, batch_seed))
+        try:
+            return preprocessor(texts)
+        finally:
+            object.__setattr__(preprocessor, "masker", masker)
+
+    return mask
+
+
+def stateless_mask(masker, token_ids, seed):
+    """`masker`'s (a `MaskedLMMaskGenerator`'s) outputs for dense `token_ids`, drawn from `seed`.
+
+    As TensorFlow Text's `RandomItemSelector` and `MaskValuesChooser` do: a text's
+    selectable tokens (not `unselectable_token_ids`) are picked at random, ceil(rate
+    x count) of them but at most `mask_selection_length`, positions ascending;
+    each becomes the mask token (80%), a random id (10%) or stays (10%).
+    """
+    token_ids = tf.convert_to_tensor(token_ids)
+    select_seed, value_seed, token_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    length = tf.shape(token_ids)[1]
+    slots = masker.mask_selection_length
+    unselectable = tf.constant(list(masker.unselectable_token_ids or [-1]), token_ids.dtype)
+    selectable = tf.reduce_all(token_ids[..., None] != unselectable, axis=-1)
+    count = tf.minimum(tf.math.ceil(tf.reduce_sum(tf.cast(selectable, tf.float32), 1) * masker.mask_selection_rate),
+                       float(slots))
+    # Selectable positions in a random order first (scores below 1), the others after (2).
+    scores = tf.where(selectable, tf.random.stateless_uniform(tf.shape(token_ids), select_seed), 2.0)
+    picked = tf.argsort(scores, axis=1)[:, :slots]
+    used = tf.range(tf.shape(picked)[1])[None, :] < tf.cast(count, tf.int32)[:, None]
+    # Ascending positions, the unused slots last (sorted as `length`) and then 0, as KerasHub pads them.
+    positions = tf.sort(tf.where(used, picked, length), axis=1)
+    positions = tf.pad(tf.where(used, positions, 0), [[0, 0], [0, slots - tf.shape(picked)[1]]])
+    used = tf.pad(used, [[0, 0], [0, slots - tf.shape(used)[1]]])
+    mask_ids = tf.where(used, tf.gather(token_ids, positions, batch_dims=1), 0)
+    draw = tf.random.stateless_uniform(tf.shape(positions), value_seed)
+    random_ids = tf.random.stateless_uniform(tf.shape(positions), token_seed, maxval=masker.vocabulary_size,
+                                             dtype=tf.int32)
+    values = tf.where(draw < masker.mask_token_rate, tf.cast(masker.mask_token_id, token_ids.dtype),
+                      tf.where(draw < masker.mask_token_rate + masker.random_token_rate,
+                               tf.cast(random_ids, token_ids.dtype), mask_ids))
+    rows = tf.broadcast_to(tf.range(tf.shape(positions)[0])[:, None], tf.shape(positions))
+    where = tf.boolean_mask(tf.stack([rows, positions], -1), used)
+    return {"token_ids": tf.tensor_scatter_nd_update(token_ids, where, tf.boolean_mask(values, used)),
+            "mask_positions": tf.cast(positions, "int64"),
+            "mask_ids": mask_ids,
+            "mask_weights": tf.cast(used, masker.compute_dtype)}
 
 
 def _fixed_masked_batches(documents, preprocessor, batch_size):
