@@ -159,6 +159,19 @@ def backbone_vocabulary(preset):
     return keras_hub.tokenizers.Tokenizer.from_preset(str(preset)).get_vocabulary()
 
 
+def test_a_python_config_from_a_preset_trains_the_recipe_the_command_does(tmp_path):
+    """TrainConfig(from_preset=...) in Python fine-tuned with `default` (its dropout, n-gram tables, no
+    warm-up), where `tfllm train --from-preset` picks `finetune`: the trainer now picks as the command does."""
+    from tfllm.config import TrainConfig
+    from tfllm.training import common
+
+    config = TrainConfig(data="rotten_tomatoes", from_preset=str(tmp_path))
+    common.check_config(config, "classify")  # every classifier trainer's first step
+    assert config.preset == "finetune"
+    assert TrainConfig(from_preset=str(tmp_path), preset="tiny").preset == "tiny"  # a recipe asked for
+    assert TrainConfig().preset == TrainConfig(task="generate", from_preset=str(tmp_path)).preset == "default"
+
+
 def test_vectors_refuse_to_continue_a_preset(tmp_path, capsys):
     from tfllm.cli import main
 

@@ -57,8 +57,7 @@ def cmd_train(args):
         task=args.task,
         data=args.data,
         run_dir=args.run_dir or os.path.join("runs", os.path.basename(args.data).split(".")[0] or "run"),
-        preset=args.preset or (runs.fine_tuning_preset(args.from_preset) if args.from_preset and args.task == "classify"
-                               else "default"),
+        preset=args.preset,  # None: TrainConfig's default, `finetune` for a classifier from a preset
         text_column=args.text_column,
         label_column=args.label_column,
         split_column=args.split_column,

@@ -107,7 +107,9 @@ class TrainConfig:
     task: str = "classify"  # "classify", "generate", "translate" or "pretrain"
     data: str = "rotten_tomatoes"
     run_dir: str = "runs/latest"
-    preset: str = "default"
+    # None: `default`, or for a classifier fine-tuned `--from-preset` the recipe `runs.fine_tuning_preset`
+    # picks (`finetune`, mostly), as `tfllm train` does; its trainer fills it in (`check_config`).
+    preset: str | None = None
     text_column: str = "text"
     label_column: str = "label"
     split_column: str | None = None
@@ -147,6 +149,8 @@ class TrainConfig:
                 raise UserInputError(f"TrainConfig {field.name} must be " + (
                     "a file or folder path or a bundled name (e.g. 'rotten_tomatoes')" if field.name == "data"
                     else "the folder the run goes to (e.g. 'runs/reviews')") + f", got {value!r}.")
+            if field.name == "preset" and value is None and not (self.task == "classify" and self.from_preset):
+                self.preset = "default"
             if value is None or kind is None:
                 continue
             wrong = isinstance(value, bool) and kind is not bool or not isinstance(value, kind)

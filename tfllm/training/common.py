@@ -134,6 +134,8 @@ def check_config(config, *tasks):
         other = f", or train it with {TRAINERS[config.task]}" if config.task in TRAINERS else ""
         raise UserInputError(f"{TRAINERS[tasks[0]]} trains task {tasks[0]!r}, but the config's task is "
                              f"{config.task!r}: pass TrainConfig(task={tasks[0]!r}, ...){other}.")
+    if config.preset is None:  # a classifier from a preset (TrainConfig.preset): before anything reads it
+        config.preset = runs.fine_tuning_preset(config.from_preset)
 
 
 def preset_files(load):
