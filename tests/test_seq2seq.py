@@ -443,6 +443,13 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
                              (dict(memory="train"), "memory must be a tfllm.memory.TranslationMemory")):
         with pytest.raises(UserInputError, match=message):  # not an error deep in TensorFlow or an AttributeError
             translator.translate(["一"], max_new_tokens=2, **options)
+    # An option the sampler does not read is refused, as generate refuses it (sampler="beam", top_k=4 decoded
+    # greedily without a word).
+    for options, message in ((dict(sampler="beam", top_k=4), "top_k is for sampler='top_k'"),
+                             (dict(num_beams=3), "num_beams is for sampler='beam'"),
+                             (dict(sampler="top_k", top_p=0.5), "top_p is for sampler='top_p'")):
+        with pytest.raises(UserInputError, match=message):
+            translator.translate(["一"], max_new_tokens=2, **options)
     with pytest.raises(UserInputError, match="temperature must be a number >= 0, got -1"):
         translator.translate(["一"], sampler="top_k", temperature=-1, max_new_tokens=2)
     # Temperature 0 is greedy, as for `tfllm generate` (not a division by zero).
@@ -617,7 +624,13 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     assert translator.translate(["一二三", "三", "五"], warn=False, memory=memory) == ["one two three", "three", *plain]
     capsys.readouterr()
     assert cli.main(["translate", trained_run, "一二", "三", "--memory", "train"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    by_command = capsys.readouterr().out.splitlines()
+    assert len(by_command) == 2
+    # Python's translate(run_dir) takes the command's names for the aids, as tfllm.evaluate does (it refused
+    # memory="train": "memory must be a tfllm.memory.TranslationMemory").
+    from tfllm.translation import translate
+
+    assert translate(trained_run, ["一二", "三"], memory="train") == by_command
     pairs = write_csv(tmp_path / "memory.csv", make_pairs(40, seed=3))
     assert cli.main(["evaluate", trained_run, "--memory", pairs]) == 0
     own = json.load(open(os.path.join(trained_run, "metrics.json")))["test"]["num_examples"]

@@ -558,7 +558,8 @@ INPUT_METHOD_HELP = ("pinyin -> characters: candidates from an input method (eac
 
 
 # Unset, so that an option the chosen decoding does not read can be refused (they were accepted and ignored).
-TRANSLATE_DEFAULTS = {"top_k": 10, "top_p": 0.9, "temperature": 1.0, "lm_weight": 0.5}
+# top_k, top_p and num_beams: the translator's own (`Translator.translate`), which an unset one takes.
+TRANSLATE_DEFAULTS = {"temperature": 1.0, "lm_weight": 0.5}
 
 
 def _translate_sampler(args):
@@ -611,7 +612,8 @@ def cmd_translate(args):
     for chunk in iter(lambda: list(itertools.islice(texts, TRANSLATE_CHUNK)), []):
         given = [text for text in chunk if text]  # a --file's blank line ("") is answered by a blank line
         translations = iter(translate(
-            translator, given, sampler=sampler, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+            translator, given, sampler=sampler, num_beams=args.num_beams if sampler == "beam" else None,
+            max_new_tokens=args.max_new_tokens,
             top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, seed=args.seed,
             lm=lm if args.lm else None, lm_weight=args.lm_weight, memory=memory, input_method=method) if given else [])
         for text in chunk:

@@ -13,6 +13,7 @@ model (encoder and decoder over the whole prefix) again for every new token.
 """
 
 import inspect
+import os
 import sys
 import warnings
 
@@ -29,12 +30,14 @@ from tfllm.generation import (
     check_sampler_options,
     generate_step,
     is_number,
+    refuse_unread_options,
     shown,
 )
 from tfllm.models.seq2seq_lm import output_text
 from tfllm.ngram import NgramLM
 
 SAMPLERS = ("greedy", "beam", "top_k", "top_p")
+TRANSLATE_BEAMS, TRANSLATE_TOP_K, TRANSLATE_TOP_P = 4, 10, 0.9  # unless told (an unread one is refused)
 MAX_SOURCES = 100_000
 # Translation memory: the best matches the model chooses among, and the weight of its log-likelihood per token
 # beside the match score (relative to the best match's). Chosen on cedict's validation split (6,000+ pairs):
@@ -272,7 +275,8 @@ class Translator:
                       "it is read as unknown and its translation may be wrong.")
         return sources
 
-    def decode_ids(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
+    def decode_ids(self, sources, sampler="greedy", num_beams=TRANSLATE_BEAMS, max_new_tokens=None, top_k=TRANSLATE_TOP_K,
+                   top_p=TRANSLATE_TOP_P,
                    temperature=1.0, seed=None, lm=None, lm_weight=0.0):
         """Decoded `[n, prompt_length + max_new_tokens]` token ids (the decoder prompt first), batch by batch."""
         sampling = sampler in ("top_k", "top_p")
@@ -289,7 +293,7 @@ class Translator:
             outputs.append(keras.ops.convert_to_numpy(call_for_any_batch(function, inputs))[:rows])
         return np.concatenate(outputs)
 
-    def translate(self, sources, sampler="greedy", num_beams=4, max_new_tokens=None, top_k=10, top_p=0.9,
+    def translate(self, sources, sampler="greedy", num_beams=None, max_new_tokens=None, top_k=None, top_p=None,
                   temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
                   memory_size=MEMORY_SIZE, memory_weight=MEMORY_WEIGHT, input_method=None,
                   input_method_size=INPUT_METHOD_SIZE, input_method_weight=INPUT_METHOD_WEIGHT):
@@ -298,10 +302,11 @@ class Translator:
         Args:
             sources: list of strings.
             sampler: "greedy", "beam", "top_k" or "top_p" (KerasHub's samplers).
-            num_beams: beams for "beam".
+            num_beams: beams for "beam" (default 4).
             max_new_tokens: longest translation in tokens (default and upper
                 bound: the model's decoder length minus one).
-            top_k, top_p, temperature, seed: for the sampling samplers.
+            top_k, top_p, temperature, seed: for the sampling samplers (top_k 10, top_p 0.9).
+                An option the sampler does not read is refused, as `generate` refuses it.
             batch_size: sources decoded together.
             warn: print a warning for truncated sources and unseen text.
             lm: an `NgramLM` of target-language text (`language_model`) to
@@ -319,6 +324,9 @@ class Translator:
         """
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        refuse_unread_options(sampler, {"top_k": top_k, "top_p": top_p, "num_beams": num_beams})
+        top_k, top_p = TRANSLATE_TOP_K if top_k is None else top_k, TRANSLATE_TOP_P if top_p is None else top_p
+        num_beams = TRANSLATE_BEAMS if num_beams is None else num_beams
         check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed)
         if sampler == "top_k":
             top_k = min(int(top_k), self.output_size)  # as `tfllm generate`: at most every token the decoder scores
@@ -422,11 +430,37 @@ def translate(model_or_run_dir, sources, **options):
     """Translates `sources` with a `Translator`, the model of a run directory (loaded once per process) or a
     loaded KerasHub `Seq2SeqLM` (`keras_hub.models.Seq2SeqLM.from_preset(run_dir)`; its Translator is kept).
 
-    See `Translator.translate` for the options.
+    See `Translator.translate` for the options. With a run directory, `memory`, `lm` and `input_method`
+    also take what `tfllm.evaluate` and `tfllm translate` take: `memory="train"` (the run's training
+    pairs) or a file of pairs, `lm=CORPUS` (a bundled text or a file in the target language) and
+    `input_method=True`, built for each call (for many calls, build them once with
+    `tfllm.training.seq2seq.run_memory` and `run_decoding_aids`).
 
     Example:
     >>> translate("runs/cedict", ["你好"], sampler="beam", num_beams=4)
+    >>> translate("runs/cedict", ["nihao"], input_method=True, lm="zh_news")
     """
     translator = runs.decoder_of(model_or_run_dir, "translate", Translator, keras_hub.models.Seq2SeqLM, _BY_MODEL,
                                  Translator, cached_translator)
+    if isinstance(model_or_run_dir, (str, os.PathLike)):
+        options = _named_aids(translator, os.fspath(model_or_run_dir), options)
     return translator.translate(sources, **options)
+
+
+def _named_aids(translator, run_dir, options):
+    """`options` with the decoding aids named as the command names them (`--memory train|PAIRS`, `--lm CORPUS`,
+    `--input-method`) made from the run, as `tfllm translate` makes them."""
+    from tfllm.training.seq2seq import run_decoding_aids, run_memory  # a task module beside this one
+
+    named = lambda value: isinstance(value, (str, os.PathLike))
+    memory, corpus, method = options.get("memory"), options.get("lm"), options.get("input_method")
+    options = dict(options)
+    if named(memory):
+        options["memory"] = run_memory(run_dir, os.fspath(memory))
+    if named(corpus) or method is True:
+        lm, built = run_decoding_aids(translator, run_dir, os.fspath(corpus) if named(corpus) else None, method is True)
+        if named(corpus):  # --input-method alone scores candidates with the LM, but decodes without it
+            options["lm"] = lm
+        if method is True:
+            options["input_method"] = built
+    return options
