@@ -91,6 +91,18 @@ def test_wordpiece_keeps_every_chinese_character_beyond_keras_hubs_1000():
     assert len(vocabulary) <= 1600
 
 
+def test_wordpiece_keeps_the_most_used_characters_when_they_are_more_than_the_vocabulary():
+    """The learner lists every character in code-point order: the list's tail was cut, so a small vocabulary
+    of Chinese text kept rare characters (low code points) and made the most frequent ones [UNK]."""
+    rare = [chr(0x4E00 + i) for i in range(40)]  # 一丁丂...: each once
+    frequent = ["这", "的", "龙"]  # high code points, in every text
+    texts = ["这的龙，" + char for char in rare] + ["这个龙的"] * 20
+    vocabulary = train_tokenizer(texts, "wordpiece", 24, lowercase=False).get_vocabulary()
+    assert len(vocabulary) == 24 and set(frequent) <= set(vocabulary) and "个" in vocabulary
+    assert vocabulary[:5] == ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"]
+    assert sum(char in vocabulary for char in rare) <= 24 - 5 - 5  # the specials, 这的龙个 and the comma
+
+
 def test_wordpiece_small_alphabets_get_keras_hubs_vocabulary_unchanged():
     import keras_hub
 

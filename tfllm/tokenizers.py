@@ -11,8 +11,10 @@ Vocabularies trained here put the specials first: `[PAD]`, `[UNK]`, `[BOS]`,
 `[EOS]`, `[MASK]`.
 """
 
+import collections
 import io
 import json
+import math
 import os
 import re
 
@@ -286,7 +288,34 @@ def word_piece_vocabulary(texts, vocabulary_size, lowercase):
         unusable = {"##" + char for char in alphabet - inside}
     vocabulary = learn_word_pieces(counts, vocabulary_size + len(unusable), SPECIAL_TOKENS,
                                    max_unique_chars=max(len(alphabet), KERAS_HUB_ALPHABET))
-    return [token for token in vocabulary if token not in unusable][:vocabulary_size]
+    return _most_used([token for token in vocabulary if token not in unusable], counts, vocabulary_size)
+
+
+def _most_used(vocabulary, counts, size):
+    """`vocabulary` cut to `size` tokens, keeping the special tokens and the most used of the others.
+
+    The learner keeps every character of its alphabet (TF Text's `ensure_all_tokens_exist`), listed in
+    code-point order, so where the characters alone are more than `size` (Chinese text and a small
+    vocabulary) cutting the list's tail kept 乐 and 书 and dropped the most frequent characters, 的 and ，
+    (zh_news, 600 tokens). A piece's use here is its rarest character's: how often that character starts
+    a word (a piece) or follows inside one (a "##" piece), counted over `counts` ({word: count}).
+    """
+    if len(vocabulary) <= size:
+        return vocabulary
+    starts, inside = collections.Counter(), collections.Counter()
+    for word, count in counts.items():
+        starts[word[0]] += count
+        for char in word[1:]:
+            inside[char] += count
+
+    def use(token):
+        if token in SPECIAL_TOKENS:
+            return math.inf
+        piece, counter = (token[2:], inside) if token.startswith("##") else (token, starts)
+        return min((counter[char] for char in piece), default=0)
+
+    kept = set(sorted(vocabulary, key=use, reverse=True)[:size])  # sorted is stable: ties keep the learner's order
+    return [token for token in vocabulary if token in kept]  # in the learner's order
 
 
 def _word_piece_learner():
