@@ -63,8 +63,11 @@ def adversarial_train_step(self, data, epsilon):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] in ("-h", "--help"):
-        sys.exit(__doc__)
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)  # wrong arguments: the usage on stderr, exit 1
     epsilon, seed = float(sys.argv[1]), int(sys.argv[2])
     if epsilon > 0:
         TextClassifier.train_step = lambda self, data: adversarial_train_step(self, data, epsilon)

@@ -59,8 +59,11 @@ def out_of_fold_teacher(texts, labels, seed, folds=5):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] in ("-h", "--help"):
-        sys.exit(__doc__)
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)  # wrong arguments: the usage on stderr, exit 1
     alpha, seed = float(sys.argv[1]), int(sys.argv[2])
     assert 0 <= alpha < 0.5, "ALPHA < 0.5 keeps every soft target on its label's side of 0.5"
     teacher = {"alpha": alpha}  # the teacher's out-of-fold accuracy joins it during the run

@@ -7,13 +7,18 @@
 clipping, jit_compile=True, 50 steps per call; random token ids (speed only). Prints the median ms per
 step of each round. docs/benchmarks.md ("Stop 34: where the XLA step loses") has the figures.
 """
+import argparse
 import json
 import os
 import time
 
-import keras
-import numpy as np
-from keras import layers, ops
+# --help before importing Keras: it only prints this docstring, exit 0, nothing run.
+argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="ROUNDS=N (environment) sets the number of timed rounds (default 3).").parse_args()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers, ops  # noqa: E402
 
 B, T, D, H, F, V, L = 12, 64, 128, 4, 512, 65, 4
 class Block(layers.Layer):

@@ -42,9 +42,17 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ModuleNotFoundError as missing:  # torch is the bench extra, not a tfllm dependency
+    if __name__ == "__main__" and any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        print("(PyTorch is not installed here, so only this text: pip install -e \".[bench]\")")
+        sys.exit(0)
+    raise SystemExit(f'benchmarks/torch_reference.py needs PyTorch ({missing}): pip install -e ".[bench]"') from None
 
 IMPORT_SECONDS = time.perf_counter() - _T0
 
