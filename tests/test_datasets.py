@@ -1,6 +1,7 @@
 import gzip
 import json
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -323,6 +324,18 @@ def test_unlabeled_documents_for_pretraining(tmp_path):
     (tmp_path / "s.csv").write_text("text,split\nfirst doc,training\nsecond doc,training\n")
     with pytest.raises(UserInputError, match="no rows whose split is 'train'.*\\['training'\\]"):
         load_documents(str(tmp_path / "s.csv"))
+
+
+@pytest.mark.parametrize("text, codec, fix", [
+    ("这里的音乐我特别喜欢", "gbk", "iconv -f gb18030 -t utf-8"),  # was latin1: valid mojibake (ÕâÀïµÄ) that trained
+    ("naïve café", "cp1252", "iconv -f cp1252 -t utf-8"),
+])
+def test_a_file_in_another_encoding_is_told_the_encoding_it_reads_in(tmp_path, text, codec, fix):
+    (tmp_path / "d.csv").write_bytes(b"text,label\n" + text.encode(codec) + b",a\nbye,b\n")
+    with pytest.raises(UserInputError, match="not UTF-8 text .* on line 2.*" + re.escape(fix)):
+        load_classification_data(str(tmp_path / "d.csv"))
+    fixed = subprocess.run(fix.split(), input=(tmp_path / "d.csv").read_bytes(), capture_output=True, check=True)
+    assert text in fixed.stdout.decode("utf-8")  # the command the message gives recovers the text
 
 
 def test_a_damaged_gzip_and_a_utf16_file_are_one_clear_error(tmp_path):

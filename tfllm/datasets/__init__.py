@@ -68,6 +68,22 @@ def bundled_path(filename):
     return str(importlib.resources.files("tfllm.datasets") / "data" / filename)
 
 
+def likely_encoding(raw):
+    """The encoding `iconv -f` most likely needs for a line of bytes that is not UTF-8: GB18030 where the line
+    reads as Chinese in it (a GBK file taken for Latin-1 became valid UTF-8 mojibake, ÕâÀïµÄ, that trained
+    without a word), else Windows-1252 where it reads in that, else Latin-1 (which reads any byte)."""
+    try:  # Chinese is pairs of high bytes; Western text has them one at a time (naïve: b"na\xefve")
+        if re.search(rb"[\xa1-\xfe]{2}", raw) and re.search(r"[\u3400-\u9fff]", raw.decode("gb18030")):
+            return "gb18030"
+    except UnicodeDecodeError:
+        pass
+    try:
+        raw.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        return "latin1"
+
+
 def read_text_file(path, empty_fix=None):
     """Reads a (possibly gzipped) UTF-8 file, with one clear error for each way it can fail."""
     return "".join(read_lines(path, empty_fix))
@@ -98,7 +114,8 @@ def read_lines(path, empty_fix=None):
                 except UnicodeDecodeError as e:
                     raise UserInputError(
                         f"{path!r} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
-                        "Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`.") from None
+                        f"Re-save it as UTF-8, e.g. `iconv -f {likely_encoding(raw)} -t utf-8`"
+                        f"{' (-f big5 for traditional Chinese in Big5)' if likely_encoding(raw) == 'gb18030' else ''}.") from None
                 blank = blank and not line.strip()
                 yield line
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
