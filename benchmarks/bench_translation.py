@@ -114,7 +114,8 @@ def with_memory(translator, run_dir, data, beam_examples):
         if not count:
             continue
         start = time.perf_counter()
-        outputs = translator.translate(data.test.sources[:count], sampler=sampler, num_beams=4, warn=False,
+        beams = 4 if sampler == "beam" else None  # greedy refuses num_beams
+        outputs = translator.translate(data.test.sources[:count], sampler=sampler, num_beams=beams, warn=False,
                                        memory=memory)
         result[name] = {**translation_report(outputs, data.test.references[:count]),
                         "seconds": round(time.perf_counter() - start, 1)}
@@ -142,7 +143,8 @@ def fusion(task, translator, run_dir, data, corpus, weights, beam_examples, val_
         if not count:
             continue
         start = time.perf_counter()
-        outputs = translator.translate(data.test.sources[:count], sampler=sampler, num_beams=4, warn=False, lm=lm,
+        beams = 4 if sampler == "beam" else None  # greedy refuses num_beams
+        outputs = translator.translate(data.test.sources[:count], sampler=sampler, num_beams=beams, warn=False, lm=lm,
                                        lm_weight=best)
         result[name] = {**translation_report(outputs, data.test.references[:count]), "num_examples": count,
                         "seconds": round(time.perf_counter() - start, 1)}

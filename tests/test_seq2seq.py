@@ -180,7 +180,7 @@ def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing
     translator = Translator(model, jit_compile=False)
     sources = ["一二三", "四", "五六七八"]
     lm = translator.language_model(["two one"] * 5)
-    for sampler, beams in (("greedy", 1), ("beam", 3)):
+    for sampler, beams in (("greedy", None), ("beam", 3)):
         plain = translator.translate(sources, sampler=sampler, num_beams=beams, warn=False)
         assert translator.translate(sources, sampler=sampler, num_beams=beams, warn=False, lm=lm,
                                     lm_weight=0.0) == plain
@@ -532,7 +532,13 @@ def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_
     corpus.write_text("one two three\n" * 40, encoding="utf-8")
     capsys.readouterr()
     assert cli.main(["translate", trained_run, "一二", "三", "--lm", str(corpus), "--lm-weight", "0.3"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2 and "--lm" not in err
+    # Text in the source's language (as zh_news for a Chinese-to-English run) is warned about: its tokens are
+    # ones the decoder never outputs, and every translation came out empty without a word.
+    (tmp_path / "chinese.txt").write_text("一二三四五\n" * 40, encoding="utf-8")
+    assert cli.main(["translate", trained_run, "一二", "--lm", str(tmp_path / "chinese.txt")]) == 0
+    assert "% of the tokens of --lm" in capsys.readouterr().err
     assert cli.main(["translate", trained_run, "一二", "--lm", str(tmp_path / "missing.txt")]) == 2
     assert "--lm" in (err := capsys.readouterr().err) and "does not exist" in err
     # The corpus's own option is named: these said "--data for text generation" and "Pass --text-column",

@@ -162,12 +162,24 @@ class Translator:
 
         return adjust
 
-    def language_model(self, texts):
-        """An `NgramLM` counted on `texts` (target-language text) in this model's output token ids."""
+    def language_model(self, texts, corpus=(), corpus_name=None):
+        """An `NgramLM` counted on `texts` and `corpus` (target-language text) in this model's output token ids.
+
+        `corpus` (the lines of `--lm corpus_name`) is warned about where most of its tokens are ones the
+        decoder never outputs: text in another language (the source's, zh_news for a Chinese-to-English
+        run) made every translation empty without a word.
+        """
         # Through `preprocess`, so the tokenizer runs TensorFlow Text's ops: called as it is, KerasHub's WordPiece
         # takes its pure-Python path (13 s for cedict's targets and zh_news).
-        ids = preprocess(list(texts), self.tokenizer)
+        texts = list(texts)
+        ids = preprocess(texts + list(corpus), self.tokenizer)
         rows = ids.to_list() if isinstance(ids, tf.RaggedTensor) else ids.numpy().tolist()
+        tokens = [i for row in rows[len(texts):] for i in row]
+        foreign = sum(i == self.unk_id or i >= self.output_size for i in tokens) / max(len(tokens), 1)
+        if foreign > 0.5:
+            print(f"Warning: {foreign:.0%} of the tokens of --lm {corpus_name} are ones this model never outputs (not "
+                  "in its training targets), so its language model favours ending each translation at once. --lm "
+                  "takes text in the target language, in words the training targets use.", file=sys.stderr)
         return NgramLM.fit(rows, self.output_size, self.start_id, self.end_id)
 
     def score(self, sources, targets):

@@ -428,7 +428,7 @@ def run_decoding_aids(translator, run_dir, corpus=None, input_method=False):
     train = run_data(config, runs.read_recipe(run_dir), "--input-method" if input_method else "--lm").train
     targets = [references[0] for references in train.references]
     lines = [line for part in load_text_corpus(corpus, flag="--lm") for line in part.splitlines() if line.strip()] if corpus else []
-    lm = translator.language_model(targets + lines)
+    lm = translator.language_model(targets, lines, corpus)
     if not input_method:
         return lm, None
     ids = {token: i for i, token in enumerate(translator.tokenizer.get_vocabulary())}
