@@ -90,6 +90,10 @@ def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy
         with pytest.raises(UserInputError, match=message) as error:
             TrainConfig(**fields)
         assert len(str(error.value)) < 400
+    import tfllm  # evaluate's data likewise (a TypeError from os.stat)
+
+    with pytest.raises(UserInputError, match=r"evaluate's data must be a file or folder path .*to_csv"):
+        tfllm.evaluate(str(tmp_path), data=["a fine film"])
     config = TrainConfig(run_dir=pathlib.Path(tmp_path) / "run", max_rows=np.int64(300), learning_rate=np.float32(0.5))
     config.to_json(runs.path(config.run_dir, runs.RUN_CONFIG))
     assert runs.read_train_config(config.run_dir) == config

@@ -84,6 +84,21 @@ def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=No
                              f"got {seed!r}.")
 
 
+def data_path(value, what, why=""):
+    """`value`, a file or folder path or a bundled name, as a str (a notebook's pathlib.Path too); one
+    UserInputError naming `what` for anything else (texts held in memory: a list, a DataFrame)."""
+    from tfllm.errors import UserInputError
+
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, str) and value:
+        return value
+    # reprlib: a notebook's DataFrame or list of rows printed whole, megabytes of it.
+    raise UserInputError(f"{what} must be a file or folder path or a bundled name, got {type(value).__name__} "
+                         f"{reprlib.repr(value)}. Save texts held in memory to a file first (pandas: "
+                         f"`df.to_csv('data.csv', index=False)`){why}.")
+
+
 # The kinds TrainConfig's fields take (None is always allowed where the field's default is None).
 _KINDS = {"task": str, "data": str, "run_dir": str, "preset": str, "text_column": str, "label_column": str,
           "unlabeled": str, "from_preset": str, "epochs": numbers.Integral, "steps": numbers.Integral,
@@ -159,10 +174,8 @@ class TrainConfig:
                 # reprlib: a notebook's DataFrame or list of rows printed whole, megabytes of it.
                 got = f"{type(value).__name__} {reprlib.repr(value)}"
                 if field.name in ("data", "unlabeled"):
-                    raise UserInputError(
-                        f"TrainConfig {field.name} must be a file or folder path or a bundled name, got {got}. Save "
-                        "texts held in memory to a file first (pandas: `df.to_csv('data.csv', index=False)`): a run "
-                        "records the path, and reads the file again to resume, evaluate and export.")
+                    data_path(value, f"TrainConfig {field.name}", ": a run records the path, and reads the file again "
+                                                                  "to resume, evaluate and export")
                 raise UserInputError(f"TrainConfig {field.name} must be {names}, got {got}.")
             if kind in (numbers.Integral, numbers.Real):  # NumPy's numbers too, as plain ones for run.json
                 setattr(self, field.name, int(value) if kind is numbers.Integral else float(value))

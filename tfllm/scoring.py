@@ -7,6 +7,7 @@ changed nothing), and sends the rest on.
 """
 
 from tfllm import runs
+from tfllm.config import data_path
 from tfllm.errors import UserInputError
 
 # Each option -> the tasks whose evaluation reads it ("generate": causal pretraining too).
@@ -36,6 +37,8 @@ def evaluate(run_dir, data=None, split=None, **options):
     Example:
     >>> tfllm.evaluate("runs/reviews")["accuracy"]
     """
+    if data is not None and not isinstance(data, str):  # a list failed in os.stat: "should be string, ... not list"
+        data = data_path(data, "evaluate's data")
     run_dir = runs.run_dir_argument(run_dir, "evaluate")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
