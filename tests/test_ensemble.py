@@ -26,6 +26,17 @@ def ensemble_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_predict_on_an_ensemble_says_its_members_views_read_a_text_of_unknown_tokens(ensemble_run, capsys):
+    """The members' n-gram views read the raw text, but predict said the ensemble's label "says nothing about
+    it": it looked for the views in the ensemble's own config, not in its members'."""
+    from tfllm.prediction import predict
+
+    predict(ensemble_run[0], ["鑫龘"])
+    err = capsys.readouterr().err
+    assert "is all unknown tokens ([UNK])" in err and "only its characters and words" in err, err
+
+
+@pytest.mark.slow
 def test_members_are_runs_and_the_ensemble_averages_them(ensemble_run):
     from tfllm import runs
     from tfllm.models import EnsembleClassifier

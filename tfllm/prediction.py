@@ -82,7 +82,9 @@ def _reads_raw_text(run_dir):
     """Whether the run's classifier also reads the raw text (character or word n-gram views), so that a
     text all [UNK] to its vocabulary is still read (`--preset tiny`'s 50 pieces spell few whole words)."""
     config = runs.read_json(runs.path(run_dir, runs.TASK_CONFIG)).get("config", {})
-    return any(config.get(view) for view in CODE_POINT_VIEWS)
+    # An ensemble's views are its members' (each a classifier's config inside the ensemble backbone's).
+    members = [member.get("config", {}) for member in config.get("backbone", {}).get("config", {}).get("members", [])]
+    return any(classifier.get(view) for classifier in [config, *members] for view in CODE_POINT_VIEWS)
 
 
 def _check_words(texts, ids, unknown_id, run_dir, offset):
