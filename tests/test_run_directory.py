@@ -104,6 +104,25 @@ def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy
     assert TrainConfig.from_dict({"data": "x.csv", "epoch": 3}, strict=False).epochs is None
 
 
+@pytest.mark.parametrize("trainer, task", [("tfllm.training.classifier:train_classifier", "classify"),
+                                           ("tfllm.training.causal_lm:train_causal_lm", "generate"),
+                                           ("tfllm.training.seq2seq:train_seq2seq", "translate"),
+                                           ("tfllm.training.pretraining:pretrain", "pretrain")])
+def test_a_python_trainer_refuses_its_run_directory_before_reading_the_data(tmp_path, capsys, trainer, task):
+    """tfllm train refused a --run-dir that is a file before reading the data; the Python trainers read and
+    tokenized all of it first (and printed its summary), then refused."""
+    import importlib
+
+    from tfllm.config import TrainConfig
+
+    module, name = trainer.split(":")
+    (tmp_path / "my.csv").write_text("text,label\n")
+    with pytest.raises(UserInputError, match="cannot be a folder: .* is a file"):
+        getattr(importlib.import_module(module), name)(TrainConfig(task=task, data="missing.csv", preset="tiny",
+                                                                   run_dir=str(tmp_path / "my.csv")))
+    assert capsys.readouterr().out == ""  # before the data (missing.csv would be its own error)
+
+
 def test_a_run_directory_that_is_not_a_path_is_one_clear_error():
     from tfllm import runs
 

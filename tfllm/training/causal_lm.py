@@ -341,6 +341,7 @@ def train_causal_lm(config, verbose="auto"):
     preset = causal_lm_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
+    common.check_run_dir(config)
     train_text, val_text = load_run_text(config)
     if config.from_preset:
         from tfllm.training.classifier import preset_backbone_class

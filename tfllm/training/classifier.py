@@ -418,6 +418,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     common.check_config(config, "classify")
     if data is None:  # the command's own config (not an ensemble member's or a teacher's)
         check_unread_options(config)
+        common.check_run_dir(config)
     if config.ensemble != 1:
         # Imported here: the ensemble trainer calls this function for each member.
         from tfllm.training.ensemble import train_ensemble

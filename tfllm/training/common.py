@@ -138,6 +138,15 @@ def check_config(config, *tasks):
         config.preset = runs.fine_tuning_preset(config.from_preset)
 
 
+def check_run_dir(config):
+    """`runs.prepare`'s refusals of the config's run directory (a file in its way, a finished run without
+    `overwrite`, another process training there, ...) before the data is read: `tfllm train` checked first,
+    but a Python trainer read and tokenized all of the data and then refused. Each worker of a multi-worker
+    run prepares its own folder once the strategy exists, so theirs are checked there."""
+    if config.strategy != "multi_worker":
+        runs.check_writable(config.run_dir, config.overwrite, config)
+
+
 def preset_files(load):
     """Decorates `load(handle, ...)`, a model built from a preset, so that a preset folder missing a file
     (its weights, its tokenizer's vocabulary or merges) is one line naming it, not KerasHub's traceback."""

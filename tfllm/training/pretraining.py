@@ -205,6 +205,7 @@ def pretrain(config, verbose="auto"):
     strategy = common.get_strategy(config.strategy)
     preset = masked_lm_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
+    common.check_run_dir(config)
     check_text_column(config.data, config.text_column)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)
@@ -284,6 +285,7 @@ def pretrain_vectors(config):
                              "vectors: it counts the text's words in seconds and trains no step; leave "
                              f"{'it' if len(unused) == 1 else 'them'} out (or use --objective mlm).")
     preset = common.step_recipe("vectors", config)
+    common.check_run_dir(config)
     check_text_column(config.data, config.text_column)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)
     keras.utils.set_random_seed(config.seed)

@@ -264,6 +264,7 @@ def train_seq2seq(config, verbose="auto"):
     preset = translation_preset(config)
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
+    common.check_run_dir(config)
     data = load_data(config, preset)
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
