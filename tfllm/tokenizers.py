@@ -450,9 +450,13 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
                 minloglevel=2,
             )
         except RuntimeError as e:  # e.g. "Vocabulary size is smaller than required_chars. 50 vs 54"
+            reason = str(e).splitlines()[0].rsplit('] ', 1)[-1].split(' Increase')[0][:200]
+            # Its characters alone need `required`: "a few hundred" was wrong for Chinese (1,604 on zh_news).
+            required = re.search(r"required_chars\. \d+ vs (\d+)", reason)
+            enough = f"at least {required[1]}" if required else "a few hundred or more"
             raise UserInputError(f"SentencePiece cannot learn a vocabulary of {vocabulary_size} from these texts "
-                                 f"({str(e).splitlines()[0].rsplit('] ', 1)[-1].split(' Increase')[0][:200]}); raise it with --set "
-                                 "vocabulary_size=N (a few hundred or more), or use --tokenizer wordpiece.") from None
+                                 f"({reason}); raise it with --set vocabulary_size=N ({enough}), or use --tokenizer "
+                                 "wordpiece.") from None
         return SentencePieceTokenizer(proto=proto.getvalue(), sequence_length=sequence_length)
     raise UserInputError(f"Unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}.")
 

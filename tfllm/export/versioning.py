@@ -45,7 +45,7 @@ def is_model_name(name):
 def validate_export_name(name, base_dir="savedmodels"):
     if not is_model_name(name) or ".." in name:
         raise UserInputError(
-            f"Invalid export name {name!r}: use letters, digits, '-', '_' or '.', "
+            f"Invalid export name {name!r}: use ASCII letters, digits, '-', '_' or '.', "
             f"with no '/' or '..' (it becomes a folder under {os.path.join(base_dir, '')})."
         )
     return name

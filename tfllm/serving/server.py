@@ -185,7 +185,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             raise UserInputError("--model-name serves one model from the folder of its versions: give that folder "
                                  "(MODEL_BASE_PATH), and no --model-config-file, which names its own models.")
         if not versioning.is_model_name(model_name):
-            raise UserInputError(f"--model-name {model_name!r}: use letters, digits, '-', '_' or '.' (it is the "
+            raise UserInputError(f"--model-name {model_name!r}: use ASCII letters, digits, '-', '_' or '.' (it is the "
                                  "NAME of /v1/models/NAME).")
         # TF Serving's single-model mode: the model's newest version (its default policy, `latest` 1).
         models = {model_name: ModelPolicy(base_path=os.path.abspath(model_base_path), latest=1)}
