@@ -53,3 +53,16 @@ def write_records(run_dir, task):
         runs.write_json(runs.path(run_dir, "config.json"), {})
         open(runs.path(run_dir, "model.weights.h5"), "wb").close()
     return str(run_dir)
+
+
+MIXED_TEXT = "中国人民银行今天发布新的政策。天气很好，我们去公园！「你好」hello world, the bank of china said.\n" * 4
+
+
+def tiny_wordpiece_generator(sequence_length=16, jit_compile=False):
+    """An untrained model over a WordPiece vocabulary of Chinese characters, CJK punctuation and English words."""
+    from tfllm.generation import Generator
+    from tfllm.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer([MIXED_TEXT], "wordpiece", 120, lowercase=False)
+    model = tiny_lm(tokenizer.vocabulary_size(), sequence_length)
+    return Generator(model, tokenizer, jit_compile=jit_compile)

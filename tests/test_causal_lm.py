@@ -581,3 +581,98 @@ def test_one_beam_is_greedy_and_beams_never_choose_special_tokens():
                              {})[0]
         chosen = generator._cut(ids[5:], (generator.end_id,))  # after the end token: padding, not chosen
         assert not set(chosen.tolist()) & set(generator.banned_ids), ids
+
+
+def test_join_cjk_joins_cjk_characters_and_keeps_spaces_next_to_latin_words():
+    """The rule that undoes WordPiece's spaces in Chinese (tfllm.config.join_cjk), in Python and as the TF op."""
+    import re
+
+    from tfllm.config import CJK_CLASS, CJK_RANGES, join_cjk
+    from tfllm.tokenizers import join_cjk_op
+
+    cases = {"中 文": "中文", "中 国 人 民": "中国人民", "中 ， 文": "中，文", "「 你 好 」 。 ！": "「你好」。！",
+             "（ 中 ） ： ；": "（中）：；", "hello world": "hello world",
+             "中 hello 文": "中 hello 文",  # a space between an ideograph and a Latin word stays
+             "中 hello world 文 。": "中 hello world 文。", "hello 。": "hello 。", "中  文": "中  文",
+             "𠀀 中 豈": "𠀀中豈", "": ""}
+    assert {text: join_cjk(text) for text in cases} == cases
+    # The TF op reads the same pattern with RE2: it agrees with Python's re, in and out of a graph, on the cases
+    # and on characters spread over every range.
+    spread = [" ".join(chr(c) for c in range(low, high + 1, max(1, (high - low) // 9))) for low, high in CJK_RANGES]
+    sample = list(cases) + spread + [" ".join(spread) + " a b"]
+    expected = [join_cjk(text) for text in sample]
+    assert [t.decode() for t in join_cjk_op(tf.constant(sample)).numpy()] == expected
+    assert [t.decode() for t in tf.function(join_cjk_op)(tf.constant(sample)).numpy()] == expected
+    # The explicit ranges hold every character of RE2's \p{Han} (what translation's rule matched), on a sample.
+    characters = [chr(c) for c in range(0x2E00, 0x32400, 7) if not 0xD800 <= c < 0xE000]  # no surrogates
+    han = tf.strings.regex_full_match(tf.constant(characters), r"\p{Han}").numpy()
+    assert han.sum() > 1000
+    assert all(re.fullmatch(CJK_CLASS, c) for c, is_han in zip(characters, han) if is_han)
+    assert not any(re.fullmatch(CJK_CLASS, c) for c in "aZ9 ,.!?-éßπж")
+
+
+def _cjk_gaps(text):
+    import re
+
+    from tfllm.config import CJK_SPACE
+
+    return re.findall(CJK_SPACE, text)
+
+
+def test_only_a_wordpiece_tokenizers_text_loses_its_spaces_between_chinese_characters():
+    from lm_utils import MIXED_TEXT, tiny_wordpiece_generator
+
+    from tfllm.generation import Generator
+    from tfllm.models.causal_lm import CausalLMPreprocessor
+    from tfllm.tokenizers import CharacterTokenizer, train_tokenizer
+
+    generator = tiny_wordpiece_generator()
+    tokenizer = generator.tokenizer
+    ids = np.asarray(tokenizer.tokenize("中国，你好 hello world 中 hello 好「你」")).tolist()
+    assert _cjk_gaps(str(tokenizer.detokenize(np.asarray([ids]))[0]))  # the detokenizer's own spaces
+    expected = "中国，你好 hello world 中 hello 好「你」"  # Latin words keep theirs
+    assert generator.decode(ids) == expected
+    preprocessor = CausalLMPreprocessor(tokenizer, sequence_length=32)
+    assert preprocessor.generate_postprocess({"token_ids": np.asarray([ids]),
+                                              "padding_mask": np.ones([1, len(ids)], bool)}) == [expected]
+    # Character and SentencePiece tokenizers give back the text's own spaces: left as they are.
+    for other in (CharacterTokenizer(vocabulary=sorted(set("中国 你好"))),
+                  train_tokenizer([MIXED_TEXT] * 20, "sentencepiece", 60, lowercase=False)):
+        ids = np.asarray(other.tokenize("中 国 你 好")).tolist()
+        assert Generator(generator.model, other, jit_compile=False).decode(ids) == "中 国 你 好"
+        preprocessor = CausalLMPreprocessor(other, sequence_length=8)
+        assert preprocessor.generate_postprocess({"token_ids": np.asarray([ids]),
+                                                  "padding_mask": np.ones([1, len(ids)], bool)}) == ["中 国 你 好"]
+
+
+@pytest.mark.slow
+def test_a_wordpiece_generator_joins_chinese_characters_in_every_path(tmp_path, capsys):
+    """`中国和 党 伟 。`: WordPiece's detokenizer put a space between every two Chinese characters in generate(),
+    `tfllm generate` and KerasHub's generate() of a run."""
+    import re
+
+    import keras_hub
+    from lm_utils import tiny_wordpiece_generator
+
+    from tfllm.cli import main
+    from tfllm.config import CJK_CLASS
+    from tfllm.generation import generate
+
+    generator = tiny_wordpiece_generator()
+    options = dict(sampler="random", temperature=1.5, seed=3)
+    one_call = generator.generate(["中国", "hello"], 150, **options)
+    pieces = []
+    streamed = generator.generate(["中国", "hello"], 150, stream_callback=lambda i, t: pieces.append((i, t)), **options)
+    # Streaming decodes all new ids again for each chunk: its chunks add up to one call's text.
+    assert streamed == one_call and "".join(t for i, t in pieces if i == 0) == one_call[0]
+    assert all(re.search(f"{CJK_CLASS}{{2}}", t) and not _cjk_gaps(t) for t in one_call)
+    # A run directory: tfllm.generation.generate, `tfllm generate` and KerasHub's own generate().
+    run_dir = write_run_dir(generator, tmp_path / "run")
+    texts = generate(run_dir, ["中国"], 20, **options)
+    assert not _cjk_gaps(texts[0]) and re.search(f"{CJK_CLASS}{{2}}", texts[0])
+    capsys.readouterr()
+    assert main(["generate", run_dir, "中国", "--max-new-tokens", "20", "--sampler", "random", "--temperature", "1.5",
+                 "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() == "中国" + texts[0]
+    from_preset = keras_hub.models.CausalLM.from_preset(run_dir).generate("中国 你", max_length=12)
+    assert from_preset.startswith("中国你") and not _cjk_gaps(from_preset)

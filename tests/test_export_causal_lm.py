@@ -72,3 +72,31 @@ def test_export_reloads_in_fresh_process_with_identical_text(tmp_path):
 
     assert "prompt contains characters the tokenizer never saw in training: \u20ac" in map(
         clean_tf_message, served["errors"]), served["errors"]
+
+
+@pytest.mark.slow
+def test_a_wordpiece_exports_text_has_no_space_between_chinese_characters(tmp_path):
+    """The SavedModel's signatures join Chinese characters as `Generator.generate` does (they printed 中 国 和)."""
+    import re
+
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops, before loading)
+    from lm_utils import tiny_wordpiece_generator
+
+    from tfllm.config import CJK_CLASS, CJK_SPACE
+
+    generator = tiny_wordpiece_generator(jit_compile=True)
+    run_dir = write_run_dir(generator, tmp_path / "run")
+    path = export_causal_lm(run_dir, "zh", base_dir=str(tmp_path / "savedmodels"))
+    loaded = tf.saved_model.load(path)
+    prompts = ["中国", "hello world"]
+    out = loaded.signatures["serving_default"](
+        prompt=tf.constant(prompts), max_new_tokens=tf.constant([30, 30]), temperature=tf.fill([2], 1.5),
+        top_k=tf.zeros([2], tf.int32), top_p=tf.ones([2]), seed=tf.constant([3, 4]))
+    completions = [t.decode() for t in out["completion"].numpy()]
+    assert completions == [generator.generate([p], 30, sampler="random", temperature=1.5, seed=s)[0]
+                           for p, s in zip(prompts, (3, 4))]
+    assert [t.decode() for t in out["text"].numpy()] == [p + c for p, c in zip(prompts, completions)]
+    assert all(re.search(f"{CJK_CLASS}{{2}}", c) and not re.search(CJK_SPACE, c) for c in completions)
+    greedy = loaded.signatures["greedy"](prompt=tf.constant(["中国"]), max_new_tokens=tf.constant([30]))
+    assert greedy["completion"].numpy()[0].decode() == generator.generate(["中国"], 30, sampler="greedy")[0]

@@ -874,6 +874,17 @@ def test_wordpiece_outputs_join_ideographs_in_and_out_of_the_graph():
     assert [t.decode() for t in in_graph.numpy()] == expected
 
 
+def test_clean_text_follows_the_causal_lms_rule_for_cjk_punctuation():
+    """Translation and generation agree: CJK and full-width punctuation joins too (`tfllm.config.join_cjk`)."""
+    from tfllm.config import join_cjk
+    from tfllm.models.seq2seq_lm import clean_text
+
+    texts = ["中 ， 文 。", " 中 hello 文 ", "「 你 好 」 ！", "hello world"]
+    expected = ["中，文。", "中 hello 文", "「你好」！", "hello world"]
+    assert [t.decode() for t in clean_text(tf.constant(texts)).numpy()] == expected
+    assert [join_cjk(t).strip() for t in texts] == expected
+
+
 @pytest.mark.slow
 def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_path, capsys):
     pytest.importorskip("ai_edge_litert")

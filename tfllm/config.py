@@ -6,6 +6,7 @@ import json
 import math
 import numbers
 import os
+import re
 import reprlib
 
 from tfllm.errors import UserInputError
@@ -27,6 +28,39 @@ def truncate_at_stops(text, stops):
         at = text.find(s)
         if at >= 0:
             text = text[:at]
+    return text
+
+
+# WordPiece's detokenizer joins tokens with spaces, and tfllm's WordPiece makes each CJK ideograph and each
+# punctuation mark a token of its own, so Chinese came out as "中 国 和 党 。". The rule that undoes it, owned
+# here (TensorFlow-free) for every path that turns WordPiece ids into text: a space goes when the characters
+# on both sides are CJK (an ideograph, or CJK / full-width punctuation); a space between a CJK character and
+# a Latin word, or between two Latin words, stays ("中 hello 文" is kept as it is). The same ranges, written
+# as literal characters, make one pattern that Python's `re` (`join_cjk`) and TensorFlow's RE2
+# (`tfllm.tokenizers.join_cjk_op`, in the exported graphs) both read.
+CJK_RANGES = (
+    (0x2E80, 0x2FDF),    # CJK radicals supplement, Kangxi radicals (RE2's \p{Han} has them)
+    (0x3000, 0x303F),    # CJK symbols and punctuation: 、。「」『』〈〉… (and 々 〇, which \p{Han} has)
+    (0x3400, 0x4DBF),    # CJK unified ideographs extension A
+    (0x4E00, 0x9FFF),    # CJK unified ideographs
+    (0xF900, 0xFAFF),    # CJK compatibility ideographs
+    (0xFF00, 0xFFEF),    # half-width and full-width forms: ，！？：；（）…
+    (0x20000, 0x2FA1F),  # extensions B-F and I, compatibility ideographs supplement
+    (0x30000, 0x323AF),  # extensions G and H
+)
+CJK_CLASS = "[" + "".join(f"{chr(low)}-{chr(high)}" for low, high in CJK_RANGES) + "]"
+# What the TFLite exports' metadata tells an app (it detokenizes on its own).
+CJK_CHARACTERS = ("(an ideograph, or CJK or full-width punctuation: code points "
+                  + ", ".join(f"U+{low:04X}-U+{high:04X}" for low, high in CJK_RANGES)
+                  + "; two passes of replacing 'A B' by 'AB'; spaces next to any other character stay)")
+CJK_SPACE = f"({CJK_CLASS}) ({CJK_CLASS})"  # replaced by r"\1\2" twice: matches do not overlap ("中 国 人")
+
+
+def join_cjk(text):
+    """`text` without the spaces a WordPiece detokenizer puts between two CJK characters (see `CJK_RANGES`):
+    Python's `re`, for text already out of TensorFlow; `tfllm.tokenizers.join_cjk_op` is the same rule as a TF op."""
+    for _ in range(2):
+        text = re.sub(CJK_SPACE, r"\1\2", text)
     return text
 
 

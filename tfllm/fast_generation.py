@@ -18,6 +18,8 @@ It serves what it fully supports: tfllm's bias-free `CausalLMBackbone`
 float32 weights, and the greedy / top-k / top-p / random samplers.
 `load(run_dir)` returns None for anything else (beam search, subword
 tokenizers, KerasHub presets, ...), and callers use the TensorFlow path.
+A character tokenizer's text keeps its own spaces, so WordPiece's spacing rule
+(`tfllm.config.join_cjk`, applied by `Generator.decode`) has nothing to do here.
 """
 
 import contextlib

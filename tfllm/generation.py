@@ -28,7 +28,8 @@ from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_a
 from tfllm.errors import UserInputError
 from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, refuse_unread_options  # noqa: F401  (TensorFlow-free)
 from tfllm import runs
-from tfllm.tokenizers import CharacterTokenizer, prompt_start_ids, special_token_ids
+from tfllm.config import join_cjk
+from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, prompt_start_ids, special_token_ids
 
 MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
@@ -280,7 +281,11 @@ class Generator:
         text = self.tokenizer.detokenize(np.asarray([ids], "int32"))
         text = keras.ops.convert_to_numpy(text)
         text = text[0] if np.ndim(text) else text
-        return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+        text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+        # WordPiece puts a space between every two tokens, also between two Chinese characters: removed, as in
+        # the SavedModel and KerasHub's generate(). Streaming decodes all new ids again for each chunk, so a
+        # space at a chunk's edge is removed too, and the chunks add up to one call's text.
+        return join_cjk(text) if detokenizes_with_spaces(self.tokenizer) else text
 
     # --- compiled decoding --------------------------------------------------
 

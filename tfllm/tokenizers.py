@@ -23,7 +23,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm.config import TOKENIZER_KINDS
+from tfllm.config import CJK_SPACE, TOKENIZER_KINDS
 from tfllm.errors import UserInputError
 
 PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
@@ -42,6 +42,20 @@ def _add_special_tokens(tokenizer, pad, unk, start, end, mask):
 def special_token_ids(tokenizer):
     """Every special-token id of a KerasHub tokenizer (never decoded as text)."""
     return sorted({int(i) for i in tokenizer.special_token_ids if i is not None})
+
+
+def detokenizes_with_spaces(tokenizer):
+    """True for a WordPiece tokenizer (tfllm's or a KerasHub preset's): its detokenizer joins every token with
+    a space, also between two Chinese characters, so its text goes through `join_cjk_op` / `tfllm.config.join_cjk`.
+    Character and SentencePiece tokenizers give back the text's own spaces: their text is left as it is."""
+    return isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer)
+
+
+def join_cjk_op(texts):
+    """`tfllm.config.join_cjk` as a TF op (RE2, the same pattern), for graphs and exports: string tensor in and out."""
+    for _ in range(2):  # non-overlapping matches: two passes join every gap
+        texts = tf.strings.regex_replace(texts, CJK_SPACE, r"\1\2")
+    return texts
 
 
 def unknown_token_id(tokenizer):

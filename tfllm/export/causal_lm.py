@@ -15,7 +15,8 @@ Decoding is `tfllm.generation.decode_function` (KerasHub's cached loop with
 the per-row `OptionSampler`), XLA-compiled, so a row's output equals
 `Generator.generate` with the same options and `seed` (row i of an in-process
 batch uses `seed + i`). KerasHub's string post-processing calls numpy, so
-special tokens are dropped and ids detokenized with TF ops here. Loading the
+special tokens are dropped and ids detokenized with TF ops here (a WordPiece
+tokenizer's spaces between two CJK characters removed, `tfllm.tokenizers.join_cjk_op`). Loading the
 export needs `import tensorflow_text` first (the tokenizer's ops).
 
 The decoding buffer is rounded up to a multiple of `WIDTH_BUCKET` positions so
@@ -29,7 +30,7 @@ import tensorflow as tf
 
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import Generator, decode_function, load_generator
-from tfllm.tokenizers import CharacterTokenizer
+from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, join_cjk_op
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
@@ -134,6 +135,8 @@ def generation_archive(model, tokenizer, jit_compile=True):
         completion = tokenizer.detokenize(tf.ragged.boolean_mask(out, keep))
         if completion.shape.rank == 2:  # some detokenizers keep a trailing axis
             completion = tf.squeeze(completion, -1)
+        if detokenizes_with_spaces(tokenizer):  # WordPiece's "中 国" -> "中国", as Generator.decode
+            completion = join_cjk_op(completion)
         return {"text": tf.strings.join([prompt, completion]), "completion": completion}
 
     spec = lambda dtype, name: tf.TensorSpec([None], dtype, name=name)  # noqa: E731

@@ -287,7 +287,8 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     from tfllm.datasets.text import load_run_text
     from tfllm.generation import load_generator, sample_prompt
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
-    from tfllm.tokenizers import CharacterTokenizer
+    from tfllm.config import CJK_CHARACTERS
+    from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces
 
     # No XLA: the reference is the plain TF graph of the same computation.
     keras_generator = load_generator(run_dir, jit_compile=False, dtype="float32")
@@ -342,6 +343,11 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             "token_ids": f"{VOCABULARY_FILE}: the token of each id (id = index)"
                          + ("; a character tokenizer's tokens are single characters" if isinstance(
                              keras_generator.tokenizer, CharacterTokenizer) else ""),
+            **({"detokenize": "the ids after the prompt's, special ids dropped: the tokens joined with spaces, a "
+                              f"{keras_generator.tokenizer.suffix_indicator!r} piece glued to the one before it "
+                              "without its prefix; then remove each space between two CJK characters "
+                              + CJK_CHARACTERS + ", as tfllm generate --tflite does"}
+               if detokenizes_with_spaces(keras_generator.tokenizer) else {}),
             "loop": "greedy, as tfllm generate --tflite runs it: prefill(the prompt's ids, zero-padded); then, n = "
                     "the number of ids so far, decode(token_id = the last id, cache, index = n - 1) gives the next "
                     "id's logits (skip the special ids but the end id; stop at the end id) and the cache for the "

@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 
 from tfllm import runs
+from tfllm.config import CJK_CHARACTERS
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_runtime import (convert_saved_model, load_interpreter, require_tflite, tokenizer_entry,
                                           vocabulary_sources)
@@ -58,7 +59,8 @@ def tokenizing_rule(tokenizer):
                   f"after the first written with the {tokenizer.suffix_indicator!r} prefix; a word that cannot "
                   f"be cut so is {unknown}",
                 "detokenize": f"join the tokens with spaces, gluing a {tokenizer.suffix_indicator!r} piece to the "
-                              "one before it without its prefix; then remove each space between two Han ideographs"}
+                              "one before it without its prefix; then remove each space between two CJK characters "
+                              + CJK_CHARACTERS}
     return None
 
 

@@ -26,7 +26,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from tfllm.tokenizers import tokenizer_family
+from tfllm.tokenizers import detokenizes_with_spaces, join_cjk_op, tokenizer_family
 
 BACKBONE_ARGS = (
     "vocabulary_size",
@@ -302,7 +302,10 @@ class CausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         return {"token_ids": token_ids, "padding_mask": padding_mask}
 
     def generate_postprocess(self, x):
-        return python_strings(super().generate_postprocess(x))
+        text = super().generate_postprocess(x)
+        if detokenizes_with_spaces(self.tokenizer):  # "中 国" -> "中国", as tfllm.generation and the exports
+            text = join_cjk_op(text)
+        return python_strings(text)
 
 
 def python_strings(text):

@@ -16,7 +16,8 @@ Text -> ids goes through `Seq2SeqLMPreprocessor` (KerasHub's
 `Seq2SeqLMPreprocessor`): `[BOS] source [EOS]` for the encoder, `[BOS] target`
 in and `target [EOS]` out for the decoder (teacher forcing). Every special
 id comes from the tokenizer. `clean_text` undoes the one thing a WordPiece
-detokenizer gets wrong for Chinese (a space between two ideographs).
+detokenizer gets wrong for Chinese (a space between two ideographs, or an ideograph
+and a CJK punctuation mark).
 """
 
 import keras
@@ -25,7 +26,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfllm.models.causal_lm import mask_after_stop, python_strings
-from tfllm.tokenizers import tokenizer_family
+from tfllm.tokenizers import join_cjk_op, tokenizer_family
 
 BACKBONE_ARGS = (
     "vocabulary_size",
@@ -231,17 +232,12 @@ class Seq2SeqBackbone(keras_hub.models.Backbone):
 
 Seq2SeqTokenizer = tokenizer_family(Seq2SeqBackbone, "Seq2SeqTokenizer")
 
-# A space between two ideographs is WordPiece's way of joining tokens, not text.
-_HAN_SPACE = r"(\p{Han}) (\p{Han})"
-
 
 def clean_text(texts):
-    """Removes the spaces a WordPiece detokenizer puts between Chinese/Japanese ideographs, and those around
-    the text (a character model's padding-like spaces before its end token; training targets have none):
-    a TF op."""
-    for _ in range(2):  # non-overlapping matches: two passes join every gap
-        texts = tf.strings.regex_replace(texts, _HAN_SPACE, r"\1\2")
-    return tf.strings.strip(texts)
+    """Removes the spaces a WordPiece detokenizer puts between two CJK characters (ideographs, CJK and full-width
+    punctuation: `tfllm.config.join_cjk`'s rule, the one causal LMs' text follows too), and those around the text
+    (a character model's padding-like spaces before its end token; training targets have none): a TF op."""
+    return tf.strings.strip(join_cjk_op(texts))
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
