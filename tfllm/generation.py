@@ -24,11 +24,10 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
-from tfllm.errors import UserInputError
-from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, refuse_unread_options  # noqa: F401  (TensorFlow-free)
 from tfllm import runs
-from tfllm.config import join_cjk
+from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
+from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, join_cjk, refuse_unread_options  # noqa: F401  (TensorFlow-free)
+from tfllm.errors import UserInputError
 from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, prompt_start_ids, special_token_ids
 
 MAX_PROMPTS = 256
