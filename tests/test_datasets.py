@@ -242,6 +242,14 @@ def test_csv_labels_1_and_1_0_are_one_class_as_in_json(tmp_path):
     assert load_classification_data(write_csv(tmp_path / "r.csv", rows)).label_names == ["4", "4.5"]
 
 
+def test_a_chinese_negative_label_is_not_the_positive_one(tmp_path):
+    """Binary precision, recall and F1 are of the second label: 负面 (negative) sorts after 正面 and was it."""
+    rows = [(f"文本 {i}", ["正面", "负面"][i % 2]) for i in range(40)]
+    assert load_classification_data(write_csv(tmp_path / "d.csv", rows)).label_names == ["负面", "正面"]
+    rows = [(f"text {i}", ["pos", "neg"][i % 2]) for i in range(40)]  # code-point order where it reads right
+    assert load_classification_data(write_csv(tmp_path / "e.csv", rows)).label_names == ["neg", "pos"]
+
+
 def test_a_jsonl_row_without_a_key_or_with_a_text_or_label_of_another_kind_is_named(tmp_path):
     lines = [json.dumps({"text": f"t{i}", "label": i % 2}) for i in range(30)]
     # The first object lacks its label: the file said it had "no label column 'label'", pass --label-column.

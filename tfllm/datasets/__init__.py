@@ -420,6 +420,11 @@ def _label_text(value):
     return str(int(float(text))) if _WHOLE_DECIMAL.fullmatch(text) else text
 
 
+# Negative labels that sort after their positive ones (负面 after 正面 in code-point order), so that a binary
+# model's positive label (the second) was the negative one; English ones sort first already (bad, negative, no).
+NEGATIVE_LABELS = {"负面", "消极", "差评", "负", "否", "假", "負面", "消極", "差評"}
+
+
 def _label_order(label):
     """Integer labels in numeric order ("2" before "10"), then the others alphabetically."""
     digits = label.lstrip("-")
@@ -559,6 +564,8 @@ def load_classification_data(
                                  f"{label_column!r}; its labels are {in_data[:20]}.")
     if label_names is None:
         present = sorted({raw_labels[i] for i in keep}, key=_label_order)
+        if len(present) == 2 and present[1] in NEGATIVE_LABELS and present[0] not in NEGATIVE_LABELS:
+            present.reverse()  # the second is the positive label, whose precision, recall and F1 are reported
         label_names = [label for label in labels if label in present] if labels else present
         if len(label_names) < 2:
             raise UserInputError(
