@@ -228,6 +228,29 @@ def test_the_deciding_token_gets_the_largest_attribution(marker_run, method):
 # --- KerasHub's own models and generators ------------------------------------------------------
 
 
+@pytest.mark.slow
+def test_an_ensemble_of_three_classes_is_explained_with_its_own_probabilities():
+    """An ensemble's outputs are its members' mean probabilities, not logits: explain applied a softmax to them
+    (0.69 / 0.02 / 0.29 shown as 0.46 / 0.23 / 0.31) and its occlusion scores shrank with them."""
+    from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
+    from tfllm.models.ensemble import EnsembleClassifier
+    from tfllm.tokenizers import train_tokenizer
+
+    keras.utils.set_random_seed(0)
+    tokenizer = train_tokenizer(["a good film", "a bad film", "dull and long"] * 5, "wordpiece", 30)
+    preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=8)
+    members = [TextClassifier(EncoderBackbone(vocabulary_size=tokenizer.vocabulary_size(), sequence_length=8,
+                                              hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=8), 3,
+                              preprocessor=preprocessor) for _ in range(2)]
+    for member in members:  # far from uniform, so that a second softmax shows
+        kernel = member.layers[-1].kernel
+        kernel.assign(np.random.default_rng(1).normal(0, 3, kernel.shape))
+    ensemble = EnsembleClassifier.from_members(members, preprocessor)
+    expected = ensemble.predict(["a good film"], verbose=0)[0]
+    shown = Explainer(ensemble, ["x", "y", "z"]).explain("a good film", method="occlusion")
+    assert [shown.probabilities[name] for name in "xyz"] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
 def test_a_keras_hub_bert_classifier(tmp_path):
     keras.utils.set_random_seed(0)
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + ["zebra"]

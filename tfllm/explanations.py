@@ -230,9 +230,12 @@ class Explainer:
         # "bigram": one per position, for the pair ending there; "wide": unigrams then bigrams; a view's
         # name (VIEWS): its n-grams of the whole raw text, one score in all.
         self._embeddings = [(token_embedding, "token")] if token_embedding is not None else None
+        from tfllm.models.ensemble import EnsembleClassifier
         from tfllm.models.text_classifier import TextClassifier
 
         self._mean_pooled = isinstance(model, TextClassifier)
+        # tfllm's classifiers (an ensemble's mean of its members' too) output probabilities; KerasHub's, logits.
+        self._outputs_probabilities = isinstance(model, (TextClassifier, EnsembleClassifier))
         names = {layer.name: layer for layer in model.layers} if self._mean_pooled else {}
         self._views = [(names[layer], view) for layer, view in VIEWS.items() if layer in names]
         if self._mean_pooled and self._embeddings:
@@ -304,7 +307,7 @@ class Explainer:
             return tf.concat([1.0 - outputs, outputs], axis=-1)
         activation = getattr(self.model, "activation", None)
         activation = keras.activations.get(activation) if activation is not None else None
-        if not self._mean_pooled and activation in (None, keras.activations.linear):
+        if not self._outputs_probabilities and activation in (None, keras.activations.linear):
             return tf.nn.softmax(outputs, axis=-1)  # KerasHub classifiers output logits by default
         return outputs
 
