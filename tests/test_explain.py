@@ -231,7 +231,8 @@ def test_the_deciding_token_gets_the_largest_attribution(marker_run, method):
 @pytest.mark.slow
 def test_an_ensemble_of_three_classes_is_explained_with_its_own_probabilities():
     """An ensemble's outputs are its members' mean probabilities, not logits: explain applied a softmax to them
-    (0.69 / 0.02 / 0.29 shown as 0.46 / 0.23 / 0.31) and its occlusion scores shrank with them."""
+    (0.69 / 0.02 / 0.29 shown as 0.46 / 0.23 / 0.31) and its occlusion scores shrank with them. A target given
+    as a number names the label that spells it."""
     from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
     from tfllm.models.ensemble import EnsembleClassifier
     from tfllm.tokenizers import train_tokenizer
@@ -247,8 +248,9 @@ def test_an_ensemble_of_three_classes_is_explained_with_its_own_probabilities():
         kernel.assign(np.random.default_rng(1).normal(0, 3, kernel.shape))
     ensemble = EnsembleClassifier.from_members(members, preprocessor)
     expected = ensemble.predict(["a good film"], verbose=0)[0]
-    shown = Explainer(ensemble, ["x", "y", "z"]).explain("a good film", method="occlusion")
-    assert [shown.probabilities[name] for name in "xyz"] == pytest.approx(expected.tolist(), abs=1e-5)
+    shown = Explainer(ensemble, ["0", "1", "2"]).explain("a good film", method="occlusion", target=2)
+    assert [shown.probabilities[name] for name in "012"] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert shown.target == "2"  # a number names the label it spells (2 was "not one of 0, 1, 2")
 
 
 def test_a_keras_hub_bert_classifier(tmp_path):

@@ -436,6 +436,8 @@ class Explainer:
                                      "token as the vocabulary spells it (as explain lists the next tokens), e.g. "
                                      "a character for a character-level model.")
             return index
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            target = str(target)  # labels are text: 2 names the label "2" (it was refused as "not one of 0, 1, 2")
         if target not in self.label_names:
             raise UserInputError(f"Unknown --target {target!r}; this model's labels are "
                                  f"{', '.join(self.label_names)}.")
