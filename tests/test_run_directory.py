@@ -26,6 +26,13 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
     runs.write_json(os.path.join(runs.path(run_dir, runs.BACKUP), "training_metadata.json"), {})  # after an epoch
     assert runs.prepare(run_dir, config=config) == (True, None)
     assert runs.prepare(run_dir, overwrite=True, config=config)[0]  # the same command with --overwrite resumes
+    data = tmp_path / "reviews.csv"  # a data file spelt another way is the same file (was "data differ")
+    data.write_text("text,label\n")
+    before = dataclasses.replace(config, data=str(data))
+    assert runs.changed_settings(run_dir, before) == ["data"]
+    before.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    assert runs.changed_settings(run_dir, dataclasses.replace(config, data=f"{tmp_path}/./reviews.csv")) == []
+    config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
     other = dataclasses.replace(config, learning_rate=0.5, overrides={"hidden_dim": 32})
     with pytest.raises(UserInputError, match=r"other settings \(learning_rate, overrides differ\)"):
         runs.prepare(run_dir, config=other)

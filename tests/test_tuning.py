@@ -415,6 +415,9 @@ def test_a_search_on_an_edited_data_file_is_not_continued(tmp_path, capsys):
             tmp_path / "search"]
     assert "No trial completed" in main_in_process(capsys, *args).stderr
     assert "No trial completed" in main_in_process(capsys, *args).stderr  # the same file: continued
+    # The same file spelt another way continues too (it was "a search with other settings (data differ)").
+    spelt = [f"{os.path.dirname(data)}/./{os.path.basename(data)}" if arg == data else arg for arg in args]
+    assert "No trial completed" in main_in_process(capsys, *spelt).stderr
     with open(data, "a") as f:
         f.write("an edited row,good\n")
     result = main_in_process(capsys, *args)

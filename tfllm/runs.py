@@ -601,8 +601,11 @@ def changed_settings(run_dir, config):
     and `data (the file changed)` when the data file was edited since (it would split differently)."""
     import dataclasses
 
+    from tfllm.datasets import same_data
+
     before, now = read_config(run_dir), dataclasses.asdict(config)
-    changed = sorted(k for k in now if k not in _RESUME_MAY_DIFFER and k in before and before[k] != now[k])
+    changed = sorted(k for k in now if k not in _RESUME_MAY_DIFFER and k in before and before[k] != now[k]
+                     and not (k == "data" and same_data(now[k], before[k])))  # x.csv, ./x.csv, /abs/x.csv: one file
     if "data" not in changed and data_changed(run_dir, config.data):
         changed.append("data (the file changed)")
     return changed

@@ -28,7 +28,7 @@ import sys
 import time
 
 from tfllm import runs
-from tfllm.datasets import data_fingerprint
+from tfllm.datasets import data_fingerprint, same_data
 from tfllm.errors import UserInputError
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
@@ -477,7 +477,8 @@ def _check_directory(directory, settings):
             raise UserInputError(f"--data {settings['data']!r} changed since the search in {directory!r} started: "
                                  "its trials were trained on the file as it was. Restore the file to continue the "
                                  "search, or start a new one in another --run-dir.")
-        changed = sorted(k for k in set(before) | set(settings) if k != "data_sha256" and before.get(k) != settings.get(k))
+        changed = sorted(k for k in set(before) | set(settings) if k != "data_sha256" and before.get(k) != settings.get(k)
+                         and not (k == "data" and same_data(settings[k], before.get(k))))  # ./x.csv is x.csv
         if changed:
             raise UserInputError(f"--run-dir {directory!r} holds a search with other settings ({', '.join(changed)} "
                                  "differ); rerun it with the same ones to continue it, or choose another --run-dir.")
