@@ -35,6 +35,16 @@ def _plugin_tags(log_dir):
 
 
 @pytest.mark.slow
+def test_a_search_that_runs_out_of_values_says_so(tmp_path, capsys):
+    """A space of one combination ran 1 of --max-trials 2 trials and ended without a word (not by time)."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"hidden_dim": [8]}))
+    assert _tune(tmp_path / "search", space, "--max-trials", 2, "--set", "epochs=1") == 0
+    out = capsys.readouterr().out
+    assert "The search ended after 1 of --max-trials 2 trials: the space has no other combination" in out, out
+
+
+@pytest.mark.slow
 def test_two_trials_write_hparams_a_best_run_and_continue(tmp_path, space_file):
     from tensorboard.plugins.hparams import plugin_data_pb2
 

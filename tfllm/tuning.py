@@ -581,6 +581,11 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
     try:
         tuner.search(verbose=verbose)
+        if len(oracle.trials) < max_trials:  # KerasTuner's oracle had nothing more to try: said, not silent
+            why = (f"Hyperband's brackets for {max_epochs} epoch(s) are done; raise the trials' epochs (--set) for "
+                   "more" if algorithm == "hyperband" else "the space has no other combination of values; widen "
+                   "--space for more")
+            print(f"The search ended after {len(oracle.trials)} of --max-trials {max_trials} trials: {why}.")
     except _OutOfTime:
         print(f"--max-minutes {max_minutes} passed: no further trial started.")
     except keras_tuner.errors.FatalError as e:
