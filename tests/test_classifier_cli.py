@@ -697,6 +697,34 @@ def test_a_class_missing_from_the_validation_split_is_still_predicted(tmp_path, 
     assert json.loads(result.stdout)["probabilities"]["pos"] > 1e-6
 
 
+def test_the_blend_of_several_classes_keeps_a_class_without_validation_rows():
+    """One rare class missing from the validation split switched the whole naive-Bayes path off (a 200-class
+    run lost it to 20 of them): its blend bias now stays 0 while the other classes' are fitted."""
+    from tfllm.models.text_classifier import _fit_blend
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)  # classes 0 and 1 only; class 2 has no rows
+    views = [np.eye(3)[labels] * 2 + rng.normal(0, 1, (300, 3)) for _ in range(2)]
+    encoder_scale, wide_scale, bias = _fit_blend(views, labels)
+    assert bias[2] == 0 and np.isfinite(bias).all() and bias[:2].any()
+    assert encoder_scale > 0 and wide_scale > 0
+
+
+@pytest.mark.slow
+def test_a_rare_class_missing_from_validation_keeps_the_wide_path_of_a_multi_class_model(tmp_path, capsys):
+    data = tmp_path / "skewed.csv"
+    data.write_text("text,label\n" + "".join(f"a dull boring film {i},neg\n" for i in range(60))
+                    + "".join(f"an ok average film {i},mid\n" for i in range(60))
+                    + "".join(f"a great lovely film {i},pos\n" for i in range(4)))
+    run_dir = tmp_path / "run"
+    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "the validation split has no 'pos' rows, so their blend bias stays 0" in result.stdout, result.stdout
+    assert "ngram_tables_from" in json.loads((run_dir / "metrics.json").read_text())  # the wide path is in
+    result = main_in_process(capsys, "predict", run_dir, "a great lovely film 1")
+    assert json.loads(result.stdout)["probabilities"]["pos"] > 1e-6
+
+
 def test_evaluate_on_another_file_keeps_the_rows_of_the_runs_labels(tmp_path, capsys):
     """A run trained with --labels keeps only those rows of its data; another file's other rows were refused
     as 'labels the model was not trained on', to be dropped by hand."""

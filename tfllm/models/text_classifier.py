@@ -251,7 +251,10 @@ def _fit_blend(logits, labels, l2=1e-3, iterations=50, class_weight=None):
     Convex, so it converges in a few steps, to the same weights however the
     inputs were computed (one device or several). `class_weight` (`{class id:
     weight}`, as `fit` takes it) weighs each row's loss by its class. Returns
-    the layer's weights in its order: encoder and wide scales, bias, [character scale], [word scale]."""
+    the layer's weights in its order: encoder and wide scales, bias, [character scale], [word scale].
+
+    A class that no row of `labels` has (several classes; a rare one left out of the validation split) keeps
+    a bias of 0: fitted, its bias ran to minus infinity and the class was never predicted again."""
     views = [np.asarray(a, "float64") for a in logits]
     k = len(views)
     n, units = views[0].shape
@@ -262,6 +265,7 @@ def _fit_blend(logits, labels, l2=1e-3, iterations=50, class_weight=None):
     # z = J @ theta with theta = (k scales, bias...): J is [n, units, k + units].
     jac = np.concatenate([v[..., None] for v in views] + [np.broadcast_to(np.eye(units), (n, units, units))], axis=2)
     penalty = np.r_[np.full(k, l2), np.zeros(units)]
+    fixed = np.r_[np.zeros(k, bool), ~np.isin(np.arange(units), labels) if units > 1 else np.zeros(1, bool)]
 
     def probabilities_and_loss(theta):  # the loss includes the penalty
         z = jac @ theta
@@ -284,7 +288,9 @@ def _fit_blend(logits, labels, l2=1e-3, iterations=50, class_weight=None):
         else:
             s = np.einsum("nu,uv->nuv", p, np.eye(units)) - p[:, :, None] * p[:, None, :]
             hessian = np.einsum("nuk,nuv,nvl->kl", jac, rows[:, None, None] * s, jac) / n
-        step = np.linalg.lstsq(hessian + np.diag(penalty), gradient, rcond=None)[0]
+        gradient[fixed] = 0
+        hessian[fixed, :] = hessian[:, fixed] = 0
+        step = np.linalg.lstsq(hessian + np.diag(penalty), gradient, rcond=None)[0]  # 0 for the fixed biases
         t = 1.0  # backtracking keeps every step downhill
         while t > 1e-6 and probabilities_and_loss(theta - t * step)[1] > loss:
             t /= 2

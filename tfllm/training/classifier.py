@@ -524,12 +524,16 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             # (Not for a preset kept as it is, --epochs 0: its wide path is trained.)
             wide = preset.get("wide_bigram_buckets") and isinstance(model, TextClassifier) and preset["epochs"]
             val_probabilities, tables_from = None, None
-            if wide and unseen:
+            if wide and unseen and len(data.label_names) == 2:
                 # Fitted on a split without a class, the blend's bias for it runs to minus infinity: that
                 # class was never predicted again (probability 1e-11 for its own training texts).
                 print(f"Naive-Bayes wide path left out: the validation split has no {', '.join(map(repr, unseen))} "
                       "rows to fit its blend on (the encoder's probabilities stand alone)")
             elif wide:
+                if unseen:  # several classes: the others' blend is fitted, theirs keeps a bias of 0 (_fit_blend)
+                    shown = ", ".join(map(repr, unseen[:10])) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
+                    print(f"Naive-Bayes wide path: the validation split has no {shown} rows, so their blend bias "
+                          "stays 0 (fitted on the other classes)")
                 # `refit_on_validation` (on unless set false): once the blend is fitted, the tables count both splits.
                 refit = preset.get("refit_on_validation", True)
                 tables_from = ["train", "val"] if refit else ["train"]
