@@ -619,3 +619,11 @@ def test_eager_batch_size_scores_more_texts_a_call_the_smaller_the_model():
     assert eager_batch_size(model(100, 128)) == 2**22 // (100 * 128)  # article: a 16 MB activation
     assert eager_batch_size(model(512, 768)) == 256  # BERT-base: never fewer than before
     assert eager_batch_size(SimpleNamespace(preprocessor=None)) == 256  # a task that does not say
+    # Many classes: each n-gram id of the views gathers a row of num_classes; 2,048 rows of a 200-class model
+    # peaked at 7.2 GB. The rows keep that gather within 2**25 floats; two or three classes keep 2,048.
+    views = lambda num_classes: SimpleNamespace(  # noqa: E731
+        preprocessor=SimpleNamespace(sequence_length=16, char_length=320), backbone=SimpleNamespace(hidden_dim=16),
+        num_classes=num_classes, char_ngram_buckets=1000, word_ngram_buckets=1000)
+    assert eager_batch_size(views(2)) == eager_batch_size(views(3)) == 2048
+    assert eager_batch_size(views(200)) * (2 * 16 + 6 * 321) * 200 <= 2**25
+    assert eager_batch_size(views(100_000)) == 16

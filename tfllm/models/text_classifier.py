@@ -168,18 +168,29 @@ class NgramIds(keras.layers.Layer):
 def eager_batch_size(model):
     """Rows per eager call of `model` where tfllm computes its outputs over many texts (predictions, and a
     run's views and n-gram ids over a split): at least 256, and for small models more, up to 2,048, as many as
-    keep a `[rows, sequence_length, hidden_dim]` activation within 2**22 floats (16 MB).
+    keep a `[rows, sequence_length, hidden_dim]` activation within 2**22 floats (16 MB); fewer (16 at least)
+    for many classes, whose n-gram lookups grow with them.
 
     Eagerly the cost is mostly per op, not per row: a `default` run scored 11,000 texts in 6.4 s at 256 rows
     a call and 2.6 s at 2,048, the same probabilities (medians, `benchmarks/probe_eager_batch.py`). A traced
     `predict` of the views spent 1.1-1.4 s, most of it tracing (the `tiny` and `default` presets), where the
     eager calls over a validation split take 0.1-0.4 s (docs/benchmarks.md, "training-speed-stop60").
     """
-    length = getattr(getattr(model, "preprocessor", None), "sequence_length", None)
+    preprocessor = getattr(model, "preprocessor", None)
+    length = getattr(preprocessor, "sequence_length", None)
     width = getattr(getattr(model, "backbone", None), "hidden_dim", None)
     if not (length and width):
         return 256
-    return int(min(2048, max(256, 2**22 // (length * width))))
+    rows = min(2048, max(256, 2**22 // (length * width)))
+    # The n-gram paths look up a row of `units` (the classes; 1 for two) per n-gram id: a `[rows, ids, units]`
+    # gather. With 200 classes, `tiny`'s ~1,500 ids a text and 2,048 rows, scoring 2,000 texts peaked at 7.2 GB;
+    # kept within 2**25 floats (128 MB), 1.2 GB, in 3.2 s instead of 2.3 s (/tmp probe, an untrained model).
+    units = getattr(model, "num_classes", 2)
+    units = 1 if units <= 2 else units
+    chars = (getattr(preprocessor, "char_length", None) or 0) + 1
+    ids = 2 * length + (len(CHAR_NGRAM_ORDERS) * chars if getattr(model, "char_ngram_buckets", None) else 0) \
+        + (2 * chars if getattr(model, "word_ngram_buckets", None) else 0)
+    return int(max(16, min(rows, 2**25 // (ids * units))))
 
 
 def _eager_batches(model, data, batch_size):
