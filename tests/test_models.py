@@ -606,6 +606,22 @@ def test_predict_probabilities_refuses_one_string(tiny_classifier_run):
                                atol=1e-6)
 
 
+def test_the_n_gram_tables_of_many_classes_keep_to_a_budget(capsys):
+    """Each bucket of the per-class n-gram tables holds a row of the classes: `default` with 200 classes held
+    262 M parameters (1 GB of weights, 11 GB while training). Beyond the budget the buckets shrink."""
+    from tfllm.training.classifier import PER_CLASS_TABLES, TABLE_CELLS, class_tables
+
+    default = resolve_preset("classify", "default")
+    for num_classes in (2, 3, 4):  # the preset's own sizes, and nothing said
+        assert class_tables(default, num_classes) == {name: default[name] for name in PER_CLASS_TABLES}
+    assert capsys.readouterr().out == ""
+    many = class_tables(default, 200)
+    assert all(size * 200 <= TABLE_CELLS for size in many.values())
+    assert "N-gram tables for 200 classes: wide_bigram_buckets 262,144 -> " in capsys.readouterr().out
+    tiny = resolve_preset("classify", "tiny")
+    assert class_tables(tiny, 200) == {name: tiny[name] for name in PER_CLASS_TABLES}  # already small
+
+
 def test_eager_batch_size_scores_more_texts_a_call_the_smaller_the_model():
     from types import SimpleNamespace
 

@@ -72,7 +72,25 @@ def own_classifier(preset, tokenizer, num_classes):
     preprocessor = TextClassifierPreprocessor(tokenizer, sequence_length=preset["sequence_length"],
                                               **char_preprocessing(preset))
     return TextClassifier(backbone, num_classes, preprocessor=preprocessor,
-                          **{k: preset[k] for k in HEAD_ARGS if k in preset})
+                          **{**{k: preset[k] for k in HEAD_ARGS if k in preset}, **class_tables(preset, num_classes)})
+
+
+TABLE_CELLS = 2**21  # the most cells (buckets x classes) an n-gram table holds: 8 MB of float32
+PER_CLASS_TABLES = ("wide_bigram_buckets", *CODE_POINT_VIEWS)  # a row of num_classes a bucket (1 for two)
+
+
+def class_tables(preset, num_classes):
+    """The preset's n-gram table sizes for `num_classes`: each bucket holds a row of the classes (one number for
+    two), so `default`'s 524,287-bucket tables held 262 M parameters for 200 classes (1 GB of weights, 11 GB
+    while training). Beyond `TABLE_CELLS` cells a table's buckets shrink to fit, to 4,096 at the fewest;
+    two to four classes keep the preset's."""
+    units = 1 if num_classes <= 2 else num_classes
+    sizes = {name: min(preset[name], max(4096, TABLE_CELLS // units)) for name in PER_CLASS_TABLES if preset.get(name)}
+    if any(sizes[name] < preset[name] for name in sizes):
+        print(f"N-gram tables for {num_classes} classes: " + ", ".join(
+            f"{name} {preset[name]:,} -> {sizes[name]:,}" for name in sizes if sizes[name] < preset[name])
+            + f" (at most {TABLE_CELLS:,} buckets x classes each)")
+    return sizes
 
 
 def char_preprocessing(preset):
