@@ -266,6 +266,19 @@ def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_r
     assert fast.predict(["a good\u0378film"]) is None and fast.predict(["fine", "nul\x00"]) is None
 
 
+def test_numpy_predict_looks_up_only_the_words_it_reads(tiny_classifier_run, monkeypatch):
+    """predict looked up the subwords of every word of a text twice (its ids, then the [UNK] check), where the
+    model reads its first sequence_length tokens: 144 texts of 1,800 characters a second."""
+    from tfllm import fast_classification, prediction
+
+    tokenizer_class = type(fast_classification.load(tiny_classifier_run).tokenizer)
+    lookups = []
+    word_ids = tokenizer_class.word_ids
+    monkeypatch.setattr(tokenizer_class, "word_ids", lambda self, word: lookups.append(word) or word_ids(self, word))
+    [answer] = prediction.predict(tiny_classifier_run, ["a fine film " * 500])
+    assert answer["label"] and len(lookups) < 40  # 1,500 words: only those the 16-token model reads, and one
+
+
 @pytest.mark.slow
 def test_cli_predict_runs_without_tensorflow(tiny_classifier_run):
     """`tfllm predict` on tfllm's own classifier never imports TensorFlow, and prints what the TensorFlow

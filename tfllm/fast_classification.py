@@ -19,6 +19,7 @@ tokenizer). `load(run_dir)` returns None for anything else; callers then use
 the TensorFlow path.
 """
 
+import itertools
 import os
 import re
 import unicodedata
@@ -96,10 +97,16 @@ class WordPiece:
                 return [self.oov_id]
         return ids
 
+    def token_ids(self, text):
+        """The text's token ids, as they are asked for: subwords are looked up only as far as a reader goes."""
+        for word in self.words(text):
+            yield from self.word_ids(word)
+
     def pack(self, text, sequence_length):
-        """`[start] ids... [end]`, the ids truncated to fit `sequence_length`; no padding (it is masked anyway)."""
-        ids = [i for word in self.words(text) for i in self.word_ids(word)]
-        return np.array([self.start_id] + ids[: sequence_length - 2] + [self.end_id], np.int64)
+        """`[start] ids... [end]`, the ids truncated to fit `sequence_length`; no padding (it is masked anyway).
+        Only the ids that fit are looked up: a 2,000-character review's hundreds of words cost as much as 16."""
+        ids = list(itertools.islice(self.token_ids(text), sequence_length - 2))
+        return np.array([self.start_id] + ids + [self.end_id], np.int64)
 
 
 class NumpyTextClassifier:

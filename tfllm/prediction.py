@@ -55,8 +55,7 @@ def classify(run_dir, texts, chunk_size=CHUNK):
         probabilities = fast.predict(chunk) if fast else None
         if probabilities is not None:
             tokenizer = fast.tokenizer
-            ids = [[i for word in tokenizer.words(text) for i in tokenizer.word_ids(word)] for text in chunk]
-            _check_words(chunk, ids, tokenizer.oov_id, run_dir, offset)
+            _check_words(chunk, map(tokenizer.token_ids, chunk), tokenizer.oov_id, run_dir, offset)
             label_names = fast.label_names
         else:
             from tfllm.tokenizers import unknown_token_id
@@ -94,11 +93,15 @@ def _check_words(texts, ids, unknown_id, run_dir, offset):
     as confident, without a word. `offset`: how many texts came before these (their numbers count from 1
     over all of them)."""
     for i, (text, row) in enumerate(zip(texts, ids), offset + 1):
-        if not len(row):
+        # Read as far as the first known token: `row` may be lazy (the NumPy tokenizer's ids as asked for,
+        # where looking up every word of a long text twice made `predict --file` 144 texts a second).
+        tokens = (int(t) for t in row)
+        first = next(tokens, None)
+        if first is None:
             raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
                                  "space characters); pass the texts to classify, e.g. tfllm predict "
                                  f"{runs.shell_path(run_dir)} \"a joyous, moving film\".")
-        if unknown_id is not None and all(int(t) == unknown_id for t in row):
+        if unknown_id is not None and first == unknown_id and all(t == unknown_id for t in tokens):
             # Not "words never seen in training": a small vocabulary (`--preset tiny`'s) cannot spell words
             # that training had plenty of.
             so = ("only its characters and words, as the model's n-gram views read them, inform its label" if
