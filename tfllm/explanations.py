@@ -257,6 +257,9 @@ class Explainer:
             raise UserInputError("The text is empty; pass the text to explain, e.g. "
                                  "tfllm explain RUN_DIR \"a joyous, moving film\".")
         if self.generator:
+            from tfllm.generation import refuse_unseen  # as `tfllm generate` refuses it: it would never continue it
+
+            refuse_unseen(self.tokenizer, text, np.asarray(self.tokenizer.tokenize(text)))
             x = self.preprocessor.generate_preprocess([text])
         else:
             x = self.preprocessor([text])

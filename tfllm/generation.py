@@ -202,6 +202,23 @@ def context_window(model):
             or model.preprocessor.sequence_length)
 
 
+def refuse_unseen(tokenizer, prompt, ids):
+    """Refuses a prompt whose token `ids` hold the tokenizer's unknown id: text it never saw in training (for a
+    character tokenizer, the characters are named). `tfllm generate` and `tfllm explain` refuse it alike."""
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    if unk_id is None or not (np.asarray(ids) == unk_id).any():
+        return
+    if isinstance(tokenizer, CharacterTokenizer):
+        known = set(tokenizer.get_vocabulary())
+        unseen = sorted({c for c in prompt if c not in known})
+        what = "characters " + ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+    else:
+        what = "text"
+    them = "it" if what == "text" else "them"
+    raise UserInputError(f"Prompt {shown(prompt)} contains {what} the tokenizer never saw in training; remove or "
+                         f"replace {them}.")
+
+
 class Generator:
     """A causal LM and its tokenizer, ready to turn prompts into text.
 
@@ -260,17 +277,7 @@ class Generator:
         ids = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(prompt))).astype("int32").ravel()
         if len(ids) == 0:
             raise UserInputError(f"Prompt {shown(prompt)} has no tokens the model knows (only spaces?).")
-        if self.unk_id is not None and (ids == self.unk_id).any():
-            if isinstance(self.tokenizer, CharacterTokenizer):
-                known = set(self.tokenizer.get_vocabulary())
-                unseen = sorted({c for c in prompt if c not in known})
-                what = "characters " + ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
-            else:
-                what = "text"
-            them = "it" if what == "text" else "them"
-            raise UserInputError(
-                f"Prompt {shown(prompt)} contains {what} the tokenizer never saw in training; remove or replace {them}."
-            )
+        refuse_unseen(self.tokenizer, prompt, ids)
         return np.concatenate([np.asarray(self.start_ids, "int32"), ids]) if self.start_ids else ids
 
     def decode(self, ids):
