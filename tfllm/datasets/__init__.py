@@ -112,10 +112,11 @@ def read_lines(path, empty_fix=None):
                 try:
                     line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as e:
+                    encoding = likely_encoding(raw)
+                    big5 = " (-f big5 for traditional Chinese in Big5)" if encoding == "gb18030" else ""
                     raise UserInputError(
                         f"{path!r} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
-                        f"Re-save it as UTF-8, e.g. `iconv -f {likely_encoding(raw)} -t utf-8`"
-                        f"{' (-f big5 for traditional Chinese in Big5)' if likely_encoding(raw) == 'gb18030' else ''}.") from None
+                        f"Re-save it as UTF-8, e.g. `iconv -f {encoding} -t utf-8`{big5}.") from None
                 blank = blank and not line.strip()
                 yield line
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
