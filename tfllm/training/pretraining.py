@@ -2,8 +2,9 @@
 or a decoder on next-token prediction.
 
 The masked-LM objective is KerasHub's: `MaskedLMPreprocessor` (its
-`MaskedLMMaskGenerator` hides 15% of the tokens) and `MaskedLM` with a
-`MaskedLMHead` tied to the token embedding. The run directory is a preset
+`MaskedLMMaskGenerator` hides 15% of the tokens; in training the same rules
+draw from the seed, `seeded_masking`, so a seeded run repeats) and `MaskedLM`
+with a `MaskedLMHead` tied to the token embedding. The run directory is a preset
 holding the `MaskedLM` task, so `tfllm train --task classify --from-preset
 RUN_DIR` fine-tunes its backbone with its tokenizer. The causal objective is
 `tfllm.training.causal_lm`'s trainer on the same kinds of text; its run is a
