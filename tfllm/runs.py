@@ -585,7 +585,7 @@ def owner_pid(run_dir):
     return None
 
 
-def _dead_start(run_dir):
+def dead_start(run_dir):
     """The records of a run stopped (killed) before its first backup: nothing to resume, nothing finished.
     Not a finished run that lost a file since (its weights are there): that one was deleted as a dead start."""
     return os.path.exists(path(run_dir, RUN_CONFIG)) and not is_finished(run_dir) and not is_unfinished(run_dir) \
@@ -686,7 +686,7 @@ def check_writable(run_dir, overwrite=False, config=None):
                 "with these, or choose another --run-dir.")
         return
     previous = _previous(run_dir)
-    if os.path.isdir(previous) and not _dead_start(run_dir):
+    if os.path.isdir(previous) and not dead_start(run_dir):
         # Set aside by an --overwrite run that was interrupted and then deleted: the next --overwrite would
         # have deleted it without a word to make room for its own.
         raise UserInputError(
@@ -695,7 +695,7 @@ def check_writable(run_dir, overwrite=False, config=None):
             f"{run_dir!r} is out of the way) or elsewhere, or delete it, then run the command again.")
     if not (os.path.isdir(run_dir) and os.listdir(run_dir)):
         return
-    if _dead_start(run_dir) and not is_finished(previous):
+    if dead_start(run_dir) and not is_finished(previous):
         return
     missing = missing_files(run_dir)
     if missing and not overwrite:
@@ -736,7 +736,7 @@ def prepare(run_dir, overwrite=False, config=None):
 
 def _prepare(run_dir, overwrite, config):
     previous = _previous(run_dir)
-    if _dead_start(run_dir):
+    if dead_start(run_dir):
         # Killed before its first backup (no cleanup ran): nothing to resume. An --overwrite run
         # also left the old run aside, which comes back before anything else is decided.
         shutil.rmtree(run_dir)

@@ -142,8 +142,9 @@ def check_run_dir(config):
     """`runs.prepare`'s refusals of the config's run directory (a file in its way, a finished run without
     `overwrite`, another process training there, ...) before the data is read: `tfllm train` checked first,
     but a Python trainer read and tokenized all of the data and then refused. Each worker of a multi-worker
-    run prepares its own folder once the strategy exists, so theirs are checked there."""
-    if config.strategy != "multi_worker":
+    run prepares its own folder once the strategy exists, so theirs are checked there. A run killed before
+    its first backup is left to `runs.prepare`, which puts back the run an `--overwrite` had set aside first."""
+    if config.strategy != "multi_worker" and not runs.dead_start(config.run_dir):
         runs.check_writable(config.run_dir, config.overwrite, config)
 
 
