@@ -131,3 +131,24 @@ def test_plots_from_a_history():
     report = {"confusion_matrix": {"labels": ["rotten", "fresh"], "matrix": [[3, 1], [2, 4]]}}
     fig = reporting.plot_confusion_matrix(report)
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1", "2", "3", "4"]
+
+
+def test_confusion_matrix_plot_scales_to_many_classes():
+    # 200 classes drew a 162 x 161 inch figure with 40,000 cell texts (a minute, 8 GB).
+    n = 200
+    labels = [f"class_{i}" for i in range(n)]
+    matrix = np.random.default_rng(0).integers(0, 50, size=(n, n)).tolist()
+    fig = reporting.plot_confusion_matrix({"confusion_matrix": {"labels": labels, "matrix": matrix}})
+    width, height = fig.get_size_inches()
+    assert max(width, height) <= reporting.CONFUSION_MAX_INCHES + 1
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0
+    xticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert 0 < len(xticks) <= reporting.CONFUSION_MAX_TICKS and xticks[0] == "class_0"
+    assert len(ax.get_yticklabels()) == len(xticks)
+    # Small matrices are drawn as before: every cell annotated, every label shown.
+    small = {"confusion_matrix": {"labels": ["a", "b", "c"], "matrix": [[1, 0, 0], [0, 2, 0], [0, 0, 3]]}}
+    fig = reporting.plot_confusion_matrix(small)
+    assert tuple(fig.get_size_inches()) == (1.2 + 0.8 * 3 + 1, 1.2 + 0.8 * 3)
+    assert len(fig.axes[0].texts) == 9
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c"]

@@ -75,23 +75,47 @@ def plot_history(history, title=None):
     return fig
 
 
+# A confusion matrix figure: at most this many inches a side, numbers written in
+# the cells up to this many classes, and at most this many tick labels an axis
+# (every k-th class beyond it). 200 classes otherwise drew a 162-inch figure
+# with 40,000 cell texts (a minute, gigabytes of memory, a 16k-pixel PNG).
+CONFUSION_MAX_INCHES = 14.0
+CONFUSION_MAX_ANNOTATED = 20
+CONFUSION_MAX_TICKS = 40
+
+
 def plot_confusion_matrix(report, title="confusion matrix"):
-    """The confusion matrix of a `tfllm.evaluation.classification_report` as an annotated heat map."""
-    labels = report["confusion_matrix"]["labels"]
+    """The confusion matrix of a `tfllm.evaluation.classification_report` as an annotated heat map.
+
+    Up to `CONFUSION_MAX_ANNOTATED` classes every cell shows its count; beyond,
+    the colours alone tell (the counts are in the report). The figure is at
+    most `CONFUSION_MAX_INCHES` a side, and past `CONFUSION_MAX_TICKS` classes
+    only every k-th class is labelled on the axes.
+    """
+    labels = [str(label) for label in report["confusion_matrix"]["labels"]]
     matrix = np.asarray(report["confusion_matrix"]["matrix"])
-    size = 1.2 + 0.8 * len(labels)
+    n = len(labels)
+    size = min(1.2 + 0.8 * n, CONFUSION_MAX_INCHES)
     fig = Figure(figsize=(size + 1, size), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
+    image = ax.imshow(matrix, cmap="Blues", interpolation="nearest")
     fig.colorbar(image, ax=ax)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
+    step = max(1, math.ceil(n / CONFUSION_MAX_TICKS))
+    ticks = range(0, n, step)
+    shown = [labels[i] for i in ticks]
+    if n > CONFUSION_MAX_ANNOTATED:
+        ax.set_xticks(ticks, shown, rotation=90, fontsize="small")
+        ax.set_yticks(ticks, shown, fontsize="small")
+    else:
+        ax.set_xticks(ticks, shown)
+        ax.set_yticks(ticks, shown)
+    ax.set_xlabel("predicted" if step == 1 else f"predicted (1 class in {step} labelled)")
     ax.set_ylabel("true")
     ax.set_title(title)
-    for (i, j), count in np.ndenumerate(matrix):
-        dark = count > matrix.max() / 2
-        ax.text(j, i, str(count), ha="center", va="center", color="white" if dark else "black")
+    if n <= CONFUSION_MAX_ANNOTATED:
+        for (i, j), count in np.ndenumerate(matrix):
+            dark = count > matrix.max() / 2
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if dark else "black")
     return fig
 
 
