@@ -98,6 +98,26 @@ def test_predict_and_evaluate_commands(cli_run, capsys):
         tfllm.evaluate(run_dir, splt="val")
 
 
+def test_evaluate_prints_a_many_class_report_a_row_a_line_as_json(monkeypatch, capsys):
+    # 200 classes printed 42,042 lines: the confusion matrix a number a line (json.dumps(indent=2)).
+    n = 200
+    labels = [f"c{i}" for i in range(n)]
+    report = {"num_examples": 4000, "accuracy": 0.5, "macro_f1": 0.4, "positive_label": None,
+              "per_class": {name: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 20} for name in labels},
+              "confusion_matrix": {"labels": labels, "matrix": np.eye(n, dtype=int).tolist()}}
+    import tfllm.scoring
+
+    monkeypatch.setattr(tfllm.scoring, "evaluate", lambda run_dir, **kwargs: report)
+    result = main_in_process(capsys, "evaluate", "runs/any")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == report  # still JSON, nothing lost
+    lines = result.stdout.splitlines()
+    assert len(lines) < 2 * n + 20, len(lines)
+    assert '    [1, 0, 0, 0, 0,' in result.stdout  # a matrix row a line
+    assert '    "c0": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 20},' in lines
+    assert '  "accuracy": 0.5,' in lines  # the scalars as before
+
+
 def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, tmp_path, capsys):
     import csv
     import gzip

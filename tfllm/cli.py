@@ -145,7 +145,27 @@ def cmd_evaluate(args):
                       label_column=args.label_column, split_column=args.split_column,
                       source_column=args.source_column, target_column=args.target_column, memory=args.memory,
                       lm=args.lm, input_method=args.input_method)
-    print(json.dumps(report, indent=2, ensure_ascii=False))  # labels as written ("好"), as predict prints them
+    print(readable_json(report))
+
+
+def readable_json(value, indent=2, _level=0):
+    """`value` as indented JSON, except that a list of plain values (numbers, labels) stays on one line: a
+    confusion matrix prints one row a line (200 classes printed 40,000 lines, a number a line, with
+    `json.dumps(indent=2)`). Still JSON: `json.loads` of the whole text gives `value` back. Labels as written
+    ("好"), as predict prints them; `per_class` prints a class a line."""
+    pad, inner = " " * (indent * _level), " " * (indent * (_level + 1))
+    if isinstance(value, dict) and value:
+        # A table of flat records (per_class: {"label": {"precision": ..., "f1": ...}}) prints a record a line.
+        table = _level > 0 and all(
+            isinstance(v, dict) and v and not any(isinstance(x, (dict, list, tuple)) for x in v.values())
+            for v in value.values())
+        items = (f"{inner}{json.dumps(str(k), ensure_ascii=False)}: "
+                 f"{json.dumps(v, ensure_ascii=False) if table else readable_json(v, indent, _level + 1)}"
+                 for k, v in value.items())
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in value):
+        return "[\n" + ",\n".join(inner + readable_json(v, indent, _level + 1) for v in value) + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _input_texts(args, verb, example, text_column="text", read=None):
