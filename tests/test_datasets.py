@@ -629,3 +629,24 @@ def test_a_class_without_test_rows_is_named(tmp_path, capsys):
     assert "class(es) 'neutral' have no test rows" in err and err.count("\n") == 1
     warn_about_unscored_classes(load_classification_data(write_csv(tmp_path / "e.csv")))
     assert capsys.readouterr().err == ""
+
+
+def test_the_imbalance_warning_of_many_classes_lists_the_commonest_and_rarest(capsys):
+    """200 classes made one 4 KB line listing every class and its count."""
+    from types import SimpleNamespace
+
+    from tfllm.datasets import warn_about_imbalance
+
+    names = [f"class_{i}" for i in range(200)]
+    labels = [i for i in range(200) for _ in range(2 + i)]  # class_0 rarest (2 rows), class_199 commonest (201)
+    data = SimpleNamespace(train=SimpleNamespace(labels=labels), num_classes=200, label_names=names)
+    warn_about_imbalance(data, balanced=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 700, err
+    assert "(200 classes, commonest first: 'class_199' 201, 'class_198' 200," in err
+    assert "... 190 more ..., " in err and "'class_1' 3, 'class_0' 2 training rows)" in err
+    assert "class_100" not in err
+    # A few classes are all listed, in their order, as before.
+    data = SimpleNamespace(train=SimpleNamespace(labels=[0] * 9 + [1]), num_classes=2, label_names=["neg", "pos"])
+    warn_about_imbalance(data, balanced=True)
+    assert "('neg' 9, 'pos' 1 training rows)" in capsys.readouterr().err

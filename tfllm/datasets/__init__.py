@@ -653,6 +653,8 @@ def warn_about_duplicates(source, data):
 # Below this ratio of the smallest class to the largest in the training split, `train` says what accuracy
 # means there (0.25: one class under a fifth of a two-class file).
 IMBALANCED = 0.25
+# The imbalance warning lists this many classes at most (the commonest and the rarest halves).
+IMBALANCE_LISTED = 10
 
 
 def balanced_class_weight(labels, num_classes):
@@ -678,6 +680,13 @@ def warn_about_imbalance(data, balanced):
         return
     names = data.label_names
     shares = ", ".join(f"{name!r} {count:,}" for name, count in zip(names, counts))
+    if len(names) > IMBALANCE_LISTED:
+        # 200 classes made a 4 KB line: the commonest and the rarest, the others counted.
+        order = sorted(range(len(names)), key=lambda i: -counts[i])
+        half = IMBALANCE_LISTED // 2
+        shown = lambda ids: ", ".join(f"{names[i]!r} {counts[i]:,}" for i in ids)  # noqa: E731
+        shares = (f"{len(names)} classes, commonest first: {shown(order[:half])}, ... {len(names) - 2 * half} more "
+                  f"..., {shown(order[-half:])}")
     message = (f"tfllm: warning: the classes are imbalanced ({shares} training rows): always answering "
                f"{names[common]!r} scores {counts[common] / sum(counts):.2f} accuracy, so read the per-class figures")
     message += "." if balanced else ", or weigh the classes equally in training with --set balance_classes=true."
