@@ -643,3 +643,23 @@ def test_eager_batch_size_scores_more_texts_a_call_the_smaller_the_model():
     assert eager_batch_size(views(2)) == eager_batch_size(views(3)) == 2048
     assert eager_batch_size(views(200)) * (2 * 16 + 6 * 321) * 200 <= 2**25
     assert eager_batch_size(views(100_000)) == 16
+
+
+def test_masked_lm_pretraining_says_how_much_of_long_documents_it_never_reads():
+    """Each document is cut to the window (16 tokens for tiny), and the rest of a long line was dropped silently."""
+    import tensorflow as tf
+
+    from tfllm.training.pretraining import LENGTH_SAMPLE, long_document_note
+
+    words = lambda texts: tf.strings.split(texts)  # noqa: E731
+    docs = ["a b c"] * 3 + [" ".join(["w"] * 24)]  # one document of 24 tokens in a 14-token window
+    note = long_document_note(docs, words, 16)
+    assert note.startswith("tfllm: note: 1 of the 4 training documents are longer than the masked LM's window "
+                           "of 14 tokens (sequence_length 16): 42% of their tokens (30% of all) are never read."), note
+    assert "Split the text into shorter lines" in note and "raise --set sequence_length (now 16" in note
+    assert "up to this preset's 512 positions" in long_document_note(docs, words, 16, positions=512)
+    assert "at this preset's 16 positions already" in long_document_note(docs, words, 16, positions=16)
+    assert long_document_note(docs[:3], words, 16) is None  # every document fits: nothing said
+    many = docs * (LENGTH_SAMPLE // 2)
+    assert f"of a sample of {LENGTH_SAMPLE:,} of the {len(many):,} training documents" in \
+        long_document_note(many, words, 16, seed=1)

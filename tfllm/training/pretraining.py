@@ -17,6 +17,7 @@ masked LM learn nothing (docs/benchmarks.md, "Few labels").
 
 import math
 import os
+import sys
 import time
 
 import keras
@@ -180,6 +181,46 @@ def _fixed_masked_batches(documents, preprocessor, batch_size):
     return untuned(tf.data.Dataset.from_tensor_slices(preprocess(documents, preprocessor)).batch(batch_size))
 
 
+# Documents whose length `pretrain` measures against the masked LM's window (a seeded sample of a larger corpus).
+LENGTH_SAMPLE = 2000
+
+
+def long_document_note(documents, tokenize, sequence_length, positions=None, seed=0):
+    """One line saying how much of the documents the masked LM never reads, or None when every document fits.
+
+    The masked LM reads each document's first `sequence_length` tokens less its [CLS] and [SEP]; the rest is
+    cut off by the preprocessor, in every epoch (the causal objective reads running text in windows, all of it).
+    `tokenize`: strings -> token ids (a `RaggedTensor` or lists); a corpus of more than `LENGTH_SAMPLE` documents is
+    measured on a seeded sample of that many. `positions`: the most a --from-preset backbone takes."""
+    window = max(1, sequence_length - 2)
+    total = len(documents)
+    sample = documents
+    if total > LENGTH_SAMPLE:
+        picked = np.sort(np.random.default_rng(seed).choice(total, LENGTH_SAMPLE, replace=False))
+        sample = [documents[i] for i in picked]
+    if not len(sample):
+        return None
+    ids = tokenize(tf.constant(list(sample)))
+    # A KerasHub tokenizer answers a RaggedTensor, or lists of ids when it runs eagerly outside tf.data.
+    lengths = np.asarray(ids.row_lengths() if hasattr(ids, "row_lengths") else [len(row) for row in ids])
+    long = lengths[lengths > window]
+    if not len(long):
+        return None
+    unread = int((long - window).sum())
+    measured = (f"{len(long):,} of the {len(sample):,} training documents" if len(sample) == total else
+                f"{len(long):,} of a sample of {len(sample):,} of the {total:,} training documents")
+    if positions and sequence_length >= positions:
+        longer = f" (--set sequence_length is at this preset's {positions} positions already)"
+    elif positions:
+        longer = f", or raise --set sequence_length up to this preset's {positions} positions"
+    else:
+        longer = f", or raise --set sequence_length (now {sequence_length}; each step costs more)"
+    return (f"tfllm: note: {measured} are longer than the masked LM's window of {window} tokens "
+            f"(sequence_length {sequence_length}): {unread / long.sum():.0%} of their tokens "
+            f"({unread / lengths.sum():.0%} of all) are never read. Split the text into shorter lines "
+            f"(documents){longer}.")
+
+
 def _validation_metrics(model, val_ds):
     """Loss, masked accuracy and perplexity over every masked token of `val_ds` (a compiled `_compile`
     model with its preprocessor detached)."""
@@ -220,6 +261,11 @@ def pretrain(config, verbose="auto"):
             _compile(model, preset)
             common.adapt_model_to_strategy(model, strategy)
         preprocessor = model.preprocessor
+        note = long_document_note(train_docs, preprocessor.tokenizer, preprocessor.sequence_length,
+                                  common.preset_positions(config.from_preset) if config.from_preset else None,
+                                  seed=config.seed or 0)
+        if note:
+            print(note, file=sys.stderr)
         train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], repeat=True, seed=config.seed)
         val_ds = _fixed_masked_batches(val_docs, preprocessor, preset["batch_size"])
         epochs = preset["steps"] // preset["eval_interval"]  # whole epochs (masked_lm_preset)
