@@ -545,6 +545,25 @@ def test_a_run_too_short_to_time_prints_no_speed(tmp_path, capsys):
     assert "None" not in line and "tokens/s" not in line and line.endswith(f"-> {run_dir}")
 
 
+@pytest.mark.slow
+def test_a_causal_run_says_what_text_it_reads_and_how_many_tokens_each_split_has(tmp_path, capsys):
+    """A 50 MB file was ~35 s of reading and tokenizing without a word, no line gave the data's size or
+    split, and the final validation's cost (every validation token, whatever the steps) was unsaid."""
+    from tfllm.cli import main
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"line {i} of a small text to read, and then some more words.\n" for i in range(400)))
+    run_dir = tmp_path / "run"
+    assert main(["train", "--task", "generate", "--data", str(text), "--preset", "tiny", "--steps", "2",
+                 "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert lines[0].startswith(f"Text: {str(text)!r} (0.0 MB), ") and "validation characters" in lines[0], lines
+    assert lines[0].endswith("tokenizing it ...")
+    assert lines[1].startswith("Tokens: ") and f"{metrics['val']['num_tokens']:,} validation;" in lines[1], lines
+    assert "the final validation, after training, scores all" in lines[1]
+
+
 @pytest.mark.parametrize("objective", ["mlm", "causal", "vectors"])
 def test_max_rows_1_is_named_when_it_leaves_too_few_documents(tmp_path, capsys, objective):
     """--max-rows 1 of a corpus of thousands: the message said the corpus had 1 document."""

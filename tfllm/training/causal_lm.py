@@ -317,6 +317,13 @@ def evaluate_run(run_dir, data=None, text_column=None):
             "bits_per_character": round(loss * len(ids) / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids))}
 
 
+def _text_source(data):
+    """`data` as the first progress line names it: a file or folder with its size on disk, or a bundled corpus."""
+    if os.path.isfile(data):
+        return f"{data!r} ({os.path.getsize(data) / 1e6:,.1f} MB)"
+    return repr(data)
+
+
 def train_causal_lm(config, verbose="auto"):
     """Trains a causal LM as `config` says; returns the run directory.
 
@@ -343,6 +350,10 @@ def train_causal_lm(config, verbose="auto"):
     # Everything that can fail on bad input happens before the run directory is touched.
     common.check_run_dir(config)
     train_text, val_text = load_run_text(config)
+    if verbose:
+        # A 50 MB file was ~35 s of reading and tokenizing without a word, and no line gave its size or split.
+        print(f"Text: {_text_source(config.data)}, {len(train_text):,} training and {len(val_text):,} validation "
+              f"characters{' (cut by --max-rows)' if config.max_rows else ''}; tokenizing it ...", flush=True)
     if config.from_preset:
         from tfllm.training.classifier import preset_backbone_class
 
@@ -406,8 +417,15 @@ def train_causal_lm(config, verbose="auto"):
         # The speed is measured as fit ends and kept in the backup: a run resumed after that reports its training's.
         common.measure_fit(callbacks, lambda: {"speed": training_speed(timer, preset, seq)})
         # Validation at every epoch's end, then the final evaluation's full batches of windows.
-        evaluated = (common.dataset_batches(val_ds, epochs) or 0) + \
-            len(data_lib.sequential_windows(val_ids, seq)) // preset["batch_size"]
+        final_windows = len(data_lib.sequential_windows(val_ids, seq))
+        evaluated = (common.dataset_batches(val_ds, epochs) or 0) + final_windows // preset["batch_size"]
+        if verbose:
+            # The final validation scores every validation token (metrics.json's figures are of all of them),
+            # whatever the steps: ~25 s for 4.95 M tokens after a 20-step run, said here rather than left a mystery.
+            per_epoch = min(preset["eval_windows"] or final_windows, final_windows)
+            print(f"Tokens: {len(train_ids):,} training, {len(val_ids):,} validation; each epoch validates on "
+                  f"{per_epoch:,} windows of {seq} tokens; the final validation, after training, scores all "
+                  f"{final_windows:,} (every validation token).", flush=True)
         with common.preprocessed(model), common.eager_evaluation(model, evaluated, strategy):  # batches: token ids
             history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
                                 shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
