@@ -304,11 +304,11 @@ def test_evaluate_on_a_pretraining_run_of_an_encoder_points_at_its_figures_and_f
 
     corpus = tmp_path / "reviews.txt"
     corpus.write_text("\n".join(REVIEWS * 3) + "\n")
-    run = tmp_path / "vectors"
+    run = tmp_path / "word vectors"  # the hints quote it: a command to paste (they did not)
     assert main(["pretrain", "--objective", "vectors", "--data", str(corpus), "--preset", "tiny",
                  "--run-dir", str(run)]) == 0
-    capsys.readouterr()
+    assert f"--from-preset '{run}' ..." in capsys.readouterr().out
     assert main(["evaluate", str(run)]) == 2
     err = capsys.readouterr().err
-    assert "metrics.json" in err and f"--from-preset {run}" in err and "--task generate" not in err, err
+    assert "metrics.json" in err and f"--from-preset '{run}'" in err and "--task generate" not in err, err
     assert err.count("\n") == 1

@@ -107,7 +107,7 @@ def _train(config):
         print(f"\nValidation: {json.dumps(metrics['val'])}")
         task = "generate" if config.objective == "causal" else "classify"  # a decoder generates; an encoder classifies
         print(f"Run directory (a KerasHub preset): {config.run_dir}  "
-              f"(fine-tune: tfllm train --task {task} --from-preset {config.run_dir} ...)")
+              f"(fine-tune: tfllm train --task {task} --from-preset {shlex.quote(config.run_dir)} ...)")
     elif config.task == "classify":
         from tfllm.training.classifier import train_classifier
 

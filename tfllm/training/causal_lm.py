@@ -293,7 +293,8 @@ def evaluate_run(run_dir, data=None, text_column=None):
         objective = "word-vector" if runs.read_config(run_dir).get("objective") == "vectors" else "masked-LM"
         raise UserInputError(f"{run_dir!r} holds a {objective} pretraining run: its validation figures are in "
                              f"{runs.path(run_dir, runs.METRICS)}. To score it on a task, fine-tune it and evaluate "
-                             f"that run: tfllm train --task classify --data DATA --from-preset {run_dir}.")
+                             f"that run: tfllm train --task classify --data DATA --from-preset "
+                             f"{runs.shell_path(run_dir)}.")
     generator = load_generator(run_dir, jit_compile=False)
     if data:
         check_text_column(data, text_column)
