@@ -130,6 +130,28 @@ def test_a_python_trainer_refuses_its_run_directory_before_reading_the_data(tmp_
     assert capsys.readouterr().out == ""  # before the data (missing.csv would be its own error)
 
 
+def test_run_directories_a_link_or_a_long_name_would_break_are_refused_in_one_line(tmp_path, tiny_classifier_run):
+    """A dangling symbolic link (FileExistsError from os.makedirs), a name too long for the lock file and the
+    run --overwrite sets aside beside it (ENAMETOOLONG), and --overwrite through a link (the new run went into
+    a new folder in the link's place, the link stayed aside and blocked the next --overwrite)."""
+    import shutil
+
+    from tfllm import runs
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    with pytest.raises(UserInputError, match="is a symbolic link to .*missing', which does not exist"):
+        runs.check_run_folder(str(tmp_path / "dangling"))
+    with pytest.raises(UserInputError, match="is 250 bytes long; at most 245"):
+        runs.check_run_folder(str(tmp_path / ("a" * 250)))
+    runs.check_run_folder(str(tmp_path / ("a" * 245)))
+    shutil.copytree(tiny_classifier_run, tmp_path / "real")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(UserInputError, match="is a symbolic link .*Pass the folder itself: --run-dir .*real"):
+        runs.check_writable(str(tmp_path / "link"), overwrite=True)
+    with pytest.raises(UserInputError, match="already holds a finished run"):  # without --overwrite: as a folder
+        runs.check_writable(str(tmp_path / "link"))
+
+
 def test_a_run_directory_that_is_not_a_path_is_one_clear_error():
     from tfllm import runs
 

@@ -536,11 +536,19 @@ def check_folder(path, what="Run directory", flag="--run-dir", beside=None):
     parent too. Changes nothing. Without it, a PermissionError or NotADirectoryError came as a
     traceback, a --run-dir that is a file only after the data was read."""
     folder = os.path.abspath(path)
+    if os.path.islink(folder) and not os.path.exists(folder):  # os.makedirs failed on it: FileExistsError
+        raise UserInputError(f"{what} {str(path)!r} is a symbolic link to {os.readlink(folder)!r}, which does not "
+                             f"exist. Make that folder, or pass another {flag}.")
     existing = folder
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise UserInputError(f"{what} {str(path)!r} cannot be a folder: {existing!r} is a file. Pass another {flag}.")
+    room = os.pathconf(existing, "PC_NAME_MAX") - len(".previous") - 1  # beside it: .NAME.previous, .NAME.lock
+    if beside and len(os.fsencode(os.path.basename(folder))) > room:  # an OSError (ENAMETOOLONG) traceback
+        raise UserInputError(f"{what}'s name {os.path.basename(folder)[:40]!r}... is "
+                             f"{len(os.fsencode(os.path.basename(folder)))} bytes long; at most {room} leave room "
+                             f"for the files beside it ({beside}). Pass a shorter {flag}.")
     needed = [(existing, "")]
     if beside and existing == folder:
         needed.append((os.path.dirname(folder), f" ({beside})"))
@@ -705,6 +713,12 @@ def check_writable(run_dir, overwrite=False, config=None):
     if not (os.path.exists(path(run_dir, RUN_CONFIG)) or is_old_format(run_dir)):
         raise UserInputError(f"Run directory {run_dir!r} is not empty and is not a tfllm run. "
                              "Choose another --run-dir.")
+    if overwrite and os.path.islink(os.path.abspath(run_dir)):
+        # The run it replaces is moved aside beside the folder (`previous`): done to the link, the new run
+        # went into a new folder in the link's place and the link stayed aside, blocking the next --overwrite.
+        raise UserInputError(f"Run directory {run_dir!r} is a symbolic link (to {os.readlink(os.path.abspath(run_dir))!r}): "
+                             "--overwrite sets the finished run aside beside its folder, which it cannot do through "
+                             f"a link. Pass the folder itself: --run-dir {shell_path(os.path.realpath(run_dir))}.")
     if not overwrite:
         raise UserInputError(f"Run directory {run_dir!r} already holds a finished run. Pass --overwrite to "
                              "replace it (it is kept until the new run finishes) or choose another --run-dir.")
