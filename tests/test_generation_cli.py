@@ -120,7 +120,10 @@ def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
     # Options the sampler does not read, refused as the command refuses them (they were ignored).
     for options, message in ((dict(sampler="random", num_beams=3), "num_beams is for sampler='beam'"),
                              (dict(top_p=0.5), "top_p is for sampler='top_p', and the sampler is 'top_k'"),
-                             (dict(sampler="greedy", top_k=5), "top_k is for sampler='top_k'")):
+                             (dict(sampler="greedy", top_k=5), "top_k is for sampler='top_k'"),
+                             (dict(sampler="beam", temperature=3.0), "temperature is for sampler='top_k', 'top_p' "
+                                                                     "or 'random', and the sampler is 'beam'"),
+                             (dict(sampler="greedy", seed=5), "seed is for sampler='top_k'")):
         with pytest.raises(UserInputError, match=message):
             generate(untrained_run, ["Be"], max_new_tokens=2, **options)
     with pytest.raises(UserInputError, match="seed must be a whole number from"):
@@ -195,7 +198,8 @@ def test_python_generate_samples_as_the_command_does_unless_told(untrained_run, 
     for function in (generate, Generator.generate):
         defaults = {k: v.default for k, v in inspect.signature(function).parameters.items()}
         if function is generate:  # None: the command's default, so that one a sampler does not read is refused
-            defaults.update({k: SAMPLING_DEFAULTS[k] for k in ("top_k", "top_p", "num_beams") if defaults[k] is None})
+            defaults.update({k: SAMPLING_DEFAULTS[k] for k in ("temperature", "top_k", "top_p", "num_beams")
+                             if defaults[k] is None})
         assert {k: defaults[k] for k in SAMPLING_DEFAULTS} == SAMPLING_DEFAULTS
         assert SAMPLING_DEFAULTS["temperature"] == 0.8 and SAMPLING_DEFAULTS["top_k"] == 200  # as --help says
 
@@ -255,6 +259,10 @@ def test_evaluate_refuses_flags_a_generator_does_not_use(untrained_run, capsys, 
     (["--num-beams", "8"], "--num-beams is for --sampler beam, and the sampler is top_k"),  # sampled top-k
     (["--sampler", "top_k", "--top-p", "0.5"], "--top-p is for --sampler top_p"),
     (["--sampler", "greedy", "--top-k", "5"], "--top-k is for --sampler top_k, and the sampler is greedy"),
+    # Beam search and greedy decoding draw nothing: a temperature or seed changed nothing, without a word.
+    (["--sampler", "beam", "--temperature", "3"], "--temperature is for --sampler top_k, top_p or random, and the "
+                                                  "sampler is beam"),
+    (["--sampler", "greedy", "--seed", "5"], "--seed is for --sampler top_k, top_p or random"),
 ])
 def test_a_sampling_flag_the_sampler_does_not_read_is_refused(untrained_run, capsys, flags, message):
     result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "4", *flags)

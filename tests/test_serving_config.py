@@ -569,7 +569,7 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
             (["--rest_api_port", "0"], "always serves REST"),
             (["--model_name", "films"], "give that folder"),
             (["--model_name", "films", tmp_path / "clf", "--model_config_file", tmp_path / "x.config"], "no --model-config-file"),
-            (["--model_name", "a/b", tmp_path / "clf"], "'a/b': use letters"),
+            (["--model_name", "a/b", tmp_path / "clf"], "'a/b': use ASCII letters"),
             ([tmp_path / "clf", "--model_base_path", tmp_path / "other"], "Two model folders")):
         result = main_in_process(capsys, "serve", *argv)
         assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1, result

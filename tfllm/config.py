@@ -83,20 +83,24 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # --precision: Kera
 GREEDY_BELOW = 1e-6
 
 
-# The option each sampler alone reads.
-SAMPLER_OF_OPTION = {"top_k": "top_k", "top_p": "top_p", "num_beams": "beam"}
+# The samplers that read each option (the first named in a refusal). Beam search and greedy decoding draw
+# nothing: a temperature or seed given to them changed nothing, without a word.
+SAMPLER_OF_OPTION = {"top_k": ("top_k",), "top_p": ("top_p",), "num_beams": ("beam",),
+                     "temperature": ("top_k", "top_p", "random"), "seed": ("top_k", "top_p", "random")}
 
 
 def refuse_unread_options(sampler, given, flags=False):
     """Refuses an option of `given` (`{name: value}`, None when not given) that `sampler` does not read: it
     was ignored without a word. `flags`: name them as the command's flags (--top-k), else as arguments."""
-    for name, reader in SAMPLER_OF_OPTION.items():
-        if given.get(name) is not None and sampler != reader:
-            option, choose = (f"--{name.replace('_', '-')}", f"--sampler {reader}") if flags else \
-                (name, f"sampler={reader!r}")
+    for name, readers in SAMPLER_OF_OPTION.items():
+        if name in given and given[name] is not None and sampler not in readers:
+            option = f"--{name.replace('_', '-')}" if flags else name
+            names = readers if flags else [repr(reader) for reader in readers]
+            which = " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
+            prefix = "--sampler " if flags else "sampler="
             now = sampler if flags else repr(sampler)
-            raise UserInputError(f"{option} is for {choose}, and the sampler is {now}; use {choose} or leave "
-                                 f"{option} out.")
+            raise UserInputError(f"{option} is for {prefix}{which}, and the sampler is {now}; use {prefix}{names[0]} "
+                                 f"or leave {option} out.")
 
 
 def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):

@@ -512,13 +512,13 @@ def sample_prompt(tokenizer, length, val_text, train_text):
 
 
 def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEFAULTS["sampler"],
-             temperature=SAMPLING_DEFAULTS["temperature"], top_k=None, top_p=None, seed=None, stop=None,
-             stream_callback=None, num_beams=None):
+             temperature=None, top_k=None, top_p=None, seed=None, stop=None, stream_callback=None, num_beams=None):
     """Continues `prompts` with a `Generator`, the model of a run directory, or a loaded KerasHub `CausalLM`
     (`keras_hub.models.CausalLM.from_preset(run_dir)`).
 
-    See `Generator.generate` for the arguments (`top_k`, `top_p`, `num_beams`: by default `tfllm generate`'s;
-    given to a sampler that does not read them, refused as the command refuses them: they were ignored).
+    See `Generator.generate` for the arguments (`temperature`, `top_k`, `top_p`, `num_beams`: by default
+    `tfllm generate`'s; these and `seed` given to a sampler that does not read them are refused, as the command
+    refuses them: they were ignored).
     Returns the new text per prompt.
     A run directory's model is loaded once per process (`cached_generator`),
     and a loaded model's decoding functions are kept, so later calls reuse them.
@@ -526,9 +526,11 @@ def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEF
     Example:
     >>> generate("runs/shakespeare", ["ROMEO:"], max_new_tokens=100, sampler="greedy")
     """
-    refuse_unread_options(sampler, {"top_k": top_k, "top_p": top_p, "num_beams": num_beams})
-    top_k, top_p, num_beams = (SAMPLING_DEFAULTS[name] if value is None else value
-                               for name, value in (("top_k", top_k), ("top_p", top_p), ("num_beams", num_beams)))
+    refuse_unread_options(sampler, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+                                    "num_beams": num_beams, "seed": seed})
+    temperature, top_k, top_p, num_beams = (
+        SAMPLING_DEFAULTS[name] if value is None else value for name, value in
+        (("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("num_beams", num_beams)))
     generator = runs.decoder_of(model_or_run_dir, "generate", Generator, keras_hub.models.CausalLM, _BY_MODEL,
                                 lambda model: Generator(model, model.preprocessor.tokenizer), cached_generator)
     return generator.generate(prompts, max_new_tokens=max_new_tokens, sampler=sampler, temperature=temperature,
