@@ -220,7 +220,7 @@ class TrainConfig:
 
     def to_json(self, path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(dataclasses.asdict(self), f, indent=2)
 
     @classmethod
@@ -240,5 +240,5 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path):
         """The TrainConfig a run recorded (keys of another tfllm version's are ignored)."""
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f), strict=False)

@@ -185,7 +185,7 @@ def read_train_config(run_dir):
 
 
 def read_json(file):
-    with open(file) as f:
+    with open(file, encoding="utf-8") as f:
         return json.load(f)
 
 

@@ -519,7 +519,7 @@ def save_tokenizer(tokenizer, directory):
 def load_tokenizer(directory):
     """Loads the tokenizer of a preset directory (`tokenizer.json` + assets), whatever its class."""
     directory = os.fspath(directory)  # KerasHub's load_preset_assets takes only a str
-    with open(os.path.join(directory, "tokenizer.json")) as f:
+    with open(os.path.join(directory, "tokenizer.json"), encoding="utf-8") as f:
         tokenizer = keras.saving.deserialize_keras_object(json.load(f))
     if tokenizer.file_assets:
         tokenizer.load_preset_assets(directory)

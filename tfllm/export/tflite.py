@@ -85,14 +85,14 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
 
 def read_parity(export_dir):
     """The parity report an export wrote, as pretty JSON text."""
-    with open(os.path.join(export_dir, "parity.json")) as f:
+    with open(os.path.join(export_dir, "parity.json"), encoding="utf-8") as f:
         return json.dumps(json.load(f), indent=2)
 
 
 def parity_warning(export_dir):
     """A line for the user when the string model read some checked texts unlike the Keras model (TF Text's
     TFLite normalizer strips accents as it lowercases; docs/architecture.md), else None."""
-    with open(os.path.join(export_dir, "parity.json")) as f:
+    with open(os.path.join(export_dir, "parity.json"), encoding="utf-8") as f:
         parity = json.load(f)
     differ = parity.get(TEXT_FILE, {}).get("texts_tokenized_differently", 0)
     if not differ:

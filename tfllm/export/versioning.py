@@ -372,7 +372,7 @@ def _tflite_problem(version_dir, tflite):
         if f.read(8)[4:] != b"TFL3":
             return "model.tflite is not a TFLite file"
     try:  # the export's parity report records the size it wrote; a copy cut short differs
-        with open(os.path.join(version_dir, "parity.json")) as f:
+        with open(os.path.join(version_dir, "parity.json"), encoding="utf-8") as f:
             expected = json.load(f)["model.tflite"]["bytes"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -346,7 +346,7 @@ def read_model_config(path: str) -> dict[str, ModelPolicy]:
 
     config = model_server_config_pb2.ModelServerConfig()
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             text_format.Parse(f.read(), config)
     except (OSError, text_format.ParseError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -38,7 +38,7 @@ class Phases:
             split = fit_timer.split()
             split["fit_other"] = phases.pop("fit") - sum(split.values())  # Keras' loop, logging, backups
             phases.update(split)
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump({"entered_at": self.entered_at, "returned_at": time.time(),
                        "phases": {k: round(v, 4) for k, v in phases.items()}}, f, indent=2)
 
