@@ -102,3 +102,40 @@ def test_a_run_with_non_ascii_labels_loads_in_an_ascii_locale(chinese_labels_run
     result = run_in_ascii_locale("predict", chinese_labels_run, "great", extra_env={"PYTHONIOENCODING": "utf-8"})
     assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
     assert json.loads(result.stdout.decode("utf-8").splitlines()[-1])["label"] in ("坏", "好")
+
+
+def _streams_script(extra_env):
+    """What a process that set up its streams as the `tfllm` command does prints of 好 and of its stdin."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **ASCII_LOCALE)
+    env.pop("PYTHONIOENCODING", None)
+    env.update(extra_env)
+    script = ("import sys; from tfllm._env import utf8_standard_streams; utf8_standard_streams(); "
+              "print('\\u597d', sys.stdin.read().strip()); print('\\u574f', file=sys.stderr)")  # 好, 坏
+    return subprocess.run([sys.executable, "-c", script], input="美好\n".encode("utf-8"), capture_output=True,
+                          env=env, timeout=60)
+
+
+@pytest.mark.parametrize("extra_env", [{}, {"PYTHONIOENCODING": "ascii"}], ids=["posix-locale", "ascii-io"])
+def test_standard_streams_write_escapes_where_they_cannot_encode_and_read_utf8(extra_env):
+    result = _streams_script(extra_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"\\u597d \\u7f8e\\u597d\n"
+    assert result.stderr == b"\\u574f\n"
+
+
+def test_standard_streams_are_left_alone_in_utf8():
+    result = _streams_script({"PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "好 美好\n".encode("utf-8")
+    assert result.stderr == "坏\n".encode("utf-8")
+
+
+@pytest.mark.slow
+def test_predict_prints_non_ascii_labels_where_stdout_is_ascii(chinese_labels_run, tmp_path):
+    texts = tmp_path / "d.csv"
+    texts.write_text("text\n美好的电影\ngreat\n", encoding="utf-8")
+    for args in (["great"], ["--file", texts]):
+        result = run_in_ascii_locale("predict", chinese_labels_run, *args, extra_env={"PYTHONIOENCODING": "ascii"})
+        assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+        rows = [json.loads(line) for line in result.stdout.decode("ascii").splitlines() if line.startswith("{")]
+        assert rows and all(row["label"] in ("坏", "好") for row in rows)  # the escapes read back as JSON's

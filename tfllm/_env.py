@@ -7,6 +7,7 @@ library) because it only works when it runs first: `import tfllm` and
 command `skip_keras_extras()`'s and `filter_tensorflow_import_log()`'s import hooks.
 """
 
+import codecs
 import contextlib
 import glob
 import importlib.abc
@@ -166,6 +167,30 @@ def skip_keras_extras():
 _NATIVE_RECORD = re.compile(r"^([IWEF])\d{4} ")
 _ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 _SEVERITY = "IWEF"  # TF_CPP_MIN_LOG_LEVEL's order: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL
+
+
+def utf8_standard_streams():
+    """Makes the process's standard streams safe for any text where the locale's encoding is not UTF-8
+    (`LC_ALL=POSIX`: ASCII): stdout and stderr write what they cannot encode as backslash escapes (`\\u597d`)
+    instead of failing with UnicodeEncodeError on a label such as 好 after a run was trained and saved, and
+    stdin (`--file -`) is read as UTF-8, as tfllm reads every file. Where the encoding is UTF-8, nothing
+    changes. For the `tfllm` command's and the server's own processes only: a notebook's streams are its own."""
+    for stream in (sys.stdout, sys.stderr):
+        if _encoding(stream) not in (None, "utf-8"):
+            stream.reconfigure(errors="backslashreplace")
+    if _encoding(sys.stdin) not in (None, "utf-8"):
+        sys.stdin.reconfigure(encoding="utf-8", errors="strict")
+
+
+def _encoding(stream):
+    """A text stream's encoding, normalized ("UTF8" is "utf-8"), or None for one that cannot be
+    reconfigured (closed, missing, or not an io.TextIOWrapper)."""
+    if not hasattr(stream, "reconfigure") or getattr(stream, "closed", True) or not getattr(stream, "encoding", None):
+        return None
+    try:
+        return codecs.lookup(stream.encoding).name
+    except LookupError:
+        return stream.encoding
 
 
 def _kept_lines(lines, min_level):

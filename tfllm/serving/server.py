@@ -269,10 +269,11 @@ def main(argv=None) -> int:
     """`python -m tfllm.serving.server`: the same arguments as `tfllm serve`."""
     import argparse
 
-    from tfllm._env import filter_tensorflow_import_log, skip_keras_extras
+    from tfllm._env import filter_tensorflow_import_log, skip_keras_extras, utf8_standard_streams
     from tfllm.serving.commands import add_serve_arguments, run_serve
 
     if argv is None:  # its own process, as the `tfllm` command's (tfllm.cli.main)
+        utf8_standard_streams()  # model names and paths in an ASCII locale, as the `tfllm` command's
         skip_keras_extras()  # a second off the server's start-up; see its docstring
         filter_tensorflow_import_log()  # as the `tfllm` command does
     parser = argparse.ArgumentParser(prog="python -m tfllm.serving.server")
