@@ -80,8 +80,8 @@ def run_in_ascii_locale(*args, extra_env=None, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **ASCII_LOCALE)
     env.pop("PYTHONIOENCODING", None)
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "tfllm.cli", *map(str, args)], capture_output=True,
-                          timeout=timeout, env=env)
+    args = [a if isinstance(a, bytes) else str(a) for a in args]  # bytes: argv as a terminal sends it
+    return subprocess.run([sys.executable, "-m", "tfllm.cli", *args], capture_output=True, timeout=timeout, env=env)
 
 
 @pytest.fixture
@@ -139,3 +139,34 @@ def test_predict_prints_non_ascii_labels_where_stdout_is_ascii(chinese_labels_ru
         assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
         rows = [json.loads(line) for line in result.stdout.decode("ascii").splitlines() if line.startswith("{")]
         assert rows and all(row["label"] in ("坏", "好") for row in rows)  # the escapes read back as JSON's
+
+
+def test_utf8_arguments_that_python_kept_as_surrogates_are_read_back():
+    """As Python decodes argv in an ASCII locale: each non-ASCII byte a lone surrogate (`surrogateescape`)."""
+    import argparse
+
+    from tfllm.cli import _check_text_arguments
+    from tfllm.errors import UserInputError
+
+    def as_argv(text):
+        return text.encode("utf-8").decode("ascii", "surrogateescape")
+
+    args = argparse.Namespace(texts=[as_argv("美好的电影"), "great"])
+    _check_text_arguments(args)
+    assert args.texts == ["美好的电影", "great"]
+    args = argparse.Namespace(prompt=as_argv("从前"), texts=None)
+    _check_text_arguments(args)
+    assert args.prompt == "从前"
+    with pytest.raises(UserInputError, match=r"Text 2 is not valid UTF-8 \(b'caf\\xe9"):  # Latin-1 bytes
+        _check_text_arguments(argparse.Namespace(texts=["fine", "café".encode("latin-1").decode("ascii", "surrogateescape")]))
+
+
+@pytest.mark.slow
+def test_predict_reads_utf8_texts_in_an_ascii_locale(chinese_labels_run):
+    # Bytes in argv, as a terminal sends them: Python decodes them with the locale's ASCII.
+    result = run_in_ascii_locale("predict", chinese_labels_run, "美好的电影".encode("utf-8"),
+                                 extra_env={"PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    assert json.loads(result.stdout.decode("utf-8").splitlines()[-1])["text"] == "美好的电影"
+    result = run_in_ascii_locale("predict", chinese_labels_run, b"caf\xe9")
+    assert result.returncode == 2 and b"Text 1 is not valid UTF-8 (b'caf\\xe9')" in result.stderr, result.stderr

@@ -895,15 +895,31 @@ def _main(argv):
 
 def _check_text_arguments(args):
     """Refuses texts and prompts that are not UTF-8 (Python keeps such bytes of argv as lone surrogates,
-    which every tokenizer then fails on with a traceback). Paths may hold such bytes; they are left alone."""
+    which every tokenizer then fails on with a traceback). Paths may hold such bytes; they are left alone.
+
+    Where the locale's encoding is not UTF-8 (`LC_ALL=POSIX`: ASCII), Python keeps every non-ASCII byte so,
+    UTF-8 text's too: a text whose original bytes (`os.fsencode`) are UTF-8 is read as such, not refused."""
     from tfllm.errors import UserInputError
 
+    def recovered(text):
+        if not any("\udc80" <= c <= "\udcff" for c in text):
+            return text
+        try:
+            return os.fsencode(text).decode("utf-8")
+        except UnicodeError:
+            return None
+
+    prompt = getattr(args, "prompt", None)
     texts = getattr(args, "texts", None) or []
-    for i, text in enumerate([getattr(args, "prompt", None) or "", *texts]):
-        if any("\udc80" <= c <= "\udcff" for c in text):
+    for i, text in enumerate([prompt or "", *texts]):
+        if recovered(text) is None:
             what = "The prompt" if i == 0 else f"Text {i}"
             raise UserInputError(f"{what} is not valid UTF-8 ({text.encode('utf-8', 'surrogateescape')[:60]!r}); "
                                  "pass UTF-8 text (check the terminal's or the script's encoding).")
+    if prompt:
+        args.prompt = recovered(prompt)
+    if texts:
+        args.texts = [recovered(text) for text in texts]
 
 
 def _terminate(signum, frame):
