@@ -75,7 +75,12 @@ def test_the_baseline_is_padding_with_the_n_gram_paths_off(tiny_classifier_run):
 def test_texts_of_one_length_share_a_baseline_and_the_views_score_the_whole_text(explainer):
     """The character and word views read the raw text, past the token window too: held fixed, they made the
     baseline depend on the text and left their share of the score unexplained."""
-    dull, awful = explainer.explain("a dull film"), explainer.explain("a awful film")
+    # Two texts of as many tokens (which ones depends on the tiny vocabulary learned).
+    length = lambda text: len(explainer.encode(text)[1])  # noqa: E731
+    other = next(text for text in ("a awful film", "a great film", "a bad film", "a good film", "a weak film",
+                                   "a sad film", "a fun film") if length(text) == length("a dull film"))
+    target = explainer.label_names[0]  # one label's baseline for both (their predicted labels may differ)
+    dull, awful = explainer.explain("a dull film", target=target), explainer.explain(other, target=target)
     assert len(dull.tokens) == len(awful.tokens)
     assert dull.completeness["baseline_score"] == pytest.approx(awful.completeness["baseline_score"], abs=1e-6)
     window = explainer.preprocessor.sequence_length
