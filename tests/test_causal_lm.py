@@ -137,7 +137,7 @@ def test_streaming_matches_one_shot_and_stop_strings():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(prompts=[""]), "Empty prompt"),
-    (dict(prompts=["First€"]), "never saw"),
+    (dict(prompts=["First€"]), "has no token for"),
     (dict(prompts=["First"], max_new_tokens=0), "max_new_tokens"),
     (dict(prompts=["First"], max_new_tokens=MAX_NEW_TOKENS + 1), "max_new_tokens"),
     (dict(prompts="First"), "list of strings"),

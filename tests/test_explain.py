@@ -307,7 +307,7 @@ def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, caps
     # explained a next token after [UNK]s that generation would never make).
     assert main(["explain", generator_run, "Before 鑫e"]) == 2
     err = capsys.readouterr().err
-    assert "contains characters '鑫' the tokenizer never saw in training" in err and err.count("\n") == 1, err
+    assert "contains characters '鑫' the tokenizer has no token for" in err and err.count("\n") == 1, err
     assert main(["explain", generator_run, "Before we", "--method", "occlusion", "--target", "e", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["target"] == "e"
     assert main(["explain", generator_run, "Before we", "--target", "zz"]) == 2  # not one token of its vocabulary

@@ -70,7 +70,7 @@ def test_export_reloads_in_fresh_process_with_identical_text(tmp_path):
     # The unseen character is named, and a served request's error says just that (tfllm.serving.codec).
     from tfllm.serving.codec import clean_tf_message
 
-    assert "prompt contains characters the tokenizer never saw in training: \u20ac" in map(
+    assert "prompt contains characters the tokenizer has no token for: \u20ac" in map(
         clean_tf_message, served["errors"]), served["errors"]
 
 

@@ -41,7 +41,7 @@ def test_cli_train_then_generate(tmp_path, capsys):
         bad = main_in_process(capsys, "generate", run_dir, "the ", *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     bad = main_in_process(capsys, "generate", run_dir, "the \u2603")
-    assert bad.returncode == 2 and "never saw" in bad.stderr
+    assert bad.returncode == 2 and "has no token for" in bad.stderr
 
 
 def test_cli_bad_inputs_exit_2(tmp_path, capsys):
@@ -224,7 +224,7 @@ def test_a_second_call_with_another_length_decodes_with_the_same_function(untrai
 
 def test_a_long_prompt_is_not_echoed_whole_in_the_error(untrained_run, capsys):
     result = main_in_process(capsys, "generate", untrained_run, "\u2603" * 100_000, "--max-new-tokens", "2")
-    assert result.returncode == 2 and "never saw" in result.stderr and len(result.stderr) < 400, len(result.stderr)
+    assert result.returncode == 2 and "has no token for" in result.stderr and len(result.stderr) < 400, len(result.stderr)
 
 
 def test_a_damaged_run_directory_is_one_line(untrained_run, tmp_path, capsys):
@@ -241,6 +241,13 @@ def test_a_damaged_run_directory_is_one_line(untrained_run, tmp_path, capsys):
     assert f"{str(run_dir)!r} cannot be loaded" in result.stderr and "train it again" in result.stderr
     with pytest.raises(UserInputError, match="cannot be loaded"):
         generate(str(run_dir), ["Be"], max_new_tokens=2)
+
+
+def test_evaluate_on_a_text_too_short_says_to_score_it(untrained_run, tmp_path, capsys):
+    """It said the file was "too short to train a language model", where nothing trains."""
+    (tmp_path / "mine.txt").write_text("Be not afraid.\n")
+    result = main_in_process(capsys, "evaluate", untrained_run, "--data", tmp_path / "mine.txt")
+    assert result.returncode == 2 and "is too short to score a language model" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -14,6 +14,7 @@ from tfllm.errors import UserInputError
 # Generation limits and option checks, here rather than in tfllm.generation so that building the
 # CLI's parser (`tfllm --help`) and checking a command's options do not import TensorFlow.
 MAX_NEW_TOKENS = 8192  # documented upper bound of max_new_tokens
+EXPORT_MAX_NEW_TOKENS = 1024  # an exported generator's cap on max_new_tokens per request (SavedModel, REST, gRPC)
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
 TOKENIZER_KINDS = ("wordpiece", "char", "sentencepiece")  # what the `tokenizer` setting takes
 FLOAT32_MAX = 3.4028234663852886e38

@@ -203,7 +203,7 @@ def context_window(model):
 
 
 def refuse_unseen(tokenizer, prompt, ids):
-    """Refuses a prompt whose token `ids` hold the tokenizer's unknown id: text it never saw in training (for a
+    """Refuses a prompt whose token `ids` hold the tokenizer's unknown id: text it has no token for (for a
     character tokenizer, the characters are named). `tfllm generate` and `tfllm explain` refuse it alike."""
     unk_id = getattr(tokenizer, "unk_token_id", None)
     if unk_id is None or not (np.asarray(ids) == unk_id).any():
@@ -215,8 +215,8 @@ def refuse_unseen(tokenizer, prompt, ids):
     else:
         what = "text"
     them = "it" if what == "text" else "them"
-    raise UserInputError(f"Prompt {shown(prompt)} contains {what} the tokenizer never saw in training; remove or "
-                         f"replace {them}.")
+    raise UserInputError(f"Prompt {shown(prompt)} contains {what} the tokenizer has no token for (never seen in "
+                         f"training, or left out of its vocabulary_size); remove or replace {them}.")
 
 
 class Generator:

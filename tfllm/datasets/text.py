@@ -56,7 +56,7 @@ def lowercase_table():
 DOCUMENT_SEPARATOR = "\n\n"
 
 
-def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--data"):
+def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--data", use="train"):
     """Loads running text and splits it into training and validation text.
 
     Args:
@@ -69,6 +69,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
             as nanoGPT does (documents of a CSV/JSONL file stay whole).
         flag: the option the messages name (`translate --lm` reads a corpus too, and has no
             `--text-column`: its CSV/JSONL column is `text`).
+        use: what the text is for, as a too-short text's message says it ("train", "score").
 
     Returns:
         `(train_text, val_text)`, two strings.
@@ -118,7 +119,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         while not _long_enough(*_split_text("x" * need, val_fraction)):
             need += 1
         raise UserInputError(
-            f"{flag} {path!r} is too short to train a language model ({len(train) + len(val)} characters); "
+            f"{flag} {path!r} is too short to {use} a language model ({len(train) + len(val)} characters); "
             f"give it at least {need} characters of text."
         )
     return train, val

@@ -28,13 +28,13 @@ import os
 import keras
 import tensorflow as tf
 
+from tfllm.config import EXPORT_MAX_NEW_TOKENS
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import Generator, decode_function, load_generator
 from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, join_cjk_op
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
-EXPORT_MAX_NEW_TOKENS = 1024  # documented cap on max_new_tokens per request
 WIDTH_BUCKET = 128
 # XLA compiles one decoding program per (batch, width) shape, 4-5 s each. Batches are
 # padded to a power of two (copies of the last row, dropped after decoding) and widths
@@ -87,7 +87,7 @@ def generation_archive(model, tokenizer, jit_compile=True):
         ids = tf.cast(ids, tf.int32)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         unknown = tf.equal(ids.flat_values, -1 if unk_id is None else unk_id)
-        unseen = "prompt contains characters the tokenizer never saw in training"
+        unseen = "prompt contains characters the tokenizer has no token for"
         if isinstance(tokenizer, CharacterTokenizer) and tokenizer.sequence_length is None:
             # One id per character: name the first ten it never saw, as `tfllm generate` does (unquoted:
             # the assertion's message escapes quotes).

@@ -302,7 +302,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
         train_docs, val_docs = load_documents(data, text_column=text_column)
         text = "\n".join(train_docs + val_docs)
     elif data:
-        train_text, val_text = load_text_corpus(data, text_column=text_column)
+        train_text, val_text = load_text_corpus(data, text_column=text_column, use="score")
         text = train_text + val_text
     else:
         config = runs.read_train_config(run_dir)
