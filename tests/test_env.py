@@ -66,6 +66,15 @@ def test_console_script_prints_no_cuda_probe_errors(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_command_runs_keras_on_tensorflow_whatever_keras_backend_says(tiny_classifier_run):
+    """KERAS_BACKEND=jax (or keras.json's "backend") made every command that loads Keras a traceback (No module
+    named 'jax'); tfllm is TensorFlow's, so its command runs Keras on TensorFlow."""
+    result = subprocess.run([sys.executable, "-m", "tfllm", "evaluate", tiny_classifier_run], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, KERAS_BACKEND="jax"))
+    assert result.returncode == 0 and '"accuracy"' in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.slow
 @needs_cpu_only_linux
 def test_opting_out_brings_the_probe_back(tmp_path):
     """`TF_ENABLED_DEVICE_TYPES=` (empty) enables every factory, so the same command probes again.

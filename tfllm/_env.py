@@ -39,6 +39,15 @@ def accelerator_present():
     return any(glob.glob(pattern) for pattern in _ACCELERATOR_PATHS)
 
 
+def tensorflow_backend(environ=None):
+    """Runs Keras on TensorFlow in the `tfllm` command's process: tfllm's models, exports and servers are
+    TensorFlow's, and `KERAS_BACKEND=jax` (or `"backend": "jax"` in ~/.keras/keras.json) made every command
+    that loads Keras a traceback (`No module named 'jax'`, or a model that cannot be built). Set before Keras
+    is imported, which reads the variable first; a notebook's own process is left as its user set it."""
+    environ = os.environ if environ is None else environ
+    environ["KERAS_BACKEND"] = "tensorflow"
+
+
 def quiet_gpu_probe(environ=None):
     """On a machine with no GPU or TPU, keeps TensorFlow from probing for CUDA.
 

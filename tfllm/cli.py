@@ -803,10 +803,12 @@ def build_parser():
 
 
 def main(argv=None):
-    from tfllm._env import filter_tensorflow_import_log, quiet_gpu_probe, skip_keras_extras, utf8_standard_streams
+    from tfllm._env import (filter_tensorflow_import_log, quiet_gpu_probe, skip_keras_extras, tensorflow_backend,
+                            utf8_standard_streams)
 
     quiet_gpu_probe()  # before anything imports TensorFlow; see its docstring
     if argv is None:  # the `tfllm` command's own process, not `main([...])` in a notebook
+        tensorflow_backend()  # KERAS_BACKEND=jax was a traceback; see its docstring
         utf8_standard_streams()  # a label such as 好 printed in an ASCII locale; see its docstring
         skip_keras_extras()  # a second off every command's start-up; see its docstring
         filter_tensorflow_import_log()  # TF_CPP_MIN_LOG_LEVEL for the lines TensorFlow 2.21 logs as it loads
