@@ -27,6 +27,11 @@ def test_cli_train_then_generate(tmp_path, capsys):
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert report["loss"] == pytest.approx(metrics["val"]["loss"], abs=2e-3)
     assert report["num_tokens"] == metrics["val"]["num_tokens"]
+    assert "[UNK]" not in result.stderr
+    # Text the tokenizer has no token for is scored as [UNK] tokens, as said (generate refuses such text).
+    (tmp_path / "unseen.txt").write_text("JULIET: Jé ☃ jumps! Ĳ ☃☃\n" * 40, encoding="utf-8")
+    result = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "unseen.txt")
+    assert result.returncode == 0 and "% of the tokens of --data" in result.stderr and "[UNK]" in result.stderr
 
     result = run_cli("generate", run_dir, "the ", "--max-new-tokens", "30", "--sampler", "top_k", "--seed", "1")
     assert result.returncode == 0, result.stderr[-2000:]

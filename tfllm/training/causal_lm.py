@@ -14,6 +14,7 @@ and a text sample is written to TensorBoard.
 import dataclasses
 import math
 import os
+import sys
 import time
 
 import keras
@@ -311,6 +312,10 @@ def evaluate_run(run_dir, data=None, text_column=None):
     # Training's window length: a preset's model may see more (GPT-2's 1,024 positions) than it was fine-tuned on.
     model, sequence_length = generator.model, generator.model.preprocessor.sequence_length
     ids = data_lib.tokenize_corpus(generator.tokenizer, text, "evaluated")
+    unknown = float(np.mean(np.asarray(ids) == generator.unk_id)) if generator.unk_id is not None and len(ids) else 0.0
+    if data and unknown > 0:  # scored as any token, where generate refuses such text
+        print(f"tfllm: warning: {unknown:.1%} of the tokens of --data {data!r} are [UNK] (text the tokenizer has "
+              "no token for); the loss and perplexity count them as tokens to predict.", file=sys.stderr)
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
     with common.preprocessed(model):
         loss = evaluate_loss(model, ids, sequence_length, start_ids=generator.start_ids)
