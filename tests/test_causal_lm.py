@@ -695,3 +695,98 @@ def test_a_wordpiece_generator_joins_chinese_characters_in_every_path(tmp_path, 
     assert capsys.readouterr().out.strip() == "中国" + texts[0]
     from_preset = keras_hub.models.CausalLM.from_preset(run_dir).generate("中国 你", max_length=12)
     assert from_preset.startswith("中国你") and not _cjk_gaps(from_preset)
+
+
+
+def test_wordpiece_completion_rule_in_python_and_tf_agree():
+    """The space before a WordPiece completion's first word (`tfllm.config.wordpiece_completion`), in Python and
+    as the TF op the SavedModel runs: the same patterns, the same text."""
+    import re
+
+    from tfllm.config import SPACE_CLASS, is_suffix_piece, wordpiece_completion
+    from tfllm.tokenizers import wordpiece_completion_op
+
+    cases = {("the king", "uke", True): " uke", ("the king", "k", False): "k", ("the king ", "uke", True): "uke",
+             ("the king\n", ", ,", True): ", ,", ("the king", ", , ,", True): " , , ,", ("中国", "人民", True): "人民",
+             ("中国", "hello", True): " hello", ("hello", "中国", True): " 中国", ("中国。", "「你", True): "「你",
+             ("中国", "，", True): "，", ("the king\u3000", "人", True): "人", ("", "uke", True): "uke",
+             ("the king", "", True): "", ("中", "x", False): "x", ("𠀀", "豈", True): "豈", ("中", "a", True): " a"}
+    assert {case: wordpiece_completion(*case) for case in cases} == cases
+    assert [is_suffix_piece(t) for t in ("##k", "##", "k", "#", "###")] == [True, False, False, False, True]
+    # "Whitespace" is what str.isspace() says, written as the literal characters RE2 reads too.
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+    assert [chr(c) for c in range(0x3001) if re.fullmatch(SPACE_CLASS, chr(c))] == spaces
+    sample = list(cases) + [("a" + s, c, True) for s in spaces for c in ("b", "中")] + [("中" + s, "国", True) for s in spaces]
+    prompts, completions, whole = (tf.constant(list(column)) for column in zip(*sample))
+    expected = [wordpiece_completion(*case) for case in sample]
+    assert [t.decode() for t in wordpiece_completion_op(prompts, completions, whole).numpy()] == expected
+    assert [t.decode() for t in tf.function(wordpiece_completion_op)(prompts, completions, whole).numpy()] == expected
+
+
+def test_a_wordpiece_completion_carries_the_space_before_its_first_word():
+    """`the king` + `uke` printed `the kinguke`: the new ids were detokenized alone and joined to the prompt.
+    The prompt + the completion is now the whole sequence's text, for every token that could come first."""
+    from lm_utils import MIXED_TEXT, tiny_wordpiece_generator
+
+    from tfllm.generation import Generator
+    from tfllm.tokenizers import CharacterTokenizer, train_tokenizer
+
+    generator = tiny_wordpiece_generator()
+    tokenizer = generator.tokenizer
+
+    def ids(text):
+        return np.asarray(tokenizer.tokenize(text)).tolist()
+
+    assert generator.decode(ids("world"), "hello") == " world"
+    assert generator.decode(ids("world"), "hello \n") == "world"
+    assert generator.decode(ids("人民"), "中国") == "人民" and generator.decode(ids("hello"), "中国") == " hello"
+    assert generator.decode(ids("world")) == "world"  # without a prompt: the text of the ids alone
+    vocabulary = tokenizer.get_vocabulary()
+    assert generator.decode([vocabulary.index("##k")], "the kin") == "k"
+    ordinary = [i for i in range(tokenizer.vocabulary_size()) if i not in generator.special_ids]
+    for prompt in ("hello", "中国", "the bank ,", "中国。"):
+        assert generator.decode(ids(prompt)) == prompt
+        for i in ordinary:
+            completion = generator.decode([i, ordinary[-1]], prompt)
+            assert prompt + completion == generator.decode(ids(prompt) + [i, ordinary[-1]]), (prompt, completion)
+            cjk = prompt[-1] >= "\u3000" and completion[:1] >= "\u3000"
+            assert completion.startswith(" ") == (not vocabulary[i].startswith("##") and not cjk), (prompt, completion)
+    # Character and SentencePiece text carries its own spaces: a prompt changes nothing.
+    for other in (CharacterTokenizer(vocabulary=sorted(set("中国 你好ab"))),
+                  train_tokenizer([MIXED_TEXT] * 20, "sentencepiece", 60, lowercase=False)):
+        decoder = Generator(generator.model, other, jit_compile=False)
+        for text in ("中国你好", " 你好", "a b"):
+            other_ids = np.asarray(other.tokenize(text)).tolist()
+            assert decoder.decode(other_ids, "ab") == decoder.decode(other_ids), (other, text)
+
+
+@pytest.mark.slow
+def test_a_wordpiece_generators_completion_follows_its_prompt_in_every_path(tmp_path, capsys):
+    """`tfllm generate runs/wp "the king"` printed `the kinguke` (the whole text is `the king uke`): the same
+    completion, with its space, from Generator.generate (streamed or not), tfllm.generation.generate and the CLI."""
+    from lm_utils import tiny_wordpiece_generator
+
+    from tfllm.cli import main
+    from tfllm.generation import generate
+
+    generator = tiny_wordpiece_generator()
+    for prompt in ("hello", "中国", "hello world ,"):
+        greedy = generator.generate([prompt], 8, sampler="greedy")[0]
+        new = generator.greedy_ids(generator.encode(prompt), 8)
+        assert prompt + greedy == generator.decode(generator.encode(prompt).tolist() + new), (prompt, greedy)
+    prompts = ["hello"] * 6 + ["中国", "hello "]
+    options = dict(sampler="random", temperature=1.5, seed=7)
+    one_call = generator.generate(prompts, 12, **options)
+    assert any(c.startswith(" ") for c in one_call[:6]) and not one_call[-1].startswith(" ")
+    pieces = []
+    streamed = generator.generate(prompts, 12, stream_callback=lambda i, t: pieces.append((i, t)), **options)
+    assert streamed == one_call
+    assert ["".join(t for i, t in pieces if i == row) for row in range(len(prompts))] == one_call
+    run_dir = write_run_dir(generator, tmp_path / "run")
+    texts = generate(run_dir, prompts, 12, **options)
+    assert texts == one_call
+    for row in range(6):
+        capsys.readouterr()
+        assert main(["generate", run_dir, "hello", "--max-new-tokens", "12", "--sampler", "random",
+                     "--temperature", "1.5", "--seed", str(7 + row)]) == 0
+        assert capsys.readouterr().out == "hello" + texts[row] + "\n"

@@ -100,3 +100,31 @@ def test_a_wordpiece_exports_text_has_no_space_between_chinese_characters(tmp_pa
     assert all(re.search(f"{CJK_CLASS}{{2}}", c) and not re.search(CJK_SPACE, c) for c in completions)
     greedy = loaded.signatures["greedy"](prompt=tf.constant(["中国"]), max_new_tokens=tf.constant([30]))
     assert greedy["completion"].numpy()[0].decode() == generator.generate(["中国"], 30, sampler="greedy")[0]
+
+
+@pytest.mark.slow
+def test_a_wordpiece_exports_completion_carries_the_space_before_its_first_word(tmp_path):
+    """REST gave {"text": "the kinguke", "completion": "uke"}: the SavedModel's completion now has the space
+    before a first whole word, as `Generator.generate`, and text = prompt + completion is the whole text."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops, before loading)
+    from lm_utils import tiny_wordpiece_generator
+
+    generator = tiny_wordpiece_generator(jit_compile=True)
+    run_dir = write_run_dir(generator, tmp_path / "run")
+    loaded = tf.saved_model.load(export_causal_lm(run_dir, "wp", base_dir=str(tmp_path / "savedmodels")))
+    prompts = ["hello"] * 6 + ["中国", "hello "]
+    n = len(prompts)
+    out = loaded.signatures["serving_default"](
+        prompt=tf.constant(prompts), max_new_tokens=tf.fill([n], 12), temperature=tf.fill([n], 1.5),
+        top_k=tf.zeros([n], tf.int32), top_p=tf.ones([n]), seed=tf.range(7, 7 + n))
+    completions = [t.decode() for t in out["completion"].numpy()]
+    assert completions == generator.generate(prompts, 12, sampler="random", temperature=1.5, seed=7)
+    assert any(c.startswith(" ") for c in completions[:6]) and not completions[-1].startswith(" ")
+    assert [t.decode() for t in out["text"].numpy()] == [p + c for p, c in zip(prompts, completions)]
+    for prompt in ("hello", "中国", "hello world ,"):
+        greedy = loaded.signatures["greedy"](prompt=tf.constant([prompt]), max_new_tokens=tf.constant([8]))
+        text = greedy["text"].numpy()[0].decode()
+        new = generator.greedy_ids(generator.encode(prompt), 8)
+        assert text == generator.decode(generator.encode(prompt).tolist() + new)
+        assert greedy["completion"].numpy()[0].decode() == generator.generate([prompt], 8, sampler="greedy")[0]

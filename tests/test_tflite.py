@@ -687,3 +687,27 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
         with pytest.raises(UserInputError, match="--out is empty"):
             tflite.export_tflite(run_dir, "z", out=out)
     assert sorted(os.listdir(".")) == before  # no savedmodels/
+
+
+@pytest.mark.slow
+def test_a_wordpiece_tflite_generator_puts_the_space_before_its_first_word(tmp_path):
+    """`tfllm generate --tflite` and the metadata an app reads give the completion with the space before its
+    first whole word, as `Generator.generate` (it was glued to the prompt: `the kinguke`)."""
+    from lm_utils import MIXED_TEXT, tiny_wordpiece_generator, write_run_dir
+
+    from tfllm.config import COMPLETION_SPACE, TrainConfig
+    from tfllm.export.tflite_causal_lm import generate_text
+
+    generator = tiny_wordpiece_generator()
+    run_dir = write_run_dir(generator, tmp_path / "run")
+    (tmp_path / "mixed.txt").write_text(MIXED_TEXT * 5, encoding="utf-8")  # the parity check's prompt comes from it
+    TrainConfig(task="generate", data=str(tmp_path / "mixed.txt"), preset="tiny", run_dir=run_dir).to_json(
+        runs.path(run_dir, runs.RUN_CONFIG))
+    directory = tflite.export_tflite(run_dir, "wp", out=str(tmp_path / "wp"))
+    with open(os.path.join(directory, "metadata.json")) as f:
+        assert COMPLETION_SPACE in json.load(f)["detokenize"]
+    for prompt in ("hello", "中国", "hello world ,"):
+        text = generate_text(os.path.join(directory, "model.tflite"), prompt, max_new_tokens=8)
+        assert text == generator.generate([prompt], 8, sampler="greedy")[0]
+        new = generator.greedy_ids(generator.encode(prompt), 8)
+        assert prompt + text == generator.decode(generator.encode(prompt).tolist() + new)

@@ -65,6 +65,44 @@ def join_cjk(text):
     return text
 
 
+# A WordPiece completion decoded from the new ids alone has no space before its first word ("the king" +
+# "uke" printed "the kinguke"; the whole text detokenized is "the king uke"). The rule that puts it INTO the
+# completion, so that prompt + completion is the text: a space goes before the completion when its first token
+# is a whole word or a punctuation mark (not a "##" piece, which continues the prompt's last word and is
+# detokenized without its "##"), unless the prompt ends in whitespace (or is empty), or the prompt's last
+# character and the completion's first are both CJK (`join_cjk`'s rule). Three patterns that Python's `re`
+# (`wordpiece_completion`) and TensorFlow's RE2 (`tfllm.tokenizers.wordpiece_completion_op`) both read in full.
+WORDPIECE_SUFFIX = "##"  # tfllm's WordPiece tokenizers' suffix indicator (KerasHub's default)
+SPACE_RANGES = ((0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
+                (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))  # what str.isspace() takes
+SPACE_CLASS = "[" + "".join(f"{chr(low)}-{chr(high)}" for low, high in SPACE_RANGES) + "]"
+ENDS_IN_SPACE = f"(?s)(.*{SPACE_CLASS})?"  # also the empty prompt
+ENDS_IN_CJK = f"(?s).*{CJK_CLASS}"
+STARTS_WITH_CJK = f"(?s){CJK_CLASS}.*"
+# What the TFLite export's metadata tells an app.
+COMPLETION_SPACE = ("a space before the completion when its first token is a whole word (not a '##' piece, which "
+                    "is glued to the prompt without its '##') and the prompt does not end in whitespace (code points "
+                    + ", ".join(f"U+{low:04X}" + (f"-U+{high:04X}" if high > low else "") for low, high in SPACE_RANGES)
+                    + ") and is not empty, except where the prompt's last character and the completion's first are "
+                    "both CJK; prompt + completion is then the text")
+
+
+def is_suffix_piece(token, suffix=WORDPIECE_SUFFIX):
+    """A WordPiece token that continues the word before it ("##k"; a bare "##" is a word), as KerasHub's
+    detokenizer tells them apart."""
+    return len(token) > len(suffix) and token.startswith(suffix)
+
+
+def wordpiece_completion(prompt, completion, whole_word):
+    """A WordPiece detokenizer's text of the new ids (CJK already joined) as it follows `prompt`, `whole_word`
+    saying whether its first token is not a suffix piece: see `COMPLETION_SPACE`. Python's `re`;
+    `tfllm.tokenizers.wordpiece_completion_op` is the same rule as a TF op."""
+    if (not whole_word or not completion or re.fullmatch(ENDS_IN_SPACE, prompt)
+            or (re.fullmatch(ENDS_IN_CJK, prompt) and re.fullmatch(STARTS_WITH_CJK, completion))):
+        return completion
+    return " " + completion
+
+
 MAX_BEAMS = 64  # beams multiply the batch and the cache: 100,000 of them ran for hours on a tiny model
 SEED_RANGE = (-2**31, 2**31 - 1)  # the exported models' int32 seed; beyond it TensorFlow failed and NumPy wrapped
 

@@ -27,6 +27,7 @@ import tensorflow as tf
 from tfllm import runs
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, join_cjk, refuse_unread_options  # noqa: F401  (TensorFlow-free)
+from tfllm.config import WORDPIECE_SUFFIX, is_suffix_piece, wordpiece_completion
 from tfllm.errors import UserInputError
 from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, prompt_start_ids, special_token_ids
 
@@ -280,7 +281,10 @@ class Generator:
         refuse_unseen(self.tokenizer, prompt, ids)
         return np.concatenate([np.asarray(self.start_ids, "int32"), ids]) if self.start_ids else ids
 
-    def decode(self, ids):
+    def decode(self, ids, prompt=None):
+        """The text of `ids` (special ids dropped); given the `prompt` they follow, the completion as it follows
+        it: for WordPiece, with the space before its first word (`tfllm.config.wordpiece_completion`), so that
+        prompt + completion is the text."""
         ids = [int(i) for i in ids if int(i) not in self.special_ids]
         if not ids:
             return ""
@@ -291,7 +295,13 @@ class Generator:
         # WordPiece puts a space between every two tokens, also between two Chinese characters: removed, as in
         # the SavedModel and KerasHub's generate(). Streaming decodes all new ids again for each chunk, so a
         # space at a chunk's edge is removed too, and the chunks add up to one call's text.
-        return join_cjk(text) if detokenizes_with_spaces(self.tokenizer) else text
+        if not detokenizes_with_spaces(self.tokenizer):
+            return text
+        text = join_cjk(text)
+        if prompt is None:
+            return text
+        suffix = getattr(self.tokenizer, "suffix_indicator", WORDPIECE_SUFFIX)
+        return wordpiece_completion(prompt, text, not is_suffix_piece(self.tokenizer.id_to_token(ids[0]), suffix))
 
     # --- compiled decoding --------------------------------------------------
 
@@ -340,7 +350,9 @@ class Generator:
         stop=None,
         stream_callback=None,
     ):
-        """Continues each prompt; returns the new text of each (prompt not included).
+        """Continues each prompt; returns the new text of each (prompt not included): the completion, with the
+        space a WordPiece model's first new word needs before it (`tfllm.config.wordpiece_completion`), so that
+        prompt + completion is the whole text.
 
         Args:
             prompts: list of strings (lengths may differ).
@@ -393,7 +405,7 @@ class Generator:
             width = max(len(ids) for ids in encoded) + max_new_tokens
             out = self._run(function, encoded, width, options)
             new = [self._cut(out[i, len(ids): len(ids) + max_new_tokens], stop_token_ids) for i, ids in enumerate(encoded)]
-            return [truncate_at_stops(self.decode(ids), stops) for ids in new]
+            return [truncate_at_stops(self.decode(ids, prompt), stops) for ids, prompt in zip(new, prompts)]
 
         # Streaming: fixed-shape chunks that see the last `window` tokens. A model that does not slide
         # (a KerasHub preset's) has no position beyond its window: one chunk of it (checked above).
@@ -412,7 +424,7 @@ class Generator:
                 chunk = self._cut(out[i, len(context):], stop_token_ids)
                 hit_stop = len(chunk) < width - len(context)
                 new[i] += chunk.tolist()[: max_new_tokens - len(new[i])]
-                full = self.decode(new[i])
+                full = self.decode(new[i], prompts[i])
                 text = truncate_at_stops(full, stops)
                 if len(new[i]) >= max_new_tokens or hit_stop or text != full:
                     done[i] = True
@@ -519,7 +531,8 @@ def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEF
     See `Generator.generate` for the arguments (`temperature`, `top_k`, `top_p`, `num_beams`: by default
     `tfllm generate`'s; these and `seed` given to a sampler that does not read them are refused, as the command
     refuses them: they were ignored).
-    Returns the new text per prompt.
+    Returns the new text per prompt (the completion: prompt + completion is the whole text; a WordPiece
+    model's first new word has its space before it, as `Generator.generate` says).
     A run directory's model is loaded once per process (`cached_generator`),
     and a loaded model's decoding functions are kept, so later calls reuse them.
 

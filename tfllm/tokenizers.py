@@ -23,7 +23,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm.config import CJK_SPACE, TOKENIZER_KINDS
+from tfllm.config import CJK_SPACE, ENDS_IN_CJK, ENDS_IN_SPACE, STARTS_WITH_CJK, TOKENIZER_KINDS, is_suffix_piece
 from tfllm.errors import UserInputError
 
 PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
@@ -56,6 +56,21 @@ def join_cjk_op(texts):
     for _ in range(2):  # non-overlapping matches: two passes join every gap
         texts = tf.strings.regex_replace(texts, CJK_SPACE, r"\1\2")
     return texts
+
+
+def wordpiece_completion_op(prompts, completions, whole_word):
+    """`tfllm.config.wordpiece_completion` as a TF op (RE2, the same patterns): string tensors and the bool
+    tensor `whole_word` in, string tensor out."""
+    match = tf.strings.regex_full_match
+    bare = (~whole_word | tf.equal(completions, "") | match(prompts, ENDS_IN_SPACE)
+            | (match(prompts, ENDS_IN_CJK) & match(completions, STARTS_WITH_CJK)))
+    return tf.where(bare, completions, tf.strings.join([" ", completions]))
+
+
+def whole_word_ids(tokenizer):
+    """A bool per id of a WordPiece vocabulary: True where the token is no suffix piece
+    (`tfllm.config.is_suffix_piece`)."""
+    return [not is_suffix_piece(token, tokenizer.suffix_indicator) for token in tokenizer.get_vocabulary()]
 
 
 def unknown_token_id(tokenizer):

@@ -6,8 +6,9 @@ batching need):
 - `serving_default(prompt: string[B], max_new_tokens: int32[B],
   temperature: float32[B], top_k: int32[B], top_p: float32[B], seed: int32[B])
   -> {text: string[B], completion: string[B]}`: `completion` is the new text,
-  `text` the prompt followed by it. Temperature 0 is greedy; `top_k` 0 and
-  `top_p` 1 turn those cuts off.
+  `text` the prompt followed by it (a WordPiece model's completion
+  carries the space before its first word: `tfllm.config.wordpiece_completion`).
+  Temperature 0 is greedy; `top_k` 0 and `top_p` 1 turn those cuts off.
 - `greedy(prompt: string[B], max_new_tokens: int32[B])`: the same outputs,
   greedy decoding.
 
@@ -31,7 +32,7 @@ import tensorflow as tf
 from tfllm.config import EXPORT_MAX_NEW_TOKENS
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import Generator, decode_function, load_generator
-from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, join_cjk_op
+from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, join_cjk_op, whole_word_ids, wordpiece_completion_op
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
@@ -61,6 +62,8 @@ def generation_archive(model, tokenizer, jit_compile=True):
     tokenizer(tf.constant(["build"]))  # a Layer must be built before it is tracked
     archive.track(tokenizer)  # keeps its lookup tables in the graph (keras-hub#2015)
     decode = decode_function(model, (end_id,), jit_compile=jit_compile, banned_token_ids=ids_of.banned_ids)
+    if detokenizes_with_spaces(tokenizer):  # per id: no "##" piece (a space may go before it after the prompt)
+        whole_words = tf.constant(whole_word_ids(tokenizer), tf.bool)
 
     def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
         checks = [
@@ -132,11 +135,14 @@ def generation_archive(model, tokenizer, jit_compile=True):
         ended = tf.cumsum(tf.cast(new & tf.equal(out, end_id), tf.int32), axis=-1) > 0
         special = tf.reduce_any(out[..., None] == tf.constant(special_ids, out.dtype), axis=-1)
         keep = new & ~ended & ~special
-        completion = tokenizer.detokenize(tf.ragged.boolean_mask(out, keep))
+        kept = tf.ragged.boolean_mask(out, keep)
+        completion = tokenizer.detokenize(kept)
         if completion.shape.rank == 2:  # some detokenizers keep a trailing axis
             completion = tf.squeeze(completion, -1)
         if detokenizes_with_spaces(tokenizer):  # WordPiece's "中 国" -> "中国", as Generator.decode
-            completion = join_cjk_op(completion)
+            # and the space before a first new whole word ("the king" + " uke"), so that text = prompt + completion
+            whole_word = tf.reduce_any(tf.gather(whole_words, kept[:, :1]), axis=1)
+            completion = wordpiece_completion_op(prompt, join_cjk_op(completion), whole_word)
         return {"text": tf.strings.join([prompt, completion]), "completion": completion}
 
     spec = lambda dtype, name: tf.TensorSpec([None], dtype, name=name)  # noqa: E731

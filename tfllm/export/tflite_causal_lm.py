@@ -256,18 +256,19 @@ def _text_codec(tokenizer, start_ids=()):
     special = special_token_ids(tokenizer)
     holder = types.SimpleNamespace(tokenizer=tokenizer, unk_id=getattr(tokenizer, "unk_token_id", None),
                                    special_ids=special, start_ids=list(start_ids))
-    return (lambda prompt: Generator.encode(holder, prompt)), (lambda ids: Generator.decode(holder, ids))
+    return (lambda prompt: Generator.encode(holder, prompt)), (lambda ids, prompt=None: Generator.decode(holder, ids, prompt))
 
 
 def generate_text(model_path, prompt, max_new_tokens=200):
-    """Greedy continuation of `prompt` with an exported TFLite generator (what `tfllm generate --tflite` runs)."""
+    """Greedy continuation of `prompt` with an exported TFLite generator (what `tfllm generate --tflite` runs):
+    the completion, as `Generator.generate` returns it (prompt + completion is the text)."""
     from tfllm.config import MAX_NEW_TOKENS
 
     if not isinstance(max_new_tokens, int) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
         raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
     generator, tokenizer = load_tflite_generator(model_path)
     encode, decode = _text_codec(tokenizer, generator.start_ids)
-    return decode(generator.generate_ids(encode(prompt), max_new_tokens, (int(tokenizer.end_token_id),)))
+    return decode(generator.generate_ids(encode(prompt), max_new_tokens, (int(tokenizer.end_token_id),)), prompt)
 
 
 def greedy_agreement(expected, got):
@@ -287,7 +288,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     from tfllm.datasets.text import load_run_text
     from tfllm.generation import load_generator, sample_prompt
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
-    from tfllm.config import CJK_CHARACTERS
+    from tfllm.config import CJK_CHARACTERS, COMPLETION_SPACE
     from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces
 
     # No XLA: the reference is the plain TF graph of the same computation.
@@ -346,7 +347,8 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             **({"detokenize": "the ids after the prompt's, special ids dropped: the tokens joined with spaces, a "
                               f"{keras_generator.tokenizer.suffix_indicator!r} piece glued to the one before it "
                               "without its prefix; then remove each space between two CJK characters "
-                              + CJK_CHARACTERS + ", as tfllm generate --tflite does"}
+                              + CJK_CHARACTERS + "; then, as the completion follows the prompt, "
+                              + COMPLETION_SPACE + "; as tfllm generate --tflite does"}
                if detokenizes_with_spaces(keras_generator.tokenizer) else {}),
             "loop": "greedy, as tfllm generate --tflite runs it: prefill(the prompt's ids, zero-padded); then, n = "
                     "the number of ids so far, decode(token_id = the last id, cache, index = n - 1) gives the next "
