@@ -135,7 +135,13 @@ def check_config(config, *tasks):
         raise UserInputError(f"{TRAINERS[tasks[0]]} trains task {tasks[0]!r}, but the config's task is "
                              f"{config.task!r}: pass TrainConfig(task={tasks[0]!r}, ...){other}.")
     if config.preset is None:  # a classifier from a preset (TrainConfig.preset): before anything reads it
-        config.preset = runs.fine_tuning_preset(config.from_preset)
+        config.preset = recipe_name(config)
+
+
+def recipe_name(config):
+    """The recipe a config trains: its `preset`, or where that is None (a classifier from a preset, as
+    TrainConfig leaves it) the one `tfllm train --from-preset` picks, `runs.fine_tuning_preset`."""
+    return config.preset if config.preset is not None else runs.fine_tuning_preset(config.from_preset)
 
 
 def check_run_dir(config):
@@ -333,7 +339,7 @@ def _resolve(task, config, counted):
     for key in flags:
         check_flag_and_setting(config, key)
     overrides = {**config.overrides, **{k: v for k, v in flags.items() if v is not None}}  # unset flags keep --set
-    preset = resolve_preset(task, config.preset, overrides)
+    preset = resolve_preset(task, recipe_name(config), overrides)
     if config.from_preset:  # the preset's own sizes: the recipe's, which the model never had, went to recipe.json
         backbone = preset_backbone(config.from_preset)[1]
         for key in ARCHITECTURE & set(preset):
