@@ -587,6 +587,7 @@ def test_a_text_cut_too_short_by_max_rows_names_max_rows(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_one_beam_is_greedy_and_beams_never_choose_special_tokens():
     """Beam search chose [UNK] and [PAD], which the text then dropped: one beam was not greedy, and fewer
     tokens came back than asked for (7 newlines for 10)."""

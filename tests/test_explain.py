@@ -258,6 +258,7 @@ def test_an_ensemble_of_three_classes_is_explained_with_its_own_probabilities():
     assert shown.target == "2"  # a number names the label it spells (2 was "not one of 0, 1, 2")
 
 
+@pytest.mark.slow
 def test_a_keras_hub_bert_classifier(tmp_path):
     keras.utils.set_random_seed(0)
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + ["zebra"]
