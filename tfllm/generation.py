@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from tfllm import runs
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
-from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, join_cjk, refuse_unread_options  # noqa: F401  (TensorFlow-free)
-from tfllm.config import WORDPIECE_SUFFIX, is_suffix_piece, wordpiece_completion
+from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, refuse_unread_options  # noqa: F401  (TensorFlow-free)
+from tfllm.config import WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, wordpiece_completion
 from tfllm.errors import UserInputError
 from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, prompt_start_ids, special_token_ids
 
