@@ -308,6 +308,14 @@ def test_a_run_trained_on_a_relative_path_is_evaluated_from_another_folder(tmp_p
     (tmp_path / "reviews.csv").write_text("text,label\nsomething else,pos\n")
     result = main_in_process(capsys, "evaluate", run_dir)
     assert result.returncode == 2 and "has changed since the run" in result.stderr
+    # The file moved away: from any folder, the message names where training read it, not the relative path.
+    (tmp_path / "reviews.csv").unlink()
+    (tmp_path / "project" / "reviews.csv").rename(tmp_path / "moved.csv")
+    for folder in (tmp_path, tmp_path / "project"):
+        monkeypatch.chdir(folder)
+        result = main_in_process(capsys, "evaluate", run_dir)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1
+        assert f"{str(tmp_path / 'project' / 'reviews.csv')!r}, which no longer exists" in result.stderr
 
 
 def test_max_rows_and_seed_out_of_range_are_refused_by_the_parser(capsys):

@@ -301,7 +301,8 @@ def _keras_hub_preset_class(folder):
 def read_config(run_dir):
     """The run's TrainConfig fields as a dict. Its `data` is recorded as typed; a relative path that names
     nothing from the folder this process runs in (the run is evaluated or exported from elsewhere) is read as
-    the absolute path training resolved it to (tfllm/data.json), while that file is there."""
+    the absolute path training resolved it to (tfllm/data.json): the file read from there, or, when it is gone,
+    the one path a message can tell the user to put it back at."""
     config = read_json(path(run_dir, RUN_CONFIG))
     data = config.get("data")
     if isinstance(data, str) and not os.path.isabs(data) and not os.path.exists(data):
@@ -309,7 +310,7 @@ def read_config(run_dir):
             where = read_json(path(run_dir, DATA)).get("path")
         except (OSError, ValueError):
             where = None  # a run from before the record
-        if where and os.path.exists(where):
+        if where:
             config["data"] = where
     return config
 
