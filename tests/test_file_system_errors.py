@@ -273,3 +273,30 @@ def test_a_file_size_limit_in_a_weights_write_is_one_line_not_a_crash(tmp_path):
 
     assert make_room(OSError(errno.EFBIG, "File too large")) == "raise the file-size limit (ulimit -f)"
     assert make_room(OSError(errno.ENOSPC, "No space left on device")) == "free some space"
+
+
+def test_a_tilde_the_shell_left_alone_is_the_home_folder(tiny_classifier_run, tmp_path, capsys, monkeypatch):
+    """`--base-dir=~/models` (bash expands `~` only where it starts a word) and TrainConfig(run_dir='~/...')
+    from a notebook made a folder named '~' in the working directory."""
+    from tfllm.cli import PATH_ARGUMENTS, build_parser
+    from tfllm.config import TrainConfig
+    from tfllm.serving.commands import IGNORED_TF_SERVING_FLAGS
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    result = main_in_process(capsys, "export", tiny_classifier_run, "--name", "r", "--base-dir=~/models")
+    assert result.returncode == 0, result.stderr
+    assert (home / "models" / "r" / "1" / "saved_model.pb").exists() and not (tmp_path / "~").exists()
+    result = main_in_process(capsys, "train", "--data=~/missing.csv", "--run-dir=~/run", "--preset", "tiny")
+    assert result.returncode == 2 and str(home / "missing.csv") in result.stderr
+    config = TrainConfig(data="~/reviews.csv", run_dir="~/runs/x")
+    assert (config.data, config.run_dir) == (str(home / "reviews.csv"), str(home / "runs" / "x"))
+    # Every argument that names a file or folder, in every subcommand, is expanded.
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices.values()
+    words = {"dir", "data", "file", "path", "from", "out", "lm", "memory", "html", "tflite", "space", "unlabeled"}
+    named = {a.dest for p in commands for a in p._actions
+             if words & set(a.dest.split("_")) and a.dest not in {*IGNORED_TF_SERVING_FLAGS, "lm_weight"}}
+    assert named <= set(PATH_ARGUMENTS), named - set(PATH_ARGUMENTS)

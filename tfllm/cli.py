@@ -864,6 +864,7 @@ def _main(argv):
     errors.clear_stop()
     try:
         _check_text_arguments(args)
+        _expand_home(args)
         args.func(args)
         errors.raise_if_stopping()  # a stop that came in a `__del__` (errors.request_stop)
     except UserInputError as e:
@@ -894,6 +895,21 @@ def _main(argv):
         for signum, handler in handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     return 0
+
+
+# The arguments that name files and folders (argparse dests, every subcommand's).
+PATH_ARGUMENTS = ("run_dir", "data", "unlabeled", "from_preset", "file", "lm", "memory", "tflite", "html", "space",
+                  "base_dir", "out", "model_base_path", "model_base_path_flag", "model_config_file")
+
+
+def _expand_home(args):
+    """`~` at the start of a path argument is the home folder. The shell expands it only where it starts a
+    word: `--base-dir=~/models`, a quoted '~/models' or a Makefile variable reached tfllm as is, and made a
+    folder named `~` in the working directory."""
+    for name in PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))
 
 
 def _check_text_arguments(args):

@@ -237,6 +237,10 @@ class TrainConfig:
             if isinstance(value, os.PathLike):  # a notebook's pathlib.Path: the str it names (run.json is JSON)
                 value = os.fspath(value)
                 setattr(self, field.name, value)
+            if field.name in ("data", "run_dir", "unlabeled", "from_preset") and isinstance(value, str) \
+                    and value.startswith("~"):  # '~/runs/x' typed in a notebook made a folder named '~'
+                value = os.path.expanduser(value)
+                setattr(self, field.name, value)
             if field.name in ("data", "run_dir") and value in (None, ""):  # a TypeError or FileNotFoundError('')
                 raise UserInputError(f"TrainConfig {field.name} must be " + (
                     "a file or folder path or a bundled name (e.g. 'rotten_tomatoes')" if field.name == "data"
