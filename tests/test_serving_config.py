@@ -98,6 +98,8 @@ def test_the_compose_files_tf_serving_command_line_is_taken_by_tfllm_serve(compo
     assert warning.count("\n") == 0 and "--enable_batching" in warning and "--batching_parameters_file" in warning
     assert "allow_version_labels" not in warning  # what tfllm serve always does is not "ignored"
     assert ignored_flags_warning(parser.parse_args(["--port=8500"])) is None
+    # Its flags are spelled with dashes too, as tfllm's own (--rest-api-port was 'unrecognized arguments').
+    assert parser.parse_args(["--rest-api-port=9001"]).rest_api_port == 9001
 
 
 def test_models_config_lists_both_models_with_labels(model_config):

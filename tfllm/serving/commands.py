@@ -112,7 +112,7 @@ def add_serve_arguments(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=_port, default=None,
                    help="REST port (default 8501); the gRPC port when --rest_api_port is given, as in TF Serving")
-    p.add_argument("--rest_api_port", type=_port, default=None, help="REST port (TF Serving's flag)")
+    p.add_argument("--rest_api_port", "--rest-api-port", type=_port, default=None, help="REST port (TF Serving's flag)")
     p.add_argument("--grpc-port", type=_port, default=None, help="gRPC port (default 8500); 0 turns gRPC off")
     p.add_argument("--poll-seconds", "--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="how often to look for new versions; 0: once, at start-up (as TF Serving)")
