@@ -2,12 +2,13 @@ import gzip
 import json
 import re
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
 
 from tfllm.datasets import load_classification_data
-from tfllm.errors import UserInputError
+from tfllm.errors import TfllmWarning, UserInputError
 
 ROWS = [(f"text number {i} {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i in range(60)]
 
@@ -90,18 +91,20 @@ def test_a_txt_file_for_labels_or_pairs_says_it_has_no_columns(tmp_path):
         load_classification_data(str(tmp_path / "missing.txt"))
 
 
-def test_labels_that_differ_only_in_case_or_spaces_are_named_in_a_warning(tmp_path, capsys):
+def test_labels_that_differ_only_in_case_or_spaces_are_named_in_a_warning(tmp_path):
     from tfllm.datasets import warn_about_labels
 
     rows = [(f"text {i}", ["Positive", "positive", "neg", "very  good", "Very good"][i % 5]) for i in range(50)]
     data = load_classification_data(write_csv(tmp_path / "d.csv", rows))
     assert len(data.label_names) == 5  # classes as written: the warning says so, the data is not rewritten
-    warn_about_labels("d.csv", data)
-    err = capsys.readouterr().err
-    assert "the labels 'Positive' and 'positive' of 'd.csv' differ only in case or spaces, so they are 2" in err
-    assert "'Very good' and 'very  good'" in err and err.count("\n") == 2
-    warn_about_labels("rotten_tomatoes", load_classification_data("rotten_tomatoes", max_rows=100))
-    assert capsys.readouterr().err == ""
+    with pytest.warns(TfllmWarning) as caught:
+        warn_about_labels("d.csv", data)
+    assert [str(w.message)[:40] for w in caught] == ["the labels 'Positive' and 'positive' of ",
+                                                     "the labels 'Very good' and 'very  good' "]
+    assert "of 'd.csv' differ only in case or spaces, so they are 2" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TfllmWarning)
+        warn_about_labels("rotten_tomatoes", load_classification_data("rotten_tomatoes", max_rows=100))
 
 
 def test_a_json_file_of_texts_is_a_corpus_but_not_labelled_data(tmp_path):
@@ -619,19 +622,20 @@ def test_windows_line_endings_are_not_text_to_learn(tmp_path):
     assert "\r" not in train + val and train.count("\n") > 100
 
 
-def test_a_class_without_test_rows_is_named(tmp_path, capsys):
+def test_a_class_without_test_rows_is_named(tmp_path):
     """Its recall, precision and F1 were 0 in the macro averages (0.33 recall beside 0.5 balanced accuracy)."""
     from tfllm.datasets import warn_about_unscored_classes
 
     write_csv(tmp_path / "d.csv", ROWS + [("a weird neutral one", "neutral")])
-    warn_about_unscored_classes(load_classification_data(str(tmp_path / "d.csv")))
-    err = capsys.readouterr().err
-    assert "class(es) 'neutral' have no test rows" in err and err.count("\n") == 1
-    warn_about_unscored_classes(load_classification_data(write_csv(tmp_path / "e.csv")))
-    assert capsys.readouterr().err == ""
+    with pytest.warns(TfllmWarning, match="^class\\(es\\) 'neutral' have no test rows") as caught:
+        warn_about_unscored_classes(load_classification_data(str(tmp_path / "d.csv")))
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TfllmWarning)
+        warn_about_unscored_classes(load_classification_data(write_csv(tmp_path / "e.csv")))
 
 
-def test_the_imbalance_warning_of_many_classes_lists_the_commonest_and_rarest(capsys):
+def test_the_imbalance_warning_of_many_classes_lists_the_commonest_and_rarest():
     """200 classes made one 4 KB line listing every class and its count."""
     from types import SimpleNamespace
 
@@ -640,13 +644,14 @@ def test_the_imbalance_warning_of_many_classes_lists_the_commonest_and_rarest(ca
     names = [f"class_{i}" for i in range(200)]
     labels = [i for i in range(200) for _ in range(2 + i)]  # class_0 rarest (2 rows), class_199 commonest (201)
     data = SimpleNamespace(train=SimpleNamespace(labels=labels), num_classes=200, label_names=names)
-    warn_about_imbalance(data, balanced=False)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and len(err) < 700, err
+    with pytest.warns(TfllmWarning) as caught:
+        warn_about_imbalance(data, balanced=False)
+    err = str(caught[0].message)
+    assert len(caught) == 1 and "\n" not in err and len(err) < 700, err
     assert "(200 classes, commonest first: 'class_199' 201, 'class_198' 200," in err
     assert "... 190 more ..., " in err and "'class_1' 3, 'class_0' 2 training rows)" in err
     assert "class_100" not in err
     # A few classes are all listed, in their order, as before.
     data = SimpleNamespace(train=SimpleNamespace(labels=[0] * 9 + [1]), num_classes=2, label_names=["neg", "pos"])
-    warn_about_imbalance(data, balanced=True)
-    assert "('neg' 9, 'pos' 1 training rows)" in capsys.readouterr().err
+    with pytest.warns(TfllmWarning, match=re.escape("('neg' 9, 'pos' 1 training rows)")):
+        warn_about_imbalance(data, balanced=True)

@@ -324,18 +324,19 @@ def test_global_batch_not_divisible_by_replicas_exits_2(tmp_path):
 
 
 @pytest.mark.skipif(bool(__import__("tensorflow").config.list_physical_devices("GPU")), reason="warns only without a GPU")
-def test_mixed_float16_without_gpu_warns_and_scales_loss(capsys):
+def test_mixed_float16_without_gpu_warns_and_scales_loss():
     import keras
 
     from tfllm.models import EncoderBackbone, TextClassifier
 
-    with common.precision_scope("mixed_float16"):
+    from tfllm.errors import TfllmWarning
+
+    with pytest.warns(TfllmWarning, match="^mixed_float16 without a GPU.*mixed_bfloat16"), \
+            common.precision_scope("mixed_float16"):
         backbone = EncoderBackbone(vocabulary_size=50, sequence_length=8, hidden_dim=8, num_layers=1, num_heads=2,
                                    intermediate_dim=8)
         model = TextClassifier(backbone, num_classes=2)
     assert keras.mixed_precision.global_policy().name == "float32"
-    err = capsys.readouterr().err
-    assert "tfllm: warning: mixed_float16 without a GPU" in err and "mixed_bfloat16" in err
     # Keras 3 wraps the optimizer in a LossScaleOptimizer for a mixed_float16 model.
     model.compile(optimizer="adam", loss="binary_crossentropy")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

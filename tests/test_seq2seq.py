@@ -22,7 +22,7 @@ import tensorflow as tf
 from conftest import serving_process, timed_fits
 from tfllm import cli
 from tfllm.datasets.pairs import PairSplit, load_pair_data
-from tfllm.errors import UserInputError
+from tfllm.errors import TfllmWarning, UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor, resolve_preset
 from tfllm.ngram import NgramLM
@@ -413,7 +413,7 @@ def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
 
 
 @pytest.mark.slow
-def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
+def test_translate_refuses_empty_text_and_warns_about_long_sources():
     model, _ = tiny_model(seed=2)
     translator = Translator(model, jit_compile=False)
     # A space around a source was decoded as part of it (training, scoring and --file strip it); outputs are
@@ -429,11 +429,10 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources(capsys):
     assert translator.translate(iter(["一"]), max_new_tokens=2) == translator.translate(["一"], max_new_tokens=2)
     with pytest.raises(UserInputError, match="max_new_tokens"):
         translator.translate(["一"], max_new_tokens=translator.max_new_tokens + 1)
-    translator.translate(["一二三四五六七八一二三四五六"], max_new_tokens=2)
-    err = capsys.readouterr().err
-    assert "longer than the model's 10 tokens" in err and "first 10 tokens" in err
-    translator.translate(["九"], max_new_tokens=2)
-    assert "never seen in training" in capsys.readouterr().err
+    with pytest.warns(TfllmWarning, match="longer than the model's 10 tokens.*first 10 tokens"):
+        translator.translate(["一二三四五六七八一二三四五六"], max_new_tokens=2)
+    with pytest.warns(TfllmWarning, match="never seen in training"):
+        translator.translate(["九"], max_new_tokens=2)
     # A seeded call repeats within a process (the sampler's random state advanced per call), and top_k beyond
     # the decoder's output vocabulary is clamped (a TensorFlow error), as `tfllm generate` clamps it.
     sampled = [translator.translate(["一二"], sampler="top_k", top_k=10**5, seed=7, max_new_tokens=4) for _ in range(2)]
@@ -1096,15 +1095,14 @@ def test_translate_num_beams_below_one_is_refused_not_greedy(trained_run, capsys
     assert exit_info.value.code == 2 and "argument --num-beams: must be at least 1" in capsys.readouterr().err
 
 
-def test_translate_refuses_a_bool_and_keeps_warnings_short(capsys):
+def test_translate_refuses_a_bool_and_keeps_warnings_short():
     model, _ = tiny_model(seed=2)
     translator = Translator(model, jit_compile=False)
     with pytest.raises(UserInputError, match="max_new_tokens must be an integer from 1 to"):
         translator.translate(["一"], max_new_tokens=True)  # decoded one token
-    capsys.readouterr()
-    translator.translate(["一二三四五六七八" * 100_000], max_new_tokens=1)  # the warning quoted all 800,000 characters
-    err = capsys.readouterr().err
-    assert "longer than the model's" in err and len(err) < 400, len(err)
+    with pytest.warns(TfllmWarning, match="longer than the model's") as caught:
+        translator.translate(["一二三四五六七八" * 100_000], max_new_tokens=1)  # the warning quoted all 800,000 characters
+    assert len(str(caught[0].message)) < 400, len(str(caught[0].message))
 
 
 @pytest.mark.slow

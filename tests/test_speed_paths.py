@@ -376,15 +376,39 @@ def test_the_sampling_noise_stays_below_one_in_tensorflow_and_numpy():
         assert next_token(logits, 0, 1e-40, 0, 1.0, 4955, [0]) == 7
 
 
-def test_predict_warns_about_a_text_of_nothing_but_unknown_words(tiny_classifier_run, capsys):
+def test_predict_warns_about_a_text_of_nothing_but_unknown_words(tiny_classifier_run):
     """"鑫龘" (never seen in training) got a confident label without a word; translate warns of such text and
-    generate refuses it."""
-    from tfllm.prediction import predict
+    generate refuses it. The warning is a `TfllmWarning` (it was a print a notebook could not filter), pointed
+    at the caller's line, that a filter silences or makes an error."""
+    import warnings
 
-    [answer] = predict(tiny_classifier_run, ["鑫龘"])
+    import tfllm
+
+    with pytest.warns(tfllm.TfllmWarning) as caught:
+        [answer] = tfllm.predict(tiny_classifier_run, ["鑫龘"])
     assert set(answer["probabilities"]) == {"fresh", "rotten"}
-    err = capsys.readouterr().err
-    assert "text 1 ('鑫龘') is all unknown tokens ([UNK]) to this model's vocabulary" in err, err
-    assert "only its characters and words" in err  # the tiny recipe's n-gram views still read the raw text
-    predict(tiny_classifier_run, ["a fine film 鑫龘", "a dull film"])
-    assert "never saw" not in capsys.readouterr().err
+    [warning] = caught
+    message = str(warning.message)
+    assert message.startswith("text 1 ('鑫龘') is all unknown tokens ([UNK]) to this model's vocabulary"), message
+    assert "only its characters and words" in message  # the tiny recipe's n-gram views still read the raw text
+    assert warning.filename == __file__  # the user's call, not a line of tfllm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tfllm.TfllmWarning)
+        tfllm.predict(tiny_classifier_run, ["a fine film 鑫龘", "a dull film"])  # a known word: no warning
+        with pytest.raises(tfllm.TfllmWarning, match="all unknown tokens"):
+            tfllm.predict(tiny_classifier_run, ["鑫龘"])
+        warnings.simplefilter("ignore", tfllm.TfllmWarning)
+        tfllm.predict(tiny_classifier_run, ["鑫龘"])
+
+
+def test_the_command_prints_each_warning_as_one_line_every_time(tiny_classifier_run, capsys):
+    """The command line says `tfllm: warning: MESSAGE`, once for each time it happens (not once per place, as
+    Python shows a warning by default), without the warning's class or the file and line that warned."""
+    from conftest import main_in_process
+
+    for _ in range(2):  # the same warnings again: said again
+        result = main_in_process(capsys, "predict", tiny_classifier_run, "鑫龘", "a dull film", "龘鑫")
+        assert result.returncode == 0, result.stderr
+        lines = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+        assert [line[:27] for line in lines] == ["tfllm: warning: text 1 ('鑫龘", "tfllm: warning: text 3 ('龘鑫"], lines
+        assert "TfllmWarning" not in result.stderr and ".py" not in result.stderr, result.stderr

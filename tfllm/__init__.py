@@ -20,6 +20,7 @@ _EXPORTS = {
     "resolve_preset": "tfllm.presets",
     "TrainConfig": "tfllm.config",
     "UserInputError": "tfllm.errors",
+    "TfllmWarning": "tfllm.errors",
     "load_classification_data": "tfllm.datasets",
     "train_tokenizer": "tfllm.tokenizers",
     "load_tokenizer": "tfllm.tokenizers",

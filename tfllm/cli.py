@@ -5,6 +5,7 @@ with exit status 2, never as a traceback.
 """
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -12,6 +13,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 
 from tfllm.config import PRECISIONS, SAMPLING_DEFAULTS, TOKENIZER_KINDS
 
@@ -863,9 +865,10 @@ def _main(argv):
             handlers[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     errors.clear_stop()
     try:
-        _check_text_arguments(args)
-        _expand_home(args)
-        args.func(args)
+        with _warnings_as_lines():
+            _check_text_arguments(args)
+            _expand_home(args)
+            args.func(args)
         errors.raise_if_stopping()  # a stop that came in a `__del__` (errors.request_stop)
     except UserInputError as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
@@ -910,6 +913,29 @@ def _expand_home(args):
         value = getattr(args, name, None)
         if isinstance(value, str) and value.startswith("~"):
             setattr(args, name, os.path.expanduser(value))
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """tfllm's warnings (`errors.warn`) as the command's own lines, `tfllm: warning: MESSAGE` on stderr as
+    `tfllm: error: ...` is, without the file and line of the code that warned; each time one happens, not
+    once per place as Python's default shows them (`predict --file` warns of each text it cannot read).
+    Other warnings go to the `showwarning` there was (Python's, or pytest's capture in a test). The filter
+    and `showwarning` are the process's, so a server's request threads print theirs the same way."""
+    from tfllm.errors import TfllmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TfllmWarning)
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, TfllmWarning):
+                print(f"tfllm: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def _check_text_arguments(args):

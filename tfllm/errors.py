@@ -1,10 +1,14 @@
-"""The exception a user sees for bad input, the one for a full disk, the check for an optional extra, and
-the record of a Ctrl-C or `kill` that stops a command."""
+"""The exception a user sees for bad input, the warning for input that runs but may mislead, the one for a
+full disk, the check for an optional extra, and the record of a Ctrl-C or `kill` that stops a command."""
 
 import errno
 import importlib.util
 import os
 import re
+import sys
+import warnings
+
+from tfllm._env import _PACKAGE
 
 
 class UserInputError(ValueError):
@@ -13,6 +17,28 @@ class UserInputError(ValueError):
     The CLI prints the message on one line and exits with status 2; library
     callers catch it like any `ValueError`.
     """
+
+
+class TfllmWarning(UserWarning):
+    """Input that runs but may mislead (unknown tokens, duplicate rows, imbalanced classes).
+
+    The library warns through `warnings`: shown once per call site by default, silenced with
+    `warnings.simplefilter("ignore", tfllm.TfllmWarning)`, raised with "error". The CLI prints
+    each one as `tfllm: warning: MESSAGE` (`tfllm.cli.main`).
+    """
+
+
+def warn(message):
+    """Warns with `message` (a `TfllmWarning`), attributed to the first caller outside tfllm.
+
+    So that the default once-per-call-site filter, and a user's filter by module, see the user's own
+    `tfllm.predict(...)` line rather than a line of tfllm (Python 3.12's `skip_file_prefixes` does this;
+    tfllm supports 3.11). Where every frame is tfllm's (`python -m tfllm`), the caller of `warn`.
+    """
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, TfllmWarning, stacklevel=level if frame is not None else 2)
 
 
 def require_extra(what, extra, *modules):

@@ -8,11 +8,10 @@ compare the two).
 
 import itertools
 import os
-import sys
 
 from tfllm import fast_classification, runs
 from tfllm.config import CODE_POINT_VIEWS
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, warn
 
 CHUNK = 512  # texts classified (and yielded) at a time: a large file is answered as it is read
 
@@ -106,8 +105,7 @@ def _check_words(texts, ids, unknown_id, run_dir, offset):
             # that training had plenty of.
             so = ("only its characters and words, as the model's n-gram views read them, inform its label" if
                   _reads_raw_text(run_dir) else "its label says nothing about it")
-            print(f"tfllm: warning: text {i} ({text[:40]!r}) is all unknown tokens ([UNK]) to this model's "
-                  f"vocabulary, so {so}.", file=sys.stderr)
+            warn(f"text {i} ({text[:40]!r}) is all unknown tokens ([UNK]) to this model's vocabulary, so {so}.")
 
 
 def _token_ids(tokenizer, texts):

@@ -14,7 +14,6 @@ model (encoder and decoder over the whole prefix) again for every new token.
 
 import inspect
 import os
-import sys
 import warnings
 
 import keras
@@ -22,7 +21,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm import runs
+from tfllm import errors, runs
 from tfllm.data import preprocess
 from tfllm.errors import UserInputError
 from tfllm.generation import (
@@ -49,10 +48,6 @@ MEMORY_WEIGHT = 0.05
 # (pinyin, stop 29): weights 0 / 0.1 / 0.25 / 0.5 / 1 / 2 scored 0.608 / 0.613 / 0.615 / 0.613 / 0.602 / 0.558.
 INPUT_METHOD_SIZE = 16
 INPUT_METHOD_WEIGHT = 0.25
-
-
-def _warn(message):
-    print(f"tfllm: warning: {message}", file=sys.stderr)
 
 
 def _padded(texts):
@@ -177,9 +172,9 @@ class Translator:
         tokens = [i for row in rows[len(texts):] for i in row]
         foreign = sum(i == self.unk_id or i >= self.output_size for i in tokens) / max(len(tokens), 1)
         if foreign > 0.5:
-            print(f"Warning: {foreign:.0%} of the tokens of --lm {corpus_name} are ones this model never outputs (not "
-                  "in its training targets), so its language model favours ending each translation at once. --lm "
-                  "takes text in the target language, in words the training targets use.", file=sys.stderr)
+            errors.warn(f"{foreign:.0%} of the tokens of --lm {corpus_name} are ones this model never outputs "
+                        "(not in its training targets), so its language model favours ending each translation at "
+                        "once. --lm takes text in the target language, in words the training targets use.")
         return NgramLM.fit(rows, self.output_size, self.start_id, self.end_id)
 
     def score(self, sources, targets):
@@ -278,13 +273,14 @@ class Translator:
         room = self.encoder_length - 2  # [BOS] ... [EOS]
         long = np.flatnonzero(lengths > room)
         if len(long):
-            _warn(f"{len(long)} source(s) are longer than the model's {room} tokens (first: {shown(sources[long[0]])}, "
-                  f"{lengths[long[0]]} tokens); only their first {room} tokens are translated.")
+            errors.warn(f"{len(long)} source(s) are longer than the model's {room} tokens (first: "
+                        f"{shown(sources[long[0]])}, {lengths[long[0]]} tokens); only their first {room} tokens are "
+                        "translated.")
         if self.unk_id is not None:
             unseen = np.flatnonzero([(row == self.unk_id).any() for row in ids])
             if len(unseen):
-                _warn(f"{len(unseen)} source(s) hold text never seen in training (first: {shown(sources[unseen[0]])}); "
-                      "it is read as unknown and its translation may be wrong.")
+                errors.warn(f"{len(unseen)} source(s) hold text never seen in training (first: "
+                            f"{shown(sources[unseen[0]])}); it is read as unknown and its translation may be wrong.")
         return sources
 
     def decode_ids(self, sources, sampler="greedy", num_beams=TRANSLATE_BEAMS, max_new_tokens=None, top_k=TRANSLATE_TOP_K,

@@ -19,7 +19,7 @@ import re
 import sys
 import zlib
 
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, warn
 
 SPLITS = ("train", "val", "test")
 MAX_FIELD_BYTES = 64 * 2**20  # longest CSV/TSV field read
@@ -640,14 +640,14 @@ def describe(data):
 
 
 def warn_about_duplicates(source, data):
-    """Says (on stderr) how many held-out texts are also training texts: duplicate rows of a file, which
+    """Warns of how many held-out texts are also training texts: duplicate rows of a file, which
     a seeded split scatters across the splits, make the test figures optimistic."""
     seen = set(data.train.texts)
     val, test = (sum(text in seen for text in getattr(data, name).texts) for name in ("val", "test"))
     if val or test:
-        print(f"tfllm: warning: {test} of the {len(data.test)} test texts and {val} of the {len(data.val)} "
-              f"validation texts are also training texts ({source!r} has duplicate texts), so the test figures "
-              "are optimistic. Remove the duplicate rows to measure on unseen texts.", file=sys.stderr)
+        warn(f"{test} of the {len(data.test)} test texts and {val} of the {len(data.val)} "
+             f"validation texts are also training texts ({source!r} has duplicate texts), so the test figures "
+             "are optimistic. Remove the duplicate rows to measure on unseen texts.")
 
 
 # Below this ratio of the smallest class to the largest in the training split, `train` says what accuracy
@@ -672,7 +672,7 @@ def _class_counts(labels, num_classes):
 
 
 def warn_about_imbalance(data, balanced):
-    """Says (on stderr) when a class is rare in the training split: answering the commonest class scores a high
+    """Warns when a class is rare in the training split: answering the commonest class scores a high
     accuracy, and with two classes the positive label's figures may be those of the commonest."""
     counts = _class_counts(data.train.labels, data.num_classes)
     rare, common = counts.index(min(counts)), counts.index(max(counts))
@@ -687,24 +687,24 @@ def warn_about_imbalance(data, balanced):
         shown = lambda ids: ", ".join(f"{names[i]!r} {counts[i]:,}" for i in ids)  # noqa: E731
         shares = (f"{len(names)} classes, commonest first: {shown(order[:half])}, ... {len(names) - 2 * half} more "
                   f"..., {shown(order[-half:])}")
-    message = (f"tfllm: warning: the classes are imbalanced ({shares} training rows): always answering "
+    message = (f"the classes are imbalanced ({shares} training rows): always answering "
                f"{names[common]!r} scores {counts[common] / sum(counts):.2f} accuracy, so read the per-class figures")
     message += "." if balanced else ", or weigh the classes equally in training with --set balance_classes=true."
     if len(names) == 2 and common == 1:
         message += (f" Precision, recall and F1 are of the positive label, {names[1]!r}, the common one; "
                     f"--labels {names[1]},{names[0]} makes {names[0]!r} positive.")
-    print(message, file=sys.stderr)
+    warn(message)
 
 
 def warn_about_unscored_classes(data):
-    """Says (on stderr) which classes have no test rows (a class of one or two rows in a stratified split):
+    """Warns of which classes have no test rows (a class of one or two rows in a stratified split):
     their recall, precision and F1 are 0/0, counted as 0 in the macro averages, without a word."""
     present = set(data.test.labels)
     missing = [name for i, name in enumerate(data.label_names) if i not in present]
     if missing and len(data.test):
         names = ", ".join(repr(name) for name in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        print(f"tfllm: warning: class(es) {names} have no test rows, so their test figures are 0 and pull the "
-              "macro averages down; give each class more rows (or read the per-class figures).", file=sys.stderr)
+        warn(f"class(es) {names} have no test rows, so their test figures are 0 and pull the "
+             "macro averages down; give each class more rows (or read the per-class figures).")
 
 
 def _label_key(name):
@@ -713,14 +713,14 @@ def _label_key(name):
 
 
 def warn_about_labels(source, data):
-    """Says (on stderr) which labels differ only in case or spaces ("Positive" and "positive"): each is a
+    """Warns of which labels differ only in case or spaces ("Positive" and "positive"): each is a
     class of its own, which a file joined from two sources makes without a word."""
     groups = {}
     for name in data.label_names:
         groups.setdefault(_label_key(name), []).append(name)
     for names in (names for names in groups.values() if len(names) > 1):
-        print(f"tfllm: warning: the labels {' and '.join(map(repr, names))} of {source!r} differ only in case or "
-              f"spaces, so they are {len(names)} classes; if they are one, write them one way.", file=sys.stderr)
+        warn(f"the labels {' and '.join(map(repr, names))} of {source!r} differ only in case or "
+             f"spaces, so they are {len(names)} classes; if they are one, write them one way.")
 
 
 def data_fingerprint(source):

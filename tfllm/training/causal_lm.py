@@ -14,7 +14,6 @@ and a text sample is written to TensorBoard.
 import dataclasses
 import math
 import os
-import sys
 import time
 
 import keras
@@ -22,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import data as data_lib
-from tfllm import fast_generation
+from tfllm import errors, fast_generation
 from tfllm import runs
 from tfllm.datasets.text import check_text_column, load_documents, load_run_text, load_text_corpus
 from tfllm.errors import UserInputError
@@ -314,8 +313,8 @@ def evaluate_run(run_dir, data=None, text_column=None):
     ids = data_lib.tokenize_corpus(generator.tokenizer, text, "evaluated")
     unknown = float(np.mean(np.asarray(ids) == generator.unk_id)) if generator.unk_id is not None and len(ids) else 0.0
     if data and unknown > 0:  # scored as any token, where generate refuses such text
-        print(f"tfllm: warning: {unknown:.1%} of the tokens of --data {data!r} are [UNK] (text the tokenizer has "
-              "no token for); the loss and perplexity count them as tokens to predict.", file=sys.stderr)
+        errors.warn(f"{unknown:.1%} of the tokens of --data {data!r} are [UNK] (text the tokenizer has "
+                    "no token for); the loss and perplexity count them as tokens to predict.")
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
     with common.preprocessed(model):
         loss = evaluate_loss(model, ids, sequence_length, start_ids=generator.start_ids)

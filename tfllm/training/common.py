@@ -173,16 +173,16 @@ def preset_files(load):
 
 
 def warn_unknown_tokens(handle, tokenizer, ids, what, consequence):
-    """Says (on stderr) what share of `ids`, the tokens of the data, a preset's tokenizer has no token for:
+    """Warns of what share of `ids`, the tokens of the data, a preset's tokenizer has no token for:
     it is kept as it is, so text it does not cover trains as [UNK] (English BERT on Chinese reviews: all of
     it, and every prediction was the same) without a word."""
     unk = tokenizers.unknown_token_id(tokenizer)
     ids = np.asarray(ids).ravel()
     if unk is None or not len(ids) or (ids == unk).mean() <= 0.01:
         return
-    print(f"tfllm: warning: {(ids == unk).mean():.0%} of the tokens of the {what} are unknown to the tokenizer of "
-          f"{handle} (text it never saw); the model learns [UNK] for them{consequence}. Fine-tune a preset whose "
-          "vocabulary covers your text, or a run trained on text like yours.", file=sys.stderr)
+    errors.warn(f"{(ids == unk).mean():.0%} of the tokens of the {what} are unknown to the tokenizer of "
+                f"{handle} (text it never saw); the model learns [UNK] for them{consequence}. Fine-tune a preset "
+                "whose vocabulary covers your text, or a run trained on text like yours.")
 
 
 def preset_positions(handle):
@@ -978,11 +978,8 @@ def set_precision(policy):
     if policy not in PRECISIONS:
         raise UserInputError(f"Unknown precision {policy!r}; choose one of {', '.join(PRECISIONS)}.")
     if policy == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
-        print(
-            "tfllm: warning: mixed_float16 without a GPU: CPUs have no fast float16 math, so this trains "
-            "slower than float32; use --precision mixed_bfloat16 on CPUs and TPUs.",
-            file=sys.stderr,
-        )
+        errors.warn("mixed_float16 without a GPU: CPUs have no fast float16 math, so this trains "
+                    "slower than float32; use --precision mixed_bfloat16 on CPUs and TPUs.")
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
     return previous
