@@ -1,5 +1,6 @@
 """grpcio's EventEngine I/O layer on or off, server and client, side by side.
 
+    .venv/bin/pip install -e ".[serving]"   # the server and its clients: grpcio, tensorflow-serving-api, starlette, ...
     .venv/bin/python benchmarks/bench_grpc_io.py [--model-dir savedmodels] [--model reviews]
 
 Starts two `tfllm serve` servers on the same models: one as shipped (it sets

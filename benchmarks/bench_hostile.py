@@ -1,5 +1,6 @@
 """The local server against a hostile client: bad requests, hostile shapes, many clients.
 
+    .venv/bin/pip install -e ".[serving]"   # the server and its clients: grpcio, tensorflow-serving-api, starlette, ...
     .venv/bin/python benchmarks/bench_hostile.py [--good 1000] [--bad 1000]
         [--clients 16,64] [--requests-per-client 50]
 

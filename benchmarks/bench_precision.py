@@ -1,7 +1,7 @@
 """Training speed (tokens/s) by precision and XLA, for the article classifier and the causal LM.
 
-    python benchmarks/bench_precision.py            # this CPU: float32, mixed_bfloat16, each with/without XLA
-    python benchmarks/bench_precision.py --gpu      # adds mixed_float16 and larger batches
+    .venv/bin/python benchmarks/bench_precision.py            # this CPU: float32, mixed_bfloat16, each with/without XLA
+    .venv/bin/python benchmarks/bench_precision.py --gpu      # adds mixed_float16 and larger batches
 
 Synthetic token ids (the speed of a step does not depend on the text); each
 configuration trains `--warmup` steps (tracing, XLA compilation) and is then

@@ -1,6 +1,5 @@
 """Few labels, where pretraining matters: does pretraining on unlabeled reviews pay?
 
-    .venv/bin/pip install -e ".[bench]"      # scikit-learn for the TF-IDF + LR reference
     .venv/bin/python benchmarks/bench_pretrain.py --labels 250 500 1000 --seeds 0 1 2 3 4
 
 The bundled `rotten_tomatoes` (binary), its own test split (1,320 reviews). For

@@ -1,5 +1,6 @@
 """Latency and throughput of the local TF-Serving-compatible server.
 
+    .venv/bin/pip install -e ".[serving]"   # the server and its clients: grpcio, tensorflow-serving-api, starlette, ...
     .venv/bin/python benchmarks/bench_serving.py [--model-dir savedmodels]
         [--model reviews] [--generate-model shakespeare]
 

@@ -9,7 +9,7 @@ word 1-2-gram presence (MNB-bi, Wang & Manning 2012: 79.0 on these reviews), pre
 was fitted on) and softened by a temperature fitted on those predictions. ALPHA 0 is the recipe as shipped.
 The naive-Bayes wide path still counts the hard labels. A probe, not a tfllm
 setting: it patches `tfllm.data.classification_dataset` in this process only.
-Needs scikit-learn (`pip install -e ".[bench]"`). Appends a row to
+Uses scikit-learn (a tfllm dependency). Appends a row to
 benchmarks/results/distillation.json.
 """
 import os

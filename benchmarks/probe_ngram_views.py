@@ -1,8 +1,7 @@
 """Probe (issue 14, all labels): which bag-of-n-gram views of the bundled reviews, stacked, reach 0.80?
 
-    pip install -e ".[bench]"                                   # scikit-learn
-    python benchmarks/probe_ngram_views.py                      # the classical views alone
-    python benchmarks/probe_ngram_views.py --run runs/reviews   # + a `default` run's encoder and wide logits
+    .venv/bin/python benchmarks/probe_ngram_views.py                      # the classical views alone (scikit-learn: a tfllm dependency)
+    .venv/bin/python benchmarks/probe_ngram_views.py --run runs/reviews   # + a `default` run's encoder and wide logits
 
 `rotten_tomatoes`, binary, the file's own split (tfllm's loader: the same train/val/test texts a run
 sees). Each view is fitted on the training split: naive Bayes (MNB, binarised counts, add-one) on word
