@@ -3,7 +3,10 @@
 import csv
 import html
 import json
+import os
 import random
+import subprocess
+import sys
 
 import keras
 import keras_hub
@@ -588,3 +591,37 @@ def test_a_target_outside_a_sentencepiece_generators_vocabulary_is_one_line():
         explainer.explain("Before we", method="occlusion", target="zzqq")
     for token in list(shown.probabilities)[:3]:  # the tokens it lists are targets as they are spelt
         assert explainer.explain("Before we", method="occlusion", target=token).target == token
+
+
+_FIRST_EXPLAINS_AT_ONCE = """
+import sys, threading
+sys.setswitchinterval(1e-5)  # switch threads often: the race lasts a few bytecodes
+import tfllm
+
+barrier, errors = threading.Barrier(2), []
+
+def explain():
+    barrier.wait()
+    try:
+        tfllm.explain(sys.argv[1], "a fine film")
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {e}"[-300:])
+
+threads = [threading.Thread(target=explain) for _ in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+sys.exit("\\n".join(errors) or None)
+"""
+
+
+@pytest.mark.slow
+def test_threads_explaining_at_once_the_first_time_in_a_process_all_succeed(tiny_classifier_run):
+    # The first model built in a process rewrites Keras classes: only a fresh interpreter runs that
+    # path, so each try is one; without the lock about half of them failed (`super(type, obj)`).
+    for _ in range(4):
+        done = subprocess.run([sys.executable, "-c", _FIRST_EXPLAINS_AT_ONCE, tiny_classifier_run],
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert done.returncode == 0, done.stderr[-2000:]

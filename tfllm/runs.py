@@ -30,6 +30,7 @@ import reprlib
 import shlex
 import shutil
 import tempfile
+import threading
 
 from tfllm.config import TrainConfig
 from tfllm.errors import UserInputError
@@ -380,6 +381,13 @@ def loading(run_dir):
                              "restore its files from a copy, or train it again (with --overwrite).") from e
 
 
+# One model is built at a time: Keras rewrites each model class's `__bases__` (it puts
+# `Functional` in) on that class's first construction, without a lock, so two threads loading
+# their first model at once (two `tfllm.explain(run_dir, ...)`) failed in one of them with
+# `super(type, obj)` or "a __bases__ item causes an inheritance cycle". Loading is not on a hot path.
+_LOAD_LOCK = threading.RLock()
+
+
 def load_task(run_dir, kind=None, dtype=None):
     """The KerasHub task of a finished run, loaded with `from_preset` (preprocessor attached).
 
@@ -389,6 +397,11 @@ def load_task(run_dir, kind=None, dtype=None):
     Exports pass "float32": TFLite has no bfloat16 kernels, and an exported
     model should not depend on the hardware it was trained on.
     """
+    with _LOAD_LOCK:
+        return _load_task(run_dir, kind, dtype)
+
+
+def _load_task(run_dir, kind, dtype):
     import keras_hub
 
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
