@@ -385,6 +385,8 @@ def loading(run_dir):
 # `Functional` in) on that class's first construction, without a lock, so two threads loading
 # their first model at once (two `tfllm.explain(run_dir, ...)`) failed in one of them with
 # `super(type, obj)` or "a __bases__ item causes an inheritance cycle". Loading is not on a hot path.
+# Upstream: keras-team/keras#17270 (the rewrite of a subclass's bases by a functional instance) and
+# tensorflow/tensorflow#33986 (models built on several threads at once).
 _LOAD_LOCK = threading.RLock()
 
 
