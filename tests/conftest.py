@@ -66,8 +66,9 @@ def run_cli(*args, timeout=300, cwd=None):
 
 
 @contextlib.contextmanager
-def serving_process(args, ready, log_path, cwd=None, env=None, timeout=90):
-    """Runs `python -m tfllm.serving.server ARGS` for the `with` block and yields its Popen: the
+def serving_process(args, ready, log_path, cwd=None, env=None, timeout=90, module="tfllm.serving.server"):
+    """Runs `python -m tfllm.serving.server ARGS` (or `module`'s: tfllm.cli, with "serve" in ARGS) for the
+    `with` block and yields its Popen: the
     one way the serving tests start a real server. Waits until `ready()` returns truthy (a
     ServingError or OSError from it means not yet), raising RuntimeError with the log if the
     server exits or `timeout` seconds pass; always stops it (terminate, kill after 10 s).
@@ -77,7 +78,7 @@ def serving_process(args, ready, log_path, cwd=None, env=None, timeout=90):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     env = {k: v for k, v in env.items() if v is not None}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tfllm.serving.server", *map(str, args)],
+        proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         try:
             deadline = time.monotonic() + timeout

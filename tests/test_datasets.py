@@ -83,7 +83,7 @@ def test_a_txt_file_for_labels_or_pairs_says_it_has_no_columns(tmp_path):
 
     for name in ("texts.txt", "texts.txt.gz"):
         write_csv(tmp_path / name, header="a line of text")
-        with pytest.raises(UserInputError, match=f"{name}' is plain text, one text a line, without labels.* --unlabeled"):
+        with pytest.raises(UserInputError, match=f"{name}' is plain text, one text a line, without labels.* unlabeled"):
             load_classification_data(str(tmp_path / name))
         with pytest.raises(UserInputError, match="without a source and a target column. Save it as .csv"):
             load_pair_data(str(tmp_path / name), source_column="zh", target_column="en")
@@ -271,7 +271,7 @@ def test_max_rows_keeps_a_class_smaller_than_its_share_and_refuses_less_than_one
     data = load_classification_data(write_csv(tmp_path / "d.csv", ROWS + [("the only one", "rare")]), max_rows=10)
     assert data.label_names == ["neg", "pos", "rare"]
     assert sum(len(s) for s in (data.train, data.val, data.test)) <= 10 + 2
-    with pytest.raises(UserInputError, match="--max-rows must be at least 1"):
+    with pytest.raises(UserInputError, match="max_rows must be at least 1"):
         load_classification_data(str(tmp_path / "d.csv"), max_rows=0)
 
 
@@ -281,10 +281,10 @@ def test_a_training_split_with_no_val_or_test_rows_is_refused_up_front(tmp_path)
 
     path = write_csv(tmp_path / "d.csv", ROWS[:8])  # 4 rows a class: 10% of 4 rounds to none
     with pytest.raises(UserInputError, match="gives no val and no test rows .* at least 6 rows, or name the rows' "
-                                             "splits with --split-column.$"):
+                                             "splits with split_column.$"):
         split_as_trained(TrainConfig(data=path))
     # Each fix only where the command can make it (it said "raise --max-rows" without one, "--split-column" with one).
-    with pytest.raises(UserInputError, match=r"at least 6 rows \(raise --max-rows\), or name the rows"):
+    with pytest.raises(UserInputError, match=r"at least 6 rows \(raise max_rows\), or name the rows"):
         split_as_trained(TrainConfig(data=write_csv(tmp_path / "e.csv", ROWS[:12]), max_rows=8))
     (tmp_path / "s.csv").write_text("text,label,split\n" + "".join(f"t{i},{'ab'[i % 2]},train\n" for i in range(8)))
     with pytest.raises(UserInputError, match="6 rows, or name some rows val and some test in column 'split'.$"):
@@ -560,7 +560,7 @@ def test_a_jsonl_row_without_the_text_key_is_named_as_that_rows_gap(tmp_path):
 
     (tmp_path / "first.jsonl").write_text('{"label": "pos"}\n{"text": "a fine film"}\n')
     with pytest.raises(UserInputError, match="data row 1 has no text column 'text'; its columns are \\['label'\\]. "
-                       "Give that row a 'text', or pass --text-column"):
+                       "Give that row a 'text', or pass text_column=\\.\\.\\. naming"):
         list(read_texts(str(tmp_path / "first.jsonl")))
     (tmp_path / "later.jsonl").write_text('{"text": "a fine film"}\n{"label": "pos"}\n')
     with pytest.raises(UserInputError, match="data row 2 has no text column 'text'.*Give it one, or remove the row"):

@@ -510,7 +510,7 @@ def test_a_damaged_run_is_one_line(tiny_classifier_run, tmp_path, capsys):
 
 
 def test_steps_must_be_a_whole_number_not_a_bool(explainer):
-    with pytest.raises(UserInputError, match="--steps must be an integer from 1 to 1000, got True"):
+    with pytest.raises(UserInputError, match="steps must be an integer from 1 to 1000, got True"):
         explainer.explain(TEXT, steps=True)
 
 
@@ -587,7 +587,7 @@ def test_a_target_outside_a_sentencepiece_generators_vocabulary_is_one_line():
     model.preprocessor = CausalLMPreprocessor(tokenizer, sequence_length=16)
     explainer = Explainer(model)
     shown = explainer.explain("Before we", method="occlusion")
-    with pytest.raises(UserInputError, match="--target 'zzqq' is not a token of this model's vocabulary"):
+    with pytest.raises(UserInputError, match="target='zzqq' is not a token of this model's vocabulary"):
         explainer.explain("Before we", method="occlusion", target="zzqq")
     for token in list(shown.probabilities)[:3]:  # the tokens it lists are targets as they are spelt
         assert explainer.explain("Before we", method="occlusion", target=token).target == token

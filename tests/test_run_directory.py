@@ -146,7 +146,7 @@ def test_run_directories_a_link_or_a_long_name_would_break_are_refused_in_one_li
     runs.check_run_folder(str(tmp_path / ("a" * 245)))
     shutil.copytree(tiny_classifier_run, tmp_path / "real")
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    with pytest.raises(UserInputError, match="is a symbolic link .*Pass the folder itself: --run-dir .*real"):
+    with pytest.raises(UserInputError, match="is a symbolic link .*Pass the folder itself: run_dir=.*real"):
         runs.check_writable(str(tmp_path / "link"), overwrite=True)
     with pytest.raises(UserInputError, match="already holds a finished run"):  # without --overwrite: as a folder
         runs.check_writable(str(tmp_path / "link"))
@@ -543,7 +543,7 @@ def test_a_finished_run_that_lost_a_file_is_never_deleted_as_a_run_killed_before
     (tmp_path / "a" / "NOTES.txt").write_text("mine")
     config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir)
     with pytest.raises(UserInputError, match=r"holds a finished run that has lost metrics.json since\. Put the "
-                                             r"files back, pass --overwrite"):
+                                             r"files back, pass overwrite=True"):
         runs.prepare(run_dir, config=config)
     with pytest.raises(UserInputError, match="has lost metrics.json since. Put it back, or retrain it"):
         runs.check_finished(run_dir)  # predict, evaluate, export: it said "did not finish ... resume it"
@@ -567,7 +567,7 @@ def test_a_run_set_aside_by_an_interrupted_overwrite_is_never_deleted_by_a_later
     for folder_state in ("absent", "finished"):
         if folder_state == "finished":
             _finished_run(run_dir)
-        with pytest.raises(UserInputError, match=r"\.a\.previous' holds the run an interrupted `--overwrite` set "
+        with pytest.raises(UserInputError, match=r"\.a\.previous' holds the run an interrupted `overwrite=True` set "
                                                  r"aside.*Move it back \(mv "):
             runs.prepare(run_dir, overwrite=True, config=config)
         assert runs.is_finished(previous)
@@ -581,7 +581,7 @@ def test_a_run_directory_in_an_exported_models_version_slot_is_refused_and_never
     for version in (1, 8):
         (base / "rev" / str(version)).mkdir(parents=True)
         (base / "rev" / str(version) / "saved_model.pb").write_bytes(b"")
-    with pytest.raises(UserInputError, match=r"is a version folder of the model exported in .*--run-dir outside it"):
+    with pytest.raises(UserInputError, match=r"is a version folder of the model exported in .*run_dir outside it"):
         runs.check_writable(str(base / "rev" / "7"))
     runs.check_writable(str(tmp_path / "runs" / "7"))  # a number alone is a fine name elsewhere
     _finished_run(str(base / "rev" / "7"))  # put there before this check, or by hand
@@ -616,3 +616,20 @@ def test_from_preset_on_a_run_that_has_not_finished_says_so(tmp_path):
     config = TrainConfig(data="rotten_tomatoes", from_preset=run_dir, run_dir=str(tmp_path / "ft"))
     with pytest.raises(UserInputError, match=r"holds a run that did not finish.*kept in .*\.p\.previous"):
         check_from_preset_settings(config)  # was: "a folder but not a preset (no config.json in it)"
+
+
+def test_a_finished_run_is_refused_in_python_spelling_from_python_and_in_flags_from_the_command(tmp_path, capsys):
+    """A notebook was told "Pass --overwrite ... or choose another --run-dir", flags it cannot pass."""
+    import tfllm
+    from tfllm.cli import main
+    from tfllm.config import TrainConfig
+
+    run_dir = _finished_run(str(tmp_path / "run1"))
+    with pytest.raises(UserInputError) as error:
+        tfllm.train_classifier(TrainConfig(data="rotten_tomatoes", run_dir=run_dir, preset="tiny"))
+    assert "Pass overwrite=True to replace it" in str(error.value) and "choose another run_dir." in str(error.value)
+    assert "--" not in str(error.value)
+    capsys.readouterr()
+    assert main(["train", "--data", "rotten_tomatoes", "--run-dir", run_dir, "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "Pass --overwrite to replace it" in err and "choose another --run-dir." in err, err

@@ -589,3 +589,24 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
             result = main_in_process(capsys, "serve", tmp_path / "clf", *argv)
             assert result.returncode == 2 and f"{taken}" in result.stderr and f"another {flag}" in result.stderr, \
                 result
+
+
+@pytest.mark.slow
+def test_a_config_error_in_the_servers_poll_thread_names_the_commands_flag(tmp_path):
+    """The poll thread's errors are the `tfllm serve` command's: they name --model-config-file, not the
+    Python argument (errors.command_running is the process's, which threads see; a contextvar is not)."""
+    from tfllm.serving import RestClient
+
+    fixtures.save_classifier(str(tmp_path / "sm" / "clf" / "1"), warmup=False)
+    config = tmp_path / "models.config"
+    _write_config(config, ("reviews", "sm/clf", ""))
+    rest_port, log_path = _free_port(), tmp_path / "server.log"
+    with serving_process(["serve", "--model-config-file", "models.config", "--port", rest_port, "--grpc-port", "0",
+                          "--poll-seconds", "0.2"], lambda: RestClient("127.0.0.1", rest_port, timeout=2).status("reviews"),
+                         log_path, cwd=tmp_path, module="tfllm.cli"):
+        config.write_text("model_config_list { config { name: ")
+        deadline = time.monotonic() + 30
+        while "Cannot read model config" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    log = log_path.read_text()
+    assert "Cannot read model config" in log and "(--model-config-file)" in log, log

@@ -684,7 +684,7 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
         assert main(["export", run_dir, "--name", "z", "--format", "tflite", "--out", out]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--out is empty" in err, err
-        with pytest.raises(UserInputError, match="--out is empty"):
+        with pytest.raises(UserInputError, match="out is empty"):
             tflite.export_tflite(run_dir, "z", out=out)
     assert sorted(os.listdir(".")) == before  # no savedmodels/
 

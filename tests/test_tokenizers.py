@@ -62,10 +62,10 @@ def test_the_cjk_list_is_keras_hubs():
 
 def test_a_sentencepiece_vocabulary_smaller_than_the_alphabet_is_a_clear_error():
     texts = ["".join(chr(0x4E00 + i + j) for j in range(8)) for i in range(0, 400, 8)]  # 400 distinct characters
-    with pytest.raises(UserInputError, match="raise it with --set vocabulary_size") as error:  # was a RuntimeError
+    with pytest.raises(UserInputError, match=r"raise it with overrides=\{'vocabulary_size': N\}") as error:  # was a RuntimeError
         train_tokenizer(texts, "sentencepiece", 50)
     # The size it names is enough ("a few hundred or more" was too few for Chinese: 1,604 on zh_news).
-    enough = int(re.search(r"vocabulary_size=N \(at least (\d+)\)", str(error.value))[1])
+    enough = int(re.search(r"'vocabulary_size': N\} \(at least (\d+)\)", str(error.value))[1])
     assert train_tokenizer(texts, "sentencepiece", enough).vocabulary_size() >= 400
 
 

@@ -864,6 +864,7 @@ def _main(argv):
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             handlers[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     errors.clear_stop()
+    running, errors.command_running = errors.command_running, True  # its errors name its flags (errors.py)
     try:
         with _warnings_as_lines():
             _check_text_arguments(args)
@@ -894,6 +895,7 @@ def _main(argv):
     except KeyboardInterrupt:
         return 130
     finally:
+        errors.command_running = running
         errors.clear_stop()
         for signum, handler in handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -11,12 +11,96 @@ import warnings
 from tfllm._env import _PACKAGE
 
 
+# Whether a `tfllm` command is running: `cli._main` sets it around the command, and its errors name the
+# command's flags (--overwrite); a Python caller's name its arguments (overwrite=True, `python_spelling`).
+# A module-level flag, not a contextvar: `tfllm serve`'s request threads and tf.data's threads do not inherit
+# contextvars, and the errors raised there are the command's too.
+command_running = False
+
+
 class UserInputError(ValueError):
     """Bad input a user can fix: the message names the input and the fix.
 
     The CLI prints the message on one line and exits with status 2; library
-    callers catch it like any `ValueError`.
+    callers catch it like any `ValueError`. Messages are written with the command's flags, and read with
+    Python's names of them when no command is running (`python_spelling`).
     """
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str) and not command_running:
+            args = (python_spelling(args[0]),)
+        super().__init__(*args)
+
+
+# TrainConfig's True/False fields: their flags take no value, and `--overwrite` means `overwrite=True`
+# (tests/test_errors.py checks the list against TrainConfig).
+_SWITCHES = ("overwrite", "jit_compile")
+# The words flags take that read as prose otherwise (`--task generate`, `--split test`): the commands' choices.
+_CHOICES = {"classify", "generate", "translate", "pretrain", "mlm", "causal", "vectors", "train", "val", "test",
+            "wordpiece", "char", "sentencepiece", "none", "dynamic", "auto", "default", "mirrored", "tpu", "attention",
+            "occlusion", "greedy", "beam", "random", "tflite"}
+_COMMANDS = "train|pretrain|predict|evaluate|export|serve|models|generate|translate|explain|tune|presets"
+# Text left as it is: a command to type, whose flags are flags in a notebook too (`hf download X --local-dir D`,
+# "(tfllm serve --max-body-bytes)", "tfllm train --task classify --data DATA", up to the end of its sentence).
+_COMMAND = re.compile(rf"`[^`-][^`]*`|\btfllm (?:{_COMMANDS})\b(?:[^`();.]|\.(?!\s|$))*")
+# A flag after a space, a bracket or a quote (not inside a word or a quoted name: a column '--x'), what
+# follows it when that is a value (`--max-rows 400`, `--set key=3`), and "pass" before it.
+_FLAG = re.compile(r"(?P<pass>\b[Pp]ass )?(?<![\w'\"-])--(?P<name>[a-z][a-z0-9-]*)(?P<both>/--no-(?P=name))?"
+                   r"(?: (?P<value>'[^']*'|\"[^\"]*\"|[^\s;:()`]*[^\s;:()`.,]))?")
+
+
+def _python_value(text, labels=False):
+    """A flag's value as Python writes it: numbers, placeholders (N, FILE) and quoted text as they are."""
+    if labels and "," in text:  # `--labels fresh,rotten`: TrainConfig's labels is a list
+        return repr(text.split(","))
+    if text in ("true", "false", "null"):  # `--set lowercase=true` is JSON's
+        return {"true": "True", "false": "False", "null": "None"}[text]
+    if re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?|[A-Z][A-Z_]*|'.*'|\".*\"", text):
+        return text
+    return repr(text)
+
+
+def _is_value(text):
+    """Whether the word after a flag is its value rather than the sentence going on (`--split test needs ...`,
+    not `--labels splits at commas`): quoted, a number or placeholder, a path or list, or a choice."""
+    return bool(re.fullmatch(r"['\"].*|-?\d.*|[A-Z][A-Z_]*", text) or re.search(r"[\d_,/]|\.\w", text)
+                or text in _CHOICES)
+
+
+def _python_flag(match):
+    name, value, said = match["name"].replace("-", "_"), match["value"], match["pass"] or ""
+    rest = ""
+    if value is not None and not (name == "set" or _is_value(value)):
+        value, rest = None, " " + match["value"]
+    if name == "set":
+        setting = re.fullmatch(r"'?([a-z_]+)(?:=(.*?))?'?", value or "")
+        if setting is None or setting[2] is None and "_" not in setting[1]:  # `--set fixes ...`: the sentence
+            return f"{said}overrides" + (f" {value}" if value else "")
+        key, setting_value = setting[1], setting[2]
+        if setting_value is None:
+            return f"{said}overrides[{key!r}]"
+        return f"{said}overrides={{{key!r}: {_python_value(setting_value)}}}"
+    if match["both"]:  # --jit-compile/--no-jit-compile
+        return f"{said}{name}" + rest
+    if name.startswith("no_") and name[3:] in _SWITCHES:
+        return f"{said}{name[3:]}=False" + rest
+    if name in _SWITCHES:
+        return f"{said}{name}=True" + rest
+    if value is not None:
+        return f"{said}{name}={_python_value(value, labels=name == 'labels')}"
+    return f"{said}{name}{'=...' if said else ''}{rest}"  # "Pass text_column=... with one of them"
+
+
+def python_spelling(message):
+    """`message`, written with a command's flags, with the names a Python caller gives instead:
+    `--overwrite` -> `overwrite=True`, `--max-rows 400` -> `max_rows=400`, `--set dropout=0.2` ->
+    `overrides={'dropout': 0.2}`, `--text-column` -> `text_column` ("pass text_column=..."), leaving commands
+    to type (`tfllm train --data DATA`) as they are."""
+    kept, parts, start = _COMMAND.finditer(message), [], 0
+    for command in kept:
+        parts += [_FLAG.sub(_python_flag, message[start:command.start()]), command[0]]
+        start = command.end()
+    return "".join(parts) + _FLAG.sub(_python_flag, message[start:])
 
 
 class TfllmWarning(UserWarning):

@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 
+from tfllm import errors
 from tfllm.errors import UserInputError
 from tfllm.export import versioning
 from tfllm.serving.connections import ConnectionLimits, protocol_class
@@ -279,6 +280,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfllm.serving.server")
     add_serve_arguments(parser)  # and its description
     args = parser.parse_args(argv)
+    running, errors.command_running = errors.command_running, True  # its errors name its flags, as tfllm serve's
     try:
         run_serve(args)
     except UserInputError as e:
@@ -286,6 +288,8 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        errors.command_running = running
     return 0
 
 
