@@ -420,7 +420,7 @@ def test_labels_asked_for_that_the_data_lacks_are_refused_naming_the_ones_it_has
     # A label with a comma cannot be named through --labels, which splits at commas: the message says so.
     path = write_csv(tmp_path / "e.csv", [(f"text {i}", ["ok", '"bad, really"'][i % 2]) for i in range(30)])
     with pytest.raises(UserInputError, match=re.escape("(['bad', 'really']) include 'bad', 'really', which") +
-                       ".*'bad, really'.*--labels splits at commas"):
+                       ".*'bad, really'.*labels splits at commas"):
         load_classification_data(path, labels=["bad", "really"])
 
 
