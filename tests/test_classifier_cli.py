@@ -92,7 +92,7 @@ def test_predict_and_evaluate_commands(cli_run, capsys):
     import tfllm
 
     assert json.loads(json.dumps(tfllm.evaluate(run_dir, split="test"))) == report
-    with pytest.raises(tfllm.UserInputError, match="--memory train is not for a text classifier"):
+    with pytest.raises(tfllm.UserInputError, match="^memory='train' is not for a text classifier .*leave memory out.$"):
         tfllm.evaluate(run_dir, memory="train")
     with pytest.raises(tfllm.UserInputError, match="evaluate takes no option 'splt'"):
         tfllm.evaluate(run_dir, splt="val")
