@@ -33,7 +33,7 @@ class UserInputError(ValueError):
 
 
 # TrainConfig's True/False fields: their flags take no value, and `--overwrite` means `overwrite=True`
-# (tests/test_errors.py checks the list against TrainConfig).
+# (tests/test_python_spelling.py checks the list against TrainConfig).
 _SWITCHES = ("overwrite", "jit_compile")
 # The words flags take that read as prose otherwise (`--task generate`, `--split test`): the commands' choices.
 _CHOICES = {"classify", "generate", "translate", "pretrain", "mlm", "causal", "vectors", "train", "val", "test",
@@ -119,6 +119,8 @@ def warn(message):
     `tfllm.predict(...)` line rather than a line of tfllm (Python 3.12's `skip_file_prefixes` does this;
     tfllm supports 3.11). Where every frame is tfllm's (`python -m tfllm`), the caller of `warn`.
     """
+    if not command_running:  # as UserInputError's: a notebook is told data=, not --data
+        message = python_spelling(message)
     level, frame = 2, sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         level, frame = level + 1, frame.f_back
