@@ -271,6 +271,7 @@ def test_a_keras_hub_bert_classifier(tmp_path):
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=16)
     model = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=preprocessor,
                                                 activation="softmax")
+    assert Explainer(model).label_names == ["0", "1", "2"]  # KerasHub's classifiers name no classes
     explainer = Explainer(model, ["a", "b", "c"])
     text = "the movie had zebra music"
     e = explainer.explain(text, steps=100, with_attention=True)
@@ -278,6 +279,34 @@ def test_a_keras_hub_bert_classifier(tmp_path):
     assert e.completeness["error"] < 0.01 * abs(e.completeness["difference"]) + 2e-4
     assert np.array(e.attention["layers"]).shape == (2, 2, 7, 7)  # [CLS] ... [SEP]
     assert explainer.explain(text, method="attention").scores  # rollout from the [CLS] row
+
+
+@pytest.mark.slow
+def test_a_classifier_loaded_with_keras_hub_alone_names_its_labels(tiny_classifier_run, tmp_path):
+    """`keras_hub.models.TextClassifier.from_preset(run)` explained without label_names said '0' and '1': the
+    run's names were only in tfllm/labels.json. Its task.json now holds them; a run saved before that loads
+    as it was, and tfllm's own loader names its labels from labels.json."""
+    import shutil
+
+    from tfllm import runs
+
+    names = runs.read_labels(tiny_classifier_run)
+    model = keras_hub.models.TextClassifier.from_preset(tiny_classifier_run)
+    assert list(model.label_names) == names
+    assert Explainer(model).label_names == names
+    assert Explainer(model, ["x", "y"]).label_names == ["x", "y"]  # label_names= still wins
+    assert Explainer(model).explain("a fine film", method="occlusion").label in names
+    # A new head over other classes (KerasHub's `from_preset(..., num_classes=3)`) takes none of the old names.
+    assert keras_hub.models.TextClassifier.from_preset(tiny_classifier_run, num_classes=3).label_names is None
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_classifier_run, old)
+    task = runs.read_json(old / "task.json")
+    del task["config"]["label_names"]
+    runs.write_json(old / "task.json", task)
+    assert keras_hub.models.TextClassifier.from_preset(str(old)).label_names is None
+    assert list(runs.load_task(old).label_names) == names
+    assert load_explainer(old).label_names == names
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +448,7 @@ def test_explain_of_a_loaded_task_keeps_its_explainer(tiny_classifier_run, monke
     first = explanations.explain(model, "a fine film", method="occlusion", label_names=["fresh", "rotten"])
     second = explanations.explain(model, TEXT, method="occlusion", label_names=["fresh", "rotten"])
     assert built == [model] and first.tokens != second.tokens
-    assert explanations.explain(model, TEXT, method="occlusion").label in ("0", "1")  # other names: another one
+    assert explanations.explain(model, TEXT, method="occlusion").label in ("fresh", "rotten")  # its own: another one
     assert len(built) == 2
     # A run directory or a backbone given to Explainer: one line, not an AttributeError.
     with pytest.raises(UserInputError, match="Explainer takes a loaded task; for a run directory use "

@@ -184,7 +184,8 @@ class Explainer:
     Args:
         model: a text classifier task (tfllm's `TextClassifier`, or a KerasHub one whose
             outputs are probabilities or logits) or a `CausalLM` task, with its preprocessor.
-        label_names: the classes' names (classifiers; default "0", "1", ...).
+        label_names: the classes' names (classifiers; default the model's own `label_names`, which a tfllm
+            classifier saves with its run, else "0", "1", ...).
 
     Example:
     >>> task, labels, _ = tfllm.load_run("runs/reviews")
@@ -223,6 +224,8 @@ class Explainer:
         self.num_outputs = int(model.output.shape[-1]) if not self.generator else None
         if not self.generator:
             num_classes = 2 if self.num_outputs == 1 else self.num_outputs
+            # A tfllm classifier knows its classes' names (task.json), also when loaded with `from_preset` alone.
+            label_names = label_names or getattr(model, "label_names", None)
             self.label_names = list(label_names) if label_names else [str(i) for i in range(num_classes)]
             if len(self.label_names) != num_classes:
                 raise UserInputError(f"{len(self.label_names)} label names for a model with {num_classes} classes.")

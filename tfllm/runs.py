@@ -424,7 +424,12 @@ def _load_task(run_dir, kind, dtype):
         policy = read_json(path(run_dir, "config.json")).get("config", {}).get("dtype") or {}
         name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
         dtype = dtype or (name if name.startswith("mixed_") else None)
-        return kind.from_preset(run_dir, **({"dtype": dtype} if dtype else {}))
+        model = kind.from_preset(run_dir, **({"dtype": dtype} if dtype else {}))
+    from tfllm.models import TextClassifier
+
+    if isinstance(model, TextClassifier) and model.label_names is None and os.path.exists(path(run_dir, LABELS)):
+        model.label_names = read_labels(run_dir)  # a run saved before task.json held them
+    return model
 
 
 def load_translation_task(run_dir, dtype=None):

@@ -405,6 +405,9 @@ class TextClassifier(keras_hub.models.TextClassifier):
             scikit-learn's words, not word pieces). Frozen in `fit`;
             `fit_wide_path` sets it to naive-Bayes log-count ratios, as the
             wide path, and blends it in: +0.5 points more (same benchmark).
+        label_names: the classes' names, in id order (a run's `tfllm/labels.json`), saved in the task's
+            config so that a model loaded with `from_preset` alone can name its predictions
+            (`tfllm.Explainer(model)`); `None` where unknown.
 
     Example:
     >>> backbone = EncoderBackbone(vocabulary_size=50, sequence_length=16, hidden_dim=16,
@@ -417,7 +420,12 @@ class TextClassifier(keras_hub.models.TextClassifier):
     preprocessor_cls = TextClassifierPreprocessor
 
     def __init__(self, backbone, num_classes, preprocessor=None, dropout=0.1, bigram_buckets=None,
-                 wide_bigram_buckets=None, char_ngram_buckets=None, word_ngram_buckets=None, **kwargs):
+                 wide_bigram_buckets=None, char_ngram_buckets=None, word_ngram_buckets=None, label_names=None,
+                 **kwargs):
+        if label_names is not None and len(label_names) != num_classes:
+            # `from_preset(run_dir, num_classes=3)` of a two-class run: a new head, whose classes the old names
+            # are not (an error here broke that KerasHub call).
+            label_names = None
         for name, value in (("char_ngram_buckets", char_ngram_buckets), ("word_ngram_buckets", word_ngram_buckets)):
             if value and not wide_bigram_buckets:
                 raise UserInputError(f"{name} is blended in beside the wide path: set wide_bigram_buckets too.")
@@ -483,14 +491,24 @@ class TextClassifier(keras_hub.models.TextClassifier):
         self.wide_bigram_buckets = wide_bigram_buckets
         self.char_ngram_buckets = char_ngram_buckets
         self.word_ngram_buckets = word_ngram_buckets
+        self.label_names = label_names
+
+    @property
+    def label_names(self):
+        return self._label_names
+
+    @label_names.setter
+    def label_names(self, names):
+        # A tuple of str: Keras would wrap a list attribute in a tracked list, which `get_config` must not hold.
+        self._label_names = None if names is None else tuple(str(name) for name in names)
 
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, dropout=self.dropout, bigram_buckets=self.bigram_buckets,
                       wide_bigram_buckets=self.wide_bigram_buckets)
-        for name in ("char_ngram_buckets", "word_ngram_buckets"):
+        for name in ("char_ngram_buckets", "word_ngram_buckets", "label_names"):
             if getattr(self, name):  # only then: a run saved before it stays loadable by older tfllm
-                config[name] = getattr(self, name)
+                config[name] = list(getattr(self, name)) if name == "label_names" else getattr(self, name)
         return config
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):

@@ -172,7 +172,8 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
             # carry over into a recipe without them (as its preprocessor's code points do not).
             return keras_hub.models.TextClassifier.from_preset(
                 handle, num_classes=num_classes, preprocessor=preprocessor,
-                **{k: preset.get(k) for k in HEAD_ARGS if k != "dropout"}, dropout=preset.get("dropout", 0.1), **dtype)
+                **{k: preset.get(k) for k in HEAD_ARGS if k != "dropout"}, dropout=preset.get("dropout", 0.1),
+                label_names=None, **dtype)  # a new head: the data's classes, named when the run is saved
         # KerasHub's own classifiers output logits unless told; tfllm reads probabilities. Their new head
         # takes the recipe's dropout, as tfllm's does (it kept KerasHub's 0.1 whatever --set dropout said).
         return keras_hub.models.TextClassifier.from_preset(
@@ -582,5 +583,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
 
             write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, data.label_names,
                                            data.val.texts[:EXPLAINED_VAL_TEXTS])
+        if isinstance(model, TextClassifier):  # saved in task.json: `from_preset(run_dir)` alone names its classes
+            model.label_names = data.label_names
         common.finish_run(run_dir, config.run_dir, model, preset, history, metrics)
         return metrics
