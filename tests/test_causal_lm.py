@@ -761,6 +761,33 @@ def test_a_wordpiece_completion_carries_the_space_before_its_first_word():
             assert decoder.decode(other_ids, "ab") == decoder.decode(other_ids), (other, text)
 
 
+def test_a_keras_hub_wordpiece_completion_joins_a_suffix_piece_without_its_indicator():
+    """A generator over KerasHub's own WordPiece tokenizer (a preset's `BertTokenizer`, not tfllm's) printed
+    `the kin##k` where its first new piece was "##k": KerasHub's detokenizer keeps the indicator on a text's first
+    piece. `Generator.decode` (`tfllm generate`, `tfllm.generate`, streamed chunks) and the SavedModel's op drop it."""
+    import keras_hub
+    from lm_utils import tiny_wordpiece_generator
+
+    from tfllm.generation import Generator
+    from tfllm.tokenizers import keeps_leading_suffix, without_leading_suffix_op
+
+    own = tiny_wordpiece_generator()
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + own.tokenizer.get_vocabulary()[5:]
+    hub = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=False)
+    generator = Generator(own.model, hub, jit_compile=False)
+    assert keeps_leading_suffix(hub) and not keeps_leading_suffix(own.tokenizer)
+    k, a, bare = vocabulary.index("##k"), vocabulary.index("a"), vocabulary.index(",")
+    for decoder in (generator, own):
+        assert decoder.decode([k], "the kin") == "k"
+        assert decoder.decode([k, a], "the kin") == "k a"
+        assert decoder.decode([a, k], "the kin") == " ak"  # a whole first word keeps its space
+    # The SavedModel's completion (tfllm.export.causal_lm) strips it by the same rule.
+    completions = tf.constant(["##k", "##k a", "## a", ""])
+    whole_word = tf.constant([False, False, True, False])
+    assert [t.decode() for t in without_leading_suffix_op(completions, whole_word, "##").numpy()] == \
+        ["k", "k a", "## a", ""]
+
+
 @pytest.mark.slow
 def test_a_wordpiece_generators_completion_follows_its_prompt_in_every_path(tmp_path, capsys):
     """`tfllm generate runs/wp "the king"` printed `the kinguke` (the whole text is `the king uke`): the same

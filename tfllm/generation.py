@@ -29,7 +29,8 @@ from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_a
 from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, refuse_unread_options  # noqa: F401  (TensorFlow-free)
 from tfllm.config import WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, wordpiece_completion
 from tfllm.errors import UserInputError
-from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, prompt_start_ids, special_token_ids
+from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, prompt_start_ids,
+                              special_token_ids)
 
 MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
@@ -301,7 +302,10 @@ class Generator:
         if prompt is None:
             return text
         suffix = getattr(self.tokenizer, "suffix_indicator", WORDPIECE_SUFFIX)
-        return wordpiece_completion(prompt, text, not is_suffix_piece(self.tokenizer.id_to_token(ids[0]), suffix))
+        whole_word = not is_suffix_piece(self.tokenizer.id_to_token(ids[0]), suffix)
+        if not whole_word and keeps_leading_suffix(self.tokenizer) and text.startswith(suffix):
+            text = text[len(suffix):]  # "king" + "##k": KerasHub's own detokenizer gave "##k"
+        return wordpiece_completion(prompt, text, whole_word)
 
     # --- compiled decoding --------------------------------------------------
 

@@ -51,6 +51,13 @@ def detokenizes_with_spaces(tokenizer):
     return isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer)
 
 
+def keeps_leading_suffix(tokenizer):
+    """True for a KerasHub WordPiece tokenizer that is not tfllm's (a preset's `BertTokenizer`): its detokenizer
+    leaves the suffix indicator on a text's first piece when that continues a word ("##k"), which tfllm's
+    `WordPieceTokenizer.detokenize` drops."""
+    return detokenizes_with_spaces(tokenizer) and not isinstance(tokenizer, WordPieceTokenizer)
+
+
 def join_cjk_op(texts):
     """`tfllm.config.join_cjk` as a TF op (RE2, the same pattern), for graphs and exports: string tensor in and out."""
     for _ in range(2):  # non-overlapping matches: two passes join every gap
@@ -65,6 +72,12 @@ def wordpiece_completion_op(prompts, completions, whole_word):
     bare = (~whole_word | tf.equal(completions, "") | match(prompts, ENDS_IN_SPACE)
             | (match(prompts, ENDS_IN_CJK) & match(completions, STARTS_WITH_CJK)))
     return tf.where(bare, completions, tf.strings.join([" ", completions]))
+
+
+def without_leading_suffix_op(completions, whole_word, suffix):
+    """A completion whose first piece continues the prompt's last word (`whole_word` False) without the suffix
+    indicator KerasHub's detokenizer leaves on it ("##k" -> "k"; `keeps_leading_suffix`): string tensors in and out."""
+    return tf.where(whole_word, completions, tf.strings.regex_replace(completions, "^" + re.escape(suffix), ""))
 
 
 def whole_word_ids(tokenizer):

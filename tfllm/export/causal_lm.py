@@ -32,7 +32,8 @@ import tensorflow as tf
 from tfllm.config import EXPORT_MAX_NEW_TOKENS
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import Generator, decode_function, load_generator
-from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, join_cjk_op, whole_word_ids, wordpiece_completion_op
+from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, join_cjk_op, keeps_leading_suffix,
+                              whole_word_ids, without_leading_suffix_op, wordpiece_completion_op)
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
@@ -142,6 +143,8 @@ def generation_archive(model, tokenizer, jit_compile=True):
         if detokenizes_with_spaces(tokenizer):  # WordPiece's "中 国" -> "中国", as Generator.decode
             # and the space before a first new whole word ("the king" + " uke"), so that text = prompt + completion
             whole_word = tf.reduce_any(tf.gather(whole_words, kept[:, :1]), axis=1)
+            if keeps_leading_suffix(tokenizer):  # "king" + "##k": KerasHub's own detokenizer gave "##k"
+                completion = without_leading_suffix_op(completion, whole_word, tokenizer.suffix_indicator)
             completion = wordpiece_completion_op(prompt, join_cjk_op(completion), whole_word)
         return {"text": tf.strings.join([prompt, completion]), "completion": completion}
 
