@@ -666,3 +666,82 @@ def test_tensor_protos_match_tensorflow_both_ways(array):
     np.testing.assert_array_equal(tf.make_ndarray(ours), expected)  # TensorFlow (and TF Serving) read ours
     np.testing.assert_array_equal(from_tensor_proto(tf.make_tensor_proto(array)), expected)  # we read TensorFlow's
     assert from_tensor_proto(ours).dtype == expected.dtype
+
+
+def _busy_calls(ports, seconds):
+    """Starts one busy REST call and one busy gRPC call; returns their threads and outcomes."""
+    import threading
+
+    outcomes = {}
+
+    def call(protocol):
+        client = (RestClient("127.0.0.1", ports["rest"], timeout=30) if protocol == "rest"
+                  else GrpcClient("127.0.0.1", ports["grpc"], timeout=30))
+        try:
+            outcomes[protocol] = client.predict("busy", {"seconds": [seconds]})
+        except ServingError as e:
+            outcomes[protocol] = e
+
+    threads = [threading.Thread(target=call, args=(p,)) for p in ("rest", "grpc")]
+    for t in threads:
+        t.start()
+    time.sleep(0.7)  # both running
+    return threads, outcomes
+
+
+def _stoppable_server(savedmodels, tmp_path, grace):
+    ports = {"rest": _free_port(), "grpc": _free_port()}
+    args = [savedmodels, "--port", ports["rest"], "--grpc-port", ports["grpc"], "--poll-seconds", "0",
+            "--shutdown-grace-seconds", grace]
+    ready = lambda: RestClient("127.0.0.1", ports["rest"], timeout=2).status("busy")  # noqa: E731
+    return ports, serving_process(args, ready, tmp_path / "server.log", timeout=60)
+
+
+@pytest.mark.slow
+def test_sigterm_refuses_new_work_on_both_protocols_and_finishes_what_is_in_flight(savedmodels, tmp_path):
+    ports, serving = _stoppable_server(savedmodels, tmp_path, 20)
+    with serving as proc:
+        threads, outcomes = _busy_calls(ports, 3.0)
+        proc.send_signal(15)
+        start = time.monotonic()
+        time.sleep(0.5)
+        # Before, gRPC kept answering new calls until REST had finished.
+        with pytest.raises(ServingError):
+            GrpcClient("127.0.0.1", ports["grpc"], timeout=2).status("busy")
+        with pytest.raises(ServingError):
+            RestClient("127.0.0.1", ports["rest"], timeout=2).status("busy")
+        for t in threads:
+            t.join(30)
+        proc.wait(20)
+    # Both finished (before, gRPC's calls were cut off 1 s after REST was done).
+    assert outcomes["rest"] == [3.0] and outcomes["grpc"] == [3.0], outcomes
+    assert proc.returncode == -15 and time.monotonic() - start < 10
+    log = (tmp_path / "server.log").read_text()
+    assert "SIGTERM: shutting down" in log and "stopped: every request in flight was answered" in log, log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["grace_runs_out", "second_signal"])
+def test_in_flight_requests_are_cut_off_cleanly_and_promptly(how, savedmodels, tmp_path):
+    ports, serving = _stoppable_server(savedmodels, tmp_path, 1 if how == "grace_runs_out" else 30)
+    with serving as proc:
+        threads, outcomes = _busy_calls(ports, 8.0)
+        start = time.monotonic()
+        proc.send_signal(2)
+        if how == "second_signal":
+            time.sleep(0.3)
+            proc.send_signal(2)
+        proc.wait(20)
+        stopped = time.monotonic() - start
+        for t in threads:
+            t.join(30)
+    # Before, a second Ctrl-C still waited ~10 s for the running calls; the grace ends at 1 s.
+    assert stopped < 4, stopped
+    assert proc.returncode == 130
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log and "stopped: " in log and "were cut off" in log, log
+    # No plain-text 500 for REST; the connection is closed.
+    assert isinstance(outcomes["rest"], ServingError) and outcomes["rest"].status != 500, outcomes
+    assert isinstance(outcomes["grpc"], ServingError), outcomes
+    if how == "grace_runs_out":  # gRPC cancelled the call itself: the client says why, not "Cannot reach"
+        assert "shutting down" in str(outcomes["grpc"]), outcomes

@@ -233,6 +233,13 @@ class GrpcClient:
             code = e.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ServingError(f"timed out after {self.timeout} s", code.name) from e
+            details = e.details() or ""
+            if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE) \
+                    and "Cancelling all calls" in details:
+                # grpcio's words when a server's stop() cuts off the calls still running: the server
+                # was reached and was shutting down (its --shutdown-grace-seconds ran out).
+                raise ServingError(f"{self.host}:{self.port} was shutting down and cut this call off "
+                                   f"before it finished ({details}); retry once it is back.", code.name) from e
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ServingError(f"Cannot reach {self.host}:{self.port}: {e.details()}",
                                    code.name) from e

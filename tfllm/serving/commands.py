@@ -162,6 +162,10 @@ def add_serve_arguments(p) -> None:
     conns.add_argument("--max-concurrent-rpcs", type=_positive_int, default=None,
                        help="gRPC calls in flight at once, running or queued; more are refused at once "
                        "with RESOURCE_EXHAUSTED (default: --max-connections)")
+    conns.add_argument("--shutdown-grace-seconds", type=float, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM or Ctrl-C, REST and gRPC refuse new requests at once and those in "
+                       "flight have this long to finish; a second signal stops at once (default 30, "
+                       "Kubernetes' default terminationGracePeriodSeconds)")
     # The help says what docs/serving.md's threat model says: a pip install has no docs/ folder.
     access = p.add_argument_group(
         "access", "By default every client that reaches the address may call every model, and replace the "
@@ -233,7 +237,8 @@ def run_serve(args) -> None:
           poll_seconds=args.poll_seconds, model_config_file=args.model_config_file, model_name=model_name,
           config_poll_seconds=args.model_config_poll_seconds,
           intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
-          limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host), connections=connections)
+          limits=limits, auth_token=token, allowed_hosts=tuple(args.allowed_host), connections=connections,
+          shutdown_grace_seconds=args.shutdown_grace_seconds)
 
 
 def add_models_arguments(p) -> None:

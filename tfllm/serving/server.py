@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 
 from tfllm import errors
 from tfllm.errors import UserInputError
@@ -39,6 +42,7 @@ from tfllm.serving.security import AccessPolicy
 logger = logging.getLogger("tfllm.serving")
 
 DEFAULT_INTRA_OP_THREADS = 1
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0  # Kubernetes' default terminationGracePeriodSeconds
 GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener"  # see serve()
 
 
@@ -122,6 +126,72 @@ def bind_socket(host: str, port: int, protocol: str = "REST", flag: str = "--por
     return sock
 
 
+class Shutdown:
+    """What SIGTERM / SIGINT do, the same for REST and gRPC.
+
+    The first signal stops both protocols taking new work at once and gives the requests in flight
+    `grace` seconds; a second signal, or the grace running out, ends the process there and then.
+    Before, uvicorn's shutdown ran first, with no time limit, while gRPC kept accepting calls, and
+    gRPC's own stop (1 s) only began after it; a second Ctrl-C cancelled REST handlers, which
+    answered a plain-text 500 and logged a traceback each, and the process still waited for the
+    generations running on worker threads.
+    """
+
+    def __init__(self, grace: float, grpc_server=None):
+        self.grace = grace
+        self.grpc_server = grpc_server
+        self.signal: int | None = None
+        self.started = 0.0
+        self.grpc_done = threading.Event()
+
+    def begin(self, sig: int) -> None:
+        self.signal, self.started = sig, time.monotonic()
+        logger.info(f"{signal.Signals(sig).name}: shutting down; no new requests, those in flight have up to "
+                    f"{self.grace:g} s (--shutdown-grace-seconds) to finish; a second signal stops at once.")
+        # grpc's stop takes a lock; off the signal handler's thread, which may be anywhere in the event loop.
+        threading.Thread(target=self._stop_grpc, name="grpc-stop", daemon=True).start()
+        timer = threading.Timer(self.grace, self._grace_ran_out)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_grpc(self) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop(self.grace).wait()  # refuses new calls now, cancels the rest after grace
+        self.grpc_done.set()
+
+    def _grace_ran_out(self) -> None:
+        self.grpc_done.wait(1.0)  # gRPC cancels its calls at the same moment: let them hear why
+        self.now(f"the {self.grace:g} s grace ran out")
+
+    def now(self, why: str) -> None:
+        """Ends the process at once: connections close and clients see them closed (no 500s, no
+        tracebacks), and no wait for the model calls still running on worker threads."""
+        logger.warning(f"stopped: {why}; requests still in flight were cut off.")
+        for handler in logger.handlers:
+            handler.flush()
+        os._exit(128 + (self.signal or signal.SIGTERM))
+
+    def finish(self) -> None:
+        """After REST's in-flight requests are answered: waits for gRPC's, then logs the end."""
+        self.grpc_done.wait()
+        logger.info(f"stopped: every request in flight was answered ({time.monotonic() - self.started:.1f} s).")
+
+
+def _uvicorn_server(config, shutdown: Shutdown):
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if self.should_exit:
+                shutdown.now(f"second {signal.Signals(sig).name}")
+            # Not recorded in uvicorn's _captured_signals: it re-raises them as soon as REST is done,
+            # and a SIGTERM then killed the process before gRPC's calls were finished.
+            self.should_exit = True
+            shutdown.begin(sig)
+
+    return Server(config)
+
+
 def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int = 8501,
           grpc_port: int | None = 8500, poll_seconds: float = 1.0,
           model_config_file: str | None = None,
@@ -130,7 +200,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
           limits: Limits | None = None, auth_token: str | None = None,
           allowed_hosts: tuple[str, ...] = (), connections: ConnectionLimits | None = None,
           model_name: str | None = None, port_flags: tuple[str, str] = ("--port", "--grpc-port"),
-          config_poll_seconds: float | None = None) -> None:
+          config_poll_seconds: float | None = None,
+          shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS) -> None:
     """Serves every model under `model_base_path`, or a config's models, or one model, until interrupted.
 
     Args:
@@ -173,6 +244,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             cannot be bound (TF Serving's spellings: `--rest_api_port` and `--port`).
         config_poll_seconds: how often to re-read `model_config_file` (TF Serving's
             `--model_config_file_poll_wait_seconds`); 0: never after start-up; None: at every poll.
+        shutdown_grace_seconds: on SIGTERM or SIGINT, how long requests in flight (REST and gRPC)
+            have to finish; new ones are refused at once. A second signal stops at once.
 
     Raises:
         UserInputError: if the folder does not exist, a setting is out of
@@ -204,6 +277,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         policy = AccessPolicy(auth_token, host, tuple(allowed_hosts))
     except ValueError as e:
         raise UserInputError(str(e)) from e
+    if not shutdown_grace_seconds >= 0:
+        raise UserInputError(f"--shutdown-grace-seconds must be >= 0, got {shutdown_grace_seconds}.")
     for flag, seconds in (("--poll-seconds", poll_seconds), ("--model-config-poll-seconds", config_poll_seconds)):
         if seconds is not None and not seconds >= 0:  # TF Serving's negative values are for its own tests
             raise UserInputError(f"{flag} must be >= 0 (0: once, at start-up), got {seconds}.")
@@ -224,7 +299,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
     # is known at once. The REST socket is kept; the gRPC port is tried here and
     # bound for good by grpcio below.
     rest_socket = bind_socket(host, port, "REST", port_flags[0])
-    grpc_server = registry = None
+    grpc_server = registry = shutdown = None
     try:
         if grpc_port:
             bind_socket(host, grpc_port, "gRPC", f"{port_flags[1]} (0 turns gRPC off)").close()
@@ -257,13 +332,18 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
                                 log_level="warning", access_log=False,
                                 http=protocol_class(connections),
                                 timeout_keep_alive=connections.idle_timeout)
-        uvicorn.Server(config).run(sockets=[rest_socket])
+        shutdown = Shutdown(shutdown_grace_seconds, grpc_server)
+        _uvicorn_server(config, shutdown).run(sockets=[rest_socket])
+        if shutdown.signal is not None:
+            shutdown.finish()
     finally:
         if registry is not None:
             registry.stop()
         rest_socket.close()
-        if grpc_server is not None:
+        if grpc_server is not None and (shutdown is None or shutdown.signal is None):
             grpc_server.stop(grace=1)
+    if shutdown.signal is not None:  # exit as the signal asks: KeyboardInterrupt (130), or killed by SIGTERM
+        signal.raise_signal(shutdown.signal)
 
 
 def main(argv=None) -> int:
