@@ -302,3 +302,35 @@ def test_a_version_being_loaded_is_listed_as_loading(tmp_path, good_version, mon
         go_on.set()
         refresh.join()
         assert states() == expected_after
+
+
+@pytest.mark.parametrize("mode", ["single_model", "folder", "config_latest"])
+def test_at_start_up_a_broken_newest_version_leaves_the_newest_that_loads_serving(
+        mode, tmp_path, good_version, caplog):
+    # A restart after a half-copied deploy: 2 and 3 are good, 4 is a truncated copy. Before, the
+    # single-model mode and a `latest` config answered 404 "no version that loads" though 3 loads.
+    from tfllm.serving.models import ModelPolicy
+    from tfllm.serving.registry import ModelRegistry
+
+    _layout(tmp_path, good_version, good=(2, 3, 4), garbage=())
+    shard = tmp_path / "clf" / "4" / "variables" / "variables.data-00000-of-00001"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    config = None
+    if mode == "config_latest":
+        config = tmp_path / "models.config"
+        config.write_text('model_config_list { config { name: "clf" base_path: "clf" '
+                          'model_platform: "tensorflow" } }')  # TF Serving's default: latest 1
+    models = {"clf": ModelPolicy(base_path=str(tmp_path / "clf"), latest=1)} if mode == "single_model" else None
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the config's relative base_path
+    try:
+        registry = ModelRegistry(None if models else str(tmp_path), 0, str(config) if config else None,
+                                 models=models)
+        registry.refresh()
+    finally:
+        os.chdir(cwd)
+    assert registry.resolve("clf").version == 3
+    states = {s.version: s for s in registry.statuses("clf")}
+    assert states[4].state == "END" and states[4].error, states
+    assert "cannot load" in caplog.text
+    assert ("version 3 meanwhile" in caplog.text) == (mode != "folder")  # the folder mode serves every version

@@ -182,31 +182,10 @@ class ModelRegistry:
             policy = policies.get(name, models_lib.ModelPolicy())
             old = current.get(name, ModelState({}, {}))
             loaded, failed = {}, {}
-            for v in policy.select(list(versions)):
-                path = versions[v]
-                seen_paths.add(path)
-                if v in old.versions and old.versions[v].path == path:
-                    loaded[v] = old.versions[v]
-                    continue
-                stamp = models_lib.fingerprint(path)
-                previous = self._failed.get(path)
-                if previous is not None and previous[0] == stamp:
-                    failed[v] = previous[1]
-                    continue  # retry only once its files change
-                self._loading = (name, v)
-                try:
-                    start = time.perf_counter()
-                    loaded[v] = load_servable(name, v, path)
-                    self._failed.pop(path, None)
-                    logger.info("loaded %s version %d in %.1f s", name, v, time.perf_counter() - start)
-                except Exception as e:  # noqa: BLE001 - a broken export must not stop the others
-                    error = _short_error(e)
-                    self._failed[path] = (stamp, error)
-                    failed[v] = error
-                    logger.error("cannot load %s (will retry when its files change): %s",
-                                 path, error)
-                finally:
-                    self._loading = None
+            selected = policy.select(list(versions))
+            for v in selected:
+                seen_paths.add(versions[v])
+                self._load(name, v, versions[v], old, loaded, failed)
             if failed and not loaded:
                 # TF Serving's AvailabilityPreservingPolicy: while every version the policy
                 # selects fails to load (broken, or still being copied), keep the newest
@@ -215,6 +194,16 @@ class ModelRegistry:
                 kept = [v for v in old.versions if versions.get(v) == old.versions[v].path]
                 if kept:
                     loaded[max(kept)] = old.versions[max(kept)]
+                elif policy.latest is not None:
+                    # Nothing served before (start-up, e.g. a restart after a half-copied deploy):
+                    # the newest older version that loads serves meanwhile, as it would have if the
+                    # server had been running. Before, the model answered 404 "no version that loads".
+                    for v in sorted(set(versions) - set(selected), reverse=True):
+                        seen_paths.add(versions[v])
+                        if self._load(name, v, versions[v], old, loaded, failed):
+                            logger.warning("serving %s version %d meanwhile: version(s) %s do not load",
+                                           name, v, ", ".join(map(str, sorted(set(selected) & set(failed)))))
+                            break
             for v in sorted(set(old.versions) - set(loaded)):
                 logger.info("unloaded %s version %d (%s)", name, v, "its folder is gone" if v not in versions
                             else "changed on disk" if versions[v] != old.versions[v].path
@@ -231,6 +220,32 @@ class ModelRegistry:
             if current[name].versions:
                 logger.info("unloaded %s: no version of it is left to serve", name)
         self._models = new_models
+
+    def _load(self, name, v, path, old, loaded, failed) -> bool:
+        """Puts version `v` in `loaded` (kept, or loaded now) or its error in `failed`."""
+        if v in old.versions and old.versions[v].path == path:
+            loaded[v] = old.versions[v]
+            return True
+        stamp = models_lib.fingerprint(path)
+        previous = self._failed.get(path)
+        if previous is not None and previous[0] == stamp:
+            failed[v] = previous[1]
+            return False  # retry only once its files change
+        self._loading = (name, v)
+        try:
+            start = time.perf_counter()
+            loaded[v] = load_servable(name, v, path)
+            self._failed.pop(path, None)
+            logger.info("loaded %s version %d in %.1f s", name, v, time.perf_counter() - start)
+            return True
+        except Exception as e:  # noqa: BLE001 - a broken export must not stop the others
+            error = _short_error(e)
+            self._failed[path] = (stamp, error)
+            failed[v] = error
+            logger.error("cannot load %s (will retry when its files change): %s", path, error)
+            return False
+        finally:
+            self._loading = None
 
     def _check_labels(self, name, wanted, loaded, failed, on_disk, old_labels):
         """`(labels, refused)`: the labels that name a loaded version, and why the others do not.
