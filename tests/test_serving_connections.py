@@ -22,7 +22,7 @@ from conftest import serving_process
 
 pytest.importorskip("starlette")
 
-from tfllm.serving import RestClient, fixtures  # noqa: E402
+from tfllm.serving import RestClient, ServingError, fixtures  # noqa: E402
 from tfllm.serving.connections import BodyBudget  # noqa: E402
 from tfllm.serving.limits import Limits  # noqa: E402
 
@@ -373,3 +373,20 @@ def test_the_body_budget_defaults_to_four_largest_bodies():
     assert Limits(max_body_bytes=1000).max_pending_body_bytes == 4000
     with pytest.raises(ValueError, match="--max-pending-body-bytes .* at least --max-body-bytes"):
         Limits(max_body_bytes=1000, max_pending_body_bytes=999)
+
+
+def test_a_client_refused_mid_upload_reports_the_servers_503(server):
+    # Before, RestClient said "Lost the connection ... Broken pipe" when the server answered 503
+    # (over --max-connections) and closed while the client was still sending a large body.
+    held = [connect(server, GET_STATUS + b"X-A: ") for _ in range(MAX_CONNECTIONS)]
+    try:
+        reply, closed = read_until_closed(connect(server), timeout=HEADER_TIMEOUT / 2)
+        assert closed and b"\r\nretry-after: 1\r\n" in reply.lower()
+        with pytest.raises(ServingError) as refused:
+            RestClient("127.0.0.1", server["port"], timeout=5).predict("reviews", ["a film " * 1_000_000])
+        assert refused.value.status == 503 and "--max-connections" in refused.value.message, refused.value
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    check_answers(server)

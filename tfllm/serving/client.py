@@ -16,6 +16,14 @@ from tfllm.errors import require_extra
 from tfllm.serving.jsonio import dumps as _dumps, loads as _loads, to_json_values as _to_json_values
 
 
+def _answer_already_sent(conn: http.client.HTTPConnection):
+    """The response a server sent before closing mid-request, or None if none arrived."""
+    try:
+        return conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        return None
+
+
 class ServingError(Exception):
     """A request the model server refused or could not answer.
 
@@ -93,8 +101,16 @@ class RestClient:
         for attempt in (0, 1):
             conn = self._connection(fresh=attempt == 1)
             try:
-                conn.request(method, path, body, headers)
-                response = conn.getresponse()
+                try:
+                    conn.request(method, path, body, headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The server may have answered and closed before taking the whole body (a 503
+                    # over --max-connections, a 413): its answer says why; "Broken pipe" did not.
+                    response = _answer_already_sent(conn)
+                    if response is None:
+                        raise
+                else:
+                    response = conn.getresponse()
                 content = response.read()
                 break
             except TimeoutError as e:

@@ -67,7 +67,8 @@ class ConnectionLimits:
 def raw_reply(status: int, reason: str, message: str) -> bytes:
     """A whole JSON error answer that closes the connection, written below the app (no ASGI)."""
     body = json.dumps({"error": message}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+    retry = "retry-after: 1\r\n" if status == 503 else ""  # a refusal for load: worth retrying soon
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{retry}"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 

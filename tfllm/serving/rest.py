@@ -204,6 +204,8 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         headers = dict(e.headers or {})
         if e.status in (408, 413, 503):
             headers["Connection"] = "close"
+        if e.status == 503:  # a refusal for load (--max-pending-body-bytes): worth retrying soon
+            headers.setdefault("Retry-After", "1")
         return _json_reply({"error": e.message}, e.status, headers or None)
 
     async def http_error(request, e: HTTPException):
