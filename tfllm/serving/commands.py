@@ -142,7 +142,8 @@ def add_serve_arguments(p) -> None:
     limits.add_argument("--max-body-bytes", type=_positive_int, default=_DEFAULTS.max_body_bytes,
                         help=f"bytes per REST body / gRPC message (default {_DEFAULTS.max_body_bytes})")
     limits.add_argument("--max-concurrent-decodes", type=_positive_int, default=_DEFAULTS.max_concurrent_decodes,
-                        help=f"large REST bodies parsed at once (default {_DEFAULTS.max_concurrent_decodes})")
+                        help="large REST bodies parsed (JSON decoded) at once; it does not cap generations or "
+                        f"model calls running at once (default {_DEFAULTS.max_concurrent_decodes})")
     limits.add_argument("--max-pending-body-bytes", type=_positive_int, default=None,
                         help="bytes of REST bodies over 64 KiB held at once, from their first byte until "
                         "parsed, all clients together; more wait their turn within --body-timeout, then "

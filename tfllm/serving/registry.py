@@ -218,7 +218,9 @@ class ModelRegistry:
             del self._failed[path]
         for name in sorted(set(current) - set(new_models)):
             if current[name].versions:
-                logger.info("unloaded %s: no version of it is left to serve", name)
+                logger.info("unloaded %s: %s", name, "it was removed from the model config"
+                            if self._policies is not None and name not in self._policies
+                            else "no version of it is left on disk")
         self._models = new_models
 
     def _load(self, name, v, path, old, loaded, failed) -> bool:
