@@ -98,3 +98,22 @@ def test_bad_options_are_refused_by_the_export(exported, overrides, message):
     _, fn = exported
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call(fn, ["First"], **overrides)
+
+
+@pytest.mark.slow
+def test_a_request_without_the_sampling_inputs_is_pointed_at_the_greedy_signature(exported):
+    """The README lists serving_default(prompt, max_new_tokens, temperature, top_k, top_p, seed), which reads
+    as optional settings; a request of prompt and length alone was told only which inputs were missing."""
+    from tfllm.serving.codec import check_names
+    from tfllm.serving.limits import RequestError
+    from tfllm.serving.servable import load_servable
+
+    path, _ = exported
+    signatures = load_servable("gen", 1, path).signatures
+    with pytest.raises(RequestError, match="every input is required; the 'greedy' signature takes only prompt"):
+        check_names({"prompt": "First", "max_new_tokens": 5}, signatures["serving_default"])
+    check_names({"prompt": "First", "max_new_tokens": 5}, signatures["greedy"])  # which takes them
+    with pytest.raises(RequestError) as refused:  # a misspelt prompt is another mistake: no such hint
+        check_names({"promt": "First", "max_new_tokens": 5, "temperature": 1, "top_k": 0, "top_p": 1, "seed": 0},
+                    signatures["serving_default"])
+    assert "greedy" not in str(refused.value)

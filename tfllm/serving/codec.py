@@ -207,6 +207,9 @@ def _is_named(value, inputs: dict) -> bool:
                                             and "b64" not in inputs)
 
 
+SAMPLING_INPUTS = {"temperature", "top_k", "top_p", "seed"}  # a generator's serving_default, beside prompt, length
+
+
 def check_names(given, sig) -> None:
     missing = set(sig.inputs) - set(given)
     extra = set(given) - set(sig.inputs)
@@ -216,9 +219,13 @@ def check_names(given, sig) -> None:
             problems.append(f"missing input(s) {sorted(missing)}")
         if extra:
             problems.append(f"unknown input(s) {[clip(k) for k in sorted(extra)[:10]]}")
+        # A generator's sampling settings read as optional, and a signature's inputs are all required (as in
+        # TF Serving): its `greedy` signature is the one that takes only the prompt and the length.
+        hint = (" (every input is required; the 'greedy' signature takes only prompt and max_new_tokens)"
+                if missing and missing <= SAMPLING_INPUTS and "prompt" in sig.inputs else "")
         raise RequestError(
             f"{' and '.join(problems).capitalize()}; signature {sig.name!r} takes: "
-            f"{describe_inputs(sig.inputs)}."
+            f"{describe_inputs(sig.inputs)}{hint}."
         )
 
 
