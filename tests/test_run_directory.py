@@ -633,3 +633,37 @@ def test_a_finished_run_is_refused_in_python_spelling_from_python_and_in_flags_f
     assert main(["train", "--data", "rotten_tomatoes", "--run-dir", run_dir, "--preset", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "Pass --overwrite to replace it" in err and "choose another --run-dir." in err, err
+
+
+def test_a_kill_while_a_finished_run_drops_its_backup_leaves_a_finished_run(tmp_path, tiny_classifier_run,
+                                                                            monkeypatch):
+    """The backup was deleted file by file: a kill in between left part of it, the run read as interrupted,
+    and rerunning its command 'resumed' from epoch 1 and replaced the finished weights and metrics."""
+    import shutil
+
+    from tfllm import runs
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_classifier_run, run_dir)
+    backup = os.path.join(run_dir, runs.BACKUP)
+    os.makedirs(backup)
+    for name in ("latest.weights.h5", "training_metadata.json", "best.json"):  # what a backup holds
+        with open(os.path.join(backup, name), "w", encoding="utf-8") as f:
+            f.write("{}")
+    assert runs.is_unfinished(run_dir) and not runs.is_finished(run_dir)
+    unlink, calls = os.unlink, []
+
+    def killed_after_one_file(*args, **kwargs):  # the kill: after the first file is gone
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return unlink(*args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", killed_after_one_file)
+    with pytest.raises(KeyboardInterrupt):
+        runs.drop_backup(run_dir)
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert runs.is_finished(run_dir) and not runs.is_unfinished(run_dir)
+    runs.check_finished(run_dir)  # evaluate, export, ... take it
+    runs.drop_backup(run_dir)  # the next one removes what the kill left
+    assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tiny_classifier_run))

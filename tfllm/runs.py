@@ -194,6 +194,18 @@ def is_old_format(run_dir):
     return any(os.path.exists(path(run_dir, name)) for name in _OLD_FORMAT)
 
 
+def drop_backup(run_dir):
+    """Removes a finished run's resume state (`backup/`) in one step: renamed away, then deleted. Deleted
+    in place, file by file, a kill in between left part of it, and the finished run looked interrupted: a
+    rerun "resumed" from epoch 1 and replaced its weights and metrics. What such a kill leaves now is a
+    hidden folder, removed by the next call here."""
+    backup, removing = path(run_dir, BACKUP), path(run_dir, ".backup.removing")
+    shutil.rmtree(removing, ignore_errors=True)
+    if os.path.isdir(backup):
+        os.rename(backup, removing)
+    shutil.rmtree(removing, ignore_errors=True)
+
+
 def has_backup(backup_dir):
     """Whether `backup_dir` holds something to resume from (weights, an ensemble's marker): a folder left
     empty, or with only a write's temporary file (the disk filled up on the first backup), has not."""

@@ -529,7 +529,7 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, preset, history, metrics)
     # Both kept until now, so a stop before this resumes to the same weights; the backup goes first (the
     # run is finished without it), then the best epoch's weights, which the trainers loaded.
-    shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
+    runs.drop_backup(run_dir)
     if os.path.exists(best := os.path.join(run_dir, BEST_WEIGHTS)):
         os.remove(best)
     cleanup_worker_dir(run_dir, final_run_dir)
