@@ -131,6 +131,53 @@ def test_string_model_matches_id_model_and_keras_tokenizer(tiny_classifier_run, 
     np.testing.assert_allclose(ids_out["probabilities"], np.asarray(class_probabilities(model, expected)), atol=1e-5)
 
 
+def assert_classifier_metadata_names_what_loads(directory):
+    """Every file metadata.json names exists, its named loader loads tokenizer/, and its ids are the
+    tokenizer's: a classifier's named KerasHub's from_preset (no config.json there) and a WordPiece
+    vocabulary.txt that character and SentencePiece exports do not have."""
+    import re
+
+    from tfllm.tokenizers import load_tokenizer
+
+    meta = json.loads(open(os.path.join(directory, "metadata.json")).read())
+    named = re.findall(r"[\w./-]+\.(?:txt|spm|json)", meta["tokenizer"] + " " + meta["token_ids"])
+    assert named and all(os.path.isfile(os.path.join(directory, name)) for name in named), (named, meta["tokenizer"])
+    assert "tfllm.tokenizers.load_tokenizer" in meta["tokenizer"] and "from_preset" not in meta["tokenizer"]
+    tokenizer = load_tokenizer(os.path.join(directory, "tokenizer"))
+    vocabulary = json.loads(open(os.path.join(directory, "vocabulary.json"), encoding="utf-8").read())
+    assert vocabulary == list(tokenizer.get_vocabulary()) and len(vocabulary) == meta["vocabulary_size"]
+    assert meta["special_token_ids"]["unknown"] == tokenizer.unk_token_id
+    assert f"0 <= id < {meta['vocabulary_size']}" in meta["input_ranges"]
+    return meta, tokenizer
+
+
+@pytest.mark.slow
+def test_wordpiece_classifier_metadata_names_files_that_exist_and_a_loader_that_works(exports):
+    meta, tokenizer = assert_classifier_metadata_names_what_loads(exports["none"])
+    assert meta["tokenizing"]["kind"] == "wordpiece" and "lowercase first" in meta["tokenizing"]["tokenize"]
+    # The strings-in model strips accents; the Keras tokenizer (and so tokenizing) does not.
+    assert not tokenizer.strip_accents and "accents" not in meta["tokenizing"]["tokenize"]
+    assert "strips accents" in meta["model_text.tflite"]["tokenizing_difference"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["char", "sentencepiece"])
+def test_char_and_sentencepiece_classifier_metadata_names_files_that_exist(kind, tmp_path, capsys):
+    """No fixture has these tokenizers: a 200-review run each (a few seconds)."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path / "run")
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", tokenizer=kind, max_rows=200,
+                                 overrides={"vocabulary_size": 100}, run_dir=run_dir), verbose=0)
+    directory = str(tmp_path / "tfl")
+    assert main(["export", run_dir, "--name", "x", "--format", "tflite", "--out", directory]) == 0
+    assert "load_tokenizer" in capsys.readouterr().out  # the printed hint names the loader that works
+    meta, _ = assert_classifier_metadata_names_what_loads(directory)
+    assert not os.path.exists(os.path.join(directory, "model_text.tflite"))
+    assert ("tokenizing" in meta) == (kind == "char")
+
+
 @pytest.mark.slow
 def test_known_tokenization_difference_is_accents(tiny_classifier_run, exports):
     """TF Text's TFLite normalizer strips accents when it lowercases; KerasHub keeps them."""

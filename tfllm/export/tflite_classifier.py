@@ -16,9 +16,10 @@ The export folder holds:
   tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)`. The plain TF Text ops
   our Keras tokenizer uses would only convert as Flex ops, which neither
   interpreter here can run.
-- `tokenizer/` (the run's tokenizer; the WordPiece vocabulary is
-  `tokenizer/assets/tokenizer/vocabulary.txt`, one token per line, id = line
-  number), `labels.json`, `metadata.json` (inputs, outputs, special ids) and
+- `tokenizer/` (the run's tokenizer, `tfllm.tokenizers.load_tokenizer`; metadata.json's
+  `tokenizer` names its vocabulary file), `vocabulary.json` (the token of each id),
+  `labels.json`, `metadata.json` (inputs and their valid ranges, outputs, special ids,
+  and for tfllm's WordPiece and character tokenizers the `tokenizing` rules) and
   `parity.json` (file sizes, and agreement with the Keras model on the test
   split; where the run's data cannot be read, on texts of its vocabulary,
   without accuracies: only int8, which calibrates on training texts, needs it).
@@ -46,8 +47,8 @@ from tfllm import runs
 from tfllm.config import TrainConfig
 from tfllm.datasets import BUNDLED, split_as_trained
 from tfllm.errors import UserInputError
-from tfllm.export.tflite_runtime import (SIGNATURE, convert_saved_model, load_interpreter, run_signature,
-                                         vocabulary_sources)
+from tfllm.export.tflite_runtime import (SIGNATURE, VOCABULARY_FILE, convert_saved_model, load_interpreter,
+                                         run_signature, tokenizer_entry, tokenizing_rule, vocabulary_sources)
 from tfllm.export.versioning import TFLITE_TEXT_FILE, write_out
 
 # Full-integer quantization calibrates activation ranges on examples; with
@@ -215,6 +216,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
+    unknown, vocabulary_size = getattr(tokenizer, "unk_token_id", None), int(tokenizer.vocabulary_size())
     config = TrainConfig.from_dict(config, strict=False)
     # The data (its test split for the parity report, its training texts to calibrate int8) where it can be
     # read; without it (a run copied to another machine) the export needs only the run, as a translation's.
@@ -247,7 +249,8 @@ def export_classifier_files(run_dir, config, directory, quantize):
         with tempfile.TemporaryDirectory() as saved_model_dir:
             if not write_classifier_saved_model(model, tokenizer, saved_model_dir, text_input=text_input):
                 print(f"No {TEXT_FILE}: TFLite has no kernel for a {type(tokenizer).__name__} (only WordPiece, through "
-                      f"TF Text); {IDS_FILE} takes token ids, tokenize with tokenizer/ (a KerasHub tokenizer preset).")
+                      f"TF Text); {IDS_FILE} takes token ids: tokenize with tokenizer/ (tfllm.tokenizers.load_tokenizer) "
+                      f"or as metadata.json says, with {VOCABULARY_FILE}.")
                 continue
             content = convert_saved_model(
                 saved_model_dir,
@@ -261,6 +264,10 @@ def export_classifier_files(run_dir, config, directory, quantize):
         has_text_model = has_text_model or text_input
 
     tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
+    # The token of each id, as the generator and translator exports have it: a character tokenizer's
+    # characters are otherwise only inside tokenizer/tokenizer.json.
+    runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(tokenizer.get_vocabulary()))
+    rule = tokenizing_rule(tokenizer)
     runs.write_json(os.path.join(directory, "labels.json"), label_names)
     runs.write_json(
         os.path.join(directory, "metadata.json"),
@@ -269,7 +276,16 @@ def export_classifier_files(run_dir, config, directory, quantize):
             "quantize": quantize,
             "labels": label_names,
             "sequence_length": length,
-            "special_token_ids": {"pad": pad, "start": start, "end": end},
+            "vocabulary_size": vocabulary_size,
+            "special_token_ids": {"pad": pad, "start": start, "end": end, "unknown": unknown},
+            # TFLite checks none of these: a negative id reads out of bounds and returns probabilities anyway.
+            "input_ranges": f"token_ids: 0 <= id < {vocabulary_size}"
+                            + ("; code_points: 0 <= code point <= 0x10FFFF (Unicode), 0 only after the text's end"
+                               if "code_points" in model.input else ""),
+            # tfllm predict refuses such a text; the model has no words to read in it.
+            "empty_text": "an empty or whitespace-only text is [start] [end] then pad ids: the models return "
+                          "probabilities for it anyway (read from no words: near the class prior), not a "
+                          "prediction; refuse it in the app",
             "signature": SIGNATURE,
             IDS_FILE: {
                 "inputs": {"token_ids": f"int32[batch, {length}]: [start] tokens [end], then pad ids",
@@ -292,14 +308,24 @@ def export_classifier_files(run_dir, config, directory, quantize):
                         # tf.lite.Interpreter takes no op registerers: "unresolved custom op: FastBertNormalize".
                         "runtime": "LiteRT with TF Text's ops registered, e.g. ai_edge_litert.interpreter."
                                    "InterpreterWithCustomOps(model_path=..., custom_op_registerers="
-                                   "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS); model.tflite needs none",
+                                   "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS); an Android or iOS app "
+                                   "must build and link TensorFlow Text's TFLite kernels for these ops and add them "
+                                   "to its op resolver (tensorflow_text's TFLite registrar; TensorFlow Text's guide "
+                                   "'TF.Text operators in TensorFlow Lite'). model.tflite needs only builtin ops",
+                        # TF Text's FastBertNormalizer lowercases only together with stripping accents.
+                        **({"tokenizing_difference": "unlike tokenizing (the Keras tokenizer's), this model also "
+                            "strips accents (NFD, marks removed) as it lowercases: 'café' reads as 'cafe'; "
+                            "parity.json's texts_tokenized_differently counts the test texts that touches"}
+                           if tokenizer.lowercase and not tokenizer.strip_accents else {}),
                     }
                 }
                 if has_text_model
                 else {}
             ),
-            "tokenizer": "tokenizer/ (a KerasHub tokenizer preset: keras_hub.tokenizers.Tokenizer.from_preset "
-            "after import tfllm); WordPiece vocabulary in tokenizer/assets/tokenizer/vocabulary.txt, id = line number",
+            "tokenizer": tokenizer_entry(directory),
+            "token_ids": f"{VOCABULARY_FILE}: the token of each id (id = index)",
+            # How the Keras model read its texts, which model.tflite's token_ids must reproduce.
+            **({"tokenizing": rule} if rule else {}),
         },
     )
 

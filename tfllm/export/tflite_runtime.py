@@ -12,6 +12,7 @@ import numpy as np
 from tfllm.errors import UserInputError, require_extra
 
 SIGNATURE = "serving_default"
+VOCABULARY_FILE = "vocabulary.json"  # the token of each id, beside the model, for an app that is not Python
 
 
 def tftext_registerers():
@@ -110,3 +111,28 @@ def tokenizer_entry(directory):
     if files:
         return f"{text}; its vocabulary: {', '.join(files)}"
     return f"{text}; its vocabulary is in tokenizer/tokenizer.json (the config's list)"
+
+
+def tokenizing_rule(tokenizer):
+    """How an app turns a stripped source into ids with the vocabulary file alone (tfllm's two translation
+    tokenizers); None for another kind, whose rules are its KerasHub preset's."""
+    from tfllm.config import CJK_CHARACTERS
+    from tfllm.tokenizers import CharacterTokenizer, WordPieceTokenizer
+
+    unknown = f"the unknown id ({int(tokenizer.token_to_id('[UNK]'))})"
+    if isinstance(tokenizer, CharacterTokenizer):
+        return {"kind": "char", "tokenize": f"one id per Unicode character (code point), its index in "
+                f"{VOCABULARY_FILE}, {unknown} for a character not there; case is kept",
+                "detokenize": "concatenate the tokens"}
+    if isinstance(tokenizer, WordPieceTokenizer):
+        return {"kind": "wordpiece",
+                "tokenize": ("lowercase first, " if tokenizer.lowercase else "case kept, ")
+                + ("accents stripped (NFD, marks removed), " if tokenizer.strip_accents else "")
+                + "split at whitespace; each punctuation mark and each CJK ideograph is a word of its own; each "
+                  "word is cut greedily into the longest pieces in the vocabulary from its start, every piece "
+                  f"after the first written with the {tokenizer.suffix_indicator!r} prefix; a word that cannot "
+                  f"be cut so is {unknown}",
+                "detokenize": f"join the tokens with spaces, gluing a {tokenizer.suffix_indicator!r} piece to the "
+                              "one before it without its prefix; then remove each space between two CJK characters "
+                              + CJK_CHARACTERS}
+    return None

@@ -29,39 +29,13 @@ import warnings
 import numpy as np
 
 from tfllm import runs
-from tfllm.config import CJK_CHARACTERS
 from tfllm.errors import UserInputError
-from tfllm.export.tflite_runtime import (convert_saved_model, load_interpreter, require_tflite, tokenizer_entry,
-                                          vocabulary_sources)
+from tfllm.export.tflite_runtime import (VOCABULARY_FILE, convert_saved_model, load_interpreter, require_tflite,
+                                          tokenizer_entry, tokenizing_rule, vocabulary_sources)
 from tfllm.export.versioning import atomic_version_dir, write_out, write_out_dir
 
 MODEL_FILE = "model.tflite"
-VOCABULARY_FILE = "vocabulary.json"  # the token of each id, beside it
 PARITY_SOURCES = 20
-
-
-def tokenizing_rule(tokenizer):
-    """How an app turns a stripped source into ids with the vocabulary file alone (tfllm's two translation
-    tokenizers); None for another kind, whose rules are its KerasHub preset's."""
-    from tfllm.tokenizers import CharacterTokenizer, WordPieceTokenizer
-
-    unknown = f"the unknown id ({int(tokenizer.token_to_id('[UNK]'))})"
-    if isinstance(tokenizer, CharacterTokenizer):
-        return {"kind": "char", "tokenize": f"one id per Unicode character (code point), its index in "
-                f"{VOCABULARY_FILE}, {unknown} for a character not there; case is kept",
-                "detokenize": "concatenate the tokens"}
-    if isinstance(tokenizer, WordPieceTokenizer):
-        return {"kind": "wordpiece",
-                "tokenize": ("lowercase first, " if tokenizer.lowercase else "case kept, ")
-                + ("accents stripped (NFD, marks removed), " if tokenizer.strip_accents else "")
-                + "split at whitespace; each punctuation mark and each CJK ideograph is a word of its own; each "
-                  "word is cut greedily into the longest pieces in the vocabulary from its start, every piece "
-                  f"after the first written with the {tokenizer.suffix_indicator!r} prefix; a word that cannot "
-                  f"be cut so is {unknown}",
-                "detokenize": f"join the tokens with spaces, gluing a {tokenizer.suffix_indicator!r} piece to the "
-                              "one before it without its prefix; then remove each space between two CJK characters "
-                              + CJK_CHARACTERS}
-    return None
 
 
 def _cache_shape(backbone, length):
