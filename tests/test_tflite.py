@@ -718,6 +718,18 @@ def test_the_tokenizer_entry_names_a_sentencepiece_vocabulary_file(tmp_path):
     assert "tokenizer/tokenizer.json" in tokenizer_entry(str(tmp_path / "char"))
 
 
+def test_sample_prompt_finds_a_known_stretch_for_a_wordpiece_vocabulary_that_lacks_characters():
+    """A 300-piece WordPiece generator of Chinese news had its TFLite export refused: the search for a prompt
+    its vocabulary encodes went past the texts' starts only for character tokenizers."""
+    from tfllm.generation import sample_prompt
+    from tfllm.tokenizers import WordPieceTokenizer
+
+    tokenizer = WordPieceTokenizer(vocabulary=["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]", "中", "国"])
+    train_text = "天地人" * 100 + "中国" * 5 + "天地" * 100
+    prompt = sample_prompt(tokenizer, 8, "天天天天天天天天", train_text)
+    assert prompt is not None and set(prompt) <= {"中", "国"} and len(prompt) == 8, prompt
+
+
 def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     """`--out ""` was falsy downstream: the export went to savedmodels/NAME/VERSION without a word."""
     from lm_utils import write_records

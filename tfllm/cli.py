@@ -231,12 +231,14 @@ def cmd_export(args):
 
         path = export_seq2seq(args.run_dir, args.name, base_dir=args.base_dir)
     elif task == "translate":
-        from tfllm.export.tflite import read_parity
+        from tfllm.export.tflite import parity_warning, read_parity
         from tfllm.export.tflite_seq2seq import export_seq2seq_tflite
 
         path = export_seq2seq_tflite(args.run_dir, args.name, base_dir=args.base_dir, quantize=args.quantize,
                                      out=args.out)
         print(read_parity(path))
+        if parity_warning(path):
+            print(parity_warning(path), file=sys.stderr)
     elif args.format == "tflite":
         from tfllm.export.tflite import export_tflite, parity_warning, read_parity
 

@@ -501,13 +501,17 @@ def cached_generator(run_dir):
     return runs.load_cached(_LOADED, run_dir, load_generator)
 
 
+PROMPT_TRIES = 200  # places of the training text sample_prompt tries for a tokenizer other than a character one
+
+
 def sample_prompt(tokenizer, length, val_text, train_text):
     """A prompt of `length` characters that the tokenizer encodes without its unknown token (generation
     refuses those), or None: TensorBoard's samples during training, the TFLite export's parity check.
 
     The start of the validation text; where it has a character the vocabulary lacks (one only in the
     validation tenth, or a rare one outside a small character vocabulary), the first stretch of the
-    training text whose characters it has all.
+    training text whose characters it has all; for another tokenizer, a stretch at one of `PROMPT_TRIES`
+    places of the training text, of `length` characters or else a quarter of that.
     """
     unk_id = getattr(tokenizer, "unk_token_id", None)
 
@@ -524,6 +528,14 @@ def sample_prompt(tokenizer, length, val_text, train_text):
             run = run + 1 if character in known else 0
             if run >= length and encodes(train_text[end - length:end]):
                 return train_text[end - length:end]
+        return None
+    # Any other tokenizer (a 300-piece WordPiece of Chinese news lacks many characters): stretches at evenly
+    # spread places, then shorter ones; at most 2 * PROMPT_TRIES tokenizer calls, each on a few characters.
+    text = train_text[:1_000_000]
+    for size in dict.fromkeys((length, max(1, length // 4))):
+        for begin in range(0, max(1, len(text) - size + 1), max(1, (len(text) - size) // PROMPT_TRIES)):
+            if encodes(text[begin:begin + size]):
+                return text[begin:begin + size]
     return None
 
 

@@ -90,10 +90,13 @@ def read_parity(export_dir):
 
 
 def parity_warning(export_dir):
-    """A line for the user when the string model read some checked texts unlike the Keras model (TF Text's
-    TFLite normalizer strips accents as it lowercases; docs/architecture.md), else None."""
+    """A line for the user when parity.json has a `note` (parity not checked, or checked on degenerate
+    reference outputs), or when the string model read some checked texts unlike the Keras model (TF Text's
+    TFLite normalizer strips accents as it lowercases; docs/architecture.md); else None."""
     with open(os.path.join(export_dir, "parity.json"), encoding="utf-8") as f:
         parity = json.load(f)
+    if parity.get("note"):
+        return f"note: {parity['note']}."
     differ = parity.get(TEXT_FILE, {}).get("texts_tokenized_differently", 0)
     if not differ:
         return None
