@@ -198,6 +198,9 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "special_token_ids": {"start": start, "end": end_id, "pad": pad,
                                   "unknown": int(tokenizer.token_to_id("[UNK]")),
                                   "all": sorted({int(i) for i in tokenizer.special_token_ids if i is not None})},
+            # TFLite checks none of these: an id out of range reads out of bounds or fails.
+            "input_ranges": f"encoder_token_ids, token_id: 0 <= id < {backbone.vocabulary_size}; "
+                            f"encoder_padding_mask: 0 or 1; index: 0 <= index < {width}",
             "signatures": ["encode", "decode"],
             "cache": "self_cache and cross_cache are float32[1, 2 * decoder layers, positions, heads, head_dim] (rows "
                      "2l and 2l + 1: block l's keys and values; positions: decoder_sequence_length and "
