@@ -521,6 +521,22 @@ def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_transla
 
 
 @pytest.mark.slow
+def test_a_translation_parity_report_says_when_every_reference_output_is_the_same(tiny_translation_run, tmp_path,
+                                                                                   capsys):
+    """A one-epoch translator that outputs the same text for every source had parity.json report a 1.0 exact
+    match rate and nothing else; the report also lacked the classifier's and generator's quantize and size."""
+    directory = str(tmp_path / "tr")
+    assert main(["export", tiny_translation_run, "--name", "tr", "--format", "tflite", "--out", directory]) == 0
+    assert "same output" in capsys.readouterr().err  # the printed note
+    parity = json.load(open(os.path.join(directory, "parity.json")))
+    assert parity["reference_outputs_degenerate"] is True and "same output" in parity["note"]
+    assert parity["quantize"] == "none" and parity["model.tflite"]["bytes"] == os.path.getsize(
+        os.path.join(directory, "model.tflite"))
+    meta = json.load(open(os.path.join(directory, "metadata.json")))
+    assert f"0 <= id < {meta['vocabulary_size']}" in meta["input_ranges"]
+
+
+@pytest.mark.slow
 def test_a_translation_export_needs_the_run_not_its_data(tiny_translation_run, tmp_path, capsys):
     """A run whose data file is gone (copied to another machine, the file moved) exported its SavedModel but
     not its TFLite file: the parity check split the data again for its test sources, and the export failed
