@@ -424,7 +424,7 @@ def add_generation_parsers(sub):
     p.add_argument("prompt")
     p.add_argument("--tflite", metavar="FILE", default=None, help="run an exported model.tflite (or its folder) instead (greedy)")
     p.add_argument("--max-new-tokens", type=int, default=500,
-                   help=f"1 to {MAX_NEW_TOKENS} (an exported model: {EXPORT_MAX_NEW_TOKENS} a request at most)")
+                   help=f"1 to {MAX_NEW_TOKENS} (a served SavedModel export: {EXPORT_MAX_NEW_TOKENS} a request at most)")
     # None: unset (SAMPLING_DEFAULTS), so that --tflite can refuse the ones a user gave.
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default top_k")
     p.add_argument("--temperature", type=float, default=None, help="default 0.8; 0 means greedy")

@@ -311,7 +311,9 @@ def export_classifier_files(run_dir, config, directory, quantize):
                                    "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS); an Android or iOS app "
                                    "must build and link TensorFlow Text's TFLite kernels for these ops and add them "
                                    "to its op resolver (tensorflow_text's TFLite registrar; TensorFlow Text's guide "
-                                   "'TF.Text operators in TensorFlow Lite'). model.tflite needs only builtin ops",
+                                   "'Converting TensorFlow Text operators to TensorFlow Lite', "
+                                   "https://tensorflow.org/text/guide/text_tf_lite). model.tflite needs only "
+                                   "builtin ops",
                         # TF Text's FastBertNormalizer lowercases only together with stripping accents.
                         **({"tokenizing_difference": "unlike tokenizing (the Keras tokenizer's), this model also "
                             "strips accents (NFD, marks removed) as it lowercases: 'café' reads as 'cafe'; "
