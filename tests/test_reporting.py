@@ -152,3 +152,39 @@ def test_confusion_matrix_plot_scales_to_many_classes():
     assert tuple(fig.get_size_inches()) == (1.2 + 0.8 * 3 + 1, 1.2 + 0.8 * 3)
     assert len(fig.axes[0].texts) == 9
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c"]
+
+
+def _tag_counts(run_dir):
+    """{(folder, tag): how many events} over every event file under `run_dir`."""
+    import collections
+    import glob
+
+    counts = collections.Counter()
+    for path in glob.glob(os.path.join(run_dir, "**", "events.out.tfevents*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                counts[(os.path.relpath(os.path.dirname(path), run_dir), value.tag, event.step)] += 1
+    return counts
+
+
+@pytest.mark.slow
+def test_a_resumed_finish_writes_the_final_report_once(tiny_classifier_run, tmp_path):
+    """A run killed after its final report was written writes it again when it resumes: each tag stays once."""
+    import shutil
+
+    from tfllm import runs
+    from tfllm.explanations import write_tensorboard_explanations
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_classifier_run, run_dir)
+    task = runs.load_task(run_dir)
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    hparams = {"hidden_dim": 16}
+    for _ in range(2):
+        write_tensorboard_explanations(os.path.join(run_dir, "logs"), task, ["rotten", "fresh"], ["a fine film"])
+        reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, hparams, {}, metrics)
+    counts = _tag_counts(run_dir)
+    assert counts[("logs/explanations", "explanations/0", 0)] == 1
+    assert counts[("logs", "final/test_accuracy", 0)] == 1
+    assert counts[("logs/projector", "projector", 0)] == 1
+    assert {key: n for key, n in counts.items() if n > 1} == {}

@@ -953,12 +953,12 @@ def write_tensorboard_explanations(log_dir, model, label_names, texts, step=0):
     """
     import tensorflow as tf
 
+    from tfllm.training.reporting import once_writer
+
     explanations = Explainer(model, label_names).occlusions(texts)
-    writer = tf.summary.create_file_writer(os.path.join(log_dir, "explanations"))
-    with writer.as_default():
+    # A resumed finish writes them again: its file replaces the earlier one, no tag twice.
+    with once_writer(os.path.join(log_dir, "explanations"), "explanations"):
         for i, explanation in enumerate(explanations):
             tf.summary.text(f"explanations/{i}", f"> {explanation.text}\n\n" + explanation_markdown(explanation),
                             step=step)
-    writer.flush()
-    writer.close()
     return len(explanations)

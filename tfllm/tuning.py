@@ -242,15 +242,17 @@ def _write_objective(run_dir, objective, value):
     """The objective as a scalar beside the run's HParams session, so the dashboard shows it as a column."""
     import tensorflow as tf
 
-    with tf.summary.create_file_writer(os.path.join(run_dir, runs.LOGS)).as_default() as writer:
+    from tfllm.training.reporting import once_writer
+
+    with once_writer(os.path.join(run_dir, runs.LOGS), "objective"):  # once, also when a rerun writes it again
         tf.summary.scalar(f"tuning/{objective}", value, step=0)
-        writer.flush()
 
 
 def write_hparams_config(log_dir, task, space, objective):
     """The HParams dashboard's experiment: the searched settings with their domains, and the metric columns."""
-    import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
+
+    from tfllm.training.reporting import once_writer
 
     hparams = []
     for key, spec in space.items():
@@ -265,9 +267,8 @@ def write_hparams_config(log_dir, task, space, objective):
              "generate": ("final/val_perplexity",)}[task]
     metrics = [hp.Metric(f"tuning/{objective}", display_name=objective)]
     metrics += [hp.Metric(tag, display_name=tag.split("/")[1]) for tag in extra if tag != f"final/{objective}"]
-    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+    with once_writer(log_dir, "hparams_config"):  # a continued search writes it again: one copy
         hp.hparams_config(hparams=hparams, metrics=metrics)
-        writer.flush()
 
 
 def trial_dir(search_dir, trial_id):

@@ -15,6 +15,8 @@ Figures are plain `matplotlib.figure.Figure`s (no pyplot state), so the same
 functions draw inline in notebooks and into files in headless training.
 """
 
+import contextlib
+import glob
 import math
 import numbers
 import os
@@ -127,6 +129,30 @@ def save_training_curves(history, run_dir, title=None):
 
 
 # --------------------------------------------------------------------------
+# TensorBoard: summaries written once per run
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def once_writer(log_dir, name):
+    """A default summary writer into `log_dir` whose event file replaces the one an earlier call with `name` wrote.
+
+    A run killed after its final report (or part of it) was written runs that report again when it resumes;
+    a second event file would show every tag twice at step 0. The file name ends with `name`, so only this
+    writer's earlier files go: the folder may hold other writers' events (logs/ has the hparams session,
+    a translation run's test samples, a trial's objective).
+    """
+    suffix = f".{name}.v2"
+    for old in glob.glob(os.path.join(glob.escape(log_dir), "events.out.tfevents.*" + suffix)):
+        os.remove(old)
+    writer = tf.summary.create_file_writer(log_dir, filename_suffix=suffix)
+    with writer.as_default():
+        yield writer
+    writer.flush()
+    writer.close()
+
+
+# --------------------------------------------------------------------------
 # TensorBoard: hparams dashboard
 # --------------------------------------------------------------------------
 
@@ -176,11 +202,10 @@ def write_hparams(log_dir, hparams, metrics, run_name=None):
     if run_name is None:
         run_name = os.path.basename(os.path.dirname(os.path.abspath(log_dir)))
     values = {k: _hparam_value(v) for k, v in sorted(hparams.items())}
-    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+    with once_writer(log_dir, "hparams"):
         hp.hparams(values, trial_id=run_name)
         for name, value in flatten_metrics(metrics).items():
             tf.summary.scalar(f"final/{name}", value, step=0)
-        writer.flush()
 
 
 # --------------------------------------------------------------------------
@@ -245,10 +270,9 @@ def write_embedding_projector(log_dir, embeddings, tokens, name="token_embedding
     projector.visualize_embeddings(log_dir, config)
     # TensorBoard lists a folder as a run (projector runs included) only if it
     # holds an event file; this one also says what the folder is.
-    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+    with once_writer(log_dir, "projector"):
         rows, dim = embeddings.shape
         tf.summary.text("projector", f"Token embedding: {rows} tokens x {dim} dimensions (Projector tab).", step=0)
-        writer.flush()
 
 
 def tokenizer_vocabulary(tokenizer):

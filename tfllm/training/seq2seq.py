@@ -246,9 +246,10 @@ def write_samples(run_dir, split, outputs, count=SAMPLE_TRANSLATIONS):
     lines = ["| source | references | output |", "|---|---|---|"]
     for source, refs, out in list(zip(split.sources, split.references, outputs))[:count]:
         lines.append(f"| {cell(source)} | {cell(' / '.join(refs))} | {cell(out)} |")
-    with tf.summary.create_file_writer(os.path.join(run_dir, runs.LOGS)).as_default() as writer:
+    from tfllm.training.reporting import once_writer
+
+    with once_writer(os.path.join(run_dir, runs.LOGS), "test_translations"):  # once, also when a resume writes it again
         tf.summary.text("test_translations", "\n".join(lines), step=0)
-        writer.flush()
 
 
 def train_seq2seq(config, verbose="auto"):
