@@ -406,7 +406,10 @@ def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=Tr
     (`tokenizers.targets_first`).
     """
     if resume:
-        print(f"Resuming the interrupted run in {run_dir}")
+        # Keras' BackupAndRestore keeps weights, optimizer and epoch, not the random state: the seeded shuffle
+        # (reshuffled each epoch) and dropout start again from the seed.
+        print(f"Resuming the interrupted run in {run_dir} from its last backup; the data order and dropout start "
+              "over from the seed there, so its figures can differ slightly from an uninterrupted run's.")
     else:
         runs.write_records(run_dir, config, {**(records or {}), runs.RECIPE: preset})
     if config.from_preset:
