@@ -334,3 +334,24 @@ def test_at_start_up_a_broken_newest_version_leaves_the_newest_that_loads_servin
     assert states[4].state == "END" and states[4].error, states
     assert "cannot load" in caplog.text
     assert ("version 3 meanwhile" in caplog.text) == (mode != "folder")  # the folder mode serves every version
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_export_keep_prunes_says_the_export_is_done(tiny_classifier_run, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during `export --keep`'s prune exited 130 with nothing said after "Exported ..."."""
+    (tmp_path / "clf" / "1").mkdir(parents=True)  # an old version for the prune to remove
+    (tmp_path / "clf" / "1" / "saved_model.pb").write_bytes(b"old")
+    rmtree = shutil.rmtree
+
+    def interrupted(path, *args, **kwargs):  # Ctrl-C as the old version's folder is deleted
+        if ".pruning-" in os.fspath(path):
+            raise KeyboardInterrupt
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(versioning.shutil, "rmtree", interrupted)
+    assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path), "--keep", "1"]) == 130
+    out, err = capsys.readouterr()
+    version = tmp_path / "clf" / "2"
+    assert f"Exported {version}" in out and (version / "saved_model.pb").exists()
+    assert f"Interrupted while removing old versions: {version} is exported; the next export with --keep 1 " \
+           "removes the rest." in err

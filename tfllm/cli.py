@@ -257,7 +257,13 @@ def cmd_export(args):
         path = export_causal_lm(args.run_dir, args.name, base_dir=args.base_dir)
     print(f"Exported {path}")
     if args.keep is not None:
-        removed = prune(args.base_dir, args.name, args.keep)
+        try:
+            removed = prune(args.base_dir, args.name, args.keep)
+        except KeyboardInterrupt:
+            # The export is whole; only old versions may be left (a renamed one goes at the next export).
+            print(f"Interrupted while removing old versions: {path} is exported; the next export with --keep "
+                  f"{args.keep} removes the rest.", file=sys.stderr)
+            raise
         if removed:
             print(f"Pruned versions {removed}")
         for line in removed.kept_lines():
