@@ -667,3 +667,29 @@ def test_a_kill_while_a_finished_run_drops_its_backup_leaves_a_finished_run(tmp_
     runs.check_finished(run_dir)  # evaluate, export, ... take it
     runs.drop_backup(run_dir)  # the next one removes what the kill left
     assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tiny_classifier_run))
+
+
+def test_evaluate_on_a_run_killed_before_its_first_backup_says_it_starts_over(tmp_path, tiny_classifier_run,
+                                                                               capsys):
+    """`train --overwrite` over a finished run, killed before its first backup: evaluate said "did not finish.
+    Run its training command again to resume it", but there is nothing to resume."""
+    import shutil
+
+    from tfllm import runs
+    from tfllm.cli import main
+
+    run_dir, previous = str(tmp_path / "ow"), str(tmp_path / ".ow.previous")
+    shutil.copytree(tiny_classifier_run, previous)  # the finished run --overwrite set aside
+    for name in ("assets", "logs", "tfllm", "tokenizer.json"):  # what the new run wrote before the kill
+        copy = shutil.copytree if os.path.isdir(os.path.join(previous, name)) else shutil.copy
+        copy(os.path.join(previous, name), os.path.join(run_dir, name))
+    assert runs.dead_start(run_dir) and not runs.has_backup(runs.path(run_dir, runs.BACKUP))
+    assert main(["evaluate", run_dir]) == 2
+    err = capsys.readouterr().err
+    assert "was stopped before its first backup: run its training command again to start it over (with " \
+           f"--overwrite), or without --overwrite to put back the finished run it was to replace, kept in " \
+           f"{previous!r}" in err and "resume" not in err
+    shutil.rmtree(previous)  # a fresh run killed as early: nothing set aside
+    assert main(["evaluate", run_dir]) == 2
+    assert "was stopped before its first backup: run its training command again (it starts over)." in \
+        capsys.readouterr().err

@@ -278,6 +278,14 @@ def check_finished(run_dir):
         if pid is not None:
             raise UserInputError(f"{run_dir!r} is being trained by another tfllm process"
                                  f"{f' (pid {pid})' if pid else ''}; wait for it to finish.{kept}")
+        if dead_start(run_dir):  # killed before its first backup: a rerun starts over, nothing to resume
+            if is_finished(previous):
+                raise UserInputError(
+                    f"{run_dir!r} holds a run that was stopped before its first backup: run its training command "
+                    "again to start it over (with --overwrite), or without --overwrite to put back the finished "
+                    f"run it was to replace, kept in {previous!r} until then.")
+            raise UserInputError(f"{run_dir!r} holds a run that was stopped before its first backup: run its "
+                                 "training command again (it starts over).")
         raise UserInputError(f"{run_dir!r} holds a run that did not finish. Run its training command again to "
                              f"resume it.{kept}")
 
