@@ -241,7 +241,8 @@ def test_default_space_centres_on_the_preset():
 
 
 @pytest.mark.slow
-def test_an_interrupted_search_reruns_the_interrupted_trial_with_its_values(tmp_path, space_file, monkeypatch):
+def test_an_interrupted_search_reruns_the_interrupted_trial_with_its_values(tmp_path, space_file, monkeypatch,
+                                                                           capsys):
     from tfllm import tuning
 
     trainer = tuning._trainer
@@ -267,7 +268,11 @@ def test_an_interrupted_search_reruns_the_interrupted_trial_with_its_values(tmp_
     mtime = os.path.getmtime(first)
 
     monkeypatch.undo()
+    capsys.readouterr()
     assert _tune(run_dir, space_file, "--max-trials", 2) == 0
+    # It said "2 trial(s) so far", counting the one cut short.
+    assert f"Continuing the search in {run_dir}: 1 trial(s) completed, 1 cut short (run again)." in \
+        capsys.readouterr().out
     trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
     assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
     assert trials[1]["values"] == values and os.path.getmtime(first) == mtime

@@ -571,7 +571,13 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
         write_hparams_config(os.path.join(directory, LOGS), config.task, space, objective)
     tuner = _tuner_class()(search, oracle=oracle, directory=directory, project_name=PROJECT, overwrite=False)
     if continuing:
-        print(f"Continuing the search in {directory}: {len(oracle.trials)} trial(s) so far.")
+        # A trial a kill cut short is still RUNNING on disk: it is trained again, so not counted as done.
+        statuses = [t.status for t in oracle.trials.values()]
+        completed, failed = statuses.count("COMPLETED"), statuses.count("FAILED") + statuses.count("INVALID")
+        cut_short = len(statuses) - completed - failed
+        print(f"Continuing the search in {directory}: {completed} trial(s) completed"
+              + (f", {failed} failed" if failed else "") + (f", {cut_short} cut short (run again)" if cut_short else "")
+              + ".")
     search.write_summary(oracle)
     import keras_tuner
     from keras_tuner.src import config as keras_tuner_config
