@@ -202,8 +202,9 @@ def test_a_search_owns_its_folder_and_a_second_one_is_refused_naming_the_first(t
 
     monkeypatch.setattr(tuning._Search, "run", trial)
     assert _tune(run_dir, space_file, "--max-trials", 1) == 2
-    assert seen == [(f"refused: Run directory {str(run_dir)!r} is in use by another tfllm process "
-                     f"(pid {os.getpid()}); wait for it or choose another --run-dir.")]
+    assert seen == [  # the holder is a Python script: Python spelling
+                    (f"refused: Run directory {str(run_dir)!r} is in use by another tfllm process "
+                     f"(pid {os.getpid()}); wait for it or choose another run_dir.")]
     assert os.listdir(tmp_path) == ["space.json"]  # released: no lock file left (and no search for bad input)
 
     # While another process owns the folder, a search is refused before it writes anything.
