@@ -2,6 +2,8 @@
 tfllm reads a model's internals (its token table, its key/value cache, what an export tracks), checked
 on tiny untrained models. A sweep of 16 architectures found each of these failing."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,63 @@ def test_falcon_s_cache_is_read_from_its_own_names(tmp_path):
     room = generator.window - len(prompt)
     device = TFLiteGenerator(str(path), slides=False)
     assert device.generate_ids(prompt, room, (2,)) == generator.greedy_ids(prompt, room)
+
+
+def _fnet_classifier(path):
+    """A tiny F-Net classifier (a SentencePiece vocabulary learned here): its preprocessor gives no padding_mask."""
+    import io
+
+    import sentencepiece as spm
+
+    from tfllm.datasets.text import load_text_corpus
+
+    lines = [line for line in load_text_corpus("shakespeare")[0].splitlines() if line.strip()][:500]
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=proto, vocab_size=150, pad_id=0,
+                                   unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>", unk_piece="<unk>",
+                                   bos_piece="[CLS]", eos_piece="[SEP]", user_defined_symbols="[MASK]",
+                                   minloglevel=2)
+    tokenizer = keras_hub.models.FNetTokenizer(proto=proto.getvalue())
+    backbone = keras_hub.models.FNetBackbone(vocabulary_size=150, num_layers=1, hidden_dim=8, intermediate_dim=16,
+                                             max_sequence_length=32)
+    keras_hub.models.FNetTextClassifier(backbone, num_classes=2, preprocessor=keras_hub.models.FNetTextClassifierPreprocessor(
+        tokenizer, sequence_length=16)).save_to_preset(path)
+
+
+def _roformer_classifier(path):
+    """A tiny RoFormerV2 classifier: its preprocessor gives no padding_mask either (its backbone derives it)."""
+    from test_from_preset import WORDS
+
+    vocabulary = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+                                    + list("abcdefghijklmnopqrstuvwxyz,.'!") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]))
+    tokenizer = keras_hub.models.RoformerV2Tokenizer(vocabulary=vocabulary, lowercase=True)
+    backbone = keras_hub.models.RoformerV2Backbone(vocabulary_size=len(vocabulary), num_layers=1, num_heads=2,
+                                                   hidden_dim=8, intermediate_dim=16, head_size=4)
+    keras_hub.models.RoformerV2TextClassifier(
+        backbone, num_classes=2, preprocessor=keras_hub.models.RoformerV2TextClassifierPreprocessor(
+            tokenizer, sequence_length=16)).save_to_preset(path)
+
+
+@pytest.mark.parametrize("build", [_fnet_classifier, _roformer_classifier])
+def test_a_classifier_whose_preprocessor_gives_no_padding_mask_trains_to_a_finished_run_and_explains(
+        build, tmp_path, capsys):
+    """F-Net's and RoFormerV2's preprocessors give token_ids and segment_ids only: the end-of-training
+    TensorBoard explanations read `padding_mask`, a KeyError that left the trained run unfinished (and a
+    rerun resumed into it). The run now finishes and `tfllm explain` reads it."""
+    import json
+
+    from tfllm import runs
+    from tfllm.cli import main
+
+    keras.utils.set_random_seed(0)
+    build(str(tmp_path / "preset"))
+    run_dir = tmp_path / "run"
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", str(tmp_path / "preset"),
+                 "--max-rows", "200", "--epochs", "1", "--run-dir", str(run_dir)]) == 0
+    assert runs.is_finished(str(run_dir))
+    assert os.listdir(run_dir / "logs" / "explanations")  # the report step did run
+    capsys.readouterr()
+    for method in ("occlusion", "integrated_gradients"):
+        assert main(["explain", str(run_dir), "a good film", "--method", method, "--json"]) == 0
+        out = capsys.readouterr().out
+        assert json.loads(out[out.index("{"):])["tokens"]

@@ -269,7 +269,10 @@ class Explainer:
             if isinstance(x, tuple):
                 x = x[0]
         x = {k: np.asarray(v) for k, v in x.items()}
-        n = int(np.asarray(x["padding_mask"]).astype(bool)[0].sum())
+        # F-Net's and RoFormerV2's preprocessors give no padding_mask (their backbones take none): packing
+        # pads after the text, so the real positions are those before the tokenizer's pad id.
+        mask = x["padding_mask"] if "padding_mask" in x else x["token_ids"] != self.pad_id
+        n = int(np.asarray(mask).astype(bool)[0].sum())
         # The code points stay whole: explanations hold the character and word views fixed (their share is in the
         # baseline), and attribute to the token paths.
         x = {k: v if k == "code_points" else v[:, :n] for k, v in x.items()}

@@ -25,7 +25,7 @@ from tfllm.config import CODE_POINT_VIEWS
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
                             split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels,
                             warn_about_unscored_classes)
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, warn
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
@@ -581,8 +581,13 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             # A few validation texts explained (occlusion) in TensorBoard's Text tab.
             from tfllm.explanations import write_tensorboard_explanations
 
-            write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, data.label_names,
-                                           data.val.texts[:EXPLAINED_VAL_TEXTS])
+            try:
+                write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, data.label_names,
+                                               data.val.texts[:EXPLAINED_VAL_TEXTS])
+            except Exception as e:  # noqa: BLE001 - an optional report: it must not leave a trained run unfinished
+                reason = (str(e).strip().splitlines() or [""])[0]
+                warn(f"TensorBoard explanations left out of {run_dir} ({type(e).__name__}: {reason}); "
+                     "the run still finishes.")
         if isinstance(model, TextClassifier):  # saved in task.json: `from_preset(run_dir)` alone names its classes
             model.label_names = data.label_names
         common.finish_run(run_dir, config.run_dir, model, preset, history, metrics)
