@@ -693,3 +693,29 @@ def test_evaluate_on_a_run_killed_before_its_first_backup_says_it_starts_over(tm
     assert main(["evaluate", run_dir]) == 2
     assert "was stopped before its first backup: run its training command again (it starts over)." in \
         capsys.readouterr().err
+
+
+def test_a_from_preset_folder_spelled_another_way_resumes(tmp_path, monkeypatch):
+    """The same --from-preset folder, absolute when started and relative on the rerun, was refused as
+    "other settings (from_preset differ)"; a local folder now compares as a file (as --data does), a KerasHub
+    handle as text."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    (tmp_path / "presets" / "bert").mkdir(parents=True)
+    run_dir = str(tmp_path / "run")
+    config = TrainConfig(data="rotten_tomatoes", run_dir=run_dir, from_preset=str(tmp_path / "presets" / "bert"))
+    os.makedirs(run_dir)
+    config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("presets/bert", "./presets/bert/", "presets/../presets/bert"):
+        assert runs.changed_settings(run_dir, dataclasses.replace(config, from_preset=spelling)) == []
+    assert runs.changed_settings(run_dir, dataclasses.replace(config, from_preset="bert_tiny_en_uncased")) == \
+        ["from_preset"]
+    (tmp_path / "presets" / "other").mkdir()
+    assert runs.changed_settings(run_dir, dataclasses.replace(config, from_preset="presets/other")) == ["from_preset"]
+    handle = dataclasses.replace(config, from_preset="hf://keras/bert_tiny_en_uncased")
+    handle.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    assert runs.changed_settings(run_dir, handle) == []
+    assert runs.changed_settings(run_dir, dataclasses.replace(config, from_preset="bert_tiny_en_uncased")) == \
+        ["from_preset"]

@@ -654,7 +654,9 @@ def changed_settings(run_dir, config):
 
     before, now = read_config(run_dir), dataclasses.asdict(config)
     changed = sorted(k for k in now if k not in _RESUME_MAY_DIFFER and k in before and before[k] != now[k]
-                     and not (k == "data" and same_data(now[k], before[k])))  # x.csv, ./x.csv, /abs/x.csv: one file
+                     # x.csv, ./x.csv, /abs/x.csv: one file; so one preset folder (a KerasHub handle is no
+                     # path: it compares as text)
+                     and not (k in ("data", "from_preset") and same_data(now[k], before[k])))
     if "data" not in changed and data_changed(run_dir, config.data):
         changed.append("data (the file changed)")
     return changed
