@@ -83,8 +83,8 @@ def test_falcon_s_cache_is_read_from_its_own_names(tmp_path):
     assert device.generate_ids(prompt, room, (2,)) == generator.greedy_ids(prompt, room)
 
 
-def _fnet_classifier(path):
-    """A tiny F-Net classifier (a SentencePiece vocabulary learned here): its preprocessor gives no padding_mask."""
+def _sentencepiece_proto():
+    """A 150-piece SentencePiece model learned here, with the special pieces F-Net's and ALBERT's tokenizers need."""
     import io
 
     import sentencepiece as spm
@@ -97,7 +97,12 @@ def _fnet_classifier(path):
                                    unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>", unk_piece="<unk>",
                                    bos_piece="[CLS]", eos_piece="[SEP]", user_defined_symbols="[MASK]",
                                    minloglevel=2)
-    tokenizer = keras_hub.models.FNetTokenizer(proto=proto.getvalue())
+    return proto.getvalue()
+
+
+def _fnet_classifier(path):
+    """A tiny F-Net classifier: its preprocessor gives no padding_mask."""
+    tokenizer = keras_hub.models.FNetTokenizer(proto=_sentencepiece_proto())
     backbone = keras_hub.models.FNetBackbone(vocabulary_size=150, num_layers=1, hidden_dim=8, intermediate_dim=16,
                                              max_sequence_length=32)
     keras_hub.models.FNetTextClassifier(backbone, num_classes=2, preprocessor=keras_hub.models.FNetTextClassifierPreprocessor(
@@ -141,3 +146,21 @@ def test_a_classifier_whose_preprocessor_gives_no_padding_mask_trains_to_a_finis
         assert main(["explain", str(run_dir), "a good film", "--method", method, "--json"]) == 0
         out = capsys.readouterr().out
         assert json.loads(out[out.index("{"):])["tokens"]
+
+
+def test_albert_s_shared_blocks_give_one_attention_map_per_layer():
+    """ALBERT keeps its `TransformerEncoder` blocks in groups, one block called by several layers:
+    `explain --method attention` said its blocks were "neither tfllm's nor KerasHub's Transformer blocks"."""
+    from tfllm.explanations import Explainer
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.AlbertBackbone(vocabulary_size=150, num_layers=3, num_heads=2, num_groups=1,
+                                               embedding_dim=8, hidden_dim=8, intermediate_dim=16)
+    model = keras_hub.models.AlbertTextClassifier(backbone, num_classes=2, preprocessor=keras_hub.models.AlbertTextClassifierPreprocessor(
+        keras_hub.models.AlbertTokenizer(proto=_sentencepiece_proto()), sequence_length=16))
+    explanation = Explainer(model, ["rotten", "fresh"]).explain("a good film", method="attention", with_attention=True)
+    layers = np.array(explanation.attention["layers"])
+    n = len(explanation.attention["tokens"])
+    assert layers.shape == (3, 2, n, n)  # one map per layer of the three that share the block
+    np.testing.assert_allclose(layers.sum(axis=-1), 1, atol=1e-4)
+    assert explanation.scores

@@ -167,6 +167,8 @@ def _attention_layers(backbone):
     from tfllm.models.causal_lm import FusedDecoderBlock
 
     blocks = getattr(backbone, "transformer_layers", None) or []
+    # ALBERT keeps its blocks in groups (a list per group), each block called by several layers in turn.
+    blocks = [b for group in blocks for b in (group if isinstance(group, list) else [group])]
     if blocks and all(isinstance(b, FusedDecoderBlock) for b in blocks):
         return blocks
     kinds = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
@@ -410,18 +412,17 @@ class Explainer:
 
         @tf.function(input_signature=[self._spec(x)], autograph=False)
         def fn(inputs):
-            maps = {}
+            maps = []  # in call order: one per layer, also where a block is shared by several (ALBERT)
 
-            def record(i):
-                def call(original, *args, **kwargs):
-                    kwargs["return_attention_scores"] = True
-                    output, maps[i] = original(*args, **kwargs)
-                    return output
-                return call
+            def record(original, *args, **kwargs):
+                kwargs["return_attention_scores"] = True
+                output, scores = original(*args, **kwargs)
+                maps.append(scores)
+                return output
 
-            with _replaced_calls({layer: record(i) for i, layer in enumerate(layers)}):
+            with _replaced_calls({layer: record for layer in layers}):
                 probabilities = self._probabilities_of(self.model(inputs, training=False), inputs)
-            return tf.stack([tf.cast(maps[i], tf.float32) for i in range(len(layers))], axis=1), probabilities
+            return tf.stack([tf.cast(m, tf.float32) for m in maps], axis=1), probabilities
 
         self._fns["attention"] = fn
         return fn
