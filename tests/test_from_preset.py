@@ -614,3 +614,21 @@ def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every
     session = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_START_INFO_TAG]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(session).session_start_info.hparams
     assert hparams["hidden_dim"].number_value == backbone.hidden_dim
+
+
+def test_a_text_shorter_than_the_recipe_s_window_says_which_length_would_fit_and_whose_it_is(
+        gpt2_preset, tmp_path, capsys):
+    """The window of a --from-preset run is the recipe's (64 here), not the preset's own (32): the message
+    said "a preset with a smaller sequence_length" to a user whose preset had one. It now names the fix,
+    --set sequence_length=N with an N both texts hold, and where the 64 came from."""
+    import re
+
+    run_dir = tmp_path / "r"
+    argv = ["train", "--task", "generate", "--data", "shakespeare", "--from-preset", gpt2_preset[0],
+            "--max-rows", "400", "--steps", "2", "--run-dir", str(run_dir)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sequence_length 64 is the recipe's, not the preset's own 32" in err, err
+    assert "(raise --max-rows 400, which cut it)" in err and not run_dir.exists()
+    fits = int(re.search(r"--set sequence_length=(\d+)\.$", err.strip()).group(1))
+    assert main([*argv, "--set", f"sequence_length={fits}"]) == 0  # the length it names does fit

@@ -144,12 +144,16 @@ def _refuse_unencodable(tokenizer, text, count, what):
                          "tokenizer has the text's characters.")
 
 
-def check_length(ids, sequence_length, what):
+def check_length(ids, sequence_length, what, fits=None, source="", more=""):
+    """`fits`: the longest window every text of the run holds (default this one's); `source`: where the
+    window's length comes from, said when it is not the user's own setting; `more`: how to get more text."""
     # A window is `sequence_length + 1` tokens: the inputs, and the same shifted by one as targets.
     if len(ids) < sequence_length + 1:
+        fits = len(ids) - 1 if fits is None else fits
+        shorter = f", or a shorter window: --set sequence_length={fits}" if fits >= 1 else ""
         raise UserInputError(
             f"The {what} text is {len(ids)} tokens long, shorter than one training window "
-            f"({sequence_length + 1} tokens). Use more text or a preset with a smaller sequence_length."
+            f"({sequence_length + 1} tokens{source}). Use more text{more}{shorter}."
         )
 
 

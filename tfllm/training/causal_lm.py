@@ -388,15 +388,15 @@ def train_causal_lm(config, verbose="auto"):
         if config.from_preset:
             common.warn_unknown_tokens(config.from_preset, tokenizer, train_ids, "training text",
                                        " and generate refuses prompts that hold them")
+        # The window must fit both texts; a preset's own length is not the recipe's (64 where OPT's packs 32).
+        fits, source = min(len(train_ids), len(val_ids)) - 1, ""
+        if seq > fits and config.from_preset and "sequence_length" not in config.overrides:
+            own = preset_sequence_length(config.from_preset)
+            source = f": sequence_length {seq} is the recipe's" + (f", not the preset's own {own}" if own != seq else "")
         for ids, what in ((train_ids, "training"), (val_ids, "validation")):
-            try:
-                data_lib.check_length(ids, seq, what)
-            except UserInputError as e:
-                if not config.max_rows:
-                    raise
-                # The text was cut to --max-rows: raising it is the fix ("use more text" read as another file).
-                raise UserInputError(f"{str(e).rstrip('.')} (raise --max-rows {config.max_rows}, which cut the "
-                                     "text).") from None
+            # The text was cut to --max-rows: raising it is the fix ("use more text" read as another file).
+            more = f" (raise --max-rows {config.max_rows}, which cut it)" if config.max_rows else ""
+            data_lib.check_length(ids, seq, what, fits, source, more)
 
         epoch_steps = steps_per_epoch(preset)
         epochs = preset["steps"] // epoch_steps
