@@ -632,3 +632,30 @@ def test_a_text_shorter_than_the_recipe_s_window_says_which_length_would_fit_and
     assert "(raise --max-rows 400, which cut it)" in err and not run_dir.exists()
     fits = int(re.search(r"--set sequence_length=(\d+)\.$", err.strip()).group(1))
     assert main([*argv, "--set", f"sequence_length={fits}"]) == 0  # the length it names does fit
+
+
+def test_presets_of_the_wrong_kind_say_what_they_are(tmp_path, capsys):
+    """A vision preset with --task generate was told "use --task classify for an encoder" (which failed
+    too), a broken config.json got a bare JSON parser message, and a tokenizer-only folder "not a preset
+    (no config.json)"; each now says what the folder is and what is needed, in one line."""
+    keras.utils.set_random_seed(0)
+    vision = str(tmp_path / "resnet")
+    keras_hub.models.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64],
+                                    stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block",
+                                    use_pre_activation=False, image_shape=(16, 16, 3)).save_to_preset(vision)
+    broken = tmp_path / "badcfg"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"module": "keras_hub.src.models.bert.bert_backbone", "class_name": ')
+    tokenizer_only = str(tmp_path / "tokenizer_only")
+    keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS).save_to_preset(
+        tokenizer_only)
+    run_dir = tmp_path / "r"
+    for task, data, preset, message in (
+            ("generate", "shakespeare", vision, "(ResNetBackbone, saved for ImageClassifier) is not a text model"),
+            ("generate", "shakespeare", str(broken), "its config.json is not valid JSON (Expecting value"),
+            ("classify", "rotten_tomatoes", tokenizer_only, "holds only a tokenizer (tokenizer.json), no model")):
+        assert main(["train", "--task", task, "--data", data, "--from-preset", preset, "--max-rows", "400",
+                     "--run-dir", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not run_dir.exists()

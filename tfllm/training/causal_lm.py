@@ -140,6 +140,9 @@ def preset_sequence_length(handle):
 
 
 def no_causal_lm(handle, backbone_cls, error):
+    not_text = common.not_text_model(handle, backbone_cls)  # "use --task classify" would fail too
+    if not_text:
+        return not_text
     return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no causal LM in KerasHub "
                           f"({str(error).splitlines()[0]}); use --task classify for an encoder.")
 

@@ -260,6 +260,18 @@ def check_from_preset_settings(config):
                                  "directory, a local KerasHub preset folder, or a kaggle:// or hf:// handle.")
     if os.path.isdir(folder) and os.path.exists(runs.path(folder, runs.RUN_CONFIG)):
         runs.check_finished(folder)  # a tfllm run that is still training, was interrupted, or lost files
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, "config.json")) \
+            and os.path.exists(os.path.join(folder, "tokenizer.json")):  # tokenizer.save_to_preset alone
+        raise UserInputError(f"--from-preset {handle!r} holds only a tokenizer (tokenizer.json), no model "
+                             "(config.json). Pass a model preset (a backbone's or task's save_to_preset writes "
+                             "config.json) or a tfllm run directory.")
+    if os.path.isdir(folder) and os.path.exists(os.path.join(folder, "config.json")):
+        try:
+            with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+                json.load(f)
+        except ValueError as e:  # KerasHub's message named neither the file nor that it is JSON
+            raise UserInputError(f"--from-preset {handle!r}: its config.json is not valid JSON ({e}). Restore the "
+                                 "file (save_to_preset writes it) or pass another preset.") from None
     if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, "config.json")):
         raise UserInputError(f"--from-preset {handle!r} is a folder but not a preset (no config.json in it). "
                              "Pass a tfllm run directory or a local KerasHub preset folder (save_to_preset writes "
@@ -272,6 +284,22 @@ def check_from_preset_settings(config):
         raise UserInputError(f"--from-preset {config.from_preset!r} brings its own model and tokenizer, so "
                              f"{', '.join(given)} would be ignored; leave them out ({applies} and the training "
                              "settings apply).")
+
+
+def not_text_model(handle, backbone_cls):
+    """A one-line reason a local preset is no text model (a vision or audio backbone: no tokenizer.json, and
+    KerasHub's metadata.json names its tasks, e.g. ImageClassifier), else None."""
+    folder = os.path.expanduser(handle)
+    if not os.path.isdir(folder) or os.path.exists(os.path.join(folder, "tokenizer.json")):
+        return None
+    try:
+        with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as f:
+            tasks = json.load(f).get("tasks") or []
+    except (OSError, ValueError):
+        tasks = []
+    saved_for = f", saved for {', '.join(tasks)}" if tasks else ""
+    return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}{saved_for}) is not a text model: it "
+                          "has no tokenizer (tokenizer.json). Pass a text model preset or a tfllm run directory.")
 
 
 def unreachable_hub(handle):
