@@ -1023,6 +1023,28 @@ def test_bleu_splits_chinese_into_characters():
     assert translation_report(["the bank"], [["the bank"]])["bleu_tokenize"] == "13a"
 
 
+def test_english_bleu_stays_13a_when_a_few_references_hold_chinese():
+    import sacrebleu
+
+    # A zh->en run: English glosses, a few of them cedict cross-references with Chinese in them. Any Chinese
+    # reference used to switch the whole corpus to the "zh" tokenizer, which scores English differently.
+    references = [["a cat sat on the mat"], ["the same as before, isn't it?"], ["to go to the bank"],
+                  ["see 一樣|一样[yi1 yang4]"], ["variant of 們|们[men5]"], ["it's a dog's life (idiom)"]]
+    outputs = ["a cat sat on a mat", "the same as before, is it?", "go to the bank",
+               "see 一样[yi1 yang4]", "variant of 们", "a dog's life"]
+    report = translation_report(outputs, references)
+    streams = [[refs[0] for refs in references]]
+    expected = sacrebleu.corpus_bleu(outputs, streams, tokenize="13a").score
+    assert sacrebleu.corpus_bleu(outputs, streams, tokenize="zh").score != pytest.approx(expected, abs=0.01)
+    assert report["bleu_tokenize"] == "13a" and report["bleu"] == pytest.approx(expected, abs=0.005)
+    # A Chinese target (pinyin -> characters): most references are Chinese, so "zh".
+    chinese = translation_report(["我们一样", "中国人", "银行"], [["我们一样"], ["中国人民"], ["银行", "bank"]])
+    assert chinese["bleu_tokenize"] == "zh"
+    assert chinese["bleu"] == pytest.approx(sacrebleu.corpus_bleu(
+        ["我们一样", "中国人", "银行"], [["我们一样", "中国人民", "银行"], [None, None, "bank"]], tokenize="zh").score,
+        abs=0.005)
+
+
 def test_every_setting_translation_training_reads_can_be_overridden():
     import pathlib
     import re

@@ -132,7 +132,10 @@ def _train(config):
         metrics = train_seq2seq(config)
         print(f"\nTest metrics ({metrics['test']['num_examples']} sources, greedy, against all their references):")
         for key in ("chrf", "bleu", "exact_match", "char_accuracy"):
-            print(f"  {key:14s} {metrics['test'][key]:.4f}")
+            # BLEU depends on the tokenizer: say so when it is not sacreBLEU's default.
+            tokenize = metrics["test"].get("bleu_tokenize", "13a")
+            note = f"  (sacreBLEU tokenize={tokenize})" if key == "bleu" and tokenize != "13a" else ""
+            print(f"  {key:14s} {metrics['test'][key]:.4f}{note}")
         print(f"Run directory: {config.run_dir}  (translate: tfllm translate {config.run_dir} TEXT)")
     else:
         from tfllm.training.causal_lm import train_causal_lm

@@ -156,6 +156,8 @@ def translation_report(outputs, references):
     references; `char_accuracy` is the per-position character agreement with
     the best-matching reference (meaningful for same-length targets, e.g.
     pinyin -> characters). Figures are fractions; chrF and BLEU on sacreBLEU's 0-100 scale.
+    BLEU tokenizes with sacreBLEU's "zh" when more than half the sources have a reference containing
+    Chinese characters (a Chinese target), else with its default "13a"; `bleu_tokenize` says which.
     """
     import sacrebleu
 
@@ -167,12 +169,16 @@ def translation_report(outputs, references):
         return {"num_examples": 0}
     streams = _reference_streams(references)
     # sacreBLEU's "zh" tokenizer splits Chinese characters into words (its 13a default would see a whole
-    # Chinese string as one word); text without Chinese tokenizes as 13a either way.
-    chinese = any(_CJK.search(r) for refs in references for r in refs)
+    # Chinese string as one word), but it also tokenizes the English text differently from 13a, so the
+    # tokenizer follows the target language as a whole: "zh" only when most references contain Chinese. An
+    # English target with a few Chinese cross-references (cedict's "see 一样[yi1 yang4]") stays 13a, the
+    # sacreBLEU default that other English BLEU scores use.
+    with_chinese = sum(any(_CJK.search(r) for r in refs) for refs in references)
+    tokenize = "zh" if with_chinese > len(references) / 2 else "13a"
     return {
         "chrf": round(float(sacrebleu.corpus_chrf(outputs, streams).score), 2),
-        "bleu": round(float(sacrebleu.corpus_bleu(outputs, streams, tokenize="zh" if chinese else "13a").score), 2),
-        "bleu_tokenize": "zh" if chinese else "13a",
+        "bleu": round(float(sacrebleu.corpus_bleu(outputs, streams, tokenize=tokenize).score), 2),
+        "bleu_tokenize": tokenize,
         "exact_match": round(float(np.mean([o in refs for o, refs in zip(outputs, references)])), 4),
         "char_accuracy": round(float(np.mean([max(char_accuracy(o, r) for r in refs)
                                               for o, refs in zip(outputs, references)])), 4),
