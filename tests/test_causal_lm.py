@@ -293,6 +293,32 @@ def test_validation_loss_scores_every_window_that_fits(batch_size):
     assert evaluate_loss(model, ids, 16, batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("batch_size", [1, 64])
+@pytest.mark.parametrize("start_ids", [(), (1,)])
+def test_validation_loss_scores_the_targets_past_the_last_whole_window(batch_size, start_ids):
+    """40 ids and windows of 16: the last 7 targets (of 39) were left out of the final validation's loss."""
+    from tfllm.training.causal_lm import evaluate_loss
+
+    model = tiny_lm(vocabulary_size=30, sequence_length=16)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ids = np.random.default_rng(0).integers(5, 30, 40).astype("int32")
+
+    def losses(inputs, targets):  # one forward pass, numpy cross-entropy per target
+        logits = keras.ops.convert_to_numpy(model(_inputs(np.asarray([inputs], "int32")))).astype("float64")[0]
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        return -log_probs[np.arange(len(targets)), targets]
+
+    if start_ids:  # every id is a target; each window's inputs are the start id and the 15 ids before its targets
+        parts = [losses([1, *ids[s:s + 15]], ids[s:s + 16]) for s in (0, 16)] + [losses([1, *ids[24:39]], ids[24:40])[-8:]]
+    else:  # targets ids[1:]; the last window ids[23:40] counts only ids[33:40], which no other window scored
+        parts = [losses(ids[s:s + 16], ids[s + 1:s + 17]) for s in (0, 16)] + [losses(ids[23:39], ids[24:40])[-7:]]
+    every = np.concatenate(parts)
+    assert len(every) == len(ids) - (0 if start_ids else 1)
+    assert evaluate_loss(model, ids, 16, batch_size=batch_size, start_ids=start_ids) == pytest.approx(
+        every.mean(), abs=1e-4)
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.slow
 def test_training_loss_falls(jit_compile):

@@ -259,9 +259,17 @@ class TextSamples(keras.callbacks.Callback):
             self.timer.samples += time.perf_counter() - start
 
 
-def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None, start_ids=()):
-    """Mean next-token loss over consecutive windows covering `ids` (each after `start_ids`, as in training).
+def num_targets(ids, start_ids=()):
+    """How many of `ids` are next-token targets: all but the first, or all of them after `start_ids`."""
+    return len(ids) - (0 if start_ids else 1)
 
+
+def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None, start_ids=()):
+    """Mean next-token loss over every target of `ids` (each window after `start_ids`, as in training).
+
+    Consecutive windows cover `ids`; the targets past the last whole window (up to sequence_length - 1 of
+    them, left out before) are scored in one more window ending at the text's end, counting only its targets
+    that no window scored. With `max_windows` (a sample spread over the text) only those windows count.
     Only full batches go through Keras' compiled test step, so it runs one
     program (with the training batch size, the one validation compiled
     already); the few windows left over are scored in one plain call instead
@@ -270,16 +278,29 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None, 
     windows = data_lib.sequential_windows(ids, sequence_length, max_windows).astype("int32")
     full = len(windows) // batch_size * batch_size
 
-    total = 0.0
+    def token_losses(batch):  # [n, sequence_length] losses of the targets of `batch`'s windows
+        inputs, targets = data_lib.split_windows(tf.constant(batch), start_ids)
+        logits = tf.cast(model(inputs, training=False), "float32")
+        return keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+
+    total = 0.0  # nats, summed over the targets scored
     if full:
         ds = data_lib.untuned(tf.data.Dataset.from_tensor_slices(windows[:full]).batch(batch_size)
                               .map(lambda w: data_lib.split_windows(w, start_ids)))
-        total += float(model.evaluate(ds, verbose=0, return_dict=True)["loss"]) * full
+        total += float(model.evaluate(ds, verbose=0, return_dict=True)["loss"]) * full * sequence_length
     if full < len(windows):
-        inputs, targets = data_lib.split_windows(tf.constant(windows[full:]), start_ids)
-        logits = tf.cast(model(inputs, training=False), "float32")
-        total += float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(targets, logits)) * len(targets)
-    return total / len(windows)
+        total += float(tf.reduce_sum(token_losses(windows[full:])))
+    scored = len(windows) * sequence_length
+    tail = num_targets(ids, start_ids) - scored
+    sampled = len(windows) < len(range(0, len(ids) - sequence_length, sequence_length))  # max_windows of more
+    if tail > 0 and not sampled:
+        # A window whose targets are the last sequence_length ids: without start_ids its first id is only input;
+        # with them a window's last id goes unused, so any id (the last again) pads it.
+        padded = np.append(ids, ids[-1]) if start_ids else np.asarray(ids)
+        last = padded[-(sequence_length + 1):].astype("int32")[None]
+        total += float(tf.reduce_sum(token_losses(last)[:, -tail:]))
+        scored += tail
+    return total / scored
 
 
 def evaluate_run(run_dir, data=None, text_column=None):
@@ -321,8 +342,10 @@ def evaluate_run(run_dir, data=None, text_column=None):
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
     with common.preprocessed(model):
         loss = evaluate_loss(model, ids, sequence_length, start_ids=generator.start_ids)
+    targets = num_targets(ids, generator.start_ids)  # every one scored: nats in all = loss * targets
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50.0)), 3),
-            "bits_per_character": round(loss * len(ids) / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids))}
+            "bits_per_character": round(loss * targets / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids)),
+            "num_targets": int(targets)}
 
 
 def _text_source(data):
@@ -430,10 +453,12 @@ def train_causal_lm(config, verbose="auto"):
         if verbose:
             # The final validation scores every validation token (metrics.json's figures are of all of them),
             # whatever the steps: ~25 s for 4.95 M tokens after a 20-step run, said here rather than left a mystery.
+            # Its last window, ending at the text's end, scores the targets the whole windows left over.
             per_epoch = min(preset["eval_windows"] or final_windows, final_windows)
+            tail = num_targets(val_ids, start_ids) - final_windows * seq
             print(f"Tokens: {len(train_ids):,} training, {len(val_ids):,} validation; each epoch validates on "
                   f"{per_epoch:,} windows of {seq} tokens; the final validation, after training, scores all "
-                  f"{final_windows:,} (every validation token).", flush=True)
+                  f"{final_windows + (tail > 0):,} (every validation token).", flush=True)
         with common.preprocessed(model), common.eager_evaluation(model, evaluated, strategy):  # batches: token ids
             history = model.fit(train_ds, steps_per_epoch=epoch_steps, epochs=epochs, validation_data=val_ds,
                                 shuffle=False, callbacks=callbacks, verbose=verbose)  # windows are random already
@@ -445,8 +470,9 @@ def train_causal_lm(config, verbose="auto"):
                 "loss": round(val_loss, 4),
                 "perplexity": round(math.exp(val_loss), 3),
                 # Nats per token -> bits per character of the validation text.
-                "bits_per_character": round(val_loss * len(val_ids) / len(val_text) / LN2, 4),
+                "bits_per_character": round(val_loss * num_targets(val_ids, start_ids) / len(val_text) / LN2, 4),
                 "num_tokens": int(len(val_ids)),
+                "num_targets": num_targets(val_ids, start_ids),  # next-token targets, every one scored
             },
             **(common.fit_figures(callbacks, ("speed",)) if epochs else {}),  # no step, no speed
             "steps": epochs * epoch_steps,
