@@ -191,6 +191,29 @@ def test_a_multi_class_report_has_scikit_learns_one_vs_rest_roc_auc():
     assert report["roc_auc"] == pytest.approx(np.mean([report["per_class"][n]["roc_auc"] for n in "ab"]))
 
 
+def test_a_report_with_an_absent_class_names_the_classes_roc_auc_and_balanced_accuracy_average_over():
+    """With a class that has no example, recall/precision/F1 averaged over every class and ROC-AUC and
+    balanced accuracy over the classes present, while the report said only "average": "macro"."""
+    from sklearn.metrics import recall_score, roc_auc_score
+
+    from tfllm.evaluation import classification_report
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 40)  # classes a and b; c has no example
+    probabilities = rng.dirichlet([1, 1, 1], 40) + np.eye(3)[labels] * 0.3
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    report = classification_report(labels, probabilities, ["a", "b", "c"])
+    assert report["roc_auc_classes"] == ["a", "b"] and report["balanced_accuracy_classes"] == ["a", "b"]
+    assert report["roc_auc"] == pytest.approx(np.mean([roc_auc_score(labels == i, probabilities[:, i]) for i in (0, 1)]))
+    predicted = probabilities.argmax(1)
+    assert report["balanced_accuracy"] == pytest.approx(recall_score(labels, predicted, labels=[0, 1], average="macro"))
+    assert report["recall"] == pytest.approx(
+        recall_score(labels, predicted, labels=[0, 1, 2], average="macro", zero_division=0))
+    # Every class present: nothing to name.
+    full = classification_report(np.arange(40) % 3, probabilities, ["a", "b", "c"])
+    assert "roc_auc_classes" not in full and "balanced_accuracy_classes" not in full
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_probabilities_are_refused_not_scored(bad):
     """A diverged model's NaN probabilities gave confident figures: ROC-AUC 1.0 (a NaN sorts as the

@@ -69,9 +69,15 @@ def roc_auc(y_true, scores):
 
 
 def classification_report(y_true, probabilities, label_names):
-    """Accuracy, balanced accuracy (the mean of the classes' recalls: what accuracy hides when a class
-    is rare), precision, recall, F1 and ROC-AUC (binary: of the positive label; else macro, ROC-AUC one
-    class against the rest), the confusion matrix and per-class figures.
+    """Accuracy, balanced accuracy (the mean recall of the classes that have examples: what accuracy hides
+    when a class is rare), precision, recall, F1 and ROC-AUC (binary: of the positive label; else macro,
+    ROC-AUC one class against the rest), the confusion matrix and per-class figures.
+
+    The macro figures average over different classes when some class has no example: precision, recall
+    and F1 over every class (the absent one counts 0, as scikit-learn's labels=all, zero_division=0),
+    balanced accuracy over the classes present and ROC-AUC over those with examples both in and out of
+    the class (scikit-learn's). The report then names those in `balanced_accuracy_classes` and
+    `roc_auc_classes`.
 
     Args:
         y_true: integer label ids.
@@ -105,9 +111,12 @@ def classification_report(y_true, probabilities, label_names):
         recall = tp / confusion[i, :].sum() if confusion[i, :].sum() else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(confusion[i, :].sum())}
-    present = [c["recall"] for c in per_class.values() if c["support"]]  # a class with no example has no recall
-    report = {"accuracy": float((y_true == y_pred).mean()), "balanced_accuracy": float(np.mean(present)),
+    present = [name for name, c in per_class.items() if c["support"]]  # a class with no example has no recall
+    report = {"accuracy": float((y_true == y_pred).mean()),
+              "balanced_accuracy": float(np.mean([per_class[name]["recall"] for name in present])),
               "num_examples": int(len(y_true))}
+    if len(present) < k:  # "macro" alone would hide that it is not every class, unlike precision/recall/F1
+        report["balanced_accuracy_classes"] = present
     if k == 2:
         positive = per_class[label_names[1]]
         report.update(precision=positive["precision"], recall=positive["recall"], f1=positive["f1"])
@@ -120,8 +129,10 @@ def classification_report(y_true, probabilities, label_names):
         # over the classes that have examples both ways (a class's AUC is undefined otherwise).
         for i, name in enumerate(label_names):
             per_class[name]["roc_auc"] = roc_auc(y_true == i, probabilities[:, i])
-        defined = [c["roc_auc"] for c in per_class.values() if c["roc_auc"] is not None]
-        report["roc_auc"] = float(np.mean(defined)) if defined else None
+        defined = [name for name, c in per_class.items() if c["roc_auc"] is not None]
+        report["roc_auc"] = float(np.mean([per_class[name]["roc_auc"] for name in defined])) if defined else None
+        if len(defined) < k:
+            report["roc_auc_classes"] = defined
         report["average"] = "macro"
     report["confusion_matrix"] = {"labels": list(label_names), "matrix": confusion.tolist()}
     report["per_class"] = per_class
