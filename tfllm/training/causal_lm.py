@@ -342,10 +342,11 @@ def evaluate_run(run_dir, data=None, text_column=None):
     compile_causal_lm(model, {**runs.read_recipe(run_dir), "steps": 1, "jit_compile": False})
     with common.preprocessed(model):
         loss = evaluate_loss(model, ids, sequence_length, start_ids=generator.start_ids)
-    targets = num_targets(ids, generator.start_ids)  # every one scored: nats in all = loss * targets
+    # Bits per character: the mean bits per token scored times the text's tokens per character (a character
+    # tokenizer's is loss / ln 2 exactly, its first character, which nothing predicts, not counted against it).
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50.0)), 3),
-            "bits_per_character": round(loss * targets / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids)),
-            "num_targets": int(targets)}
+            "bits_per_character": round(loss * len(ids) / max(len(text), 1) / LN2, 4), "num_tokens": int(len(ids)),
+            "num_targets": int(num_targets(ids, generator.start_ids))}
 
 
 def _text_source(data):
@@ -470,7 +471,7 @@ def train_causal_lm(config, verbose="auto"):
                 "loss": round(val_loss, 4),
                 "perplexity": round(math.exp(val_loss), 3),
                 # Nats per token -> bits per character of the validation text.
-                "bits_per_character": round(val_loss * num_targets(val_ids, start_ids) / len(val_text) / LN2, 4),
+                "bits_per_character": round(val_loss * len(val_ids) / len(val_text) / LN2, 4),
                 "num_tokens": int(len(val_ids)),
                 "num_targets": num_targets(val_ids, start_ids),  # next-token targets, every one scored
             },
