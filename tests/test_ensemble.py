@@ -194,6 +194,21 @@ def test_an_ensemble_is_explained_by_occlusion_and_the_other_methods_say_so(ense
     assert [t["score"] for t in shown["tokens"]] == pytest.approx(drops[:, target].tolist(), abs=1e-5)
 
 
+@pytest.mark.slow
+def test_an_ensemble_loaded_through_keras_hub_alone_names_its_classes(ensemble_run):
+    """task.json held no label names for an ensemble, so `TextClassifier.from_preset` explained its
+    predictions as '0'/'1' (a single classifier's run already named them)."""
+    import keras_hub
+
+    from tfllm.explanations import Explainer
+
+    with open(os.path.join(ensemble_run[0], "task.json")) as f:
+        assert json.load(f)["config"]["label_names"] == ["rotten", "fresh"]
+    model = keras_hub.models.TextClassifier.from_preset(ensemble_run[0])
+    assert model.label_names == ("rotten", "fresh")
+    assert Explainer(model).label_names == ["rotten", "fresh"]
+
+
 @pytest.mark.parametrize("value", ["float64", ""])
 def test_precision_is_one_of_the_policies_before_any_work(value, tmp_path, capsys):
     """`--precision fp16` was refused after the data was read, and `--precision ''` trained as float32 and

@@ -445,9 +445,9 @@ def _load_task(run_dir, kind, dtype):
         name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
         dtype = dtype or (name if name.startswith("mixed_") else None)
         model = kind.from_preset(run_dir, **({"dtype": dtype} if dtype else {}))
-    from tfllm.models import TextClassifier
+    from tfllm.models import EnsembleClassifier, TextClassifier
 
-    if isinstance(model, TextClassifier) and model.label_names is None and os.path.exists(path(run_dir, LABELS)):
+    if isinstance(model, (TextClassifier, EnsembleClassifier)) and model.label_names is None and os.path.exists(path(run_dir, LABELS)):
         model.label_names = read_labels(run_dir)  # a run saved before task.json held them
     return model
 

@@ -75,6 +75,11 @@ class EnsembleClassifier(keras_hub.models.TextClassifier):
     classes), so `class_probabilities` and the exports treat it as any tfllm
     classifier.
 
+    Args:
+        label_names: the classes' names, in id order, saved in the task's config as tfllm's
+            `TextClassifier` saves them, so that `from_preset` alone names the predictions
+            (`tfllm.Explainer(model)`); `None` where unknown.
+
     Example:
     >>> ensemble = EnsembleClassifier.from_members([model_a, model_b], preprocessor=model_a.preprocessor)
     >>> ensemble.predict(["a fine film"])  # [[p]]: the average of the two members' p
@@ -83,7 +88,9 @@ class EnsembleClassifier(keras_hub.models.TextClassifier):
     backbone_cls = EnsembleBackbone
     preprocessor_cls = TextClassifierPreprocessor
 
-    def __init__(self, backbone, num_classes, preprocessor=None, **kwargs):
+    def __init__(self, backbone, num_classes, preprocessor=None, label_names=None, **kwargs):
+        if label_names is not None and len(label_names) != num_classes:
+            label_names = None  # another head's names (as tfllm's TextClassifier: not an error at load time)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -95,6 +102,16 @@ class EnsembleClassifier(keras_hub.models.TextClassifier):
 
         # === Config ===
         self.num_classes = num_classes
+        self.label_names = label_names
+
+    @property
+    def label_names(self):
+        return self._label_names
+
+    @label_names.setter
+    def label_names(self, names):
+        # A tuple of str: Keras would wrap a list attribute in a tracked list, which `get_config` must not hold.
+        self._label_names = None if names is None else tuple(str(name) for name in names)
 
     @classmethod
     def from_members(cls, members, preprocessor):
@@ -106,7 +123,8 @@ class EnsembleClassifier(keras_hub.models.TextClassifier):
             copy = type(member).from_config(config)
             copy.set_weights(member.get_weights())
             copies.append(copy)
-        return cls(EnsembleBackbone(copies), num_classes=members[0].num_classes, preprocessor=preprocessor)
+        return cls(EnsembleBackbone(copies), num_classes=members[0].num_classes, preprocessor=preprocessor,
+                   label_names=getattr(members[0], "label_names", None))
 
     @property
     def members(self):
@@ -115,6 +133,8 @@ class EnsembleClassifier(keras_hub.models.TextClassifier):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes)
+        if self.label_names:  # only then: an ensemble saved before it stays loadable by older tfllm
+            config["label_names"] = list(self.label_names)
         return config
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):

@@ -111,5 +111,6 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
         }
         if self_training:
             metrics["self_training"] = self_training
+        model.label_names = data.label_names  # saved in task.json: from_preset alone names the classes
         common.finish_run(run_dir, run_dir, model, preset, {}, metrics)  # also drops the resume marker
         return metrics
