@@ -636,7 +636,8 @@ def test_a_text_shorter_than_the_recipe_s_window_says_which_length_would_fit_and
 
 def test_presets_of_the_wrong_kind_say_what_they_are(tmp_path, capsys):
     """A vision preset with --task generate was told "use --task classify for an encoder" (which failed
-    too), a broken config.json got a bare JSON parser message, and a tokenizer-only folder "not a preset
+    too), and with --task classify that it "has no text classifier in KerasHub" (not that it is no text
+    model), a broken config.json got a bare JSON parser message, and a tokenizer-only folder "not a preset
     (no config.json)"; each now says what the folder is and what is needed, in one line."""
     keras.utils.set_random_seed(0)
     vision = str(tmp_path / "resnet")
@@ -652,6 +653,9 @@ def test_presets_of_the_wrong_kind_say_what_they_are(tmp_path, capsys):
     run_dir = tmp_path / "r"
     for task, data, preset, message in (
             ("generate", "shakespeare", vision, "(ResNetBackbone, saved for ImageClassifier) is not a text model"),
+            # --task classify said only that it "has no text classifier in KerasHub"
+            ("classify", "rotten_tomatoes", vision, "(ResNetBackbone, saved for ImageClassifier) is not a text model: "
+                                                    "it has no tokenizer (tokenizer.json)"),
             ("generate", "shakespeare", str(broken), "its config.json is not valid JSON (Expecting value"),
             ("classify", "rotten_tomatoes", tokenizer_only, "holds only a tokenizer (tokenizer.json), no model")):
         assert main(["train", "--task", task, "--data", data, "--from-preset", preset, "--max-rows", "400",

@@ -180,6 +180,9 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
             handle, num_classes=num_classes, preprocessor=preprocessor, activation="softmax",
             **({"dropout": preset["dropout"]} if "dropout" in preset else {}), **dtype)
     except ValueError as e:
+        not_text = common.not_text_model(handle, backbone_cls)  # a vision preset: as --task generate says it
+        if not_text:
+            raise not_text from None
         encoders = "BERT, DistilBERT, RoBERTa, ... or a tfllm classifier or `tfllm pretrain --objective mlm|vectors` run"
         if _is_decoder(backbone_cls):  # GPT-2, a causal tfllm run: "or a tfllm run" was what the user had passed
             raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a text generator (a decoder), "
