@@ -578,8 +578,8 @@ def test_grpc_calls_over_the_cap_are_refused_at_once_and_the_cap_frees(tmp_path)
     """The gRPC server had no cap on calls in flight (REST has --max-connections): a burst queued
     without bound behind its 16 worker threads. Now one over --max-concurrent-rpcs (default
     --max-connections) is refused at once with RESOURCE_EXHAUSTED, and calls are taken again
-    once those in flight end. The calls are held deterministically: the real registry's
-    statuses() waits on an Event before doing its work."""
+    once those in flight end; GrpcClient's error names the flag. The calls are held
+    deterministically: the real registry's statuses() waits on an Event before doing its work."""
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
     from tfllm.serving.connections import ConnectionLimits
@@ -619,6 +619,10 @@ def test_grpc_calls_over_the_cap_are_refused_at_once_and_the_cap_frees(tmp_path)
             with pytest.raises(grpc.RpcError) as info:
                 call(message, timeout=30)  # refused, not queued behind the held calls
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value
+        # tfllm's client named no flag (grpcio's words alone); REST's refusals name theirs.
+        with pytest.raises(ServingError, match=r"^\[RESOURCE_EXHAUSTED\] Concurrent RPC limit exceeded! "
+                                               r"\(the server's --max-concurrent-rpcs\)"):
+            GrpcClient("127.0.0.1", port, timeout=30).predict("reviews", {"text": ["a good film"]})
         assert not any(f.done() for f in held)
         release.set()
         for f in held:

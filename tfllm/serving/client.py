@@ -259,6 +259,11 @@ class GrpcClient:
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ServingError(f"Cannot reach {self.host}:{self.port}: {e.details()}",
                                    code.name) from e
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details == "Concurrent RPC limit exceeded!":
+                # grpcio's fixed words for a server's maximum_concurrent_rpcs (it rejects the call before any
+                # handler or interceptor runs, so the server cannot say more): name the flag, as REST's do.
+                raise ServingError(f"{details} (the server's --max-concurrent-rpcs); retry once its calls "
+                                   "in flight end.", code.name) from e
             raise ServingError(e.details() or str(e), code.name) from e
 
     @staticmethod
