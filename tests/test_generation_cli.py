@@ -89,6 +89,20 @@ def test_generate_with_a_run_directory_and_no_prompt_says_the_prompt_is_missing(
     assert result.returncode == 2 and "Pass the RUN_DIR of a trained text generator" in result.stderr
 
 
+def test_generate_with_a_run_directory_and_tflite_says_pass_one(tmp_path, capsys):
+    """`tfllm generate RUN --tflite FILE "ROMEO:"` failed in argparse with "unrecognized arguments: ROMEO:"
+    (RUN was taken for the prompt), never reaching the check that says to pass one of them."""
+    from lm_utils import write_records
+
+    run_dir = write_records(tmp_path / "gen", "generate")
+    result = main_in_process(capsys, "generate", run_dir, "--tflite", tmp_path / "model.tflite", "ROMEO:")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "Pass either RUN_DIR or --tflite FILE, not both." in result.stderr
+    with pytest.raises(SystemExit) as info:  # other leftovers: argparse's own error, as before
+        main_in_process(capsys, "generate", run_dir, "ROMEO:", "--bogus")
+    assert info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 # --- inputs a user gets wrong, on an untrained run directory (no training time) ---------------
 
 

@@ -863,7 +863,16 @@ def _main(argv):
     from tfllm import errors
     from tfllm.errors import Terminated, UserInputError, disk_full_message
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)  # as parse_args, which errors on `unknown` in these words
+    if unknown:
+        if getattr(args, "func", None) is cmd_generate and args.tflite and not args.run_dir and len(unknown) == 1 \
+                and not unknown[0].startswith("-"):
+            # `generate RUN --tflite FILE PROMPT`: argparse took RUN for the prompt and left PROMPT over ("unrecognized
+            # arguments"); as given, cmd_generate refuses the run directory beside --tflite in words.
+            args.run_dir, args.prompt = args.prompt, unknown[0]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # `kill` (SIGTERM: a job scheduler, `timeout`, a closed terminal) stops a command as Ctrl-C does, so a
     # training backs up its state to resume from, or puts back the run it was to replace. Both are kept
     # as well as raised, in case Python drops the exception where the signal lands (errors.request_stop);
