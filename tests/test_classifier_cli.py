@@ -167,8 +167,8 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
 def test_the_tables_count_the_validation_texts_after_its_figures_are_taken(tiny_classifier_run, tmp_path, capsys):
     """Once the blend is fitted, the n-gram tables count the validation texts too (`refit_on_validation`).
     metrics.json's val figures are those from before: the same as a run of the same seed that keeps the
-    tables of the training split alone. The tables differ, and `tfllm evaluate --split val` says it scores
-    texts the tables counted."""
+    tables of the training split alone. The tables differ; metrics.json's val block says when it was measured,
+    and `tfllm evaluate --split val` says it scores texts the tables counted."""
     from tfllm import runs
     from tfllm.config import TrainConfig
     from tfllm.training.classifier import load_run, train_classifier
@@ -178,6 +178,9 @@ def test_the_tables_count_the_validation_texts_after_its_figures_are_taken(tiny_
                                  overrides={"refit_on_validation": False}), verbose=0)
     refit, plain = (runs.read_json(runs.path(d, runs.METRICS)) for d in (tiny_classifier_run, plain_dir))
     assert refit["ngram_tables_from"] == ["train", "val"] and plain["ngram_tables_from"] == ["train"]
+    # metrics.json itself said nothing of it: each val figure differed from the saved model's, unexplained.
+    assert refit["val"].pop("measured") == "before the refit on validation texts (the saved model has seen them)"
+    assert "measured" not in plain["val"]
     assert refit["val"] == plain["val"]
     models = [load_run(d)[0] for d in (tiny_classifier_run, plain_dir)]
     for layer in ("wide_ngrams", "char_ngrams", "word_ngrams"):
