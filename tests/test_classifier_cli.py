@@ -602,9 +602,9 @@ def test_a_run_missing_its_weights_is_not_finished(cli_run, tmp_path, capsys):
 
     run_dir = tmp_path / "half"
     shutil.copytree(cli_run[0], run_dir)
-    (run_dir / "model.weights.h5").unlink()  # as a crash in the middle of save_to_preset leaves it
+    (run_dir / "model.weights.h5").unlink()  # a finished run's files, less its weights (and with no backup)
     assert main(["export", str(run_dir), "--name", "x", "--base-dir", str(tmp_path / "sm")]) == 2
-    assert "did not finish" in capsys.readouterr().err
+    assert "run its training command again (it starts over)" in capsys.readouterr().err  # nothing to resume
 
 
 @pytest.mark.slow

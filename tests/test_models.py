@@ -335,17 +335,17 @@ def test_misspelt_override_is_refused():
         resolve_preset("generate", "tiny", {"epochs": 2})
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("lazy_adam", "no", "'lazy_adam' is a switch; got 'no'. Use --set lazy_adam=true"),  # "no" would be truthy
+@pytest.mark.parametrize("key, value, message", [  # resolve_preset is Python: Python spelling (overrides=)
+    ("lazy_adam", "no", "'lazy_adam' is a switch; got 'no'. Use overrides=\\{'lazy_adam': True\\}"),  # "no" would be truthy
     ("word_vectors", 0, "'word_vectors' is a switch"),
     ("tokenizer", "bpe", "'tokenizer' takes one of wordpiece, char, sentencepiece; got 'bpe'"),  # refused after the data
-    ("epochs", "ten", "'epochs' takes a whole number; got 'ten' \\(e.g. --set epochs="),
+    ("epochs", "ten", "'epochs' takes a whole number; got 'ten' \\(e.g. overrides=\\{'epochs': "),
     ("epochs", 2.5, "'epochs' takes a whole number; got 2.5"),
     ("epochs", float("inf"), "'epochs' takes a whole number; got inf"),  # --set epochs=Infinity
     ("learning_rate", True, "'learning_rate' takes a number"),
-    ("ema_epochs", "three", "'ema_epochs' takes a number; got 'three' \\(e.g. --set ema_epochs=3\\)"),  # optional
+    ("ema_epochs", "three", "'ema_epochs' takes a number; got 'three' \\(e.g. overrides=\\{'ema_epochs': 3\\}\\)"),  # optional
     ("ema_momentum", True, "'ema_momentum' takes a number"),
-    ("label_smoothing", "x", "'label_smoothing' takes a number; got 'x' \\(e.g. --set label_smoothing=0.1\\)"),
+    ("label_smoothing", "x", "'label_smoothing' takes a number; got 'x' \\(e.g. overrides=\\{'label_smoothing': 0.1\\}\\)"),
 ])
 def test_an_override_of_the_wrong_kind_is_refused(key, value, message):
     with pytest.raises(UserInputError, match=message):

@@ -144,7 +144,7 @@ def test_a_train_command_owns_its_run_directory_until_it_ends(tmp_path, capsys, 
     result = main_in_process(capsys, "train", "--data", "rotten_tomatoes", "--run-dir", run_dir)
     assert result.returncode == 2 and "stop here" in result.stderr
     assert seen == [f"tfllm.errors.UserInputError: Run directory {run_dir!r} is in use by another tfllm process "
-                    f"(pid {os.getpid()}); wait for it or choose another --run-dir."]
+                    f"(pid {os.getpid()}); wait for it or choose another run_dir."]  # a Python holder
     assert os.listdir(tmp_path) == []  # released: no lock file left
 
 
