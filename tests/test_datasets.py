@@ -1,3 +1,4 @@
+import csv
 import gzip
 import json
 import re
@@ -620,6 +621,15 @@ def test_windows_line_endings_are_not_text_to_learn(tmp_path):
     (tmp_path / "crlf.txt").write_bytes(b"".join(b"First Citizen: speak, speak %d.\r\n" % i for i in range(200)))
     train, val = load_text_corpus(str(tmp_path / "crlf.txt"))
     assert "\r" not in train + val and train.count("\n") > 100
+    # Old Macs' lone "\r" (the file read as one line of 200 "\r"s), and a line break inside an Excel CSV's
+    # quoted cells (csv keeps its "\r\n"): "\r" reached a generator's vocabulary.
+    (tmp_path / "cr.txt").write_bytes(b"".join(b"First Citizen: speak, speak %d.\r" % i for i in range(200)))
+    with open(tmp_path / "excel.csv", "w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\r\n").writerows(
+            [["text"]] + [[f"First Citizen: speak {i}.\r\nsecond line {i}"] for i in range(200)])
+    for name in ("cr.txt", "excel.csv"):
+        train, val = load_text_corpus(str(tmp_path / name))
+        assert "\r" not in train + val and train.count("\n") > 100, name
 
 
 def test_a_class_without_test_rows_is_named(tmp_path):

@@ -100,7 +100,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
                 f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
                 + ("Pass --text-column with one of them." if flag == "--data" else f"{flag} reads a column named 'text'.")
             )
-        documents = [text.strip() for number, row in enumerate(rows, 1)
+        documents = [_unix_newlines(text.strip()) for number, row in enumerate(rows, 1)
                      if (text := text_value(row.get(column), path, f"data row {number}", column)) and text.strip()]
         if not documents:
             raise UserInputError(f"{path!r} has no non-empty text in column {column!r}.")
@@ -110,8 +110,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         if not val:  # a single document: split it like a text file
             train, val = _split_text(train, val_fraction)
     else:
-        # Windows line endings: "\r" would be a character of the text the model learns and writes back.
-        text = read_text_file(path, f"Point {flag} at a file with text.").replace("\r\n", "\n")
+        text = _unix_newlines(read_text_file(path, f"Point {flag} at a file with text."))
         train, val = _split_text(text, val_fraction)
     if not _long_enough(train, val):
         # The least text whose split passes (a figure from a formula was refused again at its length).
@@ -123,6 +122,13 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
             f"give it at least {need} characters of text."
         )
     return train, val
+
+
+def _unix_newlines(text):
+    """Line breaks as "\n": Windows' "\r\n" (a .txt, or a line break inside an Excel CSV's quoted cell) and old
+    Macs' lone "\r" made "\r" a character of the text the model learns and writes back (a lone-"\r" file read
+    as one line)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _long_enough(train, val):
