@@ -157,6 +157,16 @@ def test_folder_per_label(tmp_path):
     (tmp_path / "pos" / "more" / "extra.txt").write_text("pos review extra")
     data = load_classification_data(str(tmp_path))
     assert "pos review extra" in data.train.texts + data.val.texts + data.test.texts
+    # A label folder with no .txt file is a class left out: named, as it went missing without a word.
+    (tmp_path / "neutral").mkdir()
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "notes.md").write_text("not a text of the class")
+    with pytest.warns(TfllmWarning, match=r"^label folder\(s\) 'mixed', 'neutral' of .* hold no .txt .*left out"):
+        data = load_classification_data(str(tmp_path))
+    assert data.label_names == ["neg", "pos"]
+    (tmp_path / "mixed" / "notes.md").unlink()
+    (tmp_path / "mixed").rmdir()
+    (tmp_path / "neutral").rmdir()
     # An empty text file in it is one text to write or remove (it said to point --data at a file with text).
     (tmp_path / "pos" / "blank.txt").write_text("\n")
     with pytest.raises(UserInputError, match=r"blank.txt' is empty. Write its text, or remove it.$"):

@@ -375,11 +375,12 @@ def hidden(name):
 
 def _read_folder(path):
     """A folder with one sub-folder per label, each holding .txt files (in folders of its own too)."""
-    rows = []
+    rows, empty = [], []
     for label in sorted(os.listdir(path)):
         sub = os.path.join(path, label)
         if hidden(label) or not os.path.isdir(sub):
             continue
+        before = len(rows)
         for folder, folders, names in os.walk(sub):
             folders[:] = sorted(f for f in folders if not hidden(f))  # sorted: the same seeded split on every machine
             for name in sorted(names):
@@ -387,11 +388,17 @@ def _read_folder(path):
                     # An empty one among them: --data names the folder, and this file is one text of it.
                     text = read_text_file(os.path.join(folder, name), empty_fix="Write its text, or remove it.")
                     rows.append({"text": text.strip(), "label": label})
+        if len(rows) == before:
+            empty.append(label)
     if not rows:
         raise UserInputError(
             f"Folder {path!r} has no label sub-folders with .txt (or .txt.gz) files. "
             "Lay it out as FOLDER/<label>/<any name>.txt."
         )
+    if empty:  # a class the user laid out went missing without a word (an empty neutral/)
+        warn(f"label folder(s) {', '.join(map(repr, empty))} of {path!r} hold no .txt (or .txt.gz) files, so "
+             f"{'that class is' if len(empty) == 1 else 'those classes are'} left out; put its texts there as "
+             ".txt files, or remove the folder.")
     return rows
 
 
