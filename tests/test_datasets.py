@@ -108,6 +108,22 @@ def test_labels_that_differ_only_in_case_or_spaces_are_named_in_a_warning(tmp_pa
         warn_about_labels("rotten_tomatoes", load_classification_data("rotten_tomatoes", max_rows=100))
 
 
+def test_json_true_false_labels_are_spelt_as_json_and_beside_0_1_are_named(tmp_path):
+    """JSON's true/false became classes 'True'/'False' (so a CSV of true/false was refused as unseen labels),
+    and a file joined from a 0/1 source and a true/false one made four classes without a word."""
+    from tfllm.datasets import warn_about_labels
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": bool(i % 2)}) + "\n" for i in range(40)))
+    assert load_classification_data(str(path)).label_names == ["false", "true"]
+    mixed = [{"text": f"text {i}", "label": (i % 2) if i < 20 else bool(i % 2)} for i in range(40)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in mixed))
+    data = load_classification_data(str(path))
+    assert data.label_names == ["0", "1", "false", "true"]  # as written: the warning says so
+    with pytest.warns(TfllmWarning, match="'0' and '1' and 'false' and 'true' of 'd.jsonl' look like one yes/no"):
+        warn_about_labels("d.jsonl", data)
+
+
 def test_a_json_file_of_texts_is_a_corpus_but_not_labelled_data(tmp_path):
     """A JSON array of strings (or a string a line) holds texts: pretraining and generation read them; as
     classification data it lacks labels, and says what each item must look like."""

@@ -422,6 +422,8 @@ def _label_text(value):
     becomes float) would otherwise make "1" and "1.0" two classes of a file that joins two such sources."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
+    if isinstance(value, bool):  # JSON's spelling, which a CSV of the same labels has: Python's "True" was not
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
@@ -728,6 +730,13 @@ def warn_about_labels(source, data):
     for names in (names for names in groups.values() if len(names) > 1):
         warn(f"the labels {' and '.join(map(repr, names))} of {source!r} differ only in case or "
              f"spaces, so they are {len(names)} classes; if they are one, write them one way.")
+    # A file joined from two sources, one writing a yes/no label as 0/1 and the other as JSON's true/false.
+    numbers = [name for name in data.label_names if name in ("0", "1")]
+    switches = [name for name in data.label_names if name.lower() in ("false", "true")]
+    if numbers and switches:
+        warn(f"the labels {' and '.join(map(repr, numbers + switches))} of {source!r} look like one yes/no label "
+             f"written two ways (0/1 and false/true), so they are {len(numbers + switches)} classes; if they are "
+             "the same, write them one way.")
 
 
 def data_fingerprint(source):
