@@ -691,3 +691,14 @@ def test_the_imbalance_warning_of_many_classes_lists_the_commonest_and_rarest():
     data = SimpleNamespace(train=SimpleNamespace(labels=[0] * 9 + [1]), num_classes=2, label_names=["neg", "pos"])
     with pytest.warns(TfllmWarning, match=re.escape("('neg' 9, 'pos' 1 training rows)")):
         warn_about_imbalance(data, balanced=True)
+
+
+def test_excels_sep_line_is_named_not_read_as_a_header(tmp_path):
+    """Excel's "sep=;" first line was the header: 'data row 1 has 2 fields, the header has 1: quote texts that
+    contain semicolons', a fix that does not help."""
+    path = tmp_path / "excel.csv"
+    path.write_text("sep=;\ntext;label\n" + "".join(f"text {i};{'ab'[i % 2]}\n" for i in range(40)))
+    with pytest.raises(UserInputError, match=r"starts with Excel's delimiter line \(sep=\), not a header: delete"):
+        load_classification_data(str(path))
+    path.write_text("text;label\n" + "".join(f"text {i};{'ab'[i % 2]}\n" for i in range(40)))
+    assert load_classification_data(str(path)).label_names == ["a", "b"]  # without it, read as it is

@@ -242,6 +242,11 @@ def iter_rows(path, empty_fix=None, text_column=None):
             header = [name.strip() for name in next((fields for fields in reader if fields), [])]
             while header and not header[-1]:  # "text,label," (a trailing delimiter) names no column
                 header.pop()
+            if len(header) == 1 and re.fullmatch(r"sep=.?", header[0], re.IGNORECASE):
+                # Excel's first line "sep=;" tells Excel the delimiter; as a header it named one column, and
+                # every row was then "2 fields, the header has 1: quote texts that contain semicolons".
+                raise UserInputError(f"{path!r} starts with Excel's delimiter line (sep=), not a header: "
+                                     "delete that first line (the header is the line after it).")
             repeated = sorted({name for name in header if name and header.count(name) > 1})
             if repeated:
                 raise UserInputError(f"{path!r} has more than one column named {', '.join(map(repr, repeated))} in "
