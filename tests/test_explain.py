@@ -433,6 +433,7 @@ def test_explain_of_a_run_directory_loads_it_once(tiny_classifier_run, monkeypat
     assert first.tokens != second.tokens  # each text explained, not the first one's answer again
 
 
+@pytest.mark.slow
 def test_explain_of_a_loaded_task_keeps_its_explainer(tiny_classifier_run, monkeypatch):
     """`tfllm.explain(TextClassifier.from_preset(run), text)` in a loop built a new Explainer, traced its
     functions again (seconds a call) and set off TensorFlow's retracing warning."""

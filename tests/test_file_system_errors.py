@@ -275,6 +275,7 @@ def test_a_file_size_limit_in_a_weights_write_is_one_line_not_a_crash(tmp_path):
     assert make_room(OSError(errno.ENOSPC, "No space left on device")) == "free some space"
 
 
+@pytest.mark.slow
 def test_a_tilde_the_shell_left_alone_is_the_home_folder(tiny_classifier_run, tmp_path, capsys, monkeypatch):
     """`--base-dir=~/models` (bash expands `~` only where it starts a word) and TrainConfig(run_dir='~/...')
     from a notebook made a folder named '~' in the working directory."""
