@@ -11,7 +11,7 @@ import keras
 import keras_hub
 
 from tfllm.models.preprocessors import TextClassifierPreprocessor
-from tfllm.models.text_classifier import NamedClasses, compile_probability_head
+from tfllm.models.text_classifier import compile_probability_head
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -68,7 +68,7 @@ def _with_dtype(member_config, dtype):
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class EnsembleClassifier(NamedClasses, keras_hub.models.TextClassifier):
+class EnsembleClassifier(keras_hub.models.TextClassifier):
     """The mean of its members' probabilities (soft voting), as a KerasHub `TextClassifier`.
 
     Outputs probabilities shaped like one member's (one sigmoid unit for two
@@ -103,6 +103,15 @@ class EnsembleClassifier(NamedClasses, keras_hub.models.TextClassifier):
         # === Config ===
         self.num_classes = num_classes
         self.label_names = label_names
+
+    @property
+    def label_names(self):
+        return self._label_names
+
+    @label_names.setter
+    def label_names(self, names):
+        # A tuple of str: Keras would wrap a list attribute in a tracked list, which `get_config` must not hold.
+        self._label_names = None if names is None else tuple(str(name) for name in names)
 
     @classmethod
     def from_members(cls, members, preprocessor):

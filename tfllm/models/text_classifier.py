@@ -360,23 +360,8 @@ def _masked_mean(x, mask):
     return keras.ops.sum(x * weights, axis=1) / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
 
 
-class NamedClasses:
-    """`label_names` of a classifier task (tfllm's, and its ensemble's): the classes' names in id order, a
-    tuple of str or None, saved in the task's config so that a model loaded with `from_preset` alone names
-    them."""
-
-    @property
-    def label_names(self):
-        return self._label_names
-
-    @label_names.setter
-    def label_names(self, names):
-        # A tuple of str: Keras would wrap a list attribute in a tracked list, which `get_config` must not hold.
-        self._label_names = None if names is None else tuple(str(name) for name in names)
-
-
 @keras.saving.register_keras_serializable(package="tfllm")
-class TextClassifier(NamedClasses, keras_hub.models.TextClassifier):
+class TextClassifier(keras_hub.models.TextClassifier):
     """Encoder backbone, masked mean pooling, softmax/sigmoid: KerasHub's `TextClassifier` task.
 
     Inputs are the backbone's `{"token_ids", "padding_mask"}`; the attached
@@ -507,6 +492,15 @@ class TextClassifier(NamedClasses, keras_hub.models.TextClassifier):
         self.char_ngram_buckets = char_ngram_buckets
         self.word_ngram_buckets = word_ngram_buckets
         self.label_names = label_names
+
+    @property
+    def label_names(self):
+        return self._label_names
+
+    @label_names.setter
+    def label_names(self, names):
+        # A tuple of str: Keras would wrap a list attribute in a tracked list, which `get_config` must not hold.
+        self._label_names = None if names is None else tuple(str(name) for name in names)
 
     def get_config(self):
         config = super().get_config()
