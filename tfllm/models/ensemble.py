@@ -11,7 +11,7 @@ import keras
 import keras_hub
 
 from tfllm.models.preprocessors import TextClassifierPreprocessor
-from tfllm.models.text_classifier import compile_probability_head
+from tfllm.models.text_classifier import compile_probability_head, label_names_property
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -104,14 +104,7 @@ class EnsembleClassifier(keras_hub.models.TextClassifier):
         self.num_classes = num_classes
         self.label_names = label_names
 
-    @property
-    def label_names(self):
-        return self._label_names
-
-    @label_names.setter
-    def label_names(self, names):
-        # A tuple of str: Keras would wrap a list attribute in a tracked list, which `get_config` must not hold.
-        self._label_names = None if names is None else tuple(str(name) for name in names)
+    label_names = label_names_property()
 
     @classmethod
     def from_members(cls, members, preprocessor):

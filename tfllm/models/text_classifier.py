@@ -360,6 +360,22 @@ def _masked_mean(x, mask):
     return keras.ops.sum(x * weights, axis=1) / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
 
 
+def label_names_property():
+    """The classes' names as a property of a classifier task (tfllm's and the ensemble's).
+
+    A property, not a shared base class: KerasHub's `save_to_preset` lists a task's base classes in
+    metadata.json's "tasks", which must stay "TextClassifier". The names are a tuple of str, because Keras
+    would wrap a list attribute in a tracked list, which `get_config` must not hold.
+    """
+    def get(self):
+        return self._label_names
+
+    def set(self, names):
+        self._label_names = None if names is None else tuple(str(name) for name in names)
+
+    return property(get, set)
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class TextClassifier(keras_hub.models.TextClassifier):
     """Encoder backbone, masked mean pooling, softmax/sigmoid: KerasHub's `TextClassifier` task.
@@ -493,14 +509,7 @@ class TextClassifier(keras_hub.models.TextClassifier):
         self.word_ngram_buckets = word_ngram_buckets
         self.label_names = label_names
 
-    @property
-    def label_names(self):
-        return self._label_names
-
-    @label_names.setter
-    def label_names(self, names):
-        # A tuple of str: Keras would wrap a list attribute in a tracked list, which `get_config` must not hold.
-        self._label_names = None if names is None else tuple(str(name) for name in names)
+    label_names = label_names_property()
 
     def get_config(self):
         config = super().get_config()
