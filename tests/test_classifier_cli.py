@@ -478,6 +478,7 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
         (["pretrain", "--data", "{tmp}/words.txt", "--objective", "vectors", "--preset", "tiny"], "running text"),
         (["export", "{tmp}/nowhere", "--name", "x"], "not a tfllm run"),
         (["export", "{tmp}", "--name", "../evil"], "Invalid export name"),
+        (["export", "{tmp}"], "needs --name NAME"),
         (["export", "{tmp}", "--name", "my model", "--base-dir", "elsewhere"], "becomes a folder under elsewhere/)"),
         (["predict", "{tmp}/nowhere", "hi"], "not a tfllm run"),
         (["evaluate", "{tmp}/nowhere"], "not a tfllm run"),

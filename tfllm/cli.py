@@ -225,8 +225,13 @@ def cmd_export(args):
     from tfllm.export.versioning import check_export_options, prune, validate_export_name
 
     from tfllm import runs
+    from tfllm.errors import UserInputError
 
-    validate_export_name(args.name, args.base_dir)
+    if args.name is None and args.out is None:
+        raise UserInputError("tfllm export needs --name NAME (the model's folder under --base-dir), or, for "
+                             "--format tflite, --out FOLDER to write the files there.")
+    if args.name is not None:
+        validate_export_name(args.name, args.base_dir)
     check_export_options(args.format, args.base_dir, args.out, args.quantize, args.keep, name=args.name)
     task = runs.require_task(args.run_dir, "classify", "generate", "translate")
     if task == "translate" and args.format == "saved_model":
@@ -798,7 +803,7 @@ def build_parser():
 
     p = sub.add_parser("export", help="export a run as a TF Serving SavedModel or a TFLite file")
     p.add_argument("run_dir")
-    p.add_argument("--name", required=True, help="model name: the folder under savedmodels/")
+    p.add_argument("--name", default=None, help="model name: the folder under savedmodels/ (not needed with --out)")
     p.add_argument("--base-dir", default="savedmodels")
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     p.add_argument("--quantize", default="none", help="tflite only: none, dynamic, float16 or int8")
