@@ -152,6 +152,27 @@ def test_occlusions_of_several_texts_are_explains_from_one_untraced_call(explain
     np.testing.assert_allclose(e.scores, alone.scores, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_threads_explaining_at_once_get_what_one_thread_gets(tiny_classifier_run):
+    """Each occlusion silences a view for one eager call, and integrated gradients traces with embeddings
+    replaced: per thread. Before, four threads at once raised AttributeError ('Embedding' object has no
+    attribute 'call') and could see each other's silenced views."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    explainer = load_explainer(tiny_classifier_run)
+    assert explainer._views  # what is silenced
+    texts = [f"{TEXT} {i}" for i in range(8)]
+    jobs = [(text, "occlusion") for text in texts] + [(TEXT, "integrated_gradients")] * 2
+    alone = [explainer.explain(text, method=method).to_json() for text, method in jobs]
+    for _ in range(2):
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda job: explainer.explain(job[0], method=job[1]).to_json(), jobs))
+        for a, b in zip(alone, together):
+            assert (a["label"], [t["token"] for t in a["tokens"]]) == (b["label"], [t["token"] for t in b["tokens"]])
+            np.testing.assert_allclose([t["score"] for t in a["tokens"]], [t["score"] for t in b["tokens"]], atol=1e-5)
+            assert a.get("views", {}) == pytest.approx(b.get("views", {}), abs=1e-6)
+
+
 def test_attention_maps_have_one_row_per_position_summing_to_one(explainer, tiny_classifier_run):
     e = explainer.explain(TEXT, method="attention")
     backbone = explainer.model.backbone

@@ -46,6 +46,7 @@ import functools
 import html
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -124,9 +125,20 @@ class Explanation:
 # --- running a model with some layers' outputs given -------------------------------------------
 
 
+# Replacements are per thread: the layer's `call` becomes a dispatcher (installed while any thread needs
+# it) that runs the calling thread's replacement, if any, else the layer's own call. Before, the instance
+# attribute itself was the replacement, so an explanation in one thread silenced a view, or recorded
+# embeddings, in another thread's model call or trace (a wrong traced function kept for good), and two
+# threads' `del layer.call` raised AttributeError.
+_replacing = threading.local()
+_installed_lock = threading.Lock()
+_installed = {}  # id(layer) -> [layer, the original call, how many blocks in any thread use it]
+
+
 @contextlib.contextmanager
 def _replaced_calls(replacements):
-    """Inside the block, `layer(...)` runs `fn(original_call, *args, **kwargs)` for each `{layer: fn}`.
+    """Inside the block, `layer(...)` in this thread runs `fn(original_call, *args, **kwargs)` for each
+    `{layer: fn}`; other threads' calls of the layer run as before.
 
     Integrated gradients needs the model's output at embeddings between the
     baseline and the text's, which no token id has; attention maps need each
@@ -134,19 +146,39 @@ def _replaced_calls(replacements):
     than re-implementing each architecture's forward pass, the model's own call
     runs with those layers' calls replaced (an instance attribute shadows the
     class's `call`; PRIVATE BEHAVIOUR: Keras's `Operation.__call__` looks up
-    `self.call` on every call). Only
-    ever while a function is traced: the compiled graph keeps what the
-    replacement did, the model object is left as it was.
+    `self.call` on every call). A function traced inside the block keeps what
+    the replacement did; the model object is left as it was.
     """
-    done = []
+    mine = _replacing.__dict__.setdefault("fns", {})
+    with _installed_lock:
+        for layer in replacements:
+            entry = _installed.get(id(layer))
+            if entry is None:
+                entry = _installed[id(layer)] = [layer, layer.call, 0]
+                layer.call = functools.partial(_dispatch, id(layer), entry[1])
+            entry[2] += 1
+    outer = {id(layer): mine.get(id(layer)) for layer in replacements}
+    mine.update({id(layer): fn for layer, fn in replacements.items()})
     try:
-        for layer, fn in replacements.items():
-            layer.call = functools.partial(fn, layer.call)
-            done.append(layer)
         yield
     finally:
-        for layer in done:
-            del layer.call
+        for key, fn in outer.items():
+            if fn is None:
+                mine.pop(key, None)
+            else:
+                mine[key] = fn
+        with _installed_lock:
+            for layer in replacements:
+                entry = _installed[id(layer)]
+                entry[2] -= 1
+                if not entry[2]:
+                    del _installed[id(layer)]
+                    del layer.call
+
+
+def _dispatch(key, original, *args, **kwargs):
+    fn = _replacing.__dict__.get("fns", {}).get(key)
+    return original(*args, **kwargs) if fn is None else fn(original, *args, **kwargs)
 
 
 def _forward_only(fn):
