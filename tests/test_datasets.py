@@ -124,6 +124,26 @@ def test_json_true_false_labels_are_spelt_as_json_and_beside_0_1_are_named(tmp_p
         warn_about_labels("d.jsonl", data)
 
 
+def test_labels_that_spell_a_missing_value_are_named_in_one_warning(tmp_path):
+    """A label column with gaps written as pandas writes them ("NaN", "N/A") made those spellings classes
+    without a word; "NA" and "None" may be real classes, and are not warned of."""
+    from tfllm.datasets import warn_about_labels
+
+    rows = [(f"text {i}", ["pos", "neg", "pos", "neg", "NaN", "pos", "neg", "N/A", "pos", "neg"][i % 10])
+            for i in range(60)]
+    data = load_classification_data(write_csv(tmp_path / "d.csv", rows, header="text,stars"), label_column="stars")
+    assert data.label_names == ["N/A", "NaN", "neg", "pos"]  # as written: the warning says so
+    with pytest.warns(TfllmWarning) as caught:
+        warn_about_labels("d.csv", data, "stars")
+    assert [str(w.message) for w in caught] == [
+        "'d.csv' has 12 rows whose label in column 'stars' spells a missing value: 'N/A' (6 rows), 'NaN' (6 rows), "
+        "each read as a class of its own; drop those rows or give them real labels."]
+    rows = [(f"text {i}", ["NA", "None", "EU"][i % 3]) for i in range(30)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TfllmWarning)
+        warn_about_labels("r.csv", load_classification_data(write_csv(tmp_path / "r.csv", rows)))
+
+
 def test_a_json_file_of_texts_is_a_corpus_but_not_labelled_data(tmp_path):
     """A JSON array of strings (or a string a line) holds texts: pretraining and generation read them; as
     classification data it lacks labels, and says what each item must look like."""

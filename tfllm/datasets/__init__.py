@@ -726,9 +726,26 @@ def _label_key(name):
     return " ".join(name.casefold().split())
 
 
-def warn_about_labels(source, data):
+# Labels that spell a missing value, as pandas' read_csv reads them (its default na_values), and which a
+# spreadsheet or `df.to_csv` writes for an empty cell: each became a class of its own without a word. An empty
+# label (and JSON's null or NaN) is refused already, as a row without a label. pandas' "NA" and "None" are left
+# out: they are real classes often enough (North America; a toxicity or severity scale's "None") that a warning
+# would mislead, and a run is not refused for them either way.
+MISSING_LABELS = frozenset({"NaN", "nan", "-NaN", "-nan", "N/A", "n/a", "#N/A", "#N/A N/A", "#NA", "<NA>", "NULL",
+                            "null", "1.#IND", "-1.#IND", "1.#QNAN", "-1.#QNAN"})
+
+
+def warn_about_labels(source, data, label_column="label"):
     """Warns of which labels differ only in case or spaces ("Positive" and "positive"): each is a
-    class of its own, which a file joined from two sources makes without a word."""
+    class of its own, which a file joined from two sources makes without a word; and of labels that
+    spell a missing value (`MISSING_LABELS`: "NaN", "N/A"), each also a class of its own."""
+    counts = _class_counts([*data.train.labels, *data.val.labels, *data.test.labels], data.num_classes)
+    missing = {name: counts[i] for i, name in enumerate(data.label_names) if name in MISSING_LABELS}
+    if missing:
+        spelt = ", ".join(f"{name!r} ({count:,} row{'s' * (count != 1)})" for name, count in missing.items())
+        total = sum(missing.values())
+        warn(f"{source!r} has {total:,} row{'s' * (total != 1)} whose label in column {label_column!r} spells a "
+             f"missing value: {spelt}, each read as a class of its own; drop those rows or give them real labels.")
     groups = {}
     for name in data.label_names:
         groups.setdefault(_label_key(name), []).append(name)

@@ -425,7 +425,7 @@ def command_data(config, preset):
     data = split_as_trained(config)
     print(describe(data), flush=True)
     warn_about_duplicates(config.data, data)
-    warn_about_labels(config.data, data)
+    warn_about_labels(config.data, data, config.label_column)
     warn_about_imbalance(data, balanced=bool(preset.get("balance_classes")))
     warn_about_unscored_classes(data)
     return data
