@@ -246,18 +246,33 @@ def test_bad_input_is_one_clear_error(tmp_path, content, kwargs, match):
         load_classification_data(str(path), **kwargs)
 
 
-def test_a_tsv_text_that_starts_with_a_quote_is_refused_not_merged_with_the_rows_after_it(tmp_path):
+def test_a_tsv_text_that_starts_with_a_quote_is_read_as_written_not_merged_with_the_rows_after_it(tmp_path):
+    """Most tools write TSV unquoted: read with CSV quoting, `"Wow" is all I can say` lost its quotes, and a
+    quote never closed ran on to the next quote, rows later. A field quoted whole is still unquoted."""
     rows = [f"text {i}\t{'ab'[i % 2]}" for i in range(30)]
-    rows[3] = '"Great movie, said no one\tb'  # read as a quoted field that runs to the next quote, rows later
+    rows[3] = '"Great movie, said no one\tb'  # was read as a quoted field that ran to the next quote, rows later
     rows[9] = 'a "quoted" word\ta'
+    rows[12] = '"Wow" is all I can say\ta'  # was read as 'Wow is all I can say'
+    rows[15] = '"""Great"" movie, ""quoted"" whole"\t"b"'  # a quoted TSV (pandas, cedict.tsv.gz): unquoted
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    data = load_classification_data(str(tmp_path / "d.tsv"), val_fraction=0, test_fraction=0)
+    assert len(data.train) == 30 and data.label_names == ["a", "b"]
+    assert {'"Great movie, said no one', 'a "quoted" word', '"Wow" is all I can say',
+            '"Great" movie, "quoted" whole'} <= set(data.train.texts)
+    # The same texts as a .csv saved with tabs, and a TSV written by the csv module with its quoting.
+    (tmp_path / "d.csv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    assert load_classification_data(str(tmp_path / "d.csv"), val_fraction=0, test_fraction=0).train == data.train
+    with open(tmp_path / "q.tsv", "w", newline="") as f:
+        csv.writer(f, delimiter="\t", quoting=csv.QUOTE_ALL).writerows(
+            [("text", "label"), *(zip(data.train.texts, [data.label_names[i] for i in data.train.labels]))])
+    assert load_classification_data(str(tmp_path / "q.tsv"), val_fraction=0, test_fraction=0).train == data.train
+    # A quoted field that holds a tab is refused, not split into columns.
+    rows[3] = '"Great movie,\tsaid no one"\tb'
     (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
     with pytest.raises(UserInputError, match="data row 4 has a field with a tab or line break"):
         load_classification_data(str(tmp_path / "d.tsv"))
-    rows[3] = '"""Great movie, said no one"\tb'  # quoted whole, as the message says: read back as written
-    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
-    data = load_classification_data(str(tmp_path / "d.tsv"), val_fraction=0, test_fraction=0)
-    assert len(data.train) == 30 and {'"Great movie, said no one', 'a "quoted" word'} <= set(data.train.texts)
     # A text quoted whole that holds a line break is refused too; the fix was "quote such fields whole".
+    rows[3] = "text 3\tb"
     rows[5] = '"two\nlines"\ta'
     (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
     with pytest.raises(UserInputError, match="data row 6 has a field with a tab or line break in it, which a TSV text "

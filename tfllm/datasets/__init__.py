@@ -237,7 +237,7 @@ def iter_rows(path, empty_fix=None, text_column=None):
         try:
             # csv.reader, not DictReader: DictReader keeps the last of two columns of one name, and puts a row's
             # extra fields under the key None; both silently read the wrong text or label.
-            reader = csv.reader(lines, delimiter=delimiter)
+            reader = _TabSeparatedReader(lines) if delimiter == "\t" else csv.reader(lines, delimiter=delimiter)
             # "text, label" (a space after the comma, as people type it) named a column " label".
             header = [name.strip() for name in next((fields for fields in reader if fields), [])]
             while header and not header[-1]:  # "text,label," (a trailing delimiter) names no column
@@ -257,17 +257,15 @@ def iter_rows(path, empty_fix=None, text_column=None):
                 if not fields:  # a blank line
                     continue
                 number += 1
-                if delimiter == "\t" and any("\t" in v or "\n" in v for v in fields):
-                    # TSV files are read with CSV quoting (as pandas does; the bundled cedict.tsv.gz quotes). A
-                    # text that starts with a quote but is not quoted swallows the tabs and lines after it, and
-                    # with them rows.
-                    # Refused quoted whole too (it cannot be told from a stray quote), so the fix says so.
+                if delimiter == "\t" and reader.open_quote and len(fields) != len(header):
+                    # A quote that opens a field and is not closed in it, in a row of the wrong length: a quoted
+                    # field that holds a tab or a line break (with the right length, a text that starts with a
+                    # quote, read as written).
                     raise UserInputError(
                         f"{path!r} data row {number} has a field with a tab or line break in it, which a TSV text "
                         "cannot hold: replace them with spaces (or save the file as .csv, whose quoted fields may "
-                        'hold them). A field that starts with a quote (") is read as quoted up to the next quote: '
-                        'quote a text that starts with one whole, doubling the quotes inside ("""Great"" movie"), '
-                        "or remove the quote.")
+                        'hold them). Its field that starts with a quote (") is not closed by one before the tab '
+                        "or line break.")
                 # A text with an unquoted comma (tab) splits into fields that would become other columns; a
                 # line break in an unquoted text leaves rows short. Empty (or blank) fields past the header's
                 # are padding (spreadsheets write "a,b,,"), not data, and are dropped.
@@ -291,6 +289,45 @@ def iter_rows(path, empty_fix=None, text_column=None):
         f"Unsupported data file {path!r}: use .csv, .tsv, .jsonl or .json (optionally .gz) "
         "or a folder with one sub-folder of .txt files per label."
     )
+
+
+# A TSV field quoted whole, as the csv module (and pandas) write one: "a ""quoted"" word".
+_QUOTED_FIELD = re.compile(r'"((?:[^"]|"")*)"')
+_OPEN_QUOTE = re.compile(r'"(?:[^"]|"")*')  # a quote that opens a field and is never closed in it
+
+
+class _TabSeparatedReader:
+    """A TSV's rows as `csv.reader` gives them (lists of fields; [] for a blank line; `line_num`), a line each.
+
+    A field quoted whole (the bundled cedict.tsv.gz, pandas' `to_csv(sep="\t")`) is unquoted as the csv module
+    does; any other field is read as written. Most tools write TSV without quoting, and with CSV quoting a
+    review that starts with a quote lost it (`"Wow" is all I can say` read as `Wow is all I can say`), or one
+    whose quote is not closed swallowed the tabs and rows after it. A TSV field holds no tab or line break, so
+    each line is one row; `open_quote` says that the last row read has a field that opens a quote it does not
+    close (perhaps a quoted field that holds a tab or line break: `iter_rows` refuses it where the row's
+    length is wrong)."""
+
+    def __init__(self, lines):
+        self._lines = iter(lines)
+        self.line_num = 0
+        self.open_quote = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = next(self._lines)
+        self.line_num += 1
+        line = line[:-1] if line.endswith("\n") else line
+        line = line[:-1] if line.endswith("\r") else line
+        if "\r" in line:  # as the csv module says it, for iter_rows' message on old Mac line endings
+            raise csv.Error("new-line character seen in unquoted field")
+        if not line:
+            return []
+        fields = line.split("\t")
+        self.open_quote = any(_OPEN_QUOTE.fullmatch(field) for field in fields)
+        return [m.group(1).replace('""', '"') if (m := _QUOTED_FIELD.fullmatch(field)) else field
+                for field in fields]
 
 
 def _first_line(lines):
