@@ -59,6 +59,25 @@ def test_a_csv_separated_by_semicolons_or_tabs_reads_as_its_header_says(tmp_path
         load_classification_data(str(path))
 
 
+def test_a_semicolon_csv_whose_header_holds_a_comma_reads_with_semicolons(tmp_path):
+    """The delimiter was chosen from the header alone, a comma wherever it held one: 'review text, full;label'
+    was two comma columns, and every row 'has 1 field, the header has 2'."""
+    rows = [(f"text {i}, with a comma" if i % 3 == 0 else f"text {i}", "pos" if i % 2 else "neg") for i in range(80)]
+    for header, columns in (("review text, full;label", ("review text, full", "label")),
+                            ("text;label,extra", ("text", "label,extra"))):
+        path = tmp_path / "semi.csv"
+        path.write_text("\n".join([header] + [f"{t};{label}" for t, label in rows]) + "\n")
+        data = load_classification_data(str(path), text_column=columns[0], label_column=columns[1])
+        assert data.label_names == ["neg", "pos"], header
+        assert sorted(data.train.texts + data.val.texts + data.test.texts) == sorted(t for t, _ in rows)
+    # A comma file whose texts hold semicolons stays a comma file; one that fits no delimiter names its row.
+    path.write_text("text,label\n" + "".join(f"t {i}; and; more,{'ab'[i % 2]}\n" for i in range(30)))
+    assert load_classification_data(str(path)).label_names == ["a", "b"]
+    path.write_text("text,label\n" + "".join(f"t {i},{'ab'[i % 2]}\n" for i in range(30)) + "t;x\n")
+    with pytest.raises(UserInputError, match="data row 31 .*has 1 field, the header has 2"):
+        load_classification_data(str(path))
+
+
 def test_a_json_file_holding_an_array_of_objects_reads_as_json_lines_do(tmp_path):
     """`df.to_json("d.json", orient="records")` writes one array on one line: "line 1 is not a JSON object"."""
     objects = [{"text": text, "label": label} for text, label in ROWS]

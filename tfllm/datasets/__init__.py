@@ -227,11 +227,11 @@ def iter_rows(path, empty_fix=None, text_column=None):
             yield _json_object(path, _parse_json(path, line, f"line {number}"), f"line {number}", text_column)
         return
     if kind in ("csv", "tsv"):
+        # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
+        csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
         delimiter = "\t" if kind == "tsv" else ","
         if delimiter == ",":
             lines, delimiter = _csv_delimiter(lines)
-        # The csv module refuses fields over 128 KiB by default; a long document is a valid text.
-        csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
         kind, quote = {"\t": ("TSV", "tabs"), ",": ("CSV", 'commas ("a text, with a comma")'),
                        ";": ("CSV", 'semicolons ("a text; with a semicolon")')}[delimiter]
         try:
@@ -340,14 +340,52 @@ def _first_line(lines):
     return itertools.chain(ahead, lines), ahead[-1] if ahead else ""
 
 
+# The lines `_csv_delimiter` reads ahead to choose the delimiter (fewer where the file has fewer).
+DELIMITER_SAMPLE_LINES = 50
+
+
 def _csv_delimiter(lines):
     """(the lines, unread, and the delimiter) of a `.csv`: a comma, unless the header holds none but does hold
     semicolons (what Excel writes as "CSV" where the decimal mark is a comma) or tabs (a TSV saved as .csv).
-    Read with commas, such a header was one column ("text;label"), and the error offered it as a column name."""
+    Read with commas, such a header was one column ("text;label"), and the error offered it as a column name.
+
+    That guess is checked against the first rows: where they do not all read as the header does (a semicolon
+    file whose header holds a comma, "review text, full;label", read as two comma columns of which every row
+    filled one), the delimiter they do all read with (a comma, a semicolon or a tab, in that order) is taken.
+    Where none fits, the guess stands, and the row that does not fit it is named."""
     lines, header = _first_line(lines)
     if "," in header or not (";" in header or "\t" in header):
-        return lines, ","
-    return lines, max((";", "\t"), key=header.count)
+        guess = ","
+    else:
+        guess = max((";", "\t"), key=header.count)
+    lines, ahead = iter(lines), []
+    for line in lines:
+        ahead.append(line)
+        if len(ahead) == DELIMITER_SAMPLE_LINES:
+            break
+    whole = len(ahead) < DELIMITER_SAMPLE_LINES  # else the last row read may be cut short
+    lines = itertools.chain(ahead, lines)
+    if _rows_fit(ahead, guess, whole):
+        return lines, guess
+    return lines, next((d for d in (",", ";", "\t") if d != guess and _rows_fit(ahead, d, whole)), guess)
+
+
+def _rows_fit(sample, delimiter, whole):
+    """Whether the first lines of a file read with `delimiter` as `iter_rows` reads them: a header of at
+    least two columns and at least one row, every row with as many fields (or more, blank ones)."""
+    try:
+        rows = [fields for fields in csv.reader(sample, delimiter=delimiter) if fields]
+    except csv.Error:
+        return False
+    if not whole:
+        rows = rows[:-1]
+    if len(rows) < 2:
+        return False
+    header = [name.strip() for name in rows[0]]
+    while header and not header[-1]:
+        header.pop()
+    return len(header) > 1 and all(len(fields) >= len(header) and not any(f.strip() for f in fields[len(header):])
+                                   for fields in rows[1:])
 
 
 def _parse_json(path, text, where):
