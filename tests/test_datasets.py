@@ -78,6 +78,30 @@ def test_a_semicolon_csv_whose_header_holds_a_comma_reads_with_semicolons(tmp_pa
         load_classification_data(str(path))
 
 
+def test_a_column_that_names_each_rows_split_is_named_in_a_warning_when_not_read(tmp_path):
+    """A file's own train/validation/test column was ignored without a word unless --split-column named it:
+    a seeded split then trained on its test rows."""
+    path = tmp_path / "d.csv"
+    path.write_text("text,label,split\n" + "".join(
+        f"text {i},{'ab'[i % 2]},{(['train'] * 8 + ['validation', 'Test'])[i % 10]}\n"
+        for i in range(60)))
+    with pytest.warns(TfllmWarning) as caught:
+        data = load_classification_data(str(path))
+    assert [str(w.message) for w in caught] == [
+        f"{str(path)!r} has a column 'split' whose values (Test, train, validation) name each row's split, but it is "
+        "not read: the split is a seeded one. Pass split_column='split' to keep the file's split."]
+    assert len(data.test) == 6  # the seeded split, as before: the warning says so, the split is not changed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TfllmWarning)
+        assert len(load_classification_data(str(path), split_column="split").test) == 6
+        # A model's labels: a file scored whole (it has --split-column to score a split) is not warned of.
+        load_classification_data(str(path), label_names=["a", "b"])
+        # A column of split names and others (or of train alone) is not a split column.
+        path.write_text("text,label,kind\n" + "".join(f"text {i},{'ab'[i % 2]},{['train', 'test', 'other'][i % 3]}\n"
+                                                       for i in range(60)))
+        load_classification_data(str(path))
+
+
 def test_a_json_file_holding_an_array_of_objects_reads_as_json_lines_do(tmp_path):
     """`df.to_json("d.json", orient="records")` writes one array on one line: "line 1 is not a JSON object"."""
     objects = [{"text": text, "label": label} for text, label in ROWS]

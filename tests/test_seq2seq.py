@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import warnings
 
 import keras
 import keras_hub
@@ -290,6 +291,20 @@ def test_seeded_split_without_a_split_column(pairs_csv):
     a, b = load_pair_data(pairs_csv, "zh", "en", seed=7), load_pair_data(pairs_csv, "zh", "en", seed=7)
     assert a.test.sources == b.test.sources
     assert (len(a.train), len(a.val), len(a.test)) == (240, 30, 30)
+
+
+def test_a_pairs_column_that_names_each_rows_split_is_named_in_a_warning_when_not_read(tmp_path):
+    """As for classification: a file's own split column was ignored without a word for a seeded split."""
+    path = write_csv(tmp_path / "p.csv", [(zh, en, "dev" if i % 10 == 8 else "test" if i % 10 == 9 else "train")
+                                          for i, (zh, en) in enumerate(make_pairs(50))], header=("zh", "en", "split"))
+    with pytest.warns(TfllmWarning, match=r"p.csv' has a column 'split' whose values \(dev, test, train\) name each "
+                                          r"row's split, but it is not read: the split is a seeded one. Pass "
+                                          r"split_column='split' to keep the file's split."):
+        load_pair_data(path, "zh", "en", warn_split=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TfllmWarning)
+        load_pair_data(path, "zh", "en", split_column="split", warn_split=True)
+        load_pair_data(path, "zh", "en")  # a run's own data read again to be scored: split as it was trained
 
 
 def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(tmp_path):

@@ -482,6 +482,27 @@ def _read_folder(path):
     return rows
 
 
+def warn_about_unused_split_column(rows, used, path, flag="--split-column"):
+    """Warns where no split column was given and a column other than `used` (the columns read) names each row's
+    split (train and val or test, all of its values split names; "split", "set", "fold"...): the file's own split
+    was ignored without a word for a seeded one, so test rows were trained on. Not taken as the split unasked:
+    a run trained on such a file split it by seed, and is split the same way again to be resumed or scored."""
+    names = {*SPLITS, *_SPLIT_ALIASES}
+    for column in dict.fromkeys(key for row in rows[:1] for key in row if key not in used and key is not None):
+        values = set()
+        for row in rows:  # stops at the first value that names no split (a text column)
+            value = str(row.get(column, "")).strip().lower()
+            if value not in names:
+                values = None
+                break
+            values.add(value)
+        if values and "train" in values and len(values) > 1:
+            shown = ", ".join(sorted({str(row.get(column)).strip() for row in rows}, key=str.lower)[:5])
+            warn(f"{path!r} has a column {column!r} whose values ({shown}) name each row's split, but it is not "
+                 f"read: the split is a seeded one. Pass {flag} {column!r} to keep the file's split.")
+            return
+
+
 def _column(rows, column, what, path):
     # Any row: a JSONL object may leave a key out (rows[0] without "label" said the file had no label column).
     if rows and not any(column in row for row in rows):
@@ -598,6 +619,8 @@ def load_classification_data(
                              "train, val or test.")
     texts = _column(rows, text_column, "text", path)
     label_values = _column(rows, label_column, "label", path)
+    if split_column is None and label_names is None:  # training data (a scored file without one is read whole)
+        warn_about_unused_split_column(rows, (text_column, label_column), path)
     raw_labels = [_label_text(v) for v in label_values]
     splits = _column(rows, split_column, "split", path) if split_column else None
 

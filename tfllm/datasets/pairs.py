@@ -24,7 +24,7 @@ import os
 import random
 
 from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _column, _first_line, _read_rows, bundled_path, is_text_file,
-                            read_lines, read_texts, refuse_plain_text)
+                            read_lines, read_texts, refuse_plain_text, warn_about_unused_split_column)
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -106,8 +106,9 @@ def read_sources(path, column, named=False):
     return (row[field].strip() for row in rows)
 
 
-def _read_columns(source, source_column, target_column, split_column, reference_separator):
-    """The checked source, target (and split) columns of a bundled name or a file, with the names it used."""
+def _read_columns(source, source_column, target_column, split_column, reference_separator, warn_split=False):
+    """The checked source, target (and split) columns of a bundled name or a file, with the names it used;
+    `warn_split`: warn of a column that names each row's split where no `split_column` is given."""
     if source in BUNDLED_PAIRS:
         filename, options = BUNDLED_PAIRS[source]
         path = bundled_path(filename)
@@ -138,6 +139,8 @@ def _read_columns(source, source_column, target_column, split_column, reference_
     sources = _column(rows, source_column, "source", path)
     targets = _column(rows, target_column, "target", path)
     splits = _column(rows, split_column, "split", path) if split_column else None
+    if warn_split and not split_column:
+        warn_about_unused_split_column(rows, (source_column, target_column), path)
     for texts, column, what in ((sources, source_column, "source"), (targets, target_column, "target")):
         # A JSON list or number is not empty: 'Remove or fill them' named the wrong fix for it.
         other = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
@@ -213,7 +216,7 @@ def read_pairs(source, source_column=None, target_column=None, reference_separat
 
 def load_pair_data(source, source_column=None, target_column=None, split_column=None, seed=1337,
                    val_fraction=0.1, test_fraction=0.1, max_rows=None, reference_separator=None,
-                   group_sources=False):
+                   group_sources=False, warn_split=False):
     """Loads (source, references) pairs and splits them into train/val/test.
 
     Args:
@@ -228,12 +231,14 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
             `english`: "/"). The first reference is the training target.
         group_sources: keep the rows of one source together (see the module's docstring). Without it
             (the runs trained before it), rows are dealt one by one, as those runs split them.
+        warn_split: without a `split_column`, warn of a column that names each row's split (training's data:
+            a run's own data, read again to be scored, was split as it was trained).
 
     Returns:
         `PairData`.
     """
     path, sources, targets, splits, source_column, target_column, reference_separator = _read_columns(
-        source, source_column, target_column, split_column, reference_separator)
+        source, source_column, target_column, split_column, reference_separator, warn_split)
     if len(sources) < 2:
         raise UserInputError(f"{path!r} has a single pair; translation needs many pairs to learn from "
                              "(hundreds at least) and a few to test on.")

@@ -92,12 +92,13 @@ def translation_preset(config):
     return preset
 
 
-def load_data(config, preset=None):
-    """The pairs exactly as the training run split them (train, evaluate)."""
+def load_data(config, preset=None, training=False):
+    """The pairs exactly as the training run split them (train, evaluate); `training`: warn of what
+    misleads in them (a split column not read), as training reads them."""
     return load_pair_data(config.data, source_column=config.source_column, target_column=config.target_column,
                           split_column=config.split_column, seed=config.seed, max_rows=config.max_rows,
                           reference_separator=(preset or {}).get("reference_separator"),
-                          group_sources=(preset or {}).get("group_sources", False))
+                          group_sources=(preset or {}).get("group_sources", False), warn_split=training)
 
 
 def run_data(config, recipe, needs, instead=""):
@@ -266,7 +267,7 @@ def train_seq2seq(config, verbose="auto"):
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     common.check_run_dir(config)
-    data = load_data(config, preset)
+    data = load_data(config, preset, training=True)
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
