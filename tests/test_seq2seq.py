@@ -307,6 +307,35 @@ def test_a_pairs_column_that_names_each_rows_split_is_named_in_a_warning_when_no
         load_pair_data(path, "zh", "en")  # a run's own data read again to be scored: split as it was trained
 
 
+def test_translation_training_prints_its_data_line_and_warns_of_a_split_of_one_source(tmp_path, capsys, monkeypatch):
+    """A classifier's training prints 'Data: ...' as soon as its data is split; a translation's printed nothing,
+    nor said that its validation or test split held a single source text (chrF of one sentence)."""
+    from tfllm.datasets.pairs import describe, warn_about_data
+    from tfllm.errors import UserInputError as Stop
+    from tfllm.training import seq2seq
+
+    path = write_csv(tmp_path / "p.csv", [(zh, en, "val" if i == 0 else "test" if i < 4 else "train")
+                                          for i, (zh, en) in enumerate(make_pairs(40, seed=3))],
+                     header=("zh", "en", "split"))
+    data = load_pair_data(path, "zh", "en", split_column="split", group_sources=True)
+    assert describe(data) == (f"Data: {len(data.train)} training pairs, val/test 1/{len(data.test)} source texts, "
+                              "'zh' -> 'en'")
+    with pytest.warns(TfllmWarning) as caught:
+        warn_about_data("p.csv", data)
+    assert [str(w.message) for w in caught] == [
+        f"'p.csv' gives only 1 validation source text and {len(data.test)} test source texts: one more or less right "
+        "moves the figures by 100 points, so they are mostly noise. Give it more data (a seeded split holds out a "
+        "tenth for each), or more rows of those splits in its split_column."]
+    # The command prints both before anything is trained (stopped here, where the run directory is made).
+    monkeypatch.setattr(seq2seq.runs, "prepare", lambda *a, **k: (_ for _ in ()).throw(Stop("stopped")))
+    code = cli.main(["train", "--task", "translate", "--data", path, "--source-column", "zh", "--target-column", "en",
+                     "--split-column", "split", "--preset", "tiny", "--run-dir", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert code == 2 and describe(data) in out.splitlines()
+    assert "warning: " in err and "p.csv' gives only 1 validation source text" in err
+    assert "in its --split-column." in err
+
+
 def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(tmp_path):
     """The Tatoeba/Anki files the keras.io translation examples read (`spa.txt`: English, a tab, the translation, a
     tab, the attribution): they said "Name the columns", then "plain text ... without a source and a target column"."""

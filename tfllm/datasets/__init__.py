@@ -751,6 +751,22 @@ def describe(data):
             f"{data.num_classes} classes")
 
 
+# A validation or test split of fewer than this many rows (a translation's: source texts) is warned of: one row
+# more or less right moves its figures by 10 points or more, and early stopping follows that noise.
+SMALL_SPLIT = 10
+
+
+def warn_about_small_splits(source, data, unit="row"):
+    """Warns of a validation or test split of `data` (anything with `.val` and `.test`) with fewer than
+    SMALL_SPLIT of `unit` in it: its figures are mostly noise (an empty split is refused before this)."""
+    small = [(name, n) for name, n in (("validation", len(data.val)), ("test", len(data.test))) if 0 < n < SMALL_SPLIT]
+    if small:
+        sizes = " and ".join(f"{n} {name} {unit}{'s' * (n != 1)}" for name, n in small)
+        warn(f"{source!r} gives only {sizes}: one more or less right moves the figures by "
+             f"{100 // min(n for _, n in small)} points, so they are mostly noise. Give it more data (a seeded split "
+             "holds out a tenth for each), or more rows of those splits in its --split-column.")
+
+
 def warn_about_duplicates(source, data):
     """Warns of how many held-out texts are also training texts: duplicate rows of a file, which
     a seeded split scatters across the splits, make the test figures optimistic."""
