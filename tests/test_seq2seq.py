@@ -310,7 +310,8 @@ def test_a_pairs_column_that_names_each_rows_split_is_named_in_a_warning_when_no
 def test_translation_training_prints_its_data_line_and_warns_of_a_split_of_one_source(tmp_path, capsys, monkeypatch):
     """A classifier's training prints 'Data: ...' as soon as its data is split; a translation's printed nothing,
     nor said that its validation or test split held a single source text (chrF of one sentence)."""
-    from tfllm.datasets.pairs import describe, warn_about_data
+    from tfllm.datasets import warn_about_small_splits
+    from tfllm.datasets.pairs import describe
     from tfllm.errors import UserInputError as Stop
     from tfllm.training import seq2seq
 
@@ -321,7 +322,7 @@ def test_translation_training_prints_its_data_line_and_warns_of_a_split_of_one_s
     assert describe(data) == (f"Data: {len(data.train)} training pairs, val/test 1/{len(data.test)} source texts, "
                               "'zh' -> 'en'")
     with pytest.warns(TfllmWarning) as caught:
-        warn_about_data("p.csv", data)
+        warn_about_small_splits("p.csv", data, "source text")
     assert [str(w.message) for w in caught] == [
         f"'p.csv' gives only 1 validation source text and {len(data.test)} test source texts: one more or less right "
         "moves the figures by 100 points, so they are mostly noise. Give it more data (a seeded split holds out a "

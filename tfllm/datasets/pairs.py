@@ -24,8 +24,7 @@ import os
 import random
 
 from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _column, _first_line, _read_rows, bundled_path, is_text_file,
-                            read_lines, read_texts, refuse_plain_text, warn_about_small_splits,
-                            warn_about_unused_split_column)
+                            read_lines, read_texts, refuse_plain_text, warn_about_unused_split_column)
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -65,12 +64,6 @@ def describe(data):
     once, against all of its translations)."""
     return (f"Data: {len(data.train):,} training pairs, val/test {len(data.val):,}/{len(data.test):,} source texts, "
             f"{data.source_column!r} -> {data.target_column!r}")
-
-
-def warn_about_data(source, data):
-    """Warns (on stderr, before training) of what may mislead in a translation's split: a validation or test
-    split of a few source texts, whose chrF and exact match are noise (`tfllm.datasets.warn_about_small_splits`)."""
-    warn_about_small_splits(source, data, "source text")
 
 
 def _split_references(text, separator):

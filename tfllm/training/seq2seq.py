@@ -19,8 +19,8 @@ from keras import ops
 
 from tfllm import runs, tokenizers
 from tfllm.data import preprocess, untuned
-from tfllm.datasets import same_data
-from tfllm.datasets.pairs import BUNDLED_PAIRS, describe, load_pair_data, read_pairs, read_split, warn_about_data
+from tfllm.datasets import same_data, warn_about_small_splits
+from tfllm.datasets.pairs import BUNDLED_PAIRS, describe, load_pair_data, read_pairs, read_split
 from tfllm.errors import UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor
@@ -269,7 +269,7 @@ def train_seq2seq(config, verbose="auto"):
     common.check_run_dir(config)
     data = load_data(config, preset, training=True)
     print(describe(data), flush=True)
-    warn_about_data(config.data, data)
+    warn_about_small_splits(config.data, data, "source text")  # chrF and exact match of a few are noise
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
