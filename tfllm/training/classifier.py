@@ -24,7 +24,7 @@ from tfllm import runs, tokenizers
 from tfllm.config import CODE_POINT_VIEWS
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
                             split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels,
-                            warn_about_unscored_classes)
+                            warn_about_small_splits, warn_about_unscored_classes)
 from tfllm.errors import UserInputError, warn
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -428,6 +428,7 @@ def command_data(config, preset):
     warn_about_labels(config.data, data, config.label_column)
     warn_about_imbalance(data, balanced=bool(preset.get("balance_classes")))
     warn_about_unscored_classes(data)
+    warn_about_small_splits(config.data, data)
     return data
 
 
