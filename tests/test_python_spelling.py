@@ -53,6 +53,13 @@ def test_a_missing_column_says_which_argument_to_pass(tmp_path):
     ("that run: tfllm train --task classify --from-preset runs/x. Or --epochs 3.",
      "that run: tfllm train --task classify --from-preset runs/x. Or epochs=3."),
     ("its columns are ['--a', 'b'].", "its columns are ['--a', 'b']."),  # a user's column name, as it is
+    # A command that is one Python call with the same arguments becomes that call.
+    ("Use `tfllm generate runs/a PROMPT` for a text generator.", "Use `tfllm.generate('runs/a', [PROMPT])` for a text generator."),
+    ("Use `tfllm translate 'my runs/x' TEXT`.", "Use `tfllm.translate('my runs/x', [TEXT])`."),
+    ('e.g. `tfllm predict runs/r "a joyous, moving film"`', 'e.g. `tfllm.predict(\'runs/r\', ["a joyous, moving film"])`'),
+    ("see `tfllm evaluate runs/r`", "see `tfllm.evaluate('runs/r')`"),
+    ("`tfllm explain RUN TEXT`", "`tfllm.explain(RUN, TEXT)`"),
+    ("`tfllm generate runs/a PROMPT --seed 1`", "`tfllm generate runs/a PROMPT --seed 1`"),  # flags: as typed
 ])
 def test_python_spelling(flags, python):
     assert errors.python_spelling(flags) == python

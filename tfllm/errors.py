@@ -91,11 +91,31 @@ def _python_flag(match):
     return f"{said}{name}{'=...' if said else ''}{rest}"  # "Pass text_column=... with one of them"
 
 
+# A command whose Python call takes the same arguments (`tfllm generate RUN PROMPT` -> `tfllm.generate(RUN,
+# [PROMPT])`): a run and, where it takes texts, one text; no flags. Arguments are shell words: a placeholder
+# (PROMPT), a plain path, or a quoted text.
+_WORD = r"""(?:'[^']*'|"[^"]*"|[^\s`'"-][^\s`'"]*)"""
+_SIMPLE_COMMAND = re.compile(rf"`tfllm (?P<command>predict|generate|translate|explain|evaluate) (?P<run>{_WORD})"
+                             rf"(?: (?P<text>{_WORD}))?`")
+
+
+def _python_call(match):
+    run, text, command = match["run"], match["text"], match["command"]
+    run = run if run[0] in "'\"" or re.fullmatch(r"[A-Z][A-Z_]*", run) else repr(run)
+    if text is None:
+        return f"`tfllm.{command}({run})`" if command == "evaluate" else match[0]
+    if command == "evaluate":
+        return match[0]
+    return f"`tfllm.{command}({run}, {text if command == 'explain' else f'[{text}]'})`"
+
+
 def python_spelling(message):
     """`message`, written with a command's flags, with the names a Python caller gives instead:
     `--overwrite` -> `overwrite=True`, `--max-rows 400` -> `max_rows=400`, `--set dropout=0.2` ->
-    `overrides={'dropout': 0.2}`, `--text-column` -> `text_column` ("pass text_column=..."), leaving commands
-    to type (`tfllm train --data DATA`) as they are."""
+    `overrides={'dropout': 0.2}`, `--text-column` -> `text_column` ("pass text_column=..."), a command that
+    is one Python call with the same arguments (`tfllm generate RUN PROMPT`) -> that call, leaving other
+    commands to type (`tfllm train --data DATA`) as they are."""
+    message = _SIMPLE_COMMAND.sub(_python_call, message)
     kept, parts, start = _COMMAND.finditer(message), [], 0
     for command in kept:
         parts += [_FLAG.sub(_python_flag, message[start:command.start()]), command[0]]

@@ -474,7 +474,7 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
     (`dtype`: as `runs.load_task`'s)."""
     task = runs.task_of(run_dir)
     if task == "translate":
-        raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES[task]}: use `tfllm translate {run_dir} TEXT`.")
+        raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES[task]}: use `tfllm translate {runs.shell_path(run_dir)} TEXT`.")
     if task == "classify" or (task == "pretrain" and runs.read_config(run_dir).get("objective") != "causal"):
         raise UserInputError(
             f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "

@@ -98,8 +98,8 @@ def _check_words(texts, ids, unknown_id, run_dir, offset):
         first = next(tokens, None)
         if first is None:
             raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
-                                 "space characters); pass the texts to classify, e.g. tfllm predict "
-                                 f"{runs.shell_path(run_dir)} \"a joyous, moving film\".")
+                                 "space characters); pass the texts to classify, e.g. `tfllm predict "
+                                 f"{runs.shell_path(run_dir)} \"a joyous, moving film\"`.")
         if unknown_id is not None and first == unknown_id and all(t == unknown_id for t in tokens):
             # Not "words never seen in training": a small vocabulary (`--preset tiny`'s) cannot spell words
             # that training had plenty of.
