@@ -382,8 +382,8 @@ GENERATION = [
     """),
     code("""
         QUICK_OVERRIDES = dict(
-            num_layers=2, hidden_dim=64, intermediate_dim=256, sequence_length=32, batch_size=16,
-            window_keep=24,  # past the context, keep 3/4 of it as the preset does (48 of 64)
+            num_layers=2, hidden_dim=64, intermediate_dim=256, batch_size=16,
+            sequence_length=32,  # past the context generation keeps 3/4 of it, as the preset does (24 of 32, 48 of 64)
             steps=600, eval_interval=200, eval_windows=64, warmup_steps=20, learning_rate=3e-3, min_learning_rate=3e-4,
             jit_compile=False,  # XLA pays for its compile time over 2,000 steps, not over 600
         )

@@ -77,6 +77,17 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
         assert not os.path.exists(tmp_path / "s")
 
 
+def test_a_window_keep_longer_than_the_window_is_refused_before_training(tmp_path, capsys):
+    # It was a traceback of the model class (exit 1), after the data was read and tokenized.
+    result = main_in_process(capsys, "train", "--task", "generate", "--data", "shakespeare", "--preset", "nanogpt-cpu",
+                             "--set", "sequence_length=32", "--set", "window_keep=48", "--steps", "10",
+                             "--run-dir", tmp_path / "r")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert ("--set window_keep=48 does not fit --set sequence_length=32" in result.stderr
+            and "(from 1 to 31)" in result.stderr), result.stderr
+    assert not os.path.exists(tmp_path / "r")
+
+
 def test_generate_with_a_run_directory_and_no_prompt_says_the_prompt_is_missing(tmp_path, capsys):
     """argparse fills the required prompt first, so `tfllm generate RUN` was told to pass the RUN_DIR it passed."""
     from lm_utils import write_records

@@ -373,6 +373,32 @@ def test_overrides_of_the_right_kind_are_kept():
     assert steps == 1000 and isinstance(steps, int)
 
 
+@pytest.mark.parametrize("length, keep", [(32, 24), (48, 36), (128, 96), (2, 1), (1, None)])
+def test_a_shorter_window_keeps_the_recipes_share_of_it_when_generation_refills(length, keep):
+    # nanogpt-cpu keeps 48 of its 64 tokens; --set sequence_length=32 alone kept 48 and failed in the model class.
+    for name in ("nanogpt-cpu", "default"):
+        preset = resolve_preset("generate", name, {"sequence_length": length})
+        assert (preset["sequence_length"], preset["window_keep"]) == (length, keep)
+    assert resolve_preset("generate", "nanogpt-cpu", {"sequence_length": 32, "window_keep": 8})["window_keep"] == 8
+    assert resolve_preset("generate", "tiny", {"sequence_length": 8})["window_keep"] is None  # the exact crop stays
+
+
+def test_a_window_keep_that_does_not_fit_the_window_names_both_settings():
+    from tfllm.models import CausalLM
+
+    preset = resolve_preset("generate", "nanogpt-cpu", {"sequence_length": 32, "num_layers": 1, "hidden_dim": 8,
+                                                        "intermediate_dim": 8, "num_heads": 1})
+    assert CausalLM.from_args(**{**preset, "vocabulary_size": 20}).window_keep == 24  # the model takes it
+    for overrides, message in (
+            ({"sequence_length": 32, "window_keep": 48},
+             r"overrides=\{'window_keep': 48\} does not fit overrides=\{'sequence_length': 32\}: .*\(from 1 to 31\)"),
+            ({"window_keep": 64}, r"overrides=\{'window_keep': 64\} does not fit the recipe's sequence_length 64: "
+                                  r".*\(from 1 to 63\)"),
+            ({"window_keep": 0}, r"\(from 1 to 63\)")):
+        with pytest.raises(UserInputError, match=message):
+            resolve_preset("generate", "nanogpt-cpu", overrides)
+
+
 def test_every_setting_the_training_code_reads_can_be_overridden():
     # The list of known settings is kept by hand; this fails when training
     # code starts reading a setting that an override would be refused for.

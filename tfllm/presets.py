@@ -415,7 +415,31 @@ def resolve_preset(task, name, overrides=None):
         hint = f" Did you mean {close[0]!r}?" if close else f" Known settings: {', '.join(sorted(known))}."
         raise UserInputError(f"Unknown setting(s) {', '.join(map(repr, unknown))} for task {task!r}.{hint}")
     preset = dict(presets[name])
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            preset[key] = checked_setting(task, key, value)
+    given = {key for key, value in (overrides or {}).items() if value is not None}
+    for key in given:
+        preset[key] = checked_setting(task, key, overrides[key])
+    return _fit_window_keep(preset, presets[name], given)
+
+
+def _fit_window_keep(preset, shipped, given):
+    """`preset` with a `window_keep` (the tokens a generator re-encodes when its window is full) that fits its
+    `sequence_length`: between 1 and sequence_length - 1. A recipe's 48 of a 64-token window failed as a bare
+    ValueError of the model class once --set sequence_length=48 or less was given."""
+    keep, length = preset.get("window_keep"), preset.get("sequence_length")
+    if keep is None or length is None:  # exact crops (the tiny recipe), or no generation recipe
+        return preset
+    if "window_keep" in given:
+        if not 1 <= keep <= length - 1:
+            window = (f"--set sequence_length={length}" if "sequence_length" in given
+                      else f"the recipe's sequence_length {length}")
+            fits = f"from 1 to {length - 1}" if length > 1 else "none: a window of 1 token keeps nothing"
+            raise UserInputError(f"--set window_keep={keep} does not fit {window}: the tokens generation re-encodes "
+                                 f"when the window is full number at least 1 and fewer than the window ({fits}). Set window_keep in "
+                                 "that range, or leave it out to keep the recipe's share of the window.")
+    elif "sequence_length" in given:
+        # The recipe's window_keep was chosen for its own window (48 of 64): keep the same share of the new window
+        # (24 of 32, 96 of 128), at least 1 and at most sequence_length - 1; a window of 1 token keeps nothing
+        # (None: the exact crop, re-encoding sequence_length - 1 = 0 tokens).
+        share = shipped["window_keep"] / shipped["sequence_length"]
+        preset["window_keep"] = min(max(1, round(share * length)), length - 1) if length > 1 else None
     return preset
