@@ -474,15 +474,19 @@ GENERATION = [
         ## Generate with each sampler
 
         `Generator` runs KerasHub's cached decoding loop: greedy takes the most
-        likely character, `top_k` samples among the 50 most likely, `top_p`
-        among the smallest set holding 90% of the probability, `random` from
-        the whole distribution, and `beam` keeps the 4 most likely continuations.
-        The same seed gives the same text.
+        likely character, `top_k` samples among the 50 most likely (`top_k=50`;
+        the default, 200, is more than this vocabulary has, so it would sample
+        as `random` does), `top_p` among the smallest set holding 90% of the
+        probability, `random` from the whole distribution, and `beam` keeps the
+        4 most likely continuations. `top_k`, `top_p` and `random` draw at
+        temperature 0.8 (`tfllm generate`'s default; the next section shows what
+        temperature does). The same seed gives the same text.
     """),
     code("""
         generator = Generator(model, tokenizer, jit_compile=preset["jit_compile"])
         for sampler in SAMPLERS:
-            text = generator.generate([PROMPT], max_new_tokens=NEW_TOKENS, sampler=sampler, seed=0)[0]
+            text = generator.generate([PROMPT], max_new_tokens=NEW_TOKENS, sampler=sampler, temperature=0.8, top_k=50,
+                                      top_p=0.9, seed=0)[0]
             print(f"--- {sampler}\\n{PROMPT}{text}\\n")
     """),
     md("""
