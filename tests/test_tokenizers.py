@@ -48,6 +48,17 @@ def test_character_tokenizer_detokenizes_and_keeps_specials_fixed():
     assert tokenizer.detokenize(ids).numpy().tolist() == [b"cab", b"ab"]
 
 
+def test_the_character_tokenizer_is_built_without_keras_warning_of_a_missing_build(recwarn):
+    # train_classifier(tokenizer="char") printed Keras's "`build()` was called on layer 'character_tokenizer', however
+    # the layer does not have a `build()` method implemented": tfllm.data builds every preprocessor layer it runs.
+    from tfllm import data as data_lib
+
+    tokenizer = train_tokenizer(ENGLISH, "char", vocabulary_size=100)
+    ragged = data_lib.preprocess(["great fun", "dull"], tokenizer)
+    assert tokenizer.built and [len(ids) for ids in ragged] == [9, 4]
+    assert not [w for w in recwarn if "build()" in str(w.message)], [str(w.message) for w in recwarn]
+
+
 def test_the_cjk_list_is_keras_hubs():
     import re
 

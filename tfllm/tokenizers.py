@@ -229,6 +229,12 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
         self._id_to_token = tf.constant(self._vocabulary_list)
         self._update_special_token_ids()
 
+    def build(self, input_shape=None):
+        # Nothing to build: the lookup table is made with the vocabulary. Defined so that `build(None)`
+        # (tfllm.data.tensorflow_path's, on every preprocessor layer) marks it built without Keras's
+        # UserWarning that the layer "does not have a `build()` method implemented".
+        pass
+
     def get_vocabulary(self):
         return list(self._vocabulary_list)
 
