@@ -252,6 +252,36 @@ def test_folder_per_label(tmp_path):
         load_classification_data(str(tmp_path))
 
 
+def test_labels_and_fractions_of_the_wrong_kind_are_refused(tmp_path):
+    path = write_csv(tmp_path / "d.csv")
+    # A str was read a character at a time: "The labels asked for (['p', 'o', 's', ',', ...])".
+    with pytest.raises(UserInputError, match=r"^labels must be a list or a tuple, got str 'pos,neg' "
+                                             r"\(e.g. \['pos', 'neg'\]\)\.$"):
+        load_classification_data(path, labels="pos,neg")
+    with pytest.raises(UserInputError, match=r"^label_names must be a list or a tuple, got str 'neg'"):
+        load_classification_data(path, label_names="neg")
+    # Held-out shares that left no training rows (0.2 + 0.9: an empty train split, without a word), or none at all.
+    for val, test, message in ((0.2, 0.9, r"val_fraction \(0.2\) and test_fraction \(0.9\) add up to 1.1, which "
+                                          r"leaves no rows to train on"),
+                               (0.5, 0.5, r"add up to 1.0, which leaves no rows"),
+                               (-0.1, 0.1, r"^val_fraction must be a number from 0 to 1 .*got -0.1"),
+                               (0.1, 10, r"^test_fraction must be a number from 0 to 1 .*got 10"),
+                               (0.1, "0.1", r"^test_fraction must be a number .*got '0.1'")):
+        with pytest.raises(UserInputError, match=message):
+            load_classification_data(path, val_fraction=val, test_fraction=test)
+    # A file scored by a trained model may be held out whole (tfllm evaluate --data OTHER.csv).
+    scored = load_classification_data(path, label_names=["neg", "pos"], val_fraction=0.0, test_fraction=1.0)
+    assert (len(scored.train), len(scored.val), len(scored.test)) == (0, 0, 60)
+
+
+def test_rows_held_in_memory_are_told_to_be_saved_to_a_file():
+    # A list of (text, label) rows was a TypeError ("unhashable type: 'list'"); TrainConfig(data=...)'s message.
+    with pytest.raises(UserInputError, match=r"^load_classification_data's source must be a file or folder path or a "
+                                             r"bundled name, got list \[\('a fine film', 'pos'\)\]\. Save texts "
+                                             r"held in memory to a file first \(pandas: `df.to_csv"):
+        load_classification_data([("a fine film", "pos")])
+
+
 def test_split_column_is_respected(tmp_path):
     path = tmp_path / "d.csv"
     rows = [f"t{i},{'a' if i % 2 else 'b'},{['train', 'validation', 'test'][i % 3]}" for i in range(30)]

@@ -13,12 +13,15 @@ import hashlib
 import importlib.resources
 import itertools
 import json
+import numbers
 import os
 import random
 import re
+import reprlib
 import sys
 import zlib
 
+from tfllm.config import data_path
 from tfllm.errors import UserInputError, warn
 
 SPLITS = ("train", "val", "test")
@@ -557,6 +560,21 @@ def _stratified_split(indices_by_label, seed, val_fraction, test_fraction):
     return {name: sorted(v) for name, v in out.items()}
 
 
+def _check_fractions(val_fraction, test_fraction, training):
+    """A UserInputError unless the held-out fractions are numbers from 0 to 1 that leave rows to train on (a
+    `training` split; data scored by a trained model may all be held out): val_fraction=0.2, test_fraction=0.9
+    gave an empty training split without a word."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+            raise UserInputError(f"{name} must be a number from 0 to 1 (the share of each class's rows it holds "
+                                 f"out), got {value!r}.")
+    total = val_fraction + test_fraction
+    if total > 1 or training and total >= 1:
+        raise UserInputError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) add up to "
+                             f"{round(total, 6)}, which leaves no rows to train on; give fractions that add up to "
+                             "less than 1 (the defaults hold out 0.1 each).")
+
+
 def load_classification_data(
     source,
     text_column="text",
@@ -574,21 +592,31 @@ def load_classification_data(
     Args:
         source: a bundled name (`rotten_tomatoes`, `rotten_tomatoes_3class`), a
             `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`), or a folder with
-            one sub-folder of `.txt` files per label.
+            one sub-folder of `.txt` files per label (not data held in memory: save
+            it to a file).
         text_column, label_column: column names in the file.
         split_column: column holding train/val/test; without it a seeded,
             stratified split is made.
-        labels: keep only rows with these labels, in this order (the order
+        labels: a list: keep only rows with these labels, in this order (the order
             fixes the label ids; for two labels the second is the positive one).
         label_names: an existing label vocabulary (evaluating a trained model);
             labels outside it are an error.
+        val_fraction, test_fraction: the share of each class held out for
+            validation and for test where a split column does not name them; each from 0 to 1,
+            together less than 1.
         max_rows: keep a seeded, stratified sample of this many rows.
 
     Returns:
         `ClassificationData` with integer label ids and `label_names`.
     """
-    if isinstance(source, os.PathLike):  # a notebook's pathlib.Path: the file or folder it names
-        source = os.fspath(source)
+    # A notebook's pathlib.Path is the file or folder it names; rows held in memory (a list, a DataFrame) were a
+    # TypeError ("unhashable type: 'list'"): TrainConfig(data=...)'s message, to save them to a file.
+    source = data_path(source, "load_classification_data's source")
+    for name, value in (("labels", labels), ("label_names", label_names)):
+        if value is not None and not isinstance(value, (list, tuple)):  # "pos,neg" was read a character at a time
+            raise UserInputError(f"{name} must be a list or a tuple, got {type(value).__name__} {reprlib.repr(value)}"
+                                 + (f" (e.g. {value.split(',')!r})" if isinstance(value, str) else "") + ".")
+    _check_fractions(val_fraction, test_fraction, training=label_names is None)
     asked = bool(labels)  # the caller's --labels, not a bundled dataset's own choice (said when it drops rows)
     own_labels = None  # the labels a bundled dataset keeps unless told (rotten_tomatoes leaves its plots out)
     if source in BUNDLED:
