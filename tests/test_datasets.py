@@ -252,6 +252,37 @@ def test_folder_per_label(tmp_path):
         load_classification_data(str(tmp_path))
 
 
+def test_a_folder_of_runs_or_presets_is_refused_not_read_as_classes(tmp_path):
+    # load_classification_data("runs") read each run's assets/tokenizer/vocabulary.txt (two levels down) as the one
+    # text of a class named after the run. Label folders may nest their .txt files; saved models are refused.
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    for run in ("reviews", "shakespeare"):  # a run's layout (tfllm.runs), its KerasHub files but the vocabulary left out
+        run_dir = tmp_path / "runs" / run
+        TrainConfig(run_dir=str(run_dir)).to_json(runs.path(run_dir, runs.RUN_CONFIG))
+        (tmp_path / "runs" / run / "assets" / "tokenizer").mkdir(parents=True)
+        (tmp_path / "runs" / run / "assets" / "tokenizer" / "vocabulary.txt").write_text("[PAD]\n[UNK]\nthe\n")
+    with pytest.raises(UserInputError, match=r"^Folder '.*runs' holds a saved model \('reviews': a tfllm run "
+                                             r"directory or a KerasHub preset\), not labelled texts: .*FOLDER/<label>/"):
+        load_classification_data(str(tmp_path / "runs"))
+    with pytest.raises(UserInputError, match=r"^Folder '.*reviews' is a saved model \(a tfllm run directory"):
+        load_classification_data(tmp_path / "runs" / "reviews")  # a run itself: its assets/ would be a class
+    # A KerasHub preset (save_to_preset's files, no tfllm records) nested below a label folder.
+    (tmp_path / "data").mkdir()
+    write_label_folders(tmp_path / "data")
+    preset = tmp_path / "data" / "pos" / "bert_tiny"
+    (preset / "assets" / "tokenizer").mkdir(parents=True)
+    for name in ("config.json", "metadata.json", "tokenizer.json"):
+        (preset / name).write_text("{}")
+    (preset / "assets" / "tokenizer" / "vocabulary.txt").write_text("[PAD]\n")
+    with pytest.raises(UserInputError, match=r"holds a saved model \('pos/bert_tiny': .*texts of a class 'pos'"):
+        load_classification_data(tmp_path / "data")
+    (preset / "metadata.json").unlink()
+    (preset / "tokenizer.json").unlink()  # a config.json alone is no preset: its folder's .txt files are texts
+    assert len(load_classification_data(tmp_path / "data").label_names) == 2
+
+
 def test_labels_and_fractions_of_the_wrong_kind_are_refused(tmp_path):
     path = write_csv(tmp_path / "d.csv")
     # A str was read a character at a time: "The labels asked for (['p', 'o', 's', ',', ...])".

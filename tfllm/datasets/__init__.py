@@ -456,15 +456,37 @@ def hidden(name):
     return name.startswith(".") or name == "__MACOSX"
 
 
+def _saved_model(folder):
+    """Whether `folder` is a saved model rather than texts: a KerasHub preset (config.json beside
+    metadata.json or tokenizer.json) or a tfllm run directory (tfllm/run.json: `tfllm.runs.RUN_CONFIG`,
+    there from a run's start)."""
+    def has(*name):
+        return os.path.isfile(os.path.join(folder, *name))
+
+    return has("config.json") and (has("metadata.json") or has("tokenizer.json")) or has("tfllm", "run.json")
+
+
 def _read_folder(path):
-    """A folder with one sub-folder per label, each holding .txt files (in folders of its own too)."""
+    """A folder with one sub-folder per label, each holding .txt files (in folders of its own too).
+
+    A saved model among them is refused: a folder of runs (`runs/`) read each run's
+    assets/tokenizer/vocabulary.txt as one text of a class named after the run."""
     rows, empty = [], []
+    if _saved_model(path):
+        raise UserInputError(f"Folder {path!r} is a saved model (a tfllm run directory or a KerasHub preset), not "
+                             "labelled texts. Pass a folder laid out as FOLDER/<label>/<any name>.txt, or a "
+                             ".csv/.tsv/.jsonl file with a text and a label column.")
     for label in sorted(os.listdir(path)):
         sub = os.path.join(path, label)
         if hidden(label) or not os.path.isdir(sub):
             continue
         before = len(rows)
         for folder, folders, names in os.walk(sub):
+            if _saved_model(folder):
+                raise UserInputError(
+                    f"Folder {path!r} holds a saved model ({os.path.relpath(folder, path)!r}: a tfllm run directory "
+                    f"or a KerasHub preset), not labelled texts: its .txt files would be texts of a class {label!r}. "
+                    "Pass a folder laid out as FOLDER/<label>/<any name>.txt, without runs or presets in it.")
             folders[:] = sorted(f for f in folders if not hidden(f))  # sorted: the same seeded split on every machine
             for name in sorted(names):
                 if is_text_file(name) and not hidden(name):  # .txt and .txt.gz, as pretraining reads a folder
@@ -592,8 +614,9 @@ def load_classification_data(
     Args:
         source: a bundled name (`rotten_tomatoes`, `rotten_tomatoes_3class`), a
             `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`), or a folder with
-            one sub-folder of `.txt` files per label (not data held in memory: save
-            it to a file).
+            one sub-folder of `.txt` files per label (in folders of their own too;
+            a saved model among them is refused), not data held in memory: save
+            it to a file.
         text_column, label_column: column names in the file.
         split_column: column holding train/val/test; without it a seeded,
             stratified split is made.
