@@ -27,7 +27,7 @@ from tfllm.errors import TfllmWarning, UserInputError
 from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor, resolve_preset
 from tfllm.ngram import NgramLM
-from tfllm.tokenizers import train_tokenizer
+from tfllm.tokenizers import SPECIAL_TOKENS, train_tokenizer
 from tfllm.training.common import preprocessed
 from tfllm.training.seq2seq import compile_model, own_model, pair_dataset
 from tfllm.translation import Translator, greedy_without_cache
@@ -1170,6 +1170,22 @@ def test_translate_refuses_a_bool_and_keeps_warnings_short():
     with pytest.warns(TfllmWarning, match="longer than the model's") as caught:
         translator.translate(["一二三四五六七八" * 100_000], max_new_tokens=1)  # the warning quoted all 800,000 characters
     assert len(str(caught[0].message)) < 400, len(str(caught[0].message))
+
+
+def test_text_left_out_of_the_vocabulary_is_not_called_never_seen_in_training():
+    """'的' was in the training sources but cut by vocabulary_size; the warning said "never seen in training"."""
+    keras.utils.set_random_seed(0)
+    pairs = make_pairs(100)
+    texts = [s for s, _ in pairs] + [t for _, t in pairs] + ["九"]  # 九 once: the rarest character
+    size = len(set("".join(texts))) - 1 + len(SPECIAL_TOKENS)
+    tokenizer = train_tokenizer(texts, "char", size, lowercase=False)
+    assert "九" not in tokenizer.get_vocabulary() and "一" in tokenizer.get_vocabulary()
+    translator = Translator(own_model(resolve_preset("translate", "tiny"), tokenizer), jit_compile=False)
+    with pytest.warns(TfllmWarning) as caught:
+        translator.translate(["一九"], max_new_tokens=1)
+    message = str(caught[0].message)
+    assert ("1 source(s) hold text the model's vocabulary has no token for (never seen in training, or left out "
+            "of its vocabulary_size; first: '一九')") in message, message
 
 
 @pytest.mark.slow

@@ -279,8 +279,11 @@ class Translator:
         if self.unk_id is not None:
             unseen = np.flatnonzero([(row == self.unk_id).any() for row in ids])
             if len(unseen):
-                errors.warn(f"{len(unseen)} source(s) hold text never seen in training (first: "
-                            f"{shown(sources[unseen[0]])}); it is read as unknown and its translation may be wrong.")
+                # Not "never seen in training" alone: a small vocabulary_size (`--preset tiny`'s) leaves out
+                # characters that training had plenty of, as generation and prediction say.
+                errors.warn(f"{len(unseen)} source(s) hold text the model's vocabulary has no token for (never seen "
+                            f"in training, or left out of its vocabulary_size; first: {shown(sources[unseen[0]])}); "
+                            "it is read as unknown and its translation may be wrong.")
         return sources
 
     def decode_ids(self, sources, sampler="greedy", num_beams=TRANSLATE_BEAMS, max_new_tokens=None, top_k=TRANSLATE_TOP_K,
