@@ -661,6 +661,31 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
 
 
 @pytest.mark.slow
+def test_translate_file_warns_once_with_the_totals_of_every_chunk(trained_run, tmp_path, capsys, monkeypatch):
+    """`translate --file` of more lines than a chunk warned once per chunk, with that chunk's counts ("46
+    source(s) are longer...", then "9 source(s)..."); tfllm.translate warns once, with the total."""
+    import tfllm
+
+    long = "一二三四五六七八一二三四"  # 12 tokens, the model reads 10
+    lines = [long, "一", long + "九", "九", "", long]  # 九: never seen in training
+    (tmp_path / "sources.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(cli, "TRANSLATE_CHUNK", 2)  # three chunks
+    capsys.readouterr()
+    assert cli.main(["translate", trained_run, "--file", str(tmp_path / "sources.txt")]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == len(lines)
+    warned = [line for line in err.splitlines() if line.startswith("tfllm: warning: ")]
+    assert len(warned) == 2, err
+    assert warned[0].startswith(f"tfllm: warning: 3 source(s) are longer than the model's 10 tokens (first: '{long}', "
+                                "12 tokens)"), warned
+    assert warned[1].startswith("tfllm: warning: 2 source(s) hold text the model's vocabulary has no token for (never "
+                                f"seen in training, or left out of its vocabulary_size; first: '{long}九')"), warned
+    with pytest.warns(TfllmWarning) as caught:  # the Python API's, for the same sources
+        tfllm.translate(trained_run, [line for line in lines if line], max_new_tokens=2)
+    assert [f"tfllm: warning: {w.message}" for w in caught] == warned
+
+
+@pytest.mark.slow
 def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run, tmp_path, capsys):
     from tfllm.memory import TranslationMemory
     from tfllm.translation import load_translator

@@ -642,22 +642,30 @@ def cmd_translate(args):
     texts = _input_texts(args, "translate", "a sentence", column,
                          read=lambda path, column: read_sources(path, column, named=args.text_column is not None))
     from tfllm.training.seq2seq import run_decoding_aids, run_memory
-    from tfllm.translation import cached_translator, translate
+    from tfllm.translation import SourceNotes, cached_translator, translate
 
     # Kept per process, as `tfllm.translation.translate` keeps it: a notebook (or a test) calling
     # `tfllm.cli.main(["translate", ...])` again neither reloads the model nor compiles its decoding again.
     translator = cached_translator(args.run_dir)
     lm, method = run_decoding_aids(translator, args.run_dir, args.lm, args.input_method)
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
-    for chunk in iter(lambda: list(itertools.islice(texts, TRANSLATE_CHUNK)), []):
-        given = [text for text in chunk if text]  # a --file's blank line ("") is answered by a blank line
-        translations = iter(translate(
-            translator, given, sampler=sampler, num_beams=args.num_beams if sampler == "beam" else None,
-            max_new_tokens=args.max_new_tokens,
-            top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, seed=args.seed,
-            lm=lm if args.lm else None, lm_weight=args.lm_weight, memory=memory, input_method=method) if given else [])
-        for text in chunk:
-            print(next(translations) if text else "", flush=True)
+    # Warned about once, with the totals of every chunk (each chunk warned of its own: "46 source(s) are
+    # longer...", then "9 source(s)...", where tfllm.translate says 55), after the translations printed.
+    notes = SourceNotes()
+    try:
+        for chunk in iter(lambda: list(itertools.islice(texts, TRANSLATE_CHUNK)), []):
+            given = [text for text in chunk if text]  # a --file's blank line ("") is answered by a blank line
+            given = translator.check_sources(given, notes=notes) if given else []
+            translations = iter(translate(
+                translator, given, sampler=sampler, num_beams=args.num_beams if sampler == "beam" else None,
+                max_new_tokens=args.max_new_tokens,
+                top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, seed=args.seed, warn=False,
+                lm=lm if args.lm else None, lm_weight=args.lm_weight, memory=memory, input_method=method)
+                if given else [])
+            for text in chunk:
+                print(next(translations) if text else "", flush=True)
+    finally:  # of the lines translated before an error too
+        notes.warn()
 
 
 def add_translation_parsers(sub):

@@ -243,9 +243,13 @@ class Translator:
                     best[i] = (value, candidate)
         return [best[i][1] if i in best else (options[0] if options else "") for i, options in enumerate(candidates)]
 
-    def check_sources(self, sources, warn=True):
+    def check_sources(self, sources, warn=True, notes=None):
         """`sources` as a list, refusing what cannot be translated; with `warn` (the interactive path: tokenizing every source costs),
-        also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters."""
+        also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters.
+
+        With `notes` (a `SourceNotes`), what would be warned about is added to it instead, so that sources
+        checked a batch at a time (`tfllm translate --file`, 256 lines at a time) are warned about once, with
+        their totals (`notes.warn()`)."""
         runs.texts_argument(sources, "sources")
         sources = list(sources)
         runs.refuse_non_strings(sources, "Text {} to translate")
@@ -270,20 +274,15 @@ class Translator:
         if len(wordless):  # decoded from [BOS] [EOS] alone: an empty line or a made-up translation, exit status 0
             raise UserInputError(f"Text {wordless[0] + 1} to translate ({shown(sources[wordless[0]])}) has nothing this "
                                  "model reads (only control, invisible or space characters); give the text to translate.")
-        room = self.encoder_length - 2  # [BOS] ... [EOS]
-        long = np.flatnonzero(lengths > room)
-        if len(long):
-            errors.warn(f"{len(long)} source(s) are longer than the model's {room} tokens (first: "
-                        f"{shown(sources[long[0]])}, {lengths[long[0]]} tokens); only their first {room} tokens are "
-                        "translated.")
+        found = SourceNotes() if notes is None else notes
+        found.room = self.encoder_length - 2  # [BOS] ... [EOS]
+        long = np.flatnonzero(lengths > found.room)
+        found.add_long(len(long), *((sources[long[0]], lengths[long[0]]) if len(long) else (None, None)))
         if self.unk_id is not None:
             unseen = np.flatnonzero([(row == self.unk_id).any() for row in ids])
-            if len(unseen):
-                # Not "never seen in training" alone: a small vocabulary_size (`--preset tiny`'s) leaves out
-                # characters that training had plenty of, as generation and prediction say.
-                errors.warn(f"{len(unseen)} source(s) hold text the model's vocabulary has no token for (never seen "
-                            f"in training, or left out of its vocabulary_size; first: {shown(sources[unseen[0]])}); "
-                            "it is read as unknown and its translation may be wrong.")
+            found.add_unseen(len(unseen), sources[unseen[0]] if len(unseen) else None)
+        if notes is None:
+            found.warn()
         return sources
 
     def decode_ids(self, sources, sampler="greedy", num_beams=TRANSLATE_BEAMS, max_new_tokens=None, top_k=TRANSLATE_TOP_K,
@@ -380,6 +379,40 @@ class Translator:
                 texts[i] = text.decode("utf-8", errors="replace")
         return texts
 
+
+
+class SourceNotes:
+    """What `Translator.check_sources` found to warn about (truncated sources, text read as unknown), added up
+    over the batches it checked, and warned about once (`warn`), with the totals and the first of each."""
+
+    def __init__(self, room=None):
+        self.room = room  # source tokens the encoder reads ([BOS] ... [EOS] in its length): the first check's
+        self.long, self.first_long = 0, None  # (source, its length in tokens)
+        self.unseen, self.first_unseen = 0, None
+
+    def add_long(self, count, source, length):
+        if count and self.first_long is None:
+            self.first_long = (source, length)
+        self.long += count
+
+    def add_unseen(self, count, source):
+        if count and self.first_unseen is None:
+            self.first_unseen = source
+        self.unseen += count
+
+    def warn(self):
+        """Warns of what was found (nothing when nothing was), and starts over."""
+        if self.long:
+            errors.warn(f"{self.long} source(s) are longer than the model's {self.room} tokens (first: "
+                        f"{shown(self.first_long[0])}, {self.first_long[1]} tokens); only their first {self.room} "
+                        "tokens are translated.")
+        if self.unseen:
+            # Not "never seen in training" alone: a small vocabulary_size (`--preset tiny`'s) leaves out
+            # characters that training had plenty of, as generation and prediction say.
+            errors.warn(f"{self.unseen} source(s) hold text the model's vocabulary has no token for (never seen "
+                        f"in training, or left out of its vocabulary_size; first: {shown(self.first_unseen)}); "
+                        "it is read as unknown and its translation may be wrong.")
+        self.__init__(self.room)
 
 
 def greedy_without_cache(model, inputs, max_new_tokens, end_id):
