@@ -53,7 +53,19 @@ def savedmodels(tmp_path_factory):
     fixtures.build_savedmodels(str(base))
     fixtures.save_classifier(str(base / "hotswap" / "1"), bias=0.0, warmup=False)
     _save_busy_model(str(base / "busy" / "1"))
+    _save_temperature_model(str(base / "temperature" / "1"))
     return base
+
+
+def _save_temperature_model(path):
+    """A model with a float32 input, as a generator's `temperature` is."""
+    class Temperature(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="temperature")])
+        def echo(self, temperature):
+            return {"temperature": temperature}
+
+    module = Temperature()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.echo})
 
 
 def _save_busy_model(path):
@@ -235,6 +247,23 @@ def test_values_the_signature_cannot_hold_are_a_serving_error(protocol, value, r
     with pytest.raises(ServingError, match="max_new_tokens") as info:
         client.predict("shakespeare", {"prompt": ["HE"], "max_new_tokens": value})
     assert info.value.status == (400 if protocol == "rest" else "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_float_beyond_float32s_range_is_refused_not_infinity(protocol, server, rest, grpc_client):
+    """A generator's "temperature": 1e39 is finite as JSON's float64 and +inf as the signature's float32: it
+    was answered 200, sampled uniformly (docs/serving.md: infinity in float inputs is refused)."""
+    client = rest if protocol == "rest" else grpc_client
+    assert client.predict("temperature", {"temperature": [0.5, 3e38]}) == pytest.approx([0.5, 3e38])
+    with pytest.raises(ServingError) as info:
+        client.predict("temperature", {"temperature": [0.5, 1e39]})
+    assert info.value.status == (400 if protocol == "rest" else "INVALID_ARGUMENT")
+    assert info.value.message.startswith("Input 'temperature' holds 1e+39, beyond the float32 range (at most "
+                                         "3.402823e+38 in magnitude)"), info.value.message
+    if protocol == "rest":  # as a client of another language sends it, rows and all
+        status, body = _raw(server["rest"], "POST", "/v1/models/temperature:predict",
+                            b'{"instances": [{"temperature": -1e39}]}')
+        assert status == 400 and b"holds -1e+39, beyond the float32 range" in body, body
 
 
 @pytest.mark.parametrize("model,rows", [

@@ -147,6 +147,10 @@ def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=No
     `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow. Here, without TensorFlow, so that
     `tfllm generate` refuses them before it loads anything."""
     # The decoders compute in float32, where a temperature past its largest number (3.4e38) is infinity.
+    if is_number(temperature) and FLOAT32_MAX < temperature < math.inf:  # 1e39 was called not finite
+        raise UserInputError(f"temperature must be a number from 0 to {FLOAT32_MAX:.7g}, got {temperature!r}, which "
+                             "is beyond float32's range (decoding computes in float32, where it is infinity); 0 is "
+                             "greedy, 1 samples the model's own probabilities.")
     if not is_number(temperature) or not 0 <= temperature <= FLOAT32_MAX:
         raise UserInputError(f"temperature must be a number >= 0, got {temperature!r} (a finite one: 0 is greedy, "
                              "1 samples the model's own probabilities).")

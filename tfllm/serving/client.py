@@ -306,6 +306,8 @@ class GrpcClient:
         from tensorflow.core.framework import tensor_pb2
         from tensorflow_serving.apis import predict_pb2
 
+        from tfllm.serving.codec import as_finite_floats
+        from tfllm.serving.limits import RequestError
         from tfllm.serving.tensors import to_tensor_proto
 
         if (inputs is None) == (instances is None):
@@ -348,11 +350,17 @@ class GrpcClient:
             try:
                 if dtype == tf.string:
                     array = np.asarray(_from_json_values(value), dtype=object)
+                elif dtype is not None and dtype.is_floating and np.asarray(value).dtype.kind in "iuf":
+                    # 1e39 for a float32 input: +inf after the cast (a RuntimeWarning), which the server can only
+                    # call infinite; refused as the server refuses it over REST.
+                    array = as_finite_floats(name, np.asarray(value), dtype.as_numpy_dtype)
                 else:
                     array = np.asarray(value, dtype=dtype.as_numpy_dtype if dtype else None)
                 request.inputs[name].CopyFrom(to_tensor_proto(array, dtype))
             except (TypeError, ValueError, OverflowError) as e:
                 raise ServingError(f"Input {name!r}: {e}", "INVALID_ARGUMENT") from e
+            except RequestError as e:
+                raise ServingError(e.message, "INVALID_ARGUMENT") from e
         response = self._call(self._predict.Predict, request)
 
         outputs = {k: _tensor_to_values(k, v) for k, v in sorted(response.outputs.items())}

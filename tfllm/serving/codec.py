@@ -194,10 +194,27 @@ def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
         info = np.iinfo(np_dtype)
         if arr.min() < info.min or arr.max() > info.max:
             raise RequestError(f"Input {name!r} has values outside the {spec.dtype.name} range.")
-    if kind == "f" and arr.size and arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise RequestError(f"Input {name!r} holds NaN or infinite values.")
+    if kind == "f" and arr.size:
+        arr = as_finite_floats(name, arr, np_dtype)
     _check_ids(name, arr)
     return arr
+
+
+def as_finite_floats(name: str, arr: np.ndarray, np_dtype) -> np.ndarray:
+    """`arr` (numbers) cast to the float dtype of its input, refusing NaN and infinity, and a value beyond that
+    dtype's range: JSON's 1e39 is finite as the float64 it is read as, and +inf as the signature's float32 (a
+    generator's `temperature` of +inf samples uniformly)."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise RequestError(f"Input {name!r} holds NaN or infinite values.")
+    with np.errstate(over="ignore"):
+        cast = arr.astype(np_dtype)
+    beyond = ~np.isfinite(cast)
+    if beyond.any():
+        dtype = np.dtype(np_dtype)
+        raise RequestError(f"Input {name!r} holds {arr[beyond].flat[0]:g}, beyond the {dtype.name} range (at most "
+                           f"{float(np.finfo(dtype).max):.7g} in magnitude), which would be infinite; send a "
+                           "value within it.")
+    return cast
 
 
 def _is_named(value, inputs: dict) -> bool:
@@ -385,8 +402,8 @@ def proto_inputs_to_tensors(inputs, sig, limits: Limits = _NO_LIMITS) -> dict:
             raise RequestError(f"Input {name!r} is not a valid TensorProto: "
                                f"{str(e).splitlines()[0][:300]}") from e
         if arr.dtype != object:
-            if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
-                raise RequestError(f"Input {name!r} holds NaN or infinite values.")
+            if arr.dtype.kind == "f" and arr.size:
+                arr = as_finite_floats(name, arr, spec.dtype.as_numpy_dtype)
             _check_ids(name, arr)
         kwargs[name] = tf.constant(arr, spec.dtype)
     check_batch_sizes(kwargs, sig)
