@@ -131,6 +131,11 @@ def untrained_run(tmp_path_factory):
     (["--temperature", "inf"], "temperature must be a number >= 0, got inf"),  # printed uniform noise
     (["--temperature", "1e39"], "got 1e+39, which is beyond float32's range"),  # infinity in float32
     (["--sampler", "beam", "--num-beams", "100000"], "num_beams must be a whole number from 1 to 64"),  # ran for hours
+    # Temperature 0 is greedy: a seed, top-k or top-p with it was ignored (--sampler greedy --seed 3 is refused).
+    (["--temperature", "0", "--top-k", "5", "--seed", "3"],
+     "--seed is not read at --temperature 0, which decodes greedily (as --sampler greedy does)"),
+    (["--temperature", "0", "--top-k", "5"], "--top-k is not read at --temperature 0, which decodes greedily"),
+    (["--sampler", "top_p", "--temperature", "0", "--top-p", "0.5"], "--top-p is not read at --temperature 0"),
 ])
 def test_out_of_range_sampling_options_are_one_line(untrained_run, capsys, monkeypatch, numpy_path, flags, message):
     monkeypatch.setenv("TFLLM_NUMPY_GENERATION", numpy_path)
@@ -153,9 +158,14 @@ def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
                              (dict(sampler="greedy", top_k=5), "top_k is for sampler='top_k'"),
                              (dict(sampler="beam", temperature=3.0), "temperature is for sampler='top_k', 'top_p' "
                                                                      "or 'random', and the sampler is 'beam'"),
-                             (dict(sampler="greedy", seed=5), "seed is for sampler='top_k'")):
+                             (dict(sampler="greedy", seed=5), "seed is for sampler='top_k'"),
+                             (dict(temperature=0, seed=5), r"seed is not read at temperature=0, which decodes greedily "
+                                                           r"\(as sampler='greedy' does\)"),
+                             (dict(sampler="top_p", temperature=0, top_p=0.5), "top_p is not read at temperature=0")):
         with pytest.raises(UserInputError, match=message):
             generate(untrained_run, ["Be"], max_new_tokens=2, **options)
+    assert generate(untrained_run, ["Be"], max_new_tokens=2, temperature=0) == generate(  # greedy, as documented
+        untrained_run, ["Be"], max_new_tokens=2, sampler="greedy")
     with pytest.raises(UserInputError, match="seed must be a whole number from"):
         generate(untrained_run, ["Be"], max_new_tokens=2, seed=2**40)
     # top_k is clamped to the vocabulary, as documented (a huge one was an OverflowError of int32).

@@ -491,13 +491,15 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources():
     # greedily without a word).
     for options, message in ((dict(sampler="beam", top_k=4), "top_k is for sampler='top_k'"),
                              (dict(num_beams=3), "num_beams is for sampler='beam'"),
-                             (dict(sampler="top_k", top_p=0.5), "top_p is for sampler='top_p'")):
+                             (dict(sampler="top_k", top_p=0.5), "top_p is for sampler='top_p'"),
+                             (dict(sampler="top_k", temperature=0, seed=3), "seed is not read at temperature=0"),
+                             (dict(sampler="top_p", temperature=0, top_p=0.5), "top_p is not read at temperature=0")):
         with pytest.raises(UserInputError, match=message):
             translator.translate(["一"], max_new_tokens=2, **options)
     with pytest.raises(UserInputError, match="temperature must be a number >= 0, got -1"):
         translator.translate(["一"], sampler="top_k", temperature=-1, max_new_tokens=2)
     # Temperature 0 is greedy, as for `tfllm generate` (not a division by zero).
-    assert translator.translate(["一二"], sampler="top_p", temperature=0, seed=3, max_new_tokens=4) == \
+    assert translator.translate(["一二"], sampler="top_p", temperature=0, max_new_tokens=4) == \
         translator.translate(["一二"], max_new_tokens=4)
 
 
@@ -1166,6 +1168,8 @@ def test_a_run_stopped_after_its_training_reports_what_its_training_measured(pai
     (["--sampler", "top_k", "--top-p", "0.5"], "--top-p is for --sampler top_p, and the sampler is top_k"),
     (["--num-beams", "2", "--temperature", "0.5"], "--temperature is for --sampler top_k or top_p"),
     (["--seed", "1"], "--seed is for --sampler top_k or top_p"),
+    (["--sampler", "top_k", "--temperature", "0", "--seed", "1"], "--seed is not read at --temperature 0, which "
+                                                                  "decodes greedily"),  # ignored
     (["--lm-weight", "0.3"], "--lm-weight weighs the scores of --lm"),
     (["--memory", "train", "--source-column", "zh"], "name the columns of a --memory file"),
 ])

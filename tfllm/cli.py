@@ -441,7 +441,8 @@ def add_generation_parsers(sub):
                    help=f"1 to {MAX_NEW_TOKENS} (a served SavedModel export: {EXPORT_MAX_NEW_TOKENS} a request at most)")
     # None: unset (SAMPLING_DEFAULTS), so that --tflite can refuse the ones a user gave.
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default top_k")
-    p.add_argument("--temperature", type=float, default=None, help="default 0.8; 0 means greedy")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="default 0.8; 0 means greedy (no --seed, --top-k or --top-p with it)")
     p.add_argument("--top-k", type=int, default=None, help="default 200, clamped to the vocabulary size")
     p.add_argument("--top-p", type=float, default=None, help="default 0.9")
     p.add_argument("--num-beams", type=int, default=None, help="default 4, at most 64")
@@ -604,6 +605,7 @@ TRANSLATE_DEFAULTS = {"temperature": 1.0, "lm_weight": 0.5}
 
 def _translate_sampler(args):
     """The sampler `translate` runs, after refusing the options it would ignore; fills in the defaults."""
+    from tfllm.config import refuse_unread_at_temperature_0
     from tfllm.errors import UserInputError
 
     sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
@@ -615,6 +617,7 @@ def _translate_sampler(args):
             flag, reader = f"--{name.replace('_', '-')}", " or ".join(samplers)
             raise UserInputError(f"{flag} is for --sampler {reader}, and the sampler is {sampler}; add --sampler "
                                  f"{samplers[0]} or leave {flag} out.")
+    refuse_unread_at_temperature_0(args.temperature, {name: getattr(args, name) for name in readers}, flags=True)
     if args.lm_weight is not None and not args.lm:
         raise UserInputError("--lm-weight weighs the scores of --lm; add --lm CORPUS or leave --lm-weight out.")
     if (args.source_column or args.target_column) and args.memory in (None, "train"):
@@ -685,7 +688,8 @@ def add_translation_parsers(sub):
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's longest output")
     p.add_argument("--top-k", type=int, default=None, help="top_k (default 10)")
     p.add_argument("--top-p", type=float, default=None, help="top_p (default 0.9)")
-    p.add_argument("--temperature", type=float, default=None, help="top_k and top_p (default 1.0; 0 means greedy)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="top_k and top_p (default 1.0; 0 means greedy, with no --seed, --top-k or --top-p)")
     p.add_argument("--seed", type=int, default=None, help="a 32-bit whole number (-2147483648 to 2147483647)")
     p.add_argument("--lm", default=None, metavar="CORPUS", help=LM_HELP)
     p.add_argument("--lm-weight", type=float, default=None, help="weight of the --lm scores (default 0.5)")

@@ -140,6 +140,20 @@ def refuse_unread_options(sampler, given, flags=False):
             now = sampler if flags else repr(sampler)
             raise UserInputError(f"{option} is for {prefix}{which}, and the sampler is {now}; use {prefix}{names[0]} "
                                  f"or leave {option} out.")
+    refuse_unread_at_temperature_0(given.get("temperature"), given, flags)
+
+
+def refuse_unread_at_temperature_0(temperature, given, flags=False):
+    """Refuses a seed, top_k or top_p of `given` (None when not given) at `temperature` 0, which decodes greedily
+    (documented so): they were ignored without a word, where `--sampler greedy --seed 3` is refused."""
+    if temperature is None or not is_number(temperature) or temperature != 0:
+        return
+    for name in ("seed", "top_k", "top_p"):
+        if given.get(name) is not None:
+            option, zero = (f"--{name.replace('_', '-')}", "--temperature 0") if flags else (name, "temperature=0")
+            greedy = "--sampler greedy" if flags else "sampler='greedy'"
+            raise UserInputError(f"{option} is not read at {zero}, which decodes greedily (as {greedy} does); give a "
+                                 f"temperature above 0 to sample, or leave {option} out.")
 
 
 def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):

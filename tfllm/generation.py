@@ -546,7 +546,7 @@ def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEF
 
     See `Generator.generate` for the arguments (`temperature`, `top_k`, `top_p`, `num_beams`: by default
     `tfllm generate`'s; these and `seed` given to a sampler that does not read them are refused, as the command
-    refuses them: they were ignored).
+    refuses them: they were ignored; so are `seed`, `top_k` and `top_p` with `temperature=0`, which is greedy).
     Returns the new text per prompt (the completion: prompt + completion is the whole text; a WordPiece
     model's first new word has its space before it, as `Generator.generate` says).
     A run directory's model is loaded once per process (`cached_generator`),

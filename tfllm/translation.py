@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import errors, runs
+from tfllm.config import refuse_unread_at_temperature_0
 from tfllm.data import preprocess
 from tfllm.errors import UserInputError
 from tfllm.generation import (
@@ -335,6 +336,8 @@ class Translator:
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         refuse_unread_options(sampler, {"top_k": top_k, "top_p": top_p, "num_beams": num_beams})
+        if sampler in ("top_k", "top_p"):  # greedily at temperature 0, as `generate` refuses them there too
+            refuse_unread_at_temperature_0(temperature, {"top_k": top_k, "top_p": top_p, "seed": seed})
         top_k, top_p = TRANSLATE_TOP_K if top_k is None else top_k, TRANSLATE_TOP_P if top_p is None else top_p
         num_beams = TRANSLATE_BEAMS if num_beams is None else num_beams
         check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed)
