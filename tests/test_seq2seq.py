@@ -490,7 +490,7 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources():
     # An option the sampler does not read is refused, as generate refuses it (sampler="beam", top_k=4 decoded
     # greedily without a word).
     for options, message in ((dict(sampler="beam", top_k=4), "top_k is for sampler='top_k'"),
-                             (dict(num_beams=3), "num_beams is for sampler='beam'"),
+                             (dict(sampler="greedy", num_beams=3), "num_beams is for sampler='beam'"),
                              (dict(sampler="top_k", top_p=0.5), "top_p is for sampler='top_p'"),
                              (dict(sampler="top_k", temperature=0, seed=3), "seed is not read at temperature=0"),
                              (dict(sampler="top_p", temperature=0, top_p=0.5), "top_p is not read at temperature=0")):
@@ -1199,6 +1199,25 @@ def test_translate_refuses_a_bool_and_keeps_warnings_short():
     with pytest.warns(TfllmWarning, match="longer than the model's") as caught:
         translator.translate(["一二三四五六七八" * 100_000], max_new_tokens=1)  # the warning quoted all 800,000 characters
     assert len(str(caught[0].message)) < 400, len(str(caught[0].message))
+
+
+@pytest.mark.slow
+def test_num_beams_alone_is_beam_search_as_on_the_command_line():
+    """translate(..., num_beams=4) was refused ("num_beams is for sampler='beam'") where `tfllm translate
+    --num-beams 4` searches with 4 beams; a sampler given beside it still decides."""
+    model, _ = tiny_model(seed=2)
+    translator = Translator(model, jit_compile=False)
+    beam = translator.translate(["一二"], sampler="beam", num_beams=3, max_new_tokens=2, warn=False)
+    assert translator.translate(["一二"], num_beams=3, max_new_tokens=2, warn=False) == beam
+    assert translator.translate(["一二"], num_beams=1, max_new_tokens=2, warn=False) == translator.translate(
+        ["一二"], sampler="greedy", max_new_tokens=2, warn=False)  # as --num-beams 1: greedy
+    for options, message in ((dict(sampler="greedy", num_beams=3), "num_beams is for sampler='beam', and the "
+                                                                   "sampler is 'greedy'"),
+                             (dict(sampler="top_k", num_beams=3), "num_beams is for sampler='beam'"),
+                             (dict(num_beams=0), "num_beams must be a whole number from 1 to 64, got 0"),
+                             (dict(num_beams="4"), "num_beams must be a whole number from 1 to 64, got '4'")):
+        with pytest.raises(UserInputError, match=message):
+            translator.translate(["一"], max_new_tokens=2, **options)
 
 
 def test_text_left_out_of_the_vocabulary_is_not_called_never_seen_in_training():

@@ -304,7 +304,7 @@ class Translator:
             outputs.append(keras.ops.convert_to_numpy(call_for_any_batch(function, inputs))[:rows])
         return np.concatenate(outputs)
 
-    def translate(self, sources, sampler="greedy", num_beams=None, max_new_tokens=None, top_k=None, top_p=None,
+    def translate(self, sources, sampler=None, num_beams=None, max_new_tokens=None, top_k=None, top_p=None,
                   temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
                   memory_size=MEMORY_SIZE, memory_weight=MEMORY_WEIGHT, input_method=None,
                   input_method_size=INPUT_METHOD_SIZE, input_method_weight=INPUT_METHOD_WEIGHT):
@@ -312,8 +312,9 @@ class Translator:
 
         Args:
             sources: list of strings.
-            sampler: "greedy", "beam", "top_k" or "top_p" (KerasHub's samplers).
-            num_beams: beams for "beam" (default 4).
+            sampler: "greedy", "beam", "top_k" or "top_p" (KerasHub's samplers). By default, as
+                `tfllm translate --num-beams N` chooses it: "beam" with `num_beams` above 1, else "greedy".
+            num_beams: beams for "beam" (default 4); above 1 without a sampler, beam search.
             max_new_tokens: longest translation in tokens (default and upper
                 bound: the model's decoder length minus one).
             top_k, top_p, temperature, seed: for the sampling samplers (top_k 10, top_p 0.9).
@@ -333,6 +334,11 @@ class Translator:
                 `input_method_weight` times the model's log-likelihood. Other
                 sources are decoded.
         """
+        if sampler is None:  # as the command: `num_beams=4` alone was refused ("num_beams is for sampler='beam'")
+            if num_beams is None or (is_number(num_beams) and num_beams == 1):
+                sampler, num_beams = "greedy", None
+            else:  # a num_beams of the wrong kind or range is then refused as beam search's
+                sampler = "beam"
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         refuse_unread_options(sampler, {"top_k": top_k, "top_p": top_p, "num_beams": num_beams})
