@@ -742,3 +742,102 @@ def test_a_from_preset_folder_spelled_another_way_resumes(tmp_path, monkeypatch)
     assert runs.changed_settings(run_dir, handle) == []
     assert runs.changed_settings(run_dir, dataclasses.replace(config, from_preset="bert_tiny_en_uncased")) == \
         ["from_preset"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, command", [
+    ("classify", ["train", "--data", "rotten_tomatoes", "--max-rows", "200", "--epochs", "2",
+                  "--set", "early_stopping=false"]),
+    ("generate", ["train", "--task", "generate", "--data", "shakespeare", "--max-rows", "3000", "--no-jit-compile"]),
+    ("translate", ["train", "--task", "translate", "--data", "PAIRS", "--source-column", "zh", "--target-column", "en",
+                   "--max-rows", "60", "--epochs", "2"]),
+    ("pretrain", ["pretrain", "--data", "rotten_tomatoes", "--max-rows", "200", "--steps", "20",
+                  "--set", "eval_interval=10"]),
+])
+def test_an_interrupted_run_resumes_with_the_recipe_it_started_with(tmp_path, monkeypatch, capsys, task, command):
+    """A run interrupted under a tfllm whose preset has changed since (another version's `tiny`): the resume
+    rebuilt the model from today's preset, which the backup's weights did not fit ("The backup ... cannot be
+    read ... Delete that folder"), and a new learning rate would have trained the rest of the run. It now
+    resumes with the recipe it recorded when it started (tfllm/recipe.json)."""
+    import csv
+
+    from tfllm import presets
+    from tfllm.cli import main
+    from tfllm.training import classifier, common
+
+    if task == "translate":
+        with open(tmp_path / "pairs.csv", "w", newline="", encoding="utf-8") as f:
+            words = {"一": "one", "二": "two", "三": "three", "四": "four"}
+            csv.writer(f).writerows([("zh", "en")] + [(a + b, f"{words[a]} {words[b]}") for a in words for b in words] * 8)
+        command = [str(tmp_path / "pairs.csv") if arg == "PAIRS" else arg for arg in command]
+    run_dir = tmp_path / "run"
+    argv = [*command, "--preset", "tiny", "--run-dir", str(run_dir)]
+    save = common.Backup._save_model
+
+    def saved_then_stopped(self):  # a kill just after the first backup
+        save(self)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(common.Backup, "_save_model", saved_then_stopped)
+        assert main(argv) == 130
+    assert "Run the same command again to resume" in capsys.readouterr().out
+    recipe = (run_dir / "tfllm" / "recipe.json").read_text()
+    recorded = json.loads(recipe)
+    # Another tfllm's `tiny`: a wider model (the classifier's without its character and word views), and
+    # another learning rate.
+    table = presets.PRESETS[task]
+    changed = {k: v for k, v in table["tiny"].items() if k not in ("char_ngram_buckets", "word_ngram_buckets")}
+    monkeypatch.setitem(table, "tiny", {**changed, "hidden_dim": 24, "learning_rate": 0.5})
+    rates = []
+    if task == "classify":  # the learning rate the resumed run compiles its optimizer with
+        compile_classifier = classifier.compile_classifier
+
+        def compiled(model, preset, *args, **kwargs):
+            rates.append(preset["learning_rate"])
+            return compile_classifier(model, preset, *args, **kwargs)
+
+        monkeypatch.setattr(classifier, "compile_classifier", compiled)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Resuming with the recipe the run started with" in out and "hidden_dim" in out and "learning_rate" in out
+    assert (run_dir / "tfllm" / "recipe.json").read_text() == recipe  # kept as it began
+    assert json.loads((run_dir / "config.json").read_text())["config"]["hidden_dim"] == recorded["hidden_dim"] == 16
+    if task == "classify":
+        assert rates and set(rates) == {recorded["learning_rate"]} != {0.5}
+        assert {"char_ngram_buckets", "word_ngram_buckets"} <= set(json.loads((run_dir / "task.json").read_text())["config"])
+
+
+def test_a_backup_of_another_model_says_the_run_was_started_by_another_version_and_adds_no_logs(tmp_path):
+    """Another tfllm version's backup (its model has layers this one's lacks, or not these): the message said
+    the backup "cannot be read" and to delete it, Keras warned "Skipping nested container" twice, and the
+    failed resume left a new TensorBoard event file in the interrupted run. Now one line says the run was
+    started by another version and how to finish it or start over; the logs are left as they were."""
+    import warnings
+
+    from tfllm.training import common
+
+    def model(*widths):
+        inputs = keras.Input((3,))
+        outputs = inputs
+        for width in widths:
+            outputs = keras.layers.Dense(width)(outputs)
+        net = keras.Model(inputs, outputs)
+        net.compile(optimizer="adam", loss="mse")
+        return net
+
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    run_dir = tmp_path / "run"
+    old = model(1)
+    backup = common.Backup(str(run_dir / "backup"))
+    backup.set_model(old)
+    backup.on_epoch_end(0)  # the backup an older version's model wrote
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UserInputError) as error:
+            model(4, 1).fit(x, y, epochs=2, verbose=0, callbacks=common.make_callbacks(str(run_dir)))
+    message = str(error.value)
+    assert "was started by another tfllm version" in message and "Finish it with the tfllm version" in message
+    assert "cannot be read" not in message
+    assert not [w for w in caught if "Skipping nested container" in str(w.message)]
+    assert not (run_dir / "logs").exists()  # TensorBoard opened no event file

@@ -218,7 +218,9 @@ class TextSamples(keras.callbacks.Callback):
         # The context window and start ids, which a model cannot tell while its preprocessor is detached for training.
         self.window, self.start_ids = window, start_ids
         self.timer = timer  # a timing.FitTimer that is told the seconds spent here
-        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "samples"))
+        # Opened at the first sample: opened here, a resume whose backup could not be restored (another tfllm
+        # version's run) left a new event file in the interrupted run.
+        self.log_dir, self.writer = os.path.join(log_dir, "samples"), None
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
@@ -251,6 +253,8 @@ class TextSamples(keras.callbacks.Callback):
                 new_tokens = max(1, min(new_tokens, self._generator.window - len(self._generator.encode(self.prompt))))
             text = self._generator.generate([self.prompt], new_tokens, sampler="top_k", top_k=50, seed=self.seed)[0]
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(self.log_dir)
         with self.writer.as_default():
             # Markdown: a code block keeps the sample's line breaks.
             tf.summary.text("samples", f"```\n{self.prompt}{text}\n```", step=step)
@@ -377,7 +381,7 @@ def train_causal_lm(config, verbose="auto"):
     phases = timing.Phases()  # where the command's seconds go (written only for benchmarks)
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = common.get_strategy(config.strategy)
-    preset = causal_lm_preset(config)
+    preset = common.resumed_recipe(config, causal_lm_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     common.check_run_dir(config)

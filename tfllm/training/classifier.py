@@ -453,7 +453,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         return train_ensemble(config, verbose=verbose, data=data, self_training=self_training)
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = common.get_strategy(config.strategy)
-    preset = classifier_preset(config)
+    preset = common.resumed_recipe(config, classifier_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     if data is None:

@@ -407,6 +407,36 @@ def step_recipe(task, config):
     return preset
 
 
+def resumed_recipe(config, preset):
+    """The recipe `config`'s run trains: `preset` (today's resolution of its preset, flags and `--set`), or,
+    where `config.run_dir` holds an interrupted run this command resumes (the same settings), the recipe that
+    run recorded when it started (tfllm/recipe.json, the whole resolved preset). A preset that changed since
+    (another tfllm version's `tiny`, say) rebuilt the model of its new shape, which the backup's weights did
+    not fit, and a new learning rate or batch size went into the rest of the run without a word."""
+    run_dir = config.run_dir
+    if not runs.is_unfinished(run_dir) or runs.changed_settings(run_dir, config):
+        return preset  # a fresh run, or one `runs.prepare` refuses or (--overwrite) starts over
+    recipe_file = runs.path(run_dir, runs.RECIPE)
+    try:
+        recorded = runs.read_recipe(run_dir)
+    except FileNotFoundError:  # every run since records one before its first backup
+        return preset
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"The interrupted run in {run_dir!r} cannot resume: its recipe, {recipe_file!r}, cannot "
+                             f"be read ({str(e).splitlines()[0][:200]}). Put the file back as it was, or start the "
+                             "run over in another --run-dir.") from None
+    if not isinstance(recorded, dict):
+        raise UserInputError(f"The interrupted run in {run_dir!r} cannot resume: its recipe, {recipe_file!r}, is not "
+                             "a JSON object of settings. Put the file back as it was, or start the run over in "
+                             "another --run-dir.")
+    differ = sorted(key for key in {*preset, *recorded} if preset.get(key, None) != recorded.get(key, None))
+    if differ:
+        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        print(f"Resuming with the recipe the run started with ({recipe_file}): this tfllm's preset "
+              f"{recipe_name(config)!r} now differs in {shown}, which the run keeps as it began.", flush=True)
+    return recorded
+
+
 def check_flag_and_setting(config, key):
     """A flag and `--set` of the same setting that disagree (`--epochs 3 --set epochs=5`) are one line:
     the flag won without a word."""
@@ -701,6 +731,12 @@ class Backup(keras.callbacks.BackupAndRestore):
         self.measure = None
         self.fit_figures = None
         self._trains = True
+        self._restored = False  # by `RestoreFirst`, for this `fit`
+
+    def restore_first(self):
+        """`restore` now, where `on_train_begin` would (for `RestoreFirst`)."""
+        self.restore()
+        self._restored = True
 
     def on_train_end(self, logs=None):
         if self._trains:
@@ -729,6 +765,12 @@ class Backup(keras.callbacks.BackupAndRestore):
                                                   "weights_sha256": _sha256(self._weights_path)})
 
     def on_train_begin(self, logs=None):
+        if self._restored:  # `RestoreFirst` did, before the other callbacks began
+            self._restored = False
+            return
+        self.restore()
+
+    def restore(self):
         # PRIVATE API: Keras's `BackupAndRestore._load_model` (keras 3.15), read from the latest backup,
         # else from the previous one where it stands. Keras falls back only on an OSError, and by
         # copying the previous files over the latest (keras-team/keras#20463); a file that opens but
@@ -745,8 +787,18 @@ class Backup(keras.callbacks.BackupAndRestore):
                 try:
                     record = read_json(metadata) if os.path.exists(metadata) else {}
                     if "weights_sha256" in record and record["weights_sha256"] != _sha256(weights):
-                        raise ValueError("its weights were written after its metadata, for the next epoch")
-                    self._load_model()
+                        raise _Torn("its weights were written after its metadata, for the next epoch")
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        self._load_model()
+                    # Keras loads a file without some nested layers with only a warning each, those layers
+                    # keeping their fresh weights: another model's weights, as a file that lacks layers is.
+                    skipped = [w for w in caught if str(w.message).startswith("Skipping nested container")]
+                    for w in caught:
+                        if w not in skipped:
+                            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    if skipped:
+                        raise ValueError(str(skipped[0].message).split(":")[0] + " (no such layers in the file)")
                     if record.get("fit_done"):
                         self.finished_epochs = self.model._initial_epoch
                         self.model._initial_epoch = self.params["epochs"]  # fit had ended: nothing left to train
@@ -758,9 +810,41 @@ class Backup(keras.callbacks.BackupAndRestore):
                     problem = problem or e
                 finally:
                     self._weights_path, self._training_metadata_path = latest
+        lines = [line for line in str(problem).splitlines() if line.strip()] or [type(problem).__name__]
+        # Keras's "A total of 2 objects could not be loaded. Example error message for object <...>:" says
+        # what is wrong on its next line.
+        reason = " ".join(lines[:2] if lines[0].endswith(":") and len(lines) > 1 else lines[:1])[:300]
+        if isinstance(problem, ValueError) and not isinstance(problem, _Torn):
+            # A file that opens but whose layers are not this model's: the model this tfllm builds from the
+            # run's recipe is not the one that wrote the backup (a kill mid-write is passed over above, for the
+            # other copy). Said before as a backup that "cannot be read", to be deleted with its epochs.
+            run_dir = os.path.dirname(os.path.normpath(self.backup_dir)) or "."
+            raise UserInputError(
+                f"The interrupted run in {run_dir!r} was started by another tfllm version (or its recipe, "
+                f"{runs.RECIPE}, was edited since): the model this one builds from that recipe is not the one its "
+                f"backup in {self.backup_dir!r} holds ({reason}). Finish it with the tfllm version that started it "
+                f"(the same command), or start it over with this one: delete {self.backup_dir!r} (the epochs it "
+                "trained are lost) and run the command again, or pass another --run-dir.") from None
         raise UserInputError(
-            f"The backup in {self.backup_dir!r} cannot be read ({str(problem).splitlines()[0][:200]}), so the "
+            f"The backup in {self.backup_dir!r} cannot be read ({reason}), so the "
             f"interrupted run cannot resume. Delete that folder to start the run over.") from None
+
+
+class _Torn(ValueError):
+    """A backup's weights and metadata that do not pair up (`Backup.restore`)."""
+
+
+class RestoreFirst(keras.callbacks.Callback):
+    """Restores a `Backup` as `fit` begins, before any other callback: TensorBoard opens a new event file
+    in the run's logs when it begins, and a resume whose backup then could not be restored left one in the
+    interrupted run. The backup itself stays after TensorBoard, which logs each epoch before it is backed up."""
+
+    def __init__(self, backup):
+        super().__init__()
+        self.backup = backup
+
+    def on_train_begin(self, logs=None):
+        self.backup.restore_first()
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -823,8 +907,9 @@ def make_callbacks(
     checkpoint (raw weights) loaded afterwards silently undid the average.
     """
     backup_dir = backup_dir or os.path.join(run_dir, BACKUP)
-    backup = Backup if write_logs else RestoreOnly
+    backup = (Backup if write_logs else RestoreOnly)(backup_dir)
     callbacks = [
+        RestoreFirst(backup),  # before TensorBoard opens an event file: a resume that cannot restore adds none
         StopWhenAsked(),
         StopOnDivergence(),
         LearningRateLogger(),
@@ -832,7 +917,7 @@ def make_callbacks(
     ]
     if write_logs:  # before the backup: a kill between the two re-logs an epoch, never skips its scalars
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
-    callbacks.append(backup(backup_dir))  # before the swap: it backs up the raw weights
+    callbacks.append(backup)  # before the swap: it backs up the raw weights
     if ema:  # before the checkpoint and early stopping, which then keep the averaged weights
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if checkpoint:  # every worker: each ends on the best epoch's weights, so all report the run's metrics

@@ -44,7 +44,7 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
         raise UserInputError("--ensemble trains tfllm's own encoder (from scratch or from a tfllm run); "
                              f"--from-preset {config.from_preset!r} is another model: leave out --ensemble.")
     # Everything that can fail on bad input happens before the run directory is touched.
-    preset = classifier.classifier_preset(config)
+    preset = common.resumed_recipe(config, classifier.classifier_preset(config))
     if data is None:
         data = classifier.command_data(config, preset)
     if config.unlabeled and self_training is None:  # one teacher labels the texts for every member

@@ -245,7 +245,7 @@ def pretrain(config, verbose="auto"):
         return pretrain_vectors(config)
 
     strategy = common.get_strategy(config.strategy)
-    preset = masked_lm_preset(config)
+    preset = common.resumed_recipe(config, masked_lm_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
     common.check_run_dir(config)
     check_text_column(config.data, config.text_column)

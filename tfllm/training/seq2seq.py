@@ -263,7 +263,7 @@ def train_seq2seq(config, verbose="auto"):
             raise UserInputError(f"{flag} is not for --task translate, which reads --source-column and "
                                  "--target-column; leave it out.")
     strategy = common.get_strategy(config.strategy)
-    preset = translation_preset(config)
+    preset = common.resumed_recipe(config, translation_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     common.check_run_dir(config)
