@@ -483,6 +483,11 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
         (["predict", "{tmp}/nowhere", "hi"], "not a tfllm run"),
         (["evaluate", "{tmp}/nowhere"], "not a tfllm run"),
         (["generate", "{tmp}/old_format", "hi"], "tfllm 0.1"),
+        # A run from before runs were presets, to start from: KerasHub's "Unrecognized format for config.json".
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/old_format"], "tfllm 0.1"),
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/old_format", "--ensemble", "2"], "tfllm 0.1"),
+        (["train", "--task", "generate", "--data", "{tmp}/one_line.txt", "--from-preset", "{tmp}/old_format"],
+         "tfllm 0.1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, args, match):
@@ -502,8 +507,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, ar
         (tmp_path / "folder" / label).mkdir(parents=True)
         for i in range(6):
             (tmp_path / "folder" / label / f"{i}.txt").write_text(f"text {label} {i}")
-    (tmp_path / "old_format").mkdir()
-    (tmp_path / "old_format" / "model.keras").write_bytes(b"")
+    old_format_run(tmp_path / "old_format")
     before = sorted(os.listdir(tmp_path))
     argv = [a.format(tmp=tmp_path) for a in args]
     if args[0] in ("train", "pretrain"):
@@ -512,6 +516,33 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, ar
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1, err
     assert sorted(os.listdir(tmp_path)) == before  # no run dir, no savedmodels/
+
+
+def old_format_run(folder):
+    """What a run from before runs were KerasHub presets holds (the files `runs.is_old_format` reads, and
+    its TrainConfig as config.json, which KerasHub reads as a preset's and cannot)."""
+    folder.mkdir()
+    (folder / "model.keras").write_bytes(b"")
+    (folder / "preset.json").write_text(json.dumps({"hidden_dim": 16}))
+    (folder / "config.json").write_text(json.dumps({"task": "classify", "data": "rotten_tomatoes", "preset": "tiny"}))
+    return folder
+
+
+def test_from_preset_of_a_run_from_before_runs_were_presets_says_so_from_python(tmp_path):
+    """`TrainConfig(from_preset=...)` of such a run: KerasHub's "Unrecognized format for config.json ...
+    Contents of config.json:.", where every other use of the run says what it is."""
+    from tfllm import TrainConfig, UserInputError, train_classifier
+    from tfllm.training.causal_lm import train_causal_lm
+
+    old = old_format_run(tmp_path / "old")
+    (tmp_path / "ok.csv").write_text("text,label\n" + "".join(f"fine {i},a\nbad {i},b\n" for i in range(6)))
+    for train, task in ((train_classifier, "classify"), (train_causal_lm, "generate")):
+        config = TrainConfig(task=task, data=str(tmp_path / "ok.csv"), from_preset=str(old),
+                             run_dir=str(tmp_path / "run"))
+        with pytest.raises(UserInputError, match="tfllm 0.1") as error:
+            train(config)
+        assert "Unrecognized format" not in str(error.value)
+        assert not (tmp_path / "run").exists()
 
 
 def test_bad_input_exit_status_from_the_console_script(tmp_path):

@@ -223,6 +223,7 @@ def preset_backbone(handle):
     # without building it (keras-hub 0.32 has no public one; no upstream issue asks for it).
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
+    refuse_old_format(handle)
     unreachable = unreachable_hub(handle)
     try:
         loader = get_preset_loader(handle)
@@ -236,11 +237,21 @@ def preset_backbone(handle):
                              "(needs network).") from None
 
 
+def refuse_old_format(handle):
+    """The one line every command gives for a run from before runs were KerasHub presets (`runs.is_old_format`),
+    for a --from-preset `handle` that is one: KerasHub said "Unrecognized format for config.json ... Contents of
+    config.json:." of its config.json (the run's TrainConfig)."""
+    folder = os.path.expanduser(handle)
+    if os.path.isdir(folder) and runs.is_old_format(folder):
+        runs.check_finished(folder)
+
+
 def check_from_preset_settings(config):
     """A one-line UserInputError for settings that `config.from_preset`'s own model fixes."""
     if not config.from_preset:
         return
     handle = config.from_preset
+    refuse_old_format(handle)
     # A path (not a KerasHub handle such as bert_tiny_en_uncased or kaggle://...) that is not a folder: KerasHub
     # says only "Unknown preset identifier. A preset must be a one of:.".
     # A handle with a "/" but no "://" (runs/name) is a path too: KerasHub handles are names or URIs.
