@@ -482,12 +482,12 @@ def test_label_smoothing_applies_to_three_classes_as_to_two():
         (["export", "{tmp}", "--name", "my model", "--base-dir", "elsewhere"], "becomes a folder under elsewhere/)"),
         (["predict", "{tmp}/nowhere", "hi"], "not a tfllm run"),
         (["evaluate", "{tmp}/nowhere"], "not a tfllm run"),
-        (["generate", "{tmp}/old_format", "hi"], "tfllm 0.1"),
+        (["generate", "{tmp}/old_format", "hi"], "before runs became KerasHub presets"),
         # A run from before runs were presets, to start from: KerasHub's "Unrecognized format for config.json".
-        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/old_format"], "tfllm 0.1"),
-        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/old_format", "--ensemble", "2"], "tfllm 0.1"),
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/old_format"], "before runs became KerasHub presets"),
+        (["train", "--data", "{tmp}/ok.csv", "--from-preset", "{tmp}/old_format", "--ensemble", "2"], "before runs became KerasHub presets"),
         (["train", "--task", "generate", "--data", "{tmp}/one_line.txt", "--from-preset", "{tmp}/old_format"],
-         "tfllm 0.1"),
+         "before runs became KerasHub presets"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, args, match):
@@ -539,10 +539,29 @@ def test_from_preset_of_a_run_from_before_runs_were_presets_says_so_from_python(
     for train, task in ((train_classifier, "classify"), (train_causal_lm, "generate")):
         config = TrainConfig(task=task, data=str(tmp_path / "ok.csv"), from_preset=str(old),
                              run_dir=str(tmp_path / "run"))
-        with pytest.raises(UserInputError, match="tfllm 0.1") as error:
+        with pytest.raises(UserInputError, match="before runs became KerasHub presets") as error:
             train(config)
         assert "Unrecognized format" not in str(error.value)
         assert not (tmp_path / "run").exists()
+
+
+def test_a_run_from_before_runs_were_presets_is_named_by_its_layout_and_train_offers_to_replace_it(tmp_path, capsys):
+    """The message said the run "was written by tfllm 0.1", which `tfllm --version` (0.1.0) is too; and
+    `train --run-dir` into it said it "already holds a finished run", where other commands refuse it."""
+    import tfllm
+    from tfllm.cli import main
+
+    old = old_format_run(tmp_path / "old")
+    (tmp_path / "ok.csv").write_text("text,label\n" + "".join(f"fine {i},a\nbad {i},b\n" for i in range(6)))
+    assert main(["predict", str(old), "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "before runs became KerasHub presets" in err and "builds before 2026-11-30" in err
+    assert "tfllm 0.1" not in err and tfllm.__version__ not in err
+    assert main(["train", "--data", str(tmp_path / "ok.csv"), "--run-dir", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run written by a tfllm from before runs became KerasHub presets" in err and "Pass --overwrite" in err
+    assert "finished run" not in err and err.count("\n") == 1
+    assert sorted(os.listdir(old)) == ["config.json", "model.keras", "preset.json"]  # left as it was
 
 
 def test_bad_input_exit_status_from_the_console_script(tmp_path):

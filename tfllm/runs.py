@@ -45,8 +45,11 @@ METRICS = "metrics.json"
 LOGS = "logs"
 BACKUP = "backup"
 TASK_CONFIG = "task.json"  # KerasHub writes it last-but-one in save_to_preset; with metrics.json it marks "finished"
-# Files only the layout before runs were presets had (tfllm 0.1).
+# Files only the layout before runs were KerasHub presets had (tfllm builds before 2026-11-30, commit d468536;
+# they were numbered 0.1.0 as the builds since are, so messages name the layout and the date, not a version).
 _OLD_FORMAT = ("model.keras", "preset.json")
+OLD_FORMAT = ("written by a tfllm from before runs became KerasHub presets (it holds model.keras and preset.json, "
+              "the layout of tfllm builds before 2026-11-30), which this one cannot read")
 TASK_NAMES = {"classify": "a text classifier", "generate": "a text generator", "pretrain": "a pretrained model",
               "translate": "a translation model"}
 
@@ -247,9 +250,8 @@ def check_finished(run_dir):
     run_dir = os.fspath(run_dir)  # messages name a pathlib.Path as the user wrote it, not PosixPath('...')
     if is_old_format(run_dir):
         raise UserInputError(
-            f"{run_dir!r} was written by tfllm 0.1 (model.keras, preset.json); runs are KerasHub presets now. "
-            f"Retrain it with the same `tfllm train` command (its settings are in {path(run_dir, 'config.json')}) "
-            "and a new --run-dir."
+            f"{run_dir!r} was {OLD_FORMAT}. Retrain it with this tfllm: the same `tfllm train` command (its settings "
+            f"are in {path(run_dir, 'config.json')}) with a new --run-dir, or with --overwrite to replace it."
         )
     if not os.path.exists(path(run_dir, RUN_CONFIG)):
         if os.path.exists(os.path.join(run_dir, "tuning.json")):  # `tfllm tune`'s folder (tfllm.tuning.SUMMARY)
@@ -762,6 +764,10 @@ def check_writable(run_dir, overwrite=False, config=None):
         raise UserInputError(f"Run directory {run_dir!r} is a symbolic link (to {os.readlink(os.path.abspath(run_dir))!r}): "
                              "--overwrite sets the finished run aside beside its folder, which it cannot do through "
                              f"a link. Pass the folder itself: --run-dir {shell_path(os.path.realpath(run_dir))}.")
+    if is_old_format(run_dir) and not overwrite:  # it said "a finished run", which every other command refuses
+        raise UserInputError(f"Run directory {run_dir!r} holds a run {OLD_FORMAT}. Pass --overwrite to replace it "
+                             "with this command's run (it is kept until the new run finishes) or choose another "
+                             "--run-dir.")
     if not overwrite:
         raise UserInputError(f"Run directory {run_dir!r} already holds a finished run. Pass --overwrite to "
                              "replace it (it is kept until the new run finishes) or choose another --run-dir.")
