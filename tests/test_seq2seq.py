@@ -478,7 +478,7 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources():
         translator.translate(["一二三四五六七八一二三四五六"], max_new_tokens=2)
     with pytest.warns(TfllmWarning, match="never seen in training"):
         translator.translate(["九"], max_new_tokens=2)
-    # A seeded call repeats within a process (the sampler's random state advanced per call), and top_k beyond
+    # A seeded call repeats within a process, and top_k beyond
     # the decoder's output vocabulary is clamped (a TensorFlow error), as `tfllm generate` clamps it.
     sampled = [translator.translate(["一二"], sampler="top_k", top_k=10**5, seed=7, max_new_tokens=4) for _ in range(2)]
     assert sampled[0] == sampled[1]
@@ -501,6 +501,30 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources():
     # Temperature 0 is greedy, as for `tfllm generate` (not a division by zero).
     assert translator.translate(["一二"], sampler="top_p", temperature=0, max_new_tokens=4) == \
         translator.translate(["一二"], max_new_tokens=4)
+
+
+@pytest.mark.slow
+def test_seeded_sampling_gives_a_source_one_translation_whatever_the_batch():
+    """Seeded top-k/top-p translations hung on the batch: with KerasHub's samplers (one random state per call,
+    advanced by every row and batch) a source's text changed with batch_size and with its place among the
+    sources (tour G: rows 3-6 of 6 differed at batch_size=2). Each row now samples with generation's
+    per-row counter-based noise (OptionSampler), seeded by the call's seed and its source."""
+    model, _ = tiny_model(seed=2)  # untrained: every token is likely, so sampling differs from greedy
+    translator = Translator(model, jit_compile=False)
+    given = ["一二", "三四五", "六", "七八", "一", "二三", "四四", "五六七"]
+    for sampler in ("top_k", "top_p"):
+        options = dict(sampler=sampler, seed=5, max_new_tokens=6, warn=False)
+        whole = translator.translate(given, **options)
+        assert translator.translate(given, **options) == whole  # a seeded call repeats
+        assert translator.translate(given, batch_size=2, **options) == whole
+        assert translator.translate(given, batch_size=3, **options) == whole
+        assert translator.translate(given[::-1], **options) == whole[::-1]  # another place among the sources
+        assert translator.translate(given[1:], **options) == whole[1:]
+        assert [translator.translate([s], **options)[0] for s in given[:3]] == whole[:3]  # each alone
+        assert translator.translate(given[:1] * 3, **options) == whole[:1] * 3
+        assert len(set(whole)) > 1  # rows do not all draw the same tokens
+        assert translator.translate(given, **dict(options, seed=6)) != whole  # the seed counts
+        assert translator.translate(given, **options) != translator.translate(given, max_new_tokens=6, warn=False)
 
 
 # --- end to end: CLI, run directory, export, serving ------------------------------
@@ -1234,6 +1258,22 @@ def test_text_left_out_of_the_vocabulary_is_not_called_never_seen_in_training():
     message = str(caught[0].message)
     assert ("1 source(s) hold text the model's vocabulary has no token for (never seen in training, or left out "
             "of its vocabulary_size; first: '一九')") in message, message
+
+
+@pytest.mark.slow
+def test_cli_seeded_sampling_translates_a_source_alike_wherever_it_stands(trained_run, capsys):
+    """`tfllm translate --sampler top_k --seed 5 A B C` gave B another translation than `... B C` did."""
+    def translated(*texts):
+        capsys.readouterr()
+        assert cli.main(["translate", trained_run, *texts, "--sampler", "top_k", "--temperature", "3",
+                         "--seed", "5"]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    given = ["一二", "三四", "五", "六七八", "二"]
+    whole = translated(*given)
+    assert translated(*given) == whole
+    assert translated(*given[2:]) == whole[2:]
+    assert translated(*given[::-1]) == whole[::-1]
 
 
 @pytest.mark.slow

@@ -2,8 +2,10 @@
 
 `Translator` pairs a translation run's `Seq2SeqLM` with its preprocessor. The
 decoding loop is the model's `generate_step` (the source is encoded once, each
-new token is one cached decoder step) driven by a KerasHub sampler: greedy,
-beam, top-k or top-p. Sources are decoded in batches of up to `batch_size`,
+new token is one cached decoder step) driven by a sampler: KerasHub's greedy
+and beam samplers, and for top-k and top-p generation's `OptionSampler`, whose
+noise is per row (a source's seeded translation depends on its seed and
+source only, not on the batch). Sources are decoded in batches of up to `batch_size`,
 padded to power-of-two batch sizes so that one compiled function serves every
 call with the same settings.
 
@@ -15,6 +17,7 @@ model (encoder and decoder over the whole prefix) again for every new token.
 import inspect
 import os
 import warnings
+import zlib
 
 import keras
 import keras_hub
@@ -26,6 +29,7 @@ from tfllm.config import refuse_unread_at_temperature_0
 from tfllm.data import preprocess
 from tfllm.errors import UserInputError
 from tfllm.generation import (
+    OptionSampler,
     call_for_any_batch,
     check_sampler_options,
     generate_step,
@@ -49,6 +53,11 @@ MEMORY_WEIGHT = 0.05
 # (pinyin, stop 29): weights 0 / 0.1 / 0.25 / 0.5 / 1 / 2 scored 0.608 / 0.613 / 0.615 / 0.613 / 0.602 / 0.558.
 INPUT_METHOD_SIZE = 16
 INPUT_METHOD_WEIGHT = 0.25
+
+
+def _padded_rows(values):
+    """A NumPy array's rows, the last repeated up to a power of two, as `_padded` pads the texts beside them."""
+    return np.concatenate([values, np.repeat(values[-1:], (1 << (len(values) - 1).bit_length()) - len(values), 0)])
 
 
 def _padded(texts):
@@ -101,40 +110,46 @@ class Translator:
         self.batch_size = 256
         self._compiled = {}
 
-    def _sampler(self, sampler, num_beams, top_k, top_p, temperature, seed):
+    @staticmethod
+    def _sampler(sampler, num_beams, options):
+        """The sampler of one decoding call (`options`: the call's inputs, whose per-row sampling options
+        top_k and top_p read)."""
         if sampler == "greedy":
             return keras_hub.samplers.GreedySampler()
         if sampler == "beam":
             return keras_hub.samplers.BeamSampler(num_beams=num_beams)
-        if sampler == "top_k":
-            return keras_hub.samplers.TopKSampler(k=top_k, seed=seed, temperature=temperature)
-        return keras_hub.samplers.TopPSampler(p=top_p, seed=seed, temperature=temperature)
+        # top_k and top_p: generation's sampler, its options (temperature, k, p, seed) per-row tensors. Its noise
+        # is a counter-based hash of a row's seed and position, so a row's translation depends on its source and
+        # seed only: not on batch_size, the other sources or the row's place among them (KerasHub's samplers drew
+        # from one random state per call, which every row and batch advanced).
+        return OptionSampler(options["temperature"], options["top_k"], options["top_p"], options["seed"])
 
     def _xla(self, sources):
         return bool(self.jit_compile) and len(sources) >= XLA_MIN_SOURCES
 
     def _function(self, key, lm=None, lm_weight=0.0, jit_compile=False):
-        """The compiled decoding function of `key`, its sampler's random state back at its seed's start:
-        a seeded call then repeats within a process as in a fresh one (the state advances per call)."""
+        """The compiled decoding function of `key` (a sampler and its beams): `decode(inputs)`, `inputs` the
+        preprocessor's tensors and, for top_k and top_p, the sampler's per-row `temperature`, `top_k`, `top_p`
+        and `seed`, so one function serves every setting and seed."""
         cached = (key, id(lm), lm_weight, jit_compile)
         if cached not in self._compiled:
-            sampler, model, stop = self._sampler(*key), self.model, [self.end_id]
+            sampler_name, num_beams = key
+            model, stop = self.model, [self.end_id]
             adjust = self._fusion(lm, lm_weight) if lm is not None else None
 
             # The language model's scores come from NumPy, which XLA cannot compile.
             @tf.function(jit_compile=jit_compile and lm is None, reduce_retracing=True, autograph=False)
             def decode(inputs):
+                sampler = self._sampler(sampler_name, num_beams, inputs)
+                inputs = {k: inputs[k] for k in ("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids",
+                                                 "decoder_padding_mask")}
                 if adjust is not None:
                     return model.generate_step(inputs, stop, sampler, adjust_logits=adjust)["decoder_token_ids"]
                 # tfllm's Seq2SeqLM takes the sampler as an argument; KerasHub's own (BART) get it for the call.
                 return generate_step(model, inputs, stop, sampler)["decoder_token_ids"]
 
-            seeds = [v for v in vars(sampler).values() if isinstance(v, keras.random.SeedGenerator)]
-            self._compiled[cached] = decode, [(s.state, s.state.numpy()) for s in seeds]
-        decode, states = self._compiled[cached]
-        for state, start in states:
-            state.assign(start)
-        return decode
+            self._compiled[cached] = decode
+        return self._compiled[cached]
 
     def _fusion(self, lm, weight):
         """Shallow fusion: the model's log-probabilities plus `weight` times the n-gram model's."""
@@ -290,10 +305,9 @@ class Translator:
                    top_p=TRANSLATE_TOP_P,
                    temperature=1.0, seed=None, lm=None, lm_weight=0.0):
         """Decoded `[n, prompt_length + max_new_tokens]` token ids (the decoder prompt first), batch by batch."""
-        sampling = sampler in ("top_k", "top_p")
-        key = (sampler, num_beams if sampler == "beam" else None, top_k if sampler == "top_k" else None,
-               top_p if sampler == "top_p" else None, temperature if sampling else None, seed if sampling else None)
+        key = (sampler, num_beams if sampler == "beam" else None)
         function = self._function(key, lm, lm_weight, self._xla(sources))
+        options = self._sampling_options(sources, sampler, top_k, top_p, temperature, seed)
         width = self.prompt_length + max_new_tokens
         outputs = []
         for start in range(0, len(sources), self.batch_size):
@@ -301,8 +315,32 @@ class Translator:
             inputs = self.preprocessor.generate_preprocess(_padded(sources[start:start + rows]),
                                                            decoder_sequence_length=width)
             inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+            inputs.update({k: _padded_rows(v[start:start + rows]) for k, v in options.items()})
             outputs.append(keras.ops.convert_to_numpy(call_for_any_batch(function, inputs))[:rows])
         return np.concatenate(outputs)
+
+    @staticmethod
+    def _sampling_options(sources, sampler, top_k, top_p, temperature, seed):
+        """Per-row options of `OptionSampler` for `sources` (none for greedy and beam search).
+
+        A row's seed is a hash of the call's seed and its source (CRC-32), not `seed + row` as `generate` gives
+        its prompts: a source's translation is then the same wherever it stands among the sources and whatever
+        else is decoded beside it, and copies of one source translate alike. (The call's seed itself for every
+        row gave every row the same noise: sources whose next-token distributions were alike, as an
+        undertrained model's are, drew the same tokens.) Without a seed, each row draws its own.
+        """
+        if sampler not in ("top_k", "top_p"):
+            return {}
+        n = len(sources)
+        if seed is None:
+            seeds = np.random.default_rng().integers(0, 2**32, size=n, dtype="uint32")
+        else:
+            seeds = np.array([zlib.crc32(source.encode("utf-8"), int(seed) & 0xFFFFFFFF) for source in sources],
+                             "uint32")
+        return {"temperature": np.full([n], temperature, "float32"),
+                "top_k": np.full([n], top_k if sampler == "top_k" else 0, "int32"),
+                "top_p": np.full([n], top_p if sampler == "top_p" else 1.0, "float32"),
+                "seed": seeds.view("int32")}
 
     def translate(self, sources, sampler=None, num_beams=None, max_new_tokens=None, top_k=None, top_p=None,
                   temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
@@ -312,12 +350,14 @@ class Translator:
 
         Args:
             sources: list of strings.
-            sampler: "greedy", "beam", "top_k" or "top_p" (KerasHub's samplers). By default, as
-                `tfllm translate --num-beams N` chooses it: "beam" with `num_beams` above 1, else "greedy".
+            sampler: "greedy", "beam" (KerasHub's samplers), "top_k" or "top_p" (`OptionSampler`). By default,
+                as `tfllm translate --num-beams N` chooses it: "beam" with `num_beams` above 1, else "greedy".
             num_beams: beams for "beam" (default 4); above 1 without a sampler, beam search.
             max_new_tokens: longest translation in tokens (default and upper
                 bound: the model's decoder length minus one).
-            top_k, top_p, temperature, seed: for the sampling samplers (top_k 10, top_p 0.9).
+            top_k, top_p, temperature, seed: for the sampling samplers (top_k 10, top_p 0.9). Each source
+                samples with a seed made of `seed` and its own text, so a seeded call gives a source the same
+                translation whatever else is translated beside it, in whatever order and batch_size.
                 An option the sampler does not read is refused, as `generate` refuses it.
             batch_size: sources decoded together.
             warn: print a warning for truncated sources and unseen text.
