@@ -423,6 +423,9 @@ def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
     texts = lm.generate(["ROMEO", "JULIET"], max_length=12)
     assert isinstance(texts, list) and [type(t) for t in texts] == [str, str]
     loaded = load_generator(run_dir)
+    # Running text holds no end token: the run records so, and generation never emits it (it stopped early).
+    assert json.load(open(os.path.join(run_dir, "task.json")))["config"]["end_token_trained"] is False
+    assert loaded.end_id in loaded.banned_ids
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(lm(_inputs([[5, 6, 7]]))),
                                   keras.ops.convert_to_numpy(loaded.model(_inputs([[5, 6, 7]]))))
 
@@ -844,3 +847,88 @@ def test_a_wordpiece_generators_completion_follows_its_prompt_in_every_path(tmp_
         assert main(["generate", run_dir, "hello", "--max-new-tokens", "12", "--sampler", "random",
                      "--temperature", "1.5", "--seed", str(7 + row)]) == 0
         assert capsys.readouterr().out == "hello" + texts[row] + "\n"
+
+
+def _end_token_likeliest(end_token_trained):
+    """A tiny real model whose likeliest next token is always the end token (the final layer norm's output is one
+    vector v, the end token's tied embedding 100 v); its record says whether training targets held the end token."""
+    from tfllm.generation import Generator
+    from tfllm.tokenizers import CharacterTokenizer
+    from lm_utils import TEXT
+
+    tokenizer = CharacterTokenizer(vocabulary=sorted(set(TEXT)))
+    model = tiny_lm(tokenizer.vocabulary_size())
+    model.end_token_trained = end_token_trained
+    backbone, end_id = model.backbone, int(tokenizer.end_token_id)
+    v = np.random.default_rng(0).normal(size=backbone.hidden_dim).astype("float32")
+    backbone.layer_norm.gamma.assign(np.zeros_like(v))
+    backbone.layer_norm.beta.assign(v)
+    table = backbone.token_embedding.embeddings.numpy()
+    table[end_id] = 100 * v
+    backbone.token_embedding.embeddings.assign(table)
+    return Generator(model, tokenizer, jit_compile=False)
+
+
+@pytest.mark.slow
+def test_a_model_never_trained_on_the_end_token_never_stops_early_in_any_runtime(tmp_path):
+    """A generator trained on running text (no end token in its targets: tour G, bundled shakespeare) sampled the
+    end token by its leftover probability and stopped far short of --max-new-tokens (1,981 of 3,000 characters)
+    without a word. Such a model (`end_token_trained` False, every tfllm run's record) never emits it: the
+    Python loop, the NumPy path, the SavedModel and the TFLite metadata's banned ids all give every token asked
+    for, here where the end token is the likeliest one at every step."""
+    from tfllm import fast_generation
+    from tfllm.export.causal_lm import generation_archive
+
+    generator = _end_token_likeliest(end_token_trained=False)
+    end_id = generator.end_id
+    logits = keras.ops.convert_to_numpy(generator.model(_inputs([generator.encode("First")])))[0, -1]
+    assert int(np.argmax(logits)) == end_id  # greedy decoding without the ban ends at once
+    assert end_id in generator.banned_ids
+    for options in (dict(sampler="greedy"), dict(sampler="top_k", seed=3), dict(sampler="top_p", seed=3),
+                    dict(sampler="beam", num_beams=2)):
+        texts = generator.generate(["First", "hear"], 12, **options)
+        assert [len(t) for t in texts] == [12, 12], options  # one character a token
+    streamed = []
+    generator.generate(["First"], 80, sampler="top_k", seed=3, stream_callback=lambda i, t: streamed.append(t))
+    assert len("".join(streamed)) == 80
+    fast = fast_generation.from_keras(generator.model, generator.tokenizer)
+    assert fast.generate("First", 12, *fast_generation.sampler_options("top_k", 1.0, 5, 1.0), 3) == \
+        generator.generate(["First"], 12, sampler="top_k", top_k=5, temperature=1.0, seed=3)[0]
+    def exported(generator, name):  # the SavedModel's greedy signature, reloaded as a server loads it
+        generation_archive(generator.model, generator.tokenizer, jit_compile=False).write_out(
+            str(tmp_path / name), verbose=False)
+        greedy = tf.saved_model.load(str(tmp_path / name)).signatures["greedy"]
+        return greedy(prompt=tf.constant(["First"]), max_new_tokens=tf.constant([12]))["completion"].numpy()[0].decode()
+
+    served = exported(generator, "bans")
+    assert served == generator.generate(["First"], 12, sampler="greedy")[0] and len(served) == 12
+
+    # A model whose training targets held the end token (a document-per-row corpus that ends each with it) may
+    # stop there, in every runtime alike.
+    stopping = _end_token_likeliest(end_token_trained=True)
+    assert end_id not in stopping.banned_ids
+    assert stopping.generate(["First"], 12, sampler="greedy") == [""]
+    assert stopping.generate(["First"], 12, sampler="top_k", temperature=0.1, seed=1) == [""]
+    fast = fast_generation.from_keras(stopping.model, stopping.tokenizer)
+    assert fast.generate("First", 12, *fast_generation.sampler_options("greedy", 1.0, 0, 1.0), 0) == ""
+
+
+def test_the_end_token_is_recorded_as_trained_only_where_a_target_held_it(tmp_path):
+    """`train_causal_lm` records in task.json whether the end token was ever a next-token target (running text:
+    never); a run loaded, also one saved before the record (no key), reads False and bans the end token."""
+    from tfllm.models.causal_lm import CausalLM
+    from tfllm.training.causal_lm import end_token_trained
+
+    assert not end_token_trained(np.array([3, 5, 6, 7]), 3)  # the first id is no target
+    assert end_token_trained(np.array([5, 6, 3, 7]), 3)
+    assert end_token_trained(np.array([3, 5, 6]), 3, start_ids=[2])  # after a start token, every id is one
+    generator = tiny_generator()
+    assert generator.model.get_config()["end_token_trained"] is False
+    config = generator.model.get_config()
+    del config["end_token_trained"]  # an older run's task.json
+    assert CausalLM.from_config(config).end_token_trained is False
+    config["end_token_trained"] = True
+    assert CausalLM.from_config(config).end_token_trained is True
+    run_dir = write_run_dir(generator, tmp_path / "run")
+    loaded = load_generator(run_dir, jit_compile=False)
+    assert loaded.end_id in loaded.banned_ids

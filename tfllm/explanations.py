@@ -255,6 +255,11 @@ class Explainer:
         end_id = getattr(self.tokenizer, "end_token_id", None)
         self.never_generated = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])
                                 if i is not None and i != end_id}
+        if self.generator:
+            from tfllm.generation import emits_end_token  # lazy, as this module's others: TensorFlow
+
+            if end_id is not None and not emits_end_token(model):  # as generation, which never emits it
+                self.never_generated.add(int(end_id))
         self.num_outputs = int(model.output.shape[-1]) if not self.generator else None
         if not self.generator:
             num_classes = 2 if self.num_outputs == 1 else self.num_outputs

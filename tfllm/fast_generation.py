@@ -304,11 +304,13 @@ def _read_weights(path, num_layers):
 class FastGenerator:
     """A NumPy model and a character vocabulary, streaming text as `tfllm.generation.Generator` does."""
 
-    def __init__(self, model, characters):
+    def __init__(self, model, characters, end_token_trained=False):
         self.model = model
         self.characters = list(characters)
         self.stoi = {ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(self.characters)}
-        self.banned = np.array([i for i in range(len(SPECIAL_TOKENS)) if i != END_ID])
+        # As `tfllm.generation.never_emitted_ids`: the special ids but the end id, and the end id too where the
+        # model's training targets never held it (`CausalLM.end_token_trained`, False in runs saved before it).
+        self.banned = np.array([i for i in range(len(SPECIAL_TOKENS)) if i != END_ID or not end_token_trained])
         self.special = set(range(len(SPECIAL_TOKENS)))
 
     def encode(self, text):
@@ -394,7 +396,7 @@ def from_keras(model, tokenizer):
     characters = [c for c in tokenizer.vocabulary if c not in SPECIAL_TOKENS]
     if numpy_model is None or numpy_model.vocabulary_size != len(characters) + len(SPECIAL_TOKENS):
         return None
-    return FastGenerator(numpy_model, characters)
+    return FastGenerator(numpy_model, characters, getattr(model, "end_token_trained", False))
 
 
 def load(run_dir):
@@ -418,6 +420,6 @@ def load(run_dir):
             return None
         model = NumpyCausalLM(weights, config["num_heads"], config["sequence_length"],
                               config.get("layer_norm_epsilon", 1e-5), task["config"].get("window_keep"))
-        return FastGenerator(model, characters)
+        return FastGenerator(model, characters, bool(task["config"].get("end_token_trained", False)))
     except (OSError, KeyError, TypeError, ValueError, ImportError):
         return None

@@ -195,6 +195,27 @@ def generate_step(model, inputs, stop_token_ids, sampler):
         model.sampler = own
 
 
+def emits_end_token(model):
+    """Whether a causal LM may emit (and so stop at) its tokenizer's end token.
+
+    tfllm's `CausalLM` records whether its training targets ever held the end token (`end_token_trained`). Its
+    corpora are running text, the end token in none of them, so it never learnt when to stop: sampling picked
+    the end token now and then by its small leftover probability and the text ended early, far short of
+    `max_new_tokens`, without a word (tour G). Such a model never emits it. A model whose targets held it (a
+    KerasHub preset such as GPT-2, pretrained with its end token between documents, which has no record) may
+    stop there, as KerasHub's `generate()` does.
+    """
+    return bool(getattr(model, "end_token_trained", True))
+
+
+def never_emitted_ids(model, tokenizer):
+    """The ids no tfllm runtime emits for `model` (`Generator`, the SavedModel, the TFLite loop via its
+    `metadata.json`, `tfllm.explain`; `tfllm.fast_generation` reads the same record): the special ids other than
+    the end id (padding, unknown, start, mask: never text), and the end id too where `emits_end_token` is False."""
+    end_id = int(tokenizer.end_token_id)
+    return [i for i in special_token_ids(tokenizer) if i != end_id or not emits_end_token(model)]
+
+
 def context_window(model):
     """How many tokens a causal LM sees: tfllm's `sequence_length`, a KerasHub backbone's position table
     (`max_sequence_length`: GPT-2, OPT), or for rotary-position models without one (Llama, Gemma,
@@ -252,7 +273,7 @@ class Generator:
         self.end_id = int(tokenizer.end_token_id)
         self.unk_id = getattr(tokenizer, "unk_token_id", None)
         self.special_ids = special_token_ids(tokenizer)
-        self.banned_ids = [i for i in self.special_ids if i != self.end_id]
+        self.banned_ids = never_emitted_ids(model, tokenizer)
         self.start_ids = prompt_start_ids(getattr(model, "preprocessor", None)) if start_ids is None else list(start_ids)
         self._compiled = {}  # (sampler family, stop ids) -> compiled decoding function
 

@@ -229,7 +229,11 @@ def load_tflite_generator(model_path):
                              f"{task!r}); pass the model.tflite of `tfllm export RUN --format tflite` for a "
                              "--task generate run.")
     tokenizer = load_tokenizer(os.path.join(folder, "tokenizer"))
-    banned = [i for i in special_token_ids(tokenizer) if i != int(tokenizer.end_token_id)]
+    # The ids the export's model never emits, as its Generator bans them (`never_emitted_ids`: the end id too
+    # for a model that never learnt it); exports written before they were listed ban the special ids but the end.
+    banned = metadata.get("special_token_ids", {}).get("never_emitted")
+    if banned is None:
+        banned = [i for i in special_token_ids(tokenizer) if i != int(tokenizer.end_token_id)]
     # Exports written before KerasHub presets could be exported all slide; before start ids, none had any.
     try:
         generator = TFLiteGenerator(model_path, window_keep=metadata.get("window_keep"),
@@ -328,7 +332,10 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             "slides": keras_generator.slides,
             "vocabulary_size": vocabulary,
             "special_token_ids": {"end": keras_generator.end_id, "unknown": keras_generator.unk_id,
-                                  "all": keras_generator.special_ids},
+                                  "all": keras_generator.special_ids,
+                                  # The loop skips these; the end id is among them where the model never
+                                  # learnt it (trained on running text), so the loop never stops early.
+                                  "never_emitted": keras_generator.banned_ids},
             # TFLite checks none of these: an id out of range reads out of bounds or fails.
             "input_ranges": f"token_ids, token_id: 0 <= id < {vocabulary}; index: 0 <= index < {window}",
             "prompt_start_ids": keras_generator.start_ids,  # put before every prompt's ids (a preset's start token)
@@ -354,8 +361,8 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
                if detokenizes_with_spaces(keras_generator.tokenizer) else {}),
             "loop": "greedy, as tfllm generate --tflite runs it: prefill(the prompt's ids, zero-padded); then, n = "
                     "the number of ids so far, decode(token_id = the last id, cache, index = n - 1) gives the next "
-                    "id's logits (skip the special ids but the end id; stop at the end id) and the cache for the "
-                    "next step. " + (
+                    "id's logits (skip the ids of special_token_ids.never_emitted; stop at the end id) and the cache "
+                    "for the next step. " + (
                         f"When index would reach {window}, prefill the {keep} ids before the last one and decode "
                         f"the last one at index = their number ({keep}). A prompt longer than {window} ids is cut "
                         f"so: only its last {keep + 1} ids are read (prefill the {keep} before its last, decode "

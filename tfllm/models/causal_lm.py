@@ -341,6 +341,16 @@ class CausalLM(keras_hub.models.CausalLM):
         preprocessor: a `CausalLMPreprocessor`, so KerasHub's
             `generate("prompt")` works on strings; tfllm's own decoding
             (`tfllm.generation`) tokenizes itself and works without one.
+        end_token_trained: whether the end token was ever a next-token target in
+            training (`tfllm.training.causal_lm` sets it from the training ids).
+            A model trained on running text (every tfllm corpus: documents are
+            joined by blank lines, no end token) never learnt when to stop, only
+            a small, nonzero chance of the end token, so tfllm's runtimes
+            never emit it (`tfllm.generation.never_emitted_ids`): `generate`,
+            the NumPy path, the SavedModel, served models and the TFLite loop
+            then give every `max_new_tokens` asked for. Saved in the task's
+            config; runs saved before it existed were all trained on running
+            text, hence the default False.
 
     Example:
     >>> lm = CausalLM.from_args(vocabulary_size=50, sequence_length=16,
@@ -354,7 +364,7 @@ class CausalLM(keras_hub.models.CausalLM):
     backbone_cls = CausalLMBackbone
     preprocessor_cls = CausalLMPreprocessor
 
-    def __init__(self, backbone, window_keep=None, preprocessor=None, **kwargs):
+    def __init__(self, backbone, window_keep=None, preprocessor=None, end_token_trained=False, **kwargs):
         self.backbone = backbone
         self.preprocessor = preprocessor
         if window_keep is not None and not 0 < window_keep < backbone.sequence_length:
@@ -363,6 +373,7 @@ class CausalLM(keras_hub.models.CausalLM):
                 f"({backbone.sequence_length - 1}), got {window_keep}."
             )
         self.window_keep = window_keep
+        self.end_token_trained = bool(end_token_trained)
         inputs = backbone.input
         hidden_states = backbone(inputs)
         outputs = backbone.token_embedding(hidden_states, reverse=True)
@@ -377,6 +388,7 @@ class CausalLM(keras_hub.models.CausalLM):
     def get_config(self):
         config = super().get_config()
         config["window_keep"] = self.window_keep
+        config["end_token_trained"] = self.end_token_trained
         return config
 
     @property

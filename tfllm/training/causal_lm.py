@@ -263,6 +263,14 @@ class TextSamples(keras.callbacks.Callback):
             self.timer.samples += time.perf_counter() - start
 
 
+def end_token_trained(ids, end_id, start_ids=()):
+    """Whether the end token is among the next-token targets of `ids` (all but the first, or all of them after
+    `start_ids`: `num_targets`). Running text, as tfllm reads every corpus (documents joined by blank lines), never
+    holds it; a preset's tokenizer may read it from the text (GPT-2's `<|endoftext|>` written between documents)."""
+    targets = np.asarray(ids)[0 if start_ids else 1:]
+    return bool(np.any(targets == end_id))
+
+
 def num_targets(ids, start_ids=()):
     """How many of `ids` are next-token targets: all but the first, or all of them after `start_ids`."""
     return len(ids) - (0 if start_ids else 1)
@@ -432,6 +440,9 @@ def train_causal_lm(config, verbose="auto"):
         epoch_steps = steps_per_epoch(preset)
         epochs = preset["steps"] // epoch_steps
         start_ids = prompt_start_ids(model.preprocessor)  # a preset's start token opens every window, as every prompt
+        if hasattr(model, "end_token_trained") and preset["steps"]:  # tfllm's CausalLM; --steps 0 keeps its record
+            # Saved with the task (task.json), so every runtime reads one record (`generation.emits_end_token`).
+            model.end_token_trained = end_token_trained(train_ids, int(tokenizer.end_token_id), start_ids)
         train_ds = data_lib.random_window_dataset(train_ids, seq, preset["batch_size"], seed=config.seed,
                                                   start_ids=start_ids)
         val_ds = data_lib.sequential_window_dataset(val_ids, seq, preset["batch_size"], max_windows=preset["eval_windows"],
