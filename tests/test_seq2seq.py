@@ -1238,6 +1238,8 @@ def test_num_beams_alone_is_beam_search_as_on_the_command_line():
     for options, message in ((dict(sampler="greedy", num_beams=3), "num_beams is for sampler='beam', and the "
                                                                    "sampler is 'greedy'"),
                              (dict(sampler="top_k", num_beams=3), "num_beams is for sampler='beam'"),
+                             (dict(seed=3), "seed is for sampler='top_k' or 'top_p'"),  # greedy: ignored before
+                             (dict(num_beams=3, seed=3), "seed is for sampler='top_k' or 'top_p'"),
                              (dict(num_beams=0), "num_beams must be a whole number from 1 to 64, got 0"),
                              (dict(num_beams="4"), "num_beams must be a whole number from 1 to 64, got '4'")):
         with pytest.raises(UserInputError, match=message):

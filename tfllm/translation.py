@@ -382,6 +382,9 @@ class Translator:
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         refuse_unread_options(sampler, {"top_k": top_k, "top_p": top_p, "num_beams": num_beams})
+        if seed is not None and sampler not in ("top_k", "top_p"):  # ignored without a word; the command refused it
+            raise UserInputError(f"seed is for sampler='top_k' or 'top_p', and the sampler is {sampler!r}; use "
+                                 "sampler='top_k' or leave seed out.")
         if sampler in ("top_k", "top_p"):  # greedily at temperature 0, as `generate` refuses them there too
             refuse_unread_at_temperature_0(temperature, {"top_k": top_k, "top_p": top_p, "seed": seed})
         top_k, top_p = TRANSLATE_TOP_K if top_k is None else top_k, TRANSLATE_TOP_P if top_p is None else top_p
