@@ -127,7 +127,8 @@ def test_a_teacher_that_validates_better_than_its_student_becomes_the_run(tmp_pa
 def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, capsys, extra, match):
     from tfllm.cli import main
 
-    (tmp_path / "data.csv").write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(10)))
+    # 120 rows: val and test splits of 12, which no small-split warning adds a line about.
+    (tmp_path / "data.csv").write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(60)))
     (tmp_path / "known.txt").write_text("good film 1\nbad film 2\n")
     (tmp_path / "texts.txt").write_text("a new text\nanother one\n")
     (tmp_path / "one.txt").write_text("a single new text\n")
