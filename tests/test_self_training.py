@@ -4,6 +4,7 @@ import csv
 import gzip
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -19,9 +20,30 @@ def test_select_takes_the_surest_texts_of_each_class_in_the_labelled_proportions
     probabilities = np.stack([1 - p_second, p_second], 1)
     chosen, labels = select(probabilities, texts, train_labels=[1, 1, 1, 0], keep=0.5)  # 3:1, 4 texts
     assert list(zip(chosen, labels)) == [("t6", 0), ("t0", 1), ("t1", 1), ("t2", 1)]
-    # A class the teacher seldom predicts gives what it has, never a text of the other class.
-    chosen, labels = select(probabilities[:3], texts[:3], train_labels=[0, 0, 1, 1], keep=1.0)
-    assert sorted(zip(chosen, labels)) == [("t0", 1), ("t1", 1)]
+
+
+def test_select_keeps_the_labelled_proportions_when_the_teacher_predicts_a_class_too_seldom():
+    from tfllm.errors import TfllmWarning
+
+    # The tour's teacher: "fresh" (0) for every one of 1,959 texts; 136 fresh and 104 rotten labels.
+    rng = np.random.default_rng(0)
+    p_fresh = 0.64 + rng.normal(0, 0.01, 1959)
+    texts, train_labels = [f"t{i}" for i in range(1959)], [0] * 136 + [1] * 104
+    names = ["fresh", "rotten"]
+    with pytest.warns(TfllmWarning,
+                      match=r"never predicts rotten .*\(rotten: 0 predicted, 424 wanted\).*none are added"):
+        chosen, labels = select(np.stack([p_fresh, 1 - p_fresh], 1), texts, train_labels, 0.5, names)
+    assert chosen == [] and labels == []  # not 555 pseudo-labels, every one "fresh"
+    # 300 rotten predictions where 424 are wanted: both classes shrink by the same factor.
+    p_fresh[:300] = 0.3
+    with pytest.warns(TfllmWarning, match=r"too few .*\(rotten: 300 predicted, 424 wanted\).* 692 pseudo-labels "
+                                          r"instead of 979"):
+        chosen, labels = select(np.stack([p_fresh, 1 - p_fresh], 1), texts, train_labels, 0.5, names)
+    assert np.bincount(labels).tolist() == [392, 300]  # 136:104 of 692
+    assert sorted(chosen[392:]) == sorted(texts[:300])
+    # Without labelled examples of a class, its share is none, and nothing is short.
+    chosen, labels = select(np.stack([p_fresh, 1 - p_fresh], 1), texts, [0] * 10, 0.1)
+    assert labels == [0] * 195
 
 
 def test_the_teacher_replaces_its_student_only_beyond_the_validation_noise():
@@ -79,7 +101,8 @@ def test_train_with_unlabeled_texts_adds_pseudo_labelled_examples(tmp_path, unla
     out = capsys.readouterr().out
     # Round 2's teacher is a round-1 student, whose own teacher is the 2-seed ensemble.
     assert "a 1-round self-trained teacher trains" in out
-    assert out.count("pseudo-labelled texts join") == 2
+    assert len(re.findall(r"pseudo-labelled texts \(\w+ \d+, \w+ \d+\) join", out)) == 2  # per class
+    assert sum(report["pseudo_labels_per_class"].values()) == report["num_pseudo_labeled"]
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ With few labels, the texts nobody labelled still say which words go
 together: the tokenizer and the recipe's word vectors learn from them too
 (`ClassificationData.unlabeled`). A teacher — the same recipe, trained on the
 labelled texts alone — labels them; the texts it is most sure of (`self_training_keep` of them, 0.5
-by default, in the labelled training split's class proportions) join the
+by default, in the labelled training split's class proportions: fewer, still
+in those proportions and with a warning, when the teacher predicts a class for
+too few texts, and none when it never predicts one; see `select`) join the
 training split, and a student trains on both, its tokenizer included. With
 `--set self_training_teachers=N` the teacher is an ensemble of N seeds (3 in
 the `default` and `mobile` recipes, 1 elsewhere). With
@@ -54,7 +56,7 @@ from tfllm import runs
 from tfllm.config import TrainConfig
 from tfllm.datasets import Split
 from tfllm.datasets.text import load_documents
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, warn
 from tfllm.models.text_classifier import predict_probabilities
 
 DEFAULT_KEEP = 0.5
@@ -90,12 +92,46 @@ def _other_texts(teacher_dir, texts):
     return recorded != unlabeled_record(texts)[runs.UNLABELED]
 
 
-def select(probabilities, texts, train_labels, keep):
-    """The `keep` fraction of `texts` the teacher is surest of, per class in the labelled proportions."""
+def select(probabilities, texts, train_labels, keep, label_names=None):
+    """The `keep` fraction of `texts` the teacher is surest of, per class in the labelled proportions.
+
+    Each class `c` is given its share of the `keep` fraction, `round(total * prior[c])`, and takes the
+    texts predicted `c` with the highest probability of `c`. When the teacher predicts a class for
+    fewer texts than its share, every class shrinks by the same factor so the pseudo-labelled set keeps
+    the labelled proportions (fewer pseudo-labels, not skewed ones: a teacher that predicts "fresh" for
+    nearly everything would otherwise add mostly "fresh"), and one warning names those classes and their
+    counts. When the teacher never predicts a class of the labelled training split, no pseudo-labels
+    keep the proportions and none are added (the warning says so). `label_names` name the classes in
+    the warning (their indices otherwise).
+    """
     num_classes = probabilities.shape[1]
-    prior = np.bincount(np.asarray(train_labels, int), minlength=num_classes) / len(train_labels)
+    names = [str(c) for c in range(num_classes)] if label_names is None else [str(n) for n in label_names]
+    labelled = np.bincount(np.asarray(train_labels, int), minlength=num_classes)
+    prior = labelled / len(train_labels)
     predicted = probabilities.argmax(1)
+    available = np.bincount(predicted, minlength=num_classes)
     total = int(len(texts) * keep)
+    wanted = [round(total * prior[c]) for c in range(num_classes)]
+    short = [c for c in range(num_classes) if available[c] < wanted[c]]
+    if short:
+        # The largest total whose shares all fit: floor(available / prior), in integers (no float round-off).
+        total = min([total] + [int(available[c] * len(train_labels) // labelled[c]) for c in short])
+        counts = "; ".join(f"{names[c]}: {available[c]} predicted, {wanted[c]} wanted" for c in short)
+        never = [names[c] for c in short if available[c] == 0]
+        if never:
+            # A pseudo-labelled set without one of the classes teaches the student that the class is rarer
+            # than it is: that is the teacher's own mistake, which self-training would only reinforce. So
+            # none, rather than a set of the other classes alone (the least surprising of the two: the
+            # documented proportions hold, and the warning says why the student has no pseudo-labels).
+            warn(f"Self-training: the teacher never predicts {', '.join(never)} for the {len(texts)} unlabelled "
+                 f"texts ({counts}), so no pseudo-labels keep the labelled "
+                 "class proportions and none are added: the student trains on the labelled texts alone. A teacher "
+                 "that never predicts a class is a sign that self-training will not help; more labels or another "
+                 "recipe may.")
+        else:
+            warn(f"Self-training: the teacher predicts too few unlabelled texts of a class to keep the labelled "
+                 f"class proportions ({counts}); every class shrinks by the same factor: {total} pseudo-labels "
+                 f"instead of {int(len(texts) * keep)}.")
     chosen_texts, chosen_labels = [], []
     for c in range(num_classes):
         candidates = np.flatnonzero(predicted == c)
@@ -103,6 +139,12 @@ def select(probabilities, texts, train_labels, keep):
         chosen_texts += [texts[i] for i in best]
         chosen_labels += [c] * len(best)
     return chosen_texts, chosen_labels
+
+
+def per_class(labels, label_names):
+    """`{name: count}` of `labels` (class indices), every class listed."""
+    counts = np.bincount(np.asarray(labels, int), minlength=len(label_names))
+    return {str(name): int(count) for name, count in zip(label_names, counts)}
 
 
 def _settings(preset):
@@ -153,9 +195,13 @@ def train_self_trained(config, preset, data, train_classifier, verbose="auto"):
               f"then labels {len(texts)} unlabelled ones")
         teacher = train_classifier(teacher_config, verbose=verbose, data=data)
     probabilities = predict_probabilities(runs.load_task(teacher_dir), texts)
-    chosen, labels = select(probabilities, texts, data.train.labels, keep)
-    print(f"Self-training: {len(chosen)} pseudo-labelled texts join the {len(data.train)} labelled ones")
+    chosen, labels = select(probabilities, texts, data.train.labels, keep, data.label_names)
+    counts = per_class(labels, data.label_names)
+    print(f"Self-training: {len(chosen)} pseudo-labelled texts "
+          f"({', '.join(f'{name} {count}' for name, count in counts.items())}) "
+          f"join the {len(data.train)} labelled ones")
     report = {"unlabeled": config.unlabeled, "num_unlabeled": len(texts), "num_pseudo_labeled": len(chosen),
+              "pseudo_labels_per_class": counts,
               "keep": keep, "teachers": teachers, "rounds": rounds,
               "teacher": {"val_accuracy": teacher["val"]["accuracy"], "test_accuracy": teacher["test"]["accuracy"]}}
     train = Split(data.train.texts + chosen, list(data.train.labels) + labels)
