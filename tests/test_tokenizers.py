@@ -131,6 +131,35 @@ def test_wordpiece_small_alphabets_get_keras_hubs_vocabulary_unchanged():
     assert word_piece_vocabulary(texts, 40, lowercase=True) == expected
 
 
+
+def test_a_wordpiece_vocabulary_with_a_spacing_accent_round_trips_through_its_file(tmp_path):
+    """Lowercasing (NFKC) turns "´" inside a word into a space and a combining accent: the learner listed " "
+    and "## ", which the vocabulary file gave back as "" and "##", so the reloaded tokenizer differed."""
+    texts = ["jesse´s film is good", "he´s a good man", "it isn´t a film"] * 5
+    tokenizer = train_tokenizer(texts, "wordpiece", vocabulary_size=200)
+    vocabulary = tokenizer.get_vocabulary()
+    assert all(token.strip() and token == token.rstrip() and token != "##" for token in vocabulary)
+    save_tokenizer(tokenizer, tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.get_vocabulary() == vocabulary
+    # Words with the accent, seen and not ("´s" took " " as its first piece, [UNK] once reloaded), and a
+    # combining accent after a space.
+    text = ["she´s jesse´s, ´s ´ he ́s"]
+    assert np.asarray(loaded(text)).tolist() == np.asarray(tokenizer(text)).tolist()
+
+
+def test_a_vocabulary_file_saved_with_whitespace_tokens_loads_as_before(tmp_path):
+    """Runs saved before the learner dropped " " and "## " keep loading, those lines read as "" and "##"
+    (KerasHub strips each line), every other token at its id."""
+    from tfllm.tokenizers import SPECIAL_TOKENS, WordPieceTokenizer
+
+    tokens = SPECIAL_TOKENS + [" ", "a", "film", "good", "##s", "## "]
+    save_tokenizer(WordPieceTokenizer(vocabulary=tokens), tmp_path)
+    assert (tmp_path / "assets" / "tokenizer" / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[5] == " "
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.get_vocabulary() == SPECIAL_TOKENS + ["", "a", "film", "good", "##s", "##"]
+    assert np.asarray(loaded(["a good films"])).tolist() == [[6, 8, 7, 9]]
+
 # 60: the alphabet alone is over budget (every probe too big); 300: the search stops within its
 # slack; 3000: it runs out of thresholds.
 @pytest.mark.parametrize("language,vocab_size", [pytest.param("english", 60, marks=pytest.mark.slow),

@@ -327,16 +327,35 @@ def word_piece_vocabulary(texts, vocabulary_size, lowercase):
     words = words.with_options(options)
     counts = _word_piece_learner().count_words(words)
     alphabet = {char for word in counts for char in word}
-    unusable = set()
+    # Whitespace inside a word: the split is on whitespace, but lowercasing comes after it and is NFKC, which
+    # turns a spacing accent into a space and a combining one ("Jesse´s" -> "jesse \u0301s"). The learner
+    # lists " " and "## " for it, which the vocabulary file cannot hold (it is read a line at a time, each
+    # line's end stripped: " " came back as "" and "## " as "##"). They go, and their room goes to learned
+    # pieces; `_keeps_in_file` drops any learned piece that ends in whitespace too.
+    unusable = {token for char in alphabet if not _keeps_in_file(char) for token in (char, "##" + char)}
     if len(alphabet) > KERAS_HUB_ALPHABET:
         # The learner lists "##c" for every character c of its alphabet; a character never seen inside a
         # word (every ideograph: the split makes each one a word of its own) can never use it, and 10,000
         # of those would crowd out the learned pieces. They go, and their room goes to learned pieces.
         inside = {char for word in counts if len(word) > 1 for char in word[1:]}
-        unusable = {"##" + char for char in alphabet - inside}
+        unusable |= {"##" + char for char in alphabet - inside}
     vocabulary = learn_word_pieces(counts, vocabulary_size + len(unusable), SPECIAL_TOKENS,
                                    max_unique_chars=max(len(alphabet), KERAS_HUB_ALPHABET))
-    return _most_used([token for token in vocabulary if token not in unusable], counts, vocabulary_size)
+    return _most_used([token for token in vocabulary if token not in unusable and _keeps_in_file(token)],
+                      counts, vocabulary_size)
+
+
+def _keeps_in_file(token):
+    """Whether `token` comes back the same from a vocabulary file (`assets/tokenizer/vocabulary.txt`).
+
+    KerasHub's WordPieceTokenizer writes a token a line and reads each line back `rstrip()`ped, so a token
+    that ends in whitespace (" ", "## ", "jesse ") or holds a line break cannot be stored. The reading is
+    left as it is: the stripping is what lets it read vocabulary files written with "\r\n" or trailing
+    spaces (BERT's and other tools'), and runs saved with such tokens load as they always did (their
+    " " as "" and "## " as "##", tokens no text produces); the learner no longer emits them instead.
+    """
+    return bool(token) and token == token.rstrip() and "\n" not in token and "\r" not in token \
+        and token != "##"
 
 
 def _most_used(vocabulary, counts, size):
