@@ -614,6 +614,9 @@ def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every
     session = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_START_INFO_TAG]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(session).session_start_info.hparams
     assert hparams["hidden_dim"].number_value == backbone.hidden_dim
+    # A fine-tune is told from a from-scratch run of the same sizes by the handle it started from.
+    assert hparams["from_preset"].string_value == bert_preset[0]
+    assert hparams["vocabulary_size"].number_value == backbone.vocabulary_size
 
 
 def test_a_text_shorter_than_the_recipe_s_window_says_which_length_would_fit_and_whose_it_is(

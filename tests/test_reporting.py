@@ -68,6 +68,11 @@ def test_classifier_run_writes_scalars_hparams_projector_and_png(tiny_classifier
     hparams, accumulator = _hparams(log_dir)
     assert hparams["hidden_dim"].number_value == 16
     assert hparams["tokenizer"].string_value == "wordpiece"
+    # The model's vocabulary (the tokenizer's), not the recipe's cap; and a from-scratch run says so.
+    from tfllm.tokenizers import load_tokenizer
+
+    assert hparams["vocabulary_size"].number_value == load_tokenizer(tiny_classifier_run).vocabulary_size()
+    assert "from_preset" in hparams and hparams["from_preset"].string_value == ""
     final = set(accumulator.Tags()["tensors"])
     assert {"final/test_accuracy", "final/val_f1", "final/test_roc_auc"} <= final
     accuracy = tf.make_ndarray(accumulator.Tensors("final/test_accuracy")[0].tensor_proto)
@@ -188,3 +193,32 @@ def test_a_resumed_finish_writes_the_final_report_once(tiny_classifier_run, tmp_
     assert counts[("logs", "final/test_accuracy", 0)] == 1
     assert counts[("logs/projector", "projector", 0)] == 1
     assert {key: n for key, n in counts.items() if n > 1} == {}
+
+
+@pytest.mark.slow
+def test_the_hparams_row_logs_the_tokenizer_s_vocabulary_not_the_recipe_s_cap(tiny_classifier_run, tmp_path):
+    """`--set vocabulary_size=2000` on a corpus with 266 distinct pieces logged 2000 where the model had 266
+    (a --from-preset run logged its real size): the row now holds the tokenizer's size; the cap is in recipe.json."""
+    import shutil
+
+    from tfllm import runs
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_classifier_run, run_dir)
+    task = runs.load_task(run_dir)
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, {"vocabulary_size": 2000}, {}, metrics)
+    hparams, _ = _hparams(os.path.join(run_dir, "logs"))
+    assert hparams["vocabulary_size"].number_value == task.preprocessor.tokenizer.vocabulary_size() < 2000
+    assert hparams["vocabulary_cap"].number_value == 2000
+
+
+def test_a_search_s_hparams_experiment_names_the_vocabulary_cap_its_trials_log(tmp_path):
+    from tfllm.tuning import write_hparams_config
+
+    write_hparams_config(str(tmp_path), "classify", {"vocabulary_size": {"values": [1000, 2000]}}, "val_accuracy")
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.EXPERIMENT_TAG]).experiment
+    assert [h.name for h in experiment.hparam_infos] == ["vocabulary_cap"]

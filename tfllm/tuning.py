@@ -252,7 +252,7 @@ def write_hparams_config(log_dir, task, space, objective):
     """The HParams dashboard's experiment: the searched settings with their domains, and the metric columns."""
     from tensorboard.plugins.hparams import api as hp
 
-    from tfllm.training.reporting import once_writer
+    from tfllm.training.reporting import VOCABULARY_CAP, once_writer
 
     hparams = []
     for key, spec in space.items():
@@ -262,7 +262,8 @@ def write_hparams_config(log_dir, task, space, objective):
             domain = hp.IntInterval(spec["min"], spec["max"])
         else:
             domain = hp.RealInterval(float(spec["min"]), float(spec["max"]))
-        hparams.append(hp.HParam(key, domain))
+        # A trial's row logs the searched cap as `vocabulary_cap`; its `vocabulary_size` is the tokenizer's own.
+        hparams.append(hp.HParam(VOCABULARY_CAP if key == "vocabulary_size" else key, domain))
     extra = {"classify": ("final/val_accuracy", "final/test_accuracy"), "translate": ("final/val_chrf", "final/test_chrf"),
              "generate": ("final/val_perplexity",)}[task]
     metrics = [hp.Metric(f"tuning/{objective}", display_name=objective)]

@@ -581,6 +581,16 @@ def build_optimizer(model):
     return model
 
 
+def recorded_from_preset(*run_dirs):
+    """The `--from-preset` handle the first of `run_dirs` with a run.json records; "" for none (a from-scratch run)."""
+    for run_dir in run_dirs:
+        try:
+            return read_json(runs.path(run_dir, runs.RUN_CONFIG)).get("from_preset") or ""
+        except (OSError, ValueError):
+            continue
+    return ""
+
+
 def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     """Writes a finished run's preset, metrics and reports, then drops its resume state."""
     from tfllm.training import reporting
@@ -598,7 +608,10 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     for stray in glob.glob(os.path.join(run_dir, "*.tmp.weights.h5")):  # a checkpoint write a kill cut short
         os.remove(stray)
     write_json(runs.path(run_dir, runs.METRICS), metrics)
-    reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, preset, history, metrics)
+    # The HParams row tells a fine-tune from a from-scratch run of the same sizes: `from_preset` is the handle
+    # the run started from, as typed, or "" (run.json: the chief's records, in `final_run_dir`).
+    hparams = {**preset, "from_preset": recorded_from_preset(final_run_dir, run_dir)}
+    reporting.write_run_report(run_dir, task, task.preprocessor.tokenizer, hparams, history, metrics)
     # Both kept until now, so a stop before this resumes to the same weights; the backup goes first (the
     # run is finished without it), then the best epoch's weights, which the trainers loaded.
     runs.drop_backup(run_dir)

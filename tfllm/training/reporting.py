@@ -303,6 +303,11 @@ def history_from_logs(log_dir):
     return history
 
 
+# The HParams name of a recipe's `vocabulary_size` where the run learned its tokenizer: the cap it was learned
+# under, while the row's `vocabulary_size` is the tokenizer's (the model's) size.
+VOCABULARY_CAP = "vocabulary_cap"
+
+
 def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
     """Curves PNG, hparams session and embedding projector for a finished run.
 
@@ -311,7 +316,8 @@ def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
             the projector's files to `run_dir/logs/projector`).
         model: the trained Keras model.
         tokenizer: its tokenizer (names the projector's points).
-        hparams: the resolved preset.
+        hparams: the resolved preset (with `from_preset`); its `vocabulary_size` is logged as the tokenizer's,
+            and as `vocabulary_cap` where the run learned its tokenizer.
         history: `model.fit(...).history`.
         metrics: the final metrics dict (as written to `metrics.json`).
     """
@@ -320,8 +326,15 @@ def write_run_report(run_dir, model, tokenizer, hparams, history, metrics):
     if len(logged.get("loss", [])) > len(history.get("loss", [])):  # resumed: `fit`'s history starts at the resume
         history = logged
     save_training_curves(history, run_dir, title=os.path.basename(os.path.abspath(run_dir)))
-    write_hparams(log_dir, hparams, metrics)
     tokens = tokenizer_vocabulary(tokenizer)
+    # `vocabulary_size` is the model's vocabulary, the tokenizer's: a recipe's is only the cap its tokenizer was
+    # learned under (2000 for a 266-token vocabulary), while a --from-preset run's is the preset's own size. A run
+    # that learned its tokenizer logs that cap as `vocabulary_cap` (what a search's space tunes: tuning.py).
+    hparams = dict(hparams)
+    if "vocabulary_size" in hparams and not hparams.get("from_preset"):
+        hparams[VOCABULARY_CAP] = hparams["vocabulary_size"]
+    hparams["vocabulary_size"] = len(tokens)
+    write_hparams(log_dir, hparams, metrics)
     write_embedding_projector(
         os.path.join(log_dir, PROJECTOR_DIR), find_token_embedding(model, len(tokens)), tokens
     )
