@@ -773,8 +773,10 @@ def build_parser():
     p.add_argument("--text-column", default="text")
     p.add_argument("--preset", default="default")
     p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="mlm, causal: training steps")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="mlm, causal: evaluation intervals of the preset's eval_interval steps each (instead of "
+                        "--steps), not passes over the text: --epochs N trains N x eval_interval steps")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--run-dir", required=True)
