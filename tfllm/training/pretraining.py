@@ -91,6 +91,8 @@ def _compile(model, preset):
         # The loss above is each batch's mean, and Keras averages those weighted by batch size, so a
         # batch of short texts (few masked tokens) counted as much as one of long texts. This
         # weighted metric sums nll and masked tokens across batches: the validation set's exact mean.
+        # metrics.json's val loss is this one; TensorBoard plots both (`loss` and `masked_loss`), and
+        # docs/architecture.md says which curve metrics.json equals.
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy"),
                           keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="masked_loss")],
         jit_compile=preset.get("jit_compile"),
