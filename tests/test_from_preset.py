@@ -526,7 +526,8 @@ def test_a_classifier_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(t
     preprocessor = keras_hub.models.RobertaTextClassifierPreprocessor(tokenizer, sequence_length=16)
     keras_hub.models.RobertaTextClassifier(backbone, num_classes=2, preprocessor=preprocessor).save_to_preset(
         str(tmp_path / "roberta"))
-    rows = [(f"a fine film {i}", 1) for i in range(20)] + [(f"dull {i}", 0) for i in range(20)] + [("un café crème", 1)]
+    # 121 rows: val/test splits of 12, which no small-split warning adds a line about
+    rows = [(f"a fine film {i}", 1) for i in range(60)] + [(f"dull {i}", 0) for i in range(60)] + [("un café crème", 1)]
     (tmp_path / "reviews.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
     argv = ["train", "--data", tmp_path / "reviews.csv", "--from-preset", tmp_path / "roberta", "--epochs", "1",
             "--run-dir", tmp_path / "run"]
