@@ -278,6 +278,15 @@ def test_a_folder_of_runs_or_presets_is_refused_not_read_as_classes(tmp_path):
     (preset / "assets" / "tokenizer" / "vocabulary.txt").write_text("[PAD]\n")
     with pytest.raises(UserInputError, match=r"holds a saved model \('pos/bert_tiny': .*texts of a class 'pos'"):
         load_classification_data(tmp_path / "data")
+    # Pretraining's documents too: every run's vocabulary.txt was read as documents.
+    from tfllm.datasets.text import load_documents
+
+    with pytest.raises(UserInputError, match=r"^Folder '.*runs' holds a saved model \('reviews': a tfllm run directory or a "
+                                             r"KerasHub preset\), not documents"):
+        load_documents(str(tmp_path / "runs"))
+    with pytest.raises(UserInputError, match=r"^Folder '.*reviews' is a saved model \(a tfllm run directory or a "
+                                             r"KerasHub preset\), not documents"):
+        load_documents(str(tmp_path / "runs" / "reviews"))
     (preset / "metadata.json").unlink()
     (preset / "tokenizer.json").unlink()  # a config.json alone is no preset: its folder's .txt files are texts
     assert len(load_classification_data(tmp_path / "data").label_names) == 2

@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from tfllm.datasets import bundled_path, hidden, is_table, is_text_file, iter_rows, read_lines, read_text_file, text_value
+from tfllm.datasets import (_saved_model, bundled_path, hidden, is_table, is_text_file, iter_rows, read_lines,
+                            read_text_file, text_value)
 from tfllm.errors import UserInputError
 
 # name -> file in tfllm/datasets/data
@@ -229,6 +230,13 @@ def _document_lines(path, column, empty_fix):
         # Subfolders too: a classifier's folder of one subfolder of .txt files per label was "no .txt files".
         files = []
         for root, folders, names in os.walk(path):
+            if _saved_model(root):  # `pretrain --data runs` read every run's vocabulary.txt as documents
+                what = "a tfllm run directory or a KerasHub preset"
+                found = (f"is a saved model ({what})" if root == path
+                         else f"holds a saved model ({os.path.relpath(root, path)!r}: {what})")
+                raise UserInputError(f"Folder {path!r} {found}, not documents: its .txt files are a vocabulary. Pass "
+                                     "a folder of .txt files of text (one document per line), without runs or "
+                                     "presets in it.")
             folders[:] = [f for f in folders if not hidden(f)]
             files += [os.path.join(root, f) for f in names if is_text_file(f) and not hidden(f)]
         if not files:
