@@ -455,6 +455,9 @@ def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
     with pytest.raises(UserInputError, match="Text 2 to translate .* has nothing this model reads"):
         translator.translate(["一二", text])
     assert len(translator.translate(["一二"])) == 1
+    # `tfllm translate --file` checks 256 lines at a time, blank ones left out: it numbered the text within them.
+    with pytest.raises(UserInputError, match="Text 259 to translate .* has nothing this model reads"):
+        translator.check_sources(["一二", text], numbers=[257, 259])
 
 
 @pytest.mark.slow

@@ -654,11 +654,14 @@ def cmd_translate(args):
     memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
     # Warned about once, with the totals of every chunk (each chunk warned of its own: "46 source(s) are
     # longer...", then "9 source(s)...", where tfllm.translate says 55), after the translations printed.
-    notes = SourceNotes()
+    notes, read = SourceNotes(), 0
     try:
         for chunk in iter(lambda: list(itertools.islice(texts, TRANSLATE_CHUNK)), []):
             given = [text for text in chunk if text]  # a --file's blank line ("") is answered by a blank line
-            given = translator.check_sources(given, notes=notes) if given else []
+            # A refusal numbers a text as the input does, blank lines counted (it counted within the chunk).
+            numbers = [read + i for i, text in enumerate(chunk, 1) if text]
+            read += len(chunk)
+            given = translator.check_sources(given, notes=notes, numbers=numbers) if given else []
             translations = iter(translate(
                 translator, given, sampler=sampler, num_beams=args.num_beams if sampler == "beam" else None,
                 max_new_tokens=args.max_new_tokens,

@@ -259,19 +259,21 @@ class Translator:
                     best[i] = (value, candidate)
         return [best[i][1] if i in best else (options[0] if options else "") for i, options in enumerate(candidates)]
 
-    def check_sources(self, sources, warn=True, notes=None):
+    def check_sources(self, sources, warn=True, notes=None, numbers=None):
         """`sources` as a list, refusing what cannot be translated; with `warn` (the interactive path: tokenizing every source costs),
         also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters.
 
         With `notes` (a `SourceNotes`), what would be warned about is added to it instead, so that sources
         checked a batch at a time (`tfllm translate --file`, 256 lines at a time) are warned about once, with
-        their totals (`notes.warn()`)."""
+        their totals (`notes.warn()`). `numbers`: each source's number in refusals (its line of a --file, blank
+        lines counted), 1, 2, ... by default."""
         runs.texts_argument(sources, "sources")
         sources = list(sources)
         runs.refuse_non_strings(sources, "Text {} to translate")
         if not sources or len(sources) > MAX_SOURCES:
             raise UserInputError(f"Give between 1 and {MAX_SOURCES} texts to translate, got {len(sources)}.")
-        empty = [i for i, s in enumerate(sources, 1) if not s.strip()]
+        numbers = list(numbers) if numbers is not None else list(range(1, len(sources) + 1))
+        empty = [numbers[i] for i, s in enumerate(sources) if not s.strip()]
         if empty:
             raise UserInputError(f"Text {empty[0]} to translate is empty; give at least one character.")
         # As training, scoring and --file read them: a space before or after a source ("你好 " pasted) was
@@ -288,7 +290,7 @@ class Translator:
         lengths = np.array([len(row) for row in ids])
         wordless = np.flatnonzero(lengths == 0)
         if len(wordless):  # decoded from [BOS] [EOS] alone: an empty line or a made-up translation, exit status 0
-            raise UserInputError(f"Text {wordless[0] + 1} to translate ({shown(sources[wordless[0]])}) has nothing this "
+            raise UserInputError(f"Text {numbers[wordless[0]]} to translate ({shown(sources[wordless[0]])}) has nothing this "
                                  "model reads (only control, invisible or space characters); give the text to translate.")
         found = SourceNotes() if notes is None else notes
         found.room = self.encoder_length - 2  # [BOS] ... [EOS]
