@@ -62,8 +62,7 @@ def _padded_rows(values):
 
 def _padded(texts):
     """`texts` as a string tensor, the last repeated up to a power of two (one compiled program per size)."""
-    texts = list(texts)
-    return tf.constant(texts + [texts[-1]] * ((1 << (len(texts) - 1).bit_length()) - len(texts)))
+    return tf.constant(_padded_rows(np.array(list(texts), dtype=object)))
 
 
 # The fewest sources one call decodes (or scores) under XLA. For a `default`-sized model, compiling the
