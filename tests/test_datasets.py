@@ -314,6 +314,18 @@ def test_labels_and_fractions_of_the_wrong_kind_are_refused(tmp_path):
     assert (len(scored.train), len(scored.val), len(scored.test)) == (0, 0, 60)
 
 
+def test_pair_fractions_of_the_wrong_kind_are_refused(tmp_path):
+    from tfllm.datasets.pairs import load_pair_data
+    path = tmp_path / "pairs.tsv"
+    path.write_text("zh\ten\n" + "".join(f"源{i}\tsource {i}\n" for i in range(40)), encoding="utf-8")
+    # 0.6 + 0.6 was blamed on the file ("has too few pairs (40) ... give it hundreds"); "0.1" was a TypeError.
+    for val, test, message in ((0.6, 0.6, r"add up to 1.2, which leaves no rows to train on"),
+                               (0.1, "0.1", r"^test_fraction must be a number .*got '0.1'")):
+        with pytest.raises(UserInputError, match=message):
+            load_pair_data(str(path), "zh", "en", val_fraction=val, test_fraction=test)
+    assert len(load_pair_data(str(path), "zh", "en", val_fraction=0.2, test_fraction=0.2).train) == 24
+
+
 def test_rows_held_in_memory_are_told_to_be_saved_to_a_file():
     # A list of (text, label) rows was a TypeError ("unhashable type: 'list'"); TrainConfig(data=...)'s message.
     with pytest.raises(UserInputError, match=r"^load_classification_data's source must be a file or folder path or a "

@@ -588,8 +588,8 @@ def _check_fractions(val_fraction, test_fraction, training):
     gave an empty training split without a word."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-            raise UserInputError(f"{name} must be a number from 0 to 1 (the share of each class's rows it holds "
-                                 f"out), got {value!r}.")
+            raise UserInputError(f"{name} must be a number from 0 to 1 (the share of the rows it holds out), "
+                                 f"got {value!r}.")
     total = val_fraction + test_fraction
     if total > 1 or training and total >= 1:
         raise UserInputError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) add up to "

@@ -23,8 +23,8 @@ import dataclasses
 import os
 import random
 
-from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _column, _first_line, _read_rows, bundled_path, is_text_file,
-                            read_lines, read_texts, refuse_plain_text, warn_about_unused_split_column)
+from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _check_fractions, _column, _first_line, _read_rows,
+                            bundled_path, is_text_file, read_lines, read_texts, refuse_plain_text, warn_about_unused_split_column)
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -245,6 +245,7 @@ def load_pair_data(source, source_column=None, target_column=None, split_column=
     Returns:
         `PairData`.
     """
+    _check_fractions(val_fraction, test_fraction, training=True)
     path, sources, targets, splits, source_column, target_column, reference_separator = _read_columns(
         source, source_column, target_column, split_column, reference_separator, warn_split)
     if len(sources) < 2:
