@@ -932,3 +932,28 @@ def test_the_end_token_is_recorded_as_trained_only_where_a_target_held_it(tmp_pa
     run_dir = write_run_dir(generator, tmp_path / "run")
     loaded = load_generator(run_dir, jit_compile=False)
     assert loaded.end_id in loaded.banned_ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("window_keep", [None, 5])
+def test_a_prompt_many_windows_long_decodes_as_the_whole_buffer_did_from_only_the_tokens_it_reads(window_keep):
+    """A long prompt was decoded in a buffer as wide as itself (a 60,000-character prompt: 8 s for 4 tokens);
+    now from its last `window_keep + 1` tokens (`unread_prefix`), with the same text, sampled and greedy."""
+    from lm_utils import TEXT
+
+    from tfllm.generation import Generator, decode_function, unread_prefix
+    from tfllm.tokenizers import CharacterTokenizer
+
+    assert [int(unread_prefix(n, 8, 5)) for n in (1, 8, 9, 100)] == [0, 0, 3, 94]
+    tokenizer = CharacterTokenizer(vocabulary=sorted(set(TEXT)))
+    generator = Generator(tiny_lm(tokenizer.vocabulary_size(), 8, window_keep=window_keep), tokenizer, jit_compile=False)
+    prompt = TEXT * 3  # 20 windows
+    ids = generator.encode(prompt)
+    decode = decode_function(generator.model, (generator.end_id,), jit_compile=False, banned_token_ids=generator.banned_ids)
+    for temperature, seed in ((0.0, 0), (1.0, 3)):
+        whole = decode({"token_ids": np.concatenate([ids, np.zeros(6, "int32")])[None],
+                        "padding_mask": (np.arange(len(ids) + 6) < len(ids)).astype("int32")[None],
+                        "temperature": np.float32([temperature]), "top_k": np.int32([0]), "top_p": np.float32([1.0]),
+                        "seed": np.int32([seed])})
+        expected = generator.decode(np.asarray(whole)[0, len(ids):], prompt)
+        assert generator.generate([prompt], 6, sampler="random", temperature=temperature, seed=seed) == [expected]

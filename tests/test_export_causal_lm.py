@@ -128,3 +128,28 @@ def test_a_wordpiece_exports_completion_carries_the_space_before_its_first_word(
         new = generator.greedy_ids(generator.encode(prompt), 8)
         assert text == generator.decode(generator.encode(prompt).tolist() + new)
         assert greedy["completion"].numpy()[0].decode() == generator.generate([prompt], 8, sampler="greedy")[0]
+
+
+@pytest.mark.slow
+def test_a_prompt_many_windows_long_is_continued_from_its_last_window(tmp_path):
+    """A 60,000-character prompt took 8 s for 4 new tokens (a buffer and a compiled program as wide as the
+    prompt); the SavedModel now decodes only the tokens the model reads, and `text` is still the whole prompt."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops, before loading)
+    from lm_utils import TEXT
+
+    generator = tiny_generator(jit_compile=True)  # a window of 8 tokens (characters), window_keep None
+    run_dir = write_run_dir(generator, tmp_path / "run")
+    loaded = tf.saved_model.load(export_causal_lm(run_dir, "tiny_lm", base_dir=str(tmp_path / "savedmodels")))
+    prompts = [TEXT * 40, "First", TEXT * 40]  # about 300 windows, beside a short prompt
+    n = len(prompts)
+    out = loaded.signatures["serving_default"](
+        prompt=tf.constant(prompts), max_new_tokens=tf.fill([n], 6), temperature=tf.constant([0.0, 1.0, 1.0]),
+        top_k=tf.zeros([n], tf.int32), top_p=tf.ones([n]), seed=tf.constant([0, 4, 5]))
+    completions = [t.decode() for t in out["completion"].numpy()]
+    assert [t.decode() for t in out["text"].numpy()] == [p + c for p, c in zip(prompts, completions)]
+    # Greedy, the model reads the last window only: the same completion as that window alone.
+    assert completions[0] == generator.generate([prompts[0][-8:]], 6, sampler="greedy")[0]
+    # Sampled, the noise is drawn where the whole prompt puts it: as in-process, row by row.
+    assert completions[2] == generator.generate([prompts[2]], 6, sampler="random", temperature=1.0, seed=5)[0]
+    assert completions[1] == generator.generate(["First"], 6, sampler="random", temperature=1.0, seed=4)[0]

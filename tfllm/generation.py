@@ -225,6 +225,18 @@ def context_window(model):
             or model.preprocessor.sequence_length)
 
 
+def unread_prefix(length, window, keep):
+    """How many leading tokens of a `length`-token prompt a sliding model (`CausalLM.generate_step`) never reads.
+
+    Past its window the loop starts by re-encoding the last `keep` tokens before the prompt's last one, so a
+    prompt longer than `window` is decoded exactly as its last `keep + 1` tokens are (with the noise drawn
+    `unread_prefix` positions on, `OptionSampler`'s `position_offset`). Dropping the rest up front saves a
+    buffer (and a compiled program) as wide as the whole prompt: a 60,000-character prompt took 8 s to continue
+    by 4 tokens. Works on ints and tensors alike.
+    """
+    return keras.ops.where(length > window, length - (keep + 1), 0)
+
+
 def refuse_unseen(tokenizer, prompt, ids):
     """Refuses a prompt whose token `ids` hold the tokenizer's unknown id: text it has no token for (for a
     character tokenizer, the characters are named). `tfllm generate` and `tfllm explain` refuse it alike."""
@@ -427,6 +439,10 @@ class Generator:
         window = self.window
 
         if stream_callback is None:
+            if self.slides:  # only what the model reads (`unread_prefix`), its noise drawn where it was
+                drop = [int(unread_prefix(len(ids), window, self.model.window_keep or window - 1)) for ids in encoded]
+                encoded = [ids[d:] for ids, d in zip(encoded, drop)]
+                options["position_offset"] = np.asarray(drop, "int32")
             width = max(len(ids) for ids in encoded) + max_new_tokens
             out = self._run(function, encoded, width, options)
             new = [self._cut(out[i, len(ids): len(ids) + max_new_tokens], stop_token_ids) for i, ids in enumerate(encoded)]

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from tfllm.config import EXPORT_MAX_NEW_TOKENS
 from tfllm.export.versioning import atomic_version_dir, write_archive
-from tfllm.generation import Generator, decode_function, load_generator
+from tfllm.generation import Generator, decode_function, load_generator, unread_prefix
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, join_cjk_op, keeps_leading_suffix,
                               whole_word_ids, without_leading_suffix_op, wordpiece_completion_op)
 
@@ -62,6 +62,7 @@ def generation_archive(model, tokenizer, jit_compile=True):
     archive.track(model)
     tokenizer(tf.constant(["build"]))  # a Layer must be built before it is tracked
     archive.track(tokenizer)  # keeps its lookup tables in the graph (keras-hub#2015)
+    window_keep = getattr(model, "window_keep", None) or ids_of.window - 1
     decode = decode_function(model, (end_id,), jit_compile=jit_compile, banned_token_ids=ids_of.banned_ids)
     if detokenizes_with_spaces(tokenizer):  # per id: no "##" piece (a space may go before it after the prompt)
         whole_words = tf.constant(whole_word_ids(tokenizer), tf.bool)
@@ -105,6 +106,11 @@ def generation_archive(model, tokenizer, jit_compile=True):
             starts = tf.tile(tf.constant([ids_of.start_ids], tf.int32), [ids.nrows(out_type=tf.int32), 1])
             ids = tf.concat([starts, ids], axis=1)
             lengths = tf.cast(ids.row_lengths(), tf.int32)
+        offset = tf.zeros_like(lengths)
+        if ids_of.slides:  # only the tokens decoding reads: a long prompt's buffer was as wide as the whole prompt
+            offset = unread_prefix(lengths, ids_of.window, window_keep)
+            ids = tf.ragged.boolean_mask(ids, tf.ragged.range(lengths) >= offset[:, None])
+            lengths = lengths - offset
         with tf.control_dependencies(checks):
             width = tf.reduce_max(lengths + max_new_tokens)
         if ids_of.slides:
@@ -127,6 +133,7 @@ def generation_archive(model, tokenizer, jit_compile=True):
                 "top_k": tf.gather(top_k, take),
                 "top_p": tf.gather(top_p, take),
                 "seed": tf.gather(seed, take),
+                "position_offset": tf.gather(offset, take),  # the noise drawn where the whole prompt puts it
             }
         )[:rows]
         # Row i's new tokens: positions [length_i, length_i + max_new_tokens_i).
