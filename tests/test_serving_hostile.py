@@ -642,3 +642,67 @@ def test_grpc_calls_over_the_cap_are_refused_at_once_and_the_cap_frees(tmp_path)
         channel.close()
         server.stop(0)
         registry.stop()
+
+
+def _raw_socket(port, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_a_transfer_coding_other_than_chunked_is_refused(server):
+    """`Transfer-Encoding: gzip, chunked` was read as chunked, the gzip ignored (a proxy could frame it otherwise:
+    request smuggling); now 501 with TF Serving's {"error": ...}. Plain chunked is still answered."""
+    body = b'{"instances": ["good"]}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    head = b"POST /v1/models/reviews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    assert _raw_socket(server["rest"], head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked).startswith(b"HTTP/1.1 200")
+    reply = _raw_socket(server["rest"], head + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked)
+    assert reply.startswith(b"HTTP/1.1 501"), reply[:200]
+    assert "Transfer-Encoding 'gzip, chunked' is not supported" in json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]
+
+
+def test_head_answers_as_get_and_v1_is_one_json_answer_not_a_redirect(server):
+    """HEAD /v1/models/NAME was a 400 while GET was 200; GET /v1 was a 307 to /v1/ (which was a 400)."""
+    get = raw(server["rest"], "GET", "/v1/models/reviews")
+    assert get[0] == 200
+    assert raw(server["rest"], "HEAD", "/v1/models/reviews") == (200, b"")
+    for path in ("/v1", "/v1/"):
+        status, content = raw(server["rest"], "GET", path)
+        assert status in (400, 404) and json.loads(content)["error"], (path, status, content)
+
+
+def test_a_client_gone_before_its_model_call_gets_none(savedmodels):
+    """A REST client that disconnected while its request waited for a worker thread still had its model run
+    (a generation went on for minutes for no one); now it gets no model call."""
+    import asyncio
+
+    from tfllm.serving.registry import ModelRegistry
+    from tfllm.serving.rest import make_app
+
+    registry = ModelRegistry(str(savedmodels), poll_seconds=0)
+    registry.refresh()
+    app = make_app(registry)
+    body = json.dumps({"instances": ["good film"] * 400}).encode()  # over the inline limit: a worker thread
+
+    def answer(then):
+        messages = [{"type": "http.request", "body": body, "more_body": False}] + ([then] if then else [])
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else await asyncio.Event().wait()
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/models/reviews:predict", "raw_path": b"",
+                 "query_string": b"", "headers": [(b"host", b"localhost"), (b"content-length", b"%d" % len(body))],
+                 "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8501), "client": ("127.0.0.1", 1)}
+        asyncio.run(asyncio.wait_for(app(scope, receive, send), 60))
+        return sent[0]["status"]
+
+    assert answer({"type": "http.disconnect"}) == 400  # no one to answer: no model call, no 200
+    assert answer(None) == 200  # a client still there is answered

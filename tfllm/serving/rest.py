@@ -17,6 +17,7 @@ import os
 import re
 import zlib
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -52,6 +53,11 @@ _PATH = re.compile(
     r"(?P<meta>/metadata)?"
     r"(?::(?P<verb>[A-Za-z]+))?$", re.IGNORECASE
 )
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """`text` quoted for a message, cut to about `limit` characters (a 60,000-character name was echoed whole)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _malformed(request: Request) -> RequestError:
@@ -103,6 +109,14 @@ class _AccessCheck:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            # Only plain chunked framing: "gzip, chunked" was read as chunked with the gzip coding
+            # ignored, so a proxy that reads such a request differently could smuggle one past us.
+            codings = b",".join(v for k, v in scope.get("headers") or () if k == b"transfer-encoding")
+            if codings and codings.strip().lower() != b"chunked":
+                await _json_reply({"error": f"Transfer-Encoding {_shown(codings.decode('latin-1'))} is not "
+                                   "supported; send a Content-Length or plain chunked."},
+                                  501, {"Connection": "close"})(scope, receive, send)
+                return
             # A head still incomplete after MAX_HEAD_BYTES is refused as it arrives
             # (connections.py), but one that ended within a read gets here: bound it exactly.
             if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
@@ -228,7 +242,7 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         return wrapper
 
     async def model_path(request: Request):
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # HEAD: GET's status and headers (the server drops the body)
             return await get(request)
         if request.method == "POST":
             return await post(request)
@@ -362,7 +376,11 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         sig = servable.signature(signature_name)
         return (sig, *json_to_tensors(body, sig, limits))
 
-    def answer(sig: Signature, kwargs: dict, row_format: bool) -> bytes:
+    def answer(sig: Signature, kwargs: dict, row_format: bool, request: Request | None = None) -> bytes:
+        # On a worker thread: a client that left while this waited for a thread or a decode slot gets no
+        # model call (a generation ran on for minutes for no one). A call once started runs to its end.
+        if request is not None and anyio.from_thread.run(request.is_disconnected):
+            raise ClientDisconnect()
         return _dumps(outputs_to_json(sig.call(kwargs), row_format))
 
     @guarded
@@ -384,23 +402,23 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
             active += 1
             try:
                 if len(raw) <= limits.small_body_bytes:
-                    return Response(await predict(servable, raw), media_type="application/json")
+                    return Response(await predict(request, servable, raw), media_type="application/json")
                 async with decode_slots:  # large bodies: a few parsed at a time (their memory)
                     try:
                         parsed = await run_in_threadpool(parse_predict, servable, raw)
                     finally:  # its memory goes with its share of the budget, also on a 400
                         raw.clear()  # (a traceback would keep the frames that name it)
                         hold.release()
-                return Response(await run_in_threadpool(answer, *parsed),
+                return Response(await run_in_threadpool(answer, *parsed, request),
                                 media_type="application/json")
             finally:
                 active -= 1
 
-    async def predict(servable: Servable, raw: bytes) -> bytes:
+    async def predict(request: Request, servable: Servable, raw: bytes) -> bytes:
         # Concurrent requests on worker threads overlap; a lone short one runs inline
         # (see INLINE_MAX_SECONDS).
         if len(raw) > INLINE_MAX_BODY_BYTES:
-            return await run_in_threadpool(lambda: answer(*parse_predict(servable, raw)))
+            return await run_in_threadpool(lambda: answer(*parse_predict(servable, raw), request))
         sig, kwargs, row_format = parse_predict(servable, raw)
         if sig.recent_seconds < INLINE_MAX_SECONDS:
             # One turn of the loop lets requests that are already waiting start and
@@ -408,7 +426,7 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
             await asyncio.sleep(0)
             if active == 1:
                 return answer(sig, kwargs, row_format)
-        return await run_in_threadpool(answer, sig, kwargs, row_format)
+        return await run_in_threadpool(answer, sig, kwargs, row_format, request)
 
     async def page(request: Request):
         name = _static_name(request.url.path)
@@ -428,4 +446,6 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
                 Route("/v1/{path:path}", malformed, methods=_METHODS)],
         exception_handlers={RequestError: request_error, HTTPException: http_error},
     )
+    # "GET /v1" was a 307 to "/v1/" (its Location without the Host's port), which was a 400: one JSON 404 now.
+    app.router.redirect_slashes = False
     return _AccessCheck(app, policy or AccessPolicy())
