@@ -225,7 +225,38 @@ def test_a_huge_name_is_cut_in_the_grpc_status(field, code, server, stub):
         else:
             stub.Predict(request, timeout=30)
     assert info.value.code() == code, info.value.details()[:300]
-    assert "n" * 200 + "..." in info.value.details() and len(info.value.details()) < 2000
+    assert "'" + "n" * 80 + "'..." in info.value.details() and len(info.value.details()) < 600
+
+
+@pytest.mark.parametrize("path,words", [
+    ("/v1/models/" + "a" * 60_000, "model '" + "a" * 80 + "'..."),
+    ("/v1/models/reviews/labels/" + "b" * 60_000 + ":predict", "label: '" + "b" * 80 + "'..."),
+    ("/v1/models/reviews/versions/" + "9" * 400 + ":predict", "Version '" + "9" * 80 + "'..."),
+    ("/v1/models/rev%00iews", "model 'rev\\u0000iews'"),  # JSON's escape, not Python's \\x00
+])
+def test_rest_echoes_a_name_cut_and_escaped_as_json_writes_it(path, words, server):
+    """A 60,000-character model name came back whole in the 404; a NUL read 'rev\\x00iews' (Python's repr)."""
+    post = path.endswith(":predict")
+    status, content = raw(server["rest"], "POST" if post else "GET", path, b'{"instances": ["good"]}' if post else None)
+    error = json.loads(content)["error"]
+    assert status in (400, 404) and words in error and len(error) < 400, error[:300]
+
+
+@pytest.mark.parametrize("model,body,words", [
+    ("reviews", {"instances": [None]}, "must hold strings (signature: string [-1]); got null at value 0"),
+    ("reviews", {"instances": [True]}, "got true at value 0"),
+    ("reviews", {"instances": ["good", 5]}, "got a number at value 1"),
+    ("ids", {"inputs": {"token_ids": [[1, None]]}}, "must be int32 (signature: int32 [-1, -1]); got null at value 1"),
+    ("ids", {"inputs": {"token_ids": [[1, {"x": 1}]]}}, "got an object at value 1"),
+    ("ids", {"inputs": {"token_ids": [[1, 2.5]]}}, "got numbers with a fraction or exponent"),
+    ("ids", {"inputs": {"token_ids": [[True, False]]}}, "got true/false values"),
+])
+def test_rest_names_a_wrong_value_in_jsons_words(model, body, words, server):
+    """The client wrote JSON: it read "got NoneType None", "got bool True", "got float64 values"."""
+    status, content = raw(server["rest"], "POST", PREDICT.format(model), json.dumps(body).encode())
+    error = json.loads(content)["error"]
+    assert status == 400 and words in error, error
+    assert not any(python in error for python in ("NoneType", "bool", "float64", "dict", "None"))
 
 
 def test_requests_within_the_limits_are_answered(server, stub):

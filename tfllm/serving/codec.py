@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from tfllm.serving.limits import Limits, RequestError, clip
+from tfllm.serving.limits import Limits, RequestError, shown
 
 _NO_LIMITS = Limits(max_batch_size=1 << 62, max_sequence_length=1 << 62, max_elements=1 << 62,
                     max_string_bytes=1 << 62, max_body_bytes=1 << 62)
@@ -90,7 +90,7 @@ def _check_ids(name: str, arr: np.ndarray) -> None:
 def _decode_b64(value: dict, name: str, limits: Limits) -> bytes:
     if len(value) != 1 or "b64" not in value:
         raise RequestError(
-            f"Input {name!r}: unexpected object {sorted(value)[:5]}; a binary value is "
+            f"Input {name!r}: unexpected object [{', '.join(map(shown, sorted(value)[:5]))}]; a binary value is "
             'written {"b64": "<base64>"}.')
     data = value["b64"]
     if not isinstance(data, str):
@@ -104,6 +104,18 @@ def _decode_b64(value: dict, name: str, limits: Limits) -> bytes:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
         raise RequestError(f"Input {name!r}: invalid base64 value ({e}).") from e
+
+
+def _json_kind(value) -> str:
+    """What a JSON value is, in JSON's words: the client wrote JSON, not Python (it read
+    "got NoneType None", "got bool True")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _json_shape_and_leaves(name: str, value, spec, limits: Limits):
@@ -160,8 +172,7 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
             elif not isinstance(leaf, str):
                 raise RequestError(
                     f"Input {name!r} must hold strings (signature: {spec_str(spec)}); got "
-                    f"{type(leaf).__name__} {str(leaf)[:40]} at value {i} (ragged lists are "
-                    "not allowed either).")
+                    f"{_json_kind(leaf)} at value {i} (ragged lists are not allowed either).")
             values.append(leaf)
         _check_strings(name, values, limits)
         arr = np.empty(len(values), dtype=object)
@@ -171,7 +182,7 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
         if isinstance(leaf, (list, dict, str)) or leaf is None:
             raise RequestError(
                 f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); got "
-                f"{'a string' if isinstance(leaf, str) else type(leaf).__name__} at value {i}.")
+                f"{_json_kind(leaf)} at value {i}.")
     try:
         arr = np.asarray(leaves).reshape(shape)
     except (ValueError, OverflowError) as e:
@@ -186,10 +197,12 @@ def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
     np_dtype = spec.dtype.as_numpy_dtype
     kind = np.dtype(np_dtype).kind
     if arr.size and arr.dtype.kind not in _KIND_OK.get(kind, kind):
-        got = {"O": "mixed or too large", "U": "string"}.get(arr.dtype.kind, arr.dtype.name)
+        # In JSON's words: the array's dtype is how numpy read the client's JSON numbers.
+        got = {"f": "numbers with a fraction or exponent", "b": "true/false values",
+               "i": "numbers", "u": "numbers"}.get(arr.dtype.kind, "mixed values")
         raise RequestError(
             f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); "
-            f"got {got} values.")
+            f"got {got}.")
     if kind in "iu" and arr.size:
         info = np.iinfo(np_dtype)
         if arr.min() < info.min or arr.max() > info.max:
@@ -235,7 +248,7 @@ def check_names(given, sig) -> None:
         if missing:
             problems.append(f"missing input(s) {sorted(missing)}")
         if extra:
-            problems.append(f"unknown input(s) {[clip(k) for k in sorted(extra)[:10]]}")
+            problems.append(f"unknown input(s) [{', '.join(map(shown, sorted(extra)[:10]))}]")
         # A generator's sampling settings read as optional, and a signature's inputs are all required (as in
         # TF Serving): its `greedy` signature is the one that takes only the prompt and the length.
         hint = (" (every input is required; the 'greedy' signature takes only prompt and max_new_tokens)"

@@ -13,7 +13,7 @@ from tfllm.errors import UserInputError
 from tfllm.serving import tensors as tensors_lib
 from tfllm.serving.codec import proto_inputs_to_tensors
 from tfllm.serving.connections import ConnectionLimits
-from tfllm.serving.limits import Limits, RequestError, clip
+from tfllm.serving.limits import Limits, RequestError, shown
 from tfllm.serving.registry import ModelRegistry
 from tfllm.serving.servable import Servable
 from tfllm.serving.security import AccessPolicy
@@ -101,7 +101,7 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
                 unknown = set(request.output_filter) - set(outputs)
                 if unknown:
                     raise RequestError(f"Unknown output(s) in output_filter: "
-                                       f"{[clip(k) for k in sorted(unknown)[:10]]}.")
+                                       f"[{', '.join(map(shown, sorted(unknown)[:10]))}].")
                 outputs = {k: outputs[k] for k in request.output_filter}
             response = predict_pb2.PredictResponse()
             response.model_spec.name = servable.name

@@ -10,6 +10,7 @@ single broadcast value, and expanding it first is what must not happen.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -18,11 +19,23 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 PENDING_BODIES = 4
 
 
-def clip(name: str, limit: int = 200) -> str:
-    """A client's name (model, label, signature, input) cut for a message: a gRPC status
-    travels in trailing metadata, which clients refuse over 8 KiB (a 100,000-character
-    model name got RESOURCE_EXHAUSTED, not NOT_FOUND)."""
-    return name if len(name) <= limit else name[:limit] + "..."
+def cut(text: str, limit: int = 80) -> str:
+    """A client's text (a name, a path, a header) as a message may echo it: at most `limit`
+    characters, then "...", with control and other unprintable characters written as JSON
+    writes them (\\u0000). A gRPC status travels in trailing metadata, which clients refuse
+    over 8 KiB (a 100,000-character model name got RESOURCE_EXHAUSTED, not NOT_FOUND), and a
+    60,000-character name was echoed whole; Python's repr wrote a NUL as \\x00, which a JSON
+    client reads as four characters."""
+    head = text[:limit]
+    if not head.isprintable():
+        head = "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in head)
+    return head + ("..." if len(text) > limit else "")
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """`cut(text)` in quotes, for REST, gRPC and the registry alike."""
+    head = cut(text, limit)
+    return f"'{head[:-3]}'..." if len(text) > limit else f"'{head}'"
 
 
 class RequestError(Exception):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tfllm.errors import UserInputError
 from tfllm.serving import models as models_lib
-from tfllm.serving.limits import RequestError, clip
+from tfllm.serving.limits import RequestError, shown
 from tfllm.serving.servable import Servable, load_servable
 
 logger = logging.getLogger("tfllm.serving")
@@ -307,7 +307,7 @@ class ModelRegistry:
         if state is None:
             known = ", ".join(sorted(self._models)) or "none"
             raise RequestError(
-                f"Servable not found for request: model {clip(name)!r} (models served: {known}).",
+                f"Servable not found for request: model {shown(name)} (models served: {known}).",
                 404,
             )
         return state
@@ -325,7 +325,7 @@ class ModelRegistry:
             if label not in state.labels:
                 known = ", ".join(sorted(state.labels)) or "none"
                 raise RequestError(
-                    f"Unrecognized servable version label: {clip(label)!r} for model {name!r} "
+                    f"Unrecognized servable version label: {shown(label)} for model {name!r} "
                     f"(labels: {known}).", 400)
             version = state.labels[label]
         if version is None:

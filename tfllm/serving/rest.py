@@ -28,7 +28,7 @@ from starlette.routing import Route
 from tfllm.serving.codec import json_to_tensors, outputs_to_json
 from tfllm.serving.connections import MAX_HEAD_BYTES, BodyBudget, BodyHold, ConnectionLimits
 from tfllm.serving.jsonio import dumps as _dumps, loads as _loads
-from tfllm.serving.limits import Limits, RequestError
+from tfllm.serving.limits import Limits, RequestError, cut, shown
 from tfllm.serving.registry import ModelRegistry, VersionStatus
 from tfllm.serving.servable import Servable, Signature
 from tfllm.serving.security import AccessPolicy
@@ -55,16 +55,11 @@ _PATH = re.compile(
 )
 
 
-def _shown(text: str, limit: int = 80) -> str:
-    """`text` quoted for a message, cut to about `limit` characters (a 60,000-character name was echoed whole)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
-
-
 def _malformed(request: Request) -> RequestError:
     # TF Serving answers 400 with these words for any /v1/ path or method it has no
     # handler for (404 is kept for a model or version that does not exist).
     return RequestError(
-        f"Malformed request: {request.method} {request.url.path[:200]}; the paths are GET "
+        f"Malformed request: {cut(request.method)} {cut(request.url.path)}; the paths are GET "
         "/v1/models/NAME[/versions/V|/labels/L][/metadata] and POST "
         "/v1/models/NAME[/versions/V|/labels/L]:predict.", 400)
 
@@ -81,7 +76,7 @@ def _parse_path(request: Request):
     version = m["version"]
     if version is not None:
         if not (version.isascii() and version.isdigit()) or len(version) > 18:  # not '²'
-            raise RequestError(f"Version {version[:40]!r} must be a non-negative integer.")
+            raise RequestError(f"Version {shown(version)} must be a non-negative integer.")
         version = int(version)
     return m["name"], version, m["label"], m["meta"] is not None, m["verb"] and m["verb"].lower()
 
@@ -113,7 +108,7 @@ class _AccessCheck:
             # ignored, so a proxy that reads such a request differently could smuggle one past us.
             codings = b",".join(v for k, v in scope.get("headers") or () if k == b"transfer-encoding")
             if codings and codings.strip().lower() != b"chunked":
-                await _json_reply({"error": f"Transfer-Encoding {_shown(codings.decode('latin-1'))} is not "
+                await _json_reply({"error": f"Transfer-Encoding {shown(codings.decode('latin-1'))} is not "
                                    "supported; send a Content-Length or plain chunked."},
                                   501, {"Connection": "close"})(scope, receive, send)
                 return
@@ -223,7 +218,7 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         return _json_reply({"error": e.message}, e.status, headers or None)
 
     async def http_error(request, e: HTTPException):
-        return _json_reply({"error": f"{e.detail}: {request.method} {request.url.path[:200]}"},
+        return _json_reply({"error": f"{e.detail}: {cut(request.method)} {cut(request.url.path)}"},
                            e.status_code)
 
     def guarded(handler):
@@ -341,7 +336,7 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
         if encoding == "identity":
             return raw
         if encoding not in ("gzip", "x-gzip"):
-            raise RequestError(f"Content-Encoding {encoding[:40]!r} is not supported; send the body as it "
+            raise RequestError(f"Content-Encoding {shown(encoding)} is not supported; send the body as it "
                                "is or gzipped.", 415)
         inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip's header and trailer
         try:
@@ -431,7 +426,7 @@ def make_app(registry: ModelRegistry, limits: Limits | None = None,
     async def page(request: Request):
         name = _static_name(request.url.path)
         if name is None:
-            raise RequestError(f"Not found: {request.url.path[:200]}", 404)
+            raise RequestError(f"Not found: {cut(request.url.path)}", 404)
         return FileResponse(os.path.join(STATIC_DIR, name), media_type=_PAGE_FILES[name], headers=_PAGE_HEADERS)
 
     @guarded

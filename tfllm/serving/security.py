@@ -11,6 +11,8 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 
+from tfllm.serving.limits import shown
+
 TOKEN_ENV = "TFLLM_AUTH_TOKEN"
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
@@ -127,11 +129,11 @@ class AccessPolicy:
         """`(HTTP status, message)` for a request this policy refuses, else None (`origin`:
         REST's `Origin` header, passed for methods other than GET and HEAD)."""
         if not self.host_allowed(host):
-            return 400, (f"Host {host_of(host)!r} is not one this server answers to; add it "
+            return 400, (f"Host {shown(host_of(host))} is not one this server answers to; add it "
                          "with tfllm serve --allowed-host NAME (DNS-rebinding protection).")
         if not self.origin_allowed(origin, host):
-            shown = origin.decode("latin-1") if isinstance(origin, bytes) else origin
-            return 403, (f"Cross-origin request from {shown[:200]!r} refused: this server takes "
+            origin = origin.decode("latin-1") if isinstance(origin, bytes) else origin
+            return 403, (f"Cross-origin request from {shown(origin)} refused: this server takes "
                          "requests other than GET only from its own page, or from a page whose "
                          "name is given with tfllm serve --allowed-host NAME.")
         if not self.token_ok(authorization):

@@ -12,7 +12,7 @@ import numpy as np
 
 from tfllm.serving import models as models_lib
 from tfllm.serving.codec import clean_tf_message, describe_inputs, proto_inputs_to_tensors
-from tfllm.serving.limits import RequestError, clip
+from tfllm.serving.limits import RequestError, shown
 
 logger = logging.getLogger("tfllm.serving")
 
@@ -93,7 +93,7 @@ class Servable:
         if sig is None:
             known = ", ".join(sorted(self.signatures)) or "none"
             raise RequestError(
-                f"Serving signature name: {clip(name or DEFAULT_SIGNATURE)!r} not found in "
+                f"Serving signature name: {shown(name or DEFAULT_SIGNATURE)} not found in "
                 f"model {self.name!r} version {self.version} (signatures: {known}).",
                 # TF Serving: REST InvalidArgument (400), gRPC Predict FailedPrecondition;
                 # 404 / NOT_FOUND would read as "no such model or version".
