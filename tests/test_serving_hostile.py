@@ -737,3 +737,61 @@ def test_a_client_gone_before_its_model_call_gets_none(savedmodels):
 
     assert answer({"type": "http.disconnect"}) == 400  # no one to answer: no model call, no 200
     assert answer(None) == 200  # a client still there is answered
+
+
+@pytest.mark.parametrize("model,body,words", [
+    # A 5,000-digit integer is valid JSON: it was "Malformed JSON in request body: number is
+    # infinity when parsed as double".
+    ("ids", b'{"inputs": {"token_ids": [[1, ' + b"9" * 5000 + b"]]}}",
+     "Value 1 of input 'token_ids' is out of int32's range [-2147483648, 2147483647]"),
+    ("ids", b'{"inputs": {"token_ids": [[1, -1' + b"0" * 400 + b"]]}}", "Value 1 of input 'token_ids' is out of int32's"),
+    ("ids", b'{"inputs": {"token_ids": [[1, 2e999]]}}', "Value 1 of input 'token_ids' is out of int32's"),
+    ("reviews", b'{"instances": [' + b"9" * 5000 + b"]}", "got a number at value 0"),
+    # Beyond 64 bits orjson reads a float; within them int64: both were "outside the int32 range".
+    ("ids", b'{"inputs": {"token_ids": [[1, 2, 99999999999999999999]]}}', "Value 2 of input 'token_ids' is out of int32's"),
+    ("ids", b'{"inputs": {"token_ids": [[1, 2199023255552]]}}', "Value 1 of input 'token_ids' is out of int32's"),
+    ("ids", b'{"inputs": {"token_ids": [[1, 1e999, NaN]]}}', "Malformed JSON"),
+    # Read as input names: "Missing input(s) ['text'] and unknown input(s) ['b64', 'x']".
+    ("reviews", b'{"instances": [{"b64": "YQ==", "x": 1}]}', "A {\"b64\": ...} object must hold that one key; got keys ['b64', 'x']"),
+    ("reviews", b'{"inputs": {"b64": "YQ==", "x": 1}}', "A {\"b64\": ...} object must hold that one key"),
+])
+def test_rest_says_what_is_wrong_with_a_value(model, body, words, server):
+    status, content = raw(server["rest"], "POST", PREDICT.format(model), body)
+    error = json.loads(content)["error"]
+    assert status == 400 and words in error, error
+    assert len(error) < 400
+
+
+def test_grpc_refuses_a_negative_version_and_a_modelless_classify_as_rest_does(server, stub):
+    """gRPC version -5 was NOT_FOUND (as if it might appear) where REST's /versions/-5 is a 400; an
+    empty ClassificationRequest said "Missing ModelSpec" where REST's :classify says to use Predict."""
+    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                         model_service_pb2_grpc, regression_pb2)
+
+    status, content = raw(server["rest"], "POST", "/v1/models/reviews/versions/-5:predict", b'{"instances": ["good"]}')
+    assert status == 400
+    rest_error = json.loads(content)["error"]
+    predict = predict_pb2.PredictRequest()
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    model_status = get_model_status_pb2.GetModelStatusRequest()
+    for request in (predict, metadata, model_status):
+        request.model_spec.name = "reviews"
+        request.model_spec.version.value = -5
+    predict.inputs["text"].CopyFrom(proto(types_pb2.DT_STRING, [1], string_val=[b"good"]))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server['grpc']}")
+    for call, request in ((stub.Predict, predict), (stub.GetModelMetadata, metadata),
+                          (model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus, model_status)):
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=30)
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, rest_error)
+    _, content = raw(server["rest"], "POST", "/v1/models/reviews:classify", b'{"examples": []}')
+    assert "use Predict (REST :predict)" in json.loads(content)["error"]
+    for method, call, request in (("Classify", stub.Classify, classification_pb2.ClassificationRequest()),
+                                  ("Regress", stub.Regress, regression_pb2.RegressionRequest())):
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith(f"{method} is not supported: tfllm serve runs signatures "
+                                               "through Predict only"), info.value.details()
+        assert "names no model" in info.value.details() and "use Predict (REST :predict)" in info.value.details()
+    channel.close()

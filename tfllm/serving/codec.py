@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 
+from tfllm.serving.jsonio import BigNumber
 from tfllm.serving.limits import Limits, RequestError, shown
 
 _NO_LIMITS = Limits(max_batch_size=1 << 62, max_sequence_length=1 << 62, max_elements=1 << 62,
@@ -113,7 +114,7 @@ def _json_kind(value) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, BigNumber)):
         return "a number"
     return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
@@ -179,7 +180,9 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
         arr[:] = values
         return tf.constant(arr.reshape(shape), tf.string)
     for i, leaf in enumerate(leaves):
-        if isinstance(leaf, (list, dict, str)) or leaf is None:
+        if isinstance(leaf, BigNumber) and spec.dtype != tf.bool:
+            raise _out_of_range(name, i, spec.dtype.as_numpy_dtype)
+        if isinstance(leaf, (list, dict, str, BigNumber)) or leaf is None:
             raise RequestError(
                 f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); got "
                 f"{_json_kind(leaf)} at value {i}.")
@@ -193,9 +196,27 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
 _KIND_OK = {"i": "iu", "u": "iu", "f": "iuf", "c": "iufc", "b": "b"}
 
 
+def _out_of_range(name: str, index: int, np_dtype) -> RequestError:
+    """Value `index` of a JSON input is a number its dtype cannot hold: a 5,000-digit integer was
+    "Malformed JSON" (orjson's "number is infinity"), 2**40 for int32 "values outside the range"."""
+    dtype = np.dtype(np_dtype)
+    if dtype.kind in "iu":
+        span = f"[{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]"
+    else:
+        span = f"(at most {float(np.finfo(dtype).max):.7g} in magnitude)"
+    return RequestError(f"Value {index} of input {name!r} is out of {dtype.name}'s range {span}; "
+                        "send a value within it.")
+
+
 def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
     np_dtype = spec.dtype.as_numpy_dtype
     kind = np.dtype(np_dtype).kind
+    if kind in "iu" and arr.dtype.kind in "iuf" and arr.size:
+        # Before the dtype check: an integer beyond 64 bits is read as a float (orjson).
+        info = np.iinfo(np_dtype)
+        outside = np.flatnonzero((arr < info.min) | (arr > info.max))
+        if outside.size:
+            raise _out_of_range(name, int(outside[0]), np_dtype)
     if arr.size and arr.dtype.kind not in _KIND_OK.get(kind, kind):
         # In JSON's words: the array's dtype is how numpy read the client's JSON numbers.
         got = {"f": "numbers with a fraction or exponent", "b": "true/false values",
@@ -203,10 +224,6 @@ def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
         raise RequestError(
             f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); "
             f"got {got}.")
-    if kind in "iu" and arr.size:
-        info = np.iinfo(np_dtype)
-        if arr.min() < info.min or arr.max() > info.max:
-            raise RequestError(f"Input {name!r} has values outside the {spec.dtype.name} range.")
     if kind == "f" and arr.size:
         arr = as_finite_floats(name, arr, np_dtype)
     _check_ids(name, arr)
@@ -233,8 +250,17 @@ def as_finite_floats(name: str, arr: np.ndarray, np_dtype) -> np.ndarray:
 def _is_named(value, inputs: dict) -> bool:
     # A one-input signature may be fed bare values; a {"b64": ...} value is a
     # value, not a map of input names.
-    return isinstance(value, dict) and not (len(value) == 1 and "b64" in value
-                                            and "b64" not in inputs)
+    if not isinstance(value, dict):
+        return False
+    if "b64" in value and "b64" not in inputs:
+        if len(value) == 1:
+            return False
+        # Read as input names, it was "Missing input(s) ['text'] and unknown input(s) ['b64', 'x']".
+        raise RequestError(
+            'A {"b64": ...} object must hold that one key; got keys '
+            f"[{', '.join(map(shown, sorted(value)[:5]))}]. A binary value is written "
+            '{"b64": "<base64>"}.')
+    return True
 
 
 SAMPLING_INPUTS = {"temperature", "top_k", "top_p", "seed"}  # a generator's serving_default, beside prompt, length

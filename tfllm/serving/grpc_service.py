@@ -13,7 +13,7 @@ from tfllm.errors import UserInputError
 from tfllm.serving import tensors as tensors_lib
 from tfllm.serving.codec import proto_inputs_to_tensors
 from tfllm.serving.connections import ConnectionLimits
-from tfllm.serving.limits import Limits, RequestError, shown
+from tfllm.serving.limits import Limits, RequestError, bad_version, shown
 from tfllm.serving.registry import ModelRegistry
 from tfllm.serving.servable import Servable
 from tfllm.serving.security import AccessPolicy
@@ -67,8 +67,14 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
     codes = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
              401: grpc.StatusCode.UNAUTHENTICATED, 500: grpc.StatusCode.INTERNAL}
 
-    def resolve(spec) -> Servable:
+    def spec_version(spec) -> int | None:
         version = spec.version.value if spec.HasField("version") else None
+        if version is not None and version < 0:
+            raise bad_version(version)
+        return version
+
+    def resolve(spec) -> Servable:
+        version = spec_version(spec)
         label = spec.version_label or None
         return registry.resolve(spec.name, version, label)
 
@@ -78,6 +84,11 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
             try:
                 # As TF Serving's: a request without a model spec was looked up as model ''.
                 if "model_spec" in request.DESCRIPTOR.fields_by_name and not request.HasField("model_spec"):
+                    if method.__name__ in ("Classify", "Regress"):  # REST's :classify says to use Predict
+                        raise RequestError(
+                            f"{method.__name__} is not supported: tfllm serve runs signatures through "
+                            "Predict only, and the request names no model (Missing ModelSpec); use "
+                            "Predict (REST :predict).")
                     raise RequestError("Missing ModelSpec")
                 return method(self, request, context)
             except RequestError as e:
@@ -146,7 +157,7 @@ def make_grpc_server(registry: ModelRegistry, address: str, limits: Limits | Non
         @guarded
         def GetModelStatus(self, request, context):
             spec = request.model_spec
-            version = spec.version.value if spec.HasField("version") else None
+            version = spec_version(spec)
             response = get_model_status_pb2.GetModelStatusResponse()
             for s in registry.statuses(spec.name, version):
                 status = response.model_version_status.add()

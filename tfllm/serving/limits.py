@@ -38,6 +38,12 @@ def shown(text: str, limit: int = 80) -> str:
     return f"'{head[:-3]}'..." if len(text) > limit else f"'{head}'"
 
 
+def bad_version(version) -> "RequestError":
+    """A version that is not a non-negative integer: REST's /versions/-1 and gRPC's version -5
+    (NOT_FOUND there before, as if it might appear) get the same 400 / INVALID_ARGUMENT."""
+    return RequestError(f"Version {shown(str(version))} must be a non-negative integer.")
+
+
 class RequestError(Exception):
     """A request the server refuses; `status` is the HTTP code to answer with.
 

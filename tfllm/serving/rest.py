@@ -27,8 +27,8 @@ from starlette.routing import Route
 
 from tfllm.serving.codec import json_to_tensors, outputs_to_json
 from tfllm.serving.connections import MAX_HEAD_BYTES, BodyBudget, BodyHold, ConnectionLimits
-from tfllm.serving.jsonio import dumps as _dumps, loads as _loads
-from tfllm.serving.limits import Limits, RequestError, cut, shown
+from tfllm.serving.jsonio import dumps as _dumps, loads_request as _loads
+from tfllm.serving.limits import Limits, RequestError, bad_version, cut, shown
 from tfllm.serving.registry import ModelRegistry, VersionStatus
 from tfllm.serving.servable import Servable, Signature
 from tfllm.serving.security import AccessPolicy
@@ -76,7 +76,7 @@ def _parse_path(request: Request):
     version = m["version"]
     if version is not None:
         if not (version.isascii() and version.isdigit()) or len(version) > 18:  # not '²'
-            raise RequestError(f"Version {shown(version)} must be a non-negative integer.")
+            raise bad_version(version)
         version = int(version)
     return m["name"], version, m["label"], m["meta"] is not None, m["verb"] and m["verb"].lower()
 
