@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from tfllm.serving.jsonio import BigNumber
+from tfllm.serving.jsonio import BigNumber, is_named, json_kind, out_of_range
 from tfllm.serving.limits import Limits, RequestError, shown
 
 _NO_LIMITS = Limits(max_batch_size=1 << 62, max_sequence_length=1 << 62, max_elements=1 << 62,
@@ -107,18 +107,6 @@ def _decode_b64(value: dict, name: str, limits: Limits) -> bytes:
         raise RequestError(f"Input {name!r}: invalid base64 value ({e}).") from e
 
 
-def _json_kind(value) -> str:
-    """What a JSON value is, in JSON's words: the client wrote JSON, not Python (it read
-    "got NoneType None", "got bool True")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, BigNumber)):
-        return "a number"
-    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
-
-
 def _json_shape_and_leaves(name: str, value, spec, limits: Limits):
     """The shape a nested JSON list declares, and its leaves in row-major order.
 
@@ -173,7 +161,7 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
             elif not isinstance(leaf, str):
                 raise RequestError(
                     f"Input {name!r} must hold strings (signature: {spec_str(spec)}); got "
-                    f"{_json_kind(leaf)} at value {i} (ragged lists are not allowed either).")
+                    f"{json_kind(leaf)} at value {i} (ragged lists are not allowed either).")
             values.append(leaf)
         _check_strings(name, values, limits)
         arr = np.empty(len(values), dtype=object)
@@ -181,11 +169,11 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
         return tf.constant(arr.reshape(shape), tf.string)
     for i, leaf in enumerate(leaves):
         if isinstance(leaf, BigNumber) and spec.dtype != tf.bool:
-            raise _out_of_range(name, i, spec.dtype.as_numpy_dtype)
+            raise out_of_range(name, i, spec.dtype.as_numpy_dtype)
         if isinstance(leaf, (list, dict, str, BigNumber)) or leaf is None:
             raise RequestError(
                 f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); got "
-                f"{_json_kind(leaf)} at value {i}.")
+                f"{json_kind(leaf)} at value {i}.")
     try:
         arr = np.asarray(leaves).reshape(shape)
     except (ValueError, OverflowError) as e:
@@ -196,18 +184,6 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
 _KIND_OK = {"i": "iu", "u": "iu", "f": "iuf", "c": "iufc", "b": "b"}
 
 
-def _out_of_range(name: str, index: int, np_dtype) -> RequestError:
-    """Value `index` of a JSON input is a number its dtype cannot hold: a 5,000-digit integer was
-    "Malformed JSON" (orjson's "number is infinity"), 2**40 for int32 "values outside the range"."""
-    dtype = np.dtype(np_dtype)
-    if dtype.kind in "iu":
-        span = f"[{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]"
-    else:
-        span = f"(at most {float(np.finfo(dtype).max):.7g} in magnitude)"
-    return RequestError(f"Value {index} of input {name!r} is out of {dtype.name}'s range {span}; "
-                        "send a value within it.")
-
-
 def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
     np_dtype = spec.dtype.as_numpy_dtype
     kind = np.dtype(np_dtype).kind
@@ -216,7 +192,7 @@ def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
         info = np.iinfo(np_dtype)
         outside = np.flatnonzero((arr < info.min) | (arr > info.max))
         if outside.size:
-            raise _out_of_range(name, int(outside[0]), np_dtype)
+            raise out_of_range(name, int(outside[0]), np_dtype)
     if arr.size and arr.dtype.kind not in _KIND_OK.get(kind, kind):
         # In JSON's words: the array's dtype is how numpy read the client's JSON numbers.
         got = {"f": "numbers with a fraction or exponent", "b": "true/false values",
@@ -245,22 +221,6 @@ def as_finite_floats(name: str, arr: np.ndarray, np_dtype) -> np.ndarray:
                            f"{float(np.finfo(dtype).max):.7g} in magnitude), which would be infinite; send a "
                            "value within it.")
     return cast
-
-
-def _is_named(value, inputs: dict) -> bool:
-    # A one-input signature may be fed bare values; a {"b64": ...} value is a
-    # value, not a map of input names.
-    if not isinstance(value, dict):
-        return False
-    if "b64" in value and "b64" not in inputs:
-        if len(value) == 1:
-            return False
-        # Read as input names, it was "Missing input(s) ['text'] and unknown input(s) ['b64', 'x']".
-        raise RequestError(
-            'A {"b64": ...} object must hold that one key; got keys '
-            f"[{', '.join(map(shown, sorted(value)[:5]))}]. A binary value is written "
-            '{"b64": "<base64>"}.')
-    return True
 
 
 SAMPLING_INPUTS = {"temperature", "top_k", "top_p", "seed"}  # a generator's serving_default, beside prompt, length
@@ -309,7 +269,7 @@ def json_to_tensors(body: dict, sig, limits: Limits) -> tuple[dict, bool]:
         )
     if has_cols:
         inputs = body["inputs"]
-        if not _is_named(inputs, sig.inputs):
+        if not is_named(inputs, sig.inputs):
             if len(sig.inputs) != 1:
                 raise RequestError(
                     f'"inputs" must be an object keyed by input name; signature '
@@ -336,11 +296,11 @@ def json_to_tensors(body: dict, sig, limits: Limits) -> tuple[dict, bool]:
             f"Input(s) {scalars} of signature {sig.name!r} are scalars, which the row "
             '("instances") format cannot carry; send them in the columnar "inputs" format.'
         )
-    if all(_is_named(r, sig.inputs) for r in rows):
+    if all(is_named(r, sig.inputs) for r in rows):
         for r in rows:
             check_names(r, sig)
         columns = {k: [r[k] for r in rows] for k in sig.inputs}
-    elif len(sig.inputs) == 1 and not any(_is_named(r, sig.inputs) for r in rows):
+    elif len(sig.inputs) == 1 and not any(is_named(r, sig.inputs) for r in rows):
         columns = {next(iter(sig.inputs)): rows}
     else:
         raise RequestError(

@@ -8,6 +8,10 @@ import base64
 import json as _json
 import math
 
+import numpy as np
+
+from tfllm.serving.limits import RequestError, shown
+
 try:
     import orjson
 
@@ -77,3 +81,46 @@ def to_json_values(value):
     if isinstance(value, dict):
         return {k: to_json_values(v) for k, v in value.items()}
     return value
+
+
+# Request values in JSON's words, for the codec.
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words: the client wrote JSON, not Python (it read
+    "got NoneType None", "got bool True")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, BigNumber)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def out_of_range(name: str, index: int, np_dtype) -> RequestError:
+    """Value `index` of a JSON input is a number its dtype cannot hold: a 5,000-digit integer was
+    "Malformed JSON" (orjson's "number is infinity"), 2**40 for int32 "values outside the range"."""
+    dtype = np.dtype(np_dtype)
+    if dtype.kind in "iu":
+        span = f"[{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]"
+    else:
+        span = f"(at most {float(np.finfo(dtype).max):.7g} in magnitude)"
+    return RequestError(f"Value {index} of input {name!r} is out of {dtype.name}'s range {span}; "
+                        "send a value within it.")
+
+
+def is_named(value, inputs: dict) -> bool:
+    # A one-input signature may be fed bare values; a {"b64": ...} value is a
+    # value, not a map of input names.
+    if not isinstance(value, dict):
+        return False
+    if "b64" in value and "b64" not in inputs:
+        if len(value) == 1:
+            return False
+        # Read as input names, it was "Missing input(s) ['text'] and unknown input(s) ['b64', 'x']".
+        raise RequestError(
+            'A {"b64": ...} object must hold that one key; got keys '
+            f"[{', '.join(map(shown, sorted(value)[:5]))}]. A binary value is written "
+            '{"b64": "<base64>"}.')
+    return True
