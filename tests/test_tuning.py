@@ -241,6 +241,30 @@ def test_default_space_centres_on_the_preset():
     assert default_space("generate", generate)["sequence_length"] == {"values": [64, 128]}  # not 32
 
 
+@pytest.mark.parametrize("task, data", [("generate", ["shakespeare"]),
+                                        ("translate", ["cedict", "--source-column", "simplified",
+                                                       "--target-column", "english"])])
+def test_a_loss_search_does_not_vary_the_vocabulary(task, data, tmp_path, capsys):
+    """A smaller vocabulary folds rare characters into [UNK] and lowers the per-token loss: a generator search
+    picked vocabulary 25 over 50, and its best run refused "ROMEO:". Its default space leaves the vocabulary
+    out, and a --space that varies it is refused."""
+    from tfllm.presets import resolve_preset
+    from tfllm.tuning import default_space
+
+    space = default_space(task, resolve_preset(task, "tiny"))
+    assert space and not {"vocabulary_size", "tokenizer"} & set(space)
+    assert "vocabulary_size" in default_space("classify", resolve_preset("classify", "tiny"))  # val_accuracy: fine
+    for varied in ({"vocabulary_size": [25, 50]}, {"vocabulary_size": {"min": 25, "max": 50}},
+                   {"hidden_dim": [8, 16], "tokenizer": ["char", "wordpiece"]}):
+        path = tmp_path / "space.json"
+        path.write_text(json.dumps(varied))
+        assert main(["tune", "--task", task, "--data", *data, "--preset", "tiny", "--space", str(path),
+                     "--run-dir", str(tmp_path / "search")]) == 2
+        err = capsys.readouterr().err
+        assert "losses of different vocabularies are not comparable" in err and "--set" in err, err
+        assert err.count("\n") == 1 and not (tmp_path / "search").exists()
+
+
 @pytest.mark.slow
 def test_an_interrupted_search_reruns_the_interrupted_trial_with_its_values(tmp_path, space_file, monkeypatch,
                                                                            capsys):

@@ -36,6 +36,10 @@ OBJECTIVES = {"val_loss": "min", "val_accuracy": "max"}
 # The settings a default space searches, where the preset has them.
 TUNABLE = ("num_layers", "num_decoder_layers", "hidden_dim", "num_heads", "intermediate_dim", "dropout",
            "learning_rate", "vocabulary_size", "sequence_length")
+# A generator's or translator's val_loss is per token of its own vocabulary: a smaller one folds rare characters
+# into [UNK] and scores a lower loss for it (a search picked vocabulary 25 over 50, and its best run refused
+# "ROMEO:"). Losses of different vocabularies are not comparable, so these searches do not vary them.
+VOCABULARY_SETTINGS = ("vocabulary_size", "tokenizer")
 TRIALS, BEST, PROJECT, LOGS, SUMMARY = "trials", "best", "tuner", "logs", "tuning.json"
 SAMPLINGS = ("linear", "log", "reverse_log")
 
@@ -49,9 +53,12 @@ def _halve_double(value, keep=lambda v: v >= 1):
 
 def default_space(task, preset):
     """`{setting: spec}` around the preset's values: sizes halved and doubled, one layer more or fewer,
-    dropout 0-0.5, the learning rate within 3x either way (log scale)."""
+    dropout 0-0.5, the learning rate within 3x either way (log scale). A generator's or translator's
+    vocabulary is kept (`VOCABULARY_SETTINGS`)."""
     space = {}
     for key in TUNABLE:
+        if task != "classify" and key in VOCABULARY_SETTINGS:
+            continue
         value = preset.get(key)
         if value is None or isinstance(value, bool):
             continue
@@ -172,6 +179,11 @@ def check_space(task, preset, space, source="--space"):
             out["step"] = int(step) if integer else step
         canonical[key] = out
     return canonical
+
+
+def _fixed(spec):
+    """Whether a canonical space entry has one value only."""
+    return len(spec["values"]) == 1 if "values" in spec else spec["min"] == spec["max"]
 
 
 def hyperparameters(space):
@@ -536,6 +548,11 @@ def tune(config, algorithm="random", max_trials=10, max_minutes=None, objective=
     if both:
         raise UserInputError(f"--space searches {', '.join(map(repr, both))} and --set fixes "
                              f"{'it' if len(both) == 1 else 'them'} for every trial; drop one of the two.")
+    varied = [k for k in VOCABULARY_SETTINGS if k in space and not _fixed(space[k])]
+    if config.task != "classify" and varied:
+        raise UserInputError(f"--space searches {varied[0]!r}, but a {config.task} search ranks trials by val_loss per "
+                             "token, and losses of different vocabularies are not comparable (a smaller one scores "
+                             f"lower by folding rare characters into [UNK]); fix it with --set {varied[0]}=VALUE.")
     if algorithm == "hyperband" and ({"epochs", "steps"} & set(space)):
         raise UserInputError("--space: Hyperband sets each trial's epochs (steps) itself; leave them out of the space.")
     if not space:
