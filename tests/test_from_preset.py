@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import keras_hub
@@ -325,6 +326,32 @@ def test_epochs_0_keeps_a_trained_classifier_preset_as_it_is_and_runs_it_as_kera
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
         assert not os.path.exists(new)
+
+
+@pytest.mark.slow
+def test_epochs_0_over_a_refit_run_keeps_its_out_of_sample_val_figures(tiny_classifier_run, tmp_path, capsys):
+    """A tfllm run's n-gram tables counted its validation texts: kept as it is (--epochs 0) on its own split,
+    the new run recorded val figures scored on texts the model had seen (0.795 against the run's 0.7045), and
+    neither its metrics.json nor its output said so. On other rows the val block says what the tables counted."""
+    source = json.loads((Path(tiny_classifier_run) / "metrics.json").read_text())
+    assert "val" in source["ngram_tables_from"] and "measured" in source["val"]
+    own = tmp_path / "own_split"
+    capsys.readouterr()
+    assert main(["train", "--data", "rotten_tomatoes", "--from-preset", tiny_classifier_run, "--epochs", "0",
+                 "--max-rows", "400", "--run-dir", str(own)]) == 0  # the fixture's rows and seed: its split
+    assert f"Validation figures: {tiny_classifier_run}'s own" in capsys.readouterr().out
+    metrics = json.loads((own / "metrics.json").read_text())
+    assert metrics["val"] == source["val"] and metrics["ngram_tables_from"] == source["ngram_tables_from"]
+    assert metrics["test"]["num_examples"] == source["test"]["num_examples"]
+    # `tfllm evaluate --split val` of the new run says what it says of the source run.
+    assert main(["evaluate", str(own), "--split", "val"]) == 0
+    assert "these val figures are in-sample" in capsys.readouterr().err
+
+    other = tmp_path / "other_rows"
+    assert main(["train", "--data", "rotten_tomatoes", "--from-preset", tiny_classifier_run, "--epochs", "0",
+                 "--max-rows", "300", "--run-dir", str(other)]) == 0
+    metrics = json.loads((other / "metrics.json").read_text())
+    assert "in-sample" in metrics["val"]["measured"] and "ngram_tables_from" not in metrics
 
 
 def _check_tflite_generator(run_dir, generator, base, capsys):

@@ -429,6 +429,32 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
 VAL_MEASURED_BEFORE_REFIT = "before the refit on validation texts (the saved model has seen them)"
 
 
+def keep_out_of_sample_val(handle, data, metrics):
+    """For --epochs 0 over a tfllm classifier run whose n-gram tables counted its validation texts: its val
+    figures scored on those same texts were in-sample (0.795 recorded against the run's own 0.7045), without a
+    word. On the run's own split the run's out-of-sample val figures are kept, as its metrics.json has them;
+    on other data the val block says what the tables counted."""
+    if not (os.path.isdir(handle) and runs.is_finished(handle) and runs.task_of(handle) == "classify"):
+        return
+    source = runs.read_json(runs.path(handle, runs.METRICS))
+    if "val" not in source.get("ngram_tables_from", []) or "val" not in source:
+        return
+    try:
+        own = run_data(handle).val
+        same = (runs.read_labels(handle) == list(data.label_names) and list(own.texts) == list(data.val.texts)
+                and list(own.labels) == list(data.val.labels))
+    except UserInputError:  # its data moved or changed: it cannot be told to be the same split
+        same = False
+    if same:
+        metrics["val"] = source["val"]  # "measured": before the refit, as `tfllm evaluate --split val` notes
+        metrics["ngram_tables_from"] = source["ngram_tables_from"]
+        print(f"Validation figures: {handle}'s own, measured before its n-gram tables counted these validation "
+              "texts (scored now, the model kept as it is has seen them).")
+    else:
+        metrics["val"]["measured"] = (f"with n-gram tables that counted {handle}'s training and validation texts "
+                                      "(in-sample for any of them among these)")
+
+
 def command_data(config, preset):
     """The command's data, split as the run splits it, described and warned about (on stderr) before training."""
     data = split_as_trained(config)
@@ -590,6 +616,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             "num_train_examples": len(data.train),
             "parameters": int(model.count_params()),
         }
+        if not preset["epochs"] and config.from_preset:
+            keep_out_of_sample_val(config.from_preset, data, metrics)
         if tables_from:  # which splits the n-gram tables counted (`tfllm evaluate --split val` says so)
             metrics["ngram_tables_from"] = tables_from
         if tables_from and "val" in tables_from:
