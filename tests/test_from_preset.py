@@ -503,9 +503,19 @@ def test_fine_tuning_a_classifier_run_takes_the_recipe_s_head_not_the_run_s(tiny
     """A new head is the recipe's: `finetune` has no n-gram paths, so none of the tiny run's (hashed bigrams, wide
     path, character and word views) carry over from its task.json, and its preprocessor reads no code points."""
     from tfllm import runs
+    from tfllm.presets import resolve_preset
+    from tfllm.training.classifier import dropped_ngram_paths
 
+    capsys.readouterr()
     assert main(["train", "--data", "rotten_tomatoes", "--from-preset", tiny_classifier_run, "--preset", "finetune",
                  "--epochs", "1", "--max-rows", "200", "--run-dir", str(tmp_path / "tuned")]) == 0
+    # Said, not silent (a tuned run's n-gram tables were most of its parameters): what is left out, and how to
+    # train that recipe.
+    out = capsys.readouterr().out
+    assert (f"Note: {tiny_classifier_run} has n-gram paths (bigram_buckets, wide_bigram_buckets, char_ngram_buckets, "
+            "word_ngram_buckets) that recipe 'finetune' has none of" in out and "tfllm/recipe.json" in out), out
+    assert out.count("Note:") == 1
+    assert dropped_ngram_paths(tiny_classifier_run, resolve_preset("classify", "tiny")) == []  # a recipe with them
     head = json.loads((tmp_path / "tuned" / "task.json").read_text())["config"]
     assert runs.read_recipe(tiny_classifier_run)["bigram_buckets"]  # the run had them ...
     assert not any(head.get(k) for k in ("bigram_buckets", "wide_bigram_buckets", "char_ngram_buckets",

@@ -192,6 +192,17 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
                              f"({str(e).splitlines()[0]}). Use a text model preset ({encoders}).") from None
 
 
+def dropped_ngram_paths(handle, preset):
+    """The n-gram paths of a tfllm classifier run `handle` (its head's, in task.json) that the recipe `preset`
+    has none of: fine-tuned, the run's encoder and tokenizer carry over under the recipe's new head."""
+    task = runs.path(handle, "task.json")
+    if not (os.path.isdir(handle) and runs.is_finished(handle) and runs.task_of(handle) == "classify"
+            and os.path.isfile(task)):
+        return []
+    head = runs.read_json(task).get("config", {})
+    return [k for k in ("bigram_buckets", "wide_bigram_buckets", *CODE_POINT_VIEWS) if head.get(k) and not preset.get(k)]
+
+
 def check_kept_head(handle, data, source):
     """For --epochs 0: a one-line UserInputError unless `handle` holds a trained classifier for `data`'s labels
     (its task, with the head's weights, over as many classes; a tfllm run's labels, in the same order)."""
@@ -519,6 +530,16 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             if config.from_preset:
                 model = classifier_from_preset(config.from_preset, preset, data.num_classes,
                                                keep_head=not preset["epochs"])
+                dropped = dropped_ngram_paths(config.from_preset, preset) if preset["epochs"] else []
+                if dropped and config.model_seed in (None, config.seed):  # once: not by each ensemble member
+                    # A tuned run's winning recipe (n-gram tables: most of its parameters) was silently
+                    # replaced by `finetune`'s plain encoder head, which collapsed to one class on small data.
+                    print(f"Note: {runs.shell_path(config.from_preset)} has n-gram paths ({', '.join(dropped)}) "
+                          f"that recipe {config.preset!r} has none of, so only its encoder and tokenizer carry "
+                          "over, under a new head. To train its own recipe on this data, train from scratch with "
+                          f"the settings in {runs.shell_path(runs.path(config.from_preset, runs.RECIPE))} (--preset, "
+                          "--set; no --from-preset), or fine-tune with --preset NAME of a recipe with n-gram paths "
+                          "(new tables, counted here).")
                 common.warn_unknown_tokens(config.from_preset, model.preprocessor.tokenizer,
                                            _flat_ids(model.preprocessor.tokenizer, data.train.texts[:2000]),
                                            "training texts", ", so texts made of them all look alike to it")
