@@ -706,7 +706,7 @@ def test_sigterm_stops_a_training_that_the_same_command_resumes(tmp_path, capsys
     done = json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"]
     assert 0 < done < 40
     assert main([a if a != "40" else "2" for a in argv]) == 2  # other settings: refused
-    assert "epochs differ" in capsys.readouterr().err
+    assert "epochs differs" in capsys.readouterr().err
     assert main(argv) == 0
     out = capsys.readouterr().out
     # Says why the figures need not match an uninterrupted run of the same seed.

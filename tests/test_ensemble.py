@@ -147,6 +147,19 @@ def test_bad_ensemble_arguments_exit_2(args, message, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_an_ensemble_from_an_ensemble_run_names_its_members(ensemble_run, tmp_path, capsys):
+    """A tfllm --ensemble run as --from-preset was refused as "is another model": it is a tfllm run, and what is
+    refused is starting members from an ensemble rather than one encoder."""
+    run_dir = tmp_path / "x2"
+    assert main(["train", "--data", "rotten_tomatoes", "--ensemble", "2", "--from-preset", ensemble_run[0],
+                 "--max-rows", "200", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    member = os.path.join(ensemble_run[0], "members", "seed_1337")
+    assert "is itself an ensemble" in err and f"(e.g. {member})" in err and "another model" not in err, err
+    assert err.count("\n") == 1 and not run_dir.exists()
+
+
+@pytest.mark.slow
 def test_an_interrupted_ensemble_resumes_keeping_finished_members(tmp_path, monkeypatch):
     from tfllm import runs
     from tfllm.config import TrainConfig

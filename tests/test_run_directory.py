@@ -36,6 +36,8 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
     other = dataclasses.replace(config, learning_rate=0.5, overrides={"hidden_dim": 32})
     with pytest.raises(UserInputError, match=r"other settings \(learning_rate, overrides differ\)"):
         runs.prepare(run_dir, config=other)
+    with pytest.raises(UserInputError, match=r"other settings \(seed differs\)"):  # was "(seed differ)"
+        runs.prepare(run_dir, config=dataclasses.replace(config, seed=99))
     assert runs.is_unfinished(run_dir)  # refused: nothing touched
     assert runs.prepare(run_dir, overwrite=True, config=other) == (False, None)
     assert os.listdir(run_dir) == []  # started over

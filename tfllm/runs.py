@@ -664,6 +664,12 @@ def changed_settings(run_dir, config):
     return changed
 
 
+def differ(names):
+    """"seed differs", "learning_rate, overrides differ": the settings a rerun changed, as a clause (it said
+    "seed differ")."""
+    return f"{', '.join(names)} {'differs' if len(names) == 1 else 'differ'}"
+
+
 def write_records(run_dir, config, records):
     """A fresh run's records: the `{path: value}` JSON files, the fingerprint of the data it starts from
     (`data_changed` compares it later), then its `TrainConfig` as run.json."""
@@ -735,7 +741,7 @@ def check_writable(run_dir, overwrite=False, config=None):
         if changed and not overwrite:
             raise UserInputError(
                 f"Run directory {run_dir!r} holds an interrupted run started with other settings "
-                f"({', '.join(changed)} differ). Rerun its own command to resume it, add --overwrite to start over "
+                f"({differ(changed)}). Rerun its own command to resume it, add --overwrite to start over "
                 "with these, or choose another --run-dir.")
         return
     previous = _previous(run_dir)

@@ -19,7 +19,7 @@ import os
 from tfllm import runs, tokenizers
 from tfllm.errors import UserInputError
 from tfllm.evaluation import classification_report
-from tfllm.models import EncoderBackbone, EnsembleClassifier
+from tfllm.models import EncoderBackbone, EnsembleBackbone, EnsembleClassifier
 from tfllm.training import classifier, common
 from tfllm.training.self_training import train_self_trained, unlabeled_record
 
@@ -40,9 +40,18 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
         raise UserInputError(f"--ensemble must be at least 1 (1 trains one model), got {count}.")
     # Members share one preprocessor (tfllm's), so they start from scratch or from a tfllm encoder
     # preset (a pretraining or classification run), whose tokenizer every member then reads.
-    if config.from_preset and classifier.preset_backbone_class(config.from_preset) is not EncoderBackbone:
-        raise UserInputError("--ensemble trains tfllm's own encoder (from scratch or from a tfllm run); "
-                             f"--from-preset {config.from_preset!r} is another model: leave out --ensemble.")
+    backbone_cls = classifier.preset_backbone_class(config.from_preset) if config.from_preset else EncoderBackbone
+    if backbone_cls is EnsembleBackbone:  # a tfllm run too: "is another model" misnamed what was refused
+        folder = os.path.join(config.from_preset, MEMBERS)
+        members = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        example = f" (e.g. {os.path.join(folder, members[0])})" if members else ""
+        raise UserInputError(f"--from-preset {config.from_preset!r} is itself an ensemble, and each new member "
+                             f"starts from one encoder: pass one of its members{example} as --from-preset, "
+                             "or leave out --ensemble.")
+    if backbone_cls is not EncoderBackbone:
+        raise UserInputError("--ensemble trains tfllm's own encoder (from scratch, or from a tfllm classifier or "
+                             f"`pretrain --objective mlm|vectors` run); --from-preset {config.from_preset!r} holds a "
+                             f"{backbone_cls.__name__}: leave out --ensemble.")
     # Everything that can fail on bad input happens before the run directory is touched.
     preset = common.resumed_recipe(config, classifier.classifier_preset(config))
     if data is None:
