@@ -774,3 +774,21 @@ def test_in_flight_requests_are_cut_off_cleanly_and_promptly(how, savedmodels, t
     assert isinstance(outcomes["grpc"], ServingError), outcomes
     if how == "grace_runs_out":  # gRPC cancelled the call itself: the client says why, not "Cannot reach"
         assert "shutting down" in str(outcomes["grpc"]), outcomes
+
+
+@pytest.mark.slow
+def test_a_tflite_export_beside_the_savedmodels_is_named_as_skipped_at_start(tmp_path):
+    """`tfllm export --format tflite --name NAME` writes NAME/1/model.tflite into savedmodels/, and the server
+    left it out without a word: the model was just not there. Now one line at start says so, and why."""
+    base = tmp_path / "savedmodels"
+    (base / "reviews-tflite" / "1").mkdir(parents=True)
+    (base / "reviews-tflite" / "1" / "model.tflite").write_bytes(b"TFL3")
+    log = tmp_path / "server.log"
+    with serving_process([base, "--port", _free_port(), "--grpc-port", "0", "--poll-seconds", "0"],
+                         lambda: "Serving" in log.read_text(), log, timeout=60):
+        pass
+    text = log.read_text()
+    skipped = [line for line in text.splitlines() if "skipped reviews-tflite" in line]
+    assert len(skipped) == 1, text
+    assert "version(s) 1, TFLite" in skipped[0] and "serves SavedModels only" in skipped[0], skipped
+    assert os.path.join("reviews-tflite", "1", "model.tflite") in skipped[0]

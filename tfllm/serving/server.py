@@ -177,6 +177,22 @@ class Shutdown:
         logger.info(f"stopped: every request in flight was answered ({time.monotonic() - self.started:.1f} s).")
 
 
+def log_skipped_tflite(base_path: str) -> None:
+    """One line per model under `base_path` with TFLite versions the server leaves out, and why.
+
+    `tfllm export --format tflite --name NAME` writes NAME/VERSION/model.tflite beside the SavedModels, and
+    `tfllm serve` skipped such a folder without a word (its model was simply not there)."""
+    from tfllm.serving.models import SAVED_MODEL_FILE, TFLITE_FILE, scan
+
+    for name, versions in scan(base_path, files=(TFLITE_FILE,)).items():
+        tflite = [v for v, path in sorted(versions.items()) if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))]
+        if tflite:
+            logger.info("skipped %s version(s) %s, TFLite (%s): this server, as TF Serving, serves SavedModels "
+                        "only; run the .tflite file on device, with the TFLite interpreter, or with "
+                        "`tfllm generate --tflite FILE` for a generator", name, ", ".join(map(str, tflite)),
+                        os.path.join(versions[tflite[-1]], TFLITE_FILE))
+
+
 def _uvicorn_server(config, shutdown: Shutdown):
     import uvicorn
 
@@ -315,6 +331,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", limits, policy,
                                            max_concurrent_rpcs=connections.max_concurrent_rpcs)
         registry.refresh()
+        if models is None and model_config_file is None:
+            log_skipped_tflite(model_base_path)
         registry.start_polling()
         if grpc_server is not None:
             grpc_server.start()
