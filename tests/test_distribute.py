@@ -365,3 +365,27 @@ def test_a_mixed_precision_run_is_a_preset_to_fine_tune_from(tmp_path):
     metrics = train_classifier(TrainConfig(**common, from_preset=bf16, run_dir=tuned), verbose=0)
     assert 0 <= metrics["test"]["accuracy"] <= 1
     assert load_task(tuned).dtype_policy.name == "float32"  # the fine-tune's own precision
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_masked_lm_pretrains_under_mixed_precision(tmp_path, precision):
+    """KerasHub's MaskedLMHead (autocast=False) added its float32 bias to 16-bit logits inside the task:
+    "cannot compute AddV2 as input #1 was expected to be a bfloat16 tensor but is a float tensor", exit 1."""
+    import math
+
+    import keras
+
+    from tfllm.cli import main
+
+    run_dir = tmp_path / "mlm"
+    assert main(["pretrain", "--data", "rotten_tomatoes", "--objective", "mlm", "--preset", "tiny", "--max-rows", "120",
+                 "--steps", "4", "--precision", precision, "--run-dir", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["steps"] == 4 and math.isfinite(metrics["val"]["loss"])
+    # The saved run reloads under its policy and still computes (evaluate/fine-tune read it so).
+    model = runs.load_task(str(run_dir))
+    assert model.masked_lm_head.compute_dtype == precision.removeprefix("mixed_")
+    batch = {"token_ids": np.ones((2, 8), "int32"), "padding_mask": np.ones((2, 8), bool),
+             "mask_positions": np.array([[1, 2], [3, 4]], "int32")}
+    assert np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(model(batch), "float32"))).all()

@@ -48,3 +48,22 @@ class MaskedLM(keras_hub.models.MaskedLM):
         x = backbone({"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]})
         outputs = self.masked_lm_head(x, mask_positions=inputs["mask_positions"])
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        autocast_head(self)
+
+
+def autocast_head(task):
+    """Lets `task.masked_lm_head` (a KerasHub `MaskedLMHead`) cast its float32 bias to a mixed policy's
+    16-bit compute dtype, so the task trains under `--precision mixed_bfloat16`/`mixed_float16`.
+
+    KerasHub builds the head with `autocast=False` (keras-hub 0.32) yet adds its float32 bias to the
+    16-bit logits; called alone it works (a layer outside any autocast scope opens one for its own mixed
+    policy), but inside a task Keras honours `autocast=False` and the addition failed ("cannot compute
+    AddV2 as input #1 was expected to be a bfloat16 tensor but is a float tensor"). A related upstream
+    report is keras-team/keras-hub#1195 (the head under `dtype=bfloat16`). The head's
+    own layers and the tied embedding cast for themselves, so autocasting changes only the bias.
+    A float32 task has nothing to cast: this changes nothing there.
+    """
+    head = getattr(task, "masked_lm_head", None)
+    if isinstance(head, keras_hub.layers.MaskedLMHead):
+        head.autocast = True
+    return task

@@ -31,6 +31,7 @@ from tfllm.datasets.text import check_text_column, load_documents
 from tfllm.errors import UserInputError
 from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
+from tfllm.models.masked_lm import autocast_head
 from tfllm.training import common
 
 OBJECTIVES = ("mlm", "causal", "vectors")
@@ -58,7 +59,8 @@ def masked_lm_from_preset(handle, preset):
         preprocessor = keras_hub.models.MaskedLMPreprocessor.from_preset(
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]), mask_selection_rate=preset["mask_selection_rate"],
             mask_selection_length=_mask_length(preset))
-        return keras_hub.models.MaskedLM.from_preset(handle, preprocessor=preprocessor, **common.preset_dtype(handle))
+        return autocast_head(keras_hub.models.MaskedLM.from_preset(handle, preprocessor=preprocessor,
+                                                                   **common.preset_dtype(handle)))
     except ValueError as e:
         raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no masked LM in KerasHub "
                              f"({str(e).splitlines()[0]}); use --objective causal for a decoder.") from None
