@@ -155,9 +155,8 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     def start(index):
-        temp_dir = tmp_path / f"tmp{index}-{time.monotonic_ns()}"  # a killed worker cannot clean its own up
-        temp_dir.mkdir()
-        temp_dirs[index] = temp_dir
+        temp_dir = temp_dirs.setdefault(index, tmp_path / f"tmp{index}")  # the restart sees the killed one's
+        temp_dir.mkdir(exist_ok=True)
         env = dict(ENV, TMPDIR=str(temp_dir),
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(run_dir), str(epochs)],
@@ -183,6 +182,7 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
             stop(workers[0])
         assert not runs.is_finished(str(run_dir)) and not (run_dir / runs.TASK_CONFIG).exists()
         assert metadata.exists(), "the failed run must keep its backup"
+        assert list(temp_dirs[1].glob("tfllm-worker1-*")), "the killed worker's scratch folder"
 
         workers = [start(0), start(1)]
         # Five epochs of two workers in step: a minute or more on a loaded 2-core machine.
@@ -207,7 +207,8 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
     assert 0 < _logged_epochs(event_files[-1])[0] and _logged_epochs(event_files[-1])[-1] == epochs - 1
     assert runs.is_finished(str(run_dir)) and (run_dir / "task.weights.h5").exists() and (run_dir / "logs").is_dir()
     assert not (run_dir / "backup").exists()
-    assert not list(temp_dirs[1].glob("tfllm-worker*")), "worker 1 left its run folder behind"
+    # Its restart removed the scratch folder (and lock file) the killed worker 1 left, then its own.
+    assert not list(temp_dirs[1].glob("*tfllm-worker*")), "worker 1 left a run folder behind"
     assert not [p for p in run_dir.rglob("*") if "worker" in p.name]
 
 

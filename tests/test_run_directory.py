@@ -79,6 +79,31 @@ def test_the_best_checkpoint_keeps_the_best_value_from_before_an_interruption(tm
     assert best.exists() and json.loads(record.read_text())["best"] == pytest.approx(history.history["loss"][0])
 
 
+def test_a_resumed_non_chief_worker_starts_from_the_chiefs_best_weights(tmp_path):
+    """A resumed non-chief worker read the chief's best value from backup/best.json but had no best weights in its
+    new scratch folder: no later epoch beat the record, so it kept its last epoch's weights where the chief
+    loaded its best, and the two workers ended with different models."""
+    from tfllm.training.common import BEST_WEIGHTS, BestCheckpoint, make_callbacks
+
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
+    model.compile(optimizer="sgd", loss="mse")
+    chief, scratch = tmp_path / "run", tmp_path / "tfllm-worker1-x"
+    (chief / "backup").mkdir(parents=True)
+    scratch.mkdir()
+    kernel = model.layers[0].kernel
+    kernel.assign(np.full((2, 1), 0.25, "float32"))  # the chief's best epoch, before the interruption
+    model.save_weights(str(chief / BEST_WEIGHTS))
+    (chief / "backup" / "best.json").write_text(json.dumps({"monitor": "val_loss", "best": 1e-9}))
+    kernel.assign(np.ones((2, 1), "float32"))
+    callbacks = make_callbacks(str(scratch), write_logs=False, backup_dir=str(chief / "backup"))
+    assert any(isinstance(c, BestCheckpoint) for c in callbacks)
+    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=callbacks)  # no better epoch
+    model.load_weights(str(scratch / BEST_WEIGHTS))  # as the trainers do once fit ends
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), np.full((2, 1), 0.25))
+    assert json.loads((chief / "backup" / "best.json").read_text())["best"] == 1e-9  # read, not written
+
+
 def test_a_train_config_of_the_wrong_kind_is_one_clear_error_and_paths_and_numpy_numbers_are_taken(tmp_path):
     """`TrainConfig(epochs="1")` failed deep in training with a TypeError; a pathlib.Path or a NumPy number
     (a notebook's) could not be written to run.json."""

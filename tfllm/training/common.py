@@ -875,11 +875,19 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
     """`ModelCheckpoint(save_best_only=True)` whose best value so far survives an interruption (in
     `record`, in the backup folder): a resumed run then keeps the best epoch of the whole run, where
     Keras starts again from infinity and kept the best epoch since the resume. `write_record=False`
-    (a non-chief worker, which keeps its own best weights in its scratch folder) only reads it."""
+    (a non-chief worker, which keeps its own best weights in its scratch folder) only reads it, and
+    on a resume starts from the chief's best weights, `chief_weights`."""
 
-    def __init__(self, filepath, monitor, record, write_record=True):
+    def __init__(self, filepath, monitor, record, write_record=True, chief_weights=None):
         self.record, self.write_record = record, write_record
         best = read_json(record)["best"] if os.path.exists(record) else None
+        if best is not None and chief_weights and os.path.exists(chief_weights):
+            # A resumed non-chief worker has a new scratch folder, without the best weights of the epochs
+            # before the interruption: it kept its last epoch's weights where the chief loaded its best, so
+            # the workers ended with different models. Synchronous training makes the chief's best epoch
+            # this worker's too. Safe to read now: before this fit's first step the chief, waiting on
+            # this worker, cannot have written a newer one.
+            _copy_atomically(chief_weights, filepath)
         super().__init__(filepath, monitor=monitor, save_best_only=True, save_weights_only=True,
                          initial_value_threshold=best)
 
@@ -945,8 +953,10 @@ def make_callbacks(
     if ema:  # before the checkpoint and early stopping, which then keep the averaged weights
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if checkpoint:  # every worker: each ends on the best epoch's weights, so all report the run's metrics
+        chief_weights = None if write_logs else os.path.join(os.path.dirname(backup_dir), BEST_WEIGHTS)
         callbacks.append(BestCheckpoint(os.path.join(run_dir, BEST_WEIGHTS), monitor,
-                                        record=os.path.join(backup_dir, "best.json"), write_record=write_logs))
+                                        record=os.path.join(backup_dir, "best.json"), write_record=write_logs,
+                                        chief_weights=chief_weights))
     if early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience, restore_best_weights=True)
@@ -1083,11 +1093,21 @@ def worker_run_dir(run_dir, strategy):
     Every worker runs the same code (saving included), as in TensorFlow's
     multi-worker tutorial; non-chief copies go to a throwaway folder that
     `cleanup_worker_dir` removes, so only the chief's files appear in `run_dir`.
+    A worker killed outright (SIGKILL, out of memory) cannot remove its folder: the next start of the
+    same worker of the same run (the folder's name says which) removes those no live process owns.
     """
     if is_chief(strategy):
         return run_dir
     task = strategy.cluster_resolver.task_id
-    return tempfile.mkdtemp(prefix=f"tfllm-worker{task}-")
+    run = hashlib.sha256(os.path.realpath(run_dir).encode()).hexdigest()[:12]
+    prefix = f"tfllm-worker{task}-{run}-"
+    for stale in glob.glob(os.path.join(glob.escape(tempfile.gettempdir()), glob.escape(prefix) + "*")):
+        # A live worker holds its folder's lock (`runs.prepare`); the kernel dropped a killed one's.
+        if os.path.isdir(stale) and runs.owner_pid(stale) is None:
+            shutil.rmtree(stale, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.remove(runs.lock_file(stale))
+    return tempfile.mkdtemp(prefix=prefix)
 
 
 def cleanup_worker_dir(path, run_dir):
