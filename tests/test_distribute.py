@@ -303,6 +303,27 @@ def test_multi_worker_with_one_worker_trains(tmp_path):
 
 
 @pytest.mark.slow
+def test_multi_worker_refuses_a_multi_step_or_xla_recipe_up_front(tmp_path):
+    """Both died on every worker after the cluster formed, with TensorFlow tracebacks ("You must feed a value for
+    placeholder tensor '.../while/cond/Placeholder'"; "XLA_CPU_JIT: CollectiveGatherV2 unsupported")."""
+    script = "import sys\nfrom tfllm.cli import main\nsys.exit(main(sys.argv[1:]))"
+    env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{free_ports(1)[0]}"]},
+                                          "task": {"type": "worker", "index": 0}}))
+    run_dir = tmp_path / "r"
+    common_args = ["--preset", "tiny", "--strategy", "multi_worker", "--run-dir", str(run_dir)]
+    for args, fix in [(["--task", "generate", "--data", "shakespeare", "--max-rows", "2000"],
+                       "add --set steps_per_execution=1 --no-jit-compile on every worker"),
+                      (["--data", "rotten_tomatoes", "--max-rows", "100", "--jit-compile"], "add --no-jit-compile")]:
+        result = subprocess.run([sys.executable, "-c", script, "train", *args, *common_args],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 2, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("tfllm: error: --strategy multi_worker cannot train with") and fix in last, last
+        assert "Traceback" not in result.stderr
+    assert not run_dir.exists()
+
+
+@pytest.mark.slow
 def test_global_batch_not_divisible_by_replicas_exits_2(tmp_path):
     script = textwrap.dedent(
         """

@@ -391,6 +391,7 @@ def train_causal_lm(config, verbose="auto"):
     strategy = common.get_strategy(config.strategy)
     preset = common.resumed_recipe(config, causal_lm_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
+    common.check_multi_worker_recipe(preset, strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     common.check_run_dir(config)
     train_text, val_text = load_run_text(config)

@@ -501,6 +501,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
     strategy = common.get_strategy(config.strategy)
     preset = common.resumed_recipe(config, classifier_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
+    common.check_multi_worker_recipe(preset, strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     if data is None:
         data = command_data(config, preset)

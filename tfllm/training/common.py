@@ -1126,6 +1126,25 @@ def check_global_batch(batch_size, strategy):
         )
 
 
+def check_multi_worker_recipe(preset, strategy):
+    """Refuses, in one line naming the flags that fix it, what fails on every worker under
+    `MultiWorkerMirroredStrategy` after minutes of setup: TensorFlow's collective all-reduce inside
+    Keras' multi-step loop (`steps_per_execution` > 1, as the causal LM presets use: "You must feed a
+    value for placeholder tensor '.../while/cond/Placeholder'"), and an XLA-compiled step, which has no
+    CPU kernel for the collectives ("XLA_CPU_JIT: CollectiveGatherV2 unsupported")."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    fixes = []
+    if preset.get("steps_per_execution", 1) > 1:
+        fixes.append((f"steps_per_execution {preset['steps_per_execution']}", "--set steps_per_execution=1"))
+    if preset.get("jit_compile") is True:
+        fixes.append(("an XLA-compiled step (jit_compile)", "--no-jit-compile"))
+    if fixes:
+        raise UserInputError(f"--strategy multi_worker cannot train with {' or '.join(what for what, _ in fixes)}: "
+                             "TensorFlow's collective ops between workers fail there; add "
+                             f"{' '.join(flag for _, flag in fixes)} on every worker.")
+
+
 def set_precision(policy):
     """Sets the Keras mixed-precision policy for models built from now on; returns the previous one's name.
 

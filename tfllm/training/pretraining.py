@@ -251,6 +251,7 @@ def pretrain(config, verbose="auto"):
     strategy = common.get_strategy(config.strategy)
     preset = common.resumed_recipe(config, masked_lm_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
+    common.check_multi_worker_recipe(preset, strategy)
     common.check_run_dir(config)
     check_text_column(config.data, config.text_column)
     train_docs, val_docs = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)

@@ -265,6 +265,7 @@ def train_seq2seq(config, verbose="auto"):
     strategy = common.get_strategy(config.strategy)
     preset = common.resumed_recipe(config, translation_preset(config))
     common.check_global_batch(preset["batch_size"], strategy)
+    common.check_multi_worker_recipe(preset, strategy)
     # Everything that can fail on bad input happens before the run directory is touched.
     common.check_run_dir(config)
     data = load_data(config, preset, training=True)
