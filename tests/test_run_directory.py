@@ -439,6 +439,29 @@ def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys
     assert "its backup is kept" in capsys.readouterr().err
 
 
+def test_a_lost_worker_is_one_line_saying_to_rerun_every_worker(tmp_path, capsys):
+    """The surviving worker of a multi-worker run printed a screen of gRPC traceback ("Collective ops is aborted
+    by: failed to connect to all addresses ... Connection refused") when its peer was killed."""
+    import tensorflow as tf
+
+    from tfllm.errors import WorkerLost
+    from tfllm.training import common
+
+    run_dir = tmp_path / "run"
+    (run_dir / "backup").mkdir(parents=True)
+    (run_dir / "backup" / "latest.weights.h5").write_bytes(b"")  # what `runs.has_backup` looks for
+    with pytest.raises(WorkerLost) as caught:
+        with common.guarded_run(str(run_dir), resume=False):
+            raise tf.errors.UnavailableError(None, None, "Graph execution error:\n\nCollective ops is aborted by: "
+                                             "failed to connect to all addresses; Connection refused")
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "worker" in message
+    assert f"rerun every worker's command to resume from {run_dir / 'backup'}" in message
+    assert caught.value.__suppress_context__  # the CLI prints the line alone (tfllm.cli._main), no traceback
+    assert (run_dir / "backup").is_dir()
+    assert capsys.readouterr().err == ""  # not "Training failed ..." as well
+
+
 def test_an_interrupted_non_chief_worker_points_at_the_chief_s_backup(tmp_path, capsys):
     """A non-chief worker trains in a scratch folder; it said "nothing to resume, the new run is removed"
     though the chief's backup resumes the run."""

@@ -883,7 +883,7 @@ def _exit_without_teardown(status):
 
 def _main(argv):
     from tfllm import errors
-    from tfllm.errors import Terminated, UserInputError, disk_full_message
+    from tfllm.errors import Terminated, UserInputError, WorkerLost, disk_full_message
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)  # as parse_args, which errors on `unknown` in these words
@@ -916,6 +916,9 @@ def _main(argv):
     except UserInputError as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
         return 2
+    except WorkerLost as e:  # not the user's input: status 1, one line, no gRPC traceback
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # What reads the output went away (`tfllm predict ... | head`): stop as a Unix tool that SIGPIPE ends
         # does, without a traceback; stdout goes to /dev/null so that Python's flush at exit does not fail again.

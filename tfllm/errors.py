@@ -207,6 +207,18 @@ class DiskFull(OSError):
         return self.strerror
 
 
+class WorkerLost(RuntimeError):
+    """Multi-worker training stopped because another worker is gone (killed, crashed, its machine lost):
+    one line, exit status 1, where TensorFlow's gRPC traceback ran to screens."""
+
+
+def worker_lost(error):
+    """True when `error` is TensorFlow's report of a peer worker that went away mid-training: the collective
+    ops abort with an `UnavailableError` ("Collective ops is aborted by: failed to connect to all addresses
+    ... Connection refused"). Only `MultiWorkerMirroredStrategy` talks to other machines this way."""
+    return type(error).__name__ == "UnavailableError" and type(error).__module__.startswith("tensorflow")
+
+
 # A write that failed for want of room: a full disk, a quota, or a file-size limit (`ulimit -f`; Python ignores
 # SIGXFSZ, so the write fails with EFBIG), which h5py reported as 77 tracebacks and a segfault.
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -84,7 +84,8 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
             print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.{kept}")
             raise
         crashed = resumable and backed_up and not isinstance(e, UserInputError)  # a crash, a lost worker
-        if crashed and full_disk is None:  # a full disk is said below, in one line
+        lost = errors.worker_lost(e)  # said below, in one line
+        if crashed and full_disk is None and not lost:  # a full disk is said below, in one line
             print(f"\nTraining failed ({type(e).__name__}); its backup is kept: once the cause is fixed, run the "
                   f"same command again to resume from {backup_dir}.", file=sys.stderr)
         if not backed_up:  # nothing to resume from (interrupted or failed before the first backup)
@@ -104,6 +105,11 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
             else:
                 kept = f"{errors.make_room(e).capitalize()} and run the command again."
             raise errors.DiskFull(f"{errors.full_disk_reason(e)}{where}. {kept}", full_disk) from e
+        if lost:
+            again = (f"rerun every worker's command to resume from {backup_dir}" if resumable and backed_up else
+                     "nothing was backed up yet, so rerun every worker's command to start again")
+            raise errors.WorkerLost(f"A worker of this multi-worker run is gone (TensorFlow's {type(e).__name__}: "
+                                    f"its collective ops could not reach it); {again}.") from None
         raise
     runs.drop_previous(previous)
 
