@@ -391,7 +391,7 @@ def test_a_mixed_precision_run_is_a_preset_to_fine_tune_from(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
-def test_masked_lm_pretrains_under_mixed_precision(tmp_path, precision):
+def test_masked_lm_pretrains_under_mixed_precision(tmp_path, capsys, precision):
     """KerasHub's MaskedLMHead (autocast=False) added its float32 bias to 16-bit logits inside the task:
     "cannot compute AddV2 as input #1 was expected to be a bfloat16 tensor but is a float tensor", exit 1."""
     import math
@@ -405,6 +405,9 @@ def test_masked_lm_pretrains_under_mixed_precision(tmp_path, precision):
                  "--steps", "4", "--precision", precision, "--run-dir", str(run_dir)]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["steps"] == 4 and math.isfinite(metrics["val"]["loss"])
+    # --precision was only in run.json: now in metrics.json and among the output's first lines.
+    assert metrics["precision"] == precision
+    assert f"Precision: {precision}" in "\n".join(capsys.readouterr().out.splitlines()[:5])
     # The saved run reloads under its policy and still computes (evaluate/fine-tune read it so).
     model = runs.load_task(str(run_dir))
     assert model.masked_lm_head.compute_dtype == precision.removeprefix("mixed_")

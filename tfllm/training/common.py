@@ -487,6 +487,8 @@ def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=Tr
               "over from the seed there, so its figures can differ slightly from an uninterrupted run's.")
     else:
         runs.write_records(run_dir, config, {**(records or {}), runs.RECIPE: preset})
+    if config.precision and config.precision != "float32":
+        print(f"Precision: {config.precision} (16-bit math, float32 weights)")
     if config.from_preset:
         return None
     if resume:
@@ -613,6 +615,8 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     task.save_to_preset(run_dir)
     for stray in glob.glob(os.path.join(run_dir, "*.tmp.weights.h5")):  # a checkpoint write a kill cut short
         os.remove(stray)
+    # The policy the model trained (and predicts) under: run.json's --precision was reported nowhere else.
+    metrics["precision"] = task.dtype_policy.name
     write_json(runs.path(run_dir, runs.METRICS), metrics)
     # The HParams row tells a fine-tune from a from-scratch run of the same sizes: `from_preset` is the handle
     # the run started from, as typed, or "" (run.json: the chief's records, in `final_run_dir`).
