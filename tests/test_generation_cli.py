@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 
 import pytest
 
@@ -96,6 +97,12 @@ def test_generate_with_a_run_directory_and_no_prompt_says_the_prompt_is_missing(
     result = main_in_process(capsys, "generate", run_dir)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"No prompt after the run directory {str(run_dir)!r}: pass the text to continue" in result.stderr
+    # The example command is pasted as it is: a run directory with a space comes back whole (it was unquoted).
+    spaced = write_records(tmp_path / "运行 1" / "拼音 gen", "generate")
+    result = main_in_process(capsys, "generate", str(spaced))
+    assert result.returncode == 2
+    example = result.stderr.split("e.g. ", 1)[1].strip().rstrip(".")
+    assert shlex.split(example) == ["tfllm", "generate", str(spaced), "ROMEO:"]
     result = main_in_process(capsys, "generate", "ROMEO:")  # a prompt and no run directory: as before
     assert result.returncode == 2 and "Pass the RUN_DIR of a trained text generator" in result.stderr
 

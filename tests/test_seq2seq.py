@@ -5,10 +5,13 @@ words, so the char tokenizer's vocabulary stays under 50 and a model learns
 something in seconds).
 """
 
+import contextlib
 import csv
+import io
 import json
 import os
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -534,12 +537,30 @@ def test_seeded_sampling_gives_a_source_one_translation_whatever_the_batch():
 
 
 @pytest.fixture(scope="module")
-def trained_run(pairs_csv, tmp_path_factory):
-    run_dir = str(tmp_path_factory.mktemp("runs") / "tr")
-    code = cli.main(["train", "--task", "translate", "--data", pairs_csv, "--source-column", "zh",
-                     "--target-column", "en", "--preset", "tiny", "--epochs", "3", "--run-dir", run_dir])
+def trained_run_and_output(pairs_csv, tmp_path_factory):
+    # A run directory with a space: every command that takes it, and the hint it prints, must cope.
+    run_dir = str(tmp_path_factory.mktemp("runs") / "运行 1" / "拼音 tr")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["train", "--task", "translate", "--data", pairs_csv, "--source-column", "zh",
+                         "--target-column", "en", "--preset", "tiny", "--epochs", "3", "--run-dir", run_dir])
     assert code == 0
-    return run_dir
+    return run_dir, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained_run(trained_run_and_output):
+    return trained_run_and_output[0]
+
+
+@pytest.mark.slow
+def test_the_closing_hint_pastes_back_the_run_directory(trained_run_and_output):
+    """It read `tfllm translate 运行 1/拼音 ime TEXT`, unquoted: pasted, the shell split the path at the space."""
+    run_dir, out = trained_run_and_output
+    hint = out.splitlines()[-1]
+    assert hint.startswith(f"Run directory: {run_dir}  (translate: "), hint
+    command = hint.split("(translate: ", 1)[1].removesuffix(")")
+    assert shlex.split(command) == ["tfllm", "translate", run_dir, "TEXT"]
 
 
 @pytest.mark.slow
@@ -566,9 +587,9 @@ def test_train_translate_evaluate(trained_run, pairs_csv, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["chrf"] == pytest.approx(metrics["test"]["chrf"])  # the run's own test split, again
     assert cli.main(["predict", trained_run, "一二"]) == 2
-    assert f"Use `tfllm translate {trained_run} TEXT`" in capsys.readouterr().err
+    assert f"Use `tfllm translate {shlex.quote(trained_run)} TEXT`" in capsys.readouterr().err
     assert cli.main(["generate", trained_run, "一二"]) == 2  # was an AttributeError traceback
-    assert f"use `tfllm translate {trained_run} TEXT`" in capsys.readouterr().err
+    assert f"use `tfllm translate {shlex.quote(trained_run)} TEXT`" in capsys.readouterr().err
     # translate(run_dir) keeps its model per process, and loads again when the run's files change (a retrained
     # run kept its old model before).
     from tfllm import runs, translation

@@ -136,7 +136,7 @@ def _train(config):
             tokenize = metrics["test"].get("bleu_tokenize", "13a")
             note = f"  (sacreBLEU tokenize={tokenize})" if key == "bleu" and tokenize != "13a" else ""
             print(f"  {key:14s} {metrics['test'][key]:.4f}{note}")
-        print(f"Run directory: {config.run_dir}  (translate: tfllm translate {config.run_dir} TEXT)")
+        print(f"Run directory: {config.run_dir}  (translate: tfllm translate {shlex.quote(config.run_dir)} TEXT)")
     else:
         from tfllm.training.causal_lm import train_causal_lm
 
@@ -185,7 +185,7 @@ def _input_texts(args, verb, example, text_column="text", read=None):
     if args.file is None and len(args.texts) == 1 and os.path.isfile(args.texts[0]):
         # `tfllm predict RUN reviews.txt` classified the file's name, with a confident label.
         raise UserInputError(f"{args.texts[0]!r} is a file: to {verb} its lines (or a CSV/JSONL's {text_column!r} "
-                             f"column) pass --file {args.texts[0]}.")
+                             f"column) pass --file {shlex.quote(args.texts[0])}.")
     if not args.texts and args.file is None:
         raise UserInputError(f"Pass the texts to {verb}, e.g. {command}, or --file PATH (one text per line, or a "
                              f"CSV/JSONL's {text_column!r} column; - for stdin).")
@@ -406,7 +406,7 @@ def cmd_generate(args):
     if not args.run_dir:
         if os.path.isdir(args.prompt):  # `tfllm generate RUN`: argparse filled the prompt, which comes first, with it
             raise UserInputError(f"No prompt after the run directory {args.prompt!r}: pass the text to continue, "
-                                 f"e.g. tfllm generate {args.prompt} \"ROMEO:\".")
+                                 f"e.g. tfllm generate {shlex.quote(args.prompt)} \"ROMEO:\".")
         raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
     echo = [not args.no_prompt_echo]  # the prompt is printed once input checks have passed
 
