@@ -871,6 +871,29 @@ def test_an_input_method_scores_each_syllables_characters_with_the_ngram_model()
         InputMethod(["shi2 tou5", "er4"], ["石", "二十"], lm, ids.get)
 
 
+def test_sources_the_input_method_cannot_read_are_warned_about_with_the_form_it_reads():
+    """"diàn nǎo" (tone marks) and "zhongguo" (run together) printed empty lines with exit status 0, no word."""
+    from tfllm.input_method import InputMethod
+    from tfllm.translation import SourceNotes
+
+    pairs = [("shi2 tou5", "石头"), ("er4", "二"), ("shi2 er4", "十二")]
+    ids = {c: i for i, c in enumerate("石头十二", start=3)}
+    lm = NgramLM.fit([[ids[c] for c in t] for _, t in pairs], vocabulary_size=7, start_id=1, end_id=2)
+    method = InputMethod([s for s, _ in pairs], [t for _, t in pairs], lm, ids.get)
+    assert method.example == "shi2 tou5"  # a training source of more than one syllable
+    assert [method.unread(s) for s in ("shí tóu", "shitou", "shi2 tou5")] == ["shí", "shitou", None]
+    notes = SourceNotes()
+    notes.add_unread(method, ["shí tóu", "shitou"], empty=1)
+    with pytest.warns(TfllmWarning) as caught:
+        notes.warn()
+    assert len(caught) == 1
+    # Spelled for Python here (`input_method`), for the command as --input-method.
+    assert str(caught[0].message).split(" ", 1)[1] == (
+        "has no candidates for 2 source(s) (first: 'shí tóu', whose 'shí' is no syllable of the "
+        "training sources): it reads syllables with tone numbers separated by spaces, as the training sources "
+        "write them, e.g. 'shi2 tou5'; those sources were translated by the model alone, and 1 came out empty.")
+
+
 @pytest.fixture(scope="module")
 def aligned_run(pairs_csv, tmp_path_factory):
     """A tiny run the other way, English words -> numerals: one source word per target character."""
@@ -904,6 +927,12 @@ def test_the_model_chooses_among_the_input_methods_candidates(aligned_run, train
     # which a model trained for one epoch alone is not.
     assert cli.main(["translate", aligned_run, "three one two", "--input-method"]) == 0
     assert capsys.readouterr().out.splitlines() == ["三一二"]
+    # Words run together have no candidates: translated by the model, with one warning naming the form it reads.
+    assert cli.main(["translate", aligned_run, "threeone", "one two", "--input-method"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1] == "一二" and err.count("\n") == 1
+    assert err.startswith("tfllm: warning: --input-method has no candidates for 1 source(s) (first: 'threeone'"), err
+    assert "separated by spaces, as the training sources write them, e.g. '" in err
     assert cli.main(["evaluate", aligned_run, "--input-method"]) == 0
     assert json.loads(capsys.readouterr().out)["exact_match"] == 1.0
     assert json.load(open(os.path.join(aligned_run, "metrics.json")))["test"]["exact_match"] < 1.0

@@ -666,7 +666,7 @@ def cmd_translate(args):
                 translator, given, sampler=sampler, num_beams=args.num_beams if sampler == "beam" else None,
                 max_new_tokens=args.max_new_tokens,
                 top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, seed=args.seed, warn=False,
-                lm=lm if args.lm else None, lm_weight=args.lm_weight, memory=memory, input_method=method)
+                lm=lm if args.lm else None, lm_weight=args.lm_weight, memory=memory, input_method=method, notes=notes)
                 if given else [])
             for text in chunk:
                 print(next(translations) if text else "", flush=True)

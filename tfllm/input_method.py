@@ -62,10 +62,13 @@ class InputMethod:
                                  f"{len(targets)} targets.")
         counts = collections.defaultdict(collections.Counter)  # syllable -> character -> pairs
         aligned = 0
+        self.example = None  # a training source, to show the form sources must take ("dian4 nao3", not "diàn nǎo")
         for source, target in zip(sources, targets):
             units = syllables(source)
             if units and len(units) == len(target):
                 aligned += 1
+                if self.example is None or (len(units) > 1 and len(syllables(self.example)) == 1):
+                    self.example = " ".join(units)
                 for syllable, character in zip(units, target):
                     counts[syllable][character] += 1
         if aligned < MIN_ALIGNED * max(1, len(sources)):
@@ -80,6 +83,11 @@ class InputMethod:
                       for syllable, characters in counts.items()}
         self.lm, self.token_id, self.beam = lm, token_id, int(beam)
         self.counts, self.corpus_weight = SubstringCounts(corpus), float(corpus_weight)
+
+    def unread(self, source):
+        """The first of `source`'s units that is no syllable of the training sources (None when all are):
+        why it has no candidates ("diàn" with tone marks, "zhongguo" run together)."""
+        return next((unit for unit in syllables(source) if unit not in self.table), None)
 
     def candidates(self, sources, k=16):
         """For each source, up to `k` `(characters, log-score)` best first; none when a syllable was never seen."""

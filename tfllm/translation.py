@@ -346,7 +346,7 @@ class Translator:
     def translate(self, sources, sampler=None, num_beams=None, max_new_tokens=None, top_k=None, top_p=None,
                   temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
                   memory_size=MEMORY_SIZE, memory_weight=MEMORY_WEIGHT, input_method=None,
-                  input_method_size=INPUT_METHOD_SIZE, input_method_weight=INPUT_METHOD_WEIGHT):
+                  input_method_size=INPUT_METHOD_SIZE, input_method_weight=INPUT_METHOD_WEIGHT, notes=None):
         """Translates each source; returns one string per source.
 
         Args:
@@ -373,7 +373,10 @@ class Translator:
                 A source whose syllables it knows gets the best of its
                 `input_method_size` candidates by their score plus
                 `input_method_weight` times the model's log-likelihood. Other
-                sources are decoded.
+                sources are decoded, and warned about (with `warn`): not in the
+                input method's form, they mostly come out empty.
+            notes: a `SourceNotes` to add what would be warned about to (warned
+                about once by its caller), whatever `warn` says.
         """
         if sampler is None:  # as the command: `num_beams=4` alone was refused ("num_beams is for sampler='beam'")
             if num_beams is None or (is_number(num_beams) and num_beams == 1):
@@ -420,16 +423,24 @@ class Translator:
             found = memory.lookup(sources, k=memory_size, scores=True)
             found = [[(t, score / options[0][1]) for t, score in options] for options in found]
             self._choose(sources, found, texts, memory_weight, per_token=True)
+        unread = []  # sources the input method has no candidates for (and the memory gave nothing)
         if input_method is not None:
             # Candidate scores and the model's likelihood are both sums over the output.
-            self._choose(sources, input_method.candidates(sources, k=input_method_size), texts, input_method_weight,
-                         per_token=False)
+            offered = input_method.candidates(sources, k=input_method_size)
+            unread = [i for i, options in enumerate(offered) if not options and texts[i] is None]
+            self._choose(sources, offered, texts, input_method_weight, per_token=False)
         rest = [i for i, text in enumerate(texts) if text is None]
         if rest:
             ids = self.decode_ids([sources[i] for i in rest], sampler, num_beams, max_new_tokens, top_k, top_p,
                                   temperature, seed, lm=lm, lm_weight=float(lm_weight) if lm is not None else 0.0)
             for i, text in zip(rest, output_text(self.tokenizer, ids, self.prompt_length).numpy()):
                 texts[i] = text.decode("utf-8", errors="replace")
+        if unread and (warn or notes is not None):
+            # "diàn nǎo" (tone marks) or "zhongguo" (run together) printed an empty line, exit status 0, no word.
+            found = SourceNotes() if notes is None else notes
+            found.add_unread(input_method, [sources[i] for i in unread], sum(not texts[i].strip() for i in unread))
+            if notes is None:
+                found.warn()
         return texts
 
 
@@ -442,6 +453,13 @@ class SourceNotes:
         self.room = room  # source tokens the encoder reads ([BOS] ... [EOS] in its length): the first check's
         self.long, self.first_long = 0, None  # (source, its length in tokens)
         self.unseen, self.first_unseen = 0, None
+        self.unread, self.unread_empty, self.first_unread = 0, 0, None  # (source, its unit, the method's example)
+
+    def add_unread(self, input_method, sources, empty):
+        if sources and self.first_unread is None:
+            self.first_unread = (sources[0], input_method.unread(sources[0]), input_method.example)
+        self.unread += len(sources)
+        self.unread_empty += empty
 
     def add_long(self, count, source, length):
         if count and self.first_long is None:
@@ -465,6 +483,14 @@ class SourceNotes:
             errors.warn(f"{self.unseen} source(s) hold text the model's vocabulary has no token for (never seen "
                         f"in training, or left out of its vocabulary_size; first: {shown(self.first_unseen)}); "
                         "it is read as unknown and its translation may be wrong.")
+        if self.unread:
+            source, unit, example = self.first_unread
+            numbered = " with tone numbers" if any(c.isdigit() for c in example) else ""
+            empty = f", and {self.unread_empty} came out empty" if self.unread_empty else ""
+            errors.warn(f"--input-method has no candidates for {self.unread} source(s) (first: {shown(source)}, whose "
+                        f"{unit!r} is no syllable of the training sources): it reads syllables{numbered} separated by "
+                        f"spaces, as the training sources write them, e.g. {example!r}; those sources were translated "
+                        f"by the model alone{empty}.")
         self.__init__(self.room)
 
 
