@@ -475,7 +475,11 @@ def test_causal_pretraining_reads_documents_and_its_run_generates_and_explains(t
     run_dir = tmp_path / "zh"
     assert main(["pretrain", "--objective", "causal", "--data", "zh_news", "--max-rows", "300", "--preset", "tiny",
                  "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
-    assert f"tfllm train --task generate --from-preset {run_dir}" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"tfllm train --task generate --from-preset {run_dir}" in captured.out
+    # 50 tokens keep few of the news' characters: most targets are [UNK] (a perplexity of 5 and no word, before).
+    assert "of the tokens of the training text are [UNK]" in captured.err, captured.err
+    assert "Raise vocabulary_size with --set vocabulary_size=N (now 50)." in captured.err
     _, val_docs = load_documents("zh_news", val_fraction=0.1, max_rows=300)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val"]["num_tokens"] == len("\n".join(val_docs))

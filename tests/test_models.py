@@ -555,6 +555,41 @@ def test_masked_lm_pretraining_trains_the_backbone_a_classifier_then_starts_from
     assert hub.predict(["the film was good and long"], verbose=0).shape == (1, 1)
 
 
+def test_a_vocabulary_that_leaves_out_most_of_the_text_is_warned_about_not_one_that_covers_it():
+    """Pretraining on Chinese news with `--preset tiny`'s 50 tokens trained on [UNK] without a word."""
+    import warnings
+
+    from tfllm.errors import TfllmWarning
+    from tfllm.tokenizers import train_tokenizer
+    from tfllm.training.common import warn_unknown_in_own_vocabulary
+    from tfllm.training.pretraining import _sample_ids
+
+    texts = ["".join(chr(0x4E00 + (i * 7 + j) % 300) for j in range(12)) for i in range(100)]  # 300 characters
+    for size, warned in ((40, True), (400, False)):
+        tokenizer = train_tokenizer(texts, "wordpiece", size)
+        ids = _sample_ids(texts, tokenizer)
+        assert len(ids) == 1200
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_unknown_in_own_vocabulary(tokenizer, ids, size, "training documents")
+        messages = [str(w.message) for w in caught if issubclass(w.category, TfllmWarning)]
+        assert len(messages) == warned, messages
+        if warned:
+            assert "of the tokens of the training documents are [UNK]" in messages[0]
+            assert f"Raise vocabulary_size with overrides={{'vocabulary_size': N}} (now {size})." in messages[0]
+
+
+@pytest.mark.slow
+def test_masked_lm_pretraining_warns_when_most_training_tokens_are_unknown(tmp_path, capsys):
+    from tfllm.cli import main
+
+    assert main(["pretrain", "--data", "zh_news", "--max-rows", "200", "--preset", "tiny", "--steps", "2",
+                 "--run-dir", str(tmp_path / "mlm")]) == 0
+    err = capsys.readouterr().err
+    assert "of the tokens of the training documents are [UNK]" in err, err
+    assert "Raise vocabulary_size with --set vocabulary_size=N (now 60)." in err
+
+
 @pytest.mark.parametrize("steps", [6, 15, 25, 2200])
 def test_masked_lm_pretraining_trains_whole_epochs_and_never_more_steps_than_asked(steps):
     """`steps` was rounded to a multiple of eval_interval: --steps 15 trained 20 steps, the last 5 past the

@@ -189,6 +189,19 @@ def _fixed_masked_batches(documents, preprocessor, batch_size):
 LENGTH_SAMPLE = 2000
 
 
+def _sample_ids(documents, tokenize, seed=0):
+    """The token ids, flat, of the documents (of a seeded sample of `LENGTH_SAMPLE` of them, when more)."""
+    if len(documents) > LENGTH_SAMPLE:
+        picked = np.sort(np.random.default_rng(seed).choice(len(documents), LENGTH_SAMPLE, replace=False))
+        documents = [documents[i] for i in picked]
+    if not len(documents):
+        return np.zeros([0], "int64")
+    ids = tokenize(tf.constant(list(documents)))
+    # A KerasHub tokenizer answers a RaggedTensor, or lists of ids when it runs eagerly outside tf.data.
+    return np.asarray(ids.flat_values) if hasattr(ids, "flat_values") else np.concatenate(
+        [np.asarray(row, "int64").ravel() for row in ids] + [np.zeros([0], "int64")])
+
+
 def long_document_note(documents, tokenize, sequence_length, positions=None, seed=0):
     """One line saying how much of the documents the masked LM never reads, or None when every document fits.
 
@@ -271,6 +284,10 @@ def pretrain(config, verbose="auto"):
                                   seed=config.seed or 0)
         if note:
             print(note, file=sys.stderr)
+        if not config.from_preset:
+            common.warn_unknown_in_own_vocabulary(preprocessor.tokenizer, _sample_ids(train_docs, preprocessor.tokenizer,
+                                                                                       config.seed or 0),
+                                                  preset["vocabulary_size"], "training documents")
         train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], repeat=True, seed=config.seed)
         val_ds = _fixed_masked_batches(val_docs, preprocessor, preset["batch_size"])
         epochs = preset["steps"] // preset["eval_interval"]  # whole epochs (masked_lm_preset)
