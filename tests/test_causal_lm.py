@@ -154,6 +154,18 @@ def test_bad_generation_inputs(kwargs, match):
         generator.generate(**{"max_new_tokens": 5, **kwargs})
 
 
+def test_a_wordpiece_generator_names_the_words_it_has_no_token_for():
+    """The refusal said "contains text the tokenizer has no token for"; which text ("Python" became [UNK])?"""
+    from lm_utils import tiny_wordpiece_generator
+
+    generator = tiny_wordpiece_generator()
+    with pytest.raises(UserInputError) as refused:
+        generator.generate(["中国Python银行 hello world, 谢谢"], max_new_tokens=2)
+    assert str(refused.value).startswith(
+        "Prompt '中国Python银行 hello world, 谢谢' contains words 'Python', '谢' the tokenizer has no token for"), refused.value
+    generator.generate(["中国银行 hello world,"], max_new_tokens=2)  # every word known: generated as before
+
+
 @pytest.mark.slow
 def test_load_generator_refuses_classifier_and_unfinished_runs(tmp_path):
     write_records(tmp_path / "clf", "classify")

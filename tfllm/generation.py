@@ -17,6 +17,7 @@ last `sequence_length` tokens).
 """
 
 import inspect
+import re
 import warnings
 
 import keras
@@ -27,7 +28,7 @@ import tensorflow as tf
 from tfllm import runs
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, refuse_unread_options  # noqa: F401  (TensorFlow-free)
-from tfllm.config import WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, wordpiece_completion
+from tfllm.config import CJK_CLASS, WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, wordpiece_completion
 from tfllm.errors import UserInputError
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, prompt_start_ids,
                               special_token_ids)
@@ -237,6 +238,26 @@ def unread_prefix(length, window, keep):
     return keras.ops.where(length > window, length - (keep + 1), 0)
 
 
+# The units a prompt's unknown text is named in: runs of letters and digits, each CJK character, each other
+# character (punctuation, emoji) alone, as WordPiece splits text before it pieces words.
+_WORDS = re.compile(rf"{CJK_CLASS}|(?:(?!{CJK_CLASS})[^\W_])+|\S")
+_MOST_WORDS = 2000  # distinct units tokenized to name the unknown ones (a 100,000-character prompt is refused fast)
+
+
+def _unseen_words(tokenizer, prompt, unk_id):
+    """The distinct words (see `_WORDS`) of `prompt` that the tokenizer, tokenizing each alone, gives [UNK] for."""
+    words = list(dict.fromkeys(_WORDS.findall(prompt)))[:_MOST_WORDS]
+    if not words:
+        return []
+    ids = tokenizer.tokenize(tf.constant(words))
+    if isinstance(ids, tf.RaggedTensor):
+        ids = ids.to_list()
+    elif not isinstance(ids, list):  # eager KerasHub tokenizers hand back lists of ids; a dense tensor is padded
+        ids = keras.ops.convert_to_numpy(ids).tolist()
+    ids = [np.asarray(row).ravel().tolist() for row in ids]
+    return [word for word, row in zip(words, ids) if unk_id in row]
+
+
 def refuse_unseen(tokenizer, prompt, ids):
     """Refuses a prompt whose token `ids` hold the tokenizer's unknown id: text it has no token for (for a
     character tokenizer, the characters are named). `tfllm generate` and `tfllm explain` refuse it alike."""
@@ -248,7 +269,11 @@ def refuse_unseen(tokenizer, prompt, ids):
         unseen = sorted({c for c in prompt if c not in known})
         what = "characters " + ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
     else:
-        what = "text"
+        # A WordPiece word the tokenizer cannot piece together is one [UNK] ("Python" -> [UNK]): the message
+        # named no text. Each word, ideograph and punctuation mark is tokenized alone to find those that are.
+        unseen = _unseen_words(tokenizer, prompt, unk_id)
+        what = ("words " + ", ".join(repr(w) for w in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+                if unseen else "text")
     them = "it" if what == "text" else "them"
     raise UserInputError(f"Prompt {shown(prompt)} contains {what} the tokenizer has no token for (never seen in "
                          f"training, or left out of its vocabulary_size); remove or replace {them}.")
