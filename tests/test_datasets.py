@@ -754,6 +754,22 @@ def test_a_jsonl_row_without_the_text_key_is_named_as_that_rows_gap(tmp_path):
         list(read_texts(str(tmp_path / "later.jsonl")))
 
 
+def test_a_byte_order_mark_where_files_were_joined_is_not_part_of_a_text(tmp_path):
+    """`cat a.txt b.txt` of two files saved with a BOM: the second's stayed in its first text ("\ufeff今天天气")."""
+    from tfllm.datasets import read_texts
+    from tfllm.datasets.text import load_text_corpus
+
+    bom = "\ufeff".encode("utf-8")
+    (tmp_path / "x.txt").write_bytes(bom + "中国经济\n".encode("utf-8") + bom + "今天天气\n好".encode("utf-8"))
+    assert list(read_texts(str(tmp_path / "x.txt"))) == ["中国经济", "今天天气", "好"]
+    (tmp_path / "g.txt").write_bytes((bom + "the quick brown fox jumps\n".encode("utf-8")) * 40)
+    train, val = load_text_corpus(str(tmp_path / "g.txt"))
+    assert "\ufeff" not in train + val
+    # Not at a line's start, it is a zero-width no-break space in the text, and stays.
+    (tmp_path / "y.txt").write_text("a\ufeffb\n", encoding="utf-8")
+    assert list(read_texts(str(tmp_path / "y.txt"))) == ["a\ufeffb"]
+
+
 def test_file_kinds_go_by_suffix_in_any_case(tmp_path):
     """A Windows export (REVIEWS.CSV, a folder of .TXT files) was refused as "Unsupported data file", read as
     plain text by predict --file (its header a text to classify), or its files skipped without a word."""

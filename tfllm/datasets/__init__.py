@@ -113,7 +113,9 @@ def read_lines(path, empty_fix=None):
                     raise UserInputError(f"{path!r} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
                                          "`iconv -f utf-16 -t utf-8`.")
                 try:
-                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                    # A byte-order mark starts the file's first line, and any line after one where files
+                    # with one were joined (`cat a.txt b.txt`): "\ufeff今天天气" was a text, BOM and all.
+                    line = raw.decode("utf-8-sig")
                 except UnicodeDecodeError as e:
                     encoding = likely_encoding(raw)
                     big5 = " (-f big5 for traditional Chinese in Big5)" if encoding == "gb18030" else ""
