@@ -175,7 +175,63 @@ def test_char_and_sentencepiece_classifier_metadata_names_files_that_exist(kind,
     assert "load_tokenizer" in capsys.readouterr().out  # the printed hint names the loader that works
     meta, _ = assert_classifier_metadata_names_what_loads(directory)
     assert not os.path.exists(os.path.join(directory, "model_text.tflite"))
-    assert ("tokenizing" in meta) == (kind == "char")
+    assert meta["tokenizing"]["kind"] == kind  # SentencePiece's had no section: which file, which settings?
+
+
+FULL_WIDTH = ["ＡＢＣ全角字母１２３", "中国经济发展，很快！", "Ｈｅｌｌｏ　ｗｏｒｌｄ：１２３"]
+
+
+def test_the_wordpiece_tokenizing_rule_gives_the_tokenizers_ids_on_full_width_text():
+    """It said "lowercase first, split at whitespace ...", and the tokenizer also folds full-width forms
+    ("，" -> ",", "１２３" -> "1 ##2 ##3"): an app following it got other ids. Here the rule is followed as an
+    app would, step by step as it reads, in plain Python."""
+    import re
+    import unicodedata
+
+    from tfllm.export.tflite_runtime import tokenizing_rule
+    from tfllm.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(["abc 123 hello world, 中国 经济 发展 很快! 全角 字母: 1 2 3"] * 20, "wordpiece", 60)
+    rule = tokenizing_rule(tokenizer)["tokenize"]
+    assert "NFKC_Casefold" in rule and "'，' -> ','" in rule and "'１２３' -> '123'" in rule
+    vocabulary = {token: i for i, token in enumerate(tokenizer.get_vocabulary())}
+    unk = tokenizer.unk_token_id
+    assert f"the unknown id ({unk})" in rule
+
+    def app_ids(text):
+        punctuation = r"[!-/:-@\[-`{-~]|[^\w\s]"  # ASCII non-alphanumerics and (near enough here) Unicode P
+        cjk = r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]"
+        words = re.findall(rf"{cjk}|{punctuation}|(?:(?!{cjk}|{punctuation})[^ \t\n\r\f])+", text)  # ASCII whitespace
+        ids = []
+        for word in (unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", w).casefold()) for w in words):
+            pieces, start = [], 0
+            while start < len(word):
+                end = next((e for e in range(len(word), start, -1)
+                            if ("##" if start else "") + word[start:e] in vocabulary), None)
+                if end is None:
+                    pieces = [unk]
+                    break
+                pieces.append(vocabulary[("##" if start else "") + word[start:end]])
+                start = end
+            ids += pieces
+        return ids
+
+    for text in FULL_WIDTH:
+        assert app_ids(text) == [int(i) for i in tokenizer.tokenize(text)], text
+
+
+def test_the_sentencepiece_tokenizing_rule_names_the_model_file_and_its_normalization():
+    import sentencepiece as spm
+
+    from tfllm.export.tflite_runtime import tokenizing_rule
+    from tfllm.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(["abc 123 hello world, 中国 经济 发展 很快! 全角 字母: 1 2 3"] * 20, "sentencepiece", 40)
+    rule = tokenizing_rule(tokenizer)
+    assert rule["kind"] == "sentencepiece" and "'nmt_nfkc_cf'" in rule["tokenize"] and ".spm" in rule["tokenize"]
+    app = spm.SentencePieceProcessor(model_proto=tokenizer.proto)  # what the rule says an app does
+    for text in FULL_WIDTH:
+        assert app.encode(text) == [int(i) for i in tokenizer.tokenize(text)], text
 
 
 @pytest.mark.slow

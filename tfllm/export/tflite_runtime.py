@@ -114,25 +114,58 @@ def tokenizer_entry(directory):
 
 
 def tokenizing_rule(tokenizer):
-    """How an app turns a stripped source into ids with the vocabulary file alone (tfllm's two translation
-    tokenizers); None for another kind, whose rules are its KerasHub preset's."""
+    """How an app turns a stripped source into ids: with the vocabulary file alone (tfllm's character and
+    WordPiece tokenizers), or with tfllm's SentencePiece model file; None for another kind, whose rules are its
+    KerasHub preset's."""
     from tfllm.config import CJK_CHARACTERS
-    from tfllm.tokenizers import CharacterTokenizer, WordPieceTokenizer
+    from tfllm.tokenizers import CharacterTokenizer, SentencePieceTokenizer, WordPieceTokenizer, unknown_token_id
 
-    unknown = f"the unknown id ({int(tokenizer.token_to_id('[UNK]'))})"
+    unknown = f"the unknown id ({unknown_token_id(tokenizer)})"
     if isinstance(tokenizer, CharacterTokenizer):
         return {"kind": "char", "tokenize": f"one id per Unicode character (code point), its index in "
                 f"{VOCABULARY_FILE}, {unknown} for a character not there; case is kept",
                 "detokenize": "concatenate the tokens"}
     if isinstance(tokenizer, WordPieceTokenizer):
+        # KerasHub's pretokenize, step by step: its lowercasing is ICU's NFKC case folding (TF Text's
+        # case_fold_utf8), which also folds full-width forms ("，" -> ",", "１２３" -> "123"); "lowercase first"
+        # alone sent an app to other ids.
+        cjk = ("each CJK ideograph (U+4E00-9FFF, 3400-4DBF, 20000-2A6DF, 2A700-2B73F, 2B740-2B81F, 2B820-2CEAF, "
+               "F900-FAFF, 2F800-2FA1F) is a word of its own; " if tokenizer.split_on_cjk else "")
         return {"kind": "wordpiece",
-                "tokenize": ("lowercase first, " if tokenizer.lowercase else "case kept, ")
-                + ("accents stripped (NFD, marks removed), " if tokenizer.strip_accents else "")
-                + "split at whitespace; each punctuation mark and each CJK ideograph is a word of its own; each "
-                  "word is cut greedily into the longest pieces in the vocabulary from its start, every piece "
+                "tokenize": ("accents stripped first (NFD, marks removed); " if tokenizer.strip_accents else "")
+                + "split into words at ASCII whitespace (space, tab, newline, carriage return, form feed: not "
+                  "U+3000 or U+00A0, which stay inside a word) and at Unicode control and format characters (Cc, "
+                  "Cf), which are dropped; each punctuation mark (every ASCII character that is not a letter or digit, and "
+                  f"Unicode P) is a word of its own; {cjk}"
+                + ("then each word is case-folded with Unicode NFKC_Casefold (ICU's, as TF Text's case_fold_utf8; "
+                   "in Python unicodedata.normalize('NFKC', unicodedata.normalize('NFKC', word).casefold()) for "
+                   "most text), which also turns full-width and compatibility forms into plain ones: '，' -> ',', "
+                   "'１２３' -> '123', 'Ａ' -> 'a', and U+3000 -> ' ' (a word holding a space has no pieces: it is unknown); "
+                   if tokenizer.lowercase
+                   else "case and every character are kept as they are (no Unicode normalization); ")
+                + "each word is cut greedily into the longest pieces in the vocabulary from its start, every piece "
                   f"after the first written with the {tokenizer.suffix_indicator!r} prefix; a word that cannot "
                   f"be cut so is {unknown}",
                 "detokenize": f"join the tokens with spaces, gluing a {tokenizer.suffix_indicator!r} piece to the "
                               "one before it without its prefix; then remove each space between two CJK characters "
                               + CJK_CHARACTERS}
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        # Its ids are SentencePiece's own, and the model file holds its normalization: an app needs the file
+        # and the library, not rules (there was no section, and no word of which file or which settings).
+        from sentencepiece import sentencepiece_model_pb2
+
+        model = sentencepiece_model_pb2.ModelProto.FromString(tokenizer.proto)
+        return {"kind": "sentencepiece",
+                "tokenize": "encode the text to ids with the SentencePiece library (sentencepiece in Python, or "
+                            "its C++ library on a phone) loading the .spm model file that `tokenizer` names: "
+                            "SentencePieceProcessor(model_file=...).encode(text), plain ids, no sampling, no "
+                            "start or end id added (special_token_ids says which to add); do not normalize the "
+                            "text yourself: the model file applies its own normalization "
+                            f"({model.normalizer_spec.name!r}"
+                            + (": NFKC with case folding, so '，' -> ',', '１２３' -> '123', 'Ａ' -> 'a'"
+                               if model.normalizer_spec.name == "nmt_nfkc_cf" else
+                               ": NFKC, so '，' -> ',', '１２３' -> '123'" if model.normalizer_spec.name == "nmt_nfkc"
+                               else "")
+                            + f") and maps a piece it does not have to {unknown}",
+                "detokenize": "SentencePieceProcessor.decode(ids) with the same model file"}
     return None
