@@ -14,6 +14,7 @@ pytest.importorskip("tensorflow_serving")
 from tfllm.cli import main  # noqa: E402
 from tfllm.export import versioning  # noqa: E402
 from tfllm.serving import fixtures, list_models, prune  # noqa: E402
+from tfllm.serving.limits import RequestError  # noqa: E402
 
 SERVING = pathlib.Path(__file__).resolve().parent.parent / "tfllm" / "serving"
 
@@ -267,7 +268,7 @@ def test_a_missing_optional_extra_is_one_line_naming_it(missing, call, extra, mo
     assert missing in message and f'pip install "tfllm[{extra}]"' in message, message
 
 
-def test_a_version_being_loaded_is_listed_as_loading(tmp_path, good_version, monkeypatch):
+def test_a_version_being_loaded_is_listed_as_loading(tmp_path, good_version, monkeypatch, caplog):
     """As TF Serving lists it (LOADING) until it is AVAILABLE: a version loading for seconds was missing from
     the model's status, and its own status URL answered 404."""
     import threading
@@ -275,6 +276,7 @@ def test_a_version_being_loaded_is_listed_as_loading(tmp_path, good_version, mon
     from tfllm.serving import registry as registry_lib
     from tfllm.serving.rest import status_json
 
+    caplog.set_level("INFO", logger="tfllm.serving")
     shutil.copytree(good_version, tmp_path / "clf" / "1")
     registry = registry_lib.ModelRegistry(str(tmp_path))
     real_load, entered, go_on = registry_lib.load_servable, threading.Event(), threading.Event()
@@ -299,6 +301,15 @@ def test_a_version_being_loaded_is_listed_as_loading(tmp_path, good_version, mon
         assert entered.wait(120)
         assert states() == expected_while and states(expected_while[0][0]) == [expected_while[0]]
         assert status_json(registry.statuses("clf"))["model_version_status"][0]["state"] == "LOADING"
+        # A request for the version being loaded is told so (503 / UNAVAILABLE, worth retrying), where it
+        # was "Servable not found"; the versions already loaded keep answering.
+        loading = expected_while[0][0]
+        with pytest.raises(RequestError, match=rf"^Model 'clf' version {loading} is still loading; retry") as e:
+            registry.resolve("clf", loading if loading == 2 else None)
+        assert (e.value.status, e.value.grpc_code) == (503, "UNAVAILABLE")
+        if loading == 2:
+            assert registry.resolve("clf").version == 1
+        assert f"loading clf version {loading} ..." in caplog.text
         go_on.set()
         refresh.join()
         assert states() == expected_after

@@ -234,6 +234,9 @@ class ModelRegistry:
             failed[v] = previous[1]
             return False  # retry only once its files change
         self._loading = (name, v)
+        # A large export takes seconds to load (a generator's graphs: ~20 s on 2 cores), and requests for it
+        # meanwhile were "Servable not found" with nothing in the log to say why.
+        logger.info("loading %s version %d ...", name, v)
         try:
             start = time.perf_counter()
             loaded[v] = load_servable(name, v, path)
@@ -302,9 +305,18 @@ class ModelRegistry:
     def model_names(self) -> list[str]:
         return sorted(self._models)
 
+    def _still_loading(self, name: str, version: int | None = None) -> None:
+        """Refuses a request for the version being loaded now with 503 / UNAVAILABLE (worth retrying),
+        where "Servable not found" read as if the export were missing."""
+        loading = self._loading
+        if loading is not None and loading[0] == name and version in (None, loading[1]):
+            raise RequestError(f"Model {shown(name)} version {loading[1]} is still loading; retry in a few "
+                               "seconds.", 503, grpc_code="UNAVAILABLE", headers={"Retry-After": "1"})
+
     def _state(self, name: str) -> ModelState:
         state = self._models.get(name)
         if state is None:
+            self._still_loading(name)
             known = ", ".join(sorted(self._models)) or "none"
             raise RequestError(
                 f"Servable not found for request: model {shown(name)} (models served: {known}).",
@@ -341,6 +353,7 @@ class ModelRegistry:
                 raise RequestError(
                     f"Model {name!r} version {version} failed to load: "
                     f"{state.failed[version]}", 404)
+            self._still_loading(name, version)
             known = ", ".join(str(v) for v in sorted(state.versions)) or "none"
             raise RequestError(
                 f"Servable not found for request: model {name!r} version {version} "
