@@ -311,7 +311,7 @@ class ModelRegistry:
         loading = self._loading
         if loading is not None and loading[0] == name and version in (None, loading[1]):
             raise RequestError(f"Model {shown(name)} version {loading[1]} is still loading; retry in a few "
-                               "seconds.", 503, grpc_code="UNAVAILABLE", headers={"Retry-After": "1"})
+                               "seconds.", 503, grpc_code="UNAVAILABLE")  # REST adds Retry-After: 1
 
     def _state(self, name: str) -> ModelState:
         state = self._models.get(name)
