@@ -179,45 +179,85 @@ def test_char_and_sentencepiece_classifier_metadata_names_files_that_exist(kind,
 
 
 FULL_WIDTH = ["ＡＢＣ全角字母１２３", "中国经济发展，很快！", "Ｈｅｌｌｏ　ｗｏｒｌｄ：１２３"]
+# What a tour's phone app, following the old text, tokenized unlike tfllm: case folding is not lowercasing,
+# only ASCII whitespace splits, control and format characters split and are dropped, ASCII symbols are
+# punctuation and other symbols are not, words over 100 bytes are unknown, compatibility forms fold.
+EDGE_TEXTS = ["straße STRASSE", "İstanbul ǅ ß ΣΑΣ", "don't waste\u00a0your time", "a\u3000great film",
+              "line\u2028break", "zero\u200bwidth", "good\u00adfilm", "bell\x07char x\x00y", "tab\tnew\nline\r\x0cend",
+              "price $5+tax good|film ~a^b <c> `d`", "€5 ©2020 30° 😀 ＄5", "ﬁlm ² x²", "e" * 100, "e" * 101,
+              "é" * 50, "é" * 51, "Café naïve e\u0301", "wow" + "!" * 5, "ｆｕｌｌ ｗｉｄｔｈ ＡＢＣ", "mixed 中文 and english"]
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt), which NFKC_Casefold removes.
+DEFAULT_IGNORABLE = [(0xAD, 0xAD), (0x34F, 0x34F), (0x61C, 0x61C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                     (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                     (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                     (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF)]
 
 
-def test_the_wordpiece_tokenizing_rule_gives_the_tokenizers_ids_on_full_width_text():
-    """It said "lowercase first, split at whitespace ...", and the tokenizer also folds full-width forms
-    ("，" -> ",", "１２３" -> "1 ##2 ##3"): an app following it got other ids. Here the rule is followed as an
-    app would, step by step as it reads, in plain Python."""
-    import re
+def wordpiece_app_ids(text, vocabulary, unk, suffix="##"):
+    """tokenizing's steps for a lowercasing WordPiece tokenizer without accent stripping, as an app reads them,
+    in plain Python (no tfllm, no TF Text)."""
     import unicodedata
 
+    cjk = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+           (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]
+    ascii_punctuation = {chr(c) for c in [*range(0x21, 0x30), *range(0x3A, 0x41), *range(0x5B, 0x61), *range(0x7B, 0x7F)]}
+    words, word = [], ""
+    for ch in text:  # steps (1) and (2): CJK and punctuation are words of their own, spaces and Cc/Cf split
+        category = unicodedata.category(ch)
+        alone = any(a <= ord(ch) <= b for a, b in cjk) or ch in ascii_punctuation or category.startswith("P")
+        if ch in " \t\n\r\f" or category in ("Cc", "Cf") or alone:
+            words += [word] if word else []
+            words += [ch] if alone else []
+            word = ""
+        else:
+            word += ch
+    words += [word] if word else []
+    ids = []
+    for word in words:
+        word = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", word).casefold())  # step (3)
+        word = "".join(c for c in word if not any(a <= ord(c) <= b for a, b in DEFAULT_IGNORABLE))
+        if len(word.encode("utf-8")) > 100:  # step (4)
+            ids.append(unk)
+            continue
+        pieces, start = [], 0  # step (5)
+        while start < len(word):
+            end = next((e for e in range(len(word), start, -1)
+                        if (suffix if start else "") + word[start:e] in vocabulary), None)
+            if end is None:
+                pieces = [unk]
+                break
+            pieces.append(vocabulary[(suffix if start else "") + word[start:end]])
+            start = end
+        ids += pieces
+    return ids
+
+
+@pytest.mark.slow
+def test_the_wordpiece_tokenizing_rule_gives_the_tokenizers_ids_on_full_width_and_edge_text():
+    """It said "lowercase first, split at whitespace ...", and the tokenizer also folds full-width forms
+    ("，" -> ",", "１２３" -> "1 ##2 ##3"), splits only at ASCII whitespace, drops control and format characters,
+    treats ASCII symbols as punctuation and words over 100 bytes as unknown: an app following it got other ids.
+    Here the rule is followed as an app would, step by step as it reads, in plain Python."""
     from tfllm.export.tflite_runtime import tokenizing_rule
     from tfllm.tokenizers import train_tokenizer
 
-    tokenizer = train_tokenizer(["abc 123 hello world, 中国 经济 发展 很快! 全角 字母: 1 2 3"] * 20, "wordpiece", 60)
+    corpus = ["abc 123 hello world, 中国 经济 发展 很快! 全角 字母: 1 2 3 strasse film fi 2 e ee eee good width "
+              "zero bell char price tax wow full mixed and english line break end new tab é cafe naive time your "
+              "don't waste great istanbul σ α dž x y"] * 20
+    tokenizer = train_tokenizer(corpus, "wordpiece", 200)
     rule = tokenizing_rule(tokenizer)["tokenize"]
-    assert "NFKC_Casefold" in rule and "'，' -> ','" in rule and "'１２３' -> '123'" in rule
+    for says in ("NFKC_Casefold", "'，' -> ','", "'１２３' -> '123'", "'straße' -> 'strasse'", "'ﬁ' -> 'fi'",
+                 "'²' -> '2'", "U+200B", "U+00AD", "Cc and Cf", "U+2028", "!-/ :-@ [-` {-~", "€", "100 bytes",
+                 "Default_Ignorable_Code_Point", "(1)", "(5)"):
+        assert says in rule, says
     vocabulary = {token: i for i, token in enumerate(tokenizer.get_vocabulary())}
     unk = tokenizer.unk_token_id
     assert f"the unknown id ({unk})" in rule
-
-    def app_ids(text):
-        punctuation = r"[!-/:-@\[-`{-~]|[^\w\s]"  # ASCII non-alphanumerics and (near enough here) Unicode P
-        cjk = r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]"
-        words = re.findall(rf"{cjk}|{punctuation}|(?:(?!{cjk}|{punctuation})[^ \t\n\r\f])+", text)  # ASCII whitespace
-        ids = []
-        for word in (unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", w).casefold()) for w in words):
-            pieces, start = [], 0
-            while start < len(word):
-                end = next((e for e in range(len(word), start, -1)
-                            if ("##" if start else "") + word[start:e] in vocabulary), None)
-                if end is None:
-                    pieces = [unk]
-                    break
-                pieces.append(vocabulary[("##" if start else "") + word[start:end]])
-                start = end
-            ids += pieces
-        return ids
-
-    for text in FULL_WIDTH:
-        assert app_ids(text) == [int(i) for i in tokenizer.tokenize(text)], text
+    for text in FULL_WIDTH + EDGE_TEXTS:
+        assert wordpiece_app_ids(text, vocabulary, unk) == [int(i) for i in tokenizer.tokenize(text)], text
+    # The cases are not vacuous: the 100-byte limit and the folds each decide an id here.
+    assert wordpiece_app_ids("e" * 100, vocabulary, unk) != [unk] == wordpiece_app_ids("e" * 101, vocabulary, unk)
+    assert wordpiece_app_ids("straße", vocabulary, unk) == wordpiece_app_ids("strasse", vocabulary, unk) != [unk]
 
 
 def test_the_sentencepiece_tokenizing_rule_names_the_model_file_and_its_normalization():

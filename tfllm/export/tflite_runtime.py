@@ -126,26 +126,39 @@ def tokenizing_rule(tokenizer):
                 f"{VOCABULARY_FILE}, {unknown} for a character not there; case is kept",
                 "detokenize": "concatenate the tokens"}
     if isinstance(tokenizer, WordPieceTokenizer):
-        # KerasHub's pretokenize, step by step: its lowercasing is ICU's NFKC case folding (TF Text's
-        # case_fold_utf8), which also folds full-width forms ("，" -> ",", "１２３" -> "123"); "lowercase first"
-        # alone sent an app to other ids.
-        cjk = ("each CJK ideograph (U+4E00-9FFF, 3400-4DBF, 20000-2A6DF, 2A700-2B73F, 2B740-2B81F, 2B820-2CEAF, "
-               "F900-FAFF, 2F800-2FA1F) is a word of its own; " if tokenizer.split_on_cjk else "")
+        # KerasHub's pretokenize and TF Text's FastWordpieceTokenizer, step by step and in their order: an app
+        # that lowercased first, split at every Unicode space or counted "€" as punctuation got other ids.
+        # tests/test_tflite.py follows these steps in plain Python and compares with the tokenizer.
+        steps = []
+        if tokenizer.split_on_cjk:
+            steps.append("each CJK ideograph (U+4E00-9FFF, 3400-4DBF, 20000-2A6DF, 2A700-2B73F, 2B740-2B81F, "
+                         "2B820-2CEAF, F900-FAFF, 2F800-2FA1F) becomes a word of its own")
+        if tokenizer.strip_accents:
+            steps.append("accents are stripped (NFD, then every Mn mark removed)")
+        steps.append("the text is split into words, looking at the characters as they are now (before any "
+                     "folding): ASCII whitespace (space, tab, newline, carriage return, form feed) and every "
+                     "Unicode control or format character (categories Cc and Cf: \\x00, \\x07, U+200B, soft "
+                     "hyphen U+00AD, ...) end a word and are dropped; other spaces (U+00A0, U+3000, U+2028, ...) "
+                     "do not split and stay inside the word; each punctuation mark is a word of its own: the "
+                     "ASCII characters !-/ :-@ [-` {-~ (so $ + < | ~ ^ ` too) and every character of Unicode "
+                     "category P; other symbols (categories S: € © ° 😀 ...) are not punctuation and stay "
+                     "inside the word")
+        if tokenizer.lowercase:
+            steps.append("each word is case-folded with Unicode NFKC_Casefold (ICU's, as TF Text's "
+                         "case_fold_utf8; in Python unicodedata.normalize('NFKC', unicodedata.normalize('NFKC', "
+                         "word).casefold()), then every Default_Ignorable_Code_Point removed): this is full case "
+                         "folding, not lowercasing ('straße' -> 'strasse'), and it also turns full-width and "
+                         "compatibility forms into plain ones: '，' -> ',', '１２３' -> '123', 'Ａ' -> 'a', 'ﬁ' -> "
+                         "'fi', '²' -> '2', and U+00A0 and U+3000 -> ' ' (a word holding a space has no pieces: "
+                         "it is unknown); a word that folds to nothing has no ids")
+        else:
+            steps.append("case and every character are kept as they are (no Unicode normalization)")
+        steps.append(f"a word longer than 100 bytes in UTF-8 is {unknown}")
+        steps.append("any other word is cut greedily into the longest pieces in the vocabulary from its start, "
+                     f"every piece after the first written with the {tokenizer.suffix_indicator!r} prefix; a word "
+                     f"that cannot be cut so is {unknown} (one id for the whole word)")
         return {"kind": "wordpiece",
-                "tokenize": ("accents stripped first (NFD, marks removed); " if tokenizer.strip_accents else "")
-                + "split into words at ASCII whitespace (space, tab, newline, carriage return, form feed: not "
-                  "U+3000 or U+00A0, which stay inside a word) and at Unicode control and format characters (Cc, "
-                  "Cf), which are dropped; each punctuation mark (every ASCII character that is not a letter or digit, and "
-                  f"Unicode P) is a word of its own; {cjk}"
-                + ("then each word is case-folded with Unicode NFKC_Casefold (ICU's, as TF Text's case_fold_utf8; "
-                   "in Python unicodedata.normalize('NFKC', unicodedata.normalize('NFKC', word).casefold()) for "
-                   "most text), which also turns full-width and compatibility forms into plain ones: '，' -> ',', "
-                   "'１２３' -> '123', 'Ａ' -> 'a', and U+3000 -> ' ' (a word holding a space has no pieces: it is unknown); "
-                   if tokenizer.lowercase
-                   else "case and every character are kept as they are (no Unicode normalization); ")
-                + "each word is cut greedily into the longest pieces in the vocabulary from its start, every piece "
-                  f"after the first written with the {tokenizer.suffix_indicator!r} prefix; a word that cannot "
-                  f"be cut so is {unknown}",
+                "tokenize": "in this order: " + "; ".join(f"({n}) {step}" for n, step in enumerate(steps, 1)),
                 "detokenize": f"join the tokens with spaces, gluing a {tokenizer.suffix_indicator!r} piece to the "
                               "one before it without its prefix; then remove each space between two CJK characters "
                               + CJK_CHARACTERS}
