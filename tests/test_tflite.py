@@ -154,10 +154,27 @@ def assert_classifier_metadata_names_what_loads(directory):
 @pytest.mark.slow
 def test_wordpiece_classifier_metadata_names_files_that_exist_and_a_loader_that_works(exports):
     meta, tokenizer = assert_classifier_metadata_names_what_loads(exports["none"])
-    assert meta["tokenizing"]["kind"] == "wordpiece" and "lowercase first" in meta["tokenizing"]["tokenize"]
+    assert meta["tokenizing"]["kind"] == "wordpiece" and "NFKC_Casefold" in meta["tokenizing"]["tokenize"]
     # The strings-in model strips accents; the Keras tokenizer (and so tokenizing) does not.
     assert not tokenizer.strip_accents and "accents" not in meta["tokenizing"]["tokenize"]
     assert "strips accents" in meta["model_text.tflite"]["tokenizing_difference"]
+
+
+@pytest.mark.slow
+def test_string_model_differences_are_all_named_and_checked_on_probe_texts(exports):
+    """model_text.tflite also splits at U+00A0 and U+3000 and not at U+200B or the soft hyphen, which
+    tokenizing_difference did not name, and parity.json's texts_tokenized_differently was 0 only because the
+    test split holds none of them: probe texts now check each, reported apart."""
+    from tfllm.export.tflite_classifier import PROBE_CHARACTERS
+
+    with open(os.path.join(exports["none"], "metadata.json"), encoding="utf-8") as f:
+        difference = json.load(f)["model_text.tflite"]["tokenizing_difference"]
+    with open(os.path.join(exports["none"], "parity.json"), encoding="utf-8") as f:
+        text_parity = json.load(f)["model_text.tflite"]
+    assert text_parity["probe_characters_checked"] == list(PROBE_CHARACTERS)
+    assert set(text_parity["probe_characters_tokenized_differently"]) == set(PROBE_CHARACTERS)
+    for name in PROBE_CHARACTERS:
+        assert name.split()[0] in difference, name
 
 
 @pytest.mark.slow

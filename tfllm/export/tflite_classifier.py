@@ -168,10 +168,26 @@ def _agreement(labels, keras_probabilities, probabilities):
     return {"accuracy": accuracy, "accuracy_change_points": 100 * (accuracy - _accuracy(labels, keras_probabilities))}
 
 
-def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=None):
+# Characters the string model's TF Text ops read unlike the Keras tokenizer (its tokenizing_difference). A
+# test split rarely holds any, so parity.json's texts_tokenized_differently stayed 0 while they differ: each is
+# checked in a probe text of its own and reported apart.
+PROBE_CHARACTERS = {"U+00A0 no-break space": "\u00a0", "U+3000 ideographic space": "\u3000",
+                    "U+2028 line separator": "\u2028", "U+200B zero-width space": "\u200b",
+                    "U+00AD soft hyphen": "\u00ad", "U+0301 combining accent": "\u0301"}
+
+
+def probe_texts(tokenizer):
+    """{name: text}: a vocabulary word, a PROBE_CHARACTERS character, the word again."""
+    words = [t for t in tokenizer.get_vocabulary() if t.isascii() and t.isalpha() and len(t) > 1]
+    word = max(words, key=len) if words else "a"
+    return {name: f"{word}{ch}{word}" for name, ch in PROBE_CHARACTERS.items()}
+
+
+def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=None, probes=None):
     """Sizes and agreement of the `.tflite` files in `directory` with the Keras model's probabilities
     (and accuracies, given the texts' `labels`); `ids_inputs` are the id model's inputs for `texts`
-    (`token_ids`, and `code_points` for a character or word view)."""
+    (`token_ids`, and `code_points` for a character or word view). `probes` ({name: (text, its id model
+    inputs)}) are texts of characters the string model is known to read otherwise, reported apart."""
     report = {"num_examples": len(texts)}
     if labels is not None:
         report["keras_accuracy"] = _accuracy(labels, keras_probabilities)
@@ -195,6 +211,14 @@ def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=
             ),
             "texts_tokenized_differently": int((~same_ids).sum()),
         }
+        if probes:
+            names = list(probes)
+            out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE)),
+                                text=np.array([probes[n][0] for n in names], dtype=object))
+            report[TEXT_FILE]["probe_characters_tokenized_differently"] = [
+                n for i, n in enumerate(names)
+                if any((out[k][i] != v[0]).any() for k, v in probes[n][1].items())]
+            report[TEXT_FILE]["probe_characters_checked"] = names
     return report
 
 
@@ -315,10 +339,20 @@ def export_classifier_files(run_dir, config, directory, quantize):
                                    "https://tensorflow.org/text/guide/text_tf_lite). model.tflite needs only "
                                    "builtin ops",
                         # TF Text's FastBertNormalizer lowercases only together with stripping accents.
-                        **({"tokenizing_difference": "unlike tokenizing (the Keras tokenizer's), this model also "
-                            "strips accents (NFD, marks removed) as it lowercases: 'café' reads as 'cafe'; "
-                            "parity.json's texts_tokenized_differently counts the test texts that touches"}
-                           if tokenizer.lowercase and not tokenizer.strip_accents else {}),
+                        # TF Text's BERT normalizer and pre-tokenizer, checked on the probe characters.
+                        "tokenizing_difference": "unlike tokenizing (the Keras tokenizer's), this model "
+                            + ("strips accents (NFD, marks removed) as it lowercases: 'café' reads as 'cafe', "
+                               "'e' + U+0301 (combining accent) as 'e'; it lowercases rather than NFKC_Casefold, "
+                               "so some letters fold otherwise ('ß', 'İ', 'ǅ'); it folds full-width forms before "
+                               "splitting, so '＄' becomes the punctuation word '$'; "
+                               if tokenizer.lowercase and not tokenizer.strip_accents else "")
+                            + "it splits at every Unicode whitespace character (U+00A0 no-break space, U+3000, "
+                              "U+2003, U+2028 line separator ...), where tokenizing keeps them inside the word (an "
+                              "unknown word); it removes format characters (U+200B zero-width space, U+200D, soft "
+                              "hyphen U+00AD) without splitting there, where tokenizing splits the word in two. "
+                              "parity.json's texts_tokenized_differently counts the test texts this touches, and "
+                              "probe_characters_tokenized_differently names the characters above found to differ "
+                              "in probe texts",
                     }
                 }
                 if has_text_model
@@ -339,6 +373,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
     parity = {
         "quantize": quantize,
         **origin,
-        **classifier_parity(directory, predict_probabilities(model, texts), id_model_inputs(model, texts), texts, labels),
+        **classifier_parity(directory, predict_probabilities(model, texts), id_model_inputs(model, texts), texts,
+                            labels, probes={n: (t, id_model_inputs(model, [t])) for n, t in probe_texts(tokenizer).items()}),
     }
     return parity
