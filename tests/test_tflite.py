@@ -311,6 +311,31 @@ def test_out_path_replaces_previous_export(tiny_classifier_run, tmp_path, capsys
     assert sorted(os.listdir(tmp_path)) == ["phone"]
 
 
+@pytest.mark.slow
+def test_out_refuses_to_delete_files_the_user_added_to_an_export(tiny_classifier_run, exports, tmp_path, capsys):
+    """Re-exporting into an export folder deleted README_app.txt the user had put there, without a word."""
+    out = tmp_path / "phone"
+    shutil.copytree(exports["none"], out)
+    (out / "README_app.txt").write_text("how the app reads this", encoding="utf-8")
+    before = sorted(os.listdir(out))
+    assert main(["export", tiny_classifier_run, "--name", "x", "--format", "tflite", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "README_app.txt" in err and "another --out" in err and len(err.splitlines()) == 1
+    assert sorted(os.listdir(out)) == before and sorted(os.listdir(tmp_path)) == ["phone"]
+
+
+def test_out_refuses_to_replace_an_export_of_another_task(tiny_classifier_run, tmp_path, capsys):
+    """A generator exported into a classifier's folder (or the other way) replaced it without a word."""
+    out = tmp_path / "phone"
+    out.mkdir()
+    (out / "parity.json").write_text("{}", encoding="utf-8")
+    (out / "metadata.json").write_text(json.dumps({"task": "generate"}), encoding="utf-8")
+    assert main(["export", tiny_classifier_run, "--name", "x", "--format", "tflite", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another task ('generate'" in err and "another --out" in err and len(err.splitlines()) == 1
+    assert sorted(os.listdir(out)) == ["metadata.json", "parity.json"] and sorted(os.listdir(tmp_path)) == ["phone"]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_out_folder_follows_the_umask(umask, tmp_path):
     # Not mkdtemp's 0700: a server running as another user must be able to read the export.

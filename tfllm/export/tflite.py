@@ -77,7 +77,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
         runs.write_json(os.path.join(directory, "parity.json"), parity)
 
     if out is not None:
-        return write_out_dir(out, write)
+        return write_out_dir(out, write, task=task)
     with atomic_version_dir(base_dir, name) as version:
         write(version.tmp_dir)
     return version.path

@@ -190,15 +190,37 @@ def _refuse_empty_out(out):
                              "write a version under --base-dir.")
 
 
-def write_out_dir(out, write):
+def _files_under(folder):
+    return {os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names}
+
+
+def _earlier_task(out):
+    """The `task` in the metadata.json of the export in `out`, or None."""
+    try:
+        with open(os.path.join(out, "metadata.json"), encoding="utf-8") as f:
+            return json.load(f).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_out_dir(out, write, task=None):
     """Runs `write(tmp_dir)` and renames the folder to `out` (an export's --out), replacing an earlier
-    export there; returns `out`, absolute. On any exception nothing of this export is left."""
+    export there of the same `task`; returns `out`, absolute. On any exception nothing of this export is left.
+
+    The earlier export is replaced only when this one writes every file it holds: replacing it silently
+    deleted a file the user had put there (an app's README) and turned a classifier's folder into a
+    generator's without a word.
+    """
     _refuse_empty_out(out)  # the Python API's out="" (the command refuses it earlier)
     out = os.path.abspath(out)
     if out.endswith(".tflite"):
         raise UserInputError(f"--out {out!r} names a file; pass the folder that should hold model.tflite and its assets.")
     if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "parity.json")):
         raise UserInputError(f"--out {out!r} is a non-empty folder that is not a tfllm TFLite export. Choose another path.")
+    earlier = _earlier_task(out) if os.path.exists(out) else None
+    if task is not None and earlier is not None and earlier != task:
+        raise UserInputError(f"--out {out!r} holds a TFLite export of another task ({earlier!r}, this one is "
+                             f"{task!r}); choose another --out, or remove the folder first to replace it.")
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     # Named for this process, so the next export here removes it if this one is killed (33 MB each were
@@ -208,6 +230,12 @@ def write_out_dir(out, write):
     try:
         write(tmp_dir)
         if os.path.exists(out):
+            foreign = sorted(_files_under(out) - _files_under(tmp_dir))
+            if foreign:
+                raise UserInputError(
+                    f"--out {out!r} holds files this export does not write ({', '.join(foreign[:5])}"
+                    f"{', ...' if len(foreign) > 5 else ''}), which replacing the folder would delete; move them "
+                    "out, choose another --out, or remove the folder first.")
             old = tempfile.mkdtemp(prefix=".old-", dir=parent)
             os.rename(out, os.path.join(old, "export"))
             try:
