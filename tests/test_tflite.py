@@ -312,6 +312,42 @@ def test_out_path_replaces_previous_export(tiny_classifier_run, tmp_path, capsys
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("width, quantized", [(4, False), (64, True)])
+def test_a_quantization_that_quantized_nothing_says_so(width, quantized, tmp_path, capsys):
+    """A generator whose weights are all under the converter's 1,024-element threshold: --quantize dynamic
+    wrote the float32 file while metadata.json said "dynamic" and nothing was printed."""
+    import tensorflow as tf
+
+    from tfllm.export.tflite_runtime import convert_saved_model, quantized_tensors
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(0).normal(size=(width, width)).astype("float32"))
+    module.f = tf.function(lambda x: {"y": tf.matmul(x, module.w)},
+                           input_signature=[tf.TensorSpec([1, width], tf.float32, name="x")])
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
+    capsys.readouterr()
+    content = convert_saved_model(str(tmp_path), ["serving_default"], "dynamic")
+    count = quantized_tensors(content, "dynamic", "model.tflite")
+    assert (count > 0) == quantized
+    printed = capsys.readouterr().out
+    assert ("note: --quantize dynamic quantized nothing in model.tflite" in printed) == (not quantized)
+    assert quantized_tensors(content, "none", "model.tflite") is None
+
+
+@pytest.mark.slow
+def test_metadata_counts_the_quantized_tensors(exports):
+    for quantize in ("dynamic", "float16", "int8"):
+        with open(os.path.join(exports[quantize], "metadata.json"), encoding="utf-8") as f:
+            counts = json.load(f)["quantized_tensors"]
+        narrow = np.float16 if quantize == "float16" else np.int8
+        for name in ("model.tflite", "model_text.tflite"):
+            details = tflite.load_interpreter(os.path.join(exports[quantize], name)).get_tensor_details()
+            assert counts[name] == sum(d["dtype"] == narrow for d in details) > 0, (quantize, name)
+    with open(os.path.join(exports["none"], "metadata.json"), encoding="utf-8") as f:
+        assert "quantized_tensors" not in json.load(f)
+
+
+@pytest.mark.slow
 def test_out_refuses_to_delete_files_the_user_added_to_an_export(tiny_classifier_run, exports, tmp_path, capsys):
     """Re-exporting into an export folder deleted README_app.txt the user had put there, without a word."""
     out = tmp_path / "phone"

@@ -36,7 +36,7 @@ import numpy as np
 
 from tfllm.errors import UserInputError
 from tfllm import runs
-from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, tokenizer_entry
+from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, quantized_tensors, tokenizer_entry
 from tfllm.export.versioning import write_out
 
 MODEL_FILE = "model.tflite"
@@ -310,6 +310,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
                 f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}). Export it as a "
                 f"SavedModel (tfllm export {runs.shell_path(run_dir)} --name NAME) for TF Serving.") from None
         content = convert_saved_model(saved_model_dir, ["prefill", "decode"], quantize)
+        count = quantized_tensors(content, quantize, MODEL_FILE)
     path = os.path.join(directory, MODEL_FILE)
     with open(path, "wb") as f:
         f.write(content)
@@ -326,6 +327,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
         {
             "task": "generate",
             "quantize": quantize,
+            **({"quantized_tensors": {MODEL_FILE: count}} if quantize != "none" else {}),
             "sequence_length": window,
             # What the loop re-encodes when the window is full (the model's None: all but one position).
             "window_keep": (getattr(model, "window_keep", None) or window - 1) if keras_generator.slides else None,

@@ -48,7 +48,8 @@ from tfllm.config import TrainConfig
 from tfllm.datasets import BUNDLED, split_as_trained
 from tfllm.errors import UserInputError
 from tfllm.export.tflite_runtime import (SIGNATURE, VOCABULARY_FILE, convert_saved_model, load_interpreter,
-                                         run_signature, tokenizer_entry, tokenizing_rule, vocabulary_sources)
+                                         quantized_tensors, run_signature, tokenizer_entry, tokenizing_rule,
+                                         vocabulary_sources)
 from tfllm.export.versioning import TFLITE_TEXT_FILE, write_out
 
 # Full-integer quantization calibrates activation ranges on examples; with
@@ -268,7 +269,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
             "text": lambda: ([np.array([t.encode("utf-8")])] for t in texts),
         }
 
-    has_text_model = False
+    has_text_model, counts = False, {}
     for text_input, filename in ((False, IDS_FILE), (True, TEXT_FILE)):
         with tempfile.TemporaryDirectory() as saved_model_dir:
             if not write_classifier_saved_model(model, tokenizer, saved_model_dir, text_input=text_input):
@@ -285,6 +286,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
             )
         with open(os.path.join(directory, filename), "wb") as f:
             f.write(content)
+        counts[filename] = quantized_tensors(content, quantize, filename)
         has_text_model = has_text_model or text_input
 
     tokenizer.save_to_preset(os.path.join(directory, "tokenizer"))
@@ -298,6 +300,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
         {
             "task": "classify",
             "quantize": quantize,
+            **({"quantized_tensors": counts} if quantize != "none" else {}),
             "labels": label_names,
             "sequence_length": length,
             "vocabulary_size": vocabulary_size,

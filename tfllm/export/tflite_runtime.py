@@ -70,6 +70,21 @@ def convert_saved_model(saved_model_dir, signature_keys, quantize, representativ
     return converter.convert()
 
 
+def quantized_tensors(content, quantize, filename):
+    """How many tensors of the converted `content` are in the type `quantize` stores weights in (int8, or
+    float16); None for `none`. When none is, prints a note: the converter leaves weights under 1,024
+    elements in float32, so a tiny model's "dynamic" export was the float32 file, unsaid."""
+    if quantize == "none":
+        return None
+    narrow = np.float16 if quantize == "float16" else np.int8
+    count = sum(detail["dtype"] == narrow for detail in load_interpreter(model_content=content).get_tensor_details())
+    if not count:
+        print(f"note: --quantize {quantize} quantized nothing in {filename}: the converter keeps weights of under "
+              "1,024 elements in float32 and all of this model's are that small, so the file is the float32 "
+              "model (metadata.json's quantized_tensors is 0).")
+    return int(count)
+
+
 def run_signature(interpreter, batch_size=64, **inputs):
     """Runs the one signature of `interpreter` over inputs (each with one row per example) in batches;
     dict of stacked numpy outputs."""

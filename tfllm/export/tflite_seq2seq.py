@@ -30,8 +30,8 @@ import numpy as np
 
 from tfllm import runs
 from tfllm.errors import UserInputError
-from tfllm.export.tflite_runtime import (VOCABULARY_FILE, convert_saved_model, load_interpreter, require_tflite,
-                                          tokenizer_entry, tokenizing_rule, vocabulary_sources)
+from tfllm.export.tflite_runtime import (VOCABULARY_FILE, convert_saved_model, load_interpreter, quantized_tensors,
+                                          require_tflite, tokenizer_entry, tokenizing_rule, vocabulary_sources)
 from tfllm.export.versioning import atomic_version_dir, write_out, write_out_dir
 
 MODEL_FILE = "model.tflite"
@@ -177,6 +177,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         with tempfile.TemporaryDirectory() as saved_model_dir:
             write_seq2seq_saved_model(model, saved_model_dir)
             content = convert_saved_model(saved_model_dir, ["encode", "decode"], quantize)
+            count = quantized_tensors(content, quantize, MODEL_FILE)
         path = os.path.join(directory, MODEL_FILE)
         with open(path, "wb") as f:
             f.write(content)
@@ -190,6 +191,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         runs.write_json(os.path.join(directory, "metadata.json"), {
             "task": "translate",
             "quantize": quantize,
+            **({"quantized_tensors": {MODEL_FILE: count}} if quantize != "none" else {}),
             "encoder_sequence_length": backbone.encoder_sequence_length,
             "decoder_sequence_length": width,
             "vocabulary_size": backbone.vocabulary_size,
