@@ -575,6 +575,15 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         # special ids (it stopped early where the Keras path went on), as every runtime does.
         special = meta["special_token_ids"]
         assert special["end"] in special["never_emitted"] and set(special["never_emitted"]) == set(special["all"])
+        # The loop said "skip never_emitted; stop at the end id" with the end id in never_emitted: which applies?
+        assert "never chosen: the loop runs until the number of new ids asked for" in meta["loop"]
+        assert "stop at the end id" not in meta["loop"]
+        # The character generator had no tokenizing section (the translator had one), nor a word on what
+        # tfllm generate refuses.
+        assert meta["tokenizing"]["kind"] == "char" and "refuse the prompt" in meta["tokenizing"]["tokenize"]
+        assert "empty prompt" in meta["prompt_rules"] and "invalid" in meta["prompt_rules"]
+        assert main(["generate", "--tflite", directory, ""]) == 2  # as prompt_rules says
+        capsys.readouterr()
         long_prompt = "ROMEO:\nand soft, what light through yonder window breaks\n"
         assert len(long_prompt) > meta["sequence_length"] and "A prompt longer than" in meta["loop"]
         long_text = load_generator(tiny_generator_run, jit_compile=False).generate(
@@ -608,7 +617,7 @@ def _documented_loop(directory, prompt, max_new_tokens):
             cache, index = fill(ids[-1 - keep:-1]), keep
         out = decode(token_id=np.array([[ids[-1]]], np.int32), cache=cache, index=np.array(index, np.int32))
         cache, logits = out["cache"], np.array(out["logits"][0])
-        logits[special["never_emitted"]] = -np.inf  # "skip the ids of special_token_ids.never_emitted"
+        logits[special["never_emitted"]] = -np.inf  # "the argmax ... over the ids not in never_emitted"
         token = int(np.argmax(logits))
         if token == special["end"]:
             break

@@ -341,6 +341,18 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             # TFLite checks none of these: an id out of range reads out of bounds or fails.
             "input_ranges": f"token_ids, token_id: 0 <= id < {vocabulary}; index: 0 <= index < {window}",
             "prompt_start_ids": keras_generator.start_ids,  # put before every prompt's ids (a preset's start token)
+            # tfllm generate refuses these prompts; the model reads no text in them.
+            "prompt_rules": "an empty prompt (or one with no ids) is invalid: refuse it; a prompt holding the "
+                            "unknown id (text the tokenizer has no token for) is refused by tfllm generate: refuse "
+                            "it too",
+            # The translator had a tokenizing section and the character generator none: which id for which
+            # character, and what to do with one the vocabulary lacks.
+            **({"tokenizing": {"kind": "char",
+                               "tokenize": f"one id per Unicode character (code point), its index in {VOCABULARY_FILE}; "
+                                           "case is kept, nothing is normalized; a character not in it has no id: "
+                                           "refuse the prompt naming it, as tfllm generate does",
+                               "detokenize": "concatenate the tokens"}}
+               if isinstance(keras_generator.tokenizer, CharacterTokenizer) else {}),
             "signatures": {
                 "prefill": {
                     "inputs": {"token_ids": f"int32[1, {window}], zero-padded"},
@@ -363,8 +375,13 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
                if detokenizes_with_spaces(keras_generator.tokenizer) else {}),
             "loop": "greedy, as tfllm generate --tflite runs it: prefill(the prompt's ids, zero-padded); then, n = "
                     "the number of ids so far, decode(token_id = the last id, cache, index = n - 1) gives the next "
-                    "id's logits (skip the ids of special_token_ids.never_emitted; stop at the end id) and the cache "
-                    "for the next step. " + (
+                    "id's logits and the cache for the next step: the next id is the argmax of the logits over the "
+                    "ids not in special_token_ids.never_emitted. " + (
+                        "The end id is among never_emitted (this model never learnt to end a text), so it is "
+                        "never chosen: the loop runs until the number of new ids asked for. "
+                        if keras_generator.end_id in keras_generator.banned_ids else
+                        f"Stop when the next id is the end id ({keras_generator.end_id}), else at the number of "
+                        "new ids asked for. ") + (
                         f"When index would reach {window}, prefill the {keep} ids before the last one and decode "
                         f"the last one at index = their number ({keep}). A prompt longer than {window} ids is cut "
                         f"so: only its last {keep + 1} ids are read (prefill the {keep} before its last, decode "
