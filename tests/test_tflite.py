@@ -158,6 +158,11 @@ def test_wordpiece_classifier_metadata_names_files_that_exist_and_a_loader_that_
     # The strings-in model strips accents; the Keras tokenizer (and so tokenizing) does not.
     assert not tokenizer.strip_accents and "accents" not in meta["tokenizing"]["tokenize"]
     assert "strips accents" in meta["model_text.tflite"]["tokenizing_difference"]
+    # How a long text is cut to the model's shapes: it was not said (longer code_points: "BROADCAST_TO failed").
+    length = meta["sequence_length"]
+    assert f"[start id] + the text's first {length - 2} token ids" in meta["model.tflite"]["inputs"]["token_ids"]
+    if "code_points" in meta["model.tflite"]["inputs"]:
+        assert "first" in meta["model.tflite"]["inputs"]["code_points"]
 
 
 @pytest.mark.slow
@@ -721,6 +726,21 @@ def test_a_translation_parity_report_says_when_every_reference_output_is_the_sam
         os.path.join(directory, "model.tflite"))
     meta = json.load(open(os.path.join(directory, "metadata.json")))
     assert f"0 <= id < {meta['vocabulary_size']}" in meta["input_ranges"]
+    # The translator's metadata had no signature shapes (the generator's had), said "self_cache = zeros"
+    # without a shape, and left 95 logits beside a 100-entry vocabulary.json unexplained.
+    from tfllm.export.tflite_runtime import load_interpreter
+
+    interpreter = load_interpreter(os.path.join(directory, "model.tflite"))
+    for key in ("encode", "decode"):
+        runner = interpreter.get_signature_runner(key)
+        for side, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
+            assert set(meta["signatures"][key][side]) == set(details)
+            for name, detail in details.items():
+                assert meta["signatures"][key][side][name].endswith(str([int(n) for n in detail["shape"]]))
+    assert f"self_cache = zeros of {meta['signatures']['decode']['inputs']['self_cache']}" in meta["loop"]
+    assert meta["signatures"]["decode"]["outputs"]["logits"] == f"float32[1, {meta['output_vocabulary_size']}]"
+    assert f"ids 0 to {meta['output_vocabulary_size'] - 1}" in meta["output_vocabulary"] or (
+        meta["output_vocabulary_size"] == meta["vocabulary_size"] and "every id" in meta["output_vocabulary"])
 
 
 @pytest.mark.slow

@@ -315,9 +315,14 @@ def export_classifier_files(run_dir, config, directory, quantize):
                           "prediction; refuse it in the app",
             "signature": SIGNATURE,
             IDS_FILE: {
-                "inputs": {"token_ids": f"int32[batch, {length}]: [start] tokens [end], then pad ids",
-                           **({"code_points": f"int32[batch, {model.preprocessor.char_length}]: the text's "
-                               "Unicode code points, then 0"} if "code_points" in model.input else {})},
+                # How a long text is cut: the model takes exactly these shapes ("BROADCAST_TO failed to invoke"
+                # for 321 code points), and an app that kept the tokens' tail or dropped [end] read another text.
+                "inputs": {"token_ids": f"int32[batch, {length}]: [start id] + the text's first {length - 2} "
+                                        f"token ids (the rest dropped) + [end id], then pad ids up to {length}",
+                           **({"code_points": f"int32[batch, {model.preprocessor.char_length}]: the text's first "
+                               f"{model.preprocessor.char_length} Unicode code points as they are (not lowercased "
+                               f"or stripped; the rest dropped), then 0 up to {model.preprocessor.char_length}; "
+                               "longer input fails in the interpreter"} if "code_points" in model.input else {})},
                 "outputs": {"probabilities": f"float32[batch, {len(label_names)}]"},
             },
             **(

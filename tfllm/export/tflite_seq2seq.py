@@ -188,6 +188,11 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         encoder_length, start, pad = backbone.encoder_sequence_length, int(tokenizer.start_token_id), int(
             tokenizer.pad_token_id)
         rule = tokenizing_rule(tokenizer)
+        output_size = getattr(backbone, "target_vocabulary_size", None) or backbone.vocabulary_size
+        # The shapes as the converted file has them (the interpreter's, not recomputed here).
+        interpreter = load_interpreter(model_content=content)
+        runners = {key: interpreter.get_signature_runner(key) for key in ("encode", "decode")}
+        self_cache_shape = [int(n) for n in runners["decode"].get_input_details()["self_cache"]["shape"]]
         runs.write_json(os.path.join(directory, "metadata.json"), {
             "task": "translate",
             "quantize": quantize,
@@ -196,14 +201,25 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
             "decoder_sequence_length": width,
             "vocabulary_size": backbone.vocabulary_size,
             # The decode step's logits: the target side's ids, listed first (tfllm.tokenizers.targets_first).
-            "output_vocabulary_size": getattr(backbone, "target_vocabulary_size", None) or backbone.vocabulary_size,
+            "output_vocabulary_size": output_size,
+            # 95 logits beside a 100-entry vocabulary.json read as a mistake.
+            "output_vocabulary": (f"decode's logits cover ids 0 to {output_size - 1} only: the target side's "
+                                  f"tokens are listed first in {VOCABULARY_FILE}, so logit i is id i; the other "
+                                  f"{backbone.vocabulary_size - output_size} ids are source-only tokens the "
+                                  "translation never holds" if output_size < backbone.vocabulary_size else
+                                  f"decode's logits cover every id of {VOCABULARY_FILE}: logit i is id i"),
             "special_token_ids": {"start": start, "end": end_id, "pad": pad,
                                   "unknown": int(tokenizer.token_to_id("[UNK]")),
                                   "all": sorted({int(i) for i in tokenizer.special_token_ids if i is not None})},
             # TFLite checks none of these: an id out of range reads out of bounds or fails.
             "input_ranges": f"encoder_token_ids, token_id: 0 <= id < {backbone.vocabulary_size}; "
                             f"encoder_padding_mask: 0 or 1; index: 0 <= index < {width}",
-            "signatures": ["encode", "decode"],
+            # The generator's metadata had these shapes and the translator's only the names.
+            "signatures": {key: {side: {name: f"{np.dtype(d['dtype']).name}{[int(n) for n in d['shape']]}"
+                                        for name, d in details.items()}
+                                 for side, details in (("inputs", runner.get_input_details()),
+                                                       ("outputs", runner.get_output_details()))}
+                           for key, runner in runners.items()},
             "cache": "self_cache and cross_cache are float32[1, 2 * decoder layers, positions, heads, head_dim] (rows "
                      "2l and 2l + 1: block l's keys and values; positions: decoder_sequence_length and "
                      "encoder_sequence_length); pass them on as the signatures return them",
@@ -215,7 +231,8 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
                 f"tokenize it ({'tokenizing' if rule else 'tokenizer/'}); keep its first {encoder_length - 2} "
                 f"ids; encoder_token_ids = [start id] + those ids + [end id], padded with the pad id ({pad}) to "
                 f"{encoder_length}; encoder_padding_mask = 1 at the non-padded positions, 0 after. "
-                "encode(encoder_token_ids, encoder_padding_mask) once. Then self_cache = zeros, token = the "
+                "encode(encoder_token_ids, encoder_padding_mask) once. Then self_cache = zeros of "
+                f"float32{self_cache_shape} (signatures.decode's), token = the "
                 f"start id ({start}), index = 0: decode(token_id = [[token]], index, self_cache, cross_cache and "
                 "encoder_output from encode, encoder_padding_mask) gives the next id (argmax of logits) and the "
                 "self_cache for the next step; stop at the end id "
