@@ -993,3 +993,15 @@ def test_a_wordpiece_tflite_generator_puts_the_space_before_its_first_word(tmp_p
         assert text == generator.generate([prompt], 8, sampler="greedy")[0]
         new = generator.greedy_ids(generator.encode(prompt), 8)
         assert prompt + text == generator.decode(generator.encode(prompt).tolist() + new)
+
+
+def test_export_help_says_which_models_take_int8(capsys):
+    """It said --quantize takes "none, dynamic, float16 or int8", and a generator refuses int8."""
+    from tfllm.export.tflite import QUANTIZE_MODES
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "int8 (classifiers only" in text
+    assert "int8" not in QUANTIZE_MODES["generate"] and "take none, dynamic or float16" in text

@@ -823,7 +823,8 @@ def build_parser():
     p.add_argument("--name", default=None, help="model name: the folder under savedmodels/ (not needed with --out)")
     p.add_argument("--base-dir", default="savedmodels")
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
-    p.add_argument("--quantize", default="none", help="tflite only: none, dynamic, float16 or int8")
+    p.add_argument("--quantize", default="none", help="tflite only: none, dynamic, float16, or int8 (classifiers only: "
+                   "generators and translators take none, dynamic or float16)")
     p.add_argument("--out", default=None, help="tflite only: write here instead of savedmodels/NAME/VERSION/")
     p.add_argument("--keep", type=int, default=None, help="then delete all but the newest N versions")
     p.set_defaults(func=cmd_export)
