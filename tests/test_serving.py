@@ -280,6 +280,21 @@ def test_rows_with_other_inputs_get_the_same_refusal_over_both_protocols(model, 
     assert (by_rest.value.status, by_grpc.value.status) == (400, "INVALID_ARGUMENT")
 
 
+@pytest.mark.parametrize("rows", ["a joyous, moving film", [], {"text": "good"}, ["good", {"text": "bad"}]],
+                         ids=["bare_string", "empty", "one_dict", "mixed"])
+def test_rows_that_are_not_a_list_of_rows_get_the_same_refusal_over_both_protocols(rows, rest, grpc_client):
+    """GrpcClient sent a bare string as one row per character and answered 21 predictions."""
+    with pytest.raises(ServingError) as by_rest:
+        rest.predict("reviews", instances=rows)
+    with pytest.raises(ServingError) as by_grpc:
+        grpc_client.predict("reviews", instances=rows)
+    assert by_grpc.value.message == by_rest.value.message
+    assert (by_rest.value.status, by_grpc.value.status) == (400, "INVALID_ARGUMENT")
+    # A tuple or an array of rows is a list of rows to both.
+    for many in (("good", "bad"), np.array(["good", "bad"])):
+        assert len(rest.predict("reviews", instances=many)) == len(grpc_client.predict("reviews", instances=many)) == 2
+
+
 def test_columnar_inputs_may_hold_other_keys_as_in_tf_serving(server, rest, grpc_client, in_process):
     """TF Serving's json_tensor.cc reads each of the signature's inputs from a columnar "inputs"
     object and ignores its other keys (a client sending serving_default's options to a signature

@@ -325,13 +325,7 @@ class GrpcClient:
             return isinstance(value, dict) and not (set(value) == {"b64"} and only != "b64")
 
         if instances is not None:
-            if instances and all(named(r) for r in instances):
-                _check_row_names(instances, sig_name, input_infos)
-                columns = {k: [r[k] for r in instances] for k in instances[0]}
-            elif only is not None:
-                columns = {only: list(instances)}
-            else:
-                raise ValueError(f"Each instance must be a dict of {sorted(input_infos)}.")
+            columns = _rows_to_columns(instances, sig_name, input_infos)
         else:
             columns = inputs if named(inputs) else {only: inputs}
             if None in columns:
@@ -407,24 +401,30 @@ class GrpcClient:
         self.close()
 
 
-def _check_row_names(rows, sig_name: str, input_infos) -> None:
-    """Every row must name exactly the signature's inputs, as the server checks for REST rows:
-    gRPC has no row format, so a row short of one input would otherwise shift its column."""
+def _rows_to_columns(rows, sig_name: str, input_infos) -> dict:
+    """Row-format `instances` as columns, refused where the server refuses them for REST, with its message
+    (`codec.rows_to_columns`): gRPC has no row format, so a bare string went as one row per character, and
+    a row short of one input would shift its column."""
     from types import SimpleNamespace
 
+    import numpy as np
     import tensorflow as tf
 
-    from tfllm.serving.codec import check_names
+    from tfllm.serving.codec import rows_to_columns
     from tfllm.serving.limits import RequestError
 
     specs = {k: tf.TensorSpec(tf.TensorShape(v.tensor_shape), tf.dtypes.as_dtype(v.dtype))
              for k, v in input_infos.items()}
     sig = SimpleNamespace(name=sig_name, inputs=specs)
-    for row in rows:
-        try:
-            check_names(row, sig)  # the server's own check, so the same message as RestClient gets
-        except RequestError as e:
-            raise ServingError(e.message, "INVALID_ARGUMENT") from e
+    # What RestClient sends as a JSON list (`to_json_values`, orjson's arrays) is a list here too.
+    if isinstance(rows, tuple):
+        rows = list(rows)
+    elif isinstance(rows, np.ndarray):
+        rows = rows.tolist()
+    try:
+        return rows_to_columns(rows, sig)  # the server's own checks, so the same message as RestClient gets
+    except RequestError as e:
+        raise ServingError(e.message, "INVALID_ARGUMENT") from e
 
 
 def _tensor_to_values(name: str, proto):

@@ -283,12 +283,19 @@ def json_to_tensors(body: dict, sig, limits: Limits) -> tuple[dict, bool]:
         check_batch_sizes(kwargs, sig)
         return kwargs, False
 
-    rows = body["instances"]
+    columns = rows_to_columns(body["instances"], sig, limits.max_batch_size)
+    return {k: json_to_tensor(k, v, sig.inputs[k], limits) for k, v in columns.items()}, True
+
+
+def rows_to_columns(rows, sig, max_batch_size=None) -> dict:
+    """Row-format `"instances"` as `{input name: list of values}`, refused as TF Serving refuses them.
+    GrpcClient checks its rows here too (gRPC has no row format), so both clients refuse the same rows
+    (a bare string was sent as one row per character over gRPC)."""
     if not isinstance(rows, list) or not rows:
         raise RequestError('"instances" must be a non-empty list of rows.')
-    if len(rows) > limits.max_batch_size:
+    if max_batch_size is not None and len(rows) > max_batch_size:
         raise RequestError(
-            f'"instances" has {len(rows)} rows, over the limit of {limits.max_batch_size} '
+            f'"instances" has {len(rows)} rows, over the limit of {max_batch_size} '
             "(tfllm serve --max-batch-size); split the request.")
     scalars = [k for k, s in sig.inputs.items() if s.shape.rank == 0]
     if scalars:
@@ -307,7 +314,7 @@ def json_to_tensors(body: dict, sig, limits: Limits) -> tuple[dict, bool]:
             f"Each instance must be an object keyed by input name; signature "
             f"{sig.name!r} takes: {describe_inputs(sig.inputs)}."
         )
-    return {k: json_to_tensor(k, v, sig.inputs[k], limits) for k, v in columns.items()}, True
+    return columns
 
 
 def _strings_to_json(name: str, arr: np.ndarray):
