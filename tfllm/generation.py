@@ -35,6 +35,14 @@ from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps
 
 MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
+WIDTH_BUCKET = 128
+# XLA compiles one decoding program per (batch, width) shape, 4-5 s each. Batches are
+# padded to a power of two (copies of the last row, dropped after decoding) and widths
+# to a multiple of WIDTH_BUCKET up to 1024, then to a power of two, so the programs a
+# server can ever compile are at most len(BATCH_BUCKETS) x len(WIDTH_BUCKETS). `Generator`
+# pads its buffers the same way, so a notebook's next max_new_tokens or prompt does not recompile.
+BATCH_BUCKETS = tuple(2**i for i in range(17))  # 1 ... 65536 rows
+WIDTH_BUCKETS = tuple(range(WIDTH_BUCKET, 1024 + 1, WIDTH_BUCKET)) + tuple(2**i for i in range(11, 21))
 
 
 UNIFORM_MAX = 1.0 - 2.0**-24  # the largest float32 below 1
@@ -75,16 +83,18 @@ class OptionSampler(keras_hub.samplers.Sampler):
             `top_p >= 1` means no nucleus cut.
         position_offset: `[batch]`, what to add to a buffer position to make it the position in the whole
             text, where the noise is drawn (a streaming chunk's buffer starts part-way; default 0).
+        length: `[batch]`, positions to decode up to in a buffer padded wider (their maximum; default its width).
 
     Example:
     >>> sampler = OptionSampler(temperature=tf.constant([0.0]), top_k=tf.constant([0]),
     ...                         top_p=tf.constant([1.0]), seed=tf.constant([0]))  # greedy
     """
 
-    def __init__(self, temperature, top_k, top_p, seed, banned_token_ids=(), position_offset=None):
+    def __init__(self, temperature, top_k, top_p, seed, banned_token_ids=(), position_offset=None, length=None):
         super().__init__(temperature=1.0)
         self.options = (temperature, top_k, top_p, seed)
         self.position_offset = position_offset
+        self.length = length
         self.banned_token_ids = list(banned_token_ids)
         self._index = None
 
@@ -96,6 +106,17 @@ class OptionSampler(keras_hub.samplers.Sampler):
             return next(prompt, cache, index)
 
         return super().__call__(next_with_index, prompt, **kwargs)
+
+    def run_loop(self, cond, body, **kwargs):
+        # A buffer padded to a bucket (`Generator._run`) decodes only up to the width asked for: the steps,
+        # and so the tokens, of an unpadded buffer.
+        if self.length is not None:
+            length, inner = tf.reduce_max(self.length), cond
+
+            def cond(prompt, cache, index, *rest):
+                return tf.logical_and(index < length, inner(prompt, cache, index, *rest))
+
+        return super().run_loop(cond, body, **kwargs)
 
     def compute_probabilities(self, logits):
         temperature = tf.cast(self.options[0], tf.float32)
@@ -147,7 +168,7 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
     """A compiled `f(inputs) -> token_ids` running `model.generate_step` with an `OptionSampler`.
 
     `inputs` holds `token_ids`/`padding_mask` (`[batch, width]`, prompts
-    left-aligned) and per-row `temperature`, `top_k`, `top_p`, `seed` (and `position_offset`, see
+    left-aligned) and per-row `temperature`, `top_k`, `top_p`, `seed` (and `position_offset`, `length`, see
     `OptionSampler`).
     `stop_token_ids` end a row; `banned_token_ids` are never sampled.
     """
@@ -158,7 +179,7 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
     @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
     def decode(inputs):
         sampler = OptionSampler(inputs["temperature"], inputs["top_k"], inputs["top_p"], inputs["seed"],
-                                banned_token_ids, inputs.get("position_offset"))
+                                banned_token_ids, inputs.get("position_offset"), inputs.get("length"))
         return generate_step(model, {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
                              list(stop_token_ids), sampler)["token_ids"]
 
@@ -392,12 +413,27 @@ class Generator:
                 self._compiled[key] = decode_function(self.model, stop_token_ids, self.jit_compile, self.banned_ids)
         return self._compiled[key]
 
-    def _run(self, function, rows, width, options):
-        buffer = np.zeros((len(rows), width), "int32")
+    def _run(self, function, rows, width, options, beam=False):
+        """`function`'s `[len(rows), width]` token ids for prompts `rows`. The option sampler's buffer is padded to
+        the export's buckets (rows: copies of the last, dropped after; positions: not decoded, `OptionSampler`'s
+        `length`), so that another max_new_tokens, prompt length or number of prompts reuses the compiled program
+        (seconds of XLA each) rather than compiling a new one. Beam search picks its beam over the whole buffer,
+        so its buffer is not padded."""
+        n = len(rows)
+        wide, batch = width, n
+        if not beam:
+            wide = next((b for b in WIDTH_BUCKETS if b >= width), width)
+            if not self.slides:  # a KerasHub model has no position past its window (`generate` checks width fits)
+                wide = max(width, min(wide, self.window))
+            batch = next((b for b in BATCH_BUCKETS if b >= n), n)
+            options = dict(options, length=np.full([n], width, "int32"))
+        take = np.minimum(np.arange(batch), n - 1)
+        buffer = np.zeros((n, wide), "int32")
         for i, ids in enumerate(rows):
             buffer[i, : len(ids)] = ids
-        mask = (np.arange(width)[None, :] < np.array([len(r) for r in rows])[:, None]).astype("int32")
-        return keras.ops.convert_to_numpy(call_for_any_batch(function, {"token_ids": buffer, "padding_mask": mask, **options}))
+        mask = (np.arange(wide)[None, :] < np.array([len(r) for r in rows])[:, None]).astype("int32")
+        inputs = {k: np.asarray(v)[take] for k, v in {"token_ids": buffer, "padding_mask": mask, **options}.items()}
+        return keras.ops.convert_to_numpy(call_for_any_batch(function, inputs))[:n, :width]
 
     def generate(
         self,
@@ -469,7 +505,7 @@ class Generator:
                 encoded = [ids[d:] for ids, d in zip(encoded, drop)]
                 options["position_offset"] = np.asarray(drop, "int32")
             width = max(len(ids) for ids in encoded) + max_new_tokens
-            out = self._run(function, encoded, width, options)
+            out = self._run(function, encoded, width, options, beam=sampler == "beam")
             new = [self._cut(out[i, len(ids): len(ids) + max_new_tokens], stop_token_ids) for i, ids in enumerate(encoded)]
             return [truncate_at_stops(self.decode(ids, prompt), stops) for ids, prompt in zip(new, prompts)]
 
@@ -483,7 +519,8 @@ class Generator:
             contexts = [np.concatenate([ids, np.asarray(t, "int32")])[-window:] for ids, t in zip(encoded, new)]
             # A chunk's buffer position + this = the position in the whole text, where a single call draws its noise.
             offsets = [len(ids) + len(t) - len(c) for ids, t, c in zip(encoded, new, contexts)]
-            out = self._run(function, contexts, width, dict(options, position_offset=np.asarray(offsets, "int32")))
+            out = self._run(function, contexts, width, dict(options, position_offset=np.asarray(offsets, "int32")),
+                            beam=sampler == "beam")
             for i, context in enumerate(contexts):
                 if done[i]:
                     continue

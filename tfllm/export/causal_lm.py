@@ -31,19 +31,14 @@ import tensorflow as tf
 
 from tfllm.config import EXPORT_MAX_NEW_TOKENS
 from tfllm.export.versioning import atomic_version_dir, write_archive
-from tfllm.generation import Generator, decode_function, load_generator, unread_prefix
+from tfllm.generation import (BATCH_BUCKETS, WIDTH_BUCKET, WIDTH_BUCKETS, Generator, decode_function,  # noqa: F401
+                              load_generator, unread_prefix)
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, join_cjk_op, keeps_leading_suffix,
                               whole_word_ids, without_leading_suffix_op, wordpiece_completion_op)
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
-WIDTH_BUCKET = 128
-# XLA compiles one decoding program per (batch, width) shape, 4-5 s each. Batches are
-# padded to a power of two (copies of the last row, dropped after decoding) and widths
-# to a multiple of WIDTH_BUCKET up to 1024, then to a power of two, so the programs a
-# server can ever compile are at most len(BATCH_BUCKETS) x len(WIDTH_BUCKETS).
-BATCH_BUCKETS = tuple(2**i for i in range(17))  # 1 ... 65536 rows
-WIDTH_BUCKETS = tuple(range(WIDTH_BUCKET, 1024 + 1, WIDTH_BUCKET)) + tuple(2**i for i in range(11, 21))
+# The buckets are generation.py's, which `Generator` pads its buffers to as well.
 WARMUP_BATCH_SIZES = (1, 2, 4)  # compiled at load by the warm-up requests, at the first width bucket
 
 
