@@ -135,15 +135,57 @@ def test_sets_cpu_factories_only_without_accelerators(monkeypatch):
     assert quiet_gpu_probe({}) is False
 
 
+def _retracing_warnings(calls, monkeypatch):
+    """TensorFlow's retracing warnings that `calls()` logs, after the filters on its logger."""
+    import logging
+
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    # PRIVATE API, tests only: TensorFlow warns at most twice per function per process, so each part
+    # starts from a fresh counter, or an earlier test in this process could have used the warnings up.
+    monkeypatch.setattr(polymorphic_function, "_frequent_tracing_detector_manager",
+                        polymorphic_function._FrequentTracingDetectorManager())
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        calls()
+    finally:
+        logger.removeHandler(handler)
+    return [r for r in records if "triggered tf.function retracing" in r]
+
+
+@pytest.mark.slow
+def test_explaining_many_models_does_not_warn_of_retracing(tiny_classifier_run, monkeypatch):
+    """Explaining the 5th run in one process printed TensorFlow's "5 out of the last 5 calls to <function
+    Explainer._ig_fn.<locals>.fn> triggered tf.function retracing": each model's Explainer has its own
+    functions by design. A retracing loop of the user's own is still warned of."""
+    import tensorflow as tf
+
+    from tfllm.explanations import Explainer, load_explainer
+
+    model = load_explainer(tiny_classifier_run).model
+
+    def explain_new_models():  # a new Explainer a run, as tfllm.explain does for each new run
+        for _ in range(7):
+            Explainer(model).explain("a good film")
+
+    def own_loop():
+        for _ in range(7):
+            tf.function(lambda x: x + 1)(tf.constant(1.0))
+
+    assert _retracing_warnings(explain_new_models, monkeypatch) == []
+    assert _retracing_warnings(own_loop, monkeypatch)
+
+
 @pytest.mark.slow
 def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(tiny_classifier_run, monkeypatch):
     """The third model tfllm trained in a process (an ensemble member, a trial) printed TensorFlow's retracing
     warning about Keras's predict and train functions; the same warning from the user's own Keras code is kept."""
-    import logging
-
     import keras
     import numpy as np
-    from tensorflow.python.eager.polymorphic_function import polymorphic_function
 
     from tfllm.config import TrainConfig
     from tfllm.data import classification_dataset
@@ -152,20 +194,7 @@ def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(
     from tfllm.training.classifier import load_run
 
     def retracing_warnings(calls):
-        # PRIVATE API, tests only: TensorFlow warns at most twice per function per process, so each part
-        # starts from a fresh counter, or an earlier test in this process could have used the warnings up.
-        monkeypatch.setattr(polymorphic_function, "_frequent_tracing_detector_manager",
-                            polymorphic_function._FrequentTracingDetectorManager())
-        records = []
-        handler = logging.Handler(logging.WARNING)
-        handler.emit = lambda record: records.append(record.getMessage())
-        logger = logging.getLogger("tensorflow")
-        logger.addHandler(handler)
-        try:
-            calls()
-        finally:
-            logger.removeHandler(handler)
-        return [r for r in records if "triggered tf.function retracing" in r]
+        return _retracing_warnings(calls, monkeypatch)
 
     task, _, _ = load_run(tiny_classifier_run)
     split = split_as_trained(TrainConfig.from_dict(read_config(tiny_classifier_run), strict=False)).val

@@ -86,10 +86,18 @@ def quiet_gpu_probe(environ=None):
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
+# The functions TensorFlow's retracing warning names that are made anew for each model by design: Keras's
+# train/test/predict functions, and tfllm's own per-model ones (an Explainer's, a Generator's, a Translator's
+# compiled functions: the 5th run explained in one process warned of `Explainer._ig_fn.<locals>.fn`).
+_PER_MODEL_FUNCTIONS = ("<function TensorFlowTrainer.", "<function Explainer._", "<function decode_function.<locals>.",
+                        "<function Generator._function.<locals>.", "<function Translator._function.<locals>.",
+                        "<function Translator.score.<locals>.")
+
+
 class _NewModelRetracing(logging.Filter):
     """Drops TensorFlow's "5 out of the last 15 calls to <function TensorFlowTrainer...> triggered
     tf.function retracing" warning when tfllm's code made the call: Keras's own train/test/predict
-    functions, traced once per new model.
+    functions, and tfllm's own ones (`_PER_MODEL_FUNCTIONS`), traced once per new model.
 
     TensorFlow counts traces by the Python function's code object, so every new model's first `fit` or
     `predict` counts against the same Keras function: the third model tfllm trained in one process (an
@@ -102,7 +110,7 @@ class _NewModelRetracing(logging.Filter):
 
     def filter(self, record):
         message = record.getMessage()
-        if "triggered tf.function retracing" not in message or "TensorFlowTrainer." not in message:
+        if "triggered tf.function retracing" not in message or not any(f in message for f in _PER_MODEL_FUNCTIONS):
             return True
         frame = sys._getframe(1)  # logging's, TensorFlow's and Keras's frames, then whoever called fit/predict
         while frame is not None:
