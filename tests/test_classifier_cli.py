@@ -164,6 +164,15 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
     assert refused.returncode == 2 and "--text-column review does not apply to the folder" in refused.stderr
 
 
+def test_python_callers_are_told_of_in_sample_val_figures_by_a_warning_in_their_names(tiny_classifier_run, capsys):
+    """`tfllm.evaluate(run, split="val")` printed "Note: ... --split test is the held-out figure." on stderr."""
+    import tfllm
+
+    with pytest.warns(tfllm.TfllmWarning, match=r"in-sample.*split='test' is the held-out figure"):
+        tfllm.evaluate(tiny_classifier_run, split="val")
+    assert "Note:" not in capsys.readouterr().err
+
+
 def test_the_tables_count_the_validation_texts_after_its_figures_are_taken(tiny_classifier_run, tmp_path, capsys):
     """Once the blend is fitted, the n-gram tables count the validation texts too (`refit_on_validation`).
     metrics.json's val figures are those from before: the same as a run of the same seed that keeps the

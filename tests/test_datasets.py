@@ -715,17 +715,29 @@ def test_a_text_too_short_for_a_language_model_names_a_length_that_is_enough(tmp
         load_text_corpus(str(tmp_path / "less.txt"))
 
 
-def test_rows_left_out_by_labels_or_added_by_max_rows_are_said(tmp_path, capsys):
+@pytest.mark.parametrize("command", [True, False], ids=["command", "python"])
+def test_rows_left_out_by_labels_or_added_by_max_rows_are_said(command, tmp_path, capsys, monkeypatch):
+    """Said on the command's stderr in its flags; to a Python caller as a TfllmWarning in its arguments' names
+    (it read "tfllm: --max-rows 4 keeps 6 rows" printed on its stderr)."""
+    from tfllm import errors
+
+    monkeypatch.setattr(errors, "command_running", command)
     rows = ROWS + [(f"shouted {i}", "POS") for i in range(10)]
-    data = load_classification_data(write_csv(tmp_path / "d.csv", rows), labels=["neg", "pos"])
-    assert data.label_names == ["neg", "pos"]
-    err = capsys.readouterr().err  # the 10 "POS" rows went without a word
-    assert "--labels keeps 60 of 70 rows; left out: the labels ['POS'] ('POS' differ only in case or spaces" in err
-    # --max-rows keeps 2 rows of a class whose share is less: 22 rows for --max-rows 20, said.
-    rows = [(f"bad {i}", "neg") for i in range(300)] + [(f"good {i}", "pos") for i in range(5)]
-    data = load_classification_data(write_csv(tmp_path / "i.csv", rows), max_rows=20)
-    kept = sum(len(s) for s in (data.train, data.val, data.test))
-    assert kept > 20 and f"--max-rows 20 keeps {kept} rows: at least 2 of each class" in capsys.readouterr().err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_classification_data(write_csv(tmp_path / "d.csv", rows), labels=["neg", "pos"])
+        # --max-rows keeps 2 rows of a class whose share is less: 22 rows for --max-rows 20, said.
+        rows = [(f"bad {i}", "neg") for i in range(300)] + [(f"good {i}", "pos") for i in range(5)]
+        kept = load_classification_data(write_csv(tmp_path / "i.csv", rows), max_rows=20)
+    kept = sum(len(s) for s in (kept.train, kept.val, kept.test))
+    assert data.label_names == ["neg", "pos"] and kept > 20
+    said = capsys.readouterr().err if command else "\n".join(str(w.message) for w in caught)
+    assert command or all(w.category is TfllmWarning for w in caught) and capsys.readouterr().err == ""
+    labels, max_rows = ("--labels", "--max-rows 20") if command else ("labels=['neg', 'pos']", "max_rows=20")
+    # the 10 "POS" rows went without a word
+    assert f"{labels} keeps 60 of 70 rows; left out: the labels ['POS'] ('POS' differ only in case or spaces" in said
+    assert f"{max_rows} keeps {kept} rows: at least 2 of each class" in said
+    assert ("tfllm: " in said) is command
 
 
 def test_pretraining_reads_a_labelled_folders_subfolders(tmp_path):

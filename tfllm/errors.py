@@ -147,6 +147,17 @@ def warn(message):
     warnings.warn(message, TfllmWarning, stacklevel=level if frame is not None else 2)
 
 
+def note(message, python=None, file=None):
+    """Tells the user something that is not an error: a command prints `message` as its own line (on `file`,
+    stderr by default), as it always has; a Python caller gets a `TfllmWarning` (`warn`), which it can filter,
+    in its own argument names (`python`, else `message` without its "tfllm: " and in `python_spelling`):
+    a notebook read "tfllm: --max-rows 4 keeps 6 rows" on its stderr, unasked and unfilterable."""
+    if command_running:
+        print(message, file=file or sys.stderr)
+    else:
+        warn(python or message.strip().removeprefix("tfllm: "))
+
+
 def require_extra(what, extra, *modules):
     """Raises one line naming the pip extra to install when one of `modules` is missing.
 

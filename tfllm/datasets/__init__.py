@@ -22,7 +22,7 @@ import sys
 import zlib
 
 from tfllm.config import data_path
-from tfllm.errors import UserInputError, warn
+from tfllm.errors import UserInputError, note, warn
 
 SPLITS = ("train", "val", "test")
 MAX_FIELD_BYTES = 64 * 2**20  # longest CSV/TSV field read
@@ -720,10 +720,11 @@ def load_classification_data(
                           key=_label_order)
         variants = [label for label in left_out if _label_key(label) in {_label_key(kept) for kept in labels}]
         if left_out and asked and not scoring and kept:  # the others' rows went without a word, case variants too
-            print(f"tfllm: --labels keeps {len(kept)} of {len(keep)} rows; left out: the labels "
-                  f"{left_out[:10]}{' ...' if len(left_out) > 10 else ''}"
-                  + (f" ({', '.join(map(repr, variants[:5]))} differ only in case or spaces from the labels kept: "
-                     "write them one way to keep their rows)" if variants else "") + ".", file=sys.stderr)
+            rest = (f"{len(kept)} of {len(keep)} rows; left out: the labels {left_out[:10]}"
+                    f"{' ...' if len(left_out) > 10 else ''}"
+                    + (f" ({', '.join(map(repr, variants[:5]))} differ only in case or spaces from the labels kept: "
+                       "write them one way to keep their rows)" if variants else "") + ".")
+            note(f"tfllm: --labels keeps {rest}", python=f"labels={list(labels)!r} keeps {rest}")
         keep = kept
         if not keep:  # a scored file without a row of the model's labels
             raise UserInputError(f"{path!r} has no rows labelled {', '.join(map(repr, labels))} in column "
@@ -759,9 +760,8 @@ def load_classification_data(
         keep = sorted(i for v in by_label.values() for i in rng.sample(v, min(len(v), max(2, round(len(v) * fraction)))))
         if len(keep) > max_rows:  # a class's share below 2 rows is raised to 2, so that it can be split at all
             small = sorted((label for label, v in by_label.items() if round(len(v) * fraction) < 2), key=_label_order)
-            print(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class (fewer rows "
-                  f"would leave out {', '.join(map(repr, small[:5]))}{' ...' if len(small) > 5 else ''}).",
-                  file=sys.stderr)
+            note(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class (fewer rows "
+                        f"would leave out {', '.join(map(repr, small[:5]))}{' ...' if len(small) > 5 else ''}).")
 
     if splits is not None:
         named = {name: [] for name in SPLITS}

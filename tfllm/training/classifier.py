@@ -25,7 +25,7 @@ from tfllm.config import CODE_POINT_VIEWS
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
                             split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels,
                             warn_about_small_splits, warn_about_unscored_classes)
-from tfllm.errors import UserInputError, warn
+from tfllm.errors import UserInputError, note, warn
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
@@ -430,9 +430,9 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
         rows = getattr(run_data(run_dir, data if copy else None), split)
         if split == "val" and "val" in runs.read_json(runs.path(run_dir, runs.METRICS)).get(
                 "ngram_tables_from", []):
-            print("Note: this run's n-gram tables counted its validation texts once its blend was fitted "
-                  "(refit_on_validation), so these val figures are in-sample; metrics.json's val figures were "
-                  "measured before that. --split test is the held-out figure.", file=sys.stderr)
+            note("Note: this run's n-gram tables counted its validation texts once its blend was fitted "
+                 "(refit_on_validation), so these val figures are in-sample; metrics.json's val figures were "
+                 "measured before that. --split test is the held-out figure.")
     return classification_report(rows.labels, predict_probabilities(model, rows.texts), label_names)
 
 
@@ -535,12 +535,12 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 if dropped and config.model_seed in (None, config.seed):  # once: not by each ensemble member
                     # A tuned run's winning recipe (n-gram tables: most of its parameters) was silently
                     # replaced by `finetune`'s plain encoder head, which collapsed to one class on small data.
-                    print(f"Note: {runs.shell_path(config.from_preset)} has n-gram paths ({', '.join(dropped)}) "
-                          f"that recipe {config.preset!r} has none of, so only its encoder and tokenizer carry "
-                          "over, under a new head. To train its own recipe on this data, train from scratch with "
-                          f"the settings in {runs.shell_path(runs.path(config.from_preset, runs.RECIPE))} (--preset, "
-                          "--set; no --from-preset), or fine-tune with --preset NAME of a recipe with n-gram paths "
-                          "(new tables, counted here).")
+                    note(f"Note: {runs.shell_path(config.from_preset)} has n-gram paths ({', '.join(dropped)}) "
+                         f"that recipe {config.preset!r} has none of, so only its encoder and tokenizer carry "
+                         "over, under a new head. To train its own recipe on this data, train from scratch with "
+                         f"the settings in {runs.shell_path(runs.path(config.from_preset, runs.RECIPE))} (--preset, "
+                         "--set; no --from-preset), or fine-tune with --preset NAME of a recipe with n-gram paths "
+                         "(new tables, counted here).", file=sys.stdout)
                 common.warn_unknown_tokens(config.from_preset, model.preprocessor.tokenizer,
                                            _flat_ids(model.preprocessor.tokenizer, data.train.texts[:2000]),
                                            "training texts", ", so texts made of them all look alike to it")

@@ -81,7 +81,9 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
         full_disk = errors.full_disk_file(e)  # a traceback's worth of h5py or TensorFlow otherwise
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             kept = f" The finished run it replaces stays in {previous} until then." if previous else ""
-            print(f"\nInterrupted. Run the same command again to resume from {backup_dir}.{kept}")
+            errors.note(f"\nInterrupted. Run the same command again to resume from {backup_dir}.{kept}",
+                        python=f"Interrupted. Call the same function again with the same arguments to resume from "
+                               f"{backup_dir}.{kept}", file=sys.stdout)
             raise
         crashed = resumable and backed_up and not isinstance(e, UserInputError)  # a crash, a lost worker
         lost = errors.worker_lost(e)  # said below, in one line
