@@ -891,3 +891,34 @@ def test_a_backup_of_another_model_says_the_run_was_started_by_another_version_a
     assert "cannot be read" not in message
     assert not [w for w in caught if "Skipping nested container" in str(w.message)]
     assert not (run_dir / "logs").exists()  # TensorBoard opened no event file
+
+
+def test_the_caches_of_loaded_runs_keep_the_few_most_recently_used(tmp_path):
+    """`tfllm.predict`'s (explain's, generate's, translate's) cache kept every run used for the life of the
+    process: a notebook going through ten runs grew by ~25 MB a run. It keeps the last RUNS_KEPT, and
+    `tfllm.clear_cache()` drops them all."""
+    import tfllm
+    from tfllm import runs
+
+    loads, cache = [], {}
+
+    def load(run_dir):
+        loads.append(os.path.basename(run_dir))
+        return object()
+
+    names = [f"run{i}" for i in range(runs.RUNS_KEPT + 2)]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.weights.h5").write_bytes(b"weights")
+    first = runs.load_cached(cache, str(tmp_path / names[0]), load)
+    for name in names[1:]:
+        runs.load_cached(cache, str(tmp_path / name), load)
+        assert runs.load_cached(cache, str(tmp_path / names[0]), load) is first  # used again: kept
+    assert len(cache) == runs.RUNS_KEPT and loads == names
+    kept = sorted(os.path.basename(key) for key in cache)
+    assert kept == sorted([names[0], *names[-(runs.RUNS_KEPT - 1):]])  # the least recently used went
+    runs.load_cached(cache, str(tmp_path / names[1]), load)  # one that went is loaded again
+    assert loads == names + [names[1]]
+    tfllm.clear_cache()
+    assert cache == {}
+

@@ -39,6 +39,7 @@ _EXPORTS = {
     "generate": "tfllm.generation",
     "translate": "tfllm.translation",
     "Explainer": "tfllm.explanations",
+    "clear_cache": "tfllm.runs",
 }
 
 __all__ = sorted(_EXPORTS)

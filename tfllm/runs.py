@@ -114,15 +114,42 @@ def files_signature(run_dir):
         return None
 
 
-def load_cached(cache, run_dir, load):
+# Runs kept loaded per cache (tfllm.predict's, explain's, generate's, translate's): each holds a model, its
+# tokenizer and compiled functions (~25 MB for a small one), and a notebook that went through ten runs kept
+# them all for the life of the process. A few recent ones cover going back and forth between runs.
+RUNS_KEPT = 4
+_CACHES = []  # the caches `load_cached` and `cached_for_model` filled, for `clear_cache`
+
+
+def _registered(cache):
+    if not any(c is cache for c in _CACHES):
+        _CACHES.append(cache)
+    return cache
+
+
+def load_cached(cache, run_dir, load, size=RUNS_KEPT):
     """`load(run_dir)`, kept in `cache` per run directory: loaded once per process, and again only when
-    the directory's files change (a retrained run)."""
+    the directory's files change (a retrained run), or when `size` other runs were used since (the least
+    recently used goes first)."""
     key = os.path.realpath(run_dir)
     signature = files_signature(key)
-    hit = cache.get(key)
+    hit = _registered(cache).pop(key, None)  # put back last: the most recently used
     if hit is None or hit[0] != signature or signature is None:
-        cache[key] = (signature, load(run_dir))
-    return cache[key][1]
+        hit = (signature, load(run_dir))
+    cache[key] = hit
+    while len(cache) > size:
+        cache.pop(next(iter(cache)))
+    return hit[1]
+
+
+def clear_cache():
+    """Drops the runs and models that `tfllm.predict`, `explain`, `generate` and `translate` keep
+    loaded (the last `RUNS_KEPT` of each), freeing their memory; the next call loads its run again."""
+    for cache in _CACHES:
+        cache.clear()
+    import gc
+
+    gc.collect()
 
 
 def cached_for_model(cache, model, build, extra=(), size=4):
@@ -130,7 +157,7 @@ def cached_for_model(cache, model, build, extra=(), size=4):
     last `size` of them (each entry holds its model alive): a notebook's loop over one loaded model compiles
     its functions once."""
     key = (id(model), extra)
-    hit = cache.pop(key, None)
+    hit = _registered(cache).pop(key, None)
     if hit is None or hit[0] is not model:
         hit = (model, build(model))
     cache[key] = hit
