@@ -922,3 +922,15 @@ def test_the_caches_of_loaded_runs_keep_the_few_most_recently_used(tmp_path):
     tfllm.clear_cache()
     assert cache == {}
 
+
+@pytest.mark.parametrize("function,args", [("translate", (["你好"],)), ("generate", (["ROMEO:"],)),
+                                           ("explain", ("a good film",)), ("predict", (["a good film"],))])
+def test_an_argument_the_python_calls_do_not_take_is_one_line_naming_those_they_do(function, args, tmp_path):
+    """`tfllm.translate(run, ["你好"], max_length=5)` raised Python's "unexpected keyword argument" TypeError, where
+    `tfllm.evaluate(run, text_colum="x")` named the options it takes: refused the same way, before loading."""
+    import tfllm
+
+    with pytest.raises(UserInputError, match=rf"^{function} takes no option 'max_length'; it takes .*\bseed\b"
+                       if function in ("translate", "generate") else rf"^{function} takes no option 'max_length'; "):
+        getattr(tfllm, function)(str(tmp_path / "missing"), *args, max_length=5)
+

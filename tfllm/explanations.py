@@ -51,6 +51,7 @@ import time
 
 import numpy as np
 
+from tfllm import runs
 from tfllm.errors import UserInputError
 
 METHODS = ("integrated_gradients", "attention", "occlusion")
@@ -776,6 +777,7 @@ def cached_explainer(run_dir):
     return runs.load_cached(_LOADED, run_dir, load_explainer)
 
 
+@runs.takes_named_options
 def explain(model, text, method="integrated_gradients", target=None, steps=None, label_names=None,
             with_attention=False):
     """Explains one prediction: per-token attributions for the predicted class (or `target`).

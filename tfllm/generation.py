@@ -638,6 +638,7 @@ def sample_prompt(tokenizer, length, val_text, train_text):
     return None
 
 
+@runs.takes_named_options
 def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEFAULTS["sampler"],
              temperature=None, top_k=None, top_p=None, seed=None, stop=None, stream_callback=None, num_beams=None):
     """Continues `prompts` with a `Generator`, the model of a run directory, or a loaded KerasHub `CausalLM`

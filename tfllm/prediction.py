@@ -69,6 +69,7 @@ def classify(run_dir, texts, chunk_size=CHUNK):
                    "probabilities": dict(zip(label_names, map(float, probs)))}
 
 
+@runs.takes_named_options
 def predict(run_dir, texts):
     """`tfllm predict` from Python: a list of `{"text", "label", "probabilities"}`, one per text, as the
     command prints them; the run is loaded once per process, so calling it in a loop does not reload."""

@@ -180,6 +180,30 @@ def decoder_of(value, function, own, keras_task, by_model, build, cached):
     return cached(run_dir_argument(value, function, f", a {own.__name__} or a KerasHub {keras_task.__name__}"))
 
 
+def refuse_unknown_options(function, options, takes):
+    """One line naming the options `function` takes, for one of `options` that is not among them."""
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise UserInputError(f"{function} takes no option {unknown[0]!r}; it takes {', '.join(sorted(takes))}.")
+
+
+def takes_named_options(function):
+    """`function` refusing a keyword argument it does not take as `tfllm.evaluate` refuses one
+    (`refuse_unknown_options`): `tfllm.translate(run, texts, max_length=5)` was Python's TypeError."""
+    import functools
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    takes = [name for name, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        refuse_unknown_options(function.__name__, kwargs, takes)
+        return function(*args, **kwargs)
+
+    return checked
+
+
 def run_dir_argument(value, function, others=""):
     """`value` as a path string, or a one-line error saying what `function` takes (`others`: beside a run
     directory): None or a loaded model failed deep in os.path with a TypeError."""

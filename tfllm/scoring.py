@@ -40,9 +40,7 @@ def evaluate(run_dir, data=None, split=None, **options):
     if data is not None and not isinstance(data, str):  # a list failed in os.stat: "should be string, ... not list"
         data = data_path(data, "evaluate's data")
     run_dir = runs.run_dir_argument(run_dir, "evaluate")
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise UserInputError(f"evaluate takes no option {unknown[0]!r}; it takes {', '.join(sorted(OPTIONS))}.")
+    runs.refuse_unknown_options("evaluate", options, OPTIONS)
     task = runs.task_of(run_dir)
     kind = "generate" if task == "pretrain" else task
     given = dict(options, split=split)

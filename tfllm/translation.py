@@ -563,6 +563,8 @@ def translate(model_or_run_dir, sources, **options):
     >>> translate("runs/cedict", ["你好"], sampler="beam", num_beams=4)
     >>> translate("runs/cedict", ["nihao"], input_method=True, lm="zh_news")
     """
+    takes = [name for name in inspect.signature(Translator.translate).parameters if name not in ("self", "sources")]
+    runs.refuse_unknown_options("translate", options, takes)  # was Python's TypeError, after loading the run
     translator = runs.decoder_of(model_or_run_dir, "translate", Translator, keras_hub.models.Seq2SeqLM, _BY_MODEL,
                                  Translator, cached_translator)
     if isinstance(model_or_run_dir, (str, os.PathLike)):
