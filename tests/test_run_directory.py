@@ -934,3 +934,17 @@ def test_an_argument_the_python_calls_do_not_take_is_one_line_naming_those_they_
                        if function in ("translate", "generate") else rf"^{function} takes no option 'max_length'; "):
         getattr(tfllm, function)(str(tmp_path / "missing"), *args, max_length=5)
 
+
+def test_a_binary_models_one_column_of_probabilities_is_that_of_the_second_label():
+    """A binary model with one sigmoid unit (KerasHub's TextClassifier, num_classes=1) gives `[n, 1]`: P(second
+    label). classification_report refused its shape."""
+    from tfllm.evaluation import classification_report
+
+    positive = np.array([[0.1], [0.8], [0.4], [0.7]])
+    one_column = classification_report([0, 1, 1, 0], positive, ["neg", "pos"])
+    assert one_column == classification_report([0, 1, 1, 0], np.hstack([1 - positive, positive]), ["neg", "pos"])
+    assert one_column["accuracy"] == 0.5 and one_column["roc_auc"] == 0.75
+    with pytest.raises(UserInputError, match=r"One column of probabilities is P\('pos'\), from 0 to 1; .*sigmoid"):
+        classification_report([0, 1], [[-2.0], [3.0]], ["neg", "pos"])  # logits
+    with pytest.raises(UserInputError, match=r"shape \(2, 3\)"):  # one column is two classes' only
+        classification_report([0, 1], [[0.2], [0.8]], ["a", "b", "c"])

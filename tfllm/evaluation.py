@@ -81,7 +81,8 @@ def classification_report(y_true, probabilities, label_names):
 
     Args:
         y_true: integer label ids.
-        probabilities: `[n, num_classes]` class probabilities.
+        probabilities: `[n, num_classes]` class probabilities; for two classes also `[n, 1]`, the probability
+            of the second (a binary model's one sigmoid unit).
         label_names: names of the label ids; for two classes index 1 is positive.
     """
     y_true = np.asarray(y_true)
@@ -97,6 +98,14 @@ def classification_report(y_true, probabilities, label_names):
         raise UserInputError(f"Labels must be integer ids from 0 to {k - 1} (one per class of {list(label_names)}); "
                              f"{int(bad.sum())} of {len(y_true)} are not, the first {y_true[bad.argmax()].tolist()!r}.")
     y_true = y_true.astype(int)
+    if k == 2 and probabilities.shape == (len(y_true), 1):
+        # A binary model's own output: one sigmoid unit's P(second label), as KerasHub's TextClassifier
+        # with num_classes=1 gives it (it was refused as the wrong shape).
+        _check_finite(probabilities, "The probabilities")
+        if ((probabilities < 0) | (probabilities > 1)).any():
+            raise UserInputError(f"One column of probabilities is P({label_names[1]!r}), from 0 to 1; got values from "
+                                 f"{probabilities.min():g} to {probabilities.max():g} (logits? apply a sigmoid first).")
+        probabilities = np.concatenate([1 - probabilities, probabilities], axis=1)
     if probabilities.shape != (len(y_true), k):
         raise UserInputError(f"Expected probabilities of shape ({len(y_true)}, {k}) (one row per label, one column "
                              f"per class of {list(label_names)}), got {probabilities.shape}.")
