@@ -761,7 +761,7 @@ def load_classification_data(
         if len(keep) > max_rows:  # a class's share below 2 rows is raised to 2, so that it can be split at all
             small = sorted((label for label, v in by_label.items() if round(len(v) * fraction) < 2), key=_label_order)
             note(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class (fewer rows "
-                        f"would leave out {', '.join(map(repr, small[:5]))}{' ...' if len(small) > 5 else ''}).")
+                 f"would leave out {', '.join(map(repr, small[:5]))}{' ...' if len(small) > 5 else ''}).")
 
     if splits is not None:
         named = {name: [] for name in SPLITS}
