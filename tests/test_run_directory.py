@@ -424,7 +424,7 @@ def test_an_empty_backup_folder_is_nothing_to_resume(tmp_path):
     assert runs.is_unfinished(str(run_dir))
 
 
-def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys):
+def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     """A lost worker or a crash mid-run: the backup stays, and the message says so (it printed only the
     traceback, with no word that rerunning resumes)."""
     from tfllm.training import common
@@ -432,11 +432,19 @@ def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys
     run_dir = tmp_path / "run"
     (run_dir / "backup").mkdir(parents=True)
     (run_dir / "backup" / "latest.weights.h5").write_bytes(b"")  # what `runs.has_backup` looks for
-    with pytest.raises(RuntimeError):
+    from tfllm import errors
+
+    # A Python caller is told in a TfllmWarning, in its own words (it read "run the same command again").
+    with pytest.raises(RuntimeError), pytest.warns(errors.TfllmWarning, match="its backup is kept: once the cause "
+                                                   "is fixed, call the same function again with the same arguments"):
         with common.guarded_run(str(run_dir), resume=False):
             raise RuntimeError("Collective ops is aborted")
     assert (run_dir / "backup").is_dir()
-    assert "its backup is kept" in capsys.readouterr().err
+    monkeypatch.setattr(errors, "command_running", True)  # a command prints it, as it always has
+    with pytest.raises(RuntimeError):
+        with common.guarded_run(str(run_dir), resume=False):
+            raise RuntimeError("Collective ops is aborted")
+    assert "its backup is kept: once the cause is fixed, run the same command again" in capsys.readouterr().err
 
 
 def test_a_lost_worker_is_one_line_saying_to_rerun_every_worker(tmp_path, capsys):

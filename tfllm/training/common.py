@@ -88,14 +88,17 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
         crashed = resumable and backed_up and not isinstance(e, UserInputError)  # a crash, a lost worker
         lost = errors.worker_lost(e)  # said below, in one line
         if crashed and full_disk is None and not lost:  # a full disk is said below, in one line
-            print(f"\nTraining failed ({type(e).__name__}); its backup is kept: once the cause is fixed, run the "
-                  f"same command again to resume from {backup_dir}.", file=sys.stderr)
+            failed = f"Training failed ({type(e).__name__}); its backup is kept: once the cause is fixed, "
+            errors.note(f"\n{failed}run the same command again to resume from {backup_dir}.",
+                        python=f"{failed}call the same function again with the same arguments to resume from "
+                               f"{backup_dir}.")
         if not backed_up:  # nothing to resume from (interrupted or failed before the first backup)
             shutil.rmtree(run_dir, ignore_errors=True)
             runs.restore_previous(run_dir, previous)
             if isinstance(e, KeyboardInterrupt):
                 kept = f"; the finished run that was there is back in {run_dir}" if previous else ""
-                print(f"\nInterrupted before the first backup: nothing to resume, so the new run is removed{kept}.")
+                errors.note(f"\nInterrupted before the first backup: nothing to resume, so the new run is removed{kept}.",
+                            file=sys.stdout)
         if full_disk is not None:
             where = f" writing {full_disk!r}" if full_disk else f" in {run_dir!r}"
             if resumable and backed_up:
