@@ -340,6 +340,33 @@ def test_translation_training_prints_its_data_line_and_warns_of_a_split_of_one_s
     assert "in its --split-column." in err
 
 
+def test_training_warns_of_sources_longer_than_the_encoder_reads_and_how_long_to_make_it(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """`--preset tiny` cut every training source to its first 8 tokens without a word (only `tfllm translate`
+    warned later); training warns once with the count and a length that fits them."""
+    from tfllm.training import seq2seq
+
+    model, preset = tiny_model()
+    tokenizer, length = model.preprocessor.tokenizer, model.preprocessor.encoder_sequence_length
+    short = [s for s, _ in make_pairs(30, seed=4)]
+    long = ["一二三四五六七八" * 3] * 5
+    with pytest.warns(TfllmWarning) as caught:
+        seq2seq.warn_of_cut_texts(short + long, tokenizer, length, "source")
+    [message] = [str(w.message) for w in caught]
+    assert message.startswith(f"5 of 35 training sources are longer than the {length - 2} tokens the encoder reads")
+    fix = message.rsplit("'encoder_sequence_length': ", 1)[1].split("}")[0]  # Python's spelling of --set
+    with warnings.catch_warnings():  # the length it names fits them: nothing to warn of
+        warnings.simplefilter("error")
+        seq2seq.warn_of_cut_texts(short + long, tokenizer, int(fix), "source")
+    # The command warns as it trains (stopped before fit).
+    path = write_csv(tmp_path / "p.csv", [(zh * 6, en) for zh, en in make_pairs(40, seed=5)])
+    monkeypatch.setattr(seq2seq, "compile_model", lambda *a, **k: (_ for _ in ()).throw(UserInputError("stopped")))
+    assert cli.main(["train", "--task", "translate", "--data", path, "--source-column", "zh", "--target-column", "en",
+                     "--preset", "tiny", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "training sources are longer than" in err and "--set encoder_sequence_length=" in err
+
+
 def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(tmp_path):
     """The Tatoeba/Anki files the keras.io translation examples read (`spa.txt`: English, a tab, the translation, a
     tab, the attribution): they said "Name the columns", then "plain text ... without a source and a target column"."""

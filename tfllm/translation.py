@@ -280,12 +280,7 @@ class Translator:
         sources = [s.strip() for s in sources]
         if not warn:
             return sources
-        ids = self.tokenizer(tf.constant(sources))
-        if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_list()
-        elif not isinstance(ids, list):  # eager KerasHub tokenizers hand back Python lists; a dense tensor is padded
-            ids = [[i for i in row if i != 0] for row in keras.ops.convert_to_numpy(ids).tolist()]
-        ids = [np.asarray(row, "int64") for row in ids]
+        ids = token_rows(self.tokenizer, sources)
         lengths = np.array([len(row) for row in ids])
         wordless = np.flatnonzero(lengths == 0)
         if len(wordless):  # decoded from [BOS] [EOS] alone: an empty line or a made-up translation, exit status 0
@@ -443,6 +438,16 @@ class Translator:
                 found.warn()
         return texts
 
+
+
+def token_rows(tokenizer, texts):
+    """Each text's token ids (an int64 array a text), as the model's tokenizer reads it (no [BOS]/[EOS])."""
+    ids = tokenizer(tf.constant(list(texts)))
+    if isinstance(ids, tf.RaggedTensor):
+        ids = ids.to_list()
+    elif not isinstance(ids, list):  # eager KerasHub tokenizers hand back Python lists; a dense tensor is padded
+        ids = [[i for i in row if i != 0] for row in keras.ops.convert_to_numpy(ids).tolist()]
+    return [np.asarray(row, "int64") for row in ids]
 
 
 class SourceNotes:

@@ -14,10 +14,11 @@ import time
 
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfllm import runs, tokenizers
+from tfllm import errors, runs, tokenizers
 from tfllm.data import preprocess, untuned
 from tfllm.datasets import same_data, warn_about_small_splits
 from tfllm.datasets.pairs import BUNDLED_PAIRS, describe, load_pair_data, read_pairs, read_split
@@ -26,7 +27,7 @@ from tfllm.evaluation import translation_report
 from tfllm.models import Seq2SeqLM, Seq2SeqLMPreprocessor
 from tfllm.models.seq2seq_lm import BACKBONE_ARGS, VOCABULARY_ARGS
 from tfllm.training import common
-from tfllm.translation import Translator
+from tfllm.translation import Translator, token_rows
 
 SAMPLE_TRANSLATIONS = 20  # test translations shown in TensorBoard's Text tab
 AUTOTUNE = tf.data.AUTOTUNE
@@ -159,6 +160,35 @@ def model_from_preset(handle, preset):
                              "Pass a tfllm translation run or a KerasHub Seq2SeqLM preset (BART).") from None
 
 
+# Per side: the positions a text's length leaves besides its tokens (the encoder packs [BOS] and [EOS]; the
+# decoder packs its start token and [EOS] into one position more than its length), the setting, and the cost.
+CUT = {"source": (2, "encoder_sequence_length", "the encoder reads", "training sees only their first {room} tokens"),
+       "target": (1, "decoder_sequence_length", "the decoder writes",
+                  "the model never learns their end, so it cannot write them whole (exact match is out of reach)")}
+
+
+def warn_of_cut_texts(texts, tokenizer, sequence_length, side="source"):
+    """Warns once how many training sources (targets) are longer than the encoder reads (the decoder writes):
+    the packer cut them without a word (`--preset tiny`'s 10 tokens made every "is this review positive or
+    negative: ..." "is this re", and the model answered the majority class), where `tfllm translate` only
+    warned later."""
+    extra, setting, where, cost = CUT[side]
+    room = sequence_length - extra
+    lengths = np.array([len(row) for row in token_rows(tokenizer, texts)])
+    long = int((lengths > room).sum())
+    if long:
+        errors.warn(f"{long:,} of {len(lengths):,} training {side}s are longer than the {room} tokens {where} "
+                    f"({setting} {sequence_length}; longest {lengths.max()} tokens): {cost.format(room=room)}. "
+                    f"Raise it with --set {setting}={enough(lengths, sequence_length, extra)}.")
+
+
+def enough(lengths, now, extra):
+    """A sequence length that fits 95% of `lengths` (`extra`: the special tokens packed with each), or all of
+    them where that is no more than the length `now`."""
+    fit = int(np.ceil(np.percentile(lengths, 95))) + extra
+    return fit if fit > now else int(lengths.max()) + extra
+
+
 LENGTH_STEP = 4  # trimmed batch lengths are multiples of this: few distinct shapes to trace
 
 
@@ -285,6 +315,8 @@ def train_seq2seq(config, verbose="auto"):
             else:
                 # The decoder's softmax covers the tokens of training targets only (see targets_first).
                 model = own_model(preset, tokenizer, tokenizers.output_vocabulary_size(tokenizer, data.train.targets))
+            warn_of_cut_texts(data.train.sources, model.preprocessor.tokenizer,
+                              model.preprocessor.encoder_sequence_length, "source")
             compile_model(model, preset, steps_per_epoch=-(-len(data.train) // preset["batch_size"]))
             # A token the decoder cannot score (in validation targets, or in new data for a fine-tuned
             # tfllm run) is learned as [UNK]. Under XLA, sources keep their full length, since XLA
