@@ -367,6 +367,32 @@ def test_training_warns_of_sources_longer_than_the_encoder_reads_and_how_long_to
     assert "training sources are longer than" in err and "--set encoder_sequence_length=" in err
 
 
+def test_training_warns_of_targets_longer_than_the_decoder_writes(tmp_path, capsys, monkeypatch):
+    """A target longer than decoder_sequence_length was learned cut (its [EOS] never seen) without a word:
+    exact match was out of reach. The packer holds the start token, the target and [EOS] in one position
+    more than the length, so a target of length - 1 tokens fits and one token more does not."""
+    from tfllm.training import seq2seq
+
+    model, preset = tiny_model()
+    tokenizer, length = model.preprocessor.tokenizer, model.preprocessor.decoder_sequence_length
+    x, y, w = model.preprocessor({"encoder_text": tf.constant(["一"]),
+                                  "decoder_text": tf.constant(["o" * (length - 1)])})
+    assert int(tf.reduce_sum(tf.cast(w, "int32"))) == length  # every token and [EOS] are learned: nothing cut
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seq2seq.warn_of_cut_texts(["o" * (length - 1)], tokenizer, length, "target")
+    with pytest.warns(TfllmWarning, match=f"^1 of 2 training targets are longer than the {length - 1} tokens the "
+                                          f"decoder writes .*'decoder_sequence_length': {length + 1}"):
+        seq2seq.warn_of_cut_texts(["o", "o" * length], tokenizer, length, "target")
+    path = write_csv(tmp_path / "p.csv", [(zh, " ".join([en] * 8)) for zh, en in make_pairs(40, seed=5)])
+    monkeypatch.setattr(seq2seq, "compile_model", lambda *a, **k: (_ for _ in ()).throw(UserInputError("stopped")))
+    assert cli.main(["train", "--task", "translate", "--data", path, "--source-column", "zh", "--target-column", "en",
+                     "--preset", "tiny", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "training targets are longer than" in err and "--set decoder_sequence_length=" in err
+    assert "training sources are longer" not in err
+
+
 def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(tmp_path):
     """The Tatoeba/Anki files the keras.io translation examples read (`spa.txt`: English, a tab, the translation, a
     tab, the attribution): they said "Name the columns", then "plain text ... without a source and a target column"."""

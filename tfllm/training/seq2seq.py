@@ -315,8 +315,9 @@ def train_seq2seq(config, verbose="auto"):
             else:
                 # The decoder's softmax covers the tokens of training targets only (see targets_first).
                 model = own_model(preset, tokenizer, tokenizers.output_vocabulary_size(tokenizer, data.train.targets))
-            warn_of_cut_texts(data.train.sources, model.preprocessor.tokenizer,
-                              model.preprocessor.encoder_sequence_length, "source")
+            for texts, side in ((data.train.sources, "source"), (data.train.targets, "target")):
+                warn_of_cut_texts(texts, model.preprocessor.tokenizer,
+                                  getattr(model.preprocessor, CUT[side][1]), side)
             compile_model(model, preset, steps_per_epoch=-(-len(data.train) // preset["batch_size"]))
             # A token the decoder cannot score (in validation targets, or in new data for a fine-tuned
             # tfllm run) is learned as [UNK]. Under XLA, sources keep their full length, since XLA
