@@ -1008,6 +1008,23 @@ def test_fine_tuning_a_run_on_targets_with_tokens_its_decoder_does_not_score(tra
 
 
 @pytest.mark.slow
+def test_fine_tuning_a_run_on_text_its_vocabulary_lacks_warns_of_the_unknown_share(trained_run, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """English titles over a run of Chinese numerals -> English words trained their targets as [UNK] without a
+    word (every metric 0, then empty translations); as classification and generation, training warns."""
+    from tfllm.training import seq2seq
+
+    rows = [(f"{s} QZX", f"{t} QZ") for s, t in make_pairs(40, seed=6)]
+    data = write_csv(tmp_path / "new.csv", rows)
+    monkeypatch.setattr(seq2seq, "compile_model", lambda *a, **k: (_ for _ in ()).throw(UserInputError("stopped")))
+    assert cli.main(["train", "--task", "translate", "--data", data, "--source-column", "zh", "--target-column", "en",
+                     "--from-preset", trained_run, "--preset", "tiny", "--run-dir", str(tmp_path / "tuned")]) == 2
+    err = capsys.readouterr().err
+    assert "of the tokens of the training sources are unknown to the tokenizer of" in err
+    assert "of the tokens of the training targets are unknown to the tokenizer of" in err
+
+
+@pytest.mark.slow
 def test_fine_tuning_with_longer_sequence_lengths_than_the_run_has_positions_for(trained_run, tmp_path, capsys):
     # A recipe whose lengths exceed the run's (the default recipe's over a `--preset tiny` run) was a
     # TensorFlow traceback in fit (the position embedding sliced past its table); they are capped, as

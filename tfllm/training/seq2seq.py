@@ -312,6 +312,14 @@ def train_seq2seq(config, verbose="auto"):
             if config.from_preset:
                 model = model_from_preset(config.from_preset, preset)
                 runs.write_json(runs.path(run_dir, runs.RECIPE), preset)  # the lengths it has, if capped
+                # A run whose vocabulary lacks the new data's text trained its targets as [UNK] without a word
+                # (every metric 0, then empty translations), as classification and generation warn of.
+                for texts, what, consequence in (
+                        (data.train.sources, "training sources", ", so sources made of them all look alike to it"),
+                        (data.train.targets, "training targets", " and translates into [UNK] (empty text)")):
+                    ids = token_rows(model.preprocessor.tokenizer, texts[:2000])
+                    common.warn_unknown_tokens(config.from_preset, model.preprocessor.tokenizer,
+                                               np.concatenate(ids) if ids else [], what, consequence)
             else:
                 # The decoder's softmax covers the tokens of training targets only (see targets_first).
                 model = own_model(preset, tokenizer, tokenizers.output_vocabulary_size(tokenizer, data.train.targets))
