@@ -1236,6 +1236,15 @@ def test_fine_tune_a_keras_hub_bart_preset_translate_and_export(bart_preset, tmp
     assert not os.path.exists(tmp_path / "savedmodels" / "bart-tflite")
 
 
+def test_bleu_of_references_shorter_than_4_words_carries_a_note_that_it_means_nothing():
+    """`translation_report(["A joyous film"], [["A joyous film"]])` was BLEU 0.0 beside chrF 100 and exact match 1,
+    without a word of why (no 4-grams); the value stays sacreBLEU's, and a note says to read chrF."""
+    short = translation_report(["A joyous film", "positive"], [["A joyous film"], ["positive", "good"]])
+    assert short["bleu"] == 0.0 and short["exact_match"] == 1.0 and "no reference has 4 words" in short["bleu_note"]
+    long = translation_report(["a film of joy and wit"], [["a film of joy and wit"]])
+    assert long["bleu"] == pytest.approx(100.0) and "bleu_note" not in long
+
+
 def test_bleu_splits_chinese_into_characters():
     report = translation_report(["中国人民银行"], [["中国人民银行"]])
     assert report["bleu_tokenize"] == "zh" and report["bleu"] == pytest.approx(100.0)  # 13a: one word, BLEU 0

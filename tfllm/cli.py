@@ -136,6 +136,8 @@ def _train(config):
             tokenize = metrics["test"].get("bleu_tokenize", "13a")
             note = f"  (sacreBLEU tokenize={tokenize})" if key == "bleu" and tokenize != "13a" else ""
             print(f"  {key:14s} {metrics['test'][key]:.4f}{note}")
+            if key == "bleu" and "bleu_note" in metrics["test"]:
+                print(f"  {'':14s} ({metrics['test']['bleu_note']})")
         print(f"Run directory: {config.run_dir}  (translate: tfllm translate {shlex.quote(config.run_dir)} TEXT)")
     else:
         from tfllm.training.causal_lm import train_causal_lm

@@ -165,6 +165,10 @@ def char_accuracy(output, reference):
     return sum(a == b for a, b in zip(output, reference)) / longest
 
 
+BLEU_NOTE = ("no reference has 4 words: BLEU's 4-gram precision is 0 by definition, so BLEU is 0 even for exact "
+             "answers; read chrF and exact_match")
+
+
 def translation_report(outputs, references):
     """chrF and BLEU (sacreBLEU, every reference counts), exact match and per-character accuracy.
 
@@ -178,6 +182,7 @@ def translation_report(outputs, references):
     pinyin -> characters). Figures are fractions; chrF and BLEU on sacreBLEU's 0-100 scale.
     BLEU tokenizes with sacreBLEU's "zh" when more than half the sources have a reference containing
     Chinese characters (a Chinese target), else with its default "13a"; `bleu_tokenize` says which.
+    `bleu_note` (only where it applies) says BLEU means nothing because no reference has 4 words.
     """
     import sacrebleu
 
@@ -195,9 +200,15 @@ def translation_report(outputs, references):
     # sacreBLEU default that other English BLEU scores use.
     with_chinese = sum(any(_CJK.search(r) for r in refs) for refs in references)
     tokenize = "zh" if with_chinese > len(references) / 2 else "13a"
+    # One-word answers and 3-word titles scored BLEU 0.0 when every output was exactly right: the value is
+    # kept (it is sacreBLEU's), with a note saying why it means nothing there.
+    words = sacrebleu.metrics.BLEU(tokenize=tokenize).tokenizer
+    short = all(len(words(r).split()) < 4 for refs in references for r in refs)
+    note = {"bleu_note": BLEU_NOTE} if short else {}
     return {
         "chrf": round(float(sacrebleu.corpus_chrf(outputs, streams).score), 2),
         "bleu": round(float(sacrebleu.corpus_bleu(outputs, streams, tokenize=tokenize).score), 2),
+        **note,
         "bleu_tokenize": tokenize,
         "exact_match": round(float(np.mean([o in refs for o, refs in zip(outputs, references)])), 4),
         "char_accuracy": round(float(np.mean([max(char_accuracy(o, r) for r in refs)
