@@ -393,6 +393,17 @@ def test_training_warns_of_targets_longer_than_the_decoder_writes(tmp_path, caps
     assert "training sources are longer" not in err
 
 
+def test_the_data_line_counts_sources_with_several_different_targets(tmp_path):
+    """The same question with two answers was grouped as two references, so either scored as exact, without a
+    word: fine for translation, misleading for question answering."""
+    from tfllm.datasets.pairs import describe
+
+    rows = [(zh, en) for zh, en in make_pairs(40, seed=3)] + [("九", "nine"), ("九", "ten"), ("十", "ten")]
+    data = load_pair_data(write_csv(tmp_path / "p.csv", rows), "zh", "en", group_sources=True)
+    assert describe(data).endswith("'en'; 1 source texts have several different targets: each is scored against "
+                                   "all of them")
+
+
 def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(tmp_path):
     """The Tatoeba/Anki files the keras.io translation examples read (`spa.txt`: English, a tab, the translation, a
     tab, the attribution): they said "Name the columns", then "plain text ... without a source and a target column"."""

@@ -62,8 +62,17 @@ def describe(data):
     """The line a translation's training prints as soon as its pairs are read and split, as a classifier's
     (`tfllm.datasets.describe`): training counts pairs, validation and test their source texts (each scored
     once, against all of its translations)."""
+    # A question with two different answers is scored against both, so either counts as exact: right for
+    # translations, misleading for question answering, so the line says how many there are.
+    targets = {}
+    for split in (data.train, data.val, data.test):
+        for source, refs in zip(split.sources, split.references):
+            targets.setdefault(source, set()).update(refs)
+    several = sum(len(refs) > 1 for refs in targets.values())
+    note = (f"; {several:,} source texts have several different targets: each is scored against all of them"
+            if several else "")
     return (f"Data: {len(data.train):,} training pairs, val/test {len(data.val):,}/{len(data.test):,} source texts, "
-            f"{data.source_column!r} -> {data.target_column!r}")
+            f"{data.source_column!r} -> {data.target_column!r}{note}")
 
 
 def _split_references(text, separator):
