@@ -685,6 +685,15 @@ def test_train_translate_evaluate(trained_run, pairs_csv, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_takes_the_sampler_and_beams_of_translate(trained_run, capsys):
+    """`tfllm evaluate RUN --num-beams 4` was "unrecognized arguments", though the README compares greedy and beam."""
+    capsys.readouterr()
+    assert cli.main(["evaluate", trained_run, "--num-beams", "4"]) == 0
+    assert "chrf" in json.loads(capsys.readouterr().out)
+    assert cli.main(["evaluate", trained_run, "--sampler", "greedy", "--num-beams", "4"]) == 2
+
+
+@pytest.mark.slow
 def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_path, capsys):
     corpus = tmp_path / "english.txt"
     corpus.write_text("one two three\n" * 40, encoding="utf-8")

@@ -151,7 +151,7 @@ def cmd_evaluate(args):
     report = evaluate(args.run_dir, data=args.data, split=args.split, text_column=args.text_column,
                       label_column=args.label_column, split_column=args.split_column,
                       source_column=args.source_column, target_column=args.target_column, memory=args.memory,
-                      lm=args.lm, input_method=args.input_method)
+                      lm=args.lm, input_method=args.input_method, sampler=args.sampler, num_beams=args.num_beams)
     print(readable_json(report))
 
 
@@ -809,6 +809,10 @@ def build_parser():
                    help="translation runs: " + MEMORY_HELP)
     p.add_argument("--lm", default=None, metavar="CORPUS", help="translation runs: " + LM_HELP + " (weight 0.5)")
     p.add_argument("--input-method", action="store_true", help="translation runs: " + INPUT_METHOD_HELP)
+    # As `tfllm translate`'s, so greedy and beam search compare on the same pairs (the README does).
+    p.add_argument("--sampler", choices=["greedy", "beam"], default=None,
+                   help="translation runs: default beam with --num-beams > 1, else greedy")
+    p.add_argument("--num-beams", type=_count, default=None, help="translation runs: 1 to 64; above 1: beam search")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and probabilities for some texts (one JSON line each)")

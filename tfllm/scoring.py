@@ -14,7 +14,8 @@ from tfllm.errors import UserInputError
 OPTIONS = {"text_column": ("classify", "generate"), "label_column": ("classify",),
            "split_column": ("classify", "translate"), "source_column": ("translate",),
            "target_column": ("translate",), "split": ("classify", "translate"), "memory": ("translate",),
-           "lm": ("translate",), "input_method": ("translate",)}
+           "lm": ("translate",), "input_method": ("translate",),
+           "sampler": ("translate",), "num_beams": ("translate",)}
 
 
 def evaluate(run_dir, data=None, split=None, **options):
@@ -26,8 +27,8 @@ def evaluate(run_dir, data=None, split=None, **options):
             as its training split it, so no row it trained on is scored.
         split: "train", "val" or "test" (default "test"; a generator scores its validation text).
         **options: `text_column`, `label_column`, `split_column` of `data` (classifiers; a generator
-            reads `text_column`), `source_column`, `target_column`, `memory`, `lm`, `input_method`
-            (translation runs; see `tfllm.training.seq2seq.evaluate_run`).
+            reads `text_column`), `source_column`, `target_column`, `memory`, `lm`, `input_method`,
+            `sampler`, `num_beams` (translation runs; see `tfllm.training.seq2seq.evaluate_run`).
 
     Returns:
         A classifier's `classification_report` (accuracy, precision/recall/F1, ROC-AUC, confusion

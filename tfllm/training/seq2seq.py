@@ -381,7 +381,7 @@ def train_seq2seq(config, verbose="auto"):
 
 
 def evaluate_run(run_dir, data=None, source_column=None, target_column=None, split_column=None, split="test",
-                 sampler="greedy", num_beams=None, memory=None, lm=None, input_method=False):
+                 sampler=None, num_beams=None, memory=None, lm=None, input_method=False):
     """Metrics of a finished translation run on a split of its own data (as it was split) or of `data`."""
     from tfllm.translation import load_translator
 
