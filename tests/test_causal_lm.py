@@ -973,3 +973,17 @@ def test_a_prompt_many_windows_long_decodes_as_the_whole_buffer_did_from_only_th
                         "seed": np.int32([seed])})
         expected = generator.decode(np.asarray(whole)[0, len(ids):], prompt)
         assert generator.generate([prompt], 6, sampler="random", temperature=temperature, seed=seed) == [expected]
+
+
+@pytest.mark.slow
+def test_the_exported_generator_says_what_to_send_for_a_new_document(tmp_path):
+    """`tfllm generate RUN ""` starts a new document; the SavedModel refused "" with "prompt must not be empty"
+    and no word of the separator a client sends instead."""
+    from tfllm.export.causal_lm import generation_archive
+
+    generator = tiny_generator()
+    generation_archive(generator.model, generator.tokenizer, jit_compile=False,
+                       document_start="\n\n").write_out(str(tmp_path / "export"), verbose=False)
+    greedy = tf.saved_model.load(str(tmp_path / "export")).signatures["greedy"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="send what separates the training documents: a blank line"):
+        greedy(prompt=tf.constant([""]), max_new_tokens=tf.constant([3]))

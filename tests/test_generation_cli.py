@@ -322,3 +322,36 @@ def test_a_sampling_flag_the_sampler_does_not_read_is_refused(untrained_run, cap
     result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "4", *flags)
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert result.stdout == ""
+
+
+def _run_trained_on(run_dir, data, copy_to):
+    """A copy of `run_dir` whose records say it was trained on `data` (what an empty prompt continues)."""
+    import shutil
+
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    shutil.copytree(run_dir, copy_to)
+    config = runs.read_train_config(copy_to)
+    config.data = data
+    config.to_json(runs.path(copy_to, runs.RUN_CONFIG))
+    return str(copy_to)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
+def test_an_empty_prompt_starts_a_new_document_after_the_runs_separator(untrained_run, tmp_path, capsys,
+                                                                       monkeypatch, numpy_path):
+    """An empty prompt was refused ("Empty prompt: give at least one character"): there was no documented way
+    to generate an item from scratch. It now continues the run corpus's document separator, and only the new
+    text comes back."""
+    from tfllm.generation import generate
+
+    monkeypatch.setenv("TFLLM_NUMPY_GENERATION", numpy_path)
+    for data, separator in (("rows.csv", "\n\n"), ("lines.txt", "\n")):
+        run_dir = _run_trained_on(untrained_run, data, tmp_path / f"{numpy_path}{separator.count(chr(10))}")
+        options = dict(max_new_tokens=12, seed=3)
+        assert generate(run_dir, ["", ""], **options) == generate(run_dir, [separator, separator], **options)
+        result = main_in_process(capsys, "generate", run_dir, "", "--max-new-tokens", "12", "--seed", "3")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == generate(run_dir, [separator], **options)[0] + "\n"

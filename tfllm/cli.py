@@ -411,10 +411,17 @@ def cmd_generate(args):
                                  f"e.g. tfllm generate {shlex.quote(args.prompt)} \"ROMEO:\".")
         raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
     echo = [not args.no_prompt_echo]  # the prompt is printed once input checks have passed
+    shown_prompt = args.prompt
+    if args.prompt == "":  # a new document: the run's document separator, continued (as tfllm.generate does)
+        from tfllm import runs
+        from tfllm.datasets.text import document_start
+
+        if os.path.isfile(runs.path(args.run_dir, runs.RUN_CONFIG)):  # else loading the run says what is wrong
+            args.prompt = document_start(runs.read_train_config(args.run_dir)) or ""
 
     def stream(_, text):
         if echo[0]:
-            print(args.prompt, end="")
+            print(shown_prompt, end="")
             echo[0] = False
         print(text, end="", flush=True)
 
@@ -437,7 +444,8 @@ def add_generation_parsers(sub):
 
     p = sub.add_parser("generate", help="continue a prompt with a trained text generator (streams as it goes)")
     p.add_argument("run_dir", nargs="?", default=None, help="run directory (omit with --tflite)")
-    p.add_argument("prompt")
+    p.add_argument("prompt", help='text to continue; "" starts a new document (the model continues the blank '
+                   "line between the CSV/JSONL rows it was trained on, or a .txt's line break)")
     p.add_argument("--tflite", metavar="FILE", default=None, help="run an exported model.tflite (or its folder) instead (greedy)")
     p.add_argument("--max-new-tokens", type=int, default=500,
                    help=f"1 to {MAX_NEW_TOKENS} (a served SavedModel export: {EXPORT_MAX_NEW_TOKENS} a request at most)")

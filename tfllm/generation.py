@@ -312,6 +312,9 @@ class Generator:
         start_ids: ids put before every prompt; by default `prompt_start_ids(model.preprocessor)` (a KerasHub
             preset's start token, as its `generate()` puts it; none for tfllm's own models). Give them while
             the preprocessor is detached for training.
+        document_start: the text an empty prompt stands for (`tfllm.datasets.text.document_start`: the run
+            corpus's document separator), so that "" starts a new document; None refuses an empty prompt
+            (unless `start_ids` begin every text).
 
     Example:
     >>> generator = load_generator("runs/shakespeare")
@@ -319,7 +322,7 @@ class Generator:
     ['\\nWhat ...', '\\nO, ...']
     """
 
-    def __init__(self, model, tokenizer, jit_compile=True, window=None, start_ids=None):
+    def __init__(self, model, tokenizer, jit_compile=True, window=None, start_ids=None, document_start=None):
         self.model = model
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
@@ -333,6 +336,7 @@ class Generator:
         self.special_ids = special_token_ids(tokenizer)
         self.banned_ids = never_emitted_ids(model, tokenizer)
         self.start_ids = prompt_start_ids(getattr(model, "preprocessor", None)) if start_ids is None else list(start_ids)
+        self.document_start = document_start
         self._compiled = {}  # (sampler family, stop ids) -> compiled decoding function
 
     # --- input checks -------------------------------------------------------
@@ -353,8 +357,11 @@ class Generator:
 
     def encode(self, prompt):
         """Token ids of one prompt (after the start ids), refusing empty prompts and unseen characters."""
+        if prompt == "" and self.start_ids:  # a KerasHub preset's start token alone begins a new text
+            return np.asarray(self.start_ids, "int32")
         if not isinstance(prompt, str) or not prompt:
-            raise UserInputError("Empty prompt: give at least one character of text to continue.")
+            raise UserInputError("Empty prompt: this model has no run's document separator to start a new text "
+                                 "from; give at least one character of text to continue.")
         ids = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(prompt))).astype("int32").ravel()
         if len(ids) == 0:
             raise UserInputError(f"Prompt {shown(prompt)} has no tokens the model knows (only spaces?).")
@@ -453,7 +460,8 @@ class Generator:
         prompt + completion is the whole text.
 
         Args:
-            prompts: list of strings (lengths may differ).
+            prompts: list of strings (lengths may differ). "" starts a new document: a run's model continues its
+                corpus's document separator (a blank line between CSV/JSONL rows, a line break in a .txt).
             max_new_tokens: 1 to `MAX_NEW_TOKENS` new tokens per prompt.
             sampler: "greedy", "top_k", "top_p", "random" or "beam".
             temperature: divides the logits; 0 means greedy. The defaults are `tfllm generate`'s
@@ -475,6 +483,10 @@ class Generator:
         if stream_callback is not None and not callable(stream_callback):
             raise UserInputError(f"stream_callback must be a function called as f(index, new_text), "
                                  f"got {type(stream_callback).__name__}.")
+        # An empty prompt starts a new document: the model continues its corpus's separator (only the new text
+        # is returned, as for any prompt).
+        if self.document_start and not self.start_ids:
+            prompts = [self.document_start if p == "" else p for p in prompts]
         encoded = [self.encode(p) for p in prompts]
         longest = max(len(ids) for ids in encoded)
         if not self.slides and longest >= self.window:  # no room for one new token: "ask for at most 0" was the fix
@@ -582,7 +594,10 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
     with warnings.catch_warnings(), runs.loading(run_dir):
         warnings.simplefilter("ignore")
         model = runs.load_task(run_dir, keras_hub.models.CausalLM, dtype=dtype)
-    return Generator(model, model.preprocessor.tokenizer, jit_compile=jit_compile)
+    from tfllm.datasets.text import document_start
+
+    return Generator(model, model.preprocessor.tokenizer, jit_compile=jit_compile,
+                     document_start=document_start(runs.read_train_config(run_dir)))
 
 
 _LOADED = {}  # real path of a run directory -> (its files' signature, Generator)

@@ -175,6 +175,17 @@ def load_run_text(config):
     return train_text, val_text
 
 
+def document_start(config):
+    """The text a run's corpus puts before each document (a `TrainConfig`'s), which an empty prompt continues to
+    generate a new one: the blank line between CSV/JSONL rows (`DOCUMENT_SEPARATOR`), a line break in a .txt
+    (its lines kept) or pretraining's documents (one a line). None for a KerasHub preset's run: its start
+    token already begins a text."""
+    if config.from_preset:
+        return None
+    data = config.data or ""
+    return DOCUMENT_SEPARATOR if config.task != "pretrain" and data not in BUNDLED_TEXT and is_table(data) else "\n"
+
+
 def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=None, flag="--data"):
     """Unlabeled documents for pretraining: `(train_documents, val_documents)`, two lists of strings.
 

@@ -24,6 +24,7 @@ The decoding buffer is rounded up to a multiple of `WIDTH_BUCKET` positions so
 that XLA compiles one program per bucket and batch size, not per request.
 """
 
+import json
 import os
 
 import keras
@@ -49,8 +50,9 @@ def bucket(size, buckets):
     return tf.maximum(table[index], size)
 
 
-def generation_archive(model, tokenizer, jit_compile=True):
-    """An `ExportArchive` with the `serving_default` and `greedy` endpoints."""
+def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
+    """An `ExportArchive` with the `serving_default` and `greedy` endpoints (`document_start`: what a client
+    sends to start a new document, which the empty prompt's refusal names)."""
     ids_of = Generator(model, tokenizer)  # the special ids, read from the tokenizer
     end_id, unk_id, special_ids = ids_of.end_id, ids_of.unk_id, ids_of.special_ids
     archive = keras.export.ExportArchive()
@@ -62,9 +64,17 @@ def generation_archive(model, tokenizer, jit_compile=True):
     if detokenizes_with_spaces(tokenizer):  # per id: no "##" piece (a space may go before it after the prompt)
         whole_words = tf.constant(whole_word_ids(tokenizer), tf.bool)
 
+    # The graph refuses "" (it has no run records); the message says what `tfllm generate RUN ""` sends instead,
+    # in words (TensorFlow escapes quotes and backslashes in assertion messages).
+    separator = {"\n\n": "a blank line (two newline characters)", "\n": "one newline character"}.get(
+        document_start, json.dumps(document_start))
+    empty_prompt = "prompt must not be empty" + (
+        f"; to start a new document, send what separates the training documents: {separator}"
+        if document_start else "")
+
     def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
         checks = [
-            tf.debugging.assert_greater(tf.strings.length(prompt), 0, message="prompt must not be empty"),
+            tf.debugging.assert_greater(tf.strings.length(prompt), 0, message=empty_prompt),
             tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be >= 1"),
             tf.debugging.assert_less_equal(
                 max_new_tokens, EXPORT_MAX_NEW_TOKENS, message=f"max_new_tokens must be <= {EXPORT_MAX_NEW_TOKENS}"
@@ -182,7 +192,7 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
     'savedmodels/shakespeare/1'
     """
     generator = load_generator(run_dir, dtype="float32")  # see runs.load_task: exports compute in float32
-    archive = generation_archive(generator.model, generator.tokenizer)
+    archive = generation_archive(generator.model, generator.tokenizer, document_start=generator.document_start)
 
     def warmup_inputs():
         # Real prompts from the model's own vocabulary; TF Serving replays
