@@ -355,3 +355,19 @@ def test_an_empty_prompt_starts_a_new_document_after_the_runs_separator(untraine
         result = main_in_process(capsys, "generate", run_dir, "", "--max-new-tokens", "12", "--seed", "3")
         assert result.returncode == 0, result.stderr
         assert result.stdout == generate(run_dir, [separator], **options)[0] + "\n"
+
+
+@pytest.mark.slow
+def test_stop_reads_backslash_escapes_on_the_command_line(untrained_run, capsys):
+    """`--stop '\\n'` (a backslash and an n, as users type a newline) was never matched: samples ran on past the
+    end of the line. The command reads \\n, \\t, \\r and \\\\; the Python API's stop= stays literal."""
+    from tfllm.generation import generate
+
+    options = dict(max_new_tokens=120, seed=5)
+    whole = generate(untrained_run, ["Be"], **options)[0]
+    assert "\n" in whole  # the model writes a line break, where --stop '\n' must end the text
+    result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "120", "--seed", "5",
+                             "--no-prompt-echo", "--stop", r"\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == whole[: whole.index("\n")] + "\n"
+    assert generate(untrained_run, ["Be"], stop=r"\n", **options)[0] == whole  # literal: no backslash written

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -45,6 +46,12 @@ def _count(value, least=1):
 
 def _seed(value):
     return _count(value, least=0)
+
+
+def _escaped(value):
+    """A --stop value with its backslash escapes read (\\n, \\t, \\r, \\\\): `--stop '\\n'`, as users type a newline, was
+    a backslash and an n, never matched. Any other backslash stays as typed."""
+    return re.sub(r"\\([ntr\\])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m[1]], value)
 
 
 def _csv_list(value):
@@ -457,7 +464,9 @@ def add_generation_parsers(sub):
     p.add_argument("--top-p", type=float, default=None, help="default 0.9")
     p.add_argument("--num-beams", type=int, default=None, help="default 4, at most 64")
     p.add_argument("--seed", type=int, default=None, help="a 32-bit whole number (-2147483648 to 2147483647)")
-    p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    p.add_argument("--stop", action="append", default=[], type=_escaped,
+                   help=r"stop before this string (repeatable); \n, \t, \r and \\ are read as escapes, so "
+                        r"--stop '\n' ends at the end of the line: one row's item of a CSV/JSONL run")
     p.add_argument("--no-prompt-echo", action="store_true", help="print only the new text")
     p.set_defaults(func=cmd_generate)
 
