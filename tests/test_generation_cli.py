@@ -329,12 +329,13 @@ def _run_trained_on(run_dir, data, copy_to):
     import shutil
 
     from tfllm import runs
-    from tfllm.config import TrainConfig
+    from tfllm.presets import CAUSAL_LM_PRESETS
 
     shutil.copytree(run_dir, copy_to)
     config = runs.read_train_config(copy_to)
     config.data = data
     config.to_json(runs.path(copy_to, runs.RUN_CONFIG))
+    runs.write_json(runs.path(copy_to, runs.RECIPE), CAUSAL_LM_PRESETS["tiny"])  # what evaluate compiles with
     return str(copy_to)
 
 
@@ -371,3 +372,31 @@ def test_stop_reads_backslash_escapes_on_the_command_line(untrained_run, capsys)
     assert result.returncode == 0, result.stderr
     assert result.stdout == whole[: whole.index("\n")] + "\n"
     assert generate(untrained_run, ["Be"], stop=r"\n", **options)[0] == whole  # literal: no backslash written
+
+
+ROWS = ["Before we proceed", "hear me speak", "First Citizen", "any further, hear me", "we proceed any further",
+        "Citizen: hear me speak"]
+
+
+def _rows_csv(path, column):
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([column, "label"])
+        writer.writerows([row, "x"] for row in ROWS)
+    return str(path)
+
+
+def test_evaluate_data_reads_the_runs_text_column(untrained_run, tmp_path, capsys):
+    """`tfllm evaluate RUN --data heldout.csv` of a run trained with --text-column title failed "has no text
+    column 'text'", though --help says the column defaults to the run's."""
+    from tfllm import runs
+
+    run_dir = _run_trained_on(untrained_run, "rows.csv", tmp_path / "run")
+    config = runs.read_train_config(run_dir)
+    config.text_column = "title"
+    config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    result = main_in_process(capsys, "evaluate", run_dir, "--data", _rows_csv(tmp_path / "heldout.csv", "title"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["num_tokens"] > 0

@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfllm import data as data_lib
 from tfllm import errors, fast_generation
 from tfllm import runs
+from tfllm.datasets import is_table
 from tfllm.datasets.text import check_text_column, load_documents, load_run_text, load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.generation import sample_prompt
@@ -332,6 +333,8 @@ def evaluate_run(run_dir, data=None, text_column=None):
                              f"that run: tfllm train --task classify --data DATA --from-preset "
                              f"{runs.shell_path(run_dir)}.")
     generator = load_generator(run_dir, jit_compile=False)
+    if data and text_column is None and is_table(data):  # as --help says: the run's (`--data heldout.csv` of a
+        text_column = runs.read_train_config(run_dir).text_column  # --text-column title run read 'text')
     if data:
         check_text_column(data, text_column)
     if data and os.path.isdir(data):  # a folder of .txt files, as pretraining reads them: every line a document
