@@ -400,3 +400,13 @@ def test_evaluate_data_reads_the_runs_text_column(untrained_run, tmp_path, capsy
     result = main_in_process(capsys, "evaluate", run_dir, "--data", _rows_csv(tmp_path / "heldout.csv", "title"))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["num_tokens"] > 0
+
+
+def test_evaluate_data_scores_every_row_boundary(untrained_run, tmp_path):
+    """`evaluate --data FILE.csv` scored training + validation rows joined with nothing: the two rows at the
+    split were glued into one ("...itemAitemB": 18,092 tokens for 18,094 characters)."""
+    import tfllm
+
+    run_dir = _run_trained_on(untrained_run, "rows.csv", tmp_path / "run")
+    report = tfllm.evaluate(run_dir, data=_rows_csv(tmp_path / "heldout.csv", "text"))
+    assert report["num_tokens"] == len("\n\n".join(ROWS))  # a character tokenizer: one token a character

@@ -57,7 +57,7 @@ def lowercase_table():
 DOCUMENT_SEPARATOR = "\n\n"
 
 
-def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--data", use="train"):
+def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--data", use="train", whole=False):
     """Loads running text and splits it into training and validation text.
 
     Args:
@@ -71,6 +71,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         flag: the option the messages name (`translate --lm` reads a corpus too, and has no
             `--text-column`: its CSV/JSONL column is `text`).
         use: what the text is for, as a too-short text's message says it ("train", "score").
+        whole: return all the text as one string, every row boundary kept (what evaluate scores).
 
     Returns:
         `(train_text, val_text)`, two strings.
@@ -93,6 +94,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
             )
         if os.path.isdir(path):
             raise UserInputError(f"{flag} {path!r} is a folder; give one .txt, .csv or .jsonl file.")
+    joint = ""  # what goes between train and val in the whole text: rows split between them lose their separator
     if is_table(path):
         column = text_column or "text"
         rows = list(iter_rows(path, f"Point {flag} at a file with text.", column))
@@ -110,6 +112,8 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         val = DOCUMENT_SEPARATOR.join(documents[len(documents) - n_val:])
         if not val:  # a single document: split it like a text file
             train, val = _split_text(train, val_fraction)
+        else:
+            joint = DOCUMENT_SEPARATOR
     else:
         text = _unix_newlines(read_text_file(path, f"Point {flag} at a file with text."))
         train, val = _split_text(text, val_fraction)
@@ -122,7 +126,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
             f"{flag} {path!r} is too short to {use} a language model ({len(train) + len(val)} characters); "
             f"give it at least {need} characters of text."
         )
-    return train, val
+    return train + joint + val if whole else (train, val)
 
 
 def _unix_newlines(text):

@@ -341,8 +341,8 @@ def evaluate_run(run_dir, data=None, text_column=None):
         train_docs, val_docs = load_documents(data, text_column=text_column)
         text = "\n".join(train_docs + val_docs)
     elif data:
-        train_text, val_text = load_text_corpus(data, text_column=text_column, use="score")
-        text = train_text + val_text
+        # Whole, rows joined as training joins them (train + val glued two rows into one: "...itemAitemB").
+        text = load_text_corpus(data, text_column=text_column, use="score", whole=True)
     else:
         config = runs.read_train_config(run_dir)
         runs.check_data_unchanged(run_dir, config.data)
