@@ -430,7 +430,10 @@ class Generator:
         wide, batch = width, n
         if not beam:
             wide = next((b for b in WIDTH_BUCKETS if b >= width), width)
-            if not self.slides:  # a KerasHub model has no position past its window (`generate` checks width fits)
+            # Within the window, the window itself: a KerasHub model has no position past it (`generate` checks
+            # the width fits), and a sliding model's program for a wider buffer holds the slide branch, which made
+            # a notebook's first call ~2 s slower to compile (`benchmarks/notebook_generate_calls.py`).
+            if not self.slides or width <= self.window:
                 wide = max(width, min(wide, self.window))
             batch = next((b for b in BATCH_BUCKETS if b >= n), n)
             options = dict(options, length=np.full([n], width, "int32"))
