@@ -11,6 +11,11 @@ Each commit is checked out into a temporary git worktree and run with this venv'
 
     .venv/bin/python benchmarks/bench_commits.py OLD NEW --as-given -- export RUN --name m --format tflite --out DIR
 
+With --script, each turn runs a Python script instead (a notebook's calls, say) with the worktree's
+`tfllm`, and keeps the JSON object its last line prints (its own timings) beside the whole seconds:
+
+    .venv/bin/python benchmarks/bench_commits.py OLD NEW --script benchmarks/notebook_generate_calls.py -- RUN
+
 Writes benchmarks/results/commits.json (or --out): every run, the median seconds per commit and their
 ratio (OLD / NEW: above 1 means NEW is faster).
 """
@@ -30,16 +35,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_COMMAND = ["train", "--data", "rotten_tomatoes"]
 
 
-def run(worktree, command, run_dir=None):
-    """Runs `tfllm COMMAND` (with `--run-dir RUN_DIR` unless it is None) from `worktree`'s code."""
+def run(worktree, command, run_dir=None, script=None):
+    """Runs `tfllm COMMAND` (with `--run-dir RUN_DIR` unless it is None), or `python SCRIPT COMMAND`, from
+    `worktree`'s code."""
     env = {**os.environ, "PYTHONPATH": worktree, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    program = [os.path.abspath(script)] if script else ["-m", "tfllm.cli"]
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tfllm.cli", *command, *(["--run-dir", run_dir] if run_dir else [])],
+    out = subprocess.run([sys.executable, *program, *command, *(["--run-dir", run_dir] if run_dir else [])],
                          env=env, cwd=worktree, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if out.returncode:
         sys.stderr.write(out.stderr[-3000:])
         raise SystemExit(f"{' '.join(command)} failed at {worktree}")
+    if script:
+        return {"seconds": round(seconds, 2), **json.loads(out.stdout.strip().splitlines()[-1])}
     if run_dir is None:
         return {"seconds": round(seconds, 2)}
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
@@ -54,9 +63,10 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "commits.json"))
     parser.add_argument("--as-given", action="store_true", help="no --run-dir added, no metrics read (not a training)")
+    parser.add_argument("--script", help="a Python script to run instead of a tfllm command (its arguments after --)")
     parser.add_argument("command", nargs="*", help="the tfllm command after --, without --run-dir")
     args = parser.parse_intermixed_args(argv)  # options may follow OLD NEW, as in the examples above
-    command = args.command or DEFAULT_COMMAND
+    command = args.command or ([] if args.script else DEFAULT_COMMAND)
     commits = {name: subprocess.check_output(["git", "rev-parse", "--short", name], cwd=ROOT, text=True).strip()
                for name in (args.old, args.new)}
     runs = {args.old: [], args.new: []}
@@ -69,8 +79,8 @@ def main(argv=None):
             for r in range(args.rounds):
                 order = [args.old, args.new] if r % 2 == 0 else [args.new, args.old]
                 for name in order:
-                    run_dir = None if args.as_given else os.path.join(work, f"run-{commits[name]}-{r}")
-                    result = run(trees[name], command, run_dir)
+                    run_dir = None if args.as_given or args.script else os.path.join(work, f"run-{commits[name]}-{r}")
+                    result = run(trees[name], command, run_dir, args.script)
                     runs[name].append(result)
                     print(f"round {r + 1} {commits[name]}: {result}", flush=True)
         finally:
@@ -79,7 +89,7 @@ def main(argv=None):
     medians = {name: statistics.median(x["seconds"] for x in rows) for name, rows in runs.items()}
     results = {
         "command": "python benchmarks/bench_commits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "tfllm_command": ["tfllm", *command], "cpu": cpu_info(), "date": time.strftime("%Y-%m-%d"),
+        "tfllm_command": [args.script] if args.script else ["tfllm", *command], "cpu": cpu_info(), "date": time.strftime("%Y-%m-%d"),
         "commits": commits, "runs": {commits[name]: rows for name, rows in runs.items()},
         "median_seconds": {commits[name]: m for name, m in medians.items()},
         "speed_ratio_new_over_old": round(medians[args.old] / medians[args.new], 3),
