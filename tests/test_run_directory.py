@@ -470,10 +470,13 @@ def test_a_lost_worker_is_one_line_saying_to_rerun_every_worker(tmp_path, capsys
     assert capsys.readouterr().err == ""  # not "Training failed ..." as well
 
 
-def test_an_interrupted_non_chief_worker_points_at_the_chief_s_backup(tmp_path, capsys):
+def test_an_interrupted_non_chief_worker_points_at_the_chief_s_backup(tmp_path, capsys, monkeypatch):
     """A non-chief worker trains in a scratch folder; it said "nothing to resume, the new run is removed"
     though the chief's backup resumes the run."""
+    from tfllm import errors
     from tfllm.training import common
+
+    monkeypatch.setattr(errors, "command_running", True)  # a worker runs `tfllm train`: the note is printed
 
     (tmp_path / "run" / "backup").mkdir(parents=True)
     (tmp_path / "run" / "backup" / "latest.weights.h5").write_bytes(b"")
