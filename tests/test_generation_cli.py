@@ -374,6 +374,35 @@ def test_stop_reads_backslash_escapes_on_the_command_line(untrained_run, capsys)
     assert generate(untrained_run, ["Be"], stop=r"\n", **options)[0] == whole  # literal: no backslash written
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
+def test_num_samples_prints_each_sample_as_the_python_rows(untrained_run, capsys, monkeypatch, numpy_path):
+    """`tfllm generate RUN "The" "A"` was "unrecognized arguments" and no flag gave several samples in one process.
+    --num-samples N prints N texts, sample i seeded seed + i as row i of `generate([prompt] * N, seed=seed)`."""
+    from tfllm.cli import SAMPLE_SEPARATOR
+    from tfllm.generation import generate
+
+    monkeypatch.setenv("TFLLM_NUMPY_GENERATION", numpy_path)
+    result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "10", "--seed", "7",
+                             "--num-samples", "3")
+    assert result.returncode == 0, result.stderr
+    rows = generate(untrained_run, ["Be"] * 3, max_new_tokens=10, seed=7)
+    assert len(set(rows)) == 3  # three different samples (else the check below could not tell seeds apart)
+    assert result.stdout == f"\n{SAMPLE_SEPARATOR}\n".join("Be" + row for row in rows) + "\n"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num-samples", "0"], "--num-samples must be from 1 to 256, got 0"),
+    (["--num-samples", "2", "--sampler", "greedy"], "samples would not differ"),
+    (["--num-samples", "2", "--temperature", "0"], "samples would not differ"),
+    (["--num-samples", "3", "--seed", str(2**31 - 2)], "pass a --seed of at most 2147483645"),
+])
+def test_num_samples_that_cannot_differ_or_overflow_the_seed_are_refused(untrained_run, capsys, flags, message):
+    result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "4", *flags)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
 ROWS = ["Before we proceed", "hear me speak", "First Citizen", "any further, hear me", "we proceed any further",
         "Citizen: hear me speak"]
 

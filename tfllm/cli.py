@@ -394,6 +394,9 @@ def cmd_generate(args):
                                  "ignored. Leave them out, or generate from the RUN_DIR.")
         if any(not stop for stop in args.stop):
             raise UserInputError("Stop strings must not be empty.")
+        if args.num_samples != 1:
+            raise UserInputError("--tflite decodes greedily, so every sample would be the same text; leave out "
+                                 "--num-samples, or generate from the RUN_DIR.")
         text = truncate_at_stops(generate_text(args.tflite, args.prompt, max_new_tokens=args.max_new_tokens), args.stop)
         print(text if args.no_prompt_echo else args.prompt + text)
         return
@@ -412,6 +415,7 @@ def cmd_generate(args):
     if not 0 < args.max_new_tokens <= MAX_NEW_TOKENS:
         raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {args.max_new_tokens}.")
     check_sampler_options(args.sampler, args.temperature, args.top_k, args.top_p, args.num_beams, args.seed)
+    first_seed = _sample_seeds(args)
     if not args.run_dir:
         if os.path.isdir(args.prompt):  # `tfllm generate RUN`: argparse filled the prompt, which comes first, with it
             raise UserInputError(f"No prompt after the run directory {args.prompt!r}: pass the text to continue, "
@@ -432,18 +436,54 @@ def cmd_generate(args):
             echo[0] = False
         print(text, end="", flush=True)
 
-    if _generate_without_tensorflow(args, stream):
-        stream(0, "\n")
-        return
-    from tfllm.generation import cached_generator
+    for i in range(args.num_samples):  # sample i: seed + i, as row i of tfllm.generate([prompt] * N, seed=seed)
+        if i:
+            print(SAMPLE_SEPARATOR)
+            echo[0] = not args.no_prompt_echo
+        if first_seed is not None:
+            args.seed = first_seed + i
+        if not _generate_without_tensorflow(args, stream):
+            from tfllm.generation import cached_generator
 
-    generator = cached_generator(args.run_dir)  # kept per process, as cmd_translate keeps its model
-    generator.generate(
-        [args.prompt], max_new_tokens=args.max_new_tokens, sampler=args.sampler, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams, seed=args.seed, stop=args.stop or None,
-        stream_callback=stream,
-    )
-    stream(0, "\n")
+            generator = cached_generator(args.run_dir)  # kept per process, as cmd_translate keeps its model
+            generator.generate(
+                [args.prompt], max_new_tokens=args.max_new_tokens, sampler=args.sampler, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams, seed=args.seed, stop=args.stop or None,
+                stream_callback=stream,
+            )
+        stream(0, "\n")
+
+
+# The line between `tfllm generate --num-samples N`'s samples, as nanoGPT's sample.py prints it (a sample's own
+# text may hold blank lines, so a blank line would not tell samples apart).
+SAMPLE_SEPARATOR = "---------------"
+MAX_SAMPLES = 256  # as many as tfllm.generate takes prompts in one call (tfllm.generation.MAX_PROMPTS)
+
+
+def _sample_seeds(args):
+    """The first sample's seed for `--num-samples N` (sample i takes it + i): the given --seed, or one drawn once
+    here when N > 1; None where each call draws its own (one sample, no --seed). Refuses an N the samples
+    cannot differ in (greedy or beam decoding) or whose last seed is past 32 bits."""
+    from tfllm.config import SEED_RANGE
+    from tfllm.errors import UserInputError
+
+    n = args.num_samples
+    if not 1 <= n <= MAX_SAMPLES:
+        raise UserInputError(f"--num-samples must be from 1 to {MAX_SAMPLES}, got {n}.")
+    if n == 1:
+        return args.seed
+    if args.sampler in ("greedy", "beam") or args.temperature == 0:
+        how = f"--sampler {args.sampler}" if args.sampler in ("greedy", "beam") else "--temperature 0"
+        raise UserInputError(f"{how} decodes the same text every time, so the {n} samples would not differ; "
+                             "use --sampler top_k, top_p or random with a temperature above 0.")
+    if args.seed is None:
+        import random
+
+        return random.randrange(SEED_RANGE[1] - n + 2)
+    if args.seed + n - 1 > SEED_RANGE[1]:
+        raise UserInputError(f"--seed {args.seed} with --num-samples {n}: sample i takes seed + i, past the largest "
+                             f"seed {SEED_RANGE[1]}; pass a --seed of at most {SEED_RANGE[1] - n + 1}.")
+    return args.seed
 
 
 def add_generation_parsers(sub):
@@ -468,6 +508,9 @@ def add_generation_parsers(sub):
                    help=r"stop before this string (repeatable); \n, \t, \r and \\ are read as escapes, so "
                         r"--stop '\n' ends at the end of the line: one row's item of a CSV/JSONL run")
     p.add_argument("--no-prompt-echo", action="store_true", help="print only the new text")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N",
+                   help=f"N texts from the same prompt (1 to {MAX_SAMPLES}), sample i with seed + i (as Python's "
+                        f"tfllm.generate([prompt] * N, seed=seed) row i); a line {SAMPLE_SEPARATOR} between them")
     p.set_defaults(func=cmd_generate)
 
 
