@@ -158,6 +158,25 @@ def test_another_max_new_tokens_prompt_or_batch_size_reuses_the_compiled_program
     assert decode.experimental_get_tracing_count() <= 2  # a text within the window; then one past it
 
 
+@pytest.mark.slow
+def test_a_new_prompt_length_does_not_compile_the_decoding_program_again():
+    """XLA took the padding mask as a compile-time constant (the sampler read `prompt[:, index]`, a strided slice
+    whose bounds XLA needs at compile time, and the start index comes from the mask): every new prompt length
+    compiled the whole program again at the same shapes, seconds each in a notebook and in a served model.
+    Counted from TensorFlow's own log of XLA compilations (`device_compiler`'s VLOG), in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("from lm_utils import tiny_generator; g = tiny_generator(jit_compile=True); "
+            "[g.generate([p], max_new_tokens=3, sampler='top_k', seed=1) for p in ('First', 'Firs', 'Fi')]")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="device_compiler=1",
+               PYTHONPATH=os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.count("Compilation of XLA executable time") == 1, out.stderr[-3000:]
+
+
 def _fast(generator):
     from tfllm import fast_generation
 

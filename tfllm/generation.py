@@ -98,25 +98,38 @@ class OptionSampler(keras_hub.samplers.Sampler):
         self.banned_token_ids = list(banned_token_ids)
         self._index = None
 
-    def __call__(self, next, prompt, **kwargs):
-        # The base loop does not pass the step to `get_next_token`; note it
-        # from `next` (same loop body) so the noise depends on the position.
-        def next_with_index(prompt, cache, index):
-            self._index = index
-            return next(prompt, cache, index)
+    def __call__(self, next, prompt, cache=None, index=0, mask=None, stop_token_ids=None, **kwargs):
+        """KerasHub's `Sampler.__call__` loop (TensorFlow), with the token at `index` read by `tf.gather` and
+        written by a dynamic update rather than `prompt[:, index]`, and bounded by `length`.
 
-        return super().__call__(next_with_index, prompt, **kwargs)
-
-    def run_loop(self, cond, body, **kwargs):
+        XLA needs a strided slice's bounds at compile time, so `prompt[:, index]` made it take the start index,
+        and so the padding mask it is computed from, as a constant: every new prompt length compiled the whole
+        program again (seconds each, in a notebook and in a served model alike). A gather and a dynamic update
+        take their index at run time.
+        """
+        index = tf.cast(index, tf.int32)
+        mask = tf.zeros_like(prompt, tf.bool) if mask is None else tf.cast(mask, tf.bool)
+        cache = () if cache is None else cache
         # A buffer padded to a bucket (`Generator._run`) decodes only up to the width asked for: the steps,
         # and so the tokens, of an unpadded buffer.
-        if self.length is not None:
-            length, inner = tf.reduce_max(self.length), cond
+        length = tf.shape(prompt)[-1] if self.length is None else tf.reduce_max(self.length)
 
-            def cond(prompt, cache, index, *rest):
-                return tf.logical_and(index < length, inner(prompt, cache, index, *rest))
+        def cond(prompt, cache, index, mask):
+            if stop_token_ids is None:
+                return index < length
+            stop = tf.reduce_any(tf.equal(prompt[..., None], tf.constant(list(stop_token_ids), prompt.dtype)), -1)
+            done = tf.reduce_any(stop & ~mask, axis=-1)  # a row is done at a new (not prompt) stop token
+            return tf.logical_and(index < length, tf.logical_not(tf.reduce_all(done)))
 
-        return super().run_loop(cond, body, **kwargs)
+        def body(prompt, cache, index, mask):
+            self._index = index  # the step, for the noise `get_next_token` draws
+            logits, _, cache = next(prompt, cache, index)
+            token = tf.cast(self.get_next_token(self.compute_probabilities(logits)), prompt.dtype)
+            token = tf.where(tf.gather(mask, index, axis=1), tf.gather(prompt, index, axis=1), token)  # keep the prompt's
+            prompt = keras.ops.slice_update(prompt, [0, index], token[:, None])
+            return prompt, cache, index + 1, mask
+
+        return tf.while_loop(cond, body, (prompt, cache, index, mask))[0]
 
     def compute_probabilities(self, logits):
         temperature = tf.cast(self.options[0], tf.float32)

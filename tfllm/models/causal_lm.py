@@ -416,7 +416,8 @@ class CausalLM(keras_hub.models.CausalLM):
         """
         backbone = self.backbone
         tokens = backbone.token_embedding(token_ids)
-        positions = backbone.position_embedding(tokens, start_index=cache_update_index)
+        # Positions gathered, not sliced from `cache_update_index`: see `generate_step`'s `token`.
+        positions = backbone.position_embedding(tokens, positions=cache_update_index + ops.arange(ops.shape(tokens)[1]))
         x = backbone.embeddings_add((tokens, positions))
         x = backbone.embeddings_dropout(x)
         caches = []
@@ -474,7 +475,6 @@ class CausalLM(keras_hub.models.CausalLM):
         def next(prompt, cache, index):
             kv, offset = cache
             i = index - 1  # buffer position of the token we feed in
-            batch_size = ops.shape(prompt)[0]
 
             def slide():
                 # A trace for any buffer width (a second call's, relaxed by reduce_retracing) also compiles this
@@ -483,13 +483,15 @@ class CausalLM(keras_hub.models.CausalLM):
                 # constant to XLA.
                 size = ops.minimum(keep, ops.shape(prompt)[1])
                 start = i - size
-                context = ops.slice(prompt, [0, start], [batch_size, size])
+                context = ops.take(prompt, start + ops.arange(size), axis=1)  # a gather: see `token` below
                 _, fresh = self._encode(context, cache_length)
                 return fresh, ops.zeros_like(offset) + start
 
             if may_slide:
                 kv, offset = ops.cond(i - offset[0] >= cache_length, slide, lambda: (kv, offset))
-            token = ops.slice(prompt, [0, i], [batch_size, 1])
+            # A gather, not a slice: XLA takes a slice's start as a compile-time constant, which made the padding
+            # mask (the start index's source) one, and every new prompt length a new compile (OptionSampler).
+            token = ops.take(prompt, ops.reshape(i, [1]), axis=1)
             logits, hidden, kv = self.call_with_cache(token, kv, i - offset[0])
             return ops.squeeze(logits, axis=1), ops.squeeze(hidden, axis=1), (kv, offset)
 
