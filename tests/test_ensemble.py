@@ -208,6 +208,27 @@ def test_an_ensemble_is_explained_by_occlusion_and_the_other_methods_say_so(ense
 
 
 @pytest.mark.slow
+def test_an_ensembles_occlusion_shows_its_views_the_mean_of_its_members(ensemble_run, capsys):
+    """The members' character and word n-gram views read the raw text, but an ensemble's explanation had no
+    "views": deleting a word moved p a lot while its token scores stayed small, and nothing said why. The
+    ensemble averages its members' probabilities, so silencing a view in every member moves p by the mean of
+    what it moves each member's."""
+    from tfllm.explanations import load_explainer
+
+    run_dir, metrics = ensemble_run
+    text = "a gorgeous, witty film"
+    assert main(["explain", run_dir, text, "--method", "occlusion", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert set(shown["views"]) == {"character n-grams", "word n-grams"}
+    each = []
+    for member in metrics["members"]:
+        explainer = load_explainer(os.path.join(run_dir, member["run_dir"]))
+        each.append(explainer.explain(text, method="occlusion", target=shown["target"]).views)
+    for view, score in shown["views"].items():
+        assert score == pytest.approx(np.mean([views[view] for views in each]), abs=1e-5)
+
+
+@pytest.mark.slow
 def test_an_ensemble_loaded_through_keras_hub_alone_names_its_classes(ensemble_run):
     """task.json held no label names for an ensemble, so `TextClassifier.from_preset` explained its
     predictions as '0'/'1' (a single classifier's run already named them)."""

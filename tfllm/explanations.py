@@ -84,7 +84,8 @@ class Explanation:
             (a classifier: after `tokens`; a generator: before them).
         views: integrated gradients and occlusion of a classifier with views of the raw text (the `default`
             recipe's character and word n-grams): `{view: score}`, one score each for the whole text (the
-            tokens past the window too), on the tokens' scale.
+            tokens past the window too), on the tokens' scale; an ensemble's (occlusion): each view silenced in every
+            member at once, the mean of its members' scores.
     """
 
     text: str
@@ -280,7 +281,11 @@ class Explainer:
         # tfllm's classifiers (an ensemble's mean of its members' too) output probabilities; KerasHub's, logits.
         self._outputs_probabilities = isinstance(model, (TextClassifier, EnsembleClassifier))
         names = {layer.name: layer for layer in model.layers} if self._mean_pooled else {}
-        self._views = [(names[layer], view) for layer, view in VIEWS.items() if layer in names]
+        # An ensemble averages its members' probabilities: its view is that view of every member, silenced
+        # together by occlusion (only a single model's were found, so an ensemble showed no views at all).
+        members = model.members if isinstance(model, EnsembleClassifier) else None
+        owners = [{layer.name: layer for layer in m.layers} for m in members] if members else [names]
+        self._views = [(o[layer], view) for o in owners for layer, view in VIEWS.items() if layer in o]
         if self._mean_pooled and self._embeddings:
             if "bigram_embedding" in names:
                 self._embeddings.append((names["bigram_embedding"], "bigram"))
@@ -717,9 +722,9 @@ class Explainer:
         import keras
 
         out = {}
-        for layer, view in self._views:
-            silent = _forward_only(lambda original, *args, **kwargs: keras.ops.zeros_like(original(*args, **kwargs)))
-            with _replaced_calls({layer: silent}):  # eager: one call, nothing traced
+        silent = _forward_only(lambda original, *args, **kwargs: keras.ops.zeros_like(original(*args, **kwargs)))
+        for view in dict.fromkeys(view for _, view in self._views):  # an ensemble: every member's layer of it
+            with _replaced_calls({layer: silent for layer, v in self._views if v == view}):  # eager: nothing traced
                 without = np.asarray(self._probabilities_of(self.model(x, training=False), x))[0]
             out[view] = float(probabilities[target_index] - without[target_index])
         return out
