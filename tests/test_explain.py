@@ -111,6 +111,26 @@ def test_texts_of_one_length_share_a_baseline_and_the_views_score_the_whole_text
     assert "not attributed (the views above read them)" in page and "word n-grams" in page
 
 
+@pytest.mark.slow
+def test_a_note_says_when_the_views_carry_most_of_the_score(tiny_classifier_run, capsys):
+    """With a model its n-gram views decide, the token scores were ~0 while deleting a word flipped the label,
+    and nothing said the token scores covered only the token paths' share."""
+    texts = [TEXT, "a dull film", "tedious and overlong", "the movie was awful"]
+    notes = {}
+    for method in ("occlusion", "integrated_gradients"):
+        assert main(["explain", tiny_classifier_run, *texts, "--method", method, "--json"]) == 0
+        for shown in map(json.loads, capsys.readouterr().out.splitlines()):
+            views, tokens = abs(sum(shown["views"].values())), abs(sum(t["score"] for t in shown["tokens"]))
+            if views > tokens:
+                assert shown["views_note"].startswith(f"the views carry {views / (views + tokens):.0%} of"), shown
+                notes[method] = notes.get(method, 0) + 1
+            else:
+                assert "views_note" not in shown
+    assert notes.get("occlusion")  # the tiny preset's views decide most of these texts
+    assert main(["explain", tiny_classifier_run, *texts, "--method", "occlusion"]) == 0
+    assert capsys.readouterr().out.count("note: the views carry") == notes["occlusion"]
+
+
 def test_integrated_gradients_converge_with_steps(explainer):
     coarse = explainer.explain(TEXT, steps=2).completeness
     fine = explainer.explain(TEXT, steps=200).completeness

@@ -584,7 +584,7 @@ def add_explain_parsers(sub):
     p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps")
     p.add_argument("--json", action="store_true",
                    help='print {"label", "probabilities", "method", "target", "tokens": [{"token", "score"}]} '
-                        'per text, plus "completeness", "tokens_left_out" and "views" ({view: score}) where they apply')
+                        'per text, plus "completeness", "tokens_left_out", "views" ({view: score}) and "views_note" where they apply')
     p.set_defaults(func=cmd_explain)
 
 

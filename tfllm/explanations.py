@@ -86,6 +86,8 @@ class Explanation:
             recipe's character and word n-grams): `{view: score}`, one score each for the whole text (the
             tokens past the window too), on the tokens' scale; an ensemble's (occlusion): each view silenced in every
             member at once, the mean of its members' scores.
+        views_note: where the views carry more than half of the explained score (`views_share`), a line
+            saying the token scores cover only the rest; else None.
     """
 
     text: str
@@ -121,7 +123,28 @@ class Explanation:
             out["tokens_left_out"] = self.tokens_left_out
         if self.views:
             out["views"] = self.views
+        if self.views_note:
+            out["views_note"] = self.views_note
         return out
+
+    @property
+    def views_share(self):
+        """|sum of the views| / (|sum of the views| + |sum of the token scores|), or None without views."""
+        if not self.views:
+            return None
+        views, tokens = abs(sum(self.views.values())), abs(sum(self.scores))
+        return views / (views + tokens) if views + tokens > 0 else 0.0
+
+    @property
+    def views_note(self):
+        # A view-heavy model's token scores are ~0 while deleting a word flips its label (its n-grams go too):
+        # the views' share was printed, but nothing said the token scores miss most of the score.
+        share = self.views_share
+        if share is None or share <= 0.5:
+            return None
+        return (f"the views carry {share:.0%} of the explained score (views {sum(self.views.values()):+.4f}, "
+                f"tokens {sum(self.scores):+.4f}); the token scores cover only the token paths' share, and "
+                "deleting a word also changes the views")
 
 
 # --- running a model with some layers' outputs given -------------------------------------------
@@ -860,6 +883,8 @@ def render_terminal(explanation, color=True):
     lines.append("".join(text))
     if explanation.views:
         lines.append(_views_line(explanation))
+    if explanation.views_note:
+        lines.append("note: " + explanation.views_note)
     if explanation.tokens_left_out:
         lines.append("note: " + _left_out_line(explanation))
     top = sorted(zip(explanation.tokens, explanation.scores), key=lambda p: -abs(p[1]))[:5]
@@ -939,6 +964,8 @@ def render_html(explanations):
                    f'<p class="text">{"".join(spans)}</p>']
         if e.views:
             section.append(f'<p class="note">{html.escape(_views_line(e))}.</p>')
+        if e.views_note:
+            section.append(f'<p class="note">Note: {html.escape(e.views_note)}.</p>')
         if e.tokens_left_out:
             section.append(f'<p class="note">Note: {html.escape(_left_out_line(e))}.</p>')
         if e.completeness:
