@@ -647,6 +647,20 @@ def test_an_explanation_says_how_many_tokens_lie_past_the_window(explainer, gene
     assert "holds the last" in render_terminal(cut)
 
 
+def test_a_generators_target_it_never_emits_is_refused(generator_run, capsys):
+    """`--target "[UNK]"` (also [PAD], [MASK]) was explained with a probability, though the sampler never emits
+    a special token: each id `never_emitted_ids` names is refused in one line, as one outside the vocabulary."""
+    from tfllm.generation import never_emitted_ids
+
+    explainer = load_explainer(generator_run)
+    never = never_emitted_ids(explainer.model, explainer.tokenizer)
+    assert {"[UNK]", "[PAD]", "[MASK]"} <= set(explainer.token_strings(never))
+    for token in explainer.token_strings(never):
+        assert main(["explain", generator_run, "Before we", "--target", token, "--method", "occlusion"]) == 2
+        err = capsys.readouterr().err
+        assert f"--target {token!r} is a special token this model never generates" in err and err.count("\n") == 1
+
+
 def test_a_target_outside_a_sentencepiece_generators_vocabulary_is_one_line():
     """SentencePiece gives an unknown piece the unknown token's id: `--target zzqq` explained '<unk>'."""
     from lm_utils import TEXT, tiny_lm

@@ -277,14 +277,11 @@ class Explainer:
         self.special_ids = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])}
         for name in ("unk_token_id", "oov_token_id"):
             self.special_ids.discard(getattr(self.tokenizer, name, None))
-        end_id = getattr(self.tokenizer, "end_token_id", None)
-        self.never_generated = {int(i) for i in (getattr(self.tokenizer, "special_token_ids", None) or [])
-                                if i is not None and i != end_id}
+        self.never_generated = set()
         if self.generator:
-            from tfllm.generation import emits_end_token  # lazy, as this module's others: TensorFlow
+            from tfllm.generation import never_emitted_ids  # lazy, as this module's others: TensorFlow
 
-            if end_id is not None and not emits_end_token(model):  # as generation, which never emits it
-                self.never_generated.add(int(end_id))
+            self.never_generated = {int(i) for i in never_emitted_ids(model, self.tokenizer)}
         self.num_outputs = int(model.output.shape[-1]) if not self.generator else None
         if not self.generator:
             num_classes = 2 if self.num_outputs == 1 else self.num_outputs
@@ -511,6 +508,10 @@ class Explainer:
                 raise UserInputError(f"--target {target!r} is not a token of this model's vocabulary; pass one "
                                      "token as the vocabulary spells it (as explain lists the next tokens), e.g. "
                                      "a character for a character-level model.")
+            if index in self.never_generated:  # [UNK], [PAD], [MASK] were explained with a probability
+                raise UserInputError(f"--target {target!r} is a special token this model never generates (its "
+                                     "sampler never emits it); pass a token it can say, as explain lists the next "
+                                     "tokens.")
             return index
         if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
             target = str(target)  # labels are text: 2 names the label "2" (it was refused as "not one of 0, 1, 2")
