@@ -229,6 +229,20 @@ def test_an_ensembles_occlusion_shows_its_views_the_mean_of_its_members(ensemble
 
 
 @pytest.mark.slow
+def test_an_ensemble_is_explained_by_occlusion_by_default_and_attention_says_what_it_lacks(ensemble_run, capsys):
+    """The README's plain `tfllm explain RUN "text"` was an error on an ensemble (integrated gradients, the
+    default, needs one token embedding); and --method attention said it "needs one token embedding to
+    attribute to", which attention does not."""
+    assert main(["explain", ensemble_run[0], "a fine film", "tedious and overlong", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["method"] for line in captured.out.splitlines()] == ["occlusion", "occlusion"]
+    assert captured.err.count("tfllm: warning: explaining by occlusion: integrated gradients (the default)") == 1
+    assert main(["explain", ensemble_run[0], "a fine film", "--method", "attention"]) == 2
+    err = capsys.readouterr().err
+    assert "--method attention needs one stack of attention blocks to read" in err and "embedding" not in err
+
+
+@pytest.mark.slow
 def test_an_ensemble_loaded_through_keras_hub_alone_names_its_classes(ensemble_run):
     """task.json held no label names for an ensemble, so `TextClassifier.from_preset` explained its
     predictions as '0'/'1' (a single classifier's run already named them)."""

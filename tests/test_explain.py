@@ -131,6 +131,15 @@ def test_a_note_says_when_the_views_carry_most_of_the_score(tiny_classifier_run,
     assert capsys.readouterr().out.count("note: the views carry") == notes["occlusion"]
 
 
+def test_one_token_past_the_window_is_named_in_the_singular(explainer):
+    """It read "the 1 after them are not attributed"."""
+    word = next(w for w in ("a", "the", "film", "and", "i") if len(np.asarray(explainer.tokenizer(w)).ravel()) == 1)
+    fits = len(explainer.explain(f"{word} " * 200, method="occlusion").tokens)
+    e = explainer.explain(f"{word} " * (fits + 1), method="occlusion")
+    assert e.tokens_left_out == 1
+    assert f"holds the first {fits} tokens; the 1 token after them is not attributed" in render_terminal(e, False)
+
+
 def test_integrated_gradients_converge_with_steps(explainer):
     coarse = explainer.explain(TEXT, steps=2).completeness
     fine = explainer.explain(TEXT, steps=200).completeness

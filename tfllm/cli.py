@@ -525,7 +525,7 @@ def cmd_explain(args):
     from tfllm.errors import UserInputError
     from tfllm.explanations import MAX_STEPS, METHODS
 
-    if args.method not in METHODS:
+    if args.method is not None and args.method not in METHODS:
         raise UserInputError(f"Unknown --method {args.method!r}; choose one of {', '.join(METHODS)}.")
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UserInputError(f"--steps must be from 1 to {MAX_STEPS}, got {args.steps}.")
@@ -542,7 +542,8 @@ def cmd_explain(args):
     from tfllm.explanations import load_explainer, render_html, render_terminal
 
     explainer = load_explainer(args.run_dir)
-    explanations = [explainer.explain(text, method=args.method, target=args.target, steps=args.steps,
+    method = args.method or explainer.default_method()  # once: an ensemble's note is one line, not one a text
+    explanations = [explainer.explain(text, method=method, target=args.target, steps=args.steps,
                                       with_attention=bool(args.html))
                     for text in args.texts]
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -576,8 +577,9 @@ def add_explain_parsers(sub):
     p = sub.add_parser("explain", help="which tokens made a classifier (or a generator's next token) say what it says")
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="+", metavar="text", help="texts to explain (a generator: prompts)")
-    p.add_argument("--method", default="integrated_gradients",
-                   help="integrated_gradients (default), attention (maps and rollout) or occlusion")
+    p.add_argument("--method", default=None,
+                   help="integrated_gradients (default; an ensemble's: occlusion), attention (maps and rollout) "
+                        "or occlusion")
     p.add_argument("--target", default=None, metavar="LABEL",
                    help="the label to explain (a generator: the next token); default the predicted one")
     p.add_argument("--steps", type=int, default=None, help="integrated gradients' steps (default 50)")

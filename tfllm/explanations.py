@@ -571,17 +571,30 @@ class Explainer:
                     {s: float(probabilities[i]) for s, i in zip(self.token_strings(top), top)})
         return self.label_names[int(np.argmax(probabilities))], dict(zip(self.label_names, map(float, probabilities)))
 
-    def explain(self, text, method="integrated_gradients", target=None, steps=None, with_attention=False):
+    def default_method(self):
+        """Integrated gradients, or occlusion (with a warning) for an ensemble: the README's plain
+        `tfllm explain RUN "text"` was an error on an ensemble run."""
+        if self._embeddings is not None:
+            return "integrated_gradients"
+        from tfllm.errors import warn
+
+        warn(f"explaining by occlusion: integrated gradients (the default) needs one token embedding, and this "
+             f"{type(self.model).__name__} has one per member.")
+        return "occlusion"
+
+    def explain(self, text, method=None, target=None, steps=None, with_attention=False):
         """Explains one text; returns an `Explanation`.
 
         Args:
             text: the text (a generator: the prompt whose next token is explained).
-            method: "integrated_gradients", "attention" or "occlusion".
+            method: "integrated_gradients" (default), "attention" or "occlusion" (an ensemble's default, with a
+                warning: it has no one token embedding to integrate along).
             target: the label to explain (a generator: the next token); default the predicted one.
             steps: integrated gradients' number of intervals (the batch holds steps + 1 points; default
                 `DEFAULT_STEPS`); the other methods take none.
             with_attention: also attach the attention maps (for an HTML page), whatever the method.
         """
+        method = method or self.default_method()
         if method not in METHODS:
             raise UserInputError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
         # Options a method would ignore are refused: they were accepted, and the output looked as if they counted.
@@ -595,9 +608,12 @@ class Explainer:
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
             raise UserInputError(f"--steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
         if method != "occlusion" and self._embeddings is None:
-            raise UserInputError(f"--method {method} needs one token embedding to attribute to, and this "
-                                 f"{type(self.model).__name__} has one per member: use --method occlusion, or "
-                                 "explain one of its members (an ensemble's RUN_DIR/members/*).")
+            # Attention attributes to no embedding: it reads the blocks' attention maps, one stack per member.
+            needs = ("one token embedding to attribute to" if method == "integrated_gradients"
+                     else "one stack of attention blocks to read")
+            raise UserInputError(f"--method {method} needs {needs}, and this {type(self.model).__name__} has one "
+                                 "per member: use --method occlusion, or explain one of its members (an "
+                                 "ensemble's RUN_DIR/members/*).")
         if method == "attention" and self._attention is None:
             raise UserInputError(f"This {self.kind} has no attention maps tfllm can read (its blocks are neither "
                                  "tfllm's nor KerasHub's Transformer blocks); use --method integrated_gradients or "
@@ -807,7 +823,7 @@ def cached_explainer(run_dir):
 
 
 @runs.takes_named_options
-def explain(model, text, method="integrated_gradients", target=None, steps=None, label_names=None,
+def explain(model, text, method=None, target=None, steps=None, label_names=None,
             with_attention=False):
     """Explains one prediction: per-token attributions for the predicted class (or `target`).
 
@@ -815,7 +831,7 @@ def explain(model, text, method="integrated_gradients", target=None, steps=None,
         model: a run directory (classification or generation; loaded once per process), a loaded
             task (its Explainer is kept for the next call), or an `Explainer`.
         text: the text to explain (a generator: the prompt; its next token is explained).
-        method: "integrated_gradients" (default), "attention" or "occlusion".
+        method: "integrated_gradients" (default; an ensemble's: "occlusion"), "attention" or "occlusion".
         target: the label (a generator: the next token) to explain; default the predicted one.
         steps: integrated gradients' number of intervals (default `DEFAULT_STEPS`).
         label_names: class names when `model` is a loaded classifier.
@@ -904,9 +920,12 @@ def _views_line(explanation):
 
 def _left_out_line(explanation):
     which = ("the last", "before") if explanation.kind == "generator" else ("the first", "after")
-    seen = " (the views above read them)" if explanation.views else ""
-    return (f"the model's window holds {which[0]} {len(explanation.tokens)} tokens; the "
-            f"{explanation.tokens_left_out} {which[1]} them are not attributed{seen}")
+    n = explanation.tokens_left_out
+    # One token was "the 1 after them are not attributed".
+    left_out = f"the 1 token {which[1]} them is" if n == 1 else f"the {n} tokens {which[1]} them are"
+    seen = (" (the views above read it)" if n == 1 else " (the views above read them)") if explanation.views else ""
+    return (f"the model's window holds {which[0]} {len(explanation.tokens)} tokens; {left_out} not "
+            f"attributed{seen}")
 
 
 def _rgba(s):
