@@ -140,6 +140,20 @@ def test_one_token_past_the_window_is_named_in_the_singular(explainer):
     assert f"holds the first {fits} tokens; the 1 token after them is not attributed" in render_terminal(e, False)
 
 
+def test_explain_takes_a_list_of_texts_as_the_cli_does(tiny_classifier_run):
+    """`tfllm.explain(run, [t1, t2])` was refused ("explain takes one text ... call it once a text") while
+    `tfllm explain RUN T1 T2` takes many: a list gives a list, in order; one string still gives one."""
+    import tfllm
+
+    texts = ["a dull film", TEXT]
+    both = tfllm.explain(tiny_classifier_run, texts, method="occlusion")
+    one = tfllm.explain(tiny_classifier_run, TEXT, method="occlusion")
+    assert [e.text for e in both] == texts and one.text == TEXT
+    assert both[1].scores == pytest.approx(one.scores, abs=1e-6)
+    with pytest.raises(UserInputError, match="empty list"):
+        tfllm.explain(tiny_classifier_run, [])
+
+
 def test_integrated_gradients_converge_with_steps(explainer):
     coarse = explainer.explain(TEXT, steps=2).completeness
     fine = explainer.explain(TEXT, steps=200).completeness

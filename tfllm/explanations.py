@@ -320,7 +320,8 @@ class Explainer:
     def encode(self, text):
         """The text's model inputs (numpy, `[1, n]`, trimmed to its real positions) and its tokens."""
         if not isinstance(text, str):
-            raise UserInputError(f"explain takes one text (a string), got {type(text).__name__}; call it once a text.")
+            raise UserInputError(f"Explainer.explain takes one text (a string), got {type(text).__name__}; "
+                                 "tfllm.explain(run, [text, ...]) takes a list.")
         if not text.strip():
             raise UserInputError("The text is empty; pass the text to explain, e.g. "
                                  "tfllm explain RUN_DIR \"a joyous, moving film\".")
@@ -825,12 +826,12 @@ def cached_explainer(run_dir):
 @runs.takes_named_options
 def explain(model, text, method=None, target=None, steps=None, label_names=None,
             with_attention=False):
-    """Explains one prediction: per-token attributions for the predicted class (or `target`).
+    """Explains a prediction: per-token attributions for the predicted class (or `target`).
 
     Args:
         model: a run directory (classification or generation; loaded once per process), a loaded
             task (its Explainer is kept for the next call), or an `Explainer`.
-        text: the text to explain (a generator: the prompt; its next token is explained).
+        text: the text to explain (a generator: the prompt; its next token is explained), or a list of them.
         method: "integrated_gradients" (default; an ensemble's: "occlusion"), "attention" or "occlusion".
         target: the label (a generator: the next token) to explain; default the predicted one.
         steps: integrated gradients' number of intervals (default `DEFAULT_STEPS`).
@@ -838,7 +839,8 @@ def explain(model, text, method=None, target=None, steps=None, label_names=None,
         with_attention: also attach the attention maps whatever the method.
 
     Returns:
-        An `Explanation` (`.to_json()`: `{"label", "probabilities", "method", "target", "tokens"}`, see there).
+        An `Explanation` (`.to_json()`: `{"label", "probabilities", "method", "target", "tokens"}`, see there);
+        for a list of texts, a list of them in the texts' order.
     """
     from tfllm import runs
 
@@ -849,6 +851,12 @@ def explain(model, text, method=None, target=None, steps=None, label_names=None,
     else:  # a loaded task: one Explainer per model (a new one each call traced its functions again)
         label_names = tuple(label_names) if label_names else None
         explainer = runs.cached_for_model(_BY_MODEL, model, lambda m: Explainer(m, label_names), extra=label_names)
+    if isinstance(text, (list, tuple)):  # as `tfllm explain RUN TEXT...` takes many (a list was refused)
+        if not text:
+            raise UserInputError("explain got an empty list; pass a text or a list of texts.")
+        method = method or explainer.default_method()  # an ensemble's warning once, not once a text
+        return [explainer.explain(t, method=method, target=target, steps=steps, with_attention=with_attention)
+                for t in text]
     return explainer.explain(text, method=method, target=target, steps=steps, with_attention=with_attention)
 
 
