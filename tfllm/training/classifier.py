@@ -648,12 +648,15 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
         if self_training:
             metrics["self_training"] = self_training
         if common.is_chief(strategy):
-            # A few validation texts explained (occlusion) in TensorBoard's Text tab.
+            # A few held-out texts explained (occlusion) in TensorBoard's Text tab: validation texts, or test
+            # texts once the n-gram tables counted the validation split (refit_on_validation), which knew those
+            # very texts: they were explained saturated (p = 1.000, every token's score 0).
             from tfllm.explanations import write_tensorboard_explanations
 
+            held_out = data.test if "val" in (tables_from or ()) else data.val
             try:
                 write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, data.label_names,
-                                               data.val.texts[:EXPLAINED_VAL_TEXTS])
+                                               held_out.texts[:EXPLAINED_VAL_TEXTS])
             except Exception as e:  # noqa: BLE001 - an optional report: it must not leave a trained run unfinished
                 reason = (str(e).strip().splitlines() or [""])[0]
                 warn(f"TensorBoard explanations left out of {run_dir} ({type(e).__name__}: {reason}); "
