@@ -614,10 +614,10 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
                 print(f"Naive-Bayes wide path left out: the validation split has no {', '.join(map(repr, unseen))} "
                       "rows to fit its blend on (the encoder's probabilities stand alone)")
             elif wide:
-                if unseen:  # several classes: the others' blend is fitted, theirs keeps a bias of 0 (_fit_blend)
+                if unseen:  # several classes: the others' blend is fitted, theirs gets their mean bias (_fit_blend)
                     shown = ", ".join(map(repr, unseen[:10])) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
                     print(f"Naive-Bayes wide path: the validation split has no {shown} rows, so their blend bias "
-                          "stays 0 (fitted on the other classes)")
+                          "is the mean of the other classes' (not fitted on them)")
                 # `refit_on_validation` (on unless set false): once the blend is fitted, the tables count both splits.
                 refit = preset.get("refit_on_validation", True)
                 tables_from = ["train", "val"] if refit else ["train"]
