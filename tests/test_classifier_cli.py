@@ -1079,3 +1079,23 @@ def test_a_class_with_rows_only_in_training_can_still_be_predicted(tmp_path, cap
     assert "the validation split has no 'd' rows" in result.stdout, result.stdout
     probabilities = json.loads(main_in_process(capsys, "predict", run_dir, "zebra quartz violin").stdout)["probabilities"]
     assert probabilities["d"] > 0.01, probabilities
+
+
+@pytest.mark.slow
+def test_turning_the_wide_path_off_turns_the_preset_s_views_off_too(tmp_path, capsys):
+    """`--preset tiny --set wide_bigram_buckets=0` was refused: "--set char_ngram_buckets=1009 adds a view ...
+    add --set wide_bigram_buckets=N", a setting the user never made (the preset does) and a fix that undid theirs."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "".join(f"a good film {i},pos\na bad film {i},neg\n" for i in range(20)),
+                    encoding="utf-8")
+    run_dir = tmp_path / "run"
+    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir",
+                             run_dir, "--set", "wide_bigram_buckets=0")
+    assert result.returncode == 0, result.stderr
+    recipe = json.loads((run_dir / "tfllm" / "recipe.json").read_text(encoding="utf-8"))
+    assert (recipe["wide_bigram_buckets"], recipe["char_ngram_buckets"], recipe["word_ngram_buckets"]) == (0, 0, 0)
+    # A view the user asks for themselves still needs the wide path, and the message names their own --set.
+    refused = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir",
+                              tmp_path / "refused", "--set", "wide_bigram_buckets=0", "--set", "word_ngram_buckets=64")
+    assert refused.returncode == 2 and "--set word_ngram_buckets=64 adds a view" in refused.stderr, refused.stderr
+    assert "leave --set word_ngram_buckets out" in refused.stderr and not (tmp_path / "refused").exists()

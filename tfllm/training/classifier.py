@@ -59,9 +59,14 @@ def classifier_preset(config):
     preset = common.resolve_recipe("classify", config)
     for name in CODE_POINT_VIEWS:
         if preset.get(name) and not preset.get("wide_bigram_buckets"):
+            if name not in config.overrides:
+                # The views are blended in beside the wide path: turning it off (the preset set them, not the
+                # user) turns them off too, rather than a refusal that told them to undo their own --set.
+                preset[name] = 0
+                continue
             raise UserInputError(f"--set {name}={preset[name]} adds a view beside the naive-Bayes wide path, and "
-                                 "this recipe has none: add --set wide_bigram_buckets=N (the default recipe has "
-                                 "both), or leave it out.")
+                                 "this run has none: add --set wide_bigram_buckets=N (the default recipe has "
+                                 f"both), or leave --set {name} out.")
     return common.fit_to_positions(config, preset)
 
 
