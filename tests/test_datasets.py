@@ -727,7 +727,8 @@ def test_rows_left_out_by_labels_or_added_by_max_rows_are_said(command, tmp_path
         warnings.simplefilter("always")
         data = load_classification_data(write_csv(tmp_path / "d.csv", rows), labels=["neg", "pos"])
         # --max-rows keeps 2 rows of a class whose share is less: 22 rows for --max-rows 20, said.
-        rows = [(f"bad {i}", "neg") for i in range(300)] + [(f"good {i}", "pos") for i in range(5)]
+        # A class of one row keeps that row (the message said "at least 2 of each class" of it too).
+        rows = [(f"bad {i}", "neg") for i in range(300)] + [(f"good {i}", "pos") for i in range(5)] + [("meh", "mid")]
         kept = load_classification_data(write_csv(tmp_path / "i.csv", rows), max_rows=20)
     kept = sum(len(s) for s in (kept.train, kept.val, kept.test))
     assert data.label_names == ["neg", "pos"] and kept > 20
@@ -736,7 +737,7 @@ def test_rows_left_out_by_labels_or_added_by_max_rows_are_said(command, tmp_path
     labels, max_rows = ("--labels", "--max-rows 20") if command else ("labels=['neg', 'pos']", "max_rows=20")
     # the 10 "POS" rows went without a word
     assert f"{labels} keeps 60 of 70 rows; left out: the labels ['POS'] ('POS' differ only in case or spaces" in said
-    assert f"{max_rows} keeps {kept} rows: at least 2 of each class" in said
+    assert f"{max_rows} keeps {kept} rows: at least 2 of each class, or all of a class's rows where it has fewer" in said
     assert ("tfllm: " in said) is command
 
 

@@ -760,8 +760,10 @@ def load_classification_data(
         keep = sorted(i for v in by_label.values() for i in rng.sample(v, min(len(v), max(2, round(len(v) * fraction)))))
         if len(keep) > max_rows:  # a class's share below 2 rows is raised to 2, so that it can be split at all
             small = sorted((label for label, v in by_label.items() if round(len(v) * fraction) < 2), key=_label_order)
-            note(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class (fewer rows "
-                 f"would leave out {', '.join(map(repr, small[:5]))}{' ...' if len(small) > 5 else ''}).")
+            # A one-row class keeps its one row ("at least 2 of each" read as false for it).
+            note(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class, or all of a "
+                 f"class's rows where it has fewer (fewer rows would leave out {', '.join(map(repr, small[:5]))}"
+                 f"{' ...' if len(small) > 5 else ''}).")
 
     if splits is not None:
         named = {name: [] for name in SPLITS}
