@@ -377,7 +377,8 @@ import tensorflow as tf
 model = tf.saved_model.load(sys.argv[1])
 out = model.signatures["serving_default"](text=tf.constant(json.loads(sys.argv[2])))
 print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
-                  "label": [l.decode() for l in out["label"].numpy()]}))
+                  "label": [l.decode() for l in out["label"].numpy()],
+                  "classes": [[c.decode() for c in row] for row in out["classes"].numpy()]}))
 """
 
 
@@ -401,6 +402,8 @@ def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tm
     expected = predict_probabilities(model, texts)
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
     assert served["label"] == [label_names[i] for i in expected.argmax(-1)]
+    # Each probability column's class name (a served model's probabilities came back unlabelled).
+    assert served["classes"] == [list(label_names)] * len(texts)
 
     result = main_in_process(capsys, "export", run_dir, "--name", "reviews", "--base-dir", base, "--keep", "1")
     assert result.returncode == 0

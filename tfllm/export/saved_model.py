@@ -21,7 +21,8 @@ def classifier_archive(model, label_names):
     """An `ExportArchive` with two endpoints, for any KerasHub text classifier with its preprocessor.
 
     `serving_default(text: string[None]) -> {probabilities: float32[None, K],
-    label: string[None], score: float32[None]}`, and `classify_ids(token_ids:
+    label: string[None], score: float32[None], classes: string[None, K]}` (`classes`: each
+    probability column's label), and `classify_ids(token_ids:
     int32[None, L])` with the same outputs for clients that tokenize and pack
     themselves (`L` is the preprocessor's `sequence_length`; padding is the
     tokenizer's pad id). A model with a character or word view
@@ -44,6 +45,9 @@ def classifier_archive(model, label_names):
             "probabilities": probabilities,
             "label": tf.gather(names, tf.argmax(probabilities, axis=-1)),
             "score": tf.reduce_max(probabilities, axis=-1),
+            # The label of each probability column, for each row, as TF Serving's Classify API pairs classes
+            # and scores: without it a served model's probabilities came back with no class names anywhere.
+            "classes": tf.tile(names[None, :], [tf.shape(probabilities)[0], 1]),
         }
 
     def from_ids(token_ids, code_points=None):
