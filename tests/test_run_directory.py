@@ -635,8 +635,11 @@ def test_a_finished_run_that_lost_a_file_is_never_deleted_as_a_run_killed_before
     os.remove(runs.path(run_dir, "config.json"))  # predict's NumPy path read the weights without it
     with pytest.raises(UserInputError, match="has lost config.json, metrics.json since"):
         runs.check_finished(run_dir)
+    with pytest.raises(UserInputError, match="holds NOTES.txt, which a tfllm run does not write"):
+        runs.prepare(run_dir, overwrite=True, config=config)  # nor with overwrite: the notes would go with it
+    os.remove(tmp_path / "a" / "NOTES.txt")
     resume, previous = runs.prepare(run_dir, overwrite=True, config=config)  # replaced only when asked
-    assert not resume and os.path.exists(os.path.join(previous, "NOTES.txt"))
+    assert not resume and runs.has_weights(previous)
 
 
 def test_a_run_set_aside_by_an_interrupted_overwrite_is_never_deleted_by_a_later_one(tmp_path):
@@ -959,3 +962,33 @@ def test_a_binary_models_one_column_of_probabilities_is_that_of_the_second_label
         classification_report([0, 1], [[-2.0], [3.0]], ["neg", "pos"])  # logits
     with pytest.raises(UserInputError, match=r"shape \(2, 3\)"):  # one column is two classes' only
         classification_report([0, 1], [[0.2], [0.8]], ["a", "b", "c"])
+
+
+def test_overwrite_never_deletes_what_a_run_does_not_write_nor_a_run_inside_another(tmp_path, tiny_classifier_run,
+                                                                                      capsys):
+    """`train --run-dir runs/n1/inner` was accepted inside a finished run, and `train --run-dir runs/n1
+    --overwrite` then deleted that run and the user's runs/n1/NOTES.txt without a word."""
+    import shutil
+
+    from tfllm import cli, runs
+
+    outer = tmp_path / "n1"
+    shutil.copytree(tiny_classifier_run, outer)
+    train = ["train", "--task", "classify", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "400",
+             "--epochs", "1"]
+    assert cli.main([*train, "--run-dir", str(outer / "inner")]) == 2
+    assert "is inside the run in" in capsys.readouterr().err and not (outer / "inner").exists()
+    (outer / "NOTES.txt").write_text("mine", encoding="utf-8")
+    shutil.copytree(tiny_classifier_run, outer / "inner")  # as an older tfllm let it be trained
+    assert cli.main([*train, "--run-dir", str(outer), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "holds NOTES.txt, inner, which a tfllm run does not write; --overwrite would delete them" in err
+    assert err.count("\n") == 1
+    assert (outer / "NOTES.txt").exists() and runs.is_finished(str(outer / "inner")) and runs.is_finished(str(outer))
+    assert not os.path.exists(runs._previous(str(outer)))
+    # What a run writes itself (its logs, curves, an ensemble's members, a weights shard) is its own.
+    (outer / "NOTES.txt").unlink()
+    shutil.rmtree(outer / "inner")
+    (outer / "model_00001.weights.h5").write_bytes(b"")
+    assert runs.foreign_entries(str(outer)) == []
+    runs.check_writable(str(outer), overwrite=True)

@@ -244,6 +244,42 @@ def read_json(file):
         return json.load(f)
 
 
+# The entries a run writes at its top level (the layout above; ensemble.MEMBERS, common.BEST_WEIGHTS and
+# reporting.CURVES_PNG by name, as those modules import this one), besides KerasHub's weights files and shards
+# (`*.weights.h5`, `*.weights.json`) and tfllm's hidden temporaries: anything else is the user's, which
+# --overwrite would delete with the run.
+_RUN_ENTRIES = {"config.json", "metadata.json", TASK_CONFIG, "preprocessor.json", "tokenizer.json", "assets", METRICS,
+                LOGS, "training_curves.png", RECORDS, BACKUP, "members", *_OLD_FORMAT}
+
+
+def foreign_entries(run_dir):
+    """The names in `run_dir` that no tfllm run writes (a user's notes, a run trained into it by hand)."""
+    return sorted(name for name in os.listdir(run_dir) if name not in _RUN_ENTRIES and not name.startswith(".")
+                  and not name.endswith((".weights.h5", ".weights.json")))
+
+
+def check_no_foreign_entries(run_dir):
+    """Refuses to delete a run folder (--overwrite) that holds what a tfllm run does not write: `train
+    --overwrite` deleted a user's NOTES.txt and a run trained into a subfolder without a word."""
+    names = foreign_entries(run_dir) if os.path.isdir(run_dir) else []
+    if names:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        raise UserInputError(f"Run directory {run_dir!r} holds {', '.join(names[:3])}{more}, which a tfllm run does "
+                             "not write; --overwrite would delete them with the run. Move them out of the folder, "
+                             "then run the command again.")
+
+
+def check_not_inside_a_run(run_dir):
+    """Refuses a run directory inside another run's folder (runs/a/inner in runs/a), which retraining that run
+    with --overwrite deletes. An ensemble's members, trained into its folder by this process, are its own."""
+    folder = os.path.dirname(os.path.abspath(run_dir))
+    while folder != os.path.dirname(folder):
+        if os.path.exists(path(folder, RUN_CONFIG)) and lock_file(folder) not in _held:
+            raise UserInputError(f"Run directory {run_dir!r} is inside the run in {folder!r}, which "
+                                 "--overwrite would delete with it. Pass a --run-dir outside it (e.g. beside it).")
+        folder = os.path.dirname(folder)
+
+
 def is_old_format(run_dir):
     return any(os.path.exists(path(run_dir, name)) for name in _OLD_FORMAT)
 
@@ -787,6 +823,7 @@ def check_writable(run_dir, overwrite=False, config=None):
     """The errors `prepare` gives for `run_dir`, without touching anything (for work that comes first)."""
     check_run_folder(run_dir)  # first: a live run looks like an interrupted one, or one killed before its backup
     check_not_a_version_folder(run_dir)
+    check_not_inside_a_run(run_dir)
     if is_unfinished(run_dir):
         changed = changed_settings(run_dir, config) if config is not None else []
         if changed and not overwrite:
@@ -794,6 +831,8 @@ def check_writable(run_dir, overwrite=False, config=None):
                 f"Run directory {run_dir!r} holds an interrupted run started with other settings "
                 f"({differ(changed)}). Rerun its own command to resume it, add --overwrite to start over "
                 "with these, or choose another --run-dir.")
+        if changed:
+            check_no_foreign_entries(run_dir)  # starting over deletes the folder
         return
     previous = _previous(run_dir)
     if os.path.isdir(previous) and not dead_start(run_dir):
@@ -825,6 +864,8 @@ def check_writable(run_dir, overwrite=False, config=None):
         raise UserInputError(f"Run directory {run_dir!r} holds a run {OLD_FORMAT}. Pass --overwrite to replace it "
                              "with this command's run (it is kept until the new run finishes) or choose another "
                              "--run-dir.")
+    if overwrite:
+        check_no_foreign_entries(run_dir)
     if not overwrite:
         raise UserInputError(f"Run directory {run_dir!r} already holds a finished run. Pass --overwrite to "
                              "replace it (it is kept until the new run finishes) or choose another --run-dir.")
