@@ -136,6 +136,26 @@ def test_models_lists_a_broken_version_and_goes_on(tmp_path, good_version, capsy
     assert "BROKEN: saved_model.pb does not parse" in out and "serving_default(" in out
 
 
+def test_a_file_named_like_a_version_an_incomplete_folder_and_leftovers_are_named_not_a_traceback(
+        tmp_path, good_version, capsys):
+    """`echo hi > sm/m/7` made `models --prune` (and `export --keep`) a NotADirectoryError traceback; a numbered
+    folder without saved_model.pb was left out of `tfllm models` (docs/serving.md: listed as BROKEN); a `latest`
+    link a prune left dangling and a `3.tmp` copy were not mentioned anywhere."""
+    _layout(tmp_path, good_version, good=(1, 2, 9), garbage=())
+    (tmp_path / "clf" / "7").write_text("hi", encoding="utf-8")
+    (tmp_path / "clf" / "5").mkdir()
+    (tmp_path / "clf" / "5" / "README").write_text("copy cut short", encoding="utf-8")
+    shutil.copytree(good_version, tmp_path / "clf" / "3.tmp")
+    (tmp_path / "clf" / "latest").symlink_to(tmp_path / "clf" / "1")
+    assert main(["models", str(tmp_path), "--prune", "clf", "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Pruned clf versions [1, 2]" in out and "Kept clf version 7: is a file, not a version folder" in out
+    assert "Kept clf version 5: holds no export" in out
+    assert "version 5 " in out and "BROKEN: no saved_model.pb" in out
+    assert "not versions (never served nor pruned): 3.tmp, 7, latest (a link to nothing)" in out
+    assert sorted(os.listdir(tmp_path / "clf")) == ["3.tmp", "5", "7", "9", "latest"]
+
+
 def test_a_new_export_cleans_stale_temporary_folders(tmp_path):
     model_dir = tmp_path / "clf"
     old = model_dir / ".tmp-old"  # an export from before owners were recorded, long untouched

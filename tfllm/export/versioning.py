@@ -518,9 +518,13 @@ def prune(base_dir, name, keep):
     """
     if keep < 1:
         raise UserInputError(f"--keep must be at least 1, got {keep}.")
-    existing = versions(base_dir, name)
+    existing, skipped = [], {}
+    for version in versions(base_dir, name):
+        if os.path.isdir(os.path.join(base_dir, name, str(version))):
+            existing.append(version)
+        else:  # `echo hi > NAME/7`: no version (os.listdir on it was a NotADirectoryError traceback)
+            skipped[version] = f"is a file, not a version folder; move it out of {os.path.join(base_dir, name)!r}"
     doomed = existing[:-keep]
-    skipped = {}
     broken = {}
     for version in reversed(existing):
         problem = version_problem(os.path.join(base_dir, name, str(version)))

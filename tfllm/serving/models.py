@@ -24,7 +24,8 @@ def scan(base_path: str, files: tuple[str, ...] = (SAVED_MODEL_FILE,)) -> dict[s
         base_path: a folder laid out as `NAME/VERSION/saved_model.pb`.
         files: a version folder counts if it holds one of these; the default
             finds what a server can load, `(SAVED_MODEL_FILE, TFLITE_FILE)`
-            every export.
+            every export, `()` every numbered folder (what `tfllm models`
+            lists, an incomplete one as BROKEN).
 
     Returns:
         `{name: {version: version_dir}}`. Folders whose name is not a
@@ -55,7 +56,8 @@ def scan_model(model_dir: str, files: tuple[str, ...] = (SAVED_MODEL_FILE,)) -> 
         return versions
     for entry in entries:
         path = os.path.join(model_dir, entry)
-        if versioning.is_version_name(entry) and any(os.path.isfile(os.path.join(path, f)) for f in files):
+        if versioning.is_version_name(entry) and (any(os.path.isfile(os.path.join(path, f)) for f in files)
+                                                  or files == () and os.path.isdir(path)):
             versions[int(entry)] = path
     return versions
 
@@ -143,7 +145,9 @@ def list_models(base_path: str) -> list[dict]:
             f"{base_path!r} is not a folder; pass the folder that holds "
             "NAME/VERSION/ exports (for example savedmodels/)."
         )
-    found = scan(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE))
+    # Every numbered folder: one without saved_model.pb (a copy cut short) is listed as BROKEN, as docs/serving.md
+    # says, not left out.
+    found = scan(base_path, files=())
     own = scan_model(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE))
     if not found and own:  # one model's folder (NAME/), as TF Serving's --model_base_path takes
         parent = os.path.dirname(os.path.normpath(base_path)) or "."
@@ -153,9 +157,16 @@ def list_models(base_path: str) -> list[dict]:
         )
     models = []
     for name, versions in found.items():
-        models.append({"name": name,
-                       "versions": [_describe_version(v, versions[v])
-                                    for v in sorted(versions, reverse=True)]})
+        model = {"name": name, "versions": [_describe_version(v, versions[v]) for v in sorted(versions, reverse=True)]}
+        # What a server never reads and prune never removes (a `latest` link, a `3.tmp` copy): named, so a
+        # link left dangling by a prune or a half-made copy is not forgotten there.
+        model_dir = os.path.join(base_path, name)
+        ignored = sorted(e for e in os.listdir(model_dir) if not e.startswith(".") and
+                         not (versioning.is_version_name(e) and os.path.isdir(os.path.join(model_dir, e))))
+        if ignored:
+            model["ignored"] = [e + (" (a link to nothing)" if os.path.islink(os.path.join(model_dir, e)) and
+                                     not os.path.exists(os.path.join(model_dir, e)) else "") for e in ignored]
+        models.append(model)
     return models
 
 
@@ -239,6 +250,8 @@ def format_models(models: list[dict]) -> str:
                 ins = ", ".join(_format_tensor(k, i) for k, i in io["inputs"].items())
                 outs = ", ".join(_format_tensor(k, i) for k, i in io["outputs"].items())
                 lines.append(f"    {sig}({ins}) -> {outs}")
+        if model.get("ignored"):
+            lines.append(f"  not versions (never served nor pruned): {', '.join(model['ignored'])}")
     return "\n".join(lines)
 
 
