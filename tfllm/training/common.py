@@ -80,7 +80,10 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
             and not refused_after_fit
         full_disk = errors.full_disk_file(e)  # a traceback's worth of h5py or TensorFlow otherwise
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
-            kept = f" The finished run it replaces stays in {previous} until then." if previous else ""
+            # Said how to get it back: users who abandon the new run did not know the old one was there.
+            kept = (f" The finished run it replaces stays in {previous} until then; to abandon the new run and "
+                    f"get it back: rm -rf {runs.shell_path(run_dir)} && mv {runs.shell_path(previous)} "
+                    f"{runs.shell_path(run_dir)}.") if previous else ""
             errors.note(f"\nInterrupted. Run the same command again to resume from {backup_dir}.{kept}",
                         python=f"Interrupted. Call the same function again with the same arguments to resume from "
                                f"{backup_dir}.{kept}", file=sys.stdout)
