@@ -665,7 +665,7 @@ def test_an_explanation_says_how_many_tokens_lie_past_the_window(explainer, gene
     long, short = explainer.explain(text, method="occlusion"), explainer.explain("a fine film")
     assert long.tokens_left_out == len(np.asarray(explainer.tokenizer(text))) - len(long.tokens) > 0
     assert json.loads(json.dumps(long.to_json()))["tokens_left_out"] == long.tokens_left_out
-    assert f"holds the first {len(long.tokens)} tokens; the {long.tokens_left_out} after" in render_terminal(long)
+    assert f"holds the first {len(long.tokens)} tokens; the {long.tokens_left_out} tokens after" in render_terminal(long)
     assert short.tokens_left_out == 0 and "tokens_left_out" not in short.to_json()
     assert "not attributed" not in render_terminal(short)
     generator = load_explainer(generator_run)  # a prompt's last tokens are the ones read

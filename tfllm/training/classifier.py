@@ -658,7 +658,7 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             # very texts: they were explained saturated (p = 1.000, every token's score 0).
             from tfllm.explanations import write_tensorboard_explanations
 
-            held_out = data.test if "val" in (tables_from or ()) else data.val
+            held_out = data.test if "val" in (tables_from or ()) and len(data.test.texts) else data.val
             try:
                 write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, data.label_names,
                                                held_out.texts[:EXPLAINED_VAL_TEXTS])
