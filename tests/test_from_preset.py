@@ -421,6 +421,36 @@ def test_fine_tune_a_rotary_position_preset_generate_and_export(llama_preset, tm
     assert load_generator(str(tmp_path / "as_is"), jit_compile=False).window == own == 32
 
 
+def test_a_sentencepiece_completion_keeps_its_first_word_s_space_as_keras_hub_s_generate_does(llama_preset, tmp_path):
+    """A SentencePiece piece carries its word's space as a leading '▁', which the detokenizer drops at a text's
+    start: the completion decoded alone glued its first word to the prompt ('ROMEO: thewhich' where KerasHub's
+    generate() gave 'ROMEO: the which'), in tfllm generate and the SavedModel alike."""
+    import tensorflow as tf
+
+    from tfllm.export.causal_lm import generation_archive
+    from tfllm.generation import load_generator
+
+    run_dir = str(tmp_path / "as_is")
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", llama_preset, "--steps", "0",
+                 "--max-rows", "4000", "--run-dir", run_dir]) == 0
+    generator = load_generator(run_dir, jit_compile=False)
+    keras_lm = keras_hub.models.CausalLM.from_preset(run_dir)
+    keras_lm.compile(sampler="greedy")
+    generation_archive(generator.model, generator.tokenizer, jit_compile=False).write_out(
+        str(tmp_path / "sm"), verbose=False)
+    greedy = tf.saved_model.load(str(tmp_path / "sm")).signatures["greedy"]
+    prompts = ["ROMEO: the", "First Citizen", "And so", "the king", "What"]
+    ours = generator.generate(prompts, 4, sampler="greedy")
+    served = greedy(prompt=tf.constant(prompts), max_new_tokens=tf.constant([4] * len(prompts)))["completion"]
+    spaced = 0
+    for prompt, completion, exported in zip(prompts, ours, served.numpy()):
+        length = len(generator.encode(prompt))  # with the start token before it, as generate() puts it
+        assert prompt + completion == keras_lm.generate(prompt, max_length=length + 4)
+        assert exported.decode("utf-8") == completion
+        spaced += completion.startswith(" ")
+    assert spaced  # some first new piece began a word (its space was dropped before)
+
+
 def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, tmp_path, capsys):
     argv = ["--preset", "tiny", "--max-rows", "3000", "--run-dir", str(tmp_path / "r")]
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], *argv]) == 2

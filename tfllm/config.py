@@ -103,6 +103,31 @@ def wordpiece_completion(prompt, completion, whole_word):
     return " " + completion
 
 
+# SentencePiece's analogue: a piece that begins a word carries its space as a leading "\u2581" ("\u2581which"), and
+# its detokenizer drops that space at a text's start, so a completion decoded alone lost it ("ROMEO: the" +
+# "which" where KerasHub's generate() gives "ROMEO: the which"). The space goes back before the completion when
+# its first piece has more leading "\u2581" than the text has leading spaces, unless the prompt ends in whitespace
+# (a trailing space the tokenizer drops would be doubled) or is empty (KerasHub's text starts without it).
+WORD_START = "\u2581"
+SENTENCEPIECE_SPACE = ("a space before the completion when its first piece begins with '\u2581' that "
+                       "SentencePieceProcessor.decode dropped and the prompt is not empty and does not end in whitespace; "
+                       "prompt + completion is then the text")
+
+
+def leading_word_starts(piece):
+    """How many "\u2581" a SentencePiece piece begins with (a space each)."""
+    return len(piece) - len(piece.lstrip(WORD_START))
+
+
+def sentencepiece_completion(prompt, completion, first_piece):
+    """A SentencePiece detokenizer's text of the new ids as it follows `prompt`, `first_piece` the first new
+    id's piece: see `SENTENCEPIECE_SPACE`. `tfllm.tokenizers.sentencepiece_completion_op` is the same rule as a TF op."""
+    dropped = leading_word_starts(first_piece) > len(completion) - len(completion.lstrip(" "))
+    if not dropped or re.fullmatch(ENDS_IN_SPACE, prompt):
+        return completion
+    return " " + completion
+
+
 MAX_BEAMS = 64  # beams multiply the batch and the cache: 100,000 of them ran for hours on a tiny model
 SEED_RANGE = (-2**31, 2**31 - 1)  # the exported models' int32 seed; beyond it TensorFlow failed and NumPy wrapped
 

@@ -28,10 +28,11 @@ import tensorflow as tf
 from tfllm import runs
 from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_at_stops  # noqa: F401  (there: the CLI needs no TensorFlow)
 from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, refuse_unread_options  # noqa: F401  (TensorFlow-free)
-from tfllm.config import CJK_CLASS, WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, wordpiece_completion
+from tfllm.config import (CJK_CLASS, WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, sentencepiece_completion,
+                          wordpiece_completion)
 from tfllm.errors import UserInputError
-from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, prompt_start_ids,
-                              special_token_ids)
+from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, marks_word_starts,
+                              prompt_start_ids, special_token_ids)
 
 MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
@@ -383,7 +384,8 @@ class Generator:
 
     def decode(self, ids, prompt=None):
         """The text of `ids` (special ids dropped); given the `prompt` they follow, the completion as it follows
-        it: for WordPiece, with the space before its first word (`tfllm.config.wordpiece_completion`), so that
+        it: for WordPiece, with the space before its first word (`tfllm.config.wordpiece_completion`), for
+        SentencePiece the space of its first piece's "\u2581" (`tfllm.config.sentencepiece_completion`), so that
         prompt + completion is the text."""
         ids = [int(i) for i in ids if int(i) not in self.special_ids]
         if not ids:
@@ -395,6 +397,8 @@ class Generator:
         # WordPiece puts a space between every two tokens, also between two Chinese characters: removed, as in
         # the SavedModel and KerasHub's generate(). Streaming decodes all new ids again for each chunk, so a
         # space at a chunk's edge is removed too, and the chunks add up to one call's text.
+        if marks_word_starts(self.tokenizer) and prompt is not None:  # SentencePiece: "which" -> " which"
+            return sentencepiece_completion(prompt, text, self.tokenizer.id_to_token(ids[0]))
         if not detokenizes_with_spaces(self.tokenizer):
             return text
         text = join_cjk(text)

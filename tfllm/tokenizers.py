@@ -23,7 +23,8 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm.config import CJK_SPACE, ENDS_IN_CJK, ENDS_IN_SPACE, STARTS_WITH_CJK, TOKENIZER_KINDS, is_suffix_piece
+from tfllm.config import (CJK_SPACE, ENDS_IN_CJK, ENDS_IN_SPACE, STARTS_WITH_CJK, TOKENIZER_KINDS, is_suffix_piece,
+                          leading_word_starts)
 from tfllm.errors import UserInputError
 
 PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
@@ -71,6 +72,27 @@ def wordpiece_completion_op(prompts, completions, whole_word):
     match = tf.strings.regex_full_match
     bare = (~whole_word | tf.equal(completions, "") | match(prompts, ENDS_IN_SPACE)
             | (match(prompts, ENDS_IN_CJK) & match(completions, STARTS_WITH_CJK)))
+    return tf.where(bare, completions, tf.strings.join([" ", completions]))
+
+
+def marks_word_starts(tokenizer):
+    """True for a SentencePiece tokenizer (tfllm's or a preset's, Gemma's, Llama's): a piece that begins a word
+    carries its space as a leading "\u2581", which its detokenizer drops at a text's start
+    (`tfllm.config.sentencepiece_completion`)."""
+    return isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer)
+
+
+def word_start_counts(tokenizer):
+    """Per id of a SentencePiece vocabulary, how many "\u2581" its piece begins with."""
+    return [leading_word_starts(piece) for piece in tokenizer.get_vocabulary()]
+
+
+def sentencepiece_completion_op(prompts, completions, first_ids, counts):
+    """`tfllm.config.sentencepiece_completion` as a TF op: string tensors, each completion's first id (a ragged
+    `[B, 0 or 1]` int tensor) and `counts` (`word_start_counts`, a tensor) in, string tensor out."""
+    starts = tf.reduce_max(tf.gather(counts, first_ids), axis=1)  # an empty completion: the dtype's minimum
+    spaces = tf.strings.length(completions) - tf.strings.length(tf.strings.regex_replace(completions, "^ +", ""))
+    bare = (starts <= spaces) | tf.strings.regex_full_match(prompts, ENDS_IN_SPACE)
     return tf.where(bare, completions, tf.strings.join([" ", completions]))
 
 

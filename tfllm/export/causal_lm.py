@@ -7,7 +7,8 @@ batching need):
   temperature: float32[B], top_k: int32[B], top_p: float32[B], seed: int32[B])
   -> {text: string[B], completion: string[B]}`: `completion` is the new text,
   `text` the prompt followed by it (a WordPiece model's completion
-  carries the space before its first word: `tfllm.config.wordpiece_completion`).
+  carries the space before its first word: `tfllm.config.wordpiece_completion`;
+  a SentencePiece model's the space of its first piece's '▁': `tfllm.config.sentencepiece_completion`).
   Temperature 0 is greedy; `top_k` 0 and `top_p` 1 turn those cuts off.
 - `greedy(prompt: string[B], max_new_tokens: int32[B])`: the same outputs,
   greedy decoding.
@@ -35,7 +36,8 @@ from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import (BATCH_BUCKETS, WIDTH_BUCKET, WIDTH_BUCKETS, Generator, decode_function,  # noqa: F401
                               load_generator, unread_prefix)
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, join_cjk_op, keeps_leading_suffix,
-                              whole_word_ids, without_leading_suffix_op, wordpiece_completion_op)
+                              marks_word_starts, sentencepiece_completion_op, whole_word_ids, word_start_counts,
+                              without_leading_suffix_op, wordpiece_completion_op)
 
 SERVING_SIGNATURE = "serving_default"
 GREEDY_SIGNATURE = "greedy"
@@ -63,6 +65,8 @@ def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
     decode = decode_function(model, (end_id,), jit_compile=jit_compile, banned_token_ids=ids_of.banned_ids)
     if detokenizes_with_spaces(tokenizer):  # per id: no "##" piece (a space may go before it after the prompt)
         whole_words = tf.constant(whole_word_ids(tokenizer), tf.bool)
+    if marks_word_starts(tokenizer):  # per id: the spaces its piece's leading "\u2581" stand for
+        word_starts = tf.constant(word_start_counts(tokenizer), tf.int32)
 
     # The graph refuses "" (it has no run records); the message says what `tfllm generate RUN ""` sends instead,
     # in words (TensorFlow escapes quotes and backslashes in assertion messages).
@@ -152,6 +156,8 @@ def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
         completion = tokenizer.detokenize(kept)
         if completion.shape.rank == 2:  # some detokenizers keep a trailing axis
             completion = tf.squeeze(completion, -1)
+        if marks_word_starts(tokenizer):  # SentencePiece's first "\u2581which" detokenized alone is "which"
+            completion = sentencepiece_completion_op(prompt, completion, kept[:, :1], word_starts)
         if detokenizes_with_spaces(tokenizer):  # WordPiece's "中 国" -> "中国", as Generator.decode
             # and the space before a first new whole word ("the king" + " uke"), so that text = prompt + completion
             whole_word = tf.reduce_any(tf.gather(whole_words, kept[:, :1]), axis=1)

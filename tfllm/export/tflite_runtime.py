@@ -132,7 +132,7 @@ def tokenizing_rule(tokenizer):
     """How an app turns a stripped source into ids: with the vocabulary file alone (tfllm's character and
     WordPiece tokenizers), or with tfllm's SentencePiece model file; None for another kind, whose rules are its
     KerasHub preset's."""
-    from tfllm.config import CJK_CHARACTERS
+    from tfllm.config import CJK_CHARACTERS, SENTENCEPIECE_SPACE
     from tfllm.tokenizers import CharacterTokenizer, SentencePieceTokenizer, WordPieceTokenizer, unknown_token_id
 
     unknown = f"the unknown id ({unknown_token_id(tokenizer)})"
@@ -195,5 +195,6 @@ def tokenizing_rule(tokenizer):
                                ": NFKC, so '，' -> ',', '１２３' -> '123'" if model.normalizer_spec.name == "nmt_nfkc"
                                else "")
                             + f") and maps a piece it does not have to {unknown}",
-                "detokenize": "SentencePieceProcessor.decode(ids) with the same model file"}
+                "detokenize": "SentencePieceProcessor.decode(ids) with the same model file; then, as the completion "
+                              "follows the prompt, " + SENTENCEPIECE_SPACE + "; as tfllm generate --tflite does"}
     return None
