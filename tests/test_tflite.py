@@ -1005,3 +1005,16 @@ def test_export_help_says_which_models_take_int8(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "int8 (classifiers only" in text
     assert "int8" not in QUANTIZE_MODES["generate"] and "take none, dynamic or float16" in text
+
+
+def test_generate_tflite_on_the_model_folder_names_its_newest_version(tmp_path, capsys):
+    """`tfllm export --format tflite` writes NAME/1/, NAME/2/...; `generate --tflite NAME` said only "has no
+    model.tflite", not that a version folder is what to pass."""
+    model = tmp_path / "gpt2-tfl"
+    for version in ("1", "2", "10"):
+        (model / version).mkdir(parents=True)
+        if version != "10":  # an export cut short has no model file: not the one to name
+            (model / version / "model.tflite").write_bytes(b"")
+    assert main(["generate", "--tflite", str(model), "ROMEO:"]) == 2
+    err = capsys.readouterr().err
+    assert f"pass a version folder, e.g. {model / '2'}" in err and err.count("\n") == 1, err

@@ -209,6 +209,13 @@ def load_tflite_generator(model_path):
 
     if os.path.isdir(model_path):  # the folder `export` printed: its model.tflite
         if not os.path.isfile(os.path.join(model_path, MODEL_FILE)):
+            from tfllm.export.versioning import versions
+
+            # The model folder `export --format tflite` fills with versions 1/, 2/...: name the newest that has one.
+            held = [v for v in versions(model_path, "") if os.path.isfile(os.path.join(model_path, str(v), MODEL_FILE))]
+            if held:
+                raise UserInputError(f"Folder {model_path!r} holds exported versions, not one {MODEL_FILE}; pass a "
+                                     f"version folder, e.g. {os.path.join(model_path, str(held[-1]))}.")
             raise UserInputError(f"Folder {model_path!r} has no {MODEL_FILE}; pass an exported generator's "
                                  f"{MODEL_FILE} or its folder (tfllm export RUN --format tflite).")
         model_path = os.path.join(model_path, MODEL_FILE)
