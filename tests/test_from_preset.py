@@ -451,6 +451,18 @@ def test_a_sentencepiece_completion_keeps_its_first_word_s_space_as_keras_hub_s_
     assert spaced  # some first new piece began a word (its space was dropped before)
 
 
+def test_a_16_bit_preset_trained_in_float32_says_so_and_names_the_precision_option(tmp_path, capsys):
+    """A preset saved in bfloat16 was trained and saved as float32 without a word."""
+    from tfllm.training.common import preset_dtype
+
+    path = str(tmp_path / "gpt2_bf16")
+    keras_hub.models.GPT2Backbone(vocabulary_size=8, num_layers=1, num_heads=1, hidden_dim=4, intermediate_dim=8,
+                                  max_sequence_length=8, dtype="bfloat16").save_to_preset(path)
+    assert preset_dtype(path) == {}
+    out = capsys.readouterr().out
+    assert "saved in bfloat16; this run trains and saves it in float32" in out and "--precision mixed_bfloat16" in out
+
+
 def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, tmp_path, capsys):
     argv = ["--preset", "tiny", "--max-rows", "3000", "--run-dir", str(tmp_path / "r")]
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], *argv]) == 2

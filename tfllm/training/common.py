@@ -247,6 +247,10 @@ def preset_dtype(handle):
     says), so such a run was refused as --from-preset ("has no text classifier in KerasHub")."""
     policy = preset_backbone(handle)[1].get("dtype") or {}
     name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
+    if name in ("bfloat16", "float16") and keras.config.dtype_policy().name == "float32":
+        # Its weights load as float32 and the run saves them so: said, as a 16-bit preset was trained silently.
+        print(f"Preset {handle} was saved in {name}; this run trains and saves it in float32 "
+              f"(--precision mixed_{name} computes in {name}).")
     return {"dtype": keras.config.dtype_policy().name} if name.startswith("mixed_") else {}
 
 
