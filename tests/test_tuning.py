@@ -492,3 +492,29 @@ def test_trial_values_are_the_step_grid_as_written():
     hp.values.update({"dropout": 0.1 * 3, "tuner/epochs": 2})
     assert 0.1 * 3 != 0.3
     assert trial_values(hp) == {"dropout": 0.3, "num_layers": 1}
+
+
+@pytest.mark.slow
+def test_a_deleted_trial_folder_is_left_out_of_the_best_run_with_a_note(tmp_path, space_file, capsys):
+    """Users delete trials/ to save disk: with the best trial's folder (and best/) deleted, the rerun of the
+    same search crashed in shutil.copytree (FileNotFoundError); a deleted other trial still counted."""
+    import shutil
+
+    from tfllm import runs
+
+    run_dir = tmp_path / "search"
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    best = json.loads((run_dir / "tuning.json").read_text())["best"]
+    other = ({"trial_000", "trial_001"} - {best["trial"]}).pop()
+    shutil.rmtree(run_dir / "best")
+    shutil.rmtree(run_dir / best["run_dir"])
+    capsys.readouterr()
+
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    out = capsys.readouterr().out
+    assert f"{best['trial']}: run folder(s) deleted; left out of the best run" in out, out
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    assert summary["best"]["trial"] == other and runs.is_finished(run_dir / "best")
+    assert summary["num_completed"] == 1
+    assert [t.get("run_deleted", False) for t in summary["trials"]] == [t["trial"] == best["trial"]
+                                                                       for t in summary["trials"]]

@@ -420,7 +420,7 @@ class _Search:
         return results
 
     def summary(self, oracle, best=None):
-        trials = []
+        trials, deleted = [], _deleted_trials(self.directory, oracle)
         for trial_id in sorted(oracle.trials, key=int):
             trial = oracle.trials[trial_id]
             metrics = {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
@@ -438,8 +438,11 @@ class _Search:
                 row["budget_epochs"] = trial.hyperparameters.values["tuner/epochs"]
             if trial.message:
                 row["error"] = _last_error(trial.message)
+            if trial_id in deleted:
+                row["run_deleted"] = True  # its folder was removed (to save disk): not a run to copy or load
             trials.append(row)
-        completed = [t for t in trials if t["status"] == "COMPLETED" and t["objective"] is not None]
+        completed = [t for t in trials if t["status"] == "COMPLETED" and t["objective"] is not None
+                     and not t.get("run_deleted")]
         return {
             "objective": {"name": self.objective, "direction": OBJECTIVES[self.objective]},
             "search": self.settings(),
@@ -596,6 +599,10 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
         print(f"Continuing the search in {directory}: {completed} trial(s) completed"
               + (f", {failed} failed" if failed else "") + (f", {cut_short} cut short (run again)" if cut_short else "")
               + ".")
+        deleted = _deleted_trials(directory, oracle)
+        if deleted:
+            names = ", ".join(os.path.basename(trial_dir(directory, i)) for i in deleted)
+            print(f"{names}: run folder(s) deleted; left out of the best run (they still count toward --max-trials).")
     search.write_summary(oracle)
     import keras_tuner
     from keras_tuner.src import config as keras_tuner_config
@@ -667,9 +674,24 @@ def restore_best(directory):
         os.replace(old, os.path.join(directory, BEST))
 
 
+def _deleted_trials(directory, oracle):
+    """The ids of completed trials whose run folder is gone (users delete trials/ to save disk)."""
+    return [i for i in sorted(oracle.trials, key=int)
+            if oracle.trials[i].status == "COMPLETED" and not runs.is_finished(trial_dir(directory, i))]
+
+
 def keep_best(search, oracle):
-    """Copies the best trial's run to DIR/best (a normal, loadable run) and returns its summary row."""
-    trials = oracle.get_best_trials(1)  # completed ones only (`_oracle`)
+    """Copies the best trial's run to DIR/best (a normal, loadable run) and returns its summary row. A trial
+    whose run folder was deleted is left out; DIR/best, when it still holds that trial's copy, is kept."""
+    ranked = oracle.get_best_trials(len(oracle.trials))  # completed ones only (`_oracle`)
+    if not ranked:
+        return None
+    deleted = _deleted_trials(search.directory, oracle)
+    if (ranked[0].trial_id in deleted and search.best
+            and search.best.get("trial") == os.path.basename(trial_dir(search.directory, ranked[0].trial_id))
+            and runs.is_finished(os.path.join(search.directory, BEST))):
+        return search.best
+    trials = [t for t in ranked if t.trial_id not in deleted]
     if not trials:
         return None
     trial = trials[0]
