@@ -386,3 +386,32 @@ def test_ctrl_c_while_export_keep_prunes_says_the_export_is_done(tiny_classifier
     assert f"Exported {version}" in out and (version / "saved_model.pb").exists()
     assert f"Interrupted while removing old versions: {version} is exported; the next export with --keep 1 " \
            "removes the rest." in err
+
+
+@pytest.mark.slow  # a real server
+def test_a_version_folder_replaced_in_place_is_reloaded(tmp_path, good_version):
+    """`rm -rf sm/m/1 && cp -r OTHER sm/m/1`: the server kept answering with the old model, status
+    AVAILABLE, its log silent. It reloads the changed version, once, and says so."""
+    from conftest import serving_process
+
+    from tfllm.serving import RestClient
+
+    shutil.copytree(good_version, tmp_path / "sm" / "m" / "1")
+    # The toy classifier's logits are [bad - good, good - bad + bias]: "a bad film" is negative with the
+    # fixture's bias 0, positive with a bias of 5.
+    other = fixtures.save_classifier(str(tmp_path / "other" / "1"), bias=5.0, warmup=False)
+    port = 18350 + os.getpid() % 40
+    client = RestClient("127.0.0.1", port, timeout=10)
+    log = tmp_path / "serve.log"
+    with serving_process([tmp_path / "sm", "--port", port, "--grpc-port", port + 1, "--poll-seconds", "0.2"],
+                         lambda: client.status("m"), log):
+        assert client.predict("m", instances=["a bad film"], version=1)[0]["label"] == "negative"
+        shutil.rmtree(tmp_path / "sm" / "m" / "1")
+        shutil.copytree(other, tmp_path / "sm" / "m" / "1")
+        deadline = time.monotonic() + 60
+        while client.predict("m", instances=["a bad film"], version=1)[0]["label"] != "positive":
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(1)  # a few more polls: the reloaded version is not loaded again and again
+        assert client.status("m")["model_version_status"][0]["state"] == "AVAILABLE"
+    assert log.read_text().count("reloading m version 1: its files changed") == 1, log.read_text()

@@ -95,6 +95,7 @@ class ModelRegistry:
         self.model_config_file = model_config_file
         self._models: dict[str, ModelState] = {}
         self._failed: dict[str, tuple[tuple, str]] = {}  # path -> (fingerprint, error)
+        self._stamps: dict[str, tuple] = {}  # path -> fingerprint of the loaded version's files when loaded
         # The config's models; None: no config, serve every folder under base_path.
         self._policies: dict[str, models_lib.ModelPolicy] | None = dict(models) if models else (
             {} if model_config_file else None)
@@ -216,6 +217,8 @@ class ModelRegistry:
                 new_models[name] = ModelState(loaded, labels, failed, refused, ended)
         for path in set(self._failed) - seen_paths:
             del self._failed[path]
+        for path in set(self._stamps) - seen_paths:
+            del self._stamps[path]
         for name in sorted(set(current) - set(new_models)):
             if current[name].versions:
                 logger.info("unloaded %s: %s", name, "it was removed from the model config"
@@ -224,16 +227,25 @@ class ModelRegistry:
         self._models = new_models
 
     def _load(self, name, v, path, old, loaded, failed) -> bool:
-        """Puts version `v` in `loaded` (kept, or loaded now) or its error in `failed`."""
-        if v in old.versions and old.versions[v].path == path:
-            loaded[v] = old.versions[v]
-            return True
+        """Puts version `v` in `loaded` (kept, or loaded now) or its error in `failed`.
+
+        A loaded version whose files changed (its folder replaced in place: `rm -rf m/1 && cp -r ... m/1`)
+        is loaded again; it kept answering with the old model. The old one serves until the new one loads,
+        and goes on serving if it does not (retried when the files change again)."""
         stamp = models_lib.fingerprint(path)
         previous = self._failed.get(path)
-        if previous is not None and previous[0] == stamp:
+        kept = old.versions.get(v)
+        kept = kept if kept is not None and kept.path == path else None  # loaded from this folder before
+        if kept is not None:
+            if self._stamps.get(path) == stamp or (previous is not None and previous[0] == stamp):
+                loaded[v] = kept
+                return True
+            logger.info("reloading %s version %d: its files changed", name, v)
+        elif previous is not None and previous[0] == stamp:
             failed[v] = previous[1]
             return False  # retry only once its files change
-        self._loading = (name, v)
+        # While a changed version reloads, the old one serves: not listed (or refused) as loading.
+        self._loading = (name, v) if kept is None else None
         # A large export takes seconds to load (a generator's graphs: ~20 s on 2 cores), and requests for it
         # meanwhile were "Servable not found" with nothing in the log to say why.
         logger.info("loading %s version %d ...", name, v)
@@ -241,11 +253,17 @@ class ModelRegistry:
             start = time.perf_counter()
             loaded[v] = load_servable(name, v, path)
             self._failed.pop(path, None)
+            self._stamps[path] = stamp
             logger.info("loaded %s version %d in %.1f s", name, v, time.perf_counter() - start)
             return True
         except Exception as e:  # noqa: BLE001 - a broken export must not stop the others
             error = _short_error(e)
             self._failed[path] = (stamp, error)
+            if kept is not None:  # a changed version: the old one goes on serving
+                loaded[v] = kept
+                logger.error("cannot reload %s (will retry when its files change; the version loaded before "
+                             "keeps serving): %s", path, error)
+                return True
             failed[v] = error
             logger.error("cannot load %s (will retry when its files change): %s", path, error)
             return False
