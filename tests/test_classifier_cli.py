@@ -1102,3 +1102,32 @@ def test_turning_the_wide_path_off_turns_the_preset_s_views_off_too(tmp_path, ca
                               tmp_path / "refused", "--set", "wide_bigram_buckets=0", "--set", "word_ngram_buckets=64")
     assert refused.returncode == 2 and "--set word_ngram_buckets=64 adds a view" in refused.stderr, refused.stderr
     assert "leave --set word_ngram_buckets out" in refused.stderr and not (tmp_path / "refused").exists()
+
+
+def test_predict_top_k_keeps_the_most_likely_labels_in_order(tmp_path, capsys):
+    """A 30-class classifier printed 30 probabilities a line, with no way to ask for fewer."""
+    import tfllm
+
+    data = tmp_path / "three.csv"
+    data.write_text("text,label\n" + "".join(f"a dull film {i},bad\na great film {i},good\nan odd film {i},odd\n"
+                                              for i in range(30)))
+    run_dir = tmp_path / "run"
+    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    texts = ["a great film 1", "an odd film 2"]
+    every = [json.loads(line) for line in main_in_process(capsys, "predict", run_dir, *texts).stdout.splitlines()]
+    result = main_in_process(capsys, "predict", run_dir, *texts, "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    top = [json.loads(line) for line in result.stdout.splitlines()]
+    for full, row in zip(every, top):
+        assert len(full["probabilities"]) == 3 and row["label"] == full["label"]
+        expected = sorted(full["probabilities"].items(), key=lambda item: -item[1])[:2]
+        assert list(row["probabilities"].items()) == expected and expected[0][0] == row["label"]
+    assert tfllm.predict(str(run_dir), texts, top_k=2) == top
+    many = json.loads(main_in_process(capsys, "predict", run_dir, texts[0], "--top-k", "5").stdout)
+    assert list(many["probabilities"].values()) == sorted(every[0]["probabilities"].values(), reverse=True)
+    from tfllm.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(run_dir), texts[0], "--top-k", "0"])
+    assert info.value.code == 2 and "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err

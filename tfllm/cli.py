@@ -226,7 +226,7 @@ def cmd_predict(args):
 
     # Each answer as it comes (a chunk at a time): a large --file, or a pipe into --file -, is answered as
     # it is read, never held whole.
-    for result in classify(args.run_dir, texts):
+    for result in classify(args.run_dir, texts, top_k=args.top_k):
         print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
@@ -884,6 +884,9 @@ def build_parser():
                    help="classify each non-blank line of a text file (- for standard input; each answer names "
                         "its text), or each row of a CSV/JSONL")
     p.add_argument("--text-column", default=None, help="--file CSV/JSONL: the column to classify (default: the run's)")
+    p.add_argument("--top-k", type=_count, default=None, metavar="K",
+                   help='"probabilities" holds only the K most likely labels, most likely first (default: all '
+                        "labels, in the run's order); \"label\" is the most likely as always")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a run as a TF Serving SavedModel or a TFLite file")

@@ -37,10 +37,13 @@ class _Loaded:
 _LOADED = {}  # real path of a run directory -> (its files' signature, _Loaded)
 
 
-def classify(run_dir, texts, chunk_size=CHUNK):
+def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
     """Yields `{"text", "label", "probabilities"}` for each of `texts` (any iterable, read `chunk_size` at a
     time), in order. A text the model reads no word of is refused (UserInputError) before any answer of its
-    chunk. The run is loaded once per process (again when its files change)."""
+    chunk. The run is loaded once per process (again when its files change). `top_k`: "probabilities" holds
+    only the K most likely labels, most likely first (all of them, so ordered, when K is more)."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise UserInputError(f"top_k must be a whole number of at least 1, got {top_k!r}.")
     runs.require_task(run_dir, "classify", hint=runs.classifier_hint(run_dir))
     loaded = runs.load_cached(_LOADED, run_dir, _Loaded)
     texts = iter(texts)
@@ -65,16 +68,19 @@ def classify(run_dir, texts, chunk_size=CHUNK):
             _check_words(chunk, _token_ids(tokenizer, chunk), unknown_token_id(tokenizer), run_dir, offset)
             probabilities = predict_probabilities(task, chunk)
         for text, probs in zip(chunk, probabilities):
+            # A 30-class classifier printed 30 probabilities a line: --top-k keeps the K most likely, in order.
+            shown = range(len(label_names)) if top_k is None else probs.argsort(kind="stable")[::-1][:top_k]
             yield {"text": text, "label": label_names[int(probs.argmax())],
-                   "probabilities": dict(zip(label_names, map(float, probs)))}
+                   "probabilities": {label_names[int(i)]: float(probs[i]) for i in shown}}
 
 
 @runs.takes_named_options
-def predict(run_dir, texts):
+def predict(run_dir, texts, top_k=None):
     """`tfllm predict` from Python: a list of `{"text", "label", "probabilities"}`, one per text, as the
-    command prints them; the run is loaded once per process, so calling it in a loop does not reload."""
+    command prints them; the run is loaded once per process, so calling it in a loop does not reload.
+    `top_k`: "probabilities" holds only the K most likely labels, most likely first."""
     run_dir = runs.run_dir_argument(run_dir, "predict")
-    return list(classify(run_dir, runs.texts_argument(texts, "predict's texts")))
+    return list(classify(run_dir, runs.texts_argument(texts, "predict's texts"), top_k=top_k))
 
 
 def _reads_raw_text(run_dir):
