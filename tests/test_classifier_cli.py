@@ -1131,3 +1131,23 @@ def test_predict_top_k_keeps_the_most_likely_labels_in_order(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["predict", str(run_dir), texts[0], "--top-k", "0"])
     assert info.value.code == 2 and "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_metrics_json_has_weighted_averages_and_says_how_its_confusion_matrix_reads(cli_run):
+    """metrics.json had only the binary/macro precision, recall and F1, and a confusion matrix without saying
+    which axis holds the true labels."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    run_dir, _ = cli_run
+    report = json.loads((run_dir / "metrics.json").read_text())["test"]
+    confusion = report["confusion_matrix"]
+    assert (confusion["rows"], confusion["columns"]) == ("true", "predicted")
+    matrix = np.array(confusion["matrix"])
+    assert [report["per_class"][label]["support"] for label in confusion["labels"]] == matrix.sum(axis=1).tolist()
+    # The examples back from the matrix as it says it reads: rows the true labels, columns the predicted ones.
+    y_true = [t for t in range(len(matrix)) for p in range(len(matrix)) for _ in range(matrix[t, p])]
+    y_pred = [p for t in range(len(matrix)) for p in range(len(matrix)) for _ in range(matrix[t, p])]
+    for key, score in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        expected = score(y_true, y_pred, average="weighted", zero_division=0)
+        assert report["weighted"][key] == pytest.approx(expected), key
+    assert report["f1"] == report["per_class"][report["positive_label"]]["f1"]  # the binary figures as they were

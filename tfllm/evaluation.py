@@ -71,7 +71,8 @@ def roc_auc(y_true, scores):
 def classification_report(y_true, probabilities, label_names):
     """Accuracy, balanced accuracy (the mean recall of the classes that have examples: what accuracy hides
     when a class is rare), precision, recall, F1 and ROC-AUC (binary: of the positive label; else macro,
-    ROC-AUC one class against the rest), the confusion matrix and per-class figures.
+    ROC-AUC one class against the rest), their support-weighted averages (`weighted`), the confusion matrix
+    (rows: true labels, columns: predicted) and per-class figures.
 
     The macro figures average over different classes when some class has no example: precision, recall
     and F1 over every class (the absent one counts 0, as scikit-learn's labels=all, zero_division=0),
@@ -143,7 +144,13 @@ def classification_report(y_true, probabilities, label_names):
         if len(defined) < k:
             report["roc_auc_classes"] = defined
         report["average"] = "macro"
-    report["confusion_matrix"] = {"labels": list(label_names), "matrix": confusion.tolist()}
+    # Beside the binary/macro figures: averages weighted by support, as scikit-learn's average="weighted",
+    # which a report with only macro figures left to compute by hand.
+    report["weighted"] = {key: float(sum(c[key] * c["support"] for c in per_class.values()) / len(y_true))
+                          for key in ("precision", "recall", "f1")}
+    # Its orientation said, where a reader had to guess which axis is which.
+    report["confusion_matrix"] = {"labels": list(label_names), "rows": "true", "columns": "predicted",
+                                  "matrix": confusion.tolist()}
     report["per_class"] = per_class
     return report
 
