@@ -162,7 +162,7 @@ def test_another_max_new_tokens_prompt_or_batch_size_reuses_the_compiled_program
 def test_a_new_prompt_length_does_not_compile_the_decoding_program_again():
     """XLA took the padding mask as a compile-time constant (the sampler read `prompt[:, index]`, a strided slice
     whose bounds XLA needs at compile time, and the start index comes from the mask): every new prompt length
-    compiled the whole program again at the same shapes, seconds each in a notebook and in a served model.
+    compiled the whole program again at the same shapes, seconds each in a notebook (a buffer within the window).
     Counted from TensorFlow's own log of XLA compilations (`device_compiler`'s VLOG), in a fresh process."""
     import subprocess
     import sys

@@ -105,8 +105,9 @@ class OptionSampler(keras_hub.samplers.Sampler):
 
         XLA needs a strided slice's bounds at compile time, so `prompt[:, index]` made it take the start index,
         and so the padding mask it is computed from, as a constant: every new prompt length compiled the whole
-        program again (seconds each, in a notebook and in a served model alike). A gather and a dynamic update
-        take their index at run time.
+        program again: seconds each for a notebook's `tfllm.generate` calls, whose buffer fits the window (measured:
+        a buffer past the window, with its slide branch, and a served model were not hit;
+        benchmarks/results/served_prompt_lengths.json). A gather and a dynamic update take their index at run time.
         """
         index = tf.cast(index, tf.int32)
         mask = tf.zeros_like(prompt, tf.bool) if mask is None else tf.cast(mask, tf.bool)
