@@ -67,6 +67,24 @@ def test_members_are_runs_and_the_ensemble_averages_them(ensemble_run):
     np.testing.assert_allclose(predict_probabilities(model, TEXTS), np.mean(each, axis=0), atol=1e-6)
 
 
+@pytest.mark.slow
+def test_the_ensemble_explains_held_out_texts_in_its_own_logs(ensemble_run):
+    """Only the members' logs held TensorBoard explanations; the ensemble's own logs/ had none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfllm.training.classifier import EXPLAINED_VAL_TEXTS, run_data
+
+    run_dir = ensemble_run[0]
+    accumulator = EventAccumulator(os.path.join(run_dir, "logs", "explanations"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    tags = sorted(accumulator.Tags()["tensors"])
+    assert tags == [f"explanations/{i}" for i in range(EXPLAINED_VAL_TEXTS)]
+    for tag, text in zip(tags, run_data(run_dir).val.texts):  # the members' tables never saw the val split
+        markdown = accumulator.Tensors(tag)[0].tensor_proto.string_val[0].decode()
+        assert markdown.startswith(f"> {text}\n") and "occlusion for **" in markdown
+        assert "the whole text's views (they read the raw text, not the tokens): " in markdown
+
+
 RELOAD = """
 import json, sys
 import tensorflow_text  # registers the tokenizer ops before loading

@@ -188,6 +188,7 @@ def test_occlusions_of_several_texts_are_explains_from_one_untraced_call(explain
         assert (e.label, e.target, e.tokens, e.method) == (alone.label, alone.target, alone.tokens, "occlusion")
         np.testing.assert_allclose(e.scores, alone.scores, atol=1e-5)
         assert e.probabilities == pytest.approx(alone.probabilities, abs=1e-6)
+        assert e.views and e.views == pytest.approx(alone.views, abs=1e-5)  # the tiny preset has n-gram views
     generator = load_explainer(generator_run)
     [e] = generator.occlusions(["B", "Before we"])  # a one-token prompt has nothing left to predict from
     alone = generator.explain("Before we", method="occlusion")
@@ -247,10 +248,20 @@ def test_training_logs_explained_held_out_texts(tiny_classifier_run):
         refit = "val" in json.load(f).get("ngram_tables_from", [])
     assert refit  # the tiny preset refits, as the default recipe does
     val_texts = run_data(tiny_classifier_run).test.texts[:EXPLAINED_VAL_TEXTS]
+    explainer = load_explainer(tiny_classifier_run)
     for tag, text in zip(tags, val_texts):
         markdown = accumulator.Tensors(tag)[0].tensor_proto.string_val[0].decode()
         assert markdown.startswith(f"> {text}\n") and "occlusion for **" in markdown
         assert any(f"label **{label}**" in markdown for label in ("rotten", "fresh"))
+        # The views' scores and, where they carry most of the score, the note `tfllm explain` prints.
+        alone = explainer.explain(text, method="occlusion")
+        assert alone.views
+        assert "\n\nthe whole text's views (they read the raw text, not the tokens): " in markdown
+        assert all(f"{view} " in markdown.split("views (they read", 1)[1] for view in alone.views)
+        if alone.views_note:
+            assert "\n\nnote: the views carry " in markdown
+        else:
+            assert "note: the views carry" not in markdown
 
 
 # --- a model where one token decides the label ------------------------------------------------

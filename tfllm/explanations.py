@@ -670,8 +670,8 @@ class Explainer:
     def occlusions(self, texts):
         """Occlusion explanations of `texts`, each for its predicted label (a generator: its likeliest next
         token), from one eager call of the model on all their rows: each text whole, then without each of its
-        tokens in turn. The scores are `explain(text, method="occlusion")`'s, to float rounding; a text with
-        no tokens this model reads (a generator's prompt: fewer than two) is left out.
+        tokens in turn. The scores and views are `explain(text, method="occlusion")`'s, to float rounding; a
+        text with no tokens this model reads (a generator's prompt: fewer than two) is left out.
 
         For a few texts this is the cheaper way: `explain` traces the model once (~1 s for a tiny classifier),
         one eager call of a few dozen rows takes tens of milliseconds (stop 62, docs/benchmarks.md). Training
@@ -699,7 +699,7 @@ class Explainer:
         rows = np.asarray(self._probabilities_of(self.model(batch, training=False), batch))
         seconds = (time.perf_counter() - start) / len(prepared)
         explanations, first = [], 0
-        for (text, _, ids, is_text), positions in zip(prepared, token_positions):
+        for (text, x, ids, is_text), positions in zip(prepared, token_positions):
             probabilities, dropped = rows[first], rows[first + 1:first + 1 + len(positions)]
             first += 1 + len(positions)
             target_index = self._top(probabilities)[0]
@@ -708,6 +708,9 @@ class Explainer:
             explanation = self._explanation(text, "occlusion", ids, is_text, probabilities, target_index,
                                             per_token, seconds)
             explanation.tokens_left_out = self._tokens_left_out(text, is_text)
+            # The views as `explain` scores them (one eager call per view): without them TensorBoard showed a
+            # view-heavy model's ~0 token scores with no word that the views carried the label.
+            explanation.views = self.view_occlusion(x, target_index, probabilities) or None
             explanations.append(explanation)
         return explanations
 
@@ -1042,9 +1045,14 @@ def explanation_markdown(explanation, top=3):
     tokens = " ".join(f"**{t}**&nbsp;({s:+.3f})" if i in strongest else f"{t}&nbsp;({s:+.3f})"
                       for i, (t, s) in enumerate(zip(explanation.tokens, explanation.scores)))
     probability = explanation.probabilities.get(explanation.label, 0.0)
-    left_out = f"\n\n({_left_out_line(explanation)})" if explanation.tokens_left_out else ""
+    # The lines `tfllm explain` prints after the text, in its order.
+    notes = [_views_line(explanation)] if explanation.views else []
+    if explanation.views_note:
+        notes.append("note: " + explanation.views_note)
+    if explanation.tokens_left_out:
+        notes.append(f"({_left_out_line(explanation)})")
     return (f"label **{explanation.label}** (p = {probability:.3f}); {explanation.method} for "
-            f"**{explanation.target}**:\n\n{tokens}{left_out}")
+            f"**{explanation.target}**:\n\n{tokens}" + "".join(f"\n\n{line}" for line in notes))
 
 
 def write_tensorboard_explanations(log_dir, model, label_names, texts, step=0):

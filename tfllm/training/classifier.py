@@ -342,6 +342,20 @@ def load_run(run_dir):
     return runs.load_task(run_dir), runs.read_labels(run_dir), runs.read_recipe(run_dir)
 
 
+def write_explanations(run_dir, model, label_names, texts):
+    """The first `EXPLAINED_VAL_TEXTS` of `texts` explained in `run_dir/logs` (TensorBoard's Text tab); a failure
+    is a warning: an optional report must not leave a trained run unfinished."""
+    from tfllm.explanations import write_tensorboard_explanations
+
+    try:
+        write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, label_names,
+                                       texts[:EXPLAINED_VAL_TEXTS])
+    except Exception as e:  # noqa: BLE001
+        reason = (str(e).strip().splitlines() or [""])[0]
+        warn(f"TensorBoard explanations left out of {run_dir} ({type(e).__name__}: {reason}); "
+             "the run still finishes.")
+
+
 def run_data(run_dir, data=None):
     """A finished run's data, split as its training split it (same seed, rows and labels); `data`: a copy of
     its file at another path (`runs.holds_training_data`), read instead of the recorded path."""
@@ -656,16 +670,8 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             # A few held-out texts explained (occlusion) in TensorBoard's Text tab: validation texts, or test
             # texts once the n-gram tables counted the validation split (refit_on_validation), which knew those
             # very texts: they were explained saturated (p = 1.000, every token's score 0).
-            from tfllm.explanations import write_tensorboard_explanations
-
             held_out = data.test if "val" in (tables_from or ()) and len(data.test.texts) else data.val
-            try:
-                write_tensorboard_explanations(os.path.join(run_dir, runs.LOGS), model, data.label_names,
-                                               held_out.texts[:EXPLAINED_VAL_TEXTS])
-            except Exception as e:  # noqa: BLE001 - an optional report: it must not leave a trained run unfinished
-                reason = (str(e).strip().splitlines() or [""])[0]
-                warn(f"TensorBoard explanations left out of {run_dir} ({type(e).__name__}: {reason}); "
-                     "the run still finishes.")
+            write_explanations(run_dir, model, data.label_names, held_out.texts)
         if isinstance(model, TextClassifier):  # saved in task.json: `from_preset(run_dir)` alone names its classes
             model.label_names = data.label_names
         common.finish_run(run_dir, config.run_dir, model, preset, history, metrics)

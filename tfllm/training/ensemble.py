@@ -120,6 +120,8 @@ def train_ensemble(config, verbose="auto", data=None, self_training=None):
         }
         if self_training:
             metrics["self_training"] = self_training
+        # The members' tables stay those of the training split: validation texts are held out for the average too.
+        classifier.write_explanations(run_dir, model, data.label_names, data.val.texts)
         model.label_names = data.label_names  # saved in task.json: from_preset alone names the classes
         common.finish_run(run_dir, run_dir, model, preset, {}, metrics)  # also drops the resume marker
         return metrics
