@@ -222,3 +222,41 @@ def test_a_search_s_hparams_experiment_names_the_vocabulary_cap_its_trials_log(t
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.EXPERIMENT_TAG]).experiment
     assert [h.name for h in experiment.hparam_infos] == ["vocabulary_cap"]
+
+
+def _has_cjk_font():
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    # matplotlib's LastResort font maps every character to a box: it draws no glyph.
+    return any(ord("正") in FT2Font(path).get_charmap() for path in font_manager.findSystemFonts()
+               if "lastresort" not in os.path.basename(path).lower())
+
+
+def test_chinese_labels_are_drawn_or_named_in_one_note(tmp_path, capsys, monkeypatch):
+    """Chinese class names and run names were empty boxes with a "Glyph ... missing" warning per character:
+    a CJK font on the system now draws them; without one, one note names them and says what to install."""
+    import warnings
+
+    from tfllm import errors
+
+    monkeypatch.setattr(errors, "command_running", True)  # as `tfllm train` runs it: the note on stderr
+    report = {"confusion_matrix": {"labels": ["正面", "负面"], "matrix": [[3, 1], [0, 4]]}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reporting.plot_confusion_matrix(report).savefig(str(tmp_path / "matrix.png"))
+        reporting.save_training_curves({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}, str(tmp_path), title="情感")
+    assert os.path.getsize(tmp_path / reporting.CURVES_PNG) > 1000
+    glyphs = [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    err = capsys.readouterr().err
+    if _has_cjk_font():
+        assert glyphs == [] and "empty boxes" not in err
+    else:
+        notes = [line for line in err.splitlines() if "empty boxes" in line]
+        assert notes == ["tfllm: the confusion matrix draws '正面', '负面' as empty boxes: no font here has their "
+                         "characters; install a CJK font (e.g. apt-get install fonts-noto-cjk) and run again.",
+                         "tfllm: the training curves' figure draws '情感' as empty boxes: no font here has their "
+                         "characters; install a CJK font (e.g. apt-get install fonts-noto-cjk) and run again."]
+        # The curves' file, saved by tfllm, warns no more per character (the note said it); the matrix a
+        # caller saves itself still gets matplotlib's warnings.
+        assert glyphs and not any("24773" in g or "24863" in g for g in glyphs)

@@ -16,13 +16,17 @@ functions draw inline in notebooks and into files in headless training.
 """
 
 import contextlib
+import functools
 import glob
 import math
 import numbers
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
+import matplotlib
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -42,6 +46,70 @@ _SKIPPED_METRICS = ("per_class", "confusion_matrix")
 # --------------------------------------------------------------------------
 
 
+# Fonts with Chinese, Japanese and Korean glyphs, as Debian/Ubuntu, Fedora and macOS name them: matplotlib's
+# default DejaVu Sans has none, and Chinese class names or run names were drawn as empty boxes.
+_CJK_FONT_HINTS = ("cjk", "wqy", "wenquanyi", "droidsansfallback", "notosanssc", "notoserifsc", "sourcehan",
+                   "pingfang", "hiragino", "simhei", "simsun", "msyh", "ukai", "uming", "arphic", "nanum")
+
+
+@functools.lru_cache(maxsize=None)
+def _charmap(path):
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError):
+        return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def _figure_fonts():
+    """(the default font's name, its path), then the system's CJK fonts (name, path), in a fixed order."""
+    default = font_manager.findfont(font_manager.FontProperties())
+    fonts = [(font_manager.FontProperties(fname=default).get_name(), default)]
+    for path in sorted(font_manager.findSystemFonts()):
+        if any(hint in os.path.basename(path).lower().replace("-", "").replace("_", "") for hint in _CJK_FONT_HINTS):
+            try:
+                fonts.append((font_manager.FontProperties(fname=path).get_name(), path))
+            except (OSError, RuntimeError):
+                continue
+    return fonts
+
+
+def _undrawable(texts):
+    """The `texts` with a character none of `_figure_fonts` has (whitespace and control characters aside)."""
+    charmaps = [_charmap(path) for _, path in _figure_fonts()]
+    return [t for t in dict.fromkeys(texts)
+            if any(c.isprintable() and not c.isspace() and not any(ord(c) in m for m in charmaps) for c in t)]
+
+
+@contextlib.contextmanager
+def _fonts_for(texts, what):
+    """Draws a figure of `texts` (labels, titles) in the default font with the system's CJK fonts as fallbacks;
+    where no font has some characters, one note names those texts (instead of a "Glyph missing" warning per
+    character, and boxes nobody was told about)."""
+    texts = [str(t) for t in texts if t is not None]
+    missing = _undrawable(texts)
+    if missing:
+        from tfllm.errors import note
+
+        shown = ", ".join(repr(t) for t in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        note(f"tfllm: {what} draws {shown} as empty boxes: no font here has their characters; install a CJK font "
+             "(e.g. apt-get install fonts-noto-cjk) and run again.")
+    names = list(dict.fromkeys(name for name, _ in _figure_fonts()))
+    with matplotlib.rc_context({"font.family": names} if len(names) > 1 else {}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")  # told above
+        yield
+
+
+def _use_fonts(fig):
+    """Gives every text of `fig` the family `_fonts_for` set (a figure saved later, out of its context, keeps it)."""
+    family = matplotlib.rcParams["font.family"]
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_fontfamily(family)
+    return fig
+
+
 def plot_history(history, title=None):
     """One panel per quantity of a Keras `History` (loss, accuracy, ...), train and validation lines.
 
@@ -55,6 +123,11 @@ def plot_history(history, title=None):
     >>> fig.savefig("curves.png")
     """
     history = getattr(history, "history", history)
+    with _fonts_for([title, *history], "the training curves' figure"):
+        return _use_fonts(_plot_history(history, title))
+
+
+def _plot_history(history, title):
     names = [k for k in history if not k.startswith("val_") and len(history[k])]
     # Validation-only entries (none today, but cheap to allow) still get a panel.
     names += [k[4:] for k in history if k.startswith("val_") and k[4:] not in history and len(history[k])]
@@ -94,6 +167,11 @@ def plot_confusion_matrix(report, title="confusion matrix"):
     most `CONFUSION_MAX_INCHES` a side, and past `CONFUSION_MAX_TICKS` classes
     only every k-th class is labelled on the axes.
     """
+    with _fonts_for([title, *report["confusion_matrix"]["labels"]], "the confusion matrix"):
+        return _use_fonts(_plot_confusion_matrix(report, title))
+
+
+def _plot_confusion_matrix(report, title):
     labels = [str(label) for label in report["confusion_matrix"]["labels"]]
     matrix = np.asarray(report["confusion_matrix"]["matrix"])
     n = len(labels)
@@ -124,7 +202,10 @@ def plot_confusion_matrix(report, title="confusion matrix"):
 def save_training_curves(history, run_dir, title=None):
     """Writes `run_dir/training_curves.png`; returns its path."""
     path = os.path.join(run_dir, CURVES_PNG)
-    plot_history(history, title=title).savefig(path, dpi=100)
+    figure = plot_history(history, title=title)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")  # plot_history told
+        figure.savefig(path, dpi=100)
     return path
 
 
