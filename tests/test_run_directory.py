@@ -46,6 +46,24 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
     assert runs.prepare(run_dir, config=config) == (False, None) and os.listdir(run_dir) == []
 
 
+def test_a_dead_start_with_a_users_files_is_refused_not_deleted(tmp_path):
+    """A rerun after a kill before the first backup deleted the folder, and the notes a user put there since."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    run_dir = str(tmp_path / "run")
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir)
+    assert runs.prepare(run_dir, config=config) == (False, None)
+    config.to_json(runs.path(run_dir, runs.RUN_CONFIG))  # killed before its first backup: records only
+    (tmp_path / "run" / "NOTES.txt").write_text("why this run", encoding="utf-8")
+    assert runs.dead_start(run_dir)
+    with pytest.raises(UserInputError, match=r"holds NOTES.txt, which a tfllm run does not write; the run there was "
+                                             r"killed before its first backup"):
+        runs.prepare(run_dir, config=config)
+    assert (tmp_path / "run" / "NOTES.txt").read_text(encoding="utf-8") == "why this run"  # nothing deleted
+    assert runs.dead_start(run_dir)
+
+
 def test_a_backup_that_cannot_be_read_is_one_clear_error(tmp_path):
     import keras
 

@@ -258,15 +258,14 @@ def foreign_entries(run_dir):
                   and not name.endswith((".weights.h5", ".weights.json")))
 
 
-def check_no_foreign_entries(run_dir):
-    """Refuses to delete a run folder (--overwrite) that holds what a tfllm run does not write: `train
-    --overwrite` deleted a user's NOTES.txt and a run trained into a subfolder without a word."""
+def check_no_foreign_entries(run_dir, deleted_by="--overwrite would delete them with the run"):
+    """Refuses to delete a run folder (--overwrite, a dead start's rerun) that holds what a tfllm run does not
+    write: `train --overwrite` deleted a user's NOTES.txt and a run trained into a subfolder without a word."""
     names = foreign_entries(run_dir) if os.path.isdir(run_dir) else []
     if names:
         more = f" and {len(names) - 3} more" if len(names) > 3 else ""
         raise UserInputError(f"Run directory {run_dir!r} holds {', '.join(names[:3])}{more}, which a tfllm run does "
-                             "not write; --overwrite would delete them with the run. Move them out of the folder, "
-                             "then run the command again.")
+                             f"not write; {deleted_by}. Move them out of the folder, then run the command again.")
 
 
 def check_not_inside_a_run(run_dir):
@@ -899,7 +898,10 @@ def _prepare(run_dir, overwrite, config):
     previous = _previous(run_dir)
     if dead_start(run_dir):
         # Killed before its first backup (no cleanup ran): nothing to resume. An --overwrite run
-        # also left the old run aside, which comes back before anything else is decided.
+        # also left the old run aside, which comes back before anything else is decided. A user's files put
+        # in the folder since went with it.
+        check_no_foreign_entries(run_dir, "the run there was killed before its first backup, and starting over "
+                                          "would delete them with it")
         shutil.rmtree(run_dir)
         restore_previous(run_dir, previous)
     check_writable(run_dir, overwrite, config)
