@@ -992,3 +992,27 @@ def test_the_exported_generator_says_what_to_send_for_a_new_document(tmp_path):
     greedy = tf.saved_model.load(str(tmp_path / "export")).signatures["greedy"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="send what separates the training documents: a blank line"):
         greedy(prompt=tf.constant([""]), max_new_tokens=tf.constant([3]))
+
+
+@pytest.mark.slow
+def test_a_generator_run_names_the_text_its_vocabulary_leaves_out(tmp_path, capsys):
+    """A vocabulary_size below the corpus's characters trained in silence, and `tfllm generate` then refused
+    prompts holding the characters left out: the run now says what share of its text is [UNK], and which."""
+    from tfllm.cli import main
+
+    text = tmp_path / "corpus.txt"
+    # 30 tokens leave out the rarer characters (some digits): a few percent, below the 5% warned of before.
+    text.write_text("".join(f"line {i} of a small text to read, and then some more words\n"
+                            for i in range(400)), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--task", "generate", "--data", str(text), "--preset", "tiny", "--steps", "2",
+                 "--set", "vocabulary_size=30", "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "are [UNK]" in line)
+    assert "of the tokens of the training text are [UNK] ('" in line and "tfllm generate refuses prompts" in line
+    assert "--set vocabulary_size=N (now 30)" in line
+    from tfllm.tokenizers import load_tokenizer
+
+    vocabulary = set(load_tokenizer(str(run_dir)).get_vocabulary())
+    named = line.split("[UNK] (", 1)[1].split("):", 1)[0].removesuffix(", ...").split(", ")
+    assert named and all(len(c) == 3 and c[1] not in vocabulary for c in named)  # each one a character left out

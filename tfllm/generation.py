@@ -294,6 +294,21 @@ def _unseen_words(tokenizer, prompt, unk_id):
     return [word for word, row in zip(words, ids) if unk_id in row]
 
 
+def unseen_text(tokenizer, text, most=None):
+    """The characters (a character tokenizer) or words of `text` the tokenizer gives [UNK] for, in the order they
+    first appear; at most `most` (words: looked for in `_MOST_WORDS`-word pieces of the text until found)."""
+    if isinstance(tokenizer, CharacterTokenizer):
+        known = set(tokenizer.get_vocabulary())
+        return list(dict.fromkeys(c for c in text if c not in known))[:most]
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    words, found = list(dict.fromkeys(_WORDS.findall(text))), []
+    for start in range(0, len(words), _MOST_WORDS):
+        found += _unseen_words(tokenizer, " ".join(words[start:start + _MOST_WORDS]), unk_id)
+        if most is not None and len(found) >= most:
+            break
+    return found[:most]
+
+
 def refuse_unseen(tokenizer, prompt, ids):
     """Refuses a prompt whose token `ids` hold the tokenizer's unknown id: text it has no token for (for a
     character tokenizer, the characters are named). `tfllm generate` and `tfllm explain` refuse it alike."""
@@ -301,8 +316,7 @@ def refuse_unseen(tokenizer, prompt, ids):
     if unk_id is None or not (np.asarray(ids) == unk_id).any():
         return
     if isinstance(tokenizer, CharacterTokenizer):
-        known = set(tokenizer.get_vocabulary())
-        unseen = sorted({c for c in prompt if c not in known})
+        unseen = sorted(unseen_text(tokenizer, prompt))
         what = "characters " + ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
     else:
         # A WordPiece word the tokenizer cannot piece together is one [UNK] ("Python" -> [UNK]): the message

@@ -432,7 +432,7 @@ def train_causal_lm(config, verbose="auto"):
             common.warn_unknown_tokens(config.from_preset, tokenizer, train_ids, "training text",
                                        " and generate refuses prompts that hold them")
         else:
-            common.warn_unknown_in_own_vocabulary(tokenizer, train_ids, preset["vocabulary_size"])
+            common.warn_unknown_in_own_vocabulary(tokenizer, train_ids, preset["vocabulary_size"], text=train_text)
         # The window must fit both texts; a preset's own length is not the recipe's (64 where OPT's packs 32).
         fits, source = min(len(train_ids), len(val_ids)) - 1, ""
         if seq > fits and config.from_preset and "sequence_length" not in config.overrides:

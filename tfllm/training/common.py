@@ -204,18 +204,36 @@ def warn_unknown_tokens(handle, tokenizer, ids, what, consequence):
 OWN_UNKNOWN_SHARE = 0.05
 
 
-def warn_unknown_in_own_vocabulary(tokenizer, ids, vocabulary_size, what="training text"):
+# Past this share of [UNK] tokens a generator's run names some of the text left out: `tfllm generate` refuses
+# prompts holding it, and the run trained without a word of it.
+GENERATE_UNKNOWN_SHARE = 0.001
+
+
+def warn_unknown_in_own_vocabulary(tokenizer, ids, vocabulary_size, what="training text", text=None):
     """Warns when more than `OWN_UNKNOWN_SHARE` of `ids` (tokens of the data, flat) are [UNK] to the tokenizer
     trained on it: `--preset tiny`'s 50 tokens kept 45 of zh_news's thousands of characters, and pretraining
-    reported a perplexity of 5.37 without a word, where fine-tuning from the run then warned."""
+    reported a perplexity of 5.37 without a word, where fine-tuning from the run then warned. Given the `text`
+    (a generator's), past `GENERATE_UNKNOWN_SHARE` already, naming the first characters or words left out."""
     unk = tokenizers.unknown_token_id(tokenizer)
     ids = np.asarray(ids).ravel()
-    if unk is None or not len(ids) or (ids == unk).mean() <= OWN_UNKNOWN_SHARE:
+    share = (ids == unk).mean() if unk is not None and len(ids) else 0.0
+    if share <= (OWN_UNKNOWN_SHARE if text is None else GENERATE_UNKNOWN_SHARE):
         return
-    errors.warn(f"{(ids == unk).mean():.0%} of the tokens of the {what} are [UNK]: a vocabulary of "
+    raise_it = f"Raise vocabulary_size with --set vocabulary_size=N (now {vocabulary_size})."
+    examples = ""
+    if text is not None:
+        from tfllm.generation import unseen_text
+
+        unseen = unseen_text(tokenizer, text, most=6)
+        examples = f" ({', '.join(repr(u) for u in unseen[:5])}{', ...' if len(unseen) > 5 else ''})" if unseen else ""
+    if share <= OWN_UNKNOWN_SHARE:
+        errors.warn(f"{share:.1%} of the tokens of the {what} are [UNK]{examples}: a vocabulary of "
+                    f"{tokenizer.vocabulary_size()} tokens leaves that text out, and tfllm generate refuses prompts "
+                    f"holding it. {raise_it}")
+        return
+    errors.warn(f"{share:.0%} of the tokens of the {what} are [UNK]{examples}: a vocabulary of "
                 f"{tokenizer.vocabulary_size()} tokens leaves out most of its text, so the model learns [UNK] for "
-                "it, and the loss and perplexity count [UNK] as a token like any other. Raise vocabulary_size "
-                f"with --set vocabulary_size=N (now {vocabulary_size}).")
+                f"it, and the loss and perplexity count [UNK] as a token like any other. {raise_it}")
 
 
 def preset_positions(handle):
