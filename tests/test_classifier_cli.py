@@ -1151,3 +1151,21 @@ def test_metrics_json_has_weighted_averages_and_says_how_its_confusion_matrix_re
         expected = score(y_true, y_pred, average="weighted", zero_division=0)
         assert report["weighted"][key] == pytest.approx(expected), key
     assert report["f1"] == report["per_class"][report["positive_label"]]["f1"]  # the binary figures as they were
+
+
+def test_tfllm_evaluate_loads_a_run_once_per_process(tiny_classifier_run, tmp_path, monkeypatch):
+    """`tfllm.evaluate` keeps its loaded run as `tfllm.predict` does (it loaded it again each call), with the
+    same metrics as a fresh load; `tfllm.clear_cache()` frees it."""
+    import shutil
+
+    import tfllm
+    from tfllm import runs
+
+    run_dir = str(shutil.copytree(tiny_classifier_run, tmp_path / "run"))  # one no earlier test loaded
+    loads = []
+    load = runs.load_task
+    monkeypatch.setattr(runs, "load_task", lambda *args, **kwargs: loads.append(args[0]) or load(*args, **kwargs))
+    first = tfllm.evaluate(run_dir)
+    assert tfllm.evaluate(run_dir) == first and len(loads) == 1
+    tfllm.clear_cache()
+    assert tfllm.evaluate(run_dir) == first and len(loads) == 2

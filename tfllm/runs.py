@@ -143,7 +143,7 @@ def load_cached(cache, run_dir, load, size=RUNS_KEPT):
 
 
 def clear_cache():
-    """Drops the runs and models that `tfllm.predict`, `explain`, `generate` and `translate` keep
+    """Drops the runs and models that `tfllm.predict`, `explain`, `generate`, `translate` and `evaluate` keep
     loaded (the last `RUNS_KEPT` of each), freeing their memory; the next call loads its run again."""
     for cache in _CACHES:
         cache.clear()

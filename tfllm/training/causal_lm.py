@@ -12,6 +12,7 @@ and a text sample is written to TensorBoard.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -316,6 +317,9 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None, 
     return total / scored
 
 
+_EVALUATED = {}  # real path of a run directory -> (its files' signature, Generator), for evaluate_run
+
+
 def evaluate_run(run_dir, data=None, text_column=None):
     """Loss, perplexity and bits per character of a generation run on text.
 
@@ -332,7 +336,9 @@ def evaluate_run(run_dir, data=None, text_column=None):
                              f"{runs.path(run_dir, runs.METRICS)}. To score it on a task, fine-tune it and evaluate "
                              f"that run: tfllm train --task classify --data DATA --from-preset "
                              f"{runs.shell_path(run_dir)}.")
-    generator = load_generator(run_dir, jit_compile=False)
+    # Kept loaded per process as tfllm.generate keeps its runs (`tfllm.clear_cache()` frees it), in a cache
+    # of its own: scoring compiles the model for loss, which generate's decoding functions need not see.
+    generator = runs.load_cached(_EVALUATED, run_dir, functools.partial(load_generator, jit_compile=False))
     if data and text_column is None and is_table(data):  # as --help says: the run's (`--data heldout.csv` of a
         text_column = runs.read_train_config(run_dir).text_column  # --text-column title run read 'text')
     if data:

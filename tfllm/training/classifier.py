@@ -405,14 +405,23 @@ def refuse_folder_columns(data, flags):
                                      "are its .txt files and their labels the sub-folders' names; leave it out.")
 
 
+def _load_for_evaluation(run_dir):
+    with runs.loading(run_dir):
+        return load_run(run_dir)[:2]
+
+
+_EVALUATED = {}  # real path of a run directory -> (its files' signature, (task, label_names)), for evaluate_run
+
+
 def evaluate_run(run_dir, data=None, split="test", text_column=None, label_column=None, split_column=None):
     """The metrics report (`evaluation.classification_report`) of a finished classification run on a split of
     its own data, split exactly as its training split it (never a row it trained on), or on another file
     `data`: all of it, or its `split` where `split_column` names each row's."""
     if split not in ("train", "val", "test"):
         raise UserInputError(f"Unknown split {split!r}; choose train, val or test.")
-    with runs.loading(run_dir):
-        model, label_names, _ = load_run(run_dir)
+    # Kept loaded per process as tfllm.predict keeps its runs: a notebook scoring a run on several files
+    # or splits loaded it again each call (`tfllm.clear_cache()` frees it).
+    model, label_names = runs.load_cached(_EVALUATED, run_dir, _load_for_evaluation)
     config = runs.read_train_config(run_dir)
     other = bool(data) and not same_data(data, config.data)
     copy = other and runs.holds_training_data(run_dir, data)

@@ -383,7 +383,7 @@ def train_seq2seq(config, verbose="auto"):
 def evaluate_run(run_dir, data=None, source_column=None, target_column=None, split_column=None, split="test",
                  sampler=None, num_beams=None, memory=None, lm=None, input_method=False):
     """Metrics of a finished translation run on a split of its own data (as it was split) or of `data`."""
-    from tfllm.translation import load_translator
+    from tfllm.translation import cached_translator
 
     runs.require_task(run_dir, "translate")
     config = runs.read_train_config(run_dir)
@@ -421,7 +421,7 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
         raise UserInputError("--memory train holds the train split being scored, so it looks up each pair's own "
                              "translation; score --split val or test with it, or leave --memory out.")
     memory = run_memory(run_dir, memory) if memory else None
-    translator = load_translator(run_dir)
+    translator = cached_translator(run_dir)  # tfllm.translate's: loaded once per process, not once a call
     ngram, method = run_decoding_aids(translator, run_dir, lm, input_method)
     report, _ = split_report(translator, pairs, sampler=sampler, num_beams=num_beams, memory=memory,
                              lm=ngram if lm else None, input_method=method)
