@@ -1169,3 +1169,25 @@ def test_tfllm_evaluate_loads_a_run_once_per_process(tiny_classifier_run, tmp_pa
     assert tfllm.evaluate(run_dir) == first and len(loads) == 1
     tfllm.clear_cache()
     assert tfllm.evaluate(run_dir) == first and len(loads) == 2
+
+
+def test_predict_file_stdin_drops_a_byte_order_mark(tiny_classifier_run, capsys, monkeypatch):
+    """`predict RUN --file -` kept the UTF-8 byte-order mark a Windows tool writes on its first text
+    ("\\ufeffa joyous film"), where a file's is dropped; `translate --file -` reads stdin the same way."""
+    import io
+
+    from tfllm.datasets.pairs import read_sources
+
+    texts = ["a joyous, moving film", "tedious and flat"]
+
+    def bom_stdin():
+        return io.TextIOWrapper(io.BytesIO("\n".join(texts).encode("utf-8-sig")), encoding="utf-8")
+
+    expected = main_in_process(capsys, "predict", tiny_classifier_run, *texts)
+    monkeypatch.setattr("sys.stdin", bom_stdin())
+    result = main_in_process(capsys, "predict", tiny_classifier_run, "--file", "-")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == texts
+    assert result.stdout == expected.stdout
+    monkeypatch.setattr("sys.stdin", bom_stdin())
+    assert list(read_sources("-", "text")) == texts

@@ -140,7 +140,9 @@ def read_texts(path, text_column="text", blank_lines=False):
     """
     empty_fix = "Point --file at a file with one text per line (or rows with a text column)."
     if path == "-":
-        texts = (line.strip() for chunk in sys.stdin for line in chunk.splitlines())
+        # A byte-order mark (Windows tools write one) dropped as read_lines' utf-8-sig drops it from a file's
+        # lines: "\ufeffgreat film" was the first text, BOM and all (str.strip keeps it).
+        texts = (line.removeprefix("\ufeff").strip() for chunk in sys.stdin for line in chunk.splitlines())
     elif not os.path.exists(path):  # read_lines' message offered bundled dataset names, which --file does not take
         raise UserInputError(f"--file {path!r} does not exist; check the path.")
     elif os.path.isdir(path):
