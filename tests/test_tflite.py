@@ -377,6 +377,26 @@ def test_out_refuses_to_replace_an_export_of_another_task(tiny_classifier_run, t
     assert sorted(os.listdir(out)) == ["metadata.json", "parity.json"] and sorted(os.listdir(tmp_path)) == ["phone"]
 
 
+def test_out_refuses_a_users_file_before_converting(tiny_classifier_run, tmp_path, capsys, monkeypatch):
+    """A README of the user's in --out was refused only once the whole export had run (minutes for a big
+    model): it is refused before anything is converted (`export_classifier_files` is never reached)."""
+    out = tmp_path / "phone"
+    out.mkdir()
+    (out / "parity.json").write_text("{}", encoding="utf-8")
+    (out / "metadata.json").write_text(json.dumps({"task": "classify"}), encoding="utf-8")
+    (out / "README_app.txt").write_text("how the app reads this", encoding="utf-8")
+    converted = []
+    export_files = tflite.export_classifier_files
+    monkeypatch.setattr(tflite, "export_classifier_files",
+                        lambda *args: converted.append(args) or export_files(*args))
+    assert main(["export", tiny_classifier_run, "--name", "x", "--format", "tflite", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "README_app.txt" in err and "another --out" in err and len(err.splitlines()) == 1
+    assert converted == []
+    assert sorted(os.listdir(out)) == ["README_app.txt", "metadata.json", "parity.json"]
+    assert sorted(os.listdir(tmp_path)) == ["phone"]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_out_folder_follows_the_umask(umask, tmp_path):
     # Not mkdtemp's 0700: a server running as another user must be able to read the export.

@@ -203,6 +203,20 @@ def _earlier_task(out):
         return None
 
 
+# What the TFLite exports write at the top of their folder (tflite_classifier, tflite_causal_lm, tflite_seq2seq).
+_EXPORT_ENTRIES = {TFLITE_FILE, TFLITE_TEXT_FILE, "vocabulary.json", "labels.json", "metadata.json", "parity.json",
+                   "tokenizer"}
+
+
+def _refuse_foreign_files(out, foreign):
+    foreign = sorted(foreign)
+    if foreign:
+        raise UserInputError(
+            f"--out {out!r} holds files this export does not write ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}), which replacing the folder would delete; move them "
+            "out, choose another --out, or remove the folder first.")
+
+
 def write_out_dir(out, write, task=None):
     """Runs `write(tmp_dir)` and renames the folder to `out` (an export's --out), replacing an earlier
     export there of the same `task`; returns `out`, absolute. On any exception nothing of this export is left.
@@ -217,6 +231,10 @@ def write_out_dir(out, write, task=None):
         raise UserInputError(f"--out {out!r} names a file; pass the folder that should hold model.tflite and its assets.")
     if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "parity.json")):
         raise UserInputError(f"--out {out!r} is a non-empty folder that is not a tfllm TFLite export. Choose another path.")
+    # A file no TFLite export writes (an app's README) is refused now, not after minutes of converting; one
+    # this export happens not to write (an earlier export's model_text.tflite) is found only at the end.
+    if os.path.exists(out):
+        _refuse_foreign_files(out, [name for name in _files_under(out) if name.split(os.sep)[0] not in _EXPORT_ENTRIES])
     earlier = _earlier_task(out) if os.path.exists(out) else None
     if task is not None and earlier is not None and earlier != task:
         raise UserInputError(f"--out {out!r} holds a TFLite export of another task ({earlier!r}, this one is "
@@ -230,12 +248,7 @@ def write_out_dir(out, write, task=None):
     try:
         write(tmp_dir)
         if os.path.exists(out):
-            foreign = sorted(_files_under(out) - _files_under(tmp_dir))
-            if foreign:
-                raise UserInputError(
-                    f"--out {out!r} holds files this export does not write ({', '.join(foreign[:5])}"
-                    f"{', ...' if len(foreign) > 5 else ''}), which replacing the folder would delete; move them "
-                    "out, choose another --out, or remove the folder first.")
+            _refuse_foreign_files(out, _files_under(out) - _files_under(tmp_dir))
             old = tempfile.mkdtemp(prefix=".old-", dir=parent)
             os.rename(out, os.path.join(old, "export"))
             try:
