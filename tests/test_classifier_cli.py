@@ -813,6 +813,9 @@ def test_a_class_missing_from_the_validation_split_is_still_predicted(tmp_path, 
     result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr
     assert "wide path left out: the validation split has no 'pos' rows" in result.stdout
+    # Why (it said only "to fit its blend on") and what to do about it.
+    assert "a two-class blend cannot be fitted on one class" in result.stdout
+    assert "rows of both classes: more 'pos' rows, or --split-column" in result.stdout
     result = main_in_process(capsys, "predict", run_dir, "a great lovely film 1")
     assert json.loads(result.stdout)["probabilities"]["pos"] > 1e-6
 

@@ -639,8 +639,13 @@ def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tra
             if wide and unseen and len(data.label_names) == 2:
                 # Fitted on a split without a class, the blend's bias for it runs to minus infinity: that
                 # class was never predicted again (probability 1e-11 for its own training texts).
-                print(f"Naive-Bayes wide path left out: the validation split has no {', '.join(map(repr, unseen))} "
-                      "rows to fit its blend on (the encoder's probabilities stand alone)")
+                # Unlike several classes' (each its own bias), a sigmoid's one bias cannot be fitted on one class:
+                # the line says so, and how to get both classes into the validation split.
+                missing = ", ".join(map(repr, unseen))
+                print(f"Naive-Bayes wide path left out: the validation split has no {missing} rows, and a two-class "
+                      "blend cannot be fitted on one class (the encoder's probabilities stand alone); for the wide "
+                      f"path, give the validation split rows of both classes: more {missing} rows, or --split-column "
+                      "naming each row's split")
             elif wide:
                 if unseen:  # several classes: the others' blend is fitted, theirs gets their mean bias (_fit_blend)
                     shown = ", ".join(map(repr, unseen[:10])) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
