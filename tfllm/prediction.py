@@ -23,15 +23,11 @@ class _Loaded:
         self.run_dir = run_dir
         numpy_path = os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0"
         self.fast = fast_classification.load(run_dir) if numpy_path else None
-        self._task = None
 
     def task(self):
-        if self._task is None:
-            from tfllm.training.classifier import load_run  # TensorFlow: only for the texts that need it
+        from tfllm.training.classifier import loaded_run  # TensorFlow: only for the texts that need it
 
-            with runs.loading(self.run_dir):
-                self._task = load_run(self.run_dir)[:2]
-        return self._task
+        return loaded_run(self.run_dir)  # the Keras task `tfllm.evaluate` also uses
 
 
 _LOADED = {}  # real path of a run directory -> (its files' signature, _Loaded)

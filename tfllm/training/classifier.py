@@ -405,12 +405,17 @@ def refuse_folder_columns(data, flags):
                                      "are its .txt files and their labels the sub-folders' names; leave it out.")
 
 
-def _load_for_evaluation(run_dir):
-    with runs.loading(run_dir):
-        return load_run(run_dir)[:2]
+_LOADED = {}  # real path of a run directory -> (its files' signature, (task, label_names))
 
 
-_EVALUATED = {}  # real path of a run directory -> (its files' signature, (task, label_names)), for evaluate_run
+def loaded_run(run_dir):
+    """A run's `(task, label_names)`, loaded once per process (again when its files change; freed by
+    `tfllm.clear_cache()`): `tfllm.evaluate`'s and `tfllm.predict`'s, so a notebook calling both holds one copy."""
+    def load(run_dir):
+        with runs.loading(run_dir):
+            return load_run(run_dir)[:2]
+
+    return runs.load_cached(_LOADED, run_dir, load)
 
 
 def evaluate_run(run_dir, data=None, split="test", text_column=None, label_column=None, split_column=None):
@@ -421,7 +426,7 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
         raise UserInputError(f"Unknown split {split!r}; choose train, val or test.")
     # Kept loaded per process as tfllm.predict keeps its runs: a notebook scoring a run on several files
     # or splits loaded it again each call (`tfllm.clear_cache()` frees it).
-    model, label_names = runs.load_cached(_EVALUATED, run_dir, _load_for_evaluation)
+    model, label_names = loaded_run(run_dir)
     config = runs.read_train_config(run_dir)
     other = bool(data) and not same_data(data, config.data)
     copy = other and runs.holds_training_data(run_dir, data)
