@@ -1010,3 +1010,19 @@ def test_overwrite_never_deletes_what_a_run_does_not_write_nor_a_run_inside_anot
     (outer / "model_00001.weights.h5").write_bytes(b"")
     assert runs.foreign_entries(str(outer)) == []
     runs.check_writable(str(outer), overwrite=True)
+
+
+def test_a_hidden_entry_of_the_user_s_is_foreign_but_tfllm_s_temporaries_and_file_browser_clutter_are_not(tmp_path):
+    """Every hidden name counted as the run's, so `train --overwrite` deleted a `.git` or `.notes` kept in the run
+    folder without a word; only tfllm's own temporaries and what file browsers and Jupyter leave are not the user's."""
+    from tfllm import runs
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".notes").write_text("why this run", encoding="utf-8")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    runs.write_json(str(tmp_path / "metrics.json"), {})  # leaves nothing hidden behind
+    (tmp_path / ".metrics.json.abc123.tmp").write_text("{", encoding="utf-8")  # as a killed write_text leaves
+    assert runs.foreign_entries(str(tmp_path)) == [".git", ".notes"]
+    with pytest.raises(UserInputError, match=r"holds \.git, \.notes, which a tfllm run does not write"):
+        runs.check_no_foreign_entries(str(tmp_path))

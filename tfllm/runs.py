@@ -252,9 +252,16 @@ _RUN_ENTRIES = {"config.json", "metadata.json", TASK_CONFIG, "preprocessor.json"
                 LOGS, "training_curves.png", RECORDS, BACKUP, "members", *_OLD_FORMAT}
 
 
+# Hidden entries that are not a user's work: tfllm's own temporaries (`write_atomic`'s `.NAME.*.tmp`,
+# `drop_backup`'s folder) and what file browsers and Jupyter leave in any folder they show. Any other hidden
+# entry (a `.git`, a `.notes`) is the user's: --overwrite deleted those without a word.
+_HIDDEN_CLUTTER = {".backup.removing", ".DS_Store", ".ipynb_checkpoints", ".directory", ".Trash-0"}
+
+
 def foreign_entries(run_dir):
     """The names in `run_dir` that no tfllm run writes (a user's notes, a run trained into it by hand)."""
-    return sorted(name for name in os.listdir(run_dir) if name not in _RUN_ENTRIES and not name.startswith(".")
+    return sorted(name for name in os.listdir(run_dir) if name not in _RUN_ENTRIES and name not in _HIDDEN_CLUTTER
+                  and not (name.startswith(".") and name.endswith(".tmp"))
                   and not name.endswith((".weights.h5", ".weights.json")))
 
 
