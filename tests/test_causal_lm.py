@@ -648,6 +648,30 @@ def test_one_beam_is_greedy_and_beams_never_choose_special_tokens():
         assert not set(chosen.tolist()) & set(generator.banned_ids), ids
 
 
+@pytest.mark.slow
+def test_beam_search_in_a_padded_buffer_decodes_what_it_decodes_unpadded():
+    """Beam search's buffer is padded to the export's buckets (so a notebook's next prompt length or
+    max_new_tokens reuses the compiled program) and decoded only up to `length`: the same beams as over the
+    unpadded buffer, for prompts of different lengths in one batch, with the end token and
+    a stop string's token as stops."""
+    from tfllm.generation import BeamSearch, generate_step
+
+    generator = tiny_generator()
+    prompts = [generator.encode(p) for p in ("First", "Fi", "Befor")]
+    width = 5 + 6
+    ids = np.zeros([3, width], "int32")
+    for row, p in enumerate(prompts):
+        ids[row, :len(p)] = p
+    inputs = {"token_ids": tf.constant(ids), "padding_mask": tf.constant(ids != 0)}
+    for beams in (2, 4):
+        for stop in ((generator.end_id,), (generator.end_id, int(generator.encode(" ")[0]))):
+            ours = generator._run(generator._function("beam", beams, stop), prompts, width, {})
+            assert ours.shape == (3, width)
+            unpadded = generate_step(generator.model, inputs, list(stop),
+                                     BeamSearch(beams, generator.banned_ids))["token_ids"]
+            np.testing.assert_array_equal(ours, unpadded)
+
+
 def test_join_cjk_joins_cjk_characters_and_keeps_spaces_next_to_latin_words():
     """The rule that undoes WordPiece's spaces in Chinese (tfllm.config.join_cjk), in Python and as the TF op."""
     import re

@@ -159,7 +159,8 @@ def test_another_max_new_tokens_prompt_or_batch_size_reuses_the_compiled_program
 
 
 @pytest.mark.slow
-def test_a_new_prompt_length_does_not_compile_the_decoding_program_again():
+@pytest.mark.parametrize("options", ["sampler='top_k', seed=1", "sampler='beam', num_beams=3"])
+def test_a_new_prompt_length_does_not_compile_the_decoding_program_again(options):
     """XLA took the padding mask as a compile-time constant (the sampler read `prompt[:, index]`, a strided slice
     whose bounds XLA needs at compile time, and the start index comes from the mask): every new prompt length
     compiled the whole program again at the same shapes, seconds each in a notebook (a buffer within the window).
@@ -168,7 +169,7 @@ def test_a_new_prompt_length_does_not_compile_the_decoding_program_again():
     import sys
 
     code = ("from lm_utils import tiny_generator; g = tiny_generator(jit_compile=True); "
-            "[g.generate([p], max_new_tokens=3, sampler='top_k', seed=1) for p in ('First', 'Firs', 'Fi')]")
+            f"[g.generate([p], max_new_tokens=3, {options}) for p in ('First', 'Firs', 'Fi')]")
     tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="device_compiler=1",
                PYTHONPATH=os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))

@@ -167,9 +167,17 @@ class BeamSearch(keras_hub.samplers.BeamSampler):
     `OptionSampler` does: beams chose [UNK] and [PAD], which the text then dropped, so one beam was not
     greedy and fewer tokens came back than asked for."""
 
-    def __init__(self, num_beams, banned_token_ids=()):
+    def __init__(self, num_beams, banned_token_ids=(), length=None):
         super().__init__(num_beams=num_beams)
         self.banned_token_ids = list(banned_token_ids)
+        self.length = length  # `[batch]`: decode up to their maximum in a buffer padded wider, as `OptionSampler`
+
+    def run_loop(self, cond, body, model=None, loop_vars=None, maximum_iterations=None):
+        # The steps of an unpadded buffer, so the same beams: the padding is never decoded, and the log-likelihoods
+        # the best beam is picked by add up the same steps (`loop_vars[2]` is the index the loop starts at).
+        if self.length is not None:
+            maximum_iterations = tf.reduce_max(self.length) - loop_vars[2]
+        return super().run_loop(cond, body, model=model, loop_vars=loop_vars, maximum_iterations=maximum_iterations)
 
     def compute_probabilities(self, logits):
         if self.banned_token_ids:
@@ -440,10 +448,11 @@ class Generator:
             if sampler == "beam":
                 # Its own compiled function, as KerasHub's make_generate_function builds one, but
                 # without setting the model's sampler, generate_function or jit_compile.
-                beam, model = BeamSearch(num_beams, self.banned_ids), self.model
+                banned, model = self.banned_ids, self.model
 
                 @tf.function(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
                 def beam_decode(inputs):
+                    beam = BeamSearch(num_beams, banned, inputs["length"])
                     return generate_step(model, {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
                                          list(stop_token_ids), beam)["token_ids"]
 
@@ -452,23 +461,20 @@ class Generator:
                 self._compiled[key] = decode_function(self.model, stop_token_ids, self.jit_compile, self.banned_ids)
         return self._compiled[key]
 
-    def _run(self, function, rows, width, options, beam=False):
-        """`function`'s `[len(rows), width]` token ids for prompts `rows`. The option sampler's buffer is padded to
-        the export's buckets (rows: copies of the last, dropped after; positions: not decoded, `OptionSampler`'s
-        `length`), so that another max_new_tokens, prompt length or number of prompts reuses the compiled program
-        (seconds of XLA each) rather than compiling a new one. Beam search picks its beam over the whole buffer,
-        so its buffer is not padded."""
+    def _run(self, function, rows, width, options):
+        """`function`'s `[len(rows), width]` token ids for prompts `rows`. The buffer is padded to the export's
+        buckets (rows: copies of the last, dropped after; positions: not decoded, the samplers' `length`), so that
+        another max_new_tokens, prompt length or number of prompts reuses the compiled program (seconds of XLA
+        each) rather than compiling a new one."""
         n = len(rows)
-        wide, batch = width, n
-        if not beam:
-            wide = next((b for b in WIDTH_BUCKETS if b >= width), width)
-            # Within the window, the window itself: a KerasHub model has no position past it (`generate` checks
-            # the width fits), and a sliding model's program for a wider buffer holds the slide branch, which made
-            # a notebook's first call ~2 s slower to compile (`benchmarks/notebook_generate_calls.py`).
-            if not self.slides or width <= self.window:
-                wide = max(width, min(wide, self.window))
-            batch = next((b for b in BATCH_BUCKETS if b >= n), n)
-            options = dict(options, length=np.full([n], width, "int32"))
+        wide = next((b for b in WIDTH_BUCKETS if b >= width), width)
+        # Within the window, the window itself: a KerasHub model has no position past it (`generate` checks
+        # the width fits), and a sliding model's program for a wider buffer holds the slide branch, which made
+        # a notebook's first call ~2 s slower to compile (`benchmarks/notebook_generate_calls.py`).
+        if not self.slides or width <= self.window:
+            wide = max(width, min(wide, self.window))
+        batch = next((b for b in BATCH_BUCKETS if b >= n), n)
+        options = dict(options, length=np.full([n], width, "int32"))
         take = np.minimum(np.arange(batch), n - 1)
         buffer = np.zeros((n, wide), "int32")
         for i, ids in enumerate(rows):
@@ -552,7 +558,7 @@ class Generator:
                 encoded = [ids[d:] for ids, d in zip(encoded, drop)]
                 options["position_offset"] = np.asarray(drop, "int32")
             width = max(len(ids) for ids in encoded) + max_new_tokens
-            out = self._run(function, encoded, width, options, beam=sampler == "beam")
+            out = self._run(function, encoded, width, options)
             new = [self._cut(out[i, len(ids): len(ids) + max_new_tokens], stop_token_ids) for i, ids in enumerate(encoded)]
             return [truncate_at_stops(self.decode(ids, prompt), stops) for ids, prompt in zip(new, prompts)]
 
@@ -566,8 +572,7 @@ class Generator:
             contexts = [np.concatenate([ids, np.asarray(t, "int32")])[-window:] for ids, t in zip(encoded, new)]
             # A chunk's buffer position + this = the position in the whole text, where a single call draws its noise.
             offsets = [len(ids) + len(t) - len(c) for ids, t, c in zip(encoded, new, contexts)]
-            out = self._run(function, contexts, width, dict(options, position_offset=np.asarray(offsets, "int32")),
-                            beam=sampler == "beam")
+            out = self._run(function, contexts, width, dict(options, position_offset=np.asarray(offsets, "int32")))
             for i, context in enumerate(contexts):
                 if done[i]:
                     continue
