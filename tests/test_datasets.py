@@ -905,3 +905,33 @@ def test_excels_sep_line_is_named_not_read_as_a_header(tmp_path):
         load_classification_data(str(path))
     path.write_text("text;label\n" + "".join(f"text {i};{'ab'[i % 2]}\n" for i in range(40)))
     assert load_classification_data(str(path)).label_names == ["a", "b"]  # without it, read as it is
+
+
+@pytest.mark.parametrize("first_has_it", [False, True])
+def test_a_corpus_text_column_is_judged_across_rows_and_skipped_rows_are_counted(tmp_path, first_has_it):
+    """Pretraining and generation corpora: a JSONL file whose row 1 lacked "body" was refused ("has no text column
+    'body'; its columns are ['other']") though most rows had it; with row 1 having it, the rows without it, and
+    empty CSV cells, were dropped without a word (200 rows read as 180 documents)."""
+    from tfllm.datasets.text import load_documents, load_text_corpus
+
+    rows = [{"body": f"the quick brown fox {i} jumps"} if i % 4 else {"other": i} for i in range(first_has_it, 41)]
+    rows[5] = {"body": "  "}  # an empty text, its key there
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    (tmp_path / "c.csv").write_text("id,body\n" + "".join(f"{i},{row.get('body', '')}\n" for i, row in enumerate(rows)),
+                                    encoding="utf-8")
+    missing = sum("body" not in row for row in rows)
+    first = next(number for number, row in enumerate(rows, 1) if not row.get("body", "").strip())
+    for name, said in (("c.jsonl", f"({missing} without the key, 1 empty; first: data row {first})"),
+                       ("c.csv", f"({missing + 1} empty; first: data row {first})")):
+        for load in (load_documents, load_text_corpus):
+            with pytest.warns(TfllmWarning) as caught:
+                train, val = load(str(tmp_path / name), text_column="body")
+            assert [str(w.message) for w in caught] == [
+                f"{str(tmp_path / name)!r} has {missing + 1} row(s) without text in column 'body' {said}; they are "
+                "left out."]
+            texts = train + val if load is load_documents else train.split("\n\n") + val.split("\n\n")
+            assert len(texts) == len(rows) - missing - 1
+    for load in (load_documents, load_text_corpus):  # no row has it: refused, naming every column seen
+        with pytest.raises(UserInputError, match=r"has no text column 'nope'; its columns are \['other', 'body'\]"
+                           if not first_has_it else r"its columns are \['body', 'other'\]"):
+            load(str(tmp_path / "c.jsonl"), text_column="nope")

@@ -8,7 +8,7 @@ import numpy as np
 
 from tfllm.datasets import (_saved_model, bundled_path, hidden, is_table, is_text_file, iter_rows, read_lines,
                             read_text_file, text_value)
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, warn
 
 # name -> file in tfllm/datasets/data
 BUNDLED_TEXT = {"shakespeare": "shakespeare.txt.gz", "zh_news": "zh_news.txt.gz"}
@@ -98,13 +98,18 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
     if is_table(path):
         column = text_column or "text"
         rows = list(iter_rows(path, f"Point {flag} at a file with text.", column))
-        if rows and column not in rows[0]:
+        # Any row: a JSONL object may leave the key out (row 0 without it refused a file most of whose rows had it).
+        if rows and not any(column in row for row in rows):
             raise UserInputError(
-                f"{path!r} has no text column {column!r}; its columns are {sorted(rows[0])}. "
+                f"{path!r} has no text column {column!r}; its columns are {_columns_seen(rows)}. "
                 + ("Pass --text-column with one of them." if flag == "--data" else f"{flag} reads a column named 'text'.")
             )
-        documents = [_unix_newlines(text.strip()) for number, row in enumerate(rows, 1)
-                     if (text := text_value(row.get(column), path, f"data row {number}", column)) and text.strip()]
+        documents, skipped = [], _SkippedRows()
+        for number, row in enumerate(rows, 1):
+            text = text_value(row.get(column), path, f"data row {number}", column)
+            if skipped.count(number, row, column, text):
+                documents.append(_unix_newlines(text.strip()))
+        skipped.warn(path, column)
         if not documents:
             raise UserInputError(f"{path!r} has no non-empty text in column {column!r}.")
         n_val = max(1, round(len(documents) * val_fraction)) if len(documents) > 1 else 0
@@ -127,6 +132,38 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
             f"give it at least {need} characters of text."
         )
     return train + joint + val if whole else (train, val)
+
+
+def _columns_seen(rows):
+    """The column names of `rows` (dicts), in the order they first appear."""
+    return list(dict.fromkeys(key for row in rows for key in row if key is not None))
+
+
+class _SkippedRows:
+    """Counts the CSV/JSONL rows a language-model corpus leaves out: without the text column's key (a JSONL
+    object) or with an empty text. Both went without a word (200 rows read as 180 documents); a classifier's
+    data refuses such rows, but unlabeled text loses nothing by skipping them, so this says how many."""
+
+    def __init__(self):
+        self.missing, self.empty, self.first = 0, 0, None
+
+    def count(self, number, row, column, text):
+        """Whether data row `number` has text; counts it where it has none."""
+        if text is not None and text.strip():
+            return True
+        if column not in row:
+            self.missing += 1
+        else:
+            self.empty += 1
+        self.first = self.first or number
+        return False
+
+    def warn(self, path, column):
+        if self.missing or self.empty:
+            kinds = [f"{n} without the key" if what == "missing" else f"{n} empty" for what, n in
+                     (("missing", self.missing), ("empty", self.empty)) if n]
+            warn(f"{path!r} has {self.missing + self.empty} row(s) without text in column {column!r} "
+                 f"({', '.join(kinds)}; first: data row {self.first}); they are left out.")
 
 
 def _unix_newlines(text):
@@ -221,12 +258,13 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
     if not os.path.exists(path):
         raise UserInputError(f"{flag} {path!r} does not exist. Check the path, or use a bundled corpus: "
                              f"{', '.join([*BUNDLED_TEXT, *BUNDLED])}.")
-    documents = []
-    for line in _document_lines(path, column, f"Point {flag} at a file with rows of text."):
+    documents, skipped = [], _SkippedRows()
+    for line in _document_lines(path, column, f"Point {flag} at a file with rows of text.", skipped):
         if line.strip():
             documents.append(line.strip())
             if max_rows and len(documents) == max_rows:
                 break  # the rest of the file is never read: a sample of a large file starts at once
+    skipped.warn(path, column)
     if len(documents) < 2 and max_rows == len(documents):  # the data has more: it was said to have one
         raise UserInputError(f"--max-rows {max_rows} keeps {max_rows} document of {name_or_path!r}; at least 2 are "
                              "needed (one is held out for validation): raise --max-rows.")
@@ -237,10 +275,10 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
     return list(documents[:-n_val]), list(documents[-n_val:])
 
 
-def _document_lines(path, column, empty_fix):
+def _document_lines(path, column, empty_fix, skipped):
     """What `load_documents` keeps the non-blank ones of, read only as far as it asks: the lines of a .txt
     file or of a folder's .txt files, or a CSV/JSONL column's texts (of its training rows, where it has a
-    split column)."""
+    split column); `skipped` (a `_SkippedRows`) counts the rows without text."""
     if os.path.isdir(path):
         # Subfolders too: a classifier's folder of one subfolder of .txt files per label was "no .txt files".
         files = []
@@ -267,18 +305,24 @@ def _document_lines(path, column, empty_fix):
         first = next(rows, None)
         if first is None:
             return
-        if column not in first:
-            raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {sorted(first)}. "
-                                 "Pass --text-column with one of them.")
         split, other_splits, any_train = "split" in first, set(), False
+        # Judged across rows, not by the first: a JSONL object may leave the key out (row 0 without it refused a
+        # file most of whose rows had it). The column names seen, until a row has the text column.
+        columns = {}
         for number, row in enumerate(itertools.chain([first], rows), 1):
+            if columns is not None:
+                columns = None if column in row else columns | dict.fromkeys(k for k in row if k is not None)
             if split:  # only the training split is read
                 if str(row.get("split", "")).strip().lower() != "train":
                     other_splits.add(str(row.get("split")))
                     continue
                 any_train = True
-            if row.get(column) is not None:
-                yield text_value(row[column], path, f"data row {number}", column)
+            text = text_value(row.get(column), path, f"data row {number}", column)
+            if skipped.count(number, row, column, text):
+                yield text
+        if columns is not None:
+            raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {list(columns)}. "
+                                 "Pass --text-column with one of them.")
         if split and not any_train:
             raise UserInputError(f"{path!r} has a 'split' column but no rows whose split is 'train' (pretraining "
                                  "reads only those, so as never to see a test text); its values are "
