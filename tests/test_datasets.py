@@ -935,3 +935,20 @@ def test_a_corpus_text_column_is_judged_across_rows_and_skipped_rows_are_counted
         with pytest.raises(UserInputError, match=r"has no text column 'nope'; its columns are \['other', 'body'\]"
                            if not first_has_it else r"its columns are \['body', 'other'\]"):
             load(str(tmp_path / "c.jsonl"), text_column="nope")
+
+
+def test_causal_pretraining_splits_a_single_long_document_as_a_text_file_is(tmp_path):
+    """`pretrain --objective causal --data giant.txt` (one line of 23.8k characters) was refused: "has 1 non-empty
+    document(s); at least 2 are needed", where `train --task generate` on the same file trained. Causal pretraining
+    reads running text, so the line is split by characters as a text file is; masked-LM pretraining, whose
+    documents are its examples, still refuses it."""
+    from tfllm.config import TrainConfig
+    from tfllm.datasets.text import load_documents, load_run_text
+
+    text = " ".join(f"word{i}" for i in range(400))
+    (tmp_path / "giant.txt").write_text(text + "\n", encoding="utf-8")
+    config = TrainConfig(task="pretrain", objective="causal", data=str(tmp_path / "giant.txt"))
+    train, val = load_run_text(config)
+    assert train + val == text and len(val) == len(text) - int(len(text) * 0.9)  # the last 10%, as a text file's
+    with pytest.raises(UserInputError, match="has 1 non-empty document\\(s\\); at least 2 are needed"):
+        load_documents(str(tmp_path / "giant.txt"))

@@ -208,7 +208,7 @@ def load_run_text(config):
     if config.task == "pretrain":  # unlabeled documents, one per line, in any of pretraining's formats
         # --max-rows: the first N documents, as for the other pretraining objectives.
         train_docs, val_docs = load_documents(config.data, text_column=config.text_column, val_fraction=0.1,
-                                              max_rows=config.max_rows)
+                                              max_rows=config.max_rows, split_single=True)
         return "\n".join(train_docs), "\n".join(val_docs)
     train_text, val_text = load_text_corpus(config.data, text_column=config.text_column if config.text_column != "text" else None)
     if config.max_rows:  # quick runs: the first N characters of each split
@@ -227,7 +227,8 @@ def document_start(config):
     return DOCUMENT_SEPARATOR if config.task != "pretrain" and data not in BUNDLED_TEXT and is_table(data) else "\n"
 
 
-def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=None, flag="--data"):
+def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=None, flag="--data",
+                   split_single=False):
     """Unlabeled documents for pretraining: `(train_documents, val_documents)`, two lists of strings.
 
     Args:
@@ -242,6 +243,8 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
             report validation figures.
         max_rows: read only the first this many documents.
         flag: the option the messages name (self-training reads `--unlabeled` texts).
+        split_single: a single document is split by characters, as `load_text_corpus` splits a text file
+            (causal pretraining reads running text, so one long line is a corpus); otherwise it is refused.
 
     Example:
     >>> train, val = load_documents("zh_news")
@@ -265,6 +268,8 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
             if max_rows and len(documents) == max_rows:
                 break  # the rest of the file is never read: a sample of a large file starts at once
     skipped.warn(path, column)
+    if len(documents) == 1 and split_single:
+        return [[part] for part in _split_text(documents[0], val_fraction)]
     if len(documents) < 2 and max_rows == len(documents):  # the data has more: it was said to have one
         raise UserInputError(f"--max-rows {max_rows} keeps {max_rows} document of {name_or_path!r}; at least 2 are "
                              "needed (one is held out for validation): raise --max-rows.")
