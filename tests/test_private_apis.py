@@ -53,6 +53,8 @@ COMMENTED_USES = [
      "keras-team/keras#20463"),
     ("_load_model", "tfllm/training/common.py", "PRIVATE API: Keras's `BackupAndRestore._load_model`",
      "keras-team/keras#20463"),
+    ("_val_writer", "tfllm/training/common.py", "PRIVATE API: Keras's `TensorBoard._val_writer`",
+     "callbacks/tensorboard.py"),
     ("_should_save_model", "tfllm/training/common.py", "PRIVATE API: overrides Keras's `ModelCheckpoint._save_model`",
      "keras-team/keras#20463"),
     ("_self_attention_layer", "tfllm/explanations.py",
@@ -371,3 +373,17 @@ def test_keras_tuner_saves_an_ended_trial_after_its_consecutive_failures_check()
     require(0 <= source.find("_check_consecutive_failures()") < source.find("self._save_trial(trial)"),
             "Oracle.end_trial checking the consecutive failures before it saves the trial (if it now saves "
             "first, _save_ended_trial is no longer needed)", path, marker)
+
+
+def test_keras_tensorboard_writes_evaluation_points_with_its_validation_writer():
+    import keras
+
+    from tfllm.training.common import TensorBoard
+
+    path, marker = "tfllm/training/common.py", "PRIVATE API: Keras's `TensorBoard._val_writer`"
+    source = inspect.getsource(keras.callbacks.TensorBoard.on_test_end)
+    require("self._val_writer.as_default()" in source and "self.summary.scalar(" in source
+            and "_vs_iterations" in source,
+            "keras TensorBoard.on_test_end writing evaluation_*_vs_iterations with _val_writer and summary",
+            path, marker)
+    require(hasattr(TensorBoard("/tmp"), "summary"), "keras TensorBoard.summary", path, marker)

@@ -1026,3 +1026,39 @@ def test_a_hidden_entry_of_the_user_s_is_foreign_but_tfllm_s_temporaries_and_fil
     assert runs.foreign_entries(str(tmp_path)) == [".git", ".notes"]
     with pytest.raises(UserInputError, match=r"holds \.git, \.notes, which a tfllm run does not write"):
         runs.check_no_foreign_entries(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_after_an_epochs_validation_logs_that_epochs_evaluation_once(tmp_path):
+    """A Ctrl-C after an epoch's validation but before its backup (in `pretrain --objective causal`, while the
+    epoch's text sample is generated): Keras had written the validation's `evaluation_loss_vs_iterations` point
+    as the validation ended, and the resumed run, repeating the epoch, wrote a second one at the same step."""
+    import glob
+
+    import tensorflow as tf
+
+    from tfllm.training.common import make_callbacks
+
+    class StoppedInEpoch2(keras.callbacks.Callback):  # placed where causal_lm's TextSamples is: before them all
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    def fit(*before):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+        model.fit(x, y, validation_data=(x, y), batch_size=4, epochs=4, verbose=0,
+                  callbacks=[*before, *make_callbacks(str(tmp_path), checkpoint=False)])
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(StoppedInEpoch2())
+    fit()  # resumed from epoch 1's backup
+    steps = {}
+    for file in sorted(glob.glob(str(tmp_path / "logs" / "validation" / "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(file):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    assert steps["evaluation_loss_vs_iterations"] == [2, 4, 6, 8]  # each epoch's 2 steps, once
+    assert steps["epoch_loss"] == [0, 1, 2, 3]

@@ -917,6 +917,39 @@ class _Torn(ValueError):
     """A backup's weights and metadata that do not pair up (`Backup.restore`)."""
 
 
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard writing each epoch's `evaluation_*_vs_iterations` points (validation against the
+    optimizer's step) with the epoch's own scalars, at the epoch's end, rather than as its validation ends.
+    Written there, an interruption after the validation but before the epoch's backup (a causal run's text
+    sample is generated in between) left the point in the event file, and the resumed run, repeating that
+    epoch, wrote it again: logs/validation held two at one step."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._fitting, self._evaluation = True, None
+
+    def on_train_end(self, logs=None):
+        self._fitting = False
+        super().on_train_end(logs)
+
+    def on_test_end(self, logs=None):
+        if getattr(self, "_fitting", False) and self.model.optimizer is not None:  # a fit's validation: kept
+            self._evaluation = dict(logs or {}), int(self.model.optimizer.iterations)
+            logs = {}  # Keras then writes none of them, and closes the validation writer as ever
+        super().on_test_end(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self._evaluation:
+            values, step = self._evaluation
+            self._evaluation = None
+            # PRIVATE API: Keras's `TensorBoard._val_writer` and `summary` (keras 3.15): what Keras's own
+            # `on_test_end` in keras/src/callbacks/tensorboard.py writes these points with.
+            with self._val_writer.as_default():
+                for name, value in values.items():
+                    self.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=step)
+
+
 class RestoreFirst(keras.callbacks.Callback):
     """Restores a `Backup` as `fit` begins, before any other callback: TensorBoard opens a new event file
     in the run's logs when it begins, and a resume whose backup then could not be restored left one in the
@@ -1007,7 +1040,7 @@ def make_callbacks(
         EpochCounter(),
     ]
     if write_logs:  # before the backup: a kill between the two re-logs an epoch, never skips its scalars
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
+        callbacks.append(TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
     callbacks.append(backup)  # before the swap: it backs up the raw weights
     if ema:  # before the checkpoint and early stopping, which then keep the averaged weights
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
