@@ -1195,3 +1195,21 @@ def test_predict_file_stdin_drops_a_byte_order_mark(tiny_classifier_run, capsys,
     assert result.stdout == expected.stdout
     monkeypatch.setattr("sys.stdin", bom_stdin())
     assert list(read_sources("-", "text")) == texts
+
+
+def test_an_unknown_or_abbreviated_option_is_refused_with_the_subcommands_usage(capsys, tmp_path, monkeypatch):
+    """`tfllm generate RUN --prompt x` printed the top-level `usage: tfllm [-h] [--version]` over "unrecognized
+    arguments", and `tfllm predict RUN --text "x"` was read as --text-column (then a message about a column)."""
+    from tfllm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for argv, command in ((["generate", "RUN", "--prompt", "x"], "generate"), (["export", "RUN", "--dir", "X"], "export"),
+                          (["predict", "RUN", "--text", "x"], "predict"),
+                          (["train", "--data", "rotten_tomatoes", "--epoch", "3"], "train")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.startswith(f"usage: tfllm {command} [-h]"), err
+        assert f"tfllm {command}: error: unrecognized arguments: {' '.join(argv[-2:])}" in err
+    assert not os.listdir(tmp_path)  # nothing written
+

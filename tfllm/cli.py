@@ -770,12 +770,22 @@ def add_translation_parsers(sub):
 # --- end translation -------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviations of its options: `predict RUN --text "x"` was read as
+    --text-column (and a message about that), and an abbreviation that works today breaks when an option
+    is added."""
+
+    def __init__(self, *args, allow_abbrev=False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+
+
 def build_parser():
     from tfllm import __version__
 
-    parser = argparse.ArgumentParser(prog="tfllm", description="Train, export and serve small Transformer language models.")
+    parser = _Parser(prog="tfllm", description="Train, export and serve small Transformer language models.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)  # each a _Parser too
+    parser.commands = sub.choices  # name -> its parser, whose usage its errors print
 
     def add_run_arguments(p, tasks):
         p.add_argument("--task", choices=tasks, default=tasks[0])
@@ -965,8 +975,8 @@ def _main(argv):
             # `generate RUN --tflite FILE PROMPT`: argparse took RUN for the prompt and left PROMPT over ("unrecognized
             # arguments"); as given, cmd_generate refuses the run directory beside --tflite in words.
             args.run_dir, args.prompt = args.prompt, unknown[0]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        else:  # the subcommand's usage, not `usage: tfllm [-h] [--version]`
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     # `kill` (SIGTERM: a job scheduler, `timeout`, a closed terminal) stops a command as Ctrl-C does, so a
     # training backs up its state to resume from, or puts back the run it was to replace. Both are kept
     # as well as raised, in case Python drops the exception where the signal lands (errors.request_stop);
