@@ -1213,3 +1213,15 @@ def test_an_unknown_or_abbreviated_option_is_refused_with_the_subcommands_usage(
         assert f"tfllm {command}: error: unrecognized arguments: {' '.join(argv[-2:])}" in err
     assert not os.listdir(tmp_path)  # nothing written
 
+
+def test_pretrain_help_lists_each_objectives_presets(capsys):
+    """`tfllm pretrain --help` showed `--preset PRESET` with no names."""
+    from tfllm.cli import main
+    from tfllm.presets import PRESETS
+
+    with pytest.raises(SystemExit) as info:
+        main(["pretrain", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert info.value.code == 0
+    for objective, task in (("mlm", "pretrain"), ("causal", "generate"), ("vectors", "vectors")):
+        assert f"{objective}: {', '.join(sorted(PRESETS[task]))} (tfllm presets {task} NAME)" in said

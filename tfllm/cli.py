@@ -299,6 +299,16 @@ PRESET_COMMANDS = {  # which commands take each task's presets (--preset NAME)
 }
 
 
+def _pretrain_presets_help():
+    """`pretrain --preset`'s help: each objective's preset names, from the registry (the help showed none)."""
+    from tfllm.presets import PRESETS
+
+    prefix = "tfllm pretrain --objective "
+    names = [f"{command.removeprefix(prefix)}: {', '.join(sorted(PRESETS[task]))} (tfllm presets {task} NAME)"
+             for task, commands in PRESET_COMMANDS.items() for command in commands if command.startswith(prefix)]
+    return f"recipe name (default: 'default'); {'; '.join(names)}"
+
+
 def cmd_presets(args):
     """The shipped recipes: every task's preset names, or one preset's settings as `--set` writes them."""
     from tfllm.errors import UserInputError
@@ -848,7 +858,7 @@ def build_parser():
     p.add_argument("--set", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
                    help="override any setting of the preset (repeatable), e.g. --set sequence_length=64")
     p.add_argument("--text-column", default="text")
-    p.add_argument("--preset", default="default")
+    p.add_argument("--preset", default="default", help=_pretrain_presets_help())
     p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default=None)
     p.add_argument("--steps", type=int, default=None, help="mlm, causal: training steps")
     p.add_argument("--epochs", type=int, default=None,
