@@ -804,7 +804,8 @@ def build_parser():
                             "kaggle:// / hf:// URI (online)")
         p.add_argument("--set", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
                        help="override any setting of the preset (repeatable), e.g. --set hidden_dim=64 "
-                            "--set freeze_epochs=2; a misspelt one is refused")
+                            "--set freeze_epochs=2 (the new head alone for 2 epochs first; one warm-up + cosine "
+                            "schedule spans the whole run); a misspelt one is refused")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir (kept until "
                                                                 "the new one finishes)")
 

@@ -91,7 +91,9 @@ CLASSIFIER_PRESETS = {
         "learning_rate": 1e-4,
         "warmup_fraction": 0.1,
         "weight_decay": 0.01,
-        "freeze_epochs": 0,  # >0 trains only the new head for that many epochs first
+        # >0 trains only the new head for that many epochs first; the run's one warm-up + cosine schedule spans
+        # both phases, so the full model trains on its later, lower part (classifier.train_classifier).
+        "freeze_epochs": 0,
         "batch_size": 32,
         "epochs": 3,
         "early_stopping": True,
