@@ -106,6 +106,12 @@ CLASSIFICATION = [
     """),
     code("""
         data = load_classification_data("rotten_tomatoes", max_rows=MAX_ROWS)
+        if len(data.label_names) != 2:  # a sigmoid unit trains on any labels without complaint, and learns nonsense
+            raise ValueError(
+                f"this notebook's model is a binary classifier (one sigmoid unit); the data has {len(data.label_names)} "
+                f"labels {data.label_names}: for more classes use tfllm.train_classifier (or `tfllm train --task classify "
+                f"--data FILE`), whose softmax head takes any number of labels"
+            )
         print(f"{len(data.train)} train, {len(data.val)} validation, {len(data.test)} test reviews; labels {data.label_names}")
         for text, label in list(zip(data.train.texts, data.train.labels))[:3]:
             print(f"{data.label_names[label]:>7}: {text}")"""),
@@ -197,7 +203,7 @@ CLASSIFICATION = [
             "It looks great, but the story goes nowhere.",
         ]
         for sentence, p in zip(sentences, model.predict(np.asarray(tokenizer(sentences)), verbose=0)[:, 0]):
-            print(f"{p:.2f} fresh  {sentence}")"""),
+            print(f"{p:.2f} {data.label_names[1]}  {sentence}")  # the sigmoid gives P(second label)"""),
     md("""
         ## Next
 

@@ -67,12 +67,23 @@ def _kernel_env(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def test_the_notebooks_are_the_ones_the_script_writes():
+def make_notebooks():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_notebooks", os.path.join(NOTEBOOKS_DIR, "make_notebooks.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def cell_with(cells, text):
+    """The source of the one code cell containing `text`."""
+    (source,) = [c.source for c in cells if c.cell_type == "code" and text in c.source]
+    return source
+
+
+def test_the_notebooks_are_the_ones_the_script_writes():
+    module = make_notebooks()
     assert sorted(module.NOTEBOOKS) == NOTEBOOKS
     for name, cells in module.NOTEBOOKS.items():
         committed = nbformat.read(os.path.join(NOTEBOOKS_DIR, name), as_version=4)
@@ -116,3 +127,19 @@ def test_notebook_runs_in_quick_setting(name, tmp_path):
             metrics = json.load(f)
         assert 0.0 <= metrics["test"]["chrf"] <= 100.0 and "bleu" in metrics["test"]
         assert "beam 4" in text and "greedy:" in text
+
+
+def test_notebook_01_refuses_data_with_more_than_two_labels(tmp_path):
+    # A student swapping in a 3-class CSV trained the sigmoid model without complaint
+    # (nonsense scores) and only failed at evaluation; the data cell now says what to use.
+    from tfllm import load_classification_data
+
+    path = tmp_path / "three.csv"
+    rows = [f"review number {i} is {label},{label}" for i in range(20) for label in ("good", "bad", "meh")]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    cells = make_notebooks().CLASSIFICATION
+    source = cell_with(cells, 'load_classification_data("rotten_tomatoes"').replace('"rotten_tomatoes"', repr(str(path)))
+    with pytest.raises(ValueError, match="3 labels .*tfllm.train_classifier"):
+        exec(source, {"load_classification_data": load_classification_data, "MAX_ROWS": None})
+    # Predictions name the data's positive label, not a hard-coded "fresh".
+    assert "fresh" not in cell_with(cells, "sentences = [")
