@@ -490,9 +490,11 @@ GENERATION = [
     """),
     code("""
         generator = Generator(model, tokenizer, jit_compile=preset["jit_compile"])
+        sampling = dict(temperature=0.8, seed=0)  # an option a sampler does not read is refused, not ignored
+        OPTIONS = {"greedy": {}, "top_k": dict(sampling, top_k=50), "top_p": dict(sampling, top_p=0.9),
+                   "random": sampling, "beam": dict(num_beams=4)}
         for sampler in SAMPLERS:
-            text = generator.generate([PROMPT], max_new_tokens=NEW_TOKENS, sampler=sampler, temperature=0.8, top_k=50,
-                                      top_p=0.9, seed=0)[0]
+            text = generator.generate([PROMPT], max_new_tokens=NEW_TOKENS, sampler=sampler, **OPTIONS[sampler])[0]
             print(f"--- {sampler}\\n{PROMPT}{text}\\n")
     """),
     md("""

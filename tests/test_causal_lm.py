@@ -4,6 +4,7 @@ import gzip
 import json
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ from lm_utils import tiny_generator, tiny_lm, write_records, write_run_dir
 
 from conftest import assert_keras_roundtrip
 from tfllm import data as data_lib
-from tfllm.config import TrainConfig
+from tfllm.config import SAMPLER_OF_OPTION, TrainConfig
 from tfllm.datasets.text import load_text_corpus
 from tfllm.errors import UserInputError
 from tfllm.generation import MAX_NEW_TOKENS, SAMPLERS, load_generator
@@ -99,19 +100,22 @@ def test_fused_block_is_bias_free_and_masks_padding():
 @pytest.mark.slow
 def test_samplers_run_and_respect_seed(sampler):
     generator = tiny_generator()
-    kwargs = dict(max_new_tokens=12, sampler=sampler, temperature=1.5, top_k=5, top_p=0.95, num_beams=2)
-    first = generator.generate(["First", "hear me speak"], seed=3, **kwargs)
+    # Each sampler's own options only: the others are refused (test_options_a_sampler_does_not_read_are_refused).
+    options = dict(temperature=1.5, top_k=5, top_p=0.95, num_beams=2, seed=3)
+    kwargs = dict({k: v for k, v in options.items() if sampler in SAMPLER_OF_OPTION[k]}, max_new_tokens=12, sampler=sampler)
+    first = generator.generate(["First", "hear me speak"], **kwargs)
     assert len(first) == 2 and all(isinstance(t, str) and len(t) <= 12 for t in first)
-    assert generator.generate(["First", "hear me speak"], seed=3, **kwargs) == first
+    assert generator.generate(["First", "hear me speak"], **kwargs) == first
     if sampler in ("top_k", "top_p", "random"):
-        others = [tuple(generator.generate(["First", "hear me speak"], seed=s, **kwargs)) for s in range(4, 8)]
+        others = [tuple(generator.generate(["First", "hear me speak"], **dict(kwargs, seed=s))) for s in range(4, 8)]
         assert any(o != tuple(first) for o in others)
 
 
 def test_top_k_is_clamped_and_temperature_zero_is_greedy():
     generator = tiny_generator()
-    huge = generator.generate(["First"], 10, sampler="top_k", top_k=10**6, temperature=0.0)
+    huge = generator.generate(["First"], 10, sampler="top_k", top_k=10**6, temperature=1e-40, seed=7)
     assert huge == generator.generate(["First"], 10, sampler="greedy")
+    assert generator.generate(["First"], 10, sampler="top_k", temperature=0.0) == huge
     # A temperature too small to divide by in float32 is its limit, greedy (it overflowed to empty text).
     assert generator.generate(["First"], 10, sampler="random", temperature=1e-40, seed=7) == huge
 
@@ -125,7 +129,7 @@ def test_streaming_matches_one_shot_and_stop_strings():
     # Sampled too: each chunk drew its noise afresh (seed + 7919 * chunk) at its own buffer's positions, so the
     # streamed text (`tfllm generate`'s) parted from a single call's (the SavedModel's) after the first chunk.
     for sampler in ("top_k", "top_p", "random"):
-        options = dict(sampler=sampler, top_k=5, top_p=0.9, temperature=1.0, seed=7)
+        options = dict(sampler=sampler, temperature=1.0, seed=7, **{"top_k": dict(top_k=5), "top_p": dict(top_p=0.9)}.get(sampler, {}))
         one_call = generator.generate(["First", "me"], 150, **options)
         assert generator.generate(["First", "me"], 150, stream_callback=lambda i, t: None, **options) == one_call
     assert "".join(t for i, t in pieces if i == 0) == streamed[0]
@@ -146,12 +150,29 @@ def test_streaming_matches_one_shot_and_stop_strings():
     (dict(prompts=["First"], sampler="top_k", top_k="5"), "top_k must be a whole number"),
     (dict(prompts=["First"], sampler="beam", num_beams=2.5), "num_beams must be a whole number"),
     (dict(prompts=["First"], seed="x"), "seed must be a whole number"),
-    (dict(prompts=["First"], temperature=None), "temperature must be a number"),
+    (dict(prompts=["First"], temperature="hot"), "temperature must be a number"),
 ])
 def test_bad_generation_inputs(kwargs, match):
     generator = tiny_generator()
     with pytest.raises(UserInputError, match=match):
         generator.generate(**{"max_new_tokens": 5, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(sampler="greedy", temperature=0.8), "temperature is for sampler='top_k', 'top_p' or 'random'"),
+    (dict(sampler="greedy", top_k=50), "top_k is for sampler='top_k'"),
+    (dict(sampler="top_p", top_k=50), "top_k is for sampler='top_k'"),
+    (dict(sampler="random", top_p=0.9), "top_p is for sampler='top_p'"),
+    (dict(sampler="top_k", num_beams=4), "num_beams is for sampler='beam'"),
+    (dict(sampler="beam", seed=0), "seed is for"),
+    (dict(sampler="top_k", temperature=0, top_k=5), "top_k is not read at temperature=0"),
+])
+def test_options_a_sampler_does_not_read_are_refused(kwargs, match):
+    """Generator.generate ignored them without a word, where tfllm.generate refused them."""
+    generator = tiny_generator()
+    with pytest.raises(UserInputError, match=re.escape(match)):
+        generator.generate(["First"], 5, **kwargs)
+    assert isinstance(generator.generate(["First"], 5, sampler=kwargs["sampler"])[0], str)  # its defaults: not refused
 
 
 def test_a_wordpiece_generator_names_the_words_it_has_no_token_for():
@@ -1001,6 +1022,7 @@ def test_a_prompt_many_windows_long_decodes_as_the_whole_buffer_did_from_only_th
                         "temperature": np.float32([temperature]), "top_k": np.int32([0]), "top_p": np.float32([1.0]),
                         "seed": np.int32([seed])})
         expected = generator.decode(np.asarray(whole)[0, len(ids):], prompt)
+        seed = seed if temperature else None  # a seed at temperature 0 (greedy) is refused: it is not read
         assert generator.generate([prompt], 6, sampler="random", temperature=temperature, seed=seed) == [expected]
 
 

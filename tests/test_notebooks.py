@@ -143,3 +143,18 @@ def test_notebook_01_refuses_data_with_more_than_two_labels(tmp_path):
         exec(source, {"load_classification_data": load_classification_data, "MAX_ROWS": None})
     # Predictions name the data's positive label, not a hard-coded "fresh".
     assert "fresh" not in cell_with(cells, "sentences = [")
+
+
+@pytest.mark.slow
+def test_notebook_02_passes_each_sampler_only_its_own_options():
+    # The cell passed temperature, top_k and top_p to every sampler; Generator.generate ignored them then,
+    # and refuses them now.
+    from lm_utils import tiny_generator
+
+    from tfllm.generation import SAMPLERS, Generator
+
+    tiny = tiny_generator()
+    source = cell_with(make_notebooks().GENERATION, "for sampler in SAMPLERS:")
+    namespace = {"Generator": Generator, "SAMPLERS": SAMPLERS, "model": tiny.model, "tokenizer": tiny.tokenizer,
+                 "preset": {"jit_compile": False}, "PROMPT": "First", "NEW_TOKENS": 5}
+    exec(source, namespace)

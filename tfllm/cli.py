@@ -414,6 +414,8 @@ def cmd_generate(args):
 
     sampler = args.sampler or SAMPLING_DEFAULTS["sampler"]
     refuse_unread_options(sampler, {name: getattr(args, name) for name in SAMPLER_OF_OPTION}, flags=True)
+    # What was given (None: not), for Generator.generate, which refuses an option its sampler does not read.
+    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "num_beams")}
     for name, default in SAMPLING_DEFAULTS.items():  # unset: the sampler's defaults
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -457,9 +459,8 @@ def cmd_generate(args):
 
             generator = cached_generator(args.run_dir)  # kept per process, as cmd_translate keeps its model
             generator.generate(
-                [args.prompt], max_new_tokens=args.max_new_tokens, sampler=args.sampler, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams, seed=args.seed, stop=args.stop or None,
-                stream_callback=stream,
+                [args.prompt], max_new_tokens=args.max_new_tokens, sampler=args.sampler, **given, seed=args.seed,
+                stop=args.stop or None, stream_callback=stream,
             )
         stream(0, "\n")
 

@@ -488,10 +488,10 @@ class Generator:
         prompts,
         max_new_tokens=200,
         sampler=SAMPLING_DEFAULTS["sampler"],
-        temperature=SAMPLING_DEFAULTS["temperature"],
-        top_k=SAMPLING_DEFAULTS["top_k"],
-        top_p=SAMPLING_DEFAULTS["top_p"],
-        num_beams=SAMPLING_DEFAULTS["num_beams"],
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        num_beams=None,
         seed=None,
         stop=None,
         stream_callback=None,
@@ -505,8 +505,10 @@ class Generator:
                 corpus's document separator (a blank line between CSV/JSONL rows, a line break in a .txt).
             max_new_tokens: 1 to `MAX_NEW_TOKENS` new tokens per prompt.
             sampler: "greedy", "top_k", "top_p", "random" or "beam".
-            temperature: divides the logits; 0 means greedy. The defaults are `tfllm generate`'s
-                (`tfllm.config.SAMPLING_DEFAULTS`: the top_k sampler, temperature 0.8, top_k 200).
+            temperature: divides the logits; 0 means greedy. The defaults (None: not given) are `tfllm generate`'s
+                (`tfllm.config.SAMPLING_DEFAULTS`: the top_k sampler, temperature 0.8, top_k 200). An option
+                given to a sampler that does not read it is refused (`refuse_unread_options`), as
+                `tfllm.generate` and the command refuse it: it was ignored without a word.
             top_k: keep the k most likely tokens (clamped to the vocabulary).
             top_p: keep the smallest set of tokens with this total probability.
             num_beams: beams for the "beam" sampler.
@@ -517,6 +519,7 @@ class Generator:
             stream_callback: called as `stream_callback(index, new_text)` while
                 text is produced, in chunks of `STREAM_CHUNK` tokens.
         """
+        temperature, top_k, top_p, num_beams = sampling_options(sampler, temperature, top_k, top_p, num_beams, seed)
         prompts = self._check_options(prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams, seed)
         stops = [stop] if isinstance(stop, str) else list(runs.texts_argument(stop or [], "stop"))
         if any(not isinstance(s, str) or not s for s in stops):
@@ -693,6 +696,16 @@ def sample_prompt(tokenizer, length, val_text, train_text):
     return None
 
 
+def sampling_options(sampler, temperature, top_k, top_p, num_beams, seed):
+    """(temperature, top_k, top_p, num_beams) with `SAMPLING_DEFAULTS` for those not given (None), after
+    refusing one given to a sampler that does not read it (`refuse_unread_options`): only the caller's own
+    options are refused, so `sampler="greedy"` alone decodes as before."""
+    refuse_unread_options(sampler, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+                                    "num_beams": num_beams, "seed": seed})
+    return tuple(SAMPLING_DEFAULTS[name] if value is None else value for name, value in
+                 (("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("num_beams", num_beams)))
+
+
 @runs.takes_named_options
 def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEFAULTS["sampler"],
              temperature=None, top_k=None, top_p=None, seed=None, stop=None, stream_callback=None, num_beams=None):
@@ -710,11 +723,7 @@ def generate(model_or_run_dir, prompts, max_new_tokens=200, sampler=SAMPLING_DEF
     Example:
     >>> generate("runs/shakespeare", ["ROMEO:"], max_new_tokens=100, sampler="greedy")
     """
-    refuse_unread_options(sampler, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-                                    "num_beams": num_beams, "seed": seed})
-    temperature, top_k, top_p, num_beams = (
-        SAMPLING_DEFAULTS[name] if value is None else value for name, value in
-        (("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("num_beams", num_beams)))
+    sampling_options(sampler, temperature, top_k, top_p, num_beams, seed)  # refused before a model is loaded
     generator = runs.decoder_of(model_or_run_dir, "generate", Generator, keras_hub.models.CausalLM, _BY_MODEL,
                                 lambda model: Generator(model, model.preprocessor.tokenizer), cached_generator)
     return generator.generate(prompts, max_new_tokens=max_new_tokens, sampler=sampler, temperature=temperature,
