@@ -1225,3 +1225,12 @@ def test_pretrain_help_lists_each_objectives_presets(capsys):
     assert info.value.code == 0
     for objective, task in (("mlm", "pretrain"), ("causal", "generate"), ("vectors", "vectors")):
         assert f"{objective}: {', '.join(sorted(PRESETS[task]))} (tfllm presets {task} NAME)" in said
+
+
+@pytest.mark.slow
+def test_verbose_0_prints_nothing(tmp_path, capsys):
+    """`train_classifier(..., verbose=0)` silenced Keras but still printed tfllm's "Data: ..." lines."""
+    from tfllm import TrainConfig, train_classifier
+
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=200, run_dir=str(tmp_path / "r")), verbose=0)
+    assert capsys.readouterr().out == ""

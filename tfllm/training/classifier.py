@@ -9,7 +9,9 @@ classifier: a tfllm run (pretraining or classification) or a KerasHub preset
 The run directory's layout is `tfllm.runs`'s.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -513,6 +515,18 @@ def command_data(config, preset):
 
 def train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
     """Trains, evaluates and saves a classifier as `config` says; returns the metrics dict.
+
+    `verbose=0` silences tfllm's own progress lines ("Data: ...", "Word vectors: ...") as it silences
+    Keras': they are printed from many helpers, so one check here; warnings still go through `warnings`.
+    """
+    if verbose != 0:
+        return _train_classifier(config, verbose, tokenizer, data, self_training)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _train_classifier(config, verbose, tokenizer, data, self_training)
+
+
+def _train_classifier(config, verbose="auto", tokenizer=None, data=None, self_training=None):
+    """`train_classifier`, whose progress lines it prints.
 
     `config.ensemble` > 1 trains that many seeds and saves their average
     (`tfllm.training.ensemble`). `tokenizer` and `data` (ensemble members, a
