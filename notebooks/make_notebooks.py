@@ -17,7 +17,7 @@ import nbformat
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 QUICK_CELL = """\
-# QUICK = True runs in seconds to a minute on a 2-core CPU (a slice of the data,
+# QUICK = True runs in about a minute or two on a 2-core CPU (a slice of the data,
 # a few steps); set it to False for the full run the prose describes.
 QUICK = True"""
 
@@ -207,7 +207,7 @@ CLASSIFICATION = [
     md("""
         ## Next
 
-        `tfllm train --task classify --preset article` does all of the above
+        `tfllm train --task classify --data rotten_tomatoes --preset article` does all of the above
         from the command line and writes a run directory that
         `tfllm export` turns into a SavedModel for TF Serving
         (notebook 03). The `default` preset is tuned for this small dataset
@@ -531,9 +531,12 @@ GENERATION = [
     md("""
         ## Next
 
-        `tfllm train --task generate --data shakespeare --preset nanogpt-cpu`
-        is this training from the command line, `tfllm generate RUN_DIR "ROMEO:"`
-        samples from it, and notebook 03 serves it.
+        `tfllm train --task generate --data shakespeare --preset nanogpt-cpu --run-dir runs/shakespeare`
+        is this training from the command line, and writes a run directory
+        (model, tokenizer, recipe) that `tfllm generate runs/shakespeare "ROMEO:"`
+        samples from and notebook 03 serves. This notebook's own
+        `runs/02_text_generation` holds only its logs and curves, not a model
+        to generate from.
     """),
 ]
 
@@ -581,7 +584,10 @@ EXPORT_AND_SERVE = [
         ## Hyperparameters
 
         Two runs to export: notebooks 01 and 02 show training itself, so here
-        it is one call each. QUICK trains tiny models for a few seconds.
+        it is one call each. QUICK trains tiny models for a few seconds; the
+        `tiny` preset's vocabulary is too small for every word of the reviews,
+        so a warning says what share of their tokens became `[UNK]`. That is
+        expected here (the full `default` preset's vocabulary covers them).
     """),
     code("""
         CLASSIFIER = TrainConfig(data="rotten_tomatoes", preset="tiny" if QUICK else "default",
@@ -830,6 +836,12 @@ TRANSLATION = [
             print(f"{sources[i]}  greedy: {greedy[i]!r}  beam: {beam[i]!r}  references: {references[i][:3]}")
         reports = {"greedy": translation_report(greedy, references), "beam 4": translation_report(beam, references)}
         print(json.dumps(reports, indent=2))
+    """),
+    md("""
+        In QUICK mode the model is far too small and trained too briefly to
+        translate: expect repeated junk such as `'aaa'` and scores near 0.
+        `QUICK = False` trains the `default` preset on all headwords for 20
+        minutes, which gives real (if short) glosses.
     """),
     code("""
         fig, ax = plt.subplots(figsize=(6, 3))

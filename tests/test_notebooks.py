@@ -158,3 +158,17 @@ def test_notebook_02_passes_each_sampler_only_its_own_options():
     namespace = {"Generator": Generator, "SAMPLERS": SAMPLERS, "model": tiny.model, "tokenizer": tiny.tokenizer,
                  "preset": {"jit_compile": False}, "PROMPT": "First", "NEW_TOKENS": 5}
     exec(source, namespace)
+
+
+def test_the_notebooks_prose_gives_commands_that_work():
+    """What the tour found: commands missing what they need, QUICK output the prose did not explain."""
+    module = make_notebooks()
+    prose = {name[:2]: "\n".join(c.source for c in cells if c.cell_type == "markdown") for name, cells in module.NOTEBOOKS.items()}
+    assert "tfllm train --task classify --data rotten_tomatoes --preset article" in prose["01"]  # it needs --data
+    # 02's own run folder holds logs only: the prose names the run directory the command writes.
+    assert "--run-dir runs/shakespeare" in prose["02"] and 'tfllm generate runs/shakespeare "ROMEO:"' in prose["02"]
+    assert "[UNK]" in prose["03"]  # the tiny vocabulary's warning, explained
+    assert "too small" in prose["05"] and "QUICK = False" in prose["05"]  # 'aaa' translations, explained
+    with open(os.path.join(os.path.dirname(NOTEBOOKS_DIR), "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert "a minute each" not in readme and len(readme.encode()) <= 12_000
