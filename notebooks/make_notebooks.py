@@ -453,6 +453,7 @@ GENERATION = [
     """),
     code("""
         log_dir = os.path.join(RUN_DIR, "logs")
+        shutil.rmtree(log_dir, ignore_errors=True)  # rerunning this cell: one set of curves in TensorBoard, not two
         history = model.fit(
             train_ds,
             steps_per_epoch=EVAL_INTERVAL,

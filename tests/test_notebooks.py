@@ -172,3 +172,9 @@ def test_the_notebooks_prose_gives_commands_that_work():
     with open(os.path.join(os.path.dirname(NOTEBOOKS_DIR), "README.md"), encoding="utf-8") as f:
         readme = f.read()
     assert "a minute each" not in readme and len(readme.encode()) <= 12_000
+
+
+def test_notebook_02_train_cell_starts_from_clean_logs():
+    # Rerunning the train cell alone appended a second set of epochs to the same logs/ (two TensorBoard curves).
+    source = cell_with(make_notebooks().GENERATION, "history = model.fit(")
+    assert 0 <= source.find("shutil.rmtree(log_dir") < source.find("model.fit(")
