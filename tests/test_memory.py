@@ -19,12 +19,24 @@ def test_lookup_prefers_shared_rare_units_then_their_order_then_length():
     assert memory.lookup(["大电"], k=1) == [["brain"]]
     assert memory.lookup(["水"], k=4) == [[]]  # nothing shared, nothing found
     (best, score), (second, lower) = memory.lookup(["电脑"], k=2, scores=True)[0]
-    assert (best, second) == ("the computer", "computer game") and score == lower > 0  # tied, then by length
+    assert (best, second) == ("the computer", "computer game") and score == lower == 1  # tied, then by length
+
+
+def test_the_same_source_comes_first_however_many_longer_ones_hold_it_and_weak_matches_score_low():
+    # 人 came after hundreds of cedict's longer headwords that hold 人, off the shortlist. A source found as it is
+    # gets its own targets alone: 平板电脑 holds all of 电脑, tied with it, and the model chose "tablet computer".
+    memory = TranslationMemory(["平板电脑", "电脑", "脑炎"] + [f"人{i}" for i in range(300)] + ["人"],
+                               ["tablet computer", "computer", "encephalitis"] + ["x"] * 300 + ["person"])
+    assert memory.lookup(["电脑"], k=2, scores=True) == [[("computer", 1.0)]]  # was also "tablet computer", tied
+    assert memory.lookup(["人"], k=1, scores=True) == [[("person", 1.0)]]
+    # One character shared of four, the others never seen: a weak match, below the half that translate offers.
+    assert dict(memory.lookup(["电脑游戏"], k=3, scores=True)[0])["encephalitis"] < 0.3
+    assert "encephalitis" not in memory.lookup(["电脑游戏"], k=3, min_score=0.5)[0]
 
 
 def test_words_match_across_case_and_targets_come_back_once():
     memory = TranslationMemory(["Good morning", "good night", "GOOD morning!"], ["早上好", "晚安", "早上好"])
-    assert memory.lookup(["good Morning"], k=3) == [["早上好", "晚安"]]
+    assert memory.lookup(["good Morning", "good morning, Sir"], k=3) == [["早上好"], ["早上好", "晚安"]]
 
 
 @pytest.mark.parametrize("sources, targets, k, message", [

@@ -844,6 +844,13 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     assert "--source-column" in capsys.readouterr().err
     assert cli.main(["translate", trained_run, "一二", "--memory", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+    capsys.readouterr()
+    # A source found as it is gets its own target, not a longer source's that holds it (一二 scored as 一二三,
+    # and the model chose between them); one sharing only a character of four is decoded, not given "wrong".
+    glossary = write_csv(tmp_path / "exact.csv", [("一二三", "one two three"), ("一二", "twelve"), ("八", "wrong")])
+    decoded = translator.translate(["五六七八"], warn=False)
+    assert cli.main(["translate", trained_run, "一二", "一二三", "五六七八", "--memory", glossary]) == 0
+    assert capsys.readouterr().out.splitlines() == ["twelve", "one two three", *decoded]
 
 
 @pytest.mark.slow
@@ -917,8 +924,11 @@ def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns
     os.makedirs(runs.path(run_dir, runs.RUN_CONFIG).rsplit(os.sep, 1)[0])
     TrainConfig(task="translate", data="cedict").to_json(runs.path(run_dir, runs.RUN_CONFIG))
     runs.write_json(runs.path(run_dir, runs.RECIPE), {})
-    pairs = write_csv(tmp_path / "glossary.csv", [("你好", "hello"), ("谢谢", "thanks")], header=("simplified", "english"))
+    pairs = write_csv(tmp_path / "glossary.csv", [("你好", "hello/hi"), ("谢谢", "thanks")], header=("simplified", "english"))
     assert run_memory(run_dir, pairs).lookup(["谢谢"], k=1) == [["thanks"]]
+    # cedict's glosses are '/'-joined references: the memory answers with the first, as training targets it
+    # (it answered "hello/hi").
+    assert run_memory(run_dir, pairs).lookup(["你好"], k=1) == [["hello"]]
     with pytest.raises(UserInputError, match="does not exist"):
         run_memory(run_dir, str(tmp_path / "missing.csv"))
 

@@ -450,8 +450,12 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
     if pairs == "train":
         part = run_data(config, recipe, "--memory train", ", or pass --memory PAIRS (a file of pairs)").train
     else:
-        part = read_pairs(pairs, *run_columns(config, source_column, target_column),
-                          reference_separator=recipe.get("reference_separator"))
+        columns = run_columns(config, source_column, target_column)
+        # A file of the run's bundled pairs' columns ('english': cedict's '/'-joined glosses) splits its targets
+        # as the run's data did, so that a memory answer is the first gloss, as training targets, not all of them.
+        bundled = BUNDLED_PAIRS.get(config.data, (None, {"reference_separators": {}}))[1]
+        separator = recipe.get("reference_separator") or bundled["reference_separators"].get(columns[1])
+        part = read_pairs(pairs, *columns, reference_separator=separator)
     return TranslationMemory(part.sources, [references[0] for references in part.references])
 
 
