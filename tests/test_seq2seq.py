@@ -851,6 +851,14 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     decoded = translator.translate(["五六七八"], warn=False)
     assert cli.main(["translate", trained_run, "一二", "一二三", "五六七八", "--memory", glossary]) == 0
     assert capsys.readouterr().out.splitlines() == ["twelve", "one two three", *decoded]
+    # A memory target with tokens the decoder never outputs (the sources' characters: a cedict gloss such as
+    # "CL:个[ge4]") is scored as unknown there, not a traceback ("indices[0,4] = 97 is not in [0, 97)").
+    assert translator.output_size < translator.tokenizer.vocabulary_size()
+    total, count = translator.score(["三", "三"], ["three 三", "three"])
+    assert np.isfinite(total).all() and count[0] > count[1]
+    glossary = write_csv(tmp_path / "cjk.csv", [("三", "three"), ("三", "three 三"), ("一二三", "一二三")])
+    assert cli.main(["translate", trained_run, "三", "一二三", "--memory", glossary]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "一二三"
 
 
 @pytest.mark.slow

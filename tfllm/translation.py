@@ -199,16 +199,22 @@ class Translator:
     def score(self, sources, targets):
         """The model's log-likelihood of each target given its source: `(sum over tokens, tokens)` arrays.
 
-        Targets are tokenized as in training (up to the decoder's length, the end token counted).
+        Targets are tokenized as in training (up to the decoder's length, the end token counted). A token the
+        decoder never outputs (one of the vocabulary's source-only tokens: a memory's gloss with Chinese in it)
+        is scored as the unknown token, as training reads it in a target.
         """
         key = ("score", self._xla(sources))
         if key not in self._compiled:
-            model = self.model
+            model, output_size = self.model, self.output_size
+            # Beyond the decoder's softmax, tf.gather failed ("indices[0,4] = 97 is not in [0, 97)").
+            unk_id = self.unk_id if self.unk_id is not None and self.unk_id < output_size else 0
 
             @tf.function(jit_compile=key[1], reduce_retracing=True, autograph=False)
             def token_log_probs(x, y, weight):
                 log_probs = tf.nn.log_softmax(tf.cast(model(x, training=False), tf.float32))
-                picked = tf.gather(log_probs, tf.cast(y, tf.int32), batch_dims=2)
+                y = tf.cast(y, tf.int32)
+                y = tf.where(y < output_size, y, unk_id)
+                picked = tf.gather(log_probs, y, batch_dims=2)
                 weight = tf.cast(weight, tf.float32)
                 return tf.reduce_sum(picked * weight, -1), tf.reduce_sum(weight, -1)
 
