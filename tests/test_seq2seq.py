@@ -694,6 +694,24 @@ def test_evaluate_takes_the_sampler_and_beams_of_translate(trained_run, capsys):
 
 
 @pytest.mark.slow
+def test_sampler_beam_without_num_beams_searches_with_the_default_beams_as_python_does(trained_run, capsys):
+    """`tfllm translate RUN x --sampler beam` decoded with --num-beams' default of 1 (greedy) without a word,
+    where `translate(run, srcs, sampler="beam")` searches with TRANSLATE_BEAMS."""
+    from tfllm.translation import TRANSLATE_BEAMS, cached_translator, translate
+
+    translator = cached_translator(trained_run)  # the command's own (cached per process)
+    translator._compiled.clear()
+    capsys.readouterr()
+    assert cli.main(["translate", trained_run, "一二", "三五", "--sampler", "beam"]) == 0
+    by_command = capsys.readouterr().out.splitlines()
+    assert {key[0] for key in translator._compiled if key[0] != "score"} == {("beam", TRANSLATE_BEAMS)}
+    assert by_command == translate(trained_run, ["一二", "三五"], sampler="beam")
+    with pytest.raises(SystemExit):
+        cli.main(["translate", "--help"])
+    assert f"default {TRANSLATE_BEAMS} with --sampler beam" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.slow
 def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_path, capsys):
     corpus = tmp_path / "english.txt"
     corpus.write_text("one two three\n" * 40, encoding="utf-8")

@@ -683,7 +683,8 @@ def _translate_sampler(args):
     from tfllm.config import refuse_unread_at_temperature_0
     from tfllm.errors import UserInputError
 
-    sampler = args.sampler or ("beam" if args.num_beams > 1 else "greedy")
+    # As `Translator.translate` chooses it; an unset --num-beams is then its TRANSLATE_BEAMS (it was 1: greedy).
+    sampler = args.sampler or ("beam" if args.num_beams not in (None, 1) else "greedy")
     readers = {"top_k": ["top_k"], "top_p": ["top_p"], "temperature": ["top_k", "top_p"], "seed": ["top_k", "top_p"],
                "num_beams": ["beam"]}
     for name, samplers in readers.items():
@@ -762,7 +763,8 @@ def add_translation_parsers(sub):
                         "tab-separated pairs: the field's number (default 1, or the run's source column's)")
     p.add_argument("--sampler", choices=["greedy", "beam", "top_k", "top_p"], default=None,
                    help="default: beam with --num-beams > 1, else greedy")
-    p.add_argument("--num-beams", type=_count, default=1, help="1 to 64; above 1: beam search")
+    p.add_argument("--num-beams", type=_count, default=None,
+                   help="1 to 64 (default 4 with --sampler beam); above 1 without --sampler: beam search")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's longest output")
     p.add_argument("--top-k", type=int, default=None, help="top_k (default 10)")
     p.add_argument("--top-p", type=float, default=None, help="top_p (default 0.9)")
@@ -896,7 +898,8 @@ def build_parser():
     # As `tfllm translate`'s, so greedy and beam search compare on the same pairs (the README does).
     p.add_argument("--sampler", choices=["greedy", "beam"], default=None,
                    help="translation runs: default beam with --num-beams > 1, else greedy")
-    p.add_argument("--num-beams", type=_count, default=None, help="translation runs: 1 to 64; above 1: beam search")
+    p.add_argument("--num-beams", type=_count, default=None,
+                   help="translation runs: 1 to 64 (default 4 with --sampler beam); above 1: beam search")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and probabilities for some texts (one JSON line each)")
