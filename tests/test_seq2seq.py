@@ -1274,12 +1274,20 @@ def test_fine_tune_a_keras_hub_bart_preset_translate_and_export(bart_preset, tmp
     greedy = translate(run_dir, ["a i", "b j"], warn=False)
     assert len(greedy) == 2 and all(isinstance(t, str) for t in greedy)
     assert translate(run_dir, ["a i"], sampler="beam", num_beams=1, warn=False) == greedy[:1]
+    # Plain KerasHub reloads the run at the lengths it trained with: they were left out of its preprocessor's
+    # config, it came back at 1024/1024, and generate() (and translate(loaded)) failed on 32 positions.
+    tiny = resolve_preset("translate", "tiny")
+    assert (loaded.preprocessor.encoder_sequence_length, loaded.preprocessor.decoder_sequence_length) == (
+        tiny["encoder_sequence_length"], tiny["decoder_sequence_length"])
+    assert translate(loaded, ["a i", "b j"], warn=False) == greedy
+    loaded.compile(sampler="greedy")
+    assert loaded.generate(["a i", "b j"]) == greedy  # KerasHub's own loop, BART's decoder prompt as tfllm's
 
     from tfllm.export.seq2seq import export_seq2seq
 
     path = export_seq2seq(run_dir, "bart", base_dir=str(tmp_path / "savedmodels"))
     reloaded = tf.saved_model.load(path).signatures["serving_default"]
-    # The run's decoder length (the recipe's; BART's preprocessor.json does not keep it) less BART's two-token prompt.
+    # The run's decoder length less BART's two-token prompt.
     width = resolve_preset("translate", "tiny")["decoder_sequence_length"] - 2
     out = reloaded(source=tf.constant(["a i", "b j"]), max_new_tokens=tf.constant([width, width]))
     assert [t.decode() for t in out["translation"].numpy()] == greedy

@@ -551,7 +551,8 @@ def load_translation_task(run_dir, dtype=None):
     """A translation run's `Seq2SeqLM` with its preprocessor at the run's lengths.
 
     KerasHub's own seq2seq preprocessors (BART's) do not save their sequence
-    lengths in `preprocessor.json`; the run's recipe has them.
+    lengths in `preprocessor.json` (runs save them since
+    `training.common.keep_sequence_lengths`; older ones do not); the run's recipe has them.
     """
     import keras_hub
 

@@ -648,6 +648,20 @@ def recorded_from_preset(*run_dirs):
     return ""
 
 
+def keep_sequence_lengths(preprocessor):
+    """Makes `preprocessor`'s saved config hold its encoder and decoder sequence lengths where its class leaves
+    them out. KerasHub's `Seq2SeqLMPreprocessor` (BART's) has no `get_config` of its own, so preprocessor.json and
+    task.json dropped them, and plain `keras_hub.models.Seq2SeqLM.from_preset(run)` came back at its default
+    1024/1024: generate() failed on a backbone of 64 positions. Its constructor takes them, so with them in the
+    config the run reloads at the lengths it trained with. (tfllm's own preprocessor saves them already.)"""
+    config = preprocessor.get_config()
+    names = [name for name in ("encoder_sequence_length", "decoder_sequence_length")
+             if name not in config and getattr(preprocessor, name, None) is not None]
+    if names:
+        get_config = preprocessor.get_config  # this instance's only: the class is KerasHub's
+        preprocessor.get_config = lambda: {**get_config(), **{name: getattr(preprocessor, name) for name in names}}
+
+
 def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     """Writes a finished run's preset, metrics and reports, then drops its resume state."""
     from tfllm.training import reporting
@@ -661,6 +675,8 @@ def finish_run(run_dir, final_run_dir, task, preset, history, metrics):
     # every later from_preset would warn about skipping; training is over.
     task.compile()
     check_room(os.path.join(run_dir, "task.weights.h5"), task.weights)  # with model.weights.h5, the backbone's
+    if task.preprocessor is not None:
+        keep_sequence_lengths(task.preprocessor)
     task.save_to_preset(run_dir)
     for stray in glob.glob(os.path.join(run_dir, "*.tmp.weights.h5")):  # a checkpoint write a kill cut short
         os.remove(stray)
