@@ -384,6 +384,17 @@ def test_training_warns_of_targets_longer_than_the_decoder_writes(tmp_path, caps
     with pytest.warns(TfllmWarning, match=f"^1 of 2 training targets are longer than the {length - 1} tokens the "
                                           f"decoder writes .*'decoder_sequence_length': {length + 1}"):
         seq2seq.warn_of_cut_texts(["o", "o" * length], tokenizer, length, "target")
+    # Capped at a preset's positions (BART's 64 was told =79, trained at 64 and was told it again), and the
+    # share the suggestion fits is named ("longest 45 tokens ... =14" read as too short).
+    many = ["o"] * 19 + ["o" * (length + 5)]
+    with pytest.warns(TfllmWarning, match=rf"'decoder_sequence_length': {length + 6}}} \(fits all"):
+        seq2seq.warn_of_cut_texts(many, tokenizer, length, "target")
+    with pytest.warns(TfllmWarning, match=rf"'decoder_sequence_length': {length + 2}}}, the most the preset's "
+                                          rf"positions allow \({length + 6} would fit all of them\)"):
+        seq2seq.warn_of_cut_texts(many, tokenizer, length, "target", positions=length + 2)
+    with pytest.warns(TfllmWarning, match=f"The preset has {length} positions, which decoder_sequence_length "
+                                          f"{length} already uses: shorten"):
+        seq2seq.warn_of_cut_texts(many, tokenizer, length, "target", positions=length)
     path = write_csv(tmp_path / "p.csv", [(zh, " ".join([en] * 8)) for zh, en in make_pairs(40, seed=5)])
     monkeypatch.setattr(seq2seq, "compile_model", lambda *a, **k: (_ for _ in ()).throw(UserInputError("stopped")))
     assert cli.main(["train", "--task", "translate", "--data", path, "--source-column", "zh", "--target-column", "en",

@@ -167,19 +167,32 @@ CUT = {"source": (2, "encoder_sequence_length", "the encoder reads", "training s
                   "the model never learns their end, so it cannot write them whole (exact match is out of reach)")}
 
 
-def warn_of_cut_texts(texts, tokenizer, sequence_length, side="source"):
+def warn_of_cut_texts(texts, tokenizer, sequence_length, side="source", positions=None):
     """Warns once how many training sources (targets) are longer than the encoder reads (the decoder writes):
     the packer cut them without a word (`--preset tiny`'s 10 tokens made every "is this review positive or
     negative: ..." "is this re", and the model answered the majority class), where `tfllm translate` only
-    warned later."""
+    warned later.
+
+    `positions`: the most the setting can be (a preset's backbone's positions): the advice is capped there
+    (BART's 64 got "Raise it with --set decoder_sequence_length=79", which trained at 64 and said it again)."""
     extra, setting, where, cost = CUT[side]
     room = sequence_length - extra
     lengths = np.array([len(row) for row in token_rows(tokenizer, texts)])
     long = int((lengths > room).sum())
     if long:
+        fit = enough(lengths, sequence_length, extra)
+        # Which share the suggestion fits: "longest 45 tokens ... =14" read as too short without it.
+        share = "all of them" if fit == int(lengths.max()) + extra else "95% of them"
+        if positions is not None and fit > positions:
+            advice = (f"The preset has {positions} positions, which {setting} {sequence_length} already uses: "
+                      f"shorten the texts to fit" if sequence_length >= positions else
+                      f"Raise it with --set {setting}={positions}, the most the preset's positions allow "
+                      f"({fit} would fit {share})")
+        else:
+            advice = f"Raise it with --set {setting}={fit} (fits {share})"
         errors.warn(f"{long:,} of {len(lengths):,} training {side}s are longer than the {room} tokens {where} "
                     f"({setting} {sequence_length}; longest {lengths.max()} tokens): {cost.format(room=room)}. "
-                    f"Raise it with --set {setting}={enough(lengths, sequence_length, extra)}.")
+                    f"{advice}.")
 
 
 def enough(lengths, now, extra):
@@ -324,8 +337,11 @@ def train_seq2seq(config, verbose="auto"):
                 # The decoder's softmax covers the tokens of training targets only (see targets_first).
                 model = own_model(preset, tokenizer, tokenizers.output_vocabulary_size(tokenizer, data.train.targets))
             for texts, side in ((data.train.sources, "source"), (data.train.targets, "target")):
+                # A preset's backbone has its positions (a from-scratch model's are made to the settings).
+                positions = (getattr(model.backbone, CUT[side][1], None)
+                             or getattr(model.backbone, "max_sequence_length", None)) if config.from_preset else None
                 warn_of_cut_texts(texts, model.preprocessor.tokenizer,
-                                  getattr(model.preprocessor, CUT[side][1]), side)
+                                  getattr(model.preprocessor, CUT[side][1]), side, positions)
             compile_model(model, preset, steps_per_epoch=-(-len(data.train) // preset["batch_size"]))
             # A token the decoder cannot score (in validation targets, or in new data for a fine-tuned
             # tfllm run) is learned as [UNK]. Under XLA, sources keep their full length, since XLA
