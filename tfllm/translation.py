@@ -50,8 +50,9 @@ MEMORY_SIZE = 8
 MEMORY_WEIGHT = 0.05
 # No lowest match score: a weak match's target still beats the model's own output on average here. On cedict's
 # zh-en test split against the training pairs, 2,330 of 6,122 sources match below half of their weight, and the
-# memory's best match alone scores chrF 15.9 on them (above 0.5: 43.6), against 13.6 for the Transformer alone on
-# every source (stop 27's 20-minute run, docs/benchmarks.md).
+# memory's best match alone scores chrF 15.9 on them (above 0.5: 43.6; below 0.3, 145 sources: 12.8), against
+# 13.6 for the Transformer alone on every source (stop 27's 20-minute run, docs/benchmarks.md);
+# benchmarks/probe_memory_floor.py -> benchmarks/results/memory_floor.json.
 # Input method: its best candidates the model chooses among, and the weight of the model's log-likelihood
 # beside the candidate's own score (both sums over the output). Chosen on cedict's first 1,000 validation pairs
 # (pinyin, stop 29): weights 0 / 0.1 / 0.25 / 0.5 / 1 / 2 scored 0.608 / 0.613 / 0.615 / 0.613 / 0.602 / 0.558.
