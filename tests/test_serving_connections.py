@@ -9,10 +9,12 @@ requests keep being answered meanwhile.
 
 import asyncio
 import http.client
+import http.server
 import json
 import os
 import select
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -390,3 +392,55 @@ def test_a_client_refused_mid_upload_reports_the_servers_503(server):
             s.close()
     time.sleep(0.3)
     check_answers(server)
+
+
+class _RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """Reads each request's whole body, records it, then answers or closes per `server.answer`."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.server.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        if not self.server.answer:  # took the request and went away (a shutdown, a crash)
+            self.close_connection = True
+            return
+        body = b'{"outputs": [%d]}' % len(self.server.received)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True  # an idle keep-alive close the client is not told of
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recording_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
+    httpd.received, httpd.answer = [], False
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_request_the_server_took_on_a_new_connection_is_not_sent_again(recording_server):
+    # Before, RestClient sent it again on a new connection (the server ran a generation twice),
+    # or, against a server that had stopped, said "Cannot reach ...: Connection refused".
+    client = RestClient("127.0.0.1", recording_server.server_address[1], timeout=10)
+    with pytest.raises(ServingError, match=r"closed the connection before answering \(it may be "
+                                           r"shutting down or restarting\); the request may have run"):
+        client.predict("shakespeare", {"prompt": ["ROMEO:"]})
+    assert len(recording_server.received) == 1
+
+
+def test_a_keep_alive_connection_the_server_closed_while_idle_is_retried_once(recording_server):
+    recording_server.answer = True
+    client = RestClient("127.0.0.1", recording_server.server_address[1], timeout=10)
+    assert client.predict("reviews", {"text": ["a"]}) == [1]
+    time.sleep(0.2)  # the server has closed the idle connection the client still holds
+    assert client.predict("reviews", {"text": ["b"]}) == [2]  # sent again on a new connection
+    assert [json.loads(b)["inputs"]["text"] for b in recording_server.received] == [["a"], ["b"]]

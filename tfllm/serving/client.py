@@ -100,6 +100,9 @@ class RestClient:
         headers.update(self._auth)
         for attempt in (0, 1):
             conn = self._connection(fresh=attempt == 1)
+            # An open socket here served an earlier request: the server may have closed it as idle
+            # just as this request went out. A new socket has no such race.
+            reused = conn.sock is not None
             try:
                 try:
                     conn.request(method, path, body, headers)
@@ -116,13 +119,20 @@ class RestClient:
             except TimeoutError as e:
                 conn.close()
                 raise ServingError(f"{method} {path} timed out after {self.timeout} s") from e
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-                    http.client.CannotSendRequest) as e:
-                # The server closed an idle keep-alive connection; the request
-                # never ran, so one retry on a new connection is safe.
+            except http.client.CannotSendRequest:
+                # The connection was left mid-exchange; nothing was sent, so a new one is safe.
                 if attempt == 1:
-                    raise ServingError(f"Lost the connection to {self.host}:{self.port}: "
-                                       f"{e}") from e
+                    raise
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                conn.close()
+                # Only a reused keep-alive connection is retried (its idle close races this
+                # request, which then never ran). On a new connection the server took the
+                # request and closed without answering: sending it again could run it twice.
+                if not reused:
+                    raise ServingError(
+                        f"{method} http://{self.host}:{self.port}{path}: the server closed the "
+                        f"connection before answering (it may be shutting down or restarting); "
+                        f"the request may have run") from e
             except OSError as e:
                 conn.close()
                 self._local.conn = None
