@@ -263,6 +263,31 @@ def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_model_moved_to_another_base_path_says_so_and_lists_only_its_new_versions(tmp_path, caplog):
+    """Before, swapping a model's base_path logged "unloaded clf version 2 (its folder is gone)" although
+    the folder was still there, and the status listed the old folder's version 2 as END beside the new
+    folder's version 1."""
+    from tfllm.serving.server import ModelRegistry
+
+    fixtures.save_classifier(str(tmp_path / "old" / "clf" / "2"), warmup=False)
+    fixtures.save_classifier(str(tmp_path / "new" / "clf" / "1"), warmup=False)
+    config = tmp_path / "models.config"
+    _write_config(config, ("clf", "old/clf", ""))
+    registry = ModelRegistry(str(tmp_path), model_config_file=str(config))
+    registry.refresh()
+    assert [(s.version, s.state) for s in registry.statuses("clf")] == [(2, "AVAILABLE")]
+    _write_config(config, ("clf", "new/clf", ""))
+    os.utime(config, (1, 1))
+    with caplog.at_level("INFO", logger="tfllm.serving"):
+        registry.refresh()
+    unloaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("unloaded")]
+    assert unloaded == [f"unloaded clf version 2 (no longer under the configured base_path "
+                        f"{tmp_path / 'new' / 'clf'})"], unloaded
+    assert [(s.version, s.state) for s in registry.statuses("clf")] == [(1, "AVAILABLE")]
+    assert registry.resolve("clf").path == str(tmp_path / "new" / "clf" / "1")
+
+
+@pytest.mark.slow
 def test_a_label_never_loads_a_version_the_policy_excludes(tmp_path, caplog):
     """Before, `canary` -> 3 loaded version 3 beside the policy's 1 and 2, and unlabelled requests
     then went to 3. As TF Serving: 3 stays unloaded and the label is refused."""

@@ -52,6 +52,7 @@ class ModelState:
     failed: dict[int, str] = field(default_factory=dict)  # version -> load error
     refused: dict[str, str] = field(default_factory=dict)  # label -> why it does not resolve
     ended: frozenset = frozenset()  # versions unloaded since they were served (TF Serving keeps them as END)
+    model_dir: str | None = None  # the folder its versions were found in (a config's base_path)
 
 
 class ModelRegistry:
@@ -174,8 +175,10 @@ class ModelRegistry:
         if self._policies is not None:
             policies = self._policies
             on_disk = self._config_models(policies)
+            model_dirs = {name: os.path.join(self.base_path or "", policies[name].base_path) for name in on_disk}
         else:
             policies, on_disk = {}, models_lib.scan(self.base_path)
+            model_dirs = {name: os.path.join(self.base_path, name) for name in on_disk}
         current = self._models
         new_models = {}
         seen_paths = set()
@@ -205,16 +208,23 @@ class ModelRegistry:
                             logger.warning("serving %s version %d meanwhile: version(s) %s do not load",
                                            name, v, ", ".join(map(str, sorted(set(selected) & set(failed)))))
                             break
+            model_dir = model_dirs[name]
+            moved = old.model_dir is not None and old.model_dir != model_dir
             for v in sorted(set(old.versions) - set(loaded)):
-                logger.info("unloaded %s version %d (%s)", name, v, "its folder is gone" if v not in versions
+                logger.info("unloaded %s version %d (%s)", name, v,
+                            f"no longer under the configured base_path {model_dir}" if moved
+                            else "its folder is gone" if v not in versions
                             else "changed on disk" if versions[v] != old.versions[v].path
                             else "no longer selected")
             if loaded or failed:
                 wanted = dict(policy.labels) or ({"stable": max(loaded)} if loaded else {})
                 labels, refused = self._check_labels(name, wanted, loaded, failed, versions,
                                                      old.labels)
-                ended = frozenset((old.ended | set(old.versions)) - set(loaded) - set(failed))
-                new_models[name] = ModelState(loaded, labels, failed, refused, ended)
+                # A new base_path is a new history: the old folder's versions are not listed as END
+                # beside the new folder's (version numbers of two folders need not relate).
+                ended = frozenset() if moved else frozenset(
+                    (old.ended | set(old.versions)) - set(loaded) - set(failed))
+                new_models[name] = ModelState(loaded, labels, failed, refused, ended, model_dir)
         for path in set(self._failed) - seen_paths:
             del self._failed[path]
         for path in set(self._stamps) - seen_paths:
