@@ -28,10 +28,11 @@ greedy, texts = run(0.0, 0, [0, 0])
 sampled, _ = run(1.0, 10, [7, 8])
 g = m.signatures["greedy"](prompt=tf.constant(prompts[:1]), max_new_tokens=tf.constant([40]))
 errors = []
-for bad in ([""], ["First\u20ac"]):
+for bad in ([""], ["First\u20ac"], ["First", "Fir\u20ac", "hear", "\u20ac\u00a7"]):
+    k = len(bad)
     try:
-        f(prompt=tf.constant(bad), max_new_tokens=tf.constant([5]), temperature=tf.zeros([1]), top_k=tf.zeros([1], tf.int32),
-          top_p=tf.ones([1]), seed=tf.zeros([1], tf.int32))
+        f(prompt=tf.constant(bad), max_new_tokens=tf.fill([k], 5), temperature=tf.zeros([k]), top_k=tf.zeros([k], tf.int32),
+          top_p=tf.ones([k]), seed=tf.zeros([k], tf.int32))
     except tf.errors.InvalidArgumentError as e:
         errors.append(e.message)
 print(json.dumps({"greedy": greedy, "texts": texts, "sampled": sampled,
@@ -67,11 +68,13 @@ def test_export_reloads_in_fresh_process_with_identical_text(tmp_path):
     batch = generator.generate(PROMPTS, 40, seed=7, **sample)
     assert batch == [alone[0], generator.generate([PROMPTS[1]], 40, seed=8, **sample)[0]]
     assert any("empty" in e for e in served["errors"])
-    # The unseen character is named, and a served request's error says just that (tfllm.serving.codec).
+    # The unseen character and its row are named, and a served request's error says just that
+    # (tfllm.serving.codec). Before, a batch was refused without naming which of its prompts.
     from tfllm.serving.codec import clean_tf_message
 
-    assert "prompt contains characters the tokenizer has no token for: \u20ac" in map(
-        clean_tf_message, served["errors"]), served["errors"]
+    errors = [clean_tf_message(e) for e in served["errors"]]
+    assert errors[1] == "prompt contains characters the tokenizer has no token for in instance 0: \u20ac", errors
+    assert errors[2] == "prompt contains characters the tokenizer has no token for in instances 1, 3: \u20ac, \u00a7", errors
 
 
 @pytest.mark.slow

@@ -101,7 +101,13 @@ def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
         ids = tf.cast(ids, tf.int32)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         unknown = tf.equal(ids.flat_values, -1 if unk_id is None else unk_id)
-        unseen = "prompt contains characters the tokenizer has no token for"
+        # Name the rows (a batch of many prompts was refused whole, without saying which one).
+        bad_rows = tf.where(tf.reduce_any(ids.with_flat_values(unknown), axis=1))[:, 0]
+        unseen = tf.strings.join([
+            "prompt contains characters the tokenizer has no token for in ",
+            tf.where(tf.size(bad_rows) > 1, "instances ", "instance "),
+            tf.strings.reduce_join(tf.strings.as_string(bad_rows[:10]), separator=", "),
+            tf.where(tf.size(bad_rows) > 10, ", ...", "")])
         if isinstance(tokenizer, CharacterTokenizer) and tokenizer.sequence_length is None:
             # One id per character: name the first ten it never saw, as `tfllm generate` does (unquoted:
             # the assertion's message escapes quotes).
