@@ -265,6 +265,21 @@ def test_bad_limits_are_refused_by_the_parser(argv, words, tmp_path, capsys):
     assert words in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_serve_gives_more_inter_op_threads_than_model_calls_at_once():
+    """Each generation in flight holds one inter-op thread for its whole length (its decoding loop is one
+    XLA op). The default was TensorFlow's (one per core): 8 long generations beside a classifier made a
+    one-line classification wait 28 s (benchmarks/results/serving_stall.json)."""
+    import inspect
+
+    from tfllm.cli import build_parser
+    from tfllm.serving import grpc_service
+
+    args = build_parser().parse_args(["serve"])
+    grpc_workers = inspect.signature(grpc_service.make_grpc_server).parameters["workers"].default
+    assert args.inter_op_threads > 40 + grpc_workers + 1  # anyio's 40 REST worker threads, one inline call
+
+
 @pytest.mark.parametrize("missing, call, extra", [
     ("starlette", lambda tmp_path: main(["serve", str(tmp_path)]), "serving"),
     ("tensorflow_serving", lambda tmp_path: __import__("tfllm.serving").serving.GrpcClient(), "serving"),

@@ -14,7 +14,7 @@ import sys
 
 from tfllm.errors import UserInputError, require_extra
 from tfllm.serving import models as models_lib
-from tfllm.serving.connections import ConnectionLimits
+from tfllm.serving.connections import DEFAULT_INTER_OP_THREADS, ConnectionLimits
 from tfllm.serving.limits import PENDING_BODIES, Limits
 from tfllm.serving.security import TOKEN_ENV
 
@@ -89,8 +89,11 @@ def ignored_flags_warning(args) -> str | None:
 def add_thread_arguments(parser) -> None:
     parser.add_argument("--intra-op-threads", "--tensorflow_intra_op_parallelism", type=int, default=None,
                         help="threads per TensorFlow op; 0 = TensorFlow's choice; default 1, fastest for small models")
-    parser.add_argument("--inter-op-threads", "--tensorflow_inter_op_parallelism", type=int, default=0,
-                        help="0 (default) = TensorFlow's choice")
+    parser.add_argument("--inter-op-threads", "--tensorflow_inter_op_parallelism", type=int,
+                        default=DEFAULT_INTER_OP_THREADS,
+                        help=f"TensorFlow ops run at once (default {DEFAULT_INTER_OP_THREADS}: each generation in "
+                             "flight holds one; fewer left other models' requests waiting for generations to "
+                             "end); 0 = TensorFlow's choice, one per core")
 
 
 def add_serve_arguments(p) -> None:

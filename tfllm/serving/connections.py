@@ -255,3 +255,11 @@ class BodyHold:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# A generator's decoding loop is one XLA op that holds an inter-op thread for the whole generation
+# (compile and run): with TensorFlow's choice (one per core), a few long generations left every other
+# model's request waiting for one to end (a classifier waited 28 s on 2 cores). Idle threads cost
+# nothing; 64 is more than the model calls that run at once (anyio's 40 REST worker threads and 16
+# gRPC workers). benchmarks/bench_serving_stall.py, results/serving_stall.json.
+DEFAULT_INTER_OP_THREADS = 64
