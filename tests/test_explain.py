@@ -2,6 +2,7 @@
 
 import csv
 import html
+import html.parser
 import json
 import os
 import random
@@ -440,6 +441,55 @@ def test_a_generator_attributes_its_next_token_to_the_prompt(generator_run, caps
     quoted = {token: html.escape(repr(token)) for token in ("\n", " ")}
     assert f"<b>Next token:</b> {quoted[chr(10)]}" in page and f"<b>explaining:</b> {quoted[' ']}" in page
     assert f"<td>{quoted[' ']}</td>" in page
+
+
+class _StrictHTML(html.parser.HTMLParser):
+    """Fails on a closing tag that does not close the open element, or elements left open."""
+
+    VOID = {"br", "img", "meta", "hr", "input", "link"}
+
+    def __init__(self):
+        super().__init__()
+        self.open = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, (tag, self.open)
+        self.open.pop()
+
+    def close(self):
+        super().close()
+        assert not self.open, self.open
+
+
+def test_a_notebook_shows_an_explanation_as_its_html_section():
+    # A notebook showed an Explanation as its dataclass repr (every field, the attention maps too).
+    from tfllm.explanations import Explanation
+
+    tokens = ["a", "<script>alert(1)</script>", "witty", "&", "film"]
+    e = Explanation("a <script>alert(1)</script> witty & film", "occlusion", "classifier", "fresh <b>",
+                    "fresh <b>", {"fresh <b>": 0.8, "rotten": 0.2}, tokens, [0.1, -0.3, 0.5, 0.0, 0.2])
+    page = e._repr_html_()
+    parser = _StrictHTML()
+    parser.feed(page)
+    parser.close()
+    for token in tokens:
+        assert f">{html.escape(token)}</span>" in page, token
+    assert "<script" not in page and "<b>fresh" not in page
+    assert f"<b>Label:</b> {html.escape('fresh <b>')}" in page and "<b>method:</b> occlusion" in page
+    # Inline styles only: a <style> sheet would restyle the notebook's other cells.
+    assert "<style" not in page and "<html" not in page and 'style="padding:1px 2px' in page
+
+
+@pytest.mark.slow
+def test_an_explanations_html_in_a_notebook_is_its_section_of_the_page(explainer):
+    e = explainer.explain(TEXT, method="attention", with_attention=True)
+    section = e._repr_html_()
+    assert section.count("<section") == 1 and section.count("<svg") >= 2
+    assert section[len("<div>"):].split("</section>")[0] + "</section>" in render_html([e])
 
 
 # --- the command line --------------------------------------------------------------------------

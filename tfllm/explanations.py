@@ -104,6 +104,11 @@ class Explanation:
     tokens_left_out: int = 0
     views: dict | None = None
 
+    def _repr_html_(self):
+        """Jupyter shows an explanation as `tfllm explain --html` draws it (one section, inline styles)."""
+        legend = "" if self.method == "attention" else f'<p style="{_STYLES["note"]}">{_LEGEND}</p>'
+        return f"<div>{_section_html(self)}{legend}</div>"
+
     def to_json(self, with_attention=False):
         """`{"label", "probabilities", "method", "target", "tokens": [{"token", "score"}, ...]}`, and where they
         apply `"completeness"` (integrated gradients' sum check), `"attention"` (`with_attention`) and
@@ -943,13 +948,13 @@ def _rgba(s):
     return f"rgba(22,163,74,{abs(s):.3f})" if s >= 0 else f"rgba(220,38,38,{abs(s):.3f})"
 
 
-def _heatmap_svg(matrix, tokens, title, cell=None):
+def _heatmap_svg(matrix, tokens, title, cell=None, style=""):
     n = len(tokens)
     cell = cell or max(6, min(18, 480 // max(n, 1)))
     label_w = 100
     size = label_w + n * cell
     peak = max((max(row) for row in matrix), default=1.0) or 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 16}" role="img">'
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 16}" role="img" style="{style}">'
              f'<title>{html.escape(title)}</title>'
              f'<text x="0" y="12" font-size="12" font-weight="bold">{html.escape(title)}</text>']
     for i, row in enumerate(matrix):
@@ -974,61 +979,79 @@ def _heatmap_svg(matrix, tokens, title, cell=None):
 MAX_HEATMAPS = 48
 
 
+# Inline styles, not a <style> sheet: a notebook shows `Explanation._repr_html_` inside its own page, where
+# a sheet's rules (.tok, .note, section) would restyle every other cell.
+_STYLES = {
+    "section": "border-bottom:1px solid #ddd;padding-bottom:1em",
+    "tok": "padding:1px 2px;border-radius:3px",
+    "text": "font-size:1.3em;line-height:2",
+    "bar": "background:#2563eb;height:10px",
+    "probs": "border-spacing:8px 0",
+    "note": "color:#555",
+    "svg": "margin:4px;vertical-align:top",
+}
+
+
+def _section_html(e):
+    """One explanation as a self-contained <section> (inline styles and SVG, no scripts or external files)."""
+    st = _STYLES
+    # A generator's next tokens quoted, as in the terminal: a space or a newline showed as nothing.
+    shown = repr if e.kind == "generator" else str
+    probs = "".join(f"<tr><td>{html.escape(shown(k))}</td><td>{v:.4f}</td>"
+                    f'<td><div class="bar" style="{st["bar"]};width:{200 * v:.0f}px"></div></td></tr>'
+                    for k, v in e.probabilities.items())
+    spans = []
+    for (space, piece), s, raw, token in zip(_joined(e.tokens), _scale(e.scores), e.scores, e.tokens):
+        spans.append(f'{html.escape(space)}<span class="tok" style="{st["tok"]};background:{_rgba(s)}" '
+                     f'title="{html.escape(token)}: {raw:+.5f}" data-score="{raw:.6g}">{html.escape(piece)}</span>')
+    note = f'<p class="note" style="{st["note"]}">'
+    head = "Next token" if e.kind == "generator" else "Label"
+    section = [f'<section style="{st["section"]}"><h2>{html.escape(e.text[:120])}</h2>',
+               f"<p><b>{head}:</b> {html.escape(shown(e.label))} &nbsp; <b>method:</b> {html.escape(e.method)} "
+               f"&nbsp; <b>explaining:</b> {html.escape(shown(e.target))}</p>",
+               f'<table class="probs" style="{st["probs"]}">{probs}</table>',
+               f'<p class="text" style="{st["text"]}">{"".join(spans)}</p>']
+    if e.views:
+        section.append(f'{note}{html.escape(_views_line(e))}.</p>')
+    if e.views_note:
+        section.append(f'{note}Note: {html.escape(e.views_note)}.</p>')
+    if e.tokens_left_out:
+        section.append(f'{note}Note: {html.escape(_left_out_line(e))}.</p>')
+    if e.completeness:
+        c = e.completeness
+        section.append(f"{note}Completeness: attributions sum {c['sum']:+.4f}; score(text) "
+                       f"{c['score']:.4f} − score(baseline) {c['baseline_score']:.4f} = {c['difference']:+.4f} "
+                       f"(error {c['error']:.4f}, {c['steps']} steps).</p>")
+    if e.attention:
+        tokens = e.attention["tokens"]
+        maps = e.attention["layers"]
+        section.append("<h3>Attention</h3><div class=\"maps\">")
+        section.append(_heatmap_svg(e.attention["rollout"], tokens, "rollout", style=st["svg"]))
+        count = 0
+        for li, layer in enumerate(maps):
+            for hi, head_map in enumerate(layer):
+                if count >= MAX_HEATMAPS:
+                    break
+                section.append(_heatmap_svg(head_map, tokens, f"layer {li + 1} head {hi + 1}", style=st["svg"]))
+                count += 1
+        section.append("</div>")
+        total = sum(len(layer) for layer in maps)
+        if total > count:
+            section.append(f"{note}{total - count} more heads not drawn.</p>")
+    section.append("</section>")
+    return "".join(section)
+
+
+_LEGEND = "Green: evidence for the explained label; red: against it."
+
+
 def render_html(explanations):
     """A self-contained page (inline CSS and SVG, no scripts or external files) for some explanations."""
-    body = []
-    for e in explanations:
-        # A generator's next tokens quoted, as in the terminal: a space or a newline showed as nothing.
-        shown = repr if e.kind == "generator" else str
-        probs = "".join(f"<tr><td>{html.escape(shown(k))}</td><td>{v:.4f}</td>"
-                        f'<td><div class="bar" style="width:{200 * v:.0f}px"></div></td></tr>'
-                        for k, v in e.probabilities.items())
-        spans = []
-        for (space, piece), s, raw, token in zip(_joined(e.tokens), _scale(e.scores), e.scores, e.tokens):
-            spans.append(f'{html.escape(space)}<span class="tok" style="background:{_rgba(s)}" '
-                         f'title="{html.escape(token)}: {raw:+.5f}" data-score="{raw:.6g}">{html.escape(piece)}</span>')
-        head = "Next token" if e.kind == "generator" else "Label"
-        section = [f"<section><h2>{html.escape(e.text[:120])}</h2>",
-                   f"<p><b>{head}:</b> {html.escape(shown(e.label))} &nbsp; <b>method:</b> {html.escape(e.method)} "
-                   f"&nbsp; <b>explaining:</b> {html.escape(shown(e.target))}</p>",
-                   f'<table class="probs">{probs}</table>',
-                   f'<p class="text">{"".join(spans)}</p>']
-        if e.views:
-            section.append(f'<p class="note">{html.escape(_views_line(e))}.</p>')
-        if e.views_note:
-            section.append(f'<p class="note">Note: {html.escape(e.views_note)}.</p>')
-        if e.tokens_left_out:
-            section.append(f'<p class="note">Note: {html.escape(_left_out_line(e))}.</p>')
-        if e.completeness:
-            c = e.completeness
-            section.append(f"<p class=\"note\">Completeness: attributions sum {c['sum']:+.4f}; score(text) "
-                           f"{c['score']:.4f} − score(baseline) {c['baseline_score']:.4f} = {c['difference']:+.4f} "
-                           f"(error {c['error']:.4f}, {c['steps']} steps).</p>")
-        if e.attention:
-            tokens = e.attention["tokens"]
-            maps = e.attention["layers"]
-            section.append("<h3>Attention</h3><div class=\"maps\">")
-            section.append(_heatmap_svg(e.attention["rollout"], tokens, "rollout"))
-            count = 0
-            for li, layer in enumerate(maps):
-                for hi, head_map in enumerate(layer):
-                    if count >= MAX_HEATMAPS:
-                        break
-                    section.append(_heatmap_svg(head_map, tokens, f"layer {li + 1} head {hi + 1}"))
-                    count += 1
-            section.append("</div>")
-            total = sum(len(layer) for layer in maps)
-            if total > count:
-                section.append(f"<p class=\"note\">{total - count} more heads not drawn.</p>")
-        section.append("</section>")
-        body.append("".join(section))
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
-             ".tok{padding:1px 2px;border-radius:3px}.text{font-size:1.3em;line-height:2}"
-             ".bar{background:#2563eb;height:10px}.probs td{padding:0 8px}.note{color:#555}"
-             ".maps svg{margin:4px;vertical-align:top}section{border-bottom:1px solid #ddd;padding-bottom:1em}")
+    body = "".join(_section_html(e) for e in explanations)
+    style = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tfllm explain</title>"
-            f"<style>{style}</style></head><body><h1>tfllm explain</h1>{''.join(body)}"
-            "<p class=\"note\">Green: evidence for the explained label; red: against it.</p></body></html>")
+            f"<style>{style}</style></head><body><h1>tfllm explain</h1>{body}"
+            f'<p class="note" style="{_STYLES["note"]}">{_LEGEND}</p></body></html>')
 
 
 def to_json_line(explanation):
