@@ -439,3 +439,28 @@ def test_evaluate_data_scores_every_row_boundary(untrained_run, tmp_path):
     run_dir = _run_trained_on(untrained_run, "rows.csv", tmp_path / "run")
     report = tfllm.evaluate(run_dir, data=_rows_csv(tmp_path / "heldout.csv", "text"))
     assert report["num_tokens"] == len("\n\n".join(ROWS))  # a character tokenizer: one token a character
+
+
+@pytest.mark.slow
+def test_evaluate_and_generate_share_one_loaded_model(untrained_run, tmp_path, monkeypatch):
+    """`tfllm.evaluate` of a generator kept its own loaded copy beside `tfllm.generate`'s: a notebook calling
+    both held the model twice. Now evaluate scores generate's model, with a fresh load's metrics, and
+    `tfllm.clear_cache()` frees it."""
+    import tfllm
+    from tfllm import runs
+    from tfllm.generation import cached_generator
+
+    run_dir = _run_trained_on(untrained_run, "rows.csv", tmp_path / "run")  # one no earlier test loaded
+    text = _rows_csv(tmp_path / "heldout.csv", "text")
+    loads = []
+    load = runs.load_task
+    monkeypatch.setattr(runs, "load_task", lambda *args, **kwargs: loads.append(args[0]) or load(*args, **kwargs))
+    before = tfllm.generate(run_dir, ["Be"], max_new_tokens=4, sampler="greedy")
+    model = cached_generator(run_dir).model
+    scored = tfllm.evaluate(run_dir, data=text)
+    assert len(loads) == 1 and cached_generator(run_dir).model is model
+    # Compiling the shared model for loss leaves generation as it was.
+    assert tfllm.generate(run_dir, ["Be"], max_new_tokens=4, sampler="greedy") == before and len(loads) == 1
+    tfllm.clear_cache()
+    assert tfllm.evaluate(run_dir, data=text) == scored and len(loads) == 2
+    assert cached_generator(run_dir).model is not model

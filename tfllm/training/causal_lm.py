@@ -12,7 +12,6 @@ and a text sample is written to TensorBoard.
 """
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -317,16 +316,13 @@ def evaluate_loss(model, ids, sequence_length, batch_size=64, max_windows=None, 
     return total / scored
 
 
-_EVALUATED = {}  # real path of a run directory -> (its files' signature, Generator), for evaluate_run
-
-
 def evaluate_run(run_dir, data=None, text_column=None):
     """Loss, perplexity and bits per character of a generation run on text.
 
     `data` is a text file, a folder of `.txt` files or a bundled corpus (all of it is scored); by default
     the run's own validation text, as its training split it.
     """
-    from tfllm.generation import load_generator
+    from tfllm.generation import cached_generator
 
     if runs.task_of(run_dir) == "pretrain" and runs.read_config(run_dir).get("objective") != "causal":
         # `tfllm evaluate` sends every run but classifiers and translators here; an encoder's was told to
@@ -336,9 +332,11 @@ def evaluate_run(run_dir, data=None, text_column=None):
                              f"{runs.path(run_dir, runs.METRICS)}. To score it on a task, fine-tune it and evaluate "
                              f"that run: tfllm train --task classify --data DATA --from-preset "
                              f"{runs.shell_path(run_dir)}.")
-    # Kept loaded per process as tfllm.generate keeps its runs (`tfllm.clear_cache()` frees it), in a cache
-    # of its own: scoring compiles the model for loss, which generate's decoding functions need not see.
-    generator = runs.load_cached(_EVALUATED, run_dir, functools.partial(load_generator, jit_compile=False))
+    # tfllm.generate's loaded run, not a copy beside it: a notebook calling both held the model twice
+    # (`tfllm.clear_cache()` frees it). Scoring reads only its model, tokenizer and ids, never decodes (so the
+    # generator's jit_compile is not read); compiling the model for loss leaves its decoding functions, its own
+    # tf.functions, as they were.
+    generator = cached_generator(run_dir)
     if data and text_column is None and is_table(data):  # as --help says: the run's (`--data heldout.csv` of a
         text_column = runs.read_train_config(run_dir).text_column  # --text-column title run read 'text')
     if data:
