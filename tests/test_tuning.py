@@ -518,3 +518,35 @@ def test_a_deleted_trial_folder_is_left_out_of_the_best_run_with_a_note(tmp_path
     assert summary["num_completed"] == 1
     assert [t.get("run_deleted", False) for t in summary["trials"]] == [t["trial"] == best["trial"]
                                                                        for t in summary["trials"]]
+
+
+@pytest.mark.slow
+def test_a_search_whose_trial_folders_are_all_deleted_names_only_the_best_copy_it_has(tmp_path, space_file, capsys):
+    """With every trial folder deleted, a rerun kept naming the best trial as if its folder were there (and
+    printed "0 trial(s) completed" beside it); with best/ half gone too, it left best/ on disk while
+    tuning.json's "best" said null, with nothing saying why."""
+    import shutil
+
+    from tfllm import runs
+
+    run_dir = tmp_path / "search"
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    best = json.loads((run_dir / "tuning.json").read_text())["best"]
+    shutil.rmtree(run_dir / "trials")
+    capsys.readouterr()
+
+    # best/ is the only copy left of the best trial: kept, and named with its folder marked deleted.
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    assert summary["best"] == {**best, "run_deleted": True} and runs.is_finished(run_dir / "best")
+    assert summary["num_completed"] == 0 and "note" not in summary
+
+    # Half a copy (its metrics.json gone): no best run is left, and tuning.json says so once.
+    os.remove(run_dir / "best" / runs.METRICS)
+    capsys.readouterr()
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run_dir / "tuning.json").read_text())
+    assert summary["best"] is None and not (run_dir / "best").exists()
+    assert "the run folders of all 2 completed trial(s) were deleted" in summary["note"]
+    assert out.count(summary["note"]) == 1 and "Best:" not in out

@@ -620,6 +620,8 @@ def cmd_tune(args):
                    objective=args.objective, space=space)
     best = summary["best"]
     print(f"\n{summary['num_completed']} trial(s) completed; details in {os.path.join(args.run_dir, 'tuning.json')}")
+    if summary.get("note"):
+        print(f"Note: {summary['note']}.")
     if best:
         print(f"Best: {best['trial']} {summary['objective']['name']}={best['objective']:.4f} "
               f"{json.dumps(best['values'])}")

@@ -443,7 +443,7 @@ class _Search:
             trials.append(row)
         completed = [t for t in trials if t["status"] == "COMPLETED" and t["objective"] is not None
                      and not t.get("run_deleted")]
-        return {
+        out = {
             "objective": {"name": self.objective, "direction": OBJECTIVES[self.objective]},
             "search": self.settings(),
             "trials": trials,
@@ -451,6 +451,10 @@ class _Search:
             "best": best or self.best,
             "stopped_by_max_minutes": self.stopped_by_time,
         }
+        if out["best"] is None and deleted and not completed:
+            # "best": null alone read as a search that found nothing, though its trials completed.
+            out["note"] = no_best_left_note(len(deleted))
+        return out
 
     def write_summary(self, oracle, best=None):
         runs.write_json(os.path.join(self.directory, SUMMARY), self.summary(oracle, best))
@@ -680,19 +684,32 @@ def _deleted_trials(directory, oracle):
             if oracle.trials[i].status == "COMPLETED" and not runs.is_finished(trial_dir(directory, i))]
 
 
+def no_best_left_note(deleted):
+    return (f"the run folders of all {deleted} completed trial(s) were deleted and best/ holds none of them: no "
+            "best run is left; raise --max-trials to train more")
+
+
 def keep_best(search, oracle):
     """Copies the best trial's run to DIR/best (a normal, loadable run) and returns its summary row. A trial
-    whose run folder was deleted is left out; DIR/best, when it still holds that trial's copy, is kept."""
+    whose run folder was deleted is left out; DIR/best, when it still holds that trial's copy, is kept (its row
+    marked run_deleted). With no trial folder left and no such copy, DIR/best is removed and the row is None."""
     ranked = oracle.get_best_trials(len(oracle.trials))  # completed ones only (`_oracle`)
     if not ranked:
         return None
     deleted = _deleted_trials(search.directory, oracle)
-    if (ranked[0].trial_id in deleted and search.best
-            and search.best.get("trial") == os.path.basename(trial_dir(search.directory, ranked[0].trial_id))
-            and runs.is_finished(os.path.join(search.directory, BEST))):
-        return search.best
     trials = [t for t in ranked if t.trial_id not in deleted]
+    names = {os.path.basename(trial_dir(search.directory, t.trial_id)): t.trial_id for t in ranked}
+    # best/ as tuning.json names it: a whole copy of a completed trial whose folder was deleted.
+    kept = (search.best and names.get(search.best.get("trial")) in deleted
+            and runs.is_finished(os.path.join(search.directory, BEST)))
+    if kept and (not trials or names[search.best["trial"]] == ranked[0].trial_id):
+        # The only copy left of the best trial (or of any): kept, its row saying, as the trial's does, that
+        # the trial's folder is gone.
+        return {**search.best, "run_deleted": True}
     if not trials:
+        # A best/ left here is a copy tuning.json does not name (or half a copy): dropped, so that best/ is
+        # only ever the run tuning.json's "best" names.
+        shutil.rmtree(os.path.join(search.directory, BEST), ignore_errors=True)
         return None
     trial = trials[0]
     source = trial_dir(search.directory, trial.trial_id)
