@@ -244,9 +244,9 @@ def test_python_generate_samples_as_the_command_does_unless_told(untrained_run, 
 
     for function in (generate, Generator.generate):
         defaults = {k: v.default for k, v in inspect.signature(function).parameters.items()}
-        if function is generate:  # None: the command's default, so that one a sampler does not read is refused
-            defaults.update({k: SAMPLING_DEFAULTS[k] for k in ("temperature", "top_k", "top_p", "num_beams")
-                             if defaults[k] is None})
+        # None: the command's default, so that one a sampler does not read is refused
+        defaults.update({k: SAMPLING_DEFAULTS[k] for k in ("temperature", "top_k", "top_p", "num_beams")
+                         if defaults[k] is None})
         assert {k: defaults[k] for k in SAMPLING_DEFAULTS} == SAMPLING_DEFAULTS
         assert SAMPLING_DEFAULTS["temperature"] == 0.8 and SAMPLING_DEFAULTS["top_k"] == 200  # as --help says
 
