@@ -653,7 +653,8 @@ def keep_sequence_lengths(preprocessor):
     them out. KerasHub's `Seq2SeqLMPreprocessor` (BART's) has no `get_config` of its own, so preprocessor.json and
     task.json dropped them, and plain `keras_hub.models.Seq2SeqLM.from_preset(run)` came back at its default
     1024/1024: generate() failed on a backbone of 64 positions. Its constructor takes them, so with them in the
-    config the run reloads at the lengths it trained with. (tfllm's own preprocessor saves them already.)"""
+    config the run reloads at the lengths it trained with. (tfllm's own preprocessor saves them already.)
+    keras-hub 0.32 (the pinned version); no upstream issue found for it yet: remove once the class saves them."""
     config = preprocessor.get_config()
     names = [name for name in ("encoder_sequence_length", "decoder_sequence_length")
              if name not in config and getattr(preprocessor, name, None) is not None]
