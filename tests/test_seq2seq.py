@@ -890,6 +890,35 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
 
 
 @pytest.mark.slow
+def test_only_sources_the_model_translates_are_warned_of_unknown_text(trained_run, tmp_path, capsys):
+    """`translate 你好 电脑 --memory PAIRS` printed the memory's targets, then warned "2 source(s) hold text the
+    model's vocabulary has no token for ... its translation may be wrong" of text the model never read."""
+    from tfllm.memory import TranslationMemory
+    from tfllm.translation import load_translator
+
+    translator = load_translator(trained_run)
+    memory = TranslationMemory(["九"], ["nine"])  # 九: never seen in training
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all
+        assert translator.translate(["九"], memory=memory, max_new_tokens=2) == ["nine"]
+    with pytest.warns(TfllmWarning) as caught:  # a source the model decodes is warned of, as without a memory
+        translator.translate(["九", "八"], memory=TranslationMemory(["一"], ["one"]), max_new_tokens=2)
+    assert [str(w.message).split(";")[0] for w in caught] == [
+        "1 source(s) hold text the model's vocabulary has no token for (never seen in training, or left out of its "
+        "vocabulary_size"]
+    glossary = write_csv(tmp_path / "nine.csv", [("九", "nine")])
+    capsys.readouterr()
+    assert cli.main(["translate", trained_run, "九", "--memory", glossary]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["nine"] and "warning" not in err, err
+    glossary = write_csv(tmp_path / "one.csv", [("一", "one")])
+    assert cli.main(["translate", trained_run, "九", "一", "--memory", glossary]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1] == "one"
+    assert "tfllm: warning: 1 source(s) hold text the model's vocabulary has no token for" in err and "first: '九'" in err
+
+
+@pytest.mark.slow
 def test_evaluate_another_file_scores_exactly_the_split_it_names(trained_run, tmp_path, capsys):
     # A file of train and test rows only: its val split was carved out of its train rows and scored,
     # and --split without --split-column scored the whole file under the split's name.

@@ -739,7 +739,7 @@ def cmd_translate(args):
             # A refusal numbers a text as the input does, blank lines counted (it counted within the chunk).
             numbers = [read + i for i, text in enumerate(chunk, 1) if text]
             read += len(chunk)
-            given = translator.check_sources(given, notes=notes, numbers=numbers) if given else []
+            given = translator.check_sources(given, numbers=numbers, note=False) if given else []  # noted by translate
             translations = iter(translate(
                 translator, given, sampler=sampler, num_beams=args.num_beams if sampler == "beam" else None,
                 max_new_tokens=args.max_new_tokens,

@@ -269,9 +269,10 @@ class Translator:
                     best[i] = (value, candidate)
         return [best[i][1] if i in best else (options[0] if options else "") for i, options in enumerate(candidates)]
 
-    def check_sources(self, sources, warn=True, notes=None, numbers=None):
+    def check_sources(self, sources, warn=True, notes=None, numbers=None, note=True):
         """`sources` as a list, refusing what cannot be translated; with `warn` (the interactive path: tokenizing every source costs),
-        also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters.
+        also texts the tokenizer makes nothing of, and warns about truncated sources and unseen characters
+        (`note_sources`; not with `note=False`, as `translate` notes only the sources the model decodes).
 
         With `notes` (a `SourceNotes`), what would be warned about is added to it instead, so that sources
         checked a batch at a time (`tfllm translate --file`, 256 lines at a time) are warned about once, with
@@ -297,16 +298,26 @@ class Translator:
         if len(wordless):  # decoded from [BOS] [EOS] alone: an empty line or a made-up translation, exit status 0
             raise UserInputError(f"Text {numbers[wordless[0]]} to translate ({shown(sources[wordless[0]])}) has nothing this "
                                  "model reads (only control, invisible or space characters); give the text to translate.")
-        found = SourceNotes() if notes is None else notes
-        found.room = self.encoder_length - 2  # [BOS] ... [EOS]
-        long = np.flatnonzero(lengths > found.room)
-        found.add_long(len(long), *((sources[long[0]], lengths[long[0]]) if len(long) else (None, None)))
+        if note:
+            found = SourceNotes() if notes is None else notes
+            self.note_sources(sources, found, ids)
+            if notes is None:
+                found.warn()
+        return sources
+
+    def note_sources(self, sources, notes, ids=None):
+        """Adds to `notes` (a `SourceNotes`) the `sources` longer than the encoder reads and those holding text
+        read as unknown; `ids`: their token rows where the caller has them."""
+        notes.room = self.encoder_length - 2  # [BOS] ... [EOS]
+        if not sources:
+            return
+        ids = token_rows(self.tokenizer, sources) if ids is None else ids
+        lengths = np.array([len(row) for row in ids])
+        long = np.flatnonzero(lengths > notes.room)
+        notes.add_long(len(long), *((sources[long[0]], lengths[long[0]]) if len(long) else (None, None)))
         if self.unk_id is not None:
             unseen = np.flatnonzero([(row == self.unk_id).any() for row in ids])
-            found.add_unseen(len(unseen), sources[unseen[0]] if len(unseen) else None)
-        if notes is None:
-            found.warn()
-        return sources
+            notes.add_unseen(len(unseen), sources[unseen[0]] if len(unseen) else None)
 
     def decode_ids(self, sources, sampler="greedy", num_beams=TRANSLATE_BEAMS, max_new_tokens=None, top_k=TRANSLATE_TOP_K,
                    top_p=TRANSLATE_TOP_P,
@@ -418,7 +429,9 @@ class Translator:
                 or not 0 < max_new_tokens <= self.max_new_tokens):
             raise UserInputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens} (this model's "
                                  f"longest output), got {max_new_tokens!r}.")
-        sources = self.check_sources(sources, warn=warn)
+        # Noted after the memory and the input method have answered: a source the memory translates was warned
+        # "its translation may be wrong" for text the model would have read as unknown, yet the model never read it.
+        sources = self.check_sources(sources, warn=warn, note=False)
         self.batch_size = max(1, int(batch_size))
         if lm is not None and not (isinstance(lm_weight, (int, float)) and lm_weight >= 0):
             raise UserInputError(f"lm_weight must be a number of at least 0, got {lm_weight!r}.")
@@ -443,10 +456,12 @@ class Translator:
                                   temperature, seed, lm=lm, lm_weight=float(lm_weight) if lm is not None else 0.0)
             for i, text in zip(rest, output_text(self.tokenizer, ids, self.prompt_length).numpy()):
                 texts[i] = text.decode("utf-8", errors="replace")
-        if unread and (warn or notes is not None):
-            # "diàn nǎo" (tone marks) or "zhongguo" (run together) printed an empty line, exit status 0, no word.
+        if warn or notes is not None:
             found = SourceNotes() if notes is None else notes
-            found.add_unread(input_method, [sources[i] for i in unread], sum(not texts[i].strip() for i in unread))
+            self.note_sources([sources[i] for i in rest], found)
+            if unread:
+                # "diàn nǎo" (tone marks) or "zhongguo" (run together) printed an empty line, exit status 0, no word.
+                found.add_unread(input_method, [sources[i] for i in unread], sum(not texts[i].strip() for i in unread))
             if notes is None:
                 found.warn()
         return texts
