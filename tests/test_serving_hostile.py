@@ -743,13 +743,16 @@ def test_a_client_gone_before_its_model_call_gets_none(savedmodels):
     # A 5,000-digit integer is valid JSON: it was "Malformed JSON in request body: number is
     # infinity when parsed as double".
     ("ids", b'{"inputs": {"token_ids": [[1, ' + b"9" * 5000 + b"]]}}",
-     "Value 1 of input 'token_ids' is out of int32's range [-2147483648, 2147483647]"),
-    ("ids", b'{"inputs": {"token_ids": [[1, -1' + b"0" * 400 + b"]]}}", "Value 1 of input 'token_ids' is out of int32's"),
-    ("ids", b'{"inputs": {"token_ids": [[1, 2e999]]}}', "Value 1 of input 'token_ids' is out of int32's"),
+     "Instance 0 of input 'token_ids' (99999999999999999999... (5,000 characters) at position 1) is out of int32's "
+     "range [-2147483648, 2147483647]"),
+    ("ids", b'{"inputs": {"token_ids": [[1, -1' + b"0" * 400 + b"]]}}", "Instance 0 of input 'token_ids' (-1000000000"),
+    ("ids", b'{"inputs": {"token_ids": [[1, 2e999]]}}', "Instance 0 of input 'token_ids' (2e999 at position 1) is out of int32's"),
     ("reviews", b'{"instances": [' + b"9" * 5000 + b"]}", "got a number at value 0"),
     # Beyond 64 bits orjson reads a float; within them int64: both were "outside the int32 range".
-    ("ids", b'{"inputs": {"token_ids": [[1, 2, 99999999999999999999]]}}', "Value 2 of input 'token_ids' is out of int32's"),
-    ("ids", b'{"inputs": {"token_ids": [[1, 2199023255552]]}}', "Value 1 of input 'token_ids' is out of int32's"),
+    ("ids", b'{"inputs": {"token_ids": [[1, 2, 99999999999999999999]]}}',
+     "Instance 0 of input 'token_ids' (1e+20 at position 2) is out of int32's"),
+    ("ids", b'{"instances": [[1, 2], [3, 2199023255552]]}',
+     "Instance 1 of input 'token_ids' (2199023255552 at position 1) is out of int32's"),
     ("ids", b'{"inputs": {"token_ids": [[1, 1e999, NaN]]}}', "Malformed JSON"),
     # Read as input names: "Missing input(s) ['text'] and unknown input(s) ['b64', 'x']".
     ("reviews", b'{"instances": [{"b64": "YQ==", "x": 1}]}', "A {\"b64\": ...} object must hold that one key; got keys ['b64', 'x']"),
@@ -760,6 +763,23 @@ def test_rest_says_what_is_wrong_with_a_value(model, body, words, server):
     error = json.loads(content)["error"]
     assert status == 400 and words in error, error
     assert len(error) < 400
+
+
+def test_a_number_out_of_range_is_named_by_its_instance_and_shown():
+    """`"max_new_tokens": 99999999999` read "Value 0 of input 'max_new_tokens' is out of int32's range": 0 is
+    the instance, not the value."""
+    from tfllm.serving.codec import json_to_tensor
+    from tfllm.serving.jsonio import loads_request as loads
+    from tfllm.serving.limits import Limits, RequestError
+
+    spec = tf.TensorSpec([None], tf.int32, name="max_new_tokens")
+    for body, words in ((b"[5, 99999999999]", "Instance 1 of input 'max_new_tokens' (99999999999) is out of "
+                                               "int32's range [-2147483648, 2147483647]; send a value within it."),
+                        (b"[" + b"9" * 5000 + b"]", "Instance 0 of input 'max_new_tokens' (99999999999999999999... "
+                                                    "(5,000 characters)) is out of int32's range")):
+        with pytest.raises(RequestError) as caught:
+            json_to_tensor("max_new_tokens", loads(body), spec, Limits())
+        assert str(caught.value).startswith(words), caught.value
 
 
 def test_grpc_refuses_a_negative_version_and_a_modelless_classify_as_rest_does(server, stub):

@@ -169,7 +169,7 @@ def json_to_tensor(name: str, value, spec, limits: Limits):
         return tf.constant(arr.reshape(shape), tf.string)
     for i, leaf in enumerate(leaves):
         if isinstance(leaf, BigNumber) and spec.dtype != tf.bool:
-            raise out_of_range(name, i, spec.dtype.as_numpy_dtype)
+            raise out_of_range(name, i, spec.dtype.as_numpy_dtype, shape, leaf)
         if isinstance(leaf, (list, dict, str, BigNumber)) or leaf is None:
             raise RequestError(
                 f"Input {name!r} must be {spec.dtype.name} (signature: {spec_str(spec)}); got "
@@ -192,7 +192,7 @@ def _check_numbers(name: str, arr: np.ndarray, spec) -> np.ndarray:
         info = np.iinfo(np_dtype)
         outside = np.flatnonzero((arr < info.min) | (arr > info.max))
         if outside.size:
-            raise out_of_range(name, int(outside[0]), np_dtype)
+            raise out_of_range(name, int(outside[0]), np_dtype, arr.shape, arr.flat[int(outside[0])])
     if arr.size and arr.dtype.kind not in _KIND_OK.get(kind, kind):
         # In JSON's words: the array's dtype is how numpy read the client's JSON numbers.
         got = {"f": "numbers with a fraction or exponent", "b": "true/false values",

@@ -98,16 +98,27 @@ def json_kind(value) -> str:
     return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def out_of_range(name: str, index: int, np_dtype) -> RequestError:
-    """Value `index` of a JSON input is a number its dtype cannot hold: a 5,000-digit integer was
-    "Malformed JSON" (orjson's "number is infinity"), 2**40 for int32 "values outside the range"."""
+def out_of_range(name: str, index: int, np_dtype, shape, value) -> RequestError:
+    """Value `index` (row-major, in an input of `shape`) of a JSON input is a number its dtype cannot
+    hold: a 5,000-digit integer was "Malformed JSON" (orjson's "number is infinity"), 2**40 for int32
+    "values outside the range". Named by its instance, with the number itself: "Value 0 of input
+    'max_new_tokens'" read as if 0 were the number sent."""
     dtype = np.dtype(np_dtype)
     if dtype.kind in "iu":
         span = f"[{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]"
     else:
         span = f"(at most {float(np.finfo(dtype).max):.7g} in magnitude)"
-    return RequestError(f"Value {index} of input {name!r} is out of {dtype.name}'s range {span}; "
-                        "send a value within it.")
+    number = value.text if isinstance(value, BigNumber) else repr(value.item() if isinstance(value, np.generic) else value)
+    if len(number) > 40:  # a 5,000-digit integer
+        number = f"{number[:20]}... ({len(number):,} characters)"
+    if not shape:  # a scalar input
+        where = f"Input {name!r} ({number})"
+    else:
+        position = np.unravel_index(index, shape)
+        inner = [int(i) for i in position[1:]]
+        at = "" if not inner else f" at position {inner[0] if len(inner) == 1 else inner}"
+        where = f"Instance {int(position[0])} of input {name!r} ({number}{at})"
+    return RequestError(f"{where} is out of {dtype.name}'s range {span}; send a value within it.")
 
 
 def is_named(value, inputs: dict) -> bool:
