@@ -1153,12 +1153,25 @@ def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trai
         "import json, sys, tensorflow as tf, tensorflow_text\n"
         f"f = tf.saved_model.load({path!r}).signatures['serving_default']\n"
         f"out = f(source=tf.constant({padded!r}), max_new_tokens=tf.constant([15] * {len(sources)}))\n"
-        "print(json.dumps([t.decode() for t in out['translation'].numpy()]))\n"
+        "errors = []\n"
+        "for bad in ([''], ['一', ' ', '二', '']):\n"
+        "    try:\n"
+        "        f(source=tf.constant(bad), max_new_tokens=tf.fill([len(bad)], 5))\n"
+        "    except tf.errors.InvalidArgumentError as e:\n"
+        "        errors.append(e.message)\n"
+        "print(json.dumps([[t.decode() for t in out['translation'].numpy()], errors]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+    translations, errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert translations == expected
+    # A batch with empty sources names them (it was refused whole with "source must not be empty"), as a
+    # served request's error says it (tfllm.serving.codec).
+    from tfllm.serving.codec import clean_tf_message
+
+    assert [clean_tf_message(e) for e in errors] == ["source must not be empty in instance 0",
+                                                     "source must not be empty in instances 1, 3"], errors
     assert any(expected)
 
     pytest.importorskip("starlette")

@@ -52,6 +52,16 @@ def bucket(size, buckets):
     return tf.maximum(table[index], size)
 
 
+def in_instances(message, bad):
+    """`message` + " in instance(s) i, j, ..." (the first ten) for the rows where the bool vector `bad` holds, as
+    a string tensor for `tf.debugging.Assert`: a batch was refused whole, without saying which of its rows."""
+    rows = tf.where(bad)[:, 0]
+    return tf.strings.join([
+        message, " in ", tf.where(tf.size(rows) > 1, "instances ", "instance "),
+        tf.strings.reduce_join(tf.strings.as_string(rows[:10]), separator=", "),
+        tf.where(tf.size(rows) > 10, ", ...", "")])
+
+
 def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
     """An `ExportArchive` with the `serving_default` and `greedy` endpoints (`document_start`: what a client
     sends to start a new document, which the empty prompt's refusal names)."""
@@ -102,12 +112,8 @@ def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         unknown = tf.equal(ids.flat_values, -1 if unk_id is None else unk_id)
         # Name the rows (a batch of many prompts was refused whole, without saying which one).
-        bad_rows = tf.where(tf.reduce_any(ids.with_flat_values(unknown), axis=1))[:, 0]
-        unseen = tf.strings.join([
-            "prompt contains characters the tokenizer has no token for in ",
-            tf.where(tf.size(bad_rows) > 1, "instances ", "instance "),
-            tf.strings.reduce_join(tf.strings.as_string(bad_rows[:10]), separator=", "),
-            tf.where(tf.size(bad_rows) > 10, ", ...", "")])
+        unseen = in_instances("prompt contains characters the tokenizer has no token for",
+                              tf.reduce_any(ids.with_flat_values(unknown), axis=1))
         if isinstance(tokenizer, CharacterTokenizer) and tokenizer.sequence_length is None:
             # One id per character: name the first ten it never saw, as `tfllm generate` does (unquoted:
             # the assertion's message escapes quotes).

@@ -24,6 +24,7 @@ import keras_hub
 import tensorflow as tf
 
 from tfllm import runs
+from tfllm.export.causal_lm import in_instances
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.models.seq2seq_lm import output_text
 
@@ -76,8 +77,8 @@ def translation_archive(model, jit_compile=True):
             tf.debugging.assert_positive(tf.shape(source)[0], message="send at least one source"),
             tf.debugging.assert_equal(tf.shape(max_new_tokens)[0], tf.shape(source)[0],
                                       message="max_new_tokens must have one value per source"),
-            tf.debugging.assert_greater(tf.strings.length(tf.strings.strip(source)), 0,
-                                        message="source must not be empty"),
+            tf.debugging.Assert(tf.reduce_all(tf.strings.length(tf.strings.strip(source)) > 0), [
+                in_instances("source must not be empty", tf.equal(tf.strings.length(tf.strings.strip(source)), 0))]),
             tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be >= 1"),
             tf.debugging.assert_less_equal(max_new_tokens, max_new,
                                            message=f"max_new_tokens must be <= {max_new} (the longest output of this model)"),
