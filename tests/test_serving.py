@@ -538,6 +538,9 @@ def test_client_timeouts_and_unreachable_server():
         assert time.monotonic() - start < 5
     with pytest.raises(ServingError, match="Cannot reach"):
         RestClient("127.0.0.1", _free_port(), timeout=1).status("reviews")
+    with pytest.raises(ServingError, match="Cannot reach") as refused:  # not read as a server shutting down
+        GrpcClient("127.0.0.1", _free_port(), timeout=5).status("reviews")
+    assert "shutting down" not in str(refused.value)
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
@@ -787,8 +790,10 @@ def test_in_flight_requests_are_cut_off_cleanly_and_promptly(how, savedmodels, t
     # No plain-text 500 for REST; the connection is closed.
     assert isinstance(outcomes["rest"], ServingError) and outcomes["rest"].status != 500, outcomes
     assert isinstance(outcomes["grpc"], ServingError), outcomes
-    if how == "grace_runs_out":  # gRPC cancelled the call itself: the client says why, not "Cannot reach"
-        assert "shutting down" in str(outcomes["grpc"]), outcomes
+    # gRPC cancelled the call itself, or the process exited under it (a second signal: "Cannot reach ...:
+    # Stream removed (Socket closed (GOAWAY received; ... Server shutdown))"): the client says why.
+    assert "was shutting down and cut this call off" in str(outcomes["grpc"]), outcomes
+    assert "Cannot reach" not in str(outcomes["grpc"]), outcomes
 
 
 @pytest.mark.slow

@@ -206,6 +206,12 @@ class RestClient:
         self.close()
 
 
+# grpcio's details of a call the server cut off as it stopped: "Cancelling all calls" (its stop() with the grace
+# run out), "Stream removed (Socket closed (GOAWAY received; ... Server shutdown))" (a second signal: the process
+# exits with calls in flight).
+SHUTDOWN_DETAILS = ("Cancelling all calls", "GOAWAY", "Server shutdown", "Stream removed")
+
+
 class GrpcClient:
     """Client for TF Serving's gRPC `PredictionService` and `ModelService`.
 
@@ -261,9 +267,11 @@ class GrpcClient:
                 raise ServingError(f"timed out after {self.timeout} s", code.name) from e
             details = e.details() or ""
             if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE) \
-                    and "Cancelling all calls" in details:
-                # grpcio's words when a server's stop() cuts off the calls still running: the server
-                # was reached and was shutting down (its --shutdown-grace-seconds ran out).
+                    and any(words in details for words in SHUTDOWN_DETAILS):
+                # grpcio's words when a server's stop() cuts off the calls still running (its
+                # --shutdown-grace-seconds ran out), or when its process exits under them (a second
+                # Ctrl-C): the server was reached and was shutting down. A refused connection stays
+                # "Cannot reach" below.
                 raise ServingError(f"{self.host}:{self.port} was shutting down and cut this call off "
                                    f"before it finished ({details}); retry once it is back.", code.name) from e
             if code == grpc.StatusCode.UNAVAILABLE:
