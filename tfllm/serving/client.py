@@ -8,12 +8,12 @@ they work unchanged against `tensorflow_model_server` and `tfllm serve`.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import threading
 
 from tfllm.errors import require_extra
-from tfllm.serving.jsonio import dumps as _dumps, loads as _loads, to_json_values as _to_json_values
+from tfllm.serving.jsonio import dumps as _dumps, from_json_values as _from_json_values, loads as _loads
+from tfllm.serving.jsonio import to_json_values as _to_json_values
 
 
 def _answer_already_sent(conn: http.client.HTTPConnection):
@@ -37,16 +37,6 @@ class ServingError(Exception):
         super().__init__(message if status is None else f"[{status}] {message}")
         self.message = message
         self.status = status
-
-
-def _from_json_values(value):
-    if isinstance(value, list):
-        return [_from_json_values(v) for v in value]
-    if isinstance(value, dict):
-        if len(value) == 1 and "b64" in value:
-            return base64.b64decode(value["b64"])
-        return {k: _from_json_values(v) for k, v in value.items()}
-    return value
 
 
 def _model_path(model: str, version=None, label=None) -> str:
@@ -100,9 +90,7 @@ class RestClient:
         headers.update(self._auth)
         for attempt in (0, 1):
             conn = self._connection(fresh=attempt == 1)
-            # An open socket here served an earlier request: the server may have closed it as idle
-            # just as this request went out. A new socket has no such race.
-            reused = conn.sock is not None
+            reused = conn.sock is not None  # an earlier request's socket, which the server may close as idle
             try:
                 try:
                     conn.request(method, path, body, headers)
@@ -119,20 +107,17 @@ class RestClient:
             except TimeoutError as e:
                 conn.close()
                 raise ServingError(f"{method} {path} timed out after {self.timeout} s") from e
-            except http.client.CannotSendRequest:
-                # The connection was left mid-exchange; nothing was sent, so a new one is safe.
+            except http.client.CannotSendRequest as e:  # left mid-exchange; nothing sent, so a new one is safe
                 if attempt == 1:
-                    raise
+                    raise ServingError(f"Lost the connection to {self.host}:{self.port}: {e!r}") from e
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
                 conn.close()
-                # Only a reused keep-alive connection is retried (its idle close races this
-                # request, which then never ran). On a new connection the server took the
-                # request and closed without answering: sending it again could run it twice.
+                # Only a reused keep-alive connection is retried (its idle close races this request, which then
+                # never ran). On a new one the server took the request and closed unanswered: it may have run.
                 if not reused:
-                    raise ServingError(
-                        f"{method} http://{self.host}:{self.port}{path}: the server closed the "
-                        f"connection before answering (it may be shutting down or restarting); "
-                        f"the request may have run") from e
+                    raise ServingError(f"{method} http://{self.host}:{self.port}{path}: the server closed the "
+                                       "connection before answering (it may be shutting down or restarting); "
+                                       "the request may have run") from e
             except OSError as e:
                 conn.close()
                 self._local.conn = None
@@ -206,9 +191,8 @@ class RestClient:
         self.close()
 
 
-# grpcio's details of a call the server cut off as it stopped: "Cancelling all calls" (its stop() with the grace
-# run out), "Stream removed (Socket closed (GOAWAY received; ... Server shutdown))" (a second signal: the process
-# exits with calls in flight).
+# grpcio's details of a call the server cut off as it stopped: "Cancelling all calls" (its grace ran out),
+# "Stream removed (Socket closed (GOAWAY received; ... Server shutdown))" (a second signal: the process exited).
 SHUTDOWN_DETAILS = ("Cancelling all calls", "GOAWAY", "Server shutdown", "Stream removed")
 
 
@@ -268,10 +252,8 @@ class GrpcClient:
             details = e.details() or ""
             if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE) \
                     and any(words in details for words in SHUTDOWN_DETAILS):
-                # grpcio's words when a server's stop() cuts off the calls still running (its
-                # --shutdown-grace-seconds ran out), or when its process exits under them (a second
-                # Ctrl-C): the server was reached and was shutting down. A refused connection stays
-                # "Cannot reach" below.
+                # The server was reached and was shutting down (SHUTDOWN_DETAILS); a refused connection
+                # stays "Cannot reach" below.
                 raise ServingError(f"{self.host}:{self.port} was shutting down and cut this call off "
                                    f"before it finished ({details}); retry once it is back.", code.name) from e
             if code == grpc.StatusCode.UNAVAILABLE:

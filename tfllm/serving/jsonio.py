@@ -83,6 +83,17 @@ def to_json_values(value):
     return value
 
 
+def from_json_values(value):
+    """`to_json_values` undone: TF Serving's `{"b64": ...}` back into bytes."""
+    if isinstance(value, list):
+        return [from_json_values(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and "b64" in value:
+            return base64.b64decode(value["b64"])
+        return {k: from_json_values(v) for k, v in value.items()}
+    return value
+
+
 # Request values in JSON's words, for the codec.
 
 

@@ -951,7 +951,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
     def on_test_end(self, logs=None):
         if getattr(self, "_fitting", False) and self.model.optimizer is not None:  # a fit's validation: kept
-            self._evaluation = dict(logs or {}), int(self.model.optimizer.iterations)
+            self._evaluation = dict(logs or {}), int(self.model.optimizer.iterations.numpy())  # a MirroredVariable has no int()
             logs = {}  # Keras then writes none of them, and closes the validation writer as ever
         super().on_test_end(logs)
 
