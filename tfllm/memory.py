@@ -20,6 +20,7 @@ go to the source closest in length: the same source first. The standard library 
 """
 
 import collections
+import heapq
 import math
 import re
 
@@ -89,16 +90,15 @@ class TranslationMemory:
         # The order bonus only reorders the best matches by shared units (it adds at most as much again).
         # Their ties by length too: by score alone, 人 came after hundreds of cedict's headwords holding 人,
         # off the list.
-        shortlist = sorted(score, key=closest)[:max(200, 4 * k)]
+        shortlist = heapq.nsmallest(max(200, 4 * k), score, key=closest)  # = sorted(...)[:n], without sorting all
         pairs = set(zip(query, query[1:]))
         for i in shortlist:
             score[i] += 0.5 * sum(self._idf[a] + self._idf[b] for a, b in pairs if (a, b) in self._bigrams[i])
         whole = self._weight(query)
         return [(i, min(score[i] / whole, 1.0)) for i in sorted(shortlist, key=closest)[:k]]
 
-    def lookup(self, sources, k=8, scores=False, min_score=0.0):
-        """For each source, the targets of its `k` best-matching pairs scoring at least `min_score` (distinct,
-        best first; may be fewer). A source the memory holds as it is gets the targets of its own pairs alone:
+    def lookup(self, sources, k=8, scores=False):
+        """For each source, the targets of its `k` best-matching pairs (distinct, best first; may be fewer). A source the memory holds as it is gets the targets of its own pairs alone:
         平板电脑 holds all of 电脑 and scores as high, and its "tablet computer" was chosen for 电脑.
 
         With `scores`, each target comes as `(target, match score)`.
@@ -114,7 +114,6 @@ class TranslationMemory:
                 matches = [(i, score) for i, score in matches if self.sources[i] == self.sources[matches[0][0]]]
             targets = {}
             for i, score in matches:
-                if score >= min_score:
-                    targets.setdefault(self.targets[i], score)
+                targets.setdefault(self.targets[i], score)
             found.append(list(targets.items()) if scores else list(targets))
         return found
