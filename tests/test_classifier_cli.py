@@ -154,9 +154,12 @@ def test_evaluate_scores_every_row_of_another_file_in_the_runs_columns(cli_run, 
     assert refused.returncode == 2 and "no rows with split 'train'" in refused.stderr
     # One class only: ROC-AUC is undefined, and the report stays JSON (null, not NaN).
     with open(tmp_path / "fresh.csv", "w", newline="", encoding="utf-8") as f:
-        f.write("text,label\n" + "".join(f'"{r["text"]}",fresh\n' for r in rows if r["label"] == "fresh"))
+        # "fresh " (a spreadsheet's stray space) is the run's "fresh", read as training reads it, and said.
+        f.write("text,label\n" + "".join(f'"{r["text"]}",fresh \n' for r in rows if r["label"] == "fresh"))
     result = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "fresh.csv")
     assert result.returncode == 0 and json.loads(result.stdout)["roc_auc"] is None and "NaN" not in result.stdout
+    assert result.stderr.count(f"{labels.count('fresh')} labels of {str(tmp_path / 'fresh.csv')!r} (column 'label') "
+                               "had spaces around them, read without: 'fresh ' -> 'fresh'.") == 1
     # A folder's texts are its .txt files: a column flag with one was ignored without a word.
     (tmp_path / "folder" / "fresh").mkdir(parents=True)
     (tmp_path / "folder" / "fresh" / "1.txt").write_text("a fine film")

@@ -135,7 +135,7 @@ def test_a_txt_file_for_labels_or_pairs_says_it_has_no_columns(tmp_path):
         load_classification_data(str(tmp_path / "missing.txt"))
 
 
-def test_labels_that_differ_only_in_case_or_spaces_are_named_in_a_warning(tmp_path):
+def test_labels_that_differ_only_in_case_are_named_in_a_warning(tmp_path):
     from tfllm.datasets import warn_about_labels
 
     rows = [(f"text {i}", ["Positive", "positive", "neg", "very  good", "Very good"][i % 5]) for i in range(50)]
@@ -145,10 +145,39 @@ def test_labels_that_differ_only_in_case_or_spaces_are_named_in_a_warning(tmp_pa
         warn_about_labels("d.csv", data)
     assert [str(w.message)[:40] for w in caught] == ["the labels 'Positive' and 'positive' of ",
                                                      "the labels 'Very good' and 'very  good' "]
-    assert "of 'd.csv' differ only in case or spaces, so they are 2" in str(caught[0].message)
+    assert "of 'd.csv' differ only in case, so they are 2" in str(caught[0].message)
+    assert "differ only in case or in the spaces between words, so they are 2" in str(caught[1].message)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TfllmWarning)
         warn_about_labels("rotten_tomatoes", load_classification_data("rotten_tomatoes", max_rows=100))
+
+
+def test_spaces_around_labels_are_dropped_and_said_once(tmp_path, capsys, monkeypatch):
+    """'fresh ' and 'fresh' were one class without a word, while the docs said they stayed two and the case
+    warning spoke of "case or spaces"."""
+    from tfllm import errors
+    from tfllm.datasets import warn_about_labels
+
+    rows = [(f"text {i}", ["fresh ", " rotten", "fresh", "rotten", "Fresh"][i % 5]) for i in range(50)]
+    data = load_classification_data(write_csv(tmp_path / "d.csv", rows))
+    assert data.label_names == ["Fresh", "fresh", "rotten"]
+    with pytest.warns(TfllmWarning) as caught:
+        warn_about_labels("d.csv", data)
+    said = [str(w.message) for w in caught]
+    assert said[0] == ("20 labels of 'd.csv' (column 'label') had spaces around them, read without: "
+                       "'fresh ' -> 'fresh', ' rotten' -> 'rotten'.")
+    assert said[1:] == ["the labels 'Fresh' and 'fresh' of 'd.csv' differ only in case, so they are 2 classes; "
+                        "if they are one, write them one way."]
+    # Scoring a file reads its labels by the same rule: "fresh " is the model's "fresh".
+    scored = load_classification_data(str(tmp_path / "d.csv"), label_names=["Fresh", "fresh", "rotten"],
+                                      val_fraction=0.0, test_fraction=1.0)
+    by_text = dict(zip(scored.test.texts, scored.test.labels))
+    assert [by_text[f"text {i}"] for i in range(4)] == [1, 2, 1, 2]
+    assert scored.spaced_labels == {"fresh ": 10, " rotten": 10}
+    # A command prints it as its own line, once.
+    monkeypatch.setattr(errors, "command_running", True)
+    warn_about_labels("d.csv", load_classification_data(str(tmp_path / "d.csv"), labels=["fresh", "rotten"]))
+    assert capsys.readouterr().err.count("had spaces around them") == 1
 
 
 def test_json_true_false_labels_are_spelt_as_json_and_beside_0_1_are_named(tmp_path):
@@ -736,7 +765,7 @@ def test_rows_left_out_by_labels_or_added_by_max_rows_are_said(command, tmp_path
     assert command or all(w.category is TfllmWarning for w in caught) and capsys.readouterr().err == ""
     labels, max_rows = ("--labels", "--max-rows 20") if command else ("labels=['neg', 'pos']", "max_rows=20")
     # the 10 "POS" rows went without a word
-    assert f"{labels} keeps 60 of 70 rows; left out: the labels ['POS'] ('POS' differ only in case or spaces" in said
+    assert f"{labels} keeps 60 of 70 rows; left out: the labels ['POS'] ('POS' differ only in case from" in said
     assert f"{max_rows} keeps {kept} rows: at least 2 of each class, or all of a class's rows where it has fewer" in said
     assert ("tfllm: " in said) is command
 

@@ -53,6 +53,8 @@ class ClassificationData:
     label_names: list
     # Texts without labels (`tfllm train --unlabeled`): read only for the vocabulary and word vectors.
     unlabeled: list = dataclasses.field(default_factory=list)
+    # {label as written, spaces around it and all: its rows}, read without the spaces (`note_spaced_labels`).
+    spaced_labels: dict = dataclasses.field(default_factory=dict)
 
     @property
     def vocabulary_texts(self):
@@ -547,6 +549,8 @@ _WHOLE_DECIMAL = re.compile(r"[-+]?[0-9]+\.0+")
 
 def _label_text(value):
     """A label as text: 1, 1.0 and "1.0" are one class ("1"), and a missing one (null, NaN) is "".
+    Spaces around it are dropped ("fresh " is "fresh": a spreadsheet's stray space is not a class of its own),
+    in training and in scoring alike; `note_spaced_labels` says so.
 
     JSON's numbers and a CSV column that pandas wrote as floats ("1.0": an integer column with a gap
     becomes float) would otherwise make "1" and "1.0" two classes of a file that joins two such sources."""
@@ -721,10 +725,11 @@ def load_classification_data(
         left_out = sorted({raw_labels[i] for i in keep} - set(labels) - (set(raw_labels) - set(own_labels or raw_labels)),
                           key=_label_order)
         variants = [label for label in left_out if _label_key(label) in {_label_key(kept) for kept in labels}]
+        how = _how_labels_differ(*([v, *(k for k in labels if _label_key(k) == _label_key(v))] for v in variants))
         if left_out and asked and not scoring and kept:  # the others' rows went without a word, case variants too
             rest = (f"{len(kept)} of {len(keep)} rows; left out: the labels {left_out[:10]}"
                     f"{' ...' if len(left_out) > 10 else ''}"
-                    + (f" ({', '.join(map(repr, variants[:5]))} differ only in case or spaces from the labels kept: "
+                    + (f" ({', '.join(map(repr, variants[:5]))} differ only in {how} from the labels kept: "
                        "write them one way to keep their rows)" if variants else "") + ".")
             note(f"tfllm: --labels keeps {rest}", python=f"labels={list(labels)!r} keeps {rest}")
         keep = kept
@@ -797,7 +802,12 @@ def load_classification_data(
     def make(indices):
         return Split([texts[i] for i in indices], [label_ids[raw_labels[i]] for i in indices])
 
-    return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names))
+    spaced = {}
+    for i in keep:
+        if isinstance(label_values[i], str) and label_values[i] != raw_labels[i]:
+            spaced[label_values[i]] = spaced.get(label_values[i], 0) + 1
+    return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names),
+                              spaced_labels=spaced)
 
 
 def describe(data):
@@ -893,8 +903,25 @@ def warn_about_unscored_classes(data):
 
 
 def _label_key(name):
-    """What labels that differ only in case or spaces ("Positive", "positive ") have in common."""
+    """What labels that differ only in case, or in the spaces between their words ("Very good", "very  good"),
+    have in common (spaces around a label are dropped as it is read: `_label_text`)."""
     return " ".join(name.casefold().split())
+
+
+def _how_labels_differ(*groups):
+    """What the labels of each group (one `_label_key` each) differ in, for a warning: only case where they do."""
+    same = all(len({name.casefold() for name in names}) == 1 for names in groups)
+    return "case" if same else "case or in the spaces between words"
+
+
+def note_spaced_labels(source, data, label_column="label"):
+    """Says once (training, or scoring another file) which labels had spaces around them, read without:
+    "fresh " and "fresh" are one class, which was done without a word while the docs said they stayed two."""
+    if data.spaced_labels:
+        rows = sum(data.spaced_labels.values())
+        shown = ", ".join(f"{name!r} -> {name.strip()!r}" for name in list(data.spaced_labels)[:5])
+        note(f"tfllm: {rows:,} label{'s' * (rows != 1)} of {source!r} (column {label_column!r}) had spaces around "
+             f"{'them' if rows != 1 else 'it'}, read without: {shown}{' ...' if len(data.spaced_labels) > 5 else ''}.")
 
 
 # Labels that spell a missing value, as pandas' read_csv reads them (its default na_values), and which a
@@ -907,9 +934,11 @@ MISSING_LABELS = frozenset({"NaN", "nan", "-NaN", "-nan", "N/A", "n/a", "#N/A", 
 
 
 def warn_about_labels(source, data, label_column="label"):
-    """Warns of which labels differ only in case or spaces ("Positive" and "positive"): each is a
+    """Warns of which labels differ only in case ("Positive" and "positive"): each is a
     class of its own, which a file joined from two sources makes without a word; and of labels that
-    spell a missing value (`MISSING_LABELS`: "NaN", "N/A"), each also a class of its own."""
+    spell a missing value (`MISSING_LABELS`: "NaN", "N/A"), each also a class of its own. Labels that had
+    spaces around them are one class with those without (`note_spaced_labels`)."""
+    note_spaced_labels(source, data, label_column)
     counts = _class_counts([*data.train.labels, *data.val.labels, *data.test.labels], data.num_classes)
     missing = {name: counts[i] for i, name in enumerate(data.label_names) if name in MISSING_LABELS}
     if missing:
@@ -921,8 +950,8 @@ def warn_about_labels(source, data, label_column="label"):
     for name in data.label_names:
         groups.setdefault(_label_key(name), []).append(name)
     for names in (names for names in groups.values() if len(names) > 1):
-        warn(f"the labels {' and '.join(map(repr, names))} of {source!r} differ only in case or "
-             f"spaces, so they are {len(names)} classes; if they are one, write them one way.")
+        warn(f"the labels {' and '.join(map(repr, names))} of {source!r} differ only in {_how_labels_differ(names)}, "
+             f"so they are {len(names)} classes; if they are one, write them one way.")
     # A file joined from two sources, one writing a yes/no label as 0/1 and the other as JSON's true/false.
     numbers = [name for name in data.label_names if name in ("0", "1")]
     switches = [name for name in data.label_names if name.lower() in ("false", "true")]

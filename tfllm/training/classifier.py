@@ -24,9 +24,9 @@ import tensorflow as tf
 from tfllm import data as data_lib
 from tfllm import runs, tokenizers
 from tfllm.config import CODE_POINT_VIEWS
-from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, same_data,
-                            split_as_trained, warn_about_duplicates, warn_about_imbalance, warn_about_labels,
-                            warn_about_small_splits, warn_about_unscored_classes)
+from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, note_spaced_labels,
+                            same_data, split_as_trained, warn_about_duplicates, warn_about_imbalance,
+                            warn_about_labels, warn_about_small_splits, warn_about_unscored_classes)
 from tfllm.errors import UserInputError, note, warn
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
@@ -445,6 +445,7 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
                                          label_column=label_column or config.label_column,
                                          split_column=split_column, labels=config.labels, label_names=label_names,
                                          val_fraction=0.0, test_fraction=0.0 if split_column else 1.0)
+        note_spaced_labels(data, table, label_column or config.label_column)  # "fresh " scored as "fresh"
         if split != "test" and not split_column:  # all of the file was scored as if it were that split
             raise UserInputError(f"--split {split} needs --split-column, the column of {data!r} that says "
                                  "which rows are train, val or test; without it all of the file is scored.")
