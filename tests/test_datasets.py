@@ -796,6 +796,28 @@ def test_a_jsonl_row_without_the_text_key_is_named_as_that_rows_gap(tmp_path):
         list(read_texts(str(tmp_path / "later.jsonl")))
 
 
+def test_texts_of_a_csv_without_rows_or_without_the_column_are_refused_from_its_header(tmp_path, monkeypatch):
+    """`predict --file h.csv` (a header, no rows) exited 0 with no output, a misspelt --text-column unnoticed;
+    with rows, a missing column was "data row 1"'s, though the header is what lacks it."""
+    from tfllm import errors
+    from tfllm.datasets import read_texts
+
+    monkeypatch.setattr(errors, "command_running", True)  # as `tfllm predict` reads it: its flags
+    (tmp_path / "h.csv").write_text("review,sentiment\n")
+    with pytest.raises(UserInputError) as refused:
+        list(read_texts(str(tmp_path / "h.csv"), "review"))
+    assert str(refused.value) == f"{str(tmp_path / 'h.csv')!r} has a header but no rows. Add rows with a 'review' text."
+    for name in ("h.csv", "d.csv"):
+        write_csv(tmp_path / "d.csv", header="review,sentiment")
+        with pytest.raises(UserInputError) as refused:
+            list(read_texts(str(tmp_path / name), "nosuch"))
+        assert str(refused.value) == (f"{str(tmp_path / name)!r} has no text column 'nosuch'; its columns are "
+                                      "['review', 'sentiment']. Pass --text-column with one of them.")
+    (tmp_path / "e.json").write_text("[]")
+    with pytest.raises(UserInputError, match="e.json' has no rows. Add rows with a 'text' text."):
+        list(read_texts(str(tmp_path / "e.json")))
+
+
 def test_a_byte_order_mark_where_files_were_joined_is_not_part_of_a_text(tmp_path):
     """`cat a.txt b.txt` of two files saved with a BOM: the second's stayed in its first text ("\ufeff今天天气")."""
     from tfllm.datasets import read_texts

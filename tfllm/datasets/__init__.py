@@ -151,16 +151,20 @@ def read_texts(path, text_column="text", blank_lines=False):
         raise UserInputError(f"--file {path!r} is a folder; point it at a .txt file (one text per line) or a "
                              "CSV/JSONL file with a text column.")
     elif is_table(path):
-        for number, row in enumerate(iter_rows(path, empty_fix, text_column), 1):
+        header, number = [], 0
+
+        def no_column():  # a CSV's header names every row's columns: the header's problem, not data row 1's
+            return UserInputError(f"{path!r} has no text column {text_column!r}; its columns are {header}. "
+                                  "Pass --text-column with one of them.")
+
+        for number, row in enumerate(iter_rows(path, empty_fix, text_column, header), 1):
             if text_column not in row:
+                if header:
+                    raise no_column()
                 # A JSON row's keys are its own: one without the key may be that row's gap, not the wrong
-                # --text-column (a CSV's header names every row's columns).
-                if number > 1:
-                    fix = "Give it one, or remove the row."
-                elif table_kind(path) in ("jsonl", "json"):
-                    fix = f"Give that row a {text_column!r}, or pass --text-column naming the key of the texts."
-                else:
-                    fix = "Pass --text-column with one of them."
+                # --text-column.
+                fix = ("Give it one, or remove the row." if number > 1 else
+                       f"Give that row a {text_column!r}, or pass --text-column naming the key of the texts.")
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
                                      f"are {sorted(row)}. {fix}")
             text = text_value(row[text_column], path, f"data row {number}", text_column) or ""
@@ -168,6 +172,12 @@ def read_texts(path, text_column="text", blank_lines=False):
                 raise UserInputError(f"{path!r} data row {number} has an empty {text_column!r}; fill it in or "
                                      "remove the row, so that each output line answers one row.")
             yield text
+        # A header without rows (or a JSON []) answered nothing, exit status 0, a misspelt column unnoticed.
+        if not number:
+            if header and text_column not in header:
+                raise no_column()
+            raise UserInputError(f"{path!r} has {'a header but ' * bool(header)}no rows. Add rows with a "
+                                 f"{text_column!r} text.")
         return
     else:
         texts = (line.strip() for chunk in read_lines(path, empty_fix) for line in chunk.splitlines())
@@ -216,11 +226,13 @@ def _read_rows(path):
     return list(iter_rows(path))
 
 
-def iter_rows(path, empty_fix=None, text_column=None):
+def iter_rows(path, empty_fix=None, text_column=None, columns=None):
     """`_read_rows`' rows one at a time, read as they are asked for (`load_documents(max_rows=N)` reads
     only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'.
     `text_column`: where only texts are read, a JSON string in place of an object is the row
-    `{text_column: string}` (a JSON file of texts: `["a fine film", ...]`, or a string a line)."""
+    `{text_column: string}` (a JSON file of texts: `["a fine film", ...]`, or a string a line).
+    `columns`: a list that a CSV/TSV's column names are put in once its header is read, so that a caller can
+    name them where the file has no rows (a JSON file has no header: it stays empty)."""
     kind = table_kind(path)
     lines = read_lines(path, empty_fix)
     if kind in ("jsonl", "json"):
@@ -261,6 +273,8 @@ def iter_rows(path, empty_fix=None, text_column=None):
                 raise UserInputError(f"{path!r} has more than one column named {', '.join(map(repr, repeated))} in "
                                      "its header. Rename or remove the repeats, so that a column name says which "
                                      "column to read.")
+            if columns is not None:
+                columns[:] = header
             number = 0
             for fields in reader:
                 if not fields:  # a blank line
