@@ -865,6 +865,19 @@ def test_labels_of_other_digits_are_classes(tmp_path):
     assert load_classification_data(str(tmp_path / "d.csv")).label_names == ["9", "10", "①", "②"]
 
 
+def test_labels_that_are_all_numbers_are_classes_in_numeric_order(tmp_path):
+    """Star ratings 4, 5, 5.0, 4.5 / 1, 2, 1.0, 2.5 gave labels.json ["1", "2", "4", "5", "2.5", "4.5"]: the
+    decimals after every whole number, as text sorts them."""
+    ratings = ["4", "5", "5.0", "4.5", "1", "2", "1.0", "2.5", "-0.5", "1e1"]
+    rows = [(f"review {i}", ratings[i % len(ratings)]) for i in range(100)]
+    assert load_classification_data(write_csv(tmp_path / "d.csv", rows)).label_names == \
+        ["-0.5", "1", "2", "2.5", "4", "4.5", "5", "1e1"]
+    # Not all numbers: whole numbers first, by value, then the others as text (as before).
+    rows += [(f"unrated {i}", "none") for i in range(10)]
+    assert load_classification_data(write_csv(tmp_path / "d.csv", rows)).label_names == \
+        ["1", "2", "4", "5", "-0.5", "1e1", "2.5", "4.5", "none"]
+
+
 def test_json_values_that_are_not_text_are_refused_wherever_texts_are_read(tmp_path):
     """predict --file, generation and pretraining corpora and --unlabeled read str(value): "['a', 'b']" was a
     text, where a classifier's training data refused it."""

@@ -590,6 +590,18 @@ def _label_order(label):
     return (not number, int(label) if number else 0, label)
 
 
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")  # ASCII: float() reads "١" too
+
+
+def _sorted_labels(labels):
+    """Labels in the order a run's classes take (labels.json, predict's probabilities): by value where every
+    one is a number (star ratings 1, 2, 2.5, 4, 4.5, 5: as text, 2.5 and 4.5 came after 5), else `_label_order`."""
+    labels = list(labels)
+    if labels and all(_NUMBER.fullmatch(label) for label in labels):
+        return sorted(labels, key=lambda label: (float(label), _label_order(label)))
+    return sorted(labels, key=_label_order)
+
+
 def _stratified_split(indices_by_label, seed, val_fraction, test_fraction):
     rng = random.Random(seed)
     out = {name: [] for name in SPLITS}
@@ -723,7 +735,7 @@ def load_classification_data(
         labels = [_label_text(label) for label in labels]
         # A label asked for that no row has (a typo, another case, a label with a comma that --labels split)
         # would drop that class's rows without a word; one asked for twice would be two classes.
-        in_data = sorted(set(raw_labels), key=_label_order)
+        in_data = _sorted_labels(set(raw_labels))
         # A file scored by a model trained on --labels keeps its rows of those labels, some of which it may lack.
         unknown = [label for label in dict.fromkeys(labels) if label not in in_data and not scoring]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -736,8 +748,8 @@ def load_classification_data(
                 f"{in_data[:20]}{' ...' if len(in_data) > 20 else ''}. Name some of those, once each, exactly as "
                 f"written{commas}.")
         kept = [i for i in keep if raw_labels[i] in labels]
-        left_out = sorted({raw_labels[i] for i in keep} - set(labels) - (set(raw_labels) - set(own_labels or raw_labels)),
-                          key=_label_order)
+        left_out = _sorted_labels({raw_labels[i] for i in keep} - set(labels)
+                                  - (set(raw_labels) - set(own_labels or raw_labels)))
         variants = [label for label in left_out if _label_key(label) in {_label_key(kept) for kept in labels}]
         how = _how_labels_differ(*([v, *(k for k in labels if _label_key(k) == _label_key(v))] for v in variants))
         if left_out and asked and not scoring and kept:  # the others' rows went without a word, case variants too
@@ -751,7 +763,7 @@ def load_classification_data(
             raise UserInputError(f"{path!r} has no rows labelled {', '.join(map(repr, labels))} in column "
                                  f"{label_column!r}; its labels are {in_data[:20]}.")
     if label_names is None:
-        present = sorted({raw_labels[i] for i in keep}, key=_label_order)
+        present = _sorted_labels({raw_labels[i] for i in keep})
         if len(present) == 2 and present[1] in NEGATIVE_LABELS and present[0] not in NEGATIVE_LABELS:
             present.reverse()  # the second is the positive label, whose precision, recall and F1 are reported
         label_names = [label for label in labels if label in present] if labels else present
@@ -780,7 +792,7 @@ def load_classification_data(
         rng = random.Random(seed)
         keep = sorted(i for v in by_label.values() for i in rng.sample(v, min(len(v), max(2, round(len(v) * fraction)))))
         if len(keep) > max_rows:  # a class's share below 2 rows is raised to 2, so that it can be split at all
-            small = sorted((label for label, v in by_label.items() if round(len(v) * fraction) < 2), key=_label_order)
+            small = _sorted_labels(label for label, v in by_label.items() if round(len(v) * fraction) < 2)
             # A one-row class keeps its one row ("at least 2 of each" read as false for it).
             note(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class, or all of a "
                  f"class's rows where it has fewer (fewer rows would leave out {', '.join(map(repr, small[:5]))}"
