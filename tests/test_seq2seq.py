@@ -442,6 +442,22 @@ def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(t
         load_pair_data(str(path))
 
 
+def test_a_txt_runs_sources_in_a_csv_are_asked_for_by_column(tmp_path):
+    """A run trained on a .txt of pairs has no source column name: `translate --file pairs.csv` looked for a
+    column 'text' the run never had, and called the header's problem "data row 1"'s."""
+    from tfllm.datasets.pairs import read_sources
+
+    pairs = make_pairs(3)
+    write_csv(tmp_path / "pairs.csv", pairs, header=("zh", "en"))
+    (tmp_path / "pairs.txt").write_text("".join(f"{zh}\t{en}\n" for zh, en in pairs))
+    with pytest.raises(UserInputError) as refused:
+        list(read_sources(str(tmp_path / "pairs.csv"), None))
+    assert str(refused.value) == (f"{str(tmp_path / 'pairs.csv')!r} has columns, and this run was trained on a .txt "
+                                  "of pairs, so its source has no column name; pass text_column=... (one of ['zh', 'en']).")
+    assert list(read_sources(str(tmp_path / "pairs.csv"), "zh", named=True)) == [zh for zh, _ in pairs]
+    assert list(read_sources(str(tmp_path / "pairs.txt"), None)) == [zh for zh, _ in pairs]  # its first field
+
+
 def test_a_sources_translations_stay_in_one_split_and_are_scored_together(tmp_path):
     """Tatoeba gives a source once per translation ("Go." as "Ve.", "Vete.", "Vaya."). Dealt row by row, 60 of
     80 test sources of this file were also training sources, each scored against one of its translations."""
@@ -810,6 +826,27 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.splitlines()) == 1 and not captured.out, captured.err
     assert loads == [trained_run]
+
+
+@pytest.mark.slow
+def test_a_run_trained_on_a_txt_of_pairs_translates_a_csv_column_it_is_given(tmp_path, capsys):
+    """`tfllm translate RUN --file pairs.csv` of a run trained on a .txt of pairs: "data row 1 has no text column
+    'text'", a column the run never had; `translate --help` says the default is the run's source column."""
+    pairs = make_pairs(60)
+    (tmp_path / "pairs.txt").write_text("".join(f"{zh}\t{en}\n" for zh, en in pairs))
+    write_csv(tmp_path / "pairs.csv", [(en, zh) for zh, en in pairs[:3]], header=("en", "zh"))
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["train", "--task", "translate", "--data", str(tmp_path / "pairs.txt"), "--preset", "tiny",
+                     "--epochs", "1", "--run-dir", run_dir]) == 0
+    capsys.readouterr()
+    assert cli.main(["translate", run_dir, "--file", str(tmp_path / "pairs.csv")]) == 2
+    assert capsys.readouterr().err == (f"tfllm: error: {str(tmp_path / 'pairs.csv')!r} has columns, and this run was "
+                                       "trained on a .txt of pairs, so its source has no column name; pass "
+                                       "--text-column (one of ['en', 'zh']).\n")
+    assert cli.main(["translate", run_dir, "--file", str(tmp_path / "pairs.csv"), "--text-column", "zh"]) == 0
+    from_csv = capsys.readouterr().out
+    assert cli.main(["translate", run_dir, *(zh for zh, _ in pairs[:3])]) == 0
+    assert capsys.readouterr().out == from_csv
 
 
 @pytest.mark.slow

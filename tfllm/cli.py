@@ -716,12 +716,14 @@ def cmd_translate(args):
 
     runs.require_task(args.run_dir, "translate")
     sampler = _translate_sampler(args)
-    # A file of pairs like the run's own is read in its source column.
-    column = run_columns(runs.read_train_config(args.run_dir))[0] or "text"
+    # A file of pairs like the run's own is read in its source column; a run trained on a .txt of pairs has
+    # none (None), which read_sources says to a CSV/JSONL instead of looking for a column 'text'.
+    source = run_columns(runs.read_train_config(args.run_dir))[0]
     from tfllm.datasets.pairs import read_sources
 
-    texts = _input_texts(args, "translate", "a sentence", column,
-                         read=lambda path, column: read_sources(path, column, named=args.text_column is not None))
+    texts = _input_texts(args, "translate", "a sentence", source or "text",
+                         read=lambda path, _: read_sources(path, args.text_column or source,
+                                                           named=args.text_column is not None))
     from tfllm.training.seq2seq import run_decoding_aids, run_memory
     from tfllm.translation import SourceNotes, cached_translator, translate
 
@@ -761,7 +763,8 @@ def add_translation_parsers(sub):
                         "line), each row of a CSV/JSONL, "
                         "or the source of each pair of a .txt of tab-separated pairs")
     p.add_argument("--text-column", default=None,
-                   help="--file CSV/JSONL: the column to translate (default: the run's source column); a .txt of "
+                   help="--file CSV/JSONL: the column to translate (default: the run's source column; a run trained "
+                        "on a .txt of pairs has no column name: pass it); a .txt of "
                         "tab-separated pairs: the field's number (default 1, or the run's source column's)")
     p.add_argument("--sampler", choices=["greedy", "beam", "top_k", "top_p"], default=None,
                    help="default: beam with --num-beams > 1, else greedy")

@@ -24,7 +24,8 @@ import os
 import random
 
 from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _check_fractions, _column, _first_line, _read_rows,
-                            bundled_path, is_text_file, read_lines, read_texts, refuse_plain_text, warn_about_unused_split_column)
+                            bundled_path, is_table, is_text_file, iter_rows, read_lines, read_texts, refuse_plain_text,
+                            warn_about_unused_split_column)
 from tfllm.errors import UserInputError
 
 # name -> (file in tfllm/datasets/data, options)
@@ -106,14 +107,22 @@ def read_sources(path, column, named=False):
     """The texts `tfllm translate --file PATH` translates: as `read_texts` reads them, except that a `.txt` of
     tab-separated pairs, read as training reads one, gives each line's source field (`column` when it numbers
     a field, else the first; `named`: the user gave `column`, which must then be a number), where a line was
-    translated whole, tabs, translation and all (Tatoeba's `spa.txt`: "Go.<tab>Ve.<tab>CC-BY 2.0 ...")."""
+    translated whole, tabs, translation and all (Tatoeba's `spa.txt`: "Go.<tab>Ve.<tab>CC-BY 2.0 ...").
+    `column` None: the run was trained on a .txt of pairs, whose source has no column name to look for in
+    a CSV/JSONL (the error named a column 'text' the run never had)."""
     rows = _tab_separated_rows(path, "Point --file at a file with one text per line.") if path != "-" else None
+    if rows is None and column is None and is_table(path):
+        header = []
+        row = next(iter_rows(path, "Point --file at a file with one text per line.", None, header), {})
+        raise UserInputError(f"{path!r} has columns, and this run was trained on a .txt of pairs, so its source "
+                             "has no column name; pass --text-column"
+                             + (f" (one of {header or sorted(row)})." if header or row else "."))
     if rows is None:  # a blank line is translated as a blank line, so that the output answers line for line
-        return read_texts(path, column, blank_lines=True)
+        return read_texts(path, column or "text", blank_lines=True)
     if named and not column.isdigit():
         raise UserInputError(f"--text-column {column!r} names a column, but {path!r} is a .txt of tab-separated "
                              "pairs, whose fields are numbered: pass --text-column 1 (the first field) or 2.")
-    field = column if column.isdigit() else "1"
+    field = column if column and column.isdigit() else "1"
     short = next((number for number, row in enumerate(rows, 1) if not row.get(field, "").strip()), None)
     if short is not None:
         row = rows[short - 1]
