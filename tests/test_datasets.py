@@ -565,6 +565,21 @@ def test_a_file_in_another_encoding_is_told_the_encoding_it_reads_in(tmp_path, t
     assert text in fixed.stdout.decode("utf-8")  # the command the message gives recovers the text
 
 
+@pytest.mark.parametrize("name, codec", [("u.csv.gz", "utf-16"), ("l.csv.gz", "cp1252"), ("l.csv", "cp1252")])
+def test_the_command_given_to_re_save_a_file_as_utf8_works_as_written(tmp_path, name, codec):
+    """For a .gz it said `iconv -f utf-16 -t utf-8`, which on the .gz itself reads compressed bytes and fails."""
+    text = "text,label\nnaïve café,a\nbye,b\n"
+    data = text.encode(codec)
+    (tmp_path / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(UserInputError) as refused:
+        load_classification_data(str(tmp_path / name))
+    command = re.search("`(.*)`", str(refused.value))[1]
+    subprocess.run(command, shell=True, check=True, capture_output=True)
+    fixed = tmp_path / name.replace(".csv", "-utf8.csv")
+    scored = load_classification_data(str(fixed), label_names=["a", "b"], val_fraction=0.0, test_fraction=1.0)
+    assert sorted(scored.test.texts) == ["bye", "naïve café"]
+
+
 def test_a_damaged_gzip_and_a_utf16_file_are_one_clear_error(tmp_path):
     """A corrupt .gz raised zlib.error (a traceback); a UTF-16 file was told to convert from latin1."""
     data = bytearray(gzip.compress(("text,label\n" + "".join(f"text {i},pos\n" for i in range(2000))).encode()))

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import reprlib
+import shlex
 import sys
 import zlib
 
@@ -89,6 +90,18 @@ def likely_encoding(raw):
         return "latin1"
 
 
+def _reencoding(path, encoding):
+    """The command that re-saves `path` from `encoding` as UTF-8, beside it: a .gz through zcat and gzip, since
+    `iconv` on the .gz itself reads its compressed bytes (the fix given for a UTF-16 .csv.gz failed as written)."""
+    folder, name = os.path.split(path)
+    gzipped = name.lower().endswith(".gz")
+    stem, extension = os.path.splitext(name[:-3] if gzipped else name)
+    fixed = shlex.quote(os.path.join(folder, f"{stem}-utf8{extension}{'.gz' * gzipped}"))
+    iconv = f"iconv -f {encoding} -t utf-8"
+    return (f"`zcat {shlex.quote(path)} | {iconv} | gzip > {fixed}`" if gzipped else
+            f"`{iconv} {shlex.quote(path)} > {fixed}`")
+
+
 def read_text_file(path, empty_fix=None):
     """Reads a (possibly gzipped) UTF-8 file, with one clear error for each way it can fail."""
     return "".join(read_lines(path, empty_fix))
@@ -113,7 +126,7 @@ def read_lines(path, empty_fix=None):
                                          "(tfllm reads .gz files as they are), or gunzip it.")
                 if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
                     raise UserInputError(f"{path!r} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
-                                         "`iconv -f utf-16 -t utf-8`.")
+                                         f"{_reencoding(path, 'utf-16')}.")
                 try:
                     # A byte-order mark starts the file's first line, and any line after one where files
                     # with one were joined (`cat a.txt b.txt`): "\ufeff今天天气" was a text, BOM and all.
@@ -123,7 +136,7 @@ def read_lines(path, empty_fix=None):
                     big5 = " (-f big5 for traditional Chinese in Big5)" if encoding == "gb18030" else ""
                     raise UserInputError(
                         f"{path!r} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
-                        f"Re-save it as UTF-8, e.g. `iconv -f {encoding} -t utf-8`{big5}.") from None
+                        f"Re-save it as UTF-8, e.g. {_reencoding(path, encoding)}{big5}.") from None
                 blank = blank and not line.strip()
                 yield line
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
