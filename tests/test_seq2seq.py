@@ -426,11 +426,19 @@ def test_a_headerless_txt_of_tab_separated_pairs_reads_its_columns_by_position(t
     path.write_text(text + "\n", encoding="utf-8")  # a blank last line is no pair
     (tmp_path / "eng-zh.txt.gz").write_bytes(gzip.compress(text.encode("utf-8")))
     for name in ("eng-zh.txt", "eng-zh.txt.gz"):
-        data = load_pair_data(str(tmp_path / name))
+        # Tatoeba's third field, the attribution, is dropped, and said once (it went without a word).
+        with pytest.warns(TfllmWarning) as caught:
+            data = load_pair_data(str(tmp_path / name))
+        assert [str(w.message) for w in caught] == [
+            f"{len(pairs)} lines of {str(tmp_path / name)!r} have more than 2 tab-separated fields; fields after the "
+            "second are ignored (line 1 first; a text that holds a tab is cut there)."]
         assert (data.source_column, data.target_column) == ("1", "2")
         read = sorted(zip(data.train.sources + data.val.sources + data.test.sources,
                           data.train.targets + data.val.targets + data.test.targets))
         assert read == sorted(pairs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TfllmWarning)
+        load_pair_data(str(path), source_column="1", target_column="3")  # every field read: nothing to say
     reverse = load_pair_data(str(path), source_column="2", target_column="1")
     assert sorted(zip(reverse.train.targets + reverse.val.targets + reverse.test.targets,
                       reverse.train.sources + reverse.val.sources + reverse.test.sources)) == sorted(pairs)

@@ -26,7 +26,7 @@ import random
 from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _check_fractions, _column, _first_line, _read_rows,
                             bundled_path, is_table, is_text_file, iter_rows, read_lines, read_texts, refuse_plain_text,
                             warn_about_unused_split_column)
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, note
 
 # name -> (file in tfllm/datasets/data, options)
 BUNDLED_PAIRS = {
@@ -83,16 +83,19 @@ def _split_references(text, separator):
     return [r for r in refs if r] or [text.strip()]
 
 
-def _tab_separated_rows(path, empty_fix=None):
+def _tab_separated_rows(path, empty_fix=None, read=None):
     """The rows of a headerless `.txt`/`.txt.gz` of tab-separated pairs as `{"1": field, "2": field, ...}`, a
     non-blank line each; None for any other file (a `.txt` whose first line holds no tab is plain text). The
-    fields are split at every tab, without CSV quoting: Tatoeba's sentences hold quotes ('"Go," he said.')."""
+    fields are split at every tab, without CSV quoting: Tatoeba's sentences hold quotes ('"Go," he said.').
+    `read`: the numbers of the fields read (a source and a target column), for the note on lines with
+    fields after them (Tatoeba's attribution, or a text that holds a tab), which were dropped without a word."""
     if not is_text_file(path) or not os.path.isfile(path):
         return None
     lines, first = _first_line(read_lines(path, empty_fix))
     if "\t" not in first:
         return None
-    rows = []
+    rows, longer = [], []
+    last = max((int(field) for field in read if field.isdigit()), default=None) if read else None
     for number, line in enumerate(lines, 1):
         if line.strip():
             fields = line.rstrip("\r\n").split("\t")
@@ -100,6 +103,14 @@ def _tab_separated_rows(path, empty_fix=None):
                 raise UserInputError(f"{path!r} line {number} has no tab: write each pair on a line as the source "
                                      "text, a tab, and its translation.")
             rows.append({str(i): field for i, field in enumerate(fields, 1)})
+            if last is not None and len(fields) > last:
+                longer.append(number)
+    if longer:
+        lines = f"{len(longer):,} line{'s' * (len(longer) != 1)}"
+        after = {1: "the first", 2: "the second", 3: "the third"}.get(last, f"field {last}")
+        note(f"tfllm: {lines} of {path!r} {'have' if len(longer) != 1 else 'has'} more than {last} tab-separated "
+             f"fields; fields after {after} are ignored (line {longer[0]} first; a text that holds a tab is cut "
+             "there).")
     return rows
 
 
@@ -147,7 +158,7 @@ def _read_columns(source, source_column, target_column, split_column, reference_
         if not os.path.exists(path):
             raise UserInputError(f"Pairs file {path!r} does not exist. Check the path, or use a bundled set: "
                                  f"{', '.join(BUNDLED_PAIRS)}.")
-    rows = _tab_separated_rows(path)
+    rows = _tab_separated_rows(path, read=(source_column or "1", target_column or "2"))
     if rows is not None:
         source_column, target_column = source_column or "1", target_column or "2"
     else:
