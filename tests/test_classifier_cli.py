@@ -947,6 +947,7 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
     (tmp_path / "texts.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts))
     (tmp_path / "empty.txt").write_text(" \n")
     (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("id,review\n")  # exited 0 with no output, a misspelt column unnoticed
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts)))
     for args in ([tmp_path / "reviews.txt"], [tmp_path / "reviews.csv", "--text-column", "review"], ["-"],
                  [tmp_path / "texts.json"], [tmp_path / "texts.jsonl"]):
@@ -962,7 +963,10 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
                           # read_lines' messages said "use a bundled name" and "Point --data at a file"
                           (["--file", tmp_path / "nope.txt"], "--file '" + str(tmp_path / "nope.txt") + "' does not exist"),
                           (["--file", tmp_path / "empty.txt"], "Point --file at a file with one text per line"),
-                          (["--file", tmp_path / "empty.csv"], "Point --file at a file with one text per line")):
+                          (["--file", tmp_path / "empty.csv"], "Point --file at a file with one text per line"),
+                          (["--file", tmp_path / "header.csv", "--text-column", "review"], "has a header but no rows"),
+                          (["--file", tmp_path / "header.csv", "--text-column", "nosuch"],
+                           "has no text column 'nosuch'; its columns are ['id', 'review']. Pass --text-column")):
         result = main_in_process(capsys, "predict", cli_run[0], *args)
         assert result.returncode == 2 and result.stdout == "" and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1

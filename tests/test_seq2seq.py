@@ -461,7 +461,8 @@ def test_a_txt_runs_sources_in_a_csv_are_asked_for_by_column(tmp_path):
     with pytest.raises(UserInputError) as refused:
         list(read_sources(str(tmp_path / "pairs.csv"), None))
     assert str(refused.value) == (f"{str(tmp_path / 'pairs.csv')!r} has columns, and this run was trained on a .txt "
-                                  "of pairs, so its source has no column name; pass text_column=... (one of ['zh', 'en']).")
+                                  "of pairs, so its source has no column name; pass text_column=... "
+                                  "(one of ['zh', 'en']).")
     assert list(read_sources(str(tmp_path / "pairs.csv"), "zh", named=True)) == [zh for zh, _ in pairs]
     assert list(read_sources(str(tmp_path / "pairs.txt"), None)) == [zh for zh, _ in pairs]  # its first field
 
