@@ -60,6 +60,37 @@ def test_prune_still_removes_what_it_should(tmp_path, good_version):
     assert "variables" in removed.skipped[3]
 
 
+def test_prune_keeps_what_the_folders_models_config_serves(tmp_path, good_version, capsys):
+    """`tfllm serve SM` reads SM/models.config; `tfllm models SM --prune clf --keep 1` deleted the version it
+    pinned, and the server unloaded the model: "no version of it is left on disk"."""
+    _layout(tmp_path, good_version, good=(1, 2, 3, 4), garbage=())
+    (tmp_path / "models.config").write_text(
+        'model_config_list { config { name: "clf" base_path: "clf" model_version_policy { specific { versions: 1 } }'
+        ' version_labels { key: "stable" value: 2 } }'
+        ' config { name: "other" base_path: "elsewhere" model_version_policy { specific { versions: 3 } } } }')
+    assert main(["models", str(tmp_path), "--prune", "clf", "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Pruned clf versions [3]" in out, out  # 3 is pinned in another model's folder only
+    assert "Kept clf version 1: " in out and "specific" in out and "Kept clf version 2: " in out and "'stable'" in out
+    assert sorted(os.listdir(tmp_path / "clf")) == ["1", "2", "4"]
+    (tmp_path / "models.config").write_text("model_config_list { config { name: ")
+    assert main(["models", str(tmp_path), "--prune", "clf", "--keep", "1"]) == 2
+    assert "Not pruning 'clf': cannot read model config" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "clf")) == ["1", "2", "4"]
+
+
+@pytest.mark.slow
+def test_export_keep_keeps_what_the_folders_models_config_serves(tiny_classifier_run, tmp_path, capsys):
+    for _ in range(2):
+        assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path)]) == 0
+    (tmp_path / "models.config").write_text('model_config_list { config { name: "clf" base_path: "clf" '
+                                            'model_version_policy { specific { versions: 1 } } } }')
+    assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path), "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Pruned versions [2]" in out and "Kept clf version 1: " in out, out
+    assert sorted(os.listdir(tmp_path / "clf")) == ["1", "3"]
+
+
 @pytest.mark.slow
 def test_two_prunes_at_once_each_skip_what_the_other_removed(tmp_path, good_version, capsys, monkeypatch):
     """`tfllm models --prune` twice at once (or with an `export --keep`): the one that came second to a

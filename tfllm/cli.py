@@ -231,7 +231,8 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from tfllm.export.versioning import check_export_options, prune, validate_export_name
+    from tfllm.export.versioning import check_export_options, validate_export_name
+    from tfllm.serving.models import prune as prune_exports  # the one prune: it keeps what models.config serves
 
     from tfllm import runs
     from tfllm.errors import UserInputError
@@ -275,7 +276,7 @@ def cmd_export(args):
     print(f"Exported {path}")
     if args.keep is not None:
         try:
-            removed = prune(args.base_dir, args.name, args.keep)
+            removed = prune_exports(args.base_dir, args.name, args.keep)
         except KeyboardInterrupt:
             # The export is whole; only old versions may be left (a renamed one goes at the next export).
             print(f"Interrupted while removing old versions: {path} is exported; the next export with --keep "

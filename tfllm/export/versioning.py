@@ -519,11 +519,13 @@ class PruneResult(list):
         return [f"Kept {self.name} version {version}: {why}" for version, why in sorted(self.skipped.items())]
 
 
-def prune(base_dir, name, keep):
+def prune(base_dir, name, keep, pinned=None):
     """Deletes all but the newest `keep` versions of `name`; returns the removed ones.
 
     Never deletes the newest version that loads: with `2` good and `10`
     broken, `keep=1` keeps both, so a server still has a version to serve.
+    Nor a version in `pinned` (`{version: why}`: what a `models.config` serves
+    by number or label, `tfllm.serving.models.pinned_versions`).
     The result's `skipped` says which versions were kept beyond `keep` and why
     (also logged). Each version is first renamed to a non-integer folder, so a
     server polling the folder never sees a half-deleted version. A version
@@ -538,6 +540,10 @@ def prune(base_dir, name, keep):
         else:  # `echo hi > NAME/7`: no version (os.listdir on it was a NotADirectoryError traceback)
             skipped[version] = f"is a file, not a version folder; move it out of {os.path.join(base_dir, name)!r}"
     doomed = existing[:-keep]
+    for version, why in (pinned or {}).items():
+        if version in doomed:
+            doomed.remove(version)
+            skipped[version] = why
     broken = {}
     for version in reversed(existing):
         problem = version_problem(os.path.join(base_dir, name, str(version)))

@@ -258,8 +258,9 @@ def format_models(models: list[dict]) -> str:
 def prune(base_path: str, name: str, keep: int) -> list[int]:
     """Deletes all but the newest `keep` versions of a model.
 
-    Never deletes the newest version that loads (see `versioning.prune`);
-    the result's `skipped` says what was kept and why. Each doomed version is
+    Never deletes the newest version that loads (see `versioning.prune`), nor
+    one that `base_path/models.config` serves by number or label (`tfllm serve
+    base_path` reads that file: pruning it took the server's model away); the result's `skipped` says what was kept and why. Each doomed version is
     first renamed to a non-integer folder, so a server polling the folder
     never sees a half-deleted version.
 
@@ -282,7 +283,34 @@ def prune(base_path: str, name: str, keep: int) -> list[int]:
         raise UserInputError(
             f"No model {name!r} under {base_path!r} (models found: {known})."
         )
-    return versioning.prune(base_path, name, keep)
+    return versioning.prune(base_path, name, keep, pinned=pinned_versions(base_path, name))
+
+
+def pinned_versions(base_path: str, name: str) -> dict[int, str]:
+    """`{version: why}` for the versions of `base_path/name` that `base_path/models.config` pins: by a
+    `specific` policy or a version label, of any config model whose base_path is that folder.
+
+    Raises:
+        UserInputError: the config exists and cannot be read (what it pins is unknown).
+    """
+    path = os.path.join(base_path, "models.config")
+    if not os.path.exists(path):
+        return {}
+    try:
+        policies = read_model_config(path)
+    except UserInputError as e:  # what it pins is unknown: prune nothing rather than a served version
+        raise UserInputError(f"Not pruning {name!r}: {str(e)[:1].lower()}{str(e)[1:]}") from e
+    folder = os.path.realpath(os.path.join(base_path, name))
+    pinned = {}
+    for model, policy in policies.items():
+        # As `tfllm serve base_path` resolves it: relative base_paths are under base_path.
+        if os.path.realpath(os.path.join(base_path, policy.base_path)) != folder:
+            continue
+        for version in policy.specific or ():
+            pinned.setdefault(version, f"{path} serves it (model {model!r}, specific versions)")
+        for label, version in sorted(policy.labels.items()):
+            pinned.setdefault(version, f"{path} serves it (model {model!r}, label {label!r})")
+    return pinned
 
 
 @dataclass
