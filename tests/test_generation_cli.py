@@ -151,6 +151,20 @@ def test_out_of_range_sampling_options_are_one_line(untrained_run, capsys, monke
     assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
+@pytest.mark.parametrize("numpy_path", ["1", pytest.param("0", marks=pytest.mark.slow)])
+def test_a_huge_temperature_never_samples_a_banned_token(untrained_run, capsys, monkeypatch, numpy_path):
+    """Banned ids were set to -1e9 before the division by the temperature: at 1e30 every token was as likely,
+    top-k's ties went to the lowest ids (the special ones) and the completion came back empty."""
+    monkeypatch.setenv("TFLLM_NUMPY_GENERATION", numpy_path)
+    result = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "8", "--seed", "3",
+                             "--temperature", "1e30", "--top-k", "5", "--no-prompt-echo")
+    assert result.returncode == 0, result.stderr
+    greedy = main_in_process(capsys, "generate", untrained_run, "Be", "--max-new-tokens", "8", "--sampler", "greedy",
+                             "--no-prompt-echo")
+    # As many characters as a greedy text of 8 tokens, none of them a special token (dropped from the text).
+    assert len(result.stdout) == len(greedy.stdout) > 1, (result.stdout, greedy.stdout)
+
+
 @pytest.mark.slow
 def test_python_generate_refuses_wrong_kinds_and_clamps_top_k(untrained_run):
     from tfllm.generation import generate, load_generator

@@ -101,11 +101,12 @@ def uniform_noise(seed, step, vocabulary_size):
 
 def next_token(logits, index, temperature, top_k, top_p, seed, banned):
     """One row of `OptionSampler.compute_probabilities` + `get_next_token` (same noise, same cuts)."""
-    logits = logits.astype(np.float32).copy()
-    logits[banned] = np.float32(-1e9)
     greedy = temperature < GREEDY_BELOW
     t = np.float32(1.0 if greedy else temperature)
-    z = logits / t
+    z = logits.astype(np.float32) / t
+    # Banned after scaling, to -inf: a finite -1e9 divided by a huge temperature (1e30) was as likely as any
+    # token, and a banned id ended the text at once.
+    z[banned] = -np.inf
     z = z - z.max()
     probabilities = np.exp(z)
     probabilities /= probabilities.sum()

@@ -138,12 +138,14 @@ class OptionSampler(keras_hub.samplers.Sampler):
         # Greedy rows (temperature 0, or below GREEDY_BELOW) keep temperature 1: same argmax, as GreedySampler
         # computes it.
         temperature = tf.where(temperature >= GREEDY_BELOW, temperature, 1.0)
-        logits = tf.cast(logits, tf.float32)
-        # Special tokens other than the end token (padding, unknown, start, mask) are never text to emit.
+        logits = tf.cast(logits, tf.float32) / temperature[:, None]
+        # Special tokens other than the end token (padding, unknown, start, mask) are never text to emit. Banned
+        # after scaling, to -inf: a finite -1e9 divided by a huge temperature (1e30) was as likely as any token,
+        # and a banned id ended the text at once.
         if self.banned_token_ids:
             banned = tf.reduce_any(tf.range(tf.shape(logits)[-1])[:, None] == tf.constant(self.banned_token_ids)[None, :], -1)
-            logits = tf.where(banned[None, :], -1e9, logits)
-        return keras.activations.softmax(logits / temperature[:, None])
+            logits = tf.where(banned[None, :], -float("inf"), logits)
+        return keras.activations.softmax(logits)
 
     def get_next_token(self, probabilities):
         temperature, top_k, top_p, seed = self.options
