@@ -79,12 +79,24 @@ def save_wide_id_scorer(path):
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.score})
 
 
+def save_scaler(path):
+    """A toy with a float input, as a generator's `temperature`."""
+    class Scaler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="temperature")])
+        def scale(self, temperature):
+            return {"scaled": temperature * 2.0}
+
+    module = Scaler()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.scale})
+
+
 @pytest.fixture(scope="module")
 def savedmodels(tmp_path_factory):
     base = tmp_path_factory.mktemp("savedmodels")
     fixtures.build_savedmodels(str(base))
     fixtures.save_id_scorer(str(base / "ids" / "1"))
     save_wide_id_scorer(base / "wide" / "1")
+    save_scaler(base / "scaler" / "1")
     fixtures.save_classifier(str(base / "flaky" / "1"), warmup=False)
     return base
 
@@ -753,7 +765,13 @@ def test_a_client_gone_before_its_model_call_gets_none(savedmodels):
      "Instance 0 of input 'token_ids' (1e+20 at position 2) is out of int32's"),
     ("ids", b'{"instances": [[1, 2], [3, 2199023255552]]}',
      "Instance 1 of input 'token_ids' (2199023255552 at position 1) is out of int32's"),
-    ("ids", b'{"inputs": {"token_ids": [[1, 1e999, NaN]]}}', "Malformed JSON"),
+    ("ids", b'{"inputs": {"token_ids": [[1, 1e999, NaN]]}}', "Instance 0 of input 'token_ids' (1e999 at position 1)"),
+    # TF Serving's parser takes NaN and Infinity; they were "Malformed JSON: unexpected character".
+    ("scaler", b'{"instances": [{"temperature": NaN}]}', "Input 'temperature' holds NaN or infinite values."),
+    ("scaler", b'{"inputs": {"temperature": [1.0, -Infinity]}}', "Input 'temperature' holds NaN or infinite values."),
+    ("scaler", b'{"instances": [Infinity]}', "Input 'temperature' holds NaN or infinite values."),
+    ("scaler", b'{"instances": [Nan]}', "Malformed JSON in request body: unexpected character"),
+    ("scaler", b'{"instances": [NaN}', "Malformed JSON in request body"),
     # Read as input names: "Missing input(s) ['text'] and unknown input(s) ['b64', 'x']".
     ("reviews", b'{"instances": [{"b64": "YQ==", "x": 1}]}', "A {\"b64\": ...} object must hold that one key; got keys ['b64', 'x']"),
     ("reviews", b'{"inputs": {"b64": "YQ==", "x": 1}}', "A {\"b64\": ...} object must hold that one key"),

@@ -51,18 +51,25 @@ def _float(text: str):
     return value if math.isfinite(value) else BigNumber(text)
 
 
-def _no_constant(text: str):
-    raise ValueError(f"{text} is not JSON")
+_CONSTANTS = (b"NaN", b"Infinity")  # -Infinity too
 
 
 def loads_request(raw):
-    """A request body; a number beyond a double's range comes back as a `BigNumber`."""
+    """A request body; a number beyond a double's range comes back as a `BigNumber`, and the literals
+    `NaN`, `Infinity` and `-Infinity` as floats: TF Serving's parser (RapidJSON's kParseNanAndInfFlag)
+    takes them, and the input's own check then refuses them by name, not as "Malformed JSON"."""
     try:
         return loads(raw)
     except ValueError as e:
-        if "number is infinity" not in str(e):  # orjson's words for a valid but huge number
+        if "number is infinity" in str(e):  # orjson's words for a valid but huge number
+            return _json.loads(bytes(raw), parse_int=_int, parse_float=_float)
+        data = bytes(raw)
+        if not any(constant in data for constant in _CONSTANTS):
             raise
-    return _json.loads(bytes(raw), parse_int=_int, parse_float=_float, parse_constant=_no_constant)
+        try:  # only where such a literal is the difference: anything else malformed stays orjson's error
+            return _json.loads(data, parse_int=_int, parse_float=_float)
+        except ValueError:
+            raise e from None
 
 
 def _default(obj):
