@@ -783,6 +783,20 @@ def test_rest_says_what_is_wrong_with_a_value(model, body, words, server):
     assert len(error) < 400
 
 
+def test_both_clients_refuse_nan_before_sending_with_the_servers_words(server):
+    """RestClient wrote NaN as JSON's null, and the server answered "must be float32 ...; got null at value 0"."""
+    words = "Input 'temperature' holds NaN or infinite values."
+    for client in (RestClient("127.0.0.1", server["rest"], timeout=10), GrpcClient("127.0.0.1", server["grpc"], timeout=10)):
+        for call in (dict(instances=[{"temperature": float("nan")}]), dict(inputs={"temperature": np.array([1, np.inf])}),
+                     dict(instances=np.array([1.0, -np.inf], np.float32))):
+            with pytest.raises(ServingError) as caught:
+                client.predict("scaler", **call)
+            bare = "temperature" not in str(call)  # a bare value: RestClient has no signature to name it by
+            assert caught.value.message == (words if not bare or isinstance(client, GrpcClient) else
+                                            "An input holds NaN or infinite values."), (client, call, caught.value)
+        assert client.predict("scaler", instances=[{"temperature": 1.5}]) == [3.0]
+
+
 def test_a_number_out_of_range_is_named_by_its_instance_and_shown():
     """`"max_new_tokens": 99999999999` read "Value 0 of input 'max_new_tokens' is out of int32's range": 0 is
     the instance, not the value."""

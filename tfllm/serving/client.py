@@ -14,6 +14,7 @@ import threading
 from tfllm.errors import require_extra
 from tfllm.serving.jsonio import dumps as _dumps, from_json_values as _from_json_values, loads as _loads
 from tfllm.serving.jsonio import to_json_values as _to_json_values
+from tfllm.serving.limits import RequestError
 
 
 def _answer_already_sent(conn: http.client.HTTPConnection):
@@ -159,8 +160,10 @@ class RestClient:
         """
         if (inputs is None) == (instances is None):
             raise ValueError("Pass exactly one of inputs (columnar) or instances (rows).")
-        body = {"inputs": _to_json_values(inputs)} if inputs is not None else {
-            "instances": _to_json_values(instances)}
+        try:  # NaN and infinity (JSON's null) refused by input name before sending, as GrpcClient and the server do
+            body = {"inputs": _to_json_values(inputs)} if inputs is not None else {"instances": _to_json_values(instances)}
+        except RequestError as e:
+            raise ServingError(e.message, 400) from e
         if signature_name:
             body["signature_name"] = signature_name
         reply = self._request("POST", _model_path(model, version, label) + ":predict",
@@ -307,7 +310,6 @@ class GrpcClient:
         from tensorflow_serving.apis import predict_pb2
 
         from tfllm.serving.codec import as_finite_floats
-        from tfllm.serving.limits import RequestError
         from tfllm.serving.tensors import to_tensor_proto
 
         if (inputs is None) == (instances is None):
@@ -411,7 +413,6 @@ def _rows_to_columns(rows, sig_name: str, input_infos) -> dict:
     import tensorflow as tf
 
     from tfllm.serving.codec import rows_to_columns
-    from tfllm.serving.limits import RequestError
 
     specs = {k: tf.TensorSpec(tf.TensorShape(v.tensor_shape), tf.dtypes.as_dtype(v.dtype))
              for k, v in input_infos.items()}

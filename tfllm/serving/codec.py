@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from tfllm.serving.jsonio import BigNumber, is_named, json_kind, out_of_range
+from tfllm.serving.jsonio import BigNumber, is_named, json_kind, out_of_range, refuse_non_finite
 from tfllm.serving.limits import Limits, RequestError, shown
 
 _NO_LIMITS = Limits(max_batch_size=1 << 62, max_sequence_length=1 << 62, max_elements=1 << 62,
@@ -210,8 +210,7 @@ def as_finite_floats(name: str, arr: np.ndarray, np_dtype) -> np.ndarray:
     """`arr` (numbers) cast to the float dtype of its input, refusing NaN and infinity, and a value beyond that
     dtype's range: JSON's 1e39 is finite as the float64 it is read as, and +inf as the signature's float32 (a
     generator's `temperature` of +inf samples uniformly)."""
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise RequestError(f"Input {name!r} holds NaN or infinite values.")
+    refuse_non_finite(name, arr)
     with np.errstate(over="ignore"):
         cast = arr.astype(np_dtype)
     beyond = ~np.isfinite(cast)

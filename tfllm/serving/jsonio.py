@@ -79,14 +79,26 @@ def _default(obj):
     raise TypeError(f"cannot write a {type(obj).__name__} as JSON")
 
 
-def to_json_values(value):
-    """Python values with bytes turned into TF Serving's `{"b64": ...}`."""
+def refuse_non_finite(name, values) -> None:
+    """Refuses NaN and infinity in `values` (a number or an array) of input `name`: the server's check, and both
+    clients' before sending (JSON has no NaN: RestClient's went as `null`, which the server then blamed)."""
+    if isinstance(values, (float, np.floating, np.ndarray)):
+        arr = np.asarray(values)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            where = f"Input {name!r}" if name is not None else "An input"
+            raise RequestError(f"{where} holds NaN or infinite values.")
+
+
+def to_json_values(value, name=None):
+    """Python values with bytes turned into TF Serving's `{"b64": ...}`; NaN and infinity refused by the input
+    they are in (the outermost dict's keys are input names: `{name: batch}`, a row's `{name: value}`)."""
     if isinstance(value, bytes):
         return {"b64": base64.b64encode(value).decode()}
     if isinstance(value, (list, tuple)):
-        return [to_json_values(v) for v in value]
+        return [to_json_values(v, name) for v in value]
     if isinstance(value, dict):
-        return {k: to_json_values(v) for k, v in value.items()}
+        return {k: to_json_values(v, k if name is None else name) for k, v in value.items()}
+    refuse_non_finite(name, value)
     return value
 
 
