@@ -772,6 +772,11 @@ def test_a_client_gone_before_its_model_call_gets_none(savedmodels):
     ("scaler", b'{"instances": [Infinity]}', "Input 'temperature' holds NaN or infinite values."),
     ("scaler", b'{"instances": [Nan]}', "Malformed JSON in request body: unexpected character"),
     ("scaler", b'{"instances": [NaN}', "Malformed JSON in request body"),
+    # Both said "the model reads only the start of a text": a generator decodes a prompt's end.
+    ("shakespeare", b'{"instances": [{"prompt": "' + b"a" * (MAX_STRING + 1) + b'", "max_new_tokens": 1}]}',
+     f"over the limit of {MAX_STRING} bytes per string; send a shorter one, or raise the limit (tfllm serve "
+     "--max-string-bytes)."),
+    ("reviews", b'{"instances": ["' + b"a" * (MAX_STRING + 1) + b'"]}', "; send a shorter one, or raise the limit"),
     # Read as input names: "Missing input(s) ['text'] and unknown input(s) ['b64', 'x']".
     ("reviews", b'{"instances": [{"b64": "YQ==", "x": 1}]}', "A {\"b64\": ...} object must hold that one key; got keys ['b64', 'x']"),
     ("reviews", b'{"inputs": {"b64": "YQ==", "x": 1}}', "A {\"b64\": ...} object must hold that one key"),

@@ -156,5 +156,5 @@ class Limits:
         if size > self.max_string_bytes:
             raise RequestError(
                 f"Input {name!r} value {index} is {at_least}{size} bytes, over the limit of "
-                f"{self.max_string_bytes} bytes per string (tfllm serve --max-string-bytes); "
-                "the model reads only the start of a text, so send a shorter one.")
+                f"{self.max_string_bytes} bytes per string; send a shorter one, or raise the limit (tfllm serve "
+                "--max-string-bytes).")  # nothing about the model: a classifier reads a text's start, a generator its end
