@@ -819,6 +819,18 @@ def test_a_number_out_of_range_is_named_by_its_instance_and_shown():
         assert str(caught.value).startswith(words), caught.value
 
 
+def test_a_version_beyond_int64_is_called_out_of_range(server):
+    """/versions/99999999999999999999 was "must be a non-negative integer", which it is."""
+    body = b'{"instances": ["good"]}'
+    status, content = raw(server["rest"], "POST", "/v1/models/reviews/versions/99999999999999999999:predict", body)
+    assert status == 400 and json.loads(content)["error"] == (
+        f"Version '99999999999999999999' is out of range: versions are int64, at most {2**63 - 1}.")
+    status, content = raw(server["rest"], "POST", f"/v1/models/reviews/versions/{2**63 - 1}:predict", body)
+    assert status == 404, content  # a version that fits: not served, not refused
+    status, content = raw(server["rest"], "POST", "/v1/models/reviews/versions/1x:predict", body)
+    assert status == 400 and "must be a non-negative integer" in json.loads(content)["error"], content
+
+
 def test_grpc_refuses_a_negative_version_and_a_modelless_classify_as_rest_does(server, stub):
     """gRPC version -5 was NOT_FOUND (as if it might appear) where REST's /versions/-5 is a 400; an
     empty ClassificationRequest said "Missing ModelSpec" where REST's :classify says to use Predict."""

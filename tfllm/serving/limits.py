@@ -41,7 +41,10 @@ def shown(text: str, limit: int = 80) -> str:
 def bad_version(version) -> "RequestError":
     """A version that is not a non-negative integer: REST's /versions/-1 and gRPC's version -5
     (NOT_FOUND there before, as if it might appear) get the same 400 / INVALID_ARGUMENT."""
-    return RequestError(f"Version {shown(str(version))} must be a non-negative integer.")
+    text = str(version)
+    if text.isascii() and text.isdigit():  # one, beyond TF Serving's int64 versions
+        return RequestError(f"Version {shown(text)} is out of range: versions are int64, at most {2**63 - 1}.")
+    return RequestError(f"Version {shown(text)} must be a non-negative integer.")
 
 
 class RequestError(Exception):

@@ -75,7 +75,7 @@ def _parse_path(request: Request):
         raise _malformed(request)
     version = m["version"]
     if version is not None:
-        if not (version.isascii() and version.isdigit()) or len(version) > 18:  # not '²'
+        if not (version.isascii() and version.isdigit()) or len(version) > 19 or int(version) >= 2**63:  # not '²'
             raise bad_version(version)
         version = int(version)
     return m["name"], version, m["label"], m["meta"] is not None, m["verb"] and m["verb"].lower()
