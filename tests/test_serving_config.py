@@ -325,6 +325,10 @@ def test_a_label_never_loads_a_version_the_policy_excludes(tmp_path, caplog):
 @pytest.mark.parametrize("text,words", [
     ('config { name: "a" base_path: "x" } config { name: "a" base_path: "y" }', "'a' twice"),
     ('config { name: "a" }', "without a name or base_path"),
+    # Both were served without a word ("Serving none yet", and a PyTorch model as a SavedModel).
+    ('config { name: "a" base_path: "x" model_version_policy { specific { } } }',
+     "model 'a' has a specific version policy with no versions; list them"),
+    ('config { name: "a" base_path: "x" model_platform: "pytorch" }', "model 'a' has model_platform 'pytorch'"),
 ])
 def test_a_config_with_a_model_twice_or_without_base_path_is_refused(tmp_path, text, words):
     from tfllm.errors import UserInputError
@@ -333,6 +337,33 @@ def test_a_config_with_a_model_twice_or_without_base_path_is_refused(tmp_path, t
     config.write_text("model_config_list { " + text + " }")
     with pytest.raises(UserInputError, match=words):
         read_model_config(str(config))
+
+
+def test_config_errors_while_serving_are_logged_as_one_sentence(tmp_path, caplog):
+    """Reloads logged "list each model once.; keeping ..." and "(2:34 : Expected "}".); pass ...", and a missing
+    absolute base_path was told where relative ones are."""
+    from tfllm.serving.registry import ModelRegistry
+
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "gone" base_path: "{tmp_path / "nonexistent"}" }} '
+                      'config { name: "rel" base_path: "missing" } }')
+    registry = ModelRegistry(str(tmp_path), poll_seconds=0, model_config_file=str(config))
+    registry.refresh()
+    gone, relative = (next(r.getMessage() for r in caplog.records if f"model {name!r}" in r.getMessage())
+                      for name in ("gone", "rel"))
+    assert "does not exist (yet)" in gone and "Relative base_paths" not in gone, gone
+    assert f"Relative base_paths are under {str(tmp_path)!r}." in relative, relative
+    for stamp, (text, words) in enumerate([
+            ('config { name: "a" base_path: "x" } config { name: "a" base_path: "y" } }', "list each model once"),
+            ('config { name: "a" base_path: "x" model_version_policy { specific { } } } }', "with no versions"),
+            ('config { name: ', "Cannot read model config")]):
+        caplog.clear()
+        config.write_text("model_config_list { " + text)
+        os.utime(config, (stamp + 1, stamp + 1))
+        registry.refresh()
+        (message,) = [r.getMessage() for r in caplog.records if "keeping the previous" in r.getMessage()]
+        assert words in message and ".;" not in message and ".)" not in message and message.endswith(
+            "; keeping the previous models and labels."), message
 
 
 def test_sample_request_scripts_are_valid():

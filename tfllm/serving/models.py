@@ -360,12 +360,19 @@ def policies_from_config(config, where: str) -> dict[str, ModelPolicy]:
         if model.name in policies:
             raise UserInputError(f"Model config {where} lists model {model.name!r} twice; "
                                  "list each model once.")
+        if model.model_platform not in ("", "tensorflow"):  # TF Serving refuses any other platform too
+            raise UserInputError(f"Model config {where}: model {model.name!r} has model_platform "
+                                 f"{model.model_platform!r}; tfllm serve serves TensorFlow SavedModels only, so set "
+                                 'model_platform: "tensorflow" or leave it out.')
         policy = ModelPolicy(base_path=model.base_path, labels=dict(model.version_labels))
         which = model.model_version_policy.WhichOneof("policy_choice")
         if which == "latest":
             policy.latest = model.model_version_policy.latest.num_versions or 1
         elif which == "specific":
             policy.specific = list(model.model_version_policy.specific.versions)
+            if not policy.specific:  # it served nothing, and start-up said only "Serving none yet"
+                raise UserInputError(f"Model config {where}: model {model.name!r} has a specific version policy "
+                                     "with no versions; list them (specific { versions: 1 }) or use latest.")
         elif which is None:
             policy.latest = 1  # TF Serving's default policy
         policies[model.name] = policy
@@ -390,7 +397,7 @@ def read_model_config(path: str) -> dict[str, ModelPolicy]:
         with open(path, encoding="utf-8") as f:
             text_format.Parse(f.read(), config)
     except (OSError, text_format.ParseError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = (str(e).splitlines()[0] if str(e) else type(e).__name__).rstrip(".")  # inside our sentence
         raise UserInputError(f"Cannot read model config {path!r} ({reason}); pass a TF Serving "
                              "models.config (--model-config-file) that exists and parses.") from e
     return policies_from_config(config, repr(path))

@@ -124,7 +124,8 @@ class ModelRegistry:
             try:
                 self._policies = models_lib.read_model_config(path)
             except UserInputError as e:
-                logger.error("%s; keeping the previous models and labels.", e)
+                # The message is a sentence of its own ("... list each model once."): no "once.; keeping".
+                logger.error("%s; keeping the previous models and labels.", str(e).rstrip("."))
             self._config_mtime = mtime
 
     def _config_models(self, policies) -> dict[str, dict[int, str]]:
@@ -136,12 +137,13 @@ class ModelRegistry:
                 # TF Serving waits for a missing base_path to appear; so do we (every poll).
                 if model_dir not in self._missing:
                     self._missing.add(model_dir)
-                    logger.error("model %r: base_path %s does not exist (yet); serving the "
-                                 "other models and looking again every %g s. Relative "
-                                 "base_paths are under %s.", name, os.path.abspath(model_dir),
-                                 self.poll_seconds,
-                                 repr(self.base_path) if self.base_path
-                                 else "the working directory (pass MODEL_BASE_PATH to change it)")
+                    # Where relative ones are looked for, only for a relative one (`/nonexistent` was told it too).
+                    under = "" if os.path.isabs(policy.base_path) else " Relative base_paths are under %s." % (
+                        repr(self.base_path) if self.base_path
+                        else "the working directory (pass MODEL_BASE_PATH to change it)")
+                    logger.error("model %r: base_path %s does not exist (yet); serving the other models and "
+                                 "looking again every %g s.%s", name, os.path.abspath(model_dir), self.poll_seconds,
+                                 under)
                 continue
             self._missing.discard(model_dir)
             found[name] = models_lib.scan_model(model_dir)
