@@ -91,6 +91,44 @@ def test_export_keep_keeps_what_the_folders_models_config_serves(tiny_classifier
     assert sorted(os.listdir(tmp_path / "clf")) == ["1", "3"]
 
 
+@pytest.mark.parametrize("mode", ["folder", "config"])
+def test_a_model_whose_every_version_went_lists_them_as_end(tmp_path, good_version, mode):
+    """docs/serving.md: a version served and unloaded is listed as END, error_code OK. It held while another
+    version remained; when the last one went, the status was "Servable not found ... (models served: none)"."""
+    from tfllm.serving.registry import ModelRegistry
+    from tfllm.serving.rest import status_json
+
+    _layout(tmp_path, good_version, good=(1, 2), garbage=())
+    config = tmp_path / "models.config"
+    if mode == "config":
+        config.write_text('model_config_list { config { name: "clf" base_path: "clf" '
+                          'model_version_policy { all { } } } }')
+    registry = ModelRegistry(str(tmp_path), poll_seconds=0, model_config_file=str(config) if mode == "config" else None)
+    registry.refresh()
+    assert [s.state for s in registry.statuses("clf")] == ["AVAILABLE", "AVAILABLE"]
+    for version in ("1", "2"):
+        shutil.rmtree(tmp_path / "clf" / version)
+    registry.refresh()
+    assert status_json(registry.statuses("clf"))["model_version_status"] == [
+        {"version": v, "state": "END", "status": {"error_code": "OK", "error_message": ""}} for v in ("2", "1")]
+    assert [s.state for s in registry.statuses("clf", 1)] == ["END"]
+    with pytest.raises(RequestError, match="Servable not found for request: model 'clf' has no version left") as e:
+        registry.resolve("clf")  # predict: still not found
+    assert e.value.status == 404
+    _layout(tmp_path, good_version, good=(3,), garbage=())  # a new version: served, the others still END
+    registry.refresh()
+    assert [(s.version, s.state) for s in registry.statuses("clf")] == [(3, "AVAILABLE"), (2, "END"), (1, "END")]
+    shutil.rmtree(tmp_path / "clf" / "3")
+    if mode == "config":  # a model the config no longer names is unknown, as in TF Serving
+        config.write_text("model_config_list { }")
+        os.utime(config, (1, 1))
+    else:  # as a model whose folder is gone
+        shutil.rmtree(tmp_path / "clf")
+    registry.refresh()
+    with pytest.raises(RequestError, match="Servable not found"):
+        registry.statuses("clf")
+
+
 @pytest.mark.slow
 def test_two_prunes_at_once_each_skip_what_the_other_removed(tmp_path, good_version, capsys, monkeypatch):
     """`tfllm models --prune` twice at once (or with an `export --keep`): the one that came second to a

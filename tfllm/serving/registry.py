@@ -232,10 +232,18 @@ class ModelRegistry:
         for path in set(self._stamps) - seen_paths:
             del self._stamps[path]
         for name in sorted(set(current) - set(new_models)):
-            if current[name].versions:
+            old = current[name]
+            if old.versions:
                 logger.info("unloaded %s: %s", name, "it was removed from the model config"
                             if self._policies is not None and name not in self._policies
                             else "no version of it is left on disk")
+            # A model still named (by the config, or by its folder) lists its unloaded versions as END, as TF
+            # Serving does, where the last one's going made its status "Servable not found".
+            known = name in policies if self._policies is not None else os.path.isdir(old.model_dir or "")
+            model_dir = known and os.path.join(self.base_path or "", policies[name].base_path if self._policies
+                                               is not None else name)
+            if known and model_dir == old.model_dir and (old.versions or old.ended):
+                new_models[name] = ModelState({}, {}, ended=old.ended | set(old.versions), model_dir=model_dir)
         self._models = new_models
 
     def _load(self, name, v, path, old, loaded, failed) -> bool:
@@ -371,6 +379,9 @@ class ModelRegistry:
                     f"(labels: {known}).", 400)
             version = state.labels[label]
         if version is None:
+            if not state.versions and not state.failed:  # every version unloaded (listed as END)
+                raise RequestError(f"Servable not found for request: model {name!r} has no version left (versions "
+                                   f"{', '.join(map(str, sorted(state.ended)))} were unloaded).", 404)
             if not state.versions:
                 broken = "; ".join(f"version {v}: {e}" for v, e in sorted(state.failed.items()))
                 raise RequestError(
