@@ -606,14 +606,25 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         # The character generator had no tokenizing section (the translator had one), nor a word on what
         # tfllm generate refuses.
         assert meta["tokenizing"]["kind"] == "char" and "refuse the prompt" in meta["tokenizing"]["tokenize"]
-        assert "empty prompt" in meta["prompt_rules"] and "invalid" in meta["prompt_rules"]
-        assert main(["generate", "--tflite", directory, ""]) == 2  # as prompt_rules says
-        capsys.readouterr()
+        # "" starts a new document, as it does for the run (it was refused: "this model has no run's document
+        # separator"): metadata.json records the run's separator's ids, which an app and --tflite start from.
+        assert meta["document_start_ids"] and "document_start_ids" in meta["prompt_rules"]
+        new_document = load_generator(tiny_generator_run, jit_compile=False).generate(
+            [""], max_new_tokens=20, sampler="greedy")[0]
+        assert main(["generate", "--tflite", directory, "", "--max-new-tokens", "20"]) == 0
+        assert capsys.readouterr().out == new_document + "\n"
+        assert _documented_loop(directory, "", 20) == new_document
         long_prompt = "ROMEO:\nand soft, what light through yonder window breaks\n"
         assert len(long_prompt) > meta["sequence_length"] and "A prompt longer than" in meta["loop"]
         long_text = load_generator(tiny_generator_run, jit_compile=False).generate(
             [long_prompt], max_new_tokens=20, sampler="greedy")[0]
         assert _documented_loop(directory, long_prompt, 20) == long_text
+        # An export written before the ids were recorded says so (not "this model has no separator").
+        del meta["document_start_ids"]
+        with open(os.path.join(directory, "metadata.json"), "w") as f:
+            json.dump(meta, f)
+        assert main(["generate", "--tflite", directory, ""]) == 2
+        assert "has no document_start_ids" in capsys.readouterr().err
 
 
 def _documented_loop(directory, prompt, max_new_tokens):
@@ -632,7 +643,7 @@ def _documented_loop(directory, prompt, max_new_tokens):
         padded[0, :len(ids)] = ids
         return prefill(token_ids=padded)["cache"]
 
-    ids, new = [vocabulary.index(c) for c in prompt], []
+    ids, new = [vocabulary.index(c) for c in prompt] if prompt else list(meta["document_start_ids"]), []
     if len(ids) > window:  # "A prompt longer than the window ...: prefill the keep before its last, decode its last"
         cache, index = fill(ids[-1 - keep:-1]), keep
     else:

@@ -28,6 +28,7 @@ TensorFlow's `tf.lite.Interpreter` refuses. It has no position past its
 window, so its loop stops there, as `tfllm.generation.Generator` does.
 """
 
+import json
 import os
 import tempfile
 import types
@@ -146,13 +147,17 @@ class TFLiteGenerator:
             as the Keras path bans them.
         start_ids: the ids a prompt's text ids follow (a KerasHub preset's start token; the export's
             `prompt_start_ids`), kept here for the text helpers; `generate_ids` takes ids that have them.
+        document_ids: the ids an empty prompt stands for (the export's `document_start_ids`: the run's
+            document separator, so that "" starts a new document as it does for the run); None for an export
+            written before they were recorded.
 
     Example:
     >>> generator = TFLiteGenerator("savedmodels/shakespeare-tflite/1/model.tflite")
     >>> generator.generate_ids([20, 30, 31], max_new_tokens=100, stop_token_ids=(3,))
     """
 
-    def __init__(self, model_path, window_keep=None, num_threads=None, slides=True, banned_token_ids=(), start_ids=()):
+    def __init__(self, model_path, window_keep=None, num_threads=None, slides=True, banned_token_ids=(), start_ids=(),
+                 document_ids=None):
 
         interpreter = load_interpreter(model_path, num_threads=num_threads)
         self._prefill = interpreter.get_signature_runner("prefill")
@@ -163,6 +168,7 @@ class TFLiteGenerator:
         self.slides = slides
         self.banned = np.asarray(sorted(banned_token_ids), np.int64)
         self.start_ids = [int(i) for i in start_ids]
+        self.document_ids = None if document_ids is None else [int(i) for i in document_ids]
 
     def _encode(self, ids):
         padded = np.zeros((1, self.window), np.int32)
@@ -245,7 +251,8 @@ def load_tflite_generator(model_path):
     try:
         generator = TFLiteGenerator(model_path, window_keep=metadata.get("window_keep"),
                                     slides=metadata.get("slides", True), banned_token_ids=banned,
-                                    start_ids=metadata.get("prompt_start_ids", ()))
+                                    start_ids=metadata.get("prompt_start_ids", ()),
+                                    document_ids=metadata.get("document_start_ids"))
     except ValueError as e:  # a file cut short, or another file beside the export's metadata: a traceback
         raise UserInputError(f"{model_path!r} cannot be read as a TFLite model ({str(e).splitlines()[0][:120]}); "
                              f"pass the export's {MODEL_FILE}, or export it again (tfllm export RUN --format "
@@ -253,12 +260,13 @@ def load_tflite_generator(model_path):
     return generator, tokenizer
 
 
-def _text_codec(tokenizer, start_ids=()):
+def _text_codec(tokenizer, start_ids=(), document_ids=None):
     """`(encode, decode)` of `tfllm.generation.Generator` for a tokenizer alone.
 
     The TFLite path has no Keras model to build a `Generator` from, but must
     check prompts and clean up text exactly as the Keras path does; those two
-    methods only touch `self.tokenizer`.
+    methods only touch `self.tokenizer`. An empty prompt is the export's `document_ids` (the run's document
+    separator), as `Generator.generate` puts the separator's text in its place.
     """
     from tfllm.generation import Generator
 
@@ -267,7 +275,17 @@ def _text_codec(tokenizer, start_ids=()):
     special = special_token_ids(tokenizer)
     holder = types.SimpleNamespace(tokenizer=tokenizer, unk_id=getattr(tokenizer, "unk_token_id", None),
                                    special_ids=special, start_ids=list(start_ids))
-    return (lambda prompt: Generator.encode(holder, prompt)), (lambda ids, prompt=None: Generator.decode(holder, ids, prompt))
+
+    def encode(prompt):
+        if prompt == "" and not start_ids and document_ids:
+            return np.asarray(document_ids, "int32")
+        if prompt == "" and not start_ids and document_ids is None:  # Generator's message would be false here
+            raise UserInputError("Empty prompt: this export's metadata.json has no document_start_ids (it was "
+                                 "written before they were recorded); export the run again, or give at least one "
+                                 "character of text to continue.")
+        return Generator.encode(holder, prompt)
+
+    return encode, (lambda ids, prompt=None: Generator.decode(holder, ids, prompt))
 
 
 def generate_text(model_path, prompt, max_new_tokens=200):
@@ -278,8 +296,11 @@ def generate_text(model_path, prompt, max_new_tokens=200):
     if not isinstance(max_new_tokens, int) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
         raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
     generator, tokenizer = load_tflite_generator(model_path)
-    encode, decode = _text_codec(tokenizer, generator.start_ids)
-    return decode(generator.generate_ids(encode(prompt), max_new_tokens, (int(tokenizer.end_token_id),)), prompt)
+    encode, decode = _text_codec(tokenizer, generator.start_ids, generator.document_ids)
+    ids = encode(prompt)
+    if prompt == "" and generator.document_ids and not generator.start_ids:
+        prompt = decode(ids)  # the separator's text, which the run's completion follows
+    return decode(generator.generate_ids(ids, max_new_tokens, (int(tokenizer.end_token_id),)), prompt)
 
 
 def greedy_agreement(expected, got):
@@ -326,6 +347,16 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(keras_generator.tokenizer.get_vocabulary()))
     window, cache_shape = cache_layout(model)
     keep = getattr(model, "window_keep", None) or window - 1  # what TFLiteGenerator re-encodes
+    # What an empty prompt stands for: the run's document separator (`document_start`), as its ids, so that ""
+    # starts a new document in an app and in `generate --tflite` as it does for the run (it was refused, "no
+    # document separator"). None where a preset's start token begins a text; [] where the separator has no ids
+    # (a vocabulary without it, or WordPiece, which drops line breaks): the run refuses "" there too.
+    document_ids = []
+    if keras_generator.document_start and not keras_generator.start_ids:
+        try:
+            document_ids = keras_generator.encode(keras_generator.document_start).tolist()
+        except UserInputError:
+            pass
     vocabulary = model.backbone.vocabulary_size
     cache = (f"float32{cache_shape}: [1, 2 * layers, positions, heads, head_dim], rows 2l and 2l + 1 layer l's "
              "keys and values; pass each step's output cache to the next step as it is")
@@ -348,10 +379,17 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             # TFLite checks none of these: an id out of range reads out of bounds or fails.
             "input_ranges": f"token_ids, token_id: 0 <= id < {vocabulary}; index: 0 <= index < {window}",
             "prompt_start_ids": keras_generator.start_ids,  # put before every prompt's ids (a preset's start token)
+            "document_start_ids": document_ids,
             # tfllm generate refuses these prompts; the model reads no text in them.
-            "prompt_rules": "an empty prompt (or one with no ids) is invalid: refuse it; a prompt holding the "
-                            "unknown id (text the tokenizer has no token for) is refused by tfllm generate: refuse "
-                            "it too",
+            "prompt_rules": ("an empty prompt starts a new document: its ids are document_start_ids (the ids of "
+                             f"the run's document separator, {json.dumps(keras_generator.document_start)}), as "
+                             "tfllm generate \"\" does; any other prompt with no ids is invalid: refuse it"
+                             if document_ids else
+                             "an empty prompt starts a new text: its ids are prompt_start_ids alone"
+                             if keras_generator.start_ids else
+                             "an empty prompt (or one with no ids) is invalid: refuse it")
+                            + "; a prompt holding the unknown id (text the tokenizer has no token for) is refused "
+                              "by tfllm generate: refuse it too",
             # The translator had a tokenizing section and the character generator none: which id for which
             # character, and what to do with one the vocabulary lacks.
             **({"tokenizing": {"kind": "char",
