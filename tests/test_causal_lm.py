@@ -533,7 +533,7 @@ def test_causal_pretraining_reads_documents_and_its_run_generates_and_explains(t
     # text generator"); the TFLite parity prompt comes from its validation documents, read as pretraining read them.
     assert main(["export", str(run_dir), "--name", "zh", "--base-dir", str(tmp_path / "savedmodels")]) == 0
     assert (tmp_path / "savedmodels" / "zh" / "1" / "saved_model.pb").is_file()
-    assert main(["export", str(run_dir), "--name", "zh", "--format", "tflite", "--out", str(tmp_path / "lite")]) == 0
+    assert main(["export", str(run_dir), "--format", "tflite", "--out", str(tmp_path / "lite")]) == 0
     assert json.loads((tmp_path / "lite" / "metadata.json").read_text())["task"] == "generate"
     assert main(["generate", "--tflite", str(tmp_path / "lite"), "的", "--max-new-tokens", "5"]) == 0
     # Fine-tuned on text its 50 Chinese characters do not cover, it says so: the run trained on [UNK] in silence,

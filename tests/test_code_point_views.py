@@ -224,8 +224,7 @@ def test_a_run_with_the_views_exports_saved_model_and_tflite_computing_what_kera
     np.testing.assert_allclose(by_ids["probabilities"], expected, atol=1e-5)
 
     out = tmp_path / "tflite"
-    assert main_in_process(capsys, "export", char_run, "--name", "chars", "--format", "tflite",
-                           "--out", out).returncode == 0
+    assert main_in_process(capsys, "export", char_run, "--format", "tflite", "--out", out).returncode == 0
     ids_out = run_signature(load_interpreter(str(out / "model.tflite")),
                             token_ids=np.asarray(inputs["token_ids"]), code_points=np.asarray(inputs["code_points"]))
     np.testing.assert_allclose(ids_out["probabilities"], expected, atol=1e-5)

@@ -77,7 +77,7 @@ def test_folders_this_user_cannot_write_in_are_refused_before_any_work(tmp_path)
         (["export", tmp_path / "nowhere", "--name", "m", "--base-dir", read_only / "base"],
          f"The export folder {str(read_only / 'base' / 'm')!r} cannot be written: this user cannot write in "
          f"{str(read_only)!r}. Fix its permissions or pass another --base-dir."),
-        (["export", tmp_path / "nowhere", "--name", "m", "--format", "tflite", "--out", read_only / "out"],
+        (["export", tmp_path / "nowhere", "--format", "tflite", "--out", read_only / "out"],
          f"The --out folder {str(read_only / 'out')!r} cannot be written"),
     ]
     snapshot = sorted(str(p) for p in tmp_path.rglob("*"))

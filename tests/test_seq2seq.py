@@ -1261,7 +1261,7 @@ def test_clean_text_follows_the_causal_lms_rule_for_cjk_punctuation():
 def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_path, capsys):
     pytest.importorskip("ai_edge_litert")
     out = tmp_path / "tflite"
-    assert cli.main(["export", trained_run, "--name", "tr-tflite", "--format", "tflite", "--out", str(out)]) == 0
+    assert cli.main(["export", trained_run, "--format", "tflite", "--out", str(out)]) == 0
     parity = json.load(open(out / "parity.json"))
     test = json.load(open(os.path.join(trained_run, "metrics.json")))["test"]["num_examples"]
     assert parity["sources"] == min(20, test) and parity["greedy_exact_match_rate"] == 1.0

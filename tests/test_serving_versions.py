@@ -280,6 +280,9 @@ def test_a_version_folder_follows_the_umask(umask, tmp_path):
     (["--base-dir", "{tmp}/afile"], "is a file"),
     (["--base-dir", "{tmp}/afile/sm"], "is a file"),
     (["--format", "tflite", "--out", "{tmp}/afile"], "is a file"),
+    # --name and --base-dir place a versioned export; with --out they were ignored without a word.
+    (["--format", "tflite", "--out", "{tmp}/phone", "--name", "m"], "Drop --name or --out"),
+    (["--format", "tflite", "--out", "{tmp}/phone", "--base-dir", "{tmp}/sm"], "Drop --base-dir or --out"),
 ])
 def test_export_options_that_would_be_ignored_or_fail_late_are_refused_first(
         argv, words, tmp_path, capsys):
@@ -287,7 +290,8 @@ def test_export_options_that_would_be_ignored_or_fail_late_are_refused_first(
     # let alone the model loaded (a traceback after minutes of work, before).
     (tmp_path / "afile").write_text("hi")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    assert main(["export", str(tmp_path), "--name", "m", *argv]) == 2
+    name = [] if "--out" in argv else ["--name", "m"]  # --out takes no --name
+    assert main(["export", str(tmp_path), *name, *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tfllm: error: ") and "\n" not in err and words in err, err
     assert sorted(os.listdir(tmp_path)) == ["afile"]

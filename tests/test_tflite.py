@@ -310,7 +310,7 @@ def test_known_tokenization_difference_is_accents(tiny_classifier_run, exports):
 def test_out_path_replaces_previous_export(tiny_classifier_run, tmp_path, capsys):
     out = tmp_path / "phone"
     for _ in range(2):
-        assert main(["export", tiny_classifier_run, "--name", "x", "--format", "tflite", "--out", str(out)]) == 0
+        assert main(["export", tiny_classifier_run, "--format", "tflite", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert '"max_abs_probability_difference"' in printed
     assert sorted(os.listdir(tmp_path)) == ["phone"]
@@ -359,7 +359,7 @@ def test_out_refuses_to_delete_files_the_user_added_to_an_export(tiny_classifier
     shutil.copytree(exports["none"], out)
     (out / "README_app.txt").write_text("how the app reads this", encoding="utf-8")
     before = sorted(os.listdir(out))
-    assert main(["export", tiny_classifier_run, "--name", "x", "--format", "tflite", "--out", str(out)]) == 2
+    assert main(["export", tiny_classifier_run, "--format", "tflite", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "README_app.txt" in err and "another --out" in err and len(err.splitlines()) == 1
     assert sorted(os.listdir(out)) == before and sorted(os.listdir(tmp_path)) == ["phone"]
@@ -371,7 +371,7 @@ def test_out_refuses_to_replace_an_export_of_another_task(tiny_classifier_run, t
     out.mkdir()
     (out / "parity.json").write_text("{}", encoding="utf-8")
     (out / "metadata.json").write_text(json.dumps({"task": "generate"}), encoding="utf-8")
-    assert main(["export", tiny_classifier_run, "--name", "x", "--format", "tflite", "--out", str(out)]) == 2
+    assert main(["export", tiny_classifier_run, "--format", "tflite", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "another task ('generate'" in err and "another --out" in err and len(err.splitlines()) == 1
     assert sorted(os.listdir(out)) == ["metadata.json", "parity.json"] and sorted(os.listdir(tmp_path)) == ["phone"]
@@ -389,7 +389,7 @@ def test_out_refuses_a_users_file_before_converting(tiny_classifier_run, tmp_pat
     export_files = tflite.export_classifier_files
     monkeypatch.setattr(tflite, "export_classifier_files",
                         lambda *args: converted.append(args) or export_files(*args))
-    assert main(["export", tiny_classifier_run, "--name", "x", "--format", "tflite", "--out", str(out)]) == 2
+    assert main(["export", tiny_classifier_run, "--format", "tflite", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "README_app.txt" in err and "another --out" in err and len(err.splitlines()) == 1
     assert converted == []
@@ -511,8 +511,8 @@ def test_bad_input_exits_2_without_partial_files(case, tiny_classifier_run, tmp_
     elif case == "out_is_a_file":
         out = str(tmp_path / "exports" / "model.tflite")
     base = tmp_path / "savedmodels"
-    argv = ["export", run_dir, "--name", "m", "--format", "tflite", "--quantize", quantize, "--base-dir", str(base)]
-    argv += ["--out", out] if out else []
+    argv = ["export", run_dir, "--format", "tflite", "--quantize", quantize]
+    argv += ["--out", out] if out else ["--name", "m", "--base-dir", str(base)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tfllm: error: ") and "\n" not in err
@@ -524,7 +524,7 @@ def test_bad_input_exits_2_without_partial_files(case, tiny_classifier_run, tmp_
 def test_cli_process_exits_2_on_int8_with_too_little_data(tiny_classifier_run, tmp_path):
     run_dir = _copy_run(tiny_classifier_run, tmp_path, edit={"max_rows": 20})
     out = tmp_path / "phone"
-    result = run_cli("export", run_dir, "--name", "m", "--format", "tflite", "--quantize", "int8", "--out", out)
+    result = run_cli("export", run_dir, "--format", "tflite", "--quantize", "int8", "--out", out)
     assert result.returncode == 2, result.stderr
     assert "int8 needs at least" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
@@ -664,7 +664,7 @@ def _documented_loop(directory, prompt, max_new_tokens):
 @pytest.mark.slow
 def test_generator_int8_is_refused(tiny_generator_run, tmp_path, capsys):
     out = tmp_path / "lm"
-    argv = ["export", tiny_generator_run, "--name", "lm", "--format", "tflite", "--quantize", "int8", "--out", str(out)]
+    argv = ["export", tiny_generator_run, "--format", "tflite", "--quantize", "int8", "--out", str(out)]
     assert main(argv) == 2
     assert "not supported for a text generator" in capsys.readouterr().err
     assert not out.exists()
@@ -688,7 +688,7 @@ def test_a_generator_trained_on_a_csv_column_exports(tmp_path, capsys):
     assert main(["train", "--task", "generate", "--data", str(data), "--text-column", "review", "--preset", "tiny",
                  "--steps", "4", "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
     out = tmp_path / "lite"
-    assert main(["export", str(run_dir), "--name", "reviews", "--format", "tflite", "--out", str(out)]) == 0
+    assert main(["export", str(run_dir), "--format", "tflite", "--out", str(out)]) == 0
     assert json.loads((out / "parity.json").read_text())["greedy_exact_match"] is True
 
 
@@ -727,7 +727,7 @@ def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_transla
         raise KeyboardInterrupt
 
     out = tmp_path / "exports" / "phone"
-    argv = ["export", tiny_translation_run, "--name", "tr", "--format", "tflite", "--out", str(out)]
+    argv = ["export", tiny_translation_run, "--format", "tflite", "--out", str(out)]
     with monkeypatch.context() as patched:
         patched.setattr(tflite_seq2seq, "TFLiteTranslator", stopped)
         assert main(argv) == 130
@@ -749,7 +749,7 @@ def test_a_translation_parity_report_says_when_every_reference_output_is_the_sam
     """A one-epoch translator that outputs the same text for every source had parity.json report a 1.0 exact
     match rate and nothing else; the report also lacked the classifier's and generator's quantize and size."""
     directory = str(tmp_path / "tr")
-    assert main(["export", tiny_translation_run, "--name", "tr", "--format", "tflite", "--out", directory]) == 0
+    assert main(["export", tiny_translation_run, "--format", "tflite", "--out", directory]) == 0
     assert "same output" in capsys.readouterr().err  # the printed note
     parity = json.load(open(os.path.join(directory, "parity.json")))
     assert parity["reference_outputs_degenerate"] is True and "same output" in parity["note"]
@@ -859,7 +859,7 @@ def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
 
     # The translator: encode a source, then two decode steps.
     directory = str(tmp_path / "tr")
-    assert main(["export", tiny_translation_run, "--name", "tr", "--format", "tflite", "--out", directory]) == 0
+    assert main(["export", tiny_translation_run, "--format", "tflite", "--out", directory]) == 0
     interpreter = _tensorflow_interpreter(os.path.join(directory, "model.tflite"))
     encode, decode = interpreter.get_signature_runner("encode"), interpreter.get_signature_runner("decode")
     model = runs.load_translation_task(tiny_translation_run, dtype="float32")
@@ -935,7 +935,7 @@ def test_a_translation_loop_written_from_metadata_alone_reproduces_keras(tiny_tr
                  "--source-column", "zh", "--target-column", "en", "--preset", "tiny", "--epochs", "12",
                  "--run-dir", run_dir]) == 0
     directory = str(tmp_path / "tr")
-    assert main(["export", run_dir, "--name", "tr", "--format", "tflite", "--out", directory]) == 0
+    assert main(["export", run_dir, "--format", "tflite", "--out", directory]) == 0
     meta = json.loads(open(os.path.join(directory, "metadata.json")).read())
     assert "[BOS]" not in meta["loop"] and "strip the spaces" in meta["loop"] and "argmax" in meta["loop"]
     # Spaces around a source, a character never trained on, and one longer than the encoder's 12 positions.
@@ -994,7 +994,7 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path / "run")
     before = sorted(os.listdir("."))
     for out in ("", " "):
-        assert main(["export", run_dir, "--name", "z", "--format", "tflite", "--out", out]) == 2
+        assert main(["export", run_dir, "--format", "tflite", "--out", out]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--out is empty" in err, err
         with pytest.raises(UserInputError, match="out is empty"):

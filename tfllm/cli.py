@@ -231,7 +231,7 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from tfllm.export.versioning import check_export_options, validate_export_name
+    from tfllm.export.versioning import DEFAULT_BASE_DIR, check_export_options, validate_export_name
     from tfllm.serving.models import prune as prune_exports  # the one prune: it keeps what models.config serves
 
     from tfllm import runs
@@ -240,9 +240,12 @@ def cmd_export(args):
     if args.name is None and args.out is None:
         raise UserInputError("tfllm export needs --name NAME (the model's folder under --base-dir), or, for "
                              "--format tflite, --out FOLDER to write the files there.")
-    if args.name is not None:
-        validate_export_name(args.name, args.base_dir)
+    # --base-dir's default is None, so that one given with --out is refused (it was ignored) and the default not.
+    if args.name is not None and args.out is None:
+        validate_export_name(args.name, DEFAULT_BASE_DIR if args.base_dir is None else args.base_dir)
     check_export_options(args.format, args.base_dir, args.out, args.quantize, args.keep, name=args.name)
+    if args.base_dir is None:
+        args.base_dir = DEFAULT_BASE_DIR
     task = runs.require_task(args.run_dir, "classify", "generate", "translate")
     if task == "translate" and args.format == "saved_model":
         from tfllm.export.seq2seq import export_seq2seq
@@ -922,8 +925,8 @@ def build_parser():
 
     p = sub.add_parser("export", help="export a run as a TF Serving SavedModel or a TFLite file")
     p.add_argument("run_dir")
-    p.add_argument("--name", default=None, help="model name: the folder under savedmodels/ (not needed with --out)")
-    p.add_argument("--base-dir", default="savedmodels")
+    p.add_argument("--name", default=None, help="model name: the folder under savedmodels/ (not with --out)")
+    p.add_argument("--base-dir", default=None, help="the folder of models (default: savedmodels; not with --out)")
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     p.add_argument("--quantize", default="none", help="tflite only: none, dynamic, float16, or int8 (classifiers only: "
                    "generators and translators take none, dynamic or float16)")

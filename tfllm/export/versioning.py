@@ -42,7 +42,10 @@ def is_model_name(name):
     return bool(name) and bool(_NAME.match(name))
 
 
-def validate_export_name(name, base_dir="savedmodels"):
+DEFAULT_BASE_DIR = "savedmodels"  # `tfllm export --base-dir` when not given
+
+
+def validate_export_name(name, base_dir=DEFAULT_BASE_DIR):
     if not is_model_name(name) or ".." in name:
         raise UserInputError(
             f"Invalid export name {name!r}: use ASCII letters, digits, '-', '_' or '.', "
@@ -56,8 +59,9 @@ def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None, na
 
     Raises:
         UserInputError: `keep` < 1, `--out`/`--quantize` without `--format
-            tflite`, `--keep` with `--out`, or a folder to write that is a file
-            or that this user cannot write in (`name`: the model's folder).
+            tflite`, `--keep`, `--name` or `--base-dir` with `--out`, or a folder to write that is a file
+            or that this user cannot write in (`name`: the model's folder; `base_dir` None: not given,
+            `DEFAULT_BASE_DIR`).
     """
     from tfllm import runs
 
@@ -71,6 +75,11 @@ def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None, na
     if out is not None and keep is not None:
         raise UserInputError("--keep prunes versions under --base-dir; an export to --out has none. "
                              "Drop --keep or --out.")
+    if out is not None and (name is not None or base_dir is not None):  # they were ignored without a word
+        flag = "--name" if name is not None else "--base-dir"
+        raise UserInputError(f"{flag} places a versioned export under --base-dir/--name; an export to --out is "
+                             f"written to --out alone. Drop {flag} or --out.")
+    base_dir = DEFAULT_BASE_DIR if base_dir is None else base_dir
     if out is not None:
         runs.check_folder(out, "The --out folder", "--out", beside="the export is written beside it, then renamed")
     else:
