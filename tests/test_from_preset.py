@@ -375,6 +375,41 @@ def _check_tflite_generator(run_dir, generator, base, capsys):
 
 
 @pytest.fixture(scope="module")
+def preset_tflite_exports(bert_preset, gpt2_preset, tmp_path_factory):
+    """`{kind: (run folder, TFLite export folder)}`: a classifier fine-tuned from the BERT preset and the GPT-2
+    preset kept as it is (--steps 0), each exported to TFLite."""
+    base = tmp_path_factory.mktemp("preset_exports")
+    trainings = {
+        "bert": ["--task", "classify", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0], "--max-rows",
+                 "300", "--epochs", "1"],
+        "gpt2": ["--task", "generate", "--data", "shakespeare", "--from-preset", gpt2_preset[0], "--steps", "0",
+                 "--max-rows", "4000"],
+    }
+    folders = {}
+    for kind, argv in trainings.items():
+        run_dir, out = base / kind, base / f"{kind}-tflite"
+        assert main(["train", *argv, "--run-dir", str(run_dir)]) == 0
+        assert main(["export", str(run_dir), "--format", "tflite", "--out", str(out)]) == 0
+        folders[kind] = run_dir, out
+    return folders
+
+
+@pytest.mark.slow
+def test_preset_tflite_exports_record_the_tokenizer_s_unknown_id(preset_tflite_exports):
+    """BERT's [UNK] (its WordPiece `oov_token`) was "unknown": null, as KerasHub's BertTokenizer has no
+    unk_token_id; GPT-2's byte-level BPE has no unknown token, and its metadata says why."""
+    bert = json.loads((preset_tflite_exports["bert"][1] / "metadata.json").read_text())
+    from tfllm.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(str(preset_tflite_exports["bert"][1] / "tokenizer"))  # as metadata.json says
+    unknown = np.asarray(keras.ops.convert_to_numpy(tokenizer("€"))).ravel().tolist()  # a word it has no piece for
+    assert unknown == [tokenizer.token_to_id(tokenizer.oov_token)]
+    assert bert["special_token_ids"]["unknown"] == unknown[0]
+    gpt2 = json.loads((preset_tflite_exports["gpt2"][1] / "metadata.json").read_text())["special_token_ids"]
+    assert gpt2["unknown"] is None and "token for every byte" in gpt2["unknown_none"]
+
+
+@pytest.fixture(scope="module")
 def llama_preset(tmp_path_factory):
     """A 2-layer LlamaBackbone (rotary positions: no position table, grouped-query attention) with a
     SentencePiece vocabulary learned here."""

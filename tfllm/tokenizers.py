@@ -110,12 +110,28 @@ def whole_word_ids(tokenizer):
 
 def unknown_token_id(tokenizer):
     """The id a tokenizer gives text it has no token for: `unk_token_id` (tfllm's, SentencePiece presets'),
-    a KerasHub WordPiece tokenizer's `oov_token` (BertTokenizer has no `unk_token_id`), or None (byte-level
-    BPE has a token for every byte)."""
+    a KerasHub WordPiece tokenizer's `oov_token` (BertTokenizer has no `unk_token_id`), a KerasHub
+    SentencePiece tokenizer's model's own unknown id, or None (byte-level BPE has a token for every byte)."""
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is None and getattr(tokenizer, "oov_token", None) is not None:
         unk = tokenizer.token_to_id(tokenizer.oov_token)
+    if unk is None and isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer) and tokenizer.proto:
+        from sentencepiece import sentencepiece_model_pb2
+
+        unk = sentencepiece_model_pb2.ModelProto.FromString(tokenizer.proto).trainer_spec.unk_id
     return None if unk is None else int(unk)
+
+
+def unknown_token_entry(tokenizer):
+    """An export's `special_token_ids` "unknown" (`unknown_token_id`), and where it is null, why
+    ("unknown_none"): an app reading null alone could not tell "no unknown token" from "not recorded"."""
+    unk = unknown_token_id(tokenizer)
+    if unk is not None:
+        return {"unknown": unk}
+    why = ("byte-level byte-pair encoding has a token for every byte, so no text is unknown"
+           if isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer) else
+           f"{type(tokenizer).__name__} has no unknown token")
+    return {"unknown": None, "unknown_none": why}
 
 
 def prompt_start_ids(preprocessor):

@@ -321,7 +321,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     from tfllm.generation import load_generator, sample_prompt
     from tfllm.models import causal_lm  # noqa: F401  (registers CausalLM for load_model)
     from tfllm.config import CJK_CHARACTERS, COMPLETION_SPACE
-    from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces
+    from tfllm.tokenizers import CharacterTokenizer, detokenizes_with_spaces, unknown_token_entry
 
     # No XLA: the reference is the plain TF graph of the same computation.
     keras_generator = load_generator(run_dir, jit_compile=False, dtype="float32")
@@ -371,7 +371,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             "window_keep": (getattr(model, "window_keep", None) or window - 1) if keras_generator.slides else None,
             "slides": keras_generator.slides,
             "vocabulary_size": vocabulary,
-            "special_token_ids": {"end": keras_generator.end_id, "unknown": keras_generator.unk_id,
+            "special_token_ids": {"end": keras_generator.end_id, **unknown_token_entry(keras_generator.tokenizer),
                                   "all": keras_generator.special_ids,
                                   # The loop skips these; the end id is among them where the model never
                                   # learnt it (trained on running text), so the loop never stops early.

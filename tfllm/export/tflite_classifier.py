@@ -236,12 +236,14 @@ def id_model_inputs(model, texts):
 def export_classifier_files(run_dir, config, directory, quantize):
     """Writes a classifier's TFLite files, assets and `parity.json` into `directory`; returns the parity dict."""
     from tfllm.models.text_classifier import predict_probabilities
+    from tfllm.tokenizers import unknown_token_entry
 
     model, label_names = runs.load_task(run_dir, dtype="float32"), runs.read_labels(run_dir)
     tokenizer = model.preprocessor.tokenizer
     length = model.preprocessor.sequence_length
     start, end, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-    unknown, vocabulary_size = getattr(tokenizer, "unk_token_id", None), int(tokenizer.vocabulary_size())
+    # The tokenizer's own config: KerasHub's BertTokenizer has no unk_token_id (its [UNK] read null).
+    unknown, vocabulary_size = unknown_token_entry(tokenizer), int(tokenizer.vocabulary_size())
     config = TrainConfig.from_dict(config, strict=False)
     # The data (its test split for the parity report, its training texts to calibrate int8) where it can be
     # read; without it (a run copied to another machine) the export needs only the run, as a translation's.
@@ -304,7 +306,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
             "labels": label_names,
             "sequence_length": length,
             "vocabulary_size": vocabulary_size,
-            "special_token_ids": {"pad": pad, "start": start, "end": end, "unknown": unknown},
+            "special_token_ids": {"pad": pad, "start": start, "end": end, **unknown},
             # TFLite checks none of these: a negative id reads out of bounds and returns probabilities anyway.
             "input_ranges": f"token_ids: 0 <= id < {vocabulary_size}"
                             + ("; code_points: 0 <= code point <= 0x10FFFF (Unicode), 0 only after the text's end"

@@ -148,6 +148,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         warnings.simplefilter("ignore")
         model = runs.load_translation_task(run_dir, dtype="float32")
     from tfllm.models import Seq2SeqLM
+    from tfllm.tokenizers import unknown_token_entry
 
     if not isinstance(model, Seq2SeqLM):  # KerasHub's BART: other cache attributes and a two-token decoder prompt
         raise UserInputError(f"{run_dir!r} holds a {type(model).__name__}; the TFLite export's encode/decode steps "
@@ -209,7 +210,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
                                   "translation never holds" if output_size < backbone.vocabulary_size else
                                   f"decode's logits cover every id of {VOCABULARY_FILE}: logit i is id i"),
             "special_token_ids": {"start": start, "end": end_id, "pad": pad,
-                                  "unknown": int(tokenizer.token_to_id("[UNK]")),
+                                  **unknown_token_entry(tokenizer),
                                   "all": sorted({int(i) for i in tokenizer.special_token_ids if i is not None})},
             # TFLite checks none of these: an id out of range reads out of bounds or fails.
             "input_ranges": f"encoder_token_ids, token_id: 0 <= id < {backbone.vocabulary_size}; "
