@@ -152,8 +152,14 @@ def assert_classifier_metadata_names_what_loads(directory):
 
 
 @pytest.mark.slow
-def test_wordpiece_classifier_metadata_names_files_that_exist_and_a_loader_that_works(exports):
+def test_wordpiece_classifier_metadata_names_files_that_exist_and_a_loader_that_works(exports, tiny_classifier_run,
+                                                                                       capsys):
     meta, tokenizer = assert_classifier_metadata_names_what_loads(exports["none"])
+    # An empty text's probabilities, read from no words, were said to be "near the class prior" (a tiny model
+    # gave [0.055, 0.945] on balanced data); the advice to refuse it stays, in tfllm predict's words.
+    assert "prior" not in meta["empty_text"] and "refuse it" in meta["empty_text"]
+    assert main(["predict", tiny_classifier_run, ""]) == 2
+    assert "Text 1 is empty" in capsys.readouterr().err and "Text 1 is empty" in meta["empty_text"]
     assert meta["tokenizing"]["kind"] == "wordpiece" and "NFKC_Casefold" in meta["tokenizing"]["tokenize"]
     # The strings-in model strips accents; the Keras tokenizer (and so tokenizing) does not.
     assert not tokenizer.strip_accents and "accents" not in meta["tokenizing"]["tokenize"]
