@@ -409,6 +409,36 @@ def test_preset_tflite_exports_record_the_tokenizer_s_unknown_id(preset_tflite_e
     assert gpt2["unknown"] is None and "token for every byte" in gpt2["unknown_none"]
 
 
+@pytest.mark.slow
+def test_preset_tflite_exports_say_how_to_tokenize(preset_tflite_exports):
+    """The BERT classifier's and the GPT-2 generator's metadata.json had no `tokenizing` section: now each names
+    its steps and the KerasHub class and config that give its ids, which rebuilt from the export's files alone
+    tokenize as the run does."""
+    import importlib
+    import re
+
+    from tfllm.tokenizers import load_tokenizer
+
+    texts = ["the film was good, not dull!", "Fun and GREAT movie ... 2 stars"]
+    for kind, settings in {"bert": ["lowercase=True", "oov_token='[UNK]'"], "gpt2": []}.items():
+        folder = preset_tflite_exports[kind][1]
+        meta = json.loads((folder / "metadata.json").read_text())
+        rule = meta["tokenizing"]
+        assert rule["kind"] == {"bert": "wordpiece", "gpt2": "bytepair"}[kind], rule
+        assert all(setting in rule["keras_hub_class"] for setting in settings), rule["keras_hub_class"]
+        # A classifier's output is probabilities: nothing to detokenize.
+        assert ("detokenize" in rule) == (kind == "gpt2")
+        path = re.match(r"[\w.]+", rule["keras_hub_class"]).group(0)
+        module, name = path.rsplit(".", 1)
+        files = {os.path.basename(f).split(".")[0]: str(folder / f)
+                 for f in re.findall(r"tokenizer/assets/\S+?\.(?:txt|json)", meta["tokenizer"])}
+        options = {"lowercase": True} if kind == "bert" else {}
+        rebuilt = getattr(importlib.import_module(module), name)(**files, **options)
+        tokenizer = load_tokenizer(str(folder / "tokenizer"))
+        for text in texts:
+            assert np.asarray(rebuilt(text)).tolist() == np.asarray(tokenizer(text)).tolist(), (kind, text)
+
+
 @pytest.fixture(scope="module")
 def llama_preset(tmp_path_factory):
     """A 2-layer LlamaBackbone (rotary positions: no position table, grouped-query attention) with a

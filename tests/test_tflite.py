@@ -204,6 +204,8 @@ def test_char_and_sentencepiece_classifier_metadata_names_files_that_exist(kind,
     meta, _ = assert_classifier_metadata_names_what_loads(directory)
     assert not os.path.exists(os.path.join(directory, "model_text.tflite"))
     assert meta["tokenizing"]["kind"] == kind  # SentencePiece's had no section: which file, which settings?
+    # A classifier's output is probabilities: SentencePiece's detokenize spoke of completions and prompts.
+    assert "detokenize" not in meta["tokenizing"]
 
 
 FULL_WIDTH = ["ＡＢＣ全角字母１２３", "中国经济发展，很快！", "Ｈｅｌｌｏ　ｗｏｒｌｄ：１２３"]

@@ -37,7 +37,8 @@ import numpy as np
 
 from tfllm.errors import UserInputError
 from tfllm import runs
-from tfllm.export.tflite_runtime import convert_saved_model, load_interpreter, quantized_tensors, tokenizer_entry
+from tfllm.export.tflite_runtime import (convert_saved_model, load_interpreter, quantized_tensors, tokenizer_entry,
+                                         tokenizing_rule)
 from tfllm.export.versioning import write_out
 
 MODEL_FILE = "model.tflite"
@@ -347,6 +348,9 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
     runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(keras_generator.tokenizer.get_vocabulary()))
     window, cache_shape = cache_layout(model)
     keep = getattr(model, "window_keep", None) or window - 1  # what TFLiteGenerator re-encodes
+    rule = tokenizing_rule(keras_generator.tokenizer, task="generate")
+    if rule and detokenizes_with_spaces(keras_generator.tokenizer):
+        rule.pop("detokenize", None)
     # What an empty prompt stands for: the run's document separator (`document_start`), as its ids, so that ""
     # starts a new document in an app and in `generate --tflite` as it does for the run (it was refused, "no
     # document separator"). None where a preset's start token begins a text; [] where the separator has no ids
@@ -391,13 +395,15 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
                             + "; a prompt holding the unknown id (text the tokenizer has no token for) is refused "
                               "by tfllm generate: refuse it too",
             # The translator had a tokenizing section and the character generator none: which id for which
-            # character, and what to do with one the vocabulary lacks.
+            # character, and what to do with one the vocabulary lacks. Other tokenizers (a GPT-2 preset's had
+            # none) take the shared rule, a WordPiece one without its detokenize: `detokenize` below has it.
             **({"tokenizing": {"kind": "char",
                                "tokenize": f"one id per Unicode character (code point), its index in {VOCABULARY_FILE}; "
                                            "case is kept, nothing is normalized; a character not in it has no id: "
                                            "refuse the prompt naming it, as tfllm generate does",
                                "detokenize": "concatenate the tokens"}}
-               if isinstance(keras_generator.tokenizer, CharacterTokenizer) else {}),
+               if isinstance(keras_generator.tokenizer, CharacterTokenizer) else
+               {"tokenizing": rule} if rule else {}),
             "signatures": {
                 "prefill": {
                     "inputs": {"token_ids": f"int32[1, {window}], zero-padded"},

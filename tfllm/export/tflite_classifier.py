@@ -19,7 +19,7 @@ The export folder holds:
 - `tokenizer/` (the run's tokenizer, `tfllm.tokenizers.load_tokenizer`; metadata.json's
   `tokenizer` names its vocabulary file), `vocabulary.json` (the token of each id),
   `labels.json`, `metadata.json` (inputs and their valid ranges, outputs, special ids,
-  and for tfllm's WordPiece and character tokenizers the `tokenizing` rules) and
+  and the `tokenizing` rules: how a text becomes ids, for tfllm's tokenizers and a KerasHub preset's) and
   `parity.json` (file sizes, and agreement with the Keras model on the test
   split; where the run's data cannot be read, on texts of its vocabulary,
   without accuracies: only int8, which calibrates on training texts, needs it).
@@ -295,7 +295,7 @@ def export_classifier_files(run_dir, config, directory, quantize):
     # The token of each id, as the generator and translator exports have it: a character tokenizer's
     # characters are otherwise only inside tokenizer/tokenizer.json.
     runs.write_json(os.path.join(directory, VOCABULARY_FILE), list(tokenizer.get_vocabulary()))
-    rule = tokenizing_rule(tokenizer)
+    rule = tokenizing_rule(tokenizer, task="classify")
     runs.write_json(os.path.join(directory, "labels.json"), label_names)
     runs.write_json(
         os.path.join(directory, "metadata.json"),

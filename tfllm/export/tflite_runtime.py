@@ -128,12 +128,40 @@ def tokenizer_entry(directory):
     return f"{text}; its vocabulary is in tokenizer/tokenizer.json (the config's list)"
 
 
-def tokenizing_rule(tokenizer):
-    """How an app turns a stripped source into ids: with the vocabulary file alone (tfllm's character and
-    WordPiece tokenizers), or with tfllm's SentencePiece model file; None for another kind, whose rules are its
-    KerasHub preset's."""
+def tokenizing_rule(tokenizer, task="translate"):
+    """metadata.json's `tokenizing`: how an app turns a text into ids (and, for a `task` whose output is ids,
+    "generate" or "translate", ids into text): with the vocabulary file alone (character and WordPiece
+    tokenizers, tfllm's or a KerasHub preset's), with the SentencePiece model file, or a KerasHub byte-pair
+    tokenizer's steps; None for another kind. A KerasHub preset's rule also names its class and config.
+
+    A classifier's rule has no `detokenize` (its output is probabilities), and only a generator's speaks of a
+    completion after a prompt (a SentencePiece classifier's spoke of both)."""
+    rule = _tokenizing_steps(tokenizer, task)
+    if rule is None:
+        return None
+    if task == "classify":
+        rule.pop("detokenize", None)
+    if not type(tokenizer).__module__.startswith("tfllm."):
+        # A preset's tokenizer (the BERT classifier and GPT-2 generator had no section at all): which class
+        # reproduces the ids, from which config.
+        config = tokenizer.get_config()
+        settings = ", ".join(f"{key}={config[key]!r}" for key in ("lowercase", "strip_accents", "split_on_cjk",
+                                                                   "suffix_indicator", "oov_token")
+                             if key in config)
+        rule["keras_hub_class"] = (
+            f"{type(tokenizer).__module__}.{type(tokenizer).__name__}, configured by tokenizer/tokenizer.json" + (f" ({settings})" if settings else "") + ", its "
+            "vocabulary in the files `tokenizer` names; in Python, tfllm.tokenizers.load_tokenizer(the export's "
+            "tokenizer/ folder) gives these ids. It adds no start, end or pad id itself: special_token_ids "
+            "(and a generator's prompt_start_ids) say which the model takes")
+    return rule
+
+
+def _tokenizing_steps(tokenizer, task):
+    """`tokenizing_rule`'s kinds, each with its steps (KerasHub's classes: tfllm's subclass them)."""
+    from keras_hub.tokenizers import BytePairTokenizer, SentencePieceTokenizer, WordPieceTokenizer
+
     from tfllm.config import CJK_CHARACTERS, SENTENCEPIECE_SPACE
-    from tfllm.tokenizers import CharacterTokenizer, SentencePieceTokenizer, WordPieceTokenizer, unknown_token_id
+    from tfllm.tokenizers import CharacterTokenizer, unknown_token_id
 
     unknown = f"the unknown id ({unknown_token_id(tokenizer)})"
     if isinstance(tokenizer, CharacterTokenizer):
@@ -183,6 +211,7 @@ def tokenizing_rule(tokenizer):
         from sentencepiece import sentencepiece_model_pb2
 
         model = sentencepiece_model_pb2.ModelProto.FromString(tokenizer.proto)
+        decode = "SentencePieceProcessor.decode(ids) with the same model file, special ids dropped"
         return {"kind": "sentencepiece",
                 "tokenize": "encode the text to ids with the SentencePiece library (sentencepiece in Python, or "
                             "its C++ library on a phone) loading the .spm model file that `tokenizer` names: "
@@ -195,6 +224,21 @@ def tokenizing_rule(tokenizer):
                                ": NFKC, so '，' -> ',', '１２３' -> '123'" if model.normalizer_spec.name == "nmt_nfkc"
                                else "")
                             + f") and maps a piece it does not have to {unknown}",
-                "detokenize": "SentencePieceProcessor.decode(ids) with the same model file; then, as the completion "
-                              "follows the prompt, " + SENTENCEPIECE_SPACE + "; as tfllm generate --tflite does"}
+                "detokenize": decode + ("; then, as the completion follows the prompt, " + SENTENCEPIECE_SPACE
+                                        + "; as tfllm generate --tflite does" if task == "generate" else "")}
+    if isinstance(tokenizer, BytePairTokenizer):
+        # Byte-level BPE (GPT-2's): its split pattern is KerasHub's own, so the recipe names where it is rather
+        # than restating it.
+        kept = [t for t in getattr(tokenizer, "unsplittable_tokens", None) or [] if t]
+        return {"kind": "bytepair",
+                "tokenize": "KerasHub's byte-level byte-pair encoding (keras_hub/src/tokenizers/byte_pair_tokenizer.py"
+                            "): the text is split into words by its SPLIT_PATTERN regexes (a word keeps the space "
+                            "before it), each UTF-8 byte of a word becomes GPT-2's printable character for it "
+                            "(bytes_to_unicode: 'Ġ' for a space), the merges file's pairs are merged lowest rank "
+                            "first, and each resulting token is looked up in the vocabulary file; no lowercasing or "
+                            "Unicode normalization; every byte has a token, so there is no unknown id"
+                            + (f"; {', '.join(map(repr, kept))} written in the text stay one token each" if kept
+                               else ""),
+                "detokenize": "concatenate the tokens of the ids (special ids dropped), map each character back "
+                              "to its byte (bytes_to_unicode reversed) and decode the bytes as UTF-8"}
     return None

@@ -188,7 +188,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         backbone = model.backbone
         encoder_length, start, pad = backbone.encoder_sequence_length, int(tokenizer.start_token_id), int(
             tokenizer.pad_token_id)
-        rule = tokenizing_rule(tokenizer)
+        rule = tokenizing_rule(tokenizer, task="translate")
         output_size = getattr(backbone, "target_vocabulary_size", None) or backbone.vocabulary_size
         # The shapes as the converted file has them (the interpreter's, not recomputed here).
         interpreter = load_interpreter(model_content=content)
