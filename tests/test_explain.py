@@ -639,6 +639,26 @@ def test_an_html_path_that_cannot_be_written_is_refused_before_the_work(tiny_cla
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"] and not any((tmp_path / "folder").iterdir())
 
 
+def test_an_html_name_too_long_is_one_line_before_the_work(tiny_classifier_run, tmp_path, capsys):
+    """It was a traceback naming a hidden temporary, after every text had been explained and printed."""
+    page = str(tmp_path / ("a" * 300 + ".html"))
+    assert main(["explain", tiny_classifier_run, TEXT, "--html", page]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and repr(page) in err and ".tmp" not in err, err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow  # an explain command loads the run and traces it
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's /sys, where no one creates files")
+def test_an_html_page_the_system_refuses_is_one_line(tiny_classifier_run, capsys):
+    """/sys refuses new files even to root, whom `os.access` lets through: that was a traceback (status 1)
+    naming '/sys/.x.html.iscsm_vl.tmp'."""
+    page = "/sys/tfllm-test-why.html"
+    assert main(["explain", tiny_classifier_run, TEXT, "--html", page]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(page) in err and ".tmp" not in err, err
+
+
 @pytest.mark.slow  # 3.8-4.2 s on stop 59's machine: an explain command loads the run and traces it
 def test_a_failed_html_write_leaves_the_old_page_and_no_half_written_one(tiny_classifier_run, tmp_path, capsys,
                                                                          monkeypatch):

@@ -168,3 +168,47 @@ def test_write_text_replaces_a_file_whole_and_keeps_its_permissions(tmp_path):
     os.umask(umask)  # a new file gets the mode `open` would give it, not mkstemp's 0600
     assert (tmp_path / "sub" / "m.json").read_text().startswith("{")
     assert os.stat(tmp_path / "sub" / "m.json").st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_write_text_follows_a_link_and_writes_a_fifo_or_device_in_place(tmp_path):
+    """A temporary renamed over the target replaced a symlink, a FIFO or a device with a plain file
+    (`--html /dev/null` as root broke the system's /dev/null): a link is followed (its file replaced, the
+    link kept), anything not a regular file is written in place."""
+    import stat
+    import threading
+
+    from tfllm import runs
+
+    (tmp_path / "reports").mkdir()
+    real = tmp_path / "reports" / "real.html"
+    real.write_text("old")
+    link = tmp_path / "link.html"
+    link.symlink_to("reports/real.html")  # relative, as `ln -s` makes them
+    runs.write_text(str(link), "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert sorted(os.listdir(tmp_path / "reports")) == ["real.html"]
+
+    fifo = tmp_path / "fifo"  # a stand-in for /dev/null or /dev/stdout: a reader gets what is written
+    os.mkfifo(fifo)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()))
+    reader.start()
+    runs.write_text(str(fifo), "through the pipe")
+    reader.join(10)
+    assert read == ["through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "link.html", "reports"]
+
+
+def test_write_text_names_the_file_it_was_given_when_the_system_refuses(tmp_path):
+    """An OSError named the hidden temporary ('.x.html.iscsm_vl.tmp'); and a name near the system's limit
+    failed because the temporary's name, longer, was over it."""
+    from tfllm import runs
+
+    near_limit = tmp_path / ("a" * 250 + ".html")
+    runs.write_text(str(near_limit), "ok")
+    assert near_limit.read_text() == "ok" and os.listdir(tmp_path) == [near_limit.name]
+    for bad in (tmp_path / ("a" * 300 + ".html"), tmp_path / near_limit.name / "x.html"):
+        with pytest.raises(OSError) as error:
+            runs.write_text(str(bad), "x")
+        assert error.value.filename == str(bad), error.value
+    assert os.listdir(tmp_path) == [near_limit.name]

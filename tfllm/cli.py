@@ -568,9 +568,24 @@ def cmd_explain(args):
         else:
             print(render_terminal(explanation, color=color) + "\n")
     if args.html:
-        runs.write_text(args.html, render_html(explanations))
+        _write_output(args.html, render_html(explanations), "--html")
         if not args.json:
             print(f"Wrote {args.html}")
+
+
+def _write_output(path, text, flag):
+    """Writes a file the user named (`runs.write_text`); a write the system refuses (a folder not writable
+    even where `os.access` said so, as /sys for root; a name too long) is one line naming the path, not a
+    traceback naming a hidden temporary. A full disk stays `_main`'s one line, status 1."""
+    from tfllm import runs
+    from tfllm.errors import UserInputError, full_disk_file
+
+    try:
+        runs.write_text(path, text)
+    except OSError as e:
+        if full_disk_file(e) is not None:
+            raise
+        raise UserInputError(f"{flag} {path!r} cannot be written ({e.strerror}); write it elsewhere.") from None
 
 
 def _check_output_file(path, flag):
@@ -586,6 +601,12 @@ def _check_output_file(path, flag):
         raise UserInputError(f"{flag} {path!r}: its folder {folder!r} {what}; create it first or write elsewhere.")
     if not os.access(folder, os.W_OK):
         raise UserInputError(f"{flag} {path!r}: its folder {folder!r} is not writable; write elsewhere.")
+    try:
+        os.stat(path)  # a name longer than the system takes fails here, before the work
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserInputError(f"{flag} {path!r} cannot be written ({e.strerror}); write it elsewhere.") from None
 
 
 def add_explain_parsers(sub):

@@ -29,6 +29,7 @@ import os
 import reprlib
 import shlex
 import shutil
+import stat
 import tempfile
 import threading
 
@@ -76,19 +77,62 @@ def write_json(file, value):
 
 def write_text(file, text):
     """Writes `text` to `file` through a temporary file beside it, renamed at the end: a failed or stopped
-    write leaves the old file (or none), never half of one. A file that was there keeps its permissions."""
-    folder = os.path.dirname(os.path.abspath(file))
-    os.makedirs(folder, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(file)}.", suffix=".tmp", dir=folder)
+    write leaves the old file (or none), never half of one. A file that was there keeps its permissions.
+
+    A symlink is followed: the file it points to is replaced and the link stays. A target that is not a
+    regular file (a FIFO, a device, `/dev/stdout`: a descriptor under /proc) is written in place: renaming
+    a file over it replaced the device or the link with a plain file (`--html /dev/null` as root broke the
+    system's /dev/null). An OSError names `file`, not the hidden temporary.
+    """
+    target, in_place = _write_target(file)
+    try:
+        if in_place:
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(text)
+            return
+        folder = os.path.dirname(target)
+        os.makedirs(folder, exist_ok=True)
+        # The name cut short: a file name near the system's limit (255 bytes) is valid, its temporary's longer one not.
+        prefix = f".{os.path.basename(target).encode()[:100].decode(errors='ignore')}."
+        fd, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise _naming(e, file) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(temporary, os.stat(file).st_mode & 0o777 if os.path.exists(file) else 0o666 & ~_UMASK)
-        os.replace(temporary, file)
-    except BaseException:
+        os.chmod(temporary, os.stat(target).st_mode & 0o777 if os.path.exists(target) else 0o666 & ~_UMASK)
+        os.replace(temporary, target)
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(e, OSError):
+            raise _naming(e, file) from None
         raise
+
+
+def _write_target(file):
+    """(the path `write_text` writes, whether in place): `file` with its symlinks followed one by one, so that
+    a link into /proc (`/dev/stdout` -> /proc/self/fd/1: an open descriptor, whose file must stay the one the
+    shell opened) is seen as one; in place also where the file there is not a regular one."""
+    def canonical(path):  # the folder's links resolved, the name's not yet
+        return os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+
+    path = canonical(file)
+    for _ in range(40):  # a loop of links: write to it as given, and let the system say ELOOP
+        if path.startswith("/proc/"):
+            return path, True
+        if not os.path.islink(path):
+            break
+        path = canonical(os.path.join(os.path.dirname(path), os.readlink(path)))
+    try:
+        return path, not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # not there yet (a link to a missing file: the file it names is created)
+        return path, False
+
+
+def _naming(error, file):
+    """`error` again, naming the file the caller gave (not a temporary, not a link's target)."""
+    return type(error)(error.errno, error.strerror, os.fspath(file)) if error.errno else error
 
 
 def files_signature(run_dir):
