@@ -231,6 +231,21 @@ def test_attention_maps_have_one_row_per_position_summing_to_one(explainer, tiny
     assert all(s > 0 for s in e.scores)
 
 
+@pytest.mark.slow  # two explain commands
+def test_attention_names_no_target_it_would_refuse(tiny_classifier_run, tmp_path, capsys):
+    """Attention is the same for every label and refuses --target, yet it said "attention for 'rotten'" and
+    gave "target": "rotten"."""
+    assert main(["explain", tiny_classifier_run, TEXT, "--method", "attention", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"] is None and out["label"] in out["probabilities"]
+    page = tmp_path / "why.html"
+    assert main(["explain", tiny_classifier_run, TEXT, "--method", "attention", "--html", str(page)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    label = lines[0].split()[1]
+    assert lines[1] == f"attention rollout (the same for every label); predicted {label!r}"
+    assert "<b>explaining:</b> where the model looks" in page.read_text() and "None" not in page.read_text()
+
+
 def test_training_logs_explained_held_out_texts(tiny_classifier_run):
     import os
 

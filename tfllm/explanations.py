@@ -70,7 +70,8 @@ class Explanation:
         method: one of `METHODS`.
         kind: "classifier" or "generator".
         label: the predicted label (a generator: the predicted next token).
-        target: the label (or next token) the scores explain.
+        target: the label (or next token) the scores explain; None for `attention`, which is the same for
+            every label (the prediction is `label`).
         probabilities: `{label: probability}` (a generator: its 10 likeliest next tokens).
         tokens: the text's tokens as the model saw them (no special tokens; at most the model's length:
             a classifier's text its first tokens, a generator's prompt its last, as generation reads it).
@@ -94,7 +95,7 @@ class Explanation:
     method: str
     kind: str
     label: str
-    target: str
+    target: str | None
     probabilities: dict
     tokens: list
     scores: list
@@ -663,7 +664,10 @@ class Explainer:
     def _explanation(self, text, method, ids, is_text, probabilities, target_index, per_token, seconds,
                      completeness=None, attention=None):
         label, shown = self._label_and_probabilities(probabilities)
-        target = self.token_strings([target_index])[0] if self.generator else self.label_names[target_index]
+        if method == "attention":  # it explains no label: it named the predicted one, and refused --target
+            target = None
+        else:
+            target = self.token_strings([target_index])[0] if self.generator else self.label_names[target_index]
         tokens = self.token_strings(ids)
         return Explanation(
             text=text, method=method, kind=self.kind, label=label, target=target, probabilities=shown,
@@ -903,8 +907,10 @@ def render_terminal(explanation, color=True):
     shown = ", ".join(f"{repr(k) if generator else k} {v:.3f}" for k, v in explanation.probabilities.items())
     head = "next token" if generator else "label"
     lines.append(f"{head}: {explanation.label!r}  ({shown})" if generator else f"{head}: {explanation.label}  ({shown})")
-    lines.append(f"{explanation.method} for {explanation.target!r}"
-                 + (" (green: for it, red: against it)" if explanation.method != "attention" else " (rollout)"))
+    if explanation.method == "attention":
+        lines.append(f"attention rollout (the same for every label); predicted {explanation.label!r}")
+    else:
+        lines.append(f"{explanation.method} for {explanation.target!r} (green: for it, red: against it)")
     text = []
     for (space, piece), s in zip(_joined(explanation.tokens), _scale(explanation.scores)):
         if color:
@@ -1008,7 +1014,8 @@ def _section_html(e):
     head = "Next token" if e.kind == "generator" else "Label"
     section = [f'<section style="{st["section"]}"><h2>{html.escape(e.text[:120])}</h2>',
                f"<p><b>{head}:</b> {html.escape(shown(e.label))} &nbsp; <b>method:</b> {html.escape(e.method)} "
-               f"&nbsp; <b>explaining:</b> {html.escape(shown(e.target))}</p>",
+               + (" &nbsp; <b>explaining:</b> where the model looks (attention rollout, the same for every label)"
+                  if e.target is None else f" &nbsp; <b>explaining:</b> {html.escape(shown(e.target))}") + "</p>",
                f'<table class="probs" style="{st["probs"]}">{probs}</table>',
                f'<p class="text" style="{st["text"]}">{"".join(spans)}</p>']
     if e.views:
@@ -1074,8 +1081,10 @@ def explanation_markdown(explanation, top=3):
         notes.append("note: " + explanation.views_note)
     if explanation.tokens_left_out:
         notes.append(f"({_left_out_line(explanation)})")
-    return (f"label **{explanation.label}** (p = {probability:.3f}); {explanation.method} for "
-            f"**{explanation.target}**:\n\n{tokens}" + "".join(f"\n\n{line}" for line in notes))
+    explaining = ("attention rollout (the same for every label)" if explanation.target is None
+                  else f"{explanation.method} for **{explanation.target}**")
+    return (f"label **{explanation.label}** (p = {probability:.3f}); {explaining}:\n\n{tokens}"
+            + "".join(f"\n\n{line}" for line in notes))
 
 
 def write_tensorboard_explanations(log_dir, model, label_names, texts, step=0):
