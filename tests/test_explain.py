@@ -771,6 +771,46 @@ def test_an_explanation_says_how_many_tokens_lie_past_the_window(explainer, gene
     assert "holds the last" in render_terminal(cut)
 
 
+def _shown_text(line):
+    """A `render_terminal(color=False)` text line without its scores."""
+    import re
+
+    return re.sub(r"\[[+-]\d\.\d\d\]", "", line)
+
+
+def test_tokens_are_shown_as_the_text_they_cover(explainer, generator_run):
+    """The outputs showed vocabulary pieces: '[UNK]' for each unknown word or character (which scored +1.00?),
+    WordPiece's lowercase and stripped accents, a character model's tokens with spaces invented between them
+    and its space token as nothing. Each token now shows the span of the input it covers, joined as there."""
+    text = "A é 电影"
+    e = explainer.explain(text, method="occlusion")
+    assert e.tokens_left_out == 0 and e.tokens == ["a"] + ["[UNK]"] * 3  # the vocabulary's: lowercase, unknown
+    lines = render_terminal(e, color=False).splitlines()
+    assert _shown_text(lines[2]) == text and "[UNK]" not in "\n".join(lines)
+    assert [t["text"] for t in e.to_json()["tokens"]] == e.shown_tokens
+    assert "".join(e.shown_tokens) == text.replace(" ", "")
+    assert e.shown_tokens == ["A", "é", "电", "影"]  # one [UNK] each
+    page = render_html([e])
+    assert ">[UNK]</span>" not in page and ">电</span>" in page and ">A</span>" in page
+
+    cut = load_explainer(generator_run).explain("Before we " * 3, method="occlusion")  # past the window
+    shown = _shown_text(render_terminal(cut, color=False).splitlines()[2])
+    assert shown == ("Before we " * 3)[-len(cut.tokens):].replace(" ", "\u2423")  # its last tokens, spaces seen
+
+
+def test_token_spans_place_pieces_unknowns_and_bytes():
+    from tfllm.explanations import _bytes_surface, token_spans
+
+    text = "Naïve 😀 <b>x"
+    spans = token_spans(text, ["na", "##ive".lstrip("#"), None, "<", "b", ">", "x"])
+    assert [text[a:b] for a, b in spans] == ["Na", "ïve", "😀", "<", "b", ">", "x"]
+    # GPT-2's byte-level pieces: 'Ġ' is a space, and a token holding part of a character's bytes places nothing.
+    assert _bytes_surface("\u0120good") == " good" and _bytes_surface("\u00f0\u0141") is None
+    assert token_spans("a good", ["a", " good"]) == [(0, 1), (2, 6)]
+    assert token_spans("a b", ["a", " ", "b"]) == [(0, 1), (1, 2), (2, 3)]  # a space token is the space
+    assert token_spans("x", ["x", "y"]) == [(0, 1), None]
+
+
 def test_a_generators_target_it_never_emits_is_refused(generator_run, capsys):
     """`--target "[UNK]"` (also [PAD], [MASK]) was explained with a probability, though the sampler never emits
     a special token: each id `never_emitted_ids` names is refused in one line, as one outside the vocabulary."""

@@ -621,7 +621,7 @@ def add_explain_parsers(sub):
     p.add_argument("--steps", type=int, default=None, help="integrated gradients' steps (default 50)")
     p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps")
     p.add_argument("--json", action="store_true",
-                   help='print {"label", "probabilities", "method", "target" (null for attention), "tokens": [{"token", "score"}]} '
+                   help='print {"label", "probabilities", "method", "target" (null for attention), "tokens": [{"token", "text", "score"}]} '
                         'per text, plus "completeness", "tokens_left_out", "views" ({view: score}) and "views_note" where they apply')
     p.set_defaults(func=cmd_explain)
 

@@ -46,8 +46,10 @@ import functools
 import html
 import json
 import os
+import re
 import threading
 import time
+import unicodedata
 
 import numpy as np
 
@@ -87,6 +89,8 @@ class Explanation:
             recipe's character and word n-grams): `{view: score}`, one score each for the whole text (the
             tokens past the window too), on the tokens' scale; an ensemble's (occlusion): each view silenced in every
             member at once, the mean of its members' scores.
+        spans: `(start, end)` per token, the characters of `text` it covers (None where it cannot be placed):
+            what the outputs show, so a lowercased, accent-stripped or unknown ([UNK]) token reads as written.
         views_note: where the views carry more than half of the explained score (`views_share`), a line
             saying the token scores cover only the rest; else None.
     """
@@ -104,6 +108,7 @@ class Explanation:
     seconds: float = 0.0
     tokens_left_out: int = 0
     views: dict | None = None
+    spans: list | None = None
 
     def _repr_html_(self):
         """Jupyter shows an explanation as `tfllm explain --html` draws it (one section, inline styles)."""
@@ -111,15 +116,17 @@ class Explanation:
         return f"<div>{_section_html(self)}{legend}</div>"
 
     def to_json(self, with_attention=False):
-        """`{"label", "probabilities", "method", "target", "tokens": [{"token", "score"}, ...]}`, and where they
-        apply `"completeness"` (integrated gradients' sum check), `"attention"` (`with_attention`) and
-        `"tokens_left_out"` (tokens past the model's window) and `"views"` (the whole text's views)."""
+        """`{"label", "probabilities", "method", "target", "tokens": [{"token", "text", "score"}, ...]}` ("token"
+        as the vocabulary spells it, "text" the input it covers, as shown), and where they apply `"completeness"`
+        (integrated gradients' sum check), `"attention"` (`with_attention`) and `"tokens_left_out"` (tokens past
+        the model's window) and `"views"` (the whole text's views)."""
         out = {
             "label": self.label,
             "probabilities": {k: float(v) for k, v in self.probabilities.items()},
             "method": self.method,
             "target": self.target,
-            "tokens": [{"token": t, "score": float(s)} for t, s in zip(self.tokens, self.scores)],
+            "tokens": [{"token": t, "text": shown, "score": float(s)}
+                       for t, shown, s in zip(self.tokens, self.shown_tokens, self.scores)],
         }
         if self.completeness is not None:
             out["completeness"] = self.completeness
@@ -132,6 +139,12 @@ class Explanation:
         if self.views_note:
             out["views_note"] = self.views_note
         return out
+
+    @property
+    def shown_tokens(self):
+        """Each token as the text has it (its span; a whitespace token made visible, e.g. '␣'), else as the
+        vocabulary spells it."""
+        return [piece for _, piece in _pieces(self)]
 
     @property
     def views_share(self):
@@ -503,14 +516,10 @@ class Explainer:
         if target is None:
             return None
         if self.generator:
-            try:
-                index = int(self.tokenizer.token_to_id(target))
-                # SentencePiece (and others) give an unknown piece the unknown token's id: that was explained
-                # as '<unk>' without a word, so the id must give the target back.
-                if index < 0 or self.token_strings([index])[0] != target:
-                    index = None
-            except Exception:  # noqa: BLE001 - each tokenizer signals an unknown token its own way
-                index = None
+            index = self._token_id(target)
+            if index is None and self._byte_level():  # as explain lists it: ' good', not 'Ġgood'
+                encoder = {b: c for c, b in _byte_decoder().items()}
+                index = self._token_id("".join(encoder[b] for b in target.encode("utf-8")))
             if index is None:
                 raise UserInputError(f"--target {target!r} is not a token of this model's vocabulary; pass one "
                                      "token as the vocabulary spells it (as explain lists the next tokens), e.g. "
@@ -526,6 +535,28 @@ class Explainer:
             raise UserInputError(f"Unknown --target {target!r}; this model's labels are "
                                  f"{', '.join(self.label_names)}.")
         return self.label_names.index(target)
+
+    def _token_id(self, token):
+        try:
+            index = int(self.tokenizer.token_to_id(token))
+            # SentencePiece (and others) give an unknown piece the unknown token's id: that was explained
+            # as '<unk>' without a word, so the id must give the target back.
+            return None if index < 0 or self.token_strings([index])[0] != token else index
+        except Exception:  # noqa: BLE001 - each tokenizer signals an unknown token its own way
+            return None
+
+    def _byte_level(self):
+        import keras_hub
+
+        return isinstance(self.tokenizer, keras_hub.tokenizers.BytePairTokenizer)
+
+    def next_token_strings(self, ids):
+        """A generator's next tokens as text: a byte-level BPE's decoded (' good', not 'Ġgood'; a token that is
+        part of a character's bytes as the vocabulary spells it)."""
+        tokens = self.token_strings(ids)
+        if not self._byte_level():
+            return tokens
+        return [t if _bytes_surface(t) is None else _bytes_surface(t) for t in tokens]
 
     def probabilities(self, x):
         return np.asarray(self._probabilities_fn(x)(x))
@@ -574,8 +605,8 @@ class Explainer:
     def _label_and_probabilities(self, probabilities):
         if self.generator:
             top = self._top(probabilities, 10)
-            return (self.token_strings([top[0]])[0],
-                    {s: float(probabilities[i]) for s, i in zip(self.token_strings(top), top)})
+            return (self.next_token_strings([top[0]])[0],
+                    {s: float(probabilities[i]) for s, i in zip(self.next_token_strings(top), top)})
         return self.label_names[int(np.argmax(probabilities))], dict(zip(self.label_names, map(float, probabilities)))
 
     def default_method(self):
@@ -654,6 +685,7 @@ class Explainer:
                                         seconds, completeness, attention)
         explanation.tokens_left_out = self._tokens_left_out(text, is_text)
         explanation.views = views or None
+        explanation.spans = self.spans(text, explanation.tokens)
         return explanation
 
     def _tokens_left_out(self, text, is_text):
@@ -661,13 +693,41 @@ class Explainer:
         ids = np.asarray(self.tokenizer(text)).ravel()
         return max(0, int(sum(int(i) not in self.special_ids for i in ids)) - int(is_text.sum()))
 
+    def spans(self, text, tokens):
+        """`(start, end)` in `text` of each of `tokens` (the explanation's, a classifier's first ones or a
+        generator's last ones), or None where one cannot be placed. The outputs showed vocabulary pieces:
+        '[UNK]' for words the vocabulary lacks, WordPiece's lowercase, GPT-2's 'Ġ' for a space; the spans
+        show the text as written."""
+        ids = [int(i) for i in np.asarray(self.tokenizer(text)).ravel() if int(i) not in self.special_ids]
+        every = self.token_strings(ids)
+        where = (slice(len(every) - len(tokens), None) if self.generator else slice(0, len(tokens)))
+        if every[where] != list(tokens):  # not the tokenization the model read: place the tokens themselves
+            ids = [self.tokenizer.token_to_id(t) for t in tokens]
+            every, where = list(tokens), slice(None)
+        from tfllm.tokenizers import unknown_token_id  # lazy, as this module's others: TensorFlow
+
+        unknown = unknown_token_id(self.tokenizer)
+        surfaces = [None if i == unknown else self._surface(t) for i, t in zip(ids, every)]
+        return token_spans(text, surfaces)[where]
+
+    def _surface(self, token):
+        """The text a vocabulary token stands for: WordPiece's '##' dropped, SentencePiece's '▁' and byte-level
+        BPE's bytes (GPT-2's 'Ġ') decoded; None where it is no whole text (part of a character's bytes)."""
+        if self._byte_level():
+            return _bytes_surface(token)
+        suffix = getattr(self.tokenizer, "suffix_indicator", None) or "##"
+        if token.startswith(suffix) and len(token) > len(suffix):
+            return token[len(suffix):]
+        return token.replace("\u2581", " ")
+
     def _explanation(self, text, method, ids, is_text, probabilities, target_index, per_token, seconds,
                      completeness=None, attention=None):
         label, shown = self._label_and_probabilities(probabilities)
         if method == "attention":  # it explains no label: it named the predicted one, and refused --target
             target = None
         else:
-            target = self.token_strings([target_index])[0] if self.generator else self.label_names[target_index]
+            target = (self.next_token_strings([target_index])[0] if self.generator
+                      else self.label_names[target_index])
         tokens = self.token_strings(ids)
         return Explanation(
             text=text, method=method, kind=self.kind, label=label, target=target, probabilities=shown,
@@ -717,6 +777,7 @@ class Explainer:
             explanation = self._explanation(text, "occlusion", ids, is_text, probabilities, target_index,
                                             per_token, seconds)
             explanation.tokens_left_out = self._tokens_left_out(text, is_text)
+            explanation.spans = self.spans(text, explanation.tokens)
             # The views as `explain` scores them (one eager call per view): without them TensorBoard showed a
             # view-heavy model's ~0 token scores with no word that the views carried the label.
             explanation.views = self.view_occlusion(x, target_index, probabilities) or None
@@ -810,6 +871,92 @@ class Explainer:
                 "token_scores": pooled.tolist()}
 
 
+@functools.lru_cache(maxsize=1)
+def _byte_decoder():
+    """GPT-2's byte-level alphabet back to bytes: printable bytes stand for themselves, the others for
+    U+0100 onwards in order (so a space is 'Ġ', U+0120)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + k): b for k, b in enumerate(others)}}
+
+
+def _bytes_surface(token):
+    decoder = _byte_decoder()
+    if not all(c in decoder for c in token):
+        return token  # a special token, as written
+    try:
+        return bytes(decoder[c] for c in token).decode("utf-8")
+    except UnicodeDecodeError:  # part of a character's bytes (an emoji over two tokens)
+        return None
+
+
+def _fold(text):
+    """`text` lowercased, without accents, with where each character came from: what a WordPiece vocabulary
+    that lowercases and strips accents turned 'Café' into."""
+    folded, origin = [], []
+    for i, c in enumerate(text):
+        for f in unicodedata.normalize("NFKD", c.lower()):
+            if not unicodedata.combining(f):
+                folded.append(f)
+                origin.append(i)
+    return "".join(folded), origin
+
+
+def token_spans(text, surfaces):
+    """`(start, end)` in `text` for each token's surface text (None: an unknown token), in order.
+
+    A token is found where the text goes on with it (case and accents aside, whitespace between tokens
+    skipped); a whitespace token (a character model's space) is the whitespace there. Unknown tokens share
+    the text between the tokens found around them: one word, else one character, each (as WordPiece gives
+    one [UNK] per word, or per CJK character). A token not found anywhere gets None.
+    """
+    folded, origin = _fold(text)
+    ends = [i + 1 for i in origin]
+
+    def original(a, b):  # folded [a, b) -> text's
+        return (origin[a], ends[b - 1]) if b > a else None
+
+    spans, pending, cursor = [None] * len(surfaces), [], 0
+
+    def place_pending(limit):
+        if not pending:
+            return
+        gap = folded[cursor:limit]
+        pieces = [m.span() for m in re.finditer(r"\w+|\S", gap)]
+        if len(pieces) < len(pending):
+            pieces = [m.span() for m in re.finditer(r"\S", gap)]
+        for k, i in enumerate(pending[:len(pieces)]):
+            last = k == len(pending) - 1 and limit < len(folded)  # the rest of the gap is the last one's
+            a, b = pieces[k][0], (pieces[-1][1] if last else pieces[k][1])
+            spans[i] = original(cursor + a, cursor + b)
+        pending.clear()
+
+    for i, surface in enumerate(surfaces):
+        if surface is None:
+            pending.append(i)
+            continue
+        piece = _fold(surface)[0]
+        if piece and not piece.strip():  # a whitespace token: the next whitespace (unknown tokens before it)
+            space = re.compile(r"\s").search(folded, cursor)
+            if space is None:
+                continue
+            place_pending(space.start())
+            cursor = space.start()
+            width = len(piece) if folded[cursor:cursor + len(piece)] == piece else 1
+            spans[i], cursor = original(cursor, cursor + width), cursor + width
+            continue
+        piece = piece.strip()
+        if not piece:
+            continue
+        found = folded.find(piece, cursor)
+        if found < 0:
+            continue
+        place_pending(found)
+        spans[i], cursor = original(found, found + len(piece)), found + len(piece)
+    place_pending(len(folded))
+    return spans
+
+
 def load_explainer(run_dir):
     """An `Explainer` for a finished classification or generation run."""
     from tfllm import runs
@@ -890,6 +1037,29 @@ def _joined(tokens):
     return pieces
 
 
+_VISIBLE = str.maketrans({" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"})
+
+
+def _pieces(explanation):
+    """(what goes before, the token) for display: the text between the tokens and each token's span, as the
+    input has them (a whitespace token shown as '␣', '↵'), or where the tokens have no spans (or one cannot be
+    placed) the vocabulary pieces (`_joined`)."""
+    spans = explanation.spans or [None] * len(explanation.tokens)
+    if not any(spans):
+        return _joined(explanation.tokens)
+    joined, out, end = _joined(explanation.tokens), [], None
+    for (space, vocabulary_piece), span in zip(joined, spans):
+        if span is None:
+            out.append((space, vocabulary_piece))
+            continue
+        start, stop = span
+        piece = explanation.text[start:stop]
+        before = explanation.text[end:start] if end is not None else ""
+        out.append((before.replace("\n", " "), piece.translate(_VISIBLE) if not piece.strip() else piece))
+        end = stop
+    return out
+
+
 def _scale(scores):
     peak = max((abs(s) for s in scores), default=0.0)
     return [s / peak if peak > 0 else 0.0 for s in scores]
@@ -912,7 +1082,7 @@ def render_terminal(explanation, color=True):
     else:
         lines.append(f"{explanation.method} for {explanation.target!r} (green: for it, red: against it)")
     text = []
-    for (space, piece), s in zip(_joined(explanation.tokens), _scale(explanation.scores)):
+    for (space, piece), s in zip(_pieces(explanation), _scale(explanation.scores)):
         if color:
             palette = _GREENS if s >= 0 else _REDS
             code = palette[min(5, int(round(abs(s) * 5)))]
@@ -926,7 +1096,7 @@ def render_terminal(explanation, color=True):
         lines.append("note: " + explanation.views_note)
     if explanation.tokens_left_out:
         lines.append("note: " + _left_out_line(explanation))
-    top = sorted(zip(explanation.tokens, explanation.scores), key=lambda p: -abs(p[1]))[:5]
+    top = sorted(zip(explanation.shown_tokens, explanation.scores), key=lambda p: -abs(p[1]))[:5]
     lines.append("strongest: " + ", ".join(f"{t} {s:+.4f}" for t, s in top))
     if explanation.completeness:
         c = explanation.completeness
@@ -1007,7 +1177,7 @@ def _section_html(e):
                     f'<td><div class="bar" style="{st["bar"]};width:{200 * v:.0f}px"></div></td></tr>'
                     for k, v in e.probabilities.items())
     spans = []
-    for (space, piece), s, raw, token in zip(_joined(e.tokens), _scale(e.scores), e.scores, e.tokens):
+    for (space, piece), s, raw, token in zip(_pieces(e), _scale(e.scores), e.scores, e.tokens):
         spans.append(f'{html.escape(space)}<span class="tok" style="{st["tok"]};background:{_rgba(s)}" '
                      f'title="{html.escape(token)}: {raw:+.5f}" data-score="{raw:.6g}">{html.escape(piece)}</span>')
     note = f'<p class="note" style="{st["note"]}">'
@@ -1073,7 +1243,7 @@ def explanation_markdown(explanation, top=3):
     score, the `top` strongest in bold."""
     strongest = set(sorted(range(len(explanation.scores)), key=lambda i: -abs(explanation.scores[i]))[:top])
     tokens = " ".join(f"**{t}**&nbsp;({s:+.3f})" if i in strongest else f"{t}&nbsp;({s:+.3f})"
-                      for i, (t, s) in enumerate(zip(explanation.tokens, explanation.scores)))
+                      for i, (t, s) in enumerate(zip(explanation.shown_tokens, explanation.scores)))
     probability = explanation.probabilities.get(explanation.label, 0.0)
     # The lines `tfllm explain` prints after the text, in its order.
     notes = [_views_line(explanation)] if explanation.views else []
