@@ -798,6 +798,31 @@ def test_tokens_are_shown_as_the_text_they_cover(explainer, generator_run):
     assert shown == ("Before we " * 3)[-len(cut.tokens):].replace(" ", "\u2423")  # its last tokens, spaces seen
 
 
+def test_noise_is_not_shown_as_strong_evidence(explainer):
+    """Each text's scores were divided by its largest |score|: a model that learned nothing (p 0.500/0.500,
+    scores ~1e-6) showed 'terrible[-1.00]' in full red and 'strongest: terrible -0.0000'. The scale is now at
+    least SCALE_FLOOR of the explained probability, and the outputs say what ±1.00 is."""
+    import dataclasses
+    import re
+
+    from tfllm.explanations import SCALE_FLOOR
+
+    real = explainer.explain(TEXT, method="occlusion")
+    noise = dataclasses.replace(real, scores=[s * 1e-6 for s in real.scores], views=None)
+    assert noise.scale[0] == pytest.approx(SCALE_FLOOR * real.target_probability)
+    lines = render_terminal(noise, color=False).splitlines()
+    assert set(re.findall(r"\[([+-]\d\.\d\d)\]", lines[2])) <= {"+0.00", "-0.00"}, lines[2]
+    assert lines[3].startswith("[±1.00] and full colour = ") and "no token moved it that much" in lines[3]
+    strongest = next(line for line in lines if line.startswith("strongest: "))
+    assert "0.0000" not in strongest and "e-" in strongest, strongest
+    page = render_html([noise])
+    assert all(float(a) < 0.01 for a in re.findall(r"rgba\(\d+,\d+,\d+,([\d.]+)\)", page))
+    assert "Full colour = " in page
+    peak = max(abs(s) for s in real.scores)  # a real explanation's strongest token is ±1.00 where it is strong
+    if peak >= SCALE_FLOOR * real.target_probability:
+        assert "[+1.00]" in render_terminal(real, color=False) or "[-1.00]" in render_terminal(real, color=False)
+
+
 def test_token_spans_place_pieces_unknowns_and_bytes():
     from tfllm.explanations import _bytes_surface, token_spans
 

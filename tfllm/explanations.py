@@ -60,6 +60,8 @@ METHODS = ("integrated_gradients", "attention", "occlusion")
 # tfllm's TextClassifier layers that read the raw text's code points, not the tokens -> the view's name.
 VIEWS = {"char_ngrams": "character n-grams", "word_ngrams": "word n-grams"}
 DEFAULT_STEPS = 50
+# The least a score must be, as a share of the explained probability, to be shown as ±1.00 at full colour.
+SCALE_FLOOR = 0.05
 MAX_STEPS = 1000
 
 
@@ -91,6 +93,8 @@ class Explanation:
             member at once, the mean of its members' scores.
         spans: `(start, end)` per token, the characters of `text` it covers (None where it cannot be placed):
             what the outputs show, so a lowercased, accent-stripped or unknown ([UNK]) token reads as written.
+        target_probability: the explained label's (or next token's) probability: what the scores of
+            integrated gradients and occlusion are changes of, and what the shown scale is tied to (`scale`).
         views_note: where the views carry more than half of the explained score (`views_share`), a line
             saying the token scores cover only the rest; else None.
     """
@@ -109,6 +113,7 @@ class Explanation:
     tokens_left_out: int = 0
     views: dict | None = None
     spans: list | None = None
+    target_probability: float | None = None
 
     def _repr_html_(self):
         """Jupyter shows an explanation as `tfllm explain --html` draws it (one section, inline styles)."""
@@ -145,6 +150,23 @@ class Explanation:
         """Each token as the text has it (its span; a whitespace token made visible, e.g. '␣'), else as the
         vocabulary spells it."""
         return [piece for _, piece in _pieces(self)]
+
+    @property
+    def scale(self):
+        """(the score shown as ±1.00 and at full colour, it and what it is in words): the largest |score|, but for integrated
+        gradients and occlusion at least `SCALE_FLOOR` of the explained probability. Each text's scores were
+        divided by its largest, so a model that learned nothing (scores ~1e-6) showed full-strength evidence."""
+        peak = max((abs(s) for s in self.scores), default=0.0)
+        if self.method == "attention":
+            return peak, f"{peak:.3g}, the most attended token's rollout attention"
+        probability = self.target_probability
+        if probability is None:  # made by hand, not by an Explainer
+            return peak, f"{peak:.3g}, the largest score"
+        floor = SCALE_FLOOR * probability
+        if peak >= floor:
+            return peak, f"{peak:.3g}, the largest score (a change in p({self.target!r}))"
+        return floor, (f"{floor:.3g}, {SCALE_FLOOR:.0%} of p({self.target!r}) ({probability:.3g}): no token "
+                       f"moved it that much (the largest score is {peak:.2g})")
 
     @property
     def views_share(self):
@@ -734,6 +756,7 @@ class Explainer:
             tokens=[t for t, keep in zip(tokens, is_text) if keep],
             scores=[float(s) for s, keep in zip(per_token, is_text) if keep],
             completeness=completeness, attention=attention, seconds=seconds,
+            target_probability=float(probabilities[target_index]),
         )
 
     def occlusions(self, texts):
@@ -1060,9 +1083,13 @@ def _pieces(explanation):
     return out
 
 
-def _scale(scores):
-    peak = max((abs(s) for s in scores), default=0.0)
-    return [s / peak if peak > 0 else 0.0 for s in scores]
+def _scale(explanation):
+    peak, _ = explanation.scale
+    return [max(-1.0, min(1.0, s / peak)) if peak > 0 else 0.0 for s in explanation.scores]
+
+
+def _scale_line(explanation):
+    return f"[±1.00] and full colour = {explanation.scale[1]}"
 
 
 _GREENS = (255, 194, 157, 120, 83, 46)
@@ -1082,7 +1109,7 @@ def render_terminal(explanation, color=True):
     else:
         lines.append(f"{explanation.method} for {explanation.target!r} (green: for it, red: against it)")
     text = []
-    for (space, piece), s in zip(_pieces(explanation), _scale(explanation.scores)):
+    for (space, piece), s in zip(_pieces(explanation), _scale(explanation)):
         if color:
             palette = _GREENS if s >= 0 else _REDS
             code = palette[min(5, int(round(abs(s) * 5)))]
@@ -1090,6 +1117,7 @@ def render_terminal(explanation, color=True):
         else:
             text.append(f"{space}{piece}[{s:+.2f}]")
     lines.append("".join(text))
+    lines.append(_scale_line(explanation))
     if explanation.views:
         lines.append(_views_line(explanation))
     if explanation.views_note:
@@ -1097,7 +1125,8 @@ def render_terminal(explanation, color=True):
     if explanation.tokens_left_out:
         lines.append("note: " + _left_out_line(explanation))
     top = sorted(zip(explanation.shown_tokens, explanation.scores), key=lambda p: -abs(p[1]))[:5]
-    lines.append("strongest: " + ", ".join(f"{t} {s:+.4f}" for t, s in top))
+    # Significant digits: a model that learned nothing had every score printed as -0.0000.
+    lines.append("strongest: " + ", ".join(f"{t} {s:+.3g}" for t, s in top))
     if explanation.completeness:
         c = explanation.completeness
         lines.append(f"completeness: attributions sum {c['sum']:+.4f}, score {c['score']:.4f} - baseline "
@@ -1177,7 +1206,7 @@ def _section_html(e):
                     f'<td><div class="bar" style="{st["bar"]};width:{200 * v:.0f}px"></div></td></tr>'
                     for k, v in e.probabilities.items())
     spans = []
-    for (space, piece), s, raw, token in zip(_pieces(e), _scale(e.scores), e.scores, e.tokens):
+    for (space, piece), s, raw, token in zip(_pieces(e), _scale(e), e.scores, e.tokens):
         spans.append(f'{html.escape(space)}<span class="tok" style="{st["tok"]};background:{_rgba(s)}" '
                      f'title="{html.escape(token)}: {raw:+.5f}" data-score="{raw:.6g}">{html.escape(piece)}</span>')
     note = f'<p class="note" style="{st["note"]}">'
@@ -1187,7 +1216,8 @@ def _section_html(e):
                + (" &nbsp; <b>explaining:</b> where the model looks (attention rollout, the same for every label)"
                   if e.target is None else f" &nbsp; <b>explaining:</b> {html.escape(shown(e.target))}") + "</p>",
                f'<table class="probs" style="{st["probs"]}">{probs}</table>',
-               f'<p class="text" style="{st["text"]}">{"".join(spans)}</p>']
+               f'<p class="text" style="{st["text"]}">{"".join(spans)}</p>',
+               f'{note}Full colour = {html.escape(e.scale[1])}.</p>']
     if e.views:
         section.append(f'{note}{html.escape(_views_line(e))}.</p>')
     if e.views_note:
