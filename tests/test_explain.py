@@ -611,6 +611,15 @@ def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):
     assert err.count("\n") == 1 and "Text 2 is empty" in err
 
 
+def test_an_empty_prompt_for_a_generator_gets_a_prompt_for_an_example(generator_run, capsys):
+    """It said 'pass the texts to explain, e.g. tfllm explain RUN "a joyous, moving film"': a review."""
+    assert main(["explain", generator_run, " "]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Text 1 is empty" in err and "Once upon a" in err and "joyous" not in err, err
+    with pytest.raises(UserInputError, match="an empty prompt .* has none"):
+        load_explainer(generator_run).explain("")
+
+
 def test_a_run_of_the_wrong_task_is_one_line(tmp_path, capsys):
     from lm_utils import write_records
 

@@ -544,13 +544,15 @@ def cmd_explain(args):
         raise UserInputError(f"Unknown --method {args.method!r}; choose one of {', '.join(METHODS)}.")
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UserInputError(f"--steps must be from 1 to {MAX_STEPS}, got {args.steps}.")
-    empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
-    if empty:
-        raise UserInputError(f"Text {empty[0]} is empty; pass the texts to explain, e.g. "
-                             f"tfllm explain {shlex.quote(args.run_dir)} \"a joyous, moving film\".")
     if args.html:  # before the work: a folder or a missing one was a traceback after every text was printed
         _check_output_file(args.html, "--html")
     task = runs.explainable_task(args.run_dir)
+    empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
+    if empty:
+        from tfllm.explanations import empty_text_message
+
+        raise UserInputError(f"Text {empty[0]} is empty; "
+                             + empty_text_message(task == "generate", shlex.quote(args.run_dir)))
     if task == "classify" and args.target is not None and args.target not in runs.read_labels(args.run_dir):
         raise UserInputError(f"Unknown --target {args.target!r}; this model's labels are "
                              f"{', '.join(runs.read_labels(args.run_dir))}.")

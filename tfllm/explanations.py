@@ -364,8 +364,7 @@ class Explainer:
             raise UserInputError(f"Explainer.explain takes one text (a string), got {type(text).__name__}; "
                                  "tfllm.explain(run, [text, ...]) takes a list.")
         if not text.strip():
-            raise UserInputError("The text is empty; pass the text to explain, e.g. "
-                                 "tfllm explain RUN_DIR \"a joyous, moving film\".")
+            raise UserInputError("The text is empty; " + empty_text_message(self.generator))
         if self.generator:
             from tfllm.generation import refuse_unseen  # as `tfllm generate` refuses it: it would never continue it
 
@@ -978,6 +977,15 @@ def token_spans(text, surfaces):
         spans[i], cursor = original(found, found + len(piece)), found + len(piece)
     place_pending(len(folded))
     return spans
+
+
+def empty_text_message(generator, run_dir="RUN_DIR"):
+    """What to pass instead of an empty text: a generator's example is a prompt, not a review."""
+    if generator:
+        # `tfllm generate RUN ""` starts a new document; its next token follows no prompt token to attribute to.
+        return ("a generator's next token is explained by the prompt's tokens, and an empty prompt (a new "
+                f"document, for tfllm generate) has none; pass a prompt, e.g. tfllm explain {run_dir} \"Once upon a\".")
+    return f"pass the texts to explain, e.g. tfllm explain {run_dir} \"a joyous, moving film\"."
 
 
 def load_explainer(run_dir):
