@@ -478,3 +478,31 @@ def test_evaluate_and_generate_share_one_loaded_model(untrained_run, tmp_path, m
     tfllm.clear_cache()
     assert tfllm.evaluate(run_dir, data=text) == scored and len(loads) == 2
     assert cached_generator(run_dir).model is not model
+
+
+@pytest.mark.slow
+def test_threads_loading_runs_at_once_leave_the_callers_warning_filters_as_they_were(untrained_run, tmp_path):
+    """The loaders wrapped the load in `warnings.catch_warnings()` + "ignore", which saves and restores the
+    process's filter list: two threads interleaving restored each other's "ignore", and every warning after
+    (the user's, tfllm's) was lost for the rest of the process."""
+    import threading
+    import warnings
+
+    from tfllm.generation import load_generator
+
+    before = list(warnings.filters)
+    barrier, errors = threading.Barrier(2), []
+
+    def load():
+        barrier.wait()
+        try:
+            load_generator(untrained_run, jit_compile=False)
+        except Exception as e:  # noqa: BLE001  (reported below, with the filters)
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and warnings.filters == before

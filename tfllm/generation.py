@@ -18,7 +18,6 @@ last `sequence_length` tokens).
 
 import inspect
 import re
-import warnings
 
 import keras
 import keras_hub
@@ -636,8 +635,10 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
             f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "
             "train one with `tfllm train --task generate` (or `tfllm pretrain --objective causal`)."
         )
-    with warnings.catch_warnings(), runs.loading(run_dir):
-        warnings.simplefilter("ignore")
+    # No `warnings.catch_warnings()` here: it swaps the process's filter list, so two threads loading at once
+    # left "ignore" on for good (the user's warnings and tfllm's lost); a run's load warns of nothing now
+    # (the optimizer state it was for is not in a preset).
+    with runs.loading(run_dir):
         model = runs.load_task(run_dir, keras_hub.models.CausalLM, dtype=dtype)
     from tfllm.datasets.text import document_start
 

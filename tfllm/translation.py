@@ -16,7 +16,6 @@ model (encoder and decoder over the whole prefix) again for every new token.
 
 import inspect
 import os
-import warnings
 import zlib
 
 import keras
@@ -564,8 +563,8 @@ def load_translator(run_dir, jit_compile=True):
     if task != "translate":
         raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES.get(task, task)}, not a translation model; "
                              "train one with `tfllm train --task translate`.")
-    with warnings.catch_warnings(), runs.loading(run_dir):
-        warnings.simplefilter("ignore")
+    # No `warnings.catch_warnings()`: not thread-safe, it left "ignore" on for the process (`load_generator`).
+    with runs.loading(run_dir):
         model = runs.load_translation_task(run_dir)
     return Translator(model, jit_compile=jit_compile)
 

@@ -17,7 +17,6 @@ process needs `import tensorflow_text` first (WordPiece tokenizer ops).
 
 import inspect
 import os
-import warnings
 
 import keras
 import keras_hub
@@ -108,9 +107,7 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
     'savedmodels/cedict/1'
     """
     runs.require_task(run_dir, "translate")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = runs.load_translation_task(run_dir, dtype="float32")  # see runs.load_task
+    model = runs.load_translation_task(run_dir, dtype="float32")  # see runs.load_task
     archive = translation_archive(model)
     width, prompt_length = decoder_layout(model)
     max_new_tokens = width - prompt_length

@@ -24,7 +24,6 @@ character and WordPiece tokenizers) is enough to write the loop in an app.
 
 import os
 import tempfile
-import warnings
 
 import numpy as np
 
@@ -144,9 +143,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
     if quantize not in ("none", "dynamic", "float16"):
         raise UserInputError(f"--quantize {quantize!r} is not supported for a translation model; "
                              "choose one of none, dynamic, float16.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = runs.load_translation_task(run_dir, dtype="float32")
+    model = runs.load_translation_task(run_dir, dtype="float32")
     from tfllm.models import Seq2SeqLM
     from tfllm.tokenizers import unknown_token_entry
 
