@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -1063,3 +1064,24 @@ def test_a_generator_run_names_the_text_its_vocabulary_leaves_out(tmp_path, caps
     vocabulary = set(load_tokenizer(str(run_dir)).get_vocabulary())
     named = line.split("[UNK] (", 1)[1].split("):", 1)[0].removesuffix(", ...").split(", ")
     assert named and all(len(c) == 3 and c[1] not in vocabulary for c in named)  # each one a character left out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["causal"])
+def test_pretrain_verbose_0_prints_nothing_and_notes_are_warnings(tmp_path, capfd, objective):
+    """`pretrain(objective="causal", verbose=0)` did not pass verbose on (Keras' bars and tfllm's lines printed,
+    in the command's spelling: "cut by --max-rows"); the masked LM printed "Masked-LM pretraining on ..." and
+    its long-document note to stderr as `--set sequence_length`, which a notebook could not filter."""
+    from tfllm.errors import TfllmWarning
+    from tfllm.training.pretraining import pretrain
+
+    config = TrainConfig(task="pretrain", objective=objective, data="rotten_tomatoes", preset="tiny", max_rows=300,
+                         steps=20, run_dir=str(tmp_path / "run"), overrides={"sequence_length": 8})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain(config, verbose=0)
+    captured = capfd.readouterr()
+    assert captured.out == "" and "tfllm" not in captured.err and "--" not in captured.err, captured
+    notes = [str(w.message) for w in caught if issubclass(w.category, TfllmWarning)]
+    if objective == "mlm":  # reviews are longer than a window of 6 tokens
+        assert any("overrides={'sequence_length': N}" in n and "never read" in n for n in notes), notes

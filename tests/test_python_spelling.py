@@ -80,3 +80,10 @@ def test_an_error_raised_in_a_thread_of_a_running_command_names_its_flags(monkey
     assert str(raised[0]) == "Pass --overwrite or --max-rows 3."
     monkeypatch.setattr(errors, "command_running", False)
     assert str(UserInputError("Pass --overwrite or --max-rows 3.")) == "Pass overwrite=True or max_rows=3."
+
+
+def test_a_progress_line_names_the_option_as_the_caller_gives_it(monkeypatch):
+    """train_causal_lm's "Text: ... (cut by --max-rows)" line read --max-rows to a Python caller (`errors.spelled`)."""
+    assert errors.spelled(" (cut by --max-rows)") == " (cut by max_rows)"
+    monkeypatch.setattr(errors, "command_running", True)
+    assert errors.spelled(" (cut by --max-rows)") == " (cut by --max-rows)"

@@ -147,6 +147,12 @@ def warn(message):
     warnings.warn(message, TfllmWarning, stacklevel=level if frame is not None else 2)
 
 
+def spelled(message):
+    """`message` in the caller's names: a command's flags while one runs, Python's (`python_spelling`) otherwise;
+    for a progress line that names an option (a notebook read "cut by --max-rows")."""
+    return message if command_running else python_spelling(message)
+
+
 def note(message, python=None, file=None):
     """Tells the user something that is not an error: a command prints `message` as its own line (on `file`,
     stderr by default), as it always has; a Python caller gets a `TfllmWarning` (`warn`), which it can filter,

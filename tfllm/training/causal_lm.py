@@ -404,8 +404,9 @@ def train_causal_lm(config, verbose="auto"):
     train_text, val_text = load_run_text(config)
     if verbose:
         # A 50 MB file was ~35 s of reading and tokenizing without a word, and no line gave its size or split.
+        cut = errors.spelled(" (cut by --max-rows)") if config.max_rows else ""  # max_rows to a Python caller
         print(f"Text: {_text_source(config.data)}, {len(train_text):,} training and {len(val_text):,} validation "
-              f"characters{' (cut by --max-rows)' if config.max_rows else ''}; tokenizing it ...", flush=True)
+              f"characters{cut}; tokenizing it ...", flush=True)
     if config.from_preset:
         from tfllm.training.classifier import preset_backbone_class
 

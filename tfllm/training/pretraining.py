@@ -256,7 +256,7 @@ def pretrain(config, verbose="auto"):
     if objective == "causal":
         from tfllm.training.causal_lm import train_causal_lm
 
-        train_causal_lm(config)
+        train_causal_lm(config, verbose=verbose)  # verbose=0 is silent here too, as train_causal_lm's alone
         return runs.read_json(runs.path(config.run_dir, runs.METRICS))
     if objective == "vectors":
         return pretrain_vectors(config)
