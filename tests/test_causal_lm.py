@@ -1067,7 +1067,7 @@ def test_a_generator_run_names_the_text_its_vocabulary_leaves_out(tmp_path, caps
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["causal"])
+@pytest.mark.parametrize("objective", ["causal", "mlm"])
 def test_pretrain_verbose_0_prints_nothing_and_notes_are_warnings(tmp_path, capfd, objective):
     """`pretrain(objective="causal", verbose=0)` did not pass verbose on (Keras' bars and tfllm's lines printed,
     in the command's spelling: "cut by --max-rows"); the masked LM printed "Masked-LM pretraining on ..." and

@@ -717,7 +717,11 @@ def test_masked_lm_pretraining_says_how_much_of_long_documents_it_never_reads():
     note = long_document_note(docs, words, 16)
     assert note.startswith("tfllm: note: 1 of the 4 training documents are longer than the masked LM's window "
                            "of 14 tokens (sequence_length 16): 42% of their tokens (30% of all) are never read."), note
-    assert "Split the text into shorter lines" in note and "raise --set sequence_length (now 16" in note
+    assert "Split the text into shorter lines" in note and "raise it with --set sequence_length=N (now 16" in note
+    # A Python caller is told its own argument (the note was a print in the command's spelling, unfilterable).
+    from tfllm.errors import python_spelling
+
+    assert "raise it with overrides={'sequence_length': N} (now 16" in python_spelling(note)
     assert "up to this preset's 512 positions" in long_document_note(docs, words, 16, positions=512)
     assert "at this preset's 16 positions already" in long_document_note(docs, words, 16, positions=16)
     assert long_document_note(docs[:3], words, 16) is None  # every document fits: nothing said

@@ -1588,3 +1588,14 @@ def test_a_damaged_translation_run_is_one_line(trained_run, tmp_path, capsys):
     assert err.count("\n") == 1 and f"{str(run_dir)!r} cannot be loaded" in err, err
     with pytest.raises(UserInputError, match="cannot be loaded"):
         translate(str(run_dir), ["一二"])
+
+
+@pytest.mark.slow
+def test_verbose_0_trains_without_a_line_of_output(pairs_csv, tmp_path, capfd):
+    """`train_seq2seq(..., verbose=0)` silenced Keras' progress bars but still printed its "Data: ..." line."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.seq2seq import train_seq2seq
+
+    train_seq2seq(TrainConfig(task="translate", data=pairs_csv, source_column="zh", target_column="en",
+                              preset="tiny", epochs=1, run_dir=str(tmp_path / "run")), verbose=0)
+    assert capfd.readouterr().out == ""

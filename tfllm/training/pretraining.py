@@ -17,7 +17,6 @@ masked LM learn nothing (docs/benchmarks.md, "Few labels").
 
 import math
 import os
-import sys
 import time
 
 import keras
@@ -25,7 +24,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfllm import runs, tokenizers, word_vectors
+from tfllm import errors, runs, tokenizers, word_vectors
 from tfllm.data import preprocess, untuned
 from tfllm.datasets.text import check_text_column, load_documents
 from tfllm.errors import UserInputError
@@ -227,11 +226,11 @@ def long_document_note(documents, tokenize, sequence_length, positions=None, see
     measured = (f"{len(long):,} of the {len(sample):,} training documents" if len(sample) == total else
                 f"{len(long):,} of a sample of {len(sample):,} of the {total:,} training documents")
     if positions and sequence_length >= positions:
-        longer = f" (--set sequence_length is at this preset's {positions} positions already)"
-    elif positions:
-        longer = f", or raise --set sequence_length up to this preset's {positions} positions"
+        longer = f" (sequence_length is at this preset's {positions} positions already)"
+    elif positions:  # `--set sequence_length=N`: a Python caller reads `overrides={'sequence_length': N}` (note)
+        longer = f", or raise it with --set sequence_length=N up to this preset's {positions} positions"
     else:
-        longer = f", or raise --set sequence_length (now {sequence_length}; each step costs more)"
+        longer = f", or raise it with --set sequence_length=N (now {sequence_length}; each step costs more)"
     return (f"tfllm: note: {measured} are longer than the masked LM's window of {window} tokens "
             f"(sequence_length {sequence_length}): {unread / long.sum():.0%} of their tokens "
             f"({unread / lengths.sum():.0%} of all) are never read. Split the text into shorter lines "
@@ -282,8 +281,8 @@ def pretrain(config, verbose="auto"):
         note = long_document_note(train_docs, preprocessor.tokenizer, preprocessor.sequence_length,
                                   common.preset_positions(config.from_preset) if config.from_preset else None,
                                   seed=config.seed or 0)
-        if note:
-            print(note, file=sys.stderr)
+        if note:  # a filterable TfllmWarning to a Python caller, in its names; the command's line to a command
+            errors.note(note, python=note.removeprefix("tfllm: note: "))
         if not config.from_preset:
             common.warn_unknown_in_own_vocabulary(preprocessor.tokenizer, _sample_ids(train_docs, preprocessor.tokenizer,
                                                                                        config.seed or 0),
@@ -296,8 +295,9 @@ def pretrain(config, verbose="auto"):
         start = time.perf_counter()
         # Measured as fit ends and kept in the backup: a run resumed after that reports its training's seconds.
         common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
-        print(f"Masked-LM pretraining on {len(train_docs)} documents ({len(val_docs)} held out), "
-              f"{epochs * preset['eval_interval']} steps")
+        if verbose:  # verbose=0 silences tfllm's progress lines as it does Keras' (train_classifier)
+            print(f"Masked-LM pretraining on {len(train_docs)} documents ({len(val_docs)} held out), "
+                  f"{epochs * preset['eval_interval']} steps")
         evaluated = common.dataset_batches(val_ds, epochs + 1)  # each epoch's validation, then the final one
         with common.unknown_length_ok(), common.preprocessed(model), \
                 common.eager_evaluation(model, evaluated, strategy):

@@ -312,7 +312,8 @@ def train_seq2seq(config, verbose="auto"):
     # Everything that can fail on bad input happens before the run directory is touched.
     common.check_run_dir(config)
     data = load_data(config, preset, training=True)
-    print(describe(data), flush=True)
+    if verbose:  # verbose=0 silences tfllm's progress lines as it does Keras' (train_classifier)
+        print(describe(data), flush=True)
     warn_about_small_splits(config.data, data, "source text")  # chrF and exact match of a few are noise
     keras.utils.set_random_seed(config.seed)
     run_dir = common.worker_run_dir(config.run_dir, strategy)
