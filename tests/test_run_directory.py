@@ -465,6 +465,21 @@ def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys
     assert "its backup is kept: once the cause is fixed, run the same command again" in capsys.readouterr().err
 
 
+def test_the_interrupted_warning_points_at_the_callers_line_not_contextlib(tmp_path):
+    """`errors.warn` skips tfllm's frames to reach the caller, but the warning raised in `guarded_run`'s exit
+    passes through contextlib's `__exit__` and read "contextlib.py:158: TfllmWarning: Interrupted. ..."."""
+    from tfllm import errors
+    from tfllm.training import common
+
+    run_dir = tmp_path / "run"
+    (run_dir / "backup").mkdir(parents=True)
+    (run_dir / "backup" / "latest.weights.h5").write_bytes(b"")  # what `runs.has_backup` looks for
+    with pytest.raises(KeyboardInterrupt), pytest.warns(errors.TfllmWarning, match="Interrupted. Call") as caught:
+        with common.guarded_run(str(run_dir), resume=False):
+            raise KeyboardInterrupt
+    assert [w.filename for w in caught] == [__file__]
+
+
 def test_a_lost_worker_is_one_line_saying_to_rerun_every_worker(tmp_path, capsys):
     """The surviving worker of a multi-worker run printed a screen of gRPC traceback ("Collective ops is aborted
     by: failed to connect to all addresses ... Connection refused") when its peer was killed."""

@@ -1,6 +1,7 @@
 """The exception a user sees for bad input, the warning for input that runs but may mislead, the one for a
 full disk, the check for an optional extra, and the record of a Ctrl-C or `kill` that stops a command."""
 
+import contextlib
 import errno
 import importlib.util
 import os
@@ -142,7 +143,10 @@ def warn(message):
     if not command_running:  # as UserInputError's: a notebook is told data=, not --data
         message = python_spelling(message)
     level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    # contextlib's frames too: a warning from the exit of a tfllm `with` block (training's "Interrupted. Call
+    # the same function again") was attributed to contextlib.py's `__exit__` line, not the caller's.
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
+                                 or frame.f_code.co_filename == contextlib.__file__):
         level, frame = level + 1, frame.f_back
     warnings.warn(message, TfllmWarning, stacklevel=level if frame is not None else 2)
 
