@@ -1077,3 +1077,24 @@ def test_a_run_interrupted_after_an_epochs_validation_logs_that_epochs_evaluatio
                 steps.setdefault(value.tag, []).append(event.step)
     assert steps["evaluation_loss_vs_iterations"] == [2, 4, 6, 8]  # each epoch's 2 steps, once
     assert steps["epoch_loss"] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_bad_dtype_or_kind_names_the_argument_not_a_damaged_run(tiny_classifier_run):
+    """`load_task(run, dtype="bogus")` and a kind that does not fit the run said the (healthy) run "cannot be
+    loaded ...; restore its files from a copy, or train it again"; kind="foo" was an AttributeError."""
+    import keras_hub
+
+    from tfllm import runs
+
+    with pytest.raises(UserInputError, match=r"^dtype='bogus' is not a Keras dtype policy; pass one such as"):
+        runs.load_task(tiny_classifier_run, dtype="bogus")
+    for kind in ("foo", keras_hub.models.Task):
+        with pytest.raises(UserInputError, match=r"is not a KerasHub task class; pass one such as"):
+            runs.load_task(tiny_classifier_run, kind=kind)
+    with pytest.raises(UserInputError, match=r"holds a text classifier \(a TextClassifier\), which kind=CausalLM "
+                                             r"cannot load; pass kind=keras_hub.models.TextClassifier or leave kind "
+                                             r"out, or use tfllm.predict\.$"):
+        runs.load_task(tiny_classifier_run, kind=keras_hub.models.CausalLM)
+    assert isinstance(runs.load_task(tiny_classifier_run, kind=keras_hub.models.TextClassifier, dtype="float32"),
+                      keras_hub.models.TextClassifier)

@@ -563,20 +563,39 @@ def load_task(run_dir, kind=None, dtype=None):
 
 
 def _load_task(run_dir, kind, dtype):
+    import keras
     import keras_hub
 
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
     if isinstance(run_dir, os.PathLike):  # KerasHub's from_preset takes only a str
         run_dir = os.fspath(run_dir)
+    # The arguments are checked before loading: inside `loading` a bad one read as a damaged run ("restore its
+    # files from a copy, or train it again"), and kind="foo" was an AttributeError on `from_preset`.
+    if dtype is not None:
+        try:
+            keras.dtype_policies.get(dtype)
+        except (ValueError, TypeError):
+            raise UserInputError(f"dtype={dtype!r} is not a Keras dtype policy; pass one such as 'float32', "
+                                 "'bfloat16' or 'mixed_bfloat16', or leave it out (the run's own).") from None
+    if kind is not None and not (isinstance(kind, type) and issubclass(kind, keras_hub.models.Task)
+                                 and kind is not keras_hub.models.Task):  # Task.from_preset refuses itself
+        raise UserInputError(f"kind={kind!r} is not a KerasHub task class; pass one such as "
+                             "keras_hub.models.TextClassifier, or leave it out (the run's own task).")
     with loading(run_dir):  # a weights file cut short, a config that does not parse: one line
         task = task_of(run_dir)
-        if kind is None:
-            kind = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM,
-                    "translate": keras_hub.models.Seq2SeqLM}.get(task)
-            if kind is None:
-                objective = read_config(run_dir).get("objective")
-                kind = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM
+        own = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM,
+               "translate": keras_hub.models.Seq2SeqLM}.get(task)
+        if own is None:
+            objective = read_config(run_dir).get("objective")
+            own = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM
+        if kind is not None and not (issubclass(own, kind) or issubclass(kind, own)):
+            use = {"classify": "tfllm.predict", "generate": "tfllm.generate", "translate": "tfllm.translate"}.get(task)
+            raise UserInputError(f"{run_dir!r} holds {TASK_NAMES.get(task, task)} (a {own.__name__}), which "
+                                 f"kind={kind.__name__} cannot load; pass "
+                                 f"kind=keras_hub.models.{own.__name__} or leave kind out"
+                                 f"{f', or use {use}' if use else ''}.")
+        kind = kind or own
         # keras-hub 0.32's from_preset checks a saved dtype policy with `is_float_dtype`, which
         # raises on a mixed policy ("Invalid dtype: mixed_bfloat16"; no upstream issue found):
         # naming the run's own policy skips that check and loads the model as it was trained.
