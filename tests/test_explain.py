@@ -609,6 +609,11 @@ def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):
     assert main(["explain", tiny_classifier_run, TEXT, "  "]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Text 2 is empty" in err
+    # A Python caller is shown the call, not the command (it read `tfllm explain RUN_DIR "..."`).
+    from tfllm import explain
+
+    with pytest.raises(UserInputError, match=r'e\.g\. `tfllm\.explain\(RUN_DIR, "a joyous, moving film"\)`\.$'):
+        explain(tiny_classifier_run, "")
 
 
 def test_an_empty_prompt_for_a_generator_gets_a_prompt_for_an_example(generator_run, capsys):

@@ -236,6 +236,12 @@ def test_a_pathlib_run_directory_loads_as_its_str_does(untrained_run):
         load_generator(path.parent / "missing")
     with pytest.raises(UserInputError, match=r"^'[^']*' holds a text generator, not a text classifier"):
         require_task(path, "classify")
+    from tfllm.export.saved_model import export_classifier
+
+    # export_classifier named no way on (predict does): it names the generator's exporter.
+    with pytest.raises(UserInputError, match=r"holds a text generator, not a text classifier\. Export it with "
+                                             r"tfllm\.export\.causal_lm\.export_causal_lm\(run_dir, name\)\.$"):
+        export_classifier(path, "gen", base_dir=str(path.parent / "savedmodels"))
     assert load_generator(path).generate(["Be"], max_new_tokens=3, seed=1) == \
         load_generator(str(untrained_run)).generate(["Be"], max_new_tokens=3, seed=1)
 

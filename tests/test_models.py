@@ -579,6 +579,25 @@ def test_a_vocabulary_that_leaves_out_most_of_the_text_is_warned_about_not_one_t
             assert f"Raise vocabulary_size with overrides={{'vocabulary_size': N}} (now {size})." in messages[0]
 
 
+def test_a_generators_few_unknown_tokens_name_generate_as_the_caller_calls_it():
+    """A generator's text with a few [UNK]: the warning said "tfllm generate refuses prompts" to a Python caller."""
+    import warnings
+
+    from tfllm.errors import TfllmWarning
+    from tfllm.tokenizers import train_tokenizer
+    from tfllm.training.common import warn_unknown_in_own_vocabulary
+    from tfllm.training.pretraining import _sample_ids
+
+    texts = ["".join(chr(0x4E00 + (i * 7 + j) % 300) for j in range(12)) for i in range(100)]
+    texts += ["一" * 11 + chr(0x5000 + i) for i in range(10)]  # 10 characters seen once: left out of 300 tokens
+    tokenizer = train_tokenizer(texts, "wordpiece", 300)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_unknown_in_own_vocabulary(tokenizer, _sample_ids(texts, tokenizer), 300, text="\n".join(texts))
+    messages = [str(w.message) for w in caught if issubclass(w.category, TfllmWarning)]
+    assert len(messages) == 1 and "leaves that text out, and tfllm.generate refuses prompts" in messages[0], messages
+
+
 @pytest.mark.slow
 def test_masked_lm_pretraining_warns_when_most_training_tokens_are_unknown(tmp_path, capsys):
     from tfllm.cli import main

@@ -1098,3 +1098,18 @@ def test_a_bad_dtype_or_kind_names_the_argument_not_a_damaged_run(tiny_classifie
         runs.load_task(tiny_classifier_run, kind=keras_hub.models.CausalLM)
     assert isinstance(runs.load_task(tiny_classifier_run, kind=keras_hub.models.TextClassifier, dtype="float32"),
                       keras_hub.models.TextClassifier)
+
+
+def test_an_interrupted_run_tells_a_python_caller_to_call_its_training_function_again(tmp_path, monkeypatch):
+    """`tfllm.predict` on an interrupted run said "Run its training command again": a notebook ran no command."""
+    from tfllm import errors, runs
+
+    run_dir = str(tmp_path / "p")
+    runs.write_json(runs.path(run_dir, runs.RUN_CONFIG), {})  # interrupted after its first backup
+    runs.write_json(os.path.join(runs.path(run_dir, runs.BACKUP), "training_metadata.json"), {})
+    with pytest.raises(UserInputError, match=r"did not finish\. Call its training function again with the same "
+                                             r"arguments to resume it\.$"):
+        runs.check_finished(run_dir)
+    monkeypatch.setattr(errors, "command_running", True)
+    with pytest.raises(UserInputError, match=r"did not finish\. Run its training command again to resume it\.$"):
+        runs.check_finished(run_dir)

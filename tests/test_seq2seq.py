@@ -1599,3 +1599,12 @@ def test_verbose_0_trains_without_a_line_of_output(pairs_csv, tmp_path, capfd):
     train_seq2seq(TrainConfig(task="translate", data=pairs_csv, source_column="zh", target_column="en",
                               preset="tiny", epochs=1, run_dir=str(tmp_path / "run")), verbose=0)
     assert capfd.readouterr().out == ""
+
+
+def test_translating_with_a_classifier_says_how_to_train_a_translator_in_the_callers_words(tiny_classifier_run):
+    """A Python caller was told to run `tfllm train --task translate`."""
+    from tfllm.translation import translate
+
+    with pytest.raises(UserInputError, match=r"holds a text classifier, not a translation model; train one with "
+                                             r"tfllm\.training\.seq2seq\.train_seq2seq\(TrainConfig\(task=\"translate\""):
+        translate(tiny_classifier_run, ["你好"])

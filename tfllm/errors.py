@@ -151,10 +151,11 @@ def warn(message):
     warnings.warn(message, TfllmWarning, stacklevel=level if frame is not None else 2)
 
 
-def spelled(message):
-    """`message` in the caller's names: a command's flags while one runs, Python's (`python_spelling`) otherwise;
-    for a progress line that names an option (a notebook read "cut by --max-rows")."""
-    return message if command_running else python_spelling(message)
+def spelled(message, python=None):
+    """`message` in the caller's names: a command's flags while one runs, Python's otherwise (`python`, else
+    `python_spelling`): for a progress line that names an option (a notebook read "cut by --max-rows"), and for
+    words a flag's rename does not cover ("run its training command again": call its training function)."""
+    return message if command_running else python or python_spelling(message)
 
 
 def note(message, python=None, file=None):

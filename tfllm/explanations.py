@@ -984,8 +984,9 @@ def empty_text_message(generator, run_dir="RUN_DIR"):
     if generator:
         # `tfllm generate RUN ""` starts a new document; its next token follows no prompt token to attribute to.
         return ("a generator's next token is explained by the prompt's tokens, and an empty prompt (a new "
-                f"document, for tfllm generate) has none; pass a prompt, e.g. tfllm explain {run_dir} \"Once upon a\".")
-    return f"pass the texts to explain, e.g. tfllm explain {run_dir} \"a joyous, moving film\"."
+                f"document, for tfllm generate) has none; pass a prompt, e.g. `tfllm explain {run_dir} \"Once upon a\"`.")
+    # In backticks: a command that `errors.python_spelling` shows a Python caller as the call.
+    return f"pass the texts to explain, e.g. `tfllm explain {run_dir} \"a joyous, moving film\"`."
 
 
 def load_explainer(run_dir):

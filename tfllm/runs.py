@@ -33,6 +33,7 @@ import stat
 import tempfile
 import threading
 
+from tfllm import errors
 from tfllm.config import TrainConfig
 from tfllm.errors import UserInputError
 
@@ -425,8 +426,9 @@ def check_finished(run_dir):
                     f"run it was to replace, kept in {previous!r} until then.")
             raise UserInputError(f"{run_dir!r} holds a run that was stopped before its first backup: run its "
                                  "training command again (it starts over).")
-        raise UserInputError(f"{run_dir!r} holds a run that did not finish. Run its training command again to "
-                             f"resume it.{kept}")
+        again = errors.spelled("Run its training command again",  # a notebook has no command: it called a function
+                               python="Call its training function again with the same arguments")
+        raise UserInputError(f"{run_dir!r} holds a run that did not finish. {again} to resume it.{kept}")
 
 
 VOCABULARY_FILE = os.path.join("assets", "tokenizer", "vocabulary.txt")

@@ -561,8 +561,10 @@ def load_translator(run_dir, jit_compile=True):
     """The `Translator` of a finished translation run directory."""
     task = runs.task_of(run_dir)
     if task != "translate":
+        how = errors.spelled("`tfllm train --task translate`",  # a notebook trains with a function, not a command
+                             python="tfllm.training.seq2seq.train_seq2seq(TrainConfig(task=\"translate\", ...))")
         raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES.get(task, task)}, not a translation model; "
-                             "train one with `tfllm train --task translate`.")
+                             f"train one with {how}.")
     # No `warnings.catch_warnings()`: not thread-safe, it left "ignore" on for the process (`load_generator`).
     with runs.loading(run_dir):
         model = runs.load_translation_task(run_dir)

@@ -77,7 +77,13 @@ def classifier_archive(model, label_names):
 
 def export_classifier(run_dir, name, base_dir="savedmodels", warmup_texts=None):
     """Writes `base_dir/name/<next version>/` atomically; returns its path."""
-    runs.require_task(run_dir, "classify")
+    # export_classifier is Python's alone (`tfllm export` picks the exporter by the run's task): name the one to call.
+    task = runs.task_of(run_dir)
+    if task == "pretrain" and runs.read_config(run_dir).get("objective") == "causal":
+        task = "generate"  # a causal pretraining run is a text generator
+    exporter = {"generate": "tfllm.export.causal_lm.export_causal_lm",
+                "translate": "tfllm.export.seq2seq.export_seq2seq"}.get(task)
+    runs.require_task(run_dir, "classify", hint=f"Export it with {exporter}(run_dir, name)." if exporter else "")
     model = runs.load_task(run_dir, dtype="float32")  # see load_task: exports compute in float32
     archive = classifier_archive(model, runs.read_labels(run_dir))
     texts = warmup_texts or ["a wonderful, moving film", "dull and far too long"]

@@ -228,8 +228,8 @@ def warn_unknown_in_own_vocabulary(tokenizer, ids, vocabulary_size, what="traini
         examples = f" ({', '.join(repr(u) for u in unseen[:5])}{', ...' if len(unseen) > 5 else ''})" if unseen else ""
     if share <= OWN_UNKNOWN_SHARE:
         errors.warn(f"{share:.1%} of the tokens of the {what} are [UNK]{examples}: a vocabulary of "
-                    f"{tokenizer.vocabulary_size()} tokens leaves that text out, and tfllm generate refuses prompts "
-                    f"holding it. {raise_it}")
+                    f"{tokenizer.vocabulary_size()} tokens leaves that text out, and "
+                    f"{errors.spelled('tfllm generate', python='tfllm.generate')} refuses prompts holding it. {raise_it}")
         return
     errors.warn(f"{share:.0%} of the tokens of the {what} are [UNK]{examples}: a vocabulary of "
                 f"{tokenizer.vocabulary_size()} tokens leaves out most of its text, so the model learns [UNK] for "
