@@ -246,6 +246,7 @@ def test_attention_names_no_target_it_would_refuse(tiny_classifier_run, tmp_path
     assert "<b>explaining:</b> where the model looks" in page.read_text() and "None" not in page.read_text()
 
 
+@pytest.mark.slow
 def test_training_logs_explained_held_out_texts(tiny_classifier_run):
     import os
 

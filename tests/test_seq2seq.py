@@ -125,6 +125,7 @@ def test_xla_decodes_only_many_sources_at_once_and_decodes_them_as_without(monke
     assert not Translator(model, jit_compile=False)._xla(sources)  # never, when told not to
 
 
+@pytest.mark.slow
 def test_decoding_encodes_once_and_runs_one_position_per_step(monkeypatch):
     model, _ = tiny_model(seed=3)
     calls = {"encoder": 0, "decoder_lengths": []}
@@ -244,6 +245,7 @@ def test_label_smoothing_loss_matches_keras_categorical_crossentropy():
         np.testing.assert_allclose(float(ours), float(keras_loss), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_loss_is_the_mean_over_target_tokens_not_over_padding_slots(smoothing):
     # Keras' default reduction divided by every decoder slot, padding included: a cedict run's
@@ -546,6 +548,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, rows,
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["\u200b", "\x01", " \u200b\u200b "])
 def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
     # WordPiece drops control and zero-width characters: the source was [BOS] [EOS] alone, and translate printed
@@ -1233,6 +1236,7 @@ def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trai
     assert answer == expected  # one output: TF Serving's columnar answer is the bare batch
 
 
+@pytest.mark.slow
 def test_wordpiece_outputs_join_ideographs_in_and_out_of_the_graph():
     from tfllm.models.seq2seq_lm import output_text
 
@@ -1309,6 +1313,7 @@ def test_labels_beyond_the_output_vocabulary_become_unknown():
     assert len(labels) == len("one six") + 1  # every character and [EOS], none dropped
 
 
+@pytest.mark.slow
 def test_length_buckets_keep_every_pair_and_drop_only_padding():
     model, _ = tiny_model(seed=0)
     pairs = make_pairs(120)
@@ -1509,6 +1514,7 @@ def test_translate_num_beams_below_one_is_refused_not_greedy(trained_run, capsys
     assert exit_info.value.code == 2 and "argument --num-beams: must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_translate_refuses_a_bool_and_keeps_warnings_short():
     model, _ = tiny_model(seed=2)
     translator = Translator(model, jit_compile=False)
