@@ -1182,6 +1182,42 @@ def test_tfllm_evaluate_loads_a_run_once_per_process(tiny_classifier_run, tmp_pa
     assert tfllm.evaluate(run_dir) == first and len(loads) == 2
 
 
+def test_threads_predicting_from_one_run_at_once_load_it_once(tiny_classifier_run, tmp_path, monkeypatch):
+    """Two threads that missed the cache of loaded runs at once each loaded the run (twice the seconds and
+    memory); the second now waits for the first's load and uses it. A retrained run still loads again."""
+    import shutil
+    import threading
+    import time
+
+    import tfllm
+    from tfllm import prediction
+
+    run_dir = str(shutil.copytree(tiny_classifier_run, tmp_path / "run"))
+    tfllm.clear_cache()
+    loads, load = [], prediction._Loaded
+
+    def counted(path):
+        loads.append(path)
+        time.sleep(0.5)  # a load takes seconds: the other thread misses the cache meanwhile
+        return load(path)
+
+    monkeypatch.setattr(prediction, "_Loaded", counted)
+    barrier, results = threading.Barrier(2), []
+
+    def predict():
+        barrier.wait()
+        results.append(tfllm.predict(run_dir, ["a good film"]))
+
+    threads = [threading.Thread(target=predict) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and results[0] == results[1] and len(loads) == 1
+    os.utime(os.path.join(run_dir, "config.json"), ns=(1, 1))  # as a retrained run's files change
+    assert tfllm.predict(run_dir, ["a good film"]) == results[0] and len(loads) == 2
+
+
 def test_predict_file_stdin_drops_a_byte_order_mark(tiny_classifier_run, capsys, monkeypatch):
     """`predict RUN --file -` kept the UTF-8 byte-order mark a Windows tool writes on its first text
     ("\\ufeffa joyous film"), where a file's is dropped; `translate --file -` reads stdin the same way."""

@@ -172,18 +172,31 @@ def _registered(cache):
     return cache
 
 
+# One lock per (cache, run directory): two threads that missed the cache at once (a notebook's thread pool
+# calling `tfllm.predict` on one run) each loaded it, twice the seconds and memory; the second now waits for
+# the first's load and takes it. Other runs, and other caches' loads of this run, do not wait.
+_RUN_LOCKS = {}
+_RUN_LOCKS_LOCK = threading.Lock()
+
+
+def _run_lock(cache, key):
+    with _RUN_LOCKS_LOCK:
+        return _RUN_LOCKS.setdefault((id(cache), key), threading.RLock())  # caches live as long as the process
+
+
 def load_cached(cache, run_dir, load, size=RUNS_KEPT):
-    """`load(run_dir)`, kept in `cache` per run directory: loaded once per process, and again only when
-    the directory's files change (a retrained run), or when `size` other runs were used since (the least
-    recently used goes first)."""
+    """`load(run_dir)`, kept in `cache` per run directory: loaded once per process (threads asking at once
+    wait for one load), and again only when the directory's files change (a retrained run), or when `size`
+    other runs were used since (the least recently used goes first)."""
     key = os.path.realpath(run_dir)
-    signature = files_signature(key)
-    hit = _registered(cache).pop(key, None)  # put back last: the most recently used
-    if hit is None or hit[0] != signature or signature is None:
-        hit = (signature, load(run_dir))
-    cache[key] = hit
+    with _run_lock(cache, key):
+        signature = files_signature(key)
+        hit = _registered(cache).pop(key, None)  # put back last: the most recently used
+        if hit is None or hit[0] != signature or signature is None:
+            hit = (signature, load(run_dir))
+        cache[key] = hit
     while len(cache) > size:
-        cache.pop(next(iter(cache)))
+        cache.pop(next(iter(cache)), None)  # another thread may have dropped it first
     return hit[1]
 
 
