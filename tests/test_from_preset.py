@@ -409,6 +409,26 @@ def test_preset_tflite_exports_record_the_tokenizer_s_unknown_id(preset_tflite_e
     assert gpt2["unknown"] is None and "token for every byte" in gpt2["unknown_none"]
 
 
+def test_a_prompt_of_words_a_wordpiece_preset_has_no_piece_for_is_refused_as_tfllm_s_own_tokenizers_refuse_it():
+    """`Generator.unk_id` and the prompt check (`tfllm generate`, its `--tflite` path) read `unk_token_id` only,
+    which KerasHub's BertTokenizer lacks (its [UNK] is its WordPiece `oov_token`): a prompt of unknown words went
+    in as [UNK] ids, where tfllm's own tokenizers refuse it naming the words."""
+    from lm_utils import tiny_lm
+
+    from tfllm.export.tflite_causal_lm import _text_codec
+    from tfllm.generation import Generator
+
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat"])
+    assert not hasattr(tokenizer, "unk_token_id")
+    generator = Generator(tiny_lm(tokenizer.vocabulary_size()), tokenizer, jit_compile=False)
+    assert generator.unk_id == 1
+    assert list(generator.encode("the cat")) == [5, 6]
+    encode, _ = _text_codec(tokenizer)
+    for check in (generator.encode, encode):
+        with pytest.raises(UserInputError, match="dog"):
+            check("the dog")
+
+
 @pytest.mark.slow
 def test_preset_tflite_exports_say_how_to_tokenize(preset_tflite_exports):
     """The BERT classifier's and the GPT-2 generator's metadata.json had no `tokenizing` section: now each names

@@ -31,7 +31,7 @@ from tfllm.config import (CJK_CLASS, WORDPIECE_SUFFIX, is_suffix_piece, join_cjk
                           wordpiece_completion)
 from tfllm.errors import UserInputError
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, marks_word_starts,
-                              prompt_start_ids, special_token_ids)
+                              prompt_start_ids, special_token_ids, unknown_token_id)
 
 MAX_PROMPTS = 256
 STREAM_CHUNK = 64  # new tokens per compiled call when streaming
@@ -309,7 +309,7 @@ def unseen_text(tokenizer, text, most=None):
     if isinstance(tokenizer, CharacterTokenizer):
         known = set(tokenizer.get_vocabulary())
         return list(dict.fromkeys(c for c in text if c not in known))[:most]
-    unk_id = getattr(tokenizer, "unk_token_id", None)
+    unk_id = unknown_token_id(tokenizer)
     words, found = list(dict.fromkeys(_WORDS.findall(text))), []
     for start in range(0, len(words), _MOST_WORDS):
         found += _unseen_words(tokenizer, " ".join(words[start:start + _MOST_WORDS]), unk_id)
@@ -320,8 +320,10 @@ def unseen_text(tokenizer, text, most=None):
 
 def refuse_unseen(tokenizer, prompt, ids):
     """Refuses a prompt whose token `ids` hold the tokenizer's unknown id: text it has no token for (for a
-    character tokenizer, the characters are named). `tfllm generate` and `tfllm explain` refuse it alike."""
-    unk_id = getattr(tokenizer, "unk_token_id", None)
+    character tokenizer, the characters are named). `tfllm generate` and `tfllm explain` refuse it alike.
+    The unknown id is the tokenizer's own wherever it keeps it (`tokenizers.unknown_token_id`): a KerasHub
+    BertTokenizer has no `unk_token_id`, and its prompts of unknown words went through as [UNK]."""
+    unk_id = unknown_token_id(tokenizer)
     if unk_id is None or not (np.asarray(ids) == unk_id).any():
         return
     if isinstance(tokenizer, CharacterTokenizer):
@@ -370,7 +372,7 @@ class Generator:
         self.slides = hasattr(model, "window_keep")
         # Special ids come from the tokenizer (tfllm's, or a KerasHub preset's own).
         self.end_id = int(tokenizer.end_token_id)
-        self.unk_id = getattr(tokenizer, "unk_token_id", None)
+        self.unk_id = unknown_token_id(tokenizer)  # WordPiece's oov_token, a SentencePiece model's own too
         self.special_ids = special_token_ids(tokenizer)
         self.banned_ids = never_emitted_ids(model, tokenizer)
         self.start_ids = prompt_start_ids(getattr(model, "preprocessor", None)) if start_ids is None else list(start_ids)
@@ -673,7 +675,7 @@ def sample_prompt(tokenizer, length, val_text, train_text):
     training text whose characters it has all; for another tokenizer, a stretch at one of `PROMPT_TRIES`
     places of the training text, of `length` characters or else a quarter of that.
     """
-    unk_id = getattr(tokenizer, "unk_token_id", None)
+    unk_id = unknown_token_id(tokenizer)
 
     def encodes(prompt):
         ids = np.asarray(keras.ops.convert_to_numpy(tokenizer.tokenize(prompt))).ravel()

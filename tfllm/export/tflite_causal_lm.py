@@ -271,10 +271,10 @@ def _text_codec(tokenizer, start_ids=(), document_ids=None):
     """
     from tfllm.generation import Generator
 
-    from tfllm.tokenizers import special_token_ids
+    from tfllm.tokenizers import special_token_ids, unknown_token_id
 
     special = special_token_ids(tokenizer)
-    holder = types.SimpleNamespace(tokenizer=tokenizer, unk_id=getattr(tokenizer, "unk_token_id", None),
+    holder = types.SimpleNamespace(tokenizer=tokenizer, unk_id=unknown_token_id(tokenizer),  # as Generator's
                                    special_ids=special, start_ids=list(start_ids))
 
     def encode(prompt):
