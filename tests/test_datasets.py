@@ -178,6 +178,10 @@ def test_spaces_around_labels_are_dropped_and_said_once(tmp_path, capsys, monkey
     monkeypatch.setattr(errors, "command_running", True)
     warn_about_labels("d.csv", load_classification_data(str(tmp_path / "d.csv"), labels=["fresh", "rotten"]))
     assert capsys.readouterr().err.count("had spaces around them") == 1
+    # "5.0" is read as "5" (one class with "5"), which is no label with spaces around it: no note.
+    numbers = load_classification_data(write_csv(tmp_path / "n.csv", [(f"t {i}", ["5.0", "1", "5", "1.0"][i % 4])
+                                                                     for i in range(40)]))
+    assert numbers.label_names == ["1", "5"] and numbers.spaced_labels == {}
 
 
 def test_json_true_false_labels_are_spelt_as_json_and_beside_0_1_are_named(tmp_path):

@@ -843,7 +843,8 @@ def load_classification_data(
 
     spaced = {}
     for i in keep:
-        if isinstance(label_values[i], str) and label_values[i] != raw_labels[i]:
+        # Spaces only: "1.0" read as "1" is a number's spelling, not a label with spaces around it.
+        if isinstance(label_values[i], str) and label_values[i] != label_values[i].strip():
             spaced[label_values[i]] = spaced.get(label_values[i], 0) + 1
     return ClassificationData(make(named["train"]), make(named["val"]), make(named["test"]), list(label_names),
                               spaced_labels=spaced)
