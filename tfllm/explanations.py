@@ -788,21 +788,23 @@ class Explainer:
             token_positions.append(positions)
         batch = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
         rows = np.asarray(self._probabilities_of(self.model(batch, training=False), batch))
+        starts = np.cumsum([0] + [1 + len(positions) for positions in token_positions[:-1]])  # the whole rows
+        targets = [self._top(rows[first])[0] for first in starts]
+        # The views as `explain` scores them: without them TensorBoard showed a view-heavy model's ~0 token
+        # scores with no word that the views carried the label. One eager call per view for every text.
+        views = self.view_occlusions({k: v[starts] for k, v in batch.items()}, targets, rows[starts])
         seconds = (time.perf_counter() - start) / len(prepared)
-        explanations, first = [], 0
-        for (text, x, ids, is_text), positions in zip(prepared, token_positions):
+        explanations = []
+        for (text, x, ids, is_text), positions, first, target_index, text_views in zip(
+                prepared, token_positions, starts, targets, views):
             probabilities, dropped = rows[first], rows[first + 1:first + 1 + len(positions)]
-            first += 1 + len(positions)
-            target_index = self._top(probabilities)[0]
             per_token = np.zeros(len(ids))
             per_token[positions] = probabilities[target_index] - dropped[:, target_index]
             explanation = self._explanation(text, "occlusion", ids, is_text, probabilities, target_index,
                                             per_token, seconds)
             explanation.tokens_left_out = self._tokens_left_out(text, is_text)
             explanation.spans = self.spans(text, explanation.tokens)
-            # The views as `explain` scores them (one eager call per view): without them TensorBoard showed a
-            # view-heavy model's ~0 token scores with no word that the views carried the label.
-            explanation.views = self.view_occlusion(x, target_index, probabilities) or None
+            explanation.views = text_views or None
             explanations.append(explanation)
         return explanations
 
@@ -855,14 +857,21 @@ class Explainer:
     def view_occlusion(self, x, target_index, probabilities):
         """`{view: score}`: the target's probability minus its probability with that view of the raw text
         left out (its n-grams' weights zero, as for a text without n-grams)."""
+        return self.view_occlusions(x, [target_index], np.asarray(probabilities)[None])[0]
+
+    def view_occlusions(self, x, target_indices, probabilities):
+        """`view_occlusion` of each row of the batch `x` (one eager call per view): a `{view: score}` a row."""
         import keras
 
-        out = {}
+        out = [{} for _ in target_indices]
+        rows = np.arange(len(target_indices))
         silent = _forward_only(lambda original, *args, **kwargs: keras.ops.zeros_like(original(*args, **kwargs)))
         for view in dict.fromkeys(view for _, view in self._views):  # an ensemble: every member's layer of it
             with _replaced_calls({layer: silent for layer, v in self._views if v == view}):  # eager: nothing traced
-                without = np.asarray(self._probabilities_of(self.model(x, training=False), x))[0]
-            out[view] = float(probabilities[target_index] - without[target_index])
+                without = np.asarray(self._probabilities_of(self.model(x, training=False), x))
+            scores = probabilities[rows, target_indices] - without[rows, target_indices]
+            for row, score in zip(out, scores):
+                row[view] = float(score)
         return out
 
     @staticmethod
