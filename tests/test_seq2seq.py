@@ -76,6 +76,22 @@ def tiny_model(seed=0, **overrides):
     return own_model(preset, tokenizer), preset
 
 
+@pytest.fixture(scope="module")
+def translator_seed_2():
+    """An untrained tiny model's Translator (seed 2, no XLA) for the tests that only translate with it: its
+    decoding functions are traced once for them all, not once per test. Untrained, every token is likely, so
+    sampling differs from greedy."""
+    model, _ = tiny_model(seed=2)
+    return Translator(model, jit_compile=False)
+
+
+@pytest.fixture(scope="module")
+def translator_seed_5():
+    """As translator_seed_2, from another seed's untrained model (the beam and language-model fusion tests')."""
+    model, _ = tiny_model(seed=5)
+    return Translator(model, jit_compile=False)
+
+
 def generate_inputs(model, sources, width):
     inputs = model.preprocessor.generate_preprocess(tf.constant(sources), decoder_sequence_length=width)
     return {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
@@ -150,9 +166,8 @@ def test_decoding_encodes_once_and_runs_one_position_per_step(monkeypatch):
 
 
 @pytest.mark.slow
-def test_beam_search_with_one_beam_equals_greedy():
-    model, _ = tiny_model(seed=5)
-    translator = Translator(model, jit_compile=False)
+def test_beam_search_with_one_beam_equals_greedy(translator_seed_5):
+    translator = translator_seed_5
     sources = ["一二三", "四", "五六七八"]
     greedy = translator.translate(sources, sampler="greedy", warn=False)
     beam = translator.translate(sources, sampler="beam", num_beams=1, warn=False)
@@ -180,9 +195,8 @@ def test_n_gram_model_is_normalised_backs_off_and_prefers_what_it_counted():
 
 
 @pytest.mark.slow
-def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing():
-    model, _ = tiny_model(seed=5)
-    translator = Translator(model, jit_compile=False)
+def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing(translator_seed_5):
+    translator = translator_seed_5
     sources = ["一二三", "四", "五六七八"]
     lm = translator.language_model(["two one"] * 5)
     for sampler, beams in (("greedy", None), ("beam", 3)):
@@ -548,16 +562,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, rows,
     assert not run_dir.exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("text", ["\u200b", "\x01", " \u200b\u200b "])
-def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
-    # WordPiece drops control and zero-width characters: the source was [BOS] [EOS] alone, and translate printed
-    # an empty line (or a made-up translation) with exit status 0, as `tfllm predict` no longer does.
+@pytest.fixture(scope="module")
+def wordpiece_translator():
+    """An untrained tiny model with a WordPiece tokenizer (no XLA), built once for the texts it is given."""
     keras.utils.set_random_seed(0)
     pairs = make_pairs(100)
     preset = resolve_preset("translate", "tiny")
     tokenizer = train_tokenizer([s for s, _ in pairs] + [t for _, t in pairs], "wordpiece", 200, lowercase=False)
-    translator = Translator(own_model(preset, tokenizer), jit_compile=False)
+    return Translator(own_model(preset, tokenizer), jit_compile=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["\u200b", "\x01", " \u200b\u200b "])
+def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(wordpiece_translator, text):
+    # WordPiece drops control and zero-width characters: the source was [BOS] [EOS] alone, and translate printed
+    # an empty line (or a made-up translation) with exit status 0, as `tfllm predict` no longer does.
+    translator = wordpiece_translator
     with pytest.raises(UserInputError, match="Text 2 to translate .* has nothing this model reads"):
         translator.translate(["一二", text])
     assert len(translator.translate(["一二"])) == 1
@@ -567,9 +587,8 @@ def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(text):
 
 
 @pytest.mark.slow
-def test_translate_refuses_empty_text_and_warns_about_long_sources():
-    model, _ = tiny_model(seed=2)
-    translator = Translator(model, jit_compile=False)
+def test_translate_refuses_empty_text_and_warns_about_long_sources(translator_seed_2):
+    translator = translator_seed_2
     # A space around a source was decoded as part of it (training, scoring and --file strip it); outputs are
     # stripped too (a character model's trailing spaces).
     first, *others = translator.translate(["一二", " 一二", "一二 "], warn=False)
@@ -613,13 +632,12 @@ def test_translate_refuses_empty_text_and_warns_about_long_sources():
 
 
 @pytest.mark.slow
-def test_seeded_sampling_gives_a_source_one_translation_whatever_the_batch():
+def test_seeded_sampling_gives_a_source_one_translation_whatever_the_batch(translator_seed_2):
     """Seeded top-k/top-p translations hung on the batch: with KerasHub's samplers (one random state per call,
     advanced by every row and batch) a source's text changed with batch_size and with its place among the
     sources (tour G: rows 3-6 of 6 differed at batch_size=2). Each row now samples with generation's
     per-row counter-based noise (OptionSampler), seeded by the call's seed and its source."""
-    model, _ = tiny_model(seed=2)  # untrained: every token is likely, so sampling differs from greedy
-    translator = Translator(model, jit_compile=False)
+    translator = translator_seed_2
     given = ["一二", "三四五", "六", "七八", "一", "二三", "四四", "五六七"]
     for sampler in ("top_k", "top_p"):
         options = dict(sampler=sampler, seed=5, max_new_tokens=6, warn=False)
@@ -841,24 +859,31 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_a_run_trained_on_a_txt_of_pairs_translates_a_csv_column_it_is_given(tmp_path, capsys):
-    """`tfllm translate RUN --file pairs.csv` of a run trained on a .txt of pairs: "data row 1 has no text column
-    'text'", a column the run never had; `translate --help` says the default is the run's source column."""
+def test_a_run_trained_on_a_txt_of_pairs_with_verbose_0_prints_nothing_and_translates_a_csv_column(tmp_path, capfd):
+    """Two behaviours of one training (each a training of its own before):
+    - `train_seq2seq(..., verbose=0)` silenced Keras' progress bars but still printed its "Data: ..." line: it
+      prints nothing now.
+    - `tfllm translate RUN --file pairs.csv` of a run trained on a .txt of pairs: "data row 1 has no text column
+      'text'", a column the run never had; `translate --help` says the default is the run's source column."""
+    from tfllm.config import TrainConfig
+    from tfllm.training.seq2seq import train_seq2seq
+
     pairs = make_pairs(60)
     (tmp_path / "pairs.txt").write_text("".join(f"{zh}\t{en}\n" for zh, en in pairs))
     write_csv(tmp_path / "pairs.csv", [(en, zh) for zh, en in pairs[:3]], header=("en", "zh"))
     run_dir = str(tmp_path / "run")
-    assert cli.main(["train", "--task", "translate", "--data", str(tmp_path / "pairs.txt"), "--preset", "tiny",
-                     "--epochs", "1", "--run-dir", run_dir]) == 0
-    capsys.readouterr()
+    capfd.readouterr()
+    train_seq2seq(TrainConfig(task="translate", data=str(tmp_path / "pairs.txt"), preset="tiny", epochs=1,
+                              run_dir=run_dir), verbose=0)
+    assert capfd.readouterr().out == ""
     assert cli.main(["translate", run_dir, "--file", str(tmp_path / "pairs.csv")]) == 2
-    assert capsys.readouterr().err == (f"tfllm: error: {str(tmp_path / 'pairs.csv')!r} has columns, and this run was "
-                                       "trained on a .txt of pairs, so its source has no column name; pass "
-                                       "--text-column (one of ['en', 'zh']).\n")
+    assert capfd.readouterr().err == (f"tfllm: error: {str(tmp_path / 'pairs.csv')!r} has columns, and this run was "
+                                      "trained on a .txt of pairs, so its source has no column name; pass "
+                                      "--text-column (one of ['en', 'zh']).\n")
     assert cli.main(["translate", run_dir, "--file", str(tmp_path / "pairs.csv"), "--text-column", "zh"]) == 0
-    from_csv = capsys.readouterr().out
+    from_csv = capfd.readouterr().out
     assert cli.main(["translate", run_dir, *(zh for zh, _ in pairs[:3])]) == 0
-    assert capsys.readouterr().out == from_csv
+    assert capfd.readouterr().out == from_csv
 
 
 @pytest.mark.slow
@@ -1139,16 +1164,30 @@ def test_the_model_chooses_among_the_input_methods_candidates(aligned_run, train
 
 
 @pytest.mark.slow
-def test_fine_tuning_a_run_on_targets_with_tokens_its_decoder_does_not_score(trained_run, tmp_path):
-    # Targets that quote source characters ("一" is a source-only id in the trained run's vocabulary).
+def test_fine_tuning_a_run_on_targets_its_decoder_does_not_score_with_longer_sequence_lengths(trained_run, tmp_path,
+                                                                                              capsys):
+    """Two behaviours of one fine-tuning of the run (each a fine-tuning of its own before):
+    - targets with tokens the run's decoder does not score (they quote source characters: "一" is a source-only id
+      in the trained run's vocabulary) train, and the decoder keeps the run's output vocabulary;
+    - a recipe whose lengths exceed the run's (the default recipe's over a `--preset tiny` run) was a TensorFlow
+      traceback in fit (the position embedding sliced past its table); they are capped, as classifiers' and
+      generators' are."""
+    base = keras_hub.models.Seq2SeqLM.from_preset(trained_run).backbone
     rows = [(s, f"{t} ({s})") for s, t in make_pairs(60, seed=3)]
     data = write_csv(tmp_path / "quoted.csv", rows)
     run_dir = str(tmp_path / "tuned")
     assert cli.main(["train", "--task", "translate", "--data", data, "--source-column", "zh", "--target-column", "en",
-                     "--from-preset", trained_run, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir]) == 0
+                     "--from-preset", trained_run, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir,
+                     "--set", f"encoder_sequence_length={base.encoder_sequence_length + 8}",
+                     "--set", f"decoder_sequence_length={base.decoder_sequence_length + 8}"]) == 0
     assert json.load(open(os.path.join(run_dir, "metrics.json")))["test"]["num_examples"] > 0
-    tuned, base = (keras_hub.models.Seq2SeqLM.from_preset(d).backbone for d in (run_dir, trained_run))
+    tuned = keras_hub.models.Seq2SeqLM.from_preset(run_dir).backbone
     assert tuned.target_vocabulary_size == base.target_vocabulary_size < base.vocabulary_size
+    preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(run_dir)
+    assert preprocessor.encoder_sequence_length == base.encoder_sequence_length
+    assert preprocessor.decoder_sequence_length == base.decoder_sequence_length
+    capsys.readouterr()
+    assert cli.main(["translate", run_dir, "一二三"]) == 0
 
 
 @pytest.mark.slow
@@ -1166,25 +1205,6 @@ def test_fine_tuning_a_run_on_text_its_vocabulary_lacks_warns_of_the_unknown_sha
     err = capsys.readouterr().err
     assert "of the tokens of the training sources are unknown to the tokenizer of" in err
     assert "of the tokens of the training targets are unknown to the tokenizer of" in err
-
-
-@pytest.mark.slow
-def test_fine_tuning_with_longer_sequence_lengths_than_the_run_has_positions_for(trained_run, tmp_path, capsys):
-    # A recipe whose lengths exceed the run's (the default recipe's over a `--preset tiny` run) was a
-    # TensorFlow traceback in fit (the position embedding sliced past its table); they are capped, as
-    # classifiers' and generators' are.
-    base = keras_hub.models.Seq2SeqLM.from_preset(trained_run).backbone
-    data = write_csv(tmp_path / "more.csv", make_pairs(60, seed=4))
-    run_dir = str(tmp_path / "longer")
-    assert cli.main(["train", "--task", "translate", "--data", data, "--source-column", "zh", "--target-column", "en",
-                     "--from-preset", trained_run, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir,
-                     "--set", f"encoder_sequence_length={base.encoder_sequence_length + 8}",
-                     "--set", f"decoder_sequence_length={base.decoder_sequence_length + 8}"]) == 0
-    preprocessor = keras_hub.models.Seq2SeqLMPreprocessor.from_preset(run_dir)
-    assert preprocessor.encoder_sequence_length == base.encoder_sequence_length
-    assert preprocessor.decoder_sequence_length == base.decoder_sequence_length
-    capsys.readouterr()
-    assert cli.main(["translate", run_dir, "一二三"]) == 0
 
 
 @pytest.mark.slow
@@ -1515,9 +1535,8 @@ def test_translate_num_beams_below_one_is_refused_not_greedy(trained_run, capsys
 
 
 @pytest.mark.slow
-def test_translate_refuses_a_bool_and_keeps_warnings_short():
-    model, _ = tiny_model(seed=2)
-    translator = Translator(model, jit_compile=False)
+def test_translate_refuses_a_bool_and_keeps_warnings_short(translator_seed_2):
+    translator = translator_seed_2
     with pytest.raises(UserInputError, match="max_new_tokens must be an integer from 1 to"):
         translator.translate(["一"], max_new_tokens=True)  # decoded one token
     with pytest.warns(TfllmWarning, match="longer than the model's") as caught:
@@ -1526,11 +1545,10 @@ def test_translate_refuses_a_bool_and_keeps_warnings_short():
 
 
 @pytest.mark.slow
-def test_num_beams_alone_is_beam_search_as_on_the_command_line():
+def test_num_beams_alone_is_beam_search_as_on_the_command_line(translator_seed_2):
     """translate(..., num_beams=4) was refused ("num_beams is for sampler='beam'") where `tfllm translate
     --num-beams 4` searches with 4 beams; a sampler given beside it still decides."""
-    model, _ = tiny_model(seed=2)
-    translator = Translator(model, jit_compile=False)
+    translator = translator_seed_2
     beam = translator.translate(["一二"], sampler="beam", num_beams=3, max_new_tokens=2, warn=False)
     assert translator.translate(["一二"], num_beams=3, max_new_tokens=2, warn=False) == beam
     assert translator.translate(["一二"], num_beams=1, max_new_tokens=2, warn=False) == translator.translate(
@@ -1594,17 +1612,6 @@ def test_a_damaged_translation_run_is_one_line(trained_run, tmp_path, capsys):
     assert err.count("\n") == 1 and f"{str(run_dir)!r} cannot be loaded" in err, err
     with pytest.raises(UserInputError, match="cannot be loaded"):
         translate(str(run_dir), ["一二"])
-
-
-@pytest.mark.slow
-def test_verbose_0_trains_without_a_line_of_output(pairs_csv, tmp_path, capfd):
-    """`train_seq2seq(..., verbose=0)` silenced Keras' progress bars but still printed its "Data: ..." line."""
-    from tfllm.config import TrainConfig
-    from tfllm.training.seq2seq import train_seq2seq
-
-    train_seq2seq(TrainConfig(task="translate", data=pairs_csv, source_column="zh", target_column="en",
-                              preset="tiny", epochs=1, run_dir=str(tmp_path / "run")), verbose=0)
-    assert capfd.readouterr().out == ""
 
 
 def test_translating_with_a_classifier_says_how_to_train_a_translator_in_the_callers_words(tiny_classifier_run):
