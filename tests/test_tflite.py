@@ -315,10 +315,12 @@ def test_known_tokenization_difference_is_accents(tiny_classifier_run, exports):
 
 
 @pytest.mark.slow
-def test_out_path_replaces_previous_export(tiny_classifier_run, tmp_path, capsys):
+def test_out_path_replaces_previous_export(tiny_classifier_run, exports, tmp_path, capsys):
     out = tmp_path / "phone"
-    for _ in range(2):
-        assert main(["export", tiny_classifier_run, "--format", "tflite", "--out", str(out)]) == 0
+    shutil.copytree(exports["none"], out)  # the previous export of this run (a copy: the fixture's stays as it is)
+    (out / "model.tflite").write_bytes(b"the previous export's")
+    assert main(["export", tiny_classifier_run, "--format", "tflite", "--out", str(out)]) == 0
+    assert (out / "model.tflite").read_bytes() != b"the previous export's"  # replaced, not left in place
     printed = capsys.readouterr().out
     assert '"max_abs_probability_difference"' in printed
     assert sorted(os.listdir(tmp_path)) == ["phone"]
@@ -724,6 +726,20 @@ def tiny_translation_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def translation_export(tiny_translation_run, tmp_path_factory):
+    """`tfllm export RUN --format tflite --out DIR` of the tiny translation run, and what it printed to stderr:
+    one export read (never changed) by the tests of what an export holds."""
+    import contextlib
+    import io
+
+    directory = str(tmp_path_factory.mktemp("exports") / "tr")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["export", tiny_translation_run, "--format", "tflite", "--out", directory]) == 0
+    return directory, err.getvalue()
+
+
 @pytest.mark.slow
 def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_translation_run, tmp_path, monkeypatch, capsys):
     """`--out DIR` of a translation run was written in place: stopped after model.tflite, the tokenizer
@@ -752,13 +768,11 @@ def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_transla
 
 
 @pytest.mark.slow
-def test_a_translation_parity_report_says_when_every_reference_output_is_the_same(tiny_translation_run, tmp_path,
-                                                                                   capsys):
+def test_a_translation_parity_report_says_when_every_reference_output_is_the_same(translation_export):
     """A one-epoch translator that outputs the same text for every source had parity.json report a 1.0 exact
     match rate and nothing else; the report also lacked the classifier's and generator's quantize and size."""
-    directory = str(tmp_path / "tr")
-    assert main(["export", tiny_translation_run, "--format", "tflite", "--out", directory]) == 0
-    assert "same output" in capsys.readouterr().err  # the printed note
+    directory, err = translation_export
+    assert "same output" in err  # the printed note
     parity = json.load(open(os.path.join(directory, "parity.json")))
     assert parity["reference_outputs_degenerate"] is True and "same output" in parity["note"]
     assert parity["quantize"] == "none" and parity["model.tflite"]["bytes"] == os.path.getsize(
@@ -836,7 +850,7 @@ def _merged(cache):
 
 @pytest.mark.slow
 def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
-        tiny_generator_run, tiny_translation_run, tmp_path):
+        tiny_generator_run, tiny_translation_run, translation_export, tmp_path):
     """The 6-D key/value caches (`[1, layers, 2, len, heads, dim]`) ran in ai_edge_litert but TensorFlow's
     interpreter refused the decode steps: "StridedSlice op only supports 1D-5D input arrays"."""
     import tensorflow as tf
@@ -865,9 +879,8 @@ def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
         np.testing.assert_allclose(out["cache"], _merged(keras_cache), atol=1e-4)
         cache = out["cache"]
 
-    # The translator: encode a source, then two decode steps.
-    directory = str(tmp_path / "tr")
-    assert main(["export", tiny_translation_run, "--format", "tflite", "--out", directory]) == 0
+    # The translator (the module's export of it): encode a source, then two decode steps.
+    directory, _ = translation_export
     interpreter = _tensorflow_interpreter(os.path.join(directory, "model.tflite"))
     encode, decode = interpreter.get_signature_runner("encode"), interpreter.get_signature_runner("decode")
     model = runs.load_translation_task(tiny_translation_run, dtype="float32")
