@@ -950,11 +950,13 @@ def test_a_translation_loop_written_from_metadata_alone_reproduces_keras(tiny_tr
     written from it (the generator's had them)."""
     from tfllm.translation import translate
 
-    # Twelve epochs: the fixture's one-epoch model gives every source the same translation.
+    # 24 steps, so that sources get different translations: the fixture's one-epoch model gives every source the
+    # same one. As 4 epochs of 6 batches of 8 pairs (12 epochs of 2 batches of 32 spent most of their time in
+    # each epoch's validation and checkpoint).
     run_dir = str(tmp_path / "run")
     assert main(["train", "--task", "translate", "--data", runs.read_config(tiny_translation_run)["data"],
-                 "--source-column", "zh", "--target-column", "en", "--preset", "tiny", "--epochs", "12",
-                 "--run-dir", run_dir]) == 0
+                 "--source-column", "zh", "--target-column", "en", "--preset", "tiny", "--epochs", "4",
+                 "--set", "batch_size=8", "--run-dir", run_dir]) == 0
     directory = str(tmp_path / "tr")
     assert main(["export", run_dir, "--format", "tflite", "--out", directory]) == 0
     meta = json.loads(open(os.path.join(directory, "metadata.json")).read())
