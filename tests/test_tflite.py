@@ -575,9 +575,8 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
     from tfllm.generation import load_generator
 
     if quantize == "none":
-        keras_text = load_generator(tiny_generator_run, jit_compile=False).generate(
-            ["ROMEO:"], max_new_tokens=40, sampler="greedy"
-        )[0]
+        keras_generator = load_generator(tiny_generator_run, jit_compile=False)  # loaded once for its 3 texts
+        keras_text = keras_generator.generate(["ROMEO:"], max_new_tokens=40, sampler="greedy")[0]
         assert generate_text(os.path.join(directory, "model.tflite"), "ROMEO:", max_new_tokens=40) == keras_text
         argv = ["generate", "--tflite", os.path.join(directory, "model.tflite"), "ROMEO:", "--max-new-tokens", "40"]
         assert main(argv) == 0
@@ -619,14 +618,14 @@ def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_p
         # "" starts a new document, as it does for the run (it was refused: "this model has no run's document
         # separator"): metadata.json records the run's separator's ids, which an app and --tflite start from.
         assert meta["document_start_ids"] and "document_start_ids" in meta["prompt_rules"]
-        new_document = load_generator(tiny_generator_run, jit_compile=False).generate(
+        new_document = keras_generator.generate(
             [""], max_new_tokens=20, sampler="greedy")[0]
         assert main(["generate", "--tflite", directory, "", "--max-new-tokens", "20"]) == 0
         assert capsys.readouterr().out == new_document + "\n"
         assert _documented_loop(directory, "", 20) == new_document
         long_prompt = "ROMEO:\nand soft, what light through yonder window breaks\n"
         assert len(long_prompt) > meta["sequence_length"] and "A prompt longer than" in meta["loop"]
-        long_text = load_generator(tiny_generator_run, jit_compile=False).generate(
+        long_text = keras_generator.generate(
             [long_prompt], max_new_tokens=20, sampler="greedy")[0]
         assert _documented_loop(directory, long_prompt, 20) == long_text
         # An export written before the ids were recorded says so (not "this model has no separator").
