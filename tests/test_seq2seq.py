@@ -77,6 +77,14 @@ def tiny_model(seed=0, **overrides):
 
 
 @pytest.fixture(scope="module")
+def model_seed_3():
+    """An untrained tiny model (seed 3) for the tests of its decoding loop, which each make their own Translator
+    (the model itself is only read): built once for them."""
+    model, _ = tiny_model(seed=3)
+    return model
+
+
+@pytest.fixture(scope="module")
 def translator_seed_2():
     """An untrained tiny model's Translator (seed 2, no XLA) for the tests that only translate with it: its
     decoding functions are traced once for them all, not once per test. Untrained, every token is likely, so
@@ -106,8 +114,8 @@ def until_end(row, end_id):
 
 
 @pytest.mark.slow
-def test_cached_greedy_equals_uncached_token_for_token():
-    model, _ = tiny_model(seed=3)
+def test_cached_greedy_equals_uncached_token_for_token(model_seed_3):
+    model = model_seed_3
     translator = Translator(model, jit_compile=False)
     sources = ["一二三", "四", "五六七八", "八八"]
     width = 1 + translator.max_new_tokens
@@ -123,11 +131,11 @@ def test_cached_greedy_equals_uncached_token_for_token():
 
 
 @pytest.mark.slow
-def test_xla_decodes_only_many_sources_at_once_and_decodes_them_as_without(monkeypatch):
+def test_xla_decodes_only_many_sources_at_once_and_decodes_them_as_without(model_seed_3, monkeypatch):
     """Compiling the decoding loop costs more than a few sources take to decode (translation.XLA_MIN_SOURCES)."""
     import tfllm.translation as translation
 
-    model, _ = tiny_model(seed=3)
+    model = model_seed_3
     sources, targets = ["一二三", "四", "五六七八", "八八"], ["one two", "four", "five", "eight eight"]
     translator = Translator(model)  # jit_compile=True, as `tfllm translate` loads it
     plain = translator.decode_ids(sources, max_new_tokens=translator.max_new_tokens), translator.score(sources, targets)
@@ -142,8 +150,8 @@ def test_xla_decodes_only_many_sources_at_once_and_decodes_them_as_without(monke
 
 
 @pytest.mark.slow
-def test_decoding_encodes_once_and_runs_one_position_per_step(monkeypatch):
-    model, _ = tiny_model(seed=3)
+def test_decoding_encodes_once_and_runs_one_position_per_step(model_seed_3, monkeypatch):
+    model = model_seed_3  # its methods are patched for this test only (monkeypatch puts them back)
     calls = {"encoder": 0, "decoder_lengths": []}
     encoder, decoder = model.call_encoder, model.call_decoder_with_cache
 
