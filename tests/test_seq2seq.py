@@ -303,6 +303,7 @@ def test_metrics_count_every_reference():
     assert first_only["exact_match"] == 0.0 and first_only["chrf"] < 50
 
 
+@pytest.mark.slow  # reading the bundled cedict file takes ~4 s whatever max_rows is
 def test_cedict_gives_every_gloss_as_a_reference_and_trains_on_the_first():
     data = load_pair_data("cedict", max_rows=3000)
     assert (data.source_column, data.target_column) == ("simplified", "english")
