@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import main_in_process, run_cli
+from conftest import main_in_process, run_cli, timed_fits
 
 pytestmark = pytest.mark.slow
 
@@ -180,14 +180,19 @@ def test_the_tables_count_the_validation_texts_after_its_figures_are_taken(tiny_
     """Once the blend is fitted, the n-gram tables count the validation texts too (`refit_on_validation`).
     metrics.json's val figures are those from before: the same as a run of the same seed that keeps the
     tables of the training split alone. The tables differ; metrics.json's val block says when it was measured,
-    and `tfllm evaluate --split val` says it scores texts the tables counted."""
+    and `tfllm evaluate --split val` says it scores texts the tables counted.
+
+    The plain run's training also checks that `train_classifier(..., verbose=0)` prints nothing (it silenced
+    Keras but still printed tfllm's "Data: ..." lines)."""
     from tfllm import runs
     from tfllm.config import TrainConfig
     from tfllm.training.classifier import load_run, train_classifier
 
     plain_dir = str(tmp_path / "plain")
+    capsys.readouterr()
     train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, run_dir=plain_dir,
                                  overrides={"refit_on_validation": False}), verbose=0)
+    assert capsys.readouterr().out == ""  # verbose=0 prints nothing
     refit, plain = (runs.read_json(runs.path(d, runs.METRICS)) for d in (tiny_classifier_run, plain_dir))
     assert refit["ngram_tables_from"] == ["train", "val"] and plain["ngram_tables_from"] == ["train"]
     # metrics.json itself said nothing of it: each val figure differed from the saved model's, unexplained.
@@ -342,50 +347,40 @@ def test_max_rows_and_seed_out_of_range_are_refused_by_the_parser(capsys):
         assert exit_info.value.code == 2 and f"argument {option}: must be at least" in capsys.readouterr().err
 
 
-KERAS_HUB_LOAD = """
-import json, sys
-import numpy as np
-import keras_hub
-import tfllm  # registers tfllm's classes
-run_dir, texts = sys.argv[1], json.loads(sys.argv[2])
-task = keras_hub.models.TextClassifier.from_preset(run_dir)
-backbone = keras_hub.models.Backbone.from_preset(run_dir)
-tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(run_dir)
-print(json.dumps({"outputs": np.asarray(task.predict(texts, verbose=0)).tolist(), "backbone": type(backbone).__name__,
-                  "ids": np.asarray(tokenizer(texts[0])).tolist()}))
-"""
-
-
-def test_a_run_loads_in_plain_keras_hub_in_a_fresh_process(cli_run):
-    import keras
-
-    from tfllm.training.classifier import load_run
-
-    run_dir, _ = cli_run
-    texts = ["a joyous, moving film", "tedious"]
-    out = subprocess.run([sys.executable, "-c", KERAS_HUB_LOAD, str(run_dir), json.dumps(texts)],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    loaded = json.loads(out.stdout.strip().splitlines()[-1])
-    model, _, _ = load_run(str(run_dir))
-    np.testing.assert_array_equal(np.asarray(loaded["outputs"], "float32"), model.predict(texts, verbose=0))
-    assert loaded["backbone"] == "EncoderBackbone"
-    assert loaded["ids"] == keras.ops.convert_to_numpy(model.preprocessor.tokenizer(texts[0])).tolist()
-
-
-RELOAD = """
+# One fresh process (one TensorFlow start) for both checks of a user's own process. First the exported
+# SavedModel, with TensorFlow and tensorflow_text only (tfllm not yet imported); then the run in plain KerasHub,
+# with tfllm imported only to register its classes.
+FRESH_PROCESS_LOADS = """
 import json, sys
 import tensorflow_text  # registers the tokenizer ops before loading
 import tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-out = model.signatures["serving_default"](text=tf.constant(json.loads(sys.argv[2])))
-print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
-                  "label": [l.decode() for l in out["label"].numpy()],
-                  "classes": [[c.decode() for c in row] for row in out["classes"].numpy()]}))
+assert not [name for name in sys.modules if name.split(".")[0] == "tfllm"], "tfllm was imported before the export loaded"
+export_dir, run_dir = sys.argv[1], sys.argv[2]
+served_texts, run_texts = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+model = tf.saved_model.load(export_dir)
+out = model.signatures["serving_default"](text=tf.constant(served_texts))
+served = {"probabilities": out["probabilities"].numpy().tolist(),
+          "label": [l.decode() for l in out["label"].numpy()],
+          "classes": [[c.decode() for c in row] for row in out["classes"].numpy()]}
+import numpy as np
+import keras_hub
+import tfllm  # registers tfllm's classes
+task = keras_hub.models.TextClassifier.from_preset(run_dir)
+backbone = keras_hub.models.Backbone.from_preset(run_dir)
+tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(run_dir)
+loaded = {"outputs": np.asarray(task.predict(run_texts, verbose=0)).tolist(), "backbone": type(backbone).__name__,
+          "ids": np.asarray(tokenizer(run_texts[0])).tolist()}
+print(json.dumps({"served": served, "loaded": loaded}))
 """
 
 
-def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tmp_path, capsys):
+def test_export_reloads_and_a_run_loads_in_plain_keras_hub_in_a_fresh_process(cli_run, tmp_path, capsys):
+    """Two checks that need a user's own process, in one fresh process: (1) `export` writes numbered versions
+    whose SavedModel reloads with TensorFlow and tensorflow_text alone, with the same probabilities, labels and
+    each column's class names as the run; `--keep 1` prunes the older versions. (2) The run loads in plain
+    KerasHub (TextClassifier, Backbone and Tokenizer `from_preset`) with the same outputs and token ids."""
+    import keras
+
     from tfllm.training.classifier import load_run, predict_probabilities
 
     run_dir, _ = cli_run
@@ -397,10 +392,12 @@ def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tm
     assert sorted(os.listdir(base / "reviews")) == ["1", "2"]  # no temporary folders left
 
     texts = ["a joyous, moving film", "tedious and overlong", "电影", ""]
-    out = subprocess.run([sys.executable, "-c", RELOAD, str(base / "reviews" / "2"), json.dumps(texts)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    served = json.loads(out.stdout)
+    run_texts = ["a joyous, moving film", "tedious"]
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS_LOADS, str(base / "reviews" / "2"), str(run_dir),
+                          json.dumps(texts), json.dumps(run_texts)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    both = json.loads(out.stdout.strip().splitlines()[-1])
+    served = both["served"]
     model, label_names, _ = load_run(str(run_dir))
     expected = predict_probabilities(model, texts)
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
@@ -412,19 +409,35 @@ def test_export_reloads_in_a_fresh_process_with_the_same_predictions(cli_run, tm
     assert result.returncode == 0
     assert sorted(os.listdir(base / "reviews")) == ["3"]
 
+    # The run in plain KerasHub.
+    loaded = both["loaded"]
+    np.testing.assert_array_equal(np.asarray(loaded["outputs"], "float32"), model.predict(run_texts, verbose=0))
+    assert loaded["backbone"] == "EncoderBackbone"
+    assert loaded["ids"] == keras.ops.convert_to_numpy(model.preprocessor.tokenizer(run_texts[0])).tolist()
 
-def test_three_classes_train_with_categorical_cross_entropy(tmp_path):
+
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory):
+    """A tiny classifier of the bundled three-class reviews, trained once for the tests of a three-class run
+    (it is not modified): its run directory and metrics."""
     from tfllm.config import TrainConfig
     from tfllm.training.classifier import train_classifier
 
-    metrics = train_classifier(TrainConfig(data="rotten_tomatoes_3class", preset="tiny", max_rows=300, run_dir=str(tmp_path / "r")), verbose=0)
-    assert metrics["test"]["confusion_matrix"]["labels"] == ["fresh", "plot", "rotten"]
-    assert metrics["test"]["average"] == "macro"
+    run_dir = tmp_path_factory.mktemp("three") / "r"
+    metrics = train_classifier(TrainConfig(data="rotten_tomatoes_3class", preset="tiny", max_rows=300,
+                                           run_dir=str(run_dir)), verbose=0)
+    return run_dir, metrics
+
+
+def test_three_classes_train_with_categorical_cross_entropy(three_class_run):
     from tfllm.training.classifier import load_run
 
-    model, _, _ = load_run(str(tmp_path / "r"))
+    run_dir, metrics = three_class_run
+    assert metrics["test"]["confusion_matrix"]["labels"] == ["fresh", "plot", "rotten"]
+    assert metrics["test"]["average"] == "macro"
+    model, _, _ = load_run(str(run_dir))
     assert model.output_shape == (None, 3)
-    run = json.loads((tmp_path / "r" / "tfllm" / "run.json").read_text())
+    run = json.loads((run_dir / "tfllm" / "run.json").read_text())
     assert run["data"] == "rotten_tomatoes_3class"
 
 
@@ -705,7 +718,8 @@ def test_sigterm_stops_a_training_that_the_same_command_resumes(tmp_path, capsys
     from tfllm.cli import main
 
     run_dir = tmp_path / "run"
-    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "40",
+    # 20 epochs: the signal comes after the first epoch's backup, with 19 epochs (seconds) still to train.
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "20",
             "--set", "early_stopping=false", "--run-dir", str(run_dir)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen([sys.executable, "-m", "tfllm.cli", *argv], stdout=subprocess.PIPE,
@@ -719,26 +733,32 @@ def test_sigterm_stops_a_training_that_the_same_command_resumes(tmp_path, capsys
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Run the same command again to resume" in out and "Traceback" not in err
     done = json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"]
-    assert 0 < done < 40
-    assert main([a if a != "40" else "2" for a in argv]) == 2  # other settings: refused
+    assert 0 < done < 20
+    assert main([a if a != "20" else "2" for a in argv]) == 2  # other settings: refused
     assert "epochs differs" in capsys.readouterr().err
     assert main(argv) == 0
     out = capsys.readouterr().out
     # Says why the figures need not match an uninterrupted run of the same seed.
     assert "Resuming the interrupted run" in out
     assert "start over from the seed there, so its figures can differ slightly" in out
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 40
-    # The curves are drawn from what TensorBoard logged, all 40 epochs (fit's history starts at the resume).
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 20
+    # The curves are drawn from what TensorBoard logged, all 20 epochs (fit's history starts at the resume).
     from tfllm.training.reporting import history_from_logs
 
     history = history_from_logs(str(run_dir / "logs"))
-    assert len(history["loss"]) == len(history["val_loss"]) == 40
+    assert len(history["loss"]) == len(history["val_loss"]) == 20
 
 
 def test_a_stop_after_the_last_epoch_resumes_without_training_again(tmp_path, capsys, monkeypatch):
     """Keras deleted the backup when `fit` ended, so a Ctrl-C or `kill` during the work after it
     (evaluation, the naive-Bayes path, explanations, the save) removed the whole trained run. The backup
-    now stays until the run is saved, and the same command finishes it without another epoch."""
+    now stays until the run is saved, and the same command finishes it without another epoch.
+
+    Also the classifier's case of test_run_directory's
+    test_a_run_stopped_after_its_training_reports_the_seconds_its_training_took: metrics.json's train_seconds
+    were then the resumed fit's, which trained nothing (a fraction of a second); now the interrupted fit's."""
+    import keras
+
     from tfllm.cli import main
     from tfllm.training import classifier
     from tfllm.training.reporting import history_from_logs
@@ -752,6 +772,7 @@ def test_a_stop_after_the_last_epoch_resumes_without_training_again(tmp_path, ca
     def stopped(*args, **kwargs):  # the first thing after fit and the best epoch's weights
         raise KeyboardInterrupt
 
+    fits = timed_fits(monkeypatch, keras.Model)  # the stopped run's fit, then the resume's
     monkeypatch.setattr(classifier, "classification_report", stopped)
     run_dir = tmp_path / "run"
     assert main(argv + ["--run-dir", str(run_dir)]) == 130
@@ -765,20 +786,27 @@ def test_a_stop_after_the_last_epoch_resumes_without_training_again(tmp_path, ca
     assert len(history_from_logs(str(run_dir / "logs"))["loss"]) == 3  # no epoch trained twice
     assert resumed["test"] == whole["test"]  # the same best epoch's weights as the run that was not stopped
     assert sorted(os.listdir(run_dir)) == sorted(os.listdir(tmp_path / "whole"))  # no backup, no best.weights.h5 left
+    # The first fit's seconds up to its end (not the tf.data teardown after it), not the resume's no-op fit's:
+    # nearer the first. (A bound of twice the no-op fit failed once under the full suite's load: 2.1 s of it.)
+    seconds = resumed["train_seconds"]
+    assert len(fits) == 2 and fits[0] / 2 < seconds < fits[0] + 1  # + set-up around fit
+    assert abs(seconds - fits[0]) < abs(seconds - fits[1])
 
 
-def test_input_refused_after_the_last_epoch_leaves_nothing_and_puts_the_old_run_back(tmp_path, capsys,
+def test_input_refused_after_the_last_epoch_leaves_nothing_and_puts_the_old_run_back(cli_run, tmp_path, capsys,
                                                                                      monkeypatch):
     """With the backup kept past `fit`, a refusal after it (NaN probabilities) left a half-written run
     that resumed into the same refusal, and the --overwrite'd run stayed hidden aside."""
+    import shutil
+
     from tfllm.cli import main
     from tfllm.errors import UserInputError
     from tfllm.training import classifier
 
     run_dir = tmp_path / "run"
+    shutil.copytree(cli_run[0], run_dir)  # a finished run of the same command, for --overwrite to replace
     argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "1",
             "--run-dir", str(run_dir)]
-    assert main(argv) == 0
     before = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
     def refused(*args, **kwargs):
@@ -836,21 +864,6 @@ def test_the_blend_of_several_classes_keeps_a_class_without_validation_rows():
     encoder_scale, wide_scale, bias = _fit_blend(views, labels)
     assert np.isfinite(bias).all() and bias[:2].any() and np.isclose(bias[2], bias[:2].mean())
     assert encoder_scale > 0 and wide_scale > 0
-
-
-@pytest.mark.slow
-def test_a_rare_class_missing_from_validation_keeps_the_wide_path_of_a_multi_class_model(tmp_path, capsys):
-    data = tmp_path / "skewed.csv"
-    data.write_text("text,label\n" + "".join(f"a dull boring film {i},neg\n" for i in range(60))
-                    + "".join(f"an ok average film {i},mid\n" for i in range(60))
-                    + "".join(f"a great lovely film {i},pos\n" for i in range(4)))
-    run_dir = tmp_path / "run"
-    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
-    assert result.returncode == 0, result.stderr
-    assert "the validation split has no 'pos' rows, so their blend bias is the mean" in result.stdout, result.stdout
-    assert "ngram_tables_from" in json.loads((run_dir / "metrics.json").read_text())  # the wide path is in
-    result = main_in_process(capsys, "predict", run_dir, "a great lovely film 1")
-    assert json.loads(result.stdout)["probabilities"]["pos"] > 1e-6
 
 
 def test_evaluate_on_another_file_keeps_the_rows_of_the_runs_labels(tmp_path, capsys):
@@ -1077,9 +1090,11 @@ def test_the_blend_fit_is_the_penalised_logistic_regression_and_fits_a_hundred_c
 
 
 @pytest.mark.slow
-def test_a_class_with_rows_only_in_training_can_still_be_predicted(tmp_path, capsys):
+def test_a_class_with_rows_only_in_training_keeps_the_wide_path_and_can_still_be_predicted(tmp_path, capsys):
     """With several classes, one that the validation split lacks kept a blend bias of 0 while the fitted ones
-    all rose to ~19 together: it got probability 1e-11 even on its own training texts."""
+    all rose to ~19 together: it got probability 1e-11 even on its own training texts. And such a rare class
+    keeps the wide path of a multi-class model (its blend bias is the mean of the others'); it does not
+    switch the wide path off as in a two-class model."""
     rows = ["text,label,split"]
     for label, words in (("a", "sun bright morning"), ("b", "rain cold evening"), ("c", "wind grey night")):
         rows += [f"{words} {i},{label},{'train' if i < 20 else 'val' if i < 25 else 'test'}" for i in range(28)]
@@ -1090,7 +1105,8 @@ def test_a_class_with_rows_only_in_training_can_still_be_predicted(tmp_path, cap
     result = main_in_process(capsys, "train", "--data", data, "--split-column", "split", "--preset", "tiny",
                              "--epochs", "1", "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr
-    assert "the validation split has no 'd' rows" in result.stdout, result.stdout
+    assert "the validation split has no 'd' rows, so their blend bias is the mean" in result.stdout, result.stdout
+    assert "ngram_tables_from" in json.loads((run_dir / "metrics.json").read_text())  # the wide path is in
     probabilities = json.loads(main_in_process(capsys, "predict", run_dir, "zebra quartz violin").stdout)["probabilities"]
     assert probabilities["d"] > 0.01, probabilities
 
@@ -1115,17 +1131,12 @@ def test_turning_the_wide_path_off_turns_the_preset_s_views_off_too(tmp_path, ca
     assert "leave --set word_ngram_buckets out" in refused.stderr and not (tmp_path / "refused").exists()
 
 
-def test_predict_top_k_keeps_the_most_likely_labels_in_order(tmp_path, capsys):
+def test_predict_top_k_keeps_the_most_likely_labels_in_order(three_class_run, capsys):
     """A 30-class classifier printed 30 probabilities a line, with no way to ask for fewer."""
     import tfllm
 
-    data = tmp_path / "three.csv"
-    data.write_text("text,label\n" + "".join(f"a dull film {i},bad\na great film {i},good\nan odd film {i},odd\n"
-                                              for i in range(30)))
-    run_dir = tmp_path / "run"
-    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
-    assert result.returncode == 0, result.stderr
-    texts = ["a great film 1", "an odd film 2"]
+    run_dir, _ = three_class_run
+    texts = ["a great film", "a plot summary of the film"]
     every = [json.loads(line) for line in main_in_process(capsys, "predict", run_dir, *texts).stdout.splitlines()]
     result = main_in_process(capsys, "predict", run_dir, *texts, "--top-k", "2")
     assert result.returncode == 0, result.stderr
@@ -1268,12 +1279,3 @@ def test_pretrain_help_lists_each_objectives_presets(capsys):
     assert info.value.code == 0
     for objective, task in (("mlm", "pretrain"), ("causal", "generate"), ("vectors", "vectors")):
         assert f"{objective}: {', '.join(sorted(PRESETS[task]))} (tfllm presets {task} NAME)" in said
-
-
-@pytest.mark.slow
-def test_verbose_0_prints_nothing(tmp_path, capsys):
-    """`train_classifier(..., verbose=0)` silenced Keras but still printed tfllm's "Data: ..." lines."""
-    from tfllm import TrainConfig, train_classifier
-
-    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=200, run_dir=str(tmp_path / "r")), verbose=0)
-    assert capsys.readouterr().out == ""
