@@ -129,8 +129,25 @@ def test_a_full_disk_while_training_is_one_line_and_loses_nothing(tmp_path, caps
         f"The run's backup is kept: free some space, then run the same command again to resume from "
         f"{run_dir}/backup.\n")
     monkeypatch.setattr(common, "save_weights_atomically", save)
+
+    # The resumed run trains its last epochs, then the disk fills after the last epoch, in the save: TensorFlow's
+    # error, the backup kept, and the same command finishes the run without training again.
+    write_run_report = reporting.write_run_report
+
+    def full(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, (
+            "{{function_node __wrapped__CreateSummaryFileWriter_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+            f"{run_dir}/logs/final/events.out.tfevents.1.v2; No space left on device\n\tFailed to flush 1 events"))
+
+    monkeypatch.setattr(reporting, "write_run_report", full)
     result = main_in_process(capsys, *argv)
-    assert result.returncode == 0 and "Resuming the interrupted run" in result.stdout
+    assert result.returncode == 1 and result.stderr == (
+        f"tfllm: error: No space left on device writing '{run_dir}/logs/final/events.out.tfevents.1.v2'. "
+        f"The run's backup is kept: free some space, then run the same command again to resume from "
+        f"{run_dir}/backup.\n")
+    monkeypatch.setattr(reporting, "write_run_report", write_run_report)
+    result = main_in_process(capsys, *argv)
+    assert result.returncode == 0 and "Resuming the interrupted run" in result.stdout and "Epoch" not in result.stdout
     finished = files(run_dir)
 
     fills_the_disk_at(1)  # --overwrite, and the first backup finds no space
@@ -139,25 +156,6 @@ def test_a_full_disk_while_training_is_one_line_and_loses_nothing(tmp_path, caps
     assert result.stderr.endswith(f"Nothing of the new run was kept; the finished run that was there is back in "
                                   f"{run_dir}: free some space and run the command again.\n")
     assert files(run_dir) == finished and sorted(os.listdir(tmp_path)) == ["run"]
-
-    # After the last epoch, in the save: TensorFlow's error, the backup kept, the same command finishes the run.
-    monkeypatch.setattr(common, "save_weights_atomically", save)
-    write_run_report = reporting.write_run_report
-
-    def full(*args, **kwargs):
-        raise tf.errors.ResourceExhaustedError(None, None, (
-            "{{function_node __wrapped__CreateSummaryFileWriter_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
-            f"{tmp_path}/saved/logs/final/events.out.tfevents.1.v2; No space left on device\n\tFailed to flush 1 events"))
-
-    monkeypatch.setattr(reporting, "write_run_report", full)
-    result = main_in_process(capsys, *TRAIN, "--epochs", "2", "--run-dir", tmp_path / "saved")
-    assert result.returncode == 1 and result.stderr == (
-        f"tfllm: error: No space left on device writing '{tmp_path}/saved/logs/final/events.out.tfevents.1.v2'. "
-        f"The run's backup is kept: free some space, then run the same command again to resume from "
-        f"{tmp_path}/saved/backup.\n")
-    monkeypatch.setattr(reporting, "write_run_report", write_run_report)
-    result = main_in_process(capsys, *TRAIN, "--epochs", "2", "--run-dir", tmp_path / "saved")
-    assert result.returncode == 0 and "Resuming" in result.stdout and "Epoch" not in result.stdout
 
 
 @pytest.mark.slow

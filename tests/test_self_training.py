@@ -191,7 +191,8 @@ def test_an_interrupted_teacher_or_student_resumes_with_the_same_command(tmp_pat
 
     path, _ = unlabelled_file
     run_dir, teacher_dir = tmp_path / "run", tmp_path / ".run.teacher"
-    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "30",
+    # 15 epochs: the signal comes after the teacher's first epoch's backup, with 14 epochs (seconds) still to train.
+    argv = ["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300", "--epochs", "15",
             "--set", "early_stopping=false", "--unlabeled", str(path), "--run-dir", str(run_dir)]
     process = subprocess.Popen([sys.executable, "-m", "tfllm.cli", *argv], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
