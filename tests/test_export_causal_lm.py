@@ -40,12 +40,32 @@ print(json.dumps({"greedy": greedy, "texts": texts, "sampled": sampled,
 """
 
 
-@pytest.mark.slow
-def test_export_reloads_in_fresh_process_with_identical_text(tmp_path):
+@pytest.fixture(scope="module")
+def character_export(tmp_path_factory):
+    """`(generator, base_dir, path)`: the tiny character generator (a window of 8, window_keep None) written as a
+    run and exported once as "tiny_lm", for the tests below that only read the SavedModel."""
+    base = tmp_path_factory.mktemp("character_export")
     generator = tiny_generator(jit_compile=True)
-    run_dir = write_run_dir(generator, tmp_path / "run")
-    path = export_causal_lm(run_dir, "tiny_lm", base_dir=str(tmp_path / "savedmodels"))
-    assert path == os.path.join(str(tmp_path / "savedmodels"), "tiny_lm", "1")
+    run_dir = write_run_dir(generator, base / "run")
+    return generator, str(base / "savedmodels"), export_causal_lm(run_dir, "tiny_lm", base_dir=str(base / "savedmodels"))
+
+
+@pytest.fixture(scope="module")
+def wordpiece_export(tmp_path_factory):
+    """`(generator, path)`: the tiny WordPiece generator (Chinese characters and English words) written as a run
+    and exported once, for the tests below that only read the SavedModel."""
+    from lm_utils import tiny_wordpiece_generator
+
+    base = tmp_path_factory.mktemp("wordpiece_export")
+    generator = tiny_wordpiece_generator(jit_compile=True)
+    run_dir = write_run_dir(generator, base / "run")
+    return generator, export_causal_lm(run_dir, "wp", base_dir=str(base / "savedmodels"))
+
+
+@pytest.mark.slow
+def test_export_reloads_in_fresh_process_with_identical_text(character_export):
+    generator, base_dir, path = character_export
+    assert path == os.path.join(base_dir, "tiny_lm", "1")
     assert os.path.exists(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))
 
     result = subprocess.run([sys.executable, "-c", RELOAD, path, json.dumps(PROMPTS)],
@@ -78,19 +98,16 @@ def test_export_reloads_in_fresh_process_with_identical_text(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_wordpiece_exports_text_has_no_space_between_chinese_characters(tmp_path):
+def test_a_wordpiece_exports_text_has_no_space_between_chinese_characters(wordpiece_export):
     """The SavedModel's signatures join Chinese characters as `Generator.generate` does (they printed 中 国 和)."""
     import re
 
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (the tokenizer's ops, before loading)
-    from lm_utils import tiny_wordpiece_generator
 
     from tfllm.config import CJK_CLASS, CJK_SPACE
 
-    generator = tiny_wordpiece_generator(jit_compile=True)
-    run_dir = write_run_dir(generator, tmp_path / "run")
-    path = export_causal_lm(run_dir, "zh", base_dir=str(tmp_path / "savedmodels"))
+    generator, path = wordpiece_export
     loaded = tf.saved_model.load(path)
     prompts = ["中国", "hello world"]
     out = loaded.signatures["serving_default"](
@@ -106,16 +123,14 @@ def test_a_wordpiece_exports_text_has_no_space_between_chinese_characters(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_wordpiece_exports_completion_carries_the_space_before_its_first_word(tmp_path):
+def test_a_wordpiece_exports_completion_carries_the_space_before_its_first_word(wordpiece_export):
     """REST gave {"text": "the kinguke", "completion": "uke"}: the SavedModel's completion now has the space
     before a first whole word, as `Generator.generate`, and text = prompt + completion is the whole text."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (the tokenizer's ops, before loading)
-    from lm_utils import tiny_wordpiece_generator
 
-    generator = tiny_wordpiece_generator(jit_compile=True)
-    run_dir = write_run_dir(generator, tmp_path / "run")
-    loaded = tf.saved_model.load(export_causal_lm(run_dir, "wp", base_dir=str(tmp_path / "savedmodels")))
+    generator, path = wordpiece_export
+    loaded = tf.saved_model.load(path)
     prompts = ["hello"] * 6 + ["中国", "hello "]
     n = len(prompts)
     out = loaded.signatures["serving_default"](
@@ -134,16 +149,15 @@ def test_a_wordpiece_exports_completion_carries_the_space_before_its_first_word(
 
 
 @pytest.mark.slow
-def test_a_prompt_many_windows_long_is_continued_from_its_last_window(tmp_path):
+def test_a_prompt_many_windows_long_is_continued_from_its_last_window(character_export):
     """A 60,000-character prompt took 8 s for 4 new tokens (a buffer and a compiled program as wide as the
     prompt); the SavedModel now decodes only the tokens the model reads, and `text` is still the whole prompt."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (the tokenizer's ops, before loading)
     from lm_utils import TEXT
 
-    generator = tiny_generator(jit_compile=True)  # a window of 8 tokens (characters), window_keep None
-    run_dir = write_run_dir(generator, tmp_path / "run")
-    loaded = tf.saved_model.load(export_causal_lm(run_dir, "tiny_lm", base_dir=str(tmp_path / "savedmodels")))
+    generator, _, path = character_export  # a window of 8 tokens (characters), window_keep None
+    loaded = tf.saved_model.load(path)
     prompts = [TEXT * 40, "First", TEXT * 40]  # about 300 windows, beside a short prompt
     n = len(prompts)
     out = loaded.signatures["serving_default"](
