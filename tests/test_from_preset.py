@@ -51,6 +51,27 @@ def gpt2_preset(tmp_path_factory):
     return path, backbone
 
 
+@pytest.fixture(scope="module")
+def bert_run(bert_preset, tmp_path_factory):
+    """A classifier fine-tuned from the BERT preset (recipe tiny, 300 reviews, one epoch), trained once for the
+    tests that only read it: its model, evaluation, records and exports (SavedModel here, TFLite in
+    `preset_tflite_exports`)."""
+    run_dir = tmp_path_factory.mktemp("bert_run") / "bert_run"
+    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0], "--preset",
+                 "tiny", "--max-rows", "300", "--epochs", "1", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def gpt2_as_is_run(gpt2_preset, tmp_path_factory):
+    """The GPT-2 preset kept as it is (`--steps 0` on 4,000 rows of shakespeare), written once for the tests
+    that only read the run: its generation and its TFLite export (`preset_tflite_exports`)."""
+    run_dir = tmp_path_factory.mktemp("gpt2_as_is") / "as_is"
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", gpt2_preset[0], "--steps", "0",
+                 "--max-rows", "4000", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
 RELOAD = """
 import json, sys
 import tensorflow_text  # the tokenizer's ops
@@ -61,13 +82,14 @@ print(json.dumps(out["probabilities"].numpy().tolist()))
 """
 
 
-def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, tmp_path, capsys):
+def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, bert_run, preset_tflite_exports, tmp_path,
+                                                     capsys):
+    """The shared fine-tuned BERT run (`bert_run`): its model and tokenizer, `tfllm evaluate`, a SavedModel
+    reloaded in a fresh process and served over REST, and its TFLite export's parity (`preset_tflite_exports`)."""
     from tfllm.training.classifier import load_run, predict_probabilities
 
     preset, backbone = bert_preset
-    run_dir = tmp_path / "bert_run"
-    assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", preset, "--preset",
-                 "tiny", "--max-rows", "300", "--epochs", "1", "--run-dir", str(run_dir)]) == 0
+    run_dir = bert_run
     model, labels, _ = load_run(str(run_dir))
     assert type(model).__name__ == "BertTextClassifier" and labels == ["rotten", "fresh"]
     # The preset's tokenizer is used as it is (no new vocabulary) and the backbone starts from its weights.
@@ -90,10 +112,10 @@ def test_fine_tune_a_keras_hub_bert_preset_end_to_end(bert_preset, tmp_path, cap
     served = _serve_once(tmp_path / "sm", "bert", texts)
     np.testing.assert_allclose([row["probabilities"] for row in served], expected, atol=1e-5)
 
-    # TFLite: the token-id model and (BERT's WordPiece has TF Text kernels) the string model, with parity.
-    assert main(["export", str(run_dir), "--name", "bert-tflite", "--base-dir", str(tmp_path / "sm"),
-                 "--format", "tflite"]) == 0
-    parity = json.loads((tmp_path / "sm" / "bert-tflite" / "1" / "parity.json").read_text())
+    # TFLite: the token-id model and (BERT's WordPiece has TF Text kernels) the string model, with parity
+    # (this run's export, made once in `preset_tflite_exports`).
+    assert preset_tflite_exports["bert"][0] == run_dir
+    parity = json.loads((preset_tflite_exports["bert"][1] / "parity.json").read_text())
     assert parity["model.tflite"]["max_abs_probability_difference"] < 1e-4
 
 
@@ -239,15 +261,14 @@ def test_fine_tune_a_keras_hub_gpt2_preset_and_generate(gpt2_preset, tmp_path, c
     assert "hidden_dim would be ignored" in capsys.readouterr().err
 
 
-def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_preset, bert_preset, tmp_path, capsys):
-    """`--steps 0`: a KerasHub causal LM scored on the text and written as a run, untrained, so that
-    tfllm generates, exports and serves the preset as KerasHub itself generates with it."""
+def test_steps_0_keeps_a_preset_as_it_is_and_runs_it_as_keras_hub_does(gpt2_preset, gpt2_as_is_run, bert_preset,
+                                                                       tmp_path, capsys):
+    """`--steps 0`: a KerasHub causal LM scored on the text and written as a run (`gpt2_as_is_run`), untrained,
+    so that tfllm generates, exports and serves the preset as KerasHub itself generates with it."""
     from tfllm.generation import load_generator
 
     preset, backbone = gpt2_preset
-    run_dir = tmp_path / "as_is"
-    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", preset, "--steps", "0",
-                 "--max-rows", "4000", "--run-dir", str(run_dir)]) == 0
+    run_dir = gpt2_as_is_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 0 and metrics["val"]["loss"] > 0 and "speed" not in json.dumps(metrics)
     generator = load_generator(str(run_dir), jit_compile=False)
@@ -375,20 +396,13 @@ def _check_tflite_generator(run_dir, generator, base, capsys):
 
 
 @pytest.fixture(scope="module")
-def preset_tflite_exports(bert_preset, gpt2_preset, tmp_path_factory):
-    """`{kind: (run folder, TFLite export folder)}`: a classifier fine-tuned from the BERT preset and the GPT-2
-    preset kept as it is (--steps 0), each exported to TFLite."""
+def preset_tflite_exports(bert_run, gpt2_as_is_run, tmp_path_factory):
+    """`{kind: (run folder, TFLite export folder)}`: the classifier fine-tuned from the BERT preset (`bert_run`)
+    and the GPT-2 preset kept as it is (`gpt2_as_is_run`, --steps 0), each exported to TFLite once."""
     base = tmp_path_factory.mktemp("preset_exports")
-    trainings = {
-        "bert": ["--task", "classify", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0], "--max-rows",
-                 "300", "--epochs", "1"],
-        "gpt2": ["--task", "generate", "--data", "shakespeare", "--from-preset", gpt2_preset[0], "--steps", "0",
-                 "--max-rows", "4000"],
-    }
     folders = {}
-    for kind, argv in trainings.items():
-        run_dir, out = base / kind, base / f"{kind}-tflite"
-        assert main(["train", *argv, "--run-dir", str(run_dir)]) == 0
+    for kind, run_dir in (("bert", bert_run), ("gpt2", gpt2_as_is_run)):
+        out = base / f"{kind}-tflite"
         assert main(["export", str(run_dir), "--format", "tflite", "--out", str(out)]) == 0
         folders[kind] = run_dir, out
     return folders
@@ -483,7 +497,17 @@ def llama_preset(tmp_path_factory):
     return path
 
 
-def test_fine_tune_a_rotary_position_preset_generate_and_export(llama_preset, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def llama_as_is_run(llama_preset, tmp_path_factory):
+    """The Llama preset kept as it is (`--steps 0` on 4,000 rows of shakespeare), written once for the tests
+    that only read the run (its window, its completions)."""
+    run_dir = tmp_path_factory.mktemp("llama_as_is") / "as_is"
+    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", llama_preset, "--steps", "0",
+                 "--max-rows", "4000", "--run-dir", str(run_dir)]) == 0
+    return str(run_dir)
+
+
+def test_fine_tune_a_rotary_position_preset_generate_and_export(llama_preset, llama_as_is_run, tmp_path, capsys):
     """Llama, Gemma, Mistral... have no position table: the window is the length the run trained on
     (it was an AttributeError at the end of training)."""
     from tfllm.generation import load_generator
@@ -499,14 +523,14 @@ def test_fine_tune_a_rotary_position_preset_generate_and_export(llama_preset, tm
     assert main(["generate", str(run_dir), "the ", "--max-new-tokens", "5", "--sampler", "greedy"]) == 0
     assert capsys.readouterr().out == "the " + generator.generate(["the "], 5, sampler="greedy")[0] + "\n"
     _check_tflite_generator(run_dir, generator, tmp_path / "sm", capsys)
-    # Kept as it is (--steps 0), its window is the length its own preprocessor packs, not the recipe's 64.
-    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", llama_preset, "--steps", "0",
-                 "--max-rows", "4000", "--run-dir", str(tmp_path / "as_is")]) == 0
+    # Kept as it is (--steps 0, `llama_as_is_run`), its window is the length its own preprocessor packs, not the
+    # recipe's 64.
     own = keras_hub.models.CausalLMPreprocessor.from_preset(llama_preset).sequence_length
-    assert load_generator(str(tmp_path / "as_is"), jit_compile=False).window == own == 32
+    assert load_generator(llama_as_is_run, jit_compile=False).window == own == 32
 
 
-def test_a_sentencepiece_completion_keeps_its_first_word_s_space_as_keras_hub_s_generate_does(llama_preset, tmp_path):
+def test_a_sentencepiece_completion_keeps_its_first_word_s_space_as_keras_hub_s_generate_does(llama_as_is_run,
+                                                                                              tmp_path):
     """A SentencePiece piece carries its word's space as a leading '▁', which the detokenizer drops at a text's
     start: the completion decoded alone glued its first word to the prompt ('ROMEO: thewhich' where KerasHub's
     generate() gave 'ROMEO: the which'), in tfllm generate and the SavedModel alike."""
@@ -515,9 +539,7 @@ def test_a_sentencepiece_completion_keeps_its_first_word_s_space_as_keras_hub_s_
     from tfllm.export.causal_lm import generation_archive
     from tfllm.generation import load_generator
 
-    run_dir = str(tmp_path / "as_is")
-    assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", llama_preset, "--steps", "0",
-                 "--max-rows", "4000", "--run-dir", run_dir]) == 0
+    run_dir = llama_as_is_run  # the preset kept as it is (--steps 0)
     generator = load_generator(run_dir, jit_compile=False)
     keras_lm = keras_hub.models.CausalLM.from_preset(run_dir)
     keras_lm.compile(sampler="greedy")
@@ -754,8 +776,8 @@ def test_a_classifier_preset_that_reads_the_texts_as_unknown_says_so(bert_preset
     assert "unknown to the tokenizer" not in capsys.readouterr().err
 
 
-def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every_epoch(bert_preset, tmp_path,
-                                                                                      capsys):
+def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every_epoch(bert_preset, bert_run,
+                                                                                      tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata as hparams_metadata
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -766,9 +788,9 @@ def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every
     assert main(argv + ["--set", "freeze_epochs=3", "--run-dir", str(tmp_path / "frozen")]) == 2
     assert "freeze_epochs=3 trains the new head alone for 3 of the run's 1 epoch(s)" in capsys.readouterr().err
     assert not (tmp_path / "frozen").exists()
-    # recipe.json and the HParams tab named the recipe's sizes (vocabulary 8000, width 128), not the model's.
-    run_dir = tmp_path / "ft"
-    assert main(argv + ["--run-dir", str(run_dir)]) == 0
+    # recipe.json and the HParams tab named the recipe's sizes (vocabulary 8000, width 128), not the model's:
+    # `bert_run` is trained with these same arguments.
+    run_dir = bert_run
     backbone = bert_preset[1]
     recipe = json.loads((run_dir / "tfllm" / "recipe.json").read_text())
     sizes = {k: getattr(backbone, k) for k in ("vocabulary_size", "hidden_dim", "num_layers", "num_heads",
