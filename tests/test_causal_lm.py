@@ -599,31 +599,46 @@ def test_a_text_column_given_with_text_that_has_no_columns_is_refused(tmp_path, 
         assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
-def test_a_run_too_short_to_time_prints_no_speed(tmp_path, capsys):
-    """Too few steps to time: metrics.json's speed is null, and the last line said "None tokens/s"."""
+@pytest.fixture(scope="module")
+def small_text_run(tmp_path_factory):
+    """`(text file, run_dir, stdout, stderr)` of one `tfllm train --task generate` (in this process) of 2 steps
+    on a small text file with `--set vocabulary_size=30`, trained once for the three tests below that read what
+    it printed and wrote: no speed for a run too short to time, what text it reads and its splits' tokens, and
+    the characters its vocabulary leaves out."""
+    import contextlib
+    import io
+
     from tfllm.cli import main
 
-    run_dir = tmp_path / "short"
-    assert main(["train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "4",
-                 "--max-rows", "3000", "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
+    base = tmp_path_factory.mktemp("small_text_run")
+    text = base / "corpus.txt"
+    # 30 tokens leave out the rarer characters (some digits): a few percent, below the 5% warned of before.
+    text.write_text("".join(f"line {i} of a small text to read, and then some more words\n"
+                            for i in range(400)), encoding="utf-8")
+    run_dir = base / "run"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["train", "--task", "generate", "--data", str(text), "--preset", "tiny", "--steps", "2",
+                     "--set", "vocabulary_size=30", "--no-jit-compile", "--run-dir", str(run_dir)])
+    assert code == 0, err.getvalue()
+    return text, run_dir, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.slow
+def test_a_run_too_short_to_time_prints_no_speed(small_text_run):
+    """Too few steps to time (2): metrics.json's speed is null, and the last line said "None tokens/s"."""
+    _, run_dir, out, _ = small_text_run
     assert json.loads((run_dir / "metrics.json").read_text())["speed"]["tokens_per_second"] is None
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("val loss"))
+    line = next(line for line in out.splitlines() if line.startswith("val loss"))
     assert "None" not in line and "tokens/s" not in line and line.endswith(f"-> {run_dir}")
 
 
 @pytest.mark.slow
-def test_a_causal_run_says_what_text_it_reads_and_how_many_tokens_each_split_has(tmp_path, capsys):
+def test_a_causal_run_says_what_text_it_reads_and_how_many_tokens_each_split_has(small_text_run):
     """A 50 MB file was ~35 s of reading and tokenizing without a word, no line gave the data's size or
     split, and the final validation's cost (every validation token, whatever the steps) was unsaid."""
-    from tfllm.cli import main
-
-    text = tmp_path / "corpus.txt"
-    text.write_text("".join(f"line {i} of a small text to read, and then some more words.\n" for i in range(400)))
-    run_dir = tmp_path / "run"
-    assert main(["train", "--task", "generate", "--data", str(text), "--preset", "tiny", "--steps", "2",
-                 "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    text, run_dir, out, _ = small_text_run
+    lines = out.splitlines()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert lines[0].startswith(f"Text: {str(text)!r} (0.0 MB), ") and "validation characters" in lines[0], lines
     assert lines[0].endswith("tokenizing it ...")
@@ -1043,19 +1058,10 @@ def test_the_exported_generator_says_what_to_send_for_a_new_document(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_generator_run_names_the_text_its_vocabulary_leaves_out(tmp_path, capsys):
+def test_a_generator_run_names_the_text_its_vocabulary_leaves_out(small_text_run):
     """A vocabulary_size below the corpus's characters trained in silence, and `tfllm generate` then refused
     prompts holding the characters left out: the run now says what share of its text is [UNK], and which."""
-    from tfllm.cli import main
-
-    text = tmp_path / "corpus.txt"
-    # 30 tokens leave out the rarer characters (some digits): a few percent, below the 5% warned of before.
-    text.write_text("".join(f"line {i} of a small text to read, and then some more words\n"
-                            for i in range(400)), encoding="utf-8")
-    run_dir = tmp_path / "run"
-    assert main(["train", "--task", "generate", "--data", str(text), "--preset", "tiny", "--steps", "2",
-                 "--set", "vocabulary_size=30", "--no-jit-compile", "--run-dir", str(run_dir)]) == 0
-    err = capsys.readouterr().err
+    _, run_dir, _, err = small_text_run
     line = next(line for line in err.splitlines() if "are [UNK]" in line)
     assert "of the tokens of the training text are [UNK] ('" in line and "tfllm generate refuses prompts" in line
     assert "--set vocabulary_size=N (now 30)" in line
