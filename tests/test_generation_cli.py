@@ -15,8 +15,10 @@ from tfllm.errors import UserInputError
 
 @pytest.mark.slow
 def test_cli_train_then_generate(tmp_path, capsys):
+    """Trains in this process (the command's code path); `tfllm generate` then runs twice in fresh processes, as a
+    user runs it, and prints the same text for the same seed."""
     run_dir = tmp_path / "run"
-    result = run_cli("train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "20",
+    result = main_in_process(capsys, "train", "--task", "generate", "--data", "shakespeare", "--preset", "tiny", "--steps", "20",
                      "--max-rows", "5000", "--no-jit-compile", "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
