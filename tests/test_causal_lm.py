@@ -1082,7 +1082,7 @@ def test_pretrain_verbose_0_prints_nothing_and_notes_are_warnings(tmp_path, capf
     from tfllm.training.pretraining import pretrain
 
     config = TrainConfig(task="pretrain", objective=objective, data="rotten_tomatoes", preset="tiny", max_rows=300,
-                         steps=20, run_dir=str(tmp_path / "run"), overrides={"sequence_length": 8})
+                         steps=2, run_dir=str(tmp_path / "run"), overrides={"sequence_length": 8})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pretrain(config, verbose=0)
