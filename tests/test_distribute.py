@@ -29,9 +29,11 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 # without XLA (an XLA step cannot reach another logical CPU's variables) and
 # keeps its preset's steps_per_execution=4, the multi-step path that failed with
 # TensorFlow's default collective all-reduce (see `common.get_strategy`).
+# Over two devices it first runs `tfllm train --batch-size 15` through the CLI's `main` and saves its exit
+# status and stderr in batch15.json (test_global_batch_not_divisible_by_replicas_exits_2): TensorFlow starts once.
 MIRRORED_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import contextlib, io, json, sys, traceback
     import tensorflow as tf
 
     devices, out = int(sys.argv[1]), sys.argv[2]
@@ -43,6 +45,22 @@ MIRRORED_SCRIPT = textwrap.dedent(
     from tfllm.config import TrainConfig
     from tfllm.training.causal_lm import train_causal_lm
     from tfllm.training.classifier import train_classifier
+
+    if devices == 2:
+        import os
+        from tfllm.cli import main
+
+        os.makedirs(out, exist_ok=True)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100",
+                             "--strategy", "mirrored", "--batch-size", "15", "--run-dir", f"{out}/batch15"])
+            except BaseException:
+                traceback.print_exc()
+                code = None
+        with open(f"{out}/batch15.json", "w") as f:
+            json.dump({"code": code, "stderr": err.getvalue()}, f)
 
     for task in ("cls", "lm"):  # both in one process: TensorFlow starts once
         common = dict(preset="tiny", strategy="mirrored", run_dir=f"{out}/{task}")
@@ -212,21 +230,31 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
     assert not [p for p in run_dir.rglob("*") if "worker" in p.name]
 
 
-@pytest.mark.slow
-def test_mixed_bfloat16_trains_and_exports_float32(tmp_path):
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory):
+    """A tiny classifier trained 3 epochs under mixed_bfloat16 (read, never changed, by the tests that use it);
+    its config, and the global policy's name right after the training."""
     import keras
+
+    from tfllm.training.classifier import train_classifier
+
+    run_dir = str(tmp_path_factory.mktemp("bf16") / "bf16")
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, epochs=3, run_dir=run_dir,
+                         precision="mixed_bfloat16")
+    train_classifier(config, verbose=0)
+    return run_dir, config, keras.mixed_precision.global_policy().name
+
+
+@pytest.mark.slow
+def test_mixed_bfloat16_trains_and_exports_float32(bf16_run, tmp_path):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the export)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from tfllm.export.saved_model import export_classifier
-    from tfllm.training.classifier import train_classifier
 
-    run_dir = str(tmp_path / "bf16")
-    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, epochs=3, run_dir=run_dir,
-                         precision="mixed_bfloat16")
-    train_classifier(config, verbose=0)
-    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
+    run_dir, config, policy_after_training = bf16_run
+    assert policy_after_training == "float32"  # restored for whatever runs next
 
     # The trainer builds under the policy: bfloat16 blocks, a float32 output layer.
     from tfllm.tokenizers import load_tokenizer
@@ -288,60 +316,75 @@ def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monke
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.slow
-def test_multi_worker_with_one_worker_trains(tmp_path):
-    # A one-task cluster is not in Keras's multi-worker mode: its logs were left with the axis added for
-    # the multi-worker reduce, and StopOnDivergence's float(loss) failed on the array.
+# One process in a one-worker `--strategy multi_worker` cluster (TF_CONFIG set before TensorFlow starts): first
+# the two recipes refused up front, through the CLI's `main` (its exit status and stderr printed as JSON), then
+# a one-epoch classifier run as WORKER_SCRIPT trains it. One fresh process with TensorFlow started once.
+ONE_WORKER_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, io, json, sys, traceback
+    from tfllm.cli import main
+
+    refused_run_dir = sys.argv[3]  # WORKER_SCRIPT, run after, reads the run folder and epochs from sys.argv[1:3]
+    common_args = ["--preset", "tiny", "--strategy", "multi_worker", "--run-dir", refused_run_dir]
+    for args in (["--task", "generate", "--data", "shakespeare", "--max-rows", "2000"],
+                 ["--data", "rotten_tomatoes", "--max-rows", "100", "--jit-compile"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = main(["train", *args, *common_args])
+            except BaseException:
+                traceback.print_exc()
+                code = None
+        print("REFUSED", json.dumps({"code": code, "stderr": err.getvalue()}), flush=True)
+    """
+) + WORKER_SCRIPT
+
+
+@pytest.fixture(scope="module")
+def one_worker_cluster(tmp_path_factory):
+    """ONE_WORKER_SCRIPT's run: a cluster of one worker, in one fresh process."""
+    tmp = tmp_path_factory.mktemp("one_worker")
     env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{free_ports(1)[0]}"]},
                                           "task": {"type": "worker", "index": 0}}))
-    result = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / "run"), "1"],
+    result = subprocess.run([sys.executable, "-c", ONE_WORKER_SCRIPT, str(tmp / "run"), "1", str(tmp / "r")],
                             capture_output=True, text=True, env=env, timeout=300)
+    return tmp, result
+
+
+@pytest.mark.slow
+def test_multi_worker_with_one_worker_trains(one_worker_cluster):
+    # A one-task cluster is not in Keras's multi-worker mode: its logs were left with the axis added for
+    # the multi-worker reduce, and StopOnDivergence's float(loss) failed on the array.
+    tmp, result = one_worker_cluster
     assert result.returncode == 0, result.stderr[-3000:]
     assert "EPOCHS_RUN 1" in result.stdout
     accuracy, _ = map(float, result.stdout.split("TEST_METRICS")[1].split())
-    assert 0 <= accuracy <= 1 and runs.is_finished(str(tmp_path / "run"))
+    assert 0 <= accuracy <= 1 and runs.is_finished(str(tmp / "run"))
 
 
 @pytest.mark.slow
-def test_multi_worker_refuses_a_multi_step_or_xla_recipe_up_front(tmp_path):
+def test_multi_worker_refuses_a_multi_step_or_xla_recipe_up_front(one_worker_cluster):
     """Both died on every worker after the cluster formed, with TensorFlow tracebacks ("You must feed a value for
     placeholder tensor '.../while/cond/Placeholder'"; "XLA_CPU_JIT: CollectiveGatherV2 unsupported")."""
-    script = "import sys\nfrom tfllm.cli import main\nsys.exit(main(sys.argv[1:]))"
-    env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{free_ports(1)[0]}"]},
-                                          "task": {"type": "worker", "index": 0}}))
-    run_dir = tmp_path / "r"
-    common_args = ["--preset", "tiny", "--strategy", "multi_worker", "--run-dir", str(run_dir)]
-    for args, fix in [(["--task", "generate", "--data", "shakespeare", "--max-rows", "2000"],
-                       "add --set steps_per_execution=1 --no-jit-compile on every worker"),
-                      (["--data", "rotten_tomatoes", "--max-rows", "100", "--jit-compile"], "add --no-jit-compile")]:
-        result = subprocess.run([sys.executable, "-c", script, "train", *args, *common_args],
-                                capture_output=True, text=True, timeout=120, env=env)
-        assert result.returncode == 2, result.stderr[-2000:]
-        last = result.stderr.strip().splitlines()[-1]
+    tmp, result = one_worker_cluster
+    refused = [json.loads(line.removeprefix("REFUSED ")) for line in result.stdout.splitlines()
+               if line.startswith("REFUSED ")]
+    assert len(refused) == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    for outcome, fix in zip(refused, ["add --set steps_per_execution=1 --no-jit-compile on every worker",
+                                      "add --no-jit-compile"]):
+        assert outcome["code"] == 2, outcome["stderr"][-2000:]
+        last = outcome["stderr"].strip().splitlines()[-1]
         assert last.startswith("tfllm: error: --strategy multi_worker cannot train with") and fix in last, last
-        assert "Traceback" not in result.stderr
-    assert not run_dir.exists()
+        assert "Traceback" not in outcome["stderr"]
+    assert not (tmp / "r").exists()
 
 
 @pytest.mark.slow
-def test_global_batch_not_divisible_by_replicas_exits_2(tmp_path):
-    script = textwrap.dedent(
-        """
-        import sys
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from tfllm.cli import main
-        sys.exit(main(sys.argv[1:]))
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, "train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100", "--strategy", "mirrored",
-         "--batch-size", "15", "--run-dir", str(tmp_path / "r")],
-        capture_output=True, text=True, timeout=120, env=ENV,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
+def test_global_batch_not_divisible_by_replicas_exits_2(mirrored_runs):
+    """Over two logical CPU devices (in mirrored_runs' two-device process), `--batch-size 15` exits 2."""
+    result = json.loads((mirrored_runs / "d2" / "batch15.json").read_text())
+    assert result["code"] == 2, result["stderr"][-2000:]
+    last = result["stderr"].strip().splitlines()[-1]
     assert last.startswith("tfllm: error: Global batch size 15") and "--batch-size 16" in last
 
 
@@ -373,18 +416,17 @@ def test_read_tf_config_accepts_a_valid_cluster():
 
 
 @pytest.mark.slow
-def test_a_mixed_precision_run_is_a_preset_to_fine_tune_from(tmp_path):
+def test_a_mixed_precision_run_is_a_preset_to_fine_tune_from(bf16_run, tmp_path):
     """keras-hub's from_preset refused a run saved with a mixed policy ("Invalid dtype: mixed_bfloat16"), so
     `--from-preset` of a bf16 run said it "has no text classifier in KerasHub"."""
     from tfllm.config import TrainConfig
     from tfllm.runs import load_task
     from tfllm.training.classifier import train_classifier
 
-    common = dict(data="rotten_tomatoes", preset="tiny", max_rows=300, epochs=1)
-    bf16 = str(tmp_path / "bf16")
-    train_classifier(TrainConfig(**common, precision="mixed_bfloat16", run_dir=bf16), verbose=0)
+    bf16 = bf16_run[0]  # the shared mixed_bfloat16 run
     tuned = str(tmp_path / "tuned")
-    metrics = train_classifier(TrainConfig(**common, from_preset=bf16, run_dir=tuned), verbose=0)
+    metrics = train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=300, epochs=1,
+                                           from_preset=bf16, run_dir=tuned), verbose=0)
     assert 0 <= metrics["test"]["accuracy"] <= 1
     assert load_task(tuned).dtype_policy.name == "float32"  # the fine-tune's own precision
 
