@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -494,16 +495,34 @@ def test_trial_values_are_the_step_grid_as_written():
     assert trial_values(hp) == {"dropout": 0.3, "num_layers": 1}
 
 
+@pytest.fixture(scope="module")
+def two_trial_search(tmp_path_factory):
+    """A finished search of SPACE, two one-epoch trials (`--max-trials 2 --set epochs=1`). Tests that change it
+    work on a copy (`searched_copy`)."""
+    tmp = tmp_path_factory.mktemp("two_trials")
+    space = tmp / "space.json"
+    space.write_text(json.dumps(SPACE))
+    assert _tune(tmp / "search", space, "--max-trials", 2, "--set", "epochs=1") == 0
+    return tmp / "search"
+
+
+def searched_copy(two_trial_search, tmp_path):
+    """A copy of the shared two-trial search in tmp_path/search, to delete folders of."""
+    import shutil
+
+    return Path(shutil.copytree(two_trial_search, tmp_path / "search"))
+
+
 @pytest.mark.slow
-def test_a_deleted_trial_folder_is_left_out_of_the_best_run_with_a_note(tmp_path, space_file, capsys):
+def test_a_deleted_trial_folder_is_left_out_of_the_best_run_with_a_note(two_trial_search, tmp_path, space_file,
+                                                                         capsys):
     """Users delete trials/ to save disk: with the best trial's folder (and best/) deleted, the rerun of the
     same search crashed in shutil.copytree (FileNotFoundError); a deleted other trial still counted."""
     import shutil
 
     from tfllm import runs
 
-    run_dir = tmp_path / "search"
-    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    run_dir = searched_copy(two_trial_search, tmp_path)  # the search of SPACE, --max-trials 2 --set epochs=1
     best = json.loads((run_dir / "tuning.json").read_text())["best"]
     other = ({"trial_000", "trial_001"} - {best["trial"]}).pop()
     shutil.rmtree(run_dir / "best")
@@ -521,7 +540,8 @@ def test_a_deleted_trial_folder_is_left_out_of_the_best_run_with_a_note(tmp_path
 
 
 @pytest.mark.slow
-def test_a_search_whose_trial_folders_are_all_deleted_names_only_the_best_copy_it_has(tmp_path, space_file, capsys):
+def test_a_search_whose_trial_folders_are_all_deleted_names_only_the_best_copy_it_has(two_trial_search, tmp_path,
+                                                                                     space_file, capsys):
     """With every trial folder deleted, a rerun kept naming the best trial as if its folder were there (and
     printed "0 trial(s) completed" beside it); with best/ half gone too, it left best/ on disk while
     tuning.json's "best" said null, with nothing saying why."""
@@ -529,8 +549,7 @@ def test_a_search_whose_trial_folders_are_all_deleted_names_only_the_best_copy_i
 
     from tfllm import runs
 
-    run_dir = tmp_path / "search"
-    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    run_dir = searched_copy(two_trial_search, tmp_path)  # the search of SPACE, --max-trials 2 --set epochs=1
     best = json.loads((run_dir / "tuning.json").read_text())["best"]
     shutil.rmtree(run_dir / "trials")
     capsys.readouterr()
