@@ -171,36 +171,76 @@ def test_padding_is_masked_and_empty_text_is_finite():
     assert np.isfinite(keras.ops.convert_to_numpy(model(inputs_of(np.zeros((1, 16), "int32"))))).all()
 
 
-@pytest.mark.slow
-def test_classifier_is_a_keras_hub_preset_in_a_fresh_process(tmp_path):
-    """save_to_preset -> keras_hub's own from_preset (Task, Backbone, Tokenizer) in a new process, same outputs."""
+# One fresh Python process reloads both saved models below, each check printing "NAME ok" or its traceback:
+# first the article's .keras file after `import tfllm` alone (nothing has imported KerasHub yet, which is the
+# point of that check), then the classifier's KerasHub preset through keras_hub's own from_preset.
+RELOAD_SCRIPT = """
+import sys, traceback
+import numpy as np
+
+def article(d):
+    import tfllm, keras
+    model = keras.models.load_model(d + "/article.keras")
+    np.testing.assert_allclose(model(np.load(d + "/ids.npy")), np.load(d + "/article_expected.npy"), atol=1e-6)
+
+def preset(d):
+    import keras_hub, tfllm.models
+    task = keras_hub.models.TextClassifier.from_preset(d + "/p")
+    assert type(task).__module__ == "tfllm.models.text_classifier", type(task)
+    np.testing.assert_array_equal(task.predict(["a good film", "dull"], verbose=0), np.load(d + "/expected.npy"))
+    backbone = keras_hub.models.Backbone.from_preset(d + "/p")
+    assert type(backbone).__name__ == "EncoderBackbone"
+    tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(d + "/p")
+    assert tokenizer.end_token_id == 3
+    assert list(np.asarray(tokenizer(["a good film"]))[0]) == list(np.load(d + "/tokens.npy"))
+
+for check in (article, preset):
+    try:
+        check(sys.argv[1])
+        print(check.__name__, "ok", flush=True)
+    except BaseException:
+        print(check.__name__, "failed:", traceback.format_exc(), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def reloaded_in_a_fresh_process(tmp_path_factory):
+    """Saves a tiny Transformer model as .keras (the article's kind) and a tiny TextClassifier as a KerasHub
+    preset, with their outputs; RELOAD_SCRIPT's stdout and stderr after reloading both in one new process."""
     import subprocess
     import sys
 
     from tfllm.tokenizers import train_tokenizer
+
+    tmp_path = tmp_path_factory.mktemp("reload")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16,))
+    x = keras.layers.Embedding(50, 8)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(Transformer(num_layers=1, d_model=8, dff=16, num_heads=2)(x)))
+    model.save(tmp_path / "article.keras")
+    ids = token_ids()
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "article_expected.npy", keras.ops.convert_to_numpy(model(ids)))
 
     keras.utils.set_random_seed(0)
     texts = ["a good film", "a bad film", "very good fun", "dull and bad", "good good good"] * 8
     tokenizer = train_tokenizer(texts, "wordpiece", 40)
     model = TextClassifier(EncoderBackbone(**{**TINY, "vocabulary_size": tokenizer.vocabulary_size()}), 3,
                            preprocessor=TextClassifierPreprocessor(tokenizer, sequence_length=16), bigram_buckets=64)
-    expected = model.predict(["a good film", "dull"], verbose=0)
+    np.save(tmp_path / "expected.npy", model.predict(["a good film", "dull"], verbose=0))
+    np.save(tmp_path / "tokens.npy", np.asarray(tokenizer(["a good film"]))[0])
     model.save_to_preset(str(tmp_path / "p"))
-    np.save(tmp_path / "expected.npy", expected)
-    script = f"""
-import numpy as np, keras_hub, tfllm.models
-p = {str(tmp_path / "p")!r}
-task = keras_hub.models.TextClassifier.from_preset(p)
-assert type(task).__module__ == "tfllm.models.text_classifier", type(task)
-np.testing.assert_array_equal(task.predict(["a good film", "dull"], verbose=0), np.load({str(tmp_path / "expected.npy")!r}))
-backbone = keras_hub.models.Backbone.from_preset(p)
-assert type(backbone).__name__ == "EncoderBackbone"
-tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(p)
-assert tokenizer.end_token_id == 3 and list(np.asarray(tokenizer(["a good film"]))[0]) == {list(np.asarray(tokenizer(["a good film"]))[0])}
-print("ok")
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+    out = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_classifier_is_a_keras_hub_preset_in_a_fresh_process(reloaded_in_a_fresh_process):
+    """save_to_preset -> keras_hub's own from_preset (Task, Backbone, Tokenizer) in a new process, same outputs."""
+    assert "preset ok" in reloaded_in_a_fresh_process.splitlines(), reloaded_in_a_fresh_process[-3000:]
 
 
 def test_transformer_layer_config_mask_and_round_trip(tmp_path):
@@ -239,28 +279,10 @@ def test_transformer_layer_on_token_ids_says_to_embed_them_first():
 
 
 @pytest.mark.slow
-def test_a_saved_transformer_model_loads_with_plain_keras_after_import_tfllm(tmp_path):
+def test_a_saved_transformer_model_loads_with_plain_keras_after_import_tfllm(reloaded_in_a_fresh_process):
     """`import tfllm` then `keras.models.load_model`, as after a kernel restart: nothing imports KerasHub,
     which used to be the only trigger that registered tfllm's classes ('Could not locate class')."""
-    import subprocess
-    import sys
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input(shape=(16,))
-    x = keras.layers.Embedding(50, 8)(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(1)(Transformer(num_layers=1, d_model=8, dff=16, num_heads=2)(x)))
-    model.save(tmp_path / "article.keras")
-    ids = token_ids()
-    np.save(tmp_path / "ids.npy", ids)
-    np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(model(ids)))
-    script = f"""
-import numpy as np, tfllm, keras
-model = keras.models.load_model({str(tmp_path / "article.keras")!r})
-np.testing.assert_allclose(model(np.load({str(tmp_path / "ids.npy")!r})), np.load({str(tmp_path / "expected.npy")!r}), atol=1e-6)
-print("ok")
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    assert "article ok" in reloaded_in_a_fresh_process.splitlines(), reloaded_in_a_fresh_process[-3000:]
 
 
 @pytest.mark.slow
@@ -269,7 +291,7 @@ def test_article_example_as_printed_on_real_data():
     from tfllm.datasets import load_classification_data
     from tfllm.tokenizers import train_tokenizer
 
-    data = load_classification_data("rotten_tomatoes", max_rows=200)
+    data = load_classification_data("rotten_tomatoes", max_rows=100)  # few rows: the article's code, not the data, is checked
     vocab_size = 10000
     tokenizer = train_tokenizer(data.train.texts, "wordpiece", vocab_size, sequence_length=100)
     X_train, y_train = np.asarray(tokenizer(data.train.texts)), np.asarray(data.train.labels)
