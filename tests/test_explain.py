@@ -247,7 +247,7 @@ def test_attention_names_no_target_it_would_refuse(tiny_classifier_run, tmp_path
 
 
 @pytest.mark.slow
-def test_training_logs_explained_held_out_texts(tiny_classifier_run):
+def test_training_logs_explained_held_out_texts(tiny_classifier_run, explainer):
     import os
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -265,7 +265,6 @@ def test_training_logs_explained_held_out_texts(tiny_classifier_run):
         refit = "val" in json.load(f).get("ngram_tables_from", [])
     assert refit  # the tiny preset refits, as the default recipe does
     val_texts = run_data(tiny_classifier_run).test.texts[:EXPLAINED_VAL_TEXTS]
-    explainer = load_explainer(tiny_classifier_run)
     for tag, text in zip(tags, val_texts):
         markdown = accumulator.Tensors(tag)[0].tensor_proto.string_val[0].decode()
         assert markdown.startswith(f"> {text}\n") and "occlusion for **" in markdown
@@ -512,12 +511,11 @@ def test_an_explanations_html_in_a_notebook_is_its_section_of_the_page(explainer
 
 
 @pytest.mark.slow
-def test_json_output(tiny_classifier_run, capsys):
+def test_json_output(tiny_classifier_run, explainer, capsys):
     texts = [TEXT, "dull and far too long"]
     assert main(["explain", tiny_classifier_run, *texts, "--json", "--method", "occlusion", "--target", "fresh"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
-    explainer = load_explainer(tiny_classifier_run)
     for line, text in zip(lines, texts):
         out = json.loads(line)
         assert set(out) >= {"label", "probabilities", "method", "tokens"}
@@ -530,7 +528,7 @@ def test_json_output(tiny_classifier_run, capsys):
 
 
 @pytest.mark.slow
-def test_terminal_and_html_outputs(tiny_classifier_run, tmp_path, capsys):
+def test_terminal_and_html_outputs(tiny_classifier_run, explainer, tmp_path, capsys):
     page = tmp_path / "why.html"
     assert main(["explain", tiny_classifier_run, TEXT, "--html", str(page)]) == 0
     out = capsys.readouterr().out
@@ -542,9 +540,9 @@ def test_terminal_and_html_outputs(tiny_classifier_run, tmp_path, capsys):
     # Self-contained: no scripts, no external files; one heatmap per layer and head, plus the rollout.
     assert "<script" not in text and "src=" not in text and "href=" not in text and "http" not in text.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
-    backbone = load_explainer(tiny_classifier_run).model.backbone
+    backbone = explainer.model.backbone  # the module's explainer of the same run (its traces shared)
     assert text.count("<svg") == backbone.num_layers * backbone.num_heads + 1
-    assert text.count('class="tok"') == len(load_explainer(tiny_classifier_run).explain(TEXT).tokens)
+    assert text.count('class="tok"') == len(explainer.explain(TEXT).tokens)
 
 
 @pytest.mark.parametrize("args,message", [
