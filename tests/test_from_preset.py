@@ -680,6 +680,23 @@ def test_fine_tuning_a_classifier_run_takes_the_recipe_s_head_not_the_run_s(tiny
 
 
 @pytest.mark.slow
+def test_a_tokenizer_is_traced_once_for_every_text_it_tokenizes():
+    """Each `tokenize_corpus` call (a run's training text, its validation text, the check for text without ids)
+    traced the tokenizer again in a `Dataset.map`: ~2 s a call for a byte-pair tokenizer, however short the text."""
+    from tfllm import data as data_lib
+
+    vocabulary = {token: i for i, token in enumerate([chr(c) for c in range(33, 127)] + ["Ġ", "Ċ", "Ġt", "he", "<|endoftext|>"])}
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t", "h e"])
+    texts = ["the cat\nsat on the mat", "the mat", "a cat sat\n" * 5000]  # another length; more than a batch of lines
+    ids = [data_lib.tokenize_corpus(tokenizer, text) for text in texts]
+    assert data_lib._TRACED_TOKENIZERS[id(tokenizer)][1].experimental_get_tracing_count() == 1
+    eager = [np.concatenate([np.asarray(tokenizer(line)) for line in text.split("\n") if line]) for text in texts[:2]]
+    for got, expected in zip(ids, eager):
+        np.testing.assert_array_equal(got, expected)
+    assert len(ids[2]) == 5000 * len(np.asarray(tokenizer("a cat sat")))
+
+
+@pytest.mark.slow
 def test_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(tmp_path, capsys):
     """A GPT-2 vocabulary without some text's characters gives them id -1: `--steps 0` ended in a traceback
     ("label value of -1"), and training in a loss of NaN called a divergence, to be fixed by a lower rate."""

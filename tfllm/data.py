@@ -125,10 +125,26 @@ def tokenize_corpus(tokenizer, text, what="training"):
     return ids
 
 
+# The last few tokenizers' traced functions (`id: (tokenizer, function)`; holding the tokenizer keeps its id
+# from being reused).
+_TRACED_TOKENIZERS = {}
+
+
 def _tokenized_batches(tokenizer, lines):
-    """`lines`' token ids, a batch (a tensor, ragged or not) at a time, through TF ops: the eager path is pure
-    Python and slow, and KerasHub's Python byte-pair tokenizer drops what the TF one gives id -1."""
-    return untuned(tf.data.Dataset.from_tensor_slices(lines).batch(4096).map(tokenizer, num_parallel_calls=AUTOTUNE))
+    """`lines`' token ids, a batch (a tensor, ragged or not) of 4,096 at a time, through TF ops: the eager path
+    is pure Python and slow, and KerasHub's Python byte-pair tokenizer drops what the TF one gives id -1.
+
+    One function a tokenizer, traced once: a `Dataset.map` of the tokenizer traced it again on every call, ~2 s
+    each for a byte-pair tokenizer however short the text (a `--from-preset` GPT-2 run tokenizes several
+    texts), where a call of the traced function on a few lines takes milliseconds. On 100,000 lines it is as
+    fast as the map's parallel calls, or faster (docs/benchmarks.md, stop 75)."""
+    key = id(tokenizer)
+    if key not in _TRACED_TOKENIZERS:
+        while len(_TRACED_TOKENIZERS) >= 4:
+            _TRACED_TOKENIZERS.pop(next(iter(_TRACED_TOKENIZERS)))
+        _TRACED_TOKENIZERS[key] = tokenizer, tf.function(tokenizer, input_signature=[tf.TensorSpec([None], tf.string)])
+    traced = _TRACED_TOKENIZERS[key][1]
+    return [traced(tf.constant(lines[i:i + 4096])) for i in range(0, len(lines), 4096)]
 
 
 def _refuse_unencodable(tokenizer, text, count, what):
