@@ -168,12 +168,14 @@ def test_explaining_many_models_does_not_warn_of_retracing(tiny_classifier_run, 
 
     model = load_explainer(tiny_classifier_run).model
 
+    # TensorFlow warns at the 5th of its last calls that traced (FREQUENT_TRACING_WARNING_THRESHOLD = 5), so five
+    # new Explainers are the fewest that would warn without tfllm's filter.
     def explain_new_models():  # a new Explainer a run, as tfllm.explain does for each new run
-        for _ in range(7):
+        for _ in range(5):
             Explainer(model).explain("a good film")
 
     def own_loop():
-        for _ in range(7):
+        for _ in range(5):
             tf.function(lambda x: x + 1)(tf.constant(1.0))
 
     assert _retracing_warnings(explain_new_models, monkeypatch) == []
@@ -200,13 +202,14 @@ def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(
     split = split_as_trained(TrainConfig.from_dict(read_config(tiny_classifier_run), strict=False)).val
     data = classification_dataset(split, task.preprocessor, sigmoid=True, batch_size=8)
 
+    # Five calls: TensorFlow warns at the 5th of its last calls that traced (FREQUENT_TRACING_WARNING_THRESHOLD).
     def tfllm_models():  # each call predicts with a new Keras model of the blend's inputs, as training does
-        for _ in range(7):
+        for _ in range(5):
             task.fit_wide_path(data, data)
 
     def own_models():
         x = np.zeros((4, 3), "float32")
-        for _ in range(7):
+        for _ in range(5):
             model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
             model.predict(x, verbose=0)
 
@@ -218,19 +221,37 @@ def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(
 EXTRAS_IN = "sorted(m for m in ('keras', 'sklearn', 'matplotlib', 'IPython') if m in sys.modules)"
 
 
-@pytest.mark.slow
-def test_the_command_imports_keras_without_the_packages_only_keras_own_extras_need(tmp_path):
-    """`tfllm ...` (main with no argv) imports Keras without scikit-learn, matplotlib and IPython, which
-    Keras and kagglehub import when installed; `import tfllm` in a notebook leaves Keras as it is."""
+@pytest.fixture(scope="module")
+def command_exit(tmp_path_factory):
+    """One fresh process that runs the `tfllm` command (main with no argv: `tfllm train` of a missing file) for two
+    tests: which of Keras's extras it imported (printed at exit: the command ends the process itself), and whether its
+    quick exit (os._exit, cli._exit_without_teardown) still does what Python's exit does: a thread that is not a
+    daemon finishes (it creates `thread-done` after a second), atexit functions run, buffered output is written (the
+    last atexit function writes 'atexit ran' with no newline and no flush), an idle thread pool's workers are woken,
+    and the status is the command's. Returns (the process's CompletedProcess, the thread's file)."""
+    tmp_path = tmp_path_factory.mktemp("command_exit")
+    done = tmp_path / "thread-done"
     code = (
-        "import atexit, sys\n"
+        "import atexit, sys, threading, time\n"
+        "atexit.register(lambda: sys.stdout.write('atexit ran'))  # buffered: no newline, no flush; runs last\n"
         f"atexit.register(lambda: print({EXTRAS_IN}))  # the command ends the process itself\n"
+        f"threading.Thread(target=lambda: (time.sleep(1), open({str(done)!r}, 'w').close())).start()\n"
+        # An idle pool's workers wait for work forever: Python's exit wakes them, and so must the command's.
+        "import concurrent.futures; pool = concurrent.futures.ThreadPoolExecutor(2); pool.submit(print, end='')\n"
         f"sys.argv = ['tfllm', 'train', '--task', 'generate', '--data', {str(tmp_path / 'missing.txt')!r}]\n"
         "from tfllm.cli import main\n"
-        "main()\n"
+        "status = main()\n"
+        "print('not reached', status)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.splitlines() == ["['keras']"], out.stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120), done
+
+
+@pytest.mark.slow
+def test_the_command_imports_keras_without_the_packages_only_keras_own_extras_need(command_exit):
+    """`tfllm ...` (main with no argv) imports Keras without scikit-learn, matplotlib and IPython, which
+    Keras and kagglehub import when installed; `import tfllm` in a notebook leaves Keras as it is."""
+    out, _ = command_exit
+    assert out.stdout == "['keras']\natexit ran", out.stderr  # the extras line (the other is the test below's)
     assert out.returncode == 2 and "does not exist" in out.stderr
 
     # What Keras was refused still imports for everything else (tfllm's reports, `tfllm tune`'s search).
@@ -285,26 +306,15 @@ def test_the_servers_own_process_imports_keras_without_its_extras_too(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_command_s_quick_exit_still_does_what_python_s_exit_does(tmp_path):
+def test_the_command_s_quick_exit_still_does_what_python_s_exit_does(command_exit):
     """With TensorFlow loaded, the `tfllm` command ends with os._exit (cli._exit_without_teardown): the
     interpreter's teardown took a second. What the exit did for the command must still happen: threads that are
-    not daemons finish, atexit functions run, buffered output is written, and the status is the command's."""
-    done = tmp_path / "thread-done"
-    code = (
-        "import atexit, sys, threading, time\n"
-        "atexit.register(lambda: sys.stdout.write('atexit ran'))  # buffered: no newline, no flush\n"
-        f"threading.Thread(target=lambda: (time.sleep(1), open({str(done)!r}, 'w').close())).start()\n"
-        # An idle pool's workers wait for work forever: Python's exit wakes them, and so must the command's.
-        "import concurrent.futures; pool = concurrent.futures.ThreadPoolExecutor(2); pool.submit(print, end='')\n"
-        f"sys.argv = ['tfllm', 'train', '--task', 'generate', '--data', {str(tmp_path / 'missing.txt')!r}]\n"
-        "from tfllm.cli import main\n"
-        "status = main()\n"
-        "print('not reached', status)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    not daemons finish, atexit functions run, buffered output is written, and the status is the command's.
+    The process is `command_exit`'s, shared with the test above."""
+    out, done = command_exit
     assert out.returncode == 2, out.stderr
     assert "does not exist" in out.stderr
-    assert out.stdout == "atexit ran" and done.exists()
+    assert out.stdout == "['keras']\natexit ran" and done.exists()  # both atexit lines, the unflushed one too
 
 
 @pytest.mark.parametrize("ending, status", [("os.abort()", -6), ("raise ImportError('no kernel')", 1)])
