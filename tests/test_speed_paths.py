@@ -158,24 +158,44 @@ def test_another_max_new_tokens_prompt_or_batch_size_reuses_the_compiled_program
     assert decode.experimental_get_tracing_count() <= 2  # a text within the window; then one past it
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("options", ["sampler='top_k', seed=1", "sampler='beam', num_beams=3"])
-def test_a_new_prompt_length_does_not_compile_the_decoding_program_again(options):
-    """XLA took the padding mask as a compile-time constant (the sampler read `prompt[:, index]`, a strided slice
-    whose bounds XLA needs at compile time, and the start index comes from the mask): every new prompt length
-    compiled the whole program again at the same shapes, seconds each in a notebook (a buffer within the window).
-    Counted from TensorFlow's own log of XLA compilations (`device_compiler`'s VLOG), in a fresh process."""
+NEW_PROMPT_LENGTH_OPTIONS = ["sampler='top_k', seed=1", "sampler='beam', num_beams=3"]
+
+
+@pytest.fixture(scope="module")
+def xla_logs_of_three_prompt_lengths():
+    """One fresh process (TensorFlow's own log of XLA compilations, `device_compiler`'s VLOG, is set up as
+    TensorFlow loads) for both samplers: for each of NEW_PROMPT_LENGTH_OPTIONS, a marker line, then a new
+    tiny generator (jit_compile=True) decodes prompts of three lengths. Returns (the process's exit status,
+    stderr, {options: the stderr written after that options' marker, until the next})."""
     import subprocess
     import sys
 
-    code = ("from lm_utils import tiny_generator; g = tiny_generator(jit_compile=True); "
-            f"[g.generate([p], max_new_tokens=3, {options}) for p in ('First', 'Firs', 'Fi')]")
+    code = ("import sys; from lm_utils import tiny_generator\n"
+            + "".join(f"print('--- options: ' + {options!r}, file=sys.stderr, flush=True)\n"
+                      "g = tiny_generator(jit_compile=True)\n"
+                      f"[g.generate([p], max_new_tokens=3, {options}) for p in ('First', 'Firs', 'Fi')]\n"
+                      for options in NEW_PROMPT_LENGTH_OPTIONS))
     tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="device_compiler=1",
                PYTHONPATH=os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stderr.count("Compilation of XLA executable time") == 1, out.stderr[-3000:]
+    parts = out.stderr.split("--- options: ")[1:]
+    sections = {part.split("\n", 1)[0]: part for part in parts}
+    return out.returncode, out.stderr, sections
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", NEW_PROMPT_LENGTH_OPTIONS)
+def test_a_new_prompt_length_does_not_compile_the_decoding_program_again(options, xla_logs_of_three_prompt_lengths):
+    """XLA took the padding mask as a compile-time constant (the sampler read `prompt[:, index]`, a strided slice
+    whose bounds XLA needs at compile time, and the start index comes from the mask): every new prompt length
+    compiled the whole program again at the same shapes, seconds each in a notebook (a buffer within the window).
+    Counted from TensorFlow's own log of XLA compilations (`device_compiler`'s VLOG), in a fresh process (one for
+    both samplers: this sampler's part of its log, `xla_logs_of_three_prompt_lengths`)."""
+    returncode, stderr, sections = xla_logs_of_three_prompt_lengths
+    assert returncode == 0, stderr[-2000:]
+    assert options in sections, stderr[-3000:]
+    assert sections[options].count("Compilation of XLA executable time") == 1, sections[options][-3000:]
 
 
 def _fast(generator):
