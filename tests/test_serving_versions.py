@@ -81,8 +81,11 @@ def test_prune_keeps_what_the_folders_models_config_serves(tmp_path, good_versio
 
 @pytest.mark.slow
 def test_export_keep_keeps_what_the_folders_models_config_serves(tiny_classifier_run, tmp_path, capsys):
-    for _ in range(2):
-        assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path)]) == 0
+    """`export --keep 1` prunes the versions that the folder's models.config does not serve: of 1 (the config's),
+    2 and the new 3, it keeps 1 and 3."""
+    assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path)]) == 0
+    # Version 2: the same export again (a version folder is self-contained; a copy spares a second export).
+    shutil.copytree(tmp_path / "clf" / "1", tmp_path / "clf" / "2")
     (tmp_path / "models.config").write_text('model_config_list { config { name: "clf" base_path: "clf" '
                                             'model_version_policy { specific { versions: 1 } } } }')
     assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path), "--keep", "1"]) == 0
@@ -132,18 +135,19 @@ def test_a_model_whose_every_version_went_lists_them_as_end(tmp_path, good_versi
 @pytest.mark.slow
 def test_two_prunes_at_once_each_skip_what_the_other_removed(tmp_path, good_version, capsys, monkeypatch):
     """`tfllm models --prune` twice at once (or with an `export --keep`): the one that came second to a
-    version crashed with FileNotFoundError renaming it to `.pruning-N`."""
-    import subprocess
-    import sys
+    version crashed with FileNotFoundError renaming it to `.pruning-N`. The other prune is the same command
+    run in this process (`main_in_process`), in full, between this prune's choice and its renames."""
+    from conftest import main_in_process
 
     _layout(tmp_path, good_version, good=(1, 2, 3, 4, 5), garbage=())
     check, others, keep = versioning.version_problem, [], ["1"]
 
     def another_prune_meanwhile(version_dir):  # after this prune chose its versions, before it renames them
         if not others:
-            others.append(subprocess.run(
-                [sys.executable, "-m", "tfllm.cli", "models", str(tmp_path), "--prune", "clf", "--keep", keep[0]],
-                capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")))
+            others.append(None)  # once
+            with pytest.MonkeyPatch.context() as other:  # the other prune checks its versions as usual
+                other.setattr(versioning, "version_problem", check)
+                others[0] = main_in_process(capsys, "models", tmp_path, "--prune", "clf", "--keep", keep[0])
         return check(version_dir)
 
     monkeypatch.setattr(versioning, "version_problem", another_prune_meanwhile)
