@@ -150,16 +150,33 @@ def test_inferenceservices_match_the_models(model_config):
         assert model["storageUri"].endswith(f"/savedmodels/{d['metadata']['name']}")
 
 
+@pytest.fixture(scope="module")
+def toy_classifiers(tmp_path_factory):
+    """`toy_classifiers(path, bias=0.0, warmup=True)` puts at `path` what `fixtures.save_classifier` would save there:
+    a copy of that toy classifier, saved once for this file (a SavedModel folder is self-contained), so the
+    file's ~20 toy classifiers cost one save each of its few kinds. Returns `path` as a string."""
+    saved, root = {}, tmp_path_factory.mktemp("toy_classifiers")
+
+    def copy_to(path, bias=0.0, warmup=True):
+        if (bias, warmup) not in saved:
+            saved[bias, warmup] = fixtures.save_classifier(str(root / f"bias{bias}-warmup{warmup}"), bias=bias,
+                                                            warmup=warmup)
+        shutil.copytree(saved[bias, warmup], path)
+        return str(path)
+
+    return copy_to
+
+
 @pytest.mark.slow
-def test_config_points_at_real_exports(tmp_path, model_config, compose):
+def test_config_points_at_real_exports(tmp_path, model_config, compose, toy_classifiers):
     """Lay out an export as the compose mount expects and resolve every label."""
     from tfllm.serving.server import ModelRegistry
 
     savedmodels = tmp_path / "savedmodels"
     for v in (1, 2):
-        fixtures.save_classifier(str(savedmodels / "reviews" / str(v)), bias=float(v))
+        toy_classifiers(str(savedmodels / "reviews" / str(v)), bias=float(v))
         fixtures.save_generator(str(savedmodels / "shakespeare" / str(v)))
-    fixtures.save_classifier(str(savedmodels / "unlisted" / "1"), warmup=False)
+    toy_classifiers(str(savedmodels / "unlisted" / "1"), warmup=False)
     mount = "/models"
     for c in model_config.model_config_list.config:
         host_dir = savedmodels / os.path.relpath(c.base_path, mount)
@@ -195,19 +212,19 @@ def _write_config(path, *models):
 
 
 @pytest.mark.slow
-def test_a_config_poll_of_zero_reads_the_config_once(tmp_path):
+def test_a_config_poll_of_zero_reads_the_config_once(tmp_path, toy_classifiers):
     """TF Serving's --model_config_file_poll_wait_seconds=0 (its default): the config read at start-up
     stays, while the folders are still rescanned."""
     from tfllm.serving.server import ModelRegistry
 
-    fixtures.save_classifier(str(tmp_path / "clf" / "1"), warmup=False)
+    toy_classifiers(str(tmp_path / "clf" / "1"), warmup=False)
     config = tmp_path / "models.config"
     _write_config(config, ("first", "clf", ""))
     registry = ModelRegistry(str(tmp_path), model_config_file=str(config), config_poll_seconds=0)
     registry.refresh()
     _write_config(config, ("renamed", "clf", ""))
     os.utime(config, (1, 1))
-    fixtures.save_classifier(str(tmp_path / "clf" / "2"), warmup=False)
+    toy_classifiers(str(tmp_path / "clf" / "2"), warmup=False)
     registry.refresh()
     assert registry.model_names() == ["first"] and registry.resolve("first").version == 2
     registry.config_poll_seconds = None  # tfllm's default: re-read whenever it changed
@@ -220,14 +237,14 @@ def test_a_config_poll_of_zero_reads_the_config_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_path, monkeypatch, caplog):
+def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_path, monkeypatch, caplog, toy_classifiers):
     """As tensorflow_model_server --model_config_file: before, the registry served every folder
     under the served one by folder name (unlisted ones with all versions) and ignored base_path."""
     from tfllm.serving.server import ModelRegistry
 
-    fixtures.save_classifier(str(tmp_path / "sm" / "clf" / "1"), bias=0.0, warmup=False)
-    fixtures.save_classifier(str(tmp_path / "sm" / "clf" / "2"), bias=5.0, warmup=False)
-    fixtures.save_classifier(str(tmp_path / "elsewhere" / "other" / "3"), warmup=False)
+    toy_classifiers(str(tmp_path / "sm" / "clf" / "1"), bias=0.0, warmup=False)
+    toy_classifiers(str(tmp_path / "sm" / "clf" / "2"), bias=5.0, warmup=False)
+    toy_classifiers(str(tmp_path / "elsewhere" / "other" / "3"), warmup=False)
     config = tmp_path / "models.config"
     _write_config(config, ("live", "clf", "model_version_policy { all {} }"),
                   ("abs", str(tmp_path / "elsewhere" / "other"), ""),
@@ -243,7 +260,7 @@ def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_pa
     missing = [r.getMessage() for r in caplog.records if "not-yet" in r.getMessage()]
     assert len(missing) == 1 and "does not exist" in missing[0], missing
 
-    fixtures.save_classifier(str(tmp_path / "sm" / "not-yet" / "1"), warmup=False)
+    toy_classifiers(str(tmp_path / "sm" / "not-yet" / "1"), warmup=False)
     registry.refresh()
     assert registry.resolve("later").version == 1
 
@@ -263,14 +280,14 @@ def test_a_config_serves_exactly_its_models_by_name_from_their_base_paths(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_model_moved_to_another_base_path_says_so_and_lists_only_its_new_versions(tmp_path, caplog):
+def test_a_model_moved_to_another_base_path_says_so_and_lists_only_its_new_versions(tmp_path, caplog, toy_classifiers):
     """Before, swapping a model's base_path logged "unloaded clf version 2 (its folder is gone)" although
     the folder was still there, and the status listed the old folder's version 2 as END beside the new
     folder's version 1."""
     from tfllm.serving.server import ModelRegistry
 
-    fixtures.save_classifier(str(tmp_path / "old" / "clf" / "2"), warmup=False)
-    fixtures.save_classifier(str(tmp_path / "new" / "clf" / "1"), warmup=False)
+    toy_classifiers(str(tmp_path / "old" / "clf" / "2"), warmup=False)
+    toy_classifiers(str(tmp_path / "new" / "clf" / "1"), warmup=False)
     config = tmp_path / "models.config"
     _write_config(config, ("clf", "old/clf", ""))
     registry = ModelRegistry(str(tmp_path), model_config_file=str(config))
@@ -288,14 +305,14 @@ def test_a_model_moved_to_another_base_path_says_so_and_lists_only_its_new_versi
 
 
 @pytest.mark.slow
-def test_a_label_never_loads_a_version_the_policy_excludes(tmp_path, caplog):
+def test_a_label_never_loads_a_version_the_policy_excludes(tmp_path, caplog, toy_classifiers):
     """Before, `canary` -> 3 loaded version 3 beside the policy's 1 and 2, and unlabelled requests
     then went to 3. As TF Serving: 3 stays unloaded and the label is refused."""
     from tfllm.serving.limits import RequestError
     from tfllm.serving.server import ModelRegistry
 
     for v in (1, 2, 3):
-        fixtures.save_classifier(str(tmp_path / "clf" / str(v)), bias=float(v), warmup=False)
+        toy_classifiers(str(tmp_path / "clf" / str(v)), bias=float(v), warmup=False)
     config = tmp_path / "models.config"
     policy = "model_version_policy { specific { versions: 1 versions: 2 } }"
     _write_config(config, ("clf", "clf", policy + ' version_labels { key: "canary" value: 3 }'
@@ -393,13 +410,13 @@ def test_the_sample_generation_requests_send_what_a_real_export_takes():
 
 
 @pytest.mark.slow  # 3.3 s in stop 61's fresh clone: over make test-fast's 3 s line
-def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_path):
+def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_path, toy_classifiers):
     """TF Serving's default (AvailabilityPreservingPolicy): a broken or half-copied newer
     version does not take the model offline; the selected version replaces it once it loads."""
     from tfllm.serving.server import ModelRegistry
 
     savedmodels = tmp_path / "savedmodels"
-    fixtures.save_classifier(str(savedmodels / "clf" / "1"), bias=0.0, warmup=False)
+    toy_classifiers(str(savedmodels / "clf" / "1"), bias=0.0, warmup=False)
     config = tmp_path / "latest.config"  # no model_version_policy: `latest` 1
     config.write_text(f'model_config_list {{ config {{ name: "clf" base_path: "{savedmodels / "clf"}" '
                       'model_platform: "tensorflow" } }\n')
@@ -408,7 +425,7 @@ def test_latest_policy_keeps_serving_while_the_newer_version_fails_to_load(tmp_p
     assert registry.resolve("clf").version == 1
 
     staging = tmp_path / "staging"
-    fixtures.save_classifier(str(staging), bias=5.0, warmup=False)
+    toy_classifiers(str(staging), bias=5.0, warmup=False)
     (savedmodels / "clf" / "2").mkdir()
     shutil.copy(staging / "saved_model.pb", savedmodels / "clf" / "2")  # a copy in progress
     registry.refresh()
@@ -447,15 +464,15 @@ CONFIG_SERVED = [("reviews", "sm/clf", "model_version_policy { specific { versio
 
 
 @pytest.fixture(scope="module")
-def config_server(tmp_path_factory):
+def config_server(tmp_path_factory, toy_classifiers):
     """`tfllm serve --model-config-file models.config` (no folder: base_paths are under the
     working directory) over `sm/clf` versions 1-3 and an unlisted `sm/unlisted`."""
     from tfllm.serving import RestClient
 
     root = tmp_path_factory.mktemp("configured")
     for v in (1, 2, 3):
-        fixtures.save_classifier(str(root / "sm" / "clf" / str(v)), bias=float(v), warmup=False)
-    fixtures.save_classifier(str(root / "sm" / "unlisted" / "1"), warmup=False)
+        toy_classifiers(str(root / "sm" / "clf" / str(v)), bias=float(v), warmup=False)
+    toy_classifiers(str(root / "sm" / "unlisted" / "1"), warmup=False)
     config = root / "models.config"
     _write_config(config, *CONFIG_SERVED)
     rest_port, grpc_port = _free_port(), _free_port()
@@ -576,7 +593,7 @@ def test_reload_config_over_grpc_applies_models_policies_and_labels(config_serve
 
 
 @pytest.mark.slow
-def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, capsys, monkeypatch):
+def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, capsys, monkeypatch, toy_classifiers):
     """tensorflow_model_server's single-model command line, as it is: `--port` gRPC, `--rest_api_port` REST,
     `--model_name` over `--model_base_path` (one model's versions, the newest served). `tfllm serve` refused
     each of those flags (unrecognized arguments), and read `--port` as REST."""
@@ -585,7 +602,7 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
     from tfllm.serving import GrpcClient, RestClient
 
     for v in (1, 2):
-        fixtures.save_classifier(str(tmp_path / "clf" / str(v)), bias=float(v), warmup=False)
+        toy_classifiers(str(tmp_path / "clf" / str(v)), bias=float(v), warmup=False)
     rest_port, grpc_port = _free_port(), _free_port()
     with serving_process([f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=films",
                           f"--model_base_path={tmp_path / 'clf'}", "--file_system_poll_wait_seconds=0.2",
@@ -648,12 +665,12 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_a_config_error_in_the_servers_poll_thread_names_the_commands_flag(tmp_path):
+def test_a_config_error_in_the_servers_poll_thread_names_the_commands_flag(tmp_path, toy_classifiers):
     """The poll thread's errors are the `tfllm serve` command's: they name --model-config-file, not the
     Python argument (errors.command_running is the process's, which threads see; a contextvar is not)."""
     from tfllm.serving import RestClient
 
-    fixtures.save_classifier(str(tmp_path / "sm" / "clf" / "1"), warmup=False)
+    toy_classifiers(str(tmp_path / "sm" / "clf" / "1"), warmup=False)
     config = tmp_path / "models.config"
     _write_config(config, ("reviews", "sm/clf", ""))
     rest_port, log_path = _free_port(), tmp_path / "server.log"
