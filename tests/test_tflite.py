@@ -558,10 +558,21 @@ def tiny_generator_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def generator_export(tiny_generator_run, tmp_path_factory):
+    """The tiny generator's float TFLite export (`--out`), read (never changed) by the decode-loop test's "none"
+    case and the TensorFlow-interpreter test: one export where each made its own."""
+    return tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path_factory.mktemp("generator") / "lm"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["none", "dynamic", "float16"])
-def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, tmp_path, quantize, capsys):
-    directory = tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path / "lm"), quantize=quantize)
+def test_generator_decode_loop_reproduces_keras_greedy(tiny_generator_run, generator_export, tmp_path, quantize,
+                                                        capsys):
+    if quantize == "none":
+        directory = generator_export
+    else:
+        directory = tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path / "lm"), quantize=quantize)
     with open(os.path.join(directory, "parity.json")) as f:
         parity = json.load(f)
     # 100 tokens run far past the 16-token window, so the re-encoding path is covered too.
@@ -728,49 +739,60 @@ def tiny_translation_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def translation_export(tiny_translation_run, tmp_path_factory):
     """`tfllm export RUN --format tflite --out DIR` of the tiny translation run, and what it printed to stderr:
-    one export read (never changed) by the tests of what an export holds."""
+    one export read (never changed) by the tests of what an export holds.
+
+    The same --out export was first stopped part way (a KeyboardInterrupt at the parity check, its last step):
+    its exit code and what it left in DIR's parent are returned for
+    test_a_translation_export_stopped_part_way_leaves_no_out_folder, whose export after the stopped one is this
+    one (one export where there were two)."""
     import contextlib
     import io
 
-    directory = str(tmp_path_factory.mktemp("exports") / "tr")
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        assert main(["export", tiny_translation_run, "--format", "tflite", "--out", directory]) == 0
-    return directory, err.getvalue()
-
-
-@pytest.mark.slow
-def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_translation_run, tmp_path, monkeypatch, capsys):
-    """`--out DIR` of a translation run was written in place: stopped after model.tflite, the tokenizer
-    and metadata.json (Ctrl-C, a crash, a kill), DIR was left half-written without parity.json. It is
-    written into a temporary folder renamed into place at the end, as the other TFLite exports are."""
     from tfllm.export import tflite_seq2seq
 
     def stopped(*args, **kwargs):  # the parity check, the last step: everything else is written
         raise KeyboardInterrupt
 
-    out = tmp_path / "exports" / "phone"
-    argv = ["export", tiny_translation_run, "--format", "tflite", "--out", str(out)]
-    with monkeypatch.context() as patched:
+    parent = tmp_path_factory.mktemp("exports")
+    directory = str(parent / "tr")
+    argv = ["export", tiny_translation_run, "--format", "tflite", "--out", directory]
+    with pytest.MonkeyPatch.context() as patched, contextlib.redirect_stderr(io.StringIO()):
         patched.setattr(tflite_seq2seq, "TFLiteTranslator", stopped)
-        assert main(argv) == 130
-    assert os.listdir(tmp_path / "exports") == []
+        stopped_code = main(argv)
+    left_after_stop = os.listdir(parent)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 0
+    return directory, err.getvalue(), stopped_code, left_after_stop
+
+
+@pytest.mark.slow
+def test_a_translation_export_stopped_part_way_leaves_no_out_folder(tiny_translation_run, translation_export, tmp_path,
+                                                                   capsys):
+    """`--out DIR` of a translation run was written in place: stopped after model.tflite, the tokenizer
+    and metadata.json (Ctrl-C, a crash, a kill), DIR was left half-written without parity.json. It is
+    written into a temporary folder renamed into place at the end, as the other TFLite exports are.
+    The stopped export, and the whole one after it into the same DIR, are the `translation_export` fixture's."""
+    directory, _, stopped_code, left_after_stop = translation_export
+    assert stopped_code == 130
+    assert left_after_stop == []
     # The same checks of --out as the other exports: a folder of the user's is not written into.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    assert main(argv[:-1] + [str(tmp_path / "mine")]) == 2
+    assert main(["export", tiny_translation_run, "--format", "tflite", "--out", str(tmp_path / "mine")]) == 2
     assert "is a non-empty folder that is not a tfllm TFLite export" in capsys.readouterr().err
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
-    assert main(argv) == 0
-    assert sorted(os.listdir(out)) == ["metadata.json", "model.tflite", "parity.json", "tokenizer", "vocabulary.json"]
-    assert os.listdir(tmp_path / "exports") == ["phone"]
+    # The export after the stopped one (the fixture's) wrote DIR whole, and nothing else beside it.
+    assert sorted(os.listdir(directory)) == ["metadata.json", "model.tflite", "parity.json", "tokenizer",
+                                             "vocabulary.json"]
+    assert os.listdir(os.path.dirname(directory)) == ["tr"]
 
 
 @pytest.mark.slow
 def test_a_translation_parity_report_says_when_every_reference_output_is_the_same(translation_export):
     """A one-epoch translator that outputs the same text for every source had parity.json report a 1.0 exact
     match rate and nothing else; the report also lacked the classifier's and generator's quantize and size."""
-    directory, err = translation_export
+    directory, err, _, _ = translation_export
     assert "same output" in err  # the printed note
     parity = json.load(open(os.path.join(directory, "parity.json")))
     assert parity["reference_outputs_degenerate"] is True and "same output" in parity["note"]
@@ -849,7 +871,7 @@ def _merged(cache):
 
 @pytest.mark.slow
 def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
-        tiny_generator_run, tiny_translation_run, translation_export, tmp_path):
+        tiny_generator_run, generator_export, tiny_translation_run, translation_export):
     """The 6-D key/value caches (`[1, layers, 2, len, heads, dim]`) ran in ai_edge_litert but TensorFlow's
     interpreter refused the decode steps: "StridedSlice op only supports 1D-5D input arrays"."""
     import tensorflow as tf
@@ -857,7 +879,7 @@ def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
     from tfllm.generation import load_generator
 
     # The generator: prefill a prompt, then two decode steps, each against the Keras model's cached call.
-    directory = tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path / "lm"))
+    directory = generator_export
     interpreter = _tensorflow_interpreter(os.path.join(directory, "model.tflite"))
     prefill, decode = interpreter.get_signature_runner("prefill"), interpreter.get_signature_runner("decode")
     model = load_generator(tiny_generator_run, jit_compile=False, dtype="float32").model
@@ -879,7 +901,7 @@ def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
         cache = out["cache"]
 
     # The translator (the module's export of it): encode a source, then two decode steps.
-    directory, _ = translation_export
+    directory = translation_export[0]
     interpreter = _tensorflow_interpreter(os.path.join(directory, "model.tflite"))
     encode, decode = interpreter.get_signature_runner("encode"), interpreter.get_signature_runner("decode")
     model = runs.load_translation_task(tiny_translation_run, dtype="float32")
