@@ -176,6 +176,7 @@ def test_options_a_sampler_does_not_read_are_refused(kwargs, match):
     assert isinstance(generator.generate(["First"], 5, sampler=kwargs["sampler"])[0], str)  # its defaults: not refused
 
 
+@pytest.mark.slow
 def test_a_wordpiece_generator_names_the_words_it_has_no_token_for():
     """The refusal said "contains text the tokenizer has no token for"; which text ("Python" became [UNK])?"""
     from lm_utils import tiny_wordpiece_generator
@@ -1082,7 +1083,7 @@ def test_pretrain_verbose_0_prints_nothing_and_notes_are_warnings(tmp_path, capf
     from tfllm.training.pretraining import pretrain
 
     config = TrainConfig(task="pretrain", objective=objective, data="rotten_tomatoes", preset="tiny", max_rows=300,
-                         steps=2, run_dir=str(tmp_path / "run"), overrides={"sequence_length": 8})
+                         steps=2, jit_compile=False, run_dir=str(tmp_path / "run"), overrides={"sequence_length": 8})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pretrain(config, verbose=0)
