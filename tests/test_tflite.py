@@ -760,9 +760,17 @@ def translation_export(tiny_translation_run, tmp_path_factory):
         patched.setattr(tflite_seq2seq, "TFLiteTranslator", stopped)
         stopped_code = main(argv)
     left_after_stop = os.listdir(parent)
+    # The whole export runs with the run's data file moved away (read by
+    # test_a_translation_export_needs_the_run_not_its_data): it needs the run, not its data.
+    data = runs.read_config(tiny_translation_run)["data"]
+    moved = str(tmp_path_factory.mktemp("moved") / "moved.csv")
+    shutil.move(data, moved)
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        assert main(argv) == 0
+    try:
+        with contextlib.redirect_stderr(err):
+            assert main(argv) == 0
+    finally:
+        shutil.move(moved, data)
     return directory, err.getvalue(), stopped_code, left_after_stop
 
 
@@ -818,20 +826,14 @@ def test_a_translation_parity_report_says_when_every_reference_output_is_the_sam
 
 
 @pytest.mark.slow
-def test_a_translation_export_needs_the_run_not_its_data(tiny_translation_run, tmp_path, capsys):
+def test_a_translation_export_needs_the_run_not_its_data(translation_export):
     """A run whose data file is gone (copied to another machine, the file moved) exported its SavedModel but
     not its TFLite file: the parity check split the data again for its test sources, and the export failed
     with 'Pairs file ... does not exist', which export has no flag to fix. The parity sources then come
-    from the run's vocabulary, and parity.json says so."""
-    data = runs.read_config(tiny_translation_run)["data"]
-    moved = tmp_path / "moved.csv"
-    shutil.move(data, moved)
-    try:
-        assert main(["export", tiny_translation_run, "--name", "tr", "--format", "tflite",
-                     "--base-dir", str(tmp_path / "savedmodels")]) == 0
-    finally:
-        shutil.move(moved, data)
-    parity = json.load(open(tmp_path / "savedmodels" / "tr" / "1" / "parity.json"))
+    from the run's vocabulary, and parity.json says so. (The `translation_export` fixture's export ran with
+    the run's data file moved away.)"""
+    directory = translation_export[0]
+    parity = json.load(open(os.path.join(directory, "parity.json")))
     assert parity["sources"] > 0 and "vocabulary" in parity["reference"]
     assert parity["greedy_exact_match_rate"] == 1.0
 
