@@ -123,20 +123,24 @@ def test_top_k_is_clamped_and_temperature_zero_is_greedy():
 
 @pytest.mark.slow
 def test_streaming_matches_one_shot_and_stop_strings():
+    from tfllm.generation import STREAM_CHUNK
+
     generator = tiny_generator()
+    length = STREAM_CHUNK + 6  # two streamed chunks: the second one's buffer starts part-way into the text
     pieces = []
-    streamed = generator.generate(["First", "me"], 150, sampler="greedy", stream_callback=lambda i, t: pieces.append((i, t)))
-    assert streamed == generator.generate(["First", "me"], 150, sampler="greedy")
+    streamed = generator.generate(["First", "me"], length, sampler="greedy",
+                                  stream_callback=lambda i, t: pieces.append((i, t)))
+    assert streamed == generator.generate(["First", "me"], length, sampler="greedy")
     # Sampled too: each chunk drew its noise afresh (seed + 7919 * chunk) at its own buffer's positions, so the
     # streamed text (`tfllm generate`'s) parted from a single call's (the SavedModel's) after the first chunk.
     for sampler in ("top_k", "top_p", "random"):
         options = dict(sampler=sampler, temperature=1.0, seed=7, **{"top_k": dict(top_k=5), "top_p": dict(top_p=0.9)}.get(sampler, {}))
-        one_call = generator.generate(["First", "me"], 150, **options)
-        assert generator.generate(["First", "me"], 150, stream_callback=lambda i, t: None, **options) == one_call
+        one_call = generator.generate(["First", "me"], length, **options)
+        assert generator.generate(["First", "me"], length, stream_callback=lambda i, t: None, **options) == one_call
     assert "".join(t for i, t in pieces if i == 0) == streamed[0]
     text = streamed[0]
     stop = text[5:7]
-    stopped = generator.generate(["First"], 150, sampler="greedy", stop=stop)[0]
+    stopped = generator.generate(["First"], length, sampler="greedy", stop=stop)[0]
     assert stopped == text[: text.find(stop)]
 
 
