@@ -126,7 +126,9 @@ def test_streaming_matches_one_shot_and_stop_strings():
     from tfllm.generation import STREAM_CHUNK
 
     generator = tiny_generator()
-    length = STREAM_CHUNK + 6  # two streamed chunks: the second one's buffer starts part-way into the text
+    # Two streamed chunks for both prompts (a chunk adds at most the window + STREAM_CHUNK less its context: 67
+    # and 70 tokens here): the second one's buffer starts part-way into the text.
+    length = STREAM_CHUNK + 16
     pieces = []
     streamed = generator.generate(["First", "me"], length, sampler="greedy",
                                   stream_callback=lambda i, t: pieces.append((i, t)))
