@@ -792,11 +792,17 @@ def test_a_wordpiece_generator_joins_chinese_characters_in_every_path(tmp_path, 
     from tfllm.config import CJK_CLASS
     from tfllm.generation import generate
 
+    from tfllm.generation import STREAM_CHUNK
+
     generator = tiny_wordpiece_generator()
     options = dict(sampler="random", temperature=1.5, seed=3)
-    one_call = generator.generate(["中国", "hello"], 150, **options)
+    # Two streamed chunks for both prompts (the first adds at most the window (16) + STREAM_CHUNK less the
+    # prompt's 1-2 tokens), whose texts meet where the second starts.
+    length = STREAM_CHUNK + 26
+    one_call = generator.generate(["中国", "hello"], length, **options)
     pieces = []
-    streamed = generator.generate(["中国", "hello"], 150, stream_callback=lambda i, t: pieces.append((i, t)), **options)
+    streamed = generator.generate(["中国", "hello"], length, stream_callback=lambda i, t: pieces.append((i, t)),
+                                  **options)
     # Streaming decodes all new ids again for each chunk: its chunks add up to one call's text.
     assert streamed == one_call and "".join(t for i, t in pieces if i == 0) == one_call[0]
     assert all(re.search(f"{CJK_CLASS}{{2}}", t) and not _cjk_gaps(t) for t in one_call)
