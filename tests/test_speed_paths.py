@@ -133,6 +133,7 @@ def test_decoding_is_traced_once_for_every_batch_size():
     assert decode.experimental_get_tracing_count() <= 2  # a text within the window; then one past it
 
 
+@pytest.mark.slow  # 4-5 s in quiet suite runs (stops 74, 75)
 def test_another_max_new_tokens_prompt_or_batch_size_reuses_the_compiled_program():
     """`tfllm.generate` compiled a new XLA program (~5 s) for each new max_new_tokens, prompt length or number
     of prompts: the buffer is now padded to the window (a text that fits it) or the export's buckets beyond, so
