@@ -689,7 +689,7 @@ def test_a_tokenizer_is_traced_once_for_every_text_it_tokenizes():
     tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t", "h e"])
     texts = ["the cat\nsat on the mat", "the mat", "a cat sat\n" * 5000]  # another length; more than a batch of lines
     ids = [data_lib.tokenize_corpus(tokenizer, text) for text in texts]
-    assert data_lib._TRACED_TOKENIZERS[id(tokenizer)][1].experimental_get_tracing_count() == 1
+    assert data_lib._traced_tokenizer(tokenizer).experimental_get_tracing_count() == 1
     eager = [np.concatenate([np.asarray(tokenizer(line)) for line in text.split("\n") if line]) for text in texts[:2]]
     for got, expected in zip(ids, eager):
         np.testing.assert_array_equal(got, expected)

@@ -9,6 +9,8 @@ it inside `tf.data` (nanoGPT's `get_batch`), so the input pipeline costs a
 gather per step.
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -125,9 +127,9 @@ def tokenize_corpus(tokenizer, text, what="training"):
     return ids
 
 
-# The last few tokenizers' traced functions (`id: (tokenizer, function)`; holding the tokenizer keeps its id
-# from being reused).
-_TRACED_TOKENIZERS = {}
+@functools.lru_cache(maxsize=4)  # holds the tokenizers it traced, so an id is not reused while its function is kept
+def _traced_tokenizer(tokenizer):
+    return tf.function(tokenizer, input_signature=[tf.TensorSpec([None], tf.string)])
 
 
 def _tokenized_batches(tokenizer, lines):
@@ -138,12 +140,7 @@ def _tokenized_batches(tokenizer, lines):
     each for a byte-pair tokenizer however short the text (a `--from-preset` GPT-2 run tokenizes several
     texts), where a call of the traced function on a few lines takes milliseconds. On 100,000 lines it is as
     fast as the map's parallel calls, or faster (docs/benchmarks.md, stop 75)."""
-    key = id(tokenizer)
-    if key not in _TRACED_TOKENIZERS:
-        while len(_TRACED_TOKENIZERS) >= 4:
-            _TRACED_TOKENIZERS.pop(next(iter(_TRACED_TOKENIZERS)))
-        _TRACED_TOKENIZERS[key] = tokenizer, tf.function(tokenizer, input_signature=[tf.TensorSpec([None], tf.string)])
-    traced = _TRACED_TOKENIZERS[key][1]
+    traced = _traced_tokenizer(tokenizer)
     return [traced(tf.constant(lines[i:i + 4096])) for i in range(0, len(lines), 4096)]
 
 
