@@ -401,8 +401,9 @@ def test_python_predict_is_the_commands_answer_and_loads_a_run_once(tiny_classif
         monkeypatch.setattr(module, name, lambda *a, _f=getattr(module, name), _n=name: loads.append(_n) or _f(*a))
     assert tfllm.predict(tiny_classifier_run, texts) == expected == tfllm.predict(tiny_classifier_run, texts)
     assert loads == ["load"]
-    monkeypatch.setenv("TFLLM_NUMPY_CLASSIFICATION", "0")  # the TensorFlow path: loaded once as well
-    prediction._LOADED.clear()
+    # The TensorFlow path, loaded once as well, and taken once the variable says so: the path was chosen when
+    # the run was first loaded, so a process that set it after a first call stayed on the NumPy path.
+    monkeypatch.setenv("TFLLM_NUMPY_CLASSIFICATION", "0")
     for _ in range(2):
         tensorflow = tfllm.predict(tiny_classifier_run, texts)
         assert [r["label"] for r in tensorflow] == [r["label"] for r in expected]

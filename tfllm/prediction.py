@@ -6,6 +6,7 @@ model kinds take the TensorFlow path; `TFLLM_NUMPY_CLASSIFICATION=0` always take
 compare the two).
 """
 
+import functools
 import itertools
 import os
 
@@ -17,12 +18,14 @@ CHUNK = 512  # texts classified (and yielded) at a time: a large file is answere
 
 
 class _Loaded:
-    """A run's NumPy classifier, and its Keras task once a text needs it."""
+    """A run's NumPy classifier and its Keras task, each loaded once a text needs it."""
 
     def __init__(self, run_dir):
         self.run_dir = run_dir
-        numpy_path = os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0"
-        self.fast = fast_classification.load(run_dir) if numpy_path else None
+
+    @functools.cached_property
+    def fast(self):
+        return fast_classification.load(self.run_dir)
 
     def task(self):
         from tfllm.training.classifier import loaded_run  # TensorFlow: only for the texts that need it
@@ -48,7 +51,9 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
         if not chunk:
             return
         runs.refuse_non_strings(chunk, offset=offset)
-        fast = loaded.fast
+        # Read at each chunk, not when the run was loaded: a process that sets the variable after a first
+        # call took the path of that call ever after.
+        fast = loaded.fast if os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0" else None
         # None where a text holds a character the NumPy tokenizer does not split as TensorFlow Text does.
         probabilities = fast.predict(chunk) if fast else None
         if probabilities is not None:
