@@ -988,26 +988,39 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
 @pytest.mark.parametrize("numpy_path", ["1", "0"])
 def test_predict_file_answers_a_pipe_as_it_flows_and_stops_quietly_when_the_reader_goes(cli_run, numpy_path):
     """--file - read all of standard input before the first answer (a producer that keeps the pipe open got
-    none), and `| head` ended in a BrokenPipeError traceback."""
-    import select
+    none), and `| head` ended in a BrokenPipeError traceback. Each chunk's answers are flushed whole: the
+    output's buffer held the end of a chunk until the next one (or the end of the input)."""
+    import threading
+
+    from tfllm.prediction import CHUNK
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFLLM_NUMPY_CLASSIFICATION=numpy_path)
     command = [sys.executable, "-m", "tfllm.cli", "predict", str(cli_run[0]), "--file", "-"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
+    answers = []
+
+    def read_first_chunk():
+        for line in process.stdout:
+            answers.append(json.loads(line)["text"])
+            if len(answers) == CHUNK:
+                return
+
     try:
-        process.stdin.write("".join(f"a fine film, number {i}\n" for i in range(600)))  # more than one chunk
+        process.stdin.write("".join(f"a fine film, number {i}\n" for i in range(CHUNK + 88)))  # one chunk and more
         process.stdin.flush()
-        # The input is still open: the first chunk's answers come anyway.
-        assert select.select([process.stdout], [], [], 120)[0], "no answer before the end of the input"
-        assert json.loads(process.stdout.readline())["text"] == "a fine film, number 0"
+        # The input is still open: the whole first chunk is answered anyway.
+        reader = threading.Thread(target=read_first_chunk, daemon=True)
+        reader.start()
+        reader.join(120)
+        assert answers == [f"a fine film, number {i}" for i in range(CHUNK)], f"{len(answers)} answers of {CHUNK}"
         process.stdin.write("the last film\n")
         process.stdin.close()
         lines = process.stdout.read().splitlines()
         assert process.wait(60) == 0, process.stderr.read()
     finally:
         process.kill()
-    assert len(lines) == 600 and json.loads(lines[-1])["text"] == "the last film"
+    assert len(lines) == 89 and json.loads(lines[-1])["text"] == "the last film"
 
     # The reader closes the pipe after one line: exit status 141 (128 + SIGPIPE, as `yes | head`), no traceback.
     # 1,500 texts (37 KB) fit the pipe whole, so writing them cannot wait on the output nobody reads yet.
