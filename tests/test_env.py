@@ -167,6 +167,9 @@ def test_explaining_many_models_does_not_warn_of_retracing(tiny_classifier_run, 
     from tfllm.explanations import Explainer, load_explainer
 
     model = load_explainer(tiny_classifier_run).model
+    # An Explainer's first calls run eagerly (tfllm.explanations.EAGER_CALLS): traced from the first here, as in a
+    # process that explains more texts than that.
+    monkeypatch.setattr("tfllm.explanations.EAGER_CALLS", 0)
 
     # TensorFlow warns at the 5th of its last calls that traced (FREQUENT_TRACING_WARNING_THRESHOLD = 5), so five
     # new Explainers are the fewest that would warn without tfllm's filter.

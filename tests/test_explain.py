@@ -174,6 +174,31 @@ def test_occlusion_is_the_drop_in_probability(explainer):
 
 
 @pytest.mark.slow
+def test_the_first_calls_run_eagerly_and_explain_as_the_traced_functions_do(tiny_classifier_run, monkeypatch):
+    """An Explainer runs its model functions eagerly for its first `EAGER_CALLS` calls (tracing one took 2-5 s,
+    most of a one-off `tfllm explain`), then traced: the same explanations either way, every method."""
+    from tfllm import explanations
+
+    model = load_explainer(tiny_classifier_run).model
+    eager = Explainer(model)
+    got = {method: eager.explain(TEXT, method=method) for method in explanations.METHODS}
+    assert set(eager._fns) == {"probabilities", "ig", "attention"}
+    assert all(f.function.experimental_get_tracing_count() == 0 for f in eager._fns.values())  # nothing traced
+    monkeypatch.setattr(explanations, "EAGER_CALLS", 0)
+    traced = Explainer(model)
+    for method, e in got.items():
+        t = traced.explain(TEXT, method=method)
+        assert (e.label, e.target, e.tokens) == (t.label, t.target, t.tokens)
+        np.testing.assert_allclose(e.scores, t.scores, atol=1e-5)
+        np.testing.assert_allclose(list(e.probabilities.values()), list(t.probabilities.values()), atol=1e-6)
+    assert all(f.function.experimental_get_tracing_count() == 1 for f in traced._fns.values())
+    ig = eager._fns["ig"]  # past its eager calls, the function is traced once for every later text
+    for text in [TEXT] * ig.eager_calls_left + ["dull", "an overlong, tedious and joyless affair"]:
+        eager.explain(text)
+    assert ig.function.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.slow
 def test_occlusions_of_several_texts_are_explains_from_one_untraced_call(explainer, tiny_classifier_run,
                                                                         generator_run):
     """`Explainer.occlusions` (training's TensorBoard explanations): texts of different lengths in one padded

@@ -50,6 +50,7 @@ import re
 import threading
 import time
 import unicodedata
+import warnings
 
 import numpy as np
 
@@ -60,6 +61,11 @@ METHODS = ("integrated_gradients", "attention", "occlusion")
 # tfllm's TextClassifier layers that read the raw text's code points, not the tokens -> the view's name.
 VIEWS = {"char_ngrams": "character n-grams", "word_ngrams": "word n-grams"}
 DEFAULT_STEPS = 50
+# An Explainer runs each of its model functions (probabilities, integrated gradients, attention) eagerly for its
+# first EAGER_CALLS calls, then traced. Tracing one took 2-5 s on a 2-core machine, an eager call ~0.15 s more than
+# a traced one: `tfllm explain RUN TEXT`, and a notebook's first few `tfllm.explain` calls, answered 3-5x slower
+# than they needed to; a process that explains many texts still traces once.
+EAGER_CALLS = 8
 # The least a score must be, as a share of the explained probability, to be shown as ±1.00 at full colour.
 SCALE_FLOOR = 0.05
 MAX_STEPS = 1000
@@ -245,6 +251,26 @@ def _replaced_calls(replacements):
 def _dispatch(key, original, *args, **kwargs):
     fn = _replacing.__dict__.get("fns", {}).get(key)
     return original(*args, **kwargs) if fn is None else fn(original, *args, **kwargs)
+
+
+class _EagerFirst:
+    """A `tf.function` run as plain Python (eagerly) for its first `EAGER_CALLS` calls, then traced as usual."""
+
+    def __init__(self, function):
+        self.function, self.eager_calls_left = function, EAGER_CALLS
+
+    def __call__(self, *args):
+        if self.eager_calls_left <= 0:
+            return self.function(*args)
+        import tensorflow as tf
+
+        self.eager_calls_left -= 1
+        with warnings.catch_warnings():
+            # Keras warns of a softmax over an axis of size 1 when it sees the shape: a one-token prompt's attention
+            # over its one position, which is right (the traced function, of unknown shapes, never warned).
+            warnings.filterwarnings("ignore", message="You are using a softmax over axis -1", category=UserWarning)
+            # As the traced function receives them: tensors (the gradient tape watches tensors, not NumPy arrays).
+            return self.function.python_function(*tf.nest.map_structure(tf.convert_to_tensor, args))
 
 
 def _forward_only(fn):
@@ -441,7 +467,7 @@ class Explainer:
             @tf.function(input_signature=[self._spec(x)], autograph=False)
             def fn(inputs):
                 return self._probabilities_of(self.model(inputs, training=False), inputs)
-            self._fns["probabilities"] = fn
+            self._fns["probabilities"] = _EagerFirst(fn)
         return self._fns["probabilities"]
 
     def _ig_fn(self, x):
@@ -504,8 +530,8 @@ class Explainer:
                             for g, d in zip(gradients, deltas)]
             return per_position, scores, probabilities[-1]
 
-        self._fns["ig"] = fn
-        return fn
+        self._fns["ig"] = _EagerFirst(fn)
+        return self._fns["ig"]
 
     def _attention_fn(self, x):
         if "attention" in self._fns:
@@ -528,8 +554,8 @@ class Explainer:
                 probabilities = self._probabilities_of(self.model(inputs, training=False), inputs)
             return tf.stack([tf.cast(m, tf.float32) for m in maps], axis=1), probabilities
 
-        self._fns["attention"] = fn
-        return fn
+        self._fns["attention"] = _EagerFirst(fn)
+        return self._fns["attention"]
 
     # --- public -----------------------------------------------------------------------------
 
