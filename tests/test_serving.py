@@ -467,7 +467,9 @@ def test_oversized_body_is_413(server):
 
 
 @pytest.mark.slow
-def test_sample_requests_run_against_the_server(server):
+def test_sample_requests_run_against_the_server(server, monkeypatch, capsys):
+    import runpy
+
     serving = os.path.join(os.path.dirname(__file__), "..", "serving")
     if shutil.which("curl"):
         out = subprocess.run(["bash", os.path.join(serving, "requests.sh"),
@@ -477,10 +479,15 @@ def test_sample_requests_run_against_the_server(server):
         # Its labels are ones `tfllm serve savedmodels/` has (a canary needs a config); the fixture's toy generator
         # takes two inputs, so the full generation request is refused here, as a real export's is not.
         assert "version label" not in out and out.count('"error"') == out.count("Unknown input(s) ['seed'"), out
-    out = subprocess.run([sys.executable, os.path.join(serving, "request.py"),
-                          "--host", "127.0.0.1", "--rest-port", str(server["rest"]),
-                          "--grpc-port", str(server["grpc"])],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    # request.py as `python serving/request.py` runs it (runpy, as __main__, with its argv), in this process: its
+    # gRPC client imports TensorFlow, seconds a fresh process would spend again. An exception out of it fails here.
+    request_py = os.path.join(serving, "request.py")
+    monkeypatch.setattr(sys, "argv", [request_py, "--host", "127.0.0.1", "--rest-port", str(server["rest"]),
+                                      "--grpc-port", str(server["grpc"])])
+    monkeypatch.delenv("TFLLM_AUTH_TOKEN", raising=False)
+    capsys.readouterr()
+    runpy.run_path(request_py, run_name="__main__")
+    out = capsys.readouterr().out
     assert out.count("ROMEO: la la") == 2 and out.count('"label"') >= 4
 
 
