@@ -6,6 +6,7 @@ batch size inside a warmed bucket costs no compile, and padding never changes
 a row's text.
 """
 
+import shutil
 import time
 
 import pytest
@@ -24,6 +25,7 @@ from tfllm.export.causal_lm import (  # noqa: E402
     bucket,
     generation_archive,
 )
+from tfllm.serving.servable import load_servable  # noqa: E402
 from tfllm.serving.warmup import read_warmup_requests, write_warmup_requests  # noqa: E402
 
 
@@ -34,7 +36,10 @@ def exported(tmp_path_factory):
     generator = tiny_generator()
     path = str(tmp_path_factory.mktemp("gen") / "1")
     generation_archive(generator.model, generator.tokenizer).write_out(path, verbose=False)
-    return path, tf.saved_model.load(path).signatures["serving_default"]
+    # Loaded once, as the server loads it (load_servable: tf.saved_model.load, then each signature's concrete
+    # function); the tests call serving_default's function, the greedy test reads the servable's signatures.
+    servable = load_servable("gen", 1, path)
+    return path, servable.signatures["serving_default"].fn, servable
 
 
 def call(fn, prompts, max_new_tokens=5, seed=None, top_k=0, **overrides):
@@ -57,8 +62,10 @@ def test_buckets_are_bounded_and_hold_every_size():
 
 
 @pytest.mark.slow
-def test_warmup_covers_the_common_batch_buckets(exported):
-    path, _ = exported
+def test_warmup_covers_the_common_batch_buckets(exported, tmp_path):
+    # On a copy: warm-up requests in the shared export would be replayed (compiling every warm-up batch size,
+    # seconds) by each later load_servable of it.
+    path = str(shutil.copytree(exported[0], tmp_path / "1"))
     write_warmup_requests(path, "tiny", SERVING_SIGNATURE,
                           {"prompt": ["First"], "max_new_tokens": [4], "temperature": [0.8],
                            "top_k": [5], "top_p": [1.0], "seed": [0]},
@@ -69,7 +76,7 @@ def test_warmup_covers_the_common_batch_buckets(exported):
 
 @pytest.mark.slow
 def test_padding_rows_does_not_change_any_row(exported):
-    _, fn = exported
+    _, fn, _ = exported
     prompts = ["First", "hear me", "Citizen", "speak"]
     batch = call(fn, prompts[:3], seed=[7, 8, 9])  # 3 rows run as a batch of 4
     alone = [call(fn, [p], seed=[s])[0] for p, s in zip(prompts[:3], (7, 8, 9))]
@@ -78,7 +85,7 @@ def test_padding_rows_does_not_change_any_row(exported):
 
 @pytest.mark.slow
 def test_a_new_batch_size_in_a_compiled_bucket_costs_no_compile(exported):
-    _, fn = exported
+    _, fn, _ = exported
     start = time.perf_counter()
     call(fn, ["First"] * 7, max_new_tokens=200)  # bucket (8, 256): compiled now
     first = time.perf_counter() - start
@@ -95,7 +102,7 @@ def test_a_new_batch_size_in_a_compiled_bucket_costs_no_compile(exported):
 ])
 @pytest.mark.slow
 def test_bad_options_are_refused_by_the_export(exported, overrides, message):
-    _, fn = exported
+    _, fn, _ = exported
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call(fn, ["First"], **overrides)
 
@@ -106,10 +113,8 @@ def test_a_request_without_the_sampling_inputs_is_pointed_at_the_greedy_signatur
     as optional settings; a request of prompt and length alone was told only which inputs were missing."""
     from tfllm.serving.codec import check_names
     from tfllm.serving.limits import RequestError
-    from tfllm.serving.servable import load_servable
 
-    path, _ = exported
-    signatures = load_servable("gen", 1, path).signatures
+    signatures = exported[2].signatures
     with pytest.raises(RequestError, match="every input is required; the 'greedy' signature takes only prompt"):
         check_names({"prompt": "First", "max_new_tokens": 5}, signatures["serving_default"])
     check_names({"prompt": "First", "max_new_tokens": 5}, signatures["greedy"])  # which takes them
