@@ -80,12 +80,12 @@ def test_prune_keeps_what_the_folders_models_config_serves(tmp_path, good_versio
 
 
 @pytest.mark.slow
-def test_export_keep_keeps_what_the_folders_models_config_serves(tiny_classifier_run, tmp_path, capsys):
+def test_export_keep_keeps_what_the_folders_models_config_serves(tiny_classifier_run, good_version, tmp_path, capsys):
     """`export --keep 1` prunes the versions that the folder's models.config does not serve: of 1 (the config's),
     2 and the new 3, it keeps 1 and 3."""
-    assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path)]) == 0
-    # Version 2: the same export again (a version folder is self-contained; a copy spares a second export).
-    shutil.copytree(tmp_path / "clf" / "1", tmp_path / "clf" / "2")
+    # Versions 1 and 2: loadable SavedModels already there (the file's toy classifier; a version folder is
+    # self-contained, so copies spare two exports); only the export with --keep is this test's.
+    _layout(tmp_path, good_version, good=(1, 2), garbage=())
     (tmp_path / "models.config").write_text('model_config_list { config { name: "clf" base_path: "clf" '
                                             'model_version_policy { specific { versions: 1 } } } }')
     assert main(["export", tiny_classifier_run, "--name", "clf", "--base-dir", str(tmp_path), "--keep", "1"]) == 0
