@@ -523,28 +523,53 @@ def test_an_interrupted_non_chief_worker_points_at_the_chief_s_backup(tmp_path, 
     assert not scratch.exists() and (tmp_path / "run" / "backup").is_dir()
 
 
+def _another_tfllms_tiny(monkeypatch, task):
+    """Another tfllm's `tiny` preset for `task`: a wider model (the classifier's without its character and word
+    views), and another learning rate."""
+    from tfllm import presets
+
+    table = presets.PRESETS[task]
+    changed = {k: v for k, v in table["tiny"].items() if k not in ("char_ngram_buckets", "word_ngram_buckets")}
+    monkeypatch.setitem(table, "tiny", {**changed, "hidden_dim": 24, "learning_rate": 0.5})
+
+
+def _assert_resumed_with_the_recorded_recipe(run_dir, recipe, out):
+    """The resume said it kept the recipe the run started with (tfllm/recipe.json, unchanged), and built the
+    model it records (hidden_dim 16, not the changed preset's 24)."""
+    assert "Resuming with the recipe the run started with" in out and "hidden_dim" in out and "learning_rate" in out
+    assert (run_dir / "tfllm" / "recipe.json").read_text() == recipe  # kept as it began
+    assert json.loads((run_dir / "config.json").read_text())["config"]["hidden_dim"] == json.loads(recipe)["hidden_dim"] == 16
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command, stop_at", [
-    # A classifier's case (the same stop after fit) is checked by test_classifier_cli's
-    # test_a_stop_after_the_last_epoch_resumes_without_training_again, with the run it trains already.
-    (["pretrain", "--data", "rotten_tomatoes", "--steps", "20"], "tfllm.training.pretraining._validation_metrics"),
-])
-def test_a_run_stopped_after_its_training_reports_the_seconds_its_training_took(tmp_path, monkeypatch, command,
-                                                                                 stop_at):
-    """A stop after `fit` had ended resumes without training again; metrics.json's train_seconds were then
-    the resumed fit's, which trained nothing (a fraction of a second). Now the interrupted fit's."""
+def test_a_pretraining_run_stopped_after_its_training_reports_the_seconds_its_training_took_and_resumes_with_its_recipe(
+        tmp_path, monkeypatch, capsys):
+    """Two behaviours of one interrupted `pretrain` run (one run and its resume, not two):
+    - A stop after `fit` had ended resumes without training again; metrics.json's train_seconds were then
+      the resumed fit's, which trained nothing (a fraction of a second). Now the interrupted fit's. (A classifier's
+      case, the same stop after fit, is checked by test_classifier_cli's
+      test_a_stop_after_the_last_epoch_resumes_without_training_again, with the run it trains already.)
+    - Interrupted under a tfllm whose preset has changed since (another version's `tiny`), it resumes with the
+      recipe it recorded when it started (tfllm/recipe.json), not today's preset, which the backup's weights do
+      not fit (test_an_interrupted_run_resumes_with_the_recipe_it_started_with checks the other tasks)."""
     from tfllm.cli import main
 
     def stopped(*args, **kwargs):  # the first thing after fit
         raise KeyboardInterrupt
 
     fits = timed_fits(monkeypatch, keras.Model)
-    argv = [*command, "--preset", "tiny", "--max-rows", "300", "--run-dir", str(tmp_path / "run")]
+    run_dir = tmp_path / "run"
+    argv = ["pretrain", "--data", "rotten_tomatoes", "--steps", "20", "--set", "eval_interval=10", "--preset", "tiny",
+            "--max-rows", "300", "--run-dir", str(run_dir)]
     with monkeypatch.context() as patch:
-        patch.setattr(stop_at, stopped)
+        patch.setattr("tfllm.training.pretraining._validation_metrics", stopped)
         assert main(argv) == 130
+    assert "Run the same command again to resume" in capsys.readouterr().out
+    recipe = (run_dir / "tfllm" / "recipe.json").read_text()
+    _another_tfllms_tiny(monkeypatch, "pretrain")
     assert main(argv) == 0
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    _assert_resumed_with_the_recorded_recipe(run_dir, recipe, capsys.readouterr().out)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     # The first fit's seconds up to its end (not the tf.data teardown after it), not the resume's no-op fit's:
     # nearer the first. (A bound of twice the no-op fit failed once under the full suite's load: 2.1 s of it.)
     seconds = metrics["train_seconds"]
@@ -582,13 +607,19 @@ def test_figures_a_resume_cannot_know_are_left_out_with_the_reason(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_kill_whose_exception_python_dropped_still_stops_the_run(tmp_path, monkeypatch, capsys):
-    """A signal handler's exception can land where Python drops it ("Exception ignored in" a `__del__`,
-    as TensorFlow's iterators have): a `kill` then let the run train on to its end and exit 0. The stop is
-    kept and raised again at the next batch, so the run stops, is backed up, and resumes."""
+def test_a_kill_whose_exception_python_dropped_still_stops_the_run_and_it_resumes_with_its_recipe(
+        tmp_path, monkeypatch, capsys):
+    """Two behaviours of one interrupted `train` run of a classifier (one run and its resume, not two):
+    - A signal handler's exception can land where Python drops it ("Exception ignored in" a `__del__`,
+      as TensorFlow's iterators have): a `kill` then let the run train on to its end and exit 0. The stop is
+      kept and raised again at the next batch, so the run stops, is backed up, and resumes.
+    - Interrupted under a tfllm whose preset has changed since (another version's `tiny`: a wider model without
+      the character and word views, another learning rate), it resumes with the recipe it recorded when it
+      started (tfllm/recipe.json), the optimizer compiled with its learning rate
+      (test_an_interrupted_run_resumes_with_the_recipe_it_started_with checks the other tasks)."""
     from tfllm import errors
     from tfllm.cli import main
-    from tfllm.training import common
+    from tfllm.training import classifier, common
 
     def dropped(self, epoch, logs=None):  # the signal lands in a __del__ after the first epoch's backup
         if epoch == 0:
@@ -607,8 +638,20 @@ def test_a_kill_whose_exception_python_dropped_still_stops_the_run(tmp_path, mon
     assert "run the same command again to resume" in capsys.readouterr().out.lower()
     assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
     monkeypatch.setattr(common.LearningRateLogger, "on_epoch_end", own)
+    recipe = (run_dir / "tfllm" / "recipe.json").read_text()
+    _another_tfllms_tiny(monkeypatch, "classify")
+    rates, compile_classifier = [], classifier.compile_classifier
+
+    def compiled(model, preset, *args, **kwargs):  # the learning rate the resumed run compiles its optimizer with
+        rates.append(preset["learning_rate"])
+        return compile_classifier(model, preset, *args, **kwargs)
+
+    monkeypatch.setattr(classifier, "compile_classifier", compiled)
     assert main(argv) == 0  # the stop is not carried into the next command
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
+    _assert_resumed_with_the_recorded_recipe(run_dir, recipe, capsys.readouterr().out)
+    assert rates and set(rates) == {json.loads(recipe)["learning_rate"]} != {0.5}
+    assert {"char_ngram_buckets", "word_ngram_buckets"} <= set(json.loads((run_dir / "task.json").read_text())["config"])
 
 
 def test_a_stop_that_lands_in_a_del_is_kept_for_later_not_raised_there(capsys):
@@ -843,13 +886,13 @@ def test_a_from_preset_folder_spelled_another_way_resumes(tmp_path, monkeypatch)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task, command", [
-    ("classify", ["train", "--data", "rotten_tomatoes", "--max-rows", "200", "--epochs", "2",
-                  "--set", "early_stopping=false"]),
+    # classify's case: test_a_kill_whose_exception_python_dropped_still_stops_the_run_and_it_resumes_with_its_recipe,
+    # on the run it interrupts already.
     ("generate", ["train", "--task", "generate", "--data", "shakespeare", "--max-rows", "3000", "--no-jit-compile"]),
     ("translate", ["train", "--task", "translate", "--data", "PAIRS", "--source-column", "zh", "--target-column", "en",
                    "--max-rows", "60", "--epochs", "2"]),
-    ("pretrain", ["pretrain", "--data", "rotten_tomatoes", "--max-rows", "200", "--steps", "20",
-                  "--set", "eval_interval=10"]),
+    # pretrain's case: test_a_pretraining_run_stopped_after_its_training_reports_the_seconds_its_training_took_and_
+    # resumes_with_its_recipe, on the run it interrupts already.
 ])
 def test_an_interrupted_run_resumes_with_the_recipe_it_started_with(tmp_path, monkeypatch, capsys, task, command):
     """A run interrupted under a tfllm whose preset has changed since (another version's `tiny`): the resume
@@ -858,9 +901,8 @@ def test_an_interrupted_run_resumes_with_the_recipe_it_started_with(tmp_path, mo
     resumes with the recipe it recorded when it started (tfllm/recipe.json)."""
     import csv
 
-    from tfllm import presets
     from tfllm.cli import main
-    from tfllm.training import classifier, common
+    from tfllm.training import common
 
     if task == "translate":
         with open(tmp_path / "pairs.csv", "w", newline="", encoding="utf-8") as f:
@@ -880,29 +922,9 @@ def test_an_interrupted_run_resumes_with_the_recipe_it_started_with(tmp_path, mo
         assert main(argv) == 130
     assert "Run the same command again to resume" in capsys.readouterr().out
     recipe = (run_dir / "tfllm" / "recipe.json").read_text()
-    recorded = json.loads(recipe)
-    # Another tfllm's `tiny`: a wider model (the classifier's without its character and word views), and
-    # another learning rate.
-    table = presets.PRESETS[task]
-    changed = {k: v for k, v in table["tiny"].items() if k not in ("char_ngram_buckets", "word_ngram_buckets")}
-    monkeypatch.setitem(table, "tiny", {**changed, "hidden_dim": 24, "learning_rate": 0.5})
-    rates = []
-    if task == "classify":  # the learning rate the resumed run compiles its optimizer with
-        compile_classifier = classifier.compile_classifier
-
-        def compiled(model, preset, *args, **kwargs):
-            rates.append(preset["learning_rate"])
-            return compile_classifier(model, preset, *args, **kwargs)
-
-        monkeypatch.setattr(classifier, "compile_classifier", compiled)
+    _another_tfllms_tiny(monkeypatch, task)
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "Resuming with the recipe the run started with" in out and "hidden_dim" in out and "learning_rate" in out
-    assert (run_dir / "tfllm" / "recipe.json").read_text() == recipe  # kept as it began
-    assert json.loads((run_dir / "config.json").read_text())["config"]["hidden_dim"] == recorded["hidden_dim"] == 16
-    if task == "classify":
-        assert rates and set(rates) == {recorded["learning_rate"]} != {0.5}
-        assert {"char_ngram_buckets", "word_ngram_buckets"} <= set(json.loads((run_dir / "task.json").read_text())["config"])
+    _assert_resumed_with_the_recorded_recipe(run_dir, recipe, capsys.readouterr().out)
 
 
 def test_a_backup_of_another_model_says_the_run_was_started_by_another_version_and_adds_no_logs(tmp_path):
