@@ -126,27 +126,6 @@ def test_tflite_export_runs_in_the_interpreter(ensemble_run, tmp_path):
     np.testing.assert_allclose(out, predict_probabilities(load_run(run_dir)[0], texts), atol=1e-4)
 
 
-@pytest.mark.slow
-def test_a_mixed_bfloat16_ensemble_computes_in_bfloat16_and_exports_in_float32(tmp_path):
-    """The members' saved policies won over the one the export loads with: the SavedModel computed in
-    bfloat16 and the TFLite conversion failed (`tensor<?x1xbf16>`), where one bf16 model exports fine."""
-    pytest.importorskip("ai_edge_litert")
-    from tfllm import runs
-    from tfllm.config import TrainConfig
-    from tfllm.export import tflite
-    from tfllm.training.classifier import train_classifier
-
-    run_dir = str(tmp_path / "bf16")
-    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=120, epochs=1, run_dir=run_dir,
-                                 ensemble=2, precision="mixed_bfloat16"), verbose=0)
-    for dtype, compute in [(None, "bfloat16"), ("float32", "float32")]:  # as trained; as exported
-        model = runs.load_task(run_dir, dtype=dtype)
-        assert [m.backbone.compute_dtype for m in model.members] == [compute, compute]
-    directory = tflite.export_tflite(run_dir, "bf16-ensemble", base_dir=str(tmp_path))
-    with open(os.path.join(directory, "parity.json")) as f:
-        assert json.load(f)["model.tflite"]["max_abs_probability_difference"] < 1e-4
-
-
 @pytest.mark.parametrize("args, message", [
     (["--ensemble", "0"], "--ensemble must be at least 1"),
     (["--ensemble", "-2"], "--ensemble must be at least 1"),
@@ -178,14 +157,25 @@ def test_an_ensemble_from_an_ensemble_run_names_its_members(ensemble_run, tmp_pa
 
 
 @pytest.mark.slow
-def test_an_interrupted_ensemble_resumes_keeping_finished_members(tmp_path, monkeypatch):
+def test_an_interrupted_mixed_bfloat16_ensemble_resumes_then_computes_in_bfloat16_and_exports_in_float32(
+        tmp_path, monkeypatch):
+    """One bfloat16 ensemble, trained interrupted and resumed, checks two things (one training, not two):
+
+    - an interrupted ensemble resumes keeping its finished members (the same command again trains only the
+      second member; the first's metrics are not rewritten), with the run's own seed (7, 8);
+    - the members' saved policies won over the one the export loads with: the SavedModel computed in
+      bfloat16 and the TFLite conversion failed (`tensor<?x1xbf16>`), where one bf16 model exports fine.
+    """
+    pytest.importorskip("ai_edge_litert")
     from tfllm import runs
     from tfllm.config import TrainConfig
+    from tfllm.export import tflite
     from tfllm.training import classifier
 
     train = classifier.train_classifier
-    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=200, run_dir=str(tmp_path / "x2"),
-                         ensemble=2, seed=7)
+    run_dir = str(tmp_path / "x2")
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=120, epochs=1, run_dir=run_dir,
+                         ensemble=2, seed=7, precision="mixed_bfloat16")
 
     def interrupted_at_the_second_member(member, verbose="auto", tokenizer=None, data=None):
         if member.model_seed == 8:
@@ -196,13 +186,21 @@ def test_an_interrupted_ensemble_resumes_keeping_finished_members(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         train(config, verbose=0)
     first = tmp_path / "x2" / "members" / "seed_7"
-    assert runs.is_unfinished(config.run_dir) and runs.is_finished(first)
+    assert runs.is_unfinished(run_dir) and runs.is_finished(first)
     mtime = os.path.getmtime(first / "metrics.json")
 
     monkeypatch.undo()
     metrics = train(config, verbose=0)  # the same command again
-    assert runs.is_finished(config.run_dir) and os.path.getmtime(first / "metrics.json") == mtime
+    assert runs.is_finished(run_dir) and os.path.getmtime(first / "metrics.json") == mtime
     assert [m["model_seed"] for m in metrics["members"]] == [7, 8]
+
+    # The resumed bfloat16 ensemble: bfloat16 as trained, float32 as exported.
+    for dtype, compute in [(None, "bfloat16"), ("float32", "float32")]:
+        model = runs.load_task(run_dir, dtype=dtype)
+        assert [m.backbone.compute_dtype for m in model.members] == [compute, compute]
+    directory = tflite.export_tflite(run_dir, "bf16-ensemble", base_dir=str(tmp_path))
+    with open(os.path.join(directory, "parity.json")) as f:
+        assert json.load(f)["model.tflite"]["max_abs_probability_difference"] < 1e-4
 
 
 @pytest.mark.slow
