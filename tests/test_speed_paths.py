@@ -125,19 +125,15 @@ def test_a_few_evaluation_batches_run_the_test_step_eagerly_and_many_trace_it():
     np.testing.assert_allclose([eager, eager_again], [traced, traced], rtol=1e-6)
 
 
-def test_decoding_is_traced_once_for_every_batch_size():
-    generator = tiny_generator()
-    for prompts in (["First"], ["First", "speak", "hear "], ["Befor"]):  # one width, three batch sizes
-        generator.generate(prompts, max_new_tokens=3, sampler="greedy")
-    (decode,) = generator._compiled.values()
-    assert decode.experimental_get_tracing_count() <= 2  # a text within the window; then one past it
-
-
 @pytest.mark.slow  # 4-5 s in quiet suite runs (stops 74, 75)
 def test_another_max_new_tokens_prompt_or_batch_size_reuses_the_compiled_program():
     """`tfllm.generate` compiled a new XLA program (~5 s) for each new max_new_tokens, prompt length or number
     of prompts: the buffer is now padded to the window (a text that fits it) or the export's buckets beyond, so
-    one program serves each."""
+    one program serves each.
+
+    Also (it was test_decoding_is_traced_once_for_every_batch_size, which built a generator of its own): one
+    decoding function serves every batch size, traced at most twice (a text within the window; then one past
+    it), whether the batch grows (1 -> 3 prompts) or shrinks again (3 -> 1)."""
     generator = tiny_generator()
     first = generator.generate(["First"], max_new_tokens=3, sampler="greedy")
     ((key, decode),) = generator._compiled.items()
@@ -153,8 +149,11 @@ def test_another_max_new_tokens_prompt_or_batch_size_reuses_the_compiled_program
     generator.generate(["Firs"], max_new_tokens=5, sampler="greedy")
     # Batches are padded to powers of two, as the export pads them: 3 and 4 prompts share one program.
     generator.generate(["First", "speak", "hear "], max_new_tokens=3, sampler="greedy")
+    generator.generate(["Befor"], max_new_tokens=3, sampler="greedy")  # one prompt again, after three
+    assert list(generator._compiled) == [key]  # one greedy decoding function for every batch size
+    assert decode.experimental_get_tracing_count() <= 2  # a text within the window; then one past it
     generator.generate(["First", "speak", "hear ", "Befo"], max_new_tokens=2, sampler="top_k", seed=3)
-    assert len(shapes) == 4 and shapes[0] == shapes[1] and shapes[2] == shapes[3], shapes
+    assert len(shapes) == 5 and shapes[0] == shapes[1] and shapes[2] == shapes[4], shapes  # [3]: "Befor"
     assert longer[0].startswith(first[0])  # the padding decodes nothing more
     assert decode.experimental_get_tracing_count() <= 2  # a text within the window; then one past it
 
