@@ -2,6 +2,7 @@
 tfllm reads a model's internals (its token table, its key/value cache, what an export tracks), checked
 on tiny untrained models. A sweep of 16 architectures found each of these failing."""
 
+import functools
 import os
 
 import numpy as np
@@ -83,8 +84,10 @@ def test_falcon_s_cache_is_read_from_its_own_names(tmp_path):
     assert device.generate_ids(prompt, room, (2,)) == generator.greedy_ids(prompt, room)
 
 
+@functools.lru_cache(maxsize=1)
 def _sentencepiece_proto():
-    """A 150-piece SentencePiece model learned here, with the special pieces F-Net's and ALBERT's tokenizers need."""
+    """A 150-piece SentencePiece model learned here, with the special pieces F-Net's and ALBERT's tokenizers need.
+    Learned once per process (bytes: nothing can change it), for both the F-Net and the ALBERT test."""
     import io
 
     import sentencepiece as spm
