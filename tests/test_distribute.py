@@ -24,57 +24,62 @@ from tfllm.training import common
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
-# Trains a tiny classifier ("cls") and a tiny causal LM ("lm") with `--strategy
-# mirrored` over N logical CPU devices and saves the final weights. The LM runs
-# without XLA (an XLA step cannot reach another logical CPU's variables) and
-# keeps its preset's steps_per_execution=4, the multi-step path that failed with
-# TensorFlow's default collective all-reduce (see `common.get_strategy`).
-# Over two devices it first runs `tfllm train --batch-size 15` through the CLI's `main` and saves its exit
-# status and stderr in batch15.json (test_global_batch_not_divisible_by_replicas_exits_2): TensorFlow starts once.
-MIRRORED_SCRIPT = textwrap.dedent(
-    """
-    import contextlib, io, json, sys, traceback
-    import tensorflow as tf
-
-    devices, out = int(sys.argv[1]), sys.argv[2]
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+def train_mirrored_runs(out):
+    """Trains a tiny classifier ("cls") and a tiny causal LM ("lm") with `--strategy mirrored` over every logical
+    CPU device of this process and saves their final weights in OUT/cls.npz and OUT/lm.npz. The LM runs without
+    XLA (an XLA step cannot reach another logical CPU's variables) and keeps its preset's steps_per_execution=4,
+    the multi-step path that failed with TensorFlow's default collective all-reduce (see `common.get_strategy`).
+    Both in one process: TensorFlow starts once."""
     import keras
-    import numpy as np
-    from tfllm import runs
-    from tfllm.config import TrainConfig
+
     from tfllm.training.causal_lm import train_causal_lm
     from tfllm.training.classifier import train_classifier
 
-    if devices == 2:
-        import os
-        from tfllm.cli import main
-
-        os.makedirs(out, exist_ok=True)
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            try:
-                code = main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100",
-                             "--strategy", "mirrored", "--batch-size", "15", "--run-dir", f"{out}/batch15"])
-            except BaseException:
-                traceback.print_exc()
-                code = None
-        with open(f"{out}/batch15.json", "w") as f:
-            json.dump({"code": code, "stderr": err.getvalue()}, f)
-
-    for task in ("cls", "lm"):  # both in one process: TensorFlow starts once
-        common = dict(preset="tiny", strategy="mirrored", run_dir=f"{out}/{task}")
+    for task in ("cls", "lm"):
+        shared = dict(preset="tiny", strategy="mirrored", run_dir=f"{out}/{task}")
         if task == "cls":
             # No word dropout: each replica draws its own mask for its half batch,
             # so with dropout two replicas cannot match one device.
             train_classifier(TrainConfig(data="rotten_tomatoes", max_rows=200, batch_size=16,
-                                         overrides={"embedding_dropout": 0.0}, **common), verbose=0)
+                                         overrides={"embedding_dropout": 0.0}, **shared), verbose=0)
         else:
             train_causal_lm(TrainConfig(task="generate", data="shakespeare", max_rows=4000, jit_compile=False,
-                                        **common), verbose=0)
+                                        **shared), verbose=0)
         model = runs.load_task(f"{out}/{task}")
         np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights],
                  names=np.array([w.path for w in model.weights]))
+
+
+# The two-replica side of mirrored_runs, in a fresh process whose one CPU is split into two logical devices
+# before TensorFlow initialises: first `tfllm train --batch-size 15` through the CLI's `main`, its exit status
+# and stderr saved in batch15.json (test_global_batch_not_divisible_by_replicas_exits_2), then
+# train_mirrored_runs (imported from this file: argv[1] is the tests folder). TensorFlow starts once.
+TWO_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, io, json, os, sys, traceback
+    import tensorflow as tf
+
+    tests, out = sys.argv[1], sys.argv[2]
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tfllm.cli import main
+
+    os.makedirs(out, exist_ok=True)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100",
+                         "--strategy", "mirrored", "--batch-size", "15", "--run-dir", f"{out}/batch15"])
+        except BaseException:
+            traceback.print_exc()
+            code = None
+    with open(f"{out}/batch15.json", "w") as f:
+        json.dump({"code": code, "stderr": err.getvalue()}, f)
+
+    sys.path.insert(0, tests)
+    from test_distribute import train_mirrored_runs
+
+    train_mirrored_runs(out)
     """
 )
 
@@ -120,12 +125,17 @@ def stop(process):
 
 @pytest.fixture(scope="module")
 def mirrored_runs(tmp_path_factory):
-    """The tiny classifier and causal LM trained over one logical CPU device and over two."""
+    """The tiny classifier and causal LM trained over one CPU device and over two logical ones. The one-device
+    runs train in this process, whose CPU is one device (a fresh process for them only started TensorFlow once
+    more); the two-device runs in TWO_DEVICE_SCRIPT's fresh process."""
+    import tensorflow as tf
+
     out = tmp_path_factory.mktemp("mirrored")
-    for devices in (1, 2):
-        result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(devices), str(out / f"d{devices}")],
-                                capture_output=True, text=True, timeout=600, env=ENV)
-        assert result.returncode == 0, result.stderr[-3000:]
+    assert len(tf.config.list_logical_devices("CPU")) == 1
+    train_mirrored_runs(out / "d1")
+    result = subprocess.run([sys.executable, "-c", TWO_DEVICE_SCRIPT, os.path.dirname(__file__), str(out / "d2")],
+                            capture_output=True, text=True, timeout=600, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
@@ -169,7 +179,9 @@ def test_mirrored_two_cpu_replicas_causal_lm_matches_one_device(mirrored_runs):
 @pytest.mark.slow
 def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
     run_dir = tmp_path / "run"
-    epochs = 6  # the kill comes within 0.2 s of the first backup: five epochs are left to resume
+    # The kill comes within 0.2 s of the first backup, and an epoch of the two workers in step takes most of a
+    # second or more: three epochs are left to resume.
+    epochs = 4
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     def start(index):
@@ -203,7 +215,7 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
         assert list(temp_dirs[1].glob("tfllm-worker1-*")), "the killed worker's scratch folder"
 
         workers = [start(0), start(1)]
-        # Five epochs of two workers in step: a minute or more on a loaded 2-core machine.
+        # Three epochs of two workers in step: a minute or more on a loaded 2-core machine.
         outputs = [w.communicate(timeout=480)[0] for w in workers]
         assert [w.returncode for w in workers] == [0, 0], [o[-3000:] for o in outputs]
     finally:
@@ -232,14 +244,14 @@ def test_multi_worker_killed_worker_resumes_and_only_chief_writes(tmp_path):
 
 @pytest.fixture(scope="module")
 def bf16_run(tmp_path_factory):
-    """A tiny classifier trained 3 epochs under mixed_bfloat16 (read, never changed, by the tests that use it);
-    its config, and the global policy's name right after the training."""
+    """A tiny classifier trained 3 epochs on 200 rows under mixed_bfloat16 (read, never changed, by the tests that
+    use it); its config, and the global policy's name right after the training."""
     import keras
 
     from tfllm.training.classifier import train_classifier
 
     run_dir = str(tmp_path_factory.mktemp("bf16") / "bf16")
-    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=400, epochs=3, run_dir=run_dir,
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=200, epochs=3, run_dir=run_dir,
                          precision="mixed_bfloat16")
     train_classifier(config, verbose=0)
     return run_dir, config, keras.mixed_precision.global_policy().name
@@ -425,7 +437,7 @@ def test_a_mixed_precision_run_is_a_preset_to_fine_tune_from(bf16_run, tmp_path)
 
     bf16 = bf16_run[0]  # the shared mixed_bfloat16 run
     tuned = str(tmp_path / "tuned")
-    metrics = train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=300, epochs=1,
+    metrics = train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=100, epochs=1,
                                            from_preset=bf16, run_dir=tuned), verbose=0)
     assert 0 <= metrics["test"]["accuracy"] <= 1
     assert load_task(tuned).dtype_policy.name == "float32"  # the fine-tune's own precision
