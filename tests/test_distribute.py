@@ -43,7 +43,7 @@ def train_mirrored_runs(out):
             train_classifier(TrainConfig(data="rotten_tomatoes", max_rows=200, batch_size=16,
                                          overrides={"embedding_dropout": 0.0}, **shared), verbose=0)
         else:
-            train_causal_lm(TrainConfig(task="generate", data="shakespeare", max_rows=4000, jit_compile=False,
+            train_causal_lm(TrainConfig(task="generate", data="shakespeare", max_rows=2000, jit_compile=False,
                                         **shared), verbose=0)
         model = runs.load_task(f"{out}/{task}")
         np.savez(f"{out}/{task}.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights],
