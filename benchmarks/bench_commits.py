@@ -17,12 +17,14 @@ With --script, each turn runs a Python script instead (a notebook's calls, say) 
     .venv/bin/python benchmarks/bench_commits.py OLD NEW --script benchmarks/notebook_generate_calls.py -- RUN
 
 Writes benchmarks/results/commits.json (or --out): every run, the median seconds per commit and their
-ratio (OLD / NEW: above 1 means NEW is faster).
+ratio (OLD / NEW: above 1 means NEW is faster), and the same for each command's CPU seconds (user + system), which
+other work on a shared machine moves less than wall seconds.
 """
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,20 +42,24 @@ def run(worktree, command, run_dir=None, script=None):
     `worktree`'s code."""
     env = {**os.environ, "PYTHONPATH": worktree, "TF_CPP_MIN_LOG_LEVEL": "2"}
     program = [os.path.abspath(script)] if script else ["-m", "tfllm.cli"]
-    start = time.perf_counter()
+    start, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([sys.executable, *program, *command, *(["--run-dir", run_dir] if run_dir else [])],
                          env=env, cwd=worktree, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    # The command's CPU time (user + system, its threads and children): less moved than wall seconds by other
+    # work on a shared machine, though TensorFlow's pools count spinning threads too.
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    timing = {"seconds": round(seconds, 2),
+              "cpu_seconds": round(after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime, 2)}
     if out.returncode:
         sys.stderr.write(out.stderr[-3000:])
         raise SystemExit(f"{' '.join(command)} failed at {worktree}")
     if script:
-        return {"seconds": round(seconds, 2), **json.loads(out.stdout.strip().splitlines()[-1])}
+        return {**timing, **json.loads(out.stdout.strip().splitlines()[-1])}
     if run_dir is None:
-        return {"seconds": round(seconds, 2)}
+        return timing
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
-    return {"seconds": round(seconds, 2), "test_accuracy": metrics.get("test", {}).get("accuracy"),
-            "epochs_run": metrics.get("epochs_run")}
+    return {**timing, "test_accuracy": metrics.get("test", {}).get("accuracy"), "epochs_run": metrics.get("epochs_run")}
 
 
 def main(argv=None):
@@ -87,6 +93,7 @@ def main(argv=None):
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT)
     medians = {name: statistics.median(x["seconds"] for x in rows) for name, rows in runs.items()}
+    cpu = {name: statistics.median(x["cpu_seconds"] for x in rows) for name, rows in runs.items()}
     results = {
         "command": "python benchmarks/bench_commits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "tfllm_command": [args.script] if args.script else ["tfllm", *command], "cpu": cpu_info(), "date": time.strftime("%Y-%m-%d"),
@@ -94,6 +101,9 @@ def main(argv=None):
         "median_seconds": {commits[name]: m for name, m in medians.items()},
         "speed_ratio_new_over_old": round(medians[args.old] / medians[args.new], 3),
         "speed_ratio_per_round": [round(a["seconds"] / b["seconds"], 3) for a, b in zip(runs[args.old], runs[args.new])],
+        "median_cpu_seconds": {commits[name]: m for name, m in cpu.items()},
+        "cpu_ratio_new_over_old": round(cpu[args.old] / cpu[args.new], 3),
+        "cpu_ratio_per_round": [round(a["cpu_seconds"] / b["cpu_seconds"], 3) for a, b in zip(runs[args.old], runs[args.new])],
     }
     save_results(args.out, results)
 
