@@ -68,6 +68,8 @@ COMMENTED_USES = [
      "saved_model_export_archive.py"),
     ("_list_variables_used_by_fns", "tfllm/export/versioning.py",
      "PRIVATE API: Keras's `TFLayer._default_save_signature`", "saved_model_export_archive.py"),
+    ("_tf_trackable", "tfllm/export/versioning.py", "PRIVATE API: Keras's `ExportArchive._tf_trackable`",
+     "keras-team/keras#23553"),
 ]
 
 
@@ -387,3 +389,34 @@ def test_keras_tensorboard_writes_evaluation_points_with_its_validation_writer()
             "keras TensorBoard.on_test_end writing evaluation_*_vs_iterations with _val_writer and summary",
             path, marker)
     require(hasattr(TensorBoard("/tmp"), "summary"), "keras TensorBoard.summary", path, marker)
+
+
+def test_an_export_archive_stores_each_weight_once(tmp_path):
+    """keras-team/keras#23553: Keras's ExportArchive saved every weight of a tracked model twice (the model's
+    keras.Variables under `variables`, the tf.Variables its endpoints capture under `_all_variables`): exports
+    twice their weights on disk and in a server's memory. `tfllm.export.versioning.write_out` stores each once; the
+    reloaded export still lists its variables and computes what the model computes."""
+    import keras
+    import tensorflow as tf
+
+    from tfllm.export.versioning import write_out
+
+    path, marker = "tfllm/export/versioning.py", "PRIVATE API: Keras's `ExportArchive._tf_trackable`"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    require(all(isinstance(getattr(archive._tf_trackable, name, None), list)
+                for name in ("variables", "trainable_variables", "non_trainable_variables")),
+            "keras ExportArchive._tf_trackable's variables, trainable_variables and non_trainable_variables lists",
+            path, marker)
+    archive.add_endpoint("serving_default", lambda x: model(x), input_signature=[tf.TensorSpec([None, 4])])
+    write_out(archive, str(tmp_path))
+    stored = tf.train.list_variables(str(tmp_path / "variables" / "variables"))
+    assert sum(int(np.prod(shape)) for name, shape in stored if name != "_CHECKPOINTABLE_OBJECT_GRAPH") == \
+        model.count_params(), stored  # 15 + 12 (the normalization's moving mean and variance too), not twice that
+    reloaded = tf.saved_model.load(str(tmp_path))
+    assert (len(reloaded.variables), len(reloaded.trainable_variables), len(reloaded.non_trainable_variables)) == \
+        (6, 4, 2)
+    x = np.arange(8, dtype="float32").reshape(2, 4)
+    out = next(iter(reloaded.signatures["serving_default"](tf.constant(x)).values()))
+    np.testing.assert_allclose(out.numpy(), keras.ops.convert_to_numpy(model(x)), rtol=1e-6)

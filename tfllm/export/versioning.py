@@ -160,6 +160,7 @@ def write_out(archive, directory):
       its trace.
     Both are set back after the write (a class attribute and a module function: exports do not run in several
     threads at once here)."""
+    import keras
     from keras.src.backend.tensorflow.layer import TFLayer
     from keras.src.export import saved_model_export_archive as keras_archive
     from tensorflow.python.saved_model import save_context, save_options
@@ -170,6 +171,15 @@ def write_out(archive, directory):
         with save_context.save_context(save_options.SaveOptions()):
             return list_variables(fns)
 
+    # PRIVATE API: Keras's `ExportArchive._tf_trackable` (keras-team/keras#23553, open in keras 3.15): `track()`
+    # lists a model's keras.Variable wrappers under `variables` (and the trainable and non-trainable lists), its
+    # endpoints capture the tf.Variables inside them (`_all_variables`), and TensorFlow, which saves an object once
+    # but sees two, wrote every weight twice: `default`'s export held 12 MB of 6 MB of weights, and a server
+    # loading it held both copies. The lists hold the tf.Variables themselves here, as keras-team/keras#23563 would
+    # have Keras do; a reloaded export still lists its variables.
+    tracked = archive._tf_trackable
+    for name in ("variables", "trainable_variables", "non_trainable_variables"):
+        setattr(tracked, name, [v.value if isinstance(v, keras.Variable) else v for v in getattr(tracked, name)])
     default_save_signature = TFLayer.__dict__["_default_save_signature"]
     TFLayer._default_save_signature = None
     keras_archive._list_variables_used_by_fns = list_variables_in_a_save_context
