@@ -789,6 +789,20 @@ def test_rows_left_out_by_labels_or_added_by_max_rows_are_said(command, tmp_path
     assert ("tfllm: " in said) is command
 
 
+def test_max_rows_says_when_rounding_the_classes_shares_keeps_a_row_more(tmp_path, capsys, monkeypatch):
+    """Two classes of 50 rows and --max-rows 75 keep 38 + 38: the note blamed classes too small to split and
+    named none ("fewer rows would leave out )")."""
+    from tfllm import errors
+
+    monkeypatch.setattr(errors, "command_running", True)
+    rows = [(f"a fine film {i}", "pos") for i in range(50)] + [(f"a dull film {i}", "neg") for i in range(50)]
+    kept = load_classification_data(write_csv(tmp_path / "d.csv", rows), max_rows=75)
+    assert sum(len(s) for s in (kept.train, kept.val, kept.test)) == 76
+    said = capsys.readouterr().err
+    assert "--max-rows 75 keeps 76 rows: each class keeps its share of them, rounded to whole rows." in said, said
+    assert "leave out" not in said
+
+
 def test_pretraining_reads_a_labelled_folders_subfolders(tmp_path):
     from tfllm.datasets.text import load_documents
 

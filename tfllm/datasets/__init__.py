@@ -807,9 +807,12 @@ def load_classification_data(
         if len(keep) > max_rows:  # a class's share below 2 rows is raised to 2, so that it can be split at all
             small = _sorted_labels(label for label, v in by_label.items() if round(len(v) * fraction) < 2)
             # A one-row class keeps its one row ("at least 2 of each" read as false for it).
-            note(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: at least 2 of each class, or all of a "
-                 f"class's rows where it has fewer (fewer rows would leave out {', '.join(map(repr, small[:5]))}"
-                 f"{' ...' if len(small) > 5 else ''}).")
+            why = (f"at least 2 of each class, or all of a class's rows where it has fewer (fewer rows would leave out "
+                   f"{', '.join(map(repr, small[:5]))}{' ...' if len(small) > 5 else ''})" if small else
+                   # No class was raised: the shares' rounding (37.5 + 37.5 rows of 75 kept 76). The sample is
+                   # left as it is, so that evaluating a run re-splits its data into the rows it trained on.
+                   "each class keeps its share of them, rounded to whole rows")
+            note(f"tfllm: --max-rows {max_rows} keeps {len(keep)} rows: {why}.")
 
     if splits is not None:
         named = {name: [] for name in SPLITS}
