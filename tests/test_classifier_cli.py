@@ -1168,9 +1168,9 @@ def test_predict_top_k_keeps_the_most_likely_labels_in_order(three_class_run, ca
     assert info.value.code == 2 and "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_metrics_json_has_weighted_averages_and_says_how_its_confusion_matrix_reads(cli_run):
-    """metrics.json had only the binary/macro precision, recall and F1, and a confusion matrix without saying
-    which axis holds the true labels."""
+def test_metrics_json_has_macro_and_weighted_averages_and_says_how_its_confusion_matrix_reads(cli_run):
+    """metrics.json had only the binary/macro precision, recall and F1 (a binary run no macro ones), and a
+    confusion matrix without saying which axis holds the true labels."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     run_dir, _ = cli_run
@@ -1185,6 +1185,9 @@ def test_metrics_json_has_weighted_averages_and_says_how_its_confusion_matrix_re
     for key, score in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
         expected = score(y_true, y_pred, average="weighted", zero_division=0)
         assert report["weighted"][key] == pytest.approx(expected), key
+        # A binary report's macro averages too (the README promises macro and weighted P/R/F1; it had only the
+        # positive label's).
+        assert report["macro"][key] == pytest.approx(score(y_true, y_pred, average="macro", zero_division=0)), key
     assert report["f1"] == report["per_class"][report["positive_label"]]["f1"]  # the binary figures as they were
 
 

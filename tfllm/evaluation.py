@@ -132,6 +132,8 @@ def classification_report(y_true, probabilities, label_names):
         report.update(precision=positive["precision"], recall=positive["recall"], f1=positive["f1"])
         report["roc_auc"] = roc_auc(y_true == 1, probabilities[:, 1])
         report["positive_label"] = label_names[1]
+        # Both classes' mean too (scikit-learn's average="macro"), as a multi-class report's own figures are.
+        report["macro"] = {key: float(np.mean([c[key] for c in per_class.values()])) for key in ("precision", "recall", "f1")}
     else:
         for key in ("precision", "recall", "f1"):
             report[key] = float(np.mean([c[key] for c in per_class.values()]))
