@@ -830,8 +830,11 @@ def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path
         run_dir = tmp_path / task
         assert main(["train", "--task", task, "--data", data, "--preset", "tiny", *extra, "--run-dir", str(run_dir)]) == 2
         # One error line (the tiny generator's vocabulary also warns of the capitals it maps to [UNK]).
-        errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("tfllm: warning:")]
+        out, err = capsys.readouterr()
+        errors = [line for line in err.splitlines() if not line.startswith("tfllm: warning:")]
         assert len(errors) == 1 and "Training diverged" in errors[0] and "--learning-rate" in errors[0], errors
+        # The progress bar's line is ended first: in a terminal the error was written on the end of it.
+        assert out.endswith("\n"), out[-200:]
         assert not run_dir.exists()
 
 

@@ -733,6 +733,8 @@ class StopOnDivergence(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            if self.params.get("verbose") in (1, "auto"):  # the progress bar's line is left open between updates
+                print(flush=True)  # so that the error is not written on the end of it, in a terminal
             raise TrainingDiverged(f"Training diverged: the loss became {float(loss)} in step {batch + 1} of an "
                                    "epoch, so nothing was kept. Lower the learning rate (--learning-rate) and run again.")
 
