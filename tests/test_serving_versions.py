@@ -536,3 +536,33 @@ def test_a_version_folder_replaced_in_place_is_reloaded(tmp_path, good_version):
         time.sleep(1)  # a few more polls: the reloaded version is not loaded again and again
         assert client.status("m")["model_version_status"][0]["state"] == "AVAILABLE"
     assert log.read_text().count("reloading m version 1: its files changed") == 1, log.read_text()
+
+
+def test_an_export_whose_signatures_differ_from_the_version_before_warns(tmp_path):
+    """`tfllm export RUN --name reviews` of a run with other classes added version 4 of 'reviews' without a word, and
+    a server moved its clients from 2 classes to 5. A version called as the one before it says nothing."""
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    from tfllm.errors import TfllmWarning
+
+    def export(classes):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(classes)])
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", lambda x: {"probabilities": model(x)},
+                             input_signature=[tf.TensorSpec([None, 4], name="x")])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with versioning.atomic_version_dir(str(tmp_path), "reviews") as version:
+                versioning.write_out(archive, version.tmp_dir)
+        return [str(w.message) for w in caught if issubclass(w.category, TfllmWarning)]
+
+    assert export(2) == [] and export(2) == []  # the first version; then one called the same way
+    said = export(5)
+    assert len(said) == 1, said
+    assert said[0].startswith(f"{tmp_path / 'reviews' / '3'}: its signatures differ from version 2's "
+                              "(serving_default's output 'probabilities' float32[None, 2] -> float32[None, 5])"), said
+    assert "a server of 'reviews' answers with version 3" in said[0] and "Export under another name" in said[0]

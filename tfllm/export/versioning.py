@@ -20,7 +20,7 @@ import struct
 import tempfile
 import time
 
-from tfllm.errors import DiskFull, UserInputError, full_disk_file, full_disk_reason, make_room
+from tfllm.errors import DiskFull, UserInputError, full_disk_file, full_disk_reason, make_room, warn
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STALE_SECONDS = 3600  # a .tmp- folder that names no owner, untouched this long, is stale
@@ -102,6 +102,61 @@ def versions(base_dir, name):
     return sorted(int(d) for d in os.listdir(folder) if is_version_name(d))
 
 
+def read_signature_defs(version_dir):
+    """Returns the `SignatureDef` protos of a SavedModel, keyed by name (the file alone: no model loaded)."""
+    from tensorflow.core.protobuf import saved_model_pb2  # TensorFlow's protos: the export has TensorFlow loaded
+
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return dict(saved_model.meta_graphs[0].signature_def)
+
+
+def _signature_specs(version_dir):
+    """`{signature: {"inputs"/"outputs": {tensor: (dtype enum, shape)}}}` of a SavedModel's callable signatures."""
+    def specs(tensors):
+        return {key: (info.dtype, None if info.tensor_shape.unknown_rank else
+                      tuple(d.size for d in info.tensor_shape.dim)) for key, info in tensors.items()}
+
+    return {name: {"inputs": specs(sig.inputs), "outputs": specs(sig.outputs)}
+            for name, sig in read_signature_defs(version_dir).items() if not name.startswith("__")}
+
+
+def warn_of_changed_signatures(base_dir, name, path):
+    """Warns when the SavedModel just exported to `path` takes or gives other tensors than the version before
+    it: a server of `name` (TF Serving, `tfllm serve`) moves its clients to the newest version once it loads it,
+    so a run with other classes, or another sequence length, under an existing name changed what its clients got
+    back without a word."""
+    new = int(os.path.basename(path))
+    earlier = [v for v in versions(base_dir, name)
+               if v < new and os.path.isfile(os.path.join(base_dir, name, str(v), "saved_model.pb"))]
+    if not earlier or not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return
+    try:
+        before, after = _signature_specs(os.path.join(base_dir, name, str(earlier[-1]))), _signature_specs(path)
+    except Exception:  # a version this cannot read (damaged, not a SavedModel) is not compared: the export is in place
+        return
+    changes = [f"signature {s!r} {'added' if s in after else 'gone'}" for s in sorted(set(before) ^ set(after))]
+    for signature in sorted(set(before) & set(after)):
+        for side in ("inputs", "outputs"):
+            old, now = before[signature][side], after[signature][side]
+            changes += [f"{signature}'s {side[:-1]} {key!r} {_spec_text(old.get(key))} -> {_spec_text(now.get(key))}"
+                        for key in sorted(set(old) | set(now)) if old.get(key) != now.get(key)]
+    if changes:
+        warn(f"{path}: its signatures differ from version {earlier[-1]}'s ({'; '.join(changes[:3])}"
+             f"{'; ...' if len(changes) > 3 else ''}): a server of {name!r} answers with version {new} once it loads "
+             f"it, so clients written for version {earlier[-1]} may break. Export under another --name to serve both.")
+
+
+def _spec_text(spec):
+    if spec is None:
+        return "none"
+    import tensorflow as tf  # loaded already by the export; `tfllm models` and prunes never get here
+
+    dtype, shape = spec
+    return tf.dtypes.as_dtype(dtype).name + ("[?]" if shape is None else str([None if d < 0 else d for d in shape]))
+
+
 def next_version(base_dir, name):
     existing = versions(base_dir, name)
     return existing[-1] + 1 if existing else 1
@@ -132,6 +187,7 @@ def atomic_version_dir(base_dir, name):
     try:
         yield target
         target.path = _rename_to_next_version(target.tmp_dir, base_dir, name)
+        warn_of_changed_signatures(base_dir, name, target.path)
     except BaseException as e:
         shutil.rmtree(target.tmp_dir, ignore_errors=True)
         if not os.listdir(model_dir):

@@ -80,14 +80,7 @@ def fingerprint(path: str) -> tuple:
     return tuple(sorted(entries))
 
 
-def read_signature_defs(version_dir: str):
-    """Returns the `SignatureDef` protos of a SavedModel, keyed by name."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel()
-    with open(os.path.join(version_dir, SAVED_MODEL_FILE), "rb") as f:
-        saved_model.ParseFromString(f.read())
-    return dict(saved_model.meta_graphs[0].signature_def)
+read_signature_defs = versioning.read_signature_defs  # the layout's owner reads it (an export compares versions)
 
 
 def _tensor_info_to_dict(info) -> dict:
