@@ -872,6 +872,33 @@ def test_token_spans_place_pieces_unknowns_and_bytes():
     assert token_spans("a good", ["a", " good"]) == [(0, 1), (2, 6)]
     assert token_spans("a b", ["a", " ", "b"]) == [(0, 1), (1, 2), (2, 3)]  # a space token is the space
     assert token_spans("x", ["x", "y"]) == [(0, 1), None]
+    assert token_spans("a zz b", ["a", "q", " ", "b"]) == [(0, 1), None, (1, 2), (5, 6)]  # after a lost token
+
+
+def test_a_sentencepiece_lone_space_before_a_first_word_covers_no_character():
+    """SentencePiece gives "ROMEO" ['▁', 'R', 'O', ...]: that '▁' took the prompt's next space (a later word's),
+    and the tokens after it the characters of the words after that ('R' was the 'r' of "lord", or None). The '▁'
+    covers none of the prompt (shown '␣'); every other token shows the characters it covers."""
+    from lm_utils import TEXT, tiny_lm
+
+    from tfllm.explanations import token_spans
+    from tfllm.models.causal_lm import CausalLMPreprocessor
+    from tfllm.tokenizers import train_tokenizer
+
+    text = "ROMEO: thy lord"
+    spans = token_spans(text, [" ", "R", "O", "M", "E", "O", ":", " thy", " lord"])
+    assert spans[0] is None and [text[a:b] for a, b in spans[1:]] == ["R", "O", "M", "E", "O", ":", "thy", "lord"]
+
+    tokenizer = train_tokenizer(TEXT.splitlines() * 5, kind="sentencepiece", vocabulary_size=60)
+    model = tiny_lm(tokenizer.vocabulary_size(), 16)
+    model.preprocessor = CausalLMPreprocessor(tokenizer, sequence_length=16)
+    explainer = Explainer(model)
+    for prompt in ("Before we", "pe: speak"):  # no piece '▁b' or '▁p': a lone '▁' first
+        e = explainer.explain(prompt, method="occlusion")
+        assert e.tokens[0] == "\u2581" and e.spans[0] is None and e.shown_tokens[0] == "\u2423"
+        assert [a for a, _ in e.spans[1:]] == [0] + [b for _, b in e.spans[1:-1]] and e.spans[-1][1] == len(prompt)
+        assert "".join(e.shown_tokens[1:]) == prompt.replace(" ", "\u2423")
+        assert [t["text"] for t in e.to_json()["tokens"]] == e.shown_tokens
 
 
 def test_a_generators_target_it_never_emits_is_refused(generator_run, capsys):

@@ -97,8 +97,9 @@ class Explanation:
             recipe's character and word n-grams): `{view: score}`, one score each for the whole text (the
             tokens past the window too), on the tokens' scale; an ensemble's (occlusion): each view silenced in every
             member at once, the mean of its members' scores.
-        spans: `(start, end)` per token, the characters of `text` it covers (None where it cannot be placed):
-            what the outputs show, so a lowercased, accent-stripped or unknown ([UNK]) token reads as written.
+        spans: `(start, end)` per token, the characters of `text` it covers (None where it cannot be placed,
+            or covers none: SentencePiece's lone '▁' before a first word, shown '␣'): what the outputs show, so a
+            lowercased, accent-stripped or unknown ([UNK]) token reads as written.
         target_probability: the explained label's (or next token's) probability: what the scores of
             integrated gradients and occlusion are changes of, and what the shown scale is tied to (`scale`).
         views_note: where the views carry more than half of the explained score (`views_share`), a line
@@ -963,9 +964,11 @@ def token_spans(text, surfaces):
     """`(start, end)` in `text` for each token's surface text (None: an unknown token), in order.
 
     A token is found where the text goes on with it (case and accents aside, whitespace between tokens
-    skipped); a whitespace token (a character model's space) is the whitespace there. Unknown tokens share
-    the text between the tokens found around them: one word, else one character, each (as WordPiece gives
-    one [UNK] per word, or per CJK character). A token not found anywhere gets None.
+    skipped); a whitespace token (a character model's space) is the whitespace right there, or, after a
+    token that could not be placed, the next whitespace. Unknown tokens share the text between the tokens
+    found around them: one word, else one character, each (as WordPiece gives one [UNK] per word, or per CJK
+    character). A token not found anywhere, or a whitespace token with none there (SentencePiece's lone '▁'
+    before a text's first word), gets None.
     """
     folded, origin = _fold(text)
     ends = [i + 1 for i in origin]
@@ -973,7 +976,8 @@ def token_spans(text, surfaces):
     def original(a, b):  # folded [a, b) -> text's
         return (origin[a], ends[b - 1]) if b > a else None
 
-    spans, pending, cursor = [None] * len(surfaces), [], 0
+    # lost: a token since the cursor last moved was not found, so text it stood for may lie ahead.
+    spans, pending, cursor, lost = [None] * len(surfaces), [], 0, False
 
     def place_pending(limit):
         if not pending:
@@ -993,23 +997,29 @@ def token_spans(text, surfaces):
             pending.append(i)
             continue
         piece = _fold(surface)[0]
-        if piece and not piece.strip():  # a whitespace token: the next whitespace (unknown tokens before it)
-            space = re.compile(r"\s").search(folded, cursor)
+        if piece and not piece.strip():  # a whitespace token: the whitespace at the cursor
+            # Only where tokens before it were not placed (unknown ones, or ones not found) may text lie
+            # between, so only then the next whitespace. SentencePiece puts a lone '▁' before a text's first
+            # word where its first letter has no '▁' piece ("ROMEO" -> '▁', 'R', 'O', ...): the next
+            # whitespace was a later word's space, and the tokens after it were found in the words after that.
+            whitespace = re.compile(r"\s")
+            space = whitespace.search(folded, cursor) if pending or lost else whitespace.match(folded, cursor)
             if space is None:
                 continue
             place_pending(space.start())
             cursor = space.start()
             width = len(piece) if folded[cursor:cursor + len(piece)] == piece else 1
-            spans[i], cursor = original(cursor, cursor + width), cursor + width
+            spans[i], cursor, lost = original(cursor, cursor + width), cursor + width, False
             continue
         piece = piece.strip()
         if not piece:
             continue
         found = folded.find(piece, cursor)
         if found < 0:
+            lost = True
             continue
         place_pending(found)
-        spans[i], cursor = original(found, found + len(piece)), found + len(piece)
+        spans[i], cursor, lost = original(found, found + len(piece)), found + len(piece), False
     place_pending(len(folded))
     return spans
 
@@ -1095,6 +1105,8 @@ def _joined(tokens):
     for i, token in enumerate(tokens):
         if token.startswith("##"):
             pieces.append(("", token[2:]))
+        elif token in ("\u2581", "\u0120"):  # a lone space piece (SentencePiece's before "ROMEO"): visible, not ""
+            pieces.append(("", "\u2423"))
         elif token.startswith("\u2581") or token.startswith("\u0120"):  # SentencePiece / byte-level BPE
             pieces.append((" " if i else "", token[1:]))
         elif len(token) == 1 and not token.isalnum() and token not in "([{\"'" and i:
