@@ -219,6 +219,14 @@ def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing
     other = NgramLM.fit([[5]], vocabulary_size=lm.vocabulary_size + 1, start_id=lm.start_id, end_id=lm.end_id)
     with pytest.raises(UserInputError, match="another tokenizer"):
         translator.translate(sources, lm=other)
+    # A language model of text the output vocabulary lacks ([UNK] after [UNK]) gives [UNK] no more than the token
+    # it likes least: it made [UNK], then the end, each translation's likeliest start, and the text came out empty.
+    unknown = translator.language_model(["龘龘龘 龘龘"] * 5)
+    assert unknown.log_probs(np.array([[unknown.start_id, unknown.start_id]]))[0].argmax() == translator.unk_id
+    adjust = translator._fusion(unknown, 1.0)
+    logits = tf.zeros([1, translator.output_size])
+    lm_part = (adjust(logits, tf.constant([[unknown.start_id, 0]]), tf.constant(1)) - tf.nn.log_softmax(logits))[0]
+    assert float(lm_part[translator.unk_id]) == pytest.approx(float(tf.reduce_min(lm_part)))
 
 
 @pytest.mark.slow
