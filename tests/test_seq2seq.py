@@ -1130,7 +1130,8 @@ def test_sources_the_input_method_cannot_read_are_warned_about_with_the_form_it_
     assert str(caught[0].message).split(" ", 1)[1] == (
         "has no candidates for 2 source(s) (first: 'shí tóu', whose 'shí' is no syllable of the "
         "training sources): it reads syllables with tone numbers separated by spaces, as the training sources "
-        "write them, e.g. 'shi2 tou5'; those sources were translated by the model alone, and 1 came out empty.")
+        "write them, e.g. 'shi2 tou5'; those sources were translated without it (by the model, and lm where given), "
+        "and 1 came out empty.")
 
 
 @pytest.fixture(scope="module")

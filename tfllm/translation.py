@@ -530,7 +530,7 @@ class SourceNotes:
             errors.warn(f"--input-method has no candidates for {self.unread} source(s) (first: {shown(source)}, whose "
                         f"{unit!r} is no syllable of the training sources): it reads syllables{numbered} separated by "
                         f"spaces, as the training sources write them, e.g. {example!r}; those sources were translated "
-                        f"by the model alone{empty}.")
+                        f"without it (by the model, and --lm where given){empty}.")
         self.__init__(self.room)
 
 
