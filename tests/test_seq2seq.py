@@ -1238,7 +1238,7 @@ path, padded = json.loads(sys.argv.pop(1))
 f = tf.saved_model.load(path).signatures["serving_default"]
 out = f(source=tf.constant(padded), max_new_tokens=tf.constant([15] * len(padded)))
 errors = []
-for bad in ([""], ["一", " ", "二", ""]):
+for bad in ([""], ["一", " \u3000\u00a0", "二", ""]):
     try:
         f(source=tf.constant(bad), max_new_tokens=tf.fill([len(bad)], 5))
     except tf.errors.InvalidArgumentError as e:
@@ -1262,8 +1262,10 @@ def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trai
     path = export_seq2seq(trained_run, "tr", base_dir=str(savedmodels))
     expected = translate(trained_run, sources, warn=False)
     assert all(t == t.strip() for t in expected)
-    # Spaces around a source (pasted text) are stripped as training and `translate` strip them.
-    padded = [" 一二三", "四五 ", "六\n", "七八一"]
+    # Spaces around a source (pasted text) are stripped as training and `translate` strip them: every one
+    # str.strip() takes, not only ASCII ones (the export read a full-width space around "电脑" as part of it).
+    padded = ["\u3000一二三\u3000", "\u00a0四五 ", "六\u2028\n", "\u2003七八一\u205f\x1c"]
+    assert translate(trained_run, padded, warn=False) == expected
     (tmp_path / "reload_then_serve.py").write_text(RELOAD_THEN_SERVE, encoding="utf-8")
     reload_args = [json.dumps([path, padded])]
     try:
@@ -1324,6 +1326,15 @@ def test_clean_text_follows_the_causal_lms_rule_for_cjk_punctuation():
     expected = ["中，文。", "中 hello 文", "「你好」！", "hello world"]
     assert [t.decode() for t in clean_text(tf.constant(texts)).numpy()] == expected
     assert [join_cjk(t).strip() for t in texts] == expected
+
+
+def test_the_export_strips_a_source_as_str_strip_does():
+    """Every character str.isspace() calls a space, and no other (tf.strings.strip takes only ASCII ones)."""
+    from tfllm.export.seq2seq import strip_spaces
+
+    spaces = [chr(i) for i in range(sys.maxunicode + 1) if chr(i).isspace()]
+    texts = [f"{c}电 脑{c}" for c in spaces] + ["".join(spaces), "\u200b电脑\ufeff", "a b\n", "\n\na\nb\n"]
+    assert [t.decode() for t in strip_spaces(tf.constant(texts)).numpy()] == [t.strip() for t in texts]
 
 
 @pytest.mark.slow

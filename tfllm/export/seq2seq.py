@@ -15,8 +15,10 @@ XLA compiles one program per batch bucket. Loading the export in your own
 process needs `import tensorflow_text` first (WordPiece tokenizer ops).
 """
 
+import functools
 import inspect
 import os
+import sys
 
 import keras
 import keras_hub
@@ -36,6 +38,21 @@ def _bucket(size, buckets):
     table = tf.constant(buckets, tf.int32)
     index = tf.minimum(tf.searchsorted(table, tf.reshape(size, [1]), side="left")[0], len(buckets) - 1)
     return tf.maximum(table[index], size)
+
+
+@functools.cache
+def _space_pattern():
+    """An RE2 pattern of the spaces around a text: every character for which `str.isspace()` is true (29 in
+    Python 3.11: U+3000, U+00A0, U+2028, ...), not only the ASCII ones `tf.strings.strip` takes, so that the
+    graph strips a source exactly as `tfllm translate` and training strip it (`str.strip()`)."""
+    spaces = "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+    return f"^[{spaces}]+|[{spaces}]+$"  # RE2's `$` is the end of the text alone (no multi-line mode)
+
+
+def strip_spaces(texts):
+    """`str.strip()` of each string, as a TF op (a full-width space around a pasted Chinese source was read as
+    part of it by the export, and `tfllm serve` translated it differently from `tfllm translate`)."""
+    return tf.strings.regex_replace(texts, _space_pattern(), "")
 
 
 def decoder_layout(model):
@@ -76,14 +93,14 @@ def translation_archive(model, jit_compile=True):
             tf.debugging.assert_positive(tf.shape(source)[0], message="send at least one source"),
             tf.debugging.assert_equal(tf.shape(max_new_tokens)[0], tf.shape(source)[0],
                                       message="max_new_tokens must have one value per source"),
-            tf.debugging.Assert(tf.reduce_all(tf.strings.length(tf.strings.strip(source)) > 0), [
-                in_instances("source must not be empty", tf.equal(tf.strings.length(tf.strings.strip(source)), 0))]),
+            tf.debugging.Assert(tf.reduce_all(tf.strings.length(strip_spaces(source)) > 0), [
+                in_instances("source must not be empty", tf.equal(tf.strings.length(strip_spaces(source)), 0))]),
             tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be >= 1"),
             tf.debugging.assert_less_equal(max_new_tokens, max_new,
                                            message=f"max_new_tokens must be <= {max_new} (the longest output of this model)"),
         ]
         with tf.control_dependencies(checks):  # stripped as `tfllm translate` does (Translator.check_sources)
-            inputs = preprocessor.generate_preprocess(tf.strings.strip(source), decoder_sequence_length=width)
+            inputs = preprocessor.generate_preprocess(strip_spaces(source), decoder_sequence_length=width)
         inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
         rows = tf.shape(source)[0]
         take = tf.minimum(tf.range(_bucket(rows, BATCH_BUCKETS)), rows - 1)  # pad with the last row
