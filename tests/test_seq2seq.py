@@ -1567,6 +1567,8 @@ def test_a_run_stopped_after_its_training_reports_what_its_training_measured(pai
     (["--sampler", "top_k", "--top-p", "0.5"], "--top-p is for --sampler top_p, and the sampler is top_k"),
     (["--num-beams", "2", "--temperature", "0.5"], "--temperature is for --sampler top_k or top_p"),
     (["--seed", "1"], "--seed is for --sampler top_k or top_p"),
+    (["--temperature", "0", "--seed", "1"], "--seed is for --sampler top_k or top_p"),  # "with no --seed"
+    (["--sampler", "greedy", "--temperature", "0"], "--temperature is for --sampler top_k or top_p"),  # as generate
     (["--sampler", "top_k", "--temperature", "0", "--seed", "1"], "--seed is not read at --temperature 0, which "
                                                                   "decodes greedily"),  # ignored
     (["--lm-weight", "0.3"], "--lm-weight weighs the scores of --lm"),
@@ -1634,6 +1636,23 @@ def test_text_left_out_of_the_vocabulary_is_not_called_never_seen_in_training():
     message = str(caught[0].message)
     assert ("1 source(s) hold text the model's vocabulary has no token for (never seen in training, or left out "
             "of its vocabulary_size; first: '一九')") in message, message
+
+
+@pytest.mark.slow
+def test_cli_temperature_0_alone_decodes_greedily_as_its_help_and_python_say(trained_run, capsys):
+    """`tfllm translate RUN TEXT --temperature 0` was refused ("--temperature is for --sampler top_k or top_p"),
+    where its help says 0 means greedy and `tfllm.translate(..., temperature=0)` decodes greedily."""
+    from tfllm.translation import translate
+
+    given = ["一二", "三四五"]
+    capsys.readouterr()
+    assert cli.main(["translate", trained_run, *given]) == 0
+    greedy = capsys.readouterr().out.splitlines()
+    assert cli.main(["translate", trained_run, *given, "--temperature", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == greedy == translate(trained_run, given, temperature=0, warn=False) and err == ""
+    assert cli.main(["translate", trained_run, *given, "--sampler", "top_k", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.splitlines() == greedy
 
 
 @pytest.mark.slow

@@ -718,6 +718,10 @@ def _translate_sampler(args):
                "num_beams": ["beam"]}
     for name, samplers in readers.items():
         given = getattr(args, name) is not None and not (name == "num_beams" and args.num_beams == 1)
+        # --temperature 0 means greedy (its help, and `tfllm.translate(..., temperature=0)`), which the default
+        # sampler is: accepted as `tfllm generate --temperature 0` is; a --sampler named beside it still decides.
+        given = given and not (name == "temperature" and args.temperature == 0 and args.sampler is None
+                               and sampler == "greedy")
         if given and sampler not in samplers:
             flag, reader = f"--{name.replace('_', '-')}", " or ".join(samplers)
             raise UserInputError(f"{flag} is for --sampler {reader}, and the sampler is {sampler}; add --sampler "
