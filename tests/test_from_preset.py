@@ -784,6 +784,27 @@ def test_a_preset_missing_a_file_is_one_line_naming_it(bert_preset, gpt2_preset,
         assert err.count("\n") == 1 and not (tmp_path / "r").exists()
 
 
+def test_a_preset_with_a_damaged_file_is_one_line_naming_it(bert_preset, llama_preset, tmp_path, capsys):
+    """A weights file or SentencePiece model cut short in copying was h5py's or TensorFlow's traceback (exit 1),
+    naming neither the file nor the preset."""
+    import shutil
+
+    argv = ["--preset", "tiny", "--max-rows", "300", "--run-dir", str(tmp_path / "r")]
+    four = tmp_path / "four.csv"  # the preset's head has 4 classes, which --epochs 0 keeps
+    four.write_text("\n".join(["text,label"] + [f"{WORDS[i % 14]} film {i},{'abcd'[i % 4]}" for i in range(120)]) + "\n")
+    for source, damaged, task, data, counted in (
+            (bert_preset[0], "model.weights.h5", "classify", "rotten_tomatoes", ["--epochs", "1"]),
+            (bert_preset[0], "task.weights.h5", "classify", str(four), ["--epochs", "0"]),
+            (llama_preset, "assets/tokenizer/vocabulary.spm", "generate", "shakespeare", ["--steps", "1"])):
+        copy = tmp_path / damaged.replace("/", "_")
+        shutil.copytree(source, copy)
+        (copy / damaged).write_bytes((copy / damaged).read_bytes()[:3000])
+        assert main(["train", "--task", task, "--data", data, "--from-preset", str(copy), *argv, *counted]) == 2
+        err = capsys.readouterr().err
+        assert f"its {damaged} does not read as" in err and "copy the whole preset folder again" in err, err
+        assert err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
 def test_a_classifier_preset_that_reads_the_texts_as_unknown_says_so(bert_preset, bert_run, tmp_path, capsys):
     """An English BERT fine-tuned on Chinese reviews read every token as [UNK] and predicted the same for
     every text, without a word (the causal-LM path warned; KerasHub's BertTokenizer has no unk_token_id)."""

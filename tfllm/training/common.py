@@ -17,6 +17,7 @@ import tempfile
 import urllib.parse
 import warnings
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
@@ -183,7 +184,38 @@ def preset_files(load):
             raise UserInputError(f"--from-preset {handle!r} has no {missing}: a preset folder holds every file "
                                  "save_to_preset wrote (config.json, model.weights.h5, tokenizer.json, "
                                  "assets/...); copy the whole folder again.") from None
+        except (OSError, tf.errors.OpError) as e:  # h5py's "truncated file", SentencePiece's ParseFromArray
+            damaged = damaged_file(handle)
+            if damaged is None:  # every file reads: not the preset's fault (a full disk, ...)
+                raise
+            what = "an HDF5 weights file" if damaged.endswith(".h5") else "a SentencePiece model"
+            raise UserInputError(f"--from-preset {handle!r}: its {damaged} does not read as {what} (damaged, or cut "
+                                 "short in copying); copy the whole preset folder again.") from None
     return checked
+
+
+def damaged_file(handle):
+    """The first file of a local preset folder that does not read as what it is (a weights file h5py cannot
+    open, a SentencePiece model that does not parse: a copy cut short), as a path inside it; else None.
+    KerasHub let h5py's OSError and TensorFlow's SentencePiece op error through, naming neither the file nor
+    the preset."""
+    folder = os.path.expanduser(handle)
+    if not os.path.isdir(folder):
+        return None
+    for root, _, names in sorted(os.walk(folder)):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            try:
+                if name.endswith(".h5"):
+                    h5py.File(path, "r").close()
+                elif name.endswith(".spm"):
+                    import sentencepiece  # here: only a damaged preset's check parses its model
+
+                    with open(path, "rb") as f:
+                        sentencepiece.SentencePieceProcessor(model_proto=f.read())
+            except (OSError, RuntimeError):  # h5py's OSError; SentencePiece's RuntimeError
+                return os.path.relpath(path, folder)
+    return None
 
 
 def warn_unknown_tokens(handle, tokenizer, ids, what, consequence):
