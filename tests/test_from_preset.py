@@ -867,11 +867,13 @@ def test_a_text_shorter_than_the_recipe_s_window_says_which_length_would_fit_and
     assert main([*argv, "--set", f"sequence_length={fits}"]) == 0  # the length it names does fit
 
 
-def test_presets_of_the_wrong_kind_say_what_they_are(tmp_path, capsys):
+def test_presets_of_the_wrong_kind_say_what_they_are(bert_preset, gpt2_preset, tmp_path, capsys):
     """A vision preset with --task generate was told "use --task classify for an encoder" (which failed
     too), and with --task classify that it "has no text classifier in KerasHub" (not that it is no text
     model), a broken config.json got a bare JSON parser message, and a tokenizer-only folder "not a preset
     (no config.json)"; each now says what the folder is and what is needed, in one line."""
+    import shutil
+
     keras.utils.set_random_seed(0)
     vision = str(tmp_path / "resnet")
     keras_hub.models.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64],
@@ -880,6 +882,11 @@ def test_presets_of_the_wrong_kind_say_what_they_are(tmp_path, capsys):
     broken = tmp_path / "badcfg"
     broken.mkdir()
     (broken / "config.json").write_text('{"module": "keras_hub.src.models.bert.bert_backbone", "class_name": ')
+    broken_task, broken_preprocessor = tmp_path / "badtask", tmp_path / "badpre"
+    shutil.copytree(bert_preset[0], broken_task)
+    (broken_task / "task.json").write_text('{"mod\n')
+    shutil.copytree(gpt2_preset[0], broken_preprocessor)
+    (broken_preprocessor / "preprocessor.json").write_text('{"mod\n')
     tokenizer_only = str(tmp_path / "tokenizer_only")
     keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS).save_to_preset(
         tokenizer_only)
@@ -890,6 +897,9 @@ def test_presets_of_the_wrong_kind_say_what_they_are(tmp_path, capsys):
             ("classify", "rotten_tomatoes", vision, "(ResNetBackbone, saved for ImageClassifier) is not a text model: "
                                                     "it has no tokenizer (tokenizer.json)"),
             ("generate", "shakespeare", str(broken), "its config.json is not valid JSON (Expecting value"),
+            # A broken task.json or preprocessor.json: "has no text classifier (causal LM) in KerasHub".
+            ("classify", "rotten_tomatoes", str(broken_task), "its task.json is not valid JSON (Invalid control"),
+            ("generate", "shakespeare", str(broken_preprocessor), "its preprocessor.json is not valid JSON"),
             ("classify", "rotten_tomatoes", tokenizer_only, "holds only a tokenizer (tokenizer.json), no model")):
         assert main(["train", "--task", task, "--data", data, "--from-preset", preset, "--max-rows", "400",
                      "--run-dir", str(run_dir)]) == 2

@@ -363,12 +363,17 @@ def check_from_preset_settings(config):
         raise UserInputError(f"--from-preset {handle!r} holds only a tokenizer (tokenizer.json), no model "
                              "(config.json). Pass a model preset (a backbone's or task's save_to_preset writes "
                              "config.json) or a tfllm run directory.")
-    if os.path.isdir(folder) and os.path.exists(os.path.join(folder, "config.json")):
+    # The JSON files KerasHub reads to build a task: KerasHub's message named neither the file nor that it is
+    # JSON, and a broken task.json or preprocessor.json was reported as a preset with "no text classifier".
+    saved = [name for name in ("config.json", "task.json", "preprocessor.json", "tokenizer.json")
+             if os.path.isdir(folder) and os.path.exists(os.path.join(folder, "config.json"))
+             and os.path.exists(os.path.join(folder, name))]
+    for name in saved:
         try:
-            with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
                 json.load(f)
-        except ValueError as e:  # KerasHub's message named neither the file nor that it is JSON
-            raise UserInputError(f"--from-preset {handle!r}: its config.json is not valid JSON ({e}). Restore the "
+        except ValueError as e:
+            raise UserInputError(f"--from-preset {handle!r}: its {name} is not valid JSON ({e}). Restore the "
                                  "file (save_to_preset writes it) or pass another preset.") from None
     if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, "config.json")):
         raise UserInputError(f"--from-preset {handle!r} is a folder but not a preset (no config.json in it). "
