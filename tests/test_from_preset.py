@@ -580,7 +580,7 @@ def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, 
     argv = ["--preset", "tiny", "--max-rows", "3000", "--run-dir", str(tmp_path / "r")]
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], *argv]) == 2
     err = capsys.readouterr().err
-    assert "has no causal LM" in err and err.count("\n") == 1
+    assert "has no causal LM" in err and "use --task classify for an encoder" in err and err.count("\n") == 1
     # A decoder as a classifier: its fix was "use a text model preset (... or a tfllm run)", whatever it was.
     assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", gpt2_preset[0], *argv]) == 2
     err = capsys.readouterr().err

@@ -1479,6 +1479,23 @@ def test_fine_tune_a_keras_hub_bart_preset_translate_and_export(bart_preset, tmp
     assert not os.path.exists(tmp_path / "savedmodels" / "bart-tflite")
 
 
+@pytest.mark.slow
+def test_a_bart_preset_trained_as_another_task_is_pointed_to_translate(bart_preset, tmp_path, capsys):
+    """BART with --task classify was called "a text generator (a decoder)" and sent to --task generate, and with
+    --task generate (or pretrain) sent to --task classify (--objective causal), each of which failed too."""
+    run_dir = str(tmp_path / "r")
+    for argv, task in ((["train", "--task", "classify", "--data", "rotten_tomatoes", "--epochs", "1"], "text classifier"),
+                       (["train", "--task", "generate", "--data", "shakespeare", "--steps", "1"], "causal LM"),
+                       (["pretrain", "--data", "rotten_tomatoes", "--steps", "1"], "masked LM"),
+                       (["pretrain", "--objective", "causal", "--data", "shakespeare", "--steps", "1"], "causal LM")):
+        assert cli.main([*argv, "--max-rows", "300", "--from-preset", bart_preset, "--run-dir", run_dir]) == 2
+        err = capsys.readouterr().err
+        assert f"(BartBackbone) is a sequence-to-sequence model (an encoder-decoder), which has no {task}" in err, err
+        assert "--task translate" in err and "--task generate" not in err and "--task classify" not in err, err
+        assert "--objective causal" not in err and err.count("\n") == 1
+    assert not os.path.exists(run_dir)
+
+
 def test_bleu_of_references_shorter_than_4_words_carries_a_note_that_it_means_nothing():
     """`translation_report(["A joyous film"], [["A joyous film"]])` was BLEU 0.0 beside chrF 100 and exact match 1,
     without a word of why (no 4-grams); the value stays sacreBLEU's, and a note says to read chrF."""

@@ -191,6 +191,10 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
         if not_text:
             raise not_text from None
         encoders = "BERT, DistilBERT, RoBERTa, ... or a tfllm classifier or `tfllm pretrain --objective mlm|vectors` run"
+        if is_seq2seq(backbone_cls):  # BART, a tfllm translation run: checked first, as it is a decoder too
+            raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a sequence-to-sequence model "
+                                 "(an encoder-decoder), which has no text classifier in KerasHub: fine-tune it with "
+                                 f"--task translate, or start a classifier from an encoder ({encoders}).") from None
         if _is_decoder(backbone_cls):  # GPT-2, a causal tfllm run: "or a tfllm run" was what the user had passed
             raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a text generator (a decoder), "
                                  "which has no text classifier in KerasHub: fine-tune it with --task generate, or "
@@ -240,8 +244,25 @@ def check_kept_head(handle, data, source):
 
 
 def _is_decoder(backbone_cls):
-    """True where KerasHub has a causal LM task for `backbone_cls` (GPT-2, OPT, tfllm's CausalLMBackbone, ...)."""
-    tasks = [keras_hub.models.CausalLM]
+    """True where KerasHub has a causal LM task for `backbone_cls` (GPT-2, OPT, tfllm's CausalLMBackbone, ...),
+    and for a sequence-to-sequence one (KerasHub's Seq2SeqLM is a CausalLM: `is_seq2seq`)."""
+    return has_task(backbone_cls, keras_hub.models.CausalLM)
+
+
+def is_seq2seq(backbone_cls):
+    """True where KerasHub has a sequence-to-sequence task for `backbone_cls` (BART, tfllm's Seq2SeqBackbone):
+    such a preset trains with --task translate, not as a classifier, a generator or a masked LM."""
+    return has_task(backbone_cls, keras_hub.models.Seq2SeqLM)
+
+
+def is_encoder(backbone_cls):
+    """True where KerasHub has a text classifier for `backbone_cls` (BERT, RoBERTa, tfllm's EncoderBackbone, ...)."""
+    return has_task(backbone_cls, keras_hub.models.TextClassifier)
+
+
+def has_task(backbone_cls, base):
+    """True where `base` or one of its subclasses (KerasHub's or tfllm's tasks) is built on `backbone_cls`."""
+    tasks = [base]
     while tasks:
         task = tasks.pop()
         if getattr(task, "backbone_cls", None) is backbone_cls:
