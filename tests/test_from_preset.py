@@ -805,6 +805,22 @@ def test_a_preset_with_a_damaged_file_is_one_line_naming_it(bert_preset, llama_p
         assert err.count("\n") == 1 and not (tmp_path / "r").exists()
 
 
+def test_a_run_directory_that_is_its_own_preset_is_refused_up_front(bert_run, tmp_path, capsys):
+    """`--from-preset X --run-dir X --overwrite` set X aside first, and the preset then "has no config.json"."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(bert_run[0], run_dir)  # a copy: the module's run stays as it is whatever happens here
+    before = sorted(p.name for p in run_dir.iterdir())
+    for argv in (["train", "--data", "rotten_tomatoes", "--epochs", "1"], ["pretrain", "--data", "rotten_tomatoes",
+                                                                           "--steps", "1"]):
+        assert main([*argv, "--from-preset", str(run_dir), "--run-dir", str(run_dir) + "/", "--overwrite",
+                     "--max-rows", "300"]) == 2
+        err = capsys.readouterr().err
+        assert "--from-preset and --run-dir are the same folder" in err and err.count("\n") == 1, err
+        assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
 def test_a_classifier_preset_that_reads_the_texts_as_unknown_says_so(bert_preset, bert_run, tmp_path, capsys):
     """An English BERT fine-tuned on Chinese reviews read every token as [UNK] and predicted the same for
     every text, without a word (the causal-LM path warned; KerasHub's BertTokenizer has no unk_token_id)."""

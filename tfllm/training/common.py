@@ -165,6 +165,12 @@ def check_run_dir(config):
     but a Python trainer read and tokenized all of the data and then refused. Each worker of a multi-worker
     run prepares its own folder once the strategy exists, so theirs are checked there. A run killed before
     its first backup is left to `runs.prepare`, which puts back the run an `--overwrite` had set aside first."""
+    if config.from_preset and os.path.isdir(os.path.expanduser(config.from_preset)) and \
+            os.path.realpath(os.path.expanduser(config.from_preset)) == os.path.realpath(config.run_dir):
+        # `--overwrite` set the folder aside before the preset was read, and KerasHub then said it "has no
+        # config.json"; without it, the refusal to replace a finished run suggested --overwrite.
+        raise UserInputError(f"--from-preset and --run-dir are the same folder ({config.from_preset}): a run cannot "
+                             "start from the folder it writes. Pass another --run-dir.")
     if config.strategy != "multi_worker" and not runs.dead_start(config.run_dir):
         runs.check_writable(config.run_dir, config.overwrite, config)
 
