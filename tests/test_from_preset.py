@@ -903,6 +903,10 @@ def test_presets_of_the_wrong_kind_say_what_they_are(bert_preset, gpt2_preset, t
     (broken_task / "task.json").write_text('{"mod\n')
     shutil.copytree(gpt2_preset[0], broken_preprocessor)
     (broken_preprocessor / "preprocessor.json").write_text('{"mod\n')
+    unknown_class = tmp_path / "foo"  # Keras's advice to register_keras_serializable() was passed through
+    shutil.copytree(bert_preset[0], unknown_class)
+    (unknown_class / "config.json").write_text((unknown_class / "config.json").read_text().replace("BertBackbone",
+                                                                                                   "FooBackbone"))
     tokenizer_only = str(tmp_path / "tokenizer_only")
     keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS).save_to_preset(
         tokenizer_only)
@@ -916,6 +920,8 @@ def test_presets_of_the_wrong_kind_say_what_they_are(bert_preset, gpt2_preset, t
             # A broken task.json or preprocessor.json: "has no text classifier (causal LM) in KerasHub".
             ("classify", "rotten_tomatoes", str(broken_task), "its task.json is not valid JSON (Invalid control"),
             ("generate", "shakespeare", str(broken_preprocessor), "its preprocessor.json is not valid JSON"),
+            ("classify", "rotten_tomatoes", str(unknown_class), "its config.json names the class keras_hub>FooBackbone, "
+                                                                "which keras-hub"),
             ("classify", "rotten_tomatoes", tokenizer_only, "holds only a tokenizer (tokenizer.json), no model")):
         assert main(["train", "--task", task, "--data", data, "--from-preset", preset, "--max-rows", "400",
                      "--run-dir", str(run_dir)]) == 2

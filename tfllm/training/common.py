@@ -5,6 +5,7 @@ import errno
 import functools
 import glob
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -325,9 +326,15 @@ def preset_backbone(handle):
         offline = offline_error(handle, unreachable, e)
         if offline:
             raise offline from None
-        raise UserInputError(f"Cannot load --from-preset {handle!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
-                             "Pass a tfllm run directory, a local KerasHub preset folder, or a KerasHub handle "
-                             "(needs network).") from None
+        unknown = re.search(r"no class registered with Keras for (\S+?)\.", str(e))
+        if unknown:  # Keras's advice to register_keras_serializable() is for the author of a custom class
+            raise UserInputError(f"Cannot load --from-preset {handle!r}: its config.json names the class "
+                                 f"{unknown[1]}, which keras-hub {importlib.metadata.version('keras-hub')} does not "
+                                 "have (a newer keras-hub may, or the folder is not a KerasHub preset). Pass a tfllm "
+                                 "run directory or a KerasHub preset of a model this keras-hub has.") from None
+        message = str(e).splitlines()[0].rstrip(".") if str(e) else type(e).__name__  # KerasHub's ends with ".."
+        raise UserInputError(f"Cannot load --from-preset {handle!r}: {message}. Pass a tfllm run directory, a local "
+                             "KerasHub preset folder, or a KerasHub handle (needs network).") from None
 
 
 def refuse_old_format(handle):
