@@ -1496,6 +1496,28 @@ def test_a_bart_preset_trained_as_another_task_is_pointed_to_translate(bart_pres
     assert not os.path.exists(run_dir)
 
 
+@pytest.mark.slow
+def test_a_bart_preset_missing_or_with_a_damaged_file_is_one_line_naming_it(bart_preset, tmp_path, capsys):
+    """A BART weights file cut short in copying, or missing, was "Cannot load ... as a sequence-to-sequence model
+    (Unable to synchronously open file ...). Pass ... a KerasHub Seq2SeqLM preset (BART)", of a BART preset."""
+    import shutil
+
+    data = write_csv(tmp_path / "swap.csv", [(f"{a} {b}", f"{b} {a}") for a in "abcdefgh" for b in "ijklmnop"] * 3,
+                     header=("src", "tgt"))
+    for name, damage, message in (("cut", lambda w: w.write_bytes(w.read_bytes()[:3000]),
+                                   "its model.weights.h5 does not read as an HDF5 weights file"),
+                                  ("gone", lambda w: w.unlink(), "has no model.weights.h5")):
+        copy = tmp_path / name
+        shutil.copytree(bart_preset, copy)
+        damage(copy / "model.weights.h5")
+        assert cli.main(["train", "--task", "translate", "--data", data, "--source-column", "src", "--target-column",
+                         "tgt", "--from-preset", str(copy), "--preset", "tiny", "--epochs", "1",
+                         "--run-dir", str(tmp_path / "r")]) == 2
+        error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tfllm: error:")]
+        assert len(error) == 1 and message in error[0] and "copy the whole" in error[0], error
+    assert not os.path.exists(tmp_path / "r")
+
+
 def test_bleu_of_references_shorter_than_4_words_carries_a_note_that_it_means_nothing():
     """`translation_report(["A joyous film"], [["A joyous film"]])` was BLEU 0.0 beside chrF 100 and exact match 1,
     without a word of why (no 4-grams); the value stays sacreBLEU's, and a note says to read chrF."""

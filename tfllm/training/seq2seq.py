@@ -155,6 +155,10 @@ def model_from_preset(handle, preset):
         offline = common.offline_error(handle, unreachable, e)
         if offline:
             raise offline from None
+        # A file missing or damaged: `common.preset_files` names it (this said to pass a BART preset, to BART).
+        if isinstance(e, FileNotFoundError) or (isinstance(e, (OSError, tf.errors.OpError))
+                                                and common.damaged_file(handle)):
+            raise
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserInputError(f"Cannot load --from-preset {handle!r} as a sequence-to-sequence model ({message}). "
                              "Pass a tfllm translation run or a KerasHub Seq2SeqLM preset (BART).") from None
