@@ -62,9 +62,10 @@ METHODS = ("integrated_gradients", "attention", "occlusion")
 VIEWS = {"char_ngrams": "character n-grams", "word_ngrams": "word n-grams"}
 DEFAULT_STEPS = 50
 # An Explainer runs each of its model functions (probabilities, integrated gradients, attention) eagerly for its
-# first EAGER_CALLS calls, then traced. Tracing one took 2-5 s on a 2-core machine, an eager call ~0.15 s more than
-# a traced one: `tfllm explain RUN TEXT`, and a notebook's first few `tfllm.explain` calls, answered 3-5x slower
-# than they needed to; a process that explains many texts still traces once.
+# first EAGER_CALLS calls, then traced. On `make demo`'s run tracing integrated gradients took ~1.5 s and an eager
+# call ~0.2 s more than a traced one, so 8 calls are about where the two break even: `tfllm explain RUN TEXT`, and a
+# notebook's first `tfllm.explain` calls, answer 3-9x sooner; a process that explains many texts pays ~1.5 s more,
+# once (benchmarks/bench_explain.py, docs/benchmarks.md).
 EAGER_CALLS = 8
 # The least a score must be, as a share of the explained probability, to be shown as ±1.00 at full colour.
 SCALE_FLOOR = 0.05
@@ -254,6 +255,9 @@ def _dispatch(key, original, *args, **kwargs):
     return original(*args, **kwargs) if fn is None else fn(original, *args, **kwargs)
 
 
+_EAGER_LOCK = threading.RLock()
+
+
 class _EagerFirst:
     """A `tf.function` run as plain Python (eagerly) for its first `EAGER_CALLS` calls, then traced as usual."""
 
@@ -266,7 +270,9 @@ class _EagerFirst:
         import tensorflow as tf
 
         self.eager_calls_left -= 1
-        with warnings.catch_warnings():
+        # One thread at a time: `catch_warnings` swaps the process's filter list, and two threads interleaving it
+        # could leave the filter below on for good (as versioning.write_out's docstring says).
+        with _EAGER_LOCK, warnings.catch_warnings():
             # Keras warns of a softmax over an axis of size 1 when it sees the shape: a one-token prompt's attention
             # over its one position, which is right (the traced function, of unknown shapes, never warned).
             warnings.filterwarnings("ignore", message="You are using a softmax over axis -1", category=UserWarning)
