@@ -456,6 +456,7 @@ def test_a_version_being_loaded_is_listed_as_loading(tmp_path, good_version, mon
         assert states() == expected_after
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["single_model", "folder", "config_latest"])
 def test_at_start_up_a_broken_newest_version_leaves_the_newest_that_loads_serving(
         mode, tmp_path, good_version, caplog):

@@ -222,6 +222,7 @@ def test_numpy_decoding_is_not_used_for_a_mixed_precision_model():
     assert _fast(tiny_generator()) is not None  # the float32 model still takes it
 
 
+@pytest.mark.slow
 def test_training_samples_of_a_mixed_precision_model_are_not_compiled_each_epoch(tmp_path):
     """Without the NumPy pass, the samples decode in TensorFlow: not with XLA, which compiled the sliding
     loop again for every epoch's weights (epochs ever slower, memory growing until LLVM failed)."""
