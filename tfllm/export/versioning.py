@@ -112,14 +112,28 @@ def read_signature_defs(version_dir):
     return dict(saved_model.meta_graphs[0].signature_def)
 
 
-def _signature_specs(version_dir):
-    """`{signature: {"inputs"/"outputs": {tensor: (dtype enum, shape)}}}` of a SavedModel's callable signatures."""
-    def specs(tensors):
-        return {key: (info.dtype, None if info.tensor_shape.unknown_rank else
-                      tuple(d.size for d in info.tensor_shape.dim)) for key, info in tensors.items()}
+def _tensor_info_to_dict(info) -> dict:
+    import tensorflow as tf  # as read_signature_defs
 
-    return {name: {"inputs": specs(sig.inputs), "outputs": specs(sig.outputs)}
-            for name, sig in read_signature_defs(version_dir).items() if not name.startswith("__")}
+    if info.tensor_shape.unknown_rank:
+        shape = None
+    else:
+        shape = [d.size if d.size >= 0 else None for d in info.tensor_shape.dim]
+    return {"dtype": tf.dtypes.as_dtype(info.dtype).name, "shape": shape}
+
+
+def describe_signatures(version_dir):
+    """Input and output names, dtypes and shapes of each public signature (`tfllm models`, and what
+    `warn_of_changed_signatures` compares)."""
+    described = {}
+    for name, sig in sorted(read_signature_defs(version_dir).items()):
+        if name.startswith("__"):  # `__saved_model_init_op` is not callable
+            continue
+        described[name] = {
+            "inputs": {k: _tensor_info_to_dict(v) for k, v in sorted(sig.inputs.items())},
+            "outputs": {k: _tensor_info_to_dict(v) for k, v in sorted(sig.outputs.items())},
+        }
+    return described
 
 
 def warn_of_changed_signatures(base_dir, name, path):
@@ -133,28 +147,25 @@ def warn_of_changed_signatures(base_dir, name, path):
     if not earlier or not os.path.isfile(os.path.join(path, "saved_model.pb")):
         return
     try:
-        before, after = _signature_specs(os.path.join(base_dir, name, str(earlier[-1]))), _signature_specs(path)
+        before, after = describe_signatures(os.path.join(base_dir, name, str(earlier[-1]))), describe_signatures(path)
     except Exception:  # a version this cannot read (damaged, not a SavedModel) is not compared: the export is in place
         return
+
+    def shown(tensor):
+        if tensor is None:
+            return "none"
+        return tensor["dtype"] + ("[?]" if tensor["shape"] is None else str(tensor["shape"]))
+
     changes = [f"signature {s!r} {'added' if s in after else 'gone'}" for s in sorted(set(before) ^ set(after))]
     for signature in sorted(set(before) & set(after)):
         for side in ("inputs", "outputs"):
             old, now = before[signature][side], after[signature][side]
-            changes += [f"{signature}'s {side[:-1]} {key!r} {_spec_text(old.get(key))} -> {_spec_text(now.get(key))}"
+            changes += [f"{signature}'s {side[:-1]} {key!r} {shown(old.get(key))} -> {shown(now.get(key))}"
                         for key in sorted(set(old) | set(now)) if old.get(key) != now.get(key)]
     if changes:
         warn(f"{path}: its signatures differ from version {earlier[-1]}'s ({'; '.join(changes[:3])}"
              f"{'; ...' if len(changes) > 3 else ''}): a server of {name!r} answers with version {new} once it loads "
              f"it, so clients written for version {earlier[-1]} may break. Export under another --name to serve both.")
-
-
-def _spec_text(spec):
-    if spec is None:
-        return "none"
-    import tensorflow as tf  # loaded already by the export; `tfllm models` and prunes never get here
-
-    dtype, shape = spec
-    return tf.dtypes.as_dtype(dtype).name + ("[?]" if shape is None else str([None if d < 0 else d for d in shape]))
 
 
 def next_version(base_dir, name):

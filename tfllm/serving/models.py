@@ -80,30 +80,9 @@ def fingerprint(path: str) -> tuple:
     return tuple(sorted(entries))
 
 
-read_signature_defs = versioning.read_signature_defs  # the layout's owner reads it (an export compares versions)
-
-
-def _tensor_info_to_dict(info) -> dict:
-    import tensorflow as tf
-
-    if info.tensor_shape.unknown_rank:
-        shape = None
-    else:
-        shape = [d.size if d.size >= 0 else None for d in info.tensor_shape.dim]
-    return {"dtype": tf.dtypes.as_dtype(info.dtype).name, "shape": shape}
-
-
-def describe_signatures(version_dir: str) -> dict[str, dict]:
-    """Input and output names, dtypes and shapes of each public signature."""
-    described = {}
-    for name, sig in sorted(read_signature_defs(version_dir).items()):
-        if name.startswith("__"):  # `__saved_model_init_op` is not callable
-            continue
-        described[name] = {
-            "inputs": {k: _tensor_info_to_dict(v) for k, v in sorted(sig.inputs.items())},
-            "outputs": {k: _tensor_info_to_dict(v) for k, v in sorted(sig.outputs.items())},
-        }
-    return described
+# The layout's owner reads them (an export compares a new version's with the one before it).
+read_signature_defs = versioning.read_signature_defs
+describe_signatures = versioning.describe_signatures
 
 
 def _dir_size(path: str) -> int:
