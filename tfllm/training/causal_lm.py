@@ -141,15 +141,13 @@ def preset_sequence_length(handle):
 
 
 def no_causal_lm(handle, backbone_cls, error):
-    from tfllm.training.classifier import is_encoder, is_seq2seq  # in the function, as the loaders above import it
+    from tfllm.training.classifier import is_encoder, is_seq2seq, seq2seq_refusal  # as the loaders above import it
 
     not_text = common.not_text_model(handle, backbone_cls)  # "use --task classify" would fail too
     if not_text:
         return not_text
     if is_seq2seq(backbone_cls):  # BART was told to "use --task classify for an encoder", which failed too
-        return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a sequence-to-sequence model "
-                              "(an encoder-decoder), which has no causal LM in KerasHub: fine-tune it with `tfllm train "
-                              "--task translate`.")
+        return seq2seq_refusal(handle, backbone_cls, "causal LM")
     hint = "; use --task classify for an encoder" if is_encoder(backbone_cls) else \
         ". Start a generator from a decoder preset (GPT-2, OPT, Llama, ...) or a tfllm generate run"
     return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no causal LM in KerasHub "

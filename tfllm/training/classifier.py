@@ -192,9 +192,8 @@ def classifier_from_preset(handle, preset, num_classes, keep_head=False):
             raise not_text from None
         encoders = "BERT, DistilBERT, RoBERTa, ... or a tfllm classifier or `tfllm pretrain --objective mlm|vectors` run"
         if is_seq2seq(backbone_cls):  # BART, a tfllm translation run: checked first, as it is a decoder too
-            raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a sequence-to-sequence model "
-                                 "(an encoder-decoder), which has no text classifier in KerasHub: fine-tune it with "
-                                 f"--task translate, or start a classifier from an encoder ({encoders}).") from None
+            raise seq2seq_refusal(handle, backbone_cls, "text classifier",
+                                  f", or start a classifier from an encoder ({encoders})") from None
         if _is_decoder(backbone_cls):  # GPT-2, a causal tfllm run: "or a tfllm run" was what the user had passed
             raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a text generator (a decoder), "
                                  "which has no text classifier in KerasHub: fine-tune it with --task generate, or "
@@ -253,6 +252,17 @@ def is_seq2seq(backbone_cls):
     """True where KerasHub has a sequence-to-sequence task for `backbone_cls` (BART, tfllm's Seq2SeqBackbone):
     such a preset trains with --task translate, not as a classifier, a generator or a masked LM."""
     return has_task(backbone_cls, keras_hub.models.Seq2SeqLM)
+
+
+def seq2seq_refusal(handle, backbone_cls, task, instead=""):
+    """The one-line UserInputError for a sequence-to-sequence `--from-preset` (`is_seq2seq`) given to a trainer
+    whose KerasHub `task` ("text classifier", "causal LM", "masked LM") it has none of: it trains as a translator.
+    `instead`: what else the caller's command could start from, after the pointer to `--task translate`.
+    One function for the three trainers (classifier, causal LM, masked LM), so that their refusals of one
+    preset say the same thing."""
+    return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a sequence-to-sequence model (an "
+                          f"encoder-decoder), which has no {task} in KerasHub: fine-tune it with `tfllm train --task "
+                          f"translate`{instead}.")
 
 
 def is_encoder(backbone_cls):

@@ -51,7 +51,7 @@ def masked_lm_preset(config):
 @common.preset_files
 def masked_lm_from_preset(handle, preset):
     """A `MaskedLM` over a preset's encoder backbone and tokenizer (tfllm's or any KerasHub one)."""
-    from tfllm.training.classifier import is_seq2seq, preset_backbone_class, preset_max_length
+    from tfllm.training.classifier import is_seq2seq, preset_backbone_class, preset_max_length, seq2seq_refusal
 
     backbone_cls = preset_backbone_class(handle)
     try:
@@ -62,9 +62,7 @@ def masked_lm_from_preset(handle, preset):
                                                                    **common.preset_dtype(handle)))
     except ValueError as e:
         if is_seq2seq(backbone_cls):  # BART was told to "use --objective causal for a decoder", which failed too
-            raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a sequence-to-sequence model "
-                                 "(an encoder-decoder), which has no masked LM in KerasHub: fine-tune it with "
-                                 "`tfllm train --task translate`.") from None
+            raise seq2seq_refusal(handle, backbone_cls, "masked LM") from None
         raise UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no masked LM in KerasHub "
                              f"({str(e).splitlines()[0]}); use --objective causal for a decoder.") from None
 
