@@ -1661,6 +1661,23 @@ def test_num_beams_alone_is_beam_search_as_on_the_command_line(translator_seed_2
             translator.translate(["一"], max_new_tokens=2, **options)
 
 
+@pytest.mark.slow
+def test_a_temperature_greedy_or_beam_search_would_ignore_is_refused_as_the_command_refuses_it(translator_seed_2):
+    """translate(..., sampler="greedy" or "beam", temperature=0.7) decoded as without it, without a word, where
+    `tfllm translate --temperature 0.7` and generate(..., sampler="greedy", temperature=0.7) refuse it."""
+    translator = translator_seed_2
+    for options, sampler in ((dict(temperature=0.7), "greedy"), (dict(sampler="greedy", temperature=0.7), "greedy"),
+                             (dict(sampler="beam", num_beams=2, temperature=0.7), "beam"),
+                             (dict(num_beams=2, temperature=1.0), "beam"),
+                             (dict(sampler="greedy", temperature=0), "greedy")):  # as generate: the sampler decides
+        with pytest.raises(UserInputError, match=f"^temperature is for sampler='top_k' or 'top_p', and the sampler "
+                                                 f"is '{sampler}'; use sampler='top_k' or leave temperature out.$"):
+            translator.translate(["一"], max_new_tokens=2, **options)
+    # temperature=0 alone is greedy decoding, the default sampler (its docstring; `tfllm translate --temperature 0`).
+    assert translator.translate(["一二"], temperature=0, max_new_tokens=2, warn=False) == translator.translate(
+        ["一二"], max_new_tokens=2, warn=False)
+
+
 def test_text_left_out_of_the_vocabulary_is_not_called_never_seen_in_training():
     """'的' was in the training sources but cut by vocabulary_size; the warning said "never seen in training"."""
     keras.utils.set_random_seed(0)

@@ -703,8 +703,9 @@ INPUT_METHOD_HELP = ("pinyin -> characters: candidates from an input method (eac
 
 
 # Unset, so that an option the chosen decoding does not read can be refused (they were accepted and ignored).
-# top_k, top_p and num_beams: the translator's own (`Translator.translate`), which an unset one takes.
-TRANSLATE_DEFAULTS = {"temperature": 1.0, "lm_weight": 0.5}
+# temperature, top_k, top_p and num_beams: the translator's own (`Translator.translate`), which an unset one takes
+# (and which refuses a temperature given to greedy or beam search).
+TRANSLATE_DEFAULTS = {"lm_weight": 0.5}
 
 
 def _translate_sampler(args):
@@ -775,8 +776,10 @@ def cmd_translate(args):
             given = translator.check_sources(given, numbers=numbers, note=False) if given else []  # noted by translate
             translations = iter(translate(
                 translator, given, sampler=sampler, num_beams=args.num_beams if sampler == "beam" else None,
-                max_new_tokens=args.max_new_tokens,
-                top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, seed=args.seed, warn=False,
+                max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
+                # Not to greedy decoding: --temperature 0 alone, accepted above, means it (the translator refuses a
+                # temperature given with sampler='greedy', which the command has resolved the sampler to).
+                temperature=args.temperature if sampler in ("top_k", "top_p") else None, seed=args.seed, warn=False,
                 lm=lm if args.lm else None, lm_weight=args.lm_weight, memory=memory, input_method=method, notes=notes)
                 if given else [])
             for text in chunk:

@@ -368,7 +368,7 @@ class Translator:
                 "seed": seeds.view("int32")}
 
     def translate(self, sources, sampler=None, num_beams=None, max_new_tokens=None, top_k=None, top_p=None,
-                  temperature=1.0, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
+                  temperature=None, seed=None, batch_size=256, warn=True, lm=None, lm_weight=0.5, memory=None,
                   memory_size=MEMORY_SIZE, memory_weight=MEMORY_WEIGHT, input_method=None,
                   input_method_size=INPUT_METHOD_SIZE, input_method_weight=INPUT_METHOD_WEIGHT, notes=None):
         """Translates each source; returns one string per source.
@@ -380,7 +380,8 @@ class Translator:
             num_beams: beams for "beam" (default 4); above 1 without a sampler, beam search.
             max_new_tokens: longest translation in tokens (default and upper
                 bound: the model's decoder length minus one).
-            top_k, top_p, temperature, seed: for the sampling samplers (top_k 10, top_p 0.9). Each source
+            top_k, top_p, temperature, seed: for the sampling samplers (top_k 10, top_p 0.9, temperature 1.0;
+                `temperature=0` alone is greedy decoding, the default sampler). Each source
                 samples with a seed made of `seed` and its own text, so a seeded call gives a source the same
                 translation whatever else is translated beside it, in whatever order and batch_size.
                 An option the sampler does not read is refused, as `generate` refuses it.
@@ -406,14 +407,20 @@ class Translator:
         if sampler is None:  # as the command: `num_beams=4` alone was refused ("num_beams is for sampler='beam'")
             if num_beams is None or (is_number(num_beams) and num_beams == 1):
                 sampler, num_beams = "greedy", None
+                if is_number(temperature) and temperature == 0:  # greedy, as asked (`tfllm translate --temperature 0`)
+                    temperature = None
             else:  # a num_beams of the wrong kind or range is then refused as beam search's
                 sampler = "beam"
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         refuse_unread_options(sampler, {"top_k": top_k, "top_p": top_p, "num_beams": num_beams})
-        if seed is not None and sampler not in ("top_k", "top_p"):  # ignored without a word; the command refused it
-            raise UserInputError(f"seed is for sampler='top_k' or 'top_p', and the sampler is {sampler!r}; use "
-                                 "sampler='top_k' or leave seed out.")
+        # Greedy and beam search draw nothing: a temperature or seed given to them was ignored without a word, where
+        # the command and `generate` refuse it. (config's SAMPLER_OF_OPTION also names generation's 'random'.)
+        for name, value in (("temperature", temperature), ("seed", seed)):
+            if value is not None and sampler not in ("top_k", "top_p"):
+                raise UserInputError(f"{name} is for sampler='top_k' or 'top_p', and the sampler is {sampler!r}; use "
+                                     f"sampler='top_k' or leave {name} out.")
+        temperature = 1.0 if temperature is None else temperature
         if sampler in ("top_k", "top_p"):  # greedily at temperature 0, as `generate` refuses them there too
             refuse_unread_at_temperature_0(temperature, {"top_k": top_k, "top_p": top_p, "seed": seed})
         top_k, top_p = TRANSLATE_TOP_K if top_k is None else top_k, TRANSLATE_TOP_P if top_p is None else top_p
