@@ -298,6 +298,8 @@ def test_no_training_pipeline_starts_tf_datas_tuning_thread():
     def lengths(text):
         return tf.strings.length(text)
 
+    masked_lm = MaskedLMPreprocessor(train_tokenizer(texts, "wordpiece", 20), sequence_length=4, mask_selection_length=1)
+
     def pairs(columns):
         source = tf.strings.length(columns["encoder_text"])
         return source, tf.strings.length(columns["decoder_text"]), tf.ones_like(source)
@@ -309,10 +311,8 @@ def test_no_training_pipeline_starts_tf_datas_tuning_thread():
             SimpleNamespace(texts=texts, labels=[0, 1, 0]), lengths, sigmoid=True, batch_size=2, shuffle=True, seed=0),
         "prediction": data_lib.text_batches(texts, lengths, batch_size=2),
         "translation": seq2seq.pair_dataset(SimpleNamespace(sources=texts, targets=texts), pairs, batch_size=2),
-        "masked-LM pretraining": pretraining._masked_batches(
-            texts, MaskedLMPreprocessor(train_tokenizer(texts, "wordpiece", 20), sequence_length=4,
-                                        mask_selection_length=1), 2, repeat=True, seed=0),
-        "masked-LM validation": pretraining._fixed_masked_batches(texts, lengths, 2),
+        "masked-LM pretraining": pretraining._masked_batches(texts, masked_lm, 2, repeat=True, seed=0),
+        "masked-LM validation": pretraining._fixed_masked_batches(texts, masked_lm, 2),
     }
     for name, ds in pipelines.items():
         assert ds.options().autotune.enabled is False, name

@@ -675,6 +675,45 @@ def test_masked_lm_pretraining_reports_the_steps_it_trained(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_scores_a_masked_lm_run_as_its_pretraining_validated_it(tmp_path, capsys):
+    """`tfllm evaluate` of a masked-LM pretraining run was refused ("its validation figures are in metrics.json"),
+    though it scores a causal one: it now gives the masked LM's loss, masked accuracy and perplexity, named as
+    metrics.json's val, on the run's own validation documents or on --data, masked alike every time."""
+    import json
+
+    import tfllm
+    from tfllm.cli import main
+
+    run_dir = tmp_path / "mlm"
+    assert main(["pretrain", "--objective", "mlm", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100",
+                 "--steps", "4", "--run-dir", str(run_dir)]) == 0
+    val = json.loads((run_dir / "metrics.json").read_text())["val"]
+    capsys.readouterr()
+
+    def evaluated(*flags):
+        assert main(["evaluate", str(run_dir), *flags]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    own = evaluated()
+    assert own.keys() == val.keys() and own["num_documents"] == val["num_documents"]
+    assert 0 <= own["masked_accuracy"] <= 1 and np.isfinite(own["loss"])
+    # Validation's masks (a fixed seed), so the run's own documents score as its pretraining said.
+    assert own["loss"] == pytest.approx(val["loss"], abs=1e-3)
+    assert own["masked_accuracy"] == pytest.approx(val["masked_accuracy"], abs=1e-3)
+    assert evaluated() == own == tfllm.evaluate(str(run_dir))  # a second evaluation agrees; Python's too
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(f"a {w} film about {v} people" for w in ("fine", "dull", "long") for v in
+                                ("old", "young", "sad", "happy")) + "\n")
+    scored = evaluated("--data", str(other))
+    assert scored.keys() == own.keys() and scored["num_documents"] == 12 and scored != own
+    assert 0 <= scored["masked_accuracy"] <= 1 and np.isfinite(scored["loss"])
+    for flags in (["--split", "test"], ["--label-column", "label"]):
+        assert main(["evaluate", str(run_dir), *flags]) == 2
+        out, err = capsys.readouterr()
+        assert f"{' '.join(flags)} is not for a pretrained model" in err and err.count("\n") == 1 and out == "", err
+
+
+@pytest.mark.slow
 def test_masked_lm_pretraining_with_the_character_tokenizer_and_fine_tuning_from_it(tmp_path, capsys):
     """`tfllm pretrain --objective mlm --tokenizer char` was a traceback: KerasHub's MaskedLMPreprocessor asks
     the tokenizer its vocabulary size inside the tf.data graph, which StringLookup answers only eagerly."""

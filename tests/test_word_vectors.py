@@ -299,7 +299,8 @@ def test_vectors_refuse_the_training_flags_they_have_no_use_for(tmp_path, capsys
 
 
 def test_evaluate_on_a_pretraining_run_of_an_encoder_points_at_its_figures_and_fine_tuning(tmp_path, capsys):
-    """`tfllm evaluate` on a vectors (or masked-LM) run said "train one with `tfllm train --task generate`"."""
+    """`tfllm evaluate` on a vectors run said "train one with `tfllm train --task generate`". (A masked-LM run is
+    scored: tests/test_models.py.)"""
     from tfllm.cli import main
 
     corpus = tmp_path / "reviews.txt"

@@ -918,7 +918,8 @@ def build_parser():
     p.set_defaults(func=cmd_train, task="pretrain", label_column="label", split_column=None, labels=None)
 
     p = sub.add_parser("evaluate", help="metrics of a trained model on a dataset split (classifiers: accuracy, F1, ...; "
-                                        "generators: loss and perplexity)")
+                                        "generators: loss and perplexity; masked-LM pretraining: loss and "
+                                        "masked_accuracy)")
     p.add_argument("run_dir")
     p.add_argument("--data", default=None,
                    help="default: the training data, split as the run split it; another file is scored whole, "
@@ -929,7 +930,8 @@ def build_parser():
     p.add_argument("--source-column", default=None, help="translation runs: the source column of --data")
     p.add_argument("--target-column", default=None, help="translation runs: the target column of --data")
     p.add_argument("--split", choices=["train", "val", "test"], default=None,
-                   help="classifiers and translation runs (default test); a generator scores its validation text")
+                   help="classifiers and translation runs (default test); a generator or pretraining run scores "
+                        "its validation text")
     p.add_argument("--memory", default=None, metavar="PAIRS",
                    help="translation runs: " + MEMORY_HELP)
     p.add_argument("--lm", default=None, metavar="CORPUS", help="translation runs: " + LM_HELP + " (weight 0.5)")

@@ -1,16 +1,16 @@
 """A finished run scored on data: `tfllm evaluate` and `tfllm.evaluate`, one entry for every task.
 
-Each task's own `evaluate_run` does the work (`training.classifier`, `training.causal_lm`,
-`training.seq2seq`); this module refuses the options a run's task does not read, which were ignored
-without a word (`split="train"` on a generator scored its validation text; `memory` on a classifier
-changed nothing), and sends the rest on.
+Each task's own `evaluate_run` does the work (`training.classifier`, `training.causal_lm` (causal pretraining
+too), `training.pretraining` (masked-LM pretraining), `training.seq2seq`); this module refuses the options a
+run's task does not read, which were ignored without a word (`split="train"` on a generator scored its
+validation text; `memory` on a classifier changed nothing), and sends the rest on.
 """
 
 from tfllm import runs
 from tfllm.config import data_path
 from tfllm.errors import UserInputError
 
-# Each option -> the tasks whose evaluation reads it ("generate": causal pretraining too).
+# Each option -> the tasks whose evaluation reads it ("generate": pretraining too, causal or masked LM).
 OPTIONS = {"text_column": ("classify", "generate"), "label_column": ("classify",),
            "split_column": ("classify", "translate"), "source_column": ("translate",),
            "target_column": ("translate",), "split": ("classify", "translate"), "memory": ("translate",),
@@ -27,13 +27,14 @@ def evaluate(run_dir, data=None, split=None, **options):
             as its training split it, so no row it trained on is scored.
         split: "train", "val" or "test" (default "test"; a generator scores its validation text).
         **options: `text_column`, `label_column`, `split_column` of `data` (classifiers; a generator
-            reads `text_column`), `source_column`, `target_column`, `memory`, `lm`, `input_method`,
+            and a pretraining run read `text_column`), `source_column`, `target_column`, `memory`, `lm`, `input_method`,
             `sampler`, `num_beams` (translation runs; see `tfllm.training.seq2seq.evaluate_run`).
 
     Returns:
         A classifier's `classification_report` (accuracy, precision/recall/F1, ROC-AUC, confusion
-        matrix), a generator's loss, perplexity and bits per character, or a translator's chrF, BLEU
-        and exact match.
+        matrix), a generator's loss, perplexity and bits per character, a masked LM's loss,
+        masked_accuracy and perplexity (as its metrics.json's val), or a translator's chrF, BLEU
+        and exact match. A word-vector pretraining run is refused: it predicts no token.
 
     Example:
     >>> tfllm.evaluate("runs/reviews")["accuracy"]
@@ -68,7 +69,11 @@ def evaluate(run_dir, data=None, split=None, **options):
         from tfllm.training.classifier import evaluate_run
 
         return evaluate_run(run_dir, data=data, **given)
+    given.pop("split")
+    if task == "pretrain" and runs.read_config(run_dir).get("objective") != "causal":  # an encoder's (masked LM)
+        from tfllm.training.pretraining import evaluate_run
+
+        return evaluate_run(run_dir, data=data, **given)
     from tfllm.training.causal_lm import evaluate_run
 
-    given.pop("split")
     return evaluate_run(run_dir, data=data, **given)

@@ -331,13 +331,10 @@ def evaluate_run(run_dir, data=None, text_column=None):
     from tfllm.generation import cached_generator
 
     if runs.task_of(run_dir) == "pretrain" and runs.read_config(run_dir).get("objective") != "causal":
-        # `tfllm evaluate` sends every run but classifiers and translators here; an encoder's was told to
-        # "train one with `tfllm train --task generate`", which is no way to score the run it has.
-        objective = "word-vector" if runs.read_config(run_dir).get("objective") == "vectors" else "masked-LM"
-        raise UserInputError(f"{run_dir!r} holds a {objective} pretraining run: its validation figures are in "
-                             f"{runs.path(run_dir, runs.METRICS)}. To score it on a task, fine-tune it and evaluate "
-                             f"that run: tfllm train --task classify --data DATA --from-preset "
-                             f"{runs.shell_path(run_dir)}.")
+        # An encoder's run (masked LM or word vectors) is pretraining's to score: a causal LM's loss is no figure of it.
+        from tfllm.training.pretraining import evaluate_run as evaluate_encoder  # beside this module, which it imports
+
+        return evaluate_encoder(run_dir, data=data, text_column=text_column)
     # tfllm.generate's loaded run, not a copy beside it: a notebook calling both held the model twice
     # (`tfllm.clear_cache()` frees it). Scoring reads only its model, tokenizer and ids, never decodes (so the
     # generator's jit_compile is not read); compiling the model for loss leaves its decoding functions, its own

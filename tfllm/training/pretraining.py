@@ -6,7 +6,9 @@ The masked-LM objective is KerasHub's: `MaskedLMPreprocessor` (its
 draw from the seed, `seeded_masking`, so a seeded run repeats) and `MaskedLM`
 with a `MaskedLMHead` tied to the token embedding. The run directory is a preset
 holding the `MaskedLM` task, so `tfllm train --task classify --from-preset
-RUN_DIR` fine-tunes its backbone with its tokenizer. The causal objective is
+RUN_DIR` fine-tunes its backbone with its tokenizer; `evaluate_run` (`tfllm
+evaluate`) scores it on text as its validation was scored, masked from one fixed
+seed (`VALIDATION_SEED`). The causal objective is
 `tfllm.training.causal_lm`'s trainer on the same kinds of text; its run is a
 `CausalLM` preset that `tfllm generate` and `--task generate --from-preset` take.
 The word-vector objective (`tfllm.word_vectors`) sets the same `MaskedLM`'s
@@ -25,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import errors, runs, tokenizers, word_vectors
-from tfllm.data import preprocess, untuned
+from tfllm.data import preprocess, tensorflow_path, untuned
+from tfllm.datasets import is_table
 from tfllm.datasets.text import check_text_column, load_documents
 from tfllm.errors import UserInputError
 from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor
@@ -34,6 +37,10 @@ from tfllm.models.masked_lm import autocast_head
 from tfllm.training import common
 
 OBJECTIVES = ("mlm", "causal", "vectors")
+# The seed of validation's masks, in pretraining and in `evaluate_run`, whatever the run's --seed: a text is masked
+# alike every time, so `tfllm evaluate RUN` repeats metrics.json's val figures and two runs compare on one masking.
+VALIDATION_SEED = 0
+MASKED_CHUNK = 8192  # documents masked in one eager call (`_fixed_masked_batches`), each chunk its own seed
 NEIGHBOURS_SHOWN = 8  # frequent tokens whose nearest neighbours the vectors run prints and reports
 
 
@@ -181,9 +188,18 @@ def stateless_mask(masker, token_ids, seed):
             "mask_weights": tf.cast(used, masker.compute_dtype)}
 
 
-def _fixed_masked_batches(documents, preprocessor, batch_size):
-    # One masking, drawn once, without a traced map (`preprocess`: 1-1.5 s less for a tiny run).
-    return untuned(tf.data.Dataset.from_tensor_slices(preprocess(documents, preprocessor)).batch(batch_size))
+def _fixed_masked_batches(documents, preprocessor, batch_size, seed=VALIDATION_SEED):
+    # One masking, drawn once, without a traced map (`preprocess`: 1-1.5 s less for a tiny run), by the stateless
+    # masker training draws from (`seeded_masking`), each chunk of documents from `seed` and its number: the same
+    # tokens of the same text in every run and in `evaluate_run`. (KerasHub's masker drew from the state the rest
+    # of the run had left the global seed in, which nothing after the run could draw again.)
+    tensorflow_path(preprocessor)
+    mask = seeded_masking(preprocessor, seed)
+    parts = [preprocess(documents[start:start + MASKED_CHUNK], chunk_size=MASKED_CHUNK,
+                        preprocessor=lambda texts, number=number: mask(tf.constant(number, tf.int64), texts))
+             for number, start in enumerate(range(0, max(len(documents), 1), MASKED_CHUNK))]
+    inputs = tf.nest.map_structure(lambda *chunks: tf.concat(chunks, 0), *parts)
+    return untuned(tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size))
 
 
 # Documents whose length `pretrain` measures against the masked LM's window (a seeded sample of a larger corpus).
@@ -246,6 +262,39 @@ def _validation_metrics(model, val_ds):
     loss = float(val["masked_loss"])  # not val["loss"], a mean of per-batch means (see _compile)
     return {"loss": round(loss, 4), "masked_accuracy": round(float(val["masked_accuracy"]), 4),
             "perplexity": round(math.exp(min(loss, 50.0)), 3)}
+
+
+def evaluate_run(run_dir, data=None, text_column=None):
+    """Loss, masked-token accuracy and perplexity of a masked-LM pretraining run on text, named as its
+    metrics.json's val figures.
+
+    `data` is a text file, a folder of `.txt` files, a CSV/JSONL (its `text_column`, by default the run's) or a
+    bundled corpus, every document of it scored; by default the run's own validation documents, as its pretraining
+    split them. Either way masked as pretraining's validation was (`VALIDATION_SEED`), so two evaluations agree
+    and the run's own text repeats metrics.json's figures.
+    """
+    config = runs.read_train_config(run_dir)
+    if config.objective == "vectors":  # counted, never trained to predict a token: nothing to score it on
+        raise UserInputError(f"{run_dir!r} holds a word-vector pretraining run: its validation figures are in "
+                             f"{runs.path(run_dir, runs.METRICS)}. To score it on a task, fine-tune it and evaluate "
+                             f"that run: tfllm train --task classify --data DATA --from-preset "
+                             f"{runs.shell_path(run_dir)}.")
+    if data and text_column is None and is_table(data):  # as a generator's: a CSV/JSONL in the run's column
+        text_column = config.text_column
+    if data:
+        check_text_column(data, text_column)
+        train_docs, val_docs = load_documents(data, text_column=text_column)
+        documents = train_docs + val_docs
+    else:
+        runs.check_data_unchanged(run_dir, config.data)
+        documents = load_documents(config.data, text_column=config.text_column, max_rows=config.max_rows)[1]
+    # The run's own dtype policy (load_task); a KerasHub preset's head casts under a mixed one as tfllm's does.
+    model = autocast_head(runs.load_task(run_dir, keras_hub.models.MaskedLM))
+    recipe = runs.read_recipe(run_dir)
+    _compile(model, {**recipe, "jit_compile": False})  # scored once: no XLA program to compile
+    batches = _fixed_masked_batches(documents, model.preprocessor, recipe["batch_size"])
+    with common.unknown_length_ok(), common.preprocessed(model):
+        return {**_validation_metrics(model, batches), "num_documents": len(documents)}
 
 
 def pretrain(config, verbose="auto"):
