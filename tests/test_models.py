@@ -678,15 +678,24 @@ def test_masked_lm_pretraining_reports_the_steps_it_trained(tmp_path, capsys):
 def test_evaluate_scores_a_masked_lm_run_as_its_pretraining_validated_it(tmp_path, capsys):
     """`tfllm evaluate` of a masked-LM pretraining run was refused ("its validation figures are in metrics.json"),
     though it scores a causal one: it now gives the masked LM's loss, masked accuracy and perplexity, named as
-    metrics.json's val, on the run's own validation documents or on --data, masked alike every time."""
+    metrics.json's val, on the run's own validation documents or on --data, masked alike every time.
+    Pretrained from Python without an objective (masked LM, the default), which saved objective None and was then
+    loaded as a causal LM ("Unable to find a subclass of CausalLM ... EncoderBackbone")."""
     import json
 
+    import keras_hub
+
     import tfllm
+    from tfllm import runs
     from tfllm.cli import main
+    from tfllm.config import TrainConfig
+    from tfllm.training.pretraining import pretrain
 
     run_dir = tmp_path / "mlm"
-    assert main(["pretrain", "--objective", "mlm", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100",
-                 "--steps", "4", "--run-dir", str(run_dir)]) == 0
+    pretrain(TrainConfig(task="pretrain", data="rotten_tomatoes", preset="tiny", max_rows=100, steps=4,
+                         run_dir=str(run_dir)), verbose=0)
+    assert runs.read_config(str(run_dir))["objective"] == "mlm"
+    assert isinstance(runs.load_task(str(run_dir)), keras_hub.models.MaskedLM)
     val = json.loads((run_dir / "metrics.json").read_text())["val"]
     capsys.readouterr()
 

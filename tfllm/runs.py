@@ -602,8 +602,10 @@ def _load_task(run_dir, kind, dtype):
         own = {"classify": keras_hub.models.TextClassifier, "generate": keras_hub.models.CausalLM,
                "translate": keras_hub.models.Seq2SeqLM}.get(task)
         if own is None:
-            objective = read_config(run_dir).get("objective")
-            own = keras_hub.models.MaskedLM if objective == "mlm" else keras_hub.models.CausalLM
+            # Only a causal run holds a CausalLM; a masked-LM or word-vector one (and one saved before pretrain
+            # recorded its default objective, None) holds a MaskedLM, as task_of and `tfllm evaluate` read it.
+            causal = read_config(run_dir).get("objective") == "causal"
+            own = keras_hub.models.CausalLM if causal else keras_hub.models.MaskedLM
         if kind is not None and not (issubclass(own, kind) or issubclass(kind, own)):
             use = {"classify": "tfllm.predict", "generate": "tfllm.generate", "translate": "tfllm.translate"}.get(task)
             raise UserInputError(f"{run_dir!r} holds {TASK_NAMES.get(task, task)} (a {own.__name__}), which "

@@ -17,6 +17,7 @@ start: seconds of counting that pay where little text and few labels make a
 masked LM learn nothing (docs/benchmarks.md, "Few labels").
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -303,6 +304,9 @@ def pretrain(config, verbose="auto"):
     objective = config.objective or "mlm"
     if objective not in OBJECTIVES:
         raise UserInputError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
+    # Recorded as trained: a Python call without one saved objective None, and its run was then loaded, exported and
+    # evaluated as a causal LM ("Unable to find a subclass of CausalLM that is compatible with EncoderBackbone").
+    config = dataclasses.replace(config, objective=objective)
     if objective == "causal":
         from tfllm.training.causal_lm import train_causal_lm
 
