@@ -677,6 +677,8 @@ def test_fine_tuning_a_classifier_run_takes_the_recipe_s_head_not_the_run_s(tiny
                                          "word_ngram_buckets"))  # ... the fine-tuned model has none
     model = runs.load_task(str(tmp_path / "tuned"))
     assert "code_points" not in model.input and not model.preprocessor.char_length
+    # A tfllm run brings its tokenizer, recorded in its recipe: the fine-tune records the same.
+    assert runs.read_recipe(str(tmp_path / "tuned"))["tokenizer"] == runs.read_recipe(tiny_classifier_run)["tokenizer"]
 
 
 @pytest.mark.slow
@@ -835,12 +837,20 @@ def test_a_classifier_preset_that_reads_the_texts_as_unknown_says_so(bert_preset
     assert "unknown to the tokenizer" not in english_err
 
 
-def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every_epoch(bert_preset, bert_run,
-                                                                                      tmp_path, capsys):
+def _hparams(run_dir):
+    """`{name: HParam value}` of the HParams session a run wrote in its logs/."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata as hparams_metadata
     from tensorboard.plugins.hparams import plugin_data_pb2
 
+    accumulator = EventAccumulator(str(Path(run_dir) / "logs"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    session = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_START_INFO_TAG]
+    return plugin_data_pb2.HParamsPluginData.FromString(session).session_start_info.hparams
+
+
+def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every_epoch(bert_preset, bert_run,
+                                                                                      tmp_path, capsys):
     argv = ["train", "--data", "rotten_tomatoes", "--from-preset", bert_preset[0], "--preset", "tiny",
             "--max-rows", "300", "--epochs", "1"]
     # freeze_epochs >= epochs was cut to epochs - 1 without a word: the backbone trained from the first step.
@@ -855,14 +865,38 @@ def test_a_from_preset_run_records_the_preset_s_sizes_and_refuses_freezing_every
     sizes = {k: getattr(backbone, k) for k in ("vocabulary_size", "hidden_dim", "num_layers", "num_heads",
                                               "intermediate_dim")}
     assert {k: recipe[k] for k in sizes} == sizes
-    accumulator = EventAccumulator(str(run_dir / "logs"), size_guidance={"tensors": 0})
-    accumulator.Reload()
-    session = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_START_INFO_TAG]
-    hparams = plugin_data_pb2.HParamsPluginData.FromString(session).session_start_info.hparams
+    hparams = _hparams(run_dir)
     assert hparams["hidden_dim"].number_value == backbone.hidden_dim
     # A fine-tune is told from a from-scratch run of the same sizes by the handle it started from.
     assert hparams["from_preset"].string_value == bert_preset[0]
     assert hparams["vocabulary_size"].number_value == backbone.vocabulary_size
+
+
+def test_a_from_preset_run_records_the_preset_s_own_settings_not_the_recipe_s(gpt2_preset, gpt2_as_is_run,
+                                                                             llama_preset, llama_as_is_run, bert_preset,
+                                                                             bert_run):
+    """The settings a preset's model brings itself are its own in recipe.json and HParams, or absent: a GPT-2
+    fine-tune recorded the generation recipe's tokenizer "char", use_bias false, tie_weights and window_keep,
+    and a Llama's its num_heads, of a model that was never built."""
+    from tfllm.presets import resolve_preset
+    from tfllm.training.common import PRESET_OWN_SETTINGS
+
+    for task, run_dir, preset in (("generate", gpt2_as_is_run, gpt2_preset[0]), ("generate", llama_as_is_run, llama_preset),
+                                  ("classify", bert_run[0], bert_preset[0])):
+        own = json.loads((Path(preset) / "config.json").read_text())["config"]
+        recipe = json.loads((Path(run_dir) / "tfllm" / "recipe.json").read_text())
+        hparams = _hparams(run_dir)
+        shipped = resolve_preset(task, "tiny" if task == "classify" else "default", {})
+        assert {"tokenizer", "hidden_dim", "use_bias"} & set(shipped)  # the recipe has some to leave out
+        for key in PRESET_OWN_SETTINGS | ({"dropout"} if task == "generate" else set()):  # a classifier's: its head's
+            # KerasHub's backbones name no tokenizer, bias or window_keep: none is recorded.
+            assert recipe.get(key, own.get(key)) == own.get(key), (run_dir, key, recipe[key])
+            if key in hparams and key != "vocabulary_size":  # HParams' vocabulary_size: the tokenizer's real size
+                value = hparams[key]
+                assert key in own and own[key] in (value.number_value, value.string_value, value.bool_value), key
+        assert "tokenizer" not in recipe and "tokenizer" not in hparams
+    # A classifier's dropout is its new head's, the recipe's (the BERT run's recipe is the loop's last).
+    assert recipe["dropout"] == resolve_preset("classify", "tiny", {})["dropout"]
 
 
 def test_a_text_shorter_than_the_recipe_s_window_says_which_length_would_fit_and_whose_it_is(

@@ -419,8 +419,9 @@ def train_causal_lm(config, verbose="auto"):
     run_dir = common.worker_run_dir(config.run_dir, strategy)  # non-chief workers write to a temporary folder
     resume, previous = runs.prepare(run_dir, overwrite=config.overwrite, config=config)
     with common.guarded_run(run_dir, resume, previous, backup_dir=os.path.join(config.run_dir, common.BACKUP)):
-        # Characters: the whole text; subword vocabularies: line by line.
-        texts = [train_text] if preset["tokenizer"] == "char" else train_text.split("\n")
+        # Characters: the whole text; subword vocabularies: line by line. (A --from-preset recipe may name no
+        # tokenizer: the preset brings its own, and none is trained.)
+        texts = [train_text] if preset.get("tokenizer") == "char" else train_text.split("\n")
         tokenizer = common.start_run(run_dir, config, preset, resume, texts)
         phases.mark("tokenizer")
 

@@ -127,10 +127,36 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
 # Settings a --from-preset model brings itself (its backbone's shape, its tokenizer): given with it, they
 # would be recorded in the run's recipe and ignored. `embedding_dropout`, `activation` and `layer_norm_epsilon`
 # are the backbone's too, `window_keep` the saved causal LM task's; `dropout` is the new classification head's
-# (classifier_from_preset), and only a classifier has a new head. A recipe's ARCHITECTURE becomes the preset's.
+# (classifier_from_preset), and only a classifier has a new head. In the recipe a run records, each of them is
+# the preset's own value or left out (`preset_own_settings`).
 ARCHITECTURE = {"vocabulary_size", "hidden_dim", "num_layers", "num_heads", "intermediate_dim"}
 PRESET_OWN_SETTINGS = ARCHITECTURE | {"tokenizer", "lowercase", "tie_weights", "use_bias", "num_decoder_layers",
                                       "embedding_dropout", "activation", "layer_norm_epsilon", "window_keep"}
+
+
+def preset_owned(task):
+    """The settings a --from-preset model of `task` brings itself: PRESET_OWN_SETTINGS, and `dropout` but for a
+    classifier (whose new head takes the recipe's)."""
+    return PRESET_OWN_SETTINGS | (set() if task == "classify" else {"dropout"})
+
+
+def preset_own_settings(handle):
+    """The values of PRESET_OWN_SETTINGS that the preset `handle` records itself: its backbone's config (KerasHub's
+    and tfllm's backbones name their sizes as tfllm's recipes do) and, for a tfllm run, the rest from the recipe
+    it trained (its tokenizer, its generator's window_keep). A setting found in neither is the preset's in a way
+    no recipe setting names (a GPT-2's byte-pair tokenizer, a Llama's num_query_heads)."""
+    backbone = preset_backbone(handle)[1]
+    recorded = {}
+    folder = os.path.expanduser(handle)
+    if os.path.isdir(folder) and os.path.exists(runs.path(folder, runs.RECIPE)):
+        try:
+            recorded = runs.read_recipe(folder)
+        except (OSError, ValueError):  # a damaged record names nothing: those settings are left out
+            pass
+    recorded = recorded if isinstance(recorded, dict) else {}
+    own = {key: value for key, value in recorded.items() if key in PRESET_OWN_SETTINGS - ARCHITECTURE}
+    own.update({key: value for key, value in backbone.items() if key in PRESET_OWN_SETTINGS | {"dropout"}})
+    return own
 
 
 # The Python function that trains each task.
@@ -393,7 +419,7 @@ def check_from_preset_settings(config):
                              "Pass a tfllm run directory or a local KerasHub preset folder (save_to_preset writes "
                              "config.json), or a KerasHub handle such as bert_tiny_en_uncased (needs network).")
     classify = config.task == "classify"
-    owned = PRESET_OWN_SETTINGS | (set() if classify else {"dropout"})
+    owned = preset_owned(config.task)
     given = sorted((set(config.overrides) & owned) | ({"tokenizer"} if config.tokenizer else set()))
     if given:
         applies = "the sequence length, the new head's dropout" if classify else "the sequence length"
@@ -484,12 +510,14 @@ def _resolve(task, config, counted):
         check_flag_and_setting(config, key)
     overrides = {**config.overrides, **{k: v for k, v in flags.items() if v is not None}}  # unset flags keep --set
     preset = resolve_preset(task, recipe_name(config), overrides)
-    if config.from_preset:  # the preset's own sizes: the recipe's, which the model never had, went to recipe.json
-        backbone = preset_backbone(config.from_preset)[1]
-        for key in ARCHITECTURE & set(preset):
-            if key in backbone:
-                preset[key] = backbone[key]
-            else:  # a size this backbone names otherwise (Llama's num_query_heads)
+    if config.from_preset:
+        # The preset's own model and tokenizer: the recipe's sizes, tokenizer, biases and dropout, which the model
+        # never had (a GPT-2 fine-tune recorded tokenizer "char" and use_bias false), went to recipe.json and HParams.
+        own = preset_own_settings(config.from_preset)
+        for key in preset_owned(task) & set(preset):
+            if key in own:
+                preset[key] = own[key]
+            else:  # the preset has it in a way no recipe setting names (Llama's num_query_heads, a byte-pair tokenizer)
                 del preset[key]
     if preset.get("tokenizer") == "char" and config.overrides.get("lowercase"):  # it was accepted and ignored
         raise UserInputError("--set lowercase=true folds case in the wordpiece and sentencepiece tokenizers; the char "
