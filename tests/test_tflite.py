@@ -690,6 +690,55 @@ def test_generator_int8_is_refused(tiny_generator_run, tmp_path, capsys):
     assert not out.exists()
 
 
+# What TensorFlow's converter and TFLite's interpreter printed between an export's own lines.
+CONVERTER_NOISE = ("fully_quantize", "XNNPACK delegate", "tf.lite.Interpreter is deprecated")
+
+
+@pytest.mark.slow
+def test_an_export_keeps_the_converter_s_and_interpreter_s_logs_off_the_terminal(tiny_classifier_run,
+                                                                                   tiny_generator_run, tmp_path):
+    """Fresh processes, as a user's (TFLite logs XNNPACK's line once a process): an int8 classifier export (the
+    converter's quantizer notes, its calibrator's deprecated interpreter) and a generator's (XNNPACK, in the
+    parity check's interpreter) print tfllm's own lines and none of TensorFlow's."""
+    for run_dir, quantize in ((tiny_classifier_run, "int8"), (tiny_generator_run, "none")):
+        out = tmp_path / quantize
+        result = run_cli("export", run_dir, "--format", "tflite", "--quantize", quantize, "--out", out)
+        assert result.returncode == 0, result.stderr
+        assert f"Exported {out}" in result.stdout and '"quantize"' in result.stdout, result.stdout
+        assert not [noise for noise in CONVERTER_NOISE if noise in result.stderr + result.stdout], result.stderr
+
+
+def test_a_conversion_that_fails_still_shows_tensorflow_s_reasons(tmp_path, capfd):
+    """The capture hides the converter's logs only when it succeeds: a failed conversion writes them to stderr
+    (here the op TFLite has no kernel for, which only the log names as "TF Select ops"), and stderr is back
+    as it was after it, also after a KeyboardInterrupt (whose capture is not shown)."""
+    import sys
+
+    import tensorflow as tf
+
+    from tfllm.export.tflite_runtime import convert_saved_model, quiet_tflite
+
+    class Strings(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, text):
+            return {"text": tf.strings.regex_replace(text, "a", "b")}  # no builtin TFLite op, custom ops off
+
+    module = Strings()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    stderr = sys.stderr
+    capfd.readouterr()
+    with pytest.raises(Exception, match="StaticRegexReplace"):
+        convert_saved_model(str(tmp_path / "sm"), ["serving_default"], "none")
+    assert "TF Select ops: StaticRegexReplace" in capfd.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        with quiet_tflite():
+            os.write(2, b"from C\n")
+            print("from Python", file=sys.stderr)
+            raise KeyboardInterrupt
+    os.write(2, b"after\n")
+    assert sys.stderr is stderr and capfd.readouterr().err == "after\n"
+
+
 @pytest.mark.slow
 def test_a_generator_trained_on_a_csv_column_exports(tmp_path, capsys):
     """The parity prompt is read as training read the text: from a CSV's --text-column (the export read the

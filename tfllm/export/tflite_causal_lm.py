@@ -160,7 +160,7 @@ class TFLiteGenerator:
     def __init__(self, model_path, window_keep=None, num_threads=None, slides=True, banned_token_ids=(), start_ids=(),
                  document_ids=None):
 
-        interpreter = load_interpreter(model_path, num_threads=num_threads)
+        interpreter = load_interpreter(model_path, num_threads=num_threads, quiet=True)
         self._prefill = interpreter.get_signature_runner("prefill")
         self._decode = interpreter.get_signature_runner("decode")
         self.window = int(self._prefill.get_input_details()["token_ids"]["shape"][1])

@@ -192,14 +192,15 @@ def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=
     report = {"num_examples": len(texts)}
     if labels is not None:
         report["keras_accuracy"] = _accuracy(labels, keras_probabilities)
-    ids_out = run_signature(load_interpreter(os.path.join(directory, IDS_FILE)), **ids_inputs)["probabilities"]
+    ids_out = run_signature(load_interpreter(os.path.join(directory, IDS_FILE), quiet=True), **ids_inputs)["probabilities"]
     report[IDS_FILE] = {
         "bytes": os.path.getsize(os.path.join(directory, IDS_FILE)),
         "max_abs_probability_difference": float(np.abs(ids_out - keras_probabilities).max()),
         **_agreement(labels, keras_probabilities, ids_out),
     }
     if os.path.exists(os.path.join(directory, TEXT_FILE)):
-        out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE)), text=np.array(texts, dtype=object))
+        out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE), quiet=True),
+                            text=np.array(texts, dtype=object))
         # Read alike: the same token ids (and the same code points, for character and word views).
         same_ids = np.logical_and.reduce([(out[k] == v).all(axis=-1) for k, v in ids_inputs.items()])
         report[TEXT_FILE] = {
@@ -214,7 +215,7 @@ def classifier_parity(directory, keras_probabilities, ids_inputs, texts, labels=
         }
         if probes:
             names = list(probes)
-            out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE)),
+            out = run_signature(load_interpreter(os.path.join(directory, TEXT_FILE), quiet=True),
                                 text=np.array([probes[n][0] for n in names], dtype=object))
             report[TEXT_FILE]["probe_characters_tokenized_differently"] = [
                 n for i, n in enumerate(names)

@@ -5,7 +5,12 @@
 module and not each other.
 """
 
+import contextlib
+import io
 import os
+import sys
+import tempfile
+import threading
 
 import numpy as np
 
@@ -27,17 +32,77 @@ def require_tflite(what):
     require_extra(what, "tflite", "ai_edge_litert")
 
 
-def load_interpreter(model_path=None, model_content=None, num_threads=None):
-    """An `ai_edge_litert` interpreter that also knows TF Text's tokenizer ops."""
+_QUIET_LOCK = threading.RLock()  # one capture of file descriptor 2 at a time (a nested one in the same thread is fine)
+
+
+@contextlib.contextmanager
+def quiet_tflite():
+    """Keeps what TensorFlow's converter and TFLite's interpreter write to stderr inside the block off the terminal,
+    and shows it where the block raises.
+
+    The converter's C++ logs ("fully_quantize: 0, inference_type: 6, ..."), TFLite's "INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU." and the "tf.lite.Interpreter is deprecated" warning that TensorFlow's own int8
+    calibrator raises came between the export's own lines, and nothing in them was the user's to act on. C++ writes
+    to file descriptor 2, not through Python's `sys.stderr`, so both go to a temporary file (not a pipe, which a
+    long log would fill and block on) for the block; Python warnings are written to `sys.stderr` and land there
+    without touching the process's warning filters. An exception (a conversion that fails) writes the captured text
+    to stderr before it propagates, so TensorFlow's reasons are still read; a KeyboardInterrupt restores stderr and
+    propagates alone. Both are process-wide: the lock keeps two threads from swapping them at once, and the
+    server, whose request threads write to stderr, never calls it."""
+    with _QUIET_LOCK, tempfile.TemporaryFile() as log:
+        try:
+            saved_fd = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep quiet
+            saved_fd = None
+        if saved_fd is None:
+            yield
+            return
+        saved_stream = sys.stderr
+        if saved_stream is not None:
+            saved_stream.flush()
+        stream = io.TextIOWrapper(os.fdopen(os.dup(log.fileno()), "wb"), encoding="utf-8", errors="backslashreplace",
+                                  line_buffering=True)
+        os.dup2(log.fileno(), 2)
+        sys.stderr = stream
+        failed = False
+        try:
+            yield
+        except Exception:
+            failed = True
+            raise
+        finally:
+            try:
+                stream.flush()
+            finally:
+                sys.stderr = saved_stream
+                os.dup2(saved_fd, 2)
+                os.close(saved_fd)
+                stream.close()
+                if failed:
+                    log.seek(0)
+                    captured = log.read().decode("utf-8", errors="backslashreplace")
+                    if captured and saved_stream is not None:
+                        saved_stream.write(captured)
+                        saved_stream.flush()
+
+
+def load_interpreter(model_path=None, model_content=None, num_threads=None, quiet=False):
+    """An `ai_edge_litert` interpreter that also knows TF Text's tokenizer ops. With `quiet` (tfllm's own checks of
+    the files it writes, and its loops over them), its tensors are allocated in `quiet_tflite`: that is when TFLite
+    applies its default XNNPACK delegate and logs so (once a process)."""
     require_tflite("Running a TFLite file")
     from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
-    return InterpreterWithCustomOps(
-        custom_op_registerers=tftext_registerers(),
-        model_path=model_path,
-        model_content=model_content,
-        num_threads=num_threads,
-    )
+    with quiet_tflite() if quiet else contextlib.nullcontext():
+        interpreter = InterpreterWithCustomOps(
+            custom_op_registerers=tftext_registerers(),
+            model_path=model_path,
+            model_content=model_content,
+            num_threads=num_threads,
+        )
+        if quiet:
+            interpreter.allocate_tensors()
+    return interpreter
 
 
 def convert_saved_model(saved_model_dir, signature_keys, quantize, representative_dataset=None, custom_ops=False):
@@ -67,7 +132,8 @@ def convert_saved_model(saved_model_dir, signature_keys, quantize, representativ
             # ("Failed to initialize op resolver for calibration"). Guarded by
             # tests/test_private_apis.py.
             converter.target_spec._experimental_custom_op_registerers = tftext_registerers()
-    return converter.convert()
+    with quiet_tflite():  # its logs, and int8 calibration's interpreter warning, shown only if it fails
+        return converter.convert()
 
 
 def quantized_tensors(content, quantize, filename):

@@ -100,7 +100,7 @@ class TFLiteTranslator:
 
     def __init__(self, model_path, start_id, end_id, num_threads=None):
 
-        interpreter = load_interpreter(model_path, num_threads=num_threads)
+        interpreter = load_interpreter(model_path, num_threads=num_threads, quiet=True)
         self._encode = interpreter.get_signature_runner("encode")
         self._decode = interpreter.get_signature_runner("decode")
         self.start_id, self.end_id = int(start_id), int(end_id)
@@ -188,7 +188,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
         rule = tokenizing_rule(tokenizer, task="translate")
         output_size = getattr(backbone, "target_vocabulary_size", None) or backbone.vocabulary_size
         # The shapes as the converted file has them (the interpreter's, not recomputed here).
-        interpreter = load_interpreter(model_content=content)
+        interpreter = load_interpreter(model_content=content, quiet=True)
         runners = {key: interpreter.get_signature_runner(key) for key in ("encode", "decode")}
         self_cache_shape = [int(n) for n in runners["decode"].get_input_details()["self_cache"]["shape"]]
         runs.write_json(os.path.join(directory, "metadata.json"), {
