@@ -879,6 +879,7 @@ def test_a_from_preset_run_records_the_preset_s_own_settings_not_the_recipe_s(gp
     fine-tune recorded the generation recipe's tokenizer "char", use_bias false, tie_weights and window_keep,
     and a Llama's its num_heads, of a model that was never built."""
     from tfllm.presets import resolve_preset
+    from tfllm.training.classifier import unread_head_settings
     from tfllm.training.common import PRESET_OWN_SETTINGS
 
     for task, run_dir, preset in (("generate", gpt2_as_is_run, gpt2_preset[0]), ("generate", llama_as_is_run, llama_preset),
@@ -897,6 +898,9 @@ def test_a_from_preset_run_records_the_preset_s_own_settings_not_the_recipe_s(gp
         assert "tokenizer" not in recipe and "tokenizer" not in hparams
     # A classifier's dropout is its new head's, the recipe's (the BERT run's recipe is the loop's last).
     assert recipe["dropout"] == resolve_preset("classify", "tiny", {})["dropout"]
+    # Nor the recipe's n-gram paths and word vectors, which KerasHub's BERT classifier has none of.
+    unread = unread_head_settings(keras_hub.models.BertBackbone)
+    assert unread & set(shipped) and not unread & (set(recipe) | set(hparams)), unread & (set(recipe) | set(hparams))
 
 
 def test_a_text_shorter_than_the_recipe_s_window_says_which_length_would_fit_and_whose_it_is(

@@ -57,7 +57,7 @@ def classifier_preset(config):
                     config.from_preset).sequence_length
             except ValueError:  # no classifier preprocessor: `check_kept_head` says so
                 pass
-        return {**preset, "epochs": 0}
+        return drop_unread_head_settings(config, {**preset, "epochs": 0})
     preset = common.resolve_recipe("classify", config)
     for name in CODE_POINT_VIEWS:
         if preset.get(name) and not preset.get("wide_bigram_buckets"):
@@ -69,7 +69,7 @@ def classifier_preset(config):
             raise UserInputError(f"--set {name}={preset[name]} adds a view beside the naive-Bayes wide path, and "
                                  "this run has none: add --set wide_bigram_buckets=N (the default recipe has "
                                  f"both), or leave --set {name} out.")
-    return common.fit_to_positions(config, preset)
+    return drop_unread_head_settings(config, common.fit_to_positions(config, preset))
 
 
 def own_classifier(preset, tokenizer, num_classes):
@@ -138,10 +138,24 @@ WORD_VECTOR_SETTINGS = {"word_vectors", "vector_window", "vector_context_power",
 NGRAM_SETTINGS = {"bigram_buckets", "wide_bigram_buckets", *CODE_POINT_VIEWS, "char_length"}
 
 
+def unread_head_settings(backbone_cls):
+    """The recipe settings a classifier --from-preset of `backbone_cls` never reads."""
+    return WORD_VECTOR_SETTINGS | (set() if backbone_cls is EncoderBackbone else NGRAM_SETTINGS)
+
+
+def drop_unread_head_settings(config, preset):
+    """`preset` without the settings its --from-preset classifier never reads (`unread_head_settings`): a BERT
+    fine-tune recorded the recipe's n-gram buckets and word vectors in recipe.json and HParams, for a model that has
+    neither. Without --from-preset, `preset` as it is."""
+    if config.from_preset:
+        for key in unread_head_settings(preset_backbone_class(config.from_preset)):
+            preset.pop(key, None)
+    return preset
+
+
 def check_preset_head_settings(config, backbone_cls):
     """A one-line UserInputError for `--set` settings that a --from-preset classifier would record and ignore."""
-    unused = WORD_VECTOR_SETTINGS | (set() if backbone_cls is EncoderBackbone else NGRAM_SETTINGS)
-    given = sorted(unused & set(config.overrides))
+    given = sorted(unread_head_settings(backbone_cls) & set(config.overrides))
     if given:
         raise UserInputError(f"--from-preset {config.from_preset!r} ({backbone_cls.__name__}) brings its own trained "
                              f"model, so {', '.join(given)} would be ignored; leave them out.")
