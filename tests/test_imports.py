@@ -13,6 +13,7 @@ tfllm modules the benchmark scripts name, to check the names still exist.
 """
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -259,6 +260,37 @@ def test_each_trainer_refuses_a_config_of_another_task(module, function, task, t
     with pytest.raises(UserInputError, match=f"trains task {task!r}, but the config's task is 'classify': pass "
                        f"TrainConfig\\(task={task!r}, ...\\), or train it with tfllm.train_classifier."):
         trainer(TrainConfig(data="shakespeare", run_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("module, function, fields, said", [
+    ("tfllm.training.classifier", "train_classifier", {"objective": "mlm"},
+     "objective is for task='pretrain', not classify; leave it out, or pretrain with "
+     "tfllm.training.pretraining.pretrain(TrainConfig(task='pretrain', ...))."),
+    ("tfllm.training.causal_lm", "train_causal_lm", {"task": "generate", "objective": "causal"},
+     "objective is for task='pretrain', not generate"),
+    ("tfllm.training.causal_lm", "train_causal_lm", {"task": "generate", "ensemble": 3},
+     "ensemble is for task='classify', not generate; leave it out."),
+    ("tfllm.training.seq2seq", "train_seq2seq", {"task": "translate", "unlabeled": "texts.txt"},
+     "unlabeled is for task='classify', not translate; leave it out."),
+    ("tfllm.training.pretraining", "pretrain", {"task": "pretrain", "model_seed": 3},
+     "model_seed is for task='classify', not pretrain; leave it out."),
+    ("tfllm.training.pretraining", "pretrain", {"task": "pretrain", "label_column": "y"},
+     "label_column is not for task='pretrain', which reads running text (a CSV/JSONL's text_column)"),
+    ("tfllm.training.pretraining", "pretrain", {"task": "pretrain", "objective": "causal", "labels": ["a", "b"]},
+     "labels is not for task='pretrain'"),
+])
+def test_each_trainer_refuses_a_field_its_task_does_not_read(module, function, fields, said, tmp_path):
+    """`train_classifier(TrainConfig(objective="mlm"))` trained a classifier without a word (a user who thought
+    they were pretraining got one), where `source_column=` was refused: every trainer refuses the fields its
+    task does not read, before any data is read."""
+    import importlib
+
+    from tfllm import TrainConfig, UserInputError
+
+    trainer = getattr(importlib.import_module(module), function)
+    with pytest.raises(UserInputError, match=re.escape(said)):
+        trainer(TrainConfig(data="shakespeare", run_dir=str(tmp_path / "run"), **fields))
     assert not (tmp_path / "run").exists()
 
 

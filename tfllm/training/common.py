@@ -176,8 +176,31 @@ def check_config(config, *tasks):
         other = f", or train it with {TRAINERS[config.task]}" if config.task in TRAINERS else ""
         raise UserInputError(f"{TRAINERS[tasks[0]]} trains task {tasks[0]!r}, but the config's task is "
                              f"{config.task!r}: pass TrainConfig(task={tasks[0]!r}, ...){other}.")
+    refuse_unread_fields(config)
     if config.preset is None:  # a classifier from a preset (TrainConfig.preset): before anything reads it
         config.preset = recipe_name(config)
+
+
+def refuse_unread_fields(config):
+    """Refuses a TrainConfig field that `config.task`'s trainer does not read, before anything is trained: a
+    notebook's `TrainConfig(objective="mlm")` given to `train_classifier` trained a classifier without a word,
+    and `ensemble=3` trained one generator. (Each trainer refuses the columns it does not read itself.)"""
+    for flag, given, task in (("--objective", config.objective is not None, "pretrain"),
+                              ("--ensemble", config.ensemble != 1, "classify"),
+                              ("--unlabeled", config.unlabeled is not None, "classify"),
+                              ("--model-seed", config.model_seed is not None, "classify")):
+        if given and config.task != task:
+            raise UserInputError(f"{flag} is for --task {task}, not {config.task}; leave it out"
+                                 + (f", or pretrain with {TRAINERS[task]}(TrainConfig(task='pretrain', ...))."
+                                    if task == "pretrain" else "."))
+    if config.task == "pretrain":  # a masked LM or word vectors read running text too (a causal LM said so)
+        for flag, value, default in (("--label-column", config.label_column, "label"),
+                                     ("--labels", config.labels, None), ("--split-column", config.split_column, None),
+                                     ("--source-column", config.source_column, None),
+                                     ("--target-column", config.target_column, None)):
+            if value not in (None, default):
+                raise UserInputError(f"{flag} is not for --task pretrain, which reads running text (a CSV/JSONL's "
+                                     "--text-column); leave it out.")
 
 
 def recipe_name(config):
