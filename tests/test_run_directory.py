@@ -465,6 +465,24 @@ def test_a_crash_after_a_backup_keeps_it_and_says_how_to_resume(tmp_path, capsys
     assert "its backup is kept: once the cause is fixed, run the same command again" in capsys.readouterr().err
 
 
+def test_resuming_is_a_note_a_python_caller_gets_as_a_warning(tmp_path, capsys, monkeypatch):
+    """`train_causal_lm(verbose=0)` printed "Resuming the interrupted run ..." on stdout, where
+    `train_classifier(verbose=0)` was silent: every trainer's resume (`common.start_run`) now says it as a
+    note, a TfllmWarning a notebook can filter, and a command's line on stdout as before."""
+    from tfllm import errors
+    from tfllm.config import TrainConfig
+    from tfllm.training import common
+
+    # A preset run reads no tokenizer back, so start_run says its line and returns.
+    config = TrainConfig(task="generate", data="shakespeare", run_dir=str(tmp_path / "run"), from_preset="PRESET")
+    with pytest.warns(errors.TfllmWarning, match="Resuming the interrupted run in .* from its last backup") as caught:
+        assert common.start_run(config.run_dir, config, {}, True, []) is None
+    assert capsys.readouterr().out == "" and [w.filename for w in caught] == [__file__]
+    monkeypatch.setattr(errors, "command_running", True)
+    common.start_run(config.run_dir, config, {}, True, [])
+    assert "Resuming the interrupted run" in capsys.readouterr().out
+
+
 def test_the_interrupted_warning_points_at_the_callers_line_not_contextlib(tmp_path):
     """`errors.warn` skips tfllm's frames to reach the caller, but the warning raised in `guarded_run`'s exit
     passes through contextlib's `__exit__` and read "contextlib.py:158: TfllmWarning: Interrupted. ..."."""

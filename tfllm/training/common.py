@@ -599,8 +599,8 @@ def resumed_recipe(config, preset):
     differ = sorted(key for key in {*preset, *recorded} if preset.get(key, None) != recorded.get(key, None))
     if differ:
         shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
-        print(f"Resuming with the recipe the run started with ({recipe_file}): this tfllm's preset "
-              f"{recipe_name(config)!r} now differs in {shown}, which the run keeps as it began.", flush=True)
+        errors.note(f"Resuming with the recipe the run started with ({recipe_file}): this tfllm's preset "
+                    f"{recipe_name(config)!r} now differs in {shown}, which the run keeps as it began.", file=sys.stdout)
     return recorded
 
 
@@ -632,9 +632,11 @@ def start_run(run_dir, config, preset, resume, texts, records=None, lowercase=Tr
     """
     if resume:
         # Keras' BackupAndRestore keeps weights, optimizer and epoch, not the random state: the seeded shuffle
-        # (reshuffled each epoch) and dropout start again from the seed.
-        print(f"Resuming the interrupted run in {run_dir} from its last backup; the data order and dropout start "
-              "over from the seed there, so its figures can differ slightly from an uninterrupted run's.")
+        # (reshuffled each epoch) and dropout start again from the seed. A note: a command prints it, a Python
+        # caller gets a TfllmWarning (train_causal_lm(verbose=0) printed it, where train_classifier's was silent).
+        errors.note(f"Resuming the interrupted run in {run_dir} from its last backup; the data order and dropout "
+                    "start over from the seed there, so its figures can differ slightly from an uninterrupted run's.",
+                    file=sys.stdout)
     else:
         runs.write_records(run_dir, config, {**(records or {}), runs.RECIPE: preset})
     if config.precision and config.precision != "float32":
