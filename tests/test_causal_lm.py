@@ -206,6 +206,23 @@ def test_load_generator_refuses_classifier_and_unfinished_runs(tmp_path):
     assert len(load_generator(run_dir).generate(["First"], 3, sampler="greedy")[0]) == 3
 
 
+def test_load_generator_tells_a_python_caller_the_function_that_trains_a_generator(tmp_path, monkeypatch):
+    """`tfllm.generate` on a classifier run told a notebook to "train one with `tfllm train --task generate`"."""
+    from tfllm import errors
+
+    write_records(tmp_path / "clf", "classify")
+    with pytest.raises(UserInputError) as refused:
+        load_generator(str(tmp_path / "clf"))
+    assert str(refused.value).endswith(
+        "that does not generate text; train one with tfllm.training.causal_lm.train_causal_lm(TrainConfig("
+        "task='generate', ...)) (or tfllm.training.pretraining.pretrain(TrainConfig(task='pretrain', "
+        "objective='causal', ...))).")
+    monkeypatch.setattr(errors, "command_running", True)  # the command's words, as before
+    with pytest.raises(UserInputError, match=r"train one with `tfllm train --task generate` \(or `tfllm pretrain "
+                                             r"--objective causal`\)\.$"):
+        load_generator(str(tmp_path / "clf"))
+
+
 def test_load_text_corpus(tmp_path):
     train, val = load_text_corpus("shakespeare")
     assert len(val) == pytest.approx(0.1 * (len(train) + len(val)), abs=2) and len(set(train)) == 77

@@ -87,3 +87,44 @@ def test_a_progress_line_names_the_option_as_the_caller_gives_it(monkeypatch):
     assert errors.spelled(" (cut by --max-rows)") == " (cut by max_rows)"
     monkeypatch.setattr(errors, "command_running", True)
     assert errors.spelled(" (cut by --max-rows)") == " (cut by --max-rows)"
+
+
+
+def test_errors_that_name_a_command_to_run_name_a_python_call_instead(tmp_path, monkeypatch):
+    """A notebook was told to run commands: "Rerun its own command to resume it, add overwrite=True ..." for an
+    interrupted run given other settings, "Move it back (mv ...)" for a run an overwrite set aside.
+    (tfllm.generate on a classifier: tests/test_causal_lm.py; Ctrl-C: tests/test_run_directory.py.)"""
+    from tfllm import runs
+
+    run_dir = str(tmp_path / "k6")  # interrupted after its first backup, then given other settings
+    config = TrainConfig(data="rotten_tomatoes", preset="tiny", run_dir=run_dir, epochs=30)
+    config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    runs.write_json(runs.path(runs.path(run_dir, runs.BACKUP), "training_metadata.json"), {})
+    other = dataclasses.replace(config, learning_rate=0.5, epochs=2)
+    with pytest.raises(UserInputError, match=r"\(epochs, learning_rate differ\)\. Call its training function again "
+                                             r"with the settings it started with to resume it, add overwrite=True to "
+                                             r"start over with these, or choose another run_dir\.$"):
+        runs.check_writable(run_dir, config=other)
+
+    aside = str(tmp_path / "k7")  # the run an interrupted overwrite set aside, its replacement deleted since
+    (tmp_path / ".k7.previous").mkdir()
+    with pytest.raises(UserInputError, match=r"Move it back \(rename '.*\.k7\.previous' to '.*k7', once .* or delete "
+                                             r"it, then call the training function again\.$"):
+        runs.check_writable(aside)
+
+    monkeypatch.setattr(errors, "command_running", True)  # a command is still told its commands
+    with pytest.raises(UserInputError, match=r"Rerun its own command to resume it, add --overwrite"):
+        runs.check_writable(run_dir, config=other)
+    with pytest.raises(UserInputError, match=r"Move it back \(mv .*\.k7\.previous .*k7, once .*then run the "
+                                             r"command again\.$"):
+        runs.check_writable(aside)
+
+
+def test_train_command_is_a_command_or_a_trainer_call(monkeypatch):
+    from tfllm import runs
+
+    assert runs.train_command("classify", data="DATA", from_preset="runs/my pre") == \
+        "tfllm.train_classifier(TrainConfig(task='classify', data=DATA, from_preset='runs/my pre', ...))"
+    monkeypatch.setattr(errors, "command_running", True)
+    assert runs.train_command("classify", data="DATA", from_preset="runs/my pre") == \
+        "`tfllm train --task classify --data DATA --from-preset 'runs/my pre'`"

@@ -498,6 +498,23 @@ def test_the_interrupted_warning_points_at_the_callers_line_not_contextlib(tmp_p
     assert [w.filename for w in caught] == [__file__]
 
 
+def test_an_interrupted_overwrite_tells_a_python_caller_how_to_get_the_old_run_back_in_words(tmp_path):
+    """A notebook's Ctrl-C warning said "to abandon the new run and get it back: rm -rf runs/k7 && mv ..."."""
+    from tfllm import errors
+    from tfllm.training import common
+
+    run_dir, previous = tmp_path / "k7", tmp_path / ".k7.previous"
+    (run_dir / "backup").mkdir(parents=True)
+    (run_dir / "backup" / "latest.weights.h5").write_bytes(b"")  # what `runs.has_backup` looks for
+    previous.mkdir()
+    with pytest.raises(KeyboardInterrupt), pytest.warns(errors.TfllmWarning) as caught:
+        with common.guarded_run(str(run_dir), resume=False, previous=str(previous)):
+            raise KeyboardInterrupt
+    said = str(caught[0].message)
+    assert said.endswith(f"to abandon the new run and get it back: delete {run_dir} and rename {previous} to {run_dir}.")
+    assert "rm -rf" not in said and "mv " not in said and previous.is_dir()
+
+
 def test_a_lost_worker_is_one_line_saying_to_rerun_every_worker(tmp_path, capsys):
     """The surviving worker of a multi-worker run printed a screen of gRPC traceback ("Collective ops is aborted
     by: failed to connect to all addresses ... Connection refused") when its peer was killed."""
@@ -749,7 +766,7 @@ def test_a_run_set_aside_by_an_interrupted_overwrite_is_never_deleted_by_a_later
         if folder_state == "finished":
             _finished_run(run_dir)
         with pytest.raises(UserInputError, match=r"\.a\.previous' holds the run an interrupted `overwrite=True` set "
-                                                 r"aside.*Move it back \(mv "):
+                                                 r"aside.*Move it back \(rename "):
             runs.prepare(run_dir, overwrite=True, config=config)
         assert runs.is_finished(previous)
 

@@ -635,7 +635,7 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
     if task == "classify" or (task == "pretrain" and runs.read_config(run_dir).get("objective") != "causal"):
         raise UserInputError(
             f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "
-            "train one with `tfllm train --task generate` (or `tfllm pretrain --objective causal`)."
+            f"train one with {runs.train_command('generate')} (or {runs.train_command('pretrain', objective='causal')})."
         )
     # No `warnings.catch_warnings()` here: it swaps the process's filter list, so two threads loading at once
     # left "ignore" on for good (the user's warnings and tfllm's lost); a run's load warns of nothing now

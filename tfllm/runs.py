@@ -61,6 +61,26 @@ def shell_path(run_dir):
     return shlex.quote(os.fspath(run_dir))
 
 
+# The function that trains each task: what a Python caller is told where a command is told `tfllm train ...`.
+TRAINER_CALLS = {"classify": "tfllm.train_classifier", "generate": "tfllm.training.causal_lm.train_causal_lm",
+                 "translate": "tfllm.training.seq2seq.train_seq2seq", "pretrain": "tfllm.training.pretraining.pretrain"}
+
+
+def train_command(task, objective=None, **settings):
+    """How to train a run of `task`, in the caller's words (`errors.spelled`): a command to type while one runs
+    (`tfllm train --task generate --data DATA`), else its trainer's call (`train_causal_lm(TrainConfig(task=
+    'generate', data=DATA, ...))`): a notebook read "train one with `tfllm train --task generate`". `settings`
+    are TrainConfig fields, each a placeholder (DATA) or a path."""
+    def value(v, shell):
+        return v if v.isupper() else shell_path(v) if shell else repr(os.fspath(v))
+
+    start = f"pretrain --objective {objective}" if task == "pretrain" else f"train --task {task}"
+    flags = "".join(f" --{k.replace('_', '-')} {value(v, True)}" for k, v in settings.items())
+    fields = "".join(f", {k}={value(v, False)}" for k, v in {"objective": objective, **settings}.items() if v)
+    return errors.spelled(f"`tfllm {start}{flags}`",
+                          python=f"{TRAINER_CALLS[task]}(TrainConfig(task={task!r}{fields}, ...))")
+
+
 def path(run_dir, name):
     return os.path.join(run_dir, name)
 
@@ -401,7 +421,8 @@ def check_finished(run_dir):
     run_dir = os.fspath(run_dir)  # messages name a pathlib.Path as the user wrote it, not PosixPath('...')
     if is_old_format(run_dir):
         raise UserInputError(
-            f"{run_dir!r} was {OLD_FORMAT}. Retrain it with this tfllm: the same `tfllm train` command (its settings "
+            f"{run_dir!r} was {OLD_FORMAT}. Retrain it with this tfllm: the same "
+            f"{errors.spelled('`tfllm train` command', python='training function call')} (its settings "
             f"are in {path(run_dir, 'config.json')}) with a new --run-dir, or with --overwrite to replace it."
         )
     if not os.path.exists(path(run_dir, RUN_CONFIG)):
@@ -414,7 +435,7 @@ def check_finished(run_dir):
             raise UserInputError(
                 f"{run_dir!r} is a KerasHub preset ({preset}), not a tfllm run. Fine-tune it into one"
                 f"{' (a classifier keeps its backbone and tokenizer, with a new head)' if task == 'classify' else ''}: "
-                f"`tfllm train --task {task} --data DATA --from-preset {shell_path(run_dir)} --run-dir RUN`, then use RUN.")
+                f"{train_command(task, data='DATA', from_preset=run_dir, run_dir='RUN')}, then use RUN.")
         raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
                              "Pass the --run-dir of a training run.")
     missing = missing_files(run_dir)
@@ -525,7 +546,7 @@ def fine_tuning_preset(handle):
 def classifier_hint(run_dir):
     """What to do with a run that `predict`, `evaluate` or `explain` cannot take as a classifier."""
     if task_of(run_dir) == "pretrain" and read_config(run_dir).get("objective") != "causal":
-        return f"Fine-tune it into one: `tfllm train --task classify --data DATA --from-preset {shell_path(run_dir)}`."
+        return f"Fine-tune it into one: {train_command('classify', data='DATA', from_preset=run_dir)}."
     if task_of(run_dir) == "translate":
         return f"Use `tfllm translate {shell_path(run_dir)} TEXT` for a translation model."
     return f"Use `tfllm generate {shell_path(run_dir)} PROMPT` for a text generator."
@@ -914,9 +935,11 @@ def check_writable(run_dir, overwrite=False, config=None):
     if is_unfinished(run_dir):
         changed = changed_settings(run_dir, config) if config is not None else []
         if changed and not overwrite:
+            again = errors.spelled("Rerun its own command",  # a notebook ran no command: it called a function
+                                   python="Call its training function again with the settings it started with")
             raise UserInputError(
                 f"Run directory {run_dir!r} holds an interrupted run started with other settings "
-                f"({differ(changed)}). Rerun its own command to resume it, add --overwrite to start over "
+                f"({differ(changed)}). {again} to resume it, add --overwrite to start over "
                 "with these, or choose another --run-dir.")
         if changed:
             check_no_foreign_entries(run_dir)  # starting over deletes the folder
@@ -925,10 +948,12 @@ def check_writable(run_dir, overwrite=False, config=None):
     if os.path.isdir(previous) and not dead_start(run_dir):
         # Set aside by an --overwrite run that was interrupted and then deleted: the next --overwrite would
         # have deleted it without a word to make room for its own.
+        move = errors.spelled(f"mv {shell_path(previous)} {shell_path(run_dir)}",  # a notebook's user renames it
+                              python=f"rename {previous!r} to {run_dir!r}")
         raise UserInputError(
             f"{previous!r} holds the run an interrupted `--overwrite` set aside, and {run_dir!r} is no longer the "
-            f"run that was to replace it. Move it back (mv {shell_path(previous)} {shell_path(run_dir)}, once "
-            f"{run_dir!r} is out of the way) or elsewhere, or delete it, then run the command again.")
+            f"run that was to replace it. Move it back ({move}, once {run_dir!r} is out of the way) or elsewhere, or "
+            f"delete it, then {errors.spelled('run the command again', python='call the training function again')}.")
     if not (os.path.isdir(run_dir) and os.listdir(run_dir)):
         return
     if dead_start(run_dir) and not is_finished(previous):

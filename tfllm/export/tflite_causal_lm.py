@@ -35,6 +35,7 @@ import types
 
 import numpy as np
 
+from tfllm import errors
 from tfllm.errors import UserInputError
 from tfllm import runs
 from tfllm.export.tflite_runtime import (convert_saved_model, load_interpreter, quantized_tensors, tokenizer_entry,
@@ -209,6 +210,13 @@ class TFLiteGenerator:
         return new
 
 
+def _export_hint(quoted=True):
+    """How a generator's TFLite file is made, in the caller's words: a notebook read `tfllm export RUN --format tflite`."""
+    command = "tfllm export RUN --format tflite"
+    return errors.spelled(f"`{command}`" if quoted else command,
+                          python="tfllm.export.tflite.export_tflite(RUN, NAME)")
+
+
 def load_tflite_generator(model_path):
     """`(TFLiteGenerator, tokenizer)` for an exported file (or the export's folder), with the tokenizer shipped
     beside it."""
@@ -224,10 +232,10 @@ def load_tflite_generator(model_path):
                 raise UserInputError(f"Folder {model_path!r} holds exported versions, not one {MODEL_FILE}; pass a "
                                      f"version folder, e.g. {os.path.join(model_path, str(held[-1]))}.")
             raise UserInputError(f"Folder {model_path!r} has no {MODEL_FILE}; pass an exported generator's "
-                                 f"{MODEL_FILE} or its folder (tfllm export RUN --format tflite).")
+                                 f"{MODEL_FILE} or its folder ({_export_hint(quoted=False)}).")
         model_path = os.path.join(model_path, MODEL_FILE)
     if not os.path.isfile(model_path):
-        raise UserInputError(f"TFLite file {model_path!r} does not exist. Export one with `tfllm export RUN --format tflite`.")
+        raise UserInputError(f"TFLite file {model_path!r} does not exist. Export one with {_export_hint()}.")
     folder = os.path.dirname(os.path.abspath(model_path))
     metadata_path = os.path.join(folder, "metadata.json")
     if not os.path.exists(metadata_path):
@@ -240,7 +248,7 @@ def load_tflite_generator(model_path):
                              f"generator; {instead}.")
     if task != "generate":
         raise UserInputError(f"{model_path!r} is not a tfllm text-generator export (its metadata.json says task: "
-                             f"{task!r}); pass the model.tflite of `tfllm export RUN --format tflite` for a "
+                             f"{task!r}); pass the model.tflite of {_export_hint()} for a "
                              "--task generate run.")
     tokenizer = load_tokenizer(os.path.join(folder, "tokenizer"))
     # The ids the export's model never emits, as its Generator bans them (`never_emitted_ids`: the end id too

@@ -275,8 +275,8 @@ def seq2seq_refusal(handle, backbone_cls, task, instead=""):
     One function for the three trainers (classifier, causal LM, masked LM), so that their refusals of one
     preset say the same thing."""
     return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) is a sequence-to-sequence model (an "
-                          f"encoder-decoder), which has no {task} in KerasHub: fine-tune it with `tfllm train --task "
-                          f"translate`{instead}.")
+                          f"encoder-decoder), which has no {task} in KerasHub: fine-tune it with "
+                          f"{runs.train_command('translate')}{instead}.")
 
 
 def is_encoder(backbone_cls):

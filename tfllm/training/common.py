@@ -83,12 +83,15 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
         full_disk = errors.full_disk_file(e)  # a traceback's worth of h5py or TensorFlow otherwise
         if isinstance(e, KeyboardInterrupt) and resumable and backed_up:
             # Said how to get it back: users who abandon the new run did not know the old one was there.
-            kept = (f" The finished run it replaces stays in {previous} until then; to abandon the new run and "
-                    f"get it back: rm -rf {runs.shell_path(run_dir)} && mv {runs.shell_path(previous)} "
-                    f"{runs.shell_path(run_dir)}.") if previous else ""
-            errors.note(f"\nInterrupted. Run the same command again to resume from {backup_dir}.{kept}",
+            # A notebook's user is told the two steps in words, not a shell command to paste.
+            kept = " The finished run it replaces stays in {} until then; to abandon the new run and get it back: {}."
+            shell = (f"rm -rf {runs.shell_path(run_dir)} && mv {runs.shell_path(previous)} {runs.shell_path(run_dir)}"
+                     if previous else "")
+            words = f"delete {run_dir} and rename {previous} to {run_dir}"
+            errors.note(f"\nInterrupted. Run the same command again to resume from {backup_dir}."
+                        + (kept.format(previous, shell) if previous else ""),
                         python=f"Interrupted. Call the same function again with the same arguments to resume from "
-                               f"{backup_dir}.{kept}", file=sys.stdout)
+                               f"{backup_dir}." + (kept.format(previous, words) if previous else ""), file=sys.stdout)
             raise
         crashed = resumable and backed_up and not isinstance(e, UserInputError)  # a crash, a lost worker
         lost = errors.worker_lost(e)  # said below, in one line
