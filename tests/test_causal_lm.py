@@ -462,8 +462,10 @@ def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
 
     config = TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=str(tmp_path / "run"),
                          max_rows=6000, jit_compile=False)
-    run_dir = train_causal_lm(config, verbose=0)
+    returned = train_causal_lm(config, verbose=0)
+    run_dir = config.run_dir
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert returned == metrics  # the metrics dict, as every other trainer returns (it returned run_dir)
     assert metrics["val"]["perplexity"] == pytest.approx(math.exp(metrics["val"]["loss"]), rel=1e-3)
     assert metrics["val"]["bits_per_character"] == pytest.approx(metrics["val"]["loss"] / math.log(2), rel=1e-3)
     assert metrics["speed"]["tokens_per_second"] > 0 and metrics["steps"] == 40
@@ -513,7 +515,8 @@ def test_a_validation_text_that_starts_with_a_character_training_never_saw_still
     assert load_text_corpus(str(path))[1].startswith("é")
     config = TrainConfig(task="generate", data=str(path), preset="tiny", run_dir=str(tmp_path / "run"),
                          jit_compile=False)
-    run_dir = train_causal_lm(config, verbose=0)
+    train_causal_lm(config, verbose=0)
+    run_dir = config.run_dir
     samples = EventAccumulator(os.path.join(run_dir, "logs", "samples"), size_guidance={"tensors": 0})
     samples.Reload()
     text = samples.Tensors("samples")[-1].tensor_proto.string_val[0].decode()
@@ -593,7 +596,8 @@ def test_a_run_stopped_after_its_training_reports_the_speed_its_training_measure
     with pytest.raises(KeyboardInterrupt):
         causal_lm.train_causal_lm(config, verbose=0)
     monkeypatch.setattr(causal_lm, "evaluate_loss", evaluate)
-    run_dir = causal_lm.train_causal_lm(config, verbose=0)
+    causal_lm.train_causal_lm(config, verbose=0)
+    run_dir = config.run_dir
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     with open(os.path.join(run_dir, "tfllm", "recipe.json")) as f:

@@ -290,8 +290,9 @@ def test_cli_generate_runs_without_tensorflow(tmp_path):
     from tfllm.generation import load_generator
     from tfllm.training.causal_lm import train_causal_lm
 
-    run_dir = train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=str(tmp_path / "run"),
-                                          max_rows=6000, jit_compile=False), verbose=0)
+    run_dir = str(tmp_path / "run")
+    train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="tiny", run_dir=run_dir, max_rows=6000,
+                                jit_compile=False), verbose=0)
     code = ("import sys; from tfllm.cli import main; "
             f"main(['generate', {run_dir!r}, 'the ', '--max-new-tokens', '150', '--seed', '2']); "
             "print('heavy:', sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules))")

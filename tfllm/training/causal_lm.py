@@ -379,12 +379,11 @@ def _text_source(data):
 
 
 def train_causal_lm(config, verbose="auto"):
-    """Trains a causal LM as `config` says; returns the run directory.
+    """Trains a causal LM as `config` says; returns the metrics dict (metrics.json's), as every trainer does.
 
     Example:
     >>> from tfllm.config import TrainConfig
-    >>> train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir="runs/sh"))
-    'runs/sh'
+    >>> metrics = train_causal_lm(TrainConfig(task="generate", data="shakespeare", preset="nanogpt-cpu", run_dir="runs/sh"))
     """
     common.check_config(config, "generate", "pretrain")  # causal pretraining is trained here
     # Classification's and translation's flags were accepted and ignored: a generator reads running text
@@ -520,4 +519,6 @@ def train_causal_lm(config, verbose="auto"):
             speed = metrics.get("speed", {}).get("tokens_per_second")
             print(f"val loss {metrics['val']['loss']:.4f}  perplexity {metrics['val']['perplexity']:.2f}  "
                   f"{f'{speed} tokens/s  ' if speed is not None else ''}-> {run_dir}")
-        return run_dir
+        # The metrics, as train_classifier, train_seq2seq and pretrain return theirs (this returned the run
+        # directory, the config's own run_dir, so a notebook's `metrics = ...` got a str).
+        return metrics
