@@ -420,3 +420,27 @@ def test_an_export_archive_stores_each_weight_once(tmp_path):
     x = np.arange(8, dtype="float32").reshape(2, 4)
     out = next(iter(reloaded.signatures["serving_default"](tf.constant(x)).values()))
     np.testing.assert_allclose(out.numpy(), keras.ops.convert_to_numpy(model(x)), rtol=1e-6)
+
+
+def test_writing_an_export_logs_no_tensorflow_info_where_tensorflow_logs_info(tmp_path, caplog):
+    """TensorFlow sets its logger to INFO in an interactive session (a notebook: `tf_logging.get_logger` sees
+    `sys.ps1`), and every export there printed "INFO:tensorflow:Assets written to: ...", where the tfllm command
+    printed nothing. `write_out` drops TensorFlow's records below WARNING while it writes; the logger's level
+    is left as the caller set it."""
+    import logging
+
+    import keras
+    import tensorflow as tf
+
+    from tfllm.export.versioning import write_out
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda x: model(x), input_signature=[tf.TensorSpec([None, 4])])
+    with caplog.at_level(logging.INFO, logger="tensorflow"):  # the notebook's level
+        write_out(archive, str(tmp_path / "export"))
+        assert logging.getLogger("tensorflow").level == logging.INFO
+        logging.getLogger("tensorflow").info("after the export")  # the caller's own INFO records still pass
+    said = [r.getMessage() for r in caplog.records if r.name == "tensorflow"]
+    assert said == ["after the export"], said

@@ -207,6 +207,26 @@ def atomic_version_dir(base_dir, name):
         raise
 
 
+class _WarningsAndUp(logging.Filter):
+    def filter(self, record):
+        return record.levelno >= logging.WARNING
+
+
+@contextlib.contextmanager
+def tensorflow_info_dropped():
+    """TensorFlow's Python INFO records dropped while a SavedModel is written: in a notebook it printed
+    "INFO:tensorflow:Assets written to: ..." for every export, where the tfllm command printed nothing. TensorFlow
+    sets its logger to INFO in an interactive session (`tf_logging.get_logger` sees `sys.ps1`), to WARNING's
+    default elsewhere; this keeps every export at what a command shows. A filter on TensorFlow's logger for the
+    write, not its level: the caller's own setting is left as it is, and its warnings and errors pass."""
+    logger, only = logging.getLogger("tensorflow"), _WarningsAndUp()
+    logger.addFilter(only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only)
+
+
 def write_out(archive, directory):
     """`archive.write_out(directory)` for a Keras `ExportArchive`, with each endpoint traced once and no model
     traced for nothing. No `warnings.catch_warnings()` around it: it swaps the process's filter list, so two
@@ -251,7 +271,8 @@ def write_out(archive, directory):
     TFLayer._default_save_signature = None
     keras_archive._list_variables_used_by_fns = list_variables_in_a_save_context
     try:
-        archive.write_out(directory, verbose=False)
+        with tensorflow_info_dropped():
+            archive.write_out(directory, verbose=False)
     finally:
         TFLayer._default_save_signature = default_save_signature
         keras_archive._list_variables_used_by_fns = list_variables
