@@ -513,7 +513,9 @@ def test_ctrl_c_while_export_keep_prunes_says_the_export_is_done(tiny_classifier
 @pytest.mark.slow  # a real server
 def test_a_version_folder_replaced_in_place_is_reloaded(tmp_path, good_version):
     """`rm -rf sm/m/1 && cp -r OTHER sm/m/1`: the server kept answering with the old model, status
-    AVAILABLE, its log silent. It reloads the changed version, once, and says so."""
+    AVAILABLE, its log silent. It reloads the changed version, once, and says so. And a version kept serving
+    while a broken newer one was there (the `latest` policy) was reloaded, "its files changed", once that one
+    was removed, though nothing of it had changed."""
     from conftest import serving_process
 
     from tfllm.serving import RestClient
@@ -525,9 +527,20 @@ def test_a_version_folder_replaced_in_place_is_reloaded(tmp_path, good_version):
     port = 18350 + os.getpid() % 40
     client = RestClient("127.0.0.1", port, timeout=10)
     log = tmp_path / "serve.log"
-    with serving_process([tmp_path / "sm", "--port", port, "--grpc-port", port + 1, "--poll-seconds", "0.2"],
-                         lambda: client.status("m"), log):
+    # One model's folder (TF Serving's single-model mode): its newest version only, the `latest` policy.
+    with serving_process([tmp_path / "sm" / "m", "--model-name", "m", "--port", port, "--grpc-port", port + 1,
+                          "--poll-seconds", "0.2"], lambda: client.status("m"), log):
         assert client.predict("m", instances=["a bad film"], version=1)[0]["label"] == "negative"
+        (tmp_path / "sm" / "m" / "7").mkdir()  # a newer version half copied: version 1 serves meanwhile
+        shutil.copy(good_version / "saved_model.pb", tmp_path / "sm" / "m" / "7")
+        deadline = time.monotonic() + 60
+        while "cannot load" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        shutil.rmtree(tmp_path / "sm" / "m" / "7")
+        time.sleep(1)  # a few polls
+        assert client.predict("m", instances=["a bad film"])[0]["label"] == "negative"
+        assert "reloading" not in log.read_text(), log.read_text()
         shutil.rmtree(tmp_path / "sm" / "m" / "1")
         shutil.copytree(other, tmp_path / "sm" / "m" / "1")
         deadline = time.monotonic() + 60

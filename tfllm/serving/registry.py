@@ -200,6 +200,8 @@ class ModelRegistry:
                 kept = [v for v in old.versions if versions.get(v) == old.versions[v].path]
                 if kept:
                     loaded[max(kept)] = old.versions[max(kept)]
+                    # Its fingerprint stays: dropped, the poll after the broken version went reloaded it.
+                    seen_paths.add(versions[max(kept)])
                 elif policy.latest is not None:
                     # Nothing served before (start-up, e.g. a restart after a half-copied deploy):
                     # the newest older version that loads serves meanwhile, as it would have if the
