@@ -637,9 +637,20 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
     # Server events are lines of their own (they became "WARNING:tfllm.serving:loaded ..." mid-run).
     assert "\nloaded default version 3 in " in log and "tfllm.serving:" not in log, log
 
-    # What the two command lines cannot both mean is one line, before anything starts.
+    # What the two command lines cannot both mean is one line, before anything starts. So is a version folder or a
+    # run directory given as the folder to serve: each started a server with no model, every request a 404.
     (tmp_path / "other").mkdir()
+    run_dir = tmp_path / "runs" / "clf"
+    (run_dir / "tfllm").mkdir(parents=True)
+    (run_dir / "tfllm" / "run.json").write_text("{}")  # what marks a run directory from its start
+    version_folder = f"{str(tmp_path / 'clf' / '3')!r} is one version of a model (it holds saved_model.pb), not a " \
+                     f"folder of versions; pass its model's folder, {str(tmp_path / 'clf')!r}."
     for argv, words in (
+            ([tmp_path / "clf" / "3"], version_folder),
+            ([f"--model_base_path={tmp_path / 'clf' / '3'}"], version_folder),
+            (["--model_name", "films", tmp_path / "clf" / "3"], version_folder),
+            ([run_dir], f"{str(run_dir)!r} is a tfllm run directory, not exported models; export it first (tfllm "
+                        f"export {run_dir} --name NAME)"),
             (["--rest_api_port", "8601", "--port", "8600", "--grpc-port", "8602"], "--port is the gRPC port"),
             (["--rest_api_port", "0"], "always serves REST"),
             (["--model_name", "films"], "give that folder"),

@@ -29,12 +29,12 @@ import sys
 import threading
 import time
 
-from tfllm import errors
+from tfllm import errors, runs
 from tfllm.errors import UserInputError
 from tfllm.export import versioning
 from tfllm.serving.connections import DEFAULT_INTER_OP_THREADS, ConnectionLimits, protocol_class
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
-from tfllm.serving.models import ModelPolicy, read_model_config
+from tfllm.serving.models import SAVED_MODEL_FILE, ModelPolicy, read_model_config
 from tfllm.serving.registry import ModelRegistry  # noqa: F401  (re-exported)
 from tfllm.serving.rest import INLINE_MAX_BODY_BYTES, INLINE_MAX_SECONDS, make_app  # noqa: F401
 from tfllm.serving.security import AccessPolicy
@@ -193,6 +193,23 @@ def log_skipped_tflite(base_path: str) -> None:
                         os.path.join(versions[tflite[-1]], TFLITE_FILE))
 
 
+def check_servable_folder(folder: str) -> None:
+    """Refuses a version folder (`sm/m/1`) or a run directory as the folder to serve: either started a server
+    with no model ("Serving none yet"), every request a 404. An empty folder is fine: TF Serving waits for versions.
+
+    Raises:
+        UserInputError: naming what the folder is and what to pass instead.
+    """
+    if os.path.isfile(os.path.join(folder, SAVED_MODEL_FILE)):
+        parent = os.path.dirname(os.path.normpath(os.path.abspath(folder)))
+        raise UserInputError(f"{folder!r} is one version of a model (it holds {SAVED_MODEL_FILE}), not a folder of "
+                             f"versions; pass its model's folder, {parent!r}.")
+    if os.path.isfile(runs.path(folder, runs.RUN_CONFIG)):  # what every run directory holds from its start
+        raise UserInputError(f"{folder!r} is a tfllm run directory, not exported models; export it first "
+                             f"(tfllm export {runs.shell_path(folder)} --name NAME) and serve the folder of exports "
+                             f"({versioning.DEFAULT_BASE_DIR} by default).")
+
+
 def _uvicorn_server(config, shutdown: Shutdown):
     import uvicorn
 
@@ -265,8 +282,9 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             have to finish; new ones are refused at once. A second signal stops at once.
 
     Raises:
-        UserInputError: if the folder does not exist, a setting is out of
-            range, the model config cannot be read or a port cannot be bound.
+        UserInputError: if the folder does not exist or is one version's folder or a run
+            directory, a setting is out of range, the model config cannot be read or a port
+            cannot be bound.
     """
     import uvicorn
 
@@ -289,6 +307,8 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
             f"Model folder {model_base_path!r} does not exist; export a model first "
             "(tfllm export RUN_DIR --name NAME) or pass the right folder."
         )
+    if model_base_path is not None and model_config_file is None:  # a config's root folder holds no versions itself
+        check_servable_folder(model_base_path)
     try:
         limits = limits or Limits(max_body_bytes=max_body_bytes)
         policy = AccessPolicy(auth_token, host, tuple(allowed_hosts))
