@@ -1,6 +1,7 @@
 """Version folders a command must never make worse (issue 18, items 7 and 9), and the
 serving package's shape (issue 17: split by job, never importing the CLI)."""
 
+import argparse
 import ast
 import os
 import pathlib
@@ -356,6 +357,12 @@ def test_cli_delegates_serve_and_models_to_the_serving_package():
     args = build_parser().parse_args(["serve", "x", "--max-batch-size", "8", "--auth-token", "t"])
     assert args.func is commands.run_serve and args.max_batch_size == 8 and args.auth_token == "t"
     assert build_parser().parse_args(["models"]).func is commands.run_models
+    # --model_base_path serves one model's folder as 'default' (TF Serving's naming), the positional folder by its own
+    # name: the help said the two were the same.
+    parser = argparse.ArgumentParser()
+    commands.add_serve_arguments(parser)
+    flag = next(a for a in parser._actions if "--model_base_path" in a.option_strings)
+    assert "'default'" in flag.help and "by its own name" in flag.help, flag.help
 
 
 @pytest.mark.parametrize("argv,words", [

@@ -108,7 +108,10 @@ def add_serve_arguments(p) -> None:
                    "the one model's folder of VERSION/ exports; with --model-config-file, the folder its "
                    "relative base_paths are under (default: the working directory)")
     p.add_argument("--model_base_path", "--model-base-path", dest="model_base_path_flag", default=None,
-                   metavar="MODEL_BASE_PATH", help="the same as the positional MODEL_BASE_PATH")
+                   metavar="MODEL_BASE_PATH",
+                   help="TF Serving's spelling of the positional MODEL_BASE_PATH, with its naming: one model's "
+                   "folder of VERSION/ exports is served as 'default' (TF Serving's --model_name default), "
+                   "where the positional folder is served by its own name")
     p.add_argument("--model-name", "--model_name", default=None,
                    help="serve MODEL_BASE_PATH, a folder of VERSION/ exports, as this one model, its newest "
                    "version (TF Serving's single-model mode)")
