@@ -62,7 +62,8 @@ def running_server(base, log_path, *extra, env=None, token=None, wait_for="revie
 def save_wide_id_scorer(path):
     """A toy with a wide & deep classifier's two lookups of the same ids: the token embedding
     (vocabulary 10) and a wide table of vocabulary + 100 hash buckets, which here always runs
-    first (in the real export they race)."""
+    first (in the real export they race); and, as a classifier with a character view, a `classify_ids`
+    that takes the text's `code_points` too."""
     class ToyWide(tf.Module):
         def __init__(self):
             super().__init__()
@@ -75,8 +76,14 @@ def save_wide_id_scorer(path):
                 deep = tf.gather(self.embedding, token_ids, name="token_embedding")
             return {"score": tf.reduce_sum(deep + wide, axis=1)}
 
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+                                      tf.TensorSpec([None, None], tf.int32, name="code_points")])
+        def classify_ids(self, token_ids, code_points):
+            return {"score": self.score(token_ids)["score"] + tf.cast(tf.reduce_sum(code_points, axis=1), tf.float32)}
+
     module = ToyWide()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.score})
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.score,
+                                                       "classify_ids": module.classify_ids})
 
 
 def save_scaler(path):
@@ -141,7 +148,7 @@ def proto(dtype, shape, **values):
 
 def grpc_predict(stub, model, inputs, timeout=30):
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
+    request.model_spec.name, _, request.model_spec.signature_name = model.partition(":")  # MODEL[:SIGNATURE]
     for k, v in inputs.items():
         request.inputs[k].CopyFrom(v)
     return stub.Predict(request, timeout=timeout)
@@ -181,6 +188,10 @@ HOSTILE_GRPC = [
     # The wide table refuses first: its size is not the vocabulary's (it said "vocabulary [0, 110)").
     ("wide", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 500])},
      ["500", "out of range", "'wide_ngrams' takes [0, 110)"]),
+    # No text has a code point outside Unicode's range: the model answered one with probabilities.
+    *[("wide:classify_ids", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 4]),
+                             "code_points": proto(types_pb2.DT_INT32, [1, 3], int_val=[97, bad, 0])},
+       ["'code_points' holds the code point " + str(bad), "0 to 1114111 (0x10FFFF"]) for bad in (-5, 0x110000)],
     ("shakespeare", {"prompt": proto(types_pb2.DT_STRING, [2], string_val=[b"a", b"b"]),
                      "max_new_tokens": proto(types_pb2.DT_INT32, [3], int_val=[1, 1, 1])},
      ["batch sizes differ", "max_new_tokens: 3", "prompt: 2"]),
@@ -299,6 +310,9 @@ HOSTILE_REST = [
      "--max-string-bytes"),
     ("reviews", json.dumps({"inputs": {"text": []}}).encode(), "empty batch"),
     ("ids", json.dumps({"inputs": {"token_ids": [[1, -400]]}}).encode(), "negative id -400"),
+    *[("wide", json.dumps({"signature_name": "classify_ids", "inputs": {"token_ids": [[1, 2]],
+                                                                         "code_points": [[97, bad]]}}).encode(),
+       f"Input 'code_points' holds the code point {bad}; code points must be 0 to 1114111") for bad in (-5, 2000000000)],
     ("ids", json.dumps({"inputs": {"token_ids": [[1, 2], [3]]}}).encode(), "ragged"),
     ("ids", json.dumps({"inputs": {"token_ids": [[1, None]]}}).encode(), "int32"),
     ("ids", json.dumps({"inputs": {"token_ids": [[1, 2.5]]}}).encode(), "int32"),

@@ -25,9 +25,7 @@ _MAX_UNKNOWN_RANK = 8  # nesting accepted for an input whose signature has no ra
 
 
 def spec_str(spec) -> str:
-    dims = "unknown rank" if spec.shape.rank is None else [
-        -1 if d is None else d for d in spec.shape.as_list()
-    ]
+    dims = "unknown rank" if spec.shape.rank is None else [-1 if d is None else d for d in spec.shape.as_list()]
     return f"{spec.dtype.name} {dims}"
 
 
@@ -39,13 +37,9 @@ def _check_signature_shape(name: str, shape, spec) -> None:
     expected = spec.shape
     if expected.rank is None:
         return
-    if len(shape) != expected.rank or any(
-        e is not None and e != got for e, got in zip(expected.as_list(), shape)
-    ):
-        raise RequestError(
-            f"Input {name!r} has shape {list(shape)} but the signature expects "
-            f"{spec_str(spec)} (-1 = any size)."
-        )
+    if len(shape) != expected.rank or any(e is not None and e != got for e, got in zip(expected.as_list(), shape)):
+        raise RequestError(f"Input {name!r} has shape {list(shape)} but the signature expects {spec_str(spec)} "
+                           "(-1 = any size).")
 
 
 def check_shape(name: str, shape, spec, limits: Limits) -> None:
@@ -76,11 +70,15 @@ def _check_strings(name: str, values, limits: Limits) -> None:
 
 
 def _check_ids(name: str, arr: np.ndarray) -> None:
-    # Token ids are indices; a negative one would wrap around or read another row.
-    if (name == "ids" or name.endswith("_ids")) and arr.dtype.kind == "i" and arr.size \
-            and arr.min() < 0:
-        raise RequestError(f"Input {name!r} holds the negative id {int(arr.min())}; token "
-                           "ids must be >= 0.")
+    # Token ids are indices; a negative one would wrap around or read another row. No text has a code point outside
+    # Unicode's range (a classifier's `code_points`), and the model answered one with confident probabilities.
+    if arr.dtype.kind != "i" or not arr.size:
+        return
+    if (name == "ids" or name.endswith("_ids")) and arr.min() < 0:
+        raise RequestError(f"Input {name!r} holds the negative id {int(arr.min())}; token ids must be >= 0.")
+    if name == "code_points" and (arr.min() < 0 or arr.max() > 0x10FFFF):
+        raise RequestError(f"Input {name!r} holds the code point {int(arr.min() if arr.min() < 0 else arr.max())}; "
+                           "code points must be 0 to 1114111 (0x10FFFF, Unicode's last), 0 after the text's end.")
 
 
 # --------------------------------------------------------------------------
