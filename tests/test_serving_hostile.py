@@ -67,7 +67,8 @@ def save_wide_id_scorer(path):
     class ToyWide(tf.Module):
         def __init__(self):
             super().__init__()
-            self.embedding, self.wide = tf.Variable(tf.ones([10])), tf.Variable(tf.ones([110]))
+            self.embedding = tf.Variable(tf.ones([10]), name="token_embedding/embeddings")  # as a tfllm export's
+            self.wide = tf.Variable(tf.ones([110]))
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="token_ids")])
         def score(self, token_ids):
@@ -185,9 +186,10 @@ HOSTILE_GRPC = [
      ["400", "outside the model's vocabulary [0, 10)"]),
     ("wide", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 50])},
      ["50", "outside the model's vocabulary [0, 10)"]),
-    # The wide table refuses first: its size is not the vocabulary's (it said "vocabulary [0, 110)").
+    # The wide table refuses first: its size is not the vocabulary's (it said "vocabulary [0, 110)", then "its
+    # lookup table 'wide_ngrams' takes [0, 110)"). The token embedding's size is the server's to say.
     ("wide", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 500])},
-     ["500", "out of range", "'wide_ngrams' takes [0, 110)"]),
+     ["Token id 500 is outside the model's vocabulary [0, 10); send ids from 0 to 9."]),
     # No text has a code point outside Unicode's range: the model answered one with probabilities.
     *[("wide:classify_ids", {"token_ids": proto(types_pb2.DT_INT32, [1, 2], int_val=[3, 4]),
                              "code_points": proto(types_pb2.DT_INT32, [1, 3], int_val=[97, bad, 0])},
@@ -312,7 +314,8 @@ HOSTILE_REST = [
     ("ids", json.dumps({"inputs": {"token_ids": [[1, -400]]}}).encode(), "negative id -400"),
     *[("wide", json.dumps({"signature_name": "classify_ids", "inputs": {"token_ids": [[1, 2]],
                                                                          "code_points": [[97, bad]]}}).encode(),
-       f"Input 'code_points' holds the code point {bad}; code points must be 0 to 1114111") for bad in (-5, 2000000000)],
+       f"Input 'code_points' holds the code point {bad}; code points must be 0 to 1114111")
+      for bad in (-5, 2000000000)],
     ("ids", json.dumps({"inputs": {"token_ids": [[1, 2], [3]]}}).encode(), "ragged"),
     ("ids", json.dumps({"inputs": {"token_ids": [[1, None]]}}).encode(), "int32"),
     ("ids", json.dumps({"inputs": {"token_ids": [[1, 2.5]]}}).encode(), "int32"),

@@ -413,8 +413,9 @@ def proto_inputs_to_tensors(inputs, sig, limits: Limits = _NO_LIMITS) -> dict:
     return kwargs
 
 
-def clean_tf_message(message: str) -> str:
-    """What the model said, without the graph node and call-stack lines TensorFlow adds."""
+def clean_tf_message(message: str, vocabulary_size: int | None = None) -> str:
+    """What the model said, without the graph node and call-stack lines TensorFlow adds (`vocabulary_size`: the
+    signature's token embedding's rows, where known)."""
     # The op that failed, before its lines go: a token id out of range is a fact about the
     # vocabulary only if the token embedding refused it (below).
     node = re.search(r"Detected at node (\S+)|\{\{node ([^}]+)\}\}", message)
@@ -433,13 +434,14 @@ def clean_tf_message(message: str) -> str:
     message = re.sub(r"^assertion failed: \[([^\[\]]*)\]$", r"\1", message)
     message = message[:2000] or "The model rejected the request."
     ids = re.search(r"indices\[[\d,]+\] = (-?\d+) is not in \[0, (\d+)\)", message)
-    if ids and (node is None or re.search(r"(^|/)token_embedding", node)):
-        return (f"Token id {ids[1]} is outside the model's vocabulary [0, {ids[2]}); "
-                f"send ids from 0 to {int(ids[2]) - 1}.")
+    # Another table looked up by the same ids (a classifier's wide n-gram table: vocabulary + hash buckets rows) runs
+    # beside the token embedding, and whichever refuses an id first names its own size, not the vocabulary's: ids
+    # from 306 on named 'wide_ngrams' [0, 306). The servable read the embedding's size at load time for that.
+    vocabulary = int(ids[2]) if ids and (node is None or re.search(r"(^|/)token_embedding", node)) else vocabulary_size
+    if ids and vocabulary is not None and not 0 <= int(ids[1]) < vocabulary:
+        return (f"Token id {ids[1]} is outside the model's vocabulary [0, {vocabulary}); "
+                f"send ids from 0 to {vocabulary - 1}.")
     if ids:
-        # Another table looked up by the same ids, such as a classifier's wide n-gram table
-        # (vocabulary + hash buckets rows), which runs beside the token embedding: whichever
-        # refuses an id first names its own size, which is not the vocabulary's.
         table = node.rsplit("/", 1)[0] if "/" in node else node
         return (f"Token id {ids[1]} is out of range for the model: its lookup table {table!r} "
                 f"takes [0, {ids[2]}), and its vocabulary may be smaller; send ids within it.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +32,8 @@ class Signature:
         outputs: output names in a stable order.
         recent_seconds: moving average of the call time (warm-up calls set it
             first); infinite until the signature has been called.
+        vocabulary_size: the rows of its token embedding, found at load time (None: it has none, or another
+            name); named when another table refuses a token id first.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Signature:
     inputs: dict
     outputs: list[str]
     recent_seconds: float = float("inf")
+    vocabulary_size: int | None = None
 
     def describe_inputs(self) -> str:
         return describe_inputs(self.inputs)
@@ -52,7 +56,7 @@ class Signature:
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
                 tf.errors.FailedPreconditionError) as e:
             # The model's own checks (an empty prompt, a value out of range).
-            raise RequestError(clean_tf_message(e.message)) from e
+            raise RequestError(clean_tf_message(e.message, self.vocabulary_size)) from e
         except tf.errors.ResourceExhaustedError as e:
             raise RequestError(f"The model ran out of memory for this request; send a "
                                f"smaller one ({clean_tf_message(e.message)[:300]}).", 413) from e
@@ -128,7 +132,10 @@ def load_servable(name: str, version: int, path: str) -> Servable:
         _, kwargs = fn.structured_input_signature
         outputs = fn.structured_outputs
         out_names = sorted(outputs) if isinstance(outputs, dict) else ["output_0"]
-        signatures[sig_name] = Signature(sig_name, fn, dict(kwargs), out_names)
+        # The token embedding as Keras names it (`token_embedding/embeddings:0`, a tfllm export's and KerasHub's).
+        embedding = [v.shape[0] for v in fn.variables if re.search(r"(^|/)token_embedding/embeddings:", v.name)]
+        signatures[sig_name] = Signature(sig_name, fn, dict(kwargs), out_names,
+                                         vocabulary_size=embedding[0] if len(embedding) == 1 else None)
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     for key, sig_def in models_lib.read_signature_defs(path).items():
         sig_map.signature_def[key].CopyFrom(sig_def)
