@@ -1227,7 +1227,7 @@ def test_fine_tuning_a_run_on_text_its_vocabulary_lacks_warns_of_the_unknown_sha
 
 # The fresh process of test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves: it first reloads
 # the SavedModel with TensorFlow and tensorflow_text alone (no tfllm imported) and prints, on a line of its own after
-# "RELOADED ", the translations of the padded sources and the messages of the batches with empty sources; then, given
+# "RELOADED ", the translations of the padded sources and the messages of the batches with a row at fault; then, given
 # server arguments after its first, it serves the export as `python -m tfllm.serving.server ARGS` does. One process
 # starts TensorFlow for both checks.
 RELOAD_THEN_SERVE = """
@@ -1238,9 +1238,9 @@ path, padded = json.loads(sys.argv.pop(1))
 f = tf.saved_model.load(path).signatures["serving_default"]
 out = f(source=tf.constant(padded), max_new_tokens=tf.constant([15] * len(padded)))
 errors = []
-for bad in ([""], ["一", " \u3000\u00a0", "二", ""]):
+for bad, steps in (([""], [5]), (["一", " \u3000\u00a0", "二", ""], [5] * 4), (["一", "二"], [5, 0])):
     try:
-        f(source=tf.constant(bad), max_new_tokens=tf.fill([len(bad)], 5))
+        f(source=tf.constant(bad), max_new_tokens=tf.constant(steps))
     except tf.errors.InvalidArgumentError as e:
         errors.append(e.message)
 print("RELOADED", json.dumps([[t.decode() for t in out["translation"].numpy()], errors]), flush=True)
@@ -1296,7 +1296,8 @@ def test_export_reloads_in_a_fresh_process_with_the_same_strings_and_serves(trai
     from tfllm.serving.codec import clean_tf_message
 
     assert [clean_tf_message(e) for e in errors] == ["source must not be empty in instance 0",
-                                                     "source must not be empty in instances 1, 3"], errors
+                                                     "source must not be empty in instances 1, 3",
+                                                     "max_new_tokens must be >= 1 in instance 1"], errors
     assert any(expected)
     if answer is None:
         pytest.skip("serving needs starlette (tfllm[serving]); the reload was checked")

@@ -122,3 +122,26 @@ def test_a_request_without_the_sampling_inputs_is_pointed_at_the_greedy_signatur
         check_names({"promt": "First", "max_new_tokens": 5, "temperature": 1, "top_k": 0, "top_p": 1, "seed": 0},
                     signatures["serving_default"])
     assert "greedy" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_refused_row_is_named(exported):
+    """A row-format request with one row at fault was refused whole, naming neither the row missing an input
+    ("Missing input(s) ['max_new_tokens']; ...") nor the one whose max_new_tokens was 0."""
+    from tfllm.serving.codec import rows_to_columns
+    from tfllm.serving.limits import RequestError
+
+    signatures = exported[2].signatures
+    with pytest.raises(RequestError, match=r"^Missing input\(s\) \['max_new_tokens'\] in instance 1; signature 'greedy'"):
+        rows_to_columns([{"prompt": "First", "max_new_tokens": 3}, {"prompt": "First"}], signatures["greedy"])
+    for overrides, message in (({"max_new_tokens": tf.constant([3, 0])}, "max_new_tokens must be >= 1 in instance 1"),
+                               ({"prompt": tf.constant(["", "First"])}, "prompt must not be empty in instance 0"),
+                               ({"top_k": tf.constant([-1, -2])}, "top_k must be >= 0 (0 turns it off) in instances 0, 1")):
+        name = "greedy" if "top_k" not in overrides else "serving_default"
+        inputs = {"prompt": tf.constant(["First", "hear me"]), "max_new_tokens": tf.constant([3, 3])}
+        if name == "serving_default":
+            inputs.update(temperature=tf.ones([2]), top_k=tf.zeros([2], tf.int32), top_p=tf.ones([2]),
+                          seed=tf.zeros([2], tf.int32))
+        with pytest.raises(RequestError) as refused:
+            signatures[name].call({**inputs, **overrides})
+        assert refused.value.message == message

@@ -62,6 +62,12 @@ def in_instances(message, bad):
         tf.where(tf.size(rows) > 10, ", ...", "")])
 
 
+def assert_rows(ok, message, after=""):
+    """An assertion that `ok` (a bool per row) holds for every row, naming the rows where it does not
+    (`in_instances`), then `after`: "max_new_tokens must be >= 1" did not say which row of a batch."""
+    return tf.debugging.Assert(tf.reduce_all(ok), [tf.strings.join([in_instances(message, tf.logical_not(ok)), after])])
+
+
 def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
     """An `ExportArchive` with the `serving_default` and `greedy` endpoints (`document_start`: what a client
     sends to start a new document, which the empty prompt's refusal names)."""
@@ -82,21 +88,19 @@ def generation_archive(model, tokenizer, jit_compile=True, document_start=None):
     # in words (TensorFlow escapes quotes and backslashes in assertion messages).
     separator = {"\n\n": "a blank line (two newline characters)", "\n": "one newline character"}.get(
         document_start, json.dumps(document_start))
-    empty_prompt = "prompt must not be empty" + (
-        f"; to start a new document, send what separates the training documents: {separator}"
-        if document_start else "")
+    new_document = (f"; to start a new document, send what separates the training documents: {separator}"
+                    if document_start else "")
 
     def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
+        # Each names the rows at fault ("... in instance 1"), as a REST request's row format numbers them.
         checks = [
-            tf.debugging.assert_greater(tf.strings.length(prompt), 0, message=empty_prompt),
-            tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be >= 1"),
-            tf.debugging.assert_less_equal(
-                max_new_tokens, EXPORT_MAX_NEW_TOKENS, message=f"max_new_tokens must be <= {EXPORT_MAX_NEW_TOKENS}"
-            ),
-            tf.debugging.assert_greater_equal(temperature, 0.0, message="temperature must be >= 0"),
-            tf.debugging.assert_greater(top_p, 0.0, message="top_p must be > 0"),
-            tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be <= 1"),
-            tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 turns it off)"),
+            assert_rows(tf.strings.length(prompt) > 0, "prompt must not be empty", new_document),
+            assert_rows(max_new_tokens > 0, "max_new_tokens must be >= 1"),
+            assert_rows(max_new_tokens <= EXPORT_MAX_NEW_TOKENS, f"max_new_tokens must be <= {EXPORT_MAX_NEW_TOKENS}"),
+            assert_rows(temperature >= 0.0, "temperature must be >= 0"),
+            assert_rows(top_p > 0.0, "top_p must be > 0"),
+            assert_rows(top_p <= 1.0, "top_p must be <= 1"),
+            assert_rows(top_k >= 0, "top_k must be >= 0 (0 turns it off)"),
             tf.debugging.assert_positive(tf.shape(prompt)[0], message="send at least one prompt"),
         ] + [
             tf.debugging.assert_equal(tf.shape(x)[0], tf.shape(prompt)[0],

@@ -25,7 +25,7 @@ import keras_hub
 import tensorflow as tf
 
 from tfllm import runs
-from tfllm.export.causal_lm import in_instances
+from tfllm.export.causal_lm import assert_rows, in_instances
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.models.seq2seq_lm import output_text
 
@@ -95,9 +95,9 @@ def translation_archive(model, jit_compile=True):
                                       message="max_new_tokens must have one value per source"),
             tf.debugging.Assert(tf.reduce_all(tf.strings.length(strip_spaces(source)) > 0), [
                 in_instances("source must not be empty", tf.equal(tf.strings.length(strip_spaces(source)), 0))]),
-            tf.debugging.assert_greater(max_new_tokens, 0, message="max_new_tokens must be >= 1"),
-            tf.debugging.assert_less_equal(max_new_tokens, max_new,
-                                           message=f"max_new_tokens must be <= {max_new} (the longest output of this model)"),
+            assert_rows(max_new_tokens > 0, "max_new_tokens must be >= 1"),  # naming the rows at fault
+            assert_rows(max_new_tokens <= max_new, f"max_new_tokens must be <= {max_new}",
+                        " (the longest output of this model)"),
         ]
         with tf.control_dependencies(checks):  # stripped as `tfllm translate` does (Translator.check_sources)
             inputs = preprocessor.generate_preprocess(strip_spaces(source), decoder_sequence_length=width)

@@ -223,7 +223,7 @@ def as_finite_floats(name: str, arr: np.ndarray, np_dtype) -> np.ndarray:
 SAMPLING_INPUTS = {"temperature", "top_k", "top_p", "seed"}  # a generator's serving_default, beside prompt, length
 
 
-def check_names(given, sig) -> None:
+def check_names(given, sig, row: int | None = None) -> None:
     missing = set(sig.inputs) - set(given)
     extra = set(given) - set(sig.inputs)
     if missing or extra:
@@ -236,10 +236,9 @@ def check_names(given, sig) -> None:
         # TF Serving): its `greedy` signature is the one that takes only the prompt and the length.
         hint = (" (every input is required; the 'greedy' signature takes only prompt and max_new_tokens)"
                 if missing and missing <= SAMPLING_INPUTS and "prompt" in sig.inputs else "")
-        raise RequestError(
-            f"{' and '.join(problems).capitalize()}; signature {sig.name!r} takes: "
-            f"{describe_inputs(sig.inputs)}{hint}."
-        )
+        where = "" if row is None else f" in instance {row}"  # a row-format request's row
+        raise RequestError(f"{' and '.join(problems).capitalize()}{where}; signature {sig.name!r} takes: "
+                           f"{describe_inputs(sig.inputs)}{hint}.")
 
 
 def check_batch_sizes(kwargs: dict, sig) -> None:
@@ -301,8 +300,8 @@ def rows_to_columns(rows, sig, max_batch_size=None) -> dict:
             '("instances") format cannot carry; send them in the columnar "inputs" format.'
         )
     if all(is_named(r, sig.inputs) for r in rows):
-        for r in rows:
-            check_names(r, sig)
+        for i, r in enumerate(rows):
+            check_names(r, sig, i)
         columns = {k: [r[k] for r in rows] for k in sig.inputs}
     elif len(sig.inputs) == 1 and not any(is_named(r, sig.inputs) for r in rows):
         columns = {next(iter(sig.inputs)): rows}
