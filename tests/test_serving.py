@@ -204,6 +204,7 @@ def test_unknown_model_version_label_signature(protocol, rest, grpc_client):
         ({"model": "nope"}, "'nope'"),
         ({"model": "reviews", "version": 7}, "version 7"),
         ({"model": "reviews", "label": "canary"}, "'canary'"),
+        ({"model": "reviews", "label": "can ary"}, "'can ary'"),  # RestClient: http.client's InvalidURL before
     ]:
         with pytest.raises(ServingError, match=message) as info:
             client.predict(inputs=["good"], **kwargs)
@@ -237,6 +238,26 @@ def test_unknown_model_version_label_signature(protocol, rest, grpc_client):
             stub.Predict(request, timeout=10)
         assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "'missing' not found" in raw.value.details()
+
+
+def test_the_clients_encode_labels_and_refuse_a_version_that_is_not_a_whole_number_before_connecting():
+    """RestClient sent a label as written: "can ary" raised http.client's InvalidURL, "a/b" went as the path
+    .../labels/a/b. A version "x" was a bare ValueError from int() in both clients, and 2.7 went as version 2."""
+    from tfllm.serving.client import _model_path
+
+    assert _model_path("m", label="can ary") == "/v1/models/m/labels/can%20ary"
+    assert _model_path("m", label="a/b") == "/v1/models/m/labels/a%2Fb"
+    assert _model_path("m", version="3") == _model_path("m", version=np.int64(3)) == "/v1/models/m/versions/3"
+    port = _free_port()  # nothing listens there: each refusal comes before connecting
+    for client, status in ((RestClient("127.0.0.1", port, timeout=2), 400),
+                           (GrpcClient("127.0.0.1", port, timeout=2), "INVALID_ARGUMENT")):
+        for version in ("x", 2.7, -1, True, "²"):
+            with pytest.raises(ServingError) as info:
+                client.predict("m", instances=["a"], version=version)
+            assert info.value.status == status, info.value
+            assert info.value.message == f"Version {str(version)!r} must be a non-negative integer.", info.value
+        with pytest.raises(ServingError, match="out of range: versions are int64"):
+            client.status("m", version=2**63)
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

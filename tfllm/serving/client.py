@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import http.client
 import threading
+from urllib.parse import quote
 
 from tfllm.errors import require_extra
 from tfllm.serving.jsonio import dumps as _dumps, from_json_values as _from_json_values, loads as _loads
 from tfllm.serving.jsonio import to_json_values as _to_json_values
-from tfllm.serving.limits import RequestError
+from tfllm.serving.limits import RequestError, version_number
 
 
 def _answer_already_sent(conn: http.client.HTTPConnection):
@@ -40,14 +41,22 @@ class ServingError(Exception):
         self.status = status
 
 
+def _version(version, status) -> int:
+    try:
+        return version_number(version)
+    except RequestError as e:  # refused before connecting, in the server's words
+        raise ServingError(e.message, status) from e
+
+
 def _model_path(model: str, version=None, label=None) -> str:
     if version is not None and label is not None:
         raise ValueError("Pass either version or label, not both.")
-    path = f"/v1/models/{model}"
+    # Percent-encoded, as a path segment is: label "can ary" raised http.client's InvalidURL, "a/b" went as /labels/a/b.
+    path = f"/v1/models/{quote(model, safe='')}"
     if version is not None:
-        path += f"/versions/{int(version)}"
+        path += f"/versions/{_version(version, 400)}"
     elif label is not None:
-        path += f"/labels/{label}"
+        path += f"/labels/{quote(label, safe='')}"
     return path
 
 
@@ -122,8 +131,7 @@ class RestClient:
             except OSError as e:
                 conn.close()
                 self._local.conn = None
-                raise ServingError(
-                    f"Cannot reach http://{self.host}:{self.port}{path}: {e}") from e
+                raise ServingError(f"Cannot reach http://{self.host}:{self.port}{path}: {e}") from e
         try:
             payload = _loads(content)
         except ValueError:
@@ -133,12 +141,10 @@ class RestClient:
             text = content[:500].decode(errors="replace")
             raise ServingError(message or text or response.reason, response.status)
         if payload is None:
-            raise ServingError(f"{method} {path} answered with non-JSON: {content[:200]!r}",
-                               response.status)
+            raise ServingError(f"{method} {path} answered with non-JSON: {content[:200]!r}", response.status)
         return payload
 
-    def predict(self, model: str, inputs=None, *, instances=None, signature_name=None,
-                version=None, label=None):
+    def predict(self, model: str, inputs=None, *, instances=None, signature_name=None, version=None, label=None):
         """Calls `:predict`.
 
         Args:
@@ -166,8 +172,7 @@ class RestClient:
             raise ServingError(e.message, 400) from e
         if signature_name:
             body["signature_name"] = signature_name
-        reply = self._request("POST", _model_path(model, version, label) + ":predict",
-                              _dumps(body))
+        reply = self._request("POST", _model_path(model, version, label) + ":predict", _dumps(body))
         key = "outputs" if inputs is not None else "predictions"
         if key not in reply:
             raise ServingError(f"The answer has no {key!r}: {str(reply)[:200]}")
@@ -214,11 +219,9 @@ class GrpcClient:
             server started with `--auth-token` / `TFLLM_AUTH_TOKEN`.
 
     For the lowest latency, start the client process with
-    `GRPC_EXPERIMENTS=-event_engine_client,-event_engine_listener`, as
-    `tfllm serve` does for itself: it turns off grpcio's EventEngine I/O layer,
-    which is slower on a loopback round trip (`benchmarks/bench_grpc_io.py`).
-    grpc reads it once, on import. The client does not set it for you, because
-    it changes every gRPC channel in the process.
+    `GRPC_EXPERIMENTS=-event_engine_client,-event_engine_listener`, as `tfllm serve` does for itself: it turns off
+    grpcio's EventEngine I/O layer, which is slower on a loopback round trip (`benchmarks/bench_grpc_io.py`). grpc
+    reads it once, on import. The client does not set it for you, because it changes every gRPC channel in the process.
 
     Example:
     ```python
@@ -275,7 +278,7 @@ class GrpcClient:
             raise ValueError("Pass either version or label, not both.")
         request.model_spec.name = model
         if version is not None:
-            request.model_spec.version.value = int(version)
+            request.model_spec.version.value = _version(version, "INVALID_ARGUMENT")
         elif label is not None:
             request.model_spec.version_label = label
         if signature_name:
@@ -296,13 +299,11 @@ class GrpcClient:
     def _metadata_proto(self, model, version=None, label=None):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        request = self._spec(get_model_metadata_pb2.GetModelMetadataRequest(), model,
-                             version, label)
+        request = self._spec(get_model_metadata_pb2.GetModelMetadataRequest(), model, version, label)
         request.metadata_field.append("signature_def")
         return self._call(self._predict.GetModelMetadata, request)
 
-    def predict(self, model: str, inputs=None, *, instances=None, signature_name=None,
-                version=None, label=None):
+    def predict(self, model: str, inputs=None, *, instances=None, signature_name=None, version=None, label=None):
         """Calls `PredictionService.Predict`; see `RestClient.predict`."""
         import numpy as np
         import tensorflow as tf
@@ -333,8 +334,7 @@ class GrpcClient:
             if None in columns:
                 raise ValueError(f"inputs must be a dict of {sorted(input_infos)}.")
 
-        request = self._spec(predict_pb2.PredictRequest(), model, version, label,
-                             signature_name)
+        request = self._spec(predict_pb2.PredictRequest(), model, version, label, signature_name)
         for name, value in columns.items():
             if isinstance(value, tensor_pb2.TensorProto):
                 request.inputs[name].CopyFrom(value)
@@ -372,8 +372,7 @@ class GrpcClient:
         from google.protobuf import json_format
         from tensorflow_serving.apis import get_model_status_pb2
 
-        request = self._spec(get_model_status_pb2.GetModelStatusRequest(), model, version,
-                             label)
+        request = self._spec(get_model_status_pb2.GetModelStatusRequest(), model, version, label)
         response = self._call(self._models.GetModelStatus, request)
         return json_format.MessageToDict(response, preserving_proto_field_name=True,
                                          always_print_fields_with_no_presence=True)

@@ -47,6 +47,16 @@ def bad_version(version) -> "RequestError":
     return RequestError(f"Version {shown(text)} must be a non-negative integer.")
 
 
+def version_number(version) -> int:
+    """A version as the servers take it: an int (not a bool) or its digits ("3", as status answers write it); else
+    `bad_version`'s refusal. The clients' int() refused "x" with a bare ValueError and sent 2.7 as version 2."""
+    text = str(version)
+    if isinstance(version, bool) or not (isinstance(version, str) or hasattr(version, "__index__")) \
+            or not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 2**63:
+        raise bad_version(version)
+    return int(text)
+
+
 class RequestError(Exception):
     """A request the server refuses; `status` is the HTTP code to answer with.
 
