@@ -480,11 +480,16 @@ def test_malformed_v1_requests_are_400_as_in_tf_serving(server):
     assert status == 400 and "Unrecognized servable version label" in json.loads(content)["error"]
 
 
-def test_oversized_body_is_413(server):
+def test_oversized_body_is_413(server, grpc_client):
     status, content = _raw(server["rest"], "POST", "/v1/models/reviews:predict",
                            b"x" * (MAX_BODY + 1))
     assert status == 413
     assert "limit" in json.loads(content)["error"]
+    # grpcio refuses an oversized message before any handler runs, in its own words; GrpcClient names the flag (it
+    # said "SERVER: Received message larger than max (N vs. M)" alone).
+    with pytest.raises(ServingError, match=r"^\[RESOURCE_EXHAUSTED\] SERVER: Received message larger than max "
+                                           r"\(\d+ vs\. 100000\) \(the server's --max-body-bytes\)\.$"):
+        grpc_client.predict("reviews", {"text": ["a good film"] * (MAX_BODY // 10)})
 
 
 @pytest.mark.slow

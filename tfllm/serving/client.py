@@ -202,6 +202,10 @@ class RestClient:
 # grpcio's details of a call the server cut off as it stopped: "Cancelling all calls" (its grace ran out),
 # "Stream removed (Socket closed (GOAWAY received; ... Server shutdown))" (a second signal: the process exited).
 SHUTDOWN_DETAILS = ("Cancelling all calls", "GOAWAY", "Server shutdown", "Stream removed")
+# grpcio's words for calls a server refuses before any handler runs, so the server cannot name its flag; the client
+# does, as REST's refusals name it (its maximum_concurrent_rpcs, its max_receive_message_length).
+REFUSED_BY_GRPCIO = {"Concurrent RPC limit exceeded!": "(the server's --max-concurrent-rpcs); retry once its calls in "
+                     "flight end.", "SERVER: Received message larger than max": "(the server's --max-body-bytes)."}
 
 
 class GrpcClient:
@@ -263,13 +267,10 @@ class GrpcClient:
                 raise ServingError(f"{self.host}:{self.port} was shutting down and cut this call off "
                                    f"before it finished ({details}); retry once it is back.", code.name) from e
             if code == grpc.StatusCode.UNAVAILABLE:
-                raise ServingError(f"Cannot reach {self.host}:{self.port}: {e.details()}",
-                                   code.name) from e
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details == "Concurrent RPC limit exceeded!":
-                # grpcio's fixed words for a server's maximum_concurrent_rpcs (it rejects the call before any
-                # handler or interceptor runs, so the server cannot say more): name the flag, as REST's do.
-                raise ServingError(f"{details} (the server's --max-concurrent-rpcs); retry once its calls "
-                                   "in flight end.", code.name) from e
+                raise ServingError(f"Cannot reach {self.host}:{self.port}: {details}", code.name) from e
+            hint = next((hint for words, hint in REFUSED_BY_GRPCIO.items() if details.startswith(words)), None)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint is not None:
+                raise ServingError(f"{details} {hint}", code.name) from e
             raise ServingError(e.details() or str(e), code.name) from e
 
     @staticmethod
