@@ -777,6 +777,34 @@ def _stoppable_server(savedmodels, tmp_path, grace):
     return ports, serving_process(args, ready, tmp_path / "server.log", timeout=60)
 
 
+# `python -m ctrl_c_server ARGS`: the server as `python -m tfllm.serving.server` runs it, taking Ctrl-C as a terminal's
+# process does (a pytest-xdist worker ignores SIGINT, and so do the processes it starts).
+CTRL_C_SERVER = """
+import runpy, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+runpy.run_module("tfllm.serving.server", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_models_load_says_so(savedmodels, tmp_path):
+    """Ctrl-C during start-up (a generator loads for 20-30 s) exited 130 with nothing logged, where docs/serving.md says
+    the first SIGINT logs a line."""
+    from tfllm.serving.warmup import write_warmup_requests
+
+    version = shutil.copytree(savedmodels / "busy" / "1", tmp_path / "sm" / "busy" / "1")
+    write_warmup_requests(str(version), "busy", "serving_default", {"seconds": [0.2] * 300})  # a minute of loading
+    (tmp_path / "ctrl_c_server.py").write_text(CTRL_C_SERVER)
+    log = tmp_path / "server.log"
+    with serving_process([tmp_path / "sm", "--port", _free_port(), "--grpc-port", "0"],
+                         lambda: "loading busy version 1 ..." in log.read_text(), log, cwd=tmp_path,
+                         module="ctrl_c_server") as proc:
+        proc.send_signal(2)
+        assert proc.wait(30) == 130
+    assert log.read_text().strip().endswith("SIGINT: stopped during start-up, before serving any request."), \
+        log.read_text()
+
+
 @pytest.mark.slow
 def test_sigterm_refuses_new_work_on_both_protocols_and_finishes_what_is_in_flight(savedmodels, tmp_path):
     ports, serving = _stoppable_server(savedmodels, tmp_path, 20)

@@ -375,6 +375,11 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
         _uvicorn_server(config, shutdown).run(sockets=[rest_socket])
         if shutdown.signal is not None:
             shutdown.finish()
+    except KeyboardInterrupt as e:  # errors.Terminated too: the `tfllm` command's SIGTERM
+        if shutdown is None:  # while the models load (a generator's: ~20 s); the command exited 130 in silence
+            name = "SIGTERM" if isinstance(e, errors.Terminated) else "SIGINT"
+            logger.warning(f"{name}: stopped during start-up, before serving any request.")
+        raise
     finally:
         if registry is not None:
             registry.stop()
