@@ -1750,10 +1750,15 @@ def test_a_damaged_translation_run_is_one_line(trained_run, tmp_path, capsys):
         translate(str(run_dir), ["一二"])
 
 
-def test_translating_with_a_classifier_says_how_to_train_a_translator_in_the_callers_words(tiny_classifier_run):
+def test_translating_with_a_classifier_says_how_to_train_a_translator_in_the_callers_words(tmp_path):
     """A Python caller was told to run `tfllm train --task translate`."""
+    from lm_utils import write_records
+
     from tfllm.translation import translate
 
+    # Refused from the run's records, before any model loads: a classifier run's records suffice (the session's
+    # trained tiny classifier cost this file's worker ~5 s where no other of its files needed it).
+    classifier_run = write_records(tmp_path / "run", "classify")
     with pytest.raises(UserInputError, match=r"holds a text classifier, not a translation model; train one with "
                                              r"tfllm\.training\.seq2seq\.train_seq2seq\(TrainConfig\(task=\"translate\""):
-        translate(tiny_classifier_run, ["你好"])
+        translate(classifier_run, ["你好"])
