@@ -38,10 +38,25 @@ BOUNDS = {
 
 
 @pytest.fixture(scope="module")
-def exports(tiny_classifier_run, tmp_path_factory):
-    """One export per quantization mode, into a versioned folder under one base dir."""
+def exports_and_int8_process(tiny_classifier_run, tmp_path_factory):
+    """One export per quantization mode, into a versioned folder under one base dir, and what the int8 one printed.
+
+    The int8 export (the last, version 4) is `tfllm export` in a fresh process, as a user's: its printed lines are
+    what test_an_export_keeps_the_converter_s_and_interpreter_s_logs_off_the_terminal reads (one int8 export where
+    that test made one of its own)."""
     base = tmp_path_factory.mktemp("savedmodels")
-    return {q: tflite.export_tflite(tiny_classifier_run, "tiny", base_dir=str(base), quantize=q) for q in BOUNDS}
+    directories = {q: tflite.export_tflite(tiny_classifier_run, "tiny", base_dir=str(base), quantize=q)
+                   for q in BOUNDS if q != "int8"}
+    int8 = run_cli("export", tiny_classifier_run, "--format", "tflite", "--quantize", "int8", "--name", "tiny",
+                   "--base-dir", base)
+    assert int8.returncode == 0, int8.stderr
+    directories["int8"] = str(base / "tiny" / "4")
+    return directories, int8
+
+
+@pytest.fixture(scope="module")
+def exports(exports_and_int8_process):
+    return exports_and_int8_process[0]
 
 
 @pytest.mark.slow
@@ -559,10 +574,21 @@ def tiny_generator_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def generator_export(tiny_generator_run, tmp_path_factory):
-    """The tiny generator's float TFLite export (`--out`), read (never changed) by the decode-loop test's "none"
-    case and the TensorFlow-interpreter test: one export where each made its own."""
-    return tflite.export_tflite(tiny_generator_run, "lm", out=str(tmp_path_factory.mktemp("generator") / "lm"))
+def generator_export_and_process(tiny_generator_run, tmp_path_factory):
+    """The tiny generator's float TFLite export (`tfllm export RUN --format tflite --out DIR`, in a fresh process as
+    a user's), and what that process printed: the export is read (never changed) by the decode-loop test's "none"
+    case and the TensorFlow-interpreter test, the printed lines by
+    test_an_export_keeps_the_converter_s_and_interpreter_s_logs_off_the_terminal (one export where each made
+    its own)."""
+    directory = str(tmp_path_factory.mktemp("generator") / "lm")
+    result = run_cli("export", tiny_generator_run, "--format", "tflite", "--out", directory)
+    assert result.returncode == 0, result.stderr
+    return directory, result
+
+
+@pytest.fixture(scope="module")
+def generator_export(generator_export_and_process):
+    return generator_export_and_process[0]
 
 
 @pytest.mark.slow
@@ -695,14 +721,14 @@ CONVERTER_NOISE = ("fully_quantize", "XNNPACK delegate", "tf.lite.Interpreter is
 
 
 @pytest.mark.slow
-def test_an_export_keeps_the_converter_s_and_interpreter_s_logs_off_the_terminal(tiny_classifier_run,
-                                                                                   tiny_generator_run, tmp_path):
+def test_an_export_keeps_the_converter_s_and_interpreter_s_logs_off_the_terminal(exports_and_int8_process,
+                                                                                   generator_export_and_process):
     """Fresh processes, as a user's (TFLite logs XNNPACK's line once a process): an int8 classifier export (the
     converter's quantizer notes, its calibrator's deprecated interpreter) and a generator's (XNNPACK, in the
-    parity check's interpreter) print tfllm's own lines and none of TensorFlow's."""
-    for run_dir, quantize in ((tiny_classifier_run, "int8"), (tiny_generator_run, "none")):
-        out = tmp_path / quantize
-        result = run_cli("export", run_dir, "--format", "tflite", "--quantize", quantize, "--out", out)
+    parity check's interpreter) print tfllm's own lines and none of TensorFlow's. The two processes are the
+    `exports` fixture's int8 export and the `generator_export` fixture's."""
+    (directories, int8), generator = exports_and_int8_process, generator_export_and_process
+    for out, result in ((directories["int8"], int8), generator):
         assert result.returncode == 0, result.stderr
         assert f"Exported {out}" in result.stdout and '"quantize"' in result.stdout, result.stdout
         assert not [noise for noise in CONVERTER_NOISE if noise in result.stderr + result.stdout], result.stderr
