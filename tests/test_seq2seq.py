@@ -1338,11 +1338,20 @@ def test_the_export_strips_a_source_as_str_strip_does():
     assert [t.decode() for t in strip_spaces(tf.constant(texts)).numpy()] == [t.strip() for t in texts]
 
 
-@pytest.mark.slow
-def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def trained_run_tflite(trained_run, tmp_path_factory):
+    """`tfllm export RUN --format tflite --out DIR` of the trained run, read (never changed) by the two TFLite tests
+    below: one export where the metadata-loop test (in test_tflite.py before) trained and exported a run of its
+    own."""
     pytest.importorskip("ai_edge_litert")
-    out = tmp_path / "tflite"
+    out = tmp_path_factory.mktemp("tflite") / "tr"
     assert cli.main(["export", trained_run, "--format", "tflite", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, trained_run_tflite):
+    out = trained_run_tflite
     parity = json.load(open(out / "parity.json"))
     test = json.load(open(os.path.join(trained_run, "metrics.json")))["test"]["num_examples"]
     assert parity["sources"] == min(20, test) and parity["greedy_exact_match_rate"] == 1.0
@@ -1352,6 +1361,58 @@ def test_tflite_encoder_and_decoder_step_match_keras_greedy(trained_run, tmp_pat
 
     decode = load_interpreter(str(out / "model.tflite")).get_signature_runner("decode")
     assert decode.get_output_details()["logits"]["shape"][-1] == metadata["output_vocabulary_size"]
+
+
+def _translate_from_metadata(directory, source):
+    """An app's greedy loop written from metadata.json and vocabulary.json alone (and TensorFlow's interpreter)."""
+    import tensorflow as tf
+
+    with open(os.path.join(directory, "metadata.json")) as f:
+        meta = json.load(f)
+    with open(os.path.join(directory, "vocabulary.json")) as f:
+        vocabulary = json.load(f)
+    special, length = meta["special_token_ids"], meta["encoder_sequence_length"]
+    assert meta["tokenizing"]["kind"] == "char"  # "one id per Unicode character ..., the unknown id ..."
+    ids = [vocabulary.index(c) if c in vocabulary else special["unknown"] for c in source.strip()]
+    packed = [special["start"]] + ids[:length - 2] + [special["end"]]
+    tokens = np.full([1, length], special["pad"], np.int32)
+    tokens[0, :len(packed)] = packed
+    mask = (np.arange(length) < len(packed)).astype(np.int32)[None]
+    interpreter = tf.lite.Interpreter(model_path=os.path.join(directory, "model.tflite"))
+    encoded = interpreter.get_signature_runner("encode")(encoder_token_ids=tokens, encoder_padding_mask=mask)
+    decode = interpreter.get_signature_runner("decode")
+    self_cache = np.zeros(decode.get_input_details()["self_cache"]["shape"], np.float32)
+    token, new = special["start"], []
+    for index in range(meta["decoder_sequence_length"] - 1):
+        out = decode(token_id=np.array([[token]], np.int32), index=np.array(index, np.int32), self_cache=self_cache,
+                     cross_cache=encoded["cross_cache"], encoder_output=encoded["encoder_output"],
+                     encoder_padding_mask=mask)
+        self_cache, token = out["self_cache"], int(np.argmax(out["logits"][0]))
+        if token == special["end"]:
+            break
+        new.append(token)
+    return "".join(vocabulary[i] for i in new if i not in special["all"]).strip()
+
+
+@pytest.mark.slow
+def test_a_translation_loop_written_from_metadata_alone_reproduces_keras(trained_run, trained_run_tflite):
+    """The translator's metadata.json had no vocabulary file, no loop and no packing: an app could not be
+    written from it (the generator's had them).
+
+    Moved from test_tflite.py, where it trained (24 steps) and exported a run of its own so that sources got
+    different translations: the module's trained run (3 epochs) translates them differently, and its export is
+    shared with the test above."""
+    from tfllm.translation import translate
+
+    directory = str(trained_run_tflite)
+    meta = json.loads(open(os.path.join(directory, "metadata.json")).read())
+    assert "[BOS]" not in meta["loop"] and "strip the spaces" in meta["loop"] and "argmax" in meta["loop"]
+    # Spaces around a source, a character never trained on, and one longer than the encoder's 12 positions.
+    assert meta["encoder_sequence_length"] == 12 and "九" not in WORDS
+    sources = [" 二三 ", "一", "四二", "九", "一二三四一二三四一二三四一二"]
+    expected = translate(trained_run, sources)
+    assert len(set(expected)) > 1, expected
+    assert [_translate_from_metadata(directory, s) for s in sources] == expected
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "char"])

@@ -1011,61 +1011,6 @@ def test_every_signature_runs_in_tensorflow_s_interpreter_and_agrees_with_keras(
     assert json.loads(open(os.path.join(directory, "parity.json")).read())["greedy_exact_match_rate"] == 1.0
 
 
-def _translate_from_metadata(directory, source):
-    """An app's greedy loop written from metadata.json and vocabulary.json alone (and TensorFlow's interpreter)."""
-    import tensorflow as tf
-
-    with open(os.path.join(directory, "metadata.json")) as f:
-        meta = json.load(f)
-    with open(os.path.join(directory, "vocabulary.json")) as f:
-        vocabulary = json.load(f)
-    special, length = meta["special_token_ids"], meta["encoder_sequence_length"]
-    assert meta["tokenizing"]["kind"] == "char"  # "one id per Unicode character ..., the unknown id ..."
-    ids = [vocabulary.index(c) if c in vocabulary else special["unknown"] for c in source.strip()]
-    packed = [special["start"]] + ids[:length - 2] + [special["end"]]
-    tokens = np.full([1, length], special["pad"], np.int32)
-    tokens[0, :len(packed)] = packed
-    mask = (np.arange(length) < len(packed)).astype(np.int32)[None]
-    interpreter = tf.lite.Interpreter(model_path=os.path.join(directory, "model.tflite"))
-    encoded = interpreter.get_signature_runner("encode")(encoder_token_ids=tokens, encoder_padding_mask=mask)
-    decode = interpreter.get_signature_runner("decode")
-    self_cache = np.zeros(decode.get_input_details()["self_cache"]["shape"], np.float32)
-    token, new = special["start"], []
-    for index in range(meta["decoder_sequence_length"] - 1):
-        out = decode(token_id=np.array([[token]], np.int32), index=np.array(index, np.int32), self_cache=self_cache,
-                     cross_cache=encoded["cross_cache"], encoder_output=encoded["encoder_output"],
-                     encoder_padding_mask=mask)
-        self_cache, token = out["self_cache"], int(np.argmax(out["logits"][0]))
-        if token == special["end"]:
-            break
-        new.append(token)
-    return "".join(vocabulary[i] for i in new if i not in special["all"]).strip()
-
-
-@pytest.mark.slow
-def test_a_translation_loop_written_from_metadata_alone_reproduces_keras(tiny_translation_run, tmp_path):
-    """The translator's metadata.json had no vocabulary file, no loop and no packing: an app could not be
-    written from it (the generator's had them)."""
-    from tfllm.translation import translate
-
-    # 24 steps, so that sources get different translations: the fixture's one-epoch model gives every source the
-    # same one. As 4 epochs of 6 batches of 8 pairs (12 epochs of 2 batches of 32 spent most of their time in
-    # each epoch's validation and checkpoint).
-    run_dir = str(tmp_path / "run")
-    assert main(["train", "--task", "translate", "--data", runs.read_config(tiny_translation_run)["data"],
-                 "--source-column", "zh", "--target-column", "en", "--preset", "tiny", "--epochs", "4",
-                 "--set", "batch_size=8", "--run-dir", run_dir]) == 0
-    directory = str(tmp_path / "tr")
-    assert main(["export", run_dir, "--format", "tflite", "--out", directory]) == 0
-    meta = json.loads(open(os.path.join(directory, "metadata.json")).read())
-    assert "[BOS]" not in meta["loop"] and "strip the spaces" in meta["loop"] and "argmax" in meta["loop"]
-    # Spaces around a source, a character never trained on, and one longer than the encoder's 12 positions.
-    sources = [" 二三 ", "一", "四二", "五", "一二三四一二三四一二三四一二"]
-    expected = translate(run_dir, sources)
-    assert len(set(expected)) > 1, expected
-    assert [_translate_from_metadata(directory, s) for s in sources] == expected
-
-
 @pytest.mark.parametrize("task, names", [("translate", ("translation export", "tfllm translate RUN_DIR")),
                                          ("classify", ("classifier export", "tfllm predict RUN_DIR"))])
 def test_generate_tflite_names_another_export_and_what_runs_it(tmp_path, capsys, task, names):
