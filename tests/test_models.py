@@ -349,6 +349,21 @@ def test_tfllm_presets_lists_the_recipes_and_prints_one_as_set_takes_it(capsys):
         assert refused.returncode == 2 and message in refused.stderr and not refused.stdout
 
 
+def test_tfllm_presets_says_mobile_is_the_default_recipe(capsys):
+    """`mobile` has been `default` since stop 56; listed bare, it read as a smaller phone recipe."""
+    import json
+
+    from conftest import main_in_process
+    from tfllm.presets import resolve_preset
+
+    assert resolve_preset("classify", "mobile") == resolve_preset("classify", "default")
+    assert "mobile (= default)" in main_in_process(capsys, "presets", "classify").stdout
+    shown = main_in_process(capsys, "presets", "classify", "mobile").stdout
+    assert shown.splitlines()[0].startswith("mobile is the same recipe as default")
+    assert "same recipe" not in main_in_process(capsys, "presets", "classify", "default").stdout
+    assert json.loads(main_in_process(capsys, "presets", "classify", "mobile", "--json").stdout)["same_as"] == "default"
+
+
 def test_misspelt_override_is_refused():
     assert resolve_preset("classify", "article", {"label_smoothing": 0.1})["label_smoothing"] == 0.1
     with pytest.raises(UserInputError, match="'hiden_dim'.*Did you mean 'hidden_dim'"):

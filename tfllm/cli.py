@@ -316,7 +316,7 @@ def _pretrain_presets_help():
 def cmd_presets(args):
     """The shipped recipes: every task's preset names, or one preset's settings as `--set` writes them."""
     from tfllm.errors import UserInputError
-    from tfllm.presets import OPTIONAL_SETTINGS, PRESETS, resolve_preset
+    from tfllm.presets import OPTIONAL_SETTINGS, PRESET_ALIASES, PRESETS, resolve_preset
 
     if args.task is not None and args.task not in PRESETS:
         raise UserInputError(f"Unknown task {args.task!r}; choose one of {', '.join(PRESETS)}.")
@@ -326,14 +326,21 @@ def cmd_presets(args):
             print(json.dumps(listing, indent=2))
             return
         for task, names in listing.items():
-            print(f"{task} ({' or '.join(c + ' --preset NAME' for c in PRESET_COMMANDS[task])}): {', '.join(names)}")
+            # An alias is listed as what it is, or it reads as a recipe of its own (`mobile` as the phone one).
+            aliases = PRESET_ALIASES.get(task, {})
+            shown = [f"{name} (= {aliases[name]})" if name in aliases else name for name in names]
+            print(f"{task} ({' or '.join(c + ' --preset NAME' for c in PRESET_COMMANDS[task])}): {', '.join(shown)}")
         print("One preset's settings: tfllm presets TASK NAME (e.g. tfllm presets classify default)")
         return
     preset = resolve_preset(args.task, args.name)
     optional = sorted(OPTIONAL_SETTINGS[args.task] - set(preset))
+    same_as = PRESET_ALIASES.get(args.task, {}).get(args.name)
     if args.json:
-        print(json.dumps({"settings": preset, "optional_settings": optional}, indent=2))
+        print(json.dumps({"settings": preset, "optional_settings": optional,
+                          **({"same_as": same_as} if same_as else {})}, indent=2))
         return
+    if same_as:
+        print(f"{args.name} is the same recipe as {same_as} (an old name, kept so that commands using it still work).")
     print(f"{PRESET_COMMANDS[args.task][0]} --preset {args.name} (change any setting with --set KEY=VALUE):")
     for key in sorted(preset):
         print(f"  {key}={json.dumps(preset[key])}")

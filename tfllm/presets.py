@@ -125,9 +125,11 @@ CLASSIFIER_PRESETS = {
     },
 }
 
-# The default recipe sized for phones: since stop 56 the default itself (6.4 MB of weights). The name
-# stays so that commands and notebooks that ask for it keep working.
+# The default recipe sized for phones: since stop 56 the default itself (6.4 MB of weights for two
+# classes). The name stays so that commands and notebooks that ask for it keep working; PRESET_ALIASES
+# says so wherever presets are listed, so nobody picks it as a smaller recipe.
 CLASSIFIER_PRESETS["mobile"] = dict(CLASSIFIER_PRESETS["default"])
+PRESET_ALIASES = {"classify": {"mobile": "default"}}  # task -> {old name: the preset it is now}
 
 # Text generation (tfllm.models.causal_lm.CausalLM, tfllm.training.causal_lm).
 # "vocabulary_size" bounds the tokenizer; the model gets the tokenizer's real size.
