@@ -1270,6 +1270,17 @@ def test_predict_file_stdin_drops_a_byte_order_mark(tiny_classifier_run, capsys,
     assert list(read_sources("-", "text")) == texts
 
 
+def test_predict_takes_texts_after_its_options_as_explain_does(three_class_run, capsys):
+    """`tfllm predict RUN --top-k 2 "the movie was great"` was "unrecognized arguments: the movie was great"."""
+    run_dir, _ = three_class_run
+    texts = ["a great film", "a plot summary of the film"]
+    expected = main_in_process(capsys, "predict", run_dir, *texts, "--top-k", "2")
+    assert expected.returncode == 0, expected.stderr
+    for argv in (["--top-k", "2", *texts], [texts[0], "--top-k", "2", texts[1]]):
+        result = main_in_process(capsys, "predict", run_dir, *argv)
+        assert (result.returncode, result.stdout) == (0, expected.stdout), result.stderr
+
+
 def test_an_unknown_or_abbreviated_option_is_refused_with_the_subcommands_usage(capsys, tmp_path, monkeypatch):
     """`tfllm generate RUN --prompt x` printed the top-level `usage: tfllm [-h] [--version]` over "unrecognized
     arguments", and `tfllm predict RUN --text "x"` was read as --text-column (then a message about a column)."""

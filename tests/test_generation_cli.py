@@ -249,6 +249,16 @@ def test_a_pathlib_run_directory_loads_as_its_str_does(untrained_run):
         load_generator(str(untrained_run), jit_compile=False).generate(["Be"], max_new_tokens=3, seed=1)
 
 
+def test_generate_takes_its_prompt_after_its_options(untrained_run, capsys, monkeypatch):
+    """`tfllm generate RUN --seed 1 PROMPT` was "unrecognized arguments: PROMPT" (argparse took RUN for the prompt)."""
+    monkeypatch.setenv("TFLLM_NUMPY_GENERATION", "1")  # the parsing is checked, not the decoding
+    options = ["--max-new-tokens", "6", "--seed", "1"]
+    expected = main_in_process(capsys, "generate", untrained_run, "Be", *options)
+    assert expected.returncode == 0, expected.stderr
+    result = main_in_process(capsys, "generate", untrained_run, *options, "Be")
+    assert (result.returncode, result.stdout) == (0, expected.stdout), result.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("numpy_path", ["1", "0"])
 def test_python_generate_samples_as_the_command_does_unless_told(untrained_run, capsys, monkeypatch, numpy_path):

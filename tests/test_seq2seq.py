@@ -720,7 +720,11 @@ def test_train_translate_evaluate(trained_run, pairs_csv, capsys):
     assert set(vocabulary[output_size:]) >= set(WORDS) and set("onetwo") <= set(vocabulary[:output_size])
     capsys.readouterr()
     assert cli.main(["translate", trained_run, "一二", "三", "--num-beams", "2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    translations = capsys.readouterr().out
+    assert len(translations.splitlines()) == 2
+    # Texts after an option, as explain takes them (they were "unrecognized arguments").
+    assert cli.main(["translate", trained_run, "--num-beams", "2", "一二", "三"]) == 0
+    assert capsys.readouterr().out == translations
     assert cli.main(["evaluate", trained_run]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["chrf"] == pytest.approx(metrics["test"]["chrf"])  # the run's own test split, again

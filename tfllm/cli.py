@@ -1026,6 +1026,12 @@ def _exit_without_teardown(status):
     os._exit(status)
 
 
+def _option_like(arg):
+    """Whether argparse would read `arg` as an option: a leading '-', but not '-' alone or a negative number
+    or a text with a space in it ("-1 star"), which it reads as positionals."""
+    return arg.startswith("-") and arg != "-" and " " not in arg and not re.fullmatch(r"-\d+(\.\d*)?", arg)
+
+
 def _main(argv):
     from tfllm import errors
     from tfllm.errors import Terminated, UserInputError, WorkerLost, disk_full_message
@@ -1033,11 +1039,15 @@ def _main(argv):
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)  # as parse_args, which errors on `unknown` in these words
     if unknown:
-        if getattr(args, "func", None) is cmd_generate and args.tflite and not args.run_dir and len(unknown) == 1 \
-                and not unknown[0].startswith("-"):
-            # `generate RUN --tflite FILE PROMPT`: argparse took RUN for the prompt and left PROMPT over ("unrecognized
-            # arguments"); as given, cmd_generate refuses the run directory beside --tflite in words.
+        words = not any(_option_like(arg) for arg in unknown)
+        if words and getattr(args, "func", None) is cmd_generate and not args.run_dir and len(unknown) == 1:
+            # `generate RUN --top-k 5 PROMPT` (or `--tflite FILE PROMPT`): argparse took RUN for the prompt and left
+            # PROMPT over ("unrecognized arguments"); with --tflite, cmd_generate refuses the run directory in words.
             args.run_dir, args.prompt = args.prompt, unknown[0]
+        elif words and isinstance(getattr(args, "texts", None), list):
+            # `predict RUN --top-k 2 TEXT` (and translate's): argparse gives a `nargs="*"` positional its empty
+            # list when it meets RUN, so texts after an option were left over; explain's `nargs="+"` waits for them.
+            args.texts.extend(unknown)
         else:  # the subcommand's usage, not `usage: tfllm [-h] [--version]`
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     # `kill` (SIGTERM: a job scheduler, `timeout`, a closed terminal) stops a command as Ctrl-C does, so a
