@@ -829,6 +829,34 @@ def test_a_jsonl_row_without_the_text_key_is_named_as_that_rows_gap(tmp_path):
         list(read_texts(str(tmp_path / "later.jsonl")))
 
 
+def test_a_csv_without_a_header_row_is_told_to_add_one(tmp_path, monkeypatch):
+    """A header-less CSV was told "Pass --text-column with one of them", naming its first data row's cells as
+    columns: following that reads the first row as the header. Its first line looks like data (a label that
+    recurs below it, a text of many words), so the message says to add a header line, still naming the cells."""
+    from tfllm import errors
+    from tfllm.datasets import read_texts
+    from tfllm.datasets.pairs import load_pair_data
+
+    monkeypatch.setattr(errors, "command_running", True)  # as the commands read it: their flags
+    first, *rest = ROWS
+    path = write_csv(tmp_path / "nohead.csv", rest, header=",".join(first))
+    for read, what, line in ((lambda: load_classification_data(path), "text", "'text,label'"),
+                             (lambda: load_classification_data(path, text_column=first[0]), "label", "'" + first[0] + ",label'"),
+                             (lambda: list(read_texts(path)), "text", "'text'"),
+                             (lambda: load_pair_data(path, "text", "label"), "source", "'text,label'")):
+        with pytest.raises(UserInputError) as refused:
+            read()
+        assert str(refused.value).startswith(f"{path!r} has no {what} column ")
+        assert f"seems to have no header row: its first line, read as the column names, is {list(first)}. If so, " \
+               f"add a header line naming its columns first (e.g. {line}); if not, pass --{what}-column" in str(refused.value)
+    tsv = write_csv(tmp_path / "nohead.tsv", rest, header=",".join(first), delimiter="\t")
+    with pytest.raises(UserInputError, match="no header row.*'text' and 'label', tab-separated"):
+        load_classification_data(tsv)
+    # A header that is one: the message as before.
+    with pytest.raises(UserInputError, match=r"has no text column 'text'; its columns are \['review', 'label'\]\. Pass"):
+        load_classification_data(write_csv(tmp_path / "h.csv", header="review,label"))
+
+
 def test_texts_of_a_csv_without_rows_or_without_the_column_are_refused_from_its_header(tmp_path, monkeypatch):
     """`predict --file h.csv` (a header, no rows) exited 0 with no output, a misspelt --text-column unnoticed;
     with rows, a missing column was "data row 1"'s, though the header is what lacks it."""

@@ -166,14 +166,15 @@ def read_texts(path, text_column="text", blank_lines=False):
     elif is_table(path):
         header, number = [], 0
 
-        def no_column():  # a CSV's header names every row's columns: the header's problem, not data row 1's
-            return UserInputError(f"{path!r} has no text column {text_column!r}; its columns are {header}. "
+        def no_column(rows=()):  # a CSV's header names every row's columns: the header's problem, not data row 1's
+            return UserInputError(headerless_message(path, header, rows, text_column, "text", (text_column,)) or
+                                  f"{path!r} has no text column {text_column!r}; its columns are {header}. "
                                   "Pass --text-column with one of them.")
 
         for number, row in enumerate(iter_rows(path, empty_fix, text_column, header), 1):
             if text_column not in row:
                 if header:
-                    raise no_column()
+                    raise no_column([row])
                 # A JSON row's keys are its own: one without the key may be that row's gap, not the wrong
                 # --text-column.
                 fix = ("Give it one, or remove the row." if number > 1 else
@@ -561,9 +562,31 @@ def warn_about_unused_split_column(rows, used, path, flag="--split-column"):
             return
 
 
-def _column(rows, column, what, path):
+def headerless_message(path, header, rows, column, what, columns):
+    """The message for a CSV/TSV without `column` whose first line looks like a data row, not a header (None
+    where it does not): a header cell that is also a value in its own column below ('negative'), or one of
+    several words. "Pass --text-column with one of them" alone would have read the first row as the header;
+    both fixes are given, as a real header of long questions (a survey's) has many words too.
+    `columns`: the columns the command reads, in order, for the header line to add."""
+    kind = table_kind(path)
+    names = [name for name in header if isinstance(name, str) and name.strip()]
+    if kind not in ("csv", "tsv") or not any(
+            len(name.split()) >= 4 or any(str(row.get(name) or "").strip() == name.strip() for row in rows)
+            for name in names):
+        return None
+    line = repr(",".join(columns)) if kind == "csv" else f"{' and '.join(map(repr, columns))}, tab-separated"
+    return (f"{path!r} has no {what} column {column!r} and seems to have no header row: its first line, read as the "
+            f"column names, is {names}. If so, add a header line naming its columns first (e.g. {line}); if not, "
+            f"pass --{what}-column with one of them.")
+
+
+def _column(rows, column, what, path, columns=None):
     # Any row: a JSONL object may leave a key out (rows[0] without "label" said the file had no label column).
     if rows and not any(column in row for row in rows):
+        message = headerless_message(path, [k for k in rows[0] if k is not None], rows, column, what,
+                                     columns or (column,))
+        if message:
+            raise UserInputError(message)
         raise UserInputError(
             f"{path!r} has no {what} column {column!r}; its columns are {[k for k in rows[0] if k is not None]}. "
             f"Pass --{what}-column with one of them."
@@ -715,8 +738,8 @@ def load_classification_data(
         what = "text" if split_column == text_column else "label"
         raise UserInputError(f"--split-column {split_column!r} is also the {what} column; name the column that says "
                              "train, val or test.")
-    texts = _column(rows, text_column, "text", path)
-    label_values = _column(rows, label_column, "label", path)
+    texts = _column(rows, text_column, "text", path, (text_column, label_column))
+    label_values = _column(rows, label_column, "label", path, (text_column, label_column))
     if split_column is None and label_names is None:  # training data (a scored file without one is read whole)
         warn_about_unused_split_column(rows, (text_column, label_column), path)
     raw_labels = [_label_text(v) for v in label_values]

@@ -173,8 +173,8 @@ def _read_columns(source, source_column, target_column, split_column, reference_
     if source_column == target_column:
         raise UserInputError(f"--source-column and --target-column are both {source_column!r}; "
                              "name two different columns.")
-    sources = _column(rows, source_column, "source", path)
-    targets = _column(rows, target_column, "target", path)
+    sources = _column(rows, source_column, "source", path, (source_column, target_column))
+    targets = _column(rows, target_column, "target", path, (source_column, target_column))
     splits = _column(rows, split_column, "split", path) if split_column else None
     if warn_split and not split_column:
         warn_about_unused_split_column(rows, (source_column, target_column), path)
