@@ -481,6 +481,34 @@ def test_the_auc_curve_matches_the_exact_roc_auc_for_probabilities_in_a_narrow_b
     assert logged["auc"] == pytest.approx(exact, abs=0.002)
 
 
+def test_three_classes_log_the_reports_one_vs_rest_auc_per_epoch(three_class_run):
+    """Only a binary run logged `auc` (TensorBoard's epoch_auc), though the README lists AUC among the scalars:
+    a three-class run now logs metrics.json's roc_auc (each class against the rest, averaged) every epoch."""
+    import keras
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfllm.evaluation import classification_report
+    from tfllm.training.classifier import compile_classifier
+
+    run_dir, _ = three_class_run
+    for sub in ("train", "validation"):
+        accumulator = EventAccumulator(str(run_dir / "logs" / sub), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        assert "epoch_auc" in accumulator.Tags()["tensors"], (sub, accumulator.Tags())
+        assert len(accumulator.Tensors("epoch_auc")) == len(accumulator.Tensors("epoch_loss")) >= 1  # every epoch
+    # The figure is the report's, a class with no rows left out of the mean as the report leaves it out.
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Identity()(inputs))  # its "probabilities" are its inputs
+    compile_classifier(model, {"learning_rate": 1e-3, "epochs": 1, "jit_compile": False})
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 60)  # class 3 never appears
+    probabilities = rng.dirichlet(np.ones(4), 60).astype("float32") + np.eye(4, dtype="float32")[labels] * 0.2
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    expected = classification_report(labels, probabilities, ["a", "b", "c", "d"])["roc_auc"]
+    logged = model.evaluate(probabilities, labels, batch_size=16, verbose=0, return_dict=True)
+    assert 0.5 < logged["auc"] == pytest.approx(expected, abs=0.002)
+
+
 @pytest.mark.parametrize(
     "args,match",
     [

@@ -350,6 +350,39 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
 AUC_THRESHOLDS = 10_000
 
 
+@keras.saving.register_keras_serializable(package="tfllm")
+class SparseOneVsRestAUC(keras.metrics.AUC):
+    """The ROC AUC of each class against the rest, averaged over the classes, from integer labels: what
+    metrics.json's roc_auc is for three or more classes (`evaluation.classification_report`), per epoch in
+    TensorBoard. Keras's AUC averages per-label AUCs only of one-hot labels (`multi_label=True`), so the
+    labels are one-hot encoded here; and a class without positives or negatives so far (a class missing from
+    the validation split) is left out of the mean, as the report leaves out its undefined AUC, not counted 0."""
+
+    def __init__(self, num_classes, num_thresholds=AUC_THRESHOLDS, name="auc", **kwargs):
+        kwargs.pop("multi_label", None), kwargs.pop("num_labels", None)  # from get_config: always these
+        super().__init__(num_thresholds=num_thresholds, multi_label=True, num_labels=num_classes, name=name, **kwargs)
+        self.num_classes = int(num_classes)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        return super().update_state(keras.ops.one_hot(labels, self.num_classes), y_pred, sample_weight)
+
+    def result(self):
+        # AUC.result's ROC curve with interpolation (its defaults), kept per class.
+        ops = keras.ops
+        positives = ops.add(self.true_positives, self.false_negatives)
+        negatives = ops.add(self.false_positives, self.true_negatives)
+        recall = ops.divide_no_nan(self.true_positives, positives)
+        fp_rate = ops.divide_no_nan(self.false_positives, negatives)
+        heights = ops.divide(ops.add(recall[:-1], recall[1:]), 2.0)
+        by_class = ops.sum(ops.multiply(ops.subtract(fp_rate[:-1], fp_rate[1:]), heights), axis=0)
+        defined = ops.cast(ops.logical_and(ops.greater(positives[0], 0), ops.greater(negatives[0], 0)), by_class.dtype)
+        return ops.divide_no_nan(ops.sum(ops.multiply(by_class, defined)), ops.sum(defined))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
 def compile_classifier(model, preset, steps_per_epoch=None):
     """Adam(W) with binary (one sigmoid unit) or categorical (softmax) cross-entropy.
 
@@ -377,7 +410,8 @@ def compile_classifier(model, preset, steps_per_epoch=None):
         # Keras' sparse loss has no label smoothing (it was left out here without a word).
         loss = (SmoothedSparseCategoricalCrossentropy(smoothing, name="categorical_crossentropy") if smoothing else
                 keras.losses.SparseCategoricalCrossentropy(name="categorical_crossentropy"))
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                   SparseOneVsRestAUC(model.output.shape[-1], name="auc")]
     # Unset is Keras' "auto": XLA on GPUs, not on CPUs or under tf.distribute.
     return common.compile_task(model, optimizer=optimizer, loss=loss, metrics=metrics,
                                jit_compile=preset.get("jit_compile"))
