@@ -152,6 +152,30 @@ def test_labels_that_differ_only_in_case_are_named_in_a_warning(tmp_path):
         warn_about_labels("rotten_tomatoes", load_classification_data("rotten_tomatoes", max_rows=100))
 
 
+def test_a_rare_label_a_typo_away_from_a_common_one_is_named_in_a_warning(tmp_path, monkeypatch):
+    """A row labelled 'postive' beside 120 'positive' ones made a fourth class without a hint (then imbalance
+    and "no test rows" warnings naming it), though labels differing only in case are named."""
+    from tfllm import errors
+    from tfllm.datasets import warn_about_labels
+
+    monkeypatch.setattr(errors, "command_running", True)  # as `tfllm train` says it: its flags
+    rows = [(f"text {i}", ["positive", "negative", "neutral"][i % 3]) for i in range(120)] + [("text x", "postive")]
+    data = load_classification_data(write_csv(tmp_path / "d.csv", rows))
+    assert data.label_names == ["negative", "neutral", "positive", "postive"]  # as written: the warning says so
+    with pytest.warns(TfllmWarning) as caught:
+        warn_about_labels("d.csv", data)
+    assert [str(w.message) for w in caught] == [
+        "the label 'postive' of 'd.csv' (1 row) looks like 'positive' (40 rows), so it is a class of its own; if "
+        "they are one, fix the label, or leave its rows out with --labels negative,neutral,positive."]
+    # Not a typo: a rating's rare value, a short label an edit from another, or two common labels.
+    for labels in (["1", "2", "3"], ["bad", "good", "sad"], ["fresh", "rotten", "frseh"]):
+        rare = [(f"text {i}", labels[i % 2]) for i in range(60)] + [("text y", labels[2])] * (labels[2] != "frseh")
+        rare += [(f"text {i}", "frseh") for i in range(30)] * (labels[2] == "frseh")  # as common as 'fresh'
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TfllmWarning)
+            warn_about_labels("d.csv", load_classification_data(write_csv(tmp_path / "n.csv", rare)))
+
+
 def test_spaces_around_labels_are_dropped_and_said_once(tmp_path, capsys, monkeypatch):
     """'fresh ' and 'fresh' were one class without a word, while the docs said they stayed two and the case
     warning spoke of "case or spaces"."""

@@ -980,6 +980,46 @@ def _how_labels_differ(*groups):
     return "case" if same else "case or in the spaces between words"
 
 
+# A label with this many rows or fewer, a few edits from a label with ten times as many, reads as a typo of it
+# ('postive', 1 row, beside 'positive', 120): a class of its own, then imbalance and "no test rows" warnings
+# that named it without saying why.
+RARE_LABEL_ROWS = 5
+
+
+def _edits(a, b, most):
+    """The edits (insertions, deletions, substitutions, swaps of two neighbours) that make `a` into `b`, or
+    `most` + 1 where that is more than `most` (the optimal string alignment distance)."""
+    if abs(len(a) - len(b)) > most:
+        return most + 1
+    before, row = None, list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (x != y)))
+            if before is not None and i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, row = row, current
+    return min(row[-1], most + 1)
+
+
+def _misspelt_labels(names, counts):
+    """(rare, frequent) label pairs where the rare one (`RARE_LABEL_ROWS` rows or fewer) is one edit (two for
+    labels of six letters or more) from one with ten times its rows: a typo, not a class, most likely.
+    Numbers ('1', '2': a rating) and labels of three letters or fewer differ by an edit by nature."""
+    pairs = []
+    for rare, rare_count in zip(names, counts):
+        if not rare_count or rare_count > RARE_LABEL_ROWS:
+            continue
+        for name, count in zip(names, counts):
+            word = _label_key(name)
+            most = 1 if len(word) < 6 else 2
+            if (count >= 10 * rare_count and len(word) > 3 and not word.replace(".", "").isdigit()
+                    and 0 < _edits(_label_key(rare), word, most) <= most):
+                pairs.append((rare, name))
+                break
+    return pairs
+
+
 def note_spaced_labels(source, data, label_column="label"):
     """Says once (training, or scoring another file) which labels had spaces around them, read without:
     "fresh " and "fresh" are one class, which was done without a word while the docs said they stayed two."""
@@ -1018,6 +1058,15 @@ def warn_about_labels(source, data, label_column="label"):
     for names in (names for names in groups.values() if len(names) > 1):
         warn(f"the labels {' and '.join(map(repr, names))} of {source!r} differ only in {_how_labels_differ(names)}, "
              f"so they are {len(names)} classes; if they are one, write them one way.")
+    names, rows = list(data.label_names), dict(zip(data.label_names, counts))
+    for rare, name in _misspelt_labels(names, counts):
+        others = [other for other in names if other != rare]
+        keep = ",".join(others)
+        if len(keep) > 80 or any("," in other or " " in other for other in others):
+            keep = "naming the others"  # not a list that reads (or splits) as the flag's value
+        warn(f"the label {rare!r} of {source!r} ({rows[rare]:,} row{'s' * (rows[rare] != 1)}) looks like {name!r} "
+             f"({rows[name]:,} rows), so it is a class of its own; if they are one, fix the label, or leave its "
+             f"rows out with --labels {keep}.")
     # A file joined from two sources, one writing a yes/no label as 0/1 and the other as JSON's true/false.
     numbers = [name for name in data.label_names if name in ("0", "1")]
     switches = [name for name in data.label_names if name.lower() in ("false", "true")]
