@@ -976,6 +976,25 @@ def test_predict_refuses_a_text_with_no_words_as_it_refuses_an_empty_one(cli_run
 
 
 @pytest.mark.parametrize("numpy_path", ["1", "0"])
+def test_an_empty_text_is_called_empty_by_the_command_and_by_python(cli_run, capsys, monkeypatch, numpy_path):
+    """`tfllm predict RUN ""` said "Text 1 is empty", `tfllm.predict(RUN, [""])` "Text 1 ('') has no words this
+    model reads (only control, invisible or space characters)"; that one is for texts that are not empty."""
+    import tfllm
+
+    monkeypatch.setenv("TFLLM_NUMPY_CLASSIFICATION", numpy_path)
+    run_dir = str(cli_run[0])
+    for texts, number in (([""], 1), (["a fine film", "  "], 2)):
+        result = main_in_process(capsys, "predict", run_dir, *texts)
+        assert result.returncode == 2 and f"Text {number} is empty; pass the texts to classify" in result.stderr
+        with pytest.raises(tfllm.UserInputError) as refused:
+            tfllm.predict(run_dir, texts)
+        assert str(refused.value) == (f"Text {number} is empty; pass the texts to classify, e.g. "
+                                      f"tfllm.predict({run_dir!r}, [\"a joyous, moving film\"]).")
+    with pytest.raises(tfllm.UserInputError, match=r"Text 1 \('\\x01'\) has no words this model reads"):
+        tfllm.predict(run_dir, ["\x01"])
+
+
+@pytest.mark.parametrize("numpy_path", ["1", "0"])
 def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, monkeypatch, numpy_path):
     """`predict RUN reviews.txt` classified the file's name; --file reads its texts, one JSON line each, in order,
     the same answers as passing them as arguments."""

@@ -12,7 +12,7 @@ import os
 
 from tfllm import fast_classification, runs
 from tfllm.config import CODE_POINT_VIEWS
-from tfllm.errors import UserInputError, warn
+from tfllm.errors import UserInputError, spelled, warn
 
 CHUNK = 512  # texts classified (and yielded) at a time: a large file is answered as it is read
 
@@ -104,6 +104,13 @@ def _check_words(texts, ids, unknown_id, run_dir, offset):
         # where looking up every word of a long text twice made `predict --file` 144 texts a second).
         tokens = (int(t) for t in row)
         first = next(tokens, None)
+        if first is None and not text.strip():
+            # As `tfllm predict RUN ""` says it (tfllm.cli): an empty text is empty, not one of unreadable characters.
+            example = "\"a joyous, moving film\""
+            raise UserInputError(spelled(
+                f"Text {i} is empty; pass the texts to classify, e.g. tfllm predict {runs.shell_path(run_dir)} {example}.",
+                python=f"Text {i} is empty; pass the texts to classify, e.g. tfllm.predict({os.fspath(run_dir)!r}, "
+                       f"[{example}])."))
         if first is None:
             raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
                                  "space characters); pass the texts to classify, e.g. `tfllm predict "
