@@ -724,6 +724,27 @@ def test_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+def test_a_prompt_a_byte_pair_vocabulary_has_no_token_for_is_refused_as_training_text_is(gpt2_as_is_run, capsys):
+    """GPT-2's eager tokenizer drops a character its vocabulary has no token for (the TF ops, as training and
+    the export's signature tokenize, give it -1): `tfllm generate` went on from "the caf" as if "the café" were
+    "the caf", `tfllm explain` attributed up to "f", and "é" alone was "only spaces?"."""
+    from tfllm.explanations import load_explainer
+    from tfllm.generation import load_generator
+
+    generator = load_generator(str(gpt2_as_is_run), jit_compile=False)
+    for prompt in ("the café", "é"):
+        with pytest.raises(UserInputError, match=rf"^Prompt '{prompt}' contains characters 'é' the tokenizer has no "
+                                                 r"token for .*; remove or replace them\.$"):
+            generator.encode(prompt)
+        capsys.readouterr()
+        assert main(["generate", str(gpt2_as_is_run), prompt, "--max-new-tokens", "4", "--sampler", "greedy"]) == 2
+        err = capsys.readouterr().err
+        assert "contains characters 'é' the tokenizer has no token for" in err and err.count("\n") == 1, err
+    with pytest.raises(UserInputError, match=r"contains characters 'é' the tokenizer has no token for"):
+        load_explainer(str(gpt2_as_is_run)).encode("the café")
+    assert len(generator.encode("the cafe")) > 0  # text it covers still goes through
+
+
 def test_a_classifier_text_a_byte_pair_vocabulary_has_no_token_for_is_one_line(tmp_path, capsys):
     """A RoBERTa classifier preset whose vocabulary lacks some bytes gave those texts id -1: training and
     evaluation ran on them without a word, and the TFLite export refused the run ("token_ids must not be

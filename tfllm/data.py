@@ -144,13 +144,18 @@ def _tokenized_batches(tokenizer, lines):
     return [traced(tf.constant(lines[i:i + 4096])) for i in range(0, len(lines), 4096)]
 
 
+def unencodable_characters(tokenizer, characters):
+    """Those of `characters` a byte-pair tokenizer gives id -1 (no token in its vocabulary), through the TF
+    ops training tokenizes with: KerasHub's eager (Python) path drops them without a trace."""
+    rows = [row for batch in _tokenized_batches(tokenizer, list(characters)) for row in
+            (batch.to_list() if isinstance(batch, tf.RaggedTensor) else batch.numpy().tolist())]
+    return [c for c, row in zip(characters, rows) if min(row, default=0) < 0]
+
+
 def _refuse_unencodable(tokenizer, text, count, what):
     """A byte-pair vocabulary without a token for some text (a KerasHub GPT-2 preset's, say) gives it id -1,
     which was a traceback from the loss ("label value of -1") or a loss of NaN called a divergence."""
-    characters = sorted(set(text) - {"\n"})
-    rows = [row for batch in _tokenized_batches(tokenizer, characters) for row in
-            (batch.to_list() if isinstance(batch, tf.RaggedTensor) else batch.numpy().tolist())]
-    examples = [c for c, row in zip(characters, rows) if min(row, default=0) < 0][:10]
+    examples = unencodable_characters(tokenizer, sorted(set(text) - {"\n"}))[:10]
     shown = f", e.g. the characters {''.join(examples)!r}" if examples else ""
     raise UserInputError(f"{count:,} tokens of the {what} text have no id in the tokenizer's vocabulary (it gives "
                          f"them -1){shown}. Use text its vocabulary covers (lowercase it, say), or a preset whose "

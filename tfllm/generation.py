@@ -29,6 +29,7 @@ from tfllm.config import MAX_NEW_TOKENS, SAMPLERS, SAMPLING_DEFAULTS, truncate_a
 from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_number, refuse_unread_options  # noqa: F401  (TensorFlow-free)
 from tfllm.config import (CJK_CLASS, WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, sentencepiece_completion,
                           wordpiece_completion)
+from tfllm.data import unencodable_characters
 from tfllm.errors import UserInputError
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, marks_word_starts,
                               prompt_start_ids, special_token_ids, unknown_token_id)
@@ -324,9 +325,12 @@ def refuse_unseen(tokenizer, prompt, ids):
     The unknown id is the tokenizer's own wherever it keeps it (`tokenizers.unknown_token_id`): a KerasHub
     BertTokenizer has no `unk_token_id`, and its prompts of unknown words went through as [UNK]."""
     unk_id = unknown_token_id(tokenizer)
-    if unk_id is None or not (np.asarray(ids) == unk_id).any():
+    dropped = _byte_pair_dropped(tokenizer, prompt, ids) if unk_id is None else []
+    if not dropped and (unk_id is None or not (np.asarray(ids) == unk_id).any()):
         return
-    if isinstance(tokenizer, CharacterTokenizer):
+    if dropped:
+        what = "characters " + ", ".join(repr(c) for c in dropped[:10]) + (" ..." if len(dropped) > 10 else "")
+    elif isinstance(tokenizer, CharacterTokenizer):
         unseen = sorted(unseen_text(tokenizer, prompt))
         what = "characters " + ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
     else:
@@ -338,6 +342,22 @@ def refuse_unseen(tokenizer, prompt, ids):
     them = "it" if what == "text" else "them"
     raise UserInputError(f"Prompt {shown(prompt)} contains {what} the tokenizer has no token for (never seen in "
                          f"training, or left out of its vocabulary_size); remove or replace {them}.")
+
+
+def _byte_pair_dropped(tokenizer, prompt, ids):
+    """The characters of `prompt` a byte-pair tokenizer has no token for. It gives no [UNK]: its eager path (the
+    prompt's `ids`) drops them ("the café" went on as "the caf"), its TF ops, which training and the SavedModel
+    tokenize with, give -1 (refused there). Where the ids give the prompt back, nothing was dropped: the TF
+    ops (traced once, ~2 s) run only when they do not."""
+    if not isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer):
+        return []
+    ids = np.asarray(ids).ravel()
+    if len(ids):
+        text = keras.ops.convert_to_numpy(tokenizer.detokenize(ids[None, :].astype("int32")))
+        text = text[0] if np.ndim(text) else text
+        if (text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)) == prompt:
+            return []
+    return unencodable_characters(tokenizer, list(dict.fromkeys(prompt)))
 
 
 class Generator:
@@ -403,9 +423,9 @@ class Generator:
             raise UserInputError("Empty prompt: this model has no run's document separator to start a new text "
                                  "from; give at least one character of text to continue.")
         ids = np.asarray(keras.ops.convert_to_numpy(self.tokenizer.tokenize(prompt))).astype("int32").ravel()
+        refuse_unseen(self.tokenizer, prompt, ids)  # first: a byte-pair tokenizer drops what it has no token for
         if len(ids) == 0:
             raise UserInputError(f"Prompt {shown(prompt)} has no tokens the model knows (only spaces?).")
-        refuse_unseen(self.tokenizer, prompt, ids)
         return np.concatenate([np.asarray(self.start_ids, "int32"), ids]) if self.start_ids else ids
 
     def decode(self, ids, prompt=None):
