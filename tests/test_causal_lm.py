@@ -297,6 +297,12 @@ def test_every_window_that_fits_is_used():
     np.testing.assert_array_equal(np.concatenate(windows), ids[None, :8])
     with pytest.raises(UserInputError, match="8 tokens long, shorter than one training window \\(9 tokens\\)"):
         data_lib.check_length(ids[:8], 8, "validation")
+    # The shorter window it suggests is one a generator takes (at least 2 tokens): a text of 2 tokens fits a
+    # window of 1, which --set refuses, so the message says to use more text only.
+    with pytest.raises(UserInputError, match=r"Use more text \(raise .*max.rows.*2, which cut it\)\.$"):
+        data_lib.check_length(ids[:2], 8, "training", more=" (raise --max-rows 2, which cut it)")
+    with pytest.raises(UserInputError, match=r", or a shorter window: .*sequence_length.*2\}?\.$"):
+        data_lib.check_length(ids[:3], 8, "training")
 
 
 def test_no_training_pipeline_starts_tf_datas_tuning_thread():

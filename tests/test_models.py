@@ -410,7 +410,7 @@ def test_overrides_of_the_right_kind_are_kept():
     assert steps == 1000 and isinstance(steps, int)
 
 
-@pytest.mark.parametrize("length, keep", [(32, 24), (48, 36), (128, 96), (2, 1), (1, None)])
+@pytest.mark.parametrize("length, keep", [(32, 24), (48, 36), (128, 96), (2, 1)])
 def test_a_shorter_window_keeps_the_recipes_share_of_it_when_generation_refills(length, keep):
     # nanogpt-cpu keeps 48 of its 64 tokens; --set sequence_length=32 alone kept 48 and failed in the model class.
     for name in ("nanogpt-cpu", "default"):
@@ -418,6 +418,18 @@ def test_a_shorter_window_keeps_the_recipes_share_of_it_when_generation_refills(
         assert (preset["sequence_length"], preset["window_keep"]) == (length, keep)
     assert resolve_preset("generate", "nanogpt-cpu", {"sequence_length": 32, "window_keep": 8})["window_keep"] == 8
     assert resolve_preset("generate", "tiny", {"sequence_length": 8})["window_keep"] is None  # the exact crop stays
+
+
+def test_a_generator_window_of_one_token_is_refused_in_one_line():
+    """A window of 1 re-encodes no tokens when it is full: `--set sequence_length=1` trained and then crashed in
+    its first sample ("zero-size array to reduction operation maximum"), a fix the --max-rows error suggested."""
+    from tfllm.presets import MIN_GENERATOR_WINDOW
+
+    for name in ("tiny", "nanogpt-cpu"):
+        with pytest.raises(UserInputError, match=r"^overrides=\{'sequence_length': 1\} is too short for a generator: "
+                                                 rf".* at least {MIN_GENERATOR_WINDOW} tokens .*; use overrides="):
+            resolve_preset("generate", name, {"sequence_length": 1})
+    assert resolve_preset("generate", "tiny", {"sequence_length": MIN_GENERATOR_WINDOW})["sequence_length"] == 2
 
 
 def test_a_window_keep_that_does_not_fit_the_window_names_both_settings():

@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras_hub.src.utils.tensor_utils import no_convert_scope
 
 from tfllm.errors import UserInputError
+from tfllm.presets import MIN_GENERATOR_WINDOW
 from tfllm.tokenizers import CharacterTokenizer
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -168,7 +169,7 @@ def check_length(ids, sequence_length, what, fits=None, source="", more=""):
     # A window is `sequence_length + 1` tokens: the inputs, and the same shifted by one as targets.
     if len(ids) < sequence_length + 1:
         fits = len(ids) - 1 if fits is None else fits
-        shorter = f", or a shorter window: --set sequence_length={fits}" if fits >= 1 else ""
+        shorter = f", or a shorter window: --set sequence_length={fits}" if fits >= MIN_GENERATOR_WINDOW else ""
         raise UserInputError(
             f"The {what} text is {len(ids)} tokens long, shorter than one training window "
             f"({sequence_length + 1} tokens{source}). Use more text{more}{shorter}."

@@ -346,6 +346,9 @@ AT_LEAST_ONE = {"batch_size", "epochs", "steps", "hidden_dim", "intermediate_dim
 FRACTIONS = {"dropout", "embedding_dropout", "label_smoothing", "mask_selection_rate", "warmup_fraction",
              "ema_momentum", "beta_1", "beta_2"}
 POSITIVE = {"learning_rate", "global_clipnorm", "ema_epochs"}
+# A generator's smallest window: past a full window it re-encodes the last sequence_length - 1 tokens (or
+# window_keep, at most that), none in a window of 1, which crashed its first sample at the end of an epoch.
+MIN_GENERATOR_WINDOW = 2
 
 
 def _range_problem(key, value):
@@ -425,6 +428,10 @@ def resolve_preset(task, name, overrides=None):
     given = {key for key, value in (overrides or {}).items() if value is not None}
     for key in given:
         preset[key] = checked_setting(task, key, overrides[key])
+    if task == "generate" and "sequence_length" in given and preset["sequence_length"] < MIN_GENERATOR_WINDOW:
+        raise UserInputError(f"--set sequence_length={preset['sequence_length']} is too short for a generator: its "
+                             f"window must be at least {MIN_GENERATOR_WINDOW} tokens (it continues from the last "
+                             f"ones); use --set sequence_length={MIN_GENERATOR_WINDOW} or more.")
     return _fit_window_keep(preset, presets[name], given)
 
 
