@@ -432,6 +432,19 @@ def test_a_generator_window_of_one_token_is_refused_in_one_line():
     assert resolve_preset("generate", "tiny", {"sequence_length": MIN_GENERATOR_WINDOW})["sequence_length"] == 2
 
 
+def test_num_heads_that_do_not_divide_hidden_dim_are_refused_at_the_recipe():
+    """--set num_heads=3 on a width of 16 was a 26-line traceback from the generator's (and the translator's)
+    model class; the message names both settings and the head counts that fit."""
+    for task in ("generate", "translate"):
+        with pytest.raises(UserInputError, match=r"^overrides=\{'num_heads': 3\} does not divide the recipe's hidden_dim "
+                                                 r"16: .* \(1, 2, 4, 8, 16\), or a hidden_dim that is a multiple of 3\.$"):
+            resolve_preset(task, "tiny", {"num_heads": 3})
+        with pytest.raises(UserInputError, match=r"^the recipe's num_heads 2 does not divide overrides=\{'hidden_dim': 15\}"):
+            resolve_preset(task, "tiny", {"hidden_dim": 15})
+        assert resolve_preset(task, "tiny", {"num_heads": 3, "hidden_dim": 15})["num_heads"] == 3
+    assert resolve_preset("classify", "tiny", {"num_heads": 3})["num_heads"] == 3  # KerasHub's encoders take it
+
+
 def test_a_window_keep_that_does_not_fit_the_window_names_both_settings():
     from tfllm.models import CausalLM
 

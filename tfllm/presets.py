@@ -432,7 +432,27 @@ def resolve_preset(task, name, overrides=None):
         raise UserInputError(f"--set sequence_length={preset['sequence_length']} is too short for a generator: its "
                              f"window must be at least {MIN_GENERATOR_WINDOW} tokens (it continues from the last "
                              f"ones); use --set sequence_length={MIN_GENERATOR_WINDOW} or more.")
+    _check_heads(task, preset, given)
     return _fit_window_keep(preset, presets[name], given)
+
+
+def _check_heads(task, preset, given):
+    """A generator's and a translator's attention splits hidden_dim into num_heads equal parts (their model
+    classes raise otherwise): --set num_heads=3 on a width of 16 was a 26-line traceback from the model class.
+    The classifier's and pretraining's KerasHub encoders give each head hidden_dim // num_heads instead."""
+    if task not in ("generate", "translate") or not {"hidden_dim", "num_heads"} & given:
+        return
+    width, heads = preset.get("hidden_dim"), preset.get("num_heads")
+    if width is None or heads is None or width % heads == 0:
+        return
+
+    def named(key):
+        return f"--set {key}={preset[key]}" if key in given else f"the recipe's {key} {preset[key]}"
+
+    divisors = [d for d in range(1, width + 1) if width % d == 0][:6]
+    raise UserInputError(f"{named('num_heads')} does not divide {named('hidden_dim')}: each attention head takes an "
+                         f"equal share of hidden_dim. Use a num_heads that divides it ({', '.join(map(str, divisors))}"
+                         f"{', ...' if width > divisors[-1] else ''}), or a hidden_dim that is a multiple of {heads}.")
 
 
 def _fit_window_keep(preset, shipped, given):
