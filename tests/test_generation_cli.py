@@ -154,6 +154,24 @@ def test_out_of_range_sampling_options_are_one_line(untrained_run, capsys, monke
 
 
 @pytest.mark.parametrize("numpy_path", ["1", pytest.param("0", marks=pytest.mark.slow)])
+def test_a_prompt_s_windows_line_endings_are_read_as_training_reads_them(untrained_run, capsys, monkeypatch,
+                                                                          numpy_path):
+    """Training reads "\r\n" and a lone "\r" as "\n" (`datasets.text.unix_newlines`), so no run has "\r" in its
+    vocabulary: a prompt from a Windows editor was refused as holding a character never seen in training."""
+    monkeypatch.setenv("TFLLM_NUMPY_GENERATION", numpy_path)
+    argv = ["--max-new-tokens", "6", "--sampler", "greedy", "--no-prompt-echo"]
+    unix = main_in_process(capsys, "generate", untrained_run, "Be:\nhear", *argv)
+    assert unix.returncode == 0, unix.stderr
+    for prompt in ("Be:\r\nhear", "Be:\rhear"):
+        result = main_in_process(capsys, "generate", untrained_run, prompt, *argv)
+        assert (result.returncode, result.stdout) == (0, unix.stdout), result.stderr
+    if numpy_path == "0":  # tfllm.generate, in Python
+        from tfllm.generation import generate
+
+        assert generate(untrained_run, ["Be:\r\nhear"], max_new_tokens=6, sampler="greedy") == [unix.stdout[:-1]]
+
+
+@pytest.mark.parametrize("numpy_path", ["1", pytest.param("0", marks=pytest.mark.slow)])
 def test_a_huge_temperature_never_samples_a_banned_token(untrained_run, capsys, monkeypatch, numpy_path):
     """Banned ids were set to -1e9 before the division by the temperature: at 1e30 every token was as likely,
     top-k's ties went to the lowest ids (the special ones) and the completion came back empty."""

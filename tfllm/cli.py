@@ -444,6 +444,10 @@ def cmd_generate(args):
             raise UserInputError(f"No prompt after the run directory {args.prompt!r}: pass the text to continue, "
                                  f"e.g. tfllm generate {shlex.quote(args.prompt)} \"ROMEO:\".")
         raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
+    from tfllm.datasets.text import unix_newlines
+
+    # Line breaks as training read them, on both paths (Generator.generate does it for the TensorFlow one).
+    args.prompt = unix_newlines(args.prompt)
     echo = [not args.no_prompt_echo]  # the prompt is printed once input checks have passed
     shown_prompt = args.prompt
     if args.prompt == "":  # a new document: the run's document separator, continued (as tfllm.generate does)

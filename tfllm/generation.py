@@ -30,6 +30,7 @@ from tfllm.config import GREEDY_BELOW, MAX_BEAMS, check_sampler_options, is_numb
 from tfllm.config import (CJK_CLASS, WORDPIECE_SUFFIX, is_suffix_piece, join_cjk, sentencepiece_completion,
                           wordpiece_completion)
 from tfllm.data import unencodable_characters
+from tfllm.datasets.text import unix_newlines
 from tfllm.errors import UserInputError
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, marks_word_starts,
                               prompt_start_ids, special_token_ids, unknown_token_id)
@@ -544,6 +545,9 @@ class Generator:
         """
         temperature, top_k, top_p, num_beams = sampling_options(sampler, temperature, top_k, top_p, num_beams, seed)
         prompts = self._check_options(prompts, max_new_tokens, sampler, temperature, top_k, top_p, num_beams, seed)
+        # Line breaks as training read them ("\r\n" and "\r" as "\n"): a Windows prompt's "\r" was refused as a
+        # character never seen in training, which training had itself dropped.
+        prompts = [unix_newlines(p) for p in prompts]
         stops = [stop] if isinstance(stop, str) else list(runs.texts_argument(stop or [], "stop"))
         if any(not isinstance(s, str) or not s for s in stops):
             raise UserInputError(f"Stop strings must be non-empty strings, got {stops!r}.")

@@ -108,7 +108,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         for number, row in enumerate(rows, 1):
             text = text_value(row.get(column), path, f"data row {number}", column)
             if skipped.count(number, row, column, text):
-                documents.append(_unix_newlines(text.strip()))
+                documents.append(unix_newlines(text.strip()))
         skipped.warn(path, column)
         if not documents:
             raise UserInputError(f"{path!r} has no non-empty text in column {column!r}.")
@@ -120,7 +120,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         else:
             joint = DOCUMENT_SEPARATOR
     else:
-        text = _unix_newlines(read_text_file(path, f"Point {flag} at a file with text."))
+        text = unix_newlines(read_text_file(path, f"Point {flag} at a file with text."))
         train, val = _split_text(text, val_fraction)
     if not _long_enough(train, val):
         # The least text whose split passes (a figure from a formula was refused again at its length).
@@ -166,10 +166,10 @@ class _SkippedRows:
                  f"({', '.join(kinds)}; first: data row {self.first}); they are left out.")
 
 
-def _unix_newlines(text):
+def unix_newlines(text):
     """Line breaks as "\n": Windows' "\r\n" (a .txt, or a line break inside an Excel CSV's quoted cell) and old
     Macs' lone "\r" made "\r" a character of the text the model learns and writes back (a lone-"\r" file read
-    as one line)."""
+    as one line). Generation reads its prompts through it too, as the text the model learned from."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
