@@ -71,6 +71,23 @@ def test_the_cjk_list_is_keras_hubs():
         assert bool(ours.fullmatch(chr(code))) == bool(theirs.fullmatch(chr(code))), hex(code)
 
 
+def test_sentencepiece_learns_from_lines_longer_than_its_default_limit():
+    """Its trainer skips texts over 4,192 bytes by default: three lines of 2,000 words left it none and the
+    error blamed the vocabulary size, with "()" for a reason."""
+    import random
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words) for _ in range(2000)) for _ in range(3)]
+    assert min(len(t) for t in texts) > 4192
+    tokenizer = train_tokenizer(texts, "sentencepiece", 60)
+    assert len(tokenizer.tokenize(texts[0][:100])) > 0
+    # What it cannot learn from (zero-width spaces only: no sentences left) is said without empty parentheses.
+    with pytest.raises(UserInputError, match=r"^SentencePiece cannot learn a vocabulary of 60 from these texts; ") as e:
+        train_tokenizer(["\u200b\u200b"], "sentencepiece", 60)
+    assert "()" not in str(e.value)
+
+
 def test_a_sentencepiece_vocabulary_smaller_than_the_alphabet_is_a_clear_error():
     texts = ["".join(chr(0x4E00 + i + j) for j in range(8)) for i in range(0, 400, 8)]  # 400 distinct characters
     with pytest.raises(UserInputError, match=r"raise it with overrides=\{'vocabulary_size': N\}") as error:  # was a RuntimeError

@@ -552,6 +552,9 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
                 hard_vocab_limit=False,
                 normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
                 character_coverage=0.9995,
+                # Its trainer skips longer texts without a word (4,192 bytes by default): a file of a few long
+                # lines left it nothing to learn from, called too small a vocabulary.
+                max_sentence_length=max([4192] + [len(text.encode("utf-8")) + 1 for text in texts]),
                 minloglevel=2,
             )
         except RuntimeError as e:  # e.g. "Vocabulary size is smaller than required_chars. 50 vs 54"
@@ -559,8 +562,10 @@ def train_tokenizer(texts, kind="wordpiece", vocabulary_size=10000, sequence_len
             # Its characters alone need `required`: "a few hundred" was wrong for Chinese (1,604 on zh_news).
             required = re.search(r"required_chars\. \d+ vs (\d+)", reason)
             enough = f"at least {required[1]}" if required else "a few hundred or more"
-            raise UserInputError(f"SentencePiece cannot learn a vocabulary of {vocabulary_size} from these texts "
-                                 f"({reason}); raise it with --set vocabulary_size=N ({enough}), or use --tokenizer "
+            # An assertion's message has no words after its "] " ("... [!sentences_.empty()] "): "()" was shown.
+            reason = f" ({reason})" if reason.strip() and not reason.startswith("[") else ""
+            raise UserInputError(f"SentencePiece cannot learn a vocabulary of {vocabulary_size} from these texts"
+                                 f"{reason}; raise it with --set vocabulary_size=N ({enough}), or use --tokenizer "
                                  "wordpiece.") from None
         return SentencePieceTokenizer(proto=proto.getvalue(), sequence_length=sequence_length)
     raise UserInputError(f"Unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}.")
