@@ -1345,6 +1345,30 @@ def test_an_unknown_or_abbreviated_option_is_refused_with_the_subcommands_usage(
     assert not os.listdir(tmp_path)  # nothing written
 
 
+def test_train_help_says_which_task_has_finetune_and_what_max_rows_keeps_of_a_text(capsys, tmp_path):
+    """`tfllm train --help` said "'finetune' with --from-preset" for every task (generate has none, and refused
+    it), and that --max-rows kept "the first N characters of the text" (it keeps N of the training split and
+    N // 9 of the validation split)."""
+    from tfllm.cli import main
+    from tfllm.presets import PRESETS
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    said = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps lines after a hyphen
+    assert info.value.code == 0
+    assert "classify with --from-preset: 'finetune'" in said
+    for task in ("classify", "generate", "translate"):
+        assert f"{task}: {', '.join(sorted(PRESETS[task]))}" in said
+    assert "finetune" not in PRESETS["generate"]
+    assert "generate: the first N characters of the training split, and N/9 of the validation split" in said
+    (tmp_path / "poems.txt").write_text("the moon rises over quiet water\n" * 200)
+    from tfllm.datasets.text import load_run_text
+    from tfllm.config import TrainConfig
+
+    train, val = load_run_text(TrainConfig(task="generate", data=str(tmp_path / "poems.txt"), max_rows=300))
+    assert (len(train), len(val)) == (300, 300 // 9)
+
+
 def test_pretrain_help_lists_each_objectives_presets(capsys):
     """`tfllm pretrain --help` showed `--preset PRESET` with no names."""
     from tfllm.cli import main

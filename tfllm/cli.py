@@ -313,6 +313,16 @@ def _pretrain_presets_help():
     return f"recipe name (default: 'default'); {'; '.join(names)}"
 
 
+def _train_presets_help():
+    """`train --preset`'s help: each task's preset names, from the registry. It said "'finetune' with
+    --from-preset" for every task, and `--task generate --preset finetune` was refused: only classify has it."""
+    from tfllm.presets import PRESETS
+
+    names = [f"{task}: {', '.join(sorted(PRESETS[task]))}" for task in ("classify", "generate", "translate")]
+    return (f"recipe name (default: 'default'; classify with --from-preset: 'finetune'); {'; '.join(names)} "
+            "(tfllm presets TASK NAME)")
+
+
 def cmd_presets(args):
     """The shipped recipes: every task's preset names, or one preset's settings as `--set` writes them."""
     from tfllm.errors import UserInputError
@@ -873,7 +883,7 @@ def build_parser():
     p.add_argument("--target-column", default=None, help="translate: its translation (cedict: english; .txt: 2)")
     p.add_argument("--labels", type=_csv_list, default=None,
                    help="keep only these labels, e.g. rotten,fresh (the last is positive), exactly as the data writes them")
-    p.add_argument("--preset", default=None, help="recipe name (default: 'default'; 'finetune' with --from-preset)")
+    p.add_argument("--preset", default=None, help=_train_presets_help())
     p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default=None,
                    help="default: the preset's (not with --from-preset, which brings its own)")
     p.add_argument("--epochs", type=int, default=None, help="classify, translate: passes over the data (classify: 0 "
@@ -887,7 +897,7 @@ def build_parser():
     p.add_argument("--seed", type=_seed, default=1337)
     p.add_argument("--max-rows", type=_count, default=None,
                    help="classify: train on a seeded, stratified sample of this many rows; translate: a seeded "
-                        "sample; generate: the first N characters of the text")
+                        "sample; generate: the first N characters of the training split, and N/9 of the validation split")
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi_worker or tpu")
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")
