@@ -641,10 +641,12 @@ def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):
 
 
 def test_an_empty_prompt_for_a_generator_gets_a_prompt_for_an_example(generator_run, capsys):
-    """It said 'pass the texts to explain, e.g. tfllm explain RUN "a joyous, moving film"': a review."""
+    """It said 'pass the texts to explain, e.g. tfllm explain RUN "a joyous, moving film"': a review; then
+    'e.g. tfllm explain RUN "Once upon a"', a prompt refused by runs whose text has no capitals."""
     assert main(["explain", generator_run, " "]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Text 1 is empty" in err and "Once upon a" in err and "joyous" not in err, err
+    assert err.count("\n") == 1 and "Text 1 is empty" in err and "joyous" not in err, err
+    assert "pass a prompt in the run's alphabet" in err and "Once upon a" not in err and '"' not in err, err
     with pytest.raises(UserInputError, match="an empty prompt .* has none"):
         load_explainer(generator_run).explain("")
 

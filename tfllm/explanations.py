@@ -1034,8 +1034,10 @@ def empty_text_message(generator, run_dir="RUN_DIR"):
     """What to pass instead of an empty text: a generator's example is a prompt, not a review."""
     if generator:
         # `tfllm generate RUN ""` starts a new document; its next token follows no prompt token to attribute to.
+        # No literal example: "Once upon a" was refused by runs whose text has no capitals.
         return ("a generator's next token is explained by the prompt's tokens, and an empty prompt (a new "
-                f"document, for tfllm generate) has none; pass a prompt, e.g. `tfllm explain {run_dir} \"Once upon a\"`.")
+                "document, for tfllm generate) has none; pass a prompt in the run's alphabet (the first words of "
+                "a line of its training text, say).")
     # In backticks: a command that `errors.python_spelling` shows a Python caller as the call.
     return f"pass the texts to explain, e.g. `tfllm explain {run_dir} \"a joyous, moving film\"`."
 
