@@ -112,6 +112,7 @@ def test_samplers_run_and_respect_seed(sampler):
         assert any(o != tuple(first) for o in others)
 
 
+@pytest.mark.slow
 def test_top_k_is_clamped_and_temperature_zero_is_greedy():
     generator = tiny_generator()
     huge = generator.generate(["First"], 10, sampler="top_k", top_k=10**6, temperature=1e-40, seed=7)
