@@ -38,7 +38,7 @@ def bert_preset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gpt2_preset(tmp_path_factory):
-    """A 2-layer GPT2Backbone with a byte-level BPE vocabulary of single bytes (every text encodes)."""
+    """A 2-layer GPT2Backbone with a byte-level BPE vocabulary of single bytes: printable ASCII, space and newline."""
     keras.utils.set_random_seed(0)
     byte_chars = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]
     vocabulary = {token: i for i, token in enumerate(byte_chars + ["Ġt", "he", "<|endoftext|>"])}
@@ -426,7 +426,9 @@ def test_preset_tflite_exports_record_the_tokenizer_s_unknown_id(preset_tflite_e
     assert unknown == [tokenizer.token_to_id(tokenizer.oov_token)]
     assert bert["special_token_ids"]["unknown"] == unknown[0]
     gpt2 = json.loads((preset_tflite_exports["gpt2"][1] / "metadata.json").read_text())["special_token_ids"]
-    assert gpt2["unknown"] is None and "token for every byte" in gpt2["unknown_none"]
+    # The test preset's vocabulary has 96 of the 256 bytes (33-126, "Ġ" and "Ċ"): its metadata said "a token for
+    # every byte, so no text is unknown", and a text with a tab or an "é" gets id -1.
+    assert gpt2["unknown"] is None and "160 of the 256 bytes have no token" in gpt2["unknown_none"], gpt2
 
 
 def test_a_prompt_of_words_a_wordpiece_preset_has_no_piece_for_is_refused_as_tfllm_s_own_tokenizers_refuse_it():

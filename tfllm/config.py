@@ -2,6 +2,7 @@
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import numbers
@@ -328,3 +329,13 @@ class TrainConfig:
         """The TrainConfig a run recorded (keys of another tfllm version's are ignored)."""
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f), strict=False)
+
+
+@functools.lru_cache(maxsize=1)
+def byte_decoder():
+    """GPT-2's byte-level alphabet back to bytes: printable bytes stand for themselves, the others for
+    U+0100 onwards in order (so a space is 'Ġ', U+0120). Here, without TensorFlow, for explanations and the
+    tokenizers alike (KerasHub's own `bytes_to_unicode` is in a private module)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + k): b for k, b in enumerate(others)}}

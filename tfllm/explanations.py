@@ -55,6 +55,7 @@ import warnings
 import numpy as np
 
 from tfllm import runs
+from tfllm.config import byte_decoder
 from tfllm.errors import UserInputError
 
 METHODS = ("integrated_gradients", "attention", "occlusion")
@@ -572,7 +573,7 @@ class Explainer:
         if self.generator:
             index = self._token_id(target)
             if index is None and self._byte_level():  # as explain lists it: ' good', not 'Ġgood'
-                encoder = {b: c for c, b in _byte_decoder().items()}
+                encoder = {b: c for c, b in byte_decoder().items()}
                 index = self._token_id("".join(encoder[b] for b in target.encode("utf-8")))
             if index is None:
                 raise UserInputError(f"--target {target!r} is not a token of this model's vocabulary; pass one "
@@ -935,17 +936,8 @@ class Explainer:
                 "token_scores": pooled.tolist()}
 
 
-@functools.lru_cache(maxsize=1)
-def _byte_decoder():
-    """GPT-2's byte-level alphabet back to bytes: printable bytes stand for themselves, the others for
-    U+0100 onwards in order (so a space is 'Ġ', U+0120)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{chr(b): b for b in printable}, **{chr(256 + k): b for k, b in enumerate(others)}}
-
-
 def _bytes_surface(token):
-    decoder = _byte_decoder()
+    decoder = byte_decoder()
     if not all(c in decoder for c in token):
         return token  # a special token, as written
     try:

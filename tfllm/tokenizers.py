@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfllm.config import (CJK_SPACE, ENDS_IN_CJK, ENDS_IN_SPACE, STARTS_WITH_CJK, TOKENIZER_KINDS, is_suffix_piece,
                           leading_word_starts)
+from tfllm.config import byte_decoder
 from tfllm.errors import UserInputError
 
 PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
@@ -128,9 +129,16 @@ def unknown_token_entry(tokenizer):
     unk = unknown_token_id(tokenizer)
     if unk is not None:
         return {"unknown": unk}
-    why = ("byte-level byte-pair encoding has a token for every byte, so no text is unknown"
-           if isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer) else
-           f"{type(tokenizer).__name__} has no unknown token")
+    if isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer):
+        # "A token for every byte, so no text is unknown" was said of every byte-pair vocabulary, and one built
+        # without some bytes (a small preset's) gives them id -1: an app must know to look for it.
+        vocabulary = set(tokenizer.get_vocabulary())
+        missing = sum(char not in vocabulary for char in byte_decoder())
+        why = ("byte-level byte-pair encoding has a token for every byte, so no text is unknown" if not missing else
+               f"byte-level byte-pair encoding has no unknown token, and {missing} of the 256 bytes have no token in "
+               "this vocabulary: text holding them gets id -1")
+    else:
+        why = f"{type(tokenizer).__name__} has no unknown token"
     return {"unknown": None, "unknown_none": why}
 
 
