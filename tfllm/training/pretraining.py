@@ -310,8 +310,7 @@ def pretrain(config, verbose="auto"):
     if objective == "causal":
         from tfllm.training.causal_lm import train_causal_lm
 
-        train_causal_lm(config, verbose=verbose)  # verbose=0 is silent here too, as train_causal_lm's alone
-        return runs.read_json(runs.path(config.run_dir, runs.METRICS))
+        return train_causal_lm(config, verbose=verbose)  # its metrics.json's dict; verbose=0 is silent here too
     if objective == "vectors":
         return pretrain_vectors(config)
 
