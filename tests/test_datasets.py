@@ -841,6 +841,24 @@ def test_pretraining_reads_a_labelled_folders_subfolders(tmp_path):
     assert sorted(train + val) == sorted(f"a {label} review {i}" for label in ("pos", "neg") for i in range(3))
 
 
+def test_a_generator_reads_a_folder_of_text_files_as_pretraining_does(tmp_path):
+    """`train --task generate --data FOLDER` was refused ("is a folder; give one .txt ...") while `pretrain` and
+    `evaluate` read the same folder. Its files are read one after another, as they are (blank lines kept), each
+    ending in a line break; hidden and empty files are left out, as pretraining leaves them."""
+    from tfllm.datasets.text import load_text_corpus
+
+    (tmp_path / "poems" / "later").mkdir(parents=True)
+    (tmp_path / "poems" / "a.txt").write_text("the moon is up\n\nand so am I" * 10, encoding="utf-8")
+    (tmp_path / "poems" / "later" / "b.txt").write_text("second file\r\n" * 10, encoding="utf-8")
+    (tmp_path / "poems" / ".notes.txt").write_text("private\n")
+    (tmp_path / "poems" / "empty.txt").write_text("")
+    train, val = load_text_corpus(str(tmp_path / "poems"))
+    assert train + val == ("the moon is up\n\nand so am I" * 10 + "\n") + "second file\n" * 10
+    (tmp_path / "none").mkdir()
+    with pytest.raises(UserInputError, match=r"^Folder '.*none' \((--)?lm\) has no .txt files"):
+        load_text_corpus(str(tmp_path / "none"), flag="--lm")
+
+
 def test_a_jsonl_row_without_the_text_key_is_named_as_that_rows_gap(tmp_path):
     from tfllm.datasets import read_texts
 

@@ -807,7 +807,9 @@ def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_
     # The corpus's own option is named: these said "--data for text generation" and "Pass --text-column",
     # which translate does not have.
     (tmp_path / "columns.csv").write_text("english,french\none,un\n", encoding="utf-8")
-    for corpus, message in ((tmp_path, "is a folder"), (tmp_path / "columns.csv", "reads a column named 'text'")):
+    (tmp_path / "no_text").mkdir()
+    for corpus, message in ((tmp_path / "no_text", "has no .txt files"),
+                            (tmp_path / "columns.csv", "reads a column named 'text'")):
         assert cli.main(["translate", trained_run, "一二", "--lm", str(corpus)]) == 2
         err = capsys.readouterr().err
         assert "--lm" in err and message in err and "--data" not in err and "--text-column" not in err, err

@@ -63,8 +63,9 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
     Args:
         name_or_path: `"shakespeare"` (bundled, 1.2 M characters, 77 symbols), `"zh_news"`
             (bundled, People's Daily 1998, 1.8 M Chinese characters), a `.txt`/`.txt.gz`
-            file, or a `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`) whose
-            `text_column` holds one document per row.
+            file, a folder of them (their text one file after another), or a
+            `.csv`/`.tsv`/`.jsonl` file (optionally `.gz`) whose `text_column`
+            holds one document per row.
         text_column: column of a CSV/JSONL file (default `"text"`).
         val_fraction: the last this fraction of the text becomes validation,
             as nanoGPT does (documents of a CSV/JSONL file stay whole).
@@ -92,8 +93,6 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
                 f"{flag} {path!r} does not exist. Check the path, or use a bundled corpus: "
                 f"{', '.join(BUNDLED_TEXT)}."
             )
-        if os.path.isdir(path):
-            raise UserInputError(f"{flag} {path!r} is a folder; give one .txt, .csv or .jsonl file.")
     joint = ""  # what goes between train and val in the whole text: rows split between them lose their separator
     if is_table(path):
         column = text_column or "text"
@@ -120,8 +119,13 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
         else:
             joint = DOCUMENT_SEPARATOR
     else:
-        text = unix_newlines(read_text_file(path, f"Point {flag} at a file with text."))
-        train, val = _split_text(text, val_fraction)
+        if os.path.isdir(path):  # a folder of .txt files, as pretraining reads one: the files one after another
+            # (they were refused here while `pretrain` and `evaluate` read them); each ends in a line break.
+            texts = (read_text_file(file) for file in _folder_files(path, flag) if os.path.getsize(file))
+            text = "".join(t if t.endswith("\n") else t + "\n" for t in texts)
+        else:
+            text = read_text_file(path, f"Point {flag} at a file with text.")
+        train, val = _split_text(unix_newlines(text), val_fraction)
     if not _long_enough(train, val):
         # The least text whose split passes (a figure from a formula was refused again at its length).
         need = len(train) + len(val) + 1
@@ -262,7 +266,7 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
         raise UserInputError(f"{flag} {path!r} does not exist. Check the path, or use a bundled corpus: "
                              f"{', '.join([*BUNDLED_TEXT, *BUNDLED])}.")
     documents, skipped = [], _SkippedRows()
-    for line in _document_lines(path, column, f"Point {flag} at a file with rows of text.", skipped):
+    for line in _document_lines(path, column, f"Point {flag} at a file with rows of text.", skipped, flag):
         if line.strip():
             documents.append(line.strip())
             if max_rows and len(documents) == max_rows:
@@ -280,27 +284,12 @@ def load_documents(name_or_path, text_column=None, val_fraction=0.05, max_rows=N
     return list(documents[:-n_val]), list(documents[-n_val:])
 
 
-def _document_lines(path, column, empty_fix, skipped):
+def _document_lines(path, column, empty_fix, skipped, flag="--data"):
     """What `load_documents` keeps the non-blank ones of, read only as far as it asks: the lines of a .txt
     file or of a folder's .txt files, or a CSV/JSONL column's texts (of its training rows, where it has a
     split column); `skipped` (a `_SkippedRows`) counts the rows without text."""
     if os.path.isdir(path):
-        # Subfolders too: a classifier's folder of one subfolder of .txt files per label was "no .txt files".
-        files = []
-        for root, folders, names in os.walk(path):
-            if _saved_model(root):  # `pretrain --data runs` read every run's vocabulary.txt as documents
-                what = "a tfllm run directory or a KerasHub preset"
-                found = (f"is a saved model ({what})" if root == path
-                         else f"holds a saved model ({os.path.relpath(root, path)!r}: {what})")
-                raise UserInputError(f"Folder {path!r} {found}, not documents: its .txt files are a vocabulary. Pass "
-                                     "a folder of .txt files of text (one document per line), without runs or "
-                                     "presets in it.")
-            folders[:] = [f for f in folders if not hidden(f)]
-            files += [os.path.join(root, f) for f in names if is_text_file(f) and not hidden(f)]
-        if not files:
-            raise UserInputError(f"Folder {path!r} has no .txt files (nor its subfolders); put one document per line "
-                                 "in .txt files there.")
-        for file in sorted(files):
+        for file in _folder_files(path, flag):
             if not os.path.getsize(file):
                 continue  # an empty file among others holds no documents (it refused the whole folder)
             for line in read_lines(file, empty_fix):
@@ -335,3 +324,24 @@ def _document_lines(path, column, empty_fix, skipped):
     else:
         for line in read_lines(path, empty_fix):
             yield from line.splitlines()
+
+
+def _folder_files(path, flag="--data"):
+    """The .txt files of folder `path` and its subfolders, sorted (hidden ones left out); refuses a folder
+    that is or holds a saved model, and one without .txt files (naming `flag`, the option that gave it)."""
+    # Subfolders too: a classifier's folder of one subfolder of .txt files per label was "no .txt files".
+    files = []
+    for root, folders, names in os.walk(path):
+        if _saved_model(root):  # `pretrain --data runs` read every run's vocabulary.txt as documents
+            what = "a tfllm run directory or a KerasHub preset"
+            found = (f"is a saved model ({what})" if root == path
+                     else f"holds a saved model ({os.path.relpath(root, path)!r}: {what})")
+            raise UserInputError(f"Folder {path!r} {found}, not documents: its .txt files are a vocabulary. Pass "
+                                 "a folder of .txt files of text (one document per line), without runs or "
+                                 "presets in it.")
+        folders[:] = [f for f in folders if not hidden(f)]
+        files += [os.path.join(root, f) for f in names if is_text_file(f) and not hidden(f)]
+    if not files:
+        raise UserInputError(f"Folder {path!r} ({flag}) has no .txt files (nor its subfolders); put text in .txt "
+                             "files there, one document per line.")
+    return sorted(files)

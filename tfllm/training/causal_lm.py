@@ -344,7 +344,9 @@ def evaluate_run(run_dir, data=None, text_column=None):
         text_column = runs.read_train_config(run_dir).text_column  # --text-column title run read 'text')
     if data:
         check_text_column(data, text_column)
-    if data and os.path.isdir(data):  # a folder of .txt files, as pretraining reads them: every line a document
+    if data and os.path.isdir(data) and runs.read_train_config(run_dir).task == "pretrain":
+        # A folder of .txt files as pretraining read it: every non-blank line a document (a generator's
+        # training reads the files' text as it is, blank lines kept, as load_text_corpus does below).
         train_docs, val_docs = load_documents(data, text_column=text_column)
         text = "\n".join(train_docs + val_docs)
     elif data:
