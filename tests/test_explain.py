@@ -777,6 +777,18 @@ def test_occlusion_of_a_one_token_prompt_is_one_line(generator_run, capsys):
     assert [t["token"] for t in json.loads(capsys.readouterr().out)["tokens"]] == ["B"]
 
 
+def test_a_windows_prompt_is_explained_as_generate_reads_it(generator_run):
+    """`generate` reads a prompt's "\r\n" as "\n", as training read the text; explain refused the same prompt
+    ("characters the tokenizer never saw: '\r'"), in explain and in TensorBoard's occlusions alike."""
+    explainer = load_explainer(generator_run)
+    unix = explainer.explain("Citizen:\nBefore", method="occlusion")
+    for prompt in ("Citizen:\r\nBefore", "Citizen:\rBefore"):
+        e = explainer.explain(prompt, method="occlusion")
+        assert (e.tokens, e.target) == (unix.tokens, unix.target) and np.allclose(e.scores, unix.scores)
+        [o] = explainer.occlusions([prompt])
+        assert o.tokens == unix.tokens and np.allclose(o.scores, unix.scores, atol=1e-5)
+
+
 def test_a_prompt_longer_than_the_window_is_explained_from_its_end(generator_run):
     """Packing kept a long prompt's first tokens, so the next token explained was one in its middle, not the
     one generation continues the prompt with (it reads the last `sequence_length` tokens)."""
@@ -915,6 +927,13 @@ def test_a_generators_target_it_never_emits_is_refused(generator_run, capsys):
         assert main(["explain", generator_run, "Before we", "--target", token, "--method", "occlusion"]) == 2
         err = capsys.readouterr().err
         assert f"--target {token!r} is a special token this model never generates" in err and err.count("\n") == 1
+
+
+def test_a_generators_target_typed_as_an_escape_is_the_character(generator_run, capsys):
+    """`--target '\\n'` (a shell passes a backslash and an n, as `--stop '\\n'` reads it) was refused as "not a
+    token of this model's vocabulary": the next line break could not be explained from the command line."""
+    assert main(["explain", generator_run, "Before we", "--target", "\\n", "--method", "occlusion", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "\n"
 
 
 def test_a_target_outside_a_sentencepiece_generators_vocabulary_is_one_line():

@@ -16,7 +16,7 @@ import sys
 import threading
 import warnings
 
-from tfllm.config import PRECISIONS, SAMPLING_DEFAULTS, TOKENIZER_KINDS
+from tfllm.config import PRECISIONS, SAMPLING_DEFAULTS, TOKENIZER_KINDS, read_escapes
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,12 +46,6 @@ def _count(value, least=1):
 
 def _seed(value):
     return _count(value, least=0)
-
-
-def _escaped(value):
-    """A --stop value with its backslash escapes read (\\n, \\t, \\r, \\\\): `--stop '\\n'`, as users type a newline, was
-    a backslash and an n, never matched. Any other backslash stays as typed."""
-    return re.sub(r"\\([ntr\\])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m[1]], value)
 
 
 def _csv_list(value):
@@ -540,7 +534,7 @@ def add_generation_parsers(sub):
     p.add_argument("--top-p", type=float, default=None, help="default 0.9")
     p.add_argument("--num-beams", type=int, default=None, help="default 4, at most 64")
     p.add_argument("--seed", type=int, default=None, help="a 32-bit whole number (-2147483648 to 2147483647)")
-    p.add_argument("--stop", action="append", default=[], type=_escaped,
+    p.add_argument("--stop", action="append", default=[], type=read_escapes,
                    help=r"stop before this string (repeatable); \n, \t, \r and \\ are read as escapes, so "
                         r"--stop '\n' ends at the end of the line: one row's item of a CSV/JSONL run")
     p.add_argument("--no-prompt-echo", action="store_true", help="print only the new text")
@@ -640,7 +634,7 @@ def add_explain_parsers(sub):
                    help="integrated_gradients (default; an ensemble's: occlusion), attention (maps and rollout) "
                         "or occlusion")
     p.add_argument("--target", default=None, metavar="LABEL",
-                   help="the label to explain (a generator: the next token); default the predicted one")
+                   help=r"the label to explain (a generator: the next token, \n for a newline); default the predicted one")
     p.add_argument("--steps", type=int, default=None, help="integrated gradients' steps (default 50)")
     p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps")
     p.add_argument("--json", action="store_true",

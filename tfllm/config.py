@@ -331,6 +331,13 @@ class TrainConfig:
             return cls.from_dict(json.load(f), strict=False)
 
 
+def read_escapes(value):
+    """`value` with its backslash escapes read (\\n, \\t, \\r, \\\\), as users type a newline in a shell
+    (`--stop '\\n'`, a generator's `explain --target '\\n'`): a backslash and an n matched nothing. Any other
+    backslash stays as typed."""
+    return re.sub(r"\\([ntr\\])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m[1]], value)
+
+
 @functools.lru_cache(maxsize=1)
 def byte_decoder():
     """GPT-2's byte-level alphabet back to bytes: printable bytes stand for themselves, the others for

@@ -55,7 +55,8 @@ import warnings
 import numpy as np
 
 from tfllm import runs
-from tfllm.config import byte_decoder
+from tfllm.config import byte_decoder, read_escapes
+from tfllm.datasets.text import unix_newlines
 from tfllm.errors import UserInputError
 
 METHODS = ("integrated_gradients", "attention", "occlusion")
@@ -392,6 +393,11 @@ class Explainer:
 
     # --- inputs -----------------------------------------------------------------------------
 
+    def as_trained(self, text):
+        """A generator's prompt with its line breaks as training read them ("\r\n" and "\r" as "\n"), as
+        `generate` reads it: a Windows prompt's "\r" was refused here as a character the tokenizer never saw."""
+        return unix_newlines(text) if self.generator and isinstance(text, str) else text
+
     def encode(self, text):
         """The text's model inputs (numpy, `[1, n]`, trimmed to its real positions) and its tokens."""
         if not isinstance(text, str):
@@ -572,6 +578,9 @@ class Explainer:
             return None
         if self.generator:
             index = self._token_id(target)
+            if index is None and isinstance(target, str) and read_escapes(target) != target:
+                target = read_escapes(target)  # `--target '\n'`, as a shell passes a newline (as --stop reads it)
+                index = self._token_id(target)
             if index is None and self._byte_level():  # as explain lists it: ' good', not 'Ġgood'
                 encoder = {b: c for c, b in byte_decoder().items()}
                 index = self._token_id("".join(encoder[b] for b in target.encode("utf-8")))
@@ -712,6 +721,7 @@ class Explainer:
                                  "tfllm's nor KerasHub's Transformer blocks); use --method integrated_gradients or "
                                  "occlusion.")
         target_index = self.target_index(target)
+        text = self.as_trained(text)
         x, ids, is_text, probabilities = self.prepare(text)
         if method == "occlusion" and self.generator and len(ids) < 2:
             # Without its one token the prompt is empty: nothing to predict a next token from (it was a
@@ -803,7 +813,7 @@ class Explainer:
         explains a few validation texts in TensorBoard this way.
         """
         prepared = []
-        for text in texts:
+        for text in map(self.as_trained, texts):
             try:
                 x, ids, is_text = self.encode(text)
             except UserInputError:
