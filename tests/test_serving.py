@@ -329,8 +329,8 @@ def test_columnar_inputs_may_hold_other_keys_as_in_tf_serving(server, rest, grpc
         {"signature_name": "greedy", "inputs": {"prompt": ["To be"], "max_new_tokens": [2], "seed": [7]}}).encode())
     assert status == 200 and len(json.loads(content)["outputs"]) == 1, content
     # A missing input is still named, with the keys that did not match (a misspelt name).
-    status, content = _raw(server["rest"], "POST", "/v1/models/reviews:predict", b'{"inputs": {"txt": ["a"]}}')
-    assert status == 400 and "Missing input(s) ['text'] and unknown input(s) ['txt']" in json.loads(content)["error"]
+    status, content = _raw(server["rest"], "POST", "/v1/models/reviews:predict", b'{"inputs": {"Text": ["a"]}}')
+    assert status == 400 and "Missing input(s) ['text'] and unknown input(s) ['Text']" in json.loads(content)["error"]
     rows = [{"text": t, "note": "x"} for t in REVIEWS[:2]]
     for client in (rest, grpc_client):  # rows (REST) and gRPC's inputs: as TF Serving, refused
         with pytest.raises(ServingError, match=r"nknown input\(s\) \['note'\]"):

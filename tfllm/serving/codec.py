@@ -237,7 +237,8 @@ def check_names(given, sig, row: int | None = None) -> None:
         hint = (" (every input is required; the 'greedy' signature takes only prompt and max_new_tokens)"
                 if missing and missing <= SAMPLING_INPUTS and "prompt" in sig.inputs else "")
         where = "" if row is None else f" in instance {row}"  # a row-format request's row
-        raise RequestError(f"{' and '.join(problems).capitalize()}{where}; signature {sig.name!r} takes: "
+        problems = " and ".join(problems)  # capitalised by hand: str.capitalize lowercased the names ('Text')
+        raise RequestError(f"{problems[0].upper()}{problems[1:]}{where}; signature {sig.name!r} takes: "
                            f"{describe_inputs(sig.inputs)}{hint}.")
 
 
