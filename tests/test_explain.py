@@ -889,6 +889,24 @@ def test_token_spans_place_pieces_unknowns_and_bytes():
     assert token_spans("a zz b", ["a", "q", " ", "b"]) == [(0, 1), None, (1, 2), (5, 6)]  # after a lost token
 
 
+def test_an_unknown_word_holding_an_emoji_is_covered_whole_last_first_and_alone(explainer):
+    """WordPiece keeps a symbol (an emoji) inside its word, one [UNK] for "gr😀eat"; the spans split the word at
+    the emoji, and a text's last unknown token covered only 'gr' ("great😀": 'great'; "😀😍🎬": '😀')."""
+    from tfllm.explanations import token_spans
+
+    for text, surfaces, last in [("film gr\U0001F600eat", ["film", None], "gr\U0001F600eat"),
+                                 ("film great\U0001F600", ["film", None], "great\U0001F600"),
+                                 ("\U0001F600\U0001F60D\U0001F3AC", [None], "\U0001F600\U0001F60D\U0001F3AC"),
+                                 ("gr\U0001F600eat film", [None, "film"], "film")]:
+        spans = token_spans(text, surfaces)
+        assert [text[a:b] for a, b in spans][-1] == last and spans[0][0] == 0
+    assert [(a, b) for a, b in token_spans("a_b $c", [None, None, None, None, None])] == [
+        (0, 1), (1, 2), (2, 3), (4, 5), (5, 6)]  # ASCII punctuation is a word of its own, as WordPiece splits it
+    for text in ["a gr\U0001F600eat", "gr\U0001F600eat", "\U0001F600\U0001F60D\U0001F3AC"]:
+        e = explainer.explain(text, method="occlusion")
+        assert e.tokens[-1] == "[UNK]" and e.to_json()["tokens"][-1]["text"] == text.split()[-1]
+
+
 def test_a_sentencepiece_lone_space_before_a_first_word_covers_no_character():
     """SentencePiece gives "ROMEO" ['▁', 'R', 'O', ...]: that '▁' took the prompt's next space (a later word's),
     and the tokens after it the characters of the words after that ('R' was the 'r' of "lord", or None). The '▁'

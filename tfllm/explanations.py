@@ -968,6 +968,33 @@ def _fold(text):
     return "".join(folded), origin
 
 
+def _is_word_break(c):
+    """Whether WordPiece's pre-split makes `c` a word of its own: punctuation (ASCII's non-letters and
+    non-digits, Unicode's P* classes) and CJK ideographs. Symbols (emoji, '€') are not: they stay in their word,
+    as one [UNK] covers "gr😀eat"."""
+    if c.isascii():
+        return not c.isalnum() and not c.isspace()
+    return unicodedata.category(c).startswith("P") or unicodedata.name(c, "").startswith("CJK ")
+
+
+def _words(gap):
+    """`(start, end)` in `gap` of each word as WordPiece splits it (one [UNK] each). Python's `\\w+|\\S` made an
+    emoji a word of its own, so "gr😀eat" was three: in a text's middle the last unknown token took the gap's
+    rest anyway, but at its end (where nothing after may be taken) it covered 'gr'."""
+    words, start = [], None
+    for i, c in enumerate(gap + " "):
+        space = c.isspace() or unicodedata.category(c) in ("Cc", "Cf")  # WordPiece's whitespace
+        if space or _is_word_break(c):
+            if start is not None:
+                words.append((start, i))
+            start = None
+            if not space:
+                words.append((i, i + 1))
+        elif start is None:
+            start = i
+    return words
+
+
 def token_spans(text, surfaces):
     """`(start, end)` in `text` for each token's surface text (None: an unknown token), in order.
 
@@ -991,7 +1018,7 @@ def token_spans(text, surfaces):
         if not pending:
             return
         gap = folded[cursor:limit]
-        pieces = [m.span() for m in re.finditer(r"\w+|\S", gap)]
+        pieces = _words(gap)
         if len(pieces) < len(pending):
             pieces = [m.span() for m in re.finditer(r"\S", gap)]
         for k, i in enumerate(pending[:len(pieces)]):
