@@ -569,3 +569,44 @@ def test_a_search_whose_trial_folders_are_all_deleted_names_only_the_best_copy_i
     assert summary["best"] is None and not (run_dir / "best").exists()
     assert "the run folders of all 2 completed trial(s) were deleted" in summary["note"]
     assert out.count(summary["note"]) == 1 and "Best:" not in out
+
+
+@pytest.mark.slow  # imports KerasTuner (TensorFlow)
+def test_tied_trials_are_ranked_by_the_lower_val_loss_then_the_earlier_trial():
+    """KerasTuner sorted by the objective alone, over trials in the order a rerun found their files: trials tied
+    at val_accuracy 1.0 came out in another order, and a rerun that trained nothing swapped best/ to another."""
+    import itertools
+
+    from keras_tuner.engine.hyperparameters import HyperParameters
+    from keras_tuner.engine.trial import Trial
+
+    from tfllm.tuning import ranked_trials
+
+    def trial(trial_id, score, val_loss=None, status="COMPLETED"):
+        t = Trial(HyperParameters(), trial_id=trial_id, status=status)
+        t.score = score
+        if val_loss is not None:
+            t.metrics.update("val_loss", val_loss)
+        return t
+
+    trials = [trial("00", 0.9, 0.2), trial("01", 1.0), trial("02", 1.0, 0.5), trial("03", 1.0, 0.4),
+              trial("04", 1.0, 0.4), trial("05", 1.0, status="FAILED")]
+    for order in itertools.permutations(trials):
+        assert [t.trial_id for t in ranked_trials(order, "val_accuracy")] == ["03", "04", "02", "01", "00"]
+    losses = [trial("00", 0.7), trial("01", 0.5), trial("02", 0.5)]
+    for order in itertools.permutations(losses):
+        assert [t.trial_id for t in ranked_trials(order, "val_loss")] == ["01", "02", "00"]
+
+
+@pytest.mark.slow
+def test_a_rerun_that_trains_nothing_leaves_the_best_run_as_it_is(two_trial_search, tmp_path, space_file):
+    """The same command again ("2 trial(s) completed") copied a best trial into best/ again, and with tied
+    objectives another one: best/ and tuning.json's "best" now stay as they are."""
+    run_dir = searched_copy(two_trial_search, tmp_path)  # the search of SPACE, --max-trials 2 --set epochs=1
+    before = json.loads((run_dir / "tuning.json").read_text())
+    assert all(t["val_loss"] > 0 for t in before["trials"])  # the tie-break after the objective
+    inode = os.stat(run_dir / "best").st_ino
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    after = json.loads((run_dir / "tuning.json").read_text())
+    assert after["best"] == before["best"] and os.stat(run_dir / "best").st_ino == inode
+

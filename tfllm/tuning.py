@@ -243,11 +243,28 @@ def trial_results(task, run_dir, objective):
     elif task == "translate":
         results.update(val_chrf=metrics["val"].get("chrf"), test_chrf=metrics["test"].get("chrf"),
                        parameters=metrics["parameters"])
-    if objective == "val_loss":
-        # A generator's metrics.json has the loss on its whole validation text; the others log it per epoch.
-        loss = metrics["val"].get("loss") if task == "generate" else None
-        results["val_loss"] = loss if loss is not None else _lowest_logged_val_loss(run_dir)
+    # A generator's metrics.json has the loss on its whole validation text; the others log it per epoch. A
+    # classifier ranked by accuracy records it too: it breaks ties of the objective (`ranked_trials`).
+    loss = metrics["val"].get("loss") if task == "generate" else None
+    results["val_loss"] = loss if loss is not None else _lowest_logged_val_loss(run_dir)
+    if objective != "val_loss" and not math.isfinite(results["val_loss"]):
+        del results["val_loss"]  # no logged loss: the tie-break goes on to the trial's number
     return {k: v for k, v in results.items() if v is not None}
+
+
+def ranked_trials(trials, objective):
+    """The completed ones of KerasTuner `trials`, best first: by the objective, then the lower validation loss,
+    then the earlier trial. KerasTuner sorts by the objective alone, over its trials in the order a rerun finds
+    their files on disk, so tied trials (classifiers' val_accuracy of 1.0 on small data) came out in another
+    order and a rerun that trained nothing swapped best/ to another model."""
+    sign = -1 if OBJECTIVES[objective] == "max" else 1
+
+    def key(trial):
+        loss = trial.metrics.get_last_value("val_loss") if trial.metrics.exists("val_loss") else None
+        return (sign * trial.score, loss if loss is not None and math.isfinite(loss) else math.inf,
+                int(trial.trial_id))
+
+    return sorted((t for t in trials if t.status == "COMPLETED" and t.score is not None), key=key)
 
 
 def _write_objective(run_dir, objective, value):
@@ -481,9 +498,9 @@ def _oracle(algorithm, objective, max_trials, seed, hp, max_epochs):
         oracle.max_trials = max_trials  # Hyperband has no such argument; KerasTuner's base oracle honours it
     # KerasTuner pads its best trials with unfinished and failed ones when too few completed: a failed one
     # was copied to DIR/best (or a traceback, when its run had left nothing), and its progress table showed a
-    # diverged trial's values as the "Best Value So Far". Only completed trials are the best.
-    padded = oracle.get_best_trials
-    oracle.get_best_trials = lambda num_trials=1: [t for t in padded(num_trials) if t.status == "COMPLETED"]
+    # diverged trial's values as the "Best Value So Far". Only completed trials are the best, in the order
+    # `ranked_trials` gives them (ties broken the same way on every call).
+    oracle.get_best_trials = lambda num_trials=1: ranked_trials(oracle.trials.values(), objective)[:num_trials]
     return oracle
 
 
@@ -713,6 +730,10 @@ def keep_best(search, oracle):
         return None
     trial = trials[0]
     source = trial_dir(search.directory, trial.trial_id)
+    if (search.best and not search.best.get("run_deleted") and names.get(search.best.get("trial")) == trial.trial_id
+            and runs.is_finished(os.path.join(search.directory, BEST))):
+        # best/ is this trial's copy already (a rerun that trained nothing, or nothing better): left as it is.
+        return search.best
     target, old = os.path.join(search.directory, BEST), os.path.join(search.directory, f".{BEST}.old")
     # Without logs/: the trial's own logs stay the one HParams session of this trial.
     tmp = os.path.join(search.directory, f".{BEST}.tmp")
