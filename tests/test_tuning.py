@@ -610,3 +610,24 @@ def test_a_rerun_that_trains_nothing_leaves_the_best_run_as_it_is(two_trial_sear
     after = json.loads((run_dir / "tuning.json").read_text())
     assert after["best"] == before["best"] and os.stat(run_dir / "best").st_ino == inode
 
+
+@pytest.mark.slow
+def test_trials_tied_on_the_objective_are_named_with_the_tie_break(two_trial_search, tmp_path, space_file, capsys):
+    """On small data the blend's val_accuracy, fitted on the same validation rows, saturates: trials tied at 1.0
+    and one was picked without a word. Now one line names them and how best/ was chosen."""
+    run_dir = searched_copy(two_trial_search, tmp_path)  # the search of SPACE, --max-trials 2 --set epochs=1
+    for path in (run_dir / "tuner").glob("trial_*/trial.json"):  # the two trials tied, as saturated ones are
+        trial = json.loads(path.read_text())
+        trial["score"] = 1.0
+        trial["metrics"]["metrics"]["val_accuracy"]["observations"] = [{"value": [1.0], "step": 0}]
+        path.write_text(json.dumps(trial))
+    trials = json.loads((run_dir / "tuning.json").read_text())["trials"]
+    lower = min(trials, key=lambda t: t["val_loss"])["trial"]
+    capsys.readouterr()
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    out, err = capsys.readouterr()
+    assert json.loads((run_dir / "tuning.json").read_text())["best"]["trial"] == lower
+    assert (f"tfllm: warning: trial_000, trial_001 tie at val_accuracy=1.0000; best/ is {lower}, the one with the "
+            "lowest val_loss (then the earliest); the objective is the naive-Bayes blend's accuracy on the "
+            "validation rows it was fitted on") in err, err
+    assert err.count("tie at") == 1 and f"Best: {lower} val_accuracy=1.0000" in out

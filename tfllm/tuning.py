@@ -29,7 +29,7 @@ import time
 
 from tfllm import runs
 from tfllm.datasets import data_fingerprint, same_data
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, warn
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
 OBJECTIVES = {"val_loss": "min", "val_accuracy": "max"}
@@ -657,6 +657,7 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
         keras_tuner_config.DEBUG = debug
     best = search.best = keep_best(search, oracle)
     search.write_summary(oracle, best)
+    warn_of_a_tie(search, oracle, best)
     failed = [oracle.trials[i] for i in sorted(oracle.trials, key=int) if oracle.trials[i].message]
     if best is None and failed:
         # Every trial failed, fewer than KerasTuner's limit in a row: not a search that found something.
@@ -704,6 +705,25 @@ def _deleted_trials(directory, oracle):
 def no_best_left_note(deleted):
     return (f"the run folders of all {deleted} completed trial(s) were deleted and best/ holds none of them: no "
             "best run is left; raise --max-trials to train more")
+
+
+def warn_of_a_tie(search, oracle, best):
+    """One line when trials tie on the best objective: which, and how best/ was chosen among them. A
+    classifier's val_accuracy is the blend's, fitted on those same validation rows: on small data several
+    trials scored 1.0 (their encoders' own accuracies 0.3 and 0.7, all 0.714 on test) and one was picked
+    without a word."""
+    deleted = _deleted_trials(search.directory, oracle)
+    ranked = [t for t in oracle.get_best_trials(len(oracle.trials)) if t.trial_id not in deleted]
+    tied = [t for t in ranked if t.score == ranked[0].score] if ranked else []
+    if not best or best.get("run_deleted") or len(tied) < 2:
+        return
+    names = [os.path.basename(trial_dir(search.directory, i)) for i in sorted((t.trial_id for t in tied), key=int)]
+    why = ""
+    if search.objective == "val_accuracy" and _base_preset(search.config).get("wide_bigram_buckets"):
+        why = ("; the objective is the naive-Bayes blend's accuracy on the validation rows it was fitted on, so a "
+               "small validation split saturates: compare their test_accuracy in tuning.json, or use more --max-rows")
+    warn(f"{', '.join(names)} tie at {search.objective}={tied[0].score:.4f}; best/ is {best['trial']}, the one "
+         f"with the lowest val_loss (then the earliest){why}.")
 
 
 def keep_best(search, oracle):
