@@ -284,3 +284,30 @@ def test_precision_is_one_of_the_policies_before_any_work(value, tmp_path, capsy
     assert stopped.value.code == 2 and not run_dir.exists()
     captured = capsys.readouterr()
     assert f"argument --precision: invalid choice: '{value}'" in captured.err and "Data:" not in captured.out
+
+
+@pytest.mark.slow
+def test_a_member_interrupted_before_its_first_backup_is_named_as_the_member(tmp_path, monkeypatch, capsys):
+    """Interrupted during member 2, the member's guard said "Interrupted before the first backup: nothing to
+    resume, so the new run is removed.", then the ensemble's "Run the same command again to resume": the first
+    line now names the member's folder, the one removed, and says the ensemble keeps what it finished."""
+    from tfllm import runs
+    from tfllm.training import classifier
+
+    start = classifier._start_member_run  # members after the first: Ctrl-C as the second one starts
+
+    def interrupted(*args, **kwargs):
+        start(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classifier, "_start_member_run", interrupted)
+    run_dir = tmp_path / "x2b"
+    assert main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "120", "--epochs", "1",
+                 "--ensemble", "2", "--seed", "7", "--run-dir", str(run_dir)]) == 130
+    out = capsys.readouterr().out
+    member = run_dir / "members" / "seed_8"
+    assert "nothing to resume, so the new run is removed" not in out, out
+    assert (f"Interrupted before {member}'s first backup: it is removed and trains again from its start when "
+            f"{run_dir} resumes (the members {run_dir} finished are kept).") in out, out
+    assert f"Run the same command again to resume from {run_dir / 'backup'}" in out
+    assert not member.exists() and runs.is_finished(run_dir / "members" / "seed_7") and runs.is_unfinished(run_dir)

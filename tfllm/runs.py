@@ -364,6 +364,17 @@ def check_not_inside_a_run(run_dir):
         folder = os.path.dirname(folder)
 
 
+def enclosing_run(run_dir):
+    """The run folder this process holds that `run_dir` is inside (an ensemble's, for a member), as `run_dir`
+    spells it, or None."""
+    folder = os.path.dirname(os.path.normpath(run_dir))
+    while folder and folder != os.path.dirname(folder):
+        if lock_file(folder) in _held and os.path.exists(path(folder, RUN_CONFIG)):
+            return folder
+        folder = os.path.dirname(folder)
+    return None
+
+
 def is_old_format(run_dir):
     return any(os.path.exists(path(run_dir, name)) for name in _OLD_FORMAT)
 

@@ -103,7 +103,13 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
         if not backed_up:  # nothing to resume from (interrupted or failed before the first backup)
             shutil.rmtree(run_dir, ignore_errors=True)
             runs.restore_previous(run_dir, previous)
-            if isinstance(e, KeyboardInterrupt):
+            outer = runs.enclosing_run(run_dir)
+            if isinstance(e, KeyboardInterrupt) and outer:
+                # An ensemble's member: "the new run is removed" read as the ensemble's, and the next line (the
+                # ensemble's own) said to resume it. Only the member's folder goes; what the ensemble finished stays.
+                errors.note(f"\nInterrupted before {run_dir}'s first backup: it is removed and trains again from its "
+                            f"start when {outer} resumes (the members {outer} finished are kept).", file=sys.stdout)
+            elif isinstance(e, KeyboardInterrupt):
                 kept = f"; the finished run that was there is back in {run_dir}" if previous else ""
                 errors.note(f"\nInterrupted before the first backup: nothing to resume, so the new run is removed{kept}.",
                             file=sys.stdout)
