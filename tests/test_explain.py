@@ -584,6 +584,23 @@ def test_bad_options_are_one_line(tiny_classifier_run, capsys, args, message):
     assert err.count("\n") == 1 and message in err, err
 
 
+def test_a_target_that_looks_like_an_index_is_told_that_target_takes_a_name(tiny_classifier_run, explainer, capsys):
+    """`--target 1` on labels rotten, fresh only listed the labels. Labels are text (2 names the label '2'), so a
+    number is not read as an index: the line says --target takes a label's name, not its index."""
+    from tfllm import runs
+
+    labels = ", ".join(runs.read_labels(tiny_classifier_run))
+    for target in ("1", "0"):
+        assert main(["explain", tiny_classifier_run, TEXT, "--target", target]) == 2
+        assert capsys.readouterr().err == (f"tfllm: error: Unknown --target {target!r}; --target takes a label's "
+                                           f"name, not its index: this model's labels are {labels}.\n")
+    with pytest.raises(UserInputError, match=f"Unknown target='1'; target takes a label's name, not its index: "
+                                             f"this model's labels are {labels}\\.$"):
+        explainer.explain(TEXT, target=1)
+    assert main(["explain", tiny_classifier_run, TEXT, "--target", "meh"]) == 2  # a name: as it was
+    assert "index" not in capsys.readouterr().err
+
+
 def test_a_list_of_texts_is_not_called_empty(tiny_classifier_run):
     with pytest.raises(UserInputError, match="explain takes one text \\(a string\\), got list"):
         load_explainer(tiny_classifier_run).explain(["a fine film", "a dull one"])

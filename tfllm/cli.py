@@ -568,10 +568,10 @@ def cmd_explain(args):
 
         raise UserInputError(f"Text {empty[0]} is empty; "
                              + empty_text_message(task == "generate", shlex.quote(args.run_dir)))
+    from tfllm.explanations import load_explainer, render_html, render_terminal, unknown_label
+
     if task == "classify" and args.target is not None and args.target not in runs.read_labels(args.run_dir):
-        raise UserInputError(f"Unknown --target {args.target!r}; this model's labels are "
-                             f"{', '.join(runs.read_labels(args.run_dir))}.")
-    from tfllm.explanations import load_explainer, render_html, render_terminal
+        raise unknown_label(args.target, runs.read_labels(args.run_dir))
 
     explainer = load_explainer(args.run_dir)
     method = args.method or explainer.default_method()  # once: an ensemble's note is one line, not one a text
@@ -634,7 +634,8 @@ def add_explain_parsers(sub):
                    help="integrated_gradients (default; an ensemble's: occlusion), attention (maps and rollout) "
                         "or occlusion")
     p.add_argument("--target", default=None, metavar="LABEL",
-                   help=r"the label to explain (a generator: the next token, \n for a newline); default the predicted one")
+                   help=r"the label to explain, by name, not index (a generator: the next token, \n for a newline); "
+                        "default the predicted one")
     p.add_argument("--steps", type=int, default=None, help="integrated gradients' steps (default 50)")
     p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps")
     p.add_argument("--json", action="store_true",

@@ -596,8 +596,7 @@ class Explainer:
         if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
             target = str(target)  # labels are text: 2 names the label "2" (it was refused as "not one of 0, 1, 2")
         if target not in self.label_names:
-            raise UserInputError(f"Unknown --target {target!r}; this model's labels are "
-                                 f"{', '.join(self.label_names)}.")
+            raise unknown_label(target, self.label_names)
         return self.label_names.index(target)
 
     def _token_id(self, token):
@@ -1057,6 +1056,17 @@ def token_spans(text, surfaces):
         spans[i], cursor, lost = original(found, found + len(piece)), found + len(piece), False
     place_pending(len(folded))
     return spans
+
+
+def unknown_label(target, label_names):
+    """The error for a classifier's --target that names none of its labels. Labels are text ("2" names the
+    label '2', whatever its place), so a number is not read as an index where no label has its name: that
+    would make --target 1 a label on one model and an index on another. `--target 1` on labels rotten, fresh
+    only listed the labels; it now says that --target takes a name."""
+    index = str(target).strip().lstrip("+-").isdigit()
+    return UserInputError(f"Unknown --target {target!r}; "
+                          + ("--target takes a label's name, not its index: " if index else "")
+                          + f"this model's labels are {', '.join(label_names)}.")
 
 
 def empty_text_message(generator, run_dir="RUN_DIR"):
