@@ -230,6 +230,24 @@ def test_a_file_named_like_a_version_an_incomplete_folder_and_leftovers_are_name
     assert sorted(os.listdir(tmp_path / "clf")) == ["3.tmp", "5", "7", "9", "latest"]
 
 
+def test_a_version_folder_with_no_export_is_broken_not_tflite(tmp_path, capsys):
+    """`mkdir sm/clf/007` was listed as "TFLite (not servable by TF Serving)" beside "BROKEN: no saved_model.pb":
+    a folder with neither file is no format, and its line says what is missing (empty, or other files)."""
+    (tmp_path / "clf" / "007").mkdir(parents=True)
+    (tmp_path / "clf" / "8").mkdir()
+    (tmp_path / "clf" / "8" / "README").write_text("copy cut short", encoding="utf-8")
+    versions = {v["version"]: v for v in list_models(str(tmp_path))[0]["versions"]}
+    assert versions[7]["format"] is None and versions[7]["error"] == "empty folder: no saved_model.pb or model.tflite"
+    assert versions[8]["format"] is None and versions[8]["error"] == "no saved_model.pb or model.tflite"
+    assert main(["models", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "TFLite" not in out, out
+    assert out.splitlines()[1:] == [f"  version 8  14 B  {tmp_path / 'clf' / '8'}",
+                                    "    BROKEN: no saved_model.pb or model.tflite",
+                                    f"  version 7  0 B  {tmp_path / 'clf' / '007'}",
+                                    "    BROKEN: empty folder: no saved_model.pb or model.tflite"]
+
+
 def test_a_new_export_cleans_stale_temporary_folders(tmp_path):
     model_dir = tmp_path / "clf"
     old = model_dir / ".tmp-old"  # an export from before owners were recorded, long untouched

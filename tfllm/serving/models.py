@@ -104,7 +104,8 @@ def list_models(base_path: str) -> list[dict]:
         "path", "format", "size_bytes", "signatures": {sig: {"inputs",
         "outputs"}}}]}` with versions newest first; `format` is
         `saved_model` or `tflite` (the signatures of `model.tflite`, and of
-        `model_text.tflite` as `"model_text.tflite:NAME"` where it is there). A
+        `model_text.tflite` as `"model_text.tflite:NAME"` where it is there), or
+        None for a folder with neither file (an `"error"` says so). A
         version that cannot load (a garbage `saved_model.pb`, missing
         variables, a truncated `model.tflite`) is listed with an `"error"`
         and no signatures.
@@ -166,8 +167,15 @@ def describe_tflite_signatures(model_path: str) -> dict[str, dict]:
 
 def _describe_version(version: int, path: str) -> dict:
     tflite = not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
-    entry = {"version": version, "path": path, "format": "tflite" if tflite else "saved_model",
+    # A folder with neither file (an empty `mkdir NAME/7`) is no format: it was listed as TFLite ("not servable
+    # by TF Serving") beside "BROKEN: no saved_model.pb", as if it were a TFLite export.
+    export = not tflite or os.path.isfile(os.path.join(path, TFLITE_FILE))
+    entry = {"version": version, "path": path, "format": ("tflite" if tflite else "saved_model") if export else None,
              "size_bytes": _dir_size(path)}
+    if not export:
+        entry["signatures"] = {}
+        entry["error"] = ("empty folder: " if not os.listdir(path) else "") + f"no {SAVED_MODEL_FILE} or {TFLITE_FILE}"
+        return entry
     problem = versioning.version_problem(path)
     if problem is None and tflite and importlib.util.find_spec("ai_edge_litert") is None:
         entry["signatures"] = {}  # a good file; only reading its signatures needs the interpreter
