@@ -80,8 +80,9 @@ def main():
 
     real_wide = text_classifier.TextClassifier.fit_wide_path
 
-    def hard_wide(self, train_data, val_data, smoothing=1.0):  # naive Bayes counts the labels, not the targets
-        return real_wide(self, train_data.map(lambda x, y: (x, tf.cast(y >= 0.5, y.dtype))), val_data, smoothing)
+    def hard_wide(self, train_data, val_data, *args, **kwargs):  # naive Bayes counts the labels, not the targets
+        # (*args, **kwargs: fit_wide_path has since taken class_weight and refit, which a fixed signature refused.)
+        return real_wide(self, train_data.map(lambda x, y: (x, tf.cast(y >= 0.5, y.dtype))), val_data, *args, **kwargs)
 
     classifier_training.data_lib.classification_dataset = softened
     text_classifier.TextClassifier.fit_wide_path = hard_wide
