@@ -469,3 +469,28 @@ def test_masked_lm_pretrains_under_mixed_precision(tmp_path, capsys, precision):
     batch = {"token_ids": np.ones((2, 8), "int32"), "padding_mask": np.ones((2, 8), bool),
              "mask_positions": np.array([[1, 2], [3, 4]], "int32")}
     assert np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(model(batch), "float32"))).all()
+
+
+@pytest.mark.slow
+def test_a_mixed_float16_run_loads_in_float32_without_the_optimizer_warning(tmp_path):
+    """task.weights.h5 of a mixed_float16 run holds a LossScaleOptimizer (4 variables); every export loads the
+    run in float32, whose Adam has 2, and Keras warned "Skipping variable loading for optimizer 'adam'"."""
+    import warnings
+
+    import keras
+
+    from tfllm.training.classifier import predict_probabilities, train_classifier
+
+    run_dir = str(tmp_path / "f16")
+    train_classifier(TrainConfig(data="rotten_tomatoes", preset="tiny", max_rows=100, epochs=1, run_dir=run_dir,
+                                 precision="mixed_float16"), verbose=0)
+    texts = ["a wonderful film", "dull"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        as_float32 = runs.load_task(run_dir, dtype="float32")
+        own = runs.load_task(run_dir)
+    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+    # Both compiled as from_preset compiles a task, and with the run's weights (those still load).
+    assert isinstance(own.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(as_float32.optimizer, keras.optimizers.LossScaleOptimizer)
+    np.testing.assert_allclose(predict_probabilities(as_float32, texts), predict_probabilities(own, texts), atol=2e-3)

@@ -651,7 +651,13 @@ def _load_task(run_dir, kind, dtype):
         policy = read_json(path(run_dir, "config.json")).get("config", {}).get("dtype") or {}
         name = policy.get("config", {}).get("name", "") if isinstance(policy, dict) else str(policy)
         dtype = dtype or (name if name.startswith("mixed_") else None)
-        model = kind.from_preset(run_dir, **({"dtype": dtype} if dtype else {}))
+        # Built uncompiled, so no optimizer is restored, then compiled as KerasHub's constructor would have.
+        # task.weights.h5 holds the fresh optimizer `finish_run` compiled, which under mixed_float16 is Keras's
+        # LossScaleOptimizer (4 variables); loaded under another policy (exports compute in float32) the task's
+        # own Adam has 2, and Keras warned "Skipping variable loading for optimizer 'adam' ... 4 variables".
+        # A finished run's optimizer holds nothing to restore; every layer's weights load, and fail, as before.
+        model = kind.from_preset(run_dir, compile=False, **({"dtype": dtype} if dtype else {}))
+        model.compile()
     from tfllm.models import EnsembleClassifier, TextClassifier
 
     if isinstance(model, (TextClassifier, EnsembleClassifier)) and model.label_names is None and os.path.exists(path(run_dir, LABELS)):
