@@ -494,3 +494,18 @@ def test_a_mixed_float16_run_loads_in_float32_without_the_optimizer_warning(tmp_
     assert isinstance(own.optimizer, keras.optimizers.LossScaleOptimizer)
     assert not isinstance(as_float32.optimizer, keras.optimizers.LossScaleOptimizer)
     np.testing.assert_allclose(predict_probabilities(as_float32, texts), predict_probabilities(own, texts), atol=2e-3)
+
+
+@pytest.mark.slow
+def test_mirrored_over_one_cpu_traces_its_validation_step(tmp_path):
+    """`--strategy mirrored` on a machine with one CPU device is a one-replica MirroredStrategy, which
+    `eager_evaluation` took for the default one: fit's validation ran eagerly under it and TensorFlow printed
+    "Using MirroredStrategy eagerly has significant overhead currently" (twice per classifier run). In a fresh
+    process: TensorFlow logs that line only for its first 5 calls in a process."""
+    from conftest import run_cli
+
+    result = run_cli("train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "100", "--epochs", "1",
+                     "--strategy", "mirrored", "--run-dir", tmp_path / "m", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eagerly" not in result.stderr, result.stderr[-3000:]
+    assert runs.is_finished(str(tmp_path / "m"))

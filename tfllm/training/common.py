@@ -690,8 +690,12 @@ def eager_evaluation(model, batches, strategy):
     `batches` (how many it evaluates in all; None when unknown) are at most EAGER_EVALUATION_BATCHES and
     the model trains on one device. After the block the test step is traced again when next needed.
     Eager and traced steps agree to float rounding (a tiny run's val loss: 1e-7)."""
+    # Under the default strategy only: a mirrored one over a single device (`--strategy mirrored` on a machine
+    # with one CPU and no GPU) has one replica too, and its eager step printed TensorFlow's "Using
+    # MirroredStrategy eagerly has significant overhead currently" at each fit's validation; traced, it does not.
     single_device = strategy.num_replicas_in_sync == 1 and not isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy,
+                   tf.distribute.TPUStrategy))
     if batches is None or batches > EAGER_EVALUATION_BATCHES or not single_device:
         yield
         return
