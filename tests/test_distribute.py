@@ -308,6 +308,11 @@ def test_unknown_strategy_and_malformed_tf_config_exit_2(tmp_path, capsys, monke
     assert "Unknown strategy 'hogwild'" in err and "mirrored" in err and len(err.splitlines()) == 1
 
     for bad, why in [("{not json", "not valid JSON"), ('{"cluster": {"worker": ["h:1"]}}', '"task"'),
+                     ('{"task": {"type": "worker", "index": 0}}', 'has no "cluster" object'),
+                     # It has a cluster, which the message said it had not; what it lacks is workers.
+                     ('{"cluster": {}}', 'has no workers: cluster["worker"] is empty or absent'),
+                     ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}',
+                      'has no workers: cluster["worker"] is empty or absent'),
                      ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "index 3"),
                      # Were TensorFlow tracebacks after the check passed:
                      ('{"cluster": {"worker": ["h:1"], "ps": ["h:2"]}, "task": {"type": "ps", "index": 0}}',

@@ -1239,13 +1239,16 @@ def read_tf_config(environ=None):
     if not isinstance(value, dict):
         raise bad("must be a JSON object")
     cluster, task = value.get("cluster"), value.get("task")
-    if not isinstance(cluster, dict) or not cluster:
+    if not isinstance(cluster, dict):
         raise bad('has no "cluster" object')
     for job, addresses in cluster.items():
         if not isinstance(addresses, list) or not all(isinstance(a, str) and _is_address(a) for a in addresses):
             raise bad(f'cluster["{job}"] must be a list of "host:port" strings (port 1-65535)')
     if len(cluster.get("chief", [])) > 1:  # TensorFlow's own check is a ValueError traceback
         raise bad(f'names {len(cluster["chief"])} chiefs; a cluster has at most one "chief" task')
+    if not cluster.get("worker") and not cluster.get("chief"):
+        # `{"cluster": {}}` has a cluster object, which the message said it had not: what it lacks is tasks.
+        raise bad('has no workers: cluster["worker"] is empty or absent')
     # MultiWorkerMirroredStrategy runs chief and worker tasks only (a "ps" job is ParameterServerStrategy's).
     jobs = sorted(set(cluster) & {"chief", "worker"})
     if not isinstance(task, dict) or task.get("type") not in jobs:
