@@ -1188,6 +1188,16 @@ def test_the_model_chooses_among_the_input_methods_candidates(aligned_run, train
 
 
 @pytest.mark.slow
+def test_the_input_methods_refusal_comes_before_the_lms_warnings(trained_run, capsys):
+    """The n-gram model was built first: `--input-method --lm zh_news` on a run whose pairs do not line up (this
+    one translates to English, which zh_news is not) warned "...% of the tokens of --lm zh_news are ones this model
+    never outputs", then refused the command. The refusal is now the one line."""
+    assert cli.main(["translate", trained_run, "一二", "--input-method", "--lm", "zh_news"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfllm: error: An input method needs sources whose words line up") and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
 def test_fine_tuning_a_run_on_targets_its_decoder_does_not_score_with_longer_sequence_lengths(trained_run, tmp_path,
                                                                                               capsys):
     """Two behaviours of one fine-tuning of the run (each a fine-tuning of its own before):

@@ -33,6 +33,20 @@ def syllables(source):
     return source.lower().split()
 
 
+def refuse_unaligned(sources, targets):
+    """Refuses, in one line, training pairs that are not an input method's: fewer than MIN_ALIGNED of them line up
+    word for character. `InputMethod` checks it; so does `training.seq2seq.run_decoding_aids` before it builds the
+    n-gram model the input method scores with, whose warnings (of `--lm`'s corpus) would come first."""
+    if len(sources) != len(targets):
+        raise UserInputError(f"An input method needs one target per source, got {len(sources)} sources and "
+                             f"{len(targets)} targets.")
+    aligned = sum(1 for source, target in zip(sources, targets) if 0 < len(syllables(source)) == len(target))
+    if aligned < MIN_ALIGNED * max(1, len(sources)):
+        raise UserInputError(
+            f"An input method needs sources whose words line up one to one with the target's characters "
+            f"(pinyin -> characters); {aligned} of {len(sources)} training pairs do. Translate without it.")
+
+
 class InputMethod:
     """Candidates for a source, syllable by syllable, scored by a channel and an n-gram model.
 
@@ -57,24 +71,16 @@ class InputMethod:
     """
 
     def __init__(self, sources, targets, lm, token_id, options=30, beam=16, corpus=(), corpus_weight=2.0):
-        if len(sources) != len(targets):
-            raise UserInputError(f"An input method needs one target per source, got {len(sources)} sources and "
-                                 f"{len(targets)} targets.")
+        refuse_unaligned(sources, targets)
         counts = collections.defaultdict(collections.Counter)  # syllable -> character -> pairs
-        aligned = 0
         self.example = None  # a training source, to show the form sources must take ("dian4 nao3", not "diàn nǎo")
         for source, target in zip(sources, targets):
             units = syllables(source)
             if units and len(units) == len(target):
-                aligned += 1
                 if self.example is None or (len(units) > 1 and len(syllables(self.example)) == 1):
                     self.example = " ".join(units)
                 for syllable, character in zip(units, target):
                     counts[syllable][character] += 1
-        if aligned < MIN_ALIGNED * max(1, len(sources)):
-            raise UserInputError(
-                f"An input method needs sources whose words line up one to one with the target's characters "
-                f"(pinyin -> characters); {aligned} of {len(sources)} training pairs do. Translate without it.")
         per_character = collections.Counter()
         for characters in counts.values():
             per_character.update(characters)

@@ -497,13 +497,17 @@ def run_decoding_aids(translator, run_dir, corpus=None, input_method=False):
     `lm` and counting whole candidates in `corpus`; None unless asked for.
     """
     from tfllm.datasets.text import load_text_corpus
-    from tfllm.input_method import InputMethod
+    from tfllm.input_method import InputMethod, refuse_unaligned
 
     if not (corpus or input_method):
         return None, None
     config = runs.read_train_config(run_dir)
     train = run_data(config, runs.read_recipe(run_dir), "--input-method" if input_method else "--lm").train
     targets = [references[0] for references in train.references]
+    if input_method:
+        # Before the corpus is read and the n-gram model built: `--input-method --lm zh_news` on a run whose pairs
+        # do not line up warned of the corpus ("97% of the tokens of --lm zh_news ...") and then refused the command.
+        refuse_unaligned(train.sources, targets)
     lines = [line for part in load_text_corpus(corpus, flag="--lm") for line in part.splitlines() if line.strip()] if corpus else []
     lm = translator.language_model(targets, lines, corpus)
     if not input_method:
