@@ -58,6 +58,28 @@ def _batching_parameters_class():
         pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
 
 
+def _monitoring_config_class():
+    """`tensorflow.serving.MonitoringConfig`: the wheel's own where it ships `monitoring_config_pb2`, else
+    declared here with the fields of tensorflow_serving/config/monitoring_config.proto (as BatchingParameters)."""
+    try:
+        from tensorflow_serving.config import monitoring_config_pb2
+        return monitoring_config_pb2.MonitoringConfig
+    except ImportError:
+        pass
+    pool = descriptor_pool.DescriptorPool()
+    f = descriptor_pb2.FileDescriptorProto(name="monitoring_config.proto", package="tensorflow.serving",
+                                           syntax="proto3")
+    F = descriptor_pb2.FieldDescriptorProto
+    prometheus = f.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    f.message_type.add(name="MonitoringConfig").field.add(
+        name="prometheus_config", number=1, type=F.TYPE_MESSAGE, type_name=".tensorflow.serving.PrometheusConfig",
+        label=F.LABEL_OPTIONAL)
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+
+
 @pytest.fixture(scope="module")
 def model_config():
     config = model_server_config_pb2.ModelServerConfig()
@@ -124,6 +146,13 @@ def test_batching_config_parses_and_is_consistent():
     assert params.num_batch_threads.value >= 1
 
 
+def test_monitoring_config_parses_and_enables_prometheus():
+    """docs/serving.md said serving/ had the real server's monitoring config; it had none."""
+    config = text_format.Parse((SERVING / "monitoring.config").read_text(), _monitoring_config_class()())
+    assert config.prometheus_config.enable
+    assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
+
+
 def test_compose_serves_savedmodels_with_the_config_files(compose, model_config):
     service = compose["services"]["tfserving"]
     assert service["image"].startswith("tensorflow/serving")
@@ -134,7 +163,8 @@ def test_compose_serves_savedmodels_with_the_config_files(compose, model_config)
     assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
     assert flags["enable_batching"] == "true"
     for flag, local in [("model_config_file", "models.config"),
-                        ("batching_parameters_file", "batching.config")]:
+                        ("batching_parameters_file", "batching.config"),
+                        ("monitoring_config_file", "monitoring.config")]:
         assert mounts[flags[flag]] == (SERVING / local).resolve()
     for c in model_config.model_config_list.config:
         assert os.path.dirname(c.base_path) == "/models"
