@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -84,7 +85,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "classifier.json"))
     args = parser.parse_args(argv)
-    results = {"data": args.data, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d"), "presets": {}}
+    # The run that wrote the file last; each preset's own entry names the command that made it.
+    results = {"command": "python benchmarks/bench_classifier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "data": args.data, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d"), "presets": {}}
     if os.path.exists(args.out):
         with open(args.out) as f:
             results["presets"] = json.load(f).get("presets", {})
@@ -93,7 +96,8 @@ def main(argv=None):
         for preset in args.presets:
             rows[preset].append(run(args.data, preset, seed))
     for preset, runs in rows.items():
-        summary = {"command": "benchmarks/bench_classifier.py --presets " + preset + " --seeds " + " ".join(map(str, args.seeds))}
+        summary = {"command": f"python benchmarks/bench_classifier.py --data {args.data} --presets {preset} --seeds "
+                              + " ".join(map(str, args.seeds))}
         for key in runs[0]:
             if key != "seed":
                 summary[f"mean_{key}"] = round(sum(r[key] for r in runs) / len(runs), 4)

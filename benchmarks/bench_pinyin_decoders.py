@@ -24,6 +24,7 @@ Prints JSON and writes benchmarks/results/pinyin_decoders.json.
 
 import argparse
 import os
+import sys
 import time
 
 from bench_vs_torch import save_results  # standard library only
@@ -49,7 +50,8 @@ def main():
     data = load_data(config, runs.read_recipe(args.run_dir))
     start = time.perf_counter()
     lm, method = run_decoding_aids(translator, args.run_dir, args.corpus, input_method=True)
-    result = {"corpus": args.corpus, "num_train_pairs": len(data.train), "run_metrics": runs.read_json(runs.path(args.run_dir, runs.METRICS)),
+    result = {"command": "python benchmarks/bench_pinyin_decoders.py " + " ".join(sys.argv[1:]),
+              "corpus": args.corpus, "num_train_pairs": len(data.train), "run_metrics": runs.read_json(runs.path(args.run_dir, runs.METRICS)),
               "build_seconds": round(time.perf_counter() - start, 1)}
     n = min(args.val_examples, len(data.val))
     result["val_exact_match_by_weight"] = {

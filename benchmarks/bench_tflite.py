@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -132,7 +133,8 @@ def main(argv=None):
     parser.add_argument("--latency-examples", type=int, default=300)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "tflite.json"))
     args = parser.parse_args(argv)
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
+    results = {"command": "python benchmarks/bench_tflite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
     if args.classifier:
         results["classifier"] = bench_classifier(args.classifier, args.latency_examples)
     if args.generator:

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -231,6 +232,9 @@ def main():
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
 
     results = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    # The run that wrote the file last; tasks not rerun keep their entries (each quality task's own `command` is
+    # the training it timed).
+    results["command"] = "python benchmarks/bench_translation.py " + " ".join(sys.argv[1:])
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     for task in args.tasks:

@@ -222,6 +222,22 @@ def test_the_benchmarks_import_only_names_tfllm_has():
     assert not missing, missing
 
 
+@pytest.mark.parametrize("script", ["bench_tflite.py", "bench_pinyin_decoders.py", "bench_translation.py",
+                                    "bench_classifier.py"])
+def test_these_benchmarks_record_their_command_line(script):
+    """Their JSON (tflite.json, pinyin_decoders.json, translation.json, classifier.json) did not say which command
+    made it, so a figure in docs/benchmarks.md could not be traced to a run; each now writes a top-level
+    "command" from its own arguments, as bench_vs_torch.py does."""
+    tree = ast.parse((ROOT / "benchmarks" / script).read_text(encoding="utf-8"))
+    commands = [value for node in ast.walk(tree) if isinstance(node, ast.Dict)
+                for key, value in zip(node.keys, node.values) if isinstance(key, ast.Constant) and key.value == "command"]
+    commands += [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                 for target in node.targets if isinstance(target, ast.Subscript)
+                 and isinstance(target.slice, ast.Constant) and target.slice.value == "command"]
+    from_argv = [c for c in commands if any(isinstance(n, ast.Attribute) and n.attr == "argv" for n in ast.walk(c))]
+    assert from_argv, f"{script} writes no \"command\" made from sys.argv"
+
+
 def test_the_readmes_python_spellings_work_after_import_tfllm():
     """`import tfllm` then `tfllm.generation.generate(...)` / `tfllm.translation.translate(...)`, as the README
     writes them, and `from tfllm import generate, translate` (both raised before)."""
