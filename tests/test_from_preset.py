@@ -583,6 +583,12 @@ def test_a_preset_whose_task_does_not_fit_is_one_line(bert_preset, gpt2_preset, 
     assert main(["train", "--task", "generate", "--data", "shakespeare", "--from-preset", bert_preset[0], *argv]) == 2
     err = capsys.readouterr().err
     assert "has no causal LM" in err and "use --task classify for an encoder" in err and err.count("\n") == 1
+    # `tfllm pretrain` has no --task: its fix for an encoder is the masked LM (it said "use --task classify").
+    assert main(["pretrain", "--objective", "causal", "--data", "shakespeare", "--from-preset", bert_preset[0],
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert "has no causal LM" in err and "use --objective mlm for an encoder." in err and "--task" not in err, err
+    assert err.count("\n") == 1 and not os.path.exists(tmp_path / "r")
     # A decoder as a classifier: its fix was "use a text model preset (... or a tfllm run)", whatever it was.
     assert main(["train", "--task", "classify", "--data", "rotten_tomatoes", "--from-preset", gpt2_preset[0], *argv]) == 2
     err = capsys.readouterr().err

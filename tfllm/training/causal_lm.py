@@ -109,8 +109,9 @@ def build_causal_lm(preset, tokenizer):
 
 
 @common.preset_files
-def causal_lm_from_preset(handle, preset):
-    """A causal LM task from a tfllm run or a KerasHub preset (GPT-2, OPT, ...), with its own tokenizer."""
+def causal_lm_from_preset(handle, preset, task="generate"):
+    """A causal LM task from a tfllm run or a KerasHub preset (GPT-2, OPT, ...), with its own tokenizer.
+    `task`: the run's ("generate", or "pretrain" for `--objective causal`), whose flags a refusal names."""
     import keras_hub
 
     from tfllm.training.classifier import preset_backbone_class, preset_max_length
@@ -121,7 +122,7 @@ def causal_lm_from_preset(handle, preset):
             handle, sequence_length=preset_max_length(handle, preset["sequence_length"]))
         model = keras_hub.models.CausalLM.from_preset(handle, preprocessor=preprocessor, **common.preset_dtype(handle))
     except ValueError as e:
-        raise no_causal_lm(handle, backbone_cls, e) from None
+        raise no_causal_lm(handle, backbone_cls, e, task) from None
     return compile_causal_lm(model, preset)
 
 
@@ -140,7 +141,7 @@ def preset_sequence_length(handle):
     return preset_max_length(handle, length)
 
 
-def no_causal_lm(handle, backbone_cls, error):
+def no_causal_lm(handle, backbone_cls, error, task="generate"):
     from tfllm.training.classifier import is_encoder, is_seq2seq, seq2seq_refusal  # as the loaders above import it
 
     not_text = common.not_text_model(handle, backbone_cls)  # "use --task classify" would fail too
@@ -148,7 +149,9 @@ def no_causal_lm(handle, backbone_cls, error):
         return not_text
     if is_seq2seq(backbone_cls):  # BART was told to "use --task classify for an encoder", which failed too
         return seq2seq_refusal(handle, backbone_cls, "causal LM")
-    hint = "; use --task classify for an encoder" if is_encoder(backbone_cls) else \
+    # `tfllm pretrain` has no --task: an encoder pretrains as a masked LM there (it was told "use --task classify").
+    fix = "--objective mlm" if task == "pretrain" else "--task classify"
+    hint = f"; use {fix} for an encoder" if is_encoder(backbone_cls) else \
         ". Start a generator from a decoder preset (GPT-2, OPT, Llama, ...) or a tfllm generate run"
     return UserInputError(f"--from-preset {handle!r} ({backbone_cls.__name__}) has no causal LM in KerasHub "
                           f"({str(error).splitlines()[0]}){hint}.")
@@ -428,7 +431,7 @@ def train_causal_lm(config, verbose="auto"):
 
         with strategy.scope(), common.precision_scope(config.precision):
             if config.from_preset:
-                model = causal_lm_from_preset(config.from_preset, preset)
+                model = causal_lm_from_preset(config.from_preset, preset, config.task)
                 tokenizer = model.preprocessor.tokenizer
             else:
                 model = build_causal_lm(preset, tokenizer)
