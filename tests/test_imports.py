@@ -249,6 +249,15 @@ def test_the_readmes_python_spellings_work_after_import_tfllm():
         tfllm.nothing_here
 
 
+def test_pretrain_is_in_the_python_api():
+    """`tfllm.pretrain` (as `tfllm.train_classifier`): a notebook had to find tfllm.training.pretraining.pretrain."""
+    import tfllm
+    from tfllm import pretrain
+    from tfllm.training import pretraining
+
+    assert tfllm.pretrain is pretrain is pretraining.pretrain and "pretrain" in tfllm.__all__ and "pretrain" in dir(tfllm)
+
+
 def test_train_classifier_refuses_another_tasks_config():
     from tfllm import TrainConfig, UserInputError, train_classifier
 

@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_tokenizer": "tfllm.tokenizers",
     "CharacterTokenizer": "tfllm.tokenizers",
     "train_classifier": "tfllm.training.classifier",
+    "pretrain": "tfllm.training.pretraining",
     "load_run": "tfllm.training.classifier",
     "classification_report": "tfllm.evaluation",
     "export_classifier": "tfllm.export.saved_model",

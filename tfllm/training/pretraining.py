@@ -299,7 +299,15 @@ def evaluate_run(run_dir, data=None, text_column=None):
 
 
 def pretrain(config, verbose="auto"):
-    """Pretrains as `config` says (`config.objective`: "mlm" or "causal"); returns the metrics dict."""
+    """Pretrains as `config` says (`config.objective`: "mlm", "causal" or "vectors"); returns the metrics dict
+    (metrics.json's). `tfllm pretrain` in Python, as `tfllm.pretrain`.
+
+    Example:
+    >>> import tfllm
+    >>> metrics = tfllm.pretrain(tfllm.TrainConfig(task="pretrain", data="rotten_tomatoes", objective="mlm",
+    ...                                            run_dir="runs/reviews-mlm"))
+    >>> metrics["val"]["perplexity"]
+    """
     common.check_config(config, "pretrain")
     objective = config.objective or "mlm"
     if objective not in OBJECTIVES:
