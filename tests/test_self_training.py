@@ -136,6 +136,11 @@ def test_a_teacher_that_validates_better_than_its_student_becomes_the_run(tmp_pa
 @pytest.mark.parametrize("extra,match", [
     (["--unlabeled", "{tmp}/missing.txt"], "--unlabeled '{tmp}/missing.txt' does not exist"),
     (["--unlabeled", "{tmp}/empty.txt"], "is empty. Point --unlabeled at a file with rows of text."),  # said --data
+    # In --data's column ('text'): "Pass --text-column with one of them" then refused --data for want of 'body'.
+    (["--unlabeled", "{tmp}/body.csv"], "--unlabeled '{tmp}/body.csv' has no text column 'text'; its columns are "
+     "['id', 'body']. --unlabeled texts are read from --data's text column ('text', set by --text-column): rename "
+     "its column of texts to 'text', or give the texts as a .txt file, one per line."),
+    (["--unlabeled", "{tmp}/binary.txt"], "--unlabeled '{tmp}/binary.txt' is not UTF-8 text"),  # named the file alone
     (["--unlabeled", "{tmp}/known.txt"], "no text that is not already in --data"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=0"], "self_training_keep must be in"),
     (["--unlabeled", "{tmp}/texts.txt", "--set", "self_training_keep=half"], "self_training_keep must be in"),
@@ -156,6 +161,8 @@ def test_bad_unlabeled_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, 
     (tmp_path / "texts.txt").write_text("a new text\nanother one\n")
     (tmp_path / "one.txt").write_text("a single new text\n")
     (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "body.csv").write_text("id,body\n1,a new text\n2,another one\n")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
     before = sorted(os.listdir(tmp_path))
     argv = ["train", "--data", str(tmp_path / "data.csv"), "--preset", "tiny", "--run-dir", str(tmp_path / "run")]
     assert main(argv + [a.format(tmp=tmp_path) for a in extra]) == 2

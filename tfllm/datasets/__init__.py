@@ -107,11 +107,14 @@ def read_text_file(path, empty_fix=None):
     return "".join(read_lines(path, empty_fix))
 
 
-def read_lines(path, empty_fix=None):
+def read_lines(path, empty_fix=None, flag=None):
     """The lines of a (possibly gzipped) UTF-8 file, each with its line break, read as they are asked
     for: a reader that needs only the first rows of a large file (`--max-rows`) stops there. One clear
     error for each way the file can fail, raised when the reading gets there. `empty_fix` is what the
-    error for a blank file tells the user to do (by default: point --data at a file with text)."""
+    error for a blank file tells the user to do (by default: point --data at a file with text). `flag`: the option
+    that gave the file, named in every error (`--unlabeled 'x.txt' is not UTF-8 text`: the file alone did not say
+    which of a command's files it was); by default the file alone."""
+    named = f"{flag} {path!r}" if flag else repr(path)
     if not os.path.exists(path):
         raise UserInputError(f"Data file {path!r} does not exist. Check the path, or use a bundled name: {', '.join(BUNDLED)}.")
     opener = gzip.open if path.lower().endswith(".gz") else open
@@ -122,10 +125,10 @@ def read_lines(path, empty_fix=None):
             # file's text exactly. No UTF-8 character holds the byte 0x0a, so each line decodes alone.
             for number, raw in enumerate(f, 1):
                 if number == 1 and raw.startswith(b"\x1f\x8b") and opener is open:  # gzip's magic number
-                    raise UserInputError(f"{path!r} is gzip-compressed; name it {os.path.basename(path)}.gz "
+                    raise UserInputError(f"{named} is gzip-compressed; name it {os.path.basename(path)}.gz "
                                          "(tfllm reads .gz files as they are), or gunzip it.")
                 if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
-                    raise UserInputError(f"{path!r} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
+                    raise UserInputError(f"{named} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
                                          f"{_reencoding(path, 'utf-16')}.")
                 try:
                     # A byte-order mark starts the file's first line, and any line after one where files
@@ -135,14 +138,15 @@ def read_lines(path, empty_fix=None):
                     encoding = likely_encoding(raw)
                     big5 = " (-f big5 for traditional Chinese in Big5)" if encoding == "gb18030" else ""
                     raise UserInputError(
-                        f"{path!r} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
+                        f"{named} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
                         f"Re-save it as UTF-8, e.g. {_reencoding(path, encoding)}{big5}.") from None
                 blank = blank and not line.strip()
                 yield line
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
-        raise UserInputError(f"Cannot read {path!r}: {e}. Is it a valid (gzip) file?") from None
+        raise UserInputError(f"Cannot read {named}: {e}. Is it a valid (gzip) file?") from None
     if blank:
-        raise UserInputError(f"Data file {path!r} is empty. {empty_fix or 'Point --data at a file with rows of text.'}")
+        empty = named if flag else f"Data file {path!r}"
+        raise UserInputError(f"{empty} is empty. {empty_fix or 'Point --data at a file with rows of text.'}")
 
 
 def read_texts(path, text_column="text", blank_lines=False):
@@ -240,15 +244,15 @@ def _read_rows(path):
     return list(iter_rows(path))
 
 
-def iter_rows(path, empty_fix=None, text_column=None, columns=None):
+def iter_rows(path, empty_fix=None, text_column=None, columns=None, flag=None):
     """`_read_rows`' rows one at a time, read as they are asked for (`load_documents(max_rows=N)` reads
     only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'.
     `text_column`: where only texts are read, a JSON string in place of an object is the row
     `{text_column: string}` (a JSON file of texts: `["a fine film", ...]`, or a string a line).
     `columns`: a list that a CSV/TSV's column names are put in once its header is read, so that a caller can
-    name them where the file has no rows (a JSON file has no header: it stays empty)."""
+    name them where the file has no rows (a JSON file has no header: it stays empty). `flag`: as `read_lines`'."""
     kind = table_kind(path)
-    lines = read_lines(path, empty_fix)
+    lines = read_lines(path, empty_fix, flag)
     if kind in ("jsonl", "json"):
         lines, first = _first_line(lines)
         if first.lstrip().startswith("["):  # one JSON array of objects, not an object a line

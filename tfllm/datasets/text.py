@@ -292,10 +292,10 @@ def _document_lines(path, column, empty_fix, skipped, flag="--data"):
         for file in _folder_files(path, flag):
             if not os.path.getsize(file):
                 continue  # an empty file among others holds no documents (it refused the whole folder)
-            for line in read_lines(file, empty_fix):
+            for line in read_lines(file, empty_fix, flag):
                 yield from line.splitlines()  # as the whole text's splitlines: read_lines ends lines at "\n"
     elif is_table(path):
-        rows = iter_rows(path, empty_fix, column)
+        rows = iter_rows(path, empty_fix, column, flag=flag)
         first = next(rows, None)
         if first is None:
             return
@@ -315,14 +315,21 @@ def _document_lines(path, column, empty_fix, skipped, flag="--data"):
             if skipped.count(number, row, column, text):
                 yield text
         if columns is not None:
-            raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {list(columns)}. "
-                                 "Pass --text-column with one of them.")
+            if flag == "--data":
+                raise UserInputError(f"{path!r} has no text column {column!r}; its columns are {list(columns)}. "
+                                     "Pass --text-column with one of them.")
+            # Another file of the command (self-training's --unlabeled) is read in --data's column: "Pass
+            # --text-column with one of them" then refused --data for want of that column.
+            raise UserInputError(f"{flag} {path!r} has no text column {column!r}; its columns are {list(columns)}. "
+                                 f"{flag} texts are read from --data's text column ({column!r}, set by "
+                                 f"--text-column): rename its column of texts to {column!r}, or give the texts as a "
+                                 ".txt file, one per line.")
         if split and not any_train:
             raise UserInputError(f"{path!r} has a 'split' column but no rows whose split is 'train' (pretraining "
                                  "reads only those, so as never to see a test text); its values are "
                                  f"{sorted(other_splits)[:5]}.")
     else:
-        for line in read_lines(path, empty_fix):
+        for line in read_lines(path, empty_fix, flag):
             yield from line.splitlines()
 
 
