@@ -506,6 +506,13 @@ def test_train_run_dir_metrics_and_tensorboard_samples(tmp_path):
     train.Reload()
     tags = set(train.Tags()["tensors"]) | set(train.Tags()["scalars"])
     assert {"epoch_loss", "epoch_perplexity", "epoch_learning_rate"} <= tags
+    # Each validation's perplexity against the step, beside its loss (tfllm's Perplexity added it to the epoch only).
+    validation = EventAccumulator(os.path.join(run_dir, "logs", "validation"), size_guidance={"tensors": 0})
+    validation.Reload()
+    points = {tag: [float(tf.make_ndarray(e.tensor_proto)) for e in validation.Tensors(f"evaluation_{tag}_vs_iterations")]
+              for tag in ("loss", "perplexity")}
+    assert len(points["perplexity"]) == 2
+    np.testing.assert_allclose(points["perplexity"], np.exp(points["loss"]), rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -701,6 +701,9 @@ def test_set_epochs_counts_masked_lm_pretraining_as_the_epochs_flag_does():
 def test_masked_lm_pretraining_reports_the_steps_it_trained(tmp_path, capsys):
     import json
 
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from tfllm.cli import main
     from tfllm.training.reporting import history_from_logs
 
@@ -709,9 +712,20 @@ def test_masked_lm_pretraining_reports_the_steps_it_trained(tmp_path, capsys):
                  "--steps", "15", "--run-dir", str(run_dir)]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     recipe = json.loads((run_dir / "tfllm" / "recipe.json").read_text())
-    epochs = len(history_from_logs(str(run_dir / "logs"))["loss"])
+    logged = history_from_logs(str(run_dir / "logs"))
+    epochs = len(logged["loss"])
     assert metrics["steps"] == recipe["steps"] == epochs * recipe["eval_interval"] <= 15
     assert f"{metrics['steps']} steps" in capsys.readouterr().out
+    # A perplexity curve, exp of the masked loss (metrics.json's perplexity), where TensorBoard had none.
+    for prefix in ("", "val_"):
+        np.testing.assert_allclose(logged[prefix + "perplexity"], np.exp(logged[prefix + "masked_loss"]), rtol=1e-5)
+    assert logged["val_perplexity"][-1] == pytest.approx(metrics["val"]["perplexity"], rel=1e-3)
+    validation = EventAccumulator(str(run_dir / "logs" / "validation"), size_guidance={"tensors": 0})
+    validation.Reload()
+    points = {tag: [float(tf.make_ndarray(e.tensor_proto)) for e in
+                    validation.Tensors(f"evaluation_{tag}_vs_iterations")] for tag in ("masked_loss", "perplexity")}
+    assert len(points["perplexity"]) == epochs
+    np.testing.assert_allclose(points["perplexity"], np.exp(points["masked_loss"]), rtol=1e-5)
 
 
 @pytest.mark.slow

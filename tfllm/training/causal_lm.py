@@ -182,15 +182,6 @@ def compile_causal_lm(model, preset):
     )
 
 
-class Perplexity(keras.callbacks.Callback):
-    """Adds `perplexity` (and `val_perplexity`) = exp(loss) to the epoch logs, for TensorBoard."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        for key in ("loss", "val_loss"):
-            if logs is not None and key in logs:
-                logs[key.replace("loss", "perplexity")] = math.exp(min(float(logs[key]), 50.0))
-
-
 class StepTimer(keras.callbacks.Callback):
     """Wall time of each training step (first step of each epoch left out: it includes validation/compilation)."""
 
@@ -471,7 +462,7 @@ def train_causal_lm(config, verbose="auto"):
         prompt = sample_prompt(tokenizer, max(1, seq // 4), val_text, train_text)
         phases.mark("tokenize")
         # Perplexity first, so the TensorBoard callback sees the values it adds.
-        callbacks = [fit_timer, Perplexity(), timer,
+        callbacks = [fit_timer, common.Perplexity(), timer,
                      TextSamples(os.path.join(run_dir, "logs"), tokenizer, prompt, seed=config.seed, timer=fit_timer,
                                  window=seq, start_ids=start_ids)]
         callbacks += common.make_callbacks(

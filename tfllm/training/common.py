@@ -830,6 +830,28 @@ def epochs_completed(callbacks, default):
     return max(counts) if counts and max(counts) else default
 
 
+class Perplexity(keras.callbacks.Callback):
+    """Adds `perplexity` (and `val_perplexity`) = exp(`loss`, a logs entry) to the epoch logs, and `perplexity` to
+    a fit's validation logs, for TensorBoard (so goes before `make_callbacks`' TensorBoard): its epoch curves and
+    `evaluation_perplexity_vs_iterations` beside `evaluation_loss_vs_iterations`. A masked LM's is exp of its
+    `masked_loss`, as metrics.json's perplexity is (its `loss` is a mean of batch means)."""
+
+    def __init__(self, loss="loss"):
+        super().__init__()
+        self.loss = loss
+
+    def on_test_end(self, logs=None):
+        self._add(logs, "")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for prefix in ("", "val_"):
+            self._add(logs, prefix)
+
+    def _add(self, logs, prefix):
+        if logs is not None and prefix + self.loss in logs:
+            logs[prefix + "perplexity"] = math.exp(min(float(logs[prefix + self.loss]), 50.0))
+
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the optimizer's current learning rate to the epoch logs (so TensorBoard plots it)."""
 

@@ -352,8 +352,11 @@ def pretrain(config, verbose="auto"):
         train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], repeat=True, seed=config.seed)
         val_ds = _fixed_masked_batches(val_docs, preprocessor, preset["batch_size"])
         epochs = preset["steps"] // preset["eval_interval"]  # whole epochs (masked_lm_preset)
-        callbacks = common.make_callbacks(run_dir, checkpoint=False, write_logs=common.is_chief(strategy),
-                                          backup_dir=os.path.join(config.run_dir, common.BACKUP))
+        # A perplexity curve as the causal objective's, exp of the masked loss as metrics.json's perplexity is;
+        # first, so the TensorBoard callback sees the values it adds.
+        callbacks = [common.Perplexity("masked_loss"), *common.make_callbacks(
+            run_dir, checkpoint=False, write_logs=common.is_chief(strategy),
+            backup_dir=os.path.join(config.run_dir, common.BACKUP))]
         start = time.perf_counter()
         # Measured as fit ends and kept in the backup: a run resumed after that reports its training's seconds.
         common.measure_fit(callbacks, lambda: {"train_seconds": round(time.perf_counter() - start, 1)})
