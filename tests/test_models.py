@@ -669,6 +669,27 @@ def test_masked_lm_pretraining_warns_when_most_training_tokens_are_unknown(tmp_p
     err = capsys.readouterr().err
     assert "of the tokens of the training documents are [UNK]" in err, err
     assert "Raise vocabulary_size with --set vocabulary_size=N (now 60)." in err
+    # Said per objective: the masked LM never masks [UNK] (it said the loss counts [UNK] "like any other").
+    assert "the masked LM masks no [UNK], so the loss and perplexity score only the rest" in err, err
+    assert "like any other" not in err
+
+
+@pytest.mark.slow
+def test_masked_lm_pretraining_refuses_validation_documents_with_nothing_to_mask(tmp_path, capsys):
+    """The held-out document all [UNK] to the vocabulary learned from the others: [UNK] is never masked, so
+    validation scored nothing, and val_loss 0.0 every epoch and a perplexity of 1.0 went to metrics.json and
+    TensorBoard as a perfect score. Refused before training, the run left out."""
+    from tfllm.cli import main
+
+    data = tmp_path / "three.txt"
+    data.write_text("hello world\ngood bye\nfoo bar\n")
+    assert main(["pretrain", "--data", str(data), "--objective", "mlm", "--preset", "tiny", "--steps", "20",
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "Epoch" not in out, err
+    assert f"--data {str(data)!r}: validation would score nothing: every token the masked LM reads of the 1 " \
+           "document held out for validation (the last 33%) is [UNK]" in err and "never masks [UNK]" in err, err
+    assert "Give more text" in err and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("steps", [6, 15, 25, 2200])
@@ -774,6 +795,21 @@ def test_evaluate_scores_a_masked_lm_run_as_its_pretraining_validated_it(tmp_pat
         assert main(["evaluate", str(run_dir), *flags]) == 2
         out, err = capsys.readouterr()
         assert f"{' '.join(flags)} is not for a pretrained model" in err and err.count("\n") == 1 and out == "", err
+    # Text the vocabulary does not cover: [UNK] is never masked, so nothing was scored, and it read loss 0.0 and
+    # perplexity 1.0, a perfect score, exit 0, without a word.
+    chinese = tmp_path / "zh3.txt"
+    chinese.write_text("今天天气很好\n我们去图书馆\n他喜欢看电影\n", encoding="utf-8")
+    assert main(["evaluate", str(run_dir), "--data", str(chinese)]) == 2
+    out, err = capsys.readouterr()
+    assert f"Nothing of --data {str(chinese)!r} can be scored: every token the masked LM reads of it is [UNK]" in err
+    assert err.count("\n") == 1 and out == "", err
+    # Mostly [UNK]: scored, with a warning (as the causal objective's evaluation gives) that the figures leave it out.
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("今天天气很好 the film\n我们去图书馆 a story\n", encoding="utf-8")
+    assert main(["evaluate", str(run_dir), "--data", str(mixed)]) == 0
+    out, err = capsys.readouterr()
+    assert f"of the tokens of --data {str(mixed)!r} are [UNK]" in err and "never masks [UNK]" in err, err
+    assert json.loads(out)["num_documents"] == 2
 
 
 @pytest.mark.slow

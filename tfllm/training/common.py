@@ -306,11 +306,12 @@ OWN_UNKNOWN_SHARE = 0.05
 GENERATE_UNKNOWN_SHARE = 0.001
 
 
-def warn_unknown_in_own_vocabulary(tokenizer, ids, vocabulary_size, what="training text", text=None):
+def warn_unknown_in_own_vocabulary(tokenizer, ids, vocabulary_size, what="training text", text=None, masked=False):
     """Warns when more than `OWN_UNKNOWN_SHARE` of `ids` (tokens of the data, flat) are [UNK] to the tokenizer
     trained on it: `--preset tiny`'s 50 tokens kept 45 of zh_news's thousands of characters, and pretraining
     reported a perplexity of 5.37 without a word, where fine-tuning from the run then warned. Given the `text`
-    (a generator's), past `GENERATE_UNKNOWN_SHARE` already, naming the first characters or words left out."""
+    (a generator's), past `GENERATE_UNKNOWN_SHARE` already, naming the first characters or words left out.
+    `masked`: a masked LM's text, whose [UNK] tokens are never masked, so its loss leaves them out."""
     unk = tokenizers.unknown_token_id(tokenizer)
     ids = np.asarray(ids).ravel()
     share = (ids == unk).mean() if unk is not None and len(ids) else 0.0
@@ -328,9 +329,12 @@ def warn_unknown_in_own_vocabulary(tokenizer, ids, vocabulary_size, what="traini
                     f"{tokenizer.vocabulary_size()} tokens leaves that text out, and "
                     f"{errors.spelled('tfllm generate', python='tfllm.generate')} refuses prompts holding it. {raise_it}")
         return
+    # A masked LM never masks [UNK] (KerasHub's masker picks no special token): it scores the rest alone.
+    scored = ("reads [UNK] for it and never learns it: the masked LM masks no [UNK], so the loss and perplexity score "
+              "only the rest" if masked else
+              "learns [UNK] for it, and the loss and perplexity count [UNK] as a token like any other")
     errors.warn(f"{share:.0%} of the tokens of the {what} are [UNK]{examples}: a vocabulary of "
-                f"{tokenizer.vocabulary_size()} tokens leaves out most of its text, so the model learns [UNK] for "
-                f"it, and the loss and perplexity count [UNK] as a token like any other. {raise_it}")
+                f"{tokenizer.vocabulary_size()} tokens leaves out most of its text, so the model {scored}. {raise_it}")
 
 
 def preset_positions(handle):

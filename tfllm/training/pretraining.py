@@ -256,6 +256,25 @@ def long_document_note(documents, tokenize, sequence_length, positions=None, see
             f"(documents){longer}.")
 
 
+def _masked_tokens(batches):
+    """How many tokens the masking of `_fixed_masked_batches`' `batches` picked to score (their weights' sum)."""
+    return int(sum(float(tf.reduce_sum(weights)) for _, _, weights in batches))
+
+
+def _unknown_share(documents, tokenizer):
+    """The share of the documents' tokens (of a sample of `LENGTH_SAMPLE` of them) that are [UNK] to `tokenizer`."""
+    unk = tokenizers.unknown_token_id(tokenizer)
+    ids = _sample_ids(documents, tokenizer)
+    return float((ids == unk).mean()) if unk is not None and len(ids) else 0.0
+
+
+# Why a masked LM's figures can score nothing: KerasHub's masker (and `stateless_mask`, its seeded copy) never picks
+# a special token, [UNK] included, so text its vocabulary does not cover has no token to mask. Keras' weighted mean
+# over no token is 0: a loss of 0.0 and a "perfect" perplexity of 1.0, as if every token had been predicted.
+NOTHING_MASKED = ("every token the masked LM reads of {what} is [UNK], text {vocabulary} has no token for, and it never "
+                  "masks [UNK]")
+
+
 def _validation_metrics(model, val_ds):
     """Loss, masked accuracy and perplexity over every masked token of `val_ds` (a compiled `_compile`
     model with its preprocessor detached)."""
@@ -294,6 +313,18 @@ def evaluate_run(run_dir, data=None, text_column=None):
     recipe = runs.read_recipe(run_dir)
     _compile(model, {**recipe, "jit_compile": False})  # scored once: no XLA program to compile
     batches = _fixed_masked_batches(documents, model.preprocessor, recipe["batch_size"])
+    tokenizer = model.preprocessor.tokenizer
+    named = f"--data {data!r}" if data else f"the validation documents of {config.data!r}"
+    if not _masked_tokens(batches):  # it answered loss 0.0 and perplexity 1.0, a perfect score, exit 0
+        vocabulary = f"this run's vocabulary of {tokenizer.vocabulary_size()} tokens"
+        raise UserInputError(f"Nothing of {named} can be scored: "
+                             f"{NOTHING_MASKED.format(what='it', vocabulary=vocabulary)}. Evaluate the run on text "
+                             "like its training text.")
+    unknown = _unknown_share(documents, tokenizer)
+    if data and unknown > common.OWN_UNKNOWN_SHARE:  # as the causal objective's evaluation warns
+        errors.warn(f"{unknown:.1%} of the tokens of --data {data!r} are [UNK] (text the tokenizer has no token "
+                    f"for); the masked LM never masks [UNK], so the loss, masked accuracy and perplexity score only "
+                    f"the other {1 - unknown:.1%}.")
     with common.unknown_length_ok(), common.preprocessed(model):
         return {**_validation_metrics(model, batches), "num_documents": len(documents)}
 
@@ -348,9 +379,19 @@ def pretrain(config, verbose="auto"):
         if not config.from_preset:
             common.warn_unknown_in_own_vocabulary(preprocessor.tokenizer, _sample_ids(train_docs, preprocessor.tokenizer,
                                                                                        config.seed or 0),
-                                                  preset["vocabulary_size"], "training documents")
+                                                  preset["vocabulary_size"], "training documents", masked=True)
         train_ds = _masked_batches(train_docs, preprocessor, preset["batch_size"], repeat=True, seed=config.seed)
         val_ds = _fixed_masked_batches(val_docs, preprocessor, preset["batch_size"])
+        if not _masked_tokens(val_ds):  # validation scored nothing: val_loss 0.0 and perplexity 1.0 every epoch
+            held = (f"the {len(val_docs)} document{'s' if len(val_docs) > 1 else ''} held out for validation (the "
+                    f"last {len(val_docs) / (len(train_docs) + len(val_docs)):.0%})")
+            vocabulary = (f"--from-preset {config.from_preset!r}'s vocabulary" if config.from_preset else
+                          "the vocabulary learned from the other documents") + \
+                f" ({preprocessor.tokenizer.vocabulary_size()} tokens)"
+            fix = ("Pretrain it on text its vocabulary covers" if config.from_preset else
+                   "Give more text, whose last documents share the others' words")
+            raise UserInputError(f"--data {config.data!r}: validation would score nothing: "
+                                 f"{NOTHING_MASKED.format(what=held, vocabulary=vocabulary)}. {fix}.")
         epochs = preset["steps"] // preset["eval_interval"]  # whole epochs (masked_lm_preset)
         # A perplexity curve as the causal objective's, exp of the masked loss as metrics.json's perplexity is;
         # first, so the TensorBoard callback sees the values it adds.
