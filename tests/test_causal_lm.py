@@ -216,7 +216,7 @@ def test_load_generator_tells_a_python_caller_the_function_that_trains_a_generat
         load_generator(str(tmp_path / "clf"))
     assert str(refused.value).endswith(
         "that does not generate text; train one with tfllm.training.causal_lm.train_causal_lm(TrainConfig("
-        "task='generate', ...)) (or tfllm.training.pretraining.pretrain(TrainConfig(task='pretrain', "
+        "task='generate', ...)) (or tfllm.pretrain(TrainConfig(task='pretrain', "
         "objective='causal', ...))).")
     monkeypatch.setattr(errors, "command_running", True)  # the command's words, as before
     with pytest.raises(UserInputError, match=r"train one with `tfllm train --task generate` \(or `tfllm pretrain "

@@ -291,7 +291,7 @@ def test_each_trainer_refuses_a_config_of_another_task(module, function, task, t
 @pytest.mark.parametrize("module, function, fields, said", [
     ("tfllm.training.classifier", "train_classifier", {"objective": "mlm"},
      "objective is for task='pretrain', not classify; leave it out, or pretrain with "
-     "tfllm.training.pretraining.pretrain(TrainConfig(task='pretrain', ...))."),
+     "tfllm.pretrain(TrainConfig(task='pretrain', ...))."),
     ("tfllm.training.causal_lm", "train_causal_lm", {"task": "generate", "objective": "causal"},
      "objective is for task='pretrain', not generate"),
     ("tfllm.training.causal_lm", "train_causal_lm", {"task": "generate", "ensemble": 3},

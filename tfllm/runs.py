@@ -63,7 +63,7 @@ def shell_path(run_dir):
 
 # The function that trains each task: what a Python caller is told where a command is told `tfllm train ...`.
 TRAINER_CALLS = {"classify": "tfllm.train_classifier", "generate": "tfllm.training.causal_lm.train_causal_lm",
-                 "translate": "tfllm.training.seq2seq.train_seq2seq", "pretrain": "tfllm.training.pretraining.pretrain"}
+                 "translate": "tfllm.training.seq2seq.train_seq2seq", "pretrain": "tfllm.pretrain"}
 
 
 def train_command(task, objective=None, **settings):

@@ -168,9 +168,7 @@ def preset_own_settings(handle):
     return own
 
 
-# The Python function that trains each task.
-TRAINERS = {"classify": "tfllm.train_classifier", "generate": "tfllm.training.causal_lm.train_causal_lm",
-            "translate": "tfllm.training.seq2seq.train_seq2seq", "pretrain": "tfllm.training.pretraining.pretrain"}
+TRAINERS = runs.TRAINER_CALLS  # the Python function that trains each task
 
 
 def check_config(config, *tasks):
