@@ -337,7 +337,7 @@ def pretrain(config, verbose="auto"):
     >>> import tfllm
     >>> metrics = tfllm.pretrain(tfllm.TrainConfig(task="pretrain", data="rotten_tomatoes", objective="mlm",
     ...                                            run_dir="runs/reviews-mlm"))
-    >>> metrics["val"]["perplexity"]
+    >>> metrics["val"]["perplexity"]  # the held-out documents' masked-token perplexity
     """
     common.check_config(config, "pretrain")
     objective = config.objective or "mlm"
