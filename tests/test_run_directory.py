@@ -321,6 +321,38 @@ def test_a_data_file_edited_since_training_is_never_split_again_as_the_run_s(tmp
     assert data_fingerprint(str(folder)) != before
 
 
+
+def test_a_csv_with_only_its_line_endings_or_byte_order_mark_changed_still_splits_as_the_run_s(tmp_path):
+    """Excel writes a BOM and \r\n; `sed -i 's/\r$//'` or a re-save without the BOM changed the bytes and not
+    one row, and `tfllm evaluate` refused the file as edited (it "no longer splits as it did"). The rows decide
+    where the bytes differ; a run recorded before the rows' fingerprint was kept still goes by the bytes."""
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+
+    data = tmp_path / "excel.csv"
+    rows = "review,stars\r\n" + "".join(f"good {i},5\r\nbad {i},1\r\n" for i in range(10)) + ",\r\n"
+    data.write_bytes(rows.encode("utf-8-sig"))
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    runs.write_records(run_dir, TrainConfig(data=str(data), preset="tiny", run_dir=run_dir), {})
+    copy = tmp_path / "copy.csv"
+    for edited in (rows.replace("\r\n", "\n").encode("utf-8-sig"), rows.encode("utf-8"),
+                   rows.replace("\r\n", "\n").encode("utf-8")):
+        data.write_bytes(edited)
+        runs.check_data_unchanged(run_dir, str(data))  # the same rows: fine
+        copy.write_bytes(edited)
+        assert runs.holds_training_data(run_dir, str(copy))  # and a copy of them is the training data
+    data.write_bytes(rows.replace("good 3", "good 33").encode("utf-8"))  # a row edited: refused
+    with pytest.raises(UserInputError, match="has changed since the run"):
+        runs.check_data_unchanged(run_dir, str(data))
+    record = json.loads(open(runs.path(run_dir, runs.DATA)).read())
+    del record["rows_sha256"]  # a run from before the rows' fingerprint
+    runs.write_json(runs.path(run_dir, runs.DATA), record)
+    data.write_bytes(rows.replace("\r\n", "\n").encode("utf-8-sig"))
+    with pytest.raises(UserInputError, match="has changed since the run"):
+        runs.check_data_unchanged(run_dir, str(data))
+
+
 def test_a_kill_while_a_backup_or_the_best_checkpoint_is_written_leaves_the_previous_file_whole(
         tmp_path, monkeypatch):
     """Keras wrote both in place: a kill mid-write left a file that loads with only warnings, resetting

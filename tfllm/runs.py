@@ -885,13 +885,24 @@ def differ(names):
 def write_records(run_dir, config, records):
     """A fresh run's records: the `{path: value}` JSON files, the fingerprint of the data it starts from
     (`data_changed` compares it later), then its `TrainConfig` as run.json."""
-    from tfllm.datasets import data_fingerprint
+    from tfllm.datasets import data_fingerprint, rows_fingerprint
 
     for name, value in records.items():
         write_json(path(run_dir, name), value)
     where = os.path.abspath(config.data) if config.data and os.path.exists(config.data) else None  # None: bundled
-    write_json(path(run_dir, DATA), {"data": str(config.data), "path": where, "sha256": data_fingerprint(config.data)})
+    write_json(path(run_dir, DATA), {"data": str(config.data), "path": where, "sha256": data_fingerprint(config.data),
+                                     "rows_sha256": rows_fingerprint(config.data)})
     config.to_json(path(run_dir, RUN_CONFIG))
+
+
+def _same_rows(record, source):
+    """Whether `source`'s parsed rows are those `record` (data.json) holds the fingerprint of: bytes that differ
+    only in line endings or a byte-order mark (a CSV re-saved, or `sed -i 's/\r$//'`) read as the same rows and
+    split alike. A run recorded before the rows' fingerprint was kept has none: its bytes alone decide."""
+    from tfllm.datasets import rows_fingerprint
+
+    recorded = record.get("rows_sha256")
+    return recorded is not None and rows_fingerprint(source) == recorded
 
 
 def data_changed(run_dir, source):
@@ -899,23 +910,24 @@ def data_changed(run_dir, source):
     from tfllm.datasets import data_fingerprint
 
     try:
-        recorded = read_json(path(run_dir, DATA)).get("sha256")
+        record = read_json(path(run_dir, DATA))
     except (OSError, ValueError):
         return False  # a run from before the record, or none to compare
-    now = data_fingerprint(source)
-    return recorded is not None and now is not None and now != recorded
+    recorded, now = record.get("sha256"), data_fingerprint(source)
+    return recorded is not None and now is not None and now != recorded and not _same_rows(record, source)
 
 
 def holds_training_data(run_dir, source):
-    """Whether `source` holds the very bytes the run in `run_dir` started from (a copy of its file, or the
+    """Whether `source` holds the very rows the run in `run_dir` started from (a copy of its file, or the
     file at another path after the run was moved): scoring all of it would score rows it trained on."""
     from tfllm.datasets import data_fingerprint
 
     try:
-        recorded = read_json(path(run_dir, DATA)).get("sha256")
+        record = read_json(path(run_dir, DATA))
     except (OSError, ValueError):
         return False
-    return recorded is not None and data_fingerprint(source) == recorded
+    recorded = record.get("sha256")
+    return recorded is not None and (data_fingerprint(source) == recorded or _same_rows(record, source))
 
 
 def check_data_unchanged(run_dir, source):

@@ -1111,6 +1111,29 @@ def _sha256(stamps):
     return digest.hexdigest()
 
 
+def rows_fingerprint(source):
+    """sha256 of a table file's parsed rows (every cell, in order), or None for anything else (a folder, a
+    text file, a bundled name, a file that does not parse): a run records it beside `data_fingerprint`, so a
+    file whose bytes changed but whose rows did not (Excel's CSV with its line endings turned into \n, or its
+    byte-order mark dropped) still splits as the run's did, and is not refused as an edited file."""
+    if not isinstance(source, (str, os.PathLike)) or source in BUNDLED or not os.path.isfile(source) \
+            or not is_table(str(source)):
+        return None
+    stat = os.stat(source)
+    return _rows_sha256(os.path.abspath(source), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _rows_sha256(path, size, mtime_ns):  # keyed as `_sha256`: a resume's checks parse a large file once
+    digest = hashlib.sha256()
+    try:
+        for row in iter_rows(path):
+            digest.update(json.dumps(list(row.items()), ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+    except UserInputError:  # a file that does not parse as a table has no rows to compare: the bytes decide
+        return None
+    return digest.hexdigest()
+
+
 def same_data(data, trained_on):
     """Whether `data` names the file (or bundled dataset) `trained_on` names: evaluating on it means the
     run's own split, never a row it trained on."""
