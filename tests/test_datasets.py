@@ -487,6 +487,19 @@ def test_csv_labels_1_and_1_0_are_one_class_as_in_json(tmp_path):
     # Other decimals stay what they are: ratings, not integers.
     rows = [(f"text {i}", ["4.5", "4.0", "4"][i % 3]) for i in range(30)]
     assert load_classification_data(write_csv(tmp_path / "r.csv", rows)).label_names == ["4", "4.5"]
+    # Decimals that are equal are one class too: "4.50" (a two-place column) was a class beside "4.5".
+    rows = [(f"text {i}", ["4.5", "4.50", "1", "1.00", "1.0", "+4.500", "good", "good.00"][i % 8]) for i in range(80)]
+    data = load_classification_data(write_csv(tmp_path / "s.csv", rows))
+    assert data.label_names == ["1", "4.5", "good", "good.00"]  # a label that is no number is read as written
+    labels = data.train.labels + data.val.labels + data.test.labels
+    texts = data.train.texts + data.val.texts + data.test.texts
+    assert all(data.label_names[label] == ["4.5", "4.5", "1", "1", "1", "4.5", "good", "good.00"][int(t.split()[1]) % 8]
+               for t, label in zip(texts, labels))
+    # A model trained on "4.50" scores "4.5" as that class, and --labels takes either spelling.
+    with pytest.warns(Warning, match="left out: the labels \\['good', 'good.00'\\]"):
+        assert load_classification_data(str(tmp_path / "s.csv"), labels=["4.50", "1"]).label_names == ["4.5", "1"]
+    scored = load_classification_data(str(tmp_path / "r.csv"), label_names=["4", "4.50"])
+    assert sorted(set(scored.train.labels + scored.test.labels + scored.val.labels)) == [0, 1]
 
 
 def test_a_chinese_negative_label_is_not_the_positive_one(tmp_path):

@@ -599,10 +599,12 @@ def _column(rows, column, what, path, columns=None):
 
 
 _WHOLE_DECIMAL = re.compile(r"[-+]?[0-9]+\.0+")
+_DECIMAL = re.compile(r"([-+]?)0*([0-9]*)\.([0-9]*[1-9])0*")  # 4.50, +04.5 and .5: written as 4.5, 4.5 and 0.5
 
 
 def _label_text(value):
-    """A label as text: 1, 1.0 and "1.0" are one class ("1"), and a missing one (null, NaN) is "".
+    """A label as text: 1, 1.0 and "1.0" are one class ("1"), so are 4.5 and "4.50" ("4.5"), and a missing one
+    (null, NaN) is "".
     Spaces around it are dropped ("fresh " is "fresh": a spreadsheet's stray space is not a class of its own),
     in training and in scoring alike; `note_spaced_labels` says so.
 
@@ -615,7 +617,15 @@ def _label_text(value):
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
-    return str(int(float(text))) if _WHOLE_DECIMAL.fullmatch(text) else text
+    if _WHOLE_DECIMAL.fullmatch(text):
+        return str(int(float(text)))
+    # Other decimals are one class however many zeros end them: "4.50" (a spreadsheet's two-place column) was a
+    # class beside "4.5", the rows of one rating split between two classes without a word.
+    decimal = _DECIMAL.fullmatch(text)
+    if decimal:
+        sign, whole, fraction = decimal.groups()
+        return f"{sign.lstrip('+')}{whole or '0'}.{fraction}"
+    return text
 
 
 # Negative labels that sort after their positive ones (负面 after 正面 in code-point order), so that a binary
