@@ -1132,3 +1132,25 @@ def test_causal_pretraining_splits_a_single_long_document_as_a_text_file_is(tmp_
     assert train + val == text and len(val) == len(text) - int(len(text) * 0.9)  # the last 10%, as a text file's
     with pytest.raises(UserInputError, match="has 1 non-empty document\\(s\\); at least 2 are needed"):
         load_documents(str(tmp_path / "giant.txt"))
+
+
+def test_excel_s_padding_rows_of_empty_cells_are_skipped_as_blank_lines_are(tmp_path):
+    """Excel pads a sheet's used range with rows of empty cells (",\\r\\n"): training refused them as rows "with
+    empty text ... Remove or fill them", and predict as "an empty 'review'", where blank lines were skipped."""
+    from tfllm.datasets import read_texts
+
+    rows = "review,stars\r\n" + "".join(f"good {i},5\r\nbad {i},1\r\n" for i in range(15))
+    padded = tmp_path / "padded.csv"
+    padded.write_bytes((rows + ",\r\n , \r\n\r\n,\r\n").encode("utf-8-sig"))
+    (tmp_path / "plain.csv").write_bytes(rows.encode())
+    data = load_classification_data(str(padded), text_column="review", label_column="stars")
+    plain = load_classification_data(str(tmp_path / "plain.csv"), text_column="review", label_column="stars")
+    assert (data.train.texts, data.test.texts, data.label_names) == (plain.train.texts, plain.test.texts, ["1", "5"])
+    assert list(read_texts(str(padded), "review")) == list(read_texts(str(tmp_path / "plain.csv"), "review"))
+    tsv = tmp_path / "padded.tsv"
+    tsv.write_text(rows.replace(",", "\t") + "\t\r\n")
+    assert len(list(read_texts(str(tsv), "review"))) == 30
+    # A row with some cells filled is still a row: an empty text beside a label is refused.
+    (tmp_path / "half.csv").write_text(rows + ",5\r\n")
+    with pytest.raises(UserInputError, match="1 row\\(s\\) with empty text in column 'review'"):
+        load_classification_data(str(tmp_path / "half.csv"), text_column="review", label_column="stars")

@@ -295,7 +295,9 @@ def iter_rows(path, empty_fix=None, text_column=None, columns=None, flag=None):
                 columns[:] = header
             number = 0
             for fields in reader:
-                if not fields:  # a blank line
+                # A blank line, or a row of empty cells: Excel pads a sheet's used range with ",,\r\n" rows, which
+                # training refused as rows "with empty text" where pretraining left them out.
+                if not any(field.strip() for field in fields):
                     continue
                 number += 1
                 if delimiter == "\t" and reader.open_quote and len(fields) != len(header):
