@@ -1087,6 +1087,29 @@ def test_excels_sep_line_is_named_not_read_as_a_header(tmp_path):
     assert load_classification_data(str(path)).label_names == ["a", "b"]  # without it, read as it is
 
 
+
+def test_a_title_line_above_the_header_is_named_not_read_as_a_header(tmp_path):
+    """A report's title line and a blank line above the header: 'data row 1 (line 3) has 2 fields, the header has
+    1: quote texts that contain commas', a fix that does not help."""
+    from tfllm.datasets import read_texts
+
+    path = tmp_path / "report.csv"
+    rows = "review,stars\r\n" + "".join(f"text {i},{'ab'[i % 2]}\r\n" for i in range(40))
+    path.write_text("Report exported 2024-01-01\r\n\r\n" + rows)
+    header = re.escape("seems to have its header on line 3 (['review', 'stars']), under a first line of one field "
+                       "('Report exported 2024-01-01'): delete the lines above the header.")
+    with pytest.raises(UserInputError, match=header):
+        load_classification_data(str(path), text_column="review", label_column="stars")
+    with pytest.raises(UserInputError, match=header):
+        list(read_texts(str(path), "review"))
+    path.write_text(rows)
+    assert load_classification_data(str(path), text_column="review", label_column="stars").label_names == ["a", "b"]
+    # A later row too long for its header is still a text to quote.
+    path.write_text("text\n" + "".join(f"text {i}\n" for i in range(5)) + "a text, with a comma\n")
+    with pytest.raises(UserInputError, match="data row 6 .*has 2 fields, the header has 1: quote texts that contain"):
+        list(read_texts(str(path)))
+
+
 @pytest.mark.parametrize("first_has_it", [False, True])
 def test_a_corpus_text_column_is_judged_across_rows_and_skipped_rows_are_counted(tmp_path, first_has_it):
     """Pretraining and generation corpora: a JSONL file whose row 1 lacked "body" was refused ("has no text column

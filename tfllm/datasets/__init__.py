@@ -313,6 +313,14 @@ def iter_rows(path, empty_fix=None, text_column=None, columns=None, flag=None):
                 # line break in an unquoted text leaves rows short. Empty (or blank) fields past the header's
                 # are padding (spreadsheets write "a,b,,"), not data, and are dropped.
                 if len(fields) < len(header) or any(f.strip() for f in fields[len(header):]):
+                    if number == 1 and len(header) == 1 and len(fields) > 1:
+                        # A report's title line (and a blank line) above the header: the title read as a header
+                        # of one column, and "quote texts that contain commas" was the fix given for the header.
+                        names = [f.strip() for f in fields]
+                        raise UserInputError(
+                            f"{path!r} seems to have its header on line {reader.line_num} ({names}), under a first "
+                            f"line of one field ({header[0]!r}): delete the lines above the header. If the first "
+                            f"line is the header, quote texts that contain {quote}.")
                     fix = (f"quote texts that contain {quote}" if len(fields) > len(header) else
                            "fill in the missing fields, and quote texts that contain line breaks")
                     raise UserInputError(f"{path!r} data row {number} (line {reader.line_num}) has {len(fields)} "
