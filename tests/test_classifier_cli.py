@@ -1317,6 +1317,38 @@ def test_predict_file_stdin_drops_a_byte_order_mark(tiny_classifier_run, capsys,
     assert list(read_sources("-", "text")) == texts
 
 
+def test_predict_and_translate_file_stdin_that_is_not_utf8_is_one_line_with_a_fix_for_a_pipe(
+        tiny_classifier_run, capsys, monkeypatch):
+    """`predict --file -` of bytes that are not UTF-8 ended in a traceback from the model (the stream's
+    surrogate escape of b"\\xe9" could not be encoded), a UTF-16 pipe's in "Error converting unicode string";
+    `translate --file -` reads stdin the same way. `--file /dev/stdin` was told to re-save /dev/stdin."""
+    import io
+    import re
+
+    from tfllm.datasets.pairs import read_sources
+    from tfllm.errors import UserInputError
+
+    def stdin(data):  # as the interpreter opens a pipe in a C.UTF-8 locale
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+
+    for data, fix in ((b"a joyous film\ncaf\xe9 was great\n", "bad byte b'\\xe9' on line 2"),
+                      ("a joyous film\n".encode("utf-16"), "is UTF-16 text")):
+        encoding = "utf-16" if "UTF-16" in fix else "cp1252"
+        monkeypatch.setattr("sys.stdin", stdin(data))
+        result = main_in_process(capsys, "predict", tiny_classifier_run, "--file", "-")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("tfllm: error: Standard input (--file -) ") and fix in result.stderr
+        assert f"`... | iconv -f {encoding} -t utf-8 | tfllm ...`" in result.stderr, result.stderr
+        monkeypatch.setattr("sys.stdin", stdin(data))
+        with pytest.raises(UserInputError, match=re.escape(fix)):
+            list(read_sources("-", "text"))
+    result = subprocess.run([sys.executable, "-m", "tfllm.cli", "predict", tiny_classifier_run, "--file", "/dev/stdin"],
+                            input=b"caf\xe9 was great\n", capture_output=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 2 and b"`... | iconv -f cp1252 -t utf-8 | tfllm ...`" in result.stderr, result.stderr
+    assert b"/dev/stdin-utf8" not in result.stderr
+
+
 def test_predict_takes_texts_after_its_options_as_explain_does(three_class_run, capsys):
     """`tfllm predict RUN --top-k 2 "the movie was great"` was "unrecognized arguments: the movie was great"."""
     run_dir, _ = three_class_run

@@ -90,16 +90,50 @@ def likely_encoding(raw):
         return "latin1"
 
 
+def _piped(path):
+    """Whether `path` is standard input (None: `--file -`) or another stream with no file to re-save (`--file
+    /dev/stdin`, a FIFO): its fix goes into the pipe ("iconv /dev/stdin > /dev/stdin-utf8" cannot work)."""
+    return path is None or (os.path.exists(path) and not os.path.isfile(path))
+
+
 def _reencoding(path, encoding):
-    """The command that re-saves `path` from `encoding` as UTF-8, beside it: a .gz through zcat and gzip, since
-    `iconv` on the .gz itself reads its compressed bytes (the fix given for a UTF-16 .csv.gz failed as written)."""
+    """How to give tfllm `path` as UTF-8 from `encoding`: re-saved beside it, a .gz through zcat and gzip, since
+    `iconv` on the .gz itself reads its compressed bytes (the fix given for a UTF-16 .csv.gz failed as written);
+    a pipe (`_piped`) converted on its way in."""
+    iconv = f"iconv -f {encoding} -t utf-8"
+    if _piped(path):
+        return f"Convert it to UTF-8 on its way in, e.g. `... | {iconv} | tfllm ...`"
     folder, name = os.path.split(path)
     gzipped = name.lower().endswith(".gz")
     stem, extension = os.path.splitext(name[:-3] if gzipped else name)
     fixed = shlex.quote(os.path.join(folder, f"{stem}-utf8{extension}{'.gz' * gzipped}"))
-    iconv = f"iconv -f {encoding} -t utf-8"
-    return (f"`zcat {shlex.quote(path)} | {iconv} | gzip > {fixed}`" if gzipped else
-            f"`{iconv} {shlex.quote(path)} > {fixed}`")
+    return "Re-save it as UTF-8, e.g. " + (f"`zcat {shlex.quote(path)} | {iconv} | gzip > {fixed}`" if gzipped else
+                                           f"`{iconv} {shlex.quote(path)} > {fixed}`")
+
+
+def _decoded(raw_lines, named, path, gzipped=False):
+    """The text of `raw_lines` (a file's or standard input's lines as bytes), each line decoded as it comes, with
+    one clear error for bytes that are not UTF-8 text. `named`: the input as the errors name it; `path`: the
+    file (None for standard input), for the fix; `gzipped`: the bytes are a .gz's, already decompressed."""
+    for number, raw in enumerate(raw_lines, 1):
+        if number == 1 and raw.startswith(b"\x1f\x8b") and not gzipped:  # gzip's magic number
+            if _piped(path):
+                raise UserInputError(f"{named} is gzip-compressed; decompress it on its way in, e.g. "
+                                     "`... | gunzip -c | tfllm ...`.")
+            raise UserInputError(f"{named} is gzip-compressed; name it {os.path.basename(path)}.gz "
+                                 "(tfllm reads .gz files as they are), or gunzip it.")
+        if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
+            raise UserInputError(f"{named} is UTF-16 text, not UTF-8. {_reencoding(path, 'utf-16')}.")
+        try:
+            # A byte-order mark starts the file's first line, and any line after one where files
+            # with one were joined (`cat a.txt b.txt`): "\ufeff今天天气" was a text, BOM and all.
+            yield raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            encoding = likely_encoding(raw)
+            big5 = " (-f big5 for traditional Chinese in Big5)" if encoding == "gb18030" else ""
+            raise UserInputError(
+                f"{named} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
+                f"{_reencoding(path, encoding)}{big5}.") from None
 
 
 def read_text_file(path, empty_fix=None):
@@ -123,23 +157,7 @@ def read_lines(path, empty_fix=None, flag=None):
         with opener(path, "rb") as f:
             # Split at b"\n" only, as str.splitlines' "\r\n" never straddles it: joined, the lines are the
             # file's text exactly. No UTF-8 character holds the byte 0x0a, so each line decodes alone.
-            for number, raw in enumerate(f, 1):
-                if number == 1 and raw.startswith(b"\x1f\x8b") and opener is open:  # gzip's magic number
-                    raise UserInputError(f"{named} is gzip-compressed; name it {os.path.basename(path)}.gz "
-                                         "(tfllm reads .gz files as they are), or gunzip it.")
-                if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
-                    raise UserInputError(f"{named} is UTF-16 text, not UTF-8. Re-save it as UTF-8, e.g. "
-                                         f"{_reencoding(path, 'utf-16')}.")
-                try:
-                    # A byte-order mark starts the file's first line, and any line after one where files
-                    # with one were joined (`cat a.txt b.txt`): "\ufeff今天天气" was a text, BOM and all.
-                    line = raw.decode("utf-8-sig")
-                except UnicodeDecodeError as e:
-                    encoding = likely_encoding(raw)
-                    big5 = " (-f big5 for traditional Chinese in Big5)" if encoding == "gb18030" else ""
-                    raise UserInputError(
-                        f"{named} is not UTF-8 text (bad byte {raw[e.start:e.start + 1]!r} on line {number}). "
-                        f"Re-save it as UTF-8, e.g. {_reencoding(path, encoding)}{big5}.") from None
+            for line in _decoded(f, named, path, gzipped=opener is not open):
                 blank = blank and not line.strip()
                 yield line
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz (gzip.BadGzipFile is an OSError)
@@ -161,7 +179,12 @@ def read_texts(path, text_column="text", blank_lines=False):
     if path == "-":
         # A byte-order mark (Windows tools write one) dropped as read_lines' utf-8-sig drops it from a file's
         # lines: "\ufeffgreat film" was the first text, BOM and all (str.strip keeps it).
-        texts = (line.removeprefix("\ufeff").strip() for chunk in sys.stdin for line in chunk.splitlines())
+        # Read as bytes and decoded as a file's lines are: the text stream's surrogate escapes of a byte that
+        # is not UTF-8 (caf\xe9) and a UTF-16 pipe's text reached the model, and failed there with a traceback.
+        # A stdin replaced by one without bytes (a notebook's, a test's io.StringIO) is read as it is.
+        stream = getattr(sys.stdin, "buffer", None)
+        lines = sys.stdin if stream is None else _decoded(stream, "Standard input (--file -)", None)
+        texts = (line.removeprefix("\ufeff").strip() for chunk in lines for line in chunk.splitlines())
     elif not os.path.exists(path):  # read_lines' message offered bundled dataset names, which --file does not take
         raise UserInputError(f"--file {path!r} does not exist; check the path.")
     elif os.path.isdir(path):
