@@ -639,6 +639,30 @@ def test_a_damaged_gzip_and_a_utf16_file_are_one_clear_error(tmp_path):
         load_classification_data(str(tmp_path / "z.csv"))
 
 
+def test_a_workbook_or_a_zip_given_as_text_says_what_it_is_not_to_reencode_it(tmp_path):
+    """An .xlsx (a zip) or a .zip was "not UTF-8 text ... iconv -f latin1": that made junk, which trained, or
+    which `predict --file` classified with exit status 0."""
+    import zipfile
+
+    from tfllm.datasets import read_texts
+
+    with zipfile.ZipFile(tmp_path / "real.xlsx", "w") as workbook:
+        workbook.writestr("xl/worksheets/sheet1.xml", "<sheetData>" + "<row/>" * 200 + "</sheetData>")
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as archive:
+        archive.writestr("data.csv", "text,label\nhi,a\nbye,b\n")
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)))
+    (tmp_path / "data.txt").write_bytes((tmp_path / "data.zip").read_bytes())  # named as text: still a zip
+    workbook = "is an Excel workbook, not text; save it as CSV UTF-8 (File > Save As) and pass the .csv."
+    zipped = "is a zip archive, not text; unzip it and pass the file inside."
+    for name, message in (("real.xlsx", workbook), ("old.xls", workbook), ("data.zip", zipped), ("data.txt", zipped)):
+        # (Training refuses a .txt for having no labels before it reads a byte.)
+        readers = [lambda path: list(read_texts(path))] + [load_classification_data] * (name != "data.txt")
+        for read in readers:
+            with pytest.raises(UserInputError) as refused:
+                read(str(tmp_path / name))
+            assert str(refused.value) == f"{str(tmp_path / name)!r} {message}"
+
+
 def test_a_row_with_more_or_fewer_fields_than_the_header_is_refused_naming_it(tmp_path):
     """An unquoted comma in a text made DictReader file the rest of the text under the key None and the
     word after the comma the label: `music, movie film,pos` trained as the class ' movie film'."""

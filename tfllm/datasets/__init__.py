@@ -122,6 +122,15 @@ def _decoded(raw_lines, named, path, gzipped=False):
                                      "`... | gunzip -c | tfllm ...`.")
             raise UserInputError(f"{named} is gzip-compressed; name it {os.path.basename(path)}.gz "
                                  "(tfllm reads .gz files as they are), or gunzip it.")
+        if number == 1 and raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # zip's, and old Office's, magic
+            # Told "not UTF-8 text ... iconv -f latin1", a user made junk of it that then trained or was classified.
+            if (path or "").lower().endswith((".xlsx", ".xlsm", ".xls")):
+                raise UserInputError(f"{named} is an Excel workbook, not text; save it as CSV UTF-8 (File > Save As) "
+                                     "and pass the .csv.")
+            if raw.startswith(b"PK"):
+                raise UserInputError(f"{named} is a zip archive, not text; unzip it and pass the file inside.")
+            raise UserInputError(f"{named} is a Microsoft Office file, not text; save it as text (a spreadsheet as "
+                                 "CSV UTF-8, File > Save As) and pass that.")
         if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
             raise UserInputError(f"{named} is UTF-16 text, not UTF-8. {_reencoding(path, 'utf-16')}.")
         try:
