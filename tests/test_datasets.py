@@ -635,8 +635,12 @@ def test_a_damaged_gzip_and_a_utf16_file_are_one_clear_error(tmp_path):
             load_classification_data(str(tmp_path / "d.csv"))
     # A gzip file without its .gz name was told to convert from latin1.
     (tmp_path / "z.csv").write_bytes(gzip.compress(b"text,label\nhi,a\nbye,b\n"))
-    with pytest.raises(UserInputError, match="z.csv' is gzip-compressed; name it z.csv.gz"):
+    with pytest.raises(UserInputError, match="z.csv' is gzip-compressed; name it z.csv.gz") as refused:
         load_classification_data(str(tmp_path / "z.csv"))
+    # Its other fix works as written: "or gunzip it" did not (gunzip z.csv: "unknown suffix -- ignored").
+    subprocess.run(re.search("`(.*)`", str(refused.value))[1], shell=True, check=True, capture_output=True)
+    plain = load_classification_data(str(tmp_path / "z-plain.csv"), val_fraction=0.0, test_fraction=0.5)
+    assert sorted(plain.train.texts + plain.test.texts) == ["bye", "hi"]
 
 
 def test_a_workbook_or_a_zip_given_as_text_says_what_it_is_not_to_reencode_it(tmp_path):

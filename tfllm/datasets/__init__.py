@@ -120,8 +120,11 @@ def _decoded(raw_lines, named, path, gzipped=False):
             if _piped(path):
                 raise UserInputError(f"{named} is gzip-compressed; decompress it on its way in, e.g. "
                                      "`... | gunzip -c | tfllm ...`.")
-            raise UserInputError(f"{named} is gzip-compressed; name it {os.path.basename(path)}.gz "
-                                 "(tfllm reads .gz files as they are), or gunzip it.")
+            # "or gunzip it" failed for most names: gunzip refuses a name without .gz ("unknown suffix -- ignored").
+            stem, extension = os.path.splitext(path)
+            raise UserInputError(f"{named} is gzip-compressed; name it {os.path.basename(path)}.gz (tfllm reads .gz "
+                                 f"files as they are), or decompress it: `gunzip -c {shlex.quote(path)} > "
+                                 f"{shlex.quote(f'{stem}-plain{extension}')}`.")
         if number == 1 and raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # zip's, and old Office's, magic
             # Told "not UTF-8 text ... iconv -f latin1", a user made junk of it that then trained or was classified.
             if (path or "").lower().endswith((".xlsx", ".xlsm", ".xls")):
