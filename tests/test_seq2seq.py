@@ -874,7 +874,11 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
             (["--file", str(tmp_path / "holes.txt")], "tab-separated pairs, and its pair 2 has an empty field 1"),
             (["--file", str(tmp_path / "blank.txt")], "is empty. Point --file at a file with one text per line."),
             (["--file", str(tmp_path / "pairs.txt"), "--text-column", "4"], "its pair 1 has no field 4 (it has 3)"),
-            (["--file", str(tmp_path / "pairs.txt"), "--text-column", "zh"], "whose fields are numbered: pass")):
+            (["--file", str(tmp_path / "pairs.txt"), "--text-column", "zh"], "whose fields are numbered: pass"),
+            # A plain .txt's lines are its sources: the column was ignored without a word (predict refused it).
+            (["--file", str(tmp_path / "sources.txt"), "--text-column", "nosuch"],
+             f"--text-column names a column of a CSV/JSONL file, and {str(tmp_path / 'sources.txt')!r} is text (each "
+             "line one text); leave --text-column out.")):
         assert cli.main(["translate", trained_run, *argv]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.splitlines()) == 1 and not captured.out, captured.err

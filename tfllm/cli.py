@@ -197,14 +197,12 @@ def _input_texts(args, verb, example, text_column="text", read=None):
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to {verb}, e.g. {command}.")
     if args.file is None:
         return iter(args.texts)
-    from tfllm.datasets import is_table, read_texts
+    from tfllm.datasets import read_texts, refuse_column_of_text
 
-    if read is None and args.text_column is not None and args.file != "-" and os.path.isfile(args.file) and \
-            not is_table(args.file):
-        # A .txt file's lines are predict's texts: the column was ignored without a word (train --task generate
-        # refuses it). Translate's own `read` takes a field of a tab-separated .txt (--text-column 2).
-        raise UserInputError(f"--text-column names a column of a CSV/JSONL file, and {args.file!r} is text (each "
-                             "line one text); leave --text-column out.")
+    if read is None and args.text_column is not None and args.file != "-":
+        # Translate's own `read` refuses it where it reads text, as it takes a field of a tab-separated .txt
+        # (--text-column 2).
+        refuse_column_of_text(args.file)
 
     return itertools.chain(args.texts, (read or read_texts)(args.file, args.text_column or text_column))
 
