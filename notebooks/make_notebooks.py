@@ -372,7 +372,8 @@ GENERATION = [
         from tfllm.datasets.text import load_text_corpus
         from tfllm.generation import SAMPLERS, Generator
         from tfllm.training import reporting
-        from tfllm.training.causal_lm import Perplexity, TextSamples, build_causal_lm, evaluate_loss
+        from tfllm.training.causal_lm import TextSamples, build_causal_lm, evaluate_loss
+from tfllm.training.common import Perplexity
 
         keras.utils.set_random_seed(1337)
     """),
