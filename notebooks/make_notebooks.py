@@ -373,7 +373,7 @@ GENERATION = [
         from tfllm.generation import SAMPLERS, Generator
         from tfllm.training import reporting
         from tfllm.training.causal_lm import TextSamples, build_causal_lm, evaluate_loss
-from tfllm.training.common import Perplexity
+        from tfllm.training.common import Perplexity
 
         keras.utils.set_random_seed(1337)
     """),
