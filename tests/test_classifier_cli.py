@@ -1021,7 +1021,8 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
                           (["--file", tmp_path / "reviews.csv"], "has no text column 'text'"),
                           (["hi", "--text-column", "review"], "--text-column names the column of a --file"),
                           # A .txt file's lines are its texts: the column was ignored without a word.
-                          (["--file", tmp_path / "reviews.txt", "--text-column", "review"], "is text (each line one text)"),
+                          (["--file", tmp_path / "reviews.txt", "--text-column", "review"],
+                           "is text, not a CSV/JSONL file (each line read as one text)"),
                           ([], "Pass the texts to classify"),
                           # read_lines' messages said "use a bundled name" and "Point --data at a file"
                           (["--file", tmp_path / "nope.txt"], "--file '" + str(tmp_path / "nope.txt") + "' does not exist"),

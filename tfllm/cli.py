@@ -197,12 +197,13 @@ def _input_texts(args, verb, example, text_column="text", read=None):
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to {verb}, e.g. {command}.")
     if args.file is None:
         return iter(args.texts)
-    from tfllm.datasets import read_texts, refuse_column_of_text
+    from tfllm.datasets import read_texts
+    from tfllm.datasets.text import check_text_column
 
-    if read is None and args.text_column is not None and args.file != "-":
+    if read is None:
         # Translate's own `read` refuses it where it reads text, as it takes a field of a tab-separated .txt
         # (--text-column 2).
-        refuse_column_of_text(args.file)
+        check_text_column(args.file, args.text_column, bundled=False)
 
     return itertools.chain(args.texts, (read or read_texts)(args.file, args.text_column or text_column))
 

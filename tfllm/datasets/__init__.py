@@ -267,14 +267,6 @@ def text_value(value, path, where, column):
                          "write each text as a string.")
 
 
-def refuse_column_of_text(path):
-    """`--text-column` with a `--file` of plain text (a .txt, or any name not a table's), whose lines are its
-    texts: predict and translate ignored the column without a word (train --task generate refuses it)."""
-    if os.path.isfile(path) and not is_table(path):
-        raise UserInputError(f"--text-column names a column of a CSV/JSONL file, and {path!r} is text (each "
-                             "line one text); leave --text-column out.")
-
-
 def refuse_plain_text(path, lacks, fix):
     """A .txt file where rows with columns are needed: it said "Unsupported data file", as if .txt were unknown."""
     if is_text_file(path) and os.path.isfile(path):

@@ -25,7 +25,8 @@ import random
 
 from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _check_fractions, _column, _first_line, _read_rows,
                             bundled_path, is_table, is_text_file, iter_rows, read_lines, read_texts,
-                            refuse_column_of_text, refuse_plain_text, warn_about_unused_split_column)
+                            refuse_plain_text, warn_about_unused_split_column)
+from tfllm.datasets.text import check_text_column
 from tfllm.errors import UserInputError, note
 
 # name -> (file in tfllm/datasets/data, options)
@@ -128,8 +129,8 @@ def read_sources(path, column, named=False):
         raise UserInputError(f"{path!r} has columns, and this run was trained on a .txt of pairs, so its source "
                              "has no column name; pass --text-column"
                              + (f" (one of {header or sorted(row)})." if header or row else "."))
-    if rows is None and named and path != "-":  # a plain .txt's lines are its sources: a column was ignored
-        refuse_column_of_text(path)
+    if rows is None and named:  # a plain .txt's lines are its sources: a column was ignored
+        check_text_column(path, column, bundled=False)
     if rows is None:  # a blank line is translated as a blank line, so that the output answers line for line
         return read_texts(path, column or "text", blank_lines=True)
     if named and not column.isdigit():

@@ -186,23 +186,25 @@ def _split_text(text, val_fraction):
     return text[:cut], text[cut:]
 
 
-def check_text_column(name_or_path, text_column):
+def check_text_column(name_or_path, text_column, bundled=True):
     """A UserInputError for a --text-column (other than the default) given with data that has no columns:
     a .txt file, a folder of them or a bundled corpus, of which every line is read all the same (it was
-    accepted and ignored). For the language-model trainers' --data; a self-training run's --unlabeled
-    .txt beside a CSV's --text-column is fine, so the loaders themselves do not check."""
+    accepted and ignored). For the language-model trainers' --data and for predict's and translate's --file
+    (`bundled=False`: a path only); a self-training run's --unlabeled .txt beside a CSV's --text-column is
+    fine, so the loaders themselves do not check."""
     from tfllm.datasets import BUNDLED
 
-    if text_column in (None, "text"):
+    if text_column in (None, "text") or name_or_path == "-":
         return
-    if name_or_path in BUNDLED:  # labelled CSVs: columns, as any CSV
+    if bundled and name_or_path in BUNDLED:  # labelled CSVs: columns, as any CSV
         return
-    path = bundled_path(BUNDLED_TEXT[name_or_path]) if name_or_path in BUNDLED_TEXT else name_or_path
+    in_bundle = bundled and name_or_path in BUNDLED_TEXT
+    path = bundled_path(BUNDLED_TEXT[name_or_path]) if in_bundle else name_or_path
     if not os.path.exists(path) or (not os.path.isdir(path) and is_table(path)):
         return  # a missing path is the loaders' to report
     what = "a folder of .txt files" if os.path.isdir(path) else "text, not a CSV/JSONL file"
     raise UserInputError(f"--text-column {text_column!r} names a column of a CSV/JSONL file, and {name_or_path!r} "
-                         f"is {what} (each line read as a document); leave --text-column out.")
+                         f"is {what} (each line read as one text); leave --text-column out.")
 
 
 def load_run_text(config):
