@@ -1023,6 +1023,8 @@ def test_predict_file_classifies_each_line_or_row(cli_run, tmp_path, capsys, mon
                           # A .txt file's lines are its texts: the column was ignored without a word.
                           (["--file", tmp_path / "reviews.txt", "--text-column", "review"],
                            "is text, not a CSV/JSONL file (each line read as one text)"),
+                          # A piped CSV was classified line by line, its header a text, the column ignored.
+                          (["--file", "-", "--text-column", "review"], "--file - reads standard input one text a line"),
                           ([], "Pass the texts to classify"),
                           # read_lines' messages said "use a bundled name" and "Point --data at a file"
                           (["--file", tmp_path / "nope.txt"], "--file '" + str(tmp_path / "nope.txt") + "' does not exist"),

@@ -878,7 +878,8 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
             # A plain .txt's lines are its sources: the column was ignored without a word (predict refused it).
             (["--file", str(tmp_path / "sources.txt"), "--text-column", "nosuch"],
              f"--text-column 'nosuch' names a column of a CSV/JSONL file, and {str(tmp_path / 'sources.txt')!r} "
-             "is text, not a CSV/JSONL file (each line read as one text); leave --text-column out.")):
+             "is text, not a CSV/JSONL file (each line read as one text); leave --text-column out."),
+            (["--file", "-", "--text-column", "zh"], "--file - reads standard input one text a line")):
         assert cli.main(["translate", trained_run, *argv]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.splitlines()) == 1 and not captured.out, captured.err

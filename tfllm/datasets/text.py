@@ -194,8 +194,11 @@ def check_text_column(name_or_path, text_column, bundled=True):
     fine, so the loaders themselves do not check."""
     from tfllm.datasets import BUNDLED
 
-    if text_column in (None, "text") or name_or_path == "-":
+    if text_column in (None, "text"):
         return
+    if name_or_path == "-":  # a piped CSV's rows, header and all, were classified as texts
+        raise UserInputError(f"--text-column {text_column!r} names a column of a CSV/JSONL file, and --file - reads "
+                             "standard input one text a line; pass the file's path to --file instead.")
     if bundled and name_or_path in BUNDLED:  # labelled CSVs: columns, as any CSV
         return
     in_bundle = bundled and name_or_path in BUNDLED_TEXT
