@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from bench_vs_torch import save_results  # standard library only
+from bench_vs_torch import command_line, save_results  # standard library only
 from tfllm.cli import parse_setting
 from tfllm.config import TrainConfig
 from tfllm.evaluation import classification_report
@@ -70,12 +70,10 @@ def run_probe(out, seed, extra):
     """One `default` run for a probe script (its patches applied): the row with `extra` (a dict the
     patches may fill during the run), printed and appended to the JSON list in `out`."""
     start = time.time()
-    row = dict(run("rotten_tomatoes", "default", seed), **extra,
+    row = dict(run("rotten_tomatoes", "default", seed), **extra, command=command_line(),
                wall_seconds=round(time.time() - start), date=time.strftime("%Y-%m-%d"))
-    print(json.dumps(row))
     rows = json.load(open(out)) if os.path.exists(out) else []
-    with open(out, "w") as f:
-        json.dump(rows + [row], f, indent=1)
+    save_results(out, rows + [row], shown=row)
 
 
 def main(argv=None):

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_serving import _free_port  # noqa: E402
+from bench_vs_torch import save_results  # noqa: E402  (standard library only)
 
 from tfllm.serving import RestClient  # noqa: E402
 
@@ -117,9 +118,7 @@ def main():
     result = {"cpus": os.cpu_count(), "platform": platform.platform(), "scale": args.scale, "jobs": JOBS,
               "note": "a shared 2-core machine (other work ran beside it); alternate rounds, compare within one",
               "runs": runs}
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    print(json.dumps(result, indent=1))
+    save_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -68,9 +68,17 @@ def cpu_info():
             "bf16_hardware": any(f in flags for f in ("avx512_bf16", "amx_bf16"))}
 
 
+def command_line():
+    """The command that ran this script, as a reader of its JSON would type it from the repository root."""
+    return " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), ROOT), *sys.argv[1:]])
+
+
 def save_results(path, results, shown=None):
     """Writes `results` to `path` as JSON, whole or not at all, making its folder; then prints `shown`
-    (by default `results`): a str as it is, anything else as JSON."""
+    (by default `results`): a str as it is, anything else as JSON. A dict without a "command" is given the
+    command that ran this script, so that every figure names how to measure it again."""
+    if isinstance(results, dict) and "command" not in results:
+        results = {"command": command_line(), **results}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, ensure_ascii=False)

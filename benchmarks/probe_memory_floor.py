@@ -7,11 +7,11 @@ matches to the model (it does not).
 """
 
 import collections
-import json
 import os
 
 import sacrebleu
 
+from bench_vs_torch import save_results  # standard library only
 from tfllm.datasets.pairs import load_pair_data
 from tfllm.memory import TranslationMemory
 
@@ -44,11 +44,7 @@ def main():
                                         "memory_alone_chrf_below": chrf(found, test.references, below),
                                         "memory_alone_chrf_at_or_above": chrf(
                                             found, test.references, [i for i in matched if found[i][0][1] >= floor])}
-    print(json.dumps(result, indent=2))
-    out = os.path.join(os.path.dirname(__file__), "results", "memory_floor.json")
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    save_results(os.path.join(os.path.dirname(__file__), "results", "memory_floor.json"), result)
 
 
 if __name__ == "__main__":

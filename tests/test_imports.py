@@ -13,7 +13,9 @@ tfllm modules the benchmark scripts name, to check the names still exist.
 """
 
 import ast
+import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -222,20 +224,22 @@ def test_the_benchmarks_import_only_names_tfllm_has():
     assert not missing, missing
 
 
-@pytest.mark.parametrize("script", ["bench_tflite.py", "bench_pinyin_decoders.py", "bench_translation.py",
-                                    "bench_classifier.py"])
-def test_these_benchmarks_record_their_command_line(script):
-    """Their JSON (tflite.json, pinyin_decoders.json, translation.json, classifier.json) did not say which command
-    made it, so a figure in docs/benchmarks.md could not be traced to a run; each now writes a top-level
-    "command" from its own arguments, as bench_vs_torch.py does."""
-    tree = ast.parse((ROOT / "benchmarks" / script).read_text(encoding="utf-8"))
-    commands = [value for node in ast.walk(tree) if isinstance(node, ast.Dict)
-                for key, value in zip(node.keys, node.values) if isinstance(key, ast.Constant) and key.value == "command"]
-    commands += [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                 for target in node.targets if isinstance(target, ast.Subscript)
-                 and isinstance(target.slice, ast.Constant) and target.slice.value == "command"]
-    from_argv = [c for c in commands if any(isinstance(n, ast.Attribute) and n.attr == "argv" for n in ast.walk(c))]
-    assert from_argv, f"{script} writes no \"command\" made from sys.argv"
+def test_the_benchmarks_record_their_command_line(tmp_path, monkeypatch):
+    """Eleven scripts' JSON did not say which command made it, so a figure in docs/benchmarks.md could not be
+    traced to a run: every script now writes its JSON through bench_vs_torch.save_results, which adds the
+    command line that ran it."""
+    writers = [f"{path.name}:{node.lineno}" for path in sorted((ROOT / "benchmarks").glob("*.py"))
+               if path.name != "bench_vs_torch.py"
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.Attribute) and node.attr == "dump"]
+    assert not writers, f"JSON written without save_results (and its command): {writers}"
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_vs_torch import save_results
+
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / "bench_x.py"), "--rounds", "2"])
+    save_results(str(tmp_path / "x.json"), {"ms": 1.0}, shown="")
+    assert json.loads((tmp_path / "x.json").read_text()) == {"command": "python benchmarks/bench_x.py --rounds 2",
+                                                             "ms": 1.0}
 
 
 def test_the_readmes_python_spellings_work_after_import_tfllm():
