@@ -337,6 +337,18 @@ def test_numpy_classifier_gives_the_keras_models_probabilities(tiny_classifier_r
     assert fast.predict(["a good\u0378film"]) is None and fast.predict(["fine", "nul\x00"]) is None
 
 
+def test_the_numpy_classifiers_sigmoid_saturates_without_overflow():
+    """A long text's summed n-gram logits passed -88, and `tfllm predict` printed NumPy's "overflow encountered in
+    exp" RuntimeWarning above its answer."""
+    from tfllm.fast_classification import sigmoid
+
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # the warnings NumPy prints by default
+        for x in (np.float32(-1000), np.float32(1000), np.float64(-1e6)):
+            assert sigmoid(x) == float(x > 0)
+        np.testing.assert_allclose(sigmoid(np.float32([-2, 0, 3])), 1 / (1 + np.exp(-np.float32([-2, 0, 3]))),
+                                   rtol=1e-6)
+
+
 def test_numpy_predict_looks_up_only_the_words_it_reads(tiny_classifier_run, monkeypatch):
     """predict looked up the subwords of every word of a text twice (its ids, then the [UNK] check), where the
     model reads its first sequence_length tokens: 144 texts of 1,800 characters a second."""

@@ -195,10 +195,16 @@ class NumpyTextClassifier:
                 if getattr(self, f"{name}_ngram_buckets"):
                     logits = logits + scales.pop(0) * h[f"{name}_ngrams"][0][ngrams(code_points)].sum(0)
         if logits.shape[-1] == 1:
-            fresh = 1 / (1 + np.exp(-logits[0]))
+            fresh = sigmoid(logits[0])
             return np.array([1 - fresh, fresh], np.float32)
         z = np.exp(logits - logits.max())
         return (z / z.sum()).astype(np.float32)
+
+
+def sigmoid(x):
+    """1 / (1 + e^-x) as exp(-log(1 + e^-x)): the first overflowed, with a RuntimeWarning printed to the user, on
+    the long texts whose summed n-gram logits pass -88."""
+    return np.exp(-np.logaddexp(0, -x))
 
 
 def _lowercase(c):

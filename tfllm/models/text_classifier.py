@@ -284,7 +284,7 @@ def _fit_blend(logits, labels, l2=1e-3, iterations=50, class_weight=None):
     def probabilities_and_loss(theta):  # the loss includes the penalty
         z = stacked @ theta[:k] + theta[k:]
         if units == 1:
-            p, loss = 1 / (1 + np.exp(-z)), np.mean(rows[:, None] * (np.logaddexp(0, z) - y * z))
+            p, loss = np.exp(-np.logaddexp(0, -z)), np.mean(rows[:, None] * (np.logaddexp(0, z) - y * z))
         else:
             z = z - z.max(axis=1, keepdims=True)
             log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
