@@ -747,6 +747,14 @@ def test_masked_lm_pretraining_reports_the_steps_it_trained(tmp_path, capsys):
                     validation.Tensors(f"evaluation_{tag}_vs_iterations")] for tag in ("masked_loss", "perplexity")}
     assert len(points["perplexity"]) == epochs
     np.testing.assert_allclose(points["perplexity"], np.exp(points["masked_loss"]), rtol=1e-5)
+    # Its export is refused with the step that makes one exportable (it said only what the run is not).
+    capsys.readouterr()
+    for form in (["--name", "mlm", "--base-dir", str(tmp_path / "exports")], ["--format", "tflite", "--out", "x"]):
+        assert main(["export", str(run_dir), *form]) == 2
+        err = capsys.readouterr().err
+        assert "holds a pretrained model" in err and "Fine-tune it into one: `tfllm train --task classify" in err, err
+        assert f"--from-preset {run_dir}" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "exports").exists()
 
 
 @pytest.mark.slow

@@ -811,6 +811,19 @@ def tiny_translation_run(tmp_path_factory):
     return run_dir
 
 
+def test_the_python_export_tflite_takes_a_translation_run(tiny_translation_run, tmp_path):
+    """`tfllm.export.tflite.export_tflite` (notebook 03's call) refused a translation run that `tfllm export
+    --format tflite` exports: "holds a translation model, not a text classifier or a text generator". The
+    command goes through it now (the other translation tests export with the command), so one quantization
+    a translation model does not take is enough to see the Python call reach the translation export."""
+    from tfllm.errors import UserInputError
+    from tfllm.export.tflite import export_tflite
+
+    with pytest.raises(UserInputError, match="not supported for a translation model"):
+        export_tflite(tiny_translation_run, "tr", quantize="int8", out=str(tmp_path / "lite"))
+    assert not (tmp_path / "lite").exists()
+
+
 @pytest.fixture(scope="module")
 def translation_export(tiny_translation_run, tmp_path_factory):
     """`tfllm export RUN --format tflite --out DIR` of the tiny translation run, and what it printed to stderr:

@@ -239,20 +239,11 @@ def cmd_export(args):
     check_export_options(args.format, args.base_dir, args.out, args.quantize, args.keep, name=args.name)
     if args.base_dir is None:
         args.base_dir = DEFAULT_BASE_DIR
-    task = runs.require_task(args.run_dir, "classify", "generate", "translate")
+    task = runs.exportable_task(args.run_dir)
     if task == "translate" and args.format == "saved_model":
         from tfllm.export.seq2seq import export_seq2seq
 
         path = export_seq2seq(args.run_dir, args.name, base_dir=args.base_dir)
-    elif task == "translate":
-        from tfllm.export.tflite import parity_warning, read_parity
-        from tfllm.export.tflite_seq2seq import export_seq2seq_tflite
-
-        path = export_seq2seq_tflite(args.run_dir, args.name, base_dir=args.base_dir, quantize=args.quantize,
-                                     out=args.out)
-        print(read_parity(path))
-        if parity_warning(path):
-            print(parity_warning(path), file=sys.stderr)
     elif args.format == "tflite":
         from tfllm.export.tflite import export_tflite, parity_warning, read_parity
 

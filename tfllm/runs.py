@@ -546,6 +546,13 @@ def explainable_task(run_dir):
     return require_task(run_dir, "classify", "generate", hint="tfllm explain works on classifiers and text generators.")
 
 
+def exportable_task(run_dir):
+    """"classify", "generate" (a causal pretraining run too) or "translate", else a one-line UserInputError; for a
+    masked-LM or word-vector pretraining run it says how to fine-tune one that exports."""
+    hint = classifier_hint(run_dir) if task_of(run_dir) == "pretrain" else ""
+    return require_task(run_dir, "classify", "generate", "translate", hint=hint)
+
+
 def fine_tuning_preset(handle):
     """The classifier recipe `tfllm train --from-preset HANDLE` uses unless `--preset` says:
     `default` over a word-vector run (its encoder has that recipe's shape and was made for it),

@@ -1,9 +1,9 @@
-"""Run directory -> TFLite files a phone can run, with a parity report: `tfllm export --tflite`.
+"""Run directory -> TFLite files a phone can run, with a parity report: `tfllm export --format tflite`.
 
 The front door: it checks the run and the quantization mode, and writes the
 files of `tfllm.export.tflite_classifier` (classifiers; its docstring
 describes the folder) or `tfllm.export.tflite_causal_lm` (text generators)
-into a temporary folder that is renamed into place at the end, so a failed
+(translation models: `tfllm.export.tflite_seq2seq`, which checks its own) into a temporary folder that is renamed into place at the end, so a failed
 export leaves nothing behind. The per-model modules share
 `tfllm.export.tflite_runtime` and do not import each other.
 """
@@ -16,6 +16,7 @@ from tfllm.errors import UserInputError
 from tfllm.export.tflite_causal_lm import export_causal_lm_files
 from tfllm.export.tflite_classifier import (  # noqa: F401  (the names users and benchmarks read here)
     IDS_FILE, TEXT_FILE, export_classifier_files)
+from tfllm.export.tflite_seq2seq import export_seq2seq_tflite
 from tfllm.export.tflite_runtime import load_interpreter, require_tflite, run_signature  # noqa: F401  (public here too)
 from tfllm.export.versioning import atomic_version_dir, write_out_dir
 
@@ -34,7 +35,7 @@ def check_run_dir(run_dir):
     """The run's config as a dict, or `UserInputError` if the run is missing or unfinished."""
     if not os.path.isdir(run_dir):
         raise UserInputError(f"Run directory {run_dir!r} does not exist. Pass the --run-dir of a finished training run.")
-    task = runs.require_task(run_dir, "classify", "generate")
+    task = runs.exportable_task(run_dir)
     return {**runs.read_config(run_dir), "task": task}  # a causal pretraining run exports as the generator it is
 
 
@@ -49,7 +50,8 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
     `savedmodels/NAME` and expects SavedModels there.
 
     Args:
-        run_dir: a finished `tfllm train` run (classifier or text generator).
+        run_dir: a finished `tfllm train` run (classifier, text generator or
+            translation model) or a causal pretraining run.
         name: model name, the folder under `base_dir`.
         base_dir: root of the versioned export folders.
         quantize: `none` (float32), `dynamic` (int8 weights), `float16`
@@ -64,6 +66,8 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
     require_tflite("A TFLite export")  # it runs the converted model to check its parity
     config = check_run_dir(run_dir)
     task = config.get("task", "classify")
+    if task == "translate":  # its encode and decode steps, as `tfllm export --format tflite` writes them
+        return export_seq2seq_tflite(run_dir, name, base_dir=base_dir, quantize=quantize, out=out)
     modes = QUANTIZE_MODES.get(task, ())
     if quantize not in modes:
         raise UserInputError(
