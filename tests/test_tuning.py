@@ -444,6 +444,28 @@ def test_a_search_folder_passed_as_a_run_points_to_its_best_run(tmp_path, capsys
         assert "holds a hyperparameter search" in result.stderr and repr(str(search / "best")) in result.stderr
 
 
+@pytest.mark.parametrize("command, inside", [
+    (["train", "--overwrite"], "best"),
+    (["train", "--overwrite"], "trials/trial_000"),
+    (["train", "--ensemble", "2"], "best"),
+    (["train", "--unlabeled", "rotten_tomatoes"], "best/run"),
+    (["pretrain"], "best"),
+])
+def test_a_run_is_not_trained_inside_a_search_folder(tmp_path, capsys, command, inside):
+    """`train --overwrite --run-dir SEARCH/best` was accepted (during a search and after it): the search's next
+    call copied its best trial over the user's run, or a trial's folder held a run tuning.json still scored.
+    Every command that writes a run refuses a folder inside a search, in one line, before writing anything."""
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "tuning.json").write_text("{}")
+    result = main_in_process(capsys, command[0], "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200,
+                             *command[1:], "--run-dir", search / inside)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert (f"is inside the hyperparameter search in {str(search)!r}" in result.stderr
+            and "Pass a --run-dir outside it" in result.stderr), result.stderr
+    assert sorted(os.listdir(search)) == ["tuning.json"]
+
+
 @pytest.mark.slow  # a trial that trains until its loss diverges
 def test_a_search_on_an_edited_data_file_is_not_continued(tmp_path, capsys):
     """The data file edited between two calls: the rerun continued the search, its new trials trained on

@@ -355,9 +355,16 @@ def check_no_foreign_entries(run_dir, deleted_by="--overwrite would delete them 
 
 def check_not_inside_a_run(run_dir):
     """Refuses a run directory inside another run's folder (runs/a/inner in runs/a), which retraining that run
-    with --overwrite deletes. An ensemble's members, trained into its folder by this process, are its own."""
+    with --overwrite deletes, or inside a `tfllm tune` search folder (its tuning.json, tfllm.tuning.SUMMARY):
+    `train --overwrite --run-dir SEARCH/best` was accepted, and the search's next call copied its best trial over
+    that run without a word (or, into a trial's folder, tuning.json went on scoring a run it no longer held). An
+    ensemble's members, and a search's trials, trained into its folder by this process, are its own."""
     folder = os.path.dirname(os.path.abspath(run_dir))
     while folder != os.path.dirname(folder):
+        if os.path.exists(os.path.join(folder, "tuning.json")) and lock_file(folder) not in _held:
+            raise UserInputError(f"Run directory {str(run_dir)!r} is inside the hyperparameter search in {folder!r}, whose "
+                                 "trials/ and best/ `tfllm tune` writes (and replaces). Pass a --run-dir outside it "
+                                 "(e.g. beside it).")
         if os.path.exists(path(folder, RUN_CONFIG)) and lock_file(folder) not in _held:
             raise UserInputError(f"Run directory {run_dir!r} is inside the run in {folder!r}, which "
                                  "--overwrite would delete with it. Pass a --run-dir outside it (e.g. beside it).")
