@@ -101,7 +101,8 @@ def test_errors_that_name_a_command_to_run_name_a_python_call_instead(tmp_path, 
     config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
     runs.write_json(runs.path(runs.path(run_dir, runs.BACKUP), "training_metadata.json"), {})
     other = dataclasses.replace(config, learning_rate=0.5, epochs=2)
-    with pytest.raises(UserInputError, match=r"\(epochs, learning_rate differ\)\. Call its training function again "
+    with pytest.raises(UserInputError, match=r"\(epochs differs: 2 now, 30 then; learning_rate differs: 0\.5 now, "
+                                             r"not given then\)\. Call its training function again "
                                              r"with the settings it started with to resume it, add overwrite=True to "
                                              r"start over with these, or choose another run_dir\.$"):
         runs.check_writable(run_dir, config=other)

@@ -12,7 +12,7 @@ from conftest import timed_fits
 from tfllm.errors import UserInputError
 
 
-def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
+def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path, monkeypatch):
     """Resuming with other settings mixed them silently (a new learning rate ignored, new epochs used, a new
     width a traceback): now refused, or with --overwrite started over; a run killed before its first backup
     (records only) starts over."""
@@ -34,10 +34,22 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path):
     assert runs.changed_settings(run_dir, dataclasses.replace(config, data=f"{tmp_path}/./reviews.csv")) == []
     config.to_json(runs.path(run_dir, runs.RUN_CONFIG))
     other = dataclasses.replace(config, learning_rate=0.5, overrides={"hidden_dim": 32})
-    with pytest.raises(UserInputError, match=r"other settings \(learning_rate, overrides differ\)"):
+    # Named as typed, with the values now and then: it said "(learning_rate, overrides differ)", and --set was
+    # no name a user had typed.
+    with pytest.raises(UserInputError, match=r"other settings \(learning_rate differs: 0.5 now, "
+                                             r"not given then; overrides\['hidden_dim'\] differs: 32 "
+                                             r"now, not given then\)"):
         runs.prepare(run_dir, config=other)
-    with pytest.raises(UserInputError, match=r"other settings \(seed differs\)"):  # was "(seed differ)"
+    with pytest.raises(UserInputError, match=r"other settings \(seed differs: 99 now, 1337 then\)"):  # was "(seed differ)"
         runs.prepare(run_dir, config=dataclasses.replace(config, seed=99))
+    from tfllm import errors
+
+    monkeypatch.setattr(errors, "command_running", True)  # as `tfllm train` says it: its options
+    with pytest.raises(UserInputError, match=r"other settings \(--learning-rate differs: 0.5 now, "
+                                             r"not given then; --set hidden_dim differs: 32 now, not "
+                                             r"given then\)"):
+        runs.prepare(run_dir, config=other)
+    monkeypatch.setattr(errors, "command_running", False)
     assert runs.is_unfinished(run_dir)  # refused: nothing touched
     assert runs.prepare(run_dir, overwrite=True, config=other) == (False, None)
     assert os.listdir(run_dir) == []  # started over

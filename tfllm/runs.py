@@ -890,6 +890,38 @@ def changed_settings(run_dir, config):
     return changed
 
 
+def _typed(value):
+    """A setting's value as a command line gives it: 32, 0.2, rotten_tomatoes; "not given" for None."""
+    if value is None:
+        return "not given"
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+# TrainConfig fields whose option is not `--` + the field's name with dashes: a switch is named with both
+# spellings (errors.python_spelling reads a lone `--jit-compile` as jit_compile=True); model_seed has none.
+_OPTIONS = {"jit_compile": "--jit-compile/--no-jit-compile", "model_seed": "model_seed"}
+
+
+def changed_options(run_dir, config, changed):
+    """`changed_settings`'s names as the user types them, with the values now and then: "--seed differs: 7
+    now, 1337 then", one "--set KEY differs: ..." per setting --set changed. A changed --set said "(overrides
+    differs)", a name no command takes."""
+    import dataclasses
+
+    before, now, said = read_config(run_dir), dataclasses.asdict(config), []
+    for name in changed:
+        if name == "overrides":
+            old, new = before.get(name) or {}, now.get(name) or {}
+            said += [f"--set {key} differs: {_typed(new.get(key))} now, {_typed(old.get(key))} then"
+                     for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        elif name in now and name in before:
+            option = _OPTIONS.get(name, "--" + name.replace("_", "-"))
+            said.append(f"{option} differs: {_typed(now[name])} now, {_typed(before[name])} then")
+        else:
+            said.append(name)  # "data (the file changed)"
+    return "; ".join(said)
+
+
 def differ(names):
     """"seed differs", "learning_rate, overrides differ": the settings a rerun changed, as a clause (it said
     "seed differ")."""
@@ -982,7 +1014,7 @@ def check_writable(run_dir, overwrite=False, config=None):
                                    python="Call its training function again with the settings it started with")
             raise UserInputError(
                 f"Run directory {run_dir!r} holds an interrupted run started with other settings "
-                f"({differ(changed)}). {again} to resume it, add --overwrite to start over "
+                f"({changed_options(run_dir, config, changed)}). {again} to resume it, add --overwrite to start over "
                 "with these, or choose another --run-dir.")
         if changed:
             check_no_foreign_entries(run_dir)  # starting over deletes the folder
