@@ -634,6 +634,43 @@ def test_a_rerun_that_trains_nothing_leaves_the_best_run_as_it_is(two_trial_sear
 
 
 @pytest.mark.slow
+def test_a_rerun_copies_the_best_trial_again_over_another_trial_and_refuses_to_delete_a_users_run(
+        two_trial_search, tmp_path, space_file, capsys):
+    """best/ replaced by hand (another trial copied there): a rerun that trained nothing still reported the best
+    trial as best/ and left the other model in it. It copies the best trial again, saying so; a finished run that
+    is none of the trials (the user's) is refused in one line rather than deleted."""
+    import shutil
+
+    from tfllm import runs
+
+    def identity(folder):  # a run's settings (they name the folder it was trained in) and figures
+        return [Path(runs.path(str(folder), name)).read_text() for name in (runs.RUN_CONFIG, runs.METRICS)]
+
+    run_dir = searched_copy(two_trial_search, tmp_path)  # the search of SPACE, --max-trials 2 --set epochs=1
+    best = json.loads((run_dir / "tuning.json").read_text())["best"]
+    other = ({"trial_000", "trial_001"} - {best["trial"]}).pop()
+    shutil.rmtree(run_dir / "best")
+    shutil.copytree(run_dir / "trials" / other, run_dir / "best")
+    capsys.readouterr()
+    assert _tune(run_dir, space_file, "--max-trials", 2, "--set", "epochs=1") == 0
+    out = capsys.readouterr().out
+    assert f"best/ held {other}'s run, not the best trial's: replaced by {best['trial']}." in out, out
+    assert identity(run_dir / "best") == identity(run_dir / best["run_dir"])
+    assert json.loads((run_dir / "tuning.json").read_text())["best"]["trial"] == best["trial"]
+
+    mine = tmp_path / "mine"
+    assert main(["train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "200", "--epochs", "1",
+                 "--run-dir", str(mine)]) == 0
+    shutil.rmtree(run_dir / "best")
+    shutil.copytree(mine, run_dir / "best")
+    result = main_in_process(capsys, "tune", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", 200,
+                             "--space", space_file, "--max-trials", 2, "--set", "epochs=1", "--run-dir", run_dir)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{str(run_dir / 'best')!r} holds a run that is none of this search's trials" in result.stderr
+    assert identity(run_dir / "best") == identity(mine) and runs.is_finished(str(run_dir / "best"))
+
+
+@pytest.mark.slow
 def test_trials_tied_on_the_objective_are_named_with_the_tie_break(two_trial_search, tmp_path, space_file, capsys):
     """On small data the blend's val_accuracy, fitted on the same validation rows, saturates: trials tied at 1.0
     and one was picked without a word. Now one line names them and how best/ was chosen."""

@@ -374,6 +374,7 @@ class _Search:
     trials_run: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
     best: dict | None = None  # the row of the run in DIR/best, as copied there last
+    held: str | None = None  # the trial whose run DIR/best holds when this call started (`held_by_best`)
     data_sha256: str | None = None  # the data file's when this call started (None: a bundled name)
 
     @property
@@ -603,8 +604,19 @@ def _search(config, preset, space, objective, algorithm, max_trials, max_minutes
     continuing = _check_directory(directory, search.settings())
     if continuing and os.path.isdir(os.path.join(directory, BEST)):
         # tuning.json keeps naming the run in DIR/best while this call runs: it said null until the call's
-        # end, and still after an interruption, with best/ there all along.
+        # end, and still after an interruption, with best/ there all along. Only if best/ holds that trial's
+        # run: replaced by hand (another trial copied there, a run trained there), a rerun reported the best
+        # trial as best/ and left the other model in it.
         search.best = runs.read_json(os.path.join(directory, SUMMARY)).get("best")
+        search.held = held_by_best(directory)
+        if search.held == "":
+            best = os.path.join(directory, BEST)
+            # A user's finished run, not any trial's copy: replacing it would delete it without a word.
+            raise UserInputError(f"{best!r} holds a run that is none of this search's trials (trained or copied "
+                                 "there by hand), and `tfllm tune` replaces best/ with its best trial. Move it out "
+                                 f"of {directory!r} (or delete it), then run the command again.")
+        if search.held is not None and search.held != (search.best or {}).get("trial"):
+            search.best = None  # not the run tuning.json names: keep_best copies the best trial again
     # The oracle before anything is written: one that cannot be built leaves no folder to refuse a rerun.
     max_epochs = math.ceil(preset["steps"] / preset["eval_interval"]) if config.task == "generate" else preset["epochs"]
     oracle = _oracle(algorithm, objective, max_trials, config.seed, hyperparameters(space), max_epochs)
@@ -689,6 +701,36 @@ def _last_error(message):
     return text if sep and "." in name and " " not in name else last
 
 
+def _identity(run_dir):
+    """What tells one run from another: its settings (tfllm/run.json, which names the folder it was trained in)
+    and its figures (metrics.json); a copy has both as they are."""
+    try:
+        return runs.read_json(runs.path(run_dir, runs.RUN_CONFIG)), runs.read_json(runs.path(run_dir, runs.METRICS))
+    except (OSError, ValueError):
+        return None
+
+
+def held_by_best(directory):
+    """The trial whose run DIR/best holds ("trial_004"); None when best/ holds no finished run (half a copy);
+    "" for a finished run that is none of this search's trials (a user's, trained or copied there by hand)."""
+    best = os.path.join(directory, BEST)
+    if not runs.is_finished(best):
+        return None
+    identity, trials = _identity(best), os.path.join(directory, TRIALS)
+    names = sorted(os.listdir(trials)) if os.path.isdir(trials) else []
+    for name in names:
+        if _identity(os.path.join(trials, name)) == identity:
+            return name
+    # A trial whose folder was deleted since (users delete trials/ to save disk): its copy names the trial's
+    # folder as the one it was trained in.
+    trained_in = os.path.normpath(str(identity[0].get("run_dir") or "")) if identity else ""
+    name = os.path.basename(trained_in)
+    if (os.path.basename(os.path.dirname(trained_in)) == TRIALS and name.startswith("trial_")
+            and not runs.is_finished(os.path.join(trials, name))):
+        return name
+    return ""
+
+
 def restore_best(directory):
     """Puts back the DIR/best that a search killed while swapping in a new one had set aside."""
     old = os.path.join(directory, f".{BEST}.old")
@@ -754,6 +796,9 @@ def keep_best(search, oracle):
             and runs.is_finished(os.path.join(search.directory, BEST))):
         # best/ is this trial's copy already (a rerun that trained nothing, or nothing better): left as it is.
         return search.best
+    name = os.path.basename(source)
+    if search.held and search.held != name:
+        print(f"{BEST}/ held {search.held}'s run, not the best trial's: replaced by {name}.")
     target, old = os.path.join(search.directory, BEST), os.path.join(search.directory, f".{BEST}.old")
     # Without logs/: the trial's own logs stay the one HParams session of this trial.
     tmp = os.path.join(search.directory, f".{BEST}.tmp")
