@@ -61,6 +61,47 @@ def test_prune_still_removes_what_it_should(tmp_path, good_version):
     assert "variables" in removed.skipped[3]
 
 
+def _tflite_version(folder):
+    """A TFLite export's version folder, as far as prune and the listing read it (the identifier, no parity.json)."""
+    folder.mkdir(parents=True)
+    (folder / versioning.TFLITE_FILE).write_bytes(b"\0\0\0\0TFL3" + b"\0" * 64)
+
+
+def test_prune_keeps_the_newest_savedmodel_under_tflite_versions(tmp_path, good_version, capsys):
+    """A TFLite version above a served model's SavedModels, then `--keep 1`, printed "Pruned gen versions [1, 2]":
+    TF Serving cannot load the TFLite one, and the server unloaded the model."""
+    _layout(tmp_path, good_version, good=(1, 2), garbage=())
+    _tflite_version(tmp_path / "clf" / "3")
+    assert main(["models", str(tmp_path), "--prune", "clf", "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Pruned clf versions [1]" in out, out
+    assert "Kept clf version 2: the newest SavedModel that loads" in out and "3 (TFLite)" in out, out
+    assert sorted(os.listdir(tmp_path / "clf")) == ["2", "3"]
+
+
+@pytest.mark.parametrize("held,fmt,words", [
+    ("saved_model", "tflite", "--name clf-tflite"),
+    ("tflite", "saved_model", "holds TFLite versions (1)"),
+])
+def test_an_export_into_a_folder_of_the_other_format_is_refused_before_anything_is_written(
+        tmp_path, good_version, capsys, held, fmt, words):
+    """TF Serving polls savedmodels/NAME and loads its newest version: a TFLite export there was that version."""
+    if held == "saved_model":
+        _layout(tmp_path, good_version, good=(1,), garbage=())
+    else:
+        _tflite_version(tmp_path / "clf" / "1")
+    before = sorted(os.listdir(tmp_path / "clf"))
+    # The run folder is no run at all: the refusal comes before it is read.
+    assert main(["export", str(tmp_path / "norun"), "--name", "clf", "--base-dir", str(tmp_path), "--format", fmt]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfllm: error: ") and "\n" not in err and words in err, err
+    # Python's callers too, at the folder's write.
+    with pytest.raises(versioning.UserInputError, match="holds"):
+        with versioning.atomic_version_dir(str(tmp_path), "clf", fmt=fmt):
+            pass
+    assert sorted(os.listdir(tmp_path / "clf")) == before
+
+
 def test_prune_keeps_what_the_folders_models_config_serves(tmp_path, good_version, capsys):
     """`tfllm serve SM` reads SM/models.config; `tfllm models SM --prune clf --keep 1` deleted the version it
     pinned, and the server unloaded the model: "no version of it is left on disk"."""

@@ -82,7 +82,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
 
     if out is not None:
         return write_out_dir(out, write, task=task)
-    with atomic_version_dir(base_dir, name) as version:
+    with atomic_version_dir(base_dir, name, fmt="tflite") as version:
         write(version.tmp_dir)
     return version.path
 

@@ -263,6 +263,6 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
 
     if out is not None:  # into a temporary folder renamed into place at the end, as every TFLite export
         return write_out_dir(out, write, task="translate")
-    with atomic_version_dir(base_dir, name) as version:
+    with atomic_version_dir(base_dir, name, fmt="tflite") as version:
         write(version.tmp_dir)
     return version.path

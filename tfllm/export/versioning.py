@@ -60,7 +60,8 @@ def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None, na
         UserInputError: `keep` < 1, `--out`/`--quantize` without `--format
             tflite`, `--keep`, `--name` or `--base-dir` with `--out`, or a folder to write that is a file
             or that this user cannot write in (`name`: the model's folder; `base_dir` None: not given,
-            `DEFAULT_BASE_DIR`).
+            `DEFAULT_BASE_DIR`), or a model's folder that holds versions of the other format
+            (`check_format_beside`).
     """
     from tfllm import runs
 
@@ -83,6 +84,32 @@ def check_export_options(fmt, base_dir, out=None, quantize="none", keep=None, na
         runs.check_folder(out, "The --out folder", "--out", beside="the export is written beside it, then renamed")
     else:
         runs.check_folder(os.path.join(base_dir, name) if name else base_dir, "The export folder", "--base-dir")
+        if name:  # before the model loads (atomic_version_dir checks again, for Python's callers)
+            check_format_beside(base_dir, name, fmt)
+
+
+def check_format_beside(base_dir, name, fmt):
+    """Refuses a `fmt` (`saved_model` or `tflite`) export into `base_dir/name` when that folder holds versions
+    of the other format.
+
+    TF Serving polls `base_dir/name` and loads its newest version: a TFLite version above the SavedModels was the
+    one it tried to load, and a prune by number (`--keep 1`) then removed every SavedModel it could serve.
+
+    Raises:
+        UserInputError: the folder holds versions of the other format.
+    """
+    folder = os.path.join(base_dir, name)
+    other = TFLITE_FILE if fmt == "saved_model" else "saved_model.pb"
+    held = [v for v in versions(base_dir, name) if os.path.isfile(os.path.join(folder, str(v), other))]
+    if not held:
+        return
+    listed = ", ".join(map(str, held[-3:])) + (" ..." if len(held) > 3 else "")
+    if fmt == "saved_model":
+        raise UserInputError(f"{folder!r} holds TFLite versions ({listed}); a SavedModel there would mix formats "
+                             "in one model's folder. Export it under a name of its own (another --name).")
+    raise UserInputError(f"{folder!r} holds SavedModel versions ({listed}) that TF Serving serves; a TFLite version "
+                         f"there would be the newest it tries to load. Export it under a name of its own "
+                         f"(--name {name}-tflite) or to a folder (--out DIR).")
 
 
 def is_version_name(entry):
@@ -182,8 +209,11 @@ class VersionDir:
 
 
 @contextlib.contextmanager
-def atomic_version_dir(base_dir, name):
+def atomic_version_dir(base_dir, name, fmt="saved_model"):
     """Yields a `VersionDir` to write into; on success it becomes the next version.
+
+    `fmt` (`saved_model` or `tflite`) is what it will hold: a folder of the other format's versions is refused
+    (`check_format_beside`) before anything is written.
 
     The version number is chosen when the folder is renamed into place, not
     before the (minutes long) write, so two exports into one name that overlap
@@ -191,6 +221,7 @@ def atomic_version_dir(base_dir, name):
     nothing appears under `base_dir/name`.
     """
     validate_export_name(name, base_dir)
+    check_format_beside(base_dir, name, fmt)
     model_dir = os.path.join(base_dir, name)
     os.makedirs(model_dir, exist_ok=True)
     clean_stale(model_dir)
@@ -630,6 +661,8 @@ def prune(base_dir, name, keep, pinned=None):
 
     Never deletes the newest version that loads: with `2` good and `10`
     broken, `keep=1` keeps both, so a server still has a version to serve.
+    Nor the newest SavedModel that loads, whatever TFLite versions sit above it
+    (TF Serving cannot load those).
     Nor a version in `pinned` (`{version: why}`: what a `models.config` serves
     by number or label, `tfllm.serving.models.pinned_versions`).
     The result's `skipped` says which versions were kept beyond `keep` and why
@@ -660,6 +693,22 @@ def prune(base_dir, name, keep, pinned=None):
                 skipped[version] = f"the newest version that loads (newer ones do not: {newer})"
             break
         broken[version] = problem
+    # And the newest SavedModel that loads: TF Serving loads no TFLite file, so with TFLite versions above the
+    # SavedModels `keep=1` removed every version a server could serve (it unloaded the model).
+    above = {}
+    for version in reversed(existing):
+        folder = os.path.join(base_dir, name, str(version))
+        if not os.path.isfile(os.path.join(folder, "saved_model.pb")):
+            above[version] = "TFLite" if os.path.isfile(os.path.join(folder, TFLITE_FILE)) else "no saved_model.pb"
+            continue
+        problem = version_problem(folder)
+        if problem is None:
+            if version in doomed:
+                doomed.remove(version)
+                newer = ", ".join(f"{v} ({above[v]})" for v in sorted(above))
+                skipped[version] = f"the newest SavedModel that loads, what TF Serving serves (newer ones: {newer})"
+            break
+        above[version] = problem
     for version in list(doomed):
         folder = os.path.join(base_dir, name, str(version))
         try:
