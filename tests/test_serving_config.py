@@ -705,6 +705,26 @@ def test_tf_servings_command_line_serves_one_model_with_its_ports(tmp_path, caps
                 result
 
 
+def test_a_folder_of_run_directories_with_no_export_is_refused_and_an_empty_folder_is_not(tmp_path):
+    """`tfllm serve runs` (runs/gen, runs/clf: run directories, no NAME/VERSION/) started and served nothing; the log
+    said only "Serving none yet". (`serve` refuses what check_servable_folder raises before it starts, exit 2.)"""
+    from tfllm.errors import UserInputError
+    from tfllm.serving.server import check_servable_folder
+
+    for run in ("gen", "clf", "tr"):
+        (tmp_path / "runs" / run / "tfllm").mkdir(parents=True)
+        (tmp_path / "runs" / run / "tfllm" / "run.json").write_text("{}")  # what marks a run directory from its start
+    with pytest.raises(UserInputError) as refused:
+        check_servable_folder(str(tmp_path / "runs"))
+    message = str(refused.value)
+    assert "\n" not in message and "holds tfllm run directories ('clf', 'gen', ...), not exported models" in message
+    assert f"tfllm export {tmp_path / 'runs' / 'clf'}" in message, message
+    (tmp_path / "empty").mkdir()
+    check_servable_folder(str(tmp_path / "empty"))  # an export may come later: served, as TF Serving waits
+    (tmp_path / "runs" / "reviews" / "1").mkdir(parents=True)  # an export's version folder beside them: served
+    check_servable_folder(str(tmp_path / "runs"))
+
+
 @pytest.mark.slow
 def test_a_config_error_in_the_servers_poll_thread_names_the_commands_flag(tmp_path, toy_classifiers):
     """The poll thread's errors are the `tfllm serve` command's: they name --model-config-file, not the

@@ -34,7 +34,7 @@ from tfllm.errors import UserInputError
 from tfllm.export import versioning
 from tfllm.serving.connections import DEFAULT_INTER_OP_THREADS, ConnectionLimits, protocol_class
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
-from tfllm.serving.models import SAVED_MODEL_FILE, ModelPolicy, read_model_config
+from tfllm.serving.models import SAVED_MODEL_FILE, ModelPolicy, read_model_config, scan
 from tfllm.serving.registry import ModelRegistry  # noqa: F401  (re-exported)
 from tfllm.serving.rest import INLINE_MAX_BODY_BYTES, INLINE_MAX_SECONDS, make_app  # noqa: F401
 from tfllm.serving.security import AccessPolicy
@@ -194,8 +194,9 @@ def log_skipped_tflite(base_path: str) -> None:
 
 
 def check_servable_folder(folder: str) -> None:
-    """Refuses a version folder (`sm/m/1`) or a run directory as the folder to serve: either started a server
-    with no model ("Serving none yet"), every request a 404. An empty folder is fine: TF Serving waits for versions.
+    """Refuses a version folder (`sm/m/1`), a run directory, or a folder of run directories holding no export as
+    the folder to serve: each started a server with no model ("Serving none yet"), every request a 404. An empty
+    folder is fine: TF Serving waits for versions.
 
     Raises:
         UserInputError: naming what the folder is and what to pass instead.
@@ -208,6 +209,14 @@ def check_servable_folder(folder: str) -> None:
         raise UserInputError(f"{folder!r} is a tfllm run directory, not exported models; export it first "
                              f"(tfllm export {runs.shell_path(folder)} --name NAME) and serve the folder of exports "
                              f"({versioning.DEFAULT_BASE_DIR} by default).")
+    # The folder above run directories (`runs/`) held no NAME/VERSION/ either: the log said only "Serving none yet".
+    held = [] if scan(folder, files=()) else sorted(
+        e for e in os.listdir(folder) if os.path.isfile(runs.path(os.path.join(folder, e), runs.RUN_CONFIG)))
+    if held:
+        named = ", ".join(repr(e) for e in held[:2]) + (", ..." if len(held) > 2 else "")
+        raise UserInputError(f"{folder!r} holds tfllm run directories ({named}), not exported models; export one "
+                             f"first (tfllm export {runs.shell_path(os.path.join(folder, held[0]))} --name NAME) and "
+                             f"serve the folder of exports ({versioning.DEFAULT_BASE_DIR} by default).")
 
 
 def _uvicorn_server(config, shutdown: Shutdown):
