@@ -249,7 +249,7 @@ def test_a_weights_file_that_cannot_fit_is_refused_before_hdf5_starts_it(tmp_pat
 
     common.check_room(str(tmp_path / "small.weights.h5"), [SimpleNamespace(shape=(1000, 16), dtype="float32")])
     huge = SimpleNamespace(shape=(2**40, 1024), dtype="bfloat16")  # 2 PiB
-    with pytest.raises(OSError, match=r"the weights need about [\d.]+ MiB, [\d.]+ MiB are free") as refused:
+    with pytest.raises(OSError, match=r"the weights need about [\d.]+ MB, [\d.]+ MB are free") as refused:
         common.check_room(str(tmp_path / "big.weights.h5"), [huge])
     assert full_disk_file(refused.value) == str(tmp_path / "big.weights.h5") and os.listdir(tmp_path) == []
 

@@ -79,6 +79,19 @@ def test_prune_keeps_the_newest_savedmodel_under_tflite_versions(tmp_path, good_
     assert sorted(os.listdir(tmp_path / "clf")) == ["2", "3"]
 
 
+@pytest.mark.slow
+def test_models_prints_sizes_in_decimal_units(tmp_path, capsys):
+    """A version of 1,000,099 bytes was listed as "976.7 KB" (divided by 1024); the README's MB are decimal."""
+    _tflite_version(tmp_path / "clf" / "1")
+    with open(tmp_path / "clf" / "1" / versioning.TFLITE_FILE, "ab") as f:
+        f.write(b"\0" * (1_000_099 - f.tell()))
+    (tmp_path / "clf" / "2").mkdir()
+    (tmp_path / "clf" / "2" / "labels.json").write_bytes(b"x" * 1_500)
+    assert main(["models", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "version 1  1.0 MB  " in out and "version 2  1.5 kB  " in out, out
+
+
 @pytest.mark.parametrize("held,fmt,words", [
     ("saved_model", "tflite", "--name clf-tflite"),
     ("tflite", "saved_model", "holds TFLite versions (1)"),

@@ -205,10 +205,11 @@ def _format_tensor(name: str, info: dict) -> str:
 
 
 def _format_size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    # Decimal units, as the README's and the benchmarks' MB figures: 1,000,099 bytes printed "976.7 KB".
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+        size /= 1000
     return ""
 
 

@@ -919,12 +919,13 @@ def check_room(filepath, variables):
     disk = os.statvfs(os.path.dirname(os.path.abspath(filepath)))
     free = disk.f_bavail * disk.f_frsize
     if free < need:
-        raise OSError(errno.ENOSPC, f"No space left on device: the weights need about {need / 2**20:.1f} MiB, "
-                                    f"{free / 2**20:.1f} MiB are free", filepath)
+        # Decimal MB, as every size tfllm prints (`tfllm models`, the README's figures).
+        raise OSError(errno.ENOSPC, f"No space left on device: the weights need about {need / 1e6:.1f} MB, "
+                                    f"{free / 1e6:.1f} MB are free", filepath)
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]  # `ulimit -f`: HDF5 fails the same way (EFBIG)
     if limit != resource.RLIM_INFINITY and limit < need:
-        raise OSError(errno.EFBIG, f"File too large: the weights need about {need / 2**20:.1f} MiB, this "
-                                   f"process may write files of {limit / 2**20:.2f} MiB", filepath)
+        raise OSError(errno.EFBIG, f"File too large: the weights need about {need / 1e6:.1f} MB, this "
+                                   f"process may write files of {limit / 1e6:.2f} MB", filepath)
 
 
 def _sha256(file):
