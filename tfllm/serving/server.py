@@ -34,7 +34,7 @@ from tfllm.errors import UserInputError
 from tfllm.export import versioning
 from tfllm.serving.connections import DEFAULT_INTER_OP_THREADS, ConnectionLimits, protocol_class
 from tfllm.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits, RequestError  # noqa: F401
-from tfllm.serving.models import SAVED_MODEL_FILE, ModelPolicy, read_model_config, scan
+from tfllm.serving.models import SAVED_MODEL_FILE, TFLITE_FILE, ModelPolicy, read_model_config, scan
 from tfllm.serving.registry import ModelRegistry  # noqa: F401  (re-exported)
 from tfllm.serving.rest import INLINE_MAX_BODY_BYTES, INLINE_MAX_SECONDS, make_app  # noqa: F401
 from tfllm.serving.security import AccessPolicy
@@ -180,10 +180,8 @@ class Shutdown:
 def log_skipped_tflite(base_path: str) -> None:
     """One line per model under `base_path` with TFLite versions the server leaves out, and why.
 
-    `tfllm export --format tflite --name NAME` writes NAME/VERSION/model.tflite beside the SavedModels, and
-    `tfllm serve` skipped such a folder without a word (its model was simply not there)."""
-    from tfllm.serving.models import SAVED_MODEL_FILE, TFLITE_FILE, scan
-
+    A folder of `tfllm export --format tflite --name NAME` exports (or older exports, which could put TFLite
+    versions beside SavedModels), served, was skipped without a word (its model was simply not there)."""
     for name, versions in scan(base_path, files=(TFLITE_FILE,)).items():
         tflite = [v for v, path in sorted(versions.items()) if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))]
         if tflite:
