@@ -167,8 +167,10 @@ def test_a_rare_label_a_typo_away_from_a_common_one_is_named_in_a_warning(tmp_pa
     assert [str(w.message) for w in caught] == [
         "the label 'postive' of 'd.csv' (1 row) looks like 'positive' (40 rows), so it is a class of its own; if "
         "they are one, fix the label, or leave its rows out with --labels negative,neutral,positive."]
-    # Not a typo: a rating's rare value, a short label an edit from another, or two common labels.
-    for labels in (["1", "2", "3"], ["bad", "good", "sad"], ["fresh", "rotten", "frseh"]):
+    # Not a typo: a rating's rare value, a short label an edit from another, two common labels, or numbered
+    # codes that differ only in their digits.
+    for labels in (["1", "2", "3"], ["bad", "good", "sad"], ["fresh", "rotten", "frseh"], ["lab95", "lab1", "lab295"],
+                   ["class 1", "class 2", "class 11"]):
         rare = [(f"text {i}", labels[i % 2]) for i in range(60)] + [("text y", labels[2])] * (labels[2] != "frseh")
         rare += [(f"text {i}", "frseh") for i in range(30)] * (labels[2] == "frseh")  # as common as 'fresh'
         with warnings.catch_warnings():

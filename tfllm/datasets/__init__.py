@@ -1064,7 +1064,9 @@ def _edits(a, b, most):
 def _misspelt_labels(names, counts):
     """(rare, frequent) label pairs where the rare one (`RARE_LABEL_ROWS` rows or fewer) is one edit (two for
     labels of six letters or more) from one with ten times its rows: a typo, not a class, most likely.
-    Numbers ('1', '2': a rating) and labels of three letters or fewer differ by an edit by nature."""
+    Numbers ('1', '2': a rating) and labels of three letters or fewer differ by an edit by nature, and so do
+    numbered codes, labels that differ only in their digits ('lab95' and 'lab295', 'class 1' and 'class 11'):
+    300 such labels warned that 'lab295' looked like 'lab95'."""
     pairs = []
     for rare, rare_count in zip(names, counts):
         if not rare_count or rare_count > RARE_LABEL_ROWS:
@@ -1073,6 +1075,7 @@ def _misspelt_labels(names, counts):
             word = _label_key(name)
             most = 1 if len(word) < 6 else 2
             if (count >= 10 * rare_count and len(word) > 3 and not word.replace(".", "").isdigit()
+                    and re.sub(r"\d", "", _label_key(rare)) != re.sub(r"\d", "", word)
                     and 0 < _edits(_label_key(rare), word, most) <= most):
                 pairs.append((rare, name))
                 break
