@@ -278,6 +278,15 @@ def test_duplicate_texts_are_reported_and_an_edited_data_file_is_not_split_again
     copy = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "copy.csv")
     assert copy.returncode == 0 and copy.stdout == own.stdout
     assert "holds the run's training data" in copy.stderr and "never a row it trained on" in copy.stderr
+    assert "byte for byte" in copy.stderr
+    # The same rows in another format: not "byte for byte", which it is not.
+    (tmp_path / "copy.jsonl").write_text("".join(
+        json.dumps({"text": line.rsplit(",", 1)[0], "label": line.rsplit(",", 1)[1]}) + "\n"
+        for line in data.read_text().splitlines()[1:]))
+    jsonl = main_in_process(capsys, "evaluate", run_dir, "--data", tmp_path / "copy.jsonl")
+    assert jsonl.returncode == 0 and jsonl.stdout == own.stdout, jsonl.stderr
+    assert f"holds the run's training data (the same rows as '{data}')" in jsonl.stderr, jsonl.stderr
+    assert "byte for byte" not in jsonl.stderr
     with open(data, "a") as f:
         f.write("a great film,pos\n")  # now every row may land in another split
     result = main_in_process(capsys, "evaluate", run_dir)

@@ -965,7 +965,9 @@ def data_changed(run_dir, source):
 
 def holds_training_data(run_dir, source):
     """Whether `source` holds the very rows the run in `run_dir` started from (a copy of its file, or the
-    file at another path after the run was moved): scoring all of it would score rows it trained on."""
+    file at another path after the run was moved): scoring all of it would score rows it trained on.
+    "bytes" when its bytes are the training file's, "rows" when only its parsed rows are (another format, other
+    line endings: a message saying "byte for byte" of those was false), else False."""
     from tfllm.datasets import data_fingerprint
 
     try:
@@ -973,7 +975,11 @@ def holds_training_data(run_dir, source):
     except (OSError, ValueError):
         return False
     recorded = record.get("sha256")
-    return recorded is not None and (data_fingerprint(source) == recorded or _same_rows(record, source))
+    if recorded is None:
+        return False
+    if data_fingerprint(source) == recorded:
+        return "bytes"
+    return "rows" if _same_rows(record, source) else False
 
 
 def check_data_unchanged(run_dir, source):

@@ -512,7 +512,8 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
     other = bool(data) and not same_data(data, config.data)
     copy = other and runs.holds_training_data(run_dir, data)
     if copy:  # all of it was scored, the rows the model trained on too, for a figure far above the truth
-        print(f"{data!r} holds the run's training data ({config.data!r}, byte for byte): scoring the run's "
+        how = f"{config.data!r}, byte for byte" if copy == "bytes" else f"the same rows as {config.data!r}"
+        print(f"{data!r} holds the run's training data ({how}): scoring the run's "
               f"own {split} split of it, never a row it trained on.", file=sys.stderr)
     if other and not copy:
         refuse_folder_columns(data, [(flag, value, None) for flag, value in (
