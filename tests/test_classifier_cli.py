@@ -1186,6 +1186,15 @@ def test_a_class_with_rows_only_in_training_keeps_the_wide_path_and_can_still_be
     assert probabilities["d"] > 0.01, probabilities
 
 
+def test_classes_without_validation_rows_are_counted_as_classes():
+    """300 labels said "the validation split has no 'lab120', ... and 5 more rows": five more classes."""
+    from tfllm.training.classifier import unseen_classes_line
+
+    assert "has no 'd' rows, so their blend bias" in unseen_classes_line(["d"])
+    line = unseen_classes_line([f"lab{i}" for i in range(15)])
+    assert "has no rows of 'lab0', 'lab1'," in line and "'lab9' and 5 more classes, so their blend bias" in line, line
+
+
 @pytest.mark.slow
 def test_turning_the_wide_path_off_turns_the_preset_s_views_off_too(tmp_path, capsys):
     """`--preset tiny --set wide_bigram_buckets=0` was refused: "--set char_ngram_buckets=1009 adds a view ...

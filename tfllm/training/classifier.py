@@ -499,6 +499,15 @@ def loaded_run(run_dir):
     return runs.load_cached(_LOADED, run_dir, load)
 
 
+def unseen_classes_line(unseen):
+    """The line saying the classes `unseen` (names) have no validation rows, so their blend bias is not fitted:
+    ten named, the rest counted as classes ("and 5 more rows" read as a count of rows)."""
+    shown = (", ".join(map(repr, unseen)) + " rows" if len(unseen) <= 10 else
+             "rows of " + ", ".join(map(repr, unseen[:10])) + f" and {len(unseen) - 10} more classes")
+    return (f"Naive-Bayes wide path: the validation split has no {shown}, so their blend bias is the mean of the "
+            "other classes' (not fitted on them)")
+
+
 def evaluate_run(run_dir, data=None, split="test", text_column=None, label_column=None, split_column=None):
     """The metrics report (`evaluation.classification_report`) of a finished classification run on a split of
     its own data, split exactly as its training split it (never a row it trained on), or on another file
@@ -748,9 +757,7 @@ def _train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tr
                       "naming each row's split")
             elif wide:
                 if unseen:  # several classes: the others' blend is fitted, theirs gets their mean bias (_fit_blend)
-                    shown = ", ".join(map(repr, unseen[:10])) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
-                    print(f"Naive-Bayes wide path: the validation split has no {shown} rows, so their blend bias "
-                          "is the mean of the other classes' (not fitted on them)")
+                    print(unseen_classes_line(unseen))
                 # `refit_on_validation` (on unless set false): once the blend is fitted, the tables count both splits.
                 refit = preset.get("refit_on_validation", True)
                 tables_from = ["train", "val"] if refit else ["train"]
