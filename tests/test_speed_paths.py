@@ -496,3 +496,23 @@ def test_the_command_prints_each_warning_as_one_line_every_time(tiny_classifier_
         lines = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
         assert [line[:27] for line in lines] == ["tfllm: warning: text 1 ('鑫龘", "tfllm: warning: text 3 ('龘鑫"], lines
         assert "TfllmWarning" not in result.stderr and ".py" not in result.stderr, result.stderr
+
+
+def test_predict_names_the_first_few_texts_of_unknown_tokens_and_counts_the_rest(tiny_classifier_run, capsys,
+                                                                                  tmp_path):
+    """`predict --file` of 200,000 rows printed a warning line for each of its 66 texts all [UNK], among the
+    answers: the first few are named, the rest counted in one line at the end."""
+    from conftest import main_in_process
+
+    from tfllm.prediction import UNKNOWN_SHOWN
+
+    unknown = UNKNOWN_SHOWN + 4
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"a dull film {i}\n鑫龘\n" for i in range(unknown)), encoding="utf-8")
+    result = main_in_process(capsys, "predict", tiny_classifier_run, "--file", texts)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2 * unknown, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    assert [line.split(" is ")[0] for line in lines[:-1]] == [f"tfllm: warning: text {2 * i} ('鑫龘')"
+                                                              for i in range(1, UNKNOWN_SHOWN + 1)], lines
+    assert lines[-1].startswith(f"tfllm: warning: {unknown} of the {2 * unknown} texts were all unknown tokens"), lines
+    assert f"the others are texts {2 * UNKNOWN_SHOWN + 2}, " in lines[-1] and "their labels" in lines[-1], lines

@@ -15,6 +15,9 @@ from tfllm.config import CODE_POINT_VIEWS
 from tfllm.errors import UserInputError, spelled, warn
 
 CHUNK = 512  # texts classified (and yielded) at a time: a large file is answered as it is read
+# Texts all [UNK] named one warning each, up to this many; the rest counted in one line at the end (a
+# 200,000-row file printed 66 such lines among its answers).
+UNKNOWN_SHOWN = 3
 
 
 class _Loaded:
@@ -46,9 +49,17 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
     runs.require_task(run_dir, "classify", hint=runs.classifier_hint(run_dir))
     loaded = runs.load_cached(_LOADED, run_dir, _Loaded)
     texts = iter(texts)
+    unknown, total = [], 0  # the numbers of the texts all [UNK], and of all texts, over all chunks
     for offset in itertools.count(0, chunk_size):
         chunk = list(itertools.islice(texts, chunk_size))
+        total += len(chunk)
         if not chunk:
+            if len(unknown) > UNKNOWN_SHOWN:
+                rest = ", ".join(map(str, unknown[UNKNOWN_SHOWN:UNKNOWN_SHOWN + 10]))
+                rest += " ..." if len(unknown) > UNKNOWN_SHOWN + 10 else ""
+                warn(f"{len(unknown):,} of the {total:,} texts were all unknown tokens ([UNK]) to this model's "
+                     f"vocabulary (the first {UNKNOWN_SHOWN} named above; the others are texts {rest}), so "
+                     f"{_unknown_means(run_dir, one=False)}.")
             return
         runs.refuse_non_strings(chunk, offset=offset)
         # Read at each chunk, not when the run was loaded: a process that sets the variable after a first
@@ -58,7 +69,7 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
         probabilities = fast.predict(chunk) if fast else None
         if probabilities is not None:
             tokenizer = fast.tokenizer
-            _check_words(chunk, map(tokenizer.token_ids, chunk), tokenizer.oov_id, run_dir, offset)
+            _check_words(chunk, map(tokenizer.token_ids, chunk), tokenizer.oov_id, run_dir, offset, unknown)
             label_names = fast.label_names
         else:
             from tfllm.tokenizers import unknown_token_id
@@ -66,7 +77,7 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
 
             task, label_names = loaded.task()
             tokenizer = task.preprocessor.tokenizer
-            _check_words(chunk, _token_ids(tokenizer, chunk), unknown_token_id(tokenizer), run_dir, offset)
+            _check_words(chunk, _token_ids(tokenizer, chunk), unknown_token_id(tokenizer), run_dir, offset, unknown)
             probabilities = predict_probabilities(task, chunk)
         for text, probs in zip(chunk, probabilities):
             # A 30-class classifier printed 30 probabilities a line: --top-k keeps the K most likely, in order.
@@ -93,12 +104,13 @@ def _reads_raw_text(run_dir):
     return any(classifier.get(view) for classifier in [config, *members] for view in CODE_POINT_VIEWS)
 
 
-def _check_words(texts, ids, unknown_id, run_dir, offset):
+def _check_words(texts, ids, unknown_id, run_dir, offset, unknown):
     """A text the tokenizer makes nothing of (control characters, NUL, zero-width spaces) is as empty as "":
     the model read only its start and end tokens and still printed a confident label, so it is refused. One
     of nothing but unknown tokens (words or characters never seen in training) gets a warning: its label was
     as confident, without a word. `offset`: how many texts came before these (their numbers count from 1
-    over all of them)."""
+    over all of them). `unknown`: the numbers of the texts all [UNK] so far, which this adds to; the first
+    `UNKNOWN_SHOWN` get a warning each (`classify` counts the rest in one at the end)."""
     for i, (text, row) in enumerate(zip(texts, ids), offset + 1):
         # Read as far as the first known token: `row` may be lazy (the NumPy tokenizer's ids as asked for,
         # where looking up every word of a long text twice made `predict --file` 144 texts a second).
@@ -116,11 +128,19 @@ def _check_words(texts, ids, unknown_id, run_dir, offset):
                                  "space characters); pass the texts to classify, e.g. `tfllm predict "
                                  f"{runs.shell_path(run_dir)} \"a joyous, moving film\"`.")
         if unknown_id is not None and first == unknown_id and all(t == unknown_id for t in tokens):
-            # Not "words never seen in training": a small vocabulary (`--preset tiny`'s) cannot spell words
-            # that training had plenty of.
-            so = ("only its characters and words, as the model's n-gram views read them, inform its label" if
-                  _reads_raw_text(run_dir) else "its label says nothing about it")
-            warn(f"text {i} ({text[:40]!r}) is all unknown tokens ([UNK]) to this model's vocabulary, so {so}.")
+            unknown.append(i)
+            if len(unknown) <= UNKNOWN_SHOWN:
+                warn(f"text {i} ({text[:40]!r}) is all unknown tokens ([UNK]) to this model's vocabulary, "
+                     f"so {_unknown_means(run_dir)}.")
+
+
+def _unknown_means(run_dir, one=True):
+    """What a text all [UNK] means for its label. Not "words never seen in training": a small vocabulary
+    (`--preset tiny`'s) cannot spell words that training had plenty of."""
+    if _reads_raw_text(run_dir):
+        return (f"only {'its' if one else 'their'} characters and words, as the model's n-gram views read them, "
+                f"inform {'its label' if one else 'their labels'}")
+    return "its label says nothing about it" if one else "their labels say nothing about them"
 
 
 def _token_ids(tokenizer, texts):
