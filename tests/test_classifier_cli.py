@@ -866,9 +866,10 @@ def test_a_training_that_diverges_is_one_clear_error_and_leaves_nothing(tmp_path
                                                            "--no-jit-compile"])):
         run_dir = tmp_path / task
         assert main(["train", "--task", task, "--data", data, "--preset", "tiny", *extra, "--run-dir", str(run_dir)]) == 2
-        # One error line (the tiny generator's vocabulary also warns of the capitals it maps to [UNK]).
+        # One error line (the tiny generator's vocabulary also warns of the capitals it maps to [UNK], and the tiny
+        # classifier notes the reviews longer than its window).
         out, err = capsys.readouterr()
-        errors = [line for line in err.splitlines() if not line.startswith("tfllm: warning:")]
+        errors = [line for line in err.splitlines() if not line.startswith(("tfllm: warning:", "tfllm: note:"))]
         assert len(errors) == 1 and "Training diverged" in errors[0] and "--learning-rate" in errors[0], errors
         # The progress bar's line is ended first: in a terminal the error was written on the end of it.
         assert out.endswith("\n"), out[-200:]
@@ -964,6 +965,7 @@ def test_evaluate_prints_labels_as_written_not_as_escapes(tmp_path, capsys, monk
     monkeypatch.setattr(classifier, "load_run", lambda run_dir: (None, ["好", "坏"], {}))
     monkeypatch.setattr(classifier, "run_data", lambda run_dir, data=None: type("Data", (), {"test": Split(["a", "b"], [0, 1])}))
     monkeypatch.setattr(classifier, "predict_probabilities", lambda model, texts: np.array([[0.9, 0.1], [0.2, 0.8]]))
+    monkeypatch.setattr(classifier, "note_cut_texts", lambda model, texts: None)  # no model to tokenize with
     result = main_in_process(capsys, "evaluate", run_dir)
     assert result.returncode == 0, result.stderr
     assert '"好"' in result.stdout and "\\u" not in result.stdout
@@ -1184,6 +1186,40 @@ def test_a_class_with_rows_only_in_training_keeps_the_wide_path_and_can_still_be
     assert "ngram_tables_from" in json.loads((run_dir / "metrics.json").read_text())  # the wide path is in
     probabilities = json.loads(main_in_process(capsys, "predict", run_dir, "zebra quartz violin").stdout)["probabilities"]
     assert probabilities["d"] > 0.01, probabilities
+
+
+@pytest.mark.slow
+def test_texts_longer_than_the_window_are_said_in_training_predict_and_evaluate(tmp_path, capsys):
+    """A classifier reads a text's first sequence_length - 2 tokens: 3,000-word reviews trained, and a long text
+    and the same text with "dull tedious boring" after its window were predicted alike, without a word."""
+    rows = [f"{' '.join(['the film'] * 20) if i % 4 == 0 else 'a'} {'good' if i % 2 else 'bad'} {i},"
+            f"{'pos' if i % 2 else 'neg'}" for i in range(40)]
+    data = tmp_path / "long.csv"
+    data.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    result = main_in_process(capsys, "train", "--data", data, "--preset", "tiny", "--epochs", "1", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "window" in line]
+    assert line.startswith("tfllm: note: ") and " training texts are longer than the classifier's window of 14 tokens " \
+        "(sequence_length 16): " in line and line.endswith("Raise it with --set sequence_length=N (now 16; each step "
+                                                           "costs more)."), line
+    long = " ".join(["the film"] * 20)
+    result = main_in_process(capsys, "predict", run_dir, long, "a good film", long + " dull tedious boring")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == ("tfllm: note: 2 of the 3 texts were longer than the model's window of "
+                                              "14 tokens; only their first 14 tokens were read."), result.stderr
+    result = main_in_process(capsys, "predict", run_dir, "a good film")
+    assert "window" not in result.stderr, result.stderr  # every text fits: nothing said
+    import tfllm
+
+    with pytest.warns(tfllm.TfllmWarning, match=r"^1 of the 2 texts were longer than the model's window of 14 tokens"):
+        tfllm.predict(str(run_dir), [long, "a good film"])  # a Python caller: a filterable warning
+    other = tmp_path / "other.csv"
+    other.write_text("text,label\n" + "\n".join(rows[:8]) + "\n", encoding="utf-8")  # two long texts
+    result = main_in_process(capsys, "evaluate", run_dir, "--data", other)
+    assert result.returncode == 0, result.stderr
+    assert "tfllm: note: 2 of the 8 texts were longer than the model's window of 14 tokens; only their first 14 " \
+        "tokens were read." in result.stderr, result.stderr
 
 
 def test_classes_without_validation_rows_are_counted_as_classes():

@@ -102,11 +102,14 @@ class WordPiece:
         for word in self.words(text):
             yield from self.word_ids(word)
 
-    def pack(self, text, sequence_length):
+    def pack(self, text, sequence_length, cut=None):
         """`[start] ids... [end]`, the ids truncated to fit `sequence_length`; no padding (it is masked anyway).
-        Only the ids that fit are looked up: a 2,000-character review's hundreds of words cost as much as 16."""
-        ids = list(itertools.islice(self.token_ids(text), sequence_length - 2))
-        return np.array([self.start_id] + ids + [self.end_id], np.int64)
+        Only the ids that fit are looked up: a 2,000-character review's hundreds of words cost as much as 16.
+        `cut`: a list to append whether the text had more ids than fit (one more id looked up)."""
+        ids = list(itertools.islice(self.token_ids(text), sequence_length - 1))
+        if cut is not None:
+            cut.append(len(ids) > sequence_length - 2)
+        return np.array([self.start_id] + ids[:sequence_length - 2] + [self.end_id], np.int64)
 
 
 class NumpyTextClassifier:
@@ -228,12 +231,13 @@ class FastClassifier:
         self.sequence_length, self.char_length = sequence_length, char_length
         self.label_names = label_names
 
-    def predict(self, texts):
+    def predict(self, texts, cut=None):
         """`[n, num_classes]` probabilities of a list of strings; None if one of them holds a character
-        this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path)."""
+        this module cannot tokenize exactly as TensorFlow Text does (the caller then takes that path).
+        `cut`: a list to append, text by text, whether its tokens ran past the window (`pack`)."""
         if not all(map(tokenizes_like_tensorflow, texts)):
             return None
-        return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length),
+        return np.stack([self.model.probabilities(self.tokenizer.pack(t, self.sequence_length, cut),
                                                   [ord(c) for c in t[:self.char_length or 0]])
                          for t in texts])
 

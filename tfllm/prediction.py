@@ -12,7 +12,7 @@ import os
 
 from tfllm import fast_classification, runs
 from tfllm.config import CODE_POINT_VIEWS
-from tfllm.errors import UserInputError, spelled, warn
+from tfllm.errors import UserInputError, note, spelled, warn
 
 CHUNK = 512  # texts classified (and yielded) at a time: a large file is answered as it is read
 # Texts all [UNK] named one warning each, up to this many; the rest counted in one line at the end (a
@@ -50,6 +50,9 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
     loaded = runs.load_cached(_LOADED, run_dir, _Loaded)
     texts = iter(texts)
     unknown, total = [], 0  # the numbers of the texts all [UNK], and of all texts, over all chunks
+    # How many texts ran past the model's window of tokens, and that window: their tokens past it were
+    # never read, and a text of 3,000 words got the label of its first 62 tokens without a word.
+    cut, window = 0, None
     for offset in itertools.count(0, chunk_size):
         chunk = list(itertools.islice(texts, chunk_size))
         total += len(chunk)
@@ -60,25 +63,35 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
                 warn(f"{len(unknown):,} of the {total:,} texts were all unknown tokens ([UNK]) to this model's "
                      f"vocabulary (the first {UNKNOWN_SHOWN} named above; the others are texts {rest}), so "
                      f"{_unknown_means(run_dir, one=False)}.")
+            if cut:  # one line at the end, not one a text: a file may have thousands
+                said = (f"{cut:,} of the {total:,} texts were longer than the model's window of {window} tokens; "
+                        f"only their first {window} tokens were read.")
+                note(f"tfllm: note: {said}", python=said)  # a Python caller's warning without the command's prefix
             return
         runs.refuse_non_strings(chunk, offset=offset)
         # Read at each chunk, not when the run was loaded: a process that sets the variable after a first
         # call took the path of that call ever after.
         fast = loaded.fast if os.environ.get("TFLLM_NUMPY_CLASSIFICATION", "1") != "0" else None
         # None where a text holds a character the NumPy tokenizer does not split as TensorFlow Text does.
-        probabilities = fast.predict(chunk) if fast else None
+        longer = []
+        probabilities = fast.predict(chunk, longer) if fast else None
         if probabilities is not None:
             tokenizer = fast.tokenizer
             _check_words(chunk, map(tokenizer.token_ids, chunk), tokenizer.oov_id, run_dir, offset, unknown)
             label_names = fast.label_names
+            cut, window = cut + sum(longer), fast.sequence_length - 2
         else:
             from tfllm.tokenizers import unknown_token_id
             from tfllm.training.classifier import predict_probabilities
 
             task, label_names = loaded.task()
             tokenizer = task.preprocessor.tokenizer
-            _check_words(chunk, _token_ids(tokenizer, chunk), unknown_token_id(tokenizer), run_dir, offset, unknown)
+            ids = _token_ids(tokenizer, chunk)
+            _check_words(chunk, ids, unknown_token_id(tokenizer), run_dir, offset, unknown)
             probabilities = predict_probabilities(task, chunk)
+            # [start] and [end] take two of the preprocessor's positions, as `pack` counts them.
+            window = task.preprocessor.sequence_length - 2
+            cut += sum(len(row) > window for row in ids)
         for text, probs in zip(chunk, probabilities):
             # A 30-class classifier printed 30 probabilities a line: --top-k keeps the K most likely, in order.
             shown = range(len(label_names)) if top_k is None else probs.argsort(kind="stable")[::-1][:top_k]

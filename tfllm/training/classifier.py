@@ -34,7 +34,7 @@ from tfllm.models.text_classifier import class_probabilities, predict_probabilit
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.training import common
 from tfllm.training.optimizers import LazyAdamW
-from tfllm.training.pretraining import embed_word_vectors
+from tfllm.training.pretraining import embed_word_vectors, long_document_note
 from tfllm.training.self_training import train_self_trained, unlabeled_record
 
 HEAD_ARGS = ("dropout", "bigram_buckets", "wide_bigram_buckets", *CODE_POINT_VIEWS)
@@ -558,7 +558,28 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
             note("Note: this run's n-gram tables counted its validation texts once its blend was fitted "
                  "(refit_on_validation), so these val figures are in-sample; metrics.json's val figures were "
                  "measured before that. --split test is the held-out figure.")
-    return classification_report(rows.labels, predict_probabilities(model, rows.texts), label_names)
+    report = classification_report(rows.labels, predict_probabilities(model, rows.texts), label_names)
+    note_cut_texts(model, rows.texts)
+    return report
+
+
+def note_cut_texts(model, texts):
+    """One line (a note) saying how many of `texts` ran past the classifier's window of tokens, whose tokens past
+    it it never read (`tfllm predict` ends with the same line): a text of 3,000 words was scored on its first 62
+    tokens without a word. Nothing when every text fits."""
+    window = model.preprocessor.sequence_length - 2  # [start] and [end] take two positions
+    ids = model.preprocessor.tokenizer(tf.constant(list(texts))) if len(texts) else []
+    if isinstance(ids, tf.RaggedTensor):
+        lengths = ids.row_lengths().numpy()
+    elif isinstance(ids, list):  # eager KerasHub tokenizers hand back Python lists
+        lengths = np.asarray([len(row) for row in ids])
+    else:  # zero-padded rows
+        lengths = (keras.ops.convert_to_numpy(ids) != 0).sum(axis=-1)
+    cut = int((lengths > window).sum())
+    if cut:
+        said = (f"{cut:,} of the {len(texts):,} texts were longer than the model's window of {window} tokens; "
+                f"only their first {window} tokens were read.")
+        note(f"tfllm: note: {said}", python=said)
 
 
 # metrics.json's val block, where the refit on validation texts came after its figures (`tfllm evaluate` notes it).
@@ -690,6 +711,15 @@ def _train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tr
                 model = own_classifier(preset, tokenizer, data.num_classes)
                 if preset.get("word_vectors") and not resume:  # a resumed run restores its weights
                     pretrain_word_vectors(model, tokenizer, data.vocabulary_texts, preset, model_seed)
+            if config.model_seed in (None, config.seed):  # once: not by each ensemble member
+                # A text's tokens past the window were cut without a word: 3,000-word reviews trained, and
+                # predicted, on their first 62 tokens.
+                long = long_document_note(
+                    data.train.texts, model.preprocessor.tokenizer, model.preprocessor.sequence_length,
+                    common.preset_positions(config.from_preset) if config.from_preset else None,
+                    seed=config.seed or 0, reader="the classifier", what="training texts")
+                if long:  # a filterable TfllmWarning to a Python caller, in its names; the command's line to a command
+                    note(long, python=long.removeprefix("tfllm: note: "))
             sigmoid = is_sigmoid(model)
             train_ds = data_lib.classification_dataset(
                 data.train, model.preprocessor, sigmoid, preset["batch_size"], shuffle=True, seed=model_seed)
