@@ -1222,6 +1222,26 @@ def test_texts_longer_than_the_window_are_said_in_training_predict_and_evaluate(
         "tokens were read." in result.stderr, result.stderr
 
 
+@pytest.mark.slow
+def test_the_line_before_the_wide_path_fit_is_out_before_the_fit_starts(tmp_path):
+    """Training 300 classes spent ~2 minutes fitting the n-gram tables after its epoch with nothing printed to a
+    pipe: the line saying what runs then sat in stdout's buffer. The fit here ends the process at once, without
+    Python's flush at exit: what came out is what was flushed before it started."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "".join(f"a good film {i},pos\na bad film {i},neg\n" for i in range(20)),
+                    encoding="utf-8")
+    script = ("import os, sys\n"
+              "from tfllm.models import TextClassifier\n"
+              "TextClassifier.fit_wide_path = lambda *args, **kwargs: os._exit(3)\n"
+              "from tfllm.cli import main\n"
+              "main(sys.argv[1:])\n")
+    result = subprocess.run([sys.executable, "-c", script, "train", "--data", str(data), "--preset", "tiny",
+                             "--epochs", "1", "--run-dir", str(tmp_path / "run")], capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Naive-Bayes wide path: counts from the training split" in result.stdout, result.stdout
+
+
 def test_classes_without_validation_rows_are_counted_as_classes():
     """300 labels said "the validation split has no 'lab120', ... and 5 more rows": five more classes."""
     from tfllm.training.classifier import unseen_classes_line

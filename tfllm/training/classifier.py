@@ -787,12 +787,14 @@ def _train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tr
                       "naming each row's split")
             elif wide:
                 if unseen:  # several classes: the others' blend is fitted, theirs gets their mean bias (_fit_blend)
-                    print(unseen_classes_line(unseen))
+                    print(unseen_classes_line(unseen), flush=True)
                 # `refit_on_validation` (on unless set false): once the blend is fitted, the tables count both splits.
                 refit = preset.get("refit_on_validation", True)
                 tables_from = ["train", "val"] if refit else ["train"]
+                # Flushed: the fit comes next, minutes for hundreds of classes (scikit-learn's regression of the
+                # character view, twice), and a piped stdout held this line back, so nothing said what ran.
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split"
-                      + (", then counts from both" if refit else ""))
+                      + (", then counts from both" if refit else ""), flush=True)
                 # Both splits cached by fit: no second tokenization. The validation split's figures are
                 # those before its texts joined the tables.
                 val_probabilities = model.fit_wide_path(train_ds, val_ds, class_weight=class_weight, refit=refit)
