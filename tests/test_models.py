@@ -919,6 +919,8 @@ def test_masked_lm_pretraining_says_how_much_of_long_documents_it_never_reads():
                            "with --set sequence_length=N (now 16; each step costs more)."), note
     assert long_document_note(docs, words, 16, positions=16, reader="the classifier", what="training texts").endswith(
         "never read. Its sequence_length is at this preset's 16 positions already.")
+    # A few long texts among many short ones: their share of all tokens is "under 1%", not "0%".
+    assert "tokens (under 1% of all) are never read" in long_document_note(docs[:3] * 500 + docs[3:], words, 16)
     many = docs * (LENGTH_SAMPLE // 2)
     assert f"of a sample of {LENGTH_SAMPLE:,} of the {len(many):,} training documents" in \
         long_document_note(many, words, 16, seed=1)

@@ -261,7 +261,13 @@ def long_document_note(documents, tokenize, sequence_length, positions=None, see
         advice = f"Its {fix}." if at_most else f"R{fix[1:]}."
     return (f"tfllm: note: {measured} are longer than {reader}'s window of {window} tokens "
             f"(sequence_length {sequence_length}): {unread / long.sum():.0%} of their tokens "
-            f"({unread / lengths.sum():.0%} of all) are never read. {advice}")
+            f"({_share(unread / lengths.sum())} of all) are never read. {advice}")
+
+
+def _share(fraction):
+    """A fraction as a whole percentage, or "under 1%": `default`'s note on rotten_tomatoes said "(0% of all)"
+    of tokens that are never read."""
+    return "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
 
 
 def _masked_tokens(batches):
