@@ -481,6 +481,10 @@ def test_a_search_on_an_edited_data_file_is_not_continued(tmp_path, capsys):
     # The same file spelt another way continues too (it was "a search with other settings (data differ)").
     spelt = [f"{os.path.dirname(data)}/./{os.path.basename(data)}" if arg == data else arg for arg in args]
     assert "No trial completed" in main_in_process(capsys, *spelt).stderr
+    # Other settings are named as typed, with their values (it said "(overrides, seed differ)").
+    result = main_in_process(capsys, *args, "--set", "hidden_dim=32", "--seed", 5)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "(--set hidden_dim differs: 32 now, not given then; --seed differs: 5 now, 1337 then)" in result.stderr
     with open(data, "a") as f:
         f.write("an edited row,good\n")
     result = main_in_process(capsys, *args)

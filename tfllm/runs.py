@@ -23,6 +23,7 @@ is a preset that `--from-preset` starts from.
 
 import collections.abc
 import contextlib
+import dataclasses
 import fcntl  # POSIX only (Linux, macOS): the run directory's lock; Windows is not supported
 import json
 import os
@@ -876,8 +877,6 @@ _RESUME_MAY_DIFFER = {"run_dir", "overwrite"}
 def changed_settings(run_dir, config):
     """The `TrainConfig` fields of `config` that differ from those `run_dir`'s run was started with,
     and `data (the file changed)` when the data file was edited since (it would split differently)."""
-    import dataclasses
-
     from tfllm.datasets import same_data
 
     before, now = read_config(run_dir), dataclasses.asdict(config)
@@ -902,13 +901,12 @@ def _typed(value):
 _OPTIONS = {"jit_compile": "--jit-compile/--no-jit-compile", "model_seed": "model_seed"}
 
 
-def changed_options(run_dir, config, changed):
-    """`changed_settings`'s names as the user types them, with the values now and then: "--seed differs: 7
-    now, 1337 then", one "--set KEY differs: ..." per setting --set changed. A changed --set said "(overrides
-    differs)", a name no command takes."""
-    import dataclasses
-
-    before, now, said = read_config(run_dir), dataclasses.asdict(config), []
+def changed_options(before, now, changed):
+    """The settings `changed` (names of keys of the dicts `before` and `now`: a run's or a search's settings then
+    and now) as the user types them, with the values now and then: "--seed differs: 7 now, 1337 then", one
+    "--set KEY differs: ..." per setting --set changed. A changed --set said "(overrides differs)", a name no
+    command takes."""
+    said = []
     for name in changed:
         if name == "overrides":
             old, new = before.get(name) or {}, now.get(name) or {}
@@ -920,12 +918,6 @@ def changed_options(run_dir, config, changed):
         else:
             said.append(name)  # "data (the file changed)"
     return "; ".join(said)
-
-
-def differ(names):
-    """"seed differs", "learning_rate, overrides differ": the settings a rerun changed, as a clause (it said
-    "seed differ")."""
-    return f"{', '.join(names)} {'differs' if len(names) == 1 else 'differ'}"
 
 
 def write_records(run_dir, config, records):
@@ -1018,10 +1010,10 @@ def check_writable(run_dir, overwrite=False, config=None):
         if changed and not overwrite:
             again = errors.spelled("Rerun its own command",  # a notebook ran no command: it called a function
                                    python="Call its training function again with the settings it started with")
+            how = changed_options(read_config(run_dir), dataclasses.asdict(config), changed)
             raise UserInputError(
-                f"Run directory {run_dir!r} holds an interrupted run started with other settings "
-                f"({changed_options(run_dir, config, changed)}). {again} to resume it, add --overwrite to start over "
-                "with these, or choose another --run-dir.")
+                f"Run directory {run_dir!r} holds an interrupted run started with other settings ({how}). {again} to "
+                "resume it, add --overwrite to start over with these, or choose another --run-dir.")
         if changed:
             check_no_foreign_entries(run_dir)  # starting over deletes the folder
         return

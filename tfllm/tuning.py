@@ -519,7 +519,8 @@ def _check_directory(directory, settings):
         changed = sorted(k for k in set(before) | set(settings) if k != "data_sha256" and before.get(k) != settings.get(k)
                          and not (k == "data" and same_data(settings[k], before.get(k))))  # ./x.csv is x.csv
         if changed:
-            raise UserInputError(f"--run-dir {directory!r} holds a search with other settings ({runs.differ(changed)}); "
+            raise UserInputError(f"--run-dir {directory!r} holds a search with other settings "
+                                 f"({runs.changed_options(before, settings, changed)}); "
                                  "rerun it with the same ones to continue it, or choose another --run-dir.")
         return True
     if os.path.isdir(directory) and os.listdir(directory):
