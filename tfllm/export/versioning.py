@@ -656,6 +656,13 @@ class PruneResult(list):
         return [f"Kept {self.name} version {version}: {why}" for version, why in sorted(self.skipped.items())]
 
 
+def _saved_model_problem(folder):
+    """Why TF Serving cannot serve the version in `folder` ("TFLite", ...), or None."""
+    if not os.path.isfile(os.path.join(folder, "saved_model.pb")):
+        return "TFLite" if os.path.isfile(os.path.join(folder, TFLITE_FILE)) else "no saved_model.pb"
+    return version_problem(folder)
+
+
 def prune(base_dir, name, keep, pinned=None):
     """Deletes all but the newest `keep` versions of `name`; returns the removed ones.
 
@@ -683,32 +690,24 @@ def prune(base_dir, name, keep, pinned=None):
         if version in doomed:
             doomed.remove(version)
             skipped[version] = why
-    broken = {}
-    for version in reversed(existing):
-        problem = version_problem(os.path.join(base_dir, name, str(version)))
-        if problem is None:
-            if version in doomed:
-                doomed.remove(version)
-                newer = ", ".join(f"{v} ({broken[v]})" for v in sorted(broken))
-                skipped[version] = f"the newest version that loads (newer ones do not: {newer})"
-            break
-        broken[version] = problem
+
+    def keep_newest(problem_of, why):
+        """Takes the newest version whose folder `problem_of` finds no problem in out of `doomed`."""
+        newer = {}
+        for version in reversed(existing):
+            problem = problem_of(os.path.join(base_dir, name, str(version)))
+            if problem is None:
+                if version in doomed:
+                    doomed.remove(version)
+                    skipped[version] = why(", ".join(f"{v} ({newer[v]})" for v in sorted(newer)))
+                return
+            newer[version] = problem
+
+    keep_newest(version_problem, lambda newer: f"the newest version that loads (newer ones do not: {newer})")
     # And the newest SavedModel that loads: TF Serving loads no TFLite file, so with TFLite versions above the
     # SavedModels `keep=1` removed every version a server could serve (it unloaded the model).
-    above = {}
-    for version in reversed(existing):
-        folder = os.path.join(base_dir, name, str(version))
-        if not os.path.isfile(os.path.join(folder, "saved_model.pb")):
-            above[version] = "TFLite" if os.path.isfile(os.path.join(folder, TFLITE_FILE)) else "no saved_model.pb"
-            continue
-        problem = version_problem(folder)
-        if problem is None:
-            if version in doomed:
-                doomed.remove(version)
-                newer = ", ".join(f"{v} ({above[v]})" for v in sorted(above))
-                skipped[version] = f"the newest SavedModel that loads, what TF Serving serves (newer ones: {newer})"
-            break
-        above[version] = problem
+    keep_newest(_saved_model_problem,
+                lambda newer: f"the newest SavedModel that loads, what TF Serving serves (newer ones: {newer})")
     for version in list(doomed):
         folder = os.path.join(base_dir, name, str(version))
         try:
