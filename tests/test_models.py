@@ -913,11 +913,11 @@ def test_masked_lm_pretraining_says_how_much_of_long_documents_it_never_reads():
     assert "at this preset's 16 positions already" in long_document_note(docs, words, 16, positions=16)
     assert long_document_note(docs[:3], words, 16) is None  # every document fits: nothing said
     # A classifier's texts alike (each text one label: the fix is the window alone, not splitting).
-    note = long_document_note(docs, words, 16, reader="the classifier", what="training texts")
+    note = long_document_note(docs, words, 16, classifier=True)
     assert note.startswith("tfllm: note: 1 of the 4 training texts are longer than the classifier's window of 14 "
                            "tokens (sequence_length 16): 42% of their tokens (30% of all) are never read. Raise it "
                            "with --set sequence_length=N (now 16; each step costs more)."), note
-    assert long_document_note(docs, words, 16, positions=16, reader="the classifier", what="training texts").endswith(
+    assert long_document_note(docs, words, 16, positions=16, classifier=True).endswith(
         "never read. Its sequence_length is at this preset's 16 positions already.")
     # A few long texts among many short ones: their share of all tokens is "under 1%", not "0%".
     assert "tokens (under 1% of all) are never read" in long_document_note(docs[:3] * 500 + docs[3:], words, 16)

@@ -63,10 +63,7 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
                 warn(f"{len(unknown):,} of the {total:,} texts were all unknown tokens ([UNK]) to this model's "
                      f"vocabulary (the first {UNKNOWN_SHOWN} named above; the others are texts {rest}), so "
                      f"{_unknown_means(run_dir, one=False)}.")
-            if cut:  # one line at the end, not one a text: a file may have thousands
-                said = (f"{cut:,} of the {total:,} texts were longer than the model's window of {window} tokens; "
-                        f"only their first {window} tokens were read.")
-                note(f"tfllm: note: {said}", python=said)  # a Python caller's warning without the command's prefix
+            note_cut_texts(cut, total, window)  # one line at the end, not one a text: a file may have thousands
             return
         runs.refuse_non_strings(chunk, offset=offset)
         # Read at each chunk, not when the run was loaded: a process that sets the variable after a first
@@ -86,7 +83,7 @@ def classify(run_dir, texts, chunk_size=CHUNK, top_k=None):
 
             task, label_names = loaded.task()
             tokenizer = task.preprocessor.tokenizer
-            ids = _token_ids(tokenizer, chunk)
+            ids = token_ids(tokenizer, chunk)
             _check_words(chunk, ids, unknown_token_id(tokenizer), run_dir, offset, unknown)
             probabilities = predict_probabilities(task, chunk)
             # [start] and [end] take two of the preprocessor's positions, as `pack` counts them.
@@ -147,6 +144,17 @@ def _check_words(texts, ids, unknown_id, run_dir, offset, unknown):
                      f"so {_unknown_means(run_dir)}.")
 
 
+def note_cut_texts(cut, total, window):
+    """One line (a note; a TfllmWarning to a Python caller) saying that `cut` of `total` texts ran past the
+    classifier's window of `window` tokens, whose tokens past it it never read: a text of 3,000 words got the
+    label of its first 62 tokens without a word. Nothing when `cut` is 0. `tfllm predict` and `evaluate` end
+    with it."""
+    if cut:
+        said = (f"{cut:,} of the {total:,} texts were longer than the model's window of {window} tokens; "
+                f"only their first {window} tokens were read.")
+        note(f"tfllm: note: {said}", python=said)  # a Python caller's warning without the command's prefix
+
+
 def _unknown_means(run_dir, one=True):
     """What a text all [UNK] means for its label. Not "words never seen in training": a small vocabulary
     (`--preset tiny`'s) cannot spell words that training had plenty of."""
@@ -156,7 +164,7 @@ def _unknown_means(run_dir, one=True):
     return "its label says nothing about it" if one else "their labels say nothing about them"
 
 
-def _token_ids(tokenizer, texts):
+def token_ids(tokenizer, texts):
     """The token ids a KerasHub tokenizer makes of each text (its rows: ragged, lists, or zero-padded)."""
     import keras
     import tensorflow as tf

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import data as data_lib
-from tfllm import runs, tokenizers
+from tfllm import prediction, runs, tokenizers
 from tfllm.config import CODE_POINT_VIEWS
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, note_spaced_labels,
                             same_data, split_as_trained, warn_about_duplicates, warn_about_imbalance,
@@ -564,22 +564,10 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
 
 
 def note_cut_texts(model, texts):
-    """One line (a note) saying how many of `texts` ran past the classifier's window of tokens, whose tokens past
-    it it never read (`tfllm predict` ends with the same line): a text of 3,000 words was scored on its first 62
-    tokens without a word. Nothing when every text fits."""
+    """`prediction.note_cut_texts` of the classifier `model` on `texts` (for `evaluate`, which scores them here)."""
     window = model.preprocessor.sequence_length - 2  # [start] and [end] take two positions
-    ids = model.preprocessor.tokenizer(tf.constant(list(texts))) if len(texts) else []
-    if isinstance(ids, tf.RaggedTensor):
-        lengths = ids.row_lengths().numpy()
-    elif isinstance(ids, list):  # eager KerasHub tokenizers hand back Python lists
-        lengths = np.asarray([len(row) for row in ids])
-    else:  # zero-padded rows
-        lengths = (keras.ops.convert_to_numpy(ids) != 0).sum(axis=-1)
-    cut = int((lengths > window).sum())
-    if cut:
-        said = (f"{cut:,} of the {len(texts):,} texts were longer than the model's window of {window} tokens; "
-                f"only their first {window} tokens were read.")
-        note(f"tfllm: note: {said}", python=said)
+    ids = prediction.token_ids(model.preprocessor.tokenizer, texts) if len(texts) else []
+    prediction.note_cut_texts(sum(len(row) > window for row in ids), len(texts), window)
 
 
 # metrics.json's val block, where the refit on validation texts came after its figures (`tfllm evaluate` notes it).
@@ -717,7 +705,7 @@ def _train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tr
                 long = long_document_note(
                     data.train.texts, model.preprocessor.tokenizer, model.preprocessor.sequence_length,
                     common.preset_positions(config.from_preset) if config.from_preset else None,
-                    seed=config.seed or 0, reader="the classifier", what="training texts")
+                    seed=config.seed or 0, classifier=True)
                 if long:  # a filterable TfllmWarning to a Python caller, in its names; the command's line to a command
                     note(long, python=long.removeprefix("tfllm: note: "))
             sigmoid = is_sigmoid(model)

@@ -220,16 +220,16 @@ def _sample_ids(documents, tokenize, seed=0):
         [np.asarray(row, "int64").ravel() for row in ids] + [np.zeros([0], "int64")])
 
 
-def long_document_note(documents, tokenize, sequence_length, positions=None, seed=0, reader="the masked LM",
-                       what="training documents"):
+def long_document_note(documents, tokenize, sequence_length, positions=None, seed=0, classifier=False):
     """One line saying how much of the documents the masked LM never reads, or None when every document fits.
 
     The masked LM reads each document's first `sequence_length` tokens less its [CLS] and [SEP]; the rest is
     cut off by the preprocessor, in every epoch (the causal objective reads running text in windows, all of it).
     `tokenize`: strings -> token ids (a `RaggedTensor` or lists); a corpus of more than `LENGTH_SAMPLE` documents is
     measured on a seeded sample of that many. `positions`: the most a --from-preset backbone takes. A classifier
-    (`reader`, `what`: "the classifier", "training texts") reads its texts' first tokens alike, and a text is one
-    label, so its fix is the longer window alone (a masked LM's documents can be split into shorter lines)."""
+    (`classifier=True`) reads its training texts' first tokens alike, and a text is one label, so its fix is the
+    longer window alone (a masked LM's documents can be split into shorter lines)."""
+    reader, what = ("the classifier", "training texts") if classifier else ("the masked LM", "training documents")
     window = max(1, sequence_length - 2)
     total = len(documents)
     sample = documents
@@ -247,7 +247,6 @@ def long_document_note(documents, tokenize, sequence_length, positions=None, see
     unread = int((long - window).sum())
     measured = (f"{len(long):,} of the {len(sample):,} {what}" if len(sample) == total else
                 f"{len(long):,} of a sample of {len(sample):,} of the {total:,} {what}")
-    split = reader == "the masked LM"  # running text splits into documents; a classifier's text is one label
     at_most = positions and sequence_length >= positions
     if at_most:
         fix = f"sequence_length is at this preset's {positions} positions already"
@@ -255,10 +254,10 @@ def long_document_note(documents, tokenize, sequence_length, positions=None, see
         fix = f"raise it with --set sequence_length=N up to this preset's {positions} positions"
     else:
         fix = f"raise it with --set sequence_length=N (now {sequence_length}; each step costs more)"
-    if split:
-        advice = f"Split the text into shorter lines (documents){f' ({fix})' if at_most else f', or {fix}'}."
+    if classifier:  # a text is one label: it cannot be split as running text splits into documents
+        advice = f"Its {fix}." if at_most else f"{fix[0].upper()}{fix[1:]}."
     else:
-        advice = f"Its {fix}." if at_most else f"R{fix[1:]}."
+        advice = f"Split the text into shorter lines (documents){f' ({fix})' if at_most else f', or {fix}'}."
     return (f"tfllm: note: {measured} are longer than {reader}'s window of {window} tokens "
             f"(sequence_length {sequence_length}): {unread / long.sum():.0%} of their tokens "
             f"({_share(unread / lengths.sum())} of all) are never read. {advice}")
