@@ -603,6 +603,16 @@ def test_translate_refuses_a_text_the_tokenizer_makes_nothing_of(wordpiece_trans
         translator.check_sources(["一二", text], numbers=[257, 259])
 
 
+def test_another_max_new_tokens_reuses_the_traced_decoding_loop(model_seed_3):
+    # Each other max_new_tokens is another decoder width; the loop traced for the first width was traced again
+    # for the second (~5 s of Python on 2 cores) before one trace served any width.
+    translator = Translator(model_seed_3, jit_compile=False)
+    short, longer = (translator.translate(["一二"], max_new_tokens=n) for n in (2, 4))
+    (decode,) = translator._compiled.values()
+    assert decode.experimental_get_tracing_count() == 1
+    assert len(short[0]) <= 2 and len(longer[0]) <= 4
+
+
 @pytest.mark.slow
 def test_translate_refuses_empty_text_and_warns_about_long_sources(translator_seed_2):
     translator = translator_seed_2

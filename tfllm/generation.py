@@ -212,15 +212,17 @@ def decode_function(model, stop_token_ids, jit_compile=True, banned_token_ids=()
     return decode
 
 
-def call_for_any_batch(function, *args):
-    """Calls the `tf.function` `function` on `args` through a trace made for any batch size.
+def call_for_any_batch(function, *args, any_length=False):
+    """Calls the `tf.function` `function` on `args` through a trace made for any batch size (and, with
+    `any_length`, any length of every dimension).
 
     With `reduce_retracing` alone the first call traces for its own batch size and
     the first call with another size traces again, now for any size: seconds of
     Python for a decoding loop. Tracing first with the batch dimension unknown
     leaves one trace that every batch size uses (XLA still compiles once per shape).
     """
-    specs = tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), args)
+    specs = tf.nest.map_structure(
+        lambda t: tf.TensorSpec([None] * len(t.shape) if any_length else [None, *t.shape[1:]], t.dtype), args)
     function.get_concrete_function(*specs)  # traced on the first call, looked up after
     return function(*args)
 

@@ -341,7 +341,8 @@ class Translator:
                                                            decoder_sequence_length=width)
             inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
             inputs.update({k: _padded_rows(v[start:start + rows]) for k, v in options.items()})
-            outputs.append(keras.ops.convert_to_numpy(call_for_any_batch(function, inputs))[:rows])
+            # Any length too: another max_new_tokens (another decoder width) would otherwise trace the loop again.
+            outputs.append(keras.ops.convert_to_numpy(call_for_any_batch(function, inputs, any_length=True))[:rows])
         return np.concatenate(outputs)
 
     @staticmethod
