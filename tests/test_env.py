@@ -222,6 +222,30 @@ def test_models_tfllm_makes_do_not_warn_of_retracing_but_the_users_own_still_do(
     assert kept and all("TensorFlowTrainer" in r for r in kept), kept
 
 
+@pytest.mark.slow
+def test_validating_new_models_eagerly_does_not_warn_of_retracing(monkeypatch):
+    """Self-training's third teacher member printed TensorFlow's "5 out of the last 5 calls to <function
+    pfor.<locals>.f> triggered tf.function retracing", twice per function: a small validation runs Keras's test
+    step eagerly (`common.eager_evaluation`), whose update of tfllm's `auc` metric (`SparseOneVsRestAUC`, three or
+    more classes) called `tf.vectorized_map` eagerly, and TensorFlow's `pfor` then traces a new tf.function at each
+    call. Each model's metric now traces its update once."""
+    import numpy as np
+
+    from tfllm.training.classifier import SparseOneVsRestAUC
+
+    labels, probabilities = np.array([0, 1, 2, 1]), np.full((4, 3), 1 / 3, "float32")
+
+    # Five new models' metrics, as many as TensorFlow needs to warn (FREQUENT_TRACING_WARNING_THRESHOLD), each
+    # updated by two validation batches (a smaller last one), as an ensemble's members are.
+    def validate_new_models():
+        for _ in range(5):
+            metric = SparseOneVsRestAUC(3, num_thresholds=50)
+            metric.update_state(labels, probabilities)
+            metric.update_state(labels[:3], probabilities[:3])
+
+    assert _retracing_warnings(validate_new_models, monkeypatch) == []
+
+
 EXTRAS_IN = "sorted(m for m in ('keras', 'sklearn', 'matplotlib', 'IPython') if m in sys.modules)"
 
 

@@ -88,10 +88,11 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 # The functions TensorFlow's retracing warning names that are made anew for each model by design: Keras's
 # train/test/predict functions, and tfllm's own per-model ones (an Explainer's, a Generator's, a Translator's
-# compiled functions: the 5th run explained in one process warned of `Explainer._ig_fn.<locals>.fn`).
+# compiled functions: the 5th run explained in one process warned of `Explainer._ig_fn.<locals>.fn`; a
+# classifier's eager `auc` update, `SparseOneVsRestAUC._one_hot_update`).
 _PER_MODEL_FUNCTIONS = ("<function TensorFlowTrainer.", "<function Explainer._", "<function decode_function.<locals>.",
                         "<function Generator._function.<locals>.", "<function Translator._function.<locals>.",
-                        "<function Translator.score.<locals>.")
+                        "<function Translator.score.<locals>.", "<bound method SparseOneVsRestAUC._one_hot_update ")
 
 
 class _NewModelRetracing(logging.Filter):
