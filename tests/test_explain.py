@@ -906,6 +906,28 @@ def test_token_spans_place_pieces_unknowns_and_bytes():
     assert token_spans("a zz b", ["a", "q", " ", "b"]) == [(0, 1), None, (1, 2), (5, 6)]  # after a lost token
 
 
+def test_spans_are_slices_of_the_text_where_normalizing_changes_its_length(explainer):
+    """The tokenizer folds 'ß' to 'ss' and 'ﬁ' to 'fi': "Straße" was shown 'Strassße' (its '##ss' not found),
+    "ﬁne" as 'ﬁ', 'ﬁne' (overlapping spans), and after an unknown word "Café ﬁne"'s 'f' was placed in "Café".
+    Each token's text is now a slice of the input, the slices in order and never overlapping, joining back to
+    the text; the tokens of one character ('ﬁ': 'f', '##i') give it to the first, and [UNK] is a whole word."""
+    from tfllm.explanations import _pieces, token_spans
+
+    for text in ["Straße", "ﬁne", "Straße ﬁne Café", "Caf\U0001F600 ﬁne film", "Cafe\u0301 ﬁlm"]:
+        e = explainer.explain(text, method="occlusion")
+        texts = [t["text"] for t in e.to_json()["tokens"]]
+        assert all(span is not None for span in e.spans), (text, e.tokens)
+        assert texts == [text[a:b] for a, b in e.spans]
+        assert all(b <= a for (_, b), (a, _) in zip(e.spans, e.spans[1:])), (text, e.spans)
+        assert "".join(space + piece for space, piece in _pieces(e)) == text  # the text view
+        assert "".join(texts) == text.replace(" ", "")
+    # WordPiece's own words for "Café ﬁne" with 'café' unknown: [UNK] is all of "Café", the 'ﬁ' its first piece's.
+    text = "Café ﬁne"
+    spans = token_spans(text, [None, "f", "i", "n", "e"], word_starts=[True, True, False, False, False])
+    assert [text[a:b] for a, b in spans] == ["Café", "ﬁ", "", "n", "e"]
+    assert token_spans("Straße", ["s", "t", "ra", "s", "se"]) == [(0, 1), (1, 2), (2, 4), (4, 5), (5, 6)]
+
+
 def test_an_unknown_word_holding_an_emoji_is_covered_whole_last_first_and_alone(explainer):
     """WordPiece keeps a symbol (an emoji) inside its word, one [UNK] for "gr😀eat"; the spans split the word at
     the emoji, and a text's last unknown token covered only 'gr' ("great😀": 'great'; "😀😍🎬": '😀')."""

@@ -102,7 +102,9 @@ class Explanation:
             member at once, the mean of its members' scores.
         spans: `(start, end)` per token, the characters of `text` it covers (None where it cannot be placed,
             or covers none: SentencePiece's lone '▁' before a first word, shown '␣'): what the outputs show, so a
-            lowercased, accent-stripped or unknown ([UNK]) token reads as written.
+            lowercased, accent-stripped, case-folded ('ß' as 'ss') or unknown ([UNK]: its whole word) token reads
+            as written. Spans are in order and never overlap; of several tokens from one character ('ﬁ' -> 'f',
+            '##i') the first covers it and the rest an empty span.
         target_probability: the explained label's (or next token's) probability: what the scores of
             integrated gradients and occlusion are changes of, and what the shown scale is tied to (`scale`).
         views_note: where the views carry more than half of the explained score (`views_share`), a line
@@ -768,11 +770,17 @@ class Explainer:
         if every[where] != list(tokens):  # not the tokenization the model read: place the tokens themselves
             ids = [self.tokenizer.token_to_id(t) for t in tokens]
             every, where = list(tokens), slice(None)
+        import keras_hub
+
         from tfllm.tokenizers import unknown_token_id  # lazy, as this module's others: TensorFlow
 
         unknown = unknown_token_id(self.tokenizer)
         surfaces = [None if i == unknown else self._surface(t) for i, t in zip(ids, every)]
-        return token_spans(text, surfaces)[where]
+        word_starts = None
+        if isinstance(self.tokenizer, keras_hub.tokenizers.WordPieceTokenizer):  # one [UNK] a whole word
+            suffix = getattr(self.tokenizer, "suffix_indicator", None) or "##"
+            word_starts = [not (t.startswith(suffix) and len(t) > len(suffix)) for t in every]
+        return token_spans(text, surfaces, word_starts)[where]
 
     def _surface(self, token):
         """The text a vocabulary token stands for: WordPiece's '##' dropped, SentencePiece's '▁' and byte-level
@@ -956,11 +964,14 @@ def _bytes_surface(token):
 
 
 def _fold(text):
-    """`text` lowercased, without accents, with where each character came from: what a WordPiece vocabulary
-    that lowercases and strips accents turned 'Café' into."""
+    """`text` case-folded, without accents, with where each character came from: what a WordPiece vocabulary
+    that lowercases and strips accents turned 'Café' into. Case folding, not `lower`: the tokenizer's folds
+    'ß' to 'ss' (and NFKD 'ﬁ' to 'fi'), so a folded text is longer than its original, and each folded
+    character keeps the index of the one it came from (searching the folded token in the original text
+    showed "Straße" as 'Strassße' and "ﬁne" as 'ﬁ', 'ﬁne')."""
     folded, origin = [], []
     for i, c in enumerate(text):
-        for f in unicodedata.normalize("NFKD", c.lower()):
+        for f in unicodedata.normalize("NFKD", c.casefold()):
             if not unicodedata.combining(f):
                 folded.append(f)
                 origin.append(i)
@@ -994,7 +1005,7 @@ def _words(gap):
     return words
 
 
-def token_spans(text, surfaces):
+def token_spans(text, surfaces, word_starts=None):
     """`(start, end)` in `text` for each token's surface text (None: an unknown token), in order.
 
     A token is found where the text goes on with it (case and accents aside, whitespace between tokens
@@ -1003,12 +1014,30 @@ def token_spans(text, surfaces):
     found around them: one word, else one character, each (as WordPiece gives one [UNK] per word, or per CJK
     character). A token not found anywhere, or a whitespace token with none there (SentencePiece's lone '▁'
     before a text's first word), gets None.
+
+    Spans are of the original text and never overlap: where several tokens come from one character ('ﬁ' ->
+    'f', '##i'), the first covers it and the rest get an empty span. `word_starts` (WordPiece: True where a
+    token begins a word, no '##') places a word's first token after the words the unknown tokens before it
+    replaced, one word each: "Café ﬁne" with 'café' unknown placed 'f' in "Café".
     """
     folded, origin = _fold(text)
-    ends = [i + 1 for i in origin]
+    # Where each original character's text ends: at the next character that has a folded one, so a combining
+    # accent the folding dropped belongs to the character before it.
+    after, produced, following = [len(text)] * len(text), set(origin), len(text)
+    for i in range(len(text) - 1, -1, -1):
+        after[i] = following
+        if i in produced:
+            following = i
 
-    def original(a, b):  # folded [a, b) -> text's
-        return (origin[a], ends[b - 1]) if b > a else None
+    def original(a, b):  # folded [a, b) -> text's; a character an earlier token began is that token's
+        if b <= a:
+            return None
+        start = origin[a] if a == 0 or origin[a - 1] != origin[a] else after[origin[a]]
+        return (start, max(start, after[origin[b - 1]]))
+
+    def word_start(k):  # whether folded[k] begins a word as WordPiece splits the text
+        return (k == 0 or folded[k - 1].isspace() or _is_word_break(folded[k - 1]) or _is_word_break(folded[k])
+                or unicodedata.category(folded[k - 1]) in ("Cc", "Cf"))
 
     # lost: a token since the cursor last moved was not found, so text it stood for may lie ahead.
     spans, pending, cursor, lost = [None] * len(surfaces), [], 0, False
@@ -1049,6 +1078,10 @@ def token_spans(text, surfaces):
         if not piece:
             continue
         found = folded.find(piece, cursor)
+        if pending and word_starts is not None and word_starts[i]:
+            # Each unknown token before it replaced a whole word: it begins the word after them.
+            while found >= 0 and not (word_start(found) and len(_words(folded[cursor:found])) >= len(pending)):
+                found = folded.find(piece, found + 1)
         if found < 0:
             lost = True
             continue
