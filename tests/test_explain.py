@@ -660,12 +660,20 @@ def test_an_empty_text_is_one_line(tiny_classifier_run, capsys):
 def test_an_empty_prompt_for_a_generator_gets_a_prompt_for_an_example(generator_run, capsys):
     """It said 'pass the texts to explain, e.g. tfllm explain RUN "a joyous, moving film"': a review; then
     'e.g. tfllm explain RUN "Once upon a"', a prompt refused by runs whose text has no capitals."""
-    assert main(["explain", generator_run, " "]) == 2
+    assert main(["explain", generator_run, ""]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Text 1 is empty" in err and "joyous" not in err, err
     assert "pass a prompt in the run's alphabet" in err and "Once upon a" not in err and '"' not in err, err
     with pytest.raises(UserInputError, match="an empty prompt .* has none"):
         load_explainer(generator_run).explain("")
+
+
+def test_a_generators_prompt_of_spaces_is_its_space_tokens(generator_run, capsys):
+    """`tfllm explain RUN "   "` was refused as empty while `tfllm generate RUN "   "` continues it: a character
+    model's space is a token. Only "" is empty for a generator; a classifier still refuses a text of spaces."""
+    assert main(["explain", generator_run, "   ", "--method", "occlusion", "--json"]) == 0
+    assert [t["token"] for t in json.loads(capsys.readouterr().out)["tokens"]] == [" "] * 3
+    assert load_explainer(generator_run).explain("  ").tokens == [" "] * 2
 
 
 def test_a_run_of_the_wrong_task_is_one_line(tmp_path, capsys):

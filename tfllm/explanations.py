@@ -405,7 +405,8 @@ class Explainer:
         if not isinstance(text, str):
             raise UserInputError(f"Explainer.explain takes one text (a string), got {type(text).__name__}; "
                                  "tfllm.explain(run, [text, ...]) takes a list.")
-        if not text.strip():
+        # A generator's spaces are tokens (`tfllm generate RUN "   "` continues them); a classifier's are not.
+        if not (text if self.generator else text.strip()):
             raise UserInputError("The text is empty; " + empty_text_message(self.generator))
         if self.generator:
             from tfllm.generation import refuse_unseen  # as `tfllm generate` refuses it: it would never continue it
