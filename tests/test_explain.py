@@ -873,6 +873,8 @@ def test_tokens_are_shown_as_the_text_they_cover(explainer, generator_run):
     cut = load_explainer(generator_run).explain("Before we " * 3, method="occlusion")  # past the window
     shown = _shown_text(render_terminal(cut, color=False).splitlines()[2])
     assert shown == ("Before we " * 3)[-len(cut.tokens):].replace(" ", "\u2423")  # its last tokens, spaces seen
+    # In JSON a space token's text is the space: a generator's texts were '␣', and joined were not the prompt.
+    assert "".join(t["text"] for t in cut.to_json()["tokens"]) == ("Before we " * 3)[-len(cut.tokens):]
 
 
 def test_noise_is_not_shown_as_strong_evidence(explainer):
@@ -977,7 +979,7 @@ def test_a_sentencepiece_lone_space_before_a_first_word_covers_no_character():
         assert e.tokens[0] == "\u2581" and e.spans[0] is None and e.shown_tokens[0] == "\u2423"
         assert [a for a, _ in e.spans[1:]] == [0] + [b for _, b in e.spans[1:-1]] and e.spans[-1][1] == len(prompt)
         assert "".join(e.shown_tokens[1:]) == prompt.replace(" ", "\u2423")
-        assert [t["text"] for t in e.to_json()["tokens"]] == e.shown_tokens
+        assert [t["text"] for t in e.to_json()["tokens"]] == [""] + [prompt[a:b] for a, b in e.spans[1:]]
 
 
 def test_a_generators_target_it_never_emits_is_refused(generator_run, capsys):

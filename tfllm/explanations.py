@@ -134,7 +134,8 @@ class Explanation:
 
     def to_json(self, with_attention=False):
         """`{"label", "probabilities", "method", "target", "tokens": [{"token", "text", "score"}, ...]}` ("token"
-        as the vocabulary spells it, "text" the input it covers, as shown), and where they apply `"completeness"`
+        as the vocabulary spells it, "text" the slice of the input it covers, "" where it covers none, so the
+        texts join back to the input as written), and where they apply `"completeness"`
         (integrated gradients' sum check), `"attention"` (`with_attention`) and `"tokens_left_out"` (tokens past
         the model's window) and `"views"` (the whole text's views)."""
         out = {
@@ -142,8 +143,8 @@ class Explanation:
             "probabilities": {k: float(v) for k, v in self.probabilities.items()},
             "method": self.method,
             "target": self.target,
-            "tokens": [{"token": t, "text": shown, "score": float(s)}
-                       for t, shown, s in zip(self.tokens, self.shown_tokens, self.scores)],
+            "tokens": [{"token": t, "text": covered, "score": float(s)}
+                       for t, covered, s in zip(self.tokens, self.covered_texts, self.scores)],
         }
         if self.completeness is not None:
             out["completeness"] = self.completeness
@@ -162,6 +163,15 @@ class Explanation:
         """Each token as the text has it (its span; a whitespace token made visible, e.g. '␣'), else as the
         vocabulary spells it."""
         return [piece for _, piece in _pieces(self)]
+
+    @property
+    def covered_texts(self):
+        """Each token's slice of the input ("" where it covers none), for machines: a generator's space token
+        was '␣', the terminal's symbol, so its JSON texts no longer joined back to the prompt. Without spans
+        (an explanation made by hand), the tokens as shown."""
+        if not self.spans or not any(self.spans):
+            return self.shown_tokens
+        return [self.text[span[0]:span[1]] if span else "" for span in self.spans]
 
     @property
     def scale(self):
