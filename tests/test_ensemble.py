@@ -224,6 +224,24 @@ def test_an_ensemble_is_explained_by_occlusion_and_the_other_methods_say_so(ense
 
 
 @pytest.mark.slow
+def test_an_ensemble_says_why_steps_and_attention_maps_do_not_apply(ensemble_run, tmp_path, capsys):
+    """`explain ENSEMBLE TEXT --steps 10` warned of occlusion, then refused "--steps ...; --method occlusion
+    takes none", a method the user never chose; `--html` wrote a page without attention maps, saying nothing.
+    Both now say that an ensemble is explained by occlusion / has no single attention map, and name members."""
+    from tfllm.cli import main
+
+    assert main(["explain", ensemble_run[0], "a fine film", "--steps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning" not in err and "--method occlusion takes none" not in err, err
+    assert "An ensemble is explained by occlusion" in err and "members/" in err, err
+    page = tmp_path / "why.html"
+    assert main(["explain", ensemble_run[0], "a fine film", "a dull film", "--html", str(page)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "attention map" in line]
+    assert len(notes) == 1 and "no single attention map" in notes[0] and "members/" in notes[0], notes
+    assert "No attention maps: an ensemble has no single attention map" in page.read_text()
+
+
+@pytest.mark.slow
 def test_an_ensembles_occlusion_shows_its_views_the_mean_of_its_members(ensemble_run, capsys):
     """The members' character and word n-gram views read the raw text, but an ensemble's explanation had no
     "views": deleting a word moved p a lot while its token scores stayed small, and nothing said why. The

@@ -566,7 +566,7 @@ def cmd_explain(args):
         raise unknown_label(args.target, runs.read_labels(args.run_dir))
 
     explainer = load_explainer(args.run_dir)
-    method = args.method or explainer.default_method()  # once: an ensemble's note is one line, not one a text
+    method = args.method or explainer.default_method(args.steps)  # once: an ensemble's note is one line
     explanations = [explainer.explain(text, method=method, target=args.target, steps=args.steps,
                                       with_attention=bool(args.html))
                     for text in args.texts]
@@ -578,6 +578,9 @@ def cmd_explain(args):
             print(render_terminal(explanation, color=color) + "\n")
     if args.html:
         _write_output(args.html, render_html(explanations), "--html")
+        if explanations[0].attention_note:  # the page says so too; once, not once a text
+            print(f"tfllm: note: {args.html} has no attention maps: {explanations[0].attention_note}.",
+                  file=sys.stderr)
         if not args.json:
             print(f"Wrote {args.html}")
 
@@ -629,7 +632,7 @@ def add_explain_parsers(sub):
                    help=r"the label to explain, by name, not index (a generator: the next token, \n for a newline); "
                         "default the predicted one")
     p.add_argument("--steps", type=int, default=None, help="integrated gradients' steps (default 50)")
-    p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page with attention maps (none for an ensemble: explain a member)")
     p.add_argument("--json", action="store_true",
                    help='print {"label", "probabilities", "method", "target" (null for attention), "tokens": [{"token", "text", "score"}]} '
                         'per text, plus "completeness", "tokens_left_out", "views" ({view: score}) and "views_note" where they apply')

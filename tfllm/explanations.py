@@ -109,6 +109,8 @@ class Explanation:
             integrated gradients and occlusion are changes of, and what the shown scale is tied to (`scale`).
         views_note: where the views carry more than half of the explained score (`views_share`), a line
             saying the token scores cover only the rest; else None.
+        attention_note: where attention maps were asked for (`with_attention`) and the model has none that
+            tfllm reads (an ensemble: one per member), why; else None.
     """
 
     text: str
@@ -126,6 +128,7 @@ class Explanation:
     views: dict | None = None
     spans: list | None = None
     target_probability: float | None = None
+    attention_note: str | None = None
 
     def _repr_html_(self):
         """Jupyter shows an explanation as `tfllm explain --html` draws it (one section, inline styles)."""
@@ -401,6 +404,14 @@ class Explainer:
                 self._embeddings.append((names["wide_ngrams"], "wide"))
             self._embeddings += self._views
         self._attention = _attention_layers(backbone)
+        # Why a page asked for attention maps (--html) has none: it was written without them, saying nothing.
+        self.no_attention = None
+        if self._attention is None:
+            self.no_attention = (
+                f"an ensemble has no single attention map (each of its {len(members)} members has its own); "
+                "explain a member (RUN_DIR/members/*) for its maps" if members else
+                f"this {self.kind}'s blocks are neither tfllm's nor KerasHub's Transformer blocks, whose attention "
+                "maps tfllm reads")
         self._fns = {}
 
     # --- inputs -----------------------------------------------------------------------------
@@ -685,11 +696,17 @@ class Explainer:
                     {s: float(probabilities[i]) for s, i in zip(self.next_token_strings(top), top)})
         return self.label_names[int(np.argmax(probabilities))], dict(zip(self.label_names, map(float, probabilities)))
 
-    def default_method(self):
+    def default_method(self, steps=None):
         """Integrated gradients, or occlusion (with a warning) for an ensemble: the README's plain
-        `tfllm explain RUN "text"` was an error on an ensemble run."""
+        `tfllm explain RUN "text"` was an error on an ensemble run. With `steps` (integrated gradients' own
+        option) an ensemble is refused in its own words: it warned of occlusion, then refused --steps for
+        "--method occlusion", a method the user never chose."""
         if self._embeddings is not None:
             return "integrated_gradients"
+        if steps is not None:
+            raise UserInputError(f"An ensemble is explained by occlusion (integrated gradients needs one model's "
+                                 f"token embedding, and this {type(self.model).__name__} has one per member), so "
+                                 "--steps does not apply: drop it, or explain one member (RUN_DIR/members/*).")
         from tfllm.errors import warn
 
         warn(f"explaining by occlusion: integrated gradients (the default) needs one token embedding, and this "
@@ -708,7 +725,7 @@ class Explainer:
                 `DEFAULT_STEPS`); the other methods take none.
             with_attention: also attach the attention maps (for an HTML page), whatever the method.
         """
-        method = method or self.default_method()
+        method = method or self.default_method(steps)
         if method not in METHODS:
             raise UserInputError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
         # Options a method would ignore are refused: they were accepted, and the output looked as if they counted.
@@ -763,6 +780,8 @@ class Explainer:
         explanation.tokens_left_out = self._tokens_left_out(text, is_text)
         explanation.views = views or None
         explanation.spans = self.spans(text, explanation.tokens)
+        if with_attention and attention is None:
+            explanation.attention_note = self.no_attention
         return explanation
 
     def _tokens_left_out(self, text, is_text):
@@ -1181,7 +1200,7 @@ def explain(model, text, method=None, target=None, steps=None, label_names=None,
     if isinstance(text, (list, tuple)):  # as `tfllm explain RUN TEXT...` takes many (a list was refused)
         if not text:
             raise UserInputError("explain got an empty list; pass a text or a list of texts.")
-        method = method or explainer.default_method()  # an ensemble's warning once, not once a text
+        method = method or explainer.default_method(steps)  # an ensemble's warning once, not once a text
         return [explainer.explain(t, method=method, target=target, steps=steps, with_attention=with_attention)
                 for t in text]
     return explainer.explain(text, method=method, target=target, steps=steps, with_attention=with_attention)
@@ -1376,6 +1395,8 @@ def _section_html(e):
         section.append(f"{note}Completeness: attributions sum {c['sum']:+.4f}; score(text) "
                        f"{c['score']:.4f} − score(baseline) {c['baseline_score']:.4f} = {c['difference']:+.4f} "
                        f"(error {c['error']:.4f}, {c['steps']} steps).</p>")
+    if e.attention_note:
+        section.append(f"{note}No attention maps: {html.escape(e.attention_note)}.</p>")
     if e.attention:
         tokens = e.attention["tokens"]
         maps = e.attention["layers"]
