@@ -216,6 +216,25 @@ def test_a_run_directory_that_is_not_a_path_is_one_clear_error():
         runs.load_task(None)  # was a TypeError from os.path
 
 
+def test_a_folder_that_is_no_run_is_named_as_each_command_takes_it(tmp_path, capsys):
+    """`tfllm explain runs/nope TEXT` said "Pass the --run-dir of a training run", a flag explain (and predict,
+    evaluate, export, generate, translate) do not take: each takes the run as RUN_DIR. A Python caller is
+    told of its run directory, not of RUN_DIR or a flag."""
+    from tfllm import runs
+    from tfllm.cli import main
+
+    nope = str(tmp_path / "nope")
+    for command in (["explain", nope, "a film"], ["predict", nope, "a film"], ["evaluate", nope],
+                    ["export", nope, "--name", "m"], ["generate", nope, "Once"], ["translate", nope, "hello"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Pass the RUN_DIR of a training run" in err, (command, err)
+        assert "Pass the --run-dir" not in err, (command, err)
+    with pytest.raises(UserInputError) as error:
+        runs.check_finished(nope)
+    assert "Pass the run directory of a training run" in str(error.value) and "RUN_DIR" not in str(error.value)
+
+
 def test_classification_report_refuses_what_it_cannot_score():
     from tfllm.evaluation import classification_report
 

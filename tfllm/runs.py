@@ -432,11 +432,19 @@ def missing_files(run_dir):
     return [name for name in _FINISHED_FILES if not os.path.exists(path(run_dir, name))]
 
 
+def pass_a_run():
+    """The fix for a path that holds no run, in the caller's words. Every command that reads a run (predict,
+    evaluate, export, generate, translate, explain) takes it as RUN_DIR, no flag: it said "Pass the --run-dir of
+    a training run", which those commands refuse, and a notebook read the flag as `run_dir=`."""
+    return errors.spelled("Pass the RUN_DIR of a training run (the folder `tfllm train --run-dir` wrote).",
+                          python="Pass the run directory of a training run (its TrainConfig's run_dir).")
+
+
 def check_finished(run_dir):
     """Raises a one-line `UserInputError` unless `run_dir` holds a finished tfllm run."""
     if not isinstance(run_dir, (str, os.PathLike)):
         raise UserInputError(f"A run directory is a path (str or pathlib.Path), got {type(run_dir).__name__}: "
-                             f"{run_dir!r}. Pass the --run-dir of a training run.")
+                             f"{run_dir!r}. {pass_a_run()}")
     run_dir = os.fspath(run_dir)  # messages name a pathlib.Path as the user wrote it, not PosixPath('...')
     if is_old_format(run_dir):
         raise UserInputError(
@@ -455,8 +463,7 @@ def check_finished(run_dir):
                 f"{run_dir!r} is a KerasHub preset ({preset}), not a tfllm run. Fine-tune it into one"
                 f"{' (a classifier keeps its backbone and tokenizer, with a new head)' if task == 'classify' else ''}: "
                 f"{train_command(task, data='DATA', from_preset=run_dir, run_dir='RUN')}, then use RUN.")
-        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). "
-                             "Pass the --run-dir of a training run.")
+        raise UserInputError(f"{run_dir!r} is not a tfllm run directory (no {RUN_CONFIG}). {pass_a_run()}")
     missing = missing_files(run_dir)
     if missing:
         raise UserInputError(f"{run_dir!r} holds a finished run that has lost {', '.join(missing)} since. Put "

@@ -34,7 +34,7 @@ QUANTIZE_MODES = {
 def check_run_dir(run_dir):
     """The run's config as a dict, or `UserInputError` if the run is missing or unfinished."""
     if not os.path.isdir(run_dir):
-        raise UserInputError(f"Run directory {run_dir!r} does not exist. Pass the --run-dir of a finished training run.")
+        raise UserInputError(f"Run directory {run_dir!r} does not exist. {runs.pass_a_run()}")
     task = runs.exportable_task(run_dir)
     return {**runs.read_config(run_dir), "task": task}  # a causal pretraining run exports as the generator it is
 
