@@ -385,7 +385,7 @@ def test_an_ensemble_of_three_classes_is_explained_with_its_own_probabilities():
 @pytest.mark.slow
 def test_a_keras_hub_bert_classifier(tmp_path):
     keras.utils.set_random_seed(0)
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + ["zebra"]
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + ["zebra", "f", "##i", "##n", "##e"]
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
     backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocabulary), num_layers=2, num_heads=2,
                                              hidden_dim=16, intermediate_dim=32, max_sequence_length=16)
@@ -400,6 +400,10 @@ def test_a_keras_hub_bert_classifier(tmp_path):
     assert e.completeness["error"] < 0.01 * abs(e.completeness["difference"]) + 2e-4
     assert np.array(e.attention["layers"]).shape == (2, 2, 7, 7)  # [CLS] ... [SEP]
     assert explainer.explain(text, method="attention").scores  # rollout from the [CLS] row
+    # "Café" is unknown: its [UNK] was 'Ca', and "ﬁne"'s 'f' was Café's f. [UNK] is the word; 'ﬁ' is 'f''s.
+    shown = explainer.explain("Café ﬁne", method="occlusion").to_json()["tokens"]
+    assert [(t["token"], t["text"]) for t in shown] == [("[UNK]", "Café"), ("f", "ﬁ"), ("##i", ""), ("##n", "n"),
+                                                        ("##e", "e")]
 
 
 @pytest.mark.slow
