@@ -310,3 +310,29 @@ def test_a_tilde_the_shell_left_alone_is_the_home_folder(tiny_classifier_run, tm
     named = {a.dest for p in commands for a in p._actions
              if words & set(a.dest.split("_")) and a.dest not in {*IGNORED_TF_SERVING_FLAGS, "lm_weight"}}
     assert named <= set(PATH_ARGUMENTS), named - set(PATH_ARGUMENTS)
+
+
+@pytest.mark.slow
+def test_a_tilde_in_a_python_api_path_is_the_home_folder(tiny_classifier_run, tmp_path, monkeypatch):
+    """`export_classifier(run, name, base_dir="~/sm")` and an export's `out="~/tfl out"` from a notebook made a
+    folder named '~' in the working directory, and `list_models("~/sm")` read it, where the command and
+    TrainConfig expand `~` (config.expand_home)."""
+    import re
+
+    from tfllm.export.saved_model import export_classifier
+    from tfllm.export.versioning import write_out_dir
+    from tfllm.serving import list_models, prune, serve
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert export_classifier(tiny_classifier_run, "pyrev", base_dir="~/sm") == str(home / "sm" / "pyrev" / "1")
+    assert [model["name"] for model in list_models("~/sm")] == ["pyrev"]
+    assert list(prune("~/sm", "pyrev", 1)) == []
+    # Every exporter's out goes through write_out_dir (export_tflite's, the command's --out).
+    written = write_out_dir("~/tfl out", lambda folder: open(os.path.join(folder, "parity.json"), "w").close())
+    assert written == str(home / "tfl out") and os.path.exists(home / "tfl out" / "parity.json")
+    with pytest.raises(UserInputError, match=re.escape(repr(str(home / "none")))):
+        serve("~/none")
+    assert not (tmp_path / "~").exists()

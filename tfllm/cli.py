@@ -16,7 +16,7 @@ import sys
 import threading
 import warnings
 
-from tfllm.config import PRECISIONS, SAMPLING_DEFAULTS, TOKENIZER_KINDS, read_escapes
+from tfllm.config import PRECISIONS, SAMPLING_DEFAULTS, TOKENIZER_KINDS, expand_home, read_escapes
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -1116,9 +1116,8 @@ def _expand_home(args):
     word: `--base-dir=~/models`, a quoted '~/models' or a Makefile variable reached tfllm as is, and made a
     folder named `~` in the working directory."""
     for name in PATH_ARGUMENTS:
-        value = getattr(args, name, None)
-        if isinstance(value, str) and value.startswith("~"):
-            setattr(args, name, os.path.expanduser(value))
+        if getattr(args, name, None) is not None:
+            setattr(args, name, expand_home(getattr(args, name)))
 
 
 @contextlib.contextmanager

@@ -205,13 +205,24 @@ def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=No
                              f"got {seed!r}.")
 
 
+def expand_home(value):
+    """`value` (a str or a notebook's pathlib.Path) as a str, with a `~` at its start as the home folder; other
+    values as they are, for the caller's own check. Every path a user types goes through it: the shell expands `~`
+    only where it starts a word, and Python never does, so `base_dir="~/models"` in a notebook (or a quoted
+    '~/models' on a command line) made a folder named `~` in the working directory."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value.startswith("~"):
+        return os.path.expanduser(value)
+    return value
+
+
 def data_path(value, what, why=""):
     """`value`, a file or folder path or a bundled name, as a str (a notebook's pathlib.Path too); one
     UserInputError naming `what` for anything else (texts held in memory: a list, a DataFrame)."""
     from tfllm.errors import UserInputError
 
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
+    value = expand_home(value)
     if isinstance(value, str) and value:
         return value
     # reprlib: a notebook's DataFrame or list of rows printed whole, megabytes of it.
@@ -281,9 +292,8 @@ class TrainConfig:
             if isinstance(value, os.PathLike):  # a notebook's pathlib.Path: the str it names (run.json is JSON)
                 value = os.fspath(value)
                 setattr(self, field.name, value)
-            if field.name in ("data", "run_dir", "unlabeled", "from_preset") and isinstance(value, str) \
-                    and value.startswith("~"):  # '~/runs/x' typed in a notebook made a folder named '~'
-                value = os.path.expanduser(value)
+            if field.name in ("data", "run_dir", "unlabeled", "from_preset"):  # '~/runs/x' made a folder named '~'
+                value = expand_home(value)
                 setattr(self, field.name, value)
             if field.name in ("data", "run_dir") and value in (None, ""):  # a TypeError or FileNotFoundError('')
                 raise UserInputError(f"TrainConfig {field.name} must be " + (

@@ -20,6 +20,7 @@ import struct
 import tempfile
 import time
 
+from tfllm.config import expand_home
 from tfllm.errors import DiskFull, UserInputError, full_disk_file, full_disk_reason, make_room, warn
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -220,6 +221,7 @@ def atomic_version_dir(base_dir, name, fmt="saved_model"):
     get two versions. On any exception the temporary folder is removed and
     nothing appears under `base_dir/name`.
     """
+    base_dir = expand_home(base_dir)  # every exporter's base_dir: the Python API's "~/models" is the home folder's
     validate_export_name(name, base_dir)
     check_format_beside(base_dir, name, fmt)
     model_dir = os.path.join(base_dir, name)
@@ -363,7 +365,7 @@ def write_out_dir(out, write, task=None):
     generator's without a word.
     """
     _refuse_empty_out(out)  # the Python API's out="" (the command refuses it earlier)
-    out = os.path.abspath(out)
+    out = os.path.abspath(expand_home(out))  # out="~/app" from Python: the home folder's, as the command's
     if out.endswith(".tflite"):
         raise UserInputError(f"--out {out!r} names a file; pass the folder that should hold model.tflite and its assets.")
     if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "parity.json")):

@@ -10,6 +10,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+from tfllm.config import expand_home
 from tfllm.errors import UserInputError
 from tfllm.export import versioning
 
@@ -113,6 +114,7 @@ def list_models(base_path: str) -> list[dict]:
     Raises:
         UserInputError: if `base_path` is not a folder.
     """
+    base_path = expand_home(base_path)  # "~/models" from Python, as the command takes it
     if not os.path.isdir(base_path):
         raise UserInputError(
             f"{base_path!r} is not a folder; pass the folder that holds "
@@ -258,6 +260,7 @@ def prune(base_path: str, name: str, keep: int) -> list[int]:
     """
     if keep < 1:
         raise UserInputError(f"--keep must be at least 1, got {keep}.")
+    base_path = expand_home(base_path)
     every_export = scan(base_path, files=(SAVED_MODEL_FILE, TFLITE_FILE))
     if not every_export.get(name):
         known = ", ".join(every_export) or "none"

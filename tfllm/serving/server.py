@@ -30,6 +30,7 @@ import threading
 import time
 
 from tfllm import errors, runs
+from tfllm.config import expand_home
 from tfllm.errors import UserInputError
 from tfllm.export import versioning
 from tfllm.serving.connections import DEFAULT_INTER_OP_THREADS, ConnectionLimits, protocol_class
@@ -295,6 +296,7 @@ def serve(model_base_path: str | None = None, host: str = "127.0.0.1", port: int
     """
     import uvicorn
 
+    model_base_path, model_config_file = expand_home(model_base_path), expand_home(model_config_file)  # from Python
     models = None
     if model_name is not None:
         if model_config_file is not None or not model_base_path:
