@@ -1233,3 +1233,33 @@ def test_an_interrupted_run_tells_a_python_caller_to_call_its_training_function_
     monkeypatch.setattr(errors, "command_running", True)
     with pytest.raises(UserInputError, match=r"did not finish\. Run its training command again to resume it\.$"):
         runs.check_finished(run_dir)
+
+
+@pytest.mark.slow
+def test_a_run_trained_into_a_tilde_path_loads_from_the_same_path(tiny_classifier_run, tmp_path, monkeypatch):
+    """`TrainConfig(run_dir="~/py run é")` trains into the home folder; every Python function that opens a run
+    then said "'~/py run é' is not a tfllm run directory" of that same path (runs.run_dir_argument)."""
+    import shutil
+
+    import tfllm
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.export.saved_model import export_classifier
+    from tfllm.generation import generate
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    typed = "~/py run é"
+    shutil.copytree(tiny_classifier_run, TrainConfig(data="rotten_tomatoes", run_dir=typed).run_dir)
+    labels = runs.read_labels(tiny_classifier_run)
+    assert tfllm.predict(typed, ["a fine film"])[0]["label"] in labels
+    assert tfllm.load_run(typed)[1] == labels
+    assert list(runs.load_task(typed).label_names) == labels
+    assert tfllm.explain(typed, "a fine film").label in labels
+    assert "accuracy" in tfllm.evaluate(typed)
+    assert export_classifier(typed, "pyrev", base_dir=str(tmp_path / "sm")) == str(tmp_path / "sm" / "pyrev" / "1")
+    with pytest.raises(UserInputError, match="holds a text classifier that does not generate text"):
+        generate(typed, ["a fine"])  # found as the classifier it is, not "not a tfllm run directory"
+    assert not (tmp_path / "~").exists()

@@ -1191,7 +1191,7 @@ def explain(model, text, method=None, target=None, steps=None, label_names=None,
     from tfllm import runs
 
     if isinstance(model, (str, os.PathLike)):
-        explainer = cached_explainer(os.fspath(model))
+        explainer = cached_explainer(runs.run_dir_argument(model, "explain"))
     elif isinstance(model, Explainer):
         explainer = model
     else:  # a loaded task: one Explainer per model (a new one each call traced its functions again)

@@ -655,6 +655,7 @@ def shown(text, limit=60):
 def load_generator(run_dir, jit_compile=True, dtype=None):
     """The `Generator` of a finished text-generation (or causal pretraining) run directory
     (`dtype`: as `runs.load_task`'s)."""
+    run_dir = runs.run_dir_argument(run_dir, "load_generator")
     task = runs.task_of(run_dir)
     if task == "translate":
         raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES[task]}: use `tfllm translate {runs.shell_path(run_dir)} TEXT`.")

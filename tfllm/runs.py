@@ -35,7 +35,7 @@ import tempfile
 import threading
 
 from tfllm import errors
-from tfllm.config import TrainConfig
+from tfllm.config import TrainConfig, expand_home
 from tfllm.errors import UserInputError
 
 RECORDS = "tfllm"  # tfllm's own files, in a folder of their own so they never collide with KerasHub's
@@ -284,10 +284,12 @@ def takes_named_options(function):
 
 
 def run_dir_argument(value, function, others=""):
-    """`value` as a path string, or a one-line error saying what `function` takes (`others`: beside a run
-    directory): None or a loaded model failed deep in os.path with a TypeError."""
+    """`value` as a path string, a `~` at its start the home folder, or a one-line error saying what `function`
+    takes (`others`: beside a run directory): None or a loaded model failed deep in os.path with a TypeError.
+    Every Python function that opens a run takes its argument through here: `TrainConfig(run_dir="~/runs/x")`
+    trained into the home folder, and `tfllm.predict("~/runs/x", ...)` then called it "not a tfllm run directory"."""
     if isinstance(value, (str, os.PathLike)):
-        return os.fspath(value)
+        return expand_home(value)
     raise UserInputError(f"{function} takes the path of a run directory{others}, got {type(value).__name__} "
                          f"{reprlib.repr(value)}.")
 
@@ -637,8 +639,9 @@ def _load_task(run_dir, kind, dtype):
 
     import tfllm.models  # noqa: F401  (registers tfllm's classes for from_preset)
 
-    if isinstance(run_dir, os.PathLike):  # KerasHub's from_preset takes only a str
-        run_dir = os.fspath(run_dir)
+    # KerasHub's from_preset takes only a str; "~/runs/x" is the home folder's, as TrainConfig trained it
+    # (not run_dir_argument: anything else is check_finished's to refuse, once the arguments are checked).
+    run_dir = expand_home(run_dir)
     # The arguments are checked before loading: inside `loading` a bad one read as a damaged run ("restore its
     # files from a copy, or train it again"), and kind="foo" was an AttributeError on `from_preset`.
     if dtype is not None:

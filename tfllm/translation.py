@@ -618,7 +618,7 @@ def translate(model_or_run_dir, sources, **options):
     translator = runs.decoder_of(model_or_run_dir, "translate", Translator, keras_hub.models.Seq2SeqLM, _BY_MODEL,
                                  Translator, cached_translator)
     if isinstance(model_or_run_dir, (str, os.PathLike)):
-        options = _named_aids(translator, os.fspath(model_or_run_dir), options)
+        options = _named_aids(translator, runs.run_dir_argument(model_or_run_dir, "translate"), options)
     return translator.translate(sources, **options)
 
 

@@ -31,6 +31,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tfllm import runs
 from tfllm.config import EXPORT_MAX_NEW_TOKENS
 from tfllm.export.versioning import atomic_version_dir, write_archive
 from tfllm.generation import (BATCH_BUCKETS, WIDTH_BUCKET, WIDTH_BUCKETS, Generator, decode_function,  # noqa: F401
@@ -213,6 +214,7 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
     >>> export_causal_lm("runs/shakespeare", "shakespeare")
     'savedmodels/shakespeare/1'
     """
+    run_dir = runs.run_dir_argument(run_dir, "export_causal_lm")
     generator = load_generator(run_dir, dtype="float32")  # see runs.load_task: exports compute in float32
     archive = generation_archive(generator.model, generator.tokenizer, document_start=generator.document_start)
 

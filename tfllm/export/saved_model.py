@@ -77,6 +77,7 @@ def classifier_archive(model, label_names):
 
 def export_classifier(run_dir, name, base_dir="savedmodels", warmup_texts=None):
     """Writes `base_dir/name/<next version>/` atomically; returns its path."""
+    run_dir = runs.run_dir_argument(run_dir, "export_classifier")
     # export_classifier is Python's alone (`tfllm export` picks the exporter by the run's task): name the one to call.
     task = runs.task_of(run_dir)
     if task == "pretrain" and runs.read_config(run_dir).get("objective") == "causal":

@@ -123,6 +123,7 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
     >>> export_seq2seq("runs/cedict", "cedict")
     'savedmodels/cedict/1'
     """
+    run_dir = runs.run_dir_argument(run_dir, "export_seq2seq")
     runs.require_task(run_dir, "translate")
     model = runs.load_translation_task(run_dir, dtype="float32")  # see runs.load_task
     archive = translation_archive(model)

@@ -64,6 +64,7 @@ def export_tflite(run_dir, name, base_dir="savedmodels", quantize="none", out=No
             apply to the model kind, or int8 has too little calibration data.
     """
     require_tflite("A TFLite export")  # it runs the converted model to check its parity
+    run_dir = runs.run_dir_argument(run_dir, "export_tflite")
     config = check_run_dir(run_dir)
     task = config.get("task", "classify")
     if task == "translate":  # its encode and decode steps, as `tfllm export --format tflite` writes them

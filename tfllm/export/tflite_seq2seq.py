@@ -139,6 +139,7 @@ def export_seq2seq_tflite(run_dir, name, base_dir="savedmodels", quantize="none"
     from tfllm.datasets.pairs import load_pair_data
 
     require_tflite("A TFLite export")  # it runs the converted model to check its parity
+    run_dir = runs.run_dir_argument(run_dir, "export_seq2seq_tflite")
     runs.require_task(run_dir, "translate")
     if quantize not in ("none", "dynamic", "float16"):
         raise UserInputError(f"--quantize {quantize!r} is not supported for a translation model; "

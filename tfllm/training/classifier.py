@@ -431,6 +431,7 @@ def compile_classifier(model, preset, steps_per_epoch=None):
 
 def load_run(run_dir):
     """(task, label_names, recipe) of a finished classification run; the task has its preprocessor."""
+    run_dir = runs.run_dir_argument(run_dir, "load_run")
     runs.require_task(run_dir, "classify", hint=runs.classifier_hint(run_dir))
     return runs.load_task(run_dir), runs.read_labels(run_dir), runs.read_recipe(run_dir)
 
