@@ -1489,3 +1489,29 @@ def test_pretrain_help_lists_each_objectives_presets(capsys):
     assert info.value.code == 0
     for objective, task in (("mlm", "pretrain"), ("causal", "generate"), ("vectors", "vectors")):
         assert f"{objective}: {', '.join(sorted(PRESETS[task]))} (tfllm presets {task} NAME)" in said
+
+
+@pytest.mark.slow
+def test_the_commands_printed_for_a_run_directory_starting_with_a_dash_run_as_given(tmp_path, capsys, monkeypatch):
+    """`--run-dir=-dashrun` printed `tensorboard --logdir -dashrun/logs`, which TensorBoard read as an option
+    ("argument --logdir: expected one argument"), and `tfllm predict -dashrun ...` hints that argparse refused
+    the same way (errors.shell_path)."""
+    import re
+    import shlex
+
+    from tensorboard import program
+
+    from tfllm.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    result = main_in_process(capsys, "train", "--data", "rotten_tomatoes", "--preset", "tiny", "--max-rows", "300",
+                             "--epochs", "1", "--run-dir=-dashrun")
+    assert result.returncode == 0, result.stderr
+    hint = re.search(r"\(TensorBoard: (tensorboard .*)\)$", result.stdout, re.M).group(1)
+    board = program.TensorBoard()
+    board.configure(argv=shlex.split(hint))  # TensorBoard's own parser: it exits 2 on the option-like path
+    assert os.path.samefile(board.flags.logdir, tmp_path / "-dashrun" / "logs")
+    result = main_in_process(capsys, "predict", "./-dashrun", " ")  # an empty text: the error shows the command
+    assert result.returncode == 2
+    command = re.search(r"(tfllm predict .*?\"[^\"]*\")", result.stderr).group(1)
+    assert os.path.samefile(build_parser().parse_args(shlex.split(command)[1:]).run_dir, tmp_path / "-dashrun")

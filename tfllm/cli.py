@@ -10,13 +10,13 @@ import itertools
 import json
 import os
 import re
-import shlex
 import signal
 import sys
 import threading
 import warnings
 
 from tfllm.config import PRECISIONS, SAMPLING_DEFAULTS, TOKENIZER_KINDS, expand_home, read_escapes
+from tfllm.errors import shell_path
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise on a CLI.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -110,7 +110,7 @@ def _train(config):
         print(f"\nValidation: {json.dumps(metrics['val'])}")
         task = "generate" if config.objective == "causal" else "classify"  # a decoder generates; an encoder classifies
         print(f"Run directory (a KerasHub preset): {config.run_dir}  "
-              f"(fine-tune: tfllm train --task {task} --from-preset {shlex.quote(config.run_dir)} ...)")
+              f"(fine-tune: tfllm train --task {task} --from-preset {shell_path(config.run_dir)} ...)")
     elif config.task == "classify":
         from tfllm.training.classifier import train_classifier
 
@@ -125,7 +125,7 @@ def _train(config):
         for member in metrics.get("members", []):  # --ensemble N
             print(f"  member {member['run_dir']}: accuracy {member['test_accuracy']:.4f}, "
                   f"{member['parameters']:,} parameters (the ensemble: {metrics['parameters']:,})")
-        logs = shlex.quote(os.path.join(config.run_dir, "logs"))  # a command to paste: a path with spaces quoted
+        logs = shell_path(os.path.join(config.run_dir, "logs"))  # a command to paste: a path with spaces quoted
         print(f"Run directory: {config.run_dir}  (TensorBoard: tensorboard --logdir {logs})")
     elif config.task == "translate":
         from tfllm.training.seq2seq import train_seq2seq
@@ -139,7 +139,7 @@ def _train(config):
             print(f"  {key:14s} {metrics['test'][key]:.4f}{note}")
             if key == "bleu" and "bleu_note" in metrics["test"]:
                 print(f"  {'':14s} ({metrics['test']['bleu_note']})")
-        print(f"Run directory: {config.run_dir}  (translate: tfllm translate {shlex.quote(config.run_dir)} TEXT)")
+        print(f"Run directory: {config.run_dir}  (translate: tfllm translate {shell_path(config.run_dir)} TEXT)")
     else:
         from tfllm.training.causal_lm import train_causal_lm
 
@@ -182,13 +182,13 @@ def _input_texts(args, verb, example, text_column="text", read=None):
     would be answered wrongly."""
     from tfllm.errors import UserInputError
 
-    command = f"tfllm {args.command} {shlex.quote(args.run_dir)} \"{example}\""
+    command = f"tfllm {args.command} {shell_path(args.run_dir)} \"{example}\""
     if args.text_column is not None and args.file is None:
         raise UserInputError("--text-column names the column of a --file CSV/JSONL; pass --file too, or leave it out.")
     if args.file is None and len(args.texts) == 1 and os.path.isfile(args.texts[0]):
         # `tfllm predict RUN reviews.txt` classified the file's name, with a confident label.
         raise UserInputError(f"{args.texts[0]!r} is a file: to {verb} its lines (or a CSV/JSONL's {text_column!r} "
-                             f"column) pass --file {shlex.quote(args.texts[0])}.")
+                             f"column) pass --file {shell_path(args.texts[0])}.")
     if not args.texts and args.file is None:
         raise UserInputError(f"Pass the texts to {verb}, e.g. {command}, or --file PATH (one text per line, or a "
                              f"CSV/JSONL's {text_column!r} column; - for stdin).")
@@ -437,7 +437,7 @@ def cmd_generate(args):
     if not args.run_dir:
         if os.path.isdir(args.prompt):  # `tfllm generate RUN`: argparse filled the prompt, which comes first, with it
             raise UserInputError(f"No prompt after the run directory {args.prompt!r}: pass the text to continue, "
-                                 f"e.g. tfllm generate {shlex.quote(args.prompt)} \"ROMEO:\".")
+                                 f"e.g. tfllm generate {shell_path(args.prompt)} \"ROMEO:\".")
         raise UserInputError("Pass the RUN_DIR of a trained text generator (or --tflite FILE) before the prompt.")
     from tfllm.datasets.text import unix_newlines
 
@@ -559,7 +559,7 @@ def cmd_explain(args):
         from tfllm.explanations import empty_text_message
 
         raise UserInputError(f"Text {empty[0]} is empty; "
-                             + empty_text_message(task == "generate", shlex.quote(args.run_dir)))
+                             + empty_text_message(task == "generate", shell_path(args.run_dir)))
     from tfllm.explanations import load_explainer, render_html, render_terminal, unknown_label
 
     if task == "classify" and args.target is not None and args.target not in runs.read_labels(args.run_dir):
@@ -665,7 +665,7 @@ def cmd_tune(args):
               f"{json.dumps(best['values'])}")
         uses = {"classify": "predict, explain", "generate": "generate from", "translate": "translate with"}[args.task]
         print(f"Best run (export, evaluate, {uses} it): {os.path.join(args.run_dir, best['copied_to'])}  "
-              f"(TensorBoard HParams: tensorboard --logdir {shlex.quote(args.run_dir)})")
+              f"(TensorBoard HParams: tensorboard --logdir {shell_path(args.run_dir)})")
 
 
 def add_tune_parsers(sub):

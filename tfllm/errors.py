@@ -6,6 +6,7 @@ import errno
 import importlib.util
 import os
 import re
+import shlex
 import sys
 import warnings
 
@@ -149,6 +150,14 @@ def warn(message):
                                  or frame.f_code.co_filename == contextlib.__file__):
         level, frame = level + 1, frame.f_back
     warnings.warn(message, TfllmWarning, stacklevel=level if frame is not None else 2)
+
+
+def shell_path(path):
+    """`path` as a command to paste names it: quoted if it has spaces or shell characters, and after `./` if it
+    starts with `-`, which a command reads as an option (`tensorboard --logdir -dashrun/logs` said "expected one
+    argument", `tfllm predict -dashrun TEXT` "unrecognized arguments")."""
+    path = os.fspath(path)
+    return shlex.quote(os.path.join(os.curdir, path) if path.startswith("-") else path)
 
 
 def spelled(message, python=None):

@@ -28,7 +28,6 @@ import fcntl  # POSIX only (Linux, macOS): the run directory's lock; Windows is 
 import json
 import os
 import reprlib
-import shlex
 import shutil
 import stat
 import tempfile
@@ -57,9 +56,7 @@ TASK_NAMES = {"classify": "a text classifier", "generate": "a text generator", "
               "translate": "a translation model"}
 
 
-def shell_path(run_dir):
-    """`run_dir` as a command to paste names it (quoted if it has spaces or shell characters)."""
-    return shlex.quote(os.fspath(run_dir))
+shell_path = errors.shell_path  # `run_dir` as a command to paste names it (quoted, `./` before a leading '-')
 
 
 # The function that trains each task: what a Python caller is told where a command is told `tfllm train ...`.

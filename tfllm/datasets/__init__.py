@@ -18,12 +18,11 @@ import os
 import random
 import re
 import reprlib
-import shlex
 import sys
 import zlib
 
 from tfllm.config import data_path
-from tfllm.errors import UserInputError, note, warn
+from tfllm.errors import UserInputError, note, shell_path, warn
 
 SPLITS = ("train", "val", "test")
 MAX_FIELD_BYTES = 64 * 2**20  # longest CSV/TSV field read
@@ -106,9 +105,9 @@ def _reencoding(path, encoding):
     folder, name = os.path.split(path)
     gzipped = name.lower().endswith(".gz")
     stem, extension = os.path.splitext(name[:-3] if gzipped else name)
-    fixed = shlex.quote(os.path.join(folder, f"{stem}-utf8{extension}{'.gz' * gzipped}"))
-    return "Re-save it as UTF-8, e.g. " + (f"`zcat {shlex.quote(path)} | {iconv} | gzip > {fixed}`" if gzipped else
-                                           f"`{iconv} {shlex.quote(path)} > {fixed}`")
+    fixed = shell_path(os.path.join(folder, f"{stem}-utf8{extension}{'.gz' * gzipped}"))
+    return "Re-save it as UTF-8, e.g. " + (f"`zcat {shell_path(path)} | {iconv} | gzip > {fixed}`" if gzipped else
+                                           f"`{iconv} {shell_path(path)} > {fixed}`")
 
 
 def _decoded(raw_lines, named, path, gzipped=False):
@@ -123,8 +122,8 @@ def _decoded(raw_lines, named, path, gzipped=False):
             # "or gunzip it" failed for most names: gunzip refuses a name without .gz ("unknown suffix -- ignored").
             stem, extension = os.path.splitext(path)
             raise UserInputError(f"{named} is gzip-compressed; name it {os.path.basename(path)}.gz (tfllm reads .gz "
-                                 f"files as they are), or decompress it: `gunzip -c {shlex.quote(path)} > "
-                                 f"{shlex.quote(f'{stem}-plain{extension}')}`.")
+                                 f"files as they are), or decompress it: `gunzip -c {shell_path(path)} > "
+                                 f"{shell_path(f'{stem}-plain{extension}')}`.")
         if number == 1 and raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # zip's, and old Office's, magic
             # Told "not UTF-8 text ... iconv -f latin1", a user made junk of it that then trained or was classified.
             if (path or "").lower().endswith((".xlsx", ".xlsm", ".xls")):
