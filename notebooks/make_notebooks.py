@@ -323,11 +323,12 @@ MULTILINGUAL = [
     md("""
         ## Predict
 
-        Sentences the model has not seen, including new combinations.
+        Sentences the model has not seen: every subject-verdict combination is in
+        the data above, so these reorder a review, add a word or change a subject.
     """),
     code("""
         model, label_names, _ = load_run(RUN_DIR)  # the task, with its preprocessor (tokenizer + packing)
-        sentences = ["这家餐厅真是太棒了。", "这部电影完全是浪费时间。", "他们的音乐让人感动。", "这个手机质量很差。"]
+        sentences = ["我特别喜欢这家餐厅。", "这本书让人很失望。", "他们的音乐让人感动。", "这个游戏太无聊了。"]
         for sentence, p in zip(sentences, predict_probabilities(model, sentences)):
             print(f"{label_names[p.argmax()]} ({p.max():.2f})  {sentence}")"""),
     md("""

@@ -6,9 +6,12 @@ error, draw its figures inline and leave its run directory with metrics and
 TensorBoard logs.
 """
 
+import ast
+import csv
 import glob
 import json
 import os
+import re
 
 import pytest
 
@@ -183,3 +186,18 @@ def test_notebook_02_train_cell_starts_from_clean_logs():
     # Rerunning the train cell alone appended a second set of epochs to the same logs/ (two TensorBoard curves).
     source = cell_with(make_notebooks().GENERATION, "history = model.fit(")
     assert 0 <= source.find("shutil.rmtree(log_dir") < source.find("model.fit(")
+
+
+def test_notebook_04_predicts_sentences_that_are_not_in_its_data(tmp_path, monkeypatch):
+    """Notebook 04's "sentences the model has not seen" were three rows of the data it had just written."""
+    cells = make_notebooks().NOTEBOOKS["04_multilingual.ipynb"]
+    monkeypatch.chdir(tmp_path)
+    setup = cell_with(cells, "DATA_FILE = ")
+    data_cell = cell_with(cells, "subjects = [")
+    names = {"QUICK": True}
+    exec("import csv, itertools, os, random\n" + setup.split("RUN_DIR")[0] + data_cell, names)  # writes DATA_FILE
+    with open(names["DATA_FILE"], encoding="utf-8") as f:
+        texts = {row["text"] for row in csv.DictReader(f)}
+    assert len(texts) == len(names["rows"])
+    sentences = ast.literal_eval(re.search(r"sentences = (\[.*?\])", cell_with(cells, "sentences = [")).group(1))
+    assert sentences and not set(sentences) & texts
