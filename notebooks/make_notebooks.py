@@ -80,8 +80,9 @@ CLASSIFICATION = [
         The article's values live in tfllm's `article` preset: a 10,000-token
         vocabulary, 100 tokens per review, 128-wide embeddings, 2 Transformer
         blocks with a 512-wide feed-forward layer, Adam at 1e-3, batches of 32,
-        10 epochs. QUICK trains on 500 reviews for two epochs: enough to see
-        every step work, not enough to learn much (expect scores near chance).
+        10 epochs. QUICK takes 500 reviews (422 of them train, the rest validate
+        and test) and trains two epochs: enough to see every step work, not
+        enough to learn much (expect scores near chance).
     """),
     code("""
         preset = resolve_preset("classify", "article")

@@ -111,6 +111,10 @@ def test_notebook_runs_in_quick_setting(name, tmp_path):
         assert unasked not in text, text[max(0, text.find(unasked) - 300):text.find(unasked) + 300]
     if name.startswith("01"):
         assert "accuracy" in text and "roc_auc" in text
+        # The prose says how many of QUICK's reviews train (it said "trains on 500 reviews"; 422 did).
+        train = re.search(r"^(\d+) train, ", text, re.M).group(1)
+        prose = " ".join(" ".join(c.source.split()) for c in notebook.cells if c.cell_type == "markdown")
+        assert f"500 reviews ({train} of them train" in prose, prose
         (run_dir,) = run_dirs(tmp_path)
         assert os.path.exists(os.path.join(run_dir, "training_curves.png"))
         assert os.path.exists(os.path.join(run_dir, "logs", "projector", "projector_config.pbtxt"))
