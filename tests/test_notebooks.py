@@ -184,6 +184,8 @@ def test_the_notebooks_prose_gives_commands_that_work():
     with open(os.path.join(os.path.dirname(NOTEBOOKS_DIR), "README.md"), encoding="utf-8") as f:
         readme = f.read()
     assert "a minute each" not in readme and len(readme.encode()) <= 12_000
+    # How to run one and open them: `make install`'s notebooks extra has nbclient's `jupyter execute`, not nbconvert.
+    assert "jupyter execute notebooks/" in readme and "jupyter lab" in readme
 
 
 def test_notebook_02_train_cell_starts_from_clean_logs():
