@@ -31,7 +31,7 @@ from tfllm.config import (CJK_CLASS, WORDPIECE_SUFFIX, is_suffix_piece, join_cjk
                           wordpiece_completion)
 from tfllm.data import unencodable_characters
 from tfllm.datasets.text import unix_newlines
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, shell_path
 from tfllm.tokenizers import (CharacterTokenizer, detokenizes_with_spaces, keeps_leading_suffix, marks_word_starts,
                               prompt_start_ids, special_token_ids, unknown_token_id)
 
@@ -658,7 +658,7 @@ def load_generator(run_dir, jit_compile=True, dtype=None):
     run_dir = runs.run_dir_argument(run_dir, "load_generator")
     task = runs.task_of(run_dir)
     if task == "translate":
-        raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES[task]}: use `tfllm translate {runs.shell_path(run_dir)} TEXT`.")
+        raise UserInputError(f"{run_dir!r} holds {runs.TASK_NAMES[task]}: use `tfllm translate {shell_path(run_dir)} TEXT`.")
     if task == "classify" or (task == "pretrain" and runs.read_config(run_dir).get("objective") != "causal"):
         raise UserInputError(
             f"{run_dir!r} holds {runs.TASK_NAMES[task]} that does not generate text; "

@@ -12,7 +12,7 @@ import os
 
 from tfllm import fast_classification, runs
 from tfllm.config import CODE_POINT_VIEWS
-from tfllm.errors import UserInputError, note, spelled, warn
+from tfllm.errors import UserInputError, note, shell_path, spelled, warn
 
 CHUNK = 512  # texts classified (and yielded) at a time: a large file is answered as it is read
 # Texts all [UNK] named one warning each, up to this many; the rest counted in one line at the end (a
@@ -130,13 +130,13 @@ def _check_words(texts, ids, unknown_id, run_dir, offset, unknown):
             # As `tfllm predict RUN ""` says it (tfllm.cli): an empty text is empty, not one of unreadable characters.
             example = "\"a joyous, moving film\""
             raise UserInputError(spelled(
-                f"Text {i} is empty; pass the texts to classify, e.g. tfllm predict {runs.shell_path(run_dir)} {example}.",
+                f"Text {i} is empty; pass the texts to classify, e.g. tfllm predict {shell_path(run_dir)} {example}.",
                 python=f"Text {i} is empty; pass the texts to classify, e.g. tfllm.predict({os.fspath(run_dir)!r}, "
                        f"[{example}])."))
         if first is None:
             raise UserInputError(f"Text {i} ({text[:40]!r}) has no words this model reads (only control, invisible or "
                                  "space characters); pass the texts to classify, e.g. `tfllm predict "
-                                 f"{runs.shell_path(run_dir)} \"a joyous, moving film\"`.")
+                                 f"{shell_path(run_dir)} \"a joyous, moving film\"`.")
         if unknown_id is not None and first == unknown_id and all(t == unknown_id for t in tokens):
             unknown.append(i)
             if len(unknown) <= UNKNOWN_SHOWN:

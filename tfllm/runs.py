@@ -35,7 +35,7 @@ import threading
 
 from tfllm import errors
 from tfllm.config import TrainConfig, expand_home
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, shell_path
 
 RECORDS = "tfllm"  # tfllm's own files, in a folder of their own so they never collide with KerasHub's
 RUN_CONFIG = os.path.join(RECORDS, "run.json")
@@ -54,9 +54,6 @@ OLD_FORMAT = ("written by a tfllm from before runs became KerasHub presets (it h
               "the layout of tfllm builds before 2026-11-30), which this one cannot read")
 TASK_NAMES = {"classify": "a text classifier", "generate": "a text generator", "pretrain": "a pretrained model",
               "translate": "a translation model"}
-
-
-shell_path = errors.shell_path  # `run_dir` as a command to paste names it (quoted, `./` before a leading '-')
 
 
 # The function that trains each task: what a Python caller is told where a command is told `tfllm train ...`.

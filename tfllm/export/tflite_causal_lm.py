@@ -36,7 +36,7 @@ import types
 import numpy as np
 
 from tfllm import errors
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, shell_path
 from tfllm import runs
 from tfllm.export.tflite_runtime import (convert_saved_model, load_interpreter, quantized_tensors, tokenizer_entry,
                                          tokenizing_rule)
@@ -345,7 +345,7 @@ def export_causal_lm_files(run_dir, config, directory, quantize):
             raise UserInputError(
                 f"TFLite export does not know the key/value cache of KerasHub's {type(model).__name__} "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}). Export it as a "
-                f"SavedModel (tfllm export {runs.shell_path(run_dir)} --name NAME) for TF Serving.") from None
+                f"SavedModel (tfllm export {shell_path(run_dir)} --name NAME) for TF Serving.") from None
         content = convert_saved_model(saved_model_dir, ["prefill", "decode"], quantize)
         count = quantized_tensors(content, quantize, MODEL_FILE)
     path = os.path.join(directory, MODEL_FILE)

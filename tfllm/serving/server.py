@@ -206,7 +206,7 @@ def check_servable_folder(folder: str) -> None:
                              f"versions; pass its model's folder, {parent!r}.")
     if os.path.isfile(runs.path(folder, runs.RUN_CONFIG)):  # what every run directory holds from its start
         raise UserInputError(f"{folder!r} is a tfllm run directory, not exported models; export it first "
-                             f"(tfllm export {runs.shell_path(folder)} --name NAME) and serve the folder of exports "
+                             f"(tfllm export {errors.shell_path(folder)} --name NAME) and serve the folder of exports "
                              f"({versioning.DEFAULT_BASE_DIR} by default).")
     # The folder above run directories (`runs/`) held no NAME/VERSION/ either: the log said only "Serving none yet".
     held = [] if scan(folder, files=()) else sorted(
@@ -214,7 +214,7 @@ def check_servable_folder(folder: str) -> None:
     if held:
         named = ", ".join(repr(e) for e in held[:2]) + (", ..." if len(held) > 2 else "")
         raise UserInputError(f"{folder!r} holds tfllm run directories ({named}), not exported models; export one "
-                             f"first (tfllm export {runs.shell_path(os.path.join(folder, held[0]))} --name NAME) and "
+                             f"first (tfllm export {errors.shell_path(os.path.join(folder, held[0]))} --name NAME) and "
                              f"serve the folder of exports ({versioning.DEFAULT_BASE_DIR} by default).")
 
 

@@ -27,7 +27,7 @@ from tfllm.config import CODE_POINT_VIEWS
 from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_classification_data, note_spaced_labels,
                             same_data, split_as_trained, warn_about_duplicates, warn_about_imbalance,
                             warn_about_labels, warn_about_small_splits, warn_about_unscored_classes)
-from tfllm.errors import UserInputError, note, warn
+from tfllm.errors import UserInputError, note, shell_path, warn
 from tfllm.evaluation import classification_report
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
@@ -694,10 +694,10 @@ def _train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tr
                 if dropped and config.model_seed in (None, config.seed):  # once: not by each ensemble member
                     # A tuned run's winning recipe (n-gram tables: most of its parameters) was silently
                     # replaced by `finetune`'s plain encoder head, which collapsed to one class on small data.
-                    note(f"Note: {runs.shell_path(config.from_preset)} has n-gram paths ({', '.join(dropped)}) "
+                    note(f"Note: {shell_path(config.from_preset)} has n-gram paths ({', '.join(dropped)}) "
                          f"that recipe {config.preset!r} has none of, so only its encoder and tokenizer carry "
                          "over, under a new head. To train its own recipe on this data, train from scratch with "
-                         f"the settings in {runs.shell_path(runs.path(config.from_preset, runs.RECIPE))} (--preset, "
+                         f"the settings in {shell_path(runs.path(config.from_preset, runs.RECIPE))} (--preset, "
                          "--set; no --from-preset), or fine-tune with --preset NAME of a recipe with n-gram paths "
                          "(new tables, counted here).", file=sys.stdout)
                 common.warn_unknown_tokens(config.from_preset, model.preprocessor.tokenizer,

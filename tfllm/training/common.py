@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tfllm import errors, runs, tokenizers
 from tfllm.config import PRECISIONS  # noqa: F401  (there, TensorFlow-free, for the CLI's parser)
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, shell_path
 from tfllm.runs import BACKUP, read_json, write_json  # noqa: F401  (re-exported for the trainers)
 
 
@@ -85,7 +85,7 @@ def _cleanup_on_failure(run_dir, resume, previous, resumable, backup_dir):
             # Said how to get it back: users who abandon the new run did not know the old one was there.
             # A notebook's user is told the two steps in words, not a shell command to paste.
             kept = " The finished run it replaces stays in {} until then; to abandon the new run and get it back: {}."
-            shell = (f"rm -rf {runs.shell_path(run_dir)} && mv {runs.shell_path(previous)} {runs.shell_path(run_dir)}"
+            shell = (f"rm -rf {shell_path(run_dir)} && mv {shell_path(previous)} {shell_path(run_dir)}"
                      if previous else "")
             words = f"delete {run_dir} and rename {previous} to {run_dir}"
             errors.note(f"\nInterrupted. Run the same command again to resume from {backup_dir}."

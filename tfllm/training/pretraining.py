@@ -31,7 +31,7 @@ from tfllm import errors, runs, tokenizers, word_vectors
 from tfllm.data import preprocess, tensorflow_path, untuned
 from tfllm.datasets import is_table
 from tfllm.datasets.text import check_text_column, load_documents
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, shell_path
 from tfllm.models import EncoderBackbone, MaskedLM, MaskedLMPreprocessor
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
 from tfllm.models.masked_lm import autocast_head
@@ -311,7 +311,7 @@ def evaluate_run(run_dir, data=None, text_column=None):
         raise UserInputError(f"{run_dir!r} holds a word-vector pretraining run: its validation figures are in "
                              f"{runs.path(run_dir, runs.METRICS)}. To score it on a task, fine-tune it and evaluate "
                              f"that run: tfllm train --task classify --data DATA --from-preset "
-                             f"{runs.shell_path(run_dir)}.")
+                             f"{shell_path(run_dir)}.")
     if data and text_column is None and is_table(data):  # as a generator's: a CSV/JSONL in the run's column
         text_column = config.text_column
     if data:
