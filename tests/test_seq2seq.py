@@ -826,6 +826,26 @@ def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_
 
 
 @pytest.mark.slow
+def test_lm_counts_every_line_of_a_txt_as_of_a_csv_of_the_same_lines(trained_run, tmp_path):
+    """--lm read a .txt through the corpus reader's 90/10 split, cut at a character: the line it fell in became
+    two made-up words, so the same lines as a .csv (split between rows) gave another n-gram model."""
+    from tfllm.training.seq2seq import run_decoding_aids
+    from tfllm.translation import load_translator
+
+    lines = [" ".join(WORDS[c] for c in source) for source, _ in make_pairs(30, seed=4)]
+    text = "".join(line + "\n" for line in lines)
+    assert "\n" not in text[int(len(text) * 0.9) - 1: int(len(text) * 0.9) + 1]  # the cut falls inside a line
+    (tmp_path / "lm.txt").write_text(text, encoding="utf-8")
+    write_csv(tmp_path / "lm.csv", [[line] for line in lines], header=("text",))
+    translator = load_translator(trained_run)
+    by_txt, _ = run_decoding_aids(translator, trained_run, str(tmp_path / "lm.txt"))
+    by_csv, _ = run_decoding_aids(translator, trained_run, str(tmp_path / "lm.csv"))
+    ids = np.arange(translator.output_size)
+    contexts = np.stack(np.meshgrid(ids, ids), -1).reshape(-1, 2)
+    np.testing.assert_array_equal(by_txt.log_probs(contexts), by_csv.log_probs(contexts))
+
+
+@pytest.mark.slow
 def test_scores_do_not_depend_on_the_batch_they_are_computed_in():
     model, _ = tiny_model()
     translator = Translator(model)

@@ -508,7 +508,10 @@ def run_decoding_aids(translator, run_dir, corpus=None, input_method=False):
         # Before the corpus is read and the n-gram model built: `--input-method --lm zh_news` on a run whose pairs
         # do not line up warned of the corpus ("97% of the tokens of --lm zh_news ...") and then refused the command.
         refuse_unaligned(train.sources, targets)
-    lines = [line for part in load_text_corpus(corpus, flag="--lm") for line in part.splitlines() if line.strip()] if corpus else []
+    # Whole, every line once: its train/validation split cuts a .txt mid-line (two made-up words where a
+    # .csv of the same lines, split between rows, had none), and an n-gram model validates nothing.
+    text = load_text_corpus(corpus, flag="--lm", whole=True) if corpus else ""
+    lines = [line for line in text.splitlines() if line.strip()]
     lm = translator.language_model(targets, lines, corpus)
     if not input_method:
         return lm, None
