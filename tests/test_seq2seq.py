@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import re
 import shlex
 import socket
 import subprocess
@@ -216,6 +217,11 @@ def test_fusing_a_language_model_steers_decoding_and_weight_zero_changes_nothing
                                     lm_weight=20.0) == ["two one"] * 3
     with pytest.raises(UserInputError, match="lm_weight"):
         translator.translate(sources, lm=lm, lm_weight=-1)
+    # Weights past float32's range (inf, 1e300) were accepted and every translation came out empty.
+    for weight in (float("inf"), 1e300, float("nan"), 100.5, True):
+        with pytest.raises(UserInputError, match=rf"^lm_weight must be a number from 0 to 100 .*got {re.escape(repr(weight))}\.$"):
+            translator.translate(sources, lm=lm, lm_weight=weight)
+    assert len(translator.translate(sources, warn=False, lm=lm, lm_weight=100)) == 3
     other = NgramLM.fit([[5]], vocabulary_size=lm.vocabulary_size + 1, start_id=lm.start_id, end_id=lm.end_id)
     with pytest.raises(UserInputError, match="another tokenizer"):
         translator.translate(sources, lm=other)
@@ -812,6 +818,9 @@ def test_translate_with_a_language_model_from_the_command_line(trained_run, tmp_
     (tmp_path / "chinese.txt").write_text("一二三四五\n" * 40, encoding="utf-8")
     assert cli.main(["translate", trained_run, "一二", "--lm", str(tmp_path / "chinese.txt")]) == 0
     assert "% of the tokens of --lm" in capsys.readouterr().err
+    for weight in ("inf", "1e300"):  # printed an empty translation, exit status 0
+        assert cli.main(["translate", trained_run, "一二", "--lm", str(corpus), "--lm-weight", weight]) == 2
+        assert capsys.readouterr().err.startswith("tfllm: error: --lm-weight must be a number from 0 to 100")
     assert cli.main(["translate", trained_run, "一二", "--lm", str(tmp_path / "missing.txt")]) == 2
     assert "--lm" in (err := capsys.readouterr().err) and "does not exist" in err
     # The corpus's own option is named: these said "--data for text generation" and "Pass --text-column",

@@ -822,7 +822,7 @@ def add_translation_parsers(sub):
                    help="top_k and top_p (default 1.0; 0 means greedy, with no --seed, --top-k or --top-p)")
     p.add_argument("--seed", type=int, default=None, help="a 32-bit whole number (-2147483648 to 2147483647)")
     p.add_argument("--lm", default=None, metavar="CORPUS", help=LM_HELP)
-    p.add_argument("--lm-weight", type=float, default=None, help="weight of the --lm scores (default 0.5)")
+    p.add_argument("--lm-weight", type=float, default=None, help="weight of the --lm scores, 0 to 100 (default 0.5)")
     p.add_argument("--memory", default=None, metavar="PAIRS", help=MEMORY_HELP)
     p.add_argument("--input-method", action="store_true", help=INPUT_METHOD_HELP)
     p.add_argument("--source-column", default=None, help="the --memory file's source column (default: the run's)")

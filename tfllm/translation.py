@@ -57,6 +57,11 @@ MEMORY_WEIGHT = 0.05
 # (pinyin, stop 29): weights 0 / 0.1 / 0.25 / 0.5 / 1 / 2 scored 0.608 / 0.613 / 0.615 / 0.613 / 0.602 / 0.558.
 INPUT_METHOD_SIZE = 16
 INPUT_METHOD_WEIGHT = 0.25
+# The largest lm_weight. At 100 the n-gram model's log-probabilities already outweigh the model's a hundredfold
+# (a weight of 20 makes a certain n-gram model's one sentence come out whatever the source), so a larger one
+# chooses nothing new; and past ~1e36 the weighted scores overflow float32 to -inf, every token ties and each
+# translation came out empty with exit status 0 (inf and 1e300 were accepted).
+MAX_LM_WEIGHT = 100
 
 
 def _padded_rows(values):
@@ -389,7 +394,7 @@ class Translator:
             batch_size: sources decoded together.
             warn: print a warning for truncated sources and unseen text.
             lm: an `NgramLM` of target-language text (`language_model`) to
-                fuse with the model's scores at every step; `lm_weight` scales it.
+                fuse with the model's scores at every step; `lm_weight` (0 to 100) scales it.
             memory: a `tfllm.memory.TranslationMemory`. A source found in it
                 as it is gets its target (the model choosing among several);
                 one sharing text with its sources gets the target of one of its
@@ -448,8 +453,9 @@ class Translator:
         # "its translation may be wrong" for text the model would have read as unknown, yet the model never read it.
         sources = self.check_sources(sources, warn=warn, note=False)
         self.batch_size = max(1, int(batch_size))
-        if lm is not None and not (isinstance(lm_weight, (int, float)) and lm_weight >= 0):
-            raise UserInputError(f"lm_weight must be a number of at least 0, got {lm_weight!r}.")
+        if lm is not None and not (is_number(lm_weight) and 0 <= lm_weight <= MAX_LM_WEIGHT):
+            raise UserInputError(f"--lm-weight must be a number from 0 to {MAX_LM_WEIGHT} (0.5 by default), "
+                                 f"got {lm_weight!r}.")
         texts = [None] * len(sources)
         if memory is not None:
             # The memory's best matches (a source it holds: its own targets alone), scored relative to the first as
