@@ -1203,6 +1203,18 @@ def test_excel_s_padding_rows_of_empty_cells_are_skipped_as_blank_lines_are(tmp_
     tsv = tmp_path / "padded.tsv"
     tsv.write_text(rows.replace(",", "\t") + "\t\r\n")
     assert len(list(read_texts(str(tsv), "review"))) == 30
+    # Between rows, a row of empty cells (or one quoted "" cell) is a row that `predict --file` and `translate
+    # --file` answer: left out, the output lines below it answered the rows below theirs. Refused as ",5" is.
+    for name, text in (("gap.csv", "review,stars\ngood,5\n,\n , \nbad,1\n,\n"),
+                       ("gap.tsv", "review\tstars\ngood\t5\n\t\nbad\t1\n"),
+                       ("quoted.csv", 'review\ngood\n""\nbad\n'), ("half.csv", "review,stars\ngood,5\n,5\nbad,1\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserInputError, match=f"^'.*{name}' data row 2 has an empty 'review'; fill it in or "
+                           "remove the row, so that each output line answers one row.$"):
+            list(read_texts(str(tmp_path / name), "review"))
+    (tmp_path / "only.csv").write_text("review,stars\n,\n,\n")
+    with pytest.raises(UserInputError, match="has a header but no rows"):
+        list(read_texts(str(tmp_path / "only.csv"), "review"))
     # A row with some cells filled is still a row: an empty text beside a label is refused.
     (tmp_path / "half.csv").write_text(rows + ",5\r\n")
     with pytest.raises(UserInputError, match="1 row\\(s\\) with empty text in column 'review'"):

@@ -898,6 +898,7 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
     (tmp_path / "reversed.txt").write_text("one two\t一二\nthree\t三\nfour five six\t四五六\n")
     (tmp_path / "holes.txt").write_text("一二\tone two\n\tthree\n")
     (tmp_path / "blank.txt").write_text("\n  \n")
+    (tmp_path / "gap.csv").write_text("zh,x\n一二,1\n,\n三,2\n")  # 2 lines answered 3 rows, the gap's left out
     monkeypatch.setattr("sys.stdin", io.StringIO("三\n四五六\n"))
     for argv in (["--file", tmp_path / "sources.txt"], ["一二", "--file", "-"], ["--file", tmp_path / "pairs.csv"],
                  ["--file", tmp_path / "other.csv", "--text-column", "chinese"], ["--file", tmp_path / "pairs.txt"],
@@ -912,6 +913,8 @@ def test_translate_a_file_a_pipe_or_a_csv_column(trained_run, tmp_path, capsys, 
             (["三", "--text-column", "zh"], "--text-column names the column of a --file"),
             (["--file", str(tmp_path / "holes.txt")], "tab-separated pairs, and its pair 2 has an empty field 1"),
             (["--file", str(tmp_path / "blank.txt")], "is empty. Point --file at a file with one text per line."),
+            (["--file", str(tmp_path / "gap.csv")], "data row 2 has an empty 'zh'; fill it in or remove the row, so "
+             "that each output line answers one row."),
             (["--file", str(tmp_path / "pairs.txt"), "--text-column", "4"], "its pair 1 has no field 4 (it has 3)"),
             (["--file", str(tmp_path / "pairs.txt"), "--text-column", "zh"], "whose fields are numbered: pass"),
             # A plain .txt's lines are its sources: the column was ignored without a word (predict refused it).

@@ -209,7 +209,12 @@ def read_texts(path, text_column="text", blank_lines=False):
                                   f"{path!r} has no text column {text_column!r}; its columns are {header}. "
                                   "Pass --text-column with one of them.")
 
-        for number, row in enumerate(iter_rows(path, empty_fix, text_column, header), 1):
+        # A CSV row of empty fields was dropped as a spreadsheet's padding, so the output lines after it answered
+        # the rows below theirs; it is refused as a row with an empty text is, once a row with text follows it
+        # (padding trails the rows, and answers nothing whether it is read or not).
+        padding = table_kind(path) in ("csv", "tsv")
+        empty, answered = None, 0
+        for number, row in enumerate(iter_rows(path, empty_fix, text_column, header, empty_rows=padding), 1):
             if text_column not in row:
                 if header:
                     raise no_column([row])
@@ -220,12 +225,16 @@ def read_texts(path, text_column="text", blank_lines=False):
                 raise UserInputError(f"{path!r} data row {number} has no text column {text_column!r}; its columns "
                                      f"are {sorted(row)}. {fix}")
             text = text_value(row[text_column], path, f"data row {number}", text_column) or ""
-            if not text.strip():
-                raise UserInputError(f"{path!r} data row {number} has an empty {text_column!r}; fill it in or "
-                                     "remove the row, so that each output line answers one row.")
+            if padding and not any(field.strip() for field in row.values()):
+                empty = empty or number
+                continue
+            if not text.strip() or empty:
+                raise UserInputError(f"{path!r} data row {empty or number} has an empty {text_column!r}; fill it "
+                                     "in or remove the row, so that each output line answers one row.")
+            answered += 1
             yield text
         # A header without rows (or a JSON []) answered nothing, exit status 0, a misspelt column unnoticed.
-        if not number:
+        if not answered:
             if header and text_column not in header:
                 raise no_column()
             raise UserInputError(f"{path!r} has {'a header but ' * bool(header)}no rows. Add rows with a "
@@ -278,13 +287,15 @@ def _read_rows(path):
     return list(iter_rows(path))
 
 
-def iter_rows(path, empty_fix=None, text_column=None, columns=None, flag=None):
+def iter_rows(path, empty_fix=None, text_column=None, columns=None, flag=None, empty_rows=False):
     """`_read_rows`' rows one at a time, read as they are asked for (`load_documents(max_rows=N)` reads
     only the first rows of a large file); each one checked as it comes. `empty_fix`: as `read_lines`'.
     `text_column`: where only texts are read, a JSON string in place of an object is the row
     `{text_column: string}` (a JSON file of texts: `["a fine film", ...]`, or a string a line).
     `columns`: a list that a CSV/TSV's column names are put in once its header is read, so that a caller can
-    name them where the file has no rows (a JSON file has no header: it stays empty). `flag`: as `read_lines`'."""
+    name them where the file has no rows (a JSON file has no header: it stays empty). `flag`: as `read_lines`'.
+    `empty_rows`: a CSV/TSV row of empty fields is a row, numbered and yielded, for a reader whose output answers
+    row for row (by default it is left out, as a spreadsheet's padding); a blank line is never a row."""
     kind = table_kind(path)
     lines = read_lines(path, empty_fix, flag)
     if kind in ("jsonl", "json"):
@@ -331,7 +342,7 @@ def iter_rows(path, empty_fix=None, text_column=None, columns=None, flag=None):
             for fields in reader:
                 # A blank line, or a row of empty cells: Excel pads a sheet's used range with ",,\r\n" rows, which
                 # training refused as rows "with empty text" where pretraining left them out.
-                if not any(field.strip() for field in fields):
+                if not any(field.strip() for field in fields) and not (empty_rows and fields):
                     continue
                 number += 1
                 if delimiter == "\t" and reader.open_quote and len(fields) != len(header):
