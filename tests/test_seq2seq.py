@@ -1017,6 +1017,15 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
     assert "--source-column" in capsys.readouterr().err
     assert cli.main(["translate", trained_run, "一二", "--memory", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+    # An empty memory file named --data, which translate does not have ("Point --data at a file with rows").
+    for name in ("empty.txt", "empty.csv"):
+        (tmp_path / name).write_text("")
+        for command in (["translate", trained_run, "一二"], ["evaluate", trained_run]):
+            assert cli.main([*command, "--memory", str(tmp_path / name)]) == 2
+            assert capsys.readouterr().err == (f"tfllm: error: --memory {str(tmp_path / name)!r} is empty. Point "
+                                               "--memory at a file with rows of pairs.\n")
+    with pytest.raises(UserInputError, match=r"^memory='.*empty.txt' is empty. Point memory at a file with rows"):
+        translate(trained_run, ["一二"], memory=tmp_path / "empty.txt")
     capsys.readouterr()
     # A source found as it is gets its own target, not a longer source's that holds it (一二 scored as 一二三,
     # and the model chose between them).

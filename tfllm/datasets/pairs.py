@@ -23,7 +23,7 @@ import dataclasses
 import os
 import random
 
-from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _check_fractions, _column, _first_line, _read_rows,
+from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _check_fractions, _column, _first_line,
                             bundled_path, is_table, is_text_file, iter_rows, read_lines, read_texts,
                             refuse_plain_text, warn_about_unused_split_column)
 from tfllm.datasets.text import check_text_column
@@ -84,15 +84,16 @@ def _split_references(text, separator):
     return [r for r in refs if r] or [text.strip()]
 
 
-def _tab_separated_rows(path, empty_fix=None, read=None):
+def _tab_separated_rows(path, empty_fix=None, read=None, flag=None):
     """The rows of a headerless `.txt`/`.txt.gz` of tab-separated pairs as `{"1": field, "2": field, ...}`, a
     non-blank line each; None for any other file (a `.txt` whose first line holds no tab is plain text). The
     fields are split at every tab, without CSV quoting: Tatoeba's sentences hold quotes ('"Go," he said.').
     `read`: the numbers of the fields read (a source and a target column), for the note on lines with
-    fields after them (Tatoeba's attribution, or a text that holds a tab), which were dropped without a word."""
+    fields after them (Tatoeba's attribution, or a text that holds a tab), which were dropped without a word.
+    `flag`: the option that gave the file, as `read_lines`' (by default, --data's)."""
     if not is_text_file(path) or not os.path.isfile(path):
         return None
-    lines, first = _first_line(read_lines(path, empty_fix))
+    lines, first = _first_line(read_lines(path, empty_fix, flag))
     if "\t" not in first:
         return None
     rows, longer = [], []
@@ -146,9 +147,11 @@ def read_sources(path, column, named=False):
     return (row[field].strip() for row in rows)
 
 
-def _read_columns(source, source_column, target_column, split_column, reference_separator, warn_split=False):
+def _read_columns(source, source_column, target_column, split_column, reference_separator, warn_split=False,
+                  flag=None):
     """The checked source, target (and split) columns of a bundled name or a file, with the names it used;
-    `warn_split`: warn of a column that names each row's split where no `split_column` is given."""
+    `warn_split`: warn of a column that names each row's split where no `split_column` is given. `flag`: the
+    option that gave the file, named in the errors of reading it (by default --data)."""
     if source in BUNDLED_PAIRS:
         filename, options = BUNDLED_PAIRS[source]
         path = bundled_path(filename)
@@ -161,7 +164,9 @@ def _read_columns(source, source_column, target_column, split_column, reference_
         if not os.path.exists(path):
             raise UserInputError(f"Pairs file {path!r} does not exist. Check the path, or use a bundled set: "
                                  f"{', '.join(BUNDLED_PAIRS)}.")
-    rows = _tab_separated_rows(path, read=(source_column or "1", target_column or "2"))
+    # --memory's empty file was told "Point --data at a file", an option translate does not have.
+    empty_fix = f"Point {flag} at a file with rows of pairs." if flag else None
+    rows = _tab_separated_rows(path, empty_fix, read=(source_column or "1", target_column or "2"), flag=flag)
     if rows is not None:
         source_column, target_column = source_column or "1", target_column or "2"
     else:
@@ -170,7 +175,7 @@ def _read_columns(source, source_column, target_column, split_column, reference_
         if not source_column or not target_column:
             raise UserInputError(f"Name the columns of {source!r}: pass --source-column and --target-column "
                                  "(the text to translate and its translation).")
-        rows = _read_rows(path)
+        rows = list(iter_rows(path, empty_fix, flag=flag))
     if not rows:
         raise UserInputError(f"{path!r} has a header but no rows. Add rows of source and target text.")
     if source_column == target_column:
@@ -246,11 +251,13 @@ def read_split(source, split, source_column=None, target_column=None, split_colu
     return _pair_split(_by_source(rows, sources, group_sources), sources, targets, reference_separator)
 
 
-def read_pairs(source, source_column=None, target_column=None, reference_separator=None, group_sources=False):
+def read_pairs(source, source_column=None, target_column=None, reference_separator=None, group_sources=False,
+               flag=None):
     """Every (source, references) pair of a file or bundled set, unsplit (a translation memory, any size;
-    scored, with `group_sources`: a source's rows are one pair with all of their references)."""
+    scored, with `group_sources`: a source's rows are one pair with all of their references). `flag`: the
+    option that gave the file (`--memory`), named in the errors of reading it (by default --data)."""
     _, sources, targets, _, _, _, reference_separator = _read_columns(
-        source, source_column, target_column, None, reference_separator)
+        source, source_column, target_column, None, reference_separator, flag=flag)
     return _pair_split(_by_source(range(len(sources)), sources, group_sources), sources, targets, reference_separator)
 
 

@@ -481,7 +481,7 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
         # as the run's data did, so that a memory answer is the first gloss, as training targets, not all of them.
         bundled = BUNDLED_PAIRS.get(config.data, (None, {"reference_separators": {}}))[1]
         separator = recipe.get("reference_separator") or bundled["reference_separators"].get(columns[1])
-        part = read_pairs(pairs, *columns, reference_separator=separator)
+        part = read_pairs(pairs, *columns, reference_separator=separator, flag="--memory")
     return TranslationMemory(part.sources, [references[0] for references in part.references])
 
 
