@@ -1014,7 +1014,19 @@ def test_a_translation_memory_gives_candidates_and_the_model_chooses(trained_run
                      "--target-column", "meaning"]) == 0
     assert capsys.readouterr().out.splitlines() == ["twelve"]
     assert cli.main(["translate", trained_run, "一二", "--memory", glossary]) == 2
-    assert "--source-column" in capsys.readouterr().err
+    assert "its columns are ['term', 'meaning']. Pass --source-column with one of them." in capsys.readouterr().err
+    # Evaluate's --source-column names --data's column: "Pass --source-column" did not work there, and without
+    # --data the flag was ignored without a word.
+    assert cli.main(["evaluate", trained_run, "--memory", glossary]) == 2
+    assert capsys.readouterr().err.endswith("its columns are ['term', 'meaning']. Name its columns 'zh' and 'en', "
+                                            "as the run's (`tfllm translate --memory` alone reads other columns: "
+                                            "--source-column, --target-column).\n")
+    for flags, said in ((["--source-column", "term"], "--source-column names a column of"),
+                        (["--source-column", "zh", "--target-column", "en"],
+                         "--source-column and --target-column name the columns of")):
+        assert cli.main(["evaluate", trained_run, "--memory", glossary, *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tfllm: error: {said} another --data file;") and "add --data FILE" in err, err
     assert cli.main(["translate", trained_run, "一二", "--memory", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
     # An empty memory file named --data, which translate does not have ("Point --data at a file with rows").

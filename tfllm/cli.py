@@ -774,7 +774,8 @@ def cmd_translate(args):
     # `tfllm.cli.main(["translate", ...])` again neither reloads the model nor compiles its decoding again.
     translator = cached_translator(args.run_dir)
     lm, method = run_decoding_aids(translator, args.run_dir, args.lm, args.input_method)
-    memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column) if args.memory else None
+    memory = run_memory(args.run_dir, args.memory, args.source_column, args.target_column,
+                        named=True) if args.memory else None
     # Warned about once, with the totals of every chunk (each chunk warned of its own: "46 source(s) are
     # longer...", then "9 source(s)...", where tfllm.translate says 55), after the translations printed.
     notes, read = SourceNotes(), 0

@@ -639,8 +639,9 @@ def headerless_message(path, header, rows, column, what, columns):
             f"pass --{what}-column with one of them.")
 
 
-def _column(rows, column, what, path, columns=None):
+def _column(rows, column, what, path, columns=None, fix=None):
     # Any row: a JSONL object may leave a key out (rows[0] without "label" said the file had no label column).
+    # `fix`: what to do where the caller has no --{what}-column to pass for this file.
     if rows and not any(column in row for row in rows):
         message = headerless_message(path, [k for k in rows[0] if k is not None], rows, column, what,
                                      columns or (column,))
@@ -648,7 +649,7 @@ def _column(rows, column, what, path, columns=None):
             raise UserInputError(message)
         raise UserInputError(
             f"{path!r} has no {what} column {column!r}; its columns are {[k for k in rows[0] if k is not None]}. "
-            f"Pass --{what}-column with one of them."
+            + (fix or f"Pass --{what}-column with one of them.")
         )
     return [row.get(column) for row in rows]
 

@@ -148,10 +148,11 @@ def read_sources(path, column, named=False):
 
 
 def _read_columns(source, source_column, target_column, split_column, reference_separator, warn_split=False,
-                  flag=None):
+                  flag=None, column_fix=None):
     """The checked source, target (and split) columns of a bundled name or a file, with the names it used;
     `warn_split`: warn of a column that names each row's split where no `split_column` is given. `flag`: the
-    option that gave the file, named in the errors of reading it (by default --data)."""
+    option that gave the file, named in the errors of reading it (by default --data). `column_fix`: the fix for
+    a missing source or target column where the caller cannot pass --source-column (by default: pass it)."""
     if source in BUNDLED_PAIRS:
         filename, options = BUNDLED_PAIRS[source]
         path = bundled_path(filename)
@@ -181,8 +182,8 @@ def _read_columns(source, source_column, target_column, split_column, reference_
     if source_column == target_column:
         raise UserInputError(f"--source-column and --target-column are both {source_column!r}; "
                              "name two different columns.")
-    sources = _column(rows, source_column, "source", path, (source_column, target_column))
-    targets = _column(rows, target_column, "target", path, (source_column, target_column))
+    sources = _column(rows, source_column, "source", path, (source_column, target_column), column_fix)
+    targets = _column(rows, target_column, "target", path, (source_column, target_column), column_fix)
     splits = _column(rows, split_column, "split", path) if split_column else None
     if warn_split and not split_column:
         warn_about_unused_split_column(rows, (source_column, target_column), path)
@@ -252,12 +253,13 @@ def read_split(source, split, source_column=None, target_column=None, split_colu
 
 
 def read_pairs(source, source_column=None, target_column=None, reference_separator=None, group_sources=False,
-               flag=None):
+               flag=None, column_fix=None):
     """Every (source, references) pair of a file or bundled set, unsplit (a translation memory, any size;
     scored, with `group_sources`: a source's rows are one pair with all of their references). `flag`: the
-    option that gave the file (`--memory`), named in the errors of reading it (by default --data)."""
+    option that gave the file (`--memory`), named in the errors of reading it (by default --data); `column_fix`:
+    as `_read_columns`'."""
     _, sources, targets, _, _, _, reference_separator = _read_columns(
-        source, source_column, target_column, None, reference_separator, flag=flag)
+        source, source_column, target_column, None, reference_separator, flag=flag, column_fix=column_fix)
     return _pair_split(_by_source(range(len(sources)), sources, group_sources), sources, targets, reference_separator)
 
 

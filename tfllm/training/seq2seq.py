@@ -434,6 +434,12 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
             how = f"by its column {own!r}" if own else "by the run's seed"
             raise UserInputError(f"--split-column {split_column}: {config.data!r} is the run's own data, scored as the "
                                  f"run split it ({how}); leave --split-column out.")
+        if source_column or target_column:  # ignored: the run's own pairs are read in its own columns
+            given = [f for f, v in (("--source-column", source_column), ("--target-column", target_column)) if v]
+            names, them = ("names a column", "it") if len(given) == 1 else ("name the columns", "them")
+            raise UserInputError(f"{' and '.join(given)} {names} of another --data file; {config.data!r} is the "
+                                 "run's own data, read in its own columns (and so is a --memory file); leave "
+                                 f"{them} out, or add --data FILE.")
         runs.check_data_unchanged(run_dir, config.data)
         pairs = getattr(run_data(config, recipe, f"Evaluating its {split} split",
                                  ", or score a file of pairs with --data FILE"), split)
@@ -462,12 +468,14 @@ def run_columns(config, source_column=None, target_column=None):
             target_column or config.target_column or bundled.get("target_column"))
 
 
-def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
+def run_memory(run_dir, pairs="train", source_column=None, target_column=None, named=False):
     """A `TranslationMemory` for `Translator.translate(memory=...)`.
 
     `pairs`: "train" for the run's own training pairs (as it split them), or a
     file of pairs (every row counts) whose columns are `source_column` and
     `target_column`, by default the run's. Each pair's first reference is its target.
+    `named`: the caller can name those columns (`tfllm translate`'s --source-column and --target-column);
+    a file without the run's columns is then told to pass them, else to rename its columns.
     """
     from tfllm.memory import TranslationMemory
 
@@ -481,7 +489,11 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None):
         # as the run's data did, so that a memory answer is the first gloss, as training targets, not all of them.
         bundled = BUNDLED_PAIRS.get(config.data, (None, {"reference_separators": {}}))[1]
         separator = recipe.get("reference_separator") or bundled["reference_separators"].get(columns[1])
-        part = read_pairs(pairs, *columns, reference_separator=separator, flag="--memory")
+        # `tfllm evaluate`'s --source-column names --data's column, and `tfllm.translate` has none: "Pass
+        # --source-column" was a fix that did not work there.
+        fix = None if named else (f"Name its columns {columns[0]!r} and {columns[1]!r}, as the run's (`tfllm "
+                                  "translate --memory` alone reads other columns: --source-column, --target-column).")
+        part = read_pairs(pairs, *columns, reference_separator=separator, flag="--memory", column_fix=fix)
     return TranslationMemory(part.sources, [references[0] for references in part.references])
 
 
