@@ -43,8 +43,8 @@ def test_cli_train_then_generate(tmp_path, capsys):
     assert again.stdout == result.stdout
 
     for args, message in [
-        (("--max-new-tokens", "0"), "max_new_tokens"),
-        (("--max-new-tokens", "100000"), "max_new_tokens"),
+        (("--max-new-tokens", "0"), "--max-new-tokens must be an integer from 1 to"),  # the flag, not Python's name
+        (("--max-new-tokens", "100000"), "--max-new-tokens must be an integer from 1 to"),
     ]:
         bad = main_in_process(capsys, "generate", run_dir, "the ", *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
@@ -135,11 +135,12 @@ def untrained_run(tmp_path_factory):
 
 @pytest.mark.parametrize("numpy_path", ["1", "0"])
 @pytest.mark.parametrize("flags,message", [
-    (["--seed", str(10**30)], "seed must be a whole number from -2147483648 to 2147483647"),  # TensorFlow: OverflowError
-    (["--seed", str(2**32)], "seed must be a whole number from"),  # NumPy: the same text as --seed 0
-    (["--temperature", "inf"], "temperature must be a number >= 0, got inf"),  # printed uniform noise
+    (["--seed", str(10**30)], "error: --seed must be a whole number from -2147483648 to 2147483647"),  # OverflowError
+    (["--seed", str(2**32)], "error: --seed must be a whole number from"),  # NumPy: the same text as --seed 0
+    (["--temperature", "inf"], "error: --temperature must be a number >= 0, got inf"),  # printed uniform noise
     (["--temperature", "1e39"], "got 1e+39, which is beyond float32's range"),  # infinity in float32
-    (["--sampler", "beam", "--num-beams", "100000"], "num_beams must be a whole number from 1 to 64"),  # ran for hours
+    (["--sampler", "beam", "--num-beams", "100000"], "error: --num-beams must be a whole number from 1 to 64"),  # hours
+    (["--max-new-tokens", "0"], "error: --max-new-tokens must be an integer from 1 to"),  # a flag, as argparse's are
     # Temperature 0 is greedy: a seed, top-k or top-p with it was ignored (--sampler greedy --seed 3 is refused).
     (["--temperature", "0", "--top-k", "5", "--seed", "3"],
      "--seed is not read at --temperature 0, which decodes greedily (as --sampler greedy does)"),

@@ -1742,9 +1742,13 @@ def test_a_run_stopped_after_its_training_reports_what_its_training_measured(pai
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--sampler", "top_k", "--seed", str(10**30)], "seed must be a whole number from"),  # a TensorFlow ValueError
-    (["--sampler", "top_k", "--temperature", "inf"], "temperature must be a number >= 0, got inf"),  # uniform noise
-    (["--sampler", "beam", "--num-beams", "100000"], "num_beams must be a whole number from 1 to 64"),
+    # Each range error names the flag, as argparse's did for --num-beams 0 ("num_beams must ..." named Python's).
+    (["--sampler", "top_k", "--seed", str(10**30)], "error: --seed must be a whole number from"),  # TensorFlow's error
+    (["--sampler", "top_k", "--temperature", "inf"], "error: --temperature must be a number >= 0, got inf"),  # noise
+    (["--sampler", "beam", "--num-beams", "100000"], "error: --num-beams must be a whole number from 1 to 64"),
+    (["--num-beams", "65"], "error: --num-beams must be a whole number from 1 to 64, got 65."),
+    (["--sampler", "top_k", "--top-k", "0"], "error: --top-k must be a whole number of at least 1, got 0."),
+    (["--max-new-tokens", "1000"], "error: --max-new-tokens must be an integer from 1 to "),
     (["--text-column", "zh"], "--text-column"),  # evaluate's flags of other tasks: refused, not ignored
     # Options the decoding does not read: refused, not ignored.
     (["--num-beams", "4", "--sampler", "greedy"], "--num-beams is for --sampler beam, and the sampler is greedy"),
@@ -1768,13 +1772,14 @@ def test_translate_out_of_range_options_are_one_line(trained_run, capsys, flags,
     assert code == 2 and message in err and err.count("\n") == 1 and out == "", err
 
 
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
 @pytest.mark.parametrize("value", ["0", "-2"])
 @pytest.mark.slow
-def test_translate_num_beams_below_one_is_refused_not_greedy(trained_run, capsys, value):
-    """--num-beams 0 (or -2) decoded greedily without a word."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["translate", trained_run, "一二", "--num-beams", value])
-    assert exit_info.value.code == 2 and "argument --num-beams: must be at least 1" in capsys.readouterr().err
+def test_translate_num_beams_below_one_is_refused_not_greedy(trained_run, capsys, value, command):
+    """--num-beams 0 (or -2) decoded greedily without a word; then argparse refused it in a style of its own, a
+    usage block and "argument --num-beams: must be at least 1", where 65 was "num_beams must be ... 1 to 64"."""
+    assert cli.main([command, trained_run, *(["一二"] if command == "translate" else []), "--num-beams", value]) == 2
+    assert capsys.readouterr().err == f"tfllm: error: --num-beams must be a whole number from 1 to 64, got {value}.\n"
 
 
 @pytest.mark.slow

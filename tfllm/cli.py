@@ -431,7 +431,7 @@ def cmd_generate(args):
     # Before anything is loaded (and the same for the NumPy and TensorFlow paths): a --seed beyond 32 bits
     # was a traceback on one path and wrapped around on the other.
     if not 0 < args.max_new_tokens <= MAX_NEW_TOKENS:
-        raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {args.max_new_tokens}.")
+        raise UserInputError(f"--max-new-tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {args.max_new_tokens}.")
     check_sampler_options(args.sampler, args.temperature, args.top_k, args.top_p, args.num_beams, args.seed)
     first_seed = _sample_seeds(args)
     if not args.run_dir:
@@ -814,7 +814,7 @@ def add_translation_parsers(sub):
                         "tab-separated pairs: the field's number (default 1, or the run's source column's)")
     p.add_argument("--sampler", choices=["greedy", "beam", "top_k", "top_p"], default=None,
                    help="default: beam with --num-beams > 1, else greedy")
-    p.add_argument("--num-beams", type=_count, default=None,
+    p.add_argument("--num-beams", type=int, default=None,
                    help="1 to 64 (default 4 with --sampler beam); above 1 without --sampler: beam search")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's longest output")
     p.add_argument("--top-k", type=int, default=None, help="top_k (default 10)")
@@ -951,7 +951,7 @@ def build_parser():
     # As `tfllm translate`'s, so greedy and beam search compare on the same pairs (the README does).
     p.add_argument("--sampler", choices=["greedy", "beam"], default=None,
                    help="translation runs: default beam with --num-beams > 1, else greedy")
-    p.add_argument("--num-beams", type=_count, default=None,
+    p.add_argument("--num-beams", type=int, default=None,
                    help="translation runs: 1 to 64 (default 4 with --sampler beam); above 1: beam search")
     p.set_defaults(func=cmd_evaluate)
 

@@ -185,24 +185,24 @@ def refuse_unread_at_temperature_0(temperature, given, flags=False):
 def check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed=None):
     """One UserInputError for a decoding option of the wrong kind or range (generation and translation):
     `top_k="5"` or `num_beams=2.5` otherwise fail deep inside TensorFlow. Here, without TensorFlow, so that
-    `tfllm generate` refuses them before it loads anything."""
+    `tfllm generate` refuses them before it loads anything. Written with the commands' flags (--num-beams), which
+    a Python caller reads as its argument names (num_beams: `errors.python_spelling`)."""
     # The decoders compute in float32, where a temperature past its largest number (3.4e38) is infinity.
     if is_number(temperature) and FLOAT32_MAX < temperature < math.inf:  # 1e39 was called not finite
-        raise UserInputError(f"temperature must be a number from 0 to {FLOAT32_MAX:.7g}, got {temperature!r}, which "
+        raise UserInputError(f"--temperature must be a number from 0 to {FLOAT32_MAX:.7g}, got {temperature!r}, which "
                              "is beyond float32's range (decoding computes in float32, where it is infinity); 0 is "
                              "greedy, 1 samples the model's own probabilities.")
     if not is_number(temperature) or not 0 <= temperature <= FLOAT32_MAX:
-        raise UserInputError(f"temperature must be a number >= 0, got {temperature!r} (a finite one: 0 is greedy, "
+        raise UserInputError(f"--temperature must be a number >= 0, got {temperature!r} (a finite one: 0 is greedy, "
                              "1 samples the model's own probabilities).")
     if sampler == "top_k" and (not is_number(top_k, whole=True) or top_k < 1):
-        raise UserInputError(f"top_k must be a whole number of at least 1, got {top_k!r}.")
+        raise UserInputError(f"--top-k must be a whole number of at least 1, got {top_k!r}.")
     if sampler == "top_p" and (not is_number(top_p) or not 0 < top_p <= 1):
-        raise UserInputError(f"top_p must be a number in (0, 1], got {top_p!r}.")
+        raise UserInputError(f"--top-p must be a number in (0, 1], got {top_p!r}.")
     if sampler == "beam" and (not is_number(num_beams, whole=True) or not 1 <= num_beams <= MAX_BEAMS):
-        raise UserInputError(f"num_beams must be a whole number from 1 to {MAX_BEAMS}, got {num_beams!r}.")
+        raise UserInputError(f"--num-beams must be a whole number from 1 to {MAX_BEAMS}, got {num_beams!r}.")
     if seed is not None and (not is_number(seed, whole=True) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
-        raise UserInputError(f"seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]} (or None), "
-                             f"got {seed!r}.")
+        raise UserInputError(f"--seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {seed!r}.")
 
 
 def expand_home(value):

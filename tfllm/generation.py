@@ -412,7 +412,8 @@ class Generator:
         runs.refuse_non_strings(prompts, "Prompt {}")
         if (not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool)
                 or not 0 < max_new_tokens <= MAX_NEW_TOKENS):
-            raise UserInputError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}.")
+            raise UserInputError(f"--max-new-tokens must be an integer from 1 to {MAX_NEW_TOKENS}, "
+                                 f"got {max_new_tokens!r}.")
         if sampler not in SAMPLERS:
             raise UserInputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         check_sampler_options(sampler, temperature, top_k, top_p, num_beams, seed)

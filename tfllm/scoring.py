@@ -46,9 +46,10 @@ def evaluate(run_dir, data=None, split=None, **options):
     task = runs.task_of(run_dir)
     kind = "generate" if task == "pretrain" else task
     given = dict(options, split=split)
+    unset = lambda value: value is None or value is False  # not `in (None, False)`: num_beams=0 equals False
     for name, tasks in OPTIONS.items():
         value = given.get(name)
-        if value in (None, False) or kind in tasks:
+        if unset(value) or kind in tasks:
             continue
         if name == "split" and kind == "generate" and value == "val" and not data:
             continue  # what it scores: the run's validation text
@@ -58,7 +59,7 @@ def evaluate(run_dir, data=None, split=None, **options):
         shown = flag if value is True else f"{flag} {value}"
         raise UserInputError(f"{shown} is not for {runs.TASK_NAMES.get(task, task)} ({run_dir!r}): its evaluation "
                              f"{what}; leave {flag} out.")
-    given = {name: value for name, value in given.items() if value not in (None, False)}
+    given = {name: value for name, value in given.items() if not unset(value)}
     given.setdefault("split", "test")
     # Imported here: only the run's task's module, each of which imports TensorFlow (the checks above do not).
     if task == "translate":

@@ -447,7 +447,7 @@ class Translator:
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if (not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool)
                 or not 0 < max_new_tokens <= self.max_new_tokens):
-            raise UserInputError(f"max_new_tokens must be an integer from 1 to {self.max_new_tokens} (this model's "
+            raise UserInputError(f"--max-new-tokens must be an integer from 1 to {self.max_new_tokens} (this model's "
                                  f"longest output), got {max_new_tokens!r}.")
         # Noted after the memory and the input method have answered: a source the memory translates was warned
         # "its translation may be wrong" for text the model would have read as unknown, yet the model never read it.
