@@ -631,6 +631,36 @@ def test_a_version_folder_replaced_in_place_is_reloaded(tmp_path, good_version):
     assert log.read_text().count("reloading m version 1: its files changed") == 1, log.read_text()
 
 
+@pytest.mark.slow
+def test_an_export_of_another_task_under_a_name_is_refused_before_anything_is_written(tmp_path):
+    """`tfllm export runs/cls --name m2`, m2 a translator's: a warning that the signatures differ, then version 2,
+    the classifier, which a server then answered translation clients with. The task is read from the input the
+    newest version's serving_default takes its text as (the exporters': text, prompt, source)."""
+    import keras
+    import tensorflow as tf
+
+    def export(input_name, task):
+        model = keras.Sequential([keras.Input((), dtype="string"), keras.layers.StringLookup(vocabulary=["a"])])
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", lambda x: {"out": model(x)},
+                             input_signature=[tf.TensorSpec([None], tf.string, name=input_name)])
+        with versioning.atomic_version_dir(str(tmp_path), "m2", task=task) as version:
+            versioning.write_out(archive, version.tmp_dir)
+        return version.path
+
+    export("source", "translate")
+    folder = str(tmp_path / "m2")
+    for task, what in (("classify", "a text classifier"), ("generate", "a text generator")):
+        with pytest.raises(versioning.UserInputError) as refused:
+            export("text" if task == "classify" else "prompt", task)
+        assert str(refused.value) == (f"{folder!r} holds versions of a translation model (newest: 1); {what} there "
+                                      "would be served to its clients in its place. Export under another name, or "
+                                      f"remove {folder!r} first.")
+        assert os.listdir(folder) == ["1"]  # nothing written, not even a temporary folder
+    assert export("source", "translate").endswith(os.path.join("m2", "2"))  # the same task: a version more
+
+
 def test_an_export_whose_signatures_differ_from_the_version_before_warns(tmp_path):
     """`tfllm export RUN --name reviews` of a run with other classes added version 4 of 'reviews' without a word, and
     a server moved its clients from 2 classes to 5. A version called as the one before it says nothing."""

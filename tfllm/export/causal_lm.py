@@ -229,6 +229,6 @@ def export_causal_lm(run_dir, name, base_dir="savedmodels", warmup_prompts=None)
         return {"prompt": prompts, "max_new_tokens": [new_tokens] * n, "temperature": [0.8] * n, "top_k": [50] * n,
                 "top_p": [1.0] * n, "seed": list(range(n))}
 
-    with atomic_version_dir(base_dir, name) as version:
+    with atomic_version_dir(base_dir, name, task="generate") as version:
         write_archive(archive, version, name, SERVING_SIGNATURE, warmup_inputs, batch_sizes=WARMUP_BATCH_SIZES)
     return os.path.normpath(version.path)

@@ -88,6 +88,6 @@ def export_classifier(run_dir, name, base_dir="savedmodels", warmup_texts=None):
     model = runs.load_task(run_dir, dtype="float32")  # see load_task: exports compute in float32
     archive = classifier_archive(model, runs.read_labels(run_dir))
     texts = warmup_texts or ["a wonderful, moving film", "dull and far too long"]
-    with atomic_version_dir(base_dir, name) as version:
+    with atomic_version_dir(base_dir, name, task="classify") as version:
         write_archive(archive, version, name, SERVING_SIGNATURE, lambda: {"text": texts})
     return version.path

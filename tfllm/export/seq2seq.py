@@ -138,6 +138,6 @@ def export_seq2seq(run_dir, name, base_dir="savedmodels", warmup_sources=None):
         sources = warmup_sources or [text.decode("utf-8") if isinstance(text, bytes) else str(text)]
         return {"source": sources, "max_new_tokens": [max_new_tokens] * len(sources)}
 
-    with atomic_version_dir(base_dir, name) as version:
+    with atomic_version_dir(base_dir, name, task="translate") as version:
         write_archive(archive, version, name, SERVING_SIGNATURE, warmup_inputs, batch_sizes=WARMUP_BATCH_SIZES)
     return os.path.normpath(version.path)

@@ -20,6 +20,7 @@ import struct
 import tempfile
 import time
 
+from tfllm import runs
 from tfllm.config import expand_home
 from tfllm.errors import DiskFull, UserInputError, full_disk_file, full_disk_reason, make_room, warn
 
@@ -111,6 +112,35 @@ def check_format_beside(base_dir, name, fmt):
     raise UserInputError(f"{folder!r} holds SavedModel versions ({listed}) that TF Serving serves; a TFLite version "
                          f"there would be the newest it tries to load. Export it under a name of its own "
                          f"(--name {name}-tflite) or to a folder (--out DIR).")
+
+
+# The task of a SavedModel version, by the input its serving_default takes the text as (the classifier's, the
+# generator's and the translator's exports), which is what a server's clients send it.
+TASK_OF_INPUT = {"text": "classify", "prompt": "generate", "source": "translate"}
+
+
+def check_task_beside(base_dir, name, task):
+    """Refuses a SavedModel export of `task` ("classify", "generate", "translate") into `base_dir/name` when the
+    newest version there is another task's: a server of `name` moves its clients to the newest version, so a
+    classifier exported under a translator's name was served to translation clients, after a warning alone.
+    (Another version of the same task whose signatures changed is warned about: `warn_of_changed_signatures`.)
+
+    Raises:
+        UserInputError: the newest version's serving_default takes another task's input.
+    """
+    folder = os.path.join(base_dir, name)
+    held = [v for v in versions(base_dir, name) if os.path.isfile(os.path.join(folder, str(v), "saved_model.pb"))]
+    if not held:
+        return
+    try:
+        inputs = describe_signatures(os.path.join(folder, str(held[-1]))).get("serving_default", {}).get("inputs", {})
+    except Exception:  # a version this cannot read (damaged, not a SavedModel) says nothing of its task
+        return
+    before = next((TASK_OF_INPUT[key] for key in inputs if key in TASK_OF_INPUT), None)
+    if before is not None and before != task:
+        raise UserInputError(f"{folder!r} holds versions of {runs.TASK_NAMES[before]} (newest: {held[-1]}); "
+                             f"{runs.TASK_NAMES[task]} there would be served to its clients in its place. Export "
+                             f"under another --name, or remove {folder!r} first.")
 
 
 def is_version_name(entry):
@@ -210,11 +240,12 @@ class VersionDir:
 
 
 @contextlib.contextmanager
-def atomic_version_dir(base_dir, name, fmt="saved_model"):
+def atomic_version_dir(base_dir, name, fmt="saved_model", task=None):
     """Yields a `VersionDir` to write into; on success it becomes the next version.
 
     `fmt` (`saved_model` or `tflite`) is what it will hold: a folder of the other format's versions is refused
-    (`check_format_beside`) before anything is written.
+    (`check_format_beside`) before anything is written. `task` (a SavedModel's: "classify", "generate",
+    "translate"): a folder whose newest version is another task's is refused too (`check_task_beside`).
 
     The version number is chosen when the folder is renamed into place, not
     before the (minutes long) write, so two exports into one name that overlap
@@ -224,6 +255,8 @@ def atomic_version_dir(base_dir, name, fmt="saved_model"):
     base_dir = expand_home(base_dir)  # every exporter's base_dir: the Python API's "~/models" is the home folder's
     validate_export_name(name, base_dir)
     check_format_beside(base_dir, name, fmt)
+    if task is not None:
+        check_task_beside(base_dir, name, task)
     model_dir = os.path.join(base_dir, name)
     os.makedirs(model_dir, exist_ok=True)
     clean_stale(model_dir)
