@@ -192,8 +192,7 @@ def _input_texts(args, verb, example, text_column="text", read=None):
     if not args.texts and args.file is None:
         raise UserInputError(f"Pass the texts to {verb}, e.g. {command}, or --file PATH (one text per line, or a "
                              f"CSV/JSONL's {text_column!r} column; - for stdin).")
-    # A generator's prompt of spaces is its space tokens, as `tfllm generate` reads it; only "" has none.
-    empty = [i for i, text in enumerate(args.texts, 1) if not (text if task == "generate" else text.strip())]
+    empty = [i for i, text in enumerate(args.texts, 1) if not text.strip()]
     if empty:
         raise UserInputError(f"Text {empty[0]} is empty; pass the texts to {verb}, e.g. {command}.")
     if args.file is None:
