@@ -1144,6 +1144,36 @@ def test_evaluate_refuses_a_memory_that_is_the_data_it_scores(trained_run, pairs
     assert json.loads(capsys.readouterr().out)["num_examples"] == sources(make_pairs(40, seed=6))
 
 
+@pytest.mark.slow
+def test_evaluate_reads_a_file_in_a_bundled_runs_columns_as_its_data_each_gloss_a_reference(trained_run, tmp_path,
+                                                                                          capsys):
+    """A cedict run's `evaluate --data FILE` scored the '/'-joined glosses as one reference (exact match 0 for
+    outputs that were each one of them), though `--memory FILE` for the same run split them."""
+    import shutil
+
+    import sacrebleu
+
+    from tfllm import runs
+    from tfllm.config import TrainConfig
+    from tfllm.translation import translate
+
+    run_dir = str(tmp_path / "cedict run")  # the trained run, recorded as trained on cedict (its columns: None)
+    shutil.copytree(trained_run, run_dir)
+    TrainConfig(task="translate", data="cedict").to_json(runs.path(run_dir, runs.RUN_CONFIG))
+    runs.write_json(runs.path(run_dir, runs.DATA), {"data": "cedict", "path": None})  # as a cedict run records
+    given = ["一二", "三", "五六"]
+    outputs = translate(run_dir, given)
+    references = [[output, "zz"] for output in outputs]  # each output is the first of two glosses
+    rows = [(s, "/".join(refs), "test") for s, refs in zip(given, references)]
+    data = write_csv(tmp_path / "glosses.csv", rows, header=("simplified", "english", "part"))
+    chrf = sacrebleu.corpus_chrf(outputs, [list(r) for r in zip(*references)]).score
+    for extra in ([], ["--split-column", "part"]):
+        capsys.readouterr()
+        assert cli.main(["evaluate", run_dir, "--data", data, *extra]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["exact_match"] == 1.0 and report["chrf"] == pytest.approx(chrf, abs=0.01), (extra, report)
+
+
 def test_a_memory_file_for_a_run_on_bundled_pairs_is_read_in_the_bundled_columns(tmp_path):
     """A cedict run records no column names (the bundled set has its own); its memory files use cedict's."""
     from tfllm import runs

@@ -419,7 +419,7 @@ def evaluate_run(run_dir, data=None, source_column=None, target_column=None, spl
     if data and not same_data(data, config.data):
         # Another file, in the run's columns unless told: its split where it names splits, else all of it.
         source_column, target_column = run_columns(config, source_column, target_column)
-        separator = recipe.get("reference_separator")
+        separator = reference_separator(config, recipe, target_column)
         if split_column:  # exactly the rows it names (none carved out of its train rows for a split it lacks)
             pairs = read_split(data, split, source_column, target_column, split_column, reference_separator=separator,
                                group_sources=True)
@@ -468,6 +468,15 @@ def run_columns(config, source_column=None, target_column=None):
             target_column or config.target_column or bundled.get("target_column"))
 
 
+def reference_separator(config, recipe, target_column):
+    """What splits a target of a file of pairs into references for a run: its recipe's `reference_separator`,
+    else its bundled data's for that column. A file in the run's bundled pairs' columns ('english': cedict's
+    '/'-joined glosses) is read as the run's data was: each gloss a reference (evaluate scored the joined
+    string, exact match 0 for an output that was one of them) and a memory's answer the first gloss."""
+    bundled = BUNDLED_PAIRS.get(config.data, (None, {"reference_separators": {}}))[1]
+    return recipe.get("reference_separator") or bundled["reference_separators"].get(target_column)
+
+
 def run_memory(run_dir, pairs="train", source_column=None, target_column=None, named=False):
     """A `TranslationMemory` for `Translator.translate(memory=...)`.
 
@@ -485,15 +494,12 @@ def run_memory(run_dir, pairs="train", source_column=None, target_column=None, n
         part = run_data(config, recipe, "--memory train", ", or pass --memory PAIRS (a file of pairs)").train
     else:
         columns = run_columns(config, source_column, target_column)
-        # A file of the run's bundled pairs' columns ('english': cedict's '/'-joined glosses) splits its targets
-        # as the run's data did, so that a memory answer is the first gloss, as training targets, not all of them.
-        bundled = BUNDLED_PAIRS.get(config.data, (None, {"reference_separators": {}}))[1]
-        separator = recipe.get("reference_separator") or bundled["reference_separators"].get(columns[1])
         # `tfllm evaluate`'s --source-column names --data's column, and `tfllm.translate` has none: "Pass
         # --source-column" was a fix that did not work there.
         fix = None if named else (f"Name its columns {columns[0]!r} and {columns[1]!r}, as the run's (`tfllm "
                                   "translate --memory` alone reads other columns: --source-column, --target-column).")
-        part = read_pairs(pairs, *columns, reference_separator=separator, flag="--memory", column_fix=fix)
+        part = read_pairs(pairs, *columns, reference_separator=reference_separator(config, recipe, columns[1]),
+                          flag="--memory", column_fix=fix)
     return TranslationMemory(part.sources, [references[0] for references in part.references])
 
 
