@@ -1318,6 +1318,63 @@ def test_metrics_json_has_macro_and_weighted_averages_and_says_how_its_confusion
     assert report["f1"] == report["per_class"][report["positive_label"]]["f1"]  # the binary figures as they were
 
 
+def test_macro_figures_average_over_the_classes_labelled_or_predicted_as_scikit_learns():
+    """A class with no example in the scored split and never predicted counted 0 in macro precision, recall and
+    F1 (recall 0.36 beside a balanced accuracy of 0.54); scikit-learn's default leaves it out, and its
+    per_class figures are null, not 0.0."""
+    from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
+
+    from tfllm.errors import TfllmWarning
+    from tfllm.evaluation import classification_report, note_missing_classes
+
+    rng = np.random.default_rng(0)
+    names = ["10", "2", "9", "7"]
+    y_true = rng.choice([0, 1, 3], size=60)  # no '9'; '7' has examples
+    probabilities = rng.random((60, 4))
+    probabilities[:, 2] = 0  # never '9'
+    probabilities[:5, 3] = 0
+    probabilities[y_true == 3, 3] = 0  # '7' predicted only where it is not labelled
+    y_pred = probabilities.argmax(axis=-1)
+    report = classification_report(y_true, probabilities, names)
+    for average in ("macro", "weighted"):
+        expected = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)[:3]
+        got = report if average == "macro" else report["weighted"]
+        assert [got["precision"], got["recall"], got["f1"]] == pytest.approx(expected), average
+    assert report["recall"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert report["per_class"]["9"] == {"precision": None, "recall": None, "f1": None, "support": 0,
+                                        "roc_auc": None}
+    assert report["macro_classes"] == ["10", "2", "7"]
+    with pytest.warns(TfllmWarning, match=r"the test split has no example of '9' and none was predicted"):
+        note_missing_classes(report, "the test split")
+    # A class predicted without examples counts 0, as scikit-learn's (here the binary report's macro figures).
+    binary = classification_report([0, 0, 0], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["neg", "pos"])
+    assert [binary["macro"][key] for key in ("precision", "recall", "f1")] == pytest.approx(
+        precision_recall_fscore_support([0, 0, 0], [0, 1, 0], average="macro", zero_division=0)[:3])
+    assert binary["per_class"]["pos"]["precision"] == 0.0
+    with pytest.warns(TfllmWarning, match="no example of 'pos', which the model predicted"):
+        note_missing_classes(binary, "the val split")
+
+
+@pytest.mark.slow
+def test_evaluate_notes_the_classes_its_data_has_no_example_of(tiny_classifier_run, tmp_path):
+    import csv
+    import gzip
+
+    from tfllm.datasets import bundled_path
+
+    with gzip.open(bundled_path("rotten_tomatoes.csv.gz"), "rt", encoding="utf-8") as f:
+        rows = [row for row in csv.DictReader(f) if row["label"] == "fresh"][:20]
+    data = tmp_path / "fresh.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows((row["text"], row["label"]) for row in rows)
+    result = run_cli("evaluate", tiny_classifier_run, "--data", data)
+    assert result.returncode == 0, result.stderr
+    assert f"{str(data)!r} has no example of 'rotten'" in result.stderr  # the whole file was scored
+    assert json.loads(result.stdout)["per_class"]["rotten"]["support"] == 0
+
+
 def test_tfllm_evaluate_loads_a_run_once_per_process(tiny_classifier_run, tmp_path, monkeypatch):
     """`tfllm.evaluate` keeps its loaded run as `tfllm.predict` does (it loaded it again each call), with the
     same metrics as a fresh load; `tfllm.clear_cache()` frees it."""

@@ -5,7 +5,7 @@ import re
 import numpy as np
 
 from tfllm.datasets.text import CJK_IDEOGRAPHS
-from tfllm.errors import UserInputError
+from tfllm.errors import UserInputError, note
 
 
 def _check_finite(values, what):
@@ -75,10 +75,12 @@ def classification_report(y_true, probabilities, label_names):
     (rows: true labels, columns: predicted) and per-class figures.
 
     The macro figures average over different classes when some class has no example: precision, recall
-    and F1 over every class (the absent one counts 0, as scikit-learn's labels=all, zero_division=0),
-    balanced accuracy over the classes present and ROC-AUC over those with examples both in and out of
-    the class (scikit-learn's). The report then names those in `balanced_accuracy_classes` and
-    `roc_auc_classes`.
+    and F1 over the classes the labels or the predictions hold (scikit-learn's default labels; a class
+    predicted without examples counts 0, as its zero_division=0), balanced accuracy over the classes the
+    labels hold and ROC-AUC over those with examples both in and out of the class (scikit-learn's). The
+    report then names those in `macro_classes`, `balanced_accuracy_classes` and `roc_auc_classes`; a class
+    neither in the labels nor predicted has null precision, recall and F1 in `per_class`
+    (`note_missing_classes` says so).
 
     Args:
         y_true: integer label ids.
@@ -116,6 +118,11 @@ def classification_report(y_true, probabilities, label_names):
     np.add.at(confusion, (y_true, y_pred), 1)
     per_class = {}
     for i, name in enumerate(label_names):
+        if not confusion[i, :].sum() and not confusion[:, i].sum():
+            # Nothing to score: counted 0 it pulled the macro figures down (recall 0.36 beside a balanced
+            # accuracy of 0.54, which leaves it out), for no error the model made.
+            per_class[name] = {"precision": None, "recall": None, "f1": None, "support": 0}
+            continue
         tp = confusion[i, i]
         precision = tp / confusion[:, i].sum() if confusion[:, i].sum() else 0.0
         recall = tp / confusion[i, :].sum() if confusion[i, :].sum() else 0.0
@@ -125,18 +132,22 @@ def classification_report(y_true, probabilities, label_names):
     report = {"accuracy": float((y_true == y_pred).mean()),
               "balanced_accuracy": float(np.mean([per_class[name]["recall"] for name in present])),
               "num_examples": int(len(y_true))}
-    if len(present) < k:  # "macro" alone would hide that it is not every class, unlike precision/recall/F1
+    scored = [name for name, c in per_class.items() if c["f1"] is not None]  # in the labels or predicted
+    if len(present) < k:  # "macro" alone would hide that it is not every class
         report["balanced_accuracy_classes"] = present
+    if len(scored) < k:
+        report["macro_classes"] = scored
     if k == 2:
         positive = per_class[label_names[1]]
         report.update(precision=positive["precision"], recall=positive["recall"], f1=positive["f1"])
         report["roc_auc"] = roc_auc(y_true == 1, probabilities[:, 1])
         report["positive_label"] = label_names[1]
         # Both classes' mean too (scikit-learn's average="macro"), as a multi-class report's own figures are.
-        report["macro"] = {key: float(np.mean([c[key] for c in per_class.values()])) for key in ("precision", "recall", "f1")}
+        report["macro"] = {key: float(np.mean([per_class[name][key] for name in scored]))
+                           for key in ("precision", "recall", "f1")}
     else:
         for key in ("precision", "recall", "f1"):
-            report[key] = float(np.mean([c[key] for c in per_class.values()]))
+            report[key] = float(np.mean([per_class[name][key] for name in scored]))
         # One class against the rest, as scikit-learn's roc_auc_score(multi_class="ovr", average="macro"),
         # over the classes that have examples both ways (a class's AUC is undefined otherwise).
         for i, name in enumerate(label_names):
@@ -148,13 +159,32 @@ def classification_report(y_true, probabilities, label_names):
         report["average"] = "macro"
     # Beside the binary/macro figures: averages weighted by support, as scikit-learn's average="weighted",
     # which a report with only macro figures left to compute by hand.
-    report["weighted"] = {key: float(sum(c[key] * c["support"] for c in per_class.values()) / len(y_true))
-                          for key in ("precision", "recall", "f1")}
+    report["weighted"] = {key: float(sum(c[key] * c["support"] for c in per_class.values() if c["support"])
+                                     / len(y_true)) for key in ("precision", "recall", "f1")}
     # Its orientation said, where a reader had to guess which axis is which.
     report["confusion_matrix"] = {"labels": list(label_names), "rows": "true", "columns": "predicted",
                                   "matrix": confusion.tolist()}
     report["per_class"] = per_class
     return report
+
+
+def note_missing_classes(report, scored):
+    """One note naming the classes that the `scored` data ("the test split", a file's name) has no example of
+    (`tfllm evaluate`; training warns of them as it splits, `datasets.warn_about_unscored_classes`): per_class's
+    nulls, and macro figures over fewer classes than the run's, are told why."""
+    missing = [name for name, c in report["per_class"].items() if not c["support"]]
+    unpredicted = [name for name in missing if report["per_class"][name]["f1"] is None]
+    predicted = [name for name in missing if name not in unpredicted]
+    parts = []
+    if unpredicted:
+        parts.append(f"{scored} has no example of {', '.join(map(repr, unpredicted))} and none was predicted "
+                     "(null in per_class; left out of the macro figures, as of balanced_accuracy)")
+    if predicted:
+        parts.append(f"{scored} has no example of {', '.join(map(repr, predicted))}, which the model "
+                     "predicted (0 in per_class and the macro figures, as scikit-learn's; left out of "
+                     "balanced_accuracy)")
+    if parts:
+        note(f"tfllm: note: {'; '.join(parts)}.")
 
 
 _CJK = re.compile(CJK_IDEOGRAPHS)

@@ -1028,14 +1028,16 @@ def warn_about_imbalance(data, balanced):
 
 
 def warn_about_unscored_classes(data):
-    """Warns of which classes have no test rows (a class of one or two rows in a stratified split):
-    their recall, precision and F1 are 0/0, counted as 0 in the macro averages, without a word."""
+    """Warns of which classes have no test rows (a class of one or two rows in a stratified split): their
+    recall is 0/0, so `evaluation.classification_report` leaves them out of the macro averages unless the
+    model predicts them (scikit-learn's rule), which changes what those averages are over, without a word."""
     present = set(data.test.labels)
     missing = [name for i, name in enumerate(data.label_names) if i not in present]
     if missing and len(data.test):
         names = ", ".join(repr(name) for name in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        warn(f"class(es) {names} have no test rows, so their test figures are 0 and pull the "
-             "macro averages down; give each class more rows (or read the per-class figures).")
+        warn(f"class(es) {names} have no test rows, so their test figures are null (0 where the model predicts "
+             "them) and the macro averages are over the other classes; give each class more rows (or read the "
+             "per-class figures).")
 
 
 def _label_key(name):

@@ -28,7 +28,7 @@ from tfllm.datasets import (BUNDLED, balanced_class_weight, describe, load_class
                             same_data, split_as_trained, warn_about_duplicates, warn_about_imbalance,
                             warn_about_labels, warn_about_small_splits, warn_about_unscored_classes)
 from tfllm.errors import UserInputError, note, shell_path, warn
-from tfllm.evaluation import classification_report
+from tfllm.evaluation import classification_report, note_missing_classes
 from tfllm.models import EncoderBackbone, TextClassifier, TextClassifierPreprocessor
 from tfllm.models.text_classifier import class_probabilities, predict_probabilities  # noqa: F401  (re-exported)
 from tfllm.models.encoder_backbone import BACKBONE_ARGS
@@ -572,6 +572,7 @@ def evaluate_run(run_dir, data=None, split="test", text_column=None, label_colum
                  "(refit_on_validation), so these val figures are in-sample; metrics.json's val figures were "
                  "measured before that. --split test is the held-out figure.")
     report = classification_report(rows.labels, predict_probabilities(model, rows.texts), label_names)
+    note_missing_classes(report, repr(data) if other and not copy and not split_column else f"the {split} split")
     note_cut_texts(model, rows.texts)
     return report
 
