@@ -27,6 +27,9 @@ def test_train_writes_a_complete_run_directory(cli_run):
     assert "Test metrics" in result.stdout and "accuracy" in result.stdout
     # Which class precision, recall and F1 are of (--labels' last, here the bundled set's): it was not said.
     assert "precision, recall, f1: positive label 'fresh')" in result.stdout
+    # The epochs' val_accuracy (TensorBoard's curves) is the encoder's before the n-gram tables and blend: 0.45
+    # beside metrics.json's 0.95, without a word.
+    assert "(the epochs' val figures above are the encoder's alone)" in result.stdout
     # What it trains on, first: on a large file the tokenizer and word vectors take minutes before anything else.
     metrics = json.loads((run_dir / "metrics.json").read_text())
     sizes = [metrics["num_train_examples"], metrics["val"]["num_examples"], metrics["test"]["num_examples"]]

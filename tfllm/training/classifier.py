@@ -795,8 +795,11 @@ def _train_classifier(config, verbose="auto", tokenizer=None, data=None, self_tr
                 tables_from = ["train", "val"] if refit else ["train"]
                 # Flushed: the fit comes next, minutes for hundreds of classes (scikit-learn's regression of the
                 # character view, twice), and a piped stdout held this line back, so nothing said what ran.
+                # The epochs' val_accuracy was the encoder path's alone (`LogitBlend` passes it until this fit),
+                # often far from metrics.json's blended figures: said here, where the blend comes in.
                 print("Naive-Bayes wide path: counts from the training split, blend fitted on the validation split"
-                      + (", then counts from both" if refit else ""), flush=True)
+                      + (", then counts from both" if refit else "")
+                      + " (the epochs' val figures above are the encoder's alone)", flush=True)
                 # Both splits cached by fit: no second tokenization. The validation split's figures are
                 # those before its texts joined the tables.
                 val_probabilities = model.fit_wide_path(train_ds, val_ds, class_weight=class_weight, refit=refit)
