@@ -1517,7 +1517,7 @@ def test_an_unknown_or_abbreviated_option_is_refused_with_the_subcommands_usage(
 def test_train_help_says_which_task_has_finetune_and_what_max_rows_keeps_of_a_text(capsys, tmp_path):
     """`tfllm train --help` said "'finetune' with --from-preset" for every task (generate has none, and refused
     it), and that --max-rows kept "the first N characters of the text" (it keeps N of the training split and
-    N // 9 of the validation split)."""
+    N // 9 of the validation split), or that a classifier trained on N rows (they are split into train/val/test)."""
     from tfllm.cli import main
     from tfllm.presets import PRESETS
 
@@ -1530,6 +1530,11 @@ def test_train_help_says_which_task_has_finetune_and_what_max_rows_keeps_of_a_te
         assert f"{task}: {', '.join(sorted(PRESETS[task]))}" in said
     assert "finetune" not in PRESETS["generate"]
     assert "generate: the first N characters of the training split, and N/9 of the validation split" in said
+    # It said "train on a seeded, stratified sample of this many rows": --max-rows 300 trained on 252.
+    assert "classify: a seeded, stratified sample of N rows, split into train, val and test (N in all" in said
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    assert "N rows in all, split into train, val and test" in " ".join(capsys.readouterr().out.split())
     (tmp_path / "poems.txt").write_text("the moon rises over quiet water\n" * 200)
     from tfllm.datasets.text import load_run_text
     from tfllm.config import TrainConfig

@@ -690,7 +690,8 @@ def add_tune_parsers(sub):
     p.add_argument("--target-column", default=None)
     p.add_argument("--labels", type=_csv_list, default=None)
     p.add_argument("--seed", type=_seed, default=1337, help="seeds the split, every trial and the search")
-    p.add_argument("--max-rows", type=_count, default=None)
+    p.add_argument("--max-rows", type=_count, default=None,
+                   help="as tfllm train's (classify, translate: N rows in all, split into train, val and test)")
     p.set_defaults(func=cmd_tune)
 
 
@@ -886,8 +887,9 @@ def build_parser():
     p.add_argument("--run-dir", default=None, help="where the model, logs and metrics go (default runs/<data>)")
     p.add_argument("--seed", type=_seed, default=1337)
     p.add_argument("--max-rows", type=_count, default=None,
-                   help="classify: train on a seeded, stratified sample of this many rows; translate: a seeded "
-                        "sample; generate: the first N characters of the training split, and N/9 of the validation split")
+                   help="classify: a seeded, stratified sample of N rows, split into train, val and test (N in "
+                        "all, not N to train on); translate: a seeded sample of N pairs, split likewise; generate: the "
+                        "first N characters of the training split, and N/9 of the validation split")
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi_worker or tpu")
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the train step")
