@@ -321,6 +321,8 @@ def test_a_tilde_in_a_python_api_path_is_the_home_folder(tiny_classifier_run, tm
 
     from tfllm.export.saved_model import export_classifier
     from tfllm.export.versioning import write_out_dir
+    from tfllm.datasets.pairs import read_pairs
+    from tfllm.datasets.text import load_text_corpus
     from tfllm.serving import list_models, prune, serve
 
     home = tmp_path / "home"
@@ -335,4 +337,10 @@ def test_a_tilde_in_a_python_api_path_is_the_home_folder(tiny_classifier_run, tm
     assert written == str(home / "tfl out") and os.path.exists(home / "tfl out" / "parity.json")
     with pytest.raises(UserInputError, match=re.escape(repr(str(home / "none")))):
         serve("~/none")
+    # A translation's decoding aids (translate(lm=..., memory=...)) read their files through these two.
+    lines = [f"line {i} of a corpus to count" for i in range(20)]
+    (home / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (home / "pairs.csv").write_text("zh,en\n你好,hello\n", encoding="utf-8")
+    assert load_text_corpus("~/corpus.txt", flag="--lm", whole=True).splitlines() == lines
+    assert read_pairs("~/pairs.csv", "zh", "en", flag="--memory").sources == ["你好"]
     assert not (tmp_path / "~").exists()

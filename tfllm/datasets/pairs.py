@@ -26,6 +26,7 @@ import random
 from tfllm.datasets import (_SPLIT_ALIASES, SPLITS, _check_fractions, _column, _first_line,
                             bundled_path, is_table, is_text_file, iter_rows, read_lines, read_texts,
                             refuse_plain_text, warn_about_unused_split_column)
+from tfllm.config import expand_home
 from tfllm.datasets.text import check_text_column
 from tfllm.errors import UserInputError, note
 
@@ -161,7 +162,7 @@ def _read_columns(source, source_column, target_column, split_column, reference_
         target_column = target_column or options["target_column"]
         reference_separator = reference_separator or options["reference_separators"].get(target_column)
     else:
-        path = source
+        path = expand_home(source)  # `translate(memory="~/pairs.csv")` from a notebook: the home folder's
         if not os.path.exists(path):
             raise UserInputError(f"Pairs file {path!r} does not exist. Check the path, or use a bundled set: "
                                  f"{', '.join(BUNDLED_PAIRS)}.")

@@ -8,6 +8,7 @@ import numpy as np
 
 from tfllm.datasets import (_saved_model, bundled_path, hidden, is_table, is_text_file, iter_rows, read_lines,
                             read_text_file, text_value)
+from tfllm.config import expand_home
 from tfllm.errors import UserInputError, warn
 
 # name -> file in tfllm/datasets/data
@@ -87,7 +88,7 @@ def load_text_corpus(name_or_path, text_column=None, val_fraction=0.1, flag="--d
     if name_or_path in BUNDLED_TEXT:
         path = bundled_path(BUNDLED_TEXT[name_or_path])
     else:
-        path = name_or_path
+        path = expand_home(name_or_path)  # `translate(lm="~/corpus.txt")` from a notebook: the home folder's
         if not os.path.exists(path):
             raise UserInputError(
                 f"{flag} {path!r} does not exist. Check the path, or use a bundled corpus: "
